@@ -1,0 +1,244 @@
+//! flocks.toml: the validated configuration and where to find it.
+//!
+//! `parse` turns the TOML text into these types; every check that can name a
+//! line happens there. What is here is what the rest of flocks relies on.
+
+mod command;
+mod parse;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use command::CommandSpec;
+pub(crate) use parse::normalize as normalize_path;
+
+use crate::error::{Context, Error, Result};
+
+pub const FILE_NAME: &str = "flocks.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The flocks.toml this was read from.
+    pub path: PathBuf,
+    /// Its directory: `.flocks/` lives here and relative paths start here.
+    pub dir: PathBuf,
+    pub max_agents: usize,
+    pub stagger_delay: Duration,
+    pub agent_timeout: Option<Duration>,
+    pub kill_grace: Duration,
+    pub stall_timeout: Option<Duration>,
+    pub max_turns: Option<u32>,
+    pub max_retries: u32,
+    pub max_cost_usd: Option<f64>,
+    pub agent: AgentConfig,
+    pub credentials: Vec<CredentialConfig>,
+    pub pools: Vec<PoolConfig>,
+    pub source: Option<SourceConfig>,
+    pub workspace: WorkspaceConfig,
+    pub prompt_template: Option<PathBuf>,
+    pub validate: ValidateConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub command: String,
+    pub args: Vec<String>,
+    pub model: Option<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// Injected as `CLAUDE_CODE_OAUTH_TOKEN`.
+    Oauth,
+    /// Injected as `ANTHROPIC_API_KEY`.
+    ApiKey,
+}
+
+impl CredentialKind {
+    pub fn target_var(self) -> &'static str {
+        match self {
+            CredentialKind::Oauth => "CLAUDE_CODE_OAUTH_TOKEN",
+            CredentialKind::ApiKey => "ANTHROPIC_API_KEY",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialConfig {
+    pub name: String,
+    /// The host environment variable that holds the secret.
+    pub env: String,
+    pub kind: CredentialKind,
+}
+
+/// Which credential a pool's agents get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialChoice {
+    /// Inject nothing: the environment's own login stands.
+    Default,
+    /// One named credential.
+    Named(String),
+    /// Draw from every credential that is not parked.
+    Rotate,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub max_worktrees: usize,
+    pub credential: CredentialChoice,
+    pub env: BTreeMap<String, String>,
+    pub backend: BackendConfig,
+}
+
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    Local,
+    Docker(DockerConfig),
+    Ssh(SshConfig),
+    Exedev(ExedevConfig),
+}
+
+impl BackendConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Local => "local",
+            BackendConfig::Docker(_) => "docker",
+            BackendConfig::Ssh(_) => "ssh",
+            BackendConfig::Exedev(_) => "exedev",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DockerConfig {
+    /// A container name or id.
+    pub container: Option<String>,
+    /// Find the running container whose `devcontainer.local_folder` label is this folder.
+    pub project: Option<PathBuf>,
+    pub workspace_mount: Option<String>,
+    pub user: Option<String>,
+    pub image: Option<String>,
+    pub mounts: Vec<String>,
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    pub host: String,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub ssh_options: Vec<String>,
+    pub remote_dir: String,
+    pub setup: Vec<CommandSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExedevConfig {
+    pub count: usize,
+    pub lobby: String,
+    pub identity_file: Option<PathBuf>,
+    pub ssh_options: Vec<String>,
+    pub remote_dir: String,
+    pub setup: Vec<CommandSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Jsonl { path: PathBuf },
+    Script { command: CommandSpec },
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkspaceConfig {
+    /// The git repository (absolute).
+    pub repo: PathBuf,
+    pub branch_prefix: String,
+    pub land_target: String,
+    pub base: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidateConfig {
+    pub commands: Vec<CommandSpec>,
+    pub timeout: Option<Duration>,
+}
+
+impl Config {
+    /// Find flocks.toml (`explicit`, or walking up from `start`) and load it.
+    pub fn discover(explicit: Option<&Path>, start: &Path) -> Result<Config> {
+        let path = match explicit {
+            Some(p) => {
+                if !p.is_file() {
+                    return Err(Error::Usage(format!(
+                        "no config file at {}: check the --config path",
+                        p.display()
+                    )));
+                }
+                p.to_path_buf()
+            }
+            None => find_upwards(start).ok_or_else(|| {
+                Error::Usage(format!(
+                    "no {FILE_NAME} found in {} or any parent directory: create one (see flocks.toml.example) or pass --config PATH",
+                    start.display()
+                ))
+            })?,
+        };
+        Config::load(&path)
+    }
+
+    pub fn load(path: &Path) -> Result<Config> {
+        let path = std::path::absolute(path).ctx(|| format!("resolve {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).ctx(|| format!("read {}", path.display()))?;
+        parse::parse(&path, &text)
+    }
+
+    /// Directory of flocks' own files: `.flocks/` next to flocks.toml.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join(".flocks")
+    }
+
+    /// Directory of the task worktrees: `.worktrees/` at the repo root, so that a
+    /// container that mounts the repo sees them.
+    pub fn worktrees_dir(&self) -> PathBuf {
+        self.workspace.repo.join(".worktrees")
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// Resolve a path from the config relative to its directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        resolve_from(&self.dir, p)
+    }
+}
+
+pub(crate) fn resolve_from(dir: &Path, p: &Path) -> PathBuf {
+    let expanded = expand_tilde(p);
+    if expanded.is_absolute() { expanded } else { dir.join(expanded) }
+}
+
+pub(crate) fn expand_tilde(p: &Path) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    p.to_path_buf()
+}
+
+fn find_upwards(start: &Path) -> Option<PathBuf> {
+    let mut dir = Some(start);
+    while let Some(d) = dir {
+        let candidate = d.join(FILE_NAME);
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+        dir = d.parent();
+    }
+    None
+}

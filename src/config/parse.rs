@@ -1,0 +1,651 @@
+//! From flocks.toml text to a validated [`Config`]. Every error names the file,
+//! the line and the key.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::*;
+use crate::error::{Error, Result};
+
+type S<T> = Option<Spanned<T>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    max_agents: S<i64>,
+    stagger_delay_secs: S<f64>,
+    agent_timeout_secs: S<f64>,
+    kill_grace_secs: S<f64>,
+    stall_timeout_secs: S<f64>,
+    max_turns: S<i64>,
+    max_retries: S<i64>,
+    max_cost_usd: S<f64>,
+    #[serde(default)]
+    agent: RawAgent,
+    #[serde(default)]
+    credentials: Vec<RawCredential>,
+    #[serde(default)]
+    containers: Vec<Spanned<RawPool>>,
+    source: Option<Spanned<RawSource>>,
+    #[serde(default)]
+    workspace: RawWorkspace,
+    #[serde(default)]
+    prompt: RawPrompt,
+    #[serde(default)]
+    validate: RawValidate,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    command: S<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    model: S<String>,
+    env: S<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    name: Spanned<String>,
+    env: Spanned<String>,
+    kind: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: S<String>,
+    backend: S<String>,
+    max_worktrees: S<i64>,
+    credential: S<String>,
+    env: S<BTreeMap<String, String>>,
+    // docker
+    container: S<String>,
+    project: S<String>,
+    kap_project: S<String>,
+    workspace_mount: S<String>,
+    user: S<String>,
+    image: S<String>,
+    mounts: S<Vec<String>>,
+    network: S<String>,
+    // ssh
+    host: S<String>,
+    port: S<i64>,
+    identity_file: S<String>,
+    ssh_options: S<Vec<String>>,
+    remote_dir: S<String>,
+    setup: S<Vec<CommandSpec>>,
+    // exedev
+    count: S<i64>,
+    lobby: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    #[serde(rename = "type")]
+    kind: S<String>,
+    path: S<String>,
+    command: S<CommandSpec>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWorkspace {
+    repo: S<String>,
+    branch_prefix: S<String>,
+    land_target: S<String>,
+    base: S<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPrompt {
+    template: S<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawValidate {
+    #[serde(default)]
+    commands: Vec<CommandSpec>,
+    timeout_secs: S<f64>,
+}
+
+/// Keys each backend accepts, beyond the common ones.
+const COMMON_KEYS: &[&str] = &["name", "backend", "max_worktrees", "credential", "env"];
+const DOCKER_KEYS: &[&str] = &[
+    "container",
+    "project",
+    "kap_project",
+    "workspace_mount",
+    "user",
+    "image",
+    "mounts",
+    "network",
+];
+const SSH_KEYS: &[&str] = &["host", "port", "identity_file", "ssh_options", "remote_dir", "setup"];
+const EXEDEV_KEYS: &[&str] = &["count", "lobby", "identity_file", "ssh_options", "remote_dir", "setup"];
+
+impl RawPool {
+    /// Every key present in this table, with its span.
+    fn present(&self) -> Vec<(&'static str, Range<usize>)> {
+        let mut out = Vec::new();
+        macro_rules! key {
+            ($($f:ident),*) => {$(
+                if let Some(v) = &self.$f { out.push((stringify!($f), v.span())); }
+            )*};
+        }
+        key!(
+            name,
+            backend,
+            max_worktrees,
+            credential,
+            env,
+            container,
+            project,
+            kap_project,
+            workspace_mount,
+            user,
+            image,
+            mounts,
+            network,
+            host,
+            port,
+            identity_file,
+            ssh_options,
+            remote_dir,
+            setup,
+            count,
+            lobby
+        );
+        out
+    }
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text[..end].matches('\n').count() + 1
+    }
+
+    fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> Error {
+        Error::input(self.path, Some(self.line(span)), Some(key), message)
+    }
+
+    fn non_negative(&self, v: &S<f64>, key: &str) -> Result<Option<f64>> {
+        match v {
+            None => Ok(None),
+            Some(s) if !s.get_ref().is_finite() || *s.get_ref() < 0.0 => {
+                Err(self.err(s.span(), key, "must be a non-negative number of seconds"))
+            }
+            Some(s) => Ok(Some(*s.get_ref())),
+        }
+    }
+
+    fn count(&self, v: &S<i64>, key: &str, min: i64) -> Result<Option<i64>> {
+        match v {
+            None => Ok(None),
+            Some(s) if *s.get_ref() < min => Err(self.err(s.span(), key, format!("must be at least {min}"))),
+            Some(s) => Ok(Some(*s.get_ref())),
+        }
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(v)
+}
+
+/// 0 means "none" for timeouts.
+fn optional_secs(v: Option<f64>) -> Option<Duration> {
+    v.filter(|s| *s > 0.0).map(secs)
+}
+
+fn env_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        Error::input(path, line, None, e.message().trim_end().to_string())
+    })?;
+    let cx = Ctx { path, text };
+    let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+
+    let max_agents = cx.count(&raw.max_agents, "max_agents", 1)?.unwrap_or(5) as usize;
+    let stagger = cx.non_negative(&raw.stagger_delay_secs, "stagger_delay_secs")?;
+    let timeout = cx.non_negative(&raw.agent_timeout_secs, "agent_timeout_secs")?;
+    let grace = cx.non_negative(&raw.kill_grace_secs, "kill_grace_secs")?;
+    let stall = cx.non_negative(&raw.stall_timeout_secs, "stall_timeout_secs")?;
+    let max_turns = cx.count(&raw.max_turns, "max_turns", 1)?;
+    let max_retries = cx.count(&raw.max_retries, "max_retries", 0)?;
+    let max_cost = cx.non_negative(&raw.max_cost_usd, "max_cost_usd")?;
+
+    // [agent]
+    let agent_env = raw.agent.env.map(|e| e.into_inner()).unwrap_or_default();
+    let agent = AgentConfig {
+        command: match raw.agent.command {
+            Some(c) if c.get_ref().trim().is_empty() => {
+                return Err(cx.err(c.span(), "agent.command", "must not be empty"));
+            }
+            Some(c) => c.into_inner(),
+            None => "claude".into(),
+        },
+        args: raw.agent.args,
+        model: raw.agent.model.map(|m| m.into_inner()),
+        env: agent_env,
+    };
+
+    // [[credentials]]
+    let mut credentials = Vec::new();
+    let mut cred_names = HashSet::new();
+    for c in raw.credentials {
+        let name = c.name.get_ref().clone();
+        if name.is_empty() || name == "default" || name == "rotate" {
+            return Err(cx.err(
+                c.name.span(),
+                "credentials.name",
+                format!("`{name}` cannot name a credential (\"default\" and \"rotate\" are reserved)"),
+            ));
+        }
+        if !cred_names.insert(name.clone()) {
+            return Err(cx.err(c.name.span(), "credentials.name", format!("duplicate credential `{name}`")));
+        }
+        if !env_name_ok(c.env.get_ref()) {
+            return Err(cx.err(
+                c.env.span(),
+                "credentials.env",
+                format!("`{}` is not an environment variable name", c.env.get_ref()),
+            ));
+        }
+        let kind = match c.kind.as_ref().map(|k| k.get_ref().as_str()) {
+            None | Some("oauth") => CredentialKind::Oauth,
+            Some("api_key") => CredentialKind::ApiKey,
+            Some(other) => {
+                let span = c.kind.as_ref().map(|k| k.span()).unwrap_or(0..0);
+                return Err(cx.err(
+                    span,
+                    "credentials.kind",
+                    format!("unknown kind `{other}`: use \"oauth\" or \"api_key\""),
+                ));
+            }
+        };
+        credentials.push(CredentialConfig {
+            name,
+            env: c.env.into_inner(),
+            kind,
+        });
+    }
+
+    // [[containers]]
+    let mut pools = Vec::new();
+    let mut pool_names = HashSet::new();
+    for (i, p) in raw.containers.into_iter().enumerate() {
+        let table_span = p.span();
+        let p = p.into_inner();
+        pools.push(parse_pool(&cx, &dir, p, table_span, i, &cred_names, &mut pool_names)?);
+    }
+    if pools.is_empty() {
+        // No pools: one local pool with as many slots as max_agents.
+        pools.push(PoolConfig {
+            name: "local".into(),
+            max_worktrees: max_agents,
+            credential: CredentialChoice::Default,
+            env: BTreeMap::new(),
+            backend: BackendConfig::Local,
+        });
+    }
+
+    // [source]
+    let source = match raw.source {
+        None => None,
+        Some(s) => {
+            let span = s.span();
+            let s = s.into_inner();
+            let kind = s.kind.as_ref().map(|k| k.get_ref().clone()).unwrap_or_else(|| "jsonl".into());
+            match kind.as_str() {
+                "jsonl" => {
+                    if let Some(c) = &s.command {
+                        return Err(cx.err(c.span(), "source.command", "belongs to type = \"script\""));
+                    }
+                    let p = s.path.map(|p| p.into_inner()).unwrap_or_else(|| "tasks.jsonl".into());
+                    Some(SourceConfig::Jsonl {
+                        path: resolve_from(&dir, Path::new(&p)),
+                    })
+                }
+                "script" => {
+                    if let Some(p) = &s.path {
+                        return Err(cx.err(p.span(), "source.path", "belongs to type = \"jsonl\""));
+                    }
+                    let Some(command) = s.command else {
+                        return Err(cx.err(span, "source.command", "type = \"script\" needs a command"));
+                    };
+                    Some(SourceConfig::Script {
+                        command: command.into_inner(),
+                    })
+                }
+                other => {
+                    let span = s.kind.map(|k| k.span()).unwrap_or(span);
+                    return Err(cx.err(
+                        span,
+                        "source.type",
+                        format!("unknown source type `{other}`: use \"jsonl\" or \"script\""),
+                    ));
+                }
+            }
+        }
+    };
+
+    // [workspace]
+    let ws = raw.workspace;
+    let repo = resolve_from(&dir, Path::new(ws.repo.as_ref().map(|r| r.get_ref().as_str()).unwrap_or(".")));
+    let land_target = ws.land_target.map(|s| s.into_inner()).unwrap_or_else(|| "main".into());
+    let base = ws.base.map(|s| s.into_inner()).unwrap_or_else(|| land_target.clone());
+    let workspace = WorkspaceConfig {
+        repo: normalize(&repo),
+        branch_prefix: ws.branch_prefix.map(|s| s.into_inner()).unwrap_or_else(|| "flocks/".into()),
+        land_target,
+        base,
+    };
+
+    let prompt_template = raw.prompt.template.map(|t| resolve_from(&dir, Path::new(t.get_ref())));
+
+    let validate = ValidateConfig {
+        commands: raw.validate.commands,
+        timeout: optional_secs(
+            cx.non_negative(&raw.validate.timeout_secs, "validate.timeout_secs")?
+                .or(Some(1800.0)),
+        ),
+    };
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        dir,
+        max_agents,
+        stagger_delay: secs(stagger.unwrap_or(0.0)),
+        agent_timeout: optional_secs(timeout.or(Some(1800.0))),
+        kill_grace: secs(grace.unwrap_or(10.0)),
+        stall_timeout: optional_secs(stall),
+        max_turns: max_turns.map(|n| n as u32),
+        max_retries: max_retries.unwrap_or(3) as u32,
+        max_cost_usd: max_cost.filter(|c| *c > 0.0),
+        agent,
+        credentials,
+        pools,
+        source,
+        workspace,
+        prompt_template,
+        validate,
+    })
+}
+
+fn parse_pool(
+    cx: &Ctx,
+    dir: &Path,
+    p: RawPool,
+    table_span: Range<usize>,
+    index: usize,
+    cred_names: &HashSet<String>,
+    pool_names: &mut HashSet<String>,
+) -> Result<PoolConfig> {
+    let name = match &p.name {
+        Some(n) if n.get_ref().is_empty() => return Err(cx.err(n.span(), "containers.name", "must not be empty")),
+        Some(n) => n.get_ref().clone(),
+        None => return Err(cx.err(table_span, "containers.name", format!("pool #{} has no name", index + 1))),
+    };
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        let span = p.name.as_ref().map(|n| n.span()).unwrap_or(table_span.clone());
+        return Err(cx.err(
+            span,
+            "containers.name",
+            format!("`{name}`: a pool name may hold letters, digits, `-`, `_` and `.`"),
+        ));
+    }
+    if !pool_names.insert(name.clone()) {
+        let span = p.name.as_ref().map(|n| n.span()).unwrap_or(table_span.clone());
+        return Err(cx.err(span, "containers.name", format!("duplicate pool `{name}`")));
+    }
+    let backend = p.backend.as_ref().map(|b| b.get_ref().as_str()).unwrap_or("local");
+    let allowed: &[&str] = match backend {
+        "local" => &[],
+        "docker" => DOCKER_KEYS,
+        "ssh" => SSH_KEYS,
+        "exedev" => EXEDEV_KEYS,
+        other => {
+            let span = p.backend.as_ref().map(|b| b.span()).unwrap_or(table_span.clone());
+            return Err(cx.err(
+                span,
+                "containers.backend",
+                format!("unknown backend `{other}`: use \"local\", \"docker\", \"ssh\" or \"exedev\""),
+            ));
+        }
+    };
+    for (key, span) in p.present() {
+        if COMMON_KEYS.contains(&key) || allowed.contains(&key) {
+            continue;
+        }
+        let owners: Vec<&str> = [("docker", DOCKER_KEYS), ("ssh", SSH_KEYS), ("exedev", EXEDEV_KEYS)]
+            .iter()
+            .filter(|(_, keys)| keys.contains(&key))
+            .map(|(b, _)| *b)
+            .collect();
+        return Err(cx.err(
+            span,
+            &format!("containers.{key}"),
+            format!(
+                "`{key}` belongs to {} pools, but pool `{name}` has backend = \"{backend}\"",
+                owners.join(" and ")
+            ),
+        ));
+    }
+
+    let max_worktrees = cx.count(&p.max_worktrees, "containers.max_worktrees", 1)?.unwrap_or(1) as usize;
+    let credential = match p.credential.as_ref().map(|c| c.get_ref().as_str()) {
+        None | Some("default") => CredentialChoice::Default,
+        Some("rotate") => CredentialChoice::Rotate,
+        Some(c) if cred_names.contains(c) => CredentialChoice::Named(c.to_string()),
+        Some(c) => {
+            let span = p.credential.as_ref().map(|c| c.span()).unwrap_or(table_span.clone());
+            return Err(cx.err(
+                span,
+                "containers.credential",
+                format!("no [[credentials]] entry named `{c}` (use \"default\", \"rotate\" or a credential name)"),
+            ));
+        }
+    };
+    if credential == CredentialChoice::Rotate && cred_names.is_empty() {
+        let span = p.credential.as_ref().map(|c| c.span()).unwrap_or(table_span.clone());
+        return Err(cx.err(span, "containers.credential", "\"rotate\" needs at least one [[credentials]] entry"));
+    }
+    let env = p.env.as_ref().map(|e| e.get_ref().clone()).unwrap_or_default();
+    let take = |v: &S<String>| v.as_ref().map(|s| s.get_ref().clone());
+    let take_list = |v: &S<Vec<String>>| v.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default();
+    let setup = p.setup.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default();
+    let remote_dir = take(&p.remote_dir).unwrap_or_else(|| "~/flocks".into());
+
+    let backend = match backend {
+        "local" => BackendConfig::Local,
+        "docker" => {
+            let project = match (&p.project, &p.kap_project) {
+                (Some(a), Some(_)) => {
+                    return Err(cx.err(a.span(), "containers.project", "give `project` or its alias `kap_project`, not both"));
+                }
+                (Some(v), None) | (None, Some(v)) => Some(v),
+                (None, None) => None,
+            };
+            if p.container.is_none() && project.is_none() && p.image.is_none() {
+                return Err(cx.err(
+                    table_span,
+                    "containers.container",
+                    format!("docker pool `{name}` needs `container` (a name or id) or `project` (a folder whose devcontainer to use)"),
+                ));
+            }
+            if let Some(m) = &p.workspace_mount
+                && !m.get_ref().starts_with('/')
+            {
+                return Err(cx.err(m.span(), "containers.workspace_mount", "must be an absolute path in the container"));
+            }
+            BackendConfig::Docker(DockerConfig {
+                container: take(&p.container),
+                project: project.map(|v| normalize(&resolve_from(dir, Path::new(v.get_ref())))),
+                workspace_mount: take(&p.workspace_mount),
+                user: take(&p.user),
+                image: take(&p.image),
+                mounts: take_list(&p.mounts),
+                network: take(&p.network),
+            })
+        }
+        "ssh" => {
+            let Some(host) = take(&p.host) else {
+                return Err(cx.err(table_span, "containers.host", format!("ssh pool `{name}` needs a `host`")));
+            };
+            if host.starts_with('-') {
+                let span = p.host.as_ref().map(|h| h.span()).unwrap_or(table_span);
+                return Err(cx.err(span, "containers.host", "must not start with `-`"));
+            }
+            let port = match &p.port {
+                Some(v) if !(1..=65535).contains(v.get_ref()) => {
+                    return Err(cx.err(v.span(), "containers.port", "must be between 1 and 65535"));
+                }
+                Some(v) => Some(*v.get_ref() as u16),
+                None => None,
+            };
+            BackendConfig::Ssh(SshConfig {
+                host,
+                port,
+                identity_file: take(&p.identity_file).map(|f| resolve_from(dir, Path::new(&f))),
+                ssh_options: take_list(&p.ssh_options),
+                remote_dir,
+                setup,
+            })
+        }
+        "exedev" => BackendConfig::Exedev(ExedevConfig {
+            count: cx.count(&p.count, "containers.count", 1)?.unwrap_or(1) as usize,
+            lobby: take(&p.lobby).unwrap_or_else(|| "exe.dev".into()),
+            identity_file: take(&p.identity_file).map(|f| resolve_from(dir, Path::new(&f))),
+            ssh_options: take_list(&p.ssh_options),
+            remote_dir,
+            setup,
+        }),
+        _ => unreachable!("backend checked above"),
+    };
+    Ok(PoolConfig {
+        name,
+        max_worktrees,
+        credential,
+        env,
+        backend,
+    })
+}
+
+/// Lexically clean a path (`a/./b/../c` -> `a/c`) without touching the disk.
+pub(crate) fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config> {
+        parse(Path::new("/p/flocks.toml"), text)
+    }
+
+    fn err(text: &str) -> String {
+        parse_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse_str("").unwrap();
+        assert_eq!(c.max_agents, 5);
+        assert_eq!(c.pools.len(), 1);
+        assert_eq!(c.pools[0].max_worktrees, 5);
+        assert_eq!(c.workspace.base, "main");
+        assert_eq!(c.agent.command, "claude");
+        assert_eq!(c.agent_timeout, Some(Duration::from_secs(1800)));
+        assert_eq!(c.stall_timeout, None);
+        assert_eq!(c.max_retries, 3);
+    }
+
+    #[test]
+    fn fractions_and_zero() {
+        let c = parse_str("stagger_delay_secs = 0.5\nagent_timeout_secs = 0\nkill_grace_secs = 2").unwrap();
+        assert_eq!(c.stagger_delay, Duration::from_millis(500));
+        assert_eq!(c.agent_timeout, None);
+        assert_eq!(c.kill_grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = err("max_agents = 2\n\n[agent]\ncommnd = \"x\"\n");
+        assert!(e.contains("flocks.toml:4"), "{e}");
+        assert!(e.contains("commnd"), "{e}");
+    }
+
+    #[test]
+    fn key_of_another_backend() {
+        let e = err("[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"c\"\nhost = \"x\"\n");
+        assert!(e.contains("flocks.toml:5"), "{e}");
+        assert!(e.contains("`host` belongs to ssh pools"), "{e}");
+    }
+
+    #[test]
+    fn unknown_backend() {
+        let e = err("[[containers]]\nname = \"x\"\nbackend = \"k8s\"\n");
+        assert!(e.contains(":3") && e.contains("unknown backend `k8s`"), "{e}");
+    }
+
+    #[test]
+    fn mistyped_value() {
+        let e = err("max_agents = \"five\"\n");
+        assert!(e.contains("flocks.toml:1"), "{e}");
+    }
+
+    #[test]
+    fn unknown_credential() {
+        let e = err("[[containers]]\nname = \"a\"\ncredential = \"nope\"\n");
+        assert!(e.contains("no [[credentials]] entry named `nope`"), "{e}");
+    }
+
+    #[test]
+    fn commands_string_or_argv() {
+        let c = parse_str("[validate]\ncommands = [\"cargo test\", [\"make\", \"check\"]]\n").unwrap();
+        assert_eq!(c.validate.commands[0].argv(), vec!["sh", "-c", "cargo test"]);
+        assert_eq!(c.validate.commands[1].argv(), vec!["make", "check"]);
+    }
+
+    #[test]
+    fn kap_project_alias() {
+        let c = parse_str("[[containers]]\nname = \"d\"\nbackend = \"docker\"\nkap_project = \"/x\"\n").unwrap();
+        match &c.pools[0].backend {
+            BackendConfig::Docker(d) => assert_eq!(d.project.as_deref(), Some(Path::new("/x"))),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Local git work through git2: the repository, excludes, commits that flocks
+//! makes itself, and commit ranges.
+
+mod worktree;
+
+use std::path::{Path, PathBuf};
+
+use git2::{Oid, Repository, Signature, StatusOptions};
+
+pub use worktree::{Prepared, Worktrees};
+
+use crate::error::{Context, Error, Result};
+
+/// Open the project's repository with a message that says what to do.
+pub fn open(repo: &Path) -> Result<Repository> {
+    Repository::open(repo).map_err(|e| {
+        Error::Usage(format!(
+            "{} is not a git repository ({}): set [workspace] repo in flocks.toml",
+            repo.display(),
+            e.message()
+        ))
+    })
+}
+
+/// The commit a branch points at.
+pub fn branch_tip(repo: &Repository, branch: &str) -> Result<Option<Oid>> {
+    match repo.find_reference(&format!("refs/heads/{branch}")) {
+        Ok(r) => Ok(Some(r.peel_to_commit().ctx(|| format!("read branch {branch}"))?.id())),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+        Err(e) => Err(e).ctx(|| format!("read branch {branch}")),
+    }
+}
+
+/// The commit a revision (branch, tag, sha) names.
+pub fn resolve_commit(repo: &Repository, rev: &str) -> Result<Oid> {
+    let obj = repo.revparse_single(rev).map_err(|_| {
+        Error::Usage(format!(
+            "`{rev}` names no commit in {}: check [workspace] base / land_target",
+            repo.path().display()
+        ))
+    })?;
+    Ok(obj.peel_to_commit().ctx(|| format!("resolve {rev}"))?.id())
+}
+
+/// The repo's configured identity, or flocks' fallback.
+pub fn signature(repo: &Repository) -> Signature<'static> {
+    repo.signature()
+        .map(|s| s.to_owned())
+        .unwrap_or_else(|_| Signature::now("flocks", "flocks@localhost").expect("static signature is valid"))
+}
+
+/// Add `patterns` to `.git/info/exclude` (of the common dir) if missing. Never
+/// touches a tracked file.
+pub fn ensure_excluded(repo: &Repository, patterns: &[String]) -> Result<()> {
+    let info = repo.commondir().join("info");
+    std::fs::create_dir_all(&info).ctx(|| format!("create {}", info.display()))?;
+    let path = info.join("exclude");
+    let existing = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut add = String::new();
+    for p in patterns {
+        if !existing.lines().any(|l| l.trim() == p) {
+            add.push_str(p);
+            add.push('\n');
+        }
+    }
+    if add.is_empty() {
+        return Ok(());
+    }
+    let mut text = existing;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    if !text.contains("# flocks") {
+        text.push_str("# flocks: run state and task worktrees\n");
+    }
+    text.push_str(&add);
+    std::fs::write(&path, text).ctx(|| format!("write {}", path.display()))
+}
+
+/// Exclude patterns for `.flocks/` and `.worktrees/` relative to the repo root,
+/// for the ones that lie inside it.
+pub fn exclude_patterns(repo_root: &Path, dirs: &[PathBuf]) -> Vec<String> {
+    dirs.iter()
+        .filter_map(|d| d.strip_prefix(repo_root).ok())
+        .filter(|rel| !rel.as_os_str().is_empty())
+        .map(|rel| format!("/{}/", rel.display()))
+        .collect()
+}
+
+/// Commit whatever is left uncommitted in `worktree` (ignored files excepted),
+/// as its own commit on HEAD. Returns the new commit, if one was needed.
+pub fn commit_leftovers(worktree: &Path, message: &str) -> Result<Option<Oid>> {
+    let repo = Repository::open(worktree).ctx(|| format!("open worktree {}", worktree.display()))?;
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false);
+    let dirty = !repo.statuses(Some(&mut opts)).ctx(|| "read worktree status".into())?.is_empty();
+    if !dirty {
+        return Ok(None);
+    }
+    let mut index = repo.index().ctx(|| "read index".into())?;
+    index
+        .add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None)
+        .ctx(|| "stage leftovers".into())?;
+    index.update_all(["*"].iter(), None).ctx(|| "stage deletions".into())?;
+    index.write().ctx(|| "write index".into())?;
+    let tree_id = index.write_tree().ctx(|| "write tree".into())?;
+    let tree = repo.find_tree(tree_id).ctx(|| "read tree".into())?;
+    let parent = match repo.head() {
+        Ok(h) => Some(h.peel_to_commit().ctx(|| "read HEAD".into())?),
+        Err(_) => None,
+    };
+    if let Some(p) = &parent
+        && p.tree_id() == tree_id
+    {
+        return Ok(None);
+    }
+    let sig = signature(&repo);
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    let oid = repo
+        .commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+        .ctx(|| "commit leftovers".into())?;
+    Ok(Some(oid))
+}
+
+/// Commits reachable from `tip` that `start` lacks.
+pub fn commits_ahead(repo: &Repository, tip: Oid, start: Oid) -> Result<usize> {
+    if tip == start {
+        return Ok(0);
+    }
+    let (ahead, _) = repo.graph_ahead_behind(tip, start).ctx(|| "compare commits".into())?;
+    Ok(ahead)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// A repo with one commit on `main`, made with the git CLI.
+    pub fn init_repo(dir: &Path) {
+        let run = |args: &[&str]| {
+            let st = Command::new("git").args(args).current_dir(dir).output().unwrap();
+            assert!(st.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&st.stderr));
+        };
+        run(&["init", "-q", "-b", "main"]);
+        run(&["config", "user.name", "Test"]);
+        run(&["config", "user.email", "test@example.com"]);
+        std::fs::write(dir.join("README.md"), "hello\n").unwrap();
+        run(&["add", "."]);
+        run(&["commit", "-q", "-m", "init"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_become_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        testing::init_repo(dir.path());
+        assert_eq!(commit_leftovers(dir.path(), "x").unwrap(), None);
+        std::fs::write(dir.path().join("new.txt"), "n").unwrap();
+        std::fs::remove_file(dir.path().join("README.md")).unwrap();
+        let oid = commit_leftovers(dir.path(), "flocks: uncommitted changes left by attempt 1").unwrap().unwrap();
+        let repo = Repository::open(dir.path()).unwrap();
+        let c = repo.find_commit(oid).unwrap();
+        assert_eq!(c.message().unwrap(), "flocks: uncommitted changes left by attempt 1");
+        assert!(c.tree().unwrap().get_name("README.md").is_none());
+        assert!(c.tree().unwrap().get_name("new.txt").is_some());
+    }
+
+    #[test]
+    fn excludes_are_added_once() {
+        let dir = tempfile::tempdir().unwrap();
+        testing::init_repo(dir.path());
+        let repo = Repository::open(dir.path()).unwrap();
+        let pats = exclude_patterns(dir.path(), &[dir.path().join(".flocks"), dir.path().join(".worktrees")]);
+        ensure_excluded(&repo, &pats).unwrap();
+        ensure_excluded(&repo, &pats).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(".git/info/exclude")).unwrap();
+        assert_eq!(text.matches("/.flocks/").count(), 1);
+        assert_eq!(text.matches("/.worktrees/").count(), 1);
+    }
+}

@@ -1,0 +1,398 @@
+//! Task worktrees under `.worktrees/`: created, reused across attempts, and
+//! recycled through a pool of spare worktrees so that a new task only writes
+//! the files that differ from the last one.
+//!
+//! Worktree links are written relative (`gitdir: ../../.git/worktrees/<id>`),
+//! so that the same worktree works where the repo is mounted at another path
+//! (a devcontainer). The admin dir's back link stays absolute, as git writes it.
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+use git2::{Oid, Repository, build::CheckoutBuilder};
+
+use super::{branch_tip, resolve_commit};
+use crate::error::{Context, Error, Result};
+
+const SPARE_DIR: &str = ".spare";
+const SPARE_PREFIX: &str = "flocks-spare-";
+
+/// A task's worktree, ready for an attempt.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub path: PathBuf,
+    /// The branch tip as the attempt starts.
+    pub start_commit: Oid,
+    /// flocks created the branch just now.
+    pub created_branch: bool,
+    /// Something the user should know (a stale directory moved aside).
+    pub note: Option<String>,
+}
+
+/// The worktrees of one repository. Operations that change refs or worktree
+/// admin files are serialized; checkouts of different worktrees are not.
+pub struct Worktrees {
+    repo_dir: PathBuf,
+    root: PathBuf,
+    admin: Mutex<()>,
+}
+
+impl Worktrees {
+    pub fn new(repo_dir: &Path, root: &Path) -> Result<Worktrees> {
+        let repo_dir = repo_dir.canonicalize().ctx(|| format!("resolve {}", repo_dir.display()))?;
+        fs::create_dir_all(root).ctx(|| format!("create {}", root.display()))?;
+        let root = root.canonicalize().ctx(|| format!("resolve {}", root.display()))?;
+        Ok(Worktrees {
+            repo_dir,
+            root,
+            admin: Mutex::new(()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path_for(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    fn repo(&self) -> Result<Repository> {
+        Repository::open(&self.repo_dir).ctx(|| format!("open {}", self.repo_dir.display()))
+    }
+
+    /// Make `.worktrees/<id>` a worktree with `branch` checked out, creating the
+    /// branch at `base` when it does not exist. `fresh` first moves the branch
+    /// back to `base` (the caller checked that this loses nothing unlanded).
+    pub fn prepare(&self, id: &str, branch: &str, base: &str, fresh: bool) -> Result<Prepared> {
+        let guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let repo = self.repo()?;
+        let refname = format!("refs/heads/{branch}");
+        let path = self.path_for(id);
+        let mut note = None;
+
+        let base_oid = resolve_commit(&repo, base)?;
+        let mut created_branch = false;
+        match branch_tip(&repo, branch)? {
+            None => {
+                let base_commit = repo.find_commit(base_oid).ctx(|| format!("read {base}"))?;
+                repo.branch(branch, &base_commit, false)
+                    .ctx(|| format!("create branch {branch}"))?;
+                created_branch = true;
+            }
+            Some(_) if fresh => {
+                repo.reference(&refname, base_oid, true, &format!("flocks: start {branch} over from {base}"))
+                    .ctx(|| format!("reset branch {branch}"))?;
+            }
+            Some(_) => {}
+        }
+        self.check_not_checked_out_elsewhere(&repo, &refname, &path)?;
+
+        // Reuse the task's own worktree when it is one.
+        if path.exists() {
+            if self.is_our_worktree(&repo, &path) {
+                drop(guard);
+                let wt = Repository::open(&path).ctx(|| format!("open worktree {}", path.display()))?;
+                let on_branch = wt.head().ok().and_then(|h| h.name().ok().map(str::to_string)) == Some(refname.clone());
+                if !on_branch || fresh {
+                    switch_to(&wt, &refname)?;
+                }
+                let start_commit = branch_tip(&repo, branch)?.unwrap_or(base_oid);
+                return Ok(Prepared {
+                    path,
+                    start_commit,
+                    created_branch,
+                    note,
+                });
+            }
+            let aside = self
+                .root
+                .join(".stale")
+                .join(format!("{id}-{}", chrono::Utc::now().format("%Y%m%d%H%M%S")));
+            fs::create_dir_all(aside.parent().unwrap_or(&self.root)).ctx(|| "create .worktrees/.stale".into())?;
+            fs::rename(&path, &aside).ctx(|| format!("move stale {} aside", path.display()))?;
+            note = Some(format!(
+                "{} was not a worktree of this repository; moved it to {}",
+                path.display(),
+                aside.display()
+            ));
+        }
+
+        self.remove_stale_admin(&repo, id)?;
+        if let Some(spare) = self.take_spare(&repo)? {
+            // Move a spare worktree into place, then switch it to the branch:
+            // only the files that differ are written.
+            fs::rename(&spare.path, &path).ctx(|| format!("move spare worktree to {}", path.display()))?;
+            let admin = repo.commondir().join("worktrees").join(id);
+            fs::rename(&spare.admin, &admin).ctx(|| "rename spare worktree admin dir".into())?;
+            write_links(&path, &admin)?;
+            drop(guard);
+            let wt = Repository::open(&path).ctx(|| format!("open worktree {}", path.display()))?;
+            switch_to(&wt, &refname)?;
+        } else {
+            let reference = repo.find_reference(&refname).ctx(|| format!("read {refname}"))?;
+            let mut opts = git2::WorktreeAddOptions::new();
+            opts.reference(Some(&reference));
+            repo.worktree(id, &path, Some(&opts))
+                .ctx(|| format!("create worktree {}", path.display()))?;
+            let admin = repo.commondir().join("worktrees").join(id);
+            write_links(&path, &admin)?;
+        }
+        let start_commit = branch_tip(&repo, branch)?.unwrap_or(base_oid);
+        Ok(Prepared {
+            path,
+            start_commit,
+            created_branch,
+            note,
+        })
+    }
+
+    /// Put a finished task's worktree in the spare pool. Its work must already
+    /// be committed on its branch; ignored files (build caches) stay.
+    pub fn recycle(&self, id: &str) -> Result<()> {
+        let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let repo = self.repo()?;
+        let path = self.path_for(id);
+        if !self.is_our_worktree(&repo, &path) {
+            return Ok(());
+        }
+        let wt = Repository::open(&path).ctx(|| format!("open worktree {}", path.display()))?;
+        let head = wt.head().and_then(|h| h.peel_to_commit()).ctx(|| "read worktree HEAD".into())?;
+        wt.set_head_detached(head.id()).ctx(|| "detach worktree HEAD".into())?;
+        let Some(admin) = admin_dir_of(&path) else { return Ok(()) };
+        let spare_root = self.root.join(SPARE_DIR);
+        fs::create_dir_all(&spare_root).ctx(|| format!("create {}", spare_root.display()))?;
+        let mut n = 0;
+        let (spare_path, spare_admin) = loop {
+            let p = spare_root.join(n.to_string());
+            let a = repo.commondir().join("worktrees").join(format!("{SPARE_PREFIX}{n}"));
+            if !p.exists() && !a.exists() {
+                break (p, a);
+            }
+            n += 1;
+        };
+        fs::rename(&path, &spare_path).ctx(|| "move worktree to the spare pool".into())?;
+        fs::rename(&admin, &spare_admin).ctx(|| "rename worktree admin dir".into())?;
+        write_links(&spare_path, &spare_admin)
+    }
+
+    /// Remove a task's worktree (its branch stays).
+    pub fn remove(&self, id: &str) -> Result<bool> {
+        let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.path_for(id);
+        if !path.exists() {
+            return Ok(false);
+        }
+        let admin = admin_dir_of(&path);
+        fs::remove_dir_all(&path).ctx(|| format!("remove {}", path.display()))?;
+        if let Some(a) = admin
+            && a.starts_with(self.repo()?.commondir().join("worktrees"))
+        {
+            let _ = fs::remove_dir_all(a);
+        }
+        Ok(true)
+    }
+
+    /// Remove every spare worktree.
+    pub fn remove_spares(&self) -> Result<usize> {
+        let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let spare_root = self.root.join(SPARE_DIR);
+        let Ok(entries) = fs::read_dir(&spare_root) else { return Ok(0) };
+        let mut n = 0;
+        for e in entries.flatten() {
+            if let Some(a) = admin_dir_of(&e.path()) {
+                let _ = fs::remove_dir_all(a);
+            }
+            fs::remove_dir_all(e.path()).ctx(|| format!("remove {}", e.path().display()))?;
+            n += 1;
+        }
+        let _ = fs::remove_dir(&spare_root);
+        Ok(n)
+    }
+
+    fn is_our_worktree(&self, repo: &Repository, path: &Path) -> bool {
+        if !path.join(".git").is_file() {
+            return false;
+        }
+        match Repository::open(path) {
+            Ok(wt) => same_dir(wt.commondir(), repo.commondir()) && same_dir(wt.workdir().unwrap_or(Path::new("")), path),
+            Err(_) => false,
+        }
+    }
+
+    /// An admin dir `.git/worktrees/<id>` whose worktree is gone blocks a new one.
+    fn remove_stale_admin(&self, repo: &Repository, id: &str) -> Result<()> {
+        let admin = repo.commondir().join("worktrees").join(id);
+        if admin.exists() {
+            let target = fs::read_to_string(admin.join("gitdir")).unwrap_or_default();
+            let wt_git = PathBuf::from(target.trim());
+            if !wt_git.exists() || !same_dir(wt_git.parent().unwrap_or(Path::new("")), &self.path_for(id)) {
+                fs::remove_dir_all(&admin).ctx(|| format!("remove stale {}", admin.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn take_spare(&self, repo: &Repository) -> Result<Option<Spare>> {
+        let Ok(entries) = fs::read_dir(self.root.join(SPARE_DIR)) else { return Ok(None) };
+        let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for path in names {
+            if !self.is_our_worktree(repo, &path) {
+                continue;
+            }
+            if let Some(admin) = admin_dir_of(&path) {
+                return Ok(Some(Spare { path, admin }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A branch can be checked out in one worktree only.
+    fn check_not_checked_out_elsewhere(&self, repo: &Repository, refname: &str, ours: &Path) -> Result<()> {
+        let mut holders = Vec::new();
+        if !repo.is_bare()
+            && repo.head().ok().and_then(|h| h.name().ok().map(str::to_string)).as_deref() == Some(refname)
+            && let Some(w) = repo.workdir()
+        {
+            holders.push(w.to_path_buf());
+        }
+        if let Ok(names) = repo.worktrees() {
+            for name in names.iter().flatten().flatten() {
+                let Ok(wt) = repo.find_worktree(name) else { continue };
+                let p = wt.path().to_path_buf();
+                if same_dir(&p, ours) || !p.exists() {
+                    continue;
+                }
+                if let Ok(r) = Repository::open(&p)
+                    && r.head().ok().and_then(|h| h.name().ok().map(str::to_string)).as_deref() == Some(refname)
+                {
+                    holders.push(p);
+                }
+            }
+        }
+        match holders.first() {
+            None => Ok(()),
+            Some(p) => Err(Error::Other(format!(
+                "branch {} is checked out at {}: check out another branch there first",
+                refname.trim_start_matches("refs/heads/"),
+                p.display()
+            ))),
+        }
+    }
+}
+
+struct Spare {
+    path: PathBuf,
+    admin: PathBuf,
+}
+
+/// Check out `refname` in a worktree: files first (against the old HEAD, so
+/// only what differs is written), then HEAD.
+fn switch_to(wt: &Repository, refname: &str) -> Result<()> {
+    let target = wt
+        .find_reference(refname)
+        .and_then(|r| r.peel_to_commit())
+        .ctx(|| format!("read {refname}"))?;
+    let mut co = CheckoutBuilder::new();
+    co.force();
+    wt.checkout_tree(target.as_object(), Some(&mut co))
+        .ctx(|| format!("check out {refname}"))?;
+    wt.set_head(refname).ctx(|| format!("set HEAD to {refname}"))?;
+    Ok(())
+}
+
+/// The admin dir a worktree's `.git` file points to.
+pub(crate) fn admin_dir_of(worktree: &Path) -> Option<PathBuf> {
+    let text = fs::read_to_string(worktree.join(".git")).ok()?;
+    let target = text.trim().strip_prefix("gitdir:")?.trim();
+    let p = Path::new(target);
+    Some(if p.is_absolute() { p.to_path_buf() } else { lexical_join(worktree, p) })
+}
+
+/// `<wt>/.git` holds a relative link to the admin dir; the admin dir's
+/// `gitdir` holds the absolute path of `<wt>/.git`.
+fn write_links(worktree: &Path, admin: &Path) -> Result<()> {
+    let rel = relative_path(worktree, admin);
+    fs::write(worktree.join(".git"), format!("gitdir: {}\n", rel.display()))
+        .ctx(|| format!("write {}/.git", worktree.display()))?;
+    fs::write(admin.join("gitdir"), format!("{}\n", worktree.join(".git").display()))
+        .ctx(|| format!("write {}/gitdir", admin.display()))
+}
+
+/// The path from directory `from` to `to`, both absolute.
+pub(crate) fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<Component> = from.components().collect();
+    let to_c: Vec<Component> = to.components().collect();
+    let common = from.iter().zip(&to_c).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to_c[common..] {
+        out.push(c);
+    }
+    out
+}
+
+fn lexical_join(base: &Path, rel: &Path) -> PathBuf {
+    crate::config::normalize_path(&base.join(rel))
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    canon(a) == canon(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::testing::init_repo;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(
+            relative_path(Path::new("/r/.worktrees/a"), Path::new("/r/.git/worktrees/a")),
+            PathBuf::from("../../.git/worktrees/a")
+        );
+    }
+
+    #[test]
+    fn prepare_reuse_recycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo_dir = dir.path().join("repo");
+        fs::create_dir(&repo_dir).unwrap();
+        init_repo(&repo_dir);
+        let wts = Worktrees::new(&repo_dir, &repo_dir.join(".worktrees")).unwrap();
+
+        let p = wts.prepare("a", "flocks/a", "main", false).unwrap();
+        assert!(p.created_branch);
+        assert!(p.path.join("README.md").exists());
+        let link = fs::read_to_string(p.path.join(".git")).unwrap();
+        assert_eq!(link.trim(), "gitdir: ../../.git/worktrees/a");
+
+        // A commit in the worktree lands on the branch.
+        fs::write(p.path.join("a.txt"), "a").unwrap();
+        crate::git::commit_leftovers(&p.path, "a").unwrap().unwrap();
+        let again = wts.prepare("a", "flocks/a", "main", false).unwrap();
+        assert!(!again.created_branch);
+        assert_ne!(again.start_commit, p.start_commit);
+
+        // Recycled into a spare, then reused for another task on a new branch.
+        wts.recycle("a").unwrap();
+        assert!(!p.path.exists());
+        let b = wts.prepare("b", "flocks/b", "main", false).unwrap();
+        assert!(!b.path.join("a.txt").exists(), "the spare must be switched to b's branch");
+        assert!(b.path.join("README.md").exists());
+        let wt = Repository::open(&b.path).unwrap();
+        assert_eq!(wt.head().unwrap().name().unwrap(), "refs/heads/flocks/b");
+        // git itself agrees.
+        let out = std::process::Command::new("git").args(["status", "--porcelain"]).current_dir(&b.path).output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+        // a's branch still has its commit and can be checked out again.
+        let a2 = wts.prepare("a", "flocks/a", "main", false).unwrap();
+        assert!(a2.path.join("a.txt").exists());
+    }
+}

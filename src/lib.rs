@@ -1,0 +1,12 @@
+//! flocks: run a fleet of headless Claude Code agents in parallel on one git
+//! repository, each task in its own worktree and branch.
+//!
+//! `main.rs` parses the command line and calls [`commands::dispatch`]; all
+//! the work lives in this library so that tests and benchmarks can drive it.
+
+pub mod config;
+pub mod error;
+pub mod git;
+pub mod prompt;
+pub mod state;
+pub mod tasks;

@@ -1,0 +1,422 @@
+//! Run state: what every task is doing and has done, persisted in
+//! `.flocks/state.json`. Only the holder of `.flocks/lock` writes it.
+
+mod lock;
+mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use lock::{LockInfo, ProjectLock};
+pub use store::StateStore;
+
+/// Bumped when the shape changes in a way old readers cannot follow.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub format_version: u32,
+    /// The current or last run.
+    #[serde(default)]
+    pub run: Option<RunInfo>,
+    /// Tasks in the order they were first seen (task-file order).
+    #[serde(default)]
+    pub tasks: Vec<TaskRecord>,
+    /// Parked and disabled credentials, by name.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, CredentialState>,
+    /// A global pause after an overload (529) signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_until: Option<DateTime<Utc>>,
+    /// What flocks created and must remove (`flocks up`/`down`), per backend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed: Vec<Managed>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            format_version: FORMAT_VERSION,
+            run: None,
+            tasks: Vec::new(),
+            credentials: BTreeMap::new(),
+            backoff_until: None,
+            managed: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub id: String,
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    #[serde(default)]
+    pub ended_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub supervise: bool,
+}
+
+/// A resource that `flocks up` created.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Managed {
+    Container { pool: String, id: String, name: String },
+    Vm { pool: String, name: String, ssh_dest: String, ssh_port: u16 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub branch: String,
+    /// The task's worktree on the host (the same path on every attempt).
+    pub worktree: PathBuf,
+    pub prompt_hash: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    pub status: TaskStatus,
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// flocks created the branch (so it may reuse it).
+    #[serde(default)]
+    pub branch_created: bool,
+    /// Times the task went back to the queue for reasons not its own
+    /// (rate limits, overload); capped.
+    #[serde(default)]
+    pub requeues: u32,
+    /// How the next attempt should start, set by a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<NextAttempt>,
+}
+
+/// A task's life. Changes go through [`TaskRecord::transition`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting for its dependencies or a slot.
+    Pending,
+    Running {
+        attempt: u32,
+        pool: String,
+        started_at: DateTime<Utc>,
+    },
+    /// The last attempt ended this way; final until retried.
+    Done { outcome: Outcome },
+    /// A dependency did not succeed.
+    Blocked { on: Vec<String> },
+}
+
+impl TaskStatus {
+    pub fn label(&self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running { .. } => "running",
+            TaskStatus::Done { outcome } => outcome.label(),
+            TaskStatus::Blocked { .. } => "blocked",
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(self, TaskStatus::Done { outcome: Outcome::Success })
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failed {
+        reason: String,
+    },
+    TimedOut,
+    Stalled,
+    Interrupted,
+    SpawnFailed {
+        reason: String,
+    },
+    RateLimited {
+        #[serde(default)]
+        credential: Option<String>,
+        #[serde(default)]
+        resets_at: Option<DateTime<Utc>>,
+    },
+    Overloaded,
+    CredentialRejected {
+        #[serde(default)]
+        credential: Option<String>,
+        reason: String,
+    },
+    HostLost {
+        reason: String,
+    },
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Success => "succeeded",
+            Outcome::Failed { .. } => "failed",
+            Outcome::TimedOut => "timed out",
+            Outcome::Stalled => "stalled",
+            Outcome::Interrupted => "interrupted",
+            Outcome::SpawnFailed { .. } => "spawn failed",
+            Outcome::RateLimited { .. } => "rate limited",
+            Outcome::Overloaded => "overloaded",
+            Outcome::CredentialRejected { .. } => "credential rejected",
+            Outcome::HostLost { .. } => "host lost",
+        }
+    }
+
+    /// Does this outcome use one of the task's `max_retries`?
+    pub fn counts_against_retries(&self) -> bool {
+        match self {
+            Outcome::Failed { .. } | Outcome::TimedOut | Outcome::Stalled => true,
+            Outcome::Success
+            | Outcome::Interrupted
+            | Outcome::SpawnFailed { .. }
+            | Outcome::RateLimited { .. }
+            | Outcome::Overloaded
+            | Outcome::CredentialRejected { .. }
+            | Outcome::HostLost { .. } => false,
+        }
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Success => "succeeded".into(),
+            Outcome::Failed { reason } => format!("failed: {reason}"),
+            Outcome::TimedOut => "timed out (agent_timeout_secs)".into(),
+            Outcome::Stalled => "stalled: no output for stall_timeout_secs".into(),
+            Outcome::Interrupted => "interrupted".into(),
+            Outcome::SpawnFailed { reason } => format!("could not start: {reason}"),
+            Outcome::RateLimited { credential, resets_at } => {
+                let mut s = "rate limited".to_string();
+                if let Some(c) = credential {
+                    s.push_str(&format!(" (credential {c})"));
+                }
+                if let Some(t) = resets_at {
+                    s.push_str(&format!(", resets at {}", t.format("%Y-%m-%d %H:%M:%S UTC")));
+                }
+                s
+            }
+            Outcome::Overloaded => "API overloaded (529)".into(),
+            Outcome::CredentialRejected { credential, reason } => match credential {
+                Some(c) => format!("credential {c} rejected: {reason}"),
+                None => format!("credential rejected: {reason}"),
+            },
+            Outcome::HostLost { reason } => format!("host lost: {reason}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub pool: String,
+    #[serde(default)]
+    pub credential: Option<String>,
+    pub started_at: DateTime<Utc>,
+    #[serde(default)]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// The branch tip when the attempt started.
+    #[serde(default)]
+    pub start_commit: Option<String>,
+    /// The branch tip when it ended (after flocks committed leftovers).
+    #[serde(default)]
+    pub end_tip: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The session this attempt resumed, if it did.
+    #[serde(default)]
+    pub resumed_from: Option<String>,
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub result: Option<ResultInfo>,
+    /// flocks committed changes the agent left uncommitted.
+    #[serde(default)]
+    pub leftovers_committed: bool,
+    /// The `FLOCKS_ATTEMPT` tag in the agent's environment.
+    pub tag: String,
+}
+
+impl Attempt {
+    pub fn cost(&self) -> f64 {
+        self.result.as_ref().and_then(|r| r.total_cost_usd).unwrap_or(0.0)
+    }
+
+    pub fn turns(&self) -> u64 {
+        self.result.as_ref().and_then(|r| r.num_turns).unwrap_or(0)
+    }
+}
+
+/// What the agent's result object said.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResultInfo {
+    #[serde(default)]
+    pub subtype: Option<String>,
+    #[serde(default)]
+    pub is_error: bool,
+    #[serde(default)]
+    pub num_turns: Option<u64>,
+    #[serde(default)]
+    pub total_cost_usd: Option<f64>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// The result text (cut to a few KB).
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub api_error_status: Option<serde_json::Value>,
+    #[serde(default)]
+    pub terminal_reason: Option<String>,
+}
+
+/// How a retried task's next attempt starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NextAttempt {
+    /// Start the branch over from the base.
+    #[serde(default)]
+    pub fresh: bool,
+    /// Resume this claude session (on the same pool and path) if possible.
+    #[serde(default)]
+    pub resume_session: Option<String>,
+    #[serde(default)]
+    pub resume_pool: Option<String>,
+    /// The context of the previous attempt, for a prompt that starts fresh.
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CredentialState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_until: Option<DateTime<Utc>>,
+    /// Consecutive parks without a reset time, for the exponential backoff.
+    #[serde(default)]
+    pub backoff_level: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<String>,
+}
+
+/// An invalid task status change: a bug in flocks, never user input.
+#[derive(Debug, thiserror::Error)]
+#[error("task `{task}`: cannot go from {from} to {to}")]
+pub struct InvalidTransition {
+    pub task: String,
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+impl TaskRecord {
+    /// The one place a task's status changes.
+    pub fn transition(&mut self, to: TaskStatus) -> Result<(), InvalidTransition> {
+        use TaskStatus::*;
+        let ok = match (&self.status, &to) {
+            (Pending, Running { .. }) => true,
+            (Pending, Blocked { .. }) => true,
+            (Pending, Pending) => true,
+            (Running { .. }, Done { .. }) => true,
+            (Running { .. }, Pending) => true, // re-queued (rate limit, interrupted, retry)
+            (Done { .. }, Pending) => true,    // retried
+            (Done { .. }, Done { .. }) => true, // reconciled
+            (Blocked { .. }, Pending) => true,  // its dependency was retried
+            (Blocked { .. }, Blocked { .. }) => true,
+            (Pending, Done { .. }) => true, // e.g. re-queue cap reached, dependency failed for good
+            (Running { .. }, Running { .. })
+            | (Running { .. }, Blocked { .. })
+            | (Done { .. }, Running { .. })
+            | (Done { .. }, Blocked { .. })
+            | (Blocked { .. }, Running { .. })
+            | (Blocked { .. }, Done { .. }) => false,
+        };
+        if !ok {
+            return Err(InvalidTransition {
+                task: self.id.clone(),
+                from: self.status.label(),
+                to: to.label(),
+            });
+        }
+        self.status = to;
+        Ok(())
+    }
+
+    pub fn last_attempt(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    pub fn attempt_mut(&mut self, number: u32) -> Option<&mut Attempt> {
+        self.attempts.iter_mut().find(|a| a.number == number)
+    }
+
+    /// Attempts that used up one of `max_retries`'s tries.
+    pub fn counted_failures(&self) -> u32 {
+        self.attempts
+            .iter()
+            .filter(|a| a.outcome.as_ref().is_some_and(Outcome::counts_against_retries))
+            .count() as u32
+    }
+
+    pub fn cost(&self) -> f64 {
+        self.attempts.iter().map(Attempt::cost).sum()
+    }
+
+    pub fn turns(&self) -> u64 {
+        self.attempts.iter().map(Attempt::turns).sum()
+    }
+
+    /// The attempt that succeeded last, whose `start..tip` is what lands.
+    pub fn successful_attempt(&self) -> Option<&Attempt> {
+        if !self.status.is_success() {
+            return None;
+        }
+        self.attempts.iter().rev().find(|a| a.outcome == Some(Outcome::Success))
+    }
+}
+
+impl State {
+    pub fn task(&self, id: &str) -> Option<&TaskRecord> {
+        self.tasks.iter().find(|t| t.id == id)
+    }
+
+    pub fn task_mut(&mut self, id: &str) -> Option<&mut TaskRecord> {
+        self.tasks.iter_mut().find(|t| t.id == id)
+    }
+
+    pub fn total_cost(&self) -> f64 {
+        self.tasks.iter().map(TaskRecord::cost).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_version_1_fixture() {
+        let text = include_str!("../../tests/fixtures/state-v1.json");
+        let state: State = serde_json::from_str(text).unwrap();
+        assert_eq!(state.format_version, 1);
+        assert!(state.tasks[0].status.is_success());
+        assert_eq!(state.tasks[1].status.label(), "timed out");
+        assert_eq!(state.tasks[0].successful_attempt().unwrap().end_tip.as_deref(), Some("2222222222222222222222222222222222222222"));
+    }
+
+    #[test]
+    fn transitions_are_checked() {
+        let text = include_str!("../../tests/fixtures/state-v1.json");
+        let mut state: State = serde_json::from_str(text).unwrap();
+        let t = &mut state.tasks[0];
+        assert!(t.transition(TaskStatus::Blocked { on: vec![] }).is_err());
+        assert!(t.transition(TaskStatus::Pending).is_ok());
+    }
+}

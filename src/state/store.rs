@@ -1,0 +1,126 @@
+//! Reading and writing state.json: atomic (temp file, fsync, rename), versioned,
+//! and never overwritten when it cannot be read.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{FORMAT_VERSION, State};
+use crate::error::{Context, Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    path: PathBuf,
+}
+
+impl StateStore {
+    pub fn new(state_dir: &Path) -> Self {
+        StateStore {
+            path: state_dir.join("state.json"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved state, or a fresh one when there is none. A corrupt file is an
+    /// error that names it; the file is left exactly as it was.
+    pub fn load(&self) -> Result<State> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(e) => return Err(Error::Io { context: format!("read {}", self.path.display()), source: e }),
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            Error::input(
+                &self.path,
+                Some(e.line()),
+                None,
+                format!(
+                    "state file is not valid JSON ({e}); it was left as it is: fix it, or move it away to start over"
+                ),
+            )
+        })?;
+        let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if version > FORMAT_VERSION as u64 {
+            return Err(Error::input(
+                &self.path,
+                None,
+                Some("format_version"),
+                format!("written by a newer flocks (format {version}, this one reads up to {FORMAT_VERSION}): upgrade flocks"),
+            ));
+        }
+        if version == 0 {
+            return Err(Error::input(
+                &self.path,
+                None,
+                Some("format_version"),
+                "missing: this is not a flocks state file; it was left as it is",
+            ));
+        }
+        serde_json::from_value(value).map_err(|e| {
+            Error::input(
+                &self.path,
+                None,
+                None,
+                format!("state file does not match format {version} ({e}); it was left as it is: fix it, or move it away to start over"),
+            )
+        })
+    }
+
+    /// Write atomically: a reader sees the old file or the new one, never half.
+    pub fn save(&self, state: &State) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+        let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Other(format!("serialize state: {e}")))?;
+        write_atomic(&self.path, &json)
+    }
+}
+
+/// Temp file in the same directory, fsync, rename over, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.ctx(|| format!("write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_file_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        fs::write(store.path(), "{\"format_version\": 1, \"tasks\": [").unwrap();
+        let err = store.load().unwrap_err();
+        assert_eq!(err.exit(), crate::error::Exit::BadInput);
+        assert_eq!(fs::read_to_string(store.path()).unwrap(), "{\"format_version\": 1, \"tasks\": [");
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(&dir.path().join(".flocks"));
+        assert!(store.load().unwrap().tasks.is_empty());
+        let mut s = State::default();
+        s.backoff_until = Some(chrono::Utc::now());
+        store.save(&s).unwrap();
+        assert_eq!(store.load().unwrap().backoff_until, s.backoff_until);
+    }
+}

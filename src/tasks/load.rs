@@ -1,0 +1,215 @@
+//! Reading task lines: every malformed line names the file, the line and the field.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::{Task, TaskSet, dependency_order, valid_id};
+use crate::config::CommandSpec;
+use crate::error::{Error, Result};
+
+/// Naming rules that depend on the config.
+pub struct BranchRules<'a> {
+    pub prefix: &'a str,
+    pub base: &'a str,
+    pub land_target: &'a str,
+}
+
+pub fn load_jsonl(path: &Path, rules: &BranchRules) -> Result<TaskSet> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Usage(format!(
+                "tasks file {} does not exist: pass --tasks PATH or set [source] path in flocks.toml",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(Error::input(path, None, None, format!("cannot read: {e}"))),
+    };
+    parse_jsonl(path, &text, rules)
+}
+
+/// Run a `[source] type = "script"` command and read its stdout as JSONL.
+/// `env` is the environment the script runs with (credentials already removed).
+pub fn load_script(command: &CommandSpec, dir: &Path, env: &[(String, String)], rules: &BranchRules) -> Result<TaskSet> {
+    let name = PathBuf::from(format!("[source] script `{command}`"));
+    let mut cmd = command.to_command();
+    cmd.current_dir(dir).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.stdin(std::process::Stdio::null());
+    let out = cmd
+        .output()
+        .map_err(|e| Error::input(&name, None, None, format!("could not start it: {e}")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(Error::input(
+            &name,
+            None,
+            None,
+            format!("exited with {}; its stderr ends with:\n{}", out.status, tail.join("\n")),
+        ));
+    }
+    let text = String::from_utf8(out.stdout).map_err(|_| Error::input(&name, None, None, "printed output that is not UTF-8"))?;
+    parse_jsonl(&name, &text, rules)
+}
+
+pub fn parse_jsonl(source: &Path, text: &str, rules: &BranchRules) -> Result<TaskSet> {
+    let mut tasks: Vec<Task> = Vec::new();
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut branches: HashMap<String, usize> = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let lineno = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let err = |field: Option<&str>, msg: String| Error::input(source, Some(lineno), field, msg);
+        let obj: Map<String, Value> = match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(err(None, "expected a JSON object (one task per line)".into())),
+            Err(e) => return Err(err(None, format!("not valid JSON: {e}"))),
+        };
+        let task = task_from_object(obj, lineno, rules).map_err(|(field, msg)| err(field.as_deref(), msg))?;
+        if let Some(prev) = ids.insert(task.id.clone(), lineno) {
+            return Err(err(Some("id"), format!("duplicate id `{}` (first on line {prev})", task.id)));
+        }
+        if let Some(prev) = branches.insert(task.branch.clone(), lineno) {
+            return Err(err(
+                Some("branch"),
+                format!("branch `{}` is already used by the task on line {prev}", task.branch),
+            ));
+        }
+        tasks.push(task);
+    }
+    if let Err((i, msg)) = dependency_order(&tasks) {
+        return Err(Error::input(source, Some(tasks[i].line), Some("depends_on"), msg));
+    }
+    Ok(TaskSet {
+        source: source.to_path_buf(),
+        tasks,
+    })
+}
+
+type FieldError = (Option<String>, String);
+
+fn task_from_object(mut obj: Map<String, Value>, line: usize, rules: &BranchRules) -> Result<Task, FieldError> {
+    fn fe(field: &str, msg: impl Into<String>) -> FieldError {
+        (Some(field.to_string()), msg.into())
+    }
+    fn opt_string(obj: &mut Map<String, Value>, key: &str) -> Result<Option<String>, FieldError> {
+        match obj.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(fe(key, format!("expected a string, found {}", kind(&other)))),
+        }
+    }
+    let id = opt_string(&mut obj, "id")?.ok_or_else(|| fe("id", "missing (every task needs a unique id)"))?;
+    valid_id(&id).map_err(|m| fe("id", format!("`{id}` {m}")))?;
+    let prompt = opt_string(&mut obj, "prompt")?.ok_or_else(|| fe("prompt", "missing"))?;
+    if prompt.trim().is_empty() {
+        return Err(fe("prompt", "is empty"));
+    }
+    let branch = opt_string(&mut obj, "branch")?.unwrap_or_else(|| format!("{}{id}", rules.prefix));
+    check_branch(&branch, rules).map_err(|m| fe("branch", m))?;
+    let title = opt_string(&mut obj, "title")?;
+    let description = opt_string(&mut obj, "description")?;
+    let depends_on = match obj.remove("depends_on") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                other => Err(fe("depends_on", format!("expected task ids (strings), found {}", kind(&other)))),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => return Err(fe("depends_on", format!("expected an array of task ids, found {}", kind(&other)))),
+    };
+    Ok(Task {
+        id,
+        prompt,
+        branch,
+        title,
+        description,
+        depends_on,
+        extra: obj,
+        line,
+    })
+}
+
+fn check_branch(branch: &str, rules: &BranchRules) -> Result<(), String> {
+    if branch.starts_with('-') || !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+        return Err(format!("`{branch}` is not a valid branch name"));
+    }
+    if branch == rules.base || branch == rules.land_target {
+        return Err(format!(
+            "`{branch}` is the base or land target branch; a task needs a branch of its own"
+        ));
+    }
+    Ok(())
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: BranchRules = BranchRules {
+        prefix: "flocks/",
+        base: "main",
+        land_target: "main",
+    };
+
+    fn parse(text: &str) -> Result<TaskSet> {
+        parse_jsonl(Path::new("tasks.jsonl"), text, &RULES)
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_and_defaults_branch() {
+        let set = parse("{\"id\":\"a\",\"prompt\":\"x\",\"team\":\"core\"}\n\n{\"id\":\"b\",\"prompt\":\"y\",\"depends_on\":[\"a\"]}\n").unwrap();
+        assert_eq!(set.tasks[0].branch, "flocks/a");
+        assert_eq!(set.tasks[0].field("team").as_deref(), Some("core"));
+        assert_eq!(set.tasks[1].line, 3);
+    }
+
+    #[test]
+    fn malformed_line_names_line() {
+        let e = err("{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\": \n");
+        assert!(e.starts_with("tasks.jsonl:2: not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn missing_and_duplicate_ids() {
+        assert!(err("{\"prompt\":\"x\"}").contains("tasks.jsonl:1: field `id`: missing"));
+        let e = err("{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"a\",\"prompt\":\"y\"}");
+        assert!(e.contains("tasks.jsonl:2: field `id`: duplicate id `a` (first on line 1)"), "{e}");
+    }
+
+    #[test]
+    fn unsafe_ids_and_branches() {
+        assert!(err("{\"id\":\"../x\",\"prompt\":\"x\"}").contains("field `id`"));
+        assert!(err("{\"id\":\"a/b\",\"prompt\":\"x\"}").contains("field `id`"));
+        assert!(err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"a b\"}").contains("field `branch`"));
+        assert!(err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"main\"}").contains("field `branch`"));
+        assert!(err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"x;rm -rf ~\"}").contains("field `branch`"));
+    }
+
+    #[test]
+    fn wrong_types() {
+        assert!(err("{\"id\":1,\"prompt\":\"x\"}").contains("field `id`: expected a string"));
+        assert!(err("{\"id\":\"a\",\"prompt\":\"x\",\"depends_on\":\"b\"}").contains("field `depends_on`"));
+    }
+}

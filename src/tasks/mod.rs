@@ -1,0 +1,88 @@
+//! Tasks: one per line of a JSONL file (or of a script's output), validated
+//! and put in dependency order.
+
+mod graph;
+mod load;
+
+use std::path::PathBuf;
+
+pub use graph::dependency_order;
+pub use load::{load_jsonl, load_script, parse_jsonl};
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: String,
+    pub prompt: String,
+    pub branch: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub depends_on: Vec<String>,
+    /// Fields flocks does not know, kept for the template (`{{task.<field>}}`).
+    pub extra: Map<String, Value>,
+    /// 1-based line in the source, for messages.
+    pub line: usize,
+}
+
+impl Task {
+    /// A field by name as text, for the prompt template.
+    pub fn field(&self, name: &str) -> Option<String> {
+        match name {
+            "id" => Some(self.id.clone()),
+            "prompt" => Some(self.prompt.clone()),
+            "branch" => Some(self.branch.clone()),
+            "title" => self.title.clone(),
+            "description" => self.description.clone(),
+            "depends_on" => Some(self.depends_on.join(", ")),
+            other => self.extra.get(other).map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+        }
+    }
+
+    /// A short content hash of what the agent is asked to do.
+    pub fn prompt_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.prompt.as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The task list as loaded: file order, every check passed.
+#[derive(Debug, Clone)]
+pub struct TaskSet {
+    /// Where the tasks came from, for messages.
+    pub source: PathBuf,
+    pub tasks: Vec<Task>,
+}
+
+impl TaskSet {
+    pub fn get(&self, id: &str) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.id == id)
+    }
+}
+
+/// Is `id` a safe task id: letters, digits, `-`, `_` and `.`, no path tricks.
+pub fn valid_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("must not be empty");
+    }
+    if id.len() > 100 {
+        return Err("is longer than 100 characters");
+    }
+    if id == "." || id == ".." {
+        return Err("must not be `.` or `..`");
+    }
+    if id.starts_with('-') || id.starts_with('.') {
+        return Err("must not start with `-` or `.`");
+    }
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err("may contain only letters, digits, `-`, `_` and `.`");
+    }
+    if id.ends_with(".lock") {
+        return Err("must not end with `.lock`");
+    }
+    Ok(())
+}
