@@ -7,6 +7,7 @@
 pub mod config;
 pub mod error;
 pub mod git;
+pub mod project;
 pub mod prompt;
 pub mod state;
 pub mod tasks;

@@ -1,0 +1,52 @@
+//! A project: its flocks.toml and the places flocks keeps things for it.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::state::{ProjectLock, StateStore};
+
+pub struct Project {
+    pub config: Config,
+    pub store: StateStore,
+}
+
+impl Project {
+    /// Find and load flocks.toml (`--config`, or walking up from the current dir).
+    pub fn discover(config: Option<&Path>) -> Result<Project> {
+        let cwd = std::env::current_dir().map_err(|e| crate::error::Error::Io {
+            context: "read the current directory".into(),
+            source: e,
+        })?;
+        Ok(Project::from_config(Config::discover(config, &cwd)?))
+    }
+
+    pub fn from_config(config: Config) -> Project {
+        let store = StateStore::new(&config.state_dir());
+        Project { config, store }
+    }
+
+    /// `.flocks/` next to flocks.toml.
+    pub fn state_dir(&self) -> PathBuf {
+        self.config.state_dir()
+    }
+
+    /// `.flocks/logs/<task>/<attempt>.log`
+    pub fn log_path(&self, task: &str, attempt: u32) -> PathBuf {
+        self.state_dir().join("logs").join(task).join(format!("{attempt}.log"))
+    }
+
+    /// `.flocks/events.jsonl`
+    pub fn events_path(&self) -> PathBuf {
+        self.state_dir().join("events.jsonl")
+    }
+
+    /// Take the project lock, for commands that write state.json.
+    pub fn lock(&self, command: &str) -> Result<ProjectLock> {
+        ProjectLock::acquire(&self.state_dir(), command)
+    }
+
+    pub fn repo_dir(&self) -> &Path {
+        &self.config.workspace.repo
+    }
+}
