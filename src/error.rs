@@ -97,7 +97,12 @@ impl Error {
         }
     }
 
-    pub fn input(file: &Path, line: Option<usize>, field: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn input(
+        file: &Path,
+        line: Option<usize>,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         Error::Input {
             file: file.to_path_buf(),
             line,

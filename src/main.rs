@@ -1,1 +1,19 @@
-fn main() {}
+use clap::Parser;
+
+fn main() {
+    let mut args = std::env::args_os();
+    let _ = args.next();
+    let rest: Vec<_> = args.collect();
+    if rest.first().and_then(|a| a.to_str()) == Some(flocks::supervisor::SUBCOMMAND) {
+        std::process::exit(flocks::supervisor::main(rest[1..].to_vec()));
+    }
+    let cli = flocks::cli::Cli::parse();
+    let code = match flocks::commands::dispatch(cli) {
+        Ok(exit) => exit.code(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit().code()
+        }
+    };
+    std::process::exit(code);
+}

@@ -33,7 +33,10 @@ impl Project {
 
     /// `.flocks/logs/<task>/<attempt>.log`
     pub fn log_path(&self, task: &str, attempt: u32) -> PathBuf {
-        self.state_dir().join("logs").join(task).join(format!("{attempt}.log"))
+        self.state_dir()
+            .join("logs")
+            .join(task)
+            .join(format!("{attempt}.log"))
     }
 
     /// `.flocks/events.jsonl`

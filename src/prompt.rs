@@ -7,7 +7,14 @@ use crate::error::{Error, Result};
 use crate::tasks::Task;
 
 /// Fields every task has (possibly empty); others must be set by the task.
-const STANDARD: &[&str] = &["id", "prompt", "branch", "title", "description", "depends_on"];
+const STANDARD: &[&str] = &[
+    "id",
+    "prompt",
+    "branch",
+    "title",
+    "description",
+    "depends_on",
+];
 
 #[derive(Debug, Clone)]
 pub struct Template {
@@ -34,7 +41,9 @@ impl Template {
                     path,
                     Some(line),
                     None,
-                    format!("unknown placeholder {{{{{name}}}}}: use {{{{prompt}}}} or {{{{task.<field>}}}}"),
+                    format!(
+                        "unknown placeholder {{{{{name}}}}}: use {{{{prompt}}}} or {{{{task.<field>}}}}"
+                    ),
                 ));
             }
         }
@@ -46,7 +55,9 @@ impl Template {
         for (i, line) in self.text.lines().enumerate() {
             let mut rest = line;
             while let Some(start) = rest.find("{{") {
-                let Some(end) = rest[start..].find("}}") else { break };
+                let Some(end) = rest[start..].find("}}") else {
+                    break;
+                };
                 out.push((i + 1, rest[start + 2..start + end].trim().to_string()));
                 rest = &rest[start + end + 2..];
             }
@@ -60,7 +71,9 @@ impl Template {
         let mut out = String::with_capacity(self.text.len() + task.prompt.len());
         let mut rest = self.text.as_str();
         while let Some(start) = rest.find("{{") {
-            let Some(end) = rest[start..].find("}}") else { break };
+            let Some(end) = rest[start..].find("}}") else {
+                break;
+            };
             out.push_str(&rest[..start]);
             let name = rest[start + 2..start + end].trim();
             let value = if name == "prompt" {
@@ -71,7 +84,10 @@ impl Template {
                     Some(v) => v,
                     None if STANDARD.contains(&field) => String::new(),
                     None => {
-                        let line = self.text[..self.text.len() - rest.len() + start].matches('\n').count() + 1;
+                        let line = self.text[..self.text.len() - rest.len() + start]
+                            .matches('\n')
+                            .count()
+                            + 1;
                         return Err(Error::input(
                             &self.path,
                             Some(line),
@@ -139,7 +155,10 @@ mod tests {
             path: "t.md".into(),
             text: "a\n{{task.team}}".into(),
         };
-        let e = t.render(&task(), Path::new("tasks.jsonl")).unwrap_err().to_string();
+        let e = t
+            .render(&task(), Path::new("tasks.jsonl"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.md:2") && e.contains("tasks.jsonl:4"), "{e}");
     }
 }

@@ -46,7 +46,9 @@ impl<'de> serde::Deserialize<'de> for CommandSpec {
         impl<'de> Visitor<'de> for V {
             type Value = CommandSpec;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a command: a string (run with sh -c) or a non-empty array of strings (argv)")
+                f.write_str(
+                    "a command: a string (run with sh -c) or a non-empty array of strings (argv)",
+                )
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<CommandSpec, E> {
                 if s.trim().is_empty() {

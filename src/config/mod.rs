@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub use command::CommandSpec;
 pub(crate) use parse::normalize as normalize_path;
+pub(crate) use resolve_from as resolve_path;
 
 use crate::error::{Context, Error, Result};
 
@@ -219,7 +220,11 @@ impl Config {
 
 pub(crate) fn resolve_from(dir: &Path, p: &Path) -> PathBuf {
     let expanded = expand_tilde(p);
-    if expanded.is_absolute() { expanded } else { dir.join(expanded) }
+    if expanded.is_absolute() {
+        expanded
+    } else {
+        dir.join(expanded)
+    }
 }
 
 pub(crate) fn expand_tilde(p: &Path) -> PathBuf {

@@ -131,8 +131,22 @@ const DOCKER_KEYS: &[&str] = &[
     "mounts",
     "network",
 ];
-const SSH_KEYS: &[&str] = &["host", "port", "identity_file", "ssh_options", "remote_dir", "setup"];
-const EXEDEV_KEYS: &[&str] = &["count", "lobby", "identity_file", "ssh_options", "remote_dir", "setup"];
+const SSH_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "identity_file",
+    "ssh_options",
+    "remote_dir",
+    "setup",
+];
+const EXEDEV_KEYS: &[&str] = &[
+    "count",
+    "lobby",
+    "identity_file",
+    "ssh_options",
+    "remote_dir",
+    "setup",
+];
 
 impl RawPool {
     /// Every key present in this table, with its span.
@@ -198,7 +212,9 @@ impl Ctx<'_> {
     fn count(&self, v: &S<i64>, key: &str, min: i64) -> Result<Option<i64>> {
         match v {
             None => Ok(None),
-            Some(s) if *s.get_ref() < min => Err(self.err(s.span(), key, format!("must be at least {min}"))),
+            Some(s) if *s.get_ref() < min => {
+                Err(self.err(s.span(), key, format!("must be at least {min}")))
+            }
             Some(s) => Ok(Some(*s.get_ref())),
         }
     }
@@ -221,7 +237,9 @@ fn env_name_ok(name: &str) -> bool {
 
 pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         Error::input(path, line, None, e.message().trim_end().to_string())
     })?;
     let cx = Ctx { path, text };
@@ -260,11 +278,17 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
             return Err(cx.err(
                 c.name.span(),
                 "credentials.name",
-                format!("`{name}` cannot name a credential (\"default\" and \"rotate\" are reserved)"),
+                format!(
+                    "`{name}` cannot name a credential (\"default\" and \"rotate\" are reserved)"
+                ),
             ));
         }
         if !cred_names.insert(name.clone()) {
-            return Err(cx.err(c.name.span(), "credentials.name", format!("duplicate credential `{name}`")));
+            return Err(cx.err(
+                c.name.span(),
+                "credentials.name",
+                format!("duplicate credential `{name}`"),
+            ));
         }
         if !env_name_ok(c.env.get_ref()) {
             return Err(cx.err(
@@ -298,7 +322,15 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
     for (i, p) in raw.containers.into_iter().enumerate() {
         let table_span = p.span();
         let p = p.into_inner();
-        pools.push(parse_pool(&cx, &dir, p, table_span, i, &cred_names, &mut pool_names)?);
+        pools.push(parse_pool(
+            &cx,
+            &dir,
+            p,
+            table_span,
+            i,
+            &cred_names,
+            &mut pool_names,
+        )?);
     }
     if pools.is_empty() {
         // No pools: one local pool with as many slots as max_agents.
@@ -317,13 +349,24 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         Some(s) => {
             let span = s.span();
             let s = s.into_inner();
-            let kind = s.kind.as_ref().map(|k| k.get_ref().clone()).unwrap_or_else(|| "jsonl".into());
+            let kind = s
+                .kind
+                .as_ref()
+                .map(|k| k.get_ref().clone())
+                .unwrap_or_else(|| "jsonl".into());
             match kind.as_str() {
                 "jsonl" => {
                     if let Some(c) = &s.command {
-                        return Err(cx.err(c.span(), "source.command", "belongs to type = \"script\""));
+                        return Err(cx.err(
+                            c.span(),
+                            "source.command",
+                            "belongs to type = \"script\"",
+                        ));
                     }
-                    let p = s.path.map(|p| p.into_inner()).unwrap_or_else(|| "tasks.jsonl".into());
+                    let p = s
+                        .path
+                        .map(|p| p.into_inner())
+                        .unwrap_or_else(|| "tasks.jsonl".into());
                     Some(SourceConfig::Jsonl {
                         path: resolve_from(&dir, Path::new(&p)),
                     })
@@ -333,7 +376,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
                         return Err(cx.err(p.span(), "source.path", "belongs to type = \"jsonl\""));
                     }
                     let Some(command) = s.command else {
-                        return Err(cx.err(span, "source.command", "type = \"script\" needs a command"));
+                        return Err(cx.err(
+                            span,
+                            "source.command",
+                            "type = \"script\" needs a command",
+                        ));
                     };
                     Some(SourceConfig::Script {
                         command: command.into_inner(),
@@ -353,17 +400,37 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
 
     // [workspace]
     let ws = raw.workspace;
-    let repo = resolve_from(&dir, Path::new(ws.repo.as_ref().map(|r| r.get_ref().as_str()).unwrap_or(".")));
-    let land_target = ws.land_target.map(|s| s.into_inner()).unwrap_or_else(|| "main".into());
-    let base = ws.base.map(|s| s.into_inner()).unwrap_or_else(|| land_target.clone());
+    let repo = resolve_from(
+        &dir,
+        Path::new(
+            ws.repo
+                .as_ref()
+                .map(|r| r.get_ref().as_str())
+                .unwrap_or("."),
+        ),
+    );
+    let land_target = ws
+        .land_target
+        .map(|s| s.into_inner())
+        .unwrap_or_else(|| "main".into());
+    let base = ws
+        .base
+        .map(|s| s.into_inner())
+        .unwrap_or_else(|| land_target.clone());
     let workspace = WorkspaceConfig {
         repo: normalize(&repo),
-        branch_prefix: ws.branch_prefix.map(|s| s.into_inner()).unwrap_or_else(|| "flocks/".into()),
+        branch_prefix: ws
+            .branch_prefix
+            .map(|s| s.into_inner())
+            .unwrap_or_else(|| "flocks/".into()),
         land_target,
         base,
     };
 
-    let prompt_template = raw.prompt.template.map(|t| resolve_from(&dir, Path::new(t.get_ref())));
+    let prompt_template = raw
+        .prompt
+        .template
+        .map(|t| resolve_from(&dir, Path::new(t.get_ref())));
 
     let validate = ValidateConfig {
         commands: raw.validate.commands,
@@ -404,12 +471,27 @@ fn parse_pool(
     pool_names: &mut HashSet<String>,
 ) -> Result<PoolConfig> {
     let name = match &p.name {
-        Some(n) if n.get_ref().is_empty() => return Err(cx.err(n.span(), "containers.name", "must not be empty")),
+        Some(n) if n.get_ref().is_empty() => {
+            return Err(cx.err(n.span(), "containers.name", "must not be empty"));
+        }
         Some(n) => n.get_ref().clone(),
-        None => return Err(cx.err(table_span, "containers.name", format!("pool #{} has no name", index + 1))),
+        None => {
+            return Err(cx.err(
+                table_span,
+                "containers.name",
+                format!("pool #{} has no name", index + 1),
+            ));
+        }
     };
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        let span = p.name.as_ref().map(|n| n.span()).unwrap_or(table_span.clone());
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        let span = p
+            .name
+            .as_ref()
+            .map(|n| n.span())
+            .unwrap_or(table_span.clone());
         return Err(cx.err(
             span,
             "containers.name",
@@ -417,21 +499,35 @@ fn parse_pool(
         ));
     }
     if !pool_names.insert(name.clone()) {
-        let span = p.name.as_ref().map(|n| n.span()).unwrap_or(table_span.clone());
+        let span = p
+            .name
+            .as_ref()
+            .map(|n| n.span())
+            .unwrap_or(table_span.clone());
         return Err(cx.err(span, "containers.name", format!("duplicate pool `{name}`")));
     }
-    let backend = p.backend.as_ref().map(|b| b.get_ref().as_str()).unwrap_or("local");
+    let backend = p
+        .backend
+        .as_ref()
+        .map(|b| b.get_ref().as_str())
+        .unwrap_or("local");
     let allowed: &[&str] = match backend {
         "local" => &[],
         "docker" => DOCKER_KEYS,
         "ssh" => SSH_KEYS,
         "exedev" => EXEDEV_KEYS,
         other => {
-            let span = p.backend.as_ref().map(|b| b.span()).unwrap_or(table_span.clone());
+            let span = p
+                .backend
+                .as_ref()
+                .map(|b| b.span())
+                .unwrap_or(table_span.clone());
             return Err(cx.err(
                 span,
                 "containers.backend",
-                format!("unknown backend `{other}`: use \"local\", \"docker\", \"ssh\" or \"exedev\""),
+                format!(
+                    "unknown backend `{other}`: use \"local\", \"docker\", \"ssh\" or \"exedev\""
+                ),
             ));
         }
     };
@@ -439,11 +535,15 @@ fn parse_pool(
         if COMMON_KEYS.contains(&key) || allowed.contains(&key) {
             continue;
         }
-        let owners: Vec<&str> = [("docker", DOCKER_KEYS), ("ssh", SSH_KEYS), ("exedev", EXEDEV_KEYS)]
-            .iter()
-            .filter(|(_, keys)| keys.contains(&key))
-            .map(|(b, _)| *b)
-            .collect();
+        let owners: Vec<&str> = [
+            ("docker", DOCKER_KEYS),
+            ("ssh", SSH_KEYS),
+            ("exedev", EXEDEV_KEYS),
+        ]
+        .iter()
+        .filter(|(_, keys)| keys.contains(&key))
+        .map(|(b, _)| *b)
+        .collect();
         return Err(cx.err(
             span,
             &format!("containers.{key}"),
@@ -454,13 +554,19 @@ fn parse_pool(
         ));
     }
 
-    let max_worktrees = cx.count(&p.max_worktrees, "containers.max_worktrees", 1)?.unwrap_or(1) as usize;
+    let max_worktrees = cx
+        .count(&p.max_worktrees, "containers.max_worktrees", 1)?
+        .unwrap_or(1) as usize;
     let credential = match p.credential.as_ref().map(|c| c.get_ref().as_str()) {
         None | Some("default") => CredentialChoice::Default,
         Some("rotate") => CredentialChoice::Rotate,
         Some(c) if cred_names.contains(c) => CredentialChoice::Named(c.to_string()),
         Some(c) => {
-            let span = p.credential.as_ref().map(|c| c.span()).unwrap_or(table_span.clone());
+            let span = p
+                .credential
+                .as_ref()
+                .map(|c| c.span())
+                .unwrap_or(table_span.clone());
             return Err(cx.err(
                 span,
                 "containers.credential",
@@ -469,13 +575,30 @@ fn parse_pool(
         }
     };
     if credential == CredentialChoice::Rotate && cred_names.is_empty() {
-        let span = p.credential.as_ref().map(|c| c.span()).unwrap_or(table_span.clone());
-        return Err(cx.err(span, "containers.credential", "\"rotate\" needs at least one [[credentials]] entry"));
+        let span = p
+            .credential
+            .as_ref()
+            .map(|c| c.span())
+            .unwrap_or(table_span.clone());
+        return Err(cx.err(
+            span,
+            "containers.credential",
+            "\"rotate\" needs at least one [[credentials]] entry",
+        ));
     }
-    let env = p.env.as_ref().map(|e| e.get_ref().clone()).unwrap_or_default();
+    let env = p
+        .env
+        .as_ref()
+        .map(|e| e.get_ref().clone())
+        .unwrap_or_default();
     let take = |v: &S<String>| v.as_ref().map(|s| s.get_ref().clone());
-    let take_list = |v: &S<Vec<String>>| v.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default();
-    let setup = p.setup.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default();
+    let take_list =
+        |v: &S<Vec<String>>| v.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default();
+    let setup = p
+        .setup
+        .as_ref()
+        .map(|s| s.get_ref().clone())
+        .unwrap_or_default();
     let remote_dir = take(&p.remote_dir).unwrap_or_else(|| "~/flocks".into());
 
     let backend = match backend {
@@ -483,7 +606,11 @@ fn parse_pool(
         "docker" => {
             let project = match (&p.project, &p.kap_project) {
                 (Some(a), Some(_)) => {
-                    return Err(cx.err(a.span(), "containers.project", "give `project` or its alias `kap_project`, not both"));
+                    return Err(cx.err(
+                        a.span(),
+                        "containers.project",
+                        "give `project` or its alias `kap_project`, not both",
+                    ));
                 }
                 (Some(v), None) | (None, Some(v)) => Some(v),
                 (None, None) => None,
@@ -498,7 +625,11 @@ fn parse_pool(
             if let Some(m) = &p.workspace_mount
                 && !m.get_ref().starts_with('/')
             {
-                return Err(cx.err(m.span(), "containers.workspace_mount", "must be an absolute path in the container"));
+                return Err(cx.err(
+                    m.span(),
+                    "containers.workspace_mount",
+                    "must be an absolute path in the container",
+                ));
             }
             BackendConfig::Docker(DockerConfig {
                 container: take(&p.container),
@@ -512,7 +643,11 @@ fn parse_pool(
         }
         "ssh" => {
             let Some(host) = take(&p.host) else {
-                return Err(cx.err(table_span, "containers.host", format!("ssh pool `{name}` needs a `host`")));
+                return Err(cx.err(
+                    table_span,
+                    "containers.host",
+                    format!("ssh pool `{name}` needs a `host`"),
+                ));
             };
             if host.starts_with('-') {
                 let span = p.host.as_ref().map(|h| h.span()).unwrap_or(table_span);
@@ -595,7 +730,8 @@ mod tests {
 
     #[test]
     fn fractions_and_zero() {
-        let c = parse_str("stagger_delay_secs = 0.5\nagent_timeout_secs = 0\nkill_grace_secs = 2").unwrap();
+        let c = parse_str("stagger_delay_secs = 0.5\nagent_timeout_secs = 0\nkill_grace_secs = 2")
+            .unwrap();
         assert_eq!(c.stagger_delay, Duration::from_millis(500));
         assert_eq!(c.agent_timeout, None);
         assert_eq!(c.kill_grace, Duration::from_secs(2));
@@ -610,7 +746,9 @@ mod tests {
 
     #[test]
     fn key_of_another_backend() {
-        let e = err("[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"c\"\nhost = \"x\"\n");
+        let e = err(
+            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"c\"\nhost = \"x\"\n",
+        );
         assert!(e.contains("flocks.toml:5"), "{e}");
         assert!(e.contains("`host` belongs to ssh pools"), "{e}");
     }
@@ -618,7 +756,10 @@ mod tests {
     #[test]
     fn unknown_backend() {
         let e = err("[[containers]]\nname = \"x\"\nbackend = \"k8s\"\n");
-        assert!(e.contains(":3") && e.contains("unknown backend `k8s`"), "{e}");
+        assert!(
+            e.contains(":3") && e.contains("unknown backend `k8s`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -635,14 +776,20 @@ mod tests {
 
     #[test]
     fn commands_string_or_argv() {
-        let c = parse_str("[validate]\ncommands = [\"cargo test\", [\"make\", \"check\"]]\n").unwrap();
-        assert_eq!(c.validate.commands[0].argv(), vec!["sh", "-c", "cargo test"]);
+        let c =
+            parse_str("[validate]\ncommands = [\"cargo test\", [\"make\", \"check\"]]\n").unwrap();
+        assert_eq!(
+            c.validate.commands[0].argv(),
+            vec!["sh", "-c", "cargo test"]
+        );
         assert_eq!(c.validate.commands[1].argv(), vec!["make", "check"]);
     }
 
     #[test]
     fn kap_project_alias() {
-        let c = parse_str("[[containers]]\nname = \"d\"\nbackend = \"docker\"\nkap_project = \"/x\"\n").unwrap();
+        let c =
+            parse_str("[[containers]]\nname = \"d\"\nbackend = \"docker\"\nkap_project = \"/x\"\n")
+                .unwrap();
         match &c.pools[0].backend {
             BackendConfig::Docker(d) => assert_eq!(d.project.as_deref(), Some(Path::new("/x"))),
             other => panic!("{other:?}"),

@@ -25,7 +25,11 @@ pub fn open(repo: &Path) -> Result<Repository> {
 /// The commit a branch points at.
 pub fn branch_tip(repo: &Repository, branch: &str) -> Result<Option<Oid>> {
     match repo.find_reference(&format!("refs/heads/{branch}")) {
-        Ok(r) => Ok(Some(r.peel_to_commit().ctx(|| format!("read branch {branch}"))?.id())),
+        Ok(r) => Ok(Some(
+            r.peel_to_commit()
+                .ctx(|| format!("read branch {branch}"))?
+                .id(),
+        )),
         Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
         Err(e) => Err(e).ctx(|| format!("read branch {branch}")),
     }
@@ -44,9 +48,9 @@ pub fn resolve_commit(repo: &Repository, rev: &str) -> Result<Oid> {
 
 /// The repo's configured identity, or flocks' fallback.
 pub fn signature(repo: &Repository) -> Signature<'static> {
-    repo.signature()
-        .map(|s| s.to_owned())
-        .unwrap_or_else(|_| Signature::now("flocks", "flocks@localhost").expect("static signature is valid"))
+    repo.signature().map(|s| s.to_owned()).unwrap_or_else(|_| {
+        Signature::now("flocks", "flocks@localhost").expect("static signature is valid")
+    })
 }
 
 /// Add `patterns` to `.git/info/exclude` (of the common dir) if missing. Never
@@ -90,10 +94,16 @@ pub fn exclude_patterns(repo_root: &Path, dirs: &[PathBuf]) -> Vec<String> {
 /// Commit whatever is left uncommitted in `worktree` (ignored files excepted),
 /// as its own commit on HEAD. Returns the new commit, if one was needed.
 pub fn commit_leftovers(worktree: &Path, message: &str) -> Result<Option<Oid>> {
-    let repo = Repository::open(worktree).ctx(|| format!("open worktree {}", worktree.display()))?;
+    let repo =
+        Repository::open(worktree).ctx(|| format!("open worktree {}", worktree.display()))?;
     let mut opts = StatusOptions::new();
-    opts.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false);
-    let dirty = !repo.statuses(Some(&mut opts)).ctx(|| "read worktree status".into())?.is_empty();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    let dirty = !repo
+        .statuses(Some(&mut opts))
+        .ctx(|| "read worktree status".into())?
+        .is_empty();
     if !dirty {
         return Ok(None);
     }
@@ -101,7 +111,9 @@ pub fn commit_leftovers(worktree: &Path, message: &str) -> Result<Option<Oid>> {
     index
         .add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None)
         .ctx(|| "stage leftovers".into())?;
-    index.update_all(["*"].iter(), None).ctx(|| "stage deletions".into())?;
+    index
+        .update_all(["*"].iter(), None)
+        .ctx(|| "stage deletions".into())?;
     index.write().ctx(|| "write index".into())?;
     let tree_id = index.write_tree().ctx(|| "write tree".into())?;
     let tree = repo.find_tree(tree_id).ctx(|| "read tree".into())?;
@@ -127,7 +139,9 @@ pub fn commits_ahead(repo: &Repository, tip: Oid, start: Oid) -> Result<usize> {
     if tip == start {
         return Ok(0);
     }
-    let (ahead, _) = repo.graph_ahead_behind(tip, start).ctx(|| "compare commits".into())?;
+    let (ahead, _) = repo
+        .graph_ahead_behind(tip, start)
+        .ctx(|| "compare commits".into())?;
     Ok(ahead)
 }
 
@@ -139,8 +153,16 @@ pub(crate) mod testing {
     /// A repo with one commit on `main`, made with the git CLI.
     pub fn init_repo(dir: &Path) {
         let run = |args: &[&str]| {
-            let st = Command::new("git").args(args).current_dir(dir).output().unwrap();
-            assert!(st.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&st.stderr));
+            let st = Command::new("git")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                st.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
         };
         run(&["init", "-q", "-b", "main"]);
         run(&["config", "user.name", "Test"]);
@@ -162,10 +184,15 @@ mod tests {
         assert_eq!(commit_leftovers(dir.path(), "x").unwrap(), None);
         std::fs::write(dir.path().join("new.txt"), "n").unwrap();
         std::fs::remove_file(dir.path().join("README.md")).unwrap();
-        let oid = commit_leftovers(dir.path(), "flocks: uncommitted changes left by attempt 1").unwrap().unwrap();
+        let oid = commit_leftovers(dir.path(), "flocks: uncommitted changes left by attempt 1")
+            .unwrap()
+            .unwrap();
         let repo = Repository::open(dir.path()).unwrap();
         let c = repo.find_commit(oid).unwrap();
-        assert_eq!(c.message().unwrap(), "flocks: uncommitted changes left by attempt 1");
+        assert_eq!(
+            c.message().unwrap(),
+            "flocks: uncommitted changes left by attempt 1"
+        );
         assert!(c.tree().unwrap().get_name("README.md").is_none());
         assert!(c.tree().unwrap().get_name("new.txt").is_some());
     }
@@ -175,7 +202,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         testing::init_repo(dir.path());
         let repo = Repository::open(dir.path()).unwrap();
-        let pats = exclude_patterns(dir.path(), &[dir.path().join(".flocks"), dir.path().join(".worktrees")]);
+        let pats = exclude_patterns(
+            dir.path(),
+            &[dir.path().join(".flocks"), dir.path().join(".worktrees")],
+        );
         ensure_excluded(&repo, &pats).unwrap();
         ensure_excluded(&repo, &pats).unwrap();
         let text = std::fs::read_to_string(dir.path().join(".git/info/exclude")).unwrap();

@@ -40,9 +40,13 @@ pub struct Worktrees {
 
 impl Worktrees {
     pub fn new(repo_dir: &Path, root: &Path) -> Result<Worktrees> {
-        let repo_dir = repo_dir.canonicalize().ctx(|| format!("resolve {}", repo_dir.display()))?;
+        let repo_dir = repo_dir
+            .canonicalize()
+            .ctx(|| format!("resolve {}", repo_dir.display()))?;
         fs::create_dir_all(root).ctx(|| format!("create {}", root.display()))?;
-        let root = root.canonicalize().ctx(|| format!("resolve {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .ctx(|| format!("resolve {}", root.display()))?;
         Ok(Worktrees {
             repo_dir,
             root,
@@ -82,8 +86,13 @@ impl Worktrees {
                 created_branch = true;
             }
             Some(_) if fresh => {
-                repo.reference(&refname, base_oid, true, &format!("flocks: start {branch} over from {base}"))
-                    .ctx(|| format!("reset branch {branch}"))?;
+                repo.reference(
+                    &refname,
+                    base_oid,
+                    true,
+                    &format!("flocks: start {branch} over from {base}"),
+                )
+                .ctx(|| format!("reset branch {branch}"))?;
             }
             Some(_) => {}
         }
@@ -93,8 +102,13 @@ impl Worktrees {
         if path.exists() {
             if self.is_our_worktree(&repo, &path) {
                 drop(guard);
-                let wt = Repository::open(&path).ctx(|| format!("open worktree {}", path.display()))?;
-                let on_branch = wt.head().ok().and_then(|h| h.name().ok().map(str::to_string)) == Some(refname.clone());
+                let wt =
+                    Repository::open(&path).ctx(|| format!("open worktree {}", path.display()))?;
+                let on_branch = wt
+                    .head()
+                    .ok()
+                    .and_then(|h| h.name().ok().map(str::to_string))
+                    == Some(refname.clone());
                 if !on_branch || fresh {
                     switch_to(&wt, &refname)?;
                 }
@@ -106,11 +120,12 @@ impl Worktrees {
                     note,
                 });
             }
-            let aside = self
-                .root
-                .join(".stale")
-                .join(format!("{id}-{}", chrono::Utc::now().format("%Y%m%d%H%M%S")));
-            fs::create_dir_all(aside.parent().unwrap_or(&self.root)).ctx(|| "create .worktrees/.stale".into())?;
+            let aside = self.root.join(".stale").join(format!(
+                "{id}-{}",
+                chrono::Utc::now().format("%Y%m%d%H%M%S")
+            ));
+            fs::create_dir_all(aside.parent().unwrap_or(&self.root))
+                .ctx(|| "create .worktrees/.stale".into())?;
             fs::rename(&path, &aside).ctx(|| format!("move stale {} aside", path.display()))?;
             note = Some(format!(
                 "{} was not a worktree of this repository; moved it to {}",
@@ -123,7 +138,8 @@ impl Worktrees {
         if let Some(spare) = self.take_spare(&repo)? {
             // Move a spare worktree into place, then switch it to the branch:
             // only the files that differ are written.
-            fs::rename(&spare.path, &path).ctx(|| format!("move spare worktree to {}", path.display()))?;
+            fs::rename(&spare.path, &path)
+                .ctx(|| format!("move spare worktree to {}", path.display()))?;
             let admin = repo.commondir().join("worktrees").join(id);
             fs::rename(&spare.admin, &admin).ctx(|| "rename spare worktree admin dir".into())?;
             write_links(&path, &admin)?;
@@ -131,7 +147,9 @@ impl Worktrees {
             let wt = Repository::open(&path).ctx(|| format!("open worktree {}", path.display()))?;
             switch_to(&wt, &refname)?;
         } else {
-            let reference = repo.find_reference(&refname).ctx(|| format!("read {refname}"))?;
+            let reference = repo
+                .find_reference(&refname)
+                .ctx(|| format!("read {refname}"))?;
             let mut opts = git2::WorktreeAddOptions::new();
             opts.reference(Some(&reference));
             repo.worktree(id, &path, Some(&opts))
@@ -158,15 +176,24 @@ impl Worktrees {
             return Ok(());
         }
         let wt = Repository::open(&path).ctx(|| format!("open worktree {}", path.display()))?;
-        let head = wt.head().and_then(|h| h.peel_to_commit()).ctx(|| "read worktree HEAD".into())?;
-        wt.set_head_detached(head.id()).ctx(|| "detach worktree HEAD".into())?;
-        let Some(admin) = admin_dir_of(&path) else { return Ok(()) };
+        let head = wt
+            .head()
+            .and_then(|h| h.peel_to_commit())
+            .ctx(|| "read worktree HEAD".into())?;
+        wt.set_head_detached(head.id())
+            .ctx(|| "detach worktree HEAD".into())?;
+        let Some(admin) = admin_dir_of(&path) else {
+            return Ok(());
+        };
         let spare_root = self.root.join(SPARE_DIR);
         fs::create_dir_all(&spare_root).ctx(|| format!("create {}", spare_root.display()))?;
         let mut n = 0;
         let (spare_path, spare_admin) = loop {
             let p = spare_root.join(n.to_string());
-            let a = repo.commondir().join("worktrees").join(format!("{SPARE_PREFIX}{n}"));
+            let a = repo
+                .commondir()
+                .join("worktrees")
+                .join(format!("{SPARE_PREFIX}{n}"));
             if !p.exists() && !a.exists() {
                 break (p, a);
             }
@@ -198,7 +225,9 @@ impl Worktrees {
     pub fn remove_spares(&self) -> Result<usize> {
         let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let spare_root = self.root.join(SPARE_DIR);
-        let Ok(entries) = fs::read_dir(&spare_root) else { return Ok(0) };
+        let Ok(entries) = fs::read_dir(&spare_root) else {
+            return Ok(0);
+        };
         let mut n = 0;
         for e in entries.flatten() {
             if let Some(a) = admin_dir_of(&e.path()) {
@@ -216,7 +245,10 @@ impl Worktrees {
             return false;
         }
         match Repository::open(path) {
-            Ok(wt) => same_dir(wt.commondir(), repo.commondir()) && same_dir(wt.workdir().unwrap_or(Path::new("")), path),
+            Ok(wt) => {
+                same_dir(wt.commondir(), repo.commondir())
+                    && same_dir(wt.workdir().unwrap_or(Path::new("")), path)
+            }
             Err(_) => false,
         }
     }
@@ -227,7 +259,9 @@ impl Worktrees {
         if admin.exists() {
             let target = fs::read_to_string(admin.join("gitdir")).unwrap_or_default();
             let wt_git = PathBuf::from(target.trim());
-            if !wt_git.exists() || !same_dir(wt_git.parent().unwrap_or(Path::new("")), &self.path_for(id)) {
+            if !wt_git.exists()
+                || !same_dir(wt_git.parent().unwrap_or(Path::new("")), &self.path_for(id))
+            {
                 fs::remove_dir_all(&admin).ctx(|| format!("remove stale {}", admin.display()))?;
             }
         }
@@ -235,7 +269,9 @@ impl Worktrees {
     }
 
     fn take_spare(&self, repo: &Repository) -> Result<Option<Spare>> {
-        let Ok(entries) = fs::read_dir(self.root.join(SPARE_DIR)) else { return Ok(None) };
+        let Ok(entries) = fs::read_dir(self.root.join(SPARE_DIR)) else {
+            return Ok(None);
+        };
         let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         names.sort();
         for path in names {
@@ -250,23 +286,39 @@ impl Worktrees {
     }
 
     /// A branch can be checked out in one worktree only.
-    fn check_not_checked_out_elsewhere(&self, repo: &Repository, refname: &str, ours: &Path) -> Result<()> {
+    fn check_not_checked_out_elsewhere(
+        &self,
+        repo: &Repository,
+        refname: &str,
+        ours: &Path,
+    ) -> Result<()> {
         let mut holders = Vec::new();
         if !repo.is_bare()
-            && repo.head().ok().and_then(|h| h.name().ok().map(str::to_string)).as_deref() == Some(refname)
+            && repo
+                .head()
+                .ok()
+                .and_then(|h| h.name().ok().map(str::to_string))
+                .as_deref()
+                == Some(refname)
             && let Some(w) = repo.workdir()
         {
             holders.push(w.to_path_buf());
         }
         if let Ok(names) = repo.worktrees() {
             for name in names.iter().flatten().flatten() {
-                let Ok(wt) = repo.find_worktree(name) else { continue };
+                let Ok(wt) = repo.find_worktree(name) else {
+                    continue;
+                };
                 let p = wt.path().to_path_buf();
                 if same_dir(&p, ours) || !p.exists() {
                     continue;
                 }
                 if let Ok(r) = Repository::open(&p)
-                    && r.head().ok().and_then(|h| h.name().ok().map(str::to_string)).as_deref() == Some(refname)
+                    && r.head()
+                        .ok()
+                        .and_then(|h| h.name().ok().map(str::to_string))
+                        .as_deref()
+                        == Some(refname)
                 {
                     holders.push(p);
                 }
@@ -299,7 +351,8 @@ fn switch_to(wt: &Repository, refname: &str) -> Result<()> {
     co.force();
     wt.checkout_tree(target.as_object(), Some(&mut co))
         .ctx(|| format!("check out {refname}"))?;
-    wt.set_head(refname).ctx(|| format!("set HEAD to {refname}"))?;
+    wt.set_head(refname)
+        .ctx(|| format!("set HEAD to {refname}"))?;
     Ok(())
 }
 
@@ -308,17 +361,27 @@ pub(crate) fn admin_dir_of(worktree: &Path) -> Option<PathBuf> {
     let text = fs::read_to_string(worktree.join(".git")).ok()?;
     let target = text.trim().strip_prefix("gitdir:")?.trim();
     let p = Path::new(target);
-    Some(if p.is_absolute() { p.to_path_buf() } else { lexical_join(worktree, p) })
+    Some(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        lexical_join(worktree, p)
+    })
 }
 
 /// `<wt>/.git` holds a relative link to the admin dir; the admin dir's
 /// `gitdir` holds the absolute path of `<wt>/.git`.
 fn write_links(worktree: &Path, admin: &Path) -> Result<()> {
     let rel = relative_path(worktree, admin);
-    fs::write(worktree.join(".git"), format!("gitdir: {}\n", rel.display()))
-        .ctx(|| format!("write {}/.git", worktree.display()))?;
-    fs::write(admin.join("gitdir"), format!("{}\n", worktree.join(".git").display()))
-        .ctx(|| format!("write {}/gitdir", admin.display()))
+    fs::write(
+        worktree.join(".git"),
+        format!("gitdir: {}\n", rel.display()),
+    )
+    .ctx(|| format!("write {}/.git", worktree.display()))?;
+    fs::write(
+        admin.join("gitdir"),
+        format!("{}\n", worktree.join(".git").display()),
+    )
+    .ctx(|| format!("write {}/gitdir", admin.display()))
 }
 
 /// The path from directory `from` to `to`, both absolute.
@@ -353,7 +416,10 @@ mod tests {
     #[test]
     fn relative_paths() {
         assert_eq!(
-            relative_path(Path::new("/r/.worktrees/a"), Path::new("/r/.git/worktrees/a")),
+            relative_path(
+                Path::new("/r/.worktrees/a"),
+                Path::new("/r/.git/worktrees/a")
+            ),
             PathBuf::from("../../.git/worktrees/a")
         );
     }
@@ -383,12 +449,19 @@ mod tests {
         wts.recycle("a").unwrap();
         assert!(!p.path.exists());
         let b = wts.prepare("b", "flocks/b", "main", false).unwrap();
-        assert!(!b.path.join("a.txt").exists(), "the spare must be switched to b's branch");
+        assert!(
+            !b.path.join("a.txt").exists(),
+            "the spare must be switched to b's branch"
+        );
         assert!(b.path.join("README.md").exists());
         let wt = Repository::open(&b.path).unwrap();
         assert_eq!(wt.head().unwrap().name().unwrap(), "refs/heads/flocks/b");
         // git itself agrees.
-        let out = std::process::Command::new("git").args(["status", "--porcelain"]).current_dir(&b.path).output().unwrap();
+        let out = std::process::Command::new("git")
+            .args(["status", "--porcelain"])
+            .current_dir(&b.path)
+            .output()
+            .unwrap();
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
         // a's branch still has its commit and can be checked out again.

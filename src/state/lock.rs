@@ -25,7 +25,9 @@ impl LockInfo {
             "`flocks {}` (pid {}, started {})",
             self.command,
             self.pid,
-            self.started_at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
+            self.started_at
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
         )
     }
 }
@@ -65,11 +67,22 @@ impl ProjectLock {
             started_at: Utc::now(),
         };
         let json = serde_json::to_string(&info).unwrap_or_default();
-        locked.set_len(0).ctx(|| format!("write {}", path.display()))?;
-        locked.rewind().ctx(|| format!("write {}", path.display()))?;
-        locked.write_all(json.as_bytes()).ctx(|| format!("write {}", path.display()))?;
-        locked.sync_all().ctx(|| format!("write {}", path.display()))?;
-        Ok(ProjectLock { _file: locked, path })
+        locked
+            .set_len(0)
+            .ctx(|| format!("write {}", path.display()))?;
+        locked
+            .rewind()
+            .ctx(|| format!("write {}", path.display()))?;
+        locked
+            .write_all(json.as_bytes())
+            .ctx(|| format!("write {}", path.display()))?;
+        locked
+            .sync_all()
+            .ctx(|| format!("write {}", path.display()))?;
+        Ok(ProjectLock {
+            _file: locked,
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {

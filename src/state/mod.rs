@@ -64,8 +64,17 @@ pub struct RunInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Managed {
-    Container { pool: String, id: String, name: String },
-    Vm { pool: String, name: String, ssh_dest: String, ssh_port: u16 },
+    Container {
+        pool: String,
+        id: String,
+        name: String,
+    },
+    Vm {
+        pool: String,
+        name: String,
+        ssh_dest: String,
+        ssh_port: u16,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,7 +131,12 @@ impl TaskStatus {
     }
 
     pub fn is_success(&self) -> bool {
-        matches!(self, TaskStatus::Done { outcome: Outcome::Success })
+        matches!(
+            self,
+            TaskStatus::Done {
+                outcome: Outcome::Success
+            }
+        )
     }
 }
 
@@ -196,13 +210,19 @@ impl Outcome {
             Outcome::Stalled => "stalled: no output for stall_timeout_secs".into(),
             Outcome::Interrupted => "interrupted".into(),
             Outcome::SpawnFailed { reason } => format!("could not start: {reason}"),
-            Outcome::RateLimited { credential, resets_at } => {
+            Outcome::RateLimited {
+                credential,
+                resets_at,
+            } => {
                 let mut s = "rate limited".to_string();
                 if let Some(c) = credential {
                     s.push_str(&format!(" (credential {c})"));
                 }
                 if let Some(t) = resets_at {
-                    s.push_str(&format!(", resets at {}", t.format("%Y-%m-%d %H:%M:%S UTC")));
+                    s.push_str(&format!(
+                        ", resets at {}",
+                        t.format("%Y-%m-%d %H:%M:%S UTC")
+                    ));
                 }
                 s
             }
@@ -251,7 +271,10 @@ pub struct Attempt {
 
 impl Attempt {
     pub fn cost(&self) -> f64 {
-        self.result.as_ref().and_then(|r| r.total_cost_usd).unwrap_or(0.0)
+        self.result
+            .as_ref()
+            .and_then(|r| r.total_cost_usd)
+            .unwrap_or(0.0)
     }
 
     pub fn turns(&self) -> u64 {
@@ -292,6 +315,9 @@ pub struct NextAttempt {
     pub resume_session: Option<String>,
     #[serde(default)]
     pub resume_pool: Option<String>,
+    /// How the previous attempt ended, for the follow-up prompt of a resume.
+    #[serde(default)]
+    pub ended: Option<String>,
     /// The context of the previous attempt, for a prompt that starts fresh.
     #[serde(default)]
     pub context: Option<String>,
@@ -329,7 +355,7 @@ impl TaskRecord {
             (Running { .. }, Pending) => true, // re-queued (rate limit, interrupted, retry)
             (Done { .. }, Pending) => true,    // retried
             (Done { .. }, Done { .. }) => true, // reconciled
-            (Blocked { .. }, Pending) => true,  // its dependency was retried
+            (Blocked { .. }, Pending) => true, // its dependency was retried
             (Blocked { .. }, Blocked { .. }) => true,
             (Pending, Done { .. }) => true, // e.g. re-queue cap reached, dependency failed for good
             (Running { .. }, Running { .. })
@@ -362,7 +388,11 @@ impl TaskRecord {
     pub fn counted_failures(&self) -> u32 {
         self.attempts
             .iter()
-            .filter(|a| a.outcome.as_ref().is_some_and(Outcome::counts_against_retries))
+            .filter(|a| {
+                a.outcome
+                    .as_ref()
+                    .is_some_and(Outcome::counts_against_retries)
+            })
             .count() as u32
     }
 
@@ -379,7 +409,10 @@ impl TaskRecord {
         if !self.status.is_success() {
             return None;
         }
-        self.attempts.iter().rev().find(|a| a.outcome == Some(Outcome::Success))
+        self.attempts
+            .iter()
+            .rev()
+            .find(|a| a.outcome == Some(Outcome::Success))
     }
 }
 
@@ -408,7 +441,14 @@ mod tests {
         assert_eq!(state.format_version, 1);
         assert!(state.tasks[0].status.is_success());
         assert_eq!(state.tasks[1].status.label(), "timed out");
-        assert_eq!(state.tasks[0].successful_attempt().unwrap().end_tip.as_deref(), Some("2222222222222222222222222222222222222222"));
+        assert_eq!(
+            state.tasks[0]
+                .successful_attempt()
+                .unwrap()
+                .end_tip
+                .as_deref(),
+            Some("2222222222222222222222222222222222222222")
+        );
     }
 
     #[test]

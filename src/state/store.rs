@@ -30,7 +30,12 @@ impl StateStore {
         let text = match fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-            Err(e) => return Err(Error::Io { context: format!("read {}", self.path.display()), source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    context: format!("read {}", self.path.display()),
+                    source: e,
+                });
+            }
         };
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
             Error::input(
@@ -42,13 +47,18 @@ impl StateStore {
                 ),
             )
         })?;
-        let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+        let version = value
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         if version > FORMAT_VERSION as u64 {
             return Err(Error::input(
                 &self.path,
                 None,
                 Some("format_version"),
-                format!("written by a newer flocks (format {version}, this one reads up to {FORMAT_VERSION}): upgrade flocks"),
+                format!(
+                    "written by a newer flocks (format {version}, this one reads up to {FORMAT_VERSION}): upgrade flocks"
+                ),
             ));
         }
         if version == 0 {
@@ -73,7 +83,8 @@ impl StateStore {
     pub fn save(&self, state: &State) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
-        let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Other(format!("serialize state: {e}")))?;
+        let json = serde_json::to_vec_pretty(state)
+            .map_err(|e| Error::Other(format!("serialize state: {e}")))?;
         write_atomic(&self.path, &json)
     }
 }
@@ -110,7 +121,10 @@ mod tests {
         fs::write(store.path(), "{\"format_version\": 1, \"tasks\": [").unwrap();
         let err = store.load().unwrap_err();
         assert_eq!(err.exit(), crate::error::Exit::BadInput);
-        assert_eq!(fs::read_to_string(store.path()).unwrap(), "{\"format_version\": 1, \"tasks\": [");
+        assert_eq!(
+            fs::read_to_string(store.path()).unwrap(),
+            "{\"format_version\": 1, \"tasks\": ["
+        );
     }
 
     #[test]
@@ -118,8 +132,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(&dir.path().join(".flocks"));
         assert!(store.load().unwrap().tasks.is_empty());
-        let mut s = State::default();
-        s.backoff_until = Some(chrono::Utc::now());
+        let s = State {
+            backoff_until: Some(chrono::Utc::now()),
+            ..State::default()
+        };
         store.save(&s).unwrap();
         assert_eq!(store.load().unwrap().backoff_until, s.backoff_until);
     }

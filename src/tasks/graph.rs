@@ -8,7 +8,11 @@ use super::Task;
 /// task comes after its dependencies (file order otherwise). The error names
 /// the task and what is wrong.
 pub fn dependency_order(tasks: &[Task]) -> Result<Vec<usize>, (usize, String)> {
-    let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
     for (i, t) in tasks.iter().enumerate() {
         for d in &t.depends_on {
             if d == &t.id {
@@ -46,7 +50,10 @@ pub fn dependency_order(tasks: &[Task]) -> Result<Vec<usize>, (usize, String)> {
                     }
                     Mark::Active => {
                         let start = stack.iter().position(|(n, _)| *n == dep).unwrap_or(0);
-                        let mut cycle: Vec<&str> = stack[start..].iter().map(|(n, _)| tasks[*n].id.as_str()).collect();
+                        let mut cycle: Vec<&str> = stack[start..]
+                            .iter()
+                            .map(|(n, _)| tasks[*n].id.as_str())
+                            .collect();
                         cycle.push(tasks[dep].id.as_str());
                         return Err((node, format!("dependency cycle: {}", cycle.join(" -> "))));
                     }
@@ -82,7 +89,11 @@ mod tests {
     #[test]
     fn orders_dependencies_first() {
         let tasks = vec![t("c", &["b"]), t("a", &[]), t("b", &["a"])];
-        let order: Vec<&str> = dependency_order(&tasks).unwrap().iter().map(|&i| tasks[i].id.as_str()).collect();
+        let order: Vec<&str> = dependency_order(&tasks)
+            .unwrap()
+            .iter()
+            .map(|&i| tasks[i].id.as_str())
+            .collect();
         assert_eq!(order, ["a", "b", "c"]);
     }
 

@@ -32,25 +32,44 @@ pub fn load_jsonl(path: &Path, rules: &BranchRules) -> Result<TaskSet> {
 
 /// Run a `[source] type = "script"` command and read its stdout as JSONL.
 /// `env` is the environment the script runs with (credentials already removed).
-pub fn load_script(command: &CommandSpec, dir: &Path, env: &[(String, String)], rules: &BranchRules) -> Result<TaskSet> {
+pub fn load_script(
+    command: &CommandSpec,
+    dir: &Path,
+    env: &[(String, String)],
+    rules: &BranchRules,
+) -> Result<TaskSet> {
     let name = PathBuf::from(format!("[source] script `{command}`"));
     let mut cmd = command.to_command();
-    cmd.current_dir(dir).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.current_dir(dir)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)));
     cmd.stdin(std::process::Stdio::null());
     let out = cmd
         .output()
         .map_err(|e| Error::input(&name, None, None, format!("could not start it: {e}")))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> = stderr
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         return Err(Error::input(
             &name,
             None,
             None,
-            format!("exited with {}; its stderr ends with:\n{}", out.status, tail.join("\n")),
+            format!(
+                "exited with {}; its stderr ends with:\n{}",
+                out.status,
+                tail.join("\n")
+            ),
         ));
     }
-    let text = String::from_utf8(out.stdout).map_err(|_| Error::input(&name, None, None, "printed output that is not UTF-8"))?;
+    let text = String::from_utf8(out.stdout)
+        .map_err(|_| Error::input(&name, None, None, "printed output that is not UTF-8"))?;
     parse_jsonl(&name, &text, rules)
 }
 
@@ -66,23 +85,40 @@ pub fn parse_jsonl(source: &Path, text: &str, rules: &BranchRules) -> Result<Tas
         let err = |field: Option<&str>, msg: String| Error::input(source, Some(lineno), field, msg);
         let obj: Map<String, Value> = match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(m)) => m,
-            Ok(_) => return Err(err(None, "expected a JSON object (one task per line)".into())),
+            Ok(_) => {
+                return Err(err(
+                    None,
+                    "expected a JSON object (one task per line)".into(),
+                ));
+            }
             Err(e) => return Err(err(None, format!("not valid JSON: {e}"))),
         };
-        let task = task_from_object(obj, lineno, rules).map_err(|(field, msg)| err(field.as_deref(), msg))?;
+        let task = task_from_object(obj, lineno, rules)
+            .map_err(|(field, msg)| err(field.as_deref(), msg))?;
         if let Some(prev) = ids.insert(task.id.clone(), lineno) {
-            return Err(err(Some("id"), format!("duplicate id `{}` (first on line {prev})", task.id)));
+            return Err(err(
+                Some("id"),
+                format!("duplicate id `{}` (first on line {prev})", task.id),
+            ));
         }
         if let Some(prev) = branches.insert(task.branch.clone(), lineno) {
             return Err(err(
                 Some("branch"),
-                format!("branch `{}` is already used by the task on line {prev}", task.branch),
+                format!(
+                    "branch `{}` is already used by the task on line {prev}",
+                    task.branch
+                ),
             ));
         }
         tasks.push(task);
     }
     if let Err((i, msg)) = dependency_order(&tasks) {
-        return Err(Error::input(source, Some(tasks[i].line), Some("depends_on"), msg));
+        return Err(Error::input(
+            source,
+            Some(tasks[i].line),
+            Some("depends_on"),
+            msg,
+        ));
     }
     Ok(TaskSet {
         source: source.to_path_buf(),
@@ -92,7 +128,11 @@ pub fn parse_jsonl(source: &Path, text: &str, rules: &BranchRules) -> Result<Tas
 
 type FieldError = (Option<String>, String);
 
-fn task_from_object(mut obj: Map<String, Value>, line: usize, rules: &BranchRules) -> Result<Task, FieldError> {
+fn task_from_object(
+    mut obj: Map<String, Value>,
+    line: usize,
+    rules: &BranchRules,
+) -> Result<Task, FieldError> {
     fn fe(field: &str, msg: impl Into<String>) -> FieldError {
         (Some(field.to_string()), msg.into())
     }
@@ -100,10 +140,14 @@ fn task_from_object(mut obj: Map<String, Value>, line: usize, rules: &BranchRule
         match obj.remove(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(fe(key, format!("expected a string, found {}", kind(&other)))),
+            Some(other) => Err(fe(
+                key,
+                format!("expected a string, found {}", kind(&other)),
+            )),
         }
     }
-    let id = opt_string(&mut obj, "id")?.ok_or_else(|| fe("id", "missing (every task needs a unique id)"))?;
+    let id = opt_string(&mut obj, "id")?
+        .ok_or_else(|| fe("id", "missing (every task needs a unique id)"))?;
     valid_id(&id).map_err(|m| fe("id", format!("`{id}` {m}")))?;
     let prompt = opt_string(&mut obj, "prompt")?.ok_or_else(|| fe("prompt", "missing"))?;
     if prompt.trim().is_empty() {
@@ -119,10 +163,18 @@ fn task_from_object(mut obj: Map<String, Value>, line: usize, rules: &BranchRule
             .into_iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s),
-                other => Err(fe("depends_on", format!("expected task ids (strings), found {}", kind(&other)))),
+                other => Err(fe(
+                    "depends_on",
+                    format!("expected task ids (strings), found {}", kind(&other)),
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?,
-        Some(other) => return Err(fe("depends_on", format!("expected an array of task ids, found {}", kind(&other)))),
+        Some(other) => {
+            return Err(fe(
+                "depends_on",
+                format!("expected an array of task ids, found {}", kind(&other)),
+            ));
+        }
     };
     Ok(Task {
         id,
@@ -195,21 +247,34 @@ mod tests {
     fn missing_and_duplicate_ids() {
         assert!(err("{\"prompt\":\"x\"}").contains("tasks.jsonl:1: field `id`: missing"));
         let e = err("{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"a\",\"prompt\":\"y\"}");
-        assert!(e.contains("tasks.jsonl:2: field `id`: duplicate id `a` (first on line 1)"), "{e}");
+        assert!(
+            e.contains("tasks.jsonl:2: field `id`: duplicate id `a` (first on line 1)"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unsafe_ids_and_branches() {
         assert!(err("{\"id\":\"../x\",\"prompt\":\"x\"}").contains("field `id`"));
         assert!(err("{\"id\":\"a/b\",\"prompt\":\"x\"}").contains("field `id`"));
-        assert!(err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"a b\"}").contains("field `branch`"));
-        assert!(err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"main\"}").contains("field `branch`"));
-        assert!(err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"x;rm -rf ~\"}").contains("field `branch`"));
+        assert!(
+            err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"a b\"}").contains("field `branch`")
+        );
+        assert!(
+            err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"main\"}").contains("field `branch`")
+        );
+        assert!(
+            err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"x;rm -rf ~\"}")
+                .contains("field `branch`")
+        );
     }
 
     #[test]
     fn wrong_types() {
         assert!(err("{\"id\":1,\"prompt\":\"x\"}").contains("field `id`: expected a string"));
-        assert!(err("{\"id\":\"a\",\"prompt\":\"x\",\"depends_on\":\"b\"}").contains("field `depends_on`"));
+        assert!(
+            err("{\"id\":\"a\",\"prompt\":\"x\",\"depends_on\":\"b\"}")
+                .contains("field `depends_on`")
+        );
     }
 }

@@ -7,7 +7,7 @@ mod load;
 use std::path::PathBuf;
 
 pub use graph::dependency_order;
-pub use load::{load_jsonl, load_script, parse_jsonl};
+pub use load::{BranchRules, load_jsonl, load_script, parse_jsonl};
 
 use serde_json::{Map, Value};
 
@@ -78,7 +78,10 @@ pub fn valid_id(id: &str) -> Result<(), &'static str> {
     if id.starts_with('-') || id.starts_with('.') {
         return Err("must not start with `-` or `.`");
     }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
         return Err("may contain only letters, digits, `-`, `_` and `.`");
     }
     if id.ends_with(".lock") {

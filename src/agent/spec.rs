@@ -1,0 +1,131 @@
+//! What starts an agent: its argv (never a shell string), its environment and
+//! its prompt (on stdin).
+
+use crate::config::{AgentConfig, Config, CredentialKind, PoolConfig};
+
+/// Inherited variables that would override an injected credential. claude
+/// prefers an API key over an OAuth token, so a leftover key would bill every run.
+pub const SCRUBBED_VARS: &[&str] = &[
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+];
+
+/// The environment variable that tags every process of an attempt, so that
+/// survivors can be found after flocks itself was killed.
+pub const TAG_VAR: &str = "FLOCKS_ATTEMPT";
+
+/// A credential chosen for one attempt.
+#[derive(Clone)]
+pub struct Injected {
+    pub name: String,
+    pub kind: CredentialKind,
+    pub value: String,
+}
+
+impl std::fmt::Debug for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injected")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// `[agent] command`: a path or a name on PATH where the agent runs.
+    pub program: String,
+    pub args: Vec<String>,
+    /// Variables flocks sets, on top of the environment where the agent runs.
+    pub env: Vec<(String, String)>,
+    /// Inherited variables to remove first.
+    pub remove_env: Vec<String>,
+    pub prompt: String,
+    /// The value of `FLOCKS_ATTEMPT`.
+    pub tag: String,
+}
+
+/// claude's flags, then `[agent] args`.
+pub fn agent_args(
+    agent: &AgentConfig,
+    max_turns: Option<u32>,
+    resume: Option<&str>,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--dangerously-skip-permissions",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(n) = max_turns {
+        args.push("--max-turns".into());
+        args.push(n.to_string());
+    }
+    if let Some(m) = &agent.model {
+        args.push("--model".into());
+        args.push(m.clone());
+    }
+    if let Some(session) = resume {
+        args.push(format!("--resume={session}"));
+    }
+    args.extend(agent.args.iter().cloned());
+    args
+}
+
+pub struct SpecInput<'a> {
+    pub config: &'a Config,
+    pub pool: &'a PoolConfig,
+    pub credential: Option<&'a Injected>,
+    pub task_id: &'a str,
+    pub prompt: String,
+    pub tag: String,
+    pub resume: Option<&'a str>,
+}
+
+pub fn build(input: SpecInput) -> AgentSpec {
+    let SpecInput {
+        config,
+        pool,
+        credential,
+        task_id,
+        prompt,
+        tag,
+        resume,
+    } = input;
+    // Credential source variables never reach an agent; the inherited Anthropic
+    // ones are removed when the pool injects a credential of its own.
+    let mut remove_env: Vec<String> = config.credentials.iter().map(|c| c.env.clone()).collect();
+    if credential.is_some() {
+        remove_env.extend(SCRUBBED_VARS.iter().map(|s| s.to_string()));
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    };
+    for (k, v) in &config.agent.env {
+        set(k, v);
+    }
+    for (k, v) in &pool.env {
+        set(k, v);
+    }
+    set("IS_SANDBOX", "1");
+    set(TAG_VAR, &tag);
+    set("FLOCKS_TASK", task_id);
+    if let Some(c) = credential {
+        set(c.kind.target_var(), &c.value);
+    }
+    AgentSpec {
+        program: config.agent.command.clone(),
+        args: agent_args(&config.agent, config.max_turns, resume),
+        env,
+        remove_env,
+        prompt,
+        tag,
+    }
+}

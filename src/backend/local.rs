@@ -1,0 +1,219 @@
+//! The local backend: agents run on this machine, in the task's worktree,
+//! under a per-attempt supervisor process (see `supervisor.rs`).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use super::{Chunk, Control, ExitInfo, Finished, PrepareJob, Running, Workspace};
+use crate::agent::AgentSpec;
+use crate::config::Config;
+use crate::git::Worktrees;
+
+pub struct LocalBackend {
+    worktrees: Arc<Worktrees>,
+    repo_dir: PathBuf,
+    config_dir: PathBuf,
+    grace: Duration,
+}
+
+pub struct LocalControl {
+    supervisor: i32,
+}
+
+impl LocalControl {
+    pub fn terminate(&self) {
+        let _ = kill(Pid::from_raw(self.supervisor), Signal::SIGTERM);
+    }
+
+    pub fn kill(&self) {
+        let _ = kill(Pid::from_raw(self.supervisor), Signal::SIGUSR1);
+    }
+}
+
+impl LocalBackend {
+    pub fn new(config: &Config, worktrees: Arc<Worktrees>) -> Self {
+        LocalBackend {
+            worktrees,
+            repo_dir: config.workspace.repo.clone(),
+            config_dir: config.dir.clone(),
+            grace: config.kill_grace,
+        }
+    }
+
+    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, String> {
+        let wts = self.worktrees.clone();
+        let job = job.clone();
+        let p = tokio::task::spawn_blocking(move || {
+            wts.prepare(&job.task, &job.branch, &job.base, job.fresh)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        Ok(Workspace {
+            agent_cwd: p.path.display().to_string(),
+            host_path: p.path,
+            start_commit: p.start_commit.to_string(),
+            created_branch: p.created_branch,
+            note: p.note,
+        })
+    }
+
+    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
+        let program = resolve_program(&spec.program, &self.config_dir, &spec.env)?;
+        let supervisor = supervisor_exe()?;
+        let mut cmd = Command::new(supervisor);
+        cmd.arg(crate::supervisor::SUBCOMMAND)
+            .arg("--parent")
+            .arg(std::process::id().to_string())
+            .arg("--grace-ms")
+            .arg(self.grace.as_millis().to_string())
+            .arg("--")
+            .arg(&program)
+            .args(&spec.args)
+            .current_dir(&ws.host_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: the terminal's Ctrl-C goes to flocks only.
+            .process_group(0);
+        for k in &spec.remove_env {
+            cmd.env_remove(k);
+        }
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start the flocks supervisor: {e}"))?;
+        let pid = child.id().ok_or("the supervisor exited at once")? as i32;
+
+        let (tx, rx) = mpsc::channel(256);
+        let mut stdin = child.stdin.take().ok_or("no stdin pipe")?;
+        let prompt = spec.prompt;
+        tokio::spawn(async move {
+            // An agent that exits without reading its prompt closes the pipe: fine.
+            let _ = stdin.write_all(prompt.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        });
+        let out = tokio::spawn(pump(child.stdout.take(), tx.clone(), true));
+        let err = tokio::spawn(pump(child.stderr.take(), tx.clone(), false));
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // The supervisor stops the agent's leftovers before it exits, so
+            // the pipes close; do not wait forever for a pipe held elsewhere.
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let _ = out.await;
+                let _ = err.await;
+            })
+            .await;
+            let info = match status {
+                Ok(s) => ExitInfo {
+                    code: crate::supervisor::exit_code(s),
+                    lost: None,
+                },
+                Err(e) => ExitInfo {
+                    code: None,
+                    lost: Some(format!("lost the supervisor: {e}")),
+                },
+            };
+            let _ = tx.send(Chunk::Exited(info)).await;
+        });
+        Ok(Running {
+            output: rx,
+            control: Control::Local(LocalControl { supervisor: pid }),
+        })
+    }
+
+    pub async fn finish(
+        &self,
+        ws: &Workspace,
+        _task: &str,
+        branch: &str,
+        attempt: u32,
+    ) -> Result<Finished, String> {
+        super::finish_host_worktree(self.repo_dir.clone(), ws, branch, attempt).await
+    }
+
+    pub async fn release(&self, task: &str) {
+        let wts = self.worktrees.clone();
+        let task = task.to_string();
+        let _ = tokio::task::spawn_blocking(move || wts.recycle(&task)).await;
+    }
+}
+
+async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, tx: mpsc::Sender<Chunk>, stdout: bool) {
+    let Some(mut reader) = reader else { return };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let data = buf[..n].to_vec();
+                let chunk = if stdout {
+                    Chunk::Stdout(data)
+                } else {
+                    Chunk::Stderr(data)
+                };
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The flocks binary that runs the supervisor: `FLOCKS_SUPERVISOR` or ourselves.
+fn supervisor_exe() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("FLOCKS_SUPERVISOR") {
+        return Ok(PathBuf::from(p));
+    }
+    std::env::current_exe().map_err(|e| format!("cannot find the flocks binary: {e}"))
+}
+
+/// `[agent] command` on this machine: a path (relative to flocks.toml's
+/// directory) or a name on the agent's PATH.
+pub fn resolve_program(
+    program: &str,
+    config_dir: &Path,
+    env: &[(String, String)],
+) -> Result<PathBuf, String> {
+    if program.contains('/') {
+        let p = crate::config::resolve_path(config_dir, Path::new(program));
+        return if is_executable(&p) {
+            Ok(p)
+        } else {
+            Err(format!(
+                "agent command {} is not an executable file (check [agent] command in flocks.toml)",
+                p.display()
+            ))
+        };
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "agent command `{program}` not found on PATH: install it, or set [agent] command in flocks.toml to its path"
+    ))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}

@@ -1,0 +1,30 @@
+//! One file per subcommand. `dispatch` maps the parsed command line to them.
+
+pub mod logs;
+pub mod retry;
+pub mod run;
+pub mod status;
+pub mod stop;
+
+use crate::cli::{Cli, Command};
+use crate::error::{Exit, Result};
+use crate::project::Project;
+
+pub fn dispatch(cli: Cli) -> Result<Exit> {
+    let project = || Project::discover(cli.config.as_deref());
+    match &cli.command {
+        Command::Run(args) => run::run(project()?, args),
+        Command::Status(args) => status::run(&project()?, args),
+        Command::Logs(args) => logs::run(&project()?, args),
+        Command::Retry(args) => retry::run(project()?, args),
+        Command::Stop => stop::run(&project()?),
+    }
+}
+
+/// A multi-threaded runtime for the commands that dispatch agents.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::error::Error::Other(format!("cannot start the async runtime: {e}")))
+}

@@ -1,0 +1,416 @@
+//! `flocks run`: load the tasks, take the lock, reconcile what a dead run left,
+//! dispatch, and report. `retry` shares everything after loading.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::agent::Redactor;
+use crate::backend::Backend;
+use crate::cli::{RunArgs, TaskSource};
+use crate::config::{BackendConfig, Config, SourceConfig};
+use crate::error::{Error, Exit, Result};
+use crate::project::Project;
+use crate::prompt::Template;
+use crate::report::Reporter;
+use crate::runner::credentials::Credentials;
+use crate::runner::dispatcher::DispatcherParts;
+use crate::runner::{Dispatcher, RunOptions};
+use crate::state::{Outcome, RunInfo, State, TaskRecord, TaskStatus};
+use crate::tasks::{BranchRules, TaskSet, dependency_order, load_jsonl, load_script};
+
+pub fn run(project: Project, args: &RunArgs) -> Result<Exit> {
+    let tasks = load_tasks(&project, &args.source)?;
+    let template = load_template(&project.config, &tasks)?;
+    if args.dry_run {
+        return dry_run(&project, &tasks, args.json);
+    }
+    let opts = RunOptions {
+        supervise: args.supervise,
+        max_retries: args.max_retries.unwrap_or(project.config.max_retries),
+        no_wait: args.no_wait,
+    };
+    execute(project, tasks, template, None, opts, "run", |_, _| Ok(()))
+}
+
+/// The environment for commands flocks runs that are not agents: no credential.
+pub fn safe_env(config: &Config) -> Vec<(String, String)> {
+    let drop: HashSet<&str> = crate::agent::SCRUBBED_VARS
+        .iter()
+        .copied()
+        .chain(config.credentials.iter().map(|c| c.env.as_str()))
+        .collect();
+    std::env::vars()
+        .filter(|(k, _)| !drop.contains(k.as_str()))
+        .collect()
+}
+
+pub fn load_tasks(project: &Project, source: &TaskSource) -> Result<TaskSet> {
+    let c = &project.config;
+    let rules = BranchRules {
+        prefix: &c.workspace.branch_prefix,
+        base: &c.workspace.base,
+        land_target: &c.workspace.land_target,
+    };
+    match (&source.tasks, &c.source) {
+        (Some(p), _) => load_jsonl(p, &rules),
+        (None, Some(SourceConfig::Jsonl { path })) => load_jsonl(path, &rules),
+        (None, Some(SourceConfig::Script { command })) => {
+            load_script(command, &c.dir, &safe_env(c), &rules)
+        }
+        (None, None) => load_jsonl(&c.dir.join("tasks.jsonl"), &rules),
+    }
+}
+
+/// Load `[prompt] template` and check that it renders for every task.
+pub fn load_template(config: &Config, tasks: &TaskSet) -> Result<Option<Template>> {
+    let Some(path) = &config.prompt_template else {
+        return Ok(None);
+    };
+    let t = Template::load(path)?;
+    for task in &tasks.tasks {
+        t.render(task, &tasks.source)?;
+    }
+    Ok(Some(t))
+}
+
+/// A short key for this project, part of every attempt tag.
+pub fn project_key(project: &Project) -> String {
+    use sha2::{Digest, Sha256};
+    let dir = project.state_dir();
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let d = Sha256::digest(dir.display().to_string().as_bytes());
+    d.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Everything after loading: lock, state, reconcile, merge, dispatch, report.
+pub fn execute(
+    project: Project,
+    tasks: TaskSet,
+    template: Option<Template>,
+    scope: Option<HashSet<String>>,
+    opts: RunOptions,
+    command: &str,
+    mark: impl FnOnce(&mut State, &TaskSet) -> Result<()>,
+) -> Result<Exit> {
+    let config = project.config.clone();
+    let repo = crate::git::open(&config.workspace.repo)?;
+    crate::git::resolve_commit(&repo, &config.workspace.base)?;
+    let _lock = project.lock(command)?;
+    let mut state = project.store.load()?;
+    check_branches(&repo, &state, &tasks)?;
+    drop(repo);
+
+    let key = project_key(&project);
+    let mut notices = crate::runner::reconcile::reconcile(&mut state, &config, &key);
+    notices.extend(merge_tasks(&mut state, &tasks, &config, &opts));
+    // A new run: disabled credentials get another chance, since the user acted.
+    for (name, c) in state.credentials.iter_mut() {
+        if let Some(why) = c.disabled.take() {
+            notices.push(format!(
+                "credential {name} was disabled ({why}); trying it again"
+            ));
+        }
+    }
+    mark(&mut state, &tasks)?;
+    state.run = Some(RunInfo {
+        id: Utc::now().format("%Y%m%d-%H%M%S").to_string(),
+        pid: std::process::id(),
+        started_at: Utc::now(),
+        ended_at: None,
+        supervise: opts.supervise,
+    });
+    project.store.save(&state)?;
+
+    // Worktrees, excludes, backends.
+    let repo = crate::git::open(&config.workspace.repo)?;
+    let excludes = crate::git::exclude_patterns(
+        &config.workspace.repo,
+        &[project.state_dir(), config.worktrees_dir()],
+    );
+    crate::git::ensure_excluded(&repo, &excludes)?;
+    drop(repo);
+    let worktrees = Arc::new(crate::git::Worktrees::new(
+        &config.workspace.repo,
+        &config.worktrees_dir(),
+    )?);
+    let creds = Credentials::from_env(&config);
+    for (name, var) in creds.missing() {
+        notices.push(format!(
+            "credential {name}: ${var} is not set; pools that need it cannot run"
+        ));
+    }
+    preflight(&config)?;
+    let backends = config
+        .pools
+        .iter()
+        .map(|p| Backend::new(&config, p, worktrees.clone()).map(Arc::new))
+        .collect::<Result<Vec<_>>>()?;
+    let redactor = Arc::new(Redactor::new(creds.secrets()));
+
+    let mut reporters: Vec<Box<dyn Reporter>> = vec![
+        Box::new(crate::report::jsonl::EventsFile::open(
+            &project.events_path(),
+        )),
+        Box::new(crate::report::line::LineReporter::new(std::io::stdout())),
+    ];
+    for message in notices {
+        let message = redactor.redact(&message).into_owned();
+        for r in &mut reporters {
+            r.event(&crate::report::Event::Notice {
+                message: message.clone(),
+            });
+        }
+    }
+    let ids: Vec<String> = tasks
+        .tasks
+        .iter()
+        .map(|t| t.id.clone())
+        .filter(|id| scope.as_ref().is_none_or(|s| s.contains(id)))
+        .collect();
+    let log_root = project.state_dir().join("logs");
+    let store = project.store.clone();
+    let dispatcher = Dispatcher::new(DispatcherParts {
+        project,
+        state,
+        tasks,
+        scope,
+        template,
+        backends,
+        creds,
+        redactor,
+        reporters,
+        opts,
+        project_key: key,
+    });
+    let summary = super::runtime()?.block_on(dispatcher.run());
+    let state = store.load()?;
+    print!(
+        "{}",
+        crate::report::summary::render(&state, &ids, &log_root)
+    );
+    if let Some(why) = &summary.stopped_because {
+        println!("stopped: {why}");
+    }
+    Ok(summary.exit)
+}
+
+/// A task's branch must not exist unless flocks created it for that task.
+fn check_branches(repo: &git2::Repository, state: &State, tasks: &TaskSet) -> Result<()> {
+    for t in &tasks.tasks {
+        let ours = state
+            .task(&t.id)
+            .is_some_and(|r| r.branch_created && r.branch == t.branch);
+        if ours {
+            continue;
+        }
+        if crate::git::branch_tip(repo, &t.branch)?.is_some() {
+            return Err(Error::input(
+                &tasks.source,
+                Some(t.line),
+                Some("branch"),
+                format!(
+                    "branch `{}` already exists and flocks did not create it for task `{}`: choose another branch, or delete it if it holds nothing you need",
+                    t.branch, t.id
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Bring the task list into state: new tasks are queued, interrupted ones
+/// re-queued, changed prompts reported. Returns notices for the user.
+fn merge_tasks(
+    state: &mut State,
+    tasks: &TaskSet,
+    config: &Config,
+    opts: &RunOptions,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let worktrees = config.worktrees_dir();
+    let mut failed_before = Vec::new();
+    for t in &tasks.tasks {
+        let hash = t.prompt_hash();
+        let Some(rec) = state.task_mut(&t.id) else {
+            state.tasks.push(TaskRecord {
+                id: t.id.clone(),
+                branch: t.branch.clone(),
+                worktree: worktrees.join(&t.id),
+                prompt_hash: hash,
+                title: t.title.clone(),
+                depends_on: t.depends_on.clone(),
+                status: TaskStatus::Pending,
+                attempts: Vec::new(),
+                branch_created: false,
+                requeues: 0,
+                next: None,
+            });
+            continue;
+        };
+        rec.title = t.title.clone();
+        rec.depends_on = t.depends_on.clone();
+        if rec.branch != t.branch && rec.attempts.is_empty() {
+            rec.branch = t.branch.clone();
+            rec.branch_created = false;
+        }
+        let changed = rec.prompt_hash != hash;
+        match rec.status.clone() {
+            TaskStatus::Done {
+                outcome: Outcome::Success,
+            } => {
+                if changed {
+                    notes.push(format!(
+                        "task {} succeeded with an earlier prompt, and its prompt has changed since: it is not run again; `flocks retry --force {}` runs it with the new one",
+                        t.id, t.id
+                    ));
+                }
+                continue;
+            }
+            TaskStatus::Done { outcome } if outcome.counts_against_retries() => {
+                if opts.supervise && rec.counted_failures() < 1 + opts.max_retries {
+                    let last = rec.last_attempt().map(|a| a.number).unwrap_or(0);
+                    rec.next = Some(crate::retry::next_after_failure(
+                        rec,
+                        last,
+                        config,
+                        &config.state_dir().join("logs"),
+                    ));
+                    let _ = rec.transition(TaskStatus::Pending);
+                } else {
+                    failed_before.push(t.id.clone());
+                    continue;
+                }
+            }
+            TaskStatus::Done { .. } | TaskStatus::Blocked { .. } | TaskStatus::Running { .. } => {
+                let _ = rec.transition(TaskStatus::Pending);
+            }
+            TaskStatus::Pending => {}
+        }
+        rec.requeues = 0;
+        if changed {
+            if !rec.attempts.is_empty() {
+                notes.push(format!(
+                    "task {}: its prompt changed since its last attempt; the next attempt uses the new prompt",
+                    t.id
+                ));
+            }
+            rec.prompt_hash = hash;
+        }
+    }
+    if !failed_before.is_empty() {
+        notes.push(format!(
+            "{} task(s) failed in an earlier run and are not run again: {} (`flocks retry --all-failed`, or `flocks run --supervise`)",
+            failed_before.len(),
+            failed_before.join(", ")
+        ));
+    }
+    notes
+}
+
+/// Fail early, before any worktree, when a local pool cannot find the agent.
+fn preflight(config: &Config) -> Result<()> {
+    for p in &config.pools {
+        if let BackendConfig::Local = p.backend {
+            let env: Vec<(String, String)> = config
+                .agent
+                .env
+                .iter()
+                .chain(p.env.iter())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            crate::backend::local::resolve_program(&config.agent.command, &config.dir, &env)
+                .map_err(|e| Error::CannotStart(format!("pool {}: {e}", p.name)))?;
+        }
+    }
+    Ok(())
+}
+
+fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
+    let config = &project.config;
+    let state = project.store.load()?;
+    let order = dependency_order(&tasks.tasks).unwrap_or_else(|_| (0..tasks.tasks.len()).collect());
+    let mut assigned = vec![0usize; config.pools.len()];
+    let mut rows = Vec::new();
+    for (step, &i) in order.iter().enumerate() {
+        let t = &tasks.tasks[i];
+        let status = state.task(&t.id).map(|r| r.status.label()).unwrap_or("new");
+        let skip = state.task(&t.id).is_some_and(|r| r.status.is_success());
+        let pool = if skip {
+            None
+        } else {
+            let p = (0..config.pools.len())
+                .min_by(|&a, &b| {
+                    let la = assigned[a] as f64 / config.pools[a].max_worktrees as f64;
+                    let lb = assigned[b] as f64 / config.pools[b].max_worktrees as f64;
+                    la.partial_cmp(&lb).unwrap_or(std::cmp::Ordering::Equal)
+                })
+                .unwrap_or(0);
+            assigned[p] += 1;
+            Some(config.pools[p].name.clone())
+        };
+        rows.push(json!({
+            "order": step + 1,
+            "id": t.id,
+            "branch": t.branch,
+            "worktree": config.worktrees_dir().join(&t.id),
+            "pool": pool,
+            "depends_on": t.depends_on,
+            "status": status,
+        }));
+    }
+    if as_json {
+        let pools: Vec<_> = config
+            .pools
+            .iter()
+            .map(|p| json!({"name": p.name, "backend": p.backend.kind(), "slots": p.max_worktrees}))
+            .collect();
+        let out = json!({"tasks": rows, "pools": pools, "max_agents": config.max_agents});
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(Exit::Ok);
+    }
+    println!(
+        "plan for {} task(s) from {} (nothing is run):",
+        tasks.tasks.len(),
+        tasks.source.display()
+    );
+    println!(
+        "  {:>3}  {:<24} {:<10} {:<28} {:<12} after",
+        "#", "task", "pool", "branch", "status"
+    );
+    for r in &rows {
+        let deps: Vec<&str> = r["depends_on"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        println!(
+            "  {:>3}  {:<24} {:<10} {:<28} {:<12} {}",
+            r["order"],
+            r["id"].as_str().unwrap_or(""),
+            r["pool"].as_str().unwrap_or("(done)"),
+            r["branch"].as_str().unwrap_or(""),
+            r["status"].as_str().unwrap_or(""),
+            if deps.is_empty() {
+                "-".into()
+            } else {
+                deps.join(", ")
+            }
+        );
+    }
+    println!("worktrees: {}/<task>", config.worktrees_dir().display());
+    let slots: Vec<String> = config
+        .pools
+        .iter()
+        .map(|p| format!("{} {}", p.name, p.max_worktrees))
+        .collect();
+    println!(
+        "slots: {} (max_agents {})",
+        slots.join(", "),
+        config.max_agents
+    );
+    Ok(Exit::Ok)
+}

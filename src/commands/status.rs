@@ -1,0 +1,380 @@
+//! `flocks status`: running (with elapsed time and activity), done, failed and
+//! timed out (with the last lines of their log), blocked; pools, credentials,
+//! totals. Reads state.json and logs; never blocks a run.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::cli::StatusArgs;
+use crate::error::{Exit, Result};
+use crate::project::Project;
+use crate::report::human_duration;
+use crate::state::{ProjectLock, State, TaskRecord, TaskStatus};
+
+/// `flocks status --json`: stable shape (fields are only ever added).
+#[derive(Serialize)]
+pub struct StatusView {
+    pub run: Option<RunView>,
+    pub tasks: Vec<TaskView>,
+    pub pools: Vec<PoolView>,
+    pub credentials: Vec<CredentialView>,
+    pub totals: Totals,
+}
+
+#[derive(Serialize)]
+pub struct RunView {
+    pub id: String,
+    pub live: bool,
+    pub pid: u32,
+    pub started_at: chrono::DateTime<Utc>,
+    pub ended_at: Option<chrono::DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub branch: String,
+    /// pending | running | succeeded | failed | timed out | stalled | interrupted | blocked | ...
+    pub status: String,
+    pub detail: Option<String>,
+    pub attempts: usize,
+    pub pool: Option<String>,
+    pub elapsed_secs: Option<f64>,
+    pub activity: Option<String>,
+    /// Seconds since the agent last wrote output (running tasks).
+    pub quiet_secs: Option<f64>,
+    pub turns: u64,
+    pub cost_usd: f64,
+    pub depends_on: Vec<String>,
+    pub blocked_on: Vec<String>,
+    pub worktree: PathBuf,
+    pub log: Option<PathBuf>,
+    pub log_tail: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct PoolView {
+    pub name: String,
+    pub backend: String,
+    pub slots: usize,
+    pub running: usize,
+}
+
+#[derive(Serialize)]
+pub struct CredentialView {
+    pub name: String,
+    pub parked_until: Option<chrono::DateTime<Utc>>,
+    pub disabled: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Totals {
+    pub tasks: usize,
+    pub attempts: usize,
+    pub turns: u64,
+    pub cost_usd: f64,
+}
+
+pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
+    let state = project.store.load()?;
+    let view = build(project, &state);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).unwrap_or_default()
+        );
+    } else {
+        print!(
+            "{}",
+            render(&view, project.config.stall_timeout.map(|d| d.as_secs_f64()))
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn build(project: &Project, state: &State) -> StatusView {
+    let live = ProjectLock::holder(&project.state_dir()).is_some();
+    let log_root = project.state_dir().join("logs");
+    let now = Utc::now();
+    let tasks: Vec<TaskView> = state
+        .tasks
+        .iter()
+        .map(|t| task_view(t, &log_root, now))
+        .collect();
+    let pools = project
+        .config
+        .pools
+        .iter()
+        .map(|p| PoolView {
+            name: p.name.clone(),
+            backend: p.backend.kind().to_string(),
+            slots: p.max_worktrees,
+            running: state
+                .tasks
+                .iter()
+                .filter(
+                    |t| matches!(&t.status, TaskStatus::Running { pool, .. } if *pool == p.name),
+                )
+                .count(),
+        })
+        .collect();
+    let credentials = state
+        .credentials
+        .iter()
+        .filter(|(_, c)| c.disabled.is_some() || c.parked_until.is_some_and(|t| t > now))
+        .map(|(name, c)| CredentialView {
+            name: name.clone(),
+            parked_until: c.parked_until.filter(|t| *t > now),
+            disabled: c.disabled.clone(),
+        })
+        .collect();
+    StatusView {
+        run: state.run.as_ref().map(|r| RunView {
+            id: r.id.clone(),
+            live,
+            pid: r.pid,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+        }),
+        totals: Totals {
+            tasks: state.tasks.len(),
+            attempts: state.tasks.iter().map(|t| t.attempts.len()).sum(),
+            turns: state.tasks.iter().map(TaskRecord::turns).sum(),
+            cost_usd: state.total_cost(),
+        },
+        tasks,
+        pools,
+        credentials,
+    }
+}
+
+fn task_view(t: &TaskRecord, log_root: &Path, now: chrono::DateTime<Utc>) -> TaskView {
+    let last = t.last_attempt();
+    let log = last.map(|a| log_root.join(&t.id).join(format!("{}.log", a.number)));
+    let (mut elapsed, mut activity, mut quiet, mut tail, mut detail, mut blocked_on) =
+        (None, None, None, Vec::new(), None, Vec::new());
+    match &t.status {
+        TaskStatus::Running { started_at, .. } => {
+            elapsed = Some((now - *started_at).num_milliseconds() as f64 / 1000.0);
+            if let Some(p) = &log {
+                activity = last_activity(p);
+                quiet = std::fs::metadata(p)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .map(|d| d.as_secs_f64());
+            }
+        }
+        TaskStatus::Done { outcome } if *outcome != crate::state::Outcome::Success => {
+            detail = Some(outcome.describe());
+            if let Some(p) = &log
+                && let Ok(text) = std::fs::read_to_string(p)
+            {
+                tail = crate::logview::tail_rendered(&text, 5);
+            }
+        }
+        TaskStatus::Blocked { on } => blocked_on = on.clone(),
+        TaskStatus::Done { .. } | TaskStatus::Pending => {}
+    }
+    if let Some(a) = last
+        && elapsed.is_none()
+        && let Some(end) = a.ended_at
+    {
+        elapsed = Some((end - a.started_at).num_milliseconds() as f64 / 1000.0);
+    }
+    TaskView {
+        id: t.id.clone(),
+        branch: t.branch.clone(),
+        status: t.status.label().to_string(),
+        detail: detail.take(),
+        attempts: t.attempts.len(),
+        pool: last.map(|a| a.pool.clone()),
+        elapsed_secs: elapsed,
+        activity,
+        quiet_secs: quiet,
+        turns: t.turns(),
+        cost_usd: t.cost(),
+        depends_on: t.depends_on.clone(),
+        blocked_on: std::mem::take(&mut blocked_on),
+        worktree: t.worktree.clone(),
+        log,
+        log_tail: std::mem::take(&mut tail),
+    }
+}
+
+/// The last tool call in a log, read from its end.
+pub fn last_activity(log: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(log).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(256 * 1024);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    for line in text.lines().rev() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        for ev in crate::agent::stream::parse_event(&v).into_iter().rev() {
+            if let crate::agent::StreamEvent::ToolUse(a) = ev {
+                return Some(a);
+            }
+        }
+    }
+    None
+}
+
+pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    match &v.run {
+        Some(r) if r.live => {
+            let _ = writeln!(
+                s,
+                "run {} · live (pid {}) · started {}",
+                r.id,
+                r.pid,
+                r.started_at
+                    .with_timezone(&chrono::Local)
+                    .format("%H:%M:%S")
+            );
+        }
+        Some(r) => {
+            let ended = r
+                .ended_at
+                .map(|e| {
+                    format!(
+                        "ended {}",
+                        e.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
+                    )
+                })
+                .unwrap_or_else(|| "did not end cleanly; `flocks run` resumes it".into());
+            let _ = writeln!(s, "last run {} · {ended}", r.id);
+        }
+        None => {
+            let _ = writeln!(s, "no run yet: `flocks run --tasks tasks.jsonl` starts one");
+        }
+    }
+    let live = v.run.as_ref().is_some_and(|r| r.live);
+    let by = |f: &dyn Fn(&TaskView) -> bool| v.tasks.iter().filter(|t| f(t)).collect::<Vec<_>>();
+    let running = by(&|t| t.status == "running");
+    let done = by(&|t| t.status == "succeeded");
+    let failed = by(&|t| {
+        !matches!(
+            t.status.as_str(),
+            "running" | "succeeded" | "pending" | "blocked" | "interrupted"
+        )
+    });
+    let blocked = by(&|t| t.status == "blocked");
+    let waiting = by(&|t| t.status == "pending" || t.status == "interrupted");
+    if !running.is_empty() {
+        let _ = writeln!(s, "\nrunning ({}):", running.len());
+        for t in &running {
+            let mut line = format!(
+                "  ▶ {:<24} {:<10} {:>7}  {}",
+                t.id,
+                t.pool.as_deref().unwrap_or("-"),
+                t.elapsed_secs.map(human_duration).unwrap_or_default(),
+                t.activity.as_deref().unwrap_or("starting")
+            );
+            if !live {
+                line.push_str("  (its run is gone: `flocks run` re-queues it)");
+            } else if let (Some(q), Some(limit)) = (t.quiet_secs, stall_secs)
+                && q > limit / 2.0
+            {
+                line.push_str(&format!("  ⚠ no output for {}", human_duration(q)));
+            } else if let Some(q) = t.quiet_secs
+                && q > 600.0
+            {
+                line.push_str(&format!("  ⚠ no output for {}", human_duration(q)));
+            }
+            let _ = writeln!(s, "{line}");
+        }
+    }
+    if !done.is_empty() {
+        let _ = writeln!(s, "\ndone ({}):", done.len());
+        for t in &done {
+            let _ = writeln!(
+                s,
+                "  ✔ {:<24} {:<28} {} attempt(s) · {} · ${:.2}",
+                t.id,
+                t.branch,
+                t.attempts,
+                t.elapsed_secs.map(human_duration).unwrap_or_default(),
+                t.cost_usd
+            );
+        }
+    }
+    if !failed.is_empty() {
+        let _ = writeln!(s, "\nfailed or timed out ({}):", failed.len());
+        for t in &failed {
+            let _ = writeln!(
+                s,
+                "  ✖ {:<24} {}",
+                t.id,
+                t.detail.as_deref().unwrap_or(&t.status)
+            );
+            for l in &t.log_tail {
+                let _ = writeln!(s, "      │ {}", crate::agent::stream::one_line(l, 110));
+            }
+        }
+    }
+    if !blocked.is_empty() {
+        let _ = writeln!(s, "\nblocked ({}):", blocked.len());
+        for t in &blocked {
+            let _ = writeln!(s, "  ⊘ {:<24} waits for {}", t.id, t.blocked_on.join(", "));
+        }
+    }
+    if !waiting.is_empty() {
+        let _ = writeln!(s, "\nqueued ({}):", waiting.len());
+        for t in &waiting {
+            let _ = writeln!(s, "  · {:<24} {}", t.id, t.status);
+        }
+    }
+    let _ = writeln!(s, "\npools:");
+    for p in &v.pools {
+        let filled = if p.slots == 0 {
+            0
+        } else {
+            (p.running * 10).div_ceil(p.slots).min(10)
+        };
+        let _ = writeln!(
+            s,
+            "  {:<12} {:<7} [{}{}] {}/{}",
+            p.name,
+            p.backend,
+            "█".repeat(filled),
+            "░".repeat(10 - filled),
+            p.running,
+            p.slots
+        );
+    }
+    if !v.credentials.is_empty() {
+        let _ = writeln!(s, "\ncredentials:");
+        for c in &v.credentials {
+            match (&c.disabled, c.parked_until) {
+                (Some(why), _) => {
+                    let _ = writeln!(s, "  ⛔ {:<12} disabled: {why}", c.name);
+                }
+                (None, Some(t)) => {
+                    let _ = writeln!(
+                        s,
+                        "  ⏸ {:<12} parked until {}",
+                        c.name,
+                        t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\ntotals: {} tasks · {} attempts · {} turns · ${:.2}",
+        v.totals.tasks, v.totals.attempts, v.totals.turns, v.totals.cost_usd
+    );
+    s
+}

@@ -1,0 +1,131 @@
+//! Rendering an attempt's raw stream-json log for people: assistant text, tool
+//! calls, short tool results, the result. Non-JSON lines pass through.
+
+use serde_json::Value;
+
+use crate::agent::stream::{describe_tool_use, one_line, result_info};
+
+/// The lines one raw log line renders to (none for noise such as init).
+pub fn render_line(raw: &str) -> Vec<String> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Vec::new();
+    }
+    let Ok(v) = serde_json::from_str::<Value>(trimmed) else {
+        return vec![raw.to_string()];
+    };
+    if let Value::Array(items) = &v {
+        return items.iter().flat_map(render_value).collect();
+    }
+    render_value(&v)
+}
+
+fn render_value(v: &Value) -> Vec<String> {
+    let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+    let mut out = Vec::new();
+    match kind {
+        "system" if v.get("subtype").and_then(Value::as_str) == Some("init") => {
+            let sid = v.get("session_id").and_then(Value::as_str).unwrap_or("?");
+            let model = v.get("model").and_then(Value::as_str).unwrap_or("?");
+            out.push(format!("── session {sid} · model {model}"));
+        }
+        "assistant" => {
+            if let Some(e) = v.get("error").and_then(Value::as_str) {
+                out.push(format!("⚠ error: {e}"));
+            }
+            let blocks = v
+                .get("message")
+                .and_then(|m| m.get("content"))
+                .and_then(Value::as_array);
+            for b in blocks.into_iter().flatten() {
+                match b.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        if let Some(t) = b.get("text").and_then(Value::as_str) {
+                            out.extend(t.lines().map(str::to_string));
+                        }
+                    }
+                    Some("tool_use") => out.push(format!("▶ {}", describe_tool_use(b))),
+                    _ => {}
+                }
+            }
+        }
+        "user" => {
+            let blocks = v
+                .get("message")
+                .and_then(|m| m.get("content"))
+                .and_then(Value::as_array);
+            for b in blocks.into_iter().flatten() {
+                if b.get("type").and_then(Value::as_str) != Some("tool_result") {
+                    continue;
+                }
+                let text = match b.get("content") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Array(items)) => items
+                        .iter()
+                        .filter_map(|i| i.get("text").and_then(Value::as_str))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    _ => String::new(),
+                };
+                let lines = text.lines().count();
+                let err = b.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+                let mut s = format!(
+                    "  {} {}",
+                    if err { "↳ error:" } else { "↳" },
+                    one_line(&text, 100)
+                );
+                if lines > 1 {
+                    s.push_str(&format!(" (+{} lines)", lines - 1));
+                }
+                out.push(s);
+            }
+        }
+        "rate_limit_event" => {
+            let info = v.get("rate_limit_info").unwrap_or(&Value::Null);
+            let status = info.get("status").and_then(Value::as_str).unwrap_or("?");
+            out.push(format!("⚠ rate limit: {status}"));
+        }
+        "result" => {
+            let r = result_info(v);
+            let mut s = format!(
+                "■ result: {}{}",
+                r.subtype.as_deref().unwrap_or("?"),
+                if r.is_error { " (error)" } else { "" }
+            );
+            if let Some(n) = r.num_turns {
+                s.push_str(&format!(" · {n} turns"));
+            }
+            if let Some(c) = r.total_cost_usd {
+                s.push_str(&format!(" · ${c:.4}"));
+            }
+            if let Some(ms) = r.duration_ms {
+                s.push_str(&format!(
+                    " · {}",
+                    crate::report::human_duration(ms as f64 / 1000.0)
+                ));
+            }
+            out.push(s);
+            if let Some(t) = r.text {
+                out.extend(t.lines().map(|l| format!("  {l}")));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The last `n` rendered lines of a log text.
+pub fn tail_rendered(text: &str, n: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines().rev() {
+        let mut r = render_line(line);
+        r.reverse();
+        out.extend(r);
+        if out.len() >= n {
+            break;
+        }
+    }
+    out.truncate(n);
+    out.reverse();
+    out
+}

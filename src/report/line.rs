@@ -1,0 +1,118 @@
+//! Plain line-by-line progress, for logs and terminals alike.
+
+use std::io::Write;
+
+use super::{Event, Reporter, human_duration};
+use crate::state::Outcome;
+
+pub struct LineReporter<W: Write + Send> {
+    out: W,
+}
+
+impl<W: Write + Send> LineReporter<W> {
+    pub fn new(out: W) -> Self {
+        LineReporter { out }
+    }
+}
+
+impl<W: Write + Send> Reporter for LineReporter<W> {
+    fn event(&mut self, event: &Event) {
+        if let Some(line) = render(event) {
+            let _ = writeln!(self.out, "{line}");
+            let _ = self.out.flush();
+        }
+    }
+}
+
+/// One line for an event, or nothing for events too frequent to print.
+pub fn render(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::RunStarted {
+            run_id,
+            tasks,
+            pending,
+            pools,
+        } => {
+            let pools: Vec<String> = pools
+                .iter()
+                .map(|p| format!("{} ({}, {} slots)", p.name, p.backend, p.slots))
+                .collect();
+            format!(
+                "flocks run {run_id}: {pending} of {tasks} tasks to run on {}",
+                pools.join(", ")
+            )
+        }
+        Event::Notice { message } => format!("note: {message}"),
+        Event::Queued { .. } | Event::Activity { .. } => return None,
+        Event::Started {
+            task,
+            attempt,
+            pool,
+            credential,
+            resumed,
+            ..
+        } => {
+            let mut s = format!("▶ {task}: started on {pool} (attempt {attempt}");
+            if let Some(c) = credential {
+                s.push_str(&format!(", credential {c}"));
+            }
+            if *resumed {
+                s.push_str(", resuming its session");
+            }
+            s.push(')');
+            s
+        }
+        Event::Finished {
+            task,
+            attempt,
+            outcome,
+            duration_secs,
+            cost_usd,
+            turns,
+            commits,
+        } => {
+            let mark = match outcome {
+                Outcome::Success => "✔",
+                Outcome::Interrupted => "■",
+                _ => "✖",
+            };
+            let mut s = format!(
+                "{mark} {task}: {} after {}",
+                outcome.describe(),
+                human_duration(*duration_secs)
+            );
+            if *commits > 0 {
+                s.push_str(&format!(
+                    " · {commits} commit{}",
+                    if *commits == 1 { "" } else { "s" }
+                ));
+            }
+            if *turns > 0 {
+                s.push_str(&format!(" · {turns} turns"));
+            }
+            if *cost_usd > 0.0 {
+                s.push_str(&format!(" · ${cost_usd:.2}"));
+            }
+            if !matches!(outcome, Outcome::Success) {
+                s.push_str(&format!(" (attempt {attempt}; `flocks logs {task}`)"));
+            }
+            s
+        }
+        Event::Requeued { task, reason } => format!("↻ {task}: back in the queue: {reason}"),
+        Event::Blocked { task, on } => {
+            format!("⊘ {task}: blocked: {} did not succeed", on.join(", "))
+        }
+        Event::CredentialParked {
+            credential,
+            until,
+            reason,
+        } => format!(
+            "⏸ credential {credential} parked until {} ({reason})",
+            until.with_timezone(&chrono::Local).format("%H:%M:%S")
+        ),
+        Event::CredentialDisabled { credential, reason } => {
+            format!("⛔ credential {credential} disabled: {reason}; fix it, then run flocks again")
+        }
+        Event::RunFinished { .. } => return None,
+    })
+}

@@ -1,0 +1,132 @@
+//! The end-of-run summary and the grouped task view that `status` shares.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::human_duration;
+use crate::state::{Outcome, State, TaskRecord, TaskStatus};
+
+/// Tasks by how they stand, in task order.
+#[derive(Default)]
+pub struct Groups<'a> {
+    pub running: Vec<&'a TaskRecord>,
+    pub done: Vec<&'a TaskRecord>,
+    pub failed: Vec<&'a TaskRecord>,
+    pub blocked: Vec<&'a TaskRecord>,
+    pub pending: Vec<&'a TaskRecord>,
+}
+
+pub fn group<'a>(state: &'a State, only: Option<&[String]>) -> Groups<'a> {
+    let mut g = Groups::default();
+    for t in &state.tasks {
+        if only.is_some_and(|ids| !ids.contains(&t.id)) {
+            continue;
+        }
+        match &t.status {
+            TaskStatus::Running { .. } => g.running.push(t),
+            TaskStatus::Done {
+                outcome: Outcome::Success,
+            } => g.done.push(t),
+            TaskStatus::Done {
+                outcome: Outcome::Interrupted,
+            }
+            | TaskStatus::Pending => g.pending.push(t),
+            TaskStatus::Done { .. } => g.failed.push(t),
+            TaskStatus::Blocked { .. } => g.blocked.push(t),
+        }
+    }
+    g
+}
+
+fn attempt_duration(t: &TaskRecord) -> Option<f64> {
+    let a = t.last_attempt()?;
+    let end = a.ended_at?;
+    Some((end - a.started_at).num_milliseconds() as f64 / 1000.0)
+}
+
+/// The summary printed when a run ends.
+pub fn render(state: &State, only: &[String], log_root: &Path) -> String {
+    let g = group(state, Some(only));
+    let mut s = String::new();
+    let _ = writeln!(s);
+    let total = only.len();
+    let cost: f64 = only
+        .iter()
+        .filter_map(|id| state.task(id))
+        .map(TaskRecord::cost)
+        .sum();
+    let turns: u64 = only
+        .iter()
+        .filter_map(|id| state.task(id))
+        .map(TaskRecord::turns)
+        .sum();
+    let _ = writeln!(
+        s,
+        "{} of {total} tasks succeeded · {} failed · {} blocked · {} not run · {turns} turns · ${cost:.2}",
+        g.done.len(),
+        g.failed.len(),
+        g.blocked.len(),
+        g.pending.len()
+    );
+    if !g.done.is_empty() {
+        let _ = writeln!(s, "\nsucceeded:");
+        for t in &g.done {
+            let _ = writeln!(
+                s,
+                "  ✔ {:<24} {}  {} attempt(s){}",
+                t.id,
+                t.branch,
+                t.attempts.len(),
+                attempt_duration(t)
+                    .map(|d| format!(", {}", human_duration(d)))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if !g.failed.is_empty() {
+        let _ = writeln!(s, "\nfailed:");
+        for t in &g.failed {
+            let outcome = match &t.status {
+                TaskStatus::Done { outcome } => outcome.describe(),
+                other => other.label().to_string(),
+            };
+            let _ = writeln!(s, "  ✖ {:<24} {outcome}", t.id);
+            if let Some(a) = t.last_attempt() {
+                let log = log_root.join(&t.id).join(format!("{}.log", a.number));
+                if let Ok(text) = std::fs::read_to_string(&log) {
+                    for l in crate::logview::tail_rendered(&text, 3) {
+                        let _ = writeln!(s, "      │ {}", crate::agent::stream::one_line(&l, 110));
+                    }
+                }
+            }
+        }
+    }
+    if !g.blocked.is_empty() {
+        let _ = writeln!(s, "\nblocked:");
+        for t in &g.blocked {
+            if let TaskStatus::Blocked { on } = &t.status {
+                let _ = writeln!(s, "  ⊘ {:<24} waits for {}", t.id, on.join(", "));
+            }
+        }
+    }
+    if !g.pending.is_empty() {
+        let _ = writeln!(s, "\nnot run:");
+        for t in &g.pending {
+            let _ = writeln!(s, "  · {:<24} {}", t.id, t.status.label());
+        }
+    }
+    let mut next = Vec::new();
+    if !g.failed.is_empty() {
+        next.push("`flocks logs <id>` to see why, `flocks retry --all-failed` to try again");
+    }
+    if !g.done.is_empty() {
+        next.push("`flocks land` to cherry-pick the finished work onto the target branch");
+    }
+    if !g.pending.is_empty() {
+        next.push("`flocks run` again to continue");
+    }
+    if !next.is_empty() {
+        let _ = writeln!(s, "\nnext: {}", next.join("; "));
+    }
+    s
+}

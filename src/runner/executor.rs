@@ -1,0 +1,275 @@
+//! One attempt, start to end: prepare the worktree, start the agent on its
+//! backend, stream its output into the log, enforce timeout, stall and stop,
+//! commit leftovers, classify, and report to the dispatcher.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::sleep_until;
+
+use super::sink::OutputSink;
+use super::{AttemptReport, RunEvent, StopLevel};
+use crate::agent::classify::{AttemptFacts, EndedBy};
+use crate::agent::{AgentSpec, Redactor, StreamEvent, classify};
+use crate::backend::{Backend, Chunk, ExitInfo, PrepareJob};
+use crate::state::Outcome;
+
+pub struct AttemptJob {
+    pub task: String,
+    pub attempt: u32,
+    pub prepare: PrepareJob,
+    pub backend: Arc<Backend>,
+    pub spec: AgentSpec,
+    pub credential: Option<String>,
+    pub log_path: PathBuf,
+    pub redactor: Arc<Redactor>,
+    pub timeout: Option<Duration>,
+    pub stall: Option<Duration>,
+    pub grace: Duration,
+}
+
+/// How long after a kill flocks waits for the backend to confirm the end.
+const AFTER_KILL: Duration = Duration::from_secs(10);
+
+pub async fn run_attempt(
+    job: AttemptJob,
+    events: mpsc::Sender<RunEvent>,
+    mut stop: watch::Receiver<StopLevel>,
+) {
+    let started = Instant::now();
+    let task = job.task.clone();
+    let attempt = job.attempt;
+    let report = |outcome: Outcome| AttemptReport {
+        outcome,
+        exit_code: None,
+        result: None,
+        session_id: None,
+        start_commit: None,
+        end_tip: None,
+        leftovers_committed: false,
+        new_commits: 0,
+        no_conversation: false,
+        duration_secs: started.elapsed().as_secs_f64(),
+    };
+    let finished = |report: AttemptReport| RunEvent::Finished {
+        task: task.clone(),
+        attempt,
+        report: Box::new(report),
+    };
+
+    let mut sink = match OutputSink::create(&job.log_path, job.redactor.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            let reason = format!("cannot write the log {}: {e}", job.log_path.display());
+            let _ = events
+                .send(finished(report(Outcome::SpawnFailed { reason })))
+                .await;
+            return;
+        }
+    };
+
+    let ws = match job.backend.prepare(&job.prepare).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            let reason = format!("cannot prepare the worktree: {e}");
+            sink.note(&reason);
+            let _ = events
+                .send(finished(report(Outcome::SpawnFailed { reason })))
+                .await;
+            return;
+        }
+    };
+    let _ = events
+        .send(RunEvent::Started {
+            task: task.clone(),
+            attempt,
+            worktree: ws.host_path.clone(),
+            start_commit: ws.start_commit.clone(),
+            created_branch: ws.created_branch,
+            note: ws.note.clone(),
+        })
+        .await;
+
+    let mut running = match job.backend.spawn(&ws, job.spec).await {
+        Ok(r) => r,
+        Err(e) => {
+            sink.note(&format!("could not start the agent: {e}"));
+            let mut r = report(Outcome::SpawnFailed { reason: e });
+            r.start_commit = Some(ws.start_commit.clone());
+            r.end_tip = Some(ws.start_commit.clone());
+            let _ = events.send(finished(r)).await;
+            return;
+        }
+    };
+
+    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    let deadline = job
+        .timeout
+        .map(|t| tokio::time::Instant::now() + t)
+        .unwrap_or(far);
+    let stall_after = job.stall;
+    let mut last_output = tokio::time::Instant::now();
+    let mut ended_by = EndedBy::Exited;
+    // After a terminate: when to escalate to kill; after a kill: when to give up.
+    let mut escalate_at = far;
+    let mut give_up_at = far;
+    let mut exit = ExitInfo::default();
+    let mut session_sent = false;
+
+    loop {
+        let stall_deadline = stall_after.map(|s| last_output + s).unwrap_or(far);
+        tokio::select! {
+            chunk = running.output.recv() => match chunk {
+                Some(Chunk::Stdout(bytes)) => {
+                    last_output = tokio::time::Instant::now();
+                    for ev in sink.stdout(&bytes) {
+                        forward(&events, &task, attempt, ev, &mut session_sent).await;
+                    }
+                }
+                Some(Chunk::Stderr(bytes)) => {
+                    last_output = tokio::time::Instant::now();
+                    sink.stderr(&bytes);
+                }
+                Some(Chunk::Exited(info)) => { exit = info; break; }
+                None => { exit.lost = Some("the agent's output ended without an exit status".into()); break; }
+            },
+            _ = sleep_until(deadline), if ended_by == EndedBy::Exited => {
+                ended_by = EndedBy::TimedOut;
+                sink.note(&format!("agent_timeout_secs reached after {:.0}s: stopping the agent", started.elapsed().as_secs_f64()));
+                running.control.terminate().await;
+                escalate_at = tokio::time::Instant::now() + job.grace + Duration::from_secs(5);
+            }
+            _ = sleep_until(stall_deadline), if ended_by == EndedBy::Exited => {
+                ended_by = EndedBy::Stalled;
+                sink.note("no output for stall_timeout_secs: the agent is stalled; stopping it");
+                running.control.terminate().await;
+                escalate_at = tokio::time::Instant::now() + job.grace + Duration::from_secs(5);
+            }
+            changed = stop.changed() => {
+                if changed.is_err() { continue; }
+                let level = *stop.borrow();
+                match level {
+                    StopLevel::Run => {}
+                    StopLevel::Graceful => {
+                        if ended_by == EndedBy::Exited { ended_by = EndedBy::Cancelled; }
+                        sink.note("flocks is stopping: stopping the agent");
+                        running.control.terminate().await;
+                        escalate_at = tokio::time::Instant::now() + job.grace + Duration::from_secs(5);
+                    }
+                    StopLevel::Kill => {
+                        if ended_by == EndedBy::Exited { ended_by = EndedBy::Cancelled; }
+                        sink.note("flocks is stopping: killing the agent");
+                        running.control.kill().await;
+                        give_up_at = tokio::time::Instant::now() + AFTER_KILL;
+                    }
+                }
+            }
+            _ = sleep_until(escalate_at) => {
+                running.control.kill().await;
+                escalate_at = far;
+                give_up_at = tokio::time::Instant::now() + AFTER_KILL;
+            }
+            _ = sleep_until(give_up_at) => {
+                exit.lost = Some("the agent did not end after SIGKILL".into());
+                break;
+            }
+        }
+    }
+    for ev in sink.finish() {
+        forward(&events, &task, attempt, ev, &mut session_sent).await;
+    }
+
+    let finish = job
+        .backend
+        .finish(&ws, &task, &job.prepare.branch, attempt)
+        .await;
+    let (end_tip, leftovers, new_commits, finish_error) = match finish {
+        Ok(f) => (Some(f.tip), f.leftovers_committed, f.new_commits, None),
+        Err(e) => (None, false, 0, Some(e)),
+    };
+    if leftovers {
+        sink.note(&format!(
+            "committed changes the agent left uncommitted (attempt {attempt})"
+        ));
+    }
+    let no_conversation = sink
+        .stderr_tail
+        .iter()
+        .any(|l| l.contains("No conversation found with session ID"));
+    let facts = AttemptFacts {
+        ended_by,
+        exit_code: exit.code,
+        result: sink.parser.result.clone(),
+        rate_limit: sink.parser.rate_limit.map(|(_, at)| at),
+        assistant_error: sink.parser.assistant_error.clone(),
+        new_commits,
+        credential: job.credential.clone(),
+        stderr_tail: sink.stderr_tail.clone(),
+        saw_output: sink.saw_stdout,
+    };
+    let mut outcome = classify(&facts);
+    if let Some(lost) = &exit.lost
+        && ended_by == EndedBy::Exited
+    {
+        outcome = Outcome::HostLost {
+            reason: lost.clone(),
+        };
+    }
+    if let Some(e) = finish_error
+        && matches!(outcome, Outcome::Success)
+    {
+        outcome = Outcome::Failed {
+            reason: format!("could not read the result: {e}"),
+        };
+    }
+    sink.note(&format!("attempt {attempt} {}", outcome.describe()));
+    if matches!(outcome, Outcome::Success) {
+        job.backend.release(&task).await;
+    }
+    let report = AttemptReport {
+        outcome,
+        exit_code: exit.code,
+        result: sink.parser.result.clone(),
+        session_id: sink.parser.session_id.clone(),
+        start_commit: Some(ws.start_commit.clone()),
+        end_tip,
+        leftovers_committed: leftovers,
+        new_commits,
+        no_conversation,
+        duration_secs: started.elapsed().as_secs_f64(),
+    };
+    let _ = events.send(finished(report)).await;
+}
+
+async fn forward(
+    events: &mpsc::Sender<RunEvent>,
+    task: &str,
+    attempt: u32,
+    ev: StreamEvent,
+    session_sent: &mut bool,
+) {
+    match ev {
+        StreamEvent::Init { session_id, .. } if !*session_sent => {
+            *session_sent = true;
+            let _ = events
+                .send(RunEvent::Session {
+                    task: task.to_string(),
+                    attempt,
+                    session_id,
+                })
+                .await;
+        }
+        StreamEvent::ToolUse(activity) => {
+            let _ = events
+                .send(RunEvent::Activity {
+                    task: task.to_string(),
+                    attempt,
+                    activity,
+                })
+                .await;
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,149 @@
+//! Where an attempt's output goes: split into lines, secrets redacted, appended
+//! to the attempt's log file as it comes, and read as stream-json.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::agent::{Redactor, StreamEvent, StreamParser};
+
+pub struct OutputSink {
+    log: BufWriter<File>,
+    redactor: Arc<Redactor>,
+    pub parser: StreamParser,
+    stdout_partial: Vec<u8>,
+    stderr_partial: Vec<u8>,
+    pub stderr_tail: Vec<String>,
+    pub saw_stdout: bool,
+}
+
+const STDERR_TAIL: usize = 20;
+/// A line longer than this is written out in pieces (and not parsed).
+const MAX_LINE: usize = 32 << 20;
+
+impl OutputSink {
+    pub fn create(path: &Path, redactor: Arc<Redactor>) -> std::io::Result<OutputSink> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(OutputSink {
+            log: BufWriter::new(file),
+            redactor,
+            parser: StreamParser::new(),
+            stdout_partial: Vec::new(),
+            stderr_partial: Vec::new(),
+            stderr_tail: Vec::new(),
+            saw_stdout: false,
+        })
+    }
+
+    /// Take stdout bytes; returns the stream events of the complete lines.
+    pub fn stdout(&mut self, bytes: &[u8]) -> Vec<StreamEvent> {
+        self.saw_stdout = true;
+        self.stdout_partial.extend_from_slice(bytes);
+        let lines = take_lines(&mut self.stdout_partial);
+        let mut events = Vec::new();
+        for line in lines {
+            events.extend(self.line(&line, true));
+        }
+        self.flush();
+        events
+    }
+
+    pub fn stderr(&mut self, bytes: &[u8]) {
+        self.stderr_partial.extend_from_slice(bytes);
+        for line in take_lines(&mut self.stderr_partial) {
+            self.line(&line, false);
+        }
+        self.flush();
+    }
+
+    /// The streams ended: write what is left and read a lone JSON document.
+    pub fn finish(&mut self) -> Vec<StreamEvent> {
+        let mut events = Vec::new();
+        let out = std::mem::take(&mut self.stdout_partial);
+        if !out.is_empty() {
+            events.extend(self.line(&out, true));
+        }
+        let err = std::mem::take(&mut self.stderr_partial);
+        if !err.is_empty() {
+            self.line(&err, false);
+        }
+        events.extend(self.parser.finish());
+        self.flush();
+        events
+    }
+
+    /// A line from flocks itself (not the agent), marked as such.
+    pub fn note(&mut self, text: &str) {
+        let _ = writeln!(self.log, "[flocks] {}", self.redactor.redact(text));
+        self.flush();
+    }
+
+    fn line(&mut self, raw: &[u8], stdout: bool) -> Vec<StreamEvent> {
+        let text = String::from_utf8_lossy(raw);
+        let text = text.trim_end_matches(['\n', '\r']);
+        let redacted = self.redactor.redact(text);
+        let _ = self.log.write_all(redacted.as_bytes());
+        let _ = self.log.write_all(b"\n");
+        if stdout {
+            self.parser.feed_line(&redacted)
+        } else {
+            if self.stderr_tail.len() == STDERR_TAIL {
+                self.stderr_tail.remove(0);
+            }
+            self.stderr_tail.push(redacted.into_owned());
+            Vec::new()
+        }
+    }
+
+    fn flush(&mut self) {
+        let _ = self.log.flush();
+    }
+}
+
+fn take_lines(buf: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
+        lines.push(buf[start..start + pos].to_vec());
+        start += pos + 1;
+    }
+    buf.drain(..start);
+    if buf.len() > MAX_LINE {
+        lines.push(std::mem::take(buf));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_redacts_and_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("logs/t/1.log");
+        let r = Arc::new(Redactor::new([(
+            "supersecretvalue".to_string(),
+            "c".to_string(),
+        )]));
+        let mut s = OutputSink::create(&log, r).unwrap();
+        let ev = s.stdout(
+            b"{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"x\"}\n{\"type\":\"assi",
+        );
+        assert_eq!(ev.len(), 1);
+        s.stdout(b"stant\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"supersecretvalue\"}]}}\n");
+        s.stderr(b"oops supersecretvalue\n");
+        s.finish();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("supersecretvalue"));
+        assert_eq!(text.lines().count(), 3);
+        assert_eq!(s.parser.session_id.as_deref(), Some("x"));
+    }
+}
