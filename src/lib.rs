@@ -4,9 +4,11 @@
 //! `main.rs` parses the command line and calls [`commands::dispatch`]; all
 //! the work lives in this library so that tests and benchmarks can drive it.
 
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod git;
+pub mod land;
 pub mod project;
 pub mod prompt;
 pub mod state;
