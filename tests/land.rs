@@ -682,6 +682,45 @@ fn clean_removes_landed_work_and_keeps_unlanded_branches() {
     );
     // git agrees the worktree is gone.
     assert!(!fx.git(&["worktree", "list"]).contains(".worktrees/a"));
+    // A second clean has nothing more to do.
+    let again = land::clean(&project, &CleanOptions::default(), &run_lock, &land_lock).unwrap();
+    assert!(again.worktrees_removed.is_empty() && again.branches_deleted.is_empty());
+}
+
+#[test]
+fn clean_removes_the_land_worktree() {
+    let mut fx = Fx::new(&["true"]);
+    fx.task("a", "main", &[&[("a.txt", "a\n")]]);
+    fx.land(&[]);
+    assert!(fx.repo.join(".worktrees/.land").exists());
+    assert!(fx.git(&["worktree", "list"]).contains(".land"));
+    let project = fx.project();
+    let run_lock = project.lock("clean").unwrap();
+    let land_lock = LandLock::acquire(&project.state_dir()).unwrap();
+    let report = land::clean(&project, &CleanOptions::default(), &run_lock, &land_lock).unwrap();
+    assert!(report.land_worktree_removed);
+    assert!(!fx.repo.join(".worktrees/.land").exists());
+    assert!(!fx.git(&["worktree", "list"]).contains(".land"));
+    assert_eq!(report.branches_deleted, vec!["flocks/a".to_string()]);
+}
+
+#[test]
+fn the_land_worktree_is_reused() {
+    let mut fx = Fx::new(&["touch ignored.cache untracked.txt"]);
+    std::fs::write(fx.repo.join(".git/info/exclude"), "ignored.cache\n").unwrap();
+    fx.task("a", "main", &[&[("a.txt", "a\n")]]);
+    fx.land(&[]);
+    let wt = fx.repo.join(".worktrees/.land");
+    assert!(wt.join("ignored.cache").exists());
+    fx.task("b", "main", &[&[("b.txt", "b\n")]]);
+    std::fs::remove_file(wt.join("untracked.txt")).unwrap();
+    std::fs::write(wt.join("stray.txt"), "x").unwrap();
+    let r = fx.land(&["b"]);
+    assert!(r.moved, "{}", r.render(&fx.repo));
+    assert!(wt.join("b.txt").exists() && wt.join("a.txt").exists());
+    // Untracked leftovers are gone, ignored caches stay.
+    assert!(!wt.join("stray.txt").exists());
+    assert!(wt.join("ignored.cache").exists());
 }
 
 #[test]

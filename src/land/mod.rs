@@ -101,8 +101,12 @@ pub enum TaskOutcome {
 }
 
 impl Report {
-    /// 0, or 4 when anything conflicted, validation failed or the land stopped.
+    /// 0, or 4 when anything conflicted, validation failed or the land
+    /// stopped; 130 when validation was interrupted.
     pub fn exit(&self) -> Exit {
+        if matches!(self.validation, Validation::Interrupted { .. }) {
+            return Exit::Interrupted;
+        }
         let conflicted = self
             .tasks
             .iter()
@@ -154,6 +158,7 @@ pub fn execute(
 
     if let Some(wt) = &plan.checkout
         && !plan.dirty.is_empty()
+        && plan.has_work()
     {
         report.stopped = Some(target::dirty_message(&plan.target, wt, &plan.dirty));
         return Ok(report);
@@ -304,17 +309,11 @@ pub fn execute(
             .filter(|t| matches!(t.outcome, TaskOutcome::Landed { .. }))
             .count()
     );
-    let moved = target::move_ref(
-        &repo,
-        &refname,
-        plan.checkout.as_deref(),
-        plan.target_tip,
-        tip,
-        &message,
-    )?;
+    let moved = target::move_ref(&repo, &refname, plan.target_tip, tip, &message)?;
     match moved {
-        Ok(()) => {
+        Ok(checkout) => {
             report.moved = true;
+            report.checkout = checkout;
             if let Some(last) = log.lands.last_mut() {
                 last.state = LandState::Done;
             }
@@ -396,14 +395,8 @@ pub fn undo(
     let repo = crate::git::open(project.repo_dir())?;
     let refname = format!("refs/heads/{}", plan.target);
     let message = format!("flocks land --undo: back to {}", short(plan.to));
-    let moved = target::move_ref(
-        &repo,
-        &refname,
-        plan.checkout.as_deref(),
-        plan.from,
-        plan.to,
-        &message,
-    )?;
+    let moved = target::move_ref(&repo, &refname, plan.from, plan.to, &message)?;
+    let moved = moved.map(|_| ());
     if moved.is_ok() {
         let mut log = LandLog::load(&project.state_dir())?;
         if let Some(r) = log.lands.get_mut(plan.index)

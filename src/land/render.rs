@@ -143,13 +143,13 @@ impl Report {
                 }
             }
         };
-        let landed_word = if self.moved {
-            "landed"
+        let title = if self.moved {
+            format!("Landed on {}", self.target)
         } else {
-            "not landed (the target did not move)"
+            format!("Built but not landed ({} did not move)", self.target)
         };
         section(
-            &format!("{} on {}", capitalize(landed_word), self.target),
+            &title,
             self.tasks
                 .iter()
                 .filter_map(|t| match &t.outcome {
@@ -239,6 +239,13 @@ impl Report {
                     self.target
                 );
             }
+            Validation::Interrupted { command } => {
+                let _ = writeln!(
+                    out,
+                    "Validation interrupted during `{command}`; {} was not moved.",
+                    self.target
+                );
+            }
         }
         if let Some(log) = &self.log {
             let _ = writeln!(out, "Validation log: {}", log.display());
@@ -300,13 +307,5 @@ impl UndoPlan {
             }
         }
         out
-    }
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
     }
 }

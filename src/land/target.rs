@@ -80,18 +80,29 @@ pub fn dirty_files(worktree: &Path) -> Result<Vec<String>> {
 /// Why a move did not happen. Nothing was changed when one is returned.
 pub type Stop = String;
 
-/// Move `refname` from `from` to `to`, with its checkout if it has one.
-/// `Ok(Err(reason))` means the move was refused and nothing changed.
+/// Move `refname` from `from` to `to`, with its checkout if it has one (looked
+/// up now, not when the land was planned). `Ok(Err(reason))` means the move
+/// was refused and nothing changed; `Ok(Ok(checkout))` says which checkout
+/// moved along.
 pub fn move_ref(
     repo: &Repository,
     refname: &str,
-    checkout: Option<&Path>,
     from: Oid,
     to: Oid,
     reflog: &str,
-) -> Result<std::result::Result<(), Stop>> {
+) -> Result<std::result::Result<Option<PathBuf>, Stop>> {
     let branch = refname.trim_start_matches("refs/heads/");
-    if let Some(wt) = checkout {
+    let checkouts = checkouts(repo, refname)?;
+    if checkouts.len() > 1 {
+        let list: Vec<String> = checkouts.iter().map(|p| p.display().to_string()).collect();
+        return Ok(Err(format!(
+            "{branch} is checked out in more than one worktree ({}); nothing was changed: \
+             check out another branch in all but one",
+            list.join(", ")
+        )));
+    }
+    let checkout = checkouts.into_iter().next();
+    if let Some(wt) = &checkout {
         let dirty = dirty_files(wt)?;
         if !dirty.is_empty() {
             return Ok(Err(dirty_message(branch, wt, &dirty)));
@@ -107,7 +118,7 @@ pub fn move_ref(
     }
 
     let mut checked_out = None;
-    if let Some(wt) = checkout {
+    if let Some(wt) = &checkout {
         let wt_repo = Repository::open(wt).ctx(|| format!("open {}", wt.display()))?;
         {
             let target = wt_repo.find_commit(to).ctx(|| format!("read {to}"))?;
@@ -132,7 +143,7 @@ pub fn move_ref(
     }
 
     match repo.reference_matching(refname, to, true, from, reflog) {
-        Ok(_) => Ok(Ok(())),
+        Ok(_) => Ok(Ok(checkout)),
         Err(e) => {
             // Someone moved the ref in the tiny window: put the files back.
             if let Some(wt_repo) = checked_out {

@@ -3,16 +3,21 @@
 //! running command's process group gets SIGTERM, then SIGKILL after
 //! `kill_grace_secs`. Output is shown as it comes (when asked) and logged.
 //! Credential variables are removed from the commands' environment.
+//!
+//! The commands run in their own process group, so a Ctrl-C on the terminal
+//! reaches flocks only: while they run, SIGINT and SIGTERM are caught and
+//! passed on to the group the same way as a timeout.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, killpg, sigaction};
 use nix::unistd::Pid;
 
 use crate::config::CommandSpec;
@@ -33,11 +38,18 @@ pub enum Validation {
         command: String,
         reason: String,
     },
+    /// Ctrl-C (or SIGTERM) while `command` ran; it was stopped.
+    Interrupted {
+        command: String,
+    },
 }
 
 impl Validation {
     pub fn failed(&self) -> bool {
-        matches!(self, Validation::Failed { .. })
+        matches!(
+            self,
+            Validation::Failed { .. } | Validation::Interrupted { .. }
+        )
     }
 }
 
@@ -61,6 +73,7 @@ pub fn run(r: &Run) -> Result<Validation> {
     let file = File::create(r.log).ctx(|| format!("create {}", r.log.display()))?;
     let out: Arc<Mutex<File>> = Arc::new(Mutex::new(file));
     let deadline = r.timeout.map(|t| Instant::now() + t);
+    let _signals = SignalGuard::install();
     for spec in r.commands {
         let header = format!("$ {spec}\n");
         emit(&out, r.echo, header.as_bytes());
@@ -99,6 +112,12 @@ pub fn run(r: &Run) -> Result<Validation> {
                 Some(c) => format!("exit status {c}"),
                 None => format!("killed by a signal ({s})"),
             },
+            Waited::Interrupted => {
+                emit(&out, r.echo, format!("interrupted: {spec}\n").as_bytes());
+                return Ok(Validation::Interrupted {
+                    command: spec.to_string(),
+                });
+            }
             Waited::TimedOut => format!(
                 "timed out after {}s ([validate] timeout_secs)",
                 r.timeout.unwrap_or_default().as_secs_f64()
@@ -120,6 +139,7 @@ pub fn run(r: &Run) -> Result<Validation> {
 enum Waited {
     Exited(std::process::ExitStatus),
     TimedOut,
+    Interrupted,
 }
 
 fn wait(child: &mut Child, deadline: Option<Instant>, grace: Duration) -> Result<Waited> {
@@ -130,7 +150,8 @@ fn wait(child: &mut Child, deadline: Option<Instant>, grace: Duration) -> Result
         {
             return Ok(Waited::Exited(s));
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+        if interrupted || deadline.is_some_and(|d| Instant::now() >= d) {
             let pgid = Pid::from_raw(child.id() as i32);
             let _ = killpg(pgid, Signal::SIGTERM);
             let until = Instant::now() + grace;
@@ -146,7 +167,11 @@ fn wait(child: &mut Child, deadline: Option<Instant>, grace: Duration) -> Result
             }
             let _ = killpg(pgid, Signal::SIGKILL);
             let _ = child.wait();
-            return Ok(Waited::TimedOut);
+            return Ok(if interrupted {
+                Waited::Interrupted
+            } else {
+                Waited::TimedOut
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -181,5 +206,46 @@ fn emit(out: &Arc<Mutex<File>>, echo: bool, bytes: &[u8]) {
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(bytes);
         let _ = stdout.flush();
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: std::ffi::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Catches SIGINT and SIGTERM while validation runs; puts the previous
+/// handlers back on drop.
+struct SignalGuard {
+    old: Vec<(Signal, SigAction)>,
+}
+
+impl SignalGuard {
+    fn install() -> SignalGuard {
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let action = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        let mut old = Vec::new();
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: the handler only stores to an atomic, which is
+            // async-signal-safe.
+            if let Ok(prev) = unsafe { sigaction(sig, &action) } {
+                old.push((sig, prev));
+            }
+        }
+        SignalGuard { old }
+    }
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        for (sig, prev) in &self.old {
+            // SAFETY: restores the action that was in place before.
+            let _ = unsafe { sigaction(*sig, prev) };
+        }
     }
 }
