@@ -753,3 +753,39 @@ fn clean_all_removes_failed_worktrees_but_keeps_their_unlanded_branches() {
     assert!(report.branches_deleted.is_empty());
     assert!(!fx.git(&["branch", "--list", "flocks/f"]).is_empty());
 }
+
+#[test]
+fn a_task_retried_after_it_landed_lands_its_new_work() {
+    let mut fx = Fx::new(&[]);
+    fx.task("a", "main", &[&[("a.txt", "a1\n")]]);
+    fx.land(&[]);
+    // A second attempt continues on the same branch, after the land.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let start = fx.tip("flocks/a");
+    fx.commit_on("flocks/a", &[("a.txt", "a2\n")], "a: more", "agent-a");
+    let tip = fx.tip("flocks/a");
+    let now = chrono::Utc::now();
+    let mut second = fx.tasks[0].attempts[0].clone();
+    second.number = 2;
+    second.started_at = now;
+    second.ended_at = Some(now);
+    second.start_commit = Some(start);
+    second.end_tip = Some(tip);
+    fx.tasks[0].attempts.push(second);
+    fx.save();
+    let r = fx.land(&[]);
+    assert_eq!(
+        outcome(&r, "a"),
+        &TaskOutcome::Landed {
+            commits: 1,
+            dropped: 0
+        }
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.repo.join("a.txt")).unwrap(),
+        "a2\n"
+    );
+    // And only once.
+    let r = fx.land(&[]);
+    assert_eq!(outcome(&r, "a"), &TaskOutcome::AlreadyLanded);
+}

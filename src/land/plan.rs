@@ -248,7 +248,8 @@ fn classify(
         }
     }
 
-    if landed.is_landed(repo, &t.id, start)
+    let ended = attempt.ended_at.map(|t| t.timestamp());
+    if landed.is_landed(repo, &t.id, start, ended)
         || recorded_as_landed(repo, log, target, target_tip, &t.id, tip)
     {
         planned.status = PlanStatus::AlreadyLanded;
@@ -387,8 +388,9 @@ fn unmet_dependency(
         let attempt = dep.successful_attempt();
         let start = attempt.and_then(|a| a.start_commit.as_deref()?.parse::<Oid>().ok());
         let tip = attempt.and_then(|a| a.end_tip.as_deref()?.parse::<Oid>().ok());
+        let ended = attempt.and_then(|a| a.ended_at).map(|t| t.timestamp());
         if let Some(start) = start
-            && landed.is_landed(repo, d, start)
+            && landed.is_landed(repo, d, start, ended)
         {
             continue;
         }

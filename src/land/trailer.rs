@@ -58,7 +58,8 @@ fn is_trailer_line(line: &str) -> bool {
 /// Where each task's landed commits are in the target's history.
 #[derive(Debug, Default)]
 pub struct Landed {
-    by_task: HashMap<String, Vec<Oid>>,
+    /// Each landed commit with its committer time (seconds).
+    by_task: HashMap<String, Vec<(Oid, i64)>>,
 }
 
 impl Landed {
@@ -84,24 +85,29 @@ impl Landed {
             let commit = repo.find_commit(oid).ctx(|| format!("read commit {oid}"))?;
             let message = String::from_utf8_lossy(commit.message_raw_bytes());
             for id in task_ids(&message) {
-                landed.by_task.entry(id).or_default().push(oid);
+                let when = commit.committer().when().seconds();
+                landed.by_task.entry(id).or_default().push((oid, when));
             }
         }
         Ok(landed)
     }
 
-    /// Has task `id`, whose attempt started at `start`, landed? A trailer
-    /// commit that `start` already contains is an earlier landing that the
-    /// attempt was built on (the task was redone from a base that held it), so
-    /// it does not count.
-    pub fn is_landed(&self, repo: &Repository, id: &str, start: Oid) -> bool {
-        self.commits(id)
-            .iter()
-            .any(|&c| c != start && !repo.graph_descendant_of(start, c).unwrap_or(false))
+    /// Has the attempt of task `id` that started at `start` and ended at
+    /// `ended` (unix seconds) landed? Only a trailer commit made after the
+    /// attempt ended can be its landing: an earlier one landed an earlier
+    /// attempt (the task was retried after it landed). And a trailer commit
+    /// that `start` already contains is an earlier landing the attempt was
+    /// built on (the task was redone from a base that held it).
+    pub fn is_landed(&self, repo: &Repository, id: &str, start: Oid, ended: Option<i64>) -> bool {
+        self.commits(id).iter().any(|&(c, when)| {
+            ended.is_none_or(|e| when >= e)
+                && c != start
+                && !repo.graph_descendant_of(start, c).unwrap_or(false)
+        })
     }
 
-    /// The landed commits of a task (newest first).
-    pub fn commits(&self, id: &str) -> &[Oid] {
+    /// The landed commits of a task, with their committer times.
+    pub fn commits(&self, id: &str) -> &[(Oid, i64)] {
         self.by_task.get(id).map(Vec::as_slice).unwrap_or(&[])
     }
 }
