@@ -21,7 +21,7 @@ fn tasks_commit_on_their_branches_and_the_run_reports() {
         ("c", "work/c", "c.txt"),
     ] {
         assert_eq!(p.status_of(id), "success");
-        assert!(p.git(&["show", &format!("{branch}:{file}")]).len() > 0);
+        assert!(!p.git(&["show", &format!("{branch}:{file}")]).is_empty());
         let t = p.task(id);
         let a = &t["attempts"][0];
         assert_ne!(
