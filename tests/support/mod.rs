@@ -2,7 +2,7 @@
 //! agent is the fake claude (tests/support/fake-claude), and helpers to run
 //! the real `flocks` binary in it.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
