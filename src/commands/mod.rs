@@ -1,12 +1,16 @@
 //! One file per subcommand. `dispatch` maps the parsed command line to them.
 
 pub mod clean;
+pub mod init;
 pub mod land;
 pub mod logs;
+pub mod plan;
 pub mod retry;
 pub mod run;
+pub mod sail;
 pub mod status;
 pub mod stop;
+pub mod tasks;
 
 use crate::cli::{Cli, Command};
 use crate::error::{Exit, Result};
@@ -22,6 +26,10 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Stop => stop::run(&project()?),
         Command::Land(args) => land::run(&project()?, args),
         Command::Clean(args) => clean::run(&project()?, args),
+        Command::Plan(args) => plan::run(&project()?, args),
+        Command::Sail(args) => sail::run(project()?, args),
+        Command::Tasks(args) => tasks::run(&project()?, args),
+        Command::Init => init::run(),
     }
 }
 
