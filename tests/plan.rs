@@ -169,3 +169,299 @@ fn start_from_values_are_checked_with_the_line() {
         text(&out)
     );
 }
+
+/// An objective whose fake planner writes `plan` as its plan file.
+fn objective(p: &TestProject, name: &str, plan: &str) -> String {
+    let src = p.out_file(name);
+    std::fs::write(&src, plan).unwrap();
+    format!(
+        "Make the project better.\n@fake copy {} flocks-plan.jsonl",
+        src.display()
+    )
+}
+
+const TWO_WAVES: &str = concat!(
+    r#"{"id": "core", "title": "Core work", "prompt": "@fake commit core.txt C"}"#,
+    "\n",
+    r#"{"id": "docs", "title": "Docs", "prompt": "@fake commit docs.txt D"}"#,
+    "\n",
+    r#"{"id": "ui", "title": "UI on core", "prompt": "@fake commit ui.txt U", "depends_on": ["core"], "start_from": "dependencies"}"#,
+    "\n",
+);
+
+#[test]
+fn plan_saves_a_valid_plan_and_shows_its_waves() {
+    let p = TestProject::new("");
+    let out = p.flocks(&["plan", &objective(&p, "plan.jsonl", TWO_WAVES)]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("plan: 3 task(s) in 2 wave(s)"), "{t}");
+    let row = |id: &str| t.lines().find(|l| l.contains(id)).unwrap().to_string();
+    assert!(row("Core work").trim_start().starts_with("1  core"), "{t}");
+    assert!(row("UI on core").trim_start().starts_with("2  ui"), "{t}");
+    assert_eq!(
+        std::fs::read_to_string(p.path("tasks.jsonl")).unwrap(),
+        TWO_WAVES
+    );
+    // The planner's branch and worktree are put away; it is no task of the run.
+    assert_eq!(p.git(&["branch", "--list", "flocks/*"]), "");
+    assert!(!p.git(&["for-each-ref", "refs/flocks/plans/"]).is_empty());
+    assert!(!p.path(".flocks/state.json").exists());
+
+    // A second plan does not overwrite the task file without --force, and
+    // says so before running any agent.
+    let out = p.flocks(&[
+        "plan",
+        &objective(&p, "other.jsonl", "{\"id\": \"x\", \"prompt\": \"y\"}\n"),
+    ]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        text(&out).contains("tasks.jsonl already exists: pass --force"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("planning on pool"), "{}", text(&out));
+    let out = p.flocks(&[
+        "plan",
+        "--force",
+        &objective(&p, "other.jsonl", "{\"id\": \"x\", \"prompt\": \"y\"}\n"),
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        std::fs::read_to_string(p.path("tasks.jsonl"))
+            .unwrap()
+            .contains("\"x\"")
+    );
+
+    // `tasks` lists the plan before any run.
+    let out = p.flocks(&["tasks"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("x ") && text(&out).contains("new"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn plan_refuses_invalid_empty_and_cyclic_plans_with_the_reason() {
+    let p = TestProject::new("");
+    let cases = [
+        (
+            "invalid",
+            "{\"id\": \"a\", \"prompt\": \"x\"}\n{\"id\": \"b\"}\n",
+            ":2: field `prompt`: missing",
+        ),
+        ("empty", "\n", "the plan holds no task"),
+        (
+            "cycle",
+            "{\"id\": \"a\", \"prompt\": \"x\", \"depends_on\": [\"b\"]}\n{\"id\": \"b\", \"prompt\": \"y\", \"depends_on\": [\"a\"]}\n",
+            "dependency cycle: a -> b -> a",
+        ),
+        ("not-json", "here is your plan!\n", ":1: not valid JSON"),
+    ];
+    for (name, plan, why) in cases {
+        let out = p.flocks(&["plan", &objective(&p, name, plan)]);
+        assert_eq!(code(&out), 2, "{name}: {}", text(&out));
+        let t = text(&out);
+        assert!(t.contains(why), "{name}: {t}");
+        assert!(
+            t.contains(".flocks/plans/plan-"),
+            "{name}: the kept plan is named: {t}"
+        );
+        assert!(!p.path("tasks.jsonl").exists(), "{name}: nothing saved");
+    }
+    // A planner that writes nothing, or fails, saves nothing either.
+    let out = p.flocks(&["plan", "plan it\n@fake commit notes.txt"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        text(&out).contains("did not leave flocks-plan.jsonl"),
+        "{}",
+        text(&out)
+    );
+    let out = p.flocks(&["plan", "plan it\n@fake fail cannot plan"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(
+        text(&out).contains("the planning agent failed"),
+        "{}",
+        text(&out)
+    );
+    assert!(!p.path("tasks.jsonl").exists());
+}
+
+#[test]
+fn plan_edit_opens_the_editor_and_checks_again() {
+    let p = TestProject::new("");
+    let plan = "{\"id\": \"a\", \"prompt\": \"x\"}\n{\"id\": \"b\", \"prompt\": \"y\", \"depends_on\": [\"XX\"]}\n";
+    let out = p.flocks(&["plan", &objective(&p, "bad.jsonl", plan)]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("unknown task `XX`"), "{}", text(&out));
+
+    let mut cmd = p.cmd(&["plan", "--edit", &objective(&p, "bad.jsonl", plan)]);
+    cmd.env_remove("VISUAL").env("EDITOR", "sed -i -e s/XX/a/");
+    let out = cmd.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("in 2 wave(s)"), "{}", text(&out));
+    assert!(
+        std::fs::read_to_string(p.path("tasks.jsonl"))
+            .unwrap()
+            .contains("[\"a\"]")
+    );
+
+    // An edit that leaves it broken is refused.
+    let mut cmd = p.cmd(&[
+        "plan",
+        "--edit",
+        "--force",
+        &objective(&p, "bad.jsonl", plan),
+    ]);
+    cmd.env_remove("VISUAL").env("EDITOR", "true");
+    let out = cmd.output().unwrap();
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("unknown task `XX`"), "{}", text(&out));
+}
+
+#[test]
+fn plan_template_replaces_the_built_in_prompt() {
+    let p = TestProject::new("[prompt]\nplan_template = \"plan.md\"\n");
+    std::fs::write(
+        p.path("plan.md"),
+        "CUSTOM PLANNER into {{plan_path}}:\n{{objective}}\n",
+    )
+    .unwrap();
+    let record = p.out_file("record.jsonl");
+    let obj = format!(
+        "{}\n@fake record {}",
+        objective(&p, "plan.jsonl", TWO_WAVES),
+        record.display()
+    );
+    let out = p.flocks(&["plan", &obj]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let prompt = rec["prompt"].as_str().unwrap();
+    assert!(
+        prompt.starts_with("CUSTOM PLANNER into flocks-plan.jsonl:\nMake the project better."),
+        "{prompt}"
+    );
+
+    // --template wins over the config; the built-in one names the plan file.
+    std::fs::write(p.out_file("t.md"), "FLAG {{objective}}\n{{bogus}}\n").unwrap();
+    let t = p.out_file("t.md").display().to_string();
+    let out = p.flocks(&["plan", "--force", "--template", &t, "x"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        text(&out).contains("t.md:2: unknown placeholder {{bogus}}"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn sail_plans_then_runs_with_supervise() {
+    let p = TestProject::new("max_agents = 2");
+    let once = p.out_file("once");
+    let plan = format!(
+        "{TWO_WAVES}{}\n",
+        json!({"id": "flaky", "prompt": format!("@fake fail-once {}\n@fake commit flaky.txt F", once.display())})
+    );
+    let out = p.flocks(&["sail", &objective(&p, "plan.jsonl", &plan)]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("in 2 wave(s)"), "{}", text(&out));
+    for id in ["core", "docs", "ui", "flaky"] {
+        assert_eq!(p.status_of(id), "success", "{id}");
+    }
+    assert_eq!(p.task("flaky")["attempts"].as_array().unwrap().len(), 2);
+    assert!(p.git_ok(&["cat-file", "-e", "flocks/ui:core.txt"]));
+
+    let out = p.flocks(&["tasks"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let t = text(&out);
+    let flaky = t.lines().find(|l| l.starts_with("flaky")).unwrap();
+    assert!(
+        flaky.contains("succeeded") && flaky.contains(" 2 ") && flaky.contains("local"),
+        "{t}"
+    );
+    assert!(t.contains("core (starts from their work)"), "{t}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&p.flocks(&["tasks", "--json"]).stdout).unwrap();
+    assert_eq!(json["tasks"].as_array().unwrap().len(), 4);
+    assert_eq!(json["tasks"][2]["depends_on"], json!(["core"]));
+    let out = p.flocks(&["tasks", "--status", "failed", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["tasks"].as_array().unwrap().is_empty());
+    let out = p.flocks(&["tasks", "--status", "bogus"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown status `bogus`"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn init_writes_a_config_that_loads_and_never_overwrites() {
+    let p = TestProject::new("");
+    std::fs::remove_file(p.path("flocks.toml")).unwrap();
+    // A fake docker that knows one devcontainer for this repo.
+    let bin = p.tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let docker = bin.join("docker");
+    std::fs::write(
+        &docker,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *\"label=devcontainer.local_folder={}\"*) echo myproj_devcontainer-app-1;; esac\n",
+            p.repo.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    std::fs::create_dir_all(p.path("sub")).unwrap();
+    let mut cmd = p.cmd(&["init"]);
+    cmd.current_dir(p.path("sub")).env("PATH", &path);
+    let out = cmd.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("myproj_devcontainer-app-1"),
+        "{}",
+        text(&out)
+    );
+    let config = flocks::config::Config::load(&p.path("flocks.toml")).unwrap();
+    assert_eq!(config.workspace.land_target, "main");
+    assert_eq!(config.pools[0].backend.kind(), "docker");
+    let text_toml = std::fs::read_to_string(p.path("flocks.toml")).unwrap();
+    assert!(text_toml.contains("# "), "commented");
+    assert!(p.path("tasks.jsonl").exists());
+    let out = p.flocks(&["run", "--dry-run"]);
+    assert_eq!(code(&out), 0, "the example tasks load: {}", text(&out));
+
+    let out = p.flocks(&["init"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        text(&out).contains("flocks.toml already exists"),
+        "{}",
+        text(&out)
+    );
+
+    // Without docker: a local pool.
+    std::fs::remove_file(p.path("flocks.toml")).unwrap();
+    std::fs::remove_file(p.path("tasks.jsonl")).unwrap();
+    let mut cmd = p.cmd(&["init"]);
+    cmd.env("PATH", "/usr/bin:/bin");
+    let out = cmd.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let config = flocks::config::Config::load(&p.path("flocks.toml")).unwrap();
+    assert_eq!(config.pools[0].backend.kind(), "local");
+    // tasks.jsonl existing alone is refused too, naming it.
+    std::fs::remove_file(p.path("flocks.toml")).unwrap();
+    let out = p.flocks(&["init"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        text(&out).contains("tasks.jsonl already exists"),
+        "{}",
+        text(&out)
+    );
+    assert!(!p.path("flocks.toml").exists());
+}
