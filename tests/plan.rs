@@ -465,3 +465,56 @@ fn init_writes_a_config_that_loads_and_never_overwrites() {
     );
     assert!(!p.path("flocks.toml").exists());
 }
+
+#[test]
+fn a_retry_keeps_the_branch_and_fresh_rebuilds_the_start() {
+    let p = TestProject::new("");
+    let tasks = |a_file: &str| {
+        p.tasks(&[
+            json!({"id": "a", "prompt": format!("@fake commit {a_file} A")}),
+            // b.txt gets new content every time, so that each attempt commits.
+            json!({"id": "b", "prompt": format!("{}\n@fake commit b.txt", ls(&p, "b")),
+                   "depends_on": ["a"], "start_from": "dependencies"}),
+        ])
+    };
+    tasks("a.txt");
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // a is redone with other work.
+    tasks("a2.txt");
+    let out = p.flocks(&["retry", "a", "--force", "--fresh"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    // A plain retry of b keeps its branch: it still holds the old a.txt.
+    let out = p.flocks(&["retry", "b", "--force"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let seen = lines(&p.out_file("b.ls"));
+    assert!(
+        seen.contains(&"a.txt".to_string()) && !seen.contains(&"a2.txt".to_string()),
+        "{seen:?}"
+    );
+
+    // --fresh rebuilds the start from a's current work.
+    let out = p.flocks(&["retry", "b", "--force", "--fresh"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let seen = lines(&p.out_file("b.ls"));
+    assert!(
+        seen.contains(&"a2.txt".to_string()) && !seen.contains(&"a.txt".to_string()),
+        "{seen:?}"
+    );
+    let attempts = p.task("b")["attempts"].as_array().unwrap().clone();
+    let last = attempts.last().unwrap();
+    let start = last["start_commit"].as_str().unwrap();
+    let tip = last["end_tip"].as_str().unwrap();
+    assert_eq!(
+        p.git(&["log", "--format=%s", &format!("{start}..{tip}")]),
+        "fake: b.txt"
+    );
+
+    let out = p.flocks(&["land", "-y"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(landed_count(&p, "main", "a"), 1);
+    assert_eq!(landed_count(&p, "main", "b"), 1);
+    assert!(p.git_ok(&["cat-file", "-e", "main:a2.txt"]));
+    assert!(!p.git_ok(&["cat-file", "-e", "main:a.txt"]));
+}
