@@ -207,6 +207,22 @@ impl Dispatcher {
             pending,
             pools,
         });
+        let queued: Vec<String> = self
+            .order
+            .iter()
+            .map(|&i| &self.tasks.tasks[i].id)
+            .filter(|id| {
+                self.in_scope(id)
+                    && self
+                        .state
+                        .task(id)
+                        .is_some_and(|r| r.status == TaskStatus::Pending)
+            })
+            .cloned()
+            .collect();
+        for task in queued {
+            self.emit(Event::Queued { task });
+        }
         let mut sigint = signal(SignalKind::interrupt()).ok();
         let mut sigterm = signal(SignalKind::terminate()).ok();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -405,6 +421,7 @@ impl Dispatcher {
                         crate::report::human_duration(secs as f64)
                     );
                     self.emit(Event::Notice { message });
+                    self.emit(Event::Waiting { until: t });
                 }
             }
             return None;
@@ -612,6 +629,15 @@ impl Dispatcher {
                     activity,
                 });
             }
+            RunEvent::Stalled {
+                task,
+                attempt,
+                quiet_secs,
+            } => self.emit(Event::Stalled {
+                task,
+                attempt,
+                quiet_secs,
+            }),
             RunEvent::Finished {
                 task,
                 attempt,

@@ -144,6 +144,8 @@ pub async fn run_attempt(
             _ = sleep_until(stall_deadline), if ended_by == EndedBy::Exited => {
                 ended_by = EndedBy::Stalled;
                 sink.note("no output for stall_timeout_secs: the agent is stalled; stopping it");
+                let quiet_secs = last_output.elapsed().as_secs_f64();
+                let _ = events.send(RunEvent::Stalled { task: task.clone(), attempt, quiet_secs }).await;
                 running.control.terminate().await;
                 escalate_at = tokio::time::Instant::now() + job.grace + Duration::from_secs(5);
             }
