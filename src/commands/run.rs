@@ -31,6 +31,7 @@ pub fn run(project: Project, args: &RunArgs) -> Result<Exit> {
         supervise: args.supervise,
         max_retries: args.max_retries.unwrap_or(project.config.max_retries),
         no_wait: args.no_wait,
+        progress: !args.no_progress,
     };
     execute(project, tasks, template, None, opts, "run", |_, _| Ok(()))
 }
@@ -150,11 +151,19 @@ pub fn execute(
         .collect::<Result<Vec<_>>>()?;
     let redactor = Arc::new(Redactor::new(creds.secrets()));
 
+    let terminal: Box<dyn Reporter> =
+        if opts.progress && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            Box::new(crate::report::progress::ProgressReporter::stdout(
+                project.state_dir().join("logs"),
+            ))
+        } else {
+            Box::new(crate::report::line::LineReporter::new(std::io::stdout()))
+        };
     let mut reporters: Vec<Box<dyn Reporter>> = vec![
         Box::new(crate::report::jsonl::EventsFile::open(
             &project.events_path(),
         )),
-        Box::new(crate::report::line::LineReporter::new(std::io::stdout())),
+        terminal,
     ];
     for message in notices {
         let message = redactor.redact(&message).into_owned();

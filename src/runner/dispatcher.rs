@@ -37,6 +37,9 @@ pub struct RunOptions {
     pub max_retries: u32,
     /// Exit (5) instead of waiting when every credential is parked.
     pub no_wait: bool,
+    /// Live progress bars when stdout is a terminal (plain lines otherwise);
+    /// read by the command that picks the reporters, not by the dispatcher.
+    pub progress: bool,
 }
 
 pub struct RunSummary {
