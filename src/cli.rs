@@ -25,6 +25,8 @@ pub enum Command {
     Run(RunArgs),
     /// Show what is running, done, failed and blocked
     Status(StatusArgs),
+    /// Live dashboard of the run (same as `status --watch`)
+    Top,
     /// Show one task's agent output
     Logs(LogsArgs),
     /// Run failed, timed-out, stalled or interrupted tasks again
@@ -67,8 +69,11 @@ pub struct RunArgs {
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     /// Print the status as JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Full-screen live dashboard (as `flocks top`)
+    #[arg(long, short = 'w')]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]

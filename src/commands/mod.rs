@@ -15,6 +15,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
     match &cli.command {
         Command::Run(args) => run::run(project()?, args),
         Command::Status(args) => status::run(&project()?, args),
+        Command::Top => crate::tui::run(&project()?),
         Command::Logs(args) => logs::run(&project()?, args),
         Command::Retry(args) => retry::run(project()?, args),
         Command::Stop => stop::run(&project()?),

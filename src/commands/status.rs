@@ -52,6 +52,8 @@ pub struct TaskView {
     pub worktree: PathBuf,
     pub log: Option<PathBuf>,
     pub log_tail: Vec<String>,
+    /// How the last finished attempt ended (`{"kind": ...}` as in state.json).
+    pub outcome: Option<crate::state::Outcome>,
 }
 
 #[derive(Serialize)]
@@ -78,6 +80,9 @@ pub struct Totals {
 }
 
 pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
+    if args.watch {
+        return crate::tui::run(project);
+    }
     let state = project.store.load()?;
     let view = build(project, &state);
     if args.json {
@@ -201,6 +206,7 @@ fn task_view(t: &TaskRecord, log_root: &Path, now: chrono::DateTime<Utc>) -> Tas
         worktree: t.worktree.clone(),
         log,
         log_tail: std::mem::take(&mut tail),
+        outcome: t.attempts.iter().rev().find_map(|a| a.outcome.clone()),
     }
 }
 
