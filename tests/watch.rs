@@ -1,0 +1,336 @@
+//! Watching a fleet, end to end: the real `flocks` binary runs a fake fleet
+//! (tests/support/fake-claude) in a temporary git repo. events.jsonl must
+//! follow the state changes in order; the dashboard (`flocks top`) and the
+//! progress bars are driven in a real pseudo-terminal through tmux.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flocks");
+
+/// A temporary git repo with flocks.toml pointing at the fake agent.
+struct Fleet {
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn new(extra_config: &str, tasks: &[Value]) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["commit", "-q", "--allow-empty", "-m", "init"]);
+        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake-claude");
+        std::fs::write(
+            repo.join("flocks.toml"),
+            format!(
+                "{extra_config}\n[agent]\ncommand = \"{}\"\n\n[[containers]]\nname = \"local\"\nbackend = \"local\"\nmax_worktrees = 3\n",
+                fake.display()
+            ),
+        )
+        .unwrap();
+        let lines: Vec<String> = tasks.iter().map(Value::to_string).collect();
+        std::fs::write(repo.join("tasks.jsonl"), lines.join("\n") + "\n").unwrap();
+        Fleet { dir }
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "FAKE_CLAUDE_HOME",
+                self.dir.path().join("home").display().to_string(),
+            ),
+            ("GIT_AUTHOR_NAME", "t".into()),
+            ("GIT_AUTHOR_EMAIL", "t@example.invalid".into()),
+            ("GIT_COMMITTER_NAME", "t".into()),
+            ("GIT_COMMITTER_EMAIL", "t@example.invalid".into()),
+        ]
+    }
+
+    fn flocks(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).current_dir(self.repo()).envs(self.env());
+        c
+    }
+
+    fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.repo().join(".flocks/events.jsonl")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+fn task(id: &str, prompt: &str) -> Value {
+    serde_json::json!({"id": id, "prompt": prompt})
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Index of the first event of `kind` for `task`.
+fn position(events: &[Value], kind: &str, task: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e["event"] == kind && e["task"] == task)
+        .unwrap_or_else(|| panic!("no {kind} for {task} in {events:#?}"))
+}
+
+#[test]
+fn events_jsonl_follows_the_state_changes_in_order() {
+    let fleet = Fleet::new(
+        "stall_timeout_secs = 4",
+        &[
+            task("ok", "@fake commit a.txt"),
+            task("quiet", "@fake silent 60"),
+            task("bad", "@fake fail nope"),
+            serde_json::json!({"id": "after-bad", "prompt": "x", "depends_on": ["bad"]}),
+        ],
+    );
+    let out = fleet.flocks(&["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    // Not a terminal: plain lines, no escape sequences.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains('\u{1b}'), "{stdout}");
+    assert!(stdout.contains("✔ ok: succeeded"), "{stdout}");
+
+    let events = fleet.events();
+    assert_eq!(events[0]["event"], "run_started");
+    assert_eq!(events.last().unwrap()["event"], "run_finished");
+    let mut last_ts = String::new();
+    for e in &events {
+        let ts = e["ts"].as_str().expect("every line has ts");
+        chrono::DateTime::parse_from_rfc3339(ts).unwrap();
+        assert!(ts >= last_ts.as_str(), "timestamps go forward: {events:#?}");
+        last_ts = ts.to_string();
+        let kind = e["event"].as_str().unwrap();
+        assert_ne!(kind, "activity", "activity is not written");
+    }
+    for id in ["ok", "quiet", "bad"] {
+        let queued = position(&events, "queued", id);
+        let started = position(&events, "started", id);
+        let finished = position(&events, "finished", id);
+        assert!(queued < started && started < finished, "{id}: {events:#?}");
+    }
+    let ok = &events[position(&events, "finished", "ok")];
+    assert_eq!(ok["outcome"]["kind"], "success");
+    assert_eq!(ok["commits"], 1);
+    let stalled = position(&events, "stalled", "quiet");
+    let quiet_finished = position(&events, "finished", "quiet");
+    assert!(stalled < quiet_finished);
+    assert_eq!(events[quiet_finished]["outcome"]["kind"], "stalled");
+    assert!(events[stalled]["quiet_secs"].as_f64().unwrap() >= 4.0);
+    let bad = position(&events, "finished", "bad");
+    assert_eq!(events[bad]["outcome"]["kind"], "failed");
+    let blocked = position(&events, "blocked", "after-bad");
+    assert!(bad < blocked);
+    assert_eq!(events[blocked]["on"], serde_json::json!(["bad"]));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "started" && e["task"] == "after-bad")
+    );
+
+    // `status` without a run: grouped, with the stall and the failure.
+    let out = fleet.flocks(&["status"]).output().unwrap();
+    let s = text(&out);
+    assert!(s.contains("last run"), "{s}");
+    assert!(s.contains("stalled: no output for 4s"), "{s}");
+    assert!(
+        s.contains("failed: the agent reported an error: nope"),
+        "{s}"
+    );
+    assert!(s.contains("waits for bad"), "{s}");
+
+    // `status --json`: the documented shape.
+    let out = fleet.flocks(&["status", "--json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["run", "tasks", "pools", "credentials", "totals"] {
+        assert!(v.get(key).is_some(), "{key} in {v:#}");
+    }
+    let quiet = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "quiet")
+        .unwrap();
+    assert_eq!(quiet["status"], "stalled");
+    assert_eq!(quiet["outcome"]["kind"], "stalled");
+    assert_eq!(v["run"]["live"], false);
+}
+
+/// A tmux server of our own, killed (by its socket) when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start() -> Option<Tmux> {
+        let found = Command::new("tmux")
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return None;
+        }
+        Some(Tmux {
+            socket: format!("flocks-test-{}", std::process::id()),
+        })
+    }
+
+    fn cmd(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tmux {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn capture(&self, target: &str) -> String {
+        self.cmd(&["capture-pane", "-p", "-t", target])
+    }
+
+    /// Wait until the pane shows every `needle`; the screen on failure.
+    fn wait_for(&self, target: &str, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.capture(target);
+            if needles.iter().all(|n| screen.contains(n)) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waiting for {needles:?} in {target}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let socket = Command::new("tmux")
+            .args(["-L", &self.socket, "display", "-p", "#{socket_path}"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|p| !p.is_empty());
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .stderr(Stdio::null())
+            .status();
+        if let Some(path) = socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[test]
+fn dashboard_and_progress_in_a_real_terminal() {
+    let Some(tmux) = Tmux::start() else {
+        eprintln!("SKIPPED: tmux is not installed (apt-get install -y tmux)");
+        return;
+    };
+    let fleet = Fleet::new(
+        "",
+        &[
+            task(
+                "alpha",
+                "@fake tool Bash '{\"command\":\"cargo test alpha\"}'\n@fake sleep 8\n@fake commit a.txt",
+            ),
+            task("beta", "@fake sleep 8\n@fake commit b.txt"),
+            task("gamma", "@fake sleep 8\n@fake commit c.txt"),
+            task("delta", "@fake commit d.txt"),
+        ],
+    );
+    let env: Vec<String> = fleet
+        .env()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let env = env.join(" ");
+    let repo = fleet.repo().display().to_string();
+    // Window 0: the run itself, on a terminal: progress bars.
+    tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "w",
+        "-x",
+        "140",
+        "-y",
+        "40",
+        &format!("cd {repo} && env {env} {BIN} run; echo run-exit-$?; sleep 600"),
+    ]);
+    let bars = tmux.wait_for(
+        "w:0",
+        &["▶ 3 running", "Bash: cargo test alpha", "beta", "gamma"],
+    );
+    assert!(bars.contains("1 queued"), "{bars}");
+
+    // Window 1: the dashboard, from a second terminal.
+    tmux.cmd(&[
+        "new-window",
+        "-t",
+        "w",
+        &format!(
+            "cd {repo} && {BIN} top; echo top-exit-$?; stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo stty-done; sleep 600"
+        ),
+    ]);
+    let screen = tmux.wait_for("w:1", &["pools", "alpha", "beta", "gamma", "delta", "live"]);
+    assert!(screen.contains("3/3 slots"), "{screen}");
+    assert!(screen.contains("▶ 3 running"), "{screen}");
+    assert_eq!(
+        tmux.cmd(&["display", "-p", "-t", "w:1", "#{alternate_on}"])
+            .trim(),
+        "1"
+    );
+
+    // Enter shows the selected task's log; Esc goes back.
+    tmux.cmd(&["send-keys", "-t", "w:1", "Enter"]);
+    tmux.wait_for("w:1", &["log · alpha"]);
+    tmux.cmd(&["send-keys", "-t", "w:1", "Escape"]);
+    tmux.wait_for("w:1", &["tasks (4)"]);
+
+    // The run ends; the dashboard shows it.
+    tmux.wait_for("w:0", &["run-exit-0"]);
+    tmux.wait_for("w:1", &["last run", "✔ 4 done"]);
+
+    // q quits and the terminal is as it was: main screen, cooked mode, echo.
+    tmux.cmd(&["send-keys", "-t", "w:1", "q"]);
+    let after = tmux.wait_for("w:1", &["top-exit-0", "stty-done"]);
+    assert!(after.contains("icanon echo"), "{after}");
+    assert!(!after.contains("pools"), "the dashboard is gone: {after}");
+    assert_eq!(
+        tmux.cmd(&["display", "-p", "-t", "w:1", "#{alternate_on}"])
+            .trim(),
+        "0"
+    );
+}
