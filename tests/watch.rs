@@ -213,6 +213,12 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    fn alternate_on(&self, target: &str) -> bool {
+        self.cmd(&["display", "-p", "-t", target, "#{alternate_on}"])
+            .trim()
+            == "1"
+    }
+
     fn capture(&self, target: &str) -> String {
         self.cmd(&["capture-pane", "-p", "-t", target])
     }
@@ -300,18 +306,12 @@ fn dashboard_and_progress_in_a_real_terminal() {
         "new-window",
         "-t",
         "w",
-        &format!(
-            "cd {repo} && {BIN} top; echo top-exit-$?; stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo stty-done; sleep 600"
-        ),
+        &format!("cd {repo} && {BIN} top; echo top-exit-$?; {STTY}; sleep 600"),
     ]);
     let screen = tmux.wait_for("w:1", &["pools", "alpha", "beta", "gamma", "delta", "live"]);
     assert!(screen.contains("3/3 slots"), "{screen}");
     assert!(screen.contains("▶ 3 running"), "{screen}");
-    assert_eq!(
-        tmux.cmd(&["display", "-p", "-t", "w:1", "#{alternate_on}"])
-            .trim(),
-        "1"
-    );
+    assert!(tmux.alternate_on("w:1"));
 
     // Enter shows the selected task's log; Esc goes back.
     tmux.cmd(&["send-keys", "-t", "w:1", "Enter"]);
@@ -328,9 +328,22 @@ fn dashboard_and_progress_in_a_real_terminal() {
     let after = tmux.wait_for("w:1", &["top-exit-0", "stty-done"]);
     assert!(after.contains("icanon echo"), "{after}");
     assert!(!after.contains("pools"), "the dashboard is gone: {after}");
-    assert_eq!(
-        tmux.cmd(&["display", "-p", "-t", "w:1", "#{alternate_on}"])
-            .trim(),
-        "0"
-    );
+    assert!(!tmux.alternate_on("w:1"));
+
+    // A panic restores the terminal too (debug builds panic on request).
+    tmux.cmd(&[
+        "new-window",
+        "-t",
+        "w",
+        &format!(
+            "cd {repo} && env FLOCKS_TUI_TEST_PANIC=1 {BIN} top; echo top-exit-$?; {STTY}; sleep 600"
+        ),
+    ]);
+    let after = tmux.wait_for("w:2", &["top-exit-101", "stty-done"]);
+    assert!(after.contains("panicking on purpose"), "{after}");
+    assert!(after.contains("icanon echo"), "{after}");
+    assert!(!tmux.alternate_on("w:2"));
 }
+
+/// Prints whether the terminal is in cooked mode with echo, then `stty-done`.
+const STTY: &str = "stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo stty-done";

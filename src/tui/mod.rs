@@ -78,6 +78,11 @@ fn event_loop(
     let mut next_refresh = Instant::now() + REFRESH;
     loop {
         terminal.draw(|f| draw(f, app, Utc::now()))?;
+        // Debug builds only: lets the tests check the terminal after a panic.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("FLOCKS_TUI_TEST_PANIC").is_some() {
+            panic!("FLOCKS_TUI_TEST_PANIC is set: panicking on purpose");
+        }
         if app.quit {
             return Ok(());
         }
