@@ -33,6 +33,10 @@ pub enum Command {
     Retry(RetryArgs),
     /// Ask the running dispatcher to stop its agents gracefully (state is kept)
     Stop,
+    /// Cherry-pick finished work onto the target branch and validate it
+    Land(crate::commands::land::LandArgs),
+    /// Remove the worktrees and branches of landed tasks
+    Clean(crate::commands::clean::CleanArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]

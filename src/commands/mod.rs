@@ -1,5 +1,7 @@
 //! One file per subcommand. `dispatch` maps the parsed command line to them.
 
+pub mod clean;
+pub mod land;
 pub mod logs;
 pub mod retry;
 pub mod run;
@@ -19,6 +21,8 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Logs(args) => logs::run(&project()?, args),
         Command::Retry(args) => retry::run(project()?, args),
         Command::Stop => stop::run(&project()?),
+        Command::Land(args) => land::run(&project()?, args),
+        Command::Clean(args) => clean::run(&project()?, args),
     }
 }
 

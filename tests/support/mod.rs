@@ -1,0 +1,223 @@
+//! The integration-test builder: a temporary git repo with a flocks.toml whose
+//! agent is the fake claude (tests/support/fake-claude), and helpers to run
+//! the real `flocks` binary in it.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const FLOCKS: &str = env!("CARGO_BIN_EXE_flocks");
+
+pub fn fake_claude() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake-claude")
+}
+
+pub struct TestProject {
+    pub tmp: tempfile::TempDir,
+    pub repo: PathBuf,
+    /// Files the fake agent writes for the test to read (outside the repo).
+    pub out: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl TestProject {
+    /// A repo with one commit on main and a flocks.toml with `extra` appended.
+    pub fn new(extra: &str) -> TestProject {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        let out = tmp.path().join("out");
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        let p = TestProject {
+            repo,
+            out,
+            env: vec![(
+                "FAKE_CLAUDE_HOME".into(),
+                tmp.path().join("fake-home").display().to_string(),
+            )],
+            tmp,
+        };
+        p.git(&["init", "-q", "-b", "main"]);
+        p.git(&["config", "user.name", "Test User"]);
+        p.git(&["config", "user.email", "test@example.com"]);
+        std::fs::write(p.repo.join("README.md"), "test repo\n").unwrap();
+        p.git(&["add", "."]);
+        p.git(&["commit", "-q", "-m", "initial"]);
+        p.config(extra);
+        p
+    }
+
+    /// Write flocks.toml: short timeouts and the fake agent, unless `extra`
+    /// sets them itself.
+    pub fn config(&self, extra: &str) {
+        let mut text = String::new();
+        for (key, default) in [("agent_timeout_secs", "60"), ("kill_grace_secs", "1")] {
+            if !extra.contains(key) {
+                text.push_str(&format!("{key} = {default}\n"));
+            }
+        }
+        text.push_str(extra);
+        if !extra.contains("[agent]") {
+            text.push_str(&format!(
+                "\n\n[agent]\ncommand = \"{}\"\n",
+                fake_claude().display()
+            ));
+        }
+        std::fs::write(self.repo.join("flocks.toml"), text).unwrap();
+    }
+
+    /// Write tasks.jsonl from (id, prompt) pairs plus optional JSON fields.
+    pub fn tasks(&self, tasks: &[Value]) {
+        let text: String = tasks.iter().map(|t| format!("{t}\n")).collect();
+        std::fs::write(self.repo.join("tasks.jsonl"), text).unwrap();
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.repo.join(rel)
+    }
+
+    pub fn out_file(&self, name: &str) -> PathBuf {
+        self.out.join(name)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(FLOCKS);
+        c.args(args).current_dir(&self.repo);
+        for v in [
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_AUTH_TOKEN",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+        ] {
+            c.env_remove(v);
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn flocks(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&self.repo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn git_ok(&self, args: &[&str]) -> bool {
+        Command::new("git")
+            .args(args)
+            .current_dir(&self.repo)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    pub fn state(&self) -> Value {
+        let text = std::fs::read_to_string(self.repo.join(".flocks/state.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn task(&self, id: &str) -> Value {
+        self.state()["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no task {id} in state"))
+    }
+
+    /// "succeeded", "failed", "timed_out", ... (the outcome kind) or the state.
+    pub fn status_of(&self, id: &str) -> String {
+        let t = self.task(id);
+        let st = &t["status"];
+        match st["state"].as_str().unwrap() {
+            "done" => st["outcome"]["kind"].as_str().unwrap().to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Every file under .flocks as one string.
+    pub fn flocks_dir_text(&self) -> String {
+        let mut out = String::new();
+        let mut stack = vec![self.repo.join(".flocks")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(t) = std::fs::read_to_string(&p) {
+                    out.push_str(&t);
+                }
+            }
+        }
+        out
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Wait until `f` holds, or panic after `secs`.
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s
+                .rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next().map(str::to_string));
+            !matches!(state.as_deref(), Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+pub fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
