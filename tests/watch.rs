@@ -3,92 +3,32 @@
 //! follow the state changes in order; the dashboard (`flocks top`) and the
 //! progress bars are driven in a real pseudo-terminal through tmux.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{FLOCKS, TestProject, code, text};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flocks");
+/// Three local slots.
+const POOL: &str = "[[containers]]\nname = \"local\"\nbackend = \"local\"\nmax_worktrees = 3\n";
 
-/// A temporary git repo with flocks.toml pointing at the fake agent.
-struct Fleet {
-    dir: tempfile::TempDir,
+fn fleet(extra: &str, tasks: &[Value]) -> TestProject {
+    let p = TestProject::new(&format!("{extra}\n{POOL}"));
+    p.tasks(tasks);
+    p
 }
 
-impl Fleet {
-    fn new(extra_config: &str, tasks: &[Value]) -> Fleet {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo");
-        std::fs::create_dir_all(&repo).unwrap();
-        git(&repo, &["init", "-q", "-b", "main"]);
-        git(&repo, &["commit", "-q", "--allow-empty", "-m", "init"]);
-        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake-claude");
-        std::fs::write(
-            repo.join("flocks.toml"),
-            format!(
-                "{extra_config}\n[agent]\ncommand = \"{}\"\n\n[[containers]]\nname = \"local\"\nbackend = \"local\"\nmax_worktrees = 3\n",
-                fake.display()
-            ),
-        )
-        .unwrap();
-        let lines: Vec<String> = tasks.iter().map(Value::to_string).collect();
-        std::fs::write(repo.join("tasks.jsonl"), lines.join("\n") + "\n").unwrap();
-        Fleet { dir }
-    }
-
-    fn repo(&self) -> PathBuf {
-        self.dir.path().join("repo")
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            (
-                "FAKE_CLAUDE_HOME",
-                self.dir.path().join("home").display().to_string(),
-            ),
-            ("GIT_AUTHOR_NAME", "t".into()),
-            ("GIT_AUTHOR_EMAIL", "t@example.invalid".into()),
-            ("GIT_COMMITTER_NAME", "t".into()),
-            ("GIT_COMMITTER_EMAIL", "t@example.invalid".into()),
-        ]
-    }
-
-    fn flocks(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args).current_dir(self.repo()).envs(self.env());
-        c
-    }
-
-    fn events(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.repo().join(".flocks/events.jsonl")).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "git {args:?}");
+fn read_events(p: &TestProject) -> Vec<Value> {
+    let text = std::fs::read_to_string(p.path(".flocks/events.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
 
 fn task(id: &str, prompt: &str) -> Value {
     serde_json::json!({"id": id, "prompt": prompt})
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Index of the first event of `kind` for `task`.
@@ -101,7 +41,7 @@ fn position(events: &[Value], kind: &str, task: &str) -> usize {
 
 #[test]
 fn events_jsonl_follows_the_state_changes_in_order() {
-    let fleet = Fleet::new(
+    let fleet = fleet(
         "stall_timeout_secs = 4",
         &[
             task("ok", "@fake commit a.txt"),
@@ -110,14 +50,14 @@ fn events_jsonl_follows_the_state_changes_in_order() {
             serde_json::json!({"id": "after-bad", "prompt": "x", "depends_on": ["bad"]}),
         ],
     );
-    let out = fleet.flocks(&["run"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = fleet.flocks(&["run"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
     // Not a terminal: plain lines, no escape sequences.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains('\u{1b}'), "{stdout}");
     assert!(stdout.contains("✔ ok: succeeded"), "{stdout}");
 
-    let events = fleet.events();
+    let events = read_events(&fleet);
     assert_eq!(events[0]["event"], "run_started");
     assert_eq!(events.last().unwrap()["event"], "run_finished");
     let mut last_ts = String::new();
@@ -155,7 +95,7 @@ fn events_jsonl_follows_the_state_changes_in_order() {
     );
 
     // `status` without a run: grouped, with the stall and the failure.
-    let out = fleet.flocks(&["status"]).output().unwrap();
+    let out = fleet.flocks(&["status"]);
     let s = text(&out);
     assert!(s.contains("last run"), "{s}");
     assert!(s.contains("stalled: no output for 4s"), "{s}");
@@ -166,7 +106,7 @@ fn events_jsonl_follows_the_state_changes_in_order() {
     assert!(s.contains("waits for bad"), "{s}");
 
     // `status --json`: the documented shape.
-    let out = fleet.flocks(&["status", "--json"]).output().unwrap();
+    let out = fleet.flocks(&["status", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in ["run", "tasks", "pools", "credentials", "totals"] {
         assert!(v.get(key).is_some(), "{key} in {v:#}");
@@ -180,6 +120,15 @@ fn events_jsonl_follows_the_state_changes_in_order() {
     assert_eq!(quiet["status"], "stalled");
     assert_eq!(quiet["outcome"]["kind"], "stalled");
     assert_eq!(v["run"]["live"], false);
+
+    // `land` adds a `landed` line for the task whose work reached main.
+    let out = fleet.flocks(&["land", "-y"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let events = read_events(&fleet);
+    let landed = &events[position(&events, "landed", "ok")];
+    assert_eq!(landed["commits"], 1);
+    assert_eq!(landed["target"], "main");
+    assert_eq!(events.iter().filter(|e| e["event"] == "landed").count(), 1);
 }
 
 /// A tmux server of our own, killed (by its socket) when dropped.
@@ -261,10 +210,12 @@ impl Drop for Tmux {
 #[test]
 fn dashboard_and_progress_in_a_real_terminal() {
     let Some(tmux) = Tmux::start() else {
+        // .ci/ensure-tools.sh installs it for CI.
+        assert!(std::env::var_os("CI").is_none(), "tmux is not installed");
         eprintln!("SKIPPED: tmux is not installed (apt-get install -y tmux)");
         return;
     };
-    let fleet = Fleet::new(
+    let fleet = fleet(
         "",
         &[
             task(
@@ -276,13 +227,9 @@ fn dashboard_and_progress_in_a_real_terminal() {
             task("delta", "@fake commit d.txt"),
         ],
     );
-    let env: Vec<String> = fleet
-        .env()
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let env: Vec<String> = fleet.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let env = env.join(" ");
-    let repo = fleet.repo().display().to_string();
+    let repo = fleet.repo.display().to_string();
     // Window 0: the run itself, on a terminal: progress bars.
     tmux.cmd(&[
         "new-session",
@@ -293,7 +240,7 @@ fn dashboard_and_progress_in_a_real_terminal() {
         "140",
         "-y",
         "40",
-        &format!("cd {repo} && env {env} {BIN} run; echo run-exit-$?; sleep 600"),
+        &format!("cd {repo} && env {env} {FLOCKS} run; echo run-exit-$?; sleep 600"),
     ]);
     let bars = tmux.wait_for(
         "w:0",
@@ -306,7 +253,7 @@ fn dashboard_and_progress_in_a_real_terminal() {
         "new-window",
         "-t",
         "w",
-        &format!("cd {repo} && {BIN} top; echo top-exit-$?; {STTY}; sleep 600"),
+        &format!("cd {repo} && {FLOCKS} top; echo top-exit-$?; {STTY}; sleep 600"),
     ]);
     let screen = tmux.wait_for("w:1", &["pools", "alpha", "beta", "gamma", "delta", "live"]);
     assert!(screen.contains("3/3 slots"), "{screen}");
@@ -336,7 +283,7 @@ fn dashboard_and_progress_in_a_real_terminal() {
         "-t",
         "w",
         &format!(
-            "cd {repo} && env FLOCKS_TUI_TEST_PANIC=1 {BIN} top; echo top-exit-$?; {STTY}; sleep 600"
+            "cd {repo} && env FLOCKS_TUI_TEST_PANIC=1 {FLOCKS} top; echo top-exit-$?; {STTY}; sleep 600"
         ),
     ]);
     let after = tmux.wait_for("w:2", &["top-exit-101", "stty-done"]);
