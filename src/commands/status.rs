@@ -179,9 +179,8 @@ fn task_view(
         }
         TaskStatus::Done { outcome } if *outcome != crate::state::Outcome::Success => {
             detail = Some(describe(outcome, config));
-            if let Some(p) = &log
-                && let Ok(text) = std::fs::read_to_string(p)
-            {
+            if let Some(p) = &log {
+                let text = crate::logview::read_tail(p, 64 * 1024);
                 tail = crate::logview::tail_rendered(&text, 5);
             }
         }
