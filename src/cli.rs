@@ -31,6 +31,10 @@ pub enum Command {
     Retry(RetryArgs),
     /// Ask the running dispatcher to stop its agents gracefully (state is kept)
     Stop,
+    /// Cherry-pick finished work onto the target branch and validate it
+    Land(crate::commands::land::LandArgs),
+    /// Remove the worktrees and branches of landed tasks
+    Clean(crate::commands::clean::CleanArgs),
     /// Check the hosts of ssh and exedev pools
     Hosts(HostsArgs),
     /// Open an interactive shell in a task's worktree, wherever it runs

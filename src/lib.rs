@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod git;
+pub mod land;
 pub mod logview;
 pub mod proc;
 pub mod project;

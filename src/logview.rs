@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::agent::stream::{describe_tool_use, one_line, result_info};
+use crate::agent::stream::{describe_tool_use, one_line, result_info, tool_result_text};
 
 /// The lines one raw log line renders to (none for noise such as init).
 pub fn render_line(raw: &str) -> Vec<String> {
@@ -58,15 +58,7 @@ fn render_value(v: &Value) -> Vec<String> {
                 if b.get("type").and_then(Value::as_str) != Some("tool_result") {
                     continue;
                 }
-                let text = match b.get("content") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Array(items)) => items
-                        .iter()
-                        .filter_map(|i| i.get("text").and_then(Value::as_str))
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    _ => String::new(),
-                };
+                let text = tool_result_text(b.get("content"));
                 let lines = text.lines().count();
                 let err = b.get("is_error").and_then(Value::as_bool).unwrap_or(false);
                 let mut s = format!(

@@ -1,7 +1,9 @@
 //! One file per subcommand. `dispatch` maps the parsed command line to them.
 
+pub mod clean;
 pub mod down;
 pub mod hosts;
+pub mod land;
 pub mod logs;
 pub mod retry;
 pub mod run;
@@ -22,6 +24,8 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Logs(args) => logs::run(&project()?, args),
         Command::Retry(args) => retry::run(project()?, args),
         Command::Stop => stop::run(&project()?),
+        Command::Land(args) => land::run(&project()?, args),
+        Command::Clean(args) => clean::run(&project()?, args),
         Command::Hosts(args) => hosts::run(&project()?, args),
         Command::Shell(args) => shell::run(&project()?, args),
         Command::Up(args) => up::run(&project()?, args),

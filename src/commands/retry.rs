@@ -47,7 +47,10 @@ pub fn run(project: Project, args: &RetryArgs) -> Result<Exit> {
     execute_retry(project, tasks, template, scope, opts, chosen, fresh, config)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the pieces of one retry, passed once"
+)]
 fn execute_retry(
     project: Project,
     tasks: TaskSet,

@@ -1,0 +1,28 @@
+//! `flocks clean`: remove the worktrees and branches of landed tasks. The
+//! work is in [`crate::land::clean`].
+
+use crate::error::{Exit, Result};
+use crate::land::{self, CleanOptions, LandLock};
+use crate::project::Project;
+
+#[derive(clap::Args, Debug, Default)]
+pub struct CleanArgs {
+    /// Also remove the worktrees of failed tasks (and their branches when
+    /// they hold nothing unlanded).
+    #[arg(long)]
+    pub all: bool,
+}
+
+pub fn run(project: &Project, args: &CleanArgs) -> Result<Exit> {
+    // Clean changes task worktrees: not while a run is going.
+    let run_lock = project.lock("clean")?;
+    let land_lock = LandLock::acquire(&project.state_dir())?;
+    let report = land::clean(
+        project,
+        &CleanOptions { all: args.all },
+        &run_lock,
+        &land_lock,
+    )?;
+    print!("{}", report.render());
+    Ok(Exit::Ok)
+}

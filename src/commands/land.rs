@@ -1,0 +1,113 @@
+//! `flocks land`: list what would land, ask, land, summarize. The work is in
+//! [`crate::land`].
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use crate::error::{Error, Exit, Result};
+use crate::land::{self, LandLock, LandOptions};
+use crate::project::Project;
+
+#[derive(clap::Args, Debug, Default)]
+pub struct LandArgs {
+    /// Land only these tasks (default: every succeeded task not landed yet).
+    pub ids: Vec<String>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Only list what would land; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: print the plan as JSON.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+    /// Do not run [validate] commands before moving the target.
+    #[arg(long)]
+    pub no_validate: bool,
+    /// Put the target back where the last land found it.
+    #[arg(long, conflicts_with_all = ["ids", "json", "no_validate"])]
+    pub undo: bool,
+}
+
+pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
+    if args.undo {
+        return undo(project, args);
+    }
+    if args.dry_run {
+        let plan = land::plan(project, &args.ids)?;
+        if args.json {
+            let text = serde_json::to_string_pretty(&plan.to_json())
+                .map_err(|e| Error::Other(e.to_string()))?;
+            println!("{text}");
+        } else {
+            print!("{}", plan.render());
+        }
+        return Ok(Exit::Ok);
+    }
+
+    let lock = LandLock::acquire(&project.state_dir())?;
+    let plan = land::plan(project, &args.ids)?;
+    print!("{}", plan.render());
+    if !plan.has_work() {
+        // Nothing to cherry-pick: no question to ask.
+        let report = land::execute(project, &plan, &LandOptions::default(), &lock)?;
+        print!("{}", report.render(project.repo_dir()));
+        return Ok(report.exit());
+    }
+    if !args.yes && !confirm(&format!("Land onto {}?", plan.target))? {
+        println!("Nothing was changed.");
+        return Ok(Exit::Ok);
+    }
+    let opts = LandOptions {
+        no_validate: args.no_validate,
+        echo: true,
+    };
+    let report = land::execute(project, &plan, &opts, &lock)?;
+    print!("{}", report.render(project.repo_dir()));
+    Ok(report.exit())
+}
+
+fn undo(project: &Project, args: &LandArgs) -> Result<Exit> {
+    let plan = land::plan_undo(project)?;
+    print!("{}", plan.render());
+    if args.dry_run {
+        return Ok(Exit::Ok);
+    }
+    let lock = LandLock::acquire(&project.state_dir())?;
+    if !args.yes && !confirm("Undo it?")? {
+        println!("Nothing was changed.");
+        return Ok(Exit::Ok);
+    }
+    match land::undo(project, &plan, &lock)? {
+        Ok(()) => {
+            println!("{} is back at {}.", plan.target, plan.to);
+            Ok(Exit::Ok)
+        }
+        Err(stop) => {
+            eprintln!("Undo stopped: {stop}");
+            Ok(Exit::LandStopped)
+        }
+    }
+}
+
+/// Ask on the terminal; without one, refuse and say to pass -y.
+fn confirm(question: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "stdin is not a terminal, so land cannot ask for confirmation: pass -y to land without asking".into(),
+        ));
+    }
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::Io {
+            context: "read the answer".into(),
+            source: e,
+        })?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}

@@ -1,0 +1,183 @@
+//! `flocks clean`: remove the worktrees and branches of landed tasks (with
+//! `all`, of failed ones too), the spare worktrees and the land worktree.
+//!
+//! A branch is deleted only when it holds nothing unlanded: it is still at
+//! the landed attempt's recorded tip, or it is contained in the target. Other
+//! branches stay, and the report says why. A worktree with uncommitted
+//! changes (untracked files included) stays too. Needs the project lock (it
+//! changes task worktrees) and the land lock (it removes the land worktree).
+
+use git2::{BranchType, Oid, Repository};
+
+use super::plan::plan_with;
+use super::record::{LandLock, LandLog};
+use super::{PlanStatus, scratch};
+use crate::error::{Context, Result};
+use crate::git::Worktrees;
+use crate::project::Project;
+use crate::state::{ProjectLock, TaskRecord, TaskStatus};
+
+#[derive(Debug, Clone, Default)]
+pub struct CleanOptions {
+    /// Also the worktrees (and fully landed branches) of failed tasks.
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CleanReport {
+    pub worktrees_removed: Vec<String>,
+    pub branches_deleted: Vec<String>,
+    /// (task id, what stayed and why)
+    pub kept: Vec<(String, String)>,
+    pub spares_removed: usize,
+    pub land_worktree_removed: bool,
+}
+
+impl CleanReport {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        out.push_str(&format!(
+            "Removed worktrees: {}\n",
+            list(&self.worktrees_removed)
+        ));
+        out.push_str(&format!(
+            "Deleted branches: {}\n",
+            list(&self.branches_deleted)
+        ));
+        if self.spares_removed > 0 {
+            out.push_str(&format!(
+                "Removed {} spare worktree(s)\n",
+                self.spares_removed
+            ));
+        }
+        if self.land_worktree_removed {
+            out.push_str("Removed the land worktree\n");
+        }
+        for (id, why) in &self.kept {
+            out.push_str(&format!("Kept {id}: {why}\n"));
+        }
+        out
+    }
+}
+
+pub fn clean(
+    project: &Project,
+    opts: &CleanOptions,
+    _run: &ProjectLock,
+    _land: &LandLock,
+) -> Result<CleanReport> {
+    let state = project.store.load()?;
+    let repo = crate::git::open(project.repo_dir())?;
+    let target = &project.config.workspace.land_target;
+    let log = LandLog::load(&project.state_dir())?;
+    let ids: Vec<String> = state
+        .tasks
+        .iter()
+        .filter(|t| t.successful_attempt().is_some())
+        .map(|t| t.id.clone())
+        .collect();
+    let plan = if ids.is_empty() {
+        None
+    } else {
+        Some(plan_with(&repo, &state, &log, target, &ids)?)
+    };
+    let target_tip = crate::git::branch_tip(&repo, target)?;
+    let wts = Worktrees::new(project.repo_dir(), &project.config.worktrees_dir())?;
+    let mut report = CleanReport::default();
+
+    for t in &state.tasks {
+        let landed = plan
+            .as_ref()
+            .and_then(|p| p.tasks.iter().find(|p| p.id == t.id))
+            .is_some_and(|p| matches!(p.status, PlanStatus::AlreadyLanded | PlanStatus::Empty));
+        // Done without success: failed, timed out, stalled, interrupted, ...
+        let failed = matches!(t.status, TaskStatus::Done { .. }) && !t.status.is_success();
+        if !(landed || (opts.all && failed)) {
+            if t.status.is_success() {
+                report.kept.push((t.id.clone(), "not landed yet".into()));
+            }
+            continue;
+        }
+        clean_task(&repo, &wts, t, landed, target_tip, &mut report)?;
+    }
+
+    report.spares_removed = wts.remove_spares()?;
+    report.land_worktree_removed =
+        scratch::remove(&repo, &scratch::path(&project.config.worktrees_dir()))?;
+    Ok(report)
+}
+
+fn clean_task(
+    repo: &Repository,
+    wts: &Worktrees,
+    t: &TaskRecord,
+    landed: bool,
+    target_tip: Option<Oid>,
+    report: &mut CleanReport,
+) -> Result<()> {
+    let path = wts.path_for(&t.id);
+    if path.exists() {
+        let dirty = match Repository::open(&path) {
+            Ok(wt) => {
+                let mut o = git2::StatusOptions::new();
+                o.include_untracked(true).include_ignored(false);
+                wt.statuses(Some(&mut o))
+                    .map(|s| !s.is_empty())
+                    .unwrap_or(true)
+            }
+            Err(_) => true,
+        };
+        if dirty {
+            report.kept.push((
+                t.id.clone(),
+                format!("worktree {} has uncommitted changes (or is not a worktree); look, then remove it by hand", path.display()),
+            ));
+            return Ok(());
+        }
+        if wts.remove(&t.id)? {
+            report.worktrees_removed.push(t.id.clone());
+        }
+    }
+
+    let Some(tip) = crate::git::branch_tip(repo, &t.branch)? else {
+        return Ok(());
+    };
+    let recorded_tip = t
+        .successful_attempt()
+        .and_then(|a| a.end_tip.as_deref()?.parse::<Oid>().ok());
+    let in_target = target_tip
+        .is_some_and(|tt| tt == tip || repo.graph_descendant_of(tt, tip).unwrap_or(false));
+    let safe = in_target || (landed && recorded_tip == Some(tip));
+    if !safe {
+        report.kept.push((
+            t.id.clone(),
+            format!("branch {} holds commits that have not landed", t.branch),
+        ));
+        return Ok(());
+    }
+    if !t.branch_created {
+        report.kept.push((
+            t.id.clone(),
+            format!("branch {} was not created by flocks", t.branch),
+        ));
+        return Ok(());
+    }
+    let mut branch = repo
+        .find_branch(&t.branch, BranchType::Local)
+        .ctx(|| format!("find branch {}", t.branch))?;
+    match branch.delete() {
+        Ok(()) => report.branches_deleted.push(t.branch.clone()),
+        Err(e) => report.kept.push((
+            t.id.clone(),
+            format!("branch {} could not be deleted: {}", t.branch, e.message()),
+        )),
+    }
+    Ok(())
+}

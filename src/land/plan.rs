@@ -1,0 +1,414 @@
+//! What a land would do: the tasks in landing order, each with the commits of
+//! its successful attempt's `start..tip` and whether it is ready, empty,
+//! already landed or refused. Reading only: planning writes nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use git2::{Oid, Repository, Sort};
+
+use super::record::{LandLog, LandState};
+use super::target;
+use super::trailer::Landed;
+use crate::error::{Context, Error, Result};
+use crate::project::Project;
+use crate::state::{State, TaskRecord};
+
+/// What `flocks land` would do, computed without writing anything.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The branch to land on (`[workspace] land_target`).
+    pub target: String,
+    /// Its tip when the plan was made; the land refuses to go on if it moves.
+    pub target_tip: Oid,
+    /// The worktree where the target is checked out, if any.
+    pub checkout: Option<PathBuf>,
+    /// Tracked files with uncommitted changes in that checkout: land refuses.
+    pub dirty: Vec<String>,
+    /// The tasks in landing order (task-list order, dependencies first).
+    pub tasks: Vec<PlannedTask>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedTask {
+    pub id: String,
+    pub branch: String,
+    pub depends_on: Vec<String>,
+    /// The successful attempt's start commit and recorded tip.
+    pub start: Option<Oid>,
+    pub tip: Option<Oid>,
+    /// `start..tip`, oldest first.
+    pub commits: Vec<CommitInfo>,
+    pub status: PlanStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanStatus {
+    /// Its commits will be cherry-picked.
+    Ready,
+    /// `start..tip` holds no commit.
+    Empty,
+    /// A commit with its `Flocks-Task` trailer is on the target already.
+    AlreadyLanded,
+    /// It will not land, for this reason (which says what to do).
+    Refused { reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub id: Oid,
+    pub summary: String,
+    pub author: String,
+}
+
+impl Plan {
+    /// Tasks that will be cherry-picked.
+    pub fn ready(&self) -> impl Iterator<Item = &PlannedTask> {
+        self.tasks.iter().filter(|t| t.status == PlanStatus::Ready)
+    }
+
+    pub fn has_work(&self) -> bool {
+        self.ready().next().is_some()
+    }
+}
+
+/// Plan a land of `ids` (every succeeded task when empty) from the state as
+/// it is now. An unknown id is a usage error.
+pub fn plan(project: &Project, ids: &[String]) -> Result<Plan> {
+    let state = project.store.load()?;
+    let repo = crate::git::open(project.repo_dir())?;
+    let log = LandLog::load(&project.state_dir())?;
+    plan_with(
+        &repo,
+        &state,
+        &log,
+        &project.config.workspace.land_target,
+        ids,
+    )
+}
+
+pub(crate) fn plan_with(
+    repo: &Repository,
+    state: &State,
+    log: &LandLog,
+    target: &str,
+    ids: &[String],
+) -> Result<Plan> {
+    let target_tip = crate::git::branch_tip(repo, target)?.ok_or_else(|| {
+        Error::Usage(format!(
+            "land_target `{target}` is not a branch of {}: create it, or set [workspace] land_target",
+            repo.path().display()
+        ))
+    })?;
+    for id in ids {
+        if state.task(id).is_none() {
+            return Err(Error::Usage(format!(
+                "no task `{id}` in {}: see `flocks status` for the task ids",
+                "the run state"
+            )));
+        }
+    }
+    let selected: Vec<&TaskRecord> = if ids.is_empty() {
+        state
+            .tasks
+            .iter()
+            .filter(|t| t.successful_attempt().is_some())
+            .collect()
+    } else {
+        state.tasks.iter().filter(|t| ids.contains(&t.id)).collect()
+    };
+    let ordered = dependencies_first(&selected);
+
+    // The tasks' and their dependencies' starts bound the history walk.
+    let deps = ordered
+        .iter()
+        .flat_map(|t| t.depends_on.iter().filter_map(|d| state.task(d)));
+    let starts: Vec<Oid> = ordered
+        .iter()
+        .copied()
+        .chain(deps)
+        .filter_map(|t| {
+            t.successful_attempt()?
+                .start_commit
+                .as_deref()?
+                .parse()
+                .ok()
+        })
+        .filter(|o| repo.find_commit(*o).is_ok())
+        .collect();
+    let landed = Landed::scan(repo, target_tip, &starts)?;
+
+    let checkouts = target::checkouts(repo, &format!("refs/heads/{target}"))?;
+    if checkouts.len() > 1 {
+        let list: Vec<String> = checkouts.iter().map(|p| p.display().to_string()).collect();
+        return Err(Error::Usage(format!(
+            "{target} is checked out in more than one worktree ({}): check out another branch in all but one",
+            list.join(", ")
+        )));
+    }
+    let checkout = checkouts.into_iter().next();
+    let dirty = match &checkout {
+        Some(p) => target::dirty_files(p)?,
+        None => Vec::new(),
+    };
+
+    let mut tasks: Vec<PlannedTask> = Vec::new();
+    for t in ordered {
+        let mut planned = classify(repo, t, target, target_tip, &landed, log)?;
+        if matches!(planned.status, PlanStatus::Ready | PlanStatus::Empty)
+            && let Some(reason) = unmet_dependency(repo, state, t, &tasks, target_tip, &landed)
+        {
+            planned.status = PlanStatus::Refused { reason };
+        }
+        tasks.push(planned);
+    }
+    Ok(Plan {
+        target: target.to_string(),
+        target_tip,
+        checkout,
+        dirty,
+        tasks,
+    })
+}
+
+/// Task-list order, each task's (selected) dependencies before it.
+fn dependencies_first<'a>(selected: &[&'a TaskRecord]) -> Vec<&'a TaskRecord> {
+    let by_id: HashMap<&str, &TaskRecord> = selected.iter().map(|t| (t.id.as_str(), *t)).collect();
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    fn visit<'a>(
+        t: &'a TaskRecord,
+        by_id: &HashMap<&str, &'a TaskRecord>,
+        seen: &mut HashSet<String>,
+        out: &mut Vec<&'a TaskRecord>,
+    ) {
+        if !seen.insert(t.id.clone()) {
+            return;
+        }
+        for d in &t.depends_on {
+            if let Some(dep) = by_id.get(d.as_str()) {
+                visit(dep, by_id, seen, out);
+            }
+        }
+        out.push(t);
+    }
+    for t in selected {
+        visit(t, &by_id, &mut seen, &mut out);
+    }
+    out
+}
+
+fn classify(
+    repo: &Repository,
+    t: &TaskRecord,
+    target: &str,
+    target_tip: Oid,
+    landed: &Landed,
+    log: &LandLog,
+) -> Result<PlannedTask> {
+    let mut planned = PlannedTask {
+        id: t.id.clone(),
+        branch: t.branch.clone(),
+        depends_on: t.depends_on.clone(),
+        start: None,
+        tip: None,
+        commits: Vec::new(),
+        status: PlanStatus::Ready,
+    };
+    let refuse = |mut p: PlannedTask, reason: String| {
+        p.status = PlanStatus::Refused { reason };
+        Ok(p)
+    };
+    let Some(attempt) = t.successful_attempt() else {
+        return refuse(
+            planned,
+            format!("it has not succeeded (it is {})", t.status.label()),
+        );
+    };
+    let parse = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<Oid>().ok());
+    let (Some(start), Some(tip)) = (parse(&attempt.start_commit), parse(&attempt.end_tip)) else {
+        return refuse(
+            planned,
+            format!(
+                "attempt {} has no recorded start commit and tip, so flocks cannot tell what it made",
+                attempt.number
+            ),
+        );
+    };
+    planned.start = Some(start);
+    planned.tip = Some(tip);
+    for c in [start, tip] {
+        if repo.find_commit(c).is_err() {
+            return refuse(
+                planned,
+                format!(
+                    "commit {c} of its recorded range is not in the repository (was it garbage-collected?)"
+                ),
+            );
+        }
+    }
+
+    let ended = attempt.ended_at.map(|t| t.timestamp());
+    if landed.is_landed(repo, &t.id, start, ended)
+        || recorded_as_landed(repo, log, target, target_tip, &t.id, tip)
+    {
+        planned.status = PlanStatus::AlreadyLanded;
+        return Ok(planned);
+    }
+
+    match crate::git::branch_tip(repo, &t.branch)? {
+        Some(now) if now == tip => {}
+        Some(now) => {
+            return refuse(
+                planned,
+                format!(
+                    "branch {} moved since the task succeeded: recorded {}, now {}; \
+                     look at what changed (git log {}..{}), then retry the task (flocks retry {}) \
+                     or land by hand",
+                    t.branch,
+                    short(tip),
+                    short(now),
+                    short(tip),
+                    t.branch,
+                    t.id
+                ),
+            );
+        }
+        None => {
+            return refuse(
+                planned,
+                format!(
+                    "branch {} no longer exists (recorded tip {}); recreate it there (git branch {} {}) to land it",
+                    t.branch,
+                    short(tip),
+                    t.branch,
+                    tip
+                ),
+            );
+        }
+    }
+
+    planned.commits = range(repo, start, tip)?;
+    if planned.commits.is_empty() {
+        planned.status = PlanStatus::Empty;
+        return Ok(planned);
+    }
+    for c in &planned.commits {
+        let commit = repo
+            .find_commit(c.id)
+            .ctx(|| format!("read commit {}", c.id))?;
+        if commit.parent_count() != 1 {
+            let what = if commit.parent_count() == 0 {
+                "a root commit"
+            } else {
+                "a merge commit"
+            };
+            return refuse(
+                planned.clone(),
+                format!(
+                    "{} is {what}; land cherry-picks linear history only: \
+                     rebase the branch onto its start ({}) and retry, or land it by hand",
+                    short(c.id),
+                    short(start)
+                ),
+            );
+        }
+    }
+    Ok(planned)
+}
+
+/// `start..tip`, oldest first.
+pub(crate) fn range(repo: &Repository, start: Oid, tip: Oid) -> Result<Vec<CommitInfo>> {
+    if start == tip {
+        return Ok(Vec::new());
+    }
+    let mut walk = repo.revwalk().ctx(|| "walk the task's commits".into())?;
+    walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)
+        .ctx(|| "walk the task's commits".into())?;
+    walk.push(tip).ctx(|| format!("walk from {tip}"))?;
+    walk.hide(start).ctx(|| format!("hide {start}"))?;
+    let mut out = Vec::new();
+    for oid in walk {
+        let oid = oid.ctx(|| "walk the task's commits".into())?;
+        let c = repo.find_commit(oid).ctx(|| format!("read commit {oid}"))?;
+        let summary = String::from_utf8_lossy(c.summary_bytes().unwrap_or_default()).into_owned();
+        let author = String::from_utf8_lossy(c.author().name_bytes()).into_owned();
+        out.push(CommitInfo {
+            id: oid,
+            summary,
+            author,
+        });
+    }
+    Ok(out)
+}
+
+/// A task whose every commit was already on the target lands without a
+/// trailer; land.json remembers it, as long as that land is still in the
+/// target's history.
+fn recorded_as_landed(
+    repo: &Repository,
+    log: &LandLog,
+    target: &str,
+    target_tip: Oid,
+    id: &str,
+    tip: Oid,
+) -> bool {
+    let tip = tip.to_string();
+    log.lands.iter().any(|r| {
+        r.target == target
+            && r.state != LandState::Undone
+            && r.tasks
+                .iter()
+                .any(|t| t.id == id && t.tip == tip && t.commits.is_empty())
+            && r.new_tip.parse::<Oid>().is_ok_and(|n| {
+                n == target_tip || repo.graph_descendant_of(target_tip, n).unwrap_or(false)
+            })
+    })
+}
+
+/// A dependency that has not landed, nor lands before this task, refuses it.
+fn unmet_dependency(
+    repo: &Repository,
+    state: &State,
+    t: &TaskRecord,
+    planned: &[PlannedTask],
+    target_tip: Oid,
+    landed: &Landed,
+) -> Option<String> {
+    for d in &t.depends_on {
+        let Some(dep) = state.task(d) else { continue };
+        if let Some(p) = planned.iter().find(|p| &p.id == d) {
+            match &p.status {
+                PlanStatus::Ready | PlanStatus::Empty | PlanStatus::AlreadyLanded => continue,
+                PlanStatus::Refused { .. } => {
+                    return Some(format!("it depends on `{d}`, which is refused too"));
+                }
+            }
+        }
+        let attempt = dep.successful_attempt();
+        let start = attempt.and_then(|a| a.start_commit.as_deref()?.parse::<Oid>().ok());
+        let tip = attempt.and_then(|a| a.end_tip.as_deref()?.parse::<Oid>().ok());
+        let ended = attempt.and_then(|a| a.ended_at).map(|t| t.timestamp());
+        if let Some(start) = start
+            && landed.is_landed(repo, d, start, ended)
+        {
+            continue;
+        }
+        if let (Some(start), Some(tip)) = (start, tip)
+            && (start == tip
+                || tip == target_tip
+                || repo.graph_descendant_of(target_tip, tip).unwrap_or(false))
+        {
+            continue;
+        }
+        return Some(format!(
+            "it depends on `{d}`, which has not landed: land both (flocks land {d} {})",
+            t.id
+        ));
+    }
+    None
+}
+
+pub(crate) fn short(oid: Oid) -> String {
+    oid.to_string()[..10].to_string()
+}

@@ -1,0 +1,311 @@
+//! Text and JSON for people and scripts: the plan, the summary, the undo.
+
+use std::fmt::Write;
+
+use serde_json::{Value, json};
+
+use super::plan::short;
+use super::{Plan, PlanStatus, Report, TaskOutcome, UndoPlan, Validation};
+
+impl Plan {
+    /// What the land will do, for the confirmation question and `--dry-run`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let ready = self.ready().count();
+        let commits: usize = self.ready().map(|t| t.commits.len()).sum();
+        let _ = writeln!(
+            out,
+            "Land onto {} (at {}): {ready} task(s), {commits} commit(s)",
+            self.target,
+            short(self.target_tip)
+        );
+        for t in &self.tasks {
+            match &t.status {
+                PlanStatus::Ready => {
+                    let _ = writeln!(
+                        out,
+                        "  {}  ({}, {} commit(s))",
+                        t.id,
+                        t.branch,
+                        t.commits.len()
+                    );
+                    for c in &t.commits {
+                        let _ = writeln!(out, "      {} {}", short(c.id), c.summary);
+                    }
+                }
+                PlanStatus::Empty => {
+                    let _ = writeln!(out, "  {}  ({}): empty, nothing to land", t.id, t.branch);
+                }
+                PlanStatus::AlreadyLanded => {
+                    let _ = writeln!(out, "  {}  ({}): already landed", t.id, t.branch);
+                }
+                PlanStatus::Refused { reason } => {
+                    let _ = writeln!(out, "  {}  ({}): refused: {reason}", t.id, t.branch);
+                }
+            }
+        }
+        if self.tasks.is_empty() {
+            let _ = writeln!(out, "  no succeeded task to land");
+        }
+        if let Some(wt) = &self.checkout {
+            if self.dirty.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{} is checked out at {}: its files move with it",
+                    self.target,
+                    wt.display()
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "refusing: {}",
+                    super::target::dirty_message(&self.target, wt, &self.dirty)
+                );
+            }
+        }
+        out
+    }
+
+    /// The `--dry-run --json` shape (stable):
+    ///
+    /// ```json
+    /// {
+    ///   "target": "main",
+    ///   "target_tip": "<sha>",
+    ///   "checkout": "/path/of/the/checkout" | null,
+    ///   "dirty": ["tracked files with uncommitted changes there"],
+    ///   "tasks": [
+    ///     {
+    ///       "id": "fix-login",
+    ///       "branch": "flocks/fix-login",
+    ///       "status": "ready" | "empty" | "already_landed" | "refused",
+    ///       "reason": "why it is refused" | null,
+    ///       "start": "<sha>" | null,
+    ///       "tip": "<sha>" | null,
+    ///       "commits": [ { "sha": "<sha>", "summary": "...", "author": "..." } ]
+    ///     }
+    ///   ]
+    /// }
+    /// ```
+    ///
+    /// Tasks are in landing order. `commits` is `start..tip`, oldest first
+    /// (listed for ready tasks; empty otherwise).
+    pub fn to_json(&self) -> Value {
+        let tasks: Vec<Value> = self
+            .tasks
+            .iter()
+            .map(|t| {
+                let (status, reason) = match &t.status {
+                    PlanStatus::Ready => ("ready", None),
+                    PlanStatus::Empty => ("empty", None),
+                    PlanStatus::AlreadyLanded => ("already_landed", None),
+                    PlanStatus::Refused { reason } => ("refused", Some(reason.clone())),
+                };
+                let commits: Vec<Value> = if t.status == PlanStatus::Ready {
+                    t.commits
+                        .iter()
+                        .map(|c| json!({"sha": c.id.to_string(), "summary": c.summary, "author": c.author}))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                json!({
+                    "id": t.id,
+                    "branch": t.branch,
+                    "status": status,
+                    "reason": reason,
+                    "start": t.start.map(|o| o.to_string()),
+                    "tip": t.tip.map(|o| o.to_string()),
+                    "commits": commits,
+                })
+            })
+            .collect();
+        json!({
+            "target": self.target,
+            "target_tip": self.target_tip.to_string(),
+            "checkout": self.checkout.as_ref().map(|p| p.display().to_string()),
+            "dirty": self.dirty,
+            "tasks": tasks,
+        })
+    }
+}
+
+impl Report {
+    /// The summary: what landed, was empty, conflicted, already landed, was
+    /// refused, and how validation went.
+    pub fn render(&self, repo_dir: &std::path::Path) -> String {
+        let mut out = String::new();
+        let mut section = |title: &str, lines: Vec<String>| {
+            if !lines.is_empty() {
+                let _ = writeln!(out, "{title}:");
+                for l in lines {
+                    let _ = writeln!(out, "  {l}");
+                }
+            }
+        };
+        let title = if self.moved {
+            format!("Landed on {}", self.target)
+        } else {
+            format!("Built but not landed ({} did not move)", self.target)
+        };
+        section(
+            &title,
+            self.tasks
+                .iter()
+                .filter_map(|t| match &t.outcome {
+                    TaskOutcome::Landed { commits, dropped } => {
+                        let mut l = format!("{}: {commits} commit(s)", t.id);
+                        if *dropped > 0 {
+                            l.push_str(&format!(
+                                ", {dropped} already on {} (dropped)",
+                                self.target
+                            ));
+                        }
+                        Some(l)
+                    }
+                    _ => None,
+                })
+                .collect(),
+        );
+        section(
+            "Empty (nothing in start..tip)",
+            self.tasks
+                .iter()
+                .filter(|t| t.outcome == TaskOutcome::Empty)
+                .map(|t| t.id.clone())
+                .collect(),
+        );
+        section(
+            "Already landed",
+            self.tasks
+                .iter()
+                .filter(|t| t.outcome == TaskOutcome::AlreadyLanded)
+                .map(|t| t.id.clone())
+                .collect(),
+        );
+        section(
+            "Conflicted (nothing of these was applied)",
+            self.tasks
+                .iter()
+                .filter_map(|t| match &t.outcome {
+                    TaskOutcome::Conflicted { commit, files } => {
+                        let range = match (t.start, t.tip) {
+                            (Some(s), Some(e)) => format!("{s}..{e}"),
+                            _ => t.branch.clone(),
+                        };
+                        Some(format!(
+                            "{}: commit {} conflicts in {}\n    redo it on the new {}: flocks retry {} --fresh\n    \
+                             or by hand: git -C {} cherry-pick {range}, resolving the conflicts, with a \
+                             `Flocks-Task: {}` trailer in each message so land knows it landed",
+                            t.id,
+                            short(*commit),
+                            files.join(", "),
+                            self.target,
+                            t.id,
+                            repo_dir.display(),
+                            t.id
+                        ))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        );
+        section(
+            "Refused",
+            self.tasks
+                .iter()
+                .filter_map(|t| match &t.outcome {
+                    TaskOutcome::Refused { reason } => Some(format!("{}: {reason}", t.id)),
+                    _ => None,
+                })
+                .collect(),
+        );
+        match &self.validation {
+            Validation::NotNeeded => {}
+            Validation::Skipped => {
+                let _ = writeln!(out, "Validation: skipped (--no-validate)");
+            }
+            Validation::NotConfigured => {
+                let _ = writeln!(out, "Validation: none ([validate] commands is empty)");
+            }
+            Validation::Passed => {
+                let _ = writeln!(out, "Validation: passed");
+            }
+            Validation::Failed { command, reason } => {
+                let _ = writeln!(
+                    out,
+                    "Validation FAILED: `{command}`: {reason}; {} was not moved. Land fewer tasks \
+                     (flocks land <id>...) to find the culprit.",
+                    self.target
+                );
+            }
+            Validation::Interrupted { command } => {
+                let _ = writeln!(
+                    out,
+                    "Validation interrupted during `{command}`; {} was not moved.",
+                    self.target
+                );
+            }
+        }
+        if let Some(log) = &self.log {
+            let _ = writeln!(out, "Validation log: {}", log.display());
+        }
+        if let Some(stop) = &self.stopped {
+            let _ = writeln!(out, "Land stopped: {stop}");
+        }
+        if self.moved {
+            let _ = writeln!(
+                out,
+                "{} moved {} -> {}{} (undo: flocks land --undo)",
+                self.target,
+                short(self.old_tip),
+                short(self.new_tip),
+                self.checkout
+                    .as_ref()
+                    .map(|p| format!(", with its checkout at {}", p.display()))
+                    .unwrap_or_default()
+            );
+        } else if self.new_tip == self.old_tip && self.stopped.is_none() {
+            let _ = writeln!(
+                out,
+                "Nothing new to land; {} stays at {}",
+                self.target,
+                short(self.old_tip)
+            );
+        }
+        out
+    }
+}
+
+impl UndoPlan {
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "Undo the last land: move {} back from {} to {} (tasks: {})\n",
+            self.target,
+            short(self.from),
+            short(self.to),
+            if self.tasks.is_empty() {
+                "none".into()
+            } else {
+                self.tasks.join(", ")
+            }
+        );
+        if let Some(wt) = &self.checkout {
+            if self.dirty.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{} is checked out at {}: its files move with it",
+                    self.target,
+                    wt.display()
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "refusing: {}",
+                    super::target::dirty_message(&self.target, wt, &self.dirty)
+                );
+            }
+        }
+        out
+    }
+}

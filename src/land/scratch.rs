@@ -1,0 +1,88 @@
+//! The land worktree, `.worktrees/.land`: a detached checkout where the
+//! landed result is validated. It is kept between lands so that ignored build
+//! output (target/, node_modules/) stays warm.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use git2::{Oid, Repository, build::CheckoutBuilder};
+
+use crate::error::{Context, Result};
+
+/// The name of its admin dir under `.git/worktrees/`.
+const ADMIN_NAME: &str = "flocks-land";
+
+pub fn path(worktrees_dir: &Path) -> PathBuf {
+    worktrees_dir.join(".land")
+}
+
+/// Check `commit` out (detached) in the land worktree at `path`, creating it
+/// when needed. Untracked files that are not ignored are removed; ignored
+/// ones stay.
+pub fn checkout(repo: &Repository, path: &Path, commit: Oid) -> Result<()> {
+    if !is_worktree_of(repo, path) {
+        create(repo, path, commit)?;
+    }
+    let wt = Repository::open(path).ctx(|| format!("open the land worktree {}", path.display()))?;
+    let target = wt.find_commit(commit).ctx(|| format!("read {commit}"))?;
+    let mut co = CheckoutBuilder::new();
+    co.force().remove_untracked(true);
+    wt.checkout_tree(target.as_object(), Some(&mut co))
+        .ctx(|| format!("check out {commit} in {}", path.display()))?;
+    wt.set_head_detached(commit)
+        .ctx(|| format!("set HEAD of {}", path.display()))?;
+    Ok(())
+}
+
+/// Remove the land worktree and its admin dir.
+pub fn remove(repo: &Repository, path: &Path) -> Result<bool> {
+    let admin = repo.commondir().join("worktrees").join(ADMIN_NAME);
+    let existed = path.exists();
+    if existed {
+        fs::remove_dir_all(path).ctx(|| format!("remove {}", path.display()))?;
+    }
+    if admin.exists() {
+        fs::remove_dir_all(&admin).ctx(|| format!("remove {}", admin.display()))?;
+    }
+    Ok(existed)
+}
+
+fn is_worktree_of(repo: &Repository, path: &Path) -> bool {
+    if !path.join(".git").is_file() {
+        return false;
+    }
+    let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    Repository::open(path).is_ok_and(|wt| canon(wt.commondir()) == canon(repo.commondir()))
+}
+
+/// A linked worktree with a detached HEAD, made by hand the way git lays one
+/// out (git2 only adds worktrees on a branch).
+fn create(repo: &Repository, path: &Path, commit: Oid) -> Result<()> {
+    if path.exists() {
+        fs::remove_dir_all(path)
+            .ctx(|| format!("remove the broken land worktree {}", path.display()))?;
+    }
+    fs::create_dir_all(path).ctx(|| format!("create {}", path.display()))?;
+    let path = path
+        .canonicalize()
+        .ctx(|| format!("resolve {}", path.display()))?;
+    let common = repo
+        .commondir()
+        .canonicalize()
+        .ctx(|| "resolve the git dir".into())?;
+    let admin = common.join("worktrees").join(ADMIN_NAME);
+    if admin.exists() {
+        fs::remove_dir_all(&admin).ctx(|| format!("remove {}", admin.display()))?;
+    }
+    fs::create_dir_all(&admin).ctx(|| format!("create {}", admin.display()))?;
+    let write =
+        |p: PathBuf, text: String| fs::write(&p, text).ctx(|| format!("write {}", p.display()));
+    write(admin.join("HEAD"), format!("{commit}\n"))?;
+    write(admin.join("commondir"), "../..\n".into())?;
+    write(
+        admin.join("gitdir"),
+        format!("{}\n", path.join(".git").display()),
+    )?;
+    write(path.join(".git"), format!("gitdir: {}\n", admin.display()))?;
+    Ok(())
+}

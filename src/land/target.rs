@@ -1,0 +1,215 @@
+//! Moving the target branch: where it is checked out, whether that checkout
+//! is clean, and the move itself (checkout, then a compare-and-swap of the
+//! ref).
+//!
+//! Where the target is checked out (the main worktree or a linked one), its
+//! working tree and index move with it. A checkout with uncommitted changes
+//! to tracked files is refused outright, before anything is built: flocks
+//! does not try to apply around dirty files, because a half-merged checkout
+//! of the user's main branch is worse than a land that waits for a commit or
+//! a stash. Untracked files are left alone; if one is in the way of a file
+//! the land adds, the move is refused before anything is written.
+//!
+//! Order of the move, for crash safety: (1) the checkout's files and index are
+//! brought to the new tree, writing only the files that differ (libgit2 checks
+//! every conflict before it writes anything); (2) the ref moves by
+//! compare-and-swap. A crash between the two leaves the ref where it was and
+//! the new files uncommitted in the checkout: nothing has landed, and
+//! `git reset --hard` in that checkout puts it back. If the ref moved meanwhile
+//! the checkout is put back and the land stops.
+
+use std::path::{Path, PathBuf};
+
+use git2::{Oid, Repository, StatusOptions, build::CheckoutBuilder};
+
+use super::plan::short;
+use crate::error::{Context, Result};
+
+/// The worktrees (main first) whose HEAD is `refname`.
+pub fn checkouts(repo: &Repository, refname: &str) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let head_of = |r: &Repository| {
+        r.find_reference("HEAD")
+            .ok()
+            .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string))
+    };
+    let main = Repository::open(repo.commondir())
+        .ctx(|| format!("open {}", repo.commondir().display()))?;
+    if !main.is_bare()
+        && head_of(&main).as_deref() == Some(refname)
+        && let Some(w) = main.workdir()
+    {
+        out.push(w.to_path_buf());
+    }
+    if let Ok(names) = main.worktrees() {
+        for name in names.iter().flatten().flatten() {
+            let Ok(wt) = main.find_worktree(name) else {
+                continue;
+            };
+            let path = wt.path().to_path_buf();
+            if !path.exists() {
+                continue;
+            }
+            if let Ok(r) = Repository::open(&path)
+                && head_of(&r).as_deref() == Some(refname)
+            {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Tracked files with uncommitted changes (staged or not) in a worktree.
+pub fn dirty_files(worktree: &Path) -> Result<Vec<String>> {
+    let repo = Repository::open(worktree).ctx(|| format!("open {}", worktree.display()))?;
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(false)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let statuses = repo
+        .statuses(Some(&mut opts))
+        .ctx(|| format!("read the status of {}", worktree.display()))?;
+    Ok(statuses
+        .iter()
+        .filter(|s| !s.status().is_empty() && !s.status().is_ignored())
+        .map(|s| String::from_utf8_lossy(s.path_bytes()).into_owned())
+        .collect())
+}
+
+/// Why a move did not happen. Nothing was changed when one is returned.
+pub type Stop = String;
+
+/// Move `refname` from `from` to `to`, with its checkout if it has one (looked
+/// up now, not when the land was planned). `Ok(Err(reason))` means the move
+/// was refused and nothing changed; `Ok(Ok(checkout))` says which checkout
+/// moved along.
+pub fn move_ref(
+    repo: &Repository,
+    refname: &str,
+    from: Oid,
+    to: Oid,
+    reflog: &str,
+) -> Result<std::result::Result<Option<PathBuf>, Stop>> {
+    let branch = refname.trim_start_matches("refs/heads/");
+    let checkouts = checkouts(repo, refname)?;
+    if checkouts.len() > 1 {
+        let list: Vec<String> = checkouts.iter().map(|p| p.display().to_string()).collect();
+        return Ok(Err(format!(
+            "{branch} is checked out in more than one worktree ({}); nothing was changed: \
+             check out another branch in all but one",
+            list.join(", ")
+        )));
+    }
+    let checkout = checkouts.into_iter().next();
+    if let Some(wt) = &checkout {
+        let dirty = dirty_files(wt)?;
+        if !dirty.is_empty() {
+            return Ok(Err(dirty_message(branch, wt, &dirty)));
+        }
+    }
+    let now = repo
+        .find_reference(refname)
+        .and_then(|r| r.peel_to_commit())
+        .ctx(|| format!("read {refname}"))?
+        .id();
+    if now != from {
+        return Ok(Err(moved_message(branch, from, now)));
+    }
+
+    let mut checked_out = None;
+    if let Some(wt) = &checkout {
+        let wt_repo = Repository::open(wt).ctx(|| format!("open {}", wt.display()))?;
+        {
+            let target = wt_repo.find_commit(to).ctx(|| format!("read {to}"))?;
+            // libgit2 finds every conflict before it writes anything, so a
+            // refused checkout leaves the files and index as they were.
+            let mut co = CheckoutBuilder::new();
+            co.safe();
+            match wt_repo.checkout_tree(target.as_object(), Some(&mut co)) {
+                Ok(()) => {}
+                Err(e) if e.code() == git2::ErrorCode::Conflict => {
+                    return Ok(Err(format!(
+                        "updating the checkout of {branch} at {} would overwrite files there that git does \
+                         not track ({}); nothing was changed: move those files away and run again",
+                        wt.display(),
+                        e.message()
+                    )));
+                }
+                Err(e) => return Err(e).ctx(|| format!("update the checkout at {}", wt.display())),
+            }
+        }
+        checked_out = Some(wt_repo);
+    }
+
+    match repo.reference_matching(refname, to, true, from, reflog) {
+        Ok(_) => Ok(Ok(checkout)),
+        Err(e) => {
+            // Someone moved the ref in the tiny window: put the files back.
+            if let Some(wt_repo) = checked_out {
+                put_back(&wt_repo, to, from)?;
+            }
+            let now = repo
+                .find_reference(refname)
+                .and_then(|r| r.peel_to_commit())
+                .map(|c| c.id())
+                .unwrap_or(from);
+            if now != from {
+                Ok(Err(moved_message(branch, from, now)))
+            } else {
+                Err(e).ctx(|| format!("move {refname}"))
+            }
+        }
+    }
+}
+
+/// Undo a checkout from `from`'s tree to `to`'s, for the files that differ.
+fn put_back(wt: &Repository, moved_to: Oid, back_to: Oid) -> Result<()> {
+    let new_tree = wt
+        .find_commit(moved_to)
+        .and_then(|c| c.tree())
+        .ctx(|| "read tree".into())?;
+    let old = wt.find_commit(back_to).ctx(|| "read commit".into())?;
+    let old_tree = old.tree().ctx(|| "read tree".into())?;
+    let diff = wt
+        .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)
+        .ctx(|| "compare trees".into())?;
+    let mut co = CheckoutBuilder::new();
+    co.force();
+    let mut any = false;
+    for d in diff.deltas() {
+        for f in [d.old_file(), d.new_file()] {
+            if let Some(p) = f.path() {
+                co.path(p);
+                any = true;
+            }
+        }
+    }
+    if any {
+        wt.checkout_tree(old.as_object(), Some(&mut co))
+            .ctx(|| "put the checkout back".into())?;
+    }
+    Ok(())
+}
+
+pub fn dirty_message(branch: &str, wt: &Path, dirty: &[String]) -> String {
+    let mut list: Vec<&str> = dirty.iter().take(10).map(String::as_str).collect();
+    if dirty.len() > 10 {
+        list.push("...");
+    }
+    format!(
+        "{branch} is checked out at {} with uncommitted changes to tracked files ({}); \
+         land moves that checkout with the branch, so it refuses rather than mix your \
+         changes with landed work: commit or stash them (git stash), then run again",
+        wt.display(),
+        list.join(", ")
+    )
+}
+
+fn moved_message(branch: &str, expected: Oid, now: Oid) -> String {
+    format!(
+        "{branch} moved while land worked (expected {}, now {}); nothing was changed: run flocks land again",
+        short(expected),
+        short(now)
+    )
+}

@@ -1,0 +1,145 @@
+//! The `Flocks-Task: <id>` trailer every landed commit carries, and reading
+//! "already landed" back from the target's history.
+//!
+//! The trailer, not a file, is the record that a task landed: a crash between
+//! moving the ref and writing `land.json` can therefore never land it twice.
+
+use std::collections::HashMap;
+
+use git2::{Oid, Repository, Sort};
+
+use crate::error::{Context, Result};
+
+pub const KEY: &str = "Flocks-Task";
+
+/// `message` with a `Flocks-Task: <id>` trailer appended (once), keeping the
+/// rest as it is. An existing trailer block is extended; otherwise a blank
+/// line separates the new trailer from the body.
+pub fn add(message: &str, id: &str) -> String {
+    let line = format!("{KEY}: {id}");
+    let body = message.trim_end();
+    if task_ids(body).iter().any(|t| t == id) {
+        return format!("{body}\n");
+    }
+    if body.is_empty() {
+        return format!("{line}\n");
+    }
+    let last = body.rsplit("\n\n").next().unwrap_or("");
+    let is_trailer_block = body.contains("\n\n") && last.lines().all(is_trailer_line);
+    if is_trailer_block {
+        format!("{body}\n{line}\n")
+    } else {
+        format!("{body}\n\n{line}\n")
+    }
+}
+
+/// The task ids named by `Flocks-Task` trailers in the message's last paragraph.
+pub fn task_ids(message: &str) -> Vec<String> {
+    if !message.contains(KEY) {
+        return Vec::new();
+    }
+    let body = message.trim_end();
+    let last = body.rsplit("\n\n").next().unwrap_or("");
+    last.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == KEY && !v.trim().is_empty()).then(|| v.trim().to_string())
+        })
+        .collect()
+}
+
+fn is_trailer_line(line: &str) -> bool {
+    match line.split_once(": ") {
+        Some((k, _)) => !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+        None => false,
+    }
+}
+
+/// Where each task's landed commits are in the target's history.
+#[derive(Debug, Default)]
+pub struct Landed {
+    /// Each landed commit with its committer time (seconds).
+    by_task: HashMap<String, Vec<(Oid, i64)>>,
+}
+
+impl Landed {
+    /// Walk the target's history from `tip` down to what it shares with every
+    /// one of `starts` (the start commits of the tasks in question), collecting
+    /// `Flocks-Task` trailers. The walk stops at the common ancestor, so it
+    /// reads only the commits made on the target since the tasks forked.
+    pub fn scan(repo: &Repository, tip: Oid, starts: &[Oid]) -> Result<Landed> {
+        let mut walk = repo.revwalk().ctx(|| "walk the target's history".into())?;
+        walk.set_sorting(Sort::NONE)
+            .ctx(|| "walk the target's history".into())?;
+        walk.push(tip).ctx(|| "walk the target's history".into())?;
+        if !starts.is_empty() {
+            let mut all = vec![tip];
+            all.extend_from_slice(starts);
+            if let Ok(base) = repo.merge_base_many(&all) {
+                walk.hide(base).ctx(|| "walk the target's history".into())?;
+            }
+        }
+        let mut landed = Landed::default();
+        for oid in walk {
+            let oid = oid.ctx(|| "walk the target's history".into())?;
+            let commit = repo.find_commit(oid).ctx(|| format!("read commit {oid}"))?;
+            let message = String::from_utf8_lossy(commit.message_raw_bytes());
+            for id in task_ids(&message) {
+                let when = commit.committer().when().seconds();
+                landed.by_task.entry(id).or_default().push((oid, when));
+            }
+        }
+        Ok(landed)
+    }
+
+    /// Has the attempt of task `id` that started at `start` and ended at
+    /// `ended` (unix seconds) landed? Only a trailer commit made after the
+    /// attempt ended can be its landing: an earlier one landed an earlier
+    /// attempt (the task was retried after it landed). And a trailer commit
+    /// that `start` already contains is an earlier landing the attempt was
+    /// built on (the task was redone from a base that held it).
+    pub fn is_landed(&self, repo: &Repository, id: &str, start: Oid, ended: Option<i64>) -> bool {
+        self.commits(id).iter().any(|&(c, when)| {
+            ended.is_none_or(|e| when >= e)
+                && c != start
+                && !repo.graph_descendant_of(start, c).unwrap_or(false)
+        })
+    }
+
+    /// The landed commits of a task, with their committer times.
+    pub fn commits(&self, id: &str) -> &[(Oid, i64)] {
+        self.by_task.get(id).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_trailer_once() {
+        assert_eq!(add("fix it", "a"), "fix it\n\nFlocks-Task: a\n");
+        assert_eq!(
+            add("fix it\n\nbody text\n", "a"),
+            "fix it\n\nbody text\n\nFlocks-Task: a\n"
+        );
+        assert_eq!(
+            add("fix it\n\nSigned-off-by: X <x@y>\n", "a"),
+            "fix it\n\nSigned-off-by: X <x@y>\nFlocks-Task: a\n"
+        );
+        let once = add("fix it", "a");
+        assert_eq!(add(&once, "a"), once);
+        assert_eq!(task_ids(&add(&once, "b")), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn reads_only_the_last_paragraph() {
+        assert!(task_ids("subject\n\nFlocks-Task: a\n\nmore body").is_empty());
+        assert_eq!(
+            task_ids("subject\n\nFlocks-Task: a.b-c_1\n"),
+            vec!["a.b-c_1"]
+        );
+        // A one-line message that is only a trailer still counts.
+        assert_eq!(task_ids("Flocks-Task: x"), vec!["x"]);
+    }
+}

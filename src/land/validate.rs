@@ -1,0 +1,251 @@
+//! `[validate] commands`, run one after the other in the land worktree on the
+//! landed result. `timeout_secs` bounds the whole validation; on expiry the
+//! running command's process group gets SIGTERM, then SIGKILL after
+//! `kill_grace_secs`. Output is shown as it comes (when asked) and logged.
+//! Credential variables are removed from the commands' environment.
+//!
+//! The commands run in their own process group, so a Ctrl-C on the terminal
+//! reaches flocks only: while they run, SIGINT and SIGTERM are caught and
+//! passed on to the group the same way as a timeout.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, killpg, sigaction};
+use nix::unistd::Pid;
+
+use crate::config::CommandSpec;
+use crate::error::{Context, Result};
+
+/// How validation went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validation {
+    /// Nothing new to validate: the target does not move.
+    NotNeeded,
+    /// `--no-validate`.
+    Skipped,
+    /// No `[validate] commands`.
+    NotConfigured,
+    Passed,
+    /// `command` failed for `reason` (exit status, signal, timeout).
+    Failed {
+        command: String,
+        reason: String,
+    },
+    /// Ctrl-C (or SIGTERM) while `command` ran; it was stopped.
+    Interrupted {
+        command: String,
+    },
+}
+
+impl Validation {
+    pub fn failed(&self) -> bool {
+        matches!(
+            self,
+            Validation::Failed { .. } | Validation::Interrupted { .. }
+        )
+    }
+}
+
+/// Where and how to run the commands.
+pub struct Run<'a> {
+    pub commands: &'a [CommandSpec],
+    pub dir: &'a Path,
+    pub timeout: Option<Duration>,
+    pub grace: Duration,
+    /// Environment variables to remove (credentials).
+    pub scrub: &'a [String],
+    pub log: &'a Path,
+    /// Also copy the output to this process's stdout.
+    pub echo: bool,
+}
+
+pub fn run(r: &Run) -> Result<Validation> {
+    if let Some(parent) = r.log.parent() {
+        std::fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
+    }
+    let file = File::create(r.log).ctx(|| format!("create {}", r.log.display()))?;
+    let out: Arc<Mutex<File>> = Arc::new(Mutex::new(file));
+    let deadline = r.timeout.map(|t| Instant::now() + t);
+    let _signals = SignalGuard::install();
+    for spec in r.commands {
+        let header = format!("$ {spec}\n");
+        emit(&out, r.echo, header.as_bytes());
+        let mut cmd = spec.to_command();
+        cmd.current_dir(r.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        for var in r.scrub {
+            cmd.env_remove(var);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("could not start: {e}");
+                emit(&out, r.echo, format!("{reason}\n").as_bytes());
+                return Ok(Validation::Failed {
+                    command: spec.to_string(),
+                    reason,
+                });
+            }
+        };
+        let readers = [
+            child.stdout.take().map(|s| pump(s, out.clone(), r.echo)),
+            child.stderr.take().map(|s| pump(s, out.clone(), r.echo)),
+        ];
+        let status = wait(&mut child, deadline, r.grace)?;
+        for rx in readers.into_iter().flatten() {
+            // A grandchild that keeps the pipe open must not hold land up.
+            let _ = rx.recv_timeout(Duration::from_secs(2));
+        }
+        let reason = match status {
+            Waited::Exited(s) if s.success() => continue,
+            Waited::Exited(s) => match s.code() {
+                Some(c) => format!("exit status {c}"),
+                None => format!("killed by a signal ({s})"),
+            },
+            Waited::Interrupted => {
+                emit(&out, r.echo, format!("interrupted: {spec}\n").as_bytes());
+                return Ok(Validation::Interrupted {
+                    command: spec.to_string(),
+                });
+            }
+            Waited::TimedOut => format!(
+                "timed out after {}s ([validate] timeout_secs)",
+                r.timeout.unwrap_or_default().as_secs_f64()
+            ),
+        };
+        emit(
+            &out,
+            r.echo,
+            format!("validation failed: {spec}: {reason}\n").as_bytes(),
+        );
+        return Ok(Validation::Failed {
+            command: spec.to_string(),
+            reason,
+        });
+    }
+    Ok(Validation::Passed)
+}
+
+enum Waited {
+    Exited(std::process::ExitStatus),
+    TimedOut,
+    Interrupted,
+}
+
+fn wait(child: &mut Child, deadline: Option<Instant>, grace: Duration) -> Result<Waited> {
+    loop {
+        if let Some(s) = child
+            .try_wait()
+            .ctx(|| "wait for a validate command".into())?
+        {
+            return Ok(Waited::Exited(s));
+        }
+        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+        if interrupted || deadline.is_some_and(|d| Instant::now() >= d) {
+            let pgid = Pid::from_raw(child.id() as i32);
+            let _ = killpg(pgid, Signal::SIGTERM);
+            let until = Instant::now() + grace;
+            while Instant::now() < until {
+                if child
+                    .try_wait()
+                    .ctx(|| "wait for a validate command".into())?
+                    .is_some()
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = killpg(pgid, Signal::SIGKILL);
+            let _ = child.wait();
+            return Ok(if interrupted {
+                Waited::Interrupted
+            } else {
+                Waited::TimedOut
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Copy a pipe to the log (and stdout) until it closes; the receiver hears
+/// when it is done.
+fn pump(
+    mut src: impl Read + Send + 'static,
+    out: Arc<Mutex<File>>,
+    echo: bool,
+) -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match src.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => emit(&out, echo, &buf[..n]),
+            }
+        }
+        let _ = tx.send(());
+    });
+    rx
+}
+
+fn emit(out: &Arc<Mutex<File>>, echo: bool, bytes: &[u8]) {
+    if let Ok(mut f) = out.lock() {
+        let _ = f.write_all(bytes);
+    }
+    if echo {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(bytes);
+        let _ = stdout.flush();
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: std::ffi::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Catches SIGINT and SIGTERM while validation runs; puts the previous
+/// handlers back on drop.
+struct SignalGuard {
+    old: Vec<(Signal, SigAction)>,
+}
+
+impl SignalGuard {
+    fn install() -> SignalGuard {
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let action = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        let mut old = Vec::new();
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: the handler only stores to an atomic, which is
+            // async-signal-safe.
+            if let Ok(prev) = unsafe { sigaction(sig, &action) } {
+                old.push((sig, prev));
+            }
+        }
+        SignalGuard { old }
+    }
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        for (sig, prev) in &self.old {
+            // SAFETY: restores the action that was in place before.
+            let _ = unsafe { sigaction(*sig, prev) };
+        }
+    }
+}
