@@ -318,5 +318,6 @@ mod tests {
             t.helper_command(),
             "exec /bin/sh \"$HOME\"/flocks/helper.sh"
         );
+        let _ = std::fs::remove_dir_all(control_dir());
     }
 }
