@@ -37,6 +37,50 @@ pub enum Command {
     Land(crate::commands::land::LandArgs),
     /// Remove the worktrees and branches of landed tasks
     Clean(crate::commands::clean::CleanArgs),
+    /// Check the hosts of ssh and exedev pools
+    Hosts(HostsArgs),
+    /// Open an interactive shell in a task's worktree, wherever it runs
+    Shell(ShellArgs),
+    /// Create what pools need before a run (exe.dev VMs)
+    Up(UpArgs),
+    /// Remove what `flocks up` created, and only that
+    Down(DownArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HostsArgs {
+    #[command(subcommand)]
+    pub action: HostsAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostsAction {
+    /// Reachable? git? the agent command and its version? free disk? setup ran?
+    Check {
+        /// Only this pool
+        #[arg(long, value_name = "NAME")]
+        pool: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ShellArgs {
+    /// The task id
+    pub task: String,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Only this pool
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DownArgs {
+    /// Only this pool
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]

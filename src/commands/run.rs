@@ -149,6 +149,14 @@ pub fn execute(
         .iter()
         .map(|p| Backend::new(&config, p, worktrees.clone()).map(Arc::new))
         .collect::<Result<Vec<_>>>()?;
+    // Remote pools connect now (helper, mirror, setup): a host that is down
+    // takes its pool out of this run, with a notice naming it.
+    let runtime = super::runtime()?;
+    for (p, b) in config.pools.iter().zip(&backends) {
+        if let Some(why) = runtime.block_on(b.connect(&mut notices)) {
+            notices.push(format!("pool {} is not used in this run: {why}", p.name));
+        }
+    }
     let redactor = Arc::new(Redactor::new(creds.secrets()));
 
     let terminal: Box<dyn Reporter> =
@@ -194,7 +202,7 @@ pub fn execute(
         opts,
         project_key: key,
     });
-    let summary = super::runtime()?.block_on(dispatcher.run());
+    let summary = runtime.block_on(dispatcher.run());
     let state = store.load()?;
     print!(
         "{}",

@@ -20,7 +20,17 @@ pub struct StatusView {
     pub tasks: Vec<TaskView>,
     pub pools: Vec<PoolView>,
     pub credentials: Vec<CredentialView>,
+    /// exe.dev VMs that `flocks up` created and `flocks down` removes.
+    pub vms: Vec<VmView>,
     pub totals: Totals,
+}
+
+#[derive(Serialize)]
+pub struct VmView {
+    pub pool: String,
+    pub name: String,
+    pub ssh_dest: String,
+    pub ssh_port: u16,
 }
 
 #[derive(Serialize)]
@@ -152,6 +162,24 @@ pub fn build(project: &Project, state: &State) -> StatusView {
         tasks,
         pools,
         credentials,
+        vms: state
+            .managed
+            .iter()
+            .filter_map(|m| match m {
+                crate::state::Managed::Vm {
+                    pool,
+                    name,
+                    ssh_dest,
+                    ssh_port,
+                } => Some(VmView {
+                    pool: pool.clone(),
+                    name: name.clone(),
+                    ssh_dest: ssh_dest.clone(),
+                    ssh_port: *ssh_port,
+                }),
+                _ => None,
+            })
+            .collect(),
     }
 }
 
@@ -406,6 +434,16 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             p.running,
             p.slots
         );
+    }
+    if !v.vms.is_empty() {
+        let _ = writeln!(s, "\nvms ({}, `flocks down` removes them):", v.vms.len());
+        for m in &v.vms {
+            let _ = writeln!(
+                s,
+                "  {:<12} {:<24} {}:{}",
+                m.pool, m.name, m.ssh_dest, m.ssh_port
+            );
+        }
     }
     if !v.credentials.is_empty() {
         let _ = writeln!(s, "\ncredentials:");

@@ -121,10 +121,10 @@ impl Dispatcher {
             .zip(p.backends)
             .map(|(cfg, backend)| PoolRt {
                 name: cfg.name.clone(),
-                slots: cfg.max_worktrees,
+                slots: backend.slots(cfg),
                 running: 0,
+                down: backend.down_reason(),
                 backend,
-                down: None,
             })
             .collect();
         let (tx, rx) = mpsc::channel(1024);

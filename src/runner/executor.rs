@@ -13,7 +13,7 @@ use super::sink::OutputSink;
 use super::{AttemptReport, RunEvent, StopLevel};
 use crate::agent::classify::{AttemptFacts, EndedBy};
 use crate::agent::{AgentSpec, Redactor, StreamEvent, classify};
-use crate::backend::{Backend, Chunk, ExitInfo, PrepareJob};
+use crate::backend::{Backend, Chunk, ExitInfo, PrepareError, PrepareJob};
 use crate::state::Outcome;
 
 pub struct AttemptJob {
@@ -72,11 +72,18 @@ pub async fn run_attempt(
 
     let ws = match job.backend.prepare(&job.prepare).await {
         Ok(ws) => ws,
-        Err(e) => {
+        Err(PrepareError::Failed(e)) => {
             let reason = format!("cannot prepare the worktree: {e}");
             sink.note(&reason);
             let _ = events
                 .send(finished(report(Outcome::SpawnFailed { reason })))
+                .await;
+            return;
+        }
+        Err(PrepareError::HostLost(reason)) => {
+            sink.note(&reason);
+            let _ = events
+                .send(finished(report(Outcome::HostLost { reason })))
                 .await;
             return;
         }

@@ -101,6 +101,7 @@ fn status() -> StatusView {
                 running: 2,
             },
         ],
+        vms: vec![],
         credentials: vec![
             CredentialView {
                 name: "sub-1".into(),
@@ -294,6 +295,7 @@ fn no_run_yet() {
             running: 0,
         }],
         credentials: vec![],
+        vms: vec![],
         totals: Totals {
             tasks: 0,
             attempts: 0,
