@@ -89,7 +89,7 @@ fn failures_are_told_apart() {
     );
     assert!(reason("idle").contains("without committing"));
     let s = text(&p.flocks(&["status"]));
-    assert!(s.contains("failed or timed out (4)"), "{s}");
+    assert!(s.contains("failed, timed out or stalled (4)"), "{s}");
 }
 
 #[test]
@@ -394,4 +394,61 @@ fn logs_render_raw_tail_and_attempts() {
     let meta: serde_json::Value =
         serde_json::from_slice(&p.flocks(&["logs", "l", "--json"]).stdout).unwrap();
     assert_eq!(meta["attempt"]["number"], 1);
+}
+
+#[test]
+fn a_lone_json_result_is_accepted() {
+    let p = TestProject::new("");
+    p.tasks(&[
+        json!({"id": "arr", "prompt": "@fake json-array\n@fake commit a.txt\n@fake cost 0.5"}),
+    ]);
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let a = &p.task("arr")["attempts"][0];
+    assert_eq!(a["result"]["total_cost_usd"], 0.5);
+    assert!(a["session_id"].is_string());
+}
+
+#[test]
+fn logs_follow_until_the_task_ends() {
+    let p = TestProject::new("");
+    p.tasks(&[json!({"id": "f", "prompt": "@fake text first\n@fake sleep 2\n@fake text second\n@fake commit f.txt"})]);
+    let mut run = p.spawn(&["run"]);
+    wait_for(20, "the log to appear", || {
+        p.path(".flocks/logs/f/1.log").exists()
+    });
+    let out = p.flocks(&["logs", "f", "-f"]);
+    let t = text(&out);
+    assert!(
+        t.contains("first") && t.contains("second") && t.contains("■ result: success"),
+        "{t}"
+    );
+    assert!(run.wait().unwrap().success());
+}
+
+#[test]
+fn stagger_spaces_out_agent_starts() {
+    let p = TestProject::new("max_agents = 3\nstagger_delay_secs = 0.7");
+    let rec = p.out_file("rec.jsonl");
+    let tasks: Vec<serde_json::Value> = (0..3)
+        .map(|i| json!({"id": format!("s{i}"), "prompt": format!("@fake record {}\n@fake commit s{i}.txt", rec.display())}))
+        .collect();
+    p.tasks(&tasks);
+    assert_eq!(code(&p.flocks(&["run"])), 0);
+    let mut starts: Vec<chrono::DateTime<chrono::Utc>> = p.state()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            t["attempts"][0]["started_at"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    starts.sort();
+    for w in starts.windows(2) {
+        assert!((w[1] - w[0]).num_milliseconds() >= 650, "{starts:?}");
+    }
 }

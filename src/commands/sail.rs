@@ -19,6 +19,9 @@ pub struct SailArgs {
     /// Exit (code 5) instead of waiting when every credential is parked
     #[arg(long)]
     pub no_wait: bool,
+    /// Plain line-by-line output even on a terminal
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 pub fn run(project: Project, args: &SailArgs) -> Result<Exit> {
@@ -32,6 +35,7 @@ pub fn run(project: Project, args: &SailArgs) -> Result<Exit> {
         supervise: true,
         max_retries: args.max_retries.unwrap_or(project.config.max_retries),
         no_wait: args.no_wait,
+        progress: !args.no_progress,
     };
     println!("sailing: running the plan with --supervise");
     super::run::execute(project, tasks, template, None, opts, "sail", |_, _| Ok(()))
