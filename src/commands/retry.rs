@@ -157,7 +157,8 @@ fn backup_and_reset(
         repo.reference(&name, tip, true, "flocks: backup before retry --fresh")
             .map_err(|e| Error::Other(format!("cannot back up {branch}: {}", e.message())))?;
         println!(
-            "{branch} was at {} (kept as {name}); the retry starts it over from {}",
+            "{branch} was at {} (kept as {name}); the retry starts it over from its start \
+             ({} or, for start_from = \"dependencies\", its dependencies' work)",
             &tip.to_string()[..10],
             config.workspace.base
         );
