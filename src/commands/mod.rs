@@ -2,6 +2,7 @@
 
 pub mod clean;
 pub mod land;
+pub mod land_resolve;
 pub mod logs;
 pub mod retry;
 pub mod run;

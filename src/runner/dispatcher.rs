@@ -440,6 +440,7 @@ impl Dispatcher {
             resume_pool: None,
             ended: None,
             context: None,
+            base: None,
         });
         let pool_name = self.pools[pool].name.clone();
         let base_prompt =
@@ -496,6 +497,10 @@ impl Dispatcher {
             started_at: now,
         });
         let fresh = next.fresh;
+        let base = next
+            .base
+            .clone()
+            .unwrap_or_else(|| self.config.workspace.base.clone());
         rec.next = None;
         let worktree = rec.worktree.display().to_string();
         self.dirty = true;
@@ -520,7 +525,7 @@ impl Dispatcher {
             prepare: PrepareJob {
                 task: id.to_string(),
                 branch: task.branch.clone(),
-                base: self.config.workspace.base.clone(),
+                base,
                 fresh,
             },
             backend: self.pools[pool].backend.clone(),
