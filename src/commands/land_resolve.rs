@@ -197,9 +197,9 @@ impl Resolver {
                         &mut report,
                         &r.id,
                         format!(
-                            "the redo did not succeed ({how}): see `flocks logs {}`; its earlier work \
-                             is kept as {}",
-                            r.id, r.backup
+                            "the redo did not succeed ({how}): see `flocks logs {}`; try again with \
+                             `flocks retry {}`, then `flocks land {}`; its earlier work is kept as {}",
+                            r.id, r.id, r.id, r.backup
                         ),
                     );
                 }

@@ -156,6 +156,17 @@ impl TaskOutcome {
 }
 
 impl Report {
+    /// How many validations ran (bisection rounds, or the one validation).
+    pub fn validations(&self) -> usize {
+        match (&self.rounds[..], &self.validation) {
+            (
+                [],
+                Validation::Passed | Validation::Failed { .. } | Validation::Interrupted { .. },
+            ) => 1,
+            (rounds, _) => rounds.len(),
+        }
+    }
+
     /// 0, or 4 when anything conflicted or broke validation, validation
     /// failed or the land stopped; 130 when validation was interrupted.
     pub fn exit(&self) -> Exit {

@@ -247,17 +247,23 @@ impl Report {
                             (Some(s), Some(e)) => format!("{s}..{e}"),
                             _ => t.branch.clone(),
                         };
-                        let mut l = format!("{}: commit {} conflicts in {}", t.id, short(*commit), files.join(", "));
-                        if let Some(note) = &t.note {
-                            l.push_str(&format!("\n    {note}"));
+                        let mut l = format!(
+                            "{}: commit {} conflicts in {}",
+                            t.id,
+                            short(*commit),
+                            files.join(", ")
+                        );
+                        match &t.note {
+                            // What --resolve tried, and what to do next.
+                            Some(note) => l.push_str(&format!("\n    {note}")),
+                            None => l.push_str(&format!(
+                                "\n    redo it on the new {}: flocks land --resolve {} (or flocks retry {} --fresh)",
+                                self.target, t.id, t.id
+                            )),
                         }
                         l.push_str(&format!(
-                            "\n    redo it on the new {}: flocks land --resolve {} (or flocks retry {} --fresh)\n    \
-                             or by hand: git -C {} cherry-pick {range}, resolving the conflicts, with a \
+                            "\n    or by hand: git -C {} cherry-pick {range}, resolving the conflicts, with a \
                              `Flocks-Task: {}` trailer in each message so land knows it landed",
-                            self.target,
-                            t.id,
-                            t.id,
                             repo_dir.display(),
                             t.id
                         ));
