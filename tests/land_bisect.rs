@@ -487,6 +487,17 @@ fn resolve_redoes_a_conflicted_task_on_the_new_target_and_lands_both() {
     assert_eq!(p.status_of("b"), "success");
     // The old work is kept.
     assert_eq!(p.git(&["rev-parse", "refs/flocks/backup/b/1"]), old_b);
+    // Both lands wrote their `landed` events.
+    let events = std::fs::read_to_string(p.path(".flocks/events.jsonl")).unwrap();
+    for id in ["a", "b"] {
+        assert!(
+            events
+                .lines()
+                .any(|l| l.contains(r#""event":"landed""#)
+                    && l.contains(&format!(r#""task":"{id}""#))),
+            "{events}"
+        );
+    }
 
     // The redo's prompt: the original prompt, the conflict, the old diff.
     let recs = std::fs::read_to_string(p.out_file("b.jsonl")).unwrap();

@@ -89,7 +89,7 @@ fn failures_are_told_apart() {
     );
     assert!(reason("idle").contains("without committing"));
     let s = text(&p.flocks(&["status"]));
-    assert!(s.contains("failed or timed out (4)"), "{s}");
+    assert!(s.contains("failed, timed out or stalled (4)"), "{s}");
 }
 
 #[test]

@@ -114,6 +114,8 @@ impl Resolver {
             supervise: true,
             max_retries: project.config.max_retries,
             no_wait: false,
+            // Bars on a terminal, plain lines otherwise, as `run` does.
+            progress: true,
         };
         let config = project.config.clone();
         let marks: Vec<(String, u32, String)> = redos
@@ -239,6 +241,7 @@ impl Resolver {
         say(&format!("resolve: landing {}", ids.join(", ")));
         let plan = land::plan(project, &ids)?;
         let second = land::execute(project, &plan, opts, lock)?;
+        super::land::record_landed(project, &second);
         merge(&mut report, second, &redone);
         Ok((report, None))
     }

@@ -41,6 +41,7 @@ pub fn run(project: Project, args: &RetryArgs) -> Result<Exit> {
         supervise: args.supervise,
         max_retries: project.config.max_retries,
         no_wait: args.no_wait,
+        progress: !args.no_progress,
     };
     let config = project.config.clone();
     let fresh = args.fresh;

@@ -31,6 +31,7 @@ pub fn run(project: Project, args: &RunArgs) -> Result<Exit> {
         supervise: args.supervise,
         max_retries: args.max_retries.unwrap_or(project.config.max_retries),
         no_wait: args.no_wait,
+        progress: !args.no_progress,
     };
     execute(project, tasks, template, None, opts, "run", |_, _| Ok(()))
 }
@@ -154,13 +155,29 @@ pub fn execute(
         .iter()
         .map(|p| Backend::new(&config, p, worktrees.clone()).map(Arc::new))
         .collect::<Result<Vec<_>>>()?;
+    // Remote pools connect now (helper, mirror, setup): a host that is down
+    // takes its pool out of this run, with a notice naming it.
+    let runtime = super::runtime()?;
+    for (p, b) in config.pools.iter().zip(&backends) {
+        if let Some(why) = runtime.block_on(b.connect(&mut notices)) {
+            notices.push(format!("pool {} is not used in this run: {why}", p.name));
+        }
+    }
     let redactor = Arc::new(Redactor::new(creds.secrets()));
 
+    let terminal: Box<dyn Reporter> =
+        if opts.progress && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            Box::new(crate::report::progress::ProgressReporter::stdout(
+                project.state_dir().join("logs"),
+            ))
+        } else {
+            Box::new(crate::report::line::LineReporter::new(std::io::stdout()))
+        };
     let mut reporters: Vec<Box<dyn Reporter>> = vec![
         Box::new(crate::report::jsonl::EventsFile::open(
             &project.events_path(),
         )),
-        Box::new(crate::report::line::LineReporter::new(std::io::stdout())),
+        terminal,
     ];
     for message in notices {
         let message = redactor.redact(&message).into_owned();
@@ -191,7 +208,7 @@ pub fn execute(
         opts,
         project_key: key,
     });
-    let summary = super::runtime()?.block_on(dispatcher.run());
+    let summary = runtime.block_on(dispatcher.run());
     let state = store.load()?;
     print!(
         "{}",

@@ -37,6 +37,9 @@ pub struct RunOptions {
     pub max_retries: u32,
     /// Exit (5) instead of waiting when every credential is parked.
     pub no_wait: bool,
+    /// Live progress bars when stdout is a terminal (plain lines otherwise);
+    /// read by the command that picks the reporters, not by the dispatcher.
+    pub progress: bool,
 }
 
 pub struct RunSummary {
@@ -118,10 +121,10 @@ impl Dispatcher {
             .zip(p.backends)
             .map(|(cfg, backend)| PoolRt {
                 name: cfg.name.clone(),
-                slots: cfg.max_worktrees,
+                slots: backend.slots(cfg),
                 running: 0,
+                down: backend.down_reason(),
                 backend,
-                down: None,
             })
             .collect();
         let (tx, rx) = mpsc::channel(1024);
@@ -207,6 +210,22 @@ impl Dispatcher {
             pending,
             pools,
         });
+        let queued: Vec<String> = self
+            .order
+            .iter()
+            .map(|&i| &self.tasks.tasks[i].id)
+            .filter(|id| {
+                self.in_scope(id)
+                    && self
+                        .state
+                        .task(id)
+                        .is_some_and(|r| r.status == TaskStatus::Pending)
+            })
+            .cloned()
+            .collect();
+        for task in queued {
+            self.emit(Event::Queued { task });
+        }
         let mut sigint = signal(SignalKind::interrupt()).ok();
         let mut sigterm = signal(SignalKind::terminate()).ok();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -405,6 +424,7 @@ impl Dispatcher {
                         crate::report::human_duration(secs as f64)
                     );
                     self.emit(Event::Notice { message });
+                    self.emit(Event::Waiting { until: t });
                 }
             }
             return None;
@@ -617,6 +637,15 @@ impl Dispatcher {
                     activity,
                 });
             }
+            RunEvent::Stalled {
+                task,
+                attempt,
+                quiet_secs,
+            } => self.emit(Event::Stalled {
+                task,
+                attempt,
+                quiet_secs,
+            }),
             RunEvent::Finished {
                 task,
                 attempt,

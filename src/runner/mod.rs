@@ -60,6 +60,12 @@ pub enum RunEvent {
         attempt: u32,
         activity: String,
     },
+    /// No output for `stall_timeout_secs`: the executor is stopping the agent.
+    Stalled {
+        task: String,
+        attempt: u32,
+        quiet_secs: f64,
+    },
     Finished {
         task: String,
         attempt: u32,

@@ -1,0 +1,43 @@
+//! `flocks up`: create what pools need before a run (exe.dev VMs), recorded in
+//! state.json so that `flocks down` removes exactly those.
+
+use crate::backend::ssh::exedev;
+use crate::cli::UpArgs;
+use crate::config::BackendConfig;
+use crate::error::{Error, Exit, Result};
+use crate::project::Project;
+use crate::state::State;
+
+pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
+    let config = &project.config;
+    if let Some(p) = &args.pool
+        && config.pool(p).is_none()
+    {
+        return Err(Error::Usage(format!("no pool named `{p}` in flocks.toml")));
+    }
+    // state.json is written only under the project lock.
+    let _lock = project.lock("up")?;
+    let mut state = project.store.load()?;
+    let store = project.store.clone();
+    let mut save = |s: &State| store.save(s);
+    let runtime = super::runtime()?;
+    let mut did = false;
+    for pool in &config.pools {
+        if args.pool.as_deref().is_some_and(|p| p != pool.name) {
+            continue;
+        }
+        match &pool.backend {
+            BackendConfig::Exedev(x) => {
+                did = true;
+                for note in runtime.block_on(exedev::up(pool, x, &mut state, &mut save))? {
+                    println!("{note}");
+                }
+            }
+            BackendConfig::Local | BackendConfig::Ssh(_) | BackendConfig::Docker(_) => {}
+        }
+    }
+    if !did {
+        println!("no pool needs `flocks up` (only exedev pools do)");
+    }
+    Ok(Exit::Ok)
+}
