@@ -37,6 +37,14 @@ pub enum Command {
     Land(crate::commands::land::LandArgs),
     /// Remove the worktrees and branches of landed tasks
     Clean(crate::commands::clean::CleanArgs),
+    /// Let one agent study the repo and write the task list for an objective
+    Plan(crate::commands::plan::PlanArgs),
+    /// Plan an objective, then run the plan with --supervise
+    Sail(crate::commands::sail::SailArgs),
+    /// List the tasks with status, attempts, pool, dependencies and cost
+    Tasks(crate::commands::tasks::TasksArgs),
+    /// Write a commented flocks.toml and an example tasks.jsonl for this repository
+    Init,
     /// Check the hosts of ssh and exedev pools
     Hosts(HostsArgs),
     /// Open an interactive shell in a task's worktree, wherever it runs

@@ -3,14 +3,18 @@
 pub mod clean;
 pub mod down;
 pub mod hosts;
+pub mod init;
 pub mod land;
 pub mod land_resolve;
 pub mod logs;
+pub mod plan;
 pub mod retry;
 pub mod run;
+pub mod sail;
 pub mod shell;
 pub mod status;
 pub mod stop;
+pub mod tasks;
 pub mod up;
 
 use crate::cli::{Cli, Command};
@@ -28,6 +32,10 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Stop => stop::run(&project()?),
         Command::Land(args) => land::run(&project()?, args),
         Command::Clean(args) => clean::run(&project()?, args),
+        Command::Plan(args) => plan::run(&project()?, args),
+        Command::Sail(args) => sail::run(project()?, args),
+        Command::Tasks(args) => tasks::run(&project()?, args),
+        Command::Init => init::run(),
         Command::Hosts(args) => hosts::run(&project()?, args),
         Command::Shell(args) => shell::run(&project()?, args),
         Command::Up(args) => up::run(&project()?, args),

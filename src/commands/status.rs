@@ -212,7 +212,10 @@ fn task_view(
                 tail = crate::logview::tail_rendered(&text, 5);
             }
         }
-        TaskStatus::Blocked { on } => blocked_on = on.clone(),
+        TaskStatus::Blocked { on, reason } => {
+            blocked_on = on.clone();
+            detail = reason.clone();
+        }
         TaskStatus::Done { .. } | TaskStatus::Pending => {}
     }
     if let Some(a) = last
@@ -399,7 +402,14 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
     if !blocked.is_empty() {
         let _ = writeln!(s, "\nblocked ({}):", blocked.len());
         for t in &blocked {
-            let _ = writeln!(s, "  ⊘ {:<24} waits for {}", t.id, t.blocked_on.join(", "));
+            match &t.detail {
+                Some(why) => {
+                    let _ = writeln!(s, "  ⊘ {:<24} {why}", t.id);
+                }
+                None => {
+                    let _ = writeln!(s, "  ⊘ {:<24} waits for {}", t.id, t.blocked_on.join(", "));
+                }
+            }
         }
     }
     if !waiting.is_empty() {

@@ -39,8 +39,14 @@ pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask
 pub use trailer::{KEY as TRAILER_KEY, task_ids as trailer_task_ids};
 pub use validate::Validation;
 
+/// Shared with `runner::start_from`, which builds a task's start from its
+/// dependencies' ranges the way land replays them.
+pub(crate) use apply::pick;
+pub(crate) use plan::range;
+
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
+pub(crate) use apply::Applied;
 use chain::Chain;
 use plan::short;
 use validate::Validator;

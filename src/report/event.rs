@@ -90,6 +90,9 @@ pub enum Event {
     Blocked {
         task: String,
         on: Vec<String>,
+        /// Why, when it is not that a dependency failed (their work conflicts).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     CredentialParked {
         credential: String,

@@ -99,9 +99,18 @@ pub fn render(event: &Event) -> Option<String> {
             s
         }
         Event::Requeued { task, reason } => format!("↻ {task}: back in the queue: {reason}"),
-        Event::Blocked { task, on } => {
+        Event::Blocked {
+            task,
+            on,
+            reason: None,
+        } => {
             format!("⊘ {task}: blocked: {} did not succeed", on.join(", "))
         }
+        Event::Blocked {
+            task,
+            reason: Some(reason),
+            ..
+        } => format!("⊘ {task}: blocked: {reason}"),
         Event::CredentialParked {
             credential,
             until,

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::credentials::{Availability, Credentials, DEFAULT_LOGIN};
 use super::executor::{AttemptJob, run_attempt};
+use super::start_from;
 use super::{AttemptReport, RunEvent, StopLevel};
 use crate::agent::Redactor;
 use crate::agent::spec::{self, SpecInput};
@@ -22,7 +23,7 @@ use crate::project::Project;
 use crate::prompt::Template;
 use crate::report::{Event, PoolInfo, Reporter};
 use crate::state::{Attempt, NextAttempt, Outcome, State, StateStore, TaskStatus};
-use crate::tasks::{TaskSet, dependency_order};
+use crate::tasks::{StartFrom, Task, TaskSet, dependency_order};
 
 /// Quick failures in a row that stop dispatching.
 const BREAKER_LIMIT: u32 = 3;
@@ -302,21 +303,28 @@ impl Dispatcher {
                 .cloned()
                 .collect();
             match (&rec.status, failed.is_empty()) {
-                (TaskStatus::Pending, false) => {
-                    changes.push((task.id.clone(), TaskStatus::Blocked { on: failed }))
-                }
-                (TaskStatus::Blocked { .. }, true) => {
+                (TaskStatus::Pending, false) => changes.push((
+                    task.id.clone(),
+                    TaskStatus::Blocked {
+                        on: failed,
+                        reason: None,
+                    },
+                )),
+                // Blocked with a reason (its dependencies' work conflicts)
+                // stays blocked for this run: trying again would conflict again.
+                (TaskStatus::Blocked { reason: None, .. }, true) => {
                     changes.push((task.id.clone(), TaskStatus::Pending))
                 }
                 _ => {}
             }
         }
         for (id, status) in changes {
-            if let TaskStatus::Blocked { on } = &status {
+            if let TaskStatus::Blocked { on, .. } = &status {
                 let on = on.clone();
                 self.emit(Event::Blocked {
                     task: id.clone(),
                     on,
+                    reason: None,
                 });
             }
             if let Some(rec) = self.state.task_mut(&id) {
@@ -462,6 +470,20 @@ impl Dispatcher {
             context: None,
             base: None,
         });
+        let mut base = self.config.workspace.base.clone();
+        if let Some(given) = &next.base {
+            // `land --resolve`: redo from the target as it is now.
+            base = given.clone();
+        } else if task.start_from == StartFrom::Dependencies && !task.depends_on.is_empty() {
+            match self.dependency_start(&task, next.fresh) {
+                Ok(Some(start)) => base = start.to_string(),
+                Ok(None) => {}
+                Err(reason) => {
+                    self.block_with_reason(id, reason);
+                    return;
+                }
+            }
+        }
         let pool_name = self.pools[pool].name.clone();
         let base_prompt =
             match crate::prompt::render(self.template.as_ref(), &task, &self.tasks.source) {
@@ -517,10 +539,6 @@ impl Dispatcher {
             started_at: now,
         });
         let fresh = next.fresh;
-        let base = next
-            .base
-            .clone()
-            .unwrap_or_else(|| self.config.workspace.base.clone());
         rec.next = None;
         let worktree = rec.worktree.display().to_string();
         self.dirty = true;
@@ -565,6 +583,46 @@ impl Dispatcher {
             worktree,
             credential,
             resumed: resume.is_some(),
+        });
+    }
+
+    /// The start of a task that starts from its dependencies: None when its
+    /// branch exists and is kept (a retry builds on it; `--fresh` rebuilds the
+    /// start), or why the dependencies' work cannot be combined.
+    fn dependency_start(&self, task: &Task, fresh: bool) -> Result<Option<git2::Oid>, String> {
+        let repo = crate::git::open(&self.config.workspace.repo).map_err(|e| e.to_string())?;
+        let exists = crate::git::branch_tip(&repo, &task.branch)
+            .map_err(|e| e.to_string())?
+            .is_some();
+        if exists && !fresh {
+            return Ok(None);
+        }
+        let base = crate::git::resolve_commit(&repo, &self.config.workspace.base)
+            .map_err(|e| e.to_string())?;
+        let deps = start_from::closure(&self.tasks, &self.order, &task.id);
+        let ranges = start_from::ranges(&self.state, &deps)?;
+        // A few in-memory cherry-picks: short enough to do in the loop.
+        start_from::build(&repo, base, &ranges).map(Some)
+    }
+
+    /// The task cannot start, for a reason that retrying in this run would not change.
+    fn block_with_reason(&mut self, id: &str, reason: String) {
+        let on = self
+            .tasks
+            .get(id)
+            .map(|t| t.depends_on.clone())
+            .unwrap_or_default();
+        if let Some(rec) = self.state.task_mut(id) {
+            let _ = rec.transition(TaskStatus::Blocked {
+                on: on.clone(),
+                reason: Some(reason.clone()),
+            });
+            self.dirty = true;
+        }
+        self.emit(Event::Blocked {
+            task: id.to_string(),
+            on,
+            reason: Some(reason),
         });
     }
 

@@ -22,6 +22,7 @@ pub mod dispatcher;
 pub mod executor;
 pub mod reconcile;
 pub mod sink;
+pub mod start_from;
 
 use std::path::PathBuf;
 
