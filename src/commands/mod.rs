@@ -5,6 +5,7 @@ pub mod down;
 pub mod hosts;
 pub mod init;
 pub mod land;
+pub mod land_resolve;
 pub mod logs;
 pub mod plan;
 pub mod retry;

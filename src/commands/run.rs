@@ -106,7 +106,13 @@ pub fn execute(
 
     let key = project_key(&project);
     let mut notices = crate::runner::reconcile::reconcile(&mut state, &config, &key);
-    notices.extend(merge_tasks(&mut state, &tasks, &config, &opts));
+    notices.extend(merge_tasks(
+        &mut state,
+        &tasks,
+        &config,
+        &opts,
+        scope.as_ref(),
+    ));
     // A new run: disabled credentials get another chance, since the user acted.
     for (name, c) in state.credentials.iter_mut() {
         if let Some(why) = c.disabled.take() {
@@ -239,12 +245,14 @@ fn check_branches(repo: &git2::Repository, state: &State, tasks: &TaskSet) -> Re
 }
 
 /// Bring the task list into state: new tasks are queued, interrupted ones
-/// re-queued, changed prompts reported. Returns notices for the user.
+/// re-queued, changed prompts reported; failed tasks outside `scope` (when
+/// there is one) are left as they are. Returns notices for the user.
 fn merge_tasks(
     state: &mut State,
     tasks: &TaskSet,
     config: &Config,
     opts: &RunOptions,
+    scope: Option<&HashSet<String>>,
 ) -> Vec<String> {
     let mut notes = Vec::new();
     let worktrees = config.worktrees_dir();
@@ -287,6 +295,9 @@ fn merge_tasks(
                 continue;
             }
             TaskStatus::Done { outcome } if outcome.counts_against_retries() => {
+                if scope.is_some_and(|s| !s.contains(&t.id)) {
+                    continue;
+                }
                 if opts.supervise && rec.counted_failures() < 1 + opts.max_retries {
                     let last = rec.last_attempt().map(|a| a.number).unwrap_or(0);
                     rec.next = Some(crate::retry::next_after_failure(

@@ -468,9 +468,13 @@ impl Dispatcher {
             resume_pool: None,
             ended: None,
             context: None,
+            base: None,
         });
         let mut base = self.config.workspace.base.clone();
-        if task.start_from == StartFrom::Dependencies && !task.depends_on.is_empty() {
+        if let Some(given) = &next.base {
+            // `land --resolve`: redo from the target as it is now.
+            base = given.clone();
+        } else if task.start_from == StartFrom::Dependencies && !task.depends_on.is_empty() {
             match self.dependency_start(&task, next.fresh) {
                 Ok(Some(start)) => base = start.to_string(),
                 Ok(None) => {}

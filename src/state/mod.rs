@@ -326,6 +326,10 @@ pub struct NextAttempt {
     /// The context of the previous attempt, for a prompt that starts fresh.
     #[serde(default)]
     pub context: Option<String>,
+    /// Start (with `fresh`) from this commit instead of `[workspace] base`:
+    /// `land --resolve` redoes a conflicted task on the current target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
