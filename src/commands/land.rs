@@ -43,7 +43,8 @@ pub struct LandArgs {
 pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
     if args.source.tasks.is_some() && !args.resolve {
         return Err(crate::error::Error::Usage(
-            "--tasks only matters with --resolve (it names the task file of the tasks to redo)".into(),
+            "--tasks only matters with --resolve (it names the task file of the tasks to redo)"
+                .into(),
         ));
     }
     if args.undo {
