@@ -44,6 +44,22 @@ pub struct TestSshd {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Held while this test owns the address (see `start_any`).
+    _claim: Option<nix::fcntl::Flock<fs::File>>,
+}
+
+/// Claim a loopback address for this process: an exclusive lock on a file
+/// named after it. Test processes never share an address, not even one whose
+/// sshd a test stopped on purpose (that host must stay unreachable).
+fn claim(addr: &str) -> Option<nix::fcntl::Flock<fs::File>> {
+    let path = format!("/tmp/flocks-test-sshd-{addr}.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ok()?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).ok()
 }
 
 impl TestSshd {
@@ -73,8 +89,12 @@ impl TestSshd {
             let n = base + NEXT.fetch_add(1, Ordering::SeqCst);
             // 127.0.10.2 ..= 127.0.59.253 ; stays clear of 127.0.0.x used by explicit tests
             let addr = format!("127.0.{}.{}", 10 + (n / 252) % 50, 2 + n % 252);
+            let Some(lock) = claim(&addr) else { continue };
             match Self::try_start_on(&addr, 22) {
-                Ok(s) => return s,
+                Ok(mut s) => {
+                    s._claim = Some(lock);
+                    return s;
+                }
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
                 Err(e) => panic!("test sshd on {addr}: {e}"),
             }
@@ -105,6 +125,7 @@ impl TestSshd {
             port,
             dir,
             child: None,
+            _claim: None,
         };
         fs::write(s.known_hosts_path(), format!("{}\n", s.known_hosts_line()))?;
         fs::write(s.dir.path().join("sshd_config"), s.config_text())?;
@@ -179,6 +200,11 @@ impl TestSshd {
             // another listener on the same addr:port (a leftover sshd) would answer it while
             // ours is about to die with "Address already in use".
             let log = fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
+            if log.contains("Address already in use") || log.contains("Cannot bind any address") {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::new(io::ErrorKind::AddrInUse, log));
+            }
             if log.contains(&listening)
                 && d.join("sshd.pid").exists()
                 && TcpStream::connect_timeout(&sa, Duration::from_millis(200)).is_ok()
@@ -188,9 +214,13 @@ impl TestSshd {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
+                let log = fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "sshd did not accept in 10 s",
+                    format!(
+                        "sshd did not accept in 10 s (pid file: {}); its log:\n{log}",
+                        d.join("sshd.pid").exists()
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
