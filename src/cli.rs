@@ -35,6 +35,10 @@ pub enum Command {
     Land(crate::commands::land::LandArgs),
     /// Remove the worktrees and branches of landed tasks
     Clean(crate::commands::clean::CleanArgs),
+    /// Start the containers flocks.toml asks flocks to manage
+    Up(crate::commands::up::UpArgs),
+    /// Remove the containers `flocks up` created, and only those
+    Down(crate::commands::down::DownArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]

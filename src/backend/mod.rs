@@ -5,6 +5,7 @@
 //! applies the termination policy (TERM, grace, KILL, to the whole tree) in
 //! its own way.
 
+pub mod docker;
 pub mod local;
 
 use std::path::PathBuf;
@@ -44,18 +45,21 @@ pub struct Running {
 /// the tree, grace, KILL); `kill` kills the tree at once.
 pub enum Control {
     Local(local::LocalControl),
+    Docker(docker::DockerControl),
 }
 
 impl Control {
     pub async fn terminate(&self) {
         match self {
             Control::Local(c) => c.terminate(),
+            Control::Docker(c) => c.terminate(),
         }
     }
 
     pub async fn kill(&self) {
         match self {
             Control::Local(c) => c.kill(),
+            Control::Docker(c) => c.kill(),
         }
     }
 }
@@ -78,6 +82,9 @@ pub struct Finished {
     pub tip: String,
     pub leftovers_committed: bool,
     pub new_commits: usize,
+    /// The attempt changed the host repo's `.git/config` or `.git/hooks`
+    /// (flocks restored them): what changed. Fails the attempt.
+    pub guard_violation: Option<String>,
 }
 
 /// The job for one attempt, as far as a backend needs to know.
@@ -92,12 +99,16 @@ pub struct PrepareJob {
 /// One pool's backend.
 pub enum Backend {
     Local(local::LocalBackend),
+    Docker(Box<docker::DockerBackend>),
 }
 
 impl Backend {
     pub fn new(config: &Config, pool: &PoolConfig, worktrees: Arc<Worktrees>) -> Result<Backend> {
         match &pool.backend {
             BackendConfig::Local => Ok(Backend::Local(local::LocalBackend::new(config, worktrees))),
+            BackendConfig::Docker(d) => Ok(Backend::Docker(Box::new(docker::DockerBackend::new(
+                config, pool, d, worktrees,
+            )))),
             other => Err(crate::error::Error::CannotStart(format!(
                 "pool `{}`: the {} backend is not available in this build of flocks",
                 pool.name,
@@ -106,15 +117,33 @@ impl Backend {
         }
     }
 
+    /// Why this pool cannot run agents in this run, known from the start.
+    pub fn unavailable(&self) -> Option<String> {
+        match self {
+            Backend::Local(_) => None,
+            Backend::Docker(b) => b.unavailable(),
+        }
+    }
+
+    /// What the user should know about this pool as the run starts.
+    pub fn notes(&self) -> Vec<String> {
+        match self {
+            Backend::Local(_) => Vec::new(),
+            Backend::Docker(b) => b.notes(),
+        }
+    }
+
     pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, String> {
         match self {
             Backend::Local(b) => b.prepare(job).await,
+            Backend::Docker(b) => b.prepare(job).await,
         }
     }
 
     pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
         match self {
             Backend::Local(b) => b.spawn(ws, spec).await,
+            Backend::Docker(b) => b.spawn(ws, spec).await,
         }
     }
 
@@ -128,6 +157,7 @@ impl Backend {
     ) -> Result<Finished, String> {
         match self {
             Backend::Local(b) => b.finish(ws, task, branch, attempt).await,
+            Backend::Docker(b) => b.finish(ws, task, branch, attempt).await,
         }
     }
 
@@ -135,6 +165,7 @@ impl Backend {
     pub async fn release(&self, task: &str) {
         match self {
             Backend::Local(b) => b.release(task).await,
+            Backend::Docker(b) => b.release(task).await,
         }
     }
 }
@@ -168,6 +199,7 @@ pub(crate) async fn finish_host_worktree(
             tip: tip.to_string(),
             leftovers_committed: leftovers,
             new_commits,
+            guard_violation: None,
         })
     })
     .await

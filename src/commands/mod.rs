@@ -1,12 +1,14 @@
 //! One file per subcommand. `dispatch` maps the parsed command line to them.
 
 pub mod clean;
+pub mod down;
 pub mod land;
 pub mod logs;
 pub mod retry;
 pub mod run;
 pub mod status;
 pub mod stop;
+pub mod up;
 
 use crate::cli::{Cli, Command};
 use crate::error::{Exit, Result};
@@ -22,6 +24,8 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Stop => stop::run(&project()?),
         Command::Land(args) => land::run(&project()?, args),
         Command::Clean(args) => clean::run(&project()?, args),
+        Command::Up(args) => up::run(project()?, args),
+        Command::Down(args) => down::run(project()?, args),
     }
 }
 

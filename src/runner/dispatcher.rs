@@ -120,8 +120,8 @@ impl Dispatcher {
                 name: cfg.name.clone(),
                 slots: cfg.max_worktrees,
                 running: 0,
+                down: backend.unavailable(),
                 backend,
-                down: None,
             })
             .collect();
         let (tx, rx) = mpsc::channel(1024);
