@@ -35,7 +35,10 @@ impl TestProject {
         let p = TestProject {
             repo,
             out,
-            env: vec![("FAKE_CLAUDE_HOME".into(), tmp.path().join("fake-home").display().to_string())],
+            env: vec![(
+                "FAKE_CLAUDE_HOME".into(),
+                tmp.path().join("fake-home").display().to_string(),
+            )],
             tmp,
         };
         p.git(&["init", "-q", "-b", "main"]);
@@ -55,7 +58,11 @@ impl TestProject {
             fake_claude().display()
         );
         // `extra` may hold its own [agent] table: then it wins.
-        let text = if extra.contains("[agent]") { format!("agent_timeout_secs = 60\nkill_grace_secs = 1\n{extra}\n") } else { text };
+        let text = if extra.contains("[agent]") {
+            format!("agent_timeout_secs = 60\nkill_grace_secs = 1\n{extra}\n")
+        } else {
+            text
+        };
         std::fs::write(self.repo.join("flocks.toml"), text).unwrap();
     }
 
@@ -76,7 +83,11 @@ impl TestProject {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(FLOCKS);
         c.args(args).current_dir(&self.repo);
-        for v in ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"] {
+        for v in [
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_AUTH_TOKEN",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+        ] {
             c.env_remove(v);
         }
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -89,17 +100,35 @@ impl TestProject {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        self.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git").args(args).current_dir(&self.repo).output().unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&self.repo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     pub fn git_ok(&self, args: &[&str]) -> bool {
-        Command::new("git").args(args).current_dir(&self.repo).output().unwrap().status.success()
+        Command::new("git")
+            .args(args)
+            .current_dir(&self.repo)
+            .output()
+            .unwrap()
+            .status
+            .success()
     }
 
     pub fn state(&self) -> Value {
@@ -146,7 +175,11 @@ impl TestProject {
 }
 
 pub fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 pub fn code(o: &Output) -> i32 {
@@ -168,7 +201,9 @@ pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 pub fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
-            let state = s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next().map(str::to_string));
+            let state = s
+                .rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next().map(str::to_string));
             !matches!(state.as_deref(), Some("Z") | Some("X") | None)
         }
         Err(_) => false,
@@ -176,5 +211,9 @@ pub fn pid_alive(pid: i32) -> bool {
 }
 
 pub fn read_pid(path: &Path) -> i32 {
-    std::fs::read_to_string(path).unwrap().trim().parse().unwrap()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }

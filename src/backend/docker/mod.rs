@@ -273,6 +273,7 @@ impl DockerBackend {
                 let _ = wt.lock(Some("flocks: a container agent works here"));
             }
             if owner::needs_fixing(owner) {
+                owner::give_back_one(wts.root(), owner);
                 owner::give_back(&p.path, owner);
                 owner::give_back(&git_dir, owner);
             }
@@ -420,7 +421,7 @@ impl DockerBackend {
                 }
             }
             writer.abort();
-            let info = conclude(&docker, &exec, &t, broken).await;
+            let mut info = conclude(&docker, &exec, &t, broken).await;
             if info.lost.is_none() {
                 // The agent is gone: stop whatever it left running.
                 match kill_attempt(&docker, &t, Match::Exact, &spec.tag, grace).await {
@@ -437,6 +438,7 @@ impl DockerBackend {
                     }
                     Ok(_) => {}
                     Err(why) => {
+                        info.lost = container_lost(&docker, &t, None).await;
                         let _ = tx
                             .send(Chunk::Stderr(
                                 format!("flocks: stopping what the agent left running: {why}\n")
@@ -498,7 +500,15 @@ impl DockerBackend {
     pub async fn release(&self, task: &str) {
         let wts = self.worktrees.clone();
         let task = task.to_string();
-        let _ = tokio::task::spawn_blocking(move || wts.recycle(&task)).await;
+        let (owner, git_dir) = (self.owner, self.git_dir.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = wts.recycle(&task);
+            if owner::needs_fixing(owner) {
+                owner::give_back(wts.root(), owner);
+                owner::give_back(&git_dir, owner);
+            }
+        })
+        .await;
     }
 }
 
@@ -576,7 +586,29 @@ async fn conclude(docker: &Docker, exec: &str, t: &Target, broken: Option<String
             Err(_) => break,
         }
     }
-    let lost = match docker
+    // A killed container ends the stream a moment before its state says so;
+    // an agent killed by SIGKILL is the sign to look twice.
+    let tries = if code == Some(137) || code.is_none() {
+        10
+    } else {
+        1
+    };
+    let mut lost = None;
+    for i in 0..tries {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        lost = container_lost(docker, t, broken.clone()).await;
+        if lost.is_some() {
+            break;
+        }
+    }
+    ExitInfo { code, lost }
+}
+
+/// Why the container can no longer run the agent, if it cannot.
+async fn container_lost(docker: &Docker, t: &Target, broken: Option<String>) -> Option<String> {
+    match docker
         .inspect_container(&t.id, None::<InspectContainerOptions>)
         .await
     {
@@ -607,6 +639,5 @@ async fn conclude(docker: &Docker, exec: &str, t: &Target, broken: Option<String
                 })
             }
         }
-    };
-    ExitInfo { code, lost }
+    }
 }

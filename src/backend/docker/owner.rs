@@ -18,6 +18,15 @@ pub fn needs_fixing(owner: (u32, u32)) -> bool {
     nix::unistd::geteuid().is_root() && owner.0 != 0
 }
 
+/// Give `path` itself (not what is in it) to `owner`.
+pub fn give_back_one(path: &Path, owner: (u32, u32)) {
+    if let Ok(m) = std::fs::symlink_metadata(path)
+        && (m.uid() != owner.0 || m.gid() != owner.1)
+    {
+        let _ = std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1));
+    }
+}
+
 /// Give everything under `root` that is not `owner`'s to `owner` (symlinks
 /// themselves, never their targets).
 pub fn give_back(root: &Path, owner: (u32, u32)) {
