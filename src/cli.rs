@@ -25,6 +25,8 @@ pub enum Command {
     Run(RunArgs),
     /// Show what is running, done, failed and blocked
     Status(StatusArgs),
+    /// Live dashboard of the run (same as `status --watch`)
+    Top,
     /// Show one task's agent output
     Logs(LogsArgs),
     /// Run failed, timed-out, stalled or interrupted tasks again
@@ -35,10 +37,58 @@ pub enum Command {
     Land(crate::commands::land::LandArgs),
     /// Remove the worktrees and branches of landed tasks
     Clean(crate::commands::clean::CleanArgs),
-    /// Start the containers flocks.toml asks flocks to manage
-    Up(crate::commands::up::UpArgs),
-    /// Remove the containers `flocks up` created, and only those
-    Down(crate::commands::down::DownArgs),
+    /// Let one agent study the repo and write the task list for an objective
+    Plan(crate::commands::plan::PlanArgs),
+    /// Plan an objective, then run the plan with --supervise
+    Sail(crate::commands::sail::SailArgs),
+    /// List the tasks with status, attempts, pool, dependencies and cost
+    Tasks(crate::commands::tasks::TasksArgs),
+    /// Write a commented flocks.toml and an example tasks.jsonl for this repository
+    Init,
+    /// Check the hosts of ssh and exedev pools
+    Hosts(HostsArgs),
+    /// Open an interactive shell in a task's worktree, wherever it runs
+    Shell(ShellArgs),
+    /// Create what pools need before a run (exe.dev VMs)
+    Up(UpArgs),
+    /// Remove what `flocks up` created, and only that
+    Down(DownArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HostsArgs {
+    #[command(subcommand)]
+    pub action: HostsAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostsAction {
+    /// Reachable? git? the agent command and its version? free disk? setup ran?
+    Check {
+        /// Only this pool
+        #[arg(long, value_name = "NAME")]
+        pool: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ShellArgs {
+    /// The task id
+    pub task: String,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Only this pool
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DownArgs {
+    /// Only this pool
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -75,8 +125,11 @@ pub struct RunArgs {
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     /// Print the status as JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Full-screen live dashboard (as `flocks top`)
+    #[arg(long, short = 'w')]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]

@@ -22,3 +22,4 @@ pub mod runner;
 pub mod state;
 pub mod supervisor;
 pub mod tasks;
+pub mod tui;

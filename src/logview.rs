@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::agent::stream::{describe_tool_use, one_line, result_info};
+use crate::agent::stream::{describe_tool_use, one_line, result_info, tool_result_text};
 
 /// The lines one raw log line renders to (none for noise such as init).
 pub fn render_line(raw: &str) -> Vec<String> {
@@ -58,15 +58,7 @@ fn render_value(v: &Value) -> Vec<String> {
                 if b.get("type").and_then(Value::as_str) != Some("tool_result") {
                     continue;
                 }
-                let text = match b.get("content") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Array(items)) => items
-                        .iter()
-                        .filter_map(|i| i.get("text").and_then(Value::as_str))
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    _ => String::new(),
-                };
+                let text = tool_result_text(b.get("content"));
                 let lines = text.lines().count();
                 let err = b.get("is_error").and_then(Value::as_bool).unwrap_or(false);
                 let mut s = format!(
@@ -128,4 +120,27 @@ pub fn tail_rendered(text: &str, n: usize) -> Vec<String> {
     out.truncate(n);
     out.reverse();
     out
+}
+
+/// The last `max` bytes of a file, from a line start.
+pub fn read_tail(path: &std::path::Path, max: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    if start > 0 {
+        text.split_once('\n')
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default()
+    } else {
+        text
+    }
 }

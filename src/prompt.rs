@@ -14,6 +14,7 @@ const STANDARD: &[&str] = &[
     "title",
     "description",
     "depends_on",
+    "start_from",
 ];
 
 #[derive(Debug, Clone)]
@@ -132,6 +133,7 @@ mod tests {
             title: Some("Fix".into()),
             description: None,
             depends_on: vec![],
+            start_from: Default::default(),
             extra,
             line: 4,
         }

@@ -27,6 +27,7 @@ pub fn next_after_failure(
         resume_pool: a.map(|a| a.pool.clone()),
         ended: Some(format!("attempt {attempt} {ended}")),
         context: Some(context(rec, attempt, &ended, config, log_root)),
+        base: None,
     }
 }
 

@@ -26,6 +26,15 @@ use crate::proc;
 
 pub const SUBCOMMAND: &str = "__supervise";
 
+/// Write to stderr, ignoring errors: once flocks is gone the pipe is broken,
+/// and `eprintln!` would panic instead of letting us stop the agent's tree.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Parse our own argv (after the subcommand) and run. Returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
     let mut parent: Option<i32> = None;
@@ -47,13 +56,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 break;
             }
             _ => {
-                eprintln!("flocks supervisor: unexpected argument {a:?}");
+                say!("flocks supervisor: unexpected argument {a:?}");
                 return 2;
             }
         }
     }
     if argv.is_empty() {
-        eprintln!("flocks supervisor: no agent command");
+        say!("flocks supervisor: no agent command");
         return 2;
     }
     supervise(argv, parent, grace)
@@ -75,11 +84,11 @@ fn signals() -> SigSet {
 
 fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration) -> i32 {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        eprintln!("flocks supervisor: cannot become a subreaper ({e}); orphans may escape");
+        say!("flocks supervisor: cannot become a subreaper ({e}); orphans may escape");
     }
     let set = signals();
     if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
-        eprintln!("flocks supervisor: cannot block signals: {e}");
+        say!("flocks supervisor: cannot block signals: {e}");
         return 1;
     }
     let me = std::process::id() as i32;
@@ -97,7 +106,7 @@ fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration) -> i32 {
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
+            say!(
                 "flocks: cannot start the agent `{}`: {e} (check [agent] command in flocks.toml)",
                 argv[0].to_string_lossy()
             );
@@ -141,7 +150,7 @@ fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration) -> i32 {
             }
             _ if parent_gone && !stopping => {
                 stopping = true;
-                eprintln!("flocks supervisor: flocks went away; stopping the agent");
+                say!("flocks supervisor: flocks went away; stopping the agent");
                 stop_tree(me, grace, &mut agent_status, &reap);
             }
             _ => {}
@@ -151,7 +160,7 @@ fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration) -> i32 {
             let left = proc::descendants(me);
             if !left.is_empty() {
                 if !stopping {
-                    eprintln!(
+                    say!(
                         "flocks supervisor: the agent exited; stopping {} process(es) it left running",
                         left.len()
                     );

@@ -470,7 +470,7 @@ fn failed_validation_leaves_the_target_alone() {
         &ids,
         &LandOptions {
             no_validate: true,
-            echo: false,
+            ..LandOptions::default()
         },
     )
     .unwrap();

@@ -267,7 +267,8 @@ pub fn describe_tool_use(block: &Value) -> String {
     }
 }
 
-fn tool_result_text(content: Option<&Value>) -> String {
+/// The text of a tool result's `content` (a string or text blocks).
+pub fn tool_result_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(items)) => items

@@ -7,6 +7,7 @@
 
 pub mod docker;
 pub mod local;
+pub mod ssh;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub struct Running {
 /// the tree, grace, KILL); `kill` kills the tree at once.
 pub enum Control {
     Local(local::LocalControl),
+    Ssh(ssh::SshControl),
     Docker(docker::DockerControl),
 }
 
@@ -52,6 +54,7 @@ impl Control {
     pub async fn terminate(&self) {
         match self {
             Control::Local(c) => c.terminate(),
+            Control::Ssh(c) => c.terminate().await,
             Control::Docker(c) => c.terminate(),
         }
     }
@@ -59,6 +62,7 @@ impl Control {
     pub async fn kill(&self) {
         match self {
             Control::Local(c) => c.kill(),
+            Control::Ssh(c) => c.kill().await,
             Control::Docker(c) => c.kill(),
         }
     }
@@ -96,9 +100,26 @@ pub struct PrepareJob {
     pub fresh: bool,
 }
 
+/// Why an attempt could not be prepared.
+#[derive(Debug, Clone)]
+pub enum PrepareError {
+    Failed(String),
+    /// The pool's host is down or unreachable: the reason names it.
+    HostLost(String),
+}
+
+impl std::fmt::Display for PrepareError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrepareError::Failed(m) | PrepareError::HostLost(m) => f.write_str(m),
+        }
+    }
+}
+
 /// One pool's backend.
 pub enum Backend {
     Local(local::LocalBackend),
+    Ssh(ssh::SshBackend),
     Docker(Box<docker::DockerBackend>),
 }
 
@@ -106,36 +127,46 @@ impl Backend {
     pub fn new(config: &Config, pool: &PoolConfig, worktrees: Arc<Worktrees>) -> Result<Backend> {
         match &pool.backend {
             BackendConfig::Local => Ok(Backend::Local(local::LocalBackend::new(config, worktrees))),
+            BackendConfig::Ssh(_) | BackendConfig::Exedev(_) => {
+                Ok(Backend::Ssh(ssh::SshBackend::new(config, pool, worktrees)))
+            }
             BackendConfig::Docker(d) => Ok(Backend::Docker(Box::new(docker::DockerBackend::new(
                 config, pool, d, worktrees,
             )))),
-            other => Err(crate::error::Error::CannotStart(format!(
-                "pool `{}`: the {} backend is not available in this build of flocks",
-                pool.name,
-                other.kind()
-            ))),
         }
     }
 
-    /// Why this pool cannot run agents in this run, known from the start.
-    pub fn unavailable(&self) -> Option<String> {
+    /// Agent slots of the pool (an exedev pool has `max_worktrees` per VM).
+    pub fn slots(&self, pool: &PoolConfig) -> usize {
         match self {
-            Backend::Local(_) => None,
-            Backend::Docker(b) => b.unavailable(),
+            Backend::Ssh(b) => b.slots(),
+            _ => pool.max_worktrees,
         }
     }
 
-    /// What the user should know about this pool as the run starts.
-    pub fn notes(&self) -> Vec<String> {
+    /// Connect to the pool's hosts before the run; why it cannot be used, if
+    /// so. `notes` collects hosts left out of a pool that still works.
+    pub async fn connect(&self, notes: &mut Vec<String>) -> Option<String> {
         match self {
-            Backend::Local(_) => Vec::new(),
-            Backend::Docker(b) => b.notes(),
+            Backend::Ssh(b) => b.connect_all(notes).await,
+            Backend::Docker(b) => b.connect(notes).await,
+            _ => None,
         }
     }
 
-    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, String> {
+    /// Why the pool is not usable in this run (found by `connect`), if so.
+    pub fn down_reason(&self) -> Option<String> {
         match self {
-            Backend::Local(b) => b.prepare(job).await,
+            Backend::Ssh(b) => b.down_reason(),
+            Backend::Docker(b) => b.down_reason(),
+            _ => None,
+        }
+    }
+
+    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+        match self {
+            Backend::Local(b) => b.prepare(job).await.map_err(PrepareError::Failed),
+            Backend::Ssh(b) => b.prepare(job).await,
             Backend::Docker(b) => b.prepare(job).await,
         }
     }
@@ -143,6 +174,7 @@ impl Backend {
     pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
         match self {
             Backend::Local(b) => b.spawn(ws, spec).await,
+            Backend::Ssh(b) => b.spawn(ws, spec).await,
             Backend::Docker(b) => b.spawn(ws, spec).await,
         }
     }
@@ -157,6 +189,7 @@ impl Backend {
     ) -> Result<Finished, String> {
         match self {
             Backend::Local(b) => b.finish(ws, task, branch, attempt).await,
+            Backend::Ssh(b) => b.finish(ws, task, branch, attempt).await,
             Backend::Docker(b) => b.finish(ws, task, branch, attempt).await,
         }
     }
@@ -165,6 +198,7 @@ impl Backend {
     pub async fn release(&self, task: &str) {
         match self {
             Backend::Local(b) => b.release(task).await,
+            Backend::Ssh(b) => b.release(task).await,
             Backend::Docker(b) => b.release(task).await,
         }
     }

@@ -1,88 +1,114 @@
-//! `flocks down`: remove the containers (and, later, VMs) that `flocks up`
-//! created, and only those: the ones state.json records.
+//! `flocks down`: remove what `flocks up` created (exe.dev VMs, docker
+//! containers), and only that.
 
 use crate::backend::docker::lifecycle;
+use crate::backend::ssh::exedev;
+use crate::cli::DownArgs;
 use crate::config::BackendConfig;
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
-use crate::state::Managed;
+use crate::state::{Managed, State};
 
-#[derive(clap::Args, Debug, Default)]
-pub struct DownArgs {
-    /// Only these pools (default: every pool)
-    #[arg(long = "pool", value_name = "NAME")]
-    pub pools: Vec<String>,
-}
-
-pub fn run(project: Project, args: &DownArgs) -> Result<Exit> {
+pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
+    let config = &project.config;
+    if let Some(p) = &args.pool
+        && config.pool(p).is_none()
+    {
+        return Err(Error::Usage(format!("no pool named `{p}` in flocks.toml")));
+    }
     let _lock = project.lock("down")?;
     let mut state = project.store.load()?;
-    let rt = super::runtime()?;
-    let wanted = |pool: &str| args.pools.is_empty() || args.pools.iter().any(|p| p == pool);
-    let mut failures = Vec::new();
-    // Records of pools no longer in flocks.toml are flocks' too.
-    let known: Vec<&str> = project
-        .config
-        .pools
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect();
+    let store = project.store.clone();
+    let mut save = |s: &State| store.save(s);
+    let runtime = super::runtime()?;
+    for pool in &config.pools {
+        if args.pool.as_deref().is_some_and(|p| p != pool.name) {
+            continue;
+        }
+        match &pool.backend {
+            BackendConfig::Exedev(_) => {
+                let notes = runtime.block_on(exedev::down(
+                    config,
+                    Some(&pool.name),
+                    &mut state,
+                    &mut save,
+                ))?;
+                for note in notes {
+                    println!("{note}");
+                }
+            }
+            BackendConfig::Docker(_) => {
+                remove_containers(&runtime, &mut state, &mut save, |p| p == pool.name)?;
+            }
+            BackendConfig::Local | BackendConfig::Ssh(_) => {}
+        }
+    }
+    // Containers of pools that are no longer docker pools: flocks made them.
+    if args.pool.is_none() {
+        remove_containers(&runtime, &mut state, &mut save, |p| {
+            !matches!(
+                config.pool(p).map(|p| &p.backend),
+                Some(BackendConfig::Docker(_))
+            )
+        })?;
+    }
+    // VMs of pools that are no longer exedev pools in flocks.toml.
     let orphans: Vec<String> = state
         .managed
         .iter()
         .filter_map(|m| match m {
-            Managed::Container { pool, .. } if !known.contains(&pool.as_str()) => {
-                Some(pool.clone())
+            Managed::Vm { pool, name, .. }
+                if args.pool.is_none()
+                    && !matches!(
+                        config.pool(pool).map(|p| &p.backend),
+                        Some(BackendConfig::Exedev(_))
+                    ) =>
+            {
+                Some(format!("{name} (pool {pool})"))
             }
             _ => None,
         })
         .collect();
-    let pools = project
-        .config
-        .pools
+    if !orphans.is_empty() {
+        return Err(Error::Other(format!(
+            "these VMs belong to pools that are no longer exedev pools in flocks.toml: {}; remove them with `ssh exe.dev rm NAME` and then from .flocks/state.json",
+            orphans.join(", ")
+        )));
+    }
+    Ok(Exit::Ok)
+}
+
+/// Remove the containers flocks recorded for the pools `which` selects.
+fn remove_containers(
+    runtime: &tokio::runtime::Runtime,
+    state: &mut State,
+    save: &mut impl FnMut(&State) -> Result<()>,
+    which: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let mine: Vec<(String, String, String)> = state
+        .managed
         .iter()
-        .map(|p| (p.name.clone(), Some(&p.backend)))
-        .chain(orphans.into_iter().map(|n| (n, None)));
-    for (pool, backend) in pools {
-        if !wanted(&pool) {
-            continue;
-        }
-        match backend {
-            Some(BackendConfig::Docker(_)) | None => {
-                let mine: Vec<(String, String)> = state
-                    .managed
-                    .iter()
-                    .filter_map(|m| match m {
-                        Managed::Container { pool: p, id, name } if *p == pool => {
-                            Some((id.clone(), name.clone()))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                for (id, name) in mine {
-                    match rt.block_on(lifecycle::down(&id, &name)) {
-                        Ok(was_there) => {
-                            let what = if was_there {
-                                "removed"
-                            } else {
-                                "was already gone:"
-                            };
-                            println!("pool {pool}: {what} container {name}");
-                            state.managed.retain(
-                                |m| !matches!(m, Managed::Container { id: i, .. } if *i == id),
-                            );
-                            project.store.save(&state)?;
-                        }
-                        Err(e) => failures.push(format!("pool {pool}: {e}")),
-                    }
-                }
+        .filter_map(|m| match m {
+            Managed::Container { pool, id, name } if which(pool) => {
+                Some((pool.clone(), id.clone(), name.clone()))
             }
-            Some(BackendConfig::Local | BackendConfig::Ssh(_) | BackendConfig::Exedev(_)) => {}
-        }
+            _ => None,
+        })
+        .collect();
+    for (pool, id, name) in mine {
+        let was_there = runtime
+            .block_on(lifecycle::down(&id, &name))
+            .map_err(|e| Error::Other(format!("pool {pool}: {e}")))?;
+        let what = if was_there {
+            "removed"
+        } else {
+            "was already gone:"
+        };
+        println!("pool {pool}: {what} container {name}");
+        state
+            .managed
+            .retain(|m| !matches!(m, Managed::Container { id: i, .. } if *i == id));
+        save(state)?;
     }
-    if failures.is_empty() {
-        Ok(Exit::Ok)
-    } else {
-        Err(Error::Other(failures.join("\n")))
-    }
+    Ok(())
 }

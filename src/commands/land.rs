@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
+use crate::cli::TaskSource;
 use crate::error::{Error, Exit, Result};
 use crate::land::{self, LandLock, LandOptions};
 use crate::project::Project;
@@ -23,12 +24,29 @@ pub struct LandArgs {
     /// Do not run [validate] commands before moving the target.
     #[arg(long)]
     pub no_validate: bool,
+    /// When validation fails, find the tasks that break it by bisection and
+    /// land the others.
+    #[arg(long, conflicts_with = "no_validate")]
+    pub bisect: bool,
+    /// Redo each task whose cherry-pick conflicts with an agent, from the
+    /// current target, and land it (needs the project lock).
+    #[arg(long)]
+    pub resolve: bool,
+    /// With --resolve: the task file the tasks come from.
+    #[command(flatten)]
+    pub source: TaskSource,
     /// Put the target back where the last land found it.
-    #[arg(long, conflicts_with_all = ["ids", "json", "no_validate"])]
+    #[arg(long, conflicts_with_all = ["ids", "json", "no_validate", "bisect", "resolve"])]
     pub undo: bool,
 }
 
 pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
+    if args.source.tasks.is_some() && !args.resolve {
+        return Err(crate::error::Error::Usage(
+            "--tasks only matters with --resolve (it names the task file of the tasks to redo)"
+                .into(),
+        ));
+    }
     if args.undo {
         return undo(project, args);
     }
@@ -44,26 +62,77 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
 
+    // --resolve dispatches agents: check that it can, before landing anything.
+    let resolver = if args.resolve {
+        Some(super::land_resolve::Resolver::new(project, &args.source)?)
+    } else {
+        None
+    };
     let lock = LandLock::acquire(&project.state_dir())?;
     let plan = land::plan(project, &args.ids)?;
     print!("{}", plan.render());
     if !plan.has_work() {
         // Nothing to cherry-pick: no question to ask.
         let report = land::execute(project, &plan, &LandOptions::default(), &lock)?;
+        record_landed(project, &report);
         print!("{}", report.render(project.repo_dir()));
         return Ok(report.exit());
     }
-    if !args.yes && !confirm(&format!("Land onto {}?", plan.target))? {
+    let question = if args.resolve {
+        format!(
+            "Land onto {} (and redo conflicting tasks with agents)?",
+            plan.target
+        )
+    } else {
+        format!("Land onto {}?", plan.target)
+    };
+    if !args.yes && !confirm(&question)? {
         println!("Nothing was changed.");
         return Ok(Exit::Ok);
     }
     let opts = LandOptions {
         no_validate: args.no_validate,
-        echo: true,
+        // A bisection validates many times: its output goes to its logs.
+        echo: !args.bisect,
+        bisect: args.bisect,
+        progress: Some(say),
     };
     let report = land::execute(project, &plan, &opts, &lock)?;
+    record_landed(project, &report);
+    let (report, exit) = match resolver {
+        Some(r) => r.resolve(project, report, &opts, &lock)?,
+        None => (report, None),
+    };
     print!("{}", report.render(project.repo_dir()));
-    Ok(report.exit())
+    Ok(exit.unwrap_or_else(|| report.exit()))
+}
+
+/// Progress, one line at a time.
+fn say(line: &str) {
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}
+
+/// A `landed` line in events.jsonl for each task whose work reached the target.
+pub(super) fn record_landed(project: &Project, report: &land::Report) {
+    if !report.moved {
+        return;
+    }
+    for t in &report.tasks {
+        if let land::TaskOutcome::Landed { commits, .. } = t.outcome {
+            let event = crate::report::Event::Landed {
+                task: t.id.clone(),
+                commits,
+                target: report.target.clone(),
+            };
+            if let Err(e) = crate::report::jsonl::append_event(&project.events_path(), &event) {
+                eprintln!(
+                    "note: could not write {}: {e}",
+                    project.events_path().display()
+                );
+            }
+        }
+    }
 }
 
 fn undo(project: &Project, args: &LandArgs) -> Result<Exit> {

@@ -2,12 +2,19 @@
 
 pub mod clean;
 pub mod down;
+pub mod hosts;
+pub mod init;
 pub mod land;
+pub mod land_resolve;
 pub mod logs;
+pub mod plan;
 pub mod retry;
 pub mod run;
+pub mod sail;
+pub mod shell;
 pub mod status;
 pub mod stop;
+pub mod tasks;
 pub mod up;
 
 use crate::cli::{Cli, Command};
@@ -16,17 +23,27 @@ use crate::project::Project;
 
 pub fn dispatch(cli: Cli) -> Result<Exit> {
     let project = || Project::discover(cli.config.as_deref());
-    match &cli.command {
+    let result = match &cli.command {
         Command::Run(args) => run::run(project()?, args),
         Command::Status(args) => status::run(&project()?, args),
+        Command::Top => crate::tui::run(&project()?),
         Command::Logs(args) => logs::run(&project()?, args),
         Command::Retry(args) => retry::run(project()?, args),
         Command::Stop => stop::run(&project()?),
         Command::Land(args) => land::run(&project()?, args),
         Command::Clean(args) => clean::run(&project()?, args),
-        Command::Up(args) => up::run(project()?, args),
-        Command::Down(args) => down::run(project()?, args),
-    }
+        Command::Plan(args) => plan::run(&project()?, args),
+        Command::Sail(args) => sail::run(project()?, args),
+        Command::Tasks(args) => tasks::run(&project()?, args),
+        Command::Init => init::run(),
+        Command::Hosts(args) => hosts::run(&project()?, args),
+        Command::Shell(args) => shell::run(&project()?, args),
+        Command::Up(args) => up::run(&project()?, args),
+        Command::Down(args) => down::run(&project()?, args),
+    };
+    // Multiplexing masters end with the command that started them.
+    crate::backend::ssh::stop_masters();
+    result
 }
 
 /// A multi-threaded runtime for the commands that dispatch agents.

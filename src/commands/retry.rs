@@ -41,13 +41,17 @@ pub fn run(project: Project, args: &RetryArgs) -> Result<Exit> {
         supervise: args.supervise,
         max_retries: project.config.max_retries,
         no_wait: args.no_wait,
+        progress: !args.no_progress,
     };
     let config = project.config.clone();
     let fresh = args.fresh;
     execute_retry(project, tasks, template, scope, opts, chosen, fresh, config)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the pieces of one retry, passed once"
+)]
 fn execute_retry(
     project: Project,
     tasks: TaskSet,
@@ -153,7 +157,8 @@ fn backup_and_reset(
         repo.reference(&name, tip, true, "flocks: backup before retry --fresh")
             .map_err(|e| Error::Other(format!("cannot back up {branch}: {}", e.message())))?;
         println!(
-            "{branch} was at {} (kept as {name}); the retry starts it over from {}",
+            "{branch} was at {} (kept as {name}); the retry starts it over from its start \
+             ({} or, for start_from = \"dependencies\", its dependencies' work)",
             &tip.to_string()[..10],
             config.workspace.base
         );

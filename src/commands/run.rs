@@ -31,6 +31,7 @@ pub fn run(project: Project, args: &RunArgs) -> Result<Exit> {
         supervise: args.supervise,
         max_retries: args.max_retries.unwrap_or(project.config.max_retries),
         no_wait: args.no_wait,
+        progress: !args.no_progress,
     };
     execute(project, tasks, template, None, opts, "run", |_, _| Ok(()))
 }
@@ -101,7 +102,13 @@ pub fn execute(
 
     let key = project_key(&project);
     let mut notices = crate::runner::reconcile::reconcile(&mut state, &config, &key);
-    notices.extend(merge_tasks(&mut state, &tasks, &config, &opts));
+    notices.extend(merge_tasks(
+        &mut state,
+        &tasks,
+        &config,
+        &opts,
+        scope.as_ref(),
+    ));
     // A new run: disabled credentials get another chance, since the user acted.
     for (name, c) in state.credentials.iter_mut() {
         if let Some(why) = c.disabled.take() {
@@ -144,19 +151,29 @@ pub fn execute(
         .iter()
         .map(|p| Backend::new(&config, p, worktrees.clone()).map(Arc::new))
         .collect::<Result<Vec<_>>>()?;
-    for (pool, b) in config.pools.iter().zip(&backends) {
-        notices.extend(b.notes());
-        if let Some(why) = b.unavailable() {
-            notices.push(format!("pool {} is not used in this run: {why}", pool.name));
+    // Remote pools connect now (helper, mirror, setup): a host that is down
+    // takes its pool out of this run, with a notice naming it.
+    let runtime = super::runtime()?;
+    for (p, b) in config.pools.iter().zip(&backends) {
+        if let Some(why) = runtime.block_on(b.connect(&mut notices)) {
+            notices.push(format!("pool {} is not used in this run: {why}", p.name));
         }
     }
     let redactor = Arc::new(Redactor::new(creds.secrets()));
 
+    let terminal: Box<dyn Reporter> =
+        if opts.progress && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            Box::new(crate::report::progress::ProgressReporter::stdout(
+                project.state_dir().join("logs"),
+            ))
+        } else {
+            Box::new(crate::report::line::LineReporter::new(std::io::stdout()))
+        };
     let mut reporters: Vec<Box<dyn Reporter>> = vec![
         Box::new(crate::report::jsonl::EventsFile::open(
             &project.events_path(),
         )),
-        Box::new(crate::report::line::LineReporter::new(std::io::stdout())),
+        terminal,
     ];
     for message in notices {
         let message = redactor.redact(&message).into_owned();
@@ -187,7 +204,7 @@ pub fn execute(
         opts,
         project_key: key,
     });
-    let summary = super::runtime()?.block_on(dispatcher.run());
+    let summary = runtime.block_on(dispatcher.run());
     let state = store.load()?;
     print!(
         "{}",
@@ -224,12 +241,14 @@ fn check_branches(repo: &git2::Repository, state: &State, tasks: &TaskSet) -> Re
 }
 
 /// Bring the task list into state: new tasks are queued, interrupted ones
-/// re-queued, changed prompts reported. Returns notices for the user.
+/// re-queued, changed prompts reported; failed tasks outside `scope` (when
+/// there is one) are left as they are. Returns notices for the user.
 fn merge_tasks(
     state: &mut State,
     tasks: &TaskSet,
     config: &Config,
     opts: &RunOptions,
+    scope: Option<&HashSet<String>>,
 ) -> Vec<String> {
     let mut notes = Vec::new();
     let worktrees = config.worktrees_dir();
@@ -272,6 +291,9 @@ fn merge_tasks(
                 continue;
             }
             TaskStatus::Done { outcome } if outcome.counts_against_retries() => {
+                if scope.is_some_and(|s| !s.contains(&t.id)) {
+                    continue;
+                }
                 if opts.supervise && rec.counted_failures() < 1 + opts.max_retries {
                     let last = rec.last_attempt().map(|a| a.number).unwrap_or(0);
                     rec.next = Some(crate::retry::next_after_failure(

@@ -20,7 +20,17 @@ pub struct StatusView {
     pub tasks: Vec<TaskView>,
     pub pools: Vec<PoolView>,
     pub credentials: Vec<CredentialView>,
+    /// exe.dev VMs that `flocks up` created and `flocks down` removes.
+    pub vms: Vec<VmView>,
     pub totals: Totals,
+}
+
+#[derive(Serialize)]
+pub struct VmView {
+    pub pool: String,
+    pub name: String,
+    pub ssh_dest: String,
+    pub ssh_port: u16,
 }
 
 #[derive(Serialize)]
@@ -52,6 +62,8 @@ pub struct TaskView {
     pub worktree: PathBuf,
     pub log: Option<PathBuf>,
     pub log_tail: Vec<String>,
+    /// How the last finished attempt ended (`{"kind": ...}` as in state.json).
+    pub outcome: Option<crate::state::Outcome>,
 }
 
 #[derive(Serialize)]
@@ -78,6 +90,9 @@ pub struct Totals {
 }
 
 pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
+    if args.watch {
+        return crate::tui::run(project);
+    }
     let state = project.store.load()?;
     let view = build(project, &state);
     if args.json {
@@ -101,7 +116,7 @@ pub fn build(project: &Project, state: &State) -> StatusView {
     let tasks: Vec<TaskView> = state
         .tasks
         .iter()
-        .map(|t| task_view(t, &log_root, now))
+        .map(|t| task_view(t, &log_root, now, &project.config))
         .collect();
     let pools = project
         .config
@@ -147,10 +162,33 @@ pub fn build(project: &Project, state: &State) -> StatusView {
         tasks,
         pools,
         credentials,
+        vms: state
+            .managed
+            .iter()
+            .filter_map(|m| match m {
+                crate::state::Managed::Vm {
+                    pool,
+                    name,
+                    ssh_dest,
+                    ssh_port,
+                } => Some(VmView {
+                    pool: pool.clone(),
+                    name: name.clone(),
+                    ssh_dest: ssh_dest.clone(),
+                    ssh_port: *ssh_port,
+                }),
+                _ => None,
+            })
+            .collect(),
     }
 }
 
-fn task_view(t: &TaskRecord, log_root: &Path, now: chrono::DateTime<Utc>) -> TaskView {
+fn task_view(
+    t: &TaskRecord,
+    log_root: &Path,
+    now: chrono::DateTime<Utc>,
+    config: &crate::config::Config,
+) -> TaskView {
     let last = t.last_attempt();
     let log = last.map(|a| log_root.join(&t.id).join(format!("{}.log", a.number)));
     let (mut elapsed, mut activity, mut quiet, mut tail, mut detail, mut blocked_on) =
@@ -168,14 +206,16 @@ fn task_view(t: &TaskRecord, log_root: &Path, now: chrono::DateTime<Utc>) -> Tas
             }
         }
         TaskStatus::Done { outcome } if *outcome != crate::state::Outcome::Success => {
-            detail = Some(outcome.describe());
-            if let Some(p) = &log
-                && let Ok(text) = std::fs::read_to_string(p)
-            {
+            detail = Some(describe(outcome, config));
+            if let Some(p) = &log {
+                let text = crate::logview::read_tail(p, 64 * 1024);
                 tail = crate::logview::tail_rendered(&text, 5);
             }
         }
-        TaskStatus::Blocked { on } => blocked_on = on.clone(),
+        TaskStatus::Blocked { on, reason } => {
+            blocked_on = on.clone();
+            detail = reason.clone();
+        }
         TaskStatus::Done { .. } | TaskStatus::Pending => {}
     }
     if let Some(a) = last
@@ -201,6 +241,23 @@ fn task_view(t: &TaskRecord, log_root: &Path, now: chrono::DateTime<Utc>) -> Tas
         worktree: t.worktree.clone(),
         log,
         log_tail: std::mem::take(&mut tail),
+        outcome: t.attempts.iter().rev().find_map(|a| a.outcome.clone()),
+    }
+}
+
+/// An outcome for people, with the limits that applied.
+fn describe(outcome: &crate::state::Outcome, config: &crate::config::Config) -> String {
+    use crate::state::Outcome;
+    match (outcome, config.stall_timeout, config.agent_timeout) {
+        (Outcome::Stalled, Some(d), _) => format!(
+            "stalled: no output for {} (stall_timeout_secs)",
+            human_duration(d.as_secs_f64())
+        ),
+        (Outcome::TimedOut, _, Some(d)) => format!(
+            "timed out after {} (agent_timeout_secs)",
+            human_duration(d.as_secs_f64())
+        ),
+        _ => outcome.describe(),
     }
 }
 
@@ -270,6 +327,19 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
     });
     let blocked = by(&|t| t.status == "blocked");
     let waiting = by(&|t| t.status == "pending" || t.status == "interrupted");
+    if !v.tasks.is_empty() {
+        let kind = |k: &str| failed.iter().filter(|t| t.status == k).count();
+        let (timed_out, stalled) = (kind("timed out"), kind("stalled"));
+        let _ = writeln!(
+            s,
+            "{} running · {} succeeded · {} failed · {timed_out} timed out · {stalled} stalled · {} blocked · {} queued",
+            running.len(),
+            done.len(),
+            failed.len() - timed_out - stalled,
+            blocked.len(),
+            waiting.len()
+        );
+    }
     if !running.is_empty() {
         let _ = writeln!(s, "\nrunning ({}):", running.len());
         for t in &running {
@@ -309,13 +379,20 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
         }
     }
     if !failed.is_empty() {
-        let _ = writeln!(s, "\nfailed or timed out ({}):", failed.len());
+        let _ = writeln!(s, "\nfailed, timed out or stalled ({}):", failed.len());
         for t in &failed {
+            let mut facts = vec![format!("{} attempt(s)", t.attempts)];
+            facts.extend(t.pool.as_ref().map(|p| format!("on {p}")));
+            facts.extend(t.elapsed_secs.map(human_duration));
+            if t.cost_usd > 0.0 {
+                facts.push(format!("${:.2}", t.cost_usd));
+            }
             let _ = writeln!(
                 s,
-                "  ✖ {:<24} {}",
+                "  ✖ {:<24} {}  ({})",
                 t.id,
-                t.detail.as_deref().unwrap_or(&t.status)
+                t.detail.as_deref().unwrap_or(&t.status),
+                facts.join(" · ")
             );
             for l in &t.log_tail {
                 let _ = writeln!(s, "      │ {}", crate::agent::stream::one_line(l, 110));
@@ -325,13 +402,29 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
     if !blocked.is_empty() {
         let _ = writeln!(s, "\nblocked ({}):", blocked.len());
         for t in &blocked {
-            let _ = writeln!(s, "  ⊘ {:<24} waits for {}", t.id, t.blocked_on.join(", "));
+            match &t.detail {
+                Some(why) => {
+                    let _ = writeln!(s, "  ⊘ {:<24} {why}", t.id);
+                }
+                None => {
+                    let _ = writeln!(s, "  ⊘ {:<24} waits for {}", t.id, t.blocked_on.join(", "));
+                }
+            }
         }
     }
     if !waiting.is_empty() {
         let _ = writeln!(s, "\nqueued ({}):", waiting.len());
         for t in &waiting {
-            let _ = writeln!(s, "  · {:<24} {}", t.id, t.status);
+            let mut line = format!("  · {:<24} {}", t.id, t.status);
+            if let Some(o) = &t.outcome {
+                let _ = write!(
+                    line,
+                    " ({} attempt(s) so far; the last {})",
+                    t.attempts,
+                    o.label()
+                );
+            }
+            let _ = writeln!(s, "{line}");
         }
     }
     let _ = writeln!(s, "\npools:");
@@ -351,6 +444,16 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             p.running,
             p.slots
         );
+    }
+    if !v.vms.is_empty() {
+        let _ = writeln!(s, "\nvms ({}, `flocks down` removes them):", v.vms.len());
+        for m in &v.vms {
+            let _ = writeln!(
+                s,
+                "  {:<12} {:<24} {}:{}",
+                m.pool, m.name, m.ssh_dest, m.ssh_port
+            );
+        }
     }
     if !v.credentials.is_empty() {
         let _ = writeln!(s, "\ncredentials:");
@@ -376,5 +479,11 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
         "\ntotals: {} tasks · {} attempts · {} turns · ${:.2}",
         v.totals.tasks, v.totals.attempts, v.totals.turns, v.totals.cost_usd
     );
+    if !failed.is_empty() {
+        let _ = writeln!(
+            s,
+            "next: `flocks logs <id>` to see why, `flocks retry --all-failed` to try again"
+        );
+    }
     s
 }

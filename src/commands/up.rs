@@ -1,53 +1,67 @@
-//! `flocks up`: start the containers (and, later, VMs) that flocks.toml asks
-//! flocks to manage, and record them in state.json so that `down` removes
-//! exactly those.
+//! `flocks up`: create what pools need before a run (exe.dev VMs, docker
+//! containers), recorded in state.json so that `flocks down` removes exactly
+//! those.
 
 use crate::backend::docker::lifecycle::{self, Up};
+use crate::backend::ssh::exedev;
+use crate::cli::UpArgs;
 use crate::config::BackendConfig;
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
+use crate::state::State;
 
-#[derive(clap::Args, Debug, Default)]
-pub struct UpArgs {
-    /// Only these pools (default: every pool)
-    #[arg(long = "pool", value_name = "NAME")]
-    pub pools: Vec<String>,
-}
-
-pub fn run(project: Project, args: &UpArgs) -> Result<Exit> {
-    // state.json is written only under the project lock (not while a run goes).
+pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
+    let config = &project.config;
+    if let Some(p) = &args.pool
+        && config.pool(p).is_none()
+    {
+        return Err(Error::Usage(format!("no pool named `{p}` in flocks.toml")));
+    }
+    // state.json is written only under the project lock.
     let _lock = project.lock("up")?;
     let mut state = project.store.load()?;
-    let key = project.key();
-    let rt = super::runtime()?;
-    let mut failures = Vec::new();
-    for pool in &project.config.pools {
-        if !args.pools.is_empty() && !args.pools.contains(&pool.name) {
+    let store = project.store.clone();
+    let mut save = |s: &State| store.save(s);
+    let runtime = super::runtime()?;
+    let mut did = false;
+    for pool in &config.pools {
+        if args.pool.as_deref().is_some_and(|p| p != pool.name) {
             continue;
         }
         match &pool.backend {
+            BackendConfig::Exedev(x) => {
+                did = true;
+                for note in runtime.block_on(exedev::up(pool, x, &mut state, &mut save))? {
+                    println!("{note}");
+                }
+            }
             BackendConfig::Docker(d) => {
-                match rt.block_on(lifecycle::up(&project.config, pool, d, &key)) {
-                    Ok(Up::Created(m)) => {
+                let up = runtime
+                    .block_on(lifecycle::up(config, pool, d, &project.key()))
+                    .map_err(|e| Error::CannotStart(format!("pool {}: {e}", pool.name)))?;
+                match up {
+                    Up::Created(m) => {
+                        did = true;
                         if let crate::state::Managed::Container { name, .. } = &m {
                             println!("pool {}: started container {name}", pool.name);
                         }
                         state.managed.push(m);
-                        project.store.save(&state)?;
+                        save(&state)?;
                     }
-                    Ok(Up::Running(name)) => {
-                        println!("pool {}: container {name} is running", pool.name)
+                    Up::Running(name) => {
+                        did = true;
+                        println!("pool {}: container {name} is running", pool.name);
                     }
-                    Ok(Up::NotManaged) => {}
-                    Err(e) => failures.push(format!("pool {}: {e}", pool.name)),
+                    Up::NotManaged => {}
                 }
             }
-            BackendConfig::Local | BackendConfig::Ssh(_) | BackendConfig::Exedev(_) => {}
+            BackendConfig::Local | BackendConfig::Ssh(_) => {}
         }
     }
-    if failures.is_empty() {
-        Ok(Exit::Ok)
-    } else {
-        Err(Error::CannotStart(failures.join("\n")))
+    if !did {
+        println!(
+            "no pool needs `flocks up` (only exedev pools, and docker pools with an image, do)"
+        );
     }
+    Ok(Exit::Ok)
 }

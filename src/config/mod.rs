@@ -38,6 +38,8 @@ pub struct Config {
     pub source: Option<SourceConfig>,
     pub workspace: WorkspaceConfig,
     pub prompt_template: Option<PathBuf>,
+    /// `[prompt] plan_template`: the prompt of `flocks plan` (built in when unset).
+    pub plan_template: Option<PathBuf>,
     pub validate: ValidateConfig,
 }
 

@@ -109,6 +109,7 @@ struct RawWorkspace {
 #[serde(deny_unknown_fields)]
 struct RawPrompt {
     template: S<String>,
+    plan_template: S<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -432,6 +433,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         .template
         .map(|t| resolve_from(&dir, Path::new(t.get_ref())));
 
+    let plan_template = raw
+        .prompt
+        .plan_template
+        .map(|t| resolve_from(&dir, Path::new(t.get_ref())));
+
     let validate = ValidateConfig {
         commands: raw.validate.commands,
         timeout: optional_secs(
@@ -457,6 +463,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         source,
         workspace,
         prompt_template,
+        plan_template,
         validate,
     })
 }
@@ -783,6 +790,17 @@ mod tests {
             vec!["sh", "-c", "cargo test"]
         );
         assert_eq!(c.validate.commands[1].argv(), vec!["make", "check"]);
+    }
+
+    #[test]
+    fn plan_template_is_resolved_and_typos_name_the_line() {
+        let c = parse_str("[prompt]\nplan_template = \"plan.md\"\n").unwrap();
+        assert_eq!(c.plan_template.as_deref(), Some(Path::new("/p/plan.md")));
+        let e = err("[prompt]\nplan_templte = \"plan.md\"\n");
+        assert!(
+            e.contains("flocks.toml:2") && e.contains("plan_templte"),
+            "{e}"
+        );
     }
 
     #[test]

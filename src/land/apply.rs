@@ -25,17 +25,29 @@ pub enum Applied {
 /// Cherry-pick `task`'s commits onto `onto`. Returns the new tip (== `onto`
 /// when the task conflicted or changed nothing) and what happened.
 pub fn apply_task(repo: &Repository, onto: Oid, task: &PlannedTask) -> Result<(Oid, Applied)> {
+    let commits: Vec<Oid> = task.commits.iter().map(|c| c.id).collect();
+    pick(repo, onto, &task.id, &commits, true)
+}
+
+/// Cherry-pick `commits` (oldest first) of task `id` onto `onto`, as commit
+/// objects only; with `trailer`, each new commit carries `Flocks-Task: <id>`.
+/// Also builds the start of a task that starts from its dependencies.
+pub(crate) fn pick(
+    repo: &Repository,
+    onto: Oid,
+    id: &str,
+    commits: &[Oid],
+    trailer: bool,
+) -> Result<(Oid, Applied)> {
     let committer = crate::git::signature(repo);
     let mut head = repo.find_commit(onto).ctx(|| format!("read {onto}"))?;
     let mut picked = Vec::new();
     let mut dropped = 0;
-    for info in &task.commits {
-        let commit = repo
-            .find_commit(info.id)
-            .ctx(|| format!("read commit {}", info.id))?;
+    for &oid in commits {
+        let commit = repo.find_commit(oid).ctx(|| format!("read commit {oid}"))?;
         let mut index = repo
             .cherrypick_commit(&commit, &head, 0, None)
-            .ctx(|| format!("cherry-pick {} of task {}", short(info.id), task.id))?;
+            .ctx(|| format!("cherry-pick {} of task {id}", short(oid)))?;
         if index.has_conflicts() {
             let mut files = Vec::new();
             for c in index.conflicts().ctx(|| "read conflicts".into())? {
@@ -48,13 +60,7 @@ pub fn apply_task(repo: &Repository, onto: Oid, task: &PlannedTask) -> Result<(O
                 }
             }
             files.sort();
-            return Ok((
-                onto,
-                Applied::Conflicted {
-                    commit: info.id,
-                    files,
-                },
-            ));
+            return Ok((onto, Applied::Conflicted { commit: oid, files }));
         }
         let tree_id = index
             .write_tree_to(repo)
@@ -66,10 +72,12 @@ pub fn apply_task(repo: &Repository, onto: Oid, task: &PlannedTask) -> Result<(O
         let tree = repo
             .find_tree(tree_id)
             .ctx(|| "read the cherry-picked tree".into())?;
-        let message = trailer::add(
-            &String::from_utf8_lossy(commit.message_raw_bytes()),
-            &task.id,
-        );
+        let original = String::from_utf8_lossy(commit.message_raw_bytes());
+        let message = if trailer {
+            trailer::add(&original, id)
+        } else {
+            original.into_owned()
+        };
         let new = repo
             .commit(
                 None,
@@ -79,8 +87,8 @@ pub fn apply_task(repo: &Repository, onto: Oid, task: &PlannedTask) -> Result<(O
                 &tree,
                 &[&head],
             )
-            .ctx(|| format!("commit the cherry-pick of {}", short(info.id)))?;
-        picked.push((info.id, new));
+            .ctx(|| format!("commit the cherry-pick of {}", short(oid)))?;
+        picked.push((oid, new));
         head = repo.find_commit(new).ctx(|| format!("read {new}"))?;
     }
     Ok((

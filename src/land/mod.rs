@@ -17,10 +17,13 @@
 //! crash at any point never lands a task twice.
 
 mod apply;
+mod bisect;
+mod chain;
 mod clean;
 mod plan;
 mod record;
 mod render;
+pub mod resolve;
 mod scratch;
 mod target;
 mod trailer;
@@ -36,10 +39,17 @@ pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask
 pub use trailer::{KEY as TRAILER_KEY, task_ids as trailer_task_ids};
 pub use validate::Validation;
 
+/// Shared with `runner::start_from`, which builds a task's start from its
+/// dependencies' ranges the way land replays them.
+pub(crate) use apply::pick;
+pub(crate) use plan::range;
+
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
-use apply::Applied;
+pub(crate) use apply::Applied;
+use chain::Chain;
 use plan::short;
+use validate::Validator;
 
 /// How to land.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +58,10 @@ pub struct LandOptions {
     pub no_validate: bool,
     /// Copy the validate commands' output to stdout.
     pub echo: bool,
+    /// When validation fails, find the tasks that break it and land the rest.
+    pub bisect: bool,
+    /// Told what is being validated, as it happens (one line each).
+    pub progress: Option<fn(&str)>,
 }
 
 /// What a land did.
@@ -60,12 +74,16 @@ pub struct Report {
     pub new_tip: Oid,
     /// The target now points at `new_tip`.
     pub moved: bool,
+    /// How many times the target moved (`--resolve` lands twice).
+    pub lands: u32,
     /// Where the target is checked out (its files moved too).
     pub checkout: Option<PathBuf>,
     pub tasks: Vec<TaskReport>,
     pub validation: Validation,
-    /// The validation log, when validation ran.
+    /// The log of the validation that decided (the last one that ran).
     pub log: Option<PathBuf>,
+    /// With `bisect`: every validation, in order.
+    pub rounds: Vec<Round>,
     /// The land stopped before moving the target, for this reason.
     pub stopped: Option<String>,
 }
@@ -77,6 +95,21 @@ pub struct TaskReport {
     pub start: Option<Oid>,
     pub tip: Option<Oid>,
     pub outcome: TaskOutcome,
+    /// More to say about this task (e.g. why `--resolve` did not resolve it).
+    pub note: Option<String>,
+}
+
+/// One validation of a bisection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Round {
+    /// 1-based.
+    pub number: usize,
+    /// The tasks of the validated result, in landing order (none: the target
+    /// alone).
+    pub tasks: Vec<String>,
+    pub tip: Oid,
+    pub validation: Validation,
+    pub log: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,19 +131,60 @@ pub enum TaskOutcome {
     Refused {
         reason: String,
     },
+    /// Bisection found that it breaks validation: the shortest failing prefix
+    /// of the batch ends with it. Nothing of it was applied.
+    Culprit {
+        commits: usize,
+        /// The round that condemns it, how it failed, and the end of its output.
+        round: usize,
+        failure: Validation,
+        log: PathBuf,
+        tail: Vec<String>,
+    },
+    /// It conflicted, `flocks land --resolve` redid it on the new target
+    /// (attempt `attempt`), and that landed.
+    Resolved {
+        attempt: u32,
+        commits: usize,
+    },
+}
+
+impl TaskOutcome {
+    /// Lands (or is already on the target): its dependents may land.
+    pub fn lands(&self) -> bool {
+        !matches!(
+            self,
+            TaskOutcome::Refused { .. }
+                | TaskOutcome::Conflicted { .. }
+                | TaskOutcome::Culprit { .. }
+        )
+    }
 }
 
 impl Report {
-    /// 0, or 4 when anything conflicted, validation failed or the land
-    /// stopped; 130 when validation was interrupted.
+    /// How many validations ran (bisection rounds, or the one validation).
+    pub fn validations(&self) -> usize {
+        match (&self.rounds[..], &self.validation) {
+            (
+                [],
+                Validation::Passed | Validation::Failed { .. } | Validation::Interrupted { .. },
+            ) => 1,
+            (rounds, _) => rounds.len(),
+        }
+    }
+
+    /// 0, or 4 when anything conflicted or broke validation, validation
+    /// failed or the land stopped; 130 when validation was interrupted.
     pub fn exit(&self) -> Exit {
         if matches!(self.validation, Validation::Interrupted { .. }) {
             return Exit::Interrupted;
         }
-        let conflicted = self
-            .tasks
-            .iter()
-            .any(|t| matches!(t.outcome, TaskOutcome::Conflicted { .. }));
+        let conflicted = self.tasks.iter().any(|t| {
+            matches!(
+                t.outcome,
+                TaskOutcome::Conflicted { .. } | TaskOutcome::Culprit { .. }
+            )
+        });
         if conflicted || self.validation.failed() || self.stopped.is_some() {
             Exit::LandStopped
         } else {
@@ -129,6 +203,8 @@ pub fn land(project: &Project, ids: &[String], opts: &LandOptions) -> Result<Rep
 /// Land what `plan` says. Nothing on the target changes unless every step
 /// before the move succeeded; the move is refused (and reported in
 /// `stopped`) when the target's checkout is dirty or the target moved.
+/// With `bisect`, a failing validation is followed by a search for the tasks
+/// that break it; the others land.
 pub fn execute(
     project: &Project,
     plan: &Plan,
@@ -142,18 +218,13 @@ pub fn execute(
         old_tip: plan.target_tip,
         new_tip: plan.target_tip,
         moved: false,
+        lands: 0,
         checkout: plan.checkout.clone(),
         tasks: Vec::new(),
         validation: Validation::NotNeeded,
         log: None,
+        rounds: Vec::new(),
         stopped: None,
-    };
-    let task_report = |t: &PlannedTask, outcome: TaskOutcome| TaskReport {
-        id: t.id.clone(),
-        branch: t.branch.clone(),
-        start: t.start,
-        tip: t.tip,
-        outcome,
     };
 
     if let Some(wt) = &plan.checkout
@@ -174,65 +245,45 @@ pub fn execute(
         return Ok(report);
     }
 
-    // Build the chain, task by task.
-    let mut tip = plan.target_tip;
-    let mut not_landing: Vec<&str> = Vec::new();
-    let mut landed_tasks: Vec<LandedTask> = Vec::new();
-    for t in &plan.tasks {
-        let outcome = match &t.status {
-            PlanStatus::Empty => TaskOutcome::Empty,
-            PlanStatus::AlreadyLanded => TaskOutcome::AlreadyLanded,
-            PlanStatus::Refused { reason } => TaskOutcome::Refused {
-                reason: reason.clone(),
-            },
-            PlanStatus::Ready => match t
-                .depends_on
-                .iter()
-                .find(|d| not_landing.contains(&d.as_str()))
-            {
-                Some(d) => TaskOutcome::Refused {
-                    reason: format!("it depends on `{d}`, which does not land this time"),
-                },
-                None => {
-                    let (next, applied) = apply::apply_task(&repo, tip, t)?;
-                    tip = next;
-                    match applied {
-                        Applied::Picked { commits, dropped } => {
-                            landed_tasks.push(LandedTask {
-                                id: t.id.clone(),
-                                branch: t.branch.clone(),
-                                start: t.start.map(|o| o.to_string()).unwrap_or_default(),
-                                tip: t.tip.map(|o| o.to_string()).unwrap_or_default(),
-                                commits: commits
-                                    .iter()
-                                    .map(|(from, to)| CommitMap {
-                                        from: from.to_string(),
-                                        to: to.to_string(),
-                                    })
-                                    .collect(),
-                                dropped,
-                            });
-                            TaskOutcome::Landed {
-                                commits: commits.len(),
-                                dropped,
-                            }
-                        }
-                        Applied::Conflicted { commit, files } => {
-                            TaskOutcome::Conflicted { commit, files }
-                        }
-                    }
-                }
-            },
+    // Build the chain, task by task, then validate it in the land worktree.
+    let mut chain = Chain::build(&repo, plan)?;
+    if chain.tip() != plan.target_tip {
+        report.validation = if opts.no_validate {
+            Validation::Skipped
+        } else if project.config.validate.commands.is_empty() {
+            Validation::NotConfigured
+        } else {
+            let validator = Validator::new(project, &repo)?;
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+            let logs = project.state_dir().join("land-logs");
+            if opts.bisect {
+                let mut b = bisect::Bisection {
+                    repo: &repo,
+                    plan,
+                    chain: &mut chain,
+                    validator: &validator,
+                    dir: logs.join(format!("{stamp}-bisect")),
+                    rounds: &mut report.rounds,
+                    echo: opts.echo,
+                    progress: opts.progress,
+                };
+                let found = b.run()?;
+                report.log = found.log;
+                report.stopped = found.stopped;
+                found.validation
+            } else {
+                let log = logs.join(format!("{stamp}.log"));
+                report.log = Some(log.clone());
+                validator.run(&repo, chain.tip(), &log, opts.echo)?
+            }
         };
-        if matches!(
-            outcome,
-            TaskOutcome::Refused { .. } | TaskOutcome::Conflicted { .. }
-        ) {
-            not_landing.push(&t.id);
-        }
-        report.tasks.push(task_report(t, outcome));
     }
+    let tip = chain.tip();
+    report.tasks = chain.reports(plan);
     report.new_tip = tip;
+    if report.validation.failed() {
+        return Ok(report);
+    }
 
     let mut log = LandLog::load(&project.state_dir())?;
     let mut record = LandRecord {
@@ -243,7 +294,7 @@ pub fn execute(
         state: LandState::Pending,
         validated: false,
         undone_at: None,
-        tasks: landed_tasks,
+        tasks: chain.landed(),
     };
     if tip == plan.target_tip {
         // Nothing new; remember tasks whose change the target already had.
@@ -252,48 +303,6 @@ pub fn execute(
             log.lands.push(record);
             log.save(&project.state_dir(), lock)?;
         }
-        return Ok(report);
-    }
-
-    // Validate in the land worktree.
-    report.validation = if opts.no_validate {
-        Validation::Skipped
-    } else if project.config.validate.commands.is_empty() {
-        Validation::NotConfigured
-    } else {
-        let repo_root = repo.workdir().unwrap_or(project.repo_dir()).to_path_buf();
-        let excludes = crate::git::exclude_patterns(
-            &repo_root,
-            &[project.state_dir(), project.config.worktrees_dir()],
-        );
-        crate::git::ensure_excluded(&repo, &excludes)?;
-        let wt = scratch::path(&project.config.worktrees_dir());
-        scratch::checkout(&repo, &wt, tip)?;
-        let log_path = project.state_dir().join("land-logs").join(format!(
-            "{}.log",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
-        ));
-        report.log = Some(log_path.clone());
-        let mut scrub: Vec<String> = [
-            "ANTHROPIC_API_KEY",
-            "ANTHROPIC_AUTH_TOKEN",
-            "CLAUDE_CODE_OAUTH_TOKEN",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
-        scrub.extend(project.config.credentials.iter().map(|c| c.env.clone()));
-        validate::run(&validate::Run {
-            commands: &project.config.validate.commands,
-            dir: &wt,
-            timeout: project.config.validate.timeout,
-            grace: project.config.kill_grace,
-            scrub: &scrub,
-            log: &log_path,
-            echo: opts.echo,
-        })?
-    };
-    if report.validation.failed() {
         return Ok(report);
     }
     record.validated = report.validation == Validation::Passed;
@@ -313,6 +322,7 @@ pub fn execute(
     match moved {
         Ok(checkout) => {
             report.moved = true;
+            report.lands = 1;
             report.checkout = checkout;
             if let Some(last) = log.lands.last_mut() {
                 last.state = LandState::Done;

@@ -32,11 +32,9 @@
 //! target already had; a task whose every commit was dropped is recorded with
 //! no `commits`, and counts as landed for `flocks clean`.
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
@@ -168,26 +166,17 @@ impl LandLog {
 /// `.flocks/land.lock`: one `land` (or `clean`) at a time. It is not the
 /// dispatcher's lock, so `land` works while a run is going.
 pub struct LandLock {
-    _file: Flock<File>,
+    _lock: crate::state::ProjectLock,
 }
 
 impl LandLock {
     pub fn acquire(state_dir: &Path) -> Result<LandLock> {
-        std::fs::create_dir_all(state_dir).ctx(|| format!("create {}", state_dir.display()))?;
-        let path = state_dir.join("land.lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .ctx(|| format!("open {}", path.display()))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => Ok(LandLock { _file: l }),
-            Err(_) => Err(Error::CannotStart(format!(
-                "another `flocks land` or `flocks clean` holds {}: wait for it to end",
-                path.display()
-            ))),
-        }
+        let lock = crate::state::ProjectLock::acquire_file(
+            state_dir,
+            "land.lock",
+            "land",
+            "wait for it to end",
+        )?;
+        Ok(LandLock { _lock: lock })
     }
 }

@@ -184,6 +184,60 @@ impl Report {
                 .collect(),
         );
         section(
+            "Resolved (conflicted, redone from the new target by --resolve, landed)",
+            self.tasks
+                .iter()
+                .filter_map(|t| match &t.outcome {
+                    TaskOutcome::Resolved { attempt, commits } => Some(format!(
+                        "{}: attempt {attempt}, {commits} commit(s)\n    see the redo: flocks logs {} --attempt {attempt}",
+                        t.id, t.id
+                    )),
+                    _ => None,
+                })
+                .collect(),
+        );
+        section(
+            "Culprits (they break validation; nothing of these was applied)",
+            self.tasks
+                .iter()
+                .filter_map(|t| match &t.outcome {
+                    TaskOutcome::Culprit {
+                        round,
+                        failure,
+                        log,
+                        tail,
+                        ..
+                    } => {
+                        let why = match failure {
+                            Validation::Failed { command, reason } => {
+                                format!("`{command}`: {reason}")
+                            }
+                            other => format!("{other:?}"),
+                        };
+                        let mut l = format!("{}: {why} (round {round})", t.id);
+                        for line in tail {
+                            l.push_str(&format!("\n    | {line}"));
+                        }
+                        l.push_str(&format!("\n    log: {}", log.display()));
+                        if let (Some(s), Some(e)) = (t.start, t.tip) {
+                            l.push_str(&format!(
+                                "\n    its change: git -C {} log -p {}..{}",
+                                repo_dir.display(),
+                                short(s),
+                                short(e)
+                            ));
+                        }
+                        l.push_str(&format!(
+                            "\n    fix it: flocks retry {} --force, then flocks land {}",
+                            t.id, t.id
+                        ));
+                        Some(l)
+                    }
+                    _ => None,
+                })
+                .collect(),
+        );
+        section(
             "Conflicted (nothing of these was applied)",
             self.tasks
                 .iter()
@@ -193,18 +247,27 @@ impl Report {
                             (Some(s), Some(e)) => format!("{s}..{e}"),
                             _ => t.branch.clone(),
                         };
-                        Some(format!(
-                            "{}: commit {} conflicts in {}\n    redo it on the new {}: flocks retry {} --fresh\n    \
-                             or by hand: git -C {} cherry-pick {range}, resolving the conflicts, with a \
-                             `Flocks-Task: {}` trailer in each message so land knows it landed",
+                        let mut l = format!(
+                            "{}: commit {} conflicts in {}",
                             t.id,
                             short(*commit),
-                            files.join(", "),
-                            self.target,
-                            t.id,
+                            files.join(", ")
+                        );
+                        match &t.note {
+                            // What --resolve tried, and what to do next.
+                            Some(note) => l.push_str(&format!("\n    {note}")),
+                            None => l.push_str(&format!(
+                                "\n    redo it on the new {}: flocks land --resolve {} (or flocks retry {} --fresh)",
+                                self.target, t.id, t.id
+                            )),
+                        }
+                        l.push_str(&format!(
+                            "\n    or by hand: git -C {} cherry-pick {range}, resolving the conflicts, with a \
+                             `Flocks-Task: {}` trailer in each message so land knows it landed",
                             repo_dir.display(),
                             t.id
-                        ))
+                        ));
+                        Some(l)
                     }
                     _ => None,
                 })
@@ -215,7 +278,10 @@ impl Report {
             self.tasks
                 .iter()
                 .filter_map(|t| match &t.outcome {
-                    TaskOutcome::Refused { reason } => Some(format!("{}: {reason}", t.id)),
+                    TaskOutcome::Refused { reason } => Some(match &t.note {
+                        Some(note) => format!("{}: {reason}\n    {note}", t.id),
+                        None => format!("{}: {reason}", t.id),
+                    }),
                     _ => None,
                 })
                 .collect(),
@@ -231,11 +297,18 @@ impl Report {
             Validation::Passed => {
                 let _ = writeln!(out, "Validation: passed");
             }
-            Validation::Failed { command, reason } => {
+            Validation::Failed { command, reason } if self.rounds.is_empty() => {
                 let _ = writeln!(
                     out,
                     "Validation FAILED: `{command}`: {reason}; {} was not moved. Land fewer tasks \
-                     (flocks land <id>...) to find the culprit.",
+                     (flocks land <id>...) or bisect (flocks land --bisect) to find the culprit.",
+                    self.target
+                );
+            }
+            Validation::Failed { command, reason } => {
+                let _ = writeln!(
+                    out,
+                    "Validation FAILED: `{command}`: {reason}; {} was not moved.",
                     self.target
                 );
             }
@@ -250,20 +323,39 @@ impl Report {
         if let Some(log) = &self.log {
             let _ = writeln!(out, "Validation log: {}", log.display());
         }
+        if let Some(first) = self.rounds.first() {
+            let _ = writeln!(
+                out,
+                "Bisect: {} validation(s), logged in {}",
+                self.rounds.len(),
+                first
+                    .log
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+        }
         if let Some(stop) = &self.stopped {
             let _ = writeln!(out, "Land stopped: {stop}");
         }
         if self.moved {
+            let undo = match self.lands {
+                0 | 1 => "flocks land --undo".to_string(),
+                n => format!("flocks land --undo, {n} times: once per land"),
+            };
             let _ = writeln!(
                 out,
-                "{} moved {} -> {}{} (undo: flocks land --undo)",
+                "{} moved {} -> {}{} (see: git -C {} log {}..{}; undo: {undo})",
                 self.target,
                 short(self.old_tip),
                 short(self.new_tip),
                 self.checkout
                     .as_ref()
                     .map(|p| format!(", with its checkout at {}", p.display()))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                repo_dir.display(),
+                short(self.old_tip),
+                short(self.new_tip)
             );
         } else if self.new_tip == self.old_tip && self.stopped.is_none() {
             let _ = writeln!(

@@ -249,3 +249,63 @@ impl Drop for SignalGuard {
         }
     }
 }
+
+/// Validation of a built commit in the land worktree: `[validate] commands`
+/// with `timeout_secs`, credential variables removed, output to a log.
+pub(crate) struct Validator<'a> {
+    commands: &'a [CommandSpec],
+    wt: std::path::PathBuf,
+    timeout: Option<Duration>,
+    grace: Duration,
+    scrub: Vec<String>,
+}
+
+impl<'a> Validator<'a> {
+    /// Ready to validate in `.worktrees/.land` (kept out of git).
+    pub fn new(project: &'a crate::project::Project, repo: &git2::Repository) -> Result<Self> {
+        let config = &project.config;
+        let repo_root = repo.workdir().unwrap_or(project.repo_dir()).to_path_buf();
+        let excludes = crate::git::exclude_patterns(
+            &repo_root,
+            &[project.state_dir(), config.worktrees_dir()],
+        );
+        crate::git::ensure_excluded(repo, &excludes)?;
+        let mut scrub: Vec<String> = [
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_AUTH_TOKEN",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        scrub.extend(config.credentials.iter().map(|c| c.env.clone()));
+        Ok(Validator {
+            commands: &config.validate.commands,
+            wt: super::scratch::path(&config.worktrees_dir()),
+            timeout: config.validate.timeout,
+            grace: config.kill_grace,
+            scrub,
+        })
+    }
+
+    /// Check `commit` out in the land worktree and run the commands there,
+    /// logging to `log`. Nothing else is touched.
+    pub fn run(
+        &self,
+        repo: &git2::Repository,
+        commit: git2::Oid,
+        log: &Path,
+        echo: bool,
+    ) -> Result<Validation> {
+        super::scratch::checkout(repo, &self.wt, commit)?;
+        run(&Run {
+            commands: self.commands,
+            dir: &self.wt,
+            timeout: self.timeout,
+            grace: self.grace,
+            scrub: &self.scrub,
+            log,
+            echo,
+        })
+    }
+}

@@ -1,5 +1,6 @@
 //! `.flocks/events.jsonl`: one line per state change, with a timestamp, so
-//! that other tools can follow a run.
+//! that other tools can follow a run. The shape is documented in
+//! [`super::event`].
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -13,31 +14,91 @@ pub struct EventsFile {
 
 impl EventsFile {
     pub fn open(path: &Path) -> EventsFile {
-        if let Some(d) = path.parent() {
-            let _ = std::fs::create_dir_all(d);
-        }
         EventsFile {
-            file: OpenOptions::new().create(true).append(true).open(path).ok(),
+            file: open_append(path).ok(),
         }
     }
 }
 
+fn open_append(path: &Path) -> std::io::Result<File> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The line written for an event (with `ts` now), newline included; None for
+/// events that are not written (activity).
+pub fn to_line(event: &Event) -> Option<String> {
+    // Activity changes are frequent and not state changes.
+    if matches!(event, Event::Activity { .. }) {
+        return None;
+    }
+    let mut value = serde_json::to_value(event).ok()?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert(
+            "ts".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .into(),
+        );
+    }
+    Some(format!("{value}\n"))
+}
+
+/// Append one event to an events file, for commands that are not the
+/// dispatcher (`flocks land` writes `landed`). One write per line, so that
+/// lines from two writers never interleave.
+pub fn append_event(path: &Path, event: &Event) -> std::io::Result<()> {
+    let Some(line) = to_line(event) else {
+        return Ok(());
+    };
+    open_append(path)?.write_all(line.as_bytes())
+}
+
 impl Reporter for EventsFile {
     fn event(&mut self, event: &Event) {
-        // Activity changes are frequent and not state changes.
-        if matches!(event, Event::Activity { .. }) {
-            return;
-        }
         let Some(f) = self.file.as_mut() else { return };
-        let mut value = serde_json::to_value(event).unwrap_or_default();
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert(
-                "ts".into(),
-                chrono::Utc::now()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                    .into(),
-            );
+        if let Some(line) = to_line(event) {
+            let _ = f.write_all(line.as_bytes());
         }
-        let _ = writeln!(f, "{value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_parse_back_with_a_timestamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".flocks/events.jsonl");
+        let events = [
+            Event::Queued { task: "a".into() },
+            Event::Activity {
+                task: "a".into(),
+                attempt: 1,
+                activity: "Bash: ls".into(),
+            },
+            Event::Landed {
+                task: "a".into(),
+                commits: 2,
+                target: "main".into(),
+            },
+        ];
+        let mut file = EventsFile::open(&path);
+        file.event(&events[0]);
+        file.event(&events[1]);
+        append_event(&path, &events[2]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "activity is not written: {text}");
+        for (line, want) in lines.iter().zip([&events[0], &events[2]]) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+            let back: Event = serde_json::from_str(line).unwrap();
+            assert_eq!(&back, want);
+        }
+        assert!(lines[1].contains(r#""event":"landed""#));
     }
 }

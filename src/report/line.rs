@@ -99,9 +99,18 @@ pub fn render(event: &Event) -> Option<String> {
             s
         }
         Event::Requeued { task, reason } => format!("↻ {task}: back in the queue: {reason}"),
-        Event::Blocked { task, on } => {
+        Event::Blocked {
+            task,
+            on,
+            reason: None,
+        } => {
             format!("⊘ {task}: blocked: {} did not succeed", on.join(", "))
         }
+        Event::Blocked {
+            task,
+            reason: Some(reason),
+            ..
+        } => format!("⊘ {task}: blocked: {reason}"),
         Event::CredentialParked {
             credential,
             until,
@@ -113,6 +122,21 @@ pub fn render(event: &Event) -> Option<String> {
         Event::CredentialDisabled { credential, reason } => {
             format!("⛔ credential {credential} disabled: {reason}; fix it, then run flocks again")
         }
-        Event::RunFinished { .. } => return None,
+        Event::Stalled {
+            task, quiet_secs, ..
+        } => format!(
+            "⚠ {task}: no output for {}: stalled, stopping it",
+            human_duration(*quiet_secs)
+        ),
+        Event::Landed {
+            task,
+            commits,
+            target,
+        } => format!(
+            "⇡ {task}: landed on {target} ({commits} commit{})",
+            if *commits == 1 { "" } else { "s" }
+        ),
+        // The dispatcher also says it in a notice, with the time.
+        Event::Waiting { .. } | Event::RunFinished { .. } => return None,
     })
 }

@@ -4,6 +4,7 @@
 pub mod event;
 pub mod jsonl;
 pub mod line;
+pub mod progress;
 pub mod summary;
 
 pub use event::{Event, PoolInfo};

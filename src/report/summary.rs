@@ -104,8 +104,16 @@ pub fn render(state: &State, only: &[String], log_root: &Path) -> String {
     if !g.blocked.is_empty() {
         let _ = writeln!(s, "\nblocked:");
         for t in &g.blocked {
-            if let TaskStatus::Blocked { on } = &t.status {
-                let _ = writeln!(s, "  ⊘ {:<24} waits for {}", t.id, on.join(", "));
+            match &t.status {
+                TaskStatus::Blocked {
+                    reason: Some(why), ..
+                } => {
+                    let _ = writeln!(s, "  ⊘ {:<24} {why}", t.id);
+                }
+                TaskStatus::Blocked { on, .. } => {
+                    let _ = writeln!(s, "  ⊘ {:<24} waits for {}", t.id, on.join(", "));
+                }
+                _ => {}
             }
         }
     }

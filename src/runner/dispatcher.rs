@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::credentials::{Availability, Credentials, DEFAULT_LOGIN};
 use super::executor::{AttemptJob, run_attempt};
+use super::start_from;
 use super::{AttemptReport, RunEvent, StopLevel};
 use crate::agent::Redactor;
 use crate::agent::spec::{self, SpecInput};
@@ -22,7 +23,7 @@ use crate::project::Project;
 use crate::prompt::Template;
 use crate::report::{Event, PoolInfo, Reporter};
 use crate::state::{Attempt, NextAttempt, Outcome, State, StateStore, TaskStatus};
-use crate::tasks::{TaskSet, dependency_order};
+use crate::tasks::{StartFrom, Task, TaskSet, dependency_order};
 
 /// Quick failures in a row that stop dispatching.
 const BREAKER_LIMIT: u32 = 3;
@@ -37,6 +38,9 @@ pub struct RunOptions {
     pub max_retries: u32,
     /// Exit (5) instead of waiting when every credential is parked.
     pub no_wait: bool,
+    /// Live progress bars when stdout is a terminal (plain lines otherwise);
+    /// read by the command that picks the reporters, not by the dispatcher.
+    pub progress: bool,
 }
 
 pub struct RunSummary {
@@ -118,9 +122,9 @@ impl Dispatcher {
             .zip(p.backends)
             .map(|(cfg, backend)| PoolRt {
                 name: cfg.name.clone(),
-                slots: cfg.max_worktrees,
+                slots: backend.slots(cfg),
                 running: 0,
-                down: backend.unavailable(),
+                down: backend.down_reason(),
                 backend,
             })
             .collect();
@@ -207,6 +211,22 @@ impl Dispatcher {
             pending,
             pools,
         });
+        let queued: Vec<String> = self
+            .order
+            .iter()
+            .map(|&i| &self.tasks.tasks[i].id)
+            .filter(|id| {
+                self.in_scope(id)
+                    && self
+                        .state
+                        .task(id)
+                        .is_some_and(|r| r.status == TaskStatus::Pending)
+            })
+            .cloned()
+            .collect();
+        for task in queued {
+            self.emit(Event::Queued { task });
+        }
         let mut sigint = signal(SignalKind::interrupt()).ok();
         let mut sigterm = signal(SignalKind::terminate()).ok();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -283,21 +303,28 @@ impl Dispatcher {
                 .cloned()
                 .collect();
             match (&rec.status, failed.is_empty()) {
-                (TaskStatus::Pending, false) => {
-                    changes.push((task.id.clone(), TaskStatus::Blocked { on: failed }))
-                }
-                (TaskStatus::Blocked { .. }, true) => {
+                (TaskStatus::Pending, false) => changes.push((
+                    task.id.clone(),
+                    TaskStatus::Blocked {
+                        on: failed,
+                        reason: None,
+                    },
+                )),
+                // Blocked with a reason (its dependencies' work conflicts)
+                // stays blocked for this run: trying again would conflict again.
+                (TaskStatus::Blocked { reason: None, .. }, true) => {
                     changes.push((task.id.clone(), TaskStatus::Pending))
                 }
                 _ => {}
             }
         }
         for (id, status) in changes {
-            if let TaskStatus::Blocked { on } = &status {
+            if let TaskStatus::Blocked { on, .. } = &status {
                 let on = on.clone();
                 self.emit(Event::Blocked {
                     task: id.clone(),
                     on,
+                    reason: None,
                 });
             }
             if let Some(rec) = self.state.task_mut(&id) {
@@ -405,6 +432,7 @@ impl Dispatcher {
                         crate::report::human_duration(secs as f64)
                     );
                     self.emit(Event::Notice { message });
+                    self.emit(Event::Waiting { until: t });
                 }
             }
             return None;
@@ -440,7 +468,22 @@ impl Dispatcher {
             resume_pool: None,
             ended: None,
             context: None,
+            base: None,
         });
+        let mut base = self.config.workspace.base.clone();
+        if let Some(given) = &next.base {
+            // `land --resolve`: redo from the target as it is now.
+            base = given.clone();
+        } else if task.start_from == StartFrom::Dependencies && !task.depends_on.is_empty() {
+            match self.dependency_start(&task, next.fresh) {
+                Ok(Some(start)) => base = start.to_string(),
+                Ok(None) => {}
+                Err(reason) => {
+                    self.block_with_reason(id, reason);
+                    return;
+                }
+            }
+        }
         let pool_name = self.pools[pool].name.clone();
         let base_prompt =
             match crate::prompt::render(self.template.as_ref(), &task, &self.tasks.source) {
@@ -520,7 +563,7 @@ impl Dispatcher {
             prepare: PrepareJob {
                 task: id.to_string(),
                 branch: task.branch.clone(),
-                base: self.config.workspace.base.clone(),
+                base,
                 fresh,
             },
             backend: self.pools[pool].backend.clone(),
@@ -540,6 +583,46 @@ impl Dispatcher {
             worktree,
             credential,
             resumed: resume.is_some(),
+        });
+    }
+
+    /// The start of a task that starts from its dependencies: None when its
+    /// branch exists and is kept (a retry builds on it; `--fresh` rebuilds the
+    /// start), or why the dependencies' work cannot be combined.
+    fn dependency_start(&self, task: &Task, fresh: bool) -> Result<Option<git2::Oid>, String> {
+        let repo = crate::git::open(&self.config.workspace.repo).map_err(|e| e.to_string())?;
+        let exists = crate::git::branch_tip(&repo, &task.branch)
+            .map_err(|e| e.to_string())?
+            .is_some();
+        if exists && !fresh {
+            return Ok(None);
+        }
+        let base = crate::git::resolve_commit(&repo, &self.config.workspace.base)
+            .map_err(|e| e.to_string())?;
+        let deps = start_from::closure(&self.tasks, &self.order, &task.id);
+        let ranges = start_from::ranges(&self.state, &deps)?;
+        // A few in-memory cherry-picks: short enough to do in the loop.
+        start_from::build(&repo, base, &ranges).map(Some)
+    }
+
+    /// The task cannot start, for a reason that retrying in this run would not change.
+    fn block_with_reason(&mut self, id: &str, reason: String) {
+        let on = self
+            .tasks
+            .get(id)
+            .map(|t| t.depends_on.clone())
+            .unwrap_or_default();
+        if let Some(rec) = self.state.task_mut(id) {
+            let _ = rec.transition(TaskStatus::Blocked {
+                on: on.clone(),
+                reason: Some(reason.clone()),
+            });
+            self.dirty = true;
+        }
+        self.emit(Event::Blocked {
+            task: id.to_string(),
+            on,
+            reason: Some(reason),
         });
     }
 
@@ -612,6 +695,15 @@ impl Dispatcher {
                     activity,
                 });
             }
+            RunEvent::Stalled {
+                task,
+                attempt,
+                quiet_secs,
+            } => self.emit(Event::Stalled {
+                task,
+                attempt,
+                quiet_secs,
+            }),
             RunEvent::Finished {
                 task,
                 attempt,

@@ -13,7 +13,7 @@ use super::sink::OutputSink;
 use super::{AttemptReport, RunEvent, StopLevel};
 use crate::agent::classify::{AttemptFacts, EndedBy};
 use crate::agent::{AgentSpec, Redactor, StreamEvent, classify};
-use crate::backend::{Backend, Chunk, ExitInfo, PrepareJob};
+use crate::backend::{Backend, Chunk, ExitInfo, PrepareError, PrepareJob};
 use crate::state::Outcome;
 
 pub struct AttemptJob {
@@ -72,11 +72,18 @@ pub async fn run_attempt(
 
     let ws = match job.backend.prepare(&job.prepare).await {
         Ok(ws) => ws,
-        Err(e) => {
+        Err(PrepareError::Failed(e)) => {
             let reason = format!("cannot prepare the worktree: {e}");
             sink.note(&reason);
             let _ = events
                 .send(finished(report(Outcome::SpawnFailed { reason })))
+                .await;
+            return;
+        }
+        Err(PrepareError::HostLost(reason)) => {
+            sink.note(&reason);
+            let _ = events
+                .send(finished(report(Outcome::HostLost { reason })))
                 .await;
             return;
         }
@@ -144,6 +151,8 @@ pub async fn run_attempt(
             _ = sleep_until(stall_deadline), if ended_by == EndedBy::Exited => {
                 ended_by = EndedBy::Stalled;
                 sink.note("no output for stall_timeout_secs: the agent is stalled; stopping it");
+                let quiet_secs = last_output.elapsed().as_secs_f64();
+                let _ = events.send(RunEvent::Stalled { task: task.clone(), attempt, quiet_secs }).await;
                 running.control.terminate().await;
                 escalate_at = tokio::time::Instant::now() + job.grace + Duration::from_secs(5);
             }

@@ -22,6 +22,7 @@ pub mod dispatcher;
 pub mod executor;
 pub mod reconcile;
 pub mod sink;
+pub mod start_from;
 
 use std::path::PathBuf;
 
@@ -59,6 +60,12 @@ pub enum RunEvent {
         task: String,
         attempt: u32,
         activity: String,
+    },
+    /// No output for `stall_timeout_secs`: the executor is stopping the agent.
+    Stalled {
+        task: String,
+        attempt: u32,
+        quiet_secs: f64,
     },
     Finished {
         task: String,

@@ -40,8 +40,24 @@ pub struct ProjectLock {
 
 impl ProjectLock {
     pub fn acquire(state_dir: &Path, command: &str) -> Result<ProjectLock> {
+        Self::acquire_file(
+            state_dir,
+            "lock",
+            command,
+            "wait for it to end, or stop it with `flocks stop`",
+        )
+    }
+
+    /// An exclusive lock on `state_dir/name`, naming its holder when taken;
+    /// `hint` says what to do then.
+    pub fn acquire_file(
+        state_dir: &Path,
+        name: &str,
+        command: &str,
+        hint: &str,
+    ) -> Result<ProjectLock> {
         std::fs::create_dir_all(state_dir).ctx(|| format!("create {}", state_dir.display()))?;
-        let path = state_dir.join("lock");
+        let path = state_dir.join(name);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -56,7 +72,7 @@ impl ProjectLock {
                     .map(|i| i.describe())
                     .unwrap_or_else(|| "another flocks process".into());
                 return Err(Error::CannotStart(format!(
-                    "{holder} holds {}: wait for it to end, or stop it with `flocks stop`",
+                    "{holder} holds {}: {hint}",
                     path.display()
                 )));
             }

@@ -116,8 +116,13 @@ pub enum TaskStatus {
     },
     /// The last attempt ended this way; final until retried.
     Done { outcome: Outcome },
-    /// A dependency did not succeed.
-    Blocked { on: Vec<String> },
+    /// A dependency did not succeed, or (with a `reason`) the dependencies
+    /// succeeded but their work could not be combined into the task's start.
+    Blocked {
+        on: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 impl TaskStatus {
@@ -321,6 +326,10 @@ pub struct NextAttempt {
     /// The context of the previous attempt, for a prompt that starts fresh.
     #[serde(default)]
     pub context: Option<String>,
+    /// Start (with `fresh`) from this commit instead of `[workspace] base`:
+    /// `land --resolve` redoes a conflicted task on the current target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -456,7 +465,13 @@ mod tests {
         let text = include_str!("../../tests/fixtures/state-v1.json");
         let mut state: State = serde_json::from_str(text).unwrap();
         let t = &mut state.tasks[0];
-        assert!(t.transition(TaskStatus::Blocked { on: vec![] }).is_err());
+        assert!(
+            t.transition(TaskStatus::Blocked {
+                on: vec![],
+                reason: None
+            })
+            .is_err()
+        );
         assert!(t.transition(TaskStatus::Pending).is_ok());
     }
 }

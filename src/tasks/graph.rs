@@ -69,6 +69,28 @@ pub fn dependency_order(tasks: &[Task]) -> Result<Vec<usize>, (usize, String)> {
     Ok(order)
 }
 
+/// Each task's dependency wave, by index: 1 for a task without dependencies,
+/// otherwise one more than its latest dependency's. `order` is a
+/// [`dependency_order`] of the same tasks.
+pub fn waves(tasks: &[Task], order: &[usize]) -> Vec<usize> {
+    let index: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
+    let mut wave = vec![1usize; tasks.len()];
+    for &i in order {
+        wave[i] = tasks[i]
+            .depends_on
+            .iter()
+            .filter_map(|d| index.get(d.as_str()))
+            .map(|&d| wave[d] + 1)
+            .max()
+            .unwrap_or(1);
+    }
+    wave
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +103,7 @@ mod tests {
             title: None,
             description: None,
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
+            start_from: Default::default(),
             extra: Default::default(),
             line: 1,
         }
@@ -95,6 +118,19 @@ mod tests {
             .map(|&i| tasks[i].id.as_str())
             .collect();
         assert_eq!(order, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn waves_of_a_diamond() {
+        let tasks = vec![
+            t("d", &["b", "c"]),
+            t("a", &[]),
+            t("b", &["a"]),
+            t("c", &["a"]),
+            t("e", &[]),
+        ];
+        let order = dependency_order(&tasks).unwrap();
+        assert_eq!(waves(&tasks, &order), vec![3, 1, 2, 2, 1]);
     }
 
     #[test]

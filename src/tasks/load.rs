@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Task, TaskSet, dependency_order, valid_id};
+use super::{StartFrom, Task, TaskSet, dependency_order, valid_id};
 use crate::config::CommandSpec;
 use crate::error::{Error, Result};
 
@@ -176,6 +176,18 @@ fn task_from_object(
             ));
         }
     };
+    let start_from = match opt_string(&mut obj, "start_from")? {
+        None => StartFrom::Base,
+        Some(v) => StartFrom::parse(&v).ok_or_else(|| {
+            fe(
+                "start_from",
+                format!(
+                    "unknown value `{v}`: use \"{}\"",
+                    StartFrom::VALUES.join("\" or \"")
+                ),
+            )
+        })?,
+    };
     Ok(Task {
         id,
         prompt,
@@ -183,6 +195,7 @@ fn task_from_object(
         title,
         description,
         depends_on,
+        start_from,
         extra: obj,
         line,
     })
@@ -266,6 +279,24 @@ mod tests {
         assert!(
             err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"x;rm -rf ~\"}")
                 .contains("field `branch`")
+        );
+    }
+
+    #[test]
+    fn start_from_values() {
+        let set = parse("{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"b\",\"prompt\":\"y\",\"depends_on\":[\"a\"],\"start_from\":\"dependencies\"}").unwrap();
+        assert_eq!(set.tasks[0].start_from, StartFrom::Base);
+        assert_eq!(set.tasks[1].start_from, StartFrom::Dependencies);
+        assert!(!set.tasks[1].extra.contains_key("start_from"));
+        let e = err(
+            "{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"b\",\"prompt\":\"y\",\"start_from\":\"deps\"}",
+        );
+        assert!(
+            e.contains("tasks.jsonl:2: field `start_from`: unknown value `deps`"),
+            "{e}"
+        );
+        assert!(
+            err("{\"id\":\"a\",\"prompt\":\"x\",\"start_from\":1}").contains("field `start_from`")
         );
     }
 

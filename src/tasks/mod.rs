@@ -6,7 +6,7 @@ mod load;
 
 use std::path::PathBuf;
 
-pub use graph::dependency_order;
+pub use graph::{dependency_order, waves};
 pub use load::{BranchRules, load_jsonl, load_script, parse_jsonl};
 
 use serde_json::{Map, Value};
@@ -19,6 +19,9 @@ pub struct Task {
     pub title: Option<String>,
     pub description: Option<String>,
     pub depends_on: Vec<String>,
+    /// Where the task's branch starts: the base, or a commit holding its
+    /// dependencies' work (`"start_from": "dependencies"`).
+    pub start_from: StartFrom,
     /// Fields flocks does not know, kept for the template (`{{task.<field>}}`).
     pub extra: Map<String, Value>,
     /// 1-based line in the source, for messages.
@@ -35,6 +38,7 @@ impl Task {
             "title" => self.title.clone(),
             "description" => self.description.clone(),
             "depends_on" => Some(self.depends_on.join(", ")),
+            "start_from" => Some(self.start_from.as_str().to_string()),
             other => self.extra.get(other).map(|v| match v {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -47,6 +51,36 @@ impl Task {
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(self.prompt.as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Where a task's branch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// `[workspace] base` (the default).
+    #[default]
+    Base,
+    /// The base with each dependency's successful range applied onto it, in
+    /// dependency order (transitively).
+    Dependencies,
+}
+
+impl StartFrom {
+    pub const VALUES: &[&str] = &["base", "dependencies"];
+
+    pub fn parse(s: &str) -> Option<StartFrom> {
+        match s {
+            "base" => Some(StartFrom::Base),
+            "dependencies" => Some(StartFrom::Dependencies),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartFrom::Base => "base",
+            StartFrom::Dependencies => "dependencies",
+        }
     }
 }
 

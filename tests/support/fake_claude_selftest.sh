@@ -129,5 +129,16 @@ check "orphan run exits 0" [ "$RC" -eq 0 ]
 check "orphan process is alive" [ -n "$OPID" -a -d "/proc/${OPID:-none}" ]
 check "orphan is in a different session" [ -n "$OPID" -a "$(sess_of "$OPID" 2>/dev/null)" != "$(sess_of $$)" -a "$(sess_of "$OPID" 2>/dev/null)" = "$OPID" ]
 
+# --- append, if-exists -----------------------------------------------------------------
+run "@fake append notes.txt one"
+run "@fake append notes.txt two"
+check "append adds a line and commits" [ "$(git -C "$REPO" show HEAD:notes.txt)" = "$(printf 'one\ntwo')" ]
+run "@fake if-exists $TMP/nope fail
+@fake text fine"
+check "if-exists skips when absent" [ "$RC" -eq 0 ]
+touch "$TMP/yes"
+run "@fake if-exists $TMP/yes fail"
+check "if-exists runs when present" [ "$RC" -eq 1 ]
+
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]

@@ -2,7 +2,7 @@
 //! agent is the fake claude (tests/support/fake-claude), and helpers to run
 //! the real `flocks` binary in it.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -51,18 +51,22 @@ impl TestProject {
         p
     }
 
-    /// Write flocks.toml: the fake agent, short timeouts, then `extra`.
+    /// Write flocks.toml: short timeouts and the fake agent, unless `extra`
+    /// sets them itself.
     pub fn config(&self, extra: &str) {
-        let text = format!(
-            "agent_timeout_secs = 60\nkill_grace_secs = 1\n{extra}\n\n[agent]\ncommand = \"{}\"\n",
-            fake_claude().display()
-        );
-        // `extra` may hold its own [agent] table: then it wins.
-        let text = if extra.contains("[agent]") {
-            format!("agent_timeout_secs = 60\nkill_grace_secs = 1\n{extra}\n")
-        } else {
-            text
-        };
+        let mut text = String::new();
+        for (key, default) in [("agent_timeout_secs", "60"), ("kill_grace_secs", "1")] {
+            if !extra.contains(key) {
+                text.push_str(&format!("{key} = {default}\n"));
+            }
+        }
+        text.push_str(extra);
+        if !extra.contains("[agent]") {
+            text.push_str(&format!(
+                "\n\n[agent]\ncommand = \"{}\"\n",
+                fake_claude().display()
+            ));
+        }
         std::fs::write(self.repo.join("flocks.toml"), text).unwrap();
     }
 

@@ -10,10 +10,11 @@
 //!         ── second exec: sh KILLER <tag> <grace> ─▶ TERM, grace, KILL by tag
 //! ```
 //!
-//! The container is found once per run (by name, by the devcontainer label, or
-//! as the one `flocks up` made). A container that is missing or stopped then
-//! takes its pool out of the run with a reason that names it; one that dies
-//! during an attempt ends that attempt as lost, with the same kind of reason.
+//! The container is found once per run, as the run starts (`connect`: by name,
+//! by the devcontainer label, or as the one `flocks up` made). A container that
+//! is missing or stopped then takes its pool out of the run with a reason that
+//! names it; one that dies during an attempt ends that attempt as lost (the
+//! task fails with a reason naming it, and the pool is not used again).
 
 pub mod engine;
 pub mod guard;
@@ -34,7 +35,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::{Chunk, Control, ExitInfo, Finished, PrepareJob, Running, Workspace};
+use super::{Chunk, Control, ExitInfo, Finished, PrepareError, PrepareJob, Running, Workspace};
 use crate::agent::AgentSpec;
 use crate::config::{Config, DockerConfig, PoolConfig};
 use crate::git::Worktrees;
@@ -58,8 +59,12 @@ pub struct DockerBackend {
     repo_dir: PathBuf,
     config_dir: PathBuf,
     grace: Duration,
-    target: Result<Target, String>,
-    notes: Vec<String>,
+    lookup: Lookup,
+    workspace_mount: Option<String>,
+    user: String,
+    project_key: String,
+    /// The container, found by `connect` (or the first attempt).
+    target: tokio::sync::OnceCell<Result<Target, String>>,
     client: tokio::sync::OnceCell<Docker>,
     guard: Arc<Guard>,
     /// Guard tickets of running attempts, by worktree.
@@ -162,9 +167,6 @@ fn reconciled() -> &'static Mutex<HashSet<String>> {
 }
 
 impl DockerBackend {
-    /// Find the pool's container and stop what an earlier run left in it.
-    /// Never fails: an unusable container makes the pool unavailable, with the
-    /// reason (see [`DockerBackend::unavailable`]).
     pub fn new(
         config: &Config,
         pool: &PoolConfig,
@@ -187,6 +189,8 @@ impl DockerBackend {
                     ("GIT_AUTHOR_EMAIL".into(), email.clone()),
                     ("GIT_COMMITTER_NAME".into(), name),
                     ("GIT_COMMITTER_EMAIL".into(), email),
+                    // git checks ownership along the host path in the
+                    // worktree's back link, which does not exist in the container.
                     ("GIT_CONFIG_COUNT".into(), "1".into()),
                     ("GIT_CONFIG_KEY_0".into(), "safe.directory".into()),
                     ("GIT_CONFIG_VALUE_0".into(), "*".into()),
@@ -195,35 +199,7 @@ impl DockerBackend {
             }
             Err(_) => (repo_dir.join(".git"), Vec::new()),
         };
-        let key = crate::project::key_of(&config.state_dir());
-        let lookup = lookup_for(&pool.name, d, &key);
-        let user = d
-            .user
-            .clone()
-            .unwrap_or_else(|| format!("{}:{}", owner.0, owner.1));
-        let grace = config.kill_grace.min(Duration::from_secs(10));
-        let found = std::thread::scope(|s| {
-            s.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-                rt.block_on(resolve(
-                    &lookup,
-                    &repo_dir,
-                    d.workspace_mount.as_deref(),
-                    &user,
-                    &key,
-                    grace,
-                ))
-            })
-            .join()
-            .unwrap_or_else(|_| Err("looking for the container panicked".into()))
-        });
-        let (target, notes) = match found {
-            Ok((t, notes)) => (Ok(t), notes),
-            Err(e) => (Err(e), Vec::new()),
-        };
+        let project_key = crate::project::key_of(&config.state_dir());
         DockerBackend {
             worktrees,
             guard: guard::for_repo(&git_dir),
@@ -231,8 +207,14 @@ impl DockerBackend {
             repo_dir,
             config_dir: config.dir.clone(),
             grace: config.kill_grace,
-            target,
-            notes,
+            lookup: lookup_for(&pool.name, d, &project_key),
+            workspace_mount: d.workspace_mount.clone(),
+            user: d
+                .user
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", owner.0, owner.1)),
+            project_key,
+            target: tokio::sync::OnceCell::new(),
             client: tokio::sync::OnceCell::new(),
             tickets: Mutex::new(HashMap::new()),
             owner,
@@ -240,21 +222,86 @@ impl DockerBackend {
         }
     }
 
-    /// Why this pool cannot run agents, if it cannot.
-    pub fn unavailable(&self) -> Option<String> {
-        self.target.as_ref().err().cloned()
+    /// Find the pool's container and stop what an earlier run left in it.
+    /// Why the pool cannot be used, if it cannot.
+    pub async fn connect(&self, notes: &mut Vec<String>) -> Option<String> {
+        let first = self.target.get().is_none();
+        match self.target().await {
+            Ok(t) => {
+                if first {
+                    self.reconcile(&t, notes).await;
+                }
+                None
+            }
+            Err(e) => Some(e),
+        }
     }
 
-    /// What the user should know from the start of the run.
-    pub fn notes(&self) -> Vec<String> {
-        self.notes.clone()
+    /// Why this pool is out of the run (found by `connect`), if it is.
+    pub fn down_reason(&self) -> Option<String> {
+        match self.target.get() {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    async fn target(&self) -> Result<Target, String> {
+        self.target
+            .get_or_init(|| async {
+                let docker = self.client().await?;
+                let info = engine::find(&docker, &self.lookup).await?;
+                let id = info.id.clone().unwrap_or_default();
+                let name = engine::name_of(&info, &id);
+                let repo = engine::repo_in_container(
+                    &info,
+                    &self.repo_dir,
+                    self.workspace_mount.as_deref(),
+                    &name,
+                )?;
+                Ok(Target {
+                    id,
+                    name,
+                    repo,
+                    user: self.user.clone(),
+                })
+            })
+            .await
+            .clone()
+    }
+
+    /// Stop survivors of an earlier run of this project in the container
+    /// (once per container and flocks process: pools may share one).
+    async fn reconcile(&self, t: &Target, notes: &mut Vec<String>) {
+        let first = reconciled()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(t.id.clone());
+        if !first {
+            return;
+        }
+        let Ok(docker) = self.client().await else {
+            return;
+        };
+        let grace = self.grace.min(Duration::from_secs(10));
+        let tag = format!("{}:", self.project_key);
+        match kill_attempt(&docker, t, Match::Prefix, &tag, grace).await {
+            Ok(out) if scripts::stopped_any(&out) => notes.push(format!(
+                "stopped processes an earlier flocks run left in docker container `{}`",
+                t.name
+            )),
+            Ok(_) => {}
+            Err(e) => notes.push(format!(
+                "could not look for processes an earlier flocks run left: {e}"
+            )),
+        }
     }
 
     async fn client(&self) -> Result<Docker, String> {
         self.client.get_or_try_init(engine::connect).await.cloned()
     }
 
-    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, String> {
+    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+        let t = self.target().await.map_err(PrepareError::HostLost)?;
         let wts = self.worktrees.clone();
         let job = job.clone();
         let owner = self.owner;
@@ -280,20 +327,16 @@ impl DockerBackend {
             Ok(p)
         })
         .await
-        .map_err(|e| e.to_string())??;
-        let agent_cwd = match &self.target {
-            Ok(t) => {
-                let rel = p.path.strip_prefix(&self.repo_dir).map_err(|_| {
-                    format!(
-                        "the worktree {} is not inside the repo {}",
-                        p.path.display(),
-                        self.repo_dir.display()
-                    )
-                })?;
-                Path::new(&t.repo).join(rel).display().to_string()
-            }
-            Err(_) => p.path.display().to_string(),
-        };
+        .map_err(|e| PrepareError::Failed(e.to_string()))?
+        .map_err(PrepareError::Failed)?;
+        let rel = p.path.strip_prefix(&self.repo_dir).map_err(|_| {
+            PrepareError::Failed(format!(
+                "the worktree {} is not inside the repo {}",
+                p.path.display(),
+                self.repo_dir.display()
+            ))
+        })?;
+        let agent_cwd = Path::new(&t.repo).join(rel).display().to_string();
         Ok(Workspace {
             agent_cwd,
             host_path: p.path,
@@ -340,9 +383,9 @@ impl DockerBackend {
     }
 
     pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
-        let t = match &self.target {
-            Ok(t) => t.clone(),
-            Err(why) => return Ok(lost(why.clone())),
+        let t = match self.target().await {
+            Ok(t) => t,
+            Err(why) => return Ok(lost(why)),
         };
         let program = self.program_in_container(&spec.program, &t)?;
         let docker = match self.client().await {
@@ -524,51 +567,6 @@ pub fn lookup_for(pool: &str, d: &DockerConfig, project_key: &str) -> Lookup {
             project_key: project_key.to_string(),
         }
     }
-}
-
-/// Find the container, map the repo into it, and stop survivors of an
-/// earlier run of this project in it.
-async fn resolve(
-    lookup: &Lookup,
-    repo_dir: &Path,
-    workspace_mount: Option<&str>,
-    user: &str,
-    project_key: &str,
-    grace: Duration,
-) -> Result<(Target, Vec<String>), String> {
-    let docker = engine::connect().await?;
-    let info = engine::find(&docker, lookup).await?;
-    let id = info.id.clone().unwrap_or_default();
-    let name = engine::name_of(&info, &id);
-    let repo = engine::repo_in_container(&info, repo_dir, workspace_mount, &name)?;
-    let t = Target {
-        id: id.clone(),
-        name,
-        repo,
-        user: user.to_string(),
-    };
-    let mut notes = Vec::new();
-    let first = reconciled()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id);
-    if first {
-        let out = kill_attempt(
-            &docker,
-            &t,
-            Match::Prefix,
-            &format!("{project_key}:"),
-            grace,
-        )
-        .await?;
-        if scripts::stopped_any(&out) {
-            notes.push(format!(
-                "stopped processes an earlier flocks run left in docker container `{}`",
-                t.name
-            ));
-        }
-    }
-    Ok((t, notes))
 }
 
 /// After the exec's output ended: its exit code, or why the agent was lost.

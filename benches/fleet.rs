@@ -1,0 +1,154 @@
+//! Fleet benchmark: N tasks on P slots in a repo of F files, flocks against
+//! the shell baseline (`git worktree add` + agent + log file under `xargs -P`).
+//!
+//!     cargo bench --bench fleet                  # N=200 P=8 F=2000
+//!     N=50 P=4 F=500 cargo bench --bench fleet   # smaller
+//!
+//! Both sides run the same agent: a small sh script that speaks stream-json,
+//! writes one file and commits it. Prints wall time per side, the ratio, and
+//! flocks' peak resident memory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const AGENT: &str = r#"#!/bin/sh
+prompt=$(cat)
+echo '{"type":"system","subtype":"init","session_id":"bench","model":"bench"}'
+name=$(printf '%s' "$prompt" | tr -cd 'a-z0-9-')
+echo "$prompt" > "out-$name.txt"
+git add "out-$name.txt" && git commit -q -m "bench $name"
+echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok","session_id":"bench","total_cost_usd":0}'
+"#;
+
+fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn make_repo(dir: &Path, files: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let git = |args: &[&str]| run(Command::new("git").args(args).current_dir(dir));
+    git(&["init", "-q", "-b", "main"]);
+    git(&["config", "user.name", "bench"]);
+    git(&["config", "user.email", "bench@example.invalid"]);
+    for i in 0..files {
+        let sub = dir.join(format!("src/m{:02}", i % 50));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(
+            sub.join(format!("f{i}.rs")),
+            format!("// file {i}\npub fn f{i}() -> u32 {{ {i} }}\n").repeat(20),
+        )
+        .unwrap();
+    }
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "initial"]);
+}
+
+fn write_agent(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("bench-agent");
+    std::fs::write(&p, AGENT).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn baseline(root: &Path, agent: &Path, n: usize, p: usize, files: usize) -> Duration {
+    let repo = root.join("baseline");
+    make_repo(&repo, files);
+    std::fs::create_dir_all(repo.join(".logs")).unwrap();
+    let script = format!(
+        "seq 1 {n} | xargs -P {p} -I{{}} sh -c 'git worktree add -q -b base/t{{}} .wt/t{{}} main && cd .wt/t{{}} && echo t{{}} | {agent} > ../../.logs/t{{}}.log 2>&1'",
+        agent = agent.display()
+    );
+    let start = Instant::now();
+    run(Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&repo));
+    start.elapsed()
+}
+
+fn flocks(root: &Path, agent: &Path, n: usize, p: usize, files: usize) -> (Duration, u64) {
+    let repo = root.join("flocks");
+    make_repo(&repo, files);
+    std::fs::write(
+        repo.join("flocks.toml"),
+        format!(
+            "max_agents = {p}\n[agent]\ncommand = \"{}\"\n[[containers]]\nname = \"local\"\nmax_worktrees = {p}\n",
+            agent.display()
+        ),
+    )
+    .unwrap();
+    let tasks: String = (1..=n)
+        .map(|i| format!("{{\"id\":\"t{i}\",\"prompt\":\"t{i}\"}}\n"))
+        .collect();
+    std::fs::write(repo.join("tasks.jsonl"), tasks).unwrap();
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flocks"))
+        .args(["run", "--no-progress"])
+        .current_dir(&repo)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut peak_kb = 0;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            for l in s.lines().filter(|l| l.starts_with("VmHWM:")) {
+                let kb: u64 = l
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                peak_kb = peak_kb.max(kb);
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "flocks run failed: {st}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (start.elapsed(), peak_kb)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs this too: keep that cheap.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let (n, p, f) = if quick {
+        (4, 2, 20)
+    } else {
+        (env_usize("N", 200), env_usize("P", 8), env_usize("F", 2000))
+    };
+    let root = tempfile::tempdir().unwrap();
+    let agent = write_agent(root.path());
+    println!("fleet benchmark: N={n} tasks, P={p} slots, F={f} files");
+    let base = baseline(root.path(), &agent, n, p, f);
+    println!(
+        "  baseline (git worktree add + agent + log, xargs -P {p}): {:>8.2}s",
+        base.as_secs_f64()
+    );
+    let (ours, peak_kb) = flocks(root.path(), &agent, n, p, f);
+    println!(
+        "  flocks run:                                          {:>8.2}s",
+        ours.as_secs_f64()
+    );
+    println!(
+        "  ratio flocks/baseline: {:.2} (below 1 is faster)",
+        ours.as_secs_f64() / base.as_secs_f64()
+    );
+    println!("  flocks peak RSS: {:.1} MiB", peak_kb as f64 / 1024.0);
+}

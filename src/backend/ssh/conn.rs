@@ -1,0 +1,323 @@
+//! One SSH destination: the `ssh` argv flocks builds for it (the user's options
+//! first, then multiplexing, batch mode and keep-alives), the remote helper it
+//! installs under `remote_dir`, and the multiplexing masters it stops at the end.
+//!
+//! Only two kinds of remote command strings exist: the fixed helper invocation
+//! and the user's own `setup` commands. Paths from the config are shell-quoted;
+//! nothing from a task ever reaches a remote command line.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// The helper script, installed as `<remote_dir>/helper.sh`.
+pub const HELPER: &str = include_str!("helper.sh");
+
+/// Keep-alives: a silent host is given up after interval × count seconds.
+const ALIVE_INTERVAL: u32 = 15;
+const ALIVE_COUNT: u32 = 3;
+/// How long a multiplexing master outlives its last client when flocks is killed.
+const PERSIST_SECS: u32 = 60;
+
+/// Why a remote operation failed.
+#[derive(Debug, Clone)]
+pub enum SshError {
+    /// ssh itself failed (exit 255): the host is down, unreachable or refused us.
+    Unreachable(String),
+    /// The remote side ran and failed.
+    Failed(String),
+}
+
+impl SshError {
+    pub fn message(&self) -> &str {
+        match self {
+            SshError::Unreachable(m) | SshError::Failed(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Display for SshError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// Where and how to reach one host.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Anything ssh accepts: `user@host`, a `~/.ssh/config` name.
+    pub host: String,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub ssh_options: Vec<String>,
+    /// As written in flocks.toml (`~/flocks`); expanded on the host.
+    pub remote_dir: String,
+}
+
+impl Target {
+    /// The ssh options, without the destination. The user's options come
+    /// first: for `-o` options, ssh keeps the first value it sees.
+    pub fn options(&self) -> Vec<String> {
+        let mut v = self.ssh_options.clone();
+        if let Some(p) = self.port {
+            v.extend(["-p".into(), p.to_string()]);
+        }
+        if let Some(i) = &self.identity_file {
+            v.extend(["-i".into(), i.display().to_string()]);
+        }
+        for o in [
+            "ControlMaster=auto".to_string(),
+            format!("ControlPath={}/%C", control_dir().display()),
+            format!("ControlPersist={PERSIST_SECS}"),
+            "BatchMode=yes".to_string(),
+            format!("ServerAliveInterval={ALIVE_INTERVAL}"),
+            format!("ServerAliveCountMax={ALIVE_COUNT}"),
+            "ConnectTimeout=15".to_string(),
+        ] {
+            v.push("-o".into());
+            v.push(o);
+        }
+        v
+    }
+
+    /// `ssh <options> -T <host> <remote>`, in its own process group so that a
+    /// Ctrl-C on the terminal reaches flocks only.
+    pub fn command(&self, remote: &str) -> Command {
+        register_master(self);
+        let mut c = Command::new("ssh");
+        c.args(self.options())
+            .arg("-T")
+            .arg("--")
+            .arg(&self.host)
+            .arg(remote)
+            .process_group(0)
+            .kill_on_drop(true);
+        c
+    }
+
+    /// `remote_dir` as a shell word (`~/x` becomes `"$HOME"/'x'`).
+    pub fn remote_dir_word(&self) -> String {
+        remote_path_word(&self.remote_dir)
+    }
+
+    /// The fixed command that runs the installed helper.
+    pub fn helper_command(&self) -> String {
+        format!("exec /bin/sh {}/helper.sh", self.remote_dir_word())
+    }
+
+    /// `GIT_SSH_COMMAND` for the system git: flocks' ssh with its options.
+    pub fn git_ssh_command(&self) -> String {
+        register_master(self);
+        let mut words = vec!["ssh".to_string()];
+        words.extend(self.options());
+        words
+            .iter()
+            .map(|w| sh_quote(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The mirror's address for git (scp-like syntax), given its absolute root.
+    pub fn git_url(&self, root: &str) -> String {
+        format!("{}:{root}/mirror.git", self.host)
+    }
+
+    /// Run `remote`, feeding `input`, within `limit`.
+    pub async fn output(
+        &self,
+        remote: &str,
+        input: &[u8],
+        limit: Duration,
+    ) -> Result<String, SshError> {
+        let mut cmd = self.command(remote);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| {
+            SshError::Unreachable(format!("cannot run ssh (is OpenSSH installed?): {e}"))
+        })?;
+        let mut stdin = child.stdin.take();
+        let input = input.to_vec();
+        let feed = async move {
+            if let Some(s) = stdin.as_mut() {
+                let _ = s.write_all(&input).await;
+                let _ = s.shutdown().await;
+            }
+        };
+        let run = async {
+            let (_, out) = tokio::join!(feed, child.wait_with_output());
+            out
+        };
+        let out = match tokio::time::timeout(limit, run).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return Err(SshError::Unreachable(format!("ssh failed: {e}"))),
+            Err(_) => {
+                return Err(SshError::Unreachable(format!(
+                    "host {} did not answer within {}s",
+                    self.host,
+                    limit.as_secs()
+                )));
+            }
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let why = last_words(&stderr);
+        match out.status.code() {
+            Some(255) => Err(SshError::Unreachable(format!(
+                "cannot reach host {}: {why}",
+                self.host
+            ))),
+            code => Err(SshError::Failed(format!(
+                "on host {}: {why} (exit {})",
+                self.host,
+                code.map(|c| c.to_string())
+                    .unwrap_or_else(|| "by signal".into())
+            ))),
+        }
+    }
+
+    /// Install (or refresh) the helper under `remote_dir`.
+    pub async fn install_helper(&self) -> Result<(), SshError> {
+        let d = self.remote_dir_word();
+        let remote = format!(
+            "umask 077 && mkdir -p {d} && cat >{d}/.helper.sh.$$ && mv -f {d}/.helper.sh.$$ {d}/helper.sh"
+        );
+        self.output(&remote, HELPER.as_bytes(), Duration::from_secs(60))
+            .await
+            .map(|_| ())
+    }
+
+    /// Run one helper operation whose header ends with `end`; its stdout.
+    pub async fn helper(&self, header: &str, limit: Duration) -> Result<String, SshError> {
+        self.output(&self.helper_command(), header.as_bytes(), limit)
+            .await
+    }
+}
+
+/// Quote a word for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A remote path as a shell word; a leading `~/` means the remote `$HOME`.
+pub fn remote_path_word(dir: &str) -> String {
+    if dir == "~" {
+        return "\"$HOME\"".into();
+    }
+    match dir.strip_prefix("~/") {
+        Some(rest) => format!("\"$HOME\"/{}", sh_quote(rest)),
+        None => sh_quote(dir),
+    }
+}
+
+/// The last meaningful stderr line (ssh's reason), without helper chatter.
+pub fn last_words(stderr: &str) -> String {
+    stderr
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
+        .map(|l| l.strip_prefix("flocks-helper: ").unwrap_or(l).to_string())
+        .unwrap_or_else(|| "no message".into())
+}
+
+/// The short directory of the multiplexing sockets (`%C` is 40 hex digits and
+/// a unix socket path has about 104 bytes), one per flocks process.
+pub fn control_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::var_os("FLOCKS_SSH_CONTROL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        let dir = base.join(format!("flocks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        dir
+    })
+}
+
+fn masters() -> &'static Mutex<Vec<Target>> {
+    static M: OnceLock<Mutex<Vec<Target>>> = OnceLock::new();
+    M.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+pub fn register_master(t: &Target) {
+    let mut m = masters().lock().unwrap_or_else(|e| e.into_inner());
+    if !m.iter().any(|x| x.host == t.host && x.port == t.port) {
+        m.push(t.clone());
+    }
+}
+
+/// Stop every multiplexing master this process started (`ssh -O exit`), and
+/// remove the socket directory. Called when a command ends.
+pub fn stop_masters() {
+    let targets = std::mem::take(&mut *masters().lock().unwrap_or_else(|e| e.into_inner()));
+    if targets.is_empty() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    for t in targets {
+        let _ = std::process::Command::new("ssh")
+            .args(t.options())
+            .args(["-O", "exit", "--"])
+            .arg(&t.host)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .status();
+    }
+    let _ = std::fs::remove_dir_all(control_dir());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("abc/d-e.f"), "abc/d-e.f");
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote("$(id)"), "'$(id)'");
+        assert_eq!(sh_quote(""), "''");
+        assert_eq!(remote_path_word("~/flocks x"), "\"$HOME\"/'flocks x'");
+        assert_eq!(remote_path_word("/srv/f"), "/srv/f");
+    }
+
+    #[test]
+    fn user_options_come_first() {
+        let t = Target {
+            host: "h".into(),
+            port: Some(2222),
+            identity_file: Some("/k".into()),
+            ssh_options: vec!["-o".into(), "ServerAliveInterval=1".into()],
+            remote_dir: "~/flocks".into(),
+        };
+        let o = t.options();
+        assert_eq!(&o[..2], ["-o", "ServerAliveInterval=1"]);
+        assert!(o.contains(&"BatchMode=yes".to_string()));
+        assert!(
+            o.iter()
+                .any(|x| x.starts_with("ControlPath=") && x.ends_with("/%C"))
+        );
+        assert_eq!(
+            t.helper_command(),
+            "exec /bin/sh \"$HOME\"/flocks/helper.sh"
+        );
+        let _ = std::fs::remove_dir_all(control_dir());
+    }
+}

@@ -1,0 +1,257 @@
+//! exe.dev pools: VMs created through exe.dev's SSH lobby by `flocks up`,
+//! used as SSH hosts by `flocks run`, removed by `flocks down`. The VMs flocks
+//! made are recorded in state.json (`managed`), and only those are removed.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::conn::{SshError, Target};
+use crate::config::{BackendConfig, Config, ExedevConfig, PoolConfig};
+use crate::error::{Error, Result};
+use crate::state::{Managed, State};
+
+/// How long `up` waits for a new VM to answer over SSH.
+const VM_WAIT: Duration = Duration::from_secs(180);
+const LOBBY_LIMIT: Duration = Duration::from_secs(300);
+
+/// What the lobby's `new --json` answers (only the fields flocks uses).
+#[derive(Debug, Deserialize)]
+struct NewVm {
+    vm_name: String,
+    ssh_dest: String,
+    #[serde(default)]
+    ssh_port: Option<u16>,
+}
+
+/// The SSH targets of a pool's recorded VMs.
+pub fn targets(state: &State, pool: &str, x: &ExedevConfig) -> Vec<Target> {
+    state
+        .managed
+        .iter()
+        .filter_map(|m| match m {
+            Managed::Vm {
+                pool: p,
+                ssh_dest,
+                ssh_port,
+                ..
+            } if p == pool => Some(vm_target(x, ssh_dest, *ssh_port)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn vm_target(x: &ExedevConfig, ssh_dest: &str, ssh_port: u16) -> Target {
+    Target {
+        host: ssh_dest.to_string(),
+        port: (ssh_port != 22).then_some(ssh_port),
+        identity_file: x.identity_file.clone(),
+        ssh_options: x.ssh_options.clone(),
+        remote_dir: x.remote_dir.clone(),
+    }
+}
+
+fn lobby_target(x: &ExedevConfig) -> Target {
+    Target {
+        host: x.lobby.clone(),
+        port: None,
+        identity_file: x.identity_file.clone(),
+        ssh_options: x.ssh_options.clone(),
+        remote_dir: x.remote_dir.clone(),
+    }
+}
+
+/// A VM name from the lobby, checked before it goes back into a lobby command.
+fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// The error in a lobby answer, or its text.
+fn lobby_error(lobby: &str, what: &str, e: &SshError) -> Error {
+    let text = e.message();
+    let msg = text
+        .find('{')
+        .and_then(|i| serde_json::from_str::<serde_json::Value>(&text[i..]).ok())
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| text.to_string());
+    Error::CannotStart(format!("exe.dev lobby {lobby}: `{what}` failed: {msg}"))
+}
+
+/// Create the pool's missing VMs (up to `count`), wait until each answers over
+/// SSH, run `setup` once per VM. `save` is called after every state change,
+/// so that a VM is recorded as soon as it exists. Returns what was done.
+pub async fn up(
+    pool: &PoolConfig,
+    x: &ExedevConfig,
+    state: &mut State,
+    save: &mut dyn FnMut(&State) -> Result<()>,
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let lobby = lobby_target(x);
+    let have = targets(state, &pool.name, x).len();
+    for _ in have..x.count {
+        let out = lobby
+            .output("new --json", b"", LOBBY_LIMIT)
+            .await
+            .map_err(|e| lobby_error(&x.lobby, "new --json", &e))?;
+        let vm: NewVm = serde_json::from_str(out.trim()).map_err(|e| {
+            Error::Other(format!(
+                "exe.dev lobby {}: cannot read the answer to `new --json` ({e}): {}",
+                x.lobby,
+                out.trim()
+            ))
+        })?;
+        if !safe_name(&vm.vm_name) {
+            return Err(Error::Other(format!(
+                "exe.dev lobby {}: unexpected VM name {:?}",
+                x.lobby, vm.vm_name
+            )));
+        }
+        state.managed.push(Managed::Vm {
+            pool: pool.name.clone(),
+            name: vm.vm_name.clone(),
+            ssh_dest: vm.ssh_dest.clone(),
+            ssh_port: vm.ssh_port.unwrap_or(22),
+        });
+        save(state)?;
+        notes.push(format!(
+            "pool {}: created VM {} ({})",
+            pool.name, vm.vm_name, vm.ssh_dest
+        ));
+    }
+    if have >= x.count {
+        notes.push(format!(
+            "pool {}: {have} VM(s) already up (count = {})",
+            pool.name, x.count
+        ));
+    }
+    // Wait for each VM, then install the helper and run setup once.
+    let vms: Vec<(String, Target)> = state
+        .managed
+        .iter()
+        .filter_map(|m| match m {
+            Managed::Vm {
+                pool: p,
+                name,
+                ssh_dest,
+                ssh_port,
+            } if *p == pool.name => Some((name.clone(), vm_target(x, ssh_dest, *ssh_port))),
+            _ => None,
+        })
+        .collect();
+    for (name, t) in vms {
+        wait_for(&t, &name).await?;
+        super::connect(&t, &x.setup).await.map_err(|e| {
+            Error::CannotStart(format!("pool {}: VM {name} ({}): {e}", pool.name, t.host))
+        })?;
+        notes.push(format!("pool {}: VM {name} is ready", pool.name));
+    }
+    Ok(notes)
+}
+
+async fn wait_for(t: &Target, name: &str) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        match t.output("true", b"", Duration::from_secs(30)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if started.elapsed() > VM_WAIT => {
+                return Err(Error::CannotStart(format!(
+                    "VM {name} ({}) did not answer over SSH within {}s: {e}",
+                    t.host,
+                    VM_WAIT.as_secs()
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+}
+
+/// Remove exactly the VMs recorded in state (of `only` pool, or all), through
+/// their pool's lobby. Each one leaves state as soon as it is gone.
+pub async fn down(
+    config: &Config,
+    only: Option<&str>,
+    state: &mut State,
+    save: &mut dyn FnMut(&State) -> Result<()>,
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let vms: Vec<(String, String)> = state
+        .managed
+        .iter()
+        .filter_map(|m| match m {
+            Managed::Vm { pool, name, .. } if only.is_none_or(|o| o == pool) => {
+                Some((pool.clone(), name.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (pool, name) in vms {
+        let x = match config.pool(&pool).map(|p| &p.backend) {
+            Some(BackendConfig::Exedev(x)) => x,
+            _ => {
+                failed.push(format!(
+                    "VM {name}: its pool {pool} is no longer an exedev pool in flocks.toml; remove it by hand (`ssh exe.dev rm {name}`)"
+                ));
+                continue;
+            }
+        };
+        if !safe_name(&name) {
+            failed.push(format!("VM {name:?}: not a name flocks sends to the lobby"));
+            continue;
+        }
+        let what = format!("rm {name} --json");
+        match lobby_target(x).output(&what, b"", LOBBY_LIMIT).await {
+            Ok(_) => {}
+            Err(e) => {
+                let err = lobby_error(&x.lobby, &what, &e).to_string();
+                // Already gone on exe.dev's side: forget it too.
+                if !err.contains("not found") && !err.contains("no such") {
+                    failed.push(err);
+                    continue;
+                }
+            }
+        }
+        state.managed.retain(
+            |m| !matches!(m, Managed::Vm { pool: p, name: n, .. } if *p == pool && *n == name),
+        );
+        save(state)?;
+        notes.push(format!("pool {pool}: removed VM {name}"));
+    }
+    if !failed.is_empty() {
+        return Err(Error::Other(failed.join("\n")));
+    }
+    if notes.is_empty() {
+        notes.push("no VMs recorded: nothing to remove".into());
+    }
+    Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_names_are_checked() {
+        assert!(safe_name("flock-abc123"));
+        assert!(!safe_name("a;rm -rf /"));
+        assert!(!safe_name("-x"));
+        assert!(!safe_name(""));
+    }
+
+    #[test]
+    fn lobby_answers_parse() {
+        let vm: NewVm = serde_json::from_str(
+            r#"{"vm_name":"flock-a","ssh_dest":"root@127.0.0.2","ssh_port":22,"status":"running"}"#,
+        )
+        .unwrap();
+        assert_eq!(vm.vm_name, "flock-a");
+        let vm: NewVm =
+            serde_json::from_str(r#"{"vm_name":"b","ssh_dest":"vm+b@exe.dev"}"#).unwrap();
+        assert_eq!(vm.ssh_port, None);
+    }
+}

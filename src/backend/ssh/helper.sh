@@ -1,0 +1,240 @@
+#!/bin/sh
+# flocks remote helper, installed by flocks as <remote_dir>/helper.sh and run as
+#   ssh HOST exec /bin/sh <remote_dir>/helper.sh
+# Everything it needs comes on stdin, never on the command line: nothing from a
+# task (id, branch, prompt, env, secrets) is ever part of a remote shell string.
+#
+# stdin: "FLOCKS-HELPER 1", then "op <init|check|prepare|run|finish|release>", then
+# "key value" lines (LF-terminated; a value is the rest of the line):
+#   task ID          [A-Za-z0-9._-]+            (prepare, run, finish)
+#   branch NAME      the task branch            (prepare, finish)
+#   start SHA        commit to start from       (prepare)
+#   attempt N        attempt number             (finish)
+#   tag VALUE        FLOCKS_ATTEMPT of the tree (run)
+#   grace_ds N       TERM -> KILL, tenths of s  (run)
+#   heartbeat N      kill if no control line for N s (run; 0 = off)
+#   unset NAME       0..n, removed from the agent's env (run)
+#   env NAME=VALUE   0..n, for git here and for the agent (all ops)
+#   argv WORD        1..n, the agent's argv, program first (run)
+#   agent PROGRAM    the agent program          (check)
+#   setup_hash H     expected setup marker      (init, check)
+#   end              end of header (init, prepare, finish, check)
+#   prompt NBYTES    last header line of run, then exactly NBYTES: the agent's stdin
+# After a run header, stdin is a control channel: "term" (TERM, grace, KILL),
+# "kill" (KILL now), "ping"; EOF (flocks or its ssh client gone) = term.
+# The agent's stdout/stderr pass through unchanged; helper lines on stderr start
+# with "flocks-helper: ", the last one of a run is "flocks-helper: exit rc=N".
+set -u
+umask 077
+ME="flocks-helper"
+say() { printf '%s: %s\n' "$ME" "$*" >&2; }
+die() { say "error: $*"; exit 2; }
+
+R=$(cd "$(dirname "$0")" && pwd -P) || die "cannot find the remote dir"
+M="$R/mirror.git"
+
+exec 3<&0
+IFS= read -r magic <&3 || die "no header"
+[ "$magic" = "FLOCKS-HELPER 1" ] || die "bad header: $magic"
+IFS= read -r opline <&3 || die "no op"
+OP=${opline#op }
+
+TASK="" BRANCH="" START="" ATTEMPT="" TAG="" GRACE_DS=30 HEARTBEAT=0 UNSETS="" AGENT=""
+SETUP_HASH="" NBYTES="" HAVE_ARGV=""
+set --
+while IFS= read -r line <&3; do
+  key=${line%% *}; val=${line#* }
+  [ "$key" = "$line" ] && val=""
+  case $key in
+    task)       TASK=$val ;;
+    branch)     BRANCH=$val ;;
+    start)      START=$val ;;
+    attempt)    ATTEMPT=$val ;;
+    tag)        TAG=$val ;;
+    grace_ds)   GRACE_DS=$val ;;
+    heartbeat)  HEARTBEAT=$val ;;
+    agent)      AGENT=$val ;;
+    setup_hash) SETUP_HASH=$val ;;
+    unset)      case $val in ''|[0-9]*|*[!A-Za-z0-9_]*) die "bad unset name: $val" ;; esac
+                UNSETS="$UNSETS $val" ;;
+    env)        [ -z "$HAVE_ARGV" ] || die "env after argv"
+                case ${val%%=*} in ''|[0-9]*|*[!A-Za-z0-9_]*) die "bad env name" ;; esac
+                case $val in *=*) ;; *) die "env needs NAME=VALUE" ;; esac
+                set -- "$@" "$val" ;;
+    argv)       [ -n "$HAVE_ARGV" ] || { HAVE_ARGV=1; set -- "$@" --; }
+                set -- "$@" "$val" ;;
+    end)        break ;;
+    prompt)     NBYTES=$val; break ;;
+    *)          die "unknown header line: $key" ;;
+  esac
+done
+case $GRACE_DS in ''|*[!0-9]*) die "bad grace" ;; esac
+case $HEARTBEAT in ''|*[!0-9]*) die "bad heartbeat" ;; esac
+case $ATTEMPT in *[!0-9]*) die "bad attempt" ;; esac
+case $TASK in *[!A-Za-z0-9._-]*) die "bad task id" ;; esac
+case $BRANCH in -*) die "bad branch" ;; esac
+case $START in *[!0-9a-f]*) die "bad start commit" ;; esac
+W="$R/worktrees/$TASK"
+# Outside a run the env lines (git identity, safe.directory) are for our own git.
+if [ "$OP" != run ]; then
+  for kv in "$@"; do export "$kv"; done
+  set --
+fi
+
+setup_state() {
+  if [ -n "$SETUP_HASH" ] && [ "$(cat "$R/setup.done" 2>/dev/null)" = "$SETUP_HASH" ]; then
+    echo "setup done"
+  else
+    echo "setup needed"
+  fi
+}
+
+case $OP in
+init)
+  command -v git >/dev/null 2>&1 || die "git is not installed on this host"
+  if [ ! -d "$M" ]; then
+    git init -q --bare "$M.tmp.$$" >&2 && mv "$M.tmp.$$" "$M" 2>/dev/null || rm -rf "$M.tmp.$$"
+    [ -d "$M" ] || die "cannot create $M"
+  fi
+  mkdir -p "$R/worktrees" || die "cannot create $R/worktrees"
+  echo "root $R"
+  setup_state
+  exit 0 ;;
+check)
+  echo "root $R"
+  if v=$(git --version 2>/dev/null); then echo "git $v"; else echo "git missing"; fi
+  if [ -n "$AGENT" ] && p=$(command -v -- "$AGENT" 2>/dev/null); then
+    echo "agent_path $p"
+    v=$("$p" --version </dev/null 2>&1 | head -n 1)
+    echo "agent_version $v"
+  else
+    echo "agent_path"
+  fi
+  echo "free_kb $(df -Pk "$R" 2>/dev/null | awk 'NR==2 {print $4}')"
+  setup_state
+  exit 0 ;;
+prepare)
+  [ -n "$TASK" ] && [ -n "$BRANCH" ] && [ -n "$START" ] || die "prepare needs task, branch, start"
+  if [ ! -e "$W/.git" ]; then
+    rm -rf "$W"
+    git --git-dir="$M" worktree prune >&2
+    git --git-dir="$M" worktree add -q -f --detach "$W" "$START" >&2 || die "cannot create the worktree $W"
+  fi
+  cd "$W" || die "cannot enter $W"
+  git checkout -q -f --ignore-other-worktrees -B "$BRANCH" "$START" >&2 || die "cannot check out the task branch"
+  git clean -fdq >&2
+  echo "worktree $W"
+  exit 0 ;;
+finish)
+  [ -n "$TASK" ] && [ -n "$ATTEMPT" ] || die "finish needs task, attempt"
+  cd "$W" || die "the worktree $W is gone"
+  if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
+    git add -A >&2 && git commit -q --no-verify -m "flocks: uncommitted changes left by attempt $ATTEMPT" >&2 \
+      || die "cannot commit the leftovers"
+    echo "leftovers yes"
+  else
+    echo "leftovers no"
+  fi
+  echo "head $(git rev-parse HEAD)"
+  exit 0 ;;
+release)
+  [ -n "$TASK" ] || die "release needs task"
+  git --git-dir="$M" worktree remove --force "$W" >/dev/null 2>&1 || rm -rf "$W"
+  git --git-dir="$M" worktree prune >&2
+  exit 0 ;;
+run) ;;
+*) die "unknown op: $OP" ;;
+esac
+
+# --- run -----------------------------------------------------------------
+[ -n "$TASK" ] && [ -n "$TAG" ] && [ -n "$HAVE_ARGV" ] || die "run needs task, tag, argv"
+case $NBYTES in ''|*[!0-9]*) die "missing prompt length" ;; esac
+# Scratch dirs of helpers that died before their cleanup (the host was killed).
+for old in "${TMPDIR:-/tmp}"/flocks-helper.*.*; do
+  [ -d "$old" ] || continue
+  opid=${old##*/flocks-helper.}; opid=${opid%%.*}
+  case $opid in ''|*[!0-9]*) continue ;; esac
+  kill -0 "$opid" 2>/dev/null || rm -rf "$old"
+done
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/flocks-helper.$$.XXXXXX") || die "mktemp failed"
+head -c "$NBYTES" <&3 >"$TMP/prompt"
+got=$(wc -c <"$TMP/prompt")
+[ "$got" -eq "$NBYTES" ] || { rm -rf "$TMP"; die "short prompt: $got of $NBYTES bytes"; }
+cd "$W" || { rm -rf "$TMP"; die "the worktree $W is gone"; }
+
+MARK="FLOCKS_ATTEMPT=$TAG"
+tagged_pids() {
+  grep -lzxF -- "$MARK" /proc/[0-9]*/environ 2>/dev/null |
+    sed -n 's|^/proc/\([0-9]*\)/environ$|\1|p' | grep -vx -- "$$"
+}
+# $1 = reason, $2 = tenths of a second before KILL
+killtree() {
+  say "stopping the agent ($1)"
+  n=0; sig=TERM
+  [ "$2" -eq 0 ] && sig=KILL
+  while pids=$(tagged_pids); [ -n "$pids" ]; do
+    # shellcheck disable=SC2086
+    kill -s $sig $pids 2>/dev/null
+    n=$((n + 1))
+    [ $n -ge "$2" ] && sig=KILL
+    [ $n -ge $(($2 + 100)) ] && { say "giving up, still alive: $pids"; return 1; }
+    sleep 0.1
+  done
+  return 0
+}
+
+# The agent: its own session, tagged, env from the header (the values never
+# appear on a command line), prompt file on stdin, the ssh channel as stdout/stderr.
+(
+  for n in $UNSETS; do unset "$n"; done
+  while [ $# -gt 0 ]; do
+    [ "$1" = "--" ] && { shift; break; }
+    export "$1"; shift
+  done
+  export "$MARK" FLOCKS_HELPER_PID=$$
+  exec setsid -w "$@"
+) <"$TMP/prompt" 3<&- &
+AGENT_PID=$!
+set --
+trap '' PIPE
+say "started pid $AGENT_PID"
+
+date +%s >"$TMP/last"
+(
+  trap '' PIPE
+  while IFS= read -r c; do
+    date +%s >"$TMP/last"
+    case $c in
+      term) killtree "stop request" "$GRACE_DS"; exit 0 ;;
+      kill) killtree "kill request" 0; exit 0 ;;
+      *) ;;
+    esac
+  done
+  killtree "flocks is gone" "$GRACE_DS"
+) <&3 >/dev/null &
+WATCHER=$!
+exec 3<&-
+
+MONITOR=""
+if [ "$HEARTBEAT" -gt 0 ]; then
+  (
+    trap '' PIPE
+    while sleep 1; do
+      last=$(cat "$TMP/last" 2>/dev/null) || exit 0
+      if [ $(( $(date +%s) - last )) -gt "$HEARTBEAT" ]; then
+        killtree "no word from flocks for ${HEARTBEAT}s" "$GRACE_DS"; exit 0
+      fi
+    done
+  ) </dev/null >/dev/null &
+  MONITOR=$!
+fi
+
+trap 'killtree "the helper got a signal" "$GRACE_DS"; rm -rf "$TMP"; exit 129' HUP INT TERM
+
+wait "$AGENT_PID"
+RC=$?
+[ -n "$(tagged_pids)" ] && killtree "the agent exited; stopping what it left running" "$GRACE_DS"
+kill $WATCHER $MONITOR 2>/dev/null
+rm -rf "$TMP"
+say "exit rc=$RC"
+exit "$RC"

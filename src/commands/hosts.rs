@@ -1,0 +1,135 @@
+//! `flocks hosts check`: for every host of the ssh and exedev pools, whether it
+//! is reachable, has git, has the agent command (and its version), how much disk
+//! is free under `remote_dir`, and whether the pool's `setup` ran there.
+
+use std::time::Duration;
+
+use crate::backend::ssh::{self, SshError, Target, exedev};
+use crate::cli::{HostsAction, HostsArgs};
+use crate::config::{BackendConfig, CommandSpec};
+use crate::error::{Error, Exit, Result};
+use crate::project::Project;
+
+pub fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
+    let HostsAction::Check { pool: only } = &args.action;
+    let config = &project.config;
+    if let Some(p) = only
+        && config.pool(p).is_none()
+    {
+        return Err(Error::Usage(format!("no pool named `{p}` in flocks.toml")));
+    }
+    let state = project.store.load()?;
+    let runtime = super::runtime()?;
+    let mut problems = 0;
+    let mut any = false;
+    for pool in &config.pools {
+        if only.as_deref().is_some_and(|p| p != pool.name) {
+            continue;
+        }
+        let (targets, setup) = match &pool.backend {
+            BackendConfig::Ssh(s) => (
+                vec![Target {
+                    host: s.host.clone(),
+                    port: s.port,
+                    identity_file: s.identity_file.clone(),
+                    ssh_options: s.ssh_options.clone(),
+                    remote_dir: s.remote_dir.clone(),
+                }],
+                &s.setup,
+            ),
+            BackendConfig::Exedev(x) => (exedev::targets(&state, &pool.name, x), &x.setup),
+            BackendConfig::Local | BackendConfig::Docker(_) => continue,
+        };
+        any = true;
+        if targets.is_empty() {
+            println!(
+                "pool {} (exedev): no VMs; `flocks up` creates them",
+                pool.name
+            );
+            problems += 1;
+            continue;
+        }
+        for t in targets {
+            let kind = pool.backend.kind();
+            println!("pool {} ({kind}) {}", pool.name, t.host);
+            let report = runtime.block_on(check(&t, &config.agent.command, setup));
+            for (k, v) in &report.lines {
+                println!("  {k:<11} {v}");
+            }
+            if !report.ok {
+                problems += 1;
+            }
+        }
+    }
+    if !any {
+        println!("no ssh or exedev pools in flocks.toml");
+    }
+    Ok(if problems == 0 {
+        Exit::Ok
+    } else {
+        Exit::CouldNotStart
+    })
+}
+
+struct Report {
+    ok: bool,
+    lines: Vec<(&'static str, String)>,
+}
+
+async fn check(t: &Target, agent: &str, setup: &[CommandSpec]) -> Report {
+    let mut lines = Vec::new();
+    if let Err(e) = t.output("true", b"", Duration::from_secs(30)).await {
+        lines.push(("reachable", format!("no: {e}")));
+        return Report { ok: false, lines };
+    }
+    lines.push(("reachable", "yes".into()));
+    let header = format!(
+        "FLOCKS-HELPER 1\nop check\nagent {agent}\nsetup_hash {}\nend\n",
+        ssh::setup_hash(setup)
+    );
+    let out = match t.install_helper().await {
+        Ok(()) => t.helper(&header, Duration::from_secs(60)).await,
+        Err(e) => Err(e),
+    };
+    let out = match out {
+        Ok(o) => o,
+        Err(SshError::Unreachable(m) | SshError::Failed(m)) => {
+            lines.push(("remote_dir", format!("cannot use {}: {m}", t.remote_dir)));
+            return Report { ok: false, lines };
+        }
+    };
+    let get = |k: &str| ssh::field(&out, k).unwrap_or_default();
+    let mut ok = true;
+    let git = get("git");
+    if git.is_empty() || git == "missing" {
+        ok = false;
+        lines.push(("git", "missing: install git on the host".into()));
+    } else {
+        lines.push(("git", git));
+    }
+    let path = get("agent_path");
+    if path.is_empty() {
+        ok = false;
+        lines.push((
+            "agent",
+            format!("`{agent}` not found: install it, or set [agent] command"),
+        ));
+    } else {
+        let version = get("agent_version");
+        lines.push(("agent", format!("{path} ({version})")));
+    }
+    let free = get("free_kb")
+        .parse::<u64>()
+        .map(|kb| format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_else(|_| "unknown".into());
+    lines.push(("free disk", format!("{free} under {}", get("root"))));
+    let setup_line = if setup.is_empty() {
+        "none configured".to_string()
+    } else if get("setup") == "done" {
+        "ran".to_string()
+    } else {
+        "not yet (it runs before the host's first task)".to_string()
+    };
+    lines.push(("setup", setup_line));
+    Report { ok, lines }
+}

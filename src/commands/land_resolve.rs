@@ -1,0 +1,312 @@
+//! `flocks land --resolve`: after a land, each task whose cherry-pick
+//! conflicted gets a new attempt through the normal scheduler (any pool,
+//! `--supervise` retries up to `max_retries`) that starts from the target as
+//! it is now, with its prompt, its earlier diff and the conflicting files;
+//! what it redoes is then landed the same way (validated, bisected if asked).
+//!
+//! ```text
+//!  land ──> conflicted ──mark (project lock): backup ref, NextAttempt{fresh, base: target}──>
+//!  run::execute (dispatcher) ──> succeeded ──> land those (and their dependents) ──> one report
+//! ```
+
+use std::collections::{HashMap, HashSet};
+
+use crate::cli::TaskSource;
+use crate::error::{Error, Exit, Result};
+use crate::land::{self, LandLock, LandOptions, Report, TaskOutcome};
+use crate::project::Project;
+use crate::prompt::Template;
+use crate::runner::RunOptions;
+use crate::state::{NextAttempt, TaskStatus};
+use crate::tasks::TaskSet;
+
+/// Ready to redo conflicted tasks: the task list and template are loaded and
+/// the project lock was free.
+pub struct Resolver {
+    tasks: TaskSet,
+    template: Option<Template>,
+}
+
+/// One task to redo.
+struct Redo {
+    id: String,
+    /// Its last attempt before the redo.
+    before: u32,
+    context: String,
+    backup: String,
+}
+
+impl Resolver {
+    /// Load the tasks and check the project lock (exit 5 when a run holds it).
+    pub fn new(project: &Project, source: &TaskSource) -> Result<Resolver> {
+        let tasks = super::run::load_tasks(project, source)?;
+        let template = super::run::load_template(&project.config, &tasks)?;
+        drop(project.lock("land --resolve").map_err(lock_error)?);
+        Ok(Resolver { tasks, template })
+    }
+
+    /// Redo what conflicted in `report` and land it; returns the report of
+    /// both lands, and an exit code when the dispatch decides it.
+    pub fn resolve(
+        self,
+        project: &Project,
+        mut report: Report,
+        opts: &LandOptions,
+        lock: &LandLock,
+    ) -> Result<(Report, Option<Exit>)> {
+        let conflicted: Vec<usize> = (0..report.tasks.len())
+            .filter(|&i| matches!(report.tasks[i].outcome, TaskOutcome::Conflicted { .. }))
+            .collect();
+        if conflicted.is_empty() {
+            return Ok((report, None));
+        }
+        if report.stopped.is_some() || report.validation.failed() {
+            for &i in &conflicted {
+                report.tasks[i].note =
+                    Some("not redone: the land stopped first (see below)".into());
+            }
+            return Ok((report, None));
+        }
+        let repo = crate::git::open(project.repo_dir())?;
+        let target = report.target.clone();
+        let onto = crate::git::branch_tip(&repo, &target)?
+            .ok_or_else(|| Error::Other(format!("{target} is gone")))?;
+        let state = project.store.load()?;
+        let mut redos = Vec::new();
+        for &i in &conflicted {
+            let t = &report.tasks[i];
+            if self.tasks.get(&t.id).is_none() {
+                report.tasks[i].note = Some(format!(
+                    "not redone: it is not in {} any more",
+                    self.tasks.source.display()
+                ));
+                continue;
+            }
+            let before = state
+                .task(&t.id)
+                .and_then(|r| r.last_attempt())
+                .map(|a| a.number)
+                .unwrap_or(0);
+            let backup = land::resolve::backup_ref(&t.id, before);
+            let context = land::resolve::context(&repo, t, &target, onto, Some(&backup))?;
+            redos.push(Redo {
+                id: t.id.clone(),
+                before,
+                context,
+                backup,
+            });
+        }
+        if redos.is_empty() {
+            return Ok((report, None));
+        }
+        drop(repo);
+        let ids: Vec<&str> = redos.iter().map(|r| r.id.as_str()).collect();
+        say(&format!(
+            "resolve: redoing {} conflicted task(s) from {target} at {}: {}",
+            redos.len(),
+            &onto.to_string()[..10],
+            ids.join(", ")
+        ));
+
+        // Dispatch, with retries as --supervise does them.
+        let scope: HashSet<String> = redos.iter().map(|r| r.id.clone()).collect();
+        let run_opts = RunOptions {
+            supervise: true,
+            max_retries: project.config.max_retries,
+            no_wait: false,
+            // Bars on a terminal, plain lines otherwise, as `run` does.
+            progress: true,
+        };
+        let config = project.config.clone();
+        let marks: Vec<(String, u32, String)> = redos
+            .iter()
+            .map(|r| (r.id.clone(), r.before, r.context.clone()))
+            .collect();
+        let onto_text = onto.to_string();
+        let dispatched = super::run::execute(
+            Project::from_config(project.config.clone()),
+            self.tasks,
+            self.template,
+            Some(scope),
+            run_opts,
+            "land --resolve",
+            move |state, _| {
+                let repo = crate::git::open(&config.workspace.repo)?;
+                for (id, before, context) in marks {
+                    let Some(rec) = state.task_mut(&id) else {
+                        continue;
+                    };
+                    if let Some((name, tip)) =
+                        land::resolve::backup(&repo, &rec.branch, &id, before)?
+                    {
+                        say(&format!(
+                            "resolve: {id}: {} was at {} (kept as {name}); it starts over from {}",
+                            rec.branch,
+                            &tip.to_string()[..10],
+                            &onto_text[..10]
+                        ));
+                    }
+                    rec.next = Some(NextAttempt {
+                        fresh: true,
+                        resume_session: None,
+                        resume_pool: None,
+                        ended: None,
+                        context: Some(context),
+                        base: Some(onto_text.clone()),
+                    });
+                    rec.requeues = 0;
+                    if rec.status != TaskStatus::Pending {
+                        let _ = rec.transition(TaskStatus::Pending);
+                    }
+                }
+                Ok(())
+            },
+        );
+        let exit = match dispatched {
+            Ok(exit) => exit,
+            Err(e) => {
+                let e = lock_error(e);
+                for r in &redos {
+                    note(&mut report, &r.id, format!("not redone: {e}"));
+                }
+                return Ok((report, Some(e.exit())));
+            }
+        };
+
+        // Which redos succeeded.
+        let state = project.store.load()?;
+        let mut redone: HashMap<String, u32> = HashMap::new();
+        for r in &redos {
+            let rec = state.task(&r.id);
+            match rec.and_then(|rec| rec.successful_attempt()) {
+                Some(a) if a.number > r.before => {
+                    redone.insert(r.id.clone(), a.number);
+                }
+                _ => {
+                    let last = rec.and_then(|rec| rec.last_attempt());
+                    let how = match last.filter(|a| a.number > r.before) {
+                        Some(a) => format!(
+                            "attempt {} {}",
+                            a.number,
+                            a.outcome
+                                .as_ref()
+                                .map(|o| o.describe())
+                                .unwrap_or_else(|| "did not end".into())
+                        ),
+                        None => "no new attempt ran".into(),
+                    };
+                    note(
+                        &mut report,
+                        &r.id,
+                        format!(
+                            "the redo did not succeed ({how}): see `flocks logs {}`; try again with \
+                             `flocks retry {}`, then `flocks land {}`; its earlier work is kept as {}",
+                            r.id, r.id, r.id, r.backup
+                        ),
+                    );
+                }
+            }
+        }
+        if exit == Exit::Interrupted {
+            for id in redone.keys() {
+                note(
+                    &mut report,
+                    id,
+                    "redone, but not landed: interrupted (run flocks land)".into(),
+                );
+            }
+            return Ok((report, Some(Exit::Interrupted)));
+        }
+        if redone.is_empty() {
+            return Ok((report, None));
+        }
+
+        // Land the redone tasks, and those of the first land that waited for them.
+        let mut ids: Vec<String> = redone.keys().cloned().collect();
+        loop {
+            let before = ids.len();
+            for t in &report.tasks {
+                let waits = matches!(t.outcome, TaskOutcome::Refused { .. })
+                    && state
+                        .task(&t.id)
+                        .is_some_and(|r| r.depends_on.iter().any(|d| ids.contains(d)));
+                if waits && !ids.contains(&t.id) {
+                    ids.push(t.id.clone());
+                }
+            }
+            if ids.len() == before {
+                break;
+            }
+        }
+        say(&format!("resolve: landing {}", ids.join(", ")));
+        let plan = land::plan(project, &ids)?;
+        let second = land::execute(project, &plan, opts, lock)?;
+        super::land::record_landed(project, &second);
+        merge(&mut report, second, &redone);
+        Ok((report, None))
+    }
+}
+
+/// Fold the land of the redone tasks into the first land's report.
+fn merge(report: &mut Report, second: Report, redone: &HashMap<String, u32>) {
+    for t in second.tasks {
+        let Some(into) = report.tasks.iter_mut().find(|r| r.id == t.id) else {
+            report.tasks.push(t);
+            continue;
+        };
+        let attempt = redone.get(&t.id).copied();
+        into.start = t.start;
+        into.tip = t.tip;
+        into.outcome = match (t.outcome, attempt) {
+            (TaskOutcome::Landed { commits, .. }, Some(attempt)) if second.moved => {
+                TaskOutcome::Resolved { attempt, commits }
+            }
+            (outcome, Some(attempt)) => {
+                into.note = Some(format!(
+                    "redone in attempt {attempt}, which did not land either"
+                ));
+                outcome
+            }
+            (outcome, None) => outcome,
+        };
+    }
+    report.rounds.extend(second.rounds);
+    if second.moved {
+        if !report.moved {
+            report.old_tip = second.old_tip;
+        }
+        report.moved = true;
+        report.lands += 1;
+        report.new_tip = second.new_tip;
+        report.checkout = second.checkout;
+    }
+    if second.validation != land::Validation::NotNeeded {
+        report.validation = second.validation;
+        report.log = second.log;
+    }
+    if second.stopped.is_some() {
+        report.stopped = second.stopped;
+    }
+}
+
+fn note(report: &mut Report, id: &str, text: String) {
+    if let Some(t) = report.tasks.iter_mut().find(|t| t.id == id) {
+        t.note = Some(text);
+    }
+}
+
+/// Say why the project lock matters here.
+fn lock_error(e: Error) -> Error {
+    match e {
+        Error::CannotStart(m) => Error::CannotStart(format!(
+            "{m}; land --resolve dispatches agents, so it needs that lock (or land without --resolve)"
+        )),
+        e => e,
+    }
+}
+
+fn say(line: &str) {
+    use std::io::Write;
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,208 @@
+//! `flocks tasks [--status S] [--json]`: every task of the task file (and any
+//! the state still knows) with its status, attempts, pool, dependencies and cost.
+
+use clap::Args;
+use serde_json::json;
+
+use crate::cli::TaskSource;
+use crate::error::{Error, Exit, Result};
+use crate::project::Project;
+use crate::state::{State, TaskRecord, TaskStatus};
+use crate::tasks::TaskSet;
+
+#[derive(Args, Debug)]
+pub struct TasksArgs {
+    #[command(flatten)]
+    pub source: TaskSource,
+    /// Only tasks with this status: new, pending, running, succeeded, failed,
+    /// timed-out, stalled, interrupted, blocked, ...
+    #[arg(long, value_name = "S")]
+    pub status: Option<String>,
+    /// Print the list as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Statuses `--status` accepts: a task's status label, or `new` (never run).
+const STATUSES: &[&str] = &[
+    "new",
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "timed out",
+    "stalled",
+    "interrupted",
+    "spawn failed",
+    "rate limited",
+    "overloaded",
+    "credential rejected",
+    "host lost",
+    "blocked",
+];
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    pub id: String,
+    pub title: Option<String>,
+    pub status: String,
+    /// Why it is blocked or how its last attempt ended, when it did not succeed.
+    pub detail: Option<String>,
+    pub attempts: usize,
+    pub pool: Option<String>,
+    pub depends_on: Vec<String>,
+    pub start_from: String,
+    pub cost_usd: f64,
+    /// The task is in the task file (false: only the state remembers it).
+    pub in_task_file: bool,
+}
+
+pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
+    let wanted = match &args.status {
+        Some(s) => Some(normalize(s)?),
+        None => None,
+    };
+    let state = project.store.load()?;
+    let tasks = match super::run::load_tasks(project, &args.source) {
+        Ok(t) => Some(t),
+        Err(e) if !state.tasks.is_empty() => {
+            eprintln!("note: listing the tasks the state knows; the task file: {e}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let rows: Vec<Row> = rows(tasks.as_ref(), &state)
+        .into_iter()
+        .filter(|r| wanted.as_deref().is_none_or(|w| r.status == w))
+        .collect();
+    if args.json {
+        let out = json!({ "tasks": rows, "total_cost_usd": rows.iter().map(|r| r.cost_usd).sum::<f64>() });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(Exit::Ok);
+    }
+    print!("{}", render(&rows));
+    Ok(Exit::Ok)
+}
+
+fn normalize(s: &str) -> Result<String> {
+    let s = s.trim().to_lowercase().replace(['-', '_'], " ");
+    let s = match s.as_str() {
+        "success" | "done" => "succeeded".to_string(),
+        "timedout" => "timed out".to_string(),
+        _ => s,
+    };
+    if STATUSES.contains(&s.as_str()) {
+        Ok(s)
+    } else {
+        Err(Error::Usage(format!(
+            "unknown status `{s}` for --status: use one of {}",
+            STATUSES
+                .iter()
+                .map(|s| s.replace(' ', "-"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+/// Task-file order, then tasks only the state knows.
+pub fn rows(tasks: Option<&TaskSet>, state: &State) -> Vec<Row> {
+    let mut out = Vec::new();
+    if let Some(set) = tasks {
+        for t in &set.tasks {
+            let mut row = match state.task(&t.id) {
+                Some(rec) => from_record(rec),
+                None => Row {
+                    id: t.id.clone(),
+                    title: None,
+                    status: "new".into(),
+                    detail: None,
+                    attempts: 0,
+                    pool: None,
+                    depends_on: Vec::new(),
+                    start_from: String::new(),
+                    cost_usd: 0.0,
+                    in_task_file: true,
+                },
+            };
+            row.title = t.title.clone();
+            row.depends_on = t.depends_on.clone();
+            row.start_from = t.start_from.as_str().into();
+            row.in_task_file = true;
+            out.push(row);
+        }
+    }
+    for rec in &state.tasks {
+        if tasks.is_none_or(|set| set.get(&rec.id).is_none()) {
+            let mut row = from_record(rec);
+            row.in_task_file = false;
+            out.push(row);
+        }
+    }
+    out
+}
+
+fn from_record(rec: &TaskRecord) -> Row {
+    let detail = match &rec.status {
+        TaskStatus::Blocked {
+            reason: Some(why), ..
+        } => Some(why.clone()),
+        TaskStatus::Blocked { on, .. } => Some(format!("waits for {}", on.join(", "))),
+        TaskStatus::Done { outcome } if !rec.status.is_success() => Some(outcome.describe()),
+        _ => None,
+    };
+    Row {
+        id: rec.id.clone(),
+        title: rec.title.clone(),
+        status: rec.status.label().into(),
+        detail,
+        attempts: rec.attempts.len(),
+        pool: rec.last_attempt().map(|a| a.pool.clone()),
+        depends_on: rec.depends_on.clone(),
+        start_from: "base".into(),
+        cost_usd: rec.cost(),
+        in_task_file: false,
+    }
+}
+
+pub fn render(rows: &[Row]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    if rows.is_empty() {
+        s.push_str("no tasks\n");
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "{:<24} {:<12} {:>8} {:<10} {:>8}  after",
+        "task", "status", "attempts", "pool", "cost"
+    );
+    for r in rows {
+        let mut after = if r.depends_on.is_empty() {
+            "-".to_string()
+        } else {
+            r.depends_on.join(", ")
+        };
+        if r.start_from == "dependencies" && !r.depends_on.is_empty() {
+            after.push_str(" (starts from their work)");
+        }
+        if !r.in_task_file {
+            after.push_str(" [not in the task file]");
+        }
+        let _ = writeln!(
+            s,
+            "{:<24} {:<12} {:>8} {:<10} {:>8}  {after}",
+            r.id,
+            r.status,
+            r.attempts,
+            r.pool.as_deref().unwrap_or("-"),
+            format!("${:.2}", r.cost_usd)
+        );
+        if let Some(d) = &r.detail {
+            let _ = writeln!(s, "{:<24} └ {}", "", crate::agent::stream::one_line(d, 100));
+        }
+    }
+    let total: f64 = rows.iter().map(|r| r.cost_usd).sum();
+    let _ = writeln!(s, "{} task(s), ${total:.2}", rows.len());
+    s
+}
