@@ -358,3 +358,57 @@ fn up_run_down() {
             .is_none_or(|m| m.as_array().unwrap().is_empty())
     );
 }
+
+/// A run first stops what a crashed run of the project left in the container;
+/// `flocks stop` reaches the dispatcher, which stops the agents in the
+/// container gracefully and keeps the state.
+#[test]
+fn survivors_are_stopped_and_stop_is_graceful() {
+    if !ready() {
+        return;
+    }
+    let p = DockerProject::new();
+    let c = ctr(&p, true);
+    p.config(
+        "",
+        &format!(
+            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nproject = \"{}\"\n",
+            p.t.repo.display()
+        ),
+    );
+    std::fs::create_dir_all(p.t.repo.join(".flocks")).unwrap();
+    let key = flocks::project::key_of(&p.t.repo.join(".flocks"));
+    let tag = format!("FLOCKS_ATTEMPT={key}:old:1");
+    let (ok, msg) = docker(&[
+        "exec",
+        "-d",
+        "-u",
+        "1000:1000",
+        "-e",
+        &tag,
+        &c.id,
+        "sleep",
+        "601",
+    ]);
+    assert!(ok, "{msg}");
+    wait_for(10, "the survivor", || c.ps().contains("sleep 601"));
+
+    let out = p.t.out.display().to_string();
+    p.t.tasks(&[
+        json!({"id": "long", "prompt": format!("@fake env HOSTNAME {out}/long\n@fake hang\n")}),
+    ]);
+    let child = p.t.spawn(&["run", "--no-progress"]);
+    wait_for(30, "the agent to start", || !p.read_out("long").is_empty());
+    let ps = c.ps();
+    assert!(
+        !ps.contains("sleep 601"),
+        "the survivor of the crashed run lives: {ps}"
+    );
+    let o = p.t.flocks(&["stop"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let o = child.wait_with_output().unwrap();
+    assert!(text(&o).contains("earlier flocks run"), "{}", text(&o));
+    assert_eq!(p.t.status_of("long"), "interrupted");
+    let ps = c.ps();
+    assert!(!ps.contains("fake-claude"), "left behind: {ps}");
+}
