@@ -27,16 +27,7 @@ pub fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
             continue;
         }
         let (targets, setup) = match &pool.backend {
-            BackendConfig::Ssh(s) => (
-                vec![Target {
-                    host: s.host.clone(),
-                    port: s.port,
-                    identity_file: s.identity_file.clone(),
-                    ssh_options: s.ssh_options.clone(),
-                    remote_dir: s.remote_dir.clone(),
-                }],
-                &s.setup,
-            ),
+            BackendConfig::Ssh(s) => (vec![Target::from_config(s)], &s.setup),
             BackendConfig::Exedev(x) => (exedev::targets(&state, &pool.name, x), &x.setup),
             BackendConfig::Local | BackendConfig::Docker(_) => continue,
         };

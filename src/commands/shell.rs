@@ -29,13 +29,7 @@ pub fn run(project: &Project, args: &ShellArgs) -> Result<Exit> {
     match pool {
         None | Some((_, BackendConfig::Local)) => local_shell(&rec.worktree),
         Some((_, BackendConfig::Ssh(s))) => {
-            let t = Target {
-                host: s.host.clone(),
-                port: s.port,
-                identity_file: s.identity_file.clone(),
-                ssh_options: s.ssh_options.clone(),
-                remote_dir: s.remote_dir.clone(),
-            };
+            let t = Target::from_config(s);
             remote_shell(&t, &worktree, &args.task)
         }
         Some((name, BackendConfig::Exedev(x))) => {

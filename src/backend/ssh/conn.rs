@@ -59,6 +59,17 @@ pub struct Target {
 }
 
 impl Target {
+    /// The host of an `ssh` pool.
+    pub fn from_config(s: &crate::config::SshConfig) -> Target {
+        Target {
+            host: s.host.clone(),
+            port: s.port,
+            identity_file: s.identity_file.clone(),
+            ssh_options: s.ssh_options.clone(),
+            remote_dir: s.remote_dir.clone(),
+        }
+    }
+
     /// The ssh options, without the destination. The user's options come
     /// first: for `-o` options, ssh keeps the first value it sees.
     pub fn options(&self) -> Vec<String> {

@@ -159,17 +159,7 @@ pub struct SshBackend {
 impl SshBackend {
     pub fn new(config: &Config, pool: &PoolConfig, worktrees: Arc<Worktrees>) -> SshBackend {
         let (targets, setup, unusable) = match &pool.backend {
-            BackendConfig::Ssh(s) => (
-                vec![Target {
-                    host: s.host.clone(),
-                    port: s.port,
-                    identity_file: s.identity_file.clone(),
-                    ssh_options: s.ssh_options.clone(),
-                    remote_dir: s.remote_dir.clone(),
-                }],
-                s.setup.clone(),
-                None,
-            ),
+            BackendConfig::Ssh(s) => (vec![Target::from_config(s)], s.setup.clone(), None),
             BackendConfig::Exedev(x) => {
                 let state = crate::state::StateStore::new(&config.state_dir())
                     .load()

@@ -1,0 +1,53 @@
+//! Ctrl-C and `flocks stop`: drain, stop gracefully, kill.
+
+use super::*;
+
+impl Dispatcher {
+    pub(super) fn interrupt(&mut self) {
+        self.interrupts += 1;
+        match self.interrupts {
+            1 => {
+                self.draining = true;
+                let n = self.running.len();
+                let message = if n == 0 {
+                    "interrupted: stopping".to_string()
+                } else {
+                    format!(
+                        "interrupted: no new agents will start; {n} running agent(s) may finish. Ctrl-C again to stop them, a third time to kill them"
+                    )
+                };
+                self.emit(Event::Notice { message });
+            }
+            2 => self.set_stop(StopLevel::Graceful),
+            _ => self.set_stop(StopLevel::Kill),
+        }
+    }
+
+    /// SIGTERM (`flocks stop`): stop agents gracefully and save.
+    pub(super) fn stop_requested(&mut self) {
+        self.draining = true;
+        self.interrupts = self.interrupts.max(2);
+        self.set_stop(StopLevel::Graceful);
+    }
+
+    pub(super) fn set_stop(&mut self, level: StopLevel) {
+        self.draining = true;
+        if level <= self.stop_level {
+            return;
+        }
+        self.stop_level = level;
+        let n = self.running.len();
+        let message = match level {
+            StopLevel::Graceful => format!(
+                "stopping {n} agent(s): SIGTERM, then SIGKILL after {}s. Ctrl-C again to kill them now",
+                self.config.kill_grace.as_secs_f64()
+            ),
+            StopLevel::Kill => format!("killing {n} agent(s)"),
+            StopLevel::Run => return,
+        };
+        self.emit(Event::Notice { message });
+        for slot in self.running.values() {
+            let _ = slot.stop.send(level);
+        }
+    }
+}
