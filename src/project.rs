@@ -52,4 +52,19 @@ impl Project {
     pub fn repo_dir(&self) -> &Path {
         &self.config.workspace.repo
     }
+
+    /// A short key for this project, part of every attempt tag.
+    pub fn key(&self) -> String {
+        key_of(&self.state_dir())
+    }
+}
+
+/// The project key of the project whose `.flocks/` is `state_dir`.
+pub fn key_of(state_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let dir = state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_path_buf());
+    let d = Sha256::digest(dir.display().to_string().as_bytes());
+    d.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }

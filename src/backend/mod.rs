@@ -5,6 +5,7 @@
 //! applies the termination policy (TERM, grace, KILL, to the whole tree) in
 //! its own way.
 
+pub mod docker;
 pub mod local;
 pub mod ssh;
 
@@ -46,6 +47,7 @@ pub struct Running {
 pub enum Control {
     Local(local::LocalControl),
     Ssh(ssh::SshControl),
+    Docker(docker::DockerControl),
 }
 
 impl Control {
@@ -53,6 +55,7 @@ impl Control {
         match self {
             Control::Local(c) => c.terminate(),
             Control::Ssh(c) => c.terminate().await,
+            Control::Docker(c) => c.terminate(),
         }
     }
 
@@ -60,6 +63,7 @@ impl Control {
         match self {
             Control::Local(c) => c.kill(),
             Control::Ssh(c) => c.kill().await,
+            Control::Docker(c) => c.kill(),
         }
     }
 }
@@ -82,6 +86,9 @@ pub struct Finished {
     pub tip: String,
     pub leftovers_committed: bool,
     pub new_commits: usize,
+    /// The attempt changed the host repo's `.git/config` or `.git/hooks`
+    /// (flocks restored them): what changed. Fails the attempt.
+    pub guard_violation: Option<String>,
 }
 
 /// The job for one attempt, as far as a backend needs to know.
@@ -113,6 +120,7 @@ impl std::fmt::Display for PrepareError {
 pub enum Backend {
     Local(local::LocalBackend),
     Ssh(ssh::SshBackend),
+    Docker(Box<docker::DockerBackend>),
 }
 
 impl Backend {
@@ -122,11 +130,9 @@ impl Backend {
             BackendConfig::Ssh(_) | BackendConfig::Exedev(_) => {
                 Ok(Backend::Ssh(ssh::SshBackend::new(config, pool, worktrees)))
             }
-            other => Err(crate::error::Error::CannotStart(format!(
-                "pool `{}`: the {} backend is not available in this build of flocks",
-                pool.name,
-                other.kind()
-            ))),
+            BackendConfig::Docker(d) => Ok(Backend::Docker(Box::new(docker::DockerBackend::new(
+                config, pool, d, worktrees,
+            )))),
         }
     }
 
@@ -143,6 +149,7 @@ impl Backend {
     pub async fn connect(&self, notes: &mut Vec<String>) -> Option<String> {
         match self {
             Backend::Ssh(b) => b.connect_all(notes).await,
+            Backend::Docker(b) => b.connect(notes).await,
             _ => None,
         }
     }
@@ -151,6 +158,7 @@ impl Backend {
     pub fn down_reason(&self) -> Option<String> {
         match self {
             Backend::Ssh(b) => b.down_reason(),
+            Backend::Docker(b) => b.down_reason(),
             _ => None,
         }
     }
@@ -159,6 +167,7 @@ impl Backend {
         match self {
             Backend::Local(b) => b.prepare(job).await.map_err(PrepareError::Failed),
             Backend::Ssh(b) => b.prepare(job).await,
+            Backend::Docker(b) => b.prepare(job).await,
         }
     }
 
@@ -166,6 +175,7 @@ impl Backend {
         match self {
             Backend::Local(b) => b.spawn(ws, spec).await,
             Backend::Ssh(b) => b.spawn(ws, spec).await,
+            Backend::Docker(b) => b.spawn(ws, spec).await,
         }
     }
 
@@ -180,6 +190,7 @@ impl Backend {
         match self {
             Backend::Local(b) => b.finish(ws, task, branch, attempt).await,
             Backend::Ssh(b) => b.finish(ws, task, branch, attempt).await,
+            Backend::Docker(b) => b.finish(ws, task, branch, attempt).await,
         }
     }
 
@@ -188,6 +199,7 @@ impl Backend {
         match self {
             Backend::Local(b) => b.release(task).await,
             Backend::Ssh(b) => b.release(task).await,
+            Backend::Docker(b) => b.release(task).await,
         }
     }
 }
@@ -221,6 +233,7 @@ pub(crate) async fn finish_host_worktree(
             tip: tip.to_string(),
             leftovers_committed: leftovers,
             new_commits,
+            guard_violation: None,
         })
     })
     .await

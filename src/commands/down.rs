@@ -1,5 +1,7 @@
-//! `flocks down`: remove what `flocks up` created (exe.dev VMs), and only that.
+//! `flocks down`: remove what `flocks up` created (exe.dev VMs, docker
+//! containers), and only that.
 
+use crate::backend::docker::lifecycle;
 use crate::backend::ssh::exedev;
 use crate::cli::DownArgs;
 use crate::config::BackendConfig;
@@ -35,8 +37,20 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
                     println!("{note}");
                 }
             }
-            BackendConfig::Local | BackendConfig::Ssh(_) | BackendConfig::Docker(_) => {}
+            BackendConfig::Docker(_) => {
+                remove_containers(&runtime, &mut state, &mut save, |p| p == pool.name)?;
+            }
+            BackendConfig::Local | BackendConfig::Ssh(_) => {}
         }
+    }
+    // Containers of pools that are no longer docker pools: flocks made them.
+    if args.pool.is_none() {
+        remove_containers(&runtime, &mut state, &mut save, |p| {
+            !matches!(
+                config.pool(p).map(|p| &p.backend),
+                Some(BackendConfig::Docker(_))
+            )
+        })?;
     }
     // VMs of pools that are no longer exedev pools in flocks.toml.
     let orphans: Vec<String> = state
@@ -62,4 +76,39 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
         )));
     }
     Ok(Exit::Ok)
+}
+
+/// Remove the containers flocks recorded for the pools `which` selects.
+fn remove_containers(
+    runtime: &tokio::runtime::Runtime,
+    state: &mut State,
+    save: &mut impl FnMut(&State) -> Result<()>,
+    which: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let mine: Vec<(String, String, String)> = state
+        .managed
+        .iter()
+        .filter_map(|m| match m {
+            Managed::Container { pool, id, name } if which(pool) => {
+                Some((pool.clone(), id.clone(), name.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    for (pool, id, name) in mine {
+        let was_there = runtime
+            .block_on(lifecycle::down(&id, &name))
+            .map_err(|e| Error::Other(format!("pool {pool}: {e}")))?;
+        let what = if was_there {
+            "removed"
+        } else {
+            "was already gone:"
+        };
+        println!("pool {pool}: {what} container {name}");
+        state
+            .managed
+            .retain(|m| !matches!(m, Managed::Container { id: i, .. } if *i == id));
+        save(state)?;
+    }
+    Ok(())
 }

@@ -79,11 +79,7 @@ pub fn load_template(config: &Config, tasks: &TaskSet) -> Result<Option<Template
 
 /// A short key for this project, part of every attempt tag.
 pub fn project_key(project: &Project) -> String {
-    use sha2::{Digest, Sha256};
-    let dir = project.state_dir();
-    let dir = dir.canonicalize().unwrap_or(dir);
-    let d = Sha256::digest(dir.display().to_string().as_bytes());
-    d.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    project.key()
 }
 
 /// Everything after loading: lock, state, reconcile, merge, dispatch, report.

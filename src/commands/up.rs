@@ -1,6 +1,8 @@
-//! `flocks up`: create what pools need before a run (exe.dev VMs), recorded in
-//! state.json so that `flocks down` removes exactly those.
+//! `flocks up`: create what pools need before a run (exe.dev VMs, docker
+//! containers), recorded in state.json so that `flocks down` removes exactly
+//! those.
 
+use crate::backend::docker::lifecycle::{self, Up};
 use crate::backend::ssh::exedev;
 use crate::cli::UpArgs;
 use crate::config::BackendConfig;
@@ -33,11 +35,33 @@ pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
                     println!("{note}");
                 }
             }
-            BackendConfig::Local | BackendConfig::Ssh(_) | BackendConfig::Docker(_) => {}
+            BackendConfig::Docker(d) => {
+                let up = runtime
+                    .block_on(lifecycle::up(config, pool, d, &project.key()))
+                    .map_err(|e| Error::CannotStart(format!("pool {}: {e}", pool.name)))?;
+                match up {
+                    Up::Created(m) => {
+                        did = true;
+                        if let crate::state::Managed::Container { name, .. } = &m {
+                            println!("pool {}: started container {name}", pool.name);
+                        }
+                        state.managed.push(m);
+                        save(&state)?;
+                    }
+                    Up::Running(name) => {
+                        did = true;
+                        println!("pool {}: container {name} is running", pool.name);
+                    }
+                    Up::NotManaged => {}
+                }
+            }
+            BackendConfig::Local | BackendConfig::Ssh(_) => {}
         }
     }
     if !did {
-        println!("no pool needs `flocks up` (only exedev pools do)");
+        println!(
+            "no pool needs `flocks up` (only exedev pools, and docker pools with an image, do)"
+        );
     }
     Ok(Exit::Ok)
 }

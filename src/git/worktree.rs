@@ -369,8 +369,12 @@ pub(crate) fn admin_dir_of(worktree: &Path) -> Option<PathBuf> {
 }
 
 /// `<wt>/.git` holds a relative link to the admin dir; the admin dir's
-/// `gitdir` holds the absolute path of `<wt>/.git`.
+/// `gitdir` holds the absolute path of `<wt>/.git`, and its `commondir` the
+/// relative path to the common dir, as git writes it (libgit2 writes it
+/// absolute, which breaks git where the repo is mounted elsewhere).
 fn write_links(worktree: &Path, admin: &Path) -> Result<()> {
+    fs::write(admin.join("commondir"), "../..\n")
+        .ctx(|| format!("write {}/commondir", admin.display()))?;
     let rel = relative_path(worktree, admin);
     fs::write(
         worktree.join(".git"),
@@ -437,6 +441,8 @@ mod tests {
         assert!(p.path.join("README.md").exists());
         let link = fs::read_to_string(p.path.join(".git")).unwrap();
         assert_eq!(link.trim(), "gitdir: ../../.git/worktrees/a");
+        let common = fs::read_to_string(repo_dir.join(".git/worktrees/a/commondir")).unwrap();
+        assert_eq!(common.trim(), "../..");
 
         // A commit in the worktree lands on the branch.
         fs::write(p.path.join("a.txt"), "a").unwrap();

@@ -194,9 +194,15 @@ pub async fn run_attempt(
         .backend
         .finish(&ws, &task, &job.prepare.branch, attempt)
         .await;
-    let (end_tip, leftovers, new_commits, finish_error) = match finish {
-        Ok(f) => (Some(f.tip), f.leftovers_committed, f.new_commits, None),
-        Err(e) => (None, false, 0, Some(e)),
+    let (end_tip, leftovers, new_commits, finish_error, guard_violation) = match finish {
+        Ok(f) => (
+            Some(f.tip),
+            f.leftovers_committed,
+            f.new_commits,
+            None,
+            f.guard_violation,
+        ),
+        Err(e) => (None, false, 0, Some(e), None),
     };
     if leftovers {
         sink.note(&format!(
@@ -231,6 +237,13 @@ pub async fn run_attempt(
     {
         outcome = Outcome::Failed {
             reason: format!("could not read the result: {e}"),
+        };
+    }
+    if let Some(changed) = guard_violation {
+        outcome = Outcome::Failed {
+            reason: format!(
+                "the agent changed the host repository's git setup ({changed}); flocks restored it"
+            ),
         };
     }
     sink.note(&format!("attempt {attempt} {}", outcome.describe()));

@@ -755,6 +755,7 @@ fn land_fetched(
         tip: tip.to_string(),
         leftovers_committed: leftovers,
         new_commits,
+        guard_violation: None,
     })
 }
 

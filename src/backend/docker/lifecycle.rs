@@ -1,0 +1,326 @@
+//! `flocks up` / `flocks down` for docker pools: create the container a pool
+//! asks for (from its `image`, or the image `.devcontainer/devcontainer.json`
+//! names), shaped like a devcontainer, and remove exactly the ones flocks made.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use super::engine::{self, FOLDER_LABEL, MANAGED_LABEL, POOL_LABEL, PROJECT_LABEL};
+use crate::config::{Config, DockerConfig, PoolConfig};
+use crate::state::Managed;
+
+/// PID 1 of a created container: the devcontainer CLI's keep-alive shell,
+/// which also reaps orphans.
+const KEEP_ALIVE: &str =
+    "echo Container started\ntrap \"exit 0\" 15\nexec \"$@\"\nwhile sleep 1 & wait $!; do :; done";
+
+/// What `up` did for one pool.
+#[derive(Debug)]
+pub enum Up {
+    /// Created and started this container.
+    Created(Managed),
+    /// The pool's container is already running.
+    Running(String),
+    /// The pool names a container flocks does not create (no image to make it from).
+    NotManaged,
+}
+
+/// The parts of `.devcontainer/devcontainer.json` flocks uses.
+#[derive(Debug, Default, Clone)]
+pub struct DevContainer {
+    pub image: Option<String>,
+    pub workspace_folder: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Read `.devcontainer/devcontainer.json` (or `.devcontainer.json`) of `repo`.
+pub fn devcontainer(repo: &Path) -> Result<Option<DevContainer>, String> {
+    let path = [
+        repo.join(".devcontainer/devcontainer.json"),
+        repo.join(".devcontainer.json"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file());
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&strip_jsonc(&text))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let env = v
+        .get("containerEnv")
+        .and_then(|e| e.as_object())
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(DevContainer {
+        image: s("image"),
+        workspace_folder: s("workspaceFolder"),
+        env,
+    }))
+}
+
+/// JSON with comments and trailing commas (devcontainer.json) to JSON.
+fn strip_jsonc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut in_str = false;
+    while let Some(c) = chars.next() {
+        if in_str {
+            out.push(c);
+            if c == '\\' {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            } else if c == '"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match (c, chars.peek()) {
+            ('"', _) => {
+                in_str = true;
+                out.push(c);
+            }
+            ('/', Some('/')) => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                let mut prev = ' ';
+                for n in chars.by_ref() {
+                    if prev == '*' && n == '/' {
+                        break;
+                    }
+                    prev = n;
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    // Trailing commas: a comma followed only by blanks before } or ].
+    let mut cleaned = String::with_capacity(out.len());
+    let bytes: Vec<char> = out.chars().collect();
+    let mut in_str = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if in_str {
+            if c == '\\' && i + 1 < bytes.len() {
+                cleaned.push(c);
+                cleaned.push(bytes[i + 1]);
+                i += 2;
+                continue;
+            }
+            if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+        } else if c == ',' {
+            let next = bytes[i + 1..].iter().find(|c| !c.is_whitespace());
+            if matches!(next, Some('}') | Some(']')) {
+                i += 1;
+                continue;
+            }
+        }
+        cleaned.push(c);
+        i += 1;
+    }
+    cleaned
+}
+
+/// The name `up` gives a pool's container when the pool does not name one.
+pub fn default_name(pool: &str, project_key: &str) -> String {
+    format!("flocks-{pool}-{project_key}")
+}
+
+/// Start the container of one docker pool, unless it runs already.
+pub async fn up(
+    config: &Config,
+    pool: &PoolConfig,
+    d: &DockerConfig,
+    project_key: &str,
+) -> Result<Up, String> {
+    let docker = engine::connect().await?;
+    let lookup = super::lookup_for(&pool.name, d, project_key);
+    if let Ok(info) = engine::find(&docker, &lookup).await {
+        let id = info.id.clone().unwrap_or_default();
+        return Ok(Up::Running(engine::name_of(&info, &id)));
+    }
+    let repo = config
+        .workspace
+        .repo
+        .canonicalize()
+        .unwrap_or_else(|_| config.workspace.repo.clone());
+    let dc = devcontainer(&repo)?.unwrap_or_default();
+    let image = match (&d.image, &d.container, &dc.image) {
+        (Some(i), _, _) => i.clone(),
+        (None, None, Some(i)) => i.clone(),
+        _ => return Ok(Up::NotManaged),
+    };
+    let name = d
+        .container
+        .clone()
+        .unwrap_or_else(|| default_name(&pool.name, project_key));
+    let mount = d
+        .workspace_mount
+        .clone()
+        .or(dc.workspace_folder.clone())
+        .unwrap_or_else(|| {
+            let base = repo
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_else(|| "repo".into());
+            format!("/workspaces/{base}")
+        });
+    let folder = d.project.clone().unwrap_or_else(|| repo.clone());
+    let mut binds = vec![format!("{}:{mount}", repo.display())];
+    for m in &d.mounts {
+        binds.push(resolve_mount(&config.dir, m));
+    }
+    let mut env: Vec<String> = dc.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.extend(pool.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let labels = HashMap::from([
+        (FOLDER_LABEL.to_string(), folder.display().to_string()),
+        (MANAGED_LABEL.to_string(), "1".to_string()),
+        (POOL_LABEL.to_string(), pool.name.clone()),
+        (PROJECT_LABEL.to_string(), project_key.to_string()),
+    ]);
+    let body = ContainerCreateBody {
+        image: Some(image.clone()),
+        entrypoint: Some(
+            ["/bin/sh", "-c", KEEP_ALIVE, "-"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        cmd: Some(Vec::new()),
+        env: Some(env),
+        labels: Some(labels),
+        working_dir: Some(mount.clone()),
+        host_config: Some(HostConfig {
+            binds: Some(binds),
+            network_mode: d.network.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let create = |body: ContainerCreateBody| {
+        let docker = docker.clone();
+        let name = name.clone();
+        async move {
+            docker
+                .create_container(
+                    Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                    body,
+                )
+                .await
+        }
+    };
+    let id = match create(body.clone()).await {
+        Ok(r) => r.id,
+        Err(e) if engine::is_not_found(&e) => {
+            pull(&docker, &image).await?;
+            create(body)
+                .await
+                .map_err(|e| format!("cannot create container `{name}`: {e}"))?
+                .id
+        }
+        Err(e) => return Err(format!("cannot create container `{name}`: {e}")),
+    };
+    if let Err(e) = docker.start_container(&id, None).await {
+        let _ = remove(&docker, &id).await;
+        return Err(format!("cannot start container `{name}`: {e}"));
+    }
+    Ok(Up::Created(Managed::Container {
+        pool: pool.name.clone(),
+        id,
+        name,
+    }))
+}
+
+/// `src:dst[:opts]` with `src` relative to flocks.toml's directory made
+/// absolute; a named volume stays as it is.
+fn resolve_mount(dir: &Path, spec: &str) -> String {
+    match spec.split_once(':') {
+        Some((src, rest)) if src.starts_with('.') || src.starts_with('~') => format!(
+            "{}:{rest}",
+            crate::config::normalize_path(&crate::config::resolve_path(dir, &PathBuf::from(src)))
+                .display()
+        ),
+        _ => spec.to_string(),
+    }
+}
+
+async fn pull(docker: &Docker, image: &str) -> Result<(), String> {
+    let opts = CreateImageOptionsBuilder::new().from_image(image).build();
+    let mut s = docker.create_image(Some(opts), None, None);
+    while let Some(item) = s.next().await {
+        item.map_err(|e| format!("image {image} is not here and cannot be pulled: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn remove(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
+    let opts = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    docker.remove_container(id, Some(opts)).await
+}
+
+/// Remove one container flocks created. Ok(false): it was gone already.
+pub async fn down(id: &str, name: &str) -> Result<bool, String> {
+    let docker = engine::connect().await?;
+    match remove(&docker, id).await {
+        Ok(()) => Ok(true),
+        Err(e) if engine::is_not_found(&e) => Ok(false),
+        Err(e) => Err(format!("cannot remove container `{name}`: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonc() {
+        let text = r#"{
+            // the image
+            "image": "mcr.microsoft.com/devcontainers/rust:1", /* inline */
+            "workspaceFolder": "/workspaces/x",
+            "containerEnv": { "A": "http://x//y", "B": "c\"d", },
+        }"#;
+        let v: serde_json::Value = serde_json::from_str(&strip_jsonc(text)).unwrap();
+        assert_eq!(v["image"], "mcr.microsoft.com/devcontainers/rust:1");
+        assert_eq!(v["containerEnv"]["A"], "http://x//y");
+        assert_eq!(v["containerEnv"]["B"], "c\"d");
+    }
+
+    #[test]
+    fn mounts_resolve() {
+        assert_eq!(
+            resolve_mount(Path::new("/p"), "./cache:/cache:ro"),
+            "/p/cache:/cache:ro"
+        );
+        assert_eq!(resolve_mount(Path::new("/p"), "/a:/b"), "/a:/b");
+        assert_eq!(resolve_mount(Path::new("/p"), "vol:/b"), "vol:/b");
+    }
+}

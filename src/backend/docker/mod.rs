@@ -1,0 +1,641 @@
+//! The docker backend: agents run inside a running container (a devcontainer)
+//! through the Docker Engine API, in the task's worktree, which lives on the
+//! host inside the repo the container mounts.
+//!
+//! ```text
+//!  host                                   container
+//!  repo/.worktrees/<task>  ── bind ──▶    <workspace_mount>/.worktrees/<task>
+//!  flocks ── create/start exec ─────▶     sh AGENT (unsets, execs) ─▶ claude ─▶ tools
+//!         ◀── stdout/stderr (demuxed) ──  (every process tagged FLOCKS_ATTEMPT=<tag>)
+//!         ── second exec: sh KILLER <tag> <grace> ─▶ TERM, grace, KILL by tag
+//! ```
+//!
+//! The container is found once per run, as the run starts (`connect`: by name,
+//! by the devcontainer label, or as the one `flocks up` made). A container that
+//! is missing or stopped then takes its pool out of the run with a reason that
+//! names it; one that dies during an attempt ends that attempt as lost (the
+//! task fails with a reason naming it, and the pool is not used again).
+
+pub mod engine;
+pub mod guard;
+pub mod lifecycle;
+mod owner;
+pub mod scripts;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::query_parameters::InspectContainerOptions;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::{Chunk, Control, ExitInfo, Finished, PrepareError, PrepareJob, Running, Workspace};
+use crate::agent::AgentSpec;
+use crate::config::{Config, DockerConfig, PoolConfig};
+use crate::git::Worktrees;
+use engine::Lookup;
+use guard::Guard;
+use scripts::Match;
+
+/// The container an agent of this pool runs in, as found at the start of the run.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: String,
+    pub name: String,
+    /// The host repo's path inside the container.
+    pub repo: String,
+    /// The exec user (`uid:gid` or a name).
+    pub user: String,
+}
+
+pub struct DockerBackend {
+    worktrees: Arc<Worktrees>,
+    repo_dir: PathBuf,
+    config_dir: PathBuf,
+    grace: Duration,
+    lookup: Lookup,
+    workspace_mount: Option<String>,
+    user: String,
+    project_key: String,
+    /// The container, found by `connect` (or the first attempt).
+    target: tokio::sync::OnceCell<Result<Target, String>>,
+    client: tokio::sync::OnceCell<Docker>,
+    guard: Arc<Guard>,
+    /// Guard tickets of running attempts, by worktree.
+    tickets: Mutex<HashMap<PathBuf, u64>>,
+    /// Owner of the repo on the host: the default exec user.
+    owner: (u32, u32),
+    git_dir: PathBuf,
+    /// Git identity and `safe.directory`, for the agent's environment.
+    git_env: Vec<(String, String)>,
+}
+
+/// How flocks stops an agent in a container: killer execs.
+pub struct DockerControl {
+    inner: Option<Arc<Ctl>>,
+}
+
+struct Ctl {
+    docker: Docker,
+    target: Target,
+    tag: String,
+    grace: Duration,
+    notes: mpsc::Sender<Chunk>,
+}
+
+impl DockerControl {
+    pub fn terminate(&self) {
+        if let Some(c) = &self.inner {
+            tokio::spawn(stop(c.clone(), c.grace));
+        }
+    }
+
+    pub fn kill(&self) {
+        if let Some(c) = &self.inner {
+            tokio::spawn(stop(c.clone(), Duration::ZERO));
+        }
+    }
+}
+
+async fn stop(c: Arc<Ctl>, grace: Duration) {
+    if let Err(why) = kill_attempt(&c.docker, &c.target, Match::Exact, &c.tag, grace).await {
+        let _ = c
+            .notes
+            .send(Chunk::Stderr(
+                format!("flocks: stopping the agent: {why}\n").into_bytes(),
+            ))
+            .await;
+    }
+}
+
+/// Run the killer for `tag` in the target container. Ok(what it stopped).
+async fn kill_attempt(
+    docker: &Docker,
+    t: &Target,
+    m: Match,
+    tag: &str,
+    grace: Duration,
+) -> Result<String, String> {
+    let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+    let out = engine::run(
+        docker,
+        &t.id,
+        scripts::killer_argv(m, tag, secs),
+        vec![],
+        &t.user,
+    )
+    .await
+    .map_err(|e| engine::describe(&e, &t.name))?;
+    match out.code {
+        Some(0) => Ok(out.stdout),
+        Some(126) | Some(127) => Err(format!(
+            "docker container `{}` cannot run /bin/sh, which flocks needs to start and stop agents: {}",
+            t.name,
+            out.stderr.trim()
+        )),
+        _ => Err(format!(
+            "in docker container `{}`: {}",
+            t.name,
+            out.stderr.trim()
+        )),
+    }
+}
+
+/// A started agent that was lost before it ran.
+fn lost(reason: impl Into<String>) -> Running {
+    let (tx, rx) = mpsc::channel(1);
+    let _ = tx.try_send(Chunk::Exited(ExitInfo {
+        code: None,
+        lost: Some(reason.into()),
+    }));
+    Running {
+        output: rx,
+        control: Control::Docker(DockerControl { inner: None }),
+    }
+}
+
+/// Containers whose survivors of earlier runs were stopped in this process.
+fn reconciled() -> &'static Mutex<HashSet<String>> {
+    static SET: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    SET.get_or_init(Default::default)
+}
+
+impl DockerBackend {
+    pub fn new(
+        config: &Config,
+        pool: &PoolConfig,
+        d: &DockerConfig,
+        worktrees: Arc<Worktrees>,
+    ) -> DockerBackend {
+        let repo_dir = config
+            .workspace
+            .repo
+            .canonicalize()
+            .unwrap_or_else(|_| config.workspace.repo.clone());
+        let owner = owner::owner_of(&repo_dir).unwrap_or((0, 0));
+        let (git_dir, git_env) = match crate::git::open(&repo_dir) {
+            Ok(repo) => {
+                let sig = crate::git::signature(&repo);
+                let name = sig.name().unwrap_or("flocks").to_string();
+                let email = sig.email().unwrap_or("flocks@localhost").to_string();
+                let env = vec![
+                    ("GIT_AUTHOR_NAME".into(), name.clone()),
+                    ("GIT_AUTHOR_EMAIL".into(), email.clone()),
+                    ("GIT_COMMITTER_NAME".into(), name),
+                    ("GIT_COMMITTER_EMAIL".into(), email),
+                    // git checks ownership along the host path in the
+                    // worktree's back link, which does not exist in the container.
+                    ("GIT_CONFIG_COUNT".into(), "1".into()),
+                    ("GIT_CONFIG_KEY_0".into(), "safe.directory".into()),
+                    ("GIT_CONFIG_VALUE_0".into(), "*".into()),
+                ];
+                (repo.commondir().to_path_buf(), env)
+            }
+            Err(_) => (repo_dir.join(".git"), Vec::new()),
+        };
+        let project_key = crate::project::key_of(&config.state_dir());
+        DockerBackend {
+            worktrees,
+            guard: guard::for_repo(&git_dir),
+            git_dir,
+            repo_dir,
+            config_dir: config.dir.clone(),
+            grace: config.kill_grace,
+            lookup: lookup_for(&pool.name, d, &project_key),
+            workspace_mount: d.workspace_mount.clone(),
+            user: d
+                .user
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", owner.0, owner.1)),
+            project_key,
+            target: tokio::sync::OnceCell::new(),
+            client: tokio::sync::OnceCell::new(),
+            tickets: Mutex::new(HashMap::new()),
+            owner,
+            git_env,
+        }
+    }
+
+    /// Find the pool's container and stop what an earlier run left in it.
+    /// Why the pool cannot be used, if it cannot.
+    pub async fn connect(&self, notes: &mut Vec<String>) -> Option<String> {
+        let first = self.target.get().is_none();
+        match self.target().await {
+            Ok(t) => {
+                if first {
+                    self.reconcile(&t, notes).await;
+                }
+                None
+            }
+            Err(e) => Some(e),
+        }
+    }
+
+    /// Why this pool is out of the run (found by `connect`), if it is.
+    pub fn down_reason(&self) -> Option<String> {
+        match self.target.get() {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    async fn target(&self) -> Result<Target, String> {
+        self.target
+            .get_or_init(|| async {
+                let docker = self.client().await?;
+                let info = engine::find(&docker, &self.lookup).await?;
+                let id = info.id.clone().unwrap_or_default();
+                let name = engine::name_of(&info, &id);
+                let repo = engine::repo_in_container(
+                    &info,
+                    &self.repo_dir,
+                    self.workspace_mount.as_deref(),
+                    &name,
+                )?;
+                Ok(Target {
+                    id,
+                    name,
+                    repo,
+                    user: self.user.clone(),
+                })
+            })
+            .await
+            .clone()
+    }
+
+    /// Stop survivors of an earlier run of this project in the container
+    /// (once per container and flocks process: pools may share one).
+    async fn reconcile(&self, t: &Target, notes: &mut Vec<String>) {
+        let first = reconciled()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(t.id.clone());
+        if !first {
+            return;
+        }
+        let Ok(docker) = self.client().await else {
+            return;
+        };
+        let grace = self.grace.min(Duration::from_secs(10));
+        let tag = format!("{}:", self.project_key);
+        match kill_attempt(&docker, t, Match::Prefix, &tag, grace).await {
+            Ok(out) if scripts::stopped_any(&out) => notes.push(format!(
+                "stopped processes an earlier flocks run left in docker container `{}`",
+                t.name
+            )),
+            Ok(_) => {}
+            Err(e) => notes.push(format!(
+                "could not look for processes an earlier flocks run left: {e}"
+            )),
+        }
+    }
+
+    async fn client(&self) -> Result<Docker, String> {
+        self.client.get_or_try_init(engine::connect).await.cloned()
+    }
+
+    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+        let t = self.target().await.map_err(PrepareError::HostLost)?;
+        let wts = self.worktrees.clone();
+        let job = job.clone();
+        let owner = self.owner;
+        let git_dir = self.git_dir.clone();
+        let repo_dir = self.repo_dir.clone();
+        let p = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let p = wts
+                .prepare(&job.task, &job.branch, &job.base, job.fresh)
+                .map_err(|e| e.to_string())?;
+            // An agent that runs `git worktree prune` in the container, where
+            // the host path of the worktree does not exist, must not remove it.
+            if let Ok(repo) = crate::git::open(&repo_dir)
+                && let Ok(wt) = repo.find_worktree(&job.task)
+                && matches!(wt.is_locked(), Ok(git2::WorktreeLockStatus::Unlocked))
+            {
+                let _ = wt.lock(Some("flocks: a container agent works here"));
+            }
+            if owner::needs_fixing(owner) {
+                owner::give_back_one(wts.root(), owner);
+                owner::give_back(&p.path, owner);
+                owner::give_back(&git_dir, owner);
+            }
+            Ok(p)
+        })
+        .await
+        .map_err(|e| PrepareError::Failed(e.to_string()))?
+        .map_err(PrepareError::Failed)?;
+        let rel = p.path.strip_prefix(&self.repo_dir).map_err(|_| {
+            PrepareError::Failed(format!(
+                "the worktree {} is not inside the repo {}",
+                p.path.display(),
+                self.repo_dir.display()
+            ))
+        })?;
+        let agent_cwd = Path::new(&t.repo).join(rel).display().to_string();
+        Ok(Workspace {
+            agent_cwd,
+            host_path: p.path,
+            start_commit: p.start_commit.to_string(),
+            created_branch: p.created_branch,
+            note: p.note,
+        })
+    }
+
+    /// `[agent] command` inside the container: a name (found on the
+    /// container's PATH), an absolute path there, or a path relative to
+    /// flocks.toml's directory that lies inside the mounted repo.
+    fn program_in_container(&self, program: &str, t: &Target) -> Result<String, String> {
+        if !program.contains('/') || program.starts_with('/') {
+            return Ok(program.to_string());
+        }
+        let host = crate::config::normalize_path(&self.config_dir.join(program));
+        match host.strip_prefix(&self.repo_dir) {
+            Ok(rel) => Ok(Path::new(&t.repo).join(rel).display().to_string()),
+            Err(_) => Err(format!(
+                "agent command {program} is outside the repo that docker container `{}` mounts: give a path inside the container",
+                t.name
+            )),
+        }
+    }
+
+    fn env_for(&self, spec: &AgentSpec) -> Vec<String> {
+        let ours: HashSet<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
+        let mut env: Vec<String> = self
+            .git_env
+            .iter()
+            .filter(|(k, _)| !ours.contains(k.as_str()))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let unset: Vec<&str> = spec
+            .remove_env
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !ours.contains(k) && scripts::is_var_name(k))
+            .collect();
+        env.push(format!("FLOCKS_UNSET={}", unset.join(" ")));
+        env
+    }
+
+    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
+        let t = match self.target().await {
+            Ok(t) => t,
+            Err(why) => return Ok(lost(why)),
+        };
+        let program = self.program_in_container(&spec.program, &t)?;
+        let docker = match self.client().await {
+            Ok(d) => d,
+            Err(e) => return Ok(lost(e)),
+        };
+        let mut argv = vec![
+            "/bin/sh".to_string(),
+            "-c".into(),
+            scripts::AGENT.into(),
+            scripts::AGENT_NAME.into(),
+            program,
+        ];
+        argv.extend(spec.args.iter().cloned());
+        let ticket = self.guard.begin();
+        self.tickets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ws.host_path.clone(), ticket);
+        let exec = docker
+            .create_exec(
+                &t.id,
+                CreateExecOptions::<String> {
+                    cmd: Some(argv),
+                    env: Some(self.env_for(&spec)),
+                    user: Some(t.user.clone()),
+                    working_dir: Some(ws.agent_cwd.clone()),
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await;
+        let exec = match exec {
+            Ok(e) => e.id,
+            Err(e) => return Ok(lost(engine::describe(&e, &t.name))),
+        };
+        let (output, mut input) = match docker.start_exec(&exec, None).await {
+            Ok(StartExecResults::Attached { output, input }) => (output, input),
+            Ok(StartExecResults::Detached) => {
+                return Ok(lost("docker started the agent detached".to_string()));
+            }
+            Err(e) => return Ok(lost(engine::describe(&e, &t.name))),
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let prompt = spec.prompt;
+        let writer = tokio::spawn(async move {
+            // An agent that exits without reading its prompt: fine.
+            let _ = input.write_all(prompt.as_bytes()).await;
+            let _ = input.shutdown().await;
+        });
+        let ctl = Arc::new(Ctl {
+            docker: docker.clone(),
+            target: t.clone(),
+            tag: spec.tag.clone(),
+            grace: self.grace,
+            notes: tx.clone(),
+        });
+        let grace = self.grace;
+        tokio::spawn(async move {
+            let mut output = output;
+            let mut broken = None;
+            while let Some(item) = output.next().await {
+                let chunk = match item {
+                    Ok(LogOutput::StdErr { message }) => Chunk::Stderr(message.to_vec()),
+                    Ok(other) => Chunk::Stdout(other.into_bytes().to_vec()),
+                    Err(e) => {
+                        broken = Some(e.to_string());
+                        break;
+                    }
+                };
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            writer.abort();
+            let mut info = conclude(&docker, &exec, &t, broken).await;
+            if info.lost.is_none() {
+                // The agent is gone: stop whatever it left running.
+                match kill_attempt(&docker, &t, Match::Exact, &spec.tag, grace).await {
+                    Ok(out) if scripts::stopped_any(&out) => {
+                        let _ = tx
+                            .send(Chunk::Stderr(
+                                format!(
+                                    "flocks: the agent exited; stopped what it left running ({})\n",
+                                    out.trim()
+                                )
+                                .into_bytes(),
+                            ))
+                            .await;
+                    }
+                    Ok(_) => {}
+                    Err(why) => {
+                        info.lost = container_lost(&docker, &t, None).await;
+                        let _ = tx
+                            .send(Chunk::Stderr(
+                                format!("flocks: stopping what the agent left running: {why}\n")
+                                    .into_bytes(),
+                            ))
+                            .await;
+                    }
+                }
+            }
+            let _ = tx.send(Chunk::Exited(info)).await;
+        });
+        Ok(Running {
+            output: rx,
+            control: Control::Docker(DockerControl { inner: Some(ctl) }),
+        })
+    }
+
+    pub async fn finish(
+        &self,
+        ws: &Workspace,
+        _task: &str,
+        branch: &str,
+        attempt: u32,
+    ) -> Result<Finished, String> {
+        // The guard first: nothing on the host touches git before it is checked.
+        let ticket = self
+            .tickets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ws.host_path);
+        let violation = match ticket {
+            Some(t) => {
+                let g = self.guard.clone();
+                tokio::task::spawn_blocking(move || g.end(t))
+                    .await
+                    .unwrap_or(None)
+            }
+            None => None,
+        };
+        let result = super::finish_host_worktree(self.repo_dir.clone(), ws, branch, attempt).await;
+        if owner::needs_fixing(self.owner) {
+            let (owner, git_dir, path) = (self.owner, self.git_dir.clone(), ws.host_path.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                owner::give_back(&path, owner);
+                owner::give_back(&git_dir, owner);
+            })
+            .await;
+        }
+        match (result, violation) {
+            (Ok(mut f), v) => {
+                f.guard_violation = v;
+                Ok(f)
+            }
+            (Err(e), Some(v)) => Err(format!("{e}; also, the agent changed {v}")),
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    pub async fn release(&self, task: &str) {
+        let wts = self.worktrees.clone();
+        let task = task.to_string();
+        let (owner, git_dir) = (self.owner, self.git_dir.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = wts.recycle(&task);
+            if owner::needs_fixing(owner) {
+                owner::give_back(wts.root(), owner);
+                owner::give_back(&git_dir, owner);
+            }
+        })
+        .await;
+    }
+}
+
+/// How a pool finds its container.
+pub fn lookup_for(pool: &str, d: &DockerConfig, project_key: &str) -> Lookup {
+    if let Some(c) = &d.container {
+        Lookup::Name(c.clone())
+    } else if let Some(p) = &d.project {
+        Lookup::Folder(p.clone())
+    } else {
+        Lookup::Managed {
+            pool: pool.to_string(),
+            project_key: project_key.to_string(),
+        }
+    }
+}
+
+/// After the exec's output ended: its exit code, or why the agent was lost.
+async fn conclude(docker: &Docker, exec: &str, t: &Target, broken: Option<String>) -> ExitInfo {
+    let mut code = None;
+    for _ in 0..50 {
+        match docker.inspect_exec(exec).await {
+            Ok(i) if i.running == Some(true) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Ok(i) => {
+                code = i.exit_code.map(|c| c as i32);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    // A killed container ends the stream a moment before its state says so;
+    // an agent killed by SIGKILL is the sign to look twice.
+    let tries = if code == Some(137) || code.is_none() {
+        10
+    } else {
+        1
+    };
+    let mut lost = None;
+    for i in 0..tries {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        lost = container_lost(docker, t, broken.clone()).await;
+        if lost.is_some() {
+            break;
+        }
+    }
+    ExitInfo { code, lost }
+}
+
+/// Why the container can no longer run the agent, if it cannot.
+async fn container_lost(docker: &Docker, t: &Target, broken: Option<String>) -> Option<String> {
+    match docker
+        .inspect_container(&t.id, None::<InspectContainerOptions>)
+        .await
+    {
+        Err(e) if engine::is_not_found(&e) => Some(format!(
+            "docker container `{}` was removed while the agent ran",
+            t.name
+        )),
+        Err(e) => Some(format!(
+            "lost docker container `{}`: {}",
+            t.name,
+            broken.unwrap_or_else(|| e.to_string())
+        )),
+        Ok(info) => {
+            let state = info.state.unwrap_or_default();
+            if state.running != Some(true) {
+                let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+                Some(format!(
+                    "docker container `{}` stopped while the agent ran (status {status}, exit code {})",
+                    t.name,
+                    state.exit_code.unwrap_or(-1)
+                ))
+            } else {
+                broken.map(|b| {
+                    format!(
+                        "lost the agent's output from docker container `{}`: {b}",
+                        t.name
+                    )
+                })
+            }
+        }
+    }
+}

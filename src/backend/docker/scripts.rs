@@ -1,0 +1,206 @@
+//! The two small `sh` programs flocks runs inside a container.
+//!
+//! Docker has no API to kill an exec (moby#35703), so every process of an
+//! attempt carries `FLOCKS_ATTEMPT=<tag>` in its environment (inherited through
+//! setsid, double forks and reparenting), and stopping an attempt is a second
+//! exec, the killer, that finds them in `/proc/*/environ` and applies the
+//! policy: TERM, grace, KILL. It must run as the agent's user: without
+//! CAP_SYS_PTRACE even root cannot read another user's environ.
+//!
+//! Only fixed text is ever a script; data (the agent's argv, the tag, the
+//! variables to unset) travels as argv elements or in the environment.
+
+/// The agent exec: `sh -c AGENT flocks-agent <program> <args>...`. Unsets the
+/// container's own variables listed in `FLOCKS_UNSET` (an exec's Env can set
+/// but not remove), then becomes the agent.
+pub const AGENT: &str = r#"for v in $FLOCKS_UNSET; do unset "$v"; done
+unset FLOCKS_UNSET
+exec "$@"
+"#;
+
+/// argv[0] of the agent exec's shell, as `ps` shows it.
+pub const AGENT_NAME: &str = "flocks-agent";
+
+/// The killer exec: `sh -c KILLER flocks-killer <exact|prefix> <tag> <grace secs>`.
+/// The tag is in argv, not in the environment, so the killer never matches
+/// itself. Exit 0: nothing of the attempt is left (among the processes it
+/// could inspect: non-dumpable ones, such as ssh-agent, hide their
+/// environment, and are listed); 1: survivors.
+pub const KILLER: &str = r#"mode="$1"; tag="$2"; grace="${3:-5}"; me=$$
+myuid=$(id -u)
+matches() {
+  v=$(printf '%s\n' "$1" | grep -m1 '^FLOCKS_ATTEMPT=') || return 1
+  v=${v#FLOCKS_ATTEMPT=}
+  if [ "$mode" = prefix ]; then
+    case "$v" in "$tag"*) return 0;; esac
+    return 1
+  fi
+  [ "$v" = "$tag" ]
+}
+tagged() {
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    [ "$p" = "$me" ] && continue
+    if e=$(tr '\0' '\n' 2>/dev/null < "$d/environ"); then
+      case "$e" in *FLOCKS_ATTEMPT=*) matches "$e" && echo "$p";; esac
+    else
+      st=$(cat "$d/stat" 2>/dev/null) || continue
+      st=${st##*) }; [ "${st%% *}" = Z ] && continue
+      uid=$(while read -r k v _; do [ "$k" = Uid: ] && echo "$v"; done < "$d/status" 2>/dev/null)
+      { [ "$myuid" = 0 ] || [ "$uid" = "$myuid" ]; } && echo "?$p"
+    fi
+  done
+}
+scan() {
+  all=$(tagged)
+  pids=$(printf '%s\n' $all | grep -v '^?')
+  blind=$(printf '%s\n' $all | grep '^?' | tr -d '?')
+}
+sent=" "
+deadline=$(( $(date +%s) + grace + (grace > 0) ))
+while :; do
+  scan
+  if [ -z "$pids" ]; then
+    [ -n "$blind" ] && echo "flocks-killer: could not inspect:" $blind
+    echo "flocks-killer: clean (TERM sent to:$sent)"; exit 0
+  fi
+  [ "$(date +%s)" -ge "$deadline" ] && break
+  for p in $pids; do
+    case "$sent" in *" $p "*) ;; *) kill -TERM "$p" 2>/dev/null; sent="$sent$p ";; esac
+  done
+  sleep 0.2
+done
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  scan
+  [ -z "$pids" ] && { echo "flocks-killer: clean after KILL (TERM sent to:$sent)"; exit 0; }
+  kill -KILL $pids 2>/dev/null
+  sleep 0.1
+done
+scan
+echo "flocks-killer: survivors:" $pids >&2
+exit 1
+"#;
+
+/// Which processes a killer stops.
+#[derive(Debug, Clone, Copy)]
+pub enum Match {
+    /// One attempt: `FLOCKS_ATTEMPT` equals the tag.
+    Exact,
+    /// Every attempt of a project: `FLOCKS_ATTEMPT` starts with the tag.
+    Prefix,
+}
+
+/// The killer's argv.
+pub fn killer_argv(m: Match, tag: &str, grace_secs: u64) -> Vec<String> {
+    let mode = match m {
+        Match::Exact => "exact",
+        Match::Prefix => "prefix",
+    };
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        KILLER.into(),
+        "flocks-killer".into(),
+        mode.into(),
+        tag.into(),
+        grace_secs.to_string(),
+    ]
+}
+
+/// Whether a killer's report says it found processes to stop.
+pub fn stopped_any(report: &str) -> bool {
+    report
+        .split("TERM sent to:")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .is_some_and(|pids| !pids.trim().is_empty())
+}
+
+/// A name `sh` accepts for `unset` (anything else would abort the script).
+pub fn is_var_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    #[test]
+    fn killer_reports() {
+        assert!(!stopped_any("flocks-killer: clean (TERM sent to: )\n"));
+        assert!(stopped_any(
+            "flocks-killer: clean after KILL (TERM sent to: 12 13 )\n"
+        ));
+    }
+
+    #[test]
+    fn var_names() {
+        assert!(is_var_name("ANTHROPIC_API_KEY"));
+        assert!(is_var_name("_x1"));
+        assert!(!is_var_name("1X"));
+        assert!(!is_var_name("A-B"));
+        assert!(!is_var_name(""));
+    }
+
+    #[test]
+    fn agent_wrapper_unsets_and_execs() {
+        let out = Command::new("/bin/sh")
+            .args([
+                "-c",
+                AGENT,
+                AGENT_NAME,
+                "/bin/sh",
+                "-c",
+                "echo \"${GONE-unset} $KEPT $# $1\"",
+                "x",
+                "a b",
+            ])
+            .env("GONE", "secret")
+            .env("KEPT", "kept")
+            .env("FLOCKS_UNSET", "GONE OTHER")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "unset kept 1 a b\n");
+    }
+
+    /// The killer on this machine: it stops tagged processes, including ones
+    /// in a new session, and leaves others alone.
+    #[test]
+    fn killer_stops_tagged_processes_only() {
+        let tag = format!("test-killer-{}", std::process::id());
+        let spawn = |t: &str| {
+            Command::new("/bin/sh")
+                .args(["-c", "setsid sleep 300 & sleep 301 & wait"])
+                .env("FLOCKS_ATTEMPT", t)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut ours = spawn(&format!("{tag}:a:1"));
+        let mut other = spawn(&format!("x{tag}:a:1"));
+        std::thread::sleep(Duration::from_millis(300));
+        let run = |argv: Vec<String>| Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+        let out = run(killer_argv(Match::Prefix, &format!("{tag}:"), 2));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(ours.wait().is_ok());
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "an untagged tree was stopped"
+        );
+        let out = run(killer_argv(Match::Exact, &format!("x{tag}:a:1"), 0));
+        assert_eq!(out.status.code(), Some(0));
+        other.wait().unwrap();
+        // Nothing tagged survives (the setsid'd sleeps included).
+        let left = crate::proc::tagged(&tag);
+        assert!(left.is_empty(), "left: {left:?}");
+    }
+}
