@@ -16,6 +16,9 @@ use support::{TestProject, fake_claude, text};
 
 fn available() -> bool {
     let ok = TestSshd::available();
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("CI must run the SSH tests: install OpenSSH with .ci/ensure-sshd.sh");
+    }
     if !ok {
         eprintln!("skipping: needs root, /usr/sbin/sshd, ssh and ssh-keygen (.ci/ensure-sshd.sh)");
     }
