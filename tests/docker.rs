@@ -218,6 +218,28 @@ fn timeout_leaves_no_process_behind() {
         !ps.contains("sleep 600") && !ps.contains("fake-claude") && !ps.contains("flocks"),
         "left behind: {ps}"
     );
+
+    // `flocks shell` opens a shell in the container, in the task's worktree,
+    // as the repo's owner, with git working there.
+    use std::io::Write;
+    let mut sh = p.t.cmd(&["shell", "slow"]);
+    sh.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = sh.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pwd; id -u; git rev-parse --abbrev-ref HEAD; exit\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(shown.contains("/.worktrees/slow"), "{shown}");
+    assert!(
+        shown.contains("1000") && shown.contains("flocks/slow"),
+        "{shown}"
+    );
 }
 
 /// A container killed mid-task: that task fails with a reason naming the

@@ -1,5 +1,6 @@
 //! `flocks shell <task>`: an interactive shell in the task's worktree, wherever
-//! it runs: this machine, or the remote host of an ssh or exedev pool.
+//! it runs: this machine, a docker pool's container, or the remote host of an
+//! ssh or exedev pool.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -44,11 +45,85 @@ pub fn run(project: &Project, args: &ShellArgs) -> Result<Exit> {
                 })?;
             remote_shell(&t, &worktree, &args.task)
         }
-        Some((name, BackendConfig::Docker(_))) => Err(Error::Usage(format!(
-            "task {} runs in docker pool {name}: `flocks shell` does not open container shells yet; use `docker exec -it <container> sh` in {worktree}",
-            args.task
-        ))),
+        Some((name, BackendConfig::Docker(d))) => container_shell(project, &name, d, &rec.worktree),
     }
+}
+
+/// `docker exec -it` into the pool's container, at the worktree's path there.
+/// The docker CLI gives the terminal handling; the container is found the way
+/// a run finds it.
+fn container_shell(
+    project: &Project,
+    pool: &str,
+    d: &crate::config::DockerConfig,
+    worktree: &std::path::Path,
+) -> Result<Exit> {
+    use std::sync::Arc;
+    let config = &project.config;
+    if !worktree.is_dir() {
+        return Err(Error::Usage(format!(
+            "the task's worktree {} does not exist (a task that succeeded gives its worktree back)",
+            worktree.display()
+        )));
+    }
+    let Some(pool_cfg) = config.pool(pool) else {
+        return Err(Error::Usage(format!(
+            "pool {pool} is no longer in flocks.toml"
+        )));
+    };
+    let worktrees = Arc::new(crate::git::Worktrees::new(
+        &config.workspace.repo,
+        &config.worktrees_dir(),
+    )?);
+    let backend = crate::backend::docker::DockerBackend::new(config, pool_cfg, d, worktrees);
+    let target = super::runtime()?
+        .block_on(backend.target())
+        .map_err(Error::CannotStart)?;
+    let repo = config
+        .workspace
+        .repo
+        .canonicalize()
+        .unwrap_or_else(|_| config.workspace.repo.clone());
+    let wt = worktree
+        .canonicalize()
+        .unwrap_or_else(|_| worktree.to_path_buf());
+    let rel = wt.strip_prefix(&repo).map_err(|_| {
+        Error::Other(format!(
+            "{} is not inside the repo {}",
+            wt.display(),
+            repo.display()
+        ))
+    })?;
+    let dir = format!("{}/{}", target.repo, rel.display());
+    use std::io::IsTerminal;
+    let tty = if std::io::stdin().is_terminal() {
+        "-it"
+    } else {
+        "-i"
+    };
+    let status = Command::new("docker")
+        .args(["exec", tty, "-u", &target.user, "-w", &dir])
+        .args([
+            "-e",
+            "GIT_CONFIG_COUNT=1",
+            "-e",
+            "GIT_CONFIG_KEY_0=safe.directory",
+            "-e",
+            "GIT_CONFIG_VALUE_0=*",
+        ])
+        .arg(&target.id)
+        .args(["sh", "-c", "exec \"${SHELL:-sh}\""])
+        .status()
+        .map_err(|e| {
+            Error::CannotStart(format!(
+                "`flocks shell` needs the docker CLI for a container shell: {e}"
+            ))
+        })?;
+    Ok(if status.success() {
+        Exit::Ok
+    } else {
+        Exit::Unexpected
+    })
 }
 
 fn local_shell(worktree: &PathBuf) -> Result<Exit> {

@@ -245,7 +245,8 @@ impl DockerBackend {
         }
     }
 
-    async fn target(&self) -> Result<Target, String> {
+    /// The pool's container, found once per process.
+    pub async fn target(&self) -> Result<Target, String> {
         self.target
             .get_or_init(|| async {
                 let docker = self.client().await?;
