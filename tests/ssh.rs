@@ -536,3 +536,37 @@ fn exedev_up_run_down_through_the_lobby() {
         );
     }
 }
+
+/// flocks is killed mid-task: the next run brings back what the attempt left
+/// on the host (its commits, and its uncommitted changes committed there)
+/// before the next attempt starts.
+#[test]
+fn work_left_on_a_host_by_a_killed_flocks_comes_back() {
+    if !available() {
+        return;
+    }
+    let a = TestSshd::start_any();
+    let p = project("kill_grace_secs = 1", &ssh_pool("a", &a, 1, ""));
+    let started = p.out_file("started");
+    p.tasks(&[json!({"id": "crash", "prompt": format!(
+        "@fake commit part1.txt\n@fake write part2.txt left\n@fake record {}\n@fake hang",
+        started.display()
+    )})]);
+    let mut child = p.spawn(&["run", "--tasks", "tasks.jsonl", "--no-progress"]);
+    assert!(wait_until(Duration::from_secs(30), || started.exists()));
+    child.kill().unwrap(); // SIGKILL: no cleanup, no fetch
+    child.wait().unwrap();
+    p.tasks(&[json!({"id": "crash", "prompt": "@fake commit part3.txt"})]);
+    let (code, out) = run(&p, &["run", "--tasks", "tasks.jsonl", "--no-progress"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("recovered 2 commit(s)"), "{out}");
+    let log = p.git(&["log", "--format=%s", "flocks/crash"]);
+    for want in [
+        "fake: part1.txt",
+        "uncommitted changes left by an interrupted attempt",
+        "fake: part3.txt",
+    ] {
+        assert!(log.contains(want), "{want} missing from:\n{log}");
+    }
+    assert_eq!(p.git(&["show", "flocks/crash:part2.txt"]), "left");
+}

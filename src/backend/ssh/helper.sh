@@ -137,6 +137,22 @@ finish)
   fi
   echo "head $(git rev-parse HEAD)"
   exit 0 ;;
+salvage)
+  # What an attempt interrupted by a crash of flocks left in the worktree:
+  # commit its leftovers and say where the task branch is.
+  [ -n "$TASK" ] && [ -n "$BRANCH" ] || die "salvage needs task, branch"
+  if [ -e "$W/.git" ] && cd "$W" 2>/dev/null \
+     && [ "$(git symbolic-ref -q HEAD 2>/dev/null)" = "refs/heads/$BRANCH" ]; then
+    if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
+      git add -A >&2 && git commit -q --no-verify \
+        -m "flocks: uncommitted changes left by an interrupted attempt" >&2 \
+        || die "cannot commit the leftovers"
+    fi
+    echo "head $(git rev-parse HEAD)"
+  else
+    echo "head none"
+  fi
+  exit 0 ;;
 release)
   [ -n "$TASK" ] || die "release needs task"
   git --git-dir="$M" worktree remove --force "$W" >/dev/null 2>&1 || rm -rf "$W"

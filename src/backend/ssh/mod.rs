@@ -283,6 +283,13 @@ impl SshBackend {
 
     async fn prepare_on(&self, h: &Host, job: &PrepareJob) -> Result<Workspace, PrepareError> {
         let root = h.connect(&self.setup).await.map_err(|e| self.lost(h, e))?;
+        // Work an interrupted attempt (flocks was killed) left on this host
+        // comes back first, so that the next attempt builds on it.
+        let note = if job.fresh {
+            None
+        } else {
+            self.salvage(h, &root, job).await?
+        };
         // The local branch is the truth: create it (or start it over) here,
         // then push its tip; the attempt starts from a commit we have.
         let (repo_dir, j) = (self.repo_dir.clone(), job.clone());
@@ -329,8 +336,65 @@ impl SshBackend {
             agent_cwd: worktree,
             start_commit: start,
             created_branch: created,
-            note: None,
+            note,
         })
+    }
+
+    /// Bring back what an interrupted attempt left in the task's remote
+    /// worktree: its leftovers committed there, its branch fetched, and the
+    /// local branch fast-forwarded to it. A remote branch that went another
+    /// way is kept under `refs/flocks/backup/<task>/remote` instead.
+    async fn salvage(
+        &self,
+        h: &Host,
+        root: &str,
+        job: &PrepareJob,
+    ) -> Result<Option<String>, PrepareError> {
+        let mut header = format!(
+            "FLOCKS-HELPER 1\nop salvage\ntask {}\nbranch {}\n",
+            job.task, job.branch
+        );
+        push_env(&mut header, &self.identity_for(root, &job.task));
+        header.push_str("end\n");
+        let out = h
+            .target
+            .helper(&header, OP_LIMIT)
+            .await
+            .map_err(|e| self.lost(h, e))?;
+        let Some(head) = field(&out, "head").filter(|h| h != "none") else {
+            return Ok(None);
+        };
+        let fetched = format!("refs/flocks/fetch/{}", job.task);
+        {
+            let _guard = h.admin.lock().await;
+            self.git(
+                h,
+                root,
+                &[
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    &h.target.git_url(root),
+                    &format!("+refs/heads/{}:{fetched}", job.branch),
+                ],
+            )
+            .await
+            .map_err(|e| self.lost(h, e))?;
+        }
+        let (repo_dir, local_wt, branch, task, host) = (
+            self.repo_dir.clone(),
+            self.worktrees.path_for(&job.task),
+            job.branch.clone(),
+            job.task.clone(),
+            h.target.host.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            salvage_local(&repo_dir, &local_wt, &branch, &task, &fetched, &head, &host)
+        })
+        .await
+        .map_err(|e| PrepareError::Failed(e.to_string()))?
+        .map_err(PrepareError::Failed)
     }
 
     /// The system git, in the local repo, talking to `h` through flocks' ssh.
@@ -710,6 +774,72 @@ fn local_start(
             Ok((base_oid.to_string(), existing.is_none()))
         }
     }
+}
+
+/// The local half of `salvage`: fast-forward the task branch to the fetched
+/// remote tip, or keep that tip aside when the branches went different ways.
+fn salvage_local(
+    repo_dir: &std::path::Path,
+    local_wt: &std::path::Path,
+    branch: &str,
+    task: &str,
+    fetched: &str,
+    head: &str,
+    host: &str,
+) -> Result<Option<String>, String> {
+    let err = |e: git2::Error| e.message().to_string();
+    let repo = crate::git::open(repo_dir).map_err(|e| e.to_string())?;
+    let remote = repo
+        .find_reference(fetched)
+        .and_then(|r| r.peel_to_commit())
+        .map_err(err)?
+        .id();
+    let _ = repo.find_reference(fetched).map(|mut r| r.delete());
+    let local = crate::git::branch_tip(&repo, branch).map_err(|e| e.to_string())?;
+    let note = match local {
+        Some(l) if l == remote || repo.graph_descendant_of(l, remote).unwrap_or(false) => {
+            return Ok(None);
+        }
+        Some(l) if !repo.graph_descendant_of(remote, l).unwrap_or(false) => {
+            let keep = format!("refs/flocks/backup/{task}/remote");
+            repo.reference(
+                &keep,
+                remote,
+                true,
+                "flocks: remote work of an interrupted attempt",
+            )
+            .map_err(err)?;
+            format!(
+                "task {task}: the work an interrupted attempt left on {host} ({}) went another way than {branch}; kept as {keep}",
+                &head[..head.len().min(10)]
+            )
+        }
+        _ => {
+            let n = match local {
+                Some(l) => {
+                    crate::git::commits_ahead(&repo, remote, l).map_err(|e| e.to_string())?
+                }
+                None => 0,
+            };
+            if local_wt.exists()
+                && let Ok(wt) = git2::Repository::open(local_wt)
+                && let Ok(h) = wt.head()
+                && h.name().ok() == Some(format!("refs/heads/{branch}").as_str())
+                && let Some(oid) = h.target()
+            {
+                let _ = wt.set_head_detached(oid);
+            }
+            repo.reference(
+                &format!("refs/heads/{branch}"),
+                remote,
+                true,
+                "flocks: work an interrupted attempt left on its host",
+            )
+            .map_err(err)?;
+            format!("task {task}: recovered {n} commit(s) an interrupted attempt left on {host}")
+        }
+    };
+    Ok(Some(note))
 }
 
 /// Move the fetched tip onto the local task branch and measure the attempt.
