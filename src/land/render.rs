@@ -48,20 +48,7 @@ impl Plan {
             let _ = writeln!(out, "  no succeeded task to land");
         }
         if let Some(wt) = &self.checkout {
-            if self.dirty.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "{} is checked out at {}: its files move with it",
-                    self.target,
-                    wt.display()
-                );
-            } else {
-                let _ = writeln!(
-                    out,
-                    "refusing: {}",
-                    super::target::dirty_message(&self.target, wt, &self.dirty)
-                );
-            }
+            let _ = writeln!(out, "{}", checkout_line(&self.target, wt, &self.dirty));
         }
         out
     }
@@ -383,21 +370,23 @@ impl UndoPlan {
             }
         );
         if let Some(wt) = &self.checkout {
-            if self.dirty.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "{} is checked out at {}: its files move with it",
-                    self.target,
-                    wt.display()
-                );
-            } else {
-                let _ = writeln!(
-                    out,
-                    "refusing: {}",
-                    super::target::dirty_message(&self.target, wt, &self.dirty)
-                );
-            }
+            let _ = writeln!(out, "{}", checkout_line(&self.target, wt, &self.dirty));
         }
         out
+    }
+}
+
+/// Where the target is checked out, and whether its files can move with it.
+fn checkout_line(target: &str, wt: &std::path::Path, dirty: &[String]) -> String {
+    if dirty.is_empty() {
+        format!(
+            "{target} is checked out at {}: its files move with it",
+            wt.display()
+        )
+    } else {
+        format!(
+            "refusing: {}",
+            super::target::dirty_message(target, wt, dirty)
+        )
     }
 }

@@ -789,12 +789,7 @@ fn salvage_local(
 ) -> Result<Option<String>, String> {
     let err = |e: git2::Error| e.message().to_string();
     let repo = crate::git::open(repo_dir).map_err(|e| e.to_string())?;
-    let remote = repo
-        .find_reference(fetched)
-        .and_then(|r| r.peel_to_commit())
-        .map_err(err)?
-        .id();
-    let _ = repo.find_reference(fetched).map(|mut r| r.delete());
+    let remote = take_fetched(&repo, fetched)?;
     let local = crate::git::branch_tip(&repo, branch).map_err(|e| e.to_string())?;
     let note = match local {
         Some(l) if l == remote || repo.graph_descendant_of(l, remote).unwrap_or(false) => {
@@ -821,25 +816,54 @@ fn salvage_local(
                 }
                 None => 0,
             };
-            if local_wt.exists()
-                && let Ok(wt) = git2::Repository::open(local_wt)
-                && let Ok(h) = wt.head()
-                && h.name().ok() == Some(format!("refs/heads/{branch}").as_str())
-                && let Some(oid) = h.target()
-            {
-                let _ = wt.set_head_detached(oid);
-            }
-            repo.reference(
-                &format!("refs/heads/{branch}"),
+            move_branch(
+                &repo,
+                local_wt,
+                branch,
                 remote,
-                true,
                 "flocks: work an interrupted attempt left on its host",
-            )
-            .map_err(err)?;
+            )?;
             format!("task {task}: recovered {n} commit(s) an interrupted attempt left on {host}")
         }
     };
     Ok(Some(note))
+}
+
+/// The commit a temporary fetch ref points at; the ref is removed.
+fn take_fetched(repo: &git2::Repository, fetched: &str) -> Result<git2::Oid, String> {
+    let oid = repo
+        .find_reference(fetched)
+        .and_then(|r| r.peel_to_commit())
+        .map_err(|e| e.message().to_string())?
+        .id();
+    if let Ok(mut r) = repo.find_reference(fetched) {
+        let _ = r.delete();
+    }
+    Ok(oid)
+}
+
+/// Point the local task branch at `tip`. A local worktree of an earlier
+/// attempt that has the branch checked out is detached first, so that moving
+/// the branch does not leave it looking changed.
+fn move_branch(
+    repo: &git2::Repository,
+    local_wt: &std::path::Path,
+    branch: &str,
+    tip: git2::Oid,
+    why: &str,
+) -> Result<(), String> {
+    let refname = format!("refs/heads/{branch}");
+    if local_wt.exists()
+        && let Ok(wt) = git2::Repository::open(local_wt)
+        && let Ok(head) = wt.head()
+        && head.name().ok() == Some(refname.as_str())
+        && let Some(oid) = head.target()
+    {
+        let _ = wt.set_head_detached(oid);
+    }
+    repo.reference(&refname, tip, true, why)
+        .map(|_| ())
+        .map_err(|e| e.message().to_string())
 }
 
 /// Move the fetched tip onto the local task branch and measure the attempt.
@@ -853,32 +877,14 @@ fn land_fetched(
 ) -> Result<Finished, String> {
     let err = |e: git2::Error| e.message().to_string();
     let repo = crate::git::open(repo_dir).map_err(|e| e.to_string())?;
-    let tip = repo
-        .find_reference(fetched)
-        .and_then(|r| r.peel_to_commit())
-        .map_err(err)?
-        .id();
-    let refname = format!("refs/heads/{branch}");
-    // A local worktree of an earlier attempt has the branch checked out: detach
-    // it, so moving the branch does not leave it looking changed.
-    if local_wt.exists()
-        && let Ok(wt) = git2::Repository::open(local_wt)
-        && let Ok(head) = wt.head()
-        && head.name().ok() == Some(refname.as_str())
-        && let Some(oid) = head.target()
-    {
-        let _ = wt.set_head_detached(oid);
-    }
-    repo.reference(
-        &refname,
+    let tip = take_fetched(&repo, fetched)?;
+    move_branch(
+        &repo,
+        local_wt,
+        branch,
         tip,
-        true,
         "flocks: fetch the attempt from its host",
-    )
-    .map_err(err)?;
-    if let Ok(mut r) = repo.find_reference(fetched) {
-        let _ = r.delete();
-    }
+    )?;
     let start = git2::Oid::from_str(start).map_err(err)?;
     let new_commits = crate::git::commits_ahead(&repo, tip, start).map_err(|e| e.to_string())?;
     Ok(Finished {
