@@ -149,5 +149,8 @@ fn a_missing_agent_command_stops_before_anything_runs() {
     let out = p.flocks(&["run"]);
     assert_eq!(code(&out), 5, "{}", text(&out));
     assert!(text(&out).contains("not found on PATH"), "{}", text(&out));
-    assert!(!p.path(".worktrees/a").exists());
+    assert!(
+        !p.path(".worktrees").exists() && !p.path(".flocks").exists(),
+        "nothing is created"
+    );
 }

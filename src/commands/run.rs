@@ -95,6 +95,9 @@ pub fn execute(
     let config = project.config.clone();
     let repo = crate::git::open(&config.workspace.repo)?;
     crate::git::resolve_commit(&repo, &config.workspace.base)?;
+    // A local pool that cannot find the agent stops the run before anything
+    // (lock, state, worktrees) is created.
+    preflight(&config)?;
     let _lock = project.lock(command)?;
     let mut state = project.store.load()?;
     check_branches(&repo, &state, &tasks)?;
@@ -145,7 +148,6 @@ pub fn execute(
             "credential {name}: ${var} is not set; pools that need it cannot run"
         ));
     }
-    preflight(&config)?;
     let backends = config
         .pools
         .iter()
