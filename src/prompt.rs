@@ -134,6 +134,7 @@ mod tests {
             description: None,
             depends_on: vec![],
             start_from: Default::default(),
+            expect_commits: true,
             extra,
             line: 4,
         }

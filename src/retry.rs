@@ -60,7 +60,7 @@ fn context(
             ));
         }
     }
-    let commits = branch_commits(config, &rec.branch);
+    let commits = branch_commits(config, rec);
     if !commits.is_empty() {
         s.push_str(&format!(
             "\nThe branch `{}` already holds these commits from earlier attempts (newest first):\n\n{}\n\nBuild on them unless they are wrong.\n",
@@ -72,15 +72,19 @@ fn context(
     s
 }
 
-/// `- abc1234 subject` for the branch's commits that the base lacks.
-fn branch_commits(config: &Config, branch: &str) -> Vec<String> {
+/// `- abc1234 subject` for the branch's commits beyond the task's origin.
+fn branch_commits(config: &Config, rec: &TaskRecord) -> Vec<String> {
     let Ok(repo) = crate::git::open(&config.workspace.repo) else {
         return Vec::new();
     };
-    let (Ok(Some(tip)), Ok(base)) = (
-        crate::git::branch_tip(&repo, branch),
-        crate::git::resolve_commit(&repo, &config.workspace.base),
-    ) else {
+    let origin = rec
+        .origin_commit()
+        .and_then(|o| o.parse::<git2::Oid>().ok());
+    let base = match origin {
+        Some(o) => Ok(o),
+        None => crate::git::resolve_commit(&repo, &config.workspace.base),
+    };
+    let (Ok(Some(tip)), Ok(base)) = (crate::git::branch_tip(&repo, &rec.branch), base) else {
         return Vec::new();
     };
     let Ok(mut walk) = repo.revwalk() else {
@@ -102,13 +106,22 @@ fn branch_commits(config: &Config, branch: &str) -> Vec<String> {
         .collect()
 }
 
-/// The prompt of the next attempt.
-pub fn prompt_for(base: &str, next: &NextAttempt, resuming: bool) -> String {
+/// The prompt of the next attempt. `edited`: the task's prompt changed since
+/// the last attempt, so a resumed session is given the new one in full.
+pub fn prompt_for(base: &str, next: &NextAttempt, resuming: bool, edited: bool) -> String {
     if resuming {
         let ended = next
             .ended
             .as_deref()
             .unwrap_or("the previous attempt ended before finishing");
+        if edited {
+            return format!(
+                "The previous run of this session stopped: {ended}. The task has been changed since: \
+                 here it is in full, and it replaces what you were asked before.\n\n{base}\n\n\
+                 Do the task as it reads now, building on what is already on the branch where it \
+                 still fits, check that it is complete, and commit your work."
+            );
+        }
         return format!(
             "The previous run of this session stopped: {ended}. Continue the task from where you left off, \
              check that it is complete, and commit your work."

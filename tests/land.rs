@@ -169,10 +169,13 @@ impl Fx {
                 result: None,
                 leftovers_committed: false,
                 tag: format!("{id}-1"),
+                prompt_hash: None,
             }],
             branch_created: true,
             requeues: 0,
             next: None,
+            origin: Some(start.into()),
+            expect_commits: true,
         });
         self.save();
     }

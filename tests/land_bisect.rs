@@ -171,7 +171,7 @@ impl Fx {
                 credential: None,
                 started_at: now,
                 ended_at: Some(now),
-                start_commit: Some(start),
+                start_commit: Some(start.clone()),
                 end_tip: Some(tip),
                 session_id: None,
                 resumed_from: None,
@@ -180,10 +180,13 @@ impl Fx {
                 result: None,
                 leftovers_committed: false,
                 tag: format!("{id}-1"),
+                prompt_hash: None,
             }],
             branch_created: true,
             requeues: 0,
             next: None,
+            origin: Some(start),
+            expect_commits: true,
         });
         let state = State {
             tasks: self.tasks.clone(),

@@ -27,8 +27,12 @@ pub struct AttemptFacts {
     /// A rejected rate_limit_event, with its reset time.
     pub rate_limit: Option<Option<DateTime<Utc>>>,
     pub assistant_error: Option<String>,
-    /// Commits on the branch that the start commit lacks (after leftovers).
-    pub new_commits: usize,
+    /// Commits the task's branch holds beyond the task's origin, whichever
+    /// attempt made them (after leftovers).
+    pub task_commits: usize,
+    /// The task line's `expect_commits`: false lets a clean success result
+    /// succeed without any commit.
+    pub expect_commits: bool,
     pub credential: Option<String>,
     /// Last stderr lines, for messages.
     pub stderr_tail: Vec<String>,
@@ -54,11 +58,14 @@ pub fn classify(f: &AttemptFacts) -> Outcome {
         return limit;
     }
     if clean_success {
-        return if f.new_commits > 0 {
+        return if f.task_commits > 0 || !f.expect_commits {
             Outcome::Success
         } else {
             Outcome::Failed {
-                reason: "the agent finished without committing anything".into(),
+                reason: "the agent finished without committing anything: the task's branch \
+                         holds no commit beyond the one it started from, from any attempt; if the \
+                         task is not meant to commit, add \"expect_commits\": false to its line"
+                    .into(),
             }
         };
     }
@@ -204,7 +211,8 @@ mod tests {
             }),
             rate_limit: None,
             assistant_error: None,
-            new_commits: 1,
+            task_commits: 1,
+            expect_commits: true,
             credential: Some("sub-1".into()),
             stderr_tail: vec![],
             saw_output: true,
@@ -215,10 +223,15 @@ mod tests {
     fn success_needs_commits() {
         assert_eq!(classify(&facts()), Outcome::Success);
         let f = AttemptFacts {
-            new_commits: 0,
+            task_commits: 0,
             ..facts()
         };
         assert!(matches!(classify(&f), Outcome::Failed { .. }));
+        let f = AttemptFacts {
+            expect_commits: false,
+            ..f
+        };
+        assert_eq!(classify(&f), Outcome::Success);
     }
 
     #[test]

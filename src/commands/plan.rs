@@ -335,6 +335,9 @@ fn run_planner(
         timeout: config.agent_timeout,
         stall: config.stall_timeout,
         grace: config.kill_grace,
+        origin: None,
+        expect_commits: true,
+        repo_dir: config.workspace.repo.clone(),
     };
     super::runtime()?.block_on(async move {
         let (tx, mut rx) = mpsc::channel(256);

@@ -100,11 +100,30 @@ pub fn execute(
     preflight(&config)?;
     let _lock = project.lock(command)?;
     let mut state = project.store.load()?;
+    // The lock was free, yet the last run may still be alive (its lock taken
+    // away by hand): never reconcile, kill or rerun the tasks of a live run.
+    if let Some(run) = &state.run
+        && run.ended_at.is_none()
+        && run.pid != std::process::id()
+        && crate::state::process_alive(run.pid, run.pid_start)
+    {
+        return Err(Error::CannotStart(format!(
+            "flocks run {} (pid {}) is still running, although {} is not held: \
+             wait for it to end, or stop it (flocks stop, or kill {})",
+            run.id,
+            run.pid,
+            project.state_dir().join("lock").display(),
+            run.pid
+        )));
+    }
     check_branches(&repo, &state, &tasks)?;
     drop(repo);
 
     let key = project_key(&project);
     let mut notices = crate::runner::reconcile::reconcile(&mut state, &config, &key);
+    // What the command runs again (`retry`, `land --resolve`) is queued
+    // first, so that the notes below never call it "not run again".
+    mark(&mut state, &tasks)?;
     notices.extend(merge_tasks(
         &mut state,
         &tasks,
@@ -120,13 +139,13 @@ pub fn execute(
             ));
         }
     }
-    mark(&mut state, &tasks)?;
     state.run = Some(RunInfo {
         id: Utc::now().format("%Y%m%d-%H%M%S").to_string(),
         pid: std::process::id(),
         started_at: Utc::now(),
         ended_at: None,
         supervise: opts.supervise,
+        pid_start: crate::state::process_start(std::process::id()),
     });
     project.store.save(&state)?;
 
@@ -270,10 +289,13 @@ fn merge_tasks(
                 branch_created: false,
                 requeues: 0,
                 next: None,
+                origin: None,
+                expect_commits: t.expect_commits,
             });
             continue;
         };
         rec.title = t.title.clone();
+        rec.expect_commits = t.expect_commits;
         rec.depends_on = t.depends_on.clone();
         if rec.branch != t.branch && rec.attempts.is_empty() {
             rec.branch = t.branch.clone();
@@ -316,13 +338,9 @@ fn merge_tasks(
             TaskStatus::Pending => {}
         }
         rec.requeues = 0;
+        // It runs in this run: the attempt gets the new prompt, and the
+        // dispatcher says how when it starts (fresh session or follow-up).
         if changed {
-            if !rec.attempts.is_empty() {
-                notes.push(format!(
-                    "task {}: its prompt changed since its last attempt; the next attempt uses the new prompt",
-                    t.id
-                ));
-            }
             rec.prompt_hash = hash;
         }
     }

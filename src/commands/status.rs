@@ -64,6 +64,11 @@ pub struct TaskView {
     pub log_tail: Vec<String>,
     /// How the last finished attempt ended (`{"kind": ...}` as in state.json).
     pub outcome: Option<crate::state::Outcome>,
+    /// The task line's `expect_commits`.
+    pub expect_commits: bool,
+    /// A succeeded task with `"expect_commits": false`: its result text (its
+    /// work is the answer, not commits).
+    pub result: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -88,6 +93,9 @@ pub struct Totals {
     pub turns: u64,
     pub cost_usd: f64,
 }
+
+/// Lines of a no-commit task's result that `status` shows.
+const RESULT_LINES: usize = 12;
 
 pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
     if args.watch {
@@ -218,6 +226,10 @@ fn task_view(
         }
         TaskStatus::Done { .. } | TaskStatus::Pending => {}
     }
+    let result = t
+        .successful_attempt()
+        .filter(|_| !t.expect_commits)
+        .and_then(|a| a.result.as_ref()?.text.clone());
     if let Some(a) = last
         && elapsed.is_none()
         && let Some(end) = a.ended_at
@@ -242,6 +254,8 @@ fn task_view(
         log,
         log_tail: std::mem::take(&mut tail),
         outcome: t.attempts.iter().rev().find_map(|a| a.outcome.clone()),
+        expect_commits: t.expect_commits,
+        result,
     }
 }
 
@@ -376,6 +390,15 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
                 t.elapsed_secs.map(human_duration).unwrap_or_default(),
                 t.cost_usd
             );
+            if let Some(text) = &t.result {
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                for l in lines.iter().take(RESULT_LINES) {
+                    let _ = writeln!(s, "      │ {}", crate::agent::stream::one_line(l, 110));
+                }
+                if lines.len() > RESULT_LINES {
+                    let _ = writeln!(s, "      │ … (`flocks logs {}` has all of it)", t.id);
+                }
+            }
         }
     }
     if !failed.is_empty() {

@@ -149,9 +149,7 @@ fn clean_task(
     let Some(tip) = crate::git::branch_tip(repo, &t.branch)? else {
         return Ok(());
     };
-    let recorded_tip = t
-        .successful_attempt()
-        .and_then(|a| a.end_tip.as_deref()?.parse::<Oid>().ok());
+    let recorded_tip = super::range::task_range(repo, t).ok().map(|r| r.tip);
     let in_target = target_tip
         .is_some_and(|tt| tt == tip || repo.graph_descendant_of(tt, tip).unwrap_or(false));
     let safe = in_target || (landed && recorded_tip == Some(tip));

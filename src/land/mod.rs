@@ -21,6 +21,7 @@ mod bisect;
 mod chain;
 mod clean;
 mod plan;
+pub mod range;
 mod record;
 mod render;
 pub mod resolve;
@@ -34,7 +35,8 @@ use std::path::PathBuf;
 use git2::Oid;
 
 pub use clean::{CleanOptions, CleanReport, clean};
-pub use plan::{CommitInfo, Plan, PlanStatus, PlannedTask, plan};
+pub use plan::{Plan, PlanStatus, PlannedTask, plan};
+pub use range::{CommitInfo, NoRange, TaskRange, commits, task_range};
 pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask};
 pub use trailer::{KEY as TRAILER_KEY, task_ids as trailer_task_ids};
 pub use validate::Validation;
@@ -42,13 +44,12 @@ pub use validate::Validation;
 /// Shared with `runner::start_from`, which builds a task's start from its
 /// dependencies' ranges the way land replays them.
 pub(crate) use apply::pick;
-pub(crate) use plan::range;
 
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
 pub(crate) use apply::Applied;
 use chain::Chain;
-use plan::short;
+use range::short;
 use validate::Validator;
 
 /// How to land.

@@ -1,12 +1,14 @@
 //! What a land would do: the tasks in landing order, each with the commits of
-//! its successful attempt's `start..tip` and whether it is ready, empty,
-//! already landed or refused. Reading only: planning writes nothing.
+//! its work (`origin..tip` over all its attempts, from [`super::range`]) and
+//! whether it is ready, empty, already landed or refused. Reading only:
+//! planning writes nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
-use git2::{Oid, Repository, Sort};
+use git2::{Oid, Repository};
 
+use super::range::{CommitInfo, commits, task_range};
 use super::record::{LandLog, LandState};
 use super::target;
 use super::trailer::Landed;
@@ -34,7 +36,7 @@ pub struct PlannedTask {
     pub id: String,
     pub branch: String,
     pub depends_on: Vec<String>,
-    /// The successful attempt's start commit and recorded tip.
+    /// The task's origin and recorded tip: its work is `start..tip`.
     pub start: Option<Oid>,
     pub tip: Option<Oid>,
     /// `start..tip`, oldest first.
@@ -46,19 +48,13 @@ pub struct PlannedTask {
 pub enum PlanStatus {
     /// Its commits will be cherry-picked.
     Ready,
-    /// `start..tip` holds no commit.
+    /// `start..tip` holds no commit: nothing to land (e.g. a task with
+    /// `"expect_commits": false`).
     Empty,
     /// A commit with its `Flocks-Task` trailer is on the target already.
     AlreadyLanded,
     /// It will not land, for this reason (which says what to do).
     Refused { reason: String },
-}
-
-#[derive(Debug, Clone)]
-pub struct CommitInfo {
-    pub id: Oid,
-    pub summary: String,
-    pub author: String,
 }
 
 impl Plan {
@@ -127,13 +123,7 @@ pub(crate) fn plan_with(
         .iter()
         .copied()
         .chain(deps)
-        .filter_map(|t| {
-            t.successful_attempt()?
-                .start_commit
-                .as_deref()?
-                .parse()
-                .ok()
-        })
+        .filter_map(|t| t.origin_commit()?.parse().ok())
         .filter(|o| repo.find_commit(*o).is_ok())
         .collect();
     let landed = Landed::scan(repo, target_tip, &starts)?;
@@ -219,36 +209,13 @@ fn classify(
         p.status = PlanStatus::Refused { reason };
         Ok(p)
     };
-    let Some(attempt) = t.successful_attempt() else {
-        return refuse(
-            planned,
-            format!("it has not succeeded (it is {})", t.status.label()),
-        );
-    };
-    let parse = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<Oid>().ok());
-    let (Some(start), Some(tip)) = (parse(&attempt.start_commit), parse(&attempt.end_tip)) else {
-        return refuse(
-            planned,
-            format!(
-                "attempt {} has no recorded start commit and tip, so flocks cannot tell what it made",
-                attempt.number
-            ),
-        );
+    let (start, tip, ended) = match task_range(repo, t) {
+        Ok(r) => (r.origin, r.tip, r.ended),
+        Err(why) => return refuse(planned, why.to_string()),
     };
     planned.start = Some(start);
     planned.tip = Some(tip);
-    for c in [start, tip] {
-        if repo.find_commit(c).is_err() {
-            return refuse(
-                planned,
-                format!(
-                    "commit {c} of its recorded range is not in the repository (was it garbage-collected?)"
-                ),
-            );
-        }
-    }
 
-    let ended = attempt.ended_at.map(|t| t.timestamp());
     if landed.is_landed(repo, &t.id, start, ended)
         || recorded_as_landed(repo, log, target, target_tip, &t.id, tip)
     {
@@ -288,7 +255,11 @@ fn classify(
         }
     }
 
-    planned.commits = range(repo, start, tip)?;
+    // A task that landed and then went on (`retry --force` keeps its branch)
+    // lands only what came after its last landing: never a commit twice.
+    let start = landed_up_to(repo, log, target, target_tip, &t.id, start, tip).unwrap_or(start);
+    planned.start = Some(start);
+    planned.commits = commits(repo, start, tip)?;
     if planned.commits.is_empty() {
         planned.status = PlanStatus::Empty;
         return Ok(planned);
@@ -317,29 +288,30 @@ fn classify(
     Ok(planned)
 }
 
-/// `start..tip`, oldest first.
-pub(crate) fn range(repo: &Repository, start: Oid, tip: Oid) -> Result<Vec<CommitInfo>> {
-    if start == tip {
-        return Ok(Vec::new());
-    }
-    let mut walk = repo.revwalk().ctx(|| "walk the task's commits".into())?;
-    walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)
-        .ctx(|| "walk the task's commits".into())?;
-    walk.push(tip).ctx(|| format!("walk from {tip}"))?;
-    walk.hide(start).ctx(|| format!("hide {start}"))?;
-    let mut out = Vec::new();
-    for oid in walk {
-        let oid = oid.ctx(|| "walk the task's commits".into())?;
-        let c = repo.find_commit(oid).ctx(|| format!("read commit {oid}"))?;
-        let summary = String::from_utf8_lossy(c.summary_bytes().unwrap_or_default()).into_owned();
-        let author = String::from_utf8_lossy(c.author().name_bytes()).into_owned();
-        out.push(CommitInfo {
-            id: oid,
-            summary,
-            author,
-        });
-    }
-    Ok(out)
+/// Where the task's last landing on `target` ended on its branch, when that
+/// landing is still in the target's history and lies inside `origin..tip`.
+fn landed_up_to(
+    repo: &Repository,
+    log: &LandLog,
+    target: &str,
+    target_tip: Oid,
+    id: &str,
+    origin: Oid,
+    tip: Oid,
+) -> Option<Oid> {
+    let within = |a: Oid, b: Oid| a == b || repo.graph_descendant_of(b, a).unwrap_or(false);
+    log.lands
+        .iter()
+        .rev()
+        .filter(|r| r.target == target && r.state != LandState::Undone)
+        .filter(|r| {
+            r.new_tip
+                .parse::<Oid>()
+                .is_ok_and(|n| within(n, target_tip))
+        })
+        .flat_map(|r| r.tasks.iter().filter(|t| t.id == id))
+        .filter_map(|t| t.tip.parse::<Oid>().ok())
+        .find(|&landed| landed != tip && within(origin, landed) && within(landed, tip))
 }
 
 /// A task whose every commit was already on the target lands without a
@@ -385,16 +357,13 @@ fn unmet_dependency(
                 }
             }
         }
-        let attempt = dep.successful_attempt();
-        let start = attempt.and_then(|a| a.start_commit.as_deref()?.parse::<Oid>().ok());
-        let tip = attempt.and_then(|a| a.end_tip.as_deref()?.parse::<Oid>().ok());
-        let ended = attempt.and_then(|a| a.ended_at).map(|t| t.timestamp());
-        if let Some(start) = start
-            && landed.is_landed(repo, d, start, ended)
+        let range = task_range(repo, dep).ok();
+        if let Some(r) = range
+            && landed.is_landed(repo, d, r.origin, r.ended)
         {
             continue;
         }
-        if let (Some(start), Some(tip)) = (start, tip)
+        if let Some((start, tip)) = range.map(|r| (r.origin, r.tip))
             && (start == tip
                 || tip == target_tip
                 || repo.graph_descendant_of(target_tip, tip).unwrap_or(false))
@@ -409,6 +378,4 @@ fn unmet_dependency(
     None
 }
 
-pub(crate) fn short(oid: Oid) -> String {
-    oid.to_string()[..10].to_string()
-}
+pub(crate) use super::range::short;

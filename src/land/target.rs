@@ -7,8 +7,10 @@
 //! to tracked files is refused outright, before anything is built: flocks
 //! does not try to apply around dirty files, because a half-merged checkout
 //! of the user's main branch is worse than a land that waits for a commit or
-//! a stash. Untracked files are left alone; if one is in the way of a file
-//! the land adds, the move is refused before anything is written.
+//! a stash. Untracked and ignored files are left alone; if one is in the way
+//! of a file the move adds (a land, or an `--undo` that brings a file back),
+//! the move is refused before anything is written, naming it: the user's
+//! ignored `local.env` is never overwritten nor deleted.
 //!
 //! Order of the move, for crash safety: (1) the checkout's files and index are
 //! brought to the new tree, writing only the files that differ (libgit2 checks
@@ -120,12 +122,21 @@ pub fn move_ref(
     let mut checked_out = None;
     if let Some(wt) = &checkout {
         let wt_repo = Repository::open(wt).ctx(|| format!("open {}", wt.display()))?;
+        let blocking = in_the_way(&wt_repo, wt, from, to)?;
+        if !blocking.is_empty() {
+            return Ok(Err(format!(
+                "updating the checkout of {branch} at {} would overwrite files there that git does \
+                 not track ({}); nothing was changed: move them away (or commit them) and run again",
+                wt.display(),
+                blocking.join(", ")
+            )));
+        }
         {
             let target = wt_repo.find_commit(to).ctx(|| format!("read {to}"))?;
             // libgit2 finds every conflict before it writes anything, so a
             // refused checkout leaves the files and index as they were.
             let mut co = CheckoutBuilder::new();
-            co.safe();
+            co.safe().overwrite_ignored(false);
             match wt_repo.checkout_tree(target.as_object(), Some(&mut co)) {
                 Ok(()) => {}
                 Err(e) if e.code() == git2::ErrorCode::Conflict => {
@@ -161,6 +172,70 @@ pub fn move_ref(
             }
         }
     }
+}
+
+/// Files the move from `from`'s tree to `to`'s would write where the
+/// checkout has an untracked or ignored file (or an untracked file where a
+/// directory must go), each named with what it is.
+fn in_the_way(wt: &Repository, dir: &Path, from: Oid, to: Oid) -> Result<Vec<String>> {
+    let tree = |c: Oid| {
+        wt.find_commit(c)
+            .and_then(|c| c.tree())
+            .ctx(|| format!("read the tree of {c}"))
+    };
+    let (old, new) = (tree(from)?, tree(to)?);
+    let diff = wt
+        .diff_tree_to_tree(Some(&old), Some(&new), None)
+        .ctx(|| "compare trees".into())?;
+    let index = wt
+        .index()
+        .ctx(|| format!("read the index of {}", dir.display()))?;
+    let tracked = |p: &Path| {
+        index.get_path(p, 0).is_some() || index.find_prefix(format!("{}/", p.display())).is_ok()
+    };
+    let mut out: Vec<String> = Vec::new();
+    for d in diff.deltas() {
+        if d.status() == git2::Delta::Deleted {
+            continue;
+        }
+        let Some(path) = d.new_file().path() else {
+            continue;
+        };
+        // The file itself, and each directory it needs.
+        let mut candidates: Vec<&Path> = path
+            .ancestors()
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        candidates.reverse();
+        for (i, p) in candidates.iter().enumerate() {
+            let is_leaf = i + 1 == candidates.len();
+            let Ok(meta) = std::fs::symlink_metadata(dir.join(p)) else {
+                break;
+            };
+            if !is_leaf && meta.is_dir() {
+                continue;
+            }
+            if tracked(p) {
+                break;
+            }
+            let what = if wt.status_should_ignore(p).unwrap_or(false) {
+                "ignored"
+            } else {
+                "untracked"
+            };
+            let name = format!("{} ({what})", p.display());
+            if !out.contains(&name) {
+                out.push(name);
+            }
+            break;
+        }
+    }
+    if out.len() > 10 {
+        let more = out.len() - 10;
+        out.truncate(10);
+        out.push(format!("and {more} more"));
+    }
+    Ok(out)
 }
 
 /// Undo a checkout from `from`'s tree to `to`'s, for the files that differ.

@@ -264,11 +264,13 @@ impl Dispatcher {
                 attempt,
                 worktree,
                 start_commit,
+                origin,
                 created_branch,
                 note,
             } => {
                 if let Some(rec) = self.state.task_mut(&task) {
                     rec.worktree = worktree;
+                    rec.origin = Some(origin);
                     if created_branch {
                         rec.branch_created = true;
                     }

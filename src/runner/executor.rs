@@ -28,6 +28,13 @@ pub struct AttemptJob {
     pub timeout: Option<Duration>,
     pub stall: Option<Duration>,
     pub grace: Duration,
+    /// The task's origin, when its branch keeps its work (None: the attempt
+    /// creates the branch or starts it over, and its start becomes the origin).
+    pub origin: Option<String>,
+    /// The task line's `expect_commits`.
+    pub expect_commits: bool,
+    /// The repository on this machine (every backend brings the branch back here).
+    pub repo_dir: PathBuf,
 }
 
 /// How long after a kill flocks waits for the backend to confirm the end.
@@ -50,6 +57,7 @@ pub async fn run_attempt(
         end_tip: None,
         leftovers_committed: false,
         new_commits: 0,
+        task_commits: 0,
         no_conversation: false,
         duration_secs: started.elapsed().as_secs_f64(),
     };
@@ -88,12 +96,19 @@ pub async fn run_attempt(
             return;
         }
     };
+    // The task's origin: kept across attempts, unless this attempt created
+    // the branch or started it over (`retry --fresh`, a `land --resolve` redo).
+    let origin = match &job.origin {
+        Some(o) if !job.prepare.fresh && !ws.created_branch => o.clone(),
+        _ => ws.start_commit.clone(),
+    };
     let _ = events
         .send(RunEvent::Started {
             task: task.clone(),
             attempt,
             worktree: ws.host_path.clone(),
             start_commit: ws.start_commit.clone(),
+            origin: origin.clone(),
             created_branch: ws.created_branch,
             note: ws.note.clone(),
         })
@@ -204,6 +219,16 @@ pub async fn run_attempt(
         ),
         Err(e) => (None, false, 0, Some(e), None),
     };
+    // What the task holds beyond its origin, whichever attempt made it.
+    let task_commits = match &end_tip {
+        Some(tip) => commits_beyond(job.repo_dir.clone(), tip.clone(), origin.clone()).await,
+        None => Ok(0),
+    };
+    let (task_commits, finish_error) = match (task_commits, finish_error) {
+        (Ok(n), e) => (n, e),
+        (Err(e), None) => (0, Some(e)),
+        (Err(_), Some(e)) => (0, Some(e)),
+    };
     if leftovers {
         sink.note(&format!(
             "committed changes the agent left uncommitted (attempt {attempt})"
@@ -219,7 +244,8 @@ pub async fn run_attempt(
         result: sink.parser.result.clone(),
         rate_limit: sink.parser.rate_limit.map(|(_, at)| at),
         assistant_error: sink.parser.assistant_error.clone(),
-        new_commits,
+        task_commits,
+        expect_commits: job.expect_commits,
         credential: job.credential.clone(),
         stderr_tail: sink.stderr_tail.clone(),
         saw_output: sink.saw_stdout,
@@ -259,10 +285,24 @@ pub async fn run_attempt(
         end_tip,
         leftovers_committed: leftovers,
         new_commits,
+        task_commits,
         no_conversation,
         duration_secs: started.elapsed().as_secs_f64(),
     };
     let _ = events.send(finished(report)).await;
+}
+
+/// Commits on `tip` that `origin` lacks, in the host repository.
+async fn commits_beyond(repo_dir: PathBuf, tip: String, origin: String) -> Result<usize, String> {
+    tokio::task::spawn_blocking(move || -> crate::error::Result<usize> {
+        let repo = crate::git::open(&repo_dir)?;
+        let parse =
+            |s: &str| git2::Oid::from_str(s).map_err(|e| crate::error::Error::Other(e.to_string()));
+        crate::git::commits_ahead(&repo, parse(&tip)?, parse(&origin)?)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
 }
 
 async fn forward(

@@ -48,6 +48,8 @@ pub enum RunEvent {
         attempt: u32,
         worktree: PathBuf,
         start_commit: String,
+        /// The task's origin (the attempt's start when it created or reset the branch).
+        origin: String,
         created_branch: bool,
         note: Option<String>,
     },
@@ -83,7 +85,10 @@ pub struct AttemptReport {
     pub start_commit: Option<String>,
     pub end_tip: Option<String>,
     pub leftovers_committed: bool,
+    /// Commits this attempt added (after leftovers).
     pub new_commits: usize,
+    /// Commits the task's branch holds beyond its origin, from every attempt.
+    pub task_commits: usize,
     /// The agent said its session does not exist (a `--resume` that failed).
     pub no_conversation: bool,
     pub duration_secs: f64,

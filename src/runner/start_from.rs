@@ -1,6 +1,6 @@
 //! The start of a task with `"start_from": "dependencies"`: the base with each
-//! dependency's successful range (`start..tip`, transitively, in dependency
-//! order) cherry-picked onto it, the way `land` replays a range. Only commit
+//! dependency's work (`origin..tip` over all its attempts, transitively, in
+//! dependency order) cherry-picked onto it, the way `land` replays a range. Only commit
 //! objects are built: no checkout, index or ref is touched, so dependencies
 //! that do not combine leave nothing behind and the task is blocked instead.
 
@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use git2::{Oid, Repository};
 
-use crate::land::{Applied, pick, range};
+use crate::land::{Applied, commits, pick, task_range};
 use crate::state::State;
 use crate::tasks::TaskSet;
 
@@ -43,28 +43,20 @@ pub struct DepRange {
     pub tip: Oid,
 }
 
-/// The successful ranges of `deps`, or why one cannot be had.
-pub fn ranges(state: &State, deps: &[String]) -> Result<Vec<DepRange>, String> {
+/// The work of `deps`, or why one cannot be had.
+pub fn ranges(repo: &Repository, state: &State, deps: &[String]) -> Result<Vec<DepRange>, String> {
     deps.iter()
         .map(|d| {
-            let attempt = state
+            let rec = state
                 .task(d)
-                .and_then(|r| r.successful_attempt())
-                .ok_or_else(|| {
-                    format!("its dependency `{d}` has no successful attempt to start from")
-                })?;
-            let parse = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<Oid>().ok());
-            match (parse(&attempt.start_commit), parse(&attempt.end_tip)) {
-                (Some(start), Some(tip)) => Ok(DepRange {
-                    id: d.clone(),
-                    start,
-                    tip,
-                }),
-                _ => Err(format!(
-                    "its dependency `{d}` (attempt {}) has no recorded start commit and tip",
-                    attempt.number
-                )),
-            }
+                .ok_or_else(|| format!("its dependency `{d}` has not run"))?;
+            let r = task_range(repo, rec)
+                .map_err(|why| format!("its dependency `{d}` cannot be started from: {why}"))?;
+            Ok(DepRange {
+                id: d.clone(),
+                start: r.origin,
+                tip: r.tip,
+            })
         })
         .collect()
 }
@@ -84,7 +76,7 @@ pub fn build(repo: &Repository, base: Oid, deps: &[DepRange]) -> Result<Oid, Str
                 ));
             }
         }
-        let commits: Vec<Oid> = range(repo, d.start, d.tip)
+        let commits: Vec<Oid> = commits(repo, d.start, d.tip)
             .map_err(|e| format!("cannot read the commits of its dependency `{}`: {e}", d.id))?
             .into_iter()
             .map(|c| c.id)

@@ -10,11 +10,13 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use lock::{LockInfo, ProjectLock};
+pub use lock::{LockInfo, ProjectLock, process_alive, process_start};
 pub use store::StateStore;
 
 /// Bumped when the shape changes in a way old readers cannot follow.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: a task has one `origin`, and its work is `origin..tip` over all its
+/// attempts (format 1 files are upgraded on load, see [`State::upgrade`]).
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
@@ -58,6 +60,10 @@ pub struct RunInfo {
     pub ended_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub supervise: bool,
+    /// The start time of `pid` (see [`process_start`]): a run whose process
+    /// still has it is alive, whatever happened to `.flocks/lock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
 }
 
 /// A resource that `flocks up` created.
@@ -101,6 +107,24 @@ pub struct TaskRecord {
     /// How the next attempt should start, set by a retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<NextAttempt>,
+    /// The commit the task's branch started from (the base, or the start that
+    /// `start_from = "dependencies"` built). Set when the branch is created,
+    /// and again only by `retry --fresh` and a `land --resolve` redo. The
+    /// task's work is `origin..tip`, over all its attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// `"expect_commits": false` on the task line: a clean success result is
+    /// enough, no commit needed.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub expect_commits: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A task's life. Changes go through [`TaskRecord::transition`].
@@ -250,7 +274,8 @@ pub struct Attempt {
     pub started_at: DateTime<Utc>,
     #[serde(default)]
     pub ended_at: Option<DateTime<Utc>>,
-    /// The branch tip when the attempt started.
+    /// The branch tip when the attempt started (history only: the task's
+    /// work is `origin..tip`, see [`TaskRecord::origin`]).
     #[serde(default)]
     pub start_commit: Option<String>,
     /// The branch tip when it ended (after flocks committed leftovers).
@@ -272,6 +297,9 @@ pub struct Attempt {
     pub leftovers_committed: bool,
     /// The `FLOCKS_ATTEMPT` tag in the agent's environment.
     pub tag: String,
+    /// The hash of the task's prompt this attempt was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_hash: Option<String>,
 }
 
 impl Attempt {
@@ -413,7 +441,14 @@ impl TaskRecord {
         self.attempts.iter().map(Attempt::turns).sum()
     }
 
-    /// The attempt that succeeded last, whose `start..tip` is what lands.
+    /// The task's origin: the recorded one, or, for a record that never got
+    /// one (an attempt that started just before a crash), what its attempts'
+    /// commits say.
+    pub fn origin_commit(&self) -> Option<String> {
+        self.origin.clone().or_else(|| v1_origin(&self.attempts))
+    }
+
+    /// The attempt that succeeded last: its end tip is the task's tip.
     pub fn successful_attempt(&self) -> Option<&Attempt> {
         if !self.status.is_success() {
             return None;
@@ -426,6 +461,28 @@ impl TaskRecord {
 }
 
 impl State {
+    /// Bring a state read from an older format up to [`FORMAT_VERSION`].
+    ///
+    /// Format 1 had no task origin: it becomes the first attempt's start, or,
+    /// when a later attempt started elsewhere than where the one before it
+    /// ended (`retry --fresh`, a `land --resolve` redo), that attempt's start.
+    pub fn upgrade(&mut self) {
+        if self.format_version < 2 {
+            for t in &mut self.tasks {
+                if t.origin.is_none() {
+                    t.origin = v1_origin(&t.attempts);
+                }
+                // Format 1 kept the hash of the prompt the last attempts ran.
+                for a in &mut t.attempts {
+                    if a.prompt_hash.is_none() {
+                        a.prompt_hash = Some(t.prompt_hash.clone());
+                    }
+                }
+            }
+        }
+        self.format_version = FORMAT_VERSION;
+    }
+
     pub fn task(&self, id: &str) -> Option<&TaskRecord> {
         self.tasks.iter().find(|t| t.id == id)
     }
@@ -439,6 +496,23 @@ impl State {
     }
 }
 
+/// The origin of a format-1 task, from its attempts' recorded commits.
+fn v1_origin(attempts: &[Attempt]) -> Option<String> {
+    let mut origin: Option<String> = None;
+    let mut prev_end: Option<&str> = None;
+    for a in attempts {
+        let Some(start) = a.start_commit.as_deref() else {
+            continue;
+        };
+        let restarted = prev_end.is_some_and(|end| end != start);
+        if origin.is_none() || restarted {
+            origin = Some(start.to_string());
+        }
+        prev_end = a.end_tip.as_deref();
+    }
+    origin
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,8 +520,15 @@ mod tests {
     #[test]
     fn reads_version_1_fixture() {
         let text = include_str!("../../tests/fixtures/state-v1.json");
-        let state: State = serde_json::from_str(text).unwrap();
+        let mut state: State = serde_json::from_str(text).unwrap();
         assert_eq!(state.format_version, 1);
+        state.upgrade();
+        assert_eq!(state.format_version, FORMAT_VERSION);
+        assert_eq!(
+            state.tasks[0].origin.as_deref(),
+            Some("1111111111111111111111111111111111111111")
+        );
+        assert_eq!(state.tasks[1].origin, None);
         assert!(state.tasks[0].status.is_success());
         assert_eq!(state.tasks[1].status.label(), "timed out");
         assert_eq!(
@@ -458,6 +539,24 @@ mod tests {
                 .as_deref(),
             Some("2222222222222222222222222222222222222222")
         );
+    }
+
+    #[test]
+    fn v1_origin_follows_restarts() {
+        let text = include_str!("../../tests/fixtures/state-v1.json");
+        let state: State = serde_json::from_str(text).unwrap();
+        let a = |start: &str, end: Option<&str>| Attempt {
+            start_commit: Some(start.into()),
+            end_tip: end.map(str::to_string),
+            ..state.tasks[0].attempts[0].clone()
+        };
+        // Attempt 2 built on attempt 1; attempt 3 started over (--fresh).
+        let attempts = [a("a", Some("b")), a("b", Some("c")), a("z", Some("y"))];
+        assert_eq!(v1_origin(&attempts[..2]).as_deref(), Some("a"));
+        assert_eq!(v1_origin(&attempts).as_deref(), Some("z"));
+        // A crash left no end tip: the next attempt continues the same work.
+        let attempts = [a("a", None), a("b", Some("c"))];
+        assert_eq!(v1_origin(&attempts).as_deref(), Some("a"));
     }
 
     #[test]

@@ -27,24 +27,36 @@ impl StateStore {
     /// The saved state, or a fresh one when there is none. A corrupt file is an
     /// error that names it; the file is left exactly as it was.
     pub fn load(&self) -> Result<State> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(t) => t,
+        let left = "it was left as it is: fix it, or move it away to start over";
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
             Err(e) => {
-                return Err(Error::Io {
-                    context: format!("read {}", self.path.display()),
-                    source: e,
-                });
+                return Err(Error::input(
+                    &self.path,
+                    None,
+                    None,
+                    format!("state file cannot be read ({e}); {left}"),
+                ));
             }
         };
+        let text = String::from_utf8(bytes).map_err(|e| {
+            Error::input(
+                &self.path,
+                None,
+                None,
+                format!(
+                    "state file is not UTF-8 text (bad byte at offset {}); {left}",
+                    e.utf8_error().valid_up_to()
+                ),
+            )
+        })?;
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
             Error::input(
                 &self.path,
                 Some(e.line()),
                 None,
-                format!(
-                    "state file is not valid JSON ({e}); it was left as it is: fix it, or move it away to start over"
-                ),
+                format!("state file is not valid JSON ({e}); {left}"),
             )
         })?;
         let version = value
@@ -57,7 +69,8 @@ impl StateStore {
                 None,
                 Some("format_version"),
                 format!(
-                    "written by a newer flocks (format {version}, this one reads up to {FORMAT_VERSION}): upgrade flocks"
+                    "written by a newer flocks (format {version}, this one reads up to {FORMAT_VERSION}); \
+                     it was left as it is: upgrade flocks to use it"
                 ),
             ));
         }
@@ -69,14 +82,18 @@ impl StateStore {
                 "missing: this is not a flocks state file; it was left as it is",
             ));
         }
-        serde_json::from_value(value).map_err(|e| {
+        let mut state: State = serde_json::from_value(value).map_err(|e| {
             Error::input(
                 &self.path,
                 None,
                 None,
-                format!("state file does not match format {version} ({e}); it was left as it is: fix it, or move it away to start over"),
+                format!("state file does not match format {version} ({e}); {left}"),
             )
-        })
+        })?;
+        // Older formats are read and brought up to date in memory; the file
+        // changes only when the lock holder next saves it.
+        state.upgrade();
+        Ok(state)
     }
 
     /// Write atomically: a reader sees the old file or the new one, never half.
@@ -125,6 +142,24 @@ mod tests {
             fs::read_to_string(store.path()).unwrap(),
             "{\"format_version\": 1, \"tasks\": ["
         );
+    }
+
+    #[test]
+    fn unreadable_files_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let bytes = b"{\"format_version\": 2, \"tasks\": [], \"x\": \"\xff\xfe\"}".to_vec();
+        fs::write(store.path(), &bytes).unwrap();
+        let err = store.load().unwrap_err();
+        assert_eq!(err.exit(), crate::error::Exit::BadInput);
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+        assert!(err.to_string().contains("left as it is"), "{err}");
+        assert_eq!(fs::read(store.path()).unwrap(), bytes);
+
+        fs::write(store.path(), "{\"format_version\": 99}").unwrap();
+        let err = store.load().unwrap_err();
+        assert_eq!(err.exit(), crate::error::Exit::BadInput);
+        assert!(err.to_string().contains("newer flocks (format 99"), "{err}");
     }
 
     #[test]

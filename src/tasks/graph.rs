@@ -104,6 +104,7 @@ mod tests {
             description: None,
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
             start_from: Default::default(),
+            expect_commits: true,
             extra: Default::default(),
             line: 1,
         }

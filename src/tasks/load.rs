@@ -188,6 +188,16 @@ fn task_from_object(
             )
         })?,
     };
+    let expect_commits = match obj.remove("expect_commits") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(fe(
+                "expect_commits",
+                format!("expected true or false, found {}", kind(&other)),
+            ));
+        }
+    };
     Ok(Task {
         id,
         prompt,
@@ -196,6 +206,7 @@ fn task_from_object(
         description,
         depends_on,
         start_from,
+        expect_commits,
         extra: obj,
         line,
     })
@@ -279,6 +290,21 @@ mod tests {
         assert!(
             err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"x;rm -rf ~\"}")
                 .contains("field `branch`")
+        );
+    }
+
+    #[test]
+    fn expect_commits_values() {
+        let set = parse("{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"b\",\"prompt\":\"y\",\"expect_commits\":false}").unwrap();
+        assert!(set.tasks[0].expect_commits);
+        assert!(!set.tasks[1].expect_commits);
+        assert!(!set.tasks[1].extra.contains_key("expect_commits"));
+        let e = err("{\"id\":\"a\",\"prompt\":\"x\",\"expect_commits\":\"no\"}");
+        assert!(
+            e.contains(
+                "tasks.jsonl:1: field `expect_commits`: expected true or false, found a string"
+            ),
+            "{e}"
         );
     }
 

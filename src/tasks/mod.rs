@@ -22,6 +22,9 @@ pub struct Task {
     /// Where the task's branch starts: the base, or a commit holding its
     /// dependencies' work (`"start_from": "dependencies"`).
     pub start_from: StartFrom,
+    /// The task is meant to commit something (`"expect_commits": false`:
+    /// research, review, a report; it succeeds on a clean result alone).
+    pub expect_commits: bool,
     /// Fields flocks does not know, kept for the template (`{{task.<field>}}`).
     pub extra: Map<String, Value>,
     /// 1-based line in the source, for messages.
@@ -39,6 +42,7 @@ impl Task {
             "description" => self.description.clone(),
             "depends_on" => Some(self.depends_on.join(", ")),
             "start_from" => Some(self.start_from.as_str().to_string()),
+            "expect_commits" => Some(self.expect_commits.to_string()),
             other => self.extra.get(other).map(|v| match v {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),

@@ -36,6 +36,8 @@ fn task(id: &str, status: &str) -> TaskView {
         log: None,
         log_tail: vec![],
         outcome: None,
+        expect_commits: true,
+        result: None,
     }
 }
 

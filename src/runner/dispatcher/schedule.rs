@@ -257,7 +257,32 @@ impl Dispatcher {
             .resume_session
             .clone()
             .filter(|_| next.resume_pool.as_deref() == Some(pool_name.as_str()) && !next.fresh);
-        let prompt = crate::retry::prompt_for(&base_prompt, &next, resume.is_some());
+        // A prompt edited since the last attempt reaches the agent in full:
+        // as the whole prompt of a fresh session, or inside the follow-up of
+        // a resumed one.
+        let hash = task.prompt_hash();
+        let edited_since = self
+            .state
+            .task(id)
+            .and_then(|r| r.attempts.iter().rev().find(|a| a.prompt_hash.is_some()))
+            .filter(|a| a.prompt_hash.as_deref() != Some(hash.as_str()))
+            .map(|a| a.number);
+        let prompt = crate::retry::prompt_for(
+            &base_prompt,
+            &next,
+            resume.is_some(),
+            edited_since.is_some(),
+        );
+        if let Some(n) = edited_since {
+            let how = if resume.is_some() {
+                "it resumes its session, and the follow-up carries the new prompt in full"
+            } else {
+                "it starts a fresh session with the new prompt"
+            };
+            self.emit(Event::Notice {
+                message: format!("task {id}: its prompt changed since attempt {n}: {how}"),
+            });
+        }
         let tag = format!("{}:{}:{}", self.project_key, id, number);
         let spec = spec::build(SpecInput {
             config: &self.config,
@@ -286,6 +311,7 @@ impl Dispatcher {
             result: None,
             leftovers_committed: false,
             tag,
+            prompt_hash: Some(hash),
         });
         let _ = rec.transition(TaskStatus::Running {
             attempt: number,
@@ -294,6 +320,9 @@ impl Dispatcher {
         });
         let fresh = next.fresh;
         rec.next = None;
+        let origin = if fresh { None } else { rec.origin_commit() };
+        let expect_commits = task.expect_commits;
+        rec.expect_commits = expect_commits;
         let worktree = rec.worktree.display().to_string();
         self.dirty = true;
 
@@ -328,6 +357,9 @@ impl Dispatcher {
             timeout: self.config.agent_timeout,
             stall: self.config.stall_timeout,
             grace: self.config.kill_grace,
+            origin,
+            expect_commits,
+            repo_dir: self.config.workspace.repo.clone(),
         };
         tokio::spawn(run_attempt(job, self.tx.clone(), stop_rx));
         self.emit(Event::Started {
@@ -358,7 +390,7 @@ impl Dispatcher {
         let base = crate::git::resolve_commit(&repo, &self.config.workspace.base)
             .map_err(|e| e.to_string())?;
         let deps = start_from::closure(&self.tasks, &self.order, &task.id);
-        let ranges = start_from::ranges(&self.state, &deps)?;
+        let ranges = start_from::ranges(&repo, &self.state, &deps)?;
         // A few in-memory cherry-picks: short enough to do in the loop.
         start_from::build(&repo, base, &ranges).map(Some)
     }
