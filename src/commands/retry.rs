@@ -19,7 +19,7 @@ pub fn run(project: Project, args: &RetryArgs) -> Result<Exit> {
     let tasks = super::run::load_tasks(&project, &args.source)?;
     let template = super::run::load_template(&project.config, &tasks)?;
     let state = project.store.load()?;
-    let chosen = choose(&state, &tasks, args)?;
+    let chosen = choose(&project, &state, &tasks, args)?;
     if chosen.is_empty() {
         println!("nothing to retry: no task failed, timed out, stalled or was interrupted");
         return Ok(Exit::Ok);
@@ -95,11 +95,26 @@ fn execute_retry(
 }
 
 /// Which tasks a retry runs; an error names a task that cannot be retried.
-fn choose(state: &State, tasks: &TaskSet, args: &RetryArgs) -> Result<Vec<String>> {
-    let retryable = |status: &TaskStatus| match status {
+fn choose(
+    project: &Project,
+    state: &State,
+    tasks: &TaskSet,
+    args: &RetryArgs,
+) -> Result<Vec<String>> {
+    let repo = crate::git::open(project.repo_dir())?;
+    // A succeeded task whose branch was rewritten under its origin cannot
+    // land: `land` tells the user to redo it with `--fresh`, which needs no
+    // `--force` then.
+    let rewritten = |rec: &crate::state::TaskRecord| {
+        matches!(
+            crate::land::task_range(&repo, rec),
+            Err(crate::land::NoRange::Rewritten { .. })
+        )
+    };
+    let retryable = |rec: &crate::state::TaskRecord| match &rec.status {
         TaskStatus::Done {
             outcome: Outcome::Success,
-        } => args.force,
+        } => args.force || (args.fresh && rewritten(rec)),
         TaskStatus::Done { .. } => true,
         TaskStatus::Pending | TaskStatus::Blocked { .. } | TaskStatus::Running { .. } => false,
     };
@@ -125,7 +140,7 @@ fn choose(state: &State, tasks: &TaskSet, args: &RetryArgs) -> Result<Vec<String
                 "task `{id}` has not run yet: `flocks run` runs it"
             )));
         };
-        if !retryable(&rec.status) {
+        if !retryable(rec) {
             let hint = match rec.status {
                 TaskStatus::Done {
                     outcome: Outcome::Success,

@@ -75,8 +75,10 @@ impl Plan {
     /// }
     /// ```
     ///
-    /// Tasks are in landing order. `commits` is `start..tip`, oldest first
-    /// (listed for ready tasks; empty otherwise).
+    /// Tasks are in landing order. `start` is the task's origin (or, for a
+    /// task that landed and then went on, where its last landing ended);
+    /// `commits` is `start..tip` over all its attempts, oldest first (listed
+    /// for ready tasks; empty otherwise).
     pub fn to_json(&self) -> Value {
         let tasks: Vec<Value> = self
             .tasks
@@ -155,7 +157,7 @@ impl Report {
                 .collect(),
         );
         section(
-            "Empty (nothing in start..tip)",
+            "Nothing to land (no commit beyond the task's origin)",
             self.tasks
                 .iter()
                 .filter(|t| t.outcome == TaskOutcome::Empty)

@@ -140,5 +140,10 @@ touch "$TMP/yes"
 run "@fake if-exists $TMP/yes fail"
 check "if-exists runs when present" [ "$RC" -eq 1 ]
 
+
+# --- remove ----------------------------------------------------------------------------
+run "@fake remove notes.txt"
+check "remove deletes the file and commits" [ "$RC" -eq 0 -a ! -e "$REPO/notes.txt" -a "$(git -C "$REPO" log -1 --format=%s)" = "fake: remove notes.txt" ]
+
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
