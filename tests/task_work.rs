@@ -290,3 +290,85 @@ fn retry_after_an_edited_prompt_gives_the_agent_the_new_prompt() {
     land_once(&p);
     assert_eq!(main_files(&p), ["README.md", "a.txt", "b.txt"]);
 }
+
+#[test]
+fn land_never_overwrites_nor_undo_deletes_an_ignored_file() {
+    let p = TestProject::new("");
+    std::fs::write(p.path(".gitignore"), "local.env\n").unwrap();
+    std::fs::write(p.path("settings.local"), "shared\n").unwrap();
+    p.git(&["add", ".gitignore", "settings.local"]);
+    p.git(&["commit", "-q", "-m", "ignore local.env"]);
+    std::fs::write(p.path("local.env"), "SECRET=mine\n").unwrap();
+    // The task stops ignoring local.env and commits its own.
+    p.tasks(&[json!({"id": "env", "prompt": "@fake commit .gitignore settings.local\n@fake commit local.env SECRET=agent\n@fake remove settings.local"})]);
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let before = p.git(&["rev-parse", "main"]);
+
+    let out = p.flocks(&["land", "-y"]);
+    let said = text(&out);
+    assert_eq!(code(&out), 4, "{said}");
+    assert!(said.contains("local.env (ignored)"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(p.path("local.env")).unwrap(),
+        "SECRET=mine\n"
+    );
+    assert_eq!(p.git(&["rev-parse", "main"]), before);
+
+    // Moved away by the user, the land goes through.
+    std::fs::rename(p.path("local.env"), p.out_file("local.env")).unwrap();
+    land_once(&p);
+    assert_eq!(main_files(&p), [".gitignore", "README.md", "local.env"]);
+    // settings.local is ignored now; the user makes their own.
+    std::fs::write(p.path("settings.local"), "mine\n").unwrap();
+    let out = p.flocks(&["land", "--undo", "-y"]);
+    let said = text(&out);
+    assert_eq!(code(&out), 4, "{said}");
+    assert!(said.contains("settings.local (ignored)"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(p.path("settings.local")).unwrap(),
+        "mine\n"
+    );
+    // Without it in the way, the undo restores main and its files.
+    std::fs::remove_file(p.path("settings.local")).unwrap();
+    let out = p.flocks(&["land", "--undo", "-y"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(p.git(&["rev-parse", "main"]), before);
+    assert_eq!(
+        std::fs::read_to_string(p.path("settings.local")).unwrap(),
+        "shared\n"
+    );
+}
+
+#[test]
+fn removing_the_lock_file_does_not_let_a_second_run_take_over() {
+    let p = TestProject::new("");
+    let pidfile = p.out_file("agent.pid");
+    p.tasks(&[json!({"id": "long", "prompt": format!("@fake env FLOCKS_ATTEMPT {}\n@fake hang", pidfile.display())})]);
+    let mut first = p.spawn(&["run", "--no-progress"]);
+    wait_for(60, "the agent to start", || pidfile.exists());
+    std::fs::remove_file(p.path(".flocks/lock")).unwrap();
+
+    let out = p.flocks(&["run", "--no-progress"]);
+    let said = text(&out);
+    assert_eq!(code(&out), 5, "{said}");
+    assert!(said.contains(&format!("pid {}", first.id())), "{said}");
+    assert!(!said.contains("ended abruptly"), "{said}");
+    // The first run and its agent go on untouched.
+    assert!(pid_alive(first.id() as i32));
+    let t = p.task("long");
+    assert_eq!(t["status"]["state"], "running");
+    assert_eq!(t["attempts"].as_array().unwrap().len(), 1);
+
+    // `flocks stop` still finds the run, by the pid state.json records.
+    let out = p.flocks(&["stop"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("pid {}", first.id())),
+        "{}",
+        text(&out)
+    );
+    let status = first.wait().unwrap();
+    assert!(status.code().is_some(), "{status:?}");
+    assert_eq!(p.status_of("long"), "interrupted");
+}
