@@ -67,6 +67,10 @@ fn land_takes_every_attempts_commits_after_a_supervised_retry() {
     assert_eq!(t["origin"], base);
     assert_eq!(attempts[0]["start_commit"], base);
     assert_eq!(attempts[1]["start_commit"], attempts[0]["end_tip"]);
+    let logs = p.flocks(&["logs", "t", "--json"]);
+    let logs: serde_json::Value = serde_json::from_slice(&logs.stdout).unwrap();
+    assert_eq!(logs["origin"], base);
+    assert_eq!(logs["attempt"]["start_commit"], attempts[1]["start_commit"]);
 
     let plan = p.flocks(&["land", "--dry-run", "--json"]);
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
