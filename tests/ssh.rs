@@ -1,6 +1,7 @@
 //! The SSH and exe.dev backends against real sshd processes on 127.0.x.y,
-//! started (and stopped, by PID) by the tests. Skipped with a message when the
-//! machine cannot run them (`.ci/ensure-sshd.sh` installs OpenSSH).
+//! started (and stopped, by PID) by the tests. They fail with a message when
+//! the machine cannot run them (`.ci/ensure-sshd.sh` installs OpenSSH), or
+//! are left out with `cargo nextest run --profile skip-ssh`.
 
 #[path = "support/sshd.rs"]
 mod sshd;
@@ -14,15 +15,15 @@ use serde_json::{Value, json};
 use sshd::TestSshd;
 use support::{TestProject, fake_claude, text};
 
+/// True, or the test fails saying what is missing (never a silent pass).
 fn available() -> bool {
-    let ok = TestSshd::available();
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("CI must run the SSH tests: install OpenSSH with .ci/ensure-sshd.sh");
-    }
-    if !ok {
-        eprintln!("skipping: needs root, /usr/sbin/sshd, ssh and ssh-keygen (.ci/ensure-sshd.sh)");
-    }
-    ok
+    support::require(
+        "root, /usr/sbin/sshd, ssh and ssh-keygen (test sshds run on 127.0.x.y)",
+        TestSshd::available(),
+        "install OpenSSH with .ci/ensure-sshd.sh and run the tests as root",
+        Some("skip-ssh"),
+    );
+    true
 }
 
 fn toml_list(v: &[String]) -> String {
