@@ -1,5 +1,3 @@
-use clap::Parser;
-
 fn main() {
     let mut args = std::env::args_os();
     let _ = args.next();
@@ -7,7 +5,7 @@ fn main() {
     if rest.first().and_then(|a| a.to_str()) == Some(flocks::supervisor::SUBCOMMAND) {
         std::process::exit(flocks::supervisor::main(rest[1..].to_vec()));
     }
-    let cli = flocks::cli::Cli::parse();
+    let cli = flocks::help::parse();
     let code = match flocks::commands::dispatch(cli) {
         Ok(exit) => exit.code(),
         Err(e) => {

@@ -28,7 +28,7 @@ impl Dispatcher {
             .as_ref()
             .and_then(|r| r.num_turns)
             .unwrap_or(0);
-        self.run_cost += cost;
+        self.run_cost = crate::output::units::sum_costs([self.run_cost, cost]);
 
         // A resume the agent could not find: start fresh, without counting it.
         let resumed = self
@@ -235,8 +235,8 @@ impl Dispatcher {
             && self.stopped_because.is_none()
         {
             let reason = format!(
-                "the run has cost ${:.2}, reaching max_cost_usd = {limit}: no new agents start; running ones finish",
-                self.run_cost
+                "the run has cost {}, reaching max_cost_usd = {limit}: no new agents start; running ones finish",
+                crate::output::units::money(self.run_cost)
             );
             self.emit(Event::Notice {
                 message: reason.clone(),

@@ -1,0 +1,289 @@
+//! The command line as clap sees it, with two or three real examples at the
+//! end of each command's `--help` (kept here, beside each other, so that a
+//! new command gets its examples in the same place). `main`, completions and
+//! the man page all use [`command`].
+
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::cli::Cli;
+
+/// Examples per command, `(command line, what it does)`.
+const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
+    (
+        "flocks",
+        &[
+            (
+                "flocks init",
+                "write flocks.toml and an example tasks.jsonl",
+            ),
+            ("flocks run", "dispatch every task, wait, report"),
+            (
+                "flocks land -y",
+                "cherry-pick the finished work onto the target branch",
+            ),
+        ],
+    ),
+    (
+        "run",
+        &[
+            (
+                "flocks run --dry-run",
+                "the plan: pools, branches, order; runs nothing",
+            ),
+            (
+                "flocks run --tasks tasks.jsonl",
+                "dispatch the tasks of this file",
+            ),
+            (
+                "flocks run --supervise --max-retries 2",
+                "retry failures with what they learned",
+            ),
+        ],
+    ),
+    (
+        "status",
+        &[
+            ("flocks status", "what is running, done, failed and blocked"),
+            ("flocks status --watch", "the live dashboard"),
+            ("flocks status --json | jq '.totals'", "for scripts"),
+        ],
+    ),
+    (
+        "top",
+        &[(
+            "flocks top",
+            "the live dashboard; q quits, Enter opens a task's log",
+        )],
+    ),
+    (
+        "logs",
+        &[
+            (
+                "flocks logs fix-login -f",
+                "follow the agent of task fix-login",
+            ),
+            (
+                "flocks logs fix-login --attempt 1 -n 40",
+                "the last 40 lines of its first attempt",
+            ),
+            (
+                "flocks logs fix-login --raw",
+                "the stream-json lines as claude wrote them",
+            ),
+        ],
+    ),
+    (
+        "retry",
+        &[
+            (
+                "flocks retry --all-failed",
+                "every failed, timed-out, stalled or interrupted task",
+            ),
+            (
+                "flocks retry fix-login --fresh",
+                "start its branch over from the base",
+            ),
+            (
+                "flocks retry fix-login --force",
+                "run a task that succeeded again",
+            ),
+        ],
+    ),
+    (
+        "stop",
+        &[(
+            "flocks stop",
+            "ask the running `flocks run` to stop its agents; state is kept",
+        )],
+    ),
+    (
+        "land",
+        &[
+            ("flocks land --dry-run", "what would land, changing nothing"),
+            (
+                "flocks land -y --bisect",
+                "land, and set aside the tasks that break validation",
+            ),
+            (
+                "flocks land --undo -y",
+                "put the target back where the last land found it",
+            ),
+        ],
+    ),
+    (
+        "clean",
+        &[
+            (
+                "flocks clean",
+                "remove the worktrees and branches of landed tasks",
+            ),
+            ("flocks clean --all", "also those of failed tasks"),
+        ],
+    ),
+    (
+        "plan",
+        &[
+            (
+                "flocks plan \"add OAuth login\"",
+                "an agent writes tasks.jsonl for the objective",
+            ),
+            (
+                "flocks plan \"add OAuth login\" --edit",
+                "and open it in $EDITOR before saving",
+            ),
+        ],
+    ),
+    (
+        "sail",
+        &[(
+            "flocks sail \"port the CLI to clap 4\"",
+            "plan the objective, then run the plan with --supervise",
+        )],
+    ),
+    (
+        "tasks",
+        &[
+            (
+                "flocks tasks",
+                "every task with status, attempts, pool and cost",
+            ),
+            ("flocks tasks --status failed", "only the failed ones"),
+            ("flocks tasks --json", "for scripts"),
+        ],
+    ),
+    (
+        "init",
+        &[(
+            "flocks init",
+            "write a commented flocks.toml and an example tasks.jsonl",
+        )],
+    ),
+    (
+        "hosts",
+        &[
+            ("flocks hosts check", "check every ssh and exedev host"),
+            (
+                "flocks hosts check --pool box1",
+                "only the hosts of pool box1",
+            ),
+        ],
+    ),
+    (
+        "shell",
+        &[(
+            "flocks shell fix-login",
+            "a shell in the worktree of fix-login, wherever it runs",
+        )],
+    ),
+    (
+        "up",
+        &[
+            (
+                "flocks up",
+                "create what every pool needs (containers, VMs)",
+            ),
+            ("flocks up --pool fleet", "only for pool fleet"),
+        ],
+    ),
+    (
+        "down",
+        &[
+            ("flocks down", "remove what `flocks up` created"),
+            ("flocks down --pool fleet", "only for pool fleet"),
+        ],
+    ),
+    (
+        "diff",
+        &[
+            (
+                "flocks diff fix-login",
+                "the change of task fix-login, as land would apply it",
+            ),
+            ("flocks diff fix-login --stat", "a summary of it"),
+        ],
+    ),
+    (
+        "completions",
+        &[
+            (
+                "flocks completions bash > ~/.local/share/bash-completion/completions/flocks",
+                "bash",
+            ),
+            (
+                "flocks completions zsh > ~/.zfunc/_flocks",
+                "zsh (with ~/.zfunc in $fpath)",
+            ),
+            (
+                "flocks completions fish > ~/.config/fish/completions/flocks.fish",
+                "fish",
+            ),
+        ],
+    ),
+    (
+        "man",
+        &[
+            ("flocks man | man -l -", "read the manual now"),
+            (
+                "flocks man --dir ~/.local/share/man/man1",
+                "install it: then `man flocks`",
+            ),
+        ],
+    ),
+];
+
+/// The examples of a command (by name; `flocks` for the top level).
+pub fn examples(name: &str) -> Option<String> {
+    let (_, list) = EXAMPLES.iter().find(|(n, _)| *n == name)?;
+    let width = list.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    let mut s = String::from("Examples:\n");
+    for (cmd, what) in *list {
+        if cmd.len() > 48 {
+            s.push_str(&format!("  {cmd}\n  {:48}  # {what}\n", ""));
+        } else {
+            s.push_str(&format!(
+                "  {cmd:width$}  # {what}\n",
+                width = width.min(48)
+            ));
+        }
+    }
+    Some(s.trim_end().to_string())
+}
+
+/// The clap command with its examples.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    if let Some(ex) = examples("flocks") {
+        cmd = cmd.after_help(ex);
+    }
+    cmd.mut_subcommands(|sub| match examples(sub.get_name()) {
+        Some(ex) => sub.after_help(ex),
+        None => sub,
+    })
+}
+
+/// Parse the process's arguments (exits with clap's message on bad usage).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every visible command ends its help with examples that call it.
+    #[test]
+    fn every_command_has_examples() {
+        let cmd = command();
+        assert!(cmd.get_after_help().is_some());
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let name = sub.get_name();
+            let help = sub
+                .get_after_help()
+                .unwrap_or_else(|| panic!("`flocks {name}` has no examples in src/help.rs"))
+                .to_string();
+            assert!(help.contains(&format!("flocks {name}")), "{name}: {help}");
+        }
+        cmd.debug_assert();
+    }
+}
