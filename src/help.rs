@@ -262,14 +262,57 @@ pub fn command() -> clap::Command {
 }
 
 /// Parse the process's arguments (exits with clap's message on bad usage).
+/// `--color` also applies to clap's own help and errors, which are printed
+/// before the flag is parsed.
 pub fn parse() -> Cli {
-    let matches = command().get_matches();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = command().color(colour_flag(&args)).get_matches_from(args);
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The last `--color WHEN` / `--color=WHEN` before a `--`, for clap's own
+/// output; anything else is left to the parser to judge.
+fn colour_flag(args: &[std::ffi::OsString]) -> clap::ColorChoice {
+    use clap::ValueEnum;
+    let mut choice = clap::ColorChoice::Auto;
+    let mut it = args.iter().filter_map(|a| a.to_str());
+    while let Some(a) = it.next() {
+        let value = match a {
+            "--" => break,
+            "--color" => it.next(),
+            _ => a.strip_prefix("--color="),
+        };
+        if let Some(c) = value.and_then(|v| clap::ColorChoice::from_str(v, false).ok()) {
+            choice = c;
+        }
+    }
+    choice
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_flag_for_clap() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            colour_flag(&args(&["flocks", "run"])),
+            clap::ColorChoice::Auto
+        );
+        assert_eq!(
+            colour_flag(&args(&["flocks", "--color", "never", "run"])),
+            clap::ColorChoice::Never
+        );
+        assert_eq!(
+            colour_flag(&args(&["flocks", "run", "--color=always"])),
+            clap::ColorChoice::Always
+        );
+        assert_eq!(
+            colour_flag(&args(&["flocks", "--", "--color", "always"])),
+            clap::ColorChoice::Auto
+        );
+    }
 
     /// Every visible command ends its help with examples that call it.
     #[test]

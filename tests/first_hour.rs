@@ -486,3 +486,49 @@ fn the_demo_follows_cargo_target_dir() {
     );
     assert!(t.contains("Landed on main"), "{t}");
 }
+
+/// `logs -f` stops following when its reader goes away, while the task
+/// still runs.
+#[test]
+fn logs_follow_stops_when_its_reader_goes_away() {
+    let p = TestProject::new("");
+    p.tasks(&[json!({"id": "long", "prompt": "@fake text working\n@fake hang"})]);
+    let mut run = p.spawn(&["run", "--no-progress"]);
+    wait_for(30, "the agent to write its log", || {
+        std::fs::read_to_string(p.path(".flocks/logs/long/1.log"))
+            .is_ok_and(|l| l.contains("working"))
+    });
+    let out = with_closed_stdout(p.cmd(&["logs", "long", "-f"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        p.status_of("long"),
+        "running",
+        "logs -f ended before the task"
+    );
+    let stop = p.flocks(&["stop"]);
+    assert_eq!(code(&stop), 0, "{}", text(&stop));
+    let status = run.wait().unwrap();
+    assert!(
+        status.code().is_some(),
+        "the run ended by itself: {status:?}"
+    );
+}
+
+/// `land` paints conflicts red and what landed green.
+#[test]
+fn land_conflicts_in_colour() {
+    let p = TestProject::new("");
+    p.tasks(&[
+        json!({"id": "one", "prompt": "@fake commit same.txt one"}),
+        json!({"id": "two", "prompt": "@fake commit same.txt two"}),
+    ]);
+    let out = p.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.flocks(&["--color", "always", "land", "-y"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(s.contains("\u{1b}[1m\u{1b}[31mConflicted ("), "{s}");
+    assert!(s.contains("\u{1b}[1m\u{1b}[32mLanded on main"), "{s}");
+}
