@@ -1,3 +1,5 @@
+use std::io::Write;
+
 fn main() {
     let mut args = std::env::args_os();
     let _ = args.next();
@@ -9,7 +11,9 @@ fn main() {
     let code = match flocks::commands::dispatch(cli) {
         Ok(exit) => exit.code(),
         Err(e) => {
-            eprintln!("error: {e}");
+            // Red on a terminal (as --color says); quiet if stderr is gone.
+            let red = anstyle::AnsiColor::Red.on_default().bold();
+            let _ = writeln!(anstream::stderr(), "{red}error:{red:#} {e}");
             e.exit().code()
         }
     };
