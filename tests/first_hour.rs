@@ -138,6 +138,15 @@ fn colour_follows_the_flag_and_the_environment() {
         status.contains("\u{1b}[1m\u{1b}[33m⊘ after-bad"),
         "{status}"
     );
+    // Errors too, on stderr.
+    let nowhere = tempfile::tempdir().unwrap();
+    let err = Command::new(FLOCKS)
+        .args(["--color", "always", "status"])
+        .current_dir(nowhere.path())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&err.stderr);
+    assert!(e.starts_with("\u{1b}[1m\u{1b}[31merror:\u{1b}[0m "), "{e}");
 }
 
 fn strip(s: &str) -> String {
