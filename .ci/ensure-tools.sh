@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tools the tests use: git and python3 (the fake agent), tmux (the dashboard
-# test), man and groff (the man-page test), and cargo-nextest (the runner).
+# test), man and groff (the man-page test), zsh and fish (the completion
+# test), and cargo-nextest (the runner).
 set -euo pipefail
 missing=()
 command -v git >/dev/null || missing+=(git)
@@ -8,6 +9,8 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v tmux >/dev/null || missing+=(tmux)
 command -v man >/dev/null || missing+=(man-db)
 command -v groff >/dev/null || missing+=(groff-base)
+command -v zsh >/dev/null || missing+=(zsh)
+command -v fish >/dev/null || missing+=(fish)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -330,45 +330,71 @@ fn dry_run_table_lines_up() {
     assert_eq!(tl[0].find("status"), tl[2].find("new"), "{tasks}");
 }
 
-/// Completions for three shells come from the clap definitions; bash loads
-/// its script and completes subcommands with it.
+/// Completions for three shells come from the clap definitions, and each
+/// shell loads its script and completes with it.
 #[test]
 fn completions_for_three_shells() {
     let p = TestProject::new("");
+    let dir = tempfile::tempdir().unwrap();
     let script = |shell: &str| {
         let out = p.flocks(&["completions", shell]);
         assert_eq!(code(&out), 0, "{shell}: {}", text(&out));
-        String::from_utf8(out.stdout).unwrap()
+        let file = dir.path().join(format!("flocks.{shell}"));
+        std::fs::write(&file, &out.stdout).unwrap();
+        file
     };
-    let zsh = script("zsh");
-    assert!(zsh.starts_with("#compdef flocks"), "{zsh}");
-    assert!(zsh.contains("'land:") && zsh.contains("--color"), "zsh");
-    let fish = script("fish");
-    assert!(
-        fish.contains("complete -c flocks") && fish.contains("-a \"land\""),
-        "{fish}"
-    );
-    let bash = script("bash");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("flocks.bash");
-    std::fs::write(&file, &bash).unwrap();
-    // Load it, then ask it what `flocks la<TAB>` and `flocks --col<TAB>` complete to.
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(
+    let shell = |program: &str, args: &[&str], file: &std::path::Path| {
+        let out = Command::new(program)
+            .args(args)
+            .arg(file)
+            .env("HOME", dir.path())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("this test needs {program} ({e}): install it with .ci/ensure-tools.sh")
+            });
+        let t = text(&out);
+        assert!(out.status.success(), "{program}: {t}");
+        t
+    };
+
+    // bash: load it, then ask what `flocks la<TAB>` and `flocks status --col<TAB>` give.
+    let t = shell(
+        "bash",
+        &[
+            "-c",
             "set -e; source \"$1\"; complete -p flocks; \
              COMP_WORDS=(flocks la); COMP_CWORD=1; _flocks flocks la flocks; echo \"${COMPREPLY[*]}\"; \
              COMP_WORDS=(flocks status --col); COMP_CWORD=2; _flocks flocks --col status; echo \"${COMPREPLY[*]}\"",
-        )
-        .arg("bash")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert!(out.status.success(), "{t}");
+            "bash",
+        ],
+        &script("bash"),
+    );
     assert!(t.contains("-F _flocks flocks"), "{t}");
-    assert!(t.contains("land"), "{t}");
-    assert!(t.contains("--color"), "{t}");
+    assert!(t.contains("land") && t.contains("--color"), "{t}");
+
+    // zsh: compinit, load it, and it registers itself for flocks.
+    let t = shell(
+        "zsh",
+        &[
+            "-f",
+            "-c",
+            "autoload -U compinit && compinit -u -d \"$HOME/zcompdump\" && source \"$1\" && echo \"${_comps[flocks]}\"",
+            "zsh",
+        ],
+        &script("zsh"),
+    );
+    assert_eq!(t.trim(), "_flocks", "{t}");
+
+    // fish: load it and complete.
+    let t = shell(
+        "fish",
+        &[
+            "-c",
+            "source $argv[1]; complete -C 'flocks la'; complete -C 'flocks status --col'",
+        ],
+        &script("fish"),
+    );
+    assert!(t.contains("land\t") && t.contains("--color\t"), "{t}");
 }
 
 /// The man page renders with man(1) (groff underneath), warns about
