@@ -50,10 +50,13 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "top",
-        &[(
-            "flocks top",
-            "the live dashboard; q quits, Enter opens a task's log",
-        )],
+        &[
+            (
+                "flocks top",
+                "the live dashboard; q quits, Enter opens a task's log",
+            ),
+            ("flocks --color never top", "the same without colours"),
+        ],
     ),
     (
         "logs",
@@ -91,10 +94,16 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "stop",
-        &[(
-            "flocks stop",
-            "ask the running `flocks run` to stop its agents; state is kept",
-        )],
+        &[
+            (
+                "flocks stop",
+                "ask the running `flocks run` to stop its agents; state is kept",
+            ),
+            (
+                "flocks stop && flocks status",
+                "then see where every task stands",
+            ),
+        ],
     ),
     (
         "land",
@@ -135,10 +144,16 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "sail",
-        &[(
-            "flocks sail \"port the CLI to clap 4\"",
-            "plan the objective, then run the plan with --supervise",
-        )],
+        &[
+            (
+                "flocks sail \"port the CLI to clap 4\"",
+                "plan the objective, then run the plan with --supervise",
+            ),
+            (
+                "flocks sail \"add OAuth login\" --edit --max-retries 1",
+                "check the plan in $EDITOR first; one retry per task",
+            ),
+        ],
     ),
     (
         "tasks",
@@ -153,10 +168,16 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "init",
-        &[(
-            "flocks init",
-            "write a commented flocks.toml and an example tasks.jsonl",
-        )],
+        &[
+            (
+                "flocks init",
+                "write a commented flocks.toml and an example tasks.jsonl",
+            ),
+            (
+                "flocks init && flocks run --dry-run",
+                "then see what a run would do",
+            ),
+        ],
     ),
     (
         "hosts",
@@ -170,10 +191,16 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "shell",
-        &[(
-            "flocks shell fix-login",
-            "a shell in the worktree of fix-login, wherever it runs",
-        )],
+        &[
+            (
+                "flocks shell fix-login",
+                "a shell in the worktree of fix-login, wherever it runs",
+            ),
+            (
+                "flocks tasks --status failed",
+                "first, which tasks to look at",
+            ),
+        ],
     ),
     (
         "up",
@@ -292,6 +319,47 @@ fn colour_flag(args: &[std::ffi::OsString]) -> clap::ColorChoice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Shell words of the first flocks command of an example line (up to a
+    /// pipe, redirection or `&&`), with double quotes.
+    fn first_command(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut word = String::new();
+        let mut quoted = false;
+        for c in line.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ' ' if !quoted => {
+                    if !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                }
+                _ => word.push(c),
+            }
+        }
+        words.push(word);
+        words
+            .into_iter()
+            .take_while(|w| !matches!(w.as_str(), "|" | ">" | "&&"))
+            .collect()
+    }
+
+    /// Every example is a command line that flocks accepts.
+    #[test]
+    fn every_example_parses() {
+        for (name, list) in EXAMPLES {
+            for (line, _) in *list {
+                let args = first_command(line);
+                assert_eq!(args[0], "flocks", "{line}");
+                if *name == "diff" && command().find_subcommand("diff").is_none() {
+                    continue; // `flocks diff` comes with its own branch
+                }
+                if let Err(e) = command().try_get_matches_from(&args) {
+                    panic!("example `{line}` of `{name}` does not parse: {e}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn colour_flag_for_clap() {
