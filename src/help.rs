@@ -258,12 +258,18 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
 ];
 
-/// The examples of a command (by name; `flocks` for the top level).
+/// The examples of a command as `(command line, what it does)`, by name
+/// (`flocks` for the top level).
+pub fn example_list(name: &str) -> Option<&'static [(&'static str, &'static str)]> {
+    EXAMPLES.iter().find(|(n, _)| *n == name).map(|(_, l)| *l)
+}
+
+/// The examples of a command as the end of its `--help`.
 pub fn examples(name: &str) -> Option<String> {
-    let (_, list) = EXAMPLES.iter().find(|(n, _)| *n == name)?;
+    let list = example_list(name)?;
     let width = list.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
     let mut s = String::from("Examples:\n");
-    for (cmd, what) in *list {
+    for (cmd, what) in list {
         if cmd.len() > 48 {
             s.push_str(&format!("  {cmd}\n  {:48}  # {what}\n", ""));
         } else {

@@ -416,7 +416,14 @@ fn the_man_page_renders() {
         .expect("man is needed (.ci/ensure-tools.sh installs man-db and groff)");
     let t = String::from_utf8_lossy(&man.stdout);
     assert!(man.status.success(), "{}", text(&man));
-    for want in ["NAME", "SYNOPSIS", "--color", "flocks-land(1)", "Examples:"] {
+    for want in [
+        "NAME",
+        "SYNOPSIS",
+        "--color",
+        "flocks-land(1)",
+        "EXAMPLES",
+        "flocks land -y",
+    ] {
         assert!(t.contains(want), "{want} in\n{t}");
     }
     let groff = Command::new("groff")
@@ -448,7 +455,10 @@ fn the_man_page_renders() {
         .output()
         .unwrap();
     let t = String::from_utf8_lossy(&land.stdout);
-    assert!(t.contains("flocks land") && t.contains("--bisect"), "{t}");
+    assert!(
+        t.contains("EXAMPLES") && t.contains("flocks land --dry-run") && t.contains("--bisect"),
+        "{t}"
+    );
 }
 
 /// Each command's --help ends with real examples of itself.

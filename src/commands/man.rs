@@ -38,12 +38,34 @@ pub fn run(args: &ManArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// The page clap_mangen renders, with the command's examples in an EXAMPLES
+/// section (before VERSION) instead of its plain-text `--help` tail.
 fn render(cmd: &clap::Command) -> Result<String> {
     let mut page = Vec::new();
-    clap_mangen::Man::new(cmd.clone())
+    clap_mangen::Man::new(cmd.clone().after_help(None::<&str>))
         .render(&mut page)
         .map_err(|e| Error::Other(format!("cannot render the man page: {e}")))?;
-    String::from_utf8(page).map_err(|e| Error::Other(format!("the man page is not UTF-8: {e}")))
+    let mut page = String::from_utf8(page)
+        .map_err(|e| Error::Other(format!("the man page is not UTF-8: {e}")))?;
+    let key = cmd
+        .get_name()
+        .strip_prefix("flocks-")
+        .unwrap_or(cmd.get_name());
+    if let Some(list) = crate::help::example_list(key) {
+        let mut roff = roff::Roff::new();
+        roff.control("SH", ["EXAMPLES"]);
+        for (line, what) in list {
+            roff.control("TP", []);
+            roff.text([roff::bold(*line)]);
+            roff.text([roff::roman(*what)]);
+        }
+        let section = roff.to_roff();
+        match page.find("\n.SH VERSION") {
+            Some(i) => page.insert_str(i + 1, &section),
+            None => page.push_str(&section),
+        }
+    }
+    Ok(page)
 }
 
 fn write_page(dir: &Path, name: &str, cmd: &clap::Command) -> Result<PathBuf> {
