@@ -60,6 +60,12 @@ fn a_closed_pipe_ends_every_printing_command_quietly() {
         );
         assert_eq!(code(&out), 0, "flocks {args:?}: {err}");
     }
+    // A land whose reader is gone still lands, whole.
+    let out = with_closed_stdout(p.cmd(&["land", "-y"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(p.git(&["show", "main:good.txt"]).starts_with("good.txt"));
 }
 
 /// The run does not die with its reader: its agents finish and the state
