@@ -60,6 +60,8 @@ pub fn paint_text(text: &str) -> String {
 }
 
 /// Section headers (at the start of a line) and the style of the section.
+/// Each is specific enough that no task line (which starts with a mark, an
+/// indent or a task id, and ids hold no space or colon) can match it.
 const HEADERS: &[(&str, Style)] = &[
     ("succeeded:", SUCCESS.bold()),
     ("done (", SUCCESS.bold()),
@@ -67,16 +69,18 @@ const HEADERS: &[(&str, Style)] = &[
     ("Land onto ", Style::new().bold()),
     ("Validation: passed", SUCCESS.bold()),
     ("running (", ACTIVE.bold()),
-    ("failed", FAILURE.bold()),
+    ("failed:", FAILURE.bold()),
+    ("failed, timed out or stalled (", FAILURE.bold()),
     ("Culprits (", FAILURE.bold()),
     ("Conflicted (", FAILURE.bold()),
     ("Validation FAILED", FAILURE.bold()),
     ("Land stopped:", FAILURE.bold()),
     ("Undo stopped:", FAILURE.bold()),
     ("stopped:", FAILURE.bold()),
-    ("blocked", BLOCKED.bold()),
+    ("blocked:", BLOCKED.bold()),
+    ("blocked (", BLOCKED.bold()),
     ("Built but not landed", BLOCKED.bold()),
-    ("Refused", BLOCKED.bold()),
+    ("Refused:", BLOCKED.bold()),
     ("Validation interrupted", BLOCKED.bold()),
     ("queued (", Style::new().bold()),
     ("not run:", Style::new().bold()),
@@ -175,6 +179,9 @@ mod tests {
         assert!(out.contains(&format!("  {}  flocks/a", styled(SUCCESS.bold(), "✔ a"))));
         assert!(out.contains(&format!("{}: failed", styled(FAILURE.bold(), "✖ b"))));
         assert!(out.contains("plain ✔ line\n"));
+        // A task id that starts like a header is not one.
+        assert_eq!(paint_line("failed-login  failed"), "failed-login  failed");
+        assert_eq!(paint_line("blocked-x  new"), "blocked-x  new");
         let stripped = anstream::adapter::strip_str(&out).to_string();
         assert_eq!(stripped, text);
     }
