@@ -10,8 +10,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 
 echo "== building flocks"
-cargo build --quiet --manifest-path "$root/Cargo.toml"
-flocks="$root/target/debug/flocks"
+# Ask cargo where the binary is: CARGO_TARGET_DIR, a config's target-dir
+# and the build profile all move it.
+flocks=$(cargo build --quiet --manifest-path "$root/Cargo.toml" --bin flocks \
+  --message-format=json-render-diagnostics |
+  sed -n 's/.*"executable":"\([^"]*\/flocks\)".*/\1/p' | tail -n 1)
+if [ ! -x "$flocks" ]; then
+  echo "demo: cargo built flocks but did not say where it is" >&2
+  exit 1
+fi
+echo "   $flocks"
 
 demo=$(mktemp -d "${TMPDIR:-/tmp}/flocks-demo.XXXXXX")
 [ "${KEEP:-}" = 1 ] || trap 'rm -rf "$demo"' EXIT
@@ -57,4 +65,6 @@ echo "== flocks land -y"
 echo
 echo "== git log main"
 git log --oneline --format='%h %s%n        %(trailers:key=Flocks-Task,separator=%x2C )' main
-[ "${KEEP:-}" = 1 ] && echo "demo repo kept at $repo"
+if [ "${KEEP:-}" = 1 ]; then
+  echo "demo repo kept at $repo"
+fi

@@ -15,6 +15,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Colour: auto (on a terminal, unless NO_COLOR is set; CLICOLOR_FORCE forces it), always, never
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub color: clap::ColorChoice,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,6 +57,10 @@ pub enum Command {
     Up(UpArgs),
     /// Remove what `flocks up` created, and only that
     Down(DownArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(crate::commands::completions::CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory
+    Man(crate::commands::man::ManArgs),
 }
 
 #[derive(Args, Debug)]

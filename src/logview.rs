@@ -88,7 +88,7 @@ fn render_value(v: &Value) -> Vec<String> {
                 s.push_str(&format!(" · {n} turns"));
             }
             if let Some(c) = r.total_cost_usd {
-                s.push_str(&format!(" · ${c:.4}"));
+                s.push_str(&format!(" · {}", crate::output::units::money(c)));
             }
             if let Some(ms) = r.duration_ms {
                 s.push_str(&format!(

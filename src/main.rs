@@ -1,4 +1,4 @@
-use clap::Parser;
+use std::io::Write;
 
 fn main() {
     let mut args = std::env::args_os();
@@ -7,11 +7,13 @@ fn main() {
     if rest.first().and_then(|a| a.to_str()) == Some(flocks::supervisor::SUBCOMMAND) {
         std::process::exit(flocks::supervisor::main(rest[1..].to_vec()));
     }
-    let cli = flocks::cli::Cli::parse();
+    let cli = flocks::help::parse();
     let code = match flocks::commands::dispatch(cli) {
         Ok(exit) => exit.code(),
         Err(e) => {
-            eprintln!("error: {e}");
+            // Red on a terminal (as --color says); quiet if stderr is gone.
+            let red = anstyle::AnsiColor::Red.on_default().bold();
+            let _ = writeln!(anstream::stderr(), "{red}error:{red:#} {e}");
             e.exit().code()
         }
     };

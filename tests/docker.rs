@@ -23,9 +23,7 @@ fn ctr(p: &DockerProject, label: bool) -> Ctr {
 /// the repo's identity; the agent runs at the matching path, as the owner.
 #[test]
 fn two_containers_by_label_and_by_name() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let a = ctr(&p, true);
     let b = ctr(&p, false);
@@ -117,9 +115,7 @@ fn two_containers_by_label_and_by_name() {
 /// the exec's environment, never its command line; inherited keys are removed.
 #[test]
 fn credentials_travel_in_the_environment_only() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let c = Ctr::start(CtrSpec {
         project: &p,
@@ -171,9 +167,7 @@ fn credentials_travel_in_the_environment_only() {
 /// undone, and fails the attempt with the reason.
 #[test]
 fn planted_hook_fails_the_attempt_and_is_removed() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let _c = ctr(&p, true);
     p.config(
@@ -195,9 +189,7 @@ fn planted_hook_fails_the_attempt_and_is_removed() {
 /// A timeout stops the agent and everything it started in the container.
 #[test]
 fn timeout_leaves_no_process_behind() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let c = ctr(&p, true);
     p.config(
@@ -246,9 +238,7 @@ fn timeout_leaves_no_process_behind() {
 /// container, its pool is not used again, and the other pool does the rest.
 #[test]
 fn container_killed_mid_task() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let d = ctr(&p, false);
     let e = ctr(&p, false);
@@ -290,9 +280,7 @@ fn container_killed_mid_task() {
 /// other pools keep working, and with none left flocks says why (exit 5).
 #[test]
 fn missing_container() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let missing = unique("flocks-test-missing");
     let docker_pool = format!(
@@ -323,9 +311,7 @@ fn missing_container() {
 /// uses it, `down` removes it and nothing else.
 #[test]
 fn up_run_down() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let foreign = ctr(&p, true);
     let fake = support::fake_claude().display().to_string();
@@ -386,9 +372,7 @@ fn up_run_down() {
 /// container gracefully and keeps the state.
 #[test]
 fn survivors_are_stopped_and_stop_is_graceful() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let c = ctr(&p, true);
     p.config(

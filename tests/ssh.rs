@@ -1,6 +1,7 @@
 //! The SSH and exe.dev backends against real sshd processes on 127.0.x.y,
-//! started (and stopped, by PID) by the tests. Skipped with a message when the
-//! machine cannot run them (`.ci/ensure-sshd.sh` installs OpenSSH).
+//! started (and stopped, by PID) by the tests. They fail with a message when
+//! the machine cannot run them (`.ci/ensure-sshd.sh` installs OpenSSH), or
+//! are left out with `cargo nextest run --profile skip-ssh`.
 
 #[path = "support/sshd.rs"]
 mod sshd;
@@ -14,15 +15,15 @@ use serde_json::{Value, json};
 use sshd::TestSshd;
 use support::{TestProject, fake_claude, text};
 
+/// True, or the test fails saying what is missing (never a silent pass).
 fn available() -> bool {
-    let ok = TestSshd::available();
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("CI must run the SSH tests: install OpenSSH with .ci/ensure-sshd.sh");
-    }
-    if !ok {
-        eprintln!("skipping: needs root, /usr/sbin/sshd, ssh and ssh-keygen (.ci/ensure-sshd.sh)");
-    }
-    ok
+    support::require(
+        "root, /usr/sbin/sshd, ssh and ssh-keygen (test sshds run on 127.0.x.y)",
+        TestSshd::available(),
+        "install OpenSSH with .ci/ensure-sshd.sh and run the tests as root",
+        Some("skip-ssh"),
+    );
+    true
 }
 
 fn toml_list(v: &[String]) -> String {
@@ -146,9 +147,7 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
 
 #[test]
 fn a_run_over_two_hosts_lands_locally() {
-    if !available() {
-        return;
-    }
+    available();
     let a = TestSshd::start_any();
     let b = TestSshd::start_any();
     let pools = ssh_pool("a", &a, 2, "") + &ssh_pool("b", &b, 2, "");
@@ -214,9 +213,7 @@ fn a_run_over_two_hosts_lands_locally() {
 
 #[test]
 fn a_timeout_leaves_no_process_on_the_host() {
-    if !available() {
-        return;
-    }
+    available();
     let h = TestSshd::start_any();
     let p = project(
         "agent_timeout_secs = 3\nkill_grace_secs = 1",
@@ -274,9 +271,7 @@ fn a_timeout_leaves_no_process_on_the_host() {
 
 #[test]
 fn a_host_stopped_mid_task_fails_the_task_naming_it() {
-    if !available() {
-        return;
-    }
+    available();
     let mut a = TestSshd::start_any();
     let b = TestSshd::start_any();
     let pools = ssh_pool("a", &a, 1, "") + &ssh_pool("b", &b, 1, "");
@@ -307,9 +302,7 @@ fn a_host_stopped_mid_task_fails_the_task_naming_it() {
 
 #[test]
 fn with_supervise_a_lost_task_moves_to_a_healthy_pool() {
-    if !available() {
-        return;
-    }
+    available();
     let mut a = TestSshd::start_any();
     let b = TestSshd::start_any();
     let pools = ssh_pool("a", &a, 1, "env = { WHERE = \"a\" }")
@@ -341,9 +334,7 @@ fn with_supervise_a_lost_task_moves_to_a_healthy_pool() {
 
 #[test]
 fn an_unreachable_host_is_named_and_the_other_pools_run() {
-    if !available() {
-        return;
-    }
+    available();
     let mut down = TestSshd::start_any();
     let up = TestSshd::start_any();
     down.stop();
@@ -373,9 +364,7 @@ fn an_unreachable_host_is_named_and_the_other_pools_run() {
 
 #[test]
 fn branch_names_with_shell_metacharacters_are_refused_or_inert() {
-    if !available() {
-        return;
-    }
+    available();
     let h = TestSshd::start_any();
     let p = project("", &ssh_pool("box", &h, 2, ""));
     let pwned = p.out_file("pwned");
@@ -404,9 +393,7 @@ fn branch_names_with_shell_metacharacters_are_refused_or_inert() {
 
 #[test]
 fn secrets_stay_off_remote_command_lines_and_disks() {
-    if !available() {
-        return;
-    }
+    available();
     let h = TestSshd::start_any();
     let secret = format!("sk-flocks-test-{}", std::process::id());
     let pools = ssh_pool("box", &h, 1, "credential = \"key\"");
@@ -449,9 +436,7 @@ fn secrets_stay_off_remote_command_lines_and_disks() {
 
 #[test]
 fn exedev_up_run_down_through_the_lobby() {
-    if !available() {
-        return;
-    }
+    available();
     let lobby = TestSshd::start_any();
     let vm1 = TestSshd::start_any();
     let vm2 = TestSshd::start_any();
@@ -542,9 +527,7 @@ fn exedev_up_run_down_through_the_lobby() {
 /// before the next attempt starts.
 #[test]
 fn work_left_on_a_host_by_a_killed_flocks_comes_back() {
-    if !available() {
-        return;
-    }
+    available();
     let a = TestSshd::start_any();
     let p = project("kill_grace_secs = 1", &ssh_pool("a", &a, 1, ""));
     let started = p.out_file("started");

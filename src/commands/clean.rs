@@ -23,6 +23,6 @@ pub fn run(project: &Project, args: &CleanArgs) -> Result<Exit> {
         &run_lock,
         &land_lock,
     )?;
-    print!("{}", report.render());
+    crate::output::report(&report.render());
     Ok(Exit::Ok)
 }

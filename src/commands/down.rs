@@ -34,7 +34,7 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
                     &mut save,
                 ))?;
                 for note in notes {
-                    println!("{note}");
+                    crate::outln!("{note}");
                 }
             }
             BackendConfig::Docker(_) => {
@@ -104,7 +104,7 @@ fn remove_containers(
         } else {
             "was already gone:"
         };
-        println!("pool {pool}: {what} container {name}");
+        crate::outln!("pool {pool}: {what} container {name}");
         state
             .managed
             .retain(|m| !matches!(m, Managed::Container { id: i, .. } if *i == id));

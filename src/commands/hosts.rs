@@ -33,7 +33,7 @@ pub fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
         };
         any = true;
         if targets.is_empty() {
-            println!(
+            crate::outln!(
                 "pool {} (exedev): no VMs; `flocks up` creates them",
                 pool.name
             );
@@ -42,10 +42,10 @@ pub fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
         }
         for t in targets {
             let kind = pool.backend.kind();
-            println!("pool {} ({kind}) {}", pool.name, t.host);
+            crate::outln!("pool {} ({kind}) {}", pool.name, t.host);
             let report = runtime.block_on(check(&t, &config.agent.command, setup));
             for (k, v) in &report.lines {
-                println!("  {k:<11} {v}");
+                crate::outln!("  {k:<11} {v}");
             }
             if !report.ok {
                 problems += 1;
@@ -53,7 +53,7 @@ pub fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
         }
     }
     if !any {
-        println!("no ssh or exedev pools in flocks.toml");
+        crate::outln!("no ssh or exedev pools in flocks.toml");
     }
     Ok(if problems == 0 {
         Exit::Ok

@@ -51,15 +51,17 @@ pub fn run() -> Result<Exit> {
     std::fs::write(&config_path, config_text(&root, &detected))
         .ctx(|| format!("write {}", config_path.display()))?;
     std::fs::write(&tasks_path, EXAMPLE_TASKS).ctx(|| format!("write {}", tasks_path.display()))?;
-    println!("wrote {}", config_path.display());
-    println!(
+    crate::outln!("wrote {}", config_path.display());
+    crate::outln!(
         "wrote {} (an example: two tasks, one building on the other)",
         tasks_path.display()
     );
     if let Some(name) = &detected.devcontainer {
-        println!("found the running devcontainer {name}: agents run in it (pool `devcontainer`)");
+        crate::outln!(
+            "found the running devcontainer {name}: agents run in it (pool `devcontainer`)"
+        );
     }
-    println!(
+    crate::outln!(
         "next: edit the tasks, or let an agent write them: `flocks plan --force \"<objective>\"`; then `flocks run`"
     );
     Ok(Exit::Ok)

@@ -55,9 +55,9 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
         if args.json {
             let text = serde_json::to_string_pretty(&plan.to_json())
                 .map_err(|e| Error::Other(e.to_string()))?;
-            println!("{text}");
+            crate::outln!("{text}");
         } else {
-            print!("{}", plan.render());
+            crate::output::report(&plan.render());
         }
         return Ok(Exit::Ok);
     }
@@ -70,12 +70,12 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
     };
     let lock = LandLock::acquire(&project.state_dir())?;
     let plan = land::plan(project, &args.ids)?;
-    print!("{}", plan.render());
+    crate::output::report(&plan.render());
     if !plan.has_work() {
         // Nothing to cherry-pick: no question to ask.
         let report = land::execute(project, &plan, &LandOptions::default(), &lock)?;
         record_landed(project, &report);
-        print!("{}", report.render(project.repo_dir()));
+        crate::output::report(&report.render(project.repo_dir()));
         return Ok(report.exit());
     }
     let question = if args.resolve {
@@ -87,7 +87,7 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
         format!("Land onto {}?", plan.target)
     };
     if !args.yes && !confirm(&question)? {
-        println!("Nothing was changed.");
+        crate::outln!("Nothing was changed.");
         return Ok(Exit::Ok);
     }
     let opts = LandOptions {
@@ -103,14 +103,13 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
         Some(r) => r.resolve(project, report, &opts, &lock)?,
         None => (report, None),
     };
-    print!("{}", report.render(project.repo_dir()));
+    crate::output::report(&report.render(project.repo_dir()));
     Ok(exit.unwrap_or_else(|| report.exit()))
 }
 
 /// Progress, one line at a time.
 fn say(line: &str) {
-    println!("{line}");
-    let _ = std::io::stdout().flush();
+    crate::output::report(&format!("{line}\n"));
 }
 
 /// A `landed` line in events.jsonl for each task whose work reached the target.
@@ -137,18 +136,18 @@ pub(super) fn record_landed(project: &Project, report: &land::Report) {
 
 fn undo(project: &Project, args: &LandArgs) -> Result<Exit> {
     let plan = land::plan_undo(project)?;
-    print!("{}", plan.render());
+    crate::output::report(&plan.render());
     if args.dry_run {
         return Ok(Exit::Ok);
     }
     let lock = LandLock::acquire(&project.state_dir())?;
     if !args.yes && !confirm("Undo it?")? {
-        println!("Nothing was changed.");
+        crate::outln!("Nothing was changed.");
         return Ok(Exit::Ok);
     }
     match land::undo(project, &plan, &lock)? {
         Ok(()) => {
-            println!("{} is back at {}.", plan.target, plan.to);
+            crate::outln!("{} is back at {}.", plan.target, plan.to);
             Ok(Exit::Ok)
         }
         Err(stop) => {
@@ -165,7 +164,7 @@ fn confirm(question: &str) -> Result<bool> {
             "stdin is not a terminal, so land cannot ask for confirmation: pass -y to land without asking".into(),
         ));
     }
-    print!("{question} [y/N] ");
+    crate::out!("{question} [y/N] ");
     let _ = std::io::stdout().flush();
     let mut line = String::new();
     std::io::stdin()

@@ -306,7 +306,5 @@ fn lock_error(e: Error) -> Error {
 }
 
 fn say(line: &str) {
-    use std::io::Write;
-    println!("{line}");
-    let _ = std::io::stdout().flush();
+    crate::output::report(&format!("{line}\n"));
 }

@@ -48,7 +48,7 @@ pub fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
             "log": path,
             "origin": rec.origin_commit(),
         });
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         );
@@ -64,12 +64,11 @@ pub fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     for l in &lines {
-        let _ = writeln!(out, "{l}");
+        let _ = writeln!(out, "{}", paint(args.raw, l));
     }
     let _ = out.flush();
-    drop(out);
     if args.follow {
         follow(
             project,
@@ -104,7 +103,7 @@ fn follow(
                 pos = len;
                 grew = true;
                 partial.push_str(&String::from_utf8_lossy(&buf));
-                let mut out = std::io::stdout().lock();
+                let mut out = crate::output::stdout();
                 while let Some(i) = partial.find('\n') {
                     let line: String = partial.drain(..=i).collect();
                     let line = line.trim_end_matches('\n');
@@ -112,12 +111,16 @@ fn follow(
                         let _ = writeln!(out, "{line}");
                     } else {
                         for l in crate::logview::render_line(line) {
-                            let _ = writeln!(out, "{l}");
+                            let _ = writeln!(out, "{}", paint(false, &l));
                         }
                     }
                 }
                 let _ = out.flush();
             }
+        }
+        // Nobody reads any more (`flocks logs -f x | head`).
+        if crate::output::closed() {
+            return Ok(());
         }
         if !grew {
             let state = project.store.load()?;
@@ -134,5 +137,14 @@ fn follow(
             }
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A rendered log line in colour; raw stream-json stays as it is.
+fn paint(raw: bool, line: &str) -> String {
+    if raw {
+        line.to_string()
+    } else {
+        crate::output::paint_text(line)
     }
 }

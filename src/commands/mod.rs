@@ -1,12 +1,14 @@
 //! One file per subcommand. `dispatch` maps the parsed command line to them.
 
 pub mod clean;
+pub mod completions;
 pub mod down;
 pub mod hosts;
 pub mod init;
 pub mod land;
 pub mod land_resolve;
 pub mod logs;
+pub mod man;
 pub mod plan;
 pub mod retry;
 pub mod run;
@@ -22,6 +24,7 @@ use crate::error::{Exit, Result};
 use crate::project::Project;
 
 pub fn dispatch(cli: Cli) -> Result<Exit> {
+    crate::output::set_color(cli.color);
     let project = || Project::discover(cli.config.as_deref());
     let result = match &cli.command {
         Command::Run(args) => run::run(project()?, args),
@@ -40,6 +43,8 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Shell(args) => shell::run(&project()?, args),
         Command::Up(args) => up::run(&project()?, args),
         Command::Down(args) => down::run(&project()?, args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     };
     // Multiplexing masters end with the command that started them.
     crate::backend::ssh::stop_masters();

@@ -63,7 +63,7 @@ pub struct PlanOptions {
 pub fn run(project: &Project, args: &PlanArgs) -> Result<Exit> {
     match make_plan(project, &args.objective, &args.plan)? {
         Ok(_) => {
-            println!(
+            crate::outln!(
                 "next: `flocks run{}` works the plan (`flocks sail` plans and runs in one go)",
                 match &args.plan.source.tasks {
                     Some(p) => format!(" --tasks {}", p.display()),
@@ -122,11 +122,11 @@ pub fn make_plan(
     match &report.outcome {
         Outcome::Success => {}
         Outcome::Interrupted => {
-            println!("planning interrupted; nothing saved");
+            crate::outln!("planning interrupted; nothing saved");
             return Ok(Err(Exit::Interrupted));
         }
         other => {
-            println!(
+            crate::outln!(
                 "the planning agent {}; nothing saved. Its log: {}",
                 other.describe(),
                 log.display()
@@ -155,7 +155,7 @@ pub fn make_plan(
     let mut checked = check(&kept, &text, &rules);
     if opts.edit {
         if let Err(e) = &checked {
-            println!("the plan as written has a problem: {e}");
+            crate::outln!("the plan as written has a problem: {e}");
         }
         edit(&kept)?;
         let text = std::fs::read_to_string(&kept).ctx(|| format!("read {}", kept.display()))?;
@@ -170,8 +170,8 @@ pub fn make_plan(
         source: dest.clone(),
         tasks: tasks.tasks,
     };
-    print!("{}", render_table(&tasks));
-    println!("saved to {}", dest.display());
+    crate::output::report(&render_table(&tasks));
+    crate::outln!("saved to {}", dest.display());
     Ok(Ok(tasks))
 }
 
@@ -313,7 +313,7 @@ fn run_planner(
         resume: None,
     });
     let log_path = project.log_path(id, 1);
-    println!(
+    crate::outln!(
         "planning on pool {} (log: {}; Ctrl-C to stop)",
         pool_cfg.name,
         log_path.display()
@@ -348,7 +348,7 @@ fn run_planner(
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Some(RunEvent::Activity { activity, .. }) => {
-                        println!("  plan: {}", redactor.redact(&activity));
+                        crate::outln!("  plan: {}", redactor.redact(&activity));
                     }
                     Some(RunEvent::Finished { mut report, .. }) => {
                         if interrupts > 0 && !matches!(report.outcome, Outcome::Success) {

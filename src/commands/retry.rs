@@ -21,7 +21,7 @@ pub fn run(project: Project, args: &RetryArgs) -> Result<Exit> {
     let state = project.store.load()?;
     let chosen = choose(&project, &state, &tasks, args)?;
     if chosen.is_empty() {
-        println!("nothing to retry: no task failed, timed out, stalled or was interrupted");
+        crate::outln!("nothing to retry: no task failed, timed out, stalled or was interrupted");
         return Ok(Exit::Ok);
     }
     // The retried tasks and everything that depends on them.
@@ -171,7 +171,7 @@ fn backup_and_reset(
         let name = format!("refs/flocks/backup/{id}/{attempt}");
         repo.reference(&name, tip, true, "flocks: backup before retry --fresh")
             .map_err(|e| Error::Other(format!("cannot back up {branch}: {}", e.message())))?;
-        println!(
+        crate::outln!(
             "{branch} was at {} (kept as {name}); the retry starts it over from its start \
              ({} or, for start_from = \"dependencies\", its dependencies' work)",
             &tip.to_string()[..10],

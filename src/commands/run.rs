@@ -139,10 +139,11 @@ pub fn execute(
             ));
         }
     }
+    let now = Utc::now();
     state.run = Some(RunInfo {
-        id: Utc::now().format("%Y%m%d-%H%M%S").to_string(),
+        id: next_run_id(state.run.as_ref().map(|r| r.id.as_str()), now),
         pid: std::process::id(),
-        started_at: Utc::now(),
+        started_at: now,
         ended_at: None,
         supervise: opts.supervise,
         pid_start: crate::state::process_start(std::process::id()),
@@ -188,7 +189,9 @@ pub fn execute(
                 project.state_dir().join("logs"),
             ))
         } else {
-            Box::new(crate::report::line::LineReporter::new(std::io::stdout()))
+            Box::new(crate::report::line::LineReporter::new(
+                crate::output::stdout(),
+            ))
         };
     let mut reporters: Vec<Box<dyn Reporter>> = vec![
         Box::new(crate::report::jsonl::EventsFile::open(
@@ -227,14 +230,26 @@ pub fn execute(
     });
     let summary = runtime.block_on(dispatcher.run());
     let state = store.load()?;
-    print!(
-        "{}",
-        crate::report::summary::render(&state, &ids, &log_root)
-    );
+    crate::output::report(&crate::report::summary::render(&state, &ids, &log_root));
     if let Some(why) = &summary.stopped_because {
-        println!("stopped: {why}");
+        crate::outln!("stopped: {why}");
     }
     Ok(summary.exit)
+}
+
+/// `20261130-021500`, the start time to the second; a run that starts in
+/// the same second as the previous one (runs of a project never overlap:
+/// the lock) gets `-2`, `-3`, ... so that ids stay unique.
+fn next_run_id(previous: Option<&str>, now: chrono::DateTime<Utc>) -> String {
+    let base = now.format("%Y%m%d-%H%M%S").to_string();
+    let Some(rest) = previous.and_then(|p| p.strip_prefix(base.as_str())) else {
+        return base;
+    };
+    let n = match rest.strip_prefix('-') {
+        Some(k) => k.parse::<u32>().unwrap_or(1),
+        None => 1,
+    };
+    format!("{base}-{}", n + 1)
 }
 
 /// A task's branch must not exist unless flocks created it for that task.
@@ -412,17 +427,25 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
             .map(|p| json!({"name": p.name, "backend": p.backend.kind(), "slots": p.max_worktrees}))
             .collect();
         let out = json!({"tasks": rows, "pools": pools, "max_agents": config.max_agents});
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        crate::outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(Exit::Ok);
     }
-    println!(
+    crate::outln!(
         "plan for {} task(s) from {} (nothing is run):",
         tasks.tasks.len(),
         tasks.source.display()
     );
-    println!(
-        "  {:>3}  {:<24} {:<10} {:<28} {:<12} after",
-        "#", "task", "pool", "branch", "status"
+    use crate::output::table::{Align, Table};
+    let mut table = Table::new(
+        "  ",
+        &[
+            ("#", Align::Right),
+            ("task", Align::Left),
+            ("pool", Align::Left),
+            ("branch", Align::Left),
+            ("status", Align::Left),
+            ("after", Align::Left),
+        ],
     );
     for r in &rows {
         let deps: Vec<&str> = r["depends_on"]
@@ -431,30 +454,56 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
             .flatten()
             .filter_map(|v| v.as_str())
             .collect();
-        println!(
-            "  {:>3}  {:<24} {:<10} {:<28} {:<12} {}",
-            r["order"],
-            r["id"].as_str().unwrap_or(""),
-            r["pool"].as_str().unwrap_or("(done)"),
-            r["branch"].as_str().unwrap_or(""),
-            r["status"].as_str().unwrap_or(""),
-            if deps.is_empty() {
-                "-".into()
-            } else {
-                deps.join(", ")
-            }
-        );
+        let status = r["status"].as_str().unwrap_or("");
+        table.styled_row(vec![
+            (r["order"].to_string(), None),
+            (r["id"].as_str().unwrap_or("").to_string(), None),
+            (r["pool"].as_str().unwrap_or("(done)").to_string(), None),
+            (r["branch"].as_str().unwrap_or("").to_string(), None),
+            (
+                status.to_string(),
+                Some(crate::output::paint::status_style(status)),
+            ),
+            (
+                if deps.is_empty() {
+                    "-".into()
+                } else {
+                    deps.join(", ")
+                },
+                None,
+            ),
+        ]);
     }
-    println!("worktrees: {}/<task>", config.worktrees_dir().display());
+    crate::out!("{}", table.render());
+    crate::outln!("worktrees: {}/<task>", config.worktrees_dir().display());
     let slots: Vec<String> = config
         .pools
         .iter()
         .map(|p| format!("{} {}", p.name, p.max_worktrees))
         .collect();
-    println!(
+    crate::outln!(
         "slots: {} (max_agents {})",
         slots.join(", "),
         config.max_agents
     );
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_stay_unique_within_a_second() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-30T02:15:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let first = next_run_id(None, t);
+        assert_eq!(first, "20261130-021500");
+        let second = next_run_id(Some(&first), t);
+        assert_eq!(second, "20261130-021500-2");
+        assert_eq!(next_run_id(Some(&second), t), "20261130-021500-3");
+        let later = t + chrono::Duration::seconds(1);
+        assert_eq!(next_run_id(Some(&second), later), "20261130-021501");
+    }
 }

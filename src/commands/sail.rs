@@ -37,6 +37,6 @@ pub fn run(project: Project, args: &SailArgs) -> Result<Exit> {
         no_wait: args.no_wait,
         progress: !args.no_progress,
     };
-    println!("sailing: running the plan with --supervise");
+    crate::outln!("sailing: running the plan with --supervise");
     super::run::execute(project, tasks, template, None, opts, "sail", |_, _| Ok(()))
 }

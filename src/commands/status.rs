@@ -104,15 +104,15 @@ pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
     let state = project.store.load()?;
     let view = build(project, &state);
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&view).unwrap_or_default()
         );
     } else {
-        print!(
-            "{}",
-            render(&view, project.config.stall_timeout.map(|d| d.as_secs_f64()))
-        );
+        crate::output::report(&render(
+            &view,
+            project.config.stall_timeout.map(|d| d.as_secs_f64()),
+        ));
     }
     Ok(Exit::Ok)
 }
@@ -383,12 +383,12 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
         for t in &done {
             let _ = writeln!(
                 s,
-                "  ✔ {:<24} {:<28} {} attempt(s) · {} · ${:.2}",
+                "  ✔ {:<24} {:<28} {} attempt(s) · {} · {}",
                 t.id,
                 t.branch,
                 t.attempts,
                 t.elapsed_secs.map(human_duration).unwrap_or_default(),
-                t.cost_usd
+                crate::output::units::money(t.cost_usd)
             );
             if let Some(text) = &t.result {
                 let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -408,7 +408,7 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             facts.extend(t.pool.as_ref().map(|p| format!("on {p}")));
             facts.extend(t.elapsed_secs.map(human_duration));
             if t.cost_usd > 0.0 {
-                facts.push(format!("${:.2}", t.cost_usd));
+                facts.push(crate::output::units::money(t.cost_usd));
             }
             let _ = writeln!(
                 s,
@@ -499,8 +499,11 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
     }
     let _ = writeln!(
         s,
-        "\ntotals: {} tasks · {} attempts · {} turns · ${:.2}",
-        v.totals.tasks, v.totals.attempts, v.totals.turns, v.totals.cost_usd
+        "\ntotals: {} tasks · {} attempts · {} turns · {}",
+        v.totals.tasks,
+        v.totals.attempts,
+        v.totals.turns,
+        crate::output::units::money(v.totals.cost_usd)
     );
     if !failed.is_empty() {
         let _ = writeln!(

@@ -9,7 +9,7 @@ use crate::state::ProjectLock;
 
 pub fn run(project: &Project) -> Result<Exit> {
     let Some(holder) = ProjectLock::holder(&project.state_dir()) else {
-        println!("no flocks run is going in {}", project.config.dir.display());
+        crate::outln!("no flocks run is going in {}", project.config.dir.display());
         return Ok(Exit::Ok);
     };
     if holder.pid == 0 {
@@ -19,7 +19,7 @@ pub fn run(project: &Project) -> Result<Exit> {
     }
     kill(Pid::from_raw(holder.pid as i32), Signal::SIGTERM)
         .map_err(|e| Error::Other(format!("cannot signal {}: {e}", holder.describe())))?;
-    println!(
+    crate::outln!(
         "asked {} to stop its agents gracefully; state is kept. `flocks run` continues later",
         holder.describe()
     );

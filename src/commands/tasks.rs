@@ -76,11 +76,11 @@ pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
         .filter(|r| wanted.as_deref().is_none_or(|w| r.status == w))
         .collect();
     if args.json {
-        let out = json!({ "tasks": rows, "total_cost_usd": rows.iter().map(|r| r.cost_usd).sum::<f64>() });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        let out = json!({ "tasks": rows, "total_cost_usd": crate::output::units::sum_costs(rows.iter().map(|r| r.cost_usd)) });
+        crate::outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(Exit::Ok);
     }
-    print!("{}", render(&rows));
+    crate::output::report(&render(&rows));
     Ok(Exit::Ok)
 }
 
@@ -172,11 +172,19 @@ pub fn render(rows: &[Row]) -> String {
         s.push_str("no tasks\n");
         return s;
     }
-    let _ = writeln!(
-        s,
-        "{:<24} {:<12} {:>8} {:<10} {:>8}  after",
-        "task", "status", "attempts", "pool", "cost"
+    use crate::output::table::{Align, Table};
+    let mut table = Table::new(
+        "",
+        &[
+            ("task", Align::Left),
+            ("status", Align::Left),
+            ("attempts", Align::Right),
+            ("pool", Align::Left),
+            ("cost", Align::Right),
+            ("after", Align::Left),
+        ],
     );
+    let mut details = Vec::new();
     for r in rows {
         let mut after = if r.depends_on.is_empty() {
             "-".to_string()
@@ -189,20 +197,41 @@ pub fn render(rows: &[Row]) -> String {
         if !r.in_task_file {
             after.push_str(" [not in the task file]");
         }
-        let _ = writeln!(
-            s,
-            "{:<24} {:<12} {:>8} {:<10} {:>8}  {after}",
-            r.id,
-            r.status,
-            r.attempts,
-            r.pool.as_deref().unwrap_or("-"),
-            format!("${:.2}", r.cost_usd)
-        );
-        if let Some(d) = &r.detail {
-            let _ = writeln!(s, "{:<24} └ {}", "", crate::agent::stream::one_line(d, 100));
+        table.styled_row(vec![
+            (r.id.clone(), None),
+            (
+                r.status.clone(),
+                Some(crate::output::paint::status_style(&r.status)),
+            ),
+            (r.attempts.to_string(), None),
+            (r.pool.clone().unwrap_or_else(|| "-".into()), None),
+            (crate::output::units::money(r.cost_usd), None),
+            (after, None),
+        ]);
+        details.push(r.detail.clone());
+    }
+    // A failed or blocked task's reason goes on the line under it.
+    let mut lines = table
+        .render()
+        .lines()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+        .into_iter();
+    if let Some(header) = lines.next() {
+        let _ = writeln!(s, "{header}");
+    }
+    for (line, detail) in lines.zip(details) {
+        let _ = writeln!(s, "{line}");
+        if let Some(d) = detail {
+            let _ = writeln!(s, "  └ {}", crate::agent::stream::one_line(&d, 100));
         }
     }
-    let total: f64 = rows.iter().map(|r| r.cost_usd).sum();
-    let _ = writeln!(s, "{} task(s), ${total:.2}", rows.len());
+    let total = crate::output::units::sum_costs(rows.iter().map(|r| r.cost_usd));
+    let _ = writeln!(
+        s,
+        "{} task(s), {}",
+        rows.len(),
+        crate::output::units::money(total)
+    );
     s
 }

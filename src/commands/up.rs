@@ -32,7 +32,7 @@ pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
             BackendConfig::Exedev(x) => {
                 did = true;
                 for note in runtime.block_on(exedev::up(pool, x, &mut state, &mut save))? {
-                    println!("{note}");
+                    crate::outln!("{note}");
                 }
             }
             BackendConfig::Docker(d) => {
@@ -43,14 +43,14 @@ pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
                     Up::Created(m) => {
                         did = true;
                         if let crate::state::Managed::Container { name, .. } = &m {
-                            println!("pool {}: started container {name}", pool.name);
+                            crate::outln!("pool {}: started container {name}", pool.name);
                         }
                         state.managed.push(m);
                         save(&state)?;
                     }
                     Up::Running(name) => {
                         did = true;
-                        println!("pool {}: container {name} is running", pool.name);
+                        crate::outln!("pool {}: container {name} is running", pool.name);
                     }
                     Up::NotManaged => {}
                 }
@@ -59,7 +59,7 @@ pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
         }
     }
     if !did {
-        println!(
+        crate::outln!(
             "no pool needs `flocks up` (only exedev pools, and docker pools with an image, do)"
         );
     }

@@ -230,10 +230,10 @@ pub(crate) fn resolve_from(dir: &Path, p: &Path) -> PathBuf {
 }
 
 pub(crate) fn expand_tilde(p: &Path) -> PathBuf {
-    if let Ok(rest) = p.strip_prefix("~") {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home).join(rest);
-        }
+    if let Ok(rest) = p.strip_prefix("~")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
     }
     p.to_path_buf()
 }

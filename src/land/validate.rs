@@ -203,9 +203,8 @@ fn emit(out: &Arc<Mutex<File>>, echo: bool, bytes: &[u8]) {
         let _ = f.write_all(bytes);
     }
     if echo {
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(bytes);
-        let _ = stdout.flush();
+        // Quiet on a closed pipe: validation goes on, its log has it all.
+        let _ = crate::output::stdout().write_all(bytes);
     }
 }
 

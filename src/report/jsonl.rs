@@ -36,6 +36,7 @@ pub fn to_line(event: &Event) -> Option<String> {
     }
     let mut value = serde_json::to_value(event).ok()?;
     if let Some(obj) = value.as_object_mut() {
+        round_numbers(obj);
         obj.insert(
             "ts".into(),
             chrono::Utc::now()
@@ -44,6 +45,23 @@ pub fn to_line(event: &Event) -> Option<String> {
         );
     }
     Some(format!("{value}\n"))
+}
+
+/// Costs to the micro-dollar and durations to the millisecond, so that
+/// readers never see float noise such as `0.20000000000000004`.
+fn round_numbers(obj: &mut serde_json::Map<String, serde_json::Value>) {
+    use crate::output::units::{round_cost, round_secs};
+    for (key, round) in [
+        ("cost_usd", round_cost as fn(f64) -> f64),
+        ("duration_secs", round_secs),
+        ("quiet_secs", round_secs),
+    ] {
+        if let Some(v) = obj.get_mut(key)
+            && let Some(x) = v.as_f64()
+        {
+            *v = serde_json::json!(round(x));
+        }
+    }
 }
 
 /// Append one event to an events file, for commands that are not the

@@ -18,7 +18,7 @@ impl<W: Write + Send> LineReporter<W> {
 impl<W: Write + Send> Reporter for LineReporter<W> {
     fn event(&mut self, event: &Event) {
         if let Some(line) = render(event) {
-            let _ = writeln!(self.out, "{line}");
+            let _ = writeln!(self.out, "{}", crate::output::paint_text(&line));
             let _ = self.out.flush();
         }
     }
@@ -91,7 +91,7 @@ pub fn render(event: &Event) -> Option<String> {
                 s.push_str(&format!(" · {turns} turns"));
             }
             if *cost_usd > 0.0 {
-                s.push_str(&format!(" · ${cost_usd:.2}"));
+                s.push_str(&format!(" · {}", crate::output::units::money(*cost_usd)));
             }
             if !matches!(outcome, Outcome::Success) {
                 s.push_str(&format!(" (attempt {attempt}; `flocks logs {task}`)"));

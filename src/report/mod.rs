@@ -17,14 +17,5 @@ pub trait Reporter: Send {
     fn finish(&mut self) {}
 }
 
-/// Human-readable durations: `45s`, `3m07s`, `2h05m`.
-pub fn human_duration(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    }
-}
+/// Human-readable durations: `45s`, `3m07s`, `2h05m` (one helper for all).
+pub use crate::output::units::duration as human_duration;

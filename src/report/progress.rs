@@ -123,7 +123,7 @@ impl ProgressView {
                 ..
             } => {
                 self.agents.retain(|a| a.task != *task);
-                self.cost += cost_usd;
+                self.cost = crate::output::units::sum_costs([self.cost, *cost_usd]);
                 let state = match outcome {
                     Outcome::Success => TaskState::Done,
                     Outcome::Interrupted => TaskState::Stopped,
@@ -169,7 +169,7 @@ impl ProgressView {
         if blocked > 0 {
             s.push_str(&format!(" · ⊘ {blocked} blocked"));
         }
-        s.push_str(&format!(" · ${:.2}", self.cost));
+        s.push_str(&format!(" · {}", crate::output::units::money(self.cost)));
         if let Some(until) = self.waiting_until {
             let left = (until - now).num_milliseconds() as f64 / 1000.0;
             s.push_str(&format!(
@@ -297,7 +297,7 @@ impl Reporter for ProgressReporter {
     fn event(&mut self, event: &Event) {
         let line = self.view.apply(event, Utc::now());
         if let Some(line) = line {
-            let _ = self.multi.println(line);
+            let _ = self.multi.println(crate::output::paint_text(&line));
         }
         if !matches!(event, Event::Activity { .. }) {
             self.redraw();

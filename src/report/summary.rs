@@ -50,11 +50,11 @@ pub fn render(state: &State, only: &[String], log_root: &Path) -> String {
     let mut s = String::new();
     let _ = writeln!(s);
     let total = only.len();
-    let cost: f64 = only
-        .iter()
-        .filter_map(|id| state.task(id))
-        .map(TaskRecord::cost)
-        .sum();
+    let cost = crate::output::units::sum_costs(
+        only.iter()
+            .filter_map(|id| state.task(id))
+            .map(TaskRecord::cost),
+    );
     let turns: u64 = only
         .iter()
         .filter_map(|id| state.task(id))
@@ -62,11 +62,12 @@ pub fn render(state: &State, only: &[String], log_root: &Path) -> String {
         .sum();
     let _ = writeln!(
         s,
-        "{} of {total} tasks succeeded · {} failed · {} blocked · {} not run · {turns} turns · ${cost:.2}",
+        "{} of {total} tasks succeeded · {} failed · {} blocked · {} not run · {turns} turns · {}",
         g.done.len(),
         g.failed.len(),
         g.blocked.len(),
-        g.pending.len()
+        g.pending.len(),
+        crate::output::units::money(cost)
     );
     if !g.done.is_empty() {
         let _ = writeln!(s, "\nsucceeded:");

@@ -158,7 +158,7 @@ pub async fn run_attempt(
             },
             _ = sleep_until(deadline), if ended_by == EndedBy::Exited => {
                 ended_by = EndedBy::TimedOut;
-                sink.note(&format!("agent_timeout_secs reached after {:.0}s: stopping the agent", started.elapsed().as_secs_f64()));
+                sink.note(&format!("agent_timeout_secs reached after {}: stopping the agent", crate::report::human_duration(started.elapsed().as_secs_f64())));
                 running.control.terminate().await;
                 escalate_at = tokio::time::Instant::now() + job.grace + Duration::from_secs(5);
             }

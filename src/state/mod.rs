@@ -434,7 +434,7 @@ impl TaskRecord {
     }
 
     pub fn cost(&self) -> f64 {
-        self.attempts.iter().map(Attempt::cost).sum()
+        crate::output::units::sum_costs(self.attempts.iter().map(Attempt::cost))
     }
 
     pub fn turns(&self) -> u64 {
@@ -492,7 +492,7 @@ impl State {
     }
 
     pub fn total_cost(&self) -> f64 {
-        self.tasks.iter().map(TaskRecord::cost).sum()
+        crate::output::units::sum_costs(self.tasks.iter().map(TaskRecord::cost))
     }
 }
 

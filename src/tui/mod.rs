@@ -70,14 +70,29 @@ fn io_err(e: std::io::Error) -> Error {
     }
 }
 
+/// Take the colours out of a drawn frame, keeping bold, reverse and the rest.
+pub(crate) fn uncolour(buf: &mut ratatui::buffer::Buffer) {
+    for cell in buf.content.iter_mut() {
+        cell.set_fg(ratatui::style::Color::Reset)
+            .set_bg(ratatui::style::Color::Reset);
+    }
+}
+
 fn event_loop(
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
     app: &mut App,
     source: &mut app::Source,
 ) -> std::io::Result<()> {
     let mut next_refresh = Instant::now() + REFRESH;
+    // `--color never` and NO_COLOR hold here too: bold and reverse stay.
+    let colour = crate::output::colour();
     loop {
-        terminal.draw(|f| draw(f, app, Utc::now()))?;
+        terminal.draw(|f| {
+            draw(f, app, Utc::now());
+            if !colour {
+                uncolour(f.buffer_mut());
+            }
+        })?;
         // Debug builds only: lets the tests check the terminal after a panic.
         #[cfg(debug_assertions)]
         if std::env::var_os("FLOCKS_TUI_TEST_PANIC").is_some() {

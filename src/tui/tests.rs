@@ -309,3 +309,36 @@ fn no_run_yet() {
     let text = render(&app, t(0), 80, 12);
     assert!(text.contains("no run yet"), "{text}");
 }
+
+/// `--color never` / NO_COLOR: the dashboard keeps its text and emphasis,
+/// and loses its colours.
+#[test]
+fn without_colour_the_dashboard_keeps_its_text() {
+    use ratatui::style::{Color, Modifier};
+    let app = app();
+    let mut term = Terminal::new(TestBackend::new(110, 34)).unwrap();
+    term.draw(|f| draw(f, &app, t(2))).unwrap();
+    let coloured = term.backend().buffer().clone();
+    assert!(coloured.content.iter().any(|c| c.fg != Color::Reset));
+    term.draw(|f| {
+        draw(f, &app, t(2));
+        super::uncolour(f.buffer_mut());
+    })
+    .unwrap();
+    let plain = term.backend().buffer().clone();
+    assert!(
+        plain
+            .content
+            .iter()
+            .all(|c| c.fg == Color::Reset && c.bg == Color::Reset)
+    );
+    let text =
+        |b: &ratatui::buffer::Buffer| b.content.iter().map(|c| c.symbol()).collect::<String>();
+    assert_eq!(text(&coloured), text(&plain));
+    assert!(
+        plain
+            .content
+            .iter()
+            .any(|c| c.modifier.contains(Modifier::BOLD))
+    );
+}

@@ -138,8 +138,9 @@ fn counts(app: &App) -> Line<'static> {
         ));
     }
     spans.push(Span::raw(format!(
-        " · {} turns · ${:.2}",
-        tot.turns, tot.cost_usd
+        " · {} turns · {}",
+        tot.turns,
+        crate::output::units::money(tot.cost_usd)
     )));
     Line::from(spans)
 }
@@ -208,7 +209,11 @@ fn what(app: &App, t: &TaskView, age: f64) -> (String, Style) {
         }
         Group::Queued => (String::new(), Style::new()),
         Group::Done => (
-            format!("{} attempt(s) · ${:.2}", t.attempts, t.cost_usd),
+            format!(
+                "{} attempt(s) · {}",
+                t.attempts,
+                crate::output::units::money(t.cost_usd)
+            ),
             Style::new().add_modifier(Modifier::DIM),
         ),
     }
@@ -364,7 +369,7 @@ fn draw_events(f: &mut Frame, app: &App, area: Rect) {
                     cost_usd,
                     ..
                 } => format!(
-                    "■ run finished: {succeeded} succeeded · {failed} failed · {blocked} blocked · {pending} not run · ${cost_usd:.2}"
+                    "■ run finished: {succeeded} succeeded · {failed} failed · {blocked} blocked · {pending} not run · {}", crate::output::units::money(*cost_usd)
                 ),
                 other => crate::report::line::render(other).unwrap_or_default(),
             };

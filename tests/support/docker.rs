@@ -18,21 +18,28 @@ const KEEP_ALIVE: &str =
     "echo Container started\ntrap \"exit 0\" 15\nexec \"$@\"\nwhile sleep 1 & wait $!; do :; done";
 
 /// Docker is there and the test image is built (once per test binary).
-/// Without an engine the tests fail, unless FLOCKS_SKIP_DOCKER_TESTS=1.
+/// Without an engine the tests fail, saying how to get one or how to leave
+/// them out (`--profile skip-docker`). Returns true (kept as a bool so that
+/// `if !ready() { return; }` call sites read as before; it never returns
+/// false).
 pub fn ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
         let info = Command::new("docker").arg("info").output();
-        if !info.is_ok_and(|o| o.status.success()) {
-            if std::env::var("FLOCKS_SKIP_DOCKER_TESTS").as_deref() == Ok("1") {
-                eprintln!("no Docker Engine: skipping (FLOCKS_SKIP_DOCKER_TESTS=1)");
-                return false;
-            }
-            panic!("no Docker Engine answers `docker info`: run .ci/ensure-docker.sh, or set FLOCKS_SKIP_DOCKER_TESTS=1");
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/docker/make-test-image.sh");
+        super::support::require(
+            "a Docker Engine (`docker info` did not answer)",
+            info.is_ok_and(|o| o.status.success()),
+            "start or install one with .ci/ensure-docker.sh",
+            Some("skip-docker"),
+        );
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/docker/make-test-image.sh");
         let out = Command::new("bash").arg(script).output().unwrap();
-        assert!(out.status.success(), "make-test-image.sh: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "make-test-image.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         true
     })
 }

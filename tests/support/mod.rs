@@ -16,6 +16,46 @@ pub fn fake_claude() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake-claude")
 }
 
+/// A test whose prerequisite is missing fails, saying how to get it (and,
+/// for the optional ones, which nextest profile leaves such tests out, so
+/// that the summary counts them as skipped). A test never passes without
+/// running what it claims.
+pub fn require(what: &str, found: bool, how: &str, skip_profile: Option<&str>) {
+    if found {
+        return;
+    }
+    let opt_out = match skip_profile {
+        Some(p) => format!(
+            "; or leave these tests out explicitly: cargo nextest run --profile {p} (see README, \"Tests\")"
+        ),
+        None => String::new(),
+    };
+    panic!("this test needs {what}: {how}{opt_out}");
+}
+
+/// Whether `program` is on PATH.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            std::fs::metadata(d.join(program)).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            })
+        })
+    })
+}
+
+/// The fake agent is a python3 script.
+pub fn require_python3() {
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    require(
+        "python3 (the fake agent, tests/support/fake-claude, is a python3 script)",
+        *FOUND.get_or_init(|| on_path("python3")),
+        "install it with .ci/ensure-tools.sh (apt-get install python3)",
+        None,
+    );
+}
+
 pub struct TestProject {
     pub tmp: tempfile::TempDir,
     pub repo: PathBuf,
@@ -27,6 +67,7 @@ pub struct TestProject {
 impl TestProject {
     /// A repo with one commit on main and a flocks.toml with `extra` appended.
     pub fn new(extra: &str) -> TestProject {
+        require_python3();
         let tmp = tempfile::tempdir().unwrap();
         let repo = tmp.path().join("repo");
         let out = tmp.path().join("out");
@@ -91,6 +132,10 @@ impl TestProject {
             "ANTHROPIC_API_KEY",
             "ANTHROPIC_AUTH_TOKEN",
             "CLAUDE_CODE_OAUTH_TOKEN",
+            // Colour follows the test, not the environment it runs in.
+            "NO_COLOR",
+            "CLICOLOR",
+            "CLICOLOR_FORCE",
         ] {
             c.env_remove(v);
         }

@@ -28,7 +28,7 @@ impl Dispatcher {
             .as_ref()
             .and_then(|r| r.num_turns)
             .unwrap_or(0);
-        self.run_cost += cost;
+        self.run_cost = crate::output::units::sum_costs([self.run_cost, cost]);
 
         // A resume the agent could not find: start fresh, without counting it.
         let resumed = self
@@ -197,7 +197,10 @@ impl Dispatcher {
                 let until = now + chrono::Duration::seconds(secs as i64);
                 self.state.backoff_until = Some(until);
                 self.emit(Event::Notice {
-                    message: format!("the API is overloaded (529): pausing new agents for {secs}s"),
+                    message: format!(
+                        "the API is overloaded (529): pausing new agents for {}",
+                        crate::report::human_duration(secs as f64)
+                    ),
                 });
             }
             Outcome::HostLost { reason } => {
@@ -220,9 +223,9 @@ impl Dispatcher {
 
         if self.quick_failures >= BREAKER_LIMIT && self.stopped_because.is_none() {
             let reason = format!(
-                "dispatch stopped: {} attempts in a row failed within {}s of starting; the last one {}",
+                "dispatch stopped: {} attempts in a row failed within {} of starting; the last one {}",
                 self.quick_failures,
-                QUICK_FAILURE.as_secs(),
+                crate::report::human_duration(QUICK_FAILURE.as_secs_f64()),
                 outcome.describe()
             );
             self.emit(Event::Notice {
@@ -235,8 +238,8 @@ impl Dispatcher {
             && self.stopped_because.is_none()
         {
             let reason = format!(
-                "the run has cost ${:.2}, reaching max_cost_usd = {limit}: no new agents start; running ones finish",
-                self.run_cost
+                "the run has cost {}, reaching max_cost_usd = {limit}: no new agents start; running ones finish",
+                crate::output::units::money(self.run_cost)
             );
             self.emit(Event::Notice {
                 message: reason.clone(),

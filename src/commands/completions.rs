@@ -1,0 +1,23 @@
+//! `flocks completions <shell>`: a completion script generated from the
+//! command-line definition, so it never falls behind it.
+
+use clap_complete::Shell;
+
+use crate::error::{Error, Exit, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell
+    #[arg(value_name = "SHELL")]
+    pub shell: Shell,
+}
+
+pub fn run(args: &CompletionsArgs) -> Result<Exit> {
+    let mut cmd = crate::help::command();
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "flocks", &mut script);
+    let text = String::from_utf8(script)
+        .map_err(|e| Error::Other(format!("the completion script is not UTF-8: {e}")))?;
+    crate::out!("{text}");
+    Ok(Exit::Ok)
+}

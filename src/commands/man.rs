@@ -1,0 +1,82 @@
+//! `flocks man`: the manual page, generated from the command-line definition
+//! (clap_mangen): `flocks.1` on stdout, or `--dir DIR` for `flocks.1` and one
+//! `flocks-<command>.1` per command, ready for a `man1` directory.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Exit, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct ManArgs {
+    /// Write flocks.1 and flocks-<command>.1 into this directory (e.g. ~/.local/share/man/man1)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+pub fn run(args: &ManArgs) -> Result<Exit> {
+    let cmd = crate::help::command();
+    match &args.dir {
+        None => {
+            crate::out!("{}", render(&cmd)?);
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+            let mut written = vec![write_page(dir, "flocks", &cmd)?];
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let name = format!("flocks-{}", sub.get_name());
+                let sub = sub
+                    .clone()
+                    .name(name.clone())
+                    .bin_name(name.replacen('-', " ", 1));
+                written.push(write_page(dir, &name, &sub)?);
+            }
+            for p in written {
+                crate::outln!("wrote {}", p.display());
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// The page clap_mangen renders, with the command's examples in an EXAMPLES
+/// section (before VERSION) instead of its plain-text `--help` tail.
+fn render(cmd: &clap::Command) -> Result<String> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone().after_help(None::<&str>))
+        .render(&mut page)
+        .map_err(|e| Error::Other(format!("cannot render the man page: {e}")))?;
+    let mut page = String::from_utf8(page)
+        .map_err(|e| Error::Other(format!("the man page is not UTF-8: {e}")))?;
+    let key = cmd
+        .get_name()
+        .strip_prefix("flocks-")
+        .unwrap_or(cmd.get_name());
+    if let Some(list) = crate::help::example_list(key) {
+        let mut roff = roff::Roff::new();
+        roff.control("SH", ["EXAMPLES"]);
+        for (line, what) in list {
+            roff.control("TP", []);
+            roff.text([roff::bold(*line)]);
+            roff.text([roff::roman(*what)]);
+        }
+        let section = roff.to_roff();
+        match page.find("\n.SH VERSION") {
+            Some(i) => page.insert_str(i + 1, &section),
+            None => page.push_str(&section),
+        }
+    }
+    Ok(page)
+}
+
+fn write_page(dir: &Path, name: &str, cmd: &clap::Command) -> Result<PathBuf> {
+    let path = dir.join(format!("{name}.1"));
+    std::fs::write(&path, render(cmd)?).map_err(|e| io_error(&path, e))?;
+    Ok(path)
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        context: format!("write {}", path.display()),
+        source,
+    }
+}

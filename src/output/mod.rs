@@ -1,0 +1,114 @@
+//! Standard output for people and pipes: colour that follows `--color`,
+//! `NO_COLOR` and `CLICOLOR_FORCE` (through anstream), and a closed pipe
+//! that ends printing quietly instead of panicking.
+//!
+//! Why not restore the default SIGPIPE: `flocks run` and `land` print while
+//! they work; a SIGPIPE would kill them mid-way, between two state
+//! transitions or two cherry-picks. Rust ignores SIGPIPE, so a write to a
+//! closed pipe fails with `BrokenPipe`: the writer here remembers it and
+//! drops all later output, the command goes on to a consistent end (a run
+//! persists its state and finishes its agents), and nothing is printed about
+//! it. Loops that only print (`logs -f`) stop when [`closed`] says so.
+
+pub mod paint;
+pub mod table;
+pub mod units;
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use paint::{paint, paint_text};
+
+static CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// `--color`: apply the user's choice to everything flocks prints.
+pub fn set_color(choice: clap::ColorChoice) {
+    let choice = match choice {
+        clap::ColorChoice::Auto => anstream::ColorChoice::Auto,
+        clap::ColorChoice::Always => anstream::ColorChoice::Always,
+        clap::ColorChoice::Never => anstream::ColorChoice::Never,
+    };
+    choice.write_global();
+}
+
+/// Whether styled text reaches standard output as colour.
+pub fn colour() -> bool {
+    anstream::AutoStream::choice(&io::stdout()) != anstream::ColorChoice::Never
+}
+
+/// Whether the reader of standard output went away.
+pub fn closed() -> bool {
+    CLOSED.load(Ordering::Relaxed)
+}
+
+/// Standard output as a writer: styles are kept or stripped as the colour
+/// choice says; a closed pipe turns every write into a quiet no-op.
+pub struct Stdout;
+
+pub fn stdout() -> Stdout {
+    Stdout
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if closed() {
+            return Ok(());
+        }
+        let mut out = anstream::stdout().lock();
+        match out.write_all(buf).and_then(|()| out.flush()) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                CLOSED.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if closed() {
+            return Ok(());
+        }
+        match io::stdout().flush() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                CLOSED.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+/// Print formatted text; other write errors (a full disk) are not the
+/// command's failure either, as with `print!` they would be a panic.
+pub fn print_fmt(args: std::fmt::Arguments<'_>) {
+    let _ = stdout().write_all(args.to_string().as_bytes());
+}
+
+/// Print a report (status, summary, land), coloured by [`paint`].
+pub fn report(text: &str) {
+    print_fmt(format_args!("{}", paint_text(text)));
+}
+
+/// `print!` through [`stdout`]: quiet on a closed pipe.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::print_fmt(format_args!($($arg)*))
+    };
+}
+
+/// `println!` through [`stdout`]: quiet on a closed pipe.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::print_fmt(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::print_fmt(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}

@@ -1,0 +1,91 @@
+//! Money and time as people read them, the same way everywhere: `$0.42`
+//! (never `$-0.00`), `45s`, `3m07s`, `2h05m`; and the rounding applied to
+//! costs and durations before they are stored or emitted, so that
+//! events.jsonl never shows `0.20000000000000004`.
+
+/// Costs are kept to the micro-dollar: finer than any price, coarse enough
+/// to drop float noise.
+const COST_DECIMALS: i32 = 6;
+/// Durations are kept to the millisecond.
+const DURATION_DECIMALS: i32 = 3;
+
+fn round_to(x: f64, decimals: i32) -> f64 {
+    if !x.is_finite() {
+        return 0.0;
+    }
+    let f = 10f64.powi(decimals);
+    let r = (x * f).round() / f;
+    // -0.0 (an empty float sum is -0.0) reads as a minus sign.
+    if r == 0.0 { 0.0 } else { r }
+}
+
+/// A cost in dollars, rounded to the micro-dollar, never `-0`.
+pub fn round_cost(usd: f64) -> f64 {
+    round_to(usd, COST_DECIMALS)
+}
+
+/// A duration in seconds, rounded to the millisecond, never negative.
+pub fn round_secs(secs: f64) -> f64 {
+    round_to(secs.max(0.0), DURATION_DECIMALS)
+}
+
+/// The sum of costs, rounded: `0.1 + 0.1 + 0.1` is `0.3`, nothing is `0.0`.
+pub fn sum_costs(costs: impl IntoIterator<Item = f64>) -> f64 {
+    round_cost(costs.into_iter().fold(0.0, |a, b| a + b))
+}
+
+/// `$0.42`: dollars with cents; a cost that is not zero but under a cent
+/// shows as `<$0.01`, so that it never looks free.
+pub fn money(usd: f64) -> String {
+    let usd = round_cost(usd).max(0.0);
+    if usd > 0.0 && usd < 0.005 {
+        return "<$0.01".into();
+    }
+    format!("${usd:.2}")
+}
+
+/// `45s`, `3m07s`, `2h05m`: whole seconds, rounded to the nearest.
+pub fn duration(secs: f64) -> String {
+    let s = if secs.is_finite() {
+        secs.max(0.0).round() as u64
+    } else {
+        0
+    };
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_never_shows_minus_zero_or_noise() {
+        let empty: [f64; 0] = [];
+        assert_eq!(money(empty.iter().sum::<f64>()), "$0.00");
+        assert_eq!(money(sum_costs(empty)), "$0.00");
+        assert_eq!(money(-0.0), "$0.00");
+        assert_eq!(money(0.004), "<$0.01");
+        assert_eq!(money(1.005_1), "$1.01");
+        assert_eq!(sum_costs([0.1, 0.1]), 0.2);
+        assert_eq!(sum_costs([0.1, 0.2]).to_string(), "0.3");
+        assert_eq!(round_cost(-0.0).to_string(), "0");
+        assert_eq!(round_secs(-0.2), 0.0);
+        assert_eq!(round_secs(1.234_56), 1.235);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(-0.4), "0s");
+        assert_eq!(duration(0.5), "1s");
+        assert_eq!(duration(59.4), "59s");
+        assert_eq!(duration(187.0), "3m07s");
+        assert_eq!(duration(7500.0), "2h05m");
+        assert_eq!(duration(f64::NAN), "0s");
+    }
+}
