@@ -29,6 +29,8 @@ pub enum Command {
     Top,
     /// Show one task's agent output
     Logs(LogsArgs),
+    /// Show a task's change (what `land` would apply) through your pager
+    Diff(crate::commands::diff::DiffArgs),
     /// Run failed, timed-out, stalled or interrupted tasks again
     Retry(RetryArgs),
     /// Ask the running dispatcher to stop its agents gracefully (state is kept)

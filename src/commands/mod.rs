@@ -1,6 +1,7 @@
 //! One file per subcommand. `dispatch` maps the parsed command line to them.
 
 pub mod clean;
+pub mod diff;
 pub mod down;
 pub mod hosts;
 pub mod init;
@@ -28,6 +29,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Status(args) => status::run(&project()?, args),
         Command::Top => crate::tui::run(&project()?),
         Command::Logs(args) => logs::run(&project()?, args),
+        Command::Diff(args) => diff::run(&project()?, args),
         Command::Retry(args) => retry::run(project()?, args),
         Command::Stop => stop::run(&project()?),
         Command::Land(args) => land::run(&project()?, args),

@@ -5,6 +5,7 @@
 
 mod command;
 mod parse;
+mod toml_error;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -185,7 +186,7 @@ impl Config {
             }
             None => find_upwards(start).ok_or_else(|| {
                 Error::Usage(format!(
-                    "no {FILE_NAME} found in {} or any parent directory: create one (see flocks.toml.example) or pass --config PATH",
+                    "no {FILE_NAME} found in {} or any parent directory: run `flocks init` at the top of your repository to write one, or pass --config PATH",
                     start.display()
                 ))
             })?,
