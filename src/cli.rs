@@ -45,7 +45,7 @@ pub enum Command {
     Sail(crate::commands::sail::SailArgs),
     /// List the tasks with status, attempts, pool, dependencies and cost
     Tasks(crate::commands::tasks::TasksArgs),
-    /// Write a commented flocks.toml and an example tasks.jsonl for this repository
+    /// Write a commented flocks.toml (at --config PATH if given) and an example tasks.jsonl beside it
     Init,
     /// Check the hosts of ssh and exedev pools
     Hosts(HostsArgs),

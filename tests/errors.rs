@@ -141,7 +141,11 @@ fn repo_without_commit() -> (tempfile::TempDir, std::path::PathBuf) {
         format!("[agent]\ncommand = \"{}\"\n", fake_claude().display()),
     )
     .unwrap();
-    std::fs::write(repo.join("tasks.jsonl"), "{\"id\":\"a\",\"prompt\":\"x\"}\n").unwrap();
+    std::fs::write(
+        repo.join("tasks.jsonl"),
+        "{\"id\":\"a\",\"prompt\":\"x\"}\n",
+    )
+    .unwrap();
     (tmp, repo)
 }
 
@@ -168,7 +172,11 @@ fn dry_run_checks_the_base_as_a_real_run_does() {
         "`nope` names no commit in {}: check [workspace] base / land_target",
         p.path(".git/").display()
     );
-    for args in [&["run"][..], &["run", "--dry-run"], &["run", "--dry-run", "--json"]] {
+    for args in [
+        &["run"][..],
+        &["run", "--dry-run"],
+        &["run", "--dry-run", "--json"],
+    ] {
         assert_usage(&p.flocks(args), &message);
     }
     assert!(!p.path(".flocks").exists());
@@ -267,7 +275,10 @@ fn a_dirty_checkout_is_refused_once_before_the_task_list_with_exit_4() {
     assert_eq!(stdout(&out), "", "no task list before the refusal");
     assert_eq!(code(&out), 4);
     assert_eq!(p.git(&["rev-parse", "main"]), before);
-    assert_eq!(std::fs::read_to_string(p.path("README.md")).unwrap(), "my edit\n");
+    assert_eq!(
+        std::fs::read_to_string(p.path("README.md")).unwrap(),
+        "my edit\n"
+    );
 
     // After a land, its undo is refused the same way.
     p.git(&["checkout", "README.md"]);
@@ -349,7 +360,9 @@ fn landed_tasks_show_as_landed_and_are_not_suggested_for_land() {
     );
     let tasks = stdout(&p.flocks(&["tasks"]));
     assert!(
-        tasks.lines().any(|l| l.starts_with("a ") && l.contains(" landed ")),
+        tasks
+            .lines()
+            .any(|l| l.starts_with("a ") && l.contains(" landed ")),
         "{tasks}"
     );
     let only = stdout(&p.flocks(&["tasks", "--status", "landed"]));
@@ -375,4 +388,97 @@ fn landed_tasks_show_as_landed_and_are_not_suggested_for_land() {
     assert_eq!(code(&p.flocks(&["land", "--undo", "-y"])), 0);
     assert_eq!(status_json(&p, "b"), "succeeded");
     assert_eq!(status_json(&p, "a"), "landed");
+}
+
+#[test]
+fn stop_says_it_asked_and_the_run_says_who_asked() {
+    let p = TestProject::new("");
+    let out = p.flocks(&["stop"]);
+    assert_eq!(
+        stdout(&out),
+        format!("no flocks run is going in {}\n", p.repo.display())
+    );
+    assert_eq!(code(&out), 0);
+
+    p.tasks(&[json!({"id": "slow", "prompt": "@fake sleep 60"})]);
+    let run = p.spawn(&["run", "--no-progress"]);
+    wait_for(30, "the task to run", || {
+        p.path(".flocks/state.json").exists() && p.status_of("slow") == "running"
+    });
+    let out = p.flocks(&["stop"]);
+    let said = stdout(&out);
+    assert!(
+        said.starts_with(&format!("asked `flocks run` (pid {}, started ", run.id())),
+        "{said}"
+    );
+    assert!(
+        said.ends_with(
+            ") to stop its agents gracefully; state is kept. `flocks run` continues later\n"
+        ),
+        "{said}"
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = run.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(
+        t.contains(
+            "note: stopping: asked by `flocks stop`; 1 running agent(s) get SIGTERM, then SIGKILL after 1s\n"
+        ),
+        "{t}"
+    );
+    assert!(!t.contains("Ctrl-C"), "{t}");
+    assert_eq!(code(&out), 130, "{t}");
+    assert_eq!(p.status_of("slow"), "interrupted");
+}
+
+#[test]
+fn init_with_config_writes_that_path_and_nothing_else() {
+    let p = TestProject::new("");
+    std::fs::remove_file(p.path("flocks.toml")).unwrap();
+    let out = p.flocks(&["init", "--config", "ci/fleet.toml"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let config = p.path("ci/fleet.toml");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "wrote {}\nwrote {} (an example: two tasks, one building on the other)\nnext: edit the tasks, or let an agent write them: `flocks --config {c} plan --force \"<objective>\"`; then `flocks --config {c} run`\n",
+            config.display(),
+            p.path("ci/tasks.jsonl").display(),
+            c = config.display()
+        )
+    );
+    assert!(!p.path("flocks.toml").exists(), "flocks.toml was written");
+    assert!(!p.path("tasks.jsonl").exists());
+    // The config finds the repository and its tasks from where it is.
+    let text_cfg = std::fs::read_to_string(&config).unwrap();
+    assert!(text_cfg.contains("\nrepo = \"..\" "), "{text_cfg}");
+    let fake = fake_claude().display().to_string();
+    std::fs::write(
+        &config,
+        text_cfg.replace("command = \"claude\"", &format!("command = \"{fake}\"")),
+    )
+    .unwrap();
+    let out = p.flocks(&["--config", "ci/fleet.toml", "run", "--dry-run", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["tasks"][0]["id"], "example-layout");
+    assert_eq!(
+        plan["tasks"][0]["worktree"],
+        p.path(".worktrees/example-layout").display().to_string()
+    );
+
+    // Never over an existing file; a directory is refused with the fix.
+    let out = p.flocks(&["init", "--config", "ci/fleet.toml"]);
+    assert_usage(
+        &out,
+        &format!(
+            "{} already exists: flocks init does not overwrite it (move it away to start over)",
+            config.display()
+        ),
+    );
+    let out = p.flocks(&["init", "--config", "ci"]);
+    assert_usage(
+        &out,
+        "--config ci names a directory: give the path of the file to write, e.g. ci/flocks.toml",
+    );
 }

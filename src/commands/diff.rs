@@ -58,7 +58,11 @@ pub fn run(project: &Project, args: &DiffArgs) -> Result<Exit> {
             let Some(pipe) = pager_child.stdin.take() else {
                 return Err(Error::Other("the pager has no stdin".into()));
             };
-            let status = git.stdout(pipe).status();
+            git.stdout(pipe);
+            let status = git.status();
+            // The command holds the pipe's write end: the pager sees the end
+            // of the diff only once it is dropped.
+            drop(git);
             let _ = pager_child.wait();
             status.map_err(|e| Error::Other(format!("cannot run git: {e}")))?
         }

@@ -37,7 +37,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Plan(args) => plan::run(&project()?, args),
         Command::Sail(args) => sail::run(project()?, args),
         Command::Tasks(args) => tasks::run(&project()?, args),
-        Command::Init => init::run(),
+        Command::Init => init::run(cli.config.as_deref()),
         Command::Hosts(args) => hosts::run(&project()?, args),
         Command::Shell(args) => shell::run(&project()?, args),
         Command::Up(args) => up::run(&project()?, args),

@@ -59,7 +59,10 @@ pub fn resolve_commit(repo: &Repository, rev: &str) -> Result<Oid> {
 /// first commit (whatever its initial branch is called).
 fn has_no_commit(repo: &Repository) -> bool {
     let unborn = matches!(repo.head(), Err(e) if e.code() == git2::ErrorCode::UnbornBranch);
-    unborn && repo.references().is_ok_and(|mut refs| refs.next().is_none())
+    unborn
+        && repo
+            .references()
+            .is_ok_and(|mut refs| refs.next().is_none())
 }
 
 /// The repo's configured identity, or flocks' fallback.
