@@ -51,9 +51,19 @@ pub enum Command {
     Hosts(HostsArgs),
     /// Open an interactive shell in a task's worktree, wherever it runs
     Shell(ShellArgs),
-    /// Create what pools need before a run (exe.dev VMs)
+    /// Create what pools need before a run: exe.dev VMs, docker containers
+    ///
+    /// For an exedev pool: its `count` VMs, through the exe.dev lobby. For a
+    /// docker pool with an `image` (or whose repository's
+    /// .devcontainer/devcontainer.json names one): its container, with the
+    /// repository mounted, unless it runs already. Local and ssh pools need
+    /// nothing. What is created is recorded in .flocks/state.json.
     Up(UpArgs),
-    /// Remove what `flocks up` created, and only that
+    /// Remove what `flocks up` created, and only that: exe.dev VMs, docker containers
+    ///
+    /// Removes the exe.dev VMs and the docker containers that `flocks up`
+    /// recorded in .flocks/state.json; a container or VM that flocks did not
+    /// create (a running devcontainer you named with `container`) is left alone.
     Down(DownArgs),
 }
 

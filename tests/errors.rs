@@ -482,3 +482,43 @@ fn init_with_config_writes_that_path_and_nothing_else() {
         "--config ci names a directory: give the path of the file to write, e.g. ci/flocks.toml",
     );
 }
+
+#[test]
+fn up_and_down_say_what_they_do_for_docker_pools_and_exe_dev() {
+    let p = TestProject::new("");
+    let help = stdout(&p.flocks(&["--help"]));
+    assert!(
+        help.contains(
+            "  up      Create what pools need before a run: exe.dev VMs, docker containers\n"
+        ),
+        "{help}"
+    );
+    assert!(
+        help.contains(
+            "  down    Remove what `flocks up` created, and only that: exe.dev VMs, docker containers\n"
+        ),
+        "{help}"
+    );
+    for (cmd, words) in [
+        (
+            "up",
+            &["For an exedev pool", "For a docker pool with an `image`"][..],
+        ),
+        (
+            "down",
+            &["the docker containers that `flocks up`", "left alone"],
+        ),
+    ] {
+        let out = p.flocks(&[cmd, "--help"]);
+        assert_eq!(code(&out), 0);
+        for w in words {
+            assert!(stdout(&out).contains(w), "{cmd}: {w}: {}", stdout(&out));
+        }
+    }
+    let out = p.flocks(&["up"]);
+    assert_eq!(
+        stdout(&out),
+        "no pool needs `flocks up` (only exedev pools, and docker pools with an image, do)\n"
+    );
+    assert_eq!(code(&out), 0);
+}
