@@ -169,8 +169,8 @@ fn dry_run_checks_the_base_as_a_real_run_does() {
     let p = TestProject::new("[workspace]\nbase = \"nope\"\nland_target = \"main\"\n");
     p.tasks(&[json!({"id": "a", "prompt": "x"})]);
     let message = format!(
-        "`nope` names no commit in {}: check [workspace] base / land_target",
-        p.path(".git/").display()
+        "`nope` names no commit in {}: set [workspace] base in flocks.toml to a branch, tag or commit there (`git branch` lists the branches)",
+        p.repo.display()
     );
     for args in [
         &["run"][..],
@@ -521,4 +521,33 @@ fn up_and_down_say_what_they_do_for_docker_pools_and_exe_dev() {
         "no pool needs `flocks up` (only exedev pools, and docker pools with an image, do)\n"
     );
     assert_eq!(code(&out), 0);
+}
+
+#[test]
+fn first_steps_errors_say_what_to_do_next() {
+    let p = TestProject::new("");
+    p.tasks(&[json!({"id": "a", "prompt": "x"})]);
+    assert_usage(
+        &p.flocks(&["logs", "a"]),
+        "no task `a` has run in this project yet, so there is no log: `flocks run` runs the tasks",
+    );
+    assert_usage(
+        &p.flocks(&["retry", "ghost"]),
+        &format!(
+            "no task `ghost` in {}: `flocks tasks` lists the tasks",
+            p.path("tasks.jsonl").display()
+        ),
+    );
+    assert_usage(
+        &p.flocks(&["up", "--pool", "gpu"]),
+        "no pool named `gpu` in flocks.toml: the pools are local",
+    );
+    assert_usage(
+        &p.flocks(&["down", "--pool", "gpu"]),
+        "no pool named `gpu` in flocks.toml: the pools are local",
+    );
+    assert_usage(
+        &p.flocks(&["diff", "a"]),
+        "no task `a` in the run state: see `flocks status` for the task ids",
+    );
 }

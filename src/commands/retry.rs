@@ -116,7 +116,7 @@ fn choose(state: &State, tasks: &TaskSet, args: &RetryArgs) -> Result<Vec<String
     for id in &args.ids {
         if tasks.get(id).is_none() {
             return Err(Error::Usage(format!(
-                "no task `{id}` in {}",
+                "no task `{id}` in {}: `flocks tasks` lists the tasks",
                 tasks.source.display()
             )));
         }

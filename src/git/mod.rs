@@ -48,8 +48,12 @@ pub fn resolve_commit(repo: &Repository, rev: &str) -> Result<Oid> {
             ));
         }
         Error::Usage(format!(
-            "`{rev}` names no commit in {}: check [workspace] base / land_target",
-            repo.path().display()
+            "`{rev}` names no commit in {}: set [workspace] base in flocks.toml to a branch, tag or commit there (`git branch` lists the branches)",
+            repo.workdir()
+                .unwrap_or(repo.path())
+                .components()
+                .collect::<PathBuf>()
+                .display()
         ))
     })?;
     Ok(obj.peel_to_commit().ctx(|| format!("resolve {rev}"))?.id())
