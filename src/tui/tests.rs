@@ -307,3 +307,11 @@ fn no_run_yet() {
     let text = render(&app, t(0), 80, 12);
     assert!(text.contains("no run yet"), "{text}");
 }
+
+#[test]
+fn landed_tasks_count_as_done() {
+    use super::app::{Group, group_of};
+    assert!(group_of("landed") == Group::Done);
+    assert!(group_of("succeeded") == Group::Done);
+    assert!(group_of("failed") == Group::Failed);
+}
