@@ -95,6 +95,18 @@ fn a_wrong_type_in_flocks_toml_names_the_key_and_says_what_it_expects() {
         "field `validate.comands`: unknown key: the keys here are `commands` or `timeout_secs`",
     );
     config_error(
+        "[containers]\nname = \"l\"\n",
+        &["run"],
+        3,
+        "field `containers`: expected an array of tables, got one table: write [[containers]] (two brackets) for each entry",
+    );
+    config_error(
+        "[[containers]]\nname = \"l\"\nbackend = \"local\"\n[containers.env]\nDEBUG = 1\n",
+        &["run"],
+        7,
+        "field `containers.env.DEBUG`: expected a string, got the whole number 1",
+    );
+    config_error(
         "[[credentials]]\nname = \"one\"\n",
         &["run"],
         3,

@@ -56,29 +56,23 @@ fn in_words(key: Option<String>, message: &str) -> (Option<String>, String) {
         Some(t) => format!("{t}.{name}"),
         None => name.to_string(),
     };
-    if let Some(rest) = message.strip_prefix("invalid type: ")
+    if let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
         && let Some((got, expected)) = rest.split_once(", expected ")
     {
-        return (
-            key,
-            format!(
-                "expected {}, got {}",
-                expected_words(expected),
-                got_words(got)
-            ),
-        );
-    }
-    if let Some(rest) = message.strip_prefix("invalid value: ")
-        && let Some((got, expected)) = rest.split_once(", expected ")
-    {
-        return (
-            key,
-            format!(
-                "expected {}, got {}",
-                expected_words(expected),
-                got_words(got)
-            ),
-        );
+        let (expected, got) = (expected_words(expected), got_words(got));
+        // `[containers]` where `[[containers]]` was meant.
+        if expected == "an array"
+            && got == "a table"
+            && let Some(name) = key.as_deref().and_then(|k| k.rsplit('.').next())
+        {
+            let message = format!(
+                "expected an array of tables, got one table: write [[{name}]] (two brackets) for each entry"
+            );
+            return (key, message);
+        }
+        return (key, format!("expected {expected}, got {got}"));
     }
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((name, known)) = rest.split_once('`')
@@ -135,8 +129,14 @@ fn got_words(got: &str) -> String {
     if got.starts_with("string ") {
         return format!("the {got}");
     }
-    if let Some(v) = inner("integer ") {
-        return format!("the whole number {v}");
+    if let Some(v) = got.strip_prefix("integer `") {
+        // toml says ``integer `N` as i128`` for a number out of range.
+        return match v.split_once('`') {
+            Some((n, rest)) if !rest.is_empty() => {
+                format!("the whole number {n}, which is out of range")
+            }
+            _ => format!("the whole number {}", v.trim_end_matches('`')),
+        };
     }
     if let Some(v) = inner("floating point ") {
         return format!("the number {v}");
@@ -165,6 +165,22 @@ mod tests {
         assert_eq!(m, "expected a whole number, got the string \"four\"");
         let (_, m) = in_words(None, "invalid type: integer `3`, expected a string");
         assert_eq!(m, "expected a string, got the whole number 3");
+        let (_, m) = in_words(
+            None,
+            "invalid type: integer `99999999999999999999` as i128, expected i64",
+        );
+        assert_eq!(
+            m,
+            "expected a whole number, got the whole number 99999999999999999999, which is out of range"
+        );
+        let (_, m) = in_words(
+            Some("containers".into()),
+            "invalid type: map, expected a sequence",
+        );
+        assert_eq!(
+            m,
+            "expected an array of tables, got one table: write [[containers]] (two brackets) for each entry"
+        );
         let (_, m) = in_words(None, "invalid type: sequence, expected struct RawAgent");
         assert_eq!(m, "expected a table, got an array");
         let (k, m) = in_words(Some("agent".into()), "missing field `name`");
