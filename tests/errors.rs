@@ -225,6 +225,7 @@ fn outside_a_git_repository_every_command_says_so_and_creates_nothing() {
         &["run", "--dry-run"],
         &["status"],
         &["status", "--json"],
+        &["top"],
         &["tasks"],
         &["land"],
         &["land", "-y"],
