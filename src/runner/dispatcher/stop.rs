@@ -27,11 +27,13 @@ impl Dispatcher {
     pub(super) fn stop_requested(&mut self) {
         self.draining = true;
         self.interrupts = self.interrupts.max(2);
-        let message = format!(
-            "stopping: asked by `flocks stop`; {} running agent(s) get SIGTERM, then SIGKILL after {}s",
-            self.running.len(),
-            self.config.kill_grace.as_secs_f64()
-        );
+        let message = match self.running.len() {
+            0 => "stopping: asked by `flocks stop`".to_string(),
+            n => format!(
+                "stopping: asked by `flocks stop`; {n} running agent(s) get SIGTERM, then SIGKILL after {}s",
+                self.config.kill_grace.as_secs_f64()
+            ),
+        };
         self.raise_stop(StopLevel::Graceful, message);
     }
 
