@@ -481,7 +481,10 @@ fn parse_pool(
             return Err(cx.err(
                 table_span,
                 "containers.name",
-                format!("pool #{} has no name", index + 1),
+                format!(
+                    "pool #{} has no name: give it one (name = \"...\")",
+                    index + 1
+                ),
             ));
         }
     };
