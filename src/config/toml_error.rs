@@ -29,8 +29,11 @@ fn syntax(path: &Path, text: &str, e: &toml::de::Error) -> Error {
     Error::input(path, line, None, e.message().trim_end().to_string())
 }
 
+/// The 1-based line of a byte offset (bytes, so that an offset inside a
+/// character cannot panic).
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+    let bytes = &text.as_bytes()[..offset.min(text.len())];
+    bytes.iter().filter(|b| **b == b'\n').count() + 1
 }
 
 /// The dotted key of a path (`containers.max_worktrees`), without array
