@@ -67,8 +67,9 @@ pub fn run(project: &Project, args: &DiffArgs) -> Result<Exit> {
             status.map_err(|e| Error::Other(format!("cannot run git: {e}")))?
         }
     };
-    // A pager that quit early ends git with SIGPIPE: that is not a failure.
-    if status.success() || status.code().is_none() {
+    // A pager (or a `| head`) that quit early ends git with SIGPIPE, or
+    // with 141 when git reports it itself: that is not a failure.
+    if status.success() || matches!(status.code(), None | Some(141)) {
         Ok(Exit::Ok)
     } else {
         Err(Error::Other(format!(
