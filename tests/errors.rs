@@ -124,6 +124,10 @@ fn a_wrong_type_in_flocks_toml_names_the_key_and_says_what_it_expects() {
 fn without_flocks_toml_the_message_points_to_flocks_init() {
     let p = TestProject::new("");
     std::fs::remove_file(p.path("flocks.toml")).unwrap();
+    assert_usage(
+        &p.flocks(&["--config", "ci/fleet.toml", "status"]),
+        "no config file at ci/fleet.toml: check the --config path, or write one there with `flocks init --config ci/fleet.toml`",
+    );
     for args in [&["run"][..], &["status"], &["land"], &["tasks"]] {
         let out = p.flocks(args);
         assert_usage(

@@ -178,8 +178,8 @@ impl Config {
             Some(p) => {
                 if !p.is_file() {
                     return Err(Error::Usage(format!(
-                        "no config file at {}: check the --config path",
-                        p.display()
+                        "no config file at {p}: check the --config path, or write one there with `flocks init --config {p}`",
+                        p = p.display()
                     )));
                 }
                 p.to_path_buf()
