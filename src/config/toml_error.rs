@@ -158,6 +158,93 @@ fn got_words(got: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Every key of every table, given a value of the wrong type (`true` is
+    /// wrong for all of them), is named with its dotted path and its line.
+    #[test]
+    fn every_key_with_a_wrong_type_is_named() {
+        let tables: &[(&str, &str, &[&str])] = &[
+            (
+                "",
+                "",
+                &[
+                    "max_agents",
+                    "stagger_delay_secs",
+                    "agent_timeout_secs",
+                    "kill_grace_secs",
+                    "stall_timeout_secs",
+                    "max_turns",
+                    "max_retries",
+                    "max_cost_usd",
+                    "agent",
+                    "credentials",
+                    "containers",
+                    "source",
+                    "workspace",
+                    "prompt",
+                    "validate",
+                ],
+            ),
+            ("[agent]", "agent", &["command", "args", "model", "env"]),
+            ("[[credentials]]", "credentials", &["name", "env", "kind"]),
+            (
+                "[[containers]]",
+                "containers",
+                &[
+                    "name",
+                    "backend",
+                    "max_worktrees",
+                    "credential",
+                    "env",
+                    "container",
+                    "project",
+                    "kap_project",
+                    "workspace_mount",
+                    "user",
+                    "image",
+                    "mounts",
+                    "network",
+                    "host",
+                    "port",
+                    "identity_file",
+                    "ssh_options",
+                    "remote_dir",
+                    "setup",
+                    "count",
+                    "lobby",
+                ],
+            ),
+            ("[source]", "source", &["type", "path", "command"]),
+            (
+                "[workspace]",
+                "workspace",
+                &["repo", "branch_prefix", "land_target", "base"],
+            ),
+            ("[prompt]", "prompt", &["template", "plan_template"]),
+            ("[validate]", "validate", &["commands", "timeout_secs"]),
+        ];
+        let path = Path::new("/p/flocks.toml");
+        for (header, table, keys) in tables {
+            for key in *keys {
+                let text = format!("# a comment\n{header}\n{key} = true\n");
+                let err = match super::super::parse::parse(path, &text) {
+                    Ok(_) => panic!("{text}: accepted"),
+                    Err(e) => e.to_string(),
+                };
+                let dotted = if table.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{table}.{key}")
+                };
+                let prefix = format!("/p/flocks.toml:3: field `{dotted}`: expected ");
+                assert!(
+                    err.starts_with(&prefix) && err.ends_with(", got true"),
+                    "{text}: {err}"
+                );
+                assert!(!err.contains("invalid type"), "{err}");
+            }
+        }
+    }
+
     #[test]
     fn serde_messages_read_as_words() {
         let (k, m) = in_words(
