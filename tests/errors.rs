@@ -237,6 +237,10 @@ fn outside_a_git_repository_every_command_says_so_and_creates_nothing() {
         &["land", "--dry-run"],
         &["clean"],
         &["diff", "a"],
+        &["plan", "--force", "an objective"],
+        &["retry", "--all-failed"],
+        &["up"],
+        &["down"],
     ] {
         let out = flocks_in(&dir, args);
         assert_usage(&out, &message);

@@ -20,6 +20,8 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
             names.join(", ")
         )));
     }
+    // Outside a repository, say so before the lock creates `.flocks/`.
+    project.repo()?;
     let _lock = project.lock("down")?;
     let mut state = project.store.load()?;
     let store = project.store.clone();

@@ -11,6 +11,7 @@ use crate::state::{Outcome, State, TaskStatus};
 use crate::tasks::TaskSet;
 
 pub fn run(project: Project, args: &RetryArgs) -> Result<Exit> {
+    project.repo()?;
     if args.ids.is_empty() && !args.all_failed {
         return Err(Error::Usage(
             "name the tasks to retry (`flocks retry <id>...`) or pass --all-failed".into(),

@@ -22,6 +22,8 @@ pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
         )));
     }
     // state.json is written only under the project lock.
+    // Outside a repository, say so before the lock creates `.flocks/`.
+    project.repo()?;
     let _lock = project.lock("up")?;
     let mut state = project.store.load()?;
     let store = project.store.clone();
