@@ -371,6 +371,15 @@ fn landed_tasks_show_as_landed_and_are_not_suggested_for_land() {
     assert_eq!(status_json(&p, "a"), "landed");
     assert_eq!(status_json(&p, "b"), "succeeded");
     assert_eq!(tasks_json(&p, "a"), "landed");
+    let out = p.flocks(&["run", "--dry-run", "--json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dry: Vec<(&str, &str)> = plan["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap(), t["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(dry, vec![("a", "landed"), ("b", "succeeded")]);
     let status = stdout(&p.flocks(&["status"]));
     assert!(status.contains("2 succeeded (1 landed)"), "{status}");
     assert!(

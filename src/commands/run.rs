@@ -370,12 +370,17 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
     let state = project.store.load()?;
     check_branches(&repo, &state, tasks)?;
     drop(repo);
+    let landed = crate::land::landed_ids(project, &state);
     let order = dependency_order(&tasks.tasks).unwrap_or_else(|_| (0..tasks.tasks.len()).collect());
     let mut assigned = vec![0usize; config.pools.len()];
     let mut rows = Vec::new();
     for (step, &i) in order.iter().enumerate() {
         let t = &tasks.tasks[i];
-        let status = state.task(&t.id).map(|r| r.status.label()).unwrap_or("new");
+        let status = match state.task(&t.id) {
+            Some(_) if landed.contains(&t.id) => crate::commands::status::LANDED,
+            Some(r) => r.status.label(),
+            None => "new",
+        };
         let skip = state.task(&t.id).is_some_and(|r| r.status.is_success());
         let pool = if skip {
             None
