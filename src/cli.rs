@@ -33,6 +33,8 @@ pub enum Command {
     Top,
     /// Show one task's agent output
     Logs(LogsArgs),
+    /// Show a task's change (what `land` would apply) through your pager
+    Diff(crate::commands::diff::DiffArgs),
     /// Run failed, timed-out, stalled or interrupted tasks again
     Retry(RetryArgs),
     /// Ask the running dispatcher to stop its agents gracefully (state is kept)
@@ -47,15 +49,25 @@ pub enum Command {
     Sail(crate::commands::sail::SailArgs),
     /// List the tasks with status, attempts, pool, dependencies and cost
     Tasks(crate::commands::tasks::TasksArgs),
-    /// Write a commented flocks.toml and an example tasks.jsonl for this repository
+    /// Write a commented flocks.toml (at --config PATH if given) and an example tasks.jsonl beside it
     Init,
     /// Check the hosts of ssh and exedev pools
     Hosts(HostsArgs),
     /// Open an interactive shell in a task's worktree, wherever it runs
     Shell(ShellArgs),
-    /// Create what pools need before a run (exe.dev VMs)
+    /// Create what pools need before a run: exe.dev VMs, docker containers
+    ///
+    /// For an exedev pool: its `count` VMs, through the exe.dev lobby. For a
+    /// docker pool with an `image` (or whose repository's
+    /// .devcontainer/devcontainer.json names one): its container, with the
+    /// repository mounted, unless it runs already. Local and ssh pools need
+    /// nothing. What is created is recorded in .flocks/state.json.
     Up(UpArgs),
-    /// Remove what `flocks up` created, and only that
+    /// Remove what `flocks up` created, and only that: exe.dev VMs, docker containers
+    ///
+    /// Removes the exe.dev VMs and the docker containers that `flocks up`
+    /// recorded in .flocks/state.json; a container or VM that flocks did not
+    /// create (a running devcontainer you named with `container`) is left alone.
     Down(DownArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(crate::commands::completions::CompletionsArgs),

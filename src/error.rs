@@ -52,6 +52,10 @@ pub enum Error {
         message: String,
     },
 
+    /// Land (or its undo) refused before changing anything (exit 4).
+    #[error("{0}")]
+    LandStopped(String),
+
     /// Another dispatcher holds the lock, or nothing is usable (exit 5).
     #[error("{0}")]
     CannotStart(String),
@@ -92,6 +96,7 @@ impl Error {
     pub fn exit(&self) -> Exit {
         match self {
             Error::Usage(_) | Error::Input { .. } => Exit::BadInput,
+            Error::LandStopped(_) => Exit::LandStopped,
             Error::CannotStart(_) => Exit::CouldNotStart,
             Error::Io { .. } | Error::Git { .. } | Error::Other(_) => Exit::Unexpected,
         }

@@ -53,6 +53,12 @@ impl Project {
         &self.config.workspace.repo
     }
 
+    /// Open the project's repository; outside one, an error that says so
+    /// (before a command creates anything under `.flocks/`).
+    pub fn repo(&self) -> Result<git2::Repository> {
+        crate::git::open(self.repo_dir())
+    }
+
     /// A short key for this project, part of every attempt tag.
     pub fn key(&self) -> String {
         key_of(&self.state_dir())

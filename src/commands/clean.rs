@@ -14,6 +14,8 @@ pub struct CleanArgs {
 }
 
 pub fn run(project: &Project, args: &CleanArgs) -> Result<Exit> {
+    // Outside a repository, say so before a lock creates `.flocks/`.
+    project.repo()?;
     // Clean changes task worktrees: not while a run is going.
     let run_lock = project.lock("clean")?;
     let land_lock = LandLock::acquire(&project.state_dir())?;

@@ -14,8 +14,14 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
     if let Some(p) = &args.pool
         && config.pool(p).is_none()
     {
-        return Err(Error::Usage(format!("no pool named `{p}` in flocks.toml")));
+        let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+        return Err(Error::Usage(format!(
+            "no pool named `{p}` in flocks.toml: the pools are {}",
+            names.join(", ")
+        )));
     }
+    // Outside a repository, say so before the lock creates `.flocks/`.
+    project.repo()?;
     let _lock = project.lock("down")?;
     let mut state = project.store.load()?;
     let store = project.store.clone();

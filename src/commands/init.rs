@@ -1,8 +1,10 @@
 //! `flocks init`: a commented flocks.toml for the current repository (with a
 //! pool for its running devcontainer, if one is found) and an example
-//! tasks.jsonl. Existing files are never overwritten.
+//! tasks.jsonl. Existing files are never overwritten. `--config PATH` writes
+//! the config at PATH (its tasks.jsonl beside it), pointing back at the
+//! repository.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::{Context, Error, Exit, Result};
@@ -18,7 +20,8 @@ pub struct Detected {
     pub test_command: Option<&'static str>,
 }
 
-pub fn run() -> Result<Exit> {
+/// `explicit`: the `--config PATH` to write instead of `<repo>/flocks.toml`.
+pub fn run(explicit: Option<&Path>) -> Result<Exit> {
     let cwd = std::env::current_dir().ctx(|| "read the current directory".into())?;
     let repo = git2::Repository::discover(&cwd).map_err(|_| {
         Error::Usage(format!(
@@ -32,9 +35,26 @@ pub fn run() -> Result<Exit> {
             Error::Usage("the repository is bare: run flocks init in a checkout".into())
         })?
         .components()
-        .collect::<std::path::PathBuf>();
-    let config_path = root.join(crate::config::FILE_NAME);
-    let tasks_path = root.join("tasks.jsonl");
+        .collect::<PathBuf>();
+    let config_path = match explicit {
+        Some(p) if p.as_os_str().is_empty() || p.to_string_lossy().ends_with('/') || p.is_dir() => {
+            return Err(Error::Usage(format!(
+                "--config {} names a directory: give the path of the file to write, e.g. {}",
+                p.display(),
+                p.join(crate::config::FILE_NAME).display()
+            )));
+        }
+        Some(p) => std::path::absolute(cwd.join(p))
+            .ctx(|| format!("resolve {}", p.display()))?
+            .components()
+            .collect::<PathBuf>(),
+        None => root.join(crate::config::FILE_NAME),
+    };
+    let config_dir = config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.clone());
+    let tasks_path = config_dir.join("tasks.jsonl");
     for p in [&config_path, &tasks_path] {
         if p.exists() {
             return Err(Error::Usage(format!(
@@ -48,7 +68,9 @@ pub fn run() -> Result<Exit> {
         devcontainer: devcontainer_for(&root),
         test_command: test_command(&root),
     };
-    std::fs::write(&config_path, config_text(&root, &detected))
+    std::fs::create_dir_all(&config_dir).ctx(|| format!("create {}", config_dir.display()))?;
+    let repo_setting = relative_to(&root, &config_dir);
+    std::fs::write(&config_path, config_text(&root, &repo_setting, &detected))
         .ctx(|| format!("write {}", config_path.display()))?;
     std::fs::write(&tasks_path, EXAMPLE_TASKS).ctx(|| format!("write {}", tasks_path.display()))?;
     crate::outln!("wrote {}", config_path.display());
@@ -61,10 +83,28 @@ pub fn run() -> Result<Exit> {
             "found the running devcontainer {name}: agents run in it (pool `devcontainer`)"
         );
     }
+    // flocks finds flocks.toml by walking up; any other file needs --config.
+    let found = config_path.file_name() == Some(crate::config::FILE_NAME.as_ref())
+        && cwd.starts_with(&config_dir);
+    let flag = if found {
+        String::new()
+    } else {
+        format!(" --config {}", config_path.display())
+    };
     crate::outln!(
-        "next: edit the tasks, or let an agent write them: `flocks plan --force \"<objective>\"`; then `flocks run`"
+        "next: edit the tasks, or let an agent write them: `flocks{flag} plan --force \"<objective>\"`; then `flocks{flag} run`"
     );
     Ok(Exit::Ok)
+}
+
+/// `[workspace] repo` for a config in `config_dir`: relative when the config
+/// is inside the repository, absolute otherwise.
+fn relative_to(root: &Path, config_dir: &Path) -> String {
+    match config_dir.strip_prefix(root) {
+        Ok(rest) if rest.as_os_str().is_empty() => ".".into(),
+        Ok(rest) => vec![".."; rest.components().count()].join("/"),
+        Err(_) => root.display().to_string(),
+    }
 }
 
 fn current_branch(repo: &git2::Repository) -> String {
@@ -127,7 +167,9 @@ fn quote(s: &str) -> String {
     out
 }
 
-pub fn config_text(root: &Path, d: &Detected) -> String {
+/// The commented flocks.toml; `repo` is its `[workspace] repo` (relative to
+/// the file's directory, or absolute).
+pub fn config_text(root: &Path, repo: &str, d: &Detected) -> String {
     let mut s = format!(
         r#"# flocks.toml for {root}, written by `flocks init`.
 # flocks finds this file by walking up from the current directory. Unknown
@@ -188,7 +230,7 @@ type = "jsonl"
 path = "tasks.jsonl"           # one task per line; `flocks plan "<objective>"` writes one
 
 [workspace]
-repo = "."
+repo = {repo}{repo_pad}# the repository, from this file's directory
 branch_prefix = "flocks/"      # a task's branch defaults to branch_prefix + id
 land_target = {branch}{pad}# where `flocks land` cherry-picks finished work
 base = {branch}{pad}# where task branches start
@@ -201,6 +243,8 @@ base = {branch}{pad}# where task branches start
 {validate}
 timeout_secs = 1800
 "#,
+        repo = quote(repo),
+        repo_pad = " ".repeat(23usize.saturating_sub(quote(repo).len()).max(1)),
         branch = quote(&d.branch),
         pad = " ".repeat(23usize.saturating_sub(quote(&d.branch).len()).max(1)),
         validate = match d.test_command {
@@ -225,7 +269,7 @@ mod tests {
     fn load(d: &Detected) -> crate::config::Config {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("flocks.toml");
-        std::fs::write(&path, config_text(dir.path(), d)).unwrap();
+        std::fs::write(&path, config_text(dir.path(), ".", d)).unwrap();
         crate::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"))
     }
 

@@ -47,6 +47,8 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
                 .into(),
         ));
     }
+    // Outside a repository, say so before a lock creates `.flocks/`.
+    project.repo()?;
     if args.undo {
         return undo(project, args);
     }
@@ -70,6 +72,17 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
     };
     let lock = LandLock::acquire(&project.state_dir())?;
     let plan = land::plan(project, &args.ids)?;
+    // A dirty checkout of the target is refused once, before the task list.
+    if plan.has_work()
+        && let Some(wt) = &plan.checkout
+        && !plan.dirty.is_empty()
+    {
+        return Err(Error::LandStopped(land::dirty_message(
+            &plan.target,
+            wt,
+            &plan.dirty,
+        )));
+    }
     crate::output::report(&plan.render());
     if !plan.has_work() {
         // Nothing to cherry-pick: no question to ask.
@@ -86,7 +99,7 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
     } else {
         format!("Land onto {}?", plan.target)
     };
-    if !args.yes && !confirm(&question)? {
+    if !args.yes && !confirm(&question, "pass -y to land without asking")? {
         crate::outln!("Nothing was changed.");
         return Ok(Exit::Ok);
     }
@@ -136,12 +149,22 @@ pub(super) fn record_landed(project: &Project, report: &land::Report) {
 
 fn undo(project: &Project, args: &LandArgs) -> Result<Exit> {
     let plan = land::plan_undo(project)?;
+    if !args.dry_run
+        && let Some(wt) = &plan.checkout
+        && !plan.dirty.is_empty()
+    {
+        return Err(Error::LandStopped(land::dirty_message(
+            &plan.target,
+            wt,
+            &plan.dirty,
+        )));
+    }
     crate::output::report(&plan.render());
     if args.dry_run {
         return Ok(Exit::Ok);
     }
     let lock = LandLock::acquire(&project.state_dir())?;
-    if !args.yes && !confirm("Undo it?")? {
+    if !args.yes && !confirm("Undo it?", "pass -y to undo the last land without asking")? {
         crate::outln!("Nothing was changed.");
         return Ok(Exit::Ok);
     }
@@ -157,12 +180,12 @@ fn undo(project: &Project, args: &LandArgs) -> Result<Exit> {
     }
 }
 
-/// Ask on the terminal; without one, refuse and say to pass -y.
-fn confirm(question: &str) -> Result<bool> {
+/// Ask on the terminal; without one, refuse and say what to pass (`hint`).
+fn confirm(question: &str, hint: &str) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
-        return Err(Error::Usage(
-            "stdin is not a terminal, so land cannot ask for confirmation: pass -y to land without asking".into(),
-        ));
+        return Err(Error::Usage(format!(
+            "stdin is not a terminal, so flocks cannot ask \"{question}\": {hint}"
+        )));
     }
     crate::out!("{question} [y/N] ");
     let _ = std::io::stdout().flush();

@@ -15,15 +15,17 @@ pub fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
     let state = project.store.load()?;
     let Some(rec) = state.task(&args.task) else {
         let known: Vec<&str> = state.tasks.iter().map(|t| t.id.as_str()).take(10).collect();
+        if known.is_empty() {
+            return Err(Error::Usage(format!(
+                "no task `{}` has run in this project yet, so there is no log: `flocks run` runs the tasks",
+                args.task
+            )));
+        }
         return Err(Error::Usage(format!(
-            "no task `{}` in {} (known: {})",
+            "no task `{}` in {} (known: {}): `flocks status` lists the tasks",
             args.task,
             project.store.path().display(),
-            if known.is_empty() {
-                "none yet".into()
-            } else {
-                known.join(", ")
-            }
+            known.join(", ")
         )));
     };
     let attempt = match args.attempt {

@@ -2,6 +2,7 @@
 
 pub mod clean;
 pub mod completions;
+pub mod diff;
 pub mod down;
 pub mod hosts;
 pub mod init;
@@ -31,6 +32,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Status(args) => status::run(&project()?, args),
         Command::Top => crate::tui::run(&project()?),
         Command::Logs(args) => logs::run(&project()?, args),
+        Command::Diff(args) => diff::run(&project()?, args),
         Command::Retry(args) => retry::run(project()?, args),
         Command::Stop => stop::run(&project()?),
         Command::Land(args) => land::run(&project()?, args),
@@ -38,7 +40,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Plan(args) => plan::run(&project()?, args),
         Command::Sail(args) => sail::run(project()?, args),
         Command::Tasks(args) => tasks::run(&project()?, args),
-        Command::Init => init::run(),
+        Command::Init => init::run(cli.config.as_deref()),
         Command::Hosts(args) => hosts::run(&project()?, args),
         Command::Shell(args) => shell::run(&project()?, args),
         Command::Up(args) => up::run(&project()?, args),

@@ -93,10 +93,11 @@ pub fn make_plan(
     refuse_overwrite(&dest, opts.force)?;
     let prompt = render_prompt(config, opts.template.as_deref(), objective)?;
 
-    let _lock = project.lock("plan")?;
-    let stamp = Utc::now().format("%Y%m%d-%H%M%S").to_string();
+    // The repository first: outside one, no lock creates `.flocks/`.
     let repo = crate::git::open(&config.workspace.repo)?;
     crate::git::resolve_commit(&repo, &config.workspace.base)?;
+    let _lock = project.lock("plan")?;
+    let stamp = Utc::now().format("%Y%m%d-%H%M%S").to_string();
     let mut id = format!("plan-{stamp}");
     let mut n = 1;
     while crate::git::branch_tip(&repo, &format!("{}{id}", config.workspace.branch_prefix))?

@@ -11,6 +11,7 @@ use crate::state::{Outcome, State, TaskStatus};
 use crate::tasks::TaskSet;
 
 pub fn run(project: Project, args: &RetryArgs) -> Result<Exit> {
+    project.repo()?;
     if args.ids.is_empty() && !args.all_failed {
         return Err(Error::Usage(
             "name the tasks to retry (`flocks retry <id>...`) or pass --all-failed".into(),
@@ -131,7 +132,7 @@ fn choose(
     for id in &args.ids {
         if tasks.get(id).is_none() {
             return Err(Error::Usage(format!(
-                "no task `{id}` in {}",
+                "no task `{id}` in {}: `flocks tasks` lists the tasks",
                 tasks.source.display()
             )));
         }

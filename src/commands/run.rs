@@ -93,8 +93,7 @@ pub fn execute(
     mark: impl FnOnce(&mut State, &TaskSet) -> Result<()>,
 ) -> Result<Exit> {
     let config = project.config.clone();
-    let repo = crate::git::open(&config.workspace.repo)?;
-    crate::git::resolve_commit(&repo, &config.workspace.base)?;
+    let repo = check_repo(&config)?;
     // A local pool that cannot find the agent stops the run before anything
     // (lock, state, worktrees) is created.
     preflight(&config)?;
@@ -230,7 +229,10 @@ pub fn execute(
     });
     let summary = runtime.block_on(dispatcher.run());
     let state = store.load()?;
-    crate::output::report(&crate::report::summary::render(&state, &ids, &log_root));
+    let landed = crate::land::landed_ids(&Project::from_config(config), &state);
+    crate::output::report(&crate::report::summary::render(
+        &state, &ids, &log_root, &landed,
+    ));
     if let Some(why) = &summary.stopped_because {
         crate::outln!("stopped: {why}");
     }
@@ -250,6 +252,13 @@ fn next_run_id(previous: Option<&str>, now: chrono::DateTime<Utc>) -> String {
         None => 1,
     };
     format!("{base}-{}", n + 1)
+}
+
+/// The repository and its base, as every run (and dry run) needs them.
+fn check_repo(config: &Config) -> Result<git2::Repository> {
+    let repo = crate::git::open(&config.workspace.repo)?;
+    crate::git::resolve_commit(&repo, &config.workspace.base)?;
+    Ok(repo)
 }
 
 /// A task's branch must not exist unless flocks created it for that task.
@@ -389,13 +398,24 @@ fn preflight(config: &Config) -> Result<()> {
 
 fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
     let config = &project.config;
+    // What a real run checks before it starts, with the same errors and exit
+    // codes: the repository, the base, the agent, the task branches.
+    let repo = check_repo(config)?;
+    preflight(config)?;
     let state = project.store.load()?;
+    check_branches(&repo, &state, tasks)?;
+    drop(repo);
+    let landed = crate::land::landed_ids(project, &state);
     let order = dependency_order(&tasks.tasks).unwrap_or_else(|_| (0..tasks.tasks.len()).collect());
     let mut assigned = vec![0usize; config.pools.len()];
     let mut rows = Vec::new();
     for (step, &i) in order.iter().enumerate() {
         let t = &tasks.tasks[i];
-        let status = state.task(&t.id).map(|r| r.status.label()).unwrap_or("new");
+        let status = match state.task(&t.id) {
+            Some(_) if landed.contains(&t.id) => crate::commands::status::LANDED,
+            Some(r) => r.status.label(),
+            None => "new",
+        };
         let skip = state.task(&t.id).is_some_and(|r| r.status.is_success());
         let pool = if skip {
             None

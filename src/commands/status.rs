@@ -46,7 +46,7 @@ pub struct RunView {
 pub struct TaskView {
     pub id: String,
     pub branch: String,
-    /// pending | running | succeeded | failed | timed out | stalled | interrupted | blocked | ...
+    /// pending | running | succeeded | landed | failed | timed out | stalled | interrupted | blocked | ...
     pub status: String,
     pub detail: Option<String>,
     pub attempts: usize,
@@ -98,6 +98,7 @@ pub struct Totals {
 const RESULT_LINES: usize = 12;
 
 pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
+    project.repo()?;
     if args.watch {
         return crate::tui::run(project);
     }
@@ -117,14 +118,24 @@ pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// The status of a succeeded task whose work is on the land target.
+pub const LANDED: &str = "landed";
+
 pub fn build(project: &Project, state: &State) -> StatusView {
     let live = ProjectLock::holder(&project.state_dir()).is_some();
     let log_root = project.state_dir().join("logs");
     let now = Utc::now();
+    let landed = crate::land::landed_ids(project, state);
     let tasks: Vec<TaskView> = state
         .tasks
         .iter()
-        .map(|t| task_view(t, &log_root, now, &project.config))
+        .map(|t| {
+            let mut view = task_view(t, &log_root, now, &project.config);
+            if landed.contains(&t.id) {
+                view.status = LANDED.to_string();
+            }
+            view
+        })
         .collect();
     let pools = project
         .config
@@ -332,11 +343,12 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
     let live = v.run.as_ref().is_some_and(|r| r.live);
     let by = |f: &dyn Fn(&TaskView) -> bool| v.tasks.iter().filter(|t| f(t)).collect::<Vec<_>>();
     let running = by(&|t| t.status == "running");
-    let done = by(&|t| t.status == "succeeded");
+    let done = by(&|t| t.status == "succeeded" || t.status == LANDED);
+    let landed = done.iter().filter(|t| t.status == LANDED).count();
     let failed = by(&|t| {
         !matches!(
             t.status.as_str(),
-            "running" | "succeeded" | "pending" | "blocked" | "interrupted"
+            "running" | "succeeded" | "landed" | "pending" | "blocked" | "interrupted"
         )
     });
     let blocked = by(&|t| t.status == "blocked");
@@ -346,9 +358,14 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
         let (timed_out, stalled) = (kind("timed out"), kind("stalled"));
         let _ = writeln!(
             s,
-            "{} running · {} succeeded · {} failed · {timed_out} timed out · {stalled} stalled · {} blocked · {} queued",
+            "{} running · {} succeeded{} · {} failed · {timed_out} timed out · {stalled} stalled · {} blocked · {} queued",
             running.len(),
             done.len(),
+            if landed > 0 {
+                format!(" ({landed} landed)")
+            } else {
+                String::new()
+            },
             failed.len() - timed_out - stalled,
             blocked.len(),
             waiting.len()
@@ -383,12 +400,13 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
         for t in &done {
             let _ = writeln!(
                 s,
-                "  ✔ {:<24} {:<28} {} attempt(s) · {} · {}",
+                "  ✔ {:<24} {:<28} {} attempt(s) · {} · {}{}",
                 t.id,
                 t.branch,
                 t.attempts,
                 t.elapsed_secs.map(human_duration).unwrap_or_default(),
-                crate::output::units::money(t.cost_usd)
+                crate::output::units::money(t.cost_usd),
+                if t.status == LANDED { " · landed" } else { "" }
             );
             if let Some(text) = &t.result {
                 let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -14,7 +14,7 @@ use crate::tasks::TaskSet;
 pub struct TasksArgs {
     #[command(flatten)]
     pub source: TaskSource,
-    /// Only tasks with this status: new, pending, running, succeeded, failed,
+    /// Only tasks with this status: new, pending, running, succeeded, landed, failed,
     /// timed-out, stalled, interrupted, blocked, ...
     #[arg(long, value_name = "S")]
     pub status: Option<String>,
@@ -29,6 +29,7 @@ const STATUSES: &[&str] = &[
     "pending",
     "running",
     "succeeded",
+    "landed",
     "failed",
     "timed out",
     "stalled",
@@ -58,6 +59,7 @@ pub struct Row {
 }
 
 pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
+    project.repo()?;
     let wanted = match &args.status {
         Some(s) => Some(normalize(s)?),
         None => None,
@@ -71,8 +73,15 @@ pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
         }
         Err(e) => return Err(e),
     };
+    let landed = crate::land::landed_ids(project, &state);
     let rows: Vec<Row> = rows(tasks.as_ref(), &state)
         .into_iter()
+        .map(|mut r| {
+            if landed.contains(&r.id) {
+                r.status = super::status::LANDED.into();
+            }
+            r
+        })
         .filter(|r| wanted.as_deref().is_none_or(|w| r.status == w))
         .collect();
     if args.json {

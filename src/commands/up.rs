@@ -15,9 +15,15 @@ pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
     if let Some(p) = &args.pool
         && config.pool(p).is_none()
     {
-        return Err(Error::Usage(format!("no pool named `{p}` in flocks.toml")));
+        let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+        return Err(Error::Usage(format!(
+            "no pool named `{p}` in flocks.toml: the pools are {}",
+            names.join(", ")
+        )));
     }
     // state.json is written only under the project lock.
+    // Outside a repository, say so before the lock creates `.flocks/`.
+    project.repo()?;
     let _lock = project.lock("up")?;
     let mut state = project.store.load()?;
     let store = project.store.clone();

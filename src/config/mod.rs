@@ -5,6 +5,7 @@
 
 mod command;
 mod parse;
+mod toml_error;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -177,15 +178,15 @@ impl Config {
             Some(p) => {
                 if !p.is_file() {
                     return Err(Error::Usage(format!(
-                        "no config file at {}: check the --config path",
-                        p.display()
+                        "no config file at {p}: check the --config path, or write one there with `flocks init --config {p}`",
+                        p = p.display()
                     )));
                 }
                 p.to_path_buf()
             }
             None => find_upwards(start).ok_or_else(|| {
                 Error::Usage(format!(
-                    "no {FILE_NAME} found in {} or any parent directory: create one (see flocks.toml.example) or pass --config PATH",
+                    "no {FILE_NAME} found in {} or any parent directory: run `flocks init` at the top of your repository to write one, or pass --config PATH",
                     start.display()
                 ))
             })?,

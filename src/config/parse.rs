@@ -237,12 +237,7 @@ fn env_name_ok(name: &str) -> bool {
 }
 
 pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        Error::input(path, line, None, e.message().trim_end().to_string())
-    })?;
+    let raw: RawConfig = super::toml_error::deserialize(path, text)?;
     let cx = Ctx { path, text };
     let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
 
@@ -486,7 +481,10 @@ fn parse_pool(
             return Err(cx.err(
                 table_span,
                 "containers.name",
-                format!("pool #{} has no name", index + 1),
+                format!(
+                    "pool #{} has no name: give it one (name = \"...\")",
+                    index + 1
+                ),
             ));
         }
     };

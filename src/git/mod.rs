@@ -13,11 +13,10 @@ use crate::error::{Context, Error, Result};
 
 /// Open the project's repository with a message that says what to do.
 pub fn open(repo: &Path) -> Result<Repository> {
-    Repository::open(repo).map_err(|e| {
+    Repository::open(repo).map_err(|_| {
         Error::Usage(format!(
-            "{} is not a git repository ({}): set [workspace] repo in flocks.toml",
+            "{} is not a git repository: run flocks in a git repository (`git init` and a first commit make one), or point [workspace] repo in flocks.toml at one",
             repo.display(),
-            e.message()
         ))
     })
 }
@@ -38,12 +37,36 @@ pub fn branch_tip(repo: &Repository, branch: &str) -> Result<Option<Oid>> {
 /// The commit a revision (branch, tag, sha) names.
 pub fn resolve_commit(repo: &Repository, rev: &str) -> Result<Oid> {
     let obj = repo.revparse_single(rev).map_err(|_| {
+        if has_no_commit(repo) {
+            return Error::Usage(format!(
+                "the repository at {} has no commit yet, so tasks have nothing to start from: make a first commit (git commit --allow-empty -m \"first commit\") and run again",
+                repo.workdir()
+                    .unwrap_or(repo.path())
+                    .components()
+                    .collect::<PathBuf>()
+                    .display()
+            ));
+        }
         Error::Usage(format!(
-            "`{rev}` names no commit in {}: check [workspace] base / land_target",
-            repo.path().display()
+            "`{rev}` names no commit in {}: set [workspace] base in flocks.toml to a branch, tag or commit there (`git branch` lists the branches)",
+            repo.workdir()
+                .unwrap_or(repo.path())
+                .components()
+                .collect::<PathBuf>()
+                .display()
         ))
     })?;
     Ok(obj.peel_to_commit().ctx(|| format!("resolve {rev}"))?.id())
+}
+
+/// HEAD is unborn and no reference names anything: a repository before its
+/// first commit (whatever its initial branch is called).
+fn has_no_commit(repo: &Repository) -> bool {
+    let unborn = matches!(repo.head(), Err(e) if e.code() == git2::ErrorCode::UnbornBranch);
+    unborn
+        && repo
+            .references()
+            .is_ok_and(|mut refs| refs.next().is_none())
 }
 
 /// The repo's configured identity, or flocks' fallback.

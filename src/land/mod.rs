@@ -19,7 +19,9 @@
 mod apply;
 mod bisect;
 mod chain;
+mod change;
 mod clean;
+mod landed;
 mod plan;
 pub mod range;
 mod record;
@@ -34,10 +36,13 @@ use std::path::PathBuf;
 
 use git2::Oid;
 
+pub use change::{Change, change};
 pub use clean::{CleanOptions, CleanReport, clean};
+pub use landed::landed_ids;
 pub use plan::{Plan, PlanStatus, PlannedTask, plan};
 pub use range::{CommitInfo, NoRange, TaskRange, commits, task_range};
 pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask};
+pub use target::dirty_message;
 pub use trailer::{KEY as TRAILER_KEY, task_ids as trailer_task_ids};
 pub use validate::Validation;
 

@@ -41,7 +41,8 @@ pub fn checkouts(repo: &Repository, refname: &str) -> Result<Vec<PathBuf>> {
         && head_of(&main).as_deref() == Some(refname)
         && let Some(w) = main.workdir()
     {
-        out.push(w.to_path_buf());
+        // Without libgit2's trailing slash, as people write paths.
+        out.push(w.components().collect());
     }
     if let Ok(names) = main.worktrees() {
         for name in names.iter().flatten().flatten() {
@@ -135,16 +136,31 @@ pub fn move_ref(
             let target = wt_repo.find_commit(to).ctx(|| format!("read {to}"))?;
             // libgit2 finds every conflict before it writes anything, so a
             // refused checkout leaves the files and index as they were.
+            let conflicts = std::cell::RefCell::new(Vec::<String>::new());
             let mut co = CheckoutBuilder::new();
             co.safe().overwrite_ignored(false);
-            match wt_repo.checkout_tree(target.as_object(), Some(&mut co)) {
+            co.notify_on(git2::CheckoutNotificationType::CONFLICT);
+            co.notify(|_, path, _, _, _| {
+                if let Some(p) = path {
+                    conflicts.borrow_mut().push(p.display().to_string());
+                }
+                true
+            });
+            let result = wt_repo.checkout_tree(target.as_object(), Some(&mut co));
+            drop(co);
+            match result {
                 Ok(()) => {}
                 Err(e) if e.code() == git2::ErrorCode::Conflict => {
+                    let files = conflicts.into_inner();
+                    let files = if files.is_empty() {
+                        e.message().to_string()
+                    } else {
+                        files.join(", ")
+                    };
                     return Ok(Err(format!(
                         "updating the checkout of {branch} at {} would overwrite files there that git does \
-                         not track ({}); nothing was changed: move those files away and run again",
+                         not track ({files}); nothing was changed: move them away (or commit them) and run again",
                         wt.display(),
-                        e.message()
                     )));
                 }
                 Err(e) => return Err(e).ctx(|| format!("update the checkout at {}", wt.display())),

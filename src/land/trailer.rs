@@ -75,7 +75,10 @@ impl Landed {
         if !starts.is_empty() {
             let mut all = vec![tip];
             all.extend_from_slice(starts);
-            if let Ok(base) = repo.merge_base_many(&all) {
+            // The ancestor common to all of them (`git merge-base
+            // --octopus`); `merge_base_many` is `git merge-base`, which
+            // stops at the tip when a start is the tip itself.
+            if let Ok(base) = repo.merge_base_octopus(&all) {
                 walk.hide(base).ctx(|| "walk the target's history".into())?;
             }
         }

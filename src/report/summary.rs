@@ -1,5 +1,6 @@
 //! The end-of-run summary and the grouped task view that `status` shares.
 
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -44,8 +45,9 @@ fn attempt_duration(t: &TaskRecord) -> Option<f64> {
     Some((end - a.started_at).num_milliseconds() as f64 / 1000.0)
 }
 
-/// The summary printed when a run ends.
-pub fn render(state: &State, only: &[String], log_root: &Path) -> String {
+/// The summary printed when a run ends. `landed`: the succeeded tasks whose
+/// work is on the land target already (not suggested for `flocks land`).
+pub fn render(state: &State, only: &[String], log_root: &Path, landed: &HashSet<String>) -> String {
     let g = group(state, Some(only));
     let mut s = String::new();
     let _ = writeln!(s);
@@ -74,13 +76,18 @@ pub fn render(state: &State, only: &[String], log_root: &Path) -> String {
         for t in &g.done {
             let _ = writeln!(
                 s,
-                "  ✔ {:<24} {}  {} attempt(s){}",
+                "  ✔ {:<24} {}  {} attempt(s){}{}",
                 t.id,
                 t.branch,
                 t.attempts.len(),
                 attempt_duration(t)
                     .map(|d| format!(", {}", human_duration(d)))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if landed.contains(&t.id) {
+                    ", landed"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -128,7 +135,7 @@ pub fn render(state: &State, only: &[String], log_root: &Path) -> String {
     if !g.failed.is_empty() {
         next.push("`flocks logs <id>` to see why, `flocks retry --all-failed` to try again");
     }
-    if !g.done.is_empty() {
+    if g.done.iter().any(|t| !landed.contains(&t.id)) {
         next.push("`flocks land` to cherry-pick the finished work onto the target branch");
     }
     if !g.pending.is_empty() {

@@ -33,7 +33,7 @@ pub fn group_of(status: &str) -> Group {
         "running" => Group::Running,
         "pending" | "interrupted" => Group::Queued,
         "blocked" => Group::Blocked,
-        "succeeded" => Group::Done,
+        "succeeded" | "landed" => Group::Done,
         _ => Group::Failed,
     }
 }

@@ -43,6 +43,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 
 /// Run the dashboard until the user quits.
 pub fn run(project: &Project) -> Result<Exit> {
+    project.repo()?;
     if !std::io::stdout().is_terminal() {
         return Err(Error::Usage(
             "the live dashboard needs a terminal: use `flocks status --json`, or follow .flocks/events.jsonl".into(),

@@ -342,3 +342,11 @@ fn without_colour_the_dashboard_keeps_its_text() {
             .any(|c| c.modifier.contains(Modifier::BOLD))
     );
 }
+
+#[test]
+fn landed_tasks_count_as_done() {
+    use super::app::{Group, group_of};
+    assert!(group_of("landed") == Group::Done);
+    assert!(group_of("succeeded") == Group::Done);
+    assert!(group_of("failed") == Group::Failed);
+}

@@ -108,7 +108,7 @@ fn counts(app: &App) -> Line<'static> {
     let n = |f: &dyn Fn(&TaskView) -> bool| tasks.iter().filter(|t| f(t)).count();
     let running = n(&|t| t.status == "running");
     let queued = n(&|t| group_of(&t.status) == Group::Queued);
-    let done = n(&|t| t.status == "succeeded");
+    let done = n(&|t| group_of(&t.status) == Group::Done);
     let timed_out = n(&|t| t.status == "timed out");
     let stalled = n(&|t| t.status == "stalled");
     let failed = n(&|t| group_of(&t.status) == Group::Failed) - timed_out - stalled;

@@ -27,15 +27,17 @@ impl Dispatcher {
     pub(super) fn stop_requested(&mut self) {
         self.draining = true;
         self.interrupts = self.interrupts.max(2);
-        self.set_stop(StopLevel::Graceful);
+        let message = match self.running.len() {
+            0 => "stopping: asked by `flocks stop`".to_string(),
+            n => format!(
+                "stopping: asked by `flocks stop`; {n} running agent(s) get SIGTERM, then SIGKILL after {}s",
+                self.config.kill_grace.as_secs_f64()
+            ),
+        };
+        self.raise_stop(StopLevel::Graceful, message);
     }
 
     pub(super) fn set_stop(&mut self, level: StopLevel) {
-        self.draining = true;
-        if level <= self.stop_level {
-            return;
-        }
-        self.stop_level = level;
         let n = self.running.len();
         let message = match level {
             StopLevel::Graceful => format!(
@@ -43,8 +45,18 @@ impl Dispatcher {
                 self.config.kill_grace.as_secs_f64()
             ),
             StopLevel::Kill => format!("killing {n} agent(s)"),
-            StopLevel::Run => return,
+            StopLevel::Run => String::new(),
         };
+        self.raise_stop(level, message);
+    }
+
+    /// Raise the stop level to `level` (never lower it), saying `message`.
+    fn raise_stop(&mut self, level: StopLevel, message: String) {
+        self.draining = true;
+        if level <= self.stop_level || level == StopLevel::Run {
+            return;
+        }
+        self.stop_level = level;
         self.emit(Event::Notice { message });
         for slot in self.running.values() {
             let _ = slot.stop.send(level);

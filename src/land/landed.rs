@@ -1,0 +1,84 @@
+//! Which succeeded tasks are on the target already, for `status`, `tasks`,
+//! the dashboard and the run summary. Read from the target's history (the
+//! `Flocks-Task` trailers) and the land records through land's own plan, so
+//! state.json needs no field for it and an undone land shows as not landed
+//! again.
+//!
+//! The dashboard asks at every refresh; the answer is kept until the target,
+//! the land records or the succeeded attempts change.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use super::PlanStatus;
+use super::plan::plan_with;
+use super::record::{self, LandLog};
+use crate::project::Project;
+use crate::state::State;
+
+/// What the answer depends on.
+#[derive(PartialEq, Eq)]
+struct Key {
+    state_dir: PathBuf,
+    target: String,
+    target_tip: Option<git2::Oid>,
+    land_log: Option<(SystemTime, u64)>,
+    /// (task, start, tip) of each succeeded attempt.
+    attempts: Vec<(String, Option<String>, Option<String>)>,
+}
+
+static LAST: Mutex<Option<(Key, HashSet<String>)>> = Mutex::new(None);
+
+/// The ids of the succeeded tasks in `state` whose work is on the land
+/// target. Best effort: when the repository, the target or the land records
+/// cannot be read, no task is reported as landed.
+pub fn landed_ids(project: &Project, state: &State) -> HashSet<String> {
+    let attempts: Vec<_> = state
+        .tasks
+        .iter()
+        .filter_map(|t| {
+            let a = t.successful_attempt()?;
+            Some((t.id.clone(), a.start_commit.clone(), a.end_tip.clone()))
+        })
+        .collect();
+    if attempts.is_empty() {
+        return HashSet::new();
+    }
+    let Ok(repo) = project.repo() else {
+        return HashSet::new();
+    };
+    let target = &project.config.workspace.land_target;
+    let key = Key {
+        state_dir: project.state_dir(),
+        target: target.clone(),
+        target_tip: crate::git::branch_tip(&repo, target).ok().flatten(),
+        land_log: std::fs::metadata(record::path(&project.state_dir()))
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len()))),
+        attempts,
+    };
+    if let Ok(last) = LAST.lock()
+        && let Some((k, ids)) = last.as_ref()
+        && *k == key
+    {
+        return ids.clone();
+    }
+    let Ok(log) = LandLog::load(&project.state_dir()) else {
+        return HashSet::new();
+    };
+    let ids: HashSet<String> = match plan_with(&repo, state, &log, target, &[]) {
+        Ok(plan) => plan
+            .tasks
+            .into_iter()
+            .filter(|t| t.status == PlanStatus::AlreadyLanded)
+            .map(|t| t.id)
+            .collect(),
+        Err(_) => return HashSet::new(),
+    };
+    if let Ok(mut last) = LAST.lock() {
+        *last = Some((key, ids.clone()));
+    }
+    ids
+}
