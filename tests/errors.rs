@@ -319,7 +319,7 @@ fn an_untracked_file_in_the_way_is_named() {
     let out = p.flocks(&["land", "-y"]);
     assert_eq!(code(&out), 4, "{}", text(&out));
     let expected = format!(
-        "Land stopped: updating the checkout of main at {} would overwrite files there that git does not track (a.txt); nothing was changed: move them away (or commit them) and run again\n",
+        "Land stopped: updating the checkout of main at {} would overwrite files there that git does not track (a.txt (untracked)); nothing was changed: move them away (or commit them) and run again\n",
         p.repo.display()
     );
     assert!(stdout(&out).ends_with(&expected), "{}", text(&out));
@@ -517,16 +517,21 @@ fn init_with_config_writes_that_path_and_nothing_else() {
 fn up_and_down_say_what_they_do_for_docker_pools_and_exe_dev() {
     let p = TestProject::new("");
     let help = stdout(&p.flocks(&["--help"]));
-    assert!(
-        help.contains(
-            "  up      Create what pools need before a run: exe.dev VMs, docker containers\n"
-        ),
+    // The column is as wide as the longest command name.
+    let line = |name: &str| {
+        help.lines()
+            .find_map(|l| l.strip_prefix(&format!("  {name} ")).map(str::trim_start))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        line("up"),
+        "Create what pools need before a run: exe.dev VMs, docker containers",
         "{help}"
     );
-    assert!(
-        help.contains(
-            "  down    Remove what `flocks up` created, and only that: exe.dev VMs, docker containers\n"
-        ),
+    assert_eq!(
+        line("down"),
+        "Remove what `flocks up` created, and only that: exe.dev VMs, docker containers",
         "{help}"
     );
     for (cmd, words) in [
