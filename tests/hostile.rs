@@ -1,0 +1,116 @@
+//! Hostile agents (issue 13): each test runs a fake agent that attacks flocks
+//! the way a steered agent could, and shows the attack held: nothing ran on
+//! the host, nothing outlived the attempt, no secret reached a file or an
+//! output in any encoding, and the failure names what the agent tried.
+//! Docker attacks on the repo mount are in `tests/hostile_docker.rs`.
+
+mod support;
+
+use serde_json::json;
+use support::*;
+
+const SECRET: &str = "sk-ant-oat01-HOSTILE-5f3a9c1e7b2d4086";
+
+/// Every form of `SECRET` (and of its halves) that must not appear anywhere.
+fn secret_forms() -> Vec<String> {
+    let half = SECRET.len() / 2;
+    let escaped: String = SECRET
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
+    let hex: String = SECRET.bytes().map(|b| format!("{b:02x}")).collect();
+    vec![
+        SECRET.to_string(),
+        SECRET[..half].to_string(),
+        SECRET[half..].to_string(),
+        escaped,
+        hex,
+        // base64 of "x" + SECRET, as the hostile agent prints it, minus the
+        // characters that depend on the "x".
+        "LWFudC1vYXQwMS1IT1NUSUxF".to_string(),
+    ]
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for form in secret_forms() {
+        assert!(
+            !text.contains(&form),
+            "{what} holds the secret as {form:?}:\n{}",
+            &text[text.find(&form).unwrap_or(0).saturating_sub(200)..]
+                .chars()
+                .take(600)
+                .collect::<String>()
+        );
+    }
+}
+
+fn credential_project() -> TestProject {
+    TestProject::new(
+        "[[credentials]]\nname = \"sub-1\"\nenv = \"HOSTILE_TOKEN\"\n\n\
+         [[containers]]\nname = \"local\"\nmax_worktrees = 1\ncredential = \"sub-1\"\n",
+    )
+}
+
+/// Findings 10 and 11: the agent prints its token JSON-escaped, as hex and
+/// base64, and cut in two across lines (stdout, stderr, inside a tool
+/// result). None of it reaches state.json, events.jsonl, the raw log,
+/// `flocks logs`, `status --json` or the run's output.
+#[test]
+fn encoded_and_split_secrets_are_redacted_everywhere() {
+    let p = credential_project();
+    p.tasks(&[json!({"id": "leak", "prompt":
+        "@fake leak-env CLAUDE_CODE_OAUTH_TOKEN\n@fake commit x.txt"})]);
+    let out = p
+        .cmd(&["run"])
+        .env("HOSTILE_TOKEN", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_no_secret("the run's output", &text(&out));
+    let files = p.flocks_dir_text();
+    assert!(
+        files.contains("[redacted:sub-1]"),
+        "the secret was not redacted but dropped: {files}"
+    );
+    assert_no_secret("a file under .flocks", &files);
+    for args in [
+        vec!["logs", "leak"],
+        vec!["logs", "--raw", "leak"],
+        vec!["status", "--json"],
+        vec!["status"],
+    ] {
+        let out = p.cmd(&args).env("HOSTILE_TOKEN", SECRET).output().unwrap();
+        assert_eq!(code(&out), 0, "{args:?}: {}", text(&out));
+        assert_no_secret(&format!("flocks {}", args.join(" ")), &text(&out));
+    }
+    // The agent's own words around the secret survive.
+    let logs = text(&p.flocks(&["logs", "leak"]));
+    assert!(logs.contains("as you asked"), "{logs}");
+}
+
+/// Finding 11: a 33 MiB line is written out in pieces at the 32 MiB line
+/// buffer; no cut falls inside the secret, which appears all around it.
+#[test]
+fn secrets_across_the_line_buffer_boundary_are_redacted() {
+    let p = credential_project();
+    p.tasks(&[json!({"id": "huge", "prompt":
+        "@fake leak-env-huge CLAUDE_CODE_OAUTH_TOKEN\n@fake commit x.txt"})]);
+    let out = p
+        .cmd(&["run"])
+        .env("HOSTILE_TOKEN", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let log = std::fs::read(p.path(".flocks/logs/huge/1.log")).unwrap();
+    let log = String::from_utf8_lossy(&log);
+    let pieces: Vec<usize> = log.lines().map(str::len).filter(|n| *n > 1 << 19).collect();
+    assert_eq!(pieces.len(), 2, "the long line is in the log in two pieces");
+    assert!(
+        pieces[0] <= 32 << 20,
+        "the first piece is cut at the buffer"
+    );
+    let redacted = log.matches("[redacted:sub-1]").count();
+    let planted = ((33usize << 20) - SECRET.len() - (31 << 20)).div_ceil(4093);
+    assert_eq!(redacted, planted, "every planted secret is redacted whole");
+    assert_no_secret("the raw log", &log);
+}
