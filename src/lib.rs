@@ -20,6 +20,7 @@ pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod state;
+pub mod suggest;
 pub mod supervisor;
 pub mod tasks;
 pub mod tui;

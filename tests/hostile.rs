@@ -114,3 +114,46 @@ fn secrets_across_the_line_buffer_boundary_are_redacted() {
     assert_eq!(redacted, planted, "every planted secret is redacted whole");
     assert_no_secret("the raw log", &log);
 }
+
+/// Finding 12: a branch named like a command substitution. The command land
+/// suggests holds it as one quoted word: pasted into a shell it runs `git
+/// log` on that branch, and nothing else.
+#[test]
+fn suggested_commands_quote_branch_names() {
+    let p = TestProject::new("");
+    // Relative: a ref name cannot hold the temp dir's `/.` components.
+    let marker = p.path("pwned");
+    let branch = "y/$(touch${IFS}pwned)".to_string();
+    p.tasks(&[json!({"id": "evil", "prompt": "@fake commit a.txt", "branch": branch})]);
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // The branch moves after the task succeeded: land refuses and says how
+    // to look.
+    p.git(&["checkout", "-q", &branch]);
+    std::fs::write(p.path("b.txt"), "moved\n").unwrap();
+    p.git(&["add", "b.txt"]);
+    p.git(&["commit", "-q", "-m", "moved by hand"]);
+    p.git(&["checkout", "-q", "main"]);
+    let out = p.flocks(&["land", "-y"]);
+    let said = text(&out);
+    let at = said
+        .find("git log '")
+        .unwrap_or_else(|| panic!("no quoted git log suggestion in: {said}"));
+    let rest = &said[at + "git log '".len()..];
+    let suggested = format!("git log '{}'", &rest[..rest.find('\'').unwrap()]);
+    assert!(suggested.contains(&branch), "{suggested}");
+    let run = std::process::Command::new("sh")
+        .args(["-c", &suggested])
+        .current_dir(&p.repo)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{suggested}: {}", text(&run));
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("moved by hand"),
+        "{suggested} did not show the branch's new commit"
+    );
+    assert!(
+        !marker.exists(),
+        "the suggested command ran the branch name"
+    );
+}

@@ -213,13 +213,7 @@ impl Target {
 
 /// Quote a word for a POSIX shell.
 pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
+    crate::suggest::quote(s).into_owned()
 }
 
 /// A remote path as a shell word; a leading `~/` means the remote `$HOME`.
