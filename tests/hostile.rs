@@ -157,3 +157,132 @@ fn suggested_commands_quote_branch_names() {
         "the suggested command ran the branch name"
     );
 }
+
+/// Processes (pids) whose parent is `parent` and whose command line holds
+/// `needle`.
+fn children_with(parent: i32, needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+            .and_then(|s| s.parse::<i32>().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// `ps` lines that mention `needle` (the test's own temp dir marks its
+/// processes).
+fn ps_with(needle: &str) -> Vec<String> {
+    let out = std::process::Command::new("ps")
+        .args(["-eo", "pid,ppid,args"])
+        .output()
+        .expect("ps runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A survivor that leaves its session, its parent and its attempt tag: it
+/// writes its pid to `pidfile` and sleeps.
+fn survivor(pidfile: &std::path::Path) -> String {
+    format!(
+        "env -u FLOCKS_ATTEMPT setsid sh -c 'echo $$ > {}; exec sleep 300' > /dev/null 2>&1 &",
+        pidfile.display()
+    )
+}
+
+/// Finding 13: the agent double-forks a tag-stripped survivor, then flocks
+/// and the attempt's supervisor are both killed with SIGKILL. The attempt's
+/// cgroup (cgroup v2 `cgroup.kill`, by the supervisor's watchdog) stops it.
+#[test]
+fn a_survivor_dies_with_its_attempt_after_kill_9_of_flocks_and_supervisor() {
+    let p = TestProject::new("");
+    let pidfile = p.out_file("survivor.pid");
+    let script = survivor(&pidfile);
+    p.tasks(&[json!({"id": "escape", "prompt":
+        format!("@fake bash \"{}\"\n@fake hang", script.replace('"', "\\\""))})]);
+    let mut flocks = p.spawn(&["run"]);
+    let flocks_pid = flocks.id() as i32;
+    wait_for(30, "the survivor to start", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let survivor = read_pid(&pidfile);
+    let log = std::fs::read_to_string(p.path(".flocks/logs/escape/1.log")).unwrap();
+    let mechanism = log
+        .lines()
+        .find_map(|l| l.split_once("containment: ").map(|(_, m)| m.to_string()))
+        .unwrap_or_else(|| panic!("the supervisor did not say how it contains: {log}"));
+    println!("containment exercised: {mechanism}");
+    assert!(
+        mechanism.starts_with("cgroup v2"),
+        "this machine offers no writable cgroup v2 hierarchy ({mechanism}): run the \
+         tests as root, or inside `systemd-run --user --scope`, so the supervisor can \
+         make its cgroup"
+    );
+    let supervisors = children_with(flocks_pid, "__supervise");
+    assert_eq!(supervisors.len(), 1, "one supervisor: {supervisors:?}");
+    for pid in [flocks_pid, supervisors[0]] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let _ = flocks.wait();
+    wait_for(20, "the survivor to be stopped", || !pid_alive(survivor));
+    let tmp = p.tmp.path().display().to_string();
+    wait_for(20, "every process of the attempt to end", || {
+        ps_with(&tmp).is_empty()
+    });
+    let cgroup = mechanism["cgroup v2 ".len()..].to_string();
+    wait_for(20, "the attempt's cgroup to be removed", || {
+        !std::path::Path::new(&cgroup).exists()
+    });
+}
+
+/// Finding 14: a `[validate]` command starts a setsid'd grandchild and then
+/// times out. Validation fails naming the timeout, and the grandchild is
+/// stopped with it.
+#[test]
+fn a_validate_timeout_stops_setsid_grandchildren() {
+    let p = TestProject::new("");
+    let pidfile = p.out_file("validate-survivor.pid");
+    let command = format!("{} sleep 300", survivor(&pidfile));
+    p.config(&format!(
+        "[validate]\ncommands = [[\"sh\", \"-c\", {}]]\ntimeout_secs = 2\n",
+        toml_string(&command)
+    ));
+    p.tasks(&[json!({"id": "t", "prompt": "@fake commit a.txt"})]);
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.flocks(&["land", "-y"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(text(&out).contains("timed out"), "{}", text(&out));
+    let survivor = read_pid(&pidfile);
+    wait_for(
+        10,
+        "the validate command's grandchild to be stopped",
+        || !pid_alive(survivor),
+    );
+    let tmp = p.tmp.path().display().to_string();
+    assert!(
+        ps_with(&tmp).is_empty(),
+        "left running: {:?}",
+        ps_with(&tmp)
+    );
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}

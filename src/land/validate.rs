@@ -1,12 +1,16 @@
 //! `[validate] commands`, run one after the other in the land worktree on the
-//! landed result. `timeout_secs` bounds the whole validation; on expiry the
-//! running command's process group gets SIGTERM, then SIGKILL after
-//! `kill_grace_secs`. Output is shown as it comes (when asked) and logged.
-//! Credential variables are removed from the commands' environment.
+//! landed result. `timeout_secs` bounds the whole validation. Output is shown
+//! as it comes (when asked) and logged. Credential variables are removed from
+//! the commands' environment.
 //!
-//! The commands run in their own process group, so a Ctrl-C on the terminal
-//! reaches flocks only: while they run, SIGINT and SIGTERM are caught and
-//! passed on to the group the same way as a timeout.
+//! Each command runs under the same per-attempt supervisor as a local agent
+//! (`supervisor.rs`: its own cgroup where the machine allows, else a
+//! subreaper), so what it starts in a new session is stopped with it: on
+//! expiry of `timeout_secs` the whole tree gets SIGTERM, then SIGKILL after
+//! `kill_grace_secs`, and whatever a command leaves running when it exits is
+//! stopped too. The supervisor has its own process group, so a Ctrl-C on the
+//! terminal reaches flocks only: while a command runs, SIGINT and SIGTERM are
+//! caught and passed on the same way as a timeout.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -17,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, killpg, sigaction};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::unistd::Pid;
 
 use crate::config::CommandSpec;
@@ -77,8 +81,26 @@ pub fn run(r: &Run) -> Result<Validation> {
     for spec in r.commands {
         let header = format!("$ {spec}\n");
         emit(&out, r.echo, header.as_bytes());
-        let mut cmd = spec.to_command();
-        cmd.current_dir(r.dir)
+        let supervisor = match crate::supervisor::exe() {
+            Ok(s) => s,
+            Err(reason) => {
+                emit(&out, r.echo, format!("{reason}\n").as_bytes());
+                return Ok(Validation::Failed {
+                    command: spec.to_string(),
+                    reason,
+                });
+            }
+        };
+        let mut cmd = std::process::Command::new(supervisor);
+        cmd.arg(crate::supervisor::SUBCOMMAND)
+            .arg("--parent")
+            .arg(std::process::id().to_string())
+            .arg("--grace-ms")
+            .arg(r.grace.as_millis().to_string())
+            .arg("--quiet")
+            .arg("--")
+            .args(spec.argv())
+            .current_dir(r.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -152,10 +174,13 @@ fn wait(child: &mut Child, deadline: Option<Instant>, grace: Duration) -> Result
         }
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         if interrupted || deadline.is_some_and(|d| Instant::now() >= d) {
-            let pgid = Pid::from_raw(child.id() as i32);
-            let _ = killpg(pgid, Signal::SIGTERM);
-            let until = Instant::now() + grace;
-            while Instant::now() < until {
+            // The supervisor stops the command's whole tree: TERM, grace,
+            // KILL; then it exits. SIGUSR1 asks it to KILL at once.
+            let supervisor = Pid::from_raw(child.id() as i32);
+            let _ = kill(supervisor, Signal::SIGTERM);
+            let mut until = Instant::now() + grace + Duration::from_secs(5);
+            let mut hurried = false;
+            loop {
                 if child
                     .try_wait()
                     .ctx(|| "wait for a validate command".into())?
@@ -163,10 +188,18 @@ fn wait(child: &mut Child, deadline: Option<Instant>, grace: Duration) -> Result
                 {
                     break;
                 }
+                if Instant::now() >= until {
+                    if hurried {
+                        let _ = kill(supervisor, Signal::SIGKILL);
+                        let _ = child.wait();
+                        break;
+                    }
+                    let _ = kill(supervisor, Signal::SIGUSR1);
+                    hurried = true;
+                    until = Instant::now() + Duration::from_secs(5);
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = killpg(pgid, Signal::SIGKILL);
-            let _ = child.wait();
             return Ok(if interrupted {
                 Waited::Interrupted
             } else {
