@@ -4,6 +4,8 @@
 //! output in any encoding, and the failure names what the agent tried.
 //! Docker attacks on the repo mount are in `tests/hostile_docker.rs`.
 
+#[path = "support/sshd.rs"]
+mod sshd;
 mod support;
 
 use serde_json::json;
@@ -285,4 +287,84 @@ fn a_validate_timeout_stops_setsid_grandchildren() {
 
 fn toml_string(s: &str) -> String {
     serde_json::to_string(s).unwrap()
+}
+
+/// An ssh pool for `h`, whose `setup` leaves `marker` on the host.
+fn ssh_project(h: &sshd::TestSshd, marker: &std::path::Path) -> TestProject {
+    let p = TestProject::new("");
+    let mut opts = h.ssh_options_without_identity();
+    opts.extend(["-o", "ServerAliveInterval=1"].map(String::from));
+    let opts: Vec<String> = opts.iter().map(|o| toml_string(o)).collect();
+    std::fs::write(
+        p.path("flocks.toml"),
+        format!(
+            "kill_grace_secs = 1\n\n[[containers]]\nname = \"box\"\nbackend = \"ssh\"\n\
+             host = \"{}\"\nidentity_file = \"{}\"\nremote_dir = \"~/flocks\"\n\
+             ssh_options = [{}]\nsetup = [{}]\n\n[agent]\ncommand = \"{}\"\n",
+            h.host(),
+            h.key_path().display(),
+            opts.join(", "),
+            toml_string(&format!("touch {}", marker.display())),
+            fake_claude().display()
+        ),
+    )
+    .unwrap();
+    p.tasks(&[json!({"id": "t", "prompt": "@fake commit a.txt"})]);
+    p
+}
+
+/// Finding 9: the directory of ssh's multiplexing sockets (which carry the
+/// connection's credentials) is made by mkdtemp and checked. A parent that
+/// another user owns, or that anyone may write without the sticky bit, is
+/// refused before ssh runs: nothing reaches the host and no socket is made
+/// there. A private parent works.
+#[test]
+fn ssh_refuses_a_control_directory_others_could_take() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        sshd::TestSshd::available(),
+        "needs root, /usr/sbin/sshd, ssh and ssh-keygen: install OpenSSH with .ci/ensure-sshd.sh"
+    );
+    let h = sshd::TestSshd::start_any();
+    let marker = tempfile::tempdir().unwrap();
+    let marker = marker.path().join("setup-ran");
+    let p = ssh_project(&h, &marker);
+    for (name, mode, owner) in [("open", 0o777, None), ("theirs", 0o755, Some(65534))] {
+        let hostile = p.out_file(name);
+        std::fs::create_dir(&hostile).unwrap();
+        std::fs::set_permissions(&hostile, std::fs::Permissions::from_mode(mode)).unwrap();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&hostile, Some(uid), Some(uid)).unwrap();
+        }
+        let out = p
+            .cmd(&["run", "--no-progress"])
+            .env("FLOCKS_SSH_CONTROL_DIR", &hostile)
+            .output()
+            .unwrap();
+        let said = text(&out);
+        assert_eq!(code(&out), 5, "{name}: {said}");
+        assert!(
+            said.contains("refusing to use ssh") && said.contains(&hostile.display().to_string()),
+            "{name}: the refusal does not name the directory: {said}"
+        );
+        assert!(!marker.exists(), "{name}: flocks reached the host");
+        let left: Vec<_> = std::fs::read_dir(&hostile).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{name}: flocks made {left:?} there");
+    }
+    let private = p.out_file("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = p
+        .cmd(&["run", "--no-progress"])
+        .env("FLOCKS_SSH_CONTROL_DIR", &private)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(marker.exists(), "the setup did not run on the host");
+    assert_eq!(p.status_of("t"), "success");
+    let left: Vec<_> = std::fs::read_dir(&private).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "the socket directory outlived the run: {left:?}"
+    );
 }
