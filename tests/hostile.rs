@@ -4,6 +4,8 @@
 //! output in any encoding, and the failure names what the agent tried.
 //! Docker attacks on the repo mount are in `tests/hostile_docker.rs`.
 
+#[path = "support/docker.rs"]
+mod dsupport;
 #[path = "support/sshd.rs"]
 mod sshd;
 mod support;
@@ -95,6 +97,14 @@ fn encoded_and_split_secrets_are_redacted_everywhere() {
 #[test]
 fn secrets_across_the_line_buffer_boundary_are_redacted() {
     let p = credential_project();
+    // 33 MiB through redaction takes a while in a debug build on a busy
+    // machine: no timeout here.
+    let config = std::fs::read_to_string(p.path("flocks.toml")).unwrap();
+    std::fs::write(
+        p.path("flocks.toml"),
+        config.replace("agent_timeout_secs = 60", "agent_timeout_secs = 0"),
+    )
+    .unwrap();
     p.tasks(&[json!({"id": "huge", "prompt":
         "@fake leak-env-huge CLAUDE_CODE_OAUTH_TOKEN\n@fake commit x.txt"})]);
     let out = p
@@ -366,5 +376,98 @@ fn ssh_refuses_a_control_directory_others_could_take() {
     assert!(
         left.is_empty(),
         "the socket directory outlived the run: {left:?}"
+    );
+}
+
+/// Finding 2: `[validate] pool` runs validation in the docker pool's
+/// container, at the land worktree's path there. The agent's "test script"
+/// tries to write on the host (a path the container does not see) and
+/// leaves a process in a new session; validation times out, nothing of it
+/// ran on the host, nothing of it is left in the container, and the target
+/// does not move. Then a passing validation lands.
+#[test]
+fn validate_pool_runs_agent_code_in_the_container() {
+    if !dsupport::ready() {
+        return;
+    }
+    let p = dsupport::DockerProject::new();
+    let ctr = dsupport::Ctr::start(dsupport::CtrSpec {
+        project: &p,
+        label: false,
+        env: vec![],
+    });
+    let host_only = p.t.tmp.path().join("host-only");
+    std::fs::create_dir(&host_only).unwrap();
+    let marker = host_only.join("pwned");
+    let pwd = p.out("validate-pwd");
+    let pool = format!(
+        "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
+        ctr.name
+    );
+    let validate = |commands: &str| {
+        format!("[validate]\npool = \"dev\"\ntimeout_secs = 3\ncommands = {commands}\n")
+    };
+    p.config(&validate("[\"sh check.sh\"]"), &pool);
+    let check = format!(
+        "pwd > {}; touch {}; setsid sleep 301 > /dev/null 2>&1 & sleep 300",
+        pwd.display(),
+        marker.display()
+    );
+    p.t.tasks(&[
+        json!({"id": "t", "prompt": format!("@fake commit check.sh {}", toml_string(&check))}),
+    ]);
+    let out = p.t.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let main_before = p.git(&["rev-parse", "main"]);
+
+    let out = p.t.flocks(&["land", "-y"]);
+    let said = text(&out);
+    assert_eq!(code(&out), 4, "{said}");
+    assert!(said.contains("timed out"), "{said}");
+    assert!(
+        said.contains(&format!("docker container `{}`", ctr.name)),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pwd).unwrap().trim(),
+        "/workspace/.worktrees/.land",
+        "validation did not run at the land worktree's path in the container"
+    );
+    assert!(
+        !marker.exists(),
+        "validation ran the agent's code on the host"
+    );
+    let ps = ctr.ps();
+    assert!(
+        !ps.contains("sleep 30"),
+        "left running in the container:\n{ps}"
+    );
+    assert!(
+        ps_with("sleep 301").is_empty(),
+        "left running on the host: {:?}",
+        ps_with("sleep 301")
+    );
+    assert_eq!(p.git(&["rev-parse", "main"]), main_before, "main moved");
+
+    // A validation that passes lands the work.
+    p.config(
+        &validate(&format!(
+            "[{}]",
+            toml_string(&format!("pwd > {}.ok", pwd.display()))
+        )),
+        &pool,
+    );
+    let out = p.t.flocks(&["land", "-y"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_ne!(
+        p.git(&["rev-parse", "main"]),
+        main_before,
+        "main did not move"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{}.ok", pwd.display()))
+            .unwrap()
+            .trim(),
+        "/workspace/.worktrees/.land"
     );
 }

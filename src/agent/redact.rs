@@ -31,6 +31,7 @@ const WINDOW: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 struct Pattern {
+    text: String,
     chars: Vec<char>,
     name: String,
 }
@@ -72,11 +73,13 @@ impl Redactor {
             for form in encodings(value.as_bytes()) {
                 patterns.push(Pattern {
                     chars: form.chars().collect(),
+                    text: form,
                     name: name.clone(),
                 });
             }
             patterns.push(Pattern {
                 chars: value.chars().collect(),
+                text: value,
                 name,
             });
         }
@@ -106,9 +109,19 @@ impl Redactor {
         let mut start = 0;
         loop {
             let end = floor_boundary(text, (start + WINDOW + overlap).min(text.len()));
-            let view = decode(&decode(&items(&text[start..end], start)));
-            for (r, name) in self.matches(&view, 0) {
-                out.push((view[r.start].start..view[r.end - 1].end, name));
+            let window = &text[start..end];
+            if window.contains(['\\', '%', '\n', '\r']) {
+                let view = decode(&decode(&items(window, start)));
+                for (r, name) in self.matches(&view, 0) {
+                    out.push((view[r.start].start..view[r.end - 1].end, name));
+                }
+            } else {
+                // Nothing to decode: the text is its own view.
+                for p in &self.patterns {
+                    for (at, _) in window.match_indices(p.text.as_str()) {
+                        out.push((start + at..start + at + p.text.len(), p.name.clone()));
+                    }
+                }
             }
             if end >= text.len() {
                 break;
@@ -210,17 +223,28 @@ impl StreamRedactor {
     /// whole: a byte offset, at most `limit` (when that leaves something).
     pub fn cut_point(&self, buf: &[u8], limit: usize) -> usize {
         let r = &*self.redactor;
-        let text = String::from_utf8_lossy(buf);
         let keep = r.longest * MAX_ENCODED_CHAR + 16;
         let mut cut = buf.len().saturating_sub(keep).min(limit);
         // Not inside a UTF-8 sequence, nor inside an escape.
         while cut > 0 && cut < buf.len() && (buf[cut] & 0xC0) == 0x80 {
             cut -= 1;
         }
-        if let Cow::Borrowed(_) = text {
-            for (range, _) in r.find(&text) {
-                if range.start < cut && range.end > cut {
-                    cut = range.start;
+        // Only a secret near the cut can straddle it.
+        let mut from = cut.saturating_sub(keep);
+        while from > 0 && (buf[from] & 0xC0) == 0x80 {
+            from -= 1;
+        }
+        let to = (cut + keep).min(buf.len());
+        let near = match std::str::from_utf8(&buf[from..to]) {
+            Ok(s) => s,
+            // A partial character at the end (or bytes that are not UTF-8):
+            // the valid part.
+            Err(e) => std::str::from_utf8(&buf[from..from + e.valid_up_to()]).unwrap_or(""),
+        };
+        {
+            for (range, _) in r.find(near) {
+                if from + range.start < cut && from + range.end > cut {
+                    cut = from + range.start;
                 }
             }
         }

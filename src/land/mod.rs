@@ -28,6 +28,7 @@ mod scratch;
 mod target;
 mod trailer;
 mod validate;
+mod validate_docker;
 
 use std::path::PathBuf;
 

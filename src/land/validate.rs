@@ -68,16 +68,24 @@ pub struct Run<'a> {
     pub log: &'a Path,
     /// Also copy the output to this process's stdout.
     pub echo: bool,
+    /// Run in this docker pool's container (`[validate] pool`), not here.
+    pub docker: Option<&'a super::validate_docker::Place<'a>>,
 }
+
+/// The validation log, shared by the threads that copy output into it.
+pub(super) type Out = Arc<Mutex<File>>;
 
 pub fn run(r: &Run) -> Result<Validation> {
     if let Some(parent) = r.log.parent() {
         std::fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
     }
     let file = File::create(r.log).ctx(|| format!("create {}", r.log.display()))?;
-    let out: Arc<Mutex<File>> = Arc::new(Mutex::new(file));
-    let deadline = r.timeout.map(|t| Instant::now() + t);
+    let out: Out = Arc::new(Mutex::new(file));
     let _signals = SignalGuard::install();
+    if let Some(place) = r.docker {
+        return super::validate_docker::run(r, &out, place);
+    }
+    let deadline = r.timeout.map(|t| Instant::now() + t);
     for spec in r.commands {
         let header = format!("$ {spec}\n");
         emit(&out, r.echo, header.as_bytes());
@@ -231,7 +239,7 @@ fn pump(
     rx
 }
 
-fn emit(out: &Arc<Mutex<File>>, echo: bool, bytes: &[u8]) {
+pub(super) fn emit(out: &Out, echo: bool, bytes: &[u8]) {
     if let Ok(mut f) = out.lock() {
         let _ = f.write_all(bytes);
     }
@@ -242,7 +250,7 @@ fn emit(out: &Arc<Mutex<File>>, echo: bool, bytes: &[u8]) {
     }
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(super) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: std::ffi::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
@@ -287,6 +295,8 @@ impl Drop for SignalGuard {
 /// with `timeout_secs`, credential variables removed, output to a log.
 pub(crate) struct Validator<'a> {
     commands: &'a [CommandSpec],
+    /// `[validate] pool`.
+    docker: Option<super::validate_docker::Place<'a>>,
     wt: std::path::PathBuf,
     timeout: Option<Duration>,
     grace: Duration,
@@ -312,7 +322,26 @@ impl<'a> Validator<'a> {
         .map(String::from)
         .collect();
         scrub.extend(config.credentials.iter().map(|c| c.env.clone()));
+        let docker = match &config.validate.pool {
+            None => None,
+            Some(name) => match config.pool(name).map(|p| (p, &p.backend)) {
+                Some((pool, crate::config::BackendConfig::Docker(d))) => {
+                    Some(super::validate_docker::Place {
+                        config,
+                        pool,
+                        docker: d,
+                    })
+                }
+                _ => {
+                    return Err(crate::error::Error::Usage(format!(
+                        "[validate] pool `{name}` is not a docker pool of {}",
+                        config.path.display()
+                    )));
+                }
+            },
+        };
         Ok(Validator {
+            docker,
             commands: &config.validate.commands,
             wt: super::scratch::path(&config.worktrees_dir()),
             timeout: config.validate.timeout,
@@ -339,6 +368,7 @@ impl<'a> Validator<'a> {
             scrub: &self.scrub,
             log,
             echo,
+            docker: self.docker.as_ref(),
         })
     }
 }
