@@ -23,14 +23,8 @@ pub struct Cgroup {
 impl Cgroup {
     /// Make `<our cgroup>/<name>`. Err(why not), for the log.
     pub fn create(name: &str) -> Result<Cgroup, String> {
-        let mount = mount_point().ok_or("no cgroup v2 hierarchy is mounted")?;
-        let own = std::fs::read_to_string("/proc/self/cgroup")
-            .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
-        let rel = own
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .ok_or("this process is in no cgroup v2 cgroup")?;
-        let parent = mount.join(rel.trim_start_matches('/'));
+        mount_point().ok_or("no cgroup v2 hierarchy is mounted")?;
+        let parent = own_dir().ok_or("this process is in no cgroup v2 cgroup")?;
         let dir = parent.join(name);
         std::fs::create_dir(&dir)
             .map_err(|e| format!("cannot create cgroup {}: {e}", dir.display()))?;
@@ -116,6 +110,54 @@ impl Cgroup {
             let _ = std::fs::remove_dir(d);
         }
     }
+}
+
+/// Kill and remove the cgroups whose names start with `prefix` beside ours
+/// (those an earlier supervisor made, if its watchdog died too). Returns how
+/// many there were.
+pub fn sweep(prefix: &str) -> usize {
+    let Some(parent) = own_dir() else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir())
+            && e.file_name().to_string_lossy().starts_with(prefix)
+        {
+            Cgroup::at(e.path()).kill_and_remove();
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The directory of this process's own cgroup v2 cgroup.
+fn own_dir() -> Option<PathBuf> {
+    let mount = mount_point()?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(mount.join(rel.trim().trim_start_matches('/')))
+}
+
+/// The name of an attempt's cgroup: `flocks-<tag>-<supervisor pid>`, with
+/// the tag's `:` (and anything else a name should not hold) as `_`.
+pub fn name_for(tag: &str, pid: u32) -> String {
+    format!("{}-{pid}", prefix_for(tag))
+}
+
+/// The start of the names of the cgroups of tags that start with `tag`.
+pub fn prefix_for(tag: &str) -> String {
+    let tag: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("flocks-{tag}")
 }
 
 /// Move the calling process into the cgroup whose `cgroup.procs` is `procs`.

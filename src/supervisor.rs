@@ -136,17 +136,7 @@ impl Containment {
             return Err(format!("turned off by {CGROUP_VAR}=off"));
         }
         let tag = std::env::var(crate::agent::spec::TAG_VAR).unwrap_or_else(|_| "run".into());
-        let tag: String = tag
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let cgroup = Cgroup::create(&format!("flocks-{tag}-{}", std::process::id()))?;
+        let cgroup = Cgroup::create(&crate::cgroup::name_for(&tag, std::process::id()))?;
         let watchdog = exe().and_then(|exe| {
             std::process::Command::new(exe)
                 .arg(SUBCOMMAND)

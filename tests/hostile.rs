@@ -471,3 +471,56 @@ fn validate_pool_runs_agent_code_in_the_container() {
         "/workspace/.worktrees/.land"
     );
 }
+
+/// Finding 13, the last line of defence: flocks, the supervisor and its
+/// watchdog are all killed with SIGKILL. The survivor stays in its cgroup,
+/// and the next `flocks run` of the project kills that cgroup.
+#[test]
+fn the_next_run_stops_what_a_fully_killed_attempt_left_in_its_cgroup() {
+    let p = TestProject::new("");
+    let pidfile = p.out_file("survivor.pid");
+    let script = survivor(&pidfile);
+    // Only the first attempt escapes and hangs; the next one finishes.
+    let (once_a, once_b) = (p.out_file("once-a"), p.out_file("once-b"));
+    p.tasks(&[json!({"id": "escape", "prompt": format!(
+        "@fake once {} bash \"{}\"\n@fake once {} hang\n@fake commit x.txt",
+        once_a.display(),
+        script.replace('"', "\\\""),
+        once_b.display()
+    )})]);
+    let mut flocks = p.spawn(&["run"]);
+    let flocks_pid = flocks.id() as i32;
+    wait_for(30, "the survivor to start", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let survivor = read_pid(&pidfile);
+    let supervisors = children_with(flocks_pid, "__supervise");
+    assert_eq!(supervisors.len(), 1, "one supervisor: {supervisors:?}");
+    let watchdogs = children_with(supervisors[0], "--watch-cgroup");
+    assert_eq!(
+        watchdogs.len(),
+        1,
+        "no cgroup watchdog: this machine offers no writable cgroup v2 hierarchy; run \
+         the tests as root, or inside `systemd-run --user --scope`"
+    );
+    println!("containment exercised: cgroup v2, watchdog killed too");
+    for pid in [watchdogs[0], flocks_pid, supervisors[0]] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let _ = flocks.wait();
+    let out = p.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        !pid_alive(survivor),
+        "the next run left the survivor running"
+    );
+    assert!(
+        text(&out).contains("cgroup(s) of an earlier flocks run"),
+        "{}",
+        text(&out)
+    );
+}
