@@ -409,7 +409,7 @@ fn validate_pool_runs_agent_code_in_the_container() {
     };
     p.config(&validate("[\"sh check.sh\"]"), &pool);
     let check = format!(
-        "pwd > {}; touch {}; setsid sleep 301 > /dev/null 2>&1 & sleep 300",
+        "touch built.txt && pwd > {}; touch {}; setsid sleep 301 > /dev/null 2>&1 & sleep 300",
         pwd.display(),
         marker.display()
     );

@@ -72,6 +72,8 @@ async fn run_async(r: &Run<'_>, out: &Out, place: &Place<'_>) -> Result<Validati
         ))
     })?;
     let cwd = Path::new(&t.repo).join(rel).display().to_string();
+    // This runtime runs nothing else: blocking here is fine.
+    docker::give_to_repo_owner(place.config, &host_dir);
     let key = crate::project::key_of(&place.config.state_dir());
     let git_dir = crate::git::open(&repo_dir)
         .map(|repo| repo.commondir().to_path_buf())

@@ -590,6 +590,23 @@ pub async fn find_pool_target(
     ))
 }
 
+/// When flocks runs as root on a repo that belongs to someone else, give
+/// `path` (a worktree flocks wrote on the host, such as the land worktree)
+/// to the repo's owner, the pool's default exec user, so that commands in
+/// the container can write there.
+pub fn give_to_repo_owner(config: &Config, path: &Path) {
+    let repo_dir = config
+        .workspace
+        .repo
+        .canonicalize()
+        .unwrap_or_else(|_| config.workspace.repo.clone());
+    if let Ok(owner) = owner::owner_of(&repo_dir)
+        && owner::needs_fixing(owner)
+    {
+        owner::give_back(path, owner);
+    }
+}
+
 /// Stop every process tagged `FLOCKS_ATTEMPT=<tag>` in the container (TERM,
 /// `grace`, KILL), as an attempt is stopped. Ok(the killer's report).
 pub async fn stop_tagged(
