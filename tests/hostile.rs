@@ -524,3 +524,45 @@ fn the_next_run_stops_what_a_fully_killed_attempt_left_in_its_cgroup() {
         text(&out)
     );
 }
+
+/// Finding 13, the fallback: without a cgroup (`FLOCKS_CGROUP=off`, as on a
+/// machine that offers none) the supervisor says so and keeps its
+/// subreaper: a double-forked survivor is stopped when flocks dies, as
+/// long as the supervisor lives.
+#[test]
+fn without_a_cgroup_the_subreaper_stops_survivors_when_flocks_dies() {
+    let p = TestProject::new("");
+    let pidfile = p.out_file("survivor.pid");
+    let script = survivor(&pidfile);
+    p.tasks(&[json!({"id": "escape", "prompt":
+        format!("@fake bash \"{}\"\n@fake hang", script.replace('"', "\\\""))})]);
+    let mut flocks = p
+        .cmd(&["run"])
+        .env("FLOCKS_CGROUP", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(30, "the survivor to start", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let survivor = read_pid(&pidfile);
+    let log = std::fs::read_to_string(p.path(".flocks/logs/escape/1.log")).unwrap();
+    assert!(
+        log.contains(
+            "containment: subreaper and attempt tag (no cgroup: turned off by FLOCKS_CGROUP=off)"
+        ),
+        "{log}"
+    );
+    println!("containment exercised: subreaper and attempt tag");
+    let supervisors = children_with(flocks.id() as i32, "__supervise");
+    assert_eq!(supervisors.len(), 1, "one supervisor: {supervisors:?}");
+    assert!(
+        children_with(supervisors[0], "--watch-cgroup").is_empty(),
+        "a watchdog without a cgroup"
+    );
+    flocks.kill().unwrap();
+    let _ = flocks.wait();
+    wait_for(20, "the survivor to be stopped", || !pid_alive(survivor));
+    wait_for(20, "the supervisor to end", || !pid_alive(supervisors[0]));
+}
