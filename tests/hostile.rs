@@ -566,3 +566,57 @@ fn without_a_cgroup_the_subreaper_stops_survivors_when_flocks_dies() {
     wait_for(20, "the survivor to be stopped", || !pid_alive(survivor));
     wait_for(20, "the supervisor to end", || !pid_alive(supervisors[0]));
 }
+
+/// Finding 2, bisection: every round of `land --bisect` validates in the
+/// container too.
+#[test]
+fn validate_pool_bisects_in_the_container() {
+    if !dsupport::ready() {
+        return;
+    }
+    let p = dsupport::DockerProject::new();
+    let ctr = dsupport::Ctr::start(dsupport::CtrSpec {
+        project: &p,
+        label: false,
+        env: vec![],
+    });
+    let rounds = p.out("rounds");
+    p.config(
+        &format!(
+            "[validate]\npool = \"dev\"\ncommands = [{}]\n",
+            toml_string(&format!("pwd >> {} && test ! -f bad.txt", rounds.display()))
+        ),
+        &format!(
+            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
+            ctr.name
+        ),
+    );
+    p.t.tasks(&[
+        json!({"id": "good", "prompt": "@fake commit good.txt"}),
+        json!({"id": "bad", "prompt": "@fake commit bad.txt"}),
+    ]);
+    let out = p.t.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.t.flocks(&["land", "-y", "--bisect"]);
+    let said = text(&out);
+    assert_eq!(code(&out), 4, "{said}");
+    assert!(said.contains("bad"), "{said}");
+    let lines: Vec<String> = std::fs::read_to_string(&rounds)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(lines.len() >= 2, "one validation only: {lines:?}");
+    assert!(
+        lines.iter().all(|l| l == "/workspace/.worktrees/.land"),
+        "a round ran elsewhere: {lines:?}"
+    );
+    assert!(
+        p.git(&["log", "--format=%s", "main"])
+            .contains("fake: good.txt")
+    );
+    assert!(
+        !p.git(&["log", "--format=%s", "main"])
+            .contains("fake: bad.txt")
+    );
+}
