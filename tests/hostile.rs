@@ -620,3 +620,44 @@ fn validate_pool_bisects_in_the_container() {
             .contains("fake: bad.txt")
     );
 }
+
+/// Finding 2, errors: a `[validate] pool` that is not a docker pool is a
+/// load error naming the line and key; a docker pool whose container is not
+/// there stops land before the target moves (exit 5), naming both.
+#[test]
+fn validate_pool_errors_name_what_is_wrong() {
+    if !dsupport::ready() {
+        return;
+    }
+    let p = TestProject::new("");
+    p.tasks(&[json!({"id": "t", "prompt": "@fake commit a.txt"})]);
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let main_before = p.git(&["rev-parse", "main"]);
+    p.config(
+        "[[containers]]\nname = \"here\"\nbackend = \"local\"\n\n\
+         [validate]\ncommands = [\"true\"]\npool = \"here\"\n",
+    );
+    let out = p.flocks(&["land", "-y"]);
+    let said = text(&out);
+    assert_eq!(code(&out), 2, "{said}");
+    assert!(
+        said.contains("flocks.toml:")
+            && said.contains("validate.pool")
+            && said.contains("`here` is a local pool"),
+        "{said}"
+    );
+    let gone = dsupport::unique("flocks-gone");
+    p.config(&format!(
+        "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"{gone}\"\n\n\
+         [validate]\ncommands = [\"true\"]\npool = \"dev\"\n"
+    ));
+    let out = p.flocks(&["land", "-y"]);
+    let said = text(&out);
+    assert_eq!(code(&out), 5, "{said}");
+    assert!(
+        said.contains("pool `dev`") && said.contains(&gone),
+        "{said}"
+    );
+    assert_eq!(p.git(&["rev-parse", "main"]), main_before, "main moved");
+}
