@@ -103,6 +103,10 @@ fn signals() -> SigSet {
     set
 }
 
+/// How the supervisor's stderr line about its containment begins (the
+/// attempt's log keeps it; the agent's stderr tail does not).
+pub const CONTAINMENT_NOTE: &str = "flocks supervisor: containment: ";
+
 /// The environment variable that turns cgroup containment off
 /// (`FLOCKS_CGROUP=off`): the subreaper and tag are used instead.
 pub const CGROUP_VAR: &str = "FLOCKS_CGROUP";
@@ -211,9 +215,7 @@ fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration, quiet: b
         Ok(c) => Some(c),
         Err(why) => {
             if !quiet {
-                say!(
-                    "flocks supervisor: containment: subreaper and attempt tag (no cgroup: {why})"
-                );
+                say!("{CONTAINMENT_NOTE}subreaper and attempt tag (no cgroup: {why})");
             }
             None
         }
@@ -228,13 +230,10 @@ fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration, quiet: b
         }
         spawned = spawn(&argv, None);
         if spawned.is_ok() && !quiet {
-            say!("flocks supervisor: containment: subreaper and attempt tag (no cgroup: {why})");
+            say!("{CONTAINMENT_NOTE}subreaper and attempt tag (no cgroup: {why})");
         }
     } else if let Some(c) = contained.as_ref().filter(|_| !quiet) {
-        say!(
-            "flocks supervisor: containment: cgroup v2 {}",
-            c.cgroup.dir().display()
-        );
+        say!("{CONTAINMENT_NOTE}cgroup v2 {}", c.cgroup.dir().display());
     }
     let child = match spawned {
         Ok(c) => c,

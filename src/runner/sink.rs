@@ -105,6 +105,10 @@ impl OutputSink {
         let _ = self.log.write_all(b"\n");
         if stdout {
             self.parser.feed_line(&redacted)
+        } else if redacted.starts_with(crate::supervisor::CONTAINMENT_NOTE) {
+            // The supervisor's word on itself, not the agent's: it must not
+            // become the reason an agent failed.
+            Vec::new()
         } else {
             if self.stderr_tail.len() == STDERR_TAIL {
                 self.stderr_tail.remove(0);
@@ -162,5 +166,17 @@ mod tests {
         assert!(!text.contains("supersecretvalue"));
         assert_eq!(text.lines().count(), 3);
         assert_eq!(s.parser.session_id.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn the_supervisors_note_is_logged_but_not_the_agents_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("1.log");
+        let mut s = OutputSink::create(&log, Arc::new(Redactor::default())).unwrap();
+        s.stderr(b"flocks supervisor: containment: cgroup v2 /sys/fs/cgroup/x\n");
+        s.finish();
+        assert!(s.stderr_tail.is_empty(), "{:?}", s.stderr_tail);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("containment: cgroup v2"), "{text}");
     }
 }
