@@ -45,6 +45,9 @@ pub struct Redactor {
     longest: usize,
 }
 
+/// The position of a character carried from an earlier line.
+const CARRIED: usize = usize::MAX;
+
 /// One decoded character and the raw bytes it came from.
 #[derive(Debug, Clone, Copy)]
 struct Item {
@@ -181,41 +184,53 @@ impl StreamRedactor {
         // The rest of a secret that the previous line began.
         let head_end = floor_boundary(text, edge.min(text.len()));
         let head = decode(&decode(&items(&text[..head_end], 0)));
-        let mut joined: Vec<Item> = self
-            .tail
-            .iter()
-            .map(|&ch| Item {
-                ch,
-                start: 0,
-                end: 0,
-            })
-            .collect();
+        let mut joined = self.carried();
         let carried = joined.len();
         joined.extend(head.iter().copied());
         for (m, name) in r.matches(&joined, carried) {
-            if m.start < carried && m.end > carried {
+            if m.start < carried && m.end > carried && joined[m.end - 1].end != CARRIED {
                 ranges.push((0..joined[m.end - 1].end, name));
             }
         }
-        // The beginning of a secret that the next line may finish.
+        // The beginning of a secret that the next line may finish (it may
+        // have begun on earlier lines, when this one is short).
         let tail_start = floor_boundary(text, text.len().saturating_sub(edge));
-        let tail = decode(&decode(&items(&text[tail_start..], tail_start)));
+        let mut end_view = if tail_start == 0 {
+            self.carried()
+        } else {
+            Vec::new()
+        };
+        end_view.extend(decode(&decode(&items(&text[tail_start..], tail_start))));
         for p in &r.patterns {
-            let longest = (p.chars.len() - 1).min(tail.len());
+            let longest = (p.chars.len() - 1).min(end_view.len());
             for k in (MIN_FRAGMENT..=longest).rev() {
-                let end = &tail[tail.len() - k..];
+                let end = &end_view[end_view.len() - k..];
                 if end.iter().zip(&p.chars).all(|(a, b)| a.ch == *b) {
-                    ranges.push((end[0].start..text.len(), p.name.clone()));
+                    if let Some(first) = end.iter().find(|i| i.start != CARRIED) {
+                        ranges.push((first.start..text.len(), p.name.clone()));
+                    }
                     break;
                 }
             }
         }
         let keep = r.longest.saturating_sub(1);
-        self.tail = tail[tail.len().saturating_sub(keep)..]
+        self.tail = end_view[end_view.len().saturating_sub(keep)..]
             .iter()
             .map(|i| i.ch)
             .collect();
         replace(text, ranges)
+    }
+
+    /// The end of the earlier lines, as items that are not in this line.
+    fn carried(&self) -> Vec<Item> {
+        self.tail
+            .iter()
+            .map(|&ch| Item {
+                ch,
+                start: CARRIED,
+                end: CARRIED,
+            })
+            .collect()
     }
 
     /// Where to cut `buf`, a line longer than the line buffer, so that no
@@ -472,6 +487,12 @@ mod tests {
         // Three characters before the break pass; the rest does not.
         assert_eq!(s.line("x sk-"), "x sk-");
         assert_eq!(s.line("ant-secret-123"), "[redacted:sub-1]");
+        // In three pieces, with a blank line between two of them.
+        assert_eq!(s.line("sk-an"), "[redacted:sub-1]");
+        assert_eq!(s.line(""), "");
+        assert_eq!(s.line("t-se"), "[redacted:sub-1]");
+        assert_eq!(s.line("cret-123 ok"), "[redacted:sub-1] ok");
+        assert_eq!(s.line("ok"), "ok");
     }
 
     #[test]
