@@ -7,7 +7,9 @@
 //! mapped back to the raw bytes that encode it, which are replaced by
 //! `[redacted:<name>]`. Each secret is also searched as hex and as base64 (at
 //! its three alignments). [`StreamRedactor`] carries the end of one line into
-//! the next, so a secret split across lines or buffers is found in pieces.
+//! the next, so a secret split across lines or buffers is found in pieces,
+//! and the end of each JSON string of a line into the strings of the next
+//! (two stream-json events that each hold half).
 //!
 //! This is a guard against leaks, not against an agent that wants to
 //! publish its own token: any encoding not listed here passes.
@@ -163,6 +165,10 @@ pub struct StreamRedactor {
     redactor: std::sync::Arc<Redactor>,
     /// The decoded end of the stream so far (at most the longest pattern).
     tail: Vec<char>,
+    /// Secrets whose beginning ended a JSON string of the previous line:
+    /// (pattern index, characters seen). A string of this line that starts
+    /// with the rest is redacted.
+    pending: Vec<(usize, usize)>,
 }
 
 impl StreamRedactor {
@@ -170,6 +176,7 @@ impl StreamRedactor {
         StreamRedactor {
             redactor,
             tail: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -214,11 +221,49 @@ impl StreamRedactor {
             }
         }
         let keep = r.longest.saturating_sub(1);
+        self.json_strings(text, &mut ranges);
         self.tail = end_view[end_view.len().saturating_sub(keep)..]
             .iter()
             .map(|i| i.ch)
             .collect();
         replace(text, ranges)
+    }
+
+    /// A secret split over two JSON documents (two events of a stream-json
+    /// agent): each string of this line that starts with the rest of a
+    /// secret whose beginning ended a string of the previous line; and the
+    /// beginnings this line's strings end with, for the next line.
+    fn json_strings(&mut self, text: &str, ranges: &mut Vec<(Range<usize>, String)>) {
+        let r = &*self.redactor;
+        let pending = std::mem::take(&mut self.pending);
+        if !text.trim_start().starts_with(['{', '[']) {
+            return;
+        }
+        for span in string_spans(text) {
+            let view = decode(&decode(&items(&text[span.clone()], span.start)));
+            for &(i, k) in &pending {
+                let rest = &r.patterns[i].chars[k..];
+                if view.len() >= rest.len()
+                    && view.iter().zip(rest).all(|(a, b)| a.ch == *b)
+                    && let Some(last) = view.get(rest.len().wrapping_sub(1))
+                {
+                    ranges.push((span.start..last.end, r.patterns[i].name.clone()));
+                }
+            }
+            for (i, p) in r.patterns.iter().enumerate() {
+                let longest = (p.chars.len() - 1).min(view.len());
+                for k in (1..=longest).rev() {
+                    let end = &view[view.len() - k..];
+                    if end.iter().zip(&p.chars).all(|(a, b)| a.ch == *b) {
+                        if k >= MIN_FRAGMENT {
+                            ranges.push((end[0].start..span.end, p.name.clone()));
+                        }
+                        self.pending.push((i, k));
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// The end of the earlier lines, as items that are not in this line.
@@ -271,6 +316,31 @@ impl StreamRedactor {
         }
         if cut == 0 { buf.len() } else { cut }
     }
+}
+
+/// The byte ranges of the contents of the JSON string literals in `text`
+/// (between the quotes, escapes included).
+fn string_spans(text: &str) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut j = start;
+        while j < bytes.len() && bytes[j] != b'"' {
+            j += if bytes[j] == b'\\' { 2 } else { 1 };
+        }
+        let end = j.min(bytes.len());
+        if end > start {
+            out.push(start..end);
+        }
+        i = end + 1;
+    }
+    out
 }
 
 /// Replace `ranges` of `text` (merged where they overlap) by their names.
@@ -493,6 +563,29 @@ mod tests {
         assert_eq!(s.line("t-se"), "[redacted:sub-1]");
         assert_eq!(s.line("cret-123 ok"), "[redacted:sub-1] ok");
         assert_eq!(s.line("ok"), "ok");
+    }
+
+    #[test]
+    fn redacts_across_json_documents() {
+        let mut s = StreamRedactor::new(Arc::new(redactor()));
+        assert_eq!(
+            s.line(r#"{"type":"assistant","text":"here: sk-an"}"#),
+            r#"{"type":"assistant","text":"here: [redacted:sub-1]"}"#
+        );
+        assert_eq!(
+            s.line(r#"{"type":"assistant","text":"t-secret-123 and more"}"#),
+            r#"{"type":"assistant","text":"[redacted:sub-1] and more"}"#
+        );
+        // A short beginning passes; the rest does not.
+        assert_eq!(s.line(r#"{"text":"sk-","n":1}"#), r#"{"text":"sk-","n":1}"#);
+        assert_eq!(
+            s.line(r#"{"type":"x","text":"ant-secret-123"}"#),
+            r#"{"type":"x","text":"[redacted:sub-1]"}"#
+        );
+        assert_eq!(
+            s.line(r#"{"text":"ant-secret-123"}"#),
+            r#"{"text":"ant-secret-123"}"#
+        );
     }
 
     #[test]
