@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod cgroup;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod state;
+pub mod suggest;
 pub mod supervisor;
 pub mod tasks;
 pub mod tui;

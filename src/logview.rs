@@ -106,10 +106,14 @@ fn render_value(v: &Value) -> Vec<String> {
     out
 }
 
-/// The last `n` rendered lines of a log text.
+/// The last `n` rendered lines of a log text (without the supervisor's note
+/// on its containment, which says nothing about why an attempt ended).
 pub fn tail_rendered(text: &str, n: usize) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for line in text.lines().rev() {
+        if line.starts_with(crate::supervisor::CONTAINMENT_NOTE) {
+            continue;
+        }
         let mut r = render_line(line);
         r.reverse();
         out.extend(r);

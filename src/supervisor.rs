@@ -1,9 +1,21 @@
-//! The per-attempt supervisor: a small process between flocks and the agent.
+//! The per-attempt supervisor: a small process between flocks and the agent
+//! (or a `[validate]` command).
 //!
-//! flocks runs `flocks __supervise --parent PID --grace-ms N -- AGENT ARGS...`.
-//! The supervisor makes itself a child subreaper, so every process the agent
-//! starts (even in a new session, as claude's Bash tool does) stays in its
-//! subtree. It then:
+//! flocks runs `flocks __supervise --parent PID --grace-ms N [--quiet] -- AGENT ARGS...`.
+//! The supervisor holds the agent's processes in the strongest way the
+//! machine offers, and says which in its first line on stderr:
+//! - **cgroup v2** (see `cgroup.rs`): the agent starts in a cgroup of its
+//!   own; every process it starts stays there whatever it does with its
+//!   session, parent or environment, and stopping kills the whole cgroup.
+//!   A watchdog (`__supervise --watch-cgroup DIR`, outside that cgroup)
+//!   kills it when the supervisor dies, even by SIGKILL.
+//! - **subreaper and tag** otherwise: the supervisor makes itself a child
+//!   subreaper, so processes that double-fork or setsid stay in its subtree
+//!   while it lives; after a SIGKILL of both flocks and the supervisor, only
+//!   the `FLOCKS_ATTEMPT` tag (which a process can drop) lets the next run
+//!   find them.
+//!
+//! It then:
 //! - on SIGTERM (or SIGINT/SIGHUP): TERM to the whole tree, `grace`, KILL;
 //! - on SIGUSR1: KILL to the whole tree at once;
 //! - when the agent exits: stops whatever it left running, the same way;
@@ -22,6 +34,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getppid};
 
 use crate::agent::classify::EXIT_CANNOT_EXEC;
+use crate::cgroup::Cgroup;
 use crate::proc;
 
 pub const SUBCOMMAND: &str = "__supervise";
@@ -41,8 +54,16 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let mut grace = Duration::from_secs(10);
     let mut it = args.into_iter();
     let mut argv: Vec<OsString> = Vec::new();
+    let mut quiet = false;
     while let Some(a) = it.next() {
         match a.to_str() {
+            Some("--watch-cgroup") => {
+                return match it.next() {
+                    Some(dir) => watch(std::path::PathBuf::from(dir)),
+                    None => 2,
+                };
+            }
+            Some("--quiet") => quiet = true,
             Some("--parent") => parent = it.next().and_then(|v| v.to_str()?.parse().ok()),
             Some("--grace-ms") => {
                 grace = Duration::from_millis(
@@ -65,7 +86,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         say!("flocks supervisor: no agent command");
         return 2;
     }
-    supervise(argv, parent, grace)
+    supervise(argv, parent, grace, quiet)
 }
 
 fn signals() -> SigSet {
@@ -82,7 +103,105 @@ fn signals() -> SigSet {
     set
 }
 
-fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration) -> i32 {
+/// How the supervisor's stderr line about its containment begins (the
+/// attempt's log keeps it; the agent's stderr tail does not).
+pub const CONTAINMENT_NOTE: &str = "flocks supervisor: containment: ";
+
+/// The environment variable that turns cgroup containment off
+/// (`FLOCKS_CGROUP=off`): the subreaper and tag are used instead.
+pub const CGROUP_VAR: &str = "FLOCKS_CGROUP";
+
+/// The watchdog: wait until the supervisor is gone (our stdin, a pipe only
+/// it holds, closes), then kill and remove the attempt's cgroup.
+fn watch(dir: std::path::PathBuf) -> i32 {
+    use std::io::Read as _;
+    // Signals meant for the attempt's tree (a Ctrl-C, a killer) must not
+    // end the watchdog before it has done its one job.
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: ignoring a signal installs no handler code.
+        let _ = unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) };
+    }
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin();
+    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    Cgroup::at(dir).kill_and_remove();
+    0
+}
+
+/// The cgroup and its watchdog, where the machine allows them.
+struct Containment {
+    cgroup: Cgroup,
+    watchdog: std::process::Child,
+}
+
+impl Containment {
+    fn start() -> Result<Containment, String> {
+        if std::env::var(CGROUP_VAR).is_ok_and(|v| v == "off") {
+            return Err(format!("turned off by {CGROUP_VAR}=off"));
+        }
+        let tag = std::env::var(crate::agent::spec::TAG_VAR).unwrap_or_else(|_| "run".into());
+        let cgroup = Cgroup::create(&crate::cgroup::name_for(&tag, std::process::id()))?;
+        let watchdog = exe().and_then(|exe| {
+            std::process::Command::new(exe)
+                .arg(SUBCOMMAND)
+                .arg("--watch-cgroup")
+                .arg(cgroup.dir())
+                .env_remove(crate::agent::spec::TAG_VAR)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start the cgroup watchdog: {e}"))
+        });
+        match watchdog {
+            Ok(watchdog) => Ok(Containment { cgroup, watchdog }),
+            Err(e) => {
+                cgroup.kill_and_remove();
+                Err(e)
+            }
+        }
+    }
+
+    fn end(mut self) {
+        self.cgroup.kill_and_remove();
+        drop(self.watchdog.stdin.take());
+        let _ = self.watchdog.wait();
+    }
+}
+
+/// The flocks binary that runs supervisors: `FLOCKS_SUPERVISOR` or ourselves.
+pub fn exe() -> Result<std::path::PathBuf, String> {
+    if let Some(p) = std::env::var_os("FLOCKS_SUPERVISOR") {
+        return Ok(std::path::PathBuf::from(p));
+    }
+    std::env::current_exe().map_err(|e| format!("cannot find the flocks binary: {e}"))
+}
+
+/// Start the agent, in `cgroup` if given.
+fn spawn(argv: &[OsString], cgroup: Option<&Cgroup>) -> std::io::Result<std::process::Child> {
+    let procs = match cgroup.map(Cgroup::procs_path).transpose() {
+        Ok(p) => p,
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(p) = &procs {
+                crate::cgroup::enter(p)?;
+            }
+            let empty = SigSet::empty();
+            pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&empty), None)
+                .map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// `quiet`: do not say which containment is used (validation's output is
+/// the user's).
+fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration, quiet: bool) -> i32 {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         say!("flocks supervisor: cannot become a subreaper ({e}); orphans may escape");
     }
@@ -92,20 +211,36 @@ fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration) -> i32 {
         return 1;
     }
     let me = std::process::id() as i32;
-    let mut cmd = std::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let empty = SigSet::empty();
-            pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&empty), None)
-                .map_err(std::io::Error::from)?;
-            Ok(())
-        });
+    let mut contained = match Containment::start() {
+        Ok(c) => Some(c),
+        Err(why) => {
+            if !quiet {
+                say!("{CONTAINMENT_NOTE}subreaper and attempt tag (no cgroup: {why})");
+            }
+            None
+        }
+    };
+    let mut spawned = spawn(&argv, contained.as_ref().map(|c| &c.cgroup));
+    if let (Err(e), Some(c)) = (&spawned, &contained) {
+        // Not allowed into the cgroup (or the agent is missing): once more
+        // without it, which tells the two apart.
+        let why = format!("cannot enter {}: {e}", c.cgroup.dir().display());
+        if let Some(c) = contained.take() {
+            c.end();
+        }
+        spawned = spawn(&argv, None);
+        if spawned.is_ok() && !quiet {
+            say!("{CONTAINMENT_NOTE}subreaper and attempt tag (no cgroup: {why})");
+        }
+    } else if let Some(c) = contained.as_ref().filter(|_| !quiet) {
+        say!("{CONTAINMENT_NOTE}cgroup v2 {}", c.cgroup.dir().display());
     }
-    let child = match cmd.spawn() {
+    let child = match spawned {
         Ok(c) => c,
         Err(e) => {
+            if let Some(c) = contained.take() {
+                c.end();
+            }
             say!(
                 "flocks: cannot start the agent `{}`: {e} (check [agent] command in flocks.toml)",
                 argv[0].to_string_lossy()
@@ -114,6 +249,13 @@ fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration) -> i32 {
         }
     };
     let agent = child.id() as i32;
+    let watchdog = contained.as_ref().map(|c| c.watchdog.id() as i32);
+    let cgroup = contained.as_ref().map(|c| &c.cgroup);
+    let tree = Tree {
+        me,
+        watchdog,
+        cgroup,
+    };
     let mut agent_status: Option<i32> = None;
     let mut stopping = false;
 
@@ -142,22 +284,22 @@ fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration) -> i32 {
         let parent_gone = parent.is_some_and(|p| getppid().as_raw() != p);
         match sig {
             Some(Signal::SIGUSR1) => {
-                proc::kill_all(|| proc::descendants(me), || reap(&mut agent_status));
+                tree.kill(&mut || reap(&mut agent_status));
             }
             Some(Signal::SIGTERM) | Some(Signal::SIGINT) | Some(Signal::SIGHUP) if !stopping => {
                 stopping = true;
-                stop_tree(me, grace, &mut agent_status, &reap);
+                tree.stop(grace, &mut || reap(&mut agent_status));
             }
             _ if parent_gone && !stopping => {
                 stopping = true;
                 say!("flocks supervisor: flocks went away; stopping the agent");
-                stop_tree(me, grace, &mut agent_status, &reap);
+                tree.stop(grace, &mut || reap(&mut agent_status));
             }
             _ => {}
         }
         if let Some(code) = agent_status {
             // The agent is gone: stop whatever it left running.
-            let left = proc::descendants(me);
+            let left = tree.members();
             if !left.is_empty() {
                 if !stopping {
                     say!(
@@ -165,15 +307,53 @@ fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration) -> i32 {
                         left.len()
                     );
                 }
-                stop_tree(me, grace, &mut agent_status, &reap);
+                tree.stop(grace, &mut || reap(&mut agent_status));
+            }
+            if let Some(c) = contained.take() {
+                c.end();
             }
             return code;
         }
     }
 }
 
-fn stop_tree(me: i32, grace: Duration, status: &mut Option<i32>, reap: &impl Fn(&mut Option<i32>)) {
-    proc::stop_all(|| proc::descendants(me), grace, || reap(status));
+/// The agent's processes: the supervisor's descendants (but its watchdog)
+/// and the members of its cgroup.
+struct Tree<'a> {
+    me: i32,
+    watchdog: Option<i32>,
+    cgroup: Option<&'a Cgroup>,
+}
+
+impl Tree<'_> {
+    fn members(&self) -> Vec<i32> {
+        let mut out: Vec<i32> = proc::descendants(self.me)
+            .into_iter()
+            .filter(|p| Some(*p) != self.watchdog)
+            .collect();
+        if let Some(c) = self.cgroup {
+            for p in c.members() {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// TERM, grace, KILL.
+    fn stop(&self, grace: Duration, reap: &mut dyn FnMut()) {
+        proc::stop_all(|| self.members(), grace, &mut *reap);
+        self.kill(reap);
+    }
+
+    /// KILL at once.
+    fn kill(&self, reap: &mut dyn FnMut()) {
+        if let Some(c) = self.cgroup {
+            c.kill();
+        }
+        proc::kill_all(|| self.members(), reap);
+    }
 }
 
 /// Wait for one of the blocked signals in `set`, at most `timeout`.

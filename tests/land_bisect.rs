@@ -41,6 +41,10 @@ struct Fx {
 
 impl Fx {
     fn new() -> Fx {
+        // Validation runs under the flocks supervisor: the flocks binary, not
+        // this test binary. SAFETY: nextest runs each test in its own
+        // process, and nothing reads the environment concurrently here.
+        unsafe { std::env::set_var("FLOCKS_SUPERVISOR", env!("CARGO_BIN_EXE_flocks")) };
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         std::fs::create_dir(&repo).unwrap();

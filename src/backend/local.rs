@@ -68,7 +68,7 @@ impl LocalBackend {
 
     pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
         let program = resolve_program(&spec.program, &self.config_dir, &spec.env)?;
-        let supervisor = supervisor_exe()?;
+        let supervisor = crate::supervisor::exe()?;
         let mut cmd = Command::new(supervisor);
         cmd.arg(crate::supervisor::SUBCOMMAND)
             .arg("--parent")
@@ -166,14 +166,6 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, tx: mpsc::Sender<Chunk>, 
             }
         }
     }
-}
-
-/// The flocks binary that runs the supervisor: `FLOCKS_SUPERVISOR` or ourselves.
-fn supervisor_exe() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("FLOCKS_SUPERVISOR") {
-        return Ok(PathBuf::from(p));
-    }
-    std::env::current_exe().map_err(|e| format!("cannot find the flocks binary: {e}"))
 }
 
 /// `[agent] command` on this machine: a path (relative to flocks.toml's

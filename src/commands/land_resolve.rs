@@ -199,9 +199,12 @@ impl Resolver {
                         &mut report,
                         &r.id,
                         format!(
-                            "the redo did not succeed ({how}): see `flocks logs {}`; try again with \
-                             `flocks retry {}`, then `flocks land {}`; its earlier work is kept as {}",
-                            r.id, r.id, r.id, r.backup
+                            "the redo did not succeed ({how}): see `{}`; try again with \
+                             `{}`, then `{}`; its earlier work is kept as {}",
+                            crate::suggest::command(&["flocks", "logs", &r.id]),
+                            crate::suggest::command(&["flocks", "retry", &r.id]),
+                            crate::suggest::command(&["flocks", "land", &r.id]),
+                            r.backup
                         ),
                     );
                 }

@@ -332,8 +332,9 @@ fn merge_tasks(
             } => {
                 if changed {
                     notes.push(format!(
-                        "task {} succeeded with an earlier prompt, and its prompt has changed since: it is not run again; `flocks retry --force {}` runs it with the new one",
-                        t.id, t.id
+                        "task {} succeeded with an earlier prompt, and its prompt has changed since: it is not run again; `{}` runs it with the new one",
+                        t.id,
+                        crate::suggest::command(&["flocks", "retry", "--force", &t.id])
                     ));
                 }
                 continue;

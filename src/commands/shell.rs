@@ -156,10 +156,11 @@ fn remote_shell(t: &Target, worktree: &str, task: &str) -> Result<Exit> {
         "cd {} && exec \"${{SHELL:-/bin/sh}}\" -l",
         conn::sh_quote(path)
     );
+    let options = t.options().map_err(|e| Error::CannotStart(e.to_string()))?;
     conn::register_master(t);
     // No process group of its own here: the shell needs the terminal.
     let status = Command::new("ssh")
-        .args(t.options())
+        .args(options)
         .arg("-t")
         .arg("--")
         .arg(&t.host)

@@ -167,6 +167,9 @@ pub struct WorkspaceConfig {
 
 #[derive(Debug, Clone)]
 pub struct ValidateConfig {
+    /// A docker pool whose container runs the commands (at the land
+    /// worktree's path there); None: on this host.
+    pub pool: Option<String>,
     pub commands: Vec<CommandSpec>,
     pub timeout: Option<Duration>,
 }

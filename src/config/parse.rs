@@ -118,6 +118,7 @@ struct RawValidate {
     #[serde(default)]
     commands: Vec<CommandSpec>,
     timeout_secs: S<f64>,
+    pool: S<String>,
 }
 
 /// Keys each backend accepts, beyond the common ones.
@@ -433,7 +434,36 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         .plan_template
         .map(|t| resolve_from(&dir, Path::new(t.get_ref())));
 
+    // [validate] pool: a docker pool of this file.
+    let validate_pool = match raw.validate.pool {
+        None => None,
+        Some(name) => {
+            let span = name.span();
+            let name = name.into_inner();
+            match pools.iter().find(|p| p.name == name) {
+                Some(p) if matches!(p.backend, BackendConfig::Docker(_)) => Some(name),
+                Some(p) => {
+                    return Err(cx.err(
+                        span,
+                        "validate.pool",
+                        format!(
+                            "pool `{name}` is a {} pool: validation runs only in a docker pool's container",
+                            p.backend.kind()
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(cx.err(
+                        span,
+                        "validate.pool",
+                        format!("no pool named `{name}`: name a [[containers]] pool with backend = \"docker\""),
+                    ));
+                }
+            }
+        }
+    };
     let validate = ValidateConfig {
+        pool: validate_pool,
         commands: raw.validate.commands,
         timeout: optional_secs(
             cx.non_negative(&raw.validate.timeout_secs, "validate.timeout_secs")?
@@ -756,6 +786,28 @@ mod tests {
         );
         assert!(e.contains("flocks.toml:5"), "{e}");
         assert!(e.contains("`host` belongs to ssh pools"), "{e}");
+    }
+
+    #[test]
+    fn validate_pool_is_a_docker_pool() {
+        let pools = "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"c\"\n\n\
+                     [[containers]]\nname = \"here\"\nbackend = \"local\"\n\n";
+        let c = parse_str(&format!(
+            "{pools}[validate]\ncommands = [\"true\"]\npool = \"dev\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.validate.pool.as_deref(), Some("dev"));
+        let e = err(&format!("{pools}[validate]\npool = \"here\"\n"));
+        assert!(
+            e.contains("flocks.toml:11") && e.contains("validate.pool"),
+            "{e}"
+        );
+        assert!(e.contains("`here` is a local pool"), "{e}");
+        let e = err(&format!("{pools}[validate]\npool = \"nope\"\n"));
+        assert!(
+            e.contains("flocks.toml:11") && e.contains("no pool named `nope`"),
+            "{e}"
+        );
     }
 
     #[test]

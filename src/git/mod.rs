@@ -2,6 +2,7 @@
 //! makes itself, and commit ranges.
 
 mod worktree;
+pub(crate) use worktree::relative_path;
 
 use std::path::{Path, PathBuf};
 

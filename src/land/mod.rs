@@ -31,6 +31,7 @@ mod scratch;
 mod target;
 mod trailer;
 mod validate;
+mod validate_docker;
 
 use std::path::PathBuf;
 
@@ -378,10 +379,10 @@ pub fn plan_undo(project: &Project) -> Result<UndoPlan> {
     if now != Some(from) {
         return Err(Error::Usage(format!(
             "{target} is at {}, not where the last land left it ({}): something else moved it since, \
-             so flocks will not undo that land; reset it by hand if you mean to (git reset --hard {})",
+             so flocks will not undo that land; reset it by hand if you mean to ({})",
             now.map(short).unwrap_or_else(|| "nothing".into()),
             short(from),
-            short(to)
+            crate::suggest::command(&["git", "reset", "--hard", &short(to)])
         )));
     }
     let checkouts = target::checkouts(&repo, &format!("refs/heads/{target}"))?;

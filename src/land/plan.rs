@@ -230,14 +230,17 @@ fn classify(
                 planned,
                 format!(
                     "branch {} moved since the task succeeded: recorded {}, now {}; \
-                     look at what changed (git log {}..{}), then retry the task (flocks retry {}) \
+                     look at what changed ({}), then retry the task ({}) \
                      or land by hand",
                     t.branch,
                     short(tip),
                     short(now),
-                    short(tip),
-                    t.branch,
-                    t.id
+                    crate::suggest::command(&[
+                        "git",
+                        "log",
+                        &format!("{}..{}", short(tip), t.branch)
+                    ]),
+                    crate::suggest::command(&["flocks", "retry", &t.id]),
                 ),
             );
         }
@@ -245,11 +248,10 @@ fn classify(
             return refuse(
                 planned,
                 format!(
-                    "branch {} no longer exists (recorded tip {}); recreate it there (git branch {} {}) to land it",
+                    "branch {} no longer exists (recorded tip {}); recreate it there ({}) to land it",
                     t.branch,
                     short(tip),
-                    t.branch,
-                    tip
+                    crate::suggest::command(&["git", "branch", &t.branch, &tip.to_string()]),
                 ),
             );
         }
@@ -371,8 +373,8 @@ fn unmet_dependency(
             continue;
         }
         return Some(format!(
-            "it depends on `{d}`, which has not landed: land both (flocks land {d} {})",
-            t.id
+            "it depends on `{d}`, which has not landed: land both ({})",
+            crate::suggest::command(&["flocks", "land", d.as_str(), t.id.as_str()])
         ));
     }
     None

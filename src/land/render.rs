@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::plan::short;
 use super::{Plan, PlanStatus, Report, TaskOutcome, UndoPlan, Validation};
+use crate::suggest::command;
 
 impl Plan {
     /// What the land will do, for the confirmation question and `--dry-run`.
@@ -178,8 +179,9 @@ impl Report {
                 .iter()
                 .filter_map(|t| match &t.outcome {
                     TaskOutcome::Resolved { attempt, commits } => Some(format!(
-                        "{}: attempt {attempt}, {commits} commit(s)\n    see the redo: flocks logs {} --attempt {attempt}",
-                        t.id, t.id
+                        "{}: attempt {attempt}, {commits} commit(s)\n    see the redo: {}",
+                        t.id,
+                        command(&["flocks", "logs", &t.id, "--attempt", &attempt.to_string()])
                     )),
                     _ => None,
                 })
@@ -210,15 +212,21 @@ impl Report {
                         l.push_str(&format!("\n    log: {}", log.display()));
                         if let (Some(s), Some(e)) = (t.start, t.tip) {
                             l.push_str(&format!(
-                                "\n    its change: git -C {} log -p {}..{}",
-                                repo_dir.display(),
-                                short(s),
-                                short(e)
+                                "\n    its change: {}",
+                                command(&[
+                                    "git",
+                                    "-C",
+                                    &repo_dir.display().to_string(),
+                                    "log",
+                                    "-p",
+                                    &format!("{}..{}", short(s), short(e))
+                                ])
                             ));
                         }
                         l.push_str(&format!(
-                            "\n    fix it: flocks retry {} --force, then flocks land {}",
-                            t.id, t.id
+                            "\n    fix it: {}, then {}",
+                            command(&["flocks", "retry", &t.id, "--force"]),
+                            command(&["flocks", "land", &t.id])
                         ));
                         Some(l)
                     }
@@ -246,14 +254,22 @@ impl Report {
                             // What --resolve tried, and what to do next.
                             Some(note) => l.push_str(&format!("\n    {note}")),
                             None => l.push_str(&format!(
-                                "\n    redo it on the new {}: flocks land --resolve {} (or flocks retry {} --fresh)",
-                                self.target, t.id, t.id
+                                "\n    redo it on the new {}: {} (or {})",
+                                self.target,
+                                command(&["flocks", "land", "--resolve", &t.id]),
+                                command(&["flocks", "retry", &t.id, "--fresh"])
                             )),
                         }
                         l.push_str(&format!(
-                            "\n    or by hand: git -C {} cherry-pick {range}, resolving the conflicts, with a \
+                            "\n    or by hand: {}, resolving the conflicts, with a \
                              `Flocks-Task: {}` trailer in each message so land knows it landed",
-                            repo_dir.display(),
+                            command(&[
+                                "git",
+                                "-C",
+                                &repo_dir.display().to_string(),
+                                "cherry-pick",
+                                &range
+                            ]),
                             t.id
                         ));
                         Some(l)
@@ -334,7 +350,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{} moved {} -> {}{} (see: git -C {} log {}..{}; undo: {undo})",
+                "{} moved {} -> {}{} (see: {}; undo: {undo})",
                 self.target,
                 short(self.old_tip),
                 short(self.new_tip),
@@ -342,9 +358,13 @@ impl Report {
                     .as_ref()
                     .map(|p| format!(", with its checkout at {}", p.display()))
                     .unwrap_or_default(),
-                repo_dir.display(),
-                short(self.old_tip),
-                short(self.new_tip)
+                command(&[
+                    "git",
+                    "-C",
+                    &repo_dir.display().to_string(),
+                    "log",
+                    &format!("{}..{}", short(self.old_tip), short(self.new_tip))
+                ])
             );
         } else if self.new_tip == self.old_tip && self.stopped.is_none() {
             let _ = writeln!(

@@ -67,7 +67,8 @@ pub fn context(
     ));
     if let Some(b) = backup {
         s.push_str(&format!(
-            "The earlier attempt's commits are kept as `{b}` (`git log -p {target}..{b}`).\n"
+            "The earlier attempt's commits are kept as `{b}` (`{}`).\n",
+            crate::suggest::command(&["git", "log", "-p", &format!("{target}..{b}")])
         ));
     }
     if let (Some(start), Some(tip)) = (task.start, task.tip) {

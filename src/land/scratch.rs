@@ -83,6 +83,9 @@ fn create(repo: &Repository, path: &Path, commit: Oid) -> Result<()> {
         admin.join("gitdir"),
         format!("{}\n", path.join(".git").display()),
     )?;
-    write(path.join(".git"), format!("gitdir: {}\n", admin.display()))?;
+    // Relative, so that git works where the repo is mounted elsewhere (a
+    // `[validate] pool` container).
+    let rel = crate::git::relative_path(&path, &admin);
+    write(path.join(".git"), format!("gitdir: {}\n", rel.display()))?;
     Ok(())
 }

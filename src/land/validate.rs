@@ -1,12 +1,16 @@
 //! `[validate] commands`, run one after the other in the land worktree on the
-//! landed result. `timeout_secs` bounds the whole validation; on expiry the
-//! running command's process group gets SIGTERM, then SIGKILL after
-//! `kill_grace_secs`. Output is shown as it comes (when asked) and logged.
-//! Credential variables are removed from the commands' environment.
+//! landed result. `timeout_secs` bounds the whole validation. Output is shown
+//! as it comes (when asked) and logged. Credential variables are removed from
+//! the commands' environment.
 //!
-//! The commands run in their own process group, so a Ctrl-C on the terminal
-//! reaches flocks only: while they run, SIGINT and SIGTERM are caught and
-//! passed on to the group the same way as a timeout.
+//! Each command runs under the same per-attempt supervisor as a local agent
+//! (`supervisor.rs`: its own cgroup where the machine allows, else a
+//! subreaper), so what it starts in a new session is stopped with it: on
+//! expiry of `timeout_secs` the whole tree gets SIGTERM, then SIGKILL after
+//! `kill_grace_secs`, and whatever a command leaves running when it exits is
+//! stopped too. The supervisor has its own process group, so a Ctrl-C on the
+//! terminal reaches flocks only: while a command runs, SIGINT and SIGTERM are
+//! caught and passed on the same way as a timeout.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -17,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, killpg, sigaction};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::unistd::Pid;
 
 use crate::config::CommandSpec;
@@ -64,21 +68,47 @@ pub struct Run<'a> {
     pub log: &'a Path,
     /// Also copy the output to this process's stdout.
     pub echo: bool,
+    /// Run in this docker pool's container (`[validate] pool`), not here.
+    pub docker: Option<&'a super::validate_docker::Place<'a>>,
 }
+
+/// The validation log, shared by the threads that copy output into it.
+pub(super) type Out = Arc<Mutex<File>>;
 
 pub fn run(r: &Run) -> Result<Validation> {
     if let Some(parent) = r.log.parent() {
         std::fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
     }
     let file = File::create(r.log).ctx(|| format!("create {}", r.log.display()))?;
-    let out: Arc<Mutex<File>> = Arc::new(Mutex::new(file));
-    let deadline = r.timeout.map(|t| Instant::now() + t);
+    let out: Out = Arc::new(Mutex::new(file));
     let _signals = SignalGuard::install();
+    if let Some(place) = r.docker {
+        return super::validate_docker::run(r, &out, place);
+    }
+    let deadline = r.timeout.map(|t| Instant::now() + t);
     for spec in r.commands {
         let header = format!("$ {spec}\n");
         emit(&out, r.echo, header.as_bytes());
-        let mut cmd = spec.to_command();
-        cmd.current_dir(r.dir)
+        let supervisor = match crate::supervisor::exe() {
+            Ok(s) => s,
+            Err(reason) => {
+                emit(&out, r.echo, format!("{reason}\n").as_bytes());
+                return Ok(Validation::Failed {
+                    command: spec.to_string(),
+                    reason,
+                });
+            }
+        };
+        let mut cmd = std::process::Command::new(supervisor);
+        cmd.arg(crate::supervisor::SUBCOMMAND)
+            .arg("--parent")
+            .arg(std::process::id().to_string())
+            .arg("--grace-ms")
+            .arg(r.grace.as_millis().to_string())
+            .arg("--quiet")
+            .arg("--")
+            .args(spec.argv())
+            .current_dir(r.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -152,10 +182,13 @@ fn wait(child: &mut Child, deadline: Option<Instant>, grace: Duration) -> Result
         }
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         if interrupted || deadline.is_some_and(|d| Instant::now() >= d) {
-            let pgid = Pid::from_raw(child.id() as i32);
-            let _ = killpg(pgid, Signal::SIGTERM);
-            let until = Instant::now() + grace;
-            while Instant::now() < until {
+            // The supervisor stops the command's whole tree: TERM, grace,
+            // KILL; then it exits. SIGUSR1 asks it to KILL at once.
+            let supervisor = Pid::from_raw(child.id() as i32);
+            let _ = kill(supervisor, Signal::SIGTERM);
+            let mut until = Instant::now() + grace + Duration::from_secs(5);
+            let mut hurried = false;
+            loop {
                 if child
                     .try_wait()
                     .ctx(|| "wait for a validate command".into())?
@@ -163,10 +196,18 @@ fn wait(child: &mut Child, deadline: Option<Instant>, grace: Duration) -> Result
                 {
                     break;
                 }
+                if Instant::now() >= until {
+                    if hurried {
+                        let _ = kill(supervisor, Signal::SIGKILL);
+                        let _ = child.wait();
+                        break;
+                    }
+                    let _ = kill(supervisor, Signal::SIGUSR1);
+                    hurried = true;
+                    until = Instant::now() + Duration::from_secs(5);
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = killpg(pgid, Signal::SIGKILL);
-            let _ = child.wait();
             return Ok(if interrupted {
                 Waited::Interrupted
             } else {
@@ -198,7 +239,7 @@ fn pump(
     rx
 }
 
-fn emit(out: &Arc<Mutex<File>>, echo: bool, bytes: &[u8]) {
+pub(super) fn emit(out: &Out, echo: bool, bytes: &[u8]) {
     if let Ok(mut f) = out.lock() {
         let _ = f.write_all(bytes);
     }
@@ -208,7 +249,7 @@ fn emit(out: &Arc<Mutex<File>>, echo: bool, bytes: &[u8]) {
     }
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(super) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: std::ffi::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
@@ -253,6 +294,8 @@ impl Drop for SignalGuard {
 /// with `timeout_secs`, credential variables removed, output to a log.
 pub(crate) struct Validator<'a> {
     commands: &'a [CommandSpec],
+    /// `[validate] pool`.
+    docker: Option<super::validate_docker::Place<'a>>,
     wt: std::path::PathBuf,
     timeout: Option<Duration>,
     grace: Duration,
@@ -278,7 +321,26 @@ impl<'a> Validator<'a> {
         .map(String::from)
         .collect();
         scrub.extend(config.credentials.iter().map(|c| c.env.clone()));
+        let docker = match &config.validate.pool {
+            None => None,
+            Some(name) => match config.pool(name).map(|p| (p, &p.backend)) {
+                Some((pool, crate::config::BackendConfig::Docker(d))) => {
+                    Some(super::validate_docker::Place {
+                        config,
+                        pool,
+                        docker: d,
+                    })
+                }
+                _ => {
+                    return Err(crate::error::Error::Usage(format!(
+                        "[validate] pool `{name}` is not a docker pool of {}",
+                        config.path.display()
+                    )));
+                }
+            },
+        };
         Ok(Validator {
+            docker,
             commands: &config.validate.commands,
             wt: super::scratch::path(&config.worktrees_dir()),
             timeout: config.validate.timeout,
@@ -305,6 +367,7 @@ impl<'a> Validator<'a> {
             scrub: &self.scrub,
             log,
             echo,
+            docker: self.docker.as_ref(),
         })
     }
 }

@@ -94,7 +94,10 @@ pub fn render(event: &Event) -> Option<String> {
                 s.push_str(&format!(" · {}", crate::output::units::money(*cost_usd)));
             }
             if !matches!(outcome, Outcome::Success) {
-                s.push_str(&format!(" (attempt {attempt}; `flocks logs {task}`)"));
+                s.push_str(&format!(
+                    " (attempt {attempt}; `{}`)",
+                    crate::suggest::command(&["flocks", "logs", task])
+                ));
             }
             s
         }

@@ -32,6 +32,13 @@ pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<S
             || {},
         );
     }
+    // The cgroups of attempts whose supervisor and watchdog were both killed.
+    let swept = crate::cgroup::sweep(&crate::cgroup::prefix_for(&prefix));
+    if swept > 0 {
+        notes.push(format!(
+            "stopped what was left in {swept} cgroup(s) of an earlier flocks run's agents"
+        ));
+    }
     if running.is_empty() {
         return notes;
     }

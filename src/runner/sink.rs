@@ -6,11 +6,15 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::agent::redact::StreamRedactor;
 use crate::agent::{Redactor, StreamEvent, StreamParser};
 
 pub struct OutputSink {
     log: BufWriter<File>,
     redactor: Arc<Redactor>,
+    /// Per stream, so that a secret cut across two lines is still found.
+    stdout_redactor: StreamRedactor,
+    stderr_redactor: StreamRedactor,
     pub parser: StreamParser,
     stdout_partial: Vec<u8>,
     stderr_partial: Vec<u8>,
@@ -33,6 +37,8 @@ impl OutputSink {
             .open(path)?;
         Ok(OutputSink {
             log: BufWriter::new(file),
+            stdout_redactor: StreamRedactor::new(redactor.clone()),
+            stderr_redactor: StreamRedactor::new(redactor.clone()),
             redactor,
             parser: StreamParser::new(),
             stdout_partial: Vec::new(),
@@ -45,8 +51,9 @@ impl OutputSink {
     /// Take stdout bytes; returns the stream events of the complete lines.
     pub fn stdout(&mut self, bytes: &[u8]) -> Vec<StreamEvent> {
         self.saw_stdout = true;
+        let seen = self.stdout_partial.len();
         self.stdout_partial.extend_from_slice(bytes);
-        let lines = take_lines(&mut self.stdout_partial);
+        let lines = take_lines(&mut self.stdout_partial, seen, &self.stdout_redactor);
         let mut events = Vec::new();
         for line in lines {
             events.extend(self.line(&line, true));
@@ -56,8 +63,9 @@ impl OutputSink {
     }
 
     pub fn stderr(&mut self, bytes: &[u8]) {
+        let seen = self.stderr_partial.len();
         self.stderr_partial.extend_from_slice(bytes);
-        for line in take_lines(&mut self.stderr_partial) {
+        for line in take_lines(&mut self.stderr_partial, seen, &self.stderr_redactor) {
             self.line(&line, false);
         }
         self.flush();
@@ -88,11 +96,19 @@ impl OutputSink {
     fn line(&mut self, raw: &[u8], stdout: bool) -> Vec<StreamEvent> {
         let text = String::from_utf8_lossy(raw);
         let text = text.trim_end_matches(['\n', '\r']);
-        let redacted = self.redactor.redact(text);
+        let redacted = if stdout {
+            self.stdout_redactor.line(text)
+        } else {
+            self.stderr_redactor.line(text)
+        };
         let _ = self.log.write_all(redacted.as_bytes());
         let _ = self.log.write_all(b"\n");
         if stdout {
             self.parser.feed_line(&redacted)
+        } else if redacted.starts_with(crate::supervisor::CONTAINMENT_NOTE) {
+            // The supervisor's word on itself, not the agent's: it must not
+            // become the reason an agent failed.
+            Vec::new()
         } else {
             if self.stderr_tail.len() == STDERR_TAIL {
                 self.stderr_tail.remove(0);
@@ -107,16 +123,21 @@ impl OutputSink {
     }
 }
 
-fn take_lines(buf: &mut Vec<u8>) -> Vec<Vec<u8>> {
+/// Complete lines out of `buf`; a line longer than `MAX_LINE` is cut where
+/// no secret straddles the cut. The first `seen` bytes hold no line break.
+fn take_lines(buf: &mut Vec<u8>, seen: usize, redactor: &StreamRedactor) -> Vec<Vec<u8>> {
     let mut lines = Vec::new();
     let mut start = 0;
-    while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
-        lines.push(buf[start..start + pos].to_vec());
-        start += pos + 1;
+    let mut from = seen;
+    while let Some(pos) = buf[from..].iter().position(|b| *b == b'\n') {
+        lines.push(buf[start..from + pos].to_vec());
+        start = from + pos + 1;
+        from = start;
     }
     buf.drain(..start);
     if buf.len() > MAX_LINE {
-        lines.push(std::mem::take(buf));
+        let cut = redactor.cut_point(buf, MAX_LINE);
+        lines.push(buf.drain(..cut).collect());
     }
     lines
 }
@@ -145,5 +166,17 @@ mod tests {
         assert!(!text.contains("supersecretvalue"));
         assert_eq!(text.lines().count(), 3);
         assert_eq!(s.parser.session_id.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn the_supervisors_note_is_logged_but_not_the_agents_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("1.log");
+        let mut s = OutputSink::create(&log, Arc::new(Redactor::default())).unwrap();
+        s.stderr(b"flocks supervisor: containment: cgroup v2 /sys/fs/cgroup/x\n");
+        s.finish();
+        assert!(s.stderr_tail.is_empty(), "{:?}", s.stderr_tail);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("containment: cgroup v2"), "{text}");
     }
 }

@@ -556,6 +556,68 @@ impl DockerBackend {
     }
 }
 
+/// A docker pool's container and a client, found for one use outside a run
+/// (`[validate] pool` runs the validate commands there).
+pub async fn find_pool_target(
+    config: &Config,
+    pool: &PoolConfig,
+    d: &DockerConfig,
+) -> Result<(Docker, Target), String> {
+    let repo_dir = config
+        .workspace
+        .repo
+        .canonicalize()
+        .unwrap_or_else(|_| config.workspace.repo.clone());
+    let owner = owner::owner_of(&repo_dir).unwrap_or((0, 0));
+    let project_key = crate::project::key_of(&config.state_dir());
+    let docker = engine::connect().await?;
+    let info = engine::find(&docker, &lookup_for(&pool.name, d, &project_key)).await?;
+    let id = info.id.clone().unwrap_or_default();
+    let name = engine::name_of(&info, &id);
+    let repo = engine::repo_in_container(&info, &repo_dir, d.workspace_mount.as_deref(), &name)?;
+    let user = d
+        .user
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", owner.0, owner.1));
+    Ok((
+        docker,
+        Target {
+            id,
+            name,
+            repo,
+            user,
+        },
+    ))
+}
+
+/// When flocks runs as root on a repo that belongs to someone else, give
+/// `path` (a worktree flocks wrote on the host, such as the land worktree)
+/// to the repo's owner, the pool's default exec user, so that commands in
+/// the container can write there.
+pub fn give_to_repo_owner(config: &Config, path: &Path) {
+    let repo_dir = config
+        .workspace
+        .repo
+        .canonicalize()
+        .unwrap_or_else(|_| config.workspace.repo.clone());
+    if let Ok(owner) = owner::owner_of(&repo_dir)
+        && owner::needs_fixing(owner)
+    {
+        owner::give_back(path, owner);
+    }
+}
+
+/// Stop every process tagged `FLOCKS_ATTEMPT=<tag>` in the container (TERM,
+/// `grace`, KILL), as an attempt is stopped. Ok(the killer's report).
+pub async fn stop_tagged(
+    docker: &Docker,
+    t: &Target,
+    tag: &str,
+    grace: Duration,
+) -> Result<String, String> {
+    kill_attempt(docker, t, Match::Exact, tag, grace).await
+}
+
 /// How a pool finds its container.
 pub fn lookup_for(pool: &str, d: &DockerConfig, project_key: &str) -> Lookup {
     if let Some(c) = &d.container {

@@ -71,8 +71,10 @@ impl Target {
     }
 
     /// The ssh options, without the destination. The user's options come
-    /// first: for `-o` options, ssh keeps the first value it sees.
-    pub fn options(&self) -> Vec<String> {
+    /// first: for `-o` options, ssh keeps the first value it sees. Err when
+    /// no private directory for the multiplexing sockets can be made.
+    pub fn options(&self) -> Result<Vec<String>, SshError> {
+        let control = control_dir().map_err(SshError::Unreachable)?;
         let mut v = self.ssh_options.clone();
         if let Some(p) = self.port {
             v.extend(["-p".into(), p.to_string()]);
@@ -82,7 +84,7 @@ impl Target {
         }
         for o in [
             "ControlMaster=auto".to_string(),
-            format!("ControlPath={}/%C", control_dir().display()),
+            format!("ControlPath={}/%C", control.display()),
             format!("ControlPersist={PERSIST_SECS}"),
             "BatchMode=yes".to_string(),
             format!("ServerAliveInterval={ALIVE_INTERVAL}"),
@@ -92,22 +94,23 @@ impl Target {
             v.push("-o".into());
             v.push(o);
         }
-        v
+        Ok(v)
     }
 
     /// `ssh <options> -T <host> <remote>`, in its own process group so that a
     /// Ctrl-C on the terminal reaches flocks only.
-    pub fn command(&self, remote: &str) -> Command {
+    pub fn command(&self, remote: &str) -> Result<Command, SshError> {
+        let options = self.options()?;
         register_master(self);
         let mut c = Command::new("ssh");
-        c.args(self.options())
+        c.args(options)
             .arg("-T")
             .arg("--")
             .arg(&self.host)
             .arg(remote)
             .process_group(0)
             .kill_on_drop(true);
-        c
+        Ok(c)
     }
 
     /// `remote_dir` as a shell word (`~/x` becomes `"$HOME"/'x'`).
@@ -121,15 +124,16 @@ impl Target {
     }
 
     /// `GIT_SSH_COMMAND` for the system git: flocks' ssh with its options.
-    pub fn git_ssh_command(&self) -> String {
+    pub fn git_ssh_command(&self) -> Result<String, SshError> {
+        let options = self.options()?;
         register_master(self);
         let mut words = vec!["ssh".to_string()];
-        words.extend(self.options());
-        words
+        words.extend(options);
+        Ok(words
             .iter()
             .map(|w| sh_quote(w))
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" "))
     }
 
     /// The mirror's address for git (scp-like syntax), given its absolute root.
@@ -144,7 +148,7 @@ impl Target {
         input: &[u8],
         limit: Duration,
     ) -> Result<String, SshError> {
-        let mut cmd = self.command(remote);
+        let mut cmd = self.command(remote)?;
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -213,13 +217,7 @@ impl Target {
 
 /// Quote a word for a POSIX shell.
 pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
+    crate::suggest::quote(s).into_owned()
 }
 
 /// A remote path as a shell word; a leading `~/` means the remote `$HOME`.
@@ -244,20 +242,80 @@ pub fn last_words(stderr: &str) -> String {
         .unwrap_or_else(|| "no message".into())
 }
 
-/// The short directory of the multiplexing sockets (`%C` is 40 hex digits and
-/// a unix socket path has about 104 bytes), one per flocks process.
-pub fn control_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
+/// The directory of the multiplexing sockets, one per flocks process: made
+/// by `mkdtemp` (0700, a name nobody can guess or take first) under
+/// `FLOCKS_SSH_CONTROL_DIR` or `/tmp` (short: `%C` is 40 hex digits and a
+/// unix socket path has about 104 bytes). A socket there carries the
+/// connection's credentials, so flocks refuses to use ssh unless the
+/// directory is ours, private, and sits in a parent nobody else can swap it
+/// in. Err(why), naming the directory.
+pub fn control_dir() -> Result<&'static Path, String> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     DIR.get_or_init(|| {
-        use std::os::unix::fs::DirBuilderExt;
         let base = std::env::var_os("FLOCKS_SSH_CONTROL_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/tmp"));
-        let dir = base.join(format!("flocks-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
-        dir
+        private_dir(&base).map_err(|why| {
+            format!(
+                "refusing to use ssh: no private directory for its connection sockets: {why} \
+                 (set FLOCKS_SSH_CONTROL_DIR to a directory only you can write)"
+            )
+        })
     })
+    .as_ref()
+    .map(PathBuf::as_path)
+    .map_err(Clone::clone)
+}
+
+/// A new private directory under `base`, checked after it was made.
+fn private_dir(base: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let me = nix::unistd::geteuid().as_raw();
+    let meta = std::fs::metadata(base).map_err(|e| format!("{}: {e}", base.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", base.display()));
+    }
+    let shared = meta.mode() & 0o022 != 0;
+    let sticky = meta.mode() & 0o1000 != 0;
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "{} belongs to uid {}, who could replace what flocks makes there",
+            base.display(),
+            meta.uid()
+        ));
+    }
+    if shared && !sticky {
+        return Err(format!(
+            "{} is writable by others (mode {:o}) without the sticky bit",
+            base.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let dir = nix::unistd::mkdtemp(&base.join("flocks-XXXXXX"))
+        .map_err(|e| format!("cannot make a directory in {}: {e}", base.display()))?;
+    let check = || -> Result<(), String> {
+        let m = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if !m.file_type().is_dir() {
+            return Err(format!("{} is not a directory", dir.display()));
+        }
+        if m.uid() != me {
+            return Err(format!(
+                "{} belongs to uid {}, not to us (uid {me})",
+                dir.display(),
+                m.uid()
+            ));
+        }
+        if m.permissions().mode() & 0o777 != 0o700 {
+            return Err(format!(
+                "{} has mode {:o}, not 700",
+                dir.display(),
+                m.permissions().mode() & 0o777
+            ));
+        }
+        Ok(())
+    };
+    check()?;
+    Ok(dir)
 }
 
 fn masters() -> &'static Mutex<Vec<Target>> {
@@ -281,8 +339,11 @@ pub fn stop_masters() {
     }
     use std::os::unix::process::CommandExt;
     for t in targets {
+        let Ok(options) = t.options() else {
+            continue;
+        };
         let _ = std::process::Command::new("ssh")
-            .args(t.options())
+            .args(options)
             .args(["-O", "exit", "--"])
             .arg(&t.host)
             .stdin(Stdio::null())
@@ -291,7 +352,9 @@ pub fn stop_masters() {
             .process_group(0)
             .status();
     }
-    let _ = std::fs::remove_dir_all(control_dir());
+    if let Ok(dir) = control_dir() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[cfg(test)]
@@ -318,7 +381,7 @@ mod tests {
             ssh_options: vec!["-o".into(), "ServerAliveInterval=1".into()],
             remote_dir: "~/flocks".into(),
         };
-        let o = t.options();
+        let o = t.options().unwrap();
         assert_eq!(&o[..2], ["-o", "ServerAliveInterval=1"]);
         assert!(o.contains(&"BatchMode=yes".to_string()));
         assert!(
@@ -329,6 +392,24 @@ mod tests {
             t.helper_command(),
             "exec /bin/sh \"$HOME\"/flocks/helper.sh"
         );
-        let _ = std::fs::remove_dir_all(control_dir());
+        let dir = control_dir().unwrap();
+        let m = std::fs::symlink_metadata(dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(m.permissions().mode() & 0o777, 0o700);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn refuses_a_parent_others_can_swap() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = private_dir(&open).unwrap_err();
+        assert!(err.contains("without the sticky bit"), "{err}");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let dir = private_dir(&open).unwrap();
+        assert!(dir.starts_with(&open));
     }
 }

@@ -402,7 +402,7 @@ impl SshBackend {
         let out = tokio::process::Command::new("git")
             .args(args)
             .current_dir(&self.repo_dir)
-            .env("GIT_SSH_COMMAND", h.target.git_ssh_command())
+            .env("GIT_SSH_COMMAND", h.target.git_ssh_command()?)
             .env("GIT_TERMINAL_PROMPT", "0")
             .stdin(Stdio::null())
             .process_group(0)
@@ -481,7 +481,10 @@ impl SshBackend {
         let mut input = header.into_bytes();
         input.extend_from_slice(spec.prompt.as_bytes());
 
-        let mut cmd = h.target.command(&h.target.helper_command());
+        let mut cmd = h
+            .target
+            .command(&h.target.helper_command())
+            .map_err(|e| e.to_string())?;
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -1,0 +1,278 @@
+//! `[validate] pool`: the validate commands run inside a docker pool's
+//! container, at the land worktree's path there (it lives under the repo,
+//! which the container mounts), so that the code agents wrote (build
+//! scripts, tests) runs where the agents ran and not on the host.
+//!
+//! Each command is an exec through the same wrapper as an agent, tagged
+//! `FLOCKS_ATTEMPT=<project>:validate:<n>`, and stopped by the same killer:
+//! on a timeout or Ctrl-C its whole tree gets TERM, `kill_grace_secs`, KILL,
+//! and what a command leaves running when it exits is stopped too. The host
+//! `.git` guard watches the repo while the commands run, as it does for
+//! agents: what they plant there is undone and fails validation.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use futures_util::StreamExt;
+
+use super::validate::{INTERRUPTED, Out, Run, Validation, emit};
+use crate::backend::docker::{self, Target, scripts};
+use crate::config::{Config, DockerConfig, PoolConfig};
+use crate::error::{Error, Result};
+
+/// The docker pool that validates.
+pub struct Place<'a> {
+    pub config: &'a Config,
+    pub pool: &'a PoolConfig,
+    pub docker: &'a DockerConfig,
+}
+
+/// How one command ended.
+enum Ended {
+    Exited(Option<i64>),
+    TimedOut,
+    Interrupted,
+}
+
+pub fn run(r: &Run, out: &Out, place: &Place) -> Result<Validation> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(run_async(r, out, place))
+}
+
+async fn run_async(r: &Run<'_>, out: &Out, place: &Place<'_>) -> Result<Validation> {
+    let pool = &place.pool.name;
+    let (client, t) = docker::find_pool_target(place.config, place.pool, place.docker)
+        .await
+        .map_err(|why| {
+            Error::CannotStart(format!(
+                "cannot validate in docker pool `{pool}` ([validate] pool): {why}"
+            ))
+        })?;
+    let repo_dir = place
+        .config
+        .workspace
+        .repo
+        .canonicalize()
+        .unwrap_or_else(|_| place.config.workspace.repo.clone());
+    let host_dir = r.dir.canonicalize().unwrap_or_else(|_| r.dir.to_path_buf());
+    let rel = host_dir.strip_prefix(&repo_dir).map_err(|_| {
+        Error::Usage(format!(
+            "the land worktree {} is not inside the repo {} that docker container `{}` mounts, \
+             so [validate] pool cannot run there",
+            host_dir.display(),
+            repo_dir.display(),
+            t.name
+        ))
+    })?;
+    let cwd = Path::new(&t.repo).join(rel).display().to_string();
+    // This runtime runs nothing else: blocking here is fine.
+    docker::give_to_repo_owner(place.config, &host_dir);
+    let key = crate::project::key_of(&place.config.state_dir());
+    let git_dir = crate::git::open(&repo_dir)
+        .map(|repo| repo.commondir().to_path_buf())
+        .unwrap_or_else(|_| repo_dir.join(".git"));
+    let guard = docker::guard::for_repo(&git_dir);
+    emit(
+        out,
+        r.echo,
+        format!(
+            "[flocks] validating in docker container `{}` (pool `{pool}`) at {cwd}\n",
+            t.name
+        )
+        .as_bytes(),
+    );
+    let deadline = r.timeout.map(|t| Instant::now() + t);
+    for (n, spec) in r.commands.iter().enumerate() {
+        emit(out, r.echo, format!("$ {spec}\n").as_bytes());
+        let tag = format!("{key}:validate:{}-{n}", std::process::id());
+        let ticket = guard.begin();
+        let ended = one(r, out, &client, &t, &cwd, &tag, spec.argv(), deadline).await;
+        let violation = {
+            let g = guard.clone();
+            tokio::task::spawn_blocking(move || g.end(ticket))
+                .await
+                .unwrap_or(None)
+        };
+        let ended = ended.map_err(|why| {
+            Error::CannotStart(format!(
+                "cannot validate in docker pool `{pool}` ([validate] pool): {why}"
+            ))
+        })?;
+        if let Some(v) = violation {
+            let reason = format!("it changed {v} in the host's git dir (undone)");
+            emit(
+                out,
+                r.echo,
+                format!("validation failed: {spec}: {reason}\n").as_bytes(),
+            );
+            return Ok(Validation::Failed {
+                command: spec.to_string(),
+                reason,
+            });
+        }
+        let reason = match ended {
+            Ended::Exited(Some(0)) => continue,
+            Ended::Exited(Some(c)) => format!("exit status {c}"),
+            Ended::Exited(None) => "no exit status (the container may have stopped)".into(),
+            Ended::Interrupted => {
+                emit(out, r.echo, format!("interrupted: {spec}\n").as_bytes());
+                return Ok(Validation::Interrupted {
+                    command: spec.to_string(),
+                });
+            }
+            Ended::TimedOut => format!(
+                "timed out after {}s ([validate] timeout_secs)",
+                r.timeout.unwrap_or_default().as_secs_f64()
+            ),
+        };
+        emit(
+            out,
+            r.echo,
+            format!("validation failed: {spec}: {reason}\n").as_bytes(),
+        );
+        return Ok(Validation::Failed {
+            command: spec.to_string(),
+            reason,
+        });
+    }
+    Ok(Validation::Passed)
+}
+
+/// Run one command in the container to its end, its timeout or a Ctrl-C;
+/// then stop whatever carries its tag. Err: the container could not run it.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site, each argument distinct"
+)]
+async fn one(
+    r: &Run<'_>,
+    out: &Out,
+    client: &Docker,
+    t: &Target,
+    cwd: &str,
+    tag: &str,
+    argv: Vec<String>,
+    deadline: Option<Instant>,
+) -> std::result::Result<Ended, String> {
+    let mut cmd = vec![
+        "/bin/sh".to_string(),
+        "-c".into(),
+        scripts::AGENT.into(),
+        scripts::AGENT_NAME.into(),
+    ];
+    cmd.extend(argv);
+    let unset: Vec<&str> = r
+        .scrub
+        .iter()
+        .map(String::as_str)
+        .filter(|k| scripts::is_var_name(k))
+        .collect();
+    let env = vec![
+        format!("{}={tag}", crate::agent::spec::TAG_VAR),
+        format!("FLOCKS_UNSET={}", unset.join(" ")),
+        // git checks ownership along the host path in the worktree's link.
+        "GIT_CONFIG_COUNT=1".into(),
+        "GIT_CONFIG_KEY_0=safe.directory".into(),
+        "GIT_CONFIG_VALUE_0=*".into(),
+    ];
+    let exec = client
+        .create_exec(
+            &t.id,
+            CreateExecOptions::<String> {
+                cmd: Some(cmd),
+                env: Some(env),
+                user: Some(t.user.clone()),
+                working_dir: Some(cwd.to_string()),
+                attach_stdin: Some(false),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| docker::engine::describe(&e, &t.name))?
+        .id;
+    let mut output = match client.start_exec(&exec, None).await {
+        Ok(StartExecResults::Attached { output, .. }) => output,
+        Ok(StartExecResults::Detached) => return Err("docker started the command detached".into()),
+        Err(e) => return Err(docker::engine::describe(&e, &t.name)),
+    };
+    let mut stopped: Option<Ended> = None;
+    loop {
+        let stop = if INTERRUPTED.load(Ordering::SeqCst) {
+            Some(Ended::Interrupted)
+        } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            Some(Ended::TimedOut)
+        } else {
+            None
+        };
+        if let Some(why) = stop {
+            stopped = Some(why);
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), output.next()).await {
+            Err(_) => continue,
+            Ok(None) => break,
+            Ok(Some(Ok(LogOutput::StdErr { message }))) => emit(out, r.echo, &message),
+            Ok(Some(Ok(other))) => emit(out, r.echo, &other.into_bytes()),
+            Ok(Some(Err(e))) => return Err(docker::engine::describe(&e, &t.name)),
+        }
+    }
+    // Its tree (or what it left running) stops with it, as an agent's does.
+    let grace = if stopped.is_some() {
+        r.grace
+    } else {
+        r.grace.min(Duration::from_secs(2))
+    };
+    match docker::stop_tagged(client, t, tag, grace).await {
+        Ok(report) if scripts::stopped_any(&report) && stopped.is_none() => emit(
+            out,
+            r.echo,
+            format!(
+                "[flocks] the command exited; stopped what it left running ({})\n",
+                report.trim()
+            )
+            .as_bytes(),
+        ),
+        Ok(_) => {}
+        Err(why) => emit(
+            out,
+            r.echo,
+            format!("[flocks] stopping the command: {why}\n").as_bytes(),
+        ),
+    }
+    if let Some(why) = stopped {
+        // Let the stream end now that its processes are gone.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(item) = output.next().await {
+                if let Ok(o) = item {
+                    emit(out, r.echo, &o.into_bytes());
+                }
+            }
+        })
+        .await;
+        return Ok(why);
+    }
+    let mut code = None;
+    for _ in 0..50 {
+        match client.inspect_exec(&exec).await {
+            Ok(i) if i.running == Some(true) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Ok(i) => {
+                code = i.exit_code;
+                break;
+            }
+            Err(e) => return Err(docker::engine::describe(&e, &t.name)),
+        }
+    }
+    Ok(Ended::Exited(code))
+}
