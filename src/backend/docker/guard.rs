@@ -1,17 +1,30 @@
 //! Guarding the host: an agent in a container can write the repo's shared
 //! `.git`, and git on the host would then run what it planted (a hook, a
-//! `core.fsmonitor` or `core.hooksPath` in the config). So `.git/config` and
-//! `.git/hooks` are snapshotted before attempts and compared after each one;
-//! a change is undone and fails the attempt.
+//! `core.fsmonitor` or `core.hooksPath` in a config, a filter driver named in
+//! `info/attributes`) or trust what it moved (the land target). So the places
+//! git executes from (`config`, `config.worktree`, `hooks/`, `info/attributes`,
+//! `worktrees/*/config{,.worktree}`) and every ref outside the tasks' own
+//! branches are snapshotted before attempts and compared after each one; a
+//! change is undone and fails the attempt.
+//!
+//! Reading never blocks and never follows a link: entries are `lstat`ed first,
+//! only regular files are opened (`O_NONBLOCK | O_NOFOLLOW`) and read up to a
+//! cap; a FIFO, socket or device there is itself a violation, and is removed.
 //!
 //! Attempts overlap, and a change cannot be traced to one agent: the baseline
 //! is taken when no attempt on the repo is running, and a change found by any
 //! attempt's check fails every attempt that was running when it was found.
 
-use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+
+/// Files larger than this in a guarded place are not read: a violation.
+const MAX_FILE: u64 = 1 << 20;
+/// Deeper directories under `hooks/` are not walked: a violation.
+const MAX_DEPTH: usize = 8;
 
 /// One guarded repository (its common git dir), shared by every pool.
 pub struct Guard {
@@ -22,6 +35,9 @@ pub struct Guard {
 #[derive(Default)]
 struct Inner {
     baseline: Option<Snapshot>,
+    refs: Option<BTreeMap<String, String>>,
+    /// Refs flocks itself moves while attempts run: the tasks' branches.
+    exempt: HashSet<String>,
     next: u64,
     /// Running attempts, with the violation found while they ran.
     active: HashMap<u64, Option<String>>,
@@ -48,11 +64,21 @@ pub fn for_repo(git_dir: &Path) -> Arc<Guard> {
 }
 
 impl Guard {
+    /// A task's branch: flocks creates and moves it while other attempts
+    /// run, and its own agent commits to it, so the ref guard leaves it be.
+    pub fn exempt_branch(&self, branch: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.exempt.insert(format!("refs/heads/{branch}"));
+    }
+
     /// An attempt starts. Returns its ticket for [`Guard::end`].
     pub fn begin(&self) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.active.is_empty() {
-            inner.baseline = Some(Snapshot::take(&self.git_dir));
+            let base = Snapshot::take(&self.git_dir);
+            base.remove_specials(&self.git_dir);
+            inner.baseline = Some(base);
+            inner.refs = refs(&self.git_dir).ok();
         }
         inner.next += 1;
         let ticket = inner.next;
@@ -64,21 +90,55 @@ impl Guard {
     /// while it ran, if anything.
     pub fn end(&self, ticket: u64) -> Option<String> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changes = Vec::new();
         if let Some(base) = &inner.baseline {
             let now = Snapshot::take(&self.git_dir);
-            let changes = base.diff(&now);
-            if !changes.is_empty() {
-                let mut what = changes.join(", ");
+            let found = base.diff(&now);
+            if !found.is_empty() {
+                let mut what = found.join(", ");
                 if let Err(e) = base.restore(&self.git_dir, &now) {
                     what.push_str(&format!(" (restoring failed: {e})"));
                 }
-                for v in inner.active.values_mut() {
-                    v.get_or_insert_with(|| what.clone());
-                }
+                changes.push(what);
+            }
+        }
+        if let Some(base) = &inner.refs {
+            let found = restore_refs(&self.git_dir, base, &inner.exempt);
+            if !found.is_empty() {
+                changes.push(found.join(", "));
+            }
+        }
+        if !changes.is_empty() {
+            let what = changes.join(", ");
+            for v in inner.active.values_mut() {
+                v.get_or_insert_with(|| what.clone());
             }
         }
         inner.active.remove(&ticket).flatten()
     }
+}
+
+/// What the places git executes from hold now, one line per entry (by path
+/// relative to the git dir): what `flocks trust` records and compares.
+pub fn fingerprints(git_dir: &Path) -> BTreeMap<String, String> {
+    use sha2::{Digest, Sha256};
+    Snapshot::take(git_dir)
+        .entries
+        .into_iter()
+        .map(|(p, e)| {
+            let print = match e {
+                Entry::File { mode, bytes, .. } => {
+                    let d = Sha256::digest(&bytes);
+                    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+                    format!("file {mode:o} {hex}")
+                }
+                Entry::Dir { mode, .. } => format!("dir {mode:o}"),
+                Entry::Link { target } => format!("link {}", target.display()),
+                Entry::Special { kind } => format!("special {kind}"),
+            };
+            (format!(".git/{}", p.display()), print)
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,9 +157,14 @@ enum Entry {
     Link {
         target: PathBuf,
     },
+    /// Not something git should find there: a FIFO, socket or device, a
+    /// file over the size cap, a directory too deep. Always a violation.
+    Special {
+        kind: String,
+    },
 }
 
-/// `.git/config` and everything under `.git/hooks`, by path relative to `.git`.
+/// The guarded files, by path relative to `.git`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Snapshot {
     entries: BTreeMap<PathBuf, Entry>,
@@ -108,19 +173,59 @@ struct Snapshot {
 impl Snapshot {
     fn take(git_dir: &Path) -> Snapshot {
         let mut entries = BTreeMap::new();
-        for top in ["config", "hooks"] {
-            walk(git_dir, Path::new(top), &mut entries);
+        for top in ["config", "config.worktree", "hooks", "info"] {
+            walk(git_dir, Path::new(top), 0, top != "info", &mut entries);
+        }
+        if entries
+            .get(Path::new("info"))
+            .is_some_and(|e| matches!(e, Entry::Dir { .. }))
+        {
+            walk(
+                git_dir,
+                Path::new("info/attributes"),
+                0,
+                false,
+                &mut entries,
+            );
+        }
+        // Linked worktrees' own configs (git reads them with
+        // extensions.worktreeConfig); the worktree dirs themselves come and
+        // go with tasks.
+        if let Ok(rd) = std::fs::read_dir(git_dir.join("worktrees")) {
+            for e in rd.flatten() {
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let wt = Path::new("worktrees").join(e.file_name());
+                for f in ["config", "config.worktree"] {
+                    walk(git_dir, &wt.join(f), 0, false, &mut entries);
+                }
+            }
+        }
+        // What git2 reads refs from: only looked at for what would block it.
+        for top in ["refs", "packed-refs", "HEAD"] {
+            specials(git_dir, Path::new(top), 0, &mut entries);
         }
         Snapshot { entries }
+    }
+
+    /// Remove what would make reading refs block (FIFOs and the like).
+    fn remove_specials(&self, git_dir: &Path) {
+        for (p, e) in &self.entries {
+            if matches!(e, Entry::Special { .. }) {
+                let _ = std::fs::remove_file(git_dir.join(p));
+            }
+        }
     }
 
     /// What differs, for people: `.git/hooks/pre-commit added`.
     fn diff(&self, now: &Snapshot) -> Vec<String> {
         let mut out = Vec::new();
         for (p, e) in &now.entries {
-            match self.entries.get(p) {
-                None => out.push(format!(".git/{} added", p.display())),
-                Some(old) if old != e => out.push(format!(".git/{} changed", p.display())),
+            match (self.entries.get(p), e) {
+                (_, Entry::Special { kind }) => out.push(format!(".git/{} is {kind}", p.display())),
+                (None, _) => out.push(format!(".git/{} added", p.display())),
+                (Some(old), _) if old != e => out.push(format!(".git/{} changed", p.display())),
                 _ => {}
             }
         }
@@ -134,9 +239,11 @@ impl Snapshot {
 
     /// Bring `git_dir` back to this snapshot (`now` is what is there).
     fn restore(&self, git_dir: &Path, now: &Snapshot) -> std::io::Result<()> {
-        // Remove what was added (children before parents).
+        // Remove what was added or is not what it was (children before parents).
         for (p, e) in now.entries.iter().rev() {
-            if self.entries.get(p).is_some_and(|old| same_kind(old, e)) {
+            if !matches!(e, Entry::Special { .. })
+                && self.entries.get(p).is_some_and(|old| same_kind(old, e))
+            {
                 continue;
             }
             let full = git_dir.join(p);
@@ -147,7 +254,7 @@ impl Snapshot {
         }
         // Write back what differs (parents before children).
         for (p, e) in &self.entries {
-            if now.entries.get(p) == Some(e) {
+            if now.entries.get(p) == Some(e) && !matches!(e, Entry::Special { .. }) {
                 continue;
             }
             let full = git_dir.join(p);
@@ -163,14 +270,23 @@ impl Snapshot {
                     gid,
                     bytes,
                 } => {
-                    std::fs::write(&full, bytes)?;
-                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(*mode))?;
+                    // Never write through a link planted in its place.
+                    let _ = std::fs::remove_file(&full);
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(*mode)
+                        .open(&full)?;
+                    std::io::Write::write_all(&mut f, bytes)?;
+                    f.set_permissions(std::fs::Permissions::from_mode(*mode))?;
                     let _ = std::os::unix::fs::lchown(&full, Some(*uid), Some(*gid));
                 }
                 Entry::Link { target } => {
                     let _ = std::fs::remove_file(&full);
                     std::os::unix::fs::symlink(target, &full)?;
                 }
+                // What was already wrong before attempts began stays removed.
+                Entry::Special { .. } => {}
             }
         }
         Ok(())
@@ -189,35 +305,174 @@ fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
     }
 }
 
-fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
+/// Record `rel` (and, for a directory when `recurse`, what is in it) without
+/// following links or blocking.
+fn walk(root: &Path, rel: &Path, depth: usize, recurse: bool, out: &mut BTreeMap<PathBuf, Entry>) {
     let full = root.join(rel);
     let Ok(meta) = std::fs::symlink_metadata(&full) else {
         return;
     };
     let mode = meta.permissions().mode() & 0o7777;
     let (uid, gid) = (meta.uid(), meta.gid());
-    if meta.file_type().is_symlink() {
+    let ft = meta.file_type();
+    let entry = if ft.is_symlink() {
         let target = std::fs::read_link(&full).unwrap_or_default();
-        out.insert(rel.to_path_buf(), Entry::Link { target });
-    } else if meta.is_dir() {
-        out.insert(rel.to_path_buf(), Entry::Dir { mode, uid, gid });
-        let Ok(rd) = std::fs::read_dir(&full) else {
+        Entry::Link { target }
+    } else if ft.is_dir() {
+        if recurse && depth >= MAX_DEPTH {
+            out.insert(rel.to_path_buf(), special("a directory nested too deep"));
             return;
-        };
-        for e in rd.flatten() {
-            walk(root, &rel.join(e.file_name()), out);
         }
-    } else {
-        let bytes = std::fs::read(&full).unwrap_or_default();
-        out.insert(
-            rel.to_path_buf(),
-            Entry::File {
+        out.insert(rel.to_path_buf(), Entry::Dir { mode, uid, gid });
+        if recurse && let Ok(rd) = std::fs::read_dir(&full) {
+            for e in rd.flatten() {
+                walk(root, &rel.join(e.file_name()), depth + 1, true, out);
+            }
+        }
+        return;
+    } else if ft.is_file() {
+        match read_regular(&full, meta.len()) {
+            Ok(bytes) => Entry::File {
                 mode,
                 uid,
                 gid,
                 bytes,
             },
+            Err(kind) => special(&kind),
+        }
+    } else {
+        use std::os::unix::fs::FileTypeExt;
+        special(if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        })
+    };
+    out.insert(rel.to_path_buf(), entry);
+}
+
+/// Record only what is neither a directory nor a regular file under `rel`.
+fn specials(root: &Path, rel: &Path, depth: usize, out: &mut BTreeMap<PathBuf, Entry>) {
+    let Ok(meta) = std::fs::symlink_metadata(root.join(rel)) else {
+        return;
+    };
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        if depth < 2 * MAX_DEPTH
+            && let Ok(rd) = std::fs::read_dir(root.join(rel))
+        {
+            for e in rd.flatten() {
+                specials(root, &rel.join(e.file_name()), depth + 1, out);
+            }
+        }
+    } else if !(ft.is_file() || (ft.is_symlink() && rel == Path::new("HEAD"))) {
+        out.insert(rel.to_path_buf(), special("not a regular file"));
+    }
+}
+
+fn special(kind: &str) -> Entry {
+    Entry::Special {
+        kind: kind.to_string(),
+    }
+}
+
+/// A regular file's bytes, or why it is not one to read.
+fn read_regular(path: &Path, len: u64) -> Result<Vec<u8>, String> {
+    if len > MAX_FILE {
+        return Err(format!("a file of {len} bytes (over {MAX_FILE})"));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("unreadable ({e})"))?;
+    // Swapped for something else between lstat and open.
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("unreadable ({e})"))?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(format!("a file over {MAX_FILE} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// Every ref and where it points (`<oid>` or `-> <name>` for a symbolic one).
+fn refs(git_dir: &Path) -> Result<BTreeMap<String, String>, git2::Error> {
+    let repo = git2::Repository::open_bare(git_dir)?;
+    let mut out = BTreeMap::new();
+    for r in repo.references()?.flatten() {
+        let Ok(name) = r.name() else { continue };
+        let to = match (r.target(), r.symbolic_target()) {
+            (Some(oid), _) => oid.to_string(),
+            (None, Ok(Some(s))) => format!("-> {s}"),
+            _ => continue,
+        };
+        out.insert(name.to_string(), to);
+    }
+    Ok(out)
+}
+
+/// Whether flocks itself may move `name` while attempts run.
+fn is_exempt(name: &str, exempt: &HashSet<String>) -> bool {
+    exempt.contains(name) || name.starts_with("refs/flocks/")
+}
+
+/// Put every moved, added or removed ref (but the exempt ones) back where it
+/// was; what was done, for people.
+fn restore_refs(
+    git_dir: &Path,
+    base: &BTreeMap<String, String>,
+    exempt: &HashSet<String>,
+) -> Vec<String> {
+    let Ok(now) = refs(git_dir) else {
+        return vec!["the refs could not be read".into()];
+    };
+    let Ok(repo) = git2::Repository::open_bare(git_dir) else {
+        return vec!["the refs could not be read".into()];
+    };
+    let mut out = Vec::new();
+    let msg = "flocks: undo a ref change made by an agent";
+    for (name, to) in &now {
+        if is_exempt(name, exempt) || base.get(name) == Some(to) {
+            continue;
+        }
+        let done = match base.get(name) {
+            None => repo
+                .find_reference(name)
+                .and_then(|mut r| r.delete())
+                .map(|()| format!("{name} added (at {to}; removed)")),
+            Some(old) => set_ref(&repo, name, old, msg)
+                .map(|()| format!("{name} moved from {old} to {to} (moved back)")),
+        };
+        out.push(
+            done.unwrap_or_else(|e| format!("{name} changed to {to} (restoring failed: {e})")),
         );
+    }
+    for (name, old) in base {
+        if is_exempt(name, exempt) || now.contains_key(name) {
+            continue;
+        }
+        out.push(
+            set_ref(&repo, name, old, msg)
+                .map(|()| format!("{name} removed (restored at {old})"))
+                .unwrap_or_else(|e| format!("{name} removed (restoring failed: {e})")),
+        );
+    }
+    out
+}
+
+fn set_ref(repo: &git2::Repository, name: &str, to: &str, msg: &str) -> Result<(), git2::Error> {
+    match to.strip_prefix("-> ") {
+        Some(target) => repo.reference_symbolic(name, target, true, msg).map(|_| ()),
+        None => repo
+            .reference(name, git2::Oid::from_str(to)?, true, msg)
+            .map(|_| ()),
     }
 }
 
@@ -289,5 +544,57 @@ mod tests {
         std::fs::remove_dir_all(d.path().join("hooks")).unwrap();
         assert!(g.end(t).unwrap().contains("removed"));
         assert!(d.path().join("hooks/pre-commit.sample").exists());
+    }
+
+    /// A FIFO (or anything not a regular file) never blocks the check, is a
+    /// violation, and goes.
+    #[test]
+    fn fifo_in_hooks_is_a_violation_not_a_hang() {
+        let d = git_dir();
+        let g = for_repo(d.path());
+        let t = g.begin();
+        let fifo = d.path().join("hooks/post-checkout");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("config.worktree"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let why = g.end(t).unwrap();
+        assert!(why.contains(".git/hooks/post-checkout is a FIFO"), "{why}");
+        assert!(why.contains(".git/config.worktree is a FIFO"), "{why}");
+        assert!(std::fs::symlink_metadata(&fifo).is_err());
+    }
+
+    /// Refs outside the tasks' branches go back where they were.
+    #[test]
+    fn moved_refs_are_put_back() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(d.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@t").unwrap();
+        let tree = repo.treebuilder(None).unwrap().write().unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let c1 = repo
+            .commit(Some("refs/heads/main"), &sig, &sig, "1", &tree, &[])
+            .unwrap();
+        let p = repo.find_commit(c1).unwrap();
+        let c2 = repo.commit(None, &sig, &sig, "2", &tree, &[&p]).unwrap();
+        repo.reference("refs/heads/flocks/t", c1, true, "").unwrap();
+        let g = for_repo(&d.path().join(".git"));
+        g.exempt_branch("flocks/t");
+        let t = g.begin();
+        repo.reference("refs/heads/main", c2, true, "").unwrap();
+        repo.reference("refs/heads/flocks/t", c2, true, "").unwrap();
+        repo.reference("refs/tags/evil", c2, true, "").unwrap();
+        let why = g.end(t).unwrap();
+        assert!(
+            why.contains(&format!("refs/heads/main moved from {c1} to {c2}")),
+            "{why}"
+        );
+        assert!(why.contains("refs/tags/evil added"), "{why}");
+        assert!(!why.contains("flocks/t"), "{why}");
+        assert_eq!(repo.refname_to_id("refs/heads/main").unwrap(), c1);
+        assert_eq!(repo.refname_to_id("refs/heads/flocks/t").unwrap(), c2);
+        assert!(repo.find_reference("refs/tags/evil").is_err());
     }
 }

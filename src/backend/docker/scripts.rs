@@ -1,6 +1,18 @@
-//! The two small `sh` programs flocks runs inside a container.
+//! The small programs flocks runs inside a container: the reaper (perl), and
+//! the `sh` wrapper and killer it falls back to where there is no perl.
 //!
-//! Docker has no API to kill an exec (moby#35703), so every process of an
+//! Docker has no API to kill an exec (moby#35703). The reaper
+//! (`reaper.pl`, its protocol in its header) is the agent exec's first
+//! process: it makes itself the child subreaper, so every descendant of the
+//! agent reparents to it whatever the agent does (setsid, double forks,
+//! removing its environment tag), runs the agent as the exec user, who cannot
+//! signal it (it runs as root), and stops the whole tree when the agent exits,
+//! when flocks says so on its stdin, and when that stream ends because flocks
+//! is gone. A PID namespace or a cgroup would need privileges a stock
+//! devcontainer does not give (`unshare` is refused by docker's default
+//! seccomp profile, `/sys/fs/cgroup` is read-only); prctl needs none.
+//!
+//! Without perl, every process of an
 //! attempt carries `FLOCKS_ATTEMPT=<tag>` in its environment (inherited through
 //! setsid, double forks and reparenting), and stopping an attempt is a second
 //! exec, the killer, that finds them in `/proc/*/environ` and applies the
@@ -10,7 +22,39 @@
 //! Only fixed text is ever a script; data (the agent's argv, the tag, the
 //! variables to unset) travels as argv elements or in the environment.
 
-/// The agent exec: `sh -c AGENT flocks-agent <program> <args>...`. Unsets the
+/// The reaper: `perl -e REAPER -- <user> <grace secs> <program> <args>...`.
+pub const REAPER: &str = include_str!("reaper.pl");
+
+/// The reaper exec's argv.
+pub fn reaper_argv(user: &str, grace_secs: u64, program: String, args: &[String]) -> Vec<String> {
+    let mut argv = vec![
+        "perl".to_string(),
+        "-e".into(),
+        REAPER.into(),
+        "--".into(),
+        user.into(),
+        grace_secs.to_string(),
+        program,
+    ];
+    argv.extend(args.iter().cloned());
+    argv
+}
+
+/// What the reaper reads first on its stdin: the prompt's length, the prompt.
+pub fn reaper_input(prompt: &str) -> Vec<u8> {
+    let mut v = format!("{}\n", prompt.len()).into_bytes();
+    v.extend_from_slice(prompt.as_bytes());
+    v
+}
+
+/// The probe for the reaper: perl with POSIX, run as root.
+pub fn reaper_probe() -> Vec<String> {
+    ["perl", "-MPOSIX", "-e", "exit 0"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// The agent exec without perl: `sh -c AGENT flocks-agent <program> <args>...`. Unsets the
 /// container's own variables listed in `FLOCKS_UNSET` (an exec's Env can set
 /// but not remove), then becomes the agent.
 pub const AGENT: &str = r#"for v in $FLOCKS_UNSET; do unset "$v"; done
