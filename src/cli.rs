@@ -53,6 +53,9 @@ pub enum Command {
     Up(UpArgs),
     /// Remove what `flocks up` created, and only that
     Down(DownArgs),
+    /// Accept flocks.toml, the task source, templates and .git's hooks and
+    /// configs as they are now, after container or remote agents ran
+    Trust,
 }
 
 #[derive(Args, Debug)]

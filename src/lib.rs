@@ -22,4 +22,5 @@ pub mod runner;
 pub mod state;
 pub mod supervisor;
 pub mod tasks;
+pub mod trust;
 pub mod tui;
