@@ -164,6 +164,8 @@ impl Backend {
     }
 
     pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+        // Moved by flocks and its own agent while container agents run.
+        docker::guard::exempt_branch(&job.branch);
         match self {
             Backend::Local(b) => b.prepare(job).await.map_err(PrepareError::Failed),
             Backend::Ssh(b) => b.prepare(job).await,

@@ -36,8 +36,6 @@ pub struct Guard {
 struct Inner {
     baseline: Option<Snapshot>,
     refs: Option<BTreeMap<String, String>>,
-    /// Refs flocks itself moves while attempts run: the tasks' branches.
-    exempt: HashSet<String>,
     next: u64,
     /// Running attempts, with the violation found while they ran.
     active: HashMap<u64, Option<String>>,
@@ -63,14 +61,24 @@ pub fn for_repo(git_dir: &Path) -> Arc<Guard> {
         .clone()
 }
 
-impl Guard {
-    /// A task's branch: flocks creates and moves it while other attempts
-    /// run, and its own agent commits to it, so the ref guard leaves it be.
-    pub fn exempt_branch(&self, branch: &str) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.exempt.insert(format!("refs/heads/{branch}"));
-    }
+/// Refs flocks itself moves while attempts run: the tasks' branches, on
+/// every backend of the run (one project per process).
+fn exempt() -> &'static Mutex<HashSet<String>> {
+    static SET: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    SET.get_or_init(Default::default)
+}
 
+/// A task's branch: flocks creates and moves it while other attempts run,
+/// and its own agent commits to it, so the ref guard leaves it be. Called
+/// as any backend prepares a task.
+pub fn exempt_branch(branch: &str) {
+    exempt()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(format!("refs/heads/{branch}"));
+}
+
+impl Guard {
     /// An attempt starts. Returns its ticket for [`Guard::end`].
     pub fn begin(&self) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -103,7 +111,8 @@ impl Guard {
             }
         }
         if let Some(base) = &inner.refs {
-            let found = restore_refs(&self.git_dir, base, &inner.exempt);
+            let exempt = exempt().lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let found = restore_refs(&self.git_dir, base, &exempt);
             if !found.is_empty() {
                 changes.push(found.join(", "));
             }
@@ -125,6 +134,9 @@ pub fn fingerprints(git_dir: &Path) -> BTreeMap<String, String> {
     Snapshot::take(git_dir)
         .entries
         .into_iter()
+        // A directory is nothing to run (what is in it is recorded), and
+        // flocks itself makes some (`info/`) as a run starts.
+        .filter(|(_, e)| !matches!(e, Entry::Dir { .. }))
         .map(|(p, e)| {
             let print = match e {
                 Entry::File { mode, bytes, .. } => {
@@ -132,7 +144,7 @@ pub fn fingerprints(git_dir: &Path) -> BTreeMap<String, String> {
                     let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
                     format!("file {mode:o} {hex}")
                 }
-                Entry::Dir { mode, .. } => format!("dir {mode:o}"),
+                Entry::Dir { .. } => String::new(),
                 Entry::Link { target } => format!("link {}", target.display()),
                 Entry::Special { kind } => format!("special {kind}"),
             };
@@ -581,7 +593,7 @@ mod tests {
         let c2 = repo.commit(None, &sig, &sig, "2", &tree, &[&p]).unwrap();
         repo.reference("refs/heads/flocks/t", c1, true, "").unwrap();
         let g = for_repo(&d.path().join(".git"));
-        g.exempt_branch("flocks/t");
+        exempt_branch("flocks/t");
         let t = g.begin();
         repo.reference("refs/heads/main", c2, true, "").unwrap();
         repo.reference("refs/heads/flocks/t", c2, true, "").unwrap();

@@ -356,7 +356,6 @@ impl DockerBackend {
 
     pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
         let t = self.target().await.map_err(PrepareError::HostLost)?;
-        self.guard.exempt_branch(&job.branch);
         let wts = self.worktrees.clone();
         let job = job.clone();
         let owner = self.owner;
