@@ -247,4 +247,93 @@ mod tests {
         let left = crate::proc::tagged(&tag);
         assert!(left.is_empty(), "left: {left:?}");
     }
+
+    /// Run the reaper here, as this user, on `script`; returns the child,
+    /// its stdin held open, and the file where `script` writes a pid.
+    fn reaper(script: &str, d: &tempfile::TempDir) -> (std::process::Child, std::path::PathBuf) {
+        use std::io::Write;
+        let pidfile = d.path().join("pid");
+        let me = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
+        let argv = reaper_argv(
+            &me,
+            1,
+            "/bin/sh".into(),
+            &[
+                "-c".into(),
+                script.into(),
+                "x".into(),
+                pidfile.display().to_string(),
+            ],
+        );
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(&reaper_input("the prompt"))
+            .unwrap();
+        (child, pidfile)
+    }
+
+    fn pid_in(path: &std::path::Path) -> i32 {
+        for _ in 0..100 {
+            if let Ok(t) = std::fs::read_to_string(path)
+                && let Ok(p) = t.trim().parse()
+            {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no pid in {}", path.display());
+    }
+
+    fn gone(pid: i32) -> bool {
+        // Reaped by the reaper, or a zombie not yet: either way not running.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')))
+            .unwrap_or(true)
+    }
+
+    /// The agent gets the prompt; what it detached (new session, no tag) is
+    /// stopped when it exits; its exit code is the reaper's.
+    #[test]
+    fn reaper_stops_detached_processes_when_the_agent_exits() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut child, pidfile) = reaper(
+            "cat; env -u FLOCKS_ATTEMPT setsid sh -c 'echo $$ > \"$1\"; exec sleep 300' x \"$1\" >/dev/null 2>&1 & \
+             while [ ! -s \"$1\" ]; do sleep 0.05; done; exit 3",
+            &d,
+        );
+        // The prompt ends at its length: the agent's stdin is closed then,
+        // while the reaper's stays open (wait() would close it).
+        let pid = pid_in(&pidfile);
+        let _held = child.stdin.take();
+        let st = child.wait().unwrap();
+        assert_eq!(st.code(), Some(3));
+        assert!(gone(pid), "the detached process outlived the agent");
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert_eq!(out, "the prompt");
+    }
+
+    /// When its stdin ends (flocks is gone), the reaper stops everything.
+    #[test]
+    fn reaper_stops_everything_when_flocks_goes_away() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut child, pidfile) = reaper(
+            "trap '' TERM; setsid sh -c 'trap \"\" TERM; echo $$ > \"$1\"; while :; do sleep 1; done' x \"$1\" & sleep 300",
+            &d,
+        );
+        let pid = pid_in(&pidfile);
+        drop(child.stdin.take());
+        let st = child.wait().unwrap();
+        assert_eq!(st.code(), Some(137), "the agent was killed");
+        assert!(gone(pid), "a TERM-ignoring detached process survived");
+    }
 }
