@@ -182,19 +182,22 @@ fn tag_stripped_survivor_dies_with_its_attempt() {
     p.t.tasks(&[json!({"id": "surv", "prompt": format!("{}@fake commit s.txt\n", bash(&attack))})]);
     let o = p.t.flocks(&["run", "--no-progress"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
-    let log = std::fs::read_to_string(p.t.repo.join(".flocks/logs/surv/1.log")).unwrap();
-    assert!(
-        log.contains("stopped") && log.contains("left running"),
-        "the log says what was stopped: {log}"
-    );
-    assert_nothing_left(&c);
     // Longer than the survivor would have slept.
     std::thread::sleep(Duration::from_secs(8));
-    assert!(!p.t.repo.join(".git/hooks/post-checkout").exists());
+    assert!(
+        !p.t.repo.join(".git/hooks/post-checkout").exists(),
+        "the survivor planted a hook"
+    );
     let config = std::fs::read_to_string(p.t.repo.join(".git/config")).unwrap();
     assert!(!config.contains("fsmonitor"), "{config}");
     p.git(&["status"]);
     assert!(!host.join("pwned").exists() && !host.join("pwned2").exists());
+    assert_nothing_left(&c);
+    let log = std::fs::read_to_string(p.t.repo.join(".flocks/logs/surv/1.log")).unwrap();
+    assert!(
+        log.contains("stopped 2 process(es)") && log.contains("left running"),
+        "the log says what was stopped: {log}"
+    );
 
     // Planted after the run, as an escaped survivor would: refused.
     std::fs::write(
@@ -302,11 +305,31 @@ fn chown_never_follows_a_swapped_in_link() {
     std::fs::write(&secret, "root only\n").unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     p.config("", &format!("{}max_worktrees = 4\n", pool(&p)));
-    // Root-owned names inside a directory the agent swaps: what flocks would
-    // chown there is `secret`.
+    // `zz` (a directory holding `secret`) and `zl` (a link to the host
+    // directory) trade places atomically (renameat2 RENAME_EXCHANGE), as fast
+    // as they can, for 8 s: a walk that lists `zz` and then chowns
+    // `zz/secret` by path hands the host's `secret` over.
+    let swapper = p.t.out.join("swap.pl");
+    std::fs::write(
+        &swapper,
+        r#"my %nr = (x86_64 => 316, aarch64 => 276);
+my $nr = $nr{(POSIX::uname())[4]} or die "renameat2: unknown architecture";
+mkdir "zz"; open(my $f, ">", "zz/secret"); close $f;
+symlink($ARGV[0], "zl") or die "symlink: $!";
+my ($x, $y, $n) = ("zz", "zl", 0);
+my $end = time + 8;
+while (time < $end) {
+    for (1 .. 1000) { syscall($nr, -100, $x, -100, $y, 2) == 0 or die "renameat2: $!"; $n++ }
+    select(undef, undef, undef, 0.001);
+}
+print "$n swaps\n";
+unlink "zz", "zl", "zz/secret", "zl/secret"; rmdir "zz"; rmdir "zl";
+"#,
+    )
+    .unwrap();
     let swap = format!(
-        "cd ../../.git/objects; end=$(($(date +%s) + 8)); while [ $(date +%s) -lt $end ]; do \
-         rm -rf zz; mkdir zz; : > zz/secret; rm -rf zz; ln -s {} zz; done; rm -f zz",
+        "cd ../../.git/objects && perl -MPOSIX {} {}",
+        swapper.display(),
         host.display()
     );
     let mut tasks = vec![json!({"id": "swap", "prompt": bash(&swap)})];
@@ -316,6 +339,8 @@ fn chown_never_follows_a_swapped_in_link() {
     p.t.tasks(&tasks);
     let o = p.t.flocks(&["run", "--no-progress"]);
     assert!(code(&o) == 0 || code(&o) == 3, "{}", text(&o));
+    let log = std::fs::read_to_string(p.t.repo.join(".flocks/logs/swap/1.log")).unwrap();
+    assert!(log.contains(" swaps"), "the swapper ran: {log}");
     let m = std::fs::metadata(&secret).unwrap();
     assert_eq!((m.uid(), m.gid()), (0, 0), "a host file was given away");
     assert_nothing_left(&c);
