@@ -85,8 +85,16 @@ fn config_written_from_the_container_is_not_run_on_the_host() {
     std::fs::write(p.t.repo.join("prompt.md"), "{{prompt}}\n").unwrap();
     std::os::unix::fs::chown(p.t.repo.join("prompt.md"), Some(1000), Some(1000)).unwrap();
     p.config("[prompt]\ntemplate = \"prompt.md\"", &pool(&p));
-    p.git(&["add", "."]);
-    p.git(&["commit", "-qm", "config"]);
+    // Untracked, as flocks.toml often is: land's check for a dirty checkout
+    // does not see it change.
+    let originals: Vec<(PathBuf, String)> = ["flocks.toml", "prompt.md"]
+        .iter()
+        .map(|f| {
+            let path = p.t.repo.join(f);
+            let text = std::fs::read_to_string(&path).unwrap();
+            (path, text)
+        })
+        .collect();
     let payload = format!(
         "\n[validate]\ncommands = [\"touch {}/pwned\"]\n",
         host.display()
@@ -119,7 +127,9 @@ fn config_written_from_the_container_is_not_run_on_the_host() {
     assert_nothing_left(&c);
 
     // Put back, it is trusted again without asking.
-    p.git(&["checkout", "--", "flocks.toml", "prompt.md"]);
+    for (path, text) in &originals {
+        std::fs::write(path, text).unwrap();
+    }
     let o = p.t.flocks(&["land", "-y"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert!(!host.join("pwned").exists());
