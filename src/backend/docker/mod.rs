@@ -264,7 +264,7 @@ impl DockerBackend {
                     self.reconcile(&t, notes).await;
                     if !self.has_reaper(&t).await {
                         notes.push(format!(
-                            "docker container `{}` has no perl: flocks stops its agents by their FLOCKS_ATTEMPT tag, which an agent can remove, and cannot stop them if flocks itself is killed (see the README)",
+                            "docker container `{}` cannot run flocks' reaper (it needs perl, and root able to become the exec user): flocks stops its agents by their FLOCKS_ATTEMPT tag, which an agent can remove, and cannot stop them if flocks itself is killed (see the README)",
                             t.name
                         ));
                     }
@@ -343,7 +343,7 @@ impl DockerBackend {
                 let Ok(docker) = self.client().await else {
                     return false;
                 };
-                engine::run(&docker, &t.id, scripts::reaper_probe(), vec![], "0")
+                engine::run(&docker, &t.id, scripts::reaper_probe(&t.user), vec![], "0")
                     .await
                     .is_ok_and(|o| o.code == Some(0))
             })

@@ -1,6 +1,7 @@
 # flocks-reaper: one attempt's agent inside a container, and everything it
 # starts. Run as root: `perl -e REAPER -- <user> <grace secs> <program> <args>...`
-# with FLOCKS_UNSET naming variables to remove. Protocol on stdin (the exec's
+# with FLOCKS_UNSET naming variables to remove. `<grace secs>` = "probe":
+# only check that it can be the subreaper and become <user> (exit 0). Protocol on stdin (the exec's
 # attached stream, which flocks holds open for the whole attempt):
 #   "<n>\n" then n bytes: the prompt, given to the agent on its stdin;
 #   then lines "TERM" (stop gracefully) or "KILL" (stop now);
@@ -44,6 +45,25 @@ if (defined $g) {
     defined $gid or do { say_err("no group $g in the container"); exit 125 };
 }
 
+# In a child: become the agent's user for good.
+sub become {
+    $) = "$gid $gid";
+    $( = $gid;
+    POSIX::setuid($uid);
+    if ($< != $uid || $> != $uid || $( != $gid) {
+        say_err("cannot become $user (uid $uid, gid $gid): $!");
+        POSIX::_exit(125);
+    }
+}
+
+if ($grace eq 'probe') {
+    my $pid = fork();
+    defined $pid or exit 125;
+    if ($pid == 0) { become(); POSIX::_exit(0) }
+    waitpid($pid, 0);
+    exit($? >> 8);
+}
+
 sub readn {
     my ($n) = @_;
     my $buf = '';
@@ -70,13 +90,7 @@ defined $agent or do { say_err("fork: $!"); exit 125 };
 if ($agent == 0) {
     close $w;
     POSIX::dup2(fileno($r), 0) if fileno($r) != 0;
-    $) = "$gid $gid";
-    $( = $gid;
-    POSIX::setuid($uid);
-    if ($< != $uid || $> != $uid || $( != $gid) {
-        say_err("cannot become $user");
-        POSIX::_exit(125);
-    }
+    become();
     delete $ENV{$_} for split ' ', ($ENV{FLOCKS_UNSET} // '');
     delete $ENV{FLOCKS_UNSET};
     $ENV{HOME} = $home;

@@ -47,11 +47,12 @@ pub fn reaper_input(prompt: &str) -> Vec<u8> {
     v
 }
 
-/// The probe for the reaper: perl with POSIX, run as root.
-pub fn reaper_probe() -> Vec<String> {
-    ["perl", "-MPOSIX", "-e", "exit 0"]
-        .map(String::from)
-        .to_vec()
+/// The probe for the reaper, run as root: perl is there, and the reaper can
+/// be the subreaper and become `user`.
+pub fn reaper_probe(user: &str) -> Vec<String> {
+    let mut argv = reaper_argv(user, 0, "true".into(), &[]);
+    argv[5] = "probe".into();
+    argv
 }
 
 /// The agent exec without perl: `sh -c AGENT flocks-agent <program> <args>...`. Unsets the
@@ -335,5 +336,17 @@ mod tests {
         let st = child.wait().unwrap();
         assert_eq!(st.code(), Some(137), "the agent was killed");
         assert!(gone(pid), "a TERM-ignoring detached process survived");
+    }
+
+    #[test]
+    fn reaper_probe_succeeds_here() {
+        let me = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
+        let argv = reaper_probe(&me);
+        let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
