@@ -466,3 +466,69 @@ fn forged_state_paths_are_left_alone() {
     assert!(String::from_utf8_lossy(&st.stdout).contains("wip.txt"));
     assert_nothing_left(&c);
 }
+
+/// A container that cannot run the reaper (no perl): the run says so as it
+/// starts, and agents still run and stop by their tag.
+#[test]
+fn without_perl_flocks_says_so_and_falls_back() {
+    if !ready() {
+        return;
+    }
+    let p = DockerProject::new();
+    let name = dsupport::unique("flocks-test-noperl");
+    let fake = support::fake_claude().display().to_string();
+    let (repo, out) = (p.t.repo.display(), p.t.out.display());
+    let args: Vec<String> = vec![
+        "run".into(),
+        "-d".into(),
+        "--name".into(),
+        name.clone(),
+        "--network".into(),
+        "none".into(),
+        "-v".into(),
+        "/usr:/usr:ro".into(),
+        // perl, hidden: not executable.
+        "-v".into(),
+        "/dev/null:/usr/bin/perl:ro".into(),
+        "-v".into(),
+        format!("{repo}:/workspace"),
+        "-v".into(),
+        format!("{fake}:{fake}:ro"),
+        "-v".into(),
+        format!("{out}:{out}"),
+        "--label".into(),
+        format!("{}={repo}", dsupport::LABEL),
+        "--entrypoint".into(),
+        "/bin/sh".into(),
+        dsupport::IMAGE.into(),
+        "-c".into(),
+        "trap 'exit 0' 15; while sleep 1 & wait $!; do :; done".into(),
+    ];
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, msg) = dsupport::docker(&a);
+    assert!(ok, "docker run: {msg}");
+    let c = Ctr {
+        id: msg.lines().last().unwrap().to_string(),
+        name,
+    };
+    assert!(!c.exec(&["perl", "-e", "1"]).is_empty(), "perl still runs");
+    p.config("agent_timeout_secs = 3", &pool(&p));
+    p.t.tasks(&[
+        json!({"id": "ok", "prompt": "@fake commit ok.txt\n"}),
+        json!({"id": "slow", "prompt": format!("{}@fake hang\n", bash("setsid sleep 602 >/dev/null 2>&1 < /dev/null &"))}),
+    ]);
+    let o = p.t.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&o), 3, "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot run flocks' reaper"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(p.t.status_of("ok"), "success");
+    assert_eq!(p.t.status_of("slow"), "timed_out");
+    let ps = c.ps();
+    assert!(
+        !ps.contains("sleep 602") && !ps.contains("fake-claude"),
+        "{ps}"
+    );
+}
