@@ -249,7 +249,10 @@ impl Snapshot {
         out
     }
 
-    /// Bring `git_dir` back to this snapshot (`now` is what is there).
+    /// Bring `git_dir` back to this snapshot (`now` is what is there). Every
+    /// step works relative to a directory opened without following links, so
+    /// an agent that swaps a directory for a link meanwhile cannot make flocks
+    /// (perhaps root) remove or write anything outside `.git`.
     fn restore(&self, git_dir: &Path, now: &Snapshot) -> std::io::Result<()> {
         // Remove what was added or is not what it was (children before parents).
         for (p, e) in now.entries.iter().rev() {
@@ -258,50 +261,143 @@ impl Snapshot {
             {
                 continue;
             }
-            let full = git_dir.join(p);
-            match e {
-                Entry::Dir { .. } => std::fs::remove_dir_all(&full).or_else(ignore_missing)?,
-                _ => std::fs::remove_file(&full).or_else(ignore_missing)?,
-            }
+            let (dir, name) = at::parent(git_dir, p)?;
+            at::remove_tree(&dir, &name).or_else(ignore_missing)?;
         }
         // Write back what differs (parents before children).
         for (p, e) in &self.entries {
             if now.entries.get(p) == Some(e) && !matches!(e, Entry::Special { .. }) {
                 continue;
             }
-            let full = git_dir.join(p);
+            let (dir, name) = at::parent(git_dir, p)?;
             match e {
-                Entry::Dir { mode, uid, gid } => {
-                    std::fs::create_dir_all(&full)?;
-                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(*mode))?;
-                    let _ = std::os::unix::fs::lchown(&full, Some(*uid), Some(*gid));
-                }
+                Entry::Dir { mode, uid, gid } => at::make_dir(&dir, &name, *mode, (*uid, *gid))?,
                 Entry::File {
                     mode,
                     uid,
                     gid,
                     bytes,
-                } => {
-                    // Never write through a link planted in its place.
-                    let _ = std::fs::remove_file(&full);
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(*mode)
-                        .open(&full)?;
-                    std::io::Write::write_all(&mut f, bytes)?;
-                    f.set_permissions(std::fs::Permissions::from_mode(*mode))?;
-                    let _ = std::os::unix::fs::lchown(&full, Some(*uid), Some(*gid));
-                }
+                } => at::write_file(&dir, &name, bytes, *mode, (*uid, *gid))?,
                 Entry::Link { target } => {
-                    let _ = std::fs::remove_file(&full);
-                    std::os::unix::fs::symlink(target, &full)?;
+                    at::remove_tree(&dir, &name).or_else(ignore_missing)?;
+                    nix::unistd::symlinkat(target.as_path(), &dir, name.as_os_str())?;
                 }
                 // What was already wrong before attempts began stays removed.
                 Entry::Special { .. } => {}
             }
         }
         Ok(())
+    }
+}
+
+/// Directory-fd-relative file operations that never follow a link.
+mod at {
+    use std::ffi::OsString;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::path::{Component, Path};
+
+    use nix::errno::Errno;
+    use nix::fcntl::{OFlag, open, openat};
+    use nix::sys::stat::{Mode, fchmod, mkdirat};
+    use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
+
+    const DIR: OFlag = OFlag::O_RDONLY
+        .union(OFlag::O_DIRECTORY)
+        .union(OFlag::O_NOFOLLOW)
+        .union(OFlag::O_CLOEXEC);
+
+    /// The directory that holds `rel` (under the trusted `root`), and its name.
+    pub fn parent(root: &Path, rel: &Path) -> std::io::Result<(OwnedFd, OsString)> {
+        let mut fd = open(
+            root,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let parts: Vec<Component> = rel.components().collect();
+        let Some((Component::Normal(last), dirs)) = parts.split_last() else {
+            return Err(Errno::EINVAL.into());
+        };
+        for c in dirs {
+            let Component::Normal(n) = c else {
+                return Err(Errno::EINVAL.into());
+            };
+            fd = openat(&fd, *n, DIR, Mode::empty())?;
+        }
+        Ok((fd, last.to_os_string()))
+    }
+
+    /// Remove `name` in `dir`, whatever it is (a directory with all it holds).
+    pub fn remove_tree(dir: &OwnedFd, name: &OsString) -> std::io::Result<()> {
+        match unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let sub = openat(dir, name.as_os_str(), DIR, Mode::empty())?;
+        let names: Vec<OsString> = {
+            let mut d = nix::dir::Dir::from_fd(sub.try_clone()?)?;
+            d.iter()
+                .flatten()
+                .map(|e| {
+                    use std::os::unix::ffi::OsStrExt;
+                    std::ffi::OsStr::from_bytes(e.file_name().to_bytes()).to_os_string()
+                })
+                .filter(|n| n != "." && n != "..")
+                .collect()
+        };
+        for n in &names {
+            remove_tree(&sub, n)?;
+        }
+        unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::RemoveDir)?;
+        Ok(())
+    }
+
+    fn give(fd: &OwnedFd, mode: u32, owner: (u32, u32)) -> std::io::Result<()> {
+        fchmod(fd, Mode::from_bits_truncate(mode))?;
+        // Not root: the files are already the user's.
+        let _ = fchown(
+            fd,
+            Some(Uid::from_raw(owner.0)),
+            Some(Gid::from_raw(owner.1)),
+        );
+        Ok(())
+    }
+
+    pub fn make_dir(
+        dir: &OwnedFd,
+        name: &OsString,
+        mode: u32,
+        owner: (u32, u32),
+    ) -> std::io::Result<()> {
+        match mkdirat(dir, name.as_os_str(), Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let fd = openat(dir, name.as_os_str(), DIR, Mode::empty())?;
+        give(&fd, mode, owner)
+    }
+
+    pub fn write_file(
+        dir: &OwnedFd,
+        name: &OsString,
+        bytes: &[u8],
+        mode: u32,
+        owner: (u32, u32),
+    ) -> std::io::Result<()> {
+        match remove_tree(dir, name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let fd = openat(
+            dir,
+            name.as_os_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )?;
+        let mut f = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut f, bytes)?;
+        give(&OwnedFd::from(f), mode, owner)
     }
 }
 
@@ -608,5 +704,35 @@ mod tests {
         assert_eq!(repo.refname_to_id("refs/heads/main").unwrap(), c1);
         assert_eq!(repo.refname_to_id("refs/heads/flocks/t").unwrap(), c2);
         assert!(repo.find_reference("refs/tags/evil").is_err());
+    }
+
+    /// `hooks` swapped for a link to a directory outside: restoring removes
+    /// the link and rebuilds `hooks`, and touches nothing outside.
+    #[test]
+    fn restore_never_works_through_a_link() {
+        let d = git_dir();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("pre-commit.sample"), "theirs").unwrap();
+        std::fs::write(outside.path().join("keep"), "keep").unwrap();
+        let g = for_repo(d.path());
+        let t = g.begin();
+        std::fs::remove_dir_all(d.path().join("hooks")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("hooks")).unwrap();
+        let why = g.end(t).unwrap();
+        assert!(why.contains(".git/hooks changed"), "{why}");
+        assert!(
+            std::fs::symlink_metadata(d.path().join("hooks"))
+                .unwrap()
+                .is_dir()
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("hooks/pre-commit.sample")).unwrap(),
+            "#!/bin/sh\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("pre-commit.sample")).unwrap(),
+            "theirs"
+        );
+        assert!(outside.path().join("keep").exists());
     }
 }
