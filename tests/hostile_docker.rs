@@ -290,9 +290,17 @@ fn fifo_in_hooks_does_not_hang_flocks() {
         "{reason}"
     );
     assert!(std::fs::symlink_metadata(p.t.repo.join(".git/hooks/pre-commit")).is_err());
-    p.t.tasks(&[json!({"id": "next", "prompt": "@fake commit n.txt\n"})]);
+    // The agent runs as the exec user, with its home, under the root reaper.
+    let out = p.t.out.display().to_string();
+    p.t.tasks(&[json!({"id": "next", "prompt": format!(
+        "@fake env HOME {out}/home\n@fake env USER {out}/user\n{}@fake commit n.txt\n",
+        bash(&format!("id -u > {out}/uid"))
+    )})]);
     let o = wait_or_kill(p.t.spawn(&["run", "--no-progress"]), 120);
     assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(p.read_out("home"), "/home/dev");
+    assert_eq!(p.read_out("user"), "dev");
+    assert_eq!(p.read_out("uid").trim(), "1000");
     assert_nothing_left(&c);
 }
 

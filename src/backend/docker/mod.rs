@@ -462,6 +462,11 @@ impl DockerBackend {
             argv.extend(spec.args.iter().cloned());
             (argv, t.user.clone())
         };
+        let mut env = self.env_for(&spec);
+        if reaper && env.iter().any(|kv| kv.starts_with("HOME=")) {
+            // Set by the config: the reaper keeps it for the agent.
+            env.push("FLOCKS_KEEP_HOME=1".into());
+        }
         let ticket = self.guard.begin();
         self.tickets
             .lock()
@@ -472,7 +477,7 @@ impl DockerBackend {
                 &t.id,
                 CreateExecOptions::<String> {
                     cmd: Some(argv),
-                    env: Some(self.env_for(&spec)),
+                    env: Some(env),
                     user: Some(user),
                     working_dir: Some(ws.agent_cwd.clone()),
                     attach_stdin: Some(true),

@@ -93,7 +93,9 @@ if ($agent == 0) {
     become();
     delete $ENV{$_} for split ' ', ($ENV{FLOCKS_UNSET} // '');
     delete $ENV{FLOCKS_UNSET};
-    $ENV{HOME} = $home;
+    # The exec ran as root: HOME is root's, unless the config set one.
+    $ENV{HOME} = $home unless $ENV{FLOCKS_KEEP_HOME};
+    delete $ENV{FLOCKS_KEEP_HOME};
     if (defined $name) { $ENV{USER} = $name; $ENV{LOGNAME} = $name; }
     { no warnings 'exec'; exec { $cmd[0] } @cmd; }
     say_err("cannot run $cmd[0]: $!");
