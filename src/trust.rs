@@ -146,6 +146,7 @@ fn changes(old: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Ve
 /// Refuse when something trusted changed since the record was taken (no
 /// record: nothing to compare, as before the first container run).
 pub fn check(config: &Config, doing: &str) -> Result<()> {
+    not_blocking(&config.workspace.repo)?;
     let path = record_path(config)?;
     let Some(old) = load(&path)? else {
         return Ok(());
@@ -159,6 +160,36 @@ pub fn check(config: &Config, doing: &str) -> Result<()> {
          then run `flocks trust` to accept them",
         found.join("\n  ")
     )))
+}
+
+/// Refuse when a file git reads as it opens the repo is not a regular file
+/// (a FIFO there would hang git, libgit2 and so flocks, before any guard).
+fn not_blocking(repo: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let git = repo.join(".git");
+    if !std::fs::symlink_metadata(&git).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    for f in [
+        "config",
+        "config.worktree",
+        "HEAD",
+        "packed-refs",
+        "commondir",
+    ] {
+        let p = git.join(f);
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let t = m.file_type();
+        if t.is_fifo() || t.is_socket() || t.is_block_device() || t.is_char_device() || t.is_dir() {
+            return Err(Error::CannotStart(format!(
+                "{} is not a regular file, so git would hang or fail reading it (an agent may have put it there): look at it, remove it and restore it from a backup or a fresh clone",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Take the record now. Returns what changed since the previous one.

@@ -301,6 +301,19 @@ fn fifo_in_hooks_does_not_hang_flocks() {
     assert_eq!(p.read_out("home"), "/home/dev");
     assert_eq!(p.read_out("user"), "dev");
     assert_eq!(p.read_out("uid").trim(), "1000");
+
+    // One where git reads as it opens the repo (left between runs): flocks
+    // refuses at once instead of hanging in libgit2.
+    let packed = p.t.repo.join(".git/packed-refs");
+    nix::unistd::mkfifo(&packed, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let o = wait_or_kill(p.t.spawn(&["run", "--no-progress"]), 60);
+    std::fs::remove_file(&packed).unwrap();
+    assert_eq!(code(&o), 5, "{}", text(&o));
+    assert!(
+        text(&o).contains("packed-refs is not a regular file"),
+        "{}",
+        text(&o)
+    );
     assert_nothing_left(&c);
 }
 
