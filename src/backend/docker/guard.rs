@@ -15,11 +15,14 @@
 //! is taken when no attempt on the repo is running, and a change found by any
 //! attempt's check fails every attempt that was running when it was found.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+
+pub use super::refs::exempt_branch;
+use super::{fsat, refs};
 
 /// Files larger than this in a guarded place are not read: a violation.
 const MAX_FILE: u64 = 1 << 20;
@@ -61,23 +64,6 @@ pub fn for_repo(git_dir: &Path) -> Arc<Guard> {
         .clone()
 }
 
-/// Refs flocks itself moves while attempts run: the tasks' branches, on
-/// every backend of the run (one project per process).
-fn exempt() -> &'static Mutex<HashSet<String>> {
-    static SET: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    SET.get_or_init(Default::default)
-}
-
-/// A task's branch: flocks creates and moves it while other attempts run,
-/// and its own agent commits to it, so the ref guard leaves it be. Called
-/// as any backend prepares a task.
-pub fn exempt_branch(branch: &str) {
-    exempt()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(format!("refs/heads/{branch}"));
-}
-
 impl Guard {
     /// An attempt starts. Returns its ticket for [`Guard::end`].
     pub fn begin(&self) -> u64 {
@@ -86,7 +72,7 @@ impl Guard {
             let base = Snapshot::take(&self.git_dir);
             base.remove_specials(&self.git_dir);
             inner.baseline = Some(base);
-            inner.refs = refs(&self.git_dir).ok();
+            inner.refs = refs::refs(&self.git_dir).ok();
         }
         inner.next += 1;
         let ticket = inner.next;
@@ -111,8 +97,11 @@ impl Guard {
             }
         }
         if let Some(base) = &inner.refs {
-            let exempt = exempt().lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let found = restore_refs(&self.git_dir, base, &exempt);
+            let exempt = refs::exempt()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let found = refs::restore_refs(&self.git_dir, base, &exempt);
             if !found.is_empty() {
                 changes.push(found.join(", "));
             }
@@ -261,25 +250,25 @@ impl Snapshot {
             {
                 continue;
             }
-            let (dir, name) = at::parent(git_dir, p)?;
-            at::remove_tree(&dir, &name).or_else(ignore_missing)?;
+            let (dir, name) = fsat::parent(git_dir, p)?;
+            fsat::remove_tree(&dir, &name).or_else(ignore_missing)?;
         }
         // Write back what differs (parents before children).
         for (p, e) in &self.entries {
             if now.entries.get(p) == Some(e) && !matches!(e, Entry::Special { .. }) {
                 continue;
             }
-            let (dir, name) = at::parent(git_dir, p)?;
+            let (dir, name) = fsat::parent(git_dir, p)?;
             match e {
-                Entry::Dir { mode, uid, gid } => at::make_dir(&dir, &name, *mode, (*uid, *gid))?,
+                Entry::Dir { mode, uid, gid } => fsat::make_dir(&dir, &name, *mode, (*uid, *gid))?,
                 Entry::File {
                     mode,
                     uid,
                     gid,
                     bytes,
-                } => at::write_file(&dir, &name, bytes, *mode, (*uid, *gid))?,
+                } => fsat::write_file(&dir, &name, bytes, *mode, (*uid, *gid))?,
                 Entry::Link { target } => {
-                    at::remove_tree(&dir, &name).or_else(ignore_missing)?;
+                    fsat::remove_tree(&dir, &name).or_else(ignore_missing)?;
                     nix::unistd::symlinkat(target.as_path(), &dir, name.as_os_str())?;
                 }
                 // What was already wrong before attempts began stays removed.
@@ -287,117 +276,6 @@ impl Snapshot {
             }
         }
         Ok(())
-    }
-}
-
-/// Directory-fd-relative file operations that never follow a link.
-mod at {
-    use std::ffi::OsString;
-    use std::os::fd::{AsFd, OwnedFd};
-    use std::path::{Component, Path};
-
-    use nix::errno::Errno;
-    use nix::fcntl::{OFlag, open, openat};
-    use nix::sys::stat::{Mode, fchmod, mkdirat};
-    use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
-
-    const DIR: OFlag = OFlag::O_RDONLY
-        .union(OFlag::O_DIRECTORY)
-        .union(OFlag::O_NOFOLLOW)
-        .union(OFlag::O_CLOEXEC);
-
-    /// The directory that holds `rel` (under the trusted `root`), and its name.
-    pub fn parent(root: &Path, rel: &Path) -> std::io::Result<(OwnedFd, OsString)> {
-        let mut fd = open(
-            root,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        let parts: Vec<Component> = rel.components().collect();
-        let Some((Component::Normal(last), dirs)) = parts.split_last() else {
-            return Err(Errno::EINVAL.into());
-        };
-        for c in dirs {
-            let Component::Normal(n) = c else {
-                return Err(Errno::EINVAL.into());
-            };
-            fd = openat(&fd, *n, DIR, Mode::empty())?;
-        }
-        Ok((fd, last.to_os_string()))
-    }
-
-    /// Remove `name` in `dir`, whatever it is (a directory with all it holds).
-    pub fn remove_tree(dir: &OwnedFd, name: &OsString) -> std::io::Result<()> {
-        match unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
-            Ok(()) => return Ok(()),
-            Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let sub = openat(dir, name.as_os_str(), DIR, Mode::empty())?;
-        let names: Vec<OsString> = {
-            let mut d = nix::dir::Dir::from_fd(sub.try_clone()?)?;
-            d.iter()
-                .flatten()
-                .map(|e| {
-                    use std::os::unix::ffi::OsStrExt;
-                    std::ffi::OsStr::from_bytes(e.file_name().to_bytes()).to_os_string()
-                })
-                .filter(|n| n != "." && n != "..")
-                .collect()
-        };
-        for n in &names {
-            remove_tree(&sub, n)?;
-        }
-        unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::RemoveDir)?;
-        Ok(())
-    }
-
-    fn give(fd: &OwnedFd, mode: u32, owner: (u32, u32)) -> std::io::Result<()> {
-        fchmod(fd, Mode::from_bits_truncate(mode))?;
-        // Not root: the files are already the user's.
-        let _ = fchown(
-            fd,
-            Some(Uid::from_raw(owner.0)),
-            Some(Gid::from_raw(owner.1)),
-        );
-        Ok(())
-    }
-
-    pub fn make_dir(
-        dir: &OwnedFd,
-        name: &OsString,
-        mode: u32,
-        owner: (u32, u32),
-    ) -> std::io::Result<()> {
-        match mkdirat(dir, name.as_os_str(), Mode::from_bits_truncate(0o700)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let fd = openat(dir, name.as_os_str(), DIR, Mode::empty())?;
-        give(&fd, mode, owner)
-    }
-
-    pub fn write_file(
-        dir: &OwnedFd,
-        name: &OsString,
-        bytes: &[u8],
-        mode: u32,
-        owner: (u32, u32),
-    ) -> std::io::Result<()> {
-        match remove_tree(dir, name) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let fd = openat(
-            dir,
-            name.as_os_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )?;
-        let mut f = std::fs::File::from(fd);
-        std::io::Write::write_all(&mut f, bytes)?;
-        give(&OwnedFd::from(f), mode, owner)
     }
 }
 
@@ -508,80 +386,6 @@ fn read_regular(path: &Path, len: u64) -> Result<Vec<u8>, String> {
         return Err(format!("a file over {MAX_FILE} bytes"));
     }
     Ok(bytes)
-}
-
-/// Every ref and where it points (`<oid>` or `-> <name>` for a symbolic one).
-fn refs(git_dir: &Path) -> Result<BTreeMap<String, String>, git2::Error> {
-    let repo = git2::Repository::open_bare(git_dir)?;
-    let mut out = BTreeMap::new();
-    for r in repo.references()?.flatten() {
-        let Ok(name) = r.name() else { continue };
-        let to = match (r.target(), r.symbolic_target()) {
-            (Some(oid), _) => oid.to_string(),
-            (None, Ok(Some(s))) => format!("-> {s}"),
-            _ => continue,
-        };
-        out.insert(name.to_string(), to);
-    }
-    Ok(out)
-}
-
-/// Whether flocks itself may move `name` while attempts run.
-fn is_exempt(name: &str, exempt: &HashSet<String>) -> bool {
-    exempt.contains(name) || name.starts_with("refs/flocks/")
-}
-
-/// Put every moved, added or removed ref (but the exempt ones) back where it
-/// was; what was done, for people.
-fn restore_refs(
-    git_dir: &Path,
-    base: &BTreeMap<String, String>,
-    exempt: &HashSet<String>,
-) -> Vec<String> {
-    let Ok(now) = refs(git_dir) else {
-        return vec!["the refs could not be read".into()];
-    };
-    let Ok(repo) = git2::Repository::open_bare(git_dir) else {
-        return vec!["the refs could not be read".into()];
-    };
-    let mut out = Vec::new();
-    let msg = "flocks: undo a ref change made by an agent";
-    for (name, to) in &now {
-        if is_exempt(name, exempt) || base.get(name) == Some(to) {
-            continue;
-        }
-        let done = match base.get(name) {
-            None => repo
-                .find_reference(name)
-                .and_then(|mut r| r.delete())
-                .map(|()| format!("{name} added (at {to}; removed)")),
-            Some(old) => set_ref(&repo, name, old, msg)
-                .map(|()| format!("{name} moved from {old} to {to} (moved back)")),
-        };
-        out.push(
-            done.unwrap_or_else(|e| format!("{name} changed to {to} (restoring failed: {e})")),
-        );
-    }
-    for (name, old) in base {
-        if is_exempt(name, exempt) || now.contains_key(name) {
-            continue;
-        }
-        out.push(
-            set_ref(&repo, name, old, msg)
-                .map(|()| format!("{name} removed (restored at {old})"))
-                .unwrap_or_else(|e| format!("{name} removed (restoring failed: {e})")),
-        );
-    }
-    out
-}
-
-fn set_ref(repo: &git2::Repository, name: &str, to: &str, msg: &str) -> Result<(), git2::Error> {
-    match to.strip_prefix("-> ") {
-        Some(target) => repo.reference_symbolic(name, target, true, msg).map(|_| ()),
-        None => repo
-            .reference(name, git2::Oid::from_str(to)?, true, msg)
-            .map(|_| ()),
-    }
 }
 
 #[cfg(test)]

@@ -22,9 +22,11 @@
 //! task fails with a reason naming it, and the pool is not used again).
 
 pub mod engine;
+mod fsat;
 pub mod guard;
 pub mod lifecycle;
 mod owner;
+mod refs;
 pub mod scripts;
 
 use std::collections::{HashMap, HashSet};
