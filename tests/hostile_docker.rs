@@ -142,7 +142,7 @@ fn task_source_script_written_from_the_container_is_not_run() {
         return;
     }
     let p = DockerProject::new();
-    let _c = ctr(&p);
+    let c = ctr(&p);
     let host = host_only(&p);
     std::fs::write(
         p.t.repo.join("gen.sh"),
@@ -166,6 +166,7 @@ fn task_source_script_written_from_the_container_is_not_run() {
     let o = p.t.flocks(&["trust"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert!(text(&o).contains("gen.sh changed"), "{}", text(&o));
+    assert_nothing_left(&c);
 }
 
 /// Finding 3: a survivor that strips its tag and starts a new session, to
