@@ -51,16 +51,38 @@ pub fn has_remote_agents(config: &Config) -> bool {
         .any(|p| !matches!(p.backend, BackendConfig::Local))
 }
 
-/// Fingerprints of everything trusted, by path as people read it.
-pub fn current(config: &Config) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+/// What is trusted: a fingerprint per file, by path as people read it, and
+/// the text of the small text files (to show what changed).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    files: BTreeMap<String, String>,
+    #[serde(default)]
+    texts: BTreeMap<String, String>,
+}
+
+/// Texts longer than this are fingerprinted only.
+const MAX_TEXT: usize = 64 * 1024;
+
+impl Record {
+    fn add(&mut self, path: String, print: String, text: Option<String>) {
+        if let Some(t) = text.filter(|t| t.len() <= MAX_TEXT) {
+            self.texts.insert(path.clone(), t);
+        }
+        self.files.insert(path, print);
+    }
+}
+
+/// Everything trusted, as it is now.
+pub fn current(config: &Config) -> Record {
+    let mut out = Record::default();
     let mut file = |p: &Path| {
         let shown = p
             .strip_prefix(&config.dir)
             .unwrap_or(p)
             .display()
             .to_string();
-        out.insert(shown, fingerprint(p));
+        let (print, text) = fingerprint(p);
+        out.add(shown, print, text);
     };
     file(&config.path);
     for t in [&config.prompt_template, &config.plan_template]
@@ -75,9 +97,9 @@ pub fn current(config: &Config) -> BTreeMap<String, String> {
         }
     }
     if let Ok(repo) = crate::git::open(&config.workspace.repo) {
-        out.extend(crate::backend::docker::guard::fingerprints(
-            repo.commondir(),
-        ));
+        for (p, (print, text)) in crate::backend::docker::guard::fingerprints(repo.commondir()) {
+            out.add(p, print, text);
+        }
     }
     out
 }
@@ -95,18 +117,27 @@ fn files_named(command: &CommandSpec, dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn fingerprint(p: &Path) -> String {
+/// A file's fingerprint and text; never blocks on a FIFO put in its place.
+fn fingerprint(p: &Path) -> (String, Option<String>) {
     use sha2::{Digest, Sha256};
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return ("not a regular file".into(), None),
+        Err(_) => return ("absent".into(), None),
+    }
     match std::fs::read(p) {
-        Ok(bytes) => Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-        Err(_) => "absent".into(),
+        Ok(bytes) => {
+            let hex = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            (hex, String::from_utf8(bytes).ok())
+        }
+        Err(_) => ("absent".into(), None),
     }
 }
 
-fn load(path: &Path) -> Result<Option<BTreeMap<String, String>>> {
+fn load(path: &Path) -> Result<Option<Record>> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
             Error::CannotStart(format!(
@@ -122,22 +153,49 @@ fn load(path: &Path) -> Result<Option<BTreeMap<String, String>>> {
     }
 }
 
-/// What differs between a record and now, for people.
-fn changes(old: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+/// What differs between a record and now, for people: one line per file,
+/// then the lines that came and went where the texts are known.
+fn changes(old: &Record, now: &Record) -> Vec<String> {
     let mut out = Vec::new();
-    for (p, f) in now {
-        match old.get(p) {
-            None if f == "absent" => {}
-            None => out.push(format!("{p} added")),
-            Some(o) if o != f && f == "absent" => out.push(format!("{p} removed")),
-            Some(o) if o != f && o == "absent" => out.push(format!("{p} added")),
-            Some(o) if o != f => out.push(format!("{p} changed")),
-            _ => {}
+    for (p, f) in &now.files {
+        let what = match old.files.get(p) {
+            None if f == "absent" => continue,
+            None => "added",
+            Some(o) if o == f => continue,
+            Some(_) if f == "absent" => "removed",
+            Some(o) if o == "absent" => "added",
+            Some(_) => "changed",
+        };
+        let mut line = format!("{p} {what}");
+        line.push_str(&lines_diff(
+            old.texts.get(p).map(String::as_str),
+            now.texts.get(p).map(String::as_str),
+        ));
+        out.push(line);
+    }
+    for (p, f) in &old.files {
+        if !now.files.contains_key(p) && f != "absent" {
+            out.push(format!("{p} removed"));
         }
     }
-    for (p, f) in old {
-        if !now.contains_key(p) && f != "absent" {
-            out.push(format!("{p} removed"));
+    out
+}
+
+/// The lines only in `new` (+) and only in `old` (-), a few of each.
+fn lines_diff(old: Option<&str>, new: Option<&str>) -> String {
+    const MAX: usize = 8;
+    let (old, new) = (old.unwrap_or(""), new.unwrap_or(""));
+    let was: std::collections::HashSet<&str> = old.lines().collect();
+    let is: std::collections::HashSet<&str> = new.lines().collect();
+    let mut out = String::new();
+    for (sign, lines, other) in [('+', new, &was), ('-', old, &is)] {
+        let only: Vec<&str> = lines.lines().filter(|l| !other.contains(l)).collect();
+        for l in only.iter().take(MAX) {
+            let shown: String = l.chars().take(200).collect();
+            out.push_str(&format!("\n      {sign} {shown}"));
+        }
+        if only.len() > MAX {
+            out.push_str(&format!("\n      {sign} ... {} more", only.len() - MAX));
         }
     }
     out
@@ -215,21 +273,24 @@ pub fn record(config: &Config) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+    fn rec(pairs: &[(&str, &str)]) -> Record {
+        Record {
+            files: pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            texts: BTreeMap::new(),
+        }
     }
 
     #[test]
     fn changes_name_what_moved() {
-        let old = map(&[
+        let old = rec(&[
             ("flocks.toml", "a"),
             (".git/hooks/x", "f"),
             ("t.md", "absent"),
         ]);
-        let now = map(&[("flocks.toml", "b"), ("t.md", "c"), (".git/config", "d")]);
+        let mut now = rec(&[("flocks.toml", "b"), ("t.md", "c"), (".git/config", "d")]);
         let c = changes(&old, &now);
         assert_eq!(
             c,
@@ -241,6 +302,17 @@ mod tests {
             ]
         );
         assert!(changes(&now, &now).is_empty());
+        // With the texts, the lines that came and went.
+        let mut old = rec(&[("flocks.toml", "a")]);
+        old.texts
+            .insert("flocks.toml".into(), "a = 1\nb = 2\n".into());
+        now.texts
+            .insert("flocks.toml".into(), "a = 1\nc = \"evil\"\n".into());
+        let c = changes(&old, &now);
+        assert!(
+            c.contains(&"flocks.toml changed\n      + c = \"evil\"\n      - b = 2".to_string()),
+            "{c:?}"
+        );
     }
 
     #[test]

@@ -120,6 +120,11 @@ fn config_written_from_the_container_is_not_run_on_the_host() {
         "{said}"
     );
     assert!(said.contains("prompt.md changed"), "{said}");
+    // What came in, for review.
+    assert!(
+        said.contains("+ commands = [\"touch") && said.contains("+ @fake bash evil"),
+        "{said}"
+    );
     assert!(said.contains("flocks trust"), "{said}");
     let o = p.t.flocks(&["run", "--no-progress"]);
     assert_eq!(code(&o), 5, "{}", text(&o));

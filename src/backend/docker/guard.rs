@@ -117,8 +117,9 @@ impl Guard {
 }
 
 /// What the places git executes from hold now, one line per entry (by path
-/// relative to the git dir): what `flocks trust` records and compares.
-pub fn fingerprints(git_dir: &Path) -> BTreeMap<String, String> {
+/// relative to the git dir), with the text of the small text files: what
+/// `flocks trust` records and compares.
+pub fn fingerprints(git_dir: &Path) -> BTreeMap<String, (String, Option<String>)> {
     use sha2::{Digest, Sha256};
     Snapshot::take(git_dir)
         .entries
@@ -127,17 +128,20 @@ pub fn fingerprints(git_dir: &Path) -> BTreeMap<String, String> {
         // flocks itself makes some (`info/`) as a run starts.
         .filter(|(_, e)| !matches!(e, Entry::Dir { .. }))
         .map(|(p, e)| {
-            let print = match e {
+            let (print, text) = match e {
                 Entry::File { mode, bytes, .. } => {
                     let d = Sha256::digest(&bytes);
                     let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-                    format!("file {mode:o} {hex}")
+                    (
+                        format!("file {mode:o} {hex}"),
+                        String::from_utf8(bytes).ok(),
+                    )
                 }
-                Entry::Dir { .. } => String::new(),
-                Entry::Link { target } => format!("link {}", target.display()),
-                Entry::Special { kind } => format!("special {kind}"),
+                Entry::Dir { .. } => (String::new(), None),
+                Entry::Link { target } => (format!("link {}", target.display()), None),
+                Entry::Special { kind } => (format!("special {kind}"), None),
             };
-            (format!(".git/{}", p.display()), print)
+            (format!(".git/{}", p.display()), (print, text))
         })
         .collect()
 }
