@@ -46,14 +46,10 @@ struct Inner {
 
 /// The guard of the repository whose common git dir is `git_dir`.
 pub fn for_repo(git_dir: &Path) -> Arc<Guard> {
-    static ALL: OnceLock<Mutex<HashMap<PathBuf, Arc<Guard>>>> = OnceLock::new();
     let key = git_dir
         .canonicalize()
         .unwrap_or_else(|_| git_dir.to_path_buf());
-    let mut all = ALL
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut all = registry().lock().unwrap_or_else(|e| e.into_inner());
     all.entry(key.clone())
         .or_insert_with(|| {
             Arc::new(Guard {
@@ -62,6 +58,37 @@ pub fn for_repo(git_dir: &Path) -> Arc<Guard> {
             })
         })
         .clone()
+}
+
+fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Guard>>> {
+    static ALL: OnceLock<Mutex<HashMap<PathBuf, Arc<Guard>>>> = OnceLock::new();
+    ALL.get_or_init(Default::default)
+}
+
+/// A task's attempt is over and flocks has put its work on its branch: from
+/// now on the branch is guarded like any other ref, at where flocks left it
+/// (until the task is prepared again).
+pub fn settle_branch(branch: &str) {
+    let name = format!("refs/heads/{branch}");
+    let guards: Vec<Arc<Guard>> = registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    for g in guards {
+        let mut inner = g.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(base) = inner.refs.as_mut() {
+            match refs::target_of(&g.git_dir, &name) {
+                Some(to) => base.insert(name.clone(), to),
+                None => base.remove(&name),
+            };
+        }
+    }
+    refs::exempt()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&name);
 }
 
 impl Guard {
@@ -542,5 +569,39 @@ mod tests {
             "theirs"
         );
         assert!(outside.path().join("keep").exists());
+    }
+
+    /// A finished task's branch is guarded again, from where flocks left it.
+    #[test]
+    fn settled_branches_are_guarded_again() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(d.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@t").unwrap();
+        let tree = repo.treebuilder(None).unwrap().write().unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let c1 = repo
+            .commit(Some("refs/heads/main"), &sig, &sig, "1", &tree, &[])
+            .unwrap();
+        let p = repo.find_commit(c1).unwrap();
+        let c2 = repo.commit(None, &sig, &sig, "2", &tree, &[&p]).unwrap();
+        let g = for_repo(&d.path().join(".git"));
+        exempt_branch("flocks/settle-a");
+        exempt_branch("flocks/settle-b");
+        let a = g.begin();
+        let b = g.begin();
+        // Task b's attempt ends; flocks puts its work on its branch.
+        repo.reference("refs/heads/flocks/settle-b", c1, true, "")
+            .unwrap();
+        assert_eq!(g.end(b), None);
+        settle_branch("flocks/settle-b");
+        // Then a's agent moves b's branch: found, and put back.
+        repo.reference("refs/heads/flocks/settle-b", c2, true, "")
+            .unwrap();
+        let why = g.end(a).unwrap();
+        assert!(why.contains("refs/heads/flocks/settle-b moved"), "{why}");
+        assert_eq!(
+            repo.refname_to_id("refs/heads/flocks/settle-b").unwrap(),
+            c1
+        );
     }
 }

@@ -96,3 +96,14 @@ fn set_ref(repo: &git2::Repository, name: &str, to: &str, msg: &str) -> Result<(
             .map(|_| ()),
     }
 }
+
+/// Where one ref points now, as [`refs`] writes it.
+pub(super) fn target_of(git_dir: &Path, name: &str) -> Option<String> {
+    let repo = git2::Repository::open_bare(git_dir).ok()?;
+    let r = repo.find_reference(name).ok()?;
+    match (r.target(), r.symbolic_target()) {
+        (Some(oid), _) => Some(oid.to_string()),
+        (None, Ok(Some(s))) => Some(format!("-> {s}")),
+        _ => None,
+    }
+}
