@@ -30,4 +30,5 @@ pub mod state;
 pub mod suggest;
 pub mod supervisor;
 pub mod tasks;
+pub mod trust;
 pub mod tui;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository, Signature, StatusOptions};
 
-pub use worktree::{Prepared, Worktrees};
+pub use worktree::{Prepared, Worktrees, check_task_worktree};
 
 use crate::error::{Context, Error, Result};
 
