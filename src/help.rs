@@ -220,6 +220,19 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "trust",
+        &[
+            (
+                "flocks trust",
+                "accept flocks.toml, the task source, templates and .git's hooks as they are now",
+            ),
+            (
+                "flocks --config ci/flocks.toml trust",
+                "the same for another config file",
+            ),
+        ],
+    ),
+    (
         "diff",
         &[
             (

@@ -457,6 +457,10 @@ fn validate_pool_runs_agent_code_in_the_container() {
         )),
         &pool,
     );
+    // The user changed flocks.toml after container agents ran: flocks asks
+    // them to accept it before it runs what it says.
+    let out = p.t.flocks(&["trust"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
     let out = p.t.flocks(&["land", "-y"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_ne!(
