@@ -247,6 +247,16 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "trust",
+        &[
+            (
+                "flocks trust",
+                "accept flocks.toml and .git as they are now, after reviewing what the refusal named",
+            ),
+            ("flocks trust && flocks land -y", "accept, then land"),
+        ],
+    ),
+    (
         "man",
         &[
             ("flocks man | man -l -", "read the manual now"),
