@@ -520,7 +520,7 @@ fn exedev_up_run_down_through_the_lobby() {
     std::fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
 
     let (code, out) = run(&p, &["down"]);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 5, "{out}");
     assert!(
         out.contains("refused to remove VM \"flock-bystander\""),
         "{out}"

@@ -230,6 +230,7 @@ pub async fn down(
         })
         .collect();
     let mut failed = Vec::new();
+    let mut refused = Vec::new();
     for (pool, name) in vms {
         let x = match config.pool(&pool).map(|p| &p.backend) {
             Some(BackendConfig::Exedev(x)) => x,
@@ -242,7 +243,7 @@ pub async fn down(
         };
         if !safe_name(&name) || !named_by_up(&name, project_key) {
             // Not one `up` made: forget the record, leave the VM alone.
-            failed.push(format!(
+            refused.push(format!(
                 "pool {pool}: refused to remove VM {name:?}: state.json records it, but `flocks up` names this project's VMs {}<6 letters>; the record is dropped and the VM left as it is (the containers and VMs can write state.json)",
                 vm_prefix(project_key)
             ));
@@ -271,7 +272,11 @@ pub async fn down(
         notes.push(format!("pool {pool}: removed VM {name}"));
     }
     if !failed.is_empty() {
+        failed.extend(refused);
         return Err(Error::Other(failed.join("\n")));
+    }
+    if !refused.is_empty() {
+        return Err(Error::CannotStart(refused.join("\n")));
     }
     if notes.is_empty() {
         notes.push("no VMs recorded: nothing to remove".into());
