@@ -220,19 +220,6 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
-        "trust",
-        &[
-            (
-                "flocks trust",
-                "accept flocks.toml, the task source, templates and .git's hooks as they are now",
-            ),
-            (
-                "flocks --config ci/flocks.toml trust",
-                "the same for another config file",
-            ),
-        ],
-    ),
-    (
         "diff",
         &[
             (
@@ -257,6 +244,16 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
                 "flocks completions fish > ~/.config/fish/completions/flocks.fish",
                 "fish",
             ),
+        ],
+    ),
+    (
+        "trust",
+        &[
+            (
+                "flocks trust",
+                "accept flocks.toml and .git as they are now, after reviewing what the refusal named",
+            ),
+            ("flocks trust && flocks land -y", "accept, then land"),
         ],
     ),
     (

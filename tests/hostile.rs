@@ -449,7 +449,8 @@ fn validate_pool_runs_agent_code_in_the_container() {
     );
     assert_eq!(p.git(&["rev-parse", "main"]), main_before, "main moved");
 
-    // A validation that passes lands the work.
+    // A validation that passes lands the work (once the user accepts the
+    // flocks.toml they changed after container agents ran).
     p.config(
         &validate(&format!(
             "[{}]",
@@ -664,4 +665,114 @@ fn validate_pool_errors_name_what_is_wrong() {
         "{said}"
     );
     assert_eq!(p.git(&["rev-parse", "main"]), main_before, "main moved");
+}
+
+/// Finding 2 with finding 3's survivor: a `[validate] pool` command starts a
+/// tag-stripped, setsid'd, double-forked process that would write a marker
+/// later. Validation runs under the reaper, as agents do: the survivor is
+/// gone after validation when the command times out, when flocks is killed
+/// with SIGKILL mid-validation, and when the command exits normally; no
+/// marker appears later and `ps` in the container shows nothing of it.
+#[test]
+fn validate_pool_stops_tag_stripped_survivors() {
+    if !dsupport::ready() {
+        return;
+    }
+    let p = dsupport::DockerProject::new();
+    let ctr = dsupport::Ctr::start(dsupport::CtrSpec {
+        project: &p,
+        label: false,
+        env: vec![],
+    });
+    let pool = format!(
+        "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
+        ctr.name
+    );
+    // The out dir is mounted at its host path: the marker is seen on the host.
+    let marker = |case: &str| p.t.out.join(format!("late-{case}"));
+    let validate = |case: &str, then: &str, timeout: u64| {
+        let plant = format!("sleep 5; touch {}", marker(case).display());
+        let command = format!(
+            "(env -u FLOCKS_ATTEMPT setsid sh -c '{plant}' >/dev/null 2>&1 </dev/null &); {then}"
+        );
+        p.config(
+            &format!(
+                "[validate]\npool = \"dev\"\ntimeout_secs = {timeout}\ncommands = [[\"sh\", \"-c\", {}]]\n",
+                toml_string(&command)
+            ),
+            &pool,
+        );
+        // The user accepts the flocks.toml they wrote after container agents ran.
+        let out = p.t.flocks(&["trust"]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+    };
+    let assert_gone = |case: &str| {
+        let ps = ctr.ps();
+        assert!(
+            !ps.contains("late-") && !ps.contains("sleep 5") && !ps.contains("sleep 300"),
+            "{case}: left running in the container:\n{ps}"
+        );
+    };
+
+    // Times out.
+    validate("timeout", "sleep 300", 3);
+    p.t.tasks(&[json!({"id": "t", "prompt": "@fake commit t.txt"})]);
+    let out = p.t.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        p.t.repo.join(".flocks/logs/t/1.log").exists(),
+        "the agent did not run"
+    );
+    let main_before = p.git(&["rev-parse", "main"]);
+    let out = p.t.flocks(&["land", "-y"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(text(&out).contains("timed out"), "{}", text(&out));
+    assert!(
+        !text(&out).contains("cannot run flocks' reaper"),
+        "{}",
+        text(&out)
+    );
+    assert_gone("timeout");
+
+    // flocks killed with SIGKILL mid-validation.
+    let started = p.t.out.join("validating");
+    validate(
+        "killed",
+        &format!("touch {}; sleep 300", started.display()),
+        600,
+    );
+    let mut child = p.t.spawn(&["land", "-y"]);
+    wait_for(60, "validation to start", || started.exists());
+    wait_for(10, "the survivor to start", || {
+        ctr.ps().contains("late-killed")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for(30, "validation and its survivor to stop", || {
+        let ps = ctr.ps();
+        !ps.contains("late-") && !ps.contains("sleep 300")
+    });
+    assert_gone("killed");
+    assert_eq!(p.git(&["rev-parse", "main"]), main_before, "main moved");
+
+    // Exits normally: validation passes and the work lands.
+    validate("exit", "true", 60);
+    let out = p.t.flocks(&["land", "-y"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_ne!(
+        p.git(&["rev-parse", "main"]),
+        main_before,
+        "main did not move"
+    );
+    assert_gone("exit");
+
+    // Longer than the survivors would have slept.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    for case in ["timeout", "killed", "exit"] {
+        assert!(
+            !marker(case).exists(),
+            "{case}: the survivor outlived validation"
+        );
+    }
+    assert_gone("after");
 }

@@ -558,4 +558,88 @@ fn without_perl_flocks_says_so_and_falls_back() {
         !ps.contains("sleep 602") && !ps.contains("fake-claude"),
         "{ps}"
     );
+
+    // `[validate] pool` in that container: the same notice, and the tag
+    // still stops what a command leaves behind (tagged, in a new session).
+    p.config(
+        "[validate]\npool = \"dev\"\ncommands = [[\"sh\", \"-c\", \"setsid sleep 603 >/dev/null 2>&1 </dev/null &\"]]\n",
+        &pool(&p),
+    );
+    let o = p.t.flocks(&["trust"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let o = p.t.flocks(&["land", "-y", "ok"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        text(&o).contains("flocks stops validate commands by their FLOCKS_ATTEMPT tag"),
+        "{}",
+        text(&o)
+    );
+    let ps = c.ps();
+    assert!(!ps.contains("sleep 603"), "{ps}");
+}
+
+/// A forged `managed` record: state.json (writable from the container)
+/// names a bystander container, by id and by name, as one `flocks up` made.
+/// `flocks down` removes the container it really made and refuses the
+/// others, naming them; the bystander keeps running.
+#[test]
+fn down_removes_only_containers_flocks_created() {
+    if !ready() {
+        return;
+    }
+    let p = DockerProject::new();
+    let bystander = ctr(&p);
+    let fake = support::fake_claude().display().to_string();
+    p.config(
+        "",
+        &format!(
+            "[[containers]]\nname = \"managed\"\nbackend = \"docker\"\nimage = \"{}\"\nworkspace_mount = \"/workspace\"\n\
+             mounts = [\"/usr:/usr:ro\", \"{fake}:{fake}:ro\"]\nnetwork = \"none\"\n",
+            dsupport::IMAGE
+        ),
+    );
+    let o = p.t.flocks(&["up"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let state_path = p.t.repo.join(".flocks/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    let ours = state["managed"][0]["id"].as_str().unwrap().to_string();
+    let _ours = dsupport::RemoveOnDrop(ours.clone());
+    let managed = state["managed"].as_array_mut().unwrap();
+    managed.push(json!({"kind": "container", "pool": "managed", "id": bystander.id, "name": "flocks-managed-x"}));
+    managed.push(json!({"kind": "container", "pool": "managed", "id": bystander.name, "name": "flocks-managed-y"}));
+    std::fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
+
+    let o = p.t.flocks(&["down"]);
+    let said = text(&o);
+    assert_eq!(code(&o), 5, "{said}");
+    assert!(
+        said.contains(&bystander.id) && said.contains(&bystander.name),
+        "the refusal names the container: {said}"
+    );
+    assert!(said.contains("flocks.project="), "{said}");
+    assert!(
+        dsupport::docker(&["inspect", &bystander.id]).0,
+        "flocks down removed a container it did not create"
+    );
+    assert!(
+        c_running(&bystander),
+        "the bystander was stopped: {}",
+        bystander.ps()
+    );
+    assert!(
+        !dsupport::docker(&["inspect", &ours]).0,
+        "the container flocks made is still there"
+    );
+    assert!(
+        p.t.state()
+            .get("managed")
+            .is_none_or(|m| m.as_array().unwrap().is_empty()),
+        "{}",
+        p.t.state()
+    );
+}
+
+fn c_running(c: &Ctr) -> bool {
+    dsupport::docker(&["inspect", "-f", "{{.State.Running}}", &c.id]).1 == "true"
 }

@@ -508,12 +508,28 @@ fn exedev_up_run_down_through_the_lobby() {
         p.git(&["show", &format!("flocks/{id}:{id}.txt")]);
     }
 
+    // A forged record (state.json is writable by agents) naming a VM that
+    // `flocks up` did not name: refused, and never sent to the lobby.
+    let state_path = p.path(".flocks/state.json");
+    let mut state: Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["managed"].as_array_mut().unwrap().push(json!({
+        "kind": "vm", "pool": "fleet", "name": "flock-bystander",
+        "ssh_dest": "root@127.0.0.1", "ssh_port": 22
+    }));
+    std::fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
+
     let (code, out) = run(&p, &["down"]);
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains("refused to remove VM \"flock-bystander\""),
+        "{out}"
+    );
     assert!(p.state()["managed"].as_array().is_none_or(|a| a.is_empty()));
     let calls = std::fs::read_to_string(lobby_dir.path().join("calls.log")).unwrap();
-    assert_eq!(calls.matches("new --json").count(), 2, "{calls}");
+    assert_eq!(calls.matches("new --name=flocks-").count(), 2, "{calls}");
     assert_eq!(calls.matches("rm ").count(), 2, "{calls}");
+    assert!(!calls.contains("bystander"), "{calls}");
     for m in &managed {
         assert!(
             calls.contains(&format!("rm {} --json", m["name"].as_str().unwrap())),

@@ -27,6 +27,8 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
     let store = project.store.clone();
     let mut save = |s: &State| store.save(s);
     let runtime = super::runtime()?;
+    let key = project.key();
+    let mut refused = Vec::new();
     for pool in &config.pools {
         if args.pool.as_deref().is_some_and(|p| p != pool.name) {
             continue;
@@ -35,6 +37,7 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
             BackendConfig::Exedev(_) => {
                 let notes = runtime.block_on(exedev::down(
                     config,
+                    &key,
                     Some(&pool.name),
                     &mut state,
                     &mut save,
@@ -44,19 +47,27 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
                 }
             }
             BackendConfig::Docker(_) => {
-                remove_containers(&runtime, &mut state, &mut save, |p| p == pool.name)?;
+                remove_containers(&runtime, &key, &mut state, &mut save, &mut refused, |p| {
+                    p == pool.name
+                })?;
             }
             BackendConfig::Local | BackendConfig::Ssh(_) => {}
         }
     }
     // Containers of pools that are no longer docker pools: flocks made them.
     if args.pool.is_none() {
-        remove_containers(&runtime, &mut state, &mut save, |p| {
+        remove_containers(&runtime, &key, &mut state, &mut save, &mut refused, |p| {
             !matches!(
                 config.pool(p).map(|p| &p.backend),
                 Some(BackendConfig::Docker(_))
             )
         })?;
+    }
+    if !refused.is_empty() {
+        return Err(Error::CannotStart(format!(
+            "refused to remove what flocks did not create:\n  {}\n.flocks/state.json named them (the containers can write that file): the records are dropped and the containers left as they are; look at who wrote them",
+            refused.join("\n  ")
+        )));
     }
     // VMs of pools that are no longer exedev pools in flocks.toml.
     let orphans: Vec<String> = state
@@ -84,11 +95,15 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Remove the containers flocks recorded for the pools `which` selects.
+/// Remove the containers flocks recorded for the pools `which` selects, when
+/// they are the ones `flocks up` made (by their labels); the others are
+/// added to `refused` and left alone. Either way the record leaves state.
 fn remove_containers(
     runtime: &tokio::runtime::Runtime,
+    project_key: &str,
     state: &mut State,
     save: &mut impl FnMut(&State) -> Result<()>,
+    refused: &mut Vec<String>,
     which: impl Fn(&str) -> bool,
 ) -> Result<()> {
     let mine: Vec<(String, String, String)> = state
@@ -102,15 +117,20 @@ fn remove_containers(
         })
         .collect();
     for (pool, id, name) in mine {
-        let was_there = runtime
-            .block_on(lifecycle::down(&id, &name))
+        let done = runtime
+            .block_on(lifecycle::down(&id, &pool, project_key))
             .map_err(|e| Error::Other(format!("pool {pool}: {e}")))?;
-        let what = if was_there {
-            "removed"
-        } else {
-            "was already gone:"
-        };
-        crate::outln!("pool {pool}: {what} container {name}");
+        match done {
+            lifecycle::Down::Removed(name) => {
+                crate::outln!("pool {pool}: removed container {name}")
+            }
+            lifecycle::Down::Gone => {
+                crate::outln!("pool {pool}: was already gone: container {name}")
+            }
+            lifecycle::Down::NotOurs(why) => refused.push(format!(
+                "pool {pool}: state.json records container id {id:?}, but {why}"
+            )),
+        }
         state
             .managed
             .retain(|m| !matches!(m, Managed::Container { id: i, .. } if *i == id));

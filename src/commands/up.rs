@@ -37,7 +37,9 @@ pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
         match &pool.backend {
             BackendConfig::Exedev(x) => {
                 did = true;
-                for note in runtime.block_on(exedev::up(pool, x, &mut state, &mut save))? {
+                for note in
+                    runtime.block_on(exedev::up(pool, x, &project.key(), &mut state, &mut save))?
+                {
                     crate::outln!("{note}");
                 }
             }

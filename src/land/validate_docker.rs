@@ -3,12 +3,16 @@
 //! which the container mounts), so that the code agents wrote (build
 //! scripts, tests) runs where the agents ran and not on the host.
 //!
-//! Each command is an exec through the same wrapper as an agent, tagged
-//! `FLOCKS_ATTEMPT=<project>:validate:<n>`, and stopped by the same killer:
-//! on a timeout or Ctrl-C its whole tree gets TERM, `kill_grace_secs`, KILL,
-//! and what a command leaves running when it exits is stopped too. The host
-//! `.git` guard watches the repo while the commands run, as it does for
-//! agents: what they plant there is undone and fails validation.
+//! Each command starts as an agent does (`docker::start`): under the
+//! per-exec reaper, which every descendant reparents to whatever it does
+//! (setsid, double forks, removing its `FLOCKS_ATTEMPT=<project>:validate:<n>`
+//! tag). When the command exits, the reaper stops what it left running; on a
+//! timeout or Ctrl-C flocks tells it TERM over its stdin (TERM,
+//! `kill_grace_secs`, KILL); when flocks dies, that stream ends and the
+//! reaper stops the tree. A tag sweep follows each command. A container
+//! without perl gets the `sh` wrapper and the tag alone, and validation says
+//! so. The host `.git` guard watches the repo while the commands run, as it
+//! does for agents: what they plant there is undone and fails validation.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -16,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecResults};
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 
 use super::validate::{INTERRUPTED, Out, Run, Validation, emit};
 use crate::backend::docker::{self, Target, scripts};
@@ -88,12 +92,35 @@ async fn run_async(r: &Run<'_>, out: &Out, place: &Place<'_>) -> Result<Validati
         )
         .as_bytes(),
     );
+    let reaper = docker::probe_reaper(&client, &t).await;
+    if !reaper {
+        emit(
+            out,
+            r.echo,
+            format!(
+                "[flocks] {}\n",
+                docker::no_reaper_note(&t.name, "validate commands")
+            )
+            .as_bytes(),
+        );
+    }
     let deadline = r.timeout.map(|t| Instant::now() + t);
     for (n, spec) in r.commands.iter().enumerate() {
         emit(out, r.echo, format!("$ {spec}\n").as_bytes());
         let tag = format!("{key}:validate:{}-{n}", std::process::id());
         let ticket = guard.begin();
-        let ended = one(r, out, &client, &t, &cwd, &tag, spec.argv(), deadline).await;
+        let ended = one(
+            r,
+            out,
+            &client,
+            &t,
+            reaper,
+            &cwd,
+            &tag,
+            spec.argv(),
+            deadline,
+        )
+        .await;
         let violation = {
             let g = guard.clone();
             tokio::task::spawn_blocking(move || g.end(ticket))
@@ -145,8 +172,9 @@ async fn run_async(r: &Run<'_>, out: &Out, place: &Place<'_>) -> Result<Validati
     Ok(Validation::Passed)
 }
 
-/// Run one command in the container to its end, its timeout or a Ctrl-C;
-/// then stop whatever carries its tag. Err: the container could not run it.
+/// Run one command in the container to its end, its timeout or a Ctrl-C,
+/// under the reaper when there is one; then sweep what carries its tag.
+/// Err: the container could not run it.
 #[expect(
     clippy::too_many_arguments,
     reason = "one call site, each argument distinct"
@@ -156,18 +184,15 @@ async fn one(
     out: &Out,
     client: &Docker,
     t: &Target,
+    reaper: bool,
     cwd: &str,
     tag: &str,
     argv: Vec<String>,
     deadline: Option<Instant>,
 ) -> std::result::Result<Ended, String> {
-    let mut cmd = vec![
-        "/bin/sh".to_string(),
-        "-c".into(),
-        scripts::AGENT.into(),
-        scripts::AGENT_NAME.into(),
-    ];
-    cmd.extend(argv);
+    let Some((program, args)) = argv.split_first() else {
+        return Ok(Ended::Exited(Some(0)));
+    };
     let unset: Vec<&str> = r
         .scrub
         .iter()
@@ -182,29 +207,20 @@ async fn one(
         "GIT_CONFIG_KEY_0=safe.directory".into(),
         "GIT_CONFIG_VALUE_0=*".into(),
     ];
-    let exec = client
-        .create_exec(
-            &t.id,
-            CreateExecOptions::<String> {
-                cmd: Some(cmd),
-                env: Some(env),
-                user: Some(t.user.clone()),
-                working_dir: Some(cwd.to_string()),
-                attach_stdin: Some(false),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                tty: Some(false),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| docker::engine::describe(&e, &t.name))?
-        .id;
-    let mut output = match client.start_exec(&exec, None).await {
-        Ok(StartExecResults::Attached { output, .. }) => output,
-        Ok(StartExecResults::Detached) => return Err("docker started the command detached".into()),
-        Err(e) => return Err(docker::engine::describe(&e, &t.name)),
+    let x = docker::Exec {
+        program: program.clone(),
+        args,
+        env,
+        cwd,
+        stdin: String::new(),
+        grace: r.grace,
     };
+    let docker::Started {
+        exec,
+        mut output,
+        input,
+        writer,
+    } = docker::start(client, t, reaper, x).await?;
     let mut stopped: Option<Ended> = None;
     loop {
         let stop = if INTERRUPTED.load(Ordering::SeqCst) {
@@ -226,7 +242,28 @@ async fn one(
             Ok(Some(Err(e))) => return Err(docker::engine::describe(&e, &t.name)),
         }
     }
-    // Its tree (or what it left running) stops with it, as an agent's does.
+    if stopped.is_some()
+        && let Some(held) = &input
+        && docker::tell(held, r.grace).await
+    {
+        // The reaper stops the tree (TERM, grace, KILL) and exits: let the
+        // stream end with it.
+        let _ = tokio::time::timeout(r.grace + Duration::from_secs(5), async {
+            while let Some(item) = output.next().await {
+                if let Ok(o) = item {
+                    emit(out, r.echo, &o.into_bytes());
+                }
+            }
+        })
+        .await;
+    }
+    writer.abort();
+    if let Some(held) = &input
+        && let Some(mut w) = held.lock().await.take()
+    {
+        let _ = w.shutdown().await;
+    }
+    // The tag sweep: all there is without the reaper, and a second look with it.
     let grace = if stopped.is_some() {
         r.grace
     } else {

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+    RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -286,14 +287,62 @@ async fn remove(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error>
     docker.remove_container(id, Some(opts)).await
 }
 
-/// Remove one container flocks created. Ok(false): it was gone already.
-pub async fn down(id: &str, name: &str) -> Result<bool, String> {
+/// What `down` did with one container recorded in state.json.
+#[derive(Debug)]
+pub enum Down {
+    /// Removed it (its name).
+    Removed(String),
+    /// It was gone already.
+    Gone,
+    /// Left it alone: it is not one `flocks up` made for this pool of this
+    /// project (why).
+    NotOurs(String),
+}
+
+/// Remove one container flocks created for `pool` of project `project_key`.
+/// state.json is writable from the containers, so the record is not proof:
+/// the container must carry the labels `up` sets (`flocks.managed=1`,
+/// `flocks.pool=<pool>`, `flocks.project=<project key>`), else it is left
+/// alone.
+pub async fn down(id: &str, pool: &str, project_key: &str) -> Result<Down, String> {
     let docker = engine::connect().await?;
-    match remove(&docker, id).await {
-        Ok(()) => Ok(true),
-        Err(e) if engine::is_not_found(&e) => Ok(false),
+    let info = match docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+    {
+        Ok(info) => info,
+        Err(e) if engine::is_not_found(&e) => return Ok(Down::Gone),
+        Err(e) => return Err(format!("cannot inspect container {id}: {e}")),
+    };
+    let full = info.id.clone().unwrap_or_else(|| id.to_string());
+    let name = engine::name_of(&info, &full);
+    let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+    let missing = missing_labels(&labels, pool, project_key);
+    if !missing.is_empty() {
+        return Ok(Down::NotOurs(format!(
+            "container `{name}` ({full}) lacks the label(s) `flocks up` sets: {}",
+            missing.join(", ")
+        )));
+    }
+    match remove(&docker, &full).await {
+        Ok(()) => Ok(Down::Removed(name)),
+        Err(e) if engine::is_not_found(&e) => Ok(Down::Gone),
         Err(e) => Err(format!("cannot remove container `{name}`: {e}")),
     }
+}
+
+/// The labels (`key=value`) `up` sets for `pool` of `project_key` that
+/// `labels` lacks.
+fn missing_labels(labels: &HashMap<String, String>, pool: &str, project_key: &str) -> Vec<String> {
+    [
+        (MANAGED_LABEL, "1"),
+        (POOL_LABEL, pool),
+        (PROJECT_LABEL, project_key),
+    ]
+    .into_iter()
+    .filter(|(k, v)| labels.get(*k).map(String::as_str) != Some(*v))
+    .map(|(k, v)| format!("{k}={v}"))
+    .collect()
 }
 
 #[cfg(test)]
@@ -312,6 +361,22 @@ mod tests {
         assert_eq!(v["image"], "mcr.microsoft.com/devcontainers/rust:1");
         assert_eq!(v["containerEnv"]["A"], "http://x//y");
         assert_eq!(v["containerEnv"]["B"], "c\"d");
+    }
+
+    #[test]
+    fn labels_name_what_is_missing() {
+        let mut labels = HashMap::from([
+            (MANAGED_LABEL.to_string(), "1".to_string()),
+            (POOL_LABEL.to_string(), "dev".to_string()),
+            (PROJECT_LABEL.to_string(), "abc".to_string()),
+        ]);
+        assert!(missing_labels(&labels, "dev", "abc").is_empty());
+        assert_eq!(
+            missing_labels(&labels, "dev", "xyz"),
+            ["flocks.project=xyz"]
+        );
+        labels.clear();
+        assert_eq!(missing_labels(&labels, "dev", "abc").len(), 3);
     }
 
     #[test]

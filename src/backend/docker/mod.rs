@@ -92,6 +92,146 @@ pub struct DockerControl {
 
 type Input = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
+/// A reaper's stdin, held open by flocks for the whole exec: its end is how
+/// the reaper learns that flocks is gone.
+pub type Held = Arc<tokio::sync::Mutex<Option<Input>>>;
+
+/// An exec's demultiplexed output.
+pub type Output = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
+
+/// What one program to run in a container needs, agent or validate command.
+pub struct Exec<'a> {
+    pub program: String,
+    pub args: &'a [String],
+    /// `KEY=value`, with `FLOCKS_UNSET` naming the container's variables to remove.
+    pub env: Vec<String>,
+    pub cwd: &'a str,
+    /// What the program reads on its stdin.
+    pub stdin: String,
+    /// The reaper's grace between TERM and KILL.
+    pub grace: Duration,
+}
+
+/// An exec started by [`start`].
+pub struct Started {
+    pub exec: String,
+    pub output: Output,
+    /// The reaper's stdin (None: the `sh` wrapper, stopped by its tag alone).
+    pub input: Option<Held>,
+    /// Writes the program's stdin.
+    pub writer: tokio::task::JoinHandle<()>,
+}
+
+/// Start a program in the container the way every agent and every
+/// `[validate] pool` command starts: under the reaper when the container has
+/// one (`reaper`: [`probe_reaper`]), its stdin held open so that the tree
+/// stops on TERM/KILL lines and when flocks goes away; otherwise under the
+/// `sh` wrapper, as the exec user. Err: why docker could not start it.
+pub async fn start(
+    docker: &Docker,
+    t: &Target,
+    reaper: bool,
+    x: Exec<'_>,
+) -> Result<Started, String> {
+    let Exec {
+        program,
+        args,
+        mut env,
+        cwd,
+        stdin,
+        grace,
+    } = x;
+    let (argv, user) = if reaper {
+        let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        (
+            scripts::reaper_argv(&t.user, secs, program, args),
+            "0".to_string(),
+        )
+    } else {
+        let mut argv = vec![
+            "/bin/sh".to_string(),
+            "-c".into(),
+            scripts::AGENT.into(),
+            scripts::AGENT_NAME.into(),
+            program,
+        ];
+        argv.extend(args.iter().cloned());
+        (argv, t.user.clone())
+    };
+    if reaper && env.iter().any(|kv| kv.starts_with("HOME=")) {
+        // Set by the config: the reaper keeps it for the program.
+        env.push("FLOCKS_KEEP_HOME=1".into());
+    }
+    let exec = docker
+        .create_exec(
+            &t.id,
+            CreateExecOptions::<String> {
+                cmd: Some(argv),
+                env: Some(env),
+                user: Some(user),
+                working_dir: Some(cwd.to_string()),
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| engine::describe(&e, &t.name))?
+        .id;
+    let (output, mut input) = match docker.start_exec(&exec, None).await {
+        Ok(StartExecResults::Attached { output, input }) => (output, input),
+        Ok(StartExecResults::Detached) => return Err("docker started the exec detached".into()),
+        Err(e) => return Err(engine::describe(&e, &t.name)),
+    };
+    let (writer, held) = if reaper {
+        // The reaper reads the program's stdin, then holds the stream.
+        let held: Held = Arc::new(tokio::sync::Mutex::new(None));
+        let mut slot = held.clone().lock_owned().await;
+        let writer = tokio::spawn(async move {
+            if input
+                .write_all(&scripts::reaper_input(&stdin))
+                .await
+                .is_ok()
+            {
+                *slot = Some(input);
+            }
+        });
+        (writer, Some(held))
+    } else {
+        let writer = tokio::spawn(async move {
+            // A program that exits without reading its stdin: fine.
+            let _ = input.write_all(stdin.as_bytes()).await;
+            let _ = input.shutdown().await;
+        });
+        (writer, None)
+    };
+    Ok(Started {
+        exec,
+        output,
+        input: held,
+        writer,
+    })
+}
+
+/// Whether the container can run the reaper (perl, and root able to become
+/// the exec user).
+pub async fn probe_reaper(docker: &Docker, t: &Target) -> bool {
+    engine::run(docker, &t.id, scripts::reaper_probe(&t.user), vec![], "0")
+        .await
+        .is_ok_and(|o| o.code == Some(0))
+}
+
+/// What flocks says when a container cannot run the reaper.
+pub fn no_reaper_note(container: &str, what: &str) -> String {
+    format!(
+        "docker container `{container}` cannot run flocks' reaper (it needs perl, and root able to become the exec user): flocks stops {what} by their FLOCKS_ATTEMPT tag, which they can remove, and cannot stop them if flocks itself is killed (see the README)"
+    )
+}
+
 struct Ctl {
     docker: Docker,
     target: Target,
@@ -118,9 +258,15 @@ impl DockerControl {
 
 /// Tell the reaper to stop the attempt. Whether it heard.
 async fn tell_reaper(c: &Ctl, grace: Duration) -> bool {
-    let Some(input) = &c.input else {
-        return false;
-    };
+    match &c.input {
+        Some(input) => tell(input, grace).await,
+        None => false,
+    }
+}
+
+/// Tell a reaper through its held stdin to stop its tree: TERM (then
+/// KILL after its grace), or KILL now when `grace` is zero. Whether it heard.
+pub async fn tell(input: &Held, grace: Duration) -> bool {
     let mut input = input.lock().await;
     let Some(w) = input.as_mut() else {
         return false;
@@ -265,10 +411,7 @@ impl DockerBackend {
                 if first {
                     self.reconcile(&t, notes).await;
                     if !self.has_reaper(&t).await {
-                        notes.push(format!(
-                            "docker container `{}` cannot run flocks' reaper (it needs perl, and root able to become the exec user): flocks stops its agents by their FLOCKS_ATTEMPT tag, which an agent can remove, and cannot stop them if flocks itself is killed (see the README)",
-                            t.name
-                        ));
+                        notes.push(no_reaper_note(&t.name, "its agents"));
                     }
                 }
                 None
@@ -345,9 +488,7 @@ impl DockerBackend {
                 let Ok(docker) = self.client().await else {
                     return false;
                 };
-                engine::run(&docker, &t.id, scripts::reaper_probe(&t.user), vec![], "0")
-                    .await
-                    .is_ok_and(|o| o.code == Some(0))
+                probe_reaper(&docker, t).await
             })
             .await
     }
@@ -449,84 +590,29 @@ impl DockerBackend {
             Err(e) => return Ok(lost(e)),
         };
         let reaper = self.has_reaper(&t).await;
-        let (argv, user) = if reaper {
-            let secs = self.grace.as_secs() + u64::from(self.grace.subsec_nanos() > 0);
-            let argv = scripts::reaper_argv(&t.user, secs, program, &spec.args);
-            (argv, "0".to_string())
-        } else {
-            let mut argv = vec![
-                "/bin/sh".to_string(),
-                "-c".into(),
-                scripts::AGENT.into(),
-                scripts::AGENT_NAME.into(),
-                program,
-            ];
-            argv.extend(spec.args.iter().cloned());
-            (argv, t.user.clone())
-        };
-        let mut env = self.env_for(&spec);
-        if reaper && env.iter().any(|kv| kv.starts_with("HOME=")) {
-            // Set by the config: the reaper keeps it for the agent.
-            env.push("FLOCKS_KEEP_HOME=1".into());
-        }
         let ticket = self.guard.begin();
         self.tickets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(ws.host_path.clone(), ticket);
-        let exec = docker
-            .create_exec(
-                &t.id,
-                CreateExecOptions::<String> {
-                    cmd: Some(argv),
-                    env: Some(env),
-                    user: Some(user),
-                    working_dir: Some(ws.agent_cwd.clone()),
-                    attach_stdin: Some(true),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(false),
-                    ..Default::default()
-                },
-            )
-            .await;
-        let exec = match exec {
-            Ok(e) => e.id,
-            Err(e) => return Ok(lost(engine::describe(&e, &t.name))),
+        let x = Exec {
+            program,
+            args: &spec.args,
+            env: self.env_for(&spec),
+            cwd: &ws.agent_cwd,
+            stdin: spec.prompt.clone(),
+            grace: self.grace,
         };
-        let (output, mut input) = match docker.start_exec(&exec, None).await {
-            Ok(StartExecResults::Attached { output, input }) => (output, input),
-            Ok(StartExecResults::Detached) => {
-                return Ok(lost("docker started the agent detached".to_string()));
-            }
-            Err(e) => return Ok(lost(engine::describe(&e, &t.name))),
+        let Started {
+            exec,
+            output,
+            input: held,
+            writer,
+        } = match start(&docker, &t, reaper, x).await {
+            Ok(s) => s,
+            Err(why) => return Ok(lost(why)),
         };
         let (tx, rx) = mpsc::channel(256);
-        let prompt = spec.prompt;
-        let (writer, held) = if reaper {
-            // The reaper reads the prompt, then holds the stream: its end is
-            // how the reaper learns that flocks is gone.
-            let held = Arc::new(tokio::sync::Mutex::new(None::<Input>));
-            let slot = held.clone();
-            let mut guard = slot.clone().lock_owned().await;
-            let writer = tokio::spawn(async move {
-                if input
-                    .write_all(&scripts::reaper_input(&prompt))
-                    .await
-                    .is_ok()
-                {
-                    *guard = Some(input);
-                }
-            });
-            (writer, Some(held))
-        } else {
-            let writer = tokio::spawn(async move {
-                // An agent that exits without reading its prompt: fine.
-                let _ = input.write_all(prompt.as_bytes()).await;
-                let _ = input.shutdown().await;
-            });
-            (writer, None)
-        };
         let ctl = Arc::new(Ctl {
             docker: docker.clone(),
             target: t.clone(),

@@ -70,6 +70,43 @@ fn safe_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// The start of every VM name `up` gives for project `project_key`:
+/// `flocks-<the key in letters>-` (exe.dev refuses names that end in
+/// `-<digits>`, so the hex key's digits become letters too).
+fn vm_prefix(project_key: &str) -> String {
+    let letters: String = project_key
+        .chars()
+        .map(|c| match c.to_digit(16) {
+            Some(d) => char::from(b'a' + d as u8),
+            None => 'x',
+        })
+        .collect();
+    format!("flocks-{letters}-")
+}
+
+/// A new VM name for `up`: the project's prefix and six random letters.
+fn new_vm_name(project_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seed = format!("{}:{}:{project_key}", std::process::id(), now.as_nanos());
+    let d = Sha256::digest(seed.as_bytes());
+    let tail: String = d
+        .iter()
+        .take(6)
+        .map(|b| char::from(b'a' + b % 26))
+        .collect();
+    format!("{}{tail}", vm_prefix(project_key))
+}
+
+/// Whether `name` is one `up` gives VMs of project `project_key`:
+/// state.json is writable from agents, so a record alone is not proof.
+fn named_by_up(name: &str, project_key: &str) -> bool {
+    name.strip_prefix(&vm_prefix(project_key))
+        .is_some_and(|tail| tail.len() == 6 && tail.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
 /// The error in a lobby answer, or its text.
 fn lobby_error(lobby: &str, what: &str, e: &SshError) -> Error {
     let text = e.message();
@@ -87,6 +124,7 @@ fn lobby_error(lobby: &str, what: &str, e: &SshError) -> Error {
 pub async fn up(
     pool: &PoolConfig,
     x: &ExedevConfig,
+    project_key: &str,
     state: &mut State,
     save: &mut dyn FnMut(&State) -> Result<()>,
 ) -> Result<Vec<String>> {
@@ -94,10 +132,11 @@ pub async fn up(
     let lobby = lobby_target(x);
     let have = targets(state, &pool.name, x).len();
     for _ in have..x.count {
+        let what = format!("new --name={} --json", new_vm_name(project_key));
         let out = lobby
-            .output("new --json", b"", LOBBY_LIMIT)
+            .output(&what, b"", LOBBY_LIMIT)
             .await
-            .map_err(|e| lobby_error(&x.lobby, "new --json", &e))?;
+            .map_err(|e| lobby_error(&x.lobby, &what, &e))?;
         let vm: NewVm = serde_json::from_str(out.trim()).map_err(|e| {
             Error::Other(format!(
                 "exe.dev lobby {}: cannot read the answer to `new --json` ({e}): {}",
@@ -105,7 +144,7 @@ pub async fn up(
                 out.trim()
             ))
         })?;
-        if !safe_name(&vm.vm_name) {
+        if !safe_name(&vm.vm_name) || !named_by_up(&vm.vm_name, project_key) {
             return Err(Error::Other(format!(
                 "exe.dev lobby {}: unexpected VM name {:?}",
                 x.lobby, vm.vm_name
@@ -174,6 +213,7 @@ async fn wait_for(t: &Target, name: &str) -> Result<()> {
 /// their pool's lobby. Each one leaves state as soon as it is gone.
 pub async fn down(
     config: &Config,
+    project_key: &str,
     only: Option<&str>,
     state: &mut State,
     save: &mut dyn FnMut(&State) -> Result<()>,
@@ -190,6 +230,7 @@ pub async fn down(
         })
         .collect();
     let mut failed = Vec::new();
+    let mut refused = Vec::new();
     for (pool, name) in vms {
         let x = match config.pool(&pool).map(|p| &p.backend) {
             Some(BackendConfig::Exedev(x)) => x,
@@ -200,8 +241,16 @@ pub async fn down(
                 continue;
             }
         };
-        if !safe_name(&name) {
-            failed.push(format!("VM {name:?}: not a name flocks sends to the lobby"));
+        if !safe_name(&name) || !named_by_up(&name, project_key) {
+            // Not one `up` made: forget the record, leave the VM alone.
+            refused.push(format!(
+                "pool {pool}: refused to remove VM {name:?}: state.json records it, but `flocks up` names this project's VMs {}<6 letters>; the record is dropped and the VM left as it is (the containers and VMs can write state.json)",
+                vm_prefix(project_key)
+            ));
+            state.managed.retain(
+                |m| !matches!(m, Managed::Vm { pool: p, name: n, .. } if *p == pool && *n == name),
+            );
+            save(state)?;
             continue;
         }
         let what = format!("rm {name} --json");
@@ -223,7 +272,11 @@ pub async fn down(
         notes.push(format!("pool {pool}: removed VM {name}"));
     }
     if !failed.is_empty() {
+        failed.extend(refused);
         return Err(Error::Other(failed.join("\n")));
+    }
+    if !refused.is_empty() {
+        return Err(Error::CannotStart(refused.join("\n")));
     }
     if notes.is_empty() {
         notes.push("no VMs recorded: nothing to remove".into());
@@ -241,6 +294,18 @@ mod tests {
         assert!(!safe_name("a;rm -rf /"));
         assert!(!safe_name("-x"));
         assert!(!safe_name(""));
+    }
+
+    #[test]
+    fn vm_names_carry_the_project() {
+        let name = new_vm_name("0a1b2c3d4e5f");
+        assert!(name.starts_with("flocks-akblcmdneofp-"), "{name}");
+        assert!(named_by_up(&name, "0a1b2c3d4e5f"), "{name}");
+        assert!(safe_name(&name));
+        assert!(!named_by_up(&name, "0a1b2c3d4e50"));
+        assert!(!named_by_up("flock-abcdef", "0a1b2c3d4e5f"));
+        assert!(!named_by_up("flocks-akblcmdneofp-abc", "0a1b2c3d4e5f"));
+        assert!(!named_by_up("flocks-akblcmdneofp-abcde1", "0a1b2c3d4e5f"));
     }
 
     #[test]
