@@ -163,7 +163,9 @@ pub struct RetryArgs {
     /// Also run a task that succeeded
     #[arg(long)]
     pub force: bool,
-    /// Start the branch over from the base (the old tip is kept under refs/flocks/backup/)
+    /// Start the branch over from the base, a new origin for the task (the old
+    /// tip is kept under refs/flocks/backup/); also redoes, without --force, a
+    /// succeeded task whose branch was rewritten by hand
     #[arg(long)]
     pub fresh: bool,
     #[command(flatten)]

@@ -297,7 +297,7 @@ fn empty_task_is_reported_and_nothing_moves() {
     assert_eq!(r.exit(), Exit::Ok);
     assert!(!r.moved);
     assert_eq!(fx.tip("main"), before);
-    assert!(r.render(&fx.repo).contains("Empty"));
+    assert!(r.render(&fx.repo).contains("Nothing to land"));
 }
 
 #[test]

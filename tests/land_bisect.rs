@@ -486,6 +486,8 @@ fn resolve_redoes_a_conflicted_task_on_the_new_target_and_lands_both() {
     let attempts = b["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 3, "{b}");
     assert_eq!(attempts[1]["start_commit"], p.git(&["rev-parse", "main~1"]));
+    // The redo set the task's new origin: what lands is origin..tip.
+    assert_eq!(b["origin"], p.git(&["rev-parse", "main~1"]));
     assert_eq!(attempts[1]["outcome"]["kind"], "failed");
     assert_eq!(p.status_of("b"), "success");
     // The old work is kept.

@@ -67,6 +67,10 @@ fn land_takes_every_attempts_commits_after_a_supervised_retry() {
     assert_eq!(t["origin"], base);
     assert_eq!(attempts[0]["start_commit"], base);
     assert_eq!(attempts[1]["start_commit"], attempts[0]["end_tip"]);
+    let logs = p.flocks(&["logs", "t", "--json"]);
+    let logs: serde_json::Value = serde_json::from_slice(&logs.stdout).unwrap();
+    assert_eq!(logs["origin"], base);
+    assert_eq!(logs["attempt"]["start_commit"], attempts[1]["start_commit"]);
 
     let plan = p.flocks(&["land", "--dry-run", "--json"]);
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
@@ -371,4 +375,60 @@ fn removing_the_lock_file_does_not_let_a_second_run_take_over() {
     let status = first.wait().unwrap();
     assert!(status.code().is_some(), "{status:?}");
     assert_eq!(p.status_of("long"), "interrupted");
+}
+
+#[test]
+fn bisect_and_start_from_see_every_attempts_work() {
+    // x's first attempt commits the file that breaks validation, then fails;
+    // its second attempt succeeds. Landing only attempt 2 would pass
+    // validation and hide the culprit.
+    let p = TestProject::new(
+        "max_retries = 1\n[validate]\ncommands = [\"test ! -e bad.txt\"]\ntimeout_secs = 20\n",
+    );
+    let seen = p.out_file("y-files");
+    p.tasks(&[
+        json!({"id": "x", "prompt": format!(
+            "@fake once {} commit bad.txt\n@fake fail-once {} oops\n@fake commit x.txt",
+            p.out_file("xa").display(), p.out_file("xf").display()
+        )}),
+        json!({"id": "a", "prompt": format!(
+            "@fake once {} commit a1.txt\n@fake fail-once {} oops\n@fake commit a2.txt",
+            p.out_file("aa").display(), p.out_file("af").display()
+        )}),
+        json!({"id": "y", "prompt": format!("@fake ls {}\n@fake commit y.txt", seen.display()),
+               "depends_on": ["a"], "start_from": "dependencies"}),
+    ]);
+    let out = p.flocks(&["run", "--supervise"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // y started from both of a's attempts' work.
+    let files = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        files.lines().any(|l| l == "a1.txt") && files.lines().any(|l| l == "a2.txt"),
+        "{files}"
+    );
+
+    let out = p.flocks(&["land", "--bisect", "-y"]);
+    let said = text(&out);
+    assert_eq!(code(&out), 4, "{said}");
+    let culprits = said
+        .split("Culprits (they break validation; nothing of these was applied)")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no culprits in: {said}"));
+    assert!(culprits.contains("x: `test ! -e bad.txt`"), "{said}");
+    assert_eq!(main_files(&p), ["README.md", "a1.txt", "a2.txt", "y.txt"]);
+    assert_eq!(
+        main_log(&p),
+        [
+            "fake: y.txt | y",
+            "fake: a2.txt | a",
+            "fake: a1.txt | a",
+            "initial |"
+        ]
+    );
+    // clean removes what landed and keeps the culprit's branch.
+    let out = p.flocks(&["clean"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!p.git_ok(&["rev-parse", "--verify", "-q", "flocks/a"]));
+    assert!(!p.git_ok(&["rev-parse", "--verify", "-q", "flocks/y"]));
+    assert!(p.git_ok(&["rev-parse", "--verify", "-q", "flocks/x"]));
 }

@@ -46,6 +46,7 @@ pub fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
             "attempts": rec.attempts.len(),
             "status": rec.status.label(),
             "log": path,
+            "origin": rec.origin_commit(),
         });
         println!(
             "{}",

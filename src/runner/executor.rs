@@ -57,7 +57,6 @@ pub async fn run_attempt(
         end_tip: None,
         leftovers_committed: false,
         new_commits: 0,
-        task_commits: 0,
         no_conversation: false,
         duration_secs: started.elapsed().as_secs_f64(),
     };
@@ -285,7 +284,6 @@ pub async fn run_attempt(
         end_tip,
         leftovers_committed: leftovers,
         new_commits,
-        task_commits,
         no_conversation,
         duration_secs: started.elapsed().as_secs_f64(),
     };

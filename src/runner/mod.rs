@@ -87,8 +87,6 @@ pub struct AttemptReport {
     pub leftovers_committed: bool,
     /// Commits this attempt added (after leftovers).
     pub new_commits: usize,
-    /// Commits the task's branch holds beyond its origin, from every attempt.
-    pub task_commits: usize,
     /// The agent said its session does not exist (a `--resume` that failed).
     pub no_conversation: bool,
     pub duration_secs: f64,
