@@ -26,7 +26,9 @@ use crate::error::{Error, Result};
 /// Bumped when the journal's records change in a way old readers cannot follow.
 pub const JOURNAL_VERSION: u32 = 1;
 
-/// Compact when the journal is larger than the snapshot and than this.
+/// Compact when the journal is larger than half the snapshot and than this:
+/// a reader never reads more than 1.5 snapshots, a writer rewrites the
+/// snapshot after every half snapshot of changes (amortized O(1) a change).
 const MIN_COMPACT_BYTES: u64 = 64 * 1024;
 
 /// What a line holds, as written (borrowed from the state).
@@ -273,7 +275,7 @@ impl Writer {
             path: path.to_path_buf(),
             generation,
             bytes: header.len() as u64,
-            limit: snapshot_len.max(MIN_COMPACT_BYTES),
+            limit: (snapshot_len / 2).max(MIN_COMPACT_BYTES),
             fleet: serde_json::to_vec(&FleetOut::of(state))?,
         })
     }

@@ -40,6 +40,11 @@ pub struct State {
     /// What flocks created and must remove (`flocks up`/`down`), per backend.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed: Vec<Managed>,
+    /// The generation of the snapshot this state was read from: the journal
+    /// that continues it names the same one in its header. Written by
+    /// [`StateStore::save`], 0 in a file that never had a journal.
+    #[serde(default, skip_serializing)]
+    pub journal_generation: u64,
     /// Where each task is in `tasks`, by id (built on load, kept by
     /// [`State::push_task`]): `tasks` only grows, through `push_task`.
     #[serde(skip)]
@@ -59,6 +64,7 @@ impl Default for State {
             credentials: BTreeMap::new(),
             backoff_until: None,
             managed: Vec::new(),
+            journal_generation: 0,
             index: TaskIndex::default(),
             changed: Changes::default(),
         }

@@ -29,15 +29,11 @@ pub struct StateStore {
     writer: Arc<Mutex<Option<Writer>>>,
 }
 
-/// The fields of state.json read before the rest.
+/// The version of a state file that does not read as a state.
 #[derive(Deserialize)]
 struct Probe {
     #[serde(default)]
     format_version: Option<u64>,
-    /// The generation of this snapshot: the journal continues it when its
-    /// header names the same one.
-    #[serde(default)]
-    journal_generation: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -131,7 +127,21 @@ impl StateStore {
         Ok(Some(state))
     }
 
+    /// One pass over the bytes when they are a good state file; the slower
+    /// checks only say what is wrong with a bad one.
     fn parse_snapshot(&self, bytes: &[u8], left: &str) -> Result<(State, u64)> {
+        let newer = |version: u64| {
+            Error::input(
+                &self.path,
+                None,
+                Some("format_version"),
+                format!(
+                    "written by a newer flocks (format {version}, this one reads up to {FORMAT_VERSION}); \
+                     it was left as it is: upgrade flocks to use it"
+                ),
+            )
+        };
+        // serde_json does not check the bytes of fields it skips.
         if let Err(e) = std::str::from_utf8(bytes) {
             return Err(Error::input(
                 &self.path,
@@ -143,46 +153,63 @@ impl StateStore {
                 ),
             ));
         }
-        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| {
-            Error::input(
-                &self.path,
-                Some(e.line()),
-                None,
-                format!("state file is not valid JSON ({e}); {left}"),
-            )
-        })?;
-        let version = probe.format_version.unwrap_or(0);
-        if version > FORMAT_VERSION as u64 {
-            return Err(Error::input(
-                &self.path,
-                None,
-                Some("format_version"),
-                format!(
-                    "written by a newer flocks (format {version}, this one reads up to {FORMAT_VERSION}); \
-                     it was left as it is: upgrade flocks to use it"
-                ),
-            ));
-        }
-        if version == 0 {
-            return Err(Error::input(
+        let parsed = serde_json::from_slice::<State>(bytes);
+        let mut state = match parsed {
+            Ok(state) if state.format_version > FORMAT_VERSION => {
+                return Err(newer(state.format_version.into()));
+            }
+            Ok(state) if state.format_version > 0 => state,
+            Ok(_) => {
+                return Err(Error::input(
+                    &self.path,
+                    None,
+                    Some("format_version"),
+                    "missing: this is not a flocks state file; it was left as it is",
+                ));
+            }
+            Err(e) => return Err(self.diagnose(bytes, e, left, newer)),
+        };
+        // Older formats are read and brought up to date in memory; the file
+        // changes only when the lock holder next saves it.
+        state.upgrade();
+        let generation = state.journal_generation;
+        Ok((state, generation))
+    }
+
+    /// Why a state file could not be read as a state.
+    fn diagnose(
+        &self,
+        bytes: &[u8],
+        e: serde_json::Error,
+        left: &str,
+        newer: impl Fn(u64) -> Error,
+    ) -> Error {
+        let probe: Probe = match serde_json::from_slice(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                return Error::input(
+                    &self.path,
+                    Some(e.line()),
+                    None,
+                    format!("state file is not valid JSON ({e}); {left}"),
+                );
+            }
+        };
+        match probe.format_version.unwrap_or(0) {
+            0 => Error::input(
                 &self.path,
                 None,
                 Some("format_version"),
                 "missing: this is not a flocks state file; it was left as it is",
-            ));
-        }
-        let mut state: State = serde_json::from_slice(bytes).map_err(|e| {
-            Error::input(
+            ),
+            v if v > FORMAT_VERSION as u64 => newer(v),
+            v => Error::input(
                 &self.path,
                 Some(e.line()),
                 None,
-                format!("state file does not match format {version} ({e}); {left}"),
-            )
-        })?;
-        // Older formats are read and brought up to date in memory; the file
-        // changes only when the lock holder next saves it.
-        state.upgrade();
-        Ok((state, probe.journal_generation.unwrap_or(0)))
+                format!("state file does not match format {v} ({e}); {left}"),
+            ),
+        }
     }
 
     /// Write the whole state (a compaction): the snapshot atomically, then a
@@ -196,7 +223,7 @@ impl StateStore {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
         let generation = new_generation(previous);
-        let json = serde_json::to_vec_pretty(&Snapshot {
+        let json = serde_json::to_vec(&Snapshot {
             state,
             journal_generation: generation,
         })
