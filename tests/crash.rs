@@ -163,7 +163,14 @@ fn crash_and_rerun(seed: u64) {
         let branch = t["branch"].as_str().unwrap();
         // The task's work is on its branch exactly once.
         let commits = p.git(&["rev-list", "--count", &format!("main..{branch}")]);
-        assert_eq!(commits, "1", "seed {seed}: {id} has {commits} commits");
+        if commits != "1" {
+            let log = p.git(&["log", "--format=%h %s", &format!("main..{branch}")]);
+            let killed =
+                std::fs::read_to_string(p.out_file("starts-killed.jsonl")).unwrap_or_default();
+            panic!(
+                "seed {seed}: {id} has {commits} commits:\n{log}\nstate: {t:#}\nkilled run's starts:\n{killed}"
+            );
+        }
         let file = p.git(&["show", &format!("{branch}:{id}.txt")]);
         assert_eq!(file, *id, "seed {seed}");
     }

@@ -52,7 +52,18 @@ pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<S
         let worktree = rec.worktree.clone();
         let branch = rec.branch.clone();
         let mut tip = None;
-        if worktree.exists() {
+        // An attempt whose start was never saved may have died while its
+        // worktree was being checked out: what is missing there is not the
+        // agent's work, and committing it would delete files on the branch.
+        let prepared = rec
+            .attempts
+            .iter()
+            .any(|a| a.number == attempt_no && a.start_commit.is_some());
+        if worktree.exists() && !prepared {
+            if let Err(e) = crate::git::restore_checkout(&worktree) {
+                notes.push(format!("task {id}: could not restore its worktree: {e}"));
+            }
+        } else if worktree.exists() {
             let msg = format!("flocks: uncommitted changes left by attempt {attempt_no}");
             if let Err(e) = crate::git::commit_leftovers(&worktree, &msg) {
                 notes.push(format!("task {id}: could not commit its leftovers: {e}"));
