@@ -6,9 +6,11 @@
 //!
 //! For each size N: a repo of F files (`F`, default 500), N tasks of the same
 //! one-commit agent on P slots (`P`, default 8). Prints the per-task cost of
-//! `flocks run` (wall time / N), its peak resident memory (VmHWM sampled
-//! every 10 ms), the largest state.journal seen during the run and the size
-//! of state.json after it; then, on that finished state, the median time of
+//! `flocks run` (wall time / N, and the CPU time of the flocks process
+//! itself / N, from /proc: the dispatcher's own work, which a busy machine
+//! does not inflate), its peak resident memory (VmHWM sampled every 10 ms),
+//! the largest state.journal seen during the run and the size of state.json
+//! after it; then, on that finished state, the median wall and CPU time of
 //! `status`, `status --json`, `tasks` and `run --dry-run`. The last line
 //! compares the per-task cost of the largest size with the smallest.
 //!
@@ -83,6 +85,7 @@ fn file_len(p: &Path) -> u64 {
 
 struct RunFigures {
     wall: Duration,
+    cpu: Duration,
     peak_kb: u64,
     journal_max: u64,
     state_len: u64,
@@ -99,7 +102,11 @@ fn flocks_run(repo: &Path) -> RunFigures {
         .unwrap();
     let journal = repo.join(".flocks/state.journal");
     let (mut peak_kb, mut journal_max) = (0, 0);
+    let mut cpu = Duration::ZERO;
     loop {
+        if let Some(c) = process_cpu(child.id()) {
+            cpu = c;
+        }
         if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
             for l in s.lines().filter(|l| l.starts_with("VmHWM:")) {
                 let kb: u64 = l
@@ -119,16 +126,39 @@ fn flocks_run(repo: &Path) -> RunFigures {
     }
     RunFigures {
         wall: start.elapsed(),
+        cpu,
         peak_kb,
         journal_max,
         state_len: file_len(&repo.join(".flocks/state.json")),
     }
 }
 
-/// Median wall time of a read-only command on the finished state.
-fn time_command(repo: &Path, args: &[&str]) -> Duration {
-    let mut times: Vec<Duration> = (0..5)
+/// User plus system time of a live process (not its children).
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    // After the command name: state is field 3, utime 14, stime 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
+}
+
+/// User plus system time of the children waited for so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Median wall and CPU time of a read-only command on the finished state.
+fn time_command(repo: &Path, args: &[&str]) -> (Duration, Duration) {
+    let mut times: Vec<(Duration, Duration)> = (0..5)
         .map(|_| {
+            let cpu = children_cpu();
             let start = Instant::now();
             let st = Command::new(flocks_bin())
                 .args(args)
@@ -141,11 +171,18 @@ fn time_command(repo: &Path, args: &[&str]) -> Duration {
             // `run --dry-run` on a finished run exits 0; `tasks` and
             // `status` too. Anything else is a broken benchmark.
             assert!(st.success(), "flocks {args:?}: {st}");
-            t
+            (t, children_cpu().saturating_sub(cpu))
         })
         .collect();
     times.sort();
-    times[times.len() / 2]
+    let wall = times[times.len() / 2].0;
+    let mut cpus: Vec<Duration> = times.iter().map(|t| t.1).collect();
+    cpus.sort();
+    (wall, cpus[cpus.len() / 2])
+}
+
+fn wall_cpu(t: (Duration, Duration)) -> String {
+    format!("{:.0}/{:.0}ms", ms(t.0), ms(t.1))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -180,11 +217,13 @@ fn main() {
             .join(", "),
         flocks_bin().display()
     );
+    println!("(times of status, --json, tasks, dry-run: median wall / CPU)");
     println!(
-        "{:>7} {:>9} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:>7} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>12} {:>12} {:>12} {:>12}",
         "tasks",
         "run s",
         "ms/task",
+        "cpu ms/t",
         "peak MiB",
         "state.json",
         "journal",
@@ -217,16 +256,17 @@ fn main() {
         let tasks = time_command(&repo, &["tasks"]);
         let dry = time_command(&repo, &["run", "--dry-run"]);
         println!(
-            "{n:>7} {:>9.1} {:>8.1} {:>9.1} {:>8.2}MB {:>7.2}MB {:>7.0}ms {:>7.0}ms {:>7.0}ms {:>7.0}ms",
+            "{n:>7} {:>8.1} {:>8.1} {:>8.2} {:>8.1} {:>8.2}MB {:>7.2}MB {:>12} {:>12} {:>12} {:>12}",
             figures.wall.as_secs_f64(),
             ms(cost),
+            ms(figures.cpu) / n as f64,
             figures.peak_kb as f64 / 1024.0,
             figures.state_len as f64 / 1e6,
             figures.journal_max as f64 / 1e6,
-            ms(status),
-            ms(json),
-            ms(tasks),
-            ms(dry),
+            wall_cpu(status),
+            wall_cpu(json),
+            wall_cpu(tasks),
+            wall_cpu(dry),
         );
         // The worktrees and branches of a big size take disk; free them.
         let _ = std::fs::remove_dir_all(&repo);
