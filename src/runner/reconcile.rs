@@ -59,6 +59,28 @@ pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<S
             .attempts
             .iter()
             .any(|a| a.number == attempt_no && a.start_commit.is_some());
+        // A kill in the middle of a ref or index update leaves git's lock
+        // file behind; the dead run was the only writer of this task's
+        // branch and worktree index, so its locks are stale.
+        if let Ok(repo) = crate::git::open(&config.workspace.repo) {
+            let common = repo.commondir().to_path_buf();
+            let locks = [
+                common.join("refs/heads").join(format!("{branch}.lock")),
+                common.join("worktrees").join(&id).join("index.lock"),
+            ];
+            for lock in locks.iter().filter(|l| l.exists()) {
+                match std::fs::remove_file(lock) {
+                    Ok(()) => notes.push(format!(
+                        "task {id}: removed {}, left by the run that ended abruptly",
+                        lock.display()
+                    )),
+                    Err(e) => notes.push(format!(
+                        "task {id}: could not remove {} ({e}); remove it by hand",
+                        lock.display()
+                    )),
+                }
+            }
+        }
         if worktree.exists() && !prepared {
             if let Err(e) = crate::git::restore_checkout(&worktree) {
                 notes.push(format!("task {id}: could not restore its worktree: {e}"));
