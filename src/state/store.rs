@@ -223,13 +223,17 @@ impl StateStore {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
         let generation = new_generation(previous);
-        let json = serde_json::to_vec(&Snapshot {
+        // Streamed to the file: a large state is never a second time in memory.
+        let snapshot = Snapshot {
             state,
             journal_generation: generation,
-        })
-        .map_err(|e| Error::Other(format!("serialize state: {e}")))?;
-        write_atomic(&self.path, &json)?;
-        let w = Writer::create(&self.journal, generation, json.len() as u64, state)
+        };
+        let len = write_atomic_with(&self.path, |f| {
+            let mut out = std::io::BufWriter::new(f);
+            serde_json::to_writer(&mut out, &snapshot)?;
+            out.flush()
+        })?;
+        let w = Writer::create(&self.journal, generation, len, state)
             .ctx(|| format!("write {}", self.journal.display()))?;
         *writer = Some(w);
         Ok(())
@@ -284,6 +288,31 @@ fn new_generation(previous: u64) -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     now.max(previous + 1)
+}
+
+/// Like [`write_atomic`], with the content written by `fill`; returns its size.
+fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> Result<u64> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| -> std::io::Result<u64> {
+        let mut f = fs::File::create(&tmp)?;
+        fill(&mut f)?;
+        f.sync_all()?;
+        let len = f.metadata()?.len();
+        fs::rename(&tmp, path)?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(len)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.ctx(|| format!("write {}", path.display()))
 }
 
 /// Temp file in the same directory, fsync, rename over, fsync the directory.
