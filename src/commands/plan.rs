@@ -167,10 +167,7 @@ pub fn make_plan(
     refuse_overwrite(&dest, opts.force)?;
     let saved = std::fs::read_to_string(&kept).ctx(|| format!("read {}", kept.display()))?;
     write_atomic(&dest, &saved)?;
-    let tasks = TaskSet {
-        source: dest.clone(),
-        tasks: tasks.tasks,
-    };
+    let tasks = TaskSet::new(dest.clone(), tasks.tasks);
     crate::output::report(&render_table(&tasks));
     crate::outln!("saved to {}", dest.display());
     Ok(Ok(tasks))

@@ -148,6 +148,8 @@ pub fn execute(
         pid_start: crate::state::process_start(std::process::id()),
     });
     project.store.save(&state)?;
+    // Saved whole: the dispatcher's journal starts from here.
+    state.changed.clear();
 
     // Worktrees, excludes, backends.
     let repo = crate::git::open(&config.workspace.repo)?;
@@ -301,7 +303,7 @@ fn merge_tasks(
     for t in &tasks.tasks {
         let hash = t.prompt_hash();
         let Some(rec) = state.task_mut(&t.id) else {
-            state.tasks.push(TaskRecord {
+            state.push_task(TaskRecord {
                 id: t.id.clone(),
                 branch: t.branch.clone(),
                 worktree: worktrees.join(&t.id),

@@ -117,6 +117,17 @@ pub fn exclude_patterns(repo_root: &Path, dirs: &[PathBuf]) -> Vec<String> {
 
 /// Commit whatever is left uncommitted in `worktree` (ignored files excepted),
 /// as its own commit on HEAD. Returns the new commit, if one was needed.
+/// Put every tracked file of a worktree back as its HEAD has it (a
+/// checkout that a kill cut short), leaving untracked files alone.
+pub fn restore_checkout(worktree: &Path) -> Result<()> {
+    let repo =
+        Repository::open(worktree).ctx(|| format!("open worktree {}", worktree.display()))?;
+    let mut co = git2::build::CheckoutBuilder::new();
+    co.force();
+    repo.checkout_head(Some(&mut co))
+        .ctx(|| format!("check out HEAD in {}", worktree.display()))
+}
+
 pub fn commit_leftovers(worktree: &Path, message: &str) -> Result<Option<Oid>> {
     let repo =
         Repository::open(worktree).ctx(|| format!("open worktree {}", worktree.display()))?;

@@ -97,6 +97,8 @@ pub struct Dispatcher {
     overloads: u32,
     waiting_note: Option<DateTime<Utc>>,
     dirty: bool,
+    /// Attempts started in this wake-up, spawned once their start is saved.
+    to_spawn: Vec<(AttemptJob, watch::Receiver<StopLevel>)>,
 }
 
 pub struct DispatcherParts {
@@ -162,6 +164,7 @@ impl Dispatcher {
             overloads: 0,
             waiting_note: None,
             dirty: false,
+            to_spawn: Vec::new(),
         }
     }
 
@@ -171,11 +174,13 @@ impl Dispatcher {
         }
     }
 
+    /// Save this wake-up's changes: one journal batch, one fsync (group
+    /// commit); the run's end compacts them into state.json.
     fn save(&mut self) {
         if !self.dirty {
             return;
         }
-        if let Err(e) = self.store.save(&self.state) {
+        if let Err(e) = self.store.commit(&mut self.state) {
             let message = format!("could not save state: {e}");
             self.emit(Event::Notice { message });
         }
@@ -240,6 +245,9 @@ impl Dispatcher {
             self.update_blocked();
             self.dispatch_ready();
             self.save();
+            for (job, stop) in self.to_spawn.drain(..) {
+                tokio::spawn(run_attempt(job, self.tx.clone(), stop));
+            }
             if self.is_done() {
                 break;
             }
@@ -377,8 +385,11 @@ impl Dispatcher {
         if let Some(run) = self.state.run.as_mut() {
             run.ended_at = Some(Utc::now());
         }
-        self.dirty = true;
-        self.save();
+        if let Err(e) = self.store.save(&self.state) {
+            let message = format!("could not save state: {e}");
+            self.emit(Event::Notice { message });
+        }
+        self.dirty = false;
         let (mut succeeded, mut failed, mut blocked, mut pending) = (0, 0, 0, 0);
         for t in self.tasks.tasks.iter().filter(|t| self.in_scope(&t.id)) {
             match self.state.task(&t.id).map(|r| &r.status) {

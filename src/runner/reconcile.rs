@@ -59,8 +59,42 @@ pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<S
         let worktree = rec.worktree.clone();
         let branch = rec.branch.clone();
         let mut tip = None;
+        // An attempt whose start was never saved may have died while its
+        // worktree was being checked out: what is missing there is not the
+        // agent's work, and committing it would delete files on the branch.
+        let prepared = rec
+            .attempts
+            .iter()
+            .any(|a| a.number == attempt_no && a.start_commit.is_some());
+        // A kill in the middle of a ref or index update leaves git's lock
+        // file behind; the dead run was the only writer of this task's
+        // branch and worktree index, so its locks are stale.
+        // (The branch name comes from state.json, which agents can write: only
+        // a valid ref name may become a path.)
+        if let Ok(repo) = crate::git::open(&config.workspace.repo)
+            && git2::Reference::is_valid_name(&format!("refs/heads/{branch}"))
+        {
+            let common = repo.commondir().to_path_buf();
+            let locks = [
+                common.join("refs/heads").join(format!("{branch}.lock")),
+                common.join("worktrees").join(&id).join("index.lock"),
+            ];
+            for lock in locks.iter().filter(|l| l.exists()) {
+                match std::fs::remove_file(lock) {
+                    Ok(()) => notes.push(format!(
+                        "task {id}: removed {}, left by the run that ended abruptly",
+                        lock.display()
+                    )),
+                    Err(e) => notes.push(format!(
+                        "task {id}: could not remove {} ({e}); remove it by hand",
+                        lock.display()
+                    )),
+                }
+            }
+        }
         // Local and container worktrees; remote ones (`host:path`) are the
-        // ssh backend's to recover.
+        // ssh backend's to recover. A path from state.json is used only when
+        // it is this repo's worktree of this task (agents can write state.json).
         if worktree.exists() {
             match crate::git::check_task_worktree(
                 &config.workspace.repo,
@@ -68,6 +102,11 @@ pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<S
                 &id,
                 &worktree,
             ) {
+                Ok(wt) if !prepared => {
+                    if let Err(e) = crate::git::restore_checkout(&wt) {
+                        notes.push(format!("task {id}: could not restore its worktree: {e}"));
+                    }
+                }
                 Ok(wt) => {
                     let msg = format!("flocks: uncommitted changes left by attempt {attempt_no}");
                     if let Err(e) = crate::git::commit_leftovers(&wt, &msg) {

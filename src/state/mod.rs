@@ -1,6 +1,8 @@
 //! Run state: what every task is doing and has done, persisted in
 //! `.flocks/state.json`. Only the holder of `.flocks/lock` writes it.
 
+mod index;
+mod journal;
 mod lock;
 pub mod store;
 
@@ -10,6 +12,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use index::{Changes, TaskIndex};
+pub use journal::JOURNAL_VERSION;
 pub use lock::{LockInfo, ProjectLock, process_alive, process_start};
 pub use store::StateStore;
 
@@ -36,6 +40,19 @@ pub struct State {
     /// What flocks created and must remove (`flocks up`/`down`), per backend.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed: Vec<Managed>,
+    /// The generation of the snapshot this state was read from: the journal
+    /// that continues it names the same one in its header. Written by
+    /// [`StateStore::save`], 0 in a file that never had a journal.
+    #[serde(default, skip_serializing)]
+    pub journal_generation: u64,
+    /// Where each task is in `tasks`, by id (built on load, kept by
+    /// [`State::push_task`]): `tasks` only grows, through `push_task`.
+    #[serde(skip)]
+    pub index: TaskIndex,
+    /// The tasks changed since state was last written, for the journal:
+    /// task changes go through [`State::task_mut`] or [`State::push_task`].
+    #[serde(skip)]
+    pub changed: Changes,
 }
 
 impl Default for State {
@@ -47,6 +64,9 @@ impl Default for State {
             credentials: BTreeMap::new(),
             backoff_until: None,
             managed: Vec::new(),
+            journal_generation: 0,
+            index: TaskIndex::default(),
+            changed: Changes::default(),
         }
     }
 }
@@ -97,7 +117,8 @@ pub struct TaskRecord {
     pub status: TaskStatus,
     #[serde(default)]
     pub attempts: Vec<Attempt>,
-    /// flocks created the branch (so it may reuse it).
+    /// flocks created the branch (so it may reuse it), or started an attempt
+    /// that creates it (saved before the attempt runs).
     #[serde(default)]
     pub branch_created: bool,
     /// Times the task went back to the queue for reasons not its own
@@ -484,11 +505,35 @@ impl State {
     }
 
     pub fn task(&self, id: &str) -> Option<&TaskRecord> {
-        self.tasks.iter().find(|t| t.id == id)
+        let i = self.index.find(&self.tasks, id)?;
+        self.tasks.get(i)
     }
 
+    /// The task to change; it is written to the journal at the next commit.
     pub fn task_mut(&mut self, id: &str) -> Option<&mut TaskRecord> {
-        self.tasks.iter_mut().find(|t| t.id == id)
+        if !self.index.covers(&self.tasks) {
+            self.index.rebuild(&self.tasks);
+        }
+        let i = self.index.find(&self.tasks, id)?;
+        self.changed.mark(i);
+        self.tasks.get_mut(i)
+    }
+
+    /// Add a task at the end (task-file order), or replace the one with its id.
+    pub fn push_task(&mut self, record: TaskRecord) {
+        if let Some(t) = self.task_mut(&record.id) {
+            *t = record;
+            return;
+        }
+        let i = self.tasks.len();
+        self.index.insert(record.id.clone(), i);
+        self.tasks.push(record);
+        self.changed.mark(i);
+    }
+
+    /// Build the id index (after `tasks` was read or replaced).
+    pub fn reindex(&mut self) {
+        self.index.rebuild(&self.tasks);
     }
 
     pub fn total_cost(&self) -> f64 {

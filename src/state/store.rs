@@ -1,22 +1,54 @@
-//! Reading and writing state.json: atomic (temp file, fsync, rename), versioned,
-//! and never overwritten when it cannot be read.
+//! Reading and writing state: the state.json snapshot (atomic: temp file,
+//! fsync, rename; versioned; never overwritten when it cannot be read) and
+//! the journal of changes since it (see [`super::journal`]).
+//!
+//! Readers take no lock: they read the snapshot, then the journal, and start
+//! over when the snapshot was replaced in between (a compaction).
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use serde::{Deserialize, Serialize};
+
+use super::journal::{self, Writer};
 use super::{FORMAT_VERSION, State};
 use crate::error::{Context, Error, Result};
+
+/// Attempts to read a snapshot and journal that belong together while a
+/// writer compacts.
+const READ_TRIES: usize = 20;
 
 #[derive(Debug, Clone)]
 pub struct StateStore {
     path: PathBuf,
+    journal: PathBuf,
+    /// The journal this process appends to, after its last [`StateStore::save`].
+    writer: Arc<Mutex<Option<Writer>>>,
+}
+
+/// The version of a state file that does not read as a state.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default)]
+    format_version: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Snapshot<'a> {
+    #[serde(flatten)]
+    state: &'a State,
+    journal_generation: u64,
 }
 
 impl StateStore {
     pub fn new(state_dir: &Path) -> Self {
         StateStore {
             path: state_dir.join("state.json"),
+            journal: state_dir.join("state.journal"),
+            writer: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -24,77 +56,75 @@ impl StateStore {
         &self.path
     }
 
-    /// The saved state, or a fresh one when there is none. A corrupt file is an
-    /// error that names it; the file is left exactly as it was.
+    pub fn journal_path(&self) -> &Path {
+        &self.journal
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Option<Writer>> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The saved state (the snapshot and the journal after it), or a fresh
+    /// one when there is none. A corrupt file is an error that names it; the
+    /// file is left exactly as it was.
     pub fn load(&self) -> Result<State> {
-        let left = "it was left as it is: fix it, or move it away to start over";
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-            Err(e) => {
-                return Err(Error::input(
-                    &self.path,
-                    None,
-                    None,
-                    format!("state file cannot be read ({e}); {left}"),
-                ));
+        for _ in 0..READ_TRIES {
+            if let Some(state) = self.try_load()? {
+                return Ok(state);
             }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Err(Error::Other(format!(
+            "{} kept being replaced while it was read; try again",
+            self.path.display()
+        )))
+    }
+
+    /// `None` when the snapshot was replaced while the journal was read.
+    fn try_load(&self) -> Result<Option<State>> {
+        let left = "it was left as it is: fix it, or move it away to start over";
+        // The snapshot stays open until the journal is checked, so that its
+        // inode number cannot be reused by a newer snapshot meanwhile.
+        let (bytes, inode, _open) = match fs::File::open(&self.path) {
+            Ok(mut f) => {
+                let mut bytes = Vec::new();
+                let read = std::io::Read::read_to_end(&mut f, &mut bytes)
+                    .and_then(|_| f.metadata().map(|m| m.ino()));
+                match read {
+                    Ok(inode) => (Some(bytes), Some(inode), Some(f)),
+                    Err(e) => return Err(unreadable(&self.path, &e, left)),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None, None),
+            Err(e) => return Err(unreadable(&self.path, &e, left)),
         };
-        let text = String::from_utf8(bytes).map_err(|e| {
-            Error::input(
-                &self.path,
-                None,
-                None,
-                format!(
-                    "state file is not UTF-8 text (bad byte at offset {}); {left}",
-                    e.utf8_error().valid_up_to()
-                ),
-            )
-        })?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Error::input(
-                &self.path,
-                Some(e.line()),
-                None,
-                format!("state file is not valid JSON ({e}); {left}"),
-            )
-        })?;
-        let version = value
-            .get("format_version")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0);
-        if version > FORMAT_VERSION as u64 {
-            return Err(Error::input(
-                &self.path,
-                None,
-                Some("format_version"),
-                format!(
-                    "written by a newer flocks (format {version}, this one reads up to {FORMAT_VERSION}); \
-                     it was left as it is: upgrade flocks to use it"
-                ),
-            ));
+        let (mut state, generation) = match &bytes {
+            Some(b) => self.parse_snapshot(b, left)?,
+            None => (State::default(), 0),
+        };
+        let journal = match fs::read(&self.journal) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(unreadable(&self.journal, &e, left)),
+        };
+        if let Some(journal) = journal {
+            let replay = journal::parse(&self.journal, &journal)?;
+            if replay.generation.is_some_and(|g| g == generation && g != 0) {
+                replay.apply(&mut state);
+            } else if replay.generation.is_some() {
+                // Another snapshot's journal: either state.json was replaced
+                // after we read it (read again), or the journal is older than
+                // state.json (a compaction stopped between the two renames:
+                // the snapshot already holds all of it).
+                let now = fs::metadata(&self.path).ok().map(|m| m.ino());
+                if now != inode {
+                    return Ok(None);
+                }
+            }
         }
-        if version == 0 {
-            return Err(Error::input(
-                &self.path,
-                None,
-                Some("format_version"),
-                "missing: this is not a flocks state file; it was left as it is",
-            ));
-        }
-        let mut state: State = serde_json::from_value(value).map_err(|e| {
-            Error::input(
-                &self.path,
-                None,
-                None,
-                format!("state file does not match format {version} ({e}); {left}"),
-            )
-        })?;
-        // Older formats are read and brought up to date in memory; the file
-        // changes only when the lock holder next saves it.
-        state.upgrade();
-        // Agents in containers can write state.json: a task id becomes a
-        // path (logs, worktrees), so one that is not a valid id is refused.
+        // Agents in containers can write state.json and its journal: a task
+        // id becomes a path (logs, worktrees), so one that is not a valid id
+        // is refused.
         for t in &state.tasks {
             if let Err(why) = crate::tasks::valid_id(&t.id) {
                 return Err(Error::input(
@@ -105,17 +135,197 @@ impl StateStore {
                 ));
             }
         }
-        Ok(state)
+        state.reindex();
+        state.changed.clear();
+        Ok(Some(state))
     }
 
-    /// Write atomically: a reader sees the old file or the new one, never half.
+    /// One pass over the bytes when they are a good state file; the slower
+    /// checks only say what is wrong with a bad one.
+    fn parse_snapshot(&self, bytes: &[u8], left: &str) -> Result<(State, u64)> {
+        let newer = |version: u64| {
+            Error::input(
+                &self.path,
+                None,
+                Some("format_version"),
+                format!(
+                    "written by a newer flocks (format {version}, this one reads up to {FORMAT_VERSION}); \
+                     it was left as it is: upgrade flocks to use it"
+                ),
+            )
+        };
+        // serde_json does not check the bytes of fields it skips.
+        if let Err(e) = std::str::from_utf8(bytes) {
+            return Err(Error::input(
+                &self.path,
+                None,
+                None,
+                format!(
+                    "state file is not UTF-8 text (bad byte at offset {}); {left}",
+                    e.valid_up_to()
+                ),
+            ));
+        }
+        let parsed = serde_json::from_slice::<State>(bytes);
+        let mut state = match parsed {
+            Ok(state) if state.format_version > FORMAT_VERSION => {
+                return Err(newer(state.format_version.into()));
+            }
+            Ok(state) if state.format_version > 0 => state,
+            Ok(_) => {
+                return Err(Error::input(
+                    &self.path,
+                    None,
+                    Some("format_version"),
+                    "missing: this is not a flocks state file; it was left as it is",
+                ));
+            }
+            Err(e) => return Err(self.diagnose(bytes, e, left, newer)),
+        };
+        // Older formats are read and brought up to date in memory; the file
+        // changes only when the lock holder next saves it.
+        state.upgrade();
+        let generation = state.journal_generation;
+        Ok((state, generation))
+    }
+
+    /// Why a state file could not be read as a state.
+    fn diagnose(
+        &self,
+        bytes: &[u8],
+        e: serde_json::Error,
+        left: &str,
+        newer: impl Fn(u64) -> Error,
+    ) -> Error {
+        let probe: Probe = match serde_json::from_slice(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                return Error::input(
+                    &self.path,
+                    Some(e.line()),
+                    None,
+                    format!("state file is not valid JSON ({e}); {left}"),
+                );
+            }
+        };
+        match probe.format_version.unwrap_or(0) {
+            0 => Error::input(
+                &self.path,
+                None,
+                Some("format_version"),
+                "missing: this is not a flocks state file; it was left as it is",
+            ),
+            v if v > FORMAT_VERSION as u64 => newer(v),
+            v => Error::input(
+                &self.path,
+                Some(e.line()),
+                None,
+                format!("state file does not match format {v} ({e}); {left}"),
+            ),
+        }
+    }
+
+    /// Write the whole state (a compaction): the snapshot atomically, then a
+    /// new empty journal continuing it. Only the lock holder calls this.
     pub fn save(&self, state: &State) -> Result<()> {
+        let mut writer = self.writer();
+        let previous = writer.as_ref().map(|w| w.generation).unwrap_or(0);
+        // Dropped first: a failed save leaves no journal to append to, so the
+        // next commit saves everything again.
+        *writer = None;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
-        let json = serde_json::to_vec_pretty(state)
-            .map_err(|e| Error::Other(format!("serialize state: {e}")))?;
-        write_atomic(&self.path, &json)
+        let generation = new_generation(previous);
+        // Streamed to the file: a large state is never a second time in memory.
+        let snapshot = Snapshot {
+            state,
+            journal_generation: generation,
+        };
+        let len = write_atomic_with(&self.path, |f| {
+            let mut out = std::io::BufWriter::new(f);
+            serde_json::to_writer(&mut out, &snapshot)?;
+            out.flush()
+        })?;
+        let w = Writer::create(&self.journal, generation, len, state)
+            .ctx(|| format!("write {}", self.journal.display()))?;
+        *writer = Some(w);
+        Ok(())
     }
+
+    /// Save what changed since the last save or commit: the changed tasks
+    /// and fleet fields are appended to the journal and fsynced, one batch
+    /// per call (the dispatcher calls this once per wake-up). The first
+    /// commit of a process without a journal, and a journal grown larger
+    /// than its snapshot, are a whole [`StateStore::save`] instead.
+    pub fn commit(&self, state: &mut State) -> Result<()> {
+        let changed = state.changed.take();
+        let appended = {
+            let mut writer = self.writer();
+            match writer.as_mut() {
+                None => None,
+                Some(w) => match w.append(state, &changed) {
+                    Ok(full) => Some(full),
+                    Err(e) => {
+                        let path = w.path().display().to_string();
+                        // The next commit writes everything again.
+                        *writer = None;
+                        return Err(Error::Io {
+                            context: format!("append to {path}"),
+                            source: e,
+                        });
+                    }
+                },
+            }
+        };
+        match appended {
+            Some(false) => Ok(()),
+            None | Some(true) => self.save(state),
+        }
+    }
+}
+
+fn unreadable(path: &Path, e: &std::io::Error, left: &str) -> Error {
+    Error::input(
+        path,
+        None,
+        None,
+        format!("state file cannot be read ({e}); {left}"),
+    )
+}
+
+/// A generation that differs from the last one: nanoseconds since the epoch,
+/// so that it also grows across processes.
+fn new_generation(previous: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    now.max(previous + 1)
+}
+
+/// Like [`write_atomic`], with the content written by `fill`; returns its size.
+fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> Result<u64> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| -> std::io::Result<u64> {
+        let mut f = fs::File::create(&tmp)?;
+        fill(&mut f)?;
+        f.sync_all()?;
+        let len = f.metadata()?.len();
+        fs::rename(&tmp, path)?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(len)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.ctx(|| format!("write {}", path.display()))
 }
 
 /// Temp file in the same directory, fsync, rename over, fsync the directory.
@@ -172,6 +382,151 @@ mod tests {
         let err = store.load().unwrap_err();
         assert_eq!(err.exit(), crate::error::Exit::BadInput);
         assert!(err.to_string().contains("newer flocks (format 99"), "{err}");
+    }
+
+    fn task(id: &str) -> super::super::TaskRecord {
+        let text = include_str!("../../tests/fixtures/state-v1.json");
+        let state: State = serde_json::from_str(text).unwrap();
+        super::super::TaskRecord {
+            id: id.into(),
+            ..state.tasks[0].clone()
+        }
+    }
+
+    #[test]
+    fn commits_are_journaled_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut state = State::default();
+        for i in 0..50 {
+            state.push_task(task(&format!("t{i}")));
+        }
+        store.save(&state).unwrap();
+        state.changed.clear();
+        let snapshot = fs::read(store.path()).unwrap();
+        state.task_mut("t7").unwrap().requeues = 3;
+        state.credentials.insert("c".into(), Default::default());
+        store.commit(&mut state).unwrap();
+        // state.json is untouched; the journal has the change.
+        assert_eq!(fs::read(store.path()).unwrap(), snapshot);
+        let read = store.load().unwrap();
+        assert_eq!(read.task("t7").unwrap().requeues, 3);
+        assert!(read.credentials.contains_key("c"));
+        assert_eq!(read.tasks.len(), 50);
+        // A new task goes at the end, in order.
+        state.push_task(task("new"));
+        store.commit(&mut state).unwrap();
+        let read = store.load().unwrap();
+        assert_eq!(read.tasks.last().unwrap().id, "new");
+        // A torn last line (a kill in the middle of a write) is dropped.
+        let journal = store.journal_path().to_path_buf();
+        let whole = fs::read(&journal).unwrap();
+        state.task_mut("t8").unwrap().requeues = 9;
+        store.commit(&mut state).unwrap();
+        let grown = fs::read(&journal).unwrap();
+        fs::write(&journal, &grown[..grown.len() - 7]).unwrap();
+        let read = store.load().unwrap();
+        assert_eq!(read.task("t8").unwrap().requeues, 0);
+        assert_eq!(read.task("t7").unwrap().requeues, 3);
+        fs::write(&journal, &whole).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_journal_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut state = State::default();
+        state.push_task(task("a"));
+        store.save(&state).unwrap();
+        for n in 1..=2 {
+            state.task_mut("a").unwrap().requeues = n;
+            store.commit(&mut state).unwrap();
+        }
+        let mut bytes = fs::read(store.journal_path()).unwrap();
+        // Line 2 (the first change) loses a byte's worth of meaning.
+        let second = bytes.iter().position(|&b| b == b'\n').unwrap() + 30;
+        bytes[second] ^= 1;
+        fs::write(store.journal_path(), &bytes).unwrap();
+        let snapshot = fs::read(store.path()).unwrap();
+        let err = store.load().unwrap_err();
+        assert_eq!(err.exit(), crate::error::Exit::BadInput);
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(err.to_string().contains("left as they are"), "{err}");
+        assert_eq!(fs::read(store.journal_path()).unwrap(), bytes);
+        assert_eq!(fs::read(store.path()).unwrap(), snapshot);
+    }
+
+    #[test]
+    fn a_journal_older_than_its_snapshot_is_ignored() {
+        // A compaction killed between writing state.json and the new journal.
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut state = State::default();
+        state.push_task(task("a"));
+        store.save(&state).unwrap();
+        state.task_mut("a").unwrap().requeues = 1;
+        store.commit(&mut state).unwrap();
+        let old_journal = fs::read(store.journal_path()).unwrap();
+        state.task_mut("a").unwrap().requeues = 2;
+        store.save(&state).unwrap();
+        fs::write(store.journal_path(), &old_journal).unwrap();
+        assert_eq!(store.load().unwrap().task("a").unwrap().requeues, 2);
+        // And a state.json moved away to start over leaves its journal unused.
+        fs::remove_file(store.path()).unwrap();
+        assert!(store.load().unwrap().tasks.is_empty());
+    }
+
+    #[test]
+    fn readers_race_commits_and_compactions() {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut state = State::default();
+        for i in 0..40 {
+            state.push_task(task(&format!("t{i}")));
+        }
+        store.save(&state).unwrap();
+        let acknowledged = Arc::new(AtomicU32::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let store = StateStore::new(dir.path());
+            let (acknowledged, done) = (acknowledged.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                let mut last = [0; 40];
+                while !done.load(Ordering::SeqCst) || reads < 20 {
+                    let floor = acknowledged.load(Ordering::SeqCst);
+                    let read = store.load().unwrap();
+                    for (i, t) in read.tasks.iter().enumerate() {
+                        // Everything saved before the read began is seen,
+                        // and nothing goes backwards.
+                        assert!(t.requeues >= floor, "task {i}: {} < {floor}", t.requeues);
+                        assert!(t.requeues >= last[i]);
+                        last[i] = t.requeues;
+                    }
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        let mut n = 0;
+        let mut compactions = 0;
+        while n < 200 {
+            n += 1;
+            for i in 0..40 {
+                state.task_mut(&format!("t{i}")).unwrap().requeues = n;
+            }
+            let generation = store.writer().as_ref().map(|w| w.generation);
+            store.commit(&mut state).unwrap();
+            if store.writer().as_ref().map(|w| w.generation) != generation {
+                compactions += 1;
+            }
+            acknowledged.store(n, Ordering::SeqCst);
+        }
+        done.store(true, Ordering::SeqCst);
+        assert!(reader.join().unwrap() >= 20);
+        assert!(compactions >= 2, "{compactions} compactions");
+        assert_eq!(store.load().unwrap().task("t39").unwrap().requeues, n);
     }
 
     #[test]

@@ -120,10 +120,7 @@ pub fn parse_jsonl(source: &Path, text: &str, rules: &BranchRules) -> Result<Tas
             msg,
         ));
     }
-    Ok(TaskSet {
-        source: source.to_path_buf(),
-        tasks,
-    })
+    Ok(TaskSet::new(source.to_path_buf(), tasks))
 }
 
 type FieldError = (Option<String>, String);

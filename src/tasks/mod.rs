@@ -94,10 +94,37 @@ pub struct TaskSet {
     /// Where the tasks came from, for messages.
     pub source: PathBuf,
     pub tasks: Vec<Task>,
+    /// Position by id, built at the first lookup.
+    index: std::sync::OnceLock<std::collections::HashMap<String, usize>>,
 }
 
 impl TaskSet {
+    pub fn new(source: PathBuf, tasks: Vec<Task>) -> TaskSet {
+        TaskSet {
+            source,
+            tasks,
+            index: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The task with this id, through the index (a task list changed after
+    /// the index was built is still answered right, by a scan).
     pub fn get(&self, id: &str) -> Option<&Task> {
+        let index = self.index.get_or_init(|| {
+            let mut index = std::collections::HashMap::with_capacity(self.tasks.len());
+            for (i, t) in self.tasks.iter().enumerate() {
+                index.entry(t.id.clone()).or_insert(i);
+            }
+            index
+        });
+        if let Some(t) = index.get(id).and_then(|&i| self.tasks.get(i))
+            && t.id == id
+        {
+            return Some(t);
+        }
+        if index.len() == self.tasks.len() {
+            return None;
+        }
         self.tasks.iter().find(|t| t.id == id)
     }
 }

@@ -187,9 +187,9 @@ impl TestProject {
             .success()
     }
 
+    /// The state as a reader sees it: state.json plus the journal after it.
     pub fn state(&self) -> Value {
-        let text = std::fs::read_to_string(self.repo.join(".flocks/state.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
+        state_with_journal(&self.repo.join(".flocks"))
     }
 
     pub fn task(&self, id: &str) -> Value {
@@ -272,4 +272,58 @@ pub fn read_pid(path: &Path) -> i32 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// state.json with its journal applied, read the way the README documents
+/// it (independently of flocks' own reader): the journal continues the
+/// snapshot when its header's generation is the snapshot's
+/// `journal_generation`; task records replace the task with their id (or are
+/// added), fleet records replace `run`, `credentials`, `backoff_until` and
+/// `managed`; a torn last line is ignored.
+pub fn state_with_journal(dir: &Path) -> Value {
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(dir.join("state.json")).unwrap();
+        let mut state: Value = serde_json::from_str(&text).unwrap();
+        let Ok(journal) = std::fs::read_to_string(dir.join("state.journal")) else {
+            return state;
+        };
+        let mut lines = journal.split_inclusive('\n').filter(|l| l.ends_with('\n'));
+        let header = lines
+            .next()
+            .and_then(|l| serde_json::from_str::<Value>(l).ok());
+        let Some(header) = header else {
+            return state;
+        };
+        if header["rec"]["generation"] != state["journal_generation"] {
+            // Compacted under us (read again), or an old journal.
+            let again = std::fs::read_to_string(dir.join("state.json")).unwrap();
+            if again == text {
+                return state;
+            }
+            continue;
+        }
+        for line in lines {
+            let Ok(line) = serde_json::from_str::<Value>(line) else {
+                break;
+            };
+            let rec = &line["rec"];
+            match rec["kind"].as_str() {
+                Some("task") => {
+                    let tasks = state["tasks"].as_array_mut().unwrap();
+                    match tasks.iter_mut().find(|t| t["id"] == rec["task"]["id"]) {
+                        Some(t) => *t = rec["task"].clone(),
+                        None => tasks.push(rec["task"].clone()),
+                    }
+                }
+                Some("fleet") => {
+                    for key in ["run", "credentials", "backoff_until", "managed"] {
+                        state[key] = rec[key].clone();
+                    }
+                }
+                other => panic!("unknown journal record {other:?}"),
+            }
+        }
+        return state;
+    }
+    panic!("state.json kept changing");
 }

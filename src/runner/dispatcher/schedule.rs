@@ -296,6 +296,9 @@ impl Dispatcher {
         let now = Utc::now();
         let credential = injected.as_ref().map(|c| c.name.clone());
         let rec = self.state.task_mut(id).expect("checked above");
+        // Saved before the attempt creates the branch: a rerun after a kill
+        // knows the branch is this task's.
+        rec.branch_created = true;
         rec.attempts.push(Attempt {
             number,
             pool: pool_name.clone(),
@@ -361,7 +364,9 @@ impl Dispatcher {
             expect_commits,
             repo_dir: self.config.workspace.repo.clone(),
         };
-        tokio::spawn(run_attempt(job, self.tx.clone(), stop_rx));
+        // Spawned after this wake-up's state is saved: an attempt never acts
+        // (creates its branch, runs the agent) before its record is on disk.
+        self.to_spawn.push((job, stop_rx));
         self.emit(Event::Started {
             task: id.to_string(),
             attempt: number,
