@@ -420,11 +420,6 @@ impl Fleet {
         };
         (summary, out)
     }
-
-    /// Give the state back (the run is over).
-    pub fn into_state(self) -> State {
-        self.state
-    }
 }
 
 /// A duration as chrono's, saturating.
