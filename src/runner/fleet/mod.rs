@@ -148,10 +148,11 @@ pub struct FleetParts {
     pub project_key: String,
 }
 
-/// Where a task sits: its line and its record.
+/// Where a task sits: its line, its place in the dependency order, its record.
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     task: Option<usize>,
+    order_pos: Option<usize>,
     record: Option<usize>,
 }
 
@@ -163,6 +164,11 @@ pub struct Fleet {
     scope: Option<HashSet<String>>,
     /// Indices of `tasks`, dependencies first.
     order: Vec<usize>,
+    /// No task before this place in `order` is pending: where the search for
+    /// the next start begins. Moved back when a task becomes pending again.
+    cursor: usize,
+    /// A status changed in a way that may block or unblock a dependent.
+    blocked_stale: bool,
     template: Option<Template>,
     pools: Vec<PoolSlots>,
     creds: Credentials,
@@ -191,6 +197,11 @@ impl Fleet {
         for (i, t) in p.tasks.tasks.iter().enumerate() {
             index.entry(t.id.clone()).or_default().task.get_or_insert(i);
         }
+        for (pos, &i) in order.iter().enumerate() {
+            if let Some(e) = index.get_mut(&p.tasks.tasks[i].id) {
+                e.order_pos.get_or_insert(pos);
+            }
+        }
         for (i, r) in p.state.tasks.iter().enumerate() {
             index
                 .entry(r.id.clone())
@@ -205,6 +216,8 @@ impl Fleet {
             index,
             scope: p.scope,
             order,
+            cursor: 0,
+            blocked_stale: true,
             template: p.template,
             pools: p.pools,
             creds: p.creds,
@@ -276,9 +289,21 @@ impl Fleet {
         let Some(rec) = self.record_mut(id) else {
             return;
         };
+        let was_failed = fails_dependents(&rec.status);
         let result: Result<(), InvalidTransition> = rec.transition(to);
         match result {
-            Ok(()) => self.dirty = true,
+            Ok(()) => {
+                self.dirty = true;
+                let status = &self.record(id).map(|r| r.status.clone());
+                if was_failed || status.as_ref().is_some_and(fails_dependents) {
+                    self.blocked_stale = true;
+                }
+                if status == &Some(TaskStatus::Pending)
+                    && let Some(pos) = self.index.get(id).and_then(|e| e.order_pos)
+                {
+                    self.cursor = self.cursor.min(pos);
+                }
+            }
             Err(e) => {
                 self.invalid_transitions += 1;
                 out.push(Effect::Emit(Event::Notice {
@@ -420,6 +445,13 @@ impl Fleet {
         };
         (summary, out)
     }
+}
+
+/// A status that blocks the task's dependents: it ended, not in success, or
+/// it is blocked itself.
+fn fails_dependents(status: &TaskStatus) -> bool {
+    matches!(status, TaskStatus::Done { outcome } if *outcome != Outcome::Success)
+        || matches!(status, TaskStatus::Blocked { .. })
 }
 
 /// A duration as chrono's, saturating.

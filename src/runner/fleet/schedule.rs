@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{DependencyJob, Effect, Fleet, Now, Slot, Start, mono_at};
+use super::{DependencyJob, Effect, Fleet, Now, Slot, Start, fails_dependents, mono_at};
 use crate::agent::spec::{self, Injected, SpecInput};
 use crate::backend::PrepareJob;
 use crate::error::Exit;
@@ -39,6 +39,9 @@ impl Fleet {
     /// Pending tasks whose dependencies failed for good become blocked; blocked
     /// ones whose dependencies were retried become pending again.
     pub fn update_blocked(&mut self) -> Vec<Effect> {
+        if !std::mem::take(&mut self.blocked_stale) {
+            return Vec::new();
+        }
         let mut changes = Vec::new();
         for &i in &self.order {
             let task = &self.tasks.tasks[i];
@@ -56,12 +59,7 @@ impl Fleet {
             let failed: Vec<String> = task
                 .depends_on
                 .iter()
-                .filter(|d| {
-                    self.record(d).is_some_and(|r| {
-                        matches!(&r.status, TaskStatus::Done { outcome } if *outcome != Outcome::Success)
-                            || matches!(r.status, TaskStatus::Blocked { .. })
-                    })
-                })
+                .filter(|d| self.record(d).is_some_and(|r| fails_dependents(&r.status)))
                 .cloned()
                 .collect();
             match (&rec.status, failed.is_empty()) {
@@ -130,13 +128,7 @@ impl Fleet {
             {
                 return out;
             }
-            let Some(id) = self
-                .order
-                .iter()
-                .map(|&i| self.tasks.tasks[i].id.as_str())
-                .find(|id| self.ready(id))
-                .map(str::to_string)
-            else {
+            let Some(id) = self.next_ready() else {
                 return out;
             };
             let preferred = self
@@ -152,6 +144,28 @@ impl Fleet {
                 self.next_start = Some(now.mono + self.config.stagger_delay);
             }
         }
+    }
+
+    /// The first ready task in dependency order. Moves the cursor past the
+    /// tasks at the front that are not pending (they cannot start until a
+    /// transition makes them pending again, which moves it back).
+    fn next_ready(&mut self) -> Option<String> {
+        while let Some(&i) = self.order.get(self.cursor) {
+            let id = &self.tasks.tasks[i].id;
+            if self.in_scope(id)
+                && self
+                    .record(id)
+                    .is_some_and(|r| r.status == TaskStatus::Pending)
+            {
+                break;
+            }
+            self.cursor += 1;
+        }
+        self.order[self.cursor.min(self.order.len())..]
+            .iter()
+            .map(|&i| self.tasks.tasks[i].id.as_str())
+            .find(|id| self.ready(id))
+            .map(str::to_string)
     }
 
     /// The least-loaded pool with a free slot and a usable credential.

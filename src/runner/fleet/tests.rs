@@ -725,3 +725,22 @@ fn an_illegal_transition_is_said_and_counted() {
     assert!(notices(&out)[0].contains("cannot go from"));
     assert!(status(&f, "a").is_success());
 }
+
+#[test]
+fn a_requeued_task_goes_first_again_in_dependency_order() {
+    let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\"}\n{\"id\":\"c\",\"prompt\":\"c\"}\n";
+    let mut f = Setup::new(lines).config(|c| c.max_agents = 1).build();
+    let now = t0();
+    assert_eq!(spawned(&f.start_ready(now)), vec![("a".to_string(), 1, 0)]);
+    f.on_finished("a", 1, &report(Outcome::Overloaded), later(now, 60));
+    f.state.backoff_until = None;
+    assert_eq!(
+        spawned(&f.start_ready(later(now, 61))),
+        vec![("a".to_string(), 2, 0)]
+    );
+    f.on_finished("a", 2, &report(Outcome::Success), later(now, 100));
+    assert_eq!(
+        spawned(&f.start_ready(later(now, 101))),
+        vec![("b".to_string(), 1, 0)]
+    );
+}
