@@ -22,7 +22,7 @@ use crate::backend::Backend;
 use crate::project::Project;
 use crate::prompt::Template;
 use crate::report::{Event, Reporter};
-use crate::state::{State, StateStore};
+use crate::state::{NextAttempt, State, StateStore};
 use crate::tasks::TaskSet;
 
 pub use super::fleet::{RunOptions, RunSummary};
@@ -40,6 +40,10 @@ pub struct Dispatcher {
     stops: HashMap<String, watch::Sender<StopLevel>>,
     /// Dependency starts being built (git work, off the loop).
     resolving: JoinSet<(String, Result<Option<String>, String>)>,
+    /// Retries being planned (their log and branch are read off the loop).
+    planning: JoinSet<(String, NextAttempt)>,
+    /// Which task each blocking job is for, should one panic.
+    jobs: HashMap<tokio::task::Id, String>,
 }
 
 pub struct DispatcherParts {
@@ -96,6 +100,8 @@ impl Dispatcher {
             rx,
             stops: HashMap::new(),
             resolving: JoinSet::new(),
+            planning: JoinSet::new(),
+            jobs: HashMap::new(),
         }
     }
 
@@ -123,29 +129,37 @@ impl Dispatcher {
                 Effect::Emit(event) => self.emit(&event),
                 Effect::Spawn(start) => self.spawn(*start),
                 Effect::ResolveStart(job) => {
-                    self.resolving.spawn_blocking(move || {
+                    let task = job.task.clone();
+                    let handle = self.resolving.spawn_blocking(move || {
                         let start = start_from::dependency_start(&job);
                         (job.task, start)
                     });
+                    self.jobs.insert(handle.id(), task);
                 }
                 Effect::PlanRetry {
                     task,
                     from_attempt,
                     fresh_session,
                 } => {
-                    let Some(rec) = self.fleet.record(&task) else {
+                    let Some(rec) = self.fleet.record(&task).cloned() else {
                         continue;
                     };
-                    let mut next = crate::retry::next_after_failure(
-                        rec,
-                        from_attempt,
-                        self.fleet.config(),
-                        &self.log_root,
-                    );
-                    if fresh_session {
-                        next.resume_session = None;
-                    }
-                    self.fleet.set_next(&task, next);
+                    let config = self.fleet.config().clone();
+                    let log_root = self.log_root.clone();
+                    let id = task.clone();
+                    let handle = self.planning.spawn_blocking(move || {
+                        let mut next = crate::retry::next_after_failure(
+                            &rec,
+                            from_attempt,
+                            &config,
+                            &log_root,
+                        );
+                        if fresh_session {
+                            next.resume_session = None;
+                        }
+                        (task, next)
+                    });
+                    self.jobs.insert(handle.id(), id);
                 }
                 Effect::StopAgents(level) => {
                     for stop in self.stops.values() {
@@ -204,19 +218,35 @@ impl Dispatcher {
             let wake = tokio::time::Instant::from_std(self.fleet.next_wake(now));
             tokio::select! {
                 Some(ev) = self.rx.recv() => self.apply(ev),
-                Some(joined) = self.resolving.join_next() => {
+                Some(joined) = self.resolving.join_next_with_id() => {
                     let (task, start) = match joined {
-                        Ok(done) => done,
-                        // The git work panicked: a bug; nothing is known of which task.
+                        Ok((id, done)) => {
+                            self.jobs.remove(&id);
+                            done
+                        }
+                        // The git work panicked (a bug): the task cannot start.
                         Err(e) => {
-                            let message = format!("internal error, please report it: building a start failed: {e}");
-                            self.emit(&Event::Notice { message });
-                            continue;
+                            let task = self.jobs.remove(&e.id()).unwrap_or_default();
+                            (task, Err(format!("internal error, please report it: building its start failed: {e}")))
                         }
                     };
                     let effects = self.fleet.on_dependency_start(&task, start, Now::current());
                     self.carry_out(effects);
                 }
+                Some(joined) = self.planning.join_next_with_id() => match joined {
+                    Ok((id, (task, next))) => {
+                        self.jobs.remove(&id);
+                        self.fleet.set_next(&task, next);
+                    }
+                    // Reading the log or the branch panicked (a bug): the
+                    // retry starts without the earlier attempt's context.
+                    Err(e) => {
+                        let task = self.jobs.remove(&e.id()).unwrap_or_default();
+                        let message = format!("internal error, please report it: planning the retry of {task} failed: {e}");
+                        self.emit(&Event::Notice { message });
+                        self.fleet.plan_failed(&task);
+                    }
+                },
                 _ = recv_signal(&mut sigint) => {
                     let effects = self.fleet.on_interrupt();
                     self.carry_out(effects);

@@ -107,6 +107,9 @@ impl Fleet {
 
         let (status, requeue_reason) =
             self.next_status(id, attempt, &outcome, lost_session, &mut out);
+        if out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })) {
+            self.planning.insert(id.to_string());
+        }
         self.transition(id, status, &mut out);
         out.push(Effect::Emit(Event::Finished {
             task: id.to_string(),

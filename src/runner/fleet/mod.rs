@@ -60,7 +60,8 @@ pub enum Effect {
     /// dispatch loop, and report it back with [`Fleet::on_dependency_start`].
     ResolveStart(Box<DependencyJob>),
     /// Work out how a failed attempt's retry starts (reads its log and the
-    /// branch) and hand it back with [`Fleet::set_next`].
+    /// branch: off the dispatch loop) and hand it back with
+    /// [`Fleet::set_next`]. The task does not start until then.
     PlanRetry {
         task: String,
         /// The attempt whose context the retry carries.
@@ -173,6 +174,8 @@ pub struct Fleet {
     pools: Vec<PoolSlots>,
     creds: Credentials,
     running: HashMap<String, Slot>,
+    /// Tasks whose retry is being planned ([`Effect::PlanRetry`]).
+    planning: HashSet<String>,
     opts: RunOptions,
     project_key: String,
     draining: bool,
@@ -222,6 +225,7 @@ impl Fleet {
             pools: p.pools,
             creds: p.creds,
             running: HashMap::new(),
+            planning: HashSet::new(),
             opts: p.opts,
             project_key: p.project_key,
             draining: false,
@@ -242,7 +246,7 @@ impl Fleet {
         &self.state
     }
 
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &Arc<Config> {
         &self.config
     }
 
@@ -389,10 +393,16 @@ impl Fleet {
 
     /// How a retry starts, worked out by the dispatcher for [`Effect::PlanRetry`].
     pub fn set_next(&mut self, id: &str, next: NextAttempt) {
+        self.planning.remove(id);
         if let Some(rec) = self.record_mut(id) {
             rec.next = Some(next);
             self.dirty = true;
         }
+    }
+
+    /// Planning a retry failed: it starts without the earlier attempt's context.
+    pub fn plan_failed(&mut self, id: &str) {
+        self.planning.remove(id);
     }
 
     /// Nothing runs and nothing more will start: the run is over. Says why

@@ -102,6 +102,7 @@ impl Fleet {
                 .record(id)
                 .is_some_and(|r| r.status == TaskStatus::Pending)
             && !self.running.contains_key(id)
+            && !self.planning.contains(id)
             && task
                 .depends_on
                 .iter()
@@ -540,7 +541,7 @@ impl Fleet {
 
 /// See [`Fleet::is_done`].
 pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
-    if !fleet.running.is_empty() {
+    if !fleet.running.is_empty() || !fleet.planning.is_empty() {
         return (false, Vec::new());
     }
     if fleet.draining || fleet.stopped_because.is_some() {

@@ -259,9 +259,13 @@ fn a_failure_is_retried_up_to_max_retries_then_done() {
             |e| matches!(e, Event::Requeued { reason, .. } if reason.contains("retry 1 of 1"))
         )
     );
+    // Until its retry is planned, the task waits, and so does the end of the run.
+    assert!(spawned(&f.start_ready(later(now, 61))).is_empty());
+    assert!(!f.is_done(later(now, 61)).0);
     plan_retries(&mut f, &out);
     let out = f.start_ready(later(now, 61));
     assert_eq!(spawned(&out), vec![("a".to_string(), 2, 0)]);
+    assert!(f.record("a").unwrap().next.is_none());
     let out = f.on_finished("a", 2, &report(failed()), later(now, 200));
     assert_eq!(status(&f, "a"), TaskStatus::Done { outcome: failed() });
     assert!(!out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })));
