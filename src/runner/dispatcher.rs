@@ -142,6 +142,7 @@ impl Dispatcher {
                     fresh_session,
                 } => {
                     let Some(rec) = self.fleet.record(&task).cloned() else {
+                        self.fleet.plan_failed(&task);
                         continue;
                     };
                     let config = self.fleet.config().clone();

@@ -1,14 +1,14 @@
 //! The runner: dispatching tasks to pools and watching them.
 //!
 //! ```text
-//!                   RunEvent (mpsc)         feed (now)          ┌──────────────┐
-//!  executor ──┐                      ┌────────────┐ ─────────▶ │ fleet        │
-//!  executor ──┼────────────────────▶ │ dispatcher │            │ task model + │
-//!  executor ──┘                      │ select!    │ ◀───────── │ every rule   │
-//!       ▲  StopLevel (watch)         └──┬──┬───┬──┘  Vec<Effect>└──────────────┘
-//!       └───────────────────────────────┘  │   │       (sync: no I/O, no tokio)
-//!  spawn_blocking: dependency start ◀──────┘   ├─▶ reporters (terminal, events.jsonl)
-//!    (git cherry-picks) ── result ──▶ loop     └─▶ state.json (when the fleet changed it)
+//!                   RunEvent (mpsc)              what happened, now
+//!  executor ──┐                      ┌────────────┐ ─────────────▶ ┌──────────────┐
+//!  executor ──┼────────────────────▶ │ dispatcher │                │ fleet: tasks │
+//!  executor ──┘                      │  select!   │ ◀───────────── │ + every rule │
+//!       ▲  StopLevel (watch)         └─┬───┬───┬──┘   Vec<Effect>  └──────────────┘
+//!       └──────────────────────────────┘   │   │            (sync: no I/O, no tokio)
+//!  spawn_blocking: dependency start, ◀─────┘   ├─▶ reporters (terminal, events.jsonl)
+//!    retry plan (git, logs) ── result ──▶ loop └─▶ state.json (when the fleet changed it)
 //!
 //!  each executor: prepare worktree → spawn agent on its backend → stream
 //!  output to .flocks/logs/<task>/<n>.log (not through the dispatcher) →
@@ -19,7 +19,8 @@
 //! records, indexed by id, pools, credentials, the stop level. It is fed what
 //! happened (`start_ready`, `on_finished`, `on_interrupt`, ...) with the time
 //! and answers with [`fleet::Effect`]s: emit an event, spawn an executor,
-//! build a dependency start, plan a retry, stop agents. Its rules are unit
+//! build a dependency start, plan a retry, stop agents. The git work of the
+//! last two runs on blocking tasks and comes back as results to the loop. Its rules are unit
 //! tested without a process.
 //!
 //! The dispatcher is one `tokio::select!` loop over executor events, finished
