@@ -87,7 +87,8 @@ fn execute_retry(
                 rec.next = Some(next);
                 rec.requeues = 0;
                 if rec.status != TaskStatus::Pending {
-                    let _ = rec.transition(TaskStatus::Pending);
+                    rec.transition(TaskStatus::Pending)
+                        .map_err(|e| crate::error::Error::Other(e.to_string()))?;
                 }
             }
             Ok(())

@@ -353,14 +353,18 @@ fn merge_tasks(
                         config,
                         &config.state_dir().join("logs"),
                     ));
-                    let _ = rec.transition(TaskStatus::Pending);
+                    if let Err(e) = rec.transition(TaskStatus::Pending) {
+                        notes.push(format!("internal error, please report it: {e}"));
+                    }
                 } else {
                     failed_before.push(t.id.clone());
                     continue;
                 }
             }
             TaskStatus::Done { .. } | TaskStatus::Blocked { .. } | TaskStatus::Running { .. } => {
-                let _ = rec.transition(TaskStatus::Pending);
+                if let Err(e) = rec.transition(TaskStatus::Pending) {
+                    notes.push(format!("internal error, please report it: {e}"));
+                }
             }
             TaskStatus::Pending => {}
         }

@@ -1,103 +1,52 @@
-//! The dispatcher: the one owner of run state. It starts attempts on pools,
-//! applies what executors report, persists state at transitions, and tells
+//! The dispatcher: one `tokio::select!` loop that feeds what happens
+//! (executor events, signals, finished dependency starts, wake-ups) to the
+//! [`Fleet`] and carries out the effects it returns: spawning executors,
+//! building starts off the loop, stopping agents, saving state, telling
 //! reporters.
 
-mod outcome;
-mod schedule;
-mod stop;
-
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
-use super::credentials::{Availability, Credentials, DEFAULT_LOGIN};
+use super::credentials::Credentials;
 use super::executor::{AttemptJob, run_attempt};
-use super::start_from;
-use super::{AttemptReport, RunEvent, StopLevel};
+use super::fleet::{Effect, Fleet, FleetParts, Now, PoolSlots, Start};
+use super::{RunEvent, StopLevel, start_from};
 use crate::agent::Redactor;
-use crate::agent::spec::{self, SpecInput};
-use crate::backend::{Backend, PrepareJob};
-use crate::config::Config;
-use crate::error::Exit;
+use crate::backend::Backend;
 use crate::project::Project;
 use crate::prompt::Template;
-use crate::report::{Event, PoolInfo, Reporter};
-use crate::state::{Attempt, NextAttempt, Outcome, State, StateStore, TaskStatus};
-use crate::tasks::{StartFrom, Task, TaskSet, dependency_order};
+use crate::report::{Event, Reporter};
+use crate::state::{NextAttempt, State, StateStore};
+use crate::tasks::TaskSet;
 
-/// Quick failures in a row that stop dispatching.
-const BREAKER_LIMIT: u32 = 3;
-/// An attempt that fails this fast, without a result, is a "quick failure".
-const QUICK_FAILURE: Duration = Duration::from_secs(30);
-/// Times a task may go back to the queue for reasons not its own.
-const REQUEUE_CAP: u32 = 8;
-
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub supervise: bool,
-    pub max_retries: u32,
-    /// Exit (5) instead of waiting when every credential is parked.
-    pub no_wait: bool,
-    /// Live progress bars when stdout is a terminal (plain lines otherwise);
-    /// read by the command that picks the reporters, not by the dispatcher.
-    pub progress: bool,
-}
-
-pub struct RunSummary {
-    pub exit: Exit,
-    pub stopped_because: Option<String>,
-    pub interrupted: bool,
-}
-
-struct PoolRt {
-    name: String,
-    slots: usize,
-    running: usize,
-    backend: Arc<Backend>,
-    /// A pool that lost its host is not used again in this run.
-    down: Option<String>,
-}
-
-struct Slot {
-    pool: usize,
-    credential: Option<String>,
-    stop: watch::Sender<StopLevel>,
-    started: tokio::time::Instant,
-}
+pub use super::fleet::{RunOptions, RunSummary};
 
 pub struct Dispatcher {
-    config: Arc<Config>,
-    log_root: std::path::PathBuf,
+    fleet: Fleet,
+    log_root: PathBuf,
     store: StateStore,
-    state: State,
-    tasks: TaskSet,
-    scope: Option<std::collections::HashSet<String>>,
-    order: Vec<usize>,
-    template: Option<Template>,
-    pools: Vec<PoolRt>,
-    creds: Credentials,
+    backends: Vec<Arc<Backend>>,
     redactor: Arc<Redactor>,
     reporters: Vec<Box<dyn Reporter>>,
     tx: mpsc::Sender<RunEvent>,
     rx: mpsc::Receiver<RunEvent>,
-    running: HashMap<String, Slot>,
-    opts: RunOptions,
-    project_key: String,
-    draining: bool,
-    stop_level: StopLevel,
-    interrupts: u32,
-    next_start: tokio::time::Instant,
-    quick_failures: u32,
-    stopped_because: Option<(String, Exit)>,
-    run_cost: f64,
-    overloads: u32,
-    waiting_note: Option<DateTime<Utc>>,
-    dirty: bool,
-    /// Attempts started in this wake-up, spawned once their start is saved.
+    /// Each running attempt's stop channel.
+    stops: HashMap<String, watch::Sender<StopLevel>>,
+    /// Dependency starts being built (git work, off the loop).
+    resolving: JoinSet<(String, Result<Option<String>, String>)>,
+    /// Retries being planned (their log and branch are read off the loop).
+    planning: JoinSet<(String, NextAttempt)>,
+    /// Which task each blocking job is for, should one panic.
+    jobs: HashMap<tokio::task::Id, String>,
+    /// Attempts started since the last save, spawned once their start is
+    /// saved: an attempt never acts (creates its branch, runs the agent)
+    /// before its record is on disk.
     to_spawn: Vec<(AttemptJob, watch::Receiver<StopLevel>)>,
 }
 
@@ -118,151 +67,222 @@ pub struct DispatcherParts {
 
 impl Dispatcher {
     pub fn new(p: DispatcherParts) -> Dispatcher {
-        let order =
-            dependency_order(&p.tasks.tasks).unwrap_or_else(|_| (0..p.tasks.tasks.len()).collect());
         let pools = p
             .project
             .config
             .pools
             .iter()
-            .zip(p.backends)
-            .map(|(cfg, backend)| PoolRt {
+            .zip(&p.backends)
+            .map(|(cfg, backend)| PoolSlots {
                 name: cfg.name.clone(),
                 slots: backend.slots(cfg),
                 running: 0,
                 down: backend.down_reason(),
-                backend,
             })
             .collect();
         let (tx, rx) = mpsc::channel(1024);
         let log_root = p.project.state_dir().join("logs");
-        Dispatcher {
+        let fleet = Fleet::new(FleetParts {
             config: Arc::new(p.project.config.clone()),
-            log_root,
-            store: p.project.store.clone(),
             state: p.state,
             tasks: p.tasks,
             scope: p.scope,
-            order,
             template: p.template,
             pools,
             creds: p.creds,
+            opts: p.opts,
+            project_key: p.project_key,
+        });
+        Dispatcher {
+            fleet,
+            log_root,
+            store: p.project.store.clone(),
+            backends: p.backends,
             redactor: p.redactor,
             reporters: p.reporters,
             tx,
             rx,
-            running: HashMap::new(),
-            opts: p.opts,
-            project_key: p.project_key,
-            draining: false,
-            stop_level: StopLevel::Run,
-            interrupts: 0,
-            next_start: tokio::time::Instant::now(),
-            quick_failures: 0,
-            stopped_because: None,
-            run_cost: 0.0,
-            overloads: 0,
-            waiting_note: None,
-            dirty: false,
+            stops: HashMap::new(),
+            resolving: JoinSet::new(),
+            planning: JoinSet::new(),
+            jobs: HashMap::new(),
             to_spawn: Vec::new(),
         }
     }
 
-    fn emit(&mut self, event: Event) {
+    fn emit(&mut self, event: &Event) {
         for r in &mut self.reporters {
-            r.event(&event);
+            r.event(event);
         }
     }
 
-    /// Save this wake-up's changes: one journal batch, one fsync (group
-    /// commit); the run's end compacts them into state.json.
+    /// Persist what the fleet changed: one journal batch, one fsync (group
+    /// commit per wake-up); then start the attempts that waited for it.
     fn save(&mut self) {
-        if !self.dirty {
-            return;
-        }
-        if let Err(e) = self.store.commit(&mut self.state) {
+        if self.fleet.take_dirty()
+            && let Err(e) = self.store.commit(self.fleet.state_mut())
+        {
             let message = format!("could not save state: {e}");
-            self.emit(Event::Notice { message });
+            self.emit(&Event::Notice { message });
         }
-        self.dirty = false;
+        for (job, stop) in self.to_spawn.drain(..) {
+            tokio::spawn(run_attempt(job, self.tx.clone(), stop));
+        }
     }
 
-    fn in_scope(&self, id: &str) -> bool {
-        self.tasks.get(id).is_some() && self.scope.as_ref().is_none_or(|s| s.contains(id))
+    /// Carry out what the fleet decided, in order.
+    fn carry_out(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Emit(event) => self.emit(&event),
+                Effect::Spawn(start) => self.spawn(*start),
+                Effect::ResolveStart(job) => {
+                    let task = job.task.clone();
+                    let handle = self.resolving.spawn_blocking(move || {
+                        let start = start_from::dependency_start(&job);
+                        (job.task, start)
+                    });
+                    self.jobs.insert(handle.id(), task);
+                }
+                Effect::PlanRetry {
+                    task,
+                    from_attempt,
+                    fresh_session,
+                } => {
+                    let Some(rec) = self.fleet.record(&task).cloned() else {
+                        self.fleet.plan_failed(&task);
+                        continue;
+                    };
+                    let config = self.fleet.config().clone();
+                    let log_root = self.log_root.clone();
+                    let id = task.clone();
+                    let handle = self.planning.spawn_blocking(move || {
+                        let mut next = crate::retry::next_after_failure(
+                            &rec,
+                            from_attempt,
+                            &config,
+                            &log_root,
+                        );
+                        if fresh_session {
+                            next.resume_session = None;
+                        }
+                        (task, next)
+                    });
+                    self.jobs.insert(handle.id(), id);
+                }
+                Effect::StopAgents(level) => {
+                    for stop in self.stops.values() {
+                        // Fails only when the executor already ended: nothing to stop.
+                        let _ = stop.send(level);
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, start: Start) {
+        let (stop_tx, stop_rx) = watch::channel(self.fleet.stop_level());
+        self.stops.insert(start.task.clone(), stop_tx);
+        let config = self.fleet.config();
+        let job = AttemptJob {
+            log_path: self
+                .log_root
+                .join(&start.task)
+                .join(format!("{}.log", start.attempt)),
+            task: start.task,
+            attempt: start.attempt,
+            prepare: start.prepare,
+            backend: self.backends[start.pool].clone(),
+            spec: start.spec,
+            credential: start.credential,
+            redactor: self.redactor.clone(),
+            timeout: config.agent_timeout,
+            stall: config.stall_timeout,
+            grace: config.kill_grace,
+            origin: start.origin,
+            expect_commits: start.expect_commits,
+            repo_dir: config.workspace.repo.clone(),
+        };
+        // Spawned at the next save, once this attempt's start is on disk.
+        self.to_spawn.push((job, stop_rx));
     }
 
     pub async fn run(mut self) -> RunSummary {
-        let pending = self
-            .state
-            .tasks
-            .iter()
-            .filter(|t| self.in_scope(&t.id) && t.status == TaskStatus::Pending)
-            .count();
-        let run_id = self
-            .state
-            .run
-            .as_ref()
-            .map(|r| r.id.clone())
-            .unwrap_or_default();
-        let pools = self
-            .config
-            .pools
-            .iter()
-            .map(|p| PoolInfo {
-                name: p.name.clone(),
-                backend: p.backend.kind().into(),
-                slots: p.max_worktrees,
-            })
-            .collect();
-        self.emit(Event::RunStarted {
-            run_id,
-            tasks: self.tasks.tasks.len(),
-            pending,
-            pools,
-        });
-        let queued: Vec<String> = self
-            .order
-            .iter()
-            .map(|&i| &self.tasks.tasks[i].id)
-            .filter(|id| {
-                self.in_scope(id)
-                    && self
-                        .state
-                        .task(id)
-                        .is_some_and(|r| r.status == TaskStatus::Pending)
-            })
-            .cloned()
-            .collect();
-        for task in queued {
-            self.emit(Event::Queued { task });
-        }
+        let opening = self.fleet.on_run_started();
+        self.carry_out(opening);
         let mut sigint = signal(SignalKind::interrupt()).ok();
         let mut sigterm = signal(SignalKind::terminate()).ok();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
-            self.update_blocked();
-            self.dispatch_ready();
+            let now = Now::current();
+            let starts = self.fleet.start_ready(now);
+            self.carry_out(starts);
             self.save();
-            for (job, stop) in self.to_spawn.drain(..) {
-                tokio::spawn(run_attempt(job, self.tx.clone(), stop));
-            }
-            if self.is_done() {
+            let (done, effects) = self.fleet.is_done(now);
+            self.carry_out(effects);
+            if done {
                 break;
             }
-            let wake = self.next_wake();
+            let wake = tokio::time::Instant::from_std(self.fleet.next_wake(now));
             tokio::select! {
                 Some(ev) = self.rx.recv() => self.apply(ev),
-                _ = recv_signal(&mut sigint) => self.interrupt(),
-                _ = recv_signal(&mut sigterm) => self.stop_requested(),
+                Some(joined) = self.resolving.join_next_with_id() => {
+                    let (task, start) = match joined {
+                        Ok((id, done)) => {
+                            self.jobs.remove(&id);
+                            done
+                        }
+                        // The git work panicked (a bug): the task cannot start.
+                        Err(e) => {
+                            let task = self.jobs.remove(&e.id()).unwrap_or_default();
+                            (task, Err(format!("internal error, please report it: building its start failed: {e}")))
+                        }
+                    };
+                    let effects = self.fleet.on_dependency_start(&task, start, Now::current());
+                    self.carry_out(effects);
+                }
+                Some(joined) = self.planning.join_next_with_id() => match joined {
+                    Ok((id, (task, next))) => {
+                        self.jobs.remove(&id);
+                        self.fleet.set_next(&task, next);
+                    }
+                    // Reading the log or the branch panicked (a bug): the
+                    // retry starts without the earlier attempt's context.
+                    Err(e) => {
+                        let task = self.jobs.remove(&e.id()).unwrap_or_default();
+                        let message = format!("internal error, please report it: planning the retry of {task} failed: {e}");
+                        self.emit(&Event::Notice { message });
+                        self.fleet.plan_failed(&task);
+                    }
+                },
+                _ = recv_signal(&mut sigint) => {
+                    let effects = self.fleet.on_interrupt();
+                    self.carry_out(effects);
+                }
+                _ = recv_signal(&mut sigterm) => {
+                    let effects = self.fleet.on_stop_requested();
+                    self.carry_out(effects);
+                }
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = tick.tick() => {
                     for r in &mut self.reporters { r.tick(); }
                 }
             }
         }
-        self.finish()
+        let (summary, effects) = self.fleet.finish(Now::current());
+        // The run's end compacts the journal into state.json.
+        self.fleet.take_dirty();
+        if let Err(e) = self.store.save(self.fleet.state()) {
+            let message = format!("could not save state: {e}");
+            self.emit(&Event::Notice { message });
+        }
+        self.carry_out(effects);
+        for r in &mut self.reporters {
+            r.finish();
+        }
+        summary
     }
 
     fn apply(&mut self, ev: RunEvent) {
@@ -276,42 +296,30 @@ impl Dispatcher {
                 created_branch,
                 note,
             } => {
-                if let Some(rec) = self.state.task_mut(&task) {
-                    rec.worktree = worktree;
-                    rec.origin = Some(origin);
-                    if created_branch {
-                        rec.branch_created = true;
-                    }
-                    if let Some(a) = rec.attempt_mut(attempt) {
-                        a.start_commit = Some(start_commit);
-                    }
-                    self.dirty = true;
-                }
+                self.fleet.on_started(
+                    &task,
+                    attempt,
+                    worktree,
+                    start_commit,
+                    origin,
+                    created_branch,
+                );
                 if let Some(message) = note {
-                    self.emit(Event::Notice { message });
+                    self.emit(&Event::Notice { message });
                 }
             }
             RunEvent::Session {
                 task,
                 attempt,
                 session_id,
-            } => {
-                if let Some(a) = self
-                    .state
-                    .task_mut(&task)
-                    .and_then(|r| r.attempt_mut(attempt))
-                {
-                    a.session_id = Some(session_id);
-                    self.dirty = true;
-                }
-            }
+            } => self.fleet.on_session(&task, attempt, session_id),
             RunEvent::Activity {
                 task,
                 attempt,
                 activity,
             } => {
                 let activity = self.redactor.redact(&activity).into_owned();
-                self.emit(Event::Activity {
+                self.emit(&Event::Activity {
                     task,
                     attempt,
                     activity,
@@ -321,7 +329,7 @@ impl Dispatcher {
                 task,
                 attempt,
                 quiet_secs,
-            } => self.emit(Event::Stalled {
+            } => self.emit(&Event::Stalled {
                 task,
                 attempt,
                 quiet_secs,
@@ -330,104 +338,13 @@ impl Dispatcher {
                 task,
                 attempt,
                 report,
-            } => self.finished(&task, attempt, *report),
-        }
-    }
-
-    fn is_done(&mut self) -> bool {
-        if !self.running.is_empty() {
-            return false;
-        }
-        if self.draining || self.stopped_because.is_some() {
-            return true;
-        }
-        let ready: Vec<String> = self
-            .tasks
-            .tasks
-            .iter()
-            .map(|t| t.id.clone())
-            .filter(|id| self.ready(id))
-            .collect();
-        if ready.is_empty() {
-            return true;
-        }
-        // Something is ready but nothing runs: is any pool ever usable?
-        let now = Utc::now();
-        let mut reasons = Vec::new();
-        let mut any_waitable = false;
-        for (i, p) in self.pools.iter().enumerate() {
-            if let Some(d) = &p.down {
-                reasons.push(format!("pool {}: {d}", p.name));
-                continue;
+            } => {
+                self.stops.remove(&task);
+                let effects = self
+                    .fleet
+                    .on_finished(&task, attempt, &report, Now::current());
+                self.carry_out(effects);
             }
-            match self
-                .creds
-                .available(&self.config.pools[i].credential, &self.state, now)
-            {
-                Availability::Ready(_) | Availability::ParkedUntil(_) => any_waitable = true,
-                Availability::Unusable(why) => reasons.push(format!("pool {}: {why}", p.name)),
-            }
-        }
-        if !any_waitable {
-            let reason = format!("no pool can run agents: {}", reasons.join("; "));
-            self.emit(Event::Notice {
-                message: reason.clone(),
-            });
-            self.stopped_because = Some((reason, Exit::CouldNotStart));
-            return true;
-        }
-        false
-    }
-
-    fn finish(mut self) -> RunSummary {
-        // Tasks that can no longer start because of a failed dependency.
-        self.update_blocked();
-        if let Some(run) = self.state.run.as_mut() {
-            run.ended_at = Some(Utc::now());
-        }
-        if let Err(e) = self.store.save(&self.state) {
-            let message = format!("could not save state: {e}");
-            self.emit(Event::Notice { message });
-        }
-        self.dirty = false;
-        let (mut succeeded, mut failed, mut blocked, mut pending) = (0, 0, 0, 0);
-        for t in self.tasks.tasks.iter().filter(|t| self.in_scope(&t.id)) {
-            match self.state.task(&t.id).map(|r| &r.status) {
-                Some(s) if s.is_success() => succeeded += 1,
-                Some(TaskStatus::Blocked { .. }) => blocked += 1,
-                Some(TaskStatus::Pending)
-                | Some(TaskStatus::Done {
-                    outcome: Outcome::Interrupted,
-                }) => pending += 1,
-                _ => failed += 1,
-            }
-        }
-        let interrupted = self.interrupts > 0;
-        let event = Event::RunFinished {
-            succeeded,
-            failed,
-            blocked,
-            pending,
-            cost_usd: self.run_cost,
-            interrupted,
-        };
-        self.emit(event);
-        for r in &mut self.reporters {
-            r.finish();
-        }
-        let exit = if interrupted {
-            Exit::Interrupted
-        } else if let Some((_, exit)) = &self.stopped_because {
-            *exit
-        } else if failed + blocked + pending == 0 {
-            Exit::Ok
-        } else {
-            Exit::TasksFailed
-        };
-        RunSummary {
-            exit,
-            stopped_because: self.stopped_because.map(|(r, _)| r),
-            interrupted,
         }
     }
 }

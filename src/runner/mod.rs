@@ -1,25 +1,38 @@
 //! The runner: dispatching tasks to pools and watching them.
 //!
 //! ```text
-//!                  RunEvent (mpsc)                      Event
-//!  executor ──┐                      ┌────────────┐  ┌──────────────┐
-//!  executor ──┼────────────────────▶ │ dispatcher │─▶│ reporters    │ terminal,
-//!  executor ──┘                      │ owns State │  │ (display only)│ events.jsonl
-//!       ▲  StopLevel (watch)         └─────┬──────┘  └──────────────┘
-//!       └──────────────────────────────────┤ state.json (atomic, at transitions)
-//!                                          ▼
+//!                   RunEvent (mpsc)              what happened, now
+//!  executor ──┐                      ┌────────────┐ ─────────────▶ ┌──────────────┐
+//!  executor ──┼────────────────────▶ │ dispatcher │                │ fleet: tasks │
+//!  executor ──┘                      │  select!   │ ◀───────────── │ + every rule │
+//!       ▲  StopLevel (watch)         └─┬───┬───┬──┘   Vec<Effect>  └──────────────┘
+//!       └──────────────────────────────┘   │   │            (sync: no I/O, no tokio)
+//!  spawn_blocking: dependency start, ◀─────┘   ├─▶ reporters (terminal, events.jsonl)
+//!    retry plan (git, logs) ── result ──▶ loop └─▶ state.json (when the fleet changed it)
+//!
 //!  each executor: prepare worktree → spawn agent on its backend → stream
 //!  output to .flocks/logs/<task>/<n>.log (not through the dispatcher) →
 //!  enforce timeout/stall/stop → commit leftovers → classify → Finished.
 //! ```
 //!
-//! The dispatcher is one `tokio::select!` loop over executor events, signals
-//! (Ctrl-C drains, stops, kills; SIGTERM from `flocks stop` stops), wake-ups
-//! (stagger, parked credentials, backoff) and a one-second tick.
+//! The fleet ([`fleet::Fleet`]) owns the run: the task lines and their
+//! records, indexed by id, pools, credentials, the stop level. It is fed what
+//! happened (`start_ready`, `on_finished`, `on_interrupt`, ...) with the time
+//! and answers with [`fleet::Effect`]s: emit an event, spawn an executor,
+//! build a dependency start, plan a retry, stop agents. The git work of the
+//! last two runs on blocking tasks and comes back as results to the loop. Its rules are unit
+//! tested without a process.
+//!
+//! The dispatcher is one `tokio::select!` loop over executor events, finished
+//! dependency starts, signals (Ctrl-C drains, stops, kills; SIGTERM from
+//! `flocks stop` stops), wake-ups (stagger, parked credentials, back-off) and
+//! a one-second tick. It carries out the fleet's effects in order and saves
+//! state when the fleet says it changed.
 
 pub mod credentials;
 pub mod dispatcher;
 pub mod executor;
+pub mod fleet;
 pub mod reconcile;
 pub mod sink;
 pub mod start_from;

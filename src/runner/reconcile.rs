@@ -13,11 +13,12 @@ use crate::state::{Outcome, State, TaskStatus};
 /// Returns what was done, for the user.
 pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<String> {
     let mut notes = Vec::new();
-    let running: Vec<String> = state
+    let running: Vec<usize> = state
         .tasks
         .iter()
-        .filter(|t| matches!(t.status, TaskStatus::Running { .. }))
-        .map(|t| t.id.clone())
+        .enumerate()
+        .filter(|(_, t)| matches!(t.status, TaskStatus::Running { .. }))
+        .map(|(i, _)| i)
         .collect();
     let prefix = format!("{project_key}:");
     let survivors = proc::tagged(&prefix);
@@ -46,12 +47,15 @@ pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<S
     notes.push(format!(
         "{} task(s) were left running by a flocks run that ended abruptly (pid {pid}); they go back to the queue: {}",
         running.len(),
-        running.join(", ")
+        running
+            .iter()
+            .map(|&i| state.tasks[i].id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
-    for id in running {
-        let Some(rec) = state.task_mut(&id) else {
-            continue;
-        };
+    for i in running {
+        let rec = &mut state.tasks[i];
+        let id = rec.id.clone();
         let attempt_no = match rec.status {
             TaskStatus::Running { attempt, .. } => attempt,
             _ => continue,
@@ -128,9 +132,11 @@ pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<S
                 a.end_tip = tip;
             }
         }
-        let _ = rec.transition(TaskStatus::Done {
+        if let Err(e) = rec.transition(TaskStatus::Done {
             outcome: Outcome::Interrupted,
-        });
+        }) {
+            notes.push(format!("internal error, please report it: {e}"));
+        }
     }
     notes
 }

@@ -4,35 +4,26 @@
 //! objects are built: no checkout, index or ref is touched, so dependencies
 //! that do not combine leave nothing behind and the task is blocked instead.
 
-use std::collections::HashSet;
-
 use git2::{Oid, Repository};
 
+use super::fleet::DependencyJob;
 use crate::land::{Applied, commits, pick, task_range};
-use crate::state::State;
-use crate::tasks::TaskSet;
+use crate::state::TaskRecord;
 
-/// Every task `id` depends on, directly or not, each once, in `order`
-/// (indices of `tasks` with dependencies first).
-pub fn closure(tasks: &TaskSet, order: &[usize], id: &str) -> Vec<String> {
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut stack: Vec<&str> = tasks
-        .get(id)
-        .map(|t| t.depends_on.iter().map(String::as_str).collect())
-        .unwrap_or_default();
-    while let Some(d) = stack.pop() {
-        if seen.insert(d)
-            && let Some(t) = tasks.get(d)
-        {
-            stack.extend(t.depends_on.iter().map(String::as_str));
-        }
+/// The start of the task in `job`: None when its branch exists and is kept
+/// (a retry builds on it; `--fresh` rebuilds the start), or why the
+/// dependencies' work cannot be combined. Runs off the dispatch loop.
+pub fn dependency_start(job: &DependencyJob) -> Result<Option<String>, String> {
+    let repo = crate::git::open(&job.repo).map_err(|e| e.to_string())?;
+    let exists = crate::git::branch_tip(&repo, &job.branch)
+        .map_err(|e| e.to_string())?
+        .is_some();
+    if exists && !job.fresh {
+        return Ok(None);
     }
-    order
-        .iter()
-        .map(|&i| tasks.tasks[i].id.as_str())
-        .filter(|t| seen.contains(t))
-        .map(str::to_string)
-        .collect()
+    let base = crate::git::resolve_commit(&repo, &job.base).map_err(|e| e.to_string())?;
+    let ranges = ranges(&repo, &job.deps)?;
+    build(&repo, base, &ranges).map(|oid| Some(oid.to_string()))
 }
 
 /// One dependency's recorded work.
@@ -43,13 +34,11 @@ pub struct DepRange {
     pub tip: Oid,
 }
 
-/// The work of `deps`, or why one cannot be had.
-pub fn ranges(repo: &Repository, state: &State, deps: &[String]) -> Result<Vec<DepRange>, String> {
+/// The work of `deps` (their records), or why one cannot be had.
+pub fn ranges(repo: &Repository, deps: &[TaskRecord]) -> Result<Vec<DepRange>, String> {
     deps.iter()
-        .map(|d| {
-            let rec = state
-                .task(d)
-                .ok_or_else(|| format!("its dependency `{d}` has not run"))?;
+        .map(|rec| {
+            let d = &rec.id;
             let r = task_range(repo, rec)
                 .map_err(|why| format!("its dependency `{d}` cannot be started from: {why}"))?;
             Ok(DepRange {

@@ -403,6 +403,7 @@ pub struct InvalidTransition {
 
 impl TaskRecord {
     /// The one place a task's status changes.
+    #[must_use = "an illegal transition is a bug to surface, not to drop"]
     pub fn transition(&mut self, to: TaskStatus) -> Result<(), InvalidTransition> {
         use TaskStatus::*;
         let ok = match (&self.status, &to) {

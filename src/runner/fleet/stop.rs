@@ -1,9 +1,12 @@
 //! Ctrl-C and `flocks stop`: drain, stop gracefully, kill.
 
-use super::*;
+use super::{Effect, Fleet};
+use crate::report::Event;
+use crate::runner::StopLevel;
 
-impl Dispatcher {
-    pub(super) fn interrupt(&mut self) {
+impl Fleet {
+    /// Ctrl-C: the first drains, the second stops agents, the third kills them.
+    pub fn on_interrupt(&mut self) -> Vec<Effect> {
         self.interrupts += 1;
         match self.interrupts {
             1 => {
@@ -16,7 +19,7 @@ impl Dispatcher {
                         "interrupted: no new agents will start; {n} running agent(s) may finish. Ctrl-C again to stop them, a third time to kill them"
                     )
                 };
-                self.emit(Event::Notice { message });
+                vec![Effect::Emit(Event::Notice { message })]
             }
             2 => self.set_stop(StopLevel::Graceful),
             _ => self.set_stop(StopLevel::Kill),
@@ -24,7 +27,7 @@ impl Dispatcher {
     }
 
     /// SIGTERM (`flocks stop`): stop agents gracefully and save.
-    pub(super) fn stop_requested(&mut self) {
+    pub fn on_stop_requested(&mut self) -> Vec<Effect> {
         self.draining = true;
         self.interrupts = self.interrupts.max(2);
         let message = match self.running.len() {
@@ -34,10 +37,10 @@ impl Dispatcher {
                 self.config.kill_grace.as_secs_f64()
             ),
         };
-        self.raise_stop(StopLevel::Graceful, message);
+        self.raise_stop(StopLevel::Graceful, message)
     }
 
-    pub(super) fn set_stop(&mut self, level: StopLevel) {
+    fn set_stop(&mut self, level: StopLevel) -> Vec<Effect> {
         let n = self.running.len();
         let message = match level {
             StopLevel::Graceful => format!(
@@ -47,19 +50,19 @@ impl Dispatcher {
             StopLevel::Kill => format!("killing {n} agent(s)"),
             StopLevel::Run => String::new(),
         };
-        self.raise_stop(level, message);
+        self.raise_stop(level, message)
     }
 
     /// Raise the stop level to `level` (never lower it), saying `message`.
-    fn raise_stop(&mut self, level: StopLevel, message: String) {
+    fn raise_stop(&mut self, level: StopLevel, message: String) -> Vec<Effect> {
         self.draining = true;
         if level <= self.stop_level || level == StopLevel::Run {
-            return;
+            return Vec::new();
         }
         self.stop_level = level;
-        self.emit(Event::Notice { message });
-        for slot in self.running.values() {
-            let _ = slot.stop.send(level);
-        }
+        vec![
+            Effect::Emit(Event::Notice { message }),
+            Effect::StopAgents(level),
+        ]
     }
 }

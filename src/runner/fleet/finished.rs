@@ -1,0 +1,295 @@
+//! What an attempt's end means: the slot it frees, its cost, the attempt
+//! record, the task's next status (retry policy, re-queue cap, a lost
+//! session), and what the outcome says about credentials, pools, the API and
+//! the run (circuit breaker, cost cap).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{Effect, Fleet, Now, chrono_secs};
+use crate::error::Exit;
+use crate::report::Event;
+use crate::runner::AttemptReport;
+use crate::runner::credentials::DEFAULT_LOGIN;
+use crate::state::{Outcome, TaskStatus};
+
+/// Quick failures in a row that stop dispatching.
+pub const BREAKER_LIMIT: u32 = 3;
+/// An attempt that fails this fast, without a result, is a "quick failure".
+pub const QUICK_FAILURE: Duration = Duration::from_secs(30);
+/// Times a task may go back to the queue for reasons not its own.
+pub const REQUEUE_CAP: u32 = 8;
+
+impl Fleet {
+    /// An attempt ended.
+    pub fn on_finished(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        report: &AttemptReport,
+        now: Now,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let slot = self.running.remove(id);
+        if let Some(s) = &slot {
+            self.pools[s.pool].running = self.pools[s.pool].running.saturating_sub(1);
+            if let Some(c) = &s.credential {
+                self.creds.release(&c.name);
+            }
+        }
+        let quick = slot
+            .as_ref()
+            .is_some_and(|s| now.mono.saturating_duration_since(s.started) < QUICK_FAILURE);
+        let credential = slot
+            .as_ref()
+            .and_then(|s| s.credential.as_ref().map(|c| c.name.clone()));
+        let mut outcome = report.outcome.clone();
+        let cost = report
+            .result
+            .as_ref()
+            .and_then(|r| r.total_cost_usd)
+            .unwrap_or(0.0);
+        let turns = report
+            .result
+            .as_ref()
+            .and_then(|r| r.num_turns)
+            .unwrap_or(0);
+        self.run_cost = crate::output::units::sum_costs([self.run_cost, cost]);
+
+        // A resume the agent could not find: start fresh, without counting it.
+        let resumed = self
+            .record(id)
+            .and_then(|r| r.attempts.iter().find(|a| a.number == attempt))
+            .is_some_and(|a| a.resumed_from.is_some());
+        let lost_session =
+            resumed && report.no_conversation && !matches!(outcome, Outcome::Success);
+        if lost_session {
+            outcome = Outcome::SpawnFailed {
+                reason: "the session to resume no longer exists; starting fresh".into(),
+            };
+        }
+
+        let Some(rec) = self.record_mut(id) else {
+            return out;
+        };
+        if let Some(a) = rec.attempt_mut(attempt) {
+            a.ended_at = Some(now.wall);
+            a.outcome = Some(outcome.clone());
+            a.exit_code = report.exit_code;
+            a.result = report.result.clone();
+            if report.session_id.is_some() {
+                a.session_id = report.session_id.clone();
+            }
+            if a.start_commit.is_none() {
+                a.start_commit = report.start_commit.clone();
+            }
+            a.end_tip = report.end_tip.clone();
+            a.leftovers_committed = report.leftovers_committed;
+        }
+        self.dirty = true;
+
+        // Breaker: quick failures without a result in a row stop dispatching.
+        let quick_failure = quick
+            && report.result.is_none()
+            && matches!(
+                outcome,
+                Outcome::SpawnFailed { .. } | Outcome::Failed { .. }
+            )
+            && !lost_session;
+        let quick_failure =
+            quick_failure || matches!(outcome, Outcome::CredentialRejected { .. }) && quick;
+        if quick_failure {
+            self.quick_failures += 1;
+        } else if report.result.is_some() || matches!(outcome, Outcome::Success) {
+            self.quick_failures = 0;
+        }
+
+        let (status, requeue_reason) =
+            self.next_status(id, attempt, &outcome, lost_session, &mut out);
+        if out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })) {
+            self.planning.insert(id.to_string());
+        }
+        self.transition(id, status, &mut out);
+        out.push(Effect::Emit(Event::Finished {
+            task: id.to_string(),
+            attempt,
+            outcome: outcome.clone(),
+            duration_secs: report.duration_secs,
+            cost_usd: cost,
+            turns,
+            commits: report.new_commits,
+        }));
+        if let Some(reason) = requeue_reason {
+            out.push(Effect::Emit(Event::Requeued {
+                task: id.to_string(),
+                reason,
+            }));
+        }
+
+        // What the outcome says about credentials, pools and the API.
+        match &outcome {
+            Outcome::RateLimited { resets_at, .. } => {
+                let name = credential.unwrap_or_else(|| DEFAULT_LOGIN.into());
+                self.park(&name, *resets_at, "rate limited", now.wall, &mut out);
+            }
+            Outcome::CredentialRejected { reason, .. } => {
+                let name = credential.unwrap_or_else(|| DEFAULT_LOGIN.into());
+                let entry = self.state.credentials.entry(name.clone()).or_default();
+                entry.disabled = Some(reason.clone());
+                out.push(Effect::Emit(Event::CredentialDisabled {
+                    credential: name,
+                    reason: reason.clone(),
+                }));
+            }
+            Outcome::Overloaded => {
+                self.overloads += 1;
+                let secs = (30u64 << self.overloads.min(5)).min(600);
+                self.state.backoff_until = Some(now.wall + chrono_secs(secs));
+                out.push(Effect::Emit(Event::Notice {
+                    message: format!(
+                        "the API is overloaded (529): pausing new agents for {}",
+                        crate::report::human_duration(secs as f64)
+                    ),
+                }));
+            }
+            // Only a backend with hosts reports a lost host: its pool is done.
+            Outcome::HostLost { reason } => {
+                if let Some(s) = &slot {
+                    let pool = &mut self.pools[s.pool];
+                    pool.down = Some(reason.clone());
+                    let message =
+                        format!("pool {} is not used again in this run: {reason}", pool.name);
+                    out.push(Effect::Emit(Event::Notice { message }));
+                }
+            }
+            Outcome::Success => {
+                self.overloads = 0;
+            }
+            _ => {}
+        }
+
+        if self.quick_failures >= BREAKER_LIMIT && self.stopped_because.is_none() {
+            let reason = format!(
+                "dispatch stopped: {} attempts in a row failed within {} of starting; the last one {}",
+                self.quick_failures,
+                crate::report::human_duration(QUICK_FAILURE.as_secs_f64()),
+                outcome.describe()
+            );
+            out.push(Effect::Emit(Event::Notice {
+                message: reason.clone(),
+            }));
+            self.stopped_because = Some((reason, Exit::CouldNotStart));
+        }
+        if let Some(limit) = self.config.max_cost_usd
+            && self.run_cost >= limit
+            && self.stopped_because.is_none()
+        {
+            let reason = format!(
+                "the run has cost {}, reaching max_cost_usd = {limit}: no new agents start; running ones finish",
+                crate::output::units::money(self.run_cost)
+            );
+            out.push(Effect::Emit(Event::Notice {
+                message: reason.clone(),
+            }));
+            self.stopped_because = Some((reason, Exit::TasksFailed));
+        }
+        out
+    }
+
+    /// The retry policy: the task's status after `outcome`, and why it went
+    /// back to the queue when it did.
+    fn next_status(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        outcome: &Outcome,
+        lost_session: bool,
+        out: &mut Vec<Effect>,
+    ) -> (TaskStatus, Option<String>) {
+        let done = || TaskStatus::Done {
+            outcome: outcome.clone(),
+        };
+        let supervise = self.opts.supervise;
+        let max_retries = self.opts.max_retries;
+        let Some(rec) = self.record_mut(id) else {
+            return (done(), None);
+        };
+        match outcome {
+            Outcome::Success | Outcome::Interrupted => (done(), None),
+            Outcome::Failed { .. } | Outcome::TimedOut | Outcome::Stalled => {
+                let used = rec.counted_failures();
+                if supervise && used < 1 + max_retries {
+                    out.push(Effect::PlanRetry {
+                        task: id.to_string(),
+                        from_attempt: attempt,
+                        fresh_session: false,
+                    });
+                    let reason = format!("{}; retry {used} of {max_retries}", outcome.describe());
+                    (TaskStatus::Pending, Some(reason))
+                } else {
+                    (done(), None)
+                }
+            }
+            Outcome::HostLost { .. } if !supervise => (done(), None),
+            Outcome::SpawnFailed { .. }
+            | Outcome::RateLimited { .. }
+            | Outcome::Overloaded
+            | Outcome::CredentialRejected { .. }
+            | Outcome::HostLost { .. } => {
+                rec.requeues += 1;
+                if lost_session {
+                    // Start fresh, carrying the context of the attempt it meant to resume.
+                    let from_attempt = rec
+                        .attempts
+                        .iter()
+                        .rev()
+                        .find(|a| a.number < attempt && a.session_id.is_some())
+                        .map(|a| a.number)
+                        .unwrap_or(attempt);
+                    out.push(Effect::PlanRetry {
+                        task: id.to_string(),
+                        from_attempt,
+                        fresh_session: true,
+                    });
+                }
+                if rec.requeues > REQUEUE_CAP {
+                    (done(), None)
+                } else {
+                    (TaskStatus::Pending, Some(outcome.describe()))
+                }
+            }
+        }
+    }
+
+    /// Park a credential until its limit resets (or, without a reset time,
+    /// for an exponential back-off).
+    fn park(
+        &mut self,
+        name: &str,
+        resets_at: Option<DateTime<Utc>>,
+        why: &str,
+        now: DateTime<Utc>,
+        out: &mut Vec<Effect>,
+    ) {
+        let entry = self.state.credentials.entry(name.to_string()).or_default();
+        let until = match resets_at {
+            Some(t) if t > now => {
+                entry.backoff_level = 0;
+                t
+            }
+            _ => {
+                let secs = (60u64 << entry.backoff_level.min(6)).min(3600);
+                entry.backoff_level += 1;
+                now + chrono_secs(secs)
+            }
+        };
+        entry.parked_until = Some(until);
+        self.dirty = true;
+        out.push(Effect::Emit(Event::CredentialParked {
+            credential: name.to_string(),
+            until,
+            reason: why.to_string(),
+        }));
+    }
+}

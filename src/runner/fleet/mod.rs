@@ -1,0 +1,482 @@
+//! The fleet: the run's task model and every dispatch rule, as plain
+//! synchronous code. No I/O, no tokio, no processes: the dispatcher feeds it
+//! what happened (`on_finished`, `on_interrupt`, ...) with the time, and
+//! carries out the [`Effect`]s it returns.
+//!
+//! One task model: each task line and its state record sit side by side,
+//! found by id through one index (no linear lookups).
+
+mod finished;
+mod schedule;
+mod stop;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::StopLevel;
+use super::credentials::Credentials;
+use crate::agent::AgentSpec;
+use crate::backend::PrepareJob;
+use crate::config::Config;
+use crate::error::Exit;
+use crate::prompt::Template;
+use crate::report::{Event, PoolInfo};
+use crate::state::{InvalidTransition, NextAttempt, Outcome, State, TaskRecord, TaskStatus};
+use crate::tasks::{Task, TaskSet, dependency_order};
+
+pub use finished::{BREAKER_LIMIT, QUICK_FAILURE, REQUEUE_CAP};
+
+/// The wall clock (for state and credentials) and the monotonic clock (for
+/// stagger and quick failures), read once per step by the dispatcher.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub wall: DateTime<Utc>,
+    pub mono: Instant,
+}
+
+impl Now {
+    pub fn current() -> Now {
+        Now {
+            wall: Utc::now(),
+            mono: Instant::now(),
+        }
+    }
+}
+
+/// What the dispatcher does for the fleet. (No `Debug`: a start carries a
+/// credential's secret.)
+pub enum Effect {
+    /// Tell the reporters.
+    Emit(Event),
+    /// Start an attempt: spawn its executor.
+    Spawn(Box<Start>),
+    /// Build the start commit of a `start_from = "dependencies"` task off the
+    /// dispatch loop, and report it back with [`Fleet::on_dependency_start`].
+    ResolveStart(Box<DependencyJob>),
+    /// Work out how a failed attempt's retry starts (reads its log and the
+    /// branch: off the dispatch loop) and hand it back with
+    /// [`Fleet::set_next`]. The task does not start until then.
+    PlanRetry {
+        task: String,
+        /// The attempt whose context the retry carries.
+        from_attempt: u32,
+        /// Start a fresh session (the one to resume is gone).
+        fresh_session: bool,
+    },
+    /// Raise every running agent's stop level.
+    StopAgents(StopLevel),
+}
+
+/// One attempt to start, as the fleet decided it.
+pub struct Start {
+    pub task: String,
+    pub attempt: u32,
+    pub pool: usize,
+    pub credential: Option<String>,
+    pub prepare: PrepareJob,
+    pub spec: AgentSpec,
+    /// The task's origin when its branch keeps its work.
+    pub origin: Option<String>,
+    pub expect_commits: bool,
+}
+
+/// The inputs of a dependency start: the records of the task's dependencies
+/// (transitively, in dependency order) as they are now.
+#[derive(Debug)]
+pub struct DependencyJob {
+    pub task: String,
+    pub branch: String,
+    pub repo: PathBuf,
+    pub base: String,
+    pub fresh: bool,
+    pub deps: Vec<TaskRecord>,
+}
+
+/// A pool as the fleet sees it.
+#[derive(Debug, Clone)]
+pub struct PoolSlots {
+    pub name: String,
+    pub slots: usize,
+    pub running: usize,
+    /// A pool that lost its host is not used again in this run.
+    pub down: Option<String>,
+}
+
+/// A task holding a slot: its attempt runs, or its start is being built.
+struct Slot {
+    pool: usize,
+    credential: Option<crate::agent::spec::Injected>,
+    started: Instant,
+    /// None while a dependency start is being built.
+    attempt: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub supervise: bool,
+    pub max_retries: u32,
+    /// Exit (5) instead of waiting when every credential is parked.
+    pub no_wait: bool,
+    /// Live progress bars when stdout is a terminal (plain lines otherwise);
+    /// read by the command that picks the reporters, not by the dispatcher.
+    pub progress: bool,
+}
+
+/// How a run ended.
+pub struct RunSummary {
+    pub exit: Exit,
+    pub stopped_because: Option<String>,
+    pub interrupted: bool,
+}
+
+/// The fleet's inputs.
+pub struct FleetParts {
+    pub config: Arc<Config>,
+    pub state: State,
+    pub tasks: TaskSet,
+    /// The tasks this run may start (all of `tasks` when None).
+    pub scope: Option<HashSet<String>>,
+    pub template: Option<Template>,
+    pub pools: Vec<PoolSlots>,
+    pub creds: Credentials,
+    pub opts: RunOptions,
+    pub project_key: String,
+}
+
+/// Where a task sits: its line, its place in the dependency order, its record.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    task: Option<usize>,
+    order_pos: Option<usize>,
+    record: Option<usize>,
+}
+
+pub struct Fleet {
+    config: Arc<Config>,
+    state: State,
+    tasks: TaskSet,
+    index: HashMap<String, Entry>,
+    scope: Option<HashSet<String>>,
+    /// Indices of `tasks`, dependencies first.
+    order: Vec<usize>,
+    /// No task before this place in `order` is pending: where the search for
+    /// the next start begins. Moved back when a task becomes pending again.
+    cursor: usize,
+    /// A status changed in a way that may block or unblock a dependent.
+    blocked_stale: bool,
+    template: Option<Template>,
+    pools: Vec<PoolSlots>,
+    creds: Credentials,
+    running: HashMap<String, Slot>,
+    /// Tasks whose retry is being planned ([`Effect::PlanRetry`]).
+    planning: HashSet<String>,
+    opts: RunOptions,
+    project_key: String,
+    draining: bool,
+    stop_level: StopLevel,
+    interrupts: u32,
+    next_start: Option<Instant>,
+    quick_failures: u32,
+    stopped_because: Option<(String, Exit)>,
+    run_cost: f64,
+    overloads: u32,
+    waiting_note: Option<DateTime<Utc>>,
+    dirty: bool,
+    /// Illegal status changes seen in this run (bugs; each is also a notice).
+    invalid_transitions: u32,
+}
+
+impl Fleet {
+    pub fn new(p: FleetParts) -> Fleet {
+        let order =
+            dependency_order(&p.tasks.tasks).unwrap_or_else(|_| (0..p.tasks.tasks.len()).collect());
+        let mut index: HashMap<String, Entry> = HashMap::with_capacity(p.tasks.tasks.len());
+        for (i, t) in p.tasks.tasks.iter().enumerate() {
+            index.entry(t.id.clone()).or_default().task.get_or_insert(i);
+        }
+        for (pos, &i) in order.iter().enumerate() {
+            if let Some(e) = index.get_mut(&p.tasks.tasks[i].id) {
+                e.order_pos.get_or_insert(pos);
+            }
+        }
+        for (i, r) in p.state.tasks.iter().enumerate() {
+            index
+                .entry(r.id.clone())
+                .or_default()
+                .record
+                .get_or_insert(i);
+        }
+        Fleet {
+            config: p.config,
+            state: p.state,
+            tasks: p.tasks,
+            index,
+            scope: p.scope,
+            order,
+            cursor: 0,
+            blocked_stale: true,
+            template: p.template,
+            pools: p.pools,
+            creds: p.creds,
+            running: HashMap::new(),
+            planning: HashSet::new(),
+            opts: p.opts,
+            project_key: p.project_key,
+            draining: false,
+            stop_level: StopLevel::Run,
+            interrupts: 0,
+            next_start: None,
+            quick_failures: 0,
+            stopped_because: None,
+            run_cost: 0.0,
+            overloads: 0,
+            waiting_note: None,
+            dirty: false,
+            invalid_transitions: 0,
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// For the store's journal commit, which takes what changed.
+    pub fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Whether state changed since the last call (the dispatcher saves then).
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    pub fn stop_level(&self) -> StopLevel {
+        self.stop_level
+    }
+
+    /// Illegal status changes seen so far (each was reported as a notice).
+    pub fn invalid_transitions(&self) -> u32 {
+        self.invalid_transitions
+    }
+
+    fn task(&self, id: &str) -> Option<&Task> {
+        self.index
+            .get(id)
+            .and_then(|e| e.task)
+            .map(|i| &self.tasks.tasks[i])
+    }
+
+    pub fn record(&self, id: &str) -> Option<&TaskRecord> {
+        self.index
+            .get(id)
+            .and_then(|e| e.record)
+            .map(|i| &self.state.tasks[i])
+    }
+
+    /// The record to change; it is written to the journal at the next save.
+    fn record_mut(&mut self, id: &str) -> Option<&mut TaskRecord> {
+        let i = self.index.get(id).and_then(|e| e.record)?;
+        self.state.changed.mark(i);
+        Some(&mut self.state.tasks[i])
+    }
+
+    fn in_scope(&self, id: &str) -> bool {
+        self.task(id).is_some() && self.scope.as_ref().is_none_or(|s| s.contains(id))
+    }
+
+    /// Change a task's status; an illegal change is a bug in flocks: it is
+    /// counted and said as a notice, and the status stays as it was.
+    fn transition(&mut self, id: &str, to: TaskStatus, out: &mut Vec<Effect>) {
+        let Some(rec) = self.record_mut(id) else {
+            return;
+        };
+        let was_failed = fails_dependents(&rec.status);
+        let result: Result<(), InvalidTransition> = rec.transition(to);
+        match result {
+            Ok(()) => {
+                self.dirty = true;
+                let status = &self.record(id).map(|r| r.status.clone());
+                if was_failed || status.as_ref().is_some_and(fails_dependents) {
+                    self.blocked_stale = true;
+                }
+                if status == &Some(TaskStatus::Pending)
+                    && let Some(pos) = self.index.get(id).and_then(|e| e.order_pos)
+                {
+                    self.cursor = self.cursor.min(pos);
+                }
+            }
+            Err(e) => {
+                self.invalid_transitions += 1;
+                out.push(Effect::Emit(Event::Notice {
+                    message: format!("internal error, please report it: {e}"),
+                }));
+            }
+        }
+    }
+
+    /// The events that open a run: its pools and the queued tasks.
+    pub fn on_run_started(&mut self) -> Vec<Effect> {
+        let pending = self
+            .state
+            .tasks
+            .iter()
+            .filter(|t| self.in_scope(&t.id) && t.status == TaskStatus::Pending)
+            .count();
+        let run_id = self
+            .state
+            .run
+            .as_ref()
+            .map(|r| r.id.clone())
+            .unwrap_or_default();
+        let pools = self
+            .config
+            .pools
+            .iter()
+            .map(|p| PoolInfo {
+                name: p.name.clone(),
+                backend: p.backend.kind().into(),
+                slots: p.max_worktrees,
+            })
+            .collect();
+        let mut out = vec![Effect::Emit(Event::RunStarted {
+            run_id,
+            tasks: self.tasks.tasks.len(),
+            pending,
+            pools,
+        })];
+        for &i in &self.order {
+            let id = &self.tasks.tasks[i].id;
+            if self.in_scope(id)
+                && self
+                    .record(id)
+                    .is_some_and(|r| r.status == TaskStatus::Pending)
+            {
+                out.push(Effect::Emit(Event::Queued { task: id.clone() }));
+            }
+        }
+        out
+    }
+
+    /// The executor prepared the attempt's worktree.
+    pub fn on_started(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        worktree: PathBuf,
+        start_commit: String,
+        origin: String,
+        created_branch: bool,
+    ) {
+        if let Some(rec) = self.record_mut(id) {
+            rec.worktree = worktree;
+            rec.origin = Some(origin);
+            if created_branch {
+                rec.branch_created = true;
+            }
+            if let Some(a) = rec.attempt_mut(attempt) {
+                a.start_commit = Some(start_commit);
+            }
+            self.dirty = true;
+        }
+    }
+
+    /// The agent said which session it runs in.
+    pub fn on_session(&mut self, id: &str, attempt: u32, session_id: String) {
+        if let Some(a) = self.record_mut(id).and_then(|r| r.attempt_mut(attempt)) {
+            a.session_id = Some(session_id);
+            self.dirty = true;
+        }
+    }
+
+    /// How a retry starts, worked out by the dispatcher for [`Effect::PlanRetry`].
+    pub fn set_next(&mut self, id: &str, next: NextAttempt) {
+        self.planning.remove(id);
+        if let Some(rec) = self.record_mut(id) {
+            rec.next = Some(next);
+            self.dirty = true;
+        }
+    }
+
+    /// Planning a retry failed: it starts without the earlier attempt's context.
+    pub fn plan_failed(&mut self, id: &str) {
+        self.planning.remove(id);
+    }
+
+    /// Nothing runs and nothing more will start: the run is over. Says why
+    /// when no pool can ever run the ready tasks.
+    pub fn is_done(&mut self, now: Now) -> (bool, Vec<Effect>) {
+        schedule::is_done(self, now)
+    }
+
+    /// The end of the run: the last blocked tasks, the end time, the totals.
+    pub fn finish(&mut self, now: Now) -> (RunSummary, Vec<Effect>) {
+        let mut out = self.update_blocked();
+        if let Some(run) = self.state.run.as_mut() {
+            run.ended_at = Some(now.wall);
+        }
+        self.dirty = true;
+        let (mut succeeded, mut failed, mut blocked, mut pending) = (0, 0, 0, 0);
+        for t in self.tasks.tasks.iter().filter(|t| self.in_scope(&t.id)) {
+            match self.record(&t.id).map(|r| &r.status) {
+                Some(s) if s.is_success() => succeeded += 1,
+                Some(TaskStatus::Blocked { .. }) => blocked += 1,
+                Some(TaskStatus::Pending)
+                | Some(TaskStatus::Done {
+                    outcome: Outcome::Interrupted,
+                }) => pending += 1,
+                _ => failed += 1,
+            }
+        }
+        let interrupted = self.interrupts > 0;
+        out.push(Effect::Emit(Event::RunFinished {
+            succeeded,
+            failed,
+            blocked,
+            pending,
+            cost_usd: self.run_cost,
+            interrupted,
+        }));
+        let exit = if interrupted {
+            Exit::Interrupted
+        } else if let Some((_, exit)) = &self.stopped_because {
+            *exit
+        } else if failed + blocked + pending == 0 {
+            Exit::Ok
+        } else {
+            Exit::TasksFailed
+        };
+        let summary = RunSummary {
+            exit,
+            stopped_because: self.stopped_because.as_ref().map(|(r, _)| r.clone()),
+            interrupted,
+        };
+        (summary, out)
+    }
+}
+
+/// A status that blocks the task's dependents: it ended, not in success, or
+/// it is blocked itself.
+fn fails_dependents(status: &TaskStatus) -> bool {
+    matches!(status, TaskStatus::Done { outcome } if *outcome != Outcome::Success)
+        || matches!(status, TaskStatus::Blocked { .. })
+}
+
+/// A duration as chrono's, saturating.
+fn chrono_secs(secs: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000))
+}
+
+/// `t` on the monotonic clock, given `now` on both.
+fn mono_at(now: Now, t: DateTime<Utc>) -> Instant {
+    now.mono + (t - now.wall).to_std().unwrap_or(Duration::ZERO)
+}
