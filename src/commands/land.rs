@@ -3,42 +3,10 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::cli::TaskSource;
+use crate::cli::LandArgs;
 use crate::error::{Error, Exit, Result};
 use crate::land::{self, LandLock, LandOptions};
 use crate::project::Project;
-
-#[derive(clap::Args, Debug, Default)]
-pub struct LandArgs {
-    /// Land only these tasks (default: every succeeded task not landed yet).
-    pub ids: Vec<String>,
-    /// Do not ask for confirmation.
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-    /// Only list what would land; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// With --dry-run: print the plan as JSON.
-    #[arg(long, requires = "dry_run")]
-    pub json: bool,
-    /// Do not run [validate] commands before moving the target.
-    #[arg(long)]
-    pub no_validate: bool,
-    /// When validation fails, find the tasks that break it by bisection and
-    /// land the others.
-    #[arg(long, conflicts_with = "no_validate")]
-    pub bisect: bool,
-    /// Redo each task whose cherry-pick conflicts with an agent, from the
-    /// current target, and land it (needs the project lock).
-    #[arg(long)]
-    pub resolve: bool,
-    /// With --resolve: the task file the tasks come from.
-    #[command(flatten)]
-    pub source: TaskSource,
-    /// Put the target back where the last land found it.
-    #[arg(long, conflicts_with_all = ["ids", "json", "no_validate", "bisect", "resolve"])]
-    pub undo: bool,
-}
 
 pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
     if args.source.tasks.is_some() && !args.resolve {

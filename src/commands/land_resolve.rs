@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  land ──> conflicted ──mark (project lock): backup ref, NextAttempt{fresh, base: target}──>
-//!  run::execute (dispatcher) ──> succeeded ──> land those (and their dependents) ──> one report
+//!  service::run::execute (dispatcher) ──> succeeded ──> land those (and their dependents) ──> one report
 //! ```
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +17,8 @@ use crate::land::{self, LandLock, LandOptions, Report, TaskOutcome};
 use crate::project::Project;
 use crate::prompt::Template;
 use crate::runner::RunOptions;
-use crate::state::{NextAttempt, TaskStatus};
+use crate::service::load;
+use crate::service::run::{Redo as RedoMark, Requeue, RunRequest, execute};
 use crate::tasks::TaskSet;
 
 /// Ready to redo conflicted tasks: the task list and template are loaded and
@@ -39,8 +40,7 @@ struct Redo {
 impl Resolver {
     /// Load the tasks and check the project lock (exit 5 when a run holds it).
     pub fn new(project: &Project, source: &TaskSource) -> Result<Resolver> {
-        let tasks = super::run::load_tasks(project, source)?;
-        let template = super::run::load_template(&project.config, &tasks)?;
+        let (tasks, template) = load::load(project, source)?;
         drop(project.lock("land --resolve").map_err(lock_error)?);
         Ok(Resolver { tasks, template })
     }
@@ -117,51 +117,32 @@ impl Resolver {
             // Bars on a terminal, plain lines otherwise, as `run` does.
             progress: true,
         };
-        let config = project.config.clone();
-        let marks: Vec<(String, u32, String)> = redos
-            .iter()
-            .map(|r| (r.id.clone(), r.before, r.context.clone()))
-            .collect();
-        let onto_text = onto.to_string();
-        let dispatched = super::run::execute(
+        let requeue = Requeue::Redo {
+            onto,
+            tasks: redos
+                .iter()
+                .map(|r| RedoMark {
+                    id: r.id.clone(),
+                    before: r.before,
+                    context: r.context.clone(),
+                })
+                .collect(),
+        };
+        let dispatched = execute(
             Project::from_config(project.config.clone()),
-            self.tasks,
-            self.template,
-            Some(scope),
-            run_opts,
-            "land --resolve",
-            move |state, _| {
-                let repo = crate::git::open(&config.workspace.repo)?;
-                for (id, before, context) in marks {
-                    let Some(rec) = state.task_mut(&id) else {
-                        continue;
-                    };
-                    if let Some((name, tip)) =
-                        land::resolve::backup(&repo, &rec.branch, &id, before)?
-                    {
-                        say(&format!(
-                            "resolve: {id}: {} was at {} (kept as {name}); it starts over from {}",
-                            rec.branch,
-                            &tip.to_string()[..10],
-                            &onto_text[..10]
-                        ));
-                    }
-                    rec.next = Some(NextAttempt {
-                        fresh: true,
-                        resume_session: None,
-                        resume_pool: None,
-                        ended: None,
-                        context: Some(context),
-                        base: Some(onto_text.clone()),
-                    });
-                    rec.requeues = 0;
-                    if rec.status != TaskStatus::Pending {
-                        let _ = rec.transition(TaskStatus::Pending);
-                    }
-                }
-                Ok(())
+            RunRequest {
+                tasks: self.tasks,
+                template: self.template,
+                scope: Some(scope),
+                opts: run_opts,
+                command: "land --resolve",
+                requeue,
             },
-        );
+        )
+        .map(|finished| {
+            finished.print();
+            finished.exit
+        });
         let exit = match dispatched {
             Ok(exit) => exit,
             Err(e) => {

@@ -52,11 +52,3 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
     crate::backend::ssh::stop_masters();
     result
 }
-
-/// A multi-threaded runtime for the commands that dispatch agents.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| crate::error::Error::Other(format!("cannot start the async runtime: {e}")))
-}

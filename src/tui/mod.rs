@@ -3,7 +3,7 @@
 //! `.flocks/events.jsonl` from any terminal and never writes state.
 //!
 //! ```text
-//!  state.json ──status::build──┐
+//!  state.json ──view::build──┐
 //!  events.jsonl ──EventFeed────┼─▶ App (app.rs) ──view::draw──▶ terminal
 //!  keys ──input::action────────┘
 //! ```
