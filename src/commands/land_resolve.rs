@@ -141,10 +141,10 @@ impl Resolver {
         )
         .map(|finished| {
             finished.print();
-            finished.exit
+            finished.interrupted
         });
-        let exit = match dispatched {
-            Ok(exit) => exit,
+        let interrupted = match dispatched {
+            Ok(interrupted) => interrupted,
             Err(e) => {
                 let e = lock_error(e);
                 for r in &redos {
@@ -191,7 +191,7 @@ impl Resolver {
                 }
             }
         }
-        if exit == Exit::Interrupted {
+        if interrupted {
             for id in redone.keys() {
                 note(
                     &mut report,

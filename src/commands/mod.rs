@@ -1,24 +1,24 @@
 //! One file per subcommand. `dispatch` maps the parsed command line to them.
 
-pub mod clean;
-pub mod completions;
-pub mod diff;
-pub mod down;
-pub mod hosts;
-pub mod init;
-pub mod land;
-pub mod land_resolve;
-pub mod logs;
-pub mod man;
-pub mod plan;
-pub mod retry;
-pub mod run;
-pub mod sail;
-pub mod shell;
-pub mod status;
-pub mod stop;
-pub mod tasks;
-pub mod up;
+mod clean;
+mod completions;
+mod diff;
+mod down;
+mod hosts;
+mod init;
+mod land;
+mod land_resolve;
+mod logs;
+mod man;
+mod plan;
+mod retry;
+mod run;
+mod sail;
+mod shell;
+mod status;
+mod stop;
+mod tasks;
+mod up;
 
 use crate::cli::{Cli, Command};
 use crate::error::{Exit, Result};

@@ -6,7 +6,8 @@
 
 use git2::{Oid, Repository};
 
-use super::apply::{self, Applied};
+use super::apply;
+use crate::git::cherry_pick::Applied;
 use super::plan::{Plan, PlanStatus};
 use super::record::{CommitMap, LandedTask};
 use super::{TaskOutcome, TaskReport};

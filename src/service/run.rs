@@ -42,6 +42,8 @@ pub(crate) struct Finished {
     /// The summary table of the tasks in scope.
     pub summary: String,
     pub stopped_because: Option<String>,
+    /// Ctrl-C stopped it (its exit is then [`Exit::Interrupted`]).
+    pub interrupted: bool,
 }
 
 impl Finished {
@@ -176,6 +178,7 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
         exit: summary.exit,
         summary: crate::report::summary::render(&state, &ids, &log_root, &landed),
         stopped_because: summary.stopped_because,
+        interrupted: summary.interrupted,
     })
 }
 

@@ -2,7 +2,7 @@
 //! `.flocks/state.json`. Only the holder of `.flocks/lock` writes it.
 
 mod lock;
-pub mod store;
+pub(crate) mod store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -8,7 +8,10 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
-use super::{Action, App, Stamped, action, draw};
+use super::app::App;
+use super::feed::Stamped;
+use super::input::{Action, action};
+use super::view::draw;
 use crate::report::Event;
 use crate::state::Outcome;
 use crate::view::{CredentialView, PoolView, RunView, StatusView, TaskView, Totals};
