@@ -52,8 +52,8 @@ pub use validate::Validation;
 pub(crate) use crate::git::cherry_pick::pick;
 
 use crate::error::{Error, Exit, Result};
-use crate::project::Project;
 pub(crate) use crate::git::cherry_pick::Applied;
+use crate::project::Project;
 use chain::Chain;
 use range::short;
 use validate::Validator;

@@ -130,4 +130,3 @@ pub struct PoolInfo {
     pub backend: String,
     pub slots: usize,
 }
-
