@@ -73,6 +73,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory
     Man(ManArgs),
+    /// Accept flocks.toml, the task source, templates and .git's hooks and
+    /// configs as they are now, after container or remote agents ran
+    Trust,
 }
 
 #[derive(Args, Debug)]

@@ -31,5 +31,6 @@ pub mod state;
 pub(crate) mod suggest;
 pub mod supervisor;
 pub(crate) mod tasks;
+pub(crate) mod trust;
 pub(crate) mod tui;
 pub(crate) mod view;

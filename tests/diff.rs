@@ -79,6 +79,13 @@ fn diff_shows_the_tasks_change_plain_when_not_on_a_terminal() {
         "{shown}"
     );
     assert!(!shown.contains('\x1b'), "no colour off a terminal");
+    // Asked for, colour comes through a pipe too, as with every command.
+    let forced = p.flocks(&["--color", "always", "diff", "a"]);
+    assert_eq!(code(&forced), 0, "{}", text(&forced));
+    assert_eq!(
+        String::from_utf8(forced.stdout).unwrap(),
+        git_out(&p, &["diff", "--color=always", "main", "flocks/a"])
+    );
 
     let out = p.flocks(&["diff", "a", "--stat"]);
     assert_eq!(code(&out), 0, "{}", text(&out));

@@ -297,6 +297,14 @@ fn missing_container() {
     assert_eq!(p.t.task("t")["attempts"][0]["pool"], "here");
 
     p.config("", &docker_pool);
+    // The first run started container agents: an edited flocks.toml is
+    // trusted again only when the user says so.
+    let o = p.t.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&o), 5, "{}", text(&o));
+    assert!(text(&o).contains("flocks.toml changed"), "{}", text(&o));
+    let o = p.t.flocks(&["trust"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(text(&o).contains("flocks.toml changed"), "{}", text(&o));
     p.t.tasks(&[json!({"id": "u", "prompt": "@fake commit u.txt\n"})]);
     let o = p.t.flocks(&["run", "--no-progress"]);
     assert_eq!(code(&o), 5, "{}", text(&o));

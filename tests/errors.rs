@@ -92,7 +92,7 @@ fn a_wrong_type_in_flocks_toml_names_the_key_and_says_what_it_expects() {
         "[validate]\ncomands = []\n",
         &["run"],
         4,
-        "field `validate.comands`: unknown key: the keys here are `commands` or `timeout_secs`",
+        "field `validate.comands`: unknown key: the keys here are `commands`, `timeout_secs` or `pool`",
     );
     config_error(
         "[containers]\nname = \"l\"\n",

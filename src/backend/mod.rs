@@ -164,6 +164,8 @@ impl Backend {
     }
 
     pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+        // Moved by flocks and its own agent while container agents run.
+        docker::guard::exempt_branch(&job.branch);
         match self {
             Backend::Local(b) => b.prepare(job).await.map_err(PrepareError::Failed),
             Backend::Ssh(b) => b.prepare(job).await,
@@ -187,11 +189,15 @@ impl Backend {
         branch: &str,
         attempt: u32,
     ) -> Result<Finished, String> {
-        match self {
+        let finished = match self {
             Backend::Local(b) => b.finish(ws, task, branch, attempt).await,
             Backend::Ssh(b) => b.finish(ws, task, branch, attempt).await,
             Backend::Docker(b) => b.finish(ws, task, branch, attempt).await,
-        }
+        };
+        // flocks is done moving it: guarded again, where flocks left it.
+        let b = branch.to_string();
+        let _ = tokio::task::spawn_blocking(move || docker::guard::settle_branch(&b)).await;
+        finished
     }
 
     /// The task succeeded and its work is on its branch: give its worktree back.

@@ -11,7 +11,8 @@ use crate::project::Project;
 pub fn run(project: &Project, args: &DiffArgs) -> Result<Exit> {
     let change = crate::land::change(project, &args.task)?;
     let terminal = std::io::stdout().is_terminal();
-    let color = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // `--color`, NO_COLOR and CLICOLOR_FORCE, as every command.
+    let color = crate::output::colour();
     let mut git = Command::new("git");
     git.arg("-C")
         .arg(project.repo_dir())

@@ -28,7 +28,7 @@ pub fn run(project: &Project, args: &ShellArgs) -> Result<Exit> {
         .map(|p| (p.name.clone(), &p.backend));
     let worktree = rec.worktree.display().to_string();
     match pool {
-        None | Some((_, BackendConfig::Local)) => local_shell(&rec.worktree),
+        None | Some((_, BackendConfig::Local)) => local_shell(&checked(project, rec)?),
         Some((_, BackendConfig::Ssh(s))) => {
             let t = Target::from_config(s);
             remote_shell(&t, &worktree, &args.task)
@@ -45,8 +45,26 @@ pub fn run(project: &Project, args: &ShellArgs) -> Result<Exit> {
                 })?;
             remote_shell(&t, &worktree, &args.task)
         }
-        Some((name, BackendConfig::Docker(d))) => container_shell(project, &name, d, &rec.worktree),
+        Some((name, BackendConfig::Docker(d))) => {
+            container_shell(project, &name, d, &checked(project, rec)?)
+        }
     }
+}
+
+/// The task's worktree on this machine, checked to be this repo's (state.json
+/// is writable by agents in containers).
+fn checked(project: &Project, rec: &crate::state::TaskRecord) -> Result<std::path::PathBuf> {
+    if !rec.worktree.exists() {
+        // Said below, in the words of each kind of shell.
+        return Ok(rec.worktree.clone());
+    }
+    crate::git::check_task_worktree(
+        project.repo_dir(),
+        &project.config.worktrees_dir(),
+        &rec.id,
+        &rec.worktree,
+    )
+    .map_err(Error::Usage)
 }
 
 /// `docker exec -it` into the pool's container, at the worktree's path there.

@@ -88,6 +88,11 @@ fn in_words(key: Option<String>, message: &str) -> (Option<String>, String) {
         let message = if known.is_empty() || known.starts_with("there are no fields") {
             "unknown key: remove it".to_string()
         } else {
+            // serde lists three or more as "one of `a`, `b`, `c`": say "`a`, `b` or `c`".
+            let known = match known.rsplit_once(", ") {
+                Some((head, last)) if !known.contains(" or ") => format!("{head} or {last}"),
+                _ => known.to_string(),
+            };
             format!("unknown key: the keys here are {known}")
         };
         // The path already ends with the unknown key.
@@ -284,6 +289,14 @@ mod tests {
         assert_eq!(
             m,
             "unknown key: the keys here are `commands` or `timeout_secs`"
+        );
+        let (_, m) = in_words(
+            Some("validate.comands".into()),
+            "unknown field `comands`, expected one of `commands`, `timeout_secs`, `pool`",
+        );
+        assert_eq!(
+            m,
+            "unknown key: the keys here are `commands`, `timeout_secs` or `pool`"
         );
     }
 }

@@ -412,6 +412,51 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     canon(a) == canon(b)
 }
 
+/// Check that `path`, read from state.json (which agents in a container can
+/// write), is task `id`'s worktree of the repo at `repo_dir`: exactly
+/// `<root>/<id>`, no link on the way, and a linked worktree of this repo.
+/// The path, resolved, or why it is not one to touch.
+pub fn check_task_worktree(
+    repo_dir: &Path,
+    root: &Path,
+    id: &str,
+    path: &Path,
+) -> std::result::Result<PathBuf, String> {
+    let refuse = |why: &str| {
+        Err(format!(
+            "state.json names {} as task {id}'s worktree, but {why}; flocks leaves it alone",
+            path.display()
+        ))
+    };
+    let expected = root.join(id);
+    if crate::config::normalize_path(path) != crate::config::normalize_path(&expected)
+        || Path::new(id).components().count() != 1
+        || !matches!(
+            Path::new(id).components().next(),
+            Some(Component::Normal(_))
+        )
+    {
+        return refuse(&format!("it is not {}", expected.display()));
+    }
+    match fs::symlink_metadata(&expected) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return refuse("it is not a directory (a link?)"),
+        Err(e) => return refuse(&format!("it cannot be read ({e})")),
+    }
+    let (Ok(root_c), Ok(wt_c)) = (root.canonicalize(), expected.canonicalize()) else {
+        return refuse("it cannot be resolved");
+    };
+    if wt_c.parent() != Some(root_c.as_path()) {
+        return refuse("a link leads out of the worktrees directory");
+    }
+    let ours = Repository::open(repo_dir).map(|r| r.commondir().canonicalize());
+    let theirs = Repository::open(&wt_c).map(|r| (r.is_worktree(), r.commondir().canonicalize()));
+    match (ours, theirs) {
+        (Ok(Ok(a)), Ok((true, Ok(b)))) if a == b => Ok(wt_c),
+        _ => refuse("it is not a linked worktree of this repository"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,10 +59,22 @@ pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<S
         let worktree = rec.worktree.clone();
         let branch = rec.branch.clone();
         let mut tip = None;
+        // Local and container worktrees; remote ones (`host:path`) are the
+        // ssh backend's to recover.
         if worktree.exists() {
-            let msg = format!("flocks: uncommitted changes left by attempt {attempt_no}");
-            if let Err(e) = crate::git::commit_leftovers(&worktree, &msg) {
-                notes.push(format!("task {id}: could not commit its leftovers: {e}"));
+            match crate::git::check_task_worktree(
+                &config.workspace.repo,
+                &config.worktrees_dir(),
+                &id,
+                &worktree,
+            ) {
+                Ok(wt) => {
+                    let msg = format!("flocks: uncommitted changes left by attempt {attempt_no}");
+                    if let Err(e) = crate::git::commit_leftovers(&wt, &msg) {
+                        notes.push(format!("task {id}: could not commit its leftovers: {e}"));
+                    }
+                }
+                Err(why) => notes.push(format!("task {id}: {why}")),
             }
         }
         if let Ok(repo) = crate::git::open(&config.workspace.repo)

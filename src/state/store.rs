@@ -93,6 +93,18 @@ impl StateStore {
         // Older formats are read and brought up to date in memory; the file
         // changes only when the lock holder next saves it.
         state.upgrade();
+        // Agents in containers can write state.json: a task id becomes a
+        // path (logs, worktrees), so one that is not a valid id is refused.
+        for t in &state.tasks {
+            if let Err(why) = crate::tasks::valid_id(&t.id) {
+                return Err(Error::input(
+                    &self.path,
+                    None,
+                    Some("tasks.id"),
+                    format!("task id {:?} {why}; {left}", t.id),
+                ));
+            }
+        }
         Ok(state)
     }
 
@@ -173,5 +185,21 @@ mod tests {
         };
         store.save(&s).unwrap();
         assert_eq!(store.load().unwrap().backoff_until, s.backoff_until);
+    }
+
+    /// A task id that would be a path trick (state.json is writable by
+    /// agents in containers) is refused, naming the field.
+    #[test]
+    fn forged_task_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let text = format!(
+            "{{\"format_version\": {FORMAT_VERSION}, \"tasks\": [{{\"id\": \"../../x\", \"branch\": \"b\", \"worktree\": \"/w\", \"prompt_hash\": \"h\", \"status\": {{\"state\": \"pending\"}}}}]}}"
+        );
+        fs::write(store.path(), &text).unwrap();
+        let err = store.load().unwrap_err();
+        assert_eq!(err.exit(), crate::error::Exit::BadInput);
+        assert!(err.to_string().contains("tasks.id"), "{err}");
+        assert_eq!(fs::read_to_string(store.path()).unwrap(), text);
     }
 }

@@ -76,10 +76,17 @@ impl TestProject {
         let p = TestProject {
             repo,
             out,
-            env: vec![(
-                "FAKE_CLAUDE_HOME".into(),
-                tmp.path().join("fake-home").display().to_string(),
-            )],
+            env: vec![
+                (
+                    "FAKE_CLAUDE_HOME".into(),
+                    tmp.path().join("fake-home").display().to_string(),
+                ),
+                // flocks' trust records, out of the repo (and the user's home).
+                (
+                    "XDG_STATE_HOME".into(),
+                    tmp.path().join("state-home").display().to_string(),
+                ),
+            ],
             tmp,
         };
         p.git(&["init", "-q", "-b", "main"]);

@@ -1,17 +1,33 @@
 //! Guarding the host: an agent in a container can write the repo's shared
 //! `.git`, and git on the host would then run what it planted (a hook, a
-//! `core.fsmonitor` or `core.hooksPath` in the config). So `.git/config` and
-//! `.git/hooks` are snapshotted before attempts and compared after each one;
-//! a change is undone and fails the attempt.
+//! `core.fsmonitor` or `core.hooksPath` in a config, a filter driver named in
+//! `info/attributes`) or trust what it moved (the land target). So the places
+//! git executes from (`config`, `config.worktree`, `hooks/`, `info/attributes`,
+//! `worktrees/*/config{,.worktree}`) and every ref outside the tasks' own
+//! branches are snapshotted before attempts and compared after each one; a
+//! change is undone and fails the attempt.
+//!
+//! Reading never blocks and never follows a link: entries are `lstat`ed first,
+//! only regular files are opened (`O_NONBLOCK | O_NOFOLLOW`) and read up to a
+//! cap; a FIFO, socket or device there is itself a violation, and is removed.
 //!
 //! Attempts overlap, and a change cannot be traced to one agent: the baseline
 //! is taken when no attempt on the repo is running, and a change found by any
 //! attempt's check fails every attempt that was running when it was found.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+
+pub use super::refs::exempt_branch;
+use super::{fsat, refs};
+
+/// Files larger than this in a guarded place are not read: a violation.
+const MAX_FILE: u64 = 1 << 20;
+/// Deeper directories under `hooks/` are not walked: a violation.
+const MAX_DEPTH: usize = 8;
 
 /// One guarded repository (its common git dir), shared by every pool.
 pub struct Guard {
@@ -22,6 +38,7 @@ pub struct Guard {
 #[derive(Default)]
 struct Inner {
     baseline: Option<Snapshot>,
+    refs: Option<BTreeMap<String, String>>,
     next: u64,
     /// Running attempts, with the violation found while they ran.
     active: HashMap<u64, Option<String>>,
@@ -29,14 +46,10 @@ struct Inner {
 
 /// The guard of the repository whose common git dir is `git_dir`.
 pub fn for_repo(git_dir: &Path) -> Arc<Guard> {
-    static ALL: OnceLock<Mutex<HashMap<PathBuf, Arc<Guard>>>> = OnceLock::new();
     let key = git_dir
         .canonicalize()
         .unwrap_or_else(|_| git_dir.to_path_buf());
-    let mut all = ALL
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut all = registry().lock().unwrap_or_else(|e| e.into_inner());
     all.entry(key.clone())
         .or_insert_with(|| {
             Arc::new(Guard {
@@ -47,12 +60,46 @@ pub fn for_repo(git_dir: &Path) -> Arc<Guard> {
         .clone()
 }
 
+fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Guard>>> {
+    static ALL: OnceLock<Mutex<HashMap<PathBuf, Arc<Guard>>>> = OnceLock::new();
+    ALL.get_or_init(Default::default)
+}
+
+/// A task's attempt is over and flocks has put its work on its branch: from
+/// now on the branch is guarded like any other ref, at where flocks left it
+/// (until the task is prepared again).
+pub fn settle_branch(branch: &str) {
+    let name = format!("refs/heads/{branch}");
+    let guards: Vec<Arc<Guard>> = registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    for g in guards {
+        let mut inner = g.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(base) = inner.refs.as_mut() {
+            match refs::target_of(&g.git_dir, &name) {
+                Some(to) => base.insert(name.clone(), to),
+                None => base.remove(&name),
+            };
+        }
+    }
+    refs::exempt()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&name);
+}
+
 impl Guard {
     /// An attempt starts. Returns its ticket for [`Guard::end`].
     pub fn begin(&self) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.active.is_empty() {
-            inner.baseline = Some(Snapshot::take(&self.git_dir));
+            let base = Snapshot::take(&self.git_dir);
+            base.remove_specials(&self.git_dir);
+            inner.baseline = Some(base);
+            inner.refs = refs::refs(&self.git_dir).ok();
         }
         inner.next += 1;
         let ticket = inner.next;
@@ -64,21 +111,66 @@ impl Guard {
     /// while it ran, if anything.
     pub fn end(&self, ticket: u64) -> Option<String> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changes = Vec::new();
         if let Some(base) = &inner.baseline {
             let now = Snapshot::take(&self.git_dir);
-            let changes = base.diff(&now);
-            if !changes.is_empty() {
-                let mut what = changes.join(", ");
+            let found = base.diff(&now);
+            if !found.is_empty() {
+                let mut what = found.join(", ");
                 if let Err(e) = base.restore(&self.git_dir, &now) {
                     what.push_str(&format!(" (restoring failed: {e})"));
                 }
-                for v in inner.active.values_mut() {
-                    v.get_or_insert_with(|| what.clone());
-                }
+                changes.push(what);
+            }
+        }
+        if let Some(base) = &inner.refs {
+            let exempt = refs::exempt()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let found = refs::restore_refs(&self.git_dir, base, &exempt);
+            if !found.is_empty() {
+                changes.push(found.join(", "));
+            }
+        }
+        if !changes.is_empty() {
+            let what = changes.join(", ");
+            for v in inner.active.values_mut() {
+                v.get_or_insert_with(|| what.clone());
             }
         }
         inner.active.remove(&ticket).flatten()
     }
+}
+
+/// What the places git executes from hold now, one line per entry (by path
+/// relative to the git dir), with the text of the small text files: what
+/// `flocks trust` records and compares.
+pub fn fingerprints(git_dir: &Path) -> BTreeMap<String, (String, Option<String>)> {
+    use sha2::{Digest, Sha256};
+    Snapshot::take(git_dir)
+        .entries
+        .into_iter()
+        // A directory is nothing to run (what is in it is recorded), and
+        // flocks itself makes some (`info/`) as a run starts.
+        .filter(|(_, e)| !matches!(e, Entry::Dir { .. }))
+        .map(|(p, e)| {
+            let (print, text) = match e {
+                Entry::File { mode, bytes, .. } => {
+                    let d = Sha256::digest(&bytes);
+                    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+                    (
+                        format!("file {mode:o} {hex}"),
+                        String::from_utf8(bytes).ok(),
+                    )
+                }
+                Entry::Dir { .. } => (String::new(), None),
+                Entry::Link { target } => (format!("link {}", target.display()), None),
+                Entry::Special { kind } => (format!("special {kind}"), None),
+            };
+            (format!(".git/{}", p.display()), (print, text))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,9 +189,14 @@ enum Entry {
     Link {
         target: PathBuf,
     },
+    /// Not something git should find there: a FIFO, socket or device, a
+    /// file over the size cap, a directory too deep. Always a violation.
+    Special {
+        kind: String,
+    },
 }
 
-/// `.git/config` and everything under `.git/hooks`, by path relative to `.git`.
+/// The guarded files, by path relative to `.git`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Snapshot {
     entries: BTreeMap<PathBuf, Entry>,
@@ -108,19 +205,59 @@ struct Snapshot {
 impl Snapshot {
     fn take(git_dir: &Path) -> Snapshot {
         let mut entries = BTreeMap::new();
-        for top in ["config", "hooks"] {
-            walk(git_dir, Path::new(top), &mut entries);
+        for top in ["config", "config.worktree", "hooks", "info"] {
+            walk(git_dir, Path::new(top), 0, top != "info", &mut entries);
+        }
+        if entries
+            .get(Path::new("info"))
+            .is_some_and(|e| matches!(e, Entry::Dir { .. }))
+        {
+            walk(
+                git_dir,
+                Path::new("info/attributes"),
+                0,
+                false,
+                &mut entries,
+            );
+        }
+        // Linked worktrees' own configs (git reads them with
+        // extensions.worktreeConfig); the worktree dirs themselves come and
+        // go with tasks.
+        if let Ok(rd) = std::fs::read_dir(git_dir.join("worktrees")) {
+            for e in rd.flatten() {
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let wt = Path::new("worktrees").join(e.file_name());
+                for f in ["config", "config.worktree"] {
+                    walk(git_dir, &wt.join(f), 0, false, &mut entries);
+                }
+            }
+        }
+        // What git2 reads refs from: only looked at for what would block it.
+        for top in ["refs", "packed-refs", "HEAD"] {
+            specials(git_dir, Path::new(top), 0, &mut entries);
         }
         Snapshot { entries }
+    }
+
+    /// Remove what would make reading refs block (FIFOs and the like).
+    fn remove_specials(&self, git_dir: &Path) {
+        for (p, e) in &self.entries {
+            if matches!(e, Entry::Special { .. }) {
+                let _ = std::fs::remove_file(git_dir.join(p));
+            }
+        }
     }
 
     /// What differs, for people: `.git/hooks/pre-commit added`.
     fn diff(&self, now: &Snapshot) -> Vec<String> {
         let mut out = Vec::new();
         for (p, e) in &now.entries {
-            match self.entries.get(p) {
-                None => out.push(format!(".git/{} added", p.display())),
-                Some(old) if old != e => out.push(format!(".git/{} changed", p.display())),
+            match (self.entries.get(p), e) {
+                (_, Entry::Special { kind }) => out.push(format!(".git/{} is {kind}", p.display())),
+                (None, _) => out.push(format!(".git/{} added", p.display())),
+                (Some(old), _) if old != e => out.push(format!(".git/{} changed", p.display())),
                 _ => {}
             }
         }
@@ -132,45 +269,41 @@ impl Snapshot {
         out
     }
 
-    /// Bring `git_dir` back to this snapshot (`now` is what is there).
+    /// Bring `git_dir` back to this snapshot (`now` is what is there). Every
+    /// step works relative to a directory opened without following links, so
+    /// an agent that swaps a directory for a link meanwhile cannot make flocks
+    /// (perhaps root) remove or write anything outside `.git`.
     fn restore(&self, git_dir: &Path, now: &Snapshot) -> std::io::Result<()> {
-        // Remove what was added (children before parents).
+        // Remove what was added or is not what it was (children before parents).
         for (p, e) in now.entries.iter().rev() {
-            if self.entries.get(p).is_some_and(|old| same_kind(old, e)) {
+            if !matches!(e, Entry::Special { .. })
+                && self.entries.get(p).is_some_and(|old| same_kind(old, e))
+            {
                 continue;
             }
-            let full = git_dir.join(p);
-            match e {
-                Entry::Dir { .. } => std::fs::remove_dir_all(&full).or_else(ignore_missing)?,
-                _ => std::fs::remove_file(&full).or_else(ignore_missing)?,
-            }
+            let (dir, name) = fsat::parent(git_dir, p)?;
+            fsat::remove_tree(&dir, &name).or_else(ignore_missing)?;
         }
         // Write back what differs (parents before children).
         for (p, e) in &self.entries {
-            if now.entries.get(p) == Some(e) {
+            if now.entries.get(p) == Some(e) && !matches!(e, Entry::Special { .. }) {
                 continue;
             }
-            let full = git_dir.join(p);
+            let (dir, name) = fsat::parent(git_dir, p)?;
             match e {
-                Entry::Dir { mode, uid, gid } => {
-                    std::fs::create_dir_all(&full)?;
-                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(*mode))?;
-                    let _ = std::os::unix::fs::lchown(&full, Some(*uid), Some(*gid));
-                }
+                Entry::Dir { mode, uid, gid } => fsat::make_dir(&dir, &name, *mode, (*uid, *gid))?,
                 Entry::File {
                     mode,
                     uid,
                     gid,
                     bytes,
-                } => {
-                    std::fs::write(&full, bytes)?;
-                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(*mode))?;
-                    let _ = std::os::unix::fs::lchown(&full, Some(*uid), Some(*gid));
-                }
+                } => fsat::write_file(&dir, &name, bytes, *mode, (*uid, *gid))?,
                 Entry::Link { target } => {
-                    let _ = std::fs::remove_file(&full);
-                    std::os::unix::fs::symlink(target, &full)?;
+                    fsat::remove_tree(&dir, &name).or_else(ignore_missing)?;
+                    nix::unistd::symlinkat(target.as_path(), &dir, name.as_os_str())?;
                 }
+                // What was already wrong before attempts began stays removed.
+                Entry::Special { .. } => {}
             }
         }
         Ok(())
@@ -189,36 +322,101 @@ fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
     }
 }
 
-fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
+/// Record `rel` (and, for a directory when `recurse`, what is in it) without
+/// following links or blocking.
+fn walk(root: &Path, rel: &Path, depth: usize, recurse: bool, out: &mut BTreeMap<PathBuf, Entry>) {
     let full = root.join(rel);
     let Ok(meta) = std::fs::symlink_metadata(&full) else {
         return;
     };
     let mode = meta.permissions().mode() & 0o7777;
     let (uid, gid) = (meta.uid(), meta.gid());
-    if meta.file_type().is_symlink() {
+    let ft = meta.file_type();
+    let entry = if ft.is_symlink() {
         let target = std::fs::read_link(&full).unwrap_or_default();
-        out.insert(rel.to_path_buf(), Entry::Link { target });
-    } else if meta.is_dir() {
-        out.insert(rel.to_path_buf(), Entry::Dir { mode, uid, gid });
-        let Ok(rd) = std::fs::read_dir(&full) else {
+        Entry::Link { target }
+    } else if ft.is_dir() {
+        if recurse && depth >= MAX_DEPTH {
+            out.insert(rel.to_path_buf(), special("a directory nested too deep"));
             return;
-        };
-        for e in rd.flatten() {
-            walk(root, &rel.join(e.file_name()), out);
         }
-    } else {
-        let bytes = std::fs::read(&full).unwrap_or_default();
-        out.insert(
-            rel.to_path_buf(),
-            Entry::File {
+        out.insert(rel.to_path_buf(), Entry::Dir { mode, uid, gid });
+        if recurse && let Ok(rd) = std::fs::read_dir(&full) {
+            for e in rd.flatten() {
+                walk(root, &rel.join(e.file_name()), depth + 1, true, out);
+            }
+        }
+        return;
+    } else if ft.is_file() {
+        match read_regular(&full, meta.len()) {
+            Ok(bytes) => Entry::File {
                 mode,
                 uid,
                 gid,
                 bytes,
             },
-        );
+            Err(kind) => special(&kind),
+        }
+    } else {
+        use std::os::unix::fs::FileTypeExt;
+        special(if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        })
+    };
+    out.insert(rel.to_path_buf(), entry);
+}
+
+/// Record only what is neither a directory nor a regular file under `rel`.
+fn specials(root: &Path, rel: &Path, depth: usize, out: &mut BTreeMap<PathBuf, Entry>) {
+    let Ok(meta) = std::fs::symlink_metadata(root.join(rel)) else {
+        return;
+    };
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        if depth < 2 * MAX_DEPTH
+            && let Ok(rd) = std::fs::read_dir(root.join(rel))
+        {
+            for e in rd.flatten() {
+                specials(root, &rel.join(e.file_name()), depth + 1, out);
+            }
+        }
+    } else if !(ft.is_file() || (ft.is_symlink() && rel == Path::new("HEAD"))) {
+        out.insert(rel.to_path_buf(), special("not a regular file"));
     }
+}
+
+fn special(kind: &str) -> Entry {
+    Entry::Special {
+        kind: kind.to_string(),
+    }
+}
+
+/// A regular file's bytes, or why it is not one to read.
+fn read_regular(path: &Path, len: u64) -> Result<Vec<u8>, String> {
+    if len > MAX_FILE {
+        return Err(format!("a file of {len} bytes (over {MAX_FILE})"));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("unreadable ({e})"))?;
+    // Swapped for something else between lstat and open.
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("unreadable ({e})"))?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(format!("a file over {MAX_FILE} bytes"));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -289,5 +487,121 @@ mod tests {
         std::fs::remove_dir_all(d.path().join("hooks")).unwrap();
         assert!(g.end(t).unwrap().contains("removed"));
         assert!(d.path().join("hooks/pre-commit.sample").exists());
+    }
+
+    /// A FIFO (or anything not a regular file) never blocks the check, is a
+    /// violation, and goes.
+    #[test]
+    fn fifo_in_hooks_is_a_violation_not_a_hang() {
+        let d = git_dir();
+        let g = for_repo(d.path());
+        let t = g.begin();
+        let fifo = d.path().join("hooks/post-checkout");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("config.worktree"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let why = g.end(t).unwrap();
+        assert!(why.contains(".git/hooks/post-checkout is a FIFO"), "{why}");
+        assert!(why.contains(".git/config.worktree is a FIFO"), "{why}");
+        assert!(std::fs::symlink_metadata(&fifo).is_err());
+    }
+
+    /// Refs outside the tasks' branches go back where they were.
+    #[test]
+    fn moved_refs_are_put_back() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(d.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@t").unwrap();
+        let tree = repo.treebuilder(None).unwrap().write().unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let c1 = repo
+            .commit(Some("refs/heads/main"), &sig, &sig, "1", &tree, &[])
+            .unwrap();
+        let p = repo.find_commit(c1).unwrap();
+        let c2 = repo.commit(None, &sig, &sig, "2", &tree, &[&p]).unwrap();
+        repo.reference("refs/heads/flocks/t", c1, true, "").unwrap();
+        let g = for_repo(&d.path().join(".git"));
+        exempt_branch("flocks/t");
+        let t = g.begin();
+        repo.reference("refs/heads/main", c2, true, "").unwrap();
+        repo.reference("refs/heads/flocks/t", c2, true, "").unwrap();
+        repo.reference("refs/tags/evil", c2, true, "").unwrap();
+        let why = g.end(t).unwrap();
+        assert!(
+            why.contains(&format!("refs/heads/main moved from {c1} to {c2}")),
+            "{why}"
+        );
+        assert!(why.contains("refs/tags/evil added"), "{why}");
+        assert!(!why.contains("flocks/t"), "{why}");
+        assert_eq!(repo.refname_to_id("refs/heads/main").unwrap(), c1);
+        assert_eq!(repo.refname_to_id("refs/heads/flocks/t").unwrap(), c2);
+        assert!(repo.find_reference("refs/tags/evil").is_err());
+    }
+
+    /// `hooks` swapped for a link to a directory outside: restoring removes
+    /// the link and rebuilds `hooks`, and touches nothing outside.
+    #[test]
+    fn restore_never_works_through_a_link() {
+        let d = git_dir();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("pre-commit.sample"), "theirs").unwrap();
+        std::fs::write(outside.path().join("keep"), "keep").unwrap();
+        let g = for_repo(d.path());
+        let t = g.begin();
+        std::fs::remove_dir_all(d.path().join("hooks")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("hooks")).unwrap();
+        let why = g.end(t).unwrap();
+        assert!(why.contains(".git/hooks changed"), "{why}");
+        assert!(
+            std::fs::symlink_metadata(d.path().join("hooks"))
+                .unwrap()
+                .is_dir()
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("hooks/pre-commit.sample")).unwrap(),
+            "#!/bin/sh\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("pre-commit.sample")).unwrap(),
+            "theirs"
+        );
+        assert!(outside.path().join("keep").exists());
+    }
+
+    /// A finished task's branch is guarded again, from where flocks left it.
+    #[test]
+    fn settled_branches_are_guarded_again() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(d.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@t").unwrap();
+        let tree = repo.treebuilder(None).unwrap().write().unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let c1 = repo
+            .commit(Some("refs/heads/main"), &sig, &sig, "1", &tree, &[])
+            .unwrap();
+        let p = repo.find_commit(c1).unwrap();
+        let c2 = repo.commit(None, &sig, &sig, "2", &tree, &[&p]).unwrap();
+        let g = for_repo(&d.path().join(".git"));
+        exempt_branch("flocks/settle-a");
+        exempt_branch("flocks/settle-b");
+        let a = g.begin();
+        let b = g.begin();
+        // Task b's attempt ends; flocks puts its work on its branch.
+        repo.reference("refs/heads/flocks/settle-b", c1, true, "")
+            .unwrap();
+        assert_eq!(g.end(b), None);
+        settle_branch("flocks/settle-b");
+        // Then a's agent moves b's branch: found, and put back.
+        repo.reference("refs/heads/flocks/settle-b", c2, true, "")
+            .unwrap();
+        let why = g.end(a).unwrap();
+        assert!(why.contains("refs/heads/flocks/settle-b moved"), "{why}");
+        assert_eq!(
+            repo.refname_to_id("refs/heads/flocks/settle-b").unwrap(),
+            c1
+        );
     }
 }

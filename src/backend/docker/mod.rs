@@ -5,10 +5,15 @@
 //! ```text
 //!  host                                   container
 //!  repo/.worktrees/<task>  ── bind ──▶    <workspace_mount>/.worktrees/<task>
-//!  flocks ── create/start exec ─────▶     sh AGENT (unsets, execs) ─▶ claude ─▶ tools
-//!         ◀── stdout/stderr (demuxed) ──  (every process tagged FLOCKS_ATTEMPT=<tag>)
-//!         ── second exec: sh KILLER <tag> <grace> ─▶ TERM, grace, KILL by tag
+//!  flocks ── create/start exec (root) ─▶ perl REAPER (subreaper) ─▶ claude (as the user) ─▶ tools
+//!         ── stdin: prompt, TERM/KILL ──▶  (every descendant reparents to the reaper;
+//!         ◀── stdout/stderr (demuxed) ──    it stops them all at exit, on TERM/KILL,
+//!                                            and when stdin ends: flocks is gone)
+//!         ── after the exec: sh KILLER <tag> ─▶ TERM, grace, KILL by the FLOCKS_ATTEMPT tag
 //! ```
+//!
+//! A container without perl gets the `sh` wrapper instead, and stopping
+//! relies on the tag alone (the run says so as it starts).
 //!
 //! The container is found once per run, as the run starts (`connect`: by name,
 //! by the devcontainer label, or as the one `flocks up` made). A container that
@@ -17,9 +22,11 @@
 //! task fails with a reason naming it, and the pool is not used again).
 
 pub mod engine;
+mod fsat;
 pub mod guard;
 pub mod lifecycle;
 mod owner;
+mod refs;
 pub mod scripts;
 
 use std::collections::{HashMap, HashSet};
@@ -66,6 +73,8 @@ pub struct DockerBackend {
     /// The container, found by `connect` (or the first attempt).
     target: tokio::sync::OnceCell<Result<Target, String>>,
     client: tokio::sync::OnceCell<Docker>,
+    /// Whether the container runs the reaper (has perl), probed once.
+    reaper: tokio::sync::OnceCell<bool>,
     guard: Arc<Guard>,
     /// Guard tickets of running attempts, by worktree.
     tickets: Mutex<HashMap<PathBuf, u64>>,
@@ -81,12 +90,16 @@ pub struct DockerControl {
     inner: Option<Arc<Ctl>>,
 }
 
+type Input = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
 struct Ctl {
     docker: Docker,
     target: Target,
     tag: String,
     grace: Duration,
     notes: mpsc::Sender<Chunk>,
+    /// The reaper's stdin, held open for the whole attempt (None: no reaper).
+    input: Option<Arc<tokio::sync::Mutex<Option<Input>>>>,
 }
 
 impl DockerControl {
@@ -103,7 +116,27 @@ impl DockerControl {
     }
 }
 
+/// Tell the reaper to stop the attempt. Whether it heard.
+async fn tell_reaper(c: &Ctl, grace: Duration) -> bool {
+    let Some(input) = &c.input else {
+        return false;
+    };
+    let mut input = input.lock().await;
+    let Some(w) = input.as_mut() else {
+        return false;
+    };
+    let line: &[u8] = if grace.is_zero() {
+        b"KILL\n"
+    } else {
+        b"TERM\n"
+    };
+    w.write_all(line).await.is_ok() && w.flush().await.is_ok()
+}
+
 async fn stop(c: Arc<Ctl>, grace: Duration) {
+    if tell_reaper(&c, grace).await {
+        return;
+    }
     if let Err(why) = kill_attempt(&c.docker, &c.target, Match::Exact, &c.tag, grace).await {
         let _ = c
             .notes
@@ -216,6 +249,7 @@ impl DockerBackend {
             project_key,
             target: tokio::sync::OnceCell::new(),
             client: tokio::sync::OnceCell::new(),
+            reaper: tokio::sync::OnceCell::new(),
             tickets: Mutex::new(HashMap::new()),
             owner,
             git_env,
@@ -230,6 +264,12 @@ impl DockerBackend {
             Ok(t) => {
                 if first {
                     self.reconcile(&t, notes).await;
+                    if !self.has_reaper(&t).await {
+                        notes.push(format!(
+                            "docker container `{}` cannot run flocks' reaper (it needs perl, and root able to become the exec user): flocks stops its agents by their FLOCKS_ATTEMPT tag, which an agent can remove, and cannot stop them if flocks itself is killed (see the README)",
+                            t.name
+                        ));
+                    }
                 }
                 None
             }
@@ -297,6 +337,21 @@ impl DockerBackend {
         }
     }
 
+    /// Whether the container can run the reaper (probed once).
+    async fn has_reaper(&self, t: &Target) -> bool {
+        *self
+            .reaper
+            .get_or_init(|| async {
+                let Ok(docker) = self.client().await else {
+                    return false;
+                };
+                engine::run(&docker, &t.id, scripts::reaper_probe(&t.user), vec![], "0")
+                    .await
+                    .is_ok_and(|o| o.code == Some(0))
+            })
+            .await
+    }
+
     async fn client(&self) -> Result<Docker, String> {
         self.client.get_or_try_init(engine::connect).await.cloned()
     }
@@ -321,9 +376,9 @@ impl DockerBackend {
                 let _ = wt.lock(Some("flocks: a container agent works here"));
             }
             if owner::needs_fixing(owner) {
-                owner::give_back_one(wts.root(), owner);
-                owner::give_back(&p.path, owner);
-                owner::give_back(&git_dir, owner);
+                owner::give_back_one(&repo_dir, wts.root(), owner);
+                owner::give_back(&repo_dir, &p.path, owner);
+                owner::give_back(&repo_dir, &git_dir, owner);
             }
             Ok(p)
         })
@@ -393,14 +448,27 @@ impl DockerBackend {
             Ok(d) => d,
             Err(e) => return Ok(lost(e)),
         };
-        let mut argv = vec![
-            "/bin/sh".to_string(),
-            "-c".into(),
-            scripts::AGENT.into(),
-            scripts::AGENT_NAME.into(),
-            program,
-        ];
-        argv.extend(spec.args.iter().cloned());
+        let reaper = self.has_reaper(&t).await;
+        let (argv, user) = if reaper {
+            let secs = self.grace.as_secs() + u64::from(self.grace.subsec_nanos() > 0);
+            let argv = scripts::reaper_argv(&t.user, secs, program, &spec.args);
+            (argv, "0".to_string())
+        } else {
+            let mut argv = vec![
+                "/bin/sh".to_string(),
+                "-c".into(),
+                scripts::AGENT.into(),
+                scripts::AGENT_NAME.into(),
+                program,
+            ];
+            argv.extend(spec.args.iter().cloned());
+            (argv, t.user.clone())
+        };
+        let mut env = self.env_for(&spec);
+        if reaper && env.iter().any(|kv| kv.starts_with("HOME=")) {
+            // Set by the config: the reaper keeps it for the agent.
+            env.push("FLOCKS_KEEP_HOME=1".into());
+        }
         let ticket = self.guard.begin();
         self.tickets
             .lock()
@@ -411,8 +479,8 @@ impl DockerBackend {
                 &t.id,
                 CreateExecOptions::<String> {
                     cmd: Some(argv),
-                    env: Some(self.env_for(&spec)),
-                    user: Some(t.user.clone()),
+                    env: Some(env),
+                    user: Some(user),
                     working_dir: Some(ws.agent_cwd.clone()),
                     attach_stdin: Some(true),
                     attach_stdout: Some(true),
@@ -435,17 +503,37 @@ impl DockerBackend {
         };
         let (tx, rx) = mpsc::channel(256);
         let prompt = spec.prompt;
-        let writer = tokio::spawn(async move {
-            // An agent that exits without reading its prompt: fine.
-            let _ = input.write_all(prompt.as_bytes()).await;
-            let _ = input.shutdown().await;
-        });
+        let (writer, held) = if reaper {
+            // The reaper reads the prompt, then holds the stream: its end is
+            // how the reaper learns that flocks is gone.
+            let held = Arc::new(tokio::sync::Mutex::new(None::<Input>));
+            let slot = held.clone();
+            let mut guard = slot.clone().lock_owned().await;
+            let writer = tokio::spawn(async move {
+                if input
+                    .write_all(&scripts::reaper_input(&prompt))
+                    .await
+                    .is_ok()
+                {
+                    *guard = Some(input);
+                }
+            });
+            (writer, Some(held))
+        } else {
+            let writer = tokio::spawn(async move {
+                // An agent that exits without reading its prompt: fine.
+                let _ = input.write_all(prompt.as_bytes()).await;
+                let _ = input.shutdown().await;
+            });
+            (writer, None)
+        };
         let ctl = Arc::new(Ctl {
             docker: docker.clone(),
             target: t.clone(),
             tag: spec.tag.clone(),
             grace: self.grace,
             notes: tx.clone(),
+            input: held.clone(),
         });
         let grace = self.grace;
         tokio::spawn(async move {
@@ -465,6 +553,12 @@ impl DockerBackend {
                 }
             }
             writer.abort();
+            if let Some(h) = &held {
+                // The reaper has exited: let the stream go.
+                if let Some(mut w) = h.lock().await.take() {
+                    let _ = w.shutdown().await;
+                }
+            }
             let mut info = conclude(&docker, &exec, &t, broken).await;
             if info.lost.is_none() {
                 // The agent is gone: stop whatever it left running.
@@ -525,9 +619,10 @@ impl DockerBackend {
         let result = super::finish_host_worktree(self.repo_dir.clone(), ws, branch, attempt).await;
         if owner::needs_fixing(self.owner) {
             let (owner, git_dir, path) = (self.owner, self.git_dir.clone(), ws.host_path.clone());
+            let repo_dir = self.repo_dir.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                owner::give_back(&path, owner);
-                owner::give_back(&git_dir, owner);
+                owner::give_back(&repo_dir, &path, owner);
+                owner::give_back(&repo_dir, &git_dir, owner);
             })
             .await;
         }
@@ -545,11 +640,12 @@ impl DockerBackend {
         let wts = self.worktrees.clone();
         let task = task.to_string();
         let (owner, git_dir) = (self.owner, self.git_dir.clone());
+        let repo_dir = self.repo_dir.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let _ = wts.recycle(&task);
             if owner::needs_fixing(owner) {
-                owner::give_back(wts.root(), owner);
-                owner::give_back(&git_dir, owner);
+                owner::give_back(&repo_dir, wts.root(), owner);
+                owner::give_back(&repo_dir, &git_dir, owner);
             }
         })
         .await;
@@ -603,7 +699,7 @@ pub fn give_to_repo_owner(config: &Config, path: &Path) {
     if let Ok(owner) = owner::owner_of(&repo_dir)
         && owner::needs_fixing(owner)
     {
-        owner::give_back(path, owner);
+        owner::give_back(&repo_dir, path, owner);
     }
 }
 

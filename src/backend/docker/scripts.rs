@@ -1,6 +1,18 @@
-//! The two small `sh` programs flocks runs inside a container.
+//! The small programs flocks runs inside a container: the reaper (perl), and
+//! the `sh` wrapper and killer it falls back to where there is no perl.
 //!
-//! Docker has no API to kill an exec (moby#35703), so every process of an
+//! Docker has no API to kill an exec (moby#35703). The reaper
+//! (`reaper.pl`, its protocol in its header) is the agent exec's first
+//! process: it makes itself the child subreaper, so every descendant of the
+//! agent reparents to it whatever the agent does (setsid, double forks,
+//! removing its environment tag), runs the agent as the exec user, who cannot
+//! signal it (it runs as root), and stops the whole tree when the agent exits,
+//! when flocks says so on its stdin, and when that stream ends because flocks
+//! is gone. A PID namespace or a cgroup would need privileges a stock
+//! devcontainer does not give (`unshare` is refused by docker's default
+//! seccomp profile, `/sys/fs/cgroup` is read-only); prctl needs none.
+//!
+//! Without perl, every process of an
 //! attempt carries `FLOCKS_ATTEMPT=<tag>` in its environment (inherited through
 //! setsid, double forks and reparenting), and stopping an attempt is a second
 //! exec, the killer, that finds them in `/proc/*/environ` and applies the
@@ -10,7 +22,40 @@
 //! Only fixed text is ever a script; data (the agent's argv, the tag, the
 //! variables to unset) travels as argv elements or in the environment.
 
-/// The agent exec: `sh -c AGENT flocks-agent <program> <args>...`. Unsets the
+/// The reaper: `perl -e REAPER -- <user> <grace secs> <program> <args>...`.
+pub const REAPER: &str = include_str!("reaper.pl");
+
+/// The reaper exec's argv.
+pub fn reaper_argv(user: &str, grace_secs: u64, program: String, args: &[String]) -> Vec<String> {
+    let mut argv = vec![
+        "perl".to_string(),
+        "-e".into(),
+        REAPER.into(),
+        "--".into(),
+        user.into(),
+        grace_secs.to_string(),
+        program,
+    ];
+    argv.extend(args.iter().cloned());
+    argv
+}
+
+/// What the reaper reads first on its stdin: the prompt's length, the prompt.
+pub fn reaper_input(prompt: &str) -> Vec<u8> {
+    let mut v = format!("{}\n", prompt.len()).into_bytes();
+    v.extend_from_slice(prompt.as_bytes());
+    v
+}
+
+/// The probe for the reaper, run as root: perl is there, and the reaper can
+/// be the subreaper and become `user`.
+pub fn reaper_probe(user: &str) -> Vec<String> {
+    let mut argv = reaper_argv(user, 0, "true".into(), &[]);
+    argv[5] = "probe".into();
+    argv
+}
+
+/// The agent exec without perl: `sh -c AGENT flocks-agent <program> <args>...`. Unsets the
 /// container's own variables listed in `FLOCKS_UNSET` (an exec's Env can set
 /// but not remove), then becomes the agent.
 pub const AGENT: &str = r#"for v in $FLOCKS_UNSET; do unset "$v"; done
@@ -202,5 +247,106 @@ mod tests {
         // Nothing tagged survives (the setsid'd sleeps included).
         let left = crate::proc::tagged(&tag);
         assert!(left.is_empty(), "left: {left:?}");
+    }
+
+    /// Run the reaper here, as this user, on `script`; returns the child,
+    /// its stdin held open, and the file where `script` writes a pid.
+    fn reaper(script: &str, d: &tempfile::TempDir) -> (std::process::Child, std::path::PathBuf) {
+        use std::io::Write;
+        let pidfile = d.path().join("pid");
+        let me = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
+        let argv = reaper_argv(
+            &me,
+            1,
+            "/bin/sh".into(),
+            &[
+                "-c".into(),
+                script.into(),
+                "x".into(),
+                pidfile.display().to_string(),
+            ],
+        );
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(&reaper_input("the prompt"))
+            .unwrap();
+        (child, pidfile)
+    }
+
+    fn pid_in(path: &std::path::Path) -> i32 {
+        for _ in 0..100 {
+            if let Ok(t) = std::fs::read_to_string(path)
+                && let Ok(p) = t.trim().parse()
+            {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no pid in {}", path.display());
+    }
+
+    fn gone(pid: i32) -> bool {
+        // Reaped by the reaper, or a zombie not yet: either way not running.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')))
+            .unwrap_or(true)
+    }
+
+    /// The agent gets the prompt; what it detached (new session, no tag) is
+    /// stopped when it exits; its exit code is the reaper's.
+    #[test]
+    fn reaper_stops_detached_processes_when_the_agent_exits() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut child, pidfile) = reaper(
+            "cat; env -u FLOCKS_ATTEMPT setsid sh -c 'echo $$ > \"$1\"; exec sleep 300' x \"$1\" >/dev/null 2>&1 & \
+             while [ ! -s \"$1\" ]; do sleep 0.05; done; exit 3",
+            &d,
+        );
+        // The prompt ends at its length: the agent's stdin is closed then,
+        // while the reaper's stays open (wait() would close it).
+        let pid = pid_in(&pidfile);
+        let _held = child.stdin.take();
+        let st = child.wait().unwrap();
+        assert_eq!(st.code(), Some(3));
+        assert!(gone(pid), "the detached process outlived the agent");
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert_eq!(out, "the prompt");
+    }
+
+    /// When its stdin ends (flocks is gone), the reaper stops everything.
+    #[test]
+    fn reaper_stops_everything_when_flocks_goes_away() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut child, pidfile) = reaper(
+            "trap '' TERM; setsid sh -c 'trap \"\" TERM; echo $$ > \"$1\"; while :; do sleep 1; done' x \"$1\" & sleep 300",
+            &d,
+        );
+        let pid = pid_in(&pidfile);
+        drop(child.stdin.take());
+        let st = child.wait().unwrap();
+        assert_eq!(st.code(), Some(137), "the agent was killed");
+        assert!(gone(pid), "a TERM-ignoring detached process survived");
+    }
+
+    #[test]
+    fn reaper_probe_succeeds_here() {
+        let me = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
+        let argv = reaper_probe(&me);
+        let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
