@@ -12,9 +12,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::{Chunk, Control, ExitInfo, Finished, PrepareJob, Running, Workspace};
+use super::{
+    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, PrepareError, PrepareJob,
+    Running, SpawnError, Workspace,
+};
 use crate::agent::AgentSpec;
-use crate::config::Config;
+use crate::config::{Config, PoolConfig};
 use crate::git::Worktrees;
 
 pub struct LocalBackend {
@@ -136,7 +139,7 @@ impl LocalBackend {
         _task: &str,
         branch: &str,
         attempt: u32,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, FinishError> {
         super::finish_host_worktree(self.repo_dir.clone(), ws, branch, attempt).await
     }
 
@@ -165,6 +168,62 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, tx: mpsc::Sender<Chunk>, 
                 }
             }
         }
+    }
+}
+
+impl Backend for LocalBackend {
+    fn slots(&self, pool: &PoolConfig) -> usize {
+        pool.max_worktrees
+    }
+
+    fn connect<'a>(&'a self, _notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
+        // This machine is there: nothing to connect to.
+        Box::pin(async { None })
+    }
+
+    fn down_reason(&self) -> Option<String> {
+        None
+    }
+
+    fn host_loss_takes_pool_down(&self) -> bool {
+        false
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        job: &'a PrepareJob,
+    ) -> BoxFuture<'a, Result<Workspace, PrepareError>> {
+        Box::pin(async move {
+            LocalBackend::prepare(self, job)
+                .await
+                .map_err(PrepareError::Failed)
+        })
+    }
+
+    fn spawn<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
+        Box::pin(async move {
+            LocalBackend::spawn(self, ws, spec)
+                .await
+                .map_err(SpawnError::Start)
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        task: &'a str,
+        branch: &'a str,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<Finished, FinishError>> {
+        Box::pin(LocalBackend::finish(self, ws, task, branch, attempt))
+    }
+
+    fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(LocalBackend::release(self, task))
     }
 }
 

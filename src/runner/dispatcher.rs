@@ -57,7 +57,7 @@ struct PoolRt {
     name: String,
     slots: usize,
     running: usize,
-    backend: Arc<Backend>,
+    backend: Arc<dyn Backend>,
     /// A pool that lost its host is not used again in this run.
     down: Option<String>,
 }
@@ -106,7 +106,7 @@ pub struct DispatcherParts {
     /// The tasks this run may start (all of `tasks` when None).
     pub scope: Option<std::collections::HashSet<String>>,
     pub template: Option<Template>,
-    pub backends: Vec<Arc<Backend>>,
+    pub backends: Vec<Arc<dyn Backend>>,
     pub creds: Credentials,
     pub redactor: Arc<Redactor>,
     pub reporters: Vec<Box<dyn Reporter>>,

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::agent::Redactor;
 use crate::agent::spec::{self, SpecInput};
-use crate::backend::{Backend, PrepareJob};
+use crate::backend::PrepareJob;
 use crate::error::{Error, Result};
 use crate::project::Project;
 use crate::runner::credentials::{Availability, Credentials};
@@ -89,7 +89,7 @@ pub(crate) fn prepare(project: &Project, req: SingleAttempt<'_>) -> Result<Prepa
         &config.workspace.repo,
         &config.worktrees_dir(),
     )?);
-    let backend = Arc::new(Backend::new(config, pool_cfg, worktrees)?);
+    let backend = crate::backend::for_pool(config, pool_cfg, worktrees)?;
     let redactor = Arc::new(Redactor::new(creds.secrets()));
     let spec = spec::build(SpecInput {
         config,

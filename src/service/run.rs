@@ -10,7 +10,6 @@ use chrono::Utc;
 use super::merge::{merge_tasks, requeue};
 use super::preflight::{check_agents, check_branches, check_no_live_run, check_repo};
 use crate::agent::Redactor;
-use crate::backend::Backend;
 use crate::error::{Exit, Result};
 use crate::project::Project;
 use crate::prompt::Template;
@@ -130,7 +129,7 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
     let backends = config
         .pools
         .iter()
-        .map(|p| Backend::new(&config, p, worktrees.clone()).map(Arc::new))
+        .map(|p| crate::backend::for_pool(&config, p, worktrees.clone()))
         .collect::<Result<Vec<_>>>()?;
     // Remote pools connect now (helper, mirror, setup): a host that is down
     // takes its pool out of this run, with a notice naming it.

@@ -42,7 +42,10 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::{Chunk, Control, ExitInfo, Finished, PrepareError, PrepareJob, Running, Workspace};
+use super::{
+    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, PrepareError, PrepareJob,
+    Running, SpawnError, Workspace,
+};
 use crate::agent::AgentSpec;
 use crate::config::{Config, DockerConfig, PoolConfig};
 use crate::git::Worktrees;
@@ -600,7 +603,7 @@ impl DockerBackend {
         _task: &str,
         branch: &str,
         attempt: u32,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, FinishError> {
         // The guard first: nothing on the host touches git before it is checked.
         let ticket = self
             .tickets
@@ -631,7 +634,9 @@ impl DockerBackend {
                 f.guard_violation = v;
                 Ok(f)
             }
-            (Err(e), Some(v)) => Err(format!("{e}; also, the agent changed {v}")),
+            (Err(e), Some(v)) => Err(FinishError::Measure(format!(
+                "{e}; also, the agent changed {v}"
+            ))),
             (Err(e), None) => Err(e),
         }
     }
@@ -649,6 +654,57 @@ impl DockerBackend {
             }
         })
         .await;
+    }
+}
+
+impl Backend for DockerBackend {
+    fn slots(&self, pool: &PoolConfig) -> usize {
+        pool.max_worktrees
+    }
+
+    fn connect<'a>(&'a self, notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
+        Box::pin(DockerBackend::connect(self, notes))
+    }
+
+    fn down_reason(&self) -> Option<String> {
+        DockerBackend::down_reason(self)
+    }
+
+    fn host_loss_takes_pool_down(&self) -> bool {
+        true
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        job: &'a PrepareJob,
+    ) -> BoxFuture<'a, Result<Workspace, PrepareError>> {
+        Box::pin(DockerBackend::prepare(self, job))
+    }
+
+    fn spawn<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
+        Box::pin(async move {
+            DockerBackend::spawn(self, ws, spec)
+                .await
+                .map_err(SpawnError::Start)
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        task: &'a str,
+        branch: &'a str,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<Finished, FinishError>> {
+        Box::pin(DockerBackend::finish(self, ws, task, branch, attempt))
+    }
+
+    fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(DockerBackend::release(self, task))
     }
 }
 

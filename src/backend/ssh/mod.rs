@@ -26,7 +26,10 @@ use tokio::sync::OnceCell;
 
 pub use conn::{SshError, Target, stop_masters};
 
-use super::{Chunk, Control, ExitInfo, Finished, PrepareError, PrepareJob, Running, Workspace};
+use super::{
+    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, PrepareError, PrepareJob,
+    Running, SpawnError, Workspace,
+};
 use crate::agent::AgentSpec;
 use crate::config::{BackendConfig, CommandSpec, Config, PoolConfig};
 use crate::git::Worktrees;
@@ -631,6 +634,61 @@ impl SshBackend {
         let _guard = h.admin.lock().await;
         let header = format!("FLOCKS-HELPER 1\nop release\ntask {task}\nend\n");
         let _ = h.target.helper(&header, OP_LIMIT).await;
+    }
+}
+
+impl Backend for SshBackend {
+    fn slots(&self, _pool: &PoolConfig) -> usize {
+        SshBackend::slots(self)
+    }
+
+    fn connect<'a>(&'a self, notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
+        Box::pin(self.connect_all(notes))
+    }
+
+    fn down_reason(&self) -> Option<String> {
+        SshBackend::down_reason(self)
+    }
+
+    fn host_loss_takes_pool_down(&self) -> bool {
+        true
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        job: &'a PrepareJob,
+    ) -> BoxFuture<'a, Result<Workspace, PrepareError>> {
+        Box::pin(SshBackend::prepare(self, job))
+    }
+
+    fn spawn<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
+        Box::pin(async move {
+            SshBackend::spawn(self, ws, spec)
+                .await
+                .map_err(SpawnError::Start)
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        task: &'a str,
+        branch: &'a str,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<Finished, FinishError>> {
+        Box::pin(async move {
+            SshBackend::finish(self, ws, task, branch, attempt)
+                .await
+                .map_err(FinishError::Measure)
+        })
+    }
+
+    fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(SshBackend::release(self, task))
     }
 }
 

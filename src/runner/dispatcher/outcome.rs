@@ -205,7 +205,7 @@ impl Dispatcher {
             }
             Outcome::HostLost { reason } => {
                 if let Some(s) = &slot
-                    && self.config.pools[s.pool].backend.kind() != "local"
+                    && self.pools[s.pool].backend.host_loss_takes_pool_down()
                 {
                     self.pools[s.pool].down = Some(reason.clone());
                     let message = format!(
