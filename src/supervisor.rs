@@ -141,7 +141,7 @@ impl Containment {
         }
         let tag = std::env::var(crate::agent::spec::TAG_VAR).unwrap_or_else(|_| "run".into());
         let cgroup = Cgroup::create(&crate::cgroup::name_for(&tag, std::process::id()))?;
-        let watchdog = exe().and_then(|exe| {
+        let watchdog = exe().map_err(|e| e.to_string()).and_then(|exe| {
             std::process::Command::new(exe)
                 .arg(SUBCOMMAND)
                 .arg("--watch-cgroup")
@@ -168,12 +168,17 @@ impl Containment {
     }
 }
 
+/// The flocks binary could not be found to run a supervisor.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot find the flocks binary: {0} (set FLOCKS_SUPERVISOR to its path)")]
+pub struct ExeError(#[from] std::io::Error);
+
 /// The flocks binary that runs supervisors: `FLOCKS_SUPERVISOR` or ourselves.
-pub fn exe() -> Result<std::path::PathBuf, String> {
+pub fn exe() -> Result<std::path::PathBuf, ExeError> {
     if let Some(p) = std::env::var_os("FLOCKS_SUPERVISOR") {
         return Ok(std::path::PathBuf::from(p));
     }
-    std::env::current_exe().map_err(|e| format!("cannot find the flocks binary: {e}"))
+    Ok(std::env::current_exe()?)
 }
 
 /// Start the agent, in `cgroup` if given.

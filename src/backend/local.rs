@@ -51,15 +51,15 @@ impl LocalBackend {
         }
     }
 
-    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, String> {
+    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
         let wts = self.worktrees.clone();
         let job = job.clone();
         let p = tokio::task::spawn_blocking(move || {
             wts.prepare(&job.task, &job.branch, &job.base, job.fresh)
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| PrepareError::Failed(e.to_string()))?
+        .map_err(|e| PrepareError::Failed(e.to_string()))?;
         Ok(Workspace {
             agent_cwd: p.path.display().to_string(),
             host_path: p.path,
@@ -69,7 +69,7 @@ impl LocalBackend {
         })
     }
 
-    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
+    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
         let program = resolve_program(&spec.program, &self.config_dir, &spec.env)?;
         let supervisor = crate::supervisor::exe()?;
         let mut cmd = Command::new(supervisor);
@@ -91,13 +91,20 @@ impl LocalBackend {
             cmd.env_remove(k);
         }
         cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start the flocks supervisor: {e}"))?;
-        let pid = child.id().ok_or("the supervisor exited at once")? as i32;
+        let failed = |reason: String| SpawnError::Process {
+            what: "the flocks supervisor",
+            reason,
+        };
+        let mut child = cmd.spawn().map_err(|e| failed(e.to_string()))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| failed("it exited at once".into()))? as i32;
 
         let (tx, rx) = mpsc::channel(256);
-        let mut stdin = child.stdin.take().ok_or("no stdin pipe")?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| failed("no stdin pipe".into()))?;
         let prompt = spec.prompt;
         tokio::spawn(async move {
             // An agent that exits without reading its prompt closes the pipe: fine.
@@ -193,11 +200,7 @@ impl Backend for LocalBackend {
         &'a self,
         job: &'a PrepareJob,
     ) -> BoxFuture<'a, Result<Workspace, PrepareError>> {
-        Box::pin(async move {
-            LocalBackend::prepare(self, job)
-                .await
-                .map_err(PrepareError::Failed)
-        })
+        Box::pin(LocalBackend::prepare(self, job))
     }
 
     fn spawn<'a>(
@@ -205,11 +208,7 @@ impl Backend for LocalBackend {
         ws: &'a Workspace,
         spec: AgentSpec,
     ) -> BoxFuture<'a, Result<Running, SpawnError>> {
-        Box::pin(async move {
-            LocalBackend::spawn(self, ws, spec)
-                .await
-                .map_err(SpawnError::Start)
-        })
+        Box::pin(LocalBackend::spawn(self, ws, spec))
     }
 
     fn finish<'a>(
@@ -233,16 +232,13 @@ pub fn resolve_program(
     program: &str,
     config_dir: &Path,
     env: &[(String, String)],
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, ProgramError> {
     if program.contains('/') {
         let p = crate::config::resolve_path(config_dir, Path::new(program));
         return if is_executable(&p) {
             Ok(p)
         } else {
-            Err(format!(
-                "agent command {} is not an executable file (check [agent] command in flocks.toml)",
-                p.display()
-            ))
+            Err(ProgramError::NotExecutable(p))
         };
     }
     let path = env
@@ -257,9 +253,21 @@ pub fn resolve_program(
             return Ok(candidate);
         }
     }
-    Err(format!(
-        "agent command `{program}` not found on PATH: install it, or set [agent] command in flocks.toml to its path"
-    ))
+    Err(ProgramError::NotFound(program.to_string()))
+}
+
+/// Why `[agent] command` cannot run on this machine.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProgramError {
+    #[error(
+        "agent command {} is not an executable file (check [agent] command in flocks.toml)",
+        .0.display()
+    )]
+    NotExecutable(PathBuf),
+    #[error(
+        "agent command `{0}` not found on PATH: install it, or set [agent] command in flocks.toml to its path"
+    )]
+    NotFound(String),
 }
 
 fn is_executable(p: &Path) -> bool {

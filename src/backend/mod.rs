@@ -114,10 +114,19 @@ pub enum PrepareError {
 }
 
 /// Why the agent could not be started in a prepared workspace.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
-    /// The agent program, its supervisor or its wrapper did not start where
-    /// the pool runs it: the reason says what to check.
+    /// `[agent] command` is not there (local pools).
+    #[error(transparent)]
+    Program(#[from] local::ProgramError),
+    /// The flocks binary that supervises a local agent is not found.
+    #[error(transparent)]
+    Supervisor(#[from] crate::supervisor::ExeError),
+    /// The process that runs the agent (the supervisor, `docker exec`, the
+    /// ssh helper) did not start: what and why.
+    #[error("cannot start {what}: {reason}")]
+    Process { what: &'static str, reason: String },
+    /// The pool could not start it (container, host): the reason says what to check.
     #[error("{0}")]
     Start(String),
 }
