@@ -159,7 +159,7 @@ pub async fn up(
     d: &DockerConfig,
     project_key: &str,
 ) -> Result<Up, String> {
-    let docker = engine::connect().await?;
+    let docker = engine::connect().await.map_err(|e| e.to_string())?;
     let lookup = super::lookup_for(&pool.name, d, project_key);
     if let Ok(info) = engine::find(&docker, &lookup).await {
         let id = info.id.clone().unwrap_or_default();
@@ -288,7 +288,7 @@ async fn remove(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error>
 
 /// Remove one container flocks created. Ok(false): it was gone already.
 pub async fn down(id: &str, name: &str) -> Result<bool, String> {
-    let docker = engine::connect().await?;
+    let docker = engine::connect().await.map_err(|e| e.to_string())?;
     match remove(&docker, id).await {
         Ok(()) => Ok(true),
         Err(e) if engine::is_not_found(&e) => Ok(false),

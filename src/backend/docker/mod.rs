@@ -293,7 +293,9 @@ impl DockerBackend {
         self.target
             .get_or_init(|| async {
                 let docker = self.client().await?;
-                let info = engine::find(&docker, &self.lookup).await?;
+                let info = engine::find(&docker, &self.lookup)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let id = info.id.clone().unwrap_or_default();
                 let name = engine::name_of(&info, &id);
                 let repo = engine::repo_in_container(
@@ -356,7 +358,11 @@ impl DockerBackend {
     }
 
     async fn client(&self) -> Result<Docker, String> {
-        self.client.get_or_try_init(engine::connect).await.cloned()
+        self.client
+            .get_or_try_init(engine::connect)
+            .await
+            .cloned()
+            .map_err(|e| e.to_string())
     }
 
     pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
@@ -722,8 +728,10 @@ pub async fn find_pool_target(
         .unwrap_or_else(|_| config.workspace.repo.clone());
     let owner = owner::owner_of(&repo_dir).unwrap_or((0, 0));
     let project_key = crate::project::key_of(&config.state_dir());
-    let docker = engine::connect().await?;
-    let info = engine::find(&docker, &lookup_for(&pool.name, d, &project_key)).await?;
+    let docker = engine::connect().await.map_err(|e| e.to_string())?;
+    let info = engine::find(&docker, &lookup_for(&pool.name, d, &project_key))
+        .await
+        .map_err(|e| e.to_string())?;
     let id = info.id.clone().unwrap_or_default();
     let name = engine::name_of(&info, &id);
     let repo = engine::repo_in_container(&info, &repo_dir, d.workspace_mount.as_deref(), &name)?;
