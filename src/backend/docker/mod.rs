@@ -284,7 +284,7 @@ impl DockerBackend {
     pub fn down_reason(&self) -> Option<String> {
         match self.target.get() {
             Some(Err(e)) => Some(e.clone()),
-            _ => None,
+            None | Some(Ok(_)) => None,
         }
     }
 

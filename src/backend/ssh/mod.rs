@@ -70,7 +70,8 @@ impl Host {
     fn down(&self) -> Option<String> {
         match self.ready.get() {
             Some(Err(SshError::Unreachable(m))) => Some(m.clone()),
-            _ => None,
+            // Not tried yet, connected, or up but its setup failed.
+            None | Some(Ok(_)) | Some(Err(SshError::Failed(_))) => None,
         }
     }
 }
