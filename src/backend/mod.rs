@@ -122,6 +122,13 @@ pub enum SpawnError {
     /// The flocks binary that supervises a local agent is not found.
     #[error(transparent)]
     Supervisor(#[from] crate::supervisor::ExeError),
+    /// The pool's host did not answer, or its helper failed (ssh pools).
+    #[error(transparent)]
+    Host(#[from] ssh::SshError),
+    /// A value for a remote agent (argv, env, tag) holds a newline or a NUL
+    /// byte, which the helper's line protocol cannot carry.
+    #[error("a value for the remote agent holds a newline; refusing to send it")]
+    Unsendable,
     /// The process that runs the agent (the supervisor, `docker exec`, the
     /// ssh helper) did not start: what and why.
     #[error("cannot start {what}: {reason}")]

@@ -443,11 +443,14 @@ impl SshBackend {
         env
     }
 
-    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
+    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
         let task = task_of(&spec);
-        let h = self
-            .host_of(&task)
-            .ok_or_else(|| format!("pool {}: no host was prepared for {task}", self.pool))?;
+        let h = self.host_of(&task).ok_or_else(|| {
+            SpawnError::Start(format!(
+                "pool {}: no host was prepared for {task}",
+                self.pool
+            ))
+        })?;
         let r = self.spawn_on(h, ws, &task, spec).await;
         if r.is_err() {
             self.unassign(&task);
@@ -461,8 +464,8 @@ impl SshBackend {
         _ws: &Workspace,
         task: &str,
         spec: AgentSpec,
-    ) -> Result<Running, String> {
-        let root = h.connect(&self.setup).await.map_err(|e| e.to_string())?;
+    ) -> Result<Running, SpawnError> {
+        let root = h.connect(&self.setup).await?;
         let grace_ds = (self.grace.as_millis() / 100).max(1);
         let mut header = format!(
             "FLOCKS-HELPER 1\nop run\ntask {task}\ntag {}\ngrace_ds {grace_ds}\nheartbeat {HEARTBEAT_SECS}\n",
@@ -485,22 +488,25 @@ impl SshBackend {
         let mut input = header.into_bytes();
         input.extend_from_slice(spec.prompt.as_bytes());
 
-        let mut cmd = h
-            .target
-            .command(&h.target.helper_command())
-            .map_err(|e| e.to_string())?;
+        let mut cmd = h.target.command(&h.target.helper_command())?;
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run ssh (is OpenSSH installed?): {e}"))?;
+        let mut child = cmd.spawn().map_err(|e| SpawnError::Process {
+            what: "ssh (is OpenSSH installed?)",
+            reason: e.to_string(),
+        })?;
         let pid = child.id();
-        let mut stdin = child.stdin.take().ok_or("no stdin pipe")?;
-        stdin
-            .write_all(&input)
-            .await
-            .map_err(|e| format!("host {}: cannot send the agent's start: {e}", h.target.host))?;
+        let mut stdin = child.stdin.take().ok_or(SpawnError::Process {
+            what: "ssh",
+            reason: "no stdin pipe".into(),
+        })?;
+        stdin.write_all(&input).await.map_err(|e| {
+            SpawnError::Start(format!(
+                "host {}: cannot send the agent's start: {e}",
+                h.target.host
+            ))
+        })?;
         let _ = stdin.flush().await;
         let stdin = Arc::new(tokio::sync::Mutex::new(Some(stdin)));
 
@@ -667,11 +673,7 @@ impl Backend for SshBackend {
         ws: &'a Workspace,
         spec: AgentSpec,
     ) -> BoxFuture<'a, Result<Running, SpawnError>> {
-        Box::pin(async move {
-            SshBackend::spawn(self, ws, spec)
-                .await
-                .map_err(SpawnError::Start)
-        })
+        Box::pin(SshBackend::spawn(self, ws, spec))
     }
 
     fn finish<'a>(
@@ -772,9 +774,9 @@ async fn pump<R: AsyncRead + Unpin>(
 }
 
 /// Header values are lines: a newline in one would forge the next line.
-fn one_line(v: &str) -> Result<&str, String> {
+fn one_line(v: &str) -> Result<&str, SpawnError> {
     if v.contains('\n') || v.contains('\0') {
-        Err("a value for the remote agent holds a newline; refusing to send it".into())
+        Err(SpawnError::Unsendable)
     } else {
         Ok(v)
     }
