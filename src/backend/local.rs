@@ -232,13 +232,13 @@ pub fn resolve_program(
     program: &str,
     config_dir: &Path,
     env: &[(String, String)],
-) -> Result<PathBuf, ProgramError> {
+) -> Result<PathBuf, super::ProgramError> {
     if program.contains('/') {
         let p = crate::config::resolve_path(config_dir, Path::new(program));
         return if is_executable(&p) {
             Ok(p)
         } else {
-            Err(ProgramError::NotExecutable(p))
+            Err(super::ProgramError::NotExecutable(p))
         };
     }
     let path = env
@@ -253,21 +253,7 @@ pub fn resolve_program(
             return Ok(candidate);
         }
     }
-    Err(ProgramError::NotFound(program.to_string()))
-}
-
-/// Why `[agent] command` cannot run on this machine.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ProgramError {
-    #[error(
-        "agent command {} is not an executable file (check [agent] command in flocks.toml)",
-        .0.display()
-    )]
-    NotExecutable(PathBuf),
-    #[error(
-        "agent command `{0}` not found on PATH: install it, or set [agent] command in flocks.toml to its path"
-    )]
-    NotFound(String),
+    Err(super::ProgramError::NotFound(program.to_string()))
 }
 
 fn is_executable(p: &Path) -> bool {

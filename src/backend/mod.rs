@@ -113,12 +113,32 @@ pub enum PrepareError {
     HostLost(String),
 }
 
+/// Why `[agent] command` cannot run where a pool runs it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProgramError {
+    #[error(
+        "agent command {} is not an executable file (check [agent] command in flocks.toml)",
+        .0.display()
+    )]
+    NotExecutable(PathBuf),
+    #[error(
+        "agent command `{0}` not found on PATH: install it, or set [agent] command in flocks.toml to its path"
+    )]
+    NotFound(String),
+    /// A docker pool runs a relative `[agent] command` through the repo's
+    /// mount, so it must lie inside the repo.
+    #[error(
+        "agent command {program} is outside the repo that docker container `{container}` mounts: give a path inside the container"
+    )]
+    OutsideMount { program: String, container: String },
+}
+
 /// Why the agent could not be started in a prepared workspace.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     /// `[agent] command` is not there (local pools).
     #[error(transparent)]
-    Program(#[from] local::ProgramError),
+    Program(#[from] ProgramError),
     /// The flocks binary that supervises a local agent is not found.
     #[error(transparent)]
     Supervisor(#[from] crate::supervisor::ExeError),

@@ -414,17 +414,21 @@ impl DockerBackend {
     /// `[agent] command` inside the container: a name (found on the
     /// container's PATH), an absolute path there, or a path relative to
     /// flocks.toml's directory that lies inside the mounted repo.
-    fn program_in_container(&self, program: &str, t: &Target) -> Result<String, String> {
+    fn program_in_container(
+        &self,
+        program: &str,
+        t: &Target,
+    ) -> Result<String, super::ProgramError> {
         if !program.contains('/') || program.starts_with('/') {
             return Ok(program.to_string());
         }
         let host = crate::config::normalize_path(&self.config_dir.join(program));
         match host.strip_prefix(&self.repo_dir) {
             Ok(rel) => Ok(Path::new(&t.repo).join(rel).display().to_string()),
-            Err(_) => Err(format!(
-                "agent command {program} is outside the repo that docker container `{}` mounts: give a path inside the container",
-                t.name
-            )),
+            Err(_) => Err(super::ProgramError::OutsideMount {
+                program: program.to_string(),
+                container: t.name.clone(),
+            }),
         }
     }
 
@@ -447,7 +451,7 @@ impl DockerBackend {
         env
     }
 
-    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
+    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
         let t = match self.target().await {
             Ok(t) => t,
             Err(why) => return Ok(lost(why)),
@@ -692,11 +696,7 @@ impl Backend for DockerBackend {
         ws: &'a Workspace,
         spec: AgentSpec,
     ) -> BoxFuture<'a, Result<Running, SpawnError>> {
-        Box::pin(async move {
-            DockerBackend::spawn(self, ws, spec)
-                .await
-                .map_err(SpawnError::Start)
-        })
+        Box::pin(DockerBackend::spawn(self, ws, spec))
     }
 
     fn finish<'a>(
