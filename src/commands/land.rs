@@ -34,7 +34,10 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
 
     // --resolve dispatches agents: check that it can, before landing anything.
     let resolver = if args.resolve {
-        Some(super::land_resolve::Resolver::new(project, &args.source)?)
+        Some(crate::service::resolve::Resolver::new(
+            project,
+            &args.source,
+        )?)
     } else {
         None
     };
@@ -55,7 +58,7 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
     if !plan.has_work() {
         // Nothing to cherry-pick: no question to ask.
         let report = land::execute(project, &plan, &LandOptions::default(), &lock)?;
-        record_landed(project, &report);
+        crate::service::resolve::record_landed(project, &report);
         crate::output::report(&report.render(project.repo_dir()));
         return Ok(report.exit());
     }
@@ -79,7 +82,7 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
         progress: Some(say),
     };
     let report = land::execute(project, &plan, &opts, &lock)?;
-    record_landed(project, &report);
+    crate::service::resolve::record_landed(project, &report);
     let (report, exit) = match resolver {
         Some(r) => r.resolve(project, report, &opts, &lock)?,
         None => (report, None),
@@ -91,28 +94,6 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
 /// Progress, one line at a time.
 fn say(line: &str) {
     crate::output::report(&format!("{line}\n"));
-}
-
-/// A `landed` line in events.jsonl for each task whose work reached the target.
-pub(super) fn record_landed(project: &Project, report: &land::Report) {
-    if !report.moved {
-        return;
-    }
-    for t in &report.tasks {
-        if let land::TaskOutcome::Landed { commits, .. } = t.outcome {
-            let event = crate::report::Event::Landed {
-                task: t.id.clone(),
-                commits,
-                target: report.target.clone(),
-            };
-            if let Err(e) = crate::report::jsonl::append_event(&project.events_path(), &event) {
-                eprintln!(
-                    "note: could not write {}: {e}",
-                    project.events_path().display()
-                );
-            }
-        }
-    }
 }
 
 fn undo(project: &Project, args: &LandArgs) -> Result<Exit> {

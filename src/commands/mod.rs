@@ -7,7 +7,6 @@ mod down;
 mod hosts;
 mod init;
 mod land;
-mod land_resolve;
 mod logs;
 mod man;
 mod plan;

@@ -2,7 +2,7 @@
 //! and `plan` share, called with typed options; commands parse, call, print.
 //!
 //! ```text
-//!  commands::{run, retry, sail, land_resolve} ──RunRequest──> run::execute
+//!  commands::{run, retry, sail}, resolve (land --resolve) ──RunRequest──> run::execute
 //!      load tasks + template · pre-flight · lock · reconcile · requeue · merge
 //!      · backends · reporters ──> runner::Dispatcher ──> Finished
 //!  commands::plan ──SingleAttempt──> attempt::prepare ──> Prepared::run
@@ -14,6 +14,7 @@ pub(crate) mod dry_run;
 pub(crate) mod load;
 mod merge;
 mod preflight;
+pub(crate) mod resolve;
 pub(crate) mod run;
 
 use crate::error::{Error, Result};

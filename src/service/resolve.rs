@@ -1,4 +1,4 @@
-//! `flocks land --resolve`: after a land, each task whose cherry-pick
+//! `flocks land --resolve` (called by `commands::land`): after a land, each task whose cherry-pick
 //! conflicted gets a new attempt through the normal scheduler (any pool,
 //! `--supervise` retries up to `max_retries`) that starts from the target as
 //! it is now, with its prompt, its earlier diff and the conflicting files;
@@ -11,19 +11,19 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::load;
+use super::run::{Redo as RedoMark, Requeue, RunRequest, execute};
 use crate::cli::TaskSource;
 use crate::error::{Error, Exit, Result};
 use crate::land::{self, LandLock, LandOptions, Report, TaskOutcome};
 use crate::project::Project;
 use crate::prompt::Template;
 use crate::runner::RunOptions;
-use crate::service::load;
-use crate::service::run::{Redo as RedoMark, Requeue, RunRequest, execute};
 use crate::tasks::TaskSet;
 
 /// Ready to redo conflicted tasks: the task list and template are loaded and
 /// the project lock was free.
-pub struct Resolver {
+pub(crate) struct Resolver {
     tasks: TaskSet,
     template: Option<Template>,
 }
@@ -39,7 +39,7 @@ struct Redo {
 
 impl Resolver {
     /// Load the tasks and check the project lock (exit 5 when a run holds it).
-    pub fn new(project: &Project, source: &TaskSource) -> Result<Resolver> {
+    pub(crate) fn new(project: &Project, source: &TaskSource) -> Result<Resolver> {
         let (tasks, template) = load::load(project, source)?;
         drop(project.lock("land --resolve").map_err(lock_error)?);
         Ok(Resolver { tasks, template })
@@ -47,7 +47,7 @@ impl Resolver {
 
     /// Redo what conflicted in `report` and land it; returns the report of
     /// both lands, and an exit code when the dispatch decides it.
-    pub fn resolve(
+    pub(crate) fn resolve(
         self,
         project: &Project,
         mut report: Report,
@@ -225,9 +225,31 @@ impl Resolver {
         say(&format!("resolve: landing {}", ids.join(", ")));
         let plan = land::plan(project, &ids)?;
         let second = land::execute(project, &plan, opts, lock)?;
-        super::land::record_landed(project, &second);
+        record_landed(project, &second);
         merge(&mut report, second, &redone);
         Ok((report, None))
+    }
+}
+
+/// A `landed` line in events.jsonl for each task whose work reached the target.
+pub(crate) fn record_landed(project: &Project, report: &land::Report) {
+    if !report.moved {
+        return;
+    }
+    for t in &report.tasks {
+        if let land::TaskOutcome::Landed { commits, .. } = t.outcome {
+            let event = crate::report::Event::Landed {
+                task: t.id.clone(),
+                commits,
+                target: report.target.clone(),
+            };
+            if let Err(e) = crate::report::jsonl::append_event(&project.events_path(), &event) {
+                eprintln!(
+                    "note: could not write {}: {e}",
+                    project.events_path().display()
+                );
+            }
+        }
     }
 }
 
