@@ -14,6 +14,26 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+/// Why an attempt gets no cgroup of its own (said in its log; the supervisor
+/// falls back to its subreaper and the attempt tag).
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no cgroup v2 hierarchy is mounted")]
+    NoHierarchy,
+    #[error("this process is in no cgroup v2 cgroup")]
+    NotInCgroup,
+    #[error("cannot create cgroup {}: {source}", .dir.display())]
+    Create {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a cgroup", .0.display())]
+    NotACgroup(PathBuf),
+    #[error("bad cgroup path {}", .0.display())]
+    BadPath(PathBuf),
+}
+
 /// An attempt's cgroup directory.
 #[derive(Debug)]
 pub struct Cgroup {
@@ -22,16 +42,17 @@ pub struct Cgroup {
 
 impl Cgroup {
     /// Make `<our cgroup>/<name>`. Err(why not), for the log.
-    pub fn create(name: &str) -> Result<Cgroup, String> {
-        mount_point().ok_or("no cgroup v2 hierarchy is mounted")?;
-        let parent = own_dir().ok_or("this process is in no cgroup v2 cgroup")?;
+    pub fn create(name: &str) -> Result<Cgroup, CgroupError> {
+        mount_point().ok_or(CgroupError::NoHierarchy)?;
+        let parent = own_dir().ok_or(CgroupError::NotInCgroup)?;
         let dir = parent.join(name);
-        std::fs::create_dir(&dir)
-            .map_err(|e| format!("cannot create cgroup {}: {e}", dir.display()))?;
+        if let Err(source) = std::fs::create_dir(&dir) {
+            return Err(CgroupError::Create { dir, source });
+        }
         let cg = Cgroup { dir };
         if !cg.dir.join("cgroup.procs").exists() {
             cg.remove();
-            return Err(format!("{} is not a cgroup", parent.display()));
+            return Err(CgroupError::NotACgroup(parent));
         }
         Ok(cg)
     }
@@ -47,9 +68,9 @@ impl Cgroup {
 
     /// The path of `cgroup.procs`, for a child to write `0` to before it
     /// execs (see [`enter`]).
-    pub fn procs_path(&self) -> Result<CString, String> {
+    pub fn procs_path(&self) -> Result<CString, CgroupError> {
         CString::new(self.dir.join("cgroup.procs").as_os_str().as_bytes())
-            .map_err(|_| format!("bad cgroup path {}", self.dir.display()))
+            .map_err(|_| CgroupError::BadPath(self.dir.clone()))
     }
 
     /// Every process in the cgroup and the cgroups below it (an agent may

@@ -34,21 +34,21 @@ pub enum Command {
     /// Show one task's agent output
     Logs(LogsArgs),
     /// Show a task's change (what `land` would apply) through your pager
-    Diff(crate::commands::diff::DiffArgs),
+    Diff(DiffArgs),
     /// Run failed, timed-out, stalled or interrupted tasks again
     Retry(RetryArgs),
     /// Ask the running dispatcher to stop its agents gracefully (state is kept)
     Stop,
     /// Cherry-pick finished work onto the target branch and validate it
-    Land(crate::commands::land::LandArgs),
+    Land(LandArgs),
     /// Remove the worktrees and branches of landed tasks
-    Clean(crate::commands::clean::CleanArgs),
+    Clean(CleanArgs),
     /// Let one agent study the repo and write the task list for an objective
-    Plan(crate::commands::plan::PlanArgs),
+    Plan(PlanArgs),
     /// Plan an objective, then run the plan with --supervise
-    Sail(crate::commands::sail::SailArgs),
+    Sail(SailArgs),
     /// List the tasks with status, attempts, pool, dependencies and cost
-    Tasks(crate::commands::tasks::TasksArgs),
+    Tasks(TasksArgs),
     /// Write a commented flocks.toml (at --config PATH if given) and an example tasks.jsonl beside it
     Init,
     /// Check the hosts of ssh and exedev pools
@@ -70,9 +70,9 @@ pub enum Command {
     /// create (a running devcontainer you named with `container`) is left alone.
     Down(DownArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
-    Completions(crate::commands::completions::CompletionsArgs),
+    Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory
-    Man(crate::commands::man::ManArgs),
+    Man(ManArgs),
     /// Accept flocks.toml, the task source, templates and .git's hooks and
     /// configs as they are now, after container or remote agents ran
     Trust,
@@ -202,4 +202,127 @@ pub struct RetryArgs {
     /// Plain line-by-line output even on a terminal
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    flocks diff fix-login            the change land would apply, in your pager\n  \
+    flocks diff fix-login --stat     files changed, with counts\n  \
+    flocks diff fix-login | less     plain text when not on a terminal")]
+pub struct DiffArgs {
+    /// The task id
+    pub task: String,
+    /// Only a summary: the files changed and how much
+    #[arg(long)]
+    pub stat: bool,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct LandArgs {
+    /// Land only these tasks (default: every succeeded task not landed yet).
+    pub ids: Vec<String>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Only list what would land; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: print the plan as JSON.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+    /// Do not run [validate] commands before moving the target.
+    #[arg(long)]
+    pub no_validate: bool,
+    /// When validation fails, find the tasks that break it by bisection and
+    /// land the others.
+    #[arg(long, conflicts_with = "no_validate")]
+    pub bisect: bool,
+    /// Redo each task whose cherry-pick conflicts with an agent, from the
+    /// current target, and land it (needs the project lock).
+    #[arg(long)]
+    pub resolve: bool,
+    /// With --resolve: the task file the tasks come from.
+    #[command(flatten)]
+    pub source: TaskSource,
+    /// Put the target back where the last land found it.
+    #[arg(long, conflicts_with_all = ["ids", "json", "no_validate", "bisect", "resolve"])]
+    pub undo: bool,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct CleanArgs {
+    /// Also remove the worktrees of failed tasks (and their branches when
+    /// they hold nothing unlanded).
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SailArgs {
+    /// What the fleet should achieve
+    pub objective: String,
+    #[command(flatten)]
+    pub plan: PlanOptions,
+    /// Extra attempts after a failure (default: max_retries from flocks.toml)
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+    /// Exit (code 5) instead of waiting when every credential is parked
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Plain line-by-line output even on a terminal
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TasksArgs {
+    #[command(flatten)]
+    pub source: TaskSource,
+    /// Only tasks with this status: new, pending, running, succeeded, landed, failed,
+    /// timed-out, stalled, interrupted, blocked, ...
+    #[arg(long, value_name = "S")]
+    pub status: Option<String>,
+    /// Print the list as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write flocks.1 and flocks-<command>.1 into this directory (e.g. ~/.local/share/man/man1)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// What the fleet should achieve
+    pub objective: String,
+    #[command(flatten)]
+    pub plan: PlanOptions,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct PlanOptions {
+    #[command(flatten)]
+    pub source: TaskSource,
+    /// Replace an existing task file
+    #[arg(long)]
+    pub force: bool,
+    /// Open the plan in $VISUAL/$EDITOR before saving it (it is checked again after)
+    #[arg(long)]
+    pub edit: bool,
+    /// Planning prompt template ({{objective}}, {{plan_path}}); default: [prompt] plan_template, or built in
+    #[arg(long, value_name = "FILE")]
+    pub template: Option<PathBuf>,
+    /// Run the planning agent on this pool (default: the first usable one)
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
 }

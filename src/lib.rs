@@ -8,27 +8,29 @@
 // `out!`/`outln!` (src/output), and clippy (-D warnings in CI) holds the line.
 #![warn(clippy::print_stdout)]
 
-pub mod agent;
-pub mod backend;
-pub mod cgroup;
-pub mod cli;
+pub(crate) mod agent;
+pub(crate) mod backend;
+pub(crate) mod cgroup;
+pub(crate) mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
-pub mod git;
+pub(crate) mod git;
 pub mod help;
 pub mod land;
-pub mod logview;
-pub mod output;
-pub mod proc;
+pub(crate) mod logview;
+pub(crate) mod output;
+pub(crate) mod proc;
 pub mod project;
-pub mod prompt;
-pub mod report;
-pub mod retry;
-pub mod runner;
+pub(crate) mod prompt;
+pub(crate) mod report;
+pub(crate) mod retry;
+pub(crate) mod runner;
+pub(crate) mod service;
 pub mod state;
-pub mod suggest;
+pub(crate) mod suggest;
 pub mod supervisor;
-pub mod tasks;
-pub mod trust;
-pub mod tui;
+pub(crate) mod tasks;
+pub(crate) mod trust;
+pub(crate) mod tui;
+pub(crate) mod view;

@@ -93,7 +93,7 @@ fn render_value(v: &Value) -> Vec<String> {
             if let Some(ms) = r.duration_ms {
                 s.push_str(&format!(
                     " · {}",
-                    crate::report::human_duration(ms as f64 / 1000.0)
+                    crate::output::units::duration(ms as f64 / 1000.0)
                 ));
             }
             out.push(s);

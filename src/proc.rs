@@ -85,18 +85,6 @@ pub fn signal_all(pids: &[i32], sig: Signal) {
     }
 }
 
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next().map(str::to_string));
-            !matches!(state.as_deref(), Some("Z") | Some("X") | None)
-        }
-        Err(_) => false,
-    }
-}
-
 /// SIGTERM, wait up to `grace`, then SIGKILL, for processes found by `find`
 /// (called again each round, so that children started meanwhile are caught).
 /// `reap` runs while waiting (a parent must reap its own children).

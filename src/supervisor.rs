@@ -134,14 +134,27 @@ struct Containment {
     watchdog: std::process::Child,
 }
 
+/// Why an attempt runs without a cgroup of its own (said in its log).
+#[derive(Debug, thiserror::Error)]
+enum NoContainment {
+    #[error("turned off by {CGROUP_VAR}=off")]
+    TurnedOff,
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error(transparent)]
+    Exe(#[from] ExeError),
+    #[error("cannot start the cgroup watchdog: {0}")]
+    Watchdog(std::io::Error),
+}
+
 impl Containment {
-    fn start() -> Result<Containment, String> {
+    fn start() -> Result<Containment, NoContainment> {
         if std::env::var(CGROUP_VAR).is_ok_and(|v| v == "off") {
-            return Err(format!("turned off by {CGROUP_VAR}=off"));
+            return Err(NoContainment::TurnedOff);
         }
         let tag = std::env::var(crate::agent::spec::TAG_VAR).unwrap_or_else(|_| "run".into());
         let cgroup = Cgroup::create(&crate::cgroup::name_for(&tag, std::process::id()))?;
-        let watchdog = exe().and_then(|exe| {
+        let watchdog = exe().map_err(NoContainment::Exe).and_then(|exe| {
             std::process::Command::new(exe)
                 .arg(SUBCOMMAND)
                 .arg("--watch-cgroup")
@@ -150,7 +163,7 @@ impl Containment {
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
                 .spawn()
-                .map_err(|e| format!("cannot start the cgroup watchdog: {e}"))
+                .map_err(NoContainment::Watchdog)
         });
         match watchdog {
             Ok(watchdog) => Ok(Containment { cgroup, watchdog }),
@@ -168,12 +181,17 @@ impl Containment {
     }
 }
 
+/// The flocks binary could not be found to run a supervisor.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot find the flocks binary: {0} (set FLOCKS_SUPERVISOR to its path)")]
+pub struct ExeError(#[from] std::io::Error);
+
 /// The flocks binary that runs supervisors: `FLOCKS_SUPERVISOR` or ourselves.
-pub fn exe() -> Result<std::path::PathBuf, String> {
+pub fn exe() -> Result<std::path::PathBuf, ExeError> {
     if let Some(p) = std::env::var_os("FLOCKS_SUPERVISOR") {
         return Ok(std::path::PathBuf::from(p));
     }
-    std::env::current_exe().map_err(|e| format!("cannot find the flocks binary: {e}"))
+    Ok(std::env::current_exe()?)
 }
 
 /// Start the agent, in `cgroup` if given.

@@ -6,7 +6,7 @@ pub mod redact;
 pub mod spec;
 pub mod stream;
 
-pub use classify::{AttemptFacts, classify};
+pub use classify::classify;
 pub use redact::Redactor;
 pub use spec::{AgentSpec, SCRUBBED_VARS};
 pub use stream::{StreamEvent, StreamParser};

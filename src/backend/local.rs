@@ -12,9 +12,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::{Chunk, Control, ExitInfo, Finished, PrepareJob, Running, Workspace};
+use super::{
+    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, PrepareError, PrepareJob,
+    Running, SpawnError, Workspace,
+};
 use crate::agent::AgentSpec;
-use crate::config::Config;
+use crate::config::{Config, PoolConfig};
 use crate::git::Worktrees;
 
 pub struct LocalBackend {
@@ -48,15 +51,15 @@ impl LocalBackend {
         }
     }
 
-    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, String> {
+    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
         let wts = self.worktrees.clone();
         let job = job.clone();
         let p = tokio::task::spawn_blocking(move || {
             wts.prepare(&job.task, &job.branch, &job.base, job.fresh)
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| PrepareError::Failed(e.to_string()))?
+        .map_err(|e| PrepareError::Failed(e.to_string()))?;
         Ok(Workspace {
             agent_cwd: p.path.display().to_string(),
             host_path: p.path,
@@ -66,7 +69,7 @@ impl LocalBackend {
         })
     }
 
-    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
+    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
         let program = resolve_program(&spec.program, &self.config_dir, &spec.env)?;
         let supervisor = crate::supervisor::exe()?;
         let mut cmd = Command::new(supervisor);
@@ -88,13 +91,20 @@ impl LocalBackend {
             cmd.env_remove(k);
         }
         cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start the flocks supervisor: {e}"))?;
-        let pid = child.id().ok_or("the supervisor exited at once")? as i32;
+        let failed = |reason: String| SpawnError::Process {
+            what: "the flocks supervisor",
+            reason,
+        };
+        let mut child = cmd.spawn().map_err(|e| failed(e.to_string()))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| failed("it exited at once".into()))? as i32;
 
         let (tx, rx) = mpsc::channel(256);
-        let mut stdin = child.stdin.take().ok_or("no stdin pipe")?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| failed("no stdin pipe".into()))?;
         let prompt = spec.prompt;
         tokio::spawn(async move {
             // An agent that exits without reading its prompt closes the pipe: fine.
@@ -136,7 +146,7 @@ impl LocalBackend {
         _task: &str,
         branch: &str,
         attempt: u32,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, FinishError> {
         super::finish_host_worktree(self.repo_dir.clone(), ws, branch, attempt).await
     }
 
@@ -168,22 +178,63 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, tx: mpsc::Sender<Chunk>, 
     }
 }
 
+impl Backend for LocalBackend {
+    fn slots(&self, pool: &PoolConfig) -> usize {
+        pool.max_worktrees
+    }
+
+    fn connect<'a>(&'a self, _notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
+        // This machine is there: nothing to connect to.
+        Box::pin(async { None })
+    }
+
+    fn down_reason(&self) -> Option<String> {
+        None
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        job: &'a PrepareJob,
+    ) -> BoxFuture<'a, Result<Workspace, PrepareError>> {
+        Box::pin(LocalBackend::prepare(self, job))
+    }
+
+    fn spawn<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
+        Box::pin(LocalBackend::spawn(self, ws, spec))
+    }
+
+    fn finish<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        task: &'a str,
+        branch: &'a str,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<Finished, FinishError>> {
+        Box::pin(LocalBackend::finish(self, ws, task, branch, attempt))
+    }
+
+    fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(LocalBackend::release(self, task))
+    }
+}
+
 /// `[agent] command` on this machine: a path (relative to flocks.toml's
 /// directory) or a name on the agent's PATH.
 pub fn resolve_program(
     program: &str,
     config_dir: &Path,
     env: &[(String, String)],
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, super::ProgramError> {
     if program.contains('/') {
         let p = crate::config::resolve_path(config_dir, Path::new(program));
         return if is_executable(&p) {
             Ok(p)
         } else {
-            Err(format!(
-                "agent command {} is not an executable file (check [agent] command in flocks.toml)",
-                p.display()
-            ))
+            Err(super::ProgramError::NotExecutable(p))
         };
     }
     let path = env
@@ -198,9 +249,7 @@ pub fn resolve_program(
             return Ok(candidate);
         }
     }
-    Err(format!(
-        "agent command `{program}` not found on PATH: install it, or set [agent] command in flocks.toml to its path"
-    ))
+    Err(super::ProgramError::NotFound(program.to_string()))
 }
 
 fn is_executable(p: &Path) -> bool {

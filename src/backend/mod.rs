@@ -9,7 +9,9 @@ pub mod docker;
 pub mod local;
 pub mod ssh;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -101,113 +103,146 @@ pub struct PrepareJob {
 }
 
 /// Why an attempt could not be prepared.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PrepareError {
+    /// The worktree or branch could not be set up: the attempt fails.
+    #[error("{0}")]
     Failed(String),
     /// The pool's host is down or unreachable: the reason names it.
+    #[error("{0}")]
     HostLost(String),
 }
 
-impl std::fmt::Display for PrepareError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PrepareError::Failed(m) | PrepareError::HostLost(m) => f.write_str(m),
-        }
-    }
+/// Why `[agent] command` cannot run where a pool runs it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProgramError {
+    #[error(
+        "agent command {} is not an executable file (check [agent] command in flocks.toml)",
+        .0.display()
+    )]
+    NotExecutable(PathBuf),
+    #[error(
+        "agent command `{0}` not found on PATH: install it, or set [agent] command in flocks.toml to its path"
+    )]
+    NotFound(String),
+    /// A docker pool runs a relative `[agent] command` through the repo's
+    /// mount, so it must lie inside the repo.
+    #[error(
+        "agent command {program} is outside the repo that docker container `{container}` mounts: give a path inside the container"
+    )]
+    OutsideMount { program: String, container: String },
 }
 
-/// One pool's backend.
-pub enum Backend {
-    Local(local::LocalBackend),
-    Ssh(ssh::SshBackend),
-    Docker(Box<docker::DockerBackend>),
+/// Why the agent could not be started in a prepared workspace.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// `[agent] command` is not there (local pools).
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    /// The flocks binary that supervises a local agent is not found.
+    #[error(transparent)]
+    Supervisor(#[from] crate::supervisor::ExeError),
+    /// The pool's host did not answer, or its helper failed (ssh pools).
+    #[error(transparent)]
+    Host(#[from] ssh::SshError),
+    /// A value for a remote agent (argv, env, tag) holds a newline or a NUL
+    /// byte, which the helper's line protocol cannot carry.
+    #[error("a value for the remote agent holds a newline; refusing to send it")]
+    Unsendable,
+    /// The process that runs the agent (the supervisor, `docker exec`, the
+    /// ssh helper) did not start: what and why.
+    #[error("cannot start {what}: {reason}")]
+    Process { what: &'static str, reason: String },
+    /// The pool could not start it (container, host): the reason says what to check.
+    #[error("{0}")]
+    Start(String),
 }
 
-impl Backend {
-    pub fn new(config: &Config, pool: &PoolConfig, worktrees: Arc<Worktrees>) -> Result<Backend> {
-        match &pool.backend {
-            BackendConfig::Local => Ok(Backend::Local(local::LocalBackend::new(config, worktrees))),
-            BackendConfig::Ssh(_) | BackendConfig::Exedev(_) => {
-                Ok(Backend::Ssh(ssh::SshBackend::new(config, pool, worktrees)))
-            }
-            BackendConfig::Docker(d) => Ok(Backend::Docker(Box::new(docker::DockerBackend::new(
-                config, pool, d, worktrees,
-            )))),
-        }
-    }
+/// Why an attempt's end could not be measured (leftovers, tip, commits).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FinishError {
+    /// The branch or worktree could not be read back: the reason names it.
+    #[error("{0}")]
+    Measure(String),
+}
 
+/// A boxed future, so that backends are used as `Arc<dyn Backend>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One pool's backend: where its agents run. The runner holds
+/// `Arc<dyn Backend>` and never asks which one it has.
+pub trait Backend: Send + Sync {
     /// Agent slots of the pool (an exedev pool has `max_worktrees` per VM).
-    pub fn slots(&self, pool: &PoolConfig) -> usize {
-        match self {
-            Backend::Ssh(b) => b.slots(),
-            _ => pool.max_worktrees,
-        }
-    }
+    fn slots(&self, pool: &PoolConfig) -> usize;
 
     /// Connect to the pool's hosts before the run; why it cannot be used, if
     /// so. `notes` collects hosts left out of a pool that still works.
-    pub async fn connect(&self, notes: &mut Vec<String>) -> Option<String> {
-        match self {
-            Backend::Ssh(b) => b.connect_all(notes).await,
-            Backend::Docker(b) => b.connect(notes).await,
-            _ => None,
-        }
-    }
+    fn connect<'a>(&'a self, notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>>;
 
     /// Why the pool is not usable in this run (found by `connect`), if so.
-    pub fn down_reason(&self) -> Option<String> {
-        match self {
-            Backend::Ssh(b) => b.down_reason(),
-            Backend::Docker(b) => b.down_reason(),
-            _ => None,
-        }
-    }
+    fn down_reason(&self) -> Option<String>;
 
-    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
-        // Moved by flocks and its own agent while container agents run.
-        docker::guard::exempt_branch(&job.branch);
-        match self {
-            Backend::Local(b) => b.prepare(job).await.map_err(PrepareError::Failed),
-            Backend::Ssh(b) => b.prepare(job).await,
-            Backend::Docker(b) => b.prepare(job).await,
-        }
-    }
+    /// The task's worktree and branch, ready for the agent.
+    fn prepare<'a>(&'a self, job: &'a PrepareJob)
+    -> BoxFuture<'a, Result<Workspace, PrepareError>>;
 
-    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
-        match self {
-            Backend::Local(b) => b.spawn(ws, spec).await,
-            Backend::Ssh(b) => b.spawn(ws, spec).await,
-            Backend::Docker(b) => b.spawn(ws, spec).await,
-        }
-    }
+    /// Start the agent in `ws`.
+    fn spawn<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>>;
 
     /// After the agent ended: commit leftovers, read the tip.
-    pub async fn finish(
-        &self,
-        ws: &Workspace,
-        task: &str,
-        branch: &str,
+    fn finish<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        task: &'a str,
+        branch: &'a str,
         attempt: u32,
-    ) -> Result<Finished, String> {
-        let finished = match self {
-            Backend::Local(b) => b.finish(ws, task, branch, attempt).await,
-            Backend::Ssh(b) => b.finish(ws, task, branch, attempt).await,
-            Backend::Docker(b) => b.finish(ws, task, branch, attempt).await,
-        };
-        // flocks is done moving it: guarded again, where flocks left it.
-        let b = branch.to_string();
-        let _ = tokio::task::spawn_blocking(move || docker::guard::settle_branch(&b)).await;
-        finished
-    }
+    ) -> BoxFuture<'a, Result<Finished, FinishError>>;
 
     /// The task succeeded and its work is on its branch: give its worktree back.
-    pub async fn release(&self, task: &str) {
-        match self {
-            Backend::Local(b) => b.release(task).await,
-            Backend::Ssh(b) => b.release(task).await,
-            Backend::Docker(b) => b.release(task).await,
+    fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// The backend of `pool`.
+pub fn for_pool(
+    config: &Config,
+    pool: &PoolConfig,
+    worktrees: Arc<Worktrees>,
+) -> Result<Arc<dyn Backend>> {
+    Ok(match &pool.backend {
+        BackendConfig::Local => Arc::new(local::LocalBackend::new(config, worktrees)),
+        BackendConfig::Ssh(_) | BackendConfig::Exedev(_) => {
+            Arc::new(ssh::SshBackend::new(config, pool, worktrees))
         }
-    }
+        BackendConfig::Docker(d) => {
+            Arc::new(docker::DockerBackend::new(config, pool, d, worktrees))
+        }
+    })
+}
+
+/// Prepare through `backend`, with the task's branch exempt from the host
+/// `.git` guard while flocks and its own agent move it.
+pub async fn prepare(backend: &dyn Backend, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+    docker::guard::exempt_branch(&job.branch);
+    backend.prepare(job).await
+}
+
+/// Finish through `backend`; then flocks is done moving the branch: it is
+/// guarded again, where flocks left it.
+pub async fn finish(
+    backend: &dyn Backend,
+    ws: &Workspace,
+    task: &str,
+    branch: &str,
+    attempt: u32,
+) -> Result<Finished, FinishError> {
+    let finished = backend.finish(ws, task, branch, attempt).await;
+    let b = branch.to_string();
+    let _ = tokio::task::spawn_blocking(move || docker::guard::settle_branch(&b)).await;
+    finished
 }
 
 /// Commit leftovers in a host worktree and measure the attempt: shared by the
@@ -217,7 +252,7 @@ pub(crate) async fn finish_host_worktree(
     ws: &Workspace,
     branch: &str,
     attempt: u32,
-) -> Result<Finished, String> {
+) -> Result<Finished, FinishError> {
     let path = ws.host_path.clone();
     let start = ws.start_commit.clone();
     let branch = branch.to_string();
@@ -243,6 +278,6 @@ pub(crate) async fn finish_host_worktree(
         })
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    .map_err(|e| FinishError::Measure(e.to_string()))?
+    .map_err(|e| FinishError::Measure(e.to_string()))
 }

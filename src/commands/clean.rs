@@ -1,17 +1,10 @@
 //! `flocks clean`: remove the worktrees and branches of landed tasks. The
 //! work is in [`crate::land::clean`].
 
+use crate::cli::CleanArgs;
 use crate::error::{Exit, Result};
 use crate::land::{self, CleanOptions, LandLock};
 use crate::project::Project;
-
-#[derive(clap::Args, Debug, Default)]
-pub struct CleanArgs {
-    /// Also remove the worktrees of failed tasks (and their branches when
-    /// they hold nothing unlanded).
-    #[arg(long)]
-    pub all: bool,
-}
 
 pub fn run(project: &Project, args: &CleanArgs) -> Result<Exit> {
     // Outside a repository, say so before a lock creates `.flocks/`.

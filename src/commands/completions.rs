@@ -1,16 +1,8 @@
 //! `flocks completions <shell>`: a completion script generated from the
 //! command-line definition, so it never falls behind it.
 
-use clap_complete::Shell;
-
+use crate::cli::CompletionsArgs;
 use crate::error::{Error, Exit, Result};
-
-#[derive(clap::Args, Debug)]
-pub struct CompletionsArgs {
-    /// The shell: bash, zsh, fish, elvish or powershell
-    #[arg(value_name = "SHELL")]
-    pub shell: Shell,
-}
 
 pub fn run(args: &CompletionsArgs) -> Result<Exit> {
     let mut cmd = crate::help::command();

@@ -4,21 +4,9 @@
 use std::io::IsTerminal;
 use std::process::{Command, Stdio};
 
+use crate::cli::DiffArgs;
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
-
-#[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  \
-    flocks diff fix-login            the change land would apply, in your pager\n  \
-    flocks diff fix-login --stat     files changed, with counts\n  \
-    flocks diff fix-login | less     plain text when not on a terminal")]
-pub struct DiffArgs {
-    /// The task id
-    pub task: String,
-    /// Only a summary: the files changed and how much
-    #[arg(long)]
-    pub stat: bool,
-}
 
 pub fn run(project: &Project, args: &DiffArgs) -> Result<Exit> {
     let change = crate::land::change(project, &args.task)?;

@@ -26,7 +26,7 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
     let mut state = project.store.load()?;
     let store = project.store.clone();
     let mut save = |s: &State| store.save(s);
-    let runtime = super::runtime()?;
+    let runtime = crate::service::runtime()?;
     let key = project.key();
     let mut refused = Vec::new();
     for pool in &config.pools {

@@ -19,7 +19,7 @@ pub fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
         return Err(Error::Usage(format!("no pool named `{p}` in flocks.toml")));
     }
     let state = project.store.load()?;
-    let runtime = super::runtime()?;
+    let runtime = crate::service::runtime()?;
     let mut problems = 0;
     let mut any = false;
     for pool in &config.pools {

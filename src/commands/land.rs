@@ -3,42 +3,10 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::cli::TaskSource;
+use crate::cli::LandArgs;
 use crate::error::{Error, Exit, Result};
 use crate::land::{self, LandLock, LandOptions};
 use crate::project::Project;
-
-#[derive(clap::Args, Debug, Default)]
-pub struct LandArgs {
-    /// Land only these tasks (default: every succeeded task not landed yet).
-    pub ids: Vec<String>,
-    /// Do not ask for confirmation.
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-    /// Only list what would land; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// With --dry-run: print the plan as JSON.
-    #[arg(long, requires = "dry_run")]
-    pub json: bool,
-    /// Do not run [validate] commands before moving the target.
-    #[arg(long)]
-    pub no_validate: bool,
-    /// When validation fails, find the tasks that break it by bisection and
-    /// land the others.
-    #[arg(long, conflicts_with = "no_validate")]
-    pub bisect: bool,
-    /// Redo each task whose cherry-pick conflicts with an agent, from the
-    /// current target, and land it (needs the project lock).
-    #[arg(long)]
-    pub resolve: bool,
-    /// With --resolve: the task file the tasks come from.
-    #[command(flatten)]
-    pub source: TaskSource,
-    /// Put the target back where the last land found it.
-    #[arg(long, conflicts_with_all = ["ids", "json", "no_validate", "bisect", "resolve"])]
-    pub undo: bool,
-}
 
 pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
     if args.source.tasks.is_some() && !args.resolve {
@@ -66,7 +34,10 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
 
     // --resolve dispatches agents: check that it can, before landing anything.
     let resolver = if args.resolve {
-        Some(super::land_resolve::Resolver::new(project, &args.source)?)
+        Some(crate::service::resolve::Resolver::new(
+            project,
+            &args.source,
+        )?)
     } else {
         None
     };
@@ -87,7 +58,7 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
     if !plan.has_work() {
         // Nothing to cherry-pick: no question to ask.
         let report = land::execute(project, &plan, &LandOptions::default(), &lock)?;
-        record_landed(project, &report);
+        crate::service::resolve::record_landed(project, &report);
         crate::output::report(&report.render(project.repo_dir()));
         return Ok(report.exit());
     }
@@ -111,7 +82,7 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
         progress: Some(say),
     };
     let report = land::execute(project, &plan, &opts, &lock)?;
-    record_landed(project, &report);
+    crate::service::resolve::record_landed(project, &report);
     let (report, exit) = match resolver {
         Some(r) => r.resolve(project, report, &opts, &lock)?,
         None => (report, None),
@@ -123,28 +94,6 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
 /// Progress, one line at a time.
 fn say(line: &str) {
     crate::output::report(&format!("{line}\n"));
-}
-
-/// A `landed` line in events.jsonl for each task whose work reached the target.
-pub(super) fn record_landed(project: &Project, report: &land::Report) {
-    if !report.moved {
-        return;
-    }
-    for t in &report.tasks {
-        if let land::TaskOutcome::Landed { commits, .. } = t.outcome {
-            let event = crate::report::Event::Landed {
-                task: t.id.clone(),
-                commits,
-                target: report.target.clone(),
-            };
-            if let Err(e) = crate::report::jsonl::append_event(&project.events_path(), &event) {
-                eprintln!(
-                    "note: could not write {}: {e}",
-                    project.events_path().display()
-                );
-            }
-        }
-    }
 }
 
 fn undo(project: &Project, args: &LandArgs) -> Result<Exit> {

@@ -4,14 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cli::ManArgs;
 use crate::error::{Error, Exit, Result};
-
-#[derive(clap::Args, Debug)]
-pub struct ManArgs {
-    /// Write flocks.1 and flocks-<command>.1 into this directory (e.g. ~/.local/share/man/man1)
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-}
 
 pub fn run(args: &ManArgs) -> Result<Exit> {
     let cmd = crate::help::command();

@@ -1,25 +1,24 @@
 //! One file per subcommand. `dispatch` maps the parsed command line to them.
 
-pub mod clean;
-pub mod completions;
-pub mod diff;
-pub mod down;
-pub mod hosts;
-pub mod init;
-pub mod land;
-pub mod land_resolve;
-pub mod logs;
-pub mod man;
-pub mod plan;
-pub mod retry;
-pub mod run;
-pub mod sail;
-pub mod shell;
-pub mod status;
-pub mod stop;
-pub mod tasks;
-pub mod trust;
-pub mod up;
+mod clean;
+mod completions;
+mod diff;
+mod down;
+mod hosts;
+mod init;
+mod land;
+mod logs;
+mod man;
+mod plan;
+mod retry;
+mod run;
+mod sail;
+mod shell;
+mod status;
+mod stop;
+mod tasks;
+mod trust;
+mod up;
 
 use crate::cli::{Cli, Command};
 use crate::error::{Exit, Result};
@@ -71,12 +70,4 @@ fn starts_agents(c: &Command) -> bool {
         c,
         Command::Run(_) | Command::Retry(_) | Command::Sail(_) | Command::Plan(_)
     )
-}
-
-/// A multi-threaded runtime for the commands that dispatch agents.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| crate::error::Error::Other(format!("cannot start the async runtime: {e}")))
 }

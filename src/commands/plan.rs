@@ -10,22 +10,15 @@
 //! wherever the agent ran. Its branch is then moved to `refs/flocks/plans/`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use chrono::Utc;
-use clap::Args;
-use tokio::sync::{mpsc, watch};
 
-use crate::agent::Redactor;
-use crate::agent::spec::{self, SpecInput};
-use crate::backend::{Backend, PrepareJob};
-use crate::cli::TaskSource;
+use crate::cli::{PlanArgs, PlanOptions, TaskSource};
 use crate::config::{Config, SourceConfig};
 use crate::error::{Context, Error, Exit, Result};
 use crate::project::Project;
-use crate::runner::credentials::{Availability, Credentials};
-use crate::runner::executor::{AttemptJob, run_attempt};
-use crate::runner::{AttemptReport, RunEvent, StopLevel};
+use crate::runner::AttemptReport;
+use crate::service::attempt::{self, SingleAttempt};
 use crate::state::Outcome;
 use crate::tasks::{BranchRules, TaskSet, dependency_order, parse_jsonl, waves};
 
@@ -33,32 +26,6 @@ use crate::tasks::{BranchRules, TaskSet, dependency_order, parse_jsonl, waves};
 pub const PLAN_FILE: &str = "flocks-plan.jsonl";
 
 const BUILT_IN: &str = include_str!("plan_prompt.md");
-
-#[derive(Args, Debug, Clone)]
-pub struct PlanArgs {
-    /// What the fleet should achieve
-    pub objective: String,
-    #[command(flatten)]
-    pub plan: PlanOptions,
-}
-
-#[derive(Args, Debug, Clone, Default)]
-pub struct PlanOptions {
-    #[command(flatten)]
-    pub source: TaskSource,
-    /// Replace an existing task file
-    #[arg(long)]
-    pub force: bool,
-    /// Open the plan in $VISUAL/$EDITOR before saving it (it is checked again after)
-    #[arg(long)]
-    pub edit: bool,
-    /// Planning prompt template ({{objective}}, {{plan_path}}); default: [prompt] plan_template, or built in
-    #[arg(long, value_name = "FILE")]
-    pub template: Option<PathBuf>,
-    /// Run the planning agent on this pool (default: the first usable one)
-    #[arg(long, value_name = "NAME")]
-    pub pool: Option<String>,
-}
 
 pub fn run(project: &Project, args: &PlanArgs) -> Result<Exit> {
     match make_plan(project, &args.objective, &args.plan)? {
@@ -256,115 +223,23 @@ fn run_planner(
     prompt: String,
     pool: Option<&str>,
 ) -> Result<AttemptReport> {
-    let config = &project.config;
-    let state = project.store.load()?;
-    let creds = Credentials::from_env(config);
-    let now = Utc::now();
-    let mut unusable = Vec::new();
-    let mut chosen = None;
-    for (i, p) in config.pools.iter().enumerate() {
-        if pool.is_some_and(|want| want != p.name) {
-            continue;
-        }
-        match creds.available(&p.credential, &state, now) {
-            Availability::Ready(injected) => {
-                chosen = Some((i, injected));
-                break;
-            }
-            Availability::ParkedUntil(t) => unusable.push(format!(
-                "pool {}: its credentials are parked until {}",
-                p.name,
-                t.with_timezone(&chrono::Local).format("%H:%M:%S")
-            )),
-            Availability::Unusable(why) => unusable.push(format!("pool {}: {why}", p.name)),
-        }
-    }
-    let Some((pool_index, injected)) = chosen else {
-        if let Some(want) = pool
-            && config.pool(want).is_none()
-        {
-            return Err(Error::Usage(format!(
-                "no pool named `{want}` in {}",
-                config.path.display()
-            )));
-        }
-        return Err(Error::CannotStart(format!(
-            "no pool can run the planning agent: {}",
-            unusable.join("; ")
-        )));
-    };
-    let pool_cfg = &config.pools[pool_index];
-    let worktrees = Arc::new(crate::git::Worktrees::new(
-        &config.workspace.repo,
-        &config.worktrees_dir(),
-    )?);
-    let backend = Arc::new(Backend::new(config, pool_cfg, worktrees)?);
-    let redactor = Arc::new(Redactor::new(creds.secrets()));
-    let key = super::run::project_key(project);
-    let spec = spec::build(SpecInput {
-        config,
-        pool: pool_cfg,
-        credential: injected.as_ref(),
-        task_id: id,
-        prompt,
-        tag: format!("{key}:{id}:1"),
-        resume: None,
-    });
-    let log_path = project.log_path(id, 1);
+    let prepared = attempt::prepare(
+        project,
+        SingleAttempt {
+            id,
+            branch,
+            prompt,
+            pool,
+            label: "plan",
+            purpose: "the planning agent",
+        },
+    )?;
     crate::outln!(
         "planning on pool {} (log: {}; Ctrl-C to stop)",
-        pool_cfg.name,
-        log_path.display()
+        prepared.pool,
+        prepared.log_path.display()
     );
-    let job = AttemptJob {
-        task: id.to_string(),
-        attempt: 1,
-        prepare: PrepareJob {
-            task: id.to_string(),
-            branch: branch.to_string(),
-            base: config.workspace.base.clone(),
-            fresh: false,
-        },
-        backend,
-        spec,
-        credential: injected.map(|c| c.name),
-        log_path,
-        redactor: redactor.clone(),
-        timeout: config.agent_timeout,
-        stall: config.stall_timeout,
-        grace: config.kill_grace,
-        origin: None,
-        expect_commits: true,
-        repo_dir: config.workspace.repo.clone(),
-    };
-    super::runtime()?.block_on(async move {
-        let (tx, mut rx) = mpsc::channel(256);
-        let (stop_tx, stop_rx) = watch::channel(StopLevel::Run);
-        tokio::spawn(run_attempt(job, tx, stop_rx));
-        let mut interrupts = 0;
-        loop {
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Some(RunEvent::Activity { activity, .. }) => {
-                        crate::outln!("  plan: {}", redactor.redact(&activity));
-                    }
-                    Some(RunEvent::Finished { mut report, .. }) => {
-                        if interrupts > 0 && !matches!(report.outcome, Outcome::Success) {
-                            report.outcome = Outcome::Interrupted;
-                        }
-                        return Ok(*report);
-                    }
-                    Some(_) => {}
-                    None => return Err(Error::Other("the planning attempt ended without a report".into())),
-                },
-                _ = tokio::signal::ctrl_c() => {
-                    interrupts += 1;
-                    let level = if interrupts == 1 { StopLevel::Graceful } else { StopLevel::Kill };
-                    let _ = stop_tx.send(level);
-                }
-            }
-        }
-    })
+    prepared.run()
 }
 
 /// The plan file in the tree of `tip`, if the agent left one.

@@ -1,5 +1,5 @@
 //! `flocks retry`: run failed, timed-out, stalled or interrupted tasks again,
-//! with what the last attempt learned.
+//! with what the last attempt learned (the run service queues them).
 
 use std::collections::HashSet;
 
@@ -7,6 +7,8 @@ use crate::cli::RetryArgs;
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
 use crate::runner::RunOptions;
+use crate::service::load;
+use crate::service::run::{Requeue, RunRequest, execute};
 use crate::state::{Outcome, State, TaskStatus};
 use crate::tasks::TaskSet;
 
@@ -17,8 +19,7 @@ pub fn run(project: Project, args: &RetryArgs) -> Result<Exit> {
             "name the tasks to retry (`flocks retry <id>...`) or pass --all-failed".into(),
         ));
     }
-    let tasks = super::run::load_tasks(&project, &args.source)?;
-    let template = super::run::load_template(&project.config, &tasks)?;
+    let (tasks, template) = load::load(&project, &args.source)?;
     let state = project.store.load()?;
     let chosen = choose(&project, &state, &tasks, args)?;
     if chosen.is_empty() {
@@ -44,56 +45,22 @@ pub fn run(project: Project, args: &RetryArgs) -> Result<Exit> {
         no_wait: args.no_wait,
         progress: !args.no_progress,
     };
-    let config = project.config.clone();
-    let fresh = args.fresh;
-    execute_retry(project, tasks, template, scope, opts, chosen, fresh, config)
-}
-
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the pieces of one retry, passed once"
-)]
-fn execute_retry(
-    project: Project,
-    tasks: TaskSet,
-    template: Option<crate::prompt::Template>,
-    scope: HashSet<String>,
-    opts: RunOptions,
-    chosen: Vec<String>,
-    fresh: bool,
-    config: crate::config::Config,
-) -> Result<Exit> {
-    let log_root = project.state_dir().join("logs");
-    super::run::execute(
+    let finished = execute(
         project,
-        tasks,
-        template,
-        Some(scope),
-        opts,
-        "retry",
-        move |state, _| {
-            for id in &chosen {
-                let Some(rec) = state.task_mut(id) else {
-                    continue;
-                };
-                let last = rec.last_attempt().map(|a| a.number).unwrap_or(0);
-                let mut next = crate::retry::next_after_failure(rec, last, &config, &log_root);
-                if fresh {
-                    backup_and_reset(&config, &rec.branch, id, last)?;
-                    next.fresh = true;
-                    next.resume_session = None;
-                    next.context = None;
-                }
-                rec.next = Some(next);
-                rec.requeues = 0;
-                if rec.status != TaskStatus::Pending {
-                    rec.transition(TaskStatus::Pending)
-                        .map_err(|e| crate::error::Error::Other(e.to_string()))?;
-                }
-            }
-            Ok(())
+        RunRequest {
+            tasks,
+            template,
+            scope: Some(scope),
+            opts,
+            command: "retry",
+            requeue: Requeue::Retry {
+                ids: chosen,
+                fresh: args.fresh,
+            },
         },
-    )
+    )?;
+    finished.print();
+    Ok(finished.exit)
 }
 
 /// Which tasks a retry runs; an error names a task that cannot be retried.
@@ -158,27 +125,4 @@ fn choose(
         out.push(id.clone());
     }
     Ok(out)
-}
-
-/// `--fresh`: keep the old tip under refs/flocks/backup/<id>/<attempt>, then the
-/// branch starts over from the base when the next attempt prepares it.
-fn backup_and_reset(
-    config: &crate::config::Config,
-    branch: &str,
-    id: &str,
-    attempt: u32,
-) -> Result<()> {
-    let repo = crate::git::open(&config.workspace.repo)?;
-    if let Some(tip) = crate::git::branch_tip(&repo, branch)? {
-        let name = format!("refs/flocks/backup/{id}/{attempt}");
-        repo.reference(&name, tip, true, "flocks: backup before retry --fresh")
-            .map_err(|e| Error::Other(format!("cannot back up {branch}: {}", e.message())))?;
-        crate::outln!(
-            "{branch} was at {} (kept as {name}); the retry starts it over from its start \
-             ({} or, for start_from = \"dependencies\", its dependencies' work)",
-            &tip.to_string()[..10],
-            config.workspace.base
-        );
-    }
-    Ok(())
 }

@@ -94,7 +94,7 @@ fn container_shell(
         &config.worktrees_dir(),
     )?);
     let backend = crate::backend::docker::DockerBackend::new(config, pool_cfg, d, worktrees);
-    let target = super::runtime()?
+    let target = crate::service::runtime()?
         .block_on(backend.target())
         .map_err(Error::CannotStart)?;
     let repo = config

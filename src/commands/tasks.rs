@@ -1,27 +1,13 @@
 //! `flocks tasks [--status S] [--json]`: every task of the task file (and any
 //! the state still knows) with its status, attempts, pool, dependencies and cost.
 
-use clap::Args;
 use serde_json::json;
 
-use crate::cli::TaskSource;
+use crate::cli::TasksArgs;
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
 use crate::state::{State, TaskRecord, TaskStatus};
 use crate::tasks::TaskSet;
-
-#[derive(Args, Debug)]
-pub struct TasksArgs {
-    #[command(flatten)]
-    pub source: TaskSource,
-    /// Only tasks with this status: new, pending, running, succeeded, landed, failed,
-    /// timed-out, stalled, interrupted, blocked, ...
-    #[arg(long, value_name = "S")]
-    pub status: Option<String>,
-    /// Print the list as JSON
-    #[arg(long)]
-    pub json: bool,
-}
 
 /// Statuses `--status` accepts: a task's status label, or `new` (never run).
 const STATUSES: &[&str] = &[
@@ -65,7 +51,7 @@ pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
         None => None,
     };
     let state = project.store.load()?;
-    let tasks = match super::run::load_tasks(project, &args.source) {
+    let tasks = match crate::service::load::load_tasks(project, &args.source) {
         Ok(t) => Some(t),
         Err(e) if !state.tasks.is_empty() => {
             eprintln!("note: listing the tasks the state knows; the task file: {e}");
@@ -78,7 +64,7 @@ pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
         .into_iter()
         .map(|mut r| {
             if landed.contains(&r.id) {
-                r.status = super::status::LANDED.into();
+                r.status = crate::view::LANDED.into();
             }
             r
         })

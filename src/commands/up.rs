@@ -28,7 +28,7 @@ pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
     let mut state = project.store.load()?;
     let store = project.store.clone();
     let mut save = |s: &State| store.save(s);
-    let runtime = super::runtime()?;
+    let runtime = crate::service::runtime()?;
     let mut did = false;
     for pool in &config.pools {
         if args.pool.as_deref().is_some_and(|p| p != pool.name) {

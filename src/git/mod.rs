@@ -1,6 +1,8 @@
 //! Local git work through git2: the repository, excludes, commits that flocks
 //! makes itself, and commit ranges.
 
+pub(crate) mod cherry_pick;
+pub(crate) mod trailer;
 mod worktree;
 pub(crate) use worktree::relative_path;
 
@@ -8,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository, Signature, StatusOptions};
 
-pub use worktree::{Prepared, Worktrees, check_task_worktree};
+pub use worktree::{Worktrees, check_task_worktree};
 
 use crate::error::{Context, Error, Result};
 

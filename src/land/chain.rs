@@ -6,11 +6,12 @@
 
 use git2::{Oid, Repository};
 
-use super::apply::{self, Applied};
+use super::apply;
 use super::plan::{Plan, PlanStatus};
 use super::record::{CommitMap, LandedTask};
 use super::{TaskOutcome, TaskReport};
 use crate::error::Result;
+use crate::git::cherry_pick::Applied;
 
 /// One task of the plan, as applied.
 #[derive(Debug, Clone)]

@@ -23,10 +23,10 @@ mod change;
 mod clean;
 mod landed;
 mod plan;
-pub mod range;
+pub(crate) mod range;
 mod record;
 mod render;
-pub mod resolve;
+pub(crate) mod resolve;
 mod scratch;
 mod target;
 mod trailer;
@@ -47,13 +47,13 @@ pub use target::dirty_message;
 pub use trailer::{KEY as TRAILER_KEY, task_ids as trailer_task_ids};
 pub use validate::Validation;
 
-/// Shared with `runner::start_from`, which builds a task's start from its
-/// dependencies' ranges the way land replays them.
-pub(crate) use apply::pick;
+/// `runner::start_from` still imports the cherry-pick from here; it lives in
+/// `git::cherry_pick`.
+pub(crate) use crate::git::cherry_pick::pick;
 
 use crate::error::{Error, Exit, Result};
+pub(crate) use crate::git::cherry_pick::Applied;
 use crate::project::Project;
-pub(crate) use apply::Applied;
 use chain::Chain;
 use range::short;
 use validate::Validator;

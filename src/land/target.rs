@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository, StatusOptions, build::CheckoutBuilder};
 
-use super::plan::short;
+use super::range::short;
 use crate::error::{Context, Result};
 
 /// The worktrees (main first) whose HEAD is `refname`.

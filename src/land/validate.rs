@@ -91,7 +91,8 @@ pub fn run(r: &Run) -> Result<Validation> {
         emit(&out, r.echo, header.as_bytes());
         let supervisor = match crate::supervisor::exe() {
             Ok(s) => s,
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 emit(&out, r.echo, format!("{reason}\n").as_bytes());
                 return Ok(Validation::Failed {
                     command: spec.to_string(),

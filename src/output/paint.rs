@@ -35,13 +35,6 @@ pub fn status_style(status: &str) -> Style {
     }
 }
 
-/// A status word padded to `width`, painted by [`status_style`] (padding
-/// outside the escapes, so columns still line up).
-pub fn status(status: &str, width: usize) -> String {
-    let pad = width.saturating_sub(status.chars().count());
-    format!("{}{}", paint(status_style(status), status), " ".repeat(pad))
-}
-
 /// Paint every line of a report.
 pub fn paint_text(text: &str) -> String {
     if !super::colour() {

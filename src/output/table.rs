@@ -28,6 +28,7 @@ impl Table {
     }
 
     /// A row of plain cells.
+    #[cfg(test)]
     pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
         self.rows
             .push(cells.into_iter().map(|c| (c.into(), None)).collect());

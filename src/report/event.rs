@@ -130,24 +130,3 @@ pub struct PoolInfo {
     pub backend: String,
     pub slots: usize,
 }
-
-impl Event {
-    pub fn task(&self) -> Option<&str> {
-        match self {
-            Event::Queued { task }
-            | Event::Started { task, .. }
-            | Event::Activity { task, .. }
-            | Event::Finished { task, .. }
-            | Event::Requeued { task, .. }
-            | Event::Blocked { task, .. }
-            | Event::Stalled { task, .. }
-            | Event::Landed { task, .. } => Some(task),
-            Event::RunStarted { .. }
-            | Event::Notice { .. }
-            | Event::CredentialParked { .. }
-            | Event::CredentialDisabled { .. }
-            | Event::Waiting { .. }
-            | Event::RunFinished { .. } => None,
-        }
-    }
-}

@@ -208,6 +208,7 @@ impl ProgressView {
     }
 
     /// Everything the bars show, as text (for tests).
+    #[cfg(test)]
     pub fn render(&self, now: DateTime<Utc>) -> String {
         let mut s = self.overall(now);
         for (_, line) in self.agent_lines(now) {

@@ -31,7 +31,7 @@ pub struct Dispatcher {
     fleet: Fleet,
     log_root: PathBuf,
     store: StateStore,
-    backends: Vec<Arc<Backend>>,
+    backends: Vec<Arc<dyn Backend>>,
     redactor: Arc<Redactor>,
     reporters: Vec<Box<dyn Reporter>>,
     tx: mpsc::Sender<RunEvent>,
@@ -57,7 +57,7 @@ pub struct DispatcherParts {
     /// The tasks this run may start (all of `tasks` when None).
     pub scope: Option<std::collections::HashSet<String>>,
     pub template: Option<Template>,
-    pub backends: Vec<Arc<Backend>>,
+    pub backends: Vec<Arc<dyn Backend>>,
     pub creds: Credentials,
     pub redactor: Arc<Redactor>,
     pub reporters: Vec<Box<dyn Reporter>>,

@@ -20,7 +20,7 @@ pub struct AttemptJob {
     pub task: String,
     pub attempt: u32,
     pub prepare: PrepareJob,
-    pub backend: Arc<Backend>,
+    pub backend: Arc<dyn Backend>,
     pub spec: AgentSpec,
     pub credential: Option<String>,
     pub log_path: PathBuf,
@@ -77,7 +77,7 @@ pub async fn run_attempt(
         }
     };
 
-    let ws = match job.backend.prepare(&job.prepare).await {
+    let ws = match crate::backend::prepare(job.backend.as_ref(), &job.prepare).await {
         Ok(ws) => ws,
         Err(PrepareError::Failed(e)) => {
             let reason = format!("cannot prepare the worktree: {e}");
@@ -117,7 +117,9 @@ pub async fn run_attempt(
         Ok(r) => r,
         Err(e) => {
             sink.note(&format!("could not start the agent: {e}"));
-            let mut r = report(Outcome::SpawnFailed { reason: e });
+            let mut r = report(Outcome::SpawnFailed {
+                reason: e.to_string(),
+            });
             r.start_commit = Some(ws.start_commit.clone());
             r.end_tip = Some(ws.start_commit.clone());
             let _ = events.send(finished(r)).await;
@@ -204,10 +206,14 @@ pub async fn run_attempt(
         forward(&events, &task, attempt, ev, &mut session_sent).await;
     }
 
-    let finish = job
-        .backend
-        .finish(&ws, &task, &job.prepare.branch, attempt)
-        .await;
+    let finish = crate::backend::finish(
+        job.backend.as_ref(),
+        &ws,
+        &task,
+        &job.prepare.branch,
+        attempt,
+    )
+    .await;
     let (end_tip, leftovers, new_commits, finish_error, guard_violation) = match finish {
         Ok(f) => (
             Some(f.tip),
@@ -216,7 +222,7 @@ pub async fn run_attempt(
             None,
             f.guard_violation,
         ),
-        Err(e) => (None, false, 0, Some(e), None),
+        Err(e) => (None, false, 0, Some(e.to_string()), None),
     };
     // What the task holds beyond its origin, whichever attempt made it.
     let task_commits = match &end_tip {

@@ -41,7 +41,7 @@ use std::path::PathBuf;
 
 use crate::state::{Outcome, ResultInfo};
 
-pub use dispatcher::{Dispatcher, RunOptions, RunSummary};
+pub use dispatcher::{Dispatcher, RunOptions};
 
 /// How hard to stop running agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

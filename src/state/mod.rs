@@ -4,7 +4,7 @@
 mod index;
 mod journal;
 mod lock;
-pub mod store;
+pub(crate) mod store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 
 use super::feed::{EventFeed, Stamped};
 use super::input::Action;
-use crate::commands::status::{StatusView, TaskView};
 use crate::project::Project;
 use crate::report::Event;
+use crate::view::{StatusView, TaskView};
 
 /// Events kept for the "recent events" pane.
 const RECENT: usize = 50;
@@ -248,7 +248,7 @@ fn reload_log(pane: &mut LogPane) {
     pane.lines = lines;
 }
 
-/// Reads the project for the dashboard: state.json through `status::build`,
+/// Reads the project for the dashboard: state.json through `view::build`,
 /// and the events feed.
 pub struct Source<'a> {
     pub project: &'a Project,
@@ -265,7 +265,7 @@ impl<'a> Source<'a> {
 
     pub fn status(&self) -> Option<StatusView> {
         let state = self.project.store.load().ok()?;
-        Some(crate::commands::status::build(self.project, &state))
+        Some(crate::view::build(self.project, &state))
     }
 
     /// Read everything new into the app.

@@ -3,7 +3,7 @@
 //! `.flocks/events.jsonl` from any terminal and never writes state.
 //!
 //! ```text
-//!  state.json ──status::build──┐
+//!  state.json ──view::build──┐
 //!  events.jsonl ──EventFeed────┼─▶ App (app.rs) ──view::draw──▶ terminal
 //!  keys ──input::action────────┘
 //! ```
@@ -30,10 +30,9 @@ use ratatui::crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
 
-pub use app::{App, Group, Mode};
-pub use feed::{EventFeed, Stamped};
-pub use input::{Action, action};
-pub use view::draw;
+use app::App;
+use input::action;
+use view::draw;
 
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;

@@ -8,10 +8,13 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
-use super::{Action, App, Stamped, action, draw};
-use crate::commands::status::{CredentialView, PoolView, RunView, StatusView, TaskView, Totals};
+use super::app::App;
+use super::feed::Stamped;
+use super::input::{Action, action};
+use super::view::draw;
 use crate::report::Event;
 use crate::state::Outcome;
+use crate::view::{CredentialView, PoolView, RunView, StatusView, TaskView, Totals};
 
 fn t(secs: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap() + chrono::Duration::seconds(secs)

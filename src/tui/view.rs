@@ -9,8 +9,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState};
 
 use super::app::{App, Group, LogPane, Mode, group_of};
-use crate::commands::status::TaskView;
 use crate::report::{Event, human_duration};
+use crate::view::TaskView;
 
 /// Recent events shown under the tasks.
 const EVENT_ROWS: usize = 5;

@@ -32,8 +32,11 @@ pub fn endpoint() -> String {
 /// Connect through `DOCKER_HOST` or the default socket, and lower the API
 /// version to what the engine speaks (bollard's default is newer than many
 /// engines in use).
-pub async fn connect() -> Result<Docker, String> {
-    let fail = |e: BollardError| format!("cannot reach Docker at {}: {e}", endpoint());
+pub async fn connect() -> Result<Docker, EngineError> {
+    let fail = |e: BollardError| EngineError::Unreachable {
+        endpoint: endpoint(),
+        reason: e.to_string(),
+    };
     let docker = match std::env::var("DOCKER_HOST") {
         Ok(h) if !h.is_empty() => Docker::connect_with_host(&h),
         _ => Docker::connect_with_local_defaults(),
@@ -95,8 +98,30 @@ impl Lookup {
     }
 }
 
+/// Why the engine or a pool's container cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot reach Docker at {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("cannot list docker containers: {0}")]
+    List(String),
+    /// No running container matches (`what` names the lookup).
+    #[error("{what} is not running: {hint}")]
+    NoContainer { what: String, hint: &'static str },
+    #[error("{what} is ambiguous: {} match; name one with `container`", .names.join(", "))]
+    Ambiguous { what: String, names: Vec<String> },
+    /// Inspecting the container failed, in words that name it.
+    #[error("{0}")]
+    Inspect(String),
+    #[error("docker container `{name}` is not running (status: {status}): start it")]
+    Stopped { name: String, status: String },
+}
+
 /// Find the running container a pool means. Returns its inspect data.
-pub async fn find(docker: &Docker, lookup: &Lookup) -> Result<ContainerInspectResponse, String> {
+pub async fn find(
+    docker: &Docker,
+    lookup: &Lookup,
+) -> Result<ContainerInspectResponse, EngineError> {
     let id = match lookup {
         Lookup::Name(n) => n.clone(),
         Lookup::Folder(_) | Lookup::Managed { .. } => {
@@ -116,7 +141,7 @@ pub async fn find(docker: &Docker, lookup: &Lookup) -> Result<ContainerInspectRe
             let list = docker
                 .list_containers(Some(opts))
                 .await
-                .map_err(|e| format!("cannot list docker containers: {e}"))?;
+                .map_err(|e| EngineError::List(e.to_string()))?;
             let mut ids: Vec<(String, String)> = list
                 .into_iter()
                 .filter_map(|c| {
@@ -130,16 +155,18 @@ pub async fn find(docker: &Docker, lookup: &Lookup) -> Result<ContainerInspectRe
                         Lookup::Managed { .. } => "run `flocks up` first",
                         _ => "start the devcontainer, or name it with `container`",
                     };
-                    return Err(format!("{} is not running: {hint}", lookup.describe()));
+                    return Err(EngineError::NoContainer {
+                        what: lookup.describe(),
+                        hint,
+                    });
                 }
                 1 => ids.remove(0).0,
                 _ => {
                     let names: Vec<String> = ids.into_iter().map(|(_, n)| n).collect();
-                    return Err(format!(
-                        "{} is ambiguous: {} match; name one with `container`",
-                        lookup.describe(),
-                        names.join(", ")
-                    ));
+                    return Err(EngineError::Ambiguous {
+                        what: lookup.describe(),
+                        names,
+                    });
                 }
             }
         }
@@ -147,7 +174,7 @@ pub async fn find(docker: &Docker, lookup: &Lookup) -> Result<ContainerInspectRe
     let info = docker
         .inspect_container(&id, None::<InspectContainerOptions>)
         .await
-        .map_err(|e| describe(&e, &id))?;
+        .map_err(|e| EngineError::Inspect(describe(&e, &id)))?;
     let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
     if !running {
         let status = info
@@ -156,10 +183,10 @@ pub async fn find(docker: &Docker, lookup: &Lookup) -> Result<ContainerInspectRe
             .and_then(|s| s.status)
             .map(|s| s.to_string())
             .unwrap_or_else(|| "unknown".into());
-        return Err(format!(
-            "docker container `{}` is not running (status: {status}): start it",
-            name_of(&info, &id)
-        ));
+        return Err(EngineError::Stopped {
+            name: name_of(&info, &id),
+            status,
+        });
     }
     Ok(info)
 }

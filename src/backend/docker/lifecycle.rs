@@ -160,7 +160,7 @@ pub async fn up(
     d: &DockerConfig,
     project_key: &str,
 ) -> Result<Up, String> {
-    let docker = engine::connect().await?;
+    let docker = engine::connect().await.map_err(|e| e.to_string())?;
     let lookup = super::lookup_for(&pool.name, d, project_key);
     if let Ok(info) = engine::find(&docker, &lookup).await {
         let id = info.id.clone().unwrap_or_default();
@@ -305,7 +305,7 @@ pub enum Down {
 /// `flocks.pool=<pool>`, `flocks.project=<project key>`), else it is left
 /// alone.
 pub async fn down(id: &str, pool: &str, project_key: &str) -> Result<Down, String> {
-    let docker = engine::connect().await?;
+    let docker = engine::connect().await.map_err(|e| e.to_string())?;
     let info = match docker
         .inspect_container(id, None::<InspectContainerOptions>)
         .await

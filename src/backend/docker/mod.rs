@@ -42,7 +42,10 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::{Chunk, Control, ExitInfo, Finished, PrepareError, PrepareJob, Running, Workspace};
+use super::{
+    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, PrepareError, PrepareJob,
+    Running, SpawnError, Workspace,
+};
 use crate::agent::AgentSpec;
 use crate::config::{Config, DockerConfig, PoolConfig};
 use crate::git::Worktrees;
@@ -424,7 +427,7 @@ impl DockerBackend {
     pub fn down_reason(&self) -> Option<String> {
         match self.target.get() {
             Some(Err(e)) => Some(e.clone()),
-            _ => None,
+            None | Some(Ok(_)) => None,
         }
     }
 
@@ -433,7 +436,9 @@ impl DockerBackend {
         self.target
             .get_or_init(|| async {
                 let docker = self.client().await?;
-                let info = engine::find(&docker, &self.lookup).await?;
+                let info = engine::find(&docker, &self.lookup)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let id = info.id.clone().unwrap_or_default();
                 let name = engine::name_of(&info, &id);
                 let repo = engine::repo_in_container(
@@ -494,7 +499,11 @@ impl DockerBackend {
     }
 
     async fn client(&self) -> Result<Docker, String> {
-        self.client.get_or_try_init(engine::connect).await.cloned()
+        self.client
+            .get_or_try_init(engine::connect)
+            .await
+            .cloned()
+            .map_err(|e| e.to_string())
     }
 
     pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
@@ -546,17 +555,21 @@ impl DockerBackend {
     /// `[agent] command` inside the container: a name (found on the
     /// container's PATH), an absolute path there, or a path relative to
     /// flocks.toml's directory that lies inside the mounted repo.
-    fn program_in_container(&self, program: &str, t: &Target) -> Result<String, String> {
+    fn program_in_container(
+        &self,
+        program: &str,
+        t: &Target,
+    ) -> Result<String, super::ProgramError> {
         if !program.contains('/') || program.starts_with('/') {
             return Ok(program.to_string());
         }
         let host = crate::config::normalize_path(&self.config_dir.join(program));
         match host.strip_prefix(&self.repo_dir) {
             Ok(rel) => Ok(Path::new(&t.repo).join(rel).display().to_string()),
-            Err(_) => Err(format!(
-                "agent command {program} is outside the repo that docker container `{}` mounts: give a path inside the container",
-                t.name
-            )),
+            Err(_) => Err(super::ProgramError::OutsideMount {
+                program: program.to_string(),
+                container: t.name.clone(),
+            }),
         }
     }
 
@@ -579,7 +592,7 @@ impl DockerBackend {
         env
     }
 
-    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
+    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
         let t = match self.target().await {
             Ok(t) => t,
             Err(why) => return Ok(lost(why)),
@@ -686,7 +699,7 @@ impl DockerBackend {
         _task: &str,
         branch: &str,
         attempt: u32,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, FinishError> {
         // The guard first: nothing on the host touches git before it is checked.
         let ticket = self
             .tickets
@@ -717,7 +730,9 @@ impl DockerBackend {
                 f.guard_violation = v;
                 Ok(f)
             }
-            (Err(e), Some(v)) => Err(format!("{e}; also, the agent changed {v}")),
+            (Err(e), Some(v)) => Err(FinishError::Measure(format!(
+                "{e}; also, the agent changed {v}"
+            ))),
             (Err(e), None) => Err(e),
         }
     }
@@ -738,6 +753,49 @@ impl DockerBackend {
     }
 }
 
+impl Backend for DockerBackend {
+    fn slots(&self, pool: &PoolConfig) -> usize {
+        pool.max_worktrees
+    }
+
+    fn connect<'a>(&'a self, notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
+        Box::pin(DockerBackend::connect(self, notes))
+    }
+
+    fn down_reason(&self) -> Option<String> {
+        DockerBackend::down_reason(self)
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        job: &'a PrepareJob,
+    ) -> BoxFuture<'a, Result<Workspace, PrepareError>> {
+        Box::pin(DockerBackend::prepare(self, job))
+    }
+
+    fn spawn<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
+        Box::pin(DockerBackend::spawn(self, ws, spec))
+    }
+
+    fn finish<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        task: &'a str,
+        branch: &'a str,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<Finished, FinishError>> {
+        Box::pin(DockerBackend::finish(self, ws, task, branch, attempt))
+    }
+
+    fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(DockerBackend::release(self, task))
+    }
+}
+
 /// A docker pool's container and a client, found for one use outside a run
 /// (`[validate] pool` runs the validate commands there).
 pub async fn find_pool_target(
@@ -752,8 +810,10 @@ pub async fn find_pool_target(
         .unwrap_or_else(|_| config.workspace.repo.clone());
     let owner = owner::owner_of(&repo_dir).unwrap_or((0, 0));
     let project_key = crate::project::key_of(&config.state_dir());
-    let docker = engine::connect().await?;
-    let info = engine::find(&docker, &lookup_for(&pool.name, d, &project_key)).await?;
+    let docker = engine::connect().await.map_err(|e| e.to_string())?;
+    let info = engine::find(&docker, &lookup_for(&pool.name, d, &project_key))
+        .await
+        .map_err(|e| e.to_string())?;
     let id = info.id.clone().unwrap_or_default();
     let name = engine::name_of(&info, &id);
     let repo = engine::repo_in_container(&info, &repo_dir, d.workspace_mount.as_deref(), &name)?;

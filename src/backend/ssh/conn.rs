@@ -40,6 +40,8 @@ impl SshError {
     }
 }
 
+impl std::error::Error for SshError {}
+
 impl std::fmt::Display for SshError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.message())

@@ -26,7 +26,10 @@ use tokio::sync::OnceCell;
 
 pub use conn::{SshError, Target, stop_masters};
 
-use super::{Chunk, Control, ExitInfo, Finished, PrepareError, PrepareJob, Running, Workspace};
+use super::{
+    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, PrepareError, PrepareJob,
+    Running, SpawnError, Workspace,
+};
 use crate::agent::AgentSpec;
 use crate::config::{BackendConfig, CommandSpec, Config, PoolConfig};
 use crate::git::Worktrees;
@@ -67,7 +70,8 @@ impl Host {
     fn down(&self) -> Option<String> {
         match self.ready.get() {
             Some(Err(SshError::Unreachable(m))) => Some(m.clone()),
-            _ => None,
+            // Not tried yet, connected, or up but its setup failed.
+            None | Some(Ok(_)) | Some(Err(SshError::Failed(_))) => None,
         }
     }
 }
@@ -439,11 +443,14 @@ impl SshBackend {
         env
     }
 
-    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, String> {
+    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
         let task = task_of(&spec);
-        let h = self
-            .host_of(&task)
-            .ok_or_else(|| format!("pool {}: no host was prepared for {task}", self.pool))?;
+        let h = self.host_of(&task).ok_or_else(|| {
+            SpawnError::Start(format!(
+                "pool {}: no host was prepared for {task}",
+                self.pool
+            ))
+        })?;
         let r = self.spawn_on(h, ws, &task, spec).await;
         if r.is_err() {
             self.unassign(&task);
@@ -457,8 +464,8 @@ impl SshBackend {
         _ws: &Workspace,
         task: &str,
         spec: AgentSpec,
-    ) -> Result<Running, String> {
-        let root = h.connect(&self.setup).await.map_err(|e| e.to_string())?;
+    ) -> Result<Running, SpawnError> {
+        let root = h.connect(&self.setup).await?;
         let grace_ds = (self.grace.as_millis() / 100).max(1);
         let mut header = format!(
             "FLOCKS-HELPER 1\nop run\ntask {task}\ntag {}\ngrace_ds {grace_ds}\nheartbeat {HEARTBEAT_SECS}\n",
@@ -481,22 +488,25 @@ impl SshBackend {
         let mut input = header.into_bytes();
         input.extend_from_slice(spec.prompt.as_bytes());
 
-        let mut cmd = h
-            .target
-            .command(&h.target.helper_command())
-            .map_err(|e| e.to_string())?;
+        let mut cmd = h.target.command(&h.target.helper_command())?;
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run ssh (is OpenSSH installed?): {e}"))?;
+        let mut child = cmd.spawn().map_err(|e| SpawnError::Process {
+            what: "ssh (is OpenSSH installed?)",
+            reason: e.to_string(),
+        })?;
         let pid = child.id();
-        let mut stdin = child.stdin.take().ok_or("no stdin pipe")?;
-        stdin
-            .write_all(&input)
-            .await
-            .map_err(|e| format!("host {}: cannot send the agent's start: {e}", h.target.host))?;
+        let mut stdin = child.stdin.take().ok_or(SpawnError::Process {
+            what: "ssh",
+            reason: "no stdin pipe".into(),
+        })?;
+        stdin.write_all(&input).await.map_err(|e| {
+            SpawnError::Start(format!(
+                "host {}: cannot send the agent's start: {e}",
+                h.target.host
+            ))
+        })?;
         let _ = stdin.flush().await;
         let stdin = Arc::new(tokio::sync::Mutex::new(Some(stdin)));
 
@@ -634,6 +644,53 @@ impl SshBackend {
     }
 }
 
+impl Backend for SshBackend {
+    fn slots(&self, _pool: &PoolConfig) -> usize {
+        SshBackend::slots(self)
+    }
+
+    fn connect<'a>(&'a self, notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
+        Box::pin(self.connect_all(notes))
+    }
+
+    fn down_reason(&self) -> Option<String> {
+        SshBackend::down_reason(self)
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        job: &'a PrepareJob,
+    ) -> BoxFuture<'a, Result<Workspace, PrepareError>> {
+        Box::pin(SshBackend::prepare(self, job))
+    }
+
+    fn spawn<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
+        Box::pin(SshBackend::spawn(self, ws, spec))
+    }
+
+    fn finish<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        task: &'a str,
+        branch: &'a str,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<Finished, FinishError>> {
+        Box::pin(async move {
+            SshBackend::finish(self, ws, task, branch, attempt)
+                .await
+                .map_err(FinishError::Measure)
+        })
+    }
+
+    fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(SshBackend::release(self, task))
+    }
+}
+
 /// Stops a remote agent through its helper's control channel.
 pub struct SshControl {
     stdin: Arc<tokio::sync::Mutex<Option<ChildStdin>>>,
@@ -713,9 +770,9 @@ async fn pump<R: AsyncRead + Unpin>(
 }
 
 /// Header values are lines: a newline in one would forge the next line.
-fn one_line(v: &str) -> Result<&str, String> {
+fn one_line(v: &str) -> Result<&str, SpawnError> {
     if v.contains('\n') || v.contains('\0') {
-        Err("a value for the remote agent holds a newline; refusing to send it".into())
+        Err(SpawnError::Unsendable)
     } else {
         Ok(v)
     }

@@ -30,7 +30,8 @@ use crate::report::{Event, PoolInfo};
 use crate::state::{InvalidTransition, NextAttempt, Outcome, State, TaskRecord, TaskStatus};
 use crate::tasks::{Task, TaskSet, dependency_order};
 
-pub use finished::{BREAKER_LIMIT, QUICK_FAILURE, REQUEUE_CAP};
+#[cfg(test)]
+use finished::REQUEUE_CAP;
 
 /// The wall clock (for state and credentials) and the monotonic clock (for
 /// stagger and quick failures), read once per step by the dispatcher.
@@ -265,6 +266,7 @@ impl Fleet {
     }
 
     /// Illegal status changes seen so far (each was reported as a notice).
+    #[cfg(test)]
     pub fn invalid_transitions(&self) -> u32 {
         self.invalid_transitions
     }

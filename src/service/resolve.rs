@@ -1,4 +1,4 @@
-//! `flocks land --resolve`: after a land, each task whose cherry-pick
+//! `flocks land --resolve` (called by `commands::land`): after a land, each task whose cherry-pick
 //! conflicted gets a new attempt through the normal scheduler (any pool,
 //! `--supervise` retries up to `max_retries`) that starts from the target as
 //! it is now, with its prompt, its earlier diff and the conflicting files;
@@ -6,23 +6,24 @@
 //!
 //! ```text
 //!  land ──> conflicted ──mark (project lock): backup ref, NextAttempt{fresh, base: target}──>
-//!  run::execute (dispatcher) ──> succeeded ──> land those (and their dependents) ──> one report
+//!  service::run::execute (dispatcher) ──> succeeded ──> land those (and their dependents) ──> one report
 //! ```
 
 use std::collections::{HashMap, HashSet};
 
+use super::load;
+use super::run::{Redo as RedoMark, Requeue, RunRequest, execute};
 use crate::cli::TaskSource;
 use crate::error::{Error, Exit, Result};
 use crate::land::{self, LandLock, LandOptions, Report, TaskOutcome};
 use crate::project::Project;
 use crate::prompt::Template;
 use crate::runner::RunOptions;
-use crate::state::{NextAttempt, TaskStatus};
 use crate::tasks::TaskSet;
 
 /// Ready to redo conflicted tasks: the task list and template are loaded and
 /// the project lock was free.
-pub struct Resolver {
+pub(crate) struct Resolver {
     tasks: TaskSet,
     template: Option<Template>,
 }
@@ -38,16 +39,15 @@ struct Redo {
 
 impl Resolver {
     /// Load the tasks and check the project lock (exit 5 when a run holds it).
-    pub fn new(project: &Project, source: &TaskSource) -> Result<Resolver> {
-        let tasks = super::run::load_tasks(project, source)?;
-        let template = super::run::load_template(&project.config, &tasks)?;
+    pub(crate) fn new(project: &Project, source: &TaskSource) -> Result<Resolver> {
+        let (tasks, template) = load::load(project, source)?;
         drop(project.lock("land --resolve").map_err(lock_error)?);
         Ok(Resolver { tasks, template })
     }
 
     /// Redo what conflicted in `report` and land it; returns the report of
     /// both lands, and an exit code when the dispatch decides it.
-    pub fn resolve(
+    pub(crate) fn resolve(
         self,
         project: &Project,
         mut report: Report,
@@ -117,54 +117,34 @@ impl Resolver {
             // Bars on a terminal, plain lines otherwise, as `run` does.
             progress: true,
         };
-        let config = project.config.clone();
-        let marks: Vec<(String, u32, String)> = redos
-            .iter()
-            .map(|r| (r.id.clone(), r.before, r.context.clone()))
-            .collect();
-        let onto_text = onto.to_string();
-        let dispatched = super::run::execute(
+        let requeue = Requeue::Redo {
+            onto,
+            tasks: redos
+                .iter()
+                .map(|r| RedoMark {
+                    id: r.id.clone(),
+                    before: r.before,
+                    context: r.context.clone(),
+                })
+                .collect(),
+        };
+        let dispatched = execute(
             Project::from_config(project.config.clone()),
-            self.tasks,
-            self.template,
-            Some(scope),
-            run_opts,
-            "land --resolve",
-            move |state, _| {
-                let repo = crate::git::open(&config.workspace.repo)?;
-                for (id, before, context) in marks {
-                    let Some(rec) = state.task_mut(&id) else {
-                        continue;
-                    };
-                    if let Some((name, tip)) =
-                        land::resolve::backup(&repo, &rec.branch, &id, before)?
-                    {
-                        say(&format!(
-                            "resolve: {id}: {} was at {} (kept as {name}); it starts over from {}",
-                            rec.branch,
-                            &tip.to_string()[..10],
-                            &onto_text[..10]
-                        ));
-                    }
-                    rec.next = Some(NextAttempt {
-                        fresh: true,
-                        resume_session: None,
-                        resume_pool: None,
-                        ended: None,
-                        context: Some(context),
-                        base: Some(onto_text.clone()),
-                    });
-                    rec.requeues = 0;
-                    if rec.status != TaskStatus::Pending {
-                        rec.transition(TaskStatus::Pending)
-                            .map_err(|e| crate::error::Error::Other(e.to_string()))?;
-                    }
-                }
-                Ok(())
+            RunRequest {
+                tasks: self.tasks,
+                template: self.template,
+                scope: Some(scope),
+                opts: run_opts,
+                command: "land --resolve",
+                requeue,
             },
-        );
-        let exit = match dispatched {
-            Ok(exit) => exit,
+        )
+        .map(|finished| {
+            finished.print();
+            finished.interrupted
+        });
+        let interrupted = match dispatched {
+            Ok(interrupted) => interrupted,
             Err(e) => {
                 let e = lock_error(e);
                 for r in &redos {
@@ -211,7 +191,7 @@ impl Resolver {
                 }
             }
         }
-        if exit == Exit::Interrupted {
+        if interrupted {
             for id in redone.keys() {
                 note(
                     &mut report,
@@ -245,9 +225,31 @@ impl Resolver {
         say(&format!("resolve: landing {}", ids.join(", ")));
         let plan = land::plan(project, &ids)?;
         let second = land::execute(project, &plan, opts, lock)?;
-        super::land::record_landed(project, &second);
+        record_landed(project, &second);
         merge(&mut report, second, &redone);
         Ok((report, None))
+    }
+}
+
+/// A `landed` line in events.jsonl for each task whose work reached the target.
+pub(crate) fn record_landed(project: &Project, report: &land::Report) {
+    if !report.moved {
+        return;
+    }
+    for t in &report.tasks {
+        if let land::TaskOutcome::Landed { commits, .. } = t.outcome {
+            let event = crate::report::Event::Landed {
+                task: t.id.clone(),
+                commits,
+                target: report.target.clone(),
+            };
+            if let Err(e) = crate::report::jsonl::append_event(&project.events_path(), &event) {
+                eprintln!(
+                    "note: could not write {}: {e}",
+                    project.events_path().display()
+                );
+            }
+        }
     }
 }
 

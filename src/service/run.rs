@@ -1,0 +1,238 @@
+//! The run service: lock, state, reconcile, requeue, merge, dispatch to the
+//! end. `run`, `retry`, `sail` and `land --resolve` call [`execute`] with a
+//! [`RunRequest`] and print the [`Finished`] it returns.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::merge::{merge_tasks, requeue};
+use super::preflight::{check_agents, check_branches, check_no_live_run, check_repo};
+use crate::agent::Redactor;
+use crate::error::{Exit, Result};
+use crate::project::Project;
+use crate::prompt::Template;
+use crate::report::Reporter;
+use crate::runner::credentials::Credentials;
+use crate::runner::dispatcher::DispatcherParts;
+use crate::runner::{Dispatcher, RunOptions};
+use crate::state::RunInfo;
+use crate::tasks::TaskSet;
+
+pub(crate) use super::merge::{Redo, Requeue};
+
+/// One run of a task list, as a command asks for it.
+pub(crate) struct RunRequest {
+    pub tasks: TaskSet,
+    pub template: Option<Template>,
+    /// Only these tasks (and what merging re-queues of them) run; `None`: all.
+    pub scope: Option<HashSet<String>>,
+    pub opts: RunOptions,
+    /// The command, as the project lock names its holder.
+    pub command: &'static str,
+    /// What the command runs again, queued before the list is merged.
+    pub requeue: Requeue,
+}
+
+/// How a run ended, for the command to print.
+pub(crate) struct Finished {
+    pub exit: Exit,
+    /// The summary table of the tasks in scope.
+    pub summary: String,
+    pub stopped_because: Option<String>,
+    /// Ctrl-C stopped it (its exit is then [`Exit::Interrupted`]).
+    pub interrupted: bool,
+}
+
+impl Finished {
+    /// The summary, then why the run stopped early (if it did).
+    pub(crate) fn print(&self) {
+        crate::output::report(&self.summary);
+        if let Some(why) = &self.stopped_because {
+            crate::outln!("stopped: {why}");
+        }
+    }
+}
+
+/// Everything after loading: checks, lock, state, reconcile, requeue, merge,
+/// backends, reporters, dispatch to the end.
+pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
+    let RunRequest {
+        tasks,
+        template,
+        scope,
+        opts,
+        command,
+        requeue: marks,
+    } = req;
+    let config = project.config.clone();
+    let repo = check_repo(&config)?;
+    // A local pool that cannot find the agent stops the run before anything
+    // (lock, state, worktrees) is created.
+    check_agents(&config)?;
+    let _lock = project.lock(command)?;
+    let mut state = project.store.load()?;
+    check_no_live_run(&project, &state)?;
+    check_branches(&repo, &state, &tasks)?;
+    drop(repo);
+
+    let key = project.key();
+    let mut notices = crate::runner::reconcile::reconcile(&mut state, &config, &key);
+    // What the command runs again (`retry`, `land --resolve`) is queued
+    // first, so that the notes below never call it "not run again".
+    requeue(&mut state, &config, marks)?;
+    notices.extend(merge_tasks(
+        &mut state,
+        &tasks,
+        &config,
+        &opts,
+        scope.as_ref(),
+    ));
+    // A new run: disabled credentials get another chance, since the user acted.
+    for (name, c) in state.credentials.iter_mut() {
+        if let Some(why) = c.disabled.take() {
+            notices.push(format!(
+                "credential {name} was disabled ({why}); trying it again"
+            ));
+        }
+    }
+    let now = Utc::now();
+    state.run = Some(RunInfo {
+        id: next_run_id(state.run.as_ref().map(|r| r.id.as_str()), now),
+        pid: std::process::id(),
+        started_at: now,
+        ended_at: None,
+        supervise: opts.supervise,
+        pid_start: crate::state::process_start(std::process::id()),
+    });
+    project.store.save(&state)?;
+    // Saved whole: the dispatcher's journal starts from here.
+    state.changed.clear();
+
+    // Worktrees, excludes, backends.
+    let repo = crate::git::open(&config.workspace.repo)?;
+    let excludes = crate::git::exclude_patterns(
+        &config.workspace.repo,
+        &[project.state_dir(), config.worktrees_dir()],
+    );
+    crate::git::ensure_excluded(&repo, &excludes)?;
+    drop(repo);
+    let worktrees = Arc::new(crate::git::Worktrees::new(
+        &config.workspace.repo,
+        &config.worktrees_dir(),
+    )?);
+    let creds = Credentials::from_env(&config);
+    for (name, var) in creds.missing() {
+        notices.push(format!(
+            "credential {name}: ${var} is not set; pools that need it cannot run"
+        ));
+    }
+    let backends = config
+        .pools
+        .iter()
+        .map(|p| crate::backend::for_pool(&config, p, worktrees.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    // Remote pools connect now (helper, mirror, setup): a host that is down
+    // takes its pool out of this run, with a notice naming it.
+    let runtime = super::runtime()?;
+    for (p, b) in config.pools.iter().zip(&backends) {
+        if let Some(why) = runtime.block_on(b.connect(&mut notices)) {
+            notices.push(format!("pool {} is not used in this run: {why}", p.name));
+        }
+    }
+    let redactor = Arc::new(Redactor::new(creds.secrets()));
+    let mut reporters = reporters(&project, opts.progress);
+    for message in notices {
+        let message = redactor.redact(&message).into_owned();
+        for r in &mut reporters {
+            r.event(&crate::report::Event::Notice {
+                message: message.clone(),
+            });
+        }
+    }
+    let ids: Vec<String> = tasks
+        .tasks
+        .iter()
+        .map(|t| t.id.clone())
+        .filter(|id| scope.as_ref().is_none_or(|s| s.contains(id)))
+        .collect();
+    let log_root = project.state_dir().join("logs");
+    let store = project.store.clone();
+    let dispatcher = Dispatcher::new(DispatcherParts {
+        project,
+        state,
+        tasks,
+        scope,
+        template,
+        backends,
+        creds,
+        redactor,
+        reporters,
+        opts,
+        project_key: key,
+    });
+    let summary = runtime.block_on(dispatcher.run());
+    let state = store.load()?;
+    let landed = crate::land::landed_ids(&Project::from_config(config), &state);
+    Ok(Finished {
+        exit: summary.exit,
+        summary: crate::report::summary::render(&state, &ids, &log_root, &landed),
+        stopped_because: summary.stopped_because,
+        interrupted: summary.interrupted,
+    })
+}
+
+/// events.jsonl, and progress bars on a terminal or plain lines otherwise.
+fn reporters(project: &Project, progress: bool) -> Vec<Box<dyn Reporter>> {
+    let terminal: Box<dyn Reporter> =
+        if progress && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            Box::new(crate::report::progress::ProgressReporter::stdout(
+                project.state_dir().join("logs"),
+            ))
+        } else {
+            Box::new(crate::report::line::LineReporter::new(
+                crate::output::stdout(),
+            ))
+        };
+    vec![
+        Box::new(crate::report::jsonl::EventsFile::open(
+            &project.events_path(),
+        )),
+        terminal,
+    ]
+}
+
+/// `20261130-021500`, the start time to the second; a run that starts in
+/// the same second as the previous one (runs of a project never overlap:
+/// the lock) gets `-2`, `-3`, ... so that ids stay unique.
+fn next_run_id(previous: Option<&str>, now: chrono::DateTime<Utc>) -> String {
+    let base = now.format("%Y%m%d-%H%M%S").to_string();
+    let Some(rest) = previous.and_then(|p| p.strip_prefix(base.as_str())) else {
+        return base;
+    };
+    let n = match rest.strip_prefix('-') {
+        Some(k) => k.parse::<u32>().unwrap_or(1),
+        None => 1,
+    };
+    format!("{base}-{}", n + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_stay_unique_within_a_second() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-30T02:15:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let first = next_run_id(None, t);
+        assert_eq!(first, "20261130-021500");
+        let second = next_run_id(Some(&first), t);
+        assert_eq!(second, "20261130-021500-2");
+        assert_eq!(next_run_id(Some(&second), t), "20261130-021500-3");
+        let later = t + chrono::Duration::seconds(1);
+        assert_eq!(next_run_id(Some(&second), later), "20261130-021501");
+    }
+}

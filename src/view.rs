@@ -1,0 +1,286 @@
+//! What `status`, `status --json`, `tasks` and the dashboard show of a
+//! project: views built from state.json and the logs (never from a live run).
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::project::Project;
+use crate::report::human_duration;
+use crate::state::{ProjectLock, State, TaskRecord, TaskStatus};
+
+/// `flocks status --json`: stable shape (fields are only ever added).
+#[derive(Serialize)]
+pub struct StatusView {
+    pub run: Option<RunView>,
+    pub tasks: Vec<TaskView>,
+    pub pools: Vec<PoolView>,
+    pub credentials: Vec<CredentialView>,
+    /// exe.dev VMs that `flocks up` created and `flocks down` removes.
+    pub vms: Vec<VmView>,
+    pub totals: Totals,
+}
+
+#[derive(Serialize)]
+pub struct VmView {
+    pub pool: String,
+    pub name: String,
+    pub ssh_dest: String,
+    pub ssh_port: u16,
+}
+
+#[derive(Serialize)]
+pub struct RunView {
+    pub id: String,
+    pub live: bool,
+    pub pid: u32,
+    pub started_at: chrono::DateTime<Utc>,
+    pub ended_at: Option<chrono::DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub branch: String,
+    /// pending | running | succeeded | landed | failed | timed out | stalled | interrupted | blocked | ...
+    pub status: String,
+    pub detail: Option<String>,
+    pub attempts: usize,
+    pub pool: Option<String>,
+    pub elapsed_secs: Option<f64>,
+    pub activity: Option<String>,
+    /// Seconds since the agent last wrote output (running tasks).
+    pub quiet_secs: Option<f64>,
+    pub turns: u64,
+    pub cost_usd: f64,
+    pub depends_on: Vec<String>,
+    pub blocked_on: Vec<String>,
+    pub worktree: PathBuf,
+    pub log: Option<PathBuf>,
+    pub log_tail: Vec<String>,
+    /// How the last finished attempt ended (`{"kind": ...}` as in state.json).
+    pub outcome: Option<crate::state::Outcome>,
+    /// The task line's `expect_commits`.
+    pub expect_commits: bool,
+    /// A succeeded task with `"expect_commits": false`: its result text (its
+    /// work is the answer, not commits).
+    pub result: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct PoolView {
+    pub name: String,
+    pub backend: String,
+    pub slots: usize,
+    pub running: usize,
+}
+
+#[derive(Serialize)]
+pub struct CredentialView {
+    pub name: String,
+    pub parked_until: Option<chrono::DateTime<Utc>>,
+    pub disabled: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Totals {
+    pub tasks: usize,
+    pub attempts: usize,
+    pub turns: u64,
+    pub cost_usd: f64,
+}
+
+/// Lines of a no-commit task's result that `status` shows.
+pub(crate) const RESULT_LINES: usize = 12;
+
+/// The status of a succeeded task whose work is on the land target.
+pub const LANDED: &str = "landed";
+
+pub fn build(project: &Project, state: &State) -> StatusView {
+    let live = ProjectLock::holder(&project.state_dir()).is_some();
+    let log_root = project.state_dir().join("logs");
+    let now = Utc::now();
+    let landed = crate::land::landed_ids(project, state);
+    let tasks: Vec<TaskView> = state
+        .tasks
+        .iter()
+        .map(|t| {
+            let mut view = task_view(t, &log_root, now, &project.config);
+            if landed.contains(&t.id) {
+                view.status = LANDED.to_string();
+            }
+            view
+        })
+        .collect();
+    let pools = project
+        .config
+        .pools
+        .iter()
+        .map(|p| PoolView {
+            name: p.name.clone(),
+            backend: p.backend.kind().to_string(),
+            slots: p.max_worktrees,
+            running: state
+                .tasks
+                .iter()
+                .filter(
+                    |t| matches!(&t.status, TaskStatus::Running { pool, .. } if *pool == p.name),
+                )
+                .count(),
+        })
+        .collect();
+    let credentials = state
+        .credentials
+        .iter()
+        .filter(|(_, c)| c.disabled.is_some() || c.parked_until.is_some_and(|t| t > now))
+        .map(|(name, c)| CredentialView {
+            name: name.clone(),
+            parked_until: c.parked_until.filter(|t| *t > now),
+            disabled: c.disabled.clone(),
+        })
+        .collect();
+    StatusView {
+        run: state.run.as_ref().map(|r| RunView {
+            id: r.id.clone(),
+            live,
+            pid: r.pid,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+        }),
+        totals: Totals {
+            tasks: state.tasks.len(),
+            attempts: state.tasks.iter().map(|t| t.attempts.len()).sum(),
+            turns: state.tasks.iter().map(TaskRecord::turns).sum(),
+            cost_usd: state.total_cost(),
+        },
+        tasks,
+        pools,
+        credentials,
+        vms: state
+            .managed
+            .iter()
+            .filter_map(|m| match m {
+                crate::state::Managed::Vm {
+                    pool,
+                    name,
+                    ssh_dest,
+                    ssh_port,
+                } => Some(VmView {
+                    pool: pool.clone(),
+                    name: name.clone(),
+                    ssh_dest: ssh_dest.clone(),
+                    ssh_port: *ssh_port,
+                }),
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+fn task_view(
+    t: &TaskRecord,
+    log_root: &Path,
+    now: chrono::DateTime<Utc>,
+    config: &crate::config::Config,
+) -> TaskView {
+    let last = t.last_attempt();
+    let log = last.map(|a| log_root.join(&t.id).join(format!("{}.log", a.number)));
+    let (mut elapsed, mut activity, mut quiet, mut tail, mut detail, mut blocked_on) =
+        (None, None, None, Vec::new(), None, Vec::new());
+    match &t.status {
+        TaskStatus::Running { started_at, .. } => {
+            elapsed = Some((now - *started_at).num_milliseconds() as f64 / 1000.0);
+            if let Some(p) = &log {
+                activity = last_activity(p);
+                quiet = std::fs::metadata(p)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .map(|d| d.as_secs_f64());
+            }
+        }
+        TaskStatus::Done { outcome } if *outcome != crate::state::Outcome::Success => {
+            detail = Some(describe(outcome, config));
+            if let Some(p) = &log {
+                let text = crate::logview::read_tail(p, 64 * 1024);
+                tail = crate::logview::tail_rendered(&text, 5);
+            }
+        }
+        TaskStatus::Blocked { on, reason } => {
+            blocked_on = on.clone();
+            detail = reason.clone();
+        }
+        TaskStatus::Done { .. } | TaskStatus::Pending => {}
+    }
+    let result = t
+        .successful_attempt()
+        .filter(|_| !t.expect_commits)
+        .and_then(|a| a.result.as_ref()?.text.clone());
+    if let Some(a) = last
+        && elapsed.is_none()
+        && let Some(end) = a.ended_at
+    {
+        elapsed = Some((end - a.started_at).num_milliseconds() as f64 / 1000.0);
+    }
+    TaskView {
+        id: t.id.clone(),
+        branch: t.branch.clone(),
+        status: t.status.label().to_string(),
+        detail: detail.take(),
+        attempts: t.attempts.len(),
+        pool: last.map(|a| a.pool.clone()),
+        elapsed_secs: elapsed,
+        activity,
+        quiet_secs: quiet,
+        turns: t.turns(),
+        cost_usd: t.cost(),
+        depends_on: t.depends_on.clone(),
+        blocked_on: std::mem::take(&mut blocked_on),
+        worktree: t.worktree.clone(),
+        log,
+        log_tail: std::mem::take(&mut tail),
+        outcome: t.attempts.iter().rev().find_map(|a| a.outcome.clone()),
+        expect_commits: t.expect_commits,
+        result,
+    }
+}
+
+/// An outcome for people, with the limits that applied.
+fn describe(outcome: &crate::state::Outcome, config: &crate::config::Config) -> String {
+    use crate::state::Outcome;
+    match (outcome, config.stall_timeout, config.agent_timeout) {
+        (Outcome::Stalled, Some(d), _) => format!(
+            "stalled: no output for {} (stall_timeout_secs)",
+            human_duration(d.as_secs_f64())
+        ),
+        (Outcome::TimedOut, _, Some(d)) => format!(
+            "timed out after {} (agent_timeout_secs)",
+            human_duration(d.as_secs_f64())
+        ),
+        _ => outcome.describe(),
+    }
+}
+
+/// The last tool call in a log, read from its end.
+pub fn last_activity(log: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(log).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(256 * 1024);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    for line in text.lines().rev() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        for ev in crate::agent::stream::parse_event(&v).into_iter().rev() {
+            if let crate::agent::StreamEvent::ToolUse(a) = ev {
+                return Some(a);
+            }
+        }
+    }
+    None
+}
