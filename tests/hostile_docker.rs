@@ -458,15 +458,17 @@ fn forged_state_paths_are_left_alone() {
         "o",
     ]);
     std::fs::write(other.join("wip.txt"), "mine\n").unwrap();
+    // The agent can write both state.json and its journal: it rewrites the
+    // state as flocks would read it, then drops the journal.
     let state_path = p.t.repo.join(".flocks/state.json");
-    let mut state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    let mut state = p.t.state();
     for t in state["tasks"].as_array_mut().unwrap() {
         if t["id"] == "f" {
             t["worktree"] = json!(other.display().to_string());
         }
     }
     std::fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
+    let _ = std::fs::remove_file(p.t.repo.join(".flocks/state.journal"));
 
     p.t.tasks(&[json!({"id": "f", "prompt": "@fake commit f.txt\n"})]);
     let o = p.t.flocks(&["run", "--no-progress"]);
