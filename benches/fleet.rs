@@ -8,62 +8,12 @@
 //! writes one file and commits it. Prints wall time per side, the ratio, and
 //! flocks' peak resident memory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const AGENT: &str = r#"#!/bin/sh
-prompt=$(cat)
-echo '{"type":"system","subtype":"init","session_id":"bench","model":"bench"}'
-name=$(printf '%s' "$prompt" | tr -cd 'a-z0-9-')
-echo "$prompt" > "out-$name.txt"
-git add "out-$name.txt" && git commit -q -m "bench $name"
-echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok","session_id":"bench","total_cost_usd":0}'
-"#;
-
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn make_repo(dir: &Path, files: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let git = |args: &[&str]| run(Command::new("git").args(args).current_dir(dir));
-    git(&["init", "-q", "-b", "main"]);
-    git(&["config", "user.name", "bench"]);
-    git(&["config", "user.email", "bench@example.invalid"]);
-    for i in 0..files {
-        let sub = dir.join(format!("src/m{:02}", i % 50));
-        std::fs::create_dir_all(&sub).unwrap();
-        std::fs::write(
-            sub.join(format!("f{i}.rs")),
-            format!("// file {i}\npub fn f{i}() -> u32 {{ {i} }}\n").repeat(20),
-        )
-        .unwrap();
-    }
-    git(&["add", "."]);
-    git(&["commit", "-q", "-m", "initial"]);
-}
-
-fn write_agent(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join("bench-agent");
-    std::fs::write(&p, AGENT).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
-}
+mod common;
+use common::{env_usize, make_repo, run, write_agent};
 
 fn baseline(root: &Path, agent: &Path, n: usize, p: usize, files: usize) -> Duration {
     let repo = root.join("baseline");
