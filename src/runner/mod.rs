@@ -8,7 +8,7 @@
 //!       ▲  StopLevel (watch)         └─┬───┬───┬──┘   Vec<Effect>  └──────────────┘
 //!       └──────────────────────────────┘   │   │            (sync: no I/O, no tokio)
 //!  spawn_blocking: dependency start, ◀─────┘   ├─▶ reporters (terminal, events.jsonl)
-//!    retry plan (git, logs) ── result ──▶ loop └─▶ state.json (when the fleet changed it)
+//!    retry plan (git, logs) ── result ──▶ loop └─▶ state.journal (one batch per wake-up)
 //!
 //!  each executor: prepare worktree → spawn agent on its backend → stream
 //!  output to .flocks/logs/<task>/<n>.log (not through the dispatcher) →
@@ -26,8 +26,11 @@
 //! The dispatcher is one `tokio::select!` loop over executor events, finished
 //! dependency starts, signals (Ctrl-C drains, stops, kills; SIGTERM from
 //! `flocks stop` stops), wake-ups (stagger, parked credentials, back-off) and
-//! a one-second tick. It carries out the fleet's effects in order and saves
-//! state when the fleet says it changed.
+//! a one-second tick. It carries out the fleet's effects in order and, once
+//! per wake-up when the fleet says it changed, appends the changed records to
+//! `.flocks/state.journal` (one fsync); attempts started in that wake-up are
+//! spawned only after it, so an attempt never acts before its start is on
+//! disk. The run's end compacts the journal into state.json.
 
 pub mod credentials;
 pub mod dispatcher;
