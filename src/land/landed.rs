@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use super::PlanStatus;
 use super::plan::plan_with;
 use super::record::{self, LandLog};
+use super::trailer::Landed;
 use crate::project::Project;
 use crate::state::State;
 
@@ -68,14 +69,46 @@ pub fn landed_ids(project: &Project, state: &State) -> HashSet<String> {
     let Ok(log) = LandLog::load(&project.state_dir()) else {
         return HashSet::new();
     };
-    let ids: HashSet<String> = match plan_with(&repo, state, &log, target, &[]) {
-        Ok(plan) => plan
-            .tasks
-            .into_iter()
-            .filter(|t| t.status == PlanStatus::AlreadyLanded)
-            .map(|t| t.id)
-            .collect(),
-        Err(_) => return HashSet::new(),
+    // Only a task with a trailer on the target, or one a land recorded, can
+    // be on it: plan just those (planning every succeeded task walks each
+    // one's commits, which is most of the time `status` takes on a big run).
+    let Some(tip) = key.target_tip else {
+        return HashSet::new();
+    };
+    let origins: Vec<git2::Oid> = state
+        .tasks
+        .iter()
+        .filter(|t| t.successful_attempt().is_some())
+        .filter_map(|t| t.origin_commit()?.parse().ok())
+        .filter(|o| repo.find_commit(*o).is_ok())
+        .collect();
+    let Ok(trailers) = Landed::scan(&repo, tip, &origins) else {
+        return HashSet::new();
+    };
+    let recorded: HashSet<&str> = log
+        .lands
+        .iter()
+        .flat_map(|l| l.tasks.iter().map(|t| t.id.as_str()))
+        .collect();
+    let candidates: Vec<String> = key
+        .attempts
+        .iter()
+        .map(|(id, _, _)| id)
+        .filter(|id| !trailers.commits(id).is_empty() || recorded.contains(id.as_str()))
+        .cloned()
+        .collect();
+    let ids: HashSet<String> = if candidates.is_empty() {
+        HashSet::new()
+    } else {
+        match plan_with(&repo, state, &log, target, &candidates) {
+            Ok(plan) => plan
+                .tasks
+                .into_iter()
+                .filter(|t| t.status == PlanStatus::AlreadyLanded)
+                .map(|t| t.id)
+                .collect(),
+            Err(_) => return HashSet::new(),
+        }
     };
     if let Ok(mut last) = LAST.lock() {
         *last = Some((key, ids.clone()));
