@@ -387,9 +387,7 @@ fn ssh_refuses_a_control_directory_others_could_take() {
 /// does not move. Then a passing validation lands.
 #[test]
 fn validate_pool_runs_agent_code_in_the_container() {
-    if !dsupport::ready() {
-        return;
-    }
+    dsupport::ready();
     let p = dsupport::DockerProject::new();
     let ctr = dsupport::Ctr::start(dsupport::CtrSpec {
         project: &p,
@@ -576,9 +574,7 @@ fn without_a_cgroup_the_subreaper_stops_survivors_when_flocks_dies() {
 /// container too.
 #[test]
 fn validate_pool_bisects_in_the_container() {
-    if !dsupport::ready() {
-        return;
-    }
+    dsupport::ready();
     let p = dsupport::DockerProject::new();
     let ctr = dsupport::Ctr::start(dsupport::CtrSpec {
         project: &p,
@@ -631,9 +627,7 @@ fn validate_pool_bisects_in_the_container() {
 /// there stops land before the target moves (exit 5), naming both.
 #[test]
 fn validate_pool_errors_name_what_is_wrong() {
-    if !dsupport::ready() {
-        return;
-    }
+    dsupport::ready();
     let p = TestProject::new("");
     p.tasks(&[json!({"id": "t", "prompt": "@fake commit a.txt"})]);
     let out = p.flocks(&["run"]);
@@ -675,9 +669,7 @@ fn validate_pool_errors_name_what_is_wrong() {
 /// marker appears later and `ps` in the container shows nothing of it.
 #[test]
 fn validate_pool_stops_tag_stripped_survivors() {
-    if !dsupport::ready() {
-        return;
-    }
+    dsupport::ready();
     let p = dsupport::DockerProject::new();
     let ctr = dsupport::Ctr::start(dsupport::CtrSpec {
         project: &p,

@@ -76,9 +76,7 @@ fn wait_or_kill(mut child: std::process::Child, secs: u64) -> std::process::Outp
 /// `flocks trust`) is the way on.
 #[test]
 fn config_written_from_the_container_is_not_run_on_the_host() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let c = ctr(&p);
     let host = host_only(&p);
@@ -143,9 +141,7 @@ fn config_written_from_the_container_is_not_run_on_the_host() {
 /// Finding 1, the task source: a script the agent rewrote is not run.
 #[test]
 fn task_source_script_written_from_the_container_is_not_run() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let c = ctr(&p);
     let host = host_only(&p);
@@ -180,9 +176,7 @@ fn task_source_script_written_from_the_container_is_not_run() {
 /// stops the next run and land.
 #[test]
 fn tag_stripped_survivor_dies_with_its_attempt() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let c = ctr(&p);
     let host = host_only(&p);
@@ -238,9 +232,7 @@ fn tag_stripped_survivor_dies_with_its_attempt() {
 /// fail the attempt with what happened.
 #[test]
 fn refs_worktree_configs_and_attributes_are_guarded() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let c = ctr(&p);
     let host = host_only(&p);
@@ -279,9 +271,7 @@ fn refs_worktree_configs_and_attributes_are_guarded() {
 /// Finding 5: a FIFO in `.git/hooks` neither hangs this run nor the next.
 #[test]
 fn fifo_in_hooks_does_not_hang_flocks() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let c = ctr(&p);
     p.config("", &pool(&p));
@@ -329,9 +319,7 @@ fn fifo_in_hooks_does_not_hang_flocks() {
 /// keeps its owner.
 #[test]
 fn chown_never_follows_a_swapped_in_link() {
-    if !ready() {
-        return;
-    }
+    ready();
     if !nix::unistd::geteuid().is_root() {
         panic!("this test needs flocks to run as root (as in CI), which is when it chowns");
     }
@@ -388,9 +376,7 @@ unlink "zz", "zl", "zz/secret", "zl/secret"; rmdir "zz"; rmdir "zl";
 /// (a tag-stripped process in a new session included).
 #[test]
 fn agents_stop_when_flocks_is_killed() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let c = ctr(&p);
     p.config("", &pool(&p));
@@ -415,9 +401,7 @@ fn agents_stop_when_flocks_is_killed() {
 /// task's worktree: the next run commits nothing there and says so.
 #[test]
 fn forged_state_paths_are_left_alone() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let c = ctr(&p);
     p.config("", &pool(&p));
@@ -500,9 +484,7 @@ fn forged_state_paths_are_left_alone() {
 /// starts, and agents still run and stop by their tag.
 #[test]
 fn without_perl_flocks_says_so_and_falls_back() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let name = dsupport::unique("flocks-test-noperl");
     let fake = support::fake_claude().display().to_string();
@@ -586,9 +568,7 @@ fn without_perl_flocks_says_so_and_falls_back() {
 /// others, naming them; the bystander keeps running.
 #[test]
 fn down_removes_only_containers_flocks_created() {
-    if !ready() {
-        return;
-    }
+    ready();
     let p = DockerProject::new();
     let bystander = ctr(&p);
     let fake = support::fake_claude().display().to_string();

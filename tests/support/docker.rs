@@ -19,12 +19,10 @@ const KEEP_ALIVE: &str =
 
 /// Docker is there and the test image is built (once per test binary).
 /// Without an engine the tests fail, saying how to get one or how to leave
-/// them out (`--profile skip-docker`). Returns true (kept as a bool so that
-/// `if !ready() { return; }` call sites read as before; it never returns
-/// false).
-pub fn ready() -> bool {
-    static READY: OnceLock<bool> = OnceLock::new();
-    *READY.get_or_init(|| {
+/// them out (`--profile skip-docker`); it never lets a test return early.
+pub fn ready() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
         let info = Command::new("docker").arg("info").output();
         super::support::require(
             "a Docker Engine (`docker info` did not answer)",
@@ -40,8 +38,7 @@ pub fn ready() -> bool {
             "make-test-image.sh: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        true
-    })
+    });
 }
 
 pub fn docker(args: &[&str]) -> (bool, String) {
