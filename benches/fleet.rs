@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{env_usize, make_repo, run, write_agent};
+use common::{env_usize, make_repo, run, write_agent, write_project};
 
 fn baseline(root: &Path, agent: &Path, n: usize, p: usize, files: usize) -> Duration {
     let repo = root.join("baseline");
@@ -34,18 +34,7 @@ fn baseline(root: &Path, agent: &Path, n: usize, p: usize, files: usize) -> Dura
 fn flocks(root: &Path, agent: &Path, n: usize, p: usize, files: usize) -> (Duration, u64) {
     let repo = root.join("flocks");
     make_repo(&repo, files);
-    std::fs::write(
-        repo.join("flocks.toml"),
-        format!(
-            "max_agents = {p}\n[agent]\ncommand = \"{}\"\n[[containers]]\nname = \"local\"\nmax_worktrees = {p}\n",
-            agent.display()
-        ),
-    )
-    .unwrap();
-    let tasks: String = (1..=n)
-        .map(|i| format!("{{\"id\":\"t{i}\",\"prompt\":\"t{i}\"}}\n"))
-        .collect();
-    std::fs::write(repo.join("tasks.jsonl"), tasks).unwrap();
+    write_project(&repo, agent, p, n);
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_flocks"))
         .args(["run", "--no-progress"])

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{env_usize, make_repo, write_agent};
+use common::{env_usize, make_repo, write_agent, write_project};
 
 fn flocks_bin() -> PathBuf {
     std::env::var_os("FLOCKS_BIN")
@@ -186,18 +186,7 @@ fn main() {
     for &n in &sizes {
         let repo = root.path().join(format!("n{n}"));
         make_repo(&repo, f);
-        std::fs::write(
-            repo.join("flocks.toml"),
-            format!(
-                "max_agents = {p}\n[agent]\ncommand = \"{}\"\n[[containers]]\nname = \"local\"\nmax_worktrees = {p}\n",
-                agent.display()
-            ),
-        )
-        .unwrap();
-        let tasks: String = (1..=n)
-            .map(|i| format!("{{\"id\":\"t{i}\",\"prompt\":\"t{i}\"}}\n"))
-            .collect();
-        std::fs::write(repo.join("tasks.jsonl"), tasks).unwrap();
+        write_project(&repo, &agent, p, n);
         let figures = flocks_run(&repo);
         let cost = figures.wall / n as u32;
         per_task.push(cost);

@@ -56,3 +56,19 @@ pub fn write_agent(dir: &Path) -> PathBuf {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     p
 }
+
+/// flocks.toml (one local pool of `p` slots running `agent`) and `n` tasks.
+pub fn write_project(repo: &Path, agent: &Path, p: usize, n: usize) {
+    std::fs::write(
+        repo.join("flocks.toml"),
+        format!(
+            "max_agents = {p}\n[agent]\ncommand = \"{}\"\n[[containers]]\nname = \"local\"\nmax_worktrees = {p}\n",
+            agent.display()
+        ),
+    )
+    .unwrap();
+    let tasks: String = (1..=n)
+        .map(|i| format!("{{\"id\":\"t{i}\",\"prompt\":\"t{i}\"}}\n"))
+        .collect();
+    std::fs::write(repo.join("tasks.jsonl"), tasks).unwrap();
+}
