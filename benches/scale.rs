@@ -14,6 +14,9 @@
 //! `status`, `status --json`, `tasks` and `run --dry-run`. The last line
 //! compares the per-task cost of the largest size with the smallest.
 //!
+//! `SCALE_KEEP=dir` keeps each finished project in `dir/n<N>` (to profile
+//! readers on it).
+//!
 //! 10,000 tasks take a while (minutes); run it on a quiet machine.
 
 use std::path::{Path, PathBuf};
@@ -183,6 +186,7 @@ fn main() {
         "dry-run"
     );
     let mut per_task = Vec::new();
+    let mut cpu_per_task = Vec::new();
     for &n in &sizes {
         let repo = root.path().join(format!("n{n}"));
         make_repo(&repo, f);
@@ -207,6 +211,23 @@ fn main() {
             wall_cpu(tasks),
             wall_cpu(dry),
         );
+        cpu_per_task.push(figures.cpu / n as u32);
+        if let Some(keep) = std::env::var_os("SCALE_KEEP") {
+            // Keep the finished project to profile readers on it.
+            let to = PathBuf::from(keep).join(format!("n{n}"));
+            let _ = std::fs::remove_dir_all(&to);
+            std::fs::rename(&repo, &to)
+                .or_else(|_| {
+                    Command::new("cp")
+                        .arg("-a")
+                        .arg(&repo)
+                        .arg(&to)
+                        .status()
+                        .map(|_| ())
+                })
+                .unwrap();
+            println!("        kept in {}", to.display());
+        }
         // The worktrees and branches of a big size take disk; free them.
         let _ = std::fs::remove_dir_all(&repo);
     }
@@ -218,6 +239,13 @@ fn main() {
             sizes[sizes.len() - 1],
             sizes[0],
             last.as_secs_f64() / first.as_secs_f64()
+        );
+        let (first, last) = (cpu_per_task[0], cpu_per_task[cpu_per_task.len() - 1]);
+        println!(
+            "flocks' own CPU per task at {} / at {}: {:.2}x (a busy machine inflates wall time, not this)",
+            sizes[sizes.len() - 1],
+            sizes[0],
+            last.as_secs_f64() / first.as_secs_f64().max(1e-9)
         );
     }
 }

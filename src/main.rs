@@ -1,5 +1,10 @@
 use std::io::Write;
 
+// Reading a 10,000-task state allocates a few hundred thousand small
+// strings; mimalloc does that about twice as fast as glibc's malloc.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut args = std::env::args_os();
     let _ = args.next();

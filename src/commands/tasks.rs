@@ -50,8 +50,15 @@ pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
         Some(s) => Some(normalize(s)?),
         None => None,
     };
-    let state = project.store.load()?;
-    let tasks = match crate::service::load::load_tasks(project, &args.source) {
+    // The state and the task file are independent: read them side by side.
+    let (state, tasks) = std::thread::scope(|s| {
+        let tasks = s.spawn(|| crate::service::load::load_tasks(project, &args.source));
+        let state = project.store.load();
+        (state, tasks.join())
+    });
+    let state = state?;
+    let tasks = tasks.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    let tasks = match tasks {
         Ok(t) => Some(t),
         Err(e) if !state.tasks.is_empty() => {
             eprintln!("note: listing the tasks the state knows; the task file: {e}");

@@ -28,9 +28,17 @@ pub(crate) fn plan(project: &Project, tasks: &TaskSet) -> Result<Vec<PlannedRun>
     let repo = check_repo(config)?;
     check_agents(config)?;
     let state = project.store.load()?;
-    check_branches(&repo, &state, tasks)?;
+    // Which tasks are landed is independent of the branch checks.
+    let landed = std::thread::scope(|s| {
+        let landed = s.spawn(|| crate::land::landed_ids(project, &state));
+        check_branches(&repo, &state, tasks)?;
+        Ok::<_, crate::error::Error>(
+            landed
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        )
+    })?;
     drop(repo);
-    let landed = crate::land::landed_ids(project, &state);
     let order = dependency_order(&tasks.tasks).unwrap_or_else(|_| (0..tasks.tasks.len()).collect());
     let mut assigned = vec![0usize; config.pools.len()];
     let mut rows = Vec::new();

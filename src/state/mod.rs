@@ -115,7 +115,7 @@ pub struct TaskRecord {
     #[serde(default)]
     pub depends_on: Vec<String>,
     pub status: TaskStatus,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tight_vec")]
     pub attempts: Vec<Attempt>,
     /// flocks created the branch (so it may reuse it), or started an attempt
     /// that creates it (saved before the attempt runs).
@@ -284,6 +284,31 @@ impl Outcome {
             Outcome::HostLost { reason } => format!("host lost: {reason}"),
         }
     }
+}
+
+/// A list read with the capacity it needs: a task has one or two attempts,
+/// and the default growth (room for four) costs tens of MiB at 10,000 tasks.
+fn tight_vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Tight<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Tight<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut v = Vec::new();
+            while let Some(x) = seq.next_element()? {
+                v.reserve_exact(1);
+                v.push(x);
+            }
+            Ok(v)
+        }
+    }
+    d.deserialize_seq(Tight(std::marker::PhantomData))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -87,7 +87,9 @@ impl StateStore {
         // inode number cannot be reused by a newer snapshot meanwhile.
         let (bytes, inode, _open) = match fs::File::open(&self.path) {
             Ok(mut f) => {
-                let mut bytes = Vec::new();
+                // Sized up front: growing a 9 MB buffer by doubling copies it.
+                let size = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+                let mut bytes = Vec::with_capacity(size + 1);
                 let read = std::io::Read::read_to_end(&mut f, &mut bytes)
                     .and_then(|_| f.metadata().map(|m| m.ino()));
                 match read {

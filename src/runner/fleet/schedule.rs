@@ -439,6 +439,7 @@ impl Fleet {
         // Saved before the attempt creates the branch: a rerun after a kill
         // knows the branch is this task's.
         rec.branch_created = true;
+        rec.attempts.reserve_exact(1);
         rec.attempts.push(Attempt {
             number,
             pool: pool_name.clone(),
