@@ -159,11 +159,23 @@ pub enum SpawnError {
 }
 
 /// Why an attempt's end could not be measured (leftovers, tip, commits).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum FinishError {
     /// The branch or worktree could not be read back: the reason names it.
     #[error("{0}")]
     Measure(String),
+    /// Reading the worktree or the branch in this repo failed.
+    #[error(transparent)]
+    Repo(#[from] crate::error::Error),
+    /// No host of the pool holds the task's attempt (ssh pools).
+    #[error("pool {pool}: no host ran {task}")]
+    NoHost { pool: String, task: String },
+    /// The pool's host did not answer, or its helper failed (ssh pools).
+    #[error(transparent)]
+    Host(#[from] ssh::SshError),
+    /// The attempt's branch could not be brought back from its host (ssh pools).
+    #[error(transparent)]
+    Branch(#[from] ssh::BranchError),
 }
 
 /// A boxed future, so that backends are used as `Arc<dyn Backend>`.
@@ -279,5 +291,5 @@ pub(crate) async fn finish_host_worktree(
     })
     .await
     .map_err(|e| FinishError::Measure(e.to_string()))?
-    .map_err(|e| FinishError::Measure(e.to_string()))
+    .map_err(FinishError::Repo)
 }

@@ -96,7 +96,7 @@ fn container_shell(
     let backend = crate::backend::docker::DockerBackend::new(config, pool_cfg, d, worktrees);
     let target = crate::service::runtime()?
         .block_on(backend.target())
-        .map_err(Error::CannotStart)?;
+        .map_err(|e| Error::CannotStart(e.to_string()))?;
     let repo = config
         .workspace
         .repo
