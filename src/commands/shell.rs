@@ -64,7 +64,7 @@ fn checked(project: &Project, rec: &crate::state::TaskRecord) -> Result<std::pat
         &rec.id,
         &rec.worktree,
     )
-    .map_err(Error::Usage)
+    .map_err(|e| Error::Usage(e.to_string()))
 }
 
 /// `docker exec -it` into the pool's container, at the worktree's path there.

@@ -32,6 +32,7 @@ mod target;
 mod trailer;
 mod validate;
 mod validate_docker;
+mod validator;
 
 use std::path::PathBuf;
 
@@ -43,20 +44,15 @@ pub use landed::landed_ids;
 pub use plan::{Plan, PlanStatus, PlannedTask, plan};
 pub use range::{CommitInfo, NoRange, TaskRange, commits, task_range};
 pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask};
-pub use target::dirty_message;
+pub use target::{Stop, dirty_message};
 pub use trailer::{KEY as TRAILER_KEY, task_ids as trailer_task_ids};
 pub use validate::Validation;
 
-/// `runner::start_from` still imports the cherry-pick from here; it lives in
-/// `git::cherry_pick`.
-pub(crate) use crate::git::cherry_pick::pick;
-
 use crate::error::{Error, Exit, Result};
-pub(crate) use crate::git::cherry_pick::Applied;
 use crate::project::Project;
 use chain::Chain;
 use range::short;
-use validate::Validator;
+use validator::Validator;
 
 /// How to land.
 #[derive(Debug, Clone, Default)]
@@ -336,7 +332,7 @@ pub fn execute(
             }
         }
         Err(stop) => {
-            report.stopped = Some(stop);
+            report.stopped = Some(stop.to_string());
             log.lands.pop();
         }
     }
@@ -408,7 +404,7 @@ pub fn undo(
     project: &Project,
     plan: &UndoPlan,
     lock: &LandLock,
-) -> Result<std::result::Result<(), String>> {
+) -> Result<std::result::Result<(), target::Stop>> {
     let repo = crate::git::open(project.repo_dir())?;
     let refname = format!("refs/heads/{}", plan.target);
     let message = format!("flocks land --undo: back to {}", short(plan.to));
