@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use index::{Changes, TaskIndex};
 pub use journal::JOURNAL_VERSION;
 pub use lock::{LockInfo, ProjectLock, process_alive, process_start};
+pub(crate) use store::StateReader;
 pub use store::StateStore;
 
 /// Bumped when the shape changes in a way old readers cannot follow.
