@@ -38,14 +38,14 @@ use std::path::PathBuf;
 
 use git2::Oid;
 
-pub use change::{Change, change};
+pub(crate) use change::change;
 pub use clean::{CleanOptions, CleanReport, clean};
-pub use landed::landed_ids;
+pub(crate) use landed::landed_ids;
 pub use plan::{Plan, PlanStatus, PlannedTask, plan};
-pub use range::{CommitInfo, NoRange, TaskRange, commits, task_range};
+pub(crate) use range::{NoRange, commits, task_range};
 pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask};
-pub use target::{Stop, dirty_message};
-pub use trailer::{KEY as TRAILER_KEY, task_ids as trailer_task_ids};
+pub use target::Stop;
+pub(crate) use target::dirty_message;
 pub use validate::Validation;
 
 use crate::error::{Error, Exit, Result};
@@ -208,7 +208,7 @@ pub fn land(project: &Project, ids: &[String], opts: &LandOptions) -> Result<Rep
 /// `stopped`) when the target's checkout is dirty or the target moved.
 /// With `bisect`, a failing validation is followed by a search for the tasks
 /// that break it; the others land.
-pub fn execute(
+pub(crate) fn execute(
     project: &Project,
     plan: &Plan,
     opts: &LandOptions,
