@@ -183,16 +183,27 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One pool's backend: where its agents run. The runner holds
 /// `Arc<dyn Backend>` and never asks which one it has.
+///
+/// The defaults are those of a pool on this machine: `max_worktrees` slots,
+/// nothing to connect to, never down. A backend's attempt methods
+/// (`prepare`, `spawn`, `finish`, `release`) are its inherent `async fn`s of
+/// the same names, boxed by [`attempt_methods!`].
 pub trait Backend: Send + Sync {
     /// Agent slots of the pool (an exedev pool has `max_worktrees` per VM).
-    fn slots(&self, pool: &PoolConfig) -> usize;
+    fn slots(&self, pool: &PoolConfig) -> usize {
+        pool.max_worktrees
+    }
 
     /// Connect to the pool's hosts before the run; why it cannot be used, if
     /// so. `notes` collects hosts left out of a pool that still works.
-    fn connect<'a>(&'a self, notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>>;
+    fn connect<'a>(&'a self, _notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { None })
+    }
 
     /// Why the pool is not usable in this run (found by `connect`), if so.
-    fn down_reason(&self) -> Option<String>;
+    fn down_reason(&self) -> Option<String> {
+        None
+    }
 
     /// The task's worktree and branch, ready for the agent.
     fn prepare<'a>(&'a self, job: &'a PrepareJob)
@@ -217,6 +228,53 @@ pub trait Backend: Send + Sync {
     /// The task succeeded and its work is on its branch: give its worktree back.
     fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()>;
 }
+
+/// The attempt methods of [`Backend`] for `$backend`, whose inherent
+/// `async fn prepare/spawn/finish/release` (same arguments, same results)
+/// do the work: each is boxed so that the backend is usable as
+/// `Arc<dyn Backend>`. Used inside `impl Backend for $backend`.
+macro_rules! attempt_methods {
+    ($backend:ty) => {
+        fn prepare<'a>(
+            &'a self,
+            job: &'a $crate::backend::PrepareJob,
+        ) -> $crate::backend::BoxFuture<
+            'a,
+            Result<$crate::backend::Workspace, $crate::backend::PrepareError>,
+        > {
+            Box::pin(<$backend>::prepare(self, job))
+        }
+
+        fn spawn<'a>(
+            &'a self,
+            ws: &'a $crate::backend::Workspace,
+            spec: $crate::agent::AgentSpec,
+        ) -> $crate::backend::BoxFuture<
+            'a,
+            Result<$crate::backend::Running, $crate::backend::SpawnError>,
+        > {
+            Box::pin(<$backend>::spawn(self, ws, spec))
+        }
+
+        fn finish<'a>(
+            &'a self,
+            ws: &'a $crate::backend::Workspace,
+            task: &'a str,
+            branch: &'a str,
+            attempt: u32,
+        ) -> $crate::backend::BoxFuture<
+            'a,
+            Result<$crate::backend::Finished, $crate::backend::FinishError>,
+        > {
+            Box::pin(<$backend>::finish(self, ws, task, branch, attempt))
+        }
+
+        fn release<'a>(&'a self, task: &'a str) -> $crate::backend::BoxFuture<'a, ()> {
+            Box::pin(<$backend>::release(self, task))
+        }
+    };
+}
+use attempt_methods;
 
 /// The backend of `pool`.
 pub fn for_pool(

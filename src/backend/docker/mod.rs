@@ -766,10 +766,6 @@ impl DockerBackend {
 }
 
 impl Backend for DockerBackend {
-    fn slots(&self, pool: &PoolConfig) -> usize {
-        pool.max_worktrees
-    }
-
     fn connect<'a>(&'a self, notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
         Box::pin(DockerBackend::connect(self, notes))
     }
@@ -778,34 +774,7 @@ impl Backend for DockerBackend {
         DockerBackend::down_reason(self)
     }
 
-    fn prepare<'a>(
-        &'a self,
-        job: &'a PrepareJob,
-    ) -> BoxFuture<'a, Result<Workspace, PrepareError>> {
-        Box::pin(DockerBackend::prepare(self, job))
-    }
-
-    fn spawn<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        spec: AgentSpec,
-    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
-        Box::pin(DockerBackend::spawn(self, ws, spec))
-    }
-
-    fn finish<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        task: &'a str,
-        branch: &'a str,
-        attempt: u32,
-    ) -> BoxFuture<'a, Result<Finished, FinishError>> {
-        Box::pin(DockerBackend::finish(self, ws, task, branch, attempt))
-    }
-
-    fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(DockerBackend::release(self, task))
-    }
+    super::attempt_methods!(DockerBackend);
 }
 
 /// A docker pool's container and a client, found for one use outside a run

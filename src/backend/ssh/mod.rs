@@ -668,34 +668,7 @@ impl Backend for SshBackend {
         SshBackend::down_reason(self)
     }
 
-    fn prepare<'a>(
-        &'a self,
-        job: &'a PrepareJob,
-    ) -> BoxFuture<'a, Result<Workspace, PrepareError>> {
-        Box::pin(SshBackend::prepare(self, job))
-    }
-
-    fn spawn<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        spec: AgentSpec,
-    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
-        Box::pin(SshBackend::spawn(self, ws, spec))
-    }
-
-    fn finish<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        task: &'a str,
-        branch: &'a str,
-        attempt: u32,
-    ) -> BoxFuture<'a, Result<Finished, FinishError>> {
-        Box::pin(SshBackend::finish(self, ws, task, branch, attempt))
-    }
-
-    fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(SshBackend::release(self, task))
-    }
+    super::attempt_methods!(SshBackend);
 }
 
 /// Stops a remote agent through its helper's control channel.
