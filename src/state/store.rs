@@ -96,7 +96,7 @@ impl StateStore {
         let left = LEFT;
         // The snapshot stays open until the journal is checked, so that its
         // inode number cannot be reused by a newer snapshot meanwhile.
-        let (bytes, inode, _open) = match fs::File::open(&self.path) {
+        let (bytes, inode, snapshot) = match fs::File::open(&self.path) {
             Ok(mut f) => {
                 let mut bytes = Vec::new();
                 let read = std::io::Read::read_to_end(&mut f, &mut bytes)
@@ -130,7 +130,14 @@ impl StateStore {
             let applies = replay.generation.is_some_and(|g| g == generation && g != 0);
             followed = Some(Followed {
                 file,
-                read: replay.good_len as u64,
+                // A journal that does not apply is not appended to either
+                // (the next writer starts a new file): read it again only
+                // if it changes.
+                read: if applies {
+                    replay.good_len as u64
+                } else {
+                    journal.len() as u64
+                },
                 lines: replay.good_lines,
                 applies,
             });
@@ -153,7 +160,7 @@ impl StateStore {
         Ok(Some(Read {
             state,
             generation,
-            snapshot: _open,
+            snapshot,
             journal: followed,
         }))
     }
@@ -681,6 +688,36 @@ mod tests {
         let err = reader.refresh().unwrap_err();
         assert!(err.to_string().contains("tasks.id"), "{err}");
         assert!(store.load().is_err());
+    }
+
+    /// A journal left from before the snapshot (a compaction killed between
+    /// its two renames) is ignored by the reader as by a load, and not read
+    /// again at every look.
+    #[test]
+    fn a_followed_stale_journal_is_ignored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut state = State::default();
+        state.push_task(task("a"));
+        store.save(&state).unwrap();
+        state.task_mut("a").unwrap().requeues = 1;
+        store.commit(&mut state).unwrap();
+        let old_journal = fs::read(store.journal_path()).unwrap();
+        state.task_mut("a").unwrap().requeues = 2;
+        store.save(&state).unwrap();
+        fs::write(store.journal_path(), &old_journal).unwrap();
+        let mut reader = StateReader::open(&store).unwrap();
+        assert_eq!(reader.state().task("a").unwrap().requeues, 2);
+        assert!(!reader.refresh().unwrap());
+        assert!(!reader.refresh().unwrap());
+        assert_eq!(reader.whole_reads, 1);
+        // The next writer's journal replaces it: followed from then on.
+        state.task_mut("a").unwrap().requeues = 3;
+        store.save(&state).unwrap();
+        state.task_mut("a").unwrap().requeues = 4;
+        store.commit(&mut state).unwrap();
+        assert!(reader.refresh().unwrap());
+        assert_eq!(reader.state().task("a").unwrap().requeues, 4);
     }
 
     #[test]
