@@ -270,7 +270,7 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
 
 /// The examples of a command as `(command line, what it does)`, by name
 /// (`flocks` for the top level).
-pub fn example_list(name: &str) -> Option<&'static [(&'static str, &'static str)]> {
+pub(crate) fn example_list(name: &str) -> Option<&'static [(&'static str, &'static str)]> {
     EXAMPLES.iter().find(|(n, _)| *n == name).map(|(_, l)| *l)
 }
 

@@ -105,11 +105,11 @@ fn signals() -> SigSet {
 
 /// How the supervisor's stderr line about its containment begins (the
 /// attempt's log keeps it; the agent's stderr tail does not).
-pub const CONTAINMENT_NOTE: &str = "flocks supervisor: containment: ";
+pub(crate) const CONTAINMENT_NOTE: &str = "flocks supervisor: containment: ";
 
 /// The environment variable that turns cgroup containment off
 /// (`FLOCKS_CGROUP=off`): the subreaper and tag are used instead.
-pub const CGROUP_VAR: &str = "FLOCKS_CGROUP";
+pub(crate) const CGROUP_VAR: &str = "FLOCKS_CGROUP";
 
 /// The watchdog: wait until the supervisor is gone (our stdin, a pipe only
 /// it holds, closes), then kill and remove the attempt's cgroup.
@@ -390,6 +390,6 @@ fn timed_wait(set: &SigSet, timeout: Duration) -> Option<Signal> {
 }
 
 /// Exit code of a finished supervisor as flocks reports it.
-pub fn exit_code(status: std::process::ExitStatus) -> Option<i32> {
+pub(crate) fn exit_code(status: std::process::ExitStatus) -> Option<i32> {
     status.code().or_else(|| status.signal().map(|s| 128 + s))
 }

@@ -13,11 +13,11 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use super::{
-    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, PrepareError, PrepareJob,
-    Running, SpawnError, Workspace,
+    Backend, Chunk, Control, ExitInfo, FinishError, Finished, PrepareError, PrepareJob, Running,
+    SpawnError, Workspace,
 };
 use crate::agent::AgentSpec;
-use crate::config::{Config, PoolConfig};
+use crate::config::Config;
 use crate::git::Worktrees;
 
 pub struct LocalBackend {
@@ -179,47 +179,7 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, tx: mpsc::Sender<Chunk>, 
 }
 
 impl Backend for LocalBackend {
-    fn slots(&self, pool: &PoolConfig) -> usize {
-        pool.max_worktrees
-    }
-
-    fn connect<'a>(&'a self, _notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
-        // This machine is there: nothing to connect to.
-        Box::pin(async { None })
-    }
-
-    fn down_reason(&self) -> Option<String> {
-        None
-    }
-
-    fn prepare<'a>(
-        &'a self,
-        job: &'a PrepareJob,
-    ) -> BoxFuture<'a, Result<Workspace, PrepareError>> {
-        Box::pin(LocalBackend::prepare(self, job))
-    }
-
-    fn spawn<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        spec: AgentSpec,
-    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
-        Box::pin(LocalBackend::spawn(self, ws, spec))
-    }
-
-    fn finish<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        task: &'a str,
-        branch: &'a str,
-        attempt: u32,
-    ) -> BoxFuture<'a, Result<Finished, FinishError>> {
-        Box::pin(LocalBackend::finish(self, ws, task, branch, attempt))
-    }
-
-    fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(LocalBackend::release(self, task))
-    }
+    super::attempt_methods!(LocalBackend);
 }
 
 /// `[agent] command` on this machine: a path (relative to flocks.toml's

@@ -159,11 +159,23 @@ pub enum SpawnError {
 }
 
 /// Why an attempt's end could not be measured (leftovers, tip, commits).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum FinishError {
     /// The branch or worktree could not be read back: the reason names it.
     #[error("{0}")]
     Measure(String),
+    /// Reading the worktree or the branch in this repo failed.
+    #[error(transparent)]
+    Repo(#[from] crate::error::Error),
+    /// No host of the pool holds the task's attempt (ssh pools).
+    #[error("pool {pool}: no host ran {task}")]
+    NoHost { pool: String, task: String },
+    /// The pool's host did not answer, or its helper failed (ssh pools).
+    #[error(transparent)]
+    Host(#[from] ssh::SshError),
+    /// The attempt's branch could not be brought back from its host (ssh pools).
+    #[error(transparent)]
+    Branch(#[from] ssh::BranchError),
 }
 
 /// A boxed future, so that backends are used as `Arc<dyn Backend>`.
@@ -171,16 +183,27 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One pool's backend: where its agents run. The runner holds
 /// `Arc<dyn Backend>` and never asks which one it has.
+///
+/// The defaults are those of a pool on this machine: `max_worktrees` slots,
+/// nothing to connect to, never down. A backend's attempt methods
+/// (`prepare`, `spawn`, `finish`, `release`) are its inherent `async fn`s of
+/// the same names, boxed by [`attempt_methods!`].
 pub trait Backend: Send + Sync {
     /// Agent slots of the pool (an exedev pool has `max_worktrees` per VM).
-    fn slots(&self, pool: &PoolConfig) -> usize;
+    fn slots(&self, pool: &PoolConfig) -> usize {
+        pool.max_worktrees
+    }
 
     /// Connect to the pool's hosts before the run; why it cannot be used, if
     /// so. `notes` collects hosts left out of a pool that still works.
-    fn connect<'a>(&'a self, notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>>;
+    fn connect<'a>(&'a self, _notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { None })
+    }
 
     /// Why the pool is not usable in this run (found by `connect`), if so.
-    fn down_reason(&self) -> Option<String>;
+    fn down_reason(&self) -> Option<String> {
+        None
+    }
 
     /// The task's worktree and branch, ready for the agent.
     fn prepare<'a>(&'a self, job: &'a PrepareJob)
@@ -205,6 +228,53 @@ pub trait Backend: Send + Sync {
     /// The task succeeded and its work is on its branch: give its worktree back.
     fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()>;
 }
+
+/// The attempt methods of [`Backend`] for `$backend`, whose inherent
+/// `async fn prepare/spawn/finish/release` (same arguments, same results)
+/// do the work: each is boxed so that the backend is usable as
+/// `Arc<dyn Backend>`. Used inside `impl Backend for $backend`.
+macro_rules! attempt_methods {
+    ($backend:ty) => {
+        fn prepare<'a>(
+            &'a self,
+            job: &'a $crate::backend::PrepareJob,
+        ) -> $crate::backend::BoxFuture<
+            'a,
+            Result<$crate::backend::Workspace, $crate::backend::PrepareError>,
+        > {
+            Box::pin(<$backend>::prepare(self, job))
+        }
+
+        fn spawn<'a>(
+            &'a self,
+            ws: &'a $crate::backend::Workspace,
+            spec: $crate::agent::AgentSpec,
+        ) -> $crate::backend::BoxFuture<
+            'a,
+            Result<$crate::backend::Running, $crate::backend::SpawnError>,
+        > {
+            Box::pin(<$backend>::spawn(self, ws, spec))
+        }
+
+        fn finish<'a>(
+            &'a self,
+            ws: &'a $crate::backend::Workspace,
+            task: &'a str,
+            branch: &'a str,
+            attempt: u32,
+        ) -> $crate::backend::BoxFuture<
+            'a,
+            Result<$crate::backend::Finished, $crate::backend::FinishError>,
+        > {
+            Box::pin(<$backend>::finish(self, ws, task, branch, attempt))
+        }
+
+        fn release<'a>(&'a self, task: &'a str) -> $crate::backend::BoxFuture<'a, ()> {
+            Box::pin(<$backend>::release(self, task))
+        }
+    };
+}
+use attempt_methods;
 
 /// The backend of `pool`.
 pub fn for_pool(
@@ -279,5 +349,5 @@ pub(crate) async fn finish_host_worktree(
     })
     .await
     .map_err(|e| FinishError::Measure(e.to_string()))?
-    .map_err(|e| FinishError::Measure(e.to_string()))
+    .map_err(FinishError::Repo)
 }

@@ -64,7 +64,7 @@ fn checked(project: &Project, rec: &crate::state::TaskRecord) -> Result<std::pat
         &rec.id,
         &rec.worktree,
     )
-    .map_err(Error::Usage)
+    .map_err(|e| Error::Usage(e.to_string()))
 }
 
 /// `docker exec -it` into the pool's container, at the worktree's path there.
@@ -96,7 +96,7 @@ fn container_shell(
     let backend = crate::backend::docker::DockerBackend::new(config, pool_cfg, d, worktrees);
     let target = crate::service::runtime()?
         .block_on(backend.target())
-        .map_err(Error::CannotStart)?;
+        .map_err(|e| Error::CannotStart(e.to_string()))?;
     let repo = config
         .workspace
         .repo

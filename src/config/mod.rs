@@ -17,7 +17,7 @@ pub(crate) use resolve_from as resolve_path;
 
 use crate::error::{Context, Error, Result};
 
-pub const FILE_NAME: &str = "flocks.toml";
+pub(crate) const FILE_NAME: &str = "flocks.toml";
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -21,7 +21,7 @@ use git2::Repository;
 
 use super::chain::Chain;
 use super::plan::Plan;
-use super::validate::Validator;
+use super::validator::Validator;
 use super::{Round, TaskOutcome, Validation};
 use crate::error::Result;
 

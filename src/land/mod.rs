@@ -32,31 +32,27 @@ mod target;
 mod trailer;
 mod validate;
 mod validate_docker;
+mod validator;
 
 use std::path::PathBuf;
 
 use git2::Oid;
 
-pub use change::{Change, change};
+pub(crate) use change::change;
 pub use clean::{CleanOptions, CleanReport, clean};
-pub use landed::landed_ids;
+pub(crate) use landed::landed_ids;
 pub use plan::{Plan, PlanStatus, PlannedTask, plan};
-pub use range::{CommitInfo, NoRange, TaskRange, commits, task_range};
+pub(crate) use range::{NoRange, commits, task_range};
 pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask};
-pub use target::dirty_message;
-pub use trailer::{KEY as TRAILER_KEY, task_ids as trailer_task_ids};
+pub use target::Stop;
+pub(crate) use target::dirty_message;
 pub use validate::Validation;
 
-/// `runner::start_from` still imports the cherry-pick from here; it lives in
-/// `git::cherry_pick`.
-pub(crate) use crate::git::cherry_pick::pick;
-
 use crate::error::{Error, Exit, Result};
-pub(crate) use crate::git::cherry_pick::Applied;
 use crate::project::Project;
 use chain::Chain;
 use range::short;
-use validate::Validator;
+use validator::Validator;
 
 /// How to land.
 #[derive(Debug, Clone, Default)]
@@ -212,7 +208,7 @@ pub fn land(project: &Project, ids: &[String], opts: &LandOptions) -> Result<Rep
 /// `stopped`) when the target's checkout is dirty or the target moved.
 /// With `bisect`, a failing validation is followed by a search for the tasks
 /// that break it; the others land.
-pub fn execute(
+pub(crate) fn execute(
     project: &Project,
     plan: &Plan,
     opts: &LandOptions,
@@ -336,7 +332,7 @@ pub fn execute(
             }
         }
         Err(stop) => {
-            report.stopped = Some(stop);
+            report.stopped = Some(stop.to_string());
             log.lands.pop();
         }
     }
@@ -408,7 +404,7 @@ pub fn undo(
     project: &Project,
     plan: &UndoPlan,
     lock: &LandLock,
-) -> Result<std::result::Result<(), String>> {
+) -> Result<std::result::Result<(), target::Stop>> {
     let repo = crate::git::open(project.repo_dir())?;
     let refname = format!("refs/heads/{}", plan.target);
     let message = format!("flocks land --undo: back to {}", short(plan.to));

@@ -80,8 +80,44 @@ pub fn dirty_files(worktree: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Why a move did not happen. Nothing was changed when one is returned.
-pub type Stop = String;
+/// Why a move did not happen. Nothing was changed when one is returned;
+/// each message says what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Stop {
+    #[error(
+        "{branch} is checked out in more than one worktree ({}); nothing was changed: \
+         check out another branch in all but one",
+        .worktrees.join(", ")
+    )]
+    CheckedOutTwice {
+        branch: String,
+        worktrees: Vec<String>,
+    },
+    #[error("{}", dirty_message(.branch, .checkout, .files))]
+    Dirty {
+        branch: String,
+        checkout: PathBuf,
+        files: Vec<String>,
+    },
+    #[error("{}", moved_message(.branch, *.expected, *.now))]
+    Moved {
+        branch: String,
+        expected: Oid,
+        now: Oid,
+    },
+    /// Untracked or ignored files of the checkout are where the move writes
+    /// (`files`: their names, or git's words).
+    #[error(
+        "updating the checkout of {branch} at {} would overwrite files there that git does \
+         not track ({files}); nothing was changed: move them away (or commit them) and run again",
+        .checkout.display()
+    )]
+    InTheWay {
+        branch: String,
+        checkout: PathBuf,
+        files: String,
+    },
+}
 
 /// Move `refname` from `from` to `to`, with its checkout if it has one (looked
 /// up now, not when the land was planned). `Ok(Err(reason))` means the move
@@ -98,17 +134,20 @@ pub fn move_ref(
     let checkouts = checkouts(repo, refname)?;
     if checkouts.len() > 1 {
         let list: Vec<String> = checkouts.iter().map(|p| p.display().to_string()).collect();
-        return Ok(Err(format!(
-            "{branch} is checked out in more than one worktree ({}); nothing was changed: \
-             check out another branch in all but one",
-            list.join(", ")
-        )));
+        return Ok(Err(Stop::CheckedOutTwice {
+            branch: branch.to_string(),
+            worktrees: list,
+        }));
     }
     let checkout = checkouts.into_iter().next();
     if let Some(wt) = &checkout {
         let dirty = dirty_files(wt)?;
         if !dirty.is_empty() {
-            return Ok(Err(dirty_message(branch, wt, &dirty)));
+            return Ok(Err(Stop::Dirty {
+                branch: branch.to_string(),
+                checkout: wt.clone(),
+                files: dirty,
+            }));
         }
     }
     let now = repo
@@ -117,7 +156,11 @@ pub fn move_ref(
         .ctx(|| format!("read {refname}"))?
         .id();
     if now != from {
-        return Ok(Err(moved_message(branch, from, now)));
+        return Ok(Err(Stop::Moved {
+            branch: branch.to_string(),
+            expected: from,
+            now,
+        }));
     }
 
     let mut checked_out = None;
@@ -125,12 +168,11 @@ pub fn move_ref(
         let wt_repo = Repository::open(wt).ctx(|| format!("open {}", wt.display()))?;
         let blocking = in_the_way(&wt_repo, wt, from, to)?;
         if !blocking.is_empty() {
-            return Ok(Err(format!(
-                "updating the checkout of {branch} at {} would overwrite files there that git does \
-                 not track ({}); nothing was changed: move them away (or commit them) and run again",
-                wt.display(),
-                blocking.join(", ")
-            )));
+            return Ok(Err(Stop::InTheWay {
+                branch: branch.to_string(),
+                checkout: wt.clone(),
+                files: blocking.join(", "),
+            }));
         }
         {
             let target = wt_repo.find_commit(to).ctx(|| format!("read {to}"))?;
@@ -157,11 +199,11 @@ pub fn move_ref(
                     } else {
                         files.join(", ")
                     };
-                    return Ok(Err(format!(
-                        "updating the checkout of {branch} at {} would overwrite files there that git does \
-                         not track ({files}); nothing was changed: move them away (or commit them) and run again",
-                        wt.display(),
-                    )));
+                    return Ok(Err(Stop::InTheWay {
+                        branch: branch.to_string(),
+                        checkout: wt.clone(),
+                        files,
+                    }));
                 }
                 Err(e) => return Err(e).ctx(|| format!("update the checkout at {}", wt.display())),
             }
@@ -182,7 +224,11 @@ pub fn move_ref(
                 .map(|c| c.id())
                 .unwrap_or(from);
             if now != from {
-                Ok(Err(moved_message(branch, from, now)))
+                Ok(Err(Stop::Moved {
+                    branch: branch.to_string(),
+                    expected: from,
+                    now,
+                }))
             } else {
                 Err(e).ctx(|| format!("move {refname}"))
             }

@@ -10,7 +10,7 @@ use git2::{Oid, Repository, Sort};
 
 use crate::error::{Context, Result};
 
-pub use crate::git::trailer::{KEY, task_ids};
+use crate::git::trailer::task_ids;
 
 /// Where each task's landed commits are in the target's history.
 #[derive(Debug, Default)]

@@ -68,32 +68,32 @@ pub struct Run<'a> {
     pub log: &'a Path,
     /// Also copy the output to this process's stdout.
     pub echo: bool,
-    /// Run in this docker pool's container (`[validate] pool`), not here.
-    pub docker: Option<&'a super::validate_docker::Place<'a>>,
 }
 
 /// The validation log, shared by the threads that copy output into it.
 pub(super) type Out = Arc<Mutex<File>>;
 
-pub fn run(r: &Run) -> Result<Validation> {
+/// Create the validation log `r.log`, for [`run`] or the docker pool's run.
+pub(super) fn open_log(r: &Run) -> Result<Out> {
     if let Some(parent) = r.log.parent() {
         std::fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
     }
     let file = File::create(r.log).ctx(|| format!("create {}", r.log.display()))?;
-    let out: Out = Arc::new(Mutex::new(file));
-    let _signals = SignalGuard::install();
-    if let Some(place) = r.docker {
-        return super::validate_docker::run(r, &out, place);
-    }
+    Ok(Arc::new(Mutex::new(file)))
+}
+
+/// Run the commands here, on the host, logging to `out` (with a
+/// [`SignalGuard`] installed: a Ctrl-C stops the command, not flocks).
+pub(super) fn run(r: &Run, out: &Out) -> Result<Validation> {
     let deadline = r.timeout.map(|t| Instant::now() + t);
     for spec in r.commands {
         let header = format!("$ {spec}\n");
-        emit(&out, r.echo, header.as_bytes());
+        emit(out, r.echo, header.as_bytes());
         let supervisor = match crate::supervisor::exe() {
             Ok(s) => s,
             Err(e) => {
                 let reason = e.to_string();
-                emit(&out, r.echo, format!("{reason}\n").as_bytes());
+                emit(out, r.echo, format!("{reason}\n").as_bytes());
                 return Ok(Validation::Failed {
                     command: spec.to_string(),
                     reason,
@@ -121,7 +121,7 @@ pub fn run(r: &Run) -> Result<Validation> {
             Ok(c) => c,
             Err(e) => {
                 let reason = format!("could not start: {e}");
-                emit(&out, r.echo, format!("{reason}\n").as_bytes());
+                emit(out, r.echo, format!("{reason}\n").as_bytes());
                 return Ok(Validation::Failed {
                     command: spec.to_string(),
                     reason,
@@ -144,7 +144,7 @@ pub fn run(r: &Run) -> Result<Validation> {
                 None => format!("killed by a signal ({s})"),
             },
             Waited::Interrupted => {
-                emit(&out, r.echo, format!("interrupted: {spec}\n").as_bytes());
+                emit(out, r.echo, format!("interrupted: {spec}\n").as_bytes());
                 return Ok(Validation::Interrupted {
                     command: spec.to_string(),
                 });
@@ -155,7 +155,7 @@ pub fn run(r: &Run) -> Result<Validation> {
             ),
         };
         emit(
-            &out,
+            out,
             r.echo,
             format!("validation failed: {spec}: {reason}\n").as_bytes(),
         );
@@ -258,12 +258,12 @@ extern "C" fn on_signal(_: std::ffi::c_int) {
 
 /// Catches SIGINT and SIGTERM while validation runs; puts the previous
 /// handlers back on drop.
-struct SignalGuard {
+pub(super) struct SignalGuard {
     old: Vec<(Signal, SigAction)>,
 }
 
 impl SignalGuard {
-    fn install() -> SignalGuard {
+    pub(super) fn install() -> SignalGuard {
         INTERRUPTED.store(false, Ordering::SeqCst);
         let action = SigAction::new(
             SigHandler::Handler(on_signal),
@@ -288,87 +288,5 @@ impl Drop for SignalGuard {
             // SAFETY: restores the action that was in place before.
             let _ = unsafe { sigaction(*sig, prev) };
         }
-    }
-}
-
-/// Validation of a built commit in the land worktree: `[validate] commands`
-/// with `timeout_secs`, credential variables removed, output to a log.
-pub(crate) struct Validator<'a> {
-    commands: &'a [CommandSpec],
-    /// `[validate] pool`.
-    docker: Option<super::validate_docker::Place<'a>>,
-    wt: std::path::PathBuf,
-    timeout: Option<Duration>,
-    grace: Duration,
-    scrub: Vec<String>,
-}
-
-impl<'a> Validator<'a> {
-    /// Ready to validate in `.worktrees/.land` (kept out of git).
-    pub fn new(project: &'a crate::project::Project, repo: &git2::Repository) -> Result<Self> {
-        let config = &project.config;
-        let repo_root = repo.workdir().unwrap_or(project.repo_dir()).to_path_buf();
-        let excludes = crate::git::exclude_patterns(
-            &repo_root,
-            &[project.state_dir(), config.worktrees_dir()],
-        );
-        crate::git::ensure_excluded(repo, &excludes)?;
-        let mut scrub: Vec<String> = [
-            "ANTHROPIC_API_KEY",
-            "ANTHROPIC_AUTH_TOKEN",
-            "CLAUDE_CODE_OAUTH_TOKEN",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
-        scrub.extend(config.credentials.iter().map(|c| c.env.clone()));
-        let docker = match &config.validate.pool {
-            None => None,
-            Some(name) => match config.pool(name).map(|p| (p, &p.backend)) {
-                Some((pool, crate::config::BackendConfig::Docker(d))) => {
-                    Some(super::validate_docker::Place {
-                        config,
-                        pool,
-                        docker: d,
-                    })
-                }
-                _ => {
-                    return Err(crate::error::Error::Usage(format!(
-                        "[validate] pool `{name}` is not a docker pool of {}",
-                        config.path.display()
-                    )));
-                }
-            },
-        };
-        Ok(Validator {
-            docker,
-            commands: &config.validate.commands,
-            wt: super::scratch::path(&config.worktrees_dir()),
-            timeout: config.validate.timeout,
-            grace: config.kill_grace,
-            scrub,
-        })
-    }
-
-    /// Check `commit` out in the land worktree and run the commands there,
-    /// logging to `log`. Nothing else is touched.
-    pub fn run(
-        &self,
-        repo: &git2::Repository,
-        commit: git2::Oid,
-        log: &Path,
-        echo: bool,
-    ) -> Result<Validation> {
-        super::scratch::checkout(repo, &self.wt, commit)?;
-        run(&Run {
-            commands: self.commands,
-            dir: &self.wt,
-            timeout: self.timeout,
-            grace: self.grace,
-            scrub: &self.scrub,
-            log,
-            echo,
-            docker: self.docker.as_ref(),
-        })
     }
 }

@@ -189,7 +189,7 @@ async fn one(
     tag: &str,
     argv: Vec<String>,
     deadline: Option<Instant>,
-) -> std::result::Result<Ended, String> {
+) -> std::result::Result<Ended, docker::ExecError> {
     let Some((program, args)) = argv.split_first() else {
         return Ok(Ended::Exited(Some(0)));
     };
@@ -239,7 +239,11 @@ async fn one(
             Ok(None) => break,
             Ok(Some(Ok(LogOutput::StdErr { message }))) => emit(out, r.echo, &message),
             Ok(Some(Ok(other))) => emit(out, r.echo, &other.into_bytes()),
-            Ok(Some(Err(e))) => return Err(docker::engine::describe(&e, &t.name)),
+            Ok(Some(Err(e))) => {
+                return Err(docker::ExecError::Engine(docker::engine::describe(
+                    &e, &t.name,
+                )));
+            }
         }
     }
     if stopped.is_some()
@@ -308,7 +312,11 @@ async fn one(
                 code = i.exit_code;
                 break;
             }
-            Err(e) => return Err(docker::engine::describe(&e, &t.name)),
+            Err(e) => {
+                return Err(docker::ExecError::Engine(docker::engine::describe(
+                    &e, &t.name,
+                )));
+            }
         }
     }
     Ok(Ended::Exited(code))

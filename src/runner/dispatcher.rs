@@ -16,7 +16,8 @@ use tokio::task::JoinSet;
 use super::credentials::Credentials;
 use super::executor::{AttemptJob, run_attempt};
 use super::fleet::{Effect, Fleet, FleetParts, Now, PoolSlots, Start};
-use super::{RunEvent, StopLevel, start_from};
+use super::start_from::{self, StartError};
+use super::{RunEvent, StopLevel};
 use crate::agent::Redactor;
 use crate::backend::Backend;
 use crate::project::Project;
@@ -39,7 +40,7 @@ pub struct Dispatcher {
     /// Each running attempt's stop channel.
     stops: HashMap<String, watch::Sender<StopLevel>>,
     /// Dependency starts being built (git work, off the loop).
-    resolving: JoinSet<(String, Result<Option<String>, String>)>,
+    resolving: JoinSet<(String, Result<Option<String>, StartError>)>,
     /// Retries being planned (their log and branch are read off the loop).
     planning: JoinSet<(String, NextAttempt)>,
     /// Which task each blocking job is for, should one panic.
@@ -237,7 +238,7 @@ impl Dispatcher {
                         // The git work panicked (a bug): the task cannot start.
                         Err(e) => {
                             let task = self.jobs.remove(&e.id()).unwrap_or_default();
-                            (task, Err(format!("internal error, please report it: building its start failed: {e}")))
+                            (task, Err(StartError::Panicked(e.to_string())))
                         }
                     };
                     let effects = self.fleet.on_dependency_start(&task, start, Now::current());

@@ -231,7 +231,7 @@ pub async fn run_attempt(
     };
     let (task_commits, finish_error) = match (task_commits, finish_error) {
         (Ok(n), e) => (n, e),
-        (Err(e), None) => (0, Some(e)),
+        (Err(e), None) => (0, Some(e.to_string())),
         (Err(_), Some(e)) => (0, Some(e)),
     };
     if leftovers {
@@ -297,16 +297,19 @@ pub async fn run_attempt(
 }
 
 /// Commits on `tip` that `origin` lacks, in the host repository.
-async fn commits_beyond(repo_dir: PathBuf, tip: String, origin: String) -> Result<usize, String> {
+async fn commits_beyond(
+    repo_dir: PathBuf,
+    tip: String,
+    origin: String,
+) -> crate::error::Result<usize> {
+    use crate::error::Error;
     tokio::task::spawn_blocking(move || -> crate::error::Result<usize> {
         let repo = crate::git::open(&repo_dir)?;
-        let parse =
-            |s: &str| git2::Oid::from_str(s).map_err(|e| crate::error::Error::Other(e.to_string()));
+        let parse = |s: &str| git2::Oid::from_str(s).map_err(|e| Error::Other(e.to_string()));
         crate::git::commits_ahead(&repo, parse(&tip)?, parse(&origin)?)
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    .map_err(|e| Error::Other(e.to_string()))?
 }
 
 async fn forward(

@@ -103,16 +103,28 @@ fn encode(record: &Out<'_>, out: &mut Vec<u8>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What is wrong with a journal line.
+#[derive(Debug, thiserror::Error)]
+enum BadLine {
+    #[error("not a journal line ({0})")]
+    NotALine(serde_json::Error),
+    #[error("bad checksum field")]
+    ChecksumField,
+    #[error("its checksum does not match")]
+    Checksum,
+    #[error("unknown record ({0})")]
+    Unknown(serde_json::Error),
+}
+
 /// A line's record, if its checksum holds; `Err` says what is wrong.
-fn decode(line: &[u8]) -> std::result::Result<In, String> {
-    let parsed: Line<'_> =
-        serde_json::from_slice(line).map_err(|e| format!("not a journal line ({e})"))?;
+fn decode(line: &[u8]) -> std::result::Result<In, BadLine> {
+    let parsed: Line<'_> = serde_json::from_slice(line).map_err(BadLine::NotALine)?;
     let body = parsed.rec.get();
-    let crc = u32::from_str_radix(parsed.crc, 16).map_err(|_| "bad checksum field".to_string())?;
+    let crc = u32::from_str_radix(parsed.crc, 16).map_err(|_| BadLine::ChecksumField)?;
     if crc32fast::hash(body.as_bytes()) != crc {
-        return Err("its checksum does not match".into());
+        return Err(BadLine::Checksum);
     }
-    serde_json::from_str(body).map_err(|e| format!("unknown record ({e})"))
+    serde_json::from_str(body).map_err(BadLine::Unknown)
 }
 
 /// The journal as read: the generation of the snapshot it continues, and the
@@ -122,6 +134,8 @@ pub struct Replay {
     records: Vec<In>,
     /// Bytes of whole, good lines (a torn tail starts here).
     pub good_len: usize,
+    /// How many lines those bytes hold.
+    pub good_lines: usize,
 }
 
 impl Replay {
@@ -151,19 +165,41 @@ impl Replay {
 /// is dropped; a damaged line before a good one, or a newer journal, is an
 /// error naming the line.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Replay> {
+    parse_lines(path, bytes, None, 0)
+}
+
+/// Read lines appended to a journal of `generation` after its first
+/// `lines_before` lines (read earlier, header included), as [`parse`] reads
+/// a whole journal: errors name the line in the whole file.
+pub fn parse_more(
+    path: &Path,
+    bytes: &[u8],
+    generation: u64,
+    lines_before: usize,
+) -> Result<Replay> {
+    parse_lines(path, bytes, Some(generation), lines_before)
+}
+
+fn parse_lines(
+    path: &Path,
+    bytes: &[u8],
+    generation: Option<u64>,
+    lines_before: usize,
+) -> Result<Replay> {
     let left = "the journal and state.json were left as they are: move the journal \
                 away to go back to state.json as it was last compacted (the changes \
                 after that are lost), or restore both from a backup";
     let mut replay = Replay {
-        generation: None,
+        generation,
         records: Vec::new(),
         good_len: 0,
+        good_lines: 0,
     };
     // The first damaged line after the last good one, if any.
-    let mut damaged: Option<(usize, String)> = None;
+    let mut damaged: Option<(usize, BadLine)> = None;
     let mut offset = 0;
     for (n, chunk) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
-        let number = n + 1;
+        let number = lines_before + n + 1;
         let end = offset + chunk.len();
         offset = end;
         let Some(line) = chunk.strip_suffix(b"\n") else {
@@ -217,6 +253,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Replay> {
             _ => replay.records.push(record),
         }
         replay.good_len = end;
+        replay.good_lines = n + 1;
     }
     Ok(replay)
 }

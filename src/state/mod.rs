@@ -13,14 +13,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use index::{Changes, TaskIndex};
-pub use journal::JOURNAL_VERSION;
-pub use lock::{LockInfo, ProjectLock, process_alive, process_start};
+pub use lock::{LockInfo, ProjectLock};
+pub(crate) use lock::{process_alive, process_start};
+pub(crate) use store::StateReader;
 pub use store::StateStore;
 
 /// Bumped when the shape changes in a way old readers cannot follow.
 /// 2: a task has one `origin`, and its work is `origin..tip` over all its
 /// attempts (format 1 files are upgraded on load, see [`State::upgrade`]).
-pub const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
@@ -420,7 +421,7 @@ pub struct CredentialState {
 /// An invalid task status change: a bug in flocks, never user input.
 #[derive(Debug, thiserror::Error)]
 #[error("task `{task}`: cannot go from {from} to {to}")]
-pub struct InvalidTransition {
+pub(crate) struct InvalidTransition {
     pub task: String,
     pub from: &'static str,
     pub to: &'static str,
@@ -429,7 +430,7 @@ pub struct InvalidTransition {
 impl TaskRecord {
     /// The one place a task's status changes.
     #[must_use = "an illegal transition is a bug to surface, not to drop"]
-    pub fn transition(&mut self, to: TaskStatus) -> Result<(), InvalidTransition> {
+    pub(crate) fn transition(&mut self, to: TaskStatus) -> Result<(), InvalidTransition> {
         use TaskStatus::*;
         let ok = match (&self.status, &to) {
             (Pending, Running { .. }) => true,
@@ -464,12 +465,12 @@ impl TaskRecord {
         self.attempts.last()
     }
 
-    pub fn attempt_mut(&mut self, number: u32) -> Option<&mut Attempt> {
+    pub(crate) fn attempt_mut(&mut self, number: u32) -> Option<&mut Attempt> {
         self.attempts.iter_mut().find(|a| a.number == number)
     }
 
     /// Attempts that used up one of `max_retries`'s tries.
-    pub fn counted_failures(&self) -> u32 {
+    pub(crate) fn counted_failures(&self) -> u32 {
         self.attempts
             .iter()
             .filter(|a| {
@@ -513,7 +514,7 @@ impl State {
     /// Format 1 had no task origin: it becomes the first attempt's start, or,
     /// when a later attempt started elsewhere than where the one before it
     /// ended (`retry --fresh`, a `land --resolve` redo), that attempt's start.
-    pub fn upgrade(&mut self) {
+    pub(crate) fn upgrade(&mut self) {
         if self.format_version < 2 {
             for t in &mut self.tasks {
                 if t.origin.is_none() {
@@ -558,7 +559,7 @@ impl State {
     }
 
     /// Build the id index (after `tasks` was read or replaced).
-    pub fn reindex(&mut self) {
+    pub(crate) fn reindex(&mut self) {
         self.index.rebuild(&self.tasks);
     }
 

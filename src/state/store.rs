@@ -3,7 +3,10 @@
 //! the journal of changes since it (see [`super::journal`]).
 //!
 //! Readers take no lock: they read the snapshot, then the journal, and start
-//! over when the snapshot was replaced in between (a compaction).
+//! over when the snapshot was replaced in between (a compaction). A reader
+//! that looks again and again (the dashboard) keeps a [`StateReader`], which
+//! reads the snapshot again only when it was replaced and the journal only
+//! from where it stopped.
 
 use std::fs;
 use std::io::Write;
@@ -20,6 +23,9 @@ use crate::error::{Context, Error, Result};
 /// Attempts to read a snapshot and journal that belong together while a
 /// writer compacts.
 const READ_TRIES: usize = 20;
+
+/// What a refused state file's error says was done with it.
+const LEFT: &str = "it was left as it is: fix it, or move it away to start over";
 
 #[derive(Debug, Clone)]
 pub struct StateStore {
@@ -82,10 +88,15 @@ impl StateStore {
 
     /// `None` when the snapshot was replaced while the journal was read.
     fn try_load(&self) -> Result<Option<State>> {
-        let left = "it was left as it is: fix it, or move it away to start over";
+        Ok(self.try_read()?.map(|r| r.state))
+    }
+
+    /// [`StateStore::try_load`], keeping the files open for a [`StateReader`].
+    fn try_read(&self) -> Result<Option<Read>> {
+        let left = LEFT;
         // The snapshot stays open until the journal is checked, so that its
         // inode number cannot be reused by a newer snapshot meanwhile.
-        let (bytes, inode, _open) = match fs::File::open(&self.path) {
+        let (bytes, inode, snapshot) = match fs::File::open(&self.path) {
             Ok(mut f) => {
                 // Sized up front: growing a 9 MB buffer by doubling copies it.
                 let size = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
@@ -104,14 +115,35 @@ impl StateStore {
             Some(b) => self.parse_snapshot(b, left)?,
             None => (State::default(), 0),
         };
-        let journal = match fs::read(&self.journal) {
-            Ok(b) => Some(b),
+        let journal = match fs::File::open(&self.journal) {
+            Ok(mut f) => {
+                let mut bytes = Vec::new();
+                match std::io::Read::read_to_end(&mut f, &mut bytes) {
+                    Ok(_) => Some((f, bytes)),
+                    Err(e) => return Err(unreadable(&self.journal, &e, left)),
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(unreadable(&self.journal, &e, left)),
         };
-        if let Some(journal) = journal {
+        let mut followed = None;
+        if let Some((file, journal)) = journal {
             let replay = journal::parse(&self.journal, &journal)?;
-            if replay.generation.is_some_and(|g| g == generation && g != 0) {
+            let applies = replay.generation.is_some_and(|g| g == generation && g != 0);
+            followed = Some(Followed {
+                file,
+                // A journal that does not apply is not appended to either
+                // (the next writer starts a new file): read it again only
+                // if it changes.
+                read: if applies {
+                    replay.good_len as u64
+                } else {
+                    journal.len() as u64
+                },
+                lines: replay.good_lines,
+                applies,
+            });
+            if applies {
                 replay.apply(&mut state);
             } else if replay.generation.is_some() {
                 // Another snapshot's journal: either state.json was replaced
@@ -124,22 +156,32 @@ impl StateStore {
                 }
             }
         }
-        // Agents in containers can write state.json and its journal: a task
-        // id becomes a path (logs, worktrees), so one that is not a valid id
-        // is refused.
-        for t in &state.tasks {
+        self.check_ids(state.tasks.iter())?;
+        state.reindex();
+        state.changed.clear();
+        Ok(Some(Read {
+            state,
+            generation,
+            snapshot,
+            journal: followed,
+        }))
+    }
+
+    /// Agents in containers can write state.json and its journal: a task
+    /// id becomes a path (logs, worktrees), so one that is not a valid id
+    /// is refused.
+    fn check_ids<'a>(&self, tasks: impl Iterator<Item = &'a super::TaskRecord>) -> Result<()> {
+        for t in tasks {
             if let Err(why) = crate::tasks::valid_id(&t.id) {
                 return Err(Error::input(
                     &self.path,
                     None,
                     Some("tasks.id"),
-                    format!("task id {:?} {why}; {left}", t.id),
+                    format!("task id {:?} {why}; {LEFT}", t.id),
                 ));
             }
         }
-        state.reindex();
-        state.changed.clear();
-        Ok(Some(state))
+        Ok(())
     }
 
     /// One pass over the bytes when they are a good state file; the slower
@@ -283,6 +325,123 @@ impl StateStore {
             Some(false) => Ok(()),
             None | Some(true) => self.save(state),
         }
+    }
+}
+
+/// A state read with its files still open.
+struct Read {
+    state: State,
+    generation: u64,
+    /// The snapshot read (None: there was none), held open so that its inode
+    /// number cannot be reused by a newer snapshot while it is followed.
+    snapshot: Option<fs::File>,
+    journal: Option<Followed>,
+}
+
+/// The journal as far as it was read.
+struct Followed {
+    /// Held open: a compaction replaces the file, and this one then ends.
+    file: fs::File,
+    /// Bytes of whole good lines read so far, and how many lines.
+    read: u64,
+    lines: usize,
+    /// It continues the snapshot read (else it is not applied, and is read
+    /// again whole once it changes).
+    applies: bool,
+}
+
+/// The saved state for a reader that looks again and again (`flocks top`):
+/// [`StateReader::refresh`] reads the snapshot again only when it was
+/// replaced (a compaction), and otherwise only the journal lines appended
+/// since the last look, so a look costs what changed, not the whole state.
+/// It sees what [`StateStore::load`] would.
+pub struct StateReader {
+    store: StateStore,
+    read: Read,
+    /// How many times the state was read whole.
+    whole_reads: u64,
+}
+
+impl StateReader {
+    /// Read the state whole, as [`StateStore::load`] does.
+    pub fn open(store: &StateStore) -> Result<StateReader> {
+        let read = Self::read_whole(store)?;
+        Ok(StateReader {
+            store: store.clone(),
+            read,
+            whole_reads: 1,
+        })
+    }
+
+    fn read_whole(store: &StateStore) -> Result<Read> {
+        for _ in 0..READ_TRIES {
+            if let Some(read) = store.try_read()? {
+                return Ok(read);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Err(Error::Other(format!(
+            "{} kept being replaced while it was read; try again",
+            store.path.display()
+        )))
+    }
+
+    pub fn state(&self) -> &State {
+        &self.read.state
+    }
+
+    /// Bring the state up to date. Whether it changed.
+    pub fn refresh(&mut self) -> Result<bool> {
+        if self.replaced() {
+            self.read = Self::read_whole(&self.store)?;
+            self.whole_reads += 1;
+            return Ok(true);
+        }
+        let Some(j) = &mut self.read.journal else {
+            return Ok(false);
+        };
+        let journal = &self.store.journal;
+        let len = j
+            .file
+            .metadata()
+            .map_err(|e| unreadable(journal, &e, LEFT))?
+            .len();
+        if len <= j.read {
+            return Ok(false);
+        }
+        if !j.applies {
+            self.read = Self::read_whole(&self.store)?;
+            self.whole_reads += 1;
+            return Ok(true);
+        }
+        let mut bytes = vec![0; (len - j.read) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&j.file, &mut bytes, j.read)
+            .map_err(|e| unreadable(journal, &e, LEFT))?;
+        let replay = journal::parse_more(journal, &bytes, self.read.generation, j.lines)?;
+        if replay.good_len == 0 {
+            // A line still being written.
+            return Ok(false);
+        }
+        j.read += replay.good_len as u64;
+        j.lines += replay.good_lines;
+        let state = &mut self.read.state;
+        replay.apply(state);
+        let changed = state.changed.take();
+        self.store
+            .check_ids(changed.iter().filter_map(|&i| state.tasks.get(i)))?;
+        Ok(true)
+    }
+
+    /// Whether state.json or the journal is another file than the one read
+    /// (or appeared, or went away).
+    fn replaced(&self) -> bool {
+        let ino = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        let held = |f: Option<&fs::File>| {
+            f.and_then(|f| f.metadata().ok())
+                .map(|m| (m.dev(), m.ino()))
+        };
+        ino(&self.store.path) != held(self.read.snapshot.as_ref())
+            || ino(&self.store.journal) != held(self.read.journal.as_ref().map(|j| &j.file))
     }
 }
 
@@ -431,6 +590,136 @@ mod tests {
         assert_eq!(read.task("t8").unwrap().requeues, 0);
         assert_eq!(read.task("t7").unwrap().requeues, 3);
         fs::write(&journal, &whole).unwrap();
+    }
+
+    /// The reader `flocks top` keeps sees what a whole load sees, after
+    /// appends, a line still being written, and compactions.
+    #[test]
+    fn a_followed_state_is_the_loaded_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let same = |reader: &StateReader| {
+            let loaded = store.load().unwrap();
+            let followed = reader.state();
+            assert_eq!(
+                serde_json::to_value(followed).unwrap(),
+                serde_json::to_value(&loaded).unwrap()
+            );
+            assert_eq!(followed.journal_generation, loaded.journal_generation);
+            // The index follows the tasks.
+            for t in &followed.tasks {
+                assert!(
+                    followed.task(&t.id).is_some_and(|x| std::ptr::eq(x, t)),
+                    "{}",
+                    t.id
+                );
+            }
+        };
+        // No state yet: an empty one, until the first save.
+        let mut reader = StateReader::open(&store).unwrap();
+        assert!(reader.state().tasks.is_empty());
+        assert!(!reader.refresh().unwrap());
+        let mut state = State::default();
+        for i in 0..30 {
+            state.push_task(task(&format!("t{i}")));
+        }
+        store.save(&state).unwrap();
+        state.changed.clear();
+        assert!(reader.refresh().unwrap());
+        same(&reader);
+        let reads = reader.whole_reads;
+        // Appends: a changed task, a new one, the fleet fields.
+        state.task_mut("t3").unwrap().requeues = 4;
+        state.push_task(task("new"));
+        state.credentials.insert("c".into(), Default::default());
+        store.commit(&mut state).unwrap();
+        assert!(reader.refresh().unwrap());
+        same(&reader);
+        assert_eq!(reader.state().task("t3").unwrap().requeues, 4);
+        assert!(!reader.refresh().unwrap(), "nothing changed");
+        // A line still being written is not read until it is whole.
+        let journal = store.journal_path().to_path_buf();
+        state.task_mut("t5").unwrap().requeues = 6;
+        store.commit(&mut state).unwrap();
+        let whole = fs::read(&journal).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&journal)
+            .unwrap()
+            .set_len(whole.len() as u64 - 9)
+            .unwrap();
+        reader.refresh().unwrap();
+        same(&reader);
+        assert_eq!(reader.state().task("t5").unwrap().requeues, 0);
+        fs::write(&journal, &whole).unwrap();
+        assert!(reader.refresh().unwrap());
+        same(&reader);
+        assert_eq!(reader.state().task("t5").unwrap().requeues, 6);
+        assert_eq!(reader.whole_reads, reads, "appends are read alone");
+        // A compaction replaces both files: read whole again.
+        state.task_mut("t6").unwrap().requeues = 7;
+        store.save(&state).unwrap();
+        state.changed.clear();
+        assert!(reader.refresh().unwrap());
+        same(&reader);
+        assert_eq!(reader.whole_reads, reads + 1);
+        // Many commits, with compactions among them, between two looks.
+        let generation = reader.state().journal_generation;
+        for n in 0..300 {
+            for i in 0..30 {
+                state.task_mut(&format!("t{i}")).unwrap().requeues = n;
+            }
+            store.commit(&mut state).unwrap();
+            if n % 7 == 0 {
+                reader.refresh().unwrap();
+                same(&reader);
+            }
+        }
+        reader.refresh().unwrap();
+        same(&reader);
+        assert_eq!(reader.state().task("t0").unwrap().requeues, 299);
+        assert_ne!(
+            reader.state().journal_generation,
+            generation,
+            "it compacted"
+        );
+        // A forged id appended to the journal is refused, as a load refuses it.
+        state.push_task(task("x"));
+        state.tasks.last_mut().unwrap().id = "../x".into();
+        store.commit(&mut state).unwrap();
+        let err = reader.refresh().unwrap_err();
+        assert!(err.to_string().contains("tasks.id"), "{err}");
+        assert!(store.load().is_err());
+    }
+
+    /// A journal left from before the snapshot (a compaction killed between
+    /// its two renames) is ignored by the reader as by a load, and not read
+    /// again at every look.
+    #[test]
+    fn a_followed_stale_journal_is_ignored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut state = State::default();
+        state.push_task(task("a"));
+        store.save(&state).unwrap();
+        state.task_mut("a").unwrap().requeues = 1;
+        store.commit(&mut state).unwrap();
+        let old_journal = fs::read(store.journal_path()).unwrap();
+        state.task_mut("a").unwrap().requeues = 2;
+        store.save(&state).unwrap();
+        fs::write(store.journal_path(), &old_journal).unwrap();
+        let mut reader = StateReader::open(&store).unwrap();
+        assert_eq!(reader.state().task("a").unwrap().requeues, 2);
+        assert!(!reader.refresh().unwrap());
+        assert!(!reader.refresh().unwrap());
+        assert_eq!(reader.whole_reads, 1);
+        // The next writer's journal replaces it: followed from then on.
+        state.task_mut("a").unwrap().requeues = 3;
+        store.save(&state).unwrap();
+        state.task_mut("a").unwrap().requeues = 4;
+        store.commit(&mut state).unwrap();
+        assert!(reader.refresh().unwrap());
+        assert_eq!(reader.state().task("a").unwrap().requeues, 4);
     }
 
     #[test]

@@ -4,10 +4,38 @@ use std::collections::HashMap;
 
 use super::Task;
 
+/// What is wrong with the tasks' `depends_on`; `index` is the task (in file
+/// order) whose line the error points at, and the message names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DependencyError {
+    #[error("task `{id}` depends on itself")]
+    OnItself { index: usize, id: String },
+    #[error("task `{id}` depends on unknown task `{dep}`")]
+    Unknown {
+        index: usize,
+        id: String,
+        dep: String,
+    },
+    /// `cycle` starts and ends with the same task.
+    #[error("dependency cycle: {}", .cycle.join(" -> "))]
+    Cycle { index: usize, cycle: Vec<String> },
+}
+
+impl DependencyError {
+    /// The task the error is about.
+    pub fn index(&self) -> usize {
+        match self {
+            DependencyError::OnItself { index, .. }
+            | DependencyError::Unknown { index, .. }
+            | DependencyError::Cycle { index, .. } => *index,
+        }
+    }
+}
+
 /// Check `depends_on` and return the tasks' indices in an order where every
 /// task comes after its dependencies (file order otherwise). The error names
 /// the task and what is wrong.
-pub fn dependency_order(tasks: &[Task]) -> Result<Vec<usize>, (usize, String)> {
+pub fn dependency_order(tasks: &[Task]) -> Result<Vec<usize>, DependencyError> {
     let index: HashMap<&str, usize> = tasks
         .iter()
         .enumerate()
@@ -16,10 +44,17 @@ pub fn dependency_order(tasks: &[Task]) -> Result<Vec<usize>, (usize, String)> {
     for (i, t) in tasks.iter().enumerate() {
         for d in &t.depends_on {
             if d == &t.id {
-                return Err((i, format!("task `{}` depends on itself", t.id)));
+                return Err(DependencyError::OnItself {
+                    index: i,
+                    id: t.id.clone(),
+                });
             }
             if !index.contains_key(d.as_str()) {
-                return Err((i, format!("task `{}` depends on unknown task `{d}`", t.id)));
+                return Err(DependencyError::Unknown {
+                    index: i,
+                    id: t.id.clone(),
+                    dep: d.clone(),
+                });
             }
         }
     }
@@ -50,12 +85,12 @@ pub fn dependency_order(tasks: &[Task]) -> Result<Vec<usize>, (usize, String)> {
                     }
                     Mark::Active => {
                         let start = stack.iter().position(|(n, _)| *n == dep).unwrap_or(0);
-                        let mut cycle: Vec<&str> = stack[start..]
+                        let mut cycle: Vec<String> = stack[start..]
                             .iter()
-                            .map(|(n, _)| tasks[*n].id.as_str())
+                            .map(|(n, _)| tasks[*n].id.clone())
                             .collect();
-                        cycle.push(tasks[dep].id.as_str());
-                        return Err((node, format!("dependency cycle: {}", cycle.join(" -> "))));
+                        cycle.push(tasks[dep].id.clone());
+                        return Err(DependencyError::Cycle { index: node, cycle });
                     }
                     Mark::Done => {}
                 }
@@ -137,15 +172,15 @@ mod tests {
     #[test]
     fn finds_cycles() {
         let tasks = vec![t("a", &["b"]), t("b", &["c"]), t("c", &["a"])];
-        let (_, msg) = dependency_order(&tasks).unwrap_err();
+        let msg = dependency_order(&tasks).unwrap_err().to_string();
         assert!(msg.contains("a -> b -> c -> a"), "{msg}");
     }
 
     #[test]
     fn unknown_dependency() {
         let tasks = vec![t("a", &["zz"])];
-        let (i, msg) = dependency_order(&tasks).unwrap_err();
-        assert_eq!(i, 0);
-        assert!(msg.contains("unknown task `zz`"));
+        let err = dependency_order(&tasks).unwrap_err();
+        assert_eq!(err.index(), 0);
+        assert!(err.to_string().contains("unknown task `zz`"));
     }
 }

@@ -112,12 +112,12 @@ pub fn parse_jsonl(source: &Path, text: &str, rules: &BranchRules) -> Result<Tas
         }
         tasks.push(task);
     }
-    if let Err((i, msg)) = dependency_order(&tasks) {
+    if let Err(e) = dependency_order(&tasks) {
         return Err(Error::input(
             source,
-            Some(tasks[i].line),
+            Some(tasks[e.index()].line),
             Some("depends_on"),
-            msg,
+            e.to_string(),
         ));
     }
     Ok(TaskSet::new(source.to_path_buf(), tasks))
@@ -151,7 +151,7 @@ fn task_from_object(
         return Err(fe("prompt", "is empty"));
     }
     let branch = opt_string(&mut obj, "branch")?.unwrap_or_else(|| format!("{}{id}", rules.prefix));
-    check_branch(&branch, rules).map_err(|m| fe("branch", m))?;
+    check_branch(&branch, rules).map_err(|m| fe("branch", m.to_string()))?;
     let title = opt_string(&mut obj, "title")?;
     let description = opt_string(&mut obj, "description")?;
     let depends_on = match obj.remove("depends_on") {
@@ -209,14 +209,21 @@ fn task_from_object(
     })
 }
 
-fn check_branch(branch: &str, rules: &BranchRules) -> Result<(), String> {
+/// Why a task's `branch` cannot be its branch.
+#[derive(Debug, thiserror::Error)]
+enum BadBranch {
+    #[error("`{0}` is not a valid branch name")]
+    Invalid(String),
+    #[error("`{0}` is the base or land target branch; a task needs a branch of its own")]
+    NotOwn(String),
+}
+
+fn check_branch(branch: &str, rules: &BranchRules) -> Result<(), BadBranch> {
     if branch.starts_with('-') || !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
-        return Err(format!("`{branch}` is not a valid branch name"));
+        return Err(BadBranch::Invalid(branch.to_string()));
     }
     if branch == rules.base || branch == rules.land_target {
-        return Err(format!(
-            "`{branch}` is the base or land target branch; a task needs a branch of its own"
-        ));
+        return Err(BadBranch::NotOwn(branch.to_string()));
     }
     Ok(())
 }

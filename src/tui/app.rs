@@ -11,6 +11,7 @@ use super::feed::{EventFeed, Stamped};
 use super::input::Action;
 use crate::project::Project;
 use crate::report::Event;
+use crate::state::StateReader;
 use crate::view::{StatusView, TaskView};
 
 /// Events kept for the "recent events" pane.
@@ -248,11 +249,16 @@ fn reload_log(pane: &mut LogPane) {
     pane.lines = lines;
 }
 
-/// Reads the project for the dashboard: state.json through `view::build`,
-/// and the events feed.
+/// Reads the project for the dashboard: the state through `view::build`,
+/// and the events feed. The state is followed, not reloaded: each refresh
+/// reads only the journal lines appended since the last one, and state.json
+/// again only after a compaction replaced it.
 pub struct Source<'a> {
     pub project: &'a Project,
     pub feed: EventFeed,
+    /// None until the state was read, and again after a read failed (the
+    /// next refresh reads it whole).
+    reader: Option<StateReader>,
 }
 
 impl<'a> Source<'a> {
@@ -260,12 +266,25 @@ impl<'a> Source<'a> {
         Source {
             project,
             feed: EventFeed::new(project.events_path()),
+            reader: None,
         }
     }
 
-    pub fn status(&self) -> Option<StatusView> {
-        let state = self.project.store.load().ok()?;
-        Some(crate::view::build(self.project, &state))
+    /// The state brought up to date, as a view; None when it cannot be read
+    /// now (the dashboard keeps showing the last one).
+    pub fn status(&mut self) -> Option<StatusView> {
+        let fresh = match self.reader.as_mut() {
+            Some(r) => r.refresh().map(|_| ()),
+            None => StateReader::open(&self.project.store).map(|r| {
+                self.reader = Some(r);
+            }),
+        };
+        if fresh.is_err() {
+            self.reader = None;
+            return None;
+        }
+        let state = self.reader.as_ref()?.state();
+        Some(crate::view::build(self.project, state))
     }
 
     /// Read everything new into the app.

@@ -1,12 +1,15 @@
 //! `flocks status --watch` / `flocks top`: a full-screen live dashboard
-//! (ratatui on crossterm). It follows `.flocks/state.json` and
-//! `.flocks/events.jsonl` from any terminal and never writes state.
+//! (ratatui on crossterm). It follows `.flocks/state.json` with its journal
+//! and `.flocks/events.jsonl` from any terminal and never writes state.
 //!
 //! ```text
-//!  state.json ──view::build──┐
-//!  events.jsonl ──EventFeed────┼─▶ App (app.rs) ──view::draw──▶ terminal
-//!  keys ──input::action────────┘
+//!  state.json+journal ──StateReader──view::build──┐
+//!  events.jsonl ──EventFeed─────────────────────────┼─▶ App (app.rs) ──view::draw──▶ terminal
+//!  keys ──input::action─────────────────────────────┘
 //! ```
+//!
+//! Each refresh reads only what changed: the journal lines appended since
+//! the last one, and state.json again only after a compaction replaced it.
 //!
 //! The terminal is restored on every way out: return, error, and panic
 //! (a panic hook restores it before the default hook prints the message).

@@ -115,6 +115,22 @@ pub enum EngineError {
     Inspect(String),
     #[error("docker container `{name}` is not running (status: {status}): start it")]
     Stopped { name: String, status: String },
+    /// `workspace_mount` names a mount of something else than the repo.
+    #[error(
+        "docker container `{container}` mounts {source_dir} at {dest}, not the repo {}: fix workspace_mount",
+        .repo.display()
+    )]
+    WrongMount {
+        container: String,
+        source_dir: String,
+        dest: String,
+        repo: PathBuf,
+    },
+    #[error(
+        "docker container `{container}` does not mount the repo {}: mount it, or set workspace_mount",
+        .repo.display()
+    )]
+    NoMount { container: String, repo: PathBuf },
 }
 
 /// Find the running container a pool means. Returns its inspect data.
@@ -208,7 +224,7 @@ pub fn repo_in_container(
     repo: &Path,
     workspace_mount: Option<&str>,
     container: &str,
-) -> Result<String, String> {
+) -> Result<String, EngineError> {
     let mounts = info.mounts.clone().unwrap_or_default();
     if let Some(dest) = workspace_mount {
         // Check it against the container when it tells (a missing mount may be
@@ -220,10 +236,12 @@ pub fn repo_in_container(
             && !Path::new(src).starts_with(repo)
             && !repo.starts_with(src)
         {
-            return Err(format!(
-                "docker container `{container}` mounts {src} at {dest}, not the repo {}: fix workspace_mount",
-                repo.display()
-            ));
+            return Err(EngineError::WrongMount {
+                container: container.to_string(),
+                source_dir: src.clone(),
+                dest: dest.to_string(),
+                repo: repo.to_path_buf(),
+            });
         }
         return Ok(dest.trim_end_matches('/').to_string());
     }
@@ -239,10 +257,10 @@ pub fn repo_in_container(
             let p = Path::new(&dest).join(rel);
             Ok(p.display().to_string().trim_end_matches('/').to_string())
         }
-        None => Err(format!(
-            "docker container `{container}` does not mount the repo {}: mount it, or set workspace_mount",
-            repo.display()
-        )),
+        None => Err(EngineError::NoMount {
+            container: container.to_string(),
+            repo: repo.to_path_buf(),
+        }),
     }
 }
 
@@ -346,11 +364,13 @@ mod tests {
         assert!(
             repo_in_container(&i, repo, None, "c")
                 .unwrap_err()
+                .to_string()
                 .contains("does not mount")
         );
         assert!(
             repo_in_container(&i, repo, Some("/workspace"), "c")
                 .unwrap_err()
+                .to_string()
                 .contains("fix workspace_mount")
         );
         assert_eq!(

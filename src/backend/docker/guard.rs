@@ -355,7 +355,7 @@ fn walk(root: &Path, rel: &Path, depth: usize, recurse: bool, out: &mut BTreeMap
                 gid,
                 bytes,
             },
-            Err(kind) => special(&kind),
+            Err(kind) => special(&kind.to_string()),
         }
     } else {
         use std::os::unix::fs::FileTypeExt;
@@ -395,26 +395,37 @@ fn special(kind: &str) -> Entry {
     }
 }
 
+/// Why a file under the guard is not one to read: what the guard records
+/// for it instead of its bytes.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("a file of {0} bytes (over {MAX_FILE})")]
+    TooLarge(u64),
+    #[error("a file over {MAX_FILE} bytes")]
+    Grew,
+    #[error("unreadable ({0})")]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file")]
+    NotRegular,
+}
+
 /// A regular file's bytes, or why it is not one to read.
-fn read_regular(path: &Path, len: u64) -> Result<Vec<u8>, String> {
+fn read_regular(path: &Path, len: u64) -> Result<Vec<u8>, Unreadable> {
     if len > MAX_FILE {
-        return Err(format!("a file of {len} bytes (over {MAX_FILE})"));
+        return Err(Unreadable::TooLarge(len));
     }
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| format!("unreadable ({e})"))?;
+        .open(path)?;
     // Swapped for something else between lstat and open.
     if !f.metadata().is_ok_and(|m| m.is_file()) {
-        return Err("not a regular file".into());
+        return Err(Unreadable::NotRegular);
     }
     let mut bytes = Vec::new();
-    f.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("unreadable ({e})"))?;
+    f.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE {
-        return Err(format!("a file over {MAX_FILE} bytes"));
+        return Err(Unreadable::Grew);
     }
     Ok(bytes)
 }

@@ -13,7 +13,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::engine::{self, FOLDER_LABEL, MANAGED_LABEL, POOL_LABEL, PROJECT_LABEL};
+use super::engine::{self, EngineError, FOLDER_LABEL, MANAGED_LABEL, POOL_LABEL, PROJECT_LABEL};
 use crate::config::{Config, DockerConfig, PoolConfig};
 use crate::state::Managed;
 
@@ -41,8 +41,50 @@ pub struct DevContainer {
     pub env: Vec<(String, String)>,
 }
 
+/// Why `.devcontainer/devcontainer.json` could not be used: the messages
+/// name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DevContainerError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// Why `flocks up` could not start a pool's container.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    DevContainer(#[from] DevContainerError),
+    #[error("image {image} is not here and cannot be pulled: {reason}")]
+    Pull { image: String, reason: String },
+    #[error("cannot create container `{name}`: {reason}")]
+    Create { name: String, reason: String },
+    #[error("cannot start container `{name}`: {reason}")]
+    Start { name: String, reason: String },
+}
+
+/// Why `flocks down` could not remove a container.
+#[derive(Debug, thiserror::Error)]
+pub enum DownError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot inspect container {id}: {reason}")]
+    Inspect { id: String, reason: String },
+    #[error("cannot remove container `{name}`: {reason}")]
+    Remove { name: String, reason: String },
+}
+
 /// Read `.devcontainer/devcontainer.json` (or `.devcontainer.json`) of `repo`.
-pub fn devcontainer(repo: &Path) -> Result<Option<DevContainer>, String> {
+pub fn devcontainer(repo: &Path) -> Result<Option<DevContainer>, DevContainerError> {
     let path = [
         repo.join(".devcontainer/devcontainer.json"),
         repo.join(".devcontainer.json"),
@@ -52,10 +94,14 @@ pub fn devcontainer(repo: &Path) -> Result<Option<DevContainer>, String> {
     let Some(path) = path else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&strip_jsonc(&text))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(source) => return Err(DevContainerError::Read { path, source }),
+    };
+    let v: serde_json::Value = match serde_json::from_str(&strip_jsonc(&text)) {
+        Ok(v) => v,
+        Err(source) => return Err(DevContainerError::Parse { path, source }),
+    };
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
     let env = v
         .get("containerEnv")
@@ -159,8 +205,8 @@ pub async fn up(
     pool: &PoolConfig,
     d: &DockerConfig,
     project_key: &str,
-) -> Result<Up, String> {
-    let docker = engine::connect().await.map_err(|e| e.to_string())?;
+) -> Result<Up, UpError> {
+    let docker = engine::connect().await?;
     let lookup = super::lookup_for(&pool.name, d, project_key);
     if let Ok(info) = engine::find(&docker, &lookup).await {
         let id = info.id.clone().unwrap_or_default();
@@ -241,14 +287,25 @@ pub async fn up(
             pull(&docker, &image).await?;
             create(body)
                 .await
-                .map_err(|e| format!("cannot create container `{name}`: {e}"))?
+                .map_err(|e| UpError::Create {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })?
                 .id
         }
-        Err(e) => return Err(format!("cannot create container `{name}`: {e}")),
+        Err(e) => {
+            return Err(UpError::Create {
+                name,
+                reason: e.to_string(),
+            });
+        }
     };
     if let Err(e) = docker.start_container(&id, None).await {
         let _ = remove(&docker, &id).await;
-        return Err(format!("cannot start container `{name}`: {e}"));
+        return Err(UpError::Start {
+            name,
+            reason: e.to_string(),
+        });
     }
     Ok(Up::Created(Managed::Container {
         pool: pool.name.clone(),
@@ -270,11 +327,14 @@ fn resolve_mount(dir: &Path, spec: &str) -> String {
     }
 }
 
-async fn pull(docker: &Docker, image: &str) -> Result<(), String> {
+async fn pull(docker: &Docker, image: &str) -> Result<(), UpError> {
     let opts = CreateImageOptionsBuilder::new().from_image(image).build();
     let mut s = docker.create_image(Some(opts), None, None);
     while let Some(item) = s.next().await {
-        item.map_err(|e| format!("image {image} is not here and cannot be pulled: {e}"))?;
+        item.map_err(|e| UpError::Pull {
+            image: image.to_string(),
+            reason: e.to_string(),
+        })?;
     }
     Ok(())
 }
@@ -304,15 +364,20 @@ pub enum Down {
 /// the container must carry the labels `up` sets (`flocks.managed=1`,
 /// `flocks.pool=<pool>`, `flocks.project=<project key>`), else it is left
 /// alone.
-pub async fn down(id: &str, pool: &str, project_key: &str) -> Result<Down, String> {
-    let docker = engine::connect().await.map_err(|e| e.to_string())?;
+pub async fn down(id: &str, pool: &str, project_key: &str) -> Result<Down, DownError> {
+    let docker = engine::connect().await?;
     let info = match docker
         .inspect_container(id, None::<InspectContainerOptions>)
         .await
     {
         Ok(info) => info,
         Err(e) if engine::is_not_found(&e) => return Ok(Down::Gone),
-        Err(e) => return Err(format!("cannot inspect container {id}: {e}")),
+        Err(e) => {
+            return Err(DownError::Inspect {
+                id: id.to_string(),
+                reason: e.to_string(),
+            });
+        }
     };
     let full = info.id.clone().unwrap_or_else(|| id.to_string());
     let name = engine::name_of(&info, &full);
@@ -327,7 +392,10 @@ pub async fn down(id: &str, pool: &str, project_key: &str) -> Result<Down, Strin
     match remove(&docker, &full).await {
         Ok(()) => Ok(Down::Removed(name)),
         Err(e) if engine::is_not_found(&e) => Ok(Down::Gone),
-        Err(e) => Err(format!("cannot remove container `{name}`: {e}")),
+        Err(e) => Err(DownError::Remove {
+            name,
+            reason: e.to_string(),
+        }),
     }
 }
 

@@ -49,7 +49,7 @@ use super::{
 use crate::agent::AgentSpec;
 use crate::config::{Config, DockerConfig, PoolConfig};
 use crate::git::Worktrees;
-use engine::Lookup;
+use engine::{EngineError, Lookup};
 use guard::Guard;
 use scripts::Match;
 
@@ -74,7 +74,7 @@ pub struct DockerBackend {
     user: String,
     project_key: String,
     /// The container, found by `connect` (or the first attempt).
-    target: tokio::sync::OnceCell<Result<Target, String>>,
+    target: tokio::sync::OnceCell<Result<Target, EngineError>>,
     client: tokio::sync::OnceCell<Docker>,
     /// Whether the container runs the reaper (has perl), probed once.
     reaper: tokio::sync::OnceCell<bool>,
@@ -117,6 +117,25 @@ pub struct Exec<'a> {
     pub grace: Duration,
 }
 
+/// Why docker could not run a program in a container (an agent, a
+/// `[validate] pool` command, the killer).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExecError {
+    /// The engine refused or failed, in words that name the container.
+    #[error("{0}")]
+    Engine(String),
+    #[error("docker started the exec detached")]
+    Detached,
+    /// The container has no usable `/bin/sh`.
+    #[error(
+        "docker container `{container}` cannot run /bin/sh, which flocks needs to start and stop agents: {stderr}"
+    )]
+    NoShell { container: String, stderr: String },
+    /// The killer failed: what it said.
+    #[error("in docker container `{container}`: {stderr}")]
+    Killer { container: String, stderr: String },
+}
+
 /// An exec started by [`start`].
 pub struct Started {
     pub exec: String,
@@ -137,7 +156,7 @@ pub async fn start(
     t: &Target,
     reaper: bool,
     x: Exec<'_>,
-) -> Result<Started, String> {
+) -> Result<Started, ExecError> {
     let Exec {
         program,
         args,
@@ -183,12 +202,12 @@ pub async fn start(
             },
         )
         .await
-        .map_err(|e| engine::describe(&e, &t.name))?
+        .map_err(|e| ExecError::Engine(engine::describe(&e, &t.name)))?
         .id;
     let (output, mut input) = match docker.start_exec(&exec, None).await {
         Ok(StartExecResults::Attached { output, input }) => (output, input),
-        Ok(StartExecResults::Detached) => return Err("docker started the exec detached".into()),
-        Err(e) => return Err(engine::describe(&e, &t.name)),
+        Ok(StartExecResults::Detached) => return Err(ExecError::Detached),
+        Err(e) => return Err(ExecError::Engine(engine::describe(&e, &t.name))),
     };
     let (writer, held) = if reaper {
         // The reaper reads the program's stdin, then holds the stream.
@@ -303,7 +322,7 @@ async fn kill_attempt(
     m: Match,
     tag: &str,
     grace: Duration,
-) -> Result<String, String> {
+) -> Result<String, ExecError> {
     let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
     let out = engine::run(
         docker,
@@ -313,19 +332,17 @@ async fn kill_attempt(
         &t.user,
     )
     .await
-    .map_err(|e| engine::describe(&e, &t.name))?;
+    .map_err(|e| ExecError::Engine(engine::describe(&e, &t.name)))?;
     match out.code {
         Some(0) => Ok(out.stdout),
-        Some(126) | Some(127) => Err(format!(
-            "docker container `{}` cannot run /bin/sh, which flocks needs to start and stop agents: {}",
-            t.name,
-            out.stderr.trim()
-        )),
-        _ => Err(format!(
-            "in docker container `{}`: {}",
-            t.name,
-            out.stderr.trim()
-        )),
+        Some(126) | Some(127) => Err(ExecError::NoShell {
+            container: t.name.clone(),
+            stderr: out.stderr.trim().to_string(),
+        }),
+        _ => Err(ExecError::Killer {
+            container: t.name.clone(),
+            stderr: out.stderr.trim().to_string(),
+        }),
     }
 }
 
@@ -419,26 +436,24 @@ impl DockerBackend {
                 }
                 None
             }
-            Err(e) => Some(e),
+            Err(e) => Some(e.to_string()),
         }
     }
 
     /// Why this pool is out of the run (found by `connect`), if it is.
     pub fn down_reason(&self) -> Option<String> {
         match self.target.get() {
-            Some(Err(e)) => Some(e.clone()),
+            Some(Err(e)) => Some(e.to_string()),
             None | Some(Ok(_)) => None,
         }
     }
 
     /// The pool's container, found once per process.
-    pub async fn target(&self) -> Result<Target, String> {
+    pub async fn target(&self) -> Result<Target, EngineError> {
         self.target
             .get_or_init(|| async {
                 let docker = self.client().await?;
-                let info = engine::find(&docker, &self.lookup)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let info = engine::find(&docker, &self.lookup).await?;
                 let id = info.id.clone().unwrap_or_default();
                 let name = engine::name_of(&info, &id);
                 let repo = engine::repo_in_container(
@@ -498,25 +513,22 @@ impl DockerBackend {
             .await
     }
 
-    async fn client(&self) -> Result<Docker, String> {
-        self.client
-            .get_or_try_init(engine::connect)
-            .await
-            .cloned()
-            .map_err(|e| e.to_string())
+    async fn client(&self) -> Result<Docker, EngineError> {
+        self.client.get_or_try_init(engine::connect).await.cloned()
     }
 
     pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
-        let t = self.target().await.map_err(PrepareError::HostLost)?;
+        let t = self
+            .target()
+            .await
+            .map_err(|e| PrepareError::HostLost(e.to_string()))?;
         let wts = self.worktrees.clone();
         let job = job.clone();
         let owner = self.owner;
         let git_dir = self.git_dir.clone();
         let repo_dir = self.repo_dir.clone();
-        let p = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let p = wts
-                .prepare(&job.task, &job.branch, &job.base, job.fresh)
-                .map_err(|e| e.to_string())?;
+        let p = tokio::task::spawn_blocking(move || -> crate::error::Result<_> {
+            let p = wts.prepare(&job.task, &job.branch, &job.base, job.fresh)?;
             // An agent that runs `git worktree prune` in the container, where
             // the host path of the worktree does not exist, must not remove it.
             if let Ok(repo) = crate::git::open(&repo_dir)
@@ -534,7 +546,7 @@ impl DockerBackend {
         })
         .await
         .map_err(|e| PrepareError::Failed(e.to_string()))?
-        .map_err(PrepareError::Failed)?;
+        .map_err(|e| PrepareError::Failed(e.to_string()))?;
         let rel = p.path.strip_prefix(&self.repo_dir).map_err(|_| {
             PrepareError::Failed(format!(
                 "the worktree {} is not inside the repo {}",
@@ -595,12 +607,12 @@ impl DockerBackend {
     pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
         let t = match self.target().await {
             Ok(t) => t,
-            Err(why) => return Ok(lost(why)),
+            Err(why) => return Ok(lost(why.to_string())),
         };
         let program = self.program_in_container(&spec.program, &t)?;
         let docker = match self.client().await {
             Ok(d) => d,
-            Err(e) => return Ok(lost(e)),
+            Err(e) => return Ok(lost(e.to_string())),
         };
         let reaper = self.has_reaper(&t).await;
         let ticket = self.guard.begin();
@@ -623,7 +635,7 @@ impl DockerBackend {
             writer,
         } = match start(&docker, &t, reaper, x).await {
             Ok(s) => s,
-            Err(why) => return Ok(lost(why)),
+            Err(why) => return Ok(lost(why.to_string())),
         };
         let (tx, rx) = mpsc::channel(256);
         let ctl = Arc::new(Ctl {
@@ -754,10 +766,6 @@ impl DockerBackend {
 }
 
 impl Backend for DockerBackend {
-    fn slots(&self, pool: &PoolConfig) -> usize {
-        pool.max_worktrees
-    }
-
     fn connect<'a>(&'a self, notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
         Box::pin(DockerBackend::connect(self, notes))
     }
@@ -766,34 +774,7 @@ impl Backend for DockerBackend {
         DockerBackend::down_reason(self)
     }
 
-    fn prepare<'a>(
-        &'a self,
-        job: &'a PrepareJob,
-    ) -> BoxFuture<'a, Result<Workspace, PrepareError>> {
-        Box::pin(DockerBackend::prepare(self, job))
-    }
-
-    fn spawn<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        spec: AgentSpec,
-    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
-        Box::pin(DockerBackend::spawn(self, ws, spec))
-    }
-
-    fn finish<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        task: &'a str,
-        branch: &'a str,
-        attempt: u32,
-    ) -> BoxFuture<'a, Result<Finished, FinishError>> {
-        Box::pin(DockerBackend::finish(self, ws, task, branch, attempt))
-    }
-
-    fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(DockerBackend::release(self, task))
-    }
+    super::attempt_methods!(DockerBackend);
 }
 
 /// A docker pool's container and a client, found for one use outside a run
@@ -802,7 +783,7 @@ pub async fn find_pool_target(
     config: &Config,
     pool: &PoolConfig,
     d: &DockerConfig,
-) -> Result<(Docker, Target), String> {
+) -> Result<(Docker, Target), EngineError> {
     let repo_dir = config
         .workspace
         .repo
@@ -810,10 +791,8 @@ pub async fn find_pool_target(
         .unwrap_or_else(|_| config.workspace.repo.clone());
     let owner = owner::owner_of(&repo_dir).unwrap_or((0, 0));
     let project_key = crate::project::key_of(&config.state_dir());
-    let docker = engine::connect().await.map_err(|e| e.to_string())?;
-    let info = engine::find(&docker, &lookup_for(&pool.name, d, &project_key))
-        .await
-        .map_err(|e| e.to_string())?;
+    let docker = engine::connect().await?;
+    let info = engine::find(&docker, &lookup_for(&pool.name, d, &project_key)).await?;
     let id = info.id.clone().unwrap_or_default();
     let name = engine::name_of(&info, &id);
     let repo = engine::repo_in_container(&info, &repo_dir, d.workspace_mount.as_deref(), &name)?;
@@ -856,7 +835,7 @@ pub async fn stop_tagged(
     t: &Target,
     tag: &str,
     grace: Duration,
-) -> Result<String, String> {
+) -> Result<String, ExecError> {
     kill_attempt(docker, t, Match::Exact, tag, grace).await
 }
 

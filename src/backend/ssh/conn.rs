@@ -76,7 +76,7 @@ impl Target {
     /// first: for `-o` options, ssh keeps the first value it sees. Err when
     /// no private directory for the multiplexing sockets can be made.
     pub fn options(&self) -> Result<Vec<String>, SshError> {
-        let control = control_dir().map_err(SshError::Unreachable)?;
+        let control = control_dir().map_err(|e| SshError::Unreachable(e.to_string()))?;
         let mut v = self.ssh_options.clone();
         if let Some(p) = self.port {
             v.extend(["-p".into(), p.to_string()]);
@@ -251,72 +251,100 @@ pub fn last_words(stderr: &str) -> String {
 /// connection's credentials, so flocks refuses to use ssh unless the
 /// directory is ours, private, and sits in a parent nobody else can swap it
 /// in. Err(why), naming the directory.
-pub fn control_dir() -> Result<&'static Path, String> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+pub fn control_dir() -> Result<&'static Path, &'static ControlDirError> {
+    static DIR: OnceLock<Result<PathBuf, ControlDirError>> = OnceLock::new();
     DIR.get_or_init(|| {
         let base = std::env::var_os("FLOCKS_SSH_CONTROL_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/tmp"));
-        private_dir(&base).map_err(|why| {
-            format!(
-                "refusing to use ssh: no private directory for its connection sockets: {why} \
-                 (set FLOCKS_SSH_CONTROL_DIR to a directory only you can write)"
-            )
-        })
+        private_dir(&base).map_err(ControlDirError)
     })
     .as_ref()
     .map(PathBuf::as_path)
-    .map_err(Clone::clone)
+}
+
+/// Why flocks refuses to use ssh: it has no private directory for the
+/// multiplexing sockets.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to use ssh: no private directory for its connection sockets: {0} \
+     (set FLOCKS_SSH_CONTROL_DIR to a directory only you can write)"
+)]
+pub struct ControlDirError(PrivateDirError);
+
+/// Why a directory is not private enough for the multiplexing sockets.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateDirError {
+    #[error("{}: {source}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("{} belongs to uid {uid}, who could replace what flocks makes there", .path.display())]
+    ParentNotOurs { path: PathBuf, uid: u32 },
+    #[error("{} is writable by others (mode {mode:o}) without the sticky bit", .path.display())]
+    ParentOpen { path: PathBuf, mode: u32 },
+    #[error("cannot make a directory in {}: {source}", .path.display())]
+    Make { path: PathBuf, source: nix::Error },
+    #[error("{} belongs to uid {uid}, not to us (uid {me})", .path.display())]
+    NotOurs { path: PathBuf, uid: u32, me: u32 },
+    #[error("{} has mode {mode:o}, not 700", .path.display())]
+    Mode { path: PathBuf, mode: u32 },
 }
 
 /// A new private directory under `base`, checked after it was made.
-fn private_dir(base: &Path) -> Result<PathBuf, String> {
+fn private_dir(base: &Path) -> Result<PathBuf, PrivateDirError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let me = nix::unistd::geteuid().as_raw();
-    let meta = std::fs::metadata(base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let meta = std::fs::metadata(base).map_err(|source| PrivateDirError::Unreadable {
+        path: base.to_path_buf(),
+        source,
+    })?;
     if !meta.is_dir() {
-        return Err(format!("{} is not a directory", base.display()));
+        return Err(PrivateDirError::NotADirectory(base.to_path_buf()));
     }
     let shared = meta.mode() & 0o022 != 0;
     let sticky = meta.mode() & 0o1000 != 0;
     if meta.uid() != me && meta.uid() != 0 {
-        return Err(format!(
-            "{} belongs to uid {}, who could replace what flocks makes there",
-            base.display(),
-            meta.uid()
-        ));
+        return Err(PrivateDirError::ParentNotOurs {
+            path: base.to_path_buf(),
+            uid: meta.uid(),
+        });
     }
     if shared && !sticky {
-        return Err(format!(
-            "{} is writable by others (mode {:o}) without the sticky bit",
-            base.display(),
-            meta.mode() & 0o7777
-        ));
+        return Err(PrivateDirError::ParentOpen {
+            path: base.to_path_buf(),
+            mode: meta.mode() & 0o7777,
+        });
     }
-    let dir = nix::unistd::mkdtemp(&base.join("flocks-XXXXXX"))
-        .map_err(|e| format!("cannot make a directory in {}: {e}", base.display()))?;
-    let check = || -> Result<(), String> {
-        let m = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        if !m.file_type().is_dir() {
-            return Err(format!("{} is not a directory", dir.display()));
+    let dir = nix::unistd::mkdtemp(&base.join("flocks-XXXXXX")).map_err(|source| {
+        PrivateDirError::Make {
+            path: base.to_path_buf(),
+            source,
         }
-        if m.uid() != me {
-            return Err(format!(
-                "{} belongs to uid {}, not to us (uid {me})",
-                dir.display(),
-                m.uid()
-            ));
-        }
-        if m.permissions().mode() & 0o777 != 0o700 {
-            return Err(format!(
-                "{} has mode {:o}, not 700",
-                dir.display(),
-                m.permissions().mode() & 0o777
-            ));
-        }
-        Ok(())
-    };
-    check()?;
+    })?;
+    let m = std::fs::symlink_metadata(&dir).map_err(|source| PrivateDirError::Unreadable {
+        path: dir.clone(),
+        source,
+    })?;
+    if !m.file_type().is_dir() {
+        return Err(PrivateDirError::NotADirectory(dir));
+    }
+    if m.uid() != me {
+        return Err(PrivateDirError::NotOurs {
+            path: dir,
+            uid: m.uid(),
+            me,
+        });
+    }
+    if m.permissions().mode() & 0o777 != 0o700 {
+        return Err(PrivateDirError::Mode {
+            path: dir,
+            mode: m.permissions().mode() & 0o777,
+        });
+    }
     Ok(dir)
 }
 
@@ -408,7 +436,7 @@ mod tests {
         let open = tmp.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = private_dir(&open).unwrap_err();
+        let err = private_dir(&open).unwrap_err().to_string();
         assert!(err.contains("without the sticky bit"), "{err}");
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let dir = private_dir(&open).unwrap();

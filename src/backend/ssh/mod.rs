@@ -34,6 +34,20 @@ use crate::agent::AgentSpec;
 use crate::config::{BackendConfig, CommandSpec, Config, PoolConfig};
 use crate::git::Worktrees;
 
+/// Why the task branch in this repo could not follow the attempt on its
+/// host: the messages name the branch or git's reason.
+#[derive(Debug, thiserror::Error)]
+pub enum BranchError {
+    /// Opening the repo or reading a branch failed.
+    #[error(transparent)]
+    Repo(#[from] crate::error::Error),
+    /// A git operation on a ref or commit failed.
+    #[error("{}", .0.message())]
+    Git(#[from] git2::Error),
+    #[error("cannot set branch {branch}: {}", .source.message())]
+    Set { branch: String, source: git2::Error },
+}
+
 const OP_LIMIT: Duration = Duration::from_secs(300);
 /// The helper stops the agent when flocks has not been heard of for this long.
 const HEARTBEAT_SECS: u64 = 60;
@@ -302,7 +316,7 @@ impl SshBackend {
         })
         .await
         .map_err(|e| PrepareError::Failed(e.to_string()))?
-        .map_err(PrepareError::Failed)?;
+        .map_err(|e| PrepareError::Failed(e.to_string()))?;
         let _guard = h.admin.lock().await;
         self.git(
             h,
@@ -398,7 +412,7 @@ impl SshBackend {
         })
         .await
         .map_err(|e| PrepareError::Failed(e.to_string()))?
-        .map_err(PrepareError::Failed)
+        .map_err(|e| PrepareError::Failed(e.to_string()))
     }
 
     /// The system git, in the local repo, talking to `h` through flocks' ssh.
@@ -580,7 +594,7 @@ impl SshBackend {
         task: &str,
         branch: &str,
         attempt: u32,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, FinishError> {
         let r = self.finish_inner(ws, task, branch, attempt).await;
         self.unassign(task);
         r
@@ -592,19 +606,16 @@ impl SshBackend {
         task: &str,
         branch: &str,
         attempt: u32,
-    ) -> Result<Finished, String> {
-        let h = self
-            .host_of(task)
-            .ok_or_else(|| format!("pool {}: no host ran {task}", self.pool))?;
-        let root = h.connect(&self.setup).await.map_err(|e| e.to_string())?;
+    ) -> Result<Finished, FinishError> {
+        let h = self.host_of(task).ok_or_else(|| FinishError::NoHost {
+            pool: self.pool.clone(),
+            task: task.to_string(),
+        })?;
+        let root = h.connect(&self.setup).await?;
         let mut header = format!("FLOCKS-HELPER 1\nop finish\ntask {task}\nattempt {attempt}\n");
         push_env(&mut header, &self.identity_for(&root, task));
         header.push_str("end\n");
-        let out = h
-            .target
-            .helper(&header, OP_LIMIT)
-            .await
-            .map_err(|e| e.to_string())?;
+        let out = h.target.helper(&header, OP_LIMIT).await?;
         let leftovers = field(&out, "leftovers").as_deref() == Some("yes");
         let fetched = format!("refs/flocks/fetch/{task}");
         {
@@ -621,8 +632,7 @@ impl SshBackend {
                     &format!("+refs/heads/{branch}:{fetched}"),
                 ],
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         }
         let repo_dir = self.repo_dir.clone();
         let local_wt = self.worktrees.path_for(task);
@@ -631,7 +641,8 @@ impl SshBackend {
             land_fetched(&repo_dir, &local_wt, &branch, &fetched, &start, leftovers)
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| FinishError::Measure(e.to_string()))?
+        .map_err(FinishError::Branch)
     }
 
     pub async fn release(&self, task: &str) {
@@ -657,38 +668,7 @@ impl Backend for SshBackend {
         SshBackend::down_reason(self)
     }
 
-    fn prepare<'a>(
-        &'a self,
-        job: &'a PrepareJob,
-    ) -> BoxFuture<'a, Result<Workspace, PrepareError>> {
-        Box::pin(SshBackend::prepare(self, job))
-    }
-
-    fn spawn<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        spec: AgentSpec,
-    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
-        Box::pin(SshBackend::spawn(self, ws, spec))
-    }
-
-    fn finish<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        task: &'a str,
-        branch: &'a str,
-        attempt: u32,
-    ) -> BoxFuture<'a, Result<Finished, FinishError>> {
-        Box::pin(async move {
-            SshBackend::finish(self, ws, task, branch, attempt)
-                .await
-                .map_err(FinishError::Measure)
-        })
-    }
-
-    fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(SshBackend::release(self, task))
-    }
+    super::attempt_methods!(SshBackend);
 }
 
 /// Stops a remote agent through its helper's control channel.
@@ -817,11 +797,11 @@ fn local_start(
     branch: &str,
     base: &str,
     fresh: bool,
-) -> Result<(String, bool), String> {
-    let repo = crate::git::open(repo_dir).map_err(|e| e.to_string())?;
-    let base_oid = crate::git::resolve_commit(&repo, base).map_err(|e| e.to_string())?;
+) -> Result<(String, bool), BranchError> {
+    let repo = crate::git::open(repo_dir)?;
+    let base_oid = crate::git::resolve_commit(&repo, base)?;
     let refname = format!("refs/heads/{branch}");
-    match crate::git::branch_tip(&repo, branch).map_err(|e| e.to_string())? {
+    match crate::git::branch_tip(&repo, branch)? {
         Some(tip) if !fresh => Ok((tip.to_string(), false)),
         existing => {
             repo.reference(
@@ -830,7 +810,10 @@ fn local_start(
                 true,
                 &format!("flocks: start {branch} from {base}"),
             )
-            .map_err(|e| format!("cannot set branch {branch}: {}", e.message()))?;
+            .map_err(|source| BranchError::Set {
+                branch: branch.to_string(),
+                source,
+            })?;
             Ok((base_oid.to_string(), existing.is_none()))
         }
     }
@@ -846,11 +829,10 @@ fn salvage_local(
     fetched: &str,
     head: &str,
     host: &str,
-) -> Result<Option<String>, String> {
-    let err = |e: git2::Error| e.message().to_string();
-    let repo = crate::git::open(repo_dir).map_err(|e| e.to_string())?;
+) -> Result<Option<String>, BranchError> {
+    let repo = crate::git::open(repo_dir)?;
     let remote = take_fetched(&repo, fetched)?;
-    let local = crate::git::branch_tip(&repo, branch).map_err(|e| e.to_string())?;
+    let local = crate::git::branch_tip(&repo, branch)?;
     let note = match local {
         Some(l) if l == remote || repo.graph_descendant_of(l, remote).unwrap_or(false) => {
             return Ok(None);
@@ -862,8 +844,7 @@ fn salvage_local(
                 remote,
                 true,
                 "flocks: remote work of an interrupted attempt",
-            )
-            .map_err(err)?;
+            )?;
             format!(
                 "task {task}: the work an interrupted attempt left on {host} ({}) went another way than {branch}; kept as {keep}",
                 &head[..head.len().min(10)]
@@ -871,9 +852,7 @@ fn salvage_local(
         }
         _ => {
             let n = match local {
-                Some(l) => {
-                    crate::git::commits_ahead(&repo, remote, l).map_err(|e| e.to_string())?
-                }
+                Some(l) => crate::git::commits_ahead(&repo, remote, l)?,
                 None => 0,
             };
             move_branch(
@@ -890,11 +869,10 @@ fn salvage_local(
 }
 
 /// The commit a temporary fetch ref points at; the ref is removed.
-fn take_fetched(repo: &git2::Repository, fetched: &str) -> Result<git2::Oid, String> {
+fn take_fetched(repo: &git2::Repository, fetched: &str) -> Result<git2::Oid, git2::Error> {
     let oid = repo
         .find_reference(fetched)
-        .and_then(|r| r.peel_to_commit())
-        .map_err(|e| e.message().to_string())?
+        .and_then(|r| r.peel_to_commit())?
         .id();
     if let Ok(mut r) = repo.find_reference(fetched) {
         let _ = r.delete();
@@ -911,7 +889,7 @@ fn move_branch(
     branch: &str,
     tip: git2::Oid,
     why: &str,
-) -> Result<(), String> {
+) -> Result<(), git2::Error> {
     let refname = format!("refs/heads/{branch}");
     if local_wt.exists()
         && let Ok(wt) = git2::Repository::open(local_wt)
@@ -921,9 +899,7 @@ fn move_branch(
     {
         let _ = wt.set_head_detached(oid);
     }
-    repo.reference(&refname, tip, true, why)
-        .map(|_| ())
-        .map_err(|e| e.message().to_string())
+    repo.reference(&refname, tip, true, why).map(|_| ())
 }
 
 /// Move the fetched tip onto the local task branch and measure the attempt.
@@ -934,9 +910,8 @@ fn land_fetched(
     fetched: &str,
     start: &str,
     leftovers: bool,
-) -> Result<Finished, String> {
-    let err = |e: git2::Error| e.message().to_string();
-    let repo = crate::git::open(repo_dir).map_err(|e| e.to_string())?;
+) -> Result<Finished, BranchError> {
+    let repo = crate::git::open(repo_dir)?;
     let tip = take_fetched(&repo, fetched)?;
     move_branch(
         &repo,
@@ -945,8 +920,8 @@ fn land_fetched(
         tip,
         "flocks: fetch the attempt from its host",
     )?;
-    let start = git2::Oid::from_str(start).map_err(err)?;
-    let new_commits = crate::git::commits_ahead(&repo, tip, start).map_err(|e| e.to_string())?;
+    let start = git2::Oid::from_str(start)?;
+    let new_commits = crate::git::commits_ahead(&repo, tip, start)?;
     Ok(Finished {
         tip: tip.to_string(),
         leftovers_committed: leftovers,

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 
 use super::StopLevel;
 use super::credentials::Credentials;
+use super::start_from::{DependencyJob, StartError};
 use crate::agent::AgentSpec;
 use crate::backend::PrepareJob;
 use crate::config::Config;
@@ -85,18 +86,6 @@ pub struct Start {
     /// The task's origin when its branch keeps its work.
     pub origin: Option<String>,
     pub expect_commits: bool,
-}
-
-/// The inputs of a dependency start: the records of the task's dependencies
-/// (transitively, in dependency order) as they are now.
-#[derive(Debug)]
-pub struct DependencyJob {
-    pub task: String,
-    pub branch: String,
-    pub repo: PathBuf,
-    pub base: String,
-    pub fresh: bool,
-    pub deps: Vec<TaskRecord>,
 }
 
 /// A pool as the fleet sees it.

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{DependencyJob, Effect, Fleet, Now, Slot, Start, fails_dependents, mono_at};
+use super::{
+    DependencyJob, Effect, Fleet, Now, Slot, Start, StartError, fails_dependents, mono_at,
+};
 use crate::agent::spec::{self, Injected, SpecInput};
 use crate::backend::PrepareJob;
 use crate::error::Exit;
@@ -314,7 +316,7 @@ impl Fleet {
     pub fn on_dependency_start(
         &mut self,
         id: &str,
-        start: Result<Option<String>, String>,
+        start: Result<Option<String>, StartError>,
         now: Now,
     ) -> Vec<Effect> {
         let mut out = Vec::new();
@@ -330,7 +332,7 @@ impl Fleet {
             Ok(base) => self.start(id, base, now, &mut out),
             Err(reason) => {
                 self.release(id);
-                self.block_with_reason(id, reason, &mut out);
+                self.block_with_reason(id, reason.to_string(), &mut out);
             }
         }
         out

@@ -658,7 +658,12 @@ fn a_dependency_start_is_built_off_the_fleet_and_a_conflict_blocks() {
     assert!(!f.is_done(later(now, 12)).0);
     let out = f.on_dependency_start(
         "b",
-        Err("its dependencies' work conflicts".into()),
+        Err(StartError::Conflict {
+            id: "a".into(),
+            commit: git2::Oid::ZERO_SHA1,
+            onto: "the base".into(),
+            files: vec!["f".into()],
+        }),
         later(now, 13),
     );
     assert!(events(&out).iter().any(|e| matches!(
