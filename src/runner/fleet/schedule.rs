@@ -9,7 +9,7 @@ use super::{DependencyJob, Effect, Fleet, Now, Slot, Start, fails_dependents, mo
 use crate::agent::spec::{self, Injected, SpecInput};
 use crate::backend::PrepareJob;
 use crate::error::Exit;
-use crate::report::Event;
+use crate::report::{AttentionCause, Event};
 use crate::runner::StopLevel;
 use crate::runner::credentials::Availability;
 use crate::state::{Attempt, NextAttempt, Outcome, TaskStatus};
@@ -200,6 +200,19 @@ impl Fleet {
             {
                 self.waiting_note = Some(t);
                 let at = t.with_timezone(&chrono::Local).format("%H:%M:%S");
+                let message = if self.opts.no_wait {
+                    format!(
+                        "every usable credential is parked until {at}: the run stops (--no-wait)"
+                    )
+                } else {
+                    format!("every usable credential is parked: nothing runs until {at}")
+                };
+                let attention = Event::NeedsAttention {
+                    cause: AttentionCause::CredentialsParked,
+                    message,
+                    task: None,
+                    credential: None,
+                };
                 if self.opts.no_wait {
                     self.stopped_because = Some((
                         format!(
@@ -207,6 +220,7 @@ impl Fleet {
                         ),
                         Exit::CouldNotStart,
                     ));
+                    out.push(Effect::Emit(attention));
                 } else {
                     let secs = (t - now.wall).num_seconds().max(0);
                     let message = format!(
@@ -215,6 +229,7 @@ impl Fleet {
                     );
                     out.push(Effect::Emit(Event::Notice { message }));
                     out.push(Effect::Emit(Event::Waiting { until: t }));
+                    out.push(Effect::Emit(attention));
                 }
             }
             return None;
