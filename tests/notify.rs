@@ -173,7 +173,7 @@ fn a_hanging_or_failing_webhook_costs_at_most_its_timeout_and_is_reported_once()
     let fail = Server::start(Answer::Status(500));
     let every = "on = [\"run_started\", \"queued\", \"started\", \"finished\", \"run_finished\"]";
     let p = TestProject::new(&format!(
-        "max_agents = 3\n\n[[notify]]\n{every}\nwebhook = \"{}\"\ntimeout_secs = 2\ncoalesce_secs = 0\n\n\
+        "max_agents = 3\n\n[[notify]]\n{every}\nwebhook = \"{}\"\ntimeout_secs = 3\ncoalesce_secs = 0\n\n\
          [[notify]]\n{every}\nwebhook = \"{}\"\nformat = \"slack\"\ncoalesce_secs = 0\n",
         hang.url("/hook"),
         fail.url("/hook"),
@@ -184,8 +184,8 @@ fn a_hanging_or_failing_webhook_costs_at_most_its_timeout_and_is_reported_once()
     let took = started.elapsed();
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(
-        took < baseline + Duration::from_secs(2) + Duration::from_millis(2500),
-        "with a hanging notifier (timeout 2 s): {took:?}, without: {baseline:?}"
+        took < baseline + Duration::from_secs(3) + Duration::from_millis(2500),
+        "with a hanging notifier (timeout 3 s): {took:?}, without: {baseline:?}"
     );
     // Each is tried again (messages go on), and reported once.
     assert!(hang.requests().len() >= 2, "{:?}", hang.requests());
@@ -193,7 +193,7 @@ fn a_hanging_or_failing_webhook_costs_at_most_its_timeout_and_is_reported_once()
     let hung = notices_about(&p, "notify #1");
     assert_eq!(hung.len(), 1, "{hung:?}");
     assert!(
-        hung[0].contains("webhook to 127.0.0.1") && hung[0].contains("timeout_secs = 2"),
+        hung[0].contains("webhook to 127.0.0.1") && hung[0].contains("timeout_secs = 3"),
         "{hung:?}"
     );
     let failed = notices_about(&p, "notify #2");
@@ -339,4 +339,30 @@ fn a_header_variable_that_is_not_set_is_a_config_error_before_anything_runs() {
         );
     }
     assert!(!p.path(".flocks/state.json").exists());
+}
+
+#[test]
+fn a_command_that_hangs_is_stopped_at_its_timeout_with_what_it_started() {
+    let p = TestProject::new("");
+    let pid_file = p.out_file("notifier.pid");
+    p.config(&format!(
+        "[[notify]]\non = [\"run_finished\"]\ncommand = [\"sh\", \"-c\", \"sleep 600 & echo $! > \\\"$0\\\"; wait\", \"{}\"]\ntimeout_secs = 1\n",
+        pid_file.display()
+    ));
+    p.tasks(&[json!({"id": "a", "prompt": "@fake commit a.txt"})]);
+    let started = Instant::now();
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let sleeper = read_pid(&pid_file);
+    wait_for(5, "the notifier's child to be killed", || {
+        !pid_alive(sleeper)
+    });
+    let said = notices_about(&p, "notify #1 (command sh)");
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("timeout_secs = 1"), "{said:?}");
 }

@@ -491,7 +491,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         .enumerate()
         .map(|(i, n)| {
             let span = n.span();
-            parse_notify(&cx, n.into_inner(), span, i + 1)
+            parse_notify(&cx, n.into_inner(), span, i + 1, &pools, &workspace.repo)
         })
         .collect::<Result<Vec<_>>>()?;
 
@@ -523,6 +523,8 @@ fn parse_notify(
     n: RawNotify,
     table_span: Range<usize>,
     number: usize,
+    pools: &[PoolConfig],
+    repo: &Path,
 ) -> Result<NotifyConfig> {
     let kinds = crate::report::Event::KINDS;
     let Some(on) = n.on.as_ref().filter(|on| !on.get_ref().is_empty()) else {
@@ -588,9 +590,37 @@ fn parse_notify(
             ));
         }
         (Some(c), None) => {
-            let argv = c.get_ref().clone();
+            let mut argv = c.get_ref().clone();
             if argv.first().is_none_or(|a| a.is_empty()) {
                 return Err(cx.err(c.span(), "notify.command", "must be a non-empty argv array"));
+            }
+            // A program named by a path is found from this file's directory
+            // (the command itself runs in your home directory).
+            if argv[0].contains('/') || argv[0].starts_with('~') {
+                let dir = cx.path.parent().unwrap_or(Path::new("/"));
+                argv[0] = normalize(&resolve_from(dir, Path::new(&argv[0])))
+                    .display()
+                    .to_string();
+            }
+            // Container and remote agents can write the repository while the
+            // run goes on; what a notifier runs on this host must be out of
+            // their reach (the local backend is no boundary anyway).
+            let agents_write_repo = pools
+                .iter()
+                .any(|p| !matches!(p.backend, BackendConfig::Local));
+            let repo = normalize(repo);
+            if agents_write_repo
+                && let Some(word) = argv.iter().find(|w| {
+                    Path::new(w).is_absolute() && normalize(Path::new(w)).starts_with(&repo)
+                })
+            {
+                return Err(cx.err(
+                    c.span(),
+                    "notify.command",
+                    format!(
+                        "`{word}` is in the repository, which container and remote agents can write while the run goes on, and notify #{number} runs on this host: keep the script outside the repository (e.g. in ~/.config/flocks/)"
+                    ),
+                ));
             }
             NotifyTarget::Command { argv }
         }
@@ -1195,5 +1225,38 @@ mod tests {
                 "{text:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_notify_script_is_found_from_this_file_and_kept_out_of_agents_reach() {
+        let c = parse_str(
+            "[[notify]]\non = [\"finished\"]\ncommand = [\"./hooks/notify.sh\", \"x\"]\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(&c.notify[0].target, NotifyTarget::Command { argv } if argv[0] == "/p/hooks/notify.sh")
+        );
+        let docker = "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"c\"\n\n";
+        let e = err(&format!(
+            "{docker}[[notify]]\non = [\"finished\"]\ncommand = [\"./hooks/notify.sh\"]\n"
+        ));
+        assert!(
+            e.contains("flocks.toml:8")
+                && e.contains("notify.command")
+                && e.contains("in the repository"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{docker}[[notify]]\non = [\"finished\"]\ncommand = [\"python3\", \"/p/sub/../notify.py\"]\n"
+        ));
+        assert!(
+            e.contains("`/p/sub/../notify.py` is in the repository"),
+            "{e}"
+        );
+        let c = parse_str(&format!(
+            "{docker}[[notify]]\non = [\"finished\"]\ncommand = [\"/usr/local/bin/notify\", \"flocks\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.notify.len(), 1);
     }
 }

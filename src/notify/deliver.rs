@@ -11,7 +11,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::io::AsyncWriteExt;
 
 use super::message::Message;
-use crate::config::{Config, NotifyConfig, NotifyTarget, WebhookFormat};
+use crate::config::{NotifyConfig, NotifyTarget, WebhookFormat};
 use crate::error::{Error, Result};
 
 /// Bytes of a failed answer's body or a command's stderr quoted in a notice.
@@ -34,11 +34,16 @@ pub(super) enum Delivery {
 }
 
 impl Delivery {
-    pub fn new(config: &Config, n: &NotifyConfig, values: Vec<(String, String)>) -> Result<Self> {
+    pub fn new(n: &NotifyConfig, values: Vec<(String, String)>) -> Result<Self> {
         Ok(match &n.target {
             NotifyTarget::Command { argv } => Delivery::Command {
                 argv: Arc::new(argv.clone()),
-                dir: config.dir.clone(),
+                // Not the repository: agents may write there while the run goes on.
+                dir: std::env::var_os("HOME")
+                    .filter(|h| !h.is_empty())
+                    .map(PathBuf::from)
+                    .filter(|h| h.is_dir())
+                    .unwrap_or_else(|| PathBuf::from("/")),
             },
             NotifyTarget::Webhook { url, format, .. } => {
                 let mut headers = HeaderMap::new();
@@ -157,7 +162,7 @@ fn quote(text: &str) -> String {
     }
 }
 
-/// Run `argv` in the project's directory with the message's JSON (and a
+/// Run `argv` in your home directory with the message's JSON (and a
 /// newline) on stdin and `FLOCKS_EVENT` set to its kind. It runs in a
 /// process group of its own, killed whole when the time limit drops this.
 async fn run_command(argv: &[String], dir: &PathBuf, message: &Message) -> Result<(), String> {

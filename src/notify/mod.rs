@@ -75,7 +75,7 @@ impl Notifiers {
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
         for n in &config.notify {
-            let delivery = Delivery::new(config, n, headers(config, n)?)?;
+            let delivery = Delivery::new(n, headers(config, n)?)?;
             let (tx, rx) = mpsc::unbounded_channel();
             senders.push((n.on.clone(), tx));
             tasks.push(Worker {
@@ -243,7 +243,7 @@ impl Worker {
                     match tokio::time::timeout(timeout, delivery.deliver(message)).await {
                         Ok(r) => r,
                         Err(_) => Err(format!(
-                            "no answer within timeout_secs = {}",
+                            "took longer than timeout_secs = {}",
                             timeout.as_secs_f64()
                         )),
                     }
