@@ -77,7 +77,7 @@ fn webhooks_get_json_slack_and_text_with_the_header_from_the_environment() {
     let mut config = String::new();
     for format in ["json", "slack", "text"] {
         config.push_str(&format!(
-            "[[notify]]\non = [\"started\", \"finished\", \"run_finished\"]\nwebhook = \"{}\"\nformat = \"{format}\"\nheaders_env = {{ Authorization = \"NTFY_TOKEN\" }}\n\n",
+            "[[notify]]\non = [\"started\", \"finished\", \"run_finished\"]\nwebhook = \"{}\"\nformat = \"{format}\"\nheaders_env = {{ Authorization = \"NTFY_TOKEN\" }}\ncoalesce_secs = 60\n\n",
             server.url(&format!("/{format}"))
         ));
     }
@@ -88,7 +88,7 @@ fn webhooks_get_json_slack_and_text_with_the_header_from_the_environment() {
     let out = p.flocks(&["run"]);
     let took = started.elapsed();
     assert_eq!(code(&out), 0, "{}", text(&out));
-    // The end does not wait out the 5 s coalescing window: it flushes.
+    // The end does not wait out the coalescing window: it flushes.
     assert!(took < Duration::from_secs(20), "{took:?}");
 
     // `started` goes at once; `finished` and `run_finished` come within the

@@ -227,3 +227,45 @@ impl Drop for GroupGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HeaderFromEnv;
+
+    #[test]
+    fn header_values_are_sensitive_and_scrubbed_from_error_texts() {
+        let n = NotifyConfig {
+            number: 1,
+            on: vec!["finished".into()],
+            target: NotifyTarget::Webhook {
+                url: "https://ntfy.example/topic".into(),
+                format: WebhookFormat::Text,
+                headers: vec![HeaderFromEnv {
+                    name: "Authorization".into(),
+                    env: "T".into(),
+                    line: 1,
+                }],
+            },
+            timeout: std::time::Duration::from_secs(1),
+            coalesce: std::time::Duration::ZERO,
+        };
+        let d = Delivery::new(&n, vec![("Authorization".into(), "Bearer tk-123".into())]).unwrap();
+        let Delivery::Webhook { headers, .. } = &d else {
+            panic!("a webhook");
+        };
+        assert!(headers["authorization"].is_sensitive());
+        assert!(!format!("{headers:?}").contains("tk-123"));
+        assert_eq!(
+            d.scrub("HTTP 401 (bad token Bearer tk-123)"),
+            "HTTP 401 (bad token [redacted])"
+        );
+    }
+
+    #[test]
+    fn quotes_keep_one_short_line() {
+        assert_eq!(quote("first\nsecond"), "first");
+        let long = "x".repeat(QUOTED + 50);
+        assert_eq!(quote(&long).chars().count(), QUOTED + 1);
+    }
+}
