@@ -17,6 +17,43 @@ use crate::error::{Error, Result};
 /// Bytes of a failed answer's body or a command's stderr quoted in a notice.
 const QUOTED: usize = 200;
 
+/// Why a message was not delivered (its text is scrubbed before anyone sees it).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DeliveryError {
+    #[error("took longer than timeout_secs = {}", .0.as_secs_f64())]
+    TimedOut(std::time::Duration),
+    /// The request did not get an answer (connect, TLS, ...): the reqwest
+    /// error's chain, without the URL.
+    #[error("{0}")]
+    Request(String),
+    #[error("HTTP {status}{}", parenthesized(.body))]
+    Status {
+        status: reqwest::StatusCode,
+        /// The first line of the answer's body, cut short.
+        body: String,
+    },
+    #[error("could not run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{program} {}{}", match .code { Some(c) => format!("exited with code {c}"), None => "was killed by a signal".to_string() }, parenthesized(.stderr))]
+    Exit {
+        program: String,
+        code: Option<i32>,
+        /// The first line of its stderr, cut short.
+        stderr: String,
+    },
+}
+
+fn parenthesized(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" ({text})")
+    }
+}
+
 #[derive(Clone)]
 pub(super) enum Delivery {
     Command {
@@ -88,7 +125,7 @@ impl Delivery {
         out
     }
 
-    pub async fn deliver(self, message: Message) -> Result<(), String> {
+    pub async fn deliver(self, message: Message) -> Result<(), DeliveryError> {
         match &self {
             Delivery::Command { argv, dir } => run_command(argv, dir, &message).await,
             Delivery::Webhook {
@@ -118,18 +155,16 @@ impl Delivery {
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| self.scrub(&error_chain(&e)))?;
+                    .map_err(|e| DeliveryError::Request(error_chain(&e)))?;
                 let status = answer.status();
                 if status.is_success() {
                     return Ok(());
                 }
                 let body = answer.text().await.unwrap_or_default();
-                let body = quote(body.trim());
-                let mut why = format!("HTTP {status}");
-                if !body.is_empty() {
-                    why.push_str(&format!(" ({body})"));
-                }
-                Err(self.scrub(&why))
+                Err(DeliveryError::Status {
+                    status,
+                    body: quote(body.trim()),
+                })
             }
         }
     }
@@ -165,7 +200,11 @@ fn quote(text: &str) -> String {
 /// Run `argv` in your home directory with the message's JSON (and a
 /// newline) on stdin and `FLOCKS_EVENT` set to its kind. It runs in a
 /// process group of its own, killed whole when the time limit drops this.
-async fn run_command(argv: &[String], dir: &PathBuf, message: &Message) -> Result<(), String> {
+async fn run_command(
+    argv: &[String],
+    dir: &PathBuf,
+    message: &Message,
+) -> Result<(), DeliveryError> {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .current_dir(dir)
@@ -175,9 +214,10 @@ async fn run_command(argv: &[String], dir: &PathBuf, message: &Message) -> Resul
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("could not run {}: {e}", argv[0]))?;
+    let mut child = cmd.spawn().map_err(|source| DeliveryError::Spawn {
+        program: argv[0].clone(),
+        source,
+    })?;
     let mut group = child.id().map(|pid| GroupGuard {
         pgid: pid as i32,
         armed: true,
@@ -191,7 +231,10 @@ async fn run_command(argv: &[String], dir: &PathBuf, message: &Message) -> Resul
     let out = child
         .wait_with_output()
         .await
-        .map_err(|e| format!("{}: {e}", argv[0]))?;
+        .map_err(|source| DeliveryError::Spawn {
+            program: argv[0].clone(),
+            source,
+        })?;
     // It ended in time: what it started in the background is its own business.
     if let Some(g) = group.as_mut() {
         g.armed = false;
@@ -199,15 +242,11 @@ async fn run_command(argv: &[String], dir: &PathBuf, message: &Message) -> Resul
     if out.status.success() {
         return Ok(());
     }
-    let stderr = quote(String::from_utf8_lossy(&out.stderr).trim());
-    let mut why = match out.status.code() {
-        Some(c) => format!("{} exited with code {c}", argv[0]),
-        None => format!("{} was killed by a signal", argv[0]),
-    };
-    if !stderr.is_empty() {
-        why.push_str(&format!(" ({stderr})"));
-    }
-    Err(why)
+    Err(DeliveryError::Exit {
+        program: argv[0].clone(),
+        code: out.status.code(),
+        stderr: quote(String::from_utf8_lossy(&out.stderr).trim()),
+    })
 }
 
 /// Kills a command's process group when the time limit drops the delivery

@@ -9,7 +9,7 @@
 //!    `coalesce_secs` → deliver what arrived meanwhile as one message → ...
 //! ```
 //!
-//! A notifier's first failure becomes one notice (`notices`); later ones are
+//! A notifier's first failure becomes one notice (`take_notices`); later ones are
 //! counted, not reported. `finish` closes the channels and waits at most the
 //! longest `timeout_secs` (plus a little) for what is pending.
 
@@ -26,7 +26,7 @@ use crate::config::{Config, NotifyConfig, NotifyTarget};
 use crate::error::{Error, Result};
 use crate::report::{Event, Reporter};
 
-use deliver::Delivery;
+use deliver::{Delivery, DeliveryError};
 use message::{Batch, Item};
 
 /// Headroom over the longest timeout when waiting for the notifiers at the end.
@@ -221,7 +221,8 @@ struct Worker {
     rx: mpsc::UnboundedReceiver<Item>,
 }
 
-type Flight = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+type Flight =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DeliveryError>> + Send>>;
 
 impl Worker {
     async fn run(mut self) {
@@ -242,10 +243,7 @@ impl Worker {
                 let flight: Flight = Box::pin(async move {
                     match tokio::time::timeout(timeout, delivery.deliver(message)).await {
                         Ok(r) => r,
-                        Err(_) => Err(format!(
-                            "took longer than timeout_secs = {}",
-                            timeout.as_secs_f64()
-                        )),
+                        Err(_) => Err(DeliveryError::TimedOut(timeout)),
                     }
                 });
                 inflight = Some((flight, count));
