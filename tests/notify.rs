@@ -366,3 +366,49 @@ fn a_command_that_hangs_is_stopped_at_its_timeout_with_what_it_started() {
     assert_eq!(said.len(), 1, "{said:?}");
     assert!(said[0].contains("timeout_secs = 1"), "{said:?}");
 }
+
+#[test]
+fn land_tells_about_a_failed_validation_and_then_the_culprit() {
+    let p = TestProject::new("");
+    p.config(&format!(
+        "[validate]\ncommands = [[\"sh\", \"-c\", \"test ! -f bad.txt\"]]\n\n\
+         [[notify]]\non = [\"landed\", \"needs_attention\"]\n{}\n",
+        recorder(&p, "land.jsonl")
+    ));
+    p.tasks(&[
+        json!({"id": "good", "prompt": "@fake commit good.txt"}),
+        json!({"id": "bad", "prompt": "@fake commit bad.txt"}),
+    ]);
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.flocks(&["land", "-y"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    let events = flatten(&recorded(&p, "land.jsonl"));
+    assert_eq!(kinds(&events), ["needs_attention"], "{events:?}");
+    assert_eq!(events[0]["cause"], "land_validation_failed");
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("flocks land --bisect"),
+        "{events:?}"
+    );
+    let out = p.flocks(&["land", "-y", "--bisect"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    let events = flatten(&recorded(&p, "land.jsonl"));
+    assert_eq!(
+        kinds(&events),
+        ["needs_attention", "landed", "needs_attention"],
+        "{events:?}"
+    );
+    assert_eq!(events[1]["task"], "good");
+    assert_eq!(events[2]["cause"], "land_culprit");
+    assert_eq!(events[2]["task"], "bad");
+    assert!(
+        events[2]["message"]
+            .as_str()
+            .unwrap()
+            .contains("test ! -f bad.txt"),
+        "{events:?}"
+    );
+}
