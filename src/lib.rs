@@ -19,6 +19,7 @@ pub(crate) mod git;
 pub mod help;
 pub mod land;
 pub(crate) mod logview;
+pub(crate) mod notify;
 pub(crate) mod output;
 pub(crate) mod proc;
 pub mod project;

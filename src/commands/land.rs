@@ -6,6 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use crate::cli::LandArgs;
 use crate::error::{Error, Exit, Result};
 use crate::land::{self, LandLock, LandOptions};
+use crate::notify::Notifiers;
 use crate::project::Project;
 
 pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
@@ -32,6 +33,22 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
 
+    // Notifiers start before anything lands (a header variable that is not
+    // set is a config error).
+    let mut notify = crate::notify::Notifiers::start(&project.config)?;
+    let result = land(project, args, &notify);
+    notify.finish();
+    for message in notify.take_notices() {
+        eprintln!("note: {message}");
+        let event = crate::report::Event::Notice { message };
+        // Said on stderr already; the events file is a copy.
+        let _ = crate::report::jsonl::append_event(&project.events_path(), &event);
+    }
+    result
+}
+
+/// Land (after `--dry-run` and `--undo` are out of the way).
+fn land(project: &Project, args: &LandArgs, notify: &Notifiers) -> Result<Exit> {
     // --resolve dispatches agents: check that it can, before landing anything.
     let resolver = if args.resolve {
         Some(crate::service::resolve::Resolver::new(
@@ -58,7 +75,7 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
     if !plan.has_work() {
         // Nothing to cherry-pick: no question to ask.
         let report = land::execute(project, &plan, &LandOptions::default(), &lock)?;
-        crate::service::resolve::record_landed(project, &report);
+        crate::service::resolve::record_landed(project, &report, notify);
         crate::output::report(&report.render(project.repo_dir()));
         return Ok(report.exit());
     }
@@ -82,11 +99,12 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
         progress: Some(say),
     };
     let report = land::execute(project, &plan, &opts, &lock)?;
-    crate::service::resolve::record_landed(project, &report);
+    crate::service::resolve::record_landed(project, &report, notify);
     let (report, exit) = match resolver {
-        Some(r) => r.resolve(project, report, &opts, &lock)?,
+        Some(r) => r.resolve(project, report, &opts, &lock, notify)?,
         None => (report, None),
     };
+    crate::service::resolve::record_attention(project, &report, notify);
     crate::output::report(&report.render(project.repo_dir()));
     Ok(exit.unwrap_or_else(|| report.exit()))
 }

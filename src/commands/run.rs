@@ -40,7 +40,9 @@ pub fn run(project: Project, args: &RunArgs) -> Result<Exit> {
 fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
     let config = &project.config;
     // What a real run checks before it starts, with the same errors and exit
-    // codes: the repository, the base, the agent, the task branches.
+    // codes: the repository, the base, the agent, the task branches, the
+    // variables [[notify]] reads.
+    crate::notify::Notifiers::check(config)?;
     let rows: Vec<_> = dry_run::plan(project, tasks)?
         .into_iter()
         .map(|r| {

@@ -42,6 +42,8 @@ pub struct Config {
     /// `[prompt] plan_template`: the prompt of `flocks plan` (built in when unset).
     pub plan_template: Option<PathBuf>,
     pub validate: ValidateConfig,
+    /// `[[notify]]`: where to tell people what happened.
+    pub notify: Vec<NotifyConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +174,69 @@ pub struct ValidateConfig {
     pub pool: Option<String>,
     pub commands: Vec<CommandSpec>,
     pub timeout: Option<Duration>,
+}
+
+/// One `[[notify]]` table.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// 1-based, in file order: messages call it `notify #N`.
+    pub number: usize,
+    /// The event kinds it is sent (`Event::KINDS`, never `activity`).
+    pub on: Vec<String>,
+    pub target: NotifyTarget,
+    /// How long one delivery may take.
+    pub timeout: Duration,
+    /// At most one message per this long; events in between are coalesced.
+    pub coalesce: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum NotifyTarget {
+    /// argv (no shell), the message's JSON on stdin.
+    Command { argv: Vec<String> },
+    /// An HTTP POST.
+    Webhook {
+        url: String,
+        format: WebhookFormat,
+        headers: Vec<HeaderFromEnv>,
+    },
+}
+
+impl NotifyTarget {
+    /// How messages name it: the program, or the webhook's host (a webhook's
+    /// path or user part may be a secret: Slack's are).
+    pub fn describe(&self) -> String {
+        match self {
+            NotifyTarget::Command { argv } => format!("command {}", argv[0]),
+            NotifyTarget::Webhook { url, .. } => {
+                let host = reqwest::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .unwrap_or_default();
+                format!("webhook to {host}")
+            }
+        }
+    }
+}
+
+/// A header whose value is read from the environment when a notifier starts.
+#[derive(Debug, Clone)]
+pub struct HeaderFromEnv {
+    pub name: String,
+    /// The environment variable that holds the value.
+    pub env: String,
+    /// Its line in flocks.toml, for the error when the variable is not set.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// The event's JSON, as in events.jsonl.
+    Json,
+    /// `{"text": "..."}`, as Slack's incoming webhooks take.
+    Slack,
+    /// A plain text body (ntfy and similar services).
+    Text,
 }
 
 impl Config {

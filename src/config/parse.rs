@@ -38,6 +38,20 @@ struct RawConfig {
     prompt: RawPrompt,
     #[serde(default)]
     validate: RawValidate,
+    #[serde(default)]
+    notify: Vec<Spanned<RawNotify>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    on: S<Vec<Spanned<String>>>,
+    command: S<Vec<String>>,
+    webhook: S<String>,
+    format: S<String>,
+    headers_env: S<BTreeMap<String, Spanned<String>>>,
+    timeout_secs: S<f64>,
+    coalesce_secs: S<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -471,6 +485,16 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         ),
     };
 
+    let notify = raw
+        .notify
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let span = n.span();
+            parse_notify(&cx, n.into_inner(), span, i + 1, &pools, &workspace.repo)
+        })
+        .collect::<Result<Vec<_>>>()?;
+
     Ok(Config {
         path: path.to_path_buf(),
         dir,
@@ -490,6 +514,208 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         prompt_template,
         plan_template,
         validate,
+        notify,
+    })
+}
+
+fn parse_notify(
+    cx: &Ctx,
+    n: RawNotify,
+    table_span: Range<usize>,
+    number: usize,
+    pools: &[PoolConfig],
+    repo: &Path,
+) -> Result<NotifyConfig> {
+    let kinds = crate::report::Event::KINDS;
+    let Some(on) = n.on.as_ref().filter(|on| !on.get_ref().is_empty()) else {
+        let span =
+            n.on.as_ref()
+                .map(|o| o.span())
+                .unwrap_or(table_span.clone());
+        return Err(cx.err(
+            span,
+            "notify.on",
+            format!(
+                "notify #{number} is sent nothing: list event kinds, e.g. on = [\"needs_attention\", \"run_finished\"]"
+            ),
+        ));
+    };
+    let mut wanted: Vec<String> = Vec::new();
+    for kind in on.get_ref() {
+        let k = kind.get_ref().as_str();
+        if k == "activity" {
+            return Err(cx.err(
+                kind.span(),
+                "notify.on",
+                "`activity` is not sent: it changes several times a second and is not in events.jsonl",
+            ));
+        }
+        if !kinds.contains(&k) {
+            let known: Vec<&str> = kinds.iter().copied().filter(|k| *k != "activity").collect();
+            return Err(cx.err(
+                kind.span(),
+                "notify.on",
+                format!("unknown event kind `{k}`: use {}", known.join(", ")),
+            ));
+        }
+        if !wanted.iter().any(|w| w == k) {
+            wanted.push(k.to_string());
+        }
+    }
+    let webhook_only = |v: Option<Range<usize>>, key: &str| -> Result<()> {
+        match v {
+            Some(span) if n.webhook.is_none() => Err(cx.err(
+                span,
+                &format!("notify.{key}"),
+                format!("`{key}` is for a webhook, and notify #{number} has none"),
+            )),
+            _ => Ok(()),
+        }
+    };
+    webhook_only(n.format.as_ref().map(|f| f.span()), "format")?;
+    webhook_only(n.headers_env.as_ref().map(|h| h.span()), "headers_env")?;
+    let target = match (n.command, n.webhook) {
+        (Some(_), Some(w)) => {
+            return Err(cx.err(
+                w.span(),
+                "notify.webhook",
+                format!("notify #{number} has both `command` and `webhook`: give one (write two [[notify]] tables for both)"),
+            ));
+        }
+        (None, None) => {
+            return Err(cx.err(
+                table_span,
+                "notify.command",
+                format!("notify #{number} needs `command` (argv, e.g. [\"notify-send\", \"flocks\"]) or `webhook` (an https:// URL)"),
+            ));
+        }
+        (Some(c), None) => {
+            let mut argv = c.get_ref().clone();
+            if argv.first().is_none_or(|a| a.is_empty()) {
+                return Err(cx.err(c.span(), "notify.command", "must be a non-empty argv array"));
+            }
+            // A program named by a path is found from this file's directory
+            // (the command itself runs in your home directory).
+            if argv[0].contains('/') || argv[0].starts_with('~') {
+                let dir = cx.path.parent().unwrap_or(Path::new("/"));
+                argv[0] = normalize(&resolve_from(dir, Path::new(&argv[0])))
+                    .display()
+                    .to_string();
+            }
+            // Container and remote agents can write the repository while the
+            // run goes on; what a notifier runs on this host must be out of
+            // their reach (the local backend is no boundary anyway).
+            let agents_write_repo = pools
+                .iter()
+                .any(|p| !matches!(p.backend, BackendConfig::Local));
+            let repo = normalize(repo);
+            if agents_write_repo
+                && let Some(word) = argv.iter().find(|w| {
+                    Path::new(w).is_absolute() && normalize(Path::new(w)).starts_with(&repo)
+                })
+            {
+                return Err(cx.err(
+                    c.span(),
+                    "notify.command",
+                    format!(
+                        "`{word}` is in the repository, which container and remote agents can write while the run goes on, and notify #{number} runs on this host: keep the script outside the repository (e.g. in ~/.config/flocks/)"
+                    ),
+                ));
+            }
+            NotifyTarget::Command { argv }
+        }
+        (None, Some(w)) => {
+            let url = w.get_ref().trim().to_string();
+            match reqwest::Url::parse(&url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+                Ok(u) => {
+                    return Err(cx.err(
+                        w.span(),
+                        "notify.webhook",
+                        format!(
+                            "`{}:` URLs are not posted to: give an https:// (or http://) URL",
+                            u.scheme()
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(cx.err(
+                        w.span(),
+                        "notify.webhook",
+                        format!("not a URL ({e}): give an https:// (or http://) URL"),
+                    ));
+                }
+            }
+            let format = match n.format.as_ref().map(|f| f.get_ref().as_str()) {
+                None | Some("json") => WebhookFormat::Json,
+                Some("slack") => WebhookFormat::Slack,
+                Some("text") => WebhookFormat::Text,
+                Some(other) => {
+                    let span = n.format.as_ref().map(|f| f.span()).unwrap_or(table_span);
+                    return Err(cx.err(
+                        span,
+                        "notify.format",
+                        format!("unknown format `{other}`: use \"json\", \"slack\" or \"text\""),
+                    ));
+                }
+            };
+            let mut headers = Vec::new();
+            for (name, var) in n.headers_env.map(|h| h.into_inner()).unwrap_or_default() {
+                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(cx.err(
+                        var.span(),
+                        "notify.headers_env",
+                        format!("`{name}` is not an HTTP header name"),
+                    ));
+                }
+                if !env_name_ok(var.get_ref()) {
+                    return Err(cx.err(
+                        var.span(),
+                        "notify.headers_env",
+                        format!(
+                            "header {name}: `{}` is not an environment variable name (the value is read from that variable, never written here)",
+                            var.get_ref()
+                        ),
+                    ));
+                }
+                headers.push(HeaderFromEnv {
+                    name,
+                    line: cx.line(var.span()),
+                    env: var.into_inner(),
+                });
+            }
+            NotifyTarget::Webhook {
+                url,
+                format,
+                headers,
+            }
+        }
+    };
+    let timeout = match cx.non_negative(&n.timeout_secs, "notify.timeout_secs")? {
+        Some(0.0) => {
+            let span = n
+                .timeout_secs
+                .as_ref()
+                .map(|t| t.span())
+                .unwrap_or_default();
+            return Err(cx.err(
+                span,
+                "notify.timeout_secs",
+                "must be more than 0 (a delivery always has a time limit)",
+            ));
+        }
+        t => secs(t.unwrap_or(10.0)),
+    };
+    let coalesce = secs(
+        cx.non_negative(&n.coalesce_secs, "notify.coalesce_secs")?
+            .unwrap_or(5.0),
+    );
+    Ok(NotifyConfig {
+        number,
+        on: wanted,
+        target,
+        timeout,
+        coalesce,
     })
 }
 
@@ -862,5 +1088,175 @@ mod tests {
             BackendConfig::Docker(d) => assert_eq!(d.project.as_deref(), Some(Path::new("/x"))),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn notify_tables() {
+        let c = parse_str(
+            "[[notify]]\non = [\"needs_attention\", \"run_finished\", \"run_finished\"]\n\
+             command = [\"notify-send\", \"flocks\"]\n\n\
+             [[notify]]\non = [\"finished\"]\nwebhook = \"https://ntfy.sh/topic\"\nformat = \"text\"\n\
+             headers_env = { Authorization = \"NTFY_TOKEN\" }\ntimeout_secs = 2.5\ncoalesce_secs = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.notify.len(), 2);
+        assert_eq!(c.notify[0].on, vec!["needs_attention", "run_finished"]);
+        assert_eq!(c.notify[0].timeout, Duration::from_secs(10));
+        assert_eq!(c.notify[0].coalesce, Duration::from_secs(5));
+        assert!(
+            matches!(&c.notify[0].target, NotifyTarget::Command { argv } if argv == &["notify-send", "flocks"])
+        );
+        assert_eq!(c.notify[1].number, 2);
+        assert_eq!(c.notify[1].timeout, Duration::from_millis(2500));
+        assert_eq!(c.notify[1].coalesce, Duration::ZERO);
+        match &c.notify[1].target {
+            NotifyTarget::Webhook {
+                url,
+                format,
+                headers,
+            } => {
+                assert_eq!(url, "https://ntfy.sh/topic");
+                assert_eq!(*format, WebhookFormat::Text);
+                assert_eq!(headers[0].name, "Authorization");
+                assert_eq!(headers[0].env, "NTFY_TOKEN");
+                assert_eq!(headers[0].line, 9);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.notify[1].target.describe(), "webhook to ntfy.sh");
+    }
+
+    #[test]
+    fn notify_mistakes_name_the_line_and_field() {
+        let cases = [
+            (
+                "[[notify]]\non = [\"finished\", \"finnished\"]\ncommand = [\"x\"]\n",
+                2,
+                "notify.on",
+                "unknown event kind `finnished`",
+            ),
+            (
+                "[[notify]]\non = [\"activity\"]\ncommand = [\"x\"]\n",
+                2,
+                "notify.on",
+                "`activity` is not sent",
+            ),
+            (
+                "\n[[notify]]\ncommand = [\"x\"]\n",
+                2,
+                "notify.on",
+                "notify #1 is sent nothing",
+            ),
+            (
+                "[[notify]]\non = [\"finished\"]\ncommand = [\"x\"]\nwebhook = \"https://e.x/\"\n",
+                4,
+                "notify.webhook",
+                "both `command` and `webhook`",
+            ),
+            (
+                "[[notify]]\non = [\"finished\"]\n",
+                1,
+                "notify.command",
+                "needs `command`",
+            ),
+            (
+                "[[notify]]\non = [\"finished\"]\nwebhook = \"ntfy.sh/topic\"\n",
+                3,
+                "notify.webhook",
+                "not a URL",
+            ),
+            (
+                "[[notify]]\non = [\"finished\"]\nwebhook = \"file:///etc/passwd\"\n",
+                3,
+                "notify.webhook",
+                "`file:` URLs are not posted to",
+            ),
+            (
+                "[[notify]]\non = [\"finished\"]\nwebhook = \"https://e.x/\"\nformat = \"xml\"\n",
+                4,
+                "notify.format",
+                "unknown format `xml`",
+            ),
+            (
+                "[[notify]]\non = [\"finished\"]\ncommand = [\"x\"]\nformat = \"text\"\n",
+                4,
+                "notify.format",
+                "is for a webhook",
+            ),
+            (
+                "[[notify]]\non = [\"finished\"]\nwebhook = \"https://e.x/\"\nheaders_env = { \"Bad Header\" = \"T\" }\n",
+                4,
+                "notify.headers_env",
+                "not an HTTP header name",
+            ),
+            (
+                "[[notify]]\non = [\"finished\"]\nwebhook = \"https://e.x/\"\nheaders_env = { Authorization = \"Bearer abc\" }\n",
+                4,
+                "notify.headers_env",
+                "not an environment variable name",
+            ),
+            (
+                "[[notify]]\non = [\"finished\"]\ncommand = []\n",
+                3,
+                "notify.command",
+                "non-empty argv",
+            ),
+            (
+                "[[notify]]\non = [\"finished\"]\ncommand = [\"x\"]\ntimeout_secs = 0\n",
+                4,
+                "notify.timeout_secs",
+                "more than 0",
+            ),
+            (
+                "[[notify]]\non = [\"finished\"]\ncommand = [\"x\"]\nretries = 3\n",
+                4,
+                "retries",
+                "",
+            ),
+        ];
+        for (text, line, field, says) in cases {
+            let e = parse_str(text).unwrap_err();
+            assert_eq!(e.exit(), crate::error::Exit::BadInput);
+            let e = e.to_string();
+            assert!(
+                e.contains(&format!("flocks.toml:{line}:"))
+                    && e.contains(field)
+                    && e.contains(says),
+                "{text:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_notify_script_is_found_from_this_file_and_kept_out_of_agents_reach() {
+        let c = parse_str(
+            "[[notify]]\non = [\"finished\"]\ncommand = [\"./hooks/notify.sh\", \"x\"]\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(&c.notify[0].target, NotifyTarget::Command { argv } if argv[0] == "/p/hooks/notify.sh")
+        );
+        let docker = "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"c\"\n\n";
+        let e = err(&format!(
+            "{docker}[[notify]]\non = [\"finished\"]\ncommand = [\"./hooks/notify.sh\"]\n"
+        ));
+        assert!(
+            e.contains("flocks.toml:8")
+                && e.contains("notify.command")
+                && e.contains("in the repository"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{docker}[[notify]]\non = [\"finished\"]\ncommand = [\"python3\", \"/p/sub/../notify.py\"]\n"
+        ));
+        assert!(
+            e.contains("`/p/sub/../notify.py` is in the repository"),
+            "{e}"
+        );
+        let c = parse_str(&format!(
+            "{docker}[[notify]]\non = [\"finished\"]\ncommand = [\"/usr/local/bin/notify\", \"flocks\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.notify.len(), 1);
     }
 }

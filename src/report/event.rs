@@ -25,11 +25,21 @@
 //! | `waiting` | `until`: every usable credential is parked; dispatch resumes then |
 //! | `landed` | `task`, `commits`, `target` (written by `flocks land`) |
 //! | `run_finished` | `succeeded`, `failed`, `blocked`, `pending`, `cost_usd` (this run), `interrupted` |
+//! | `needs_attention` | `cause`, `message`, `task` or `credential` (when it is about one): something a person has to act on (below) |
 //!
 //! `outcome.kind` is one of `success`, `failed` (+`reason`), `timed_out`,
 //! `stalled`, `interrupted`, `spawn_failed` (+`reason`), `rate_limited`
 //! (+`credential`, `resets_at`), `overloaded`, `credential_rejected`
 //! (+`credential`, `reason`), `host_lost` (+`reason`).
+//!
+//! `needs_attention.cause` is one of `task_failed` (a task failed and is not
+//! retried again), `credential_disabled`, `credentials_parked` (every usable
+//! credential is parked), written by the run, and `land_conflict`,
+//! `land_culprit` (bisection found it breaks validation) and
+//! `land_validation_failed` (validation failed, no culprit was searched),
+//! written by `flocks land`. It follows the event it sums up (`finished`,
+//! `credential_disabled`, `waiting`), so that `[[notify]]` can ask for just
+//! these.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -122,6 +132,73 @@ pub enum Event {
         cost_usd: f64,
         interrupted: bool,
     },
+    /// Something a person has to act on; it follows the event it sums up.
+    NeedsAttention {
+        cause: AttentionCause,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<String>,
+    },
+}
+
+/// Why a `needs_attention` event was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionCause {
+    /// A task failed and is not retried again.
+    TaskFailed,
+    CredentialDisabled,
+    /// Every usable credential is parked: nothing runs until one resets.
+    CredentialsParked,
+    LandConflict,
+    /// Bisection found that the task breaks validation.
+    LandCulprit,
+    /// Validation failed and no culprit was searched (`land` without `--bisect`).
+    LandValidationFailed,
+}
+
+impl Event {
+    /// Every event kind, as the `event` field spells it.
+    pub const KINDS: &[&str] = &[
+        "run_started",
+        "notice",
+        "queued",
+        "started",
+        "stalled",
+        "activity",
+        "finished",
+        "requeued",
+        "blocked",
+        "credential_parked",
+        "credential_disabled",
+        "waiting",
+        "landed",
+        "run_finished",
+        "needs_attention",
+    ];
+
+    /// The kind, as the `event` field spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::RunStarted { .. } => "run_started",
+            Event::Notice { .. } => "notice",
+            Event::Queued { .. } => "queued",
+            Event::Started { .. } => "started",
+            Event::Stalled { .. } => "stalled",
+            Event::Activity { .. } => "activity",
+            Event::Finished { .. } => "finished",
+            Event::Requeued { .. } => "requeued",
+            Event::Blocked { .. } => "blocked",
+            Event::CredentialParked { .. } => "credential_parked",
+            Event::CredentialDisabled { .. } => "credential_disabled",
+            Event::Waiting { .. } => "waiting",
+            Event::Landed { .. } => "landed",
+            Event::RunFinished { .. } => "run_finished",
+            Event::NeedsAttention { .. } => "needs_attention",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,4 +206,35 @@ pub struct PoolInfo {
     pub name: String,
     pub backend: String,
     pub slots: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `KINDS` lists exactly the variants serde knows (its "unknown variant"
+    /// error names them all), and `kind` agrees with the serialized tag.
+    #[test]
+    fn kinds_are_every_variant() {
+        let err = serde_json::from_str::<Event>(r#"{"event":"no_such_kind"}"#)
+            .unwrap_err()
+            .to_string();
+        let listed: Vec<&str> = err
+            .split('`')
+            .skip(3)
+            .step_by(2)
+            .filter(|s| !s.is_empty())
+            .collect();
+        assert_eq!(listed, Event::KINDS, "{err}");
+        let event = Event::NeedsAttention {
+            cause: AttentionCause::TaskFailed,
+            message: "m".into(),
+            task: Some("a".into()),
+            credential: None,
+        };
+        let v = serde_json::to_value(&event).unwrap();
+        assert_eq!(v["event"], event.kind());
+        assert_eq!(v["cause"], "task_failed");
+        assert!(v.get("credential").is_none());
+    }
 }

@@ -30,6 +30,12 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 /// The line written for an event (with `ts` now), newline included; None for
 /// events that are not written (activity).
 pub fn to_line(event: &Event) -> Option<String> {
+    to_value(event).map(|value| format!("{value}\n"))
+}
+
+/// The JSON object of an event's line (with `ts` now); None for events that
+/// are not written (activity).
+pub fn to_value(event: &Event) -> Option<serde_json::Value> {
     // Activity changes are frequent and not state changes.
     if matches!(event, Event::Activity { .. }) {
         return None;
@@ -44,7 +50,7 @@ pub fn to_line(event: &Event) -> Option<String> {
                 .into(),
         );
     }
-    Some(format!("{value}\n"))
+    Some(value)
 }
 
 /// Costs to the micro-dollar and durations to the millisecond, so that

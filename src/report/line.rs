@@ -139,7 +139,10 @@ pub fn render(event: &Event) -> Option<String> {
             "⇡ {task}: landed on {target} ({commits} commit{})",
             if *commits == 1 { "" } else { "s" }
         ),
-        // The dispatcher also says it in a notice, with the time.
-        Event::Waiting { .. } | Event::RunFinished { .. } => return None,
+        // The dispatcher also says it in a notice, with the time; the line of
+        // the event a `needs_attention` sums up is already there.
+        Event::Waiting { .. } | Event::RunFinished { .. } | Event::NeedsAttention { .. } => {
+            return None;
+        }
     })
 }

@@ -117,6 +117,19 @@ impl Dispatcher {
         }
     }
 
+    /// What reporters have to tell people (a failing notifier), as notices.
+    fn emit_notices(&mut self) {
+        let notices: Vec<String> = self
+            .reporters
+            .iter_mut()
+            .flat_map(|r| r.notices())
+            .collect();
+        for message in notices {
+            let message = self.redactor.redact(&message).into_owned();
+            self.emit(&Event::Notice { message });
+        }
+    }
+
     /// Persist what the fleet changed: one journal batch, one fsync (group
     /// commit per wake-up); then start the attempts that waited for it.
     fn save(&mut self) {
@@ -269,6 +282,7 @@ impl Dispatcher {
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = tick.tick() => {
                     for r in &mut self.reporters { r.tick(); }
+                    self.emit_notices();
                 }
             }
         }
@@ -280,6 +294,11 @@ impl Dispatcher {
             self.emit(&Event::Notice { message });
         }
         self.carry_out(effects);
+        // Notifiers deliver what is pending (bounded), then say what failed.
+        for r in &mut self.reporters {
+            r.drain();
+        }
+        self.emit_notices();
         for r in &mut self.reporters {
             r.finish();
         }

@@ -16,8 +16,10 @@ use super::run::{Redo as RedoMark, Requeue, RunRequest, execute};
 use crate::cli::TaskSource;
 use crate::error::{Error, Exit, Result};
 use crate::land::{self, LandLock, LandOptions, Report, TaskOutcome};
+use crate::notify::Notifiers;
 use crate::project::Project;
 use crate::prompt::Template;
+use crate::report::{AttentionCause, Event};
 use crate::runner::RunOptions;
 use crate::tasks::TaskSet;
 
@@ -53,6 +55,7 @@ impl Resolver {
         mut report: Report,
         opts: &LandOptions,
         lock: &LandLock,
+        notify: &Notifiers,
     ) -> Result<(Report, Option<Exit>)> {
         let conflicted: Vec<usize> = (0..report.tasks.len())
             .filter(|&i| matches!(report.tasks[i].outcome, TaskOutcome::Conflicted { .. }))
@@ -225,32 +228,112 @@ impl Resolver {
         say(&format!("resolve: landing {}", ids.join(", ")));
         let plan = land::plan(project, &ids)?;
         let second = land::execute(project, &plan, opts, lock)?;
-        record_landed(project, &second);
+        record_landed(project, &second, notify);
         merge(&mut report, second, &redone);
         Ok((report, None))
     }
 }
 
-/// A `landed` line in events.jsonl for each task whose work reached the target.
-pub(crate) fn record_landed(project: &Project, report: &land::Report) {
+/// A `landed` line in events.jsonl (and to the notifiers) for each task
+/// whose work reached the target.
+pub(crate) fn record_landed(project: &Project, report: &land::Report, notify: &Notifiers) {
     if !report.moved {
         return;
     }
     for t in &report.tasks {
         if let land::TaskOutcome::Landed { commits, .. } = t.outcome {
-            let event = crate::report::Event::Landed {
-                task: t.id.clone(),
-                commits,
-                target: report.target.clone(),
-            };
-            if let Err(e) = crate::report::jsonl::append_event(&project.events_path(), &event) {
-                eprintln!(
-                    "note: could not write {}: {e}",
-                    project.events_path().display()
-                );
-            }
+            record(
+                project,
+                notify,
+                Event::Landed {
+                    task: t.id.clone(),
+                    commits,
+                    target: report.target.clone(),
+                },
+            );
         }
     }
+}
+
+/// A `needs_attention` line in events.jsonl (and to the notifiers) for each
+/// task the land left out because it conflicts or breaks validation, or for
+/// a validation that failed without a culprit: the final report, after
+/// `--resolve`.
+pub(crate) fn record_attention(project: &Project, report: &land::Report, notify: &Notifiers) {
+    let target = &report.target;
+    let mut culprits = 0;
+    for t in &report.tasks {
+        let (cause, message) = match &t.outcome {
+            TaskOutcome::Conflicted { files, .. } => (
+                AttentionCause::LandConflict,
+                format!(
+                    "land: task {} conflicts with {target} ({}) and was not landed: `{}` has an agent redo it on {target}",
+                    t.id,
+                    files.join(", "),
+                    crate::suggest::command(&["flocks", "land", "--resolve", &t.id]),
+                ),
+            ),
+            TaskOutcome::Culprit { failure, log, .. } => {
+                culprits += 1;
+                let why = match failure {
+                    land::Validation::Failed { command, reason } => {
+                        format!("`{command}` {reason}")
+                    }
+                    other => format!("{other:?}"),
+                };
+                (
+                    AttentionCause::LandCulprit,
+                    format!(
+                        "land: task {} breaks validation on {target} ({why}) and was left out: see {}",
+                        t.id,
+                        log.display()
+                    ),
+                )
+            }
+            _ => continue,
+        };
+        record(
+            project,
+            notify,
+            Event::NeedsAttention {
+                cause,
+                message,
+                task: Some(t.id.clone()),
+                credential: None,
+            },
+        );
+    }
+    if culprits == 0
+        && let land::Validation::Failed { command, reason } = &report.validation
+    {
+        let mut message =
+            format!("land onto {target} stopped: validation `{command}` {reason}; nothing landed");
+        if let Some(log) = &report.log {
+            message.push_str(&format!(": see {}", log.display()));
+        }
+        message.push_str(" (`flocks land --bisect` finds the task that breaks it)");
+        record(
+            project,
+            notify,
+            Event::NeedsAttention {
+                cause: AttentionCause::LandValidationFailed,
+                message,
+                task: None,
+                credential: None,
+            },
+        );
+    }
+}
+
+/// One event of `flocks land`: to events.jsonl, then to the notifiers.
+fn record(project: &Project, notify: &Notifiers, event: Event) {
+    if let Err(e) = crate::report::jsonl::append_event(&project.events_path(), &event) {
+        eprintln!(
+            "note: could not write {}: {e}",
+            project.events_path().display()
+        );
+    }
+    notify.send(&event);
 }
 
 /// Fold the land of the redone tasks into the first land's report.

@@ -71,6 +71,8 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
     // A local pool that cannot find the agent stops the run before anything
     // (lock, state, worktrees) is created.
     check_agents(&config)?;
+    // A header variable of [[notify]] that is not set is a config error.
+    let notify = crate::notify::Notifiers::start(&config)?;
     let _lock = project.lock(command)?;
     let mut state = project.store.load()?;
     check_no_live_run(&project, &state)?;
@@ -142,7 +144,7 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
         }
     }
     let redactor = Arc::new(Redactor::new(creds.secrets()));
-    let mut reporters = reporters(&project, opts.progress);
+    let mut reporters = reporters(&project, opts.progress, notify);
     for message in notices {
         let message = redactor.redact(&message).into_owned();
         for r in &mut reporters {
@@ -183,8 +185,13 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
     })
 }
 
-/// events.jsonl, and progress bars on a terminal or plain lines otherwise.
-fn reporters(project: &Project, progress: bool) -> Vec<Box<dyn Reporter>> {
+/// events.jsonl, progress bars on a terminal or plain lines otherwise, and
+/// the notifiers.
+fn reporters(
+    project: &Project,
+    progress: bool,
+    notify: crate::notify::Notifiers,
+) -> Vec<Box<dyn Reporter>> {
     let terminal: Box<dyn Reporter> =
         if progress && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             Box::new(crate::report::progress::ProgressReporter::stdout(
@@ -200,6 +207,7 @@ fn reporters(project: &Project, progress: bool) -> Vec<Box<dyn Reporter>> {
             &project.events_path(),
         )),
         terminal,
+        Box::new(crate::notify::NotifyReporter(notify)),
     ]
 }
 

@@ -361,6 +361,7 @@ fn draw_events(f: &mut Frame, app: &App, area: Rect) {
                 Event::Waiting { until } => {
                     format!("⏸ waiting for a credential until {}", clock(app, *until))
                 }
+                Event::NeedsAttention { message, .. } => format!("⚑ {message}"),
                 Event::RunFinished {
                     succeeded,
                     failed,

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Effect, Fleet, Now, chrono_secs};
 use crate::error::Exit;
-use crate::report::Event;
+use crate::report::{AttentionCause, Event};
 use crate::runner::AttemptReport;
 use crate::runner::credentials::DEFAULT_LOGIN;
 use crate::state::{Outcome, TaskStatus};
@@ -110,6 +110,9 @@ impl Fleet {
         if out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })) {
             self.planning.insert(id.to_string());
         }
+        // Failed, and not tried again in this run: a person has to look.
+        let gives_up = matches!(status, TaskStatus::Done { .. })
+            && !matches!(outcome, Outcome::Success | Outcome::Interrupted);
         self.transition(id, status, &mut out);
         out.push(Effect::Emit(Event::Finished {
             task: id.to_string(),
@@ -126,6 +129,19 @@ impl Fleet {
                 reason,
             }));
         }
+        if gives_up {
+            out.push(Effect::Emit(Event::NeedsAttention {
+                cause: AttentionCause::TaskFailed,
+                message: format!(
+                    "task {id} is not tried again: attempt {attempt} {}; see `{}`, then `{}`",
+                    outcome.describe(),
+                    crate::suggest::command(&["flocks", "logs", id]),
+                    crate::suggest::command(&["flocks", "retry", id]),
+                ),
+                task: Some(id.to_string()),
+                credential: None,
+            }));
+        }
 
         // What the outcome says about credentials, pools and the API.
         match &outcome {
@@ -138,8 +154,16 @@ impl Fleet {
                 let entry = self.state.credentials.entry(name.clone()).or_default();
                 entry.disabled = Some(reason.clone());
                 out.push(Effect::Emit(Event::CredentialDisabled {
-                    credential: name,
+                    credential: name.clone(),
                     reason: reason.clone(),
+                }));
+                out.push(Effect::Emit(Event::NeedsAttention {
+                    cause: AttentionCause::CredentialDisabled,
+                    message: format!(
+                        "credential {name} is disabled ({reason}): no agent uses it again in this run; fix it, then run flocks again"
+                    ),
+                    task: None,
+                    credential: Some(name),
                 }));
             }
             Outcome::Overloaded => {

@@ -11,7 +11,7 @@ use super::{
 use crate::agent::spec::{self, Injected, SpecInput};
 use crate::backend::PrepareJob;
 use crate::error::Exit;
-use crate::report::Event;
+use crate::report::{AttentionCause, Event};
 use crate::runner::StopLevel;
 use crate::runner::credentials::Availability;
 use crate::state::{Attempt, NextAttempt, Outcome, TaskStatus};
@@ -202,6 +202,19 @@ impl Fleet {
             {
                 self.waiting_note = Some(t);
                 let at = t.with_timezone(&chrono::Local).format("%H:%M:%S");
+                let message = if self.opts.no_wait {
+                    format!(
+                        "every usable credential is parked until {at}: the run stops (--no-wait)"
+                    )
+                } else {
+                    format!("every usable credential is parked: nothing runs until {at}")
+                };
+                let attention = Event::NeedsAttention {
+                    cause: AttentionCause::CredentialsParked,
+                    message,
+                    task: None,
+                    credential: None,
+                };
                 if self.opts.no_wait {
                     self.stopped_because = Some((
                         format!(
@@ -209,6 +222,7 @@ impl Fleet {
                         ),
                         Exit::CouldNotStart,
                     ));
+                    out.push(Effect::Emit(attention));
                 } else {
                     let secs = (t - now.wall).num_seconds().max(0);
                     let message = format!(
@@ -217,6 +231,7 @@ impl Fleet {
                     );
                     out.push(Effect::Emit(Event::Notice { message }));
                     out.push(Effect::Emit(Event::Waiting { until: t }));
+                    out.push(Effect::Emit(attention));
                 }
             }
             return None;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Config;
+use crate::report::AttentionCause;
 use crate::runner::AttemptReport;
 use crate::runner::credentials::{Credentials, DEFAULT_LOGIN};
 use crate::state::{Outcome, ResultInfo, State, TaskRecord, TaskStatus};
@@ -752,4 +753,102 @@ fn a_requeued_task_goes_first_again_in_dependency_order() {
         spawned(&f.start_ready(later(now, 101))),
         vec![("b".to_string(), 1, 0)]
     );
+}
+
+/// The `needs_attention` events among `effects`: (cause, task, credential).
+fn attention(effects: &[Effect]) -> Vec<(AttentionCause, Option<String>, Option<String>)> {
+    events(effects)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::NeedsAttention {
+                cause,
+                task,
+                credential,
+                ..
+            } => Some((*cause, task.clone(), credential.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn only_a_failure_after_the_last_retry_needs_attention() {
+    let mut f = Setup::new(TWO).supervise(1).build();
+    let now = t0();
+    f.start_ready(now);
+    // Retried: nothing for people yet; a success needs nobody.
+    let first = f.on_finished("a", 1, &report(failed()), later(now, 60));
+    assert!(attention(&first).is_empty());
+    let out = f.on_finished("b", 1, &report(Outcome::Success), later(now, 60));
+    assert!(attention(&out).is_empty());
+    plan_retries(&mut f, &first);
+    assert_eq!(
+        spawned(&f.start_ready(later(now, 61))),
+        vec![("a".to_string(), 2, 0)]
+    );
+    let out = f.on_finished("a", 2, &report(failed()), later(now, 200));
+    assert_eq!(
+        attention(&out),
+        vec![(AttentionCause::TaskFailed, Some("a".to_string()), None)]
+    );
+    // It follows the `finished` it sums up, and says what to do.
+    let kinds: Vec<&str> = events(&out).iter().map(|e| e.kind()).collect();
+    let at = kinds.iter().position(|k| *k == "needs_attention").unwrap();
+    assert!(kinds[..at].contains(&"finished"), "{kinds:?}");
+    let message = events(&out)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::NeedsAttention { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        message.contains("failed: tests fail") && message.contains("flocks retry a"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_interrupted_task_needs_nobody() {
+    let mut f = Setup::new(ONE).build();
+    let now = t0();
+    f.start_ready(now);
+    let out = f.on_finished("a", 1, &report(Outcome::Interrupted), later(now, 5));
+    assert!(attention(&out).is_empty());
+}
+
+#[test]
+fn a_disabled_credential_and_every_credential_parked_need_attention() {
+    let mut f = Setup::new(TWO).config(|c| c.max_agents = 1).build();
+    let now = t0();
+    f.start_ready(now);
+    let rejected = Outcome::CredentialRejected {
+        credential: None,
+        reason: "invalid api key".into(),
+    };
+    let out = f.on_finished("a", 1, &report(rejected), later(now, 60));
+    assert_eq!(
+        attention(&out),
+        vec![(
+            AttentionCause::CredentialDisabled,
+            None,
+            Some(DEFAULT_LOGIN.to_string())
+        )]
+    );
+
+    let mut f = Setup::new(ONE).build();
+    f.start_ready(now);
+    let limited = Outcome::RateLimited {
+        credential: None,
+        resets_at: Some(now.wall + chrono::Duration::seconds(600)),
+    };
+    let out = f.on_finished("a", 1, &report(limited), later(now, 60));
+    assert!(attention(&out).is_empty(), "parked, not yet waiting");
+    let out = f.start_ready(later(now, 61));
+    assert_eq!(
+        attention(&out),
+        vec![(AttentionCause::CredentialsParked, None, None)]
+    );
+    // Said once per wait, not at every wake-up.
+    assert!(attention(&f.start_ready(later(now, 62))).is_empty());
 }
