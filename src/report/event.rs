@@ -29,7 +29,8 @@
 //! `outcome.kind` is one of `success`, `failed` (+`reason`), `timed_out`,
 //! `stalled`, `interrupted`, `spawn_failed` (+`reason`), `rate_limited`
 //! (+`credential`, `resets_at`), `overloaded`, `credential_rejected`
-//! (+`credential`, `reason`), `host_lost` (+`reason`).
+//! (+`credential`, `reason`), `host_lost` (+`reason`), `setup_failed`
+//! (+`command`, `reason`, `output`: its last lines; the agent did not start).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
