@@ -349,6 +349,39 @@ impl Walk<'_> {
     }
 }
 
+/// Leave out the files that `commit` (a task's start) tracks: the worktree
+/// has them from git, and a copy over one would be a change that the
+/// attempt's leftovers commit takes into the branch (a secret, say).
+pub fn drop_tracked(
+    set: &mut IncludeSet,
+    repo_dir: &Path,
+    commit: &str,
+) -> Result<(), IncludeError> {
+    let repo_err = |source| IncludeError::Repo {
+        path: repo_dir.to_path_buf(),
+        source,
+    };
+    let repo = git2::Repository::open(repo_dir).map_err(repo_err)?;
+    let oid = git2::Oid::from_str(commit).map_err(repo_err)?;
+    let tree = repo
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(repo_err)?;
+    let mut notes = Vec::new();
+    set.files.retain(|f| {
+        let tracked = tree.get_path(&f.rel).is_ok();
+        if tracked {
+            notes.push(format!(
+                "{FILE_NAME}: skipped {}: the task's branch tracks it",
+                f.rel.display()
+            ));
+        }
+        !tracked
+    });
+    set.notes.extend(notes);
+    Ok(())
+}
+
 const DIR: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
     .union(OFlag::O_NOFOLLOW)
@@ -707,6 +740,36 @@ mod tests {
             blocked.notes.iter().any(|n| n.contains("conf/run.sh")),
             "{blocked:?}"
         );
+    }
+
+    #[test]
+    fn files_the_task_branch_tracks_are_left_out() {
+        let (_dir, repo) = setup();
+        std::fs::write(repo.join(".gitignore"), ".env\n").unwrap();
+        std::fs::write(repo.join(FILE_NAME), ".env\n").unwrap();
+        std::fs::write(repo.join(".env"), "SECRET=1\n").unwrap();
+        let mut set = collect(&repo, &[]).unwrap().unwrap();
+        assert_eq!(rels(&set), [".env"]);
+        // A branch that force-added .env: its worktree keeps its own.
+        let git = |args: &[&str]| {
+            let o = std::process::Command::new("git")
+                .args(args)
+                .current_dir(&repo)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{o:?}");
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        let main = git(&["rev-parse", "HEAD"]);
+        git(&["add", "-f", ".env"]);
+        git(&["commit", "-q", "-m", "env"]);
+        let branch = git(&["rev-parse", "HEAD"]);
+        let mut kept = set.clone();
+        drop_tracked(&mut kept, &repo, &main).unwrap();
+        assert_eq!(rels(&kept), [".env"]);
+        drop_tracked(&mut set, &repo, &branch).unwrap();
+        assert!(set.files.is_empty());
+        assert!(set.notes.iter().any(|n| n.contains("tracks it")), "{set:?}");
     }
 
     #[test]

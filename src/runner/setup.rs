@@ -161,17 +161,24 @@ async fn include(
     task: &str,
     sink: &mut OutputSink,
 ) -> Result<(), Outcome> {
-    use crate::git::include::{FILE_NAME, collect, summary};
+    use crate::git::include::{FILE_NAME, collect, drop_tracked, summary};
     let fail = |reason: String| Outcome::SetupFailed {
         command: FILE_NAME.into(),
         reason,
         output: Vec::new(),
     };
     let (repo_dir, skip) = (plan.repo_dir.clone(), plan.skip.clone());
-    let set = tokio::task::spawn_blocking(move || collect(&repo_dir, &skip))
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(|e| fail(e.to_string()))?;
+    let start = ws.start_commit.clone();
+    let set = tokio::task::spawn_blocking(move || {
+        let mut set = collect(&repo_dir, &skip)?;
+        if let Some(set) = set.as_mut() {
+            drop_tracked(set, &repo_dir, &start)?;
+        }
+        Ok::<_, crate::git::include::IncludeError>(set)
+    })
+    .await
+    .map_err(|e| fail(e.to_string()))?
+    .map_err(|e| fail(e.to_string()))?;
     let Some(set) = set else {
         return Ok(());
     };
