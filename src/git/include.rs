@@ -12,7 +12,10 @@
 //!   `.flocks/` are never read.
 //! - Reading: a symlink in the checkout is copied as the regular file it leads
 //!   to when that file is inside the checkout, and skipped otherwise (a note
-//!   says so); linked directories are not entered.
+//!   says so); linked directories are not entered. Containers can write the
+//!   checkout through the repo's mount, so a file is read by opening each
+//!   component from the checkout's root without following links: one swapped
+//!   for a link after it was selected is refused, not followed.
 //! - Writing: the worktree is the agent's, and may hold links it planted. Each
 //!   directory is opened relative to the one above without following links,
 //!   and each file is written under a temporary name and renamed into place,
@@ -22,7 +25,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,6 +54,8 @@ pub struct IncludeFile {
 /// What `.worktreeinclude` selects in the checkout now.
 #[derive(Debug, Clone, Default)]
 pub struct IncludeSet {
+    /// The checkout, resolved: every source lies under it.
+    pub root: PathBuf,
     pub files: Vec<IncludeFile>,
     /// Matches that are skipped, and why (for the attempt's log).
     pub notes: Vec<String>,
@@ -209,7 +214,10 @@ pub fn collect(repo_dir: &Path, skip: &[PathBuf]) -> Result<Option<IncludeSet>, 
         index: &index,
         patterns: &patterns,
         skip: &skip,
-        set: IncludeSet::default(),
+        set: IncludeSet {
+            root: root.clone(),
+            ..IncludeSet::default()
+        },
     };
     w.dir(Path::new(""), false)?;
     let mut set = w.set;
@@ -407,10 +415,7 @@ pub fn copy_into(set: &IncludeSet, worktree: &Path) -> Result<Copied, IncludeErr
             worktree: worktree.to_path_buf(),
             source,
         };
-        let content = read_source(&f.source).map_err(|source| IncludeError::Read {
-            path: f.source.clone(),
-            source,
-        })?;
+        let content = set.read(f)?;
         let (dir, name) = match parent_dir(&root, &f.rel, &f.dir_modes) {
             Ok(v) => v,
             Err(Blocked(why)) => {
@@ -430,17 +435,40 @@ pub fn copy_into(set: &IncludeSet, worktree: &Path) -> Result<Copied, IncludeErr
     Ok(done)
 }
 
-pub(crate) fn read_source(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
+impl IncludeSet {
+    /// The bytes of `f` in the checkout. Containers can write the checkout
+    /// (the repo's mount), so the file is opened from the root one
+    /// component at a time without following a link, and read only when it
+    /// is a regular file: one swapped for a link since `collect` is refused.
+    pub fn read(&self, f: &IncludeFile) -> Result<Vec<u8>, IncludeError> {
+        let read = || -> std::io::Result<Vec<u8>> {
+            let rel = f
+                .source
+                .strip_prefix(&self.root)
+                .map_err(|_| std::io::Error::other("not inside the checkout"))?;
+            let (Some(dir), Some(name)) = (rel.parent(), rel.file_name()) else {
+                return Err(Errno::EINVAL.into());
+            };
+            let dir = open_under(&self.root, dir)?;
+            let fd = openat(
+                &dir,
+                name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            let mut file = std::fs::File::from(fd);
+            if !file.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            let mut v = Vec::new();
+            file.read_to_end(&mut v)?;
+            Ok(v)
+        };
+        read().map_err(|source| IncludeError::Read {
+            path: f.source.clone(),
+            source,
+        })
     }
-    let mut v = Vec::new();
-    f.read_to_end(&mut v)?;
-    Ok(v)
 }
 
 /// Why a file cannot be placed: something that is not a directory is in the way.
@@ -770,6 +798,25 @@ mod tests {
         drop_tracked(&mut set, &repo, &branch).unwrap();
         assert!(set.files.is_empty());
         assert!(set.notes.iter().any(|n| n.contains("tracks it")), "{set:?}");
+    }
+
+    #[test]
+    fn a_source_swapped_for_a_link_is_not_read() {
+        let (dir, repo) = setup();
+        std::fs::write(repo.join(".gitignore"), ".env\n").unwrap();
+        std::fs::write(repo.join(FILE_NAME), ".env\n").unwrap();
+        std::fs::write(repo.join(".env"), "A=1\n").unwrap();
+        let set = collect(&repo, &[]).unwrap().unwrap();
+        // Between collect and the copy, something in a container that
+        // mounts the repo puts a link to a host file in its place.
+        std::fs::write(dir.path().join("host-secret"), "secret").unwrap();
+        std::fs::remove_file(repo.join(".env")).unwrap();
+        symlink(dir.path().join("host-secret"), repo.join(".env")).unwrap();
+        let wt = dir.path().join("wt");
+        std::fs::create_dir(&wt).unwrap();
+        let e = copy_into(&set, &wt).unwrap_err().to_string();
+        assert!(e.contains("cannot read"), "{e}");
+        assert!(!wt.join(".env").exists());
     }
 
     #[test]

@@ -821,11 +821,7 @@ fn include_archive(set: &IncludeSet) -> Result<Vec<u8>, IncludeError> {
                 }
             }
         }
-        let content =
-            crate::git::include::read_source(&f.source).map_err(|source| IncludeError::Read {
-                path: f.source.clone(),
-                source,
-            })?;
+        let content = set.read(f)?;
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(f.mode);
