@@ -251,10 +251,20 @@ impl Walk<'_> {
             path: abs.clone(),
             source,
         };
-        let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(&abs)
-            .map_err(read)?
-            .collect::<Result<_, _>>()
-            .map_err(read)?;
+        let listed = std::fs::read_dir(&abs).and_then(|d| d.collect::<Result<Vec<_>, _>>());
+        let mut entries = match listed {
+            Ok(e) => e,
+            // A directory that is only searched (not selected) and cannot be
+            // read holds nothing flocks could copy: say so, go on.
+            Err(e) if !all && !rel.as_os_str().is_empty() => {
+                self.set.notes.push(format!(
+                    "{FILE_NAME}: did not look in {}: {e}",
+                    rel.display()
+                ));
+                return Ok(());
+            }
+            Err(e) => return Err(read(e)),
+        };
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let name = e.file_name();
@@ -263,11 +273,10 @@ impl Walk<'_> {
             if name == ".git" || self.skip.contains(&child_abs) {
                 continue;
             }
-            let meta =
-                std::fs::symlink_metadata(&child_abs).map_err(|source| IncludeError::Read {
-                    path: child_abs.clone(),
-                    source,
-                })?;
+            // Gone since it was listed: nothing to copy.
+            let Ok(meta) = std::fs::symlink_metadata(&child_abs) else {
+                continue;
+            };
             let ft = meta.file_type();
             if ft.is_dir() {
                 // A nested repository (a submodule) is not ours.
