@@ -9,7 +9,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 
 use serde_json::json;
-use support::{TestProject, code, text};
+use support::{TestProject, code, pid_alive, read_pid, text, wait_for};
 
 /// A project whose checkout has an ignored `.env` (mode 600) that
 /// `.worktreeinclude` selects, and flocks.toml with `extra`.
@@ -184,4 +184,33 @@ fn setup_on_reuse_runs_it_again() {
         show(&p, "flocks/b:setup-b.txt"),
         "setup ran\nsetup ran\nsetup ran"
     );
+}
+
+/// `flocks stop` while the setup runs: the setup's whole tree is stopped,
+/// the attempt is interrupted, and the agent never starts.
+#[test]
+fn stop_during_the_setup_stops_it_and_starts_no_agent() {
+    let p = project("");
+    let pid = p.out_file("setup.pid");
+    p.config(&format!(
+        "[workspace]\nsetup = [\"sh -c 'echo $$ > {}; exec sleep 60' & wait\"]\n",
+        pid.display()
+    ));
+    let marker = p.out_file("agent-ran.jsonl");
+    p.tasks(&[json!({"id": "t1", "prompt": format!("@fake record {}\n", marker.display())})]);
+    let mut run = p.spawn(&["run", "--no-progress"]);
+    wait_for(30, "the setup to start", || {
+        pid.exists() && std::fs::read_to_string(&pid).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let sleeper = read_pid(&pid);
+    assert!(pid_alive(sleeper));
+    let stop = p.flocks(&["stop"]);
+    assert_eq!(code(&stop), 0, "{}", text(&stop));
+    let status = run.wait().unwrap();
+    assert!(status.code().is_some(), "{status:?}");
+    assert!(!marker.exists(), "the agent must not start");
+    assert_eq!(p.status_of("t1"), "interrupted");
+    wait_for(10, "the setup's tree to be stopped", || !pid_alive(sleeper));
+    let log = std::fs::read_to_string(p.path(".flocks/logs/t1/1.log")).unwrap();
+    assert!(log.contains("stopping the setup command"), "{log}");
 }
