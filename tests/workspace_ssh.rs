@@ -102,4 +102,12 @@ fn ssh_failing_setup_spends_no_agent_run() {
     assert_eq!(outcome["kind"], "setup_failed", "{outcome}");
     assert_eq!(outcome["reason"], "exit status 5");
     assert_eq!(outcome["output"], json!(["no network"]));
+    // `hosts check` looks for what carries .worktreeinclude's files.
+    let o = p.flocks(&["hosts", "check"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        text(&o).contains("tar         yes (for .worktreeinclude's files)"),
+        "{}",
+        text(&o)
+    );
 }

@@ -115,6 +115,7 @@ check)
     echo "agent_path"
   fi
   echo "free_kb $(df -Pk "$R" 2>/dev/null | awk 'NR==2 {print $4}')"
+  if command -v tar >/dev/null 2>&1; then echo "tar yes"; else echo "tar missing"; fi
   setup_state
   exit 0 ;;
 prepare)
