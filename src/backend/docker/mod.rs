@@ -862,7 +862,9 @@ impl Backend for DockerBackend {
     ) -> BoxFuture<'a, Result<Copied, IncludeError>> {
         Box::pin(async move {
             let copied = super::copy_into_host(ws, files).await?;
-            self.give_back(&ws.host_path).await;
+            if !copied.written.is_empty() {
+                self.give_back(&ws.host_path).await;
+            }
             Ok(copied)
         })
     }
