@@ -23,7 +23,7 @@
 //!   (`rwx` for user, group, others); an unchanged file is not rewritten.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -424,7 +424,7 @@ pub fn copy_into(set: &IncludeSet, worktree: &Path) -> Result<Copied, IncludeErr
             worktree: worktree.to_path_buf(),
             source,
         };
-        let content = set.read(f)?;
+        let mut src = set.open(f)?;
         let (dir, name) = match parent_dir(&root, &f.rel, &f.dir_modes) {
             Ok(v) => v,
             Err(Blocked(why)) => {
@@ -433,24 +433,40 @@ pub fn copy_into(set: &IncludeSet, worktree: &Path) -> Result<Copied, IncludeErr
                 continue;
             }
         };
-        match write_file(&dir, &name, &content, f.mode).map_err(write_err)? {
-            Wrote::Written => done.written.push(f.rel.clone()),
-            Wrote::Unchanged => done.unchanged += 1,
-            Wrote::Blocked(why) => done
-                .notes
-                .push(format!("{FILE_NAME}: skipped {}: {why}", f.rel.display())),
+        let len = src.metadata().map_err(write_err)?.len();
+        match existing(&dir, &name).map_err(write_err)? {
+            Existing::Dir => {
+                done.notes.push(format!(
+                    "{FILE_NAME}: skipped {}: a directory has its name in the worktree",
+                    f.rel.display()
+                ));
+                continue;
+            }
+            Existing::File { size, mode }
+                if size == len && mode == f.mode && same_content(&dir, &name, &mut src) =>
+            {
+                done.unchanged += 1;
+                continue;
+            }
+            Existing::File { .. } | Existing::Other | Existing::Missing => {}
         }
+        place(&dir, &name, f.mode, |out| {
+            src.rewind()?;
+            std::io::copy(&mut src, out).map(|_| ())
+        })
+        .map_err(write_err)?;
+        done.written.push(f.rel.clone());
     }
     Ok(done)
 }
 
 impl IncludeSet {
-    /// The bytes of `f` in the checkout. Containers can write the checkout
-    /// (the repo's mount), so the file is opened from the root one
-    /// component at a time without following a link, and read only when it
-    /// is a regular file: one swapped for a link since `collect` is refused.
-    pub fn read(&self, f: &IncludeFile) -> Result<Vec<u8>, IncludeError> {
-        let read = || -> std::io::Result<Vec<u8>> {
+    /// `f` in the checkout, open for reading. Containers can write the
+    /// checkout (the repo's mount), so the file is opened from the root one
+    /// component at a time without following a link, and only when it is a
+    /// regular file: one swapped for a link since `collect` is refused.
+    pub fn open(&self, f: &IncludeFile) -> Result<std::fs::File, IncludeError> {
+        let open = || -> std::io::Result<std::fs::File> {
             let rel = f
                 .source
                 .strip_prefix(&self.root)
@@ -465,15 +481,13 @@ impl IncludeSet {
                 OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )?;
-            let mut file = std::fs::File::from(fd);
+            let file = std::fs::File::from(fd);
             if !file.metadata()?.is_file() {
                 return Err(std::io::Error::other("not a regular file"));
             }
-            let mut v = Vec::new();
-            file.read_to_end(&mut v)?;
-            Ok(v)
+            Ok(file)
         };
-        read().map_err(|source| IncludeError::Read {
+        open().map_err(|source| IncludeError::Read {
             path: f.source.clone(),
             source,
         })
@@ -513,37 +527,49 @@ fn parent_dir(root: &OwnedFd, rel: &Path, modes: &[u32]) -> Result<(OwnedFd, OsS
     Ok((fd, last.to_os_string()))
 }
 
-enum Wrote {
-    Written,
-    Unchanged,
-    Blocked(String),
+/// What has a name in a worktree directory, seen without following links.
+enum Existing {
+    Missing,
+    Dir,
+    File {
+        size: u64,
+        mode: u32,
+    },
+    /// A link, a FIFO...: replaced.
+    Other,
+}
+
+fn existing(dir: &OwnedFd, name: &OsStr) -> std::io::Result<Existing> {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => {
+            let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+            Ok(if kind == SFlag::S_IFDIR {
+                Existing::Dir
+            } else if kind == SFlag::S_IFREG {
+                Existing::File {
+                    size: st.st_size as u64,
+                    mode: st.st_mode & 0o777,
+                }
+            } else {
+                Existing::Other
+            })
+        }
+        Err(Errno::ENOENT) => Ok(Existing::Missing),
+        Err(e) => Err(e.into()),
+    }
 }
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Write `bytes` as `name` in `dir` with `mode`: under a new name first,
-/// then renamed over whatever is there (a link is replaced, not followed).
-/// A file already there with the same mode and bytes is left alone.
-fn write_file(dir: &OwnedFd, name: &OsStr, bytes: &[u8], mode: u32) -> std::io::Result<Wrote> {
-    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) => {
-            let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
-            if kind == SFlag::S_IFDIR {
-                return Ok(Wrote::Blocked(
-                    "a directory has its name in the worktree".into(),
-                ));
-            }
-            if kind == SFlag::S_IFREG
-                && st.st_size as u64 == bytes.len() as u64
-                && (st.st_mode & 0o777) == mode
-                && same_bytes(dir, name, bytes)
-            {
-                return Ok(Wrote::Unchanged);
-            }
-        }
-        Err(Errno::ENOENT) => {}
-        Err(e) => return Err(e.into()),
-    }
+/// Make `name` in `dir` a new regular file with `mode` and what `fill`
+/// writes: under a new name first, then renamed over whatever is there (a
+/// link is replaced, not followed).
+fn place(
+    dir: &OwnedFd,
+    name: &OsStr,
+    mode: u32,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp = OsString::from(format!(
         ".flocks-include.{}.{}",
         std::process::id(),
@@ -558,22 +584,23 @@ fn write_file(dir: &OwnedFd, name: &OsStr, bytes: &[u8], mode: u32) -> std::io::
     let result = (|| -> std::io::Result<()> {
         fchmod(&fd, Mode::from_bits_truncate(mode))?;
         let mut f = std::fs::File::from(fd);
-        f.write_all(bytes)?;
+        fill(&mut f)?;
         renameat(dir, tmp.as_os_str(), dir, name)?;
         Ok(())
     })();
-    if let Err(e) = result {
+    if result.is_err() {
         let _ = nix::unistd::unlinkat(
             dir.as_fd(),
             tmp.as_os_str(),
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         );
-        return Err(e);
     }
-    Ok(Wrote::Written)
+    result
 }
 
-fn same_bytes(dir: &OwnedFd, name: &OsStr, bytes: &[u8]) -> bool {
+/// Whether the file `name` in `dir` holds what `src` holds from where it
+/// stands (compared a block at a time).
+fn same_content(dir: &OwnedFd, name: &OsStr, src: &mut std::fs::File) -> bool {
     let Ok(fd) = openat(
         dir,
         name,
@@ -582,12 +609,41 @@ fn same_bytes(dir: &OwnedFd, name: &OsStr, bytes: &[u8]) -> bool {
     ) else {
         return false;
     };
-    let mut have = Vec::with_capacity(bytes.len());
-    std::fs::File::from(fd)
-        .take(bytes.len() as u64 + 1)
-        .read_to_end(&mut have)
-        .is_ok()
-        && have == bytes
+    let mut have = std::fs::File::from(fd);
+    let mut same = true;
+    let (mut a, mut b) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = match read_full(src, &mut a) {
+            Ok(n) => n,
+            Err(_) => {
+                same = false;
+                break;
+            }
+        };
+        match read_full(&mut have, &mut b[..n.max(1)]) {
+            Ok(m) if m == n && a[..n] == b[..n] => {}
+            _ => {
+                same = false;
+                break;
+            }
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    same
+}
+
+/// Read until `buf` is full or the file ends.
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Read a small flocks file `name` in the directory `rel` under the trusted
@@ -615,7 +671,9 @@ pub(crate) fn read_small(root: &Path, rel: &Path, name: &str) -> Option<String> 
 /// `root`, never following a link.
 pub(crate) fn write_small(root: &Path, rel: &Path, name: &str, text: &str) -> std::io::Result<()> {
     let dir = open_under(root, rel)?;
-    write_file(&dir, OsStr::new(name), text.as_bytes(), 0o644).map(|_| ())
+    place(&dir, OsStr::new(name), 0o644, |f| {
+        f.write_all(text.as_bytes())
+    })
 }
 
 fn open_under(root: &Path, rel: &Path) -> std::io::Result<OwnedFd> {

@@ -659,14 +659,12 @@ impl SshBackend {
             host: host.clone(),
             why,
         };
-        let set = files.clone();
-        let archive = tokio::task::spawn_blocking(move || include_archive(&set))
+        let (set, t) = (files.clone(), task.to_string());
+        let input = tokio::task::spawn_blocking(move || include_archive(&t, &set))
             .await
             .map_err(|e| transfer(e.to_string()))??;
-        let mut input = format!("FLOCKS-HELPER 1\nop include\ntask {task}\nend\n").into_bytes();
-        input.extend_from_slice(&archive);
         h.target
-            .output(&h.target.helper_command(), &input, OP_LIMIT)
+            .output_file(&h.target.helper_command(), input, OP_LIMIT)
             .await
             .map_err(|e| transfer(e.to_string()))?;
         Ok(Copied {
@@ -795,16 +793,23 @@ impl Backend for SshBackend {
     }
 }
 
-/// `.worktreeinclude`'s files as a tar archive: each directory above a file
-/// (with its mode), then the file with its mode. Paths are relative and
-/// plain (no `..`): the helper extracts them in the worktree.
-fn include_archive(set: &IncludeSet) -> Result<Vec<u8>, IncludeError> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut dirs = std::collections::BTreeSet::new();
-    let err = |rel: &std::path::Path, e: std::io::Error| IncludeError::Transfer {
+/// The helper's `include` input: its header, then `.worktreeinclude`'s
+/// files as a tar stream (each directory above a file with its mode, then
+/// the file with its mode; plain relative paths, extracted in the
+/// worktree). Written to an unnamed temporary file, so that large files
+/// stream from the disk to ssh instead of through memory.
+fn include_archive(task: &str, set: &IncludeSet) -> Result<std::fs::File, IncludeError> {
+    use std::io::{Seek, Write};
+    let io = |what: &std::path::Path, e: std::io::Error| IncludeError::Transfer {
         host: String::new(),
-        why: format!("{}: {e}", rel.display()),
+        why: format!("{}: {e}", what.display()),
     };
+    let tmp = std::env::temp_dir();
+    let mut file = unnamed_file(&tmp).map_err(|e| io(&tmp, e))?;
+    file.write_all(format!("FLOCKS-HELPER 1\nop include\ntask {task}\nend\n").as_bytes())
+        .map_err(|e| io(&tmp, e))?;
+    let mut b = tar::Builder::new(file);
+    let mut dirs = std::collections::BTreeSet::new();
     for f in &set.files {
         let mut d = PathBuf::new();
         if let Some(parent) = f.rel.parent() {
@@ -817,26 +822,40 @@ fn include_archive(set: &IncludeSet) -> Result<Vec<u8>, IncludeError> {
                     h.set_size(0);
                     h.set_mtime(0);
                     b.append_data(&mut h, &d, std::io::empty())
-                        .map_err(|e| err(&d, e))?;
+                        .map_err(|e| io(&d, e))?;
                 }
             }
         }
-        let content = set.read(f)?;
+        let src = set.open(f)?;
+        let len = src.metadata().map_err(|e| io(&f.rel, e))?.len();
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(f.mode);
-        h.set_size(content.len() as u64);
+        h.set_size(len);
         h.set_mtime(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         );
-        b.append_data(&mut h, &f.rel, content.as_slice())
-            .map_err(|e| err(&f.rel, e))?;
+        // Exactly `len` bytes, as the header says, should the file change meanwhile.
+        let body = std::io::Read::take(
+            std::io::Read::chain(std::io::Read::take(src, len), std::io::repeat(0)),
+            len,
+        );
+        b.append_data(&mut h, &f.rel, body)
+            .map_err(|e| io(&f.rel, e))?;
     }
-    b.into_inner()
-        .map_err(|e| err(std::path::Path::new("."), e))
+    let mut file = b.into_inner().map_err(|e| io(&tmp, e))?;
+    file.rewind().map_err(|e| io(&tmp, e))?;
+    Ok(file)
+}
+
+/// A new file in `dir` that no name leads to (removed as soon as made).
+fn unnamed_file(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let (fd, path) = nix::unistd::mkstemp(&dir.join("flocks-include-XXXXXX"))?;
+    let _ = std::fs::remove_file(&path);
+    Ok(std::fs::File::from(fd))
 }
 
 /// Stops a remote agent through its helper's control channel.
