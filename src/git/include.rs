@@ -823,6 +823,12 @@ mod tests {
             again.written.is_empty() && again.unchanged == 2,
             "{again:?}"
         );
+        // Same size, other bytes (the agent edited its copy): written again.
+        std::fs::write(wt.join(".env"), "A=2\n").unwrap();
+        std::fs::set_permissions(wt.join(".env"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let refreshed = copy_into(&set, &wt).unwrap();
+        assert_eq!(refreshed.written, [PathBuf::from(".env")], "{refreshed:?}");
+        assert_eq!(std::fs::read_to_string(wt.join(".env")).unwrap(), "A=1\n");
 
         // A directory on the way replaced by a link is not entered.
         std::fs::remove_dir_all(wt.join("conf")).unwrap();
