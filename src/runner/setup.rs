@@ -10,7 +10,9 @@
 //! a retry or a spare worktree does not run it again unless `setup_on_reuse`
 //! is set or the commands changed. A setup that fails, times out or cannot
 //! start ends the attempt as `setup_failed` (the command and its last lines of
-//! output), before the agent starts: no model call is spent.
+//! output), before the agent starts: no model call is spent. When the pool
+//! itself cannot start anything (a host that does not answer), the attempt
+//! ends as an agent's would: `spawn_failed`, or `host_lost`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use super::StopLevel;
 use super::sink::OutputSink;
 use crate::agent::AgentSpec;
 use crate::agent::spec::{SCRUBBED_VARS, TAG_VAR};
-use crate::backend::{Backend, Chunk, ExitInfo, Workspace};
+use crate::backend::{Backend, Chunk, ExitInfo, SpawnError, Workspace};
 use crate::config::{CommandSpec, Config};
 use crate::state::Outcome;
 
@@ -94,9 +96,18 @@ pub async fn run(
         let spec = setup_spec(agent, command, n + 1);
         let (exit, ended) = match one(backend, ws, spec, deadline, plan.grace, sink, stop).await {
             Ok(v) => v,
-            Err(why) => {
+            // The command itself cannot be started that way: the setup's fault.
+            Err(why @ (SpawnError::Program(_) | SpawnError::Unsendable)) => {
                 let output = sink.command_done();
                 return Err(failed(command, format!("could not start: {why}"), output));
+            }
+            // The pool could not start anything (its host, the supervisor):
+            // as for an agent that could not start, the task goes back to the queue.
+            Err(why) => {
+                sink.command_done();
+                return Err(Outcome::SpawnFailed {
+                    reason: format!("could not start the setup command `{command}`: {why}"),
+                });
             }
         };
         let output = sink.command_done();
@@ -261,7 +272,7 @@ async fn one(
     grace: Duration,
     sink: &mut OutputSink,
     stop: &mut watch::Receiver<StopLevel>,
-) -> Result<(ExitInfo, Ended), crate::backend::SpawnError> {
+) -> Result<(ExitInfo, Ended), SpawnError> {
     if *stop.borrow() != StopLevel::Run {
         return Ok((ExitInfo::default(), Ended::Stopped));
     }
