@@ -86,7 +86,7 @@ pub struct HostsArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum HostsAction {
-    /// Reachable? git? the agent command and its version? free disk? setup ran?
+    /// Reachable? git? the agent command and its version? free disk? setup ran? tar (with a .worktreeinclude)?
     Check {
         /// Only this pool
         #[arg(long, value_name = "NAME")]

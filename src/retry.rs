@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::state::{NextAttempt, TaskRecord};
+use crate::state::{NextAttempt, Outcome, TaskRecord};
 
 const LOG_TAIL_LINES: usize = 30;
 
@@ -16,6 +16,24 @@ pub fn next_after_failure(
     config: &Config,
     log_root: &Path,
 ) -> NextAttempt {
+    // An attempt whose worktree setup failed never ran its agent: the next
+    // one builds on the last attempt that did, or is a first start.
+    let ran = rec
+        .attempts
+        .iter()
+        .rev()
+        .filter(|a| a.number <= attempt)
+        .find(|a| !matches!(a.outcome, Some(Outcome::SetupFailed { .. })));
+    let Some(attempt) = ran.map(|a| a.number) else {
+        return NextAttempt {
+            fresh: false,
+            resume_session: None,
+            resume_pool: None,
+            ended: None,
+            context: None,
+            base: None,
+        };
+    };
     let a = rec.attempts.iter().find(|a| a.number == attempt);
     let ended = a
         .and_then(|a| a.outcome.as_ref())
@@ -130,5 +148,58 @@ pub fn prompt_for(base: &str, next: &NextAttempt, resuming: bool, edited: bool) 
     match &next.context {
         Some(ctx) => format!("{base}{ctx}"),
         None => base.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(outcomes: &[serde_json::Value]) -> TaskRecord {
+        let attempts: Vec<serde_json::Value> = outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                serde_json::json!({
+                    "number": i + 1, "pool": "local", "started_at": "2026-01-01T00:00:00Z",
+                    "tag": "k:a:1", "outcome": o, "session_id": format!("s-{}", i + 1),
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "id": "a", "branch": "flocks/a", "worktree": "/p/.worktrees/a",
+            "prompt_hash": "h", "status": {"state": "pending"}, "attempts": attempts,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_failed_setup_is_no_attempt_to_build_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flocks.toml");
+        std::fs::write(&path, "").unwrap();
+        let config = Config::load(&path).unwrap();
+        let setup = serde_json::json!({"kind": "setup_failed", "command": "npm ci", "reason": "exit status 1"});
+        let failed = serde_json::json!({"kind": "failed", "reason": "tests fail"});
+        // Only a failed setup: the next attempt starts as a first one would.
+        let next = next_after_failure(
+            &record(std::slice::from_ref(&setup)),
+            1,
+            &config,
+            dir.path(),
+        );
+        assert_eq!(next.context, None);
+        assert_eq!(next.resume_session, None);
+        assert_eq!(prompt_for("do a", &next, false, false), "do a");
+        // An agent ran before: the next attempt builds on that one.
+        let next = next_after_failure(&record(&[failed, setup]), 2, &config, dir.path());
+        assert_eq!(next.resume_session.as_deref(), Some("s-1"));
+        assert!(
+            next.ended
+                .as_deref()
+                .unwrap()
+                .starts_with("attempt 1 failed"),
+            "{next:?}"
+        );
     }
 }

@@ -13,12 +13,13 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use super::{
-    Backend, Chunk, Control, ExitInfo, FinishError, Finished, PrepareError, PrepareJob, Running,
-    SpawnError, Workspace,
+    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, MarkError, PrepareError,
+    PrepareJob, Running, SpawnError, Workspace,
 };
 use crate::agent::AgentSpec;
 use crate::config::Config;
 use crate::git::Worktrees;
+use crate::git::include::{Copied, IncludeError, IncludeSet};
 
 pub struct LocalBackend {
     worktrees: Arc<Worktrees>,
@@ -54,8 +55,9 @@ impl LocalBackend {
     pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
         let wts = self.worktrees.clone();
         let job = job.clone();
-        let p = tokio::task::spawn_blocking(move || {
-            wts.prepare(&job.task, &job.branch, &job.base, job.fresh)
+        let (p, setup_mark) = tokio::task::spawn_blocking(move || {
+            let p = wts.prepare(&job.task, &job.branch, &job.base, job.fresh)?;
+            Ok::<_, crate::error::Error>((p, wts.setup_mark(&job.task)))
         })
         .await
         .map_err(|e| PrepareError::Failed(e.to_string()))?
@@ -66,6 +68,7 @@ impl LocalBackend {
             start_commit: p.start_commit.to_string(),
             created_branch: p.created_branch,
             note: p.note,
+            setup_mark,
         })
     }
 
@@ -126,10 +129,12 @@ impl LocalBackend {
                 Ok(s) => ExitInfo {
                     code: crate::supervisor::exit_code(s),
                     lost: None,
+                    violation: None,
                 },
                 Err(e) => ExitInfo {
                     code: None,
                     lost: Some(format!("lost the supervisor: {e}")),
+                    violation: None,
                 },
             };
             let _ = tx.send(Chunk::Exited(info)).await;
@@ -180,6 +185,38 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, tx: mpsc::Sender<Chunk>, 
 
 impl Backend for LocalBackend {
     super::attempt_methods!(LocalBackend);
+
+    fn copy_in<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        _task: &'a str,
+        files: Arc<IncludeSet>,
+    ) -> BoxFuture<'a, Result<Copied, IncludeError>> {
+        Box::pin(super::copy_into_host(ws, files))
+    }
+
+    /// A setup command runs as the agent does: under the supervisor, here.
+    fn start_setup<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
+        Box::pin(LocalBackend::spawn(self, ws, spec))
+    }
+
+    fn mark_setup<'a>(
+        &'a self,
+        _ws: &'a Workspace,
+        task: &'a str,
+        hash: &'a str,
+    ) -> BoxFuture<'a, Result<(), MarkError>> {
+        Box::pin(super::mark_host_setup(&self.worktrees, task, hash))
+    }
+
+    fn abandon<'a>(&'a self, _task: &'a str) -> BoxFuture<'a, ()> {
+        // Nothing is held: the worktree stays for the next attempt.
+        Box::pin(async {})
+    }
 }
 
 /// `[agent] command` on this machine: a path (relative to flocks.toml's

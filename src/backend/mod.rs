@@ -20,6 +20,7 @@ use crate::agent::AgentSpec;
 use crate::config::{BackendConfig, Config, PoolConfig};
 use crate::error::Result;
 use crate::git::Worktrees;
+use crate::git::include::{Copied, IncludeError, IncludeSet};
 
 /// A piece of agent output, or its end.
 #[derive(Debug)]
@@ -36,6 +37,9 @@ pub struct ExitInfo {
     pub code: Option<i32>,
     /// The backend lost the agent (container died, host dropped): the reason.
     pub lost: Option<String>,
+    /// A setup command changed the host repository's git setup (flocks
+    /// undid it): what changed.
+    pub violation: Option<String>,
 }
 
 /// A started agent.
@@ -80,6 +84,9 @@ pub struct Workspace {
     pub start_commit: String,
     pub created_branch: bool,
     pub note: Option<String>,
+    /// The `[workspace] setup` that last completed in this worktree (its
+    /// hash), if one did.
+    pub setup_mark: Option<String>,
 }
 
 /// What `finish` found.
@@ -178,6 +185,19 @@ pub enum FinishError {
     Branch(#[from] ssh::BranchError),
 }
 
+/// Why a completed setup could not be recorded in the worktree.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkError {
+    #[error("cannot record the setup in {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Host(#[from] ssh::SshError),
+}
+
 /// A boxed future, so that backends are used as `Arc<dyn Backend>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -227,6 +247,66 @@ pub trait Backend: Send + Sync {
 
     /// The task succeeded and its work is on its branch: give its worktree back.
     fn release<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Copy `.worktreeinclude`'s files (read on this machine) into `ws`.
+    fn copy_in<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        task: &'a str,
+        files: Arc<IncludeSet>,
+    ) -> BoxFuture<'a, Result<Copied, IncludeError>>;
+
+    /// Start one `[workspace] setup` command in `ws`, where and the way the
+    /// agent starts (supervisor, reaper, remote helper); `spec` carries no
+    /// credential.
+    fn start_setup<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>>;
+
+    /// Record in `ws` that the setup `hash` completed there.
+    fn mark_setup<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        task: &'a str,
+        hash: &'a str,
+    ) -> BoxFuture<'a, Result<(), MarkError>>;
+
+    /// The attempt ends before its agent started (its setup failed): let go
+    /// of what `prepare` took. The worktree stays for the next attempt.
+    fn abandon<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// Copy `.worktreeinclude`'s files into a worktree on this machine.
+pub(crate) async fn copy_into_host(
+    ws: &Workspace,
+    files: Arc<IncludeSet>,
+) -> Result<Copied, IncludeError> {
+    let path = ws.host_path.clone();
+    tokio::task::spawn_blocking(move || crate::git::include::copy_into(&files, &path))
+        .await
+        .unwrap_or_else(|e| {
+            Err(IncludeError::Write {
+                rel: PathBuf::from("."),
+                worktree: ws.host_path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })
+}
+
+/// Record a completed setup for a worktree on this machine.
+pub(crate) async fn mark_host_setup(
+    worktrees: &Arc<Worktrees>,
+    task: &str,
+    hash: &str,
+) -> Result<(), MarkError> {
+    let (wts, id, hash) = (worktrees.clone(), task.to_string(), hash.to_string());
+    let path = worktrees.path_for(task);
+    tokio::task::spawn_blocking(move || wts.mark_setup(&id, &hash))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        .map_err(|source| MarkError::Io { path, source })
 }
 
 /// The attempt methods of [`Backend`] for `$backend`, whose inherent

@@ -1,6 +1,7 @@
 //! `flocks hosts check`: for every host of the ssh and exedev pools, whether it
 //! is reachable, has git, has the agent command (and its version), how much disk
-//! is free under `remote_dir`, and whether the pool's `setup` ran there.
+//! is free under `remote_dir`, whether the pool's `setup` ran there, and
+//! (with a `.worktreeinclude`) whether `tar` is there to receive its files.
 
 use std::time::Duration;
 
@@ -22,6 +23,12 @@ pub fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
     let runtime = crate::service::runtime()?;
     let mut problems = 0;
     let mut any = false;
+    // `.worktreeinclude`'s files travel to the hosts as a tar stream.
+    let includes = config
+        .workspace
+        .repo
+        .join(crate::git::include::FILE_NAME)
+        .is_file();
     for pool in &config.pools {
         if only.as_deref().is_some_and(|p| p != pool.name) {
             continue;
@@ -43,7 +50,7 @@ pub fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
         for t in targets {
             let kind = pool.backend.kind();
             crate::outln!("pool {} ({kind}) {}", pool.name, t.host);
-            let report = runtime.block_on(check(&t, &config.agent.command, setup));
+            let report = runtime.block_on(check(&t, &config.agent.command, setup, includes));
             for (k, v) in &report.lines {
                 crate::outln!("  {k:<11} {v}");
             }
@@ -67,7 +74,7 @@ struct Report {
     lines: Vec<(&'static str, String)>,
 }
 
-async fn check(t: &Target, agent: &str, setup: &[CommandSpec]) -> Report {
+async fn check(t: &Target, agent: &str, setup: &[CommandSpec], includes: bool) -> Report {
     let mut lines = Vec::new();
     if let Err(e) = t.output("true", b"", Duration::from_secs(30)).await {
         lines.push(("reachable", format!("no: {e}")));
@@ -122,5 +129,16 @@ async fn check(t: &Target, agent: &str, setup: &[CommandSpec]) -> Report {
         "not yet (it runs before the host's first task)".to_string()
     };
     lines.push(("setup", setup_line));
+    if includes {
+        if get("tar") == "yes" {
+            lines.push(("tar", "yes (for .worktreeinclude's files)".into()));
+        } else {
+            ok = false;
+            lines.push((
+                "tar",
+                "missing: install tar on the host (.worktreeinclude's files travel with it)".into(),
+            ));
+        }
+    }
     Report { ok, lines }
 }

@@ -234,6 +234,8 @@ repo = {repo}{repo_pad}# the repository, from this file's directory
 branch_prefix = "flocks/"      # a task's branch defaults to branch_prefix + id
 land_target = {branch}{pad}# where `flocks land` cherry-picks finished work
 base = {branch}{pad}# where task branches start
+# setup = ["npm ci"]           # run in each new worktree before its agent (where it runs)
+# Ignored files of this checkout (.env) reach the worktrees through .worktreeinclude.
 
 [prompt]
 # template = "flocks-prompt.md"      # {{{{prompt}}}} {{{{task.id}}}} {{{{task.<field>}}}} ...

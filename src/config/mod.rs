@@ -165,6 +165,13 @@ pub struct WorkspaceConfig {
     pub branch_prefix: String,
     pub land_target: String,
     pub base: String,
+    /// `[workspace] setup`: run in a worktree before its first agent, where
+    /// the agent runs.
+    pub setup: Vec<CommandSpec>,
+    /// `setup_timeout_secs`: bounds all the setup commands together.
+    pub setup_timeout: Option<Duration>,
+    /// `setup_on_reuse`: run the setup again in a worktree that had it.
+    pub setup_on_reuse: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -117,6 +117,10 @@ struct RawWorkspace {
     branch_prefix: S<String>,
     land_target: S<String>,
     base: S<String>,
+    #[serde(default)]
+    setup: Vec<CommandSpec>,
+    setup_timeout_secs: S<f64>,
+    setup_on_reuse: S<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -436,6 +440,13 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
             .unwrap_or_else(|| "flocks/".into()),
         land_target,
         base,
+        setup: ws.setup,
+        // 0 means none, as for the other timeouts.
+        setup_timeout: optional_secs(
+            cx.non_negative(&ws.setup_timeout_secs, "workspace.setup_timeout_secs")?
+                .or(Some(1800.0)),
+        ),
+        setup_on_reuse: ws.setup_on_reuse.is_some_and(|b| *b.get_ref()),
     };
 
     let prompt_template = raw
@@ -1032,6 +1043,37 @@ mod tests {
         let e = err(&format!("{pools}[validate]\npool = \"nope\"\n"));
         assert!(
             e.contains("flocks.toml:11") && e.contains("no pool named `nope`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn workspace_setup() {
+        let c = parse_str("").unwrap();
+        assert!(c.workspace.setup.is_empty());
+        assert_eq!(c.workspace.setup_timeout, Some(Duration::from_secs(1800)));
+        assert!(!c.workspace.setup_on_reuse);
+        let c = parse_str(
+            "[workspace]\nsetup = [\"npm ci\", [\"make\", \"deps\"]]\nsetup_timeout_secs = 0\nsetup_on_reuse = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.workspace.setup[0].argv(), vec!["sh", "-c", "npm ci"]);
+        assert_eq!(c.workspace.setup[1].argv(), vec!["make", "deps"]);
+        assert_eq!(c.workspace.setup_timeout, None);
+        assert!(c.workspace.setup_on_reuse);
+        let e = err("[workspace]\nsetup_timeout_secs = -1\n");
+        assert!(
+            e.contains("flocks.toml:2") && e.contains("workspace.setup_timeout_secs"),
+            "{e}"
+        );
+        let e = err("[workspace]\nsetup = [\"\"]\n");
+        assert!(
+            e.contains("flocks.toml:2") && e.contains("empty command"),
+            "{e}"
+        );
+        let e = err("[workspace]\nsetup_on_reuse = \"yes\"\n");
+        assert!(
+            e.contains("flocks.toml:2") && e.contains("setup_on_reuse"),
             "{e}"
         );
     }

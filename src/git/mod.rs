@@ -2,6 +2,7 @@
 //! makes itself, and commit ranges.
 
 pub(crate) mod cherry_pick;
+pub(crate) mod include;
 pub(crate) mod trailer;
 mod worktree;
 pub(crate) use worktree::relative_path;

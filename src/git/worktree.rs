@@ -16,6 +16,9 @@ use super::{branch_tip, resolve_commit};
 use crate::error::{Context, Error, Result};
 
 const SPARE_DIR: &str = ".spare";
+/// In a worktree's admin dir: the hash of the `[workspace] setup` that
+/// completed there (it moves with the worktree into and out of the pool).
+const SETUP_MARK: &str = "flocks-setup";
 const SPARE_PREFIX: &str = "flocks-spare-";
 
 /// A task's worktree, ready for an attempt.
@@ -164,6 +167,26 @@ impl Worktrees {
             created_branch,
             note,
         })
+    }
+
+    /// The `[workspace] setup` (its hash) that last completed in task `id`'s
+    /// worktree. Read without following links or blocking: agents in
+    /// containers can write the admin dir.
+    pub fn setup_mark(&self, id: &str) -> Option<String> {
+        let common = self.repo().ok()?.commondir().to_path_buf();
+        let rel = Path::new("worktrees").join(id);
+        super::include::read_small(&common, &rel, SETUP_MARK)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Record that the setup `hash` completed in task `id`'s worktree.
+    pub fn mark_setup(&self, id: &str, hash: &str) -> std::io::Result<()> {
+        let repo = self
+            .repo()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let rel = Path::new("worktrees").join(id);
+        super::include::write_small(repo.commondir(), &rel, SETUP_MARK, &format!("{hash}\n"))
     }
 
     /// Put a finished task's worktree in the spare pool. Its work must already

@@ -30,6 +30,8 @@
 //! `outcome.kind` is one of `success`, `failed` (+`reason`), `timed_out`,
 //! `stalled`, `interrupted`, `spawn_failed` (+`reason`), `rate_limited`
 //! (+`credential`, `resets_at`), `overloaded`, `credential_rejected`
+//! (+`credential`, `reason`), `host_lost` (+`reason`), `setup_failed`
+//! (+`command`, `reason`, `output`: its last lines; the agent did not start).
 //! (+`credential`, `reason`), `host_lost` (+`reason`).
 //!
 //! `needs_attention.cause` is one of `task_failed` (a task failed and is not

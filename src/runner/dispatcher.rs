@@ -216,6 +216,7 @@ impl Dispatcher {
             origin: start.origin,
             expect_commits: start.expect_commits,
             repo_dir: config.workspace.repo.clone(),
+            setup: super::setup::SetupPlan::from_config(config),
         };
         // Spawned at the next save, once this attempt's start is on disk.
         self.to_spawn.push((job, stop_rx));

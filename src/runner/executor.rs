@@ -1,4 +1,4 @@
-//! One attempt, start to end: prepare the worktree, start the agent on its
+//! One attempt, start to end: prepare the worktree, set it up, start the agent on its
 //! backend, stream its output into the log, enforce timeout, stall and stop,
 //! commit leftovers, classify, and report to the dispatcher.
 
@@ -35,6 +35,8 @@ pub struct AttemptJob {
     pub expect_commits: bool,
     /// The repository on this machine (every backend brings the branch back here).
     pub repo_dir: PathBuf,
+    /// `.worktreeinclude` and `[workspace] setup`.
+    pub setup: Arc<super::setup::SetupPlan>,
 }
 
 /// How long after a kill flocks waits for the backend to confirm the end.
@@ -112,6 +114,27 @@ pub async fn run_attempt(
             note: ws.note.clone(),
         })
         .await;
+
+    if let Err(outcome) = super::setup::run(
+        &job.setup,
+        job.backend.as_ref(),
+        &ws,
+        &task,
+        &job.spec,
+        &mut sink,
+        &mut stop,
+    )
+    .await
+    {
+        // The agent never started: nothing to commit or measure.
+        job.backend.abandon(&task).await;
+        sink.note(&format!("attempt {attempt} {}", outcome.describe()));
+        let mut r = report(outcome);
+        r.start_commit = Some(ws.start_commit.clone());
+        r.end_tip = Some(ws.start_commit.clone());
+        let _ = events.send(finished(r)).await;
+        return;
+    }
 
     let mut running = match job.backend.spawn(&ws, job.spec).await {
         Ok(r) => r,

@@ -10,7 +10,7 @@
 //!  spawn_blocking: dependency start, ◀─────┘   ├─▶ reporters (terminal, events.jsonl)
 //!    retry plan (git, logs) ── result ──▶ loop └─▶ state.journal (one batch per wake-up)
 //!
-//!  each executor: prepare worktree → spawn agent on its backend → stream
+//!  each executor: prepare worktree → set it up (setup.rs) → spawn agent on its backend → stream
 //!  output to .flocks/logs/<task>/<n>.log (not through the dispatcher) →
 //!  enforce timeout/stall/stop → commit leftovers → classify → Finished.
 //! ```
@@ -37,6 +37,7 @@ pub mod dispatcher;
 pub mod executor;
 pub mod fleet;
 pub mod reconcile;
+pub mod setup;
 pub mod sink;
 pub mod start_from;
 

@@ -15,6 +15,10 @@ pub struct OutputSink {
     /// Per stream, so that a secret cut across two lines is still found.
     stdout_redactor: StreamRedactor,
     stderr_redactor: StreamRedactor,
+    /// A setup command's output: logged, never read as stream-json.
+    command_redactor: StreamRedactor,
+    command_partial: Vec<u8>,
+    command_tail: Vec<String>,
     pub parser: StreamParser,
     stdout_partial: Vec<u8>,
     stderr_partial: Vec<u8>,
@@ -39,6 +43,9 @@ impl OutputSink {
             log: BufWriter::new(file),
             stdout_redactor: StreamRedactor::new(redactor.clone()),
             stderr_redactor: StreamRedactor::new(redactor.clone()),
+            command_redactor: StreamRedactor::new(redactor.clone()),
+            command_partial: Vec::new(),
+            command_tail: Vec::new(),
             redactor,
             parser: StreamParser::new(),
             stdout_partial: Vec::new(),
@@ -85,6 +92,49 @@ impl OutputSink {
         events.extend(self.parser.finish());
         self.flush();
         events
+    }
+
+    /// Output of a `[workspace] setup` command (both its streams).
+    pub fn command_output(&mut self, bytes: &[u8]) {
+        let seen = self.command_partial.len();
+        self.command_partial.extend_from_slice(bytes);
+        for line in take_lines(&mut self.command_partial, seen, &self.command_redactor) {
+            self.command_line(&line);
+        }
+        self.flush();
+    }
+
+    /// The setup command ended: its last lines of output (redacted).
+    pub fn command_done(&mut self) -> Vec<String> {
+        let rest = std::mem::take(&mut self.command_partial);
+        if !rest.is_empty() {
+            self.command_line(&rest);
+        }
+        self.flush();
+        std::mem::take(&mut self.command_tail)
+    }
+
+    fn command_line(&mut self, raw: &[u8]) {
+        let text = String::from_utf8_lossy(raw);
+        let redacted = self
+            .command_redactor
+            .line(text.trim_end_matches(['\n', '\r']))
+            .into_owned();
+        let _ = self.log.write_all(redacted.as_bytes());
+        let _ = self.log.write_all(b"\n");
+        // The supervisor's, the helper's and flocks' word on the command
+        // (containment, started, exit status, what it left running) is
+        // logged, but is not its output.
+        if redacted.starts_with(crate::supervisor::CONTAINMENT_NOTE)
+            || redacted.starts_with("flocks-helper: ")
+            || redacted.starts_with("flocks: ")
+        {
+            return;
+        }
+        if self.command_tail.len() == STDERR_TAIL {
+            self.command_tail.remove(0);
+        }
+        self.command_tail.push(redacted);
     }
 
     /// A line from flocks itself (not the agent), marked as such.
@@ -178,5 +228,36 @@ mod tests {
         assert!(s.stderr_tail.is_empty(), "{:?}", s.stderr_tail);
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.contains("containment: cgroup v2"), "{text}");
+    }
+
+    #[test]
+    fn setup_output_is_logged_redacted_and_never_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("1.log");
+        let r = Arc::new(Redactor::new([(
+            "supersecretvalue".to_string(),
+            "c".to_string(),
+        )]));
+        let mut s = OutputSink::create(&log, r).unwrap();
+        s.command_output(b"flocks supervisor: containment: cgroup v2 /x\n");
+        s.command_output(b"{\"type\":\"result\",\"subtype\":\"success\"}\nfetching supersecret");
+        s.command_output(b"value\nflocks-helper: exit rc=1\nlast words");
+        let tail = s.command_done();
+        assert_eq!(
+            tail,
+            [
+                "{\"type\":\"result\",\"subtype\":\"success\"}",
+                "fetching [redacted:c]",
+                "last words"
+            ]
+        );
+        assert!(s.parser.result.is_none(), "setup output is not the agent's");
+        assert!(
+            s.command_done().is_empty(),
+            "the next command starts afresh"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("supersecretvalue"), "{text}");
+        assert!(text.contains("flocks-helper: exit rc=1"), "{text}");
     }
 }

@@ -121,6 +121,7 @@ pub(crate) fn prepare(project: &Project, req: SingleAttempt<'_>) -> Result<Prepa
         origin: None,
         expect_commits: true,
         repo_dir: config.workspace.repo.clone(),
+        setup: crate::runner::setup::SetupPlan::from_config(config),
     };
     Ok(Prepared {
         pool: pool_cfg.name.clone(),

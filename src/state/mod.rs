@@ -220,6 +220,16 @@ pub enum Outcome {
     HostLost {
         reason: String,
     },
+    /// The worktree could not be set up (`.worktreeinclude` or `[workspace]
+    /// setup`): the agent did not start.
+    SetupFailed {
+        /// The setup command that failed, or `.worktreeinclude`.
+        command: String,
+        reason: String,
+        /// Its last lines of output (redacted).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        output: Vec<String>,
+    },
 }
 
 impl Outcome {
@@ -235,13 +245,17 @@ impl Outcome {
             Outcome::Overloaded => "overloaded",
             Outcome::CredentialRejected { .. } => "credential rejected",
             Outcome::HostLost { .. } => "host lost",
+            Outcome::SetupFailed { .. } => "setup failed",
         }
     }
 
     /// Does this outcome use one of the task's `max_retries`?
     pub fn counts_against_retries(&self) -> bool {
         match self {
-            Outcome::Failed { .. } | Outcome::TimedOut | Outcome::Stalled => true,
+            Outcome::Failed { .. }
+            | Outcome::TimedOut
+            | Outcome::Stalled
+            | Outcome::SetupFailed { .. } => true,
             Outcome::Success
             | Outcome::Interrupted
             | Outcome::SpawnFailed { .. }
@@ -283,6 +297,17 @@ impl Outcome {
                 None => format!("credential rejected: {reason}"),
             },
             Outcome::HostLost { reason } => format!("host lost: {reason}"),
+            Outcome::SetupFailed {
+                command,
+                reason,
+                output,
+            } => {
+                let mut s = format!("setup failed: `{command}`: {reason}");
+                if let Some(last) = output.iter().rev().find(|l| !l.trim().is_empty()) {
+                    s.push_str(&format!(" (last output: {})", last.trim()));
+                }
+                s
+            }
         }
     }
 }

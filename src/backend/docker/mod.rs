@@ -43,12 +43,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::{
-    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, PrepareError, PrepareJob,
-    Running, SpawnError, Workspace,
+    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, MarkError, PrepareError,
+    PrepareJob, Running, SpawnError, Workspace,
 };
 use crate::agent::AgentSpec;
 use crate::config::{Config, DockerConfig, PoolConfig};
 use crate::git::Worktrees;
+use crate::git::include::{Copied, IncludeError, IncludeSet};
 use engine::{EngineError, Lookup};
 use guard::Guard;
 use scripts::Match;
@@ -352,6 +353,7 @@ fn lost(reason: impl Into<String>) -> Running {
     let _ = tx.try_send(Chunk::Exited(ExitInfo {
         code: None,
         lost: Some(reason.into()),
+        violation: None,
     }));
     Running {
         output: rx,
@@ -542,11 +544,13 @@ impl DockerBackend {
                 owner::give_back(&repo_dir, &p.path, owner);
                 owner::give_back(&repo_dir, &git_dir, owner);
             }
-            Ok(p)
+            let mark = wts.setup_mark(&job.task);
+            Ok((p, mark))
         })
         .await
         .map_err(|e| PrepareError::Failed(e.to_string()))?
         .map_err(|e| PrepareError::Failed(e.to_string()))?;
+        let (p, setup_mark) = p;
         let rel = p.path.strip_prefix(&self.repo_dir).map_err(|_| {
             PrepareError::Failed(format!(
                 "the worktree {} is not inside the repo {}",
@@ -561,6 +565,7 @@ impl DockerBackend {
             start_commit: p.start_commit.to_string(),
             created_branch: p.created_branch,
             note: p.note,
+            setup_mark,
         })
     }
 
@@ -605,6 +610,19 @@ impl DockerBackend {
     }
 
     pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
+        self.exec(ws, spec, false).await
+    }
+
+    /// Start the agent, or (`setup`) one `[workspace] setup` command, in the
+    /// container under the reaper. The host `.git` guard watches the agent
+    /// until `finish`, and each setup command until it ends (what it changed
+    /// comes back as the exit's `violation`).
+    async fn exec(
+        &self,
+        ws: &Workspace,
+        spec: AgentSpec,
+        setup: bool,
+    ) -> Result<Running, SpawnError> {
         let t = match self.target().await {
             Ok(t) => t,
             Err(why) => return Ok(lost(why.to_string())),
@@ -616,10 +634,24 @@ impl DockerBackend {
         };
         let reaper = self.has_reaper(&t).await;
         let ticket = self.guard.begin();
-        self.tickets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(ws.host_path.clone(), ticket);
+        let setup_ticket = if setup {
+            Some(ticket)
+        } else {
+            self.tickets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(ws.host_path.clone(), ticket);
+            None
+        };
+        let guard = self.guard.clone();
+        let end_setup = move || async move {
+            match setup_ticket {
+                Some(t) => tokio::task::spawn_blocking(move || guard.end(t))
+                    .await
+                    .unwrap_or(None),
+                None => None,
+            }
+        };
         let x = Exec {
             program,
             args: &spec.args,
@@ -635,7 +667,10 @@ impl DockerBackend {
             writer,
         } = match start(&docker, &t, reaper, x).await {
             Ok(s) => s,
-            Err(why) => return Ok(lost(why.to_string())),
+            Err(why) => {
+                end_setup().await;
+                return Ok(lost(why.to_string()));
+            }
         };
         let (tx, rx) = mpsc::channel(256);
         let ctl = Arc::new(Ctl {
@@ -647,6 +682,11 @@ impl DockerBackend {
             input: held.clone(),
         });
         let grace = self.grace;
+        let what = if setup {
+            "the setup command"
+        } else {
+            "the agent"
+        };
         tokio::spawn(async move {
             let mut output = output;
             let mut broken = None;
@@ -678,7 +718,7 @@ impl DockerBackend {
                         let _ = tx
                             .send(Chunk::Stderr(
                                 format!(
-                                    "flocks: the agent exited; stopped what it left running ({})\n",
+                                    "flocks: {what} exited; stopped what it left running ({})\n",
                                     out.trim()
                                 )
                                 .into_bytes(),
@@ -690,13 +730,14 @@ impl DockerBackend {
                         info.lost = container_lost(&docker, &t, None).await;
                         let _ = tx
                             .send(Chunk::Stderr(
-                                format!("flocks: stopping what the agent left running: {why}\n")
+                                format!("flocks: stopping what {what} left running: {why}\n")
                                     .into_bytes(),
                             ))
                             .await;
                     }
                 }
             }
+            info.violation = end_setup().await;
             let _ = tx.send(Chunk::Exited(info)).await;
         });
         Ok(Running {
@@ -749,6 +790,21 @@ impl DockerBackend {
         }
     }
 
+    /// When flocks runs as root on someone else's repo: give `path` (in
+    /// the repo) and the git dir back to the repo's owner.
+    async fn give_back(&self, path: &Path) {
+        if !owner::needs_fixing(self.owner) {
+            return;
+        }
+        let (owner, git_dir, path) = (self.owner, self.git_dir.clone(), path.to_path_buf());
+        let repo_dir = self.repo_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            owner::give_back(&repo_dir, &path, owner);
+            owner::give_back(&repo_dir, &git_dir, owner);
+        })
+        .await;
+    }
+
     pub async fn release(&self, task: &str) {
         let wts = self.worktrees.clone();
         let task = task.to_string();
@@ -775,6 +831,46 @@ impl Backend for DockerBackend {
     }
 
     super::attempt_methods!(DockerBackend);
+
+    /// The container sees the worktree through the repo's mount: copying on
+    /// the host is enough (then the files go to the repo's owner, as
+    /// everything flocks writes there).
+    fn copy_in<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        _task: &'a str,
+        files: Arc<IncludeSet>,
+    ) -> BoxFuture<'a, Result<Copied, IncludeError>> {
+        Box::pin(async move {
+            let copied = super::copy_into_host(ws, files).await?;
+            if !copied.written.is_empty() {
+                self.give_back(&ws.host_path).await;
+            }
+            Ok(copied)
+        })
+    }
+
+    fn start_setup<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
+        Box::pin(self.exec(ws, spec, true))
+    }
+
+    fn mark_setup<'a>(
+        &'a self,
+        _ws: &'a Workspace,
+        task: &'a str,
+        hash: &'a str,
+    ) -> BoxFuture<'a, Result<(), MarkError>> {
+        Box::pin(super::mark_host_setup(&self.worktrees, task, hash))
+    }
+
+    fn abandon<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
+        let path = self.worktrees.path_for(task);
+        Box::pin(async move { self.give_back(&path).await })
+    }
 }
 
 /// A docker pool's container and a client, found for one use outside a run
@@ -885,7 +981,11 @@ async fn conclude(docker: &Docker, exec: &str, t: &Target, broken: Option<String
             break;
         }
     }
-    ExitInfo { code, lost }
+    ExitInfo {
+        code,
+        lost,
+        violation: None,
+    }
 }
 
 /// Why the container can no longer run the agent, if it cannot.

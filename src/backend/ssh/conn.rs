@@ -150,15 +150,42 @@ impl Target {
         input: &[u8],
         limit: Duration,
     ) -> Result<String, SshError> {
+        self.output_from(remote, Input::Bytes(input.to_vec()), limit)
+            .await
+    }
+
+    /// Run `remote` with `file` (read from its start) as its stdin, within `limit`.
+    pub async fn output_file(
+        &self,
+        remote: &str,
+        file: std::fs::File,
+        limit: Duration,
+    ) -> Result<String, SshError> {
+        self.output_from(remote, Input::File(file), limit).await
+    }
+
+    async fn output_from(
+        &self,
+        remote: &str,
+        input: Input,
+        limit: Duration,
+    ) -> Result<String, SshError> {
         let mut cmd = self.command(remote)?;
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let input = match input {
+            Input::Bytes(b) => {
+                cmd.stdin(Stdio::piped());
+                b
+            }
+            Input::File(f) => {
+                cmd.stdin(Stdio::from(f));
+                Vec::new()
+            }
+        };
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| {
             SshError::Unreachable(format!("cannot run ssh (is OpenSSH installed?): {e}"))
         })?;
         let mut stdin = child.stdin.take();
-        let input = input.to_vec();
         let feed = async move {
             if let Some(s) = stdin.as_mut() {
                 let _ = s.write_all(&input).await;
@@ -215,6 +242,12 @@ impl Target {
         self.output(&self.helper_command(), header.as_bytes(), limit)
             .await
     }
+}
+
+/// What a remote command reads on its stdin.
+enum Input {
+    Bytes(Vec<u8>),
+    File(std::fs::File),
 }
 
 /// Quote a word for a POSIX shell.

@@ -4,7 +4,7 @@
 # Everything it needs comes on stdin, never on the command line: nothing from a
 # task (id, branch, prompt, env, secrets) is ever part of a remote shell string.
 #
-# stdin: "FLOCKS-HELPER 1", then "op <init|check|prepare|run|finish|release>", then
+# stdin: "FLOCKS-HELPER 1", then "op <init|check|prepare|include|mark|run|finish|release>", then
 # "key value" lines (LF-terminated; a value is the rest of the line):
 #   task ID          [A-Za-z0-9._-]+            (prepare, run, finish)
 #   branch NAME      the task branch            (prepare, finish)
@@ -17,8 +17,11 @@
 #   env NAME=VALUE   0..n, for git here and for the agent (all ops)
 #   argv WORD        1..n, the agent's argv, program first (run)
 #   agent PROGRAM    the agent program          (check)
-#   setup_hash H     expected setup marker      (init, check)
-#   end              end of header (init, prepare, finish, check)
+#   setup_hash H     expected setup marker      (init, check); the worktree's
+#                    completed [workspace] setup (mark)
+#   end              end of header (init, prepare, include, mark, finish, check);
+#                    after include's, stdin is a tar stream of .worktreeinclude's
+#                    files, extracted into the worktree
 #   prompt NBYTES    last header line of run, then exactly NBYTES: the agent's stdin
 # After a run header, stdin is a control channel: "term" (TERM, grace, KILL),
 # "kill" (KILL now), "ping"; EOF (flocks or its ssh client gone) = term.
@@ -74,6 +77,7 @@ case $ATTEMPT in *[!0-9]*) die "bad attempt" ;; esac
 case $TASK in *[!A-Za-z0-9._-]*) die "bad task id" ;; esac
 case $BRANCH in -*) die "bad branch" ;; esac
 case $START in *[!0-9a-f]*) die "bad start commit" ;; esac
+case $SETUP_HASH in *[!0-9a-f]*) die "bad setup hash" ;; esac
 W="$R/worktrees/$TASK"
 # Outside a run the env lines (git identity, safe.directory) are for our own git.
 if [ "$OP" != run ]; then
@@ -111,6 +115,7 @@ check)
     echo "agent_path"
   fi
   echo "free_kb $(df -Pk "$R" 2>/dev/null | awk 'NR==2 {print $4}')"
+  if command -v tar >/dev/null 2>&1; then echo "tar yes"; else echo "tar missing"; fi
   setup_state
   exit 0 ;;
 prepare)
@@ -124,6 +129,21 @@ prepare)
   git checkout -q -f --ignore-other-worktrees -B "$BRANCH" "$START" >&2 || die "cannot check out the task branch"
   git clean -fdq >&2
   echo "worktree $W"
+  # The [workspace] setup that completed in this worktree (see mark).
+  gd=$(git rev-parse --git-dir 2>/dev/null) && [ -f "$gd/flocks-setup" ] \
+    && echo "setup_mark $(head -n 1 "$gd/flocks-setup")"
+  exit 0 ;;
+include)
+  [ -n "$TASK" ] || die "include needs task"
+  cd "$W" || die "the worktree $W is gone"
+  command -v tar >/dev/null 2>&1 || die "tar is not installed on this host (flocks copies .worktreeinclude's files with it)"
+  tar -x -p -f - <&3 >&2 || die "cannot extract .worktreeinclude's files into $W"
+  exit 0 ;;
+mark)
+  [ -n "$TASK" ] && [ -n "$SETUP_HASH" ] || die "mark needs task, setup_hash"
+  cd "$W" || die "the worktree $W is gone"
+  gd=$(git rev-parse --git-dir) || die "$W is not a worktree"
+  printf '%s\n' "$SETUP_HASH" >"$gd/flocks-setup" || die "cannot write $gd/flocks-setup"
   exit 0 ;;
 finish)
   [ -n "$TASK" ] && [ -n "$ATTEMPT" ] || die "finish needs task, attempt"

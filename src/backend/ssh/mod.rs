@@ -27,12 +27,13 @@ use tokio::sync::OnceCell;
 pub use conn::{SshError, Target, stop_masters};
 
 use super::{
-    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, PrepareError, PrepareJob,
-    Running, SpawnError, Workspace,
+    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, MarkError, PrepareError,
+    PrepareJob, Running, SpawnError, Workspace,
 };
 use crate::agent::AgentSpec;
 use crate::config::{BackendConfig, CommandSpec, Config, PoolConfig};
 use crate::git::Worktrees;
+use crate::git::include::{Copied, IncludeError, IncludeSet};
 
 /// Why the task branch in this repo could not follow the attempt on its
 /// host: the messages name the branch or git's reason.
@@ -355,6 +356,7 @@ impl SshBackend {
             start_commit: start,
             created_branch: created,
             note,
+            setup_mark: field(&out, "setup_mark").filter(|m| !m.is_empty()),
         })
     }
 
@@ -563,6 +565,7 @@ impl SshBackend {
                 (Some(code), _) => ExitInfo {
                     code: Some(code),
                     lost: None,
+                    violation: None,
                 },
                 (None, Ok(s)) if s.code() == Some(255) || s.code().is_none() => ExitInfo {
                     code: None,
@@ -570,14 +573,17 @@ impl SshBackend {
                         "lost host {host} (pool {pool}): {}",
                         conn::last_words(&tail)
                     )),
+                    violation: None,
                 },
                 (None, Ok(s)) => ExitInfo {
                     code: s.code(),
                     lost: None,
+                    violation: None,
                 },
                 (None, Err(e)) => ExitInfo {
                     code: None,
                     lost: Some(format!("lost the ssh client for host {host}: {e}")),
+                    violation: None,
                 },
             };
             let _ = tx.send(Chunk::Exited(info)).await;
@@ -645,6 +651,72 @@ impl SshBackend {
         .map_err(FinishError::Branch)
     }
 
+    /// Send `.worktreeinclude`'s files to the task's remote worktree: a tar
+    /// stream on the helper's stdin, over the pool's ssh connection.
+    pub async fn copy_in(
+        &self,
+        task: &str,
+        files: Arc<IncludeSet>,
+    ) -> Result<Copied, IncludeError> {
+        let transfer = |why: String| IncludeError::Transfer {
+            host: self.pool.clone(),
+            why,
+        };
+        let h = self
+            .host_of(task)
+            .ok_or_else(|| transfer(format!("no host was prepared for {task}")))?;
+        let host = h.target.host.clone();
+        let transfer = |why: String| IncludeError::Transfer {
+            host: host.clone(),
+            why,
+        };
+        let (set, t) = (files.clone(), task.to_string());
+        let input = tokio::task::spawn_blocking(move || include_archive(&t, &set))
+            .await
+            .map_err(|e| transfer(e.to_string()))??;
+        h.target
+            .output_file(&h.target.helper_command(), input, OP_LIMIT)
+            .await
+            .map_err(|e| transfer(e.to_string()))?;
+        Ok(Copied {
+            written: files.files.iter().map(|f| f.rel.clone()).collect(),
+            ..Copied::default()
+        })
+    }
+
+    /// Start a setup command on the task's host, as its agent starts. The
+    /// helper's header is line by line, so a shell script that spans lines
+    /// goes on the command's stdin instead, and runs with /dev/null as its own.
+    pub async fn start_setup(
+        &self,
+        ws: &Workspace,
+        mut spec: AgentSpec,
+    ) -> Result<Running, SpawnError> {
+        if spec.args.iter().any(|a| a.contains('\n'))
+            && spec.args.len() == 2
+            && spec.args[0] == "-c"
+        {
+            spec.prompt = spec.args.pop().unwrap_or_default();
+            spec.args = vec![
+                "-c".into(),
+                "script=$(cat) && exec sh -c \"$script\" sh </dev/null".into(),
+            ];
+        }
+        self.spawn(ws, spec).await
+    }
+
+    /// Record the completed setup in the task's remote worktree.
+    pub async fn mark_setup(&self, task: &str, hash: &str) -> Result<(), SshError> {
+        let h = self.host_of(task).ok_or_else(|| {
+            SshError::Failed(format!(
+                "pool {}: no host was prepared for {task}",
+                self.pool
+            ))
+        })?;
+        let header = format!("FLOCKS-HELPER 1\nop mark\ntask {task}\nsetup_hash {hash}\nend\n");
+        h.target.helper(&header, OP_LIMIT).await.map(|_| ())
+    }
+
     pub async fn release(&self, task: &str) {
         let Some(h) = self.host_of(task).or_else(|| self.hosts.first()) else {
             return;
@@ -669,6 +741,101 @@ impl Backend for SshBackend {
     }
 
     super::attempt_methods!(SshBackend);
+
+    fn copy_in<'a>(
+        &'a self,
+        _ws: &'a Workspace,
+        task: &'a str,
+        files: Arc<IncludeSet>,
+    ) -> BoxFuture<'a, Result<Copied, IncludeError>> {
+        Box::pin(SshBackend::copy_in(self, task, files))
+    }
+
+    fn start_setup<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
+        Box::pin(SshBackend::start_setup(self, ws, spec))
+    }
+
+    fn mark_setup<'a>(
+        &'a self,
+        _ws: &'a Workspace,
+        task: &'a str,
+        hash: &'a str,
+    ) -> BoxFuture<'a, Result<(), MarkError>> {
+        Box::pin(async move { Ok(SshBackend::mark_setup(self, task, hash).await?) })
+    }
+
+    fn abandon<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move { self.unassign(task) })
+    }
+}
+
+/// The helper's `include` input: its header, then `.worktreeinclude`'s
+/// files as a tar stream (each directory above a file with its mode, then
+/// the file with its mode; plain relative paths, extracted in the
+/// worktree). Written to an unnamed temporary file, so that large files
+/// stream from the disk to ssh instead of through memory.
+fn include_archive(task: &str, set: &IncludeSet) -> Result<std::fs::File, IncludeError> {
+    use std::io::{Seek, Write};
+    let io = |what: &std::path::Path, e: std::io::Error| IncludeError::Transfer {
+        host: String::new(),
+        why: format!("{}: {e}", what.display()),
+    };
+    let tmp = std::env::temp_dir();
+    let mut file = unnamed_file(&tmp).map_err(|e| io(&tmp, e))?;
+    file.write_all(format!("FLOCKS-HELPER 1\nop include\ntask {task}\nend\n").as_bytes())
+        .map_err(|e| io(&tmp, e))?;
+    let mut b = tar::Builder::new(file);
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in &set.files {
+        let mut d = PathBuf::new();
+        if let Some(parent) = f.rel.parent() {
+            for (i, c) in parent.iter().enumerate() {
+                d.push(c);
+                if dirs.insert(d.clone()) {
+                    let mut h = tar::Header::new_ustar();
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(f.dir_modes.get(i).copied().unwrap_or(0o755));
+                    h.set_size(0);
+                    h.set_mtime(0);
+                    b.append_data(&mut h, &d, std::io::empty())
+                        .map_err(|e| io(&d, e))?;
+                }
+            }
+        }
+        let src = set.open(f)?;
+        let len = src.metadata().map_err(|e| io(&f.rel, e))?.len();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(f.mode);
+        h.set_size(len);
+        h.set_mtime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        );
+        // Exactly `len` bytes, as the header says, should the file change meanwhile.
+        let body = std::io::Read::take(
+            std::io::Read::chain(std::io::Read::take(src, len), std::io::repeat(0)),
+            len,
+        );
+        b.append_data(&mut h, &f.rel, body)
+            .map_err(|e| io(&f.rel, e))?;
+    }
+    let mut file = b.into_inner().map_err(|e| io(&tmp, e))?;
+    file.rewind().map_err(|e| io(&tmp, e))?;
+    Ok(file)
+}
+
+/// A new file in `dir` that no name leads to (removed as soon as made).
+fn unnamed_file(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let (fd, path) = nix::unistd::mkstemp(&dir.join("flocks-include-XXXXXX"))?;
+    let _ = std::fs::remove_file(&path);
+    Ok(std::fs::File::from(fd))
 }
 
 /// Stops a remote agent through its helper's control channel.

@@ -94,7 +94,7 @@ impl Fleet {
             && report.result.is_none()
             && matches!(
                 outcome,
-                Outcome::SpawnFailed { .. } | Outcome::Failed { .. }
+                Outcome::SpawnFailed { .. } | Outcome::Failed { .. } | Outcome::SetupFailed { .. }
             )
             && !lost_session;
         let quick_failure =
@@ -241,7 +241,12 @@ impl Fleet {
         };
         match outcome {
             Outcome::Success | Outcome::Interrupted => (done(), None),
-            Outcome::Failed { .. } | Outcome::TimedOut | Outcome::Stalled => {
+            // A failed setup is the worktree's, not the agent's: retried
+            // like a failure (only under --supervise), with no model call spent.
+            Outcome::Failed { .. }
+            | Outcome::TimedOut
+            | Outcome::Stalled
+            | Outcome::SetupFailed { .. } => {
                 let used = rec.counted_failures();
                 if supervise && used < 1 + max_retries {
                     out.push(Effect::PlanRetry {

@@ -852,3 +852,52 @@ fn a_disabled_credential_and_every_credential_parked_need_attention() {
     // Said once per wait, not at every wake-up.
     assert!(attention(&f.start_ready(later(now, 62))).is_empty());
 }
+
+#[test]
+fn a_failed_setup_is_final_unless_supervised_and_counts_as_a_quick_failure() {
+    let setup_failed = || Outcome::SetupFailed {
+        command: "npm ci".into(),
+        reason: "exit status 1".into(),
+        output: vec!["npm ERR! 404".into()],
+    };
+    // Without --supervise: done, as a failure is.
+    let mut f = Setup::new(ONE).build();
+    let now = t0();
+    f.start_ready(now);
+    let out = f.on_finished("a", 1, &report(setup_failed()), later(now, 60));
+    assert_eq!(
+        status(&f, "a"),
+        TaskStatus::Done {
+            outcome: setup_failed()
+        }
+    );
+    assert!(!out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })));
+    assert!(
+        setup_failed()
+            .describe()
+            .contains("setup failed: `npm ci`: exit status 1 (last output: npm ERR! 404)")
+    );
+
+    // With it: retried, using one of max_retries.
+    let mut f = Setup::new(ONE).supervise(1).build();
+    f.start_ready(now);
+    let out = f.on_finished("a", 1, &report(setup_failed()), later(now, 60));
+    assert_eq!(status(&f, "a"), TaskStatus::Pending);
+    assert!(out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })));
+    assert_eq!(f.record("a").unwrap().counted_failures(), 1);
+
+    // A setup that fails at once everywhere (a broken environment) stops
+    // dispatching like any quick failure.
+    let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\"}\n{\"id\":\"c\",\"prompt\":\"c\"}\n{\"id\":\"d\",\"prompt\":\"d\"}\n";
+    let mut f = Setup::new(lines).config(|c| c.max_agents = 3).build();
+    f.start_ready(now);
+    let mut out = Vec::new();
+    for id in ["a", "b", "c"] {
+        out = f.on_finished(id, 1, &report(setup_failed()), later(now, 1));
+    }
+    assert!(
+        notices(&out)
+            .iter()
+            .any(|m| m.starts_with("dispatch stopped: 3 attempts in a row"))
+    );
+}

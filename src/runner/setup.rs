@@ -1,0 +1,382 @@
+//! An attempt's worktree set-up, after `prepare` and before the agent:
+//! `.worktreeinclude`'s files copied in (every attempt: a reused worktree is
+//! refreshed), then `[workspace] setup`, one command after the other, where
+//! the agent runs (the backend's `start_setup`: under the supervisor here, the
+//! reaper in a container, the helper on a remote host), with their output in
+//! the attempt's log and `setup_timeout_secs` over them all.
+//!
+//! The commands run in a worktree before its first agent: the worktree
+//! records the setup that completed there (a hash of the commands), so that
+//! a retry or a spare worktree does not run it again unless `setup_on_reuse`
+//! is set or the commands changed. A setup that fails, times out or cannot
+//! start ends the attempt as `setup_failed` (the command and its last lines of
+//! output), before the agent starts: no model call is spent. When the pool
+//! itself cannot start anything (a host that does not answer), the attempt
+//! ends as an agent's would: `spawn_failed`, or `host_lost`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::time::sleep_until;
+
+use super::StopLevel;
+use super::sink::OutputSink;
+use crate::agent::AgentSpec;
+use crate::agent::spec::{SCRUBBED_VARS, TAG_VAR};
+use crate::backend::{Backend, Chunk, ExitInfo, SpawnError, Workspace};
+use crate::config::{CommandSpec, Config};
+use crate::state::Outcome;
+
+/// What sets a worktree up, from flocks.toml.
+#[derive(Debug, Clone)]
+pub struct SetupPlan {
+    /// The checkout whose `.worktreeinclude` and ignored files are read.
+    pub repo_dir: PathBuf,
+    /// Never read for `.worktreeinclude`: the worktrees, flocks' own state.
+    pub skip: Vec<PathBuf>,
+    pub commands: Vec<CommandSpec>,
+    pub timeout: Option<Duration>,
+    pub on_reuse: bool,
+    /// `kill_grace_secs`: TERM, then KILL after this long.
+    pub grace: Duration,
+}
+
+impl SetupPlan {
+    pub fn from_config(config: &Config) -> Arc<SetupPlan> {
+        Arc::new(SetupPlan {
+            repo_dir: config.workspace.repo.clone(),
+            skip: vec![config.worktrees_dir(), config.state_dir()],
+            commands: config.workspace.setup.clone(),
+            timeout: config.workspace.setup_timeout,
+            on_reuse: config.workspace.setup_on_reuse,
+            grace: config.kill_grace,
+        })
+    }
+}
+
+/// What a worktree records once `commands` completed there.
+pub fn hash(commands: &[CommandSpec]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for c in commands {
+        h.update(serde_json::to_string(c).unwrap_or_default());
+        h.update(b"\n");
+    }
+    format!("{:x}", h.finalize())[..16].to_string()
+}
+
+/// How long after a kill flocks waits for the backend to confirm the end.
+const AFTER_KILL: Duration = Duration::from_secs(10);
+
+/// The worktree's set-up, all of it. Err: how the attempt ends instead.
+pub async fn run(
+    plan: &SetupPlan,
+    backend: &dyn Backend,
+    ws: &Workspace,
+    task: &str,
+    agent: &AgentSpec,
+    sink: &mut OutputSink,
+    stop: &mut watch::Receiver<StopLevel>,
+) -> Result<(), Outcome> {
+    include(plan, backend, ws, task, sink).await?;
+    if plan.commands.is_empty() {
+        return Ok(());
+    }
+    let hash = hash(&plan.commands);
+    if !plan.on_reuse && ws.setup_mark.as_deref() == Some(hash.as_str()) {
+        sink.note("[workspace] setup already ran in this worktree: not run again (setup_on_reuse = false)");
+        return Ok(());
+    }
+    let started = Instant::now();
+    let deadline = plan.timeout.map(|t| tokio::time::Instant::now() + t);
+    for (n, command) in plan.commands.iter().enumerate() {
+        sink.note(&format!("[workspace] setup: $ {command}"));
+        let spec = setup_spec(agent, command, n + 1);
+        let (exit, ended) = match one(backend, ws, spec, deadline, plan.grace, sink, stop).await {
+            Ok(v) => v,
+            // The command itself cannot be started that way: the setup's fault.
+            Err(why @ (SpawnError::Program(_) | SpawnError::Unsendable)) => {
+                let output = sink.command_done();
+                return Err(failed(command, format!("could not start: {why}"), output));
+            }
+            // The pool could not start anything (its host, the supervisor):
+            // as for an agent that could not start, the task goes back to the queue.
+            Err(why) => {
+                sink.command_done();
+                return Err(Outcome::SpawnFailed {
+                    reason: format!("could not start the setup command `{command}`: {why}"),
+                });
+            }
+        };
+        let output = sink.command_done();
+        match ended {
+            Ended::Stopped => return Err(Outcome::Interrupted),
+            Ended::TimedOut => {
+                let limit = plan.timeout.unwrap_or_default().as_secs_f64();
+                let reason = format!(
+                    "timed out after {} ([workspace] setup_timeout_secs)",
+                    crate::report::human_duration(limit)
+                );
+                return Err(failed(command, reason, output));
+            }
+            Ended::Exited => {}
+        }
+        if let Some(lost) = exit.lost {
+            return Err(Outcome::HostLost { reason: lost });
+        }
+        if let Some(v) = exit.violation {
+            let reason =
+                format!("it changed {v} in the host repository's git dir (flocks undid it)");
+            return Err(failed(command, reason, output));
+        }
+        match exit.code {
+            Some(0) => {}
+            Some(c) => return Err(failed(command, format!("exit status {c}"), output)),
+            None => {
+                return Err(failed(
+                    command,
+                    "it ended without an exit status".into(),
+                    output,
+                ));
+            }
+        }
+    }
+    if let Err(e) = backend.mark_setup(ws, task, &hash).await {
+        sink.note(&format!(
+            "[workspace] setup done, but not recorded (the next attempt in this worktree runs it again): {e}"
+        ));
+    } else {
+        sink.note(&format!(
+            "[workspace] setup done in {}",
+            crate::report::human_duration(started.elapsed().as_secs_f64())
+        ));
+    }
+    Ok(())
+}
+
+fn failed(command: &CommandSpec, reason: String, output: Vec<String>) -> Outcome {
+    Outcome::SetupFailed {
+        command: command.to_string(),
+        reason,
+        output,
+    }
+}
+
+/// `.worktreeinclude`: read the checkout's ignored files it selects and copy them in.
+async fn include(
+    plan: &SetupPlan,
+    backend: &dyn Backend,
+    ws: &Workspace,
+    task: &str,
+    sink: &mut OutputSink,
+) -> Result<(), Outcome> {
+    use crate::git::include::{FILE_NAME, collect, drop_tracked, summary};
+    let fail = |reason: String| Outcome::SetupFailed {
+        command: FILE_NAME.into(),
+        reason,
+        output: Vec::new(),
+    };
+    let (repo_dir, skip) = (plan.repo_dir.clone(), plan.skip.clone());
+    let start = ws.start_commit.clone();
+    let set = tokio::task::spawn_blocking(move || {
+        let mut set = collect(&repo_dir, &skip)?;
+        if let Some(set) = set.as_mut() {
+            drop_tracked(set, &repo_dir, &start)?;
+        }
+        Ok::<_, crate::git::include::IncludeError>(set)
+    })
+    .await
+    .map_err(|e| fail(e.to_string()))?
+    .map_err(|e| fail(e.to_string()))?;
+    let Some(set) = set else {
+        return Ok(());
+    };
+    for n in &set.notes {
+        sink.note(n);
+    }
+    if set.files.is_empty() {
+        sink.note(&format!(
+            "{FILE_NAME}: no ignored file of the checkout matches"
+        ));
+        return Ok(());
+    }
+    let copied = backend
+        .copy_in(ws, task, Arc::new(set))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    for n in &copied.notes {
+        sink.note(n);
+    }
+    let mut line = format!("{FILE_NAME}: copied {} file(s)", copied.written.len());
+    if !copied.written.is_empty() {
+        line.push_str(&format!(" ({})", summary(&copied.written)));
+    }
+    if copied.unchanged > 0 {
+        line.push_str(&format!("; {} already up to date", copied.unchanged));
+    }
+    sink.note(&line);
+    Ok(())
+}
+
+/// A setup command as the backend starts it: `sh -c` for a string, argv
+/// through `sh` otherwise (so that a relative program is found in the
+/// worktree, as the agent would find it); the agent's environment without
+/// any credential; its own tag.
+fn setup_spec(agent: &AgentSpec, command: &CommandSpec, n: usize) -> AgentSpec {
+    let tag = format!("{}:setup{n}", agent.tag);
+    let args = match command {
+        CommandSpec::Shell(s) => vec!["-c".to_string(), s.clone()],
+        CommandSpec::Argv(v) => {
+            let mut a = vec!["-c".to_string(), "exec \"$@\"".into(), "sh".into()];
+            a.extend(v.iter().cloned());
+            a
+        }
+    };
+    let mut env: Vec<(String, String)> = agent
+        .env
+        .iter()
+        .filter(|(k, _)| !SCRUBBED_VARS.contains(&k.as_str()) && k != TAG_VAR)
+        .cloned()
+        .collect();
+    env.push((TAG_VAR.into(), tag.clone()));
+    let mut remove_env = agent.remove_env.clone();
+    for v in SCRUBBED_VARS {
+        if !remove_env.iter().any(|r| r == v) {
+            remove_env.push(v.to_string());
+        }
+    }
+    AgentSpec {
+        program: "sh".into(),
+        args,
+        env,
+        remove_env,
+        prompt: String::new(),
+        tag,
+    }
+}
+
+enum Ended {
+    Exited,
+    TimedOut,
+    Stopped,
+}
+
+/// Run one command to its end, the deadline, or a stop. Err: it could not start.
+async fn one(
+    backend: &dyn Backend,
+    ws: &Workspace,
+    spec: AgentSpec,
+    deadline: Option<tokio::time::Instant>,
+    grace: Duration,
+    sink: &mut OutputSink,
+    stop: &mut watch::Receiver<StopLevel>,
+) -> Result<(ExitInfo, Ended), SpawnError> {
+    if *stop.borrow() != StopLevel::Run {
+        return Ok((ExitInfo::default(), Ended::Stopped));
+    }
+    let mut running = backend.start_setup(ws, spec).await?;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    let deadline = deadline.unwrap_or(far);
+    let mut ended = Ended::Exited;
+    let mut escalate_at = far;
+    let mut give_up_at = far;
+    let exit = loop {
+        tokio::select! {
+            chunk = running.output.recv() => match chunk {
+                Some(Chunk::Stdout(b)) | Some(Chunk::Stderr(b)) => sink.command_output(&b),
+                Some(Chunk::Exited(info)) => break info,
+                None => break ExitInfo {
+                    lost: Some("the setup command's output ended without an exit status".into()),
+                    ..ExitInfo::default()
+                },
+            },
+            _ = sleep_until(deadline), if matches!(ended, Ended::Exited) => {
+                ended = Ended::TimedOut;
+                sink.note("setup_timeout_secs reached: stopping the setup command");
+                running.control.terminate().await;
+                escalate_at = tokio::time::Instant::now() + grace + Duration::from_secs(5);
+            }
+            changed = stop.changed() => {
+                if changed.is_err() { continue; }
+                let level = *stop.borrow();
+                if level != StopLevel::Run {
+                    ended = Ended::Stopped;
+                }
+                match level {
+                    StopLevel::Run => {}
+                    StopLevel::Graceful => {
+                        sink.note("flocks is stopping: stopping the setup command");
+                        running.control.terminate().await;
+                        escalate_at = tokio::time::Instant::now() + grace + Duration::from_secs(5);
+                    }
+                    StopLevel::Kill => {
+                        sink.note("flocks is stopping: killing the setup command");
+                        running.control.kill().await;
+                        give_up_at = tokio::time::Instant::now() + AFTER_KILL;
+                    }
+                }
+            }
+            _ = sleep_until(escalate_at) => {
+                running.control.kill().await;
+                escalate_at = far;
+                give_up_at = tokio::time::Instant::now() + AFTER_KILL;
+            }
+            _ = sleep_until(give_up_at) => {
+                break ExitInfo {
+                    lost: Some("the setup command did not end after SIGKILL".into()),
+                    ..ExitInfo::default()
+                };
+            }
+        }
+    };
+    // A command stopped on a timeout or a stop was not lost.
+    let exit = match ended {
+        Ended::Exited => exit,
+        _ => ExitInfo { lost: None, ..exit },
+    };
+    Ok((exit, ended))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_specs_carry_no_credential() {
+        let agent = AgentSpec {
+            program: "claude".into(),
+            args: vec!["-p".into()],
+            env: vec![
+                ("CLAUDE_CODE_OAUTH_TOKEN".into(), "secret".into()),
+                ("FOO".into(), "bar".into()),
+                (TAG_VAR.into(), "k:t:1".into()),
+            ],
+            remove_env: vec!["MY_TOKEN".into()],
+            prompt: "do it".into(),
+            tag: "k:t:1".into(),
+        };
+        let s = setup_spec(&agent, &CommandSpec::Shell("npm ci".into()), 1);
+        assert_eq!(s.program, "sh");
+        assert_eq!(s.args, ["-c", "npm ci"]);
+        assert!(s.prompt.is_empty());
+        assert_eq!(s.tag, "k:t:1:setup1");
+        assert!(s.env.contains(&("FOO".into(), "bar".into())));
+        assert!(s.env.contains(&(TAG_VAR.into(), "k:t:1:setup1".into())));
+        assert!(!s.env.iter().any(|(k, _)| k == "CLAUDE_CODE_OAUTH_TOKEN"));
+        for v in ["MY_TOKEN", "ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"] {
+            assert!(s.remove_env.iter().any(|r| r == v), "{v}");
+        }
+        let a = setup_spec(
+            &agent,
+            &CommandSpec::Argv(vec!["./x".into(), "a b".into()]),
+            2,
+        );
+        assert_eq!(a.args, ["-c", "exec \"$@\"", "sh", "./x", "a b"]);
+        assert_ne!(
+            hash(&[CommandSpec::Shell("a".into())]),
+            hash(&[CommandSpec::Shell("b".into())])
+        );
+    }
+}
