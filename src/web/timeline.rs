@@ -190,3 +190,125 @@ pub(crate) fn build(
         cost_per_task,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(slots: usize) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flocks.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[containers]]\nname = \"local\"\nbackend = \"local\"\nmax_worktrees = {slots}\n"
+            ),
+        )
+        .unwrap();
+        Config::load(&path).unwrap()
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    /// An attempt: number, start, end (`None`: running), cost.
+    type Try = (u32, i64, Option<i64>, f64);
+
+    fn state(tasks: &[(&str, &[Try])]) -> State {
+        let tasks: Vec<serde_json::Value> = tasks
+            .iter()
+            .map(|(id, attempts)| {
+                let running = attempts.iter().find(|a| a.2.is_none());
+                let status = match running {
+                    Some(a) => serde_json::json!({"state": "running", "attempt": a.0, "pool": "local", "started_at": at(a.1)}),
+                    None => serde_json::json!({"state": "done", "outcome": {"kind": "success"}}),
+                };
+                let attempts: Vec<serde_json::Value> = attempts
+                    .iter()
+                    .map(|(n, s, e, c)| {
+                        serde_json::json!({
+                            "number": n, "pool": "local", "started_at": at(*s), "tag": "t",
+                            "ended_at": e.map(at),
+                            "outcome": e.map(|_| serde_json::json!({"kind": if *n == 1 && attempts.len() > 1 { "failed" } else { "success" }, "reason": "x"})),
+                            "result": {"total_cost_usd": c},
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"id": id, "branch": format!("flocks/{id}"), "worktree": "/w", "prompt_hash": "h",
+                    "status": status, "attempts": attempts})
+            })
+            .collect();
+        let mut s: State =
+            serde_json::from_value(serde_json::json!({"format_version": 2, "tasks": tasks}))
+                .unwrap();
+        s.reindex();
+        s
+    }
+
+    #[test]
+    fn attempts_take_the_lowest_free_slot_and_never_overlap() {
+        let s = state(&[
+            ("a", &[(1, 0, Some(10), 0.1)]),
+            ("b", &[(1, 1, Some(4), 0.2), (2, 10, Some(14), 0.3)]),
+            ("c", &[(1, 4, Some(12), 0.0)]),
+            ("d", &[(1, 12, None, 0.0)]),
+        ]);
+        let tl = build(&s, &config(2), Some(at(0)), None, at(20));
+        let row = |i: usize| -> Vec<(&str, u32)> {
+            tl.rows[i]
+                .bars
+                .iter()
+                .map(|b| (b.task.as_str(), b.attempt))
+                .collect()
+        };
+        assert_eq!(tl.rows.len(), 2);
+        assert_eq!((tl.rows[1].pool.as_str(), tl.rows[1].slot), ("local", 2));
+        assert_eq!(row(0), [("a", 1), ("b", 2)]);
+        assert_eq!(row(1), [("b", 1), ("c", 1), ("d", 1)]);
+        let kinds: Vec<&str> = tl
+            .rows
+            .iter()
+            .flat_map(|r| &r.bars)
+            .map(|b| b.kind.as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["success", "success", "failed", "success", "running"]
+        );
+        let d = &tl.rows[1].bars[2];
+        assert_eq!(d.end, at(20), "a running bar ends now");
+        // Money: the running total at each end; per task, most first.
+        assert_eq!(tl.cost_series.last().map(|c| c.1), Some(0.6));
+        assert_eq!(tl.cost_per_task[0], ("b".to_string(), 0.5));
+        // Busy 10 + 3 + 8 + 4 + 8 seconds of 2 slots x 20.
+        assert_eq!(tl.utilisation("local"), Some(33.0 / 40.0));
+    }
+
+    #[test]
+    fn more_attempts_at_once_than_slots_get_a_row_of_their_own() {
+        let s = state(&[
+            ("a", &[(1, 0, Some(10), 0.0)]),
+            ("b", &[(1, 2, Some(5), 0.0)]),
+        ]);
+        let tl = build(&s, &config(1), None, None, at(20));
+        assert_eq!(tl.rows.len(), 2);
+        assert_eq!(tl.rows[1].bars[0].task, "b");
+        assert_eq!(tl.start, at(0), "without a window: from the first attempt");
+    }
+
+    #[test]
+    fn attempts_outside_the_window_are_left_out() {
+        let s = state(&[("a", &[(1, 0, Some(10), 0.1), (2, 100, Some(110), 0.2)])]);
+        let tl = build(&s, &config(1), Some(at(50)), Some(at(200)), at(300));
+        let bars: Vec<u32> = tl
+            .rows
+            .iter()
+            .flat_map(|r| &r.bars)
+            .map(|b| b.attempt)
+            .collect();
+        assert_eq!(bars, [2]);
+        assert_eq!(tl.cost_per_task, [("a".to_string(), 0.2)]);
+        assert_eq!((tl.start, tl.end), (at(50), at(200)));
+    }
+}
