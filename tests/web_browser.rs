@@ -110,11 +110,16 @@ struct Serve {
 
 impl Serve {
     fn start(p: &TestProject, args: &[&str]) -> Serve {
+        Serve::start_with(p, args, &[])
+    }
+
+    fn start_with(p: &TestProject, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut all = vec!["serve"];
         all.extend_from_slice(args);
         let mut child = p
             .cmd(&all)
             .env_remove("FLOCKS_SERVE_TOKEN")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -457,10 +462,16 @@ fn non_loopback_ip() -> Option<IpAddr> {
 async fn off_loopback_every_request_needs_the_token() {
     let driver = Driver::start();
     let p = TestProject::new(TWO_SLOTS);
-    p.tasks(&[json!({"id": "one", "prompt": "@fake commit one.txt"})]);
+    // The agent writes a secret of the host's into its work.
+    const SECRET: &str = "sk-ant-test-0123456789abcdef";
+    p.tasks(&[json!({"id": "one", "prompt": format!("@fake commit one.txt {SECRET}")})]);
     let out = p.flocks(&["run", "--no-progress"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    let serve = Serve::start(&p, &["--addr", "0.0.0.0:0"]);
+    let serve = Serve::start_with(
+        &p,
+        &["--addr", "0.0.0.0:0"],
+        &[("ANTHROPIC_API_KEY", SECRET)],
+    );
     let token = serve
         .token
         .clone()
@@ -539,8 +550,25 @@ async fn off_loopback_every_request_needs_the_token() {
         "return document.getElementById('log').innerText.includes('result: success')",
     )
     .await;
-    // The token never reaches a page.
-    assert!(!c.source().await.unwrap().contains(&token));
+    // Its change is shown, without the secret; the token never reaches a
+    // page either.
+    until(
+        &c,
+        10,
+        "the change",
+        "return !!document.querySelector('#diff pre.diff span.add')",
+    )
+    .await;
+    let page = c.source().await.unwrap();
+    assert!(page.contains("[redacted:ANTHROPIC_API_KEY]"), "{page}");
+    for path in ["/tasks/one", "/", "/land", "/report"] {
+        c.goto(&format!("{base}{path}")).await.unwrap();
+        let page = c.source().await.unwrap();
+        assert!(
+            !page.contains(SECRET) && !page.contains(&token),
+            "{path}: {page}"
+        );
+    }
     c.close().await.unwrap();
 }
 

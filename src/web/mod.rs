@@ -274,7 +274,13 @@ async fn land(State(app): State<App>) -> Html<String> {
     let plan = tokio::task::spawn_blocking(move || streams::land_plan(&a.project))
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
-    Html(pages::land_page(pages::land_fragment(plan, &app.chrome), "/land/events").into_string())
+    Html(
+        pages::land_page(
+            pages::land_fragment(plan, &app.chrome, &app.redactor),
+            "/land/events",
+        )
+        .into_string(),
+    )
 }
 
 async fn report_page(State(app): State<App>) -> Response {

@@ -570,12 +570,17 @@ pub(crate) fn diff(lines: &[(char, String)], truncated: bool, stat: &str, id: &s
 }
 
 /// The land page's fragment: what `land --dry-run` prints now.
-pub(crate) fn land_fragment(plan: Result<(String, bool), String>, chrome: &Chrome) -> Markup {
+pub(crate) fn land_fragment(
+    plan: Result<(String, bool), String>,
+    chrome: &Chrome,
+    redactor: &Redactor,
+) -> Markup {
     html! {
         @match plan {
-            Err(e) => p.error { (e) },
+            Err(e) => p.error { (redactor.redact(&e)) },
             Ok((text, has_work)) => {
-                pre.land { (text) }
+                // Commit subjects are the agents' words.
+                pre.land { (redactor.redact(&text)) }
                 @if has_work {
                     @if let Some(csrf) = &chrome.csrf {
                         form method="post" action="/actions/land" {

@@ -134,7 +134,7 @@ pub(crate) fn load_task(
         Some(n) => read_log(&app.project.log_path(id, n)),
         None => (Vec::new(), 0),
     };
-    let diff = diff_of(&app.project, id);
+    let diff = diff_of(app, id);
     Ok(LoadedTask {
         record,
         shown,
@@ -183,13 +183,22 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// The task's change, the range `land` would apply, as a coloured diff.
-fn diff_of(project: &Project, id: &str) -> maud::Markup {
+fn diff_of(app: &App, id: &str) -> maud::Markup {
+    let project = &app.project;
     let change = match crate::land::change(project, id) {
         Ok(c) => c,
         Err(e) => return html! { p.muted { (e.to_string()) } },
     };
     match render_diff(project, change.start, change.tip) {
-        Ok((lines, truncated, stat)) => pages::diff(&lines, truncated, &stat, id),
+        Ok((lines, truncated, stat)) => {
+            // Agents write the files: a secret in them is not shown either.
+            let r = &app.redactor;
+            let lines: Vec<(char, String)> = lines
+                .into_iter()
+                .map(|(o, l)| (o, r.redact(&l).into_owned()))
+                .collect();
+            pages::diff(&lines, truncated, &r.redact(&stat), id)
+        }
         Err(e) => html! { p.error { "Cannot show the change: " (e.message()) } },
     }
 }
@@ -264,6 +273,9 @@ struct TaskStream {
     follow: Follow,
     /// The task's status when the diff was last made.
     diff_for: Option<String>,
+    /// The task's record, as of model `seen`.
+    rec: Option<TaskRecord>,
+    seen: Option<u64>,
     first: bool,
 }
 
@@ -287,6 +299,8 @@ pub(crate) async fn task(
         rx,
         sent: BTreeMap::new(),
         diff_for: None,
+        rec: None,
+        seen: None,
         first: true,
     };
     sse(stream::unfold(st, |mut st| async move {
@@ -322,31 +336,42 @@ pub(crate) async fn task(
                     partial: Vec::new(),
                 },
             );
+            // The task's record is read again only when the model moved;
+            // between, only its log is looked at.
+            let reload = st.seen != Some(model.version);
+            st.seen = Some(model.version);
+            let cached = st.rec.take();
             let work = tokio::task::spawn_blocking(move || {
-                let rec = app
-                    .project
-                    .store
-                    .load()
-                    .ok()
-                    .and_then(|s| s.task(&id).cloned());
+                let rec = if reload {
+                    app.project
+                        .store
+                        .load()
+                        .ok()
+                        .and_then(|s| s.task(&id).cloned())
+                } else {
+                    cached
+                };
                 let log = follow_log(&app, &mut follow, rec.as_ref());
-                let diff = redo_diff.then(|| diff_of(&app.project, &id).into_string());
-                let shown = follow.attempt;
-                let frags = pages::task_fragments(
-                    &model,
-                    rec.as_ref(),
-                    &id,
-                    shown,
-                    &app.chrome,
-                    &app.redactor,
-                );
-                (follow, log, diff, frags)
+                let diff = redo_diff.then(|| diff_of(&app, &id).into_string());
+                let frags = reload.then(|| {
+                    pages::task_fragments(
+                        &model,
+                        rec.as_ref(),
+                        &id,
+                        follow.attempt,
+                        &app.chrome,
+                        &app.redactor,
+                    )
+                });
+                (follow, rec, log, diff, frags)
             })
             .await;
-            let Ok((follow, log, diff, mut frags)) = work else {
+            let Ok((follow, rec, log, diff, frags)) = work else {
                 return None;
             };
             st.follow = follow;
+            st.rec = rec;
+            let mut frags = frags.unwrap_or_default();
             if let Some(d) = diff {
                 st.diff_for = status;
                 frags.insert("diff", d);
@@ -437,7 +462,7 @@ pub(crate) async fn land(State(app): State<App>) -> Events {
                 let mut frags = BTreeMap::new();
                 frags.insert(
                     "land",
-                    pages::land_fragment(plan, &app.chrome).into_string(),
+                    pages::land_fragment(plan, &app.chrome, &app.redactor).into_string(),
                 );
                 if let Some(e) = changed(&mut sent, frags) {
                     return Some((vec![e], (app, rx, sent, false)));
