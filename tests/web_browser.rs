@@ -215,6 +215,23 @@ async fn until(c: &Client, secs: u64, what: &str, script: &str) {
     }
 }
 
+/// Click the element `css` (found again if the page replaced it meanwhile).
+async fn click(c: &Client, css: &str) {
+    for _ in 0..20 {
+        let found = c.find(fantoccini::Locator::Css(css)).await;
+        match found {
+            Ok(e) => match e.click().await {
+                Ok(()) => return,
+                Err(err) if err.to_string().contains("stale") => {}
+                Err(err) => panic!("click {css}: {err}"),
+            },
+            Err(err) => panic!("no {css}: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} kept being replaced");
+}
+
 /// A script that is true when the dashboard shows task `id` as `status`.
 fn shows(id: &str, status: &str) -> String {
     format!(
@@ -659,6 +676,17 @@ async fn the_report_opens_offline_and_shows_what_status_shows() {
     let c = driver.browser(false).await;
     c.goto(&serve.url("/")).await.unwrap();
     until(&c, 10, "bad failed", &shows("bad", "failed")).await;
+    // The status filter.
+    c.goto(&serve.url("/?status=failed")).await.unwrap();
+    until(&c, 10, "the failed tasks only", "return Array.from(document.querySelectorAll('#tasks tr[data-task]')).map(function (r) { return r.dataset.task; }).join() === 'bad';").await;
+    c.goto(&serve.url("/")).await.unwrap();
+    until(
+        &c,
+        10,
+        "every task",
+        "return document.querySelectorAll('#tasks tr[data-task]').length === 4;",
+    )
+    .await;
     assert_eq!(
         js(
             &c,
@@ -671,14 +699,11 @@ async fn the_report_opens_offline_and_shows_what_status_shows() {
     let addr: SocketAddr = format!("127.0.0.1:{}", serve.port).parse().unwrap();
     let (status, _) = http(addr, "POST", "/actions/retry/bad", &[]);
     assert_eq!(status, 403);
-    c.find(fantoccini::Locator::Css(
+    click(
+        &c,
         "#tasks tr[data-task=\"bad\"] button[data-action=\"retry\"]",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    )
+    .await;
     until(
         &c,
         20,
@@ -691,5 +716,40 @@ async fn the_report_opens_offline_and_shows_what_status_shows() {
     });
     c.goto(&serve.url("/")).await.unwrap();
     until(&c, 20, "bad succeeded", &shows("bad", "succeeded")).await;
+    // Land: the land page shows the plan and a button that lands it.
+    c.goto(&serve.url("/land")).await.unwrap();
+    until(
+        &c,
+        10,
+        "the land plan",
+        "return document.getElementById('land').innerText.includes('Land onto main')",
+    )
+    .await;
+    click(&c, "button[data-action=\"land\"]").await;
+    until(&c, 30, "the land's output", "return document.body.innerText.includes('flocks land -y') && document.body.innerText.includes('Landed on main')").await;
+    assert!(p.git(&["show", "main:good.txt"]).starts_with('G'));
+    // Stop: a run going on has a button that stops it. (By now this browser
+    // has left more than six pages with event streams: a page left must
+    // close its stream, or plain HTTP's six connections per host run out and
+    // this click waits.)
+    p.tasks(&[json!({"id": "hangs", "prompt": "@fake hang"})]);
+    let run = p.spawn(&["run", "--no-progress"]);
+    c.goto(&serve.url("/")).await.unwrap();
+    until(&c, 20, "hangs running", &shows("hangs", "running")).await;
+    click(&c, "button[data-action=\"stop\"]").await;
+    until(
+        &c,
+        20,
+        "the stop's output",
+        "return document.body.innerText.includes('asked')",
+    )
+    .await;
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(p.status_of("hangs"), "interrupted");
     c.close().await.unwrap();
 }

@@ -84,7 +84,8 @@ pub(crate) fn dashboard_fragments(
     redactor: &Redactor,
 ) -> BTreeMap<&'static str, String> {
     let mut f = BTreeMap::new();
-    f.insert("run", run_line(m, chrome).into_string());
+    f.insert("run", run_line(m).into_string());
+    f.insert("runactions", run_actions(m, chrome).into_string());
     f.insert("totals", totals(m).into_string());
     f.insert("filters", filters(m, filter).into_string());
     f.insert(
@@ -114,6 +115,7 @@ pub(crate) fn dashboard(
         header {
             h1 { "flocks · " (project_name) }
             div #run { (frag("run")) }
+            div #runactions { (frag("runactions")) }
         }
         section #totals.cards { (frag("totals")) }
         section {
@@ -142,7 +144,7 @@ pub(crate) fn dashboard(
     )
 }
 
-fn run_line(m: &Model, chrome: &Chrome) -> Markup {
+fn run_line(m: &Model) -> Markup {
     html! {
         @if let Some(e) = &m.error {
             p.error { "Cannot read the run state: " (e) }
@@ -165,15 +167,22 @@ fn run_line(m: &Model, chrome: &Chrome) -> Markup {
                         " · " span.badge.s-blocked { "waiting for credentials until " (until.format("%H:%M:%S UTC")) }
                     }
                 }
-                @if r.live {
-                    @if let Some(csrf) = &chrome.csrf {
-                        form.inline method="post" action="/actions/stop" {
-                            input type="hidden" name="csrf" value=(csrf);
-                            button.action data-action="stop" { "Stop the run" }
-                        }
-                    }
-                }
             },
+        }
+    }
+}
+
+/// The Stop button, in a fragment of its own: it changes only when the run
+/// starts or ends, so a click never lands on a button being replaced.
+fn run_actions(m: &Model, chrome: &Chrome) -> Markup {
+    html! {
+        @if m.live() {
+            @if let Some(csrf) = &chrome.csrf {
+                form method="post" action="/actions/stop" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button.action data-action="stop" { "Stop the run" }
+                }
+            }
         }
     }
 }
