@@ -299,6 +299,20 @@ async fn dashboard_follows_a_run_live_in_the_browser() {
     until(&c, 20, "slow's tool call", "var r = document.querySelector('#tasks tr[data-task=\"slow\"] td.activity'); return !!r && r.innerText.includes('seq 600');").await;
     // Its slot went to the next task; the current tool call shows.
     until(&c, 20, "a tool call of slow", "var r = document.querySelector('#tasks tr[data-task=\"slow\"] td.activity'); return !!r && r.innerText.length > 0 || true;").await;
+    // Its time counts up in the page.
+    let elapsed =
+        "return document.querySelector('#tasks tr[data-task=\"slow\"] td span.since').textContent";
+    let before = js(&c, elapsed).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let after = js(&c, elapsed).await;
+    let secs = |v: &Value| {
+        v.as_str()
+            .unwrap()
+            .trim_end_matches('s')
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(secs(&after) >= secs(&before) + 2, "{before} then {after}");
     let png = c.screenshot().await.unwrap();
     std::fs::write(screenshots().join("dashboard.png"), png).unwrap();
     assert_eq!(

@@ -37,6 +37,9 @@ pub(crate) struct Model {
     pub version: u64,
     /// The state could not be read (it is shown; the last good one stays).
     pub error: Option<String>,
+    /// When each running task's attempt started (the pages count its
+    /// elapsed time up themselves).
+    pub running_since: Arc<std::collections::HashMap<String, DateTime<Utc>>>,
 }
 
 impl Model {
@@ -61,6 +64,16 @@ pub(crate) fn build(
         None => (None, None),
     };
     let timeline = timeline::build(&state, &project.config, from, to, now);
+    let running_since = state
+        .tasks
+        .iter()
+        .filter_map(|t| match &t.status {
+            crate::state::TaskStatus::Running { started_at, .. } => {
+                Some((t.id.clone(), *started_at))
+            }
+            _ => None,
+        })
+        .collect();
     Ok(Model {
         status: Arc::new(status),
         timeline: Arc::new(timeline),
@@ -69,6 +82,7 @@ pub(crate) fn build(
         now,
         version,
         error: None,
+        running_since: Arc::new(running_since),
     })
 }
 
@@ -143,6 +157,7 @@ fn with_error(previous: &Model, error: String, version: u64) -> Model {
         now: Utc::now(),
         version,
         error: Some(error),
+        running_since: previous.running_since.clone(),
     }
 }
 

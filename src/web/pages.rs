@@ -37,7 +37,7 @@ pub(crate) fn layout(title: &str, events: Option<&str>, nav: bool, body: Markup)
                 title { (title) }
                 style { (PreEscaped(CSS)) }
             }
-            body data-events=[events] {
+            body data-events=[events] data-now=(chrono::Utc::now().timestamp_millis()) {
                 @if nav {
                     nav {
                         a href="/" { "Dashboard" }
@@ -155,7 +155,7 @@ fn run_line(m: &Model) -> Markup {
                 "Run " strong { (r.id) } " · started " (r.started_at.format("%Y-%m-%d %H:%M:%S UTC"))
                 @if r.live {
                     " · " span.badge.s-running { "live" } " · pid " (r.pid)
-                    " · " (duration((m.now - r.started_at).num_milliseconds() as f64 / 1000.0))
+                    " · " span.since data-since=(r.started_at.timestamp_millis()) {}
                 } @else if let Some(end) = r.ended_at {
                     " · ended " (end.format("%H:%M:%S UTC"))
                     " after " (duration((end - r.started_at).num_milliseconds() as f64 / 1000.0))
@@ -246,7 +246,14 @@ fn tasks_table(m: &Model, filter: Option<&str>, chrome: &Chrome, redactor: &Reda
                             td { (badge(&t.status)) }
                             td { (t.pool.as_deref().unwrap_or("")) }
                             td.num { (t.attempts) }
-                            td.num { (t.elapsed_secs.map(duration).unwrap_or_default()) }
+                            td.num {
+                                // A running task's time counts up in the page, so the
+                                // table is not sent again every second.
+                                @match m.running_since.get(&t.id).filter(|_| t.status == "running") {
+                                    Some(since) => span.since data-since=(since.timestamp_millis()) {},
+                                    None => (t.elapsed_secs.map(duration).unwrap_or_default()),
+                                }
+                            }
                             td.activity { (redactor.redact(t.activity.as_deref().unwrap_or(""))) }
                             td.num { (money(t.cost_usd)) }
                             td.detail {
@@ -507,7 +514,12 @@ pub(crate) fn task_fragments(
                             td { (a.pool) }
                             td { (a.credential.as_deref().unwrap_or("")) }
                             td { (a.started_at.format("%H:%M:%S")) }
-                            td.num { (duration((a.ended_at.unwrap_or(m.now) - a.started_at).num_milliseconds() as f64 / 1000.0)) }
+                            td.num {
+                                @match a.ended_at {
+                                    Some(end) => (duration((end - a.started_at).num_milliseconds() as f64 / 1000.0)),
+                                    None => span.since data-since=(a.started_at.timestamp_millis()) {},
+                                }
+                            }
                             td { @match &a.outcome {
                                 Some(o) => {
                                     (badge(o.label()))
