@@ -632,3 +632,163 @@ pub(crate) fn message(title: &str, body: Markup) -> Markup {
         html! { header { h1 { (title) } } (body) },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{Duration, Utc};
+
+    use super::*;
+    use crate::view::{CredentialView, StatusView, TaskView, Totals};
+
+    fn model(tasks: Vec<TaskView>, credentials: Vec<CredentialView>) -> Model {
+        let now = Utc::now();
+        Model {
+            status: Arc::new(StatusView {
+                run: None,
+                tasks,
+                pools: Vec::new(),
+                credentials,
+                vms: Vec::new(),
+                totals: Totals {
+                    tasks: 1,
+                    attempts: 1,
+                    turns: 0,
+                    cost_usd: 0.0,
+                },
+            }),
+            timeline: Arc::new(super::super::timeline::Timeline {
+                start: now,
+                end: now,
+                rows: Vec::new(),
+                cost_series: Vec::new(),
+                cost_per_task: Vec::new(),
+            }),
+            events: Vec::new(),
+            waiting_until: None,
+            now,
+            version: 0,
+            error: None,
+            running_since: Arc::default(),
+        }
+    }
+
+    fn task(id: &str, status: &str, detail: &str) -> TaskView {
+        TaskView {
+            id: id.into(),
+            branch: format!("flocks/{id}"),
+            status: status.into(),
+            detail: Some(detail.into()),
+            attempts: 1,
+            pool: Some("local".into()),
+            elapsed_secs: Some(3.0),
+            activity: None,
+            quiet_secs: None,
+            turns: 0,
+            cost_usd: 0.0,
+            depends_on: Vec::new(),
+            blocked_on: Vec::new(),
+            worktree: "/w".into(),
+            log: None,
+            log_tail: Vec::new(),
+            outcome: None,
+            expect_commits: true,
+            result: None,
+        }
+    }
+
+    #[test]
+    fn what_agents_wrote_is_escaped_and_secrets_are_redacted() {
+        let m = model(
+            vec![task(
+                "a",
+                "failed",
+                "failed: <script>alert(1)</script> with sk-secret-value-123",
+            )],
+            Vec::new(),
+        );
+        let r = Redactor::new([("sk-secret-value-123".to_string(), "KEY".to_string())]);
+        let f = dashboard_fragments(&m, None, &Chrome::default(), &r);
+        let table = &f["tasks"];
+        assert!(
+            table.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{table}"
+        );
+        assert!(!table.contains("<script>"), "{table}");
+        assert!(
+            table.contains("[redacted:KEY]") && !table.contains("sk-secret"),
+            "{table}"
+        );
+        // Read-only: no buttons anywhere.
+        assert!(f.values().all(|html| !html.contains("<button")), "{f:?}");
+        let lines = log_lines(&["▶ Bash: echo <b>sk-secret-value-123</b>".to_string()], &r);
+        let lines = lines.into_string();
+        assert!(lines.contains("class=\"l tool\""), "{lines}");
+        assert!(
+            lines.contains("&lt;b&gt;[redacted:KEY]&lt;/b&gt;"),
+            "{lines}"
+        );
+    }
+
+    #[test]
+    fn parked_and_disabled_credentials_show_with_their_reset_times() {
+        let until = Utc::now() + Duration::minutes(90);
+        let m = model(
+            Vec::new(),
+            vec![
+                CredentialView {
+                    name: "sub-1".into(),
+                    parked_until: Some(until),
+                    disabled: None,
+                },
+                CredentialView {
+                    name: "sub-2".into(),
+                    parked_until: None,
+                    disabled: Some("rejected: invalid token".into()),
+                },
+            ],
+        );
+        let f = dashboard_fragments(&m, None, &Chrome::default(), &Redactor::new([]));
+        let creds = &f["creds"];
+        assert!(
+            creds.contains(&until.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+            "{creds}"
+        );
+        assert!(
+            creds.contains("(in 1h29m)") || creds.contains("(in 1h30m)"),
+            "{creds}"
+        );
+        assert!(
+            creds.contains("disabled") && creds.contains("rejected: invalid token"),
+            "{creds}"
+        );
+    }
+
+    #[test]
+    fn the_filter_keeps_the_tasks_of_one_status() {
+        let m = model(
+            vec![
+                task("a", "failed", ""),
+                task("b", "succeeded", ""),
+                task("c", "failed", ""),
+            ],
+            Vec::new(),
+        );
+        let f = dashboard_fragments(&m, Some("failed"), &Chrome::default(), &Redactor::new([]));
+        assert!(f["tasks"].contains("data-task=\"a\"") && f["tasks"].contains("data-task=\"c\""));
+        assert!(!f["tasks"].contains("data-task=\"b\""));
+        assert!(
+            f["filters"].contains("failed 2") && f["filters"].contains("succeeded 1"),
+            "{}",
+            f["filters"]
+        );
+        // With actions: a retry button for each failed task.
+        let chrome = Chrome {
+            csrf: Some("t0k".into()),
+        };
+        let f = dashboard_fragments(&m, None, &chrome, &Redactor::new([]));
+        assert_eq!(f["tasks"].matches("data-action=\"retry\"").count(), 2);
+        assert!(f["tasks"].contains("value=\"t0k\""));
+    }
+}
