@@ -242,16 +242,18 @@ fn shows(id: &str, status: &str) -> String {
 fn fleet() -> TestProject {
     let p = TestProject::new(&format!("max_retries = 1\n{TWO_SLOTS}"));
     let flag = p.out_file("flaky-failed-once");
-    // `slow` waits for the test to say go (a Bash tool call, shown as its
-    // current tool call meanwhile).
-    let go = p.out_file("go");
-    let wait = format!(
-        "for i in $(seq 600); do [ -e {} ] && break; sleep 0.1; done",
-        go.display()
-    );
+    // `slow` and `quick` wait for the test to say go (a Bash tool call,
+    // shown as their current tool call meanwhile).
+    let wait = |name: &str| {
+        let go = p.out_file(name);
+        shlex_quote(&format!(
+            "for i in $(seq 600); do [ -e {} ] && break; sleep 0.1; done",
+            go.display()
+        ))
+    };
     p.tasks(&[
-        json!({"id": "slow", "title": "A slow one", "prompt": format!("@fake text starting slowly\n@fake bash {}\n@fake text halfway there\n@fake sleep 1\n@fake commit s.txt S\n@fake cost 0.25", shlex_quote(&wait))}),
-        json!({"id": "quick", "prompt": "@fake sleep 1.5\n@fake commit q.txt Q\n@fake cost 0.05"}),
+        json!({"id": "slow", "title": "A slow one", "prompt": format!("@fake text starting slowly\n@fake bash {}\n@fake text halfway there\n@fake sleep 1\n@fake commit s.txt S\n@fake cost 0.25", wait("go"))}),
+        json!({"id": "quick", "prompt": format!("@fake bash {}\n@fake commit q.txt Q\n@fake cost 0.05", wait("quick-go"))}),
         json!({"id": "flaky", "prompt": format!("@fake sleep 1\n@fake fail-once {} boom\n@fake commit f.txt F\n@fake cost 0.10", flag.display())}),
         json!({"id": "after", "depends_on": ["quick"], "prompt": "@fake sleep 2\n@fake commit a.txt A\n@fake cost 0.02"}),
     ]);
@@ -294,6 +296,7 @@ async fn dashboard_follows_a_run_live_in_the_browser() {
     // The table fills in and statuses change, without a reload.
     until(&c, 20, "slow running", &shows("slow", "running")).await;
     until(&c, 20, "quick running", &shows("quick", "running")).await;
+    std::fs::write(p.out_file("quick-go"), "").unwrap();
     until(&c, 20, "quick succeeded", &shows("quick", "succeeded")).await;
     // The current tool call of a running task.
     until(&c, 20, "slow's tool call", "var r = document.querySelector('#tasks tr[data-task=\"slow\"] td.activity'); return !!r && r.innerText.includes('seq 600');").await;
@@ -303,7 +306,8 @@ async fn dashboard_follows_a_run_live_in_the_browser() {
     let elapsed =
         "return document.querySelector('#tasks tr[data-task=\"slow\"] td span.since').textContent";
     let before = js(&c, elapsed).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // (The page counts once a second: 3.5 s later it shows 2 s more at least.)
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let after = js(&c, elapsed).await;
     let secs = |v: &Value| {
         v.as_str()
