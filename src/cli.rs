@@ -31,6 +31,16 @@ pub enum Command {
     Status(StatusArgs),
     /// Live dashboard of the run (same as `status --watch`)
     Top,
+    /// Serve a live dashboard of the fleet to a web browser
+    ///
+    /// Tasks, pools, credentials, a timeline of the slots, costs, each task's
+    /// log and diff, and what `land` would do now; updated live (server-sent
+    /// events) while a run goes on in another process. Read-only unless
+    /// --allow-actions. Bound to anything but loopback, every request needs
+    /// the token printed at start (or $FLOCKS_SERVE_TOKEN).
+    Serve(ServeArgs),
+    /// Write a run's timeline, costs and outcomes as one self-contained HTML file
+    Report(ReportArgs),
     /// Show one task's agent output
     Logs(LogsArgs),
     /// Show a task's change (what `land` would apply) through your pager
@@ -153,6 +163,26 @@ pub struct StatusArgs {
     /// Full-screen live dashboard (as `flocks top`)
     #[arg(long, short = 'w')]
     pub watch: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (IP:PORT); anything but loopback needs the token
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:7777")]
+    pub addr: String,
+    /// Show retry, stop and land buttons (they run `flocks retry`, `stop`, `land -y`)
+    #[arg(long)]
+    pub allow_actions: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The run (an id from .flocks/events.jsonl; default: the last run)
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
+    /// Where to write it (`-` for standard output; default: flocks-report-<run id>.html)
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

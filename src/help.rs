@@ -59,6 +59,36 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "serve",
+        &[
+            (
+                "flocks serve",
+                "the dashboard at http://127.0.0.1:7777/ (read-only)",
+            ),
+            (
+                "flocks serve --addr 0.0.0.0:7777",
+                "for other machines: open the URL with the token it prints",
+            ),
+            (
+                "flocks serve --allow-actions",
+                "with retry, stop and land buttons",
+            ),
+        ],
+    ),
+    (
+        "report",
+        &[
+            (
+                "flocks report",
+                "the last run as flocks-report-<run id>.html",
+            ),
+            (
+                "flocks report --run 20261130-021500 -o night.html",
+                "an earlier run, to a file of your choosing",
+            ),
+        ],
+    ),
+    (
         "logs",
         &[
             (

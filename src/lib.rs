@@ -35,3 +35,4 @@ pub(crate) mod tasks;
 pub(crate) mod trust;
 pub(crate) mod tui;
 pub(crate) mod view;
+pub(crate) mod web;

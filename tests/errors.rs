@@ -241,6 +241,8 @@ fn outside_a_git_repository_every_command_says_so_and_creates_nothing() {
         &["retry", "--all-failed"],
         &["up"],
         &["down"],
+        &["serve"],
+        &["report"],
     ] {
         let out = flocks_in(&dir, args);
         assert_usage(&out, &message);

@@ -10,9 +10,11 @@ mod land;
 mod logs;
 mod man;
 mod plan;
+mod report;
 mod retry;
 mod run;
 mod sail;
+mod serve;
 mod shell;
 mod status;
 mod stop;
@@ -41,6 +43,8 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Run(args) => run::run(trusted("run")?, args),
         Command::Status(args) => status::run(&project()?, args),
         Command::Top => crate::tui::run(&project()?),
+        Command::Serve(args) => serve::run(project()?, args),
+        Command::Report(args) => report::run(&project()?, args),
         Command::Logs(args) => logs::run(&project()?, args),
         Command::Diff(args) => diff::run(&project()?, args),
         Command::Retry(args) => retry::run(trusted("retry")?, args),

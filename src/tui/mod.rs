@@ -15,7 +15,7 @@
 //! (a panic hook restores it before the default hook prints the message).
 
 mod app;
-mod feed;
+pub(crate) mod feed;
 mod input;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,314 @@
+//! What the timeline and the cost charts show: one row per slot of each
+//! pool, one bar per attempt, and the money spent over time, for the
+//! attempts of one run (a time window).
+//!
+//! Attempts do not record the slot they ran in: each pool's attempts are
+//! laid out on its slots in order of start, each on the lowest slot free at
+//! that moment. A pool never runs more attempts at once than it has slots,
+//! so this puts every attempt on a slot row without overlaps, as the
+//! dispatcher filled them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::state::{Outcome, State, TaskStatus};
+
+/// One attempt on the timeline.
+#[derive(Debug, Clone)]
+pub(crate) struct Bar {
+    pub task: String,
+    pub title: Option<String>,
+    pub attempt: u32,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// `running`, or the outcome kind (`success`, `failed`, `rate_limited`...).
+    pub kind: String,
+    /// For people: "succeeded", "rate limited", "running"...
+    pub label: String,
+    pub cost: f64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SlotRow {
+    pub pool: String,
+    /// 1-based.
+    pub slot: usize,
+    pub bars: Vec<Bar>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Timeline {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub rows: Vec<SlotRow>,
+    /// (time, money spent so far) at each attempt's end, in order.
+    pub cost_series: Vec<(DateTime<Utc>, f64)>,
+    /// Money per task in the window, most first.
+    pub cost_per_task: Vec<(String, f64)>,
+}
+
+impl Timeline {
+    /// Busy time over the window's slot time, per pool (0..=1).
+    pub fn utilisation(&self, pool: &str) -> Option<f64> {
+        let span = (self.end - self.start).num_milliseconds() as f64;
+        let rows: Vec<&SlotRow> = self.rows.iter().filter(|r| r.pool == pool).collect();
+        if span <= 0.0 || rows.is_empty() {
+            return None;
+        }
+        let busy: f64 = rows
+            .iter()
+            .flat_map(|r| &r.bars)
+            .map(|b| (b.end - b.start).num_milliseconds().max(0) as f64)
+            .sum();
+        Some((busy / (span * rows.len() as f64)).clamp(0.0, 1.0))
+    }
+}
+
+/// The machine name of an outcome (`kind` in state.json).
+pub(crate) fn outcome_kind(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Success => "success",
+        Outcome::Failed { .. } => "failed",
+        Outcome::TimedOut => "timed_out",
+        Outcome::Stalled => "stalled",
+        Outcome::Interrupted => "interrupted",
+        Outcome::SpawnFailed { .. } => "spawn_failed",
+        Outcome::RateLimited { .. } => "rate_limited",
+        Outcome::Overloaded => "overloaded",
+        Outcome::CredentialRejected { .. } => "credential_rejected",
+        Outcome::HostLost { .. } => "host_lost",
+    }
+}
+
+/// The attempts that started in `[from, to]` (`to`: none for "until now"),
+/// laid out on the pools' slots. `now` ends the bars of running attempts.
+pub(crate) fn build(
+    state: &State,
+    config: &Config,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Timeline {
+    let in_window = |t: DateTime<Utc>| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t <= e);
+    let mut bars: BTreeMap<String, Vec<Bar>> = BTreeMap::new();
+    for task in &state.tasks {
+        for a in task.attempts.iter().filter(|a| in_window(a.started_at)) {
+            let running = matches!(&task.status,
+                TaskStatus::Running { attempt, .. } if *attempt == a.number)
+                && a.ended_at.is_none();
+            let (kind, label) = match (&a.outcome, running) {
+                (_, true) => ("running", "running".to_string()),
+                (Some(o), false) => (outcome_kind(o), o.label().to_string()),
+                (None, false) => ("interrupted", "ended without an outcome".to_string()),
+            };
+            // An attempt that never recorded its end (the run was killed)
+            // ends with the window.
+            let end = a
+                .ended_at
+                .unwrap_or(if running { now } else { to.unwrap_or(now) })
+                .max(a.started_at);
+            bars.entry(a.pool.clone()).or_default().push(Bar {
+                task: task.id.clone(),
+                title: task.title.clone(),
+                attempt: a.number,
+                start: a.started_at,
+                end,
+                kind: kind.to_string(),
+                label,
+                cost: a.cost(),
+            });
+        }
+    }
+    let mut rows = Vec::new();
+    let mut pools: Vec<(String, usize)> = config
+        .pools
+        .iter()
+        .map(|p| (p.name.clone(), p.max_worktrees))
+        .collect();
+    // Attempts on a pool that is no longer configured keep their rows.
+    for name in bars.keys() {
+        if !pools.iter().any(|(p, _)| p == name) {
+            pools.push((name.clone(), 1));
+        }
+    }
+    for (pool, slots) in pools {
+        let mut list = bars.remove(&pool).unwrap_or_default();
+        list.sort_by(|a, b| (a.start, &a.task, a.attempt).cmp(&(b.start, &b.task, b.attempt)));
+        let mut lanes: Vec<Vec<Bar>> = (0..slots.max(1)).map(|_| Vec::new()).collect();
+        for bar in list {
+            let free = lanes
+                .iter()
+                .position(|l| l.last().is_none_or(|last| last.end <= bar.start));
+            match free {
+                Some(i) => lanes[i].push(bar),
+                // More at once than slots (the pool shrank since): a new row.
+                None => lanes.push(vec![bar]),
+            }
+        }
+        rows.extend(lanes.into_iter().enumerate().map(|(i, bars)| SlotRow {
+            pool: pool.clone(),
+            slot: i + 1,
+            bars,
+        }));
+    }
+    let all: Vec<&Bar> = rows.iter().flat_map(|r| &r.bars).collect();
+    let start = from
+        .or_else(|| all.iter().map(|b| b.start).min())
+        .unwrap_or(now);
+    let end = to
+        .or_else(|| all.iter().map(|b| b.end).max().map(|e| e.max(now)))
+        .unwrap_or(now)
+        .max(start);
+    let mut ends: Vec<(DateTime<Utc>, f64)> = all
+        .iter()
+        .filter(|b| b.kind != "running")
+        .map(|b| (b.end, b.cost))
+        .collect();
+    ends.sort_by_key(|e| e.0);
+    let mut spent = 0.0;
+    let mut cost_series = Vec::new();
+    for (t, c) in ends {
+        spent += c;
+        cost_series.push((t, crate::output::units::round_cost(spent)));
+    }
+    let mut per_task: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for b in &all {
+        per_task.entry(&b.task).or_default().push(b.cost);
+    }
+    let mut cost_per_task: Vec<(String, f64)> = per_task
+        .into_iter()
+        .map(|(t, c)| (t.to_string(), crate::output::units::sum_costs(c)))
+        .collect();
+    cost_per_task.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Timeline {
+        start,
+        end,
+        rows,
+        cost_series,
+        cost_per_task,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(slots: usize) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flocks.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[containers]]\nname = \"local\"\nbackend = \"local\"\nmax_worktrees = {slots}\n"
+            ),
+        )
+        .unwrap();
+        Config::load(&path).unwrap()
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    /// An attempt: number, start, end (`None`: running), cost.
+    type Try = (u32, i64, Option<i64>, f64);
+
+    fn state(tasks: &[(&str, &[Try])]) -> State {
+        let tasks: Vec<serde_json::Value> = tasks
+            .iter()
+            .map(|(id, attempts)| {
+                let running = attempts.iter().find(|a| a.2.is_none());
+                let status = match running {
+                    Some(a) => serde_json::json!({"state": "running", "attempt": a.0, "pool": "local", "started_at": at(a.1)}),
+                    None => serde_json::json!({"state": "done", "outcome": {"kind": "success"}}),
+                };
+                let attempts: Vec<serde_json::Value> = attempts
+                    .iter()
+                    .map(|(n, s, e, c)| {
+                        serde_json::json!({
+                            "number": n, "pool": "local", "started_at": at(*s), "tag": "t",
+                            "ended_at": e.map(at),
+                            "outcome": e.map(|_| serde_json::json!({"kind": if *n == 1 && attempts.len() > 1 { "failed" } else { "success" }, "reason": "x"})),
+                            "result": {"total_cost_usd": c},
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"id": id, "branch": format!("flocks/{id}"), "worktree": "/w", "prompt_hash": "h",
+                    "status": status, "attempts": attempts})
+            })
+            .collect();
+        let mut s: State =
+            serde_json::from_value(serde_json::json!({"format_version": 2, "tasks": tasks}))
+                .unwrap();
+        s.reindex();
+        s
+    }
+
+    #[test]
+    fn attempts_take_the_lowest_free_slot_and_never_overlap() {
+        let s = state(&[
+            ("a", &[(1, 0, Some(10), 0.1)]),
+            ("b", &[(1, 1, Some(4), 0.2), (2, 10, Some(14), 0.3)]),
+            ("c", &[(1, 4, Some(12), 0.0)]),
+            ("d", &[(1, 12, None, 0.0)]),
+        ]);
+        let tl = build(&s, &config(2), Some(at(0)), None, at(20));
+        let row = |i: usize| -> Vec<(&str, u32)> {
+            tl.rows[i]
+                .bars
+                .iter()
+                .map(|b| (b.task.as_str(), b.attempt))
+                .collect()
+        };
+        assert_eq!(tl.rows.len(), 2);
+        assert_eq!((tl.rows[1].pool.as_str(), tl.rows[1].slot), ("local", 2));
+        assert_eq!(row(0), [("a", 1), ("b", 2)]);
+        assert_eq!(row(1), [("b", 1), ("c", 1), ("d", 1)]);
+        let kinds: Vec<&str> = tl
+            .rows
+            .iter()
+            .flat_map(|r| &r.bars)
+            .map(|b| b.kind.as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["success", "success", "failed", "success", "running"]
+        );
+        let d = &tl.rows[1].bars[2];
+        assert_eq!(d.end, at(20), "a running bar ends now");
+        // Money: the running total at each end; per task, most first.
+        assert_eq!(tl.cost_series.last().map(|c| c.1), Some(0.6));
+        assert_eq!(tl.cost_per_task[0], ("b".to_string(), 0.5));
+        // Busy 10 + 3 + 8 + 4 + 8 seconds of 2 slots x 20.
+        assert_eq!(tl.utilisation("local"), Some(33.0 / 40.0));
+    }
+
+    #[test]
+    fn more_attempts_at_once_than_slots_get_a_row_of_their_own() {
+        let s = state(&[
+            ("a", &[(1, 0, Some(10), 0.0)]),
+            ("b", &[(1, 2, Some(5), 0.0)]),
+        ]);
+        let tl = build(&s, &config(1), None, None, at(20));
+        assert_eq!(tl.rows.len(), 2);
+        assert_eq!(tl.rows[1].bars[0].task, "b");
+        assert_eq!(tl.start, at(0), "without a window: from the first attempt");
+    }
+
+    #[test]
+    fn attempts_outside_the_window_are_left_out() {
+        let s = state(&[("a", &[(1, 0, Some(10), 0.1), (2, 100, Some(110), 0.2)])]);
+        let tl = build(&s, &config(1), Some(at(50)), Some(at(200)), at(300));
+        let bars: Vec<u32> = tl
+            .rows
+            .iter()
+            .flat_map(|r| &r.bars)
+            .map(|b| b.attempt)
+            .collect();
+        assert_eq!(bars, [2]);
+        assert_eq!(tl.cost_per_task, [("a".to_string(), 0.2)]);
+        assert_eq!((tl.start, tl.end), (at(50), at(200)));
+    }
+}
