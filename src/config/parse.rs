@@ -25,6 +25,8 @@ struct RawConfig {
     max_turns: S<i64>,
     max_retries: S<i64>,
     max_cost_usd: S<f64>,
+    min_free_disk_gb: S<f64>,
+    credential_ramp_secs: S<f64>,
     #[serde(default)]
     agent: RawAgent,
     #[serde(default)]
@@ -56,6 +58,8 @@ struct RawCredential {
     name: Spanned<String>,
     env: Spanned<String>,
     kind: S<String>,
+    max_concurrent: S<i64>,
+    max_cost_usd: S<f64>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +107,7 @@ struct RawWorkspace {
     branch_prefix: S<String>,
     land_target: S<String>,
     base: S<String>,
+    max_spare_worktrees: S<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -211,6 +216,19 @@ impl Ctx<'_> {
         }
     }
 
+    /// A non-negative amount that is not a duration (dollars, gigabytes).
+    fn amount(&self, v: &S<f64>, key: &str, unit: &str) -> Result<Option<f64>> {
+        match v {
+            None => Ok(None),
+            Some(s) if !s.get_ref().is_finite() || *s.get_ref() < 0.0 => Err(self.err(
+                s.span(),
+                key,
+                format!("must be a non-negative number of {unit}"),
+            )),
+            Some(s) => Ok(Some(*s.get_ref())),
+        }
+    }
+
     fn count(&self, v: &S<i64>, key: &str, min: i64) -> Result<Option<i64>> {
         match v {
             None => Ok(None),
@@ -249,7 +267,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
     let stall = cx.non_negative(&raw.stall_timeout_secs, "stall_timeout_secs")?;
     let max_turns = cx.count(&raw.max_turns, "max_turns", 1)?;
     let max_retries = cx.count(&raw.max_retries, "max_retries", 0)?;
-    let max_cost = cx.non_negative(&raw.max_cost_usd, "max_cost_usd")?;
+    let max_cost = cx.amount(&raw.max_cost_usd, "max_cost_usd", "dollars")?;
+    let min_free_disk = cx.amount(&raw.min_free_disk_gb, "min_free_disk_gb", "gigabytes")?;
+    let ramp = cx.non_negative(&raw.credential_ramp_secs, "credential_ramp_secs")?;
 
     // [agent]
     let agent_env = raw.agent.env.map(|e| e.into_inner()).unwrap_or_default();
@@ -306,10 +326,16 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
                 ));
             }
         };
+        let max_concurrent = cx
+            .count(&c.max_concurrent, "credentials.max_concurrent", 1)?
+            .map(|n| n as usize);
+        let cred_cost = cx.amount(&c.max_cost_usd, "credentials.max_cost_usd", "dollars")?;
         credentials.push(CredentialConfig {
             name,
             env: c.env.into_inner(),
             kind,
+            max_concurrent,
+            max_cost_usd: cred_cost.filter(|c| *c > 0.0),
         });
     }
 
@@ -422,6 +448,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
             .unwrap_or_else(|| "flocks/".into()),
         land_target,
         base,
+        max_spare_worktrees: cx
+            .count(&ws.max_spare_worktrees, "workspace.max_spare_worktrees", 0)?
+            .map(|n| n as usize),
     };
 
     let prompt_template = raw
@@ -482,6 +511,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         max_turns: max_turns.map(|n| n as u32),
         max_retries: max_retries.unwrap_or(3) as u32,
         max_cost_usd: max_cost.filter(|c| *c > 0.0),
+        min_free_disk: min_free_disk
+            .filter(|g| *g > 0.0)
+            .map(|g| (g * GIB as f64) as u64),
+        credential_ramp: secs(ramp.unwrap_or(30.0)),
         agent,
         credentials,
         pools,

@@ -22,7 +22,7 @@
 //! | `blocked` | `task`, `on`: the dependencies that did not succeed |
 //! | `credential_parked` | `credential`, `until` (RFC 3339), `reason` |
 //! | `credential_disabled` | `credential`, `reason` |
-//! | `waiting` | `until`: every usable credential is parked; dispatch resumes then |
+//! | `waiting` | `until`: every usable credential is parked; dispatch resumes then. Or `reason` (no `until`): free disk below `min_free_disk_gb`; dispatch resumes when space comes back |
 //! | `landed` | `task`, `commits`, `target` (written by `flocks land`) |
 //! | `run_finished` | `succeeded`, `failed`, `blocked`, `pending`, `cost_usd` (this run), `interrupted` |
 //!
@@ -103,10 +103,16 @@ pub enum Event {
         credential: String,
         reason: String,
     },
-    /// Every usable credential is parked and nothing runs: dispatch resumes
-    /// at `until` (unless the run was started with `--no-wait`).
+    /// No new agent starts now although tasks are ready. Every usable
+    /// credential is parked and nothing runs: dispatch resumes at `until`
+    /// (unless the run was started with `--no-wait`). Or the free disk is
+    /// below `min_free_disk_gb`: no `until`, `reason` says so, and dispatch
+    /// resumes when space comes back (a notice says it).
     Waiting {
-        until: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<DateTime<Utc>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// `flocks land` applied a task's work onto the target branch.
     Landed {

@@ -1,7 +1,14 @@
 //! Credentials: their secret values (read from the host environment), which
-//! pool may use which, and which are parked or disabled.
+//! pool may use which, and which are parked, disabled, at their
+//! `max_concurrent`, retired at their `max_cost_usd`, or ramping up.
+//!
+//! The ramp: when a credential is parked or retired, its work moves to the
+//! others, and each of them then starts at most 1 new agent in the first
+//! `credential_ramp_secs`, 2 in the next, then 4, 8, ... until a step
+//! allows `max_agents`; a fleet does not move its whole load onto the next
+//! account in one burst.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -15,6 +22,14 @@ pub const DEFAULT_LOGIN: &str = "default";
 pub struct Credentials {
     entries: Vec<Entry>,
     in_use: HashMap<String, usize>,
+    /// What each credential's attempts cost in this run.
+    spent: HashMap<String, f64>,
+    /// Credentials retired at their `max_cost_usd` in this run.
+    retired: HashSet<String>,
+    ramps: HashMap<String, Ramp>,
+    ramp_step: chrono::Duration,
+    /// A ramp ends at the first step that allows this many starts.
+    ramp_full: u32,
 }
 
 struct Entry {
@@ -22,6 +37,17 @@ struct Entry {
     env: String,
     kind: CredentialKind,
     value: Option<String>,
+    max_concurrent: Option<usize>,
+    max_cost_usd: Option<f64>,
+}
+
+/// A credential ramping up: step `k` after `since` allows `2^k` new starts.
+#[derive(Debug, Clone, Copy)]
+struct Ramp {
+    since: DateTime<Utc>,
+    /// The step `started` counts in.
+    step: u32,
+    started: u32,
 }
 
 /// Whether a pool can get a credential now.
@@ -29,6 +55,10 @@ struct Entry {
 pub enum Availability {
     /// Use this (None: inject nothing).
     Ready(Option<Injected>),
+    /// Usable, but every candidate runs its `max_concurrent` agents or has
+    /// used its ramp step's starts: look again when an agent ends, or at the
+    /// next ramp step ([`Credentials::next_ramp_step`]).
+    Busy,
     /// Every candidate is parked; the earliest is free at this time.
     ParkedUntil(DateTime<Utc>),
     /// None can ever be used in this run; why.
@@ -38,6 +68,11 @@ pub enum Availability {
 impl Credentials {
     /// Read every credential's value from this process's environment.
     pub fn from_env(config: &Config) -> Credentials {
+        Credentials::with_values(config, |var| std::env::var(var).ok())
+    }
+
+    /// Every credential's value as `value_of` its variable gives it.
+    pub fn with_values(config: &Config, value_of: impl Fn(&str) -> Option<String>) -> Credentials {
         let entries = config
             .credentials
             .iter()
@@ -45,12 +80,20 @@ impl Credentials {
                 name: c.name.clone(),
                 env: c.env.clone(),
                 kind: c.kind,
-                value: std::env::var(&c.env).ok().filter(|v| !v.is_empty()),
+                value: value_of(&c.env).filter(|v| !v.is_empty()),
+                max_concurrent: c.max_concurrent,
+                max_cost_usd: c.max_cost_usd,
             })
             .collect();
         Credentials {
             entries,
             in_use: HashMap::new(),
+            spent: HashMap::new(),
+            retired: HashSet::new(),
+            ramps: HashMap::new(),
+            ramp_step: chrono::Duration::from_std(config.credential_ramp)
+                .unwrap_or(chrono::Duration::zero()),
+            ramp_full: u32::try_from(config.max_agents).unwrap_or(u32::MAX),
         }
     }
 
@@ -81,8 +124,92 @@ impl Credentials {
             .collect()
     }
 
-    pub fn acquire(&mut self, name: &str) {
+    /// An agent starts on `name` at `now`.
+    pub fn acquire(&mut self, name: &str, now: DateTime<Utc>) {
         *self.in_use.entry(name.to_string()).or_default() += 1;
+        let (step, full) = (self.ramp_step, self.ramp_full);
+        if let Some(r) = self.ramps.get_mut(name) {
+            let k = ramp_step_at(r.since, step, now);
+            if k != r.step {
+                r.step = k;
+                r.started = 0;
+            }
+            r.started += 1;
+            if ramp_allows(k) >= full {
+                self.ramps.remove(name);
+            }
+        }
+    }
+
+    /// Agents on `name` now.
+    pub fn in_use(&self, name: &str) -> usize {
+        self.in_use.get(name).copied().unwrap_or(0)
+    }
+
+    /// `name` was parked or retired at `now`: the other credentials take its
+    /// work gradually (see the module note). No ramp when its step is zero.
+    pub fn start_ramp(&mut self, except: &str, now: DateTime<Utc>) {
+        if self.ramp_step.is_zero() || self.ramp_full <= 1 {
+            return;
+        }
+        self.ramps.remove(except);
+        // One already ramping goes on where it is (a burst of rate limits
+        // on one credential starts one ramp on each other, not many).
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| e.name != except && e.value.is_some())
+        {
+            self.ramps.entry(e.name.clone()).or_insert(Ramp {
+                since: now,
+                step: 0,
+                started: 0,
+            });
+        }
+    }
+
+    /// The next time a ramp allows more starts, if any is ramping.
+    pub fn next_ramp_step(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.ramps
+            .values()
+            .map(|r| {
+                let k = ramp_step_at(r.since, self.ramp_step, now);
+                r.since + self.ramp_step * (k as i32 + 1)
+            })
+            .min()
+    }
+
+    /// Count what an attempt on `name` cost. When that brings the credential
+    /// to its `max_cost_usd` for the first time in this run, says why it is
+    /// retired (the caller disables it for the run).
+    pub fn add_cost(&mut self, name: &str, cost: f64) -> Option<String> {
+        let spent = self.spent.entry(name.to_string()).or_default();
+        *spent = crate::output::units::sum_costs([*spent, cost]);
+        let spent = *spent;
+        let cap = self.entries.iter().find(|e| e.name == name)?.max_cost_usd?;
+        if spent < cap || !self.retired.insert(name.to_string()) {
+            return None;
+        }
+        Some(format!(
+            "it has cost {} in this run, reaching its max_cost_usd = {cap}; retired until the next run",
+            crate::output::units::money(spent)
+        ))
+    }
+
+    /// Whether `e` may start one more agent now: not at its
+    /// `max_concurrent`, and its ramp (if any) allows one more in this step.
+    fn room(&self, e: &Entry, now: DateTime<Utc>) -> Result<(), ()> {
+        if e.max_concurrent.is_some_and(|m| self.in_use(&e.name) >= m) {
+            return Err(());
+        }
+        if let Some(r) = self.ramps.get(&e.name) {
+            let k = ramp_step_at(r.since, self.ramp_step, now);
+            let started = if k == r.step { r.started } else { 0 };
+            if started >= ramp_allows(k) {
+                return Err(());
+            }
+        }
+        Ok(())
     }
 
     pub fn release(&mut self, name: &str) {
@@ -125,7 +252,10 @@ impl Credentials {
                     ));
                 }
                 match status(name) {
-                    Ok(()) => Availability::Ready(Some(self.inject(e))),
+                    Ok(()) => match self.room(e, now) {
+                        Ok(()) => Availability::Ready(Some(self.inject(e))),
+                        Err(()) => Availability::Busy,
+                    },
                     Err(Some(t)) => Availability::ParkedUntil(t),
                     Err(None) => Availability::Unusable(self.disabled_reason(state, name)),
                 }
@@ -133,24 +263,28 @@ impl Credentials {
             CredentialChoice::Rotate => {
                 let mut best: Option<&Entry> = None;
                 let mut earliest: Option<DateTime<Utc>> = None;
+                // Some are usable but full.
+                let mut busy = false;
                 for e in self.entries.iter().filter(|e| e.value.is_some()) {
-                    match status(&e.name) {
-                        Ok(()) => {
-                            let load = |x: &Entry| self.in_use.get(&x.name).copied().unwrap_or(0);
+                    match status(&e.name).map(|()| self.room(e, now)) {
+                        Ok(Ok(())) => {
+                            let load = |x: &Entry| self.in_use(&x.name);
                             if best.is_none_or(|b| load(e) < load(b)) {
                                 best = Some(e);
                             }
                         }
+                        Ok(Err(())) => busy = true,
                         Err(Some(t)) => {
                             earliest = Some(earliest.map_or(t, |x: DateTime<Utc>| x.min(t)))
                         }
                         Err(None) => {}
                     }
                 }
-                match (best, earliest) {
-                    (Some(e), _) => Availability::Ready(Some(self.inject(e))),
-                    (None, Some(t)) => Availability::ParkedUntil(t),
-                    (None, None) => {
+                match (best, busy, earliest) {
+                    (Some(e), _, _) => Availability::Ready(Some(self.inject(e))),
+                    (None, true, _) => Availability::Busy,
+                    (None, false, Some(t)) => Availability::ParkedUntil(t),
+                    (None, false, None) => {
                         Availability::Unusable("every credential is disabled or unset".into())
                     }
                 }
@@ -174,4 +308,18 @@ impl Credentials {
             .unwrap_or_else(|| "disabled".into());
         format!("credential {name} is disabled ({why})")
     }
+}
+
+/// The ramp step `now` falls in.
+fn ramp_step_at(since: DateTime<Utc>, step: chrono::Duration, now: DateTime<Utc>) -> u32 {
+    let (elapsed, step) = ((now - since).num_milliseconds(), step.num_milliseconds());
+    if elapsed <= 0 || step <= 0 {
+        return 0;
+    }
+    u32::try_from(elapsed / step).unwrap_or(u32::MAX).min(31)
+}
+
+/// New starts that ramp step `k` allows.
+fn ramp_allows(k: u32) -> u32 {
+    1u32 << k.min(31)
 }

@@ -48,6 +48,9 @@ pub struct Dispatcher {
     /// saved: an attempt never acts (creates its branch, runs the agent)
     /// before its record is on disk.
     to_spawn: Vec<(AttemptJob, watch::Receiver<StopLevel>)>,
+    /// When the free disk space was last read (for `min_free_disk_gb`).
+    disk_read_at: Option<std::time::Instant>,
+    disk_unreadable: bool,
 }
 
 pub struct DispatcherParts {
@@ -107,6 +110,41 @@ impl Dispatcher {
             planning: JoinSet::new(),
             jobs: HashMap::new(),
             to_spawn: Vec::new(),
+            disk_read_at: None,
+            disk_unreadable: false,
+        }
+    }
+
+    /// With `min_free_disk_gb`: read the free space of the worktrees'
+    /// filesystem (at most once a second: the tick brings the next look
+    /// while dispatch waits) and hand it to the fleet.
+    fn read_free_disk(&mut self) {
+        if self.fleet.config().min_free_disk.is_none()
+            || self
+                .disk_read_at
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.disk_read_at = Some(std::time::Instant::now());
+        let dir = self.fleet.config().worktrees_dir();
+        match crate::disk::free_space(&dir) {
+            Ok(free) => {
+                let effects = self.fleet.on_free_disk(free.free);
+                self.carry_out(effects);
+            }
+            Err(e) => {
+                // Said once: a filesystem that cannot say its free space
+                // does not stop the run.
+                if !self.disk_unreadable {
+                    self.disk_unreadable = true;
+                    let message = format!(
+                        "cannot read the free disk space of {} ({e}): min_free_disk_gb is not checked",
+                        dir.display()
+                    );
+                    self.emit(&Event::Notice { message });
+                }
+            }
         }
     }
 
@@ -216,6 +254,7 @@ impl Dispatcher {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
+            self.read_free_disk();
             let now = Now::current();
             let starts = self.fleet.start_ready(now);
             self.carry_out(starts);

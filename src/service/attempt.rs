@@ -67,6 +67,11 @@ pub(crate) fn prepare(project: &Project, req: SingleAttempt<'_>) -> Result<Prepa
                 t.with_timezone(&chrono::Local).format("%H:%M:%S")
             )),
             Availability::Unusable(why) => unusable.push(format!("pool {}: {why}", p.name)),
+            // Nothing runs outside a run: no credential is full or ramping.
+            Availability::Busy => unusable.push(format!(
+                "pool {}: its credentials run as many agents as they may",
+                p.name
+            )),
         }
     }
     let Some((pool_index, injected)) = chosen else {

@@ -105,6 +105,7 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
         ended_at: None,
         supervise: opts.supervise,
         pid_start: crate::state::process_start(std::process::id()),
+        waiting: None,
     });
     project.store.save(&state)?;
     // Saved whole: the dispatcher's journal starts from here.

@@ -221,7 +221,13 @@ fn stalled_event_marks_the_agent_until_it_finishes() {
 #[test]
 fn waiting_banner_counts_down() {
     let mut app = app();
-    app.add_events(vec![stamped(0, Event::Waiting { until: t(750) })]);
+    app.add_events(vec![stamped(
+        0,
+        Event::Waiting {
+            until: Some(t(750)),
+            reason: None,
+        },
+    )]);
     let text = render(&app, t(30), 110, 34);
     assert!(
         text.contains("dispatch resumes at 03:16:35 (in 12m00s)"),

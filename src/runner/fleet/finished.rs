@@ -127,6 +127,14 @@ impl Fleet {
             }));
         }
 
+        // What the attempt cost its credential: at its max_cost_usd, it is
+        // retired for the run and its work moves to the others.
+        if let Some(name) = &credential
+            && let Some(reason) = self.creds.add_cost(name, cost)
+        {
+            self.retire(name, reason, now.wall, &mut out);
+        }
+
         // What the outcome says about credentials, pools and the API.
         match &outcome {
             Outcome::RateLimited { resets_at, .. } => {
@@ -137,6 +145,7 @@ impl Fleet {
                 let name = credential.unwrap_or_else(|| DEFAULT_LOGIN.into());
                 let entry = self.state.credentials.entry(name.clone()).or_default();
                 entry.disabled = Some(reason.clone());
+                self.creds.start_ramp(&name, now.wall);
                 out.push(Effect::Emit(Event::CredentialDisabled {
                     credential: name,
                     reason: reason.clone(),
@@ -212,8 +221,58 @@ impl Fleet {
         };
         let supervise = self.opts.supervise;
         let max_retries = self.opts.max_retries;
+        let cap = self.task(id).and_then(|t| t.max_cost_usd);
         let Some(rec) = self.record_mut(id) else {
             return (done(), None);
+        };
+        // The task's own spending cap: reached, it gets no further attempt.
+        let cost = rec.cost();
+        let capped = cap.filter(|c| cost >= *c).map(|c| {
+            format!(
+                "its attempts have cost {}, reaching its max_cost_usd = {c}",
+                crate::output::units::money(cost)
+            )
+        });
+        let (status, reason) = Self::retry_policy(
+            rec,
+            id,
+            attempt,
+            outcome,
+            lost_session,
+            supervise,
+            max_retries,
+            out,
+        );
+        match (capped, status) {
+            (Some(why), TaskStatus::Pending) => {
+                rec.not_retried = Some(why.clone());
+                out.retain(|e| !matches!(e, Effect::PlanRetry { task, .. } if task == id));
+                out.push(Effect::Emit(Event::Notice {
+                    message: format!("task {id}: not retried: {why}"),
+                }));
+                (done(), None)
+            }
+            (_, status) => (status, reason),
+        }
+    }
+
+    /// The retry policy without the task's cost cap.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one decision, each used once"
+    )]
+    fn retry_policy(
+        rec: &mut crate::state::TaskRecord,
+        id: &str,
+        attempt: u32,
+        outcome: &Outcome,
+        lost_session: bool,
+        supervise: bool,
+        max_retries: u32,
+        out: &mut Vec<Effect>,
+    ) -> (TaskStatus, Option<String>) {
+        let done = || TaskStatus::Done {
+            outcome: outcome.clone(),
         };
         match outcome {
             Outcome::Success | Outcome::Interrupted => (done(), None),
@@ -286,10 +345,27 @@ impl Fleet {
         };
         entry.parked_until = Some(until);
         self.dirty = true;
+        self.creds.start_ramp(name, now);
         out.push(Effect::Emit(Event::CredentialParked {
             credential: name.to_string(),
             until,
             reason: why.to_string(),
+        }));
+    }
+
+    /// A credential reached its `max_cost_usd`: disabled for the rest of the
+    /// run (a new run tries it again), its work moves to the others.
+    fn retire(&mut self, name: &str, reason: String, now: DateTime<Utc>, out: &mut Vec<Effect>) {
+        let entry = self.state.credentials.entry(name.to_string()).or_default();
+        entry.disabled = Some(reason.clone());
+        self.dirty = true;
+        self.creds.start_ramp(name, now);
+        out.push(Effect::Emit(Event::Notice {
+            message: format!("credential {name}: {reason}"),
+        }));
+        out.push(Effect::Emit(Event::CredentialDisabled {
+            credential: name.to_string(),
+            reason,
         }));
     }
 }

@@ -33,6 +33,9 @@ impl Fleet {
                 wake = wake.min(at(t));
             }
         }
+        if let Some(t) = self.creds.next_ramp_step(now.wall) {
+            wake = wake.min(at(t));
+        }
         wake
     }
 
@@ -113,7 +116,11 @@ impl Fleet {
     /// stagger, dependencies, scope, back-off, the drain and stop state.
     pub fn start_ready(&mut self, now: Now) -> Vec<Effect> {
         let mut out = self.update_blocked();
-        if self.draining || self.stop_level != StopLevel::Run || self.stopped_because.is_some() {
+        if self.draining
+            || self.stop_level != StopLevel::Run
+            || self.stopped_because.is_some()
+            || self.disk_low.is_some()
+        {
             return out;
         }
         if let Some(b) = self.state.backoff_until {
@@ -190,7 +197,9 @@ impl Fleet {
                 Availability::ParkedUntil(t) => {
                     parked_until = Some(parked_until.map_or(t, |x| x.min(t)))
                 }
-                Availability::Unusable(_) => {}
+                // At its max_concurrent or ramping: an agent's end or the
+                // next ramp step (`next_wake`) brings the next look.
+                Availability::Busy | Availability::Unusable(_) => {}
             }
         }
         if candidates.is_empty() {
@@ -214,7 +223,10 @@ impl Fleet {
                         crate::report::human_duration(secs as f64)
                     );
                     out.push(Effect::Emit(Event::Notice { message }));
-                    out.push(Effect::Emit(Event::Waiting { until: t }));
+                    out.push(Effect::Emit(Event::Waiting {
+                        until: Some(t),
+                        reason: Some("every usable credential is parked".into()),
+                    }));
                 }
             }
             return None;
@@ -248,7 +260,7 @@ impl Fleet {
     ) {
         self.pools[pool].running += 1;
         if let Some(c) = &injected {
-            self.creds.acquire(&c.name);
+            self.creds.acquire(&c.name, now.wall);
         }
         self.running.insert(
             id.to_string(),
@@ -458,6 +470,7 @@ impl Fleet {
         });
         let fresh = next.fresh;
         rec.next = None;
+        rec.not_retried = None;
         let origin = if fresh { None } else { rec.origin_commit() };
         rec.expect_commits = task.expect_commits;
         let worktree = rec.worktree.display().to_string();
@@ -565,7 +578,9 @@ pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
             .creds
             .available(&fleet.config.pools[i].credential, &fleet.state, now.wall)
         {
-            Availability::Ready(_) | Availability::ParkedUntil(_) => any_waitable = true,
+            Availability::Ready(_) | Availability::Busy | Availability::ParkedUntil(_) => {
+                any_waitable = true
+            }
             Availability::Unusable(why) => reasons.push(format!("pool {}: {why}", p.name)),
         }
     }
