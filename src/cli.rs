@@ -153,6 +153,10 @@ pub struct StatusArgs {
     /// Full-screen live dashboard (as `flocks top`)
     #[arg(long, short = 'w')]
     pub watch: bool,
+    /// Count the disk use of worktrees and logs in full (plain `status`
+    /// counts for a moment and says when its sizes are lower bounds)
+    #[arg(long, conflicts_with = "watch")]
+    pub disk: bool,
 }
 
 #[derive(Args, Debug)]
@@ -253,8 +257,16 @@ pub struct LandArgs {
 pub struct CleanArgs {
     /// Also remove the worktrees of failed tasks (and their branches when
     /// they hold nothing unlanded).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "logs")]
     pub all: bool,
+    /// Remove old attempt logs and land logs instead (those of running
+    /// tasks stay); needs --older-than. Worktrees and branches are left alone
+    #[arg(long, requires = "older_than")]
+    pub logs: bool,
+    /// With --logs: remove the files last written longer ago than AGE
+    /// (a number and a unit: 30m, 12h, 7d, 2w)
+    #[arg(long, value_name = "AGE", requires = "logs", value_parser = crate::output::units::parse_age)]
+    pub older_than: Option<std::time::Duration>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -20,6 +20,71 @@ pub struct StatusView {
     /// exe.dev VMs that `flocks up` created and `flocks down` removes.
     pub vms: Vec<VmView>,
     pub totals: Totals,
+    /// Why the live run starts no new agent now although tasks are ready
+    /// (free disk below `min_free_disk_gb`).
+    pub waiting: Option<String>,
+    /// Disk use and free space (`flocks status` counts it; the dashboard does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskView>,
+}
+
+/// What flocks' files take on disk, and what is left on their filesystem.
+#[derive(Serialize)]
+pub struct DiskView {
+    /// Task worktrees (and the land worktree) under `.worktrees/`.
+    pub worktrees_bytes: u64,
+    /// The spare worktrees kept for reuse.
+    pub spare_worktrees_bytes: u64,
+    pub spare_worktrees: usize,
+    /// Attempt logs, `.flocks/logs/`.
+    pub logs_bytes: u64,
+    /// Validation logs of `flocks land`, `.flocks/land-logs/`.
+    pub land_logs_bytes: u64,
+    /// Every file was counted; false: the count ran out of time and the
+    /// sizes are lower bounds (`flocks status --disk` counts them all).
+    pub complete: bool,
+    /// Where free space is read: the worktrees' directory.
+    pub filesystem: PathBuf,
+    pub free_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
+    /// `min_free_disk_gb`, in bytes.
+    pub min_free_bytes: Option<u64>,
+}
+
+/// How long plain `flocks status` spends counting disk use: it stays fast
+/// on a big project, and says when its sizes are lower bounds.
+pub const DISK_BUDGET: std::time::Duration = std::time::Duration::from_millis(40);
+
+/// Disk use under the worktrees and `.flocks/`, counted within `budget`
+/// (None: all of it), and the free space of the worktrees' filesystem.
+pub fn disk(project: &Project, budget: Option<std::time::Duration>) -> DiskView {
+    use crate::disk::usage;
+    let deadline = budget.map(|b| std::time::Instant::now() + b);
+    let wts = project.config.worktrees_dir();
+    let state_dir = project.state_dir();
+    // Smallest first, so that a budget that runs out leaves the big ones.
+    let land_logs = usage(&state_dir.join("land-logs"), &[], deadline);
+    let logs = usage(&state_dir.join("logs"), &[], deadline);
+    let spare_dir = wts.join(crate::git::SPARE_DIR);
+    let spare = usage(&spare_dir, &[], deadline);
+    let worktrees = usage(&wts, &[crate::git::SPARE_DIR], deadline);
+    let free = crate::disk::free_space(&wts).ok();
+    DiskView {
+        worktrees_bytes: worktrees.bytes,
+        spare_worktrees_bytes: spare.bytes,
+        spare_worktrees: std::fs::read_dir(&spare_dir)
+            .map(|d| d.flatten().count())
+            .unwrap_or(0),
+        logs_bytes: logs.bytes,
+        land_logs_bytes: land_logs.bytes,
+        complete: [land_logs, logs, spare, worktrees]
+            .iter()
+            .all(|u| u.complete),
+        filesystem: wts,
+        free_bytes: free.map(|f| f.free),
+        total_bytes: free.map(|f| f.total),
+        min_free_bytes: project.config.min_free_disk,
+    }
 }
 
 #[derive(Serialize)]
@@ -157,6 +222,12 @@ pub fn build(project: &Project, state: &State) -> StatusView {
         tasks,
         pools,
         credentials,
+        waiting: state
+            .run
+            .as_ref()
+            .filter(|_| live)
+            .and_then(|r| r.waiting.clone()),
+        disk: None,
         vms: state
             .managed
             .iter()
@@ -201,7 +272,11 @@ fn task_view(
             }
         }
         TaskStatus::Done { outcome } if *outcome != crate::state::Outcome::Success => {
-            detail = Some(describe(outcome, config));
+            let mut d = describe(outcome, config);
+            if let Some(why) = &t.not_retried {
+                d.push_str(&format!("; not retried: {why}"));
+            }
+            detail = Some(d);
             if let Some(p) = &log {
                 let text = crate::logview::read_tail(p, 64 * 1024);
                 tail = crate::logview::tail_rendered(&text, 5);

@@ -119,10 +119,10 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
     );
     crate::git::ensure_excluded(&repo, &excludes)?;
     drop(repo);
-    let worktrees = Arc::new(crate::git::Worktrees::new(
-        &config.workspace.repo,
-        &config.worktrees_dir(),
-    )?);
+    let worktrees = Arc::new(
+        crate::git::Worktrees::new(&config.workspace.repo, &config.worktrees_dir())?
+            .with_max_spares(config.workspace.max_spare_worktrees),
+    );
     let creds = Credentials::from_env(&config);
     for (name, var) in creds.missing() {
         notices.push(format!(

@@ -107,6 +107,8 @@ fn status() -> StatusView {
             },
         ],
         vms: vec![],
+        waiting: None,
+        disk: None,
         credentials: vec![
             CredentialView {
                 name: "sub-1".into(),
@@ -307,6 +309,8 @@ fn no_run_yet() {
         }],
         credentials: vec![],
         vms: vec![],
+        waiting: None,
+        disk: None,
         totals: Totals {
             tasks: 0,
             attempts: 0,
