@@ -784,6 +784,37 @@ mod tests {
     }
 
     #[test]
+    fn guards_parse_and_bad_values_name_the_key() {
+        let c = parse_str(
+            "min_free_disk_gb = 2.5\ncredential_ramp_secs = 5\n[[credentials]]\nname = \"a\"\nenv = \"A\"\nmax_concurrent = 2\nmax_cost_usd = 10\n[workspace]\nmax_spare_worktrees = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.min_free_disk, Some(5 * GIB / 2));
+        assert_eq!(c.credential_ramp, Duration::from_secs(5));
+        assert_eq!(c.credentials[0].max_concurrent, Some(2));
+        assert_eq!(c.credentials[0].max_cost_usd, Some(10.0));
+        assert_eq!(c.workspace.max_spare_worktrees, Some(3));
+        let d = parse_str("").unwrap();
+        assert_eq!(d.min_free_disk, None);
+        assert_eq!(d.credential_ramp, Duration::from_secs(30));
+        assert_eq!(d.workspace.max_spare_worktrees, None);
+        let e = err("min_free_disk_gb = -1\n");
+        assert!(e.contains("flocks.toml:1: field `min_free_disk_gb`: must be a non-negative number of gigabytes"), "{e}");
+        let e = err("[[credentials]]\nname = \"a\"\nenv = \"A\"\nmax_concurrent = 0\n");
+        assert!(
+            e.contains("flocks.toml:4: field `credentials.max_concurrent`: must be at least 1"),
+            "{e}"
+        );
+        let e = err("[[credentials]]\nname = \"a\"\nenv = \"A\"\nmax_cost_usd = -2\n");
+        assert!(e.contains("flocks.toml:4: field `credentials.max_cost_usd`: must be a non-negative number of dollars"), "{e}");
+        let e = err("[workspace]\nmax_spare_worktrees = -1\n");
+        assert!(
+            e.contains("flocks.toml:2: field `workspace.max_spare_worktrees`: must be at least 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn defaults() {
         let c = parse_str("").unwrap();
         assert_eq!(c.max_agents, 5);
