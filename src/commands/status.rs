@@ -291,8 +291,13 @@ fn render_disk(d: &crate::view::DiskView) -> String {
             }
         ));
     }
-    if !d.complete {
-        s.push_str("\n      (counted for a moment: `flocks status --disk` counts it all)");
+    if let Some(at) = d.counted_at {
+        s.push_str(&format!(
+            "\n      (sizes as counted at {}: too many files to count again now; `flocks status --disk` does)",
+            at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
+        ));
+    } else if !d.complete {
+        s.push_str("\n      (counted for a moment only: `flocks status --disk` counts it all)");
     }
     s
 }
