@@ -72,6 +72,14 @@ fn a_task_is_not_retried_once_its_attempts_reach_its_max_cost() {
         "{}",
         text(&out)
     );
+    // The summary at the end of the run says it too.
+    assert!(
+        text(&out).contains(
+            "; not retried: its attempts have cost $0.60, reaching its max_cost_usd = 0.5"
+        ),
+        "{}",
+        text(&out)
+    );
     assert_eq!(p.status_of("cheap"), "success");
     // status and tasks say why it stopped.
     let st = text(&p.flocks(&["status"]));

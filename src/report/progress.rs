@@ -489,6 +489,26 @@ mod tests {
     }
 
     #[test]
+    fn the_overall_line_says_why_dispatch_waits_for_disk() {
+        let mut view = ProgressView::new(None);
+        view.apply(&Event::Queued { task: "a".into() }, t(0));
+        view.apply(
+            &Event::Waiting {
+                until: None,
+                reason: Some("free disk space is 1.00 GB under /r/.worktrees, below min_free_disk_gb = 5.00 GB".into()),
+            },
+            t(0),
+        );
+        let line = view.overall(t(1));
+        assert!(
+            line.ends_with("⏸ waiting: free disk space is 1.00 GB under /r/.worktrees, below min_free_disk_gb = 5.00 GB"),
+            "{line}"
+        );
+        view.apply(&started("a", "local"), t(5));
+        assert!(!view.overall(t(5)).contains("waiting"));
+    }
+
+    #[test]
     fn agent_line_falls_back_to_the_last_output_line() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("a")).unwrap();

@@ -219,8 +219,7 @@ impl Fleet {
         let done = || TaskStatus::Done {
             outcome: outcome.clone(),
         };
-        let supervise = self.opts.supervise;
-        let max_retries = self.opts.max_retries;
+        let opts = self.opts.clone();
         let cap = self.task(id).and_then(|t| t.max_cost_usd);
         let Some(rec) = self.record_mut(id) else {
             return (done(), None);
@@ -233,16 +232,8 @@ impl Fleet {
                 crate::output::units::money(cost)
             )
         });
-        let (status, reason) = Self::retry_policy(
-            rec,
-            id,
-            attempt,
-            outcome,
-            lost_session,
-            supervise,
-            max_retries,
-            out,
-        );
+        let (status, reason) =
+            Self::retry_policy(rec, id, attempt, outcome, lost_session, &opts, out);
         match (capped, status) {
             (Some(why), TaskStatus::Pending) => {
                 rec.not_retried = Some(why.clone());
@@ -257,20 +248,16 @@ impl Fleet {
     }
 
     /// The retry policy without the task's cost cap.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the parts of one decision, each used once"
-    )]
     fn retry_policy(
         rec: &mut crate::state::TaskRecord,
         id: &str,
         attempt: u32,
         outcome: &Outcome,
         lost_session: bool,
-        supervise: bool,
-        max_retries: u32,
+        opts: &super::RunOptions,
         out: &mut Vec<Effect>,
     ) -> (TaskStatus, Option<String>) {
+        let (supervise, max_retries) = (opts.supervise, opts.max_retries);
         let done = || TaskStatus::Done {
             outcome: outcome.clone(),
         };

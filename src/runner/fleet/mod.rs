@@ -429,6 +429,8 @@ impl Fleet {
         let mut out = self.update_blocked();
         if let Some(run) = self.state.run.as_mut() {
             run.ended_at = Some(now.wall);
+            // An ended run waits for nothing.
+            run.waiting = None;
         }
         self.dirty = true;
         let (mut succeeded, mut failed, mut blocked, mut pending) = (0, 0, 0, 0);
