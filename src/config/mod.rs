@@ -40,8 +40,8 @@ pub struct Config {
     /// new agent starts; dispatch resumes when space comes back.
     pub min_free_disk: Option<u64>,
     /// The credential ramp's step: after a credential is parked or retired,
-    /// each other credential starts at most 1, then 2, 4, ... new agents per
-    /// step. Zero: no ramp.
+    /// each other credential may run at most 1, then 2, 4, ... agents more
+    /// than it ran then, a step each. Zero: no ramp.
     pub credential_ramp: Duration,
     pub agent: AgentConfig,
     pub credentials: Vec<CredentialConfig>,

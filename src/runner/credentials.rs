@@ -3,10 +3,12 @@
 //! `max_concurrent`, retired at their `max_cost_usd`, or ramping up.
 //!
 //! The ramp: when a credential is parked or retired, its work moves to the
-//! others, and each of them then starts at most 1 new agent in the first
-//! `credential_ramp_secs`, 2 in the next, then 4, 8, ... until a step
-//! allows `max_agents`; a fleet does not move its whole load onto the next
-//! account in one burst.
+//! others, gradually: each of them may run, on top of the agents it ran at
+//! that moment, at most 1 more agent in the first `credential_ramp_secs`, 2
+//! more in the next step, then 4, 8, ... until a step allows `max_agents`
+//! more. A fleet does not move its whole load onto the next account in one
+//! burst, and the agents a credential already ran go on unslowed (a fleet of
+//! one slot never waits for the ramp).
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,7 +30,7 @@ pub struct Credentials {
     retired: HashSet<String>,
     ramps: HashMap<String, Ramp>,
     ramp_step: chrono::Duration,
-    /// A ramp ends at the first step that allows this many starts.
+    /// A ramp ends at the first step that allows this many more agents.
     ramp_full: u32,
 }
 
@@ -41,13 +43,13 @@ struct Entry {
     max_cost_usd: Option<f64>,
 }
 
-/// A credential ramping up: step `k` after `since` allows `2^k` new starts.
+/// A credential ramping up: in step `k` after `since`, it may run `base +
+/// 2^k` agents at once.
 #[derive(Debug, Clone, Copy)]
 struct Ramp {
     since: DateTime<Utc>,
-    /// The step `started` counts in.
-    step: u32,
-    started: u32,
+    /// The agents it ran when the ramp started.
+    base: usize,
 }
 
 /// Whether a pool can get a credential now.
@@ -56,8 +58,8 @@ pub enum Availability {
     /// Use this (None: inject nothing).
     Ready(Option<Injected>),
     /// Usable, but every candidate runs its `max_concurrent` agents or has
-    /// used its ramp step's starts: look again when an agent ends, or at the
-    /// next ramp step ([`Credentials::next_ramp_step`]).
+    /// as many as its ramp allows now: look again when an agent ends, or at
+    /// the next ramp step ([`Credentials::next_ramp_step`]).
     Busy,
     /// Every candidate is parked; the earliest is free at this time.
     ParkedUntil(DateTime<Utc>),
@@ -127,18 +129,10 @@ impl Credentials {
     /// An agent starts on `name` at `now`.
     pub fn acquire(&mut self, name: &str, now: DateTime<Utc>) {
         *self.in_use.entry(name.to_string()).or_default() += 1;
+        // A ramp that allows a whole fleet more is over.
         let (step, full) = (self.ramp_step, self.ramp_full);
-        if let Some(r) = self.ramps.get_mut(name) {
-            let k = ramp_step_at(r.since, step, now);
-            if k != r.step {
-                r.step = k;
-                r.started = 0;
-            }
-            r.started += 1;
-            if ramp_allows(k) >= full {
-                self.ramps.remove(name);
-            }
-        }
+        self.ramps
+            .retain(|_, r| ramp_allows(ramp_step_at(r.since, step, now)) < full);
     }
 
     /// Agents on `name` now.
@@ -160,11 +154,10 @@ impl Credentials {
             .iter()
             .filter(|e| e.name != except && e.value.is_some())
         {
-            self.ramps.entry(e.name.clone()).or_insert(Ramp {
-                since: now,
-                step: 0,
-                started: 0,
-            });
+            let base = self.in_use.get(&e.name).copied().unwrap_or(0);
+            self.ramps
+                .entry(e.name.clone())
+                .or_insert(Ramp { since: now, base });
         }
     }
 
@@ -197,15 +190,15 @@ impl Credentials {
     }
 
     /// Whether `e` may start one more agent now: not at its
-    /// `max_concurrent`, and its ramp (if any) allows one more in this step.
+    /// `max_concurrent`, nor at what its ramp (if any) allows in this step.
     fn room(&self, e: &Entry, now: DateTime<Utc>) -> Result<(), ()> {
         if e.max_concurrent.is_some_and(|m| self.in_use(&e.name) >= m) {
             return Err(());
         }
         if let Some(r) = self.ramps.get(&e.name) {
             let k = ramp_step_at(r.since, self.ramp_step, now);
-            let started = if k == r.step { r.started } else { 0 };
-            if started >= ramp_allows(k) {
+            let allowed = r.base.saturating_add(ramp_allows(k) as usize);
+            if self.in_use(&e.name) >= allowed {
                 return Err(());
             }
         }
@@ -319,7 +312,7 @@ fn ramp_step_at(since: DateTime<Utc>, step: chrono::Duration, now: DateTime<Utc>
     u32::try_from(elapsed / step).unwrap_or(u32::MAX).min(31)
 }
 
-/// New starts that ramp step `k` allows.
+/// The agents that ramp step `k` allows on top of the ramp's base.
 fn ramp_allows(k: u32) -> u32 {
     1u32 << k.min(31)
 }

@@ -1028,14 +1028,45 @@ fn a_parked_credentials_work_moves_to_the_others_on_a_ramp() {
         };
         f.on_finished(t, 1, &report(limited), later(now, 1));
     }
-    // b takes the work gradually: 1 start in the first step, 2 in the next, then 4.
+    // b takes the work gradually: on top of the 4 it runs, 1 more agent in
+    // the first step, 2 in the next, then 4 (slots allowing).
     let at = |s: u64| later(now, s);
     assert_eq!(started_on(&f.start_ready(at(1))).len(), 1);
     assert!(started_on(&f.start_ready(at(5))).is_empty());
     assert!(f.next_wake(at(5)) <= at(11).mono + Duration::from_millis(100));
     let step1 = started_on(&f.start_ready(at(11)));
-    assert_eq!(step1.len(), 2);
+    assert_eq!(step1.len(), 1);
     assert!(step1.iter().all(|(_, c)| c.as_deref() == Some("b")));
-    // Step 2 allows 4, but only one slot is free.
-    assert_eq!(started_on(&f.start_ready(at(21))).len(), 1);
+    // b's own agents go on unslowed: one ends, another takes its place at once.
+    let (b_task, _) = on.iter().find(|(_, c)| c.as_deref() == Some("b")).unwrap();
+    f.on_finished(b_task, 1, &report(Outcome::Success), at(12));
+    assert_eq!(started_on(&f.start_ready(at(12))).len(), 1);
+    // Step 2 allows 4 more than at the park: the last two free slots fill.
+    assert_eq!(started_on(&f.start_ready(at(21))).len(), 2);
+    assert!(started_on(&f.start_ready(at(22))).is_empty());
+}
+
+#[test]
+fn the_ramp_never_holds_back_a_fleet_of_one_slot() {
+    let mut f = Setup::new(many(3, ""))
+        .config(|c| {
+            c.max_agents = 2;
+            c.pools[0].max_worktrees = 1;
+        })
+        .credentials(&["a", "b"], |_| {})
+        .build();
+    let now = t0();
+    let on = started_on(&f.start_ready(now));
+    assert_eq!(on, vec![("t0".to_string(), Some("a".to_string()))]);
+    let limited = Outcome::RateLimited {
+        credential: Some("a".into()),
+        resets_at: Some(now.wall + chrono::Duration::seconds(3600)),
+    };
+    f.on_finished("t0", 1, &report(limited), later(now, 1));
+    // b ran nothing: it may run 1 at once, which is all the slot allows.
+    let next = started_on(&f.start_ready(later(now, 1)));
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].1.as_deref(), Some("b"));
+    f.on_finished(&next[0].0, 1, &report(Outcome::Success), later(now, 2));
+    assert_eq!(started_on(&f.start_ready(later(now, 2))).len(), 1);
 }
