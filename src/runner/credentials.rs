@@ -28,6 +28,8 @@ pub struct Credentials {
     spent: HashMap<String, f64>,
     /// Credentials retired at their `max_cost_usd` in this run.
     retired: HashSet<String>,
+    /// Credentials rejected (authentication, billing) in this run.
+    rejected: HashSet<String>,
     ramps: HashMap<String, Ramp>,
     ramp_step: chrono::Duration,
     /// A ramp ends at the first step that allows this many more agents.
@@ -92,6 +94,7 @@ impl Credentials {
             in_use: HashMap::new(),
             spent: HashMap::new(),
             retired: HashSet::new(),
+            rejected: HashSet::new(),
             ramps: HashMap::new(),
             ramp_step: chrono::Duration::from_std(config.credential_ramp)
                 .unwrap_or(chrono::Duration::zero()),
@@ -187,6 +190,29 @@ impl Credentials {
             "it has cost {} in this run, reaching its max_cost_usd = {cap}; retired until the next run",
             crate::output::units::money(spent)
         ))
+    }
+
+    /// Whether a pool with this choice can run nothing more in this run
+    /// because its credentials reached their `max_cost_usd`: the named one
+    /// is retired, or every set one it rotates through is (at least one by
+    /// its cap, the others rejected).
+    pub fn spent_out(&self, choice: &CredentialChoice) -> bool {
+        match choice {
+            CredentialChoice::Default => false,
+            CredentialChoice::Named(n) => self.retired.contains(n),
+            CredentialChoice::Rotate => {
+                let set: Vec<&Entry> = self.entries.iter().filter(|e| e.value.is_some()).collect();
+                set.iter().any(|e| self.retired.contains(&e.name))
+                    && set
+                        .iter()
+                        .all(|e| self.retired.contains(&e.name) || self.rejected.contains(&e.name))
+            }
+        }
+    }
+
+    /// `name` was rejected (authentication, billing) in this run.
+    pub fn reject(&mut self, name: &str) {
+        self.rejected.insert(name.to_string());
     }
 
     /// Whether `e` may start one more agent now: not at its

@@ -145,6 +145,7 @@ impl Fleet {
                 let name = credential.unwrap_or_else(|| DEFAULT_LOGIN.into());
                 let entry = self.state.credentials.entry(name.clone()).or_default();
                 entry.disabled = Some(reason.clone());
+                self.creds.reject(&name);
                 self.creds.start_ramp(&name, now.wall);
                 out.push(Effect::Emit(Event::CredentialDisabled {
                     credential: name,

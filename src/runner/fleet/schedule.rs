@@ -585,8 +585,26 @@ pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
         }
     }
     if !any_waitable {
-        let reason = format!("no pool can run agents: {}", reasons.join("; "));
-        fleet.stopped_because = Some((reason.clone(), Exit::CouldNotStart));
+        // Every usable pool's credentials spent what they may in this run:
+        // the budget stopped it (exit 3), not a failure to start (exit 5).
+        let spent = fleet.pools.iter().enumerate().any(|(i, p)| {
+            p.down.is_none() && fleet.creds.spent_out(&fleet.config.pools[i].credential)
+        });
+        let all_spent = fleet.pools.iter().enumerate().all(|(i, p)| {
+            p.down.is_some() || fleet.creds.spent_out(&fleet.config.pools[i].credential)
+        });
+        let (reason, exit) = if spent && all_spent {
+            (
+                "every credential the pools can use reached its max_cost_usd for this run: no new agents start".to_string(),
+                Exit::TasksFailed,
+            )
+        } else {
+            (
+                format!("no pool can run agents: {}", reasons.join("; ")),
+                Exit::CouldNotStart,
+            )
+        };
+        fleet.stopped_because = Some((reason.clone(), exit));
         return (true, vec![Effect::Emit(Event::Notice { message: reason })]);
     }
     (false, Vec::new())

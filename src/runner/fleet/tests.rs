@@ -1001,6 +1001,34 @@ fn a_credential_at_its_cost_cap_is_retired_for_the_run() {
 }
 
 #[test]
+fn when_every_credential_is_spent_the_budget_ends_the_run() {
+    let mut f = Setup::new(many(3, ""))
+        .config(|c| c.max_agents = 1)
+        .credentials(&["a"], |c| c.max_cost_usd = Some(0.5))
+        .build();
+    let now = t0();
+    f.start_ready(now);
+    f.on_finished(
+        "t0",
+        1,
+        &with_result(report(Outcome::Success), 0.7),
+        later(now, 10),
+    );
+    assert!(spawned(&f.start_ready(later(now, 11))).is_empty());
+    let (done, out) = f.is_done(later(now, 11));
+    assert!(done);
+    assert!(
+        notices(&out)
+            .iter()
+            .any(|m| m.contains("every credential the pools can use reached its max_cost_usd")),
+        "{:?}",
+        notices(&out)
+    );
+    let (summary, _) = f.finish(later(now, 11));
+    assert_eq!(summary.exit, Exit::TasksFailed);
+}
+
+#[test]
 fn a_parked_credentials_work_moves_to_the_others_on_a_ramp() {
     let mut f = Setup::new(many(12, ""))
         .config(|c| {
