@@ -414,3 +414,30 @@ fn a_bad_task_max_cost_names_the_line_and_field() {
         text(&out)
     );
 }
+
+#[test]
+fn a_run_whose_only_credential_is_spent_ends_as_over_budget() {
+    let mut p = TestProject::new(
+        "max_agents = 1\n[[credentials]]\nname = \"a\"\nenv = \"TOKEN_A\"\nmax_cost_usd = 0.5\n\n[[containers]]\nname = \"local\"\nbackend = \"local\"\nmax_worktrees = 1\ncredential = \"a\"\n",
+    );
+    p.env.push(("TOKEN_A".into(), TOK_A.into()));
+    let tasks: Vec<Value> = (0..3)
+        .map(|i| json!({"id": format!("t{i}"), "prompt": format!("@fake commit f{i}.txt\n@fake cost 0.3")}))
+        .collect();
+    p.tasks(&tasks);
+    let out = p.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(
+        text(&out).contains("every credential the pools can use reached its max_cost_usd"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(p.status_of("t0"), "success");
+    assert_eq!(p.status_of("t1"), "success");
+    assert_eq!(p.status_of("t2"), "pending");
+    let st = text(&p.flocks(&["status"]));
+    assert!(
+        st.contains("⛔ a") && st.contains("reaching its max_cost_usd = 0.5"),
+        "{st}"
+    );
+}
