@@ -120,6 +120,7 @@ fn a_credential_at_its_max_cost_is_retired_and_its_work_moves() {
     let disabled = of_kind(&ev, "credential_disabled");
     assert_eq!(disabled.len(), 1, "{disabled:?}");
     assert_eq!(disabled[0]["credential"], "a");
+    assert_eq!(disabled[0]["retired"], true);
     let reason = disabled[0]["reason"].as_str().unwrap();
     assert!(
         reason.contains("$0.60") && reason.contains("max_cost_usd = 0.5"),
@@ -132,7 +133,9 @@ fn a_credential_at_its_max_cost_is_retired_and_its_work_moves() {
         }
     }
     assert!(
-        text(&out).contains("credential a: it has cost $0.60"),
+        text(&out).contains(
+            "⛔ credential a retired until the next run: it has cost $0.60 in this run, reaching its max_cost_usd = 0.5\n"
+        ),
         "{}",
         text(&out)
     );

@@ -21,7 +21,7 @@
 //! | `requeued` | `task`, `reason`: back in the queue (retry, limit, overload) |
 //! | `blocked` | `task`, `on`: the dependencies that did not succeed |
 //! | `credential_parked` | `credential`, `until` (RFC 3339), `reason` |
-//! | `credential_disabled` | `credential`, `reason` |
+//! | `credential_disabled` | `credential`, `reason`, `retired` (true when it reached its `max_cost_usd` for the run; absent otherwise) |
 //! | `waiting` | `until`: every usable credential is parked; dispatch resumes then. Or `reason` (no `until`): free disk below `min_free_disk_gb`; dispatch resumes when space comes back |
 //! | `landed` | `task`, `commits`, `target` (written by `flocks land`) |
 //! | `run_finished` | `succeeded`, `failed`, `blocked`, `pending`, `cost_usd` (this run), `interrupted` |
@@ -102,6 +102,10 @@ pub enum Event {
     CredentialDisabled {
         credential: String,
         reason: String,
+        /// It reached its `max_cost_usd` for this run: retired until the
+        /// next run, nothing to fix (false: rejected, see `reason`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retired: bool,
     },
     /// No new agent starts now although tasks are ready. Every usable
     /// credential is parked and nothing runs: dispatch resumes at `until`

@@ -187,7 +187,7 @@ impl Credentials {
             return None;
         }
         Some(format!(
-            "it has cost {} in this run, reaching its max_cost_usd = {cap}; retired until the next run",
+            "it has cost {} in this run, reaching its max_cost_usd = {cap}",
             crate::output::units::money(spent)
         ))
     }

@@ -150,6 +150,7 @@ impl Fleet {
                 out.push(Effect::Emit(Event::CredentialDisabled {
                     credential: name,
                     reason: reason.clone(),
+                    retired: false,
                 }));
             }
             Outcome::Overloaded => {
@@ -348,12 +349,10 @@ impl Fleet {
         entry.disabled = Some(reason.clone());
         self.dirty = true;
         self.creds.start_ramp(name, now);
-        out.push(Effect::Emit(Event::Notice {
-            message: format!("credential {name}: {reason}"),
-        }));
         out.push(Effect::Emit(Event::CredentialDisabled {
             credential: name.to_string(),
             reason,
+            retired: true,
         }));
     }
 }
