@@ -21,6 +21,15 @@ pub const QUICK_FAILURE: Duration = Duration::from_secs(30);
 /// Times a task may go back to the queue for reasons not its own.
 pub const REQUEUE_CAP: u32 = 8;
 
+/// What follows an attempt's `finished` event.
+enum After {
+    /// Back in the queue, why.
+    Requeued(String),
+    /// Its retries allowed another attempt, its `max_cost_usd` did not: why.
+    NotRetried(String),
+    Nothing,
+}
+
 impl Fleet {
     /// An attempt ended.
     pub fn on_finished(
@@ -105,8 +114,7 @@ impl Fleet {
             self.quick_failures = 0;
         }
 
-        let (status, requeue_reason) =
-            self.next_status(id, attempt, &outcome, lost_session, &mut out);
+        let (status, after) = self.next_status(id, attempt, &outcome, lost_session, &mut out);
         if out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })) {
             self.planning.insert(id.to_string());
         }
@@ -120,11 +128,15 @@ impl Fleet {
             turns,
             commits: report.new_commits,
         }));
-        if let Some(reason) = requeue_reason {
-            out.push(Effect::Emit(Event::Requeued {
+        match after {
+            After::Requeued(reason) => out.push(Effect::Emit(Event::Requeued {
                 task: id.to_string(),
                 reason,
-            }));
+            })),
+            After::NotRetried(why) => out.push(Effect::Emit(Event::Notice {
+                message: format!("task {id}: not retried: {why}"),
+            })),
+            After::Nothing => {}
         }
 
         // What the attempt cost its credential: at its max_cost_usd, it is
@@ -208,8 +220,8 @@ impl Fleet {
         out
     }
 
-    /// The retry policy: the task's status after `outcome`, and why it went
-    /// back to the queue when it did.
+    /// The retry policy: the task's status after `outcome`, and what to say
+    /// after its `finished` event.
     fn next_status(
         &mut self,
         id: &str,
@@ -217,14 +229,14 @@ impl Fleet {
         outcome: &Outcome,
         lost_session: bool,
         out: &mut Vec<Effect>,
-    ) -> (TaskStatus, Option<String>) {
+    ) -> (TaskStatus, After) {
         let done = || TaskStatus::Done {
             outcome: outcome.clone(),
         };
         let opts = self.opts.clone();
         let cap = self.task(id).and_then(|t| t.max_cost_usd);
         let Some(rec) = self.record_mut(id) else {
-            return (done(), None);
+            return (done(), After::Nothing);
         };
         // The task's own spending cap: reached, it gets no further attempt.
         let cost = rec.cost();
@@ -240,12 +252,9 @@ impl Fleet {
             (Some(why), TaskStatus::Pending) => {
                 rec.not_retried = Some(why.clone());
                 out.retain(|e| !matches!(e, Effect::PlanRetry { task, .. } if task == id));
-                out.push(Effect::Emit(Event::Notice {
-                    message: format!("task {id}: not retried: {why}"),
-                }));
-                (done(), None)
+                (done(), After::NotRetried(why))
             }
-            (_, status) => (status, reason),
+            (_, status) => (status, reason.map_or(After::Nothing, After::Requeued)),
         }
     }
 
