@@ -137,7 +137,8 @@ pub struct RunArgs {
     /// Extra attempts after a failure (default: max_retries from flocks.toml)
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
-    /// Exit (code 5) instead of waiting when every credential is parked
+    /// Exit (code 5) instead of waiting when every credential is parked, or
+    /// the free disk is below min_free_disk_gb
     #[arg(long)]
     pub no_wait: bool,
     /// Plain line-by-line output even on a terminal
@@ -200,7 +201,8 @@ pub struct RetryArgs {
     /// Keep retrying failures, as run --supervise does
     #[arg(long)]
     pub supervise: bool,
-    /// Exit (code 5) instead of waiting when every credential is parked
+    /// Exit (code 5) instead of waiting when every credential is parked, or
+    /// the free disk is below min_free_disk_gb
     #[arg(long)]
     pub no_wait: bool,
     /// Plain line-by-line output even on a terminal
@@ -278,7 +280,8 @@ pub struct SailArgs {
     /// Extra attempts after a failure (default: max_retries from flocks.toml)
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
-    /// Exit (code 5) instead of waiting when every credential is parked
+    /// Exit (code 5) instead of waiting when every credential is parked, or
+    /// the free disk is below min_free_disk_gb
     #[arg(long)]
     pub no_wait: bool,
     /// Plain line-by-line output even on a terminal

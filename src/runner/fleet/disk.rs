@@ -1,9 +1,11 @@
 //! The free-disk guard: below `min_free_disk_gb`, no new agent starts (running
 //! ones go on); a notice and the run's `waiting` state say why, and dispatch
-//! resumes when space comes back. The dispatcher reads the free space (on
-//! its tick) and hands it here.
+//! resumes when space comes back (with `--no-wait`, the run ends instead,
+//! exit 5). The dispatcher reads the free space (on its tick) and hands it
+//! here.
 
 use super::{Effect, Fleet};
+use crate::error::Exit;
 use crate::output::units::bytes;
 use crate::report::Event;
 
@@ -23,6 +25,18 @@ impl Fleet {
                     place.display(),
                     bytes(min)
                 );
+                if self.opts.no_wait {
+                    if self.stopped_because.is_none() {
+                        let why = format!(
+                            "{reason} and --no-wait was given: no new agent starts; running agents finish"
+                        );
+                        out.push(Effect::Emit(Event::Notice {
+                            message: why.clone(),
+                        }));
+                        self.stopped_because = Some((why, Exit::CouldNotStart));
+                    }
+                    return out;
+                }
                 out.push(Effect::Emit(Event::Notice {
                     message: format!(
                         "{reason}: no new agent starts until space comes back; running agents go on"

@@ -863,6 +863,27 @@ fn low_disk_stops_new_starts_and_space_coming_back_resumes() {
 }
 
 #[test]
+fn with_no_wait_low_disk_ends_the_run_instead() {
+    let gib = crate::config::GIB;
+    let mut f = Setup::new(TWO)
+        .config(|c| c.min_free_disk = Some(5 * gib))
+        .build();
+    f.opts.no_wait = true;
+    let out = f.on_free_disk(gib);
+    assert!(
+        notices(&out)
+            .iter()
+            .any(|m| m.contains("below min_free_disk_gb") && m.contains("--no-wait was given")),
+        "{:?}",
+        notices(&out)
+    );
+    assert!(spawned(&f.start_ready(t0())).is_empty());
+    assert!(f.is_done(t0()).0);
+    let (summary, _) = f.finish(t0());
+    assert_eq!(summary.exit, Exit::CouldNotStart);
+}
+
+#[test]
 fn without_min_free_disk_the_reading_is_ignored() {
     let mut f = Setup::new(ONE).build();
     assert!(f.on_free_disk(0).is_empty());
