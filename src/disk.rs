@@ -48,6 +48,30 @@ pub(crate) fn free_space(path: &Path) -> std::io::Result<Free> {
     })
 }
 
+/// The filesystem with the least free space among those holding `dirs`,
+/// and which of `dirs` it holds. An error when none can say.
+pub(crate) fn lowest_free(dirs: &[PathBuf]) -> std::io::Result<(Free, PathBuf)> {
+    let mut best: Option<(Free, PathBuf)> = None;
+    let mut last_err = None;
+    for d in dirs {
+        match free_space(d) {
+            Ok(f) if best.as_ref().is_none_or(|(b, _)| f.free < b.free) => {
+                best = Some((f, d.clone()))
+            }
+            Ok(_) => {}
+            Err(e) => last_err = Some(e),
+        }
+    }
+    best.ok_or_else(|| last_err.unwrap_or_else(|| std::io::Error::other("no directory to read")))
+}
+
+/// The filesystem (device) that holds `path`, or its nearest existing parent.
+pub(crate) fn device_of(path: &Path) -> Option<u64> {
+    path.ancestors()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.dev())
+}
+
 /// The space used under a directory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Usage {

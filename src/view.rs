@@ -53,6 +53,16 @@ pub struct DiskView {
     pub total_bytes: Option<u64>,
     /// `min_free_disk_gb`, in bytes.
     pub min_free_bytes: Option<u64>,
+    /// `.flocks/`'s filesystem, when it is another than the worktrees'.
+    pub logs_filesystem: Option<FilesystemView>,
+}
+
+/// A filesystem's free space, read at a path on it.
+#[derive(Serialize)]
+pub struct FilesystemView {
+    pub path: PathBuf,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
 }
 
 /// How long plain `flocks status` spends counting disk use: it stays fast
@@ -103,7 +113,17 @@ pub fn disk(project: &Project, budget: Option<std::time::Duration>) -> DiskView 
         free_bytes: free.map(|f| f.free),
         total_bytes: free.map(|f| f.total),
         min_free_bytes: project.config.min_free_disk,
+        logs_filesystem: None,
     };
+    if crate::disk::device_of(&state_dir) != crate::disk::device_of(&view.filesystem)
+        && let Ok(f) = crate::disk::free_space(&state_dir)
+    {
+        view.logs_filesystem = Some(FilesystemView {
+            path: state_dir.clone(),
+            free_bytes: f.free,
+            total_bytes: f.total,
+        });
+    }
     let kept = state_dir.join("disk.json");
     if complete {
         // Kept only where `.flocks/` already is; a failure to keep it only

@@ -279,8 +279,19 @@ fn render_disk(d: &crate::view::DiskView) -> String {
     if let (Some(free), Some(total)) = (d.free_bytes, d.total_bytes) {
         s.push_str(&format!(" · {} free of {}", bytes(free), bytes(total)));
     }
+    if let Some(fs) = &d.logs_filesystem {
+        s.push_str(&format!(
+            " · {} free of {} under {}",
+            bytes(fs.free_bytes),
+            bytes(fs.total_bytes),
+            fs.path.display()
+        ));
+    }
     if let Some(min) = d.min_free_bytes {
-        let low = d.free_bytes.is_some_and(|f| f < min);
+        let low = d.free_bytes.is_some_and(|f| f < min)
+            || d.logs_filesystem
+                .as_ref()
+                .is_some_and(|f| f.free_bytes < min);
         s.push_str(&format!(
             " (min_free_disk_gb {}{})",
             bytes(min),

@@ -127,10 +127,11 @@ impl Dispatcher {
             return;
         }
         self.disk_read_at = Some(std::time::Instant::now());
-        let dir = self.fleet.config().worktrees_dir();
-        match crate::disk::free_space(&dir) {
-            Ok(free) => {
-                let effects = self.fleet.on_free_disk(free.free);
+        let config = self.fleet.config();
+        let dirs = [config.worktrees_dir(), config.state_dir()];
+        match crate::disk::lowest_free(&dirs) {
+            Ok((free, place)) => {
+                let effects = self.fleet.on_free_disk(free.free, &place);
                 self.carry_out(effects);
             }
             Err(e) => {
@@ -140,7 +141,7 @@ impl Dispatcher {
                     self.disk_unreadable = true;
                     let message = format!(
                         "cannot read the free disk space of {} ({e}): min_free_disk_gb is not checked",
-                        dir.display()
+                        dirs[0].display()
                     );
                     self.emit(&Event::Notice { message });
                 }

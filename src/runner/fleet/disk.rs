@@ -1,8 +1,10 @@
 //! The free-disk guard: below `min_free_disk_gb`, no new agent starts (running
 //! ones go on); a notice and the run's `waiting` state say why, and dispatch
 //! resumes when space comes back (with `--no-wait`, the run ends instead,
-//! exit 5). The dispatcher reads the free space (on its tick) and hands it
-//! here.
+//! exit 5). The dispatcher reads the free space of the worktrees' and
+//! `.flocks/`'s filesystems (on its tick) and hands the lower one here.
+
+use std::path::Path;
 
 use super::{Effect, Fleet};
 use crate::error::Exit;
@@ -10,13 +12,14 @@ use crate::output::units::bytes;
 use crate::report::Event;
 
 impl Fleet {
-    /// The free space on the worktrees' filesystem is `free` bytes now.
-    pub fn on_free_disk(&mut self, free: u64) -> Vec<Effect> {
+    /// The free space is `free` bytes now on the fullest of the
+    /// filesystems flocks writes to (the worktrees', `.flocks/`'s), the one
+    /// that holds `place`.
+    pub fn on_free_disk(&mut self, free: u64, place: &Path) -> Vec<Effect> {
         let mut out = Vec::new();
         let Some(min) = self.config.min_free_disk else {
             return out;
         };
-        let place = self.config.worktrees_dir();
         match (&self.disk_low, free < min) {
             (None, true) => {
                 let reason = format!(

@@ -831,10 +831,13 @@ fn low_disk_stops_new_starts_and_space_coming_back_resumes() {
     with_run(&mut f);
     let now = t0();
     // Enough space: nothing said, the first task starts.
-    assert!(f.on_free_disk(6 * gib).is_empty());
+    assert!(
+        f.on_free_disk(6 * gib, Path::new("/p/.worktrees"))
+            .is_empty()
+    );
     assert_eq!(spawned(&f.start_ready(now)).len(), 1);
     // Below the minimum: said once, the run waits with the reason.
-    let out = f.on_free_disk(gib);
+    let out = f.on_free_disk(gib, Path::new("/p/.worktrees"));
     assert!(
         notices(&out)
             .iter()
@@ -847,13 +850,17 @@ fn low_disk_stops_new_starts_and_space_coming_back_resumes() {
         |e| matches!(e, Event::Waiting { until: None, reason: Some(r) } if r.contains("free disk space is 1.00 GB"))
     ));
     assert!(f.state().run.as_ref().unwrap().waiting.is_some());
-    assert!(f.on_free_disk(gib / 2).is_empty(), "said once only");
+    assert!(
+        f.on_free_disk(gib / 2, Path::new("/p/.worktrees"))
+            .is_empty(),
+        "said once only"
+    );
     // The running task ends; the next does not start, and the run waits.
     f.on_finished("a", 1, &report(Outcome::Success), later(now, 60));
     assert!(spawned(&f.start_ready(later(now, 61))).is_empty());
     assert!(!f.is_done(later(now, 61)).0);
     // Space comes back: said, cleared, the next task starts.
-    let out = f.on_free_disk(5 * gib);
+    let out = f.on_free_disk(5 * gib, Path::new("/p/.worktrees"));
     assert!(notices(&out).iter().any(|m| m.contains("dispatch resumes")));
     assert!(f.state().run.as_ref().unwrap().waiting.is_none());
     assert_eq!(
@@ -869,7 +876,7 @@ fn with_no_wait_low_disk_ends_the_run_instead() {
         .config(|c| c.min_free_disk = Some(5 * gib))
         .build();
     f.opts.no_wait = true;
-    let out = f.on_free_disk(gib);
+    let out = f.on_free_disk(gib, Path::new("/p/.worktrees"));
     assert!(
         notices(&out)
             .iter()
@@ -886,7 +893,7 @@ fn with_no_wait_low_disk_ends_the_run_instead() {
 #[test]
 fn without_min_free_disk_the_reading_is_ignored() {
     let mut f = Setup::new(ONE).build();
-    assert!(f.on_free_disk(0).is_empty());
+    assert!(f.on_free_disk(0, Path::new("/p/.worktrees")).is_empty());
     assert_eq!(spawned(&f.start_ready(t0())).len(), 1);
 }
 
