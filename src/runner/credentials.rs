@@ -164,13 +164,13 @@ impl Credentials {
         }
     }
 
-    /// The next time a ramp allows more starts, if any is ramping.
+    /// The next time a ramp allows more agents, if any is still ramping.
     pub fn next_ramp_step(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.ramps
             .values()
-            .map(|r| {
+            .filter_map(|r| {
                 let k = ramp_step_at(r.since, self.ramp_step, now);
-                r.since + self.ramp_step * (k as i32 + 1)
+                (ramp_allows(k) < self.ramp_full).then(|| r.since + self.ramp_step * (k as i32 + 1))
             })
             .min()
     }
