@@ -203,8 +203,7 @@ impl Worktrees {
         }
         let spare_root = self.root.join(SPARE_DIR);
         fs::create_dir_all(&spare_root).ctx(|| format!("create {}", spare_root.display()))?;
-        // Numbered in the order they come: the lowest number is the oldest.
-        let mut n = self.spares().last().map_or(0, |(k, _)| k + 1);
+        let mut n = 0;
         let (spare_path, spare_admin) = loop {
             let p = spare_root.join(n.to_string());
             let a = repo
@@ -219,9 +218,24 @@ impl Worktrees {
         fs::rename(&path, &spare_path).ctx(|| "move worktree to the spare pool".into())?;
         fs::rename(&admin, &spare_admin).ctx(|| "rename worktree admin dir".into())?;
         write_links(&spare_path, &spare_admin)?;
+        // Its time of arrival in the pool, which nothing changes while it
+        // waits there: the cap removes the oldest first.
+        if let Ok(dir) = fs::File::open(&spare_path) {
+            let _ = dir.set_modified(std::time::SystemTime::now());
+        }
         if let Some(max) = self.max_spares {
-            let spares = self.spares();
-            for (_, old) in spares.iter().take(spares.len().saturating_sub(max)) {
+            let mut spares: Vec<(std::time::SystemTime, u64, PathBuf)> = self
+                .spares()
+                .into_iter()
+                .map(|(n, p)| {
+                    let at = fs::metadata(&p)
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    (at, n, p)
+                })
+                .collect();
+            spares.sort();
+            for (_, _, old) in spares.iter().take(spares.len().saturating_sub(max)) {
                 if let Some(a) = admin_dir_of(old) {
                     let _ = fs::remove_dir_all(a);
                 }
@@ -231,7 +245,7 @@ impl Worktrees {
         Ok(())
     }
 
-    /// The spare worktrees' directories, oldest first (by their number).
+    /// The spare worktrees' directories, by their number.
     fn spares(&self) -> Vec<(u64, PathBuf)> {
         let Ok(entries) = fs::read_dir(self.root.join(SPARE_DIR)) else {
             return Vec::new();
@@ -567,7 +581,8 @@ mod tests {
         let wts = Worktrees::new(&repo_dir, &repo_dir.join(".worktrees"))
             .unwrap()
             .with_max_spares(Some(2));
-        for id in ["a", "b", "c"] {
+        let pause = || std::thread::sleep(std::time::Duration::from_millis(20));
+        for id in ["a", "b", "c", "x"] {
             let p = wts
                 .prepare(id, &format!("flocks/{id}"), "main", false)
                 .unwrap();
@@ -575,23 +590,32 @@ mod tests {
         }
         for id in ["a", "b", "c"] {
             wts.recycle(id).unwrap();
+            pause();
         }
+        let marks = |wts: &Worktrees| -> Vec<(u64, String)> {
+            wts.spares()
+                .iter()
+                .map(|(n, p)| (*n, fs::read_to_string(p.join("mark")).unwrap()))
+                .collect()
+        };
         // a's spare, the oldest, went; b's and c's stay, with their admin dirs.
-        let spares = wts.spares();
-        assert_eq!(spares.len(), 2, "{spares:?}");
-        let marks: Vec<String> = spares
-            .iter()
-            .map(|(_, p)| fs::read_to_string(p.join("mark")).unwrap())
-            .collect();
-        assert_eq!(marks, ["b", "c"]);
+        assert_eq!(marks(&wts), [(1, "b".to_string()), (2, "c".to_string())]);
         let admins = fs::read_dir(repo_dir.join(".git/worktrees"))
             .unwrap()
             .count();
-        assert_eq!(admins, 2);
-        // Reuse takes the oldest left, and the pool still works.
+        assert_eq!(admins, 3, "b's, c's and x's");
+        // Reuse takes the lowest number, and the pool still works.
         let d = wts.prepare("d", "flocks/d", "main", false).unwrap();
         assert_eq!(fs::read_to_string(d.path.join("mark")).unwrap(), "b");
+        // Age is arrival in the pool, not the number: d comes back as spare
+        // 0, x as spare 1; c (spare 2) is now the oldest, and goes.
+        fs::write(d.path.join("mark"), "d").unwrap();
+        wts.recycle("d").unwrap();
+        pause();
+        wts.recycle("x").unwrap();
+        assert_eq!(marks(&wts), [(0, "d".to_string()), (1, "x".to_string())]);
         // With 0, a recycled worktree is removed, not kept.
+        let d = wts.prepare("d", "flocks/d", "main", false).unwrap();
         let none = Worktrees::new(&repo_dir, &repo_dir.join(".worktrees"))
             .unwrap()
             .with_max_spares(Some(0));
