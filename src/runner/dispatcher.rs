@@ -115,9 +115,9 @@ impl Dispatcher {
         }
     }
 
-    /// With `min_free_disk_gb`: read the free space of the worktrees'
-    /// filesystem (at most once a second: the tick brings the next look
-    /// while dispatch waits) and hand it to the fleet.
+    /// With `min_free_disk_gb`: read the free space of the worktrees' and
+    /// `.flocks/`'s filesystems (at most once a second: the tick brings the
+    /// next look while dispatch waits) and hand the lower to the fleet.
     fn read_free_disk(&mut self) {
         if self.fleet.config().min_free_disk.is_none()
             || self
