@@ -147,7 +147,8 @@ pub struct RunArgs {
     /// Extra attempts after a failure (default: max_retries from flocks.toml)
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
-    /// Exit (code 5) instead of waiting when every credential is parked
+    /// Exit (code 5) instead of waiting when every credential is parked, or
+    /// the free disk is below min_free_disk_gb
     #[arg(long)]
     pub no_wait: bool,
     /// Plain line-by-line output even on a terminal
@@ -163,6 +164,10 @@ pub struct StatusArgs {
     /// Full-screen live dashboard (as `flocks top`)
     #[arg(long, short = 'w')]
     pub watch: bool,
+    /// Count the disk use of worktrees and logs in full (plain `status`
+    /// counts for a moment and says when its sizes are lower bounds)
+    #[arg(long, conflicts_with = "watch")]
+    pub disk: bool,
 }
 
 #[derive(Args, Debug)]
@@ -226,7 +231,8 @@ pub struct RetryArgs {
     /// Keep retrying failures, as run --supervise does
     #[arg(long)]
     pub supervise: bool,
-    /// Exit (code 5) instead of waiting when every credential is parked
+    /// Exit (code 5) instead of waiting when every credential is parked, or
+    /// the free disk is below min_free_disk_gb
     #[arg(long)]
     pub no_wait: bool,
     /// Plain line-by-line output even on a terminal
@@ -283,8 +289,16 @@ pub struct LandArgs {
 pub struct CleanArgs {
     /// Also remove the worktrees of failed tasks (and their branches when
     /// they hold nothing unlanded).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "logs")]
     pub all: bool,
+    /// Remove old attempt logs and land logs instead (those of running
+    /// tasks stay); needs --older-than. Worktrees and branches are left alone
+    #[arg(long, requires = "older_than")]
+    pub logs: bool,
+    /// With --logs: remove the files last written longer ago than AGE
+    /// (a number and a unit: 30m, 12h, 7d, 2w)
+    #[arg(long, value_name = "AGE", requires = "logs", value_parser = crate::output::units::parse_age)]
+    pub older_than: Option<std::time::Duration>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -296,7 +310,8 @@ pub struct SailArgs {
     /// Extra attempts after a failure (default: max_retries from flocks.toml)
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
-    /// Exit (code 5) instead of waiting when every credential is parked
+    /// Exit (code 5) instead of waiting when every credential is parked, or
+    /// the free disk is below min_free_disk_gb
     #[arg(long)]
     pub no_wait: bool,
     /// Plain line-by-line output even on a terminal

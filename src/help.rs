@@ -46,6 +46,10 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
             ("flocks status", "what is running, done, failed and blocked"),
             ("flocks status --watch", "the live dashboard"),
             ("flocks status --json | jq '.totals'", "for scripts"),
+            (
+                "flocks status --disk",
+                "count the disk use of worktrees and logs in full",
+            ),
         ],
     ),
     (
@@ -157,6 +161,10 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
                 "remove the worktrees and branches of landed tasks",
             ),
             ("flocks clean --all", "also those of failed tasks"),
+            (
+                "flocks clean --logs --older-than 7d",
+                "remove logs older than a week (never a running task's)",
+            ),
         ],
     ),
     (

@@ -14,6 +14,7 @@ pub(crate) mod cgroup;
 pub(crate) mod cli;
 pub mod commands;
 pub mod config;
+pub(crate) mod disk;
 pub mod error;
 pub(crate) mod git;
 pub mod help;

@@ -20,6 +20,141 @@ pub struct StatusView {
     /// exe.dev VMs that `flocks up` created and `flocks down` removes.
     pub vms: Vec<VmView>,
     pub totals: Totals,
+    /// Why the live run starts no new agent now although tasks are ready
+    /// (free disk below `min_free_disk_gb`).
+    pub waiting: Option<String>,
+    /// Disk use and free space (`flocks status` counts it; the dashboard does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskView>,
+}
+
+/// What flocks' files take on disk, and what is left on their filesystem.
+#[derive(Serialize)]
+pub struct DiskView {
+    /// Task worktrees (and the land worktree) under `.worktrees/`.
+    pub worktrees_bytes: u64,
+    /// The spare worktrees kept for reuse.
+    pub spare_worktrees_bytes: u64,
+    pub spare_worktrees: usize,
+    /// Attempt logs, `.flocks/logs/`.
+    pub logs_bytes: u64,
+    /// Validation logs of `flocks land`, `.flocks/land-logs/`.
+    pub land_logs_bytes: u64,
+    /// Every file was counted; false: the count ran out of time, no earlier
+    /// full count was kept, and the sizes are lower bounds (`flocks status
+    /// --disk` counts them all).
+    pub complete: bool,
+    /// When the sizes were counted, if not just now: plain `status` ran out
+    /// of time and shows the last full count (kept in `.flocks/disk.json`).
+    pub counted_at: Option<chrono::DateTime<Utc>>,
+    /// Where free space is read: the worktrees' directory.
+    pub filesystem: PathBuf,
+    pub free_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
+    /// `min_free_disk_gb`, in bytes.
+    pub min_free_bytes: Option<u64>,
+    /// `.flocks/`'s filesystem, when it is another than the worktrees'.
+    pub logs_filesystem: Option<FilesystemView>,
+}
+
+/// A filesystem's free space, read at a path on it.
+#[derive(Serialize)]
+pub struct FilesystemView {
+    pub path: PathBuf,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// How long plain `flocks status` spends counting disk use: it stays fast
+/// on a big project, and says when its sizes are lower bounds.
+pub const DISK_BUDGET: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The sizes of the last full count, kept in `.flocks/disk.json` for when
+/// plain `status` runs out of time (a big project).
+#[derive(Serialize, serde::Deserialize)]
+struct DiskCount {
+    at: chrono::DateTime<Utc>,
+    worktrees_bytes: u64,
+    spare_worktrees_bytes: u64,
+    logs_bytes: u64,
+    land_logs_bytes: u64,
+}
+
+/// Disk use under the worktrees and `.flocks/`, counted within `budget`
+/// (None: all of it), and the free space of the worktrees' filesystem. A
+/// full count is kept; a count that runs out of time shows the last full
+/// one instead, with its time.
+pub fn disk(project: &Project, budget: Option<std::time::Duration>) -> DiskView {
+    use crate::disk::usage;
+    let deadline = budget.map(|b| std::time::Instant::now() + b);
+    let wts = project.config.worktrees_dir();
+    let state_dir = project.state_dir();
+    // Smallest first, so that a budget that runs out leaves the big ones.
+    let land_logs = usage(&state_dir.join("land-logs"), &[], deadline);
+    let logs = usage(&state_dir.join("logs"), &[], deadline);
+    let spare_dir = wts.join(crate::git::SPARE_DIR);
+    let spare = usage(&spare_dir, &[], deadline);
+    let worktrees = usage(&wts, &[crate::git::SPARE_DIR], deadline);
+    let free = crate::disk::free_space(&wts).ok();
+    let complete = [land_logs, logs, spare, worktrees]
+        .iter()
+        .all(|u| u.complete);
+    let mut view = DiskView {
+        worktrees_bytes: worktrees.bytes,
+        spare_worktrees_bytes: spare.bytes,
+        spare_worktrees: std::fs::read_dir(&spare_dir)
+            .map(|d| d.flatten().count())
+            .unwrap_or(0),
+        logs_bytes: logs.bytes,
+        land_logs_bytes: land_logs.bytes,
+        complete,
+        counted_at: None,
+        filesystem: wts,
+        free_bytes: free.map(|f| f.free),
+        total_bytes: free.map(|f| f.total),
+        min_free_bytes: project.config.min_free_disk,
+        logs_filesystem: None,
+    };
+    if crate::disk::device_of(&state_dir) != crate::disk::device_of(&view.filesystem)
+        && let Ok(f) = crate::disk::free_space(&state_dir)
+    {
+        view.logs_filesystem = Some(FilesystemView {
+            path: state_dir.clone(),
+            free_bytes: f.free,
+            total_bytes: f.total,
+        });
+    }
+    let kept = state_dir.join("disk.json");
+    if complete {
+        // Kept only where `.flocks/` already is; a failure to keep it only
+        // means the next slow count shows lower bounds.
+        if state_dir.is_dir() {
+            let count = DiskCount {
+                at: Utc::now(),
+                worktrees_bytes: view.worktrees_bytes,
+                spare_worktrees_bytes: view.spare_worktrees_bytes,
+                logs_bytes: view.logs_bytes,
+                land_logs_bytes: view.land_logs_bytes,
+            };
+            if let Ok(text) = serde_json::to_vec(&count) {
+                let tmp = state_dir.join(format!("disk.json.{}", std::process::id()));
+                if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, &kept).is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+        }
+    } else if let Some(c) = std::fs::read(&kept)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<DiskCount>(&t).ok())
+    {
+        view.worktrees_bytes = c.worktrees_bytes;
+        view.spare_worktrees_bytes = c.spare_worktrees_bytes;
+        view.logs_bytes = c.logs_bytes;
+        view.land_logs_bytes = c.land_logs_bytes;
+        view.complete = true;
+        view.counted_at = Some(c.at);
+    }
+    view
 }
 
 #[derive(Serialize)]
@@ -157,6 +292,12 @@ pub fn build(project: &Project, state: &State) -> StatusView {
         tasks,
         pools,
         credentials,
+        waiting: state
+            .run
+            .as_ref()
+            .filter(|_| live)
+            .and_then(|r| r.waiting.clone()),
+        disk: None,
         vms: state
             .managed
             .iter()
@@ -201,7 +342,11 @@ fn task_view(
             }
         }
         TaskStatus::Done { outcome } if *outcome != crate::state::Outcome::Success => {
-            detail = Some(describe(outcome, config));
+            let mut d = describe(outcome, config);
+            if let Some(why) = &t.not_retried {
+                d.push_str(&format!("; not retried: {why}"));
+            }
+            detail = Some(d);
             if let Some(p) = &log {
                 let text = crate::logview::read_tail(p, 64 * 1024);
                 tail = crate::logview::tail_rendered(&text, 5);
@@ -283,4 +428,35 @@ pub fn last_activity(log: &Path) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_out_of_time_shows_the_last_full_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flocks.toml");
+        std::fs::write(&path, "").unwrap();
+        let project = Project::from_config(crate::config::Config::load(&path).unwrap());
+        let logs = project.state_dir().join("logs/t");
+        std::fs::create_dir_all(&logs).unwrap();
+        for i in 0..600 {
+            std::fs::write(logs.join(format!("{i}.log")), "x").unwrap();
+        }
+        // Out of time, nothing kept: lower bounds, said as such.
+        let cut = disk(&project, Some(std::time::Duration::ZERO));
+        assert!(!cut.complete && cut.counted_at.is_none());
+        // A full count is kept...
+        let full = disk(&project, None);
+        assert!(full.complete && full.counted_at.is_none());
+        assert!(full.logs_bytes >= 600 * 512, "{}", full.logs_bytes);
+        assert!(full.free_bytes.is_some());
+        // ... and shown, with its time, when the next count runs out of time.
+        let again = disk(&project, Some(std::time::Duration::ZERO));
+        assert!(again.complete);
+        assert!(again.counted_at.is_some());
+        assert_eq!(again.logs_bytes, full.logs_bytes);
+    }
 }

@@ -180,6 +180,7 @@ impl Fx {
             next: None,
             origin: Some(start.into()),
             expect_commits: true,
+            not_retried: None,
         });
         self.save();
     }

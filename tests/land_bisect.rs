@@ -191,6 +191,7 @@ impl Fx {
             next: None,
             origin: Some(start),
             expect_commits: true,
+            not_retried: None,
         });
         let state = State {
             tasks: self.tasks.clone(),

@@ -181,6 +181,7 @@ agent_timeout_secs = 1800      # 0 = none; on expiry: SIGTERM, grace, SIGKILL to
 stall_timeout_secs = 0         # 0 = off; no agent output this long = stalled
 max_retries = 3                # extra attempts after a failure (with --supervise)
 max_cost_usd = 0               # 0 = no budget; stop dispatching once a run has cost this much
+# min_free_disk_gb = 5         # below this much free disk (GiB), no new agent starts
 
 [agent]
 command = "claude"             # a path or a name on PATH where the agent runs
@@ -193,6 +194,8 @@ args = []                      # extra args after flocks' claude flags
 # name = "sub-1"
 # env = "CLAUDE_TOKEN_1"
 # kind = "oauth"               # or "api_key"
+# max_concurrent = 3           # agents on it at once
+# max_cost_usd = 20            # retired for the run once its attempts cost this much
 
 "#,
         root = root.display()

@@ -43,7 +43,8 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
     // codes: the repository, the base, the agent, the task branches, the
     // variables [[notify]] reads.
     crate::notify::Notifiers::check(config)?;
-    let rows: Vec<_> = dry_run::plan(project, tasks)?
+    let (planned, state) = dry_run::plan(project, tasks)?;
+    let rows: Vec<_> = planned
         .into_iter()
         .map(|r| {
             json!({
@@ -57,13 +58,20 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
             })
         })
         .collect();
+    let to_run: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r["pool"].is_null())
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    let spend = dry_run::spend(config, &state, tasks, &to_run);
     if as_json {
         let pools: Vec<_> = config
             .pools
             .iter()
             .map(|p| json!({"name": p.name, "backend": p.backend.kind(), "slots": p.max_worktrees}))
             .collect();
-        let out = json!({"tasks": rows, "pools": pools, "max_agents": config.max_agents});
+        let out =
+            json!({"tasks": rows, "pools": pools, "max_agents": config.max_agents, "spend": spend});
         crate::outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(Exit::Ok);
     }
@@ -123,5 +131,6 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
         slots.join(", "),
         config.max_agents
     );
+    crate::outln!("{}", spend.render());
     Ok(Exit::Ok)
 }

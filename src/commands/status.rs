@@ -14,7 +14,9 @@ pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
         return crate::tui::run(project);
     }
     let state = project.store.load()?;
-    let view = build(project, &state);
+    let mut view = build(project, &state);
+    let budget = (!args.disk).then_some(crate::view::DISK_BUDGET);
+    view.disk = Some(crate::view::disk(project, budget));
     if args.json {
         crate::outln!(
             "{}",
@@ -59,6 +61,12 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
         None => {
             let _ = writeln!(s, "no run yet: `flocks run --tasks tasks.jsonl` starts one");
         }
+    }
+    if let Some(why) = &v.waiting {
+        let _ = writeln!(
+            s,
+            "⏸ waiting: {why}; no new agent starts until space comes back"
+        );
     }
     let live = v.run.as_ref().is_some_and(|r| r.live);
     let by = |f: &dyn Fn(&TaskView) -> bool| v.tasks.iter().filter(|t| f(t)).collect::<Vec<_>>();
@@ -235,6 +243,9 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             }
         }
     }
+    if let Some(d) = &v.disk {
+        let _ = writeln!(s, "\n{}", render_disk(d));
+    }
     let _ = writeln!(
         s,
         "\ntotals: {} tasks · {} attempts · {} turns · {}",
@@ -248,6 +259,56 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             s,
             "next: `flocks logs <id>` to see why, `flocks retry --all-failed` to try again"
         );
+    }
+    s
+}
+
+/// The disk line: what worktrees, spares and logs take, and what is free.
+fn render_disk(d: &crate::view::DiskView) -> String {
+    use crate::output::units::bytes;
+    let at_least = if d.complete { "" } else { "≥ " };
+    let size = |n: u64| format!("{at_least}{}", bytes(n));
+    let mut s = format!(
+        "disk: worktrees {} · spare worktrees {} ({}) · logs {} · land logs {}",
+        size(d.worktrees_bytes),
+        size(d.spare_worktrees_bytes),
+        d.spare_worktrees,
+        size(d.logs_bytes),
+        size(d.land_logs_bytes)
+    );
+    if let (Some(free), Some(total)) = (d.free_bytes, d.total_bytes) {
+        s.push_str(&format!(" · {} free of {}", bytes(free), bytes(total)));
+    }
+    if let Some(fs) = &d.logs_filesystem {
+        s.push_str(&format!(
+            " · {} free of {} under {}",
+            bytes(fs.free_bytes),
+            bytes(fs.total_bytes),
+            fs.path.display()
+        ));
+    }
+    if let Some(min) = d.min_free_bytes {
+        let low = d.free_bytes.is_some_and(|f| f < min)
+            || d.logs_filesystem
+                .as_ref()
+                .is_some_and(|f| f.free_bytes < min);
+        s.push_str(&format!(
+            " (min_free_disk_gb {}{})",
+            bytes(min),
+            if low {
+                ": below it, no new agent starts"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(at) = d.counted_at {
+        s.push_str(&format!(
+            "\n      (sizes as counted at {}: too many files to count again now; `flocks status --disk` does)",
+            at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
+        ));
+    } else if !d.complete {
+        s.push_str("\n      (counted for a moment only: `flocks status --disk` counts it all)");
     }
     s
 }

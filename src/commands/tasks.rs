@@ -77,10 +77,19 @@ pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
         })
         .filter(|r| wanted.as_deref().is_none_or(|w| r.status == w))
         .collect();
+    // Why a live run starts nothing now (free disk below min_free_disk_gb).
+    let waiting = state
+        .run
+        .as_ref()
+        .and_then(|r| r.waiting.clone())
+        .filter(|_| crate::state::ProjectLock::holder(&project.state_dir()).is_some());
     if args.json {
-        let out = json!({ "tasks": rows, "total_cost_usd": crate::output::units::sum_costs(rows.iter().map(|r| r.cost_usd)) });
+        let out = json!({ "tasks": rows, "total_cost_usd": crate::output::units::sum_costs(rows.iter().map(|r| r.cost_usd)), "waiting": waiting });
         crate::outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(Exit::Ok);
+    }
+    if let Some(why) = waiting {
+        crate::outln!("⏸ waiting: {why}; no new agent starts until space comes back");
     }
     crate::output::report(&render(&rows));
     Ok(Exit::Ok)
@@ -150,7 +159,10 @@ fn from_record(rec: &TaskRecord) -> Row {
             reason: Some(why), ..
         } => Some(why.clone()),
         TaskStatus::Blocked { on, .. } => Some(format!("waits for {}", on.join(", "))),
-        TaskStatus::Done { outcome } if !rec.status.is_success() => Some(outcome.describe()),
+        TaskStatus::Done { outcome } if !rec.status.is_success() => Some(match &rec.not_retried {
+            Some(why) => format!("{}; not retried: {why}", outcome.describe()),
+            None => outcome.describe(),
+        }),
         _ => None,
     };
     Row {

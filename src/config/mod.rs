@@ -19,6 +19,9 @@ use crate::error::{Context, Error, Result};
 
 pub(crate) const FILE_NAME: &str = "flocks.toml";
 
+/// A gigabyte as `min_free_disk_gb` counts it (GiB, as `df -h` shows).
+pub const GIB: u64 = 1 << 30;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The flocks.toml this was read from.
@@ -33,6 +36,13 @@ pub struct Config {
     pub max_turns: Option<u32>,
     pub max_retries: u32,
     pub max_cost_usd: Option<f64>,
+    /// Below this much free space on the worktrees' filesystem (bytes), no
+    /// new agent starts; dispatch resumes when space comes back.
+    pub min_free_disk: Option<u64>,
+    /// The credential ramp's step: after a credential is parked or retired,
+    /// each other credential may run at most 1, then 2, 4, ... agents more
+    /// than it ran then, a step each. Zero: no ramp.
+    pub credential_ramp: Duration,
     pub agent: AgentConfig,
     pub credentials: Vec<CredentialConfig>,
     pub pools: Vec<PoolConfig>,
@@ -78,6 +88,11 @@ pub struct CredentialConfig {
     /// The host environment variable that holds the secret.
     pub env: String,
     pub kind: CredentialKind,
+    /// Agents on this credential at once (None: as many as the pools allow).
+    pub max_concurrent: Option<usize>,
+    /// What this credential may spend in one run; reached, it is retired
+    /// for the rest of the run.
+    pub max_cost_usd: Option<f64>,
 }
 
 /// Which credential a pool's agents get.
@@ -172,6 +187,8 @@ pub struct WorkspaceConfig {
     pub setup_timeout: Option<Duration>,
     /// `setup_on_reuse`: run the setup again in a worktree that had it.
     pub setup_on_reuse: bool,
+    /// Spare worktrees kept for reuse at most (None: no cap; the oldest go first).
+    pub max_spare_worktrees: Option<usize>,
 }
 
 #[derive(Debug, Clone)]

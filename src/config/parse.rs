@@ -25,6 +25,8 @@ struct RawConfig {
     max_turns: S<i64>,
     max_retries: S<i64>,
     max_cost_usd: S<f64>,
+    min_free_disk_gb: S<f64>,
+    credential_ramp_secs: S<f64>,
     #[serde(default)]
     agent: RawAgent,
     #[serde(default)]
@@ -70,6 +72,8 @@ struct RawCredential {
     name: Spanned<String>,
     env: Spanned<String>,
     kind: S<String>,
+    max_concurrent: S<i64>,
+    max_cost_usd: S<f64>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +125,7 @@ struct RawWorkspace {
     setup: Vec<CommandSpec>,
     setup_timeout_secs: S<f64>,
     setup_on_reuse: S<bool>,
+    max_spare_worktrees: S<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -229,6 +234,19 @@ impl Ctx<'_> {
         }
     }
 
+    /// A non-negative amount that is not a duration (dollars, gigabytes).
+    fn amount(&self, v: &S<f64>, key: &str, unit: &str) -> Result<Option<f64>> {
+        match v {
+            None => Ok(None),
+            Some(s) if !s.get_ref().is_finite() || *s.get_ref() < 0.0 => Err(self.err(
+                s.span(),
+                key,
+                format!("must be a non-negative number of {unit}"),
+            )),
+            Some(s) => Ok(Some(*s.get_ref())),
+        }
+    }
+
     fn count(&self, v: &S<i64>, key: &str, min: i64) -> Result<Option<i64>> {
         match v {
             None => Ok(None),
@@ -267,7 +285,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
     let stall = cx.non_negative(&raw.stall_timeout_secs, "stall_timeout_secs")?;
     let max_turns = cx.count(&raw.max_turns, "max_turns", 1)?;
     let max_retries = cx.count(&raw.max_retries, "max_retries", 0)?;
-    let max_cost = cx.non_negative(&raw.max_cost_usd, "max_cost_usd")?;
+    let max_cost = cx.amount(&raw.max_cost_usd, "max_cost_usd", "dollars")?;
+    let min_free_disk = cx.amount(&raw.min_free_disk_gb, "min_free_disk_gb", "gigabytes")?;
+    let ramp = cx.non_negative(&raw.credential_ramp_secs, "credential_ramp_secs")?;
 
     // [agent]
     let agent_env = raw.agent.env.map(|e| e.into_inner()).unwrap_or_default();
@@ -324,10 +344,16 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
                 ));
             }
         };
+        let max_concurrent = cx
+            .count(&c.max_concurrent, "credentials.max_concurrent", 1)?
+            .map(|n| n as usize);
+        let cred_cost = cx.amount(&c.max_cost_usd, "credentials.max_cost_usd", "dollars")?;
         credentials.push(CredentialConfig {
             name,
             env: c.env.into_inner(),
             kind,
+            max_concurrent,
+            max_cost_usd: cred_cost.filter(|c| *c > 0.0),
         });
     }
 
@@ -447,6 +473,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
                 .or(Some(1800.0)),
         ),
         setup_on_reuse: ws.setup_on_reuse.is_some_and(|b| *b.get_ref()),
+        max_spare_worktrees: cx
+            .count(&ws.max_spare_worktrees, "workspace.max_spare_worktrees", 0)?
+            .map(|n| n as usize),
     };
 
     let prompt_template = raw
@@ -517,6 +546,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         max_turns: max_turns.map(|n| n as u32),
         max_retries: max_retries.unwrap_or(3) as u32,
         max_cost_usd: max_cost.filter(|c| *c > 0.0),
+        min_free_disk: min_free_disk
+            .filter(|g| *g > 0.0)
+            .map(|g| (g * GIB as f64) as u64),
+        credential_ramp: secs(ramp.unwrap_or(30.0)),
         agent,
         credentials,
         pools,
@@ -985,6 +1018,37 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn guards_parse_and_bad_values_name_the_key() {
+        let c = parse_str(
+            "min_free_disk_gb = 2.5\ncredential_ramp_secs = 5\n[[credentials]]\nname = \"a\"\nenv = \"A\"\nmax_concurrent = 2\nmax_cost_usd = 10\n[workspace]\nmax_spare_worktrees = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.min_free_disk, Some(5 * GIB / 2));
+        assert_eq!(c.credential_ramp, Duration::from_secs(5));
+        assert_eq!(c.credentials[0].max_concurrent, Some(2));
+        assert_eq!(c.credentials[0].max_cost_usd, Some(10.0));
+        assert_eq!(c.workspace.max_spare_worktrees, Some(3));
+        let d = parse_str("").unwrap();
+        assert_eq!(d.min_free_disk, None);
+        assert_eq!(d.credential_ramp, Duration::from_secs(30));
+        assert_eq!(d.workspace.max_spare_worktrees, None);
+        let e = err("min_free_disk_gb = -1\n");
+        assert!(e.contains("flocks.toml:1: field `min_free_disk_gb`: must be a non-negative number of gigabytes"), "{e}");
+        let e = err("[[credentials]]\nname = \"a\"\nenv = \"A\"\nmax_concurrent = 0\n");
+        assert!(
+            e.contains("flocks.toml:4: field `credentials.max_concurrent`: must be at least 1"),
+            "{e}"
+        );
+        let e = err("[[credentials]]\nname = \"a\"\nenv = \"A\"\nmax_cost_usd = -2\n");
+        assert!(e.contains("flocks.toml:4: field `credentials.max_cost_usd`: must be a non-negative number of dollars"), "{e}");
+        let e = err("[workspace]\nmax_spare_worktrees = -1\n");
+        assert!(
+            e.contains("flocks.toml:2: field `workspace.max_spare_worktrees`: must be at least 0"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository, Signature, StatusOptions};
 
-pub use worktree::{Worktrees, check_task_worktree};
+pub use worktree::{SPARE_DIR, Worktrees, check_task_worktree};
 
 use crate::error::{Context, Error, Result};
 

@@ -15,7 +15,8 @@ use git2::{Oid, Repository, build::CheckoutBuilder};
 use super::{branch_tip, resolve_commit};
 use crate::error::{Context, Error, Result};
 
-const SPARE_DIR: &str = ".spare";
+/// The spare worktrees' directory under `.worktrees/`.
+pub const SPARE_DIR: &str = ".spare";
 /// In a worktree's admin dir: the hash of the `[workspace] setup` that
 /// completed there (it moves with the worktree into and out of the pool).
 const SETUP_MARK: &str = "flocks-setup";
@@ -39,6 +40,8 @@ pub struct Worktrees {
     repo_dir: PathBuf,
     root: PathBuf,
     admin: Mutex<()>,
+    /// `[workspace] max_spare_worktrees`: spares kept at most (None: no cap).
+    max_spares: Option<usize>,
 }
 
 impl Worktrees {
@@ -54,7 +57,15 @@ impl Worktrees {
             repo_dir,
             root,
             admin: Mutex::new(()),
+            max_spares: None,
         })
+    }
+
+    /// Keep at most `max` spare worktrees: a recycled worktree beyond it
+    /// pushes out the oldest spare (with 0, it is removed instead).
+    pub fn with_max_spares(mut self, max: Option<usize>) -> Worktrees {
+        self.max_spares = max;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -208,6 +219,11 @@ impl Worktrees {
         let Some(admin) = admin_dir_of(&path) else {
             return Ok(());
         };
+        if self.max_spares == Some(0) {
+            fs::remove_dir_all(&path).ctx(|| format!("remove {}", path.display()))?;
+            let _ = fs::remove_dir_all(&admin);
+            return Ok(());
+        }
         let spare_root = self.root.join(SPARE_DIR);
         fs::create_dir_all(&spare_root).ctx(|| format!("create {}", spare_root.display()))?;
         let mut n = 0;
@@ -224,7 +240,48 @@ impl Worktrees {
         };
         fs::rename(&path, &spare_path).ctx(|| "move worktree to the spare pool".into())?;
         fs::rename(&admin, &spare_admin).ctx(|| "rename worktree admin dir".into())?;
-        write_links(&spare_path, &spare_admin)
+        write_links(&spare_path, &spare_admin)?;
+        // Its time of arrival in the pool, which nothing changes while it
+        // waits there: the cap removes the oldest first.
+        if let Ok(dir) = fs::File::open(&spare_path) {
+            let _ = dir.set_modified(std::time::SystemTime::now());
+        }
+        if let Some(max) = self.max_spares {
+            let mut spares: Vec<(std::time::SystemTime, u64, PathBuf)> = self
+                .spares()
+                .into_iter()
+                .map(|(n, p)| {
+                    let at = fs::metadata(&p)
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    (at, n, p)
+                })
+                .collect();
+            spares.sort();
+            for (_, _, old) in spares.iter().take(spares.len().saturating_sub(max)) {
+                if let Some(a) = admin_dir_of(old) {
+                    let _ = fs::remove_dir_all(a);
+                }
+                fs::remove_dir_all(old).ctx(|| format!("remove {}", old.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The spare worktrees' directories, by their number.
+    fn spares(&self) -> Vec<(u64, PathBuf)> {
+        let Ok(entries) = fs::read_dir(self.root.join(SPARE_DIR)) else {
+            return Vec::new();
+        };
+        let mut spares: Vec<(u64, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_str()?.parse().ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        spares.sort();
+        spares
     }
 
     /// Remove a task's worktree (its branch stays).
@@ -292,12 +349,7 @@ impl Worktrees {
     }
 
     fn take_spare(&self, repo: &Repository) -> Result<Option<Spare>> {
-        let Ok(entries) = fs::read_dir(self.root.join(SPARE_DIR)) else {
-            return Ok(None);
-        };
-        let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        names.sort();
-        for path in names {
+        for (_, path) in self.spares() {
             if !self.is_our_worktree(repo, &path) {
                 continue;
             }
@@ -572,5 +624,58 @@ mod tests {
         // a's branch still has its commit and can be checked out again.
         let a2 = wts.prepare("a", "flocks/a", "main", false).unwrap();
         assert!(a2.path.join("a.txt").exists());
+    }
+
+    #[test]
+    fn the_spare_pool_is_capped_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo_dir = dir.path().join("repo");
+        fs::create_dir(&repo_dir).unwrap();
+        init_repo(&repo_dir);
+        let wts = Worktrees::new(&repo_dir, &repo_dir.join(".worktrees"))
+            .unwrap()
+            .with_max_spares(Some(2));
+        let pause = || std::thread::sleep(std::time::Duration::from_millis(20));
+        for id in ["a", "b", "c", "x"] {
+            let p = wts
+                .prepare(id, &format!("flocks/{id}"), "main", false)
+                .unwrap();
+            fs::write(p.path.join("mark"), id).unwrap();
+        }
+        for id in ["a", "b", "c"] {
+            wts.recycle(id).unwrap();
+            pause();
+        }
+        let marks = |wts: &Worktrees| -> Vec<(u64, String)> {
+            wts.spares()
+                .iter()
+                .map(|(n, p)| (*n, fs::read_to_string(p.join("mark")).unwrap()))
+                .collect()
+        };
+        // a's spare, the oldest, went; b's and c's stay, with their admin dirs.
+        assert_eq!(marks(&wts), [(1, "b".to_string()), (2, "c".to_string())]);
+        let admins = fs::read_dir(repo_dir.join(".git/worktrees"))
+            .unwrap()
+            .count();
+        assert_eq!(admins, 3, "b's, c's and x's");
+        // Reuse takes the lowest number, and the pool still works.
+        let d = wts.prepare("d", "flocks/d", "main", false).unwrap();
+        assert_eq!(fs::read_to_string(d.path.join("mark")).unwrap(), "b");
+        // Age is arrival in the pool, not the number: d comes back as spare
+        // 0, x as spare 1; c (spare 2) is now the oldest, and goes.
+        fs::write(d.path.join("mark"), "d").unwrap();
+        wts.recycle("d").unwrap();
+        pause();
+        wts.recycle("x").unwrap();
+        assert_eq!(marks(&wts), [(0, "d".to_string()), (1, "x".to_string())]);
+        // With 0, a recycled worktree is removed, not kept.
+        let d = wts.prepare("d", "flocks/d", "main", false).unwrap();
+        let none = Worktrees::new(&repo_dir, &repo_dir.join(".worktrees"))
+            .unwrap()
+            .with_max_spares(Some(0));
+        none.recycle("d").unwrap();
+        assert!(!d.path.exists());
+        assert_eq!(none.spares().len(), 1);
+        assert!(!repo_dir.join(".git/worktrees/d").exists());
     }
 }

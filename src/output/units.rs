@@ -1,5 +1,6 @@
-//! Money and time as people read them, the same way everywhere: `$0.42`
-//! (never `$-0.00`), `45s`, `3m07s`, `2h05m`; and the rounding applied to
+//! Money, time and sizes as people read them, the same way everywhere: `$0.42`
+//! (never `$-0.00`), `45s`, `3m07s`, `2h05m`, `1.5 GB`; ages as people write
+//! them (`7d`, `12h`, `30m`); and the rounding applied to
 //! costs and durations before they are stored or emitted, so that
 //! events.jsonl never shows `0.20000000000000004`.
 
@@ -60,6 +61,58 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
+/// `512 B`, `12.3 KB`, `4.0 MB`, `1.50 GB`, `2.1 TB`: powers of 1024, as `df -h`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{n} B"),
+        3 => format!("{v:.2} GB"),
+        _ => format!("{v:.1} {}", UNITS[unit]),
+    }
+}
+
+/// An age as people write it: a whole number and a unit, `s`, `m`, `h`,
+/// `d` or `w`, one or more (`7d`, `12h`, `1d12h`, `30m`).
+pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || {
+        format!(
+            "`{text}` is not an age: write a number and a unit (s, m, h, d, w), e.g. 7d, 12h, 30m"
+        )
+    };
+    let mut secs: u64 = 0;
+    let mut digits = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            'w' => 7 * 86400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        secs = n
+            .checked_mul(unit)
+            .and_then(|x| secs.checked_add(x))
+            .ok_or_else(bad)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || secs == 0 && !text.trim().starts_with('0') {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +130,21 @@ mod tests {
         assert_eq!(round_cost(-0.0).to_string(), "0");
         assert_eq!(round_secs(-0.2), 0.0);
         assert_eq!(round_secs(1.234_56), 1.235);
+    }
+
+    #[test]
+    fn sizes_and_ages() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KB");
+        assert_eq!(bytes(3 << 30), "3.00 GB");
+        assert_eq!(parse_age("7d").unwrap().as_secs(), 7 * 86400);
+        assert_eq!(parse_age("12h").unwrap().as_secs(), 12 * 3600);
+        assert_eq!(parse_age("30m").unwrap().as_secs(), 1800);
+        assert_eq!(parse_age("1d12h").unwrap().as_secs(), 36 * 3600);
+        assert_eq!(parse_age("0d").unwrap().as_secs(), 0);
+        for bad in ["", "7", "d", "7x", "-1d", "1.5d"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

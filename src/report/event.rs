@@ -21,8 +21,8 @@
 //! | `requeued` | `task`, `reason`: back in the queue (retry, limit, overload) |
 //! | `blocked` | `task`, `on`: the dependencies that did not succeed |
 //! | `credential_parked` | `credential`, `until` (RFC 3339), `reason` |
-//! | `credential_disabled` | `credential`, `reason` |
-//! | `waiting` | `until`: every usable credential is parked; dispatch resumes then |
+//! | `credential_disabled` | `credential`, `reason`, `retired` (true when it reached its `max_cost_usd` for the run; absent otherwise) |
+//! | `waiting` | `until`: every usable credential is parked; dispatch resumes then. Or `reason` (no `until`): free disk below `min_free_disk_gb`; dispatch resumes when space comes back |
 //! | `landed` | `task`, `commits`, `target` (written by `flocks land`) |
 //! | `run_finished` | `succeeded`, `failed`, `blocked`, `pending`, `cost_usd` (this run), `interrupted` |
 //! | `needs_attention` | `cause`, `message`, `task` or `credential` (when it is about one): something a person has to act on (below) |
@@ -114,11 +114,21 @@ pub enum Event {
     CredentialDisabled {
         credential: String,
         reason: String,
+        /// It reached its `max_cost_usd` for this run: retired until the
+        /// next run, nothing to fix (false: rejected, see `reason`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retired: bool,
     },
-    /// Every usable credential is parked and nothing runs: dispatch resumes
-    /// at `until` (unless the run was started with `--no-wait`).
+    /// No new agent starts now although tasks are ready. Every usable
+    /// credential is parked and nothing runs: dispatch resumes at `until`
+    /// (unless the run was started with `--no-wait`). Or the free disk is
+    /// below `min_free_disk_gb`: no `until`, `reason` says so, and dispatch
+    /// resumes when space comes back (a notice says it).
     Waiting {
-        until: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<DateTime<Utc>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// `flocks land` applied a task's work onto the target branch.
     Landed {

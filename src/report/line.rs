@@ -122,9 +122,18 @@ pub fn render(event: &Event) -> Option<String> {
             "⏸ credential {credential} parked until {} ({reason})",
             until.with_timezone(&chrono::Local).format("%H:%M:%S")
         ),
-        Event::CredentialDisabled { credential, reason } => {
+        Event::CredentialDisabled {
+            credential,
+            reason,
+            retired: false,
+        } => {
             format!("⛔ credential {credential} disabled: {reason}; fix it, then run flocks again")
         }
+        Event::CredentialDisabled {
+            credential,
+            reason,
+            retired: true,
+        } => format!("⛔ credential {credential} retired until the next run: {reason}"),
         Event::Stalled {
             task, quiet_secs, ..
         } => format!(

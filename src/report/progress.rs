@@ -54,6 +54,8 @@ pub struct ProgressView {
     agents: Vec<Agent>,
     cost: f64,
     waiting_until: Option<DateTime<Utc>>,
+    /// Why dispatch waits without an end time (free disk below the minimum).
+    waiting_reason: Option<String>,
     log_root: Option<PathBuf>,
 }
 
@@ -92,6 +94,7 @@ impl ProgressView {
                 ..
             } => {
                 self.waiting_until = None;
+                self.waiting_reason = None;
                 self.tasks.insert(task.clone(), TaskState::Running);
                 self.agents.retain(|a| a.task != *task);
                 self.agents.push(Agent {
@@ -137,11 +140,20 @@ impl ProgressView {
             Event::Blocked { task, .. } => {
                 self.tasks.insert(task.clone(), TaskState::Blocked);
             }
-            Event::Waiting { until } => {
+            Event::Waiting {
+                until: Some(until), ..
+            } => {
                 self.waiting_until = Some(*until);
+            }
+            Event::Waiting {
+                until: None,
+                reason,
+            } => {
+                self.waiting_reason = reason.clone();
             }
             Event::RunFinished { .. } => {
                 self.waiting_until = None;
+                self.waiting_reason = None;
             }
             Event::Notice { .. }
             | Event::CredentialParked { .. }
@@ -177,6 +189,8 @@ impl ProgressView {
                 " · ⏸ every credential is parked: resuming in {}",
                 human_duration(left)
             ));
+        } else if let Some(why) = &self.waiting_reason {
+            s.push_str(&format!(" · ⏸ waiting: {why}"));
         }
         s
     }
@@ -459,7 +473,13 @@ mod tests {
             t(0),
         );
         view.apply(&Event::Queued { task: "a".into() }, t(0));
-        view.apply(&Event::Waiting { until: t(252) }, t(0));
+        view.apply(
+            &Event::Waiting {
+                until: Some(t(252)),
+                reason: None,
+            },
+            t(0),
+        );
         let line = view.overall(t(0));
         assert!(
             line.ends_with("⏸ every credential is parked: resuming in 4m12s"),
@@ -467,6 +487,26 @@ mod tests {
         );
         view.apply(&started("a", "local"), t(253));
         assert!(!view.overall(t(253)).contains("parked"));
+    }
+
+    #[test]
+    fn the_overall_line_says_why_dispatch_waits_for_disk() {
+        let mut view = ProgressView::new(None);
+        view.apply(&Event::Queued { task: "a".into() }, t(0));
+        view.apply(
+            &Event::Waiting {
+                until: None,
+                reason: Some("free disk space is 1.00 GB under /r/.worktrees, below min_free_disk_gb = 5.00 GB".into()),
+            },
+            t(0),
+        );
+        let line = view.overall(t(1));
+        assert!(
+            line.ends_with("⏸ waiting: free disk space is 1.00 GB under /r/.worktrees, below min_free_disk_gb = 5.00 GB"),
+            "{line}"
+        );
+        view.apply(&started("a", "local"), t(5));
+        assert!(!view.overall(t(5)).contains("waiting"));
     }
 
     #[test]

@@ -94,10 +94,13 @@ pub fn render(state: &State, only: &[String], log_root: &Path, landed: &HashSet<
     if !g.failed.is_empty() {
         let _ = writeln!(s, "\nfailed:");
         for t in &g.failed {
-            let outcome = match &t.status {
+            let mut outcome = match &t.status {
                 TaskStatus::Done { outcome } => outcome.describe(),
                 other => other.label().to_string(),
             };
+            if let Some(why) = &t.not_retried {
+                outcome.push_str(&format!("; not retried: {why}"));
+            }
             let _ = writeln!(s, "  ✖ {:<24} {outcome}", t.id);
             if let Some(a) = t.last_attempt() {
                 let log = log_root.join(&t.id).join(format!("{}.log", a.number));

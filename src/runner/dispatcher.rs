@@ -49,6 +49,9 @@ pub struct Dispatcher {
     /// saved: an attempt never acts (creates its branch, runs the agent)
     /// before its record is on disk.
     to_spawn: Vec<(AttemptJob, watch::Receiver<StopLevel>)>,
+    /// When the free disk space was last read (for `min_free_disk_gb`).
+    disk_read_at: Option<std::time::Instant>,
+    disk_unreadable: bool,
 }
 
 pub struct DispatcherParts {
@@ -108,6 +111,42 @@ impl Dispatcher {
             planning: JoinSet::new(),
             jobs: HashMap::new(),
             to_spawn: Vec::new(),
+            disk_read_at: None,
+            disk_unreadable: false,
+        }
+    }
+
+    /// With `min_free_disk_gb`: read the free space of the worktrees' and
+    /// `.flocks/`'s filesystems (at most once a second: the tick brings the
+    /// next look while dispatch waits) and hand the lower to the fleet.
+    fn read_free_disk(&mut self) {
+        if self.fleet.config().min_free_disk.is_none()
+            || self
+                .disk_read_at
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.disk_read_at = Some(std::time::Instant::now());
+        let config = self.fleet.config();
+        let dirs = [config.worktrees_dir(), config.state_dir()];
+        match crate::disk::lowest_free(&dirs) {
+            Ok((free, place)) => {
+                let effects = self.fleet.on_free_disk(free.free, &place);
+                self.carry_out(effects);
+            }
+            Err(e) => {
+                // Said once: a filesystem that cannot say its free space
+                // does not stop the run.
+                if !self.disk_unreadable {
+                    self.disk_unreadable = true;
+                    let message = format!(
+                        "cannot read the free disk space of {} ({e}): min_free_disk_gb is not checked",
+                        dirs[0].display()
+                    );
+                    self.emit(&Event::Notice { message });
+                }
+            }
         }
     }
 
@@ -231,6 +270,7 @@ impl Dispatcher {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
+            self.read_free_disk();
             let now = Now::current();
             let starts = self.fleet.start_ready(now);
             self.carry_out(starts);

@@ -67,6 +67,11 @@ pub(crate) fn prepare(project: &Project, req: SingleAttempt<'_>) -> Result<Prepa
                 t.with_timezone(&chrono::Local).format("%H:%M:%S")
             )),
             Availability::Unusable(why) => unusable.push(format!("pool {}: {why}", p.name)),
+            // Nothing runs outside a run: no credential is full or ramping.
+            Availability::Busy => unusable.push(format!(
+                "pool {}: its credentials run as many agents as they may",
+                p.name
+            )),
         }
     }
     let Some((pool_index, injected)) = chosen else {
@@ -85,10 +90,10 @@ pub(crate) fn prepare(project: &Project, req: SingleAttempt<'_>) -> Result<Prepa
         )));
     };
     let pool_cfg = &config.pools[pool_index];
-    let worktrees = Arc::new(crate::git::Worktrees::new(
-        &config.workspace.repo,
-        &config.worktrees_dir(),
-    )?);
+    let worktrees = Arc::new(
+        crate::git::Worktrees::new(&config.workspace.repo, &config.worktrees_dir())?
+            .with_max_spares(config.workspace.max_spare_worktrees),
+    );
     let backend = crate::backend::for_pool(config, pool_cfg, worktrees)?;
     let redactor = Arc::new(Redactor::new(creds.secrets()));
     let spec = spec::build(SpecInput {

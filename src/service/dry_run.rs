@@ -1,11 +1,14 @@
 //! `run --dry-run`: the checks a real run makes, with the same errors and
-//! exit codes, then which pool each task would go to, in dependency order.
+//! exit codes, then which pool each task would go to, in dependency order,
+//! and the worst-case spend the cost limits allow.
 
 use std::path::PathBuf;
 
 use super::preflight::{check_agents, check_branches, check_repo};
+use crate::config::{Config, CredentialChoice};
 use crate::error::Result;
 use crate::project::Project;
+use crate::state::State;
 use crate::tasks::{TaskSet, dependency_order};
 
 /// One task of the dry-run plan.
@@ -23,7 +26,8 @@ pub(crate) struct PlannedRun {
 }
 
 /// Check as a run would, then plan the pools without running anything.
-pub(crate) fn plan(project: &Project, tasks: &TaskSet) -> Result<Vec<PlannedRun>> {
+/// Also returns the state it read.
+pub(crate) fn plan(project: &Project, tasks: &TaskSet) -> Result<(Vec<PlannedRun>, State)> {
     let config = &project.config;
     let repo = check_repo(config)?;
     check_agents(config)?;
@@ -73,5 +77,190 @@ pub(crate) fn plan(project: &Project, tasks: &TaskSet) -> Result<Vec<PlannedRun>
             status,
         });
     }
-    Ok(rows)
+    Ok((rows, state))
+}
+
+/// The most a run of these tasks can spend before no new agent starts, as
+/// the cost limits allow. Each limit is checked as attempts end, so the
+/// attempts running when one is reached (up to `max_agents`) finish and
+/// add their cost on top.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Spend {
+    /// The lowest of the limits below; None: nothing limits the spend.
+    pub worst_case_usd: Option<f64>,
+    /// `max_cost_usd` of the run.
+    pub run_max_cost_usd: Option<f64>,
+    /// What the tasks' own `max_cost_usd` leave, summed; None when a task
+    /// that would run has none.
+    pub tasks_max_cost_usd: Option<f64>,
+    /// Tasks that would run without a `max_cost_usd` of their own.
+    pub tasks_without_cap: usize,
+    /// The `max_cost_usd` of the credentials the pools use, summed; None
+    /// when a pool can run on a credential without one (or its own login).
+    pub credentials_max_cost_usd: Option<f64>,
+    /// Agents that may be running when a limit is reached.
+    pub max_agents: usize,
+}
+
+/// The worst-case spend of running `to_run` (task ids) with `config`.
+pub(crate) fn spend(config: &Config, state: &State, tasks: &TaskSet, to_run: &[&str]) -> Spend {
+    let mut tasks_total = 0.0;
+    let mut without = 0;
+    for id in to_run {
+        match tasks.get(id).and_then(|t| t.max_cost_usd) {
+            Some(cap) => {
+                // What its earlier attempts spent counts against its cap.
+                let spent = state.task(id).map_or(0.0, |r| r.cost());
+                tasks_total += (cap - spent).max(0.0);
+            }
+            None => without += 1,
+        }
+    }
+    let cap_of = |name: &str| {
+        config
+            .credentials
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.max_cost_usd)
+    };
+    let mut used: Vec<&str> = Vec::new();
+    let mut creds_bounded = true;
+    for p in &config.pools {
+        match &p.credential {
+            CredentialChoice::Default => creds_bounded = false,
+            CredentialChoice::Named(n) => used.push(n),
+            CredentialChoice::Rotate => {
+                used.extend(config.credentials.iter().map(|c| c.name.as_str()))
+            }
+        }
+    }
+    used.sort_unstable();
+    used.dedup();
+    let mut creds_total = 0.0;
+    for name in used {
+        match cap_of(name) {
+            Some(c) => creds_total += c,
+            None => creds_bounded = false,
+        }
+    }
+    let tasks_max_cost_usd = (without == 0).then(|| crate::output::units::round_cost(tasks_total));
+    let credentials_max_cost_usd =
+        creds_bounded.then(|| crate::output::units::round_cost(creds_total));
+    let worst_case_usd = [
+        config.max_cost_usd,
+        tasks_max_cost_usd,
+        credentials_max_cost_usd,
+    ]
+    .into_iter()
+    .flatten()
+    .min_by(f64::total_cmp);
+    Spend {
+        worst_case_usd,
+        run_max_cost_usd: config.max_cost_usd,
+        tasks_max_cost_usd,
+        tasks_without_cap: without,
+        credentials_max_cost_usd,
+        max_agents: config.max_agents,
+    }
+}
+
+impl Spend {
+    /// For people: the bound and where it comes from, or that there is none.
+    pub(crate) fn render(&self) -> String {
+        use crate::output::units::money;
+        let Some(worst) = self.worst_case_usd else {
+            let mut s = "spend: no limit: set max_cost_usd for the run, on task lines, or on [[credentials]]".to_string();
+            if self.tasks_without_cap > 0 && self.run_max_cost_usd.is_none() {
+                s.push_str(&format!(
+                    " ({} task(s) without one)",
+                    self.tasks_without_cap
+                ));
+            }
+            return s;
+        };
+        let mut parts = Vec::new();
+        if let Some(c) = self.run_max_cost_usd {
+            parts.push(format!("the run's max_cost_usd {}", money(c)));
+        }
+        if let Some(c) = self.tasks_max_cost_usd {
+            parts.push(format!("the tasks' max_cost_usd {}", money(c)));
+        }
+        if let Some(c) = self.credentials_max_cost_usd {
+            parts.push(format!("the credentials' max_cost_usd {}", money(c)));
+        }
+        format!(
+            "spend: at most {} before no new agent starts ({}); limits are checked as attempts end, so the attempts running then (up to {}) finish and add their cost",
+            money(worst),
+            parts.join(", "),
+            self.max_agents
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CredentialConfig;
+
+    fn setup(lines: &str, toml: &str) -> (Config, TaskSet) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flocks.toml");
+        std::fs::write(&path, toml).unwrap();
+        let config = Config::load(&path).unwrap();
+        let rules = crate::tasks::BranchRules {
+            prefix: "flocks/",
+            base: "main",
+            land_target: "main",
+        };
+        let tasks = crate::tasks::parse_jsonl(Path::new("t.jsonl"), lines, &rules).unwrap();
+        (config, tasks)
+    }
+
+    use std::path::Path;
+
+    #[test]
+    fn the_lowest_limit_bounds_the_spend() {
+        let lines = "{\"id\":\"a\",\"prompt\":\"x\",\"max_cost_usd\":2}\n{\"id\":\"b\",\"prompt\":\"y\",\"max_cost_usd\":3}\n";
+        // Only the tasks' caps: $5.
+        let (config, tasks) = setup(lines, "");
+        let s = spend(&config, &State::default(), &tasks, &["a", "b"]);
+        assert_eq!(s.worst_case_usd, Some(5.0));
+        assert_eq!(
+            s.credentials_max_cost_usd, None,
+            "the default login has no cap"
+        );
+        assert!(
+            s.render().starts_with(
+                "spend: at most $5.00 before no new agent starts (the tasks' max_cost_usd $5.00)"
+            ),
+            "{}",
+            s.render()
+        );
+        // The run's cap is lower.
+        let (config, tasks) = setup(lines, "max_cost_usd = 4\n");
+        assert_eq!(
+            spend(&config, &State::default(), &tasks, &["a", "b"]).worst_case_usd,
+            Some(4.0)
+        );
+        // A task without a cap, no run cap, capped credentials on a rotating pool.
+        let (mut config, tasks) = setup("{\"id\":\"a\",\"prompt\":\"x\"}\n", "");
+        for (n, c) in [("x", 1.5), ("y", 2.0)] {
+            config.credentials.push(CredentialConfig {
+                name: n.into(),
+                env: "X".into(),
+                kind: crate::config::CredentialKind::Oauth,
+                max_concurrent: None,
+                max_cost_usd: Some(c),
+            });
+        }
+        config.pools[0].credential = CredentialChoice::Rotate;
+        let s = spend(&config, &State::default(), &tasks, &["a"]);
+        assert_eq!(s.tasks_max_cost_usd, None);
+        assert_eq!(s.worst_case_usd, Some(3.5));
+        // Nothing capped: said so.
+        let (config, tasks) = setup("{\"id\":\"a\",\"prompt\":\"x\"}\n", "");
+        let s = spend(&config, &State::default(), &tasks, &["a"]);
+        assert_eq!(s.worst_case_usd, None);
+        assert!(s.render().starts_with("spend: no limit"), "{}", s.render());
+    }
 }

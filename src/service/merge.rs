@@ -151,6 +151,7 @@ pub(crate) fn merge_tasks(
                 next: None,
                 origin: None,
                 expect_commits: t.expect_commits,
+                not_retried: None,
             });
             continue;
         };

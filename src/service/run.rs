@@ -107,6 +107,7 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
         ended_at: None,
         supervise: opts.supervise,
         pid_start: crate::state::process_start(std::process::id()),
+        waiting: None,
     });
     project.store.save(&state)?;
     // Saved whole: the dispatcher's journal starts from here.
@@ -120,10 +121,10 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
     );
     crate::git::ensure_excluded(&repo, &excludes)?;
     drop(repo);
-    let worktrees = Arc::new(crate::git::Worktrees::new(
-        &config.workspace.repo,
-        &config.worktrees_dir(),
-    )?);
+    let worktrees = Arc::new(
+        crate::git::Worktrees::new(&config.workspace.repo, &config.worktrees_dir())?
+            .with_max_spares(config.workspace.max_spare_worktrees),
+    );
     let creds = Credentials::from_env(&config);
     for (name, var) in creds.missing() {
         notices.push(format!(

@@ -85,6 +85,10 @@ pub struct RunInfo {
     /// still has it is alive, whatever happened to `.flocks/lock`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_start: Option<u64>,
+    /// Why no new agent starts now although tasks are ready (free disk
+    /// below `min_free_disk_gb`); None while dispatch goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// A resource that `flocks up` created.
@@ -139,6 +143,10 @@ pub struct TaskRecord {
     /// enough, no commit needed.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub expect_commits: bool,
+    /// Why the task was not retried although its retries allowed it (its
+    /// `max_cost_usd` was reached); cleared when it starts again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_retried: Option<String>,
 }
 
 fn yes() -> bool {

@@ -140,6 +140,7 @@ mod tests {
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
             start_from: Default::default(),
             expect_commits: true,
+            max_cost_usd: None,
             extra: Default::default(),
             line: 1,
         }

@@ -195,6 +195,24 @@ fn task_from_object(
             ));
         }
     };
+    let max_cost_usd = match obj.remove("max_cost_usd") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(c) if c.is_finite() && c >= 0.0 => Some(c).filter(|c| *c > 0.0),
+            _ => {
+                return Err(fe(
+                    "max_cost_usd",
+                    format!("must be a non-negative number of dollars, found {n}"),
+                ));
+            }
+        },
+        Some(other) => {
+            return Err(fe(
+                "max_cost_usd",
+                format!("expected a number of dollars, found {}", kind(&other)),
+            ));
+        }
+    };
     Ok(Task {
         id,
         prompt,
@@ -204,6 +222,7 @@ fn task_from_object(
         depends_on,
         start_from,
         expect_commits,
+        max_cost_usd,
         extra: obj,
         line,
     })
@@ -327,6 +346,29 @@ mod tests {
         );
         assert!(
             err("{\"id\":\"a\",\"prompt\":\"x\",\"start_from\":1}").contains("field `start_from`")
+        );
+    }
+
+    #[test]
+    fn max_cost_usd_values() {
+        let set = parse(
+            "{\"id\":\"a\",\"prompt\":\"x\",\"max_cost_usd\":0.5}\n{\"id\":\"b\",\"prompt\":\"y\"}",
+        )
+        .unwrap();
+        assert_eq!(set.tasks[0].max_cost_usd, Some(0.5));
+        assert_eq!(set.tasks[1].max_cost_usd, None);
+        assert!(!set.tasks[0].extra.contains_key("max_cost_usd"));
+        let e = err("{\"id\":\"a\",\"prompt\":\"x\",\"max_cost_usd\":-1}");
+        assert!(
+            e.contains(
+                "tasks.jsonl:1: field `max_cost_usd`: must be a non-negative number of dollars"
+            ),
+            "{e}"
+        );
+        let e = err("{\"id\":\"a\",\"prompt\":\"x\",\"max_cost_usd\":\"5\"}");
+        assert!(
+            e.contains("field `max_cost_usd`: expected a number of dollars, found a string"),
+            "{e}"
         );
     }
 

@@ -25,6 +25,9 @@ pub struct Task {
     /// The task is meant to commit something (`"expect_commits": false`:
     /// research, review, a report; it succeeds on a clean result alone).
     pub expect_commits: bool,
+    /// `"max_cost_usd"`: once the task's attempts have cost this much, it is
+    /// not retried again.
+    pub max_cost_usd: Option<f64>,
     /// Fields flocks does not know, kept for the template (`{{task.<field>}}`).
     pub extra: Map<String, Value>,
     /// 1-based line in the source, for messages.
@@ -43,6 +46,7 @@ impl Task {
             "depends_on" => Some(self.depends_on.join(", ")),
             "start_from" => Some(self.start_from.as_str().to_string()),
             "expect_commits" => Some(self.expect_commits.to_string()),
+            "max_cost_usd" => self.max_cost_usd.map(|c| c.to_string()),
             other => self.extra.get(other).map(|v| match v {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),

@@ -143,7 +143,7 @@ impl App {
                 Event::Finished { task, .. } => {
                     self.stalled.remove(task);
                 }
-                Event::Waiting { until } => self.waiting_until = Some(*until),
+                Event::Waiting { until, .. } => self.waiting_until = *until,
                 Event::RunFinished { .. } => self.waiting_until = None,
                 _ => {}
             }

@@ -107,6 +107,8 @@ fn status() -> StatusView {
             },
         ],
         vms: vec![],
+        waiting: None,
+        disk: None,
         credentials: vec![
             CredentialView {
                 name: "sub-1".into(),
@@ -221,7 +223,13 @@ fn stalled_event_marks_the_agent_until_it_finishes() {
 #[test]
 fn waiting_banner_counts_down() {
     let mut app = app();
-    app.add_events(vec![stamped(0, Event::Waiting { until: t(750) })]);
+    app.add_events(vec![stamped(
+        0,
+        Event::Waiting {
+            until: Some(t(750)),
+            reason: None,
+        },
+    )]);
     let text = render(&app, t(30), 110, 34);
     assert!(
         text.contains("dispatch resumes at 03:16:35 (in 12m00s)"),
@@ -301,6 +309,8 @@ fn no_run_yet() {
         }],
         credentials: vec![],
         vms: vec![],
+        waiting: None,
+        disk: None,
         totals: Totals {
             tasks: 0,
             attempts: 0,

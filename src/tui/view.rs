@@ -358,10 +358,15 @@ fn draw_events(f: &mut Frame, app: &App, area: Rect) {
                     "⏸ credential {credential} parked until {} ({reason})",
                     clock(app, *until)
                 ),
-                Event::Waiting { until } => {
+                Event::Waiting {
+                    until: Some(until), ..
+                } => {
                     format!("⏸ waiting for a credential until {}", clock(app, *until))
                 }
                 Event::NeedsAttention { message, .. } => format!("⚑ {message}"),
+                Event::Waiting { until: None, reason } => {
+                    format!("⏸ waiting: {}", reason.as_deref().unwrap_or("no new agent starts"))
+                }
                 Event::RunFinished {
                     succeeded,
                     failed,

@@ -21,6 +21,15 @@ pub const QUICK_FAILURE: Duration = Duration::from_secs(30);
 /// Times a task may go back to the queue for reasons not its own.
 pub const REQUEUE_CAP: u32 = 8;
 
+/// What follows an attempt's `finished` event.
+enum After {
+    /// Back in the queue, why.
+    Requeued(String),
+    /// Its retries allowed another attempt, its `max_cost_usd` did not: why.
+    NotRetried(String),
+    Nothing,
+}
+
 impl Fleet {
     /// An attempt ended.
     pub fn on_finished(
@@ -105,8 +114,7 @@ impl Fleet {
             self.quick_failures = 0;
         }
 
-        let (status, requeue_reason) =
-            self.next_status(id, attempt, &outcome, lost_session, &mut out);
+        let (status, after) = self.next_status(id, attempt, &outcome, lost_session, &mut out);
         if out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })) {
             self.planning.insert(id.to_string());
         }
@@ -123,11 +131,23 @@ impl Fleet {
             turns,
             commits: report.new_commits,
         }));
-        if let Some(reason) = requeue_reason {
-            out.push(Effect::Emit(Event::Requeued {
+        match after {
+            After::Requeued(reason) => out.push(Effect::Emit(Event::Requeued {
                 task: id.to_string(),
                 reason,
-            }));
+            })),
+            After::NotRetried(why) => out.push(Effect::Emit(Event::Notice {
+                message: format!("task {id}: not retried: {why}"),
+            })),
+            After::Nothing => {}
+        }
+
+        // What the attempt cost its credential: at its max_cost_usd, it is
+        // retired for the run and its work moves to the others.
+        if let Some(name) = &credential
+            && let Some(reason) = self.creds.add_cost(name, cost)
+        {
+            self.retire(name, reason, now.wall, &mut out);
         }
         if gives_up {
             out.push(Effect::Emit(Event::NeedsAttention {
@@ -153,9 +173,12 @@ impl Fleet {
                 let name = credential.unwrap_or_else(|| DEFAULT_LOGIN.into());
                 let entry = self.state.credentials.entry(name.clone()).or_default();
                 entry.disabled = Some(reason.clone());
+                self.creds.reject(&name);
+                self.creds.start_ramp(&name, now.wall);
                 out.push(Effect::Emit(Event::CredentialDisabled {
                     credential: name.clone(),
                     reason: reason.clone(),
+                    retired: false,
                 }));
                 out.push(Effect::Emit(Event::NeedsAttention {
                     cause: AttentionCause::CredentialDisabled,
@@ -221,8 +244,8 @@ impl Fleet {
         out
     }
 
-    /// The retry policy: the task's status after `outcome`, and why it went
-    /// back to the queue when it did.
+    /// The retry policy: the task's status after `outcome`, and what to say
+    /// after its `finished` event.
     fn next_status(
         &mut self,
         id: &str,
@@ -230,14 +253,48 @@ impl Fleet {
         outcome: &Outcome,
         lost_session: bool,
         out: &mut Vec<Effect>,
-    ) -> (TaskStatus, Option<String>) {
+    ) -> (TaskStatus, After) {
         let done = || TaskStatus::Done {
             outcome: outcome.clone(),
         };
-        let supervise = self.opts.supervise;
-        let max_retries = self.opts.max_retries;
+        let opts = self.opts.clone();
+        let cap = self.task(id).and_then(|t| t.max_cost_usd);
         let Some(rec) = self.record_mut(id) else {
-            return (done(), None);
+            return (done(), After::Nothing);
+        };
+        // The task's own spending cap: reached, it gets no further attempt.
+        let cost = rec.cost();
+        let capped = cap.filter(|c| cost >= *c).map(|c| {
+            format!(
+                "its attempts have cost {}, reaching its max_cost_usd = {c}",
+                crate::output::units::money(cost)
+            )
+        });
+        let (status, reason) =
+            Self::retry_policy(rec, id, attempt, outcome, lost_session, &opts, out);
+        match (capped, status) {
+            (Some(why), TaskStatus::Pending) => {
+                rec.not_retried = Some(why.clone());
+                out.retain(|e| !matches!(e, Effect::PlanRetry { task, .. } if task == id));
+                (done(), After::NotRetried(why))
+            }
+            (_, status) => (status, reason.map_or(After::Nothing, After::Requeued)),
+        }
+    }
+
+    /// The retry policy without the task's cost cap.
+    fn retry_policy(
+        rec: &mut crate::state::TaskRecord,
+        id: &str,
+        attempt: u32,
+        outcome: &Outcome,
+        lost_session: bool,
+        opts: &super::RunOptions,
+        out: &mut Vec<Effect>,
+    ) -> (TaskStatus, Option<String>) {
+        let (supervise, max_retries) = (opts.supervise, opts.max_retries);
+        let done = || TaskStatus::Done {
+            outcome: outcome.clone(),
         };
         match outcome {
             Outcome::Success | Outcome::Interrupted => (done(), None),
@@ -315,10 +372,25 @@ impl Fleet {
         };
         entry.parked_until = Some(until);
         self.dirty = true;
+        self.creds.start_ramp(name, now);
         out.push(Effect::Emit(Event::CredentialParked {
             credential: name.to_string(),
             until,
             reason: why.to_string(),
+        }));
+    }
+
+    /// A credential reached its `max_cost_usd`: disabled for the rest of the
+    /// run (a new run tries it again), its work moves to the others.
+    fn retire(&mut self, name: &str, reason: String, now: DateTime<Utc>, out: &mut Vec<Effect>) {
+        let entry = self.state.credentials.entry(name.to_string()).or_default();
+        entry.disabled = Some(reason.clone());
+        self.dirty = true;
+        self.creds.start_ramp(name, now);
+        out.push(Effect::Emit(Event::CredentialDisabled {
+            credential: name.to_string(),
+            reason,
+            retired: true,
         }));
     }
 }

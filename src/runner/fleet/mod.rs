@@ -6,6 +6,7 @@
 //! One task model: each task line and its state record sit side by side,
 //! found by id through one index (no linear lookups).
 
+mod disk;
 mod finished;
 mod schedule;
 mod stop;
@@ -177,6 +178,8 @@ pub struct Fleet {
     run_cost: f64,
     overloads: u32,
     waiting_note: Option<DateTime<Utc>>,
+    /// Why no new agent starts: the free disk is below `min_free_disk_gb`.
+    disk_low: Option<String>,
     dirty: bool,
     /// Illegal status changes seen in this run (bugs; each is also a notice).
     invalid_transitions: u32,
@@ -227,6 +230,7 @@ impl Fleet {
             run_cost: 0.0,
             overloads: 0,
             waiting_note: None,
+            disk_low: None,
             dirty: false,
             invalid_transitions: 0,
         }
@@ -414,6 +418,8 @@ impl Fleet {
         let mut out = self.update_blocked();
         if let Some(run) = self.state.run.as_mut() {
             run.ended_at = Some(now.wall);
+            // An ended run waits for nothing.
+            run.waiting = None;
         }
         self.dirty = true;
         let (mut succeeded, mut failed, mut blocked, mut pending) = (0, 0, 0, 0);

@@ -35,6 +35,9 @@ impl Fleet {
                 wake = wake.min(at(t));
             }
         }
+        if let Some(t) = self.creds.next_ramp_step(now.wall) {
+            wake = wake.min(at(t));
+        }
         wake
     }
 
@@ -115,7 +118,11 @@ impl Fleet {
     /// stagger, dependencies, scope, back-off, the drain and stop state.
     pub fn start_ready(&mut self, now: Now) -> Vec<Effect> {
         let mut out = self.update_blocked();
-        if self.draining || self.stop_level != StopLevel::Run || self.stopped_because.is_some() {
+        if self.draining
+            || self.stop_level != StopLevel::Run
+            || self.stopped_because.is_some()
+            || self.disk_low.is_some()
+        {
             return out;
         }
         if let Some(b) = self.state.backoff_until {
@@ -192,7 +199,9 @@ impl Fleet {
                 Availability::ParkedUntil(t) => {
                     parked_until = Some(parked_until.map_or(t, |x| x.min(t)))
                 }
-                Availability::Unusable(_) => {}
+                // At its max_concurrent or ramping: an agent's end or the
+                // next ramp step (`next_wake`) brings the next look.
+                Availability::Busy | Availability::Unusable(_) => {}
             }
         }
         if candidates.is_empty() {
@@ -230,7 +239,10 @@ impl Fleet {
                         crate::report::human_duration(secs as f64)
                     );
                     out.push(Effect::Emit(Event::Notice { message }));
-                    out.push(Effect::Emit(Event::Waiting { until: t }));
+                    out.push(Effect::Emit(Event::Waiting {
+                        until: Some(t),
+                        reason: Some("every usable credential is parked".into()),
+                    }));
                     out.push(Effect::Emit(attention));
                 }
             }
@@ -265,7 +277,7 @@ impl Fleet {
     ) {
         self.pools[pool].running += 1;
         if let Some(c) = &injected {
-            self.creds.acquire(&c.name);
+            self.creds.acquire(&c.name, now.wall);
         }
         self.running.insert(
             id.to_string(),
@@ -476,6 +488,7 @@ impl Fleet {
         });
         let fresh = next.fresh;
         rec.next = None;
+        rec.not_retried = None;
         let origin = if fresh { None } else { rec.origin_commit() };
         rec.expect_commits = task.expect_commits;
         let worktree = rec.worktree.display().to_string();
@@ -583,13 +596,33 @@ pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
             .creds
             .available(&fleet.config.pools[i].credential, &fleet.state, now.wall)
         {
-            Availability::Ready(_) | Availability::ParkedUntil(_) => any_waitable = true,
+            Availability::Ready(_) | Availability::Busy | Availability::ParkedUntil(_) => {
+                any_waitable = true
+            }
             Availability::Unusable(why) => reasons.push(format!("pool {}: {why}", p.name)),
         }
     }
     if !any_waitable {
-        let reason = format!("no pool can run agents: {}", reasons.join("; "));
-        fleet.stopped_because = Some((reason.clone(), Exit::CouldNotStart));
+        // Every usable pool's credentials spent what they may in this run:
+        // the budget stopped it (exit 3), not a failure to start (exit 5).
+        let spent = fleet.pools.iter().enumerate().any(|(i, p)| {
+            p.down.is_none() && fleet.creds.spent_out(&fleet.config.pools[i].credential)
+        });
+        let all_spent = fleet.pools.iter().enumerate().all(|(i, p)| {
+            p.down.is_some() || fleet.creds.spent_out(&fleet.config.pools[i].credential)
+        });
+        let (reason, exit) = if spent && all_spent {
+            (
+                "every credential the pools can use reached its max_cost_usd for this run: no new agents start".to_string(),
+                Exit::TasksFailed,
+            )
+        } else {
+            (
+                format!("no pool can run agents: {}", reasons.join("; ")),
+                Exit::CouldNotStart,
+            )
+        };
+        fleet.stopped_because = Some((reason.clone(), exit));
         return (true, vec![Effect::Emit(Event::Notice { message: reason })]);
     }
     (false, Vec::new())

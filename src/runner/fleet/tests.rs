@@ -53,6 +53,8 @@ struct Setup {
     lines: &'static str,
     opts: RunOptions,
     scope: Option<HashSet<String>>,
+    /// Credential values by variable (none: from the environment).
+    values: Vec<(&'static str, &'static str)>,
 }
 
 impl Setup {
@@ -67,7 +69,33 @@ impl Setup {
                 progress: false,
             },
             scope: None,
+            values: Vec::new(),
         }
+    }
+
+    /// Credentials `names`, each in `$<NAME>_TOKEN` (set), edited by `edit`,
+    /// that the only pool rotates through.
+    fn credentials(
+        mut self,
+        names: &[&'static str],
+        edit: impl Fn(&mut crate::config::CredentialConfig),
+    ) -> Setup {
+        let mut c = (*self.config).clone();
+        for n in names {
+            let mut cred = crate::config::CredentialConfig {
+                name: n.to_string(),
+                env: format!("{}_TOKEN", n.to_uppercase()),
+                kind: crate::config::CredentialKind::Oauth,
+                max_concurrent: None,
+                max_cost_usd: None,
+            };
+            edit(&mut cred);
+            c.credentials.push(cred);
+            self.values.push((n, "secret"));
+        }
+        c.pools[0].credential = crate::config::CredentialChoice::Rotate;
+        self.config = Arc::new(c);
+        self
     }
 
     fn supervise(mut self, max_retries: u32) -> Setup {
@@ -95,8 +123,19 @@ impl Setup {
                 down: None,
             })
             .collect();
+        let values = self.values;
+        let creds = if values.is_empty() {
+            Credentials::from_env(&self.config)
+        } else {
+            Credentials::with_values(&self.config, |var| {
+                values
+                    .iter()
+                    .find(|(n, _)| format!("{}_TOKEN", n.to_uppercase()) == var)
+                    .map(|(_, v)| v.to_string())
+            })
+        };
         Fleet::new(FleetParts {
-            creds: Credentials::from_env(&self.config),
+            creds,
             config: self.config,
             state,
             tasks: set,
@@ -755,6 +794,7 @@ fn a_requeued_task_goes_first_again_in_dependency_order() {
     );
 }
 
+
 /// The `needs_attention` events among `effects`: (cause, task, credential).
 fn attention(effects: &[Effect]) -> Vec<(AttentionCause, Option<String>, Option<String>)> {
     events(effects)
@@ -900,4 +940,339 @@ fn a_failed_setup_is_final_unless_supervised_and_counts_as_a_quick_failure() {
             .iter()
             .any(|m| m.starts_with("dispatch stopped: 3 attempts in a row"))
     );
+}
+
+
+/// `n` tasks `t0`, `t1`, ... with `extra` fields on each line.
+fn many(n: usize, extra: &str) -> &'static str {
+    let lines: String = (0..n)
+        .map(|i| format!("{{\"id\":\"t{i}\",\"prompt\":\"do {i}\"{extra}}}\n"))
+        .collect();
+    Box::leak(lines.into_boxed_str())
+}
+
+/// The starts among `effects`: (task, credential).
+fn started_on(effects: &[Effect]) -> Vec<(String, Option<String>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Spawn(s) => Some((s.task.clone(), s.credential.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn with_run(f: &mut Fleet) {
+    f.state_mut().run = Some(crate::state::RunInfo {
+        id: "r".into(),
+        pid: 1,
+        started_at: Utc::now(),
+        ended_at: None,
+        supervise: false,
+        pid_start: None,
+        waiting: None,
+    });
+}
+
+#[test]
+fn low_disk_stops_new_starts_and_space_coming_back_resumes() {
+    let gib = crate::config::GIB;
+    let mut f = Setup::new(TWO)
+        .config(|c| {
+            c.max_agents = 1;
+            c.min_free_disk = Some(5 * gib);
+        })
+        .build();
+    with_run(&mut f);
+    let now = t0();
+    // Enough space: nothing said, the first task starts.
+    assert!(
+        f.on_free_disk(6 * gib, Path::new("/p/.worktrees"))
+            .is_empty()
+    );
+    assert_eq!(spawned(&f.start_ready(now)).len(), 1);
+    // Below the minimum: said once, the run waits with the reason.
+    let out = f.on_free_disk(gib, Path::new("/p/.worktrees"));
+    assert!(
+        notices(&out)
+            .iter()
+            .any(|m| m.contains("below min_free_disk_gb = 5.00 GB")
+                && m.contains("no new agent starts")),
+        "{:?}",
+        notices(&out)
+    );
+    assert!(events(&out).iter().any(
+        |e| matches!(e, Event::Waiting { until: None, reason: Some(r) } if r.contains("free disk space is 1.00 GB"))
+    ));
+    assert!(f.state().run.as_ref().unwrap().waiting.is_some());
+    assert!(
+        f.on_free_disk(gib / 2, Path::new("/p/.worktrees"))
+            .is_empty(),
+        "said once only"
+    );
+    // The running task ends; the next does not start, and the run waits.
+    f.on_finished("a", 1, &report(Outcome::Success), later(now, 60));
+    assert!(spawned(&f.start_ready(later(now, 61))).is_empty());
+    assert!(!f.is_done(later(now, 61)).0);
+    // Space comes back: said, cleared, the next task starts.
+    let out = f.on_free_disk(5 * gib, Path::new("/p/.worktrees"));
+    assert!(notices(&out).iter().any(|m| m.contains("dispatch resumes")));
+    assert!(f.state().run.as_ref().unwrap().waiting.is_none());
+    assert_eq!(
+        spawned(&f.start_ready(later(now, 62))),
+        vec![("b".to_string(), 1, 0)]
+    );
+}
+
+#[test]
+fn with_no_wait_low_disk_ends_the_run_instead() {
+    let gib = crate::config::GIB;
+    let mut f = Setup::new(TWO)
+        .config(|c| c.min_free_disk = Some(5 * gib))
+        .build();
+    f.opts.no_wait = true;
+    let out = f.on_free_disk(gib, Path::new("/p/.worktrees"));
+    assert!(
+        notices(&out)
+            .iter()
+            .any(|m| m.contains("below min_free_disk_gb") && m.contains("--no-wait was given")),
+        "{:?}",
+        notices(&out)
+    );
+    assert!(spawned(&f.start_ready(t0())).is_empty());
+    assert!(f.is_done(t0()).0);
+    let (summary, _) = f.finish(t0());
+    assert_eq!(summary.exit, Exit::CouldNotStart);
+}
+
+#[test]
+fn without_min_free_disk_the_reading_is_ignored() {
+    let mut f = Setup::new(ONE).build();
+    assert!(f.on_free_disk(0, Path::new("/p/.worktrees")).is_empty());
+    assert_eq!(spawned(&f.start_ready(t0())).len(), 1);
+}
+
+#[test]
+fn a_task_is_not_retried_once_its_attempts_reach_its_cost_cap() {
+    let lines = "{\"id\":\"a\",\"prompt\":\"do a\",\"max_cost_usd\":0.5}\n{\"id\":\"b\",\"prompt\":\"do b\"}\n";
+    let mut f = Setup::new(lines).supervise(5).build();
+    let now = t0();
+    f.start_ready(now);
+    // $0.30 of $0.50: retried.
+    let out = f.on_finished("a", 1, &with_result(report(failed()), 0.3), later(now, 60));
+    assert_eq!(status(&f, "a"), TaskStatus::Pending);
+    plan_retries(&mut f, &out);
+    assert_eq!(
+        spawned(&f.start_ready(later(now, 61))),
+        vec![("a".to_string(), 2, 0)]
+    );
+    // $0.60: not retried, though retries are left, and it says why.
+    let out = f.on_finished("a", 2, &with_result(report(failed()), 0.3), later(now, 120));
+    assert_eq!(status(&f, "a"), TaskStatus::Done { outcome: failed() });
+    assert!(!out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })));
+    assert!(
+        !events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::Requeued { .. }))
+    );
+    let why = f.record("a").unwrap().not_retried.clone().unwrap();
+    assert!(
+        why.contains("$0.60") && why.contains("max_cost_usd = 0.5"),
+        "{why}"
+    );
+    assert!(
+        notices(&out)
+            .iter()
+            .any(|m| m.starts_with("task a: not retried:"))
+    );
+    // A task without a cap retries as before.
+    let out = f.on_finished("b", 1, &with_result(report(failed()), 9.0), later(now, 130));
+    assert_eq!(status(&f, "b"), TaskStatus::Pending);
+    assert!(out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })));
+    // A rate limit is not a retry, but the cap still stops the next attempt.
+    let lines = "{\"id\":\"a\",\"prompt\":\"do a\",\"max_cost_usd\":0.5}\n";
+    let mut f = Setup::new(lines).build();
+    f.start_ready(now);
+    let limited = Outcome::RateLimited {
+        credential: None,
+        resets_at: None,
+    };
+    f.on_finished("a", 1, &with_result(report(limited), 0.7), later(now, 60));
+    assert!(matches!(status(&f, "a"), TaskStatus::Done { .. }));
+    assert!(f.record("a").unwrap().not_retried.is_some());
+}
+
+#[test]
+fn a_credential_runs_at_most_max_concurrent_agents() {
+    let mut f = Setup::new(many(5, ""))
+        .credentials(&["a", "b"], |c| {
+            c.max_concurrent = Some(if c.name == "a" { 1 } else { 2 })
+        })
+        .build();
+    let now = t0();
+    let out = f.start_ready(now);
+    let on = started_on(&out);
+    assert_eq!(on.len(), 3, "{on:?}");
+    let on_a = on.iter().filter(|(_, c)| c.as_deref() == Some("a")).count();
+    assert_eq!(on_a, 1, "{on:?}");
+    // Full: nothing more starts, and the run waits for an agent to end.
+    assert!(spawned(&f.start_ready(later(now, 1))).is_empty());
+    assert!(!f.is_done(later(now, 1)).0);
+    let (first_a, _) = on.iter().find(|(_, c)| c.as_deref() == Some("a")).unwrap();
+    f.on_finished(first_a, 1, &report(Outcome::Success), later(now, 60));
+    assert_eq!(
+        started_on(&f.start_ready(later(now, 61))),
+        vec![("t3".to_string(), Some("a".to_string()))]
+    );
+}
+
+#[test]
+fn a_credential_at_its_cost_cap_is_retired_for_the_run() {
+    let mut f = Setup::new(many(6, ""))
+        .config(|c| c.max_agents = 2)
+        .credentials(&["a", "b"], |c| {
+            if c.name == "a" {
+                c.max_cost_usd = Some(1.0)
+            }
+        })
+        .build();
+    let now = t0();
+    let on = started_on(&f.start_ready(now));
+    let (on_a, _) = on
+        .iter()
+        .find(|(_, c)| c.as_deref() == Some("a"))
+        .unwrap()
+        .clone();
+    let out = f.on_finished(
+        &on_a,
+        1,
+        &with_result(report(Outcome::Success), 0.6),
+        later(now, 60),
+    );
+    assert!(
+        !events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::CredentialDisabled { .. }))
+    );
+    let (next_a, _) = started_on(&f.start_ready(later(now, 61)))
+        .into_iter()
+        .find(|(_, c)| c.as_deref() == Some("a"))
+        .unwrap();
+    let out = f.on_finished(
+        &next_a,
+        1,
+        &with_result(report(Outcome::Success), 0.6),
+        later(now, 120),
+    );
+    assert!(events(&out).iter().any(|e| matches!(
+        e,
+        Event::CredentialDisabled { credential, reason, retired: true }
+            if credential == "a" && reason.contains("$1.20") && reason.contains("max_cost_usd = 1")
+    )));
+    assert!(f.state().credentials["a"].disabled.is_some());
+    // Only b takes work now; the run does not end while b can run it.
+    let later_starts = started_on(&f.start_ready(later(now, 200)));
+    assert!(
+        later_starts.iter().all(|(_, c)| c.as_deref() == Some("b")),
+        "{later_starts:?}"
+    );
+}
+
+#[test]
+fn when_every_credential_is_spent_the_budget_ends_the_run() {
+    let mut f = Setup::new(many(3, ""))
+        .config(|c| c.max_agents = 1)
+        .credentials(&["a"], |c| c.max_cost_usd = Some(0.5))
+        .build();
+    let now = t0();
+    f.start_ready(now);
+    f.on_finished(
+        "t0",
+        1,
+        &with_result(report(Outcome::Success), 0.7),
+        later(now, 10),
+    );
+    assert!(spawned(&f.start_ready(later(now, 11))).is_empty());
+    let (done, out) = f.is_done(later(now, 11));
+    assert!(done);
+    assert!(
+        notices(&out)
+            .iter()
+            .any(|m| m.contains("every credential the pools can use reached its max_cost_usd")),
+        "{:?}",
+        notices(&out)
+    );
+    let (summary, _) = f.finish(later(now, 11));
+    assert_eq!(summary.exit, Exit::TasksFailed);
+}
+
+#[test]
+fn a_parked_credentials_work_moves_to_the_others_on_a_ramp() {
+    let mut f = Setup::new(many(12, ""))
+        .config(|c| {
+            c.max_agents = 8;
+            c.credential_ramp = Duration::from_secs(10);
+        })
+        .credentials(&["a", "b"], |_| {})
+        .build();
+    let now = t0();
+    // Before any park, every slot fills at once, shared by a and b.
+    let on = started_on(&f.start_ready(now));
+    assert_eq!(on.len(), 8);
+    let on_a: Vec<String> = on
+        .iter()
+        .filter(|(_, c)| c.as_deref() == Some("a"))
+        .map(|(t, _)| t.clone())
+        .collect();
+    assert_eq!(on_a.len(), 4);
+    // a is rate limited: its four agents come back, a is parked for an hour.
+    let resets = now.wall + chrono::Duration::seconds(3600);
+    for t in &on_a {
+        let limited = Outcome::RateLimited {
+            credential: Some("a".into()),
+            resets_at: Some(resets),
+        };
+        f.on_finished(t, 1, &report(limited), later(now, 1));
+    }
+    // b takes the work gradually: on top of the 4 it runs, 1 more agent in
+    // the first step, 2 in the next, then 4 (slots allowing).
+    let at = |s: u64| later(now, s);
+    assert_eq!(started_on(&f.start_ready(at(1))).len(), 1);
+    assert!(started_on(&f.start_ready(at(5))).is_empty());
+    assert!(f.next_wake(at(5)) <= at(11).mono + Duration::from_millis(100));
+    let step1 = started_on(&f.start_ready(at(11)));
+    assert_eq!(step1.len(), 1);
+    assert!(step1.iter().all(|(_, c)| c.as_deref() == Some("b")));
+    // b's own agents go on unslowed: one ends, another takes its place at once.
+    let (b_task, _) = on.iter().find(|(_, c)| c.as_deref() == Some("b")).unwrap();
+    f.on_finished(b_task, 1, &report(Outcome::Success), at(12));
+    assert_eq!(started_on(&f.start_ready(at(12))).len(), 1);
+    // Step 2 allows 4 more than at the park: the last two free slots fill.
+    assert_eq!(started_on(&f.start_ready(at(21))).len(), 2);
+    assert!(started_on(&f.start_ready(at(22))).is_empty());
+}
+
+#[test]
+fn the_ramp_never_holds_back_a_fleet_of_one_slot() {
+    let mut f = Setup::new(many(3, ""))
+        .config(|c| {
+            c.max_agents = 2;
+            c.pools[0].max_worktrees = 1;
+        })
+        .credentials(&["a", "b"], |_| {})
+        .build();
+    let now = t0();
+    let on = started_on(&f.start_ready(now));
+    assert_eq!(on, vec![("t0".to_string(), Some("a".to_string()))]);
+    let limited = Outcome::RateLimited {
+        credential: Some("a".into()),
+        resets_at: Some(now.wall + chrono::Duration::seconds(3600)),
+    };
+    f.on_finished("t0", 1, &report(limited), later(now, 1));
+    // b ran nothing: it may run 1 at once, which is all the slot allows.
+    let next = started_on(&f.start_ready(later(now, 1)));
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].1.as_deref(), Some("b"));
+    f.on_finished(&next[0].0, 1, &report(Outcome::Success), later(now, 2));
+    assert_eq!(started_on(&f.start_ready(later(now, 2))).len(), 1);
 }
