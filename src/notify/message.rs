@@ -168,9 +168,18 @@ fn describe(event: &Event) -> String {
         Event::NeedsAttention { message, .. } => format!("⚑ needs attention: {message}"),
         Event::Queued { task } => format!("· {task}: queued"),
         Event::Activity { task, activity, .. } => format!("{task}: {activity}"),
-        Event::Waiting { until } => format!(
+        Event::Waiting {
+            until: Some(until), ..
+        } => format!(
             "⏸ every usable credential is parked: waiting until {}",
             until.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        Event::Waiting {
+            until: None,
+            reason,
+        } => format!(
+            "⏸ waiting: {}",
+            reason.as_deref().unwrap_or("no new agent starts")
         ),
         Event::RunFinished {
             succeeded,

@@ -164,7 +164,9 @@ fn with_error(previous: &Model, error: String, version: u64) -> Model {
 fn apply_waiting(waiting: Option<DateTime<Utc>>, s: &Stamped) -> Option<DateTime<Utc>> {
     use crate::report::Event;
     match &s.event {
-        Event::Waiting { until } => Some(*until),
+        Event::Waiting {
+            until: Some(until), ..
+        } => Some(*until),
         Event::RunStarted { .. } | Event::Started { .. } | Event::RunFinished { .. } => None,
         _ => waiting,
     }

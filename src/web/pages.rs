@@ -414,13 +414,28 @@ fn describe_event(e: &crate::report::Event) -> String {
             "credential {credential} parked until {}: {reason}",
             until.format("%H:%M:%S UTC")
         ),
-        Event::CredentialDisabled { credential, reason } => {
-            format!("credential {credential} disabled: {reason}")
+        Event::CredentialDisabled {
+            credential,
+            reason,
+            retired,
+        } => {
+            let what = if *retired { "retired for the run" } else { "disabled" };
+            format!("credential {credential} {what}: {reason}")
         }
-        Event::Waiting { until } => format!(
+        Event::Waiting {
+            until: Some(until), ..
+        } => format!(
             "every credential is parked: waiting until {}",
             until.format("%H:%M:%S UTC")
         ),
+        Event::Waiting {
+            until: None,
+            reason,
+        } => format!(
+            "waiting: {}",
+            reason.as_deref().unwrap_or("no new agent starts")
+        ),
+        Event::NeedsAttention { message, .. } => format!("needs attention: {message}"),
         Event::Landed {
             task,
             commits,
@@ -651,6 +666,8 @@ mod tests {
                 pools: Vec::new(),
                 credentials,
                 vms: Vec::new(),
+                waiting: None,
+                disk: None,
                 totals: Totals {
                     tasks: 1,
                     attempts: 1,

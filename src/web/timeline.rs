@@ -79,6 +79,7 @@ pub(crate) fn outcome_kind(o: &Outcome) -> &'static str {
         Outcome::Overloaded => "overloaded",
         Outcome::CredentialRejected { .. } => "credential_rejected",
         Outcome::HostLost { .. } => "host_lost",
+        Outcome::SetupFailed { .. } => "setup_failed",
     }
 }
 
