@@ -135,6 +135,7 @@ mod tests {
             depends_on: vec![],
             start_from: Default::default(),
             expect_commits: true,
+            touches: None,
             extra,
             line: 4,
         }

@@ -180,6 +180,8 @@ impl Fx {
             next: None,
             origin: Some(start.into()),
             expect_commits: true,
+            conflict: None,
+            outside_footprint: Vec::new(),
         });
         self.save();
     }

@@ -191,6 +191,8 @@ impl Fx {
             next: None,
             origin: Some(start),
             expect_commits: true,
+            conflict: None,
+            outside_footprint: Vec::new(),
         });
         let state = State {
             tasks: self.tasks.clone(),

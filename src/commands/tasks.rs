@@ -144,7 +144,7 @@ fn from_record(rec: &TaskRecord) -> Row {
         } => Some(why.clone()),
         TaskStatus::Blocked { on, .. } => Some(format!("waits for {}", on.join(", "))),
         TaskStatus::Done { outcome } if !rec.status.is_success() => Some(outcome.describe()),
-        _ => None,
+        _ => rec.conflict.as_ref().map(|c| c.describe()),
     };
     Row {
         id: rec.id.clone(),

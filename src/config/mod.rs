@@ -42,6 +42,33 @@ pub struct Config {
     /// `[prompt] plan_template`: the prompt of `flocks plan` (built in when unset).
     pub plan_template: Option<PathBuf>,
     pub validate: ValidateConfig,
+    pub land: LandConfig,
+}
+
+/// `[land]`.
+#[derive(Debug, Clone, Default)]
+pub struct LandConfig {
+    pub redo_conflicts: RedoConflicts,
+}
+
+/// `[land] redo_conflicts`: when a task predicted to conflict is redone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedoConflicts {
+    /// By `flocks land --resolve` (the default).
+    #[default]
+    AtLand,
+    /// With `--supervise`: as soon as the conflict is predicted, during the run.
+    Early,
+}
+
+impl RedoConflicts {
+    pub fn parse(s: &str) -> Option<RedoConflicts> {
+        match s {
+            "at_land" => Some(RedoConflicts::AtLand),
+            "early" => Some(RedoConflicts::Early),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

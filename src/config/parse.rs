@@ -38,6 +38,14 @@ struct RawConfig {
     prompt: RawPrompt,
     #[serde(default)]
     validate: RawValidate,
+    #[serde(default)]
+    land: RawLand,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLand {
+    redo_conflicts: S<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -471,6 +479,20 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         ),
     };
 
+    let redo_conflicts = match raw.land.redo_conflicts {
+        None => RedoConflicts::AtLand,
+        Some(v) => RedoConflicts::parse(v.get_ref()).ok_or_else(|| {
+            cx.err(
+                v.span(),
+                "land.redo_conflicts",
+                format!(
+                    "unknown value `{}`: use \"at_land\" (redo with `flocks land --resolve`) or \"early\" (with --supervise, redo a task as soon as its conflict is predicted)",
+                    v.get_ref()
+                ),
+            )
+        })?,
+    };
+
     Ok(Config {
         path: path.to_path_buf(),
         dir,
@@ -490,6 +512,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         prompt_template,
         plan_template,
         validate,
+        land: LandConfig { redo_conflicts },
     })
 }
 
@@ -786,6 +809,21 @@ mod tests {
         );
         assert!(e.contains("flocks.toml:5"), "{e}");
         assert!(e.contains("`host` belongs to ssh pools"), "{e}");
+    }
+
+    #[test]
+    fn land_redo_conflicts() {
+        assert_eq!(
+            parse_str("").unwrap().land.redo_conflicts,
+            RedoConflicts::AtLand
+        );
+        let c = parse_str("[land]\nredo_conflicts = \"early\"\n").unwrap();
+        assert_eq!(c.land.redo_conflicts, RedoConflicts::Early);
+        let e = err("[land]\nredo_conflicts = \"soon\"\n");
+        assert!(
+            e.contains("flocks.toml:2") && e.contains("land.redo_conflicts") && e.contains("early"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! | `credential_parked` | `credential`, `until` (RFC 3339), `reason` |
 //! | `credential_disabled` | `credential`, `reason` |
 //! | `waiting` | `until`: every usable credential is parked; dispatch resumes then |
+//! | `conflict_predicted` | `task`, `with` (earlier tasks in landing order whose work changes those files), `with_target` (bool: it conflicts with the land target alone), `files`, `commit` (its commit that will not apply), `target`: when a task succeeds, flocks works out in memory what `land` will build; this task's work will not apply there. Written again when what it clashes with changes |
 //! | `landed` | `task`, `commits`, `target` (written by `flocks land`) |
 //! | `run_finished` | `succeeded`, `failed`, `blocked`, `pending`, `cost_usd` (this run), `interrupted` |
 //!
@@ -107,6 +108,16 @@ pub enum Event {
     /// at `until` (unless the run was started with `--no-wait`).
     Waiting {
         until: DateTime<Utc>,
+    },
+    /// A succeeded task's work will not apply where `land` puts it (the
+    /// target, then the succeeded tasks before it in landing order).
+    ConflictPredicted {
+        task: String,
+        with: Vec<String>,
+        with_target: bool,
+        files: Vec<String>,
+        commit: String,
+        target: String,
     },
     /// `flocks land` applied a task's work onto the target branch.
     Landed {

@@ -15,8 +15,9 @@ use tokio::task::JoinSet;
 
 use super::credentials::Credentials;
 use super::executor::{AttemptJob, run_attempt};
-use super::fleet::{Effect, Fleet, FleetParts, Now, PoolSlots, Start};
-use super::{RunEvent, StopLevel, start_from};
+use super::fleet::{Effect, Fleet, FleetParts, Now, PoolSlots, PredictResult, Start};
+use super::{RunEvent, StopLevel, predict, start_from};
+use crate::land::predict::Predictor;
 use crate::agent::Redactor;
 use crate::backend::Backend;
 use crate::project::Project;
@@ -42,6 +43,12 @@ pub struct Dispatcher {
     resolving: JoinSet<(String, Result<Option<String>, String>)>,
     /// Retries being planned (their log and branch are read off the loop).
     planning: JoinSet<(String, NextAttempt)>,
+    /// The conflict prediction being worked out (one at a time), and the
+    /// predictor that keeps its chain between them.
+    predicting: JoinSet<(Option<Predictor>, PredictResult)>,
+    predictor: Option<Predictor>,
+    /// Early redos being prepared.
+    redoing: JoinSet<(String, Result<NextAttempt, String>)>,
     /// Which task each blocking job is for, should one panic.
     jobs: HashMap<tokio::task::Id, String>,
     /// Attempts started since the last save, spawned once their start is
@@ -105,6 +112,9 @@ impl Dispatcher {
             stops: HashMap::new(),
             resolving: JoinSet::new(),
             planning: JoinSet::new(),
+            predicting: JoinSet::new(),
+            predictor: None,
+            redoing: JoinSet::new(),
             jobs: HashMap::new(),
             to_spawn: Vec::new(),
         }
@@ -169,6 +179,25 @@ impl Dispatcher {
                         (task, next)
                     });
                     self.jobs.insert(handle.id(), id);
+                }
+                Effect::Predict(job) => {
+                    let config = self.fleet.config();
+                    let at = predict::Where {
+                        repo: config.workspace.repo.clone(),
+                        target: config.workspace.land_target.clone(),
+                        state_dir: config.state_dir(),
+                    };
+                    let predictor = self.predictor.take();
+                    self.predicting
+                        .spawn_blocking(move || predict::predict(predictor, &job, &at));
+                }
+                Effect::PrepareRedo(job) => {
+                    let task = job.task.clone();
+                    let handle = self.redoing.spawn_blocking(move || {
+                        let next = predict::prepare_redo(&job);
+                        (job.task, next)
+                    });
+                    self.jobs.insert(handle.id(), task);
                 }
                 Effect::StopAgents(level) => {
                     for stop in self.stops.values() {
@@ -257,6 +286,36 @@ impl Dispatcher {
                         self.fleet.plan_failed(&task);
                     }
                 },
+                Some(joined) = self.predicting.join_next() => {
+                    let result = match joined {
+                        Ok((predictor, result)) => {
+                            self.predictor = predictor;
+                            result
+                        }
+                        // The git work panicked (a bug): say so; the next
+                        // success predicts again from scratch.
+                        Err(e) => PredictResult {
+                            prediction: Err(format!("internal error, please report it: {e}")),
+                            outside: Vec::new(),
+                        },
+                    };
+                    let effects = self.fleet.on_prediction(result);
+                    self.carry_out(effects);
+                }
+                Some(joined) = self.redoing.join_next_with_id() => {
+                    let (task, next) = match joined {
+                        Ok((id, done)) => {
+                            self.jobs.remove(&id);
+                            done
+                        }
+                        Err(e) => {
+                            let task = self.jobs.remove(&e.id()).unwrap_or_default();
+                            (task, Err(format!("internal error, please report it: {e}")))
+                        }
+                    };
+                    let effects = self.fleet.on_redo_prepared(&task, next);
+                    self.carry_out(effects);
+                }
                 _ = recv_signal(&mut sigint) => {
                     let effects = self.fleet.on_interrupt();
                     self.carry_out(effects);

@@ -1,6 +1,7 @@
 //! `run --dry-run`: the checks a real run makes, with the same errors and
 //! exit codes, then which pool each task would go to, in dependency order.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::preflight::{check_agents, check_branches, check_repo};
@@ -20,6 +21,13 @@ pub(crate) struct PlannedRun {
     pub depends_on: Vec<String>,
     /// `new`, `landed`, or its status label.
     pub status: &'static str,
+    /// Its footprint lane (1-based): tasks whose declared footprints overlap,
+    /// directly or through each other, run one after the other. None: no
+    /// declared footprint overlaps its own.
+    pub lane: Option<usize>,
+    /// The earlier tasks of its lane whose footprints overlap its own: it
+    /// waits for them and starts from their work.
+    pub waits_for: Vec<String>,
 }
 
 /// Check as a run would, then plan the pools without running anything.
@@ -32,6 +40,8 @@ pub(crate) fn plan(project: &Project, tasks: &TaskSet) -> Result<Vec<PlannedRun>
     drop(repo);
     let landed = crate::land::landed_ids(project, &state);
     let order = dependency_order(&tasks.tasks).unwrap_or_else(|_| (0..tasks.tasks.len()).collect());
+    let before = crate::tasks::footprint_before(tasks, &order);
+    let lanes = lanes(tasks, &order, &before);
     let mut assigned = vec![0usize; config.pools.len()];
     let mut rows = Vec::new();
     for (step, &i) in order.iter().enumerate() {
@@ -63,7 +73,59 @@ pub(crate) fn plan(project: &Project, tasks: &TaskSet) -> Result<Vec<PlannedRun>
             pool,
             depends_on: t.depends_on.clone(),
             status,
+            lane: lanes.get(&t.id).copied(),
+            waits_for: before.get(&t.id).cloned().unwrap_or_default(),
         });
     }
     Ok(rows)
+}
+
+/// Number the groups of tasks whose footprints overlap (through each other),
+/// in the order of their first task.
+fn lanes(
+    tasks: &TaskSet,
+    order: &[usize],
+    before: &HashMap<String, Vec<String>>,
+) -> HashMap<String, usize> {
+    let mut lane: HashMap<String, usize> = HashMap::new();
+    let mut next = 0;
+    for &i in order {
+        let id = &tasks.tasks[i].id;
+        let Some(earlier) = before.get(id) else {
+            continue;
+        };
+        // Joins the lane of its first overlapping task; lanes it bridges merge.
+        let mut found: Vec<usize> = earlier.iter().filter_map(|e| lane.get(e).copied()).collect();
+        found.sort_unstable();
+        found.dedup();
+        let l = match found.first() {
+            Some(&l) => l,
+            None => {
+                next += 1;
+                next
+            }
+        };
+        for e in earlier {
+            lane.insert(e.clone(), l);
+        }
+        for other in found.iter().skip(1) {
+            for v in lane.values_mut() {
+                if v == other {
+                    *v = l;
+                }
+            }
+        }
+        lane.insert(id.clone(), l);
+    }
+    // Renumber 1, 2, ... in order of each lane's first task.
+    let mut renumber: HashMap<usize, usize> = HashMap::new();
+    for &i in order {
+        if let Some(l) = lane.get(&tasks.tasks[i].id) {
+            let n = renumber.len() + 1;
+            renumber.entry(*l).or_insert(n);
+        }
+    }
+    lane.into_iter()
+        .map(|(id, l)| (id, renumber[&l]))
+        .collect()
 }

@@ -151,6 +151,8 @@ pub(crate) fn merge_tasks(
                 next: None,
                 origin: None,
                 expect_commits: t.expect_commits,
+                conflict: None,
+                outside_footprint: Vec::new(),
             });
             continue;
         };

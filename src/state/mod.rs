@@ -138,6 +138,56 @@ pub struct TaskRecord {
     /// enough, no commit needed.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub expect_commits: bool,
+    /// Its work will not apply where `land` puts it: predicted during the
+    /// run, each time a task succeeds (cleared when it applies again or a new
+    /// attempt starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<PredictedConflict>,
+    /// Paths its work changed outside its declared footprint (`"touches"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outside_footprint: Vec<String>,
+}
+
+/// A succeeded task whose commits will not apply when `land` builds its
+/// result (the target, then every succeeded task before it in landing order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PredictedConflict {
+    /// Its commit that does not apply.
+    pub commit: String,
+    /// Where.
+    pub files: Vec<String>,
+    /// The earlier tasks (landing order) whose work changes those files.
+    #[serde(default)]
+    pub with: Vec<String>,
+    /// It does not apply on the land target alone either: the target changed
+    /// those files since the task started.
+    #[serde(default)]
+    pub with_target: bool,
+    /// The land target it was predicted against, and its tip then.
+    pub target: String,
+    pub target_tip: String,
+}
+
+impl PredictedConflict {
+    /// "will conflict with `api-auth` in src/auth.rs".
+    pub fn describe(&self) -> String {
+        let mut who: Vec<String> = self.with.iter().map(|w| format!("`{w}`")).collect();
+        if self.with_target || who.is_empty() {
+            who.insert(0, format!("`{}`", self.target));
+        }
+        let shown = 3;
+        let mut files = self
+            .files
+            .iter()
+            .take(shown)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.files.len() > shown {
+            files.push_str(&format!(" and {} more", self.files.len() - shown));
+        }
+        format!("will conflict with {} in {files}", who.join(", "))
+    }
 }
 
 fn yes() -> bool {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{StartFrom, Task, TaskSet, dependency_order, valid_id};
+use super::{Footprint, StartFrom, Task, TaskSet, dependency_order, valid_id};
 use crate::config::CommandSpec;
 use crate::error::{Error, Result};
 
@@ -195,6 +195,37 @@ fn task_from_object(
             ));
         }
     };
+    let touches = match obj.remove("touches") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => {
+            let patterns = items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(fe(
+                        "touches",
+                        format!("expected glob patterns (strings), found {}", kind(&other)),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if patterns.is_empty() {
+                return Err(fe(
+                    "touches",
+                    "is empty: list the paths the task changes (e.g. [\"src/auth/**\"]), or leave the field out",
+                ));
+            }
+            Some(Footprint::new(&patterns).map_err(|m| fe("touches", m))?)
+        }
+        Some(other) => {
+            return Err(fe(
+                "touches",
+                format!(
+                    "expected an array of glob patterns (e.g. [\"src/auth/**\"]), found {}",
+                    kind(&other)
+                ),
+            ));
+        }
+    };
     Ok(Task {
         id,
         prompt,
@@ -204,6 +235,7 @@ fn task_from_object(
         depends_on,
         start_from,
         expect_commits,
+        touches,
         extra: obj,
         line,
     })

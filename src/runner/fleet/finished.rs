@@ -165,6 +165,9 @@ impl Fleet {
             }
             Outcome::Success => {
                 self.overloads = 0;
+                if self.record(id).is_some_and(|r| r.status.is_success()) {
+                    self.request_prediction(id, &mut out);
+                }
             }
             _ => {}
         }
