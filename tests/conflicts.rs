@@ -94,7 +94,13 @@ fn the_run_predicts_the_conflicts_that_land_finds() {
     // Two predictions, naming the right pairs and files.
     let mut got: Vec<(String, Value, Value)> = predicted(&p)
         .iter()
-        .map(|e| (e["task"].as_str().unwrap().to_string(), e["with"].clone(), e["files"].clone()))
+        .map(|e| {
+            (
+                e["task"].as_str().unwrap().to_string(),
+                e["with"].clone(),
+                e["files"].clone(),
+            )
+        })
         .collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
@@ -142,7 +148,11 @@ fn the_run_predicts_the_conflicts_that_land_finds() {
     assert_eq!(user_side(&p), before, "the run changed the user's side");
     // land --dry-run agrees, task for task.
     let plan = land_dry_run(&p);
-    assert_eq!(user_side(&p), before, "land --dry-run changed the user's side");
+    assert_eq!(
+        user_side(&p),
+        before,
+        "land --dry-run changed the user's side"
+    );
     let conflicting: Vec<&str> = plan["tasks"]
         .as_array()
         .unwrap()
@@ -165,16 +175,21 @@ fn the_run_predicts_the_conflicts_that_land_finds() {
     assert!(landed.contains("a2") && landed.contains("b2"), "{landed}");
     assert_eq!(p.git(&["show", "main:a/notes.txt"]), "from-a1");
     assert_eq!(p.git(&["show", "main:b/notes.txt"]), "from-b1");
-
 }
 
 #[test]
 fn early_redo_lands_all_four_without_a_conflict() {
-    let p = pairs("max_retries = 1\n[land]\nredo_conflicts = \"early\"\n", false);
+    let p = pairs(
+        "max_retries = 1\n[land]\nredo_conflicts = \"early\"\n",
+        false,
+    );
     let out = p.flocks(&["run", "--supervise"]);
     let said = text(&out);
     assert_eq!(code(&out), 0, "{said}");
-    assert!(said.contains("redoing it now on `main` with `a1`"), "{said}");
+    assert!(
+        said.contains("redoing it now on `main` with `a1`"),
+        "{said}"
+    );
     let redone: Vec<String> = events(&p)
         .iter()
         .filter(|e| e["event"] == "requeued")
@@ -238,13 +253,25 @@ fn footprints_make_lanes_and_nothing_conflicts() {
     assert_eq!(code(&out), 0, "{said}");
     assert!(predicted(&p).is_empty(), "{said}");
     // One after the other: a2 started once a1 had finished, from its work.
-    let ended = |id: &str| p.task(id)["attempts"][0]["ended_at"].as_str().unwrap().to_string();
-    let started =
-        |id: &str| p.task(id)["attempts"][0]["started_at"].as_str().unwrap().to_string();
+    let ended = |id: &str| {
+        p.task(id)["attempts"][0]["ended_at"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let started = |id: &str| {
+        p.task(id)["attempts"][0]["started_at"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     assert!(started("a2") >= ended("a1"), "{said}");
     assert!(started("b2") >= ended("b1"), "{said}");
     assert_eq!(
-        p.git(&["show", &format!("{}:a/notes.txt", p.task("a2")["origin"].as_str().unwrap())]),
+        p.git(&[
+            "show",
+            &format!("{}:a/notes.txt", p.task("a2")["origin"].as_str().unwrap())
+        ]),
         "from-a1"
     );
 

@@ -42,7 +42,7 @@ pub use change::{Change, change};
 pub use clean::{CleanOptions, CleanReport, clean};
 pub use landed::landed_ids;
 pub use plan::{Plan, PlanStatus, PlannedTask, plan};
-pub use predict::predict_conflicts;
+pub use predict::{Prediction, Predictor, predict_conflicts};
 pub use range::{CommitInfo, NoRange, TaskRange, commits, task_range};
 pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask};
 pub use target::dirty_message;

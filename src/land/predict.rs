@@ -25,7 +25,7 @@ use crate::git::cherry_pick::Applied;
 use crate::state::{PredictedConflict, State};
 
 /// Keeps the last chain between predictions (one per run).
-pub(crate) struct Predictor {
+pub struct Predictor {
     dir: PathBuf,
     target: String,
     repo: Repository,
@@ -42,7 +42,7 @@ struct Last {
 /// What a prediction found: every task `land` would pick, in landing order,
 /// with its conflict (None: it applies, or has nothing to apply).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Prediction {
+pub struct Prediction {
     pub target_tip: Oid,
     pub tasks: Vec<(String, Option<PredictedConflict>)>,
     /// How many tasks were applied again this time (the rest was reused).
@@ -51,7 +51,7 @@ pub(crate) struct Prediction {
 
 impl Predictor {
     /// Open the repository at `dir` with objects kept in memory.
-    pub(crate) fn open(dir: &Path, target: &str) -> Result<Predictor> {
+    pub fn open(dir: &Path, target: &str) -> Result<Predictor> {
         Ok(Predictor {
             dir: dir.to_path_buf(),
             target: target.to_string(),
@@ -62,7 +62,7 @@ impl Predictor {
 
     /// What `land` (every succeeded task) would find now, from the run's
     /// state and the land log.
-    pub(crate) fn predict(&mut self, state: &State, log: &LandLog) -> Result<Prediction> {
+    pub fn predict(&mut self, state: &State, log: &LandLog) -> Result<Prediction> {
         let target = self.target.clone();
         let target_tip = crate::git::branch_tip(&self.repo, &target)?.ok_or_else(|| {
             Error::Usage(format!(
@@ -219,4 +219,123 @@ fn in_memory(dir: &Path) -> Result<Repository> {
         .ctx(|| "add an in-memory object store".into())?;
     drop(odb);
     Ok(repo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::testing::init_repo;
+    use crate::state::TaskRecord;
+
+    /// A task branch off `base` whose one commit writes `file`.
+    fn task(repo: &Repository, base: Oid, id: &str, file: &str, text: &str) -> TaskRecord {
+        let parent = repo.find_commit(base).unwrap();
+        let mut tb = repo.treebuilder(Some(&parent.tree().unwrap())).unwrap();
+        tb.insert(file, repo.blob(text.as_bytes()).unwrap(), 0o100644)
+            .unwrap();
+        let tree = repo.find_tree(tb.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let tip = repo
+            .commit(
+                None,
+                &sig,
+                &sig,
+                &format!("{id}: {file}"),
+                &tree,
+                &[&parent],
+            )
+            .unwrap();
+        repo.branch(
+            &format!("flocks/{id}"),
+            &repo.find_commit(tip).unwrap(),
+            false,
+        )
+        .unwrap();
+        let text = include_str!("../../tests/fixtures/state-v1.json");
+        let state: State = serde_json::from_str(text).unwrap();
+        let mut t = state.tasks[0].clone();
+        t.id = id.into();
+        t.branch = format!("flocks/{id}");
+        t.origin = Some(base.to_string());
+        t.attempts[0].start_commit = Some(base.to_string());
+        t.attempts[0].end_tip = Some(tip.to_string());
+        t
+    }
+
+    /// Every file under .git but the object store's packs and the index's
+    /// lock: what a prediction must leave as it was.
+    fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn predicts_in_memory_reuses_the_chain_and_names_who_clashes() {
+        let dir = tempfile::tempdir().unwrap();
+        init_repo(dir.path());
+        let repo = Repository::open(dir.path()).unwrap();
+        let base = repo.head().unwrap().target().unwrap();
+        let mut state = State::default();
+        state.push_task(task(&repo, base, "a", "x.txt", "from a\n"));
+        state.push_task(task(&repo, base, "b", "y.txt", "from b\n"));
+        let before = snapshot(dir.path());
+        let log = LandLog::default();
+
+        let mut p = Predictor::open(dir.path(), "main").unwrap();
+        let first = p.predict(&state, &log).unwrap();
+        assert_eq!(first.applied, 2);
+        assert!(first.tasks.iter().all(|(_, c)| c.is_none()));
+
+        // c clashes with a; only c is applied this time.
+        state.push_task(task(&repo, base, "c", "x.txt", "from c\n"));
+        let before_c = snapshot(dir.path());
+        let second = p.predict(&state, &log).unwrap();
+        assert_eq!(second.applied, 1);
+        let c = second.tasks[2].1.clone().expect("c conflicts");
+        assert_eq!(c.with, ["a"]);
+        assert_eq!(c.files, ["x.txt"]);
+        assert!(!c.with_target);
+        assert_eq!(c.describe(), "will conflict with `a` in x.txt");
+        // Nothing of the repository changed: no object, ref, index or file.
+        assert_eq!(snapshot(dir.path()), before_c);
+        drop(before);
+
+        // The same state again: nothing to apply.
+        assert_eq!(p.predict(&state, &log).unwrap().applied, 0);
+
+        // The target moves (a lands by hand): a chain from scratch; c now
+        // conflicts with the target itself.
+        let a_tip = repo
+            .find_branch("flocks/a", git2::BranchType::Local)
+            .unwrap()
+            .get()
+            .target()
+            .unwrap();
+        repo.reference("refs/heads/main", a_tip, true, "test")
+            .unwrap();
+        let third = p.predict(&state, &log).unwrap();
+        assert_eq!(third.applied, 3, "the whole chain again");
+        let c = third
+            .tasks
+            .iter()
+            .find(|(id, _)| id == "c")
+            .unwrap()
+            .1
+            .clone();
+        let c = c.expect("c still conflicts");
+        assert!(c.with_target && c.with.is_empty(), "{c:?}");
+        assert_eq!(c.describe(), "will conflict with `main` in x.txt");
+    }
 }

@@ -33,7 +33,10 @@ pub fn predict(
         .filter_map(|(id, footprint)| {
             let rec = job.state.task(id)?;
             let paths = changed_paths(&at.repo, rec).ok()?;
-            Some((id.clone(), footprint.outside(paths.iter().map(String::as_str))))
+            Some((
+                id.clone(),
+                footprint.outside(paths.iter().map(String::as_str)),
+            ))
         })
         .collect();
     let mut predictor = match predictor {

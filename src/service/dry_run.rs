@@ -95,7 +95,10 @@ fn lanes(
             continue;
         };
         // Joins the lane of its first overlapping task; lanes it bridges merge.
-        let mut found: Vec<usize> = earlier.iter().filter_map(|e| lane.get(e).copied()).collect();
+        let mut found: Vec<usize> = earlier
+            .iter()
+            .filter_map(|e| lane.get(e).copied())
+            .collect();
         found.sort_unstable();
         found.dedup();
         let l = match found.first() {
@@ -125,7 +128,5 @@ fn lanes(
             renumber.entry(*l).or_insert(n);
         }
     }
-    lane.into_iter()
-        .map(|(id, l)| (id, renumber[&l]))
-        .collect()
+    lane.into_iter().map(|(id, l)| (id, renumber[&l])).collect()
 }

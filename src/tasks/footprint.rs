@@ -231,7 +231,11 @@ mod tests {
         let bad = |p: &str| Footprint::new(&[p.to_string()]).unwrap_err();
         assert!(bad("").contains("empty"));
         assert!(bad("!src/**").contains("negated"));
-        assert!(bad("src/[a").contains("not a valid glob"), "{}", bad("src/[a"));
+        assert!(
+            bad("src/[a").contains("not a valid glob"),
+            "{}",
+            bad("src/[a")
+        );
         assert!(bad("../x").contains(".."));
         assert!(bad("/").contains("whole repository"));
     }
@@ -257,6 +261,9 @@ mod tests {
         assert!(!o(&["src/auth/**"], &["src/auth.rs"]));
         assert!(!o(&["src/a"], &["src/ab"]));
         assert!(!o(&["src/a"], &["src/ab*"]));
-        assert!(!o(&["docs/auth.md", "src/auth/**"], &["docs/billing.md", "src/billing/**"]));
+        assert!(!o(
+            &["docs/auth.md", "src/auth/**"],
+            &["docs/billing.md", "src/billing/**"]
+        ));
     }
 }

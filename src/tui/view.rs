@@ -209,7 +209,10 @@ fn what(app: &App, t: &TaskView, age: f64) -> (String, Style) {
         }
         Group::Queued => (String::new(), Style::new()),
         Group::Done => match &t.conflict {
-            Some(c) => (format!("⚠ {}", c.describe()), Style::new().fg(Color::Yellow)),
+            Some(c) => (
+                format!("⚠ {}", c.describe()),
+                Style::new().fg(Color::Yellow),
+            ),
             None => (
                 format!(
                     "{} attempt(s) · {}",

@@ -196,11 +196,7 @@ impl Fleet {
 
     /// The early redo's start is ready (or could not be made: the task stays
     /// as it succeeded, its conflict left for `land --resolve`).
-    pub fn on_redo_prepared(
-        &mut self,
-        id: &str,
-        next: Result<NextAttempt, String>,
-    ) -> Vec<Effect> {
+    pub fn on_redo_prepared(&mut self, id: &str, next: Result<NextAttempt, String>) -> Vec<Effect> {
         let mut out = Vec::new();
         self.planning.remove(id);
         match next {
