@@ -115,18 +115,36 @@ impl Fleet {
             rec.conflict = conflict.clone();
             self.dirty = true;
         }
-        let Some(c) = conflict.filter(|_| news) else {
+        let Some(c) = conflict else {
             return;
         };
-        out.push(Effect::Emit(Event::ConflictPredicted {
-            task: id.to_string(),
-            with: c.with.clone(),
-            with_target: c.with_target,
-            files: c.files.clone(),
-            commit: c.commit.clone(),
-            target: c.target.clone(),
-        }));
+        if news {
+            out.push(Effect::Emit(Event::ConflictPredicted {
+                task: id.to_string(),
+                with: c.with.clone(),
+                with_target: c.with_target,
+                files: c.files.clone(),
+                commit: c.commit.clone(),
+                target: c.target.clone(),
+            }));
+        }
         self.redo_early(id, c, out);
+    }
+
+    /// An earlier task (dependency order) is being redone early: redoing
+    /// this one now would build on what is about to change, so it waits for
+    /// the prediction after that redo succeeds.
+    fn earlier_redo_pending(&self, id: &str) -> bool {
+        let Some(pos) = self.index.get(id).and_then(|e| e.order_pos) else {
+            return false;
+        };
+        self.order[..pos].iter().any(|&i| {
+            let other = &self.tasks.tasks[i].id;
+            self.early_redos.contains_key(other)
+                && self.record(other).is_some_and(|r| {
+                    matches!(r.status, TaskStatus::Pending | TaskStatus::Running { .. })
+                })
+        })
     }
 
     /// With `--supervise` and `redo_conflicts = "early"`: redo the task now,
@@ -142,8 +160,16 @@ impl Fleet {
         {
             return;
         }
+        if self.earlier_redo_pending(id) {
+            return;
+        }
         let done = self.early_redos.get(id).copied().unwrap_or(0);
         if done >= EARLY_REDO_CAP {
+            // Said once.
+            if done > EARLY_REDO_CAP {
+                return;
+            }
+            self.early_redos.insert(id.to_string(), done + 1);
             out.push(Effect::Emit(Event::Notice {
                 message: format!(
                     "task {id} was redone early {done} time(s) in this run and still conflicts: \

@@ -1023,3 +1023,95 @@ fn an_early_redo_that_cannot_be_prepared_leaves_the_task_as_it_succeeded() {
     assert_eq!(f.invalid_transitions(), 0);
     assert!(f.is_done(later(now, 3)).0);
 }
+
+#[test]
+fn a_later_conflict_waits_for_an_earlier_early_redo_and_caps() {
+    let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\"}\n{\"id\":\"c\",\"prompt\":\"c\"}\n";
+    let mut f = Setup::new(lines)
+        .supervise(1)
+        .config(|c| c.land.redo_conflicts = crate::config::RedoConflicts::Early)
+        .build();
+    let now = t0();
+    f.start_ready(now);
+    for (i, id) in ["a", "b"].iter().enumerate() {
+        let out = f.on_finished(id, 1, &report(Outcome::Success), later(now, i as u64));
+        answer(&mut f, &out, &[]);
+    }
+    let out = f.on_finished("c", 1, &report(Outcome::Success), later(now, 3));
+    let out = answer(
+        &mut f,
+        &out,
+        &[
+            ("a", None),
+            ("b", Some(conflict(&["a"], "x.rs"))),
+            ("c", Some(conflict(&["a"], "x.rs"))),
+        ],
+    );
+    let redone = |out: &[Effect]| -> Vec<String> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::PrepareRedo(j) => Some(j.task.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // b first; c waits for b's redo (it would build on what is changing).
+    assert_eq!(redone(&out), ["b"]);
+    assert!(status(&f, "c").is_success());
+    f.on_redo_prepared(
+        "b",
+        Ok(NextAttempt {
+            fresh: true,
+            resume_session: None,
+            resume_pool: None,
+            ended: None,
+            context: None,
+            base: Some("x".into()),
+        }),
+    );
+    f.start_ready(later(now, 4));
+    let out = f.on_finished("b", 2, &report(Outcome::Success), later(now, 5));
+    let out = answer(
+        &mut f,
+        &out,
+        &[
+            ("a", None),
+            ("b", None),
+            ("c", Some(conflict(&["a", "b"], "x.rs"))),
+        ],
+    );
+    assert_eq!(redone(&out), ["c"]);
+    // A task still conflicting after EARLY_REDO_CAP redos is left for
+    // `land --resolve`: said once.
+    let mut f = Setup::new(TWO)
+        .supervise(1)
+        .config(|c| c.land.redo_conflicts = crate::config::RedoConflicts::Early)
+        .build();
+    f.start_ready(now);
+    for id in ["a", "b"] {
+        let out = f.on_finished(id, 1, &report(Outcome::Success), later(now, 1));
+        answer(&mut f, &out, &[]);
+    }
+    let (mut redos, mut notes) = (0, Vec::new());
+    for _ in 0..super::conflicts::EARLY_REDO_CAP + 3 {
+        let mut ask = Vec::new();
+        f.request_prediction("a", &mut ask);
+        let out = answer(
+            &mut f,
+            &ask,
+            &[("a", None), ("b", Some(conflict(&["a"], "x.rs")))],
+        );
+        notes.extend(notices(&out));
+        if !redone(&out).is_empty() {
+            redos += 1;
+            // Its start cannot be made: it stays as it succeeded.
+            f.on_redo_prepared("b", Err("no".into()));
+        }
+    }
+    assert_eq!(redos, super::conflicts::EARLY_REDO_CAP);
+    let capped: Vec<&String> = notes
+        .iter()
+        .filter(|n| n.contains("redone early"))
+        .collect();
+    assert_eq!(capped.len(), 1, "{notes:?}");
+}
