@@ -14,7 +14,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[expect(dead_code, reason = "the agent and project helpers serve the run benchmarks")]
+#[expect(
+    dead_code,
+    reason = "the agent and project helpers serve the run benchmarks"
+)]
 mod common;
 use common::{env_usize, make_repo, run};
 

@@ -115,9 +115,17 @@ fn the_run_predicts_the_conflicts_that_land_finds() {
         assert_eq!(e["with_target"], false, "{e}");
         assert_eq!(e["target"], "main", "{e}");
     }
-    // Said live, as it happened.
+    // Said live, as it happened, and in the run's summary.
     assert!(
         said.contains("a2: will conflict with `a1` in a/notes.txt"),
+        "{said}"
+    );
+    assert!(
+        said.contains("      ⚠ will conflict with `b1` in b/notes.txt"),
+        "{said}"
+    );
+    assert!(
+        said.contains("`flocks land --resolve` to land and redo"),
         "{said}"
     );
 

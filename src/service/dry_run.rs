@@ -130,3 +130,40 @@ fn lanes(
     }
     lane.into_iter().map(|(id, l)| (id, renumber[&l])).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::tasks::{BranchRules, parse_jsonl};
+
+    #[test]
+    fn lanes_join_through_a_task_that_bridges_them() {
+        let rules = BranchRules {
+            prefix: "flocks/",
+            base: "main",
+            land_target: "main",
+        };
+        let lines = [
+            r#"{"id":"a","prompt":"p","touches":["a/**"]}"#,
+            r#"{"id":"b","prompt":"p","touches":["b/**"]}"#,
+            r#"{"id":"free","prompt":"p"}"#,
+            r#"{"id":"c","prompt":"p","touches":["c/**"]}"#,
+            r#"{"id":"ab","prompt":"p","touches":["a/x.rs","b/y.rs"]}"#,
+            r#"{"id":"c2","prompt":"p","touches":["c/z.rs"]}"#,
+        ]
+        .join("\n");
+        let set = parse_jsonl(Path::new("/p/t.jsonl"), &lines, &rules).unwrap();
+        let order = dependency_order(&set.tasks).unwrap();
+        let before = crate::tasks::footprint_before(&set, &order);
+        assert_eq!(before["ab"], ["a", "b"]);
+        let lanes = lanes(&set, &order, &before);
+        assert_eq!(lanes["a"], 1);
+        assert_eq!(lanes["b"], 1, "bridged by ab");
+        assert_eq!(lanes["ab"], 1);
+        assert_eq!(lanes["c"], 2);
+        assert_eq!(lanes["c2"], 2);
+        assert!(!lanes.contains_key("free"));
+    }
+}

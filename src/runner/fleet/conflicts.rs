@@ -270,9 +270,9 @@ impl Fleet {
     }
 
     /// The tasks whose work `id`'s start holds: with `start_from =
-    /// "dependencies"` its dependencies (transitively), and the succeeded
-    /// earlier tasks whose footprints overlap its own (with what their
-    /// starts held); dependency order.
+    /// "dependencies"` its dependencies (transitively), and the earlier tasks
+    /// whose footprints overlap its own that succeeded in this run (with what
+    /// their starts held); dependency order.
     pub(super) fn start_work(&self, id: &str) -> Vec<String> {
         let mut seen: HashSet<String> = HashSet::new();
         let mut stack = vec![id.to_string()];
@@ -283,10 +283,15 @@ impl Fleet {
                 next.extend(self.dependency_closure(&x));
             }
             if let Some(before) = self.footprint_before.get(&x) {
+                // Those that succeeded in this run: one that succeeded
+                // earlier may have landed and had its branch cleaned.
                 next.extend(
                     before
                         .iter()
-                        .filter(|b| self.record(b).is_some_and(|r| r.status.is_success()))
+                        .filter(|b| {
+                            self.succeeded_here.contains(*b)
+                                && self.record(b).is_some_and(|r| r.status.is_success())
+                        })
                         .cloned(),
                 );
             }

@@ -242,6 +242,8 @@ pub struct Fleet {
     footprint_checks: Vec<String>,
     /// Early redos per task in this run (capped).
     early_redos: HashMap<String, u32>,
+    /// Tasks that succeeded in this run.
+    succeeded_here: HashSet<String>,
 }
 
 impl Fleet {
@@ -297,6 +299,7 @@ impl Fleet {
             predict_again: false,
             footprint_checks: Vec::new(),
             early_redos: HashMap::new(),
+            succeeded_here: HashSet::new(),
         }
     }
 
