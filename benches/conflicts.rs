@@ -8,7 +8,9 @@
 //! changing a file of its own (every tenth also one that the task before it
 //! changed: those conflict). Then, with one predictor as a run keeps it:
 //! the first prediction (the whole chain), and, R times, the prediction after
-//! one more task succeeded (the chain of N-1 reused, the new task applied).
+//! one more task succeeded (the chain of N-1 reused, the new task applied);
+//! and the worst case, the first task in landing order succeeding last (the
+//! whole chain applied again).
 
 use std::path::Path;
 use std::process::Command;
@@ -149,6 +151,16 @@ fn main() {
         // Back to N-1 succeeded (nothing applied) for the next round.
         assert_eq!(p.predict(&before, &log).unwrap().applied, 0);
     }
+    // The worst case: the first task in landing order succeeds last, so
+    // every task after it is applied again.
+    let mut first_last = all.clone();
+    first_last.tasks[0].status = TaskStatus::Pending;
+    p.predict(&first_last, &log).unwrap();
+    let start = Instant::now();
+    let whole = p.predict(&all, &log).unwrap();
+    let worst = start.elapsed();
+    assert_eq!(whole.applied, n);
+
     times.sort();
     let median = times[times.len() / 2];
     let max = *times.last().unwrap();
@@ -162,6 +174,10 @@ fn main() {
         "  per success (chain reused, 1 task applied), {rounds} rounds: median {}, max {}",
         ms(median),
         ms(max)
+    );
+    println!(
+        "  worst case (the first task in landing order succeeds last: {n} applied): {}",
+        ms(worst)
     );
     let budget = Duration::from_millis(50);
     println!(

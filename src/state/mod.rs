@@ -656,6 +656,39 @@ mod tests {
     }
 
     #[test]
+    fn a_predicted_conflict_reads_for_people() {
+        let mut c = PredictedConflict {
+            commit: "c0ffee".into(),
+            files: vec!["src/auth.rs".into()],
+            with: vec!["api-auth".into()],
+            with_target: false,
+            target: "main".into(),
+            target_tip: "abc".into(),
+        };
+        assert_eq!(c.describe(), "will conflict with `api-auth` in src/auth.rs");
+        c.with_target = true;
+        c.files = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        assert_eq!(
+            c.describe(),
+            "will conflict with `main`, `api-auth` in a, b, c and 2 more"
+        );
+        c.with.clear();
+        c.with_target = false;
+        assert_eq!(
+            c.describe(),
+            "will conflict with `main` in a, b, c and 2 more",
+            "no task to name: the target"
+        );
+        // In state.json, and read back from a file without the fields.
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<PredictedConflict>(&text).unwrap(), c);
+        let state: State =
+            serde_json::from_str(include_str!("../../tests/fixtures/state-v1.json")).unwrap();
+        assert!(state.tasks[0].conflict.is_none());
+        assert!(state.tasks[0].outside_footprint.is_empty());
+    }
+
+    #[test]
     fn transitions_are_checked() {
         let text = include_str!("../../tests/fixtures/state-v1.json");
         let mut state: State = serde_json::from_str(text).unwrap();

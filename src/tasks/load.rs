@@ -338,6 +338,39 @@ mod tests {
     }
 
     #[test]
+    fn touches_values() {
+        let set = parse(
+            "{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"b\",\"prompt\":\"y\",\"touches\":[\"src/auth/**\",\"docs/auth.md\"]}",
+        )
+        .unwrap();
+        assert!(set.tasks[0].touches.is_none());
+        let f = set.tasks[1].touches.as_ref().unwrap();
+        assert!(f.covers("src/auth/login.rs") && !f.covers("src/lib.rs"));
+        assert_eq!(
+            set.tasks[1].field("touches").unwrap(),
+            "src/auth/**, docs/auth.md"
+        );
+        let bad = |v: &str| {
+            err(&format!(
+                "{{\"id\":\"a\",\"prompt\":\"x\"}}\n{{\"id\":\"b\",\"prompt\":\"y\",\"touches\":{v}}}"
+            ))
+        };
+        let e = bad("\"src/**\"");
+        assert!(
+            e.starts_with("tasks.jsonl:2: field `touches`: expected an array"),
+            "{e}"
+        );
+        assert!(bad("[]").contains("field `touches`: is empty"));
+        assert!(bad("[1]").contains("field `touches`: expected glob patterns"));
+        let e = bad("[\"src/[a\"]");
+        assert!(
+            e.starts_with("tasks.jsonl:2: field `touches`: `src/[a` is not a valid glob"),
+            "{e}"
+        );
+        assert!(bad("[\"!src\"]").contains("negated"));
+    }
+
+    #[test]
     fn start_from_values() {
         let set = parse("{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"b\",\"prompt\":\"y\",\"depends_on\":[\"a\"],\"start_from\":\"dependencies\"}").unwrap();
         assert_eq!(set.tasks[0].start_from, StartFrom::Base);
