@@ -69,10 +69,17 @@ impl Fleet {
             }
         }
         match result.prediction {
-            Err(why) => out.push(Effect::Emit(Event::Notice {
-                message: format!("could not predict land conflicts: {why}"),
-            })),
+            // Said once (it would be said again at every success).
+            Err(why) => {
+                if self.predict_error.as_ref() != Some(&why) {
+                    out.push(Effect::Emit(Event::Notice {
+                        message: format!("could not predict land conflicts: {why}"),
+                    }));
+                    self.predict_error = Some(why);
+                }
+            }
             Ok(p) => {
+                self.predict_error = None;
                 for (id, conflict) in p.tasks {
                     self.set_conflict(&id, conflict, &mut out);
                 }

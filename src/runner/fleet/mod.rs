@@ -244,6 +244,8 @@ pub struct Fleet {
     early_redos: HashMap<String, u32>,
     /// Tasks that succeeded in this run.
     succeeded_here: HashSet<String>,
+    /// Why the last prediction failed (said once).
+    predict_error: Option<String>,
 }
 
 impl Fleet {
@@ -300,6 +302,7 @@ impl Fleet {
             footprint_checks: Vec::new(),
             early_redos: HashMap::new(),
             succeeded_here: HashSet::new(),
+            predict_error: None,
         }
     }
 

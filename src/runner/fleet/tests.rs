@@ -1115,3 +1115,22 @@ fn a_later_conflict_waits_for_an_earlier_early_redo_and_caps() {
         .collect();
     assert_eq!(capped.len(), 1, "{notes:?}");
 }
+
+#[test]
+fn a_failing_prediction_is_said_once() {
+    let mut f = Setup::new(TWO).build();
+    let now = t0();
+    f.start_ready(now);
+    let mut said = Vec::new();
+    for id in ["a", "b"] {
+        let out = f.on_finished(id, 1, &report(Outcome::Success), later(now, 1));
+        assert_eq!(predicts(&out), 1);
+        said.extend(notices(&f.on_prediction(PredictResult {
+            prediction: Err("land_target `main` is not a branch".into()),
+            outside: Vec::new(),
+        })));
+    }
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("could not predict land conflicts"));
+    assert!(f.is_done(later(now, 2)).0);
+}
