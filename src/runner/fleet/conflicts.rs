@@ -308,6 +308,9 @@ impl Fleet {
                 }
             }
         }
+        if seen.is_empty() {
+            return Vec::new();
+        }
         self.order
             .iter()
             .map(|&i| self.tasks.tasks[i].id.as_str())
