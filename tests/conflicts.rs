@@ -15,10 +15,12 @@ use support::{TestProject, code, text};
 fn pairs(extra: &str, touches: bool) -> TestProject {
     let p = TestProject::new(&format!("max_agents = 4\n{extra}"));
     let task = |id: &str, dir: &str, also: &str| {
+        let record = p.out_file(&format!("{id}.jsonl"));
         let mut t = json!({
             "id": id,
             "prompt": format!(
-                "Add a line.\n@fake sleep 0.5\n@fake append {dir}/notes.txt from-{id}\n{also}"
+                "Add a line.\n@fake record {}\n@fake sleep 0.5\n@fake append {dir}/notes.txt from-{id}\n{also}",
+                record.display()
             ),
         });
         if touches {
@@ -213,6 +215,29 @@ fn early_redo_lands_all_four_without_a_conflict() {
     let attempts = a2["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{a2}");
     assert!(a2.get("conflict").is_none(), "{a2}");
+    assert_eq!(
+        p.git(&[
+            "show",
+            &format!("{}:a/notes.txt", a2["origin"].as_str().unwrap())
+        ]),
+        "from-a1"
+    );
+    // The redo's prompt: its own, the conflict, the files, the earlier diff.
+    let recs = std::fs::read_to_string(p.out_file("a2.jsonl")).unwrap();
+    let redo: Value = serde_json::from_str(recs.lines().nth(1).unwrap()).unwrap();
+    let prompt = redo["prompt"].as_str().unwrap();
+    assert!(prompt.starts_with("Add a line."), "{prompt}");
+    assert!(
+        prompt.contains("will conflict with `a1` in a/notes.txt"),
+        "{prompt}"
+    );
+    assert!(prompt.contains("- a/notes.txt\n"), "{prompt}");
+    assert!(prompt.contains("+from-a2"), "{prompt}");
+    assert!(prompt.contains("refs/flocks/backup/a2/1"), "{prompt}");
+    assert!(
+        prompt.contains("now starts from `main` with the work of `a1`"),
+        "{prompt}"
+    );
 
     let plan = land_dry_run(&p);
     assert!(
