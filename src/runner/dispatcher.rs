@@ -45,8 +45,12 @@ pub struct Dispatcher {
     planning: JoinSet<(String, NextAttempt)>,
     /// The conflict prediction being worked out (one at a time), and the
     /// predictor that keeps its chain between them.
-    predicting: JoinSet<(Option<Predictor>, PredictResult)>,
+    predicting: JoinSet<Predicted>,
     predictor: Option<Predictor>,
+    /// When the last prediction ended and how long it took: the next one
+    /// starts no sooner than twice that after it, so that predictions on a
+    /// large fleet of quick tasks take at most a third of a core.
+    last_prediction: Option<(std::time::Instant, Duration)>,
     /// Early redos being prepared.
     redoing: JoinSet<(String, Result<NextAttempt, String>)>,
     /// Which task each blocking job is for, should one panic.
@@ -55,6 +59,12 @@ pub struct Dispatcher {
     /// saved: an attempt never acts (creates its branch, runs the agent)
     /// before its record is on disk.
     to_spawn: Vec<(AttemptJob, watch::Receiver<StopLevel>)>,
+}
+
+/// A prediction as it came back, with how long its git work took.
+struct Predicted {
+    took: Duration,
+    done: Result<(Option<Predictor>, PredictResult), tokio::task::JoinError>,
 }
 
 pub struct DispatcherParts {
@@ -114,6 +124,7 @@ impl Dispatcher {
             planning: JoinSet::new(),
             predicting: JoinSet::new(),
             predictor: None,
+            last_prediction: None,
             redoing: JoinSet::new(),
             jobs: HashMap::new(),
             to_spawn: Vec::new(),
@@ -188,8 +199,24 @@ impl Dispatcher {
                         state_dir: config.state_dir(),
                     };
                     let predictor = self.predictor.take();
-                    self.predicting
-                        .spawn_blocking(move || predict::predict(predictor, &job, &at));
+                    let wait = self
+                        .last_prediction
+                        .map(|(end, took)| {
+                            (end + 2 * took).saturating_duration_since(std::time::Instant::now())
+                        })
+                        .unwrap_or_default();
+                    self.predicting.spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let started = std::time::Instant::now();
+                        let done = tokio::task::spawn_blocking(move || {
+                            predict::predict(predictor, &job, &at)
+                        })
+                        .await;
+                        Predicted {
+                            took: started.elapsed(),
+                            done,
+                        }
+                    });
                 }
                 Effect::PrepareRedo(job) => {
                     let task = job.task.clone();
@@ -287,7 +314,14 @@ impl Dispatcher {
                     }
                 },
                 Some(joined) = self.predicting.join_next() => {
-                    let result = match joined {
+                    let done = match joined {
+                        Ok(p) => {
+                            self.last_prediction = Some((std::time::Instant::now(), p.took));
+                            p.done
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let result = match done {
                         Ok((predictor, result)) => {
                             self.predictor = predictor;
                             result
