@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use super::credentials::Credentials;
 use super::executor::{AttemptJob, run_attempt};
-use super::fleet::{Effect, Fleet, FleetParts, Now, PoolSlots, PredictResult, Start};
+use super::fleet::{Effect, Fleet, FleetParts, Now, PoolSlots, PredictResult, RedoError, Start};
 use super::{RunEvent, StopLevel, predict, start_from};
 use crate::agent::Redactor;
 use crate::backend::Backend;
@@ -52,7 +52,7 @@ pub struct Dispatcher {
     /// large fleet of quick tasks take at most a third of a core.
     last_prediction: Option<(std::time::Instant, Duration)>,
     /// Early redos being prepared.
-    redoing: JoinSet<(String, Result<NextAttempt, String>)>,
+    redoing: JoinSet<(String, Result<NextAttempt, RedoError>)>,
     /// Which task each blocking job is for, should one panic.
     jobs: HashMap<tokio::task::Id, String>,
     /// Attempts started since the last save, spawned once their start is
@@ -344,7 +344,7 @@ impl Dispatcher {
                         }
                         Err(e) => {
                             let task = self.jobs.remove(&e.id()).unwrap_or_default();
-                            (task, Err(format!("internal error, please report it: {e}")))
+                            (task, Err(RedoError::Git(format!("internal error, please report it: {e}"))))
                         }
                     };
                     let effects = self.fleet.on_redo_prepared(&task, next);

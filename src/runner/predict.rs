@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use git2::Oid;
 
-use super::fleet::{PredictJob, PredictResult, RedoJob};
+use super::fleet::{PredictJob, PredictResult, RedoError, RedoJob};
 use super::start_from;
 use crate::land::predict::Predictor;
 use crate::land::{LandLog, task_range};
@@ -92,19 +92,20 @@ fn changed_paths(repo: &Path, rec: &crate::state::TaskRecord) -> crate::error::R
 /// The start of an early redo: the land target as it is now with the work
 /// of the tasks it clashed with; the task's tip kept under
 /// `refs/flocks/backup/<id>/<attempt>`; its prompt's context.
-pub fn prepare_redo(job: &RedoJob) -> Result<NextAttempt, String> {
-    let repo = crate::git::open(&job.repo).map_err(|e| e.to_string())?;
+pub fn prepare_redo(job: &RedoJob) -> Result<NextAttempt, RedoError> {
+    let git = |e: crate::error::Error| RedoError::Git(e.to_string());
+    let repo = crate::git::open(&job.repo).map_err(git)?;
     let target = &job.conflict.target;
     let onto = crate::git::branch_tip(&repo, target)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("the land target {target} is gone"))?;
-    let ranges = start_from::ranges(&repo, &job.with)?;
-    let base = start_from::build(&repo, onto, &ranges)?;
+        .map_err(git)?
+        .ok_or_else(|| RedoError::TargetGone(target.clone()))?;
+    let ranges = start_from::ranges(&repo, &job.with).map_err(RedoError::Combine)?;
+    let base = start_from::build(&repo, onto, &ranges).map_err(RedoError::Combine)?;
     let earlier = task_range(&repo, &job.record)
         .ok()
         .map(|r| (r.origin, r.tip));
-    let backup = crate::land::resolve::backup(&repo, &job.branch, &job.task, job.before)
-        .map_err(|e| e.to_string())?;
+    let backup =
+        crate::land::resolve::backup(&repo, &job.branch, &job.task, job.before).map_err(git)?;
     let context = crate::land::resolve::early_context(
         &repo,
         &job.branch,
@@ -113,7 +114,7 @@ pub fn prepare_redo(job: &RedoJob) -> Result<NextAttempt, String> {
         base,
         backup.as_ref().map(|(name, _)| name.as_str()),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(git)?;
     Ok(NextAttempt {
         fresh: true,
         resume_session: None,

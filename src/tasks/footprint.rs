@@ -49,35 +49,61 @@ struct Literal {
 
 const WILDCARDS: &[char] = &['*', '?', '[', '{'];
 
+/// Why a footprint was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FootprintError {
+    #[error("holds an empty pattern")]
+    Empty,
+    #[error("`{pattern}` {why}")]
+    Pattern { pattern: String, why: BadPattern },
+    #[error("the patterns do not compile: {0}")]
+    Compile(String),
+}
+
+/// What is wrong with one pattern (reads after the pattern).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadPattern {
+    #[error("is negated: negations are not supported (list what the task touches)")]
+    Negated,
+    #[error("uses `\\`: put `/` between path components")]
+    Backslash,
+    #[error("has `..`, which would leave the repository")]
+    Parent,
+    #[error("names the whole repository")]
+    Everything,
+    #[error("is not a valid glob: {0}")]
+    Glob(String),
+}
+
 impl Footprint {
     /// Parse `patterns`; the error says which pattern is wrong and why.
-    pub fn new(patterns: &[String]) -> Result<Footprint, String> {
+    pub fn new(patterns: &[String]) -> Result<Footprint, FootprintError> {
         let mut set = GlobSetBuilder::new();
         let mut parts = Vec::with_capacity(patterns.len());
         for raw in patterns {
             let p = raw.trim();
+            let bad = |why: BadPattern| FootprintError::Pattern {
+                pattern: raw.clone(),
+                why,
+            };
             if p.is_empty() {
-                return Err("holds an empty pattern".into());
+                return Err(FootprintError::Empty);
             }
             if p.starts_with('!') {
-                return Err(format!(
-                    "`{raw}`: negated patterns are not supported (list what the task touches)"
-                ));
+                return Err(bad(BadPattern::Negated));
             }
             if p.contains('\\') {
-                return Err(format!(
-                    "`{raw}`: use `/` between path components, not `\\`"
-                ));
+                return Err(bad(BadPattern::Backslash));
             }
             if p.split('/').any(|c| c == "..") {
-                return Err(format!("`{raw}`: `..` would leave the repository"));
+                return Err(bad(BadPattern::Parent));
             }
             let dir = p.ends_with('/');
             let body = p.trim_end_matches('/');
             let anchored = body.starts_with('/') || body.trim_start_matches('/').contains('/');
             let body = body.trim_start_matches('/');
             if body.is_empty() {
-                return Err(format!("`{raw}`: names the whole repository"));
+                return Err(bad(BadPattern::Everything));
             }
             let glob = if anchored {
                 body.to_string()
@@ -95,7 +121,7 @@ impl Footprint {
                     .literal_separator(true)
                     .backslash_escape(false)
                     .build()
-                    .map_err(|e| format!("`{raw}` is not a valid glob: {}", e.kind()))?;
+                    .map_err(|e| bad(BadPattern::Glob(e.kind().to_string())))?;
                 set.add(compiled);
             }
             let cut = body.find(WILDCARDS).unwrap_or(body.len());
@@ -107,7 +133,7 @@ impl Footprint {
         }
         let set = set
             .build()
-            .map_err(|e| format!("the patterns do not compile: {e}"))?;
+            .map_err(|e| FootprintError::Compile(e.to_string()))?;
         Ok(Footprint {
             patterns: patterns.to_vec(),
             parts,
@@ -228,7 +254,7 @@ mod tests {
 
     #[test]
     fn bad_patterns_say_why() {
-        let bad = |p: &str| Footprint::new(&[p.to_string()]).unwrap_err();
+        let bad = |p: &str| Footprint::new(&[p.to_string()]).unwrap_err().to_string();
         assert!(bad("").contains("empty"));
         assert!(bad("!src/**").contains("negated"));
         assert!(

@@ -214,7 +214,7 @@ fn task_from_object(
                     "is empty: list the paths the task changes (e.g. [\"src/auth/**\"]), or leave the field out",
                 ));
             }
-            Some(Footprint::new(&patterns).map_err(|m| fe("touches", m))?)
+            Some(Footprint::new(&patterns).map_err(|e| fe("touches", e.to_string()))?)
         }
         Some(other) => {
             return Err(fe(

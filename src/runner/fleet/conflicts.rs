@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use super::{Effect, Fleet, PredictJob, PredictResult, RedoJob};
+use super::{Effect, Fleet, PredictJob, PredictResult, RedoError, RedoJob};
 use crate::config::RedoConflicts;
 use crate::report::Event;
 use crate::runner::StopLevel;
@@ -229,7 +229,11 @@ impl Fleet {
 
     /// The early redo's start is ready (or could not be made: the task stays
     /// as it succeeded, its conflict left for `land --resolve`).
-    pub fn on_redo_prepared(&mut self, id: &str, next: Result<NextAttempt, String>) -> Vec<Effect> {
+    pub fn on_redo_prepared(
+        &mut self,
+        id: &str,
+        next: Result<NextAttempt, RedoError>,
+    ) -> Vec<Effect> {
         let mut out = Vec::new();
         self.planning.remove(id);
         match next {

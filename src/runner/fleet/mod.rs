@@ -98,6 +98,18 @@ pub struct PredictResult {
     pub outside: Vec<(String, Vec<String>)>,
 }
 
+/// Why an early redo's start could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RedoError {
+    #[error("the land target {0} is gone")]
+    TargetGone(String),
+    /// The work of the tasks it clashed with does not combine (says which).
+    #[error("{0}")]
+    Combine(String),
+    #[error("{0}")]
+    Git(String),
+}
+
 /// The inputs of an early redo.
 #[derive(Debug)]
 pub struct RedoJob {

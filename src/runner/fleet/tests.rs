@@ -1013,7 +1013,7 @@ fn an_early_redo_that_cannot_be_prepared_leaves_the_task_as_it_succeeded() {
         &out,
         &[("a", None), ("b", Some(conflict(&["a"], "x.rs")))],
     );
-    let out = f.on_redo_prepared("b", Err("the land target main is gone".into()));
+    let out = f.on_redo_prepared("b", Err(RedoError::TargetGone("main".into())));
     assert!(
         notices(&out)[0].contains("land --resolve"),
         "{:?}",
@@ -1105,7 +1105,7 @@ fn a_later_conflict_waits_for_an_earlier_early_redo_and_caps() {
         if !redone(&out).is_empty() {
             redos += 1;
             // Its start cannot be made: it stays as it succeeded.
-            f.on_redo_prepared("b", Err("no".into()));
+            f.on_redo_prepared("b", Err(RedoError::Git("no".into())));
         }
     }
     assert_eq!(redos, super::conflicts::EARLY_REDO_CAP);
