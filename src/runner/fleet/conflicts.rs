@@ -61,8 +61,10 @@ impl Fleet {
                 );
                 out.push(Effect::Emit(Event::Notice { message }));
             }
-            if let Some(rec) = self.record_mut(&id)
-                && rec.outside_footprint != paths
+            if self
+                .record(&id)
+                .is_some_and(|r| r.outside_footprint != paths)
+                && let Some(rec) = self.record_mut(&id)
             {
                 rec.outside_footprint = paths;
                 self.dirty = true;
