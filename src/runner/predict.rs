@@ -99,8 +99,10 @@ pub fn prepare_redo(job: &RedoJob) -> Result<NextAttempt, RedoError> {
     let onto = crate::git::branch_tip(&repo, target)
         .map_err(git)?
         .ok_or_else(|| RedoError::TargetGone(target.clone()))?;
-    let ranges = start_from::ranges(&repo, &job.with).map_err(RedoError::Combine)?;
-    let base = start_from::build(&repo, onto, &ranges).map_err(RedoError::Combine)?;
+    let ranges =
+        start_from::ranges(&repo, &job.with).map_err(|e| RedoError::Combine(e.to_string()))?;
+    let base =
+        start_from::build(&repo, onto, &ranges).map_err(|e| RedoError::Combine(e.to_string()))?;
     let earlier = task_range(&repo, &job.record)
         .ok()
         .map(|r| (r.origin, r.tip));
