@@ -28,7 +28,7 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         &[
             (
                 "flocks run --dry-run",
-                "the plan: pools, branches, order; runs nothing",
+                "the plan: pools, branches, order, footprint lanes; runs nothing",
             ),
             (
                 "flocks run --tasks tasks.jsonl",
@@ -142,7 +142,10 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     (
         "land",
         &[
-            ("flocks land --dry-run", "what would land, changing nothing"),
+            (
+                "flocks land --dry-run",
+                "what would land and which tasks will conflict, changing nothing",
+            ),
             (
                 "flocks land -y --bisect",
                 "land, and set aside the tasks that break validation",

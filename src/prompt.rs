@@ -136,6 +136,7 @@ mod tests {
             start_from: Default::default(),
             expect_commits: true,
             max_cost_usd: None,
+            touches: None,
             extra,
             line: 4,
         }

@@ -201,6 +201,12 @@ pub struct TaskView {
     /// A succeeded task with `"expect_commits": false`: its result text (its
     /// work is the answer, not commits).
     pub result: Option<String>,
+    /// A succeeded task whose work will conflict when it lands (predicted
+    /// during the run): `commit`, `files`, `with` (earlier tasks),
+    /// `with_target`, `target`, `target_tip`. Null once it landed.
+    pub conflict: Option<crate::state::PredictedConflict>,
+    /// Paths its work changed outside its declared footprint (`"touches"`).
+    pub outside_footprint: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -244,6 +250,7 @@ pub fn build(project: &Project, state: &State) -> StatusView {
             let mut view = task_view(t, &log_root, now, &project.config);
             if landed.contains(&t.id) {
                 view.status = LANDED.to_string();
+                view.conflict = None;
             }
             view
         })
@@ -388,6 +395,8 @@ fn task_view(
         outcome: t.attempts.iter().rev().find_map(|a| a.outcome.clone()),
         expect_commits: t.expect_commits,
         result,
+        conflict: t.conflict.clone().filter(|_| t.status.is_success()),
+        outside_footprint: t.outside_footprint.clone(),
     }
 }
 

@@ -181,6 +181,8 @@ impl Fx {
             origin: Some(start.into()),
             expect_commits: true,
             not_retried: None,
+            conflict: None,
+            outside_footprint: Vec::new(),
         });
         self.save();
     }

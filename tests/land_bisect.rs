@@ -192,6 +192,8 @@ impl Fx {
             origin: Some(start),
             expect_commits: true,
             not_retried: None,
+            conflict: None,
+            outside_footprint: Vec::new(),
         });
         let state = State {
             tasks: self.tasks.clone(),

@@ -22,7 +22,9 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
         return undo(project, args);
     }
     if args.dry_run {
-        let plan = land::plan(project, &args.ids)?;
+        let mut plan = land::plan(project, &args.ids)?;
+        // What the cherry-picks will meet, in memory (nothing is written).
+        land::predict_conflicts(project.repo_dir(), &mut plan)?;
         if args.json {
             let text = serde_json::to_string_pretty(&plan.to_json())
                 .map_err(|e| Error::Other(e.to_string()))?;

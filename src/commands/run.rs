@@ -55,6 +55,8 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
                 "pool": r.pool,
                 "depends_on": r.depends_on,
                 "status": r.status,
+                "lane": r.lane,
+                "waits_for": r.waits_for,
             })
         })
         .collect();
@@ -90,6 +92,7 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
             ("branch", Align::Left),
             ("status", Align::Left),
             ("after", Align::Left),
+            ("lane", Align::Left),
         ],
     );
     for r in &rows {
@@ -117,6 +120,7 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
                 },
                 None,
             ),
+            (lane(r), None),
         ]);
     }
     crate::out!("{}", table.render());
@@ -133,4 +137,22 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
     );
     crate::outln!("{}", spend.render());
     Ok(Exit::Ok)
+}
+
+/// The lane column: its footprint lane and the tasks it waits for there.
+fn lane(r: &serde_json::Value) -> String {
+    let Some(n) = r["lane"].as_u64() else {
+        return "-".into();
+    };
+    let waits: Vec<&str> = r["waits_for"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    if waits.is_empty() {
+        format!("{n}")
+    } else {
+        format!("{n}, after {} (touches)", waits.join(", "))
+    }
 }

@@ -136,6 +136,16 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
                 crate::output::units::money(t.cost_usd),
                 if t.status == LANDED { " · landed" } else { "" }
             );
+            if let Some(c) = &t.conflict {
+                let _ = writeln!(s, "      ⚠ {}", c.describe());
+            }
+            if !t.outside_footprint.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "      ⚠ changed outside its footprint: {}",
+                    t.outside_footprint.join(", ")
+                );
+            }
             if let Some(text) = &t.result {
                 let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
                 for l in lines.iter().take(RESULT_LINES) {

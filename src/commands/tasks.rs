@@ -163,7 +163,7 @@ fn from_record(rec: &TaskRecord) -> Row {
             Some(why) => format!("{}; not retried: {why}", outcome.describe()),
             None => outcome.describe(),
         }),
-        _ => None,
+        _ => rec.conflict.as_ref().map(|c| c.describe()),
     };
     Row {
         id: rec.id.clone(),

@@ -54,6 +54,33 @@ pub struct Config {
     pub validate: ValidateConfig,
     /// `[[notify]]`: where to tell people what happened.
     pub notify: Vec<NotifyConfig>,
+    pub land: LandConfig,
+}
+
+/// `[land]`.
+#[derive(Debug, Clone, Default)]
+pub struct LandConfig {
+    pub redo_conflicts: RedoConflicts,
+}
+
+/// `[land] redo_conflicts`: when a task predicted to conflict is redone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedoConflicts {
+    /// By `flocks land --resolve` (the default).
+    #[default]
+    AtLand,
+    /// With `--supervise`: as soon as the conflict is predicted, during the run.
+    Early,
+}
+
+impl RedoConflicts {
+    pub fn parse(s: &str) -> Option<RedoConflicts> {
+        match s {
+            "at_land" => Some(RedoConflicts::AtLand),
+            "early" => Some(RedoConflicts::Early),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -42,6 +42,8 @@ struct RawConfig {
     validate: RawValidate,
     #[serde(default)]
     notify: Vec<Spanned<RawNotify>>,
+    #[serde(default)]
+    land: RawLand,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +56,12 @@ struct RawNotify {
     headers_env: S<BTreeMap<String, Spanned<String>>>,
     timeout_secs: S<f64>,
     coalesce_secs: S<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLand {
+    redo_conflicts: S<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -534,6 +542,19 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
             parse_notify(&cx, n.into_inner(), span, i + 1, &pools, &workspace.repo)
         })
         .collect::<Result<Vec<_>>>()?;
+    let redo_conflicts = match raw.land.redo_conflicts {
+        None => RedoConflicts::AtLand,
+        Some(v) => RedoConflicts::parse(v.get_ref()).ok_or_else(|| {
+            cx.err(
+                v.span(),
+                "land.redo_conflicts",
+                format!(
+                    "unknown value `{}`: use \"at_land\" (redo with `flocks land --resolve`) or \"early\" (with --supervise, redo a task as soon as its conflict is predicted)",
+                    v.get_ref()
+                ),
+            )
+        })?,
+    };
 
     Ok(Config {
         path: path.to_path_buf(),
@@ -559,6 +580,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         plan_template,
         validate,
         notify,
+        land: LandConfig { redo_conflicts },
     })
 }
 
@@ -1087,6 +1109,21 @@ mod tests {
         );
         assert!(e.contains("flocks.toml:5"), "{e}");
         assert!(e.contains("`host` belongs to ssh pools"), "{e}");
+    }
+
+    #[test]
+    fn land_redo_conflicts() {
+        assert_eq!(
+            parse_str("").unwrap().land.redo_conflicts,
+            RedoConflicts::AtLand
+        );
+        let c = parse_str("[land]\nredo_conflicts = \"early\"\n").unwrap();
+        assert_eq!(c.land.redo_conflicts, RedoConflicts::Early);
+        let e = err("[land]\nredo_conflicts = \"soon\"\n");
+        assert!(
+            e.contains("flocks.toml:2") && e.contains("land.redo_conflicts") && e.contains("early"),
+            "{e}"
+        );
     }
 
     #[test]

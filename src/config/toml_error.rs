@@ -187,6 +187,7 @@ mod tests {
                     "workspace",
                     "prompt",
                     "validate",
+                    "land",
                 ],
             ),
             ("[agent]", "agent", &["command", "args", "model", "env"]),
@@ -226,6 +227,7 @@ mod tests {
             ),
             ("[prompt]", "prompt", &["template", "plan_template"]),
             ("[validate]", "validate", &["commands", "timeout_secs"]),
+            ("[land]", "land", &["redo_conflicts"]),
         ];
         let path = Path::new("/p/flocks.toml");
         for (header, table, keys) in tables {

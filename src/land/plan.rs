@@ -42,6 +42,9 @@ pub struct PlannedTask {
     /// `start..tip`, oldest first.
     pub commits: Vec<CommitInfo>,
     pub status: PlanStatus,
+    /// Where its cherry-pick will conflict, when predicted
+    /// ([`super::predict_conflicts`], for `--dry-run`).
+    pub conflict: Option<crate::state::PredictedConflict>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +99,41 @@ pub(crate) fn plan_with(
             repo.path().display()
         ))
     })?;
+    let tasks = plan_tasks(repo, state, log, target, target_tip, ids)?;
+    let checkouts = target::checkouts(repo, &format!("refs/heads/{target}"))?;
+    if checkouts.len() > 1 {
+        let list: Vec<String> = checkouts.iter().map(|p| p.display().to_string()).collect();
+        return Err(Error::Usage(format!(
+            "{target} is checked out in more than one worktree ({}): check out another branch in all but one",
+            list.join(", ")
+        )));
+    }
+    let checkout = checkouts.into_iter().next();
+    let dirty = match &checkout {
+        Some(p) => target::dirty_files(p)?,
+        None => Vec::new(),
+    };
+
+    Ok(Plan {
+        target: target.to_string(),
+        target_tip,
+        checkout,
+        dirty,
+        tasks,
+    })
+}
+
+/// The tasks of a plan, in landing order, against the target at
+/// `target_tip` (no look at its checkout): what `land` and the run's
+/// conflict prediction both start from.
+pub(crate) fn plan_tasks(
+    repo: &Repository,
+    state: &State,
+    log: &LandLog,
+    target: &str,
+    target_tip: Oid,
+    ids: &[String],
+) -> Result<Vec<PlannedTask>> {
     for id in ids {
         if state.task(id).is_none() {
             return Err(Error::Usage(format!(
@@ -128,20 +166,6 @@ pub(crate) fn plan_with(
         .collect();
     let landed = Landed::scan(repo, target_tip, &starts)?;
 
-    let checkouts = target::checkouts(repo, &format!("refs/heads/{target}"))?;
-    if checkouts.len() > 1 {
-        let list: Vec<String> = checkouts.iter().map(|p| p.display().to_string()).collect();
-        return Err(Error::Usage(format!(
-            "{target} is checked out in more than one worktree ({}): check out another branch in all but one",
-            list.join(", ")
-        )));
-    }
-    let checkout = checkouts.into_iter().next();
-    let dirty = match &checkout {
-        Some(p) => target::dirty_files(p)?,
-        None => Vec::new(),
-    };
-
     let mut tasks: Vec<PlannedTask> = Vec::new();
     for t in ordered {
         let mut planned = classify(repo, t, target, target_tip, &landed, log)?;
@@ -152,13 +176,7 @@ pub(crate) fn plan_with(
         }
         tasks.push(planned);
     }
-    Ok(Plan {
-        target: target.to_string(),
-        target_tip,
-        checkout,
-        dirty,
-        tasks,
-    })
+    Ok(tasks)
 }
 
 /// Task-list order, each task's (selected) dependencies before it.
@@ -204,6 +222,7 @@ fn classify(
         tip: None,
         commits: Vec::new(),
         status: PlanStatus::Ready,
+        conflict: None,
     };
     let refuse = |mut p: PlannedTask, reason: String| {
         p.status = PlanStatus::Refused { reason };

@@ -33,6 +33,9 @@ impl Plan {
                     for c in &t.commits {
                         let _ = writeln!(out, "      {} {}", short(c.id), c.summary);
                     }
+                    if let Some(c) = &t.conflict {
+                        let _ = writeln!(out, "      {}", c.describe());
+                    }
                 }
                 PlanStatus::Empty => {
                     let _ = writeln!(out, "  {}  ({}): empty, nothing to land", t.id, t.branch);
@@ -70,7 +73,11 @@ impl Plan {
     ///       "reason": "why it is refused" | null,
     ///       "start": "<sha>" | null,
     ///       "tip": "<sha>" | null,
-    ///       "commits": [ { "sha": "<sha>", "summary": "...", "author": "..." } ]
+    ///       "commits": [ { "sha": "<sha>", "summary": "...", "author": "..." } ],
+    ///       "conflict": null | {
+    ///         "commit": "<sha>", "files": ["src/auth.rs"],
+    ///         "with": ["api-auth"], "with_target": false
+    ///       }
     ///     }
     ///   ]
     /// }
@@ -79,7 +86,9 @@ impl Plan {
     /// Tasks are in landing order. `start` is the task's origin (or, for a
     /// task that landed and then went on, where its last landing ended);
     /// `commits` is `start..tip` over all its attempts, oldest first (listed
-    /// for ready tasks; empty otherwise).
+    /// for ready tasks; empty otherwise). `conflict` (with `--dry-run`): its
+    /// cherry-pick will conflict, in `files`, with the earlier tasks `with`
+    /// (landing order) and, when `with_target`, with the target alone.
     pub fn to_json(&self) -> Value {
         let tasks: Vec<Value> = self
             .tasks
@@ -107,6 +116,12 @@ impl Plan {
                     "start": t.start.map(|o| o.to_string()),
                     "tip": t.tip.map(|o| o.to_string()),
                     "commits": commits,
+                    "conflict": t.conflict.as_ref().map(|c| json!({
+                        "commit": c.commit,
+                        "files": c.files,
+                        "with": c.with,
+                        "with_target": c.with_target,
+                    })),
                 })
             })
             .collect();

@@ -28,7 +28,7 @@ pub fn backup(
         return Ok(None);
     };
     let name = backup_ref(id, attempt);
-    repo.reference(&name, tip, true, "flocks: backup before land --resolve")
+    repo.reference(&name, tip, true, "flocks: backup before a redo")
         .ctx(|| format!("back up {branch} as {name}"))?;
     Ok(Some((name, tip)))
 }
@@ -72,6 +72,67 @@ pub fn context(
         ));
     }
     if let (Some(start), Some(tip)) = (task.start, task.tip) {
+        let diff = patch(repo, start, tip)?;
+        if !diff.trim().is_empty() {
+            s.push_str("\nThe earlier attempt's diff was:\n\n```diff\n");
+            s.push_str(&trim(&diff, MAX_DIFF_BYTES));
+            if !diff.ends_with('\n') {
+                s.push('\n');
+            }
+            s.push_str("```\n");
+        }
+    }
+    Ok(s)
+}
+
+/// The text appended to the prompt of an early redo (`[land] redo_conflicts
+/// = "early"`): the task's work was predicted to conflict during the run; it
+/// starts over at `onto`, the target with the work of the tasks it clashed
+/// with. The same material as [`context`]: the conflict, the files, the
+/// earlier diff.
+pub fn early_context(
+    repo: &Repository,
+    branch: &str,
+    conflict: &crate::state::PredictedConflict,
+    earlier: Option<(Oid, Oid)>,
+    onto: Oid,
+    backup: Option<&str>,
+) -> Result<String> {
+    let target = &conflict.target;
+    let with: Vec<String> = conflict.with.iter().map(|w| format!("`{w}`")).collect();
+    let mut s = String::from("\n\n---\n## Redo this task on top of the work it conflicts with\n\n");
+    s.push_str(&format!(
+        "An earlier attempt at this task finished, but its change will not apply when it lands on \
+         `{target}`: it {}.\n",
+        conflict.describe()
+    ));
+    if let Ok(c) = conflict.commit.parse::<Oid>() {
+        s.push_str(&format!(
+            "Its commit {} conflicts in these files:\n\n",
+            short(c)
+        ));
+    }
+    for f in &conflict.files {
+        s.push_str(&format!("- {f}\n"));
+    }
+    let base = if with.is_empty() {
+        format!("the current `{target}`")
+    } else {
+        format!("`{target}` with the work of {}", with.join(", "))
+    };
+    s.push_str(&format!(
+        "\nThis branch (`{branch}`) now starts from {base} ({}). Do the task again on this base: \
+         make the same change, adapted to what is there now, and keep the work that is already \
+         there. Then commit your work.\n",
+        short(onto)
+    ));
+    if let Some(b) = backup {
+        s.push_str(&format!(
+            "The earlier attempt's commits are kept as `{b}` (`{}`).\n",
+            crate::suggest::command(&["git", "log", "-p", &format!("{target}..{b}")])
+        ));
+    }
+    if let Some((start, tip)) = earlier {
         let diff = patch(repo, start, tip)?;
         if !diff.trim().is_empty() {
             s.push_str("\nThe earlier attempt's diff was:\n\n```diff\n");

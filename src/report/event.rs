@@ -23,6 +23,7 @@
 //! | `credential_parked` | `credential`, `until` (RFC 3339), `reason` |
 //! | `credential_disabled` | `credential`, `reason`, `retired` (true when it reached its `max_cost_usd` for the run; absent otherwise) |
 //! | `waiting` | `until`: every usable credential is parked; dispatch resumes then. Or `reason` (no `until`): free disk below `min_free_disk_gb`; dispatch resumes when space comes back |
+//! | `conflict_predicted` | `task`, `with` (earlier tasks in landing order whose work changes those files), `with_target` (bool: it conflicts with the land target alone), `files`, `commit` (its commit that will not apply), `target`: when a task succeeds, flocks works out in memory what `land` will build; this task's work will not apply there. Written again when what it clashes with changes |
 //! | `landed` | `task`, `commits`, `target` (written by `flocks land`) |
 //! | `run_finished` | `succeeded`, `failed`, `blocked`, `pending`, `cost_usd` (this run), `interrupted` |
 //! | `needs_attention` | `cause`, `message`, `task` or `credential` (when it is about one): something a person has to act on (below) |
@@ -130,6 +131,16 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A succeeded task's work will not apply where `land` puts it (the
+    /// target, then the succeeded tasks before it in landing order).
+    ConflictPredicted {
+        task: String,
+        with: Vec<String>,
+        with_target: bool,
+        files: Vec<String>,
+        commit: String,
+        target: String,
+    },
     /// `flocks land` applied a task's work onto the target branch.
     Landed {
         task: String,
@@ -186,6 +197,7 @@ impl Event {
         "credential_parked",
         "credential_disabled",
         "waiting",
+        "conflict_predicted",
         "landed",
         "run_finished",
         "needs_attention",
@@ -206,6 +218,7 @@ impl Event {
             Event::CredentialParked { .. } => "credential_parked",
             Event::CredentialDisabled { .. } => "credential_disabled",
             Event::Waiting { .. } => "waiting",
+            Event::ConflictPredicted { .. } => "conflict_predicted",
             Event::Landed { .. } => "landed",
             Event::RunFinished { .. } => "run_finished",
             Event::NeedsAttention { .. } => "needs_attention",

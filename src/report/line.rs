@@ -140,6 +140,24 @@ pub fn render(event: &Event) -> Option<String> {
             "⚠ {task}: no output for {}: stalled, stopping it",
             human_duration(*quiet_secs)
         ),
+        Event::ConflictPredicted {
+            task,
+            with,
+            with_target,
+            files,
+            commit,
+            target,
+        } => {
+            let c = crate::state::PredictedConflict {
+                commit: commit.clone(),
+                files: files.clone(),
+                with: with.clone(),
+                with_target: *with_target,
+                target: target.clone(),
+                target_tip: String::new(),
+            };
+            format!("⚠ {task}: {}", c.describe())
+        }
         Event::Landed {
             task,
             commits,

@@ -159,6 +159,7 @@ impl ProgressView {
             | Event::CredentialParked { .. }
             | Event::CredentialDisabled { .. }
             | Event::NeedsAttention { .. }
+            | Event::ConflictPredicted { .. }
             | Event::Landed { .. } => {}
         }
         super::line::render(event)

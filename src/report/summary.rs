@@ -89,6 +89,9 @@ pub fn render(state: &State, only: &[String], log_root: &Path, landed: &HashSet<
                     ""
                 }
             );
+            if let Some(c) = t.conflict.as_ref().filter(|_| !landed.contains(&t.id)) {
+                let _ = writeln!(s, "      ⚠ {}", c.describe());
+            }
         }
     }
     if !g.failed.is_empty() {
@@ -140,6 +143,12 @@ pub fn render(state: &State, only: &[String], log_root: &Path, landed: &HashSet<
     }
     if g.done.iter().any(|t| !landed.contains(&t.id)) {
         next.push("`flocks land` to cherry-pick the finished work onto the target branch");
+    }
+    if g.done
+        .iter()
+        .any(|t| t.conflict.is_some() && !landed.contains(&t.id))
+    {
+        next.push("`flocks land --resolve` to land and redo the tasks that will conflict");
     }
     if !g.pending.is_empty() {
         next.push("`flocks run` again to continue");

@@ -15,11 +15,12 @@ use tokio::task::JoinSet;
 
 use super::credentials::Credentials;
 use super::executor::{AttemptJob, run_attempt};
-use super::fleet::{Effect, Fleet, FleetParts, Now, PoolSlots, Start};
+use super::fleet::{Effect, Fleet, FleetParts, Now, PoolSlots, PredictResult, RedoError, Start};
 use super::start_from::{self, StartError};
-use super::{RunEvent, StopLevel};
+use super::{RunEvent, StopLevel, predict};
 use crate::agent::Redactor;
 use crate::backend::Backend;
+use crate::land::predict::Predictor;
 use crate::project::Project;
 use crate::prompt::Template;
 use crate::report::{Event, Reporter};
@@ -43,6 +44,16 @@ pub struct Dispatcher {
     resolving: JoinSet<(String, Result<Option<String>, StartError>)>,
     /// Retries being planned (their log and branch are read off the loop).
     planning: JoinSet<(String, NextAttempt)>,
+    /// The conflict prediction being worked out (one at a time), and the
+    /// predictor that keeps its chain between them.
+    predicting: JoinSet<Predicted>,
+    predictor: Option<Predictor>,
+    /// When the last prediction ended and how long it took: the next one
+    /// starts no sooner than twice that after it, so that predictions on a
+    /// large fleet of quick tasks take at most a third of a core.
+    last_prediction: Option<(std::time::Instant, Duration)>,
+    /// Early redos being prepared.
+    redoing: JoinSet<(String, Result<NextAttempt, RedoError>)>,
     /// Which task each blocking job is for, should one panic.
     jobs: HashMap<tokio::task::Id, String>,
     /// Attempts started since the last save, spawned once their start is
@@ -52,6 +63,12 @@ pub struct Dispatcher {
     /// When the free disk space was last read (for `min_free_disk_gb`).
     disk_read_at: Option<std::time::Instant>,
     disk_unreadable: bool,
+}
+
+/// A prediction as it came back, with how long its git work took.
+struct Predicted {
+    took: Duration,
+    done: Result<(Option<Predictor>, PredictResult), tokio::task::JoinError>,
 }
 
 pub struct DispatcherParts {
@@ -109,6 +126,10 @@ impl Dispatcher {
             stops: HashMap::new(),
             resolving: JoinSet::new(),
             planning: JoinSet::new(),
+            predicting: JoinSet::new(),
+            predictor: None,
+            last_prediction: None,
+            redoing: JoinSet::new(),
             jobs: HashMap::new(),
             to_spawn: Vec::new(),
             disk_read_at: None,
@@ -223,6 +244,41 @@ impl Dispatcher {
                     });
                     self.jobs.insert(handle.id(), id);
                 }
+                Effect::Predict(job) => {
+                    let config = self.fleet.config();
+                    let at = predict::Where {
+                        repo: config.workspace.repo.clone(),
+                        target: config.workspace.land_target.clone(),
+                        state_dir: config.state_dir(),
+                    };
+                    let predictor = self.predictor.take();
+                    let wait = self
+                        .last_prediction
+                        .map(|(end, took)| {
+                            (end + 2 * took).saturating_duration_since(std::time::Instant::now())
+                        })
+                        .unwrap_or_default();
+                    self.predicting.spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let started = std::time::Instant::now();
+                        let done = tokio::task::spawn_blocking(move || {
+                            predict::predict(predictor, &job, &at)
+                        })
+                        .await;
+                        Predicted {
+                            took: started.elapsed(),
+                            done,
+                        }
+                    });
+                }
+                Effect::PrepareRedo(job) => {
+                    let task = job.task.clone();
+                    let handle = self.redoing.spawn_blocking(move || {
+                        let next = predict::prepare_redo(&job);
+                        (job.task, next)
+                    });
+                    self.jobs.insert(handle.id(), task);
+                }
                 Effect::StopAgents(level) => {
                     for stop in self.stops.values() {
                         // Fails only when the executor already ended: nothing to stop.
@@ -312,6 +368,43 @@ impl Dispatcher {
                         self.fleet.plan_failed(&task);
                     }
                 },
+                Some(joined) = self.predicting.join_next() => {
+                    let done = match joined {
+                        Ok(p) => {
+                            self.last_prediction = Some((std::time::Instant::now(), p.took));
+                            p.done
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let result = match done {
+                        Ok((predictor, result)) => {
+                            self.predictor = predictor;
+                            result
+                        }
+                        // The git work panicked (a bug): say so; the next
+                        // success predicts again from scratch.
+                        Err(e) => PredictResult {
+                            prediction: Err(format!("internal error, please report it: {e}")),
+                            outside: Vec::new(),
+                        },
+                    };
+                    let effects = self.fleet.on_prediction(result);
+                    self.carry_out(effects);
+                }
+                Some(joined) = self.redoing.join_next_with_id() => {
+                    let (task, next) = match joined {
+                        Ok((id, done)) => {
+                            self.jobs.remove(&id);
+                            done
+                        }
+                        Err(e) => {
+                            let task = self.jobs.remove(&e.id()).unwrap_or_default();
+                            (task, Err(RedoError::Git(format!("internal error, please report it: {e}"))))
+                        }
+                    };
+                    let effects = self.fleet.on_redo_prepared(&task, next);
+                    self.carry_out(effects);
+                }
                 _ = recv_signal(&mut sigint) => {
                     let effects = self.fleet.on_interrupt();
                     self.carry_out(effects);

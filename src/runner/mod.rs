@@ -8,7 +8,8 @@
 //!       ▲  StopLevel (watch)         └─┬───┬───┬──┘   Vec<Effect>  └──────────────┘
 //!       └──────────────────────────────┘   │   │            (sync: no I/O, no tokio)
 //!  spawn_blocking: dependency start, ◀─────┘   ├─▶ reporters (terminal, events.jsonl)
-//!    retry plan (git, logs) ── result ──▶ loop └─▶ state.journal (one batch per wake-up)
+//!    retry plan (git, logs), conflict       └─▶ state.journal (one batch per wake-up)
+//!    prediction, early redo ── result ──▶ loop
 //!
 //!  each executor: prepare worktree → set it up (setup.rs) → spawn agent on its backend → stream
 //!  output to .flocks/logs/<task>/<n>.log (not through the dispatcher) →
@@ -19,9 +20,10 @@
 //! records, indexed by id, pools, credentials, the stop level. It is fed what
 //! happened (`start_ready`, `on_finished`, `on_interrupt`, ...) with the time
 //! and answers with [`fleet::Effect`]s: emit an event, spawn an executor,
-//! build a dependency start, plan a retry, stop agents. The git work of the
-//! last two runs on blocking tasks and comes back as results to the loop. Its rules are unit
-//! tested without a process.
+//! build a dependency start, plan a retry, predict land conflicts, prepare
+//! an early redo, stop agents. The git work of these runs on blocking
+//! tasks and comes back as results to the loop. Its rules are unit tested
+//! without a process.
 //!
 //! The dispatcher is one `tokio::select!` loop over executor events, finished
 //! dependency starts, signals (Ctrl-C drains, stops, kills; SIGTERM from
@@ -36,6 +38,7 @@ pub mod credentials;
 pub mod dispatcher;
 pub mod executor;
 pub mod fleet;
+pub mod predict;
 pub mod reconcile;
 pub mod setup;
 pub mod sink;

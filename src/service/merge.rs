@@ -152,6 +152,8 @@ pub(crate) fn merge_tasks(
                 origin: None,
                 expect_commits: t.expect_commits,
                 not_retried: None,
+                conflict: None,
+                outside_footprint: Vec::new(),
             });
             continue;
         };

@@ -147,6 +147,56 @@ pub struct TaskRecord {
     /// `max_cost_usd` was reached); cleared when it starts again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_retried: Option<String>,
+    /// Its work will not apply where `land` puts it: predicted during the
+    /// run, each time a task succeeds (cleared when it applies again or a new
+    /// attempt starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<PredictedConflict>,
+    /// Paths its work changed outside its declared footprint (`"touches"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outside_footprint: Vec<String>,
+}
+
+/// A succeeded task whose commits will not apply when `land` builds its
+/// result (the target, then every succeeded task before it in landing order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PredictedConflict {
+    /// Its commit that does not apply.
+    pub commit: String,
+    /// Where.
+    pub files: Vec<String>,
+    /// The earlier tasks (landing order) whose work changes those files.
+    #[serde(default)]
+    pub with: Vec<String>,
+    /// It does not apply on the land target alone either: the target changed
+    /// those files since the task started.
+    #[serde(default)]
+    pub with_target: bool,
+    /// The land target it was predicted against, and its tip then.
+    pub target: String,
+    pub target_tip: String,
+}
+
+impl PredictedConflict {
+    /// "will conflict with `api-auth` in src/auth.rs".
+    pub fn describe(&self) -> String {
+        let mut who: Vec<String> = self.with.iter().map(|w| format!("`{w}`")).collect();
+        if self.with_target || who.is_empty() {
+            who.insert(0, format!("`{}`", self.target));
+        }
+        let shown = 3;
+        let mut files = self
+            .files
+            .iter()
+            .take(shown)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.files.len() > shown {
+            files.push_str(&format!(" and {} more", self.files.len() - shown));
+        }
+        format!("will conflict with {} in {files}", who.join(", "))
+    }
 }
 
 fn yes() -> bool {
@@ -662,6 +712,39 @@ mod tests {
         // A crash left no end tip: the next attempt continues the same work.
         let attempts = [a("a", None), a("b", Some("c"))];
         assert_eq!(v1_origin(&attempts).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_predicted_conflict_reads_for_people() {
+        let mut c = PredictedConflict {
+            commit: "c0ffee".into(),
+            files: vec!["src/auth.rs".into()],
+            with: vec!["api-auth".into()],
+            with_target: false,
+            target: "main".into(),
+            target_tip: "abc".into(),
+        };
+        assert_eq!(c.describe(), "will conflict with `api-auth` in src/auth.rs");
+        c.with_target = true;
+        c.files = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        assert_eq!(
+            c.describe(),
+            "will conflict with `main`, `api-auth` in a, b, c and 2 more"
+        );
+        c.with.clear();
+        c.with_target = false;
+        assert_eq!(
+            c.describe(),
+            "will conflict with `main` in a, b, c and 2 more",
+            "no task to name: the target"
+        );
+        // In state.json, and read back from a file without the fields.
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<PredictedConflict>(&text).unwrap(), c);
+        let state: State =
+            serde_json::from_str(include_str!("../../tests/fixtures/state-v1.json")).unwrap();
+        assert!(state.tasks[0].conflict.is_none());
+        assert!(state.tasks[0].outside_footprint.is_empty());
     }
 
     #[test]

@@ -141,6 +141,7 @@ mod tests {
             start_from: Default::default(),
             expect_commits: true,
             max_cost_usd: None,
+            touches: None,
             extra: Default::default(),
             line: 1,
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{StartFrom, Task, TaskSet, dependency_order, valid_id};
+use super::{Footprint, StartFrom, Task, TaskSet, dependency_order, valid_id};
 use crate::config::CommandSpec;
 use crate::error::{Error, Result};
 
@@ -213,6 +213,37 @@ fn task_from_object(
             ));
         }
     };
+    let touches = match obj.remove("touches") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => {
+            let patterns = items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(fe(
+                        "touches",
+                        format!("expected glob patterns (strings), found {}", kind(&other)),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if patterns.is_empty() {
+                return Err(fe(
+                    "touches",
+                    "is empty: list the paths the task changes (e.g. [\"src/auth/**\"]), or leave the field out",
+                ));
+            }
+            Some(Footprint::new(&patterns).map_err(|e| fe("touches", e.to_string()))?)
+        }
+        Some(other) => {
+            return Err(fe(
+                "touches",
+                format!(
+                    "expected an array of glob patterns (e.g. [\"src/auth/**\"]), found {}",
+                    kind(&other)
+                ),
+            ));
+        }
+    };
     Ok(Task {
         id,
         prompt,
@@ -223,6 +254,7 @@ fn task_from_object(
         start_from,
         expect_commits,
         max_cost_usd,
+        touches,
         extra: obj,
         line,
     })
@@ -329,6 +361,39 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn touches_values() {
+        let set = parse(
+            "{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"b\",\"prompt\":\"y\",\"touches\":[\"src/auth/**\",\"docs/auth.md\"]}",
+        )
+        .unwrap();
+        assert!(set.tasks[0].touches.is_none());
+        let f = set.tasks[1].touches.as_ref().unwrap();
+        assert!(f.covers("src/auth/login.rs") && !f.covers("src/lib.rs"));
+        assert_eq!(
+            set.tasks[1].field("touches").unwrap(),
+            "src/auth/**, docs/auth.md"
+        );
+        let bad = |v: &str| {
+            err(&format!(
+                "{{\"id\":\"a\",\"prompt\":\"x\"}}\n{{\"id\":\"b\",\"prompt\":\"y\",\"touches\":{v}}}"
+            ))
+        };
+        let e = bad("\"src/**\"");
+        assert!(
+            e.starts_with("tasks.jsonl:2: field `touches`: expected an array"),
+            "{e}"
+        );
+        assert!(bad("[]").contains("field `touches`: is empty"));
+        assert!(bad("[1]").contains("field `touches`: expected glob patterns"));
+        let e = bad("[\"src/[a\"]");
+        assert!(
+            e.starts_with("tasks.jsonl:2: field `touches`: `src/[a` is not a valid glob"),
+            "{e}"
+        );
+        assert!(bad("[\"!src\"]").contains("negated"));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Tasks: one per line of a JSONL file (or of a script's output), validated
 //! and put in dependency order.
 
+mod footprint;
 mod graph;
 mod load;
 
 use std::path::PathBuf;
 
+pub use footprint::{Footprint, footprint_before};
 pub use graph::{dependency_order, waves};
 pub use load::{BranchRules, load_jsonl, load_script, parse_jsonl};
 
@@ -28,6 +30,9 @@ pub struct Task {
     /// `"max_cost_usd"`: once the task's attempts have cost this much, it is
     /// not retried again.
     pub max_cost_usd: Option<f64>,
+    /// What the task expects to change (`"touches"`: gitignore-style globs);
+    /// None when the line does not say.
+    pub touches: Option<Footprint>,
     /// Fields flocks does not know, kept for the template (`{{task.<field>}}`).
     pub extra: Map<String, Value>,
     /// 1-based line in the source, for messages.
@@ -47,6 +52,7 @@ impl Task {
             "start_from" => Some(self.start_from.as_str().to_string()),
             "expect_commits" => Some(self.expect_commits.to_string()),
             "max_cost_usd" => self.max_cost_usd.map(|c| c.to_string()),
+            "touches" => self.touches.as_ref().map(|f| f.patterns.join(", ")),
             other => self.extra.get(other).map(|v| match v {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),

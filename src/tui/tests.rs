@@ -41,6 +41,8 @@ fn task(id: &str, status: &str) -> TaskView {
         outcome: None,
         expect_commits: true,
         result: None,
+        conflict: None,
+        outside_footprint: vec![],
     }
 }
 
@@ -362,4 +364,42 @@ fn landed_tasks_count_as_done() {
     assert!(group_of("landed") == Group::Done);
     assert!(group_of("succeeded") == Group::Done);
     assert!(group_of("failed") == Group::Failed);
+}
+
+#[test]
+fn a_predicted_conflict_shows_on_its_task_and_in_the_events() {
+    let mut view = status();
+    let mut done = task("api-login", "succeeded");
+    done.attempts = 1;
+    done.conflict = Some(crate::state::PredictedConflict {
+        commit: "c0ffee".into(),
+        files: vec!["src/auth.rs".into()],
+        with: vec!["api-auth".into()],
+        with_target: false,
+        target: "main".into(),
+        target_tip: "abc".into(),
+    });
+    view.tasks.push(done);
+    let mut app = App::new(view, Some(1200.0), t(0));
+    app.local_times = false;
+    app.add_events(vec![stamped(
+        1,
+        Event::ConflictPredicted {
+            task: "api-login".into(),
+            with: vec!["api-auth".into()],
+            with_target: false,
+            files: vec!["src/auth.rs".into()],
+            commit: "c0ffee".into(),
+            target: "main".into(),
+        },
+    )]);
+    let text = render(&app, t(2), 120, 40);
+    assert!(
+        text.contains("⚠ will conflict with `api-auth` in src/auth.rs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("⚠ api-login: will conflict with `api-auth` in src/auth.rs"),
+        "{text}"
+    );
 }

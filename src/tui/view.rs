@@ -208,14 +208,20 @@ fn what(app: &App, t: &TaskView, age: f64) -> (String, Style) {
             (format!("{} attempt(s) so far", t.attempts), Style::new())
         }
         Group::Queued => (String::new(), Style::new()),
-        Group::Done => (
-            format!(
-                "{} attempt(s) · {}",
-                t.attempts,
-                crate::output::units::money(t.cost_usd)
+        Group::Done => match &t.conflict {
+            Some(c) => (
+                format!("⚠ {}", c.describe()),
+                Style::new().fg(Color::Yellow),
             ),
-            Style::new().add_modifier(Modifier::DIM),
-        ),
+            None => (
+                format!(
+                    "{} attempt(s) · {}",
+                    t.attempts,
+                    crate::output::units::money(t.cost_usd)
+                ),
+                Style::new().add_modifier(Modifier::DIM),
+            ),
+        },
     }
 }
 

@@ -259,6 +259,7 @@ fn tasks_table(m: &Model, filter: Option<&str>, chrome: &Chrome, redactor: &Reda
                             td.detail {
                                 @if !t.blocked_on.is_empty() { "on " (t.blocked_on.join(", ")) " " }
                                 (redactor.redact(t.detail.as_deref().unwrap_or("")))
+                                @if let Some(c) = &t.conflict { span.conflict { "⚠ " (c.describe()) } }
                             }
                             @if let Some(csrf) = &chrome.csrf {
                                 td { @if retryable(&t.status) { (retry_button(&t.id, csrf)) } }
@@ -419,8 +420,15 @@ fn describe_event(e: &crate::report::Event) -> String {
             reason,
             retired,
         } => {
-            let what = if *retired { "retired for the run" } else { "disabled" };
+            let what = if *retired {
+                "retired for the run"
+            } else {
+                "disabled"
+            };
             format!("credential {credential} {what}: {reason}")
+        }
+        Event::ConflictPredicted { task, files, .. } => {
+            format!("{task} will conflict at land in {}", files.join(", "))
         }
         Event::Waiting {
             until: Some(until), ..
@@ -501,6 +509,10 @@ pub(crate) fn task_fragments(
                     @if let Some(a) = &t.activity { " · now: " (redactor.redact(a)) }
                 }
                 @if let Some(d) = &t.detail { p.detail { (redactor.redact(d)) } }
+                @if let Some(c) = &t.conflict { p.conflict { "⚠ " (c.describe()) } }
+                @if !t.outside_footprint.is_empty() {
+                    p.detail { "Changed outside its footprint (touches): " (t.outside_footprint.join(", ")) }
+                }
                 @if !t.depends_on.is_empty() { p { "Depends on: "
                     @for (i, d) in t.depends_on.iter().enumerate() {
                         @if i > 0 { ", " } a href={ "/tasks/" (d) } { (d) }
@@ -712,6 +724,8 @@ mod tests {
             outcome: None,
             expect_commits: true,
             result: None,
+            conflict: None,
+            outside_footprint: Vec::new(),
         }
     }
 

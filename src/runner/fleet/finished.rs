@@ -212,6 +212,10 @@ impl Fleet {
             }
             Outcome::Success => {
                 self.overloads = 0;
+                if self.record(id).is_some_and(|r| r.status.is_success()) {
+                    self.succeeded_here.insert(id.to_string());
+                    self.request_prediction(id, &mut out);
+                }
             }
             _ => {}
         }

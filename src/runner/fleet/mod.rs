@@ -6,6 +6,7 @@
 //! One task model: each task line and its state record sit side by side,
 //! found by id through one index (no linear lookups).
 
+mod conflicts;
 mod disk;
 mod finished;
 mod schedule;
@@ -74,6 +75,56 @@ pub enum Effect {
     },
     /// Raise every running agent's stop level.
     StopAgents(StopLevel),
+    /// Work out, off the dispatch loop, what `land` would find now (and which
+    /// of the new successes changed paths outside their footprint); hand it
+    /// back with [`Fleet::on_prediction`].
+    Predict(Box<PredictJob>),
+    /// Prepare the early redo of a task predicted to conflict (its start on
+    /// the target plus the tasks it clashed with, the backup of its tip, its
+    /// prompt's context), off the loop; hand it back with
+    /// [`Fleet::on_redo_prepared`].
+    PrepareRedo(Box<RedoJob>),
+}
+
+/// The inputs of a conflict prediction: the state as it is now.
+pub struct PredictJob {
+    pub state: State,
+    /// Newly succeeded tasks with a declared footprint, to check.
+    pub footprints: Vec<(String, crate::tasks::Footprint)>,
+}
+
+/// What a prediction found.
+pub struct PredictResult {
+    pub prediction: Result<crate::land::predict::Prediction, String>,
+    /// Per checked task: the paths it changed outside its footprint.
+    pub outside: Vec<(String, Vec<String>)>,
+}
+
+/// Why an early redo's start could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RedoError {
+    #[error("the land target {0} is gone")]
+    TargetGone(String),
+    /// The work of the tasks it clashed with does not combine (says which).
+    #[error("{0}")]
+    Combine(String),
+    #[error("{0}")]
+    Git(String),
+}
+
+/// The inputs of an early redo.
+#[derive(Debug)]
+pub struct RedoJob {
+    pub task: String,
+    pub branch: String,
+    pub repo: PathBuf,
+    /// Its last attempt (its tip is kept under that number).
+    pub before: u32,
+    pub conflict: crate::state::PredictedConflict,
+    /// Its record as it succeeded (its earlier work).
+    pub record: TaskRecord,
+    /// The records of the tasks it clashed with, in landing order.
+    pub with: Vec<TaskRecord>,
 }
 
 /// One attempt to start, as the fleet decided it.
@@ -183,6 +234,22 @@ pub struct Fleet {
     dirty: bool,
     /// Illegal status changes seen in this run (bugs; each is also a notice).
     invalid_transitions: u32,
+    /// Per task with a declared footprint: the tasks before it in the order
+    /// whose footprints overlap its own (it never runs at the same time as
+    /// them, and starts from their work).
+    footprint_before: HashMap<String, Vec<String>>,
+    /// A prediction is being worked out; `predict_again`: a success came in
+    /// meanwhile.
+    predicting: bool,
+    predict_again: bool,
+    /// Succeeded tasks whose footprint is still to check.
+    footprint_checks: Vec<String>,
+    /// Early redos per task in this run (capped).
+    early_redos: HashMap<String, u32>,
+    /// Tasks that succeeded in this run.
+    succeeded_here: HashSet<String>,
+    /// Why the last prediction failed (said once).
+    predict_error: Option<String>,
 }
 
 impl Fleet {
@@ -205,6 +272,7 @@ impl Fleet {
                 .record
                 .get_or_insert(i);
         }
+        let footprint_before = crate::tasks::footprint_before(&p.tasks, &order);
         Fleet {
             config: p.config,
             state: p.state,
@@ -233,6 +301,13 @@ impl Fleet {
             disk_low: None,
             dirty: false,
             invalid_transitions: 0,
+            footprint_before,
+            predicting: false,
+            predict_again: false,
+            footprint_checks: Vec::new(),
+            early_redos: HashMap::new(),
+            succeeded_here: HashSet::new(),
+            predict_error: None,
         }
     }
 

@@ -108,6 +108,7 @@ impl Fleet {
                 .is_some_and(|r| r.status == TaskStatus::Pending)
             && !self.running.contains_key(id)
             && !self.planning.contains(id)
+            && !self.waits_for_footprint(id)
             && task
                 .depends_on
                 .iter()
@@ -294,12 +295,18 @@ impl Fleet {
         };
         let next = self.record(id).and_then(|r| r.next.as_ref());
         let fresh = next.is_some_and(|n| n.fresh);
-        if next.and_then(|n| n.base.as_ref()).is_none()
-            && task.start_from == StartFrom::Dependencies
-            && !task.depends_on.is_empty()
-        {
-            let deps = self
-                .dependency_closure(id)
+        let from_dependencies =
+            task.start_from == StartFrom::Dependencies && !task.depends_on.is_empty();
+        // Its start holds its dependencies' work (`start_from`) and that of
+        // the earlier tasks whose footprints overlap its own.
+        let redo_base = next.and_then(|n| n.base.as_ref()).is_some();
+        let work = if redo_base {
+            Vec::new()
+        } else {
+            self.start_work(id)
+        };
+        if !redo_base && (from_dependencies || !work.is_empty()) {
+            let deps = work
                 .iter()
                 .filter_map(|d| self.record(d).cloned())
                 .collect();
@@ -317,7 +324,7 @@ impl Fleet {
     }
 
     /// Every task `id` depends on, directly or not, each once, dependencies first.
-    fn dependency_closure(&self, id: &str) -> Vec<String> {
+    pub(super) fn dependency_closure(&self, id: &str) -> Vec<String> {
         let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         let mut stack: Vec<&str> = self
             .task(id)
@@ -489,6 +496,9 @@ impl Fleet {
         let fresh = next.fresh;
         rec.next = None;
         rec.not_retried = None;
+        // A new attempt: what was predicted of the old one no longer holds.
+        rec.conflict = None;
+        rec.outside_footprint.clear();
         let origin = if fresh { None } else { rec.origin_commit() };
         rec.expect_commits = task.expect_commits;
         let worktree = rec.worktree.display().to_string();
@@ -575,7 +585,7 @@ impl Fleet {
 
 /// See [`Fleet::is_done`].
 pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
-    if !fleet.running.is_empty() || !fleet.planning.is_empty() {
+    if !fleet.running.is_empty() || !fleet.planning.is_empty() || fleet.predicting {
         return (false, Vec::new());
     }
     if fleet.draining || fleet.stopped_because.is_some() {

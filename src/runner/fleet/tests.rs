@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Config;
+use crate::land::predict::Prediction;
 use crate::report::AttentionCause;
 use crate::runner::AttemptReport;
 use crate::runner::credentials::{Credentials, DEFAULT_LOGIN};
-use crate::state::{Outcome, ResultInfo, State, TaskRecord, TaskStatus};
+use crate::state::{Outcome, PredictedConflict, ResultInfo, State, TaskRecord, TaskStatus};
 use crate::tasks::{BranchRules, TaskSet, parse_jsonl};
 
 fn config(edit: impl FnOnce(&mut Config)) -> Arc<Config> {
@@ -225,6 +226,52 @@ fn failed() -> Outcome {
 
 fn status(f: &Fleet, id: &str) -> TaskStatus {
     f.record(id).unwrap().status.clone()
+}
+
+/// Answer the predictions among `effects` as the dispatcher would: `found`
+/// are the tasks (landing order) and their conflicts.
+fn answer(
+    f: &mut Fleet,
+    effects: &[Effect],
+    found: &[(&str, Option<PredictedConflict>)],
+) -> Vec<Effect> {
+    let mut out = Vec::new();
+    for e in effects {
+        if let Effect::Predict(_) = e {
+            out.extend(
+                f.on_prediction(PredictResult {
+                    prediction: Ok(Prediction {
+                        target_tip: git2::Oid::ZERO_SHA1,
+                        tasks: found
+                            .iter()
+                            .map(|(id, c)| (id.to_string(), c.clone()))
+                            .collect(),
+                        applied: found.len(),
+                    }),
+                    outside: Vec::new(),
+                }),
+            );
+        }
+    }
+    out
+}
+
+fn conflict(with: &[&str], file: &str) -> PredictedConflict {
+    PredictedConflict {
+        commit: "c0ffee".into(),
+        files: vec![file.into()],
+        with: with.iter().map(|w| w.to_string()).collect(),
+        with_target: false,
+        target: "main".into(),
+        target_tip: "abc".into(),
+    }
+}
+
+fn predicts(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Predict(_)))
+        .count()
 }
 
 /// Carry out the plan-retry effects the way the dispatcher does, without the log.
@@ -471,6 +518,7 @@ fn the_cost_cap_stops_new_starts_and_lets_running_ones_finish() {
         later(now, 60),
     );
     assert!(notices(&out).iter().any(|m| m.contains("max_cost_usd = 1")));
+    answer(&mut f, &out, &[]);
     assert!(spawned(&f.start_ready(later(now, 61))).is_empty());
     assert!(f.is_done(later(now, 61)).0);
     let (summary, out) = f.finish(later(now, 61));
@@ -594,7 +642,9 @@ fn only_tasks_in_scope_start() {
             .any(|e| matches!(e, Event::RunStarted { pending: 1, .. }))
     );
     assert_eq!(spawned(&f.start_ready(now)), vec![("b".to_string(), 1, 0)]);
-    f.on_finished("b", 1, &report(Outcome::Success), later(now, 10));
+    let out = f.on_finished("b", 1, &report(Outcome::Success), later(now, 10));
+    assert!(!f.is_done(later(now, 10)).0, "its prediction is out");
+    answer(&mut f, &out, &[]);
     assert!(f.is_done(later(now, 10)).0);
     assert_eq!(status(&f, "a"), TaskStatus::Pending);
     assert_eq!(f.finish(later(now, 10)).0.exit, Exit::Ok);
@@ -678,7 +728,8 @@ fn a_dependency_start_is_built_off_the_fleet_and_a_conflict_blocks() {
     let mut f = Setup::new(lines).build();
     let now = t0();
     f.start_ready(now);
-    f.on_finished("a", 1, &report(Outcome::Success), later(now, 10));
+    let out = f.on_finished("a", 1, &report(Outcome::Success), later(now, 10));
+    answer(&mut f, &out, &[]);
     let out = f.start_ready(later(now, 11));
     assert!(spawned(&out).is_empty());
     let job = out
@@ -746,7 +797,8 @@ fn an_interrupt_while_a_start_is_built_leaves_the_task_pending() {
     let mut f = Setup::new(lines).build();
     let now = t0();
     f.start_ready(now);
-    f.on_finished("a", 1, &report(Outcome::Success), later(now, 10));
+    let out = f.on_finished("a", 1, &report(Outcome::Success), later(now, 10));
+    answer(&mut f, &out, &[]);
     f.start_ready(later(now, 11));
     f.on_interrupt();
     let out = f.on_dependency_start("b", Ok(None), later(now, 12));
@@ -793,7 +845,6 @@ fn a_requeued_task_goes_first_again_in_dependency_order() {
         vec![("b".to_string(), 1, 0)]
     );
 }
-
 
 /// The `needs_attention` events among `effects`: (cause, task, credential).
 fn attention(effects: &[Effect]) -> Vec<(AttentionCause, Option<String>, Option<String>)> {
@@ -941,7 +992,6 @@ fn a_failed_setup_is_final_unless_supervised_and_counts_as_a_quick_failure() {
             .any(|m| m.starts_with("dispatch stopped: 3 attempts in a row"))
     );
 }
-
 
 /// `n` tasks `t0`, `t1`, ... with `extra` fields on each line.
 fn many(n: usize, extra: &str) -> &'static str {
@@ -1275,4 +1325,338 @@ fn the_ramp_never_holds_back_a_fleet_of_one_slot() {
     assert_eq!(next[0].1.as_deref(), Some("b"));
     f.on_finished(&next[0].0, 1, &report(Outcome::Success), later(now, 2));
     assert_eq!(started_on(&f.start_ready(later(now, 2))).len(), 1);
+}
+
+// --- conflicts during the run (issue 17) -----------------------------------
+
+const PAIRS: &str = "{\"id\":\"a1\",\"prompt\":\"a\",\"touches\":[\"a/**\"]}\n\
+{\"id\":\"b1\",\"prompt\":\"b\",\"touches\":[\"b/**\"]}\n\
+{\"id\":\"a2\",\"prompt\":\"a\",\"touches\":[\"a/x.rs\"]}\n\
+{\"id\":\"c\",\"prompt\":\"c\"}\n";
+
+#[test]
+fn overlapping_footprints_never_run_at_once_and_the_later_starts_from_the_earlier() {
+    let mut f = Setup::new(PAIRS).build();
+    let now = t0();
+    let out = f.start_ready(now);
+    let started: Vec<String> = spawned(&out).into_iter().map(|s| s.0).collect();
+    // a2 overlaps a1 (a/x.rs is under a/**); c declares nothing and runs.
+    assert_eq!(started, ["a1", "b1", "c"]);
+    assert!(!f.is_done(now).0);
+    // b1 finishing does not release a2.
+    let out = f.on_finished("b1", 1, &report(Outcome::Success), later(now, 5));
+    answer(&mut f, &out, &[]);
+    assert!(f.start_ready(later(now, 6)).is_empty());
+    // a1 does: a2 starts from its work (as start_from = "dependencies").
+    let out = f.on_finished("a1", 1, &report(Outcome::Success), later(now, 10));
+    answer(&mut f, &out, &[]);
+    let out = f.start_ready(later(now, 11));
+    assert!(spawned(&out).is_empty());
+    let job = out
+        .iter()
+        .find_map(|e| match e {
+            Effect::ResolveStart(j) => Some(j),
+            _ => None,
+        })
+        .expect("a2's start is built from a1's work");
+    assert_eq!(job.task, "a2");
+    assert_eq!(
+        job.deps.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["a1"]
+    );
+}
+
+#[test]
+fn a_failed_footprint_neighbour_releases_the_later_task_from_the_base() {
+    let mut f = Setup::new(PAIRS).build();
+    let now = t0();
+    f.start_ready(now);
+    f.on_finished("a1", 1, &report(failed()), later(now, 10));
+    let out = f.start_ready(later(now, 11));
+    let started: Vec<String> = spawned(&out).into_iter().map(|s| s.0).collect();
+    assert_eq!(started, ["a2"], "no start to build: a1 has no work");
+    // With --supervise, a1's retry comes first and a2 keeps waiting.
+    let mut f = Setup::new(PAIRS).supervise(1).build();
+    f.start_ready(now);
+    let out = f.on_finished("a1", 1, &report(failed()), later(now, 10));
+    plan_retries(&mut f, &out);
+    let out = f.start_ready(later(now, 11));
+    let started: Vec<String> = spawned(&out).into_iter().map(|s| s.0).collect();
+    assert_eq!(started, ["a1"]);
+}
+
+#[test]
+fn each_success_is_predicted_one_at_a_time() {
+    let mut f = Setup::new(TWO).build();
+    let now = t0();
+    f.start_ready(now);
+    let first = f.on_finished("a", 1, &report(Outcome::Success), later(now, 1));
+    assert_eq!(predicts(&first), 1);
+    // b succeeds while a's prediction is out: folded into the next one.
+    let second = f.on_finished("b", 1, &report(Outcome::Success), later(now, 2));
+    assert_eq!(predicts(&second), 0);
+    assert!(
+        !f.is_done(later(now, 2)).0,
+        "the run waits for the prediction"
+    );
+    let again = answer(&mut f, &first, &[("a", None)]);
+    assert_eq!(predicts(&again), 1);
+    let Some(Effect::Predict(job)) = again.iter().find(|e| matches!(e, Effect::Predict(_))) else {
+        unreachable!()
+    };
+    assert!(job.state.task("b").unwrap().status.is_success());
+    let last = answer(&mut f, &again, &[("a", None), ("b", None)]);
+    assert_eq!(predicts(&last), 0);
+    assert!(f.is_done(later(now, 3)).0);
+}
+
+#[test]
+fn a_predicted_conflict_is_recorded_and_said_once() {
+    let mut f = Setup::new(TWO).build();
+    let now = t0();
+    f.start_ready(now);
+    let out = f.on_finished("a", 1, &report(Outcome::Success), later(now, 1));
+    answer(&mut f, &out, &[("a", None)]);
+    let out = f.on_finished("b", 1, &report(Outcome::Success), later(now, 2));
+    let said = answer(
+        &mut f,
+        &out,
+        &[("a", None), ("b", Some(conflict(&["a"], "x.rs")))],
+    );
+    let ev: Vec<&Event> = events(&said)
+        .into_iter()
+        .filter(|e| matches!(e, Event::ConflictPredicted { .. }))
+        .collect();
+    assert_eq!(
+        ev,
+        [&Event::ConflictPredicted {
+            task: "b".into(),
+            with: vec!["a".into()],
+            with_target: false,
+            files: vec!["x.rs".into()],
+            commit: "c0ffee".into(),
+            target: "main".into(),
+        }]
+    );
+    assert_eq!(
+        f.record("b").unwrap().conflict,
+        Some(conflict(&["a"], "x.rs"))
+    );
+    assert!(f.take_dirty());
+    // Without --supervise and "early", it stays as it succeeded.
+    assert!(status(&f, "b").is_success());
+    // The same again: nothing new to say; then it applies: cleared.
+    f.request_prediction("a", &mut Vec::new());
+    let fake = [Effect::Predict(Box::new(PredictJob {
+        state: State::default(),
+        footprints: Vec::new(),
+    }))];
+    let again = answer(
+        &mut f,
+        &fake,
+        &[("a", None), ("b", Some(conflict(&["a"], "x.rs")))],
+    );
+    assert!(events(&again).is_empty());
+    answer(&mut f, &fake, &[("a", None), ("b", None)]);
+    assert_eq!(f.record("b").unwrap().conflict, None);
+}
+
+#[test]
+fn early_redo_requeues_the_task_from_the_target_and_the_tasks_it_clashed_with() {
+    let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\"}\n\
+{\"id\":\"d\",\"prompt\":\"d\",\"depends_on\":[\"b\"]}\n";
+    let mut f = Setup::new(lines)
+        .supervise(1)
+        .config(|c| c.land.redo_conflicts = crate::config::RedoConflicts::Early)
+        .build();
+    let now = t0();
+    f.start_ready(now);
+    let out = f.on_finished("a", 1, &report(Outcome::Success), later(now, 1));
+    answer(&mut f, &out, &[("a", None)]);
+    let out = f.on_finished("b", 1, &report(Outcome::Success), later(now, 2));
+    let out = answer(
+        &mut f,
+        &out,
+        &[("a", None), ("b", Some(conflict(&["a"], "x.rs")))],
+    );
+    let job = out
+        .iter()
+        .find_map(|e| match e {
+            Effect::PrepareRedo(j) => Some(j),
+            _ => None,
+        })
+        .expect("an early redo");
+    assert_eq!(job.task, "b");
+    assert_eq!(job.before, 1);
+    assert_eq!(
+        job.with.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert!(events(&out).iter().any(|e| matches!(
+        e,
+        Event::Requeued { task, reason } if task == "b" && reason.contains("redoing it now on `main` with `a`")
+    )));
+    // b is pending again: its dependent waits, and b waits for its start.
+    assert_eq!(status(&f, "b"), TaskStatus::Pending);
+    assert!(spawned(&f.start_ready(later(now, 3))).is_empty());
+    assert!(!f.is_done(later(now, 3)).0);
+    f.on_redo_prepared(
+        "b",
+        Ok(NextAttempt {
+            fresh: true,
+            resume_session: None,
+            resume_pool: None,
+            ended: None,
+            context: Some("redo".into()),
+            base: Some("base-with-a".into()),
+        }),
+    );
+    let out = f.start_ready(later(now, 4));
+    let starts: Vec<(String, String, bool)> = out
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Spawn(s) => Some((s.task.clone(), s.prepare.base.clone(), s.prepare.fresh)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, [("b".to_string(), "base-with-a".to_string(), true)]);
+    assert_eq!(f.record("b").unwrap().conflict, None);
+}
+
+#[test]
+fn an_early_redo_that_cannot_be_prepared_leaves_the_task_as_it_succeeded() {
+    let mut f = Setup::new(TWO)
+        .supervise(1)
+        .config(|c| c.land.redo_conflicts = crate::config::RedoConflicts::Early)
+        .build();
+    let now = t0();
+    f.start_ready(now);
+    let out = f.on_finished("a", 1, &report(Outcome::Success), later(now, 1));
+    answer(&mut f, &out, &[("a", None)]);
+    let out = f.on_finished("b", 1, &report(Outcome::Success), later(now, 2));
+    answer(
+        &mut f,
+        &out,
+        &[("a", None), ("b", Some(conflict(&["a"], "x.rs")))],
+    );
+    let out = f.on_redo_prepared("b", Err(RedoError::TargetGone("main".into())));
+    assert!(
+        notices(&out)[0].contains("land --resolve"),
+        "{:?}",
+        notices(&out)
+    );
+    assert!(status(&f, "b").is_success());
+    assert_eq!(f.invalid_transitions(), 0);
+    assert!(f.is_done(later(now, 3)).0);
+}
+
+#[test]
+fn a_later_conflict_waits_for_an_earlier_early_redo_and_caps() {
+    let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\"}\n{\"id\":\"c\",\"prompt\":\"c\"}\n";
+    let mut f = Setup::new(lines)
+        .supervise(1)
+        .config(|c| c.land.redo_conflicts = crate::config::RedoConflicts::Early)
+        .build();
+    let now = t0();
+    f.start_ready(now);
+    for (i, id) in ["a", "b"].iter().enumerate() {
+        let out = f.on_finished(id, 1, &report(Outcome::Success), later(now, i as u64));
+        answer(&mut f, &out, &[]);
+    }
+    let out = f.on_finished("c", 1, &report(Outcome::Success), later(now, 3));
+    let out = answer(
+        &mut f,
+        &out,
+        &[
+            ("a", None),
+            ("b", Some(conflict(&["a"], "x.rs"))),
+            ("c", Some(conflict(&["a"], "x.rs"))),
+        ],
+    );
+    let redone = |out: &[Effect]| -> Vec<String> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::PrepareRedo(j) => Some(j.task.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // b first; c waits for b's redo (it would build on what is changing).
+    assert_eq!(redone(&out), ["b"]);
+    assert!(status(&f, "c").is_success());
+    f.on_redo_prepared(
+        "b",
+        Ok(NextAttempt {
+            fresh: true,
+            resume_session: None,
+            resume_pool: None,
+            ended: None,
+            context: None,
+            base: Some("x".into()),
+        }),
+    );
+    f.start_ready(later(now, 4));
+    let out = f.on_finished("b", 2, &report(Outcome::Success), later(now, 5));
+    let out = answer(
+        &mut f,
+        &out,
+        &[
+            ("a", None),
+            ("b", None),
+            ("c", Some(conflict(&["a", "b"], "x.rs"))),
+        ],
+    );
+    assert_eq!(redone(&out), ["c"]);
+    // A task still conflicting after EARLY_REDO_CAP redos is left for
+    // `land --resolve`: said once.
+    let mut f = Setup::new(TWO)
+        .supervise(1)
+        .config(|c| c.land.redo_conflicts = crate::config::RedoConflicts::Early)
+        .build();
+    f.start_ready(now);
+    for id in ["a", "b"] {
+        let out = f.on_finished(id, 1, &report(Outcome::Success), later(now, 1));
+        answer(&mut f, &out, &[]);
+    }
+    let (mut redos, mut notes) = (0, Vec::new());
+    for _ in 0..super::conflicts::EARLY_REDO_CAP + 3 {
+        let mut ask = Vec::new();
+        f.request_prediction("a", &mut ask);
+        let out = answer(
+            &mut f,
+            &ask,
+            &[("a", None), ("b", Some(conflict(&["a"], "x.rs")))],
+        );
+        notes.extend(notices(&out));
+        if !redone(&out).is_empty() {
+            redos += 1;
+            // Its start cannot be made: it stays as it succeeded.
+            f.on_redo_prepared("b", Err(RedoError::Git("no".into())));
+        }
+    }
+    assert_eq!(redos, super::conflicts::EARLY_REDO_CAP);
+    let capped: Vec<&String> = notes
+        .iter()
+        .filter(|n| n.contains("redone early"))
+        .collect();
+    assert_eq!(capped.len(), 1, "{notes:?}");
+}
+
+#[test]
+fn a_failing_prediction_is_said_once() {
+    let mut f = Setup::new(TWO).build();
+    let now = t0();
+    f.start_ready(now);
+    let mut said = Vec::new();
+    for id in ["a", "b"] {
+        let out = f.on_finished(id, 1, &report(Outcome::Success), later(now, 1));
+        assert_eq!(predicts(&out), 1);
+        said.extend(notices(&f.on_prediction(PredictResult {
+            prediction: Err("land_target `main` is not a branch".into()),
+            outside: Vec::new(),
+        })));
+    }
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("could not predict land conflicts"));
+    assert!(f.is_done(later(now, 2)).0);
 }

@@ -1,0 +1,327 @@
+//! Conflicts during the run. Each success asks for a prediction of what
+//! `land` will find ([`Effect::Predict`], one at a time: successes that come
+//! in meanwhile are folded into the next one); a task predicted to conflict
+//! is recorded and announced (`conflict_predicted`), and with `--supervise`
+//! and `[land] redo_conflicts = "early"` redone at once ([`Effect::PrepareRedo`]).
+//!
+//! Declared footprints (`"touches"`): a task never runs while an earlier task
+//! (in dependency order) whose footprint overlaps its own is pending or
+//! running; it then starts from that task's work when it succeeded.
+
+use std::collections::HashSet;
+
+use super::{Effect, Fleet, PredictJob, PredictResult, RedoError, RedoJob};
+use crate::config::RedoConflicts;
+use crate::report::Event;
+use crate::runner::StopLevel;
+use crate::state::{NextAttempt, Outcome, PredictedConflict, TaskStatus};
+
+/// Early redos of one task in one run, at most.
+pub const EARLY_REDO_CAP: u32 = 2;
+
+impl Fleet {
+    /// Task `id` succeeded: have what `land` would find worked out.
+    pub(super) fn request_prediction(&mut self, id: &str, out: &mut Vec<Effect>) {
+        if self.task(id).is_some_and(|t| t.touches.is_some()) {
+            self.footprint_checks.push(id.to_string());
+        }
+        if self.predicting {
+            self.predict_again = true;
+        } else {
+            out.push(self.predict_effect());
+        }
+    }
+
+    fn predict_effect(&mut self) -> Effect {
+        self.predicting = true;
+        self.predict_again = false;
+        let footprints = std::mem::take(&mut self.footprint_checks)
+            .into_iter()
+            .filter_map(|id| {
+                let f = self.task(&id)?.touches.clone()?;
+                Some((id, f))
+            })
+            .collect();
+        Effect::Predict(Box::new(PredictJob {
+            state: self.state.clone(),
+            footprints,
+        }))
+    }
+
+    /// A prediction came back: record each task's conflict, say the new
+    /// ones, flag work outside footprints, start early redos.
+    pub fn on_prediction(&mut self, result: PredictResult) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.predicting = false;
+        for (id, paths) in result.outside {
+            if !paths.is_empty() {
+                let message = format!(
+                    "task {id} changed paths outside its footprint (\"touches\"): {}",
+                    paths.join(", ")
+                );
+                out.push(Effect::Emit(Event::Notice { message }));
+            }
+            if self
+                .record(&id)
+                .is_some_and(|r| r.outside_footprint != paths)
+                && let Some(rec) = self.record_mut(&id)
+            {
+                rec.outside_footprint = paths;
+                self.dirty = true;
+            }
+        }
+        match result.prediction {
+            // Said once (it would be said again at every success).
+            Err(why) => {
+                if self.predict_error.as_ref() != Some(&why) {
+                    out.push(Effect::Emit(Event::Notice {
+                        message: format!("could not predict land conflicts: {why}"),
+                    }));
+                    self.predict_error = Some(why);
+                }
+            }
+            Ok(p) => {
+                self.predict_error = None;
+                for (id, conflict) in p.tasks {
+                    self.set_conflict(&id, conflict, &mut out);
+                }
+            }
+        }
+        if self.predict_again {
+            out.push(self.predict_effect());
+        }
+        out
+    }
+
+    fn set_conflict(
+        &mut self,
+        id: &str,
+        conflict: Option<PredictedConflict>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(rec) = self.record(id) else {
+            return;
+        };
+        if !rec.status.is_success() {
+            return;
+        }
+        let said = |c: &PredictedConflict| {
+            (
+                c.commit.clone(),
+                c.files.clone(),
+                c.with.clone(),
+                c.with_target,
+            )
+        };
+        let news = match (&rec.conflict, &conflict) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(old), Some(new)) => said(old) != said(new),
+        };
+        if rec.conflict != conflict
+            && let Some(rec) = self.record_mut(id)
+        {
+            rec.conflict = conflict.clone();
+            self.dirty = true;
+        }
+        let Some(c) = conflict else {
+            return;
+        };
+        if news {
+            out.push(Effect::Emit(Event::ConflictPredicted {
+                task: id.to_string(),
+                with: c.with.clone(),
+                with_target: c.with_target,
+                files: c.files.clone(),
+                commit: c.commit.clone(),
+                target: c.target.clone(),
+            }));
+        }
+        self.redo_early(id, c, out);
+    }
+
+    /// An earlier task (dependency order) is being redone early: redoing
+    /// this one now would build on what is about to change, so it waits for
+    /// the prediction after that redo succeeds.
+    fn earlier_redo_pending(&self, id: &str) -> bool {
+        let Some(pos) = self.index.get(id).and_then(|e| e.order_pos) else {
+            return false;
+        };
+        self.order[..pos].iter().any(|&i| {
+            let other = &self.tasks.tasks[i].id;
+            self.early_redos.contains_key(other)
+                && self.record(other).is_some_and(|r| {
+                    matches!(r.status, TaskStatus::Pending | TaskStatus::Running { .. })
+                })
+        })
+    }
+
+    /// With `--supervise` and `redo_conflicts = "early"`: redo the task now,
+    /// from the target plus the tasks it clashed with. It is pending (its
+    /// dependents wait) while its start is prepared.
+    fn redo_early(&mut self, id: &str, conflict: PredictedConflict, out: &mut Vec<Effect>) {
+        if !self.opts.supervise
+            || self.config.land.redo_conflicts != RedoConflicts::Early
+            || !self.in_scope(id)
+            || self.draining
+            || self.stop_level != StopLevel::Run
+            || self.stopped_because.is_some()
+        {
+            return;
+        }
+        if self.earlier_redo_pending(id) {
+            return;
+        }
+        let done = self.early_redos.get(id).copied().unwrap_or(0);
+        if done >= EARLY_REDO_CAP {
+            // Said once.
+            if done > EARLY_REDO_CAP {
+                return;
+            }
+            self.early_redos.insert(id.to_string(), done + 1);
+            out.push(Effect::Emit(Event::Notice {
+                message: format!(
+                    "task {id} was redone early {done} time(s) in this run and still conflicts: \
+                     it is left for `flocks land --resolve`"
+                ),
+            }));
+            return;
+        }
+        let Some(rec) = self.record(id).cloned() else {
+            return;
+        };
+        let with = conflict
+            .with
+            .iter()
+            .filter_map(|w| self.record(w).cloned())
+            .collect();
+        let before = rec.last_attempt().map(|a| a.number).unwrap_or(0);
+        self.early_redos.insert(id.to_string(), done + 1);
+        self.transition(id, TaskStatus::Pending, out);
+        self.planning.insert(id.to_string());
+        self.blocked_stale = true;
+        let onto = match conflict.with.as_slice() {
+            [] => format!("`{}`", conflict.target),
+            w => format!(
+                "`{}` with {}",
+                conflict.target,
+                w.iter()
+                    .map(|x| format!("`{x}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        out.push(Effect::Emit(Event::Requeued {
+            task: id.to_string(),
+            reason: format!(
+                "it {}: redoing it now on {onto} (redo_conflicts = \"early\")",
+                conflict.describe()
+            ),
+        }));
+        out.push(Effect::PrepareRedo(Box::new(RedoJob {
+            task: id.to_string(),
+            branch: rec.branch.clone(),
+            repo: self.config.workspace.repo.clone(),
+            before,
+            conflict,
+            record: rec,
+            with,
+        })));
+    }
+
+    /// The early redo's start is ready (or could not be made: the task stays
+    /// as it succeeded, its conflict left for `land --resolve`).
+    pub fn on_redo_prepared(
+        &mut self,
+        id: &str,
+        next: Result<NextAttempt, RedoError>,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.planning.remove(id);
+        match next {
+            Ok(next) => {
+                if let Some(rec) = self.record_mut(id) {
+                    rec.next = Some(next);
+                    rec.requeues = 0;
+                    self.dirty = true;
+                }
+            }
+            Err(why) => {
+                out.push(Effect::Emit(Event::Notice {
+                    message: format!(
+                        "task {id}: its early redo could not be prepared ({why}); \
+                         it stays as it succeeded: `flocks land --resolve` can redo it"
+                    ),
+                }));
+                self.transition(
+                    id,
+                    TaskStatus::Done {
+                        outcome: Outcome::Success,
+                    },
+                    &mut out,
+                );
+                self.blocked_stale = true;
+            }
+        }
+        out
+    }
+
+    /// An earlier task whose footprint overlaps `id`'s has not settled (it is
+    /// pending or running in this run): `id` waits.
+    pub(super) fn waits_for_footprint(&self, id: &str) -> bool {
+        let Some(before) = self.footprint_before.get(id) else {
+            return false;
+        };
+        before.iter().any(|b| {
+            self.running.contains_key(b)
+                || self.planning.contains(b)
+                || (self.in_scope(b)
+                    && self.record(b).is_some_and(|r| {
+                        matches!(r.status, TaskStatus::Pending | TaskStatus::Running { .. })
+                    }))
+        })
+    }
+
+    /// The tasks whose work `id`'s start holds: with `start_from =
+    /// "dependencies"` its dependencies (transitively), and the earlier tasks
+    /// whose footprints overlap its own that succeeded in this run (with what
+    /// their starts held); dependency order.
+    pub(super) fn start_work(&self, id: &str) -> Vec<String> {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut stack = vec![id.to_string()];
+        while let Some(x) = stack.pop() {
+            let Some(task) = self.task(&x) else { continue };
+            let mut next: Vec<String> = Vec::new();
+            if task.start_from == crate::tasks::StartFrom::Dependencies {
+                next.extend(self.dependency_closure(&x));
+            }
+            if let Some(before) = self.footprint_before.get(&x) {
+                // Those that succeeded in this run: one that succeeded
+                // earlier may have landed and had its branch cleaned.
+                next.extend(
+                    before
+                        .iter()
+                        .filter(|b| {
+                            self.succeeded_here.contains(*b)
+                                && self.record(b).is_some_and(|r| r.status.is_success())
+                        })
+                        .cloned(),
+                );
+            }
+            for n in next {
+                if n != id && seen.insert(n.clone()) {
+                    stack.push(n);
+                }
+            }
+        }
+        if seen.is_empty() {
+            return Vec::new();
+        }
+        self.order
+            .iter()
+            .map(|&i| self.tasks.tasks[i].id.as_str())
+            .filter(|t| seen.contains(*t))
+            .map(str::to_string)
+            .collect()
+    }
+}
