@@ -1236,12 +1236,13 @@ fn when_every_credential_is_spent_the_budget_ends_the_run() {
         .build();
     let now = t0();
     f.start_ready(now);
-    f.on_finished(
+    let out = f.on_finished(
         "t0",
         1,
         &with_result(report(Outcome::Success), 0.7),
         later(now, 10),
     );
+    answer(&mut f, &out, &[("t0", None)]);
     assert!(spawned(&f.start_ready(later(now, 11))).is_empty());
     let (done, out) = f.is_done(later(now, 11));
     assert!(done);
