@@ -30,7 +30,14 @@ pub struct Predictor {
     target: String,
     repo: Repository,
     last: Option<Last>,
+    /// Chain steps written to the in-memory store since it was opened.
+    written: usize,
 }
+
+/// Chain steps the in-memory store holds at most (each about 20 KB of
+/// trees in a mid-sized repository): past it, the store is emptied and the
+/// next prediction builds its chain again.
+pub const MAX_STEPS_IN_MEMORY: usize = 1_000;
 
 struct Last {
     plan: Plan,
@@ -57,6 +64,7 @@ impl Predictor {
             target: target.to_string(),
             repo: in_memory(dir)?,
             last: None,
+            written: 0,
         })
     }
 
@@ -95,10 +103,22 @@ impl Predictor {
             Some(_) => {
                 // The target moved: start over, with a fresh object store.
                 self.repo = in_memory(&self.dir)?;
+                self.written = 0;
                 0
             }
             None => 0,
         };
+        // Bound the memory the written trees take: start over with an
+        // empty store (the chain is built again below).
+        let reuse = if self.written + plan.tasks.len() - reuse > MAX_STEPS_IN_MEMORY {
+            self.repo = in_memory(&self.dir)?;
+            self.written = 0;
+            self.last = None;
+            0
+        } else {
+            reuse
+        };
+        self.written += plan.tasks.len() - reuse;
         let (mut chain, mut conflicts) = match self.last.take() {
             Some(last) if reuse > 0 => (last.chain, last.conflicts),
             _ => (

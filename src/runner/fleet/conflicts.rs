@@ -19,11 +19,29 @@ use crate::state::{NextAttempt, Outcome, PredictedConflict, TaskStatus};
 /// Early redos of one task in one run, at most.
 pub const EARLY_REDO_CAP: u32 = 2;
 
+/// Predictions stop once `land` would pick more tasks than this: each step
+/// of the chain keeps its trees in memory, and a longer chain is rebuilt more
+/// often (see [`crate::land::predict::MAX_STEPS_IN_MEMORY`]). `land
+/// --dry-run` still says what land will find.
+pub const MAX_PREDICTED: usize = 400;
+
 impl Fleet {
     /// Task `id` succeeded: have what `land` would find worked out.
     pub(super) fn request_prediction(&mut self, id: &str, out: &mut Vec<Effect>) {
         if self.task(id).is_some_and(|t| t.touches.is_some()) {
             self.footprint_checks.push(id.to_string());
+        }
+        if self.predicted_len > MAX_PREDICTED {
+            if !self.prediction_stopped {
+                self.prediction_stopped = true;
+                out.push(Effect::Emit(Event::Notice {
+                    message: format!(
+                        "conflict prediction stops here: land would pick more than {MAX_PREDICTED} \
+                         tasks; `flocks land --dry-run` says what it will find"
+                    ),
+                }));
+            }
+            return;
         }
         if self.predicting {
             self.predict_again = true;
@@ -43,9 +61,35 @@ impl Fleet {
             })
             .collect();
         Effect::Predict(Box::new(PredictJob {
-            state: self.state.clone(),
+            state: self.landable_state(),
             footprints,
         }))
+    }
+
+    /// What a prediction reads of the state: the tasks that succeeded and
+    /// their dependencies (a copy of every record at each success would cost
+    /// O(tasks) in time and memory).
+    fn landable_state(&self) -> crate::state::State {
+        let mut keep: HashSet<&str> = HashSet::new();
+        for t in &self.state.tasks {
+            if t.successful_attempt().is_some() {
+                keep.insert(&t.id);
+                keep.extend(t.depends_on.iter().map(String::as_str));
+            }
+        }
+        let mut state = crate::state::State {
+            run: self.state.run.clone(),
+            tasks: self
+                .state
+                .tasks
+                .iter()
+                .filter(|t| keep.contains(t.id.as_str()))
+                .cloned()
+                .collect(),
+            ..crate::state::State::default()
+        };
+        state.reindex();
+        state
     }
 
     /// A prediction came back: record each task's conflict, say the new
@@ -82,12 +126,13 @@ impl Fleet {
             }
             Ok(p) => {
                 self.predict_error = None;
+                self.predicted_len = p.tasks.len();
                 for (id, conflict) in p.tasks {
                     self.set_conflict(&id, conflict, &mut out);
                 }
             }
         }
-        if self.predict_again {
+        if self.predict_again && self.predicted_len <= MAX_PREDICTED {
             out.push(self.predict_effect());
         }
         out

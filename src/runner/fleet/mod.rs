@@ -250,6 +250,10 @@ pub struct Fleet {
     succeeded_here: HashSet<String>,
     /// Why the last prediction failed (said once).
     predict_error: Option<String>,
+    /// How many tasks the last prediction had `land` pick; past
+    /// `conflicts::MAX_PREDICTED`, predictions stop (said once).
+    predicted_len: usize,
+    prediction_stopped: bool,
 }
 
 impl Fleet {
@@ -308,6 +312,8 @@ impl Fleet {
             early_redos: HashMap::new(),
             succeeded_here: HashSet::new(),
             predict_error: None,
+            predicted_len: 0,
+            prediction_stopped: false,
         }
     }
 

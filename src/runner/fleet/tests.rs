@@ -1661,3 +1661,49 @@ fn a_failing_prediction_is_said_once() {
     assert!(said[0].contains("could not predict land conflicts"));
     assert!(f.is_done(later(now, 2)).0);
 }
+
+#[test]
+fn predictions_stop_once_land_would_pick_too_many_tasks() {
+    let mut f = Setup::new(many(3, "")).config(|c| c.max_agents = 3).build();
+    let now = t0();
+    f.start_ready(now);
+    let out = f.on_finished("t0", 1, &report(Outcome::Success), later(now, 5));
+    assert!(out.iter().any(|e| matches!(e, Effect::Predict(_))));
+    // The answer says land would pick more than the cap: no more predictions,
+    // said once.
+    let ids: Vec<String> = (0..=super::conflicts::MAX_PREDICTED)
+        .map(|i| format!("x{i}"))
+        .collect();
+    let found: Vec<(&str, Option<PredictedConflict>)> =
+        ids.iter().map(|id| (id.as_str(), None)).collect();
+    answer(&mut f, &out, &found);
+    let out = f.on_finished("t1", 1, &report(Outcome::Success), later(now, 6));
+    assert!(!out.iter().any(|e| matches!(e, Effect::Predict(_))));
+    assert!(
+        notices(&out)
+            .iter()
+            .any(|m| m.starts_with("conflict prediction stops here")),
+        "{:?}",
+        notices(&out)
+    );
+    let out = f.on_finished("t2", 1, &report(Outcome::Success), later(now, 7));
+    assert!(!out.iter().any(|e| matches!(e, Effect::Predict(_))));
+    assert!(notices(&out).is_empty());
+    let (done, _) = f.is_done(later(now, 8));
+    assert!(done);
+}
+
+#[test]
+fn a_prediction_copies_only_what_land_reads() {
+    let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\",\"depends_on\":[\"a\"]}\n{\"id\":\"c\",\"prompt\":\"c\"}\n";
+    let mut f = Setup::new(lines).config(|c| c.max_agents = 3).build();
+    let now = t0();
+    f.start_ready(now);
+    let out = f.on_finished("a", 1, &report(Outcome::Success), later(now, 5));
+    let Some(Effect::Predict(job)) = out.iter().find(|e| matches!(e, Effect::Predict(_))) else {
+        panic!("no prediction");
+    };
+    let ids: Vec<&str> = job.state.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, vec!["a"]);
+    assert!(job.state.task("a").is_some());
+}
