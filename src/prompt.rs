@@ -135,6 +135,8 @@ mod tests {
             depends_on: vec![],
             start_from: Default::default(),
             expect_commits: true,
+            best_of: None,
+            variant: None,
             extra,
             line: 4,
         }

@@ -191,6 +191,8 @@ impl Fx {
             next: None,
             origin: Some(start),
             expect_commits: true,
+            variants: Vec::new(),
+            best_of: None,
         });
         let state = State {
             tasks: self.tasks.clone(),

@@ -38,6 +38,18 @@ struct RawConfig {
     prompt: RawPrompt,
     #[serde(default)]
     validate: RawValidate,
+    best_of: S<toml::Value>,
+    #[serde(default)]
+    variants: Vec<Spanned<RawVariant>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariant {
+    model: S<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    prompt_suffix: S<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -471,6 +483,31 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         ),
     };
 
+    let best_of = parse_best_of(&cx, raw.best_of)?;
+    let mut variants = Vec::new();
+    for v in raw.variants {
+        let span = v.span();
+        let v = v.into_inner();
+        if let Some(m) = &v.model
+            && m.get_ref().trim().is_empty()
+        {
+            return Err(cx.err(m.span(), "variants.model", "must not be empty"));
+        }
+        let variant = VariantConfig {
+            model: v.model.map(|m| m.into_inner()),
+            args: v.args,
+            prompt_suffix: v.prompt_suffix.map(|s| s.into_inner()),
+        };
+        if variant == VariantConfig::default() {
+            return Err(cx.err(
+                span,
+                "variants",
+                "this [[variants]] table changes nothing: give it model, args or prompt_suffix",
+            ));
+        }
+        variants.push(variant);
+    }
+
     Ok(Config {
         path: path.to_path_buf(),
         dir,
@@ -490,7 +527,63 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         prompt_template,
         plan_template,
         validate,
+        best_of,
+        variants,
     })
+}
+
+/// `best_of = N`, or a `[best_of]` table with `n` and `judge`.
+fn parse_best_of(cx: &Ctx, v: S<toml::Value>) -> Result<BestOfConfig> {
+    let Some(v) = v else {
+        return Ok(BestOfConfig::default());
+    };
+    let span = v.span();
+    let count = |n: &toml::Value, key: &str| match n.as_integer() {
+        Some(n) if (1..=i64::from(MAX_BEST_OF)).contains(&n) => Ok(n as u32),
+        _ => Err(cx.err(
+            span.clone(),
+            key,
+            format!("must be a whole number from 1 to {MAX_BEST_OF}, found {n}"),
+        )),
+    };
+    match v.into_inner() {
+        n @ toml::Value::Integer(_) => Ok(BestOfConfig {
+            n: count(&n, "best_of")?,
+            judge: false,
+        }),
+        toml::Value::Table(t) => {
+            let mut out = BestOfConfig::default();
+            for (key, value) in t {
+                match key.as_str() {
+                    "n" => out.n = count(&value, "best_of.n")?,
+                    "judge" => {
+                        out.judge = value.as_bool().ok_or_else(|| {
+                            cx.err(
+                                span.clone(),
+                                "best_of.judge",
+                                format!("expected true or false, found {value}"),
+                            )
+                        })?
+                    }
+                    other => {
+                        return Err(cx.err(
+                            span.clone(),
+                            &format!("best_of.{other}"),
+                            "unknown key (expected `n` or `judge`)",
+                        ));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        other => Err(cx.err(
+            span,
+            "best_of",
+            format!(
+                "expected a number of variants (best_of = 3) or a table (`[best_of]` with n and judge), found {other}"
+            ),
+        )),
+    }
 }
 
 fn parse_pool(

@@ -21,6 +21,7 @@ mod bisect;
 mod chain;
 mod change;
 mod clean;
+pub(crate) mod judge;
 mod landed;
 mod plan;
 pub(crate) mod range;
@@ -30,7 +31,7 @@ pub(crate) mod resolve;
 mod scratch;
 mod target;
 mod trailer;
-mod validate;
+pub(crate) mod validate;
 mod validate_docker;
 
 use std::path::PathBuf;

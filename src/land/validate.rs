@@ -70,6 +70,9 @@ pub struct Run<'a> {
     pub echo: bool,
     /// Run in this docker pool's container (`[validate] pool`), not here.
     pub docker: Option<&'a super::validate_docker::Place<'a>>,
+    /// Catch SIGINT and SIGTERM while the commands run (false inside `flocks
+    /// run`, whose dispatcher handles them and calls [`interrupt`]).
+    pub signals: bool,
 }
 
 /// The validation log, shared by the threads that copy output into it.
@@ -81,7 +84,7 @@ pub fn run(r: &Run) -> Result<Validation> {
     }
     let file = File::create(r.log).ctx(|| format!("create {}", r.log.display()))?;
     let out: Out = Arc::new(Mutex::new(file));
-    let _signals = SignalGuard::install();
+    let _signals = r.signals.then(SignalGuard::install);
     if let Some(place) = r.docker {
         return super::validate_docker::run(r, &out, place);
     }
@@ -252,6 +255,12 @@ pub(super) fn emit(out: &Out, echo: bool, bytes: &[u8]) {
 
 pub(super) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Stop the validation that runs now (and any later one in this process):
+/// the dispatcher's Ctrl-C while a best-of task is judged.
+pub(crate) fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
 extern "C" fn on_signal(_: std::ffi::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
@@ -301,6 +310,7 @@ pub(crate) struct Validator<'a> {
     timeout: Option<Duration>,
     grace: Duration,
     scrub: Vec<String>,
+    signals: bool,
 }
 
 impl<'a> Validator<'a> {
@@ -347,7 +357,20 @@ impl<'a> Validator<'a> {
             timeout: config.validate.timeout,
             grace: config.kill_grace,
             scrub,
+            signals: true,
         })
+    }
+
+    /// Validate in this scratch worktree instead (best-of judging).
+    pub fn at(mut self, wt: std::path::PathBuf) -> Self {
+        self.wt = wt;
+        self
+    }
+
+    /// Leave SIGINT and SIGTERM to the caller (a run's dispatcher).
+    pub fn without_signals(mut self) -> Self {
+        self.signals = false;
+        self
     }
 
     /// Check `commit` out in the land worktree and run the commands there,
@@ -369,6 +392,7 @@ impl<'a> Validator<'a> {
             log,
             echo,
             docker: self.docker.as_ref(),
+            signals: self.signals,
         })
     }
 }

@@ -23,6 +23,7 @@
 //! | `credential_parked` | `credential`, `until` (RFC 3339), `reason` |
 //! | `credential_disabled` | `credential`, `reason` |
 //! | `waiting` | `until`: every usable credential is parked; dispatch resumes then |
+//! | `variant_judged` | `task`, `winner` (k, or null: no variant survived), `by` (`ranking`, `judge` or `pick`), `reason`, `ranking`: [{`variant`, `outcome` (`winner`, `passed`, `failed_validation`, `failed`), `reason`, `lines` (added + removed), `cost_usd`}], winner first; `notice` when a judge's answer could not be used |
 //! | `landed` | `task`, `commits`, `target` (written by `flocks land`) |
 //! | `run_finished` | `succeeded`, `failed`, `blocked`, `pending`, `cost_usd` (this run), `interrupted` |
 //!
@@ -34,7 +35,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::state::Outcome;
+use crate::state::{JudgedBy, Outcome, Verdict};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -107,6 +108,16 @@ pub enum Event {
     /// at `until` (unless the run was started with `--no-wait`).
     Waiting {
         until: DateTime<Utc>,
+    },
+    /// A best-of task's variants were judged (by the run, or by `flocks pick`).
+    VariantJudged {
+        task: String,
+        winner: Option<u32>,
+        by: JudgedBy,
+        reason: String,
+        ranking: Vec<Verdict>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notice: Option<String>,
     },
     /// `flocks land` applied a task's work onto the target branch.
     Landed {

@@ -146,6 +146,7 @@ impl ProgressView {
             Event::Notice { .. }
             | Event::CredentialParked { .. }
             | Event::CredentialDisabled { .. }
+            | Event::VariantJudged { .. }
             | Event::Landed { .. } => {}
         }
         super::line::render(event)

@@ -36,6 +36,7 @@ pub mod credentials;
 pub mod dispatcher;
 pub mod executor;
 pub mod fleet;
+pub mod judge;
 pub mod reconcile;
 pub mod sink;
 pub mod start_from;

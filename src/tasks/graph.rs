@@ -105,6 +105,8 @@ mod tests {
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
             start_from: Default::default(),
             expect_commits: true,
+            best_of: None,
+            variant: None,
             extra: Default::default(),
             line: 1,
         }

@@ -181,6 +181,12 @@ impl Fleet {
             }));
             self.stopped_because = Some((reason, Exit::CouldNotStart));
         }
+        self.check_budget(&mut out);
+        out
+    }
+
+    /// `max_cost_usd` reached: no new agent starts.
+    pub(super) fn check_budget(&mut self, out: &mut Vec<Effect>) {
         if let Some(limit) = self.config.max_cost_usd
             && self.run_cost >= limit
             && self.stopped_because.is_none()
@@ -194,7 +200,6 @@ impl Fleet {
             }));
             self.stopped_because = Some((reason, Exit::TasksFailed));
         }
-        out
     }
 
     /// The retry policy: the task's status after `outcome`, and why it went
@@ -210,7 +215,11 @@ impl Fleet {
         let done = || TaskStatus::Done {
             outcome: outcome.clone(),
         };
-        let supervise = self.opts.supervise;
+        // A best-of variant that fails is out; its task is retried as one
+        // when none of its variants survives (see `best_of.rs`).
+        let is_variant = self.task(id).is_some_and(|t| t.variant.is_some());
+        let supervise_run = self.opts.supervise;
+        let supervise = supervise_run && !is_variant;
         let max_retries = self.opts.max_retries;
         let Some(rec) = self.record_mut(id) else {
             return (done(), None);
@@ -224,6 +233,7 @@ impl Fleet {
                         task: id.to_string(),
                         from_attempt: attempt,
                         fresh_session: false,
+                        ended: None,
                     });
                     let reason = format!("{}; retry {used} of {max_retries}", outcome.describe());
                     (TaskStatus::Pending, Some(reason))
@@ -231,7 +241,7 @@ impl Fleet {
                     (done(), None)
                 }
             }
-            Outcome::HostLost { .. } if !supervise => (done(), None),
+            Outcome::HostLost { .. } if !supervise_run => (done(), None),
             Outcome::SpawnFailed { .. }
             | Outcome::RateLimited { .. }
             | Outcome::Overloaded
@@ -251,6 +261,7 @@ impl Fleet {
                         task: id.to_string(),
                         from_attempt,
                         fresh_session: true,
+                        ended: None,
                     });
                 }
                 if rec.requeues > REQUEUE_CAP {
@@ -264,7 +275,7 @@ impl Fleet {
 
     /// Park a credential until its limit resets (or, without a reset time,
     /// for an exponential back-off).
-    fn park(
+    pub(super) fn park(
         &mut self,
         name: &str,
         resets_at: Option<DateTime<Utc>>,
