@@ -106,12 +106,64 @@ pub fn clean(
             continue;
         }
         clean_task(&repo, &wts, t, landed, target_tip, &mut report)?;
+        clean_variants(&repo, &wts, t, landed, target_tip, &mut report)?;
     }
 
     report.spares_removed = wts.remove_spares()?;
     report.land_worktree_removed =
         scratch::remove(&repo, &scratch::path(&project.config.worktrees_dir()))?;
+    scratch::remove(&repo, &scratch::judge_path(&project.config.worktrees_dir()))?;
     Ok(report)
+}
+
+/// A best-of task's variants and judge, once the task is cleaned: the
+/// winner like any task; the losers' worktrees and branches go (they were
+/// kept for `flocks pick` and `flocks diff --variant`), and the judge's.
+fn clean_variants(
+    repo: &Repository,
+    wts: &Worktrees,
+    t: &TaskRecord,
+    landed: bool,
+    target_tip: Option<Oid>,
+    report: &mut CleanReport,
+) -> Result<()> {
+    if t.variants.is_empty() {
+        return Ok(());
+    }
+    let winner = t.winner().map(|w| w.id.clone());
+    for v in &t.variants {
+        if Some(&v.id) == winner.as_ref() {
+            clean_task(repo, wts, v, landed, target_tip, report)?;
+            continue;
+        }
+        if !v.branch_created {
+            continue;
+        }
+        let path = wts.path_for(&v.id);
+        if path.exists() && wts.remove(&v.id)? {
+            report.worktrees_removed.push(v.id.clone());
+        }
+        if let Ok(mut b) = repo.find_branch(&v.branch, BranchType::Local) {
+            match b.delete() {
+                Ok(()) => report.branches_deleted.push(v.branch.clone()),
+                Err(e) => report.kept.push((
+                    v.id.clone(),
+                    format!("branch {} could not be deleted: {}", v.branch, e.message()),
+                )),
+            }
+        }
+    }
+    let judge = crate::tasks::judge_id(&t.id);
+    if wts.path_for(&judge).exists() && wts.remove(&judge)? {
+        report.worktrees_removed.push(judge);
+    }
+    if let Ok(mut b) = repo.find_branch(&format!("{}@judge", t.branch), BranchType::Local) {
+        let name = format!("{}@judge", t.branch);
+        if b.delete().is_ok() {
+            report.branches_deleted.push(name);
+        }
+    }
+    Ok(())
 }
 
 fn clean_task(

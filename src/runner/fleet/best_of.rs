@@ -254,6 +254,10 @@ impl Fleet {
             notice: judgement.notice.clone(),
         }));
         if judgement.winner.is_some() {
+            // The judging pointed the task's branch at the winner.
+            if let Some(rec) = self.record_mut(id) {
+                rec.branch_created = true;
+            }
             self.transition(
                 id,
                 TaskStatus::Done {
