@@ -95,3 +95,32 @@ fn validation_then_the_smallest_change_wins_and_lands() {
         assert!(!p.path(&format!(".worktrees/t@v{k}")).exists());
     }
 }
+
+#[test]
+fn status_and_tasks_show_the_variants_and_the_judgement() {
+    let p = TestProject::new(VALIDATE);
+    three_ways(&p, json!({}));
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let run = text(&out);
+    assert!(run.contains("t: variant 3 wins (ranking)"), "{run}");
+    let status = text(&p.flocks(&["status"]));
+    assert!(status.contains("v3 won (ranking): passed with the smallest change"), "{status}");
+    assert!(status.contains("flocks/t@v1") && status.contains("failed validation"), "{status}");
+    let json: Value = serde_json::from_str(&text(&p.flocks(&["status", "--json"]))).unwrap();
+    let t = &json["tasks"][0];
+    assert_eq!(t["judgement"]["winner"], 3);
+    let v: Vec<&str> = t["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(v, ["failed_validation", "passed", "winner"]);
+    assert_eq!(t["attempts"], 3);
+    let tasks = text(&p.flocks(&["tasks"]));
+    assert!(tasks.contains("v3 won (ranking)"), "{tasks}");
+    let json: Value = serde_json::from_str(&text(&p.flocks(&["tasks", "--json"]))).unwrap();
+    assert_eq!(json["tasks"][0]["judgement"]["by"], "ranking");
+    assert_eq!(json["tasks"][0]["variants"][2]["verdict"], "winner");
+}
