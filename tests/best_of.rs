@@ -26,6 +26,12 @@ fn three_ways(p: &TestProject, extra: Value) {
 const VALIDATE: &str = "[validate]\ncommands = [\"test ! -e bad.txt\"]\n\n\
     [[containers]]\nname = \"local\"\nmax_worktrees = 3\n";
 
+/// The first line of tasks.jsonl.
+fn task_line(p: &TestProject) -> Value {
+    let text = std::fs::read_to_string(p.path("tasks.jsonl")).unwrap();
+    serde_json::from_str(text.lines().next().unwrap()).unwrap()
+}
+
 fn events(p: &TestProject) -> Vec<Value> {
     std::fs::read_to_string(p.path(".flocks/events.jsonl"))
         .unwrap_or_default()
@@ -123,4 +129,157 @@ fn status_and_tasks_show_the_variants_and_the_judgement() {
     let json: Value = serde_json::from_str(&text(&p.flocks(&["tasks", "--json"]))).unwrap();
     assert_eq!(json["tasks"][0]["judgement"]["by"], "ranking");
     assert_eq!(json["tasks"][0]["variants"][2]["verdict"], "winner");
+}
+
+const JUDGE: &str = "[validate]\ncommands = [\"test ! -e bad.txt\"]\n\n[best_of]\njudge = true\n\n\
+    [[containers]]\nname = \"local\"\nmax_worktrees = 3\n";
+
+#[test]
+fn a_judge_agent_picks_and_says_why() {
+    let p = TestProject::new(JUDGE);
+    let record = p.out_file("judge.jsonl");
+    three_ways(&p, json!({"title": "numbers"}));
+    // The judge runs as `t@judge`: it records what it was asked and answers.
+    let mut tasks: Value = task_line(&p);
+    let prompt = format!(
+        "{}@fake if-env FLOCKS_TASK t@judge record {}\n\
+         @fake if-env FLOCKS_TASK t@judge text '{{\"winner\": 2, \"reason\": \"v2 counts all the way to forty\"}}'\n",
+        tasks["prompt"].as_str().unwrap(),
+        record.display()
+    );
+    tasks["prompt"] = json!(prompt);
+    p.tasks(&[tasks]);
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let j = &p.task("t")["best_of"]["judgement"];
+    assert_eq!(j["winner"], 2, "{j:#}");
+    assert_eq!(j["by"], "judge");
+    assert_eq!(j["reason"], "v2 counts all the way to forty");
+    assert!(j["judge_cost_usd"].as_f64().unwrap() > 0.0);
+    let e = judged(&p);
+    assert_eq!((e["winner"].clone(), e["by"].clone()), (json!(2), json!("judge")));
+    assert_eq!(e["reason"], "v2 counts all the way to forty");
+    assert_eq!(e["ranking"][0]["variant"], 2);
+    let status = text(&p.flocks(&["status"]));
+    assert!(
+        status.contains("v2 won (judge): v2 counts all the way to forty"),
+        "{status}"
+    );
+    // It was shown the task and the diffs of the two that passed, not the third's.
+    let asked: Value =
+        serde_json::from_str(std::fs::read_to_string(&record).unwrap().lines().next().unwrap())
+            .unwrap();
+    let asked = asked["prompt"].as_str().unwrap();
+    assert!(asked.contains("Add numbers."), "{asked}");
+    assert!(asked.contains("## Variant 2 (40 lines changed)"), "{asked}");
+    assert!(asked.contains("## Variant 3 (5 lines changed)"), "{asked}");
+    assert!(!asked.contains("## Variant 1"), "{asked}");
+    assert!(asked.contains("+40"), "{asked}");
+    // Its own log, and the task's branch is the judge's pick.
+    assert!(p.path(".flocks/logs/t@judge/1.log").exists());
+    assert_eq!(
+        p.git(&["rev-parse", "flocks/t"]),
+        p.git(&["rev-parse", "flocks/t@v2"])
+    );
+}
+
+#[test]
+fn a_judge_answering_garbage_falls_back_to_the_ranking_with_a_notice() {
+    let p = TestProject::new(JUDGE);
+    three_ways(&p, json!({}));
+    let mut task = task_line(&p);
+    let prompt = format!(
+        "{}@fake if-env FLOCKS_TASK t@judge text 'I like the second one best.'\n",
+        task["prompt"].as_str().unwrap()
+    );
+    task["prompt"] = json!(prompt);
+    p.tasks(&[task]);
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let j = &p.task("t")["best_of"]["judgement"];
+    assert_eq!(j["winner"], 3, "{j:#}");
+    assert_eq!(j["by"], "ranking");
+    let notice = j["notice"].as_str().unwrap();
+    assert!(
+        notice.contains("the judge's answer could not be used")
+            && notice.contains("default ranking picked v3"),
+        "{notice}"
+    );
+    assert!(text(&out).contains("the judge's answer could not be used"), "{}", text(&out));
+    assert_eq!(judged(&p)["notice"], json!(notice));
+    let status = text(&p.flocks(&["status"]));
+    assert!(status.contains("note: task t: the judge's answer could not be used"), "{status}");
+}
+
+/// Three variants that each fail their first attempt (`fail-once`) and
+/// commit on the next.
+fn failing_once(p: &TestProject) {
+    let mut prompt = String::from("Fix it.\n");
+    for k in 1..=3 {
+        prompt.push_str(&format!(
+            "@fake if-env FLOCKS_TASK t@v{k} fail-once {} broken {k}\n@fake if-env FLOCKS_TASK t@v{k} commit fixed{k}.txt\n",
+            p.out_file(&format!("once{k}")).display()
+        ));
+    }
+    p.tasks(&[json!({"id": "t", "best_of": 3, "prompt": prompt})]);
+}
+
+#[test]
+fn no_survivor_fails_the_task_with_each_reason_and_supervise_retries_it_as_one() {
+    let p = TestProject::new(VALIDATE);
+    failing_once(&p);
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert_eq!(p.status_of("t"), "failed");
+    let reason = p.task("t")["status"]["outcome"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for k in 1..=3 {
+        assert!(
+            reason.contains(&format!("v{k}: failed: the agent reported an error: broken {k}")),
+            "{reason}"
+        );
+    }
+    let e = judged(&p);
+    assert_eq!(e["winner"], Value::Null);
+    let status = text(&p.flocks(&["status"]));
+    assert!(status.contains("no variant survived"), "{status}");
+
+    // --supervise runs the task again as one: all three variants.
+    let out = p.flocks(&["run", "--supervise"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(p.status_of("t"), "success");
+    let t = p.task("t");
+    for v in t["variants"].as_array().unwrap() {
+        assert_eq!(v["attempts"].as_array().unwrap().len(), 2, "{v:#}");
+    }
+    assert_eq!(t["best_of"]["failed_rounds"], 1);
+}
+
+#[test]
+fn supervise_retries_a_task_none_of_whose_variants_survived_in_the_same_run() {
+    let p = TestProject::new(VALIDATE);
+    failing_once(&p);
+    let out = p.flocks(&["run", "--supervise", "--max-retries", "1"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(p.status_of("t"), "success");
+    let judgements: Vec<Value> = events(&p)
+        .into_iter()
+        .filter(|e| e["event"] == "variant_judged")
+        .collect();
+    assert_eq!(judgements.len(), 2);
+    assert_eq!(judgements[0]["winner"], Value::Null);
+    assert!(judgements[1]["winner"].is_u64());
+    let requeued: Vec<Value> = events(&p)
+        .into_iter()
+        .filter(|e| e["event"] == "requeued")
+        .collect();
+    assert_eq!(requeued.len(), 1, "the task, not each variant: {requeued:?}");
+    assert_eq!(requeued[0]["task"], "t");
+    for v in p.task("t")["variants"].as_array().unwrap() {
+        let a = v["attempts"].as_array().unwrap();
+        assert_eq!(a.len(), 2, "{v:#}");
+        assert_eq!(a[1]["resumed_from"], a[0]["session_id"]);
+    }
 }
