@@ -245,6 +245,10 @@ fn no_survivor_fails_the_task_with_each_reason_and_supervise_retries_it_as_one()
     assert_eq!(e["winner"], Value::Null);
     let status = text(&p.flocks(&["status"]));
     assert!(status.contains("no variant survived"), "{status}");
+    // A variant whose agent failed has no work to pick.
+    let out = p.flocks(&["pick", "t", "1"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("variant 1 of `t` did not succeed"), "{}", text(&out));
 
     // --supervise runs the task again as one: all three variants.
     let out = p.flocks(&["run", "--supervise"]);
@@ -282,4 +286,47 @@ fn supervise_retries_a_task_none_of_whose_variants_survived_in_the_same_run() {
         assert_eq!(a.len(), 2, "{v:#}");
         assert_eq!(a[1]["resumed_from"], a[0]["session_id"]);
     }
+}
+
+#[test]
+fn pick_logs_and_diff_reach_every_variant() {
+    let p = TestProject::new(VALIDATE);
+    three_ways(&p, json!({}));
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // Each variant's log and change.
+    let log = text(&p.flocks(&["logs", "t", "--variant", "2", "--json"]));
+    assert!(log.contains("t@v2/1.log"), "{log}");
+    let log = text(&p.flocks(&["logs", "t", "--json"]));
+    assert!(log.contains("t@v3/1.log"), "the winner's by default: {log}");
+    let diff = text(&p.flocks(&["diff", "t", "--variant", "2"]));
+    assert!(diff.contains("+40") && diff.contains("b.txt"), "{diff}");
+    let diff = text(&p.flocks(&["diff", "t"]));
+    assert!(diff.contains("c.txt") && !diff.contains("b.txt"), "{diff}");
+    let out = p.flocks(&["diff", "t", "--variant", "7"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("variants 1 to 3, not 7"), "{}", text(&out));
+    let out = p.flocks(&["logs", "t", "--judge"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("no judge log"), "{}", text(&out));
+
+    // A pick overrides the judgement before landing.
+    let out = p.flocks(&["pick", "t", "2"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("variant 2 is its work instead of v3"), "{}", text(&out));
+    let j = &p.task("t")["best_of"]["judgement"];
+    assert_eq!((j["winner"].clone(), j["by"].clone()), (json!(2), json!("pick")));
+    let e = judged(&p);
+    assert_eq!((e["winner"].clone(), e["by"].clone()), (json!(2), json!("pick")));
+    let status = text(&p.flocks(&["status"]));
+    assert!(status.contains("v2 won (pick): picked by hand over v3"), "{status}");
+    let out = p.flocks(&["land", "-y"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let files = p.git(&["ls-tree", "--name-only", "main"]);
+    assert!(files.contains("b.txt") && !files.contains("c.txt"), "{files}");
+    let out = p.flocks(&["pick", "t", "3"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("landed already"), "{}", text(&out));
+    let out = p.flocks(&["pick", "nope", "1"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
 }

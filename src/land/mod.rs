@@ -38,7 +38,7 @@ use std::path::PathBuf;
 
 use git2::Oid;
 
-pub use change::{Change, change};
+pub use change::{Change, change, variant_change};
 pub use clean::{CleanOptions, CleanReport, clean};
 pub use landed::landed_ids;
 pub use plan::{Plan, PlanStatus, PlannedTask, plan};
