@@ -62,7 +62,12 @@ fn validation_then_the_smallest_change_wins_and_lands() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| (v["variant"].as_u64().unwrap(), v["outcome"].as_str().unwrap()))
+        .map(|v| {
+            (
+                v["variant"].as_u64().unwrap(),
+                v["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         ranking,
@@ -74,7 +79,11 @@ fn validation_then_the_smallest_change_wins_and_lands() {
     assert_eq!(e["ranking"][0]["lines"], 5);
     // Every variant ran on a branch of its own, beside the task's.
     for k in 1..=3 {
-        assert!(p.git_ok(&["rev-parse", "--verify", &format!("refs/heads/flocks/t@v{k}")]));
+        assert!(p.git_ok(&[
+            "rev-parse",
+            "--verify",
+            &format!("refs/heads/flocks/t@v{k}")
+        ]));
     }
     // The task's branch is the winner's work.
     assert_eq!(
@@ -86,7 +95,10 @@ fn validation_then_the_smallest_change_wins_and_lands() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     let files = p.git(&["ls-tree", "--name-only", "main"]);
     assert!(files.contains("c.txt"), "{files}");
-    assert!(!files.contains("b.txt") && !files.contains("bad.txt"), "{files}");
+    assert!(
+        !files.contains("b.txt") && !files.contains("bad.txt"),
+        "{files}"
+    );
     assert_eq!(p.git(&["show", "main:c.txt"]), "1\n2\n3\n4\n5");
     // The losers are kept until `clean`.
     assert!(p.git_ok(&["rev-parse", "--verify", "refs/heads/flocks/t@v2"]));
@@ -94,7 +106,11 @@ fn validation_then_the_smallest_change_wins_and_lands() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     for k in 1..=3 {
         assert!(
-            !p.git_ok(&["rev-parse", "--verify", &format!("refs/heads/flocks/t@v{k}")]),
+            !p.git_ok(&[
+                "rev-parse",
+                "--verify",
+                &format!("refs/heads/flocks/t@v{k}")
+            ]),
             "variant {k}'s branch is gone after clean: {}",
             text(&out)
         );
@@ -111,8 +127,14 @@ fn status_and_tasks_show_the_variants_and_the_judgement() {
     let run = text(&out);
     assert!(run.contains("t: variant 3 wins (ranking)"), "{run}");
     let status = text(&p.flocks(&["status"]));
-    assert!(status.contains("v3 won (ranking): passed with the smallest change"), "{status}");
-    assert!(status.contains("flocks/t@v1") && status.contains("failed validation"), "{status}");
+    assert!(
+        status.contains("v3 won (ranking): passed with the smallest change"),
+        "{status}"
+    );
+    assert!(
+        status.contains("flocks/t@v1") && status.contains("failed validation"),
+        "{status}"
+    );
     let json: Value = serde_json::from_str(&text(&p.flocks(&["status", "--json"]))).unwrap();
     let t = &json["tasks"][0];
     assert_eq!(t["judgement"]["winner"], 3);
@@ -157,7 +179,10 @@ fn a_judge_agent_picks_and_says_why() {
     assert_eq!(j["reason"], "v2 counts all the way to forty");
     assert!(j["judge_cost_usd"].as_f64().unwrap() > 0.0);
     let e = judged(&p);
-    assert_eq!((e["winner"].clone(), e["by"].clone()), (json!(2), json!("judge")));
+    assert_eq!(
+        (e["winner"].clone(), e["by"].clone()),
+        (json!(2), json!("judge"))
+    );
     assert_eq!(e["reason"], "v2 counts all the way to forty");
     assert_eq!(e["ranking"][0]["variant"], 2);
     let status = text(&p.flocks(&["status"]));
@@ -166,9 +191,14 @@ fn a_judge_agent_picks_and_says_why() {
         "{status}"
     );
     // It was shown the task and the diffs of the two that passed, not the third's.
-    let asked: Value =
-        serde_json::from_str(std::fs::read_to_string(&record).unwrap().lines().next().unwrap())
-            .unwrap();
+    let asked: Value = serde_json::from_str(
+        std::fs::read_to_string(&record)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
     let asked = asked["prompt"].as_str().unwrap();
     assert!(asked.contains("Add numbers."), "{asked}");
     assert!(asked.contains("## Variant 2 (40 lines changed)"), "{asked}");
@@ -205,10 +235,17 @@ fn a_judge_answering_garbage_falls_back_to_the_ranking_with_a_notice() {
             && notice.contains("default ranking picked v3"),
         "{notice}"
     );
-    assert!(text(&out).contains("the judge's answer could not be used"), "{}", text(&out));
+    assert!(
+        text(&out).contains("the judge's answer could not be used"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(judged(&p)["notice"], json!(notice));
     let status = text(&p.flocks(&["status"]));
-    assert!(status.contains("note: task t: the judge's answer could not be used"), "{status}");
+    assert!(
+        status.contains("note: task t: the judge's answer could not be used"),
+        "{status}"
+    );
 }
 
 /// Three variants that each fail their first attempt (`fail-once`) and
@@ -237,7 +274,9 @@ fn no_survivor_fails_the_task_with_each_reason_and_supervise_retries_it_as_one()
         .to_string();
     for k in 1..=3 {
         assert!(
-            reason.contains(&format!("v{k}: failed: the agent reported an error: broken {k}")),
+            reason.contains(&format!(
+                "v{k}: failed: the agent reported an error: broken {k}"
+            )),
             "{reason}"
         );
     }
@@ -248,7 +287,11 @@ fn no_survivor_fails_the_task_with_each_reason_and_supervise_retries_it_as_one()
     // A variant whose agent failed has no work to pick.
     let out = p.flocks(&["pick", "t", "1"]);
     assert_eq!(code(&out), 2, "{}", text(&out));
-    assert!(text(&out).contains("variant 1 of `t` did not succeed"), "{}", text(&out));
+    assert!(
+        text(&out).contains("variant 1 of `t` did not succeed"),
+        "{}",
+        text(&out)
+    );
 
     // --supervise runs the task again as one: all three variants.
     let out = p.flocks(&["run", "--supervise"]);
@@ -279,7 +322,11 @@ fn supervise_retries_a_task_none_of_whose_variants_survived_in_the_same_run() {
         .into_iter()
         .filter(|e| e["event"] == "requeued")
         .collect();
-    assert_eq!(requeued.len(), 1, "the task, not each variant: {requeued:?}");
+    assert_eq!(
+        requeued.len(),
+        1,
+        "the task, not each variant: {requeued:?}"
+    );
     assert_eq!(requeued[0]["task"], "t");
     for v in p.task("t")["variants"].as_array().unwrap() {
         let a = v["attempts"].as_array().unwrap();
@@ -305,7 +352,11 @@ fn pick_logs_and_diff_reach_every_variant() {
     assert!(diff.contains("c.txt") && !diff.contains("b.txt"), "{diff}");
     let out = p.flocks(&["diff", "t", "--variant", "7"]);
     assert_eq!(code(&out), 2, "{}", text(&out));
-    assert!(text(&out).contains("variants 1 to 3, not 7"), "{}", text(&out));
+    assert!(
+        text(&out).contains("variants 1 to 3, not 7"),
+        "{}",
+        text(&out)
+    );
     let out = p.flocks(&["logs", "t", "--judge"]);
     assert_eq!(code(&out), 2, "{}", text(&out));
     assert!(text(&out).contains("no judge log"), "{}", text(&out));
@@ -313,20 +364,114 @@ fn pick_logs_and_diff_reach_every_variant() {
     // A pick overrides the judgement before landing.
     let out = p.flocks(&["pick", "t", "2"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(text(&out).contains("variant 2 is its work instead of v3"), "{}", text(&out));
+    assert!(
+        text(&out).contains("variant 2 is its work instead of v3"),
+        "{}",
+        text(&out)
+    );
     let j = &p.task("t")["best_of"]["judgement"];
-    assert_eq!((j["winner"].clone(), j["by"].clone()), (json!(2), json!("pick")));
+    assert_eq!(
+        (j["winner"].clone(), j["by"].clone()),
+        (json!(2), json!("pick"))
+    );
     let e = judged(&p);
-    assert_eq!((e["winner"].clone(), e["by"].clone()), (json!(2), json!("pick")));
+    assert_eq!(
+        (e["winner"].clone(), e["by"].clone()),
+        (json!(2), json!("pick"))
+    );
     let status = text(&p.flocks(&["status"]));
-    assert!(status.contains("v2 won (pick): picked by hand over v3"), "{status}");
+    assert!(
+        status.contains("v2 won (pick): picked by hand over v3"),
+        "{status}"
+    );
     let out = p.flocks(&["land", "-y"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let files = p.git(&["ls-tree", "--name-only", "main"]);
-    assert!(files.contains("b.txt") && !files.contains("c.txt"), "{files}");
+    assert!(
+        files.contains("b.txt") && !files.contains("c.txt"),
+        "{files}"
+    );
     let out = p.flocks(&["pick", "t", "3"]);
     assert_eq!(code(&out), 2, "{}", text(&out));
     assert!(text(&out).contains("landed already"), "{}", text(&out));
     let out = p.flocks(&["pick", "nope", "1"]);
     assert_eq!(code(&out), 2, "{}", text(&out));
+}
+
+#[test]
+fn variants_tables_vary_model_args_and_prompt_in_turn() {
+    let p = TestProject::new(
+        "best_of = 3\n\n[[containers]]\nname = \"local\"\nmax_worktrees = 3\n\n\
+         [[variants]]\nmodel = \"opus\"\n\n\
+         [[variants]]\nargs = [\"--append-system-prompt\", \"be brief\"]\nprompt_suffix = \"Keep it small.\"\n",
+    );
+    let rec = p.out_file("rec.jsonl");
+    p.tasks(&[
+        json!({"id": "t", "prompt": format!("@fake record {}\n@fake commit out.txt", rec.display())}),
+        json!({"id": "single", "best_of": 1, "prompt": "@fake commit s.txt"}),
+    ]);
+    let out = p.flocks(&["run", "--dry-run", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let plan: Value = serde_json::from_str(&text(&out)).unwrap();
+    assert_eq!(plan["agent_runs"], 4, "{plan:#}");
+    assert_eq!(plan["tasks"][0]["variants"], 3);
+    let out = p.flocks(&["run", "--dry-run"]);
+    assert!(text(&out).contains("agent runs: 4"), "{}", text(&out));
+
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let records: Vec<Value> = std::fs::read_to_string(&rec)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3);
+    let by_variant = |k: u32| {
+        records
+            .iter()
+            .find(|r| r["env"]["FLOCKS_TASK"] == format!("t@v{k}"))
+            .unwrap_or_else(|| panic!("variant {k} ran: {records:?}"))
+    };
+    let argv = |k: u32| -> Vec<String> {
+        by_variant(k)["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    // Tables are used in turn: v1 the first, v2 the second, v3 the first again.
+    assert!(
+        argv(1).windows(2).any(|w| w == ["--model", "opus"]),
+        "{:?}",
+        argv(1)
+    );
+    assert!(
+        argv(3).windows(2).any(|w| w == ["--model", "opus"]),
+        "{:?}",
+        argv(3)
+    );
+    assert!(!argv(2).iter().any(|a| a == "opus"), "{:?}", argv(2));
+    assert!(argv(2).ends_with(&["--append-system-prompt".into(), "be brief".into()]));
+    let prompt = |k: u32| by_variant(k)["prompt"].as_str().unwrap().to_string();
+    assert!(
+        prompt(2).ends_with("Keep it small.\n") || prompt(2).ends_with("Keep it small."),
+        "{}",
+        prompt(2)
+    );
+    assert!(!prompt(1).contains("Keep it small."));
+    // The plain task ran once, on its own branch.
+    assert_eq!(p.status_of("single"), "success");
+    assert!(p.task("single")["variants"].is_null());
+    assert!(p.git_ok(&["rev-parse", "--verify", "flocks/single"]));
+    // The run's cost counts every variant.
+    let finished = events(&p)
+        .into_iter()
+        .rfind(|e| e["event"] == "run_finished")
+        .unwrap();
+    let each = 0.0123;
+    assert!(
+        (finished["cost_usd"].as_f64().unwrap() - 4.0 * each).abs() < 1e-6,
+        "{finished}"
+    );
 }

@@ -947,6 +947,49 @@ mod tests {
     }
 
     #[test]
+    fn best_of_and_variants() {
+        let c = parse_str("best_of = 3\n").unwrap();
+        assert_eq!(c.best_of, BestOfConfig { n: 3, judge: false });
+        let c = parse_str("[best_of]\nn = 2\njudge = true\n").unwrap();
+        assert_eq!(c.best_of, BestOfConfig { n: 2, judge: true });
+        let c = parse_str("[best_of]\njudge = true\n").unwrap();
+        assert_eq!(c.best_of, BestOfConfig { n: 1, judge: true });
+        assert_eq!(parse_str("").unwrap().best_of, BestOfConfig::default());
+        let e = err("max_agents = 2\nbest_of = 0\n");
+        assert!(
+            e.contains("flocks.toml:2: field `best_of`: must be a whole number from 1 to 10"),
+            "{e}"
+        );
+        let e = err("[best_of]\njudge = \"yes\"\n");
+        assert!(e.contains("`best_of.judge`: expected true or false"), "{e}");
+        let e = err("[best_of]\njury = true\n");
+        assert!(e.contains("`best_of.jury`: unknown key"), "{e}");
+        let e = err("best_of = \"3\"\n");
+        assert!(
+            e.contains("`best_of`: expected a number of variants"),
+            "{e}"
+        );
+        let c = parse_str(
+            "[[variants]]\nmodel = \"opus\"\n[[variants]]\nargs = [\"-x\"]\nprompt_suffix = \"small\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.variants.len(), 2);
+        assert_eq!(c.variant(1).unwrap().model.as_deref(), Some("opus"));
+        assert_eq!(
+            c.variant(2).unwrap().prompt_suffix.as_deref(),
+            Some("small")
+        );
+        assert_eq!(c.variant(3), c.variant(1));
+        let e = err("max_agents = 2\n[[variants]]\n");
+        assert!(
+            e.contains("flocks.toml:2: field `variants`: this [[variants]] table changes nothing"),
+            "{e}"
+        );
+        let e = err("[[variants]]\nmodle = \"x\"\n");
+        assert!(e.contains("modle"), "{e}");
+    }
+
+    #[test]
     fn kap_project_alias() {
         let c =
             parse_str("[[containers]]\nname = \"d\"\nbackend = \"docker\"\nkap_project = \"/x\"\n")

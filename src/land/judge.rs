@@ -116,7 +116,10 @@ fn one(
     let (outcome, reason) = match &validation {
         Validation::Failed { command, reason } => (
             VerdictOutcome::FailedValidation,
-            format!("failed validation: `{command}` {reason} (log: {})", log.display()),
+            format!(
+                "failed validation: `{command}` {reason} (log: {})",
+                log.display()
+            ),
         ),
         Validation::Interrupted { command } => (
             VerdictOutcome::FailedValidation,
@@ -168,7 +171,11 @@ pub(crate) fn rank(cands: &[Candidate]) -> (Vec<Verdict>, Option<u32>, String) {
     verdicts.sort_by(|a, b| {
         class(a.outcome)
             .cmp(&class(b.outcome))
-            .then(a.lines.unwrap_or(u64::MAX).cmp(&b.lines.unwrap_or(u64::MAX)))
+            .then(
+                a.lines
+                    .unwrap_or(u64::MAX)
+                    .cmp(&b.lines.unwrap_or(u64::MAX)),
+            )
             .then(a.cost_usd.total_cmp(&b.cost_usd))
             .then(a.variant.cmp(&b.variant))
     });
@@ -268,7 +275,10 @@ mod tests {
                 (4, VerdictOutcome::Failed)
             ]
         );
-        assert!(why.contains("5 lines") && why.contains("v2 with 40"), "{why}");
+        assert!(
+            why.contains("5 lines") && why.contains("v2 with 40"),
+            "{why}"
+        );
         let c = [
             cand(1, VerdictOutcome::Passed, Some(5), 0.5),
             cand(2, VerdictOutcome::Passed, Some(5), 0.2),

@@ -185,7 +185,10 @@ async fn run_judge(
 
 /// What the judge agent is asked.
 fn judge_prompt(task_prompt: &str, passed: &[&Candidate]) -> String {
-    let ks: Vec<String> = passed.iter().map(|c| c.verdict.variant.to_string()).collect();
+    let ks: Vec<String> = passed
+        .iter()
+        .map(|c| c.verdict.variant.to_string())
+        .collect();
     let mut s = format!(
         "You are judging {} independent attempts (\"variants\") at the same task. Each one \
          passed the project's validation. Pick the one that does the task best: correct, \

@@ -155,7 +155,12 @@ fn variant_record(t: &crate::tasks::Task, k: u32, worktrees: &std::path::Path) -
 /// Give a best-of task the variants its line asks for (a variant that has
 /// run is kept even when the count shrinks); a task no longer best-of whose
 /// variants never ran becomes a plain task again.
-fn sync_variants(rec: &mut TaskRecord, t: &crate::tasks::Task, n: u32, worktrees: &std::path::Path) {
+fn sync_variants(
+    rec: &mut TaskRecord,
+    t: &crate::tasks::Task,
+    n: u32,
+    worktrees: &std::path::Path,
+) {
     if n <= 1 {
         if rec.variants.iter().all(|v| v.attempts.is_empty()) {
             rec.variants.clear();
@@ -163,15 +168,19 @@ fn sync_variants(rec: &mut TaskRecord, t: &crate::tasks::Task, n: u32, worktrees
         }
         return;
     }
-    rec.variants
-        .retain(|v| v.variants.is_empty() && (!v.attempts.is_empty() || crate::tasks::split_variant_id(&v.id).is_some_and(|(_, k)| k <= n)));
+    rec.variants.retain(|v| {
+        v.variants.is_empty()
+            && (!v.attempts.is_empty()
+                || crate::tasks::split_variant_id(&v.id).is_some_and(|(_, k)| k <= n))
+    });
     for k in 1..=n {
         let id = crate::tasks::variant_id(&t.id, k);
         if !rec.variants.iter().any(|v| v.id == id) {
             rec.variants.push(variant_record(t, k, worktrees));
         }
     }
-    rec.variants.sort_by_key(|v| crate::tasks::split_variant_id(&v.id).map_or(0, |(_, k)| k));
+    rec.variants
+        .sort_by_key(|v| crate::tasks::split_variant_id(&v.id).map_or(0, |(_, k)| k));
     rec.best_of.get_or_insert_with(Default::default);
     for v in &mut rec.variants {
         v.title = t.title.clone();
@@ -297,7 +306,16 @@ pub(crate) fn merge_tasks(
         };
         sync_variants(rec, t, n, &worktrees);
         if !rec.variants.is_empty() {
-            merge_best_of(rec, t, &hash, config, opts, scope, &mut notes, &mut failed_before);
+            merge_best_of(
+                rec,
+                t,
+                &hash,
+                config,
+                opts,
+                scope,
+                &mut notes,
+                &mut failed_before,
+            );
             continue;
         }
         rec.title = t.title.clone();
@@ -370,7 +388,10 @@ pub(crate) fn merge_tasks(
 /// [`merge_tasks`] for a best-of task: it is retried as one task (every
 /// variant again) when none of its variants survived and `--supervise`
 /// allows; its settled variants wait for the judgement; the others run.
-#[expect(clippy::too_many_arguments, reason = "merge_tasks' loop state, passed through")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "merge_tasks' loop state, passed through"
+)]
 fn merge_best_of(
     rec: &mut TaskRecord,
     t: &crate::tasks::Task,

@@ -67,9 +67,15 @@ pub(crate) fn pick(project: &Project, id: &str, k: u32) -> Result<Picked> {
     }
     let branch = rec.branch.clone();
     let reason = match old.winner {
-        Some(w) if w == k => format!("picked by hand (the judgement had picked it too: {})", old.reason),
+        Some(w) if w == k => format!(
+            "picked by hand (the judgement had picked it too: {})",
+            old.reason
+        ),
         Some(w) => format!("picked by hand over v{w} ({})", old.reason),
-        None => format!("picked by hand, although no variant survived ({})", old.reason),
+        None => format!(
+            "picked by hand, although no variant survived ({})",
+            old.reason
+        ),
     };
     let judgement = Judgement {
         winner: Some(k),

@@ -660,7 +660,11 @@ impl State {
         let (parent, _) = crate::tasks::split_variant_id(id)?;
         let i = self.index.find(&self.tasks, parent)?;
         self.changed.mark(i);
-        self.tasks.get_mut(i)?.variants.iter_mut().find(|v| v.id == id)
+        self.tasks
+            .get_mut(i)?
+            .variants
+            .iter_mut()
+            .find(|v| v.id == id)
     }
 
     /// Add a task at the end (task-file order), or replace the one with its id.

@@ -141,10 +141,7 @@ impl StateStore {
                         &self.path,
                         None,
                         Some("tasks.variants.id"),
-                        format!(
-                            "variant id {:?} is not `{}@v<k>`; {left}",
-                            v.id, t.id
-                        ),
+                        format!("variant id {:?} is not `{}@v<k>`; {left}", v.id, t.id),
                     ));
                 }
             }

@@ -358,16 +358,26 @@ mod tests {
 
     #[test]
     fn best_of_values() {
-        let set = parse("{\"id\":\"a\",\"prompt\":\"x\",\"best_of\":3}\n{\"id\":\"b\",\"prompt\":\"y\"}").unwrap();
+        let set =
+            parse("{\"id\":\"a\",\"prompt\":\"x\",\"best_of\":3}\n{\"id\":\"b\",\"prompt\":\"y\"}")
+                .unwrap();
         assert_eq!(set.tasks[0].best_of, Some(3));
         assert_eq!(set.tasks[1].best_of, None);
         assert!(!set.tasks[0].extra.contains_key("best_of"));
         for bad in ["0", "11", "2.5", "\"3\""] {
-            let e = err(&format!("{{\"id\":\"a\",\"prompt\":\"x\",\"best_of\":{bad}}}"));
-            assert!(e.contains("tasks.jsonl:1: field `best_of`: expected a whole number"), "{e}");
+            let e = err(&format!(
+                "{{\"id\":\"a\",\"prompt\":\"x\",\"best_of\":{bad}}}"
+            ));
+            assert!(
+                e.contains("tasks.jsonl:1: field `best_of`: expected a whole number"),
+                "{e}"
+            );
         }
         let e = err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"b@v2\"}");
-        assert!(e.contains("field `branch`") && e.contains("best-of variant"), "{e}");
+        assert!(
+            e.contains("field `branch`") && e.contains("best-of variant"),
+            "{e}"
+        );
     }
 
     #[test]

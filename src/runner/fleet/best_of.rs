@@ -281,11 +281,7 @@ impl Fleet {
                                 .find(|x| x.variant == k)
                                 .map(|x| x.reason.clone())
                                 .unwrap_or_default();
-                            (
-                                v.id.clone(),
-                                v.last_attempt().map_or(0, |a| a.number),
-                                why,
-                            )
+                            (v.id.clone(), v.last_attempt().map_or(0, |a| a.number), why)
                         })
                         .collect()
                 })
