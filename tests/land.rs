@@ -180,6 +180,8 @@ impl Fx {
             next: None,
             origin: Some(start.into()),
             expect_commits: true,
+            variants: Vec::new(),
+            best_of: None,
         });
         self.save();
     }

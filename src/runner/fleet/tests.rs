@@ -768,11 +768,11 @@ fn a_requeued_task_goes_first_again_in_dependency_order() {
 
 const BEST3: &str = "{\"id\":\"a\",\"prompt\":\"do a\",\"best_of\":3}\n";
 
-fn judge_jobs(effects: Vec<Effect>) -> Vec<Box<JudgeJob>> {
+fn judge_jobs(effects: Vec<Effect>) -> Vec<JudgeJob> {
     effects
         .into_iter()
         .filter_map(|e| match e {
-            Effect::Judge(j) => Some(j),
+            Effect::Judge(j) => Some(*j),
             _ => None,
         })
         .collect()
