@@ -238,6 +238,44 @@ fn redo(state: &mut State, config: &Config, onto: git2::Oid, tasks: Vec<Redo>) -
         let Some(rec) = state.task_mut(&id) else {
             continue;
         };
+        if !rec.variants.is_empty() {
+            // A best-of task is redone as one: every variant, on the target.
+            for v in &mut rec.variants {
+                let last = v.last_attempt().map_or(0, |a| a.number);
+                if let Some((name, tip)) =
+                    crate::land::resolve::backup(&repo, &v.branch, &v.id, last)?
+                {
+                    crate::output::report(&format!(
+                        "resolve: {id}: {} was at {} (kept as {name}); it starts over from {}\n",
+                        v.branch,
+                        &tip.to_string()[..10],
+                        &onto[..10]
+                    ));
+                }
+                v.next = Some(NextAttempt {
+                    fresh: true,
+                    resume_session: None,
+                    resume_pool: None,
+                    ended: None,
+                    context: Some(context.clone()),
+                    base: Some(onto.clone()),
+                });
+                v.requeues = 0;
+                if v.status != TaskStatus::Pending {
+                    v.transition(TaskStatus::Pending)
+                        .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+                }
+            }
+            if let Some(b) = rec.best_of.as_mut() {
+                b.judgement = None;
+            }
+            rec.requeues = 0;
+            if rec.status != TaskStatus::Pending {
+                rec.transition(TaskStatus::Pending)
+                    .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+            }
+            continue;
+        }
         if let Some((name, tip)) = crate::land::resolve::backup(&repo, &rec.branch, &id, before)? {
             crate::output::report(&format!(
                 "resolve: {id}: {} was at {} (kept as {name}); it starts over from {}\n",
