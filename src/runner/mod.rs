@@ -9,6 +9,8 @@
 //!       └──────────────────────────────┘   │   │            (sync: no I/O, no tokio)
 //!  spawn_blocking: dependency start, ◀─────┘   ├─▶ reporters (terminal, events.jsonl)
 //!    retry plan (git, logs) ── result ──▶ loop └─▶ state.journal (one batch per wake-up)
+//!  judge (best of N): validation off the loop,
+//!    then the judge agent via the executor ── judgement ──▶ loop
 //!
 //!  each executor: prepare worktree → spawn agent on its backend → stream
 //!  output to .flocks/logs/<task>/<n>.log (not through the dispatcher) →
