@@ -133,9 +133,24 @@ fn one(
             (VerdictOutcome::Passed, "passed validation".to_string())
         }
     };
-    let patch = (outcome == VerdictOutcome::Passed)
-        .then(|| super::resolve::patch_text(repo, range.origin, range.tip, PATCH_MAX))
-        .transpose()?;
+    // A variant without commits (`"expect_commits": false`) is judged by its answer.
+    let answer = || {
+        let text = v
+            .successful_attempt()
+            .and_then(|a| a.result.as_ref()?.text.clone())
+            .unwrap_or_default();
+        format!("(no change to the files; its answer was:)\n{text}\n")
+    };
+    let patch = match outcome {
+        VerdictOutcome::Passed if ids.is_empty() => Some(answer()),
+        VerdictOutcome::Passed => Some(super::resolve::patch_text(
+            repo,
+            range.origin,
+            range.tip,
+            PATCH_MAX,
+        )?),
+        _ => None,
+    };
     Ok(Candidate {
         verdict: verdict(outcome, reason, Some(lines)),
         patch,

@@ -52,6 +52,8 @@ pub struct Dispatcher {
     /// saved: an attempt never acts (creates its branch, runs the agent)
     /// before its record is on disk.
     to_spawn: Vec<(AttemptJob, watch::Receiver<StopLevel>)>,
+    /// Judgings decided since the last save, started once it is on disk.
+    to_judge: Vec<Box<super::fleet::JudgeJob>>,
 }
 
 pub struct DispatcherParts {
@@ -119,6 +121,7 @@ impl Dispatcher {
             judge_env,
             jobs: HashMap::new(),
             to_spawn: Vec::new(),
+            to_judge: Vec::new(),
         }
     }
 
@@ -139,6 +142,17 @@ impl Dispatcher {
         }
         for (job, stop) in self.to_spawn.drain(..) {
             tokio::spawn(run_attempt(job, self.tx.clone(), stop));
+        }
+        for job in std::mem::take(&mut self.to_judge) {
+            let task = job.task.clone();
+            let (stop_tx, stop_rx) = watch::channel(self.fleet.stop_level());
+            self.stops.insert(crate::tasks::judge_id(&task), stop_tx);
+            let env = self.judge_env.clone();
+            let handle = self.judging.spawn(async move {
+                let id = job.task.clone();
+                (id, judge(*job, env, stop_rx).await)
+            });
+            self.jobs.insert(handle.id(), task);
         }
     }
 
@@ -196,17 +210,9 @@ impl Dispatcher {
                         crate::land::validate::interrupt();
                     }
                 }
-                Effect::Judge(job) => {
-                    let task = job.task.clone();
-                    let (stop_tx, stop_rx) = watch::channel(self.fleet.stop_level());
-                    self.stops.insert(crate::tasks::judge_id(&task), stop_tx);
-                    let env = self.judge_env.clone();
-                    let handle = self.judging.spawn(async move {
-                        let id = job.task.clone();
-                        (id, judge(*job, env, stop_rx).await)
-                    });
-                    self.jobs.insert(handle.id(), task);
-                }
+                // Started at the next save, once the task's branch is
+                // recorded as flocks' own.
+                Effect::Judge(job) => self.to_judge.push(job),
             }
         }
     }

@@ -144,6 +144,12 @@ impl Fleet {
                 })
                 .unwrap_or_default();
             let branch = self.task(&id).map(|t| t.branch.clone()).unwrap_or_default();
+            // Saved before the judging points the task's branch at its
+            // winner: a rerun after a kill knows the branch is this task's.
+            if let Some(rec) = self.record_mut(&id) {
+                rec.branch_created = true;
+                self.dirty = true;
+            }
             self.judging.insert(id.clone());
             out.push(Effect::Judge(Box::new(JudgeJob {
                 task: id,
@@ -254,10 +260,6 @@ impl Fleet {
             notice: judgement.notice.clone(),
         }));
         if judgement.winner.is_some() {
-            // The judging pointed the task's branch at the winner.
-            if let Some(rec) = self.record_mut(id) {
-                rec.branch_created = true;
-            }
             self.transition(
                 id,
                 TaskStatus::Done {
