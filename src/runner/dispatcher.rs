@@ -53,7 +53,7 @@ pub struct Dispatcher {
     /// before its record is on disk.
     to_spawn: Vec<(AttemptJob, watch::Receiver<StopLevel>)>,
     /// Judgings decided since the last save, started once it is on disk.
-    to_judge: Vec<Box<super::fleet::JudgeJob>>,
+    to_judge: Vec<super::fleet::JudgeJob>,
 }
 
 pub struct DispatcherParts {
@@ -150,7 +150,7 @@ impl Dispatcher {
             let env = self.judge_env.clone();
             let handle = self.judging.spawn(async move {
                 let id = job.task.clone();
-                (id, judge(*job, env, stop_rx).await)
+                (id, judge(job, env, stop_rx).await)
             });
             self.jobs.insert(handle.id(), task);
         }
@@ -212,7 +212,7 @@ impl Dispatcher {
                 }
                 // Started at the next save, once the task's branch is
                 // recorded as flocks' own.
-                Effect::Judge(job) => self.to_judge.push(job),
+                Effect::Judge(job) => self.to_judge.push(*job),
             }
         }
     }
