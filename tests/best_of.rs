@@ -475,3 +475,27 @@ fn variants_tables_vary_model_args_and_prompt_in_turn() {
         "{finished}"
     );
 }
+
+#[test]
+fn retry_runs_a_failed_best_of_task_again_as_one() {
+    let p = TestProject::new(VALIDATE);
+    failing_once(&p);
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let out = p.flocks(&["retry", "t"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(p.status_of("t"), "success");
+    for v in p.task("t")["variants"].as_array().unwrap() {
+        assert_eq!(v["attempts"].as_array().unwrap().len(), 2, "{v:#}");
+    }
+    // The next run leaves a judged task alone.
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(
+        events(&p)
+            .iter()
+            .filter(|e| e["event"] == "variant_judged")
+            .count(),
+        2
+    );
+}
