@@ -205,11 +205,15 @@ pub(crate) fn rank(cands: &[Candidate]) -> (Vec<Verdict>, Option<u32>, String) {
     let lines = first.lines.unwrap_or(0);
     let reason = match passed.get(1) {
         None => format!("the only variant that passed ({lines} lines changed)"),
-        Some(next) if next.lines == first.lines => format!(
+        Some(next) if next.lines == first.lines && first.cost_usd < next.cost_usd => format!(
             "passed with the smallest change ({lines} lines, as v{}) at the lower cost ({} against {})",
             next.variant,
             crate::output::units::money(first.cost_usd),
             crate::output::units::money(next.cost_usd)
+        ),
+        Some(next) if next.lines == first.lines => format!(
+            "passed with the smallest change ({lines} lines) at the same cost as v{}: the lower number wins the tie",
+            next.variant
         ),
         Some(next) => format!(
             "passed with the smallest change: {lines} lines (next: v{} with {})",
@@ -301,6 +305,13 @@ mod tests {
         let (_, w, why) = rank(&c);
         assert_eq!(w, Some(2));
         assert!(why.contains("lower cost"), "{why}");
+        let c = [
+            cand(1, VerdictOutcome::Passed, Some(5), 0.2),
+            cand(2, VerdictOutcome::Passed, Some(5), 0.2),
+        ];
+        let (_, w, why) = rank(&c);
+        assert_eq!(w, Some(1));
+        assert!(why.contains("lower number wins the tie"), "{why}");
         let (_, w, _) = rank(&[cand(1, VerdictOutcome::Failed, None, 0.0)]);
         assert_eq!(w, None);
     }

@@ -43,6 +43,7 @@ pub async fn judge(
         prompt,
         variants,
         agent,
+        notice,
     } = job;
     let project = env.project.clone();
     let records = variants.clone();
@@ -60,7 +61,7 @@ pub async fn judge(
         reason,
         ranking,
         at: Utc::now(),
-        notice: None,
+        notice,
         judge_cost_usd: 0.0,
     };
     let passed: Vec<&Candidate> = cands

@@ -123,16 +123,24 @@ impl Fleet {
                 .count();
             let variants = rec.variants.clone();
             let round = rec.best_of.as_ref().map_or(0, |b| b.failed_rounds) + 1;
+            let mut notice = None;
             let agent = if self.config.best_of.judge && successes >= 2 {
-                if self.running.len() >= self.config.max_agents {
-                    continue;
+                if let Some((why, _)) = &self.stopped_because {
+                    notice = Some(format!(
+                        "task {id}: no judge agent ({why}); the default ranking picks"
+                    ));
+                    None
+                } else {
+                    if self.running.len() >= self.config.max_agents {
+                        continue;
+                    }
+                    let Some((pool, injected)) = self.choose_pool(None, now, out) else {
+                        continue;
+                    };
+                    let agent = self.judge_agent(&id, round, pool, injected.as_ref());
+                    self.take_slot(&id, pool, injected, Some(0), now);
+                    agent
                 }
-                let Some((pool, injected)) = self.choose_pool(None, now, out) else {
-                    continue;
-                };
-                let agent = self.judge_agent(&id, round, pool, injected.as_ref());
-                self.take_slot(&id, pool, injected, Some(0), now);
-                agent
             } else {
                 None
             };
@@ -157,6 +165,7 @@ impl Fleet {
                 prompt,
                 variants,
                 agent,
+                notice,
             })));
         }
     }

@@ -95,6 +95,8 @@ pub struct JudgeJob {
     /// The judge agent, with `[best_of] judge = true` (its prompt is built
     /// from the variants' diffs once they are known).
     pub agent: Option<Box<JudgeAgent>>,
+    /// Said with the judgement (why there is no judge agent).
+    pub notice: Option<String>,
 }
 
 /// The judge agent's start, as the fleet chose it (pool, credential).
@@ -427,7 +429,12 @@ impl Fleet {
             .collect();
         let mut out = vec![Effect::Emit(Event::RunStarted {
             run_id,
-            tasks: self.tasks.tasks.len(),
+            tasks: self
+                .tasks
+                .tasks
+                .iter()
+                .filter(|t| t.variant.is_none())
+                .count(),
             pending,
             pools,
         })];

@@ -114,10 +114,14 @@ impl Fleet {
     /// stagger, dependencies, scope, back-off, the drain and stop state.
     pub fn start_ready(&mut self, now: Now) -> Vec<Effect> {
         let mut out = self.update_blocked();
+        // Variants that ended are judged even when dispatch stopped (budget,
+        // breaker): only a judge agent needs dispatch.
+        if !self.draining && self.stop_level == StopLevel::Run {
+            self.judge_ready(now, &mut out);
+        }
         if self.draining || self.stop_level != StopLevel::Run || self.stopped_because.is_some() {
             return out;
         }
-        self.judge_ready(now, &mut out);
         if let Some(b) = self.state.backoff_until {
             if b > now.wall {
                 return out;

@@ -1012,3 +1012,34 @@ fn a_judge_agent_holds_a_slot_and_dependents_wait_for_the_judgement() {
     let started = spawned(&f.start_ready(later(now, 14)));
     assert_eq!(started, [("b".to_string(), 1, 0)], "the slot is free again");
 }
+
+#[test]
+fn variants_are_judged_after_the_budget_stops_dispatch_without_a_judge_agent() {
+    let mut f = Setup::new(BEST3)
+        .config(|c| {
+            slots(4)(c);
+            c.best_of.judge = true;
+            c.max_cost_usd = Some(0.05);
+        })
+        .build();
+    let now = t0();
+    assert_eq!(spawned(&f.start_ready(now)).len(), 3);
+    for k in 1..=3 {
+        let r = with_result(report(Outcome::Success), 0.02);
+        f.on_finished(&format!("a@v{k}"), 1, &r, later(now, 10));
+    }
+    assert!(f.stopped_because.is_some(), "the budget is spent");
+    let jobs = judge_jobs(f.start_ready(later(now, 11)));
+    assert_eq!(jobs.len(), 1, "judged all the same");
+    assert!(jobs[0].agent.is_none());
+    assert!(
+        jobs[0]
+            .notice
+            .as_deref()
+            .unwrap()
+            .contains("no judge agent")
+    );
+    assert!(!f.is_done(later(now, 11)).0);
+    f.on_judged("a", judgement(Some(1)), later(now, 12));
+    assert!(f.is_done(later(now, 12)).0);
+}
