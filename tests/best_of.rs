@@ -499,3 +499,41 @@ fn retry_runs_a_failed_best_of_task_again_as_one() {
         2
     );
 }
+
+#[test]
+fn a_run_killed_while_judging_is_judged_by_the_next_run() {
+    // Validation that hangs until the test lets it go: the run is killed
+    // (SIGKILL) while it judges.
+    let p = TestProject::new("");
+    let gate = p.out_file("gate");
+    p.config(&format!(
+        "[validate]\ncommands = [\"while ! test -e {}; do sleep 0.1; done; test ! -e bad.txt\"]\n\
+         timeout_secs = 60\n\n[[containers]]\nname = \"local\"\nmax_worktrees = 3\n",
+        gate.display()
+    ));
+    three_ways(&p, json!({}));
+    let mut run = p.spawn(&["run", "--no-progress"]);
+    wait_for(60, "all three variants to finish", || {
+        events(&p)
+            .iter()
+            .filter(|e| e["event"] == "finished")
+            .count()
+            == 3
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = run.kill();
+    let _ = run.wait();
+    assert!(events(&p).iter().all(|e| e["event"] != "variant_judged"));
+    std::fs::write(&gate, "").unwrap();
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(p.status_of("t"), "success");
+    assert_eq!(p.task("t")["best_of"]["judgement"]["winner"], 3);
+    for v in p.task("t")["variants"].as_array().unwrap() {
+        assert_eq!(
+            v["attempts"].as_array().unwrap().len(),
+            1,
+            "no variant ran again: {v:#}"
+        );
+    }
+}
