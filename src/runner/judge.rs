@@ -91,7 +91,7 @@ pub async fn judge(
                 judgement.ranking = mark_winner(judgement.ranking, k);
                 judgement.winner = Some(k);
                 judgement.by = JudgedBy::Judge;
-                judgement.reason = why;
+                judgement.reason = env.redactor.redact(&why).into_owned();
             }
             Err(why) => {
                 judgement.notice = Some(format!(
@@ -109,10 +109,17 @@ pub async fn judge(
             .and_then(|a| a.end_tip.clone())
     {
         let repo_dir = env.project.config.workspace.repo.clone();
-        let moved = tokio::task::spawn_blocking(move || point_branch(&repo_dir, &branch, &tip))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        // flocks moves the task's branch while docker attempts may run: the
+        // host `.git` guard leaves it be, then guards it where it now points.
+        let moved = tokio::task::spawn_blocking(move || {
+            crate::backend::docker::guard::exempt_branch(&branch);
+            let moved = point_branch(&repo_dir, &branch, &tip);
+            crate::backend::docker::guard::settle_branch(&branch);
+            moved
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
         if let Err(e) = moved {
             let note = format!("task {task}: could not point its branch at the winner: {e}");
             judgement.notice = Some(match judgement.notice.take() {
@@ -249,7 +256,12 @@ pub(crate) fn parse_answer(text: &str, passed: &[u32]) -> Result<(u32, String), 
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .ok_or("its `reason` is missing or empty")?;
-    let reason: String = reason.chars().take(1000).collect();
+    // It reaches terminals and reports: no control characters, one line.
+    let reason: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(1000)
+        .collect();
     Ok((k, reason))
 }
 
@@ -263,6 +275,8 @@ mod tests {
         assert_eq!(parse_answer(ok, &[2, 3]), Ok((2, "clearer".into())));
         let fenced = "```json\n{\"winner\": 3, \"reason\": \"r\"}\n```";
         assert_eq!(parse_answer(fenced, &[2, 3]), Ok((3, "r".into())));
+        let escapes = "{\"winner\": 3, \"reason\": \"a\\u001b[2Jb\\nc\"}";
+        assert_eq!(parse_answer(escapes, &[3]), Ok((3, "a [2Jb c".into())));
         for bad in [
             "the second one",
             "{\"winner\": 1, \"reason\": \"x\"}",
