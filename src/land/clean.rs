@@ -1,5 +1,7 @@
 //! `flocks clean`: remove the worktrees and branches of landed tasks (with
-//! `all`, of failed ones too), the spare worktrees and the land worktree.
+//! `all`, of failed ones too), the spare worktrees and the land worktree. A
+//! landed best-of task's losing variants go too, branches and all (they
+//! were kept for `flocks pick` until it landed), and its judge's.
 //!
 //! A branch is deleted only when it holds nothing unlanded: it is still at
 //! the landed attempt's recorded tip, or it is contained in the target. Other
@@ -132,17 +134,17 @@ fn clean_variants(
     }
     let winner = t.winner().map(|w| w.id.clone());
     for v in &t.variants {
-        if Some(&v.id) == winner.as_ref() {
+        // The winner, and every variant of a task that did not land (`--all`):
+        // like any task (a branch with unlanded work stays).
+        if !landed || Some(&v.id) == winner.as_ref() {
             clean_task(repo, wts, v, landed, target_tip, report)?;
             continue;
         }
-        if !v.branch_created {
+        if !remove_worktree(wts, v, report)? || !v.branch_created {
             continue;
         }
-        let path = wts.path_for(&v.id);
-        if path.exists() && wts.remove(&v.id)? {
-            report.worktrees_removed.push(v.id.clone());
-        }
+        // A loser of a landed task: it was kept for `flocks pick` and
+        // `flocks diff --variant` until the task landed.
         if let Ok(mut b) = repo.find_branch(&v.branch, BranchType::Local) {
             match b.delete() {
                 Ok(()) => report.branches_deleted.push(v.branch.clone()),
@@ -174,6 +176,15 @@ fn clean_task(
     target_tip: Option<Oid>,
     report: &mut CleanReport,
 ) -> Result<()> {
+    if !remove_worktree(wts, t, report)? {
+        return Ok(());
+    }
+    delete_branch(repo, t, landed, target_tip, report)
+}
+
+/// Remove a task's worktree unless it holds uncommitted changes (then it is
+/// kept, and the report says so). False when it was kept.
+fn remove_worktree(wts: &Worktrees, t: &TaskRecord, report: &mut CleanReport) -> Result<bool> {
     let path = wts.path_for(&t.id);
     if path.exists() {
         let dirty = match Repository::open(&path) {
@@ -191,13 +202,23 @@ fn clean_task(
                 t.id.clone(),
                 format!("worktree {} has uncommitted changes (or is not a worktree); look, then remove it by hand", path.display()),
             ));
-            return Ok(());
+            return Ok(false);
         }
         if wts.remove(&t.id)? {
             report.worktrees_removed.push(t.id.clone());
         }
     }
+    Ok(true)
+}
 
+/// Delete a task's branch when it holds nothing unlanded and flocks made it.
+fn delete_branch(
+    repo: &Repository,
+    t: &TaskRecord,
+    landed: bool,
+    target_tip: Option<Oid>,
+    report: &mut CleanReport,
+) -> Result<()> {
     let Some(tip) = crate::git::branch_tip(repo, &t.branch)? else {
         return Ok(());
     };
