@@ -136,6 +136,8 @@ mod tests {
             start_from: Default::default(),
             expect_commits: true,
             max_cost_usd: None,
+            best_of: None,
+            variant: None,
             extra,
             line: 4,
         }

@@ -181,6 +181,8 @@ impl Fx {
             origin: Some(start.into()),
             expect_commits: true,
             not_retried: None,
+            variants: Vec::new(),
+            best_of: None,
         });
         self.save();
     }

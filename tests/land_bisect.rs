@@ -192,6 +192,8 @@ impl Fx {
             origin: Some(start),
             expect_commits: true,
             not_retried: None,
+            variants: Vec::new(),
+            best_of: None,
         });
         let state = State {
             tasks: self.tasks.clone(),

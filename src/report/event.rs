@@ -23,6 +23,7 @@
 //! | `credential_parked` | `credential`, `until` (RFC 3339), `reason` |
 //! | `credential_disabled` | `credential`, `reason`, `retired` (true when it reached its `max_cost_usd` for the run; absent otherwise) |
 //! | `waiting` | `until`: every usable credential is parked; dispatch resumes then. Or `reason` (no `until`): free disk below `min_free_disk_gb`; dispatch resumes when space comes back |
+//! | `variant_judged` | `task`, `winner` (k, or null: no variant survived), `by` (`ranking`, `judge` or `pick`), `reason`, `ranking`: [{`variant`, `outcome` (`winner`, `passed`, `failed_validation`, `failed`), `reason`, `lines` (added + removed), `cost_usd`}], winner first; `notice` when a judge's answer could not be used |
 //! | `landed` | `task`, `commits`, `target` (written by `flocks land`) |
 //! | `run_finished` | `succeeded`, `failed`, `blocked`, `pending`, `cost_usd` (this run), `interrupted` |
 //! | `needs_attention` | `cause`, `message`, `task` or `credential` (when it is about one): something a person has to act on (below) |
@@ -46,7 +47,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::state::Outcome;
+use crate::state::{JudgedBy, Outcome, Verdict};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -130,6 +131,16 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A best-of task's variants were judged (by the run, or by `flocks pick`).
+    VariantJudged {
+        task: String,
+        winner: Option<u32>,
+        by: JudgedBy,
+        reason: String,
+        ranking: Vec<Verdict>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notice: Option<String>,
+    },
     /// `flocks land` applied a task's work onto the target branch.
     Landed {
         task: String,
@@ -186,6 +197,7 @@ impl Event {
         "credential_parked",
         "credential_disabled",
         "waiting",
+        "variant_judged",
         "landed",
         "run_finished",
         "needs_attention",
@@ -206,6 +218,7 @@ impl Event {
             Event::CredentialParked { .. } => "credential_parked",
             Event::CredentialDisabled { .. } => "credential_disabled",
             Event::Waiting { .. } => "waiting",
+            Event::VariantJudged { .. } => "variant_judged",
             Event::Landed { .. } => "landed",
             Event::RunFinished { .. } => "run_finished",
             Event::NeedsAttention { .. } => "needs_attention",

@@ -159,6 +159,7 @@ impl ProgressView {
             | Event::CredentialParked { .. }
             | Event::CredentialDisabled { .. }
             | Event::NeedsAttention { .. }
+            | Event::VariantJudged { .. }
             | Event::Landed { .. } => {}
         }
         super::line::render(event)

@@ -15,7 +15,8 @@ use tokio::task::JoinSet;
 
 use super::credentials::Credentials;
 use super::executor::{AttemptJob, run_attempt};
-use super::fleet::{Effect, Fleet, FleetParts, Now, PoolSlots, Start};
+use super::fleet::{Effect, Fleet, FleetParts, Judged, Now, PoolSlots, Start};
+use super::judge::{JudgeEnv, judge};
 use super::start_from::{self, StartError};
 use super::{RunEvent, StopLevel};
 use crate::agent::Redactor;
@@ -43,6 +44,9 @@ pub struct Dispatcher {
     resolving: JoinSet<(String, Result<Option<String>, StartError>)>,
     /// Retries being planned (their log and branch are read off the loop).
     planning: JoinSet<(String, NextAttempt)>,
+    /// Best-of tasks being judged (git, validation, the judge agent).
+    judging: JoinSet<(String, Result<Option<Judged>, String>)>,
+    judge_env: Arc<JudgeEnv>,
     /// Which task each blocking job is for, should one panic.
     jobs: HashMap<tokio::task::Id, String>,
     /// Attempts started since the last save, spawned once their start is
@@ -52,6 +56,8 @@ pub struct Dispatcher {
     /// When the free disk space was last read (for `min_free_disk_gb`).
     disk_read_at: Option<std::time::Instant>,
     disk_unreadable: bool,
+    /// Judgings decided since the last save, started once it is on disk.
+    to_judge: Vec<super::fleet::JudgeJob>,
 }
 
 pub struct DispatcherParts {
@@ -86,6 +92,12 @@ impl Dispatcher {
             .collect();
         let (tx, rx) = mpsc::channel(1024);
         let log_root = p.project.state_dir().join("logs");
+        let judge_env = Arc::new(JudgeEnv {
+            project: p.project.clone(),
+            log_root: log_root.clone(),
+            backends: p.backends.clone(),
+            redactor: p.redactor.clone(),
+        });
         let fleet = Fleet::new(FleetParts {
             config: Arc::new(p.project.config.clone()),
             state: p.state,
@@ -109,10 +121,13 @@ impl Dispatcher {
             stops: HashMap::new(),
             resolving: JoinSet::new(),
             planning: JoinSet::new(),
+            judging: JoinSet::new(),
+            judge_env,
             jobs: HashMap::new(),
             to_spawn: Vec::new(),
             disk_read_at: None,
             disk_unreadable: false,
+            to_judge: Vec::new(),
         }
     }
 
@@ -181,6 +196,17 @@ impl Dispatcher {
         for (job, stop) in self.to_spawn.drain(..) {
             tokio::spawn(run_attempt(job, self.tx.clone(), stop));
         }
+        for job in std::mem::take(&mut self.to_judge) {
+            let task = job.task.clone();
+            let (stop_tx, stop_rx) = watch::channel(self.fleet.stop_level());
+            self.stops.insert(crate::tasks::judge_id(&task), stop_tx);
+            let env = self.judge_env.clone();
+            let handle = self.judging.spawn(async move {
+                let id = job.task.clone();
+                (id, judge(job, env, stop_rx).await)
+            });
+            self.jobs.insert(handle.id(), task);
+        }
     }
 
     /// Carry out what the fleet decided, in order.
@@ -201,6 +227,7 @@ impl Dispatcher {
                     task,
                     from_attempt,
                     fresh_session,
+                    ended,
                 } => {
                     let Some(rec) = self.fleet.record(&task).cloned() else {
                         self.fleet.plan_failed(&task);
@@ -219,6 +246,9 @@ impl Dispatcher {
                         if fresh_session {
                             next.resume_session = None;
                         }
+                        if ended.is_some() {
+                            next.ended = ended;
+                        }
                         (task, next)
                     });
                     self.jobs.insert(handle.id(), id);
@@ -228,7 +258,14 @@ impl Dispatcher {
                         // Fails only when the executor already ended: nothing to stop.
                         let _ = stop.send(level);
                     }
+                    // A best-of task's validation being judged stops too.
+                    if level > StopLevel::Run && !self.judging.is_empty() {
+                        crate::land::interrupt_validation();
+                    }
                 }
+                // Started at the next save, once the task's branch is
+                // recorded as flocks' own.
+                Effect::Judge(job) => self.to_judge.push(*job),
             }
         }
     }
@@ -312,6 +349,25 @@ impl Dispatcher {
                         self.fleet.plan_failed(&task);
                     }
                 },
+                Some(joined) = self.judging.join_next_with_id() => {
+                    let (task, judged) = match joined {
+                        Ok((id, done)) => {
+                            self.jobs.remove(&id);
+                            done
+                        }
+                        Err(e) => {
+                            let task = self.jobs.remove(&e.id()).unwrap_or_default();
+                            (task, Err(format!("internal error, please report it: {e}")))
+                        }
+                    };
+                    self.stops.remove(&crate::tasks::judge_id(&task));
+                    let effects = match judged {
+                        Ok(Some(j)) => self.fleet.on_judged(&task, j, Now::current()),
+                        Ok(None) => self.fleet.on_judge_abandoned(&task, None),
+                        Err(e) => self.fleet.on_judge_abandoned(&task, Some(e)),
+                    };
+                    self.carry_out(effects);
+                }
                 _ = recv_signal(&mut sigint) => {
                     let effects = self.fleet.on_interrupt();
                     self.carry_out(effects);

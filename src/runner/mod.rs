@@ -9,6 +9,8 @@
 //!       └──────────────────────────────┘   │   │            (sync: no I/O, no tokio)
 //!  spawn_blocking: dependency start, ◀─────┘   ├─▶ reporters (terminal, events.jsonl)
 //!    retry plan (git, logs) ── result ──▶ loop └─▶ state.journal (one batch per wake-up)
+//!  judge (best of N): validation off the loop,
+//!    then the judge agent via the executor ── judgement ──▶ loop
 //!
 //!  each executor: prepare worktree → set it up (setup.rs) → spawn agent on its backend → stream
 //!  output to .flocks/logs/<task>/<n>.log (not through the dispatcher) →
@@ -36,6 +38,7 @@ pub mod credentials;
 pub mod dispatcher;
 pub mod executor;
 pub mod fleet;
+pub mod judge;
 pub mod reconcile;
 pub mod setup;
 pub mod sink;

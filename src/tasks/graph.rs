@@ -141,6 +141,8 @@ mod tests {
             start_from: Default::default(),
             expect_commits: true,
             max_cost_usd: None,
+            best_of: None,
+            variant: None,
             extra: Default::default(),
             line: 1,
         }

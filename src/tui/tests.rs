@@ -41,6 +41,8 @@ fn task(id: &str, status: &str) -> TaskView {
         outcome: None,
         expect_commits: true,
         result: None,
+        variants: vec![],
+        judgement: None,
     }
 }
 

@@ -419,7 +419,11 @@ fn describe_event(e: &crate::report::Event) -> String {
             reason,
             retired,
         } => {
-            let what = if *retired { "retired for the run" } else { "disabled" };
+            let what = if *retired {
+                "retired for the run"
+            } else {
+                "disabled"
+            };
             format!("credential {credential} {what}: {reason}")
         }
         Event::Waiting {
@@ -435,6 +439,23 @@ fn describe_event(e: &crate::report::Event) -> String {
             "waiting: {}",
             reason.as_deref().unwrap_or("no new agent starts")
         ),
+        Event::VariantJudged {
+            task,
+            winner,
+            by,
+            reason,
+            notice,
+            ..
+        } => {
+            let mut s = match winner {
+                Some(k) => format!("{task}: variant {k} won ({}): {reason}", by.label()),
+                None => format!("{task}: no variant survived: {reason}"),
+            };
+            if let Some(n) = notice {
+                s.push_str(&format!(" (note: {n})"));
+            }
+            s
+        }
         Event::NeedsAttention { message, .. } => format!("needs attention: {message}"),
         Event::Landed {
             task,
@@ -712,6 +733,8 @@ mod tests {
             outcome: None,
             expect_commits: true,
             result: None,
+            variants: Vec::new(),
+            judgement: None,
         }
     }
 
