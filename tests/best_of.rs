@@ -153,6 +153,72 @@ fn status_and_tasks_show_the_variants_and_the_judgement() {
     assert_eq!(json["tasks"][0]["variants"][2]["verdict"], "winner");
 }
 
+/// One GET on 127.0.0.1:`port`: (status, whole response).
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+#[test]
+fn serve_shows_the_judgement_and_each_variant_on_its_own_page() {
+    use std::io::BufRead;
+    let p = TestProject::new(VALIDATE);
+    three_ways(&p, json!({}));
+    let out = p.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let mut child = p
+        .cmd(&["serve", "--addr", "127.0.0.1:0"])
+        .env_remove("FLOCKS_SERVE_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // flocks serve: http://127.0.0.1:PORT/  (...)
+    let port: Option<u16> = first
+        .split_whitespace()
+        .nth(2)
+        .and_then(|u| u.strip_prefix("http://127.0.0.1:"))
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok());
+    let pages = port.map(|port| (get(port, "/tasks/t"), get(port, "/tasks/t@v1")));
+    let _ = child.kill();
+    let _ = child.wait();
+    let Some(((code_t, task), (code_v, v1))) = pages else {
+        panic!("flocks serve printed no address: {first:?}");
+    };
+    assert_eq!(code_t, 200, "{task}");
+    assert!(
+        task.contains("v3 won (ranking): passed with the smallest change"),
+        "{task}"
+    );
+    assert!(
+        task.contains("href=\"/tasks/t@v1\"") && task.contains(">failed validation<"),
+        "{task}"
+    );
+    assert!(
+        task.contains(">winner<") && task.contains("flocks/t@v3"),
+        "{task}"
+    );
+    // A variant's page: whose variant it is, its attempts, log and its own change.
+    assert_eq!(code_v, 200, "{v1}");
+    assert!(v1.contains("Variant 1 of best-of task"), "{v1}");
+    assert!(v1.contains("?attempt=1") && v1.contains("bad.txt"), "{v1}");
+}
+
 const JUDGE: &str = "[validate]\ncommands = [\"test ! -e bad.txt\"]\n\n[best_of]\njudge = true\n\n\
     [[containers]]\nname = \"local\"\nmax_worktrees = 3\n";
 
