@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::credentials::Credentials;
 use super::executor::{AttemptJob, run_attempt};
 use super::fleet::{Effect, Fleet, FleetParts, Judged, Now, PoolSlots, Start};
-use super::judge::{JudgeEnv, judge};
+use super::judge::{JudgeEnv, JudgeError, judge};
 use super::start_from::{self, StartError};
 use super::{RunEvent, StopLevel};
 use crate::agent::Redactor;
@@ -45,7 +45,7 @@ pub struct Dispatcher {
     /// Retries being planned (their log and branch are read off the loop).
     planning: JoinSet<(String, NextAttempt)>,
     /// Best-of tasks being judged (git, validation, the judge agent).
-    judging: JoinSet<(String, Result<Option<Judged>, String>)>,
+    judging: JoinSet<(String, Result<Option<Judged>, JudgeError>)>,
     judge_env: Arc<JudgeEnv>,
     /// Which task each blocking job is for, should one panic.
     jobs: HashMap<tokio::task::Id, String>,
@@ -357,14 +357,14 @@ impl Dispatcher {
                         }
                         Err(e) => {
                             let task = self.jobs.remove(&e.id()).unwrap_or_default();
-                            (task, Err(format!("internal error, please report it: {e}")))
+                            (task, Err(JudgeError::Join(e)))
                         }
                     };
                     self.stops.remove(&crate::tasks::judge_id(&task));
                     let effects = match judged {
                         Ok(Some(j)) => self.fleet.on_judged(&task, j, Now::current()),
                         Ok(None) => self.fleet.on_judge_abandoned(&task, None),
-                        Err(e) => self.fleet.on_judge_abandoned(&task, Some(e)),
+                        Err(e) => self.fleet.on_judge_abandoned(&task, Some(e.to_string())),
                     };
                     self.carry_out(effects);
                 }

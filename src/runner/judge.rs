@@ -22,6 +22,41 @@ use crate::land::judge::{Candidate, evaluate, mark_winner, point_branch, rank};
 use crate::project::Project;
 use crate::state::{JudgedBy, Judgement, Outcome, VerdictOutcome};
 
+/// Why a best-of task could not be judged: it stays pending, and the next
+/// run judges it.
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    /// The judging thread panicked or was cancelled.
+    #[error("internal error, please report it: judging failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// Its variants could not be applied or validated.
+    #[error("judging {task}: {source}")]
+    Evaluate {
+        task: String,
+        source: crate::error::Error,
+    },
+}
+
+/// Why the judge agent's answer cannot be used (the default ranking picks).
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub(crate) enum BadAnswer {
+    /// The agent did not succeed (its outcome, described).
+    #[error("the judge agent {0}")]
+    Failed(String),
+    #[error("it gave no answer")]
+    Empty,
+    #[error("no line of it is a JSON object")]
+    NoJson,
+    #[error("its `winner` is not a variant number")]
+    NotANumber,
+    #[error("its `winner` is out of range")]
+    OutOfRange,
+    #[error("its winner {k} is not one of the variants that passed ({passed})")]
+    NotPassed { k: u32, passed: String },
+    #[error("its `reason` is missing or empty")]
+    NoReason,
+}
+
 /// What every judging needs from the run.
 pub struct JudgeEnv {
     pub project: Project,
@@ -36,7 +71,7 @@ pub async fn judge(
     job: JudgeJob,
     env: Arc<JudgeEnv>,
     stop: watch::Receiver<StopLevel>,
-) -> Result<Option<Judged>, String> {
+) -> Result<Option<Judged>, JudgeError> {
     let JudgeJob {
         task,
         branch,
@@ -48,9 +83,11 @@ pub async fn judge(
     let project = env.project.clone();
     let records = variants.clone();
     let cands = tokio::task::spawn_blocking(move || evaluate(&project, &records))
-        .await
-        .map_err(|e| format!("internal error, please report it: judging failed: {e}"))?
-        .map_err(|e| format!("judging {task}: {e}"))?;
+        .await?
+        .map_err(|source| JudgeError::Evaluate {
+            task: task.clone(),
+            source,
+        })?;
     if cands.iter().any(|c| c.interrupted) || *stop.borrow() != StopLevel::Run {
         return Ok(None);
     }
@@ -82,9 +119,9 @@ pub async fn judge(
                 .result
                 .as_ref()
                 .and_then(|res| res.text.as_deref())
-                .ok_or_else(|| "it gave no answer".to_string())
+                .ok_or(BadAnswer::Empty)
                 .and_then(|text| parse_answer(text, &ks)),
-            ref other => Err(format!("the judge agent {}", other.describe())),
+            ref other => Err(BadAnswer::Failed(other.describe())),
         };
         match answer {
             Ok((k, why)) => {
@@ -228,7 +265,7 @@ fn judge_prompt(task_prompt: &str, passed: &[&Candidate]) -> String {
 /// The judge's pick from its result text: the last line that is a JSON
 /// object `{"winner": k, "reason": "..."}` with k one of `passed` and a
 /// reason that says something.
-pub(crate) fn parse_answer(text: &str, passed: &[u32]) -> Result<(u32, String), String> {
+pub(crate) fn parse_answer(text: &str, passed: &[u32]) -> Result<(u32, String), BadAnswer> {
     let Some(obj) = text
         .lines()
         .rev()
@@ -236,29 +273,29 @@ pub(crate) fn parse_answer(text: &str, passed: &[u32]) -> Result<(u32, String), 
         .filter(|l| l.starts_with('{'))
         .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
     else {
-        return Err("no line of it is a JSON object".into());
+        return Err(BadAnswer::NoJson);
     };
     let k = obj
         .get("winner")
         .and_then(serde_json::Value::as_u64)
-        .ok_or("its `winner` is not a variant number")?;
-    let k = u32::try_from(k).map_err(|_| "its `winner` is out of range".to_string())?;
+        .ok_or(BadAnswer::NotANumber)?;
+    let k = u32::try_from(k).map_err(|_| BadAnswer::OutOfRange)?;
     if !passed.contains(&k) {
-        return Err(format!(
-            "its winner {k} is not one of the variants that passed ({})",
-            passed
+        return Err(BadAnswer::NotPassed {
+            k,
+            passed: passed
                 .iter()
                 .map(u32::to_string)
                 .collect::<Vec<_>>()
-                .join(", ")
-        ));
+                .join(", "),
+        });
     }
     let reason = obj
         .get("reason")
         .and_then(serde_json::Value::as_str)
         .map(str::trim)
         .filter(|r| !r.is_empty())
-        .ok_or("its `reason` is missing or empty")?;
+        .ok_or(BadAnswer::NoReason)?;
     // It reaches terminals and reports: no control characters, one line.
     let reason: String = reason
         .chars()
