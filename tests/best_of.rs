@@ -217,6 +217,16 @@ fn serve_shows_the_judgement_and_each_variant_on_its_own_page() {
     assert_eq!(code_v, 200, "{v1}");
     assert!(v1.contains("Variant 1 of best-of task"), "{v1}");
     assert!(v1.contains("?attempt=1") && v1.contains("bad.txt"), "{v1}");
+    // The run's report draws the variants' attempts and counts them.
+    let report = text(&p.flocks(&["report", "-o", "-"]));
+    assert!(
+        report.contains("t@v1") && report.contains("t@v3"),
+        "no variant bars in the report"
+    );
+    assert!(
+        report.contains("data-total=\"attempts\">3<"),
+        "the variants' attempts are the task's"
+    );
 }
 
 const JUDGE: &str = "[validate]\ncommands = [\"test ! -e bad.txt\"]\n\n[best_of]\njudge = true\n\n\
