@@ -1782,6 +1782,11 @@ fn best_of_runs_every_variant_and_the_task_waits_for_all_of_them() {
     )));
     assert!(status(&f, "a").is_success());
     assert_eq!(f.record("a").unwrap().winner().unwrap().id, "a@v3");
+    assert!(
+        !f.is_done(later(now, 64)).0,
+        "the run waits for the judged task's conflict prediction"
+    );
+    answer(&mut f, &out, &[("a", None)]);
     assert!(f.is_done(later(now, 64)).0);
     let (summary, _) = f.finish(later(now, 64));
     assert_eq!(summary.exit, crate::error::Exit::Ok);
@@ -1953,7 +1958,8 @@ fn variants_are_judged_after_the_budget_stops_dispatch_without_a_judge_agent() {
             .contains("no judge agent")
     );
     assert!(!f.is_done(later(now, 11)).0);
-    f.on_judged("a", judgement(Some(1)), later(now, 12));
+    let out = f.on_judged("a", judgement(Some(1)), later(now, 12));
+    answer(&mut f, &out, &[("a", None)]);
     assert!(f.is_done(later(now, 12)).0);
 }
 
