@@ -94,6 +94,10 @@ pub(crate) fn pick(project: &Project, id: &str, k: u32) -> Result<Picked> {
     if let Some(b) = rec.best_of.as_mut() {
         b.judgement = Some(judgement.clone());
     }
+    // What was predicted and flagged was about the old winner's work
+    // (`land --dry-run` checks the new one).
+    rec.conflict = None;
+    rec.outside_footprint.clear();
     if !rec.status.is_success() {
         rec.transition(TaskStatus::Done {
             outcome: Outcome::Success,
