@@ -45,6 +45,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Show a task's change (what `land` would apply) through your pager
     Diff(DiffArgs),
+    /// Make variant k of a best-of task its work, over the judgement, before it lands
+    Pick(PickArgs),
     /// Run failed, timed-out, stalled or interrupted tasks again
     Retry(RetryArgs),
     /// Ask the running dispatcher to stop its agents gracefully (state is kept)
@@ -209,6 +211,21 @@ pub struct LogsArgs {
     /// Print the attempt's metadata as JSON instead of its output
     #[arg(long)]
     pub json: bool,
+    /// A best-of task's variant k (default: its winner)
+    #[arg(long, value_name = "K", conflicts_with = "judge")]
+    pub variant: Option<u32>,
+    /// A best-of task's judge agent
+    #[arg(long)]
+    pub judge: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PickArgs {
+    /// The best-of task's id
+    pub task: String,
+    /// The variant to make its work (1-based, as `flocks status` numbers them)
+    #[arg(value_name = "K")]
+    pub variant: u32,
 }
 
 #[derive(Args, Debug)]
@@ -251,6 +268,9 @@ pub struct DiffArgs {
     /// Only a summary: the files changed and how much
     #[arg(long)]
     pub stat: bool,
+    /// A best-of task's variant k instead of its winner
+    #[arg(long, value_name = "K")]
+    pub variant: Option<u32>,
 }
 
 #[derive(Args, Debug, Default)]

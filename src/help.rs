@@ -107,6 +107,10 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
                 "flocks logs fix-login --raw",
                 "the stream-json lines as claude wrote them",
             ),
+            (
+                "flocks logs fix-login --variant 2",
+                "variant 2 of a best-of task (--judge: its judge agent)",
+            ),
         ],
     ),
     (
@@ -268,6 +272,23 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
                 "the change of task fix-login, as land would apply it",
             ),
             ("flocks diff fix-login --stat", "a summary of it"),
+            (
+                "flocks diff fix-login --variant 2",
+                "variant 2 of a best-of task, winner or not",
+            ),
+        ],
+    ),
+    (
+        "pick",
+        &[
+            (
+                "flocks pick fix-login 2",
+                "variant 2 becomes the task's work, over the judgement",
+            ),
+            (
+                "flocks pick fix-login 2 && flocks land fix-login",
+                "pick, then land it",
+            ),
         ],
     ),
     (

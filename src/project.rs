@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::state::{ProjectLock, StateStore};
 
+#[derive(Clone)]
 pub struct Project {
     pub config: Config,
     pub store: StateStore,

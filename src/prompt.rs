@@ -137,6 +137,8 @@ mod tests {
             expect_commits: true,
             max_cost_usd: None,
             touches: None,
+            best_of: None,
+            variant: None,
             extra,
             line: 4,
         }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::project::Project;
 use crate::report::human_duration;
-use crate::state::{ProjectLock, State, TaskRecord, TaskStatus};
+use crate::state::{Judgement, ProjectLock, State, TaskRecord, TaskStatus};
 
 /// `flocks status --json`: stable shape (fields are only ever added).
 #[derive(Serialize)]
@@ -207,6 +207,102 @@ pub struct TaskView {
     pub conflict: Option<crate::state::PredictedConflict>,
     /// Paths its work changed outside its declared footprint (`"touches"`).
     pub outside_footprint: Vec<String>,
+    /// A best-of task's variants, in order of k (empty for other tasks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantView>,
+    /// How a best-of task's variants were judged (as in state.json).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judgement: Option<Judgement>,
+}
+
+/// One variant of a best-of task.
+#[derive(Debug, Serialize, Clone)]
+pub struct VariantView {
+    /// k, 1-based.
+    pub variant: u32,
+    pub id: String,
+    pub branch: String,
+    /// pending | running | succeeded | failed | ...
+    pub status: String,
+    /// How its last attempt ended, when it did not succeed.
+    pub detail: Option<String>,
+    pub attempts: usize,
+    pub pool: Option<String>,
+    pub cost_usd: f64,
+    pub activity: Option<String>,
+    pub log: Option<PathBuf>,
+    /// Its verdict in the judgement: winner | passed | failed_validation | failed.
+    pub verdict: Option<crate::state::VerdictOutcome>,
+    /// Why it got that verdict.
+    pub verdict_reason: Option<String>,
+    /// Lines added + removed by its work, when judged.
+    pub lines: Option<u64>,
+}
+
+/// A best-of task's variants for people and scripts; its status while they
+/// run (`running`: some variant runs, or every one has ended and the run
+/// judges them).
+pub(crate) fn variants_view(
+    t: &TaskRecord,
+    log_root: &Path,
+    live: bool,
+) -> (Vec<VariantView>, Option<&'static str>) {
+    let judgement = t.best_of.as_ref().and_then(|b| b.judgement.as_ref());
+    let views: Vec<VariantView> = t
+        .variants
+        .iter()
+        .zip(1u32..)
+        .map(|(v, k)| {
+            let last = v.last_attempt();
+            let log = last.map(|a| log_root.join(&v.id).join(format!("{}.log", a.number)));
+            let verdict = judgement.and_then(|j| j.ranking.iter().find(|x| x.variant == k));
+            VariantView {
+                variant: k,
+                id: v.id.clone(),
+                branch: v.branch.clone(),
+                status: v.status.label().to_string(),
+                detail: match &v.status {
+                    TaskStatus::Done { outcome } if !v.status.is_success() => {
+                        Some(outcome.describe())
+                    }
+                    _ => None,
+                },
+                attempts: v.attempts.len(),
+                pool: last.map(|a| a.pool.clone()),
+                cost_usd: v.cost(),
+                activity: match (&v.status, &log) {
+                    (TaskStatus::Running { .. }, Some(p)) => last_activity(p),
+                    _ => None,
+                },
+                log,
+                verdict: verdict.map(|x| x.outcome),
+                verdict_reason: verdict.map(|x| x.reason.clone()),
+                lines: verdict.and_then(|x| x.lines),
+            }
+        })
+        .collect();
+    let status = (t.status == TaskStatus::Pending && !views.is_empty())
+        .then(|| {
+            let any_running = t
+                .variants
+                .iter()
+                .any(|v| matches!(v.status, TaskStatus::Running { .. }));
+            let all_ended = t
+                .variants
+                .iter()
+                .all(|v| matches!(v.status, TaskStatus::Done { .. }));
+            (any_running || (live && all_ended)).then_some("running")
+        })
+        .flatten();
+    (views, status)
+}
+
+/// One line on a best-of task's judgement: who won, how and why.
+pub(crate) fn judgement_line(j: &Judgement) -> String {
+    match j.winner {
+        Some(k) => format!("v{k} won ({}): {}", j.by.label(), j.reason),
+        None => format!("no variant survived: {}", j.reason),
+    }
 }
 
 #[derive(Serialize)]
@@ -247,7 +343,7 @@ pub fn build(project: &Project, state: &State) -> StatusView {
         .tasks
         .iter()
         .map(|t| {
-            let mut view = task_view(t, &log_root, now, &project.config);
+            let mut view = task_view(t, &log_root, now, &project.config, live);
             if landed.contains(&t.id) {
                 view.status = LANDED.to_string();
                 view.conflict = None;
@@ -266,6 +362,7 @@ pub fn build(project: &Project, state: &State) -> StatusView {
             running: state
                 .tasks
                 .iter()
+                .flat_map(|t| std::iter::once(t).chain(&t.variants))
                 .filter(
                     |t| matches!(&t.status, TaskStatus::Running { pool, .. } if *pool == p.name),
                 )
@@ -292,7 +389,7 @@ pub fn build(project: &Project, state: &State) -> StatusView {
         }),
         totals: Totals {
             tasks: state.tasks.len(),
-            attempts: state.tasks.iter().map(|t| t.attempts.len()).sum(),
+            attempts: state.tasks.iter().map(attempt_count).sum(),
             turns: state.tasks.iter().map(TaskRecord::turns).sum(),
             cost_usd: state.total_cost(),
         },
@@ -326,12 +423,21 @@ pub fn build(project: &Project, state: &State) -> StatusView {
     }
 }
 
+/// A task's attempts, its variants' included.
+pub(crate) fn attempt_count(t: &TaskRecord) -> usize {
+    t.attempts.len() + t.variants.iter().map(|v| v.attempts.len()).sum::<usize>()
+}
+
 fn task_view(
     t: &TaskRecord,
     log_root: &Path,
     now: chrono::DateTime<Utc>,
     config: &crate::config::Config,
+    live: bool,
 ) -> TaskView {
+    if !t.variants.is_empty() {
+        return best_of_view(t, log_root, now, config, live);
+    }
     let last = t.last_attempt();
     let log = last.map(|a| log_root.join(&t.id).join(format!("{}.log", a.number)));
     let (mut elapsed, mut activity, mut quiet, mut tail, mut detail, mut blocked_on) =
@@ -397,6 +503,97 @@ fn task_view(
         result,
         conflict: t.conflict.clone().filter(|_| t.status.is_success()),
         outside_footprint: t.outside_footprint.clone(),
+        variants: Vec::new(),
+        judgement: None,
+    }
+}
+
+/// A best-of task: its variants, its judgement, and (while its variants
+/// run) the running ones' activity.
+fn best_of_view(
+    t: &TaskRecord,
+    log_root: &Path,
+    now: chrono::DateTime<Utc>,
+    config: &crate::config::Config,
+    live: bool,
+) -> TaskView {
+    let (variants, running) = variants_view(t, log_root, live);
+    let judgement = t.best_of.as_ref().and_then(|b| b.judgement.clone());
+    let started = t
+        .variants
+        .iter()
+        .filter_map(|v| match &v.status {
+            TaskStatus::Running { started_at, .. } => Some(*started_at),
+            _ => None,
+        })
+        .min();
+    let first_start = t
+        .variants
+        .iter()
+        .flat_map(|v| v.attempts.iter().map(|a| a.started_at))
+        .min();
+    let last_end = t
+        .variants
+        .iter()
+        .flat_map(|v| v.attempts.iter().filter_map(|a| a.ended_at))
+        .max();
+    let elapsed = match (started, first_start, last_end) {
+        (Some(s), _, _) => Some(now - s),
+        (None, Some(s), Some(e)) => Some(e - s),
+        _ => None,
+    }
+    .map(|d| d.num_milliseconds() as f64 / 1000.0);
+    let activity = running.map(|_| {
+        let each: Vec<String> = variants
+            .iter()
+            .map(|v| format!("v{} {}", v.variant, v.status))
+            .collect();
+        if variants.iter().all(|v| v.status != "running") {
+            format!("judging its variants ({})", each.join(", "))
+        } else {
+            each.join(" · ")
+        }
+    });
+    let (detail, blocked_on) = match &t.status {
+        TaskStatus::Done { outcome } if !t.status.is_success() => {
+            (Some(describe(outcome, config)), Vec::new())
+        }
+        TaskStatus::Blocked { on, reason } => (reason.clone(), on.clone()),
+        _ => (None, Vec::new()),
+    };
+    let winner = t.winner();
+    TaskView {
+        id: t.id.clone(),
+        branch: t.branch.clone(),
+        status: running.unwrap_or(t.status.label()).to_string(),
+        detail,
+        attempts: attempt_count(t),
+        pool: variants.iter().rev().find_map(|v| v.pool.clone()),
+        elapsed_secs: elapsed,
+        activity,
+        quiet_secs: None,
+        turns: t.turns(),
+        cost_usd: t.cost(),
+        depends_on: t.depends_on.clone(),
+        blocked_on,
+        worktree: winner.map_or_else(|| t.worktree.clone(), |w| w.worktree.clone()),
+        log: winner
+            .and_then(|w| variants.iter().find(|v| v.id == w.id))
+            .and_then(|v| v.log.clone()),
+        log_tail: Vec::new(),
+        outcome: match &t.status {
+            TaskStatus::Done { outcome } => Some(outcome.clone()),
+            _ => None,
+        },
+        expect_commits: t.expect_commits,
+        result: t
+            .successful_attempt()
+            .filter(|_| !t.expect_commits)
+            .and_then(|a| a.result.as_ref()?.text.clone()),
+        conflict: t.conflict.clone().filter(|_| t.status.is_success()),
+        outside_footprint: t.outside_footprint.clone(),
+        variants,
+        judgement,
     }
 }
 

@@ -183,6 +183,8 @@ impl Fx {
             not_retried: None,
             conflict: None,
             outside_footprint: Vec::new(),
+            variants: Vec::new(),
+            best_of: None,
         });
         self.save();
     }

@@ -194,6 +194,8 @@ impl Fx {
             not_retried: None,
             conflict: None,
             outside_footprint: Vec::new(),
+            variants: Vec::new(),
+            best_of: None,
         });
         let state = State {
             tasks: self.tasks.clone(),

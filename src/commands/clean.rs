@@ -34,9 +34,11 @@ pub fn run(project: &Project, args: &CleanArgs) -> Result<Exit> {
 /// a log being written is never old.
 fn clean_logs(project: &Project, age: std::time::Duration) -> Result<Exit> {
     let state = project.store.load()?;
+    // A best-of task's variants run under ids of their own.
     let running: HashSet<String> = state
         .tasks
         .iter()
+        .flat_map(|t| std::iter::once(t).chain(&t.variants))
         .filter(|t| matches!(t.status, TaskStatus::Running { .. }))
         .map(|t| t.id.clone())
         .collect();

@@ -9,7 +9,10 @@ use crate::error::{Error, Exit, Result};
 use crate::project::Project;
 
 pub fn run(project: &Project, args: &DiffArgs) -> Result<Exit> {
-    let change = crate::land::change(project, &args.task)?;
+    let change = match args.variant {
+        Some(k) => crate::land::variant_change(project, &args.task, k)?,
+        None => crate::land::change(project, &args.task)?,
+    };
     let terminal = std::io::stdout().is_terminal();
     // `--color`, NO_COLOR and CLICOLOR_FORCE, as every command.
     let color = crate::output::colour();

@@ -13,6 +13,9 @@ use crate::state::{ProjectLock, TaskStatus};
 
 pub fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
     let state = project.store.load()?;
+    if args.judge {
+        return judge_log(project, &state, args);
+    }
     let Some(rec) = state.task(&args.task) else {
         let known: Vec<&str> = state.tasks.iter().map(|t| t.id.as_str()).take(10).collect();
         if known.is_empty() {
@@ -27,6 +30,30 @@ pub fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
             project.store.path().display(),
             known.join(", ")
         )));
+    };
+    let rec = match (args.variant, rec.variants.is_empty()) {
+        (Some(_), true) => {
+            return Err(Error::Usage(format!(
+                "task `{}` has no variants (it is not a best-of task): drop --variant",
+                rec.id
+            )));
+        }
+        (Some(k), false) => rec.variant(k).ok_or_else(|| {
+            Error::Usage(format!(
+                "task `{}` has variants 1 to {}, not {k}",
+                rec.id,
+                rec.variants.len()
+            ))
+        })?,
+        (None, false) => rec.winner().ok_or_else(|| {
+            Error::Usage(format!(
+                "task `{}` is a best-of task with no winner (yet): `flocks logs {} --variant K` shows variant K (1 to {})",
+                rec.id,
+                rec.id,
+                rec.variants.len()
+            ))
+        })?,
+        (None, true) => rec,
     };
     let attempt = match args.attempt {
         Some(n) => rec.attempts.iter().find(|a| a.number == n).ok_or_else(|| {
@@ -149,4 +176,46 @@ fn paint(raw: bool, line: &str) -> String {
     } else {
         crate::output::paint_text(line)
     }
+}
+
+/// `--judge`: the log of a best-of task's latest judge agent.
+fn judge_log(project: &Project, state: &crate::state::State, args: &LogsArgs) -> Result<Exit> {
+    let Some(rec) = state.task(&args.task).filter(|r| !r.variants.is_empty()) else {
+        return Err(Error::Usage(format!(
+            "no best-of task `{}` in the run state: `flocks status` lists the tasks",
+            args.task
+        )));
+    };
+    let judge = crate::tasks::judge_id(&rec.id);
+    let dir = project.state_dir().join("logs").join(&judge);
+    let latest = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".log")?.parse::<u32>().ok()
+        })
+        .max()
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "task `{}` has no judge log: a judge agent runs with `[best_of] judge = true` when two or more variants pass",
+                rec.id
+            ))
+        })?;
+    let path = project.log_path(&judge, args.attempt.unwrap_or(latest));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut out = crate::output::stdout();
+    for l in text.lines() {
+        if args.raw {
+            let _ = writeln!(out, "{}", paint(true, l));
+        } else {
+            for r in crate::logview::render_line(l) {
+                let _ = writeln!(out, "{}", paint(false, &r));
+            }
+        }
+    }
+    let _ = out.flush();
+    Ok(Exit::Ok)
 }

@@ -9,6 +9,7 @@ mod init;
 mod land;
 mod logs;
 mod man;
+mod pick;
 mod plan;
 mod report;
 mod retry;
@@ -47,6 +48,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Report(args) => report::run(&project()?, args),
         Command::Logs(args) => logs::run(&project()?, args),
         Command::Diff(args) => diff::run(&project()?, args),
+        Command::Pick(args) => pick::run(&project()?, args),
         Command::Retry(args) => retry::run(trusted("retry")?, args),
         Command::Stop => stop::run(&project()?),
         Command::Land(args) => land::run(&trusted("land")?, args),

@@ -44,6 +44,12 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
     // variables [[notify]] reads.
     crate::notify::Notifiers::check(config)?;
     let (planned, state) = dry_run::plan(project, tasks)?;
+    let agent_runs: u32 = planned.iter().map(|r| r.agent_runs).sum();
+    let best_of: Vec<String> = planned
+        .iter()
+        .filter(|r| r.variants > 1 && r.agent_runs > 0)
+        .map(|r| format!("{} ×{}", r.id, r.variants))
+        .collect();
     let rows: Vec<_> = planned
         .into_iter()
         .map(|r| {
@@ -57,6 +63,8 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
                 "status": r.status,
                 "lane": r.lane,
                 "waits_for": r.waits_for,
+                "variants": r.variants,
+                "agent_runs": r.agent_runs,
             })
         })
         .collect();
@@ -72,8 +80,13 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
             .iter()
             .map(|p| json!({"name": p.name, "backend": p.backend.kind(), "slots": p.max_worktrees}))
             .collect();
-        let out =
-            json!({"tasks": rows, "pools": pools, "max_agents": config.max_agents, "spend": spend});
+        let out = json!({
+            "tasks": rows,
+            "pools": pools,
+            "max_agents": config.max_agents,
+            "agent_runs": agent_runs,
+            "spend": spend,
+        });
         crate::outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(Exit::Ok);
     }
@@ -125,6 +138,19 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
     }
     crate::out!("{}", table.render());
     crate::outln!("worktrees: {}/<task>", config.worktrees_dir().display());
+    if best_of.is_empty() {
+        crate::outln!("agent runs: {agent_runs} (at least; retries add more)");
+    } else {
+        crate::outln!(
+            "agent runs: {agent_runs} (at least; retries add more), with variants for {}{}; variant k runs on <branch>@v<k>",
+            best_of.join(", "),
+            if config.best_of.judge {
+                " and a judge agent each"
+            } else {
+                ""
+            }
+        );
+    }
     let slots: Vec<String> = config
         .pools
         .iter()

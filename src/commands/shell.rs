@@ -21,6 +21,19 @@ pub fn run(project: &Project, args: &ShellArgs) -> Result<Exit> {
             args.task
         ))
     })?;
+    // A best-of task runs in its variants' worktrees: its winner's, or say which.
+    let rec = match (rec.variants.is_empty(), rec.winner()) {
+        (true, _) => rec,
+        (false, Some(w)) => w,
+        (false, None) => {
+            let ids: Vec<&str> = rec.variants.iter().map(|v| v.id.as_str()).collect();
+            return Err(Error::Usage(format!(
+                "task `{}` is a best-of task with no winner (yet): open one of its variants, `flocks shell {}`",
+                rec.id,
+                ids.join("` or `flocks shell ")
+            )));
+        }
+    };
     let pool = rec
         .attempts
         .last()

@@ -121,6 +121,7 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
                 line.push_str(&format!("  ⚠ no output for {}", human_duration(q)));
             }
             let _ = writeln!(s, "{line}");
+            variant_lines(&mut s, t);
         }
     }
     if !done.is_empty() {
@@ -146,6 +147,7 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
                     t.outside_footprint.join(", ")
                 );
             }
+            variant_lines(&mut s, t);
             if let Some(text) = &t.result {
                 let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
                 for l in lines.iter().take(RESULT_LINES) {
@@ -176,6 +178,7 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             for l in &t.log_tail {
                 let _ = writeln!(s, "      │ {}", crate::agent::stream::one_line(l, 110));
             }
+            variant_lines(&mut s, t);
         }
     }
     if !blocked.is_empty() {
@@ -321,4 +324,54 @@ fn render_disk(d: &crate::view::DiskView) -> String {
         s.push_str("\n      (counted for a moment only: `flocks status --disk` counts it all)");
     }
     s
+}
+
+/// A best-of task's judgement and variants, under its line.
+fn variant_lines(s: &mut String, t: &TaskView) {
+    use crate::state::VerdictOutcome;
+    use std::fmt::Write;
+    if let Some(j) = &t.judgement {
+        let _ = writeln!(
+            s,
+            "      {} {}",
+            if j.winner.is_some() { "★" } else { "✖" },
+            crate::agent::stream::one_line(&crate::view::judgement_line(j), 150)
+        );
+        if let Some(n) = &j.notice {
+            let _ = writeln!(s, "      note: {}", crate::agent::stream::one_line(n, 150));
+        }
+    }
+    for v in &t.variants {
+        let (mark, what) = match v.verdict {
+            Some(VerdictOutcome::Winner) => ("★", "winner"),
+            Some(o @ VerdictOutcome::Passed) => ("✔", o.label()),
+            Some(o) => ("✖", o.label()),
+            None => match v.status.as_str() {
+                "running" => ("▶", "running"),
+                "pending" => ("·", "pending"),
+                "succeeded" => ("✔", "succeeded"),
+                other => ("✖", other),
+            },
+        };
+        let mut facts = vec![format!("{} attempt(s)", v.attempts)];
+        facts.extend(v.lines.map(|l| format!("{l} lines")));
+        if v.cost_usd > 0.0 {
+            facts.push(crate::output::units::money(v.cost_usd));
+        }
+        let why = v
+            .verdict_reason
+            .as_deref()
+            .filter(|_| v.verdict != Some(VerdictOutcome::Winner))
+            .or(v.detail.as_deref())
+            .or(v.activity.as_deref())
+            .map(|w| format!(" · {}", crate::agent::stream::one_line(w, 100)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "      {mark} v{:<3} {:<28} {what} · {}{why}",
+            v.variant,
+            v.branch,
+            facts.join(" · ")
+        );
+    }
 }

@@ -8,6 +8,7 @@ use crate::error::{Error, Exit, Result};
 use crate::project::Project;
 use crate::state::{State, TaskRecord, TaskStatus};
 use crate::tasks::TaskSet;
+use std::path::Path;
 
 /// Statuses `--status` accepts: a task's status label, or `new` (never run).
 const STATUSES: &[&str] = &[
@@ -42,6 +43,12 @@ pub struct Row {
     pub cost_usd: f64,
     /// The task is in the task file (false: only the state remembers it).
     pub in_task_file: bool,
+    /// A best-of task's variants (as in `status --json`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<crate::view::VariantView>,
+    /// How they were judged (as in state.json).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judgement: Option<crate::state::Judgement>,
 }
 
 pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
@@ -67,7 +74,9 @@ pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
         Err(e) => return Err(e),
     };
     let landed = crate::land::landed_ids(project, &state);
-    let rows: Vec<Row> = rows(tasks.as_ref(), &state)
+    let live = crate::state::ProjectLock::holder(&project.state_dir()).is_some();
+    let log_root = project.state_dir().join("logs");
+    let rows: Vec<Row> = rows(tasks.as_ref(), &state, &log_root, live)
         .into_iter()
         .map(|mut r| {
             if landed.contains(&r.id) {
@@ -117,12 +126,12 @@ fn normalize(s: &str) -> Result<String> {
 }
 
 /// Task-file order, then tasks only the state knows.
-pub fn rows(tasks: Option<&TaskSet>, state: &State) -> Vec<Row> {
+pub fn rows(tasks: Option<&TaskSet>, state: &State, log_root: &Path, live: bool) -> Vec<Row> {
     let mut out = Vec::new();
     if let Some(set) = tasks {
         for t in &set.tasks {
             let mut row = match state.task(&t.id) {
-                Some(rec) => from_record(rec),
+                Some(rec) => from_record(rec, log_root, live),
                 None => Row {
                     id: t.id.clone(),
                     title: None,
@@ -134,6 +143,8 @@ pub fn rows(tasks: Option<&TaskSet>, state: &State) -> Vec<Row> {
                     start_from: String::new(),
                     cost_usd: 0.0,
                     in_task_file: true,
+                    variants: Vec::new(),
+                    judgement: None,
                 },
             };
             row.title = t.title.clone();
@@ -145,7 +156,7 @@ pub fn rows(tasks: Option<&TaskSet>, state: &State) -> Vec<Row> {
     }
     for rec in &state.tasks {
         if tasks.is_none_or(|set| set.get(&rec.id).is_none()) {
-            let mut row = from_record(rec);
+            let mut row = from_record(rec, log_root, live);
             row.in_task_file = false;
             out.push(row);
         }
@@ -153,7 +164,9 @@ pub fn rows(tasks: Option<&TaskSet>, state: &State) -> Vec<Row> {
     out
 }
 
-fn from_record(rec: &TaskRecord) -> Row {
+fn from_record(rec: &TaskRecord, log_root: &Path, live: bool) -> Row {
+    let (variants, running) = crate::view::variants_view(rec, log_root, live);
+    let judgement = rec.best_of.as_ref().and_then(|b| b.judgement.clone());
     let detail = match &rec.status {
         TaskStatus::Blocked {
             reason: Some(why), ..
@@ -163,19 +176,28 @@ fn from_record(rec: &TaskRecord) -> Row {
             Some(why) => format!("{}; not retried: {why}", outcome.describe()),
             None => outcome.describe(),
         }),
-        _ => rec.conflict.as_ref().map(|c| c.describe()),
+        _ => rec
+            .conflict
+            .as_ref()
+            .map(|c| c.describe())
+            .or_else(|| judgement.as_ref().map(crate::view::judgement_line)),
     };
     Row {
         id: rec.id.clone(),
         title: rec.title.clone(),
-        status: rec.status.label().into(),
+        status: running.unwrap_or(rec.status.label()).into(),
         detail,
-        attempts: rec.attempts.len(),
-        pool: rec.last_attempt().map(|a| a.pool.clone()),
+        attempts: crate::view::attempt_count(rec),
+        pool: rec
+            .last_attempt()
+            .map(|a| a.pool.clone())
+            .or_else(|| variants.iter().rev().find_map(|v| v.pool.clone())),
         depends_on: rec.depends_on.clone(),
         start_from: "base".into(),
         cost_usd: rec.cost(),
         in_task_file: false,
+        variants,
+        judgement,
     }
 }
 

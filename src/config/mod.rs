@@ -55,6 +55,10 @@ pub struct Config {
     /// `[[notify]]`: where to tell people what happened.
     pub notify: Vec<NotifyConfig>,
     pub land: LandConfig,
+    /// `best_of` / `[best_of]`: variants per task and how they are judged.
+    pub best_of: BestOfConfig,
+    /// `[[variants]]`: how the variants of a best-of task differ, used in turn.
+    pub variants: Vec<VariantConfig>,
 }
 
 /// `[land]`.
@@ -80,6 +84,46 @@ impl RedoConflicts {
             "early" => Some(RedoConflicts::Early),
             _ => None,
         }
+    }
+}
+
+/// `best_of = N`, or `[best_of]` with `n` and `judge`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BestOfConfig {
+    /// Variants of every task whose line has no `best_of` (1: no variants).
+    pub n: u32,
+    /// A judge agent picks among the variants that passed validation.
+    pub judge: bool,
+}
+
+impl Default for BestOfConfig {
+    fn default() -> Self {
+        BestOfConfig { n: 1, judge: false }
+    }
+}
+
+/// Most variants a task may have.
+pub const MAX_BEST_OF: u32 = 10;
+
+/// One `[[variants]]` table: what variant k (1-based, in turn) changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VariantConfig {
+    /// Instead of `[agent] model`.
+    pub model: Option<String>,
+    /// Appended to `[agent] args`.
+    pub args: Vec<String>,
+    /// Appended to the rendered prompt (after a blank line).
+    pub prompt_suffix: Option<String>,
+}
+
+impl Config {
+    /// The `[[variants]]` table of variant `k` (1-based), used in turn.
+    pub fn variant(&self, k: u32) -> Option<&VariantConfig> {
+        if self.variants.is_empty() {
+            return None;
+        }
+        let i = (k.max(1) as usize - 1) % self.variants.len();
+        self.variants.get(i)
     }
 }
 

@@ -44,6 +44,18 @@ struct RawConfig {
     notify: Vec<Spanned<RawNotify>>,
     #[serde(default)]
     land: RawLand,
+    best_of: S<toml::Value>,
+    #[serde(default)]
+    variants: Vec<Spanned<RawVariant>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariant {
+    model: S<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    prompt_suffix: S<String>,
 }
 
 #[derive(Deserialize)]
@@ -556,6 +568,31 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         })?,
     };
 
+    let best_of = parse_best_of(&cx, raw.best_of)?;
+    let mut variants = Vec::new();
+    for v in raw.variants {
+        let span = v.span();
+        let v = v.into_inner();
+        if let Some(m) = &v.model
+            && m.get_ref().trim().is_empty()
+        {
+            return Err(cx.err(m.span(), "variants.model", "must not be empty"));
+        }
+        let variant = VariantConfig {
+            model: v.model.map(|m| m.into_inner()),
+            args: v.args,
+            prompt_suffix: v.prompt_suffix.map(|s| s.into_inner()),
+        };
+        if variant == VariantConfig::default() {
+            return Err(cx.err(
+                span,
+                "variants",
+                "this [[variants]] table changes nothing: give it model, args or prompt_suffix",
+            ));
+        }
+        variants.push(variant);
+    }
+
     Ok(Config {
         path: path.to_path_buf(),
         dir,
@@ -581,6 +618,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         validate,
         notify,
         land: LandConfig { redo_conflicts },
+        best_of,
+        variants,
     })
 }
 
@@ -783,6 +822,60 @@ fn parse_notify(
         timeout,
         coalesce,
     })
+}
+
+/// `best_of = N`, or a `[best_of]` table with `n` and `judge`.
+fn parse_best_of(cx: &Ctx, v: S<toml::Value>) -> Result<BestOfConfig> {
+    let Some(v) = v else {
+        return Ok(BestOfConfig::default());
+    };
+    let span = v.span();
+    let count = |n: &toml::Value, key: &str| match n.as_integer() {
+        Some(n) if (1..=i64::from(MAX_BEST_OF)).contains(&n) => Ok(n as u32),
+        _ => Err(cx.err(
+            span.clone(),
+            key,
+            format!("must be a whole number from 1 to {MAX_BEST_OF}, found {n}"),
+        )),
+    };
+    match v.into_inner() {
+        n @ toml::Value::Integer(_) => Ok(BestOfConfig {
+            n: count(&n, "best_of")?,
+            judge: false,
+        }),
+        toml::Value::Table(t) => {
+            let mut out = BestOfConfig::default();
+            for (key, value) in t {
+                match key.as_str() {
+                    "n" => out.n = count(&value, "best_of.n")?,
+                    "judge" => {
+                        out.judge = value.as_bool().ok_or_else(|| {
+                            cx.err(
+                                span.clone(),
+                                "best_of.judge",
+                                format!("expected true or false, found {value}"),
+                            )
+                        })?
+                    }
+                    other => {
+                        return Err(cx.err(
+                            span.clone(),
+                            &format!("best_of.{other}"),
+                            "unknown key (expected `n` or `judge`)",
+                        ));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        other => Err(cx.err(
+            span,
+            "best_of",
+            format!(
+                "expected a number of variants (best_of = 3) or a table (`[best_of]` with n and judge), found {other}"
+            ),
+        )),
+    }
 }
 
 fn parse_pool(
@@ -1220,6 +1313,49 @@ mod tests {
             e.contains("flocks.toml:2") && e.contains("plan_templte"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn best_of_and_variants() {
+        let c = parse_str("best_of = 3\n").unwrap();
+        assert_eq!(c.best_of, BestOfConfig { n: 3, judge: false });
+        let c = parse_str("[best_of]\nn = 2\njudge = true\n").unwrap();
+        assert_eq!(c.best_of, BestOfConfig { n: 2, judge: true });
+        let c = parse_str("[best_of]\njudge = true\n").unwrap();
+        assert_eq!(c.best_of, BestOfConfig { n: 1, judge: true });
+        assert_eq!(parse_str("").unwrap().best_of, BestOfConfig::default());
+        let e = err("max_agents = 2\nbest_of = 0\n");
+        assert!(
+            e.contains("flocks.toml:2: field `best_of`: must be a whole number from 1 to 10"),
+            "{e}"
+        );
+        let e = err("[best_of]\njudge = \"yes\"\n");
+        assert!(e.contains("`best_of.judge`: expected true or false"), "{e}");
+        let e = err("[best_of]\njury = true\n");
+        assert!(e.contains("`best_of.jury`: unknown key"), "{e}");
+        let e = err("best_of = \"3\"\n");
+        assert!(
+            e.contains("`best_of`: expected a number of variants"),
+            "{e}"
+        );
+        let c = parse_str(
+            "[[variants]]\nmodel = \"opus\"\n[[variants]]\nargs = [\"-x\"]\nprompt_suffix = \"small\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.variants.len(), 2);
+        assert_eq!(c.variant(1).unwrap().model.as_deref(), Some("opus"));
+        assert_eq!(
+            c.variant(2).unwrap().prompt_suffix.as_deref(),
+            Some("small")
+        );
+        assert_eq!(c.variant(3), c.variant(1));
+        let e = err("max_agents = 2\n[[variants]]\n");
+        assert!(
+            e.contains("flocks.toml:2: field `variants`: this [[variants]] table changes nothing"),
+            "{e}"
+        );
+        let e = err("[[variants]]\nmodle = \"x\"\n");
+        assert!(e.contains("modle"), "{e}");
     }
 
     #[test]

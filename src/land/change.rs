@@ -45,3 +45,35 @@ pub fn change(project: &Project, id: &str) -> Result<Change> {
         }
     }
 }
+
+/// The work of variant `k` of best-of task `id` (`origin..tip`, from
+/// [`super::range`]), judged winner or not.
+pub fn variant_change(project: &Project, id: &str, k: u32) -> Result<Change> {
+    let repo = project.repo()?;
+    let state = project.store.load()?;
+    let Some(rec) = state.task(id) else {
+        return Err(Error::Usage(format!(
+            "no task `{id}` in the run state: see `flocks status` for the task ids"
+        )));
+    };
+    if rec.variants.is_empty() {
+        return Err(Error::Usage(format!(
+            "task `{id}` has no variants (it is not a best-of task): `flocks diff {id}` shows its change"
+        )));
+    }
+    let Some(v) = rec.variant(k) else {
+        return Err(Error::Usage(format!(
+            "task `{id}` has variants 1 to {}, not {k}",
+            rec.variants.len()
+        )));
+    };
+    match super::range::task_range(&repo, v) {
+        Ok(r) => Ok(Change {
+            start: r.origin,
+            tip: r.tip,
+        }),
+        Err(why) => Err(Error::Usage(format!(
+            "variant {k} of `{id}` has no change to show: {why}; `flocks logs {id} --variant {k}` shows its last attempt"
+        ))),
+    }
+}

@@ -1,5 +1,7 @@
 //! `flocks clean`: remove the worktrees and branches of landed tasks (with
-//! `all`, of failed ones too), the spare worktrees and the land worktree.
+//! `all`, of failed ones too), the spare worktrees and the land worktree. A
+//! landed best-of task's losing variants go too, branches and all (they
+//! were kept for `flocks pick` until it landed), and its judge's.
 //!
 //! A branch is deleted only when it holds nothing unlanded: it is still at
 //! the landed attempt's recorded tip, or it is contained in the target. Other
@@ -106,12 +108,64 @@ pub fn clean(
             continue;
         }
         clean_task(&repo, &wts, t, landed, target_tip, &mut report)?;
+        clean_variants(&repo, &wts, t, landed, target_tip, &mut report)?;
     }
 
     report.spares_removed = wts.remove_spares()?;
     report.land_worktree_removed =
         scratch::remove(&repo, &scratch::path(&project.config.worktrees_dir()))?;
+    scratch::remove(&repo, &scratch::judge_path(&project.config.worktrees_dir()))?;
     Ok(report)
+}
+
+/// A best-of task's variants and judge, once the task is cleaned: the
+/// winner like any task; the losers' worktrees and branches go (they were
+/// kept for `flocks pick` and `flocks diff --variant`), and the judge's.
+fn clean_variants(
+    repo: &Repository,
+    wts: &Worktrees,
+    t: &TaskRecord,
+    landed: bool,
+    target_tip: Option<Oid>,
+    report: &mut CleanReport,
+) -> Result<()> {
+    if t.variants.is_empty() {
+        return Ok(());
+    }
+    let winner = t.winner().map(|w| w.id.clone());
+    for v in &t.variants {
+        // The winner, and every variant of a task that did not land (`--all`):
+        // like any task (a branch with unlanded work stays).
+        if !landed || Some(&v.id) == winner.as_ref() {
+            clean_task(repo, wts, v, landed, target_tip, report)?;
+            continue;
+        }
+        if !remove_worktree(wts, v, report)? || !v.branch_created {
+            continue;
+        }
+        // A loser of a landed task: it was kept for `flocks pick` and
+        // `flocks diff --variant` until the task landed.
+        if let Ok(mut b) = repo.find_branch(&v.branch, BranchType::Local) {
+            match b.delete() {
+                Ok(()) => report.branches_deleted.push(v.branch.clone()),
+                Err(e) => report.kept.push((
+                    v.id.clone(),
+                    format!("branch {} could not be deleted: {}", v.branch, e.message()),
+                )),
+            }
+        }
+    }
+    let judge = crate::tasks::judge_id(&t.id);
+    if wts.path_for(&judge).exists() && wts.remove(&judge)? {
+        report.worktrees_removed.push(judge);
+    }
+    if let Ok(mut b) = repo.find_branch(&format!("{}@judge", t.branch), BranchType::Local) {
+        let name = format!("{}@judge", t.branch);
+        if b.delete().is_ok() {
+            report.branches_deleted.push(name);
+        }
+    }
+    Ok(())
 }
 
 fn clean_task(
@@ -122,6 +176,15 @@ fn clean_task(
     target_tip: Option<Oid>,
     report: &mut CleanReport,
 ) -> Result<()> {
+    if !remove_worktree(wts, t, report)? {
+        return Ok(());
+    }
+    delete_branch(repo, t, landed, target_tip, report)
+}
+
+/// Remove a task's worktree unless it holds uncommitted changes (then it is
+/// kept, and the report says so). False when it was kept.
+fn remove_worktree(wts: &Worktrees, t: &TaskRecord, report: &mut CleanReport) -> Result<bool> {
     let path = wts.path_for(&t.id);
     if path.exists() {
         let dirty = match Repository::open(&path) {
@@ -139,13 +202,23 @@ fn clean_task(
                 t.id.clone(),
                 format!("worktree {} has uncommitted changes (or is not a worktree); look, then remove it by hand", path.display()),
             ));
-            return Ok(());
+            return Ok(false);
         }
         if wts.remove(&t.id)? {
             report.worktrees_removed.push(t.id.clone());
         }
     }
+    Ok(true)
+}
 
+/// Delete a task's branch when it holds nothing unlanded and flocks made it.
+fn delete_branch(
+    repo: &Repository,
+    t: &TaskRecord,
+    landed: bool,
+    target_tip: Option<Oid>,
+    report: &mut CleanReport,
+) -> Result<()> {
     let Some(tip) = crate::git::branch_tip(repo, &t.branch)? else {
         return Ok(());
     };

@@ -21,6 +21,7 @@ mod bisect;
 mod chain;
 mod change;
 mod clean;
+pub(crate) mod judge;
 mod landed;
 mod plan;
 pub(crate) mod predict;
@@ -39,7 +40,7 @@ use std::path::PathBuf;
 
 use git2::Oid;
 
-pub(crate) use change::change;
+pub(crate) use change::{change, variant_change};
 pub use clean::{CleanOptions, CleanReport, clean};
 pub(crate) use landed::landed_ids;
 pub use plan::{Plan, PlanStatus, PlannedTask, plan};
@@ -49,6 +50,8 @@ pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask
 pub use target::Stop;
 pub(crate) use target::dirty_message;
 pub use validate::Validation;
+/// The dispatcher's Ctrl-C while a best-of task is judged.
+pub(crate) use validate::interrupt as interrupt_validation;
 
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;

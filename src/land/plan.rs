@@ -135,6 +135,13 @@ pub(crate) fn plan_tasks(
     ids: &[String],
 ) -> Result<Vec<PlannedTask>> {
     for id in ids {
+        if let Some((task, k)) = crate::tasks::split_variant_id(id)
+            && state.task(id).is_some()
+        {
+            return Err(Error::Usage(format!(
+                "`{id}` is variant {k} of best-of task `{task}`, not a task: `flocks pick {task} {k}` makes it the task's work, then `flocks land {task}` lands it"
+            )));
+        }
         if state.task(id).is_none() {
             return Err(Error::Usage(format!(
                 "no task `{id}` in {}: see `flocks status` for the task ids",

@@ -146,6 +146,11 @@ pub fn early_context(
     Ok(s)
 }
 
+/// `git diff start tip` as a patch of at most about `max` bytes.
+pub(crate) fn patch_text(repo: &Repository, start: Oid, tip: Oid, max: usize) -> Result<String> {
+    Ok(trim(&patch(repo, start, tip)?, max))
+}
+
 /// `git diff start tip` as a patch.
 fn patch(repo: &Repository, start: Oid, tip: Oid) -> Result<String> {
     let tree = |o: Oid| -> Result<git2::Tree<'_>> {

@@ -9,11 +9,24 @@ use git2::{Oid, Repository, build::CheckoutBuilder};
 
 use crate::error::{Context, Result};
 
-/// The name of its admin dir under `.git/worktrees/`.
-const ADMIN_NAME: &str = "flocks-land";
-
 pub fn path(worktrees_dir: &Path) -> PathBuf {
     worktrees_dir.join(".land")
+}
+
+/// Where best-of variants are validated (`.worktrees/.judge`), apart from
+/// the land worktree so that a `flocks land` and a run's judging never share one.
+pub fn judge_path(worktrees_dir: &Path) -> PathBuf {
+    worktrees_dir.join(".judge")
+}
+
+/// The name of a scratch worktree's admin dir under `.git/worktrees/`:
+/// `flocks-land` for `.land`, `flocks-judge` for `.judge`.
+fn admin_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
+        .unwrap_or_default();
+    format!("flocks-{name}")
 }
 
 /// Check `commit` out (detached) in the land worktree at `path`, creating it
@@ -36,7 +49,7 @@ pub fn checkout(repo: &Repository, path: &Path, commit: Oid) -> Result<()> {
 
 /// Remove the land worktree and its admin dir.
 pub fn remove(repo: &Repository, path: &Path) -> Result<bool> {
-    let admin = repo.commondir().join("worktrees").join(ADMIN_NAME);
+    let admin = repo.commondir().join("worktrees").join(admin_name(path));
     let existed = path.exists();
     if existed {
         fs::remove_dir_all(path).ctx(|| format!("remove {}", path.display()))?;
@@ -70,7 +83,7 @@ fn create(repo: &Repository, path: &Path, commit: Oid) -> Result<()> {
         .commondir()
         .canonicalize()
         .ctx(|| "resolve the git dir".into())?;
-    let admin = common.join("worktrees").join(ADMIN_NAME);
+    let admin = common.join("worktrees").join(admin_name(&path));
     if admin.exists() {
         fs::remove_dir_all(&admin).ctx(|| format!("remove {}", admin.display()))?;
     }

@@ -83,7 +83,8 @@ pub(super) fn open_log(r: &Run) -> Result<Out> {
 }
 
 /// Run the commands here, on the host, logging to `out` (with a
-/// [`SignalGuard`] installed: a Ctrl-C stops the command, not flocks).
+/// [`SignalGuard`] installed, or, inside `flocks run`, with the dispatcher
+/// calling [`interrupt`]: a Ctrl-C stops the command, not flocks).
 pub(super) fn run(r: &Run, out: &Out) -> Result<Validation> {
     let deadline = r.timeout.map(|t| Instant::now() + t);
     for spec in r.commands {
@@ -251,6 +252,12 @@ pub(super) fn emit(out: &Out, echo: bool, bytes: &[u8]) {
 }
 
 pub(super) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Stop the validation that runs now (and any later one in this process):
+/// the dispatcher's Ctrl-C while a best-of task is judged.
+pub(crate) fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
 
 extern "C" fn on_signal(_: std::ffi::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);

@@ -20,6 +20,9 @@ pub(crate) struct Validator<'a> {
     timeout: Option<Duration>,
     grace: Duration,
     scrub: Vec<String>,
+    /// Catch SIGINT and SIGTERM while the commands run (false inside `flocks
+    /// run`, whose dispatcher handles them and calls `validate::interrupt`).
+    signals: bool,
 }
 
 impl<'a> Validator<'a> {
@@ -64,7 +67,20 @@ impl<'a> Validator<'a> {
             timeout: config.validate.timeout,
             grace: config.kill_grace,
             scrub,
+            signals: true,
         })
+    }
+
+    /// Validate in this scratch worktree instead (best-of judging).
+    pub fn at(mut self, wt: std::path::PathBuf) -> Self {
+        self.wt = wt;
+        self
+    }
+
+    /// Leave SIGINT and SIGTERM to the caller (a run's dispatcher).
+    pub fn without_signals(mut self) -> Self {
+        self.signals = false;
+        self
     }
 
     /// Check `commit` out in the land worktree and run the commands there,
@@ -87,7 +103,7 @@ impl<'a> Validator<'a> {
             echo,
         };
         let out = validate::open_log(&r)?;
-        let _signals = SignalGuard::install();
+        let _signals = self.signals.then(SignalGuard::install);
         match &self.docker {
             Some(place) => validate_docker::run(&r, &out, place),
             None => validate::run(&r, &out),

@@ -24,6 +24,7 @@
 //! | `credential_disabled` | `credential`, `reason`, `retired` (true when it reached its `max_cost_usd` for the run; absent otherwise) |
 //! | `waiting` | `until`: every usable credential is parked; dispatch resumes then. Or `reason` (no `until`): free disk below `min_free_disk_gb`; dispatch resumes when space comes back |
 //! | `conflict_predicted` | `task`, `with` (earlier tasks in landing order whose work changes those files), `with_target` (bool: it conflicts with the land target alone), `files`, `commit` (its commit that will not apply), `target`: when a task succeeds, flocks works out in memory what `land` will build; this task's work will not apply there. Written again when what it clashes with changes |
+//! | `variant_judged` | `task`, `winner` (k, or null: no variant survived), `by` (`ranking`, `judge` or `pick`), `reason`, `ranking`: [{`variant`, `outcome` (`winner`, `passed`, `failed_validation`, `failed`), `reason`, `lines` (added + removed), `cost_usd`}], winner first; `notice` when a judge's answer could not be used |
 //! | `landed` | `task`, `commits`, `target` (written by `flocks land`) |
 //! | `run_finished` | `succeeded`, `failed`, `blocked`, `pending`, `cost_usd` (this run), `interrupted` |
 //! | `needs_attention` | `cause`, `message`, `task` or `credential` (when it is about one): something a person has to act on (below) |
@@ -47,7 +48,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::state::Outcome;
+use crate::state::{JudgedBy, Outcome, Verdict};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -141,6 +142,16 @@ pub enum Event {
         commit: String,
         target: String,
     },
+    /// A best-of task's variants were judged (by the run, or by `flocks pick`).
+    VariantJudged {
+        task: String,
+        winner: Option<u32>,
+        by: JudgedBy,
+        reason: String,
+        ranking: Vec<Verdict>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notice: Option<String>,
+    },
     /// `flocks land` applied a task's work onto the target branch.
     Landed {
         task: String,
@@ -198,6 +209,7 @@ impl Event {
         "credential_disabled",
         "waiting",
         "conflict_predicted",
+        "variant_judged",
         "landed",
         "run_finished",
         "needs_attention",
@@ -219,6 +231,7 @@ impl Event {
             Event::CredentialDisabled { .. } => "credential_disabled",
             Event::Waiting { .. } => "waiting",
             Event::ConflictPredicted { .. } => "conflict_predicted",
+            Event::VariantJudged { .. } => "variant_judged",
             Event::Landed { .. } => "landed",
             Event::RunFinished { .. } => "run_finished",
             Event::NeedsAttention { .. } => "needs_attention",

@@ -158,6 +158,23 @@ pub fn render(event: &Event) -> Option<String> {
             };
             format!("⚠ {task}: {}", c.describe())
         }
+        Event::VariantJudged {
+            task,
+            winner,
+            by,
+            reason,
+            notice,
+            ..
+        } => {
+            let head = match winner {
+                Some(k) => format!("★ {task}: variant {k} wins ({}): {reason}", by.label()),
+                None => format!("✗ {task}: no variant survived: {reason}"),
+            };
+            match notice {
+                Some(n) => format!("{head}\nnote: {n}"),
+                None => head,
+            }
+        }
         Event::Landed {
             task,
             commits,

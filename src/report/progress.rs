@@ -160,6 +160,7 @@ impl ProgressView {
             | Event::CredentialDisabled { .. }
             | Event::NeedsAttention { .. }
             | Event::ConflictPredicted { .. }
+            | Event::VariantJudged { .. }
             | Event::Landed { .. } => {}
         }
         super::line::render(event)

@@ -40,7 +40,7 @@ pub fn group<'a>(state: &'a State, only: Option<&[String]>) -> Groups<'a> {
 }
 
 fn attempt_duration(t: &TaskRecord) -> Option<f64> {
-    let a = t.last_attempt()?;
+    let a = t.successful_attempt().or(t.last_attempt())?;
     let end = a.ended_at?;
     Some((end - a.started_at).num_milliseconds() as f64 / 1000.0)
 }
@@ -79,7 +79,7 @@ pub fn render(state: &State, only: &[String], log_root: &Path, landed: &HashSet<
                 "  ✔ {:<24} {}  {} attempt(s){}{}",
                 t.id,
                 t.branch,
-                t.attempts.len(),
+                crate::view::attempt_count(t),
                 attempt_duration(t)
                     .map(|d| format!(", {}", human_duration(d)))
                     .unwrap_or_default(),
@@ -105,7 +105,8 @@ pub fn render(state: &State, only: &[String], log_root: &Path, landed: &HashSet<
                 outcome.push_str(&format!("; not retried: {why}"));
             }
             let _ = writeln!(s, "  ✖ {:<24} {outcome}", t.id);
-            if let Some(a) = t.last_attempt() {
+            // A best-of task's reason names each variant's (their logs: `--variant k`).
+            if let Some(a) = t.last_attempt().filter(|_| t.variants.is_empty()) {
                 let log = log_root.join(&t.id).join(format!("{}.log", a.number));
                 if let Ok(text) = std::fs::read_to_string(&log) {
                     for l in crate::logview::tail_rendered(&text, 3) {

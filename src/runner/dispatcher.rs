@@ -15,7 +15,10 @@ use tokio::task::JoinSet;
 
 use super::credentials::Credentials;
 use super::executor::{AttemptJob, run_attempt};
-use super::fleet::{Effect, Fleet, FleetParts, Now, PoolSlots, PredictResult, RedoError, Start};
+use super::fleet::{
+    Effect, Fleet, FleetParts, Judged, Now, PoolSlots, PredictResult, RedoError, Start,
+};
+use super::judge::{JudgeEnv, JudgeError, judge};
 use super::start_from::{self, StartError};
 use super::{RunEvent, StopLevel, predict};
 use crate::agent::Redactor;
@@ -54,6 +57,9 @@ pub struct Dispatcher {
     last_prediction: Option<(std::time::Instant, Duration)>,
     /// Early redos being prepared.
     redoing: JoinSet<(String, Result<NextAttempt, RedoError>)>,
+    /// Best-of tasks being judged (git, validation, the judge agent).
+    judging: JoinSet<(String, Result<Option<Judged>, JudgeError>)>,
+    judge_env: Arc<JudgeEnv>,
     /// Which task each blocking job is for, should one panic.
     jobs: HashMap<tokio::task::Id, String>,
     /// Attempts started since the last save, spawned once their start is
@@ -63,6 +69,8 @@ pub struct Dispatcher {
     /// When the free disk space was last read (for `min_free_disk_gb`).
     disk_read_at: Option<std::time::Instant>,
     disk_unreadable: bool,
+    /// Judgings decided since the last save, started once it is on disk.
+    to_judge: Vec<super::fleet::JudgeJob>,
 }
 
 /// A prediction as it came back, with how long its git work took.
@@ -103,6 +111,12 @@ impl Dispatcher {
             .collect();
         let (tx, rx) = mpsc::channel(1024);
         let log_root = p.project.state_dir().join("logs");
+        let judge_env = Arc::new(JudgeEnv {
+            project: p.project.clone(),
+            log_root: log_root.clone(),
+            backends: p.backends.clone(),
+            redactor: p.redactor.clone(),
+        });
         let fleet = Fleet::new(FleetParts {
             config: Arc::new(p.project.config.clone()),
             state: p.state,
@@ -130,10 +144,13 @@ impl Dispatcher {
             predictor: None,
             last_prediction: None,
             redoing: JoinSet::new(),
+            judging: JoinSet::new(),
+            judge_env,
             jobs: HashMap::new(),
             to_spawn: Vec::new(),
             disk_read_at: None,
             disk_unreadable: false,
+            to_judge: Vec::new(),
         }
     }
 
@@ -202,6 +219,17 @@ impl Dispatcher {
         for (job, stop) in self.to_spawn.drain(..) {
             tokio::spawn(run_attempt(job, self.tx.clone(), stop));
         }
+        for job in std::mem::take(&mut self.to_judge) {
+            let task = job.task.clone();
+            let (stop_tx, stop_rx) = watch::channel(self.fleet.stop_level());
+            self.stops.insert(crate::tasks::judge_id(&task), stop_tx);
+            let env = self.judge_env.clone();
+            let handle = self.judging.spawn(async move {
+                let id = job.task.clone();
+                (id, judge(job, env, stop_rx).await)
+            });
+            self.jobs.insert(handle.id(), task);
+        }
     }
 
     /// Carry out what the fleet decided, in order.
@@ -222,6 +250,7 @@ impl Dispatcher {
                     task,
                     from_attempt,
                     fresh_session,
+                    ended,
                 } => {
                     let Some(rec) = self.fleet.record(&task).cloned() else {
                         self.fleet.plan_failed(&task);
@@ -239,6 +268,9 @@ impl Dispatcher {
                         );
                         if fresh_session {
                             next.resume_session = None;
+                        }
+                        if ended.is_some() {
+                            next.ended = ended;
                         }
                         (task, next)
                     });
@@ -284,7 +316,14 @@ impl Dispatcher {
                         // Fails only when the executor already ended: nothing to stop.
                         let _ = stop.send(level);
                     }
+                    // A best-of task's validation being judged stops too.
+                    if level > StopLevel::Run && !self.judging.is_empty() {
+                        crate::land::interrupt_validation();
+                    }
                 }
+                // Started at the next save, once the task's branch is
+                // recorded as flocks' own.
+                Effect::Judge(job) => self.to_judge.push(*job),
             }
         }
     }
@@ -403,6 +442,25 @@ impl Dispatcher {
                         }
                     };
                     let effects = self.fleet.on_redo_prepared(&task, next);
+                    self.carry_out(effects);
+                }
+                Some(joined) = self.judging.join_next_with_id() => {
+                    let (task, judged) = match joined {
+                        Ok((id, done)) => {
+                            self.jobs.remove(&id);
+                            done
+                        }
+                        Err(e) => {
+                            let task = self.jobs.remove(&e.id()).unwrap_or_default();
+                            (task, Err(JudgeError::Join(e)))
+                        }
+                    };
+                    self.stops.remove(&crate::tasks::judge_id(&task));
+                    let effects = match judged {
+                        Ok(Some(j)) => self.fleet.on_judged(&task, j, Now::current()),
+                        Ok(None) => self.fleet.on_judge_abandoned(&task, None),
+                        Err(e) => self.fleet.on_judge_abandoned(&task, Some(e.to_string())),
+                    };
                     self.carry_out(effects);
                 }
                 _ = recv_signal(&mut sigint) => {

@@ -10,6 +10,8 @@
 //!  spawn_blocking: dependency start, ◀─────┘   ├─▶ reporters (terminal, events.jsonl)
 //!    retry plan (git, logs), conflict       └─▶ state.journal (one batch per wake-up)
 //!    prediction, early redo ── result ──▶ loop
+//!  judge (best of N): validation off the loop,
+//!    then the judge agent via the executor ── judgement ──▶ loop
 //!
 //!  each executor: prepare worktree → set it up (setup.rs) → spawn agent on its backend → stream
 //!  output to .flocks/logs/<task>/<n>.log (not through the dispatcher) →
@@ -38,6 +40,7 @@ pub mod credentials;
 pub mod dispatcher;
 pub mod executor;
 pub mod fleet;
+pub mod judge;
 pub mod predict;
 pub mod reconcile;
 pub mod setup;

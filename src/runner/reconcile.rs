@@ -13,12 +13,13 @@ use crate::state::{Outcome, State, TaskStatus};
 /// Returns what was done, for the user.
 pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<String> {
     let mut notes = Vec::new();
-    let running: Vec<usize> = state
+    // Tasks and best-of variants (by their ids: `state.task_mut` finds both).
+    let running: Vec<String> = state
         .tasks
         .iter()
-        .enumerate()
-        .filter(|(_, t)| matches!(t.status, TaskStatus::Running { .. }))
-        .map(|(i, _)| i)
+        .flat_map(|t| std::iter::once(t).chain(&t.variants))
+        .filter(|t| matches!(t.status, TaskStatus::Running { .. }))
+        .map(|t| t.id.clone())
         .collect();
     let prefix = format!("{project_key}:");
     let survivors = proc::tagged(&prefix);
@@ -47,14 +48,12 @@ pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<S
     notes.push(format!(
         "{} task(s) were left running by a flocks run that ended abruptly (pid {pid}); they go back to the queue: {}",
         running.len(),
-        running
-            .iter()
-            .map(|&i| state.tasks[i].id.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        running.join(", ")
     ));
-    for i in running {
-        let rec = &mut state.tasks[i];
+    for id in running {
+        let Some(rec) = state.task_mut(&id) else {
+            continue;
+        };
         let id = rec.id.clone();
         let attempt_no = match rec.status {
             TaskStatus::Running { attempt, .. } => attempt,

@@ -31,6 +31,11 @@ pub(crate) struct PlannedRun {
     /// The earlier tasks of its lane whose footprints overlap its own: it
     /// waits for them and starts from their work.
     pub waits_for: Vec<String>,
+    /// Its variants (`best_of`; 1: a plain task).
+    pub variants: u32,
+    /// The agent runs it implies at least: one per variant, and a judge
+    /// agent for a best-of task with `[best_of] judge = true` (0: skipped).
+    pub agent_runs: u32,
 }
 
 /// Check as a run would, then plan the pools without running anything.
@@ -77,6 +82,9 @@ pub(crate) fn plan(project: &Project, tasks: &TaskSet) -> Result<(Vec<PlannedRun
             assigned[p] += 1;
             Some(config.pools[p].name.clone())
         };
+        let variants = t.best_of.unwrap_or(config.best_of.n);
+        let judge = u32::from(variants > 1 && config.best_of.judge);
+        let agent_runs = if skip { 0 } else { variants + judge };
         rows.push(PlannedRun {
             order: step + 1,
             id: t.id.clone(),
@@ -87,6 +95,8 @@ pub(crate) fn plan(project: &Project, tasks: &TaskSet) -> Result<(Vec<PlannedRun
             status,
             lane: lanes.get(&t.id).copied(),
             waits_for: before.get(&t.id).cloned().unwrap_or_default(),
+            variants,
+            agent_runs,
         });
     }
     Ok((rows, state))

@@ -48,6 +48,18 @@ fn retry(state: &mut State, config: &Config, ids: &[String], fresh: bool) -> Res
         let Some(rec) = state.task_mut(id) else {
             continue;
         };
+        if !rec.variants.is_empty() {
+            // A best-of task is retried as one: every variant runs again.
+            if fresh {
+                for v in &rec.variants {
+                    let last = v.last_attempt().map(|a| a.number).unwrap_or(0);
+                    backup_and_reset(config, &v.branch, &v.id, last)?;
+                }
+            }
+            requeue_round(rec, config, &log_root, fresh)
+                .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+            continue;
+        }
         let last = rec.last_attempt().map(|a| a.number).unwrap_or(0);
         let mut next = crate::retry::next_after_failure(rec, last, config, &log_root);
         if fresh {
@@ -64,6 +76,139 @@ fn retry(state: &mut State, config: &Config, ids: &[String], fresh: bool) -> Res
         }
     }
     Ok(())
+}
+
+/// Every variant of a best-of task goes back to the queue, each with what
+/// its last attempt learned (or, `fresh`, from scratch); the judgement is
+/// cleared and the task is pending.
+pub(crate) fn requeue_round(
+    rec: &mut TaskRecord,
+    config: &Config,
+    log_root: &std::path::Path,
+    fresh: bool,
+) -> std::result::Result<(), crate::state::InvalidTransition> {
+    let verdicts: Vec<(u32, String)> = rec
+        .best_of
+        .as_ref()
+        .and_then(|b| b.judgement.as_ref())
+        .map(|j| {
+            j.ranking
+                .iter()
+                .map(|v| (v.variant, v.reason.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (i, v) in rec.variants.iter_mut().enumerate() {
+        let k = i as u32 + 1;
+        let last = v.last_attempt().map(|a| a.number).unwrap_or(0);
+        let mut next = if last == 0 {
+            NextAttempt::default()
+        } else {
+            crate::retry::next_after_failure(v, last, config, log_root)
+        };
+        if let Some((_, why)) = verdicts.iter().find(|(n, _)| *n == k) {
+            next.ended = Some(format!("attempt {last} was judged: {why}"));
+        }
+        if fresh {
+            next.fresh = true;
+            next.resume_session = None;
+            next.context = None;
+        }
+        v.next = Some(next);
+        v.requeues = 0;
+        if v.status != TaskStatus::Pending {
+            v.transition(TaskStatus::Pending)?;
+        }
+    }
+    if let Some(b) = rec.best_of.as_mut() {
+        b.judgement = None;
+    }
+    rec.requeues = 0;
+    if rec.status != TaskStatus::Pending {
+        rec.transition(TaskStatus::Pending)?;
+    }
+    Ok(())
+}
+
+/// A new record for variant `k` of `t`.
+fn variant_record(t: &crate::tasks::Task, k: u32, worktrees: &std::path::Path) -> TaskRecord {
+    let id = crate::tasks::variant_id(&t.id, k);
+    TaskRecord {
+        worktree: worktrees.join(&id),
+        branch: crate::tasks::variant_branch(&t.branch, k),
+        id,
+        prompt_hash: t.prompt_hash(),
+        title: t.title.clone(),
+        depends_on: t.depends_on.clone(),
+        status: TaskStatus::Pending,
+        attempts: Vec::new(),
+        branch_created: false,
+        requeues: 0,
+        next: None,
+        origin: None,
+        expect_commits: t.expect_commits,
+        not_retried: None,
+        conflict: None,
+        outside_footprint: Vec::new(),
+        variants: Vec::new(),
+        best_of: None,
+    }
+}
+
+/// Give a best-of task the variants its line asks for (a variant that has
+/// run is kept even when the count shrinks); a task no longer best-of whose
+/// variants never ran becomes a plain task again.
+fn sync_variants(
+    rec: &mut TaskRecord,
+    t: &crate::tasks::Task,
+    n: u32,
+    worktrees: &std::path::Path,
+) {
+    if n <= 1 {
+        if rec.variants.iter().all(|v| v.attempts.is_empty()) {
+            rec.variants.clear();
+            rec.best_of = None;
+        }
+        return;
+    }
+    rec.variants.retain(|v| {
+        v.variants.is_empty()
+            && (!v.attempts.is_empty()
+                || crate::tasks::split_variant_id(&v.id).is_some_and(|(_, k)| k <= n))
+    });
+    for k in 1..=n {
+        let id = crate::tasks::variant_id(&t.id, k);
+        if !rec.variants.iter().any(|v| v.id == id) {
+            rec.variants.push(variant_record(t, k, worktrees));
+        }
+    }
+    rec.variants
+        .sort_by_key(|v| crate::tasks::split_variant_id(&v.id).map_or(0, |(_, k)| k));
+    rec.best_of.get_or_insert_with(Default::default);
+    for v in &mut rec.variants {
+        v.title = t.title.clone();
+        v.expect_commits = t.expect_commits;
+        v.depends_on = t.depends_on.clone();
+    }
+}
+
+/// A variant at the start of a run: settled ones (succeeded, or failed in a
+/// way that counts) stay for the judgement; the others run (again).
+fn normalize_variant(v: &mut TaskRecord, hash: &str, notes: &mut Vec<String>) {
+    let settled = match &v.status {
+        TaskStatus::Done { outcome } => {
+            *outcome == Outcome::Success || outcome.counts_against_retries()
+        }
+        _ => false,
+    };
+    if !settled
+        && v.status != TaskStatus::Pending
+        && let Err(e) = v.transition(TaskStatus::Pending)
+    {
+        notes.push(format!("internal error, please report it: {e}"));
+    }
+    v.requeues = 0;
+    v.prompt_hash = hash.to_string();
 }
 
 /// `--fresh`: keep the old tip under refs/flocks/backup/<id>/<attempt>, then the
@@ -96,6 +241,44 @@ fn redo(state: &mut State, config: &Config, onto: git2::Oid, tasks: Vec<Redo>) -
         let Some(rec) = state.task_mut(&id) else {
             continue;
         };
+        if !rec.variants.is_empty() {
+            // A best-of task is redone as one: every variant, on the target.
+            for v in &mut rec.variants {
+                let last = v.last_attempt().map_or(0, |a| a.number);
+                if let Some((name, tip)) =
+                    crate::land::resolve::backup(&repo, &v.branch, &v.id, last)?
+                {
+                    crate::output::report(&format!(
+                        "resolve: {id}: {} was at {} (kept as {name}); it starts over from {}\n",
+                        v.branch,
+                        &tip.to_string()[..10],
+                        &onto[..10]
+                    ));
+                }
+                v.next = Some(NextAttempt {
+                    fresh: true,
+                    resume_session: None,
+                    resume_pool: None,
+                    ended: None,
+                    context: Some(context.clone()),
+                    base: Some(onto.clone()),
+                });
+                v.requeues = 0;
+                if v.status != TaskStatus::Pending {
+                    v.transition(TaskStatus::Pending)
+                        .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+                }
+            }
+            if let Some(b) = rec.best_of.as_mut() {
+                b.judgement = None;
+            }
+            rec.requeues = 0;
+            if rec.status != TaskStatus::Pending {
+                rec.transition(TaskStatus::Pending)
+                    .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+            }
+            continue;
+        }
         if let Some((name, tip)) = crate::land::resolve::backup(&repo, &rec.branch, &id, before)? {
             crate::output::report(&format!(
                 "resolve: {id}: {} was at {} (kept as {name}); it starts over from {}\n",
@@ -136,8 +319,9 @@ pub(crate) fn merge_tasks(
     let mut failed_before = Vec::new();
     for t in &tasks.tasks {
         let hash = t.prompt_hash();
-        let Some(rec) = state.task_mut(&t.id) else {
-            state.push_task(TaskRecord {
+        let n = t.best_of.unwrap_or(config.best_of.n);
+        if state.task(&t.id).is_none() {
+            let mut rec = TaskRecord {
                 id: t.id.clone(),
                 branch: t.branch.clone(),
                 worktree: worktrees.join(&t.id),
@@ -154,9 +338,30 @@ pub(crate) fn merge_tasks(
                 not_retried: None,
                 conflict: None,
                 outside_footprint: Vec::new(),
-            });
+                variants: Vec::new(),
+                best_of: None,
+            };
+            sync_variants(&mut rec, t, n, &worktrees);
+            state.push_task(rec);
+            continue;
+        }
+        let Some(rec) = state.task_mut(&t.id) else {
             continue;
         };
+        sync_variants(rec, t, n, &worktrees);
+        if !rec.variants.is_empty() {
+            merge_best_of(
+                rec,
+                t,
+                &hash,
+                config,
+                opts,
+                scope,
+                &mut notes,
+                &mut failed_before,
+            );
+            continue;
+        }
         rec.title = t.title.clone();
         rec.expect_commits = t.expect_commits;
         rec.depends_on = t.depends_on.clone();
@@ -213,6 +418,8 @@ pub(crate) fn merge_tasks(
         }
     }
     if !failed_before.is_empty() {
+        failed_before.sort();
+        failed_before.dedup();
         notes.push(format!(
             "{} task(s) failed in an earlier run and are not run again: {} (`flocks retry --all-failed`, or `flocks run --supervise`)",
             failed_before.len(),
@@ -220,4 +427,67 @@ pub(crate) fn merge_tasks(
         ));
     }
     notes
+}
+
+/// [`merge_tasks`] for a best-of task: it is retried as one task (every
+/// variant again) when none of its variants survived and `--supervise`
+/// allows; its settled variants wait for the judgement; the others run.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "merge_tasks' loop state, passed through"
+)]
+fn merge_best_of(
+    rec: &mut TaskRecord,
+    t: &crate::tasks::Task,
+    hash: &str,
+    config: &Config,
+    opts: &RunOptions,
+    scope: Option<&HashSet<String>>,
+    notes: &mut Vec<String>,
+    failed_before: &mut Vec<String>,
+) {
+    rec.title = t.title.clone();
+    rec.expect_commits = t.expect_commits;
+    rec.depends_on = t.depends_on.clone();
+    let changed = rec.prompt_hash != hash;
+    match rec.status.clone() {
+        TaskStatus::Done {
+            outcome: Outcome::Success,
+        } => {
+            if changed {
+                notes.push(format!(
+                    "task {} succeeded with an earlier prompt, and its prompt has changed since: it is not run again; `{}` runs it with the new one",
+                    t.id,
+                    crate::suggest::command(&["flocks", "retry", "--force", &t.id])
+                ));
+            }
+            return;
+        }
+        TaskStatus::Done { outcome } if outcome.counts_against_retries() => {
+            if scope.is_some_and(|s| !s.contains(&t.id)) {
+                return;
+            }
+            let rounds = rec.best_of.as_ref().map_or(0, |b| b.failed_rounds);
+            if !(opts.supervise && rounds < 1 + opts.max_retries) {
+                failed_before.push(t.id.clone());
+                return;
+            }
+            if let Err(e) = requeue_round(rec, config, &config.state_dir().join("logs"), false) {
+                notes.push(format!("internal error, please report it: {e}"));
+            }
+        }
+        TaskStatus::Done { .. } | TaskStatus::Blocked { .. } | TaskStatus::Running { .. } => {
+            if let Err(e) = rec.transition(TaskStatus::Pending) {
+                notes.push(format!("internal error, please report it: {e}"));
+            }
+        }
+        TaskStatus::Pending => {}
+    }
+    for v in &mut rec.variants {
+        normalize_variant(v, hash, notes);
+    }
+    rec.requeues = 0;
+    if changed {
+        rec.prompt_hash = hash.to_string();
+    }
 }

@@ -13,6 +13,7 @@ pub(crate) mod attempt;
 pub(crate) mod dry_run;
 pub(crate) mod load;
 mod merge;
+pub(crate) mod pick;
 mod preflight;
 pub(crate) mod resolve;
 pub(crate) mod run;

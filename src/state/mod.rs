@@ -155,6 +155,14 @@ pub struct TaskRecord {
     /// Paths its work changed outside its declared footprint (`"touches"`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outside_footprint: Vec<String>,
+    /// A best-of task's variants, each a record of its own (id `<id>@v<k>`,
+    /// branch `<branch>@v<k>`, its own worktree, origin and attempts), in
+    /// order of k. Empty for other tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<TaskRecord>,
+    /// How a best-of task's variants were judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_of: Option<BestOf>,
 }
 
 /// A succeeded task whose commits will not apply when `land` builds its
@@ -196,6 +204,95 @@ impl PredictedConflict {
             files.push_str(&format!(" and {} more", self.files.len() - shown));
         }
         format!("will conflict with {} in {files}", who.join(", "))
+    }
+}
+
+/// A best-of task's judging.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BestOf {
+    /// Judgements that found no survivor (what `max_retries` counts for it).
+    #[serde(default)]
+    pub failed_rounds: u32,
+    /// The last judgement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judgement: Option<Judgement>,
+}
+
+/// Which variant won, how, and why; the others' verdicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    /// The winning variant's k; None: no variant survived.
+    #[serde(default)]
+    pub winner: Option<u32>,
+    pub by: JudgedBy,
+    /// Why the winner won (or why none did).
+    pub reason: String,
+    /// Every variant, the winner first, then in rank order.
+    #[serde(default)]
+    pub ranking: Vec<Verdict>,
+    pub at: DateTime<Utc>,
+    /// Something the user should know (a judge answer that could not be used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
+    /// What the judge agent cost.
+    #[serde(default)]
+    pub judge_cost_usd: f64,
+}
+
+/// Who picked the winner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgedBy {
+    /// Validation, then the smallest change, then the lowest cost.
+    Ranking,
+    /// The judge agent (`[best_of] judge = true`).
+    Judge,
+    /// `flocks pick`.
+    Pick,
+}
+
+impl JudgedBy {
+    pub fn label(self) -> &'static str {
+        match self {
+            JudgedBy::Ranking => "ranking",
+            JudgedBy::Judge => "judge",
+            JudgedBy::Pick => "pick",
+        }
+    }
+}
+
+/// One variant's place in a judgement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub variant: u32,
+    pub outcome: VerdictOutcome,
+    pub reason: String,
+    /// Lines added + removed by its work (variants that succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u64>,
+    #[serde(default)]
+    pub cost_usd: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictOutcome {
+    Winner,
+    /// Passed validation, ranked below the winner.
+    Passed,
+    FailedValidation,
+    /// The variant's agent did not succeed.
+    Failed,
+}
+
+impl VerdictOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            VerdictOutcome::Winner => "winner",
+            VerdictOutcome::Passed => "passed",
+            VerdictOutcome::FailedValidation => "failed validation",
+            VerdictOutcome::Failed => "failed",
+        }
     }
 }
 
@@ -468,7 +565,7 @@ pub struct ResultInfo {
 }
 
 /// How a retried task's next attempt starts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NextAttempt {
     /// Start the branch over from the base.
     #[serde(default)]
@@ -564,25 +661,60 @@ impl TaskRecord {
             .count() as u32
     }
 
+    /// What the task cost: its attempts, its variants' and its judge's.
     pub fn cost(&self) -> f64 {
-        crate::output::units::sum_costs(self.attempts.iter().map(Attempt::cost))
+        let judge = self
+            .best_of
+            .as_ref()
+            .and_then(|b| b.judgement.as_ref())
+            .map_or(0.0, |j| j.judge_cost_usd);
+        crate::output::units::sum_costs(
+            self.attempts
+                .iter()
+                .map(Attempt::cost)
+                .chain(self.variants.iter().map(TaskRecord::cost))
+                .chain([judge]),
+        )
     }
 
     pub fn turns(&self) -> u64 {
-        self.attempts.iter().map(Attempt::turns).sum()
+        self.attempts.iter().map(Attempt::turns).sum::<u64>()
+            + self.variants.iter().map(TaskRecord::turns).sum::<u64>()
+    }
+
+    /// Variant `k` (1-based) of a best-of task.
+    pub fn variant(&self, k: u32) -> Option<&TaskRecord> {
+        let id = crate::tasks::variant_id(&self.id, k);
+        self.variants.iter().find(|v| v.id == id)
+    }
+
+    /// The variant whose work is a succeeded best-of task's work.
+    pub fn winner(&self) -> Option<&TaskRecord> {
+        if !self.status.is_success() {
+            return None;
+        }
+        let k = self.best_of.as_ref()?.judgement.as_ref()?.winner?;
+        self.variant(k)
     }
 
     /// The task's origin: the recorded one, or, for a record that never got
     /// one (an attempt that started just before a crash), what its attempts'
-    /// commits say.
+    /// commits say. A best-of task's is its winner's.
     pub fn origin_commit(&self) -> Option<String> {
+        if let Some(w) = self.winner() {
+            return w.origin_commit();
+        }
         self.origin.clone().or_else(|| v1_origin(&self.attempts))
     }
 
-    /// The attempt that succeeded last: its end tip is the task's tip.
+    /// The attempt that succeeded last: its end tip is the task's tip. A
+    /// best-of task's is its winner's.
     pub fn successful_attempt(&self) -> Option<&Attempt> {
         if !self.status.is_success() {
             return None;
+        }
+        if let Some(w) = self.winner() {
+            return w.successful_attempt();
         }
         self.attempts
             .iter()
@@ -614,19 +746,34 @@ impl State {
         self.format_version = FORMAT_VERSION;
     }
 
+    /// A task, or a best-of task's variant (`<id>@v<k>`), by id.
     pub fn task(&self, id: &str) -> Option<&TaskRecord> {
-        let i = self.index.find(&self.tasks, id)?;
-        self.tasks.get(i)
+        if let Some(i) = self.index.find(&self.tasks, id) {
+            return self.tasks.get(i);
+        }
+        let (parent, _) = crate::tasks::split_variant_id(id)?;
+        let i = self.index.find(&self.tasks, parent)?;
+        self.tasks.get(i)?.variants.iter().find(|v| v.id == id)
     }
 
-    /// The task to change; it is written to the journal at the next commit.
+    /// The task (or variant) to change; it is written to the journal at the
+    /// next commit (a variant with its task).
     pub fn task_mut(&mut self, id: &str) -> Option<&mut TaskRecord> {
         if !self.index.covers(&self.tasks) {
             self.index.rebuild(&self.tasks);
         }
-        let i = self.index.find(&self.tasks, id)?;
+        if let Some(i) = self.index.find(&self.tasks, id) {
+            self.changed.mark(i);
+            return self.tasks.get_mut(i);
+        }
+        let (parent, _) = crate::tasks::split_variant_id(id)?;
+        let i = self.index.find(&self.tasks, parent)?;
         self.changed.mark(i);
-        self.tasks.get_mut(i)
+        self.tasks
+            .get_mut(i)?
+            .variants
+            .iter_mut()
+            .find(|v| v.id == id)
     }
 
     /// Add a task at the end (task-file order), or replace the one with its id.

@@ -180,6 +180,17 @@ impl StateStore {
                     format!("task id {:?} {why}; {LEFT}", t.id),
                 ));
             }
+            for v in &t.variants {
+                let of_this = crate::tasks::split_variant_id(&v.id).is_some_and(|(p, _)| p == t.id);
+                if !of_this || !v.variants.is_empty() {
+                    return Err(Error::input(
+                        &self.path,
+                        None,
+                        Some("tasks.variants.id"),
+                        format!("variant id {:?} is not `{}@v<k>`; {LEFT}", v.id, t.id),
+                    ));
+                }
+            }
         }
         Ok(())
     }

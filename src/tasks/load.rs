@@ -244,6 +244,29 @@ fn task_from_object(
             ));
         }
     };
+
+    let best_of = match obj.remove("best_of") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n))
+            if n.as_u64()
+                .is_some_and(|n| (1..=u64::from(crate::config::MAX_BEST_OF)).contains(&n)) =>
+        {
+            n.as_u64().map(|n| n as u32)
+        }
+        Some(other) => {
+            return Err(fe(
+                "best_of",
+                format!(
+                    "expected a whole number of variants from 1 to {}, found {}",
+                    crate::config::MAX_BEST_OF,
+                    match &other {
+                        Value::Number(n) => n.to_string(),
+                        other => kind(other).to_string(),
+                    }
+                ),
+            ));
+        }
+    };
     Ok(Task {
         id,
         prompt,
@@ -255,6 +278,8 @@ fn task_from_object(
         expect_commits,
         max_cost_usd,
         touches,
+        best_of,
+        variant: None,
         // An emptied map still holds its first node (600 bytes): at 10,000
         // tasks that is 6 MB of nothing.
         extra: if obj.is_empty() { Map::new() } else { obj },
@@ -269,11 +294,20 @@ enum BadBranch {
     Invalid(String),
     #[error("`{0}` is the base or land target branch; a task needs a branch of its own")]
     NotOwn(String),
+    #[error("`{0}` ends like a best-of variant's branch (`@v<k>`, `@judge`): choose another name")]
+    Reserved(String),
 }
 
 fn check_branch(branch: &str, rules: &BranchRules) -> Result<(), BadBranch> {
     if branch.starts_with('-') || !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
         return Err(BadBranch::Invalid(branch.to_string()));
+    }
+    let reserved = branch.ends_with("@judge")
+        || branch
+            .rsplit_once("@v")
+            .is_some_and(|(_, k)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()));
+    if reserved {
+        return Err(BadBranch::Reserved(branch.to_string()));
     }
     if branch == rules.base || branch == rules.land_target {
         return Err(BadBranch::NotOwn(branch.to_string()));
@@ -435,6 +469,30 @@ mod tests {
         let e = err("{\"id\":\"a\",\"prompt\":\"x\",\"max_cost_usd\":\"5\"}");
         assert!(
             e.contains("field `max_cost_usd`: expected a number of dollars, found a string"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn best_of_values() {
+        let set =
+            parse("{\"id\":\"a\",\"prompt\":\"x\",\"best_of\":3}\n{\"id\":\"b\",\"prompt\":\"y\"}")
+                .unwrap();
+        assert_eq!(set.tasks[0].best_of, Some(3));
+        assert_eq!(set.tasks[1].best_of, None);
+        assert!(!set.tasks[0].extra.contains_key("best_of"));
+        for bad in ["0", "11", "2.5", "\"3\""] {
+            let e = err(&format!(
+                "{{\"id\":\"a\",\"prompt\":\"x\",\"best_of\":{bad}}}"
+            ));
+            assert!(
+                e.contains("tasks.jsonl:1: field `best_of`: expected a whole number"),
+                "{e}"
+            );
+        }
+        let e = err("{\"id\":\"a\",\"prompt\":\"x\",\"branch\":\"b@v2\"}");
+        assert!(
+            e.contains("field `branch`") && e.contains("best-of variant"),
             "{e}"
         );
     }

@@ -33,6 +33,10 @@ pub struct Task {
     /// What the task expects to change (`"touches"`: gitignore-style globs);
     /// None when the line does not say.
     pub touches: Option<Footprint>,
+    /// `"best_of": N` on the line (None: flocks.toml's `best_of`).
+    pub best_of: Option<u32>,
+    /// A variant of a best-of task, made by the run (never read from a line).
+    pub variant: Option<VariantOf>,
     /// Fields flocks does not know, kept for the template (`{{task.<field>}}`).
     pub extra: Map<String, Value>,
     /// 1-based line in the source, for messages.
@@ -66,6 +70,39 @@ impl Task {
         let digest = Sha256::digest(self.prompt.as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// Which variant of which best-of task a task is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantOf {
+    pub task: String,
+    /// 1-based.
+    pub k: u32,
+}
+
+/// The id of variant `k` of task `id`: `<id>@v<k>`. `@` is not allowed in a
+/// task id, so it names no task of the list.
+pub fn variant_id(id: &str, k: u32) -> String {
+    format!("{id}@v{k}")
+}
+
+/// The branch of variant `k`: `<branch>@v<k>`, beside the task's own branch
+/// in git's ref namespace (never under it: `flocks/x` and `flocks/x/v2`
+/// cannot both exist).
+pub fn variant_branch(branch: &str, k: u32) -> String {
+    format!("{branch}@v{k}")
+}
+
+/// The id of a best-of task's judge agent (its worktree, branch and log).
+pub fn judge_id(id: &str) -> String {
+    format!("{id}@judge")
+}
+
+/// `<id>@v<k>` into the task id and k.
+pub fn split_variant_id(id: &str) -> Option<(&str, u32)> {
+    let (task, k) = id.rsplit_once("@v")?;
+    let k: u32 = k.parse().ok().filter(|k| *k >= 1)?;
+    (valid_id(task).is_ok() && !k.to_string().starts_with('+')).then_some((task, k))
 }
 
 /// Where a task's branch starts.

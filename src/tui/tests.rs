@@ -43,6 +43,8 @@ fn task(id: &str, status: &str) -> TaskView {
         result: None,
         conflict: None,
         outside_footprint: vec![],
+        variants: vec![],
+        judgement: None,
     }
 }
 

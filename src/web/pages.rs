@@ -443,6 +443,23 @@ fn describe_event(e: &crate::report::Event) -> String {
             "waiting: {}",
             reason.as_deref().unwrap_or("no new agent starts")
         ),
+        Event::VariantJudged {
+            task,
+            winner,
+            by,
+            reason,
+            notice,
+            ..
+        } => {
+            let mut s = match winner {
+                Some(k) => format!("{task}: variant {k} won ({}): {reason}", by.label()),
+                None => format!("{task}: no variant survived: {reason}"),
+            };
+            if let Some(n) = notice {
+                s.push_str(&format!(" (note: {n})"));
+            }
+            s
+        }
         Event::NeedsAttention { message, .. } => format!("needs attention: {message}"),
         Event::Landed {
             task,
@@ -496,11 +513,17 @@ pub(crate) fn task_fragments(
     redactor: &Redactor,
 ) -> BTreeMap<&'static str, String> {
     let view = m.status.tasks.iter().find(|t| t.id == id);
+    // A best-of task's variant: its task's line about it.
+    let variant = crate::tasks::split_variant_id(id).and_then(|(parent, _)| {
+        let p = m.status.tasks.iter().find(|t| t.id == parent)?;
+        Some((p, p.variants.iter().find(|v| v.id == id)?))
+    });
     let mut f = BTreeMap::new();
     let head = html! {
-        @match view {
-            None => p.error { "No task `" (id) "` in the run state." },
-            Some(t) => {
+        @match (view, variant) {
+            (None, Some((parent, v))) => (variant_head(parent, v, redactor)),
+            (None, None) => p.error { "No task `" (id) "` in the run state." },
+            (Some(t), _) => {
                 p {
                     (badge(&t.status))
                     " · " (t.attempts) " attempt" @if t.attempts != 1 { "s" }
@@ -519,6 +542,7 @@ pub(crate) fn task_fragments(
                     }
                 } }
                 p.muted { "Branch " code { (t.branch) } " · worktree " code { (t.worktree.display()) } }
+                @if !t.variants.is_empty() { (variants_table(t, redactor)) }
                 @if let Some(r) = &t.result { pre.result { (redactor.redact(r)) } }
                 @if let Some(csrf) = &chrome.csrf {
                     @if retryable(&t.status) { (retry_button(&t.id, csrf)) }
@@ -561,11 +585,78 @@ pub(crate) fn task_fragments(
                     }
                 }
             },
+            Some(rec) if !rec.variants.is_empty() => p.muted { "A best-of task: its variants make the attempts (each variant's page has its own)." },
             _ => p.muted { "No attempt yet." },
         }
     };
     f.insert("attempts", attempts.into_string());
     f
+}
+
+/// A best-of task's judgement and its variants, each linked to its page.
+fn variants_table(t: &TaskView, redactor: &Redactor) -> Markup {
+    html! {
+        @if let Some(j) = &t.judgement {
+            p.detail { (redactor.redact(&crate::view::judgement_line(j))) }
+            @if let Some(n) = &j.notice { p.detail { "Note: " (redactor.redact(n)) } }
+        }
+        table.attempts {
+            thead { tr {
+                th.num { "k" } th { "Variant" } th { "Branch" } th { "Status" } th.num { "Attempts" }
+                th.num { "Lines" } th.num { "Cost" } th { "Why" }
+            } }
+            tbody {
+                @for v in &t.variants {
+                    tr {
+                        td.num { (v.variant) }
+                        td { a href={ "/tasks/" (v.id) } { (v.id) } }
+                        td { code { (v.branch) } }
+                        td { (variant_badge(v)) }
+                        td.num { (v.attempts) }
+                        td.num { @if let Some(l) = v.lines { (l) } }
+                        td.num { (money(v.cost_usd)) }
+                        td.detail { (redactor.redact(variant_why(v))) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A variant's page heading: where it stands, and its task.
+fn variant_head(parent: &TaskView, v: &crate::view::VariantView, redactor: &Redactor) -> Markup {
+    html! {
+        p {
+            (variant_badge(v))
+            " · " (v.attempts) " attempt" @if v.attempts != 1 { "s" }
+            " · " (money(v.cost_usd))
+            @if let Some(l) = v.lines { " · " (l) " lines" }
+            @if let Some(p) = &v.pool { " · pool " (p) }
+            @if let Some(a) = &v.activity { " · now: " (redactor.redact(a)) }
+        }
+        @let why = variant_why(v);
+        @if !why.is_empty() { p.detail { (redactor.redact(why)) } }
+        p { "Variant " (v.variant) " of best-of task " a href={ "/tasks/" (parent.id) } { (parent.id) } }
+        p.muted { "Branch " code { (v.branch) } }
+    }
+}
+
+/// Its verdict once judged, else its status.
+fn variant_badge(v: &crate::view::VariantView) -> Markup {
+    use crate::state::VerdictOutcome;
+    let (class, label) = match v.verdict {
+        Some(o @ (VerdictOutcome::Winner | VerdictOutcome::Passed)) => ("succeeded", o.label()),
+        Some(o) => ("failed", o.label()),
+        None => return badge(&v.status),
+    };
+    html! { span class=(status_class(class)) { (label) } }
+}
+
+fn variant_why(v: &crate::view::VariantView) -> &str {
+    v.verdict_reason
+        .as_deref()
+        .or(v.detail.as_deref())
+        .unwrap_or("")
 }
 
 /// The task page. `log`: the rendered lines of the attempt shown (and
@@ -726,6 +817,8 @@ mod tests {
             result: None,
             conflict: None,
             outside_footprint: Vec::new(),
+            variants: Vec::new(),
+            judgement: None,
         }
     }
 
@@ -793,6 +886,79 @@ mod tests {
         assert!(
             creds.contains("disabled") && creds.contains("rejected: invalid token"),
             "{creds}"
+        );
+    }
+
+    #[test]
+    fn a_best_of_task_page_shows_its_judgement_and_variants() {
+        use crate::state::{JudgedBy, Judgement, VerdictOutcome};
+        use crate::view::VariantView;
+        let variant = |k: u32, verdict: VerdictOutcome, reason: &str, lines: u64| VariantView {
+            variant: k,
+            id: format!("a@v{k}"),
+            branch: format!("flocks/a@v{k}"),
+            status: "succeeded".into(),
+            detail: None,
+            attempts: 1,
+            pool: Some("local".into()),
+            cost_usd: 0.25,
+            activity: None,
+            log: None,
+            verdict: Some(verdict),
+            verdict_reason: Some(reason.into()),
+            lines: Some(lines),
+        };
+        let mut t = task("a", "succeeded", "");
+        t.detail = None;
+        t.variants = vec![
+            variant(
+                1,
+                VerdictOutcome::FailedValidation,
+                "`cargo test` failed: <exit 1>",
+                40,
+            ),
+            variant(2, VerdictOutcome::Winner, "the smallest change", 5),
+        ];
+        t.judgement = Some(Judgement {
+            winner: Some(2),
+            by: JudgedBy::Ranking,
+            reason: "the smallest change (5 lines)".into(),
+            ranking: Vec::new(),
+            at: Utc::now(),
+            notice: Some("the judge answered garbage".into()),
+            judge_cost_usd: 0.0,
+        });
+        let m = model(vec![t], Vec::new());
+        let r = Redactor::new([]);
+        let f = task_fragments(&m, None, "a", None, &Chrome::default(), &r);
+        let head = &f["taskhead"];
+        assert!(
+            head.contains("v2 won (ranking): the smallest change (5 lines)"),
+            "{head}"
+        );
+        assert!(head.contains("Note: the judge answered garbage"), "{head}");
+        assert!(
+            head.contains("href=\"/tasks/a@v1\"") && head.contains("href=\"/tasks/a@v2\""),
+            "{head}"
+        );
+        assert!(
+            head.contains(">winner<") && head.contains(">failed validation<"),
+            "{head}"
+        );
+        assert!(
+            head.contains("`cargo test` failed: &lt;exit 1&gt;"),
+            "{head}"
+        );
+        // A variant's own page says whose variant it is.
+        let f = task_fragments(&m, None, "a@v1", None, &Chrome::default(), &r);
+        let head = &f["taskhead"];
+        assert!(
+            head.contains("Variant 1 of best-of task") && head.contains("href=\"/tasks/a\""),
+            "{head}"
+        );
+        assert!(
+            head.contains("40 lines") && !head.contains("No task"),
+            "{head}"
         );
     }
 

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::output::units::{duration, money, sum_costs};
 use crate::project::Project;
 use crate::report::Event;
+use crate::state::Outcome;
 use crate::tui::feed::Stamped;
 
 /// One run as the events file saw it.
@@ -133,9 +134,11 @@ pub(crate) fn render(
         status.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
     let mut rows = Vec::new();
     for t in &state.tasks {
+        // A best-of task's attempts are its variants'.
         let attempts: Vec<&crate::state::Attempt> = t
             .attempts
             .iter()
+            .chain(t.variants.iter().flat_map(|v| &v.attempts))
             .filter(|a| {
                 a.started_at >= window.start && window.end.is_none_or(|e| a.started_at <= e)
             })
@@ -151,6 +154,22 @@ pub(crate) fn render(
             title: t.title.as_deref(),
             status: if current {
                 view.map(|v| v.status.clone()).unwrap_or_default()
+            } else if !t.variants.is_empty() {
+                // A best-of task ends with its judgement, not an attempt.
+                let judged = t
+                    .best_of
+                    .as_ref()
+                    .and_then(|b| b.judgement.as_ref())
+                    .filter(|j| j.at >= window.start && window.end.is_none_or(|e| j.at <= e));
+                match judged {
+                    Some(j) if j.winner.is_some() => Outcome::Success.label().to_string(),
+                    Some(_) => Outcome::Failed {
+                        reason: String::new(),
+                    }
+                    .label()
+                    .to_string(),
+                    None => "interrupted".into(),
+                }
             } else {
                 attempts
                     .last()

@@ -185,7 +185,12 @@ fn human_bytes(n: u64) -> String {
 /// The task's change, the range `land` would apply, as a coloured diff.
 fn diff_of(app: &App, id: &str) -> maud::Markup {
     let project = &app.project;
-    let change = match crate::land::change(project, id) {
+    // A best-of task's variant: its own work, judged winner or not.
+    let change = match crate::tasks::split_variant_id(id) {
+        Some((task, k)) => crate::land::variant_change(project, task, k),
+        None => crate::land::change(project, id),
+    };
+    let change = match change {
         Ok(c) => c,
         Err(e) => return html! { p.muted { (e.to_string()) } },
     };

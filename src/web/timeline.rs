@@ -94,7 +94,12 @@ pub(crate) fn build(
 ) -> Timeline {
     let in_window = |t: DateTime<Utc>| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t <= e);
     let mut bars: BTreeMap<String, Vec<Bar>> = BTreeMap::new();
-    for task in &state.tasks {
+    // A best-of task's attempts are its variants' (each bar names its variant).
+    let runs = state
+        .tasks
+        .iter()
+        .flat_map(|t| std::iter::once(t).chain(&t.variants));
+    for task in runs {
         for a in task.attempts.iter().filter(|a| in_window(a.started_at)) {
             let running = matches!(&task.status,
                 TaskStatus::Running { attempt, .. } if *attempt == a.number)
@@ -296,6 +301,28 @@ mod tests {
         assert_eq!(tl.rows.len(), 2);
         assert_eq!(tl.rows[1].bars[0].task, "b");
         assert_eq!(tl.start, at(0), "without a window: from the first attempt");
+    }
+
+    #[test]
+    fn a_best_of_tasks_variants_have_their_bars() {
+        let mut s = state(&[
+            ("t", &[]),
+            ("t@v1", &[(1, 0, Some(10), 0.1)]),
+            ("t@v2", &[(1, 0, Some(5), 0.2)]),
+        ]);
+        let variants: Vec<_> = s.tasks.drain(1..).collect();
+        s.tasks[0].variants = variants;
+        s.reindex();
+        let tl = build(&s, &config(2), None, None, at(20));
+        let mut bars: Vec<&str> = tl
+            .rows
+            .iter()
+            .flat_map(|r| &r.bars)
+            .map(|b| b.task.as_str())
+            .collect();
+        bars.sort();
+        assert_eq!(bars, ["t@v1", "t@v2"]);
+        assert_eq!(tl.cost_series.last().map(|c| c.1), Some(0.3));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 #
 # stdin: "FLOCKS-HELPER 1", then "op <init|check|prepare|include|mark|run|finish|release>", then
 # "key value" lines (LF-terminated; a value is the rest of the line):
-#   task ID          [A-Za-z0-9._-]+            (prepare, run, finish)
+#   task ID          [A-Za-z0-9._@-]+           (prepare, run, finish)
 #   branch NAME      the task branch            (prepare, finish)
 #   start SHA        commit to start from       (prepare)
 #   attempt N        attempt number             (finish)
@@ -74,7 +74,7 @@ done
 case $GRACE_DS in ''|*[!0-9]*) die "bad grace" ;; esac
 case $HEARTBEAT in ''|*[!0-9]*) die "bad heartbeat" ;; esac
 case $ATTEMPT in *[!0-9]*) die "bad attempt" ;; esac
-case $TASK in *[!A-Za-z0-9._-]*) die "bad task id" ;; esac
+case $TASK in *[!A-Za-z0-9._@-]*) die "bad task id" ;; esac
 case $BRANCH in -*) die "bad branch" ;; esac
 case $START in *[!0-9a-f]*) die "bad start commit" ;; esac
 case $SETUP_HASH in *[!0-9a-f]*) die "bad setup hash" ;; esac

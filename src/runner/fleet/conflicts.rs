@@ -214,6 +214,20 @@ impl Fleet {
         {
             return;
         }
+        if self.has_variants(id) {
+            // Redoing a best-of task would mean every variant and a new
+            // judgement: its conflict is left for `land --resolve` (said once).
+            if !self.early_redos.contains_key(id) {
+                self.early_redos.insert(id.to_string(), EARLY_REDO_CAP + 1);
+                out.push(Effect::Emit(Event::Notice {
+                    message: format!(
+                        "task {id} is a best-of task: it is not redone early; its conflict \
+                         is left for `flocks land --resolve`"
+                    ),
+                }));
+            }
+            return;
+        }
         if self.earlier_redo_pending(id) {
             return;
         }

@@ -30,6 +30,16 @@ enum After {
     Nothing,
 }
 
+/// What the retry policy goes by for one task.
+#[derive(Clone, Copy)]
+struct Policy {
+    /// Failures are retried (`--supervise`, and not a best-of variant).
+    supervise: bool,
+    /// The run was started with `--supervise`.
+    supervise_run: bool,
+    max_retries: u32,
+}
+
 impl Fleet {
     /// An attempt ended.
     pub fn on_finished(
@@ -118,9 +128,11 @@ impl Fleet {
         if out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })) {
             self.planning.insert(id.to_string());
         }
-        // Failed, and not tried again in this run: a person has to look.
+        // Failed, and not tried again in this run: a person has to look (a
+        // best-of variant's end is its task's judgement's to say).
         let gives_up = matches!(status, TaskStatus::Done { .. })
-            && !matches!(outcome, Outcome::Success | Outcome::Interrupted);
+            && !matches!(outcome, Outcome::Success | Outcome::Interrupted)
+            && self.task(id).is_none_or(|t| t.variant.is_none());
         self.transition(id, status, &mut out);
         out.push(Effect::Emit(Event::Finished {
             task: id.to_string(),
@@ -214,7 +226,11 @@ impl Fleet {
                 self.overloads = 0;
                 if self.record(id).is_some_and(|r| r.status.is_success()) {
                     self.succeeded_here.insert(id.to_string());
-                    self.request_prediction(id, &mut out);
+                    // A variant is one of a best-of task's alternatives, not
+                    // work that lands: its task is predicted once judged.
+                    if self.task(id).is_none_or(|t| t.variant.is_none()) {
+                        self.request_prediction(id, &mut out);
+                    }
                 }
             }
             _ => {}
@@ -232,6 +248,12 @@ impl Fleet {
             }));
             self.stopped_because = Some((reason, Exit::CouldNotStart));
         }
+        self.check_budget(&mut out);
+        out
+    }
+
+    /// `max_cost_usd` reached: no new agent starts.
+    pub(super) fn check_budget(&mut self, out: &mut Vec<Effect>) {
         if let Some(limit) = self.config.max_cost_usd
             && self.run_cost >= limit
             && self.stopped_because.is_none()
@@ -245,7 +267,6 @@ impl Fleet {
             }));
             self.stopped_because = Some((reason, Exit::TasksFailed));
         }
-        out
     }
 
     /// The retry policy: the task's status after `outcome`, and what to say
@@ -261,13 +282,28 @@ impl Fleet {
         let done = || TaskStatus::Done {
             outcome: outcome.clone(),
         };
-        let opts = self.opts.clone();
+        // A best-of variant that fails is out; its task is retried as one
+        // when none of its variants survives (see `best_of.rs`).
+        let variant_of = self
+            .task(id)
+            .and_then(|t| t.variant.as_ref())
+            .map(|v| v.task.clone());
+        let policy = Policy {
+            supervise: self.opts.supervise && variant_of.is_none(),
+            supervise_run: self.opts.supervise,
+            max_retries: self.opts.max_retries,
+        };
         let cap = self.task(id).and_then(|t| t.max_cost_usd);
+        // A variant spends its task's money: the cap is on them all together.
+        let parent_cost = variant_of
+            .as_deref()
+            .and_then(|p| self.record(p))
+            .map(|r| r.cost());
         let Some(rec) = self.record_mut(id) else {
             return (done(), After::Nothing);
         };
         // The task's own spending cap: reached, it gets no further attempt.
-        let cost = rec.cost();
+        let cost = parent_cost.unwrap_or_else(|| rec.cost());
         let capped = cap.filter(|c| cost >= *c).map(|c| {
             format!(
                 "its attempts have cost {}, reaching its max_cost_usd = {c}",
@@ -275,7 +311,7 @@ impl Fleet {
             )
         });
         let (status, reason) =
-            Self::retry_policy(rec, id, attempt, outcome, lost_session, &opts, out);
+            Self::retry_policy(rec, id, attempt, outcome, lost_session, policy, out);
         match (capped, status) {
             (Some(why), TaskStatus::Pending) => {
                 rec.not_retried = Some(why.clone());
@@ -293,10 +329,14 @@ impl Fleet {
         attempt: u32,
         outcome: &Outcome,
         lost_session: bool,
-        opts: &super::RunOptions,
+        policy: Policy,
         out: &mut Vec<Effect>,
     ) -> (TaskStatus, Option<String>) {
-        let (supervise, max_retries) = (opts.supervise, opts.max_retries);
+        let Policy {
+            supervise,
+            supervise_run,
+            max_retries,
+        } = policy;
         let done = || TaskStatus::Done {
             outcome: outcome.clone(),
         };
@@ -314,6 +354,7 @@ impl Fleet {
                         task: id.to_string(),
                         from_attempt: attempt,
                         fresh_session: false,
+                        ended: None,
                     });
                     let reason = format!("{}; retry {used} of {max_retries}", outcome.describe());
                     (TaskStatus::Pending, Some(reason))
@@ -321,7 +362,7 @@ impl Fleet {
                     (done(), None)
                 }
             }
-            Outcome::HostLost { .. } if !supervise => (done(), None),
+            Outcome::HostLost { .. } if !supervise_run => (done(), None),
             Outcome::SpawnFailed { .. }
             | Outcome::RateLimited { .. }
             | Outcome::Overloaded
@@ -341,6 +382,7 @@ impl Fleet {
                         task: id.to_string(),
                         from_attempt,
                         fresh_session: true,
+                        ended: None,
                     });
                 }
                 if rec.requeues > REQUEUE_CAP {
@@ -354,7 +396,7 @@ impl Fleet {
 
     /// Park a credential until its limit resets (or, without a reset time,
     /// for an exponential back-off).
-    fn park(
+    pub(super) fn park(
         &mut self,
         name: &str,
         resets_at: Option<DateTime<Utc>>,
@@ -386,7 +428,13 @@ impl Fleet {
 
     /// A credential reached its `max_cost_usd`: disabled for the rest of the
     /// run (a new run tries it again), its work moves to the others.
-    fn retire(&mut self, name: &str, reason: String, now: DateTime<Utc>, out: &mut Vec<Effect>) {
+    pub(super) fn retire(
+        &mut self,
+        name: &str,
+        reason: String,
+        now: DateTime<Utc>,
+        out: &mut Vec<Effect>,
+    ) {
         let entry = self.state.credentials.entry(name.to_string()).or_default();
         entry.disabled = Some(reason.clone());
         self.dirty = true;

@@ -6,6 +6,7 @@
 //! One task model: each task line and its state record sit side by side,
 //! found by id through one index (no linear lookups).
 
+mod best_of;
 mod conflicts;
 mod disk;
 mod finished;
@@ -33,6 +34,7 @@ use crate::report::{Event, PoolInfo};
 use crate::state::{InvalidTransition, NextAttempt, Outcome, State, TaskRecord, TaskStatus};
 use crate::tasks::{Task, TaskSet, dependency_order};
 
+pub use best_of::Judged;
 #[cfg(test)]
 use finished::REQUEUE_CAP;
 
@@ -72,6 +74,9 @@ pub enum Effect {
         from_attempt: u32,
         /// Start a fresh session (the one to resume is gone).
         fresh_session: bool,
+        /// How the attempt ended, when the attempt's own outcome does not
+        /// say it (a best-of variant judged out).
+        ended: Option<String>,
     },
     /// Raise every running agent's stop level.
     StopAgents(StopLevel),
@@ -84,6 +89,10 @@ pub enum Effect {
     /// prompt's context), off the loop; hand it back with
     /// [`Fleet::on_redo_prepared`].
     PrepareRedo(Box<RedoJob>),
+    /// Judge a best-of task's variants off the dispatch loop (validation,
+    /// ranking, the judge agent) and hand the judgement back with
+    /// [`Fleet::on_judged`].
+    Judge(Box<JudgeJob>),
 }
 
 /// The inputs of a conflict prediction: the state as it is now.
@@ -125,6 +134,32 @@ pub struct RedoJob {
     pub record: TaskRecord,
     /// The records of the tasks it clashed with, in landing order.
     pub with: Vec<TaskRecord>,
+}
+
+/// The inputs of a best-of task's judgement.
+pub struct JudgeJob {
+    pub task: String,
+    /// The task's branch: it is pointed at the winner's tip.
+    pub branch: String,
+    /// The task's rendered prompt (what the judge agent is told the task was).
+    pub prompt: String,
+    /// The variants' records as they are now, in order of k.
+    pub variants: Vec<TaskRecord>,
+    /// The judge agent, with `[best_of] judge = true` (its prompt is built
+    /// from the variants' diffs once they are known).
+    pub agent: Option<Box<JudgeAgent>>,
+    /// Said with the judgement (why there is no judge agent).
+    pub notice: Option<String>,
+}
+
+/// The judge agent's start, as the fleet chose it (pool, credential).
+pub struct JudgeAgent {
+    pub id: String,
+    pub attempt: u32,
+    pub pool: usize,
+    pub credential: Option<String>,
+    pub prepare: PrepareJob,
+    pub spec: AgentSpec,
 }
 
 /// One attempt to start, as the fleet decided it.
@@ -196,7 +231,9 @@ pub struct FleetParts {
 struct Entry {
     task: Option<usize>,
     order_pos: Option<usize>,
-    record: Option<usize>,
+    /// The record's place in `state.tasks`, and in its `variants` for a
+    /// best-of variant.
+    record: Option<(usize, Option<usize>)>,
 }
 
 pub struct Fleet {
@@ -218,6 +255,12 @@ pub struct Fleet {
     running: HashMap<String, Slot>,
     /// Tasks whose retry is being planned ([`Effect::PlanRetry`]).
     planning: HashSet<String>,
+    /// Best-of tasks (ids), in dependency order.
+    best_of: Vec<String>,
+    /// Best-of tasks being judged ([`Effect::Judge`]).
+    judging: HashSet<String>,
+    /// Best-of tasks whose judging failed in this run (they stay pending).
+    unjudged: HashSet<String>,
     opts: RunOptions,
     project_key: String,
     draining: bool,
@@ -257,7 +300,8 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new(p: FleetParts) -> Fleet {
+    pub fn new(mut p: FleetParts) -> Fleet {
+        let best_of = best_of::add_variant_tasks(&mut p.tasks, &p.state);
         let order =
             dependency_order(&p.tasks.tasks).unwrap_or_else(|_| (0..p.tasks.tasks.len()).collect());
         let mut index: HashMap<String, Entry> = HashMap::with_capacity(p.tasks.tasks.len());
@@ -274,9 +318,16 @@ impl Fleet {
                 .entry(r.id.clone())
                 .or_default()
                 .record
-                .get_or_insert(i);
+                .get_or_insert((i, None));
+            for (j, v) in r.variants.iter().enumerate() {
+                index
+                    .entry(v.id.clone())
+                    .or_default()
+                    .record
+                    .get_or_insert((i, Some(j)));
+            }
         }
-        let footprint_before = crate::tasks::footprint_before(&p.tasks, &order);
+        let footprint_before = variant_footprints(&p.tasks, &order);
         Fleet {
             config: p.config,
             state: p.state,
@@ -291,6 +342,9 @@ impl Fleet {
             creds: p.creds,
             running: HashMap::new(),
             planning: HashSet::new(),
+            best_of,
+            judging: HashSet::new(),
+            unjudged: HashSet::new(),
             opts: p.opts,
             project_key: p.project_key,
             draining: false,
@@ -353,21 +407,35 @@ impl Fleet {
     }
 
     pub fn record(&self, id: &str) -> Option<&TaskRecord> {
-        self.index
-            .get(id)
-            .and_then(|e| e.record)
-            .map(|i| &self.state.tasks[i])
+        match self.index.get(id).and_then(|e| e.record)? {
+            (i, None) => self.state.tasks.get(i),
+            (i, Some(j)) => self.state.tasks.get(i)?.variants.get(j),
+        }
     }
 
-    /// The record to change; it is written to the journal at the next save.
+    /// The record to change; it is written to the journal at the next save
+    /// (a variant with its task).
     fn record_mut(&mut self, id: &str) -> Option<&mut TaskRecord> {
-        let i = self.index.get(id).and_then(|e| e.record)?;
+        let (i, j) = self.index.get(id).and_then(|e| e.record)?;
         self.state.changed.mark(i);
-        Some(&mut self.state.tasks[i])
+        match j {
+            None => self.state.tasks.get_mut(i),
+            Some(j) => self.state.tasks.get_mut(i)?.variants.get_mut(j),
+        }
     }
 
+    /// In the task list and in the run's scope (a variant: its task is).
     fn in_scope(&self, id: &str) -> bool {
-        self.task(id).is_some() && self.scope.as_ref().is_none_or(|s| s.contains(id))
+        let Some(task) = self.task(id) else {
+            return false;
+        };
+        let id = task.variant.as_ref().map_or(id, |v| v.task.as_str());
+        self.scope.as_ref().is_none_or(|s| s.contains(id))
+    }
+
+    /// A best-of task: its variants run, it never does itself.
+    fn has_variants(&self, id: &str) -> bool {
+        self.record(id).is_some_and(|r| !r.variants.is_empty())
     }
 
     /// Change a task's status; an illegal change is a bug in flocks: it is
@@ -402,10 +470,19 @@ impl Fleet {
 
     /// The events that open a run: its pools and the queued tasks.
     pub fn on_run_started(&mut self) -> Vec<Effect> {
+        // What runs: tasks, and for a best-of task its variants.
         let pending = self
             .state
             .tasks
             .iter()
+            .flat_map(|t| {
+                let runs: Box<dyn Iterator<Item = &TaskRecord>> = if t.variants.is_empty() {
+                    Box::new(std::iter::once(t))
+                } else {
+                    Box::new(t.variants.iter())
+                };
+                runs
+            })
             .filter(|t| self.in_scope(&t.id) && t.status == TaskStatus::Pending)
             .count();
         let run_id = self
@@ -426,13 +503,19 @@ impl Fleet {
             .collect();
         let mut out = vec![Effect::Emit(Event::RunStarted {
             run_id,
-            tasks: self.tasks.tasks.len(),
+            tasks: self
+                .tasks
+                .tasks
+                .iter()
+                .filter(|t| t.variant.is_none())
+                .count(),
             pending,
             pools,
         })];
         for &i in &self.order {
             let id = &self.tasks.tasks[i].id;
             if self.in_scope(id)
+                && !self.has_variants(id)
                 && self
                     .record(id)
                     .is_some_and(|r| r.status == TaskStatus::Pending)
@@ -504,7 +587,12 @@ impl Fleet {
         }
         self.dirty = true;
         let (mut succeeded, mut failed, mut blocked, mut pending) = (0, 0, 0, 0);
-        for t in self.tasks.tasks.iter().filter(|t| self.in_scope(&t.id)) {
+        for t in self
+            .tasks
+            .tasks
+            .iter()
+            .filter(|t| t.variant.is_none() && self.in_scope(&t.id))
+        {
             match self.record(&t.id).map(|r| &r.status) {
                 Some(s) if s.is_success() => succeeded += 1,
                 Some(TaskStatus::Blocked { .. }) => blocked += 1,
@@ -557,4 +645,24 @@ fn chrono_secs(secs: u64) -> chrono::Duration {
 /// `t` on the monotonic clock, given `now` on both.
 fn mono_at(now: Now, t: DateTime<Utc>) -> Instant {
     now.mono + (t - now.wall).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// Footprint lanes: a best-of task's variants are alternatives, not
+/// neighbours. They never wait for each other (or for their task), and each
+/// waits for what its task would wait for: the earlier overlapping tasks.
+fn variant_footprints(tasks: &TaskSet, order: &[usize]) -> HashMap<String, Vec<String>> {
+    let plain: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|&i| tasks.tasks[i].variant.is_none())
+        .collect();
+    let mut before = crate::tasks::footprint_before(tasks, &plain);
+    for t in &tasks.tasks {
+        if let Some(v) = &t.variant
+            && let Some(parent) = before.get(&v.task).cloned()
+        {
+            before.insert(t.id.clone(), parent);
+        }
+    }
+    before
 }

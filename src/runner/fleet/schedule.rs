@@ -109,6 +109,7 @@ impl Fleet {
             && !self.running.contains_key(id)
             && !self.planning.contains(id)
             && !self.waits_for_footprint(id)
+            && !self.has_variants(id)
             && task
                 .depends_on
                 .iter()
@@ -119,6 +120,11 @@ impl Fleet {
     /// stagger, dependencies, scope, back-off, the drain and stop state.
     pub fn start_ready(&mut self, now: Now) -> Vec<Effect> {
         let mut out = self.update_blocked();
+        // Variants that ended are judged even when dispatch stopped (budget,
+        // breaker): only a judge agent needs dispatch.
+        if !self.draining && self.stop_level == StopLevel::Run {
+            self.judge_ready(now, &mut out);
+        }
         if self.draining
             || self.stop_level != StopLevel::Run
             || self.stopped_because.is_some()
@@ -180,7 +186,7 @@ impl Fleet {
     }
 
     /// The least-loaded pool with a free slot and a usable credential.
-    fn choose_pool(
+    pub(super) fn choose_pool(
         &mut self,
         preferred: Option<&str>,
         now: Now,
@@ -276,19 +282,7 @@ impl Fleet {
         now: Now,
         out: &mut Vec<Effect>,
     ) {
-        self.pools[pool].running += 1;
-        if let Some(c) = &injected {
-            self.creds.acquire(&c.name, now.wall);
-        }
-        self.running.insert(
-            id.to_string(),
-            Slot {
-                pool,
-                credential: injected,
-                started: now.mono,
-                attempt: None,
-            },
-        );
+        self.take_slot(id, pool, injected, None, now);
         let Some(task) = self.task(id) else {
             self.release(id);
             return;
@@ -321,6 +315,30 @@ impl Fleet {
             return;
         }
         self.start(id, None, now, out);
+    }
+
+    /// Hold a slot of `pool` (and its credential) for `id`.
+    pub(super) fn take_slot(
+        &mut self,
+        id: &str,
+        pool: usize,
+        injected: Option<Injected>,
+        attempt: Option<u32>,
+        now: Now,
+    ) {
+        self.pools[pool].running += 1;
+        if let Some(c) = &injected {
+            self.creds.acquire(&c.name, now.wall);
+        }
+        self.running.insert(
+            id.to_string(),
+            Slot {
+                pool,
+                credential: injected,
+                started: now.mono,
+                attempt,
+            },
+        );
     }
 
     /// Every task `id` depends on, directly or not, each once, dependencies first.
@@ -373,7 +391,7 @@ impl Fleet {
     }
 
     /// Give back a slot taken by [`Fleet::reserve`].
-    fn release(&mut self, id: &str) {
+    pub(super) fn release(&mut self, id: &str) {
         if let Some(s) = self.running.remove(id) {
             self.pools[s.pool].running = self.pools[s.pool].running.saturating_sub(1);
             if let Some(c) = &s.credential {
@@ -412,9 +430,17 @@ impl Fleet {
             .or(dep_base)
             .unwrap_or_else(|| self.config.workspace.base.clone());
         let pool_name = self.pools[pool].name.clone();
+        let variant = task
+            .variant
+            .as_ref()
+            .and_then(|v| self.config.variant(v.k))
+            .cloned();
         let base_prompt =
             match crate::prompt::render(self.template.as_ref(), &task, &self.tasks.source) {
-                Ok(p) => p,
+                Ok(p) => match variant.as_ref().and_then(|v| v.prompt_suffix.as_deref()) {
+                    Some(suffix) => format!("{p}\n\n{suffix}"),
+                    None => p,
+                },
                 Err(e) => {
                     self.release(id);
                     self.finish_without_running(
@@ -459,7 +485,7 @@ impl Fleet {
             }));
         }
         let tag = format!("{}:{}:{}", self.project_key, id, number);
-        let spec = spec::build(SpecInput {
+        let mut spec = spec::build(SpecInput {
             config: &self.config,
             pool: &self.config.pools[pool],
             credential: injected.as_ref(),
@@ -468,6 +494,15 @@ impl Fleet {
             tag: tag.clone(),
             resume: resume.as_deref(),
         });
+        // A `[[variants]]` table: its model instead, its args after.
+        if let Some(v) = &variant {
+            let mut agent = self.config.agent.clone();
+            if v.model.is_some() {
+                agent.model = v.model.clone();
+            }
+            agent.args.extend(v.args.iter().cloned());
+            spec.args = spec::agent_args(&agent, self.config.max_turns, resume.as_deref());
+        }
         let credential = injected.as_ref().map(|c| c.name.clone());
         let Some(rec) = self.record_mut(id) else {
             return;
@@ -542,7 +577,7 @@ impl Fleet {
     }
 
     /// The task cannot start, for a reason that retrying in this run would not change.
-    fn block_with_reason(&mut self, id: &str, reason: String, out: &mut Vec<Effect>) {
+    pub(super) fn block_with_reason(&mut self, id: &str, reason: String, out: &mut Vec<Effect>) {
         let on = self
             .task(id)
             .map(|t| t.depends_on.clone())
@@ -585,13 +620,17 @@ impl Fleet {
 
 /// See [`Fleet::is_done`].
 pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
-    if !fleet.running.is_empty() || !fleet.planning.is_empty() || fleet.predicting {
+    if !fleet.running.is_empty()
+        || !fleet.planning.is_empty()
+        || fleet.predicting
+        || !fleet.judging.is_empty()
+    {
         return (false, Vec::new());
     }
     if fleet.draining || fleet.stopped_because.is_some() {
         return (true, Vec::new());
     }
-    if !fleet.tasks.tasks.iter().any(|t| fleet.ready(&t.id)) {
+    if !fleet.tasks.tasks.iter().any(|t| fleet.ready(&t.id)) && !fleet.awaits_judge() {
         return (true, Vec::new());
     }
     // Something is ready but nothing runs: is any pool ever usable?
