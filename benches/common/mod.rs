@@ -36,6 +36,10 @@ pub fn make_repo(dir: &Path, files: usize) {
     git(&["init", "-q", "-b", "main"]);
     git(&["config", "user.name", "bench"]);
     git(&["config", "user.email", "bench@example.invalid"]);
+    // Thousands of agents' commits would start `git gc --auto` again and
+    // again, each waiting up to a second on the others' packed-refs lock:
+    // that measures git, not flocks.
+    git(&["config", "gc.auto", "0"]);
     for i in 0..files {
         let sub = dir.join(format!("src/m{:02}", i % 50));
         std::fs::create_dir_all(&sub).unwrap();
