@@ -67,7 +67,7 @@ pub struct FilesystemView {
 
 /// How long plain `flocks status` spends counting disk use: it stays fast
 /// on a big project, and says when its sizes are lower bounds.
-pub const DISK_BUDGET: std::time::Duration = std::time::Duration::from_millis(20);
+pub const DISK_BUDGET: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The sizes of the last full count, kept in `.flocks/disk.json` for when
 /// plain `status` runs out of time (a big project).

@@ -12,10 +12,20 @@ use crate::service::{dry_run, load};
 use crate::tasks::TaskSet;
 
 pub fn run(project: Project, args: &RunArgs) -> Result<Exit> {
-    let (tasks, template) = load::load(&project, &args.source)?;
     if args.dry_run {
-        return dry_run(&project, &tasks, args.json);
+        // The task file and the state are independent: read them side by side.
+        let (loaded, state) = std::thread::scope(|s| {
+            let state = s.spawn(|| project.store.load());
+            let loaded = load::load(&project, &args.source);
+            let state = state
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (loaded, state)
+        });
+        let (tasks, _) = loaded?;
+        return dry_run(&project, &tasks, state, args.json);
     }
+    let (tasks, template) = load::load(&project, &args.source)?;
     let opts = RunOptions {
         supervise: args.supervise,
         max_retries: args.max_retries.unwrap_or(project.config.max_retries),
@@ -37,13 +47,18 @@ pub fn run(project: Project, args: &RunArgs) -> Result<Exit> {
     Ok(finished.exit)
 }
 
-fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
+fn dry_run(
+    project: &Project,
+    tasks: &TaskSet,
+    state: Result<crate::state::State>,
+    as_json: bool,
+) -> Result<Exit> {
     let config = &project.config;
     // What a real run checks before it starts, with the same errors and exit
     // codes: the repository, the base, the agent, the task branches, the
     // variables [[notify]] reads.
     crate::notify::Notifiers::check(config)?;
-    let (planned, state) = dry_run::plan(project, tasks)?;
+    let (planned, state) = dry_run::plan(project, tasks, state)?;
     let agent_runs: u32 = planned.iter().map(|r| r.agent_runs).sum();
     let best_of: Vec<String> = planned
         .iter()
@@ -87,7 +102,7 @@ fn dry_run(project: &Project, tasks: &TaskSet, as_json: bool) -> Result<Exit> {
             "agent_runs": agent_runs,
             "spend": spend,
         });
-        crate::outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        crate::output::print_json(&out);
         return Ok(Exit::Ok);
     }
     crate::outln!(

@@ -18,10 +18,7 @@ pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
     let budget = (!args.disk).then_some(crate::view::DISK_BUDGET);
     view.disk = Some(crate::view::disk(project, budget));
     if args.json {
-        crate::outln!(
-            "{}",
-            serde_json::to_string_pretty(&view).unwrap_or_default()
-        );
+        crate::output::print_json(&view);
     } else {
         crate::output::report(&render(
             &view,

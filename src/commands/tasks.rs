@@ -94,7 +94,7 @@ pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
         .filter(|_| crate::state::ProjectLock::holder(&project.state_dir()).is_some());
     if args.json {
         let out = json!({ "tasks": rows, "total_cost_usd": crate::output::units::sum_costs(rows.iter().map(|r| r.cost_usd)), "waiting": waiting });
-        crate::outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        crate::output::print_json(&out);
         return Ok(Exit::Ok);
     }
     if let Some(why) = waiting {

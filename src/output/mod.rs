@@ -89,6 +89,24 @@ pub fn print_fmt(args: std::fmt::Arguments<'_>) {
     let _ = stdout().write_all(args.to_string().as_bytes());
 }
 
+/// Print JSON for programs (`--json`), pretty, as one write: nothing in it
+/// to strip (serde_json escapes control characters), and a 10,000-task
+/// status is 10 MB that the colour filter would read byte by byte. Quiet on
+/// a closed pipe.
+pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
+    if closed() {
+        return;
+    }
+    let mut text = serde_json::to_vec_pretty(value).unwrap_or_default();
+    text.push(b'\n');
+    let mut out = io::stdout().lock();
+    if let Err(e) = out.write_all(&text).and_then(|()| out.flush())
+        && e.kind() == io::ErrorKind::BrokenPipe
+    {
+        CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Print a report (status, summary, land), coloured by [`paint`].
 pub fn report(text: &str) {
     print_fmt(format_args!("{}", paint_text(text)));

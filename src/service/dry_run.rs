@@ -39,12 +39,18 @@ pub(crate) struct PlannedRun {
 }
 
 /// Check as a run would, then plan the pools without running anything.
-/// Also returns the state it read.
-pub(crate) fn plan(project: &Project, tasks: &TaskSet) -> Result<(Vec<PlannedRun>, State)> {
+/// `state` is the saved state as read (read alongside the task file; its
+/// error counts after the repository's and the agent's, as in a run).
+/// Also returns the state.
+pub(crate) fn plan(
+    project: &Project,
+    tasks: &TaskSet,
+    state: Result<State>,
+) -> Result<(Vec<PlannedRun>, State)> {
     let config = &project.config;
     let repo = check_repo(config)?;
     check_agents(config)?;
-    let state = project.store.load()?;
+    let state = state?;
     // Which tasks are landed is independent of the branch checks.
     let landed = std::thread::scope(|s| {
         let landed = s.spawn(|| crate::land::landed_ids(project, &state));
