@@ -84,14 +84,16 @@ fn a_failing_setup_spends_no_agent_run() {
         "echo preparing; echo npm ERR! broken-dependency >&2; exit 7"
     );
     assert_eq!(outcome["reason"], "exit status 7");
-    let output: Vec<&str> = outcome["output"]
+    let mut output: Vec<&str> = outcome["output"]
         .as_array()
         .unwrap()
         .iter()
         .map(|l| l.as_str().unwrap())
         .collect();
-    // Its own output, not the supervisor's word on it.
-    assert_eq!(output, ["preparing", "npm ERR! broken-dependency"]);
+    // Its own output, not the supervisor's word on it (stdout and stderr are
+    // two pipes: the order of lines between them is not kept).
+    output.sort();
+    assert_eq!(output, ["npm ERR! broken-dependency", "preparing"]);
     assert_eq!(t["attempts"].as_array().unwrap().len(), 1, "not retried");
     let wt = t["worktree"].as_str().unwrap();
     assert!(
