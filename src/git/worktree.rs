@@ -418,6 +418,13 @@ struct Spare {
 /// Check out `refname` in a worktree: files first (against the old HEAD, so
 /// only what differs is written), then HEAD.
 fn switch_to(wt: &Repository, refname: &str) -> Result<()> {
+    // A flocks (or agent's git) killed while it held them leaves these
+    // behind, and every later attempt would fail on them. Nothing else
+    // works in a worktree flocks is preparing: the project lock is held and
+    // what an earlier run left running was stopped by then.
+    for lock in ["HEAD.lock", "index.lock"] {
+        let _ = fs::remove_file(wt.path().join(lock));
+    }
     let target = wt
         .find_reference(refname)
         .and_then(|r| r.peel_to_commit())
