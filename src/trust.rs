@@ -97,7 +97,7 @@ pub fn current(config: &Config) -> Record {
         }
     }
     if let Ok(repo) = crate::git::open(&config.workspace.repo) {
-        for (p, (print, text)) in crate::backend::docker::guard::fingerprints(repo.commondir()) {
+        for (p, (print, text)) in crate::guard::fingerprints(repo.commondir()) {
             out.add(p, print, text);
         }
     }

@@ -376,7 +376,7 @@ pub fn for_pool(
 /// Prepare through `backend`, with the task's branch exempt from the host
 /// `.git` guard while flocks and its own agent move it.
 pub async fn prepare(backend: &dyn Backend, job: &PrepareJob) -> Result<Workspace, PrepareError> {
-    docker::guard::exempt_branch(&job.branch);
+    crate::guard::exempt_branch(&job.branch);
     backend.prepare(job).await
 }
 
@@ -391,7 +391,7 @@ pub async fn finish(
 ) -> Result<Finished, FinishError> {
     let finished = backend.finish(ws, task, branch, attempt).await;
     let b = branch.to_string();
-    let _ = tokio::task::spawn_blocking(move || docker::guard::settle_branch(&b)).await;
+    let _ = tokio::task::spawn_blocking(move || crate::guard::settle_branch(&b)).await;
     finished
 }
 

@@ -82,7 +82,7 @@ async fn run_async(r: &Run<'_>, out: &Out, place: &Place<'_>) -> Result<Validati
     let git_dir = crate::git::open(&repo_dir)
         .map(|repo| repo.commondir().to_path_buf())
         .unwrap_or_else(|_| repo_dir.join(".git"));
-    let guard = docker::guard::for_repo(&git_dir);
+    let guard = crate::guard::for_repo(&git_dir);
     emit(
         out,
         r.echo,

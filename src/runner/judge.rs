@@ -149,9 +149,9 @@ pub async fn judge(
         // flocks moves the task's branch while docker attempts may run: the
         // host `.git` guard leaves it be, then guards it where it now points.
         let moved = tokio::task::spawn_blocking(move || {
-            crate::backend::docker::guard::exempt_branch(&branch);
+            crate::guard::exempt_branch(&branch);
             let moved = point_branch(&repo_dir, &branch, &tip);
-            crate::backend::docker::guard::settle_branch(&branch);
+            crate::guard::settle_branch(&branch);
             moved
         })
         .await

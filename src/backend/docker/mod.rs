@@ -22,11 +22,8 @@
 //! task fails with a reason naming it, and the pool is not used again).
 
 pub mod engine;
-mod fsat;
-pub mod guard;
 pub mod lifecycle;
 mod owner;
-mod refs;
 pub mod scripts;
 
 use std::collections::{HashMap, HashSet};
@@ -50,8 +47,8 @@ use crate::agent::AgentSpec;
 use crate::config::{Config, DockerConfig, PoolConfig};
 use crate::git::Worktrees;
 use crate::git::include::{Copied, IncludeError, IncludeSet};
+use crate::guard::{self, Guard};
 use engine::{EngineError, Lookup};
-use guard::Guard;
 use scripts::Match;
 
 /// The container an agent of this pool runs in, as found at the start of the run.

@@ -17,7 +17,7 @@ const DIR: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_CLOEXEC);
 
 /// The directory that holds `rel` (under the trusted `root`), and its name.
-pub(super) fn parent(root: &Path, rel: &Path) -> std::io::Result<(OwnedFd, OsString)> {
+pub(crate) fn parent(root: &Path, rel: &Path) -> std::io::Result<(OwnedFd, OsString)> {
     let mut fd = open(
         root,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -37,7 +37,7 @@ pub(super) fn parent(root: &Path, rel: &Path) -> std::io::Result<(OwnedFd, OsStr
 }
 
 /// Remove `name` in `dir`, whatever it is (a directory with all it holds).
-pub(super) fn remove_tree(dir: &OwnedFd, name: &OsString) -> std::io::Result<()> {
+pub(crate) fn remove_tree(dir: &OwnedFd, name: &OsString) -> std::io::Result<()> {
     match unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
         Ok(()) => return Ok(()),
         Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
@@ -73,7 +73,7 @@ fn give(fd: &OwnedFd, mode: u32, owner: (u32, u32)) -> std::io::Result<()> {
     Ok(())
 }
 
-pub(super) fn make_dir(
+pub(crate) fn make_dir(
     dir: &OwnedFd,
     name: &OsString,
     mode: u32,
@@ -87,7 +87,7 @@ pub(super) fn make_dir(
     give(&fd, mode, owner)
 }
 
-pub(super) fn write_file(
+pub(crate) fn write_file(
     dir: &OwnedFd,
     name: &OsString,
     bytes: &[u8],

@@ -21,8 +21,11 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use super::refs::exempt_branch;
-use super::{fsat, refs};
+pub use refs::exempt_branch;
+
+use crate::fsat;
+
+mod refs;
 
 /// Files larger than this in a guarded place are not read: a violation.
 const MAX_FILE: u64 = 1 << 20;
