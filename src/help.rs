@@ -155,6 +155,10 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
                 "land, and set aside the tasks that break validation",
             ),
             (
+                "flocks land -y --push",
+                "land, then push the target to origin under a lease (landing again if it moved)",
+            ),
+            (
                 "flocks land --undo -y",
                 "put the target back where the last land found it",
             ),
