@@ -21,6 +21,7 @@
 
 mod actions;
 mod auth;
+mod metrics;
 mod model;
 mod pages;
 pub(crate) mod report;
@@ -60,6 +61,8 @@ pub(crate) struct Inner {
     pub redactor: Arc<Redactor>,
     pub auth: auth::Auth,
     pub name: String,
+    /// What `/metrics` has read of events.jsonl so far.
+    pub events_tally: std::sync::Mutex<metrics::EventTally>,
 }
 
 pub(crate) type App = Arc<Inner>;
@@ -107,6 +110,7 @@ pub(crate) fn serve(project: Project, opts: &ServeOptions) -> Result<Exit> {
                 token: token.value.clone(),
                 loopback_only: addr.ip().is_loopback() && token.value.is_none(),
             },
+            events_tally: Default::default(),
         });
         say_where(bound, &token, opts.allow_actions);
         let router = router(app);
@@ -170,6 +174,7 @@ fn router(app: App) -> Router {
         .route("/land", get(land))
         .route("/land/events", get(streams::land))
         .route("/report", get(report_page))
+        .route("/metrics", get(metrics_page))
         .route("/actions/stop", post(actions::stop))
         .route("/actions/retry/{id}", post(actions::retry))
         .route("/actions/land", post(actions::land))
@@ -290,6 +295,35 @@ async fn report_page(State(app): State<App>) -> Response {
     match r {
         Ok(Ok((_, page))) => Html(page).into_response(),
         Ok(Err(e)) => error_page(axum::http::StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e) => error_page(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            &e.to_string(),
+        ),
+    }
+}
+
+/// `/metrics`: Prometheus' text format.
+async fn metrics_page(State(app): State<App>) -> Response {
+    let model = app.models.borrow().clone();
+    let a = app.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let mut events = a
+            .events_tally
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        events.poll(&a.project.events_path());
+        metrics::render(&model.status, &model.tally, &events, model.live())
+    })
+    .await;
+    match text {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Err(e) => error_page(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             &e.to_string(),

@@ -40,6 +40,8 @@ pub(crate) struct Model {
     /// When each running task's attempt started (the pages count its
     /// elapsed time up themselves).
     pub running_since: Arc<std::collections::HashMap<String, DateTime<Utc>>>,
+    /// What `/metrics` counts from the state.
+    pub tally: Arc<super::metrics::StateTally>,
 }
 
 impl Model {
@@ -83,6 +85,7 @@ pub(crate) fn build(
         version,
         error: None,
         running_since: Arc::new(running_since),
+        tally: Arc::new(super::metrics::StateTally::of(&state)),
     })
 }
 
@@ -158,6 +161,7 @@ fn with_error(previous: &Model, error: String, version: u64) -> Model {
         version,
         error: Some(error),
         running_since: previous.running_since.clone(),
+        tally: previous.tally.clone(),
     }
 }
 

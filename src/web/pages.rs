@@ -791,6 +791,7 @@ mod tests {
             version: 0,
             error: None,
             running_since: Arc::default(),
+            tally: Arc::default(),
         }
     }
 
