@@ -184,10 +184,15 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// The run (an id from .flocks/events.jsonl; default: the last run)
+    /// Only this run (an id from .flocks/events.jsonl; default: this piece
+    /// of work, every run since the last land)
     #[arg(long, value_name = "ID")]
     pub run: Option<String>,
-    /// Where to write it (`-` for standard output; default: flocks-report-<run id>.html)
+    /// Everything since DATE (2026-01-31, "2026-01-31 14:00" in UTC, an RFC
+    /// 3339 time, or an age such as 2d), across lands
+    #[arg(long, value_name = "DATE", conflicts_with = "run")]
+    pub since: Option<String>,
+    /// Where to write it (`-` for standard output; default: flocks-report-<last run id>.html)
     #[arg(long, short = 'o', value_name = "PATH")]
     pub output: Option<PathBuf>,
 }

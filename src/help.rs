@@ -84,11 +84,15 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         &[
             (
                 "flocks report",
-                "the last run as flocks-report-<run id>.html",
+                "this piece of work (every run since the last land) as flocks-report-<last run id>.html",
             ),
             (
                 "flocks report --run 20261130-021500 -o night.html",
-                "an earlier run, to a file of your choosing",
+                "one run, to a file of your choosing",
+            ),
+            (
+                "flocks report --since 7d",
+                "everything of the last week, across lands",
             ),
         ],
     ),

@@ -304,6 +304,7 @@ pub(crate) fn execute(
         validated: false,
         undone_at: None,
         pushed: None,
+        redo_run: None,
         tasks: chain.landed(),
     };
     if tip == plan.target_tip {

@@ -25,6 +25,8 @@ mod metrics;
 mod model;
 mod pages;
 pub(crate) mod report;
+mod scope;
+pub(crate) use scope::parse_since;
 mod streams;
 mod svg;
 mod timeline;
@@ -260,14 +262,28 @@ async fn task(
     if let Some(n) = q.attempt.or(loaded.shown) {
         url.push_str(&format!("&attempt={n}"));
     }
+    if loaded.log_id != id {
+        url.push_str(&format!("&log={}", streams::query_escape(&loaded.log_id)));
+    }
     if q.attempt.is_none() {
         url.push_str("&follow=1");
     }
+    // The prompt is the user's words, but may quote a secret: redacted too.
+    let prompt = streams::Prompt {
+        text: loaded
+            .prompt
+            .text
+            .as_deref()
+            .map(|t| app.redactor.redact(t).into_owned()),
+        note: loaded.prompt.note.clone(),
+    };
     let page = pages::task_page(
         &id,
         loaded.record.title.as_deref(),
         &frags,
         log,
+        &loaded.log_id,
+        &prompt,
         loaded.diff,
         &url,
     );
@@ -276,12 +292,13 @@ async fn task(
 
 async fn land(State(app): State<App>) -> Html<String> {
     let a = app.clone();
+    let live = app.models.borrow().live();
     let plan = tokio::task::spawn_blocking(move || streams::land_plan(&a.project))
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
     Html(
         pages::land_page(
-            pages::land_fragment(plan, &app.chrome, &app.redactor),
+            pages::land_fragment(plan, live, &app.chrome, &app.redactor),
             "/land/events",
         )
         .into_string(),
@@ -290,10 +307,12 @@ async fn land(State(app): State<App>) -> Html<String> {
 
 async fn report_page(State(app): State<App>) -> Response {
     let a = app.clone();
-    let r =
-        tokio::task::spawn_blocking(move || report::render(&a.project, None, &a.redactor)).await;
+    let r = tokio::task::spawn_blocking(move || {
+        report::render(&a.project, report::Pick::Piece, &a.redactor)
+    })
+    .await;
     match r {
-        Ok(Ok((_, page))) => Html(page).into_response(),
+        Ok(Ok(w)) => Html(w.html).into_response(),
         Ok(Err(e)) => error_page(axum::http::StatusCode::NOT_FOUND, &e.to_string()),
         Err(e) => error_page(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
