@@ -331,6 +331,12 @@ fn a_piece_of_work_holds_every_run_and_attempt_until_the_next_land() {
             attempts,
             "{what}: one bar per attempt"
         );
+        // Money over time ends where the cards do.
+        let line = &html[html.find("<svg class=\"costline\"").unwrap()..];
+        assert!(
+            line.contains(&format!(">${cost:.2}</text>")),
+            "{what}: {line}"
+        );
         for r in &runs {
             assert!(
                 html.contains(&format!("<g class=\"run\" data-run=\"{r}\"")),
@@ -349,6 +355,13 @@ fn a_piece_of_work_holds_every_run_and_attempt_until_the_next_land() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     let html = String::from_utf8_lossy(&out.stdout).into_owned();
     check(&html, "report");
+    // A failure: the end of its log.
+    let bad = &html[html.find("<tr data-task=\"bad\" ").unwrap()..];
+    let bad = &bad[..bad.find("</tr>").unwrap()];
+    assert!(
+        bad.contains("last lines of its log") && bad.contains("always"),
+        "{bad}"
+    );
     assert!(
         html.contains(&format!("<tr data-run=\"{}\"", runs[0])),
         "{html}"
@@ -444,6 +457,29 @@ fn task_pages_and_the_land_page_say_what_a_task_is_did_and_landed() {
     ]);
     let out = p.flocks(&["run", "--no-progress"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
+
+    // The report: branches, diff stats, the best-of winner, conflict warnings.
+    let out = p.flocks(&["report", "-o", "-"]);
+    let html = String::from_utf8_lossy(&out.stdout).into_owned();
+    let cell = |id: &str| {
+        let at = html.find(&format!("<tr data-task=\"{id}\" ")).unwrap();
+        html[at..at + html[at..].find("</tr>").unwrap()].to_string()
+    };
+    let bo = cell("bo");
+    assert!(
+        bo.contains("<code class=\"branch\">flocks/bo@v2</code>"),
+        "the winner's branch: {bo}"
+    );
+    assert!(bo.contains("best of 2: v2 won (ranking)"), "{bo}");
+    assert!(bo.contains("1 file, +5 −0"), "{bo}");
+    assert_eq!(
+        row(&html, "bo").map(|r| r.1),
+        Some(2),
+        "its variants' attempts"
+    );
+    let c2 = cell("c2");
+    assert!(c2.contains("⚠ will conflict with `c1` in same.txt"), "{c2}");
+    assert!(cell("base").contains("<code class=\"branch\">flocks/base</code>"));
 
     // /land: a table of the plan, one row per task, with its commits,
     // files, predicted conflict and what land does.
