@@ -25,6 +25,8 @@ use crate::state::TaskRecord;
 const LOG_TICK: Duration = Duration::from_millis(300);
 /// A page shows at most this much of a log (its end).
 const LOG_WINDOW: u64 = 1024 * 1024;
+/// The land page's plan is made again at most this often.
+const LAND_EVERY: Duration = Duration::from_secs(3);
 /// Diff lines shown at most.
 const DIFF_LINES: usize = 5000;
 
@@ -647,12 +649,18 @@ fn changed_files(repo: &git2::Repository, start: git2::Oid, tip: git2::Oid) -> O
 pub(crate) async fn land(State(app): State<App>) -> Events {
     let rx = app.models.clone();
     sse(stream::unfold(
-        (app, rx, BTreeMap::new(), true),
-        |(app, mut rx, mut sent, first)| async move {
+        (app, rx, BTreeMap::new(), true, None),
+        |(app, mut rx, mut sent, first, mut last)| async move {
             loop {
                 if !first && rx.changed().await.is_err() {
                     return None;
                 }
+                // The plan (with its conflict prediction) is made again at
+                // most every few seconds, whatever a live run changes.
+                if let Some(at) = last {
+                    tokio::time::sleep_until(at + LAND_EVERY).await;
+                }
+                last = Some(tokio::time::Instant::now());
                 rx.borrow_and_update();
                 let a = app.clone();
                 let live = rx.borrow().live();
@@ -665,10 +673,10 @@ pub(crate) async fn land(State(app): State<App>) -> Events {
                     pages::land_fragment(plan, live, &app.chrome, &app.redactor).into_string(),
                 );
                 if let Some(e) = changed(&mut sent, frags) {
-                    return Some((vec![e], (app, rx, sent, false)));
+                    return Some((vec![e], (app, rx, sent, false, last)));
                 }
                 if first {
-                    return Some((Vec::new(), (app, rx, sent, false)));
+                    return Some((Vec::new(), (app, rx, sent, false, last)));
                 }
             }
         },
