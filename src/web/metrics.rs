@@ -30,6 +30,7 @@ const STATUSES: &[&str] = &[
     "stalled",
     "interrupted",
     "blocked",
+    "removed",
 ];
 
 /// Attempt outcomes always exported.
