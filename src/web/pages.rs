@@ -893,13 +893,12 @@ mod tests {
 
     fn model(tasks: Vec<TaskView>, credentials: Vec<CredentialView>) -> Model {
         let now = Utc::now();
-        let summary = super::super::scope::Summary {
-            tasks: tasks
+        let summary = super::super::scope::Summary::of(
+            tasks
                 .iter()
                 .map(|t| (t.id.clone(), Default::default()))
                 .collect(),
-            ..Default::default()
-        };
+        );
         Model {
             status: Arc::new(StatusView {
                 run: None,

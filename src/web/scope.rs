@@ -372,14 +372,34 @@ pub(crate) fn sums(t: &TaskRecord, scope: &Scope, now: DateTime<Utc>) -> Sums {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Summary {
     pub tasks: Vec<(String, Sums)>,
+    /// Where each id is in `tasks`.
+    index: HashMap<String, usize>,
     /// Tasks left out: landed before the window, nothing in it.
     pub landed_before: usize,
     pub totals: Sums,
 }
 
 impl Summary {
+    /// A summary of these tasks (no totals).
+    #[cfg(test)]
+    pub fn of(tasks: Vec<(String, Sums)>) -> Summary {
+        let index = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (id.clone(), i))
+            .collect();
+        Summary {
+            tasks,
+            index,
+            ..Summary::default()
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<&Sums> {
-        self.tasks.iter().find(|(t, _)| t == id).map(|(_, s)| s)
+        self.index
+            .get(id)
+            .and_then(|i| self.tasks.get(*i))
+            .map(|(_, s)| s)
     }
 }
 
@@ -413,6 +433,7 @@ pub(crate) fn summarize(
         };
         if shown {
             out.totals.add(&s);
+            out.index.insert(t.id.clone(), out.tasks.len());
             out.tasks.push((t.id.clone(), s));
         }
     }
