@@ -184,10 +184,15 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// The run (an id from .flocks/events.jsonl; default: the last run)
+    /// Only this run (an id from .flocks/events.jsonl; default: this piece
+    /// of work, every run since the last land)
     #[arg(long, value_name = "ID")]
     pub run: Option<String>,
-    /// Where to write it (`-` for standard output; default: flocks-report-<run id>.html)
+    /// Everything since DATE (2026-01-31, "2026-01-31 14:00" in UTC, an RFC
+    /// 3339 time, or an age such as 2d), across lands
+    #[arg(long, value_name = "DATE", conflicts_with = "run")]
+    pub since: Option<String>,
+    /// Where to write it (`-` for standard output; default: flocks-report-<last run id>.html)
     #[arg(long, short = 'o', value_name = "PATH")]
     pub output: Option<PathBuf>,
 }
@@ -300,9 +305,21 @@ pub struct LandArgs {
     /// With --resolve: the task file the tasks come from.
     #[command(flatten)]
     pub source: TaskSource,
+    /// Then push the target to REMOTE (default: `[land] push`, else
+    /// origin) under a lease: the remote's branch must still be where the
+    /// land started from; if it moved, flocks fetches it and lands again on
+    /// top. `[land] after_push` commands run after the push.
+    #[arg(long, value_name = "REMOTE", num_args = 0..=1, default_missing_value = "", conflicts_with = "no_push")]
+    pub push: Option<String>,
+    /// Do not push, even with `[land] push` in flocks.toml.
+    #[arg(long)]
+    pub no_push: bool,
     /// Put the target back where the last land found it.
-    #[arg(long, conflicts_with_all = ["ids", "json", "no_validate", "bisect", "resolve"])]
+    #[arg(long, conflicts_with_all = ["ids", "json", "no_validate", "bisect", "resolve", "push"])]
     pub undo: bool,
+    /// With --undo: undo a land that was pushed (the remote keeps it).
+    #[arg(long, requires = "undo")]
+    pub force: bool,
 }
 
 #[derive(Args, Debug, Default)]

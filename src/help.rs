@@ -84,11 +84,15 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         &[
             (
                 "flocks report",
-                "the last run as flocks-report-<run id>.html",
+                "this piece of work (every run since the last land) as flocks-report-<last run id>.html",
             ),
             (
                 "flocks report --run 20261130-021500 -o night.html",
-                "an earlier run, to a file of your choosing",
+                "one run, to a file of your choosing",
+            ),
+            (
+                "flocks report --since 7d",
+                "everything of the last week, across lands",
             ),
         ],
     ),
@@ -153,6 +157,10 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
             (
                 "flocks land -y --bisect",
                 "land, and set aside the tasks that break validation",
+            ),
+            (
+                "flocks land -y --push",
+                "land, then push the target to origin under a lease (landing again if it moved)",
             ),
             (
                 "flocks land --undo -y",

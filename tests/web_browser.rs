@@ -57,6 +57,12 @@ impl Driver {
 
     /// A headless chromium session; `offline`: every network request fails.
     async fn browser(&self, offline: bool) -> Client {
+        self.browser_sized(offline, None).await
+    }
+
+    /// The same; `narrow`: a viewport this many CSS pixels wide (chromium's
+    /// device emulation: its windows are at least 500 px wide).
+    async fn browser_sized(&self, offline: bool, narrow: Option<u32>) -> Client {
         let mut args = vec![
             "--headless=new",
             "--no-sandbox",
@@ -70,9 +76,14 @@ impl Driver {
                 "--host-resolver-rules=MAP * ~NOTFOUND",
             ]);
         }
+        let mut options = json!({"args": args});
+        if let Some(w) = narrow {
+            options["mobileEmulation"] =
+                json!({"deviceMetrics": {"width": w, "height": 900, "pixelRatio": 1.0}});
+        }
         let caps = json!({
             "browserName": "chrome",
-            "goog:chromeOptions": {"args": args},
+            "goog:chromeOptions": options,
         });
         let serde_json::Value::Object(caps) = caps else {
             unreachable!()
@@ -295,6 +306,14 @@ async fn dashboard_follows_a_run_live_in_the_browser() {
 
     // The table fills in and statuses change, without a reload.
     until(&c, 20, "slow running", &shows("slow", "running")).await;
+    // The connection label says "live", in green, while the run goes on.
+    until(
+        &c,
+        10,
+        "the live label",
+        "var c = document.getElementById('conn'); return c.textContent === 'live' && c.classList.contains('on');",
+    )
+    .await;
     until(&c, 20, "quick running", &shows("quick", "running")).await;
     std::fs::write(p.out_file("quick-go"), "").unwrap();
     until(&c, 20, "quick succeeded", &shows("quick", "succeeded")).await;
@@ -403,6 +422,14 @@ async fn dashboard_follows_a_run_live_in_the_browser() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The run ended: the label is no longer "live" (the stream still is).
+    until(
+        &c,
+        20,
+        "the live label to go off",
+        "var c = document.getElementById('conn'); return c.textContent !== 'live' && !c.classList.contains('on') && document.body.classList.contains('live');",
+    )
+    .await;
     // Every task succeeded, live; the timeline has one bar per attempt, on
     // a slot of the pool it ran in, and no two bars of a slot overlap.
     for id in ["slow", "quick", "flaky", "after"] {
@@ -619,6 +646,9 @@ async fn the_report_opens_offline_and_shows_what_status_shows() {
     ]);
     let out = p.flocks(&["run", "--no-progress"]);
     assert_eq!(code(&out), 3, "{}", text(&out));
+    // A second run: the report covers both (the piece of work), runs marked.
+    let out = p.flocks(&["retry", "bad", "--no-progress"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
     let report = screenshots().join("report.html");
     let out = p.flocks(&["report", "-o", report.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -676,8 +706,20 @@ async fn the_report_opens_offline_and_shows_what_status_shows() {
     );
     assert_eq!(
         js(&c, "return document.querySelectorAll('rect.bar').length").await,
-        json!(3)
+        json!(4)
     );
+    assert_eq!(
+        js(
+            &c,
+            "return document.querySelectorAll('svg.timeline g.run').length"
+        )
+        .await,
+        json!(2),
+        "both runs marked"
+    );
+    // Money has a colour of its own, not the "timed out" orange.
+    let colours = js(&c, "var s = getComputedStyle; return [s(document.querySelector('rect.costbar')).fill, s(document.querySelector('i.sw.o-timed_out')).backgroundColor];").await;
+    assert_ne!(colours[0], colours[1], "{colours}");
     let png = c.screenshot().await.unwrap();
     std::fs::write(screenshots().join("report.png"), png).unwrap();
     c.close().await.unwrap();
@@ -740,7 +782,7 @@ async fn the_report_opens_offline_and_shows_what_status_shows() {
         &c,
         10,
         "the land plan",
-        "return document.getElementById('land').innerText.includes('Land onto main')",
+        "return !!document.querySelector('#land table.plan tr[data-task=\"bad\"][data-plan=\"ready\"]') && document.getElementById('land').innerText.includes('Onto main')",
     )
     .await;
     click(&c, "button[data-action=\"land\"]").await;
@@ -769,5 +811,65 @@ async fn the_report_opens_offline_and_shows_what_status_shows() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(p.status_of("hangs"), "interrupted");
+    c.close().await.unwrap();
+}
+
+/// Finding 8 of issue 27: at 400 px the dashboard table's cost and detail
+/// columns were off-screen. Every page fits the width; the task table's
+/// rows become labelled cards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_400_px_wide_the_cost_and_detail_columns_are_visible() {
+    let driver = Driver::start();
+    let p = TestProject::new(TWO_SLOTS);
+    p.tasks(&[
+        json!({"id": "a-task-with-a-rather-long-name", "title": "Write good.txt", "prompt": "@fake commit good.txt G\n@fake cost 0.31"}),
+        json!({"id": "bad", "prompt": "@fake fail this one failed with a long explanation of why it did, which wraps"}),
+        json!({"id": "stuck", "depends_on": ["bad"], "prompt": "x"}),
+    ]);
+    let out = p.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let serve = Serve::start(&p, &["--addr", "127.0.0.1:0"]);
+    let c = driver.browser_sized(false, Some(400)).await;
+    c.goto(&serve.url("/")).await.unwrap();
+    until(&c, 10, "the dashboard", &shows("bad", "failed")).await;
+    let width = js(&c, "return window.innerWidth").await;
+    assert!(
+        width.as_u64().is_some_and(|w| w <= 420),
+        "the window is 400 px wide: {width}"
+    );
+    // Each row's cost and detail cells are on screen, and nothing scrolls
+    // sideways.
+    let check = "var w = window.innerWidth, bad = []; \
+        document.querySelectorAll('#tasks tr[data-task]').forEach(function (r) { \
+          ['td.c-cost', 'td.c-detail'].forEach(function (sel) { \
+            var td = r.querySelector(sel), b = td.getBoundingClientRect(); \
+            if (sel === 'td.c-detail' && td.textContent.trim() === '') return; \
+            if (b.width <= 0 || b.height <= 0 || b.left < 0 || b.right > w + 1 || getComputedStyle(td).display === 'none') \
+              bad.push(r.dataset.task + ' ' + sel + ' ' + JSON.stringify(b)); \
+          }); \
+        }); \
+        if (document.documentElement.scrollWidth > w + 1) bad.push('page scrolls: ' + document.documentElement.scrollWidth); \
+        return bad;";
+    assert_eq!(js(&c, check).await, json!([]));
+    assert_eq!(
+        js(&c, "return document.querySelector('#tasks tr[data-task=\"a-task-with-a-rather-long-name\"] td.c-cost').innerText.trim()").await,
+        json!("$0.31")
+    );
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(screenshots().join("dashboard-400px.png"), png).unwrap();
+    // The task page, the land page and the report fit too.
+    for path in ["/tasks/bad", "/land", "/report"] {
+        c.goto(&serve.url(path)).await.unwrap();
+        until(&c, 10, path, "return document.readyState === 'complete'").await;
+        let over = js(
+            &c,
+            "return document.documentElement.scrollWidth - window.innerWidth",
+        )
+        .await;
+        assert!(
+            over.as_i64().is_some_and(|o| o <= 1),
+            "{path} scrolls sideways by {over}"
+        );
+    }
     c.close().await.unwrap();
 }

@@ -235,6 +235,15 @@ pub fn result_info(v: &Value) -> ResultInfo {
             .get("terminal_reason")
             .and_then(Value::as_str)
             .map(str::to_string),
+        usage: v.get("usage").filter(|u| u.is_object()).map(|u| {
+            let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+            crate::state::Usage {
+                input_tokens: n("input_tokens"),
+                output_tokens: n("output_tokens"),
+                cache_creation_input_tokens: n("cache_creation_input_tokens"),
+                cache_read_input_tokens: n("cache_read_input_tokens"),
+            }
+        }),
     }
 }
 

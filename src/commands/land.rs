@@ -5,9 +5,11 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use crate::cli::LandArgs;
 use crate::error::{Error, Exit, Result};
+use crate::land::push::{self, Remote};
 use crate::land::{self, LandLock, LandOptions};
 use crate::notify::Notifiers;
 use crate::project::Project;
+use crate::service::push::Pushing;
 
 pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
     if args.source.tasks.is_some() && !args.resolve {
@@ -31,6 +33,13 @@ pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
             crate::outln!("{text}");
         } else {
             crate::output::report(&plan.render());
+            if let Some(remote) = push_remote(project, args) {
+                crate::outln!(
+                    "Then {} is pushed to {remote} (under a lease: only while {remote}'s {} is where the land started).",
+                    plan.target,
+                    plan.target
+                );
+            }
         }
         return Ok(Exit::Ok);
     }
@@ -61,6 +70,17 @@ fn land(project: &Project, args: &LandArgs, notify: &Notifiers) -> Result<Exit> 
         None
     };
     let lock = LandLock::acquire(&project.state_dir())?;
+    let started = chrono::Utc::now();
+    let remote_name = push_remote(project, args);
+    let target = project.config.workspace.land_target.clone();
+    let remote = match &remote_name {
+        Some(name) => Some(Remote::new(project.repo_dir(), name, &target)?),
+        None => None,
+    };
+    let lease = match &remote {
+        Some(r) => Some(push::prepare(project, r, &lock, say)?),
+        None => None,
+    };
     let plan = land::plan(project, &args.ids)?;
     // A dirty checkout of the target is refused once, before the task list.
     if plan.has_work()
@@ -79,7 +99,20 @@ fn land(project: &Project, args: &LandArgs, notify: &Notifiers) -> Result<Exit> 
         let report = land::execute(project, &plan, &LandOptions::default(), &lock)?;
         crate::service::resolve::record_landed(project, &report, notify);
         crate::output::report(&report.render(project.repo_dir()));
-        return Ok(report.exit());
+        let exit = report.exit();
+        return match (&remote, lease) {
+            (Some(r), Some(lease)) => {
+                let pushing = Pushing {
+                    remote: r,
+                    lease,
+                    started,
+                    opts: land_options(args),
+                    ids: &args.ids,
+                };
+                pushing.run(project, report, &lock, notify, exit)
+            }
+            _ => Ok(exit),
+        };
     }
     let question = if args.resolve {
         format!(
@@ -93,13 +126,7 @@ fn land(project: &Project, args: &LandArgs, notify: &Notifiers) -> Result<Exit> 
         crate::outln!("Nothing was changed.");
         return Ok(Exit::Ok);
     }
-    let opts = LandOptions {
-        no_validate: args.no_validate,
-        // A bisection validates many times: its output goes to its logs.
-        echo: !args.bisect,
-        bisect: args.bisect,
-        progress: Some(say),
-    };
+    let opts = land_options(args);
     let report = land::execute(project, &plan, &opts, &lock)?;
     crate::service::resolve::record_landed(project, &report, notify);
     let (report, exit) = match resolver {
@@ -108,7 +135,50 @@ fn land(project: &Project, args: &LandArgs, notify: &Notifiers) -> Result<Exit> 
     };
     crate::service::resolve::record_attention(project, &report, notify);
     crate::output::report(&report.render(project.repo_dir()));
-    Ok(exit.unwrap_or_else(|| report.exit()))
+    let exit = exit.unwrap_or_else(|| report.exit());
+    match (&remote, lease) {
+        (Some(r), Some(lease)) => {
+            let pushing = Pushing {
+                remote: r,
+                lease,
+                started,
+                opts,
+                ids: &args.ids,
+            };
+            pushing.run(project, report, &lock, notify, exit)
+        }
+        _ => Ok(exit),
+    }
+}
+
+/// The remote to push to: `--push[=REMOTE]`, else `[land] push`; none with
+/// `--no-push`.
+fn push_remote(project: &Project, args: &LandArgs) -> Option<String> {
+    if args.no_push {
+        return None;
+    }
+    match args.push.as_deref() {
+        Some("") => Some(
+            project
+                .config
+                .land
+                .push
+                .clone()
+                .unwrap_or_else(|| "origin".into()),
+        ),
+        Some(name) => Some(name.to_string()),
+        None => project.config.land.push.clone(),
+    }
+}
+
+fn land_options(args: &LandArgs) -> LandOptions {
+    LandOptions {
+        no_validate: args.no_validate,
+        // A bisection validates many times: its output goes to its logs.
+        echo: !args.bisect,
+        bisect: args.bisect,
+        progress: Some(say),
+    }
 }
 
 /// Progress, one line at a time.
@@ -118,6 +188,27 @@ fn say(line: &str) {
 
 fn undo(project: &Project, args: &LandArgs) -> Result<Exit> {
     let plan = land::plan_undo(project)?;
+    if let Some(p) = &plan.pushed {
+        if !args.force {
+            return Err(Error::Usage(format!(
+                "the last land of {} was pushed to {} ({}): undoing it here leaves {}/{} ahead of {}; \
+                 pass --force to undo it here anyway ({} keeps it)",
+                plan.target,
+                p.remote,
+                p.at.format("%Y-%m-%d %H:%M UTC"),
+                p.remote,
+                plan.target,
+                plan.target,
+                p.remote
+            )));
+        }
+        crate::outln!(
+            "That land was pushed to {}: {} keeps it; only {} here moves back.",
+            p.remote,
+            p.remote,
+            plan.target
+        );
+    }
     if !args.dry_run
         && let Some(wt) = &plan.checkout
         && !plan.dirty.is_empty()

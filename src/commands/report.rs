@@ -1,5 +1,5 @@
-//! `flocks report`: a run's timeline, costs and outcomes as one
-//! self-contained HTML file (see [`crate::web::report`]).
+//! `flocks report`: a piece of work (or one run, or everything since a
+//! date) as one self-contained HTML file (see [`crate::web::report`]).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,7 +13,17 @@ pub fn run(project: &Project, args: &ReportArgs) -> Result<Exit> {
     project.repo()?;
     let secrets = crate::runner::credentials::Credentials::from_env(&project.config).secrets();
     let redactor = Redactor::new(secrets);
-    let (id, html) = crate::web::report::render(project, args.run.as_deref(), &redactor)?;
+    use crate::web::report::Pick;
+    let pick = match (&args.run, &args.since) {
+        (Some(id), _) => Pick::Run(id),
+        (None, Some(date)) => Pick::Since(
+            crate::web::parse_since(date, chrono::Utc::now())
+                .map_err(|e| Error::Usage(format!("--since: {e}")))?,
+        ),
+        (None, None) => Pick::Piece,
+    };
+    let written = crate::web::report::render(project, pick, &redactor)?;
+    let (id, html) = (written.id, written.html);
     let path = match &args.output {
         Some(p) if p.as_os_str() == "-" => {
             let mut out = crate::output::stdout();
@@ -35,6 +45,6 @@ pub fn run(project: &Project, args: &ReportArgs) -> Result<Exit> {
                 source: e,
             }
         })?;
-    crate::outln!("wrote {} (run {id})", path.display());
+    crate::outln!("wrote {} ({})", path.display(), written.what);
     Ok(Exit::Ok)
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 pub use command::CommandSpec;
 pub(crate) use parse::normalize as normalize_path;
+pub(crate) use parse::remote_name_ok;
 pub(crate) use resolve_from as resolve_path;
 
 use crate::error::{Context, Error, Result};
@@ -65,6 +66,12 @@ pub struct Config {
 #[derive(Debug, Clone, Default)]
 pub struct LandConfig {
     pub redo_conflicts: RedoConflicts,
+    /// `[land] push`: the remote every land pushes the target to (as
+    /// `--push` does); None: the target moves only here.
+    pub push: Option<String>,
+    /// `[land] after_push`: commands run after a push, as a check of it
+    /// (their failure is reported; the push stands).
+    pub after_push: Vec<CommandSpec>,
 }
 
 /// `[land] redo_conflicts`: when a task predicted to conflict is redone.

@@ -74,6 +74,9 @@ struct RawNotify {
 #[serde(deny_unknown_fields)]
 struct RawLand {
     redo_conflicts: S<String>,
+    push: S<String>,
+    #[serde(default)]
+    after_push: Vec<CommandSpec>,
 }
 
 #[derive(Deserialize, Default)]
@@ -285,6 +288,17 @@ fn secs(v: f64) -> Duration {
 /// 0 means "none" for timeouts.
 fn optional_secs(v: Option<f64>) -> Option<Duration> {
     v.filter(|s| *s > 0.0).map(secs)
+}
+
+/// A name `git remote add` takes (and nothing git would read as an option).
+pub(crate) fn remote_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
 fn env_name_ok(name: &str) -> bool {
@@ -568,6 +582,21 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         })?,
     };
 
+    let push = match raw.land.push {
+        None => None,
+        Some(v) if !remote_name_ok(v.get_ref()) => {
+            return Err(cx.err(
+                v.span(),
+                "land.push",
+                format!(
+                    "`{}` is not a git remote name: name one of the repository's remotes (`git remote` lists them), e.g. \"origin\"",
+                    v.get_ref()
+                ),
+            ));
+        }
+        Some(v) => Some(v.into_inner()),
+    };
+
     let best_of = parse_best_of(&cx, raw.best_of)?;
     let mut variants = Vec::new();
     for v in raw.variants {
@@ -617,7 +646,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         plan_template,
         validate,
         notify,
-        land: LandConfig { redo_conflicts },
+        land: LandConfig {
+            redo_conflicts,
+            push,
+            after_push: raw.land.after_push,
+        },
         best_of,
         variants,
     })
@@ -1212,6 +1245,25 @@ mod tests {
         );
         let c = parse_str("[land]\nredo_conflicts = \"early\"\n").unwrap();
         assert_eq!(c.land.redo_conflicts, RedoConflicts::Early);
+        let c =
+            parse_str("[land]\npush = \"origin\"\nafter_push = [\"true\", [\"echo\", \"ok\"]]\n")
+                .unwrap();
+        assert_eq!(c.land.push.as_deref(), Some("origin"));
+        assert_eq!(c.land.after_push.len(), 2);
+        for bad in ["", "-o", "a b", "x..y"] {
+            let e = err(&format!("[land]\npush = {bad:?}\n"));
+            assert!(
+                e.contains("flocks.toml:2")
+                    && e.contains("land.push")
+                    && e.contains("not a git remote"),
+                "{bad}: {e}"
+            );
+        }
+        let e = err("[land]\nafter_push = 3\n");
+        assert!(
+            e.contains("flocks.toml:2") && e.contains("land.after_push"),
+            "{e}"
+        );
         let e = err("[land]\nredo_conflicts = \"soon\"\n");
         assert!(
             e.contains("flocks.toml:2") && e.contains("land.redo_conflicts") && e.contains("early"),

@@ -227,7 +227,7 @@ mod tests {
             ),
             ("[prompt]", "prompt", &["template", "plan_template"]),
             ("[validate]", "validate", &["commands", "timeout_secs"]),
-            ("[land]", "land", &["redo_conflicts"]),
+            ("[land]", "land", &["redo_conflicts", "push", "after_push"]),
         ];
         let path = Path::new("/p/flocks.toml");
         for (header, table, keys) in tables {

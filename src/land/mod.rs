@@ -25,6 +25,7 @@ pub(crate) mod judge;
 mod landed;
 mod plan;
 pub(crate) mod predict;
+pub(crate) mod push;
 pub(crate) mod range;
 mod record;
 mod render;
@@ -46,7 +47,7 @@ pub(crate) use landed::landed_ids;
 pub use plan::{Plan, PlanStatus, PlannedTask, plan};
 pub use predict::{Prediction, Predictor, predict_conflicts};
 pub(crate) use range::{NoRange, commits, task_range};
-pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask};
+pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask, Pushed};
 pub use target::Stop;
 pub(crate) use target::dirty_message;
 pub use validate::Validation;
@@ -302,6 +303,8 @@ pub(crate) fn execute(
         state: LandState::Pending,
         validated: false,
         undone_at: None,
+        pushed: None,
+        redo_run: None,
         tasks: chain.landed(),
     };
     if tip == plan.target_tip {
@@ -357,6 +360,8 @@ pub struct UndoPlan {
     pub tasks: Vec<String>,
     pub checkout: Option<PathBuf>,
     pub dirty: Vec<String>,
+    /// `land --push` pushed it: undoing it here leaves the remote ahead.
+    pub pushed: Option<Pushed>,
     index: usize,
 }
 
@@ -399,6 +404,7 @@ pub fn plan_undo(project: &Project) -> Result<UndoPlan> {
         tasks: record.tasks.iter().map(|t| t.id.clone()).collect(),
         checkout,
         dirty,
+        pushed: record.pushed.clone(),
         index,
     })
 }

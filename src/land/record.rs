@@ -15,6 +15,8 @@
 //!       "state": "pending" | "done" | "undone",
 //!       "validated": true,
 //!       "undone_at": null,
+//!       "pushed": { "remote": "origin", "at": "2026-01-01T03:01:00Z" },
+//!       "redo_run": "20260101-030100",
 //!       "tasks": [
 //!         { "id": "fix-login", "branch": "flocks/fix-login",
 //!           "start": "<sha>", "tip": "<sha>",
@@ -30,7 +32,11 @@
 //! land cut short between the two can still be undone (`--undo` only acts when
 //! the target is at `new_tip`). `dropped` counts commits whose change the
 //! target already had; a task whose every commit was dropped is recorded with
-//! no `commits`, and counts as landed for `flocks clean`.
+//! no `commits`, and counts as landed for `flocks clean`. `pushed` (absent
+//! when it was not): `land --push` pushed the target to `remote` with this
+//! land on it; `--undo` then refuses without `--force`. `redo_run` (absent
+//! when none): the run `land --resolve` started after this land to redo its
+//! conflicted tasks (reports count it with the work the land concluded).
 
 use std::path::{Path, PathBuf};
 
@@ -83,8 +89,22 @@ pub struct LandRecord {
     pub validated: bool,
     #[serde(default)]
     pub undone_at: Option<DateTime<Utc>>,
+    /// The target was pushed with this land on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<Pushed>,
+    /// `land --resolve` then redid its conflicted tasks in this run: the run
+    /// belongs to the same piece of work as the land (reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redo_run: Option<String>,
     #[serde(default)]
     pub tasks: Vec<LandedTask>,
+}
+
+/// Where `land --push` pushed a land.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pushed {
+    pub remote: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

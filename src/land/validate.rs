@@ -68,6 +68,10 @@ pub struct Run<'a> {
     pub log: &'a Path,
     /// Also copy the output to this process's stdout.
     pub echo: bool,
+    /// What the commands are, for the log ("validation", "after_push").
+    pub what: &'a str,
+    /// Variables to set for the commands.
+    pub env: &'a [(String, String)],
 }
 
 /// The validation log, shared by the threads that copy output into it.
@@ -118,6 +122,7 @@ pub(super) fn run(r: &Run, out: &Out) -> Result<Validation> {
         for var in r.scrub {
             cmd.env_remove(var);
         }
+        cmd.envs(r.env.iter().map(|(k, v)| (k, v)));
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -158,7 +163,7 @@ pub(super) fn run(r: &Run, out: &Out) -> Result<Validation> {
         emit(
             out,
             r.echo,
-            format!("validation failed: {spec}: {reason}\n").as_bytes(),
+            format!("{} failed: {spec}: {reason}\n", r.what).as_bytes(),
         );
         return Ok(Validation::Failed {
             command: spec.to_string(),

@@ -101,6 +101,8 @@ impl<'a> Validator<'a> {
             scrub: &self.scrub,
             log,
             echo,
+            what: "validation",
+            env: &[],
         };
         let out = validate::open_log(&r)?;
         let _signals = self.signals.then(SignalGuard::install);

@@ -5,6 +5,7 @@
 //!  commands::{run, retry, sail}, resolve (land --resolve) ──RunRequest──> run::execute
 //!      load tasks + template · pre-flight · lock · reconcile · requeue · merge
 //!      · backends · reporters ──> runner::Dispatcher ──> Finished
+//!  commands::land --push ──Pushing──> push::run (push, land again on a moved remote, after_push)
 //!  commands::plan ──SingleAttempt──> attempt::prepare ──> Prepared::run
 //!      (one executor attempt, Ctrl-C as the dispatcher stops) ──> AttemptReport
 //! ```
@@ -15,6 +16,7 @@ pub(crate) mod load;
 mod merge;
 pub(crate) mod pick;
 mod preflight;
+pub(crate) mod push;
 pub(crate) mod resolve;
 pub(crate) mod run;
 

@@ -146,6 +146,9 @@ impl Resolver {
             finished.print();
             finished.interrupted
         });
+        if dispatched.is_ok() {
+            mark_redo_run(project, &report, lock);
+        }
         let interrupted = match dispatched {
             Ok(interrupted) => interrupted,
             Err(e) => {
@@ -231,6 +234,32 @@ impl Resolver {
         record_landed(project, &second, notify);
         merge(&mut report, second, &redone);
         Ok((report, None))
+    }
+}
+
+/// Record in land.json that the run just dispatched redid the conflicts
+/// of the land in `report` (when that land moved the target): reports
+/// count that run with the work the land concluded. Best effort: a failure
+/// only makes reports start a new piece of work at it.
+fn mark_redo_run(project: &Project, report: &Report, lock: &LandLock) {
+    if !report.moved {
+        return;
+    }
+    let Some(run) = project.store.load().ok().and_then(|s| s.run).map(|r| r.id) else {
+        return;
+    };
+    let Ok(mut log) = land::LandLog::load(&project.state_dir()) else {
+        return;
+    };
+    let tip = report.new_tip.to_string();
+    if let Some(r) = log
+        .lands
+        .iter_mut()
+        .rev()
+        .find(|r| r.target == report.target && r.new_tip == tip)
+    {
+        r.redo_run = Some(run);
+        let _ = log.save(&project.state_dir(), lock);
     }
 }
 

@@ -562,6 +562,22 @@ pub struct ResultInfo {
     pub api_error_status: Option<serde_json::Value>,
     #[serde(default)]
     pub terminal_reason: Option<String>,
+    /// The result's `usage`: tokens the attempt used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// Tokens, as the result's `usage` counts them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
 }
 
 /// How a retried task's next attempt starts.

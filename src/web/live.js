@@ -33,13 +33,23 @@
   // coming back to it shows it afresh.
   window.addEventListener("pagehide", function () { es.close(); });
   window.addEventListener("pageshow", function (e) { if (e.persisted) location.reload(); });
-  es.onopen = function () { document.body.classList.add("live"); if (conn) conn.textContent = "live"; };
-  es.onerror = function () { document.body.classList.remove("live"); if (conn) conn.textContent = "reconnecting…"; };
+  // The label says "live" (in green) only while the stream is on and a run
+  // goes on ([data-run-live="1"], sent with the page's fragments).
+  var open = false;
+  function label() {
+    if (!conn) return;
+    var running = !!document.querySelector('[data-run-live="1"]');
+    conn.textContent = !open ? "reconnecting…" : running ? "live" : "up to date · no run going";
+    conn.classList.toggle("on", open && running);
+  }
+  es.onopen = function () { open = true; document.body.classList.add("live"); label(); };
+  es.onerror = function () { open = false; document.body.classList.remove("live"); label(); };
   es.addEventListener("update", function (e) {
     var d = JSON.parse(e.data), id;
     for (id in pending) if (!(id in d)) d[id] = pending[id];
     for (id in d) put(id, d[id]);
     tick();
+    label();
   });
   es.addEventListener("log", function (e) {
     var d = JSON.parse(e.data), log = document.getElementById("log");

@@ -21,9 +21,12 @@
 
 mod actions;
 mod auth;
+mod metrics;
 mod model;
 mod pages;
 pub(crate) mod report;
+mod scope;
+pub(crate) use scope::parse_since;
 mod streams;
 mod svg;
 mod timeline;
@@ -60,6 +63,8 @@ pub(crate) struct Inner {
     pub redactor: Arc<Redactor>,
     pub auth: auth::Auth,
     pub name: String,
+    /// What `/metrics` has read of events.jsonl so far.
+    pub events_tally: std::sync::Mutex<metrics::EventTally>,
 }
 
 pub(crate) type App = Arc<Inner>;
@@ -107,6 +112,7 @@ pub(crate) fn serve(project: Project, opts: &ServeOptions) -> Result<Exit> {
                 token: token.value.clone(),
                 loopback_only: addr.ip().is_loopback() && token.value.is_none(),
             },
+            events_tally: Default::default(),
         });
         say_where(bound, &token, opts.allow_actions);
         let router = router(app);
@@ -170,6 +176,7 @@ fn router(app: App) -> Router {
         .route("/land", get(land))
         .route("/land/events", get(streams::land))
         .route("/report", get(report_page))
+        .route("/metrics", get(metrics_page))
         .route("/actions/stop", post(actions::stop))
         .route("/actions/retry/{id}", post(actions::retry))
         .route("/actions/land", post(actions::land))
@@ -255,14 +262,28 @@ async fn task(
     if let Some(n) = q.attempt.or(loaded.shown) {
         url.push_str(&format!("&attempt={n}"));
     }
+    if loaded.log_id != id {
+        url.push_str(&format!("&log={}", streams::query_escape(&loaded.log_id)));
+    }
     if q.attempt.is_none() {
         url.push_str("&follow=1");
     }
+    // The prompt is the user's words, but may quote a secret: redacted too.
+    let prompt = streams::Prompt {
+        text: loaded
+            .prompt
+            .text
+            .as_deref()
+            .map(|t| app.redactor.redact(t).into_owned()),
+        note: loaded.prompt.note.clone(),
+    };
     let page = pages::task_page(
         &id,
         loaded.record.title.as_deref(),
         &frags,
         log,
+        &loaded.log_id,
+        &prompt,
         loaded.diff,
         &url,
     );
@@ -271,12 +292,13 @@ async fn task(
 
 async fn land(State(app): State<App>) -> Html<String> {
     let a = app.clone();
+    let live = app.models.borrow().live();
     let plan = tokio::task::spawn_blocking(move || streams::land_plan(&a.project))
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
     Html(
         pages::land_page(
-            pages::land_fragment(plan, &app.chrome, &app.redactor),
+            pages::land_fragment(plan, live, &app.chrome, &app.redactor),
             "/land/events",
         )
         .into_string(),
@@ -285,11 +307,42 @@ async fn land(State(app): State<App>) -> Html<String> {
 
 async fn report_page(State(app): State<App>) -> Response {
     let a = app.clone();
-    let r =
-        tokio::task::spawn_blocking(move || report::render(&a.project, None, &a.redactor)).await;
+    let r = tokio::task::spawn_blocking(move || {
+        report::render(&a.project, report::Pick::Piece, &a.redactor)
+    })
+    .await;
     match r {
-        Ok(Ok((_, page))) => Html(page).into_response(),
+        Ok(Ok(w)) => Html(w.html).into_response(),
         Ok(Err(e)) => error_page(axum::http::StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e) => error_page(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            &e.to_string(),
+        ),
+    }
+}
+
+/// `/metrics`: Prometheus' text format.
+async fn metrics_page(State(app): State<App>) -> Response {
+    let model = app.models.borrow().clone();
+    let a = app.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let mut events = a
+            .events_tally
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        events.poll(&a.project.events_path());
+        metrics::render(&model.status, &model.tally, &events, model.live())
+    })
+    .await;
+    match text {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Err(e) => error_page(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             &e.to_string(),

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use super::scope::{self, RunWindow, Scope, Summary};
 use super::timeline::{self, Timeline};
 use crate::project::Project;
 use crate::tui::feed::{EventFeed, Stamped};
@@ -40,6 +41,14 @@ pub(crate) struct Model {
     /// When each running task's attempt started (the pages count its
     /// elapsed time up themselves).
     pub running_since: Arc<std::collections::HashMap<String, DateTime<Utc>>>,
+    /// What `/metrics` counts from the state.
+    pub tally: Arc<super::metrics::StateTally>,
+    /// Every run of the events file (and the state's), oldest first.
+    pub runs: Arc<Vec<RunWindow>>,
+    /// What the charts and totals cover: the piece of work.
+    pub scope: Arc<Scope>,
+    /// The tasks of the piece, with what each did in it.
+    pub summary: Arc<Summary>,
 }
 
 impl Model {
@@ -49,9 +58,10 @@ impl Model {
     }
 }
 
-/// Read the project once.
+/// Read the project once. `runs`: the runs of the events file so far.
 pub(crate) fn build(
     project: &Project,
+    runs: Arc<Vec<RunWindow>>,
     events: Vec<Stamped>,
     waiting_until: Option<DateTime<Utc>>,
     version: u64,
@@ -59,11 +69,18 @@ pub(crate) fn build(
     let state = project.store.load()?;
     let now = Utc::now();
     let status = crate::view::build(project, &state);
-    let (from, to) = match &state.run {
-        Some(r) => (Some(r.started_at), r.ended_at),
-        None => (None, None),
-    };
-    let timeline = timeline::build(&state, &project.config, from, to, now);
+    let live = status.run.as_ref().is_some_and(|r| r.live);
+    let all_runs = scope::with_state_run(runs.to_vec(), &state, live);
+    let lands = scope::lands(project);
+    let piece = scope::piece(&all_runs, &lands.marks);
+    let landed: std::collections::HashSet<String> = status
+        .tasks
+        .iter()
+        .filter(|t| t.status == crate::view::LANDED)
+        .map(|t| t.id.clone())
+        .collect();
+    let summary = scope::summarize(&state, &piece, &landed, &lands.landed_at, None, now);
+    let timeline = timeline::build(&state, &project.config, &piece, now);
     let running_since = state
         .tasks
         .iter()
@@ -83,6 +100,10 @@ pub(crate) fn build(
         version,
         error: None,
         running_since: Arc::new(running_since),
+        tally: Arc::new(super::metrics::StateTally::of(&state)),
+        runs,
+        scope: Arc::new(piece),
+        summary: Arc::new(summary),
     })
 }
 
@@ -105,6 +126,7 @@ pub(crate) async fn watch(project: Arc<Project>, first: Arc<Model>, tx: watch::S
     let mut feed = EventFeed::new(project.events_path());
     let mut recent: VecDeque<Stamped> = first.events.iter().cloned().collect();
     let mut waiting = first.waiting_until;
+    let mut runs: Vec<RunWindow> = first.runs.to_vec();
     let mut seen = fingerprint(&project);
     let mut last_build = std::time::Instant::now();
     let mut version = first.version;
@@ -125,6 +147,7 @@ pub(crate) async fn watch(project: Arc<Project>, first: Arc<Model>, tx: watch::S
         seen = now_seen;
         for s in new {
             waiting = apply_waiting(waiting, &s);
+            scope::apply(&mut runs, &s);
             recent.push_back(s);
             if recent.len() > RECENT {
                 recent.pop_front();
@@ -133,7 +156,9 @@ pub(crate) async fn watch(project: Arc<Project>, first: Arc<Model>, tx: watch::S
         version += 1;
         let p = project.clone();
         let events: Vec<Stamped> = recent.iter().cloned().collect();
-        let built = tokio::task::spawn_blocking(move || build(&p, events, waiting, version)).await;
+        let known = Arc::new(runs.clone());
+        let built =
+            tokio::task::spawn_blocking(move || build(&p, known, events, waiting, version)).await;
         last_build = std::time::Instant::now();
         let model = match built {
             Ok(Ok(m)) => m,
@@ -158,6 +183,10 @@ fn with_error(previous: &Model, error: String, version: u64) -> Model {
         version,
         error: Some(error),
         running_since: previous.running_since.clone(),
+        tally: previous.tally.clone(),
+        runs: previous.runs.clone(),
+        scope: previous.scope.clone(),
+        summary: previous.summary.clone(),
     }
 }
 
@@ -184,5 +213,6 @@ pub(crate) fn first(project: &Project) -> crate::error::Result<Model> {
             recent.pop_front();
         }
     }
-    build(project, recent.into_iter().collect(), waiting, 0)
+    let runs = Arc::new(scope::runs_in(&project.events_path()));
+    build(project, runs, recent.into_iter().collect(), waiting, 0)
 }

@@ -129,7 +129,7 @@ pub(crate) fn dashboard(
         }
         section {
             h2 { "Timeline" }
-            p.muted { "One row per slot, one bar per attempt; hover a bar for its task." }
+            p.muted { "One row per slot, one bar per attempt; runs are marked; hover a bar for its task." }
             div #timeline.chart { (frag("timeline")) }
         }
         section { h2 { "Money over time" } div #costline.chart { (frag("costline")) } }
@@ -144,10 +144,24 @@ pub(crate) fn dashboard(
     )
 }
 
+/// Whether a run goes on, for the page's script (the connection label says
+/// "live" only then).
+pub(crate) fn run_state(live: bool) -> Markup {
+    html! { span.runstate hidden data-run-live=(if live { "1" } else { "0" }) {} }
+}
+
 fn run_line(m: &Model) -> Markup {
     html! {
+        (run_state(m.live()))
         @if let Some(e) = &m.error {
             p.error { "Cannot read the run state: " (e) }
+        }
+        p #scope.muted {
+            (m.scope.describe())
+            @if m.summary.landed_before > 0 {
+                " · " (m.summary.landed_before) " task" @if m.summary.landed_before != 1 { "s" }
+                " landed before it not listed"
+            }
         }
         @match &m.status.run {
             None => p.muted { "No run yet: `flocks run` starts one." },
@@ -187,32 +201,47 @@ fn run_actions(m: &Model, chrome: &Chrome) -> Markup {
     }
 }
 
+/// The tasks of the piece of work, in the state's order.
+fn shown(m: &Model) -> Vec<&TaskView> {
+    let ids: std::collections::HashSet<&str> =
+        m.summary.tasks.iter().map(|(id, _)| id.as_str()).collect();
+    m.status
+        .tasks
+        .iter()
+        .filter(|t| ids.contains(t.id.as_str()))
+        .collect()
+}
+
+/// The cards: the piece of work's tasks and what they did in it (the same
+/// window as the charts).
 fn totals(m: &Model) -> Markup {
+    let tasks = shown(m);
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for t in &m.status.tasks {
+    for t in &tasks {
         *counts.entry(t.status.as_str()).or_default() += 1;
     }
-    let t = &m.status.totals;
+    let t = &m.summary.totals;
     html! {
-        div.card { b data-total="tasks" { (t.tasks) } span { "tasks" } }
+        div.card { b data-total="tasks" { (tasks.len()) } span { "tasks" } }
         @for (status, n) in &counts {
             div.card { b data-count=(status) class=(status_class(status)) { (n) } span { (status) } }
         }
         div.card { b data-total="attempts" { (t.attempts) } span { "attempts" } }
         div.card { b data-total="turns" { (t.turns) } span { "turns" } }
-        div.card { b data-total="cost" { (money(t.cost_usd)) } span { "spent" } }
+        div.card { b data-total="cost" { (money(t.cost)) } span { "spent" } }
     }
 }
 
 fn filters(m: &Model, filter: Option<&str>) -> Markup {
+    let tasks = shown(m);
     let mut counts: BTreeMap<(u8, &str), usize> = BTreeMap::new();
-    for t in &m.status.tasks {
+    for t in &tasks {
         *counts
             .entry((group(&t.status), t.status.as_str()))
             .or_default() += 1;
     }
     html! {
-        a href="/" class=[filter.is_none().then_some("on")] { "all " (m.status.tasks.len()) }
+        a href="/" class=[filter.is_none().then_some("on")] { "all " (tasks.len()) }
         @for ((_, status), n) in &counts {
             a href={ "/?status=" (status) } class=[(filter == Some(*status)).then_some("on")] data-filter=(status) {
                 (status) " " (n)
@@ -222,10 +251,8 @@ fn filters(m: &Model, filter: Option<&str>) -> Markup {
 }
 
 fn tasks_table(m: &Model, filter: Option<&str>, chrome: &Chrome, redactor: &Redactor) -> Markup {
-    let mut rows: Vec<&TaskView> = m
-        .status
-        .tasks
-        .iter()
+    let mut rows: Vec<&TaskView> = shown(m)
+        .into_iter()
         .filter(|t| filter.is_none_or(|f| t.status == f))
         .collect();
     rows.sort_by_key(|t| group(&t.status));
@@ -235,18 +262,22 @@ fn tasks_table(m: &Model, filter: Option<&str>, chrome: &Chrome, redactor: &Reda
         } @else {
             table.tasks {
                 thead { tr {
-                    th { "Task" } th { "Status" } th { "Pool" } th.num { "Attempt" } th.num { "Elapsed" }
-                    th { "Current tool call" } th.num { "Cost" } th { "Detail" }
+                    th { "Task" } th { "Status" } th.c-pool { "Pool" } th.num.c-attempts { "Attempts" } th.num.c-elapsed { "Elapsed" }
+                    th.c-activity { "Current tool call" } th.num.c-cost { "Cost" } th.c-detail { "Detail" }
                     @if chrome.csrf.is_some() { th {} }
                 } }
                 tbody {
                     @for t in rows {
-                        tr data-task=(t.id) data-status=(t.status) {
-                            td { a href={ "/tasks/" (t.id) } { (t.id) } }
-                            td { (badge(&t.status)) }
-                            td { (t.pool.as_deref().unwrap_or("")) }
-                            td.num { (t.attempts) }
-                            td.num {
+                        @let sums = m.summary.get(&t.id).cloned().unwrap_or_default();
+                        tr data-task=(t.id) data-status=(t.status) data-attempts=(sums.attempts) data-cost=(format!("{:.4}", sums.cost)) {
+                            td data-label="Task" { a href={ "/tasks/" (t.id) } { (t.id) } }
+                            td data-label="Status" { (badge(&t.status)) }
+                            td.c-pool data-label="Pool" { (t.pool.as_deref().unwrap_or("")) }
+                            td.num.c-attempts data-label="Attempts" {
+                                (sums.attempts)
+                                @if sums.earlier > 0 { " " span.detail title="attempts before this piece of work" { "+" (sums.earlier) } }
+                            }
+                            td.num.c-elapsed data-label="Elapsed" {
                                 // A running task's time counts up in the page, so the
                                 // table is not sent again every second.
                                 @match m.running_since.get(&t.id).filter(|_| t.status == "running") {
@@ -254,9 +285,9 @@ fn tasks_table(m: &Model, filter: Option<&str>, chrome: &Chrome, redactor: &Reda
                                     None => (t.elapsed_secs.map(duration).unwrap_or_default()),
                                 }
                             }
-                            td.activity { (redactor.redact(t.activity.as_deref().unwrap_or(""))) }
-                            td.num { (money(t.cost_usd)) }
-                            td.detail {
+                            td.activity.c-activity data-label="Now" { (redactor.redact(t.activity.as_deref().unwrap_or(""))) }
+                            td.num.c-cost data-label="Cost" { (money(sums.cost)) }
+                            td.detail.c-detail data-label="Detail" {
                                 @if !t.blocked_on.is_empty() { "on " (t.blocked_on.join(", ")) " " }
                                 (redactor.redact(t.detail.as_deref().unwrap_or("")))
                                 @if let Some(c) = &t.conflict { span.conflict { "⚠ " (c.describe()) } }
@@ -293,7 +324,7 @@ fn pools(m: &Model) -> Markup {
     html! {
         @if m.status.pools.is_empty() { p.muted { "No pools." } }
         table {
-            thead { tr { th { "Pool" } th { "Backend" } th { "Busy now" } th { "Busy over the run" } } }
+            thead { tr { th { "Pool" } th { "Backend" } th { "Busy now" } th { "Busy over the piece of work" } } }
             tbody {
                 @for p in m.status.pools.iter() {
                     @let now = if p.slots > 0 { p.running as f64 / p.slots as f64 } else { 0.0 };
@@ -520,6 +551,7 @@ pub(crate) fn task_fragments(
     });
     let mut f = BTreeMap::new();
     let head = html! {
+        (run_state(m.live()))
         @match (view, variant) {
             (None, Some((parent, v))) => (variant_head(parent, v, redactor)),
             (None, None) => p.error { "No task `" (id) "` in the run state." },
@@ -536,9 +568,17 @@ pub(crate) fn task_fragments(
                 @if !t.outside_footprint.is_empty() {
                     p.detail { "Changed outside its footprint (touches): " (t.outside_footprint.join(", ")) }
                 }
-                @if !t.depends_on.is_empty() { p { "Depends on: "
+                @let dependents: Vec<&TaskView> = m.status.tasks.iter().filter(|o| o.depends_on.iter().any(|d| d == &t.id)).collect();
+                @let status_of = |d: &str| m.status.tasks.iter().find(|o| o.id == d).map(|o| o.status.clone());
+                @if !t.depends_on.is_empty() { p #depends { "Depends on: "
                     @for (i, d) in t.depends_on.iter().enumerate() {
-                        @if i > 0 { ", " } a href={ "/tasks/" (d) } { (d) }
+                        @if i > 0 { ", " } a href={ "/tasks/" (d) } data-dep=(d) { (d) }
+                        @if let Some(st) = status_of(d) { " " (badge(&st)) }
+                    }
+                } }
+                @if !dependents.is_empty() { p #dependents { "Needed by: "
+                    @for (i, d) in dependents.iter().enumerate() {
+                        @if i > 0 { ", " } a href={ "/tasks/" (d.id) } data-dependent=(d.id) { (d.id) } " " (badge(&d.status))
                     }
                 } }
                 p.muted { "Branch " code { (t.branch) } " · worktree " code { (t.worktree.display()) } }
@@ -551,15 +591,22 @@ pub(crate) fn task_fragments(
         }
     };
     f.insert("taskhead", head.into_string());
+    let owner = rec.map(super::streams::log_owner);
     let attempts = html! {
-        @match rec {
-            Some(rec) if !rec.attempts.is_empty() => table.attempts {
+        @match (rec, owner) {
+            (Some(rec), Some(owner)) if !owner.attempts.is_empty() => {
+            @if owner.id != rec.id {
+                p.muted #attempts-of { "The attempts of " a href={ "/tasks/" (owner.id) } { (owner.id) }
+                    @if rec.winner().is_some_and(|w| w.id == owner.id) { ", the winner" } @else { ", its latest variant" }
+                    " (each variant's page has its own)." }
+            }
+            table.attempts {
                 thead { tr {
                     th.num { "#" } th { "Pool" } th { "Credential" } th { "Started" } th.num { "Duration" }
-                    th { "Outcome" } th.num { "Turns" } th.num { "Cost" } th {}
+                    th { "Outcome" } th.num { "Turns" } th.num { "Cost" } th { "Commits" } th {}
                 } }
                 tbody {
-                    @for a in &rec.attempts {
+                    @for a in &owner.attempts {
                         tr data-attempt=(a.number) class=[(shown == Some(a.number)).then_some("on")] {
                             td.num { (a.number) }
                             td { (a.pool) }
@@ -580,12 +627,18 @@ pub(crate) fn task_fragments(
                             } }
                             td.num { (a.turns()) }
                             td.num { (money(a.cost())) }
-                            td { a href={ "/tasks/" (rec.id) "?attempt=" (a.number) } { "log" } }
+                            td { @if let Some(end) = &a.end_tip {
+                                code title={ "the branch at the attempt's start and end" } {
+                                    (a.start_commit.as_deref().map(|c| &c[..c.len().min(7)]).unwrap_or("?")) ".." (&end[..end.len().min(7)])
+                                }
+                            } }
+                            td { a href={ "/tasks/" (rec.id) "?attempt=" (a.number) } data-log=(a.number) { "log" } }
                         }
                     }
                 }
+            }
             },
-            Some(rec) if !rec.variants.is_empty() => p.muted { "A best-of task: its variants make the attempts (each variant's page has its own)." },
+            (Some(rec), _) if !rec.variants.is_empty() => p.muted { "A best-of task: no variant has run yet." },
             _ => p.muted { "No attempt yet." },
         }
     };
@@ -661,25 +714,41 @@ fn variant_why(v: &crate::view::VariantView) -> &str {
 
 /// The task page. `log`: the rendered lines of the attempt shown (and
 /// which); `diff`: its change.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the page's parts, each loaded once by the handler"
+)]
 pub(crate) fn task_page(
     id: &str,
     title: Option<&str>,
     fragments: &BTreeMap<&'static str, String>,
     log: Option<(u32, Markup, bool)>,
+    log_of: &str,
+    prompt: &super::streams::Prompt,
     diff: Markup,
     events_url: &str,
 ) -> Markup {
     let frag = |k: &str| PreEscaped(fragments.get(k).cloned().unwrap_or_default());
+    let whose = if log_of == id {
+        String::new()
+    } else {
+        format!("{log_of}'s ")
+    };
     let body = html! {
         header {
             h1 { "Task " (id) }
             @if let Some(t) = title { p.title { (t) } }
             div #taskhead { (frag("taskhead")) }
         }
+        section {
+            h2 { "Prompt" }
+            @if let Some(n) = &prompt.note { p.muted #prompt-note { (n) } }
+            @if let Some(t) = &prompt.text { pre.prompt #prompt { (t) } }
+        }
         section { h2 { "Attempts" } div #attempts { (frag("attempts")) } }
         section {
             @match &log {
-                Some((n, _, follow)) => h2 #loghead { "Log of attempt " (n) @if *follow { " " span.muted { "(follows the latest attempt)" } } },
+                Some((n, _, follow)) => h2 #loghead { "Log of " (whose) "attempt " (n) @if *follow { " " span.muted { "(follows the latest attempt)" } } },
                 None => h2 #loghead { "Log" },
             }
             div #log.log {
@@ -708,19 +777,81 @@ pub(crate) fn diff(lines: &[(char, String)], truncated: bool, stat: &str, id: &s
     }
 }
 
-/// The land page's fragment: what `land --dry-run` prints now.
+/// The land page's fragment: the plan `land --dry-run` makes now, as a
+/// table (task, commits, files, predicted conflict, what land does).
 pub(crate) fn land_fragment(
-    plan: Result<(String, bool), String>,
+    plan: Result<super::streams::LandView, String>,
+    live: bool,
     chrome: &Chrome,
     redactor: &Redactor,
 ) -> Markup {
+    use crate::land::PlanStatus;
+    let short = |o: git2::Oid| o.to_string()[..10].to_string();
     html! {
+        (run_state(live))
         @match plan {
             Err(e) => p.error { (redactor.redact(&e)) },
-            Ok((text, has_work)) => {
-                // Commit subjects are the agents' words.
-                pre.land { (redactor.redact(&text)) }
-                @if has_work {
+            Ok(view) => {
+                @let plan = &view.plan;
+                @let ready = plan.ready().count();
+                @let commits: usize = plan.ready().map(|t| t.commits.len()).sum();
+                p #landhead {
+                    "Onto " strong { (plan.target) } " (at " code { (short(plan.target_tip)) } "): "
+                    (ready) " task" @if ready != 1 { "s" } " to land, "
+                    (commits) " commit" @if commits != 1 { "s" }
+                    @if let Some(r) = &view.push { " · then pushed to " strong { (r) } " ([land] push)" }
+                }
+                @if let Some(wt) = &plan.checkout {
+                    @if plan.dirty.is_empty() {
+                        p.muted { (plan.target) " is checked out at " code { (wt.display()) } ": its files move with it." }
+                    } @else {
+                        p.error #dirty { (crate::land::dirty_message(&plan.target, wt, &plan.dirty)) }
+                    }
+                }
+                @if plan.tasks.is_empty() {
+                    p.muted { "No succeeded task to land." }
+                } @else {
+                    div.scroll {
+                        table.tasks.plan {
+                            thead { tr { th { "Task" } th { "Commits" } th { "Files" } th { "Predicted conflict" } th { "Action" } } }
+                            tbody {
+                                @for t in &plan.tasks {
+                                    @let (kind, action) = match &t.status {
+                                        PlanStatus::Ready if t.conflict.is_some() => ("conflict", "skipped: will conflict (`flocks land --resolve` redoes it)".to_string()),
+                                        PlanStatus::Ready => ("ready", format!("cherry-pick {} commit{}", t.commits.len(), if t.commits.len() == 1 { "" } else { "s" })),
+                                        PlanStatus::Empty => ("empty", "nothing to land".to_string()),
+                                        PlanStatus::AlreadyLanded => ("landed", "already landed".to_string()),
+                                        PlanStatus::Refused { reason } => ("refused", format!("refused: {reason}")),
+                                    };
+                                    tr data-task=(t.id) data-plan=(kind) {
+                                        td data-label="Task" { a href={ "/tasks/" (t.id) } { (t.id) } br; code.branch { (t.branch) } }
+                                        td data-label="Commits" {
+                                            @if t.commits.is_empty() { span.muted { "–" } }
+                                            @else {
+                                                ul.commits { @for c in &t.commits {
+                                                    li { code { (short(c.id)) } " " (redactor.redact(&c.summary)) }
+                                                } }
+                                            }
+                                        }
+                                        td.files data-label="Files" {
+                                            @if let Some(files) = view.files.get(&t.id) {
+                                                @for (i, f) in files.iter().enumerate() { @if i > 0 { br; } (f) }
+                                            }
+                                        }
+                                        td data-label="Conflict" {
+                                            @match &t.conflict {
+                                                Some(c) => span.conflict { "⚠ " (c.describe()) },
+                                                None => span.muted { "none" },
+                                            }
+                                        }
+                                        td.detail data-label="Action" { (redactor.redact(&action)) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if plan.has_work() {
                     @if let Some(csrf) = &chrome.csrf {
                         form method="post" action="/actions/land" {
                             input type="hidden" name="csrf" value=(csrf);
@@ -735,7 +866,7 @@ pub(crate) fn land_fragment(
 
 pub(crate) fn land_page(fragment: Markup, events_url: &str) -> Markup {
     let body = html! {
-        header { h1 { "Land" } p.muted { "What `flocks land --dry-run` says now." } }
+        header { h1 { "Land" } p.muted { "What `flocks land --dry-run` says now, conflicts predicted." } }
         div #land { (fragment) }
     };
     layout("flocks · land", Some(events_url), true, body)
@@ -762,6 +893,12 @@ mod tests {
 
     fn model(tasks: Vec<TaskView>, credentials: Vec<CredentialView>) -> Model {
         let now = Utc::now();
+        let summary = super::super::scope::Summary::of(
+            tasks
+                .iter()
+                .map(|t| (t.id.clone(), Default::default()))
+                .collect(),
+        );
         Model {
             status: Arc::new(StatusView {
                 run: None,
@@ -781,6 +918,8 @@ mod tests {
             timeline: Arc::new(super::super::timeline::Timeline {
                 start: now,
                 end: now,
+                segments: vec![(now, now)],
+                runs: Vec::new(),
                 rows: Vec::new(),
                 cost_series: Vec::new(),
                 cost_per_task: Vec::new(),
@@ -791,6 +930,15 @@ mod tests {
             version: 0,
             error: None,
             running_since: Arc::default(),
+            tally: Arc::default(),
+            runs: Arc::default(),
+            scope: Arc::new(super::super::scope::Scope {
+                kind: super::super::scope::Kind::Piece { after_land: None },
+                start: None,
+                end: None,
+                runs: Vec::new(),
+            }),
+            summary: Arc::new(summary),
         }
     }
 

@@ -1,216 +1,378 @@
-//! `flocks report`: one run's timeline, costs and outcomes as a single
-//! self-contained HTML file (inline CSS and SVG, no script, nothing fetched).
-//!
-//! A run is a time window: from its `run_started` event in
-//! `.flocks/events.jsonl` to its `run_finished` (or the next run's start);
-//! the state's last run uses the times state.json recorded. Its attempts are
-//! those of state.json that started in the window.
+//! `flocks report`: a piece of work (by default: since the last land, every
+//! run and every attempt; see [`super::scope`]), one run (`--run ID`) or
+//! everything since a time (`--since`), as a single self-contained HTML file
+//! (inline CSS and SVG, no script, nothing fetched): its runs, the timeline
+//! with the runs marked, money, and per task its branch, status, totals
+//! across the runs, change, best-of winner, conflict warning and failure
+//! tail.
 
-use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 
 use super::pages::layout;
+use super::scope::{self, Scope, Summary};
 use super::svg;
 use super::timeline;
 use crate::agent::redact::Redactor;
 use crate::error::{Error, Result};
 use crate::output::units::{duration, money, sum_costs};
 use crate::project::Project;
-use crate::report::Event;
-use crate::state::Outcome;
-use crate::tui::feed::Stamped;
+use crate::state::{Outcome, TaskRecord, TaskStatus};
 
-/// One run as the events file saw it.
-#[derive(Debug, Clone)]
-pub(crate) struct RunWindow {
+/// Which window the report covers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pick<'a> {
+    /// The piece of work (the default).
+    Piece,
+    Run(&'a str),
+    Since(DateTime<Utc>),
+}
+
+/// What was written, for the command's last line.
+pub(crate) struct Written {
+    /// For the file name: the window's last run (or "none").
     pub id: String,
-    pub start: DateTime<Utc>,
-    pub end: Option<DateTime<Utc>>,
-    pub interrupted: bool,
+    /// "this piece of work: since the first run (3 runs)".
+    pub what: String,
+    pub html: String,
 }
 
-/// Every run in `.flocks/events.jsonl`, oldest first.
-pub(crate) fn runs(project: &Project) -> Vec<RunWindow> {
-    let Ok(f) = std::fs::File::open(project.events_path()) else {
-        return Vec::new();
-    };
-    let mut out: Vec<RunWindow> = Vec::new();
-    for line in std::io::BufReader::new(f).lines() {
-        let Ok(line) = line else { break };
-        // Only the lines that open and close runs matter: skip the rest cheaply.
-        if !line.contains("\"run_") {
-            continue;
-        }
-        let Ok(s) = serde_json::from_str::<Stamped>(&line) else {
-            continue;
-        };
-        match s.event {
-            Event::RunStarted { run_id, .. } => {
-                if let Some(prev) = out.last_mut()
-                    && prev.end.is_none()
-                {
-                    // It ended without a word (killed): the next one starts.
-                    prev.end = Some(s.ts);
-                    prev.interrupted = true;
-                }
-                out.push(RunWindow {
-                    id: run_id,
-                    start: s.ts,
-                    end: None,
-                    interrupted: false,
-                });
-            }
-            Event::RunFinished { interrupted, .. } => {
-                if let Some(prev) = out.last_mut()
-                    && prev.end.is_none()
-                {
-                    prev.end = Some(s.ts);
-                    prev.interrupted = interrupted;
-                }
-            }
-            _ => {}
-        }
-    }
-    out
+/// One task's row.
+struct Row<'a> {
+    rec: &'a TaskRecord,
+    status: String,
+    detail: Option<String>,
+    sums: scope::Sums,
+    branch: String,
+    /// "3 files, +10 −2".
+    change: Option<String>,
+    /// The commits its last landing made on the target.
+    landed: Vec<String>,
+    winner: Option<String>,
+    conflict: Option<String>,
+    tail: Vec<String>,
 }
 
-/// The report of run `id` (default: the last one) as a whole HTML page.
-pub(crate) fn render(
-    project: &Project,
-    id: Option<&str>,
-    redactor: &Redactor,
-) -> Result<(String, String)> {
+/// The report of `pick` as a whole HTML page.
+pub(crate) fn render(project: &Project, pick: Pick, redactor: &Redactor) -> Result<Written> {
     let state = project.store.load()?;
     let status = crate::view::build(project, &state);
-    let last = state.run.as_ref();
-    let (window, current) = match (id, last) {
-        (None, Some(r)) => (run_of_state(r), true),
-        (Some(id), Some(r)) if r.id == id => (run_of_state(r), true),
-        (None, None) => {
-            return Err(Error::Usage(format!(
-                "no run yet in {}: `flocks run` starts one",
-                project.config.dir.display()
-            )));
-        }
-        (Some(id), _) => {
-            let all = runs(project);
-            match all.iter().find(|r| r.id == id) {
-                Some(r) => (r.clone(), false),
-                None => {
-                    let known: Vec<&str> =
-                        all.iter().rev().take(10).map(|r| r.id.as_str()).collect();
-                    return Err(Error::Usage(format!(
-                        "no run `{id}` in {} (recent runs: {}): `flocks report` without --run reports the last one",
-                        project.events_path().display(),
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    )));
-                }
+    let live = status.run.as_ref().is_some_and(|r| r.live);
+    let now = Utc::now();
+    let runs = scope::with_state_run(scope::runs_in(&project.events_path()), &state, live);
+    if runs.is_empty() {
+        return Err(Error::Usage(format!(
+            "no run yet in {}: `flocks run` starts one",
+            project.config.dir.display()
+        )));
+    }
+    let lands = scope::lands(project);
+    let window = match pick {
+        Pick::Piece => scope::piece(&runs, &lands.marks),
+        Pick::Since(t) => scope::since(&runs, t),
+        Pick::Run(id) => scope::run(&runs, id).ok_or_else(|| {
+            let known: Vec<&str> = runs.iter().rev().take(10).map(|r| r.id.as_str()).collect();
+            Error::Usage(format!(
+                "no run `{id}` in {} (recent runs: {}): `flocks report` without --run reports this piece of work",
+                project.events_path().display(),
+                known.join(", ")
+            ))
+        })?,
+    };
+    let is_state_run =
+        matches!(pick, Pick::Run(id) if state.run.as_ref().is_some_and(|r| r.id == id));
+    // The state's present applies to a window that reaches now (and to the
+    // state's own last run); an earlier run is read from its events.
+    let current = window.current() || is_state_run;
+    let landed: HashSet<String> = status
+        .tasks
+        .iter()
+        .filter(|t| t.status == crate::view::LANDED)
+        .map(|t| t.id.clone())
+        .collect();
+    let named = (!current).then(|| scope::named_in(&project.events_path(), &window));
+    let summary = if is_state_run {
+        // Its own run: every task of the state, as `status` lists them.
+        let open = Scope {
+            end: None,
+            ..window.clone()
+        };
+        let mut s = scope::summarize(&state, &open, &landed, &lands.landed_at, None, now);
+        for (id, sums) in &mut s.tasks {
+            if let Some(t) = state.task(id) {
+                *sums = scope::sums(t, &window, now);
             }
         }
+        s.totals = total(&s);
+        s
+    } else {
+        scope::summarize(
+            &state,
+            &window,
+            &landed,
+            &lands.landed_at,
+            named.as_ref(),
+            now,
+        )
     };
-    let live = current && status.run.as_ref().is_some_and(|r| r.live);
-    let now = Utc::now();
-    let tl = timeline::build(&state, &project.config, Some(window.start), window.end, now);
-
-    // Per task: its attempts in the window.
-    struct Row<'a> {
-        id: &'a str,
-        title: Option<&'a str>,
-        status: String,
-        detail: Option<String>,
-        attempts: usize,
-        secs: f64,
-        turns: u64,
-        cost: f64,
-    }
-    let views: BTreeMap<&str, &crate::view::TaskView> =
+    let views: HashMap<&str, &crate::view::TaskView> =
         status.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
-    let mut rows = Vec::new();
-    for t in &state.tasks {
-        // A best-of task's attempts are its variants'.
-        let attempts: Vec<&crate::state::Attempt> = t
-            .attempts
-            .iter()
-            .chain(t.variants.iter().flat_map(|v| &v.attempts))
-            .filter(|a| {
-                a.started_at >= window.start && window.end.is_none_or(|e| a.started_at <= e)
-            })
-            .collect();
-        // The state's last run lists every task (pending and blocked ones
-        // too); an earlier run, the tasks that ran in it.
-        if attempts.is_empty() && !current {
-            continue;
-        }
-        let view = views.get(t.id.as_str());
-        rows.push(Row {
-            id: &t.id,
-            title: t.title.as_deref(),
-            status: if current {
-                view.map(|v| v.status.clone()).unwrap_or_default()
-            } else if !t.variants.is_empty() {
-                // A best-of task ends with its judgement, not an attempt.
-                let judged = t
-                    .best_of
-                    .as_ref()
-                    .and_then(|b| b.judgement.as_ref())
-                    .filter(|j| j.at >= window.start && window.end.is_none_or(|e| j.at <= e));
-                match judged {
-                    Some(j) if j.winner.is_some() => Outcome::Success.label().to_string(),
-                    Some(_) => Outcome::Failed {
-                        reason: String::new(),
-                    }
-                    .label()
-                    .to_string(),
-                    None => "interrupted".into(),
-                }
-            } else {
-                attempts
-                    .last()
-                    .and_then(|a| a.outcome.as_ref())
-                    .map(|o| o.label().to_string())
-                    .unwrap_or_else(|| "interrupted".into())
-            },
-            detail: if current {
-                view.and_then(|v| v.detail.clone())
-            } else {
-                None
-            },
-            attempts: attempts.len(),
-            secs: attempts
-                .iter()
-                .map(|a| {
-                    (a.ended_at.unwrap_or(now) - a.started_at).num_milliseconds() as f64 / 1000.0
-                })
-                .sum(),
-            turns: attempts.iter().map(|a| a.turns()).sum(),
-            cost: sum_costs(attempts.iter().map(|a| a.cost())),
-        });
+    let repo = project.repo().ok();
+    let rows: Vec<Row> = summary
+        .tasks
+        .iter()
+        .filter_map(|(id, sums)| {
+            let rec = state.task(id)?;
+            let view = views.get(id.as_str()).copied();
+            Some(row(
+                project,
+                repo.as_ref(),
+                rec,
+                view,
+                sums.clone(),
+                &window,
+                current,
+                named.as_ref(),
+                &lands,
+            ))
+        })
+        .collect();
+    let tl = timeline::build(&state, &project.config, &window, now);
+    let body = page(
+        project,
+        &window,
+        &summary,
+        &rows,
+        &tl,
+        live && current,
+        redactor,
+        now,
+    );
+    let title = format!("flocks report · {}", window.describe());
+    let id = window
+        .runs
+        .last()
+        .map(|r| r.id.clone())
+        .unwrap_or_else(|| "none".into());
+    let what = window.describe();
+    let what = match what.strip_prefix("This") {
+        Some(rest) => format!("this{rest}"),
+        None => what,
+    };
+    Ok(Written {
+        id,
+        what,
+        html: layout(&title, None, false, body).into_string(),
+    })
+}
+
+fn total(s: &Summary) -> scope::Sums {
+    let mut t = scope::Sums::default();
+    let mut costs = Vec::new();
+    for (_, x) in &s.tasks {
+        t.attempts += x.attempts;
+        t.earlier += x.earlier;
+        t.secs += x.secs;
+        t.turns += x.turns;
+        costs.push(x.cost);
     }
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in &rows {
+    t.cost = sum_costs(costs);
+    t
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one row gathers what the state, the view, git and land.json say of a task"
+)]
+fn row<'a>(
+    project: &Project,
+    repo: Option<&git2::Repository>,
+    rec: &'a TaskRecord,
+    view: Option<&crate::view::TaskView>,
+    sums: scope::Sums,
+    window: &Scope,
+    current: bool,
+    named: Option<&HashMap<String, &'static str>>,
+    lands: &scope::Lands,
+) -> Row<'a> {
+    let in_window: Vec<&crate::state::Attempt> = scope::attempts(rec)
+        .filter(|a| window.contains(a.started_at))
+        .collect();
+    let (status, detail) = if current {
+        (
+            view.map(|v| v.status.clone()).unwrap_or_default(),
+            view.and_then(|v| v.detail.clone()),
+        )
+    } else {
+        past_status(rec, &in_window, window, named)
+    };
+    let winner = rec
+        .best_of
+        .as_ref()
+        .and_then(|b| b.judgement.as_ref())
+        .map(crate::view::judgement_line);
+    let branch = rec
+        .winner()
+        .map_or_else(|| rec.branch.clone(), |w| w.branch.clone());
+    let change = repo.and_then(|r| diff_stat(r, rec));
+    let conflict = if current {
+        view.and_then(|v| v.conflict.as_ref()).map(|c| c.describe())
+    } else {
+        None
+    };
+    // The end of the log of its last attempt in the window that did not succeed.
+    let failed = in_window
+        .iter()
+        .rev()
+        .find(|a| a.outcome.as_ref().is_some_and(|o| *o != Outcome::Success));
+    let tail = match failed {
+        Some(a) if !status_ok(&status) => {
+            let owner = scope_owner(rec, a);
+            let text = crate::logview::read_tail(&project.log_path(owner, a.number), 64 * 1024);
+            crate::logview::tail_rendered(&text, 6)
+        }
+        _ => Vec::new(),
+    };
+    Row {
+        rec,
+        status,
+        detail,
+        sums,
+        branch,
+        change,
+        landed: if current {
+            lands.commits.get(&rec.id).cloned().unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+        winner,
+        conflict,
+        tail,
+    }
+}
+
+fn status_ok(status: &str) -> bool {
+    matches!(status, "succeeded" | "landed" | "running" | "pending")
+}
+
+/// The id of the record (the task or one of its variants) an attempt is of.
+fn scope_owner<'a>(rec: &'a TaskRecord, a: &crate::state::Attempt) -> &'a str {
+    if rec.attempts.iter().any(|x| std::ptr::eq(x, a)) {
+        return &rec.id;
+    }
+    rec.variants
+        .iter()
+        .find(|v| v.attempts.iter().any(|x| std::ptr::eq(x, a)))
+        .map_or(&rec.id, |v| &v.id)
+}
+
+/// How a task stood at the end of a past window.
+fn past_status(
+    rec: &TaskRecord,
+    in_window: &[&crate::state::Attempt],
+    window: &Scope,
+    named: Option<&HashMap<String, &'static str>>,
+) -> (String, Option<String>) {
+    if !rec.variants.is_empty() {
+        // A best-of task ends with its judgement, not an attempt.
+        let judged = rec
+            .best_of
+            .as_ref()
+            .and_then(|b| b.judgement.as_ref())
+            .filter(|j| window.contains(j.at));
+        return match judged {
+            Some(j) if j.winner.is_some() => (Outcome::Success.label().into(), None),
+            Some(j) => ("failed".into(), Some(j.reason.clone())),
+            None if in_window.is_empty() => (named_status(rec, named), None),
+            None => ("interrupted".into(), None),
+        };
+    }
+    match in_window.last() {
+        Some(a) => match &a.outcome {
+            Some(o) => (
+                o.label().to_string(),
+                (*o != Outcome::Success).then(|| o.describe()),
+            ),
+            None => (
+                "interrupted".into(),
+                Some("ended with the run, no outcome".into()),
+            ),
+        },
+        None => {
+            let s = named_status(rec, named);
+            let detail = match (&rec.status, s.as_str()) {
+                (TaskStatus::Blocked { on, .. }, "blocked") if !on.is_empty() => {
+                    Some(format!("on {}", on.join(", ")))
+                }
+                _ => None,
+            };
+            (s, detail)
+        }
+    }
+}
+
+fn named_status(rec: &TaskRecord, named: Option<&HashMap<String, &'static str>>) -> String {
+    named
+        .and_then(|n| n.get(&rec.id))
+        .copied()
+        .unwrap_or("pending")
+        .to_string()
+}
+
+/// "3 files, +10 −2" for a task whose work is recorded.
+fn diff_stat(repo: &git2::Repository, rec: &TaskRecord) -> Option<String> {
+    let range = crate::land::task_range(repo, rec).ok()?;
+    let a = repo.find_commit(range.origin).ok()?.tree().ok()?;
+    let b = repo.find_commit(range.tip).ok()?.tree().ok()?;
+    let stats = repo
+        .diff_tree_to_tree(Some(&a), Some(&b), None)
+        .ok()?
+        .stats()
+        .ok()?;
+    Some(format!(
+        "{} file{}, +{} −{}",
+        stats.files_changed(),
+        if stats.files_changed() == 1 { "" } else { "s" },
+        stats.insertions(),
+        stats.deletions()
+    ))
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(10)]
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the page's parts, each built once"
+)]
+fn page(
+    project: &Project,
+    window: &Scope,
+    summary: &Summary,
+    rows: &[Row],
+    tl: &timeline::Timeline,
+    live: bool,
+    redactor: &Redactor,
+    now: DateTime<Utc>,
+) -> Markup {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in rows {
         *counts.entry(r.status.as_str()).or_default() += 1;
     }
-    let total_cost = sum_costs(rows.iter().map(|r| r.cost));
-    let total_attempts: usize = rows.iter().map(|r| r.attempts).sum();
-    let total_turns: u64 = rows.iter().map(|r| r.turns).sum();
-    let end = window.end.unwrap_or(now);
+    let t = &summary.totals;
     let name = project_name(project);
-    let body = html! {
+    let (from, to) = (tl.start, tl.end);
+    html! {
         header {
             h1 { "flocks report · " (name) }
-            p {
-                "Run " strong { (window.id) } " · " (window.start.format("%Y-%m-%d %H:%M:%S UTC"))
-                " – " (end.format("%H:%M:%S UTC"))
-                " (" (duration((end - window.start).num_milliseconds() as f64 / 1000.0)) ")"
+            p #scope {
+                strong { (window.describe()) } " · " (from.format("%Y-%m-%d %H:%M:%S UTC"))
+                " – " (to.format("%Y-%m-%d %H:%M:%S UTC"))
                 @if live { " · " span.badge.s-running { "still running: as of " (now.format("%H:%M:%S UTC")) } }
-                @else if window.interrupted { " · " span.badge.s-interrupted { "interrupted" } }
+                @else if window.runs.len() == 1 && window.runs[0].interrupted { " · " span.badge.s-interrupted { "interrupted" } }
             }
             p.muted { (project.config.dir.display()) " · written " (now.format("%Y-%m-%d %H:%M:%S UTC")) }
         }
@@ -219,50 +381,126 @@ pub(crate) fn render(
             @for (s, n) in &counts {
                 div.card { b data-count=(s) class={ "badge s-" (s.replace(' ', "-")) } { (n) } span { (s) } }
             }
-            div.card { b data-total="attempts" { (total_attempts) } span { "attempts" } }
-            div.card { b data-total="turns" { (total_turns) } span { "turns" } }
-            div.card { b data-total="cost" { (money(total_cost)) } span { "spent" } }
+            div.card { b data-total="attempts" { (t.attempts) } span { "attempts" } }
+            div.card { b data-total="turns" { (t.turns) } span { "turns" } }
+            div.card { b data-total="cost" { (money(t.cost)) } span { "spent" } }
         }
+        @if summary.landed_before > 0 {
+            p.muted #landed-before {
+                (summary.landed_before) " task" @if summary.landed_before != 1 { "s" }
+                " that landed before this window and did nothing in it "
+                @if summary.landed_before == 1 { "is" } @else { "are" } " not listed (`flocks report --since DATE` widens it)."
+            }
+        }
+        (runs_table(window, rows))
         section {
             h2 { "Timeline" }
-            p.muted { "One row per slot, one bar per attempt; hover a bar for its task." }
-            div.chart { (svg::timeline(&tl)) }
+            p.muted { "One row per slot, one bar per attempt; runs are marked; hover a bar for its task." }
+            div.chart { (svg::timeline(tl)) }
         }
-        section { h2 { "Money over time" } div.chart { (svg::cost_over_time(&tl)) } }
-        section { h2 { "Money per task" } div.chart { (svg::cost_per_task(&tl, 25)) } }
+        section { h2 { "Money over time" } div.chart { (svg::cost_over_time(tl)) } }
+        section { h2 { "Money per task" } div.chart { (svg::cost_per_task(tl, 25)) } }
         section {
-            h2 { "Outcomes" }
-            table.tasks {
-                thead { tr {
-                    th { "Task" } th { "Status" } th.num { "Attempts" } th.num { "Time" }
-                    th.num { "Turns" } th.num { "Cost" } th { "Detail" }
-                } }
-                tbody {
-                    @for r in &rows {
-                        tr data-task=(r.id) data-status=(r.status) data-cost=(format!("{:.4}", r.cost)) {
-                            td { (r.id) @if let Some(t) = r.title { br; span.detail { (t) } } }
-                            td { span class={ "badge s-" (r.status.replace(' ', "-")) } { (r.status) } }
-                            td.num { (r.attempts) }
-                            td.num { (duration(r.secs)) }
-                            td.num { (r.turns) }
-                            td.num { (money(r.cost)) }
-                            td.detail { (redactor.redact(r.detail.as_deref().unwrap_or(""))) }
+            h2 { "Tasks" }
+            div.scroll {
+                table.tasks.report {
+                    thead { tr {
+                        th { "Task" } th { "Status" } th.num { "Attempts" } th.num { "Time" }
+                        th.num { "Turns" } th.num { "Cost" } th { "Change" } th { "Detail" }
+                    } }
+                    tbody {
+                        @for r in rows {
+                            tr data-task=(r.rec.id) data-status=(r.status)
+                                data-attempts=(r.sums.attempts) data-cost=(format!("{:.4}", r.sums.cost)) {
+                                td data-label="Task" {
+                                    (r.rec.id)
+                                    @if let Some(t) = &r.rec.title { br; span.detail { (t) } }
+                                    br; code.branch { (r.branch) }
+                                }
+                                td data-label="Status" { span class={ "badge s-" (r.status.replace(' ', "-")) } { (r.status) } }
+                                td.num data-label="Attempts" {
+                                    (r.sums.attempts)
+                                    @if r.sums.earlier > 0 { br; span.detail { "+" (r.sums.earlier) " earlier" } }
+                                }
+                                td.num data-label="Time" { (duration(r.sums.secs)) }
+                                td.num data-label="Turns" { (r.sums.turns) }
+                                td.num data-label="Cost" { (money(r.sums.cost)) }
+                                td.change data-label="Change" {
+                                    @if let Some(c) = &r.change { span.stat { (c) } }
+                                    @if !r.landed.is_empty() {
+                                        br; span.detail { "landed as " code { (short(&r.landed[0])) }
+                                            @if r.landed.len() > 1 { ".." code { (short(&r.landed[r.landed.len() - 1])) } } }
+                                    }
+                                }
+                                td.detail data-label="Detail" {
+                                    @if let Some(d) = &r.detail { (redactor.redact(d)) }
+                                    @if let Some(w) = &r.winner { span.winner { "best of " (r.rec.variants.len()) ": " (redactor.redact(w)) } }
+                                    @if let Some(c) = &r.conflict { span.conflict { "⚠ " (c) } }
+                                    @if !r.tail.is_empty() {
+                                        details.tail {
+                                            summary { "last lines of its log" }
+                                            pre { @for l in &r.tail { (redactor.redact(l)) "\n" } }
+                                        }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
             }
         }
-    };
-    let page: Markup = layout(&format!("flocks report · {}", window.id), None, false, body);
-    Ok((window.id, page.into_string()))
+    }
 }
 
-fn run_of_state(r: &crate::state::RunInfo) -> RunWindow {
-    RunWindow {
-        id: r.id.clone(),
-        start: r.started_at,
-        end: r.ended_at,
-        interrupted: false,
+/// The runs of the window: when, how long, how they ended, and what they
+/// started and spent.
+fn runs_table(window: &Scope, rows: &[Row]) -> Markup {
+    let of_run = |r: &scope::RunWindow| {
+        let one = Scope {
+            kind: scope::Kind::Run(r.id.clone()),
+            start: Some(r.start),
+            end: r.end,
+            runs: vec![r.clone()],
+        };
+        let mut n = 0;
+        let mut costs = Vec::new();
+        for row in rows {
+            for a in scope::attempts(row.rec).filter(|a| one.contains(a.started_at)) {
+                n += 1;
+                costs.push(a.cost());
+            }
+        }
+        (n, sum_costs(costs))
+    };
+    html! {
+        section {
+            h2 { "Runs" }
+            @if window.runs.is_empty() { p.muted { "No run in this window." } }
+            @else {
+                div.scroll {
+                    table.runs {
+                        thead { tr { th { "Run" } th { "Started" } th.num { "Lasted" } th { "Ended" } th.num { "Attempts" } th.num { "Cost" } } }
+                        tbody {
+                            @for r in &window.runs {
+                                @let (n, cost) = of_run(r);
+                                tr data-run=(r.id) {
+                                    td { (r.id) }
+                                    td { (r.start.format("%Y-%m-%d %H:%M:%S UTC")) }
+                                    td.num { @match r.end { Some(e) => (duration((e - r.start).num_milliseconds() as f64 / 1000.0)), None => "–" } }
+                                    td { @match (r.end, r.interrupted) {
+                                        (None, _) => span.badge.s-running { "running" },
+                                        (Some(_), true) => span.badge.s-interrupted { "interrupted" },
+                                        (Some(_), false) => "finished",
+                                    } }
+                                    td.num { (n) }
+                                    td.num { (money(cost)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -25,6 +25,8 @@ use crate::state::TaskRecord;
 const LOG_TICK: Duration = Duration::from_millis(300);
 /// A page shows at most this much of a log (its end).
 const LOG_WINDOW: u64 = 1024 * 1024;
+/// The land page's plan is made again at most this often.
+const LAND_EVERY: Duration = Duration::from_secs(3);
 /// Diff lines shown at most.
 const DIFF_LINES: usize = 5000;
 
@@ -101,12 +103,101 @@ pub(crate) async fn dashboard(State(app): State<App>, Query(q): Query<Filter>) -
 /// A task as its page shows it at first.
 pub(crate) struct LoadedTask {
     pub record: TaskRecord,
+    /// Whose attempts and logs the page shows: the task's own, or, for a
+    /// best-of task, its winner's (else its latest variant's).
+    pub log_id: String,
     /// The attempt whose log is shown.
     pub shown: Option<u32>,
     pub lines: Vec<String>,
     /// Where in the log file the page's lines end.
     pub pos: u64,
     pub diff: maud::Markup,
+    /// The task's prompt as its task file has it now, and what to know
+    /// about it.
+    pub prompt: Prompt,
+}
+
+/// A task's prompt, read from the task file the project names.
+pub(crate) struct Prompt {
+    pub text: Option<String>,
+    pub note: Option<String>,
+}
+
+/// The record whose attempts a task's page shows: a best-of task's
+/// winner, else its variant that started last; any other task itself.
+pub(crate) fn log_owner(rec: &TaskRecord) -> &TaskRecord {
+    if rec.variants.is_empty() {
+        return rec;
+    }
+    rec.winner().unwrap_or_else(|| {
+        rec.variants
+            .iter()
+            .filter(|v| !v.attempts.is_empty())
+            .max_by_key(|v| v.attempts.last().map(|a| a.started_at))
+            .unwrap_or(rec)
+    })
+}
+
+/// The prompt of task `id` in the project's task file (`[source] path`, or
+/// tasks.jsonl); a script source is not run for it.
+pub(crate) fn prompt_of(project: &Project, rec: &TaskRecord) -> Prompt {
+    use crate::config::SourceConfig;
+    let c = &project.config;
+    let path = match &c.source {
+        Some(SourceConfig::Script { command }) => {
+            return Prompt {
+                text: None,
+                note: Some(format!(
+                    "The tasks come from a script ([source] command = `{command}`), which this page does not run."
+                )),
+            };
+        }
+        Some(SourceConfig::Jsonl { path }) => path.clone(),
+        None => c.dir.join("tasks.jsonl"),
+    };
+    let rules = crate::tasks::BranchRules {
+        prefix: &c.workspace.branch_prefix,
+        base: &c.workspace.base,
+        land_target: &c.workspace.land_target,
+    };
+    let id = crate::tasks::split_variant_id(&rec.id).map_or(rec.id.as_str(), |(t, _)| t);
+    let set = match crate::tasks::load_jsonl(&path, &rules) {
+        Ok(s) => s,
+        Err(e) => {
+            return Prompt {
+                text: None,
+                note: Some(format!("Cannot read the task file: {e}")),
+            };
+        }
+    };
+    match set.get(id) {
+        None => Prompt {
+            text: None,
+            note: Some(format!(
+                "`{id}` is not in {} any more (it may have come from another file given with --tasks).",
+                path.display()
+            )),
+        },
+        Some(t) => {
+            let ran = rec
+                .attempts
+                .last()
+                .and_then(|a| a.prompt_hash.as_deref())
+                .unwrap_or(&rec.prompt_hash);
+            let note = (crate::tasks::split_variant_id(&rec.id).is_none()
+                && t.prompt_hash() != ran)
+                .then(|| {
+                    format!(
+                        "This is the prompt in {} now: it changed since the task's last attempt ran.",
+                        path.display()
+                    )
+                });
+            Prompt {
+                text: Some(t.prompt.clone()),
+                note,
+            }
+        }
+    }
 }
 
 pub(crate) fn load_task(
@@ -120,27 +211,32 @@ pub(crate) fn load_task(
             "no task `{id}` in the run state: the dashboard lists the tasks"
         )));
     };
+    let owner = log_owner(&record);
+    let log_id = owner.id.clone();
     let shown = match attempt {
-        Some(n) if record.attempts.iter().any(|a| a.number == n) => Some(n),
+        Some(n) if owner.attempts.iter().any(|a| a.number == n) => Some(n),
         Some(n) => {
             return Err(crate::error::Error::Usage(format!(
-                "task `{id}` has no attempt {n} (it has {})",
-                record.attempts.len()
+                "task `{log_id}` has no attempt {n} (it has {})",
+                owner.attempts.len()
             )));
         }
-        None => record.attempts.last().map(|a| a.number),
+        None => owner.attempts.last().map(|a| a.number),
     };
     let (lines, pos) = match shown {
-        Some(n) => read_log(&app.project.log_path(id, n)),
+        Some(n) => read_log(&app.project.log_path(&log_id, n)),
         None => (Vec::new(), 0),
     };
     let diff = diff_of(app, id);
+    let prompt = prompt_of(&app.project, &record);
     Ok(LoadedTask {
         record,
+        log_id,
         shown,
         lines,
         pos,
         diff,
+        prompt,
     })
 }
 
@@ -194,6 +290,7 @@ fn diff_of(app: &App, id: &str) -> maud::Markup {
         Ok(c) => c,
         Err(e) => return html! { p.muted { (e.to_string()) } },
     };
+    let range = range_line(project, id, change.start, change.tip);
     match render_diff(project, change.start, change.tip) {
         Ok((lines, truncated, stat)) => {
             // Agents write the files: a secret in them is not shown either.
@@ -202,9 +299,49 @@ fn diff_of(app: &App, id: &str) -> maud::Markup {
                 .into_iter()
                 .map(|(o, l)| (o, r.redact(&l).into_owned()))
                 .collect();
-            pages::diff(&lines, truncated, &r.redact(&stat), id)
+            html! {
+                (range)
+                (pages::diff(&lines, truncated, &r.redact(&stat), id))
+            }
         }
-        Err(e) => html! { p.error { "Cannot show the change: " (e.message()) } },
+        Err(e) => html! { (range) p.error { "Cannot show the change: " (e.message()) } },
+    }
+}
+
+/// Which commits are the task's work, and where they landed (land.json).
+fn range_line(project: &Project, id: &str, start: git2::Oid, tip: git2::Oid) -> maud::Markup {
+    let short = |o: &str| o[..o.len().min(10)].to_string();
+    let count = project
+        .repo()
+        .ok()
+        .and_then(|r| crate::land::commits(&r, start, tip).ok())
+        .map(|c| c.len());
+    let lands = super::scope::lands(project);
+    let target = &project.config.workspace.land_target;
+    let landed = lands
+        .landed_at
+        .get(id)
+        .map(|at| (at, lands.commits.get(id)));
+    html! {
+        dl.facts #range {
+            dt { "Its work" }
+            dd {
+                code { (short(&start.to_string())) ".." (short(&tip.to_string())) }
+                @if let Some(n) = count { " (" (n) " commit" @if n != 1 { "s" } ")" }
+                @if crate::tasks::split_variant_id(id).is_none() && landed.is_none() { " · what `flocks land` applies" }
+            }
+            @if let Some((at, commits)) = landed {
+                dt { "Landed" }
+                dd data-landed {
+                    "on " (target) " at " (at.format("%Y-%m-%d %H:%M:%S UTC"))
+                    @match commits.map(|c| c.as_slice()) {
+                        Some([]) | None => { " (its change was on " (target) " already)" },
+                        Some([one]) => { " as " code { (short(one)) } },
+                        Some([first, .., last]) => { " as " code { (short(first)) } ".." code { (short(last)) } },
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -256,12 +393,15 @@ fn render_diff(
 #[derive(Deserialize)]
 pub(crate) struct TaskStreamQuery {
     attempt: Option<u32>,
+    /// Whose log it follows, when not the task's own (a best-of task's variant).
+    log: Option<String>,
     from: Option<u64>,
     follow: Option<u8>,
 }
 
 /// A followed log: the attempt shown, and where its file was read to.
 struct Follow {
+    /// Whose log (the task, or a best-of task's winner or latest variant).
     id: String,
     attempt: Option<u32>,
     /// Switch to a newer attempt when one starts.
@@ -272,6 +412,8 @@ struct Follow {
 }
 
 struct TaskStream {
+    /// The task of the page.
+    id: String,
     app: App,
     rx: tokio::sync::watch::Receiver<std::sync::Arc<super::model::Model>>,
     sent: BTreeMap<&'static str, String>,
@@ -289,11 +431,13 @@ pub(crate) async fn task(
     Path(id): Path<String>,
     Query(q): Query<TaskStreamQuery>,
 ) -> Events {
-    let path = q.attempt.map(|n| app.project.log_path(&id, n));
+    let log_id = q.log.clone().unwrap_or_else(|| id.clone());
+    let path = q.attempt.map(|n| app.project.log_path(&log_id, n));
     let rx = app.models.clone();
     let st = TaskStream {
+        id,
         follow: Follow {
-            id,
+            id: log_id,
             attempt: q.attempt,
             latest: q.follow == Some(1),
             path,
@@ -319,7 +463,7 @@ pub(crate) async fn task(
             let first = std::mem::take(&mut st.first);
             let model = st.rx.borrow_and_update().clone();
             let app = st.app.clone();
-            let id = st.follow.id.clone();
+            let id = st.id.clone();
             let status = model
                 .status
                 .tasks
@@ -399,10 +543,13 @@ pub(crate) async fn task(
 /// the task's newest attempt when the page follows the latest).
 fn follow_log(app: &App, f: &mut Follow, rec: Option<&TaskRecord>) -> Option<Event> {
     let mut reset = false;
+    let owner = rec.map(log_owner);
     if f.latest
-        && let Some(newest) = rec.and_then(|r| r.attempts.last()).map(|a| a.number)
-        && f.attempt != Some(newest)
+        && let Some(owner) = owner
+        && let Some(newest) = owner.attempts.last().map(|a| a.number)
+        && (f.attempt != Some(newest) || f.id != owner.id)
     {
+        f.id = owner.id.clone();
         f.attempt = Some(newest);
         f.path = Some(app.project.log_path(&f.id, newest));
         f.pos = 0;
@@ -432,8 +579,12 @@ fn follow_log(app: &App, f: &mut Follow, rec: Option<&TaskRecord>) -> Option<Eve
     if lines.is_empty() && !reset {
         return None;
     }
+    let whose = match rec {
+        Some(r) if r.id != f.id => format!("{}'s ", f.id),
+        _ => String::new(),
+    };
     let head = reset.then(|| {
-        html! { "Log of attempt " (f.attempt.unwrap_or(0)) " " span.muted { "(follows the latest attempt)" } }.into_string()
+        html! { "Log of " (whose) "attempt " (f.attempt.unwrap_or(0)) " " span.muted { "(follows the latest attempt)" } }.into_string()
     });
     let data = serde_json::json!({
         "reset": reset,
@@ -443,37 +594,89 @@ fn follow_log(app: &App, f: &mut Follow, rec: Option<&TaskRecord>) -> Option<Eve
     Some(Event::default().event("log").data(data.to_string()))
 }
 
-/// What `land --dry-run` prints now, and whether it would land anything.
-pub(crate) fn land_plan(project: &Project) -> Result<(String, bool), String> {
-    crate::land::plan(project, &[])
-        .map(|p| (p.render(), p.has_work()))
-        .map_err(|e| e.to_string())
+/// What `land --dry-run` says now: the plan with its predicted conflicts,
+/// and the files each task's work changes.
+pub(crate) struct LandView {
+    pub plan: crate::land::Plan,
+    pub files: std::collections::HashMap<String, Vec<String>>,
+    /// Where the push would go (`[land] push`).
+    pub push: Option<String>,
+}
+
+/// Files listed per task at most.
+const PLAN_FILES: usize = 12;
+
+pub(crate) fn land_plan(project: &Project) -> Result<LandView, String> {
+    let mut plan = crate::land::plan(project, &[]).map_err(|e| e.to_string())?;
+    // What the cherry-picks will meet, in memory, as `land --dry-run` says.
+    crate::land::predict_conflicts(project.repo_dir(), &mut plan).map_err(|e| e.to_string())?;
+    let mut files = std::collections::HashMap::new();
+    if let Ok(repo) = git2::Repository::open(project.repo_dir()) {
+        for t in &plan.tasks {
+            let (Some(start), Some(tip)) = (t.start, t.tip) else {
+                continue;
+            };
+            if let Some(list) = changed_files(&repo, start, tip) {
+                files.insert(t.id.clone(), list);
+            }
+        }
+    }
+    Ok(LandView {
+        plan,
+        files,
+        push: project.config.land.push.clone(),
+    })
+}
+
+/// The paths `start..tip` changes (the first [`PLAN_FILES`], then a count).
+fn changed_files(repo: &git2::Repository, start: git2::Oid, tip: git2::Oid) -> Option<Vec<String>> {
+    let a = repo.find_commit(start).ok()?.tree().ok()?;
+    let b = repo.find_commit(tip).ok()?.tree().ok()?;
+    let diff = repo.diff_tree_to_tree(Some(&a), Some(&b), None).ok()?;
+    let mut out: Vec<String> = diff
+        .deltas()
+        .filter_map(|d| d.new_file().path().or(d.old_file().path()))
+        .map(|p| p.display().to_string())
+        .collect();
+    if out.len() > PLAN_FILES {
+        let more = out.len() - PLAN_FILES;
+        out.truncate(PLAN_FILES);
+        out.push(format!("and {more} more"));
+    }
+    Some(out)
 }
 
 pub(crate) async fn land(State(app): State<App>) -> Events {
     let rx = app.models.clone();
     sse(stream::unfold(
-        (app, rx, BTreeMap::new(), true),
-        |(app, mut rx, mut sent, first)| async move {
+        (app, rx, BTreeMap::new(), true, None),
+        |(app, mut rx, mut sent, first, mut last)| async move {
             loop {
                 if !first && rx.changed().await.is_err() {
                     return None;
                 }
+                // The plan (with its conflict prediction) is made again at
+                // most every few seconds, whatever a live run changes.
+                if let Some(at) = last {
+                    tokio::time::sleep_until(at + LAND_EVERY).await;
+                }
+                last = Some(tokio::time::Instant::now());
                 rx.borrow_and_update();
                 let a = app.clone();
+                let live = rx.borrow().live();
                 let plan = tokio::task::spawn_blocking(move || land_plan(&a.project))
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
                 let mut frags = BTreeMap::new();
                 frags.insert(
                     "land",
-                    pages::land_fragment(plan, &app.chrome, &app.redactor).into_string(),
+                    pages::land_fragment(plan, live, &app.chrome, &app.redactor).into_string(),
                 );
                 if let Some(e) = changed(&mut sent, frags) {
-                    return Some((vec![e], (app, rx, sent, false)));
+                    return Some((vec![e], (app, rx, sent, false, last)));
                 }
                 if first {
-                    return Some((Vec::new(), (app, rx, sent, false)));
+                    return Some((Vec::new(), (app, rx, sent, false, last)));
                 }
             }
         },

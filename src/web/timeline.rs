@@ -1,19 +1,28 @@
 //! What the timeline and the cost charts show: one row per slot of each
 //! pool, one bar per attempt, and the money spent over time, for the
-//! attempts of one run (a time window).
+//! attempts of a window (a piece of work, a run, or since a time), with its
+//! runs marked.
 //!
 //! Attempts do not record the slot they ran in: each pool's attempts are
 //! laid out on its slots in order of start, each on the lowest slot free at
 //! that moment. A pool never runs more attempts at once than it has slots,
 //! so this puts every attempt on a slot row without overlaps, as the
 //! dispatcher filled them.
+//!
+//! A piece of work can span days with hours between its runs: the time axis
+//! is cut into segments (the runs, and attempts outside them), and a long
+//! idle gap between two is drawn as a narrow break instead of to scale.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use super::scope::{RunWindow, Scope};
 use crate::config::Config;
 use crate::state::{Outcome, State, TaskStatus};
+
+/// The width of a break between two segments, in chart units.
+pub(crate) const GAP: f64 = 18.0;
 
 /// One attempt on the timeline.
 #[derive(Debug, Clone)]
@@ -42,6 +51,11 @@ pub(crate) struct SlotRow {
 pub(crate) struct Timeline {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+    /// The stretches of time drawn to scale, in order; what lies between two
+    /// is drawn as a break of width [`GAP`].
+    pub segments: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The runs of the window, marked on the charts.
+    pub runs: Vec<RunWindow>,
     pub rows: Vec<SlotRow>,
     /// (time, money spent so far) at each attempt's end, in order.
     pub cost_series: Vec<(DateTime<Utc>, f64)>,
@@ -50,9 +64,18 @@ pub(crate) struct Timeline {
 }
 
 impl Timeline {
-    /// Busy time over the window's slot time, per pool (0..=1).
+    /// The time drawn to scale, in milliseconds.
+    fn active_ms(&self) -> i64 {
+        self.segments
+            .iter()
+            .map(|(a, b)| (*b - *a).num_milliseconds().max(0))
+            .sum()
+    }
+
+    /// Busy time over the window's slot time, per pool (0..=1); breaks
+    /// between segments do not count.
     pub fn utilisation(&self, pool: &str) -> Option<f64> {
-        let span = (self.end - self.start).num_milliseconds() as f64;
+        let span = self.active_ms() as f64;
         let rows: Vec<&SlotRow> = self.rows.iter().filter(|r| r.pool == pool).collect();
         if span <= 0.0 || rows.is_empty() {
             return None;
@@ -63,6 +86,31 @@ impl Timeline {
             .map(|b| (b.end - b.start).num_milliseconds().max(0) as f64)
             .sum();
         Some((busy / (span * rows.len() as f64)).clamp(0.0, 1.0))
+    }
+
+    /// Where `t` is drawn on an axis from `left`, `width` wide.
+    pub fn x(&self, t: DateTime<Utc>, left: f64, width: f64) -> f64 {
+        let n = self.segments.len();
+        if n == 0 {
+            return left;
+        }
+        let gaps = GAP * (n - 1) as f64;
+        let avail = (width - gaps).max(1.0);
+        let total = self.active_ms().max(1) as f64;
+        let mut x = left;
+        for (i, (a, b)) in self.segments.iter().enumerate() {
+            let w = avail * (*b - *a).num_milliseconds().max(0) as f64 / total;
+            if t < *a {
+                // Before the first segment, or in the break before this one.
+                return if i == 0 { left } else { x - GAP / 2.0 };
+            }
+            if t <= *b {
+                let ms = (*b - *a).num_milliseconds().max(1) as f64;
+                return x + w * ((t - *a).num_milliseconds() as f64 / ms).clamp(0.0, 1.0);
+            }
+            x += w + if i + 1 < n { GAP } else { 0.0 };
+        }
+        left + width
     }
 }
 
@@ -83,16 +131,49 @@ pub(crate) fn outcome_kind(o: &Outcome) -> &'static str {
     }
 }
 
-/// The attempts that started in `[from, to]` (`to`: none for "until now"),
-/// laid out on the pools' slots. `now` ends the bars of running attempts.
-pub(crate) fn build(
-    state: &State,
-    config: &Config,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Timeline {
-    let in_window = |t: DateTime<Utc>| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t <= e);
+/// The stretches drawn to scale: the runs (clipped to the window) and the
+/// attempts outside them, merged where they touch or where the break
+/// between them is short (under a minute, or under a tenth of the time
+/// drawn). Without runs: the whole window.
+fn segments(
+    runs: &[RunWindow],
+    bars: &[(DateTime<Utc>, DateTime<Utc>)],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    if runs.is_empty() {
+        return vec![(start, end)];
+    }
+    let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = runs
+        .iter()
+        .map(|r| (r.start.max(start), r.end.unwrap_or(end).min(end)))
+        .chain(bars.iter().copied())
+        .filter(|(a, b)| a <= b)
+        .collect();
+    spans.sort();
+    let active: i64 = spans
+        .iter()
+        .map(|(a, b)| (*b - *a).num_milliseconds())
+        .sum();
+    let short = chrono::Duration::milliseconds((active / 10).max(60_000));
+    let mut out: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+    for (a, b) in spans {
+        match out.last_mut() {
+            Some(last) if a <= last.1 + short => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    if out.is_empty() {
+        out.push((start, end));
+    }
+    out
+}
+
+/// The attempts that started in `scope`, laid out on the pools' slots, its
+/// runs marked. `now` ends the bars of running attempts.
+pub(crate) fn build(state: &State, config: &Config, scope: &Scope, now: DateTime<Utc>) -> Timeline {
+    let (from, to) = (scope.start, scope.end);
+    let in_window = |t: DateTime<Utc>| scope.contains(t);
     let mut bars: BTreeMap<String, Vec<Bar>> = BTreeMap::new();
     // A best-of task's attempts are its variants' (each bar names its variant).
     let runs = state
@@ -110,10 +191,19 @@ pub(crate) fn build(
                 (None, false) => ("interrupted", "ended without an outcome".to_string()),
             };
             // An attempt that never recorded its end (the run was killed)
-            // ends with the window.
+            // ends with its run, or the window.
+            let run_end = scope
+                .runs
+                .iter()
+                .rfind(|r| r.start <= a.started_at)
+                .and_then(|r| r.end);
             let end = a
                 .ended_at
-                .unwrap_or(if running { now } else { to.unwrap_or(now) })
+                .unwrap_or(if running {
+                    now
+                } else {
+                    run_end.or(to).unwrap_or(now)
+                })
                 .max(a.started_at);
             bars.entry(a.pool.clone()).or_default().push(Bar {
                 task: task.id.clone(),
@@ -160,13 +250,47 @@ pub(crate) fn build(
         }));
     }
     let all: Vec<&Bar> = rows.iter().flat_map(|r| &r.bars).collect();
-    let start = from
-        .or_else(|| all.iter().map(|b| b.start).min())
-        .unwrap_or(now);
-    let end = to
-        .or_else(|| all.iter().map(|b| b.end).max().map(|e| e.max(now)))
-        .unwrap_or(now)
-        .max(start);
+    let first = [
+        all.iter().map(|b| b.start).min(),
+        scope.runs.first().map(|r| r.start),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let start = if scope.runs.is_empty() {
+        from.or(first).unwrap_or(now)
+    } else {
+        first.unwrap_or(now)
+    };
+    let last = [
+        all.iter().map(|b| b.end).max(),
+        scope.runs.iter().map(|r| r.end.unwrap_or(now)).max(),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let going =
+        scope.runs.iter().any(|r| r.end.is_none()) || all.iter().any(|b| b.kind == "running");
+    let end = match (to, scope.runs.is_empty(), last) {
+        (Some(e), true, _) => e,
+        (Some(e), false, l) => l.unwrap_or(e).min(e),
+        // Without runs to say when work happened: until now.
+        (None, true, l) => l.map_or(now, |l| l.max(now)),
+        (None, false, Some(l)) if !going => l,
+        (None, false, l) => l.map_or(now, |l| l.max(now)),
+    }
+    .max(start);
+    let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = all
+        .iter()
+        .filter(|b| {
+            !scope
+                .runs
+                .iter()
+                .any(|r| r.start <= b.start && r.end.is_none_or(|e| b.end <= e))
+        })
+        .map(|b| (b.start, b.end))
+        .collect();
+    let segments = segments(&scope.runs, &spans, start, end);
     let mut ends: Vec<(DateTime<Utc>, f64)> = all
         .iter()
         .filter(|b| b.kind != "running")
@@ -191,6 +315,8 @@ pub(crate) fn build(
     Timeline {
         start,
         end,
+        segments,
+        runs: scope.runs.clone(),
         rows,
         cost_series,
         cost_per_task,
@@ -216,6 +342,16 @@ mod tests {
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    /// A window without runs.
+    fn window(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Scope {
+        Scope {
+            kind: super::super::scope::Kind::Since(start.unwrap_or(at(0))),
+            start,
+            end,
+            runs: Vec::new(),
+        }
     }
 
     /// An attempt: number, start, end (`None`: running), cost.
@@ -260,7 +396,7 @@ mod tests {
             ("c", &[(1, 4, Some(12), 0.0)]),
             ("d", &[(1, 12, None, 0.0)]),
         ]);
-        let tl = build(&s, &config(2), Some(at(0)), None, at(20));
+        let tl = build(&s, &config(2), &window(Some(at(0)), None), at(20));
         let row = |i: usize| -> Vec<(&str, u32)> {
             tl.rows[i]
                 .bars
@@ -297,7 +433,7 @@ mod tests {
             ("a", &[(1, 0, Some(10), 0.0)]),
             ("b", &[(1, 2, Some(5), 0.0)]),
         ]);
-        let tl = build(&s, &config(1), None, None, at(20));
+        let tl = build(&s, &config(1), &window(None, None), at(20));
         assert_eq!(tl.rows.len(), 2);
         assert_eq!(tl.rows[1].bars[0].task, "b");
         assert_eq!(tl.start, at(0), "without a window: from the first attempt");
@@ -313,7 +449,7 @@ mod tests {
         let variants: Vec<_> = s.tasks.drain(1..).collect();
         s.tasks[0].variants = variants;
         s.reindex();
-        let tl = build(&s, &config(2), None, None, at(20));
+        let tl = build(&s, &config(2), &window(None, None), at(20));
         let mut bars: Vec<&str> = tl
             .rows
             .iter()
@@ -326,9 +462,51 @@ mod tests {
     }
 
     #[test]
+    fn a_long_break_between_runs_is_drawn_narrow() {
+        let s = state(&[
+            ("a", &[(1, 0, Some(100), 0.1)]),
+            ("b", &[(1, 86_400, Some(86_500), 0.2)]),
+        ]);
+        let run = |id: &str, start: i64, end: i64| RunWindow {
+            id: id.into(),
+            start: at(start),
+            end: Some(at(end)),
+            interrupted: id == "r1",
+        };
+        let scope = Scope {
+            kind: super::super::scope::Kind::Piece { after_land: None },
+            start: None,
+            end: None,
+            runs: vec![run("r1", 0, 100), run("r2", 86_400, 86_500)],
+        };
+        let tl = build(&s, &config(1), &scope, at(90_000));
+        assert_eq!(tl.segments, [(at(0), at(100)), (at(86_400), at(86_500))]);
+        assert_eq!(
+            (tl.start, tl.end),
+            (at(0), at(86_500)),
+            "ends with the last run"
+        );
+        // Both runs get half the width (less the break), in order.
+        let x = |t: i64| tl.x(at(t), 0.0, 218.0);
+        assert_eq!(x(0), 0.0);
+        assert_eq!(x(100), 100.0);
+        assert_eq!(x(50_000), 109.0, "the break");
+        assert_eq!(x(86_400), 118.0);
+        assert_eq!(x(86_500), 218.0);
+        // Utilisation counts the runs' time, not the day between them.
+        assert_eq!(tl.utilisation("local"), Some(1.0));
+        assert_eq!(tl.runs.len(), 2);
+    }
+
+    #[test]
     fn attempts_outside_the_window_are_left_out() {
         let s = state(&[("a", &[(1, 0, Some(10), 0.1), (2, 100, Some(110), 0.2)])]);
-        let tl = build(&s, &config(1), Some(at(50)), Some(at(200)), at(300));
+        let tl = build(
+            &s,
+            &config(1),
+            &window(Some(at(50)), Some(at(200))),
+            at(300),
+        );
         let bars: Vec<u32> = tl
             .rows
             .iter()
