@@ -525,16 +525,16 @@ impl DockerBackend {
             .await
             .map_err(|e| PrepareError::HostLost(e.to_string()))?;
         let wts = self.worktrees.clone();
-        let job = job.clone();
+        let j = job.clone();
         let owner = self.owner;
         let git_dir = self.git_dir.clone();
         let repo_dir = self.repo_dir.clone();
         let p = tokio::task::spawn_blocking(move || -> crate::error::Result<_> {
-            let p = wts.prepare(&job.task, &job.branch, &job.base, job.fresh)?;
+            let p = wts.prepare(&j.task, &j.branch, &j.base, j.fresh)?;
             // An agent that runs `git worktree prune` in the container, where
             // the host path of the worktree does not exist, must not remove it.
             if let Ok(repo) = crate::git::open(&repo_dir)
-                && let Ok(wt) = repo.find_worktree(&job.task)
+                && let Ok(wt) = repo.find_worktree(&j.task)
                 && matches!(wt.is_locked(), Ok(git2::WorktreeLockStatus::Unlocked))
             {
                 let _ = wt.lock(Some("flocks: a container agent works here"));
@@ -544,7 +544,7 @@ impl DockerBackend {
                 owner::give_back(&repo_dir, &p.path, owner);
                 owner::give_back(&repo_dir, &git_dir, owner);
             }
-            let mark = wts.setup_mark(&job.task);
+            let mark = wts.setup_mark(&j.task);
             Ok((p, mark))
         })
         .await
@@ -563,6 +563,7 @@ impl DockerBackend {
             agent_cwd,
             host_path: p.path,
             start_commit: p.start_commit.to_string(),
+            origin: job.origin_for(&p.start_commit.to_string(), p.created_branch),
             created_branch: p.created_branch,
             note: p.note,
             setup_mark,

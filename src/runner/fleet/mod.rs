@@ -170,8 +170,6 @@ pub struct Start {
     pub credential: Option<String>,
     pub prepare: PrepareJob,
     pub spec: AgentSpec,
-    /// The task's origin when its branch keeps its work.
-    pub origin: Option<String>,
     pub expect_commits: bool,
 }
 
