@@ -380,6 +380,22 @@ macro_rules! attempt_methods {
 }
 use attempt_methods;
 
+/// How a pool's agents are kept from the host repository, in the words
+/// `flocks status`, the run header and `status --json` use: `clone` (docker,
+/// a repository of its own in the container), `mount (guarded)` (docker,
+/// the host's worktree through the mount, under the `.git` guard), `remote
+/// clone` (ssh, exe.dev: a repository on another machine), `none` (local).
+pub fn isolation(pool: &PoolConfig) -> &'static str {
+    match &pool.backend {
+        BackendConfig::Local => "none",
+        BackendConfig::Docker(d) => match d.workspace {
+            crate::config::WorkspaceMode::Clone => "clone",
+            crate::config::WorkspaceMode::Mount => "mount (guarded)",
+        },
+        BackendConfig::Ssh(_) | BackendConfig::Exedev(_) => "remote clone",
+    }
+}
+
 /// The backend of `pool`.
 pub fn for_pool(
     config: &Config,

@@ -280,8 +280,11 @@ pub async fn run_attempt(
             reason: lost.clone(),
         };
     }
+    // The work did not come back (the intake refused it, the helper
+    // failed): that is the reason, rather than "nothing committed".
     if let Some(e) = finish_error
-        && matches!(outcome, Outcome::Success)
+        && (matches!(outcome, Outcome::Success)
+            || (matches!(outcome, Outcome::Failed { .. }) && end_tip.is_none()))
     {
         outcome = Outcome::Failed {
             reason: format!("could not read the result: {e}"),

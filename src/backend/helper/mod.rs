@@ -225,13 +225,24 @@ pub mod reply {
         keys: &[key("root", Value::Path), key("setup", SETUP)],
         bundle: false,
     };
+    /// `prepare`: the worktree; or, nothing prepared, what an interrupted
+    /// attempt left (with `salvage yes`: `head` and a bundle), or `start no`
+    /// and the tips the mirror has (send the start first).
     pub const PREPARE: Spec = Spec {
         op: "prepare",
         keys: &[
-            key("worktree", Value::Path),
+            optional("worktree", Value::Path),
             optional("setup_mark", Value::Hex),
+            optional("head", Value::Oid),
+            optional("start", Value::Word(&["no"])),
+            Key {
+                name: "have",
+                value: Value::Oid,
+                required: false,
+                many: true,
+            },
         ],
-        bundle: false,
+        bundle: true,
     };
     /// Objects out: the branch's head, its leftovers committed.
     pub const FINISH: Spec = Spec {
@@ -706,7 +717,7 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("max_fetch_mb"), "{e}");
         // No bundle where the op sends none.
-        let e = read_reply("bundle 5\nhello".as_bytes(), &reply::PREPARE, Some(&want))
+        let e = read_reply("bundle 5\nhello".as_bytes(), &reply::INIT, Some(&want))
             .await
             .unwrap_err();
         assert!(matches!(e, ReplyError::Unexpected { .. }), "{e}");

@@ -293,6 +293,82 @@ mod tests {
         assert!(!wt.exists());
     }
 
+    /// A transport that counts its calls.
+    struct Counting<'a>(&'a Process, std::sync::atomic::AtomicUsize);
+
+    impl Transport for Counting<'_> {
+        fn call<'a>(
+            &'a self,
+            input: Input,
+            spec: &'static Spec,
+            want: Option<&'a Want>,
+        ) -> BoxFuture<'a, Result<Reply, CallError>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.call(input, spec, want)
+        }
+    }
+
+    /// `prepare_ready`: the start sent when missing, one call when it is
+    /// there, an interrupted attempt's work taken back first.
+    #[tokio::test]
+    async fn prepare_ready_takes_as_few_calls_as_the_work_allows() {
+        use std::sync::atomic::Ordering;
+        let f = fixture();
+        let counting = Counting(&f.process, Default::default());
+        let s = Session {
+            transport: &counting,
+            repo_dir: &f.host,
+            env: &f.env,
+            max_bytes: 50 << 20,
+            known: &f.known,
+        };
+        super::super::session::init(&f.process, "").await.unwrap();
+        let start = git2::Oid::from_str(&git(&f.host, &["rev-parse", "HEAD"])).unwrap();
+        git(&f.host, &["branch", "flocks/t", "HEAD"]);
+        let job = PrepareJob {
+            task: "t".into(),
+            branch: "flocks/t".into(),
+            base: "main".into(),
+            fresh: false,
+            origin: Some(start.to_string()),
+        };
+        // The start is not there: prepare, receive, prepare.
+        let (p, at, note) = s
+            .prepare_ready(&job, start, true, None, "here")
+            .await
+            .unwrap();
+        assert_eq!((at, note), (start, None));
+        assert_eq!(counting.1.swap(0, Ordering::SeqCst), 3);
+        let wt = std::path::PathBuf::from(&p.worktree);
+        // It is there now: one call.
+        s.prepare_ready(&job, start, true, None, "here")
+            .await
+            .unwrap();
+        assert_eq!(counting.1.swap(0, Ordering::SeqCst), 1);
+        // An interrupted attempt left a commit and a file: it comes back
+        // first, and the attempt starts from it.
+        std::fs::write(wt.join("b.txt"), "b").unwrap();
+        git(&wt, &["add", "b.txt"]);
+        git(&wt, &["commit", "-q", "-m", "b"]);
+        std::fs::write(wt.join("c.txt"), "c").unwrap();
+        let (_, at, note) = s
+            .prepare_ready(&job, start, true, None, "here")
+            .await
+            .unwrap();
+        assert!(note.unwrap().contains("recovered 2 commit(s)"));
+        assert_eq!(at.to_string(), git(&f.host, &["rev-parse", "flocks/t"]));
+        assert_eq!(git(&f.host, &["show", "flocks/t:c.txt"]), "c");
+        assert_eq!(counting.1.swap(0, Ordering::SeqCst), 2);
+        // Without salvage (a fresh attempt) the work there is checked out over.
+        std::fs::write(wt.join("d.txt"), "d").unwrap();
+        let (_, at2, note) = s
+            .prepare_ready(&job, at, false, None, "here")
+            .await
+            .unwrap();
+        assert_eq!((at2, note), (at, None));
+        assert!(!wt.join("d.txt").exists());
+    }
+
     #[tokio::test]
     async fn include_sends_files_and_hostile_work_is_refused() {
         let f = fixture();

@@ -76,8 +76,9 @@ pub trait Transport: Send + Sync {
     ) -> BoxFuture<'a, Result<Reply, CallError>>;
 }
 
-/// Commits the agent side of one transport target is known to have (sent
-/// to it, or taken back from it): a start among them needs no `have` call.
+/// Commits the agent side's mirror of one transport target is known to have
+/// (sent to it): a start among them needs no `have` call. (Work taken back
+/// lives in its task's repository there, not in the mirror.)
 #[derive(Debug, Default)]
 pub struct Known(Mutex<HashSet<Oid>>);
 
@@ -162,24 +163,7 @@ impl Session<'_> {
                     .all("have")
                     .filter_map(|h| Oid::from_str(h).ok())
                     .collect();
-                let repo_dir = self.repo_dir.to_path_buf();
-                let (file, len) = tokio::task::spawn_blocking(move || {
-                    super::start_bundle(&repo_dir, start, &haves)
-                })
-                .await
-                .map_err(|e| CallError::Failed(e.to_string()))?
-                .map_err(|e| {
-                    CallError::Failed(format!("cannot bundle the start commit {start}: {e}"))
-                })?;
-                let header = Header::new("receive")
-                    .line("task", task)?
-                    .env(self.env)
-                    .bundle(len);
-                let input = Input {
-                    header,
-                    body: Some(file),
-                };
-                self.transport.call(input, &reply::NOTHING, None).await?;
+                return self.send_bundle(task, start, haves).await;
             }
             self.known.add(start);
         }
@@ -199,10 +183,151 @@ impl Session<'_> {
             .line("branch", branch)?
             .line("start", start)?;
         let r = self.call(h, &reply::PREPARE, None).await?;
-        Ok(Prepared {
-            worktree: r.get("worktree").unwrap_or_default().to_string(),
-            setup_mark: r.get("setup_mark").map(str::to_string),
-        })
+        match r.get("worktree") {
+            Some(w) => Ok(Prepared {
+                worktree: w.to_string(),
+                setup_mark: r.get("setup_mark").map(str::to_string),
+            }),
+            None => Err(CallError::Failed(format!(
+                "the helper cannot prepare {task}: it lacks the start commit {start}"
+            ))),
+        }
+    }
+
+    /// Everything `prepare` needs in as few calls as the work allows (one,
+    /// usually): the task's worktree on `branch` at `start` (where the
+    /// branch is here now, `local_start` made it so). With `salvage`, what
+    /// an interrupted attempt left there comes back first, through the
+    /// intake (`Session::salvage`'s rules), and the attempt starts from it;
+    /// a start the agent side lacks is sent as a bundle. Returns the
+    /// worktree, the commit the attempt starts from, and a note.
+    pub async fn prepare_ready(
+        &self,
+        job: &PrepareJob,
+        mut start: Oid,
+        mut salvage: bool,
+        host_worktree: Option<PathBuf>,
+        place: &str,
+    ) -> Result<(Prepared, Oid, Option<String>), CallError> {
+        let origin = job
+            .origin
+            .as_deref()
+            .and_then(|o| Oid::from_str(o).ok())
+            .unwrap_or(start);
+        let mut note = None;
+        let mut sent = false;
+        for _ in 0..4 {
+            let mut h = Header::new("prepare")
+                .line("task", &job.task)?
+                .line("branch", &job.branch)?
+                .line("start", start)?;
+            if salvage {
+                h = h.line("salvage", "yes")?.lines("have", [start, origin])?;
+            }
+            let want = self.want(
+                &job.task,
+                &job.branch,
+                origin,
+                "flocks: work an interrupted attempt left",
+                host_worktree.clone(),
+            );
+            let r = match self.call(h, &reply::PREPARE, Some(&want)).await {
+                Err(e @ (CallError::Reply(_) | CallError::Intake(_))) if salvage => {
+                    note = Some(format!(
+                        "task {}: the work an interrupted attempt left on {place} was not taken: {e}",
+                        job.task
+                    ));
+                    salvage = false;
+                    continue;
+                }
+                r => r?,
+            };
+            if let Some(worktree) = r.get("worktree") {
+                return Ok((
+                    Prepared {
+                        worktree: worktree.to_string(),
+                        setup_mark: r.get("setup_mark").map(str::to_string),
+                    },
+                    start,
+                    note,
+                ));
+            }
+            if let Some(head) = r.oid("head")
+                && salvage
+            {
+                salvage = false;
+                let incoming = Incoming {
+                    head: Some(head),
+                    bundle: r.bundle,
+                };
+                let (place, task) = (place.to_string(), job.task.clone());
+                let got = tokio::task::spawn_blocking(move || {
+                    salvaged(&want, incoming, Some(start), &place)
+                })
+                .await
+                .map_err(|e| CallError::Failed(e.to_string()))?;
+                note = match got {
+                    Ok(n) => n,
+                    Err(e) => Some(format!(
+                        "task {task}: the work an interrupted attempt left was not taken: {e}"
+                    )),
+                };
+                // Where the branch is now: the salvaged work, or (kept
+                // aside, refused) where it was.
+                let (repo_dir, branch) = (self.repo_dir.to_path_buf(), job.branch.clone());
+                start = tokio::task::spawn_blocking(move || {
+                    let repo = git2::Repository::open(&repo_dir).ok()?;
+                    let r = repo.find_reference(&format!("refs/heads/{branch}")).ok()?;
+                    r.target()
+                })
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(start);
+                continue;
+            }
+            if r.get("start") == Some("no") && !sent {
+                sent = true;
+                let haves: Vec<Oid> = r
+                    .all("have")
+                    .filter_map(|h| Oid::from_str(h).ok())
+                    .collect();
+                self.send_bundle(&job.task, start, haves).await?;
+                continue;
+            }
+            return Err(CallError::Failed(format!(
+                "the helper prepared nothing for {} and said why not in words flocks does not know",
+                job.task
+            )));
+        }
+        Err(CallError::Failed(format!(
+            "the helper did not prepare {} after several rounds",
+            job.task
+        )))
+    }
+
+    /// A bundle of `start` for an agent side that has `haves`, sent with
+    /// `receive`.
+    async fn send_bundle(&self, task: &str, start: Oid, haves: Vec<Oid>) -> Result<(), CallError> {
+        let repo_dir = self.repo_dir.to_path_buf();
+        let (file, len) =
+            tokio::task::spawn_blocking(move || super::start_bundle(&repo_dir, start, &haves))
+                .await
+                .map_err(|e| CallError::Failed(e.to_string()))?
+                .map_err(|e| {
+                    CallError::Failed(format!("cannot bundle the start commit {start}: {e}"))
+                })?;
+        let header = Header::new("receive")
+            .line("task", task)?
+            .env(self.env)
+            .bundle(len);
+        let input = Input {
+            header,
+            body: Some(file),
+        };
+        self.transport.call(input, &reply::NOTHING, None).await?;
+        self.known.add(start);
+        Ok(())
     }
 
     /// `.worktreeinclude`'s files (read on this machine) into the worktree.
@@ -303,9 +428,6 @@ impl Session<'_> {
         })
         .await
         .map_err(|e| CallError::Failed(e.to_string()))??;
-        if let Ok(t) = Oid::from_str(&finished.tip) {
-            self.known.add(t);
-        }
         Ok(finished)
     }
 
@@ -375,10 +497,7 @@ impl Session<'_> {
             .await
             .map_err(|e| CallError::Failed(e.to_string()))?;
         match got {
-            Ok(note) => {
-                self.known.add(head);
-                Ok(note)
-            }
+            Ok(note) => Ok(note),
             Err(e) => Ok(not_taken(&e)),
         }
     }

@@ -9,8 +9,9 @@
 #   others:         any stdin/stdout pair, the script as `sh -c` text
 # With FLOCKS_HELPER_ROOT set (an absolute path) that is the root directory;
 # otherwise the script's own directory is. Layout under the root:
-# mirror.git (bare), worktrees/<task> (one per task, kept across its
-# attempts), setup.done.
+# mirror.git (bare: the objects sent in, refs/flocks/start/<task>),
+# worktrees/<task> (the task's own repository, kept across its attempts,
+# its objects shared with mirror.git through alternates), setup.done.
 # Everything it needs comes on stdin, never on the command line: nothing from a
 # task (id, branch, prompt, env, secrets) is ever part of a shell string.
 #
@@ -20,7 +21,9 @@
 #   check     what the host has                   -> root, git, agent_path, agent_version, free_kb, tar, setup
 #   have      does mirror.git have `start`?       -> start yes|no, have SHA (0..64: tips it has)
 #   receive   objects in: a bundle of refs/flocks/start, fetched as refs/flocks/start/<task>
-#   prepare   worktrees/<task> on `branch` at `start` -> worktree PATH, [setup_mark H]
+#   prepare   worktrees/<task> (a repository) on `branch` at `start` -> worktree PATH, [setup_mark H];
+#             or, not prepared: "start no" and have SHA lines (send it first), or
+#             with "salvage yes", what an interrupted attempt left: head SHA, [bundle]
 #   include   a tar stream of .worktreeinclude's files, extracted in the worktree
 #   mark      record the completed [workspace] setup
 #   run       the agent (ssh pools; docker runs agents under its reaper)
@@ -32,7 +35,8 @@
 #   branch NAME      the task branch            (prepare, finish, salvage)
 #   start SHA        commit to start from       (prepare, have)
 #   attempt N        attempt number             (finish)
-#   have SHA         0..n, commits the host has: left out of the bundle (finish, salvage)
+#   have SHA         0..n, commits the host has: left out of the bundle (finish, salvage, prepare)
+#   salvage yes      take back an interrupted attempt's work first (prepare)
 #   tag VALUE        FLOCKS_ATTEMPT of the tree (run)
 #   grace_ds N       TERM -> KILL, tenths of s  (run)
 #   heartbeat N      kill if no control line for N s (run; 0 = off)
@@ -47,7 +51,7 @@
 #                    files, extracted into the worktree
 #   bundle NBYTES    last header line of receive, then exactly NBYTES: a git bundle
 #   prompt NBYTES    last header line of run, then exactly NBYTES: the agent's stdin
-# stdout: the reply, "key value" lines, nothing else; finish and salvage may
+# stdout: the reply, "key value" lines, nothing else; finish, salvage and prepare may
 # end it with "bundle NBYTES" and exactly NBYTES of a git bundle of
 # refs/heads/<branch> without the `have` commits (none when the host has
 # every commit of the branch). flocks checks what it receives (only that
@@ -79,7 +83,7 @@ IFS= read -r opline <&3 || die "no op"
 OP=${opline#op }
 
 TASK="" BRANCH="" START="" ATTEMPT="" TAG="" GRACE_DS=30 HEARTBEAT=0 UNSETS="" AGENT=""
-SETUP_HASH="" NBYTES="" NBUNDLE="" HAVE_ARGV="" HAVES=""
+SETUP_HASH="" NBYTES="" NBUNDLE="" HAVE_ARGV="" HAVES="" SALVAGE=""
 set --
 while IFS= read -r line <&3; do
   key=${line%% *}; val=${line#* }
@@ -94,6 +98,7 @@ while IFS= read -r line <&3; do
     heartbeat)  HEARTBEAT=$val ;;
     agent)      AGENT=$val ;;
     setup_hash) SETUP_HASH=$val ;;
+    salvage)    [ "$val" = yes ] || die "bad salvage: $val"; SALVAGE=1 ;;
     have)       case $val in *[!0-9a-f]*|'') die "bad have: $val" ;; esac
                 [ ${#val} -eq 40 ] || die "bad have: $val"
                 HAVES="$HAVES $val" ;;
@@ -212,13 +217,48 @@ receive)
   exit 0 ;;
 prepare)
   [ -n "$TASK" ] && [ -n "$BRANCH" ] && [ -n "$START" ] || die "prepare needs task, branch, start"
-  if [ ! -e "$W/.git" ]; then
-    rm -rf "$W"
+  # With "salvage yes": what an interrupted attempt left on the task's branch
+  # (its leftovers committed) goes back first, instead of being checked out
+  # over: "head SHA" and its bundle, and nothing is prepared.
+  if [ -n "$SALVAGE" ] && [ -d "$W/.git" ] && cd "$W" 2>/dev/null \
+     && [ "$(git symbolic-ref -q HEAD 2>/dev/null)" = "refs/heads/$BRANCH" ]; then
+    if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
+      git add -A >&2 && git commit -q --no-verify \
+        -m "flocks: uncommitted changes left by an interrupted attempt" >&2 \
+        || die "cannot commit the leftovers"
+    fi
+    head=$(git rev-parse -q --verify "refs/heads/$BRANCH^{commit}") || die "the branch $BRANCH is gone"
+    if [ "$head" != "$START" ]; then
+      echo "head $head"
+      send_bundle
+      exit 0
+    fi
+  fi
+  # The start commit must be there (the task's repository has it when a
+  # retry starts where the last attempt ended): else "start no" and the
+  # tips the mirror has, and nothing is prepared.
+  if ! { [ -d "$W/.git" ] && git -C "$W" cat-file -e "$START^{commit}" 2>/dev/null; } \
+     && ! git --git-dir="$M" cat-file -e "$START^{commit}" 2>/dev/null; then
+    echo "start no"
+    git --git-dir="$M" for-each-ref --count=64 --sort=-committerdate \
+      --format='have %(objectname)' refs/flocks/start 2>/dev/null
+    exit 0
+  fi
+  # Each task has a repository of its own (its refs are its own: another
+  # task's agent moving a branch moves it in its own repository only); the
+  # objects sent in are shared through alternates. A worktree of the
+  # mirror (what older flocks made) becomes one.
+  if [ -f "$W/.git" ]; then
+    git --git-dir="$M" worktree remove --force "$W" >/dev/null 2>&1 || rm -rf "$W"
     git --git-dir="$M" worktree prune >&2
-    git --git-dir="$M" worktree add -q -f --detach "$W" "$START" >&2 || die "cannot create the worktree $W"
+  fi
+  if [ ! -d "$W/.git" ]; then
+    rm -rf "$W"
+    git init -q "$W" >&2 || die "cannot create the repository $W"
+    printf '%s\n' "$M/objects" >"$W/.git/objects/info/alternates" || die "cannot link $W to $M"
   fi
   cd "$W" || die "cannot enter $W"
-  git checkout -q -f --ignore-other-worktrees -B "$BRANCH" "$START" >&2 || die "cannot check out the task branch"
+  git checkout -q -f -B "$BRANCH" "$START" >&2 || die "cannot check out the task branch"
   git clean -fdq >&2
   echo "worktree $W"
   # The [workspace] setup that completed in this worktree (see mark).
@@ -271,7 +311,7 @@ salvage)
   exit 0 ;;
 release)
   [ -n "$TASK" ] || die "release needs task"
-  git --git-dir="$M" worktree remove --force "$W" >/dev/null 2>&1 || rm -rf "$W"
+  rm -rf "$W"
   git --git-dir="$M" worktree prune >&2
   exit 0 ;;
 run) ;;
