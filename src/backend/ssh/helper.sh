@@ -4,8 +4,9 @@
 # own constant text, never task data):
 #   ssh / exe.dev:  ssh HOST exec /bin/sh <remote_dir>/helper.sh
 #                   (installed there; its root is the script's directory)
-#   docker clone:   a docker exec of `sh -c <this script> flocks-helper`, as the
-#                   pool's exec user, stdin/stdout attached
+#   docker clone:   a docker exec of `sh -c <this script> flocks-helper` under
+#                   flocks' reaper (which runs it as the pool's exec user, and
+#                   stops whatever it leaves running), stdin/stdout attached
 #   others:         any stdin/stdout pair, the script as `sh -c` text
 # With FLOCKS_HELPER_ROOT set (an absolute path) that is the root directory;
 # otherwise the script's own directory is. Layout under the root:
