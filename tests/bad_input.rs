@@ -77,6 +77,28 @@ fn bad_config() {
             "`remote_dir` belongs to ssh and exedev pools",
         ],
     );
+    // Clone mode's keys: on a pool of another backend, and bad values.
+    for (text, said) in [
+        (
+            "[[containers]]\nname = \"s\"\nbackend = \"ssh\"\nhost = \"h\"\nmax_fetch_mb = 5\n",
+            ["flocks.toml:5", "`max_fetch_mb` belongs to docker pools"],
+        ),
+        (
+            "[[containers]]\nname = \"d\"\nbackend = \"docker\"\ncontainer = \"x\"\nworkspace = \"copy\"\n",
+            ["flocks.toml:5", "containers.workspace"],
+        ),
+        (
+            "[[containers]]\nname = \"d\"\nbackend = \"docker\"\ncontainer = \"x\"\nclone_dir = \"tmp\"\n",
+            ["flocks.toml:5", "containers.clone_dir"],
+        ),
+        (
+            "[[containers]]\nname = \"d\"\nbackend = \"docker\"\ncontainer = \"x\"\nmax_fetch_mb = 0\n",
+            ["flocks.toml:5", "containers.max_fetch_mb"],
+        ),
+    ] {
+        std::fs::write(p.path("flocks.toml"), text).unwrap();
+        assert_refused(&p, &["run"], &said);
+    }
     std::fs::write(
         p.path("flocks.toml"),
         "[[containers]]\nname = \"k\"\nbackend = \"kubernetes\"\n",

@@ -22,7 +22,7 @@ fn variants_in_a_container_and_a_judgement_beside_a_running_agent() {
     p.config(
         "",
         &format!(
-            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"{}\"\nmax_worktrees = 3\n",
+            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nworkspace = \"mount\"\ncontainer = \"{}\"\nmax_worktrees = 3\n",
             c.name
         ),
     );

@@ -30,8 +30,8 @@ fn two_containers_by_label_and_by_name() {
     p.config(
         "",
         &format!(
-            "[[containers]]\nname = \"bylabel\"\nbackend = \"docker\"\nproject = \"{}\"\nmax_worktrees = 1\n\n\
-             [[containers]]\nname = \"byname\"\nbackend = \"docker\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
+            "[[containers]]\nname = \"bylabel\"\nbackend = \"docker\"\nworkspace = \"mount\"\nproject = \"{}\"\nmax_worktrees = 1\n\n\
+             [[containers]]\nname = \"byname\"\nbackend = \"docker\"\nworkspace = \"mount\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
             p.t.repo.display(),
             b.name
         ),
@@ -126,7 +126,7 @@ fn credentials_travel_in_the_environment_only() {
     p.config(
         "[[credentials]]\nname = \"sub-1\"\nenv = \"CLAUDE_TOKEN_1\"\n",
         &format!(
-            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nproject = \"{}\"\ncredential = \"sub-1\"\nenv = {{ POOL_VAR = \"pv\" }}\n",
+            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nworkspace = \"mount\"\nproject = \"{}\"\ncredential = \"sub-1\"\nenv = {{ POOL_VAR = \"pv\" }}\n",
             p.t.repo.display()
         ),
     );
@@ -173,7 +173,7 @@ fn planted_hook_fails_the_attempt_and_is_removed() {
     p.config(
         "",
         &format!(
-            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nproject = \"{}\"\n",
+            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nworkspace = \"mount\"\nproject = \"{}\"\n",
             p.t.repo.display()
         ),
     );
@@ -195,7 +195,7 @@ fn timeout_leaves_no_process_behind() {
     p.config(
         "agent_timeout_secs = 3",
         &format!(
-            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nproject = \"{}\"\n",
+            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nworkspace = \"mount\"\nproject = \"{}\"\n",
             p.t.repo.display()
         ),
     );
@@ -245,8 +245,8 @@ fn container_killed_mid_task() {
     p.config(
         "",
         &format!(
-            "[[containers]]\nname = \"d\"\nbackend = \"docker\"\ncontainer = \"{}\"\nworkspace_mount = \"/workspace\"\nmax_worktrees = 1\n\n\
-             [[containers]]\nname = \"e\"\nbackend = \"docker\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
+            "[[containers]]\nname = \"d\"\nbackend = \"docker\"\nworkspace = \"mount\"\ncontainer = \"{}\"\nworkspace_mount = \"/workspace\"\nmax_worktrees = 1\n\n\
+             [[containers]]\nname = \"e\"\nbackend = \"docker\"\nworkspace = \"mount\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
             d.name, e.name
         ),
     );
@@ -284,7 +284,7 @@ fn missing_container() {
     let p = DockerProject::new();
     let missing = unique("flocks-test-missing");
     let docker_pool = format!(
-        "[[containers]]\nname = \"gone\"\nbackend = \"docker\"\ncontainer = \"{missing}\"\n"
+        "[[containers]]\nname = \"gone\"\nbackend = \"docker\"\nworkspace = \"mount\"\ncontainer = \"{missing}\"\n"
     );
     p.config(
         "",
@@ -327,7 +327,7 @@ fn up_run_down() {
     p.config(
         "",
         &format!(
-            "[[containers]]\nname = \"managed\"\nbackend = \"docker\"\nimage = \"{}\"\nworkspace_mount = \"/workspace\"\n\
+            "[[containers]]\nname = \"managed\"\nbackend = \"docker\"\nworkspace = \"mount\"\nimage = \"{}\"\nworkspace_mount = \"/workspace\"\n\
              mounts = [\"/usr:/usr:ro\", \"{fake}:{fake}:ro\", \"{out}:{out}\"]\nnetwork = \"none\"\nenv = {{ UPVAR = \"up\" }}\n",
             dsupport::IMAGE
         ),
@@ -386,7 +386,7 @@ fn survivors_are_stopped_and_stop_is_graceful() {
     p.config(
         "",
         &format!(
-            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nproject = \"{}\"\n",
+            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nworkspace = \"mount\"\nproject = \"{}\"\n",
             p.t.repo.display()
         ),
     );

@@ -399,7 +399,7 @@ fn validate_pool_runs_agent_code_in_the_container() {
     let marker = host_only.join("pwned");
     let pwd = p.out("validate-pwd");
     let pool = format!(
-        "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
+        "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nworkspace = \"mount\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
         ctr.name
     );
     let validate = |commands: &str| {
@@ -588,7 +588,7 @@ fn validate_pool_bisects_in_the_container() {
             toml_string(&format!("pwd >> {} && test ! -f bad.txt", rounds.display()))
         ),
         &format!(
-            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
+            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nworkspace = \"mount\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
             ctr.name
         ),
     );
@@ -648,7 +648,7 @@ fn validate_pool_errors_name_what_is_wrong() {
     );
     let gone = dsupport::unique("flocks-gone");
     p.config(&format!(
-        "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"{gone}\"\n\n\
+        "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nworkspace = \"mount\"\ncontainer = \"{gone}\"\n\n\
          [validate]\ncommands = [\"true\"]\npool = \"dev\"\n"
     ));
     let out = p.flocks(&["land", "-y"]);
@@ -677,7 +677,7 @@ fn validate_pool_stops_tag_stripped_survivors() {
         env: vec![],
     });
     let pool = format!(
-        "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
+        "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nworkspace = \"mount\"\ncontainer = \"{}\"\nmax_worktrees = 1\n",
         ctr.name
     );
     // The out dir is mounted at its host path: the marker is seen on the host.

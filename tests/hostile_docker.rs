@@ -27,7 +27,7 @@ fn ctr(p: &DockerProject) -> Ctr {
 
 fn pool(p: &DockerProject) -> String {
     format!(
-        "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nproject = \"{}\"\n",
+        "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nworkspace = \"mount\"\nproject = \"{}\"\n",
         p.t.repo.display()
     )
 }
@@ -575,7 +575,7 @@ fn down_removes_only_containers_flocks_created() {
     p.config(
         "",
         &format!(
-            "[[containers]]\nname = \"managed\"\nbackend = \"docker\"\nimage = \"{}\"\nworkspace_mount = \"/workspace\"\n\
+            "[[containers]]\nname = \"managed\"\nbackend = \"docker\"\nworkspace = \"mount\"\nimage = \"{}\"\nworkspace_mount = \"/workspace\"\n\
              mounts = [\"/usr:/usr:ro\", \"{fake}:{fake}:ro\"]\nnetwork = \"none\"\n",
             dsupport::IMAGE
         ),

@@ -569,3 +569,49 @@ fn work_left_on_a_host_by_a_killed_flocks_comes_back() {
     }
     assert_eq!(p.git(&["show", "flocks/crash:part2.txt"]), "left");
 }
+
+/// Hostile agents on an ssh host (issue 23): one sends back a branch with a
+/// `..` path, one a 1 GiB blob (a 5 MB pack). The intake refuses both,
+/// naming the check, and their branches here stay where they started; the
+/// honest task beside them lands.
+#[test]
+fn an_ssh_agents_dotdot_path_and_gigabyte_are_refused() {
+    available();
+    let a = TestSshd::start_any();
+    let p = project("max_retries = 0", &ssh_pool("a", &a, 3, ""));
+    let zero = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/zero-blob.py");
+    let dotdot = "t=$(printf \"100644 blob %s\\tx\\n\" $(echo evil | git hash-object -w --stdin) | git mktree); \
+         r=$( (git ls-tree HEAD; printf \"040000 tree %s\\t..\\n\" $t) | git mktree --missing); \
+         c=$(git commit-tree $r -p HEAD -m dotdot); git update-ref HEAD $c";
+    let big = format!(
+        "c=$(python3 {} 1073741824 $(git rev-parse HEAD) $(git rev-parse --git-common-dir)/objects); git update-ref HEAD $c",
+        zero.display()
+    );
+    let bash = |c: &str| format!("@fake bash '{}'\n", c.replace('\'', r"'\''"));
+    p.tasks(&[
+        json!({"id": "honest", "prompt": "@fake commit honest.txt fine\n"}),
+        json!({"id": "dd", "prompt": bash(dotdot)}),
+        json!({"id": "big", "prompt": bash(&big)}),
+    ]);
+    let start = p.git(&["rev-parse", "main"]);
+    let (code, out) = run(&p, &["run", "--no-progress"]);
+    assert_eq!(code, 3, "{out}");
+    let reason = |id: &str| attempts(&p, id)[0]["outcome"]["reason"].to_string();
+    assert!(
+        reason("dd").contains("refused its branch (fsck)") && reason("dd").contains("hasDotdot"),
+        "{}",
+        reason("dd")
+    );
+    assert!(
+        reason("big").contains("refused its branch (size cap (objects))"),
+        "{}",
+        reason("big")
+    );
+    for t in ["dd", "big"] {
+        assert_eq!(p.git(&["rev-parse", &format!("flocks/{t}")]), start, "{t}");
+    }
+    p.git(&["fsck", "--strict", "--no-dangling"]);
+    let (code, out) = run(&p, &["land", "-y"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(p.git(&["show", "main:honest.txt"]), "fine");
+}

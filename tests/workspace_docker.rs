@@ -24,7 +24,7 @@ fn project(setup: &str) -> (DockerProject, Ctr) {
     p.config(
         &format!("[workspace]\nsetup = {setup}\n"),
         &format!(
-            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nproject = \"{}\"\n",
+            "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\nworkspace = \"mount\"\nproject = \"{}\"\n",
             p.t.repo.display()
         ),
     );

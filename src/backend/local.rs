@@ -54,10 +54,10 @@ impl LocalBackend {
 
     pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
         let wts = self.worktrees.clone();
-        let job = job.clone();
+        let j = job.clone();
         let (p, setup_mark) = tokio::task::spawn_blocking(move || {
-            let p = wts.prepare(&job.task, &job.branch, &job.base, job.fresh)?;
-            Ok::<_, crate::error::Error>((p, wts.setup_mark(&job.task)))
+            let p = wts.prepare(&j.task, &j.branch, &j.base, j.fresh)?;
+            Ok::<_, crate::error::Error>((p, wts.setup_mark(&j.task)))
         })
         .await
         .map_err(|e| PrepareError::Failed(e.to_string()))?
@@ -66,6 +66,7 @@ impl LocalBackend {
             agent_cwd: p.path.display().to_string(),
             host_path: p.path,
             start_commit: p.start_commit.to_string(),
+            origin: job.origin_for(&p.start_commit.to_string(), p.created_branch),
             created_branch: p.created_branch,
             note: p.note,
             setup_mark,

@@ -6,6 +6,7 @@
 //! its own way.
 
 pub mod docker;
+pub mod helper;
 pub mod local;
 pub mod ssh;
 
@@ -82,6 +83,9 @@ pub struct Workspace {
     /// The agent's working directory where it runs.
     pub agent_cwd: String,
     pub start_commit: String,
+    /// The task's origin (see [`PrepareJob::origin_for`]): work that comes
+    /// back must descend from it.
+    pub origin: String,
     pub created_branch: bool,
     pub note: Option<String>,
     /// The `[workspace] setup` that last completed in this worktree (its
@@ -107,6 +111,22 @@ pub struct PrepareJob {
     pub branch: String,
     pub base: String,
     pub fresh: bool,
+    /// The task's origin when its branch keeps its work (None: the attempt
+    /// creates the branch or starts it over, and its start becomes the origin).
+    pub origin: Option<String>,
+}
+
+impl PrepareJob {
+    /// The task's origin once the attempt starts at `start` (`created`: the
+    /// attempt created the branch): kept across attempts, unless this
+    /// attempt created the branch or started it over (`retry --fresh`, a
+    /// `land --resolve` redo).
+    pub fn origin_for(&self, start: &str, created: bool) -> String {
+        match &self.origin {
+            Some(o) if !self.fresh && !created => o.clone(),
+            _ => start.to_string(),
+        }
+    }
 }
 
 /// Why an attempt could not be prepared.
@@ -180,9 +200,10 @@ pub enum FinishError {
     /// The pool's host did not answer, or its helper failed (ssh pools).
     #[error(transparent)]
     Host(#[from] ssh::SshError),
-    /// The attempt's branch could not be brought back from its host (ssh pools).
+    /// The helper failed, its reply was refused, or the intake refused
+    /// the work that came back.
     #[error(transparent)]
-    Branch(#[from] ssh::BranchError),
+    Helper(#[from] helper::session::CallError),
 }
 
 /// Why a completed setup could not be recorded in the worktree.
@@ -196,6 +217,9 @@ pub enum MarkError {
     },
     #[error(transparent)]
     Host(#[from] ssh::SshError),
+    /// The helper failed (clone-style backends).
+    #[error(transparent)]
+    Helper(#[from] helper::session::CallError),
 }
 
 /// A boxed future, so that backends are used as `Arc<dyn Backend>`.
@@ -355,6 +379,22 @@ macro_rules! attempt_methods {
     };
 }
 use attempt_methods;
+
+/// How a pool's agents are kept from the host repository, in the words
+/// `flocks status`, the run header and `status --json` use: `clone` (docker,
+/// a repository of its own in the container), `mount (guarded)` (docker,
+/// the host's worktree through the mount, under the `.git` guard), `remote
+/// clone` (ssh, exe.dev: a repository on another machine), `none` (local).
+pub fn isolation(pool: &PoolConfig) -> &'static str {
+    match &pool.backend {
+        BackendConfig::Local => "none",
+        BackendConfig::Docker(d) => match d.workspace {
+            crate::config::WorkspaceMode::Clone => "clone",
+            crate::config::WorkspaceMode::Mount => "mount (guarded)",
+        },
+        BackendConfig::Ssh(_) | BackendConfig::Exedev(_) => "remote clone",
+    }
+}
 
 /// The backend of `pool`.
 pub fn for_pool(

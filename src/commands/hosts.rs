@@ -81,10 +81,16 @@ async fn check(t: &Target, agent: &str, setup: &[CommandSpec], includes: bool) -
         return Report { ok: false, lines };
     }
     lines.push(("reachable", "yes".into()));
-    let header = format!(
-        "FLOCKS-HELPER 1\nop check\nagent {agent}\nsetup_hash {}\nend\n",
-        ssh::setup_hash(setup)
-    );
+    let header = match crate::backend::helper::Header::new("check")
+        .line("agent", agent)
+        .and_then(|h| h.line("setup_hash", ssh::setup_hash(setup)))
+    {
+        Ok(h) => h.end(),
+        Err(e) => {
+            lines.push(("agent", e.to_string()));
+            return Report { ok: false, lines };
+        }
+    };
     let out = match t.install_helper().await {
         Ok(()) => t.helper(&header, Duration::from_secs(60)).await,
         Err(e) => Err(e),
@@ -96,7 +102,14 @@ async fn check(t: &Target, agent: &str, setup: &[CommandSpec], includes: bool) -
             return Report { ok: false, lines };
         }
     };
-    let get = |k: &str| ssh::field(&out, k).unwrap_or_default();
+    let out = match crate::backend::helper::parse(&out, &crate::backend::helper::reply::CHECK) {
+        Ok(o) => o,
+        Err(e) => {
+            lines.push(("remote_dir", format!("{}: {e}", t.remote_dir)));
+            return Report { ok: false, lines };
+        }
+    };
+    let get = |k: &str| out.get(k).unwrap_or_default().to_string();
     let mut ok = true;
     let git = get("git");
     if git.is_empty() || git == "missing" {

@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::backend::ssh::conn::{self, Target};
 use crate::backend::ssh::exedev;
 use crate::cli::ShellArgs;
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, WorkspaceMode};
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
 
@@ -57,6 +57,9 @@ pub fn run(project: &Project, args: &ShellArgs) -> Result<Exit> {
                     ))
                 })?;
             remote_shell(&t, &worktree, &args.task)
+        }
+        Some((name, BackendConfig::Docker(d))) if d.workspace == WorkspaceMode::Clone => {
+            clone_shell(project, &name, d, &rec.id)
         }
         Some((name, BackendConfig::Docker(d))) => {
             container_shell(project, &name, d, &checked(project, rec)?)
@@ -125,7 +128,59 @@ fn container_shell(
             repo.display()
         ))
     })?;
-    let dir = format!("{}/{}", target.repo, rel.display());
+    let Some(mount) = &target.repo else {
+        return Err(Error::CannotStart(format!(
+            "docker container `{}` does not mount the repo {}",
+            target.name,
+            repo.display()
+        )));
+    };
+    let dir = format!("{mount}/{}", rel.display());
+    docker_exec_shell(&target, &dir)
+}
+
+/// Clone mode: a shell in the task's own clone in the container
+/// (`clone_dir/<project key>/worktrees/<task>`, where its agent worked).
+fn clone_shell(
+    project: &Project,
+    pool: &str,
+    d: &crate::config::DockerConfig,
+    task: &str,
+) -> Result<Exit> {
+    use std::sync::Arc;
+    let config = &project.config;
+    let Some(pool_cfg) = config.pool(pool) else {
+        return Err(Error::Usage(format!(
+            "pool {pool} is no longer in flocks.toml"
+        )));
+    };
+    let worktrees = Arc::new(crate::git::Worktrees::new(
+        &config.workspace.repo,
+        &config.worktrees_dir(),
+    )?);
+    let backend = crate::backend::docker::DockerBackend::new(config, pool_cfg, d, worktrees);
+    let rt = crate::service::runtime()?;
+    let target = rt
+        .block_on(backend.target())
+        .map_err(|e| Error::CannotStart(e.to_string()))?;
+    let dir = format!(
+        "{}/worktrees/{task}",
+        crate::backend::docker::clone_root(d, &project.key())
+    );
+    let there = rt
+        .block_on(backend.dir_exists(&dir))
+        .map_err(|e| Error::CannotStart(e.to_string()))?;
+    if !there {
+        return Err(Error::Usage(format!(
+            "task {task} has no clone in docker container `{}` ({dir} is not there: a task that succeeded gives its clone back)",
+            target.name
+        )));
+    }
+    docker_exec_shell(&target, &dir)
+}
+
+/// `docker exec -it` as the pool's exec user, at `dir`.
+fn docker_exec_shell(target: &crate::backend::docker::Target, dir: &str) -> Result<Exit> {
     use std::io::IsTerminal;
     let tty = if std::io::stdin().is_terminal() {
         "-it"
@@ -133,7 +188,7 @@ fn container_shell(
         "-i"
     };
     let status = Command::new("docker")
-        .args(["exec", tty, "-u", &target.user, "-w", &dir])
+        .args(["exec", tty, "-u", &target.user, "-w", dir])
         .args([
             "-e",
             "GIT_CONFIG_COUNT=1",

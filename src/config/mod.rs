@@ -212,6 +212,30 @@ impl BackendConfig {
     }
 }
 
+/// `workspace`: where a docker pool's agents work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkspaceMode {
+    /// A repository of its own inside the container, under `clone_dir`,
+    /// filled and emptied over git (the default).
+    #[default]
+    Clone,
+    /// The task's worktree on the host, seen through the repo's mount.
+    Mount,
+}
+
+impl WorkspaceMode {
+    pub fn parse(s: &str) -> Option<WorkspaceMode> {
+        match s {
+            "clone" => Some(WorkspaceMode::Clone),
+            "mount" => Some(WorkspaceMode::Mount),
+            _ => None,
+        }
+    }
+}
+
+/// `clone_dir`'s default: in the container, one directory per project under it.
+pub const DEFAULT_CLONE_DIR: &str = "/var/tmp/flocks";
+
 #[derive(Debug, Clone, Default)]
 pub struct DockerConfig {
     /// A container name or id.
@@ -223,6 +247,27 @@ pub struct DockerConfig {
     pub image: Option<String>,
     pub mounts: Vec<String>,
     pub network: Option<String>,
+    /// `workspace`: clone (default) or mount.
+    pub workspace: WorkspaceMode,
+    /// `clone_dir`: where clone-mode repositories live in the container
+    /// (None: [`DEFAULT_CLONE_DIR`]).
+    pub clone_dir: Option<String>,
+    /// `max_fetch_mb`: the intake's cap on what comes back (None: 500).
+    pub max_fetch_mb: Option<u64>,
+}
+
+impl DockerConfig {
+    /// Where clone-mode repositories live in the container.
+    pub fn clone_dir(&self) -> &str {
+        self.clone_dir.as_deref().unwrap_or(DEFAULT_CLONE_DIR)
+    }
+
+    /// The intake's cap, in bytes.
+    pub fn max_fetch_bytes(&self) -> u64 {
+        self.max_fetch_mb
+            .unwrap_or(crate::git::intake::DEFAULT_MAX_FETCH_MB)
+            << 20
+    }
 }
 
 #[derive(Debug, Clone)]

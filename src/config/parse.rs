@@ -116,6 +116,9 @@ struct RawPool {
     image: S<String>,
     mounts: S<Vec<String>>,
     network: S<String>,
+    workspace: S<String>,
+    clone_dir: S<String>,
+    max_fetch_mb: S<i64>,
     // ssh
     host: S<String>,
     port: S<i64>,
@@ -178,6 +181,9 @@ const DOCKER_KEYS: &[&str] = &[
     "image",
     "mounts",
     "network",
+    "workspace",
+    "clone_dir",
+    "max_fetch_mb",
 ];
 const SSH_KEYS: &[&str] = &[
     "host",
@@ -219,6 +225,9 @@ impl RawPool {
             image,
             mounts,
             network,
+            workspace,
+            clone_dir,
+            max_fetch_mb,
             host,
             port,
             identity_file,
@@ -1084,7 +1093,63 @@ fn parse_pool(
                     "must be an absolute path in the container",
                 ));
             }
+            let workspace = match &p.workspace {
+                None => WorkspaceMode::Clone,
+                Some(w) => WorkspaceMode::parse(w.get_ref()).ok_or_else(|| {
+                    cx.err(
+                        w.span(),
+                        "containers.workspace",
+                        format!(
+                            "`{}`: use \"clone\" (the default) or \"mount\"",
+                            w.get_ref()
+                        ),
+                    )
+                })?,
+            };
+            if let Some(d) = &p.clone_dir {
+                let v = d.get_ref();
+                let bad = if !v.starts_with('/') {
+                    Some("must be an absolute path in the container")
+                } else if v.contains(['\n', '\r', '\0']) {
+                    Some("must be one line")
+                } else if Path::new(v)
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+                {
+                    Some("must not contain `..`")
+                } else if v.trim_end_matches('/').is_empty() {
+                    Some("must not be `/`")
+                } else {
+                    None
+                };
+                if let Some(why) = bad {
+                    return Err(cx.err(d.span(), "containers.clone_dir", why));
+                }
+            }
+            let max_fetch_mb = cx
+                .count(&p.max_fetch_mb, "containers.max_fetch_mb", 1)?
+                .map(|n| n as u64);
+            if workspace == WorkspaceMode::Mount {
+                for (v, key) in [
+                    (p.clone_dir.as_ref().map(|v| v.span()), "clone_dir"),
+                    (p.max_fetch_mb.as_ref().map(|v| v.span()), "max_fetch_mb"),
+                ] {
+                    if let Some(span) = v {
+                        return Err(cx.err(
+                            span,
+                            &format!("containers.{key}"),
+                            format!("`{key}` is for workspace = \"clone\"; pool `{name}` has workspace = \"mount\""),
+                        ));
+                    }
+                }
+            }
             BackendConfig::Docker(DockerConfig {
+                workspace,
+                clone_dir: take(&p.clone_dir).map(|d| {
+                    let t = d.trim_end_matches('/');
+                    t.to_string()
+                }),
+                max_fetch_mb,
                 container: take(&p.container),
                 project: project.map(|v| normalize(&resolve_from(dir, Path::new(v.get_ref())))),
                 workspace_mount: take(&p.workspace_mount),
@@ -1408,6 +1473,68 @@ mod tests {
         );
         let e = err("[[variants]]\nmodle = \"x\"\n");
         assert!(e.contains("modle"), "{e}");
+    }
+
+    #[test]
+    fn docker_workspace_keys() {
+        let pool = "[[containers]]\nname = \"d\"\nbackend = \"docker\"\ncontainer = \"c\"\n";
+        let c = parse_str(pool).unwrap();
+        match &c.pools[0].backend {
+            BackendConfig::Docker(d) => {
+                assert_eq!(d.workspace, WorkspaceMode::Clone);
+                assert_eq!(d.clone_dir(), "/var/tmp/flocks");
+                assert_eq!(d.max_fetch_bytes(), 500 << 20);
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = parse_str(&format!(
+            "{pool}workspace = \"clone\"\nclone_dir = \"/srv/f/\"\nmax_fetch_mb = 20\n"
+        ))
+        .unwrap();
+        match &c.pools[0].backend {
+            BackendConfig::Docker(d) => {
+                assert_eq!(d.clone_dir(), "/srv/f");
+                assert_eq!(d.max_fetch_bytes(), 20 << 20);
+            }
+            other => panic!("{other:?}"),
+        }
+        for (extra, line, said) in [
+            ("workspace = \"copy\"\n", 5, "containers.workspace"),
+            ("clone_dir = \"rel/dir\"\n", 5, "absolute path"),
+            ("clone_dir = \"/a/../b\"\n", 5, "`..`"),
+            ("clone_dir = \"/\"\n", 5, "must not be `/`"),
+            ("max_fetch_mb = 0\n", 5, "containers.max_fetch_mb"),
+            ("max_fetch_mb = \"big\"\n", 5, "max_fetch_mb"),
+            (
+                "workspace = \"mount\"\nclone_dir = \"/x\"\n",
+                6,
+                "workspace = \"mount\"",
+            ),
+        ] {
+            let e = err(&format!("{pool}{extra}"));
+            assert!(
+                e.contains(&format!("flocks.toml:{line}")) && e.contains(said),
+                "{extra}: {e}"
+            );
+        }
+        for key in [
+            "workspace = \"clone\"",
+            "clone_dir = \"/x\"",
+            "max_fetch_mb = 5",
+        ] {
+            let e = err(&format!(
+                "[[containers]]\nname = \"s\"\nbackend = \"ssh\"\nhost = \"h\"\n{key}\n"
+            ));
+            assert!(
+                e.contains("flocks.toml:5") && e.contains("belongs to docker pools"),
+                "{key}: {e}"
+            );
+        }
+        let e = err("[[containers]]\nname = \"l\"\nmax_fetch_mb = 5\n");
+        assert!(
+            e.contains("flocks.toml:3") && e.contains("belongs to docker pools"),
+            "{e}"
+        );
     }
 
     #[test]

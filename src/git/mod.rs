@@ -3,6 +3,7 @@
 
 pub(crate) mod cherry_pick;
 pub(crate) mod include;
+pub(crate) mod intake;
 pub(crate) mod trailer;
 mod worktree;
 pub(crate) use worktree::relative_path;

@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::validate::{INTERRUPTED, Out, Run, Validation, emit};
 use crate::backend::docker::{self, Target, scripts};
-use crate::config::{Config, DockerConfig, PoolConfig};
+use crate::config::{Config, DockerConfig, PoolConfig, WorkspaceMode};
 use crate::error::{Error, Result};
 
 /// The docker pool that validates.
@@ -42,15 +42,23 @@ enum Ended {
     Interrupted,
 }
 
-pub fn run(r: &Run, out: &Out, place: &Place) -> Result<Validation> {
+/// Validate `commit` (checked out in `r.dir` on the host) in the pool's
+/// container: in mount mode at `r.dir`'s path there, in clone mode in a
+/// worktree of the container's own clone, the commit's objects sent in.
+pub fn run(r: &Run, out: &Out, place: &Place, commit: git2::Oid) -> Result<Validation> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run_async(r, out, place))
+    runtime.block_on(run_async(r, out, place, commit))
 }
 
-async fn run_async(r: &Run<'_>, out: &Out, place: &Place<'_>) -> Result<Validation> {
+async fn run_async(
+    r: &Run<'_>,
+    out: &Out,
+    place: &Place<'_>,
+    commit: git2::Oid,
+) -> Result<Validation> {
     let pool = &place.pool.name;
     let (client, t) = docker::find_pool_target(place.config, place.pool, place.docker)
         .await
@@ -66,23 +74,55 @@ async fn run_async(r: &Run<'_>, out: &Out, place: &Place<'_>) -> Result<Validati
         .canonicalize()
         .unwrap_or_else(|_| place.config.workspace.repo.clone());
     let host_dir = r.dir.canonicalize().unwrap_or_else(|_| r.dir.to_path_buf());
-    let rel = host_dir.strip_prefix(&repo_dir).map_err(|_| {
-        Error::Usage(format!(
-            "the land worktree {} is not inside the repo {} that docker container `{}` mounts, \
-             so [validate] pool cannot run there",
-            host_dir.display(),
-            repo_dir.display(),
-            t.name
-        ))
-    })?;
-    let cwd = Path::new(&t.repo).join(rel).display().to_string();
-    // This runtime runs nothing else: blocking here is fine.
-    docker::give_to_repo_owner(place.config, &host_dir);
+    let reaper = docker::probe_reaper(&client, &t).await;
+    let cwd = match place.docker.workspace {
+        WorkspaceMode::Clone => {
+            let name = format!(
+                "@{}",
+                host_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
+                    .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric()))
+                    .unwrap_or_else(|| "land".into())
+            );
+            docker::checkout_commit(
+                place.config,
+                place.docker,
+                &client,
+                &t,
+                reaper,
+                &name,
+                commit,
+            )
+            .await
+            .map_err(|why| {
+                Error::CannotStart(format!(
+                    "cannot validate in docker pool `{pool}` ([validate] pool): {why}"
+                ))
+            })?
+        }
+        WorkspaceMode::Mount => {
+            let rel = host_dir.strip_prefix(&repo_dir).map_err(|_| {
+                Error::Usage(format!(
+                    "the land worktree {} is not inside the repo {} that docker container `{}` mounts, \
+                     so [validate] pool cannot run there",
+                    host_dir.display(),
+                    repo_dir.display(),
+                    t.name
+                ))
+            })?;
+            let mount = t.repo.as_deref().unwrap_or_default();
+            // This runtime runs nothing else: blocking here is fine.
+            docker::give_to_repo_owner(place.config, &host_dir);
+            Path::new(mount).join(rel).display().to_string()
+        }
+    };
     let key = crate::project::key_of(&place.config.state_dir());
     let git_dir = crate::git::open(&repo_dir)
         .map(|repo| repo.commondir().to_path_buf())
         .unwrap_or_else(|_| repo_dir.join(".git"));
-    let guard = crate::guard::for_repo(&git_dir);
+    // The guard watches the host repo wherever the container can reach it.
+    let guard = t.repo.is_some().then(|| crate::guard::for_repo(&git_dir));
     emit(
         out,
         r.echo,
@@ -92,7 +132,6 @@ async fn run_async(r: &Run<'_>, out: &Out, place: &Place<'_>) -> Result<Validati
         )
         .as_bytes(),
     );
-    let reaper = docker::probe_reaper(&client, &t).await;
     if !reaper {
         emit(
             out,
@@ -108,7 +147,7 @@ async fn run_async(r: &Run<'_>, out: &Out, place: &Place<'_>) -> Result<Validati
     for (n, spec) in r.commands.iter().enumerate() {
         emit(out, r.echo, format!("$ {spec}\n").as_bytes());
         let tag = format!("{key}:validate:{}-{n}", std::process::id());
-        let ticket = guard.begin();
+        let ticket = guard.as_ref().map(|g| g.begin());
         let ended = one(
             r,
             out,
@@ -121,11 +160,11 @@ async fn run_async(r: &Run<'_>, out: &Out, place: &Place<'_>) -> Result<Validati
             deadline,
         )
         .await;
-        let violation = {
-            let g = guard.clone();
-            tokio::task::spawn_blocking(move || g.end(ticket))
+        let violation = match (guard.clone(), ticket) {
+            (Some(g), Some(ticket)) => tokio::task::spawn_blocking(move || g.end(ticket))
                 .await
-                .unwrap_or(None)
+                .unwrap_or(None),
+            _ => None,
         };
         let ended = ended.map_err(|why| {
             Error::CannotStart(format!(
@@ -212,7 +251,7 @@ async fn one(
         args,
         env,
         cwd,
-        stdin: String::new(),
+        stdin: Vec::new(),
         grace: r.grace,
     };
     let docker::Started {

@@ -107,7 +107,7 @@ impl<'a> Validator<'a> {
         let out = validate::open_log(&r)?;
         let _signals = self.signals.then(SignalGuard::install);
         match &self.docker {
-            Some(place) => validate_docker::run(&r, &out, place),
+            Some(place) => validate_docker::run(&r, &out, place, commit),
             None => validate::run(&r, &out),
         }
     }

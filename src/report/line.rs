@@ -35,7 +35,16 @@ pub fn render(event: &Event) -> Option<String> {
         } => {
             let pools: Vec<String> = pools
                 .iter()
-                .map(|p| format!("{} ({}, {} slots)", p.name, p.backend, p.slots))
+                .map(|p| {
+                    if p.isolation.is_empty() {
+                        format!("{} ({}, {} slots)", p.name, p.backend, p.slots)
+                    } else {
+                        format!(
+                            "{} ({}, isolation {}, {} slots)",
+                            p.name, p.backend, p.isolation, p.slots
+                        )
+                    }
+                })
                 .collect();
             format!(
                 "flocks run {run_id}: {pending} of {tasks} tasks to run on {}",

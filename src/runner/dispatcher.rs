@@ -347,7 +347,6 @@ impl Dispatcher {
             timeout: config.agent_timeout,
             stall: config.stall_timeout,
             grace: config.kill_grace,
-            origin: start.origin,
             expect_commits: start.expect_commits,
             repo_dir: config.workspace.repo.clone(),
             setup: super::setup::SetupPlan::from_config(config),

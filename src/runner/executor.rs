@@ -28,9 +28,6 @@ pub struct AttemptJob {
     pub timeout: Option<Duration>,
     pub stall: Option<Duration>,
     pub grace: Duration,
-    /// The task's origin, when its branch keeps its work (None: the attempt
-    /// creates the branch or starts it over, and its start becomes the origin).
-    pub origin: Option<String>,
     /// The task line's `expect_commits`.
     pub expect_commits: bool,
     /// The repository on this machine (every backend brings the branch back here).
@@ -99,10 +96,7 @@ pub async fn run_attempt(
     };
     // The task's origin: kept across attempts, unless this attempt created
     // the branch or started it over (`retry --fresh`, a `land --resolve` redo).
-    let origin = match &job.origin {
-        Some(o) if !job.prepare.fresh && !ws.created_branch => o.clone(),
-        _ => ws.start_commit.clone(),
-    };
+    let origin = ws.origin.clone();
     let _ = events
         .send(RunEvent::Started {
             task: task.clone(),
@@ -286,8 +280,11 @@ pub async fn run_attempt(
             reason: lost.clone(),
         };
     }
+    // The work did not come back (the intake refused it, the helper
+    // failed): that is the reason, rather than "nothing committed".
     if let Some(e) = finish_error
-        && matches!(outcome, Outcome::Success)
+        && (matches!(outcome, Outcome::Success)
+            || (matches!(outcome, Outcome::Failed { .. }) && end_tip.is_none()))
     {
         outcome = Outcome::Failed {
             reason: format!("could not read the result: {e}"),

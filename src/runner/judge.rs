@@ -201,7 +201,6 @@ async fn run_judge(
         timeout: config.agent_timeout,
         stall: config.stall_timeout,
         grace: config.kill_grace,
-        origin: None,
         expect_commits: false,
         repo_dir: config.workspace.repo.clone(),
         // Its worktree is set up as any agent's (`.worktreeinclude`,

@@ -12,6 +12,12 @@ use std::sync::OnceLock;
 use super::support::{TestProject, fake_claude};
 
 pub const IMAGE: &str = "flocks-test-base:latest";
+
+/// `tests/support/zero-blob.py` (a hostile agent's 1 GiB blob in a ~5 MB
+/// pack), mounted at its host path in the test containers.
+pub fn zero_blob() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/zero-blob.py")
+}
 pub const LABEL: &str = "devcontainer.local_folder";
 /// The devcontainer CLI's keep-alive PID 1 (it reaps orphans).
 const KEEP_ALIVE: &str =
@@ -97,9 +103,20 @@ impl Ctr {
     /// (read-only), the repo at /workspace, the fake agent and the out dir at
     /// their host paths, no network.
     pub fn start(spec: CtrSpec) -> Ctr {
+        Ctr::start_with(spec, true)
+    }
+
+    /// The same without the repo: nothing of the host repository is in the
+    /// container (clone mode's containers).
+    pub fn start_without_repo(spec: CtrSpec) -> Ctr {
+        Ctr::start_with(spec, false)
+    }
+
+    fn start_with(spec: CtrSpec, mount_repo: bool) -> Ctr {
         let name = unique("flocks-test");
         let p = spec.project;
         let fake = fake_claude().display().to_string();
+        let zero = zero_blob().display().to_string();
         let mut args: Vec<String> = vec![
             "run".into(),
             "-d".into(),
@@ -110,14 +127,18 @@ impl Ctr {
             "-v".into(),
             "/usr:/usr:ro".into(),
             "-v".into(),
-            format!("{}:/workspace", p.t.repo.display()),
-            "-v".into(),
             format!("{fake}:{fake}:ro"),
+            "-v".into(),
+            format!("{zero}:{zero}:ro"),
             "-v".into(),
             format!("{}:{}", p.t.out.display(), p.t.out.display()),
             "--entrypoint".into(),
             "/bin/sh".into(),
         ];
+        if mount_repo {
+            args.push("-v".into());
+            args.push(format!("{}:/workspace", p.t.repo.display()));
+        }
         if spec.label {
             args.push("--label".into());
             args.push(format!("{LABEL}={}", p.t.repo.display()));
@@ -159,6 +180,18 @@ impl Ctr {
         ];
         a.extend_from_slice(args);
         docker(&a).1
+    }
+
+    /// The host paths the container mounts.
+    pub fn mount_sources(&self) -> Vec<String> {
+        let (ok, out) = docker(&[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{.Source}}\n{{end}}",
+            &self.id,
+        ]);
+        assert!(ok, "{out}");
+        out.lines().map(str::to_string).collect()
     }
 
     /// Every process in the container, as `pid args`.

@@ -1,6 +1,7 @@
 //! `flocks up` / `flocks down` for docker pools: create the container a pool
 //! asks for (from its `image`, or the image `.devcontainer/devcontainer.json`
-//! names), shaped like a devcontainer, and remove exactly the ones flocks made.
+//! names), shaped like a devcontainer (in clone mode without the repository
+//! mounted), and remove exactly the ones flocks made.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use super::engine::{self, EngineError, FOLDER_LABEL, MANAGED_LABEL, POOL_LABEL, PROJECT_LABEL};
-use crate::config::{Config, DockerConfig, PoolConfig};
+use crate::config::{Config, DockerConfig, PoolConfig, WorkspaceMode};
 use crate::state::Managed;
 
 /// PID 1 of a created container: the devcontainer CLI's keep-alive shell,
@@ -239,7 +240,14 @@ pub async fn up(
             format!("/workspaces/{base}")
         });
     let folder = d.project.clone().unwrap_or_else(|| repo.clone());
-    let mut binds = vec![format!("{}:{mount}", repo.display())];
+    // Clone mode: the repository is not mounted; agents get clones of
+    // their own inside the container.
+    let clone = d.workspace == WorkspaceMode::Clone;
+    let mut binds = if clone {
+        Vec::new()
+    } else {
+        vec![format!("{}:{mount}", repo.display())]
+    };
     for m in &d.mounts {
         binds.push(resolve_mount(&config.dir, m));
     }
@@ -261,7 +269,7 @@ pub async fn up(
         cmd: Some(Vec::new()),
         env: Some(env),
         labels: Some(labels),
-        working_dir: Some(mount.clone()),
+        working_dir: (!clone).then(|| mount.clone()),
         host_config: Some(HostConfig {
             binds: Some(binds),
             network_mode: d.network.clone(),

@@ -21,7 +21,9 @@
 //! names it; one that dies during an attempt ends that attempt as lost (the
 //! task fails with a reason naming it, and the pool is not used again).
 
+mod clone;
 pub mod engine;
+pub use clone::checkout_commit;
 pub mod lifecycle;
 mod owner;
 pub mod scripts;
@@ -44,7 +46,8 @@ use super::{
     PrepareJob, Running, SpawnError, Workspace,
 };
 use crate::agent::AgentSpec;
-use crate::config::{Config, DockerConfig, PoolConfig};
+use crate::backend::helper::session::Known;
+use crate::config::{Config, DockerConfig, PoolConfig, WorkspaceMode};
 use crate::git::Worktrees;
 use crate::git::include::{Copied, IncludeError, IncludeSet};
 use crate::guard::{self, Guard};
@@ -56,13 +59,24 @@ use scripts::Match;
 pub struct Target {
     pub id: String,
     pub name: String,
-    /// The host repo's path inside the container.
-    pub repo: String,
+    /// The host repo's path inside the container, when the container mounts
+    /// it (always, in mount mode).
+    pub repo: Option<String>,
     /// The exec user (`uid:gid` or a name).
     pub user: String,
 }
 
 pub struct DockerBackend {
+    /// `workspace`: clone (a repository in the container) or mount.
+    mode: WorkspaceMode,
+    /// Clone mode: the helper's root in the container (`clone_dir/<project key>`).
+    clone_root: String,
+    /// `max_fetch_mb`, in bytes.
+    max_bytes: u64,
+    /// Clone mode: the helper set up in the container (its root), once.
+    helper: tokio::sync::OnceCell<Result<String, String>>,
+    /// Clone mode: commits the container's mirror is known to have.
+    known: Known,
     worktrees: Arc<Worktrees>,
     repo_dir: PathBuf,
     config_dir: PathBuf,
@@ -110,7 +124,7 @@ pub struct Exec<'a> {
     pub env: Vec<String>,
     pub cwd: &'a str,
     /// What the program reads on its stdin.
-    pub stdin: String,
+    pub stdin: Vec<u8>,
     /// The reaper's grace between TERM and KILL.
     pub grace: Duration,
 }
@@ -224,7 +238,7 @@ pub async fn start(
     } else {
         let writer = tokio::spawn(async move {
             // A program that exits without reading its stdin: fine.
-            let _ = input.write_all(stdin.as_bytes()).await;
+            let _ = input.write_all(&stdin).await;
             let _ = input.shutdown().await;
         });
         (writer, None)
@@ -358,6 +372,12 @@ fn lost(reason: impl Into<String>) -> Running {
     }
 }
 
+/// Containers whose mount of the repository the run has mentioned.
+fn said_mounted() -> &'static Mutex<HashSet<String>> {
+    static SET: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    SET.get_or_init(Default::default)
+}
+
 /// Containers whose survivors of earlier runs were stopped in this process.
 fn reconciled() -> &'static Mutex<HashSet<String>> {
     static SET: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
@@ -399,6 +419,11 @@ impl DockerBackend {
         };
         let project_key = crate::project::key_of(&config.state_dir());
         DockerBackend {
+            mode: d.workspace,
+            clone_root: clone_root(d, &project_key),
+            max_bytes: d.max_fetch_bytes(),
+            helper: tokio::sync::OnceCell::new(),
+            known: Known::default(),
             worktrees,
             guard: guard::for_repo(&git_dir),
             git_dir,
@@ -432,6 +457,24 @@ impl DockerBackend {
                     if !self.has_reaper(&t).await {
                         notes.push(no_reaper_note(&t.name, "its agents"));
                     }
+                    if self.mode == WorkspaceMode::Clone
+                        && let Some(mount) = &t.repo
+                        && said_mounted()
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(t.id.clone())
+                    {
+                        notes.push(format!(
+                            "docker container `{}` can reach the repository through its mount at {mount}: \
+                             its agents work in their own clones under {}, and flocks keeps the .git guard on",
+                            t.name, self.clone_root
+                        ));
+                    }
+                }
+                if self.mode == WorkspaceMode::Clone
+                    && let Err(why) = self.helper_ready().await
+                {
+                    return Some(why);
                 }
                 None
             }
@@ -441,10 +484,18 @@ impl DockerBackend {
 
     /// Why this pool is out of the run (found by `connect`), if it is.
     pub fn down_reason(&self) -> Option<String> {
-        match self.target.get() {
-            Some(Err(e)) => Some(e.to_string()),
-            None | Some(Ok(_)) => None,
+        match (self.target.get(), self.helper.get()) {
+            (Some(Err(e)), _) => Some(e.to_string()),
+            (_, Some(Err(e))) => Some(e.clone()),
+            _ => None,
         }
+    }
+
+    /// Whether the host `.git` guard watches this pool's attempts: always
+    /// in mount mode, and in clone mode when the container can reach the
+    /// repository through a mount of its own.
+    fn guarded(&self, t: &Target) -> bool {
+        self.mode == WorkspaceMode::Mount || t.repo.is_some()
     }
 
     /// The pool's container, found once per process.
@@ -455,10 +506,11 @@ impl DockerBackend {
                 let info = engine::find(&docker, &self.lookup).await?;
                 let id = info.id.clone().unwrap_or_default();
                 let name = engine::name_of(&info, &id);
-                let repo = engine::repo_in_container(
+                let repo = repo_mount(
                     &info,
                     &self.repo_dir,
                     self.workspace_mount.as_deref(),
+                    self.mode,
                     &name,
                 )?;
                 Ok(Target {
@@ -499,6 +551,17 @@ impl DockerBackend {
         }
     }
 
+    /// Whether `dir` is a directory in the pool's container (as its exec user).
+    pub async fn dir_exists(&self, dir: &str) -> Result<bool, String> {
+        let t = self.target().await.map_err(|e| e.to_string())?;
+        let docker = self.client().await.map_err(|e| e.to_string())?;
+        let argv = ["test", "-d", dir].map(String::from).to_vec();
+        engine::run(&docker, &t.id, argv, vec![], &t.user)
+            .await
+            .map(|o| o.code == Some(0))
+            .map_err(|e| engine::describe(&e, &t.name))
+    }
+
     /// Whether the container can run the reaper (probed once).
     async fn has_reaper(&self, t: &Target) -> bool {
         *self
@@ -517,21 +580,30 @@ impl DockerBackend {
     }
 
     pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+        match self.mode {
+            WorkspaceMode::Clone => self.prepare_clone(job).await,
+            WorkspaceMode::Mount => self.prepare_mount(job).await,
+        }
+    }
+
+    /// Mount mode: the task's worktree on the host, in the repo the
+    /// container mounts.
+    async fn prepare_mount(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
         let t = self
             .target()
             .await
             .map_err(|e| PrepareError::HostLost(e.to_string()))?;
         let wts = self.worktrees.clone();
-        let job = job.clone();
+        let j = job.clone();
         let owner = self.owner;
         let git_dir = self.git_dir.clone();
         let repo_dir = self.repo_dir.clone();
         let p = tokio::task::spawn_blocking(move || -> crate::error::Result<_> {
-            let p = wts.prepare(&job.task, &job.branch, &job.base, job.fresh)?;
+            let p = wts.prepare(&j.task, &j.branch, &j.base, j.fresh)?;
             // An agent that runs `git worktree prune` in the container, where
             // the host path of the worktree does not exist, must not remove it.
             if let Ok(repo) = crate::git::open(&repo_dir)
-                && let Ok(wt) = repo.find_worktree(&job.task)
+                && let Ok(wt) = repo.find_worktree(&j.task)
                 && matches!(wt.is_locked(), Ok(git2::WorktreeLockStatus::Unlocked))
             {
                 let _ = wt.lock(Some("flocks: a container agent works here"));
@@ -541,7 +613,7 @@ impl DockerBackend {
                 owner::give_back(&repo_dir, &p.path, owner);
                 owner::give_back(&repo_dir, &git_dir, owner);
             }
-            let mark = wts.setup_mark(&job.task);
+            let mark = wts.setup_mark(&j.task);
             Ok((p, mark))
         })
         .await
@@ -555,11 +627,19 @@ impl DockerBackend {
                 self.repo_dir.display()
             ))
         })?;
-        let agent_cwd = Path::new(&t.repo).join(rel).display().to_string();
+        let mount = t.repo.as_deref().ok_or_else(|| {
+            PrepareError::HostLost(format!(
+                "docker container `{}` does not mount the repo {}",
+                t.name,
+                self.repo_dir.display()
+            ))
+        })?;
+        let agent_cwd = Path::new(mount).join(rel).display().to_string();
         Ok(Workspace {
             agent_cwd,
             host_path: p.path,
             start_commit: p.start_commit.to_string(),
+            origin: job.origin_for(&p.start_commit.to_string(), p.created_branch),
             created_branch: p.created_branch,
             note: p.note,
             setup_mark,
@@ -568,19 +648,25 @@ impl DockerBackend {
 
     /// `[agent] command` inside the container: a name (found on the
     /// container's PATH), an absolute path there, or a path relative to
-    /// flocks.toml's directory that lies inside the mounted repo.
+    /// flocks.toml's directory that lies inside the repo: in mount mode
+    /// through the mount, in clone mode in the task's own clone.
     fn program_in_container(
         &self,
         program: &str,
         t: &Target,
+        ws: &Workspace,
     ) -> Result<String, super::ProgramError> {
         if !program.contains('/') || program.starts_with('/') {
             return Ok(program.to_string());
         }
         let host = crate::config::normalize_path(&self.config_dir.join(program));
-        match host.strip_prefix(&self.repo_dir) {
-            Ok(rel) => Ok(Path::new(&t.repo).join(rel).display().to_string()),
-            Err(_) => Err(super::ProgramError::OutsideMount {
+        let base = match self.mode {
+            WorkspaceMode::Clone => Some(ws.agent_cwd.as_str()),
+            WorkspaceMode::Mount => t.repo.as_deref(),
+        };
+        match (host.strip_prefix(&self.repo_dir), base) {
+            (Ok(rel), Some(base)) => Ok(Path::new(base).join(rel).display().to_string()),
+            _ => Err(super::ProgramError::OutsideMount {
                 program: program.to_string(),
                 container: t.name.clone(),
             }),
@@ -624,21 +710,24 @@ impl DockerBackend {
             Ok(t) => t,
             Err(why) => return Ok(lost(why.to_string())),
         };
-        let program = self.program_in_container(&spec.program, &t)?;
+        let program = self.program_in_container(&spec.program, &t, ws)?;
         let docker = match self.client().await {
             Ok(d) => d,
             Err(e) => return Ok(lost(e.to_string())),
         };
         let reaper = self.has_reaper(&t).await;
-        let ticket = self.guard.begin();
-        let setup_ticket = if setup {
-            Some(ticket)
-        } else {
-            self.tickets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(ws.host_path.clone(), ticket);
-            None
+        // The guard watches the host repo wherever the container can reach it.
+        let ticket = self.guarded(&t).then(|| self.guard.begin());
+        let setup_ticket = match ticket {
+            Some(ticket) if setup => Some(ticket),
+            Some(ticket) => {
+                self.tickets
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(ws.host_path.clone(), ticket);
+                None
+            }
+            None => None,
         };
         let guard = self.guard.clone();
         let end_setup = move || async move {
@@ -654,7 +743,7 @@ impl DockerBackend {
             args: &spec.args,
             env: self.env_for(&spec),
             cwd: &ws.agent_cwd,
-            stdin: spec.prompt.clone(),
+            stdin: spec.prompt.clone().into_bytes(),
             grace: self.grace,
         };
         let Started {
@@ -746,7 +835,7 @@ impl DockerBackend {
     pub async fn finish(
         &self,
         ws: &Workspace,
-        _task: &str,
+        task: &str,
         branch: &str,
         attempt: u32,
     ) -> Result<Finished, FinishError> {
@@ -765,6 +854,21 @@ impl DockerBackend {
             }
             None => None,
         };
+        if self.mode == WorkspaceMode::Clone {
+            return match (
+                self.finish_clone(ws, task, branch, attempt).await,
+                violation,
+            ) {
+                (Ok(mut f), v) => {
+                    f.guard_violation = v;
+                    Ok(f)
+                }
+                (Err(e), Some(v)) => Err(FinishError::Measure(format!(
+                    "{e}; also, the agent changed {v}"
+                ))),
+                (Err(e), None) => Err(e),
+            };
+        }
         let result = super::finish_host_worktree(self.repo_dir.clone(), ws, branch, attempt).await;
         if owner::needs_fixing(self.owner) {
             let (owner, git_dir, path) = (self.owner, self.git_dir.clone(), ws.host_path.clone());
@@ -803,6 +907,9 @@ impl DockerBackend {
     }
 
     pub async fn release(&self, task: &str) {
+        if self.mode == WorkspaceMode::Clone {
+            return self.release_clone(task).await;
+        }
         let wts = self.worktrees.clone();
         let task = task.to_string();
         let (owner, git_dir) = (self.owner, self.git_dir.clone());
@@ -829,16 +936,20 @@ impl Backend for DockerBackend {
 
     super::attempt_methods!(DockerBackend);
 
-    /// The container sees the worktree through the repo's mount: copying on
-    /// the host is enough (then the files go to the repo's owner, as
-    /// everything flocks writes there).
+    /// Mount mode: the container sees the worktree through the repo's
+    /// mount, so copying on the host is enough (then the files go to the
+    /// repo's owner, as everything flocks writes there). Clone mode: a tar
+    /// stream to the helper in the container.
     fn copy_in<'a>(
         &'a self,
         ws: &'a Workspace,
-        _task: &'a str,
+        task: &'a str,
         files: Arc<IncludeSet>,
     ) -> BoxFuture<'a, Result<Copied, IncludeError>> {
         Box::pin(async move {
+            if self.mode == WorkspaceMode::Clone {
+                return self.copy_in_clone(task, files).await;
+            }
             let copied = super::copy_into_host(ws, files).await?;
             if !copied.written.is_empty() {
                 self.give_back(&ws.host_path).await;
@@ -861,12 +972,19 @@ impl Backend for DockerBackend {
         task: &'a str,
         hash: &'a str,
     ) -> BoxFuture<'a, Result<(), MarkError>> {
-        Box::pin(super::mark_host_setup(&self.worktrees, task, hash))
+        match self.mode {
+            WorkspaceMode::Clone => Box::pin(self.mark_clone(task, hash)),
+            WorkspaceMode::Mount => Box::pin(super::mark_host_setup(&self.worktrees, task, hash)),
+        }
     }
 
     fn abandon<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
         let path = self.worktrees.path_for(task);
-        Box::pin(async move { self.give_back(&path).await })
+        Box::pin(async move {
+            if self.mode == WorkspaceMode::Mount {
+                self.give_back(&path).await
+            }
+        })
     }
 }
 
@@ -888,7 +1006,13 @@ pub async fn find_pool_target(
     let info = engine::find(&docker, &lookup_for(&pool.name, d, &project_key)).await?;
     let id = info.id.clone().unwrap_or_default();
     let name = engine::name_of(&info, &id);
-    let repo = engine::repo_in_container(&info, &repo_dir, d.workspace_mount.as_deref(), &name)?;
+    let repo = repo_mount(
+        &info,
+        &repo_dir,
+        d.workspace_mount.as_deref(),
+        d.workspace,
+        &name,
+    )?;
     let user = d
         .user
         .clone()
@@ -930,6 +1054,30 @@ pub async fn stop_tagged(
     grace: Duration,
 ) -> Result<String, ExecError> {
     kill_attempt(docker, t, Match::Exact, tag, grace).await
+}
+
+/// Where the host repo is in the container: it must be mounted in mount
+/// mode; in clone mode, whether the container can reach it at all (the
+/// guard stays on when it can).
+pub fn repo_mount(
+    info: &bollard::models::ContainerInspectResponse,
+    repo_dir: &Path,
+    workspace_mount: Option<&str>,
+    mode: WorkspaceMode,
+    name: &str,
+) -> Result<Option<String>, EngineError> {
+    match engine::repo_in_container(info, repo_dir, workspace_mount, name) {
+        Ok(p) => Ok(Some(p)),
+        Err(EngineError::NoMount { .. }) if mode == WorkspaceMode::Clone => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A clone-mode pool's helper root in the container: one directory per
+/// project under `clone_dir`, so that projects sharing a container do not
+/// meet.
+pub fn clone_root(d: &DockerConfig, project_key: &str) -> String {
+    format!("{}/{project_key}", d.clone_dir())
 }
 
 /// How a pool finds its container.

@@ -41,9 +41,9 @@ pub fn reaper_argv(user: &str, grace_secs: u64, program: String, args: &[String]
 }
 
 /// What the reaper reads first on its stdin: the prompt's length, the prompt.
-pub fn reaper_input(prompt: &str) -> Vec<u8> {
+pub fn reaper_input(prompt: &[u8]) -> Vec<u8> {
     let mut v = format!("{}\n", prompt.len()).into_bytes();
-    v.extend_from_slice(prompt.as_bytes());
+    v.extend_from_slice(prompt);
     v
 }
 
@@ -277,7 +277,7 @@ mod tests {
             .stdin
             .as_mut()
             .unwrap()
-            .write_all(&reaper_input("the prompt"))
+            .write_all(&reaper_input(b"the prompt"))
             .unwrap();
         (child, pidfile)
     }

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// The helper script, installed as `<remote_dir>/helper.sh`.
-pub const HELPER: &str = include_str!("helper.sh");
+pub const HELPER: &str = crate::backend::helper::SCRIPT;
 
 /// Keep-alives: a silent host is given up after interval × count seconds.
 const ALIVE_INTERVAL: u32 = 15;
@@ -125,24 +125,6 @@ impl Target {
         format!("exec /bin/sh {}/helper.sh", self.remote_dir_word())
     }
 
-    /// `GIT_SSH_COMMAND` for the system git: flocks' ssh with its options.
-    pub fn git_ssh_command(&self) -> Result<String, SshError> {
-        let options = self.options()?;
-        register_master(self);
-        let mut words = vec!["ssh".to_string()];
-        words.extend(options);
-        Ok(words
-            .iter()
-            .map(|w| sh_quote(w))
-            .collect::<Vec<_>>()
-            .join(" "))
-    }
-
-    /// The mirror's address for git (scp-like syntax), given its absolute root.
-    pub fn git_url(&self, root: &str) -> String {
-        format!("{}:{root}/mirror.git", self.host)
-    }
-
     /// Run `remote`, feeding `input`, within `limit`.
     pub async fn output(
         &self,
@@ -150,37 +132,17 @@ impl Target {
         input: &[u8],
         limit: Duration,
     ) -> Result<String, SshError> {
-        self.output_from(remote, Input::Bytes(input.to_vec()), limit)
-            .await
-    }
-
-    /// Run `remote` with `file` (read from its start) as its stdin, within `limit`.
-    pub async fn output_file(
-        &self,
-        remote: &str,
-        file: std::fs::File,
-        limit: Duration,
-    ) -> Result<String, SshError> {
-        self.output_from(remote, Input::File(file), limit).await
+        self.output_from(remote, input.to_vec(), limit).await
     }
 
     async fn output_from(
         &self,
         remote: &str,
-        input: Input,
+        input: Vec<u8>,
         limit: Duration,
     ) -> Result<String, SshError> {
         let mut cmd = self.command(remote)?;
-        let input = match input {
-            Input::Bytes(b) => {
-                cmd.stdin(Stdio::piped());
-                b
-            }
-            Input::File(f) => {
-                cmd.stdin(Stdio::from(f));
-                Vec::new()
-            }
-        };
+        cmd.stdin(Stdio::piped());
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| {
             SshError::Unreachable(format!("cannot run ssh (is OpenSSH installed?): {e}"))
@@ -207,22 +169,93 @@ impl Target {
                 )));
             }
         };
-        let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
-        let why = last_words(&stderr);
-        match out.status.code() {
-            Some(255) => Err(SshError::Unreachable(format!(
-                "cannot reach host {}: {why}",
-                self.host
-            ))),
-            code => Err(SshError::Failed(format!(
+        Err(self.failure(out.status, &out.stderr))
+    }
+
+    /// Why a remote command failed, from its exit status and stderr.
+    fn failure(&self, status: std::process::ExitStatus, stderr: &[u8]) -> SshError {
+        let why = last_words(&String::from_utf8_lossy(stderr));
+        match status.code() {
+            Some(255) => SshError::Unreachable(format!("cannot reach host {}: {why}", self.host)),
+            code => SshError::Failed(format!(
                 "on host {}: {why} (exit {})",
                 self.host,
                 code.map(|c| c.to_string())
                     .unwrap_or_else(|| "by signal".into())
-            ))),
+            )),
+        }
+    }
+
+    /// Run one helper op whose reply is read strictly, as it streams
+    /// (`helper::read_reply`): a bundle in it is admitted by `want`'s intake
+    /// and spooled into its quarantine. Err: ssh or the helper failed;
+    /// Ok(Err): the reply was refused.
+    pub async fn helper_reply(
+        &self,
+        header: Vec<u8>,
+        body: Option<std::fs::File>,
+        spec: &crate::backend::helper::Spec,
+        want: Option<&crate::git::intake::Want>,
+        limit: Duration,
+    ) -> Result<Result<crate::backend::helper::Reply, crate::backend::helper::ReplyError>, SshError>
+    {
+        use crate::backend::helper::{self, ReplyError};
+        use tokio::io::AsyncReadExt;
+        let mut cmd = self.command(&self.helper_command())?;
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| {
+            SshError::Unreachable(format!("cannot run ssh (is OpenSSH installed?): {e}"))
+        })?;
+        let mut stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let feed = async move {
+            if let Some(s) = stdin.as_mut() {
+                let _ = helper::send(s, &header, body).await;
+            }
+        };
+        let read = async move {
+            match stdout {
+                Some(out) => helper::read_reply(out, spec, want).await,
+                None => Err(ReplyError::Io {
+                    op: spec.op,
+                    why: "no stdout".into(),
+                }),
+            }
+        };
+        let err = async move {
+            let mut v = Vec::new();
+            if let Some(e) = stderr.as_mut() {
+                let _ = e.read_to_end(&mut v).await;
+            }
+            v
+        };
+        let run = async {
+            let (_, reply, err) = tokio::join!(feed, read, err);
+            (reply, err, child.wait().await)
+        };
+        let (reply, err, status) = match tokio::time::timeout(limit, run).await {
+            Ok(v) => v,
+            Err(_) => {
+                return Err(SshError::Unreachable(format!(
+                    "host {} did not answer within {}s",
+                    self.host,
+                    limit.as_secs()
+                )));
+            }
+        };
+        match (reply, status) {
+            // Refused as it was announced: the helper may have died of the
+            // closed pipe since; the refusal is what to say.
+            (Err(e @ ReplyError::Intake(_)), _) => Ok(Err(e)),
+            (reply, Ok(s)) if s.success() => Ok(reply),
+            (_, Ok(s)) => Err(self.failure(s, &err)),
+            (_, Err(e)) => Err(SshError::Unreachable(format!("ssh failed: {e}"))),
         }
     }
 
@@ -238,16 +271,9 @@ impl Target {
     }
 
     /// Run one helper operation whose header ends with `end`; its stdout.
-    pub async fn helper(&self, header: &str, limit: Duration) -> Result<String, SshError> {
-        self.output(&self.helper_command(), header.as_bytes(), limit)
-            .await
+    pub async fn helper(&self, header: &[u8], limit: Duration) -> Result<String, SshError> {
+        self.output(&self.helper_command(), header, limit).await
     }
-}
-
-/// What a remote command reads on its stdin.
-enum Input {
-    Bytes(Vec<u8>),
-    File(std::fs::File),
 }
 
 /// Quote a word for a POSIX shell.

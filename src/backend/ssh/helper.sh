@@ -1,15 +1,43 @@
 #!/bin/sh
-# flocks remote helper, installed by flocks as <remote_dir>/helper.sh and run as
-#   ssh HOST exec /bin/sh <remote_dir>/helper.sh
+# flocks helper: the agent-side half of every backend whose agent has a
+# repository of its own. Transports (flocks starts it; the script is flocks'
+# own constant text, never task data):
+#   ssh / exe.dev:  ssh HOST exec /bin/sh <remote_dir>/helper.sh
+#                   (installed there; its root is the script's directory)
+#   docker clone:   a docker exec of `sh -c <this script> flocks-helper` under
+#                   flocks' reaper (which runs it as the pool's exec user, and
+#                   stops whatever it leaves running), stdin/stdout attached
+#   others:         any stdin/stdout pair, the script as `sh -c` text
+# With FLOCKS_HELPER_ROOT set (an absolute path) that is the root directory;
+# otherwise the script's own directory is. Layout under the root:
+# mirror.git (bare: the objects sent in, refs/flocks/start/<task>),
+# worktrees/<task> (the task's own repository, kept across its attempts,
+# its objects shared with mirror.git through alternates), setup.done.
 # Everything it needs comes on stdin, never on the command line: nothing from a
-# task (id, branch, prompt, env, secrets) is ever part of a remote shell string.
+# task (id, branch, prompt, env, secrets) is ever part of a shell string.
 #
-# stdin: "FLOCKS-HELPER 1", then "op <init|check|prepare|include|mark|run|finish|release>", then
-# "key value" lines (LF-terminated; a value is the rest of the line):
-#   task ID          [A-Za-z0-9._@-]+           (prepare, run, finish)
-#   branch NAME      the task branch            (prepare, finish)
-#   start SHA        commit to start from       (prepare)
+# stdin: "FLOCKS-HELPER 1", then "op <op>", then "key value" lines
+# (LF-terminated; a value is the rest of the line). Ops:
+#   init      make the root and mirror.git        -> root, setup
+#   check     what the host has                   -> root, git, agent_path, agent_version, free_kb, tar, setup
+#   have      does mirror.git have `start`?       -> start yes|no, have SHA (0..64: tips it has)
+#   receive   objects in: a bundle of refs/flocks/start, fetched as refs/flocks/start/<task>
+#   prepare   worktrees/<task> (a repository) on `branch` at `start` -> worktree PATH, [setup_mark H];
+#             or, not prepared: "start no" and have SHA lines (send it first), or
+#             with "salvage yes", what an interrupted attempt left: head SHA, [bundle]
+#   include   a tar stream of .worktreeinclude's files, extracted in the worktree
+#   mark      record the completed [workspace] setup
+#   run       the agent (ssh pools; docker runs agents under its reaper)
+#   finish    commit leftovers; objects out       -> leftovers yes|no, head SHA, [bundle]
+#   salvage   what an interrupted attempt left    -> head SHA|none, [bundle]
+#   release   remove the task's worktree
+# Header keys:
+#   task ID          [A-Za-z0-9._@-]+           (prepare, receive, include, mark, run, finish, salvage, release)
+#   branch NAME      the task branch            (prepare, finish, salvage)
+#   start SHA        commit to start from       (prepare, have)
 #   attempt N        attempt number             (finish)
+#   have SHA         0..n, commits the host has: left out of the bundle (finish, salvage, prepare)
+#   salvage yes      take back an interrupted attempt's work first (prepare)
 #   tag VALUE        FLOCKS_ATTEMPT of the tree (run)
 #   grace_ds N       TERM -> KILL, tenths of s  (run)
 #   heartbeat N      kill if no control line for N s (run; 0 = off)
@@ -19,10 +47,16 @@
 #   agent PROGRAM    the agent program          (check)
 #   setup_hash H     expected setup marker      (init, check); the worktree's
 #                    completed [workspace] setup (mark)
-#   end              end of header (init, prepare, include, mark, finish, check);
+#   end              end of header (every op but run and receive);
 #                    after include's, stdin is a tar stream of .worktreeinclude's
 #                    files, extracted into the worktree
+#   bundle NBYTES    last header line of receive, then exactly NBYTES: a git bundle
 #   prompt NBYTES    last header line of run, then exactly NBYTES: the agent's stdin
+# stdout: the reply, "key value" lines, nothing else; finish, salvage and prepare may
+# end it with "bundle NBYTES" and exactly NBYTES of a git bundle of
+# refs/heads/<branch> without the `have` commits (none when the host has
+# every commit of the branch). flocks checks what it receives (only that
+# branch, strict fsck, a size cap, no rewrite below the task's origin).
 # After a run header, stdin is a control channel: "term" (TERM, grace, KILL),
 # "kill" (KILL now), "ping"; EOF (flocks or its ssh client gone) = term.
 # The agent's stdout/stderr pass through unchanged; helper lines on stderr start
@@ -33,7 +67,14 @@ ME="flocks-helper"
 say() { printf '%s: %s\n' "$ME" "$*" >&2; }
 die() { say "error: $*"; exit 2; }
 
-R=$(cd "$(dirname "$0")" && pwd -P) || die "cannot find the remote dir"
+if [ -n "${FLOCKS_HELPER_ROOT:-}" ]; then
+  case $FLOCKS_HELPER_ROOT in
+    /*) R=$FLOCKS_HELPER_ROOT ;;
+    *) die "FLOCKS_HELPER_ROOT is not an absolute path" ;;
+  esac
+else
+  R=$(cd "$(dirname "$0")" && pwd -P) || die "cannot find the remote dir"
+fi
 M="$R/mirror.git"
 
 exec 3<&0
@@ -43,7 +84,7 @@ IFS= read -r opline <&3 || die "no op"
 OP=${opline#op }
 
 TASK="" BRANCH="" START="" ATTEMPT="" TAG="" GRACE_DS=30 HEARTBEAT=0 UNSETS="" AGENT=""
-SETUP_HASH="" NBYTES="" HAVE_ARGV=""
+SETUP_HASH="" NBYTES="" NBUNDLE="" HAVE_ARGV="" HAVES="" SALVAGE=""
 set --
 while IFS= read -r line <&3; do
   key=${line%% *}; val=${line#* }
@@ -58,6 +99,10 @@ while IFS= read -r line <&3; do
     heartbeat)  HEARTBEAT=$val ;;
     agent)      AGENT=$val ;;
     setup_hash) SETUP_HASH=$val ;;
+    salvage)    [ "$val" = yes ] || die "bad salvage: $val"; SALVAGE=1 ;;
+    have)       case $val in *[!0-9a-f]*|'') die "bad have: $val" ;; esac
+                [ ${#val} -eq 40 ] || die "bad have: $val"
+                HAVES="$HAVES $val" ;;
     unset)      case $val in ''|[0-9]*|*[!A-Za-z0-9_]*) die "bad unset name: $val" ;; esac
                 UNSETS="$UNSETS $val" ;;
     env)        [ -z "$HAVE_ARGV" ] || die "env after argv"
@@ -68,6 +113,7 @@ while IFS= read -r line <&3; do
                 set -- "$@" "$val" ;;
     end)        break ;;
     prompt)     NBYTES=$val; break ;;
+    bundle)     NBUNDLE=$val; break ;;
     *)          die "unknown header line: $key" ;;
   esac
 done
@@ -93,9 +139,39 @@ setup_state() {
   fi
 }
 
+# Objects out: a bundle of refs/heads/$BRANCH without the commits the host
+# has ($HAVES), length-prefixed on stdout after the reply lines; nothing when
+# the host has them all.
+send_bundle() {
+  ref="refs/heads/$BRANCH"
+  not=""
+  for h in $HAVES; do
+    git cat-file -e "$h^{commit}" 2>/dev/null && not="$not ^$h"
+  done
+  # shellcheck disable=SC2086
+  [ -n "$(git rev-list -n 1 "$ref" $not -- 2>/dev/null)" ] || return 0
+  B=$(mktemp "${TMPDIR:-/tmp}/flocks-bundle.XXXXXX") || die "mktemp failed"
+  # shellcheck disable=SC2086
+  if ! git bundle create "$B" "$ref" $not >/dev/null 2>&1; then
+    rm -f "$B"; die "cannot bundle $ref"
+  fi
+  n=$(wc -c <"$B"); n=$((n + 0))
+  echo "bundle $n"
+  cat "$B" || { rm -f "$B"; die "cannot send the bundle"; }
+  rm -f "$B"
+}
+
 case $OP in
 init)
   command -v git >/dev/null 2>&1 || die "git is not installed on this host"
+  if [ ! -d "$R" ]; then
+    P=${R%/*}
+    if [ -n "$P" ] && [ ! -d "$P" ]; then
+      # Shared by every project (and user) of the host: sticky, like /tmp.
+      (umask 022; mkdir -p "$P") && chmod 1777 "$P" 2>/dev/null
+    fi
+    mkdir -p "$R" || die "cannot create $R"
+  fi
   if [ ! -d "$M" ]; then
     git init -q --bare "$M.tmp.$$" >&2 && mv "$M.tmp.$$" "$M" 2>/dev/null || rm -rf "$M.tmp.$$"
     [ -d "$M" ] || die "cannot create $M"
@@ -118,15 +194,72 @@ check)
   if command -v tar >/dev/null 2>&1; then echo "tar yes"; else echo "tar missing"; fi
   setup_state
   exit 0 ;;
+have)
+  [ -n "$START" ] || die "have needs start"
+  if git --git-dir="$M" cat-file -e "$START^{commit}" 2>/dev/null; then
+    echo "start yes"
+  else
+    echo "start no"
+  fi
+  git --git-dir="$M" for-each-ref --count=64 --sort=-committerdate \
+    --format='have %(objectname)' refs/heads refs/flocks/start 2>/dev/null
+  exit 0 ;;
+receive)
+  [ -n "$TASK" ] || die "receive needs task"
+  case $NBUNDLE in ''|*[!0-9]*) die "missing bundle length" ;; esac
+  B=$(mktemp "${TMPDIR:-/tmp}/flocks-bundle.XXXXXX") || die "mktemp failed"
+  head -c "$NBUNDLE" <&3 >"$B"
+  got=$(wc -c <"$B")
+  [ "$got" -eq "$NBUNDLE" ] || { rm -f "$B"; die "short bundle: $got of $NBUNDLE bytes"; }
+  git --git-dir="$M" fetch -q --no-tags --no-write-fetch-head "$B" \
+    "+refs/flocks/start:refs/flocks/start/$TASK" >&2 \
+    || { rm -f "$B"; die "cannot fetch the start commit from its bundle"; }
+  rm -f "$B"
+  exit 0 ;;
 prepare)
   [ -n "$TASK" ] && [ -n "$BRANCH" ] && [ -n "$START" ] || die "prepare needs task, branch, start"
-  if [ ! -e "$W/.git" ]; then
-    rm -rf "$W"
+  # With "salvage yes": what an interrupted attempt left on the task's branch
+  # (its leftovers committed) goes back first, instead of being checked out
+  # over: "head SHA" and its bundle, and nothing is prepared.
+  if [ -n "$SALVAGE" ] && [ -d "$W/.git" ] && cd "$W" 2>/dev/null \
+     && [ "$(git symbolic-ref -q HEAD 2>/dev/null)" = "refs/heads/$BRANCH" ]; then
+    if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
+      git add -A >&2 && git commit -q --no-verify \
+        -m "flocks: uncommitted changes left by an interrupted attempt" >&2 \
+        || die "cannot commit the leftovers"
+    fi
+    head=$(git rev-parse -q --verify "refs/heads/$BRANCH^{commit}") || die "the branch $BRANCH is gone"
+    if [ "$head" != "$START" ]; then
+      echo "head $head"
+      send_bundle
+      exit 0
+    fi
+  fi
+  # The start commit must be there (the task's repository has it when a
+  # retry starts where the last attempt ended): else "start no" and the
+  # tips the mirror has, and nothing is prepared.
+  if ! { [ -d "$W/.git" ] && git -C "$W" cat-file -e "$START^{commit}" 2>/dev/null; } \
+     && ! git --git-dir="$M" cat-file -e "$START^{commit}" 2>/dev/null; then
+    echo "start no"
+    git --git-dir="$M" for-each-ref --count=64 --sort=-committerdate \
+      --format='have %(objectname)' refs/flocks/start 2>/dev/null
+    exit 0
+  fi
+  # Each task has a repository of its own (its refs are its own: another
+  # task's agent moving a branch moves it in its own repository only); the
+  # objects sent in are shared through alternates. A worktree of the
+  # mirror (what older flocks made) becomes one.
+  if [ -f "$W/.git" ]; then
+    git --git-dir="$M" worktree remove --force "$W" >/dev/null 2>&1 || rm -rf "$W"
     git --git-dir="$M" worktree prune >&2
-    git --git-dir="$M" worktree add -q -f --detach "$W" "$START" >&2 || die "cannot create the worktree $W"
+  fi
+  if [ ! -d "$W/.git" ]; then
+    rm -rf "$W"
+    git init -q "$W" >&2 || die "cannot create the repository $W"
+    printf '%s\n' "$M/objects" >"$W/.git/objects/info/alternates" || die "cannot link $W to $M"
   fi
   cd "$W" || die "cannot enter $W"
-  git checkout -q -f --ignore-other-worktrees -B "$BRANCH" "$START" >&2 || die "cannot check out the task branch"
+  git checkout -q -f -B "$BRANCH" "$START" >&2 || die "cannot check out the task branch"
   git clean -fdq >&2
   echo "worktree $W"
   # The [workspace] setup that completed in this worktree (see mark).
@@ -146,7 +279,7 @@ mark)
   printf '%s\n' "$SETUP_HASH" >"$gd/flocks-setup" || die "cannot write $gd/flocks-setup"
   exit 0 ;;
 finish)
-  [ -n "$TASK" ] && [ -n "$ATTEMPT" ] || die "finish needs task, attempt"
+  [ -n "$TASK" ] && [ -n "$ATTEMPT" ] && [ -n "$BRANCH" ] || die "finish needs task, attempt, branch"
   cd "$W" || die "the worktree $W is gone"
   if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
     git add -A >&2 && git commit -q --no-verify -m "flocks: uncommitted changes left by attempt $ATTEMPT" >&2 \
@@ -155,7 +288,9 @@ finish)
   else
     echo "leftovers no"
   fi
-  echo "head $(git rev-parse HEAD)"
+  head=$(git rev-parse -q --verify "refs/heads/$BRANCH^{commit}") || die "the branch $BRANCH is gone"
+  echo "head $head"
+  send_bundle
   exit 0 ;;
 salvage)
   # What an attempt interrupted by a crash of flocks left in the worktree:
@@ -168,14 +303,16 @@ salvage)
         -m "flocks: uncommitted changes left by an interrupted attempt" >&2 \
         || die "cannot commit the leftovers"
     fi
-    echo "head $(git rev-parse HEAD)"
+    head=$(git rev-parse -q --verify "refs/heads/$BRANCH^{commit}") || die "the branch $BRANCH is gone"
+    echo "head $head"
+    send_bundle
   else
     echo "head none"
   fi
   exit 0 ;;
 release)
   [ -n "$TASK" ] || die "release needs task"
-  git --git-dir="$M" worktree remove --force "$W" >/dev/null 2>&1 || rm -rf "$W"
+  rm -rf "$W"
   git --git-dir="$M" worktree prune >&2
   exit 0 ;;
 run) ;;

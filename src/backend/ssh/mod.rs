@@ -6,9 +6,14 @@
 //!  flocks --ssh, header on stdin--> helper.sh prepare: worktrees/<task> on the branch
 //!  flocks --ssh, header+prompt--> helper.sh run: agent (own session, tagged)
 //!         <--stdout/stderr stream--  "kill"/"term"/"ping" lines -->; EOF = stop
-//!  flocks --ssh--> helper.sh finish: commit leftovers
-//!  local repo <--git fetch task branch-- mirror.git
+//!  flocks --ssh--> helper.sh finish: commit leftovers; a bundle of the task
+//!         <--"head", "bundle N", N bytes--  branch (what the host lacks)
+//!  local repo <--intake (quarantine, strict fsck, size cap, range)-- the bundle
 //! ```
+//!
+//! The way in may stay git over ssh (the local repo is the source); the way
+//! back is the intake's, as for every backend whose agent has a repository
+//! of its own (`git::intake`).
 
 pub mod conn;
 pub mod exedev;
@@ -26,6 +31,8 @@ use tokio::sync::OnceCell;
 
 pub use conn::{SshError, Target, stop_masters};
 
+use super::helper::session::{self, CallError, Input, Known, Session, Transport};
+use super::helper::{self, Header};
 use super::{
     Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, MarkError, PrepareError,
     PrepareJob, Running, SpawnError, Workspace,
@@ -34,6 +41,7 @@ use crate::agent::AgentSpec;
 use crate::config::{BackendConfig, CommandSpec, Config, PoolConfig};
 use crate::git::Worktrees;
 use crate::git::include::{Copied, IncludeError, IncludeSet};
+use crate::git::intake::{self, Want};
 
 /// Why the task branch in this repo could not follow the attempt on its
 /// host: the messages name the branch or git's reason.
@@ -62,6 +70,8 @@ pub struct Host {
     running: AtomicUsize,
     /// Serializes git ref and worktree changes in the host's mirror.
     admin: tokio::sync::Mutex<()>,
+    /// Commits the host's mirror is known to have.
+    known: Known,
 }
 
 impl Host {
@@ -71,6 +81,7 @@ impl Host {
             ready: OnceCell::new(),
             running: AtomicUsize::new(0),
             admin: tokio::sync::Mutex::new(()),
+            known: Known::default(),
         }
     }
 
@@ -106,18 +117,14 @@ pub fn setup_hash(setup: &[CommandSpec]) -> String {
 pub async fn connect(t: &Target, setup: &[CommandSpec]) -> Result<String, SshError> {
     t.install_helper().await?;
     let hash = setup_hash(setup);
-    let out = t
-        .helper(
-            &format!("FLOCKS-HELPER 1\nop init\nsetup_hash {hash}\nend\n"),
-            OP_LIMIT,
-        )
-        .await?;
-    let root = field(&out, "root")
-        .ok_or_else(|| SshError::Failed(format!("host {}: the helper said no root", t.host)))?;
-    if !setup.is_empty() && field(&out, "setup").as_deref() != Some("done") {
+    let root = session::init(t, &hash).await.map_err(|e| match e {
+        CallError::Lost(m) => SshError::Unreachable(m),
+        e => SshError::Failed(format!("host {}: {e}", t.host)),
+    })?;
+    if !setup.is_empty() && !root.setup_done {
         run_setup(t, setup, &hash).await?;
     }
-    Ok(root)
+    Ok(root.root)
 }
 
 /// Run the pool's `setup` commands (the user's own config) in `remote_dir`,
@@ -149,12 +156,6 @@ pub async fn run_setup(t: &Target, setup: &[CommandSpec], hash: &str) -> Result<
     )
     .await
     .map(|_| ())
-}
-
-/// The value of a `key value` line of helper output.
-pub fn field(out: &str, key: &str) -> Option<String> {
-    out.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ').map(str::to_string))
 }
 
 pub struct SshBackend {
@@ -310,7 +311,7 @@ impl SshBackend {
             self.salvage(h, &root, job).await?
         };
         // The local branch is the truth: create it (or start it over) here,
-        // then push its tip; the attempt starts from a commit we have.
+        // then send its tip's objects; the attempt starts from a commit we have.
         let (repo_dir, j) = (self.repo_dir.clone(), job.clone());
         let (start, created) = tokio::task::spawn_blocking(move || {
             local_start(&repo_dir, &j.branch, &j.base, j.fresh)
@@ -318,129 +319,65 @@ impl SshBackend {
         .await
         .map_err(|e| PrepareError::Failed(e.to_string()))?
         .map_err(|e| PrepareError::Failed(e.to_string()))?;
-        let _guard = h.admin.lock().await;
-        self.git(
-            h,
-            &root,
-            &[
-                "push",
-                "--quiet",
-                "--force",
-                "--no-verify",
-                &h.target.git_url(&root),
-                &format!("{start}:refs/flocks/start/{}", job.task),
-            ],
-        )
-        .await
-        .map_err(|e| self.lost(h, e))?;
-        let mut header = format!(
-            "FLOCKS-HELPER 1\nop prepare\ntask {}\nbranch {}\nstart {start}\n",
-            job.task, job.branch
-        );
-        push_env(&mut header, &self.identity_for(&root, &job.task));
-        header.push_str("end\n");
-        let out = h
-            .target
-            .helper(&header, OP_LIMIT)
-            .await
-            .map_err(|e| self.lost(h, e))?;
-        let worktree = field(&out, "worktree").ok_or_else(|| {
-            PrepareError::Failed(format!(
-                "host {}: the helper made no worktree",
-                h.target.host
-            ))
-        })?;
+        let oid = git2::Oid::from_str(&start).map_err(|e| PrepareError::Failed(e.to_string()))?;
+        let env = self.identity_for(&root, &job.task);
+        let session = self.session(h, &env);
+        let p = {
+            let _guard = h.admin.lock().await;
+            session
+                .send_start(&job.task, oid)
+                .await
+                .map_err(|e| self.call_lost(h, e))?;
+            session
+                .prepare(&job.task, &job.branch, oid)
+                .await
+                .map_err(|e| self.call_lost(h, e))?
+        };
         Ok(Workspace {
-            host_path: PathBuf::from(format!("{}:{worktree}", h.target.host)),
-            agent_cwd: worktree,
+            host_path: PathBuf::from(format!("{}:{}", h.target.host, p.worktree)),
+            agent_cwd: p.worktree,
+            origin: job.origin_for(&start, created),
             start_commit: start,
             created_branch: created,
             note,
-            setup_mark: field(&out, "setup_mark").filter(|m| !m.is_empty()),
+            setup_mark: p.setup_mark,
         })
     }
 
+    /// The helper's ops on `h`, whose helper root is `root`.
+    fn session<'a>(&'a self, h: &'a Host, env: &'a [(String, String)]) -> Session<'a> {
+        Session {
+            transport: &h.target,
+            repo_dir: &self.repo_dir,
+            env,
+            max_bytes: intake::DEFAULT_MAX_FETCH_MB << 20,
+            known: &h.known,
+        }
+    }
+
     /// Bring back what an interrupted attempt left in the task's remote
-    /// worktree: its leftovers committed there, its branch fetched, and the
-    /// local branch fast-forwarded to it. A remote branch that went another
-    /// way is kept under `refs/flocks/backup/<task>/remote` instead.
+    /// worktree, through the intake (`Session::salvage`).
     async fn salvage(
         &self,
         h: &Host,
         root: &str,
         job: &PrepareJob,
     ) -> Result<Option<String>, PrepareError> {
-        let mut header = format!(
-            "FLOCKS-HELPER 1\nop salvage\ntask {}\nbranch {}\n",
-            job.task, job.branch
-        );
-        push_env(&mut header, &self.identity_for(root, &job.task));
-        header.push_str("end\n");
-        let out = h
-            .target
-            .helper(&header, OP_LIMIT)
-            .await
-            .map_err(|e| self.lost(h, e))?;
-        let Some(head) = field(&out, "head").filter(|h| h != "none") else {
-            return Ok(None);
-        };
-        let fetched = format!("refs/flocks/fetch/{}", job.task);
-        {
-            let _guard = h.admin.lock().await;
-            self.git(
-                h,
-                root,
-                &[
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--no-write-fetch-head",
-                    &h.target.git_url(root),
-                    &format!("+refs/heads/{}:{fetched}", job.branch),
-                ],
+        let env = self.identity_for(root, &job.task);
+        self.session(h, &env)
+            .salvage(
+                job,
+                Some(self.worktrees.path_for(&job.task)),
+                &h.target.host,
             )
             .await
-            .map_err(|e| self.lost(h, e))?;
-        }
-        let (repo_dir, local_wt, branch, task, host) = (
-            self.repo_dir.clone(),
-            self.worktrees.path_for(&job.task),
-            job.branch.clone(),
-            job.task.clone(),
-            h.target.host.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            salvage_local(&repo_dir, &local_wt, &branch, &task, &fetched, &head, &host)
-        })
-        .await
-        .map_err(|e| PrepareError::Failed(e.to_string()))?
-        .map_err(|e| PrepareError::Failed(e.to_string()))
+            .map_err(|e| self.call_lost(h, e))
     }
 
-    /// The system git, in the local repo, talking to `h` through flocks' ssh.
-    async fn git(&self, h: &Host, root: &str, args: &[&str]) -> Result<(), SshError> {
-        let out = tokio::process::Command::new("git")
-            .args(args)
-            .current_dir(&self.repo_dir)
-            .env("GIT_SSH_COMMAND", h.target.git_ssh_command()?)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .stdin(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| SshError::Failed(format!("cannot run git: {e}")))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let why = conn::last_words(&String::from_utf8_lossy(&out.stderr));
-        // Was it the connection? Ask ssh itself.
-        match h.target.output("true", b"", Duration::from_secs(30)).await {
-            Err(e @ SshError::Unreachable(_)) => Err(e),
-            _ => Err(SshError::Failed(format!(
-                "git {} with host {} ({root}) failed: {why}",
-                args[0], h.target.host
-            ))),
+    fn call_lost(&self, h: &Host, e: CallError) -> PrepareError {
+        match e {
+            CallError::Lost(m) => self.lost(h, SshError::Unreachable(m)),
+            e => self.lost(h, SshError::Failed(e.to_string())),
         }
     }
 
@@ -483,25 +420,20 @@ impl SshBackend {
     ) -> Result<Running, SpawnError> {
         let root = h.connect(&self.setup).await?;
         let grace_ds = (self.grace.as_millis() / 100).max(1);
-        let mut header = format!(
-            "FLOCKS-HELPER 1\nop run\ntask {task}\ntag {}\ngrace_ds {grace_ds}\nheartbeat {HEARTBEAT_SECS}\n",
-            one_line(&spec.tag)?
-        );
-        for k in &spec.remove_env {
-            header.push_str(&format!("unset {k}\n"));
-        }
         let mut env = self.identity_for(&root, task);
         env.retain(|(k, _)| !spec.env.iter().any(|(s, _)| s == k));
         env.extend(spec.env.iter().cloned());
-        for (k, v) in &env {
-            header.push_str(&format!("env {k}={}\n", one_line(v)?));
-        }
-        header.push_str(&format!("argv {}\n", one_line(&spec.program)?));
-        for a in &spec.args {
-            header.push_str(&format!("argv {}\n", one_line(a)?));
-        }
-        header.push_str(&format!("prompt {}\n", spec.prompt.len()));
-        let mut input = header.into_bytes();
+        let header = Header::new("run")
+            .line("task", task)
+            .and_then(|x| x.line("tag", &spec.tag))
+            .and_then(|x| x.line("grace_ds", grace_ds))
+            .and_then(|x| x.line("heartbeat", HEARTBEAT_SECS))
+            .and_then(|x| x.lines("unset", &spec.remove_env))
+            .and_then(|x| x.lines("env", env.iter().map(|(k, v)| format!("{k}={v}"))))
+            .and_then(|x| x.line("argv", &spec.program))
+            .and_then(|x| x.lines("argv", &spec.args))
+            .map_err(|_| SpawnError::Unsendable)?;
+        let mut input = header.prompt(spec.prompt.len());
         input.extend_from_slice(spec.prompt.as_bytes());
 
         let mut cmd = h.target.command(&h.target.helper_command())?;
@@ -618,37 +550,19 @@ impl SshBackend {
             task: task.to_string(),
         })?;
         let root = h.connect(&self.setup).await?;
-        let mut header = format!("FLOCKS-HELPER 1\nop finish\ntask {task}\nattempt {attempt}\n");
-        push_env(&mut header, &self.identity_for(&root, task));
-        header.push_str("end\n");
-        let out = h.target.helper(&header, OP_LIMIT).await?;
-        let leftovers = field(&out, "leftovers").as_deref() == Some("yes");
-        let fetched = format!("refs/flocks/fetch/{task}");
-        {
-            let _guard = h.admin.lock().await;
-            self.git(
-                h,
-                &root,
-                &[
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--no-write-fetch-head",
-                    &h.target.git_url(&root),
-                    &format!("+refs/heads/{branch}:{fetched}"),
-                ],
+        let env = self.identity_for(&root, task);
+        Ok(self
+            .session(h, &env)
+            .finish(
+                task,
+                branch,
+                attempt,
+                &ws.start_commit,
+                &ws.origin,
+                Some(self.worktrees.path_for(task)),
+                "flocks: the attempt's work from its host",
             )
-            .await?;
-        }
-        let repo_dir = self.repo_dir.clone();
-        let local_wt = self.worktrees.path_for(task);
-        let (branch, start) = (branch.to_string(), ws.start_commit.clone());
-        tokio::task::spawn_blocking(move || {
-            land_fetched(&repo_dir, &local_wt, &branch, &fetched, &start, leftovers)
-        })
-        .await
-        .map_err(|e| FinishError::Measure(e.to_string()))?
-        .map_err(FinishError::Branch)
+            .await?)
     }
 
     /// Send `.worktreeinclude`'s files to the task's remote worktree: a tar
@@ -670,18 +584,10 @@ impl SshBackend {
             host: host.clone(),
             why,
         };
-        let (set, t) = (files.clone(), task.to_string());
-        let input = tokio::task::spawn_blocking(move || include_archive(&t, &set))
+        self.session(h, &[])
+            .include(task, files)
             .await
-            .map_err(|e| transfer(e.to_string()))??;
-        h.target
-            .output_file(&h.target.helper_command(), input, OP_LIMIT)
-            .await
-            .map_err(|e| transfer(e.to_string()))?;
-        Ok(Copied {
-            written: files.files.iter().map(|f| f.rel.clone()).collect(),
-            ..Copied::default()
-        })
+            .map_err(|e| transfer(e.to_string()))
     }
 
     /// Start a setup command on the task's host, as its agent starts. The
@@ -706,15 +612,14 @@ impl SshBackend {
     }
 
     /// Record the completed setup in the task's remote worktree.
-    pub async fn mark_setup(&self, task: &str, hash: &str) -> Result<(), SshError> {
+    pub async fn mark_setup(&self, task: &str, hash: &str) -> Result<(), MarkError> {
         let h = self.host_of(task).ok_or_else(|| {
             SshError::Failed(format!(
                 "pool {}: no host was prepared for {task}",
                 self.pool
             ))
         })?;
-        let header = format!("FLOCKS-HELPER 1\nop mark\ntask {task}\nsetup_hash {hash}\nend\n");
-        h.target.helper(&header, OP_LIMIT).await.map(|_| ())
+        Ok(self.session(h, &[]).mark(task, hash).await?)
     }
 
     pub async fn release(&self, task: &str) {
@@ -722,8 +627,7 @@ impl SshBackend {
             return;
         };
         let _guard = h.admin.lock().await;
-        let header = format!("FLOCKS-HELPER 1\nop release\ntask {task}\nend\n");
-        let _ = h.target.helper(&header, OP_LIMIT).await;
+        let _ = self.session(h, &[]).release(task).await;
     }
 }
 
@@ -765,77 +669,12 @@ impl Backend for SshBackend {
         task: &'a str,
         hash: &'a str,
     ) -> BoxFuture<'a, Result<(), MarkError>> {
-        Box::pin(async move { Ok(SshBackend::mark_setup(self, task, hash).await?) })
+        Box::pin(SshBackend::mark_setup(self, task, hash))
     }
 
     fn abandon<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move { self.unassign(task) })
     }
-}
-
-/// The helper's `include` input: its header, then `.worktreeinclude`'s
-/// files as a tar stream (each directory above a file with its mode, then
-/// the file with its mode; plain relative paths, extracted in the
-/// worktree). Written to an unnamed temporary file, so that large files
-/// stream from the disk to ssh instead of through memory.
-fn include_archive(task: &str, set: &IncludeSet) -> Result<std::fs::File, IncludeError> {
-    use std::io::{Seek, Write};
-    let io = |what: &std::path::Path, e: std::io::Error| IncludeError::Transfer {
-        host: String::new(),
-        why: format!("{}: {e}", what.display()),
-    };
-    let tmp = std::env::temp_dir();
-    let mut file = unnamed_file(&tmp).map_err(|e| io(&tmp, e))?;
-    file.write_all(format!("FLOCKS-HELPER 1\nop include\ntask {task}\nend\n").as_bytes())
-        .map_err(|e| io(&tmp, e))?;
-    let mut b = tar::Builder::new(file);
-    let mut dirs = std::collections::BTreeSet::new();
-    for f in &set.files {
-        let mut d = PathBuf::new();
-        if let Some(parent) = f.rel.parent() {
-            for (i, c) in parent.iter().enumerate() {
-                d.push(c);
-                if dirs.insert(d.clone()) {
-                    let mut h = tar::Header::new_ustar();
-                    h.set_entry_type(tar::EntryType::Directory);
-                    h.set_mode(f.dir_modes.get(i).copied().unwrap_or(0o755));
-                    h.set_size(0);
-                    h.set_mtime(0);
-                    b.append_data(&mut h, &d, std::io::empty())
-                        .map_err(|e| io(&d, e))?;
-                }
-            }
-        }
-        let src = set.open(f)?;
-        let len = src.metadata().map_err(|e| io(&f.rel, e))?.len();
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(f.mode);
-        h.set_size(len);
-        h.set_mtime(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        );
-        // Exactly `len` bytes, as the header says, should the file change meanwhile.
-        let body = std::io::Read::take(
-            std::io::Read::chain(std::io::Read::take(src, len), std::io::repeat(0)),
-            len,
-        );
-        b.append_data(&mut h, &f.rel, body)
-            .map_err(|e| io(&f.rel, e))?;
-    }
-    let mut file = b.into_inner().map_err(|e| io(&tmp, e))?;
-    file.rewind().map_err(|e| io(&tmp, e))?;
-    Ok(file)
-}
-
-/// A new file in `dir` that no name leads to (removed as soon as made).
-fn unnamed_file(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
-    let (fd, path) = nix::unistd::mkstemp(&dir.join("flocks-include-XXXXXX"))?;
-    let _ = std::fs::remove_file(&path);
-    Ok(std::fs::File::from(fd))
 }
 
 /// Stops a remote agent through its helper's control channel.
@@ -916,23 +755,6 @@ async fn pump<R: AsyncRead + Unpin>(
     String::from_utf8_lossy(&tail).into_owned()
 }
 
-/// Header values are lines: a newline in one would forge the next line.
-fn one_line(v: &str) -> Result<&str, SpawnError> {
-    if v.contains('\n') || v.contains('\0') {
-        Err(SpawnError::Unsendable)
-    } else {
-        Ok(v)
-    }
-}
-
-fn push_env(header: &mut String, env: &[(String, String)]) {
-    for (k, v) in env {
-        if !v.contains('\n') {
-            header.push_str(&format!("env {k}={v}\n"));
-        }
-    }
-}
-
 fn task_of(spec: &AgentSpec) -> String {
     spec.env
         .iter()
@@ -959,7 +781,7 @@ fn git_identity(repo_dir: &std::path::Path) -> Vec<(String, String)> {
 
 /// Where the attempt starts, locally: the branch tip, or the base for a new
 /// (or `fresh`) branch, which is created here. Returns (commit, created).
-fn local_start(
+pub(crate) fn local_start(
     repo_dir: &std::path::Path,
     branch: &str,
     base: &str,
@@ -984,117 +806,6 @@ fn local_start(
             Ok((base_oid.to_string(), existing.is_none()))
         }
     }
-}
-
-/// The local half of `salvage`: fast-forward the task branch to the fetched
-/// remote tip, or keep that tip aside when the branches went different ways.
-fn salvage_local(
-    repo_dir: &std::path::Path,
-    local_wt: &std::path::Path,
-    branch: &str,
-    task: &str,
-    fetched: &str,
-    head: &str,
-    host: &str,
-) -> Result<Option<String>, BranchError> {
-    let repo = crate::git::open(repo_dir)?;
-    let remote = take_fetched(&repo, fetched)?;
-    let local = crate::git::branch_tip(&repo, branch)?;
-    let note = match local {
-        Some(l) if l == remote || repo.graph_descendant_of(l, remote).unwrap_or(false) => {
-            return Ok(None);
-        }
-        Some(l) if !repo.graph_descendant_of(remote, l).unwrap_or(false) => {
-            let keep = format!("refs/flocks/backup/{task}/remote");
-            repo.reference(
-                &keep,
-                remote,
-                true,
-                "flocks: remote work of an interrupted attempt",
-            )?;
-            format!(
-                "task {task}: the work an interrupted attempt left on {host} ({}) went another way than {branch}; kept as {keep}",
-                &head[..head.len().min(10)]
-            )
-        }
-        _ => {
-            let n = match local {
-                Some(l) => crate::git::commits_ahead(&repo, remote, l)?,
-                None => 0,
-            };
-            move_branch(
-                &repo,
-                local_wt,
-                branch,
-                remote,
-                "flocks: work an interrupted attempt left on its host",
-            )?;
-            format!("task {task}: recovered {n} commit(s) an interrupted attempt left on {host}")
-        }
-    };
-    Ok(Some(note))
-}
-
-/// The commit a temporary fetch ref points at; the ref is removed.
-fn take_fetched(repo: &git2::Repository, fetched: &str) -> Result<git2::Oid, git2::Error> {
-    let oid = repo
-        .find_reference(fetched)
-        .and_then(|r| r.peel_to_commit())?
-        .id();
-    if let Ok(mut r) = repo.find_reference(fetched) {
-        let _ = r.delete();
-    }
-    Ok(oid)
-}
-
-/// Point the local task branch at `tip`. A local worktree of an earlier
-/// attempt that has the branch checked out is detached first, so that moving
-/// the branch does not leave it looking changed.
-fn move_branch(
-    repo: &git2::Repository,
-    local_wt: &std::path::Path,
-    branch: &str,
-    tip: git2::Oid,
-    why: &str,
-) -> Result<(), git2::Error> {
-    let refname = format!("refs/heads/{branch}");
-    if local_wt.exists()
-        && let Ok(wt) = git2::Repository::open(local_wt)
-        && let Ok(head) = wt.head()
-        && head.name().ok() == Some(refname.as_str())
-        && let Some(oid) = head.target()
-    {
-        let _ = wt.set_head_detached(oid);
-    }
-    repo.reference(&refname, tip, true, why).map(|_| ())
-}
-
-/// Move the fetched tip onto the local task branch and measure the attempt.
-fn land_fetched(
-    repo_dir: &std::path::Path,
-    local_wt: &std::path::Path,
-    branch: &str,
-    fetched: &str,
-    start: &str,
-    leftovers: bool,
-) -> Result<Finished, BranchError> {
-    let repo = crate::git::open(repo_dir)?;
-    let tip = take_fetched(&repo, fetched)?;
-    move_branch(
-        &repo,
-        local_wt,
-        branch,
-        tip,
-        "flocks: fetch the attempt from its host",
-    )?;
-    let start = git2::Oid::from_str(start)?;
-    let new_commits = crate::git::commits_ahead(&repo, tip, start)?;
-    Ok(Finished {
-        tip: tip.to_string(),
-        leftovers_committed: leftovers,
-        new_commits,
-        guard_violation: None,
-    })
 }
 
 /// Await futures concurrently (tokio has no join_all), keeping their order.
@@ -1128,6 +839,27 @@ where
     out.into_iter()
         .map(|v| v.expect("every future finished"))
         .collect()
+}
+
+/// The helper over ssh, for the transport-neutral ops.
+impl Transport for Target {
+    fn call<'a>(
+        &'a self,
+        input: Input,
+        spec: &'static helper::Spec,
+        want: Option<&'a Want>,
+    ) -> BoxFuture<'a, Result<helper::Reply, CallError>> {
+        Box::pin(async move {
+            match self
+                .helper_reply(input.header, input.body, spec, want, OP_LIMIT)
+                .await
+            {
+                Ok(reply) => Ok(reply?),
+                Err(SshError::Unreachable(m)) => Err(CallError::Lost(m)),
+                Err(SshError::Failed(m)) => Err(CallError::Failed(m)),
+            }
+        })
+    }
 }
 
 trait TapHost {

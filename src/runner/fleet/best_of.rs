@@ -198,6 +198,7 @@ impl Fleet {
                 branch: format!("{}@judge", task.branch),
                 base: self.config.workspace.land_target.clone(),
                 fresh: true,
+                origin: None,
             },
             id: judge,
             attempt: round,

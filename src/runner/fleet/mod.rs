@@ -170,8 +170,6 @@ pub struct Start {
     pub credential: Option<String>,
     pub prepare: PrepareJob,
     pub spec: AgentSpec,
-    /// The task's origin when its branch keeps its work.
-    pub origin: Option<String>,
     pub expect_commits: bool,
 }
 
@@ -499,6 +497,7 @@ impl Fleet {
                 name: p.name.clone(),
                 backend: p.backend.kind().into(),
                 slots: p.max_worktrees,
+                isolation: crate::backend::isolation(p).into(),
             })
             .collect();
         let mut out = vec![Effect::Emit(Event::RunStarted {

@@ -561,9 +561,9 @@ impl Fleet {
                 branch: task.branch.clone(),
                 base,
                 fresh,
+                origin,
             },
             spec,
-            origin,
             expect_commits: task.expect_commits,
         })));
         out.push(Effect::Emit(Event::Started {
