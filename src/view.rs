@@ -309,6 +309,8 @@ pub(crate) fn judgement_line(j: &Judgement) -> String {
 pub struct PoolView {
     pub name: String,
     pub backend: String,
+    /// How its agents are isolated (`backend::isolation`).
+    pub isolation: String,
     pub slots: usize,
     pub running: usize,
 }
@@ -358,6 +360,7 @@ pub fn build(project: &Project, state: &State) -> StatusView {
         .map(|p| PoolView {
             name: p.name.clone(),
             backend: p.backend.kind().to_string(),
+            isolation: crate::backend::isolation(p).to_string(),
             slots: p.max_worktrees,
             running: state
                 .tasks

@@ -5,6 +5,7 @@
 //! applies the termination policy (TERM, grace, KILL, to the whole tree) in
 //! its own way.
 
+pub mod bwrap;
 pub mod docker;
 pub mod helper;
 pub mod local;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::agent::AgentSpec;
-use crate::config::{BackendConfig, Config, PoolConfig};
+use crate::config::{BackendConfig, Config, PoolConfig, SandboxMode};
 use crate::error::Result;
 use crate::git::Worktrees;
 use crate::git::include::{Copied, IncludeError, IncludeSet};
@@ -387,6 +388,9 @@ pub fn for_pool(
     worktrees: Arc<Worktrees>,
 ) -> Result<Arc<dyn Backend>> {
     Ok(match &pool.backend {
+        BackendConfig::Local if pool.sandbox == SandboxMode::Bwrap => {
+            Arc::new(bwrap::BwrapBackend::new(config, pool, worktrees))
+        }
         BackendConfig::Local => Arc::new(local::LocalBackend::new(config, worktrees)),
         BackendConfig::Ssh(_) | BackendConfig::Exedev(_) => {
             Arc::new(ssh::SshBackend::new(config, pool, worktrees))
@@ -395,6 +399,20 @@ pub fn for_pool(
             Arc::new(docker::DockerBackend::new(config, pool, d, worktrees))
         }
     })
+}
+
+/// How a pool's agents are isolated from the host, in a word or two, for
+/// `status`, the run header and `status --json`: `bwrap` (a sandbox with a
+/// repository of its own), `none` (local, unsandboxed), `mount (guarded)`
+/// (a container that mounts the repository, behind the `.git` guard),
+/// `remote clone` (a repository of its own on another machine).
+pub fn isolation(pool: &PoolConfig) -> &'static str {
+    match (&pool.backend, pool.sandbox) {
+        (BackendConfig::Local, SandboxMode::Bwrap) => "bwrap",
+        (BackendConfig::Local, SandboxMode::None) => "none",
+        (BackendConfig::Docker(_), _) => "mount (guarded)",
+        (BackendConfig::Ssh(_) | BackendConfig::Exedev(_), _) => "remote clone",
+    }
 }
 
 /// Prepare through `backend`, with the task's branch exempt from the host

@@ -215,13 +215,14 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
         };
         let _ = writeln!(
             s,
-            "  {:<12} {:<7} [{}{}] {}/{}",
+            "  {:<12} {:<7} [{}{}] {}/{}  isolation: {}",
             p.name,
             p.backend,
             "█".repeat(filled),
             "░".repeat(10 - filled),
             p.running,
-            p.slots
+            p.slots,
+            p.isolation
         );
     }
     if !v.vms.is_empty() {

@@ -35,7 +35,12 @@ pub fn render(event: &Event) -> Option<String> {
         } => {
             let pools: Vec<String> = pools
                 .iter()
-                .map(|p| format!("{} ({}, {} slots)", p.name, p.backend, p.slots))
+                .map(|p| {
+                    format!(
+                        "{} ({}, {} slots, isolation: {})",
+                        p.name, p.backend, p.slots, p.isolation
+                    )
+                })
                 .collect();
             format!(
                 "flocks run {run_id}: {pending} of {tasks} tasks to run on {}",

@@ -395,6 +395,7 @@ mod tests {
                     name: "local".into(),
                     backend: "local".into(),
                     slots: 3,
+                    isolation: "none".into(),
                 }],
             },
         )];

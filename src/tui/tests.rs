@@ -100,12 +100,14 @@ fn status() -> StatusView {
             PoolView {
                 name: "local".into(),
                 backend: "local".into(),
+                isolation: "none".into(),
                 slots: 2,
                 running: 1,
             },
             PoolView {
                 name: "dev".into(),
                 backend: "docker".into(),
+                isolation: "mount (guarded)".into(),
                 slots: 4,
                 running: 2,
             },
@@ -308,6 +310,7 @@ fn no_run_yet() {
         pools: vec![PoolView {
             name: "local".into(),
             backend: "local".into(),
+            isolation: "none".into(),
             slots: 5,
             running: 0,
         }],

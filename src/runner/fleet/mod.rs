@@ -497,6 +497,7 @@ impl Fleet {
                 name: p.name.clone(),
                 backend: p.backend.kind().into(),
                 slots: p.max_worktrees,
+                isolation: crate::backend::isolation(p).into(),
             })
             .collect();
         let mut out = vec![Effect::Emit(Event::RunStarted {
