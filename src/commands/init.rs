@@ -204,9 +204,9 @@ args = []                      # extra args after flocks' claude flags
         root = root.display()
     );
     let sandbox = if d.bwrap {
-        "sandbox = \"bwrap\"              # each agent in a bubblewrap sandbox: read-only host, private home,\n                               # a repository of its own, no network (\"none\": unsandboxed)\n"
+        "sandbox = \"bwrap\"             # each agent in a bubblewrap sandbox: read-only host, private home,\n                              # a repository of its own, no network (\"none\": unsandboxed)\n"
     } else {
-        "# sandbox = \"bwrap\"            # each agent in a bubblewrap sandbox (install bubblewrap first)\n"
+        "# sandbox = \"bwrap\"           # each agent in a bubblewrap sandbox (install bubblewrap first)\n"
     };
     let local = format!(
         "[[containers]]\nname = \"local\"\nbackend = \"local\"\nmax_worktrees = 4             # concurrent agents on this machine\ncredential = \"default\"        # \"default\", a credential name, or \"rotate\"\n{sandbox}"
@@ -235,7 +235,7 @@ args = []                      # extra args after flocks' claude flags
             s.push_str("# Agents run on this machine. A docker, ssh or exedev pool is another\n# [[containers]] table (see flocks.toml.example).\n");
             s.push_str(&local);
             if d.bwrap {
-                s.push_str("\n[sandbox]\n# read = [\"~/.cargo\", \"~/.rustup\"]   # hidden places agents may read (your home is hidden)\nnetwork = \"none\"               # or \"host\": the host's network\n");
+                s.push_str("\n[sandbox]\n# read = [\"~/.cargo\", \"~/.rustup\"]   # hidden places agents may read (your home is hidden)\nnetwork = \"none\"              # or \"host\": the host's network\n");
             }
         }
     }
