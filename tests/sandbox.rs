@@ -4,7 +4,8 @@
 //! path, a 1 GiB blob), as root and as an unprivileged user; and the
 //! everyday flow in a sandbox (retries resume in the same home and path,
 //! setup and `.worktreeinclude`, `start_from`, best-of, `land --resolve`,
-//! `flocks shell`, timeouts).
+//! `logs -f`, `flocks shell`, timeouts, the work of an attempt interrupted
+//! by a killed flocks).
 //!
 //! Every test needs bwrap: `.ci/ensure-bwrap.sh` installs it; `cargo
 //! nextest run --profile skip-bwrap` leaves this file out.
@@ -153,6 +154,17 @@ impl Sandboxed {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn git_ok(&self, args: &[&str]) -> bool {
+        Command::new("git")
+            .args(["-c", "safe.directory=*"])
+            .args(args)
+            .current_dir(&self.p.repo)
+            .output()
+            .unwrap()
+            .status
+            .success()
     }
 
     fn script(&self, name: &str, text: &str) -> PathBuf {
@@ -648,6 +660,51 @@ fn bwrap_start_from_best_of_and_resolve() {
     assert_eq!(s.git(&["show", "main:notes.txt"]), "from-a\nfrom-b");
     assert_eq!(s.git(&["show", "main:v.txt"]), "1\n2\n3");
     assert!(s.git(&["show", "main:c.txt"]) == "c");
+}
+
+/// flocks killed mid-attempt: the sandbox ends with its supervisor, and
+/// the next run takes back what the interrupted attempt committed in the
+/// sandbox (through the intake) before the task goes on there.
+#[test]
+fn bwrap_work_an_interrupted_attempt_left_comes_back() {
+    let s = sandboxed(1, "");
+    let home = s.home.display();
+    s.p.tasks(&[json!({"id": "k", "prompt": format!(
+        "@fake once {home}/first commit a.txt early\n\
+         @fake once {home}/hung hang\n\
+         @fake commit b.txt late")})]);
+    let mut run = s
+        .cmd(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(60, "the agent to hang after its first commit", || {
+        s.log("k", 1).contains("fake: a.txt")
+            && s.p.tmp.path().join("state-home").is_dir()
+            && s.sandbox_of("k").join("home/hung").exists()
+    });
+    run.kill().unwrap();
+    run.wait().unwrap();
+    wait_for(30, "the attempt's processes to end", || {
+        processes_with("FLOCKS_TASK=k").is_empty()
+    });
+    // Nothing came back yet: the commit is only in the sandbox.
+    assert!(!s.git_ok(&["cat-file", "-e", "flocks/k:a.txt"]));
+    let out = s.flocks(&["run"]);
+    let said = text(&out);
+    assert_eq!(code(&out), 0, "{said}");
+    assert_eq!(s.git(&["show", "flocks/k:a.txt"]), "early");
+    assert_eq!(s.git(&["show", "flocks/k:b.txt"]), "late");
+    let attempts = s.p.task("k")["attempts"].clone();
+    assert_eq!(
+        attempts[0]["outcome"]["kind"], "interrupted",
+        "{attempts:#}"
+    );
+    assert!(
+        said.contains("task k: recovered 1 commit(s) an interrupted attempt left on its sandbox"),
+        "{said}"
+    );
 }
 
 /// `flocks logs -f` follows a sandboxed agent's output until it ends.
