@@ -1,7 +1,7 @@
 //! The per-attempt supervisor: a small process between flocks and the agent
 //! (or a `[validate]` command).
 //!
-//! flocks runs `flocks __supervise --parent PID --grace-ms N [--quiet] -- AGENT ARGS...`.
+//! flocks runs `flocks __supervise --parent PID --grace-ms N [--quiet] [--wrapped] -- AGENT ARGS...`.
 //! The supervisor holds the agent's processes in the strongest way the
 //! machine offers, and says which in its first line on stderr:
 //! - **cgroup v2** (see `cgroup.rs`): the agent starts in a cgroup of its
@@ -20,6 +20,11 @@
 //! - on SIGUSR1: KILL to the whole tree at once;
 //! - when the agent exits: stops whatever it left running, the same way;
 //! - when flocks dies (its parent changes): stops the tree.
+//!
+//! `--wrapped`: the command is a sandbox (`bwrap ... -- AGENT`) whose own
+//! end ends everything in it at once (SIGKILL, by its PID namespace). TERM
+//! then goes to what runs inside it, never to it, so that the agent gets its
+//! grace; KILL goes to all.
 //!
 //! It exits with the agent's code (128+N for signal N), or 127 when the agent
 //! could not be started. It runs before any async runtime exists: plain
@@ -55,6 +60,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let mut it = args.into_iter();
     let mut argv: Vec<OsString> = Vec::new();
     let mut quiet = false;
+    let mut wrapped = false;
     while let Some(a) = it.next() {
         match a.to_str() {
             Some("--watch-cgroup") => {
@@ -64,6 +70,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 };
             }
             Some("--quiet") => quiet = true,
+            Some("--wrapped") => wrapped = true,
             Some("--parent") => parent = it.next().and_then(|v| v.to_str()?.parse().ok()),
             Some("--grace-ms") => {
                 grace = Duration::from_millis(
@@ -86,7 +93,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         say!("flocks supervisor: no agent command");
         return 2;
     }
-    supervise(argv, parent, grace, quiet)
+    supervise(argv, parent, grace, quiet, wrapped)
 }
 
 fn signals() -> SigSet {
@@ -218,8 +225,14 @@ fn spawn(argv: &[OsString], cgroup: Option<&Cgroup>) -> std::io::Result<std::pro
 }
 
 /// `quiet`: do not say which containment is used (validation's output is
-/// the user's).
-fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration, quiet: bool) -> i32 {
+/// the user's). `wrapped`: the command is a sandbox (see the module's note).
+fn supervise(
+    argv: Vec<OsString>,
+    parent: Option<i32>,
+    grace: Duration,
+    quiet: bool,
+    wrapped: bool,
+) -> i32 {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         say!("flocks supervisor: cannot become a subreaper ({e}); orphans may escape");
     }
@@ -273,6 +286,7 @@ fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration, quiet: b
         me,
         watchdog,
         cgroup,
+        wrapper: wrapped.then_some(agent),
     };
     let mut agent_status: Option<i32> = None;
     let mut stopping = false;
@@ -319,7 +333,9 @@ fn supervise(argv: Vec<OsString>, parent: Option<i32>, grace: Duration, quiet: b
             // The agent is gone: stop whatever it left running.
             let left = tree.members();
             if !left.is_empty() {
-                if !stopping {
+                // A sandbox's PID namespace ended with it: what is left
+                // there is the kernel's to tear down, not the agent's doing.
+                if !stopping && !wrapped {
                     say!(
                         "flocks supervisor: the agent exited; stopping {} process(es) it left running",
                         left.len()
@@ -341,6 +357,8 @@ struct Tree<'a> {
     me: i32,
     watchdog: Option<i32>,
     cgroup: Option<&'a Cgroup>,
+    /// The sandbox the agent runs in (`--wrapped`): spared the TERM.
+    wrapper: Option<i32>,
 }
 
 impl Tree<'_> {
@@ -359,9 +377,15 @@ impl Tree<'_> {
         out
     }
 
-    /// TERM, grace, KILL.
+    /// TERM, grace, KILL. A sandbox is spared the TERM (its end would KILL
+    /// what it holds at once): the wait ends when what runs inside is gone.
     fn stop(&self, grace: Duration, reap: &mut dyn FnMut()) {
-        proc::stop_all(|| self.members(), grace, &mut *reap);
+        let inside = || {
+            let mut m = self.members();
+            m.retain(|p| Some(*p) != self.wrapper);
+            m
+        };
+        proc::stop_all(inside, grace, &mut *reap);
         self.kill(reap);
     }
 

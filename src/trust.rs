@@ -15,19 +15,24 @@ use std::path::{Path, PathBuf};
 use crate::config::{BackendConfig, CommandSpec, Config, SourceConfig};
 use crate::error::{Error, Result};
 
+/// `$XDG_STATE_HOME`, or `~/.local/state`: where flocks keeps what agents
+/// must not reach (trust records, sandboxed tasks' directories).
+pub fn state_home() -> Option<PathBuf> {
+    match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => Some(PathBuf::from(d)),
+        None => std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .map(|h| PathBuf::from(h).join(".local/state")),
+    }
+}
+
 /// Where this project's record lives.
 pub fn record_path(config: &Config) -> Result<PathBuf> {
-    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(h) => PathBuf::from(h).join(".local/state"),
-            None => {
-                return Err(Error::CannotStart(
-                    "neither XDG_STATE_HOME nor HOME is set: flocks keeps what it trusts there, out of the containers' reach; set one".into(),
-                ));
-            }
-        },
-    };
+    let base = state_home().ok_or_else(|| {
+        Error::CannotStart(
+            "neither XDG_STATE_HOME nor HOME is set: flocks keeps what it trusts there, out of the containers' reach; set one".into(),
+        )
+    })?;
     let path = base
         .join("flocks")
         .join(crate::project::key_of(&config.state_dir()))

@@ -1,6 +1,7 @@
 //! The local backend: agents run on this machine, in the task's worktree,
 //! under a per-attempt supervisor process (see `supervisor.rs`).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -75,74 +76,16 @@ impl LocalBackend {
 
     pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
         let program = resolve_program(&spec.program, &self.config_dir, &spec.env)?;
-        let supervisor = crate::supervisor::exe()?;
-        let mut cmd = Command::new(supervisor);
-        cmd.arg(crate::supervisor::SUBCOMMAND)
-            .arg("--parent")
-            .arg(std::process::id().to_string())
-            .arg("--grace-ms")
-            .arg(self.grace.as_millis().to_string())
-            .arg("--")
-            .arg(&program)
-            .args(&spec.args)
-            .current_dir(&ws.host_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: the terminal's Ctrl-C goes to flocks only.
-            .process_group(0);
-        for k in &spec.remove_env {
-            cmd.env_remove(k);
-        }
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-        let failed = |reason: String| SpawnError::Process {
-            what: "the flocks supervisor",
-            reason,
-        };
-        let mut child = cmd.spawn().map_err(|e| failed(e.to_string()))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| failed("it exited at once".into()))? as i32;
-
-        let (tx, rx) = mpsc::channel(256);
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| failed("no stdin pipe".into()))?;
-        let prompt = spec.prompt;
-        tokio::spawn(async move {
-            // An agent that exits without reading its prompt closes the pipe: fine.
-            let _ = stdin.write_all(prompt.as_bytes()).await;
-            let _ = stdin.shutdown().await;
-        });
-        let out = tokio::spawn(pump(child.stdout.take(), tx.clone(), true));
-        let err = tokio::spawn(pump(child.stderr.take(), tx.clone(), false));
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            // The supervisor stops the agent's leftovers before it exits, so
-            // the pipes close; do not wait forever for a pipe held elsewhere.
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                let _ = out.await;
-                let _ = err.await;
-            })
-            .await;
-            let info = match status {
-                Ok(s) => ExitInfo {
-                    code: crate::supervisor::exit_code(s),
-                    lost: None,
-                    violation: None,
-                },
-                Err(e) => ExitInfo {
-                    code: None,
-                    lost: Some(format!("lost the supervisor: {e}")),
-                    violation: None,
-                },
-            };
-            let _ = tx.send(Chunk::Exited(info)).await;
-        });
-        Ok(Running {
-            output: rx,
-            control: Control::Local(LocalControl { supervisor: pid }),
+        let mut argv = vec![program.into_os_string()];
+        argv.extend(spec.args.iter().map(OsString::from));
+        start_supervised(Supervised {
+            argv,
+            cwd: ws.host_path.clone(),
+            env: spec.env,
+            remove_env: spec.remove_env,
+            prompt: spec.prompt,
+            grace: self.grace,
+            wrapped: false,
         })
     }
 
@@ -161,6 +104,101 @@ impl LocalBackend {
         let task = task.to_string();
         let _ = tokio::task::spawn_blocking(move || wts.recycle(&task)).await;
     }
+}
+
+/// A command to run on this machine under a per-attempt supervisor.
+pub(crate) struct Supervised {
+    /// Program (a path) and arguments.
+    pub argv: Vec<OsString>,
+    /// Where it starts.
+    pub cwd: PathBuf,
+    /// Set on top of flocks' own environment.
+    pub env: Vec<(String, String)>,
+    /// Removed from flocks' own environment first.
+    pub remove_env: Vec<String>,
+    /// Its stdin.
+    pub prompt: String,
+    /// TERM, then KILL after this long.
+    pub grace: Duration,
+    /// The command is a sandbox (`bwrap ... --`): the supervisor's TERM
+    /// goes to what runs in it (`__supervise --wrapped`).
+    pub wrapped: bool,
+}
+
+/// Start `s` under `flocks __supervise`: its output as chunks, its end as
+/// [`Chunk::Exited`], stopped through the supervisor.
+pub(crate) fn start_supervised(s: Supervised) -> Result<Running, SpawnError> {
+    let supervisor = crate::supervisor::exe()?;
+    let mut cmd = Command::new(supervisor);
+    cmd.arg(crate::supervisor::SUBCOMMAND)
+        .arg("--parent")
+        .arg(std::process::id().to_string())
+        .arg("--grace-ms")
+        .arg(s.grace.as_millis().to_string());
+    if s.wrapped {
+        cmd.arg("--wrapped");
+    }
+    cmd.arg("--")
+        .args(&s.argv)
+        .current_dir(&s.cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: the terminal's Ctrl-C goes to flocks only.
+        .process_group(0);
+    for k in &s.remove_env {
+        cmd.env_remove(k);
+    }
+    cmd.envs(s.env.iter().map(|(k, v)| (k, v)));
+    let failed = |reason: String| SpawnError::Process {
+        what: "the flocks supervisor",
+        reason,
+    };
+    let mut child = cmd.spawn().map_err(|e| failed(e.to_string()))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| failed("it exited at once".into()))? as i32;
+
+    let (tx, rx) = mpsc::channel(256);
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| failed("no stdin pipe".into()))?;
+    let prompt = s.prompt;
+    tokio::spawn(async move {
+        // An agent that exits without reading its prompt closes the pipe: fine.
+        let _ = stdin.write_all(prompt.as_bytes()).await;
+        let _ = stdin.shutdown().await;
+    });
+    let out = tokio::spawn(pump(child.stdout.take(), tx.clone(), true));
+    let err = tokio::spawn(pump(child.stderr.take(), tx.clone(), false));
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        // The supervisor stops the agent's leftovers before it exits, so
+        // the pipes close; do not wait forever for a pipe held elsewhere.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = out.await;
+            let _ = err.await;
+        })
+        .await;
+        let info = match status {
+            Ok(s) => ExitInfo {
+                code: crate::supervisor::exit_code(s),
+                lost: None,
+                violation: None,
+            },
+            Err(e) => ExitInfo {
+                code: None,
+                lost: Some(format!("lost the supervisor: {e}")),
+                violation: None,
+            },
+        };
+        let _ = tx.send(Chunk::Exited(info)).await;
+    });
+    Ok(Running {
+        output: rx,
+        control: Control::Local(LocalControl { supervisor: pid }),
+    })
 }
 
 async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, tx: mpsc::Sender<Chunk>, stdout: bool) {

@@ -5,6 +5,7 @@
 //! applies the termination policy (TERM, grace, KILL, to the whole tree) in
 //! its own way.
 
+pub mod bwrap;
 pub mod docker;
 pub mod helper;
 pub mod local;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::agent::AgentSpec;
-use crate::config::{BackendConfig, Config, PoolConfig};
+use crate::config::{BackendConfig, Config, PoolConfig, SandboxMode};
 use crate::error::Result;
 use crate::git::Worktrees;
 use crate::git::include::{Copied, IncludeError, IncludeSet};
@@ -384,9 +385,11 @@ use attempt_methods;
 /// `flocks status`, the run header and `status --json` use: `clone` (docker,
 /// a repository of its own in the container), `mount (guarded)` (docker,
 /// the host's worktree through the mount, under the `.git` guard), `remote
-/// clone` (ssh, exe.dev: a repository on another machine), `none` (local).
+/// clone` (ssh, exe.dev: a repository on another machine), `bwrap` (local, a
+/// sandbox with a repository of its own), `none` (local, unsandboxed).
 pub fn isolation(pool: &PoolConfig) -> &'static str {
     match &pool.backend {
+        BackendConfig::Local if pool.sandbox == SandboxMode::Bwrap => "bwrap",
         BackendConfig::Local => "none",
         BackendConfig::Docker(d) => match d.workspace {
             crate::config::WorkspaceMode::Clone => "clone",
@@ -403,6 +406,9 @@ pub fn for_pool(
     worktrees: Arc<Worktrees>,
 ) -> Result<Arc<dyn Backend>> {
     Ok(match &pool.backend {
+        BackendConfig::Local if pool.sandbox == SandboxMode::Bwrap => {
+            Arc::new(bwrap::BwrapBackend::new(config, pool, worktrees))
+        }
         BackendConfig::Local => Arc::new(local::LocalBackend::new(config, worktrees)),
         BackendConfig::Ssh(_) | BackendConfig::Exedev(_) => {
             Arc::new(ssh::SshBackend::new(config, pool, worktrees))

@@ -18,6 +18,8 @@ pub struct Detected {
     pub devcontainer: Option<String>,
     /// A test command suggested by the build files found.
     pub test_command: Option<&'static str>,
+    /// A bubblewrap sandbox starts here: local agents run in one.
+    pub bwrap: bool,
 }
 
 /// `explicit`: the `--config PATH` to write instead of `<repo>/flocks.toml`.
@@ -67,6 +69,7 @@ pub fn run(explicit: Option<&Path>) -> Result<Exit> {
         branch: current_branch(&repo),
         devcontainer: devcontainer_for(&root),
         test_command: test_command(&root),
+        bwrap: crate::backend::bwrap::probe(),
     };
     std::fs::create_dir_all(&config_dir).ctx(|| format!("create {}", config_dir.display()))?;
     let repo_setting = relative_to(&root, &config_dir);
@@ -200,7 +203,14 @@ args = []                      # extra args after flocks' claude flags
 "#,
         root = root.display()
     );
-    let local = "[[containers]]\nname = \"local\"\nbackend = \"local\"\nmax_worktrees = 4             # concurrent agents on this machine\ncredential = \"default\"        # \"default\", a credential name, or \"rotate\"\n";
+    let sandbox = if d.bwrap {
+        "sandbox = \"bwrap\"             # each agent in a bubblewrap sandbox: read-only host, private home,\n                              # a repository of its own, no network (\"none\": unsandboxed)\n"
+    } else {
+        "# sandbox = \"bwrap\"           # each agent in a bubblewrap sandbox (install bubblewrap first)\n"
+    };
+    let local = format!(
+        "[[containers]]\nname = \"local\"\nbackend = \"local\"\nmax_worktrees = 4             # concurrent agents on this machine\ncredential = \"default\"        # \"default\", a credential name, or \"rotate\"\n{sandbox}"
+    );
     match &d.devcontainer {
         Some(name) => {
             s.push_str(&format!(
@@ -223,7 +233,10 @@ args = []                      # extra args after flocks' claude flags
         }
         None => {
             s.push_str("# Agents run on this machine. A docker, ssh or exedev pool is another\n# [[containers]] table (see flocks.toml.example).\n");
-            s.push_str(local);
+            s.push_str(&local);
+            if d.bwrap {
+                s.push_str("\n[sandbox]\n# read = [\"~/.cargo\", \"~/.rustup\"]   # hidden places agents may read (your home is hidden)\nnetwork = \"none\"              # or \"host\": the host's network\n");
+            }
         }
     }
     s.push_str(&format!(
@@ -284,17 +297,30 @@ mod tests {
             branch: "trunk".into(),
             devcontainer: None,
             test_command: Some("cargo test"),
+            bwrap: false,
         });
         assert_eq!(c.workspace.land_target, "trunk");
         assert_eq!(c.workspace.base, "trunk");
         assert_eq!(c.pools.len(), 1);
         assert_eq!(c.pools[0].backend.kind(), "local");
+        assert_eq!(crate::backend::isolation(&c.pools[0]), "none");
         assert!(c.validate.commands.is_empty());
+
+        // Where a sandbox starts, local agents run in one.
+        let c = load(&Detected {
+            branch: "main".into(),
+            devcontainer: None,
+            test_command: None,
+            bwrap: true,
+        });
+        assert_eq!(crate::backend::isolation(&c.pools[0]), "bwrap");
+        assert_eq!(c.sandbox.network, crate::config::SandboxNetwork::None);
 
         let c = load(&Detected {
             branch: "main".into(),
             devcontainer: Some("proj_devcontainer-app-1".into()),
             test_command: None,
+            bwrap: true,
         });
         assert_eq!(c.pools.len(), 1);
         assert_eq!(c.pools[0].name, "devcontainer");

@@ -1,6 +1,6 @@
 //! `flocks shell <task>`: an interactive shell in the task's worktree, wherever
-//! it runs: this machine, a docker pool's container, or the remote host of an
-//! ssh or exedev pool.
+//! it runs: this machine (in the task's bwrap sandbox for a sandboxed pool),
+//! a docker pool's container, or the remote host of an ssh or exedev pool.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,6 +40,14 @@ pub fn run(project: &Project, args: &ShellArgs) -> Result<Exit> {
         .and_then(|a| config.pool(&a.pool))
         .map(|p| (p.name.clone(), &p.backend));
     let worktree = rec.worktree.display().to_string();
+    let sandboxed = rec
+        .attempts
+        .last()
+        .and_then(|a| config.pool(&a.pool))
+        .filter(|p| crate::backend::isolation(p) == "bwrap");
+    if let Some(p) = sandboxed {
+        return sandbox_shell(project, p, &rec.id);
+    }
     match pool {
         None | Some((_, BackendConfig::Local)) => local_shell(&checked(project, rec)?),
         Some((_, BackendConfig::Ssh(s))) => {
@@ -225,6 +233,42 @@ fn local_shell(worktree: &PathBuf) -> Result<Exit> {
         .status()
         .map_err(|e| Error::Other(format!("cannot start {shell}: {e}")))?;
     Ok(Exit::Ok)
+}
+
+/// A shell in the task's bubblewrap sandbox: the view its agent had (its
+/// repository, its home, no network unless the pool shares the host's), in
+/// its worktree. The environment is a clean one, and the home's rc files
+/// (the agent's) are not read.
+fn sandbox_shell(project: &Project, pool: &crate::config::PoolConfig, task: &str) -> Result<Exit> {
+    use std::sync::Arc;
+    let config = &project.config;
+    if crate::backend::bwrap::find_bwrap().is_none() {
+        return Err(Error::CannotStart(format!(
+            "task {task} ran in a bwrap sandbox (pool {}), and bwrap is not on PATH: {}",
+            pool.name,
+            crate::backend::bwrap::INSTALL
+        )));
+    }
+    let worktrees = Arc::new(crate::git::Worktrees::new(
+        &config.workspace.repo,
+        &config.worktrees_dir(),
+    )?);
+    let backend = crate::backend::bwrap::BwrapBackend::new(config, pool, worktrees);
+    let argv = backend.shell_argv(task).map_err(Error::Usage)?;
+    crate::outln!(
+        "flocks: a shell in task {task}'s sandbox (pool {}): what its agent sees; `exit` leaves it",
+        pool.name
+    );
+    // No process group of its own: the shell needs the terminal.
+    let status = Command::new(&argv[0])
+        .args(&argv[1..])
+        .status()
+        .map_err(|e| Error::Other(format!("cannot run bwrap: {e}")))?;
+    Ok(if status.success() {
+        Exit::Ok
+    } else {
+        Exit::Unexpected
+    })
 }
 
 /// `ssh -t host` with a fixed command; the path is quoted, never spliced raw.

@@ -60,6 +60,58 @@ pub struct Config {
     pub best_of: BestOfConfig,
     /// `[[variants]]`: how the variants of a best-of task differ, used in turn.
     pub variants: Vec<VariantConfig>,
+    /// `[sandbox]`: what the agents of `sandbox = "bwrap"` pools see.
+    pub sandbox: SandboxConfig,
+}
+
+/// `sandbox` on a local pool: what its agents run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxMode {
+    /// On this machine as flocks runs (the default): a convenience, not a boundary.
+    #[default]
+    None,
+    /// In a bubblewrap sandbox of its own per attempt (`backend/bwrap/`).
+    Bwrap,
+}
+
+impl SandboxMode {
+    pub fn parse(s: &str) -> Option<SandboxMode> {
+        match s {
+            "none" => Some(SandboxMode::None),
+            "bwrap" => Some(SandboxMode::Bwrap),
+            _ => None,
+        }
+    }
+}
+
+/// `[sandbox]`: what a sandboxed agent sees beyond its own workspace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// `read`: host paths bound read-only where they are (absolute,
+    /// lexically clean), even where the sandbox hides (a toolchain in the
+    /// home directory).
+    pub read: Vec<PathBuf>,
+    pub network: SandboxNetwork,
+}
+
+/// `[sandbox] network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxNetwork {
+    /// A network namespace of its own with only a loopback device (the default).
+    #[default]
+    None,
+    /// The host's network.
+    Host,
+}
+
+impl SandboxNetwork {
+    pub fn parse(s: &str) -> Option<SandboxNetwork> {
+        match s {
+            "none" => Some(SandboxNetwork::None),
+            "host" => Some(SandboxNetwork::Host),
+            _ => None,
+        }
+    }
 }
 
 /// `[land]`.
@@ -191,6 +243,8 @@ pub struct PoolConfig {
     pub credential: CredentialChoice,
     pub env: BTreeMap<String, String>,
     pub backend: BackendConfig,
+    /// `sandbox` (local pools only; `None` elsewhere).
+    pub sandbox: SandboxMode,
 }
 
 #[derive(Debug, Clone)]

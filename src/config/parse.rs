@@ -47,6 +47,15 @@ struct RawConfig {
     best_of: S<toml::Value>,
     #[serde(default)]
     variants: Vec<Spanned<RawVariant>>,
+    #[serde(default)]
+    sandbox: RawSandbox,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    read: S<Vec<Spanned<String>>>,
+    network: S<String>,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +116,8 @@ struct RawPool {
     max_worktrees: S<i64>,
     credential: S<String>,
     env: S<BTreeMap<String, String>>,
+    // local
+    sandbox: S<String>,
     // docker
     container: S<String>,
     project: S<String>,
@@ -172,6 +183,7 @@ struct RawValidate {
 
 /// Keys each backend accepts, beyond the common ones.
 const COMMON_KEYS: &[&str] = &["name", "backend", "max_worktrees", "credential", "env"];
+const LOCAL_KEYS: &[&str] = &["sandbox"];
 const DOCKER_KEYS: &[&str] = &[
     "container",
     "project",
@@ -217,6 +229,7 @@ impl RawPool {
             max_worktrees,
             credential,
             env,
+            sandbox,
             container,
             project,
             kap_project,
@@ -424,6 +437,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
             credential: CredentialChoice::Default,
             env: BTreeMap::new(),
             backend: BackendConfig::Local,
+            sandbox: SandboxMode::None,
         });
     }
 
@@ -520,6 +534,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
             .count(&ws.max_spare_worktrees, "workspace.max_spare_worktrees", 0)?
             .map(|n| n as usize),
     };
+
+    let sandbox = parse_sandbox(&cx, raw.sandbox, &workspace.repo, &dir)?;
 
     let prompt_template = raw
         .prompt
@@ -662,7 +678,52 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         },
         best_of,
         variants,
+        sandbox,
     })
+}
+
+/// `[sandbox]`: `read` paths absolute (or `~/...`), never inside the
+/// repository or flocks' own files (the sandbox shows neither); `network`.
+fn parse_sandbox(cx: &Ctx, s: RawSandbox, repo: &Path, dir: &Path) -> Result<SandboxConfig> {
+    let mut read = Vec::new();
+    for p in s.read.map(|r| r.into_inner()).unwrap_or_default() {
+        let span = p.span();
+        let given = p.into_inner();
+        let path = normalize(&expand_tilde(Path::new(&given)));
+        let why = if !path.is_absolute() {
+            Some(format!(
+                "`{given}` is not an absolute path: give the full path (or ~/...) of what sandboxed agents may read"
+            ))
+        } else if path == Path::new("/") {
+            Some("`/` is visible read-only already; list the hidden places agents need (e.g. ~/.cargo)".to_string())
+        } else if path.starts_with(repo) || path.starts_with(dir.join(".flocks")) {
+            Some(format!(
+                "`{given}` is inside the repository or flocks' own files, which sandboxed agents never see (each works in a repository of its own)"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(cx.err(span, "sandbox.read", why));
+        }
+        if !read.contains(&path) {
+            read.push(path);
+        }
+    }
+    let network = match s.network {
+        None => SandboxNetwork::None,
+        Some(v) => SandboxNetwork::parse(v.get_ref()).ok_or_else(|| {
+            cx.err(
+                v.span(),
+                "sandbox.network",
+                format!(
+                    "unknown network `{}`: use \"none\" (no network, the default) or \"host\" (the host's)",
+                    v.get_ref()
+                ),
+            )
+        })?,
+    };
+    Ok(SandboxConfig { read, network })
 }
 
 fn parse_notify(
@@ -974,7 +1035,7 @@ fn parse_pool(
         .map(|b| b.get_ref().as_str())
         .unwrap_or("local");
     let allowed: &[&str] = match backend {
-        "local" => &[],
+        "local" => LOCAL_KEYS,
         "docker" => DOCKER_KEYS,
         "ssh" => SSH_KEYS,
         "exedev" => EXEDEV_KEYS,
@@ -998,6 +1059,7 @@ fn parse_pool(
             continue;
         }
         let owners: Vec<&str> = [
+            ("local", LOCAL_KEYS),
             ("docker", DOCKER_KEYS),
             ("ssh", SSH_KEYS),
             ("exedev", EXEDEV_KEYS),
@@ -1062,6 +1124,19 @@ fn parse_pool(
         .map(|s| s.get_ref().clone())
         .unwrap_or_default();
     let remote_dir = take(&p.remote_dir).unwrap_or_else(|| "~/flocks".into());
+    let sandbox = match &p.sandbox {
+        None => SandboxMode::None,
+        Some(v) => SandboxMode::parse(v.get_ref()).ok_or_else(|| {
+            cx.err(
+                v.span(),
+                "containers.sandbox",
+                format!(
+                    "unknown sandbox `{}`: use \"bwrap\" (a bubblewrap sandbox per attempt) or \"none\"",
+                    v.get_ref()
+                ),
+            )
+        })?,
+    };
 
     let backend = match backend {
         "local" => BackendConfig::Local,
@@ -1203,6 +1278,7 @@ fn parse_pool(
         credential,
         env,
         backend,
+        sandbox,
     })
 }
 
@@ -1535,6 +1611,97 @@ mod tests {
             e.contains("flocks.toml:3") && e.contains("belongs to docker pools"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn sandbox_keys() {
+        let c = parse_str("").unwrap();
+        assert_eq!(c.pools[0].sandbox, SandboxMode::None);
+        assert_eq!(c.sandbox, SandboxConfig::default());
+        let c = parse_str(
+            "[[containers]]\nname = \"here\"\nsandbox = \"bwrap\"\n\n[sandbox]\nread = [\"/opt/tool\", \"/opt/tool/\", \"/usr/../srv\"]\nnetwork = \"host\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.pools[0].sandbox, SandboxMode::Bwrap);
+        assert_eq!(
+            c.sandbox.read,
+            vec![PathBuf::from("/opt/tool"), PathBuf::from("/srv")]
+        );
+        assert_eq!(c.sandbox.network, SandboxNetwork::Host);
+        let c = parse_str("[[containers]]\nname = \"here\"\nsandbox = \"none\"\n").unwrap();
+        assert_eq!(c.pools[0].sandbox, SandboxMode::None);
+        assert_eq!(c.sandbox.network, SandboxNetwork::None);
+    }
+
+    #[test]
+    fn sandbox_mistakes_name_the_line_and_field() {
+        let cases = [
+            (
+                "[[containers]]\nname = \"d\"\nbackend = \"docker\"\ncontainer = \"c\"\nsandbox = \"bwrap\"\n",
+                5,
+                "containers.sandbox",
+                "`sandbox` belongs to local pools, but pool `d` has backend = \"docker\"",
+            ),
+            (
+                "[[containers]]\nname = \"s\"\nbackend = \"ssh\"\nhost = \"h\"\nsandbox = \"none\"\n",
+                5,
+                "containers.sandbox",
+                "belongs to local pools",
+            ),
+            (
+                "[[containers]]\nname = \"l\"\nsandbox = \"firejail\"\n",
+                3,
+                "containers.sandbox",
+                "unknown sandbox `firejail`",
+            ),
+            (
+                "max_agents = 1\n[sandbox]\nread = [\"/opt\"]\nwrite = [\"/srv\"]\n",
+                4,
+                "sandbox.write",
+                "unknown",
+            ),
+            (
+                "[sandbox]\nread = [\"/opt\",\n  \"toolchain/bin\"]\n",
+                3,
+                "sandbox.read",
+                "`toolchain/bin` is not an absolute path",
+            ),
+            (
+                "[sandbox]\nread = [\"/\"]\n",
+                2,
+                "sandbox.read",
+                "visible read-only already",
+            ),
+            (
+                "[sandbox]\nread = [\"/p/vendor\"]\n",
+                2,
+                "sandbox.read",
+                "inside the repository",
+            ),
+            (
+                "[sandbox]\nread = \"/opt\"\n",
+                2,
+                "sandbox.read",
+                "expected",
+            ),
+            (
+                "[sandbox]\nnetwork = \"bridge\"\n",
+                2,
+                "sandbox.network",
+                "unknown network `bridge`",
+            ),
+        ];
+        for (text, line, field, says) in cases {
+            let e = parse_str(text).unwrap_err();
+            assert_eq!(e.exit(), crate::error::Exit::BadInput, "{text:?}");
+            let e = e.to_string();
+            assert!(
+                e.contains(&format!("flocks.toml:{line}:"))
+                    && e.contains(field)
+                    && e.contains(says),
+                "{text:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct CleanReport {
     pub kept: Vec<(String, String)>,
     pub spares_removed: usize,
     pub land_worktree_removed: bool,
+    /// Tasks whose bwrap sandbox (home and repository) was removed.
+    pub sandboxes_removed: Vec<String>,
 }
 
 impl CleanReport {
@@ -61,6 +63,12 @@ impl CleanReport {
         }
         if self.land_worktree_removed {
             out.push_str("Removed the land worktree\n");
+        }
+        if !self.sandboxes_removed.is_empty() {
+            out.push_str(&format!(
+                "Removed sandboxes: {}\n",
+                self.sandboxes_removed.join(", ")
+            ));
         }
         for (id, why) in &self.kept {
             out.push_str(&format!("Kept {id}: {why}\n"));
@@ -93,6 +101,8 @@ pub fn clean(
     let target_tip = crate::git::branch_tip(&repo, target)?;
     let wts = Worktrees::new(project.repo_dir(), &project.config.worktrees_dir())?;
     let mut report = CleanReport::default();
+    // Sandboxed tasks' homes and repositories (outside the checkout).
+    let sandboxes = crate::backend::bwrap::layout::Layout::for_config(&project.config).ok();
 
     for t in &state.tasks {
         let landed = plan
@@ -109,6 +119,9 @@ pub fn clean(
         }
         clean_task(&repo, &wts, t, landed, target_tip, &mut report)?;
         clean_variants(&repo, &wts, t, landed, target_tip, &mut report)?;
+        if let Some(l) = &sandboxes {
+            remove_sandboxes(l, t, &mut report);
+        }
     }
 
     report.spares_removed = wts.remove_spares()?;
@@ -116,6 +129,27 @@ pub fn clean(
         scratch::remove(&repo, &scratch::path(&project.config.worktrees_dir()))?;
     scratch::remove(&repo, &scratch::judge_path(&project.config.worktrees_dir()))?;
     Ok(report)
+}
+
+/// The bwrap sandboxes of a cleaned task, its variants and its judge: the
+/// work is on the branches (or the task failed and `--all` was asked).
+fn remove_sandboxes(
+    layout: &crate::backend::bwrap::layout::Layout,
+    t: &TaskRecord,
+    report: &mut CleanReport,
+) {
+    let ids = std::iter::once(t.id.clone())
+        .chain(t.variants.iter().map(|v| v.id.clone()))
+        .chain(std::iter::once(crate::tasks::judge_id(&t.id)));
+    for id in ids {
+        match layout.remove_task(&id) {
+            Ok(true) => report.sandboxes_removed.push(id),
+            Ok(false) => {}
+            Err(e) => report
+                .kept
+                .push((id, format!("its sandbox could not be removed: {e}"))),
+        }
+    }
 }
 
 /// A best-of task's variants and judge, once the task is cleaned: the

@@ -12,7 +12,7 @@
 //!
 //! | event | fields |
 //! |---|---|
-//! | `run_started` | `run_id`, `tasks` (in the task file), `pending` (to run now), `pools`: [{`name`, `backend`, `slots`, `isolation`}] |
+//! | `run_started` | `run_id`, `tasks` (in the task file), `pending` (to run now), `pools`: [{`name`, `backend`, `slots`, `isolation` (`clone`, `mount (guarded)`, `bwrap`, `none`, `remote clone`)}] |
 //! | `notice` | `message`: something for people to read |
 //! | `queued` | `task`: waits for a slot (one per pending task at run start) |
 //! | `started` | `task`, `attempt` (1-based), `pool`, `worktree`, `credential` (name or null), `resumed` (bool: resumes the last session) |

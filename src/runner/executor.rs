@@ -280,15 +280,24 @@ pub async fn run_attempt(
             reason: lost.clone(),
         };
     }
-    // The work did not come back (the intake refused it, the helper
-    // failed): that is the reason, rather than "nothing committed".
-    if let Some(e) = finish_error
-        && (matches!(outcome, Outcome::Success)
-            || (matches!(outcome, Outcome::Failed { .. }) && end_tip.is_none()))
-    {
-        outcome = Outcome::Failed {
-            reason: format!("could not read the result: {e}"),
-        };
+    if let Some(e) = finish_error {
+        // The work could not be taken back (an intake refusal, a helper that
+        // failed): said in the log, and the outcome of an agent that
+        // otherwise succeeded, rather than "no commits".
+        sink.note(&format!("could not read the attempt's work: {e}"));
+        let succeeded = matches!(outcome, Outcome::Success)
+            || matches!(
+                classify(&AttemptFacts {
+                    task_commits: 1,
+                    ..facts.clone()
+                }),
+                Outcome::Success
+            );
+        if succeeded {
+            outcome = Outcome::Failed {
+                reason: format!("could not read the result: {e}"),
+            };
+        }
     }
     if let Some(changed) = guard_violation {
         outcome = Outcome::Failed {

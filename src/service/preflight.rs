@@ -2,7 +2,7 @@
 //! repository and its base, the agent of every local pool, the task
 //! branches, and no live run holding on without its lock.
 
-use crate::config::{BackendConfig, Config};
+use crate::config::{BackendConfig, Config, SandboxMode};
 use crate::error::{Error, Result};
 use crate::project::Project;
 use crate::state::State;
@@ -43,10 +43,18 @@ pub(crate) fn check_branches(
     Ok(())
 }
 
-/// Fail early, before any worktree, when a local pool cannot find the agent.
+/// Fail early, before any worktree, when a local pool cannot find the agent
+/// (or, sandboxed, bubblewrap).
 pub(crate) fn check_agents(config: &Config) -> Result<()> {
     for p in &config.pools {
         if let BackendConfig::Local = p.backend {
+            if p.sandbox == SandboxMode::Bwrap && crate::backend::bwrap::find_bwrap().is_none() {
+                return Err(Error::CannotStart(format!(
+                    "pool {} has sandbox = \"bwrap\", and bwrap is not on PATH: {}; or set sandbox = \"none\" in flocks.toml (agents then run unsandboxed)",
+                    p.name,
+                    crate::backend::bwrap::INSTALL
+                )));
+            }
             let env: Vec<(String, String)> = config
                 .agent
                 .env

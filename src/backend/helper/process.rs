@@ -16,13 +16,6 @@ use crate::git::intake::Want;
 
 /// The helper as a local process.
 #[derive(Debug, Clone)]
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "the transport of sandboxed local pools (bwrap), built on it"
-    )
-)]
 pub struct Process {
     /// The command line before `sh -c <script> flocks-helper` (empty: none).
     pub prefix: Vec<OsString>,
@@ -35,13 +28,6 @@ pub struct Process {
     pub limit: Duration,
 }
 
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "the transport of sandboxed local pools (bwrap), built on it"
-    )
-)]
 impl Process {
     fn command(&self) -> tokio::process::Command {
         let mut argv: Vec<OsString> = self.prefix.clone();
@@ -60,13 +46,6 @@ impl Process {
 }
 
 /// The helper's last words on stderr (its `flocks-helper: error: ...`).
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "the transport of sandboxed local pools (bwrap), built on it"
-    )
-)]
 pub fn last_words(stderr: &[u8]) -> String {
     String::from_utf8_lossy(stderr)
         .lines()

@@ -764,7 +764,7 @@ fn task_of(spec: &AgentSpec) -> String {
 }
 
 /// The local repo's git identity, as the environment git reads.
-fn git_identity(repo_dir: &std::path::Path) -> Vec<(String, String)> {
+pub(crate) fn git_identity(repo_dir: &std::path::Path) -> Vec<(String, String)> {
     let Ok(repo) = git2::Repository::open(repo_dir) else {
         return Vec::new();
     };

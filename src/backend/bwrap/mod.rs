@@ -1,0 +1,934 @@
+//! Sandboxed local pools (`sandbox = "bwrap"`): every attempt's agent, its
+//! `[workspace] setup` commands and flocks' helper run in a bubblewrap
+//! sandbox, with a repository of their own.
+//!
+//! ```text
+//!  host repo ──start bundle (what the task's mirror lacks)──▶ helper, in the sandbox
+//!                                                            /var/tmp/flocks/work: mirror.git,
+//!                                                            worktrees/<task> (read-write)
+//!  flocks __supervise --wrapped ──▶ bwrap ... -- agent      (cwd: the worktree; HOME: the
+//!        (TERM, grace, KILL;         its own PID and         task's private home)
+//!         timeouts)                  network namespaces
+//!  host repo ◀──intake (quarantine, strict fsck, size cap, range)── the branch as a bundle
+//! ```
+//!
+//! What the sandbox shows is [`sandbox::Sandbox`], built here from the
+//! config ([`View`]) and the task ([`layout::Layout`]). flocks never runs git
+//! in, or reads, what an agent can write: the helper does that inside the
+//! same sandbox, over pipes (`helper::process::Process`), and the work comes
+//! back as a bundle through `git::intake`.
+
+pub mod layout;
+pub mod sandbox;
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use git2::Oid;
+use tokio::sync::OnceCell;
+
+use self::layout::{BASE_REF, INNER_BASE, INNER_ROOT, INNER_WORK, Layout};
+use self::sandbox::{Env, Mount, Sandbox};
+use super::helper::process::Process;
+use super::helper::session::{self, CallError, Known, Session};
+use super::{
+    Backend, BoxFuture, FinishError, Finished, MarkError, PrepareError, PrepareJob, Running,
+    SpawnError, Workspace,
+};
+use crate::agent::AgentSpec;
+use crate::config::{Config, CredentialChoice, PoolConfig, SandboxNetwork};
+use crate::git::Worktrees;
+use crate::git::include::{Copied, IncludeError, IncludeSet};
+use crate::git::intake;
+
+/// How long one helper call may take.
+const OP_LIMIT: Duration = Duration::from_secs(300);
+
+/// How an attempt's workspace path reads in state and `status` (the host
+/// path of its worktree, which flocks never opens: an agent wrote it).
+pub const PATH_PREFIX: &str = "bwrap:";
+
+/// Variables that name host places the sandbox hides (or that would send a
+/// program looking for them): removed from what runs inside.
+const UNSET: &[&str] = &[
+    "TMPDIR",
+    "SSH_AUTH_SOCK",
+    "SSH_AGENT_PID",
+    "XDG_RUNTIME_DIR",
+    "DBUS_SESSION_BUS_ADDRESS",
+];
+
+/// `bwrap` on PATH.
+pub fn find_bwrap() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("bwrap"))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether a sandbox (its own PID and network namespaces, no capabilities)
+/// starts on this machine: `flocks init` writes `sandbox = "bwrap"` then.
+pub fn probe() -> bool {
+    let Some(bwrap) = find_bwrap() else {
+        return false;
+    };
+    let s = Sandbox {
+        bwrap,
+        mounts: Vec::new(),
+        network: SandboxNetwork::None,
+        env: Env::default(),
+        chdir: None,
+        interactive: false,
+    };
+    let argv = s.argv([OsString::from("true")]);
+    std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// How to get bubblewrap, for the messages that need it.
+pub const INSTALL: &str = "install bubblewrap (Debian and Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)";
+
+/// What every sandbox of this project hides and shows, from the config and
+/// the environment flocks runs in (canonical host paths).
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Private places: a tmpfs over each (the user's and root's homes, the
+    /// temporary directories, `/run` and its sockets, `$XDG_*` dirs).
+    hidden: Vec<PathBuf>,
+    /// `$HOME`: where the task's private home is bound.
+    home: PathBuf,
+    /// An ssh agent's socket, if visible otherwise.
+    agent_socket: Option<PathBuf>,
+    /// `[sandbox] read`.
+    reads: Vec<PathBuf>,
+    /// The repository, its git dir, `.flocks/`, flocks' state directory:
+    /// a tmpfs over each that would still show.
+    protected: Vec<PathBuf>,
+    network: SandboxNetwork,
+    /// `/etc/resolv.conf`'s target, when it lies in a hidden place (a
+    /// resolver under `/run`) and the network is the host's.
+    resolv: Option<PathBuf>,
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Top-level places a stray `$XDG_*` value must not hide.
+fn is_system(p: &Path) -> bool {
+    p == Path::new("/")
+        || [
+            "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/var", "/dev", "/proc",
+            "/sys", "/opt",
+        ]
+        .iter()
+        .any(|s| Path::new(s).starts_with(p))
+}
+
+impl View {
+    /// Why a sandbox cannot be built here, or the view.
+    pub fn new(config: &Config) -> Result<View, String> {
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .ok_or("HOME is not set: a sandboxed agent's private home is bound there")?;
+        let home = canonical(&home);
+        if home == Path::new("/") || !home.is_absolute() {
+            return Err(format!(
+                "HOME is {}: a sandboxed agent's private home replaces it, so it must be a directory of its own",
+                home.display()
+            ));
+        }
+        let mut hidden: Vec<PathBuf> = ["/home", "/root", "/tmp", "/var/tmp", "/run"]
+            .iter()
+            .map(|p| canonical(Path::new(p)))
+            .filter(|p| p.is_dir())
+            .collect();
+        let xdg = [
+            "XDG_CONFIG_HOME",
+            "XDG_DATA_HOME",
+            "XDG_STATE_HOME",
+            "XDG_CACHE_HOME",
+            "XDG_RUNTIME_DIR",
+        ];
+        for v in xdg {
+            if let Some(p) = std::env::var_os(v).map(PathBuf::from)
+                && p.is_absolute()
+                && p.is_dir()
+            {
+                let p = canonical(&p);
+                if !is_system(&p) {
+                    hidden.push(p);
+                }
+            }
+        }
+        // Parents first; nothing under a place already hidden.
+        hidden.sort();
+        hidden.dedup();
+        let mut kept: Vec<PathBuf> = Vec::new();
+        for h in hidden {
+            if !kept.iter().any(|k| h.starts_with(k)) {
+                kept.push(h);
+            }
+        }
+        let mut protected = vec![canonical(&config.workspace.repo)];
+        if let Ok(repo) = crate::git::open(&config.workspace.repo) {
+            protected.push(canonical(repo.commondir()));
+            protected.push(canonical(repo.path()));
+        }
+        protected.push(canonical(&config.state_dir()));
+        protected.push(canonical(&config.worktrees_dir()));
+        if let Some(s) = crate::trust::state_home() {
+            protected.push(canonical(&s.join("flocks")));
+        }
+        protected.sort();
+        protected.dedup();
+        let agent_socket = std::env::var_os("SSH_AUTH_SOCK")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute() && p.exists())
+            .map(|p| canonical(&p));
+        let network = config.sandbox.network;
+        let resolv = (network == SandboxNetwork::Host)
+            .then(|| canonical(Path::new("/etc/resolv.conf")))
+            .filter(|r| r != Path::new("/etc/resolv.conf") && r.is_file());
+        Ok(View {
+            hidden: kept,
+            home,
+            agent_socket,
+            reads: config.sandbox.read.clone(),
+            protected,
+            network,
+            resolv,
+        })
+    }
+
+    /// `[sandbox] read` paths that are not there.
+    fn missing_reads(&self) -> Vec<&Path> {
+        self.reads
+            .iter()
+            .filter(|p| !p.exists())
+            .map(PathBuf::as_path)
+            .collect()
+    }
+
+    /// The sandbox of `task` (its home and workspace bound in), or of no
+    /// task (a probe: the view alone). The mounts: a tmpfs over each
+    /// private place; then the binds (the private home, the workspace,
+    /// `[sandbox] read`), a parent before what lies under it, so that a read
+    /// path around the home never covers the private one and one inside it
+    /// shows through; last an empty read-only directory over each protected
+    /// place that still shows.
+    pub fn sandbox(&self, bwrap: &Path, layout: Option<(&Layout, &str)>) -> Sandbox {
+        let hidden: Vec<Mount> = self.hidden.iter().cloned().map(Mount::Tmpfs).collect();
+        let mut binds: Vec<Mount> = self
+            .reads
+            .iter()
+            .map(|r| Mount::ReadOnly {
+                src: r.clone(),
+                dest: r.clone(),
+            })
+            .collect();
+        match layout {
+            Some((l, task)) => binds.extend([
+                Mount::ReadWrite {
+                    src: l.home(task),
+                    dest: self.home.clone(),
+                },
+                Mount::Tmpfs(INNER_ROOT.into()),
+                Mount::ReadOnly {
+                    src: l.base(),
+                    dest: INNER_BASE.into(),
+                },
+                Mount::ReadWrite {
+                    src: l.work(task),
+                    dest: INNER_WORK.into(),
+                },
+            ]),
+            None => binds.push(Mount::Tmpfs(self.home.clone())),
+        }
+        let mut s = Sandbox {
+            bwrap: bwrap.to_path_buf(),
+            mounts: Vec::new(),
+            network: self.network,
+            env: Env {
+                clear: false,
+                set: Vec::new(),
+                unset: UNSET.iter().map(|v| v.to_string()).collect(),
+            },
+            chdir: None,
+            interactive: false,
+        };
+        let arrange = |binds: &mut Vec<Mount>| {
+            // Stable: at the same depth, in the order given.
+            binds.sort_by_key(|m| m.dest().components().count());
+            hidden
+                .iter()
+                .cloned()
+                .chain(binds.iter().cloned())
+                .collect()
+        };
+        s.mounts = arrange(&mut binds);
+        let mut more = false;
+        if let Some(sock) = &self.agent_socket
+            && s.shows(sock)
+        {
+            binds.push(Mount::Null(sock.clone()));
+            more = true;
+        }
+        if let Some(r) = &self.resolv
+            && !s.shows(r)
+        {
+            binds.push(Mount::ReadOnly {
+                src: r.clone(),
+                dest: r.clone(),
+            });
+            more = true;
+        }
+        if more {
+            s.mounts = arrange(&mut binds);
+        }
+        // Last, so that nothing above shows them.
+        for p in &self.protected {
+            if p.exists() && s.shows(p) {
+                s.mounts.push(Mount::Empty(p.clone()));
+            }
+        }
+        s
+    }
+
+    /// Make `program` (a host path) runnable inside `s`: bound read-only
+    /// where it is, if hidden (the file alone when it lies in the
+    /// repository, else its directory: an interpreted agent's package).
+    /// Returns the path to run.
+    fn show_program(&self, s: &mut Sandbox, program: &Path) -> PathBuf {
+        let real = canonical(program);
+        if !s.shows(&real) {
+            let in_protected = self.protected.iter().any(|p| real.starts_with(p));
+            let src = match real.parent() {
+                Some(dir) if !in_protected && dir != Path::new("/") => dir.to_path_buf(),
+                _ => real.clone(),
+            };
+            s.mounts.push(Mount::ReadOnly {
+                src: src.clone(),
+                dest: src,
+            });
+        }
+        real
+    }
+}
+
+/// The helper's environment: nothing of flocks' own (no credential source
+/// variable reaches a hook the agent may have planted), but a PATH and the
+/// home.
+fn helper_env(view: &View) -> Env {
+    let mut set = vec![
+        (
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+        ),
+        ("HOME".to_string(), view.home.display().to_string()),
+        (super::helper::ROOT_VAR.to_string(), INNER_WORK.to_string()),
+    ];
+    if let Ok(l) = std::env::var("LANG") {
+        set.push(("LANG".into(), l));
+    }
+    Env {
+        clear: true,
+        set,
+        unset: Vec::new(),
+    }
+}
+
+/// Link a task's mirror to the base: `base.git` as its alternate, the base
+/// tip as a ref it has. flocks' own constant text; the tip comes as `$1`.
+const LINK_BASE: &str = r#"set -e
+M="$FLOCKS_HELPER_ROOT/mirror.git"
+printf '%s\n' "$2/objects" >"$M/objects/info/alternates"
+git --git-dir="$M" update-ref "$3" "$1"
+"#;
+
+pub struct BwrapBackend {
+    pool: String,
+    repo_dir: PathBuf,
+    config_dir: PathBuf,
+    base: String,
+    worktrees: Arc<Worktrees>,
+    grace: Duration,
+    bwrap: Option<PathBuf>,
+    layout: Result<Layout, String>,
+    view: Result<View, String>,
+    /// The host repository's git identity, for the helper's git and the
+    /// agent's (its private home has no git config).
+    identity: Vec<(String, String)>,
+    credential_default: bool,
+    /// The base mirror brought up to date and a sandbox started: the base's
+    /// tip, or why the pool cannot run agents.
+    ready: OnceCell<Result<Oid, String>>,
+    /// What each task's mirror is known to have.
+    known: Mutex<HashMap<String, Arc<Known>>>,
+    /// Tasks whose mirror was linked to the base in this process.
+    linked: Mutex<HashSet<String>>,
+}
+
+impl BwrapBackend {
+    pub fn new(config: &Config, pool: &PoolConfig, worktrees: Arc<Worktrees>) -> BwrapBackend {
+        BwrapBackend {
+            pool: pool.name.clone(),
+            repo_dir: config.workspace.repo.clone(),
+            config_dir: config.dir.clone(),
+            base: config.workspace.base.clone(),
+            worktrees,
+            grace: config.kill_grace,
+            bwrap: find_bwrap(),
+            layout: Layout::for_config(config).map_err(|e| e.to_string()),
+            view: View::new(config),
+            identity: super::ssh::git_identity(&config.workspace.repo),
+            credential_default: pool.credential == CredentialChoice::Default,
+            ready: OnceCell::new(),
+            known: Mutex::new(HashMap::new()),
+            linked: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The parts every sandbox needs, or why there are none.
+    fn parts(&self) -> Result<(&Path, &Layout, &View), String> {
+        let bwrap = self
+            .bwrap
+            .as_deref()
+            .ok_or_else(|| format!("bwrap is not on PATH: {INSTALL}"))?;
+        let layout = self.layout.as_ref().map_err(Clone::clone)?;
+        let view = self.view.as_ref().map_err(Clone::clone)?;
+        Ok((bwrap, layout, view))
+    }
+
+    /// Once per process: the base mirror up to date and a probe sandbox
+    /// started. The base's tip, or why the pool cannot run agents.
+    async fn ready(&self) -> Result<Oid, String> {
+        self.ready
+            .get_or_init(|| async {
+                let (bwrap, layout, view) = self.parts()?;
+                let missing = view.missing_reads();
+                if !missing.is_empty() {
+                    let list: Vec<String> =
+                        missing.iter().map(|p| p.display().to_string()).collect();
+                    return Err(format!(
+                        "[sandbox] read names what is not on this machine: {} (remove it, or install it there)",
+                        list.join(", ")
+                    ));
+                }
+                let (repo_dir, base, l) =
+                    (self.repo_dir.clone(), self.base.clone(), layout.clone());
+                let tip = tokio::task::spawn_blocking(move || -> Result<Oid, String> {
+                    let repo = crate::git::open(&repo_dir).map_err(|e| e.to_string())?;
+                    let tip =
+                        crate::git::resolve_commit(&repo, &base).map_err(|e| e.to_string())?;
+                    l.refresh_base(&repo_dir, tip).map_err(|e| e.to_string())?;
+                    Ok(tip)
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+                let probe = view.sandbox(bwrap, None).argv([OsString::from("true")]);
+                let out = tokio::process::Command::new(&probe[0])
+                    .args(&probe[1..])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .kill_on_drop(true)
+                    .output();
+                match tokio::time::timeout(Duration::from_secs(30), out).await {
+                    Ok(Ok(o)) if o.status.success() => Ok(tip),
+                    Ok(Ok(o)) => Err(format!(
+                        "bwrap cannot start a sandbox here: {}",
+                        super::helper::process::last_words(&o.stderr)
+                    )),
+                    Ok(Err(e)) => Err(format!("cannot run {}: {e}", bwrap.display())),
+                    Err(_) => Err("bwrap did not start a sandbox within 30s".into()),
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// The helper of `task`, in its sandbox.
+    fn transport(&self, task: &str) -> Result<Process, String> {
+        let (bwrap, layout, view) = self.parts()?;
+        let mut s = view.sandbox(bwrap, Some((layout, task)));
+        s.env = helper_env(view);
+        Ok(Process {
+            prefix: s.prefix(),
+            env: Vec::new(),
+            root: INNER_WORK.to_string(),
+            limit: OP_LIMIT,
+        })
+    }
+
+    fn known(&self, task: &str) -> Arc<Known> {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(task.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn failed(&self, why: impl std::fmt::Display) -> PrepareError {
+        PrepareError::Failed(format!("pool {}: {why}", self.pool))
+    }
+
+    fn call_failed(&self, e: CallError) -> PrepareError {
+        match e {
+            // Sandboxes that stopped starting: the pool is unusable.
+            CallError::Lost(m) => PrepareError::HostLost(format!("pool {}: {m}", self.pool)),
+            e => self.failed(e),
+        }
+    }
+
+    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+        let base_tip = self
+            .ready()
+            .await
+            .map_err(|e| PrepareError::HostLost(format!("pool {}: {e}", self.pool)))?;
+        let (_, layout, _) = self.parts().map_err(|e| self.failed(e))?;
+        layout.ensure_task(&job.task).map_err(|e| self.failed(e))?;
+        let transport = self.transport(&job.task).map_err(|e| self.failed(e))?;
+        session::init(&transport, "")
+            .await
+            .map_err(|e| self.call_failed(e))?;
+        self.link_base(&job.task, base_tip).await?;
+        let known = self.known(&job.task);
+        let session = Session {
+            transport: &transport,
+            repo_dir: &self.repo_dir,
+            env: &self.identity,
+            max_bytes: intake::DEFAULT_MAX_FETCH_MB << 20,
+            known: &known,
+        };
+        // Work an interrupted attempt (flocks was killed) left in the
+        // sandbox comes back first, through the intake.
+        let note = if job.fresh {
+            None
+        } else {
+            session
+                .salvage(job, Some(self.worktrees.path_for(&job.task)), "its sandbox")
+                .await
+                .map_err(|e| self.call_failed(e))?
+        };
+        let (repo_dir, j) = (self.repo_dir.clone(), job.clone());
+        let (start, created) = tokio::task::spawn_blocking(move || {
+            super::ssh::local_start(&repo_dir, &j.branch, &j.base, j.fresh)
+        })
+        .await
+        .map_err(|e| self.failed(e))?
+        .map_err(|e| self.failed(e))?;
+        let oid = Oid::from_str(&start).map_err(|e| self.failed(e))?;
+        session
+            .send_start(&job.task, oid)
+            .await
+            .map_err(|e| self.call_failed(e))?;
+        let p = session
+            .prepare(&job.task, &job.branch, oid)
+            .await
+            .map_err(|e| self.call_failed(e))?;
+        let expected = format!("{INNER_WORK}/worktrees/{}", job.task);
+        if p.worktree != expected {
+            return Err(self.failed(format!(
+                "the helper prepared {} instead of {expected}",
+                p.worktree
+            )));
+        }
+        Ok(Workspace {
+            host_path: PathBuf::from(format!(
+                "{PATH_PREFIX}{}",
+                layout.host_worktree(&job.task).display()
+            )),
+            agent_cwd: p.worktree,
+            origin: job.origin_for(&start, created),
+            start_commit: start,
+            created_branch: created,
+            note,
+            setup_mark: p.setup_mark,
+        })
+    }
+
+    /// Once per task and process: the task's mirror borrows the base's
+    /// objects (read-only) and names its tip, so that only what the base
+    /// lacks travels in a start bundle.
+    async fn link_base(&self, task: &str, tip: Oid) -> Result<(), PrepareError> {
+        if self
+            .linked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(task)
+        {
+            return Ok(());
+        }
+        let t = self.transport(task).map_err(|e| self.failed(e))?;
+        let mut argv = t.prefix.clone();
+        argv.extend(
+            [
+                "/bin/sh",
+                "-c",
+                LINK_BASE,
+                "flocks-link",
+                &tip.to_string(),
+                INNER_BASE,
+                BASE_REF,
+            ]
+            .map(OsString::from),
+        );
+        let out = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(OP_LIMIT, out).await {
+            Ok(Ok(o)) if o.status.success() => {
+                self.linked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(task.to_string());
+                Ok(())
+            }
+            Ok(Ok(o)) => Err(self.failed(format!(
+                "cannot link task {task}'s repository to the base: {}",
+                super::helper::process::last_words(&o.stderr)
+            ))),
+            Ok(Err(e)) => Err(PrepareError::HostLost(format!(
+                "pool {}: cannot start bwrap: {e}",
+                self.pool
+            ))),
+            Err(_) => Err(self.failed("linking the base timed out")),
+        }
+    }
+
+    /// The task a workspace of this backend belongs to.
+    fn task_of(ws: &Workspace) -> Option<&str> {
+        ws.agent_cwd
+            .strip_prefix(INNER_WORK)?
+            .strip_prefix("/worktrees/")
+            .filter(|t| !t.contains('/'))
+    }
+
+    /// The agent (or a setup command) in the task's sandbox, under the
+    /// supervisor: TERM, grace and KILL reach what runs inside; its PID
+    /// namespace ends the rest with it.
+    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
+        let task = Self::task_of(ws)
+            .ok_or_else(|| SpawnError::Start(format!("{} is not a sandbox's", ws.agent_cwd)))?;
+        let program = super::local::resolve_program(&spec.program, &self.config_dir, &spec.env)?;
+        let (bwrap, layout, view) = self
+            .parts()
+            .map_err(|e| SpawnError::Start(format!("pool {}: {e}", self.pool)))?;
+        let mut s = view.sandbox(bwrap, Some((layout, task)));
+        let program = view.show_program(&mut s, &program);
+        s.chdir = Some(ws.agent_cwd.clone());
+        let mut command = vec![program.into_os_string()];
+        command.extend(spec.args.iter().map(OsString::from));
+        let mut env = self.identity.clone();
+        env.extend(spec.env);
+        super::local::start_supervised(super::local::Supervised {
+            argv: s.argv(command),
+            cwd: PathBuf::from("/"),
+            env,
+            remove_env: spec.remove_env,
+            prompt: spec.prompt,
+            grace: self.grace,
+            wrapped: true,
+        })
+    }
+
+    fn session_for<'a>(&'a self, transport: &'a Process, known: &'a Known) -> Session<'a> {
+        Session {
+            transport,
+            repo_dir: &self.repo_dir,
+            env: &self.identity,
+            max_bytes: intake::DEFAULT_MAX_FETCH_MB << 20,
+            known,
+        }
+    }
+
+    pub async fn finish(
+        &self,
+        ws: &Workspace,
+        task: &str,
+        branch: &str,
+        attempt: u32,
+    ) -> Result<Finished, FinishError> {
+        let transport = self.transport(task).map_err(FinishError::Measure)?;
+        let known = self.known(task);
+        Ok(self
+            .session_for(&transport, &known)
+            .finish(
+                task,
+                branch,
+                attempt,
+                &ws.start_commit,
+                &ws.origin,
+                Some(self.worktrees.path_for(task)),
+                "flocks: the attempt's work from its sandbox",
+            )
+            .await?)
+    }
+
+    /// The task succeeded: its worktree goes; its home and mirror stay
+    /// (claude's sessions, the objects a retry would need) until `clean`.
+    pub async fn release(&self, task: &str) {
+        if let Ok(t) = self.transport(task) {
+            let known = self.known(task);
+            let _ = self.session_for(&t, &known).release(task).await;
+        }
+    }
+
+    async fn copy_in(&self, task: &str, files: Arc<IncludeSet>) -> Result<Copied, IncludeError> {
+        let transfer = |why: String| IncludeError::Transfer {
+            host: format!("the sandbox of pool {}", self.pool),
+            why,
+        };
+        let t = self.transport(task).map_err(transfer)?;
+        let known = self.known(task);
+        self.session_for(&t, &known)
+            .include(task, files)
+            .await
+            .map_err(|e| transfer(e.to_string()))
+    }
+
+    async fn mark(&self, task: &str, hash: &str) -> Result<(), MarkError> {
+        let t = self
+            .transport(task)
+            .map_err(|e| MarkError::Helper(CallError::Lost(format!("pool {}: {e}", self.pool))))?;
+        let known = self.known(task);
+        Ok(self.session_for(&t, &known).mark(task, hash).await?)
+    }
+
+    /// Before the run: the base mirror, a probe sandbox; notes on what the
+    /// sandbox does not cover here.
+    async fn connect_pool(&self, notes: &mut Vec<String>) -> Option<String> {
+        if let Err(why) = self.ready().await {
+            return Some(why);
+        }
+        if nix::unistd::geteuid().is_root() {
+            notes.push(format!(
+                "pool {}: flocks runs as root, so sandboxed agents are uid 0 (without capabilities): files only root may read stay readable in their read-only view of this machine; run flocks as a normal user for the sandbox to hide them",
+                self.pool
+            ));
+        }
+        if self.credential_default {
+            notes.push(format!(
+                "pool {}: sandboxed agents have a private home, so a claude login kept in yours is not theirs: give the pool a [[credentials]] entry (or an API key in the environment)",
+                self.pool
+            ));
+        }
+        None
+    }
+
+    /// `flocks shell`: the argv of an interactive shell in `task`'s sandbox,
+    /// in its worktree (or its workspace when the worktree is gone), with a
+    /// clean environment (the sandbox's home holds what the agent wrote).
+    pub fn shell_argv(&self, task: &str) -> Result<Vec<OsString>, String> {
+        let (bwrap, layout, view) = self.parts()?;
+        if !layout.work(task).is_dir() {
+            return Err(format!(
+                "task {task} has no sandbox on this machine (none ran here, or `flocks clean` removed it)"
+            ));
+        }
+        let mut s = view.sandbox(bwrap, Some((layout, task)));
+        s.interactive = true;
+        s.env = helper_env(view);
+        s.env.set.retain(|(k, _)| k != super::helper::ROOT_VAR);
+        for k in ["TERM", "COLORTERM"] {
+            if let Ok(v) = std::env::var(k) {
+                s.env.set.push((k.into(), v));
+            }
+        }
+        s.env.set.extend(self.identity.iter().cloned());
+        let wt = format!("{INNER_WORK}/worktrees/{task}");
+        s.chdir = Some(if layout.host_worktree(task).is_dir() {
+            wt
+        } else {
+            INNER_WORK.to_string()
+        });
+        // The home is the agent's: no rc file of it runs in a person's shell.
+        let shell = std::env::var("SHELL").unwrap_or_default();
+        let command: Vec<&str> = match Path::new(&shell).file_name().and_then(|n| n.to_str()) {
+            Some("bash") => vec!["/bin/sh", "-c", "exec bash --noprofile --norc -i"],
+            Some("zsh") => vec!["/bin/sh", "-c", "exec zsh -f -i"],
+            _ => vec!["/bin/sh", "-i"],
+        };
+        s.env
+            .set
+            .push(("PS1".into(), format!("[{task} sandbox] $ ")));
+        Ok(s.argv(command.into_iter().map(OsString::from)))
+    }
+}
+
+impl Backend for BwrapBackend {
+    super::attempt_methods!(BwrapBackend);
+
+    fn connect<'a>(&'a self, notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
+        Box::pin(self.connect_pool(notes))
+    }
+
+    fn down_reason(&self) -> Option<String> {
+        self.ready.get().and_then(|r| r.as_ref().err().cloned())
+    }
+
+    fn copy_in<'a>(
+        &'a self,
+        _ws: &'a Workspace,
+        task: &'a str,
+        files: Arc<IncludeSet>,
+    ) -> BoxFuture<'a, Result<Copied, IncludeError>> {
+        Box::pin(BwrapBackend::copy_in(self, task, files))
+    }
+
+    /// A setup command runs as the agent does: in the task's sandbox.
+    fn start_setup<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
+        Box::pin(BwrapBackend::spawn(self, ws, spec))
+    }
+
+    fn mark_setup<'a>(
+        &'a self,
+        _ws: &'a Workspace,
+        task: &'a str,
+        hash: &'a str,
+    ) -> BoxFuture<'a, Result<(), MarkError>> {
+        Box::pin(self.mark(task, hash))
+    }
+
+    fn abandon<'a>(&'a self, _task: &'a str) -> BoxFuture<'a, ()> {
+        // Nothing is held: the sandbox's directories stay for the next attempt.
+        Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> (tempfile::TempDir, Config) {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        crate::git::testing::init_repo(&repo);
+        let path = repo.join("flocks.toml");
+        std::fs::write(
+            &path,
+            format!("[[containers]]\nname = \"s\"\nsandbox = \"bwrap\"\n{extra}"),
+        )
+        .unwrap();
+        let c = Config::load(&path).unwrap();
+        (tmp, c)
+    }
+
+    #[test]
+    fn the_view_hides_homes_temp_run_and_the_repository_after_the_reads() {
+        let (tmp, c) = config("[sandbox]\nread = [\"/usr/share\"]\n");
+        let view = View::new(&c).unwrap();
+        let layout = Layout {
+            root: tmp.path().join("state/sandbox"),
+        };
+        let s = view.sandbox(Path::new("/usr/bin/bwrap"), Some((&layout, "t1")));
+        for hidden in ["/root/.ssh", "/tmp/x", "/var/tmp/x", "/run/docker.sock"] {
+            assert!(!s.shows(Path::new(hidden)), "{hidden} shows");
+        }
+        // The repository is under /tmp here (hidden already); its files show
+        // nowhere, whatever the order.
+        assert!(!s.shows(&canonical(&c.workspace.repo).join(".git/config")));
+        assert!(s.shows(Path::new("/usr/share/doc")));
+        assert!(s.shows(Path::new("/usr/bin/git")));
+        // The task's own directories are bound at the inner places.
+        let words: Vec<String> = s
+            .prefix()
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        let joined = words.join(" ");
+        assert!(
+            joined.contains(&format!(
+                "--bind {} {INNER_WORK}",
+                layout.work("t1").display()
+            )),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(&format!(
+                "--ro-bind {} {INNER_BASE}",
+                layout.base().display()
+            )),
+            "{joined}"
+        );
+        assert!(joined.contains("--cap-drop ALL"), "{joined}");
+        // The private places first, then the binds.
+        let read_at = words.iter().position(|w| w == "/usr/share").unwrap();
+        assert!(read_at > words.iter().position(|w| w == "/tmp").unwrap());
+    }
+
+    #[test]
+    fn a_read_path_above_the_repository_or_the_home_shows_neither() {
+        let (tmp, mut c) = config("");
+        c.sandbox.read = vec![canonical(tmp.path())];
+        let mut view = View::new(&c).unwrap();
+        // A home inside the read path, and a read path inside the home.
+        view.home = canonical(tmp.path()).join("home");
+        view.reads.push(view.home.join(".cargo"));
+        let layout = Layout {
+            root: PathBuf::from("/nonexistent/sandbox"),
+        };
+        let s = view.sandbox(Path::new("/usr/bin/bwrap"), Some((&layout, "t1")));
+        assert!(s.shows(&canonical(tmp.path())));
+        let repo = canonical(&c.workspace.repo);
+        assert!(!s.shows(&repo.join("README.md")));
+        assert!(!s.shows(&repo.join(".git/hooks")));
+        assert!(!s.shows(&repo.join(".flocks/logs")));
+        assert!(
+            s.mounts.contains(&Mount::Empty(repo.clone())),
+            "{:?}",
+            s.mounts
+        );
+        assert!(!s.shows(&view.home.join(".ssh/id_ed25519")));
+        assert!(s.shows(&view.home.join(".cargo/bin/cargo")));
+        let at = |d: &Path| s.mounts.iter().position(|m| m.dest() == d).unwrap();
+        assert!(at(&canonical(tmp.path())) < at(&view.home));
+        assert!(at(&view.home) < at(&view.home.join(".cargo")));
+    }
+
+    #[test]
+    fn an_agent_program_in_a_hidden_place_is_shown_and_one_in_the_repository_alone() {
+        let (tmp, mut c) = config("");
+        c.sandbox.read = vec![canonical(tmp.path())];
+        let view = View::new(&c).unwrap();
+        let bin = tmp.path().join("tools/agent");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        let in_repo = c.workspace.repo.join("agent.sh");
+        std::fs::write(&in_repo, "#!/bin/sh\n").unwrap();
+        let mut s = view.sandbox(Path::new("/usr/bin/bwrap"), None);
+        s.mounts.push(Mount::Tmpfs(canonical(tmp.path())));
+        let run = view.show_program(&mut s, &bin);
+        assert_eq!(run, canonical(&bin));
+        assert!(s.shows(&canonical(&bin)));
+        let run = view.show_program(&mut s, &in_repo);
+        assert!(s.shows(&run));
+        assert!(!s.shows(&canonical(&c.workspace.repo).join("README.md")));
+    }
+}
