@@ -422,7 +422,7 @@ fn hostile_run(user: Option<u32>) {
     let out = s.flocks(&["run"]);
     let said = text(&out);
     assert_eq!(code(&out), 3, "two tasks are refused: {said}");
-    assert!(said.contains("isolation: bwrap"), "{said}");
+    assert!(said.contains("isolation bwrap"), "{said}");
     let after = host(&s);
     for (part, was) in &before {
         assert_eq!(&after[part], was, "{part} changed");
