@@ -34,7 +34,7 @@ pub(crate) struct RunWindow {
 
 /// Every run in `.flocks/events.jsonl`, oldest first.
 pub(crate) fn runs(project: &Project) -> Vec<RunWindow> {
-    let Ok(f) = std::fs::File::open(project.events_path()) else {
+    let Ok(f) = crate::fsat::read(&project.events_path()) else {
         return Vec::new();
     };
     let mut out: Vec<RunWindow> = Vec::new();

@@ -147,7 +147,7 @@ pub(crate) fn load_task(
 /// The rendered lines of a log's last megabyte, and where they end (after
 /// its last complete line).
 fn read_log(path: &std::path::Path) -> (Vec<String>, u64) {
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(mut f) = crate::fsat::read(path) else {
         return (Vec::new(), 0);
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -411,7 +411,7 @@ fn follow_log(app: &App, f: &mut Follow, rec: Option<&TaskRecord>) -> Option<Eve
     }
     let path = f.path.as_ref()?;
     let mut lines: Vec<String> = Vec::new();
-    if let Ok(mut file) = std::fs::File::open(path) {
+    if let Ok(mut file) = crate::fsat::read(path) {
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         if len > f.pos && file.seek(SeekFrom::Start(f.pos)).is_ok() {
             let mut buf = Vec::new();
