@@ -32,12 +32,17 @@ impl Project {
         self.config.state_dir()
     }
 
-    /// `.flocks/logs/<task>/<attempt>.log`
-    pub fn log_path(&self, task: &str, attempt: u32) -> PathBuf {
-        self.state_dir()
+    /// `.flocks/logs/<task>/<attempt>.log`; an error for a `task` that is
+    /// not an id (one from a URL or a command line may hold `../`).
+    pub fn log_path(&self, task: &str, attempt: u32) -> Result<PathBuf> {
+        crate::tasks::valid_path_id(task).map_err(|why| {
+            crate::error::Error::Usage(format!("`{task}` is not a task id: it {why}"))
+        })?;
+        Ok(self
+            .state_dir()
             .join("logs")
             .join(task)
-            .join(format!("{attempt}.log"))
+            .join(format!("{attempt}.log")))
     }
 
     /// `.flocks/events.jsonl`

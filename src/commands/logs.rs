@@ -67,7 +67,7 @@ pub fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
             Error::Usage(format!("task `{}` has not started yet: no log", rec.id))
         })?,
     };
-    let path = project.log_path(&rec.id, attempt.number);
+    let path = project.log_path(&rec.id, attempt.number)?;
     if args.json {
         let value = json!({
             "task": rec.id,
@@ -203,7 +203,7 @@ fn judge_log(project: &Project, state: &crate::state::State, args: &LogsArgs) ->
                 rec.id
             ))
         })?;
-    let path = project.log_path(&judge, args.attempt.unwrap_or(latest));
+    let path = project.log_path(&judge, args.attempt.unwrap_or(latest))?;
     let text = crate::fsat::read_to_string(&path)
         .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
     let mut out = crate::output::stdout();

@@ -82,7 +82,7 @@ pub fn make_plan(
     crate::git::ensure_excluded(&repo, &excludes)?;
 
     let report = run_planner(project, &id, &branch, prompt, opts.pool.as_deref())?;
-    let log = project.log_path(&id, 1);
+    let log = project.log_path(&id, 1)?;
     let tip = report.end_tip.as_deref().and_then(|t| t.parse().ok());
     let text = tip.map(|t| read_plan_file(&repo, t)).transpose()?.flatten();
     put_away(config, &repo, &id, &branch);

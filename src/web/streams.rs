@@ -131,7 +131,7 @@ pub(crate) fn load_task(
         None => record.attempts.last().map(|a| a.number),
     };
     let (lines, pos) = match shown {
-        Some(n) => read_log(&app.project.log_path(id, n)),
+        Some(n) => read_log(&app.project.log_path(id, n)?),
         None => (Vec::new(), 0),
     };
     let diff = diff_of(app, id);
@@ -289,7 +289,31 @@ pub(crate) async fn task(
     Path(id): Path<String>,
     Query(q): Query<TaskStreamQuery>,
 ) -> Events {
-    let path = q.attempt.map(|n| app.project.log_path(&id, n));
+    // The id comes from the URL: only a task (or variant) of the state, by
+    // an id that is one, names a log.
+    let known = {
+        let (a, id) = (app.clone(), id.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::tasks::valid_path_id(&id).is_ok()
+                && a.project
+                    .store
+                    .load()
+                    .is_ok_and(|s| s.task(id.strip_suffix("@judge").unwrap_or(&id)).is_some())
+        })
+        .await
+        .unwrap_or(false)
+    };
+    if !known {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            format!("no task `{id}` in the run state"),
+        )
+            .into_response();
+    }
+    let path = match q.attempt.map(|n| app.project.log_path(&id, n)).transpose() {
+        Ok(p) => p,
+        Err(e) => return (axum::http::StatusCode::NOT_FOUND, e.to_string()).into_response(),
+    };
     let rx = app.models.clone();
     let st = TaskStream {
         follow: Follow {
@@ -404,7 +428,7 @@ fn follow_log(app: &App, f: &mut Follow, rec: Option<&TaskRecord>) -> Option<Eve
         && f.attempt != Some(newest)
     {
         f.attempt = Some(newest);
-        f.path = Some(app.project.log_path(&f.id, newest));
+        f.path = app.project.log_path(&f.id, newest).ok();
         f.pos = 0;
         f.partial.clear();
         reset = true;
