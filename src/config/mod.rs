@@ -363,6 +363,25 @@ impl Config {
         parse::parse(&path, &text)
     }
 
+    /// The environment variables that hold secrets flocks itself uses: the
+    /// credentials' and the webhook headers' (`[[notify]] headers_env`).
+    /// None reaches an agent, a setup or a validate command.
+    pub fn secret_vars(&self) -> Vec<String> {
+        let mut vars: Vec<String> = self.credentials.iter().map(|c| c.env.clone()).collect();
+        vars.extend(self.header_vars().map(str::to_string));
+        vars
+    }
+
+    /// The variables `[[notify]] headers_env` reads header values from.
+    pub fn header_vars(&self) -> impl Iterator<Item = &str> {
+        self.notify.iter().flat_map(|n| match &n.target {
+            NotifyTarget::Webhook { headers, .. } => {
+                headers.iter().map(|h| h.env.as_str()).collect()
+            }
+            NotifyTarget::Command { .. } => Vec::new(),
+        })
+    }
+
     /// Directory of flocks' own files: `.flocks/` next to flocks.toml.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join(".flocks")
