@@ -746,9 +746,30 @@ fn a_gitlink_planted_in_the_index_is_undone() {
 fn a_root_exec_user_needs_allow_root() {
     ready();
     let p = DockerProject::new();
-    let _c = ctr(&p);
+    let c = ctr(&p);
     let out = p.t.out.display().to_string();
     p.t.tasks(&[json!({"id": "r", "prompt": format!("{}@fake commit r.txt\n", bash(&format!("id -u > {out}/uid")))})]);
+    // A name the container maps to uid 0.
+    let (ok, msg) = dsupport::docker(&[
+        "exec",
+        "-u",
+        "0",
+        &c.id,
+        "sh",
+        "-c",
+        "echo toor:x:0:0::/root:/bin/sh >> /etc/passwd",
+    ]);
+    assert!(ok, "{msg}");
+    p.config("", &format!("{}user = \"toor\"\n", pool(&p)));
+    let o = p.t.flocks(&["run", "--no-progress"]);
+    assert!(p.read_out("uid").is_empty(), "an agent ran as toor (uid 0)");
+    assert_eq!(code(&o), 5, "{}", text(&o));
+    assert!(
+        text(&o).contains("`toor` is uid 0 in the container")
+            && text(&o).contains("allow_root = true"),
+        "{}",
+        text(&o)
+    );
     for user in ["root", "0:0"] {
         p.config("", &format!("{}user = \"{user}\"\n", pool(&p)));
         let o = p.t.flocks(&["run", "--no-progress"]);
@@ -762,9 +783,7 @@ fn a_root_exec_user_needs_allow_root() {
         let toml = std::fs::read_to_string(p.t.repo.join("flocks.toml")).unwrap();
         let line = 1 + toml.lines().position(|l| l.starts_with("user =")).unwrap();
         assert!(
-            said.contains("flocks.toml")
-                && said.contains(&format!("line {line}"))
-                && said.contains("containers.user"),
+            said.contains(&format!("flocks.toml:{line}:")) && said.contains("containers.user"),
             "{said}"
         );
         assert!(
@@ -779,6 +798,8 @@ fn a_root_exec_user_needs_allow_root() {
         .status()
         .unwrap();
     p.config("", &pool(&p));
+    let o = p.t.flocks(&["trust"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
     let o = p.t.flocks(&["run", "--no-progress"]);
     assert!(
         p.read_out("uid").is_empty(),
@@ -790,8 +811,10 @@ fn a_root_exec_user_needs_allow_root() {
         "{}",
         text(&o)
     );
-    // Allowed: it runs, as root.
+    // Allowed (the user accepts the flocks.toml they wrote): it runs, as root.
     p.config("", &format!("{}allow_root = true\n", pool(&p)));
+    let o = p.t.flocks(&["trust"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
     let o = p.t.flocks(&["run", "--no-progress"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert_eq!(p.read_out("uid").trim(), "0");

@@ -213,9 +213,23 @@ pub struct DockerConfig {
     pub project: Option<PathBuf>,
     pub workspace_mount: Option<String>,
     pub user: Option<String>,
+    /// Agents may run as root in the container (`user` root, or a repo
+    /// that root owns): root there can kill flocks' reaper.
+    pub allow_root: bool,
     pub image: Option<String>,
     pub mounts: Vec<String>,
     pub network: Option<String>,
+}
+
+/// What to do about a root exec user, said wherever one is refused.
+pub const ROOT_REFUSED: &str = "agents would run as uid 0 in the container, where they can kill flocks' reaper and so outlive their attempt. Set `user` on the pool to an unprivileged user (`user = \"1000:1000\"`, or a name), or, if root is what you want, `allow_root = true` (and accept that an agent can stop the reaper)";
+
+/// Whether a docker exec user names root: `root`, `0`, `root:<group>`,
+/// `0:<group>` (a name that maps to uid 0 in the container is found when the
+/// container is: see the docker backend).
+pub fn names_root(user: &str) -> bool {
+    let who = user.split(':').next().unwrap_or(user).trim();
+    who == "root" || who.trim_start_matches('0').is_empty() && !who.is_empty()
 }
 
 #[derive(Debug, Clone)]
