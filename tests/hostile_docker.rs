@@ -711,7 +711,7 @@ fn a_gitlink_planted_in_the_index_is_undone() {
         "cd ../.. && git init -q sub && git -C sub commit -q --allow-empty -m x && \
          git -C sub config core.fsmonitor \"touch {h}/pwned\" && \
          git update-index --add --cacheinfo 160000,$(git -C sub rev-parse HEAD),sub && \
-         git init -q --separate-git-dir .git/modules/sub2 sub2 && git -C sub2 commit -q --allow-empty -m y && \
+         mkdir -p .git/modules && git init -q --separate-git-dir .git/modules/sub2 sub2 && git -C sub2 commit -q --allow-empty -m y && \
          git -C sub2 config core.fsmonitor \"touch {h}/pwned2\" && \
          git update-index --add --cacheinfo 160000,$(git -C sub2 rev-parse HEAD),sub2",
         h = host.display()
@@ -731,7 +731,11 @@ fn a_gitlink_planted_in_the_index_is_undone() {
         ".git/index: gitlink sub2 added",
         ".git/modules/sub2 added",
     ] {
-        assert!(reason.contains(what), "{what} missing from: {reason}");
+        assert!(
+            reason.contains(what),
+            "{what} missing from: {reason}\n{}",
+            std::fs::read_to_string(p.t.repo.join(".flocks/logs/gl/1.log")).unwrap_or_default()
+        );
     }
     assert_eq!(guarded_git(&p), before);
     assert_nothing_left(&c);
