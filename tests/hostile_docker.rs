@@ -709,10 +709,10 @@ fn a_gitlink_planted_in_the_index_is_undone() {
     let before = guarded_git(&p);
     let attack = format!(
         "cd ../.. && git init -q sub && git -C sub commit -q --allow-empty -m x && \
-         git -C sub config core.fsmonitor \"touch {h}/pwned\" && \
+         git -C sub config core.fsmonitor \"touch {h}/pwned #\" && \
          git update-index --add --cacheinfo 160000,$(git -C sub rev-parse HEAD),sub && \
          mkdir -p .git/modules && git init -q --separate-git-dir .git/modules/sub2 sub2 && git -C sub2 commit -q --allow-empty -m y && \
-         git -C sub2 config core.fsmonitor \"touch {h}/pwned2\" && \
+         git -C sub2 config core.fsmonitor \"touch {h}/pwned2 #\" && \
          git update-index --add --cacheinfo 160000,$(git -C sub2 rev-parse HEAD),sub2",
         h = host.display()
     );
@@ -871,15 +871,14 @@ fn a_hostile_agent_in_mount_mode_leaves_the_host_as_it_was() {
     std::fs::write(&rc, "# rc\n").unwrap();
     p.config("", &format!("{}max_worktrees = 2\n", pool(&p)));
     let git_before = guarded_git(&p);
-    let files_before = checkout_files(&p, &[]);
     let out = p.t.out.display().to_string();
     let h = host.display();
     let attack = format!(
         "until [ -f {out}/ok-started ]; do sleep 0.1; done; \
          printf \"#!/bin/sh\\ntouch {h}/pwned-hook\\n\" > ../../.git/hooks/post-checkout; chmod +x ../../.git/hooks/post-checkout; \
-         git config core.fsmonitor \"touch {h}/pwned-config\"; \
+         git config core.fsmonitor \"touch {h}/pwned-config #\"; \
          cd ../.. && git init -q sub && git -C sub commit -q --allow-empty -m x && \
-         git -C sub config core.fsmonitor \"touch {h}/pwned-index\" && \
+         git -C sub config core.fsmonitor \"touch {h}/pwned-index #\" && \
          git update-index --add --cacheinfo 160000,$(git -C sub rev-parse HEAD),sub; \
          ln -s {rc} .flocks/logs/evil/2.log; rm -f .flocks/lock; ln -s {rc} .flocks/lock; \
          touch {out}/attacked",
@@ -896,6 +895,7 @@ fn a_hostile_agent_in_mount_mode_leaves_the_host_as_it_was() {
         json!({"id": "evil", "prompt": format!("{once}@fake commit e.txt\n")}),
         json!({"id": "ok", "prompt": format!("{wait}@fake commit ok.txt\n")}),
     ]);
+    let files_before = checkout_files(&p, &[]);
     let o = p.t.flocks(&["run", "--no-progress"]);
     assert_eq!(code(&o), 3, "{}", text(&o));
     assert_eq!(p.t.status_of("evil"), "failed");
@@ -925,6 +925,8 @@ fn a_hostile_agent_in_mount_mode_leaves_the_host_as_it_was() {
         .into_iter()
         .filter(|(f, _)| f != "ok.txt")
         .collect();
+    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&after), names(&files_before));
     assert_eq!(after, files_before);
     assert!(
         p.t.repo.join("ok.txt").exists(),

@@ -237,15 +237,16 @@ pub async fn run_attempt(
         attempt,
     )
     .await;
-    let (end_tip, leftovers, new_commits, finish_error, guard_violation) = match finish {
+    let (end_tip, leftovers, new_commits, finish_error, guard_violation, refused) = match finish {
         Ok(f) => (
             Some(f.tip),
             f.leftovers_committed,
             f.new_commits,
             None,
             f.guard_violation,
+            f.refused,
         ),
-        Err(e) => (None, false, 0, Some(e.to_string()), None),
+        Err(e) => (None, false, 0, Some(e.to_string()), None, None),
     };
     // What the task holds beyond its origin, whichever attempt made it.
     let task_commits = match &end_tip {
@@ -292,6 +293,9 @@ pub async fn run_attempt(
         outcome = Outcome::Failed {
             reason: format!("could not read the result: {e}"),
         };
+    }
+    if let Some(why) = refused {
+        outcome = Outcome::Failed { reason: why };
     }
     if let Some(changed) = guard_violation {
         outcome = Outcome::Failed {

@@ -1120,6 +1120,7 @@ fn land_fetched(
         leftovers_committed: leftovers,
         new_commits,
         guard_violation: None,
+        refused: None,
     })
 }
 
