@@ -394,9 +394,15 @@ pub async fn finish(
     attempt: u32,
 ) -> Result<Finished, FinishError> {
     let finished = backend.finish(ws, task, branch, attempt).await;
+    settle(branch).await;
+    finished
+}
+
+/// flocks is done moving `branch` (the attempt finished, or ended before its
+/// agent ran): it is guarded again, where flocks left it.
+pub async fn settle(branch: &str) {
     let b = branch.to_string();
     let _ = tokio::task::spawn_blocking(move || crate::guard::settle_branch(&b)).await;
-    finished
 }
 
 /// Commit leftovers in a host worktree and measure the attempt: shared by the

@@ -82,6 +82,7 @@ pub async fn run_attempt(
     let ws = match crate::backend::prepare(job.backend.as_ref(), &job.prepare).await {
         Ok(ws) => ws,
         Err(PrepareError::Failed(e)) => {
+            crate::backend::settle(&job.prepare.branch).await;
             let reason = format!("cannot prepare the worktree: {e}");
             sink.note(&reason);
             let _ = events
@@ -90,6 +91,7 @@ pub async fn run_attempt(
             return;
         }
         Err(PrepareError::HostLost(reason)) => {
+            crate::backend::settle(&job.prepare.branch).await;
             sink.note(&reason);
             let _ = events
                 .send(finished(report(Outcome::HostLost { reason })))
@@ -128,6 +130,7 @@ pub async fn run_attempt(
     {
         // The agent never started: nothing to commit or measure.
         job.backend.abandon(&task).await;
+        crate::backend::settle(&job.prepare.branch).await;
         sink.note(&format!("attempt {attempt} {}", outcome.describe()));
         let mut r = report(outcome);
         r.start_commit = Some(ws.start_commit.clone());
@@ -139,6 +142,7 @@ pub async fn run_attempt(
     let mut running = match job.backend.spawn(&ws, job.spec).await {
         Ok(r) => r,
         Err(e) => {
+            crate::backend::settle(&job.prepare.branch).await;
             sink.note(&format!("could not start the agent: {e}"));
             let mut r = report(Outcome::SpawnFailed {
                 reason: e.to_string(),
