@@ -178,15 +178,27 @@ impl ProjectLock {
         let Some(dir) = outside else {
             return Ok(None);
         };
-        std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
         let path = dir.join(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .ctx(|| format!("open {}", path.display()))?;
+        let opened = std::fs::create_dir_all(dir).and_then(|()| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        });
+        let file = match opened {
+            Ok(f) => f,
+            // A state home flocks cannot write: the locks in `.flocks/` still
+            // hold, but not once `.flocks/` is moved aside. Said, not fatal.
+            Err(e) => {
+                crate::fsat::tell(&[format!(
+                    "cannot lock {} ({e}): a `.flocks/` moved aside while this runs would go unnoticed",
+                    path.display()
+                )]);
+                return Ok(None);
+            }
+        };
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => Ok(Some(l)),
             Err((mut file, _)) => {
