@@ -1,8 +1,10 @@
 //! Disk: the free space of a filesystem (statvfs), the space used under a
 //! directory (walked without following links, within a time budget), and
-//! removing old log files (`flocks clean --logs --older-than`).
+//! removing old log files (`flocks clean --logs --older-than`), by descriptor.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -130,57 +132,108 @@ pub(crate) struct Removed {
     pub bytes: u64,
     /// Files that could not be removed, with why.
     pub failed: Vec<(PathBuf, String)>,
+    /// What flocks found in place of the directory and replaced, for people.
+    pub notes: Vec<String>,
 }
 
 /// Remove the regular files under `root` last changed more than `age` ago,
-/// then the directories left empty (never `root` itself, never a symbolic
-/// link's target). The first-level entries named in `keep` stay, whatever
-/// their age.
+/// then the directories left empty (never `root` itself). The walk holds
+/// each directory open and works relative to it without following a link
+/// (agents can rewrite `.flocks/`): a link is removed as a file is, its
+/// target never; a link where `root` was is replaced by an empty directory.
+/// The first-level entries named in `keep` stay, whatever their age.
 pub(crate) fn remove_old_files(root: &Path, age: Duration, keep: &HashSet<String>) -> Removed {
     let mut removed = Removed::default();
     let cutoff = SystemTime::now()
         .checked_sub(age)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return removed;
+    let dir = match crate::fsat::dir(root, false) {
+        Ok((d, _)) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return removed,
+        Err(_) => match crate::fsat::dir(root, true) {
+            Ok((d, notes)) => {
+                removed.notes = notes;
+                d
+            }
+            Err(e) => {
+                removed.failed.push((root.to_path_buf(), e.to_string()));
+                return removed;
+            }
+        },
     };
-    for e in entries.flatten() {
-        if keep.contains(&*e.file_name().to_string_lossy()) {
+    for name in names_in(&dir) {
+        if keep.contains(&*name.to_string_lossy()) {
             continue;
         }
-        remove_under(&e.path(), cutoff, &mut removed);
+        let path = root.join(&name);
+        remove_under(&dir, &name, &path, cutoff, &mut removed);
     }
     removed
 }
 
-/// Remove the old files at or under `path`; true when `path` is gone.
-fn remove_under(path: &Path, cutoff: SystemTime, removed: &mut Removed) -> bool {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
+/// The names in directory `dir` (not `.` and `..`).
+fn names_in(dir: &OwnedFd) -> Vec<OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(fd) = dir.try_clone() else {
+        return Vec::new();
+    };
+    let Ok(mut d) = nix::dir::Dir::from_fd(fd) else {
+        return Vec::new();
+    };
+    d.iter()
+        .flatten()
+        .map(|e| std::ffi::OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
+        .filter(|n| n != "." && n != "..")
+        .collect()
+}
+
+/// Remove the old files at or under `name` in `dir` (`path` for people);
+/// true when it is gone.
+fn remove_under(
+    dir: &OwnedFd,
+    name: &OsString,
+    path: &Path,
+    cutoff: SystemTime,
+    removed: &mut Removed,
+) -> bool {
+    use nix::fcntl::{AtFlags, OFlag, openat};
+    use nix::sys::stat::{Mode, SFlag, fstatat};
+    use nix::unistd::{UnlinkatFlags, unlinkat};
+    let Ok(st) = fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
         return false;
     };
-    if meta.is_dir() {
+    let modified = SystemTime::UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(st.st_mtime).unwrap_or(0),
+            u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+        );
+    let old = modified < cutoff;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        // Swapped for a link since: left alone.
+        let Ok(sub) = openat(dir, name.as_os_str(), flags, Mode::empty()) else {
+            return false;
+        };
         let before = removed.files;
         let mut all_gone = true;
-        if let Ok(entries) = std::fs::read_dir(path) {
-            for e in entries.flatten() {
-                all_gone &= remove_under(&e.path(), cutoff, removed);
-            }
+        for n in names_in(&sub) {
+            all_gone &= remove_under(&sub, &n, &path.join(&n), cutoff, removed);
         }
         // A directory emptied here goes too; one that was empty already
         // goes once it is old.
         return all_gone
-            && (removed.files > before || meta.modified().is_ok_and(|m| m < cutoff))
-            && std::fs::remove_dir(path).is_ok();
+            && (removed.files > before || old)
+            && unlinkat(dir, name.as_os_str(), UnlinkatFlags::RemoveDir).is_ok();
     }
-    if !meta.modified().is_ok_and(|m| m < cutoff) {
+    if !old {
         return false;
     }
-    match std::fs::remove_file(path) {
+    match unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
         Ok(()) => {
             removed.files += 1;
             removed.bytes = removed
                 .bytes
-                .saturating_add(meta.blocks().saturating_mul(512));
+                .saturating_add(u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512));
             true
         }
         Err(e) => {
@@ -251,6 +304,32 @@ mod tests {
         assert!(!root.join("mixed/1.log").exists());
         assert!(root.join("mixed/2.log").exists());
         assert!(root.join("run/1.log").exists());
+    }
+
+    #[test]
+    fn links_are_removed_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(".flocks");
+        let victim = dir.path().join("victim");
+        std::fs::create_dir_all(state.join("logs/t")).unwrap();
+        std::fs::create_dir_all(victim.join("sub")).unwrap();
+        for p in ["victim/a", "victim/sub/b"] {
+            std::fs::write(dir.path().join(p), "keep").unwrap();
+            age(&dir.path().join(p), 8 * 86400);
+        }
+        std::os::unix::fs::symlink(&victim, state.join("land-logs")).unwrap();
+        std::os::unix::fs::symlink(&victim, state.join("logs/t/dir")).unwrap();
+        let week = Duration::from_secs(7 * 86400);
+        let r = remove_old_files(&state.join("land-logs"), week, &HashSet::new());
+        assert_eq!(r.files, 0, "{r:?}");
+        assert!(
+            r.notes[0].starts_with(".flocks/land-logs was a link"),
+            "{r:?}"
+        );
+        assert!(state.join("land-logs").is_dir());
+        let r = remove_old_files(&state.join("logs"), Duration::ZERO, &HashSet::new());
+        assert_eq!(r.files, 1, "the link itself goes: {r:?}");
+        assert!(victim.join("a").exists() && victim.join("sub/b").exists());
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub fn tail_rendered(text: &str, n: usize) -> Vec<String> {
 /// The last `max` bytes of a file, from a line start.
 pub fn read_tail(path: &std::path::Path, max: u64) -> String {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(mut f) = crate::fsat::read(path) else {
         return String::new();
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);

@@ -32,12 +32,17 @@ impl Project {
         self.config.state_dir()
     }
 
-    /// `.flocks/logs/<task>/<attempt>.log`
-    pub fn log_path(&self, task: &str, attempt: u32) -> PathBuf {
-        self.state_dir()
+    /// `.flocks/logs/<task>/<attempt>.log`; an error for a `task` that is
+    /// not an id (one from a URL or a command line may hold `../`).
+    pub fn log_path(&self, task: &str, attempt: u32) -> Result<PathBuf> {
+        crate::tasks::valid_path_id(task).map_err(|why| {
+            crate::error::Error::Usage(format!("`{task}` is not a task id: it {why}"))
+        })?;
+        Ok(self
+            .state_dir()
             .join("logs")
             .join(task)
-            .join(format!("{attempt}.log"))
+            .join(format!("{attempt}.log")))
     }
 
     /// `.flocks/events.jsonl`
@@ -66,12 +71,26 @@ impl Project {
     }
 }
 
-/// The project key of the project whose `.flocks/` is `state_dir`.
+/// The project key of the project whose `.flocks/` is `state_dir`: of its
+/// path, with the directory that holds it resolved and `.flocks` itself
+/// not (an agent that replaces `.flocks` with a link, or moves it aside and
+/// makes a new one, does not change the key).
 pub fn key_of(state_dir: &Path) -> String {
     use sha2::{Digest, Sha256};
-    let dir = state_dir
-        .canonicalize()
-        .unwrap_or_else(|_| state_dir.to_path_buf());
+    let dir = match (state_dir.parent(), state_dir.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            parent
+                .canonicalize()
+                .map(|p| p.join(name))
+                .unwrap_or_else(|_| state_dir.to_path_buf())
+        }
+        _ => state_dir.to_path_buf(),
+    };
     let d = Sha256::digest(dir.display().to_string().as_bytes());
     d.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }

@@ -69,7 +69,7 @@ fn context(
         s.push_str(&format!("\nIts final message was:\n\n{}\n", text.trim()));
     }
     let log = log_root.join(&rec.id).join(format!("{attempt}.log"));
-    if let Ok(text) = std::fs::read_to_string(&log) {
+    if let Ok(text) = crate::fsat::read_to_string(&log) {
         let tail = crate::logview::tail_rendered(&text, LOG_TAIL_LINES);
         if !tail.is_empty() {
             s.push_str(&format!(

@@ -28,14 +28,12 @@ pub fn state_home() -> Option<PathBuf> {
 
 /// Where this project's record lives.
 pub fn record_path(config: &Config) -> Result<PathBuf> {
-    let base = state_home().ok_or_else(|| {
-        Error::CannotStart(
-            "neither XDG_STATE_HOME nor HOME is set: flocks keeps what it trusts there, out of the containers' reach; set one".into(),
-        )
-    })?;
-    let path = base
-        .join("flocks")
-        .join(crate::project::key_of(&config.state_dir()))
+    let path = crate::state::outside_dir(&config.state_dir())
+        .ok_or_else(|| {
+            Error::CannotStart(
+                "neither XDG_STATE_HOME nor HOME is set: flocks keeps what it trusts there, out of the containers' reach; set one".into(),
+            )
+        })?
         .join("trust.json");
     let repo = crate::config::normalize_path(&config.workspace.repo);
     if crate::config::normalize_path(&path).starts_with(&repo) {

@@ -137,14 +137,15 @@ pub fn disk(project: &Project, budget: Option<std::time::Duration>) -> DiskView 
                 land_logs_bytes: view.land_logs_bytes,
             };
             if let Ok(text) = serde_json::to_vec(&count) {
-                let tmp = state_dir.join(format!("disk.json.{}", std::process::id()));
-                if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, &kept).is_err() {
-                    let _ = std::fs::remove_file(&tmp);
-                }
+                let _ = crate::fsat::write_atomic(&kept, |f| std::io::Write::write_all(f, &text));
             }
         }
-    } else if let Some(c) = std::fs::read(&kept)
+    } else if let Some(c) = crate::fsat::read(&kept)
         .ok()
+        .and_then(|mut f| {
+            let mut t = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut t).ok().map(|_| t)
+        })
         .and_then(|t| serde_json::from_slice::<DiskCount>(&t).ok())
     {
         view.worktrees_bytes = c.worktrees_bytes;
@@ -619,7 +620,7 @@ fn describe(outcome: &crate::state::Outcome, config: &crate::config::Config) -> 
 /// The last tool call in a log, read from its end.
 pub fn last_activity(log: &Path) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(log).ok()?;
+    let mut f = crate::fsat::read(log).ok()?;
     let len = f.metadata().ok()?.len();
     let start = len.saturating_sub(256 * 1024);
     f.seek(SeekFrom::Start(start)).ok()?;

@@ -768,3 +768,480 @@ fn validate_pool_stops_tag_stripped_survivors() {
     }
     assert_gone("after");
 }
+
+// ---- Issue 23: what a hostile agent that can write the repo (a docker
+// mount, or a local agent) could make flocks itself do. Each test was run
+// against the code before its fix and failed for the reason it names.
+
+/// A `@fake bash` line for `command` (quoted for the fake's shlex).
+fn bash(command: &str) -> String {
+    format!("@fake bash '{}'\n", command.replace('\'', r"'\''"))
+}
+
+/// A file of the user's, outside the repo, with `text` in it.
+fn victim_file(p: &TestProject, name: &str, text: &str) -> std::path::PathBuf {
+    let dir = p.tmp.path().join("victims");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join(name);
+    std::fs::write(&f, text).unwrap();
+    f
+}
+
+/// Wait for a flocks child, failing (and killing it) if it has not ended
+/// after `secs`: `what` says what that would mean.
+fn wait_or_kill(mut child: std::process::Child, secs: u64, what: &str) -> std::process::Output {
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("{what}: {}", text(&o));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Finding 1: an agent replaces what flocks writes under `.flocks/` with
+/// links to the user's files (the next attempt's log, the project lock, the
+/// events file, the land logs' directory), then fails. The retry, its lock
+/// and land write fresh files in their place and say so; nothing reaches the
+/// files the links named. (Before: the retry's output, which the agent
+/// controls, was appended to the linked file; the lock truncated its target.)
+#[test]
+fn links_planted_under_flocks_are_never_written_through() {
+    let p = TestProject::new("[validate]\ncommands = [\"echo validated\"]\n");
+    let rc = victim_file(&p, "bashrc", "# my shell rc\n");
+    let lock = victim_file(&p, "lock-victim", "keep\n");
+    let events = victim_file(&p, "events-victim", "keep\n");
+    let land_dir = p.tmp.path().join("victims/land-dir");
+    std::fs::create_dir_all(&land_dir).unwrap();
+    let marker = p.out_file("ran");
+    let plant = format!(
+        "ln -s {rc} ../../.flocks/logs/t/2.log && \
+         rm -f ../../.flocks/lock && ln -s {lock} ../../.flocks/lock && \
+         rm -f ../../.flocks/events.jsonl && ln -s {events} ../../.flocks/events.jsonl && \
+         ln -s {land} ../../.flocks/land-logs",
+        rc = rc.display(),
+        lock = lock.display(),
+        events = events.display(),
+        land = land_dir.display()
+    );
+    let out = p.out.display();
+    p.tasks(&[json!({"id": "t", "prompt": format!(
+        "@fake once {out}/planted bash '{}'\n@fake fail-once {out}/failed planted\n\
+         @fake text x=\"$(touch {})\"\n@fake commit t.txt\n",
+        plant.replace('\'', r"'\''"),
+        marker.display()
+    )})]);
+    let o = p.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&o), 3, "{}", text(&o));
+    assert!(
+        std::fs::symlink_metadata(p.path(".flocks/logs/t/2.log"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the attack did not plant its link"
+    );
+    let retry = p.flocks(&["retry", "t", "--no-progress"]);
+    let land = p.flocks(&["land", "-y"]);
+    let mut broken = Vec::new();
+    for (f, was) in [
+        (&rc, "# my shell rc\n"),
+        (&lock, "keep\n"),
+        (&events, "keep\n"),
+    ] {
+        let now = std::fs::read_to_string(f).unwrap();
+        if now != was {
+            broken.push(format!(
+                "{} was written through a link: {now:?}",
+                f.display()
+            ));
+        }
+    }
+    let in_land_dir: Vec<_> = std::fs::read_dir(&land_dir).unwrap().flatten().collect();
+    if !in_land_dir.is_empty() {
+        broken.push(format!(
+            "land wrote its log into the linked directory: {in_land_dir:?}"
+        ));
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+    assert_eq!(code(&retry), 0, "{}", text(&retry));
+    assert_eq!(code(&land), 0, "{}", text(&land));
+    assert!(!marker.exists());
+    // Fresh files where the links were, and flocks said so.
+    for f in [
+        ".flocks/logs/t/2.log",
+        ".flocks/lock",
+        ".flocks/events.jsonl",
+    ] {
+        let m = std::fs::symlink_metadata(p.path(f)).unwrap();
+        assert!(m.is_file(), "{f} is not a fresh regular file");
+    }
+    assert!(
+        std::fs::symlink_metadata(p.path(".flocks/land-logs"))
+            .unwrap()
+            .is_dir()
+    );
+    let log = std::fs::read_to_string(p.path(".flocks/logs/t/2.log")).unwrap();
+    assert!(
+        log.contains("[flocks] .flocks/logs/t/2.log was a link") && log.contains("x=$(touch"),
+        "{log}"
+    );
+    assert!(
+        text(&retry).contains(".flocks/lock was a link")
+            && text(&retry).contains(".flocks/events.jsonl was a link"),
+        "{}",
+        text(&retry)
+    );
+    assert!(
+        text(&land).contains(".flocks/land-logs was a link"),
+        "{}",
+        text(&land)
+    );
+    assert!(
+        p.git_ok(&["cat-file", "-e", "main:t.txt"]),
+        "t did not land"
+    );
+}
+
+/// Finding 2: `flocks clean --logs` walks `.flocks/` by descriptor: a link
+/// where `land-logs` or a task's log directory was is removed as a link,
+/// and the old files of the directory it names stay. (Before: the files
+/// under the link's target were removed.)
+#[test]
+fn clean_logs_never_follows_a_link() {
+    let p = TestProject::new("");
+    p.tasks(&[json!({"id": "t", "prompt": "@fake commit t.txt"})]);
+    let o = p.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let victim = p.tmp.path().join("victims/photos");
+    std::fs::create_dir_all(victim.join("2019")).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86400);
+    for f in ["a.jpg", "2019/b.jpg"] {
+        let path = victim.join(f);
+        std::fs::write(&path, "precious").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let _ = std::fs::remove_dir_all(p.path(".flocks/land-logs"));
+    std::os::unix::fs::symlink(&victim, p.path(".flocks/land-logs")).unwrap();
+    std::os::unix::fs::symlink(&victim, p.path(".flocks/logs/gone")).unwrap();
+    // An old log of flocks' own goes.
+    let own = p.path(".flocks/logs/t/1.log");
+    std::fs::File::options()
+        .write(true)
+        .open(&own)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let o = p.flocks(&["clean", "--logs", "--older-than", "7d"]);
+    assert!(
+        victim.join("a.jpg").exists() && victim.join("2019/b.jpg").exists(),
+        "clean --logs removed files through a link: {}",
+        text(&o)
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(!own.exists(), "flocks' own old log stayed: {}", text(&o));
+    assert!(
+        text(&o).contains(".flocks/land-logs was a link"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Finding 4, local pools (one `.git` for every agent, as in docker's mount
+/// mode): while `t3` runs, `t2` builds a commit on `flocks/t3`'s tip in a
+/// side index, moves `flocks/t3` onto it with `update-ref` and copies the
+/// file into t3's worktree. `t3` did not make that commit in its worktree:
+/// its attempt fails naming it, its branch goes back to where flocks left
+/// it, and nothing of it lands; t2's own work lands. (Before: t3 landed it.)
+#[test]
+fn a_commit_put_on_another_tasks_branch_is_not_landed() {
+    let p = TestProject::new("[[containers]]\nname = \"local\"\nmax_worktrees = 2\n");
+    sibling_attack(&p.out, |tasks| p.tasks(tasks));
+    let o = p.flocks(&["run", "--no-progress"]);
+    let o_text = text(&o);
+    let land = p.flocks(&["land", "-y"]);
+    let log = p.git(&["log", "--format=%s", "main"]);
+    assert!(
+        !log.contains("planted") && !p.git_ok(&["cat-file", "-e", "main:evil.txt"]),
+        "t3 landed the planted commit: {log}\n{o_text}\n{}",
+        text(&land)
+    );
+    assert_eq!(code(&o), 3, "{o_text}");
+    assert_eq!(p.status_of("t2"), "success");
+    assert_eq!(p.status_of("t3"), "failed");
+    let reason = p.task("t3")["attempts"][0]["outcome"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("not made in its worktree") && reason.contains("planted"),
+        "{reason}"
+    );
+    assert_eq!(
+        p.git(&["rev-parse", "flocks/t3"]),
+        p.task("t3")["attempts"][0]["start_commit"]
+            .as_str()
+            .unwrap(),
+        "flocks/t3 is not back where flocks left it"
+    );
+    assert!(
+        p.git_ok(&["cat-file", "-e", "main:t2.txt"]),
+        "{}",
+        text(&land)
+    );
+}
+
+/// Finding 5: state.json (writable by container agents) names "VMs" of an
+/// exedev pool that `flocks up` never made: one with a name up never gives,
+/// one with the project's VM name pattern at a host of the attacker's.
+/// `hosts check` and `run` connect to neither, and say why. (Before: both
+/// were connected to over ssh, with the repository pushed to them.)
+#[test]
+fn forged_vm_records_are_never_connected_to() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let p = TestProject::new("");
+    p.tasks(&[json!({"id": "t", "prompt": "@fake commit t.txt"})]);
+    let o = p.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    // The attacker's hosts: count who connects, hang up at once.
+    let connected = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        ports.push(l.local_addr().unwrap().port());
+        let c = connected.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                c.fetch_add(1, Ordering::SeqCst);
+                let mut s = s;
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+                let _ = s.read(&mut [0u8; 64]);
+            }
+        });
+    }
+    // The name `flocks up` would give a VM of this project.
+    let key = {
+        use sha2::{Digest, Sha256};
+        let dir = p.path(".flocks").canonicalize().unwrap();
+        let d = Sha256::digest(dir.display().to_string().as_bytes());
+        d.iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let letters: String = key
+        .chars()
+        .map(|c| char::from(b'a' + c.to_digit(16).unwrap() as u8))
+        .collect();
+    let lookalike = format!("flocks-{letters}-qwerty");
+    let state_path = p.path(".flocks/state.json");
+    let mut state = p.state();
+    state["managed"] = json!([
+        {"kind": "vm", "pool": "fleet", "name": "evil", "ssh_dest": "127.0.0.1", "ssh_port": ports[0]},
+        {"kind": "vm", "pool": "fleet", "name": lookalike, "ssh_dest": "root@127.0.0.1", "ssh_port": ports[1]},
+    ]);
+    std::fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
+    let _ = std::fs::remove_file(p.path(".flocks/state.journal"));
+    p.config(
+        "[[containers]]\nname = \"fleet\"\nbackend = \"exedev\"\ncount = 2\nlobby = \"lobby.invalid\"\n\
+         ssh_options = [\"-o\", \"BatchMode=yes\", \"-o\", \"ConnectTimeout=3\", \"-o\", \"StrictHostKeyChecking=no\", \"-o\", \"UserKnownHostsFile=/dev/null\"]\n",
+    );
+    p.tasks(&[json!({"id": "u", "prompt": "@fake commit u.txt"})]);
+    let check = p.flocks(&["hosts", "check"]);
+    let run = p.flocks(&["run", "--no-progress"]);
+    assert_eq!(
+        connected.load(Ordering::SeqCst),
+        0,
+        "flocks connected to a forged VM record's host:\n{}\n{}",
+        text(&check),
+        text(&run)
+    );
+    for o in [&check, &run] {
+        assert_eq!(code(o), 5, "{}", text(o));
+        assert!(
+            text(o).contains("\"evil\"") && text(o).contains(&lookalike),
+            "the refusal names the records: {}",
+            text(o)
+        );
+        assert!(text(o).contains("not one `flocks up` made"), "{}", text(o));
+    }
+}
+
+/// Finding 6: a webhook's header secret (`[[notify]] headers_env`) is not
+/// in any agent's or setup command's environment, and when an agent prints
+/// its value anyway it is redacted in the log, state and output. (Before:
+/// both had it, and it stayed in clear in the log.)
+#[test]
+fn webhook_header_secrets_never_reach_agents_or_logs() {
+    const HOOK: &str = "hook-secret-7c1f04b9e2d3a8";
+    let p = TestProject::new("");
+    p.config(&format!(
+        "[[notify]]\non = [\"finished\"]\nwebhook = \"http://127.0.0.1:9/hook\"\n\
+         headers_env = {{ Authorization = \"HOOK_TOKEN\" }}\n\n\
+         [workspace]\nsetup = [\"echo setup:${{HOOK_TOKEN:-unset}} > {}\"]\n",
+        p.out_file("setup-env").display()
+    ));
+    std::fs::write(p.out_file("leak"), HOOK).unwrap();
+    p.tasks(&[json!({"id": "t", "prompt": format!(
+        "@fake env HOOK_TOKEN {}\n{}@fake commit t.txt\n",
+        p.out_file("agent-env").display(),
+        bash(&format!("echo leaked: $(cat {})", p.out_file("leak").display()))
+    )})]);
+    let o = p
+        .cmd(&["run", "--no-progress"])
+        .env("HOOK_TOKEN", HOOK)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(p.out_file("agent-env")).unwrap(),
+        "<unset>",
+        "the agent had the webhook's header secret"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.out_file("setup-env"))
+            .unwrap()
+            .trim(),
+        "setup:unset",
+        "the setup command had the webhook's header secret"
+    );
+    let files = p.flocks_dir_text();
+    assert!(
+        !files.contains(HOOK),
+        "the header secret is in clear under .flocks/"
+    );
+    assert!(
+        files.contains("leaked: [redacted:"),
+        "not redacted but dropped"
+    );
+    assert!(!text(&o).contains(HOOK));
+}
+
+/// Finding 8: `flocks serve` streams only the logs of the state's tasks: a
+/// task id that climbs out of `.flocks/logs/` (`..%2F`) is refused, and the
+/// file it names is not sent. (Before: any `<n>.log` on the host streamed.)
+#[test]
+fn serve_streams_no_log_outside_the_tasks() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let p = TestProject::new("");
+    p.tasks(&[json!({"id": "t", "prompt": "@fake commit t.txt"})]);
+    let o = p.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let outside = p.tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("1.log"), "TOP-SECRET-LINE\n").unwrap();
+    let mut child = p
+        .cmd(&["serve", "--addr", "127.0.0.1:0"])
+        .env_remove("FLOCKS_SERVE_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _serve = Kill(child);
+    let port: u16 = first
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    for path in [
+        "/tasks/..%2F..%2F..%2Foutside/events?attempt=1",
+        "/tasks/..%2F..%2F..%2Foutside?attempt=1",
+        "/tasks/t%2F..%2F..%2F..%2F..%2Foutside/events?attempt=1",
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Until the server closes (a refusal), or the file shows up.
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&got).contains("TOP-SECRET-LINE") {
+                break;
+            }
+        }
+        let got = String::from_utf8_lossy(&got).to_string();
+        assert!(
+            !got.contains("TOP-SECRET-LINE"),
+            "{path} streamed a file outside .flocks/logs: {got}"
+        );
+        let status = got.lines().next().unwrap_or_default().to_string();
+        assert!(
+            status.contains(" 404 ") || status.contains(" 400 "),
+            "{path}: {got}"
+        );
+    }
+}
+
+/// Finding 9: `mv .flocks .flocks-old; mkdir .flocks` while a run goes on
+/// does not let a second `flocks run` in: it exits 5 naming the run that
+/// holds the project. (Before: the second run started the tasks again.)
+#[test]
+fn moving_flocks_aside_does_not_free_the_lock() {
+    let p = TestProject::new("");
+    let go = p.out_file("go");
+    let started = p.out_file("started");
+    p.tasks(&[json!({"id": "t", "prompt": format!(
+        "{}@fake commit t.txt\n",
+        bash(&format!(
+            "touch {}; until [ -f {} ]; do sleep 0.1; done",
+            started.display(),
+            go.display()
+        ))
+    )})]);
+    let first = p.spawn(&["run", "--no-progress"]);
+    let holder = first.id();
+    wait_for(60, "the first run's agent to start", || started.exists());
+    std::fs::rename(p.path(".flocks"), p.path(".flocks-old")).unwrap();
+    std::fs::create_dir(p.path(".flocks")).unwrap();
+    std::fs::remove_file(&started).unwrap();
+    let second = wait_or_kill(
+        p.spawn(&["run", "--no-progress"]),
+        30,
+        "a second `flocks run` got past the lock",
+    );
+    std::fs::write(&go, "").unwrap();
+    wait_or_kill(first, 60, "the first run did not end");
+    assert!(
+        !started.exists(),
+        "the second run started the task again: {}",
+        text(&second)
+    );
+    assert_eq!(code(&second), 5, "{}", text(&second));
+    assert!(
+        text(&second).contains(&format!("`flocks run` (pid {holder}")),
+        "the refusal names the holder: {}",
+        text(&second)
+    );
+}

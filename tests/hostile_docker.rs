@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use dsupport::{Ctr, CtrSpec, DockerProject, ready};
 use serde_json::json;
-use support::{code, text, wait_for};
+use support::{code, sibling_attack, text, wait_for};
 
 fn ctr(p: &DockerProject) -> Ctr {
     Ctr::start(CtrSpec {
@@ -624,4 +624,315 @@ fn down_removes_only_containers_flocks_created() {
 
 fn c_running(c: &Ctr) -> bool {
     dsupport::docker(&["inspect", "-f", "{{.State.Running}}", &c.id]).1 == "true"
+}
+
+// ---- Issue 23: the first half. Each test was run against the code before
+// its fix and failed for the reason it names.
+
+/// `.git`'s guarded places as text: config, hooks, modules, the main
+/// checkout's index entries, and every ref but the tasks' branches (flocks
+/// itself writes `info/exclude`).
+fn guarded_git(p: &DockerProject) -> String {
+    let git = p.t.repo.join(".git");
+    let mut out = String::new();
+    let mut stack = vec![git.join("config"), git.join("hooks"), git.join("modules")];
+    while let Some(path) = stack.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        out.push_str(&format!("{} {:o}\n", path.display(), m.mode()));
+        if m.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if m.is_file() {
+            out.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+        }
+    }
+    out.push_str(&p.git(&["ls-files", "-s"]));
+    for line in p
+        .git(&["for-each-ref", "--format=%(refname) %(objectname)"])
+        .lines()
+    {
+        if !line.starts_with("refs/heads/flocks/") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The main checkout's files (not `.git`, `.flocks`, `.worktrees`, nor `skip`).
+fn checkout_files(p: &DockerProject, skip: &[&str]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![p.t.repo.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let rel = e
+                .path()
+                .strip_prefix(&p.t.repo)
+                .unwrap()
+                .display()
+                .to_string();
+            if [".git", ".flocks", ".worktrees"].contains(&rel.as_str())
+                || skip.contains(&rel.as_str())
+            {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((rel, std::fs::read(e.path()).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Finding 3: a gitlink added to the main checkout's index (`update-index
+/// --cacheinfo 160000,...`), for a nested repository whose `core.fsmonitor`
+/// is a command, and one whose git dir is under `.git/modules/`. The attempt
+/// fails naming both, the index and `.git/modules` are put back, and the
+/// user's next plain `git status` runs nothing. (Before: the run succeeded
+/// and `git status` ran the command.)
+#[test]
+fn a_gitlink_planted_in_the_index_is_undone() {
+    ready();
+    let p = DockerProject::new();
+    let c = ctr(&p);
+    let host = host_only(&p);
+    p.config("", &pool(&p));
+    let before = guarded_git(&p);
+    let attack = format!(
+        "cd ../.. && git init -q sub && git -C sub commit -q --allow-empty -m x && \
+         git -C sub config core.fsmonitor \"touch {h}/pwned #\" && \
+         git update-index --add --cacheinfo 160000,$(git -C sub rev-parse HEAD),sub && \
+         mkdir -p .git/modules && git init -q --separate-git-dir .git/modules/sub2 sub2 && git -C sub2 commit -q --allow-empty -m y && \
+         git -C sub2 config core.fsmonitor \"touch {h}/pwned2 #\" && \
+         git update-index --add --cacheinfo 160000,$(git -C sub2 rev-parse HEAD),sub2",
+        h = host.display()
+    );
+    p.t.tasks(&[json!({"id": "gl", "prompt": format!("@fake commit g.txt\n{}", bash(&attack))})]);
+    let o = p.t.flocks(&["run", "--no-progress"]);
+    p.git(&["status"]);
+    assert!(
+        !host.join("pwned").exists() && !host.join("pwned2").exists(),
+        "the user's git status ran a command the agent planted: {}",
+        text(&o)
+    );
+    assert_eq!(code(&o), 3, "{}", text(&o));
+    let reason = p.reason("gl");
+    for what in [
+        ".git/index: gitlink sub added",
+        ".git/index: gitlink sub2 added",
+        ".git/modules/sub2 added",
+    ] {
+        assert!(
+            reason.contains(what),
+            "{what} missing from: {reason}\n{}",
+            std::fs::read_to_string(p.t.repo.join(".flocks/logs/gl/1.log")).unwrap_or_default()
+        );
+    }
+    assert_eq!(guarded_git(&p), before);
+    assert_nothing_left(&c);
+}
+
+/// Finding 7: an exec user that is root (`user = "root"`, `"0:0"`, or the
+/// default when the repo belongs to root) is refused unless the pool says
+/// `allow_root = true`: a config error naming the file, line and field, or
+/// a refusal saying what to do. With `allow_root` the agent runs as root.
+/// (Before: agents silently ran as uid 0, able to kill the reaper.)
+#[test]
+fn a_root_exec_user_needs_allow_root() {
+    ready();
+    let p = DockerProject::new();
+    let c = ctr(&p);
+    let out = p.t.out.display().to_string();
+    p.t.tasks(&[json!({"id": "r", "prompt": format!("{}@fake commit r.txt\n", bash(&format!("id -u > {out}/uid")))})]);
+    // A name the container maps to uid 0.
+    let (ok, msg) = dsupport::docker(&[
+        "exec",
+        "-u",
+        "0",
+        &c.id,
+        "sh",
+        "-c",
+        "echo toor:x:0:0::/root:/bin/sh >> /etc/passwd",
+    ]);
+    assert!(ok, "{msg}");
+    p.config("", &format!("{}user = \"toor\"\n", pool(&p)));
+    let o = p.t.flocks(&["run", "--no-progress"]);
+    assert!(p.read_out("uid").is_empty(), "an agent ran as toor (uid 0)");
+    assert_eq!(code(&o), 5, "{}", text(&o));
+    assert!(
+        text(&o).contains("`toor` is uid 0 in the container")
+            && text(&o).contains("allow_root = true"),
+        "{}",
+        text(&o)
+    );
+    for user in ["root", "0:0"] {
+        p.config("", &format!("{}user = \"{user}\"\n", pool(&p)));
+        let o = p.t.flocks(&["run", "--no-progress"]);
+        assert!(
+            p.read_out("uid").is_empty(),
+            "an agent ran as {user}: uid {}",
+            p.read_out("uid")
+        );
+        assert_eq!(code(&o), 2, "{}", text(&o));
+        let said = text(&o);
+        let toml = std::fs::read_to_string(p.t.repo.join("flocks.toml")).unwrap();
+        let line = 1 + toml.lines().position(|l| l.starts_with("user =")).unwrap();
+        assert!(
+            said.contains(&format!("flocks.toml:{line}:")) && said.contains("containers.user"),
+            "{said}"
+        );
+        assert!(
+            said.contains("allow_root = true") && said.contains("reaper"),
+            "{said}"
+        );
+    }
+    // The repo belongs to root: the default exec user would be uid 0.
+    std::process::Command::new("chown")
+        .args(["-R", "0:0"])
+        .arg(&p.t.repo)
+        .status()
+        .unwrap();
+    p.config("", &pool(&p));
+    let o = p.t.flocks(&["trust"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let o = p.t.flocks(&["run", "--no-progress"]);
+    assert!(
+        p.read_out("uid").is_empty(),
+        "an agent ran as root by default"
+    );
+    assert_eq!(code(&o), 5, "{}", text(&o));
+    assert!(
+        text(&o).contains("allow_root = true") && text(&o).contains("user ="),
+        "{}",
+        text(&o)
+    );
+    // Allowed (the user accepts the flocks.toml they wrote): it runs, as root.
+    p.config("", &format!("{}allow_root = true\n", pool(&p)));
+    let o = p.t.flocks(&["trust"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let o = p.t.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(p.read_out("uid").trim(), "0");
+}
+
+/// Finding 4 in mount mode: the sibling's attack of
+/// `hostile.rs::a_commit_put_on_another_tasks_branch_is_not_landed`, from
+/// inside the container: t3 does not land t2's commit.
+#[test]
+fn a_commit_put_on_another_tasks_branch_in_the_container_is_not_landed() {
+    ready();
+    let p = DockerProject::new();
+    let c = ctr(&p);
+    p.config("", &format!("{}max_worktrees = 2\n", pool(&p)));
+    sibling_attack(&p.t.out, |t| p.t.tasks(t));
+    let o = p.t.flocks(&["run", "--no-progress"]);
+    let land = p.t.flocks(&["land", "-y"]);
+    let log = p.git(&["log", "--format=%s", "main"]);
+    assert!(
+        !log.contains("planted"),
+        "t3 landed the planted commit: {log}\n{}\n{}",
+        text(&o),
+        text(&land)
+    );
+    assert_eq!(code(&o), 3, "{}", text(&o));
+    assert_eq!(p.t.status_of("t3"), "failed");
+    assert!(
+        p.reason("t3").contains("not made in its worktree"),
+        "{}",
+        p.reason("t3")
+    );
+    assert_eq!(p.t.status_of("t2"), "success");
+    assert_nothing_left(&c);
+}
+
+/// Mount mode, all at once: an agent writes `.git/hooks`, `.git/config`,
+/// `.git/index` and links `.flocks/` files to a file of the user's, while an
+/// honest task runs beside it. `.git`'s guarded places, the main checkout and
+/// the user's file end as they were, `git status` runs nothing, and the
+/// honest task lands (the guard cannot tell which agent of the mount changed
+/// `.git`, so the honest attempt that overlapped fails with it and lands on
+/// its retry).
+#[test]
+fn a_hostile_agent_in_mount_mode_leaves_the_host_as_it_was() {
+    ready();
+    let p = DockerProject::new();
+    let c = ctr(&p);
+    let host = host_only(&p);
+    let rc = host.join("bashrc");
+    std::fs::write(&rc, "# rc\n").unwrap();
+    p.config("", &format!("{}max_worktrees = 2\n", pool(&p)));
+    let git_before = guarded_git(&p);
+    let out = p.t.out.display().to_string();
+    let h = host.display();
+    let attack = format!(
+        "until [ -f {out}/ok-started ]; do sleep 0.1; done; \
+         printf \"#!/bin/sh\\ntouch {h}/pwned-hook\\n\" > ../../.git/hooks/post-checkout; chmod +x ../../.git/hooks/post-checkout; \
+         git config core.fsmonitor \"touch {h}/pwned-config #\"; \
+         cd ../.. && git init -q sub && git -C sub commit -q --allow-empty -m x && \
+         git -C sub config core.fsmonitor \"touch {h}/pwned-index #\" && \
+         git update-index --add --cacheinfo 160000,$(git -C sub rev-parse HEAD),sub; \
+         ln -s {rc} .flocks/logs/evil/2.log; rm -f .flocks/lock; ln -s {rc} .flocks/lock; \
+         touch {out}/attacked",
+        rc = rc.display()
+    );
+    let once = format!(
+        "@fake once {out}/once {}",
+        bash(&attack).trim_start_matches("@fake ")
+    );
+    let wait = bash(&format!(
+        "touch {out}/ok-started; until [ -f {out}/attacked ]; do sleep 0.1; done"
+    ));
+    p.t.tasks(&[
+        json!({"id": "evil", "prompt": format!("{once}@fake commit e.txt\n")}),
+        json!({"id": "ok", "prompt": format!("{wait}@fake commit ok.txt\n")}),
+    ]);
+    let files_before = checkout_files(&p, &[]);
+    let o = p.t.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&o), 3, "{}", text(&o));
+    assert_eq!(p.t.status_of("evil"), "failed");
+    // The honest attempt ran while `.git` was changed: it fails with it.
+    if p.t.status_of("ok") != "success" {
+        assert!(p.reason("ok").contains("git setup"), "{}", p.reason("ok"));
+        let o = p.t.flocks(&["retry", "ok", "--no-progress"]);
+        assert_eq!(code(&o), 0, "{}", text(&o));
+    }
+    // The attacker's next attempt, with its log and the lock linked.
+    let o = p.t.flocks(&["retry", "evil", "--no-progress"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    p.git(&["status"]);
+    for m in ["pwned-hook", "pwned-config", "pwned-index"] {
+        assert!(
+            !host.join(m).exists(),
+            "{m}: a planted command ran on the host"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&rc).unwrap(), "# rc\n");
+    assert_eq!(guarded_git(&p), git_before);
+    let o = p.t.flocks(&["land", "-y", "ok"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    // The nested repository stays in the checkout, untracked: git does not
+    // enter it (the status above ran nothing).
+    let after: Vec<_> = checkout_files(&p, &["sub"])
+        .into_iter()
+        .filter(|(f, _)| f != "ok.txt")
+        .collect();
+    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&after), names(&files_before));
+    assert_eq!(after, files_before);
+    assert!(
+        p.t.repo.join("ok.txt").exists(),
+        "the honest task did not land"
+    );
+    p.git(&["status"]);
+    assert!(!host.join("pwned-index").exists());
+    assert_nothing_left(&c);
 }

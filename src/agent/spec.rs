@@ -97,9 +97,10 @@ pub fn build(input: SpecInput) -> AgentSpec {
         tag,
         resume,
     } = input;
-    // Credential source variables never reach an agent; the inherited Anthropic
-    // ones are removed when the pool injects a credential of its own.
-    let mut remove_env: Vec<String> = config.credentials.iter().map(|c| c.env.clone()).collect();
+    // Credential source variables (and webhook header secrets) never reach
+    // an agent; the inherited Anthropic ones are removed when the pool
+    // injects a credential of its own.
+    let mut remove_env: Vec<String> = config.secret_vars();
     if credential.is_some() {
         remove_env.extend(SCRUBBED_VARS.iter().map(|s| s.to_string()));
     }

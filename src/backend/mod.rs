@@ -103,6 +103,10 @@ pub struct Finished {
     /// The attempt changed the host repo's `.git/config` or `.git/hooks`
     /// (flocks restored them): what changed. Fails the attempt.
     pub guard_violation: Option<String>,
+    /// The task's branch held work its worktree did not make (another agent
+    /// of the same `.git` put it there): why. flocks moved the branch back
+    /// to the attempt's start. Fails the attempt.
+    pub refused: Option<String>,
 }
 
 /// The job for one attempt, as far as a backend needs to know.
@@ -436,9 +440,15 @@ pub async fn finish(
     attempt: u32,
 ) -> Result<Finished, FinishError> {
     let finished = backend.finish(ws, task, branch, attempt).await;
+    settle(branch).await;
+    finished
+}
+
+/// flocks is done moving `branch` (the attempt finished, or ended before its
+/// agent ran): it is guarded again, where flocks left it.
+pub async fn settle(branch: &str) {
     let b = branch.to_string();
     let _ = tokio::task::spawn_blocking(move || crate::guard::settle_branch(&b)).await;
-    finished
 }
 
 /// Commit leftovers in a host worktree and measure the attempt: shared by the
@@ -453,6 +463,16 @@ pub(crate) async fn finish_host_worktree(
     let start = ws.start_commit.clone();
     let branch = branch.to_string();
     tokio::task::spawn_blocking(move || -> Result<Finished> {
+        // The branch first: nothing another agent put there is committed on.
+        if let Some(refused) = refuse_foreign_work(&repo_dir, &path, &branch, &start)? {
+            return Ok(Finished {
+                tip: start.clone(),
+                leftovers_committed: false,
+                new_commits: 0,
+                guard_violation: None,
+                refused: Some(refused),
+            });
+        }
         let msg = format!("flocks: uncommitted changes left by attempt {attempt}");
         let leftovers = if path.exists() {
             crate::git::commit_leftovers(&path, &msg)?.is_some()
@@ -471,9 +491,47 @@ pub(crate) async fn finish_host_worktree(
             leftovers_committed: leftovers,
             new_commits,
             guard_violation: None,
+            refused: None,
         })
     })
     .await
     .map_err(|e| FinishError::Measure(e.to_string()))?
     .map_err(FinishError::Repo)
+}
+
+/// When `branch` holds work its worktree (`path`) did not make since the
+/// attempt's `start` ([`crate::git::provenance`]): move the branch back to
+/// `start`, reset the worktree to it, and say why.
+fn refuse_foreign_work(
+    repo_dir: &std::path::Path,
+    path: &std::path::Path,
+    branch: &str,
+    start: &str,
+) -> Result<Option<String>> {
+    let Some(id) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(None);
+    };
+    let repo = crate::git::open(repo_dir)?;
+    let Some(tip) = crate::git::branch_tip(&repo, branch)? else {
+        return Ok(None);
+    };
+    let start_oid =
+        git2::Oid::from_str(start).map_err(|e| crate::error::Error::Other(e.to_string()))?;
+    let Some(why) = crate::git::provenance::foreign_work(&repo, id, branch, start_oid, tip)? else {
+        return Ok(None);
+    };
+    repo.reference(
+        &format!("refs/heads/{branch}"),
+        start_oid,
+        true,
+        "flocks: undo work its worktree did not make",
+    )
+    .map_err(|e| crate::error::Error::Other(format!("move {branch} back to {start}: {e}")))?;
+    if path.exists() {
+        crate::git::reset_worktree(path)?;
+    }
+    let short = &start[..start.len().min(10)];
+    Ok(Some(format!(
+        "{why}; flocks moved {branch} back to where it left it ({short}) and reset the worktree to it"
+    )))
 }

@@ -61,6 +61,9 @@ fn clean_logs(project: &Project, age: std::time::Duration) -> Result<Exit> {
             ids.join(", ")
         ));
     }
+    for note in attempts.notes.iter().chain(&land.notes) {
+        out.push_str(&format!("Note: {note}\n"));
+    }
     for (path, why) in attempts.failed.iter().chain(&land.failed) {
         out.push_str(&format!("Could not remove {}: {why}\n", path.display()));
     }

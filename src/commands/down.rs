@@ -28,6 +28,7 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
     let mut save = |s: &State| store.save(s);
     let runtime = crate::service::runtime()?;
     let key = project.key();
+    let mut made = crate::backend::ssh::exedev::Made::load(&project.state_dir());
     let mut refused = Vec::new();
     for pool in &config.pools {
         if args.pool.as_deref().is_some_and(|p| p != pool.name) {
@@ -38,6 +39,7 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
                 let notes = runtime.block_on(exedev::down(
                     config,
                     &key,
+                    &mut made,
                     Some(&pool.name),
                     &mut state,
                     &mut save,

@@ -35,7 +35,15 @@ pub fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
         }
         let (targets, setup) = match &pool.backend {
             BackendConfig::Ssh(s) => (vec![Target::from_config(s)], &s.setup),
-            BackendConfig::Exedev(x) => (exedev::targets(&state, &pool.name, x), &x.setup),
+            BackendConfig::Exedev(x) => {
+                let made = exedev::Made::load(&project.state_dir());
+                let vms = exedev::targets(&state, &pool.name, x, &project.key(), &made);
+                for r in &vms.refused {
+                    crate::outln!("{r}");
+                    problems += 1;
+                }
+                (vms.targets(), &x.setup)
+            }
             BackendConfig::Local | BackendConfig::Docker(_) => continue,
         };
         any = true;

@@ -67,7 +67,7 @@ pub fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
             Error::Usage(format!("task `{}` has not started yet: no log", rec.id))
         })?,
     };
-    let path = project.log_path(&rec.id, attempt.number);
+    let path = project.log_path(&rec.id, attempt.number)?;
     if args.json {
         let value = json!({
             "task": rec.id,
@@ -83,7 +83,7 @@ pub fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
         );
         return Ok(Exit::Ok);
     }
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let text = crate::fsat::read_to_string(&path).unwrap_or_default();
     let mut lines: Vec<String> = if args.raw {
         text.lines().map(str::to_string).collect()
     } else {
@@ -124,7 +124,7 @@ fn follow(
     let mut idle_rounds = 0;
     loop {
         let mut grew = false;
-        if let Ok(mut f) = std::fs::File::open(path) {
+        if let Ok(mut f) = crate::fsat::read(path) {
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
             if len > pos && f.seek(SeekFrom::Start(pos)).is_ok() {
                 let mut buf = Vec::new();
@@ -203,8 +203,8 @@ fn judge_log(project: &Project, state: &crate::state::State, args: &LogsArgs) ->
                 rec.id
             ))
         })?;
-    let path = project.log_path(&judge, args.attempt.unwrap_or(latest));
-    let text = std::fs::read_to_string(&path)
+    let path = project.log_path(&judge, args.attempt.unwrap_or(latest))?;
+    let text = crate::fsat::read_to_string(&path)
         .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
     let mut out = crate::output::stdout();
     for l in text.lines() {

@@ -82,7 +82,7 @@ pub fn make_plan(
     crate::git::ensure_excluded(&repo, &excludes)?;
 
     let report = run_planner(project, &id, &branch, prompt, opts.pool.as_deref())?;
-    let log = project.log_path(&id, 1);
+    let log = project.log_path(&id, 1)?;
     let tip = report.end_tip.as_deref().and_then(|t| t.parse().ok());
     let text = tip.map(|t| read_plan_file(&repo, t)).transpose()?.flatten();
     put_away(config, &repo, &id, &branch);
@@ -110,10 +110,11 @@ pub fn make_plan(
     };
 
     // Keep every plan as written, so a refused one can be fixed by hand.
-    let plans = project.state_dir().join("plans");
-    std::fs::create_dir_all(&plans).ctx(|| format!("create {}", plans.display()))?;
-    let kept = plans.join(format!("{id}.jsonl"));
-    std::fs::write(&kept, &text).ctx(|| format!("write {}", kept.display()))?;
+    let kept = project
+        .state_dir()
+        .join("plans")
+        .join(format!("{id}.jsonl"));
+    crate::state::store::write_atomic(&kept, text.as_bytes())?;
 
     let rules = BranchRules {
         prefix: &config.workspace.branch_prefix,
@@ -126,13 +127,13 @@ pub fn make_plan(
             crate::outln!("the plan as written has a problem: {e}");
         }
         edit(&kept)?;
-        let text = std::fs::read_to_string(&kept).ctx(|| format!("read {}", kept.display()))?;
+        let text = crate::fsat::read_to_string(&kept).ctx(|| format!("read {}", kept.display()))?;
         checked = check(&kept, &text, &rules);
     }
     let tasks = checked.map_err(|e| refused(e, &kept))?;
 
     refuse_overwrite(&dest, opts.force)?;
-    let saved = std::fs::read_to_string(&kept).ctx(|| format!("read {}", kept.display()))?;
+    let saved = crate::fsat::read_to_string(&kept).ctx(|| format!("read {}", kept.display()))?;
     write_atomic(&dest, &saved)?;
     let tasks = TaskSet::new(dest.clone(), tasks.tasks);
     crate::output::report(&render_table(&tasks));

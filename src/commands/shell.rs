@@ -55,7 +55,9 @@ pub fn run(project: &Project, args: &ShellArgs) -> Result<Exit> {
             remote_shell(&t, &worktree, &args.task)
         }
         Some((name, BackendConfig::Exedev(x))) => {
-            let t = exedev::targets(&state, &name, x)
+            let made = exedev::Made::load(&project.state_dir());
+            let t = exedev::targets(&state, &name, x, &project.key(), &made)
+                .targets()
                 .into_iter()
                 .find(|t| worktree.starts_with(&format!("{}:", t.host)))
                 .ok_or_else(|| {

@@ -30,6 +30,7 @@ pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
     let mut save = |s: &State| store.save(s);
     let runtime = crate::service::runtime()?;
     let mut did = false;
+    let mut made = exedev::Made::load(&project.state_dir());
     for pool in &config.pools {
         if args.pool.as_deref().is_some_and(|p| p != pool.name) {
             continue;
@@ -37,9 +38,14 @@ pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
         match &pool.backend {
             BackendConfig::Exedev(x) => {
                 did = true;
-                for note in
-                    runtime.block_on(exedev::up(pool, x, &project.key(), &mut state, &mut save))?
-                {
+                for note in runtime.block_on(exedev::up(
+                    pool,
+                    x,
+                    &project.key(),
+                    &mut made,
+                    &mut state,
+                    &mut save,
+                ))? {
                     crate::outln!("{note}");
                 }
             }

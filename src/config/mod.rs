@@ -298,6 +298,9 @@ pub struct DockerConfig {
     pub project: Option<PathBuf>,
     pub workspace_mount: Option<String>,
     pub user: Option<String>,
+    /// Agents may run as root in the container (`user` root, or a repo
+    /// that root owns): root there can kill flocks' reaper.
+    pub allow_root: bool,
     pub image: Option<String>,
     pub mounts: Vec<String>,
     pub network: Option<String>,
@@ -322,6 +325,17 @@ impl DockerConfig {
             .unwrap_or(crate::git::intake::DEFAULT_MAX_FETCH_MB)
             << 20
     }
+}
+
+/// What to do about a root exec user, said wherever one is refused.
+pub const ROOT_REFUSED: &str = "agents would run as uid 0 in the container, where they can kill flocks' reaper and so outlive their attempt. Set `user` on the pool to an unprivileged user (`user = \"1000:1000\"`, or a name), or, if root is what you want, `allow_root = true` (and accept that an agent can stop the reaper)";
+
+/// Whether a docker exec user names root: `root`, `0`, `root:<group>`,
+/// `0:<group>` (a name that maps to uid 0 in the container is found when the
+/// container is: see the docker backend).
+pub fn names_root(user: &str) -> bool {
+    let who = user.split(':').next().unwrap_or(user).trim();
+    who == "root" || who.trim_start_matches('0').is_empty() && !who.is_empty()
 }
 
 #[derive(Debug, Clone)]
@@ -467,6 +481,25 @@ impl Config {
         let path = std::path::absolute(path).ctx(|| format!("resolve {}", path.display()))?;
         let text = std::fs::read_to_string(&path).ctx(|| format!("read {}", path.display()))?;
         parse::parse(&path, &text)
+    }
+
+    /// The environment variables that hold secrets flocks itself uses: the
+    /// credentials' and the webhook headers' (`[[notify]] headers_env`).
+    /// None reaches an agent, a setup or a validate command.
+    pub fn secret_vars(&self) -> Vec<String> {
+        let mut vars: Vec<String> = self.credentials.iter().map(|c| c.env.clone()).collect();
+        vars.extend(self.header_vars().map(str::to_string));
+        vars
+    }
+
+    /// The variables `[[notify]] headers_env` reads header values from.
+    pub fn header_vars(&self) -> impl Iterator<Item = &str> {
+        self.notify.iter().flat_map(|n| match &n.target {
+            NotifyTarget::Webhook { headers, .. } => {
+                headers.iter().map(|h| h.env.as_str()).collect()
+            }
+            NotifyTarget::Command { .. } => Vec::new(),
+        })
     }
 
     /// Directory of flocks' own files: `.flocks/` next to flocks.toml.

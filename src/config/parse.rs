@@ -124,6 +124,7 @@ struct RawPool {
     kap_project: S<String>,
     workspace_mount: S<String>,
     user: S<String>,
+    allow_root: S<bool>,
     image: S<String>,
     mounts: S<Vec<String>>,
     network: S<String>,
@@ -190,6 +191,7 @@ const DOCKER_KEYS: &[&str] = &[
     "kap_project",
     "workspace_mount",
     "user",
+    "allow_root",
     "image",
     "mounts",
     "network",
@@ -235,6 +237,7 @@ impl RawPool {
             kap_project,
             workspace_mount,
             user,
+            allow_root,
             image,
             mounts,
             network,
@@ -1159,6 +1162,20 @@ fn parse_pool(
                     format!("docker pool `{name}` needs `container` (a name or id) or `project` (a folder whose devcontainer to use)"),
                 ));
             }
+            if let Some(u) = &p.user
+                && crate::config::names_root(u.get_ref())
+                && !p.allow_root.as_ref().is_some_and(|a| *a.get_ref())
+            {
+                return Err(cx.err(
+                    u.span(),
+                    "containers.user",
+                    format!(
+                        "`{}` is root in the container: {}",
+                        u.get_ref(),
+                        crate::config::ROOT_REFUSED
+                    ),
+                ));
+            }
             if let Some(m) = &p.workspace_mount
                 && !m.get_ref().starts_with('/')
             {
@@ -1229,6 +1246,7 @@ fn parse_pool(
                 project: project.map(|v| normalize(&resolve_from(dir, Path::new(v.get_ref())))),
                 workspace_mount: take(&p.workspace_mount),
                 user: take(&p.user),
+                allow_root: p.allow_root.as_ref().is_some_and(|a| *a.get_ref()),
                 image: take(&p.image),
                 mounts: take_list(&p.mounts),
                 network: take(&p.network),
@@ -1432,6 +1450,29 @@ mod tests {
             e.contains("flocks.toml:11") && e.contains("no pool named `nope`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_root_exec_user_needs_allow_root() {
+        let pool = "[[containers]]\nname = \"dev\"\nbackend = \"docker\"\ncontainer = \"c\"\n";
+        for user in ["root", "0", "0:0", "root:wheel", "000"] {
+            let e = err(&format!("{pool}user = \"{user}\"\n"));
+            assert!(
+                e.contains("flocks.toml:5") && e.contains("containers.user"),
+                "{e}"
+            );
+            assert!(
+                e.contains("allow_root = true") && e.contains("reaper"),
+                "{e}"
+            );
+            let c = parse_str(&format!("{pool}user = \"{user}\"\nallow_root = true\n")).unwrap();
+            assert!(matches!(&c.pools[0].backend, BackendConfig::Docker(d) if d.allow_root));
+        }
+        for user in ["1000", "1000:1000", "dev", "10"] {
+            parse_str(&format!("{pool}user = \"{user}\"\n")).unwrap();
+        }
+        let e = err("[[containers]]\nname = \"l\"\nallow_root = true\n");
+        assert!(e.contains("allow_root"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub(crate) mod cherry_pick;
 pub(crate) mod include;
 pub(crate) mod intake;
+pub(crate) mod provenance;
 pub(crate) mod trailer;
 mod worktree;
 pub(crate) use worktree::relative_path;
@@ -130,6 +131,23 @@ pub fn restore_checkout(worktree: &Path) -> Result<()> {
     co.force();
     repo.checkout_head(Some(&mut co))
         .ctx(|| format!("check out HEAD in {}", worktree.display()))
+}
+
+/// Put a worktree back to its HEAD: tracked files as HEAD has them,
+/// untracked ones removed (ignored ones, such as build caches, stay).
+pub fn reset_worktree(worktree: &Path) -> Result<()> {
+    let repo =
+        Repository::open(worktree).ctx(|| format!("open worktree {}", worktree.display()))?;
+    let mut co = git2::build::CheckoutBuilder::new();
+    co.force().remove_untracked(true);
+    repo.checkout_head(Some(&mut co))
+        .ctx(|| format!("reset {}", worktree.display()))?;
+    let head = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .ctx(|| "read HEAD".into())?;
+    repo.reset(head.as_object(), git2::ResetType::Hard, Some(&mut co))
+        .ctx(|| format!("reset {}", worktree.display()))
 }
 
 pub fn commit_leftovers(worktree: &Path, message: &str) -> Result<Option<Oid>> {

@@ -152,10 +152,15 @@ impl Worktrees {
         if let Some(spare) = self.take_spare(&repo)? {
             // Move a spare worktree into place, then switch it to the branch:
             // only the files that differ are written.
-            fs::rename(&spare.path, &path)
+            crate::fsat::rename(&spare.path, &path)
                 .ctx(|| format!("move spare worktree to {}", path.display()))?;
             let admin = repo.commondir().join("worktrees").join(id);
-            fs::rename(&spare.admin, &admin).ctx(|| "rename spare worktree admin dir".into())?;
+            crate::fsat::rename_in(
+                repo.commondir(),
+                &spare.admin,
+                &Path::new("worktrees").join(id),
+            )
+            .ctx(|| "rename spare worktree admin dir".into())?;
             write_links(&path, &admin)?;
             drop(guard);
             let wt = Repository::open(&path).ctx(|| format!("open worktree {}", path.display()))?;
@@ -216,12 +221,13 @@ impl Worktrees {
             .ctx(|| "read worktree HEAD".into())?;
         wt.set_head_detached(head.id())
             .ctx(|| "detach worktree HEAD".into())?;
-        let Some(admin) = admin_dir_of(&path) else {
+        let common = repo.commondir().to_path_buf();
+        let Some(admin) = own_admin(&common, &path) else {
             return Ok(());
         };
         if self.max_spares == Some(0) {
-            fs::remove_dir_all(&path).ctx(|| format!("remove {}", path.display()))?;
-            let _ = fs::remove_dir_all(&admin);
+            crate::fsat::remove_all(&path).ctx(|| format!("remove {}", path.display()))?;
+            let _ = crate::fsat::remove_in(&common, &admin);
             return Ok(());
         }
         let spare_root = self.root.join(SPARE_DIR);
@@ -229,22 +235,20 @@ impl Worktrees {
         let mut n = 0;
         let (spare_path, spare_admin) = loop {
             let p = spare_root.join(n.to_string());
-            let a = repo
-                .commondir()
-                .join("worktrees")
-                .join(format!("{SPARE_PREFIX}{n}"));
-            if !p.exists() && !a.exists() {
+            let a = Path::new("worktrees").join(format!("{SPARE_PREFIX}{n}"));
+            if fs::symlink_metadata(&p).is_err() && fs::symlink_metadata(common.join(&a)).is_err() {
                 break (p, a);
             }
             n += 1;
         };
-        fs::rename(&path, &spare_path).ctx(|| "move worktree to the spare pool".into())?;
-        fs::rename(&admin, &spare_admin).ctx(|| "rename worktree admin dir".into())?;
-        write_links(&spare_path, &spare_admin)?;
+        crate::fsat::rename(&path, &spare_path).ctx(|| "move worktree to the spare pool".into())?;
+        crate::fsat::rename_in(&common, &admin, &spare_admin)
+            .ctx(|| "rename worktree admin dir".into())?;
+        write_links(&spare_path, &common.join(&spare_admin))?;
         // Its time of arrival in the pool, which nothing changes while it
         // waits there: the cap removes the oldest first.
-        if let Ok(dir) = fs::File::open(&spare_path) {
-            let _ = dir.set_modified(std::time::SystemTime::now());
+        if let Ok((dir, _)) = crate::fsat::dir(&spare_path, false) {
+            let _ = fs::File::from(dir).set_modified(std::time::SystemTime::now());
         }
         if let Some(max) = self.max_spares {
             let mut spares: Vec<(std::time::SystemTime, u64, PathBuf)> = self
@@ -259,10 +263,10 @@ impl Worktrees {
                 .collect();
             spares.sort();
             for (_, _, old) in spares.iter().take(spares.len().saturating_sub(max)) {
-                if let Some(a) = admin_dir_of(old) {
-                    let _ = fs::remove_dir_all(a);
+                if let Some(a) = own_admin(&common, old) {
+                    let _ = crate::fsat::remove_in(&common, &a);
                 }
-                fs::remove_dir_all(old).ctx(|| format!("remove {}", old.display()))?;
+                crate::fsat::remove_all(old).ctx(|| format!("remove {}", old.display()))?;
             }
         }
         Ok(())
@@ -291,12 +295,11 @@ impl Worktrees {
         if !path.exists() {
             return Ok(false);
         }
-        let admin = admin_dir_of(&path);
-        fs::remove_dir_all(&path).ctx(|| format!("remove {}", path.display()))?;
-        if let Some(a) = admin
-            && a.starts_with(self.repo()?.commondir().join("worktrees"))
-        {
-            let _ = fs::remove_dir_all(a);
+        let common = self.repo()?.commondir().to_path_buf();
+        let admin = own_admin(&common, &path);
+        crate::fsat::remove_all(&path).ctx(|| format!("remove {}", path.display()))?;
+        if let Some(a) = admin {
+            let _ = crate::fsat::remove_in(&common, &a);
         }
         Ok(true)
     }
@@ -308,12 +311,13 @@ impl Worktrees {
         let Ok(entries) = fs::read_dir(&spare_root) else {
             return Ok(0);
         };
+        let common = self.repo()?.commondir().to_path_buf();
         let mut n = 0;
         for e in entries.flatten() {
-            if let Some(a) = admin_dir_of(&e.path()) {
-                let _ = fs::remove_dir_all(a);
+            if let Some(a) = own_admin(&common, &e.path()) {
+                let _ = crate::fsat::remove_in(&common, &a);
             }
-            fs::remove_dir_all(e.path()).ctx(|| format!("remove {}", e.path().display()))?;
+            crate::fsat::remove_all(&e.path()).ctx(|| format!("remove {}", e.path().display()))?;
             n += 1;
         }
         let _ = fs::remove_dir(&spare_root);
@@ -342,7 +346,8 @@ impl Worktrees {
             if !wt_git.exists()
                 || !same_dir(wt_git.parent().unwrap_or(Path::new("")), &self.path_for(id))
             {
-                fs::remove_dir_all(&admin).ctx(|| format!("remove stale {}", admin.display()))?;
+                crate::fsat::remove_in(repo.commondir(), &Path::new("worktrees").join(id))
+                    .ctx(|| format!("remove stale {}", admin.display()))?;
             }
         }
         Ok(())
@@ -353,7 +358,7 @@ impl Worktrees {
             if !self.is_our_worktree(repo, &path) {
                 continue;
             }
-            if let Some(admin) = admin_dir_of(&path) {
+            if let Some(admin) = own_admin(repo.commondir(), &path) {
                 return Ok(Some(Spare { path, admin }));
             }
         }
@@ -436,6 +441,20 @@ fn switch_to(wt: &Repository, refname: &str) -> Result<()> {
     wt.set_head(refname)
         .ctx(|| format!("set HEAD to {refname}"))?;
     Ok(())
+}
+
+/// The admin dir of `worktree`, as a path below the common dir `common`
+/// (`worktrees/<name>`), when its `.git` file names one of this repo's: an
+/// agent can rewrite that file to name any directory, which flocks must
+/// never move or remove.
+fn own_admin(common: &Path, worktree: &Path) -> Option<PathBuf> {
+    let admin = admin_dir_of(worktree)?;
+    let name = admin.file_name()?;
+    let rel = Path::new("worktrees").join(name);
+    let ours = common.join(&rel);
+    let same = crate::config::normalize_path(&admin) == crate::config::normalize_path(&ours)
+        || same_dir(&admin, &ours);
+    same.then_some(rel)
 }
 
 /// The admin dir a worktree's `.git` file points to.

@@ -1,9 +1,12 @@
 //! Guarding the host: an agent in a container can write the repo's shared
 //! `.git`, and git on the host would then run what it planted (a hook, a
 //! `core.fsmonitor` or `core.hooksPath` in a config, a filter driver named in
-//! `info/attributes`) or trust what it moved (the land target). So the places
-//! git executes from (`config`, `config.worktree`, `hooks/`, `info/attributes`,
-//! `worktrees/*/config{,.worktree}`) and every ref outside the tasks' own
+//! `info/attributes`, a gitlink in the index to a nested repository whose
+//! config says what to run) or trust what it moved (the land target). So the
+//! places git executes from (`config`, `config.worktree`, `hooks/`,
+//! `info/attributes`, `worktrees/*/config{,.worktree}`, the submodules' git
+//! dirs under `modules/`: their directories, configs, hooks and links), the
+//! index's gitlinks (`index.rs`) and every ref outside the tasks' own
 //! branches are snapshotted before attempts and compared after each one; a
 //! change is undone and fails the attempt.
 //!
@@ -24,7 +27,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub use refs::exempt_branch;
 
 use crate::fsat;
+use index::IndexSnap;
 
+mod index;
 mod refs;
 
 /// Files larger than this in a guarded place are not read: a violation.
@@ -203,6 +208,8 @@ enum Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Snapshot {
     entries: BTreeMap<PathBuf, Entry>,
+    /// The main checkout's index (its gitlinks).
+    index: Option<IndexSnap>,
 }
 
 impl Snapshot {
@@ -237,11 +244,16 @@ impl Snapshot {
                 }
             }
         }
+        // Submodules' git dirs: what git runs from when it enters one.
+        modules(git_dir, Path::new("modules"), 0, &mut entries);
         // What git2 reads refs from: only looked at for what would block it.
         for top in ["refs", "packed-refs", "HEAD"] {
             specials(git_dir, Path::new(top), 0, &mut entries);
         }
-        Snapshot { entries }
+        Snapshot {
+            entries,
+            index: IndexSnap::take(git_dir),
+        }
     }
 
     /// Remove what would make reading refs block (FIFOs and the like).
@@ -269,6 +281,7 @@ impl Snapshot {
                 out.push(format!(".git/{} removed", p.display()));
             }
         }
+        out.extend(IndexSnap::diff(self.index.as_ref(), now.index.as_ref()));
         out
     }
 
@@ -308,6 +321,10 @@ impl Snapshot {
                 // What was already wrong before attempts began stays removed.
                 Entry::Special { .. } => {}
             }
+        }
+        if !IndexSnap::diff(self.index.as_ref(), now.index.as_ref()).is_empty() {
+            IndexSnap::restore(git_dir, self.index.as_ref(), now.index.as_ref())
+                .map_err(|e| std::io::Error::other(format!("the index: {e}")))?;
         }
         Ok(())
     }
@@ -371,6 +388,50 @@ fn walk(root: &Path, rel: &Path, depth: usize, recurse: bool, out: &mut BTreeMap
         })
     };
     out.insert(rel.to_path_buf(), entry);
+}
+
+/// Record the submodules' git dirs under `rel` (`modules/`, nested ones
+/// too): every directory, every link, and the files git runs from (`config`,
+/// `config.worktree`, `info/attributes`, all of `hooks/`); not their objects,
+/// refs, logs or index, which change as the user works with them.
+fn modules(root: &Path, rel: &Path, depth: usize, out: &mut BTreeMap<PathBuf, Entry>) {
+    let full = root.join(rel);
+    let Ok(meta) = std::fs::symlink_metadata(&full) else {
+        return;
+    };
+    if !meta.is_dir() {
+        walk(root, rel, depth, false, out);
+        return;
+    }
+    if depth >= 2 * MAX_DEPTH {
+        out.insert(rel.to_path_buf(), special("a directory nested too deep"));
+        return;
+    }
+    walk(root, rel, MAX_DEPTH, false, out);
+    let Ok(rd) = std::fs::read_dir(&full) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let child = rel.join(&name);
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            match name.to_str() {
+                Some("objects" | "refs" | "logs" | "lfs" | "rr-cache") => {}
+                Some("hooks") => walk(root, &child, 0, true, out),
+                _ => modules(root, &child, depth + 1, out),
+            }
+        } else if ft.is_file() {
+            let runs = matches!(name.to_str(), Some("config" | "config.worktree"))
+                || (name == "attributes" && rel.file_name().is_some_and(|n| n == "info"));
+            if runs {
+                walk(root, &child, 0, false, out);
+            }
+        } else {
+            // A link (to a git dir elsewhere), a FIFO, a device.
+            walk(root, &child, 0, false, out);
+        }
+    }
 }
 
 /// Record only what is neither a directory nor a regular file under `rel`.
@@ -583,6 +644,57 @@ mod tests {
             "theirs"
         );
         assert!(outside.path().join("keep").exists());
+    }
+
+    /// A gitlink planted in the index (the user's next `git status` would
+    /// enter the nested repository) and a submodule git dir planted under
+    /// `modules/` are found and undone; the user's own staging stays.
+    #[test]
+    fn planted_gitlinks_and_modules_are_undone() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(d.path()).unwrap();
+        std::fs::write(d.path().join("a.txt"), "a").unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("a.txt")).unwrap();
+        index.write().unwrap();
+        let git = d.path().join(".git");
+        let g = for_repo(&git);
+        let t = g.begin();
+        // The user stages a file meanwhile; an agent adds a gitlink.
+        std::fs::write(d.path().join("b.txt"), "b").unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("b.txt")).unwrap();
+        let oid = git2::Oid::from_str("1234567890123456789012345678901234567890").unwrap();
+        index
+            .add(&index::gitlink_entry_for_test("sub", oid))
+            .unwrap();
+        index.write().unwrap();
+        std::fs::create_dir_all(git.join("modules/sub/hooks")).unwrap();
+        std::fs::write(
+            git.join("modules/sub/config"),
+            "[core]\n\tfsmonitor = evil\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(git.join("modules/sub/objects/ab")).unwrap();
+        let why = g.end(t).unwrap();
+        assert!(why.contains(".git/index: gitlink sub added"), "{why}");
+        assert!(why.contains(".git/modules added"), "{why}");
+        assert!(why.contains(".git/modules/sub/config added"), "{why}");
+        assert!(!git.join("modules").exists());
+        let mut index = repo.index().unwrap();
+        index.read(true).unwrap();
+        let paths: Vec<String> = index
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+            .collect();
+        assert_eq!(paths, ["a.txt", "b.txt"]);
+        // A module's objects change as the user works: not a violation.
+        std::fs::create_dir_all(git.join("modules/real/objects")).unwrap();
+        std::fs::write(git.join("modules/real/config"), "[core]\n").unwrap();
+        let t = g.begin();
+        std::fs::write(git.join("modules/real/objects/x"), "x").unwrap();
+        std::fs::write(git.join("modules/real/index"), "x").unwrap();
+        assert_eq!(g.end(t), None);
     }
 
     /// A finished task's branch is guarded again, from where flocks left it.

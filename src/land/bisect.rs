@@ -271,7 +271,7 @@ impl Batch for Bisection<'_, '_> {
             TaskOutcome::Landed { commits, .. } => *commits,
             _ => 0,
         };
-        let text = std::fs::read_to_string(&r.log).unwrap_or_default();
+        let text = crate::fsat::read_to_string(&r.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(TAIL_LINES)..]
             .iter()

@@ -134,7 +134,7 @@ impl LandLog {
     /// names it, and is left as it is.
     pub fn load(state_dir: &Path) -> Result<LandLog> {
         let path = path(state_dir);
-        let text = match std::fs::read_to_string(&path) {
+        let text = match crate::fsat::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LandLog::default()),
             Err(e) => return Err(e).ctx(|| format!("read {}", path.display())),

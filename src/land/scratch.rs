@@ -49,14 +49,13 @@ pub fn checkout(repo: &Repository, path: &Path, commit: Oid) -> Result<()> {
 
 /// Remove the land worktree and its admin dir.
 pub fn remove(repo: &Repository, path: &Path) -> Result<bool> {
-    let admin = repo.commondir().join("worktrees").join(admin_name(path));
-    let existed = path.exists();
+    let rel = Path::new("worktrees").join(admin_name(path));
+    let existed = fs::symlink_metadata(path).is_ok();
     if existed {
-        fs::remove_dir_all(path).ctx(|| format!("remove {}", path.display()))?;
+        crate::fsat::remove_all(path).ctx(|| format!("remove {}", path.display()))?;
     }
-    if admin.exists() {
-        fs::remove_dir_all(&admin).ctx(|| format!("remove {}", admin.display()))?;
-    }
+    crate::fsat::remove_in(repo.commondir(), &rel)
+        .ctx(|| format!("remove {}", repo.commondir().join(&rel).display()))?;
     Ok(existed)
 }
 
@@ -71,8 +70,8 @@ fn is_worktree_of(repo: &Repository, path: &Path) -> bool {
 /// A linked worktree with a detached HEAD, made by hand the way git lays one
 /// out (git2 only adds worktrees on a branch).
 fn create(repo: &Repository, path: &Path, commit: Oid) -> Result<()> {
-    if path.exists() {
-        fs::remove_dir_all(path)
+    if fs::symlink_metadata(path).is_ok() {
+        crate::fsat::remove_all(path)
             .ctx(|| format!("remove the broken land worktree {}", path.display()))?;
     }
     fs::create_dir_all(path).ctx(|| format!("create {}", path.display()))?;
@@ -84,9 +83,8 @@ fn create(repo: &Repository, path: &Path, commit: Oid) -> Result<()> {
         .canonicalize()
         .ctx(|| "resolve the git dir".into())?;
     let admin = common.join("worktrees").join(admin_name(&path));
-    if admin.exists() {
-        fs::remove_dir_all(&admin).ctx(|| format!("remove {}", admin.display()))?;
-    }
+    crate::fsat::remove_in(&common, &Path::new("worktrees").join(admin_name(&path)))
+        .ctx(|| format!("remove {}", admin.display()))?;
     fs::create_dir_all(&admin).ctx(|| format!("create {}", admin.display()))?;
     let write =
         |p: PathBuf, text: String| fs::write(&p, text).ctx(|| format!("write {}", p.display()));

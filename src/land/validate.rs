@@ -79,11 +79,10 @@ pub(super) type Out = Arc<Mutex<File>>;
 
 /// Create the validation log `r.log`, for [`run`] or the docker pool's run.
 pub(super) fn open_log(r: &Run) -> Result<Out> {
-    if let Some(parent) = r.log.parent() {
-        std::fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
-    }
-    let file = File::create(r.log).ctx(|| format!("create {}", r.log.display()))?;
-    Ok(Arc::new(Mutex::new(file)))
+    // `.flocks/land-logs/` is agent-writable: no link is followed.
+    let opened = crate::fsat::create(r.log).ctx(|| format!("create {}", r.log.display()))?;
+    crate::fsat::tell(&opened.notes);
+    Ok(Arc::new(Mutex::new(opened.file)))
 }
 
 /// Run the commands here, on the host, logging to `out` (with a

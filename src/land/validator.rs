@@ -43,7 +43,7 @@ impl<'a> Validator<'a> {
         .into_iter()
         .map(String::from)
         .collect();
-        scrub.extend(config.credentials.iter().map(|c| c.env.clone()));
+        scrub.extend(config.secret_vars());
         let docker = match &config.validate.pool {
             None => None,
             Some(name) => match config.pool(name).map(|p| (p, &p.backend)) {

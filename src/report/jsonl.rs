@@ -2,7 +2,7 @@
 //! that other tools can follow a run. The shape is documented in
 //! [`super::event`].
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
@@ -20,11 +20,12 @@ impl EventsFile {
     }
 }
 
+/// Open events.jsonl for appending, without following a link an agent put
+/// there (what was replaced is said on stderr).
 fn open_append(path: &Path) -> std::io::Result<File> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    OpenOptions::new().create(true).append(true).open(path)
+    let opened = crate::fsat::append(path)?;
+    crate::fsat::tell(&opened.notes);
+    Ok(opened.file)
 }
 
 /// The line written for an event (with `ts` now), newline included; None for

@@ -249,7 +249,7 @@ impl ProgressView {
 
 /// The last line a log renders to, read from its last few KB.
 fn last_rendered_line(path: &Path) -> Option<String> {
-    let mut f = std::fs::File::open(path).ok()?;
+    let mut f = crate::fsat::read(path).ok()?;
     let len = f.metadata().ok()?.len();
     f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)))
         .ok()?;

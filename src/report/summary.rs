@@ -108,7 +108,7 @@ pub fn render(state: &State, only: &[String], log_root: &Path, landed: &HashSet<
             // A best-of task's reason names each variant's (their logs: `--variant k`).
             if let Some(a) = t.last_attempt().filter(|_| t.variants.is_empty()) {
                 let log = log_root.join(&t.id).join(format!("{}.log", a.number));
-                if let Ok(text) = std::fs::read_to_string(&log) {
+                if let Ok(text) = crate::fsat::read_to_string(&log) {
                     for l in crate::logview::tail_rendered(&text, 3) {
                         let _ = writeln!(s, "      │ {}", crate::agent::stream::one_line(&l, 110));
                     }

@@ -23,6 +23,9 @@ pub const DEFAULT_LOGIN: &str = "default";
 
 pub struct Credentials {
     entries: Vec<Entry>,
+    /// Other secrets flocks holds (webhook header values), with the
+    /// variable each came from: redacted like credentials.
+    others: Vec<(String, String)>,
     in_use: HashMap<String, usize>,
     /// What each credential's attempts cost in this run.
     spent: HashMap<String, f64>,
@@ -89,8 +92,17 @@ impl Credentials {
                 max_cost_usd: c.max_cost_usd,
             })
             .collect();
+        let others = config
+            .header_vars()
+            .filter_map(|var| {
+                value_of(var)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (v, var.to_string()))
+            })
+            .collect();
         Credentials {
             entries,
+            others,
             in_use: HashMap::new(),
             spent: HashMap::new(),
             retired: HashSet::new(),
@@ -102,14 +114,15 @@ impl Credentials {
         }
     }
 
-    /// Secret values and their names, for redaction: every credential, and
-    /// the ambient Anthropic variables.
+    /// Secret values and their names, for redaction: every credential, the
+    /// webhook header values, and the ambient Anthropic variables.
     pub fn secrets(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
             .entries
             .iter()
             .filter_map(|e| e.value.clone().map(|v| (v, e.name.clone())))
             .collect();
+        out.extend(self.others.iter().cloned());
         for var in crate::agent::SCRUBBED_VARS {
             if let Ok(v) = std::env::var(var)
                 && !v.is_empty()

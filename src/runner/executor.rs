@@ -79,6 +79,7 @@ pub async fn run_attempt(
     let ws = match crate::backend::prepare(job.backend.as_ref(), &job.prepare).await {
         Ok(ws) => ws,
         Err(PrepareError::Failed(e)) => {
+            crate::backend::settle(&job.prepare.branch).await;
             let reason = format!("cannot prepare the worktree: {e}");
             sink.note(&reason);
             let _ = events
@@ -87,6 +88,7 @@ pub async fn run_attempt(
             return;
         }
         Err(PrepareError::HostLost(reason)) => {
+            crate::backend::settle(&job.prepare.branch).await;
             sink.note(&reason);
             let _ = events
                 .send(finished(report(Outcome::HostLost { reason })))
@@ -122,6 +124,7 @@ pub async fn run_attempt(
     {
         // The agent never started: nothing to commit or measure.
         job.backend.abandon(&task).await;
+        crate::backend::settle(&job.prepare.branch).await;
         sink.note(&format!("attempt {attempt} {}", outcome.describe()));
         let mut r = report(outcome);
         r.start_commit = Some(ws.start_commit.clone());
@@ -133,6 +136,7 @@ pub async fn run_attempt(
     let mut running = match job.backend.spawn(&ws, job.spec).await {
         Ok(r) => r,
         Err(e) => {
+            crate::backend::settle(&job.prepare.branch).await;
             sink.note(&format!("could not start the agent: {e}"));
             let mut r = report(Outcome::SpawnFailed {
                 reason: e.to_string(),
@@ -231,15 +235,16 @@ pub async fn run_attempt(
         attempt,
     )
     .await;
-    let (end_tip, leftovers, new_commits, finish_error, guard_violation) = match finish {
+    let (end_tip, leftovers, new_commits, finish_error, guard_violation, refused) = match finish {
         Ok(f) => (
             Some(f.tip),
             f.leftovers_committed,
             f.new_commits,
             None,
             f.guard_violation,
+            f.refused,
         ),
-        Err(e) => (None, false, 0, Some(e.to_string()), None),
+        Err(e) => (None, false, 0, Some(e.to_string()), None, None),
     };
     // What the task holds beyond its origin, whichever attempt made it.
     let task_commits = match &end_tip {
@@ -298,6 +303,9 @@ pub async fn run_attempt(
                 reason: format!("could not read the result: {e}"),
             };
         }
+    }
+    if let Some(why) = refused {
+        outcome = Outcome::Failed { reason: why };
     }
     if let Some(changed) = guard_violation {
         outcome = Outcome::Failed {

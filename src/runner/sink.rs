@@ -31,16 +31,13 @@ const STDERR_TAIL: usize = 20;
 const MAX_LINE: usize = 32 << 20;
 
 impl OutputSink {
+    /// Open the attempt's log (`.flocks/logs/<task>/<n>.log`) for appending,
+    /// without following a link an agent put there: what flocks replaced is
+    /// the log's first note.
     pub fn create(path: &Path, redactor: Arc<Redactor>) -> std::io::Result<OutputSink> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(OutputSink {
-            log: BufWriter::new(file),
+        let opened = crate::fsat::append(path)?;
+        let mut sink = OutputSink {
+            log: BufWriter::new(opened.file),
             stdout_redactor: StreamRedactor::new(redactor.clone()),
             stderr_redactor: StreamRedactor::new(redactor.clone()),
             command_redactor: StreamRedactor::new(redactor.clone()),
@@ -52,7 +49,11 @@ impl OutputSink {
             stderr_partial: Vec::new(),
             stderr_tail: Vec::new(),
             saw_stdout: false,
-        })
+        };
+        for n in &opened.notes {
+            sink.note(n);
+        }
+        Ok(sink)
     }
 
     /// Take stdout bytes; returns the stream events of the complete lines.

@@ -105,7 +105,7 @@ pub(crate) fn prepare(project: &Project, req: SingleAttempt<'_>) -> Result<Prepa
         tag: format!("{}:{}:1", project.key(), req.id),
         resume: None,
     });
-    let log_path = project.log_path(req.id, 1);
+    let log_path = project.log_path(req.id, 1)?;
     let job = AttemptJob {
         task: req.id.to_string(),
         attempt: 1,

@@ -12,7 +12,7 @@
 //! but damage, and the journal is refused and left as it is.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -290,23 +290,12 @@ impl Writer {
             },
             &mut header,
         )?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".state.journal.tmp.{}", std::process::id()));
-        let made = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&header)?;
-            f.sync_all()?;
-            fs::rename(&tmp, path)?;
-            if let Ok(d) = File::open(dir) {
-                d.sync_all()?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = made {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        let file = OpenOptions::new().append(true).open(path)?;
+        // `.flocks/` is agent-writable: no link is followed (fsat).
+        let (_, notes) = crate::fsat::write_atomic(path, |f| f.write_all(&header))?;
+        let opened = crate::fsat::append(path)?;
+        crate::fsat::tell(&notes);
+        crate::fsat::tell(&opened.notes);
+        let file = opened.file;
         Ok(Writer {
             file,
             path: path.to_path_buf(),
@@ -349,6 +338,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn task(id: &str) -> TaskRecord {
         let text = include_str!("../../tests/fixtures/state-v1.json");

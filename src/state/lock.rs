@@ -1,12 +1,17 @@
 //! `.flocks/lock`: held by the one process that may write state.json (the
 //! dispatcher, or a command that changes state while no run is going).
 //!
-//! The project lock is two flocks: one on `.flocks/lock` (which names the
-//! holder: pid, the pid's start time, command) and one on the `.flocks`
-//! directory itself, which no `rm .flocks/lock` can take away. Either one
-//! held means a live holder. A dispatcher also records its pid and the pid's
-//! start time in state.json, so that a run is never taken for dead while that
-//! process lives (see [`process_alive`]).
+//! The project lock is three flocks: one on `.flocks/lock` (which names the
+//! holder: pid, the pid's start time, command), one on the `.flocks`
+//! directory itself, which no `rm .flocks/lock` can take away, and one on a
+//! file outside the repo that no `mv .flocks .flocks-old; mkdir .flocks` can
+//! take away either: `lock` in the project's directory of the user's state
+//! home (`$XDG_STATE_HOME/flocks/<project key>/`, where `flocks trust` keeps
+//! its record; the key is the path of `.flocks`). Any one held means a live
+//! holder. A dispatcher also records its pid and the pid's start time in
+//! state.json, so that a run is never taken for dead while that process
+//! lives (see [`process_alive`]). `.flocks/` is agent-writable: its files and
+//! the directory are opened without following links (`crate::fsat`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -48,19 +53,41 @@ pub struct ProjectLock {
     _file: Flock<File>,
     /// The `.flocks` directory's flock (the project lock only).
     _dir: Option<Flock<File>>,
+    /// The same lock outside the repo (none without a state home).
+    _outside: Option<Flock<File>>,
     path: PathBuf,
+}
+
+/// The project's directory outside the repo, where what must not move with
+/// `.flocks/` is kept (its locks; `flocks trust`'s record): None when
+/// neither `XDG_STATE_HOME` nor `HOME` is set.
+pub(crate) fn outside_dir(state_dir: &Path) -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".local/state")
+        }
+    };
+    Some(base.join("flocks").join(crate::project::key_of(state_dir)))
 }
 
 const HINT: &str = "wait for it to end, or stop it with `flocks stop`";
 
 impl ProjectLock {
     pub fn acquire(state_dir: &Path, command: &str) -> Result<ProjectLock> {
-        std::fs::create_dir_all(state_dir).ctx(|| format!("create {}", state_dir.display()))?;
-        let dir = File::open(state_dir).ctx(|| format!("open {}", state_dir.display()))?;
-        let dir = match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+        Self::acquire_at(state_dir, outside_dir(state_dir).as_deref(), command)
+    }
+
+    /// [`ProjectLock::acquire`] with the outside directory given.
+    fn acquire_at(state_dir: &Path, outside: Option<&Path>, command: &str) -> Result<ProjectLock> {
+        let outside_lock = Self::lock_outside(state_dir, outside, "lock", HINT)?;
+        let (dir, notes) =
+            crate::fsat::dir(state_dir, true).ctx(|| format!("open {}", state_dir.display()))?;
+        crate::fsat::tell(&notes);
+        let dir = match Flock::lock(File::from(dir), FlockArg::LockExclusiveNonblock) {
             Ok(d) => d,
             Err((_, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
-                let holder = Self::holder(state_dir)
+                let holder = Self::holder_at(state_dir, outside)
                     .map(|i| i.describe())
                     .unwrap_or_else(|| "another flocks process".into());
                 return Err(Error::CannotStart(format!(
@@ -77,8 +104,12 @@ impl ProjectLock {
                 )));
             }
         };
-        let mut lock = Self::acquire_file(state_dir, "lock", command, HINT)?;
+        let mut lock = Self::acquire_file_at(state_dir, None, "lock", command, HINT)?;
         lock._dir = Some(dir);
+        lock._outside = outside_lock.map(|mut l| {
+            let _ = write_info(&mut l, &this_process(command));
+            l
+        });
         Ok(lock)
     }
 
@@ -90,16 +121,27 @@ impl ProjectLock {
         command: &str,
         hint: &str,
     ) -> Result<ProjectLock> {
-        std::fs::create_dir_all(state_dir).ctx(|| format!("create {}", state_dir.display()))?;
+        Self::acquire_file_at(
+            state_dir,
+            outside_dir(state_dir).as_deref(),
+            name,
+            command,
+            hint,
+        )
+    }
+
+    fn acquire_file_at(
+        state_dir: &Path,
+        outside: Option<&Path>,
+        name: &str,
+        command: &str,
+        hint: &str,
+    ) -> Result<ProjectLock> {
+        let outside_lock = Self::lock_outside(state_dir, outside, name, hint)?;
         let path = state_dir.join(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .ctx(|| format!("open {}", path.display()))?;
-        let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let opened = crate::fsat::open_lock(&path).ctx(|| format!("open {}", path.display()))?;
+        crate::fsat::tell(&opened.notes);
+        let mut locked = match Flock::lock(opened.file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((mut file, _)) => {
                 let holder = read_info(&mut file)
@@ -111,30 +153,65 @@ impl ProjectLock {
                 )));
             }
         };
-        let info = LockInfo {
-            pid: std::process::id(),
-            command: command.to_string(),
-            started_at: Utc::now(),
-            pid_start: process_start(std::process::id()),
-        };
-        let json = serde_json::to_string(&info).unwrap_or_default();
-        locked
-            .set_len(0)
-            .ctx(|| format!("write {}", path.display()))?;
-        locked
-            .rewind()
-            .ctx(|| format!("write {}", path.display()))?;
-        locked
-            .write_all(json.as_bytes())
-            .ctx(|| format!("write {}", path.display()))?;
-        locked
-            .sync_all()
-            .ctx(|| format!("write {}", path.display()))?;
+        let info = this_process(command);
+        write_info(&mut locked, &info).ctx(|| format!("write {}", path.display()))?;
+        let outside_lock = outside_lock.map(|mut l| {
+            let _ = write_info(&mut l, &info);
+            l
+        });
         Ok(ProjectLock {
             _file: locked,
             _dir: None,
+            _outside: outside_lock,
             path,
         })
+    }
+
+    /// The lock `name` of this project outside the repo (`.flocks/` may
+    /// have been moved aside and made again): taken, or who holds it.
+    fn lock_outside(
+        state_dir: &Path,
+        outside: Option<&Path>,
+        name: &str,
+        hint: &str,
+    ) -> Result<Option<Flock<File>>> {
+        let Some(dir) = outside else {
+            return Ok(None);
+        };
+        let path = dir.join(name);
+        let opened = std::fs::create_dir_all(dir).and_then(|()| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        });
+        let file = match opened {
+            Ok(f) => f,
+            // A state home flocks cannot write: the locks in `.flocks/` still
+            // hold, but not once `.flocks/` is moved aside. Said, not fatal.
+            Err(e) => {
+                crate::fsat::tell(&[format!(
+                    "cannot lock {} ({e}): a `.flocks/` moved aside while this runs would go unnoticed",
+                    path.display()
+                )]);
+                return Ok(None);
+            }
+        };
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(l)),
+            Err((mut file, _)) => {
+                let holder = read_info(&mut file)
+                    .map(|i| i.describe())
+                    .unwrap_or_else(|| "another flocks process".into());
+                Err(Error::CannotStart(format!(
+                    "{holder} holds this project ({}; flocks also locks {}, which does not move with `.flocks/`, so it holds even if `.flocks/` was moved or made again): {hint}",
+                    state_dir.display(),
+                    path.display()
+                )))
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -145,20 +222,25 @@ impl ProjectLock {
     /// named by the lock file, or, when that file is gone, by the run
     /// recorded in state.json.
     pub fn holder(state_dir: &Path) -> Option<LockInfo> {
-        let dir_held = File::open(state_dir)
+        Self::holder_at(state_dir, outside_dir(state_dir).as_deref())
+    }
+
+    fn holder_at(state_dir: &Path, outside: Option<&Path>) -> Option<LockInfo> {
+        let dir_held = crate::fsat::dir(state_dir, false)
             .ok()
-            .is_some_and(|d| Flock::lock(d, FlockArg::LockSharedNonblock).is_err());
-        let path = state_dir.join("lock");
-        let file = OpenOptions::new().read(true).write(true).open(&path).ok();
+            .is_some_and(|(d, _)| {
+                Flock::lock(File::from(d), FlockArg::LockSharedNonblock).is_err()
+            });
         let mut named = None;
         let mut file_held = false;
-        if let Some(file) = file {
-            match Flock::lock(file, FlockArg::LockSharedNonblock) {
-                Ok(_free) => {}
-                Err((mut file, _)) => {
-                    file_held = true;
-                    named = read_info(&mut file);
-                }
+        let files = [
+            crate::fsat::read(&state_dir.join("lock")).ok(),
+            outside.and_then(|d| File::open(d.join("lock")).ok()),
+        ];
+        for file in files.into_iter().flatten() {
+            if let Err((mut file, _)) = Flock::lock(file, FlockArg::LockSharedNonblock) {
+                file_held = true;
+                named = named.or_else(|| read_info(&mut file));
             }
         }
         if !dir_held && !file_held {
@@ -171,6 +253,25 @@ impl ProjectLock {
             pid_start: None,
         }))
     }
+}
+
+/// This process, running `command`, as a lock's holder.
+fn this_process(command: &str) -> LockInfo {
+    LockInfo {
+        pid: std::process::id(),
+        command: command.to_string(),
+        started_at: Utc::now(),
+        pid_start: process_start(std::process::id()),
+    }
+}
+
+/// Write who holds a lock into its file.
+fn write_info(file: &mut File, info: &LockInfo) -> std::io::Result<()> {
+    let json = serde_json::to_string(info).unwrap_or_default();
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(json.as_bytes())?;
+    file.sync_all()
 }
 
 /// The run state.json names, as a lock holder, when its process is alive.
@@ -240,25 +341,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn moving_the_state_dir_aside_does_not_free_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(".flocks");
+        let outside = dir.path().join("outside");
+        let _held = ProjectLock::acquire_at(&state, Some(&outside), "run").unwrap();
+        std::fs::rename(&state, dir.path().join(".flocks-old")).unwrap();
+        std::fs::create_dir(&state).unwrap();
+        let err = ProjectLock::acquire_at(&state, Some(&outside), "run")
+            .err()
+            .unwrap();
+        assert_eq!(err.exit(), crate::error::Exit::CouldNotStart, "{err}");
+        assert!(err.to_string().contains("`flocks run` (pid"), "{err}");
+        assert!(ProjectLock::holder_at(&state, Some(&outside)).is_some());
+    }
+
+    #[test]
     fn second_acquire_names_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let _held = ProjectLock::acquire(dir.path(), "run").unwrap();
-        let holder = ProjectLock::holder(dir.path()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let _held = ProjectLock::acquire_at(dir.path(), Some(out.path()), "run").unwrap();
+        let holder = ProjectLock::holder_at(dir.path(), Some(out.path())).unwrap();
         assert_eq!(holder.pid, std::process::id());
         // flock locks belong to the open file description, so a second open in
         // the same process conflicts like another process would.
-        let err = ProjectLock::acquire(dir.path(), "run").err().unwrap();
+        let err = ProjectLock::acquire_at(dir.path(), Some(out.path()), "run")
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("`flocks run` (pid"), "{err}");
     }
 
     #[test]
     fn removing_the_lock_file_does_not_free_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let _held = ProjectLock::acquire(dir.path(), "run").unwrap();
+        let _held = ProjectLock::acquire_at(dir.path(), None, "run").unwrap();
         std::fs::remove_file(dir.path().join("lock")).unwrap();
-        let err = ProjectLock::acquire(dir.path(), "run").err().unwrap();
+        let err = ProjectLock::acquire_at(dir.path(), None, "run")
+            .err()
+            .unwrap();
         assert_eq!(err.exit(), crate::error::Exit::CouldNotStart, "{err}");
-        assert!(ProjectLock::holder(dir.path()).is_some());
+        assert!(ProjectLock::holder_at(dir.path(), None).is_some());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use index::{Changes, TaskIndex};
 pub use lock::{LockInfo, ProjectLock};
-pub(crate) use lock::{process_alive, process_start};
+pub(crate) use lock::{outside_dir, process_alive, process_start};
 pub(crate) use store::StateReader;
 pub use store::StateStore;
 

@@ -96,7 +96,7 @@ impl StateStore {
         let left = LEFT;
         // The snapshot stays open until the journal is checked, so that its
         // inode number cannot be reused by a newer snapshot meanwhile.
-        let (bytes, inode, snapshot) = match fs::File::open(&self.path) {
+        let (bytes, inode, snapshot) = match crate::fsat::read(&self.path) {
             Ok(mut f) => {
                 // Sized up front: growing a 9 MB buffer by doubling copies it.
                 let size = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
@@ -115,7 +115,7 @@ impl StateStore {
             Some(b) => self.parse_snapshot(b, left)?,
             None => (State::default(), 0),
         };
-        let journal = match fs::File::open(&self.journal) {
+        let journal = match crate::fsat::read(&self.journal) {
             Ok(mut f) => {
                 let mut bytes = Vec::new();
                 match std::io::Read::read_to_end(&mut f, &mut bytes) {
@@ -288,8 +288,6 @@ impl StateStore {
         // Dropped first: a failed save leaves no journal to append to, so the
         // next commit saves everything again.
         *writer = None;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
         let generation = new_generation(previous);
         // Streamed to the file: a large state is never a second time in memory.
         let snapshot = Snapshot {
@@ -480,45 +478,16 @@ fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
 ) -> Result<u64> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| -> std::io::Result<u64> {
-        let mut f = fs::File::create(&tmp)?;
-        fill(&mut f)?;
-        f.sync_all()?;
-        let len = f.metadata()?.len();
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(len)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.ctx(|| format!("write {}", path.display()))
+    let (len, notes) =
+        crate::fsat::write_atomic(path, fill).ctx(|| format!("write {}", path.display()))?;
+    crate::fsat::tell(&notes);
+    Ok(len)
 }
 
-/// Temp file in the same directory, fsync, rename over, fsync the directory.
+/// Temp file in the same directory, fsync, rename over, fsync the directory;
+/// under `.flocks/` no link is followed (agents can write there).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.ctx(|| format!("write {}", path.display()))
+    write_atomic_with(path, |f| f.write_all(bytes)).map(|_| ())
 }
 
 #[cfg(test)]

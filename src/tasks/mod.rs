@@ -176,6 +176,17 @@ impl TaskSet {
     }
 }
 
+/// Is `id` one that may name a log or a worktree: a task id, a best-of
+/// variant's (`<id>@v<k>`) or a judge's (`<id>@judge`). Every id that comes
+/// from outside (a URL, a command line, state.json) is checked before it
+/// becomes part of a path.
+pub fn valid_path_id(id: &str) -> Result<(), &'static str> {
+    if split_variant_id(id).is_some() {
+        return Ok(());
+    }
+    valid_id(id.strip_suffix("@judge").unwrap_or(id))
+}
+
 /// Is `id` a safe task id: letters, digits, `-`, `_` and `.`, no path tricks.
 pub fn valid_id(id: &str) -> Result<(), &'static str> {
     if id.is_empty() {
@@ -200,4 +211,27 @@ pub fn valid_id(id: &str) -> Result<(), &'static str> {
         return Err("must not end with `.lock`");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_ids_are_task_variant_or_judge_ids() {
+        for ok in ["t", "a.b-c_1", "t@v2", "t@judge"] {
+            assert!(valid_path_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "../../x",
+            "t/../../x",
+            "..",
+            "t@v0",
+            "../t@judge",
+            "",
+            "t@judge@judge",
+        ] {
+            assert!(valid_path_id(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -41,7 +41,7 @@ impl EventFeed {
     /// 256 KB). Lines that do not parse (kinds this version does not know)
     /// are skipped.
     pub fn poll(&mut self) -> Vec<Stamped> {
-        let Ok(mut f) = std::fs::File::open(&self.path) else {
+        let Ok(mut f) = crate::fsat::read(&self.path) else {
             return Vec::new();
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);

@@ -68,14 +68,15 @@ fn run(app: &App, args: &[String]) -> Result<String, String> {
     let project = &app.project;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the flocks binary: {e}"))?;
     let dir = project.state_dir().join("serve");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let verb = args.first().map(String::as_str).unwrap_or("flocks");
     let log = dir.join(format!(
         "{}-{verb}.log",
         chrono::Utc::now().format("%Y%m%d-%H%M%S%.3f")
     ));
-    let out =
-        std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    // `.flocks/` is agent-writable: no link is followed.
+    let out = crate::fsat::create(&log)
+        .map_err(|e| format!("cannot create {}: {e}", log.display()))?
+        .file;
     let err = out.try_clone().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(&exe);
     cmd.arg("--color")
@@ -104,7 +105,7 @@ fn run(app: &App, args: &[String]) -> Result<String, String> {
         // Reap it when it ends.
         std::thread::spawn(move || child.wait());
     }
-    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let output = crate::fsat::read_to_string(&log).unwrap_or_default();
     let mut words = vec!["flocks".to_string()];
     words.extend(args.iter().cloned());
     let shown = crate::suggest::command(&words);

@@ -121,7 +121,7 @@ impl EventTally {
     /// Read what was appended to `path` since the last call (the whole
     /// file at the first; from the start again if it was truncated).
     pub fn poll(&mut self, path: &Path) {
-        let Ok(mut f) = std::fs::File::open(path) else {
+        let Ok(mut f) = crate::fsat::read(path) else {
             return;
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);

@@ -230,8 +230,13 @@ fn row<'a>(
     let tail = match failed {
         Some(a) if !status_ok(&status) => {
             let owner = scope_owner(rec, a);
-            let text = crate::logview::read_tail(&project.log_path(owner, a.number), 64 * 1024);
-            crate::logview::tail_rendered(&text, 6)
+            match project.log_path(owner, a.number) {
+                Ok(path) => {
+                    let text = crate::logview::read_tail(&path, 64 * 1024);
+                    crate::logview::tail_rendered(&text, 6)
+                }
+                Err(_) => Vec::new(),
+            }
         }
         _ => Vec::new(),
     };

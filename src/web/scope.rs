@@ -38,7 +38,7 @@ pub(crate) struct RunWindow {
 
 /// Every run in the events file at `path`, oldest first.
 pub(crate) fn runs_in(path: &Path) -> Vec<RunWindow> {
-    let Ok(f) = std::fs::File::open(path) else {
+    let Ok(f) = crate::fsat::read(path) else {
         return Vec::new();
     };
     let mut out: Vec<RunWindow> = Vec::new();
@@ -444,7 +444,7 @@ pub(crate) fn summarize(
 /// its end when no attempt says (`blocked` or `pending`).
 pub(crate) fn named_in(path: &Path, scope: &Scope) -> HashMap<String, &'static str> {
     let mut out = HashMap::new();
-    let Ok(f) = std::fs::File::open(path) else {
+    let Ok(f) = crate::fsat::read(path) else {
         return out;
     };
     for line in std::io::BufReader::new(f).lines() {

@@ -224,7 +224,7 @@ pub(crate) fn load_task(
         None => owner.attempts.last().map(|a| a.number),
     };
     let (lines, pos) = match shown {
-        Some(n) => read_log(&app.project.log_path(&log_id, n)),
+        Some(n) => read_log(&app.project.log_path(&log_id, n)?),
         None => (Vec::new(), 0),
     };
     let diff = diff_of(app, id);
@@ -243,7 +243,7 @@ pub(crate) fn load_task(
 /// The rendered lines of a log's last megabyte, and where they end (after
 /// its last complete line).
 fn read_log(path: &std::path::Path) -> (Vec<String>, u64) {
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(mut f) = crate::fsat::read(path) else {
         return (Vec::new(), 0);
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -432,7 +432,38 @@ pub(crate) async fn task(
     Query(q): Query<TaskStreamQuery>,
 ) -> Events {
     let log_id = q.log.clone().unwrap_or_else(|| id.clone());
-    let path = q.attempt.map(|n| app.project.log_path(&log_id, n));
+    // The ids come from the URL: only a task (or variant) of the state, by
+    // an id that is one, names a log; a `log` is the task's own or one of
+    // its variants' (`<id>@v<k>`, `<id>@judge`).
+    let known = {
+        let (a, id, log_id) = (app.clone(), id.clone(), log_id.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::tasks::valid_path_id(&id).is_ok()
+                && crate::tasks::valid_path_id(&log_id).is_ok()
+                && (log_id == id || log_id.starts_with(&format!("{id}@")))
+                && a.project
+                    .store
+                    .load()
+                    .is_ok_and(|s| s.task(id.strip_suffix("@judge").unwrap_or(&id)).is_some())
+        })
+        .await
+        .unwrap_or(false)
+    };
+    if !known {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            format!("no task `{id}` in the run state"),
+        )
+            .into_response();
+    }
+    let path = match q
+        .attempt
+        .map(|n| app.project.log_path(&log_id, n))
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(e) => return (axum::http::StatusCode::NOT_FOUND, e.to_string()).into_response(),
+    };
     let rx = app.models.clone();
     let st = TaskStream {
         id,
@@ -551,14 +582,14 @@ fn follow_log(app: &App, f: &mut Follow, rec: Option<&TaskRecord>) -> Option<Eve
     {
         f.id = owner.id.clone();
         f.attempt = Some(newest);
-        f.path = Some(app.project.log_path(&f.id, newest));
+        f.path = app.project.log_path(&f.id, newest).ok();
         f.pos = 0;
         f.partial.clear();
         reset = true;
     }
     let path = f.path.as_ref()?;
     let mut lines: Vec<String> = Vec::new();
-    if let Ok(mut file) = std::fs::File::open(path) {
+    if let Ok(mut file) = crate::fsat::read(path) {
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         if len > f.pos && file.seek(SeekFrom::Start(f.pos)).is_ok() {
             let mut buf = Vec::new();

@@ -327,3 +327,32 @@ pub fn state_with_journal(dir: &Path) -> Value {
     }
     panic!("state.json kept changing");
 }
+
+/// The tasks of the sibling-branch attack, for `tasks` (a local or a docker
+/// project); `out` is the directory both see at the same path.
+pub fn sibling_attack(out: &Path, tasks: impl Fn(&[Value])) {
+    let out = out.display();
+    let attack = format!(
+        "until [ -f {out}/t3-committed ]; do sleep 0.1; done; \
+         tip=$(git rev-parse refs/heads/flocks/t3) && \
+         export GIT_INDEX_FILE={out}/side.idx && git read-tree $tip && \
+         echo evil > {out}/evil && blob=$(git hash-object -w {out}/evil) && \
+         git update-index --add --cacheinfo 100644,$blob,evil.txt && \
+         tree=$(git write-tree) && c=$(git commit-tree $tree -p $tip -m planted) && \
+         git update-ref refs/heads/flocks/t3 $c && unset GIT_INDEX_FILE && \
+         cp {out}/evil ../t3/evil.txt && git -C ../t3 update-index --add --cacheinfo 100644,$blob,evil.txt && \
+         touch {out}/planted"
+    );
+    tasks(&[
+        serde_json::json!({"id": "t2", "prompt": format!("{}@fake commit t2.txt\n", fake_bash(&attack))}),
+        serde_json::json!({"id": "t3", "prompt": format!(
+            "@fake commit t3.txt\n{}",
+            fake_bash(&format!("touch {out}/t3-committed; until [ -f {out}/planted ]; do sleep 0.1; done"))
+        )}),
+    ]);
+}
+
+/// A `@fake bash` line for `command` (quoted for the fake's shlex).
+pub fn fake_bash(command: &str) -> String {
+    format!("@fake bash '{}'\n", command.replace('\'', r"'\''"))
+}

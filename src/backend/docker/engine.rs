@@ -131,6 +131,12 @@ pub enum EngineError {
         .repo.display()
     )]
     NoMount { container: String, repo: PathBuf },
+    /// The exec user is root and the pool does not say `allow_root`.
+    #[error(
+        "docker container `{container}`: {why}, so {}",
+        crate::config::ROOT_REFUSED
+    )]
+    Root { container: String, why: String },
 }
 
 /// Find the running container a pool means. Returns its inspect data.

@@ -27,6 +27,7 @@ pub use clone::checkout_commit;
 pub mod lifecycle;
 mod owner;
 pub mod scripts;
+mod user;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -84,6 +85,7 @@ pub struct DockerBackend {
     lookup: Lookup,
     workspace_mount: Option<String>,
     user: String,
+    docker_config: DockerConfig,
     project_key: String,
     /// The container, found by `connect` (or the first attempt).
     target: tokio::sync::OnceCell<Result<Target, EngineError>>,
@@ -432,10 +434,8 @@ impl DockerBackend {
             grace: config.kill_grace,
             lookup: lookup_for(&pool.name, d, &project_key),
             workspace_mount: d.workspace_mount.clone(),
-            user: d
-                .user
-                .clone()
-                .unwrap_or_else(|| format!("{}:{}", owner.0, owner.1)),
+            user: user::exec_user(d, owner),
+            docker_config: d.clone(),
             project_key,
             target: tokio::sync::OnceCell::new(),
             client: tokio::sync::OnceCell::new(),
@@ -513,12 +513,14 @@ impl DockerBackend {
                     self.mode,
                     &name,
                 )?;
-                Ok(Target {
+                let t = Target {
                     id,
                     name,
                     repo,
                     user: self.user.clone(),
-                })
+                };
+                user::refuse_root(&docker, &t, &self.docker_config).await?;
+                Ok(t)
             })
             .await
             .clone()
@@ -1013,19 +1015,14 @@ pub async fn find_pool_target(
         d.workspace,
         &name,
     )?;
-    let user = d
-        .user
-        .clone()
-        .unwrap_or_else(|| format!("{}:{}", owner.0, owner.1));
-    Ok((
-        docker,
-        Target {
-            id,
-            name,
-            repo,
-            user,
-        },
-    ))
+    let t = Target {
+        id,
+        name,
+        repo,
+        user: user::exec_user(d, owner),
+    };
+    user::refuse_root(&docker, &t, d).await?;
+    Ok((docker, t))
 }
 
 /// When flocks runs as root on a repo that belongs to someone else, give

@@ -424,6 +424,7 @@ impl Session<'_> {
                 leftovers_committed: leftovers,
                 new_commits,
                 guard_violation: None,
+                refused: None,
             })
         })
         .await

@@ -1,7 +1,15 @@
 //! exe.dev pools: VMs created through exe.dev's SSH lobby by `flocks up`,
 //! used as SSH hosts by `flocks run`, removed by `flocks down`. The VMs flocks
 //! made are recorded in state.json (`managed`), and only those are removed.
+//!
+//! Agents in containers can write state.json, so a record there is not
+//! proof: `up` also records each VM it makes outside the repo ([`Made`],
+//! beside `flocks trust`'s record), and every reader ([`targets`]: `run`,
+//! `hosts check`, `shell`, `up`) uses only the records found in both, with a
+//! name `up` gives and an ssh destination of plain words. Any other record
+//! is refused, by name, and never connected to.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -24,21 +32,141 @@ struct NewVm {
     ssh_port: Option<u16>,
 }
 
-/// The SSH targets of a pool's recorded VMs.
-pub fn targets(state: &State, pool: &str, x: &ExedevConfig) -> Vec<Target> {
-    state
-        .managed
-        .iter()
-        .filter_map(|m| match m {
-            Managed::Vm {
-                pool: p,
-                ssh_dest,
-                ssh_port,
-                ..
-            } if p == pool => Some(vm_target(x, ssh_dest, *ssh_port)),
-            _ => None,
-        })
-        .collect()
+/// The VMs `flocks up` made for a project, as recorded outside the repo
+/// (`$XDG_STATE_HOME/flocks/<project key>/vms.json`), where agents cannot
+/// add one.
+#[derive(Debug, Default)]
+pub struct Made {
+    path: Option<PathBuf>,
+    vms: Vec<Managed>,
+}
+
+impl Made {
+    /// The record of the project whose `.flocks/` is `state_dir` (empty when
+    /// there is none, or no state home to keep one in).
+    pub fn load(state_dir: &Path) -> Made {
+        let path = crate::state::outside_dir(state_dir).map(|d| d.join("vms.json"));
+        let vms = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Made { path, vms }
+    }
+
+    fn has(&self, vm: &Managed) -> bool {
+        self.vms.contains(vm)
+    }
+
+    fn save(&self) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Err(Error::CannotStart(
+                "neither XDG_STATE_HOME nor HOME is set: flocks records the VMs it makes there, out of the agents' reach; set one".into(),
+            ));
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                context: format!("create {}", dir.display()),
+                source: e,
+            })?;
+        }
+        let text = serde_json::to_vec_pretty(&self.vms).unwrap_or_default();
+        crate::state::store::write_atomic(path, &text)
+    }
+
+    fn add(&mut self, vm: Managed) -> Result<()> {
+        if !self.has(&vm) {
+            self.vms.push(vm);
+        }
+        self.save()
+    }
+
+    fn forget(&mut self, pool: &str, name: &str) -> Result<()> {
+        let before = self.vms.len();
+        self.vms.retain(
+            |m| !matches!(m, Managed::Vm { pool: p, name: n, .. } if p == pool && n == name),
+        );
+        if self.vms.len() == before {
+            return Ok(());
+        }
+        self.save()
+    }
+}
+
+/// A pool's VMs as state.json records them, checked.
+#[derive(Debug, Default)]
+pub struct Vms {
+    /// The VMs `up` made: (name, where).
+    pub ok: Vec<(String, Target)>,
+    /// Why each other record is refused, for people.
+    pub refused: Vec<String>,
+}
+
+impl Vms {
+    pub fn targets(&self) -> Vec<Target> {
+        self.ok.iter().map(|(_, t)| t.clone()).collect()
+    }
+}
+
+/// The pool's VM records in `state`, each checked: a name `up` gives this
+/// project, an ssh destination of plain words (`[user@]host`), and the same
+/// record in what `up` made (`made`). Only those are ever connected to.
+pub fn targets(state: &State, pool: &str, x: &ExedevConfig, project_key: &str, made: &Made) -> Vms {
+    let mut out = Vms::default();
+    for m in &state.managed {
+        let Managed::Vm {
+            pool: p,
+            name,
+            ssh_dest,
+            ssh_port,
+        } = m
+        else {
+            continue;
+        };
+        if p != pool {
+            continue;
+        }
+        let why = if !safe_name(name) || !named_by_up(name, project_key) {
+            Some(format!(
+                "its name is not one `flocks up` gives this project's VMs ({}<6 letters>)",
+                vm_prefix(project_key)
+            ))
+        } else if !safe_dest(ssh_dest) || *ssh_port == 0 {
+            Some("its ssh destination is not a `[user@]host`".to_string())
+        } else if !made.has(m) {
+            Some(format!(
+                "{} does not record it",
+                made.path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "the state home (unset)".into())
+            ))
+        } else {
+            None
+        };
+        match why {
+            None => out.ok.push((name.clone(), vm_target(x, ssh_dest, *ssh_port))),
+            Some(why) => out.refused.push(format!(
+                "pool {pool}: the VM record {name:?} (ssh {ssh_dest} port {ssh_port}) in state.json is not one `flocks up` made: {why}. flocks does not connect to it (agents can write state.json; `flocks down` drops the record)"
+            )),
+        }
+    }
+    out
+}
+
+/// An ssh destination of plain words: `[user@]host`, no option, no space.
+fn safe_dest(dest: &str) -> bool {
+    let (user, host) = match dest.split_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, dest),
+    };
+    let word = |w: &str, extra: &[u8]| {
+        !w.is_empty()
+            && !w.starts_with('-')
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b))
+    };
+    user.is_none_or(|u| word(u, b"")) && word(host, b":[]")
 }
 
 pub fn vm_target(x: &ExedevConfig, ssh_dest: &str, ssh_port: u16) -> Target {
@@ -125,12 +253,15 @@ pub async fn up(
     pool: &PoolConfig,
     x: &ExedevConfig,
     project_key: &str,
+    made: &mut Made,
     state: &mut State,
     save: &mut dyn FnMut(&State) -> Result<()>,
 ) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let lobby = lobby_target(x);
-    let have = targets(state, &pool.name, x).len();
+    let checked = targets(state, &pool.name, x, project_key, made);
+    notes.extend(checked.refused.iter().cloned());
+    let have = checked.ok.len();
     for _ in have..x.count {
         let what = format!("new --name={} --json", new_vm_name(project_key));
         let out = lobby
@@ -150,12 +281,21 @@ pub async fn up(
                 x.lobby, vm.vm_name
             )));
         }
-        state.managed.push(Managed::Vm {
+        let record = Managed::Vm {
             pool: pool.name.clone(),
             name: vm.vm_name.clone(),
             ssh_dest: vm.ssh_dest.clone(),
             ssh_port: vm.ssh_port.unwrap_or(22),
-        });
+        };
+        if !safe_dest(&vm.ssh_dest) {
+            return Err(Error::Other(format!(
+                "exe.dev lobby {}: unexpected ssh destination {:?} for VM {}",
+                x.lobby, vm.ssh_dest, vm.vm_name
+            )));
+        }
+        // Outside the repo first: a VM in state.json only is never used.
+        made.add(record.clone())?;
+        state.managed.push(record);
         save(state)?;
         notes.push(format!(
             "pool {}: created VM {} ({})",
@@ -169,19 +309,7 @@ pub async fn up(
         ));
     }
     // Wait for each VM, then install the helper and run setup once.
-    let vms: Vec<(String, Target)> = state
-        .managed
-        .iter()
-        .filter_map(|m| match m {
-            Managed::Vm {
-                pool: p,
-                name,
-                ssh_dest,
-                ssh_port,
-            } if *p == pool.name => Some((name.clone(), vm_target(x, ssh_dest, *ssh_port))),
-            _ => None,
-        })
-        .collect();
+    let vms = targets(state, &pool.name, x, project_key, made).ok;
     for (name, t) in vms {
         wait_for(&t, &name).await?;
         super::connect(&t, &x.setup).await.map_err(|e| {
@@ -214,6 +342,7 @@ async fn wait_for(t: &Target, name: &str) -> Result<()> {
 pub async fn down(
     config: &Config,
     project_key: &str,
+    made: &mut Made,
     only: Option<&str>,
     state: &mut State,
     save: &mut dyn FnMut(&State) -> Result<()>,
@@ -251,6 +380,7 @@ pub async fn down(
                 |m| !matches!(m, Managed::Vm { pool: p, name: n, .. } if *p == pool && *n == name),
             );
             save(state)?;
+            made.forget(&pool, &name)?;
             continue;
         }
         let what = format!("rm {name} --json");
@@ -269,6 +399,7 @@ pub async fn down(
             |m| !matches!(m, Managed::Vm { pool: p, name: n, .. } if *p == pool && *n == name),
         );
         save(state)?;
+        made.forget(&pool, &name)?;
         notes.push(format!("pool {pool}: removed VM {name}"));
     }
     if !failed.is_empty() {
@@ -287,6 +418,46 @@ pub async fn down(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forged_records_are_refused() {
+        let key = "0123ab";
+        let good = format!("{}abcdef", vm_prefix(key));
+        let vm = |name: &str, dest: &str| Managed::Vm {
+            pool: "p".into(),
+            name: name.into(),
+            ssh_dest: dest.into(),
+            ssh_port: 22,
+        };
+        let made = Made {
+            path: None,
+            vms: vec![vm(&good, "root@vm.exe.xyz")],
+        };
+        let state = State {
+            managed: vec![
+                vm(&good, "root@vm.exe.xyz"),
+                vm(&good, "root@attacker.example"),
+                vm("evil", "root@vm.exe.xyz"),
+                vm(&good, "-oProxyCommand=x"),
+            ],
+            ..State::default()
+        };
+        let x = ExedevConfig {
+            count: 1,
+            lobby: "exe.dev".into(),
+            identity_file: None,
+            ssh_options: Vec::new(),
+            remote_dir: "~/flocks".into(),
+            setup: Vec::new(),
+        };
+        let vms = targets(&state, "p", &x, key, &made);
+        assert_eq!(vms.ok.len(), 1, "{vms:?}");
+        assert_eq!(vms.ok[0].1.host, "root@vm.exe.xyz");
+        assert_eq!(vms.refused.len(), 3, "{vms:?}");
+        assert!(vms.refused[0].contains("does not record it"), "{vms:?}");
+        assert!(vms.refused[1].contains("\"evil\""), "{vms:?}");
+        assert!(vms.refused[2].contains("not a `[user@]host`"), "{vms:?}");
+    }
 
     #[test]
     fn vm_names_are_checked() {

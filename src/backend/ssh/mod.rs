@@ -172,28 +172,52 @@ pub struct SshBackend {
     identity: Vec<(String, String)>,
     /// Why the pool cannot be used at all (an exedev pool without VMs).
     unusable: Option<String>,
+    /// VM records of state.json that flocks refused (said as the run starts).
+    refused: Vec<String>,
     /// Why connecting failed for every host.
     down: Mutex<Option<String>>,
 }
 
 impl SshBackend {
     pub fn new(config: &Config, pool: &PoolConfig, worktrees: Arc<Worktrees>) -> SshBackend {
-        let (targets, setup, unusable) = match &pool.backend {
-            BackendConfig::Ssh(s) => (vec![Target::from_config(s)], s.setup.clone(), None),
+        let (targets, setup, unusable, refused) = match &pool.backend {
+            BackendConfig::Ssh(s) => (
+                vec![Target::from_config(s)],
+                s.setup.clone(),
+                None,
+                Vec::new(),
+            ),
             BackendConfig::Exedev(x) => {
-                let state = crate::state::StateStore::new(&config.state_dir())
+                let state_dir = config.state_dir();
+                let state = crate::state::StateStore::new(&state_dir)
                     .load()
                     .unwrap_or_default();
-                let targets = exedev::targets(&state, &pool.name, x);
-                let unusable = targets.is_empty().then(|| {
-                    format!(
+                let made = exedev::Made::load(&state_dir);
+                let vms = exedev::targets(
+                    &state,
+                    &pool.name,
+                    x,
+                    &crate::project::key_of(&state_dir),
+                    &made,
+                );
+                let unusable = vms.ok.is_empty().then(|| {
+                    let mut why = format!(
                         "exedev pool {} has no VMs: run `flocks up` first",
                         pool.name
-                    )
+                    );
+                    for r in &vms.refused {
+                        why.push_str(&format!("\n{r}"));
+                    }
+                    why
                 });
-                (targets, x.setup.clone(), unusable)
+                (vms.targets(), x.setup.clone(), unusable, vms.refused)
             }
-            _ => (Vec::new(), Vec::new(), Some("not an ssh pool".into())),
+            _ => (
+                Vec::new(),
+                Vec::new(),
+                Some("not an ssh pool".into()),
+                Vec::new(),
+            ),
         };
         SshBackend {
             pool: pool.name.clone(),
@@ -206,6 +230,7 @@ impl SshBackend {
             assigned: Mutex::new(HashMap::new()),
             identity: git_identity(&config.workspace.repo),
             unusable,
+            refused,
             down: Mutex::new(None),
         }
     }
@@ -221,6 +246,7 @@ impl SshBackend {
         if let Some(u) = &self.unusable {
             return Some(u.clone());
         }
+        notes.extend(self.refused.iter().cloned());
         let mut errors = Vec::new();
         let results = join_all_ordered(
             self.hosts

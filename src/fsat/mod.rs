@@ -1,6 +1,14 @@
 //! Directory-fd-relative file operations that never follow a link: what
-//! flocks (perhaps root) does in a `.git` that agents in containers can
-//! rewrite under it at any moment.
+//! flocks (perhaps root) does where agents can rewrite things under it at any
+//! moment: in `.git` (the guard's restores, here), under `.flocks/` (logs,
+//! state, locks, events: [`below`]).
+
+mod below;
+
+pub(crate) use below::{
+    append, create, dir, open_lock, read, read_to_string, remove_all, remove_in, rename, rename_in,
+    tell, write_atomic,
+};
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
@@ -11,7 +19,7 @@ use nix::fcntl::{OFlag, open, openat};
 use nix::sys::stat::{Mode, fchmod, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
 
-const DIR: OFlag = OFlag::O_RDONLY
+pub(crate) const DIR: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
