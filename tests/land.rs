@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod support;
+
 use flocks::config::Config;
 use flocks::error::Exit;
 use flocks::land::{
@@ -18,19 +20,9 @@ struct Fx {
     tasks: Vec<TaskRecord>,
 }
 
+/// git in `dir`, with a fixed author date (the fixtures' commits are stable).
 fn git_in(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    support::git_in(dir, args, &[("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")])
 }
 
 impl Fx {

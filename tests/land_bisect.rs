@@ -13,22 +13,7 @@ use flocks::land::{self, LandOptions, TaskOutcome, Validation};
 use flocks::project::Project;
 use flocks::state::{Attempt, Outcome, State, TaskRecord, TaskStatus};
 use serde_json::json;
-use support::{TestProject, code, text};
-
-fn git_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use support::{TestProject, code, git_in, text};
 
 /// A repo with `main` checked out, tasks built by hand, and a validation
 /// script outside the repo that counts its runs, fails when a file holds

@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use support::{TestProject, code, text};
+use support::{TestProject, code, git_in, text};
 
 /// A project whose `origin` is a bare repository holding its main, and a
 /// second clone of it (someone else's) at `other`.
@@ -18,17 +18,7 @@ struct Pushy {
 }
 
 fn git_at(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    git_in(dir, args, &[])
 }
 
 impl Pushy {

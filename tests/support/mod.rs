@@ -164,17 +164,7 @@ impl TestProject {
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(&self.repo)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        git_in(&self.repo, args, &[])
     }
 
     pub fn git_ok(&self, args: &[&str]) -> bool {
@@ -355,4 +345,21 @@ pub fn sibling_attack(out: &Path, tasks: impl Fn(&[Value])) {
 /// A `@fake bash` line for `command` (quoted for the fake's shlex).
 pub fn fake_bash(command: &str) -> String {
     format!("@fake bash '{}'\n", command.replace('\'', r"'\''"))
+}
+
+/// `git ARGS` in `dir` with `env` added; its trimmed stdout. Fails the test,
+/// with git's stderr, when git fails.
+pub fn git_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
