@@ -45,6 +45,8 @@ fn task(id: &str, status: &str) -> TaskView {
         outside_footprint: vec![],
         variants: vec![],
         judgement: None,
+        usage: None,
+        egress_denied: 0,
     }
 }
 
@@ -102,12 +104,16 @@ fn status() -> StatusView {
                 backend: "local".into(),
                 slots: 2,
                 running: 1,
+                credential: "default".into(),
+                egress: "open".into(),
             },
             PoolView {
                 name: "dev".into(),
                 backend: "docker".into(),
                 slots: 4,
                 running: 2,
+                credential: "default".into(),
+                egress: "open".into(),
             },
         ],
         vms: vec![],
@@ -310,6 +316,8 @@ fn no_run_yet() {
             backend: "local".into(),
             slots: 5,
             running: 0,
+            credential: "default".into(),
+            egress: "open".into(),
         }],
         credentials: vec![],
         vms: vec![],

@@ -177,10 +177,20 @@ pub(crate) fn render(
                     .map(|o| o.label().to_string())
                     .unwrap_or_else(|| "interrupted".into())
             },
-            detail: if current {
-                view.and_then(|v| v.detail.clone())
-            } else {
-                None
+            detail: {
+                let detail = if current {
+                    view.and_then(|v| v.detail.clone())
+                } else {
+                    None
+                };
+                // Connections `[network] allow` refused in the window.
+                let denied: u64 = attempts.iter().map(|a| a.denied()).sum();
+                let refused = format!("⛔ {denied} connection(s) refused by [network] allow");
+                match detail {
+                    _ if denied == 0 => detail,
+                    Some(d) => Some(format!("{d}; {refused}")),
+                    None => Some(refused),
+                }
             },
             attempts: attempts.len(),
             secs: attempts
