@@ -430,7 +430,10 @@ fn secrets_stay_off_remote_command_lines_and_disks() {
     // The remote agent got a token for flocks' proxy in its place, and
     // nothing under remote_dir keeps the secret.
     let token = std::fs::read_to_string(&seen).unwrap();
-    assert!(token.trim().starts_with("flocks-") && !token.contains(&secret), "{token}");
+    assert!(
+        token.trim().starts_with("flocks-") && !token.contains(&secret),
+        "{token}"
+    );
     let hits = files_containing(&h.home().join("flocks"), &secret);
     assert!(hits.is_empty(), "secret left in {hits:?}");
     assert!(!p.flocks_dir_text().contains(&secret), "secret in .flocks");

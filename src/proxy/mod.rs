@@ -45,7 +45,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 use crate::agent::spec::Injected;
 use crate::config::{Config, CredentialChoice, CredentialKind, NetworkConfig};
@@ -196,13 +195,16 @@ impl Shared {
 pub struct Proxy {
     shared: Arc<Shared>,
     endpoint: Endpoint,
-    listeners: JoinSet<()>,
+    /// Ends the proxy's thread.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     sock_dir: PathBuf,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.listeners.abort_all();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         let _ = std::fs::remove_dir_all(&self.sock_dir);
     }
 }
@@ -253,9 +255,10 @@ pub enum StartError {
 }
 
 impl Proxy {
-    /// Bind the listeners and serve (inside a tokio runtime). `events` goes
-    /// to the dispatcher (None: nobody listens, as for `flocks plan`).
-    pub async fn start(
+    /// Bind the listeners and serve them on a thread of the proxy's own.
+    /// `events` goes to the dispatcher (None: nobody listens, as for `flocks
+    /// plan`).
+    pub fn start(
         config: &Config,
         events: Option<mpsc::Sender<ProxyEvent>>,
     ) -> Result<Proxy, StartError> {
@@ -272,27 +275,39 @@ impl Proxy {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| StartError::Client(e.to_string()))?;
-        let tcp = tokio::net::TcpListener::bind(config.proxy.listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: config.proxy.listen,
-                config: config.path.clone(),
-                source,
-            })?;
-        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Listen {
+        let listen_error = |source| StartError::Listen {
             addr: config.proxy.listen,
             config: config.path.clone(),
             source,
-        })?;
+        };
+        let tcp = std::net::TcpListener::bind(config.proxy.listen).map_err(listen_error)?;
+        let tcp_addr = tcp.local_addr().map_err(listen_error)?;
         let sock_dir = socket_dir().map_err(|(dir, source)| StartError::Socket { dir, source })?;
         let unix_path = sock_dir.join("proxy.sock");
-        let unix = tokio::net::UnixListener::bind(&unix_path).map_err(|source| {
+        let socket_error = |source| {
             let _ = std::fs::remove_dir_all(&sock_dir);
             StartError::Socket {
                 dir: sock_dir.clone(),
                 source,
             }
-        })?;
+        };
+        let unix = std::os::unix::net::UnixListener::bind(&unix_path).map_err(socket_error)?;
+        // Its own thread and runtime: the answers streaming through never
+        // wait on the run's other work (git, logs, state), and one thread
+        // carries every connection without handing events between threads.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(socket_error)?;
+        let (tcp, unix) = {
+            let _in = runtime.enter();
+            tcp.set_nonblocking(true).map_err(listen_error)?;
+            unix.set_nonblocking(true).map_err(socket_error)?;
+            (
+                tokio::net::TcpListener::from_std(tcp).map_err(listen_error)?,
+                tokio::net::UnixListener::from_std(unix).map_err(socket_error)?,
+            )
+        };
         let shared = Arc::new(Shared {
             grants: RwLock::new(HashMap::new()),
             upstream,
@@ -302,16 +317,29 @@ impl Proxy {
             events,
             checked: Mutex::new(None),
         });
-        let mut listeners = JoinSet::new();
-        listeners.spawn(serve::accept_tcp(tcp, shared.clone()));
-        listeners.spawn(serve::accept_unix(unix, shared.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = shared.clone();
+        std::thread::Builder::new()
+            .name("flocks-proxy".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = serve::accept_tcp(tcp, serving.clone()) => {}
+                        _ = serve::accept_unix(unix, serving) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // A DNS lookup still running on its blocking pool is not waited for.
+                runtime.shutdown_background();
+            })
+            .map_err(socket_error)?;
         Ok(Proxy {
             shared,
             endpoint: Endpoint {
                 tcp: tcp_addr,
                 unix: unix_path,
             },
-            listeners,
+            stop: Some(stop),
             sock_dir,
         })
     }

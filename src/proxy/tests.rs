@@ -173,9 +173,7 @@ async fn tokens_are_swapped_scoped_and_die_with_their_attempt() {
     let (up, upstream) = host(api);
     let dir = tempfile::tempdir().unwrap();
     let (tx, mut rx) = mpsc::channel(64);
-    let proxy = Proxy::start(&config(dir.path(), up, 1), Some(tx))
-        .await
-        .unwrap();
+    let proxy = Proxy::start(&config(dir.path(), up, 1), Some(tx)).unwrap();
     let at = proxy.endpoint().local_authority();
     let a = proxy.admit("a", 1, credential(CredentialKind::ApiKey, "sk-real"), &at);
     let b = proxy.admit("b", 1, credential(CredentialKind::Oauth, "oauth-real"), &at);
@@ -282,9 +280,7 @@ async fn through_the_forwarder_only_allowed_hosts_answer() {
     let (denied, seen_denied) = host(|_| (200, "text/plain", "denied host".into()));
     let dir = tempfile::tempdir().unwrap();
     let (tx, mut rx) = mpsc::channel(64);
-    let proxy = Proxy::start(&config(dir.path(), up, allowed), Some(tx))
-        .await
-        .unwrap();
+    let proxy = Proxy::start(&config(dir.path(), up, allowed), Some(tx)).unwrap();
 
     // The agent's side: the forwarder on its own address, to the socket.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -422,9 +418,7 @@ async fn an_unreachable_upstream_is_said_with_its_address() {
         .unwrap()
         .port();
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(&config(dir.path(), closed, 1), None)
-        .await
-        .unwrap();
+    let proxy = Proxy::start(&config(dir.path(), closed, 1), None).unwrap();
     let why = proxy.check_upstream().await.unwrap_err();
     assert!(why.contains(&format!("127.0.0.1:{closed}")), "{why}");
     // The agent's first request: a 502 for it, a signal for its executor.

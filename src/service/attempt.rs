@@ -161,9 +161,7 @@ impl Prepared {
             // Its proxy lives as long as the attempt; nothing reads its
             // events outside a run (nothing of it goes into state.json).
             if let Some(config) = &proxy_config {
-                let proxy = crate::proxy::Proxy::start(config, None)
-                    .await
-                    .map_err(|e| match e {
+                let proxy = crate::proxy::Proxy::start(config, None).map_err(|e| match e {
                         crate::proxy::StartError::Upstream(why) => Error::Usage(why),
                         e => Error::CannotStart(e.to_string()),
                     })?;

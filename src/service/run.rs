@@ -148,12 +148,10 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
     // credential or `[network]` is set.
     let (proxy, proxy_events) = if crate::proxy::needed(&config) {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        let proxy = runtime
-            .block_on(crate::proxy::Proxy::start(&config, Some(tx.clone())))
-            .map_err(|e| match e {
-                crate::proxy::StartError::Upstream(why) => Error::Usage(why),
-                e => Error::CannotStart(e.to_string()),
-            })?;
+        let proxy = crate::proxy::Proxy::start(&config, Some(tx.clone())).map_err(|e| match e {
+            crate::proxy::StartError::Upstream(why) => Error::Usage(why),
+            e => Error::CannotStart(e.to_string()),
+        })?;
         notices.extend(proxy_notices(&config));
         let proxy = Arc::new(proxy);
         // Whether the model API answers, said without holding the run up.
