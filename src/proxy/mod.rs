@@ -1,6 +1,7 @@
 //! flocks' model proxy and egress gate: one listener per run, in the flocks
-//! process (a TCP address, `[proxy] listen`, and a unix socket for agents
-//! that reach it through a forwarder), serving three kinds of traffic:
+//! process on a thread and runtime of its own (a TCP address, `[proxy]
+//! listen`, and a unix socket for agents that reach it through a
+//! forwarder), serving three kinds of traffic:
 //!
 //! ```text
 //!  agent ── POST /attempt/<id>/v1/messages ──▶ proxy ── real key ──▶ [proxy] upstream
