@@ -27,6 +27,7 @@ pub(crate) mod output;
 pub(crate) mod proc;
 pub mod project;
 pub(crate) mod prompt;
+pub mod proxy;
 pub(crate) mod report;
 pub(crate) mod retry;
 pub(crate) mod runner;

@@ -7,6 +7,9 @@ fn main() {
     if rest.first().and_then(|a| a.to_str()) == Some(flocks::supervisor::SUBCOMMAND) {
         std::process::exit(flocks::supervisor::main(rest[1..].to_vec()));
     }
+    if rest.first().and_then(|a| a.to_str()) == Some(flocks::proxy::forward::SUBCOMMAND) {
+        std::process::exit(flocks::proxy::forward::main(rest[1..].to_vec()));
+    }
     let cli = flocks::help::parse();
     let code = match flocks::commands::dispatch(cli) {
         Ok(exit) => exit.code(),

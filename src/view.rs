@@ -214,6 +214,11 @@ pub struct TaskView {
     /// How a best-of task's variants were judged (as in state.json).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub judgement: Option<Judgement>,
+    /// Its last attempt's tokens and cost as flocks' proxy read them (live
+    /// while it runs; as in state.json's attempt `usage`).
+    pub usage: Option<crate::state::Usage>,
+    /// Connections `[network] allow` refused, over its attempts.
+    pub egress_denied: u64,
 }
 
 /// One variant of a best-of task.
@@ -314,6 +319,14 @@ pub struct PoolView {
     pub isolation: String,
     pub slots: usize,
     pub running: usize,
+    /// `default` (the agents' own login: flocks holds nothing to inject), a
+    /// credential's name, or `rotate`; a flocks credential reaches its
+    /// agents only as a token for flocks' proxy.
+    pub credential: String,
+    /// `open` (no `[network]`), `advisory` (its agents get the proxy
+    /// variables and may ignore them) or `enforced` (the proxy is their
+    /// only way out).
+    pub egress: String,
 }
 
 #[derive(Serialize)]
@@ -371,6 +384,17 @@ pub fn build(project: &Project, state: &State) -> StatusView {
                     |t| matches!(&t.status, TaskStatus::Running { pool, .. } if *pool == p.name),
                 )
                 .count(),
+            credential: match &p.credential {
+                crate::config::CredentialChoice::Default => "default".into(),
+                crate::config::CredentialChoice::Named(n) => n.clone(),
+                crate::config::CredentialChoice::Rotate => "rotate".into(),
+            },
+            egress: match (&project.config.network, p.egress_enforced()) {
+                (None, _) => "open",
+                (Some(_), false) => "advisory",
+                (Some(_), true) => "enforced",
+            }
+            .into(),
         })
         .collect();
     let credentials = state
@@ -509,6 +533,8 @@ fn task_view(
         outside_footprint: t.outside_footprint.clone(),
         variants: Vec::new(),
         judgement: None,
+        usage: last.and_then(|a| a.usage.clone()),
+        egress_denied: t.egress_denied(),
     }
 }
 
@@ -598,6 +624,8 @@ fn best_of_view(
         outside_footprint: t.outside_footprint.clone(),
         variants,
         judgement,
+        usage: None,
+        egress_denied: t.egress_denied(),
     }
 }
 

@@ -191,7 +191,7 @@ fn a_parked_credentials_work_moves_to_the_other_on_a_ramp() {
     let tasks: Vec<Value> = (0..7)
         .map(|i| {
             json!({"id": format!("t{i}"), "prompt": format!(
-                "@fake if-env CLAUDE_CODE_OAUTH_TOKEN {TOK_A} usage-limit {resets}\n@fake sleep 5\n@fake commit f{i}.txt"
+                "@fake if-env FLOCKS_CREDENTIAL a usage-limit {resets}\n@fake sleep 5\n@fake commit f{i}.txt"
             )})
         })
         .collect();

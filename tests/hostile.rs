@@ -92,6 +92,37 @@ fn encoded_and_split_secrets_are_redacted_everywhere() {
     assert!(logs.contains("as you asked"), "{logs}");
 }
 
+/// Issue 24: an agent reads its credential from its environment and
+/// `/proc/self/environ`, and commits both. Its commits go wherever its
+/// branch goes (land, a push), unredacted: it must never hold the secret.
+/// It holds a token for flocks' proxy instead, which dies with the attempt.
+#[test]
+fn an_agent_never_holds_its_credential() {
+    let p = credential_project();
+    p.tasks(&[json!({"id": "env", "prompt": format!(
+        "@fake environ environ.txt\n@fake bash \"env > env.txt; cat /proc/$$/environ | tr '\\\\0' '\\\\n' > shell-environ.txt\"\n@fake env CLAUDE_CODE_OAUTH_TOKEN {}/token\n@fake commit x.txt",
+        p.out.display()
+    )})]);
+    let out = p
+        .cmd(&["run"])
+        .env("HOSTILE_TOKEN", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let environ = p.git(&["show", "flocks/env:environ.txt"]);
+    assert!(environ.contains("FLOCKS_TASK=env"), "{environ}");
+    for file in ["environ.txt", "env.txt", "shell-environ.txt"] {
+        let committed = p.git(&["show", &format!("flocks/env:{file}")]);
+        assert_no_secret(&format!("the agent's committed {file}"), &committed);
+    }
+    assert_no_secret("the branch's history", &p.git(&["log", "-p", "flocks/env"]));
+    let token = std::fs::read_to_string(p.out_file("token")).unwrap();
+    assert!(
+        token.starts_with("flocks-"),
+        "a token in its place: {token}"
+    );
+}
+
 /// Finding 11: a 33 MiB line is written out in pieces at the 32 MiB line
 /// buffer; no cut falls inside the secret, which appears all around it.
 #[test]

@@ -166,6 +166,8 @@ impl Fx {
                 leftovers_committed: false,
                 tag: format!("{id}-1"),
                 prompt_hash: None,
+                usage: None,
+                egress_denied: 0,
             }],
             branch_created: true,
             requeues: 0,

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use flocks::config::Config;
@@ -170,6 +170,8 @@ impl Fx {
                 leftovers_committed: false,
                 tag: format!("{id}-1"),
                 prompt_hash: None,
+                usage: None,
+                egress_denied: 0,
             }],
             branch_created: true,
             requeues: 0,

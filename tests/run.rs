@@ -213,7 +213,9 @@ fn the_pool_credential_wins_over_an_ambient_api_key_and_never_leaks() {
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(seen["env"]["CLAUDE_CODE_OAUTH_TOKEN"], oauth);
+    // A token for flocks' model proxy in its place, never the secret.
+    let token = seen["env"]["CLAUDE_CODE_OAUTH_TOKEN"].as_str().unwrap();
+    assert!(token.starts_with("flocks-") && token != oauth, "{seen}");
     assert!(
         seen["env"].get("ANTHROPIC_API_KEY").is_none(),
         "ambient key must be removed: {seen}"

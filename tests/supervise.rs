@@ -125,7 +125,7 @@ fn each_limit_signal_parks_the_credential_and_requeues_the_task() {
         "api-error 429".to_string(),
     ] {
         let p = two_credentials("");
-        p.tasks(&[json!({"id": "t", "prompt": format!("@fake if-env CLAUDE_CODE_OAUTH_TOKEN {TOK_A} {signal}\n@fake commit x.txt")})]);
+        p.tasks(&[json!({"id": "t", "prompt": format!("@fake if-env FLOCKS_CREDENTIAL a {signal}\n@fake commit x.txt")})]);
         let out = run_with_creds(&p, &["run"]);
         assert_eq!(code(&out), 0, "{signal}: {}", text(&out));
         let t = p.task("t");
@@ -164,8 +164,8 @@ fn limits_inside_tool_output_do_not_count() {
 fn a_rejected_credential_is_disabled() {
     let p = two_credentials("");
     p.tasks(&[
-        json!({"id": "t1", "prompt": format!("@fake if-env CLAUDE_CODE_OAUTH_TOKEN {TOK_A} assistant-error authentication_failed\n@fake commit x.txt")}),
-        json!({"id": "t2", "prompt": format!("@fake if-env CLAUDE_CODE_OAUTH_TOKEN {TOK_A} assistant-error authentication_failed\n@fake commit y.txt")}),
+        json!({"id": "t1", "prompt": format!("@fake if-env FLOCKS_CREDENTIAL a assistant-error authentication_failed\n@fake commit x.txt")}),
+        json!({"id": "t2", "prompt": format!("@fake if-env FLOCKS_CREDENTIAL a assistant-error authentication_failed\n@fake commit y.txt")}),
     ]);
     let out = run_with_creds(&p, &["run"]);
     assert_eq!(code(&out), 0, "{}", text(&out));

@@ -94,6 +94,17 @@ impl Redactor {
         Redactor { patterns, longest }
     }
 
+    /// This redactor and `more` secrets (an attempt's proxy tokens).
+    pub fn with(&self, more: impl IntoIterator<Item = (String, String)>) -> Redactor {
+        let extra = Redactor::new(more);
+        let mut patterns = self.patterns.clone();
+        patterns.extend(extra.patterns);
+        patterns.sort_by_key(|p| std::cmp::Reverse(p.chars.len()));
+        patterns.dedup_by(|a, b| a.chars == b.chars);
+        let longest = patterns.first().map_or(0, |p| p.chars.len());
+        Redactor { patterns, longest }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }

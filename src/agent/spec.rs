@@ -44,6 +44,10 @@ pub struct AgentSpec {
     pub prompt: String,
     /// The value of `FLOCKS_ATTEMPT`.
     pub tag: String,
+    /// The flocks credential this attempt uses: never put in an
+    /// environment. The executor hands it to the proxy, which gives the
+    /// agent a token for it instead (`proxy::Proxy::admit`).
+    pub credential: Option<Injected>,
 }
 
 /// claude's flags, then `[agent] args`.
@@ -99,10 +103,12 @@ pub fn build(input: SpecInput) -> AgentSpec {
     } = input;
     // Credential source variables (and webhook header secrets) never reach
     // an agent; the inherited Anthropic ones are removed when the pool
-    // injects a credential of its own.
+    // injects a credential of its own (the proxy's token and URL, set by the
+    // executor, take their place).
     let mut remove_env: Vec<String> = config.secret_vars();
     if credential.is_some() {
         remove_env.extend(SCRUBBED_VARS.iter().map(|s| s.to_string()));
+        remove_env.push(crate::proxy::BASE_URL_VAR.to_string());
     }
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: &str| {
@@ -118,9 +124,6 @@ pub fn build(input: SpecInput) -> AgentSpec {
     set("IS_SANDBOX", "1");
     set(TAG_VAR, &tag);
     set("FLOCKS_TASK", task_id);
-    if let Some(c) = credential {
-        set(c.kind.target_var(), &c.value);
-    }
     AgentSpec {
         program: config.agent.command.clone(),
         args: agent_args(&config.agent, config.max_turns, resume),
@@ -128,5 +131,6 @@ pub fn build(input: SpecInput) -> AgentSpec {
         remove_env,
         prompt,
         tag,
+        credential: credential.cloned(),
     }
 }

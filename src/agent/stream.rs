@@ -237,7 +237,7 @@ pub fn result_info(v: &Value) -> ResultInfo {
             .map(str::to_string),
         usage: v.get("usage").filter(|u| u.is_object()).map(|u| {
             let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-            crate::state::Usage {
+            crate::state::Tokens {
                 input_tokens: n("input_tokens"),
                 output_tokens: n("output_tokens"),
                 cache_creation_input_tokens: n("cache_creation_input_tokens"),

@@ -305,6 +305,24 @@ pub trait Backend: Send + Sync {
     /// The attempt ends before its agent started (its setup failed): let go
     /// of what `prepare` took. The worktree stays for the next attempt.
     fn abandon<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()>;
+
+    /// The `host:port` at which the agent of `task` (in `ws`) reaches
+    /// flocks' proxy, which listens at `proxy` as this machine sees it;
+    /// asked before its setup commands run. The default, the proxy's TCP
+    /// address, serves agents that share this machine's network (local
+    /// agents, a devcontainer on the host network). A backend whose agents
+    /// have no network of their own binds `proxy.unix` in and starts
+    /// `flocks __forward --listen 127.0.0.1:0 --to <socket>` beside them
+    /// (its `listening` line gives the port); a remote one forwards a port
+    /// back over its connection.
+    fn proxy_address<'a>(
+        &'a self,
+        _ws: &'a Workspace,
+        _task: &'a str,
+        proxy: &'a crate::proxy::Endpoint,
+    ) -> BoxFuture<'a, Result<String, SpawnError>> {
+        Box::pin(async move { Ok(proxy.local_authority()) })
+    }
 }
 
 /// Copy `.worktreeinclude`'s files into a worktree on this machine.

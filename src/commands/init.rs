@@ -191,8 +191,9 @@ command = "claude"             # a path or a name on PATH where the agent runs
 args = []                      # extra args after flocks' claude flags
 # model = "sonnet"             # passed as --model
 
-# A credential's secret stays in a host environment variable; flocks puts it in
-# the agent's environment only. Without any, agents use the environment's own login.
+# A credential's secret stays in a host environment variable and in flocks: agents
+# get a token for flocks' model proxy instead. Without any, agents use the
+# environment's own login.
 # [[credentials]]
 # name = "sub-1"
 # env = "CLAUDE_TOKEN_1"

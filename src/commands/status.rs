@@ -117,7 +117,11 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             {
                 line.push_str(&format!("  ⚠ no output for {}", human_duration(q)));
             }
+            if let Some(u) = &t.usage {
+                let _ = write!(line, "  · {}", usage_line(u));
+            }
             let _ = writeln!(s, "{line}");
+            denied_line(&mut s, t);
             variant_lines(&mut s, t);
         }
     }
@@ -144,6 +148,7 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
                     t.outside_footprint.join(", ")
                 );
             }
+            denied_line(&mut s, t);
             variant_lines(&mut s, t);
             if let Some(text) = &t.result {
                 let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -175,6 +180,7 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             for l in &t.log_tail {
                 let _ = writeln!(s, "      │ {}", crate::agent::stream::one_line(l, 110));
             }
+            denied_line(&mut s, t);
             variant_lines(&mut s, t);
         }
     }
@@ -224,6 +230,7 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             p.slots,
             p.isolation
         );
+        let _ = writeln!(s, "      {}", pool_line(p));
     }
     if !v.vms.is_empty() {
         let _ = writeln!(s, "\nvms ({}, `flocks down` removes them):", v.vms.len());
@@ -272,6 +279,61 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
         );
     }
     s
+}
+
+/// A running attempt's tokens and cost, as flocks' proxy read them.
+fn usage_line(u: &crate::state::Usage) -> String {
+    let tokens = |n: u64| match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    };
+    let input = u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens;
+    let mut line = format!(
+        "{} in / {} out · {}",
+        tokens(input),
+        tokens(u.output_tokens),
+        crate::output::units::money(u.cost_usd)
+    );
+    if let Some(m) = &u.unpriced_model {
+        let _ =
+            std::fmt::Write::write_fmt(&mut line, format_args!(" (+ {m}, not in the price table)"));
+    }
+    line
+}
+
+/// Connections `[network] allow` refused, under a task's line.
+fn denied_line(s: &mut String, t: &TaskView) {
+    use std::fmt::Write;
+    if t.egress_denied > 0 {
+        let _ = writeln!(
+            s,
+            "      ⛔ {} connection{} refused by [network] allow (egress_denied events in .flocks/events.jsonl name each host)",
+            t.egress_denied,
+            if t.egress_denied == 1 { "" } else { "s" },
+        );
+    }
+}
+
+/// Who holds a pool's credential, and what `[network]` does for its agents.
+fn pool_line(p: &crate::view::PoolView) -> String {
+    let credential = match p.credential.as_str() {
+        "default" => {
+            "credential default: the agents' own login (flocks holds nothing to inject)".to_string()
+        }
+        "rotate" => {
+            "credentials rotate; agents get a token for flocks' proxy, never the secret".to_string()
+        }
+        name => {
+            format!("credential {name}: agents get a token for flocks' proxy, never the secret")
+        }
+    };
+    let egress = match p.egress.as_str() {
+        "advisory" => " · [network] allow is advisory here (agents may ignore the proxy)",
+        "enforced" => " · [network] allow: the proxy is the only way out",
+        _ => "",
+    };
+    format!("{credential}{egress}")
 }
 
 /// The disk line: what worktrees, spares and logs take, and what is free.

@@ -4,6 +4,7 @@
 //! line happens there. What is here is what the rest of flocks relies on.
 
 mod command;
+mod network;
 mod parse;
 mod toml_error;
 
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use command::CommandSpec;
+pub use network::{DEFAULT_UPSTREAM, HostPattern, NetworkConfig, ProxyConfig, check_upstream};
 pub(crate) use parse::normalize as normalize_path;
 pub(crate) use parse::remote_name_ok;
 pub(crate) use resolve_from as resolve_path;
@@ -62,6 +64,10 @@ pub struct Config {
     pub variants: Vec<VariantConfig>,
     /// `[sandbox]`: what the agents of `sandbox = "bwrap"` pools see.
     pub sandbox: SandboxConfig,
+    /// `[proxy]`: flocks' model proxy (upstream, listen address).
+    pub proxy: ProxyConfig,
+    /// `[network]`: the agents' egress allowlist; None: open.
+    pub network: Option<NetworkConfig>,
 }
 
 /// `sandbox` on a local pool: what its agents run in.
@@ -245,6 +251,21 @@ pub struct PoolConfig {
     pub backend: BackendConfig,
     /// `sandbox` (local pools only; `None` elsewhere).
     pub sandbox: SandboxMode,
+}
+
+impl PoolConfig {
+    /// Whether `[network] allow` binds this pool's agents: they have no way
+    /// out but flocks' proxy. Not so for agents that share a network
+    /// (advisory: they get the proxy variables and may ignore them).
+    pub fn egress_enforced(&self) -> bool {
+        match &self.backend {
+            // This machine's network, a devcontainer's own, a remote host's.
+            BackendConfig::Local
+            | BackendConfig::Docker(_)
+            | BackendConfig::Ssh(_)
+            | BackendConfig::Exedev(_) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

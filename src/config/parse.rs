@@ -49,6 +49,8 @@ struct RawConfig {
     variants: Vec<Spanned<RawVariant>>,
     #[serde(default)]
     sandbox: RawSandbox,
+    proxy: RawProxy,
+    network: Option<Spanned<RawNetwork>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -56,6 +58,20 @@ struct RawConfig {
 struct RawSandbox {
     read: S<Vec<Spanned<String>>>,
     network: S<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    upstream: S<String>,
+    listen: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    allow: S<Vec<Spanned<String>>>,
+    notify_denied: S<bool>,
 }
 
 #[derive(Deserialize)]
@@ -650,6 +666,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         variants.push(variant);
     }
 
+    let (proxy, network) = parse_network(&cx, raw.proxy, raw.network)?;
+
     Ok(Config {
         path: path.to_path_buf(),
         dir,
@@ -682,6 +700,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         best_of,
         variants,
         sandbox,
+        proxy,
+        network,
     })
 }
 
@@ -727,6 +747,49 @@ fn parse_sandbox(cx: &Ctx, s: RawSandbox, repo: &Path, dir: &Path) -> Result<San
         })?,
     };
     Ok(SandboxConfig { read, network })
+}
+
+/// `[proxy]` and `[network]`.
+fn parse_network(
+    cx: &Ctx,
+    proxy: RawProxy,
+    network: Option<Spanned<RawNetwork>>,
+) -> Result<(ProxyConfig, Option<NetworkConfig>)> {
+    let mut out = ProxyConfig::default();
+    if let Some(u) = proxy.upstream {
+        check_upstream(u.get_ref()).map_err(|e| cx.err(u.span(), "proxy.upstream", e))?;
+        out.upstream = Some(u.get_ref().trim().to_string());
+    }
+    if let Some(l) = proxy.listen {
+        out.listen = l.get_ref().trim().parse().map_err(|_| {
+            cx.err(
+                l.span(),
+                "proxy.listen",
+                format!(
+                    "`{}` is not an address: give IP:PORT, e.g. \"127.0.0.1:0\" (port 0: any free port) or \"0.0.0.0:7878\" for agents on other machines",
+                    l.get_ref()
+                ),
+            )
+        })?;
+    }
+    let network = match network {
+        None => None,
+        Some(n) => {
+            let n = n.into_inner();
+            let mut allow = Vec::new();
+            for entry in n.allow.map(|a| a.into_inner()).unwrap_or_default() {
+                allow.push(
+                    HostPattern::parse(entry.get_ref())
+                        .map_err(|e| cx.err(entry.span(), "network.allow", e))?,
+                );
+            }
+            Some(NetworkConfig {
+                allow,
+                notify_denied: n.notify_denied.is_some_and(|b| *b.get_ref()),
+            })
+        }
+    };
+    Ok((out, network))
 }
 
 fn parse_notify(
@@ -1924,5 +1987,55 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.notify.len(), 1);
+    }
+
+    #[test]
+    fn proxy_and_network_tables() {
+        let d = parse_str("").unwrap();
+        assert!(d.network.is_none(), "no [network]: open");
+        assert_eq!(d.proxy.upstream, None);
+        assert_eq!(d.proxy.listen.to_string(), "127.0.0.1:0");
+        let c = parse_str(
+            "[proxy]\nupstream = \"http://127.0.0.1:9/base\"\nlisten = \"0.0.0.0:7878\"\n[network]\nallow = [\"pypi.org\", \"*.example.com\", \"10.0.0.1:8080\"]\nnotify_denied = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.proxy.upstream.as_deref(), Some("http://127.0.0.1:9/base"));
+        assert_eq!(c.proxy.listen.port(), 7878);
+        let n = c.network.unwrap();
+        assert!(n.notify_denied);
+        assert!(n.allows("pypi.org", 443) && n.allows("x.example.com", 1));
+        assert!(!n.allows("10.0.0.1", 80) && !n.allows("example.com", 443));
+        let empty = parse_str("[network]\n").unwrap().network.unwrap();
+        assert!(empty.allow.is_empty() && !empty.allows("pypi.org", 443));
+
+        for (text, says) in [
+            (
+                "[network]\nallow = [\"pypi.org\",\n  \"https://x.org\"]\n",
+                "flocks.toml:3: field `network.allow`: `https://x.org` is not a host",
+            ),
+            (
+                "[network]\nallowed = [\"pypi.org\"]\n",
+                "flocks.toml:2: field `network.allowed`",
+            ),
+            (
+                "[proxy]\nupstrem = \"https://x\"\n",
+                "flocks.toml:2: field `proxy.upstrem`",
+            ),
+            (
+                "[proxy]\nupstream = \"ftp://x.org\"\n",
+                "flocks.toml:2: field `proxy.upstream`: `ftp://x.org` is a ftp: URL",
+            ),
+            (
+                "\n[proxy]\nlisten = \"localhost\"\n",
+                "flocks.toml:3: field `proxy.listen`: `localhost` is not an address",
+            ),
+            (
+                "[network]\nallow = [\"*.com\"]\n",
+                "flocks.toml:2: field `network.allow`",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 }

@@ -28,6 +28,8 @@
 //! | `landed` | `task`, `commits`, `target` (written by `flocks land`) |
 //! | `run_finished` | `succeeded`, `failed`, `blocked`, `pending`, `cost_usd` (this run), `interrupted` |
 //! | `needs_attention` | `cause`, `message`, `task` or `credential` (when it is about one): something a person has to act on (below) |
+//! | `usage` | `task`, `attempt`, `requests`, `input_tokens`, `output_tokens`, `cache_creation_input_tokens`, `cache_read_input_tokens`, `cost_usd`, `unpriced_model` (a model the price table lacks): the attempt's totals so far, as flocks' proxy read them from the API's answers; written at each answer's start and end while it runs (the `finished` event's `cost_usd` is the result's `total_cost_usd` when the agent reports one) |
+//! | `egress_denied` | `task`, `attempt`, `host`, `port`: `[network] allow` refused a connection the agent asked flocks' proxy for |
 //!
 //! `outcome.kind` is one of `success`, `failed` (+`reason`), `timed_out`,
 //! `stalled`, `interrupted`, `spawn_failed` (+`reason`), `rate_limited`
@@ -38,7 +40,9 @@
 //!
 //! `needs_attention.cause` is one of `task_failed` (a task failed and is not
 //! retried again), `credential_disabled`, `credentials_parked` (every usable
-//! credential is parked), written by the run, and `land_conflict`,
+//! credential is parked), `egress_denied` (with `[network] notify_denied =
+//! true`: the first refusal of each host and port in an attempt), written by
+//! the run, and `land_conflict`,
 //! `land_culprit` (bisection found it breaks validation) and
 //! `land_validation_failed` (validation failed, no culprit was searched),
 //! written by `flocks land`. It follows the event it sums up (`finished`,
@@ -175,6 +179,21 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         credential: Option<String>,
     },
+    /// A running attempt's tokens and cost so far, as flocks' proxy read
+    /// them from the API's answers.
+    Usage {
+        task: String,
+        attempt: u32,
+        #[serde(flatten)]
+        usage: crate::state::Usage,
+    },
+    /// `[network] allow` refused a connection the agent asked the proxy for.
+    EgressDenied {
+        task: String,
+        attempt: u32,
+        host: String,
+        port: u16,
+    },
 }
 
 /// Why a `needs_attention` event was written.
@@ -191,6 +210,8 @@ pub enum AttentionCause {
     LandCulprit,
     /// Validation failed and no culprit was searched (`land` without `--bisect`).
     LandValidationFailed,
+    /// `[network] allow` refused a connection (with `notify_denied = true`).
+    EgressDenied,
 }
 
 impl Event {
@@ -213,6 +234,8 @@ impl Event {
         "landed",
         "run_finished",
         "needs_attention",
+        "usage",
+        "egress_denied",
     ];
 
     /// The kind, as the `event` field spells it.
@@ -235,6 +258,8 @@ impl Event {
             Event::Landed { .. } => "landed",
             Event::RunFinished { .. } => "run_finished",
             Event::NeedsAttention { .. } => "needs_attention",
+            Event::Usage { .. } => "usage",
+            Event::EgressDenied { .. } => "egress_denied",
         }
     }
 }
@@ -278,5 +303,25 @@ mod tests {
         assert_eq!(v["event"], event.kind());
         assert_eq!(v["cause"], "task_failed");
         assert!(v.get("credential").is_none());
+        // Usage is flat in its line, and reads back.
+        let usage = Event::Usage {
+            task: "a".into(),
+            attempt: 2,
+            usage: crate::state::Usage {
+                requests: 3,
+                input_tokens: 10,
+                output_tokens: 5,
+                cost_usd: 0.25,
+                ..Default::default()
+            },
+        };
+        let v = serde_json::to_value(&usage).unwrap();
+        assert_eq!(v["event"], "usage");
+        assert_eq!(
+            (v["requests"].as_u64(), v["cost_usd"].as_f64()),
+            (Some(3), Some(0.25))
+        );
+        assert!(v.get("unpriced_model").is_none());
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), usage);
     }
 }

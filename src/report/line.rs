@@ -52,7 +52,11 @@ pub fn render(event: &Event) -> Option<String> {
             )
         }
         Event::Notice { message } => format!("note: {message}"),
-        Event::Queued { .. } | Event::Activity { .. } => return None,
+        // Usage changes with every answer: `status` shows it.
+        Event::Queued { .. } | Event::Activity { .. } | Event::Usage { .. } => return None,
+        Event::EgressDenied {
+            task, host, port, ..
+        } => format!("⛔ {task}: connection to {host}:{port} refused ([network] allow)"),
         Event::Started {
             task,
             attempt,

@@ -161,7 +161,9 @@ impl ProgressView {
             | Event::NeedsAttention { .. }
             | Event::ConflictPredicted { .. }
             | Event::VariantJudged { .. }
-            | Event::Landed { .. } => {}
+            | Event::Landed { .. }
+            | Event::Usage { .. }
+            | Event::EgressDenied { .. } => {}
         }
         super::line::render(event)
     }

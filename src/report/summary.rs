@@ -132,6 +132,21 @@ pub fn render(state: &State, only: &[String], log_root: &Path, landed: &HashSet<
             }
         }
     }
+    let refused: Vec<(&str, u64)> = only
+        .iter()
+        .filter_map(|id| state.task(id))
+        .map(|t| (t.id.as_str(), t.egress_denied()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    if !refused.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nconnections refused by [network] allow (egress_denied in .flocks/events.jsonl names each host):"
+        );
+        for (id, n) in refused {
+            let _ = writeln!(s, "  ⛔ {id:<24} {n}");
+        }
+    }
     if !g.pending.is_empty() {
         let _ = writeln!(s, "\nnot run:");
         for t in &g.pending {

@@ -26,6 +26,7 @@ use crate::backend::Backend;
 use crate::land::predict::Predictor;
 use crate::project::Project;
 use crate::prompt::Template;
+use crate::proxy::ProxyEvent;
 use crate::report::{Event, Reporter};
 use crate::state::{NextAttempt, State, StateStore};
 use crate::tasks::TaskSet;
@@ -71,6 +72,9 @@ pub struct Dispatcher {
     disk_unreadable: bool,
     /// Judgings decided since the last save, started once it is on disk.
     to_judge: Vec<super::fleet::JudgeJob>,
+    /// The run's model proxy and egress gate, and what it tells the run.
+    proxy: Option<Arc<crate::proxy::Proxy>>,
+    proxy_events: Option<mpsc::Receiver<ProxyEvent>>,
 }
 
 /// A prediction as it came back, with how long its git work took.
@@ -92,6 +96,10 @@ pub struct DispatcherParts {
     pub reporters: Vec<Box<dyn Reporter>>,
     pub opts: RunOptions,
     pub project_key: String,
+    /// The run's proxy (None: no pool injects a credential and `[network]`
+    /// is not set) and its events.
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
+    pub proxy_events: Option<mpsc::Receiver<ProxyEvent>>,
 }
 
 impl Dispatcher {
@@ -116,6 +124,7 @@ impl Dispatcher {
             log_root: log_root.clone(),
             backends: p.backends.clone(),
             redactor: p.redactor.clone(),
+            proxy: p.proxy.clone(),
         });
         let fleet = Fleet::new(FleetParts {
             config: Arc::new(p.project.config.clone()),
@@ -151,6 +160,8 @@ impl Dispatcher {
             disk_read_at: None,
             disk_unreadable: false,
             to_judge: Vec::new(),
+            proxy: p.proxy,
+            proxy_events: p.proxy_events,
         }
     }
 
@@ -350,6 +361,7 @@ impl Dispatcher {
             expect_commits: start.expect_commits,
             repo_dir: config.workspace.repo.clone(),
             setup: super::setup::SetupPlan::from_config(config),
+            proxy: self.proxy.clone(),
         };
         // Spawned at the next save, once this attempt's start is on disk.
         self.to_spawn.push((job, stop_rx));
@@ -377,6 +389,10 @@ impl Dispatcher {
             let wake = tokio::time::Instant::from_std(self.fleet.next_wake(now));
             tokio::select! {
                 Some(ev) = self.rx.recv() => self.apply(ev),
+                Some(ev) = recv_proxy(&mut self.proxy_events) => {
+                    let effects = self.fleet.on_proxy(ev, Now::current());
+                    self.carry_out(effects);
+                }
                 Some(joined) = self.resolving.join_next_with_id() => {
                     let (task, start) = match joined {
                         Ok((id, done)) => {
@@ -557,6 +573,14 @@ impl Dispatcher {
                 self.carry_out(effects);
             }
         }
+    }
+}
+
+/// The proxy's next event (never, without a proxy).
+async fn recv_proxy(rx: &mut Option<mpsc::Receiver<ProxyEvent>>) -> Option<ProxyEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -34,6 +34,9 @@ pub struct AttemptJob {
     pub repo_dir: PathBuf,
     /// `.worktreeinclude` and `[workspace] setup`.
     pub setup: Arc<super::setup::SetupPlan>,
+    /// The run's proxy (None: the run needs none: no flocks credential,
+    /// no `[network]`).
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
 }
 
 /// How long after a kill flocks waits for the backend to confirm the end.
@@ -111,12 +114,39 @@ pub async fn run_attempt(
         })
         .await;
 
+    // The proxy: a flocks credential becomes a token for it, and with
+    // `[network]` it is the agent's way out. Admitted before the setup (its
+    // commands get the proxy variables, not the token); revoked once the
+    // agent has ended.
+    let mut spec = job.spec;
+    let (mut admission, unadmitted) = admit(
+        job.proxy.as_deref(),
+        job.backend.as_ref(),
+        &ws,
+        &task,
+        attempt,
+        &mut spec,
+    )
+    .await;
+    if let Some(a) = &admission {
+        sink.also_redact(a.secrets());
+    }
+    if let Some(reason) = unadmitted {
+        job.backend.abandon(&task).await;
+        sink.note(&format!("could not start the agent: {reason}"));
+        let mut r = report(Outcome::SpawnFailed { reason });
+        r.start_commit = Some(ws.start_commit.clone());
+        r.end_tip = Some(ws.start_commit.clone());
+        let _ = events.send(finished(r)).await;
+        return;
+    }
+
     if let Err(outcome) = super::setup::run(
         &job.setup,
         job.backend.as_ref(),
         &ws,
         &task,
-        &job.spec,
+        &spec,
         &mut sink,
         &mut stop,
     )
@@ -133,7 +163,7 @@ pub async fn run_attempt(
         return;
     }
 
-    let mut running = match job.backend.spawn(&ws, job.spec).await {
+    let mut running = match job.backend.spawn(&ws, spec).await {
         Ok(r) => r,
         Err(e) => {
             crate::backend::settle(&job.prepare.branch).await;
@@ -161,6 +191,9 @@ pub async fn run_attempt(
     let mut give_up_at = far;
     let mut exit = ExitInfo::default();
     let mut session_sent = false;
+    // The proxy said the agent's first request could not reach the model API.
+    let mut unreachable: Option<String> = None;
+    let mut signals_open = admission.is_some();
 
     loop {
         let stall_deadline = stall_after.map(|s| last_output + s).unwrap_or(far);
@@ -221,8 +254,29 @@ pub async fn run_attempt(
                 exit.lost = Some("the agent did not end after SIGKILL".into());
                 break;
             }
+            signal = next_signal(&mut admission), if signals_open => match signal {
+                Some(crate::proxy::Signal::Unreachable(why)) if unreachable.is_none() => {
+                    sink.note(&format!("{why}: stopping the agent"));
+                    unreachable = Some(why);
+                    if ended_by == EndedBy::Exited { ended_by = EndedBy::Cancelled; }
+                    running.control.terminate().await;
+                    escalate_at = tokio::time::Instant::now() + job.grace + Duration::from_secs(5);
+                }
+                Some(_) => {}
+                None => signals_open = false,
+            },
         }
     }
+    // A signal that came with the agent's end (the select took the end first).
+    if unreachable.is_none()
+        && let Some(a) = admission.as_mut()
+        && let Ok(crate::proxy::Signal::Unreachable(why)) = a.signals.try_recv()
+    {
+        sink.note(&why);
+        unreachable = Some(why);
+    }
+    // The agent has ended: its tokens die now.
+    drop(admission);
     for ev in sink.finish() {
         forward(&events, &task, attempt, ev, &mut session_sent).await;
     }
@@ -285,6 +339,11 @@ pub async fn run_attempt(
             reason: lost.clone(),
         };
     }
+    if let Some(why) = unreachable
+        && !matches!(outcome, Outcome::Success)
+    {
+        outcome = Outcome::SpawnFailed { reason: why };
+    }
     if let Some(e) = finish_error {
         // The work could not be taken back (an intake refusal, a helper that
         // failed): said in the log, and the outcome of an agent that
@@ -331,6 +390,64 @@ pub async fn run_attempt(
         duration_secs: started.elapsed().as_secs_f64(),
     };
     let _ = events.send(finished(report)).await;
+}
+
+/// Admit the attempt to the proxy when it needs it (a flocks credential,
+/// `[network]`): the model token, URL and proxy variables go into `spec`.
+/// Returns the admission, or why the agent cannot start (its side cannot
+/// reach the proxy).
+async fn admit(
+    proxy: Option<&crate::proxy::Proxy>,
+    backend: &dyn Backend,
+    ws: &crate::backend::Workspace,
+    task: &str,
+    attempt: u32,
+    spec: &mut AgentSpec,
+) -> (Option<crate::proxy::Admission>, Option<String>) {
+    let credential = spec.credential.take();
+    let gate = proxy.is_some_and(|p| p.gates_egress());
+    if credential.is_none() && !gate {
+        return (None, None);
+    }
+    let Some(proxy) = proxy else {
+        let name = credential.map(|c| c.name).unwrap_or_default();
+        return (
+            None,
+            Some(format!(
+                "internal error, please report it: no proxy holds credential {name} for this attempt"
+            )),
+        );
+    };
+    let address = match backend.proxy_address(ws, task, proxy.endpoint()).await {
+        Ok(a) => a,
+        Err(e) => {
+            return (
+                None,
+                Some(format!("the agent cannot reach flocks' proxy: {e}")),
+            );
+        }
+    };
+    let admission = proxy.admit(task, attempt, credential, &address);
+    for (k, v) in &admission.env {
+        spec.env.retain(|(key, _)| key != k);
+        spec.env.push((k.clone(), v.clone()));
+    }
+    for k in &admission.remove_env {
+        if !spec.remove_env.contains(k) {
+            spec.remove_env.push(k.clone());
+        }
+    }
+    (Some(admission), None)
+}
+
+/// The proxy's next signal for this attempt (never, without an admission).
+async fn next_signal(
+    admission: &mut Option<crate::proxy::Admission>,
+) -> Option<crate::proxy::Signal> {
+    match admission {
+        Some(a) => a.signals.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Commits on `tip` that `origin` lacks, in the host repository.

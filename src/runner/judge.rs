@@ -63,6 +63,8 @@ pub struct JudgeEnv {
     pub log_root: PathBuf,
     pub backends: Vec<Arc<dyn Backend>>,
     pub redactor: Arc<Redactor>,
+    /// The run's proxy (the judge agent's credential goes through it).
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
 }
 
 /// Judge `job`'s variants. None: stopped (Ctrl-C) before the judgement was
@@ -206,6 +208,7 @@ async fn run_judge(
         // Its worktree is set up as any agent's (`.worktreeinclude`,
         // `[workspace] setup`).
         setup: super::setup::SetupPlan::from_config(config),
+        proxy: env.proxy.clone(),
     };
     let (tx, mut rx) = mpsc::channel(64);
     tokio::spawn(run_attempt(job, tx, stop));

@@ -223,7 +223,8 @@ async fn include(
 /// A setup command as the backend starts it: `sh -c` for a string, argv
 /// through `sh` otherwise (so that a relative program is found in the
 /// worktree, as the agent would find it); the agent's environment without
-/// any credential; its own tag.
+/// any credential or model token (the proxy variables stay: under
+/// `[network]` they are its way out); its own tag.
 fn setup_spec(agent: &AgentSpec, command: &CommandSpec, n: usize) -> AgentSpec {
     let tag = format!("{}:setup{n}", agent.tag);
     let args = match command {
@@ -237,7 +238,9 @@ fn setup_spec(agent: &AgentSpec, command: &CommandSpec, n: usize) -> AgentSpec {
     let mut env: Vec<(String, String)> = agent
         .env
         .iter()
-        .filter(|(k, _)| !SCRUBBED_VARS.contains(&k.as_str()) && k != TAG_VAR)
+        .filter(|(k, _)| {
+            !SCRUBBED_VARS.contains(&k.as_str()) && k != TAG_VAR && k != crate::proxy::BASE_URL_VAR
+        })
         .cloned()
         .collect();
     env.push((TAG_VAR.into(), tag.clone()));
@@ -254,6 +257,7 @@ fn setup_spec(agent: &AgentSpec, command: &CommandSpec, n: usize) -> AgentSpec {
         remove_env,
         prompt: String::new(),
         tag,
+        credential: None,
     }
 }
 
@@ -352,10 +356,20 @@ mod tests {
                 ("CLAUDE_CODE_OAUTH_TOKEN".into(), "secret".into()),
                 ("FOO".into(), "bar".into()),
                 (TAG_VAR.into(), "k:t:1".into()),
+                (
+                    "ANTHROPIC_BASE_URL".into(),
+                    "http://127.0.0.1:1/attempt/x".into(),
+                ),
+                ("HTTPS_PROXY".into(), "http://x:t@127.0.0.1:1".into()),
             ],
             remove_env: vec!["MY_TOKEN".into()],
             prompt: "do it".into(),
             tag: "k:t:1".into(),
+            credential: Some(crate::agent::spec::Injected {
+                name: "c".into(),
+                kind: crate::config::CredentialKind::ApiKey,
+                value: "secret".into(),
+            }),
         };
         let s = setup_spec(&agent, &CommandSpec::Shell("npm ci".into()), 1);
         assert_eq!(s.program, "sh");
@@ -365,6 +379,12 @@ mod tests {
         assert!(s.env.contains(&("FOO".into(), "bar".into())));
         assert!(s.env.contains(&(TAG_VAR.into(), "k:t:1:setup1".into())));
         assert!(!s.env.iter().any(|(k, _)| k == "CLAUDE_CODE_OAUTH_TOKEN"));
+        assert!(s.credential.is_none());
+        assert!(!s.env.iter().any(|(k, _)| k == "ANTHROPIC_BASE_URL"));
+        assert!(
+            s.env.iter().any(|(k, _)| k == "HTTPS_PROXY"),
+            "egress stays"
+        );
         for v in ["MY_TOKEN", "ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"] {
             assert!(s.remove_env.iter().any(|r| r == v), "{v}");
         }

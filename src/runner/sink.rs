@@ -56,6 +56,19 @@ impl OutputSink {
         Ok(sink)
     }
 
+    /// Redact `more` secrets too from now on (an attempt's proxy tokens,
+    /// known once it is admitted, before its setup and agent write anything).
+    pub fn also_redact(&mut self, more: Vec<(String, String)>) {
+        if more.is_empty() {
+            return;
+        }
+        let redactor = Arc::new(self.redactor.with(more));
+        self.stdout_redactor = StreamRedactor::new(redactor.clone());
+        self.stderr_redactor = StreamRedactor::new(redactor.clone());
+        self.command_redactor = StreamRedactor::new(redactor.clone());
+        self.redactor = redactor;
+    }
+
     /// Take stdout bytes; returns the stream events of the complete lines.
     pub fn stdout(&mut self, bytes: &[u8]) -> Vec<StreamEvent> {
         self.saw_stdout = true;

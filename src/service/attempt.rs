@@ -42,6 +42,9 @@ pub(crate) struct Prepared {
     redactor: Arc<Redactor>,
     label: String,
     purpose: String,
+    /// The config, when the attempt needs flocks' proxy (a flocks
+    /// credential, `[network]`): it is started with the attempt.
+    proxy_config: Option<crate::config::Config>,
 }
 
 /// Choose the pool and build the attempt; an error says why no pool can run it.
@@ -127,7 +130,10 @@ pub(crate) fn prepare(project: &Project, req: SingleAttempt<'_>) -> Result<Prepa
         expect_commits: true,
         repo_dir: config.workspace.repo.clone(),
         setup: crate::runner::setup::SetupPlan::from_config(config),
+        proxy: None,
     };
+    let proxy_config =
+        (job.spec.credential.is_some() || config.network.is_some()).then(|| config.clone());
     Ok(Prepared {
         pool: pool_cfg.name.clone(),
         log_path,
@@ -135,6 +141,7 @@ pub(crate) fn prepare(project: &Project, req: SingleAttempt<'_>) -> Result<Prepa
         redactor,
         label: req.label.to_string(),
         purpose: req.purpose.to_string(),
+        proxy_config,
     })
 }
 
@@ -143,13 +150,23 @@ impl Prepared {
     /// attempt that did not succeed is reported as interrupted.
     pub(crate) fn run(self) -> Result<AttemptReport> {
         let Prepared {
-            job,
+            mut job,
             redactor,
             label,
             purpose,
+            proxy_config,
             ..
         } = self;
         super::runtime()?.block_on(async move {
+            // Its proxy lives as long as the attempt; nothing reads its
+            // events outside a run (nothing of it goes into state.json).
+            if let Some(config) = &proxy_config {
+                let proxy = crate::proxy::Proxy::start(config, None).map_err(|e| match e {
+                        crate::proxy::StartError::Upstream(why) => Error::Usage(why),
+                        e => Error::CannotStart(e.to_string()),
+                    })?;
+                job.proxy = Some(Arc::new(proxy));
+            }
             let (tx, mut rx) = mpsc::channel(256);
             let (stop_tx, stop_rx) = watch::channel(StopLevel::Run);
             tokio::spawn(run_attempt(job, tx, stop_rx));

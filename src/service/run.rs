@@ -10,7 +10,7 @@ use chrono::Utc;
 use super::merge::{merge_tasks, requeue};
 use super::preflight::{check_agents, check_branches, check_no_live_run, check_repo};
 use crate::agent::Redactor;
-use crate::error::{Exit, Result};
+use crate::error::{Error, Exit, Result};
 use crate::project::Project;
 use crate::prompt::Template;
 use crate::report::Reporter;
@@ -144,6 +144,36 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
             notices.push(format!("pool {} is not used in this run: {why}", p.name));
         }
     }
+    // The model proxy and egress gate, when a pool injects a flocks
+    // credential or `[network]` is set.
+    let (proxy, proxy_events) = if crate::proxy::needed(&config) {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let proxy = crate::proxy::Proxy::start(&config, Some(tx.clone())).map_err(|e| match e {
+            crate::proxy::StartError::Upstream(why) => Error::Usage(why),
+            e => Error::CannotStart(e.to_string()),
+        })?;
+        notices.extend(proxy_notices(&config));
+        let proxy = Arc::new(proxy);
+        // Whether the model API answers, said without holding the run up.
+        if config
+            .pools
+            .iter()
+            .any(|p| p.credential != crate::config::CredentialChoice::Default)
+        {
+            let p = proxy.clone();
+            runtime.spawn(async move {
+                if let Err(why) = p.check_upstream().await {
+                    let message = format!(
+                        "{why}: an attempt whose agent cannot reach it ends as spawn_failed"
+                    );
+                    let _ = tx.send(crate::proxy::ProxyEvent::Notice(message)).await;
+                }
+            });
+        }
+        (Some(proxy), Some(rx))
+    } else {
+        (None, None)
+    };
     let redactor = Arc::new(Redactor::new(creds.secrets()));
     let mut reporters = reporters(&project, opts.progress, notify);
     for message in notices {
@@ -174,6 +204,8 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
         reporters,
         opts,
         project_key: key,
+        proxy,
+        proxy_events,
     });
     let summary = runtime.block_on(dispatcher.run());
     let state = store.load()?;
@@ -184,6 +216,28 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
         stopped_because: summary.stopped_because,
         interrupted: summary.interrupted,
     })
+}
+
+/// What a run with `[network]` says at its start: the pools for which its
+/// allowlist is advisory.
+fn proxy_notices(config: &crate::config::Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    if config.network.is_some() {
+        let advisory: Vec<&str> = config
+            .pools
+            .iter()
+            .filter(|p| !p.egress_enforced())
+            .map(|p| p.name.as_str())
+            .collect();
+        if !advisory.is_empty() {
+            notes.push(format!(
+                "[network] allow is advisory for pool{} {}: their agents get flocks' proxy in HTTP_PROXY/HTTPS_PROXY but can ignore it (their network is not closed)",
+                if advisory.len() == 1 { "" } else { "s" },
+                advisory.join(", ")
+            ));
+        }
+    }
+    notes
 }
 
 /// events.jsonl, progress bars on a terminal or plain lines otherwise, and

@@ -527,14 +527,51 @@ pub struct Attempt {
     /// The hash of the task's prompt this attempt was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_hash: Option<String>,
+    /// Tokens and their cost as flocks' proxy read them from the API's
+    /// answers, live while the attempt runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Connections `[network] allow` refused.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub egress_denied: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What an attempt's answers used, summed as flocks' proxy read them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Answers read.
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
+    /// What they cost by the proxy's price table (the README lists it).
+    pub cost_usd: f64,
+    /// A model the price table does not know: its tokens are counted, not priced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpriced_model: Option<String>,
 }
 
 impl Attempt {
+    /// The result's `total_cost_usd` when the agent reported one; else what
+    /// the proxy priced its answers at (live while it runs); else 0.
     pub fn cost(&self) -> f64 {
         self.result
             .as_ref()
             .and_then(|r| r.total_cost_usd)
+            .or_else(|| self.usage.as_ref().map(|u| u.cost_usd))
             .unwrap_or(0.0)
+    }
+
+    /// The connections `[network] allow` refused in this attempt.
+    pub fn denied(&self) -> u64 {
+        u64::from(self.egress_denied)
     }
 
     pub fn turns(&self) -> u64 {
@@ -564,12 +601,12 @@ pub struct ResultInfo {
     pub terminal_reason: Option<String>,
     /// The result's `usage`: tokens the attempt used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
+    pub usage: Option<Tokens>,
 }
 
 /// Tokens, as the result's `usage` counts them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
+pub struct Tokens {
     #[serde(default)]
     pub input_tokens: u64,
     #[serde(default)]
@@ -696,6 +733,16 @@ impl TaskRecord {
     pub fn turns(&self) -> u64 {
         self.attempts.iter().map(Attempt::turns).sum::<u64>()
             + self.variants.iter().map(TaskRecord::turns).sum::<u64>()
+    }
+
+    /// Connections `[network] allow` refused, over its attempts and variants.
+    pub fn egress_denied(&self) -> u64 {
+        self.attempts.iter().map(Attempt::denied).sum::<u64>()
+            + self
+                .variants
+                .iter()
+                .map(TaskRecord::egress_denied)
+                .sum::<u64>()
     }
 
     /// Variant `k` (1-based) of a best-of task.

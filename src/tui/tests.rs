@@ -45,6 +45,8 @@ fn task(id: &str, status: &str) -> TaskView {
         outside_footprint: vec![],
         variants: vec![],
         judgement: None,
+        usage: None,
+        egress_denied: 0,
     }
 }
 
@@ -103,6 +105,8 @@ fn status() -> StatusView {
                 isolation: "none".into(),
                 slots: 2,
                 running: 1,
+                credential: "default".into(),
+                egress: "open".into(),
             },
             PoolView {
                 name: "dev".into(),
@@ -110,6 +114,8 @@ fn status() -> StatusView {
                 isolation: "clone".into(),
                 slots: 4,
                 running: 2,
+                credential: "default".into(),
+                egress: "open".into(),
             },
         ],
         vms: vec![],
@@ -313,6 +319,8 @@ fn no_run_yet() {
             isolation: "none".into(),
             slots: 5,
             running: 0,
+            credential: "default".into(),
+            egress: "open".into(),
         }],
         credentials: vec![],
         vms: vec![],

@@ -291,6 +291,7 @@ fn tasks_table(m: &Model, filter: Option<&str>, chrome: &Chrome, redactor: &Reda
                                 @if !t.blocked_on.is_empty() { "on " (t.blocked_on.join(", ")) " " }
                                 (redactor.redact(t.detail.as_deref().unwrap_or("")))
                                 @if let Some(c) = &t.conflict { span.conflict { "⚠ " (c.describe()) } }
+                                @if t.egress_denied > 0 { span.conflict { "⛔ " (t.egress_denied) " refused by [network] allow" } }
                             }
                             @if let Some(csrf) = &chrome.csrf {
                                 td { @if retryable(&t.status) { (retry_button(&t.id, csrf)) } }
@@ -492,6 +493,19 @@ fn describe_event(e: &crate::report::Event) -> String {
             s
         }
         Event::NeedsAttention { message, .. } => format!("needs attention: {message}"),
+        Event::Usage {
+            task,
+            attempt,
+            usage,
+        } => format!(
+            "{task} attempt {attempt}: {} tokens in, {} out so far ({})",
+            usage.input_tokens,
+            usage.output_tokens,
+            money(usage.cost_usd)
+        ),
+        Event::EgressDenied {
+            task, host, port, ..
+        } => format!("{task}: connection to {host}:{port} refused ([network] allow)"),
         Event::Landed {
             task,
             commits,
@@ -565,6 +579,14 @@ pub(crate) fn task_fragments(
                 }
                 @if let Some(d) = &t.detail { p.detail { (redactor.redact(d)) } }
                 @if let Some(c) = &t.conflict { p.conflict { "⚠ " (c.describe()) } }
+                @if let Some(u) = &t.usage {
+                    p.muted { "Model API (through flocks' proxy): " (u.requests) " answers · "
+                        (u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens) " tokens in · "
+                        (u.output_tokens) " out · " (money(u.cost_usd)) }
+                }
+                @if t.egress_denied > 0 {
+                    p.conflict { "⛔ " (t.egress_denied) " connection(s) refused by [network] allow" }
+                }
                 @if !t.outside_footprint.is_empty() {
                     p.detail { "Changed outside its footprint (touches): " (t.outside_footprint.join(", ")) }
                 }
@@ -967,6 +989,8 @@ mod tests {
             outside_footprint: Vec::new(),
             variants: Vec::new(),
             judgement: None,
+            usage: None,
+            egress_denied: 0,
         }
     }
 

@@ -208,6 +208,13 @@ fn row<'a>(
     } else {
         past_status(rec, &in_window, window, named)
     };
+    // Connections `[network] allow` refused in the window.
+    let denied: u64 = in_window.iter().map(|a| a.denied()).sum();
+    let detail = match detail {
+        _ if denied == 0 => detail,
+        Some(d) => Some(format!("{d}; {}", refused_line(denied))),
+        None => Some(refused_line(denied)),
+    };
     let winner = rec
         .best_of
         .as_ref()
@@ -517,4 +524,9 @@ pub(crate) fn project_name(project: &Project) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| project.config.dir.display().to_string())
+}
+
+/// "⛔ 2 connections refused by [network] allow".
+fn refused_line(denied: u64) -> String {
+    format!("⛔ {denied} connection(s) refused by [network] allow")
 }

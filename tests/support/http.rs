@@ -1,6 +1,7 @@
-//! A small real HTTP/1.1 server on 127.0.0.1 for the notification tests:
-//! it records every request (method, path, headers, body) and answers as
-//! told: 200, an error status, or never (it holds the connection).
+//! A small real HTTP/1.1 server on 127.0.0.1 for the notification and proxy
+//! tests: it records every request (method, path, headers, body) and answers
+//! as told: 200, an error status, never (it holds the connection), or as a
+//! script writes it (a model API streaming server-sent events).
 
 #![allow(dead_code, reason = "each test uses a different subset")]
 
@@ -35,6 +36,16 @@ pub enum Answer {
     Hang,
 }
 
+/// A scripted answer: it writes the whole HTTP response itself (status
+/// line, headers, body, as slowly as it likes); the connection closes after it.
+pub type Script = Arc<dyn Fn(&Request, &mut TcpStream) + Send + Sync>;
+
+#[derive(Clone)]
+enum Reply {
+    Answer(Answer),
+    Script(Script),
+}
+
 pub struct Server {
     pub port: u16,
     requests: Arc<Mutex<Vec<Request>>>,
@@ -42,6 +53,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(answer: Answer) -> Server {
+        Self::start_with(Reply::Answer(answer))
+    }
+
+    /// A server whose every answer `script` writes.
+    pub fn scripted(script: Script) -> Server {
+        Self::start_with(Reply::Script(script))
+    }
+
+    fn start_with(reply: Reply) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         let port = listener.local_addr().unwrap().port();
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
@@ -50,7 +70,8 @@ impl Server {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let seen = seen.clone();
-                std::thread::spawn(move || serve(stream, answer, seen, started));
+                let reply = reply.clone();
+                std::thread::spawn(move || serve(stream, reply, seen, started));
             }
         });
         Server { port, requests }
@@ -73,7 +94,7 @@ impl Server {
 }
 
 /// Requests on one connection (keep-alive), until the client closes it.
-fn serve(stream: TcpStream, answer: Answer, seen: Arc<Mutex<Vec<Request>>>, started: Instant) {
+fn serve(stream: TcpStream, reply: Reply, seen: Arc<Mutex<Vec<Request>>>, started: Instant) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let mut out = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
@@ -107,13 +128,21 @@ fn serve(stream: TcpStream, answer: Answer, seen: Arc<Mutex<Vec<Request>>>, star
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        seen.lock().unwrap().push(Request {
+        let request = Request {
             method,
             path,
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
             at: started.elapsed(),
-        });
+        };
+        seen.lock().unwrap().push(request.clone());
+        let answer = match &reply {
+            Reply::Answer(a) => *a,
+            Reply::Script(script) => {
+                script(&request, &mut out);
+                return;
+            }
+        };
         match answer {
             Answer::Hang => {
                 std::thread::sleep(Duration::from_secs(60));

@@ -139,6 +139,8 @@ impl TestProject {
             "ANTHROPIC_API_KEY",
             "ANTHROPIC_AUTH_TOKEN",
             "CLAUDE_CODE_OAUTH_TOKEN",
+            // The model proxy's upstream follows the test's config.
+            "ANTHROPIC_BASE_URL",
             // Colour follows the test, not the environment it runs in.
             "NO_COLOR",
             "CLICOLOR",

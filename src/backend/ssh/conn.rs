@@ -270,6 +270,65 @@ impl Target {
             .map(|_| ())
     }
 
+    /// The pid of the host's multiplexing master, when one runs
+    /// (`ssh -O check` says `Master running (pid=N)`).
+    pub async fn master_pid(&self) -> Option<u32> {
+        let mut c = Command::new("ssh");
+        c.args(self.options().ok()?)
+            .args(["-O", "check", "--", &self.host])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(15), c.output())
+            .await
+            .ok()?
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        text.split("pid=")
+            .nth(1)?
+            .split(')')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Have the host's multiplexing master forward a free port on the
+    /// host's loopback to `to` (`host:port` as this machine sees it):
+    /// `ssh -O forward -R 127.0.0.1:0:<to>`, which prints the port it got.
+    pub async fn forward_remote(&self, to: &str) -> Result<u16, SshError> {
+        let mut c = Command::new("ssh");
+        c.args(self.options()?)
+            .args(["-O", "forward", "-R", &format!("127.0.0.1:0:{to}"), "--"])
+            .arg(&self.host)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let out = match tokio::time::timeout(Duration::from_secs(30), c.output()).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return Err(SshError::Unreachable(format!("ssh failed: {e}"))),
+            Err(_) => {
+                return Err(SshError::Unreachable(format!(
+                    "host {}: the port forward to flocks' proxy did not answer",
+                    self.host
+                )));
+            }
+        };
+        let port = String::from_utf8_lossy(&out.stdout).trim().parse::<u16>();
+        match (out.status.success(), port) {
+            (true, Ok(p)) if p > 0 => Ok(p),
+            _ => Err(SshError::Failed(format!(
+                "host {}: cannot forward a port to flocks' proxy: {} (does its sshd allow TCP forwarding?)",
+                self.host,
+                last_words(&String::from_utf8_lossy(&out.stderr))
+            ))),
+        }
+    }
+
     /// Run one helper operation whose header ends with `end`; its stdout.
     pub async fn helper(&self, header: &[u8], limit: Duration) -> Result<String, SshError> {
         self.output(&self.helper_command(), header, limit).await

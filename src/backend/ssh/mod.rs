@@ -72,6 +72,9 @@ pub struct Host {
     admin: tokio::sync::Mutex<()>,
     /// Commits the host's mirror is known to have.
     known: Known,
+    /// The reverse forward to flocks' proxy on this host: the multiplexing
+    /// master that holds it (pid) and the host's loopback port.
+    forward: tokio::sync::Mutex<Option<(u32, u16)>>,
 }
 
 impl Host {
@@ -82,6 +85,7 @@ impl Host {
             running: AtomicUsize::new(0),
             admin: tokio::sync::Mutex::new(()),
             known: Known::default(),
+            forward: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -700,6 +704,56 @@ impl Backend for SshBackend {
 
     fn abandon<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move { self.unassign(task) })
+    }
+
+    fn proxy_address<'a>(
+        &'a self,
+        _ws: &'a Workspace,
+        task: &'a str,
+        proxy: &'a crate::proxy::Endpoint,
+    ) -> BoxFuture<'a, Result<String, SpawnError>> {
+        Box::pin(SshBackend::proxy_address(self, task, proxy))
+    }
+}
+
+impl SshBackend {
+    /// The host's loopback address that the pool's ssh connection forwards
+    /// to flocks' proxy: one reverse forward per multiplexing master, made
+    /// when the first attempt on it asks, and again once the master changed
+    /// (its pid). The proxy's tokens are the key; the port is only a way in.
+    async fn proxy_address(
+        &self,
+        task: &str,
+        proxy: &crate::proxy::Endpoint,
+    ) -> Result<String, SpawnError> {
+        let h = self.host_of(task).ok_or_else(|| {
+            SpawnError::Start(format!("pool {}: task {task} has no host", self.pool))
+        })?;
+        let mut forward = h.forward.lock().await;
+        let pid = match h.target.master_pid().await {
+            Some(p) => p,
+            None => {
+                // A command starts the master (ControlMaster=auto), which
+                // stays for ControlPersist and while the agent runs.
+                h.target
+                    .output("true", b"", Duration::from_secs(30))
+                    .await?;
+                h.target.master_pid().await.ok_or_else(|| {
+                    SpawnError::Start(format!(
+                        "host {}: no ssh multiplexing master to forward flocks' proxy through (does ssh_options turn ControlMaster off?)",
+                        h.target.host
+                    ))
+                })?
+            }
+        };
+        if let Some((p, port)) = *forward
+            && p == pid
+        {
+            return Ok(format!("127.0.0.1:{port}"));
+        }
+        let port = h.target.forward_remote(&proxy.local_authority()).await?;
+        *forward = Some((pid, port));
+        Ok(format!("127.0.0.1:{port}"))
     }
 }
 

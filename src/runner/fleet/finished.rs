@@ -410,6 +410,9 @@ impl Fleet {
                 entry.backoff_level = 0;
                 t
             }
+            // No time given, and it is parked already (flocks' proxy read
+            // the exact reset from the API's 429): that time stands.
+            _ if entry.parked_until.is_some_and(|p| p > now) => return,
             _ => {
                 let secs = (60u64 << entry.backoff_level.min(6)).min(3600);
                 entry.backoff_level += 1;

@@ -10,6 +10,7 @@ mod best_of;
 mod conflicts;
 mod disk;
 mod finished;
+mod proxied;
 mod schedule;
 mod stop;
 #[cfg(test)]
@@ -295,6 +296,9 @@ pub struct Fleet {
     /// `conflicts::MAX_PREDICTED`, predictions stop (said once).
     predicted_len: usize,
     prediction_stopped: bool,
+    /// Refused connections already said as `needs_attention` (task,
+    /// attempt, host, port).
+    denied_seen: HashSet<(String, u32, String, u16)>,
 }
 
 impl Fleet {
@@ -366,6 +370,7 @@ impl Fleet {
             predict_error: None,
             predicted_len: 0,
             prediction_stopped: false,
+            denied_seen: HashSet::new(),
         }
     }
 

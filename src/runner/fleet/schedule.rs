@@ -527,6 +527,8 @@ impl Fleet {
             leftovers_committed: false,
             tag,
             prompt_hash: Some(hash),
+            usage: None,
+            egress_denied: 0,
         });
         let fresh = next.fresh;
         rec.next = None;

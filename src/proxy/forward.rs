@@ -1,0 +1,123 @@
+//! `flocks __forward --listen 127.0.0.1:PORT --to /path/proxy.sock`: the
+//! agent-side half of the proxy for agents with no network of their own (a
+//! bubblewrap sandbox, a container made by `flocks up`). It listens on a TCP
+//! address inside the agent's network namespace and carries every connection,
+//! byte for byte, to the proxy's unix socket, which the backend binds in.
+//!
+//! It prints `listening <addr>` on stdout once it listens (port 0 picks a free
+//! one), and ends when its stdin reaches end of file or its parent process
+//! dies, so that it never outlives the attempt that started it. It reads
+//! nothing it carries: the proxy checks the tokens.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The hidden subcommand.
+pub const SUBCOMMAND: &str = "__forward";
+
+const USAGE: &str = "usage: flocks __forward --listen IP:PORT --to SOCKET";
+
+/// Run the forwarder; the process's exit code.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let mut listen: Option<SocketAddr> = None;
+    let mut to: Option<PathBuf> = None;
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--listen") => listen = it.next().and_then(|v| v.to_str()?.parse().ok()),
+            Some("--to") => to = it.next().map(PathBuf::from),
+            _ => {
+                eprintln!("{USAGE}");
+                return 2;
+            }
+        }
+    }
+    let (Some(listen), Some(to)) = (listen, to) else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    // Ends with its parent (checked again below: it may be gone already).
+    let parent = std::os::unix::process::parent_id();
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number; no memory involved.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+    }
+    if std::os::unix::process::parent_id() != parent {
+        return 0;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flocks __forward: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(run(listen, to))
+}
+
+async fn run(listen: SocketAddr, to: PathBuf) -> i32 {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("flocks __forward: cannot listen on {listen}: {e}");
+            return 1;
+        }
+    };
+    let bound = listener.local_addr().map_or(listen, |a| a);
+    {
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "listening {bound}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return 1;
+        }
+    }
+    // End of stdin ends the forwarder (read on a thread of its own: a
+    // blocking read).
+    let (eof_tx, eof) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 256];
+        let mut stdin = std::io::stdin().lock();
+        while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+        let _ = eof_tx.send(());
+    });
+    serve(listener, to, async {
+        let _ = eof.await;
+    })
+    .await;
+    0
+}
+
+/// Carry every connection `listener` accepts to the unix socket `to`, until
+/// `stop` completes.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    to: PathBuf,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => {
+                let Ok((mut near, _)) = accepted else { continue };
+                let _ = near.set_nodelay(true);
+                let to = to.clone();
+                tokio::spawn(async move {
+                    match tokio::net::UnixStream::connect(&to).await {
+                        Ok(mut far) => {
+                            let _ = tokio::io::copy_bidirectional(&mut near, &mut far).await;
+                        }
+                        Err(e) => eprintln!("flocks __forward: cannot reach {}: {e}", to.display()),
+                    }
+                });
+            }
+        }
+    }
+}
