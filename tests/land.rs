@@ -174,6 +174,8 @@ impl Fx {
                 leftovers_committed: false,
                 tag: format!("{id}-1"),
                 prompt_hash: None,
+                pending_secs: None,
+                job: None,
             }],
             branch_created: true,
             requeues: 0,

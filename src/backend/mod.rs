@@ -75,6 +75,17 @@ impl Control {
     }
 }
 
+/// One attempt as a scheduler sees it: which task, which attempt.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub task: String,
+    pub attempt: u32,
+}
+
+/// Where an attempt's job stands in its pool's scheduler, as `admit`
+/// reports it (each report replaces the one before).
+pub type JobReports = mpsc::UnboundedSender<crate::state::Job>;
+
 /// Where an attempt runs.
 #[derive(Debug, Clone)]
 pub struct Workspace {
@@ -247,6 +258,32 @@ pub trait Backend: Send + Sync {
     /// Why the pool is not usable in this run (found by `connect`), if so.
     fn down_reason(&self) -> Option<String> {
         None
+    }
+
+    /// Does a lost host take the pool out of the run? Yes where the pool is
+    /// its hosts (ssh, exe.dev, a container); no where a scheduler places
+    /// the next attempt on another node (Slurm).
+    fn host_loss_takes_pool_down(&self) -> bool {
+        true
+    }
+
+    /// Wait until the pool's scheduler runs the attempt (a Slurm job),
+    /// reporting where its job stands on `jobs`. A stop while it waits
+    /// drops this future: the backend then lets go of the job. The
+    /// default: nothing to wait for.
+    fn admit<'a>(
+        &'a self,
+        _ticket: &'a Ticket,
+        _jobs: JobReports,
+    ) -> BoxFuture<'a, Result<(), PrepareError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The attempt is over (after `finish` and `release`, or when it ended
+    /// before its agent ran): let go of what `admit` took. Returns the
+    /// job's accounting when the attempt ran as a scheduler's job.
+    fn end<'a>(&'a self, _task: &'a str) -> BoxFuture<'a, Option<crate::state::Job>> {
+        Box::pin(async { None })
     }
 
     /// The task's worktree and branch, ready for the agent.

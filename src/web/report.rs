@@ -129,6 +129,8 @@ pub(crate) fn render(
         secs: f64,
         turns: u64,
         cost: f64,
+        /// Its attempts' scheduler jobs (Slurm pools): id, node, state, times.
+        jobs: Vec<String>,
     }
     let views: BTreeMap<&str, &crate::view::TaskView> =
         status.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
@@ -191,6 +193,24 @@ pub(crate) fn render(
                 .sum(),
             turns: attempts.iter().map(|a| a.turns()).sum(),
             cost: sum_costs(attempts.iter().map(|a| a.cost())),
+            jobs: attempts
+                .iter()
+                .filter_map(|a| {
+                    let j = a.job.as_ref()?;
+                    let mut s = format!("Slurm job {}", j.id);
+                    if let Some(n) = &j.node {
+                        s.push_str(&format!(" on {n}"));
+                    }
+                    s.push_str(&format!(": {}", j.state));
+                    if let Some(e) = j.elapsed_secs {
+                        s.push_str(&format!(", ran {}", duration(e)));
+                    }
+                    if let Some(p) = a.pending_at(now) {
+                        s.push_str(&format!(", waited {}", duration(p)));
+                    }
+                    Some(s)
+                })
+                .collect(),
         });
     }
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -246,7 +266,10 @@ pub(crate) fn render(
                             td.num { (duration(r.secs)) }
                             td.num { (r.turns) }
                             td.num { (money(r.cost)) }
-                            td.detail { (redactor.redact(r.detail.as_deref().unwrap_or(""))) }
+                            td.detail {
+                                (redactor.redact(r.detail.as_deref().unwrap_or("")))
+                                @for j in &r.jobs { br; span.job { (j) } }
+                            }
                         }
                     }
                 }

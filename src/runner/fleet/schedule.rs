@@ -527,6 +527,8 @@ impl Fleet {
             leftovers_committed: false,
             tag,
             prompt_hash: Some(hash),
+            pending_secs: None,
+            job: None,
         });
         let fresh = next.fresh;
         rec.next = None;
