@@ -8,6 +8,7 @@
 pub mod docker;
 pub mod helper;
 pub mod local;
+pub mod slurm;
 pub mod ssh;
 
 use std::future::Future;
@@ -55,6 +56,7 @@ pub enum Control {
     Local(local::LocalControl),
     Ssh(ssh::SshControl),
     Docker(docker::DockerControl),
+    Slurm(slurm::SlurmControl),
 }
 
 impl Control {
@@ -63,6 +65,7 @@ impl Control {
             Control::Local(c) => c.terminate(),
             Control::Ssh(c) => c.terminate().await,
             Control::Docker(c) => c.terminate(),
+            Control::Slurm(c) => c.terminate().await,
         }
     }
 
@@ -71,6 +74,7 @@ impl Control {
             Control::Local(c) => c.kill(),
             Control::Ssh(c) => c.kill().await,
             Control::Docker(c) => c.kill(),
+            Control::Slurm(c) => c.kill().await,
         }
     }
 }
@@ -431,6 +435,7 @@ pub fn for_pool(
         BackendConfig::Docker(d) => {
             Arc::new(docker::DockerBackend::new(config, pool, d, worktrees))
         }
+        BackendConfig::Slurm(s) => Arc::new(slurm::SlurmBackend::new(config, pool, s, worktrees)),
     })
 }
 

@@ -764,7 +764,7 @@ fn task_of(spec: &AgentSpec) -> String {
 }
 
 /// The local repo's git identity, as the environment git reads.
-fn git_identity(repo_dir: &std::path::Path) -> Vec<(String, String)> {
+pub(crate) fn git_identity(repo_dir: &std::path::Path) -> Vec<(String, String)> {
     let Ok(repo) = git2::Repository::open(repo_dir) else {
         return Vec::new();
     };
@@ -781,7 +781,7 @@ fn git_identity(repo_dir: &std::path::Path) -> Vec<(String, String)> {
 
 /// Where the attempt starts, locally: the branch tip, or the base for a new
 /// (or `fresh`) branch, which is created here. Returns (commit, created).
-fn local_start(
+pub(crate) fn local_start(
     repo_dir: &std::path::Path,
     branch: &str,
     base: &str,
