@@ -188,6 +188,13 @@ pub struct TaskView {
     pub activity: Option<String>,
     /// Seconds since the agent last wrote output (running tasks).
     pub quiet_secs: Option<f64>,
+    /// How long its last attempt waited (or has waited so far) in its
+    /// pool's scheduler (Slurm pools); `elapsed_secs` counts apart from it.
+    pub pending_secs: Option<f64>,
+    /// Its last attempt's scheduler job (Slurm pools): `id`, `state`
+    /// (`PENDING` with its `reason`, `RUNNING`, how it ended), `node`,
+    /// `started_at`, `elapsed_secs`.
+    pub job: Option<crate::state::Job>,
     pub turns: u64,
     pub cost_usd: f64,
     pub depends_on: Vec<String>,
@@ -470,9 +477,20 @@ fn task_view(
     let log = last.map(|a| log_root.join(&t.id).join(format!("{}.log", a.number)));
     let (mut elapsed, mut activity, mut quiet, mut tail, mut detail, mut blocked_on) =
         (None, None, None, Vec::new(), None, Vec::new());
+    let job = last.and_then(|a| a.job.clone());
+    let pending_secs = last.and_then(|a| a.pending_at(now));
     match &t.status {
+        // Its job waits in the scheduler's queue: that, not an agent.
+        TaskStatus::Running { .. } if job.as_ref().is_some_and(|j| j.is_pending()) => {
+            activity = job.as_ref().map(|j| j.describe());
+        }
         TaskStatus::Running { started_at, .. } => {
-            elapsed = Some((now - *started_at).num_milliseconds() as f64 / 1000.0);
+            // Run time: from when its job ran, when it waited for one.
+            let since = job
+                .as_ref()
+                .and_then(|j| j.started_at)
+                .unwrap_or(*started_at);
+            elapsed = Some((now - since).num_milliseconds() as f64 / 1000.0);
             if let Some(p) = &log {
                 activity = last_activity(p);
                 quiet = std::fs::metadata(p)
@@ -507,7 +525,8 @@ fn task_view(
         && elapsed.is_none()
         && let Some(end) = a.ended_at
     {
-        elapsed = Some((end - a.started_at).num_milliseconds() as f64 / 1000.0);
+        let total = (end - a.started_at).num_milliseconds() as f64 / 1000.0;
+        elapsed = Some((total - a.pending_secs.unwrap_or(0.0)).max(0.0));
     }
     TaskView {
         id: t.id.clone(),
@@ -519,6 +538,8 @@ fn task_view(
         elapsed_secs: elapsed,
         activity,
         quiet_secs: quiet,
+        pending_secs,
+        job,
         turns: t.turns(),
         cost_usd: t.cost(),
         depends_on: t.depends_on.clone(),
@@ -602,6 +623,8 @@ fn best_of_view(
         elapsed_secs: elapsed,
         activity,
         quiet_secs: None,
+        pending_secs: None,
+        job: None,
         turns: t.turns(),
         cost_usd: t.cost(),
         depends_on: t.depends_on.clone(),

@@ -74,7 +74,7 @@ fn bad_config() {
         &["run"],
         &[
             "flocks.toml:5",
-            "`remote_dir` belongs to ssh and exedev pools",
+            "`remote_dir` belongs to ssh, exedev and slurm pools",
         ],
     );
     // Clone mode's keys: on a pool of another backend, and bad values.

@@ -172,6 +172,8 @@ impl Fx {
                 prompt_hash: None,
                 usage: None,
                 egress_denied: 0,
+                pending_secs: None,
+                job: None,
             }],
             branch_created: true,
             requeues: 0,

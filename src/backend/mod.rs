@@ -9,6 +9,7 @@ pub mod bwrap;
 pub mod docker;
 pub mod helper;
 pub mod local;
+pub mod slurm;
 pub mod ssh;
 
 use std::future::Future;
@@ -56,6 +57,7 @@ pub enum Control {
     Local(local::LocalControl),
     Ssh(ssh::SshControl),
     Docker(docker::DockerControl),
+    Slurm(slurm::SlurmControl),
 }
 
 impl Control {
@@ -64,6 +66,7 @@ impl Control {
             Control::Local(c) => c.terminate(),
             Control::Ssh(c) => c.terminate().await,
             Control::Docker(c) => c.terminate(),
+            Control::Slurm(c) => c.terminate().await,
         }
     }
 
@@ -72,9 +75,21 @@ impl Control {
             Control::Local(c) => c.kill(),
             Control::Ssh(c) => c.kill().await,
             Control::Docker(c) => c.kill(),
+            Control::Slurm(c) => c.kill().await,
         }
     }
 }
+
+/// One attempt as a scheduler sees it: which task, which attempt.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub task: String,
+    pub attempt: u32,
+}
+
+/// Where an attempt's job stands in its pool's scheduler, as `admit`
+/// reports it (each report replaces the one before).
+pub type JobReports = mpsc::UnboundedSender<crate::state::Job>;
 
 /// Where an attempt runs.
 #[derive(Debug, Clone)]
@@ -254,6 +269,32 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Does a lost host take the pool out of the run? Yes where the pool is
+    /// its hosts (ssh, exe.dev, a container); no where a scheduler places
+    /// the next attempt on another node (Slurm).
+    fn host_loss_takes_pool_down(&self) -> bool {
+        true
+    }
+
+    /// Wait until the pool's scheduler runs the attempt (a Slurm job),
+    /// reporting where its job stands on `jobs`. A stop while it waits
+    /// drops this future: the backend then lets go of the job. The
+    /// default: nothing to wait for.
+    fn admit<'a>(
+        &'a self,
+        _ticket: &'a Ticket,
+        _jobs: JobReports,
+    ) -> BoxFuture<'a, Result<(), PrepareError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The attempt is over (after `finish` and `release`, or when it ended
+    /// before its agent ran): let go of what `admit` took. Returns the
+    /// job's accounting when the attempt ran as a scheduler's job.
+    fn end<'a>(&'a self, _task: &'a str) -> BoxFuture<'a, Option<crate::state::Job>> {
+        Box::pin(async { None })
+    }
+
     /// The task's worktree and branch, ready for the agent.
     fn prepare<'a>(&'a self, job: &'a PrepareJob)
     -> BoxFuture<'a, Result<Workspace, PrepareError>>;
@@ -417,7 +458,9 @@ pub fn isolation(pool: &PoolConfig) -> &'static str {
             crate::config::WorkspaceMode::Clone => "clone",
             crate::config::WorkspaceMode::Mount => "mount (guarded)",
         },
-        BackendConfig::Ssh(_) | BackendConfig::Exedev(_) => "remote clone",
+        BackendConfig::Ssh(_) | BackendConfig::Exedev(_) | BackendConfig::Slurm(_) => {
+            "remote clone"
+        }
     }
 }
 
@@ -438,6 +481,7 @@ pub fn for_pool(
         BackendConfig::Docker(d) => {
             Arc::new(docker::DockerBackend::new(config, pool, d, worktrees))
         }
+        BackendConfig::Slurm(s) => Arc::new(slurm::SlurmBackend::new(config, pool, s, worktrees)),
     })
 }
 

@@ -53,7 +53,7 @@ pub fn run(project: &Project, args: &DownArgs) -> Result<Exit> {
                     p == pool.name
                 })?;
             }
-            BackendConfig::Local | BackendConfig::Ssh(_) => {}
+            BackendConfig::Local | BackendConfig::Ssh(_) | BackendConfig::Slurm(_) => {}
         }
     }
     // Containers of pools that are no longer docker pools: flocks made them.

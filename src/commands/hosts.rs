@@ -2,6 +2,8 @@
 //! is reachable, has git, has the agent command (and its version), how much disk
 //! is free under `remote_dir`, whether the pool's `setup` ran there, and
 //! (with a `.worktreeinclude`) whether `tar` is there to receive its files.
+//! For a Slurm pool: whether the scheduler answers, the partition exists and
+//! takes the pool's jobs, and the same on a compute node, by a short job.
 
 use std::time::Duration;
 
@@ -44,6 +46,20 @@ pub fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
                 }
                 (vms.targets(), &x.setup)
             }
+            BackendConfig::Slurm(s) => {
+                any = true;
+                crate::outln!("pool {} (slurm)", pool.name);
+                let (ok, lines) = runtime.block_on(crate::backend::slurm::check::check(
+                    config, pool, s, includes,
+                ));
+                for (k, v) in &lines {
+                    crate::outln!("  {k:<11} {v}");
+                }
+                if !ok {
+                    problems += 1;
+                }
+                continue;
+            }
             BackendConfig::Local | BackendConfig::Docker(_) => continue,
         };
         any = true;
@@ -68,7 +84,7 @@ pub fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
         }
     }
     if !any {
-        crate::outln!("no ssh or exedev pools in flocks.toml");
+        crate::outln!("no ssh, exedev or slurm pools in flocks.toml");
     }
     Ok(if problems == 0 {
         Exit::Ok

@@ -58,7 +58,7 @@ fn dry_run(
     // codes: the repository, the base, the agent, the task branches, the
     // variables [[notify]] reads.
     crate::notify::Notifiers::check(config)?;
-    let (planned, state) = dry_run::plan(project, tasks, state)?;
+    let (planned, state, schedulers) = dry_run::plan(project, tasks, state)?;
     let agent_runs: u32 = planned.iter().map(|r| r.agent_runs).sum();
     let best_of: Vec<String> = planned
         .iter()
@@ -89,11 +89,25 @@ fn dry_run(
         .filter_map(|r| r["id"].as_str())
         .collect();
     let spend = dry_run::spend(config, &state, tasks, &to_run);
+    // A Slurm pool submits one job per attempt: at most this many at once.
+    let jobs_at_once = |p: &crate::config::PoolConfig| p.max_worktrees.min(config.max_agents);
+    let said = |name: &str| schedulers.iter().find(|c| c.pool == name).map(|c| &c.said);
     if as_json {
         let pools: Vec<_> = config
             .pools
             .iter()
-            .map(|p| json!({"name": p.name, "backend": p.backend.kind(), "slots": p.max_worktrees}))
+            .map(|p| {
+                let mut v =
+                    json!({"name": p.name, "backend": p.backend.kind(), "slots": p.max_worktrees});
+                if let Some(said) = said(&p.name) {
+                    v["jobs_at_once"] = json!(jobs_at_once(p));
+                    v["scheduler"] = match said {
+                        Ok(s) => json!({"accepts": true, "said": s}),
+                        Err(e) => json!({"accepts": null, "said": e}),
+                    };
+                }
+                v
+            })
             .collect();
         let out = json!({
             "tasks": rows,
@@ -176,6 +190,28 @@ fn dry_run(
         slots.join(", "),
         config.max_agents
     );
+    for p in &config.pools {
+        let (crate::config::BackendConfig::Slurm(s), Some(said)) = (&p.backend, said(&p.name))
+        else {
+            continue;
+        };
+        let n = jobs_at_once(p);
+        let partition = s
+            .partition
+            .as_deref()
+            .map(|x| format!(" in partition {x}"))
+            .unwrap_or_default();
+        match said {
+            Ok(words) => crate::outln!(
+                "slurm: pool {} submits at most {n} job(s) at once{partition} (one per attempt); the scheduler accepts them: {words}",
+                p.name
+            ),
+            Err(e) => crate::outln!(
+                "slurm: pool {} would submit at most {n} job(s) at once{partition}, but its scheduler could not be asked ({e}): a run leaves the pool out",
+                p.name
+            ),
+        }
+    }
     crate::outln!("{}", spend.render());
     Ok(Exit::Ok)
 }

@@ -74,7 +74,41 @@ pub fn run(project: &Project, args: &ShellArgs) -> Result<Exit> {
         Some((name, BackendConfig::Docker(d))) => {
             container_shell(project, &name, d, &checked(project, rec)?)
         }
+        Some((name, BackendConfig::Slurm(s))) => slurm_shell(&name, s, &worktree, &args.task),
     }
+}
+
+/// A shell in a Slurm task's worktree is a job of its own: `srun --pty`
+/// in the pool's partition, in the worktree on the shared filesystem.
+fn slurm_shell(
+    pool: &str,
+    s: &crate::config::SlurmConfig,
+    worktree: &str,
+    task: &str,
+) -> Result<Exit> {
+    let dir = worktree
+        .strip_prefix(&format!("{pool}:"))
+        .filter(|d| d.starts_with('/'))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "task {task} has no worktree recorded on Slurm pool {pool} (it has not run there yet)"
+            ))
+        })?;
+    let mut argv: Vec<String> = vec!["srun".into(), "--pty".into()];
+    argv.extend(crate::backend::slurm::job_options(s, None));
+    argv.push(format!("--chdir={dir}"));
+    argv.extend(["/bin/sh", "-c", "exec \"${SHELL:-/bin/sh}\" -i"].map(String::from));
+    let status = Command::new(&argv[0])
+        .args(&argv[1..])
+        .status()
+        .map_err(|e| {
+            Error::CannotStart(format!("cannot run srun (is Slurm installed here?): {e}"))
+        })?;
+    Ok(if status.success() {
+        Exit::Ok
+    } else {
+        Exit::Unexpected
+    })
 }
 
 /// The task's worktree on this machine, checked to be this repo's (state.json

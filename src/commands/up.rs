@@ -69,7 +69,7 @@ pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
                     Up::NotManaged => {}
                 }
             }
-            BackendConfig::Local | BackendConfig::Ssh(_) => {}
+            BackendConfig::Local | BackendConfig::Ssh(_) | BackendConfig::Slurm(_) => {}
         }
     }
     if !did {

@@ -263,7 +263,8 @@ impl PoolConfig {
             BackendConfig::Local
             | BackendConfig::Docker(_)
             | BackendConfig::Ssh(_)
-            | BackendConfig::Exedev(_) => false,
+            | BackendConfig::Exedev(_)
+            | BackendConfig::Slurm(_) => false,
         }
     }
 }
@@ -274,6 +275,7 @@ pub enum BackendConfig {
     Docker(DockerConfig),
     Ssh(SshConfig),
     Exedev(ExedevConfig),
+    Slurm(SlurmConfig),
 }
 
 impl BackendConfig {
@@ -283,6 +285,7 @@ impl BackendConfig {
             BackendConfig::Docker(_) => "docker",
             BackendConfig::Ssh(_) => "ssh",
             BackendConfig::Exedev(_) => "exedev",
+            BackendConfig::Slurm(_) => "slurm",
         }
     }
 }
@@ -376,6 +379,22 @@ pub struct ExedevConfig {
     pub identity_file: Option<PathBuf>,
     pub ssh_options: Vec<String>,
     pub remote_dir: String,
+    pub setup: Vec<CommandSpec>,
+}
+
+/// A `backend = "slurm"` pool: each attempt is one job of the cluster's
+/// scheduler (flocks runs on the login node).
+#[derive(Debug, Clone, Default)]
+pub struct SlurmConfig {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    /// More options for each job's allocation, as argv (`["--mem=8G"]`).
+    pub sbatch_args: Vec<String>,
+    /// On the cluster's shared filesystem, as written (`~` and `$VAR` are
+    /// expanded on the login node).
+    pub remote_dir: String,
+    /// Run once (per `remote_dir`) in a job before the pool's first attempt.
     pub setup: Vec<CommandSpec>,
 }
 

@@ -157,6 +157,11 @@ struct RawPool {
     // exedev
     count: S<i64>,
     lobby: S<String>,
+    // slurm
+    partition: S<String>,
+    account: S<String>,
+    qos: S<String>,
+    sbatch_args: S<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +236,30 @@ const EXEDEV_KEYS: &[&str] = &[
     "remote_dir",
     "setup",
 ];
+const SLURM_KEYS: &[&str] = &[
+    "partition",
+    "account",
+    "qos",
+    "sbatch_args",
+    "remote_dir",
+    "setup",
+];
+/// Options of `sbatch_args` that flocks sets itself (its sweep of jobs left
+/// by a killed run finds them by name and comment) or that would change
+/// what the allocation is.
+const SBATCH_OWN: &[&str] = &[
+    "-J",
+    "--job-name",
+    "--comment",
+    "--jobid",
+    "--no-shell",
+    "-p",
+    "--partition",
+    "-A",
+    "--account",
+    "-q",
+    "--qos",
+];
 
 impl RawPool {
     /// Every key present in this table, with its span.
@@ -267,7 +296,11 @@ impl RawPool {
             remote_dir,
             setup,
             count,
-            lobby
+            lobby,
+            partition,
+            account,
+            qos,
+            sbatch_args
         );
         out
     }
@@ -1105,6 +1138,7 @@ fn parse_pool(
         "docker" => DOCKER_KEYS,
         "ssh" => SSH_KEYS,
         "exedev" => EXEDEV_KEYS,
+        "slurm" => SLURM_KEYS,
         other => {
             let span = p
                 .backend
@@ -1115,7 +1149,7 @@ fn parse_pool(
                 span,
                 "containers.backend",
                 format!(
-                    "unknown backend `{other}`: use \"local\", \"docker\", \"ssh\" or \"exedev\""
+                    "unknown backend `{other}`: use \"local\", \"docker\", \"ssh\", \"exedev\" or \"slurm\""
                 ),
             ));
         }
@@ -1129,6 +1163,7 @@ fn parse_pool(
             ("docker", DOCKER_KEYS),
             ("ssh", SSH_KEYS),
             ("exedev", EXEDEV_KEYS),
+            ("slurm", SLURM_KEYS),
         ]
         .iter()
         .filter(|(_, keys)| keys.contains(&key))
@@ -1139,7 +1174,11 @@ fn parse_pool(
             &format!("containers.{key}"),
             format!(
                 "`{key}` belongs to {} pools, but pool `{name}` has backend = \"{backend}\"",
-                owners.join(" and ")
+                match owners.split_last() {
+                    Some((last, rest)) if !rest.is_empty() =>
+                        format!("{} and {last}", rest.join(", ")),
+                    _ => owners.join(""),
+                }
             ),
         ));
     }
@@ -1351,6 +1390,68 @@ fn parse_pool(
             remote_dir,
             setup,
         }),
+        "slurm" => {
+            // Names the scheduler knows; never an option of its own.
+            let name_of = |v: &S<String>, key: &str| -> Result<Option<String>> {
+                match v {
+                    None => Ok(None),
+                    Some(s)
+                        if s.get_ref().is_empty()
+                            || s.get_ref().starts_with('-')
+                            || !s
+                                .get_ref()
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+                    {
+                        Err(cx.err(
+                            s.span(),
+                            &format!("containers.{key}"),
+                            format!(
+                                "`{}`: a Slurm {key} name holds letters, digits, `-`, `_` and `.`",
+                                s.get_ref()
+                            ),
+                        ))
+                    }
+                    Some(s) => Ok(Some(s.get_ref().clone())),
+                }
+            };
+            let partition = name_of(&p.partition, "partition")?;
+            let account = name_of(&p.account, "account")?;
+            let qos = name_of(&p.qos, "qos")?;
+            let sbatch_args = take_list(&p.sbatch_args);
+            if let Some(s) = &p.sbatch_args {
+                for a in &sbatch_args {
+                    let opt = a.split('=').next().unwrap_or(a);
+                    let short = SBATCH_OWN
+                        .iter()
+                        .any(|o| o.len() == 2 && a.starts_with(o) && !a.starts_with("--"));
+                    if SBATCH_OWN.contains(&opt) || short {
+                        return Err(cx.err(
+                            s.span(),
+                            "containers.sbatch_args",
+                            format!(
+                                "`{a}`: flocks sets the job's name, comment, partition, account and qos itself (use the `partition`, `account` and `qos` keys)"
+                            ),
+                        ));
+                    }
+                    if a.contains(['\n', '\0']) {
+                        return Err(cx.err(
+                            s.span(),
+                            "containers.sbatch_args",
+                            "an argument holds a newline or a NUL byte",
+                        ));
+                    }
+                }
+            }
+            BackendConfig::Slurm(SlurmConfig {
+                partition,
+                account,
+                qos,
+                sbatch_args,
+                remote_dir,
+                setup,
+            })
+        }
         _ => unreachable!("backend checked above"),
     };
     Ok(PoolConfig {
@@ -1457,6 +1558,59 @@ mod tests {
         );
         assert!(e.contains("flocks.toml:5"), "{e}");
         assert!(e.contains("`host` belongs to ssh pools"), "{e}");
+    }
+
+    #[test]
+    fn slurm_pools() {
+        let c = parse_str(
+            "[[containers]]\nname = \"cluster\"\nbackend = \"slurm\"\npartition = \"gpu-small\"\naccount = \"lab-ai\"\nqos = \"normal\"\nsbatch_args = [\"--mem=8G\", \"--cpus-per-task\", \"4\"]\nremote_dir = \"/shared/$USER/flocks\"\nmax_worktrees = 50\nsetup = [\"module load git\"]\n",
+        )
+        .unwrap();
+        let BackendConfig::Slurm(s) = &c.pools[0].backend else {
+            panic!("{:?}", c.pools[0].backend);
+        };
+        assert_eq!(s.partition.as_deref(), Some("gpu-small"));
+        assert_eq!(s.account.as_deref(), Some("lab-ai"));
+        assert_eq!(s.qos.as_deref(), Some("normal"));
+        assert_eq!(s.sbatch_args, ["--mem=8G", "--cpus-per-task", "4"]);
+        assert_eq!(s.remote_dir, "/shared/$USER/flocks");
+        assert_eq!(c.pools[0].max_worktrees, 50);
+        assert_eq!(c.pools[0].backend.kind(), "slurm");
+        // A key of another backend, and a slurm key elsewhere.
+        let e = err(
+            "[[containers]]\nname = \"c\"\nbackend = \"docker\"\ncontainer = \"x\"\npartition = \"gpu\"\n",
+        );
+        assert!(
+            e.contains("flocks.toml:5") && e.contains("`partition` belongs to slurm pools"),
+            "{e}"
+        );
+        let e = err("[[containers]]\nname = \"c\"\nbackend = \"slurm\"\nhost = \"x\"\n");
+        assert!(e.contains("`host` belongs to ssh pools"), "{e}");
+        // sbatch_args is argv, not a string.
+        let e =
+            err("[[containers]]\nname = \"c\"\nbackend = \"slurm\"\nsbatch_args = \"--mem=8G\"\n");
+        assert!(
+            e.contains("flocks.toml:4") && e.contains("containers.sbatch_args"),
+            "{e}"
+        );
+        // Options flocks sets itself, and names that would be options.
+        for (bad, line) in [
+            ("sbatch_args = [\"--job-name=x\"]", "sbatch_args"),
+            ("sbatch_args = [\"-Jx\"]", "sbatch_args"),
+            ("sbatch_args = [\"--comment\", \"x\"]", "sbatch_args"),
+            ("sbatch_args = [\"-p\", \"debug\"]", "sbatch_args"),
+            ("partition = \"--wrap=x\"", "partition"),
+            ("account = \"a b\"", "account"),
+            ("qos = \"\"", "qos"),
+        ] {
+            let e = err(&format!(
+                "[[containers]]\nname = \"c\"\nbackend = \"slurm\"\n{bad}\n"
+            ));
+            assert!(
+                e.contains("flocks.toml:4") && e.contains(&format!("containers.{line}")),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

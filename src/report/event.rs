@@ -16,8 +16,9 @@
 //! | `notice` | `message`: something for people to read |
 //! | `queued` | `task`: waits for a slot (one per pending task at run start) |
 //! | `started` | `task`, `attempt` (1-based), `pool`, `worktree`, `credential` (name or null), `resumed` (bool: resumes the last session) |
+//! | `job` | `task`, `attempt`, `pool`, `job`: {`id`, `state`, `reason`, `node`, `started_at`, `elapsed_secs`} as in state.json, `pending_secs`: the attempt's job in its pool's scheduler (Slurm) changed. `state` `PENDING` with its `reason` (`Priority`, `Resources`, `QOSMaxJobsPerUserLimit`, ...; written again when the reason changes), then `RUNNING` with its `node` (`pending_secs`: how long it waited), then how it ended (`COMPLETED`, `CANCELLED`, `NODE_FAIL`, ...) with `elapsed_secs`, its run time (from `sacct` where accounting runs, else from `squeue` and the exit); `finished` follows the last |
 //! | `stalled` | `task`, `attempt`, `quiet_secs`: no output that long; the agent is being stopped, `finished` follows |
-//! | `finished` | `task`, `attempt`, `outcome` ({`kind`, ...} as in state.json), `duration_secs`, `cost_usd`, `turns`, `commits` (new on the branch) |
+//! | `finished` | `task`, `attempt`, `outcome` ({`kind`, ...} as in state.json), `duration_secs` (its run time: the time its job waited in a scheduler's queue is `pending_secs` of its `job` events), `cost_usd`, `turns`, `commits` (new on the branch) |
 //! | `requeued` | `task`, `reason`: back in the queue (retry, limit, overload) |
 //! | `blocked` | `task`, `on`: the dependencies that did not succeed |
 //! | `credential_parked` | `credential`, `until` (RFC 3339), `reason` |
@@ -52,7 +53,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{JudgedBy, Outcome, Verdict};
+use crate::state::{Job, JudgedBy, Outcome, Verdict};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -77,6 +78,18 @@ pub enum Event {
         worktree: String,
         credential: Option<String>,
         resumed: bool,
+    },
+    /// The attempt's job in its pool's scheduler (Slurm) changed: it is
+    /// pending (with its reason), runs (on its node), or ended.
+    Job {
+        task: String,
+        attempt: u32,
+        pool: String,
+        job: Job,
+        /// How long it waited in the queue (once it ran; while it is
+        /// pending, how long it has waited so far).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pending_secs: Option<f64>,
     },
     /// The executor saw no output for `stall_timeout_secs` and is stopping
     /// the agent; a `finished` event with outcome `stalled` follows.
@@ -221,6 +234,7 @@ impl Event {
         "notice",
         "queued",
         "started",
+        "job",
         "stalled",
         "activity",
         "finished",
@@ -245,6 +259,7 @@ impl Event {
             Event::Notice { .. } => "notice",
             Event::Queued { .. } => "queued",
             Event::Started { .. } => "started",
+            Event::Job { .. } => "job",
             Event::Stalled { .. } => "stalled",
             Event::Activity { .. } => "activity",
             Event::Finished { .. } => "finished",

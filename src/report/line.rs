@@ -147,6 +147,12 @@ pub fn render(event: &Event) -> Option<String> {
             reason,
             retired: true,
         } => format!("⛔ credential {credential} retired until the next run: {reason}"),
+        Event::Job {
+            task,
+            job,
+            pending_secs,
+            ..
+        } => format!("… {}", super::job_words(task, job, *pending_secs)),
         Event::Stalled {
             task, quiet_secs, ..
         } => format!(

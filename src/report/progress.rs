@@ -119,6 +119,12 @@ impl ProgressView {
                     a.stalled = true;
                 }
             }
+            // The bar shows where its job stands, until the agent acts.
+            Event::Job { task, job, .. } => {
+                if let Some(a) = self.agents.iter_mut().find(|a| a.task == *task) {
+                    a.activity = Some(job.describe());
+                }
+            }
             Event::Finished {
                 task,
                 outcome,

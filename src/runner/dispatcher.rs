@@ -115,6 +115,7 @@ impl Dispatcher {
                 slots: backend.slots(cfg),
                 running: 0,
                 down: backend.down_reason(),
+                host_loss_takes_pool_down: backend.host_loss_takes_pool_down(),
             })
             .collect();
         let (tx, rx) = mpsc::channel(1024);
@@ -551,6 +552,10 @@ impl Dispatcher {
                     attempt,
                     activity,
                 });
+            }
+            RunEvent::Job { task, attempt, job } => {
+                let effects = self.fleet.on_job(&task, attempt, job, Now::current());
+                self.carry_out(effects);
             }
             RunEvent::Stalled {
                 task,

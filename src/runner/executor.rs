@@ -13,8 +13,8 @@ use super::sink::OutputSink;
 use super::{AttemptReport, RunEvent, StopLevel};
 use crate::agent::classify::{AttemptFacts, EndedBy};
 use crate::agent::{AgentSpec, Redactor, StreamEvent, classify};
-use crate::backend::{Backend, Chunk, ExitInfo, PrepareError, PrepareJob};
-use crate::state::Outcome;
+use crate::backend::{Backend, Chunk, ExitInfo, PrepareError, PrepareJob, Ticket};
+use crate::state::{Job, Outcome};
 
 pub struct AttemptJob {
     pub task: String,
@@ -47,10 +47,12 @@ pub async fn run_attempt(
     events: mpsc::Sender<RunEvent>,
     mut stop: watch::Receiver<StopLevel>,
 ) {
-    let started = Instant::now();
+    let mut started = Instant::now();
     let task = job.task.clone();
     let attempt = job.attempt;
-    let report = |outcome: Outcome| AttemptReport {
+    // How long a scheduler kept the attempt waiting (Slurm pools).
+    let mut pending: Option<f64> = None;
+    let report = |outcome: Outcome, started: Instant, pending: Option<f64>| AttemptReport {
         outcome,
         exit_code: None,
         result: None,
@@ -61,6 +63,8 @@ pub async fn run_attempt(
         new_commits: 0,
         no_conversation: false,
         duration_secs: started.elapsed().as_secs_f64(),
+        pending_secs: pending,
+        job: None,
     };
     let finished = |report: AttemptReport| RunEvent::Finished {
         task: task.clone(),
@@ -73,29 +77,59 @@ pub async fn run_attempt(
         Err(e) => {
             let reason = format!("cannot write the log {}: {e}", job.log_path.display());
             let _ = events
-                .send(finished(report(Outcome::SpawnFailed { reason })))
+                .send(finished(report(
+                    Outcome::SpawnFailed { reason },
+                    started,
+                    pending,
+                )))
                 .await;
             return;
         }
     };
 
-    let ws = match crate::backend::prepare(job.backend.as_ref(), &job.prepare).await {
+    // A pool with a scheduler (Slurm) runs the attempt once its job runs:
+    // until then it is pending, and a stop ends the wait.
+    let ticket = Ticket {
+        task: task.clone(),
+        attempt,
+    };
+    let admitted = match wait_for_job(&job, &ticket, &events, &mut stop, &mut sink).await {
+        Admitted::Now => Ok(()),
+        Admitted::After(secs) => {
+            pending = Some(secs);
+            started = Instant::now();
+            Ok(())
+        }
+        Admitted::Refused(e) => Err(e),
+        Admitted::Stopped => {
+            sink.note("flocks is stopping: the job waiting in the scheduler's queue was cancelled");
+            let mut r = report(Outcome::Interrupted, started, pending);
+            r.job = job.backend.end(&task).await;
+            let _ = events.send(finished(r)).await;
+            return;
+        }
+    };
+    let prepared = match admitted {
+        Ok(()) => crate::backend::prepare(job.backend.as_ref(), &job.prepare).await,
+        Err(e) => Err(e),
+    };
+    let ws = match prepared {
         Ok(ws) => ws,
         Err(PrepareError::Failed(e)) => {
             crate::backend::settle(&job.prepare.branch).await;
             let reason = format!("cannot prepare the worktree: {e}");
             sink.note(&reason);
-            let _ = events
-                .send(finished(report(Outcome::SpawnFailed { reason })))
-                .await;
+            let mut r = report(Outcome::SpawnFailed { reason }, started, pending);
+            r.job = job.backend.end(&task).await;
+            let _ = events.send(finished(r)).await;
             return;
         }
         Err(PrepareError::HostLost(reason)) => {
             crate::backend::settle(&job.prepare.branch).await;
             sink.note(&reason);
-            let _ = events
-                .send(finished(report(Outcome::HostLost { reason })))
-                .await;
+            let mut r = report(Outcome::HostLost { reason }, started, pending);
+            r.job = job.backend.end(&task).await;
+            let _ = events.send(finished(r)).await;
             return;
         }
     };
@@ -119,7 +153,7 @@ pub async fn run_attempt(
     // commands get the proxy variables, not the token); revoked once the
     // agent has ended.
     let mut spec = job.spec;
-    let (mut admission, unadmitted) = admit(
+    let (mut admission, unadmitted) = admit_to_proxy(
         job.proxy.as_deref(),
         job.backend.as_ref(),
         &ws,
@@ -133,10 +167,12 @@ pub async fn run_attempt(
     }
     if let Some(reason) = unadmitted {
         job.backend.abandon(&task).await;
+        crate::backend::settle(&job.prepare.branch).await;
         sink.note(&format!("could not start the agent: {reason}"));
-        let mut r = report(Outcome::SpawnFailed { reason });
+        let mut r = report(Outcome::SpawnFailed { reason }, started, pending);
         r.start_commit = Some(ws.start_commit.clone());
         r.end_tip = Some(ws.start_commit.clone());
+        r.job = job.backend.end(&task).await;
         let _ = events.send(finished(r)).await;
         return;
     }
@@ -156,9 +192,10 @@ pub async fn run_attempt(
         job.backend.abandon(&task).await;
         crate::backend::settle(&job.prepare.branch).await;
         sink.note(&format!("attempt {attempt} {}", outcome.describe()));
-        let mut r = report(outcome);
+        let mut r = report(outcome, started, pending);
         r.start_commit = Some(ws.start_commit.clone());
         r.end_tip = Some(ws.start_commit.clone());
+        r.job = job.backend.end(&task).await;
         let _ = events.send(finished(r)).await;
         return;
     }
@@ -168,11 +205,16 @@ pub async fn run_attempt(
         Err(e) => {
             crate::backend::settle(&job.prepare.branch).await;
             sink.note(&format!("could not start the agent: {e}"));
-            let mut r = report(Outcome::SpawnFailed {
-                reason: e.to_string(),
-            });
+            let mut r = report(
+                Outcome::SpawnFailed {
+                    reason: e.to_string(),
+                },
+                started,
+                pending,
+            );
             r.start_commit = Some(ws.start_commit.clone());
             r.end_tip = Some(ws.start_commit.clone());
+            r.job = job.backend.end(&task).await;
             let _ = events.send(finished(r)).await;
             return;
         }
@@ -377,6 +419,10 @@ pub async fn run_attempt(
     if matches!(outcome, Outcome::Success) {
         job.backend.release(&task).await;
     }
+    let ended_job = job.backend.end(&task).await;
+    if let Some(j) = &ended_job {
+        sink.note(&j.describe());
+    }
     let report = AttemptReport {
         outcome,
         exit_code: exit.code,
@@ -388,6 +434,8 @@ pub async fn run_attempt(
         new_commits,
         no_conversation,
         duration_secs: started.elapsed().as_secs_f64(),
+        pending_secs: pending,
+        job: ended_job,
     };
     let _ = events.send(finished(report)).await;
 }
@@ -396,7 +444,7 @@ pub async fn run_attempt(
 /// `[network]`): the model token, URL and proxy variables go into `spec`.
 /// Returns the admission, or why the agent cannot start (its side cannot
 /// reach the proxy).
-async fn admit(
+async fn admit_to_proxy(
     proxy: Option<&crate::proxy::Proxy>,
     backend: &dyn Backend,
     ws: &crate::backend::Workspace,
@@ -447,6 +495,76 @@ async fn next_signal(
     match admission {
         Some(a) => a.signals.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// How `wait_for_job` went.
+enum Admitted {
+    /// Nothing to wait for.
+    Now,
+    /// The job ran after this many seconds in its scheduler's queue.
+    After(f64),
+    /// The scheduler would not take it, or the pool is gone.
+    Refused(PrepareError),
+    /// A stop came while it waited: the backend let go of the job.
+    Stopped,
+}
+
+/// Wait for the pool's scheduler to run the attempt, passing on where its
+/// job stands; a stop (Ctrl-C, `flocks stop`) ends the wait.
+async fn wait_for_job(
+    job: &AttemptJob,
+    ticket: &Ticket,
+    events: &mpsc::Sender<RunEvent>,
+    stop: &mut watch::Receiver<StopLevel>,
+    sink: &mut OutputSink,
+) -> Admitted {
+    let waited = Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+    let mut reported = false;
+    let pass_on = |j: Job, sink: &mut OutputSink| {
+        sink.note(&j.describe());
+        let ev = RunEvent::Job {
+            task: ticket.task.clone(),
+            attempt: ticket.attempt,
+            job: j,
+        };
+        async move {
+            let _ = events.send(ev).await;
+        }
+    };
+    if *stop.borrow() > StopLevel::Run {
+        return Admitted::Stopped;
+    }
+    let result = {
+        let fut = job.backend.admit(ticket, tx);
+        tokio::pin!(fut);
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                r = &mut fut => break Some(r),
+                Some(j) = rx.recv() => {
+                    reported = true;
+                    pass_on(j, sink).await;
+                }
+                changed = stop.changed(), if watching => match changed {
+                    Ok(()) if *stop.borrow() > StopLevel::Run => break None,
+                    Ok(()) => {}
+                    Err(_) => watching = false,
+                },
+            }
+        }
+    };
+    // What it said before it returned.
+    while let Ok(j) = rx.try_recv() {
+        reported = true;
+        pass_on(j, sink).await;
+    }
+    match result {
+        None => Admitted::Stopped,
+        Some(Err(e)) => Admitted::Refused(e),
+        Some(Ok(())) if reported => Admitted::After(waited.elapsed().as_secs_f64()),
+        Some(Ok(())) => Admitted::Now,
     }
 }
 

@@ -230,6 +230,8 @@ async fn run_judge(
         new_commits: 0,
         no_conversation: false,
         duration_secs: 0.0,
+        pending_secs: None,
+        job: None,
     }
 }
 

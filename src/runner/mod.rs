@@ -86,6 +86,12 @@ pub enum RunEvent {
         attempt: u32,
         activity: String,
     },
+    /// The attempt's job in its pool's scheduler changed (Slurm).
+    Job {
+        task: String,
+        attempt: u32,
+        job: crate::state::Job,
+    },
     /// No output for `stall_timeout_secs`: the executor is stopping the agent.
     Stalled {
         task: String,
@@ -112,5 +118,11 @@ pub struct AttemptReport {
     pub new_commits: usize,
     /// The agent said its session does not exist (a `--resume` that failed).
     pub no_conversation: bool,
+    /// Its run time: from when its pool's scheduler ran it (at once,
+    /// without one) to its end.
     pub duration_secs: f64,
+    /// How long it waited for its pool's scheduler (Slurm pools).
+    pub pending_secs: Option<f64>,
+    /// Its job, as it ended (Slurm pools).
+    pub job: Option<crate::state::Job>,
 }

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::preflight::{check_agents, check_branches, check_repo};
+use super::preflight::{
+    SchedulerCheck, check_agents, check_branches, check_repo, check_schedulers,
+};
 use crate::config::{Config, CredentialChoice};
 use crate::error::Result;
 use crate::project::Project;
@@ -41,15 +43,16 @@ pub(crate) struct PlannedRun {
 /// Check as a run would, then plan the pools without running anything.
 /// `state` is the saved state as read (read alongside the task file; its
 /// error counts after the repository's and the agent's, as in a run).
-/// Also returns the state.
+/// Also returns the state, and what Slurm pools' schedulers said.
 pub(crate) fn plan(
     project: &Project,
     tasks: &TaskSet,
     state: Result<State>,
-) -> Result<(Vec<PlannedRun>, State)> {
+) -> Result<(Vec<PlannedRun>, State, Vec<SchedulerCheck>)> {
     let config = &project.config;
     let repo = check_repo(config)?;
     check_agents(config)?;
+    let schedulers = check_schedulers(config)?;
     let state = state?;
     // Which tasks are landed is independent of the branch checks.
     let landed = std::thread::scope(|s| {
@@ -105,7 +108,7 @@ pub(crate) fn plan(
             agent_runs,
         });
     }
-    Ok((rows, state))
+    Ok((rows, state, schedulers))
 }
 
 /// The most a run of these tasks can spend before no new agent starts, as

@@ -1,6 +1,7 @@
 //! The checks a run (and a dry run) makes before it creates anything: the
-//! repository and its base, the agent of every local pool, the task
-//! branches, and no live run holding on without its lock.
+//! repository and its base, the agent of every local pool, the jobs of
+//! every Slurm pool (would its scheduler take them), the task branches, and
+//! no live run holding on without its lock.
 
 use crate::config::{BackendConfig, Config, SandboxMode};
 use crate::error::{Error, Result};
@@ -67,6 +68,93 @@ pub(crate) fn check_agents(config: &Config) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a Slurm pool's scheduler said of its jobs, before any was submitted.
+pub(crate) struct SchedulerCheck {
+    pub pool: String,
+    /// "Job 3 to start at ... on nodes vm in partition debug"; or why the
+    /// scheduler could not be asked (the run then leaves the pool out).
+    pub said: std::result::Result<String, String>,
+}
+
+/// Every Slurm pool's jobs, as they will be asked for, shown to its
+/// scheduler (`sbatch --test-only`: nothing is submitted). A refusal (a
+/// partition, account or qos it does not know, an option it rejects) is a
+/// config error naming the pool's key; a scheduler that does not answer is
+/// said, and the run leaves that pool out.
+pub(crate) fn check_schedulers(config: &Config) -> Result<Vec<SchedulerCheck>> {
+    let pools: Vec<_> = config
+        .pools
+        .iter()
+        .filter_map(|p| match &p.backend {
+            BackendConfig::Slurm(s) => Some((p, s)),
+            _ => None,
+        })
+        .collect();
+    if pools.is_empty() {
+        return Ok(Vec::new());
+    }
+    let runtime = super::runtime()?;
+    let mut out = Vec::new();
+    for (pool, s) in pools {
+        use crate::backend::slurm::sched::SchedError;
+        match runtime.block_on(crate::backend::slurm::check::test_only(config, pool, s)) {
+            Ok(said) => out.push(SchedulerCheck {
+                pool: pool.name.clone(),
+                said: Ok(said),
+            }),
+            Err(SchedError::Refused(words)) => {
+                let key = ["partition", "account", "qos"]
+                    .into_iter()
+                    .find(|k| words.to_lowercase().contains(k))
+                    .unwrap_or("sbatch_args");
+                return Err(Error::input(
+                    &config.path,
+                    pool_key_line(config, &pool.name, key),
+                    Some(&format!("containers.{key}")),
+                    format!(
+                        "Slurm refuses the jobs of pool `{}`: {words} (nothing was submitted; `sinfo -s` lists the partitions)",
+                        pool.name
+                    ),
+                ));
+            }
+            Err(e) => out.push(SchedulerCheck {
+                pool: pool.name.clone(),
+                said: Err(e.to_string()),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// The line of `key` in the `[[containers]]` table named `pool` (or of the
+/// table's name), read from flocks.toml's text.
+fn pool_key_line(config: &Config, pool: &str, key: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(&config.path).ok()?;
+    let value = |l: &str, k: &str| {
+        l.trim()
+            .strip_prefix(k)
+            .map(str::trim_start)
+            .and_then(|r| r.strip_prefix('='))
+            .map(|r| r.trim().to_string())
+    };
+    let mut in_pool = None;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with('[') {
+            if in_pool.is_some() {
+                break;
+            }
+            continue;
+        }
+        if value(line, "name").is_some_and(|v| v.trim_matches('"') == pool) {
+            in_pool = Some(i + 1);
+        }
+        if in_pool.is_some() && value(line, key).is_some() {
+            return Some(i + 1);
+        }
+    }
+    in_pool
 }
 
 /// The lock was free, yet the last run may still be alive (its lock taken

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::merge::{merge_tasks, requeue};
-use super::preflight::{check_agents, check_branches, check_no_live_run, check_repo};
+use super::preflight::{
+    check_agents, check_branches, check_no_live_run, check_repo, check_schedulers,
+};
 use crate::agent::Redactor;
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
@@ -71,6 +73,12 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
     // A local pool that cannot find the agent stops the run before anything
     // (lock, state, worktrees) is created.
     check_agents(&config)?;
+    // A Slurm pool whose jobs its scheduler refuses (a bad partition) is a
+    // config error before anything is submitted.
+    let scheduler_notes: Vec<String> = check_schedulers(&config)?
+        .into_iter()
+        .filter_map(|c| c.said.err().map(|e| format!("pool {}: {e}", c.pool)))
+        .collect();
     // A header variable of [[notify]] that is not set is a config error.
     let notify = crate::notify::Notifiers::start(&config)?;
     let _lock = project.lock(command)?;
@@ -81,6 +89,7 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
 
     let key = project.key();
     let mut notices = crate::runner::reconcile::reconcile(&mut state, &config, &key);
+    notices.extend(scheduler_notes);
     // What the command runs again (`retry`, `land --resolve`) is queued
     // first, so that the notes below never call it "not run again".
     requeue(&mut state, &config, marks)?;

@@ -534,6 +534,13 @@ pub struct Attempt {
     /// Connections `[network] allow` refused.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub egress_denied: u32,
+    /// Seconds the attempt waited in its pool's scheduler before its job
+    /// ran (Slurm pools), counted apart from its run time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_secs: Option<f64>,
+    /// The scheduler's job that ran the attempt (Slurm pools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -558,7 +565,68 @@ pub struct Usage {
     pub unpriced_model: Option<String>,
 }
 
+/// A scheduler's job (Slurm): one per attempt of a Slurm pool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The scheduler's job id.
+    pub id: String,
+    /// As the scheduler says: `PENDING`, `RUNNING`, then how it ended
+    /// (`COMPLETED`, `CANCELLED`, `NODE_FAIL`, `PREEMPTED`, ...).
+    pub state: String,
+    /// Why it waits (`Priority`, `Resources`, `QOSMaxJobsPerUserLimit`, ...),
+    /// while it is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The node it ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// When it started running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Its run time, from its start to its end (once it ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_secs: Option<f64>,
+}
+
+impl Job {
+    /// It waits in the scheduler's queue.
+    pub fn is_pending(&self) -> bool {
+        self.state == "PENDING"
+    }
+
+    /// "pending in Slurm: Priority (job 123)", "Slurm job 123 runs on
+    /// node7", "Slurm job 123 ended CANCELLED".
+    pub fn describe(&self) -> String {
+        match self.state.as_str() {
+            "PENDING" => {
+                let reason = self.reason.as_deref().unwrap_or("queued");
+                format!("pending in Slurm: {reason} (job {})", self.id)
+            }
+            "RUNNING" => match &self.node {
+                Some(n) => format!("Slurm job {} runs on {n}", self.id),
+                None => format!("Slurm job {} runs", self.id),
+            },
+            state => format!("Slurm job {} ended {state}", self.id),
+        }
+    }
+}
+
 impl Attempt {
+    /// How long it has waited, or waited, for its scheduler (None: it did
+    /// not wait for one).
+    pub fn pending_at(&self, now: DateTime<Utc>) -> Option<f64> {
+        if let Some(p) = self.pending_secs {
+            return Some(p);
+        }
+        let job = self.job.as_ref()?;
+        let until = match job.started_at {
+            Some(t) => t,
+            None if job.is_pending() && self.ended_at.is_none() => now,
+            None => self.ended_at?,
+        };
+        Some(((until - self.started_at).num_milliseconds().max(0)) as f64 / 1000.0)
+    }
+
     /// The result's `total_cost_usd` when the agent reported one; else what
     /// the proxy priced its answers at (live while it runs); else 0.
     pub fn cost(&self) -> f64 {

@@ -31,6 +31,8 @@ fn task(id: &str, status: &str) -> TaskView {
         elapsed_secs: None,
         activity: None,
         quiet_secs: None,
+        pending_secs: None,
+        job: None,
         turns: 0,
         cost_usd: 0.0,
         depends_on: vec![],

@@ -421,6 +421,12 @@ fn describe_event(e: &crate::report::Event) -> String {
             format!("{task} stalled: no output for {}", duration(*quiet_secs))
         }
         Event::Activity { task, activity, .. } => format!("{task}: {activity}"),
+        Event::Job {
+            task,
+            job,
+            pending_secs,
+            ..
+        } => crate::report::job_words(task, job, *pending_secs),
         Event::Finished {
             task,
             attempt,
@@ -975,6 +981,8 @@ mod tests {
             elapsed_secs: Some(3.0),
             activity: None,
             quiet_secs: None,
+            pending_secs: None,
+            job: None,
             turns: 0,
             cost_usd: 0.0,
             depends_on: Vec::new(),

@@ -53,6 +53,8 @@ struct Row<'a> {
     winner: Option<String>,
     conflict: Option<String>,
     tail: Vec<String>,
+    /// Its attempts' scheduler jobs (Slurm pools): id, node, state, times.
+    jobs: Vec<String>,
 }
 
 /// The report of `pick` as a whole HTML page.
@@ -136,6 +138,7 @@ pub(crate) fn render(project: &Project, pick: Pick, redactor: &Redactor) -> Resu
                 current,
                 named.as_ref(),
                 &lands,
+                now,
             ))
         })
         .collect();
@@ -196,6 +199,7 @@ fn row<'a>(
     current: bool,
     named: Option<&HashMap<String, &'static str>>,
     lands: &scope::Lands,
+    now: DateTime<Utc>,
 ) -> Row<'a> {
     let in_window: Vec<&crate::state::Attempt> = scope::attempts(rec)
         .filter(|a| window.contains(a.started_at))
@@ -262,7 +266,25 @@ fn row<'a>(
         winner,
         conflict,
         tail,
+        jobs: in_window.iter().filter_map(|a| job_line(a, now)).collect(),
     }
+}
+
+/// "Slurm job 123 on node7: COMPLETED, ran 2m10s, waited 4s".
+fn job_line(a: &crate::state::Attempt, now: DateTime<Utc>) -> Option<String> {
+    let j = a.job.as_ref()?;
+    let mut s = format!("Slurm job {}", j.id);
+    if let Some(n) = &j.node {
+        s.push_str(&format!(" on {n}"));
+    }
+    s.push_str(&format!(": {}", j.state));
+    if let Some(e) = j.elapsed_secs {
+        s.push_str(&format!(", ran {}", duration(e)));
+    }
+    if let Some(p) = a.pending_at(now) {
+        s.push_str(&format!(", waited {}", duration(p)));
+    }
+    Some(s)
 }
 
 fn status_ok(status: &str) -> bool {
@@ -446,6 +468,7 @@ fn page(
                                 }
                                 td.detail data-label="Detail" {
                                     @if let Some(d) = &r.detail { (redactor.redact(d)) }
+                                    @for j in &r.jobs { br; span.job { (j) } }
                                     @if let Some(w) = &r.winner { span.winner { "best of " (r.rec.variants.len()) ": " (redactor.redact(w)) } }
                                     @if let Some(c) = &r.conflict { span.conflict { "⚠ " (c) } }
                                     @if !r.tail.is_empty() {

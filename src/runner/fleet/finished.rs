@@ -105,8 +105,29 @@ impl Fleet {
             }
             a.end_tip = report.end_tip.clone();
             a.leftovers_committed = report.leftovers_committed;
+            if report.pending_secs.is_some() {
+                a.pending_secs = report.pending_secs;
+            }
+            if let Some(job) = &report.job {
+                a.job = Some(job.clone());
+            } else if let Some(j) = a.job.as_mut().filter(|j| j.is_pending()) {
+                // Its job never ran: the attempt ended while it waited
+                // (a stop, a refusal); the backend cancelled it.
+                j.state = "CANCELLED".into();
+                j.reason = None;
+            }
         }
         self.dirty = true;
+        // The job's end (its state, run time), before the attempt's.
+        if let (Some(job), Some(s)) = (&report.job, &slot) {
+            out.push(Effect::Emit(Event::Job {
+                task: id.to_string(),
+                attempt,
+                pool: self.pools[s.pool].name.clone(),
+                job: job.clone(),
+                pending_secs: report.pending_secs,
+            }));
+        }
 
         // Breaker: quick failures without a result in a row stop dispatching.
         let quick_failure = quick
@@ -212,9 +233,12 @@ impl Fleet {
                     ),
                 }));
             }
-            // Only a backend with hosts reports a lost host: its pool is done.
+            // A pool whose hosts are the pool (ssh, exe.dev, a container) is
+            // done; a scheduler (Slurm) places the next attempt elsewhere.
             Outcome::HostLost { reason } => {
-                if let Some(s) = &slot {
+                if let Some(s) = &slot
+                    && self.pools[s.pool].host_loss_takes_pool_down
+                {
                     let pool = &mut self.pools[s.pool];
                     pool.down = Some(reason.clone());
                     let message =

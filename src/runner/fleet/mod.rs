@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::error::Exit;
 use crate::prompt::Template;
 use crate::report::{Event, PoolInfo};
-use crate::state::{InvalidTransition, NextAttempt, Outcome, State, TaskRecord, TaskStatus};
+use crate::state::{InvalidTransition, Job, NextAttempt, Outcome, State, TaskRecord, TaskStatus};
 use crate::tasks::{Task, TaskSet, dependency_order};
 
 pub use best_of::Judged;
@@ -182,6 +182,9 @@ pub struct PoolSlots {
     pub running: usize,
     /// A pool that lost its host is not used again in this run.
     pub down: Option<String>,
+    /// A lost host takes the pool down (false: its scheduler places the
+    /// next attempt elsewhere).
+    pub host_loss_takes_pool_down: bool,
 }
 
 /// A task holding a slot: its attempt runs, or its start is being built.
@@ -551,6 +554,43 @@ impl Fleet {
             }
             self.dirty = true;
         }
+    }
+
+    /// The attempt's job in its pool's scheduler changed (pending with a
+    /// reason, running on a node): recorded, and said when it changed.
+    pub fn on_job(&mut self, id: &str, attempt: u32, job: Job, now: Now) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let Some(pool) = self
+            .running
+            .get(id)
+            .map(|s| self.pools[s.pool].name.clone())
+        else {
+            return out;
+        };
+        let Some(a) = self.record_mut(id).and_then(|r| r.attempt_mut(attempt)) else {
+            return out;
+        };
+        let changed = a.job.as_ref().is_none_or(|old| {
+            old.id != job.id || old.state != job.state || old.reason != job.reason
+        });
+        if !job.is_pending() && a.pending_secs.is_none() {
+            let until = job.started_at.unwrap_or(now.wall);
+            a.pending_secs =
+                Some(((until - a.started_at).num_milliseconds().max(0)) as f64 / 1000.0);
+        }
+        let pending_secs = a.pending_at(now.wall);
+        a.job = Some(job.clone());
+        self.dirty = true;
+        if changed {
+            out.push(Effect::Emit(Event::Job {
+                task: id.to_string(),
+                attempt,
+                pool,
+                job,
+                pending_secs,
+            }));
+        }
+        out
     }
 
     /// The agent said which session it runs in.

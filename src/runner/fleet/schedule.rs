@@ -529,6 +529,8 @@ impl Fleet {
             prompt_hash: Some(hash),
             usage: None,
             egress_denied: 0,
+            pending_secs: None,
+            job: None,
         });
         let fresh = next.fresh;
         rec.next = None;

@@ -136,6 +136,7 @@ impl Setup {
                 slots: p.max_worktrees,
                 running: 0,
                 down: None,
+                host_loss_takes_pool_down: true,
             })
             .collect();
         let values = self.values;
@@ -220,6 +221,8 @@ fn report(outcome: Outcome) -> AttemptReport {
         new_commits: 0,
         no_conversation: false,
         duration_secs: 1.0,
+        pending_secs: None,
+        job: None,
     }
 }
 
@@ -608,6 +611,61 @@ fn a_lost_host_takes_its_pool_out_and_the_task_moves() {
     assert_eq!(
         spawned(&f.start_ready(later(now, 61))),
         vec![("a".to_string(), 2, 1)]
+    );
+}
+
+#[test]
+fn a_scheduler_pool_keeps_its_slot_through_the_queue_and_a_lost_node() {
+    let mut f = Setup::new(ONE).supervise(0).build();
+    // A Slurm pool: the scheduler places the next job elsewhere.
+    f.pools[0].host_loss_takes_pool_down = false;
+    let now = t0();
+    assert_eq!(spawned(&f.start_ready(now)), vec![("a".to_string(), 1, 0)]);
+    let job = |state: &str, reason: Option<&str>| crate::state::Job {
+        id: "7".into(),
+        state: state.into(),
+        reason: reason.map(str::to_string),
+        ..Default::default()
+    };
+    let out = f.on_job("a", 1, job("PENDING", None), later(now, 1));
+    assert_eq!(events(&out).len(), 1);
+    // Nothing new: nothing said; a reason: said.
+    assert!(
+        f.on_job("a", 1, job("PENDING", None), later(now, 2))
+            .is_empty()
+    );
+    let out = f.on_job("a", 1, job("PENDING", Some("Priority")), later(now, 3));
+    assert!(
+        matches!(events(&out)[..], [Event::Job { job, .. }] if job.reason.as_deref() == Some("Priority"))
+    );
+    assert_eq!(f.pools[0].running, 1, "a pending job holds its slot");
+    // It runs after 30 s: that wait is counted apart from its run time.
+    let mut running = job("RUNNING", None);
+    running.started_at = Some(later(now, 30).wall);
+    let out = f.on_job("a", 1, running, later(now, 30));
+    assert!(matches!(
+        events(&out)[..],
+        [Event::Job { pending_secs: Some(p), .. }] if (*p - 30.0).abs() < 0.01
+    ));
+    let a = &f.record("a").unwrap().attempts[0];
+    assert!((a.pending_secs.unwrap() - 30.0).abs() < 0.01);
+    // Its node is lost: the pool stays in the run, and the task goes again
+    // without using a retry (max_retries = 0).
+    let lost = Outcome::HostLost {
+        reason: "node vm of Slurm job 7 is drained".into(),
+    };
+    let out = f.on_finished("a", 1, &report(lost), later(now, 60));
+    assert!(
+        notices(&out)
+            .iter()
+            .all(|m| !m.contains("is not used again")),
+        "{:?}",
+        notices(&out)
+    );
+    assert_eq!(status(&f, "a"), TaskStatus::Pending);
+    assert_eq!(
+        spawned(&f.start_ready(later(now, 61))),
+        vec![("a".to_string(), 2, 0)]
     );
 }
 

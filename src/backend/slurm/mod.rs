@@ -1,0 +1,934 @@
+//! The Slurm backend: each attempt is one job of the cluster's scheduler,
+//! and flocks, on the login node, never touches `remote_dir` itself.
+//!
+//! ```text
+//!  admit:   salloc -J flocks-<project>-<task>-<n> --comment "flocks project=K run=R"
+//!           [--partition --account --qos --time sbatch_args] -- holder   (alloc.rs)
+//!           pending: squeue's reason, polled for the pool's pending jobs at once
+//!  prepare: srun --jobid=N --overlap helper init (once a run), setup (once per
+//!           remote_dir), salvage, have/receive (a bundle of the start commit in),
+//!           prepare (worktrees/<task> on the branch)                   (step.rs)
+//!  spawn:   srun --jobid=N --overlap helper run: the agent; stdout/stderr stream
+//!           back; stdin is the control channel (closed: the agent ends)
+//!  stop:    scancel --signal=TERM N; after kill_grace_secs scancel --signal=KILL N.<step>
+//!  finish:  srun ... helper finish: the branch back as a bundle → the intake
+//!  end:     the holder's stdin closed → salloc relinquishes N (a stopped
+//!           attempt's job: scancel N); accounting from sacct, or squeue
+//! ```
+//!
+//! The helper's root is `<remote_dir>/<project key>` on the cluster's shared
+//! filesystem: its mirror, the tasks' worktrees (kept across attempts, which
+//! may run on other nodes) and the setup marker. Everything there is the
+//! agents' to write, so it is read only through the helper, on the compute
+//! node, and what comes back is checked (`helper::read_reply`, the intake).
+
+pub mod alloc;
+pub mod check;
+pub mod sched;
+pub mod step;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+pub use step::SlurmControl;
+
+use self::alloc::{Alloc, Progress, Request};
+use self::step::Step;
+use super::helper::Header;
+use super::helper::session::{self, CallError, Known, Session};
+use super::{
+    Backend, BoxFuture, FinishError, Finished, JobReports, MarkError, PrepareError, PrepareJob,
+    Running, SpawnError, Ticket, Workspace,
+};
+use crate::agent::AgentSpec;
+use crate::config::{Config, CredentialChoice, PoolConfig, SlurmConfig};
+use crate::git::Worktrees;
+use crate::git::include::{Copied, IncludeError, IncludeSet};
+use crate::git::intake;
+use crate::state::Job;
+
+/// The run id in the comment of jobs outside a run (`flocks plan`'s
+/// agent) and of `hosts check`'s job: the sweep leaves them to their own
+/// process, which ends them (they are not a run's).
+pub const OUTSIDE_A_RUN: &str = "none";
+pub const CHECK_RUN: &str = "check";
+
+/// How often the reasons of the pool's pending jobs are asked for.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+/// Added to a job's time limit for the helper's ops (bundles both ways,
+/// checkouts) and the pool's setup.
+const OPS_MARGIN_SECS: u64 = 300;
+/// How long a setup command may take.
+const SETUP_LIMIT: Duration = Duration::from_secs(3600);
+
+/// A Slurm pool of one run.
+pub struct SlurmBackend {
+    pool: String,
+    cfg: SlurmConfig,
+    /// For job names: `flocks-<project>-<task>-<attempt>`.
+    project: String,
+    key: String,
+    run_id: String,
+    /// `<remote_dir>/<key>`, expanded here; or why it cannot be.
+    root: Result<String, String>,
+    max_worktrees: usize,
+    time_limit_min: Option<u64>,
+    grace: Duration,
+    repo_dir: PathBuf,
+    worktrees: Arc<Worktrees>,
+    identity: Vec<(String, String)>,
+    /// Variables kept out of every Slurm command flocks runs.
+    scrub: Vec<String>,
+    allocs: Mutex<HashMap<String, Arc<Alloc>>>,
+    /// The helper's root is made (and the setup ran) in this run.
+    ready: tokio::sync::Mutex<bool>,
+    known: Known,
+    /// Serializes git ref and worktree changes in the shared mirror.
+    admin: tokio::sync::Mutex<()>,
+    down: Mutex<Option<String>>,
+    /// The pool's pending jobs, and what squeue said of them last.
+    pending: Mutex<HashSet<String>>,
+    polled: tokio::sync::Mutex<(Option<Instant>, HashMap<String, sched::Row>)>,
+}
+
+/// `remote_dir` on this machine's terms: `~` is `$HOME`, `$NAME` and
+/// `${NAME}` are variables of flocks' environment (the login node's; the
+/// path must mean the same on the compute nodes: a shared filesystem).
+pub fn expand_remote_dir(dir: &str) -> Result<String, String> {
+    let var = |name: &str| {
+        std::env::var(name).map_err(|_| {
+            format!("remote_dir `{dir}` uses ${name}, which is not set in flocks' environment")
+        })
+    };
+    let mut out = String::new();
+    let mut rest = dir;
+    if rest == "~" || rest.starts_with("~/") {
+        out.push_str(&var("HOME")?);
+        rest = &rest[1..];
+    }
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, next) = if let Some(b) = after.strip_prefix('{') {
+            let end = b
+                .find('}')
+                .ok_or_else(|| format!("remote_dir `{dir}`: an unclosed ${{"))?;
+            (&b[..end], &b[end + 1..])
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        if name.is_empty() {
+            return Err(format!("remote_dir `{dir}`: a `$` without a variable name"));
+        }
+        out.push_str(&var(name)?);
+        rest = next;
+    }
+    out.push_str(rest);
+    let path = out.trim_end_matches('/').to_string();
+    if !path.starts_with('/') {
+        return Err(format!(
+            "remote_dir `{dir}` is `{path}`: it must be an absolute path on the cluster's shared filesystem"
+        ));
+    }
+    if path.split('/').any(|c| c == "..") || path.chars().any(|c| c.is_control()) {
+        return Err(format!(
+            "remote_dir `{dir}`: no `..` and no control characters"
+        ));
+    }
+    Ok(path)
+}
+
+/// The project's part of a job name: the name of the directory of
+/// flocks.toml, in letters, digits, `-`, `_` and `.`.
+pub fn project_name(config: &Config) -> String {
+    let raw = config
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "project".into());
+    let name: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    if name.is_empty() {
+        "project".into()
+    } else {
+        name
+    }
+}
+
+/// What `salloc` (and `sbatch --test-only`) is given besides name and
+/// comment: partition, account, qos, time limit, then `sbatch_args`.
+pub fn job_options(cfg: &SlurmConfig, time_limit_min: Option<u64>) -> Vec<String> {
+    let mut o = Vec::new();
+    if let Some(p) = &cfg.partition {
+        o.push(format!("--partition={p}"));
+    }
+    if let Some(a) = &cfg.account {
+        o.push(format!("--account={a}"));
+    }
+    if let Some(q) = &cfg.qos {
+        o.push(format!("--qos={q}"));
+    }
+    if let Some(m) = time_limit_min {
+        o.push(format!("--time={m}"));
+    }
+    o.extend(cfg.sbatch_args.iter().cloned());
+    o
+}
+
+/// A job's time limit in minutes: `agent_timeout_secs`, the grace, the
+/// `[workspace] setup` timeout when there is a setup, and a margin for the
+/// helper's ops. None without an agent timeout (the partition's default).
+pub fn time_limit_min(config: &Config) -> Option<u64> {
+    let agent = config.agent_timeout?;
+    let mut secs = agent.as_secs() + config.kill_grace.as_secs() + 1 + OPS_MARGIN_SECS;
+    if !config.workspace.setup.is_empty() {
+        secs += config.workspace.setup_timeout.map_or(3600, |t| t.as_secs());
+    }
+    Some(secs.div_ceil(60))
+}
+
+/// Variables no Slurm command of this pool gets: the credentials' (the
+/// agent gets its own through the helper's header, never its command line).
+fn scrub_list(config: &Config, pool: &PoolConfig) -> Vec<String> {
+    let mut v: Vec<String> = config.credentials.iter().map(|c| c.env.clone()).collect();
+    if pool.credential != CredentialChoice::Default {
+        v.extend(
+            crate::agent::spec::SCRUBBED_VARS
+                .iter()
+                .map(|s| s.to_string()),
+        );
+    }
+    v
+}
+
+impl SlurmBackend {
+    pub fn new(
+        config: &Config,
+        pool: &PoolConfig,
+        cfg: &SlurmConfig,
+        worktrees: Arc<Worktrees>,
+    ) -> SlurmBackend {
+        let key = crate::project::key_of(&config.state_dir());
+        // This process's run (saved before the backends are made); `none`
+        // for an attempt outside a run (`flocks plan`).
+        let run_id = crate::state::StateStore::new(&config.state_dir())
+            .load()
+            .ok()
+            .and_then(|s| s.run)
+            .filter(|r| r.pid == std::process::id() && r.ended_at.is_none())
+            .map(|r| r.id)
+            .unwrap_or_else(|| OUTSIDE_A_RUN.into());
+        let root = expand_remote_dir(&cfg.remote_dir).map(|d| format!("{d}/{key}"));
+        SlurmBackend {
+            pool: pool.name.clone(),
+            cfg: cfg.clone(),
+            project: project_name(config),
+            key,
+            run_id,
+            root,
+            max_worktrees: pool.max_worktrees,
+            time_limit_min: time_limit_min(config),
+            grace: config.kill_grace,
+            repo_dir: config.workspace.repo.clone(),
+            worktrees,
+            identity: crate::backend::ssh::git_identity(&config.workspace.repo),
+            scrub: scrub_list(config, pool),
+            allocs: Mutex::new(HashMap::new()),
+            ready: tokio::sync::Mutex::new(false),
+            known: Known::default(),
+            admin: tokio::sync::Mutex::new(()),
+            down: Mutex::new(None),
+            pending: Mutex::new(HashSet::new()),
+            polled: tokio::sync::Mutex::new((None, HashMap::new())),
+        }
+    }
+
+    /// The job name of one attempt.
+    pub fn job_name(&self, task: &str, attempt: u32) -> String {
+        format!("flocks-{}-{task}-{attempt}", self.project)
+    }
+
+    /// The comment every job of this run carries.
+    pub fn comment(&self) -> String {
+        comment(&self.key, &self.run_id)
+    }
+
+    fn set_down(&self, why: &str) -> Option<String> {
+        let why = why.to_string();
+        *self.down.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+        Some(why)
+    }
+
+    /// Before the run: the scheduler answers, the partition exists,
+    /// `remote_dir` is a path; jobs an earlier run of this project left
+    /// (flocks was killed) are cancelled.
+    pub async fn connect_pool(&self, notes: &mut Vec<String>) -> Option<String> {
+        if let Err(e) = &self.root {
+            return self.set_down(e);
+        }
+        let parts = match sched::partitions().await {
+            Ok(p) => p,
+            Err(e) => return self.set_down(&e.to_string()),
+        };
+        if let Some(p) = &self.cfg.partition
+            && !parts.iter().any(|(n, ..)| n == p)
+        {
+            return self.set_down(&format!(
+                "partition `{p}` does not exist on this cluster (sinfo lists {})",
+                names(&parts)
+            ));
+        }
+        match self.sweep().await {
+            Ok(ids) if !ids.is_empty() => notes.push(format!(
+                "pool {}: cancelled {} Slurm job(s) left by an earlier flocks run of this project: {}",
+                self.pool,
+                ids.len(),
+                ids.join(", ")
+            )),
+            Ok(_) => {}
+            Err(e) => notes.push(format!(
+                "pool {}: could not look for Slurm jobs an earlier run left: {e}",
+                self.pool
+            )),
+        }
+        None
+    }
+
+    /// Cancel the jobs of this project whose run has ended: every job
+    /// named for the project with a comment of this project's key and
+    /// another run's id (runs of a project never overlap: the lock).
+    async fn sweep(&self) -> Result<Vec<String>, sched::SchedError> {
+        let args = ["-h", "--me", "-o", "%i|%j|%k"].map(String::from);
+        let text = sched::output("squeue", &args, sched::QUERY_LIMIT).await?;
+        let ids = stale_jobs(&text, &self.project, &self.key, &self.run_id);
+        if !ids.is_empty() {
+            sched::cancel(&ids, None).await?;
+        }
+        Ok(ids)
+    }
+
+    /// The scheduler's reason for a pending job of this pool; one squeue
+    /// for all of them at most every `POLL_EVERY`. None: not known.
+    async fn reason_of(&self, id: &str) -> Option<Option<String>> {
+        let mut polled = self.polled.lock().await;
+        // Stale, or too old to know a job that just joined the queue.
+        let stale = polled.0.is_none_or(|at| {
+            at.elapsed() >= POLL_EVERY
+                || (!polled.1.contains_key(id) && at.elapsed() >= POLL_EVERY / 4)
+        });
+        if stale {
+            let ids: Vec<String> = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            if let Ok(rows) = sched::jobs(&ids).await {
+                *polled = (Some(Instant::now()), rows);
+            }
+        }
+        let row = polled.1.get(id)?;
+        (row.state == "PENDING").then(|| row.reason.clone())
+    }
+
+    fn alloc_of(&self, task: &str) -> Option<Arc<Alloc>> {
+        self.allocs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(task)
+            .cloned()
+    }
+
+    fn root(&self) -> Result<&str, String> {
+        self.root.as_deref().map_err(|e| e.clone())
+    }
+
+    fn step<'a>(&'a self, alloc: &'a Arc<Alloc>, root: &'a str) -> Step<'a> {
+        Step {
+            alloc,
+            root,
+            scrub: &self.scrub,
+        }
+    }
+
+    fn session<'a>(&'a self, step: &'a Step<'a>, env: &'a [(String, String)]) -> Session<'a> {
+        Session {
+            transport: step,
+            repo_dir: &self.repo_dir,
+            env,
+            max_bytes: intake::DEFAULT_MAX_FETCH_MB << 20,
+            known: &self.known,
+        }
+    }
+
+    fn identity_for(&self, root: &str, task: &str) -> Vec<(String, String)> {
+        let mut env = self.identity.clone();
+        env.extend([
+            ("GIT_CONFIG_COUNT".into(), "2".into()),
+            ("GIT_CONFIG_KEY_0".into(), "safe.directory".into()),
+            (
+                "GIT_CONFIG_VALUE_0".into(),
+                format!("{root}/worktrees/{task}"),
+            ),
+            ("GIT_CONFIG_KEY_1".into(), "safe.directory".into()),
+            ("GIT_CONFIG_VALUE_1".into(), format!("{root}/mirror.git")),
+        ]);
+        env
+    }
+
+    fn lost(&self, e: CallError) -> PrepareError {
+        match e {
+            CallError::Lost(m) => PrepareError::HostLost(format!("pool {}: {m}", self.pool)),
+            e => PrepareError::Failed(format!("{e} (pool {})", self.pool)),
+        }
+    }
+
+    /// Wait until the attempt's job runs.
+    pub async fn admit(&self, ticket: &Ticket, jobs: JobReports) -> Result<(), PrepareError> {
+        if let Some(why) = self.down_reason() {
+            return Err(PrepareError::HostLost(format!("pool {}: {why}", self.pool)));
+        }
+        let name = self.job_name(&ticket.task, ticket.attempt);
+        let req = Request {
+            name: name.clone(),
+            comment: self.comment(),
+            options: job_options(&self.cfg, self.time_limit_min),
+            scrub: self.scrub.clone(),
+        };
+        // A job cancelled before it ran (a stop while it waits) says so.
+        let cancelled = jobs.clone();
+        let asked = alloc::ask(&req)
+            .map_err(|e| {
+                PrepareError::Failed(format!(
+                    "pool {}: cannot ask Slurm for a job: {e}",
+                    self.pool
+                ))
+            })?
+            .on_cancel(move |id| {
+                let _ = cancelled.send(Job {
+                    id,
+                    state: "CANCELLED".into(),
+                    ..Job::default()
+                });
+            });
+        let mut seen: Option<String> = None;
+        let waited = asked
+            .wait(
+                POLL_EVERY,
+                |p| {
+                    let Progress::Pending { id, reason } = p;
+                    self.pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id.clone());
+                    seen = Some(id.clone());
+                    let _ = jobs.send(Job {
+                        id,
+                        state: "PENDING".into(),
+                        reason,
+                        ..Job::default()
+                    });
+                },
+                |id: String| async move { self.reason_of(&id).await },
+            )
+            .await;
+        if let Some(id) = &seen {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(id);
+        }
+        let alloc = waited.map_err(|why| {
+            PrepareError::Failed(format!(
+                "pool {}: Slurm did not run job {name}: {why}",
+                self.pool
+            ))
+        })?;
+        let _ = jobs.send(Job {
+            id: alloc.id.clone(),
+            state: "RUNNING".into(),
+            node: Some(alloc.node.clone()),
+            started_at: Some(alloc.started_at),
+            ..Job::default()
+        });
+        self.allocs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ticket.task.clone(), Arc::new(alloc));
+        Ok(())
+    }
+
+    /// The helper's root, made in this run (and the pool's setup run there
+    /// once per `remote_dir`), through a step of `alloc`.
+    async fn ready(&self, alloc: &Arc<Alloc>) -> Result<String, PrepareError> {
+        let root = self
+            .root()
+            .map_err(|e| PrepareError::Failed(format!("pool {}: {e}", self.pool)))?
+            .to_string();
+        let mut ready = self.ready.lock().await;
+        if *ready {
+            return Ok(root);
+        }
+        let step = self.step(alloc, &root);
+        let hash = crate::backend::ssh::setup_hash(&self.cfg.setup);
+        let made = session::init(&step, &hash)
+            .await
+            .map_err(|e| self.lost(e))?;
+        if !self.cfg.setup.is_empty() && !made.setup_done {
+            self.run_setup(&step, &root, &hash).await?;
+        }
+        *ready = true;
+        Ok(root)
+    }
+
+    /// The pool's `setup` commands (the user's own config) in the helper's
+    /// root, as steps of the job; then the marker that they ran.
+    async fn run_setup(&self, step: &Step<'_>, root: &str, hash: &str) -> Result<(), PrepareError> {
+        for c in &self.cfg.setup {
+            let argv = c.argv();
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let mut cmd = step.command(&argv, root);
+            cmd.stdin(std::process::Stdio::null());
+            let out = tokio::time::timeout(SETUP_LIMIT, cmd.output())
+                .await
+                .map_err(|_| {
+                    PrepareError::Failed(format!(
+                        "pool {}: setup command `{c}` did not end within {}s",
+                        self.pool,
+                        SETUP_LIMIT.as_secs()
+                    ))
+                })?
+                .map_err(|e| {
+                    PrepareError::Failed(format!("pool {}: cannot run srun: {e}", self.pool))
+                })?;
+            if !out.status.success() {
+                return Err(PrepareError::Failed(format!(
+                    "pool {}: setup command `{c}` failed on {}: {}",
+                    self.pool,
+                    step.alloc.node,
+                    sched::last_words(&String::from_utf8_lossy(&out.stderr))
+                )));
+            }
+        }
+        let mut cmd = step.command(
+            &[
+                "/bin/sh",
+                "-c",
+                "printf '%s\\n' \"$1\" >\"$FLOCKS_HELPER_ROOT/setup.done\"",
+                "flocks-setup",
+                hash,
+            ],
+            "/",
+        );
+        cmd.stdin(std::process::Stdio::null());
+        match cmd.output().await {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(PrepareError::Failed(format!(
+                "pool {}: cannot record that the setup ran: {}",
+                self.pool,
+                sched::last_words(&String::from_utf8_lossy(&o.stderr))
+            ))),
+            Err(e) => Err(PrepareError::Failed(format!(
+                "pool {}: cannot run srun: {e}",
+                self.pool
+            ))),
+        }
+    }
+
+    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+        let alloc = self.alloc_of(&job.task).ok_or_else(|| {
+            PrepareError::Failed(format!(
+                "pool {}: no Slurm job runs {}",
+                self.pool, job.task
+            ))
+        })?;
+        let root = self.ready(&alloc).await?;
+        let step = self.step(&alloc, &root);
+        let env = self.identity_for(&root, &job.task);
+        let session = self.session(&step, &env);
+        // Work an interrupted attempt (flocks was killed) left in the task's
+        // worktree on the shared filesystem comes back first.
+        let place = format!("Slurm pool {}", self.pool);
+        let note = if job.fresh {
+            None
+        } else {
+            session
+                .salvage(job, Some(self.worktrees.path_for(&job.task)), &place)
+                .await
+                .map_err(|e| self.lost(e))?
+        };
+        let (repo_dir, j) = (self.repo_dir.clone(), job.clone());
+        let (start, created) = tokio::task::spawn_blocking(move || {
+            crate::backend::ssh::local_start(&repo_dir, &j.branch, &j.base, j.fresh)
+        })
+        .await
+        .map_err(|e| PrepareError::Failed(e.to_string()))?
+        .map_err(|e| PrepareError::Failed(e.to_string()))?;
+        let oid = git2::Oid::from_str(&start).map_err(|e| PrepareError::Failed(e.to_string()))?;
+        let p = {
+            let _guard = self.admin.lock().await;
+            session
+                .send_start(&job.task, oid)
+                .await
+                .map_err(|e| self.lost(e))?;
+            session
+                .prepare(&job.task, &job.branch, oid)
+                .await
+                .map_err(|e| self.lost(e))?
+        };
+        Ok(Workspace {
+            host_path: PathBuf::from(format!("{}:{}", self.pool, p.worktree)),
+            agent_cwd: p.worktree,
+            origin: job.origin_for(&start, created),
+            start_commit: start,
+            created_branch: created,
+            note,
+            setup_mark: p.setup_mark,
+        })
+    }
+
+    /// The agent's environment for a Slurm attempt, on top of what its step
+    /// inherits: the helper's git identity, then the spec's (credential,
+    /// tag, `[agent] env`, the pool's `env`). This is where the model
+    /// proxy's address and per-attempt token join it: they must name an
+    /// address the compute nodes reach (the login node's), never loopback.
+    fn agent_env(&self, root: &str, task: &str, spec: &AgentSpec) -> Vec<(String, String)> {
+        let mut env = self.identity_for(root, task);
+        env.retain(|(k, _)| !spec.env.iter().any(|(s, _)| s == k));
+        env.extend(spec.env.iter().cloned());
+        env
+    }
+
+    pub async fn spawn(&self, _ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
+        let task = spec
+            .env
+            .iter()
+            .find(|(k, _)| k == "FLOCKS_TASK")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let alloc = self.alloc_of(&task).ok_or_else(|| {
+            SpawnError::Start(format!("pool {}: no Slurm job runs {task}", self.pool))
+        })?;
+        let root = self.root().map_err(SpawnError::Start)?;
+        let grace_ds = (self.grace.as_millis() / 100).max(1);
+        let env = self.agent_env(root, &task, &spec);
+        let header = Header::new("run")
+            .line("task", &task)
+            .and_then(|x| x.line("tag", &spec.tag))
+            .and_then(|x| x.line("grace_ds", grace_ds))
+            .and_then(|x| x.line("heartbeat", step::HEARTBEAT_SECS))
+            .and_then(|x| x.lines("unset", &spec.remove_env))
+            .and_then(|x| x.lines("env", env.iter().map(|(k, v)| format!("{k}={v}"))))
+            .and_then(|x| x.line("argv", &spec.program))
+            .and_then(|x| x.lines("argv", &spec.args))
+            .map_err(|_| SpawnError::Unsendable)?;
+        let mut input = header.prompt(spec.prompt.len());
+        input.extend_from_slice(spec.prompt.as_bytes());
+        self.step(&alloc, root).run(input).await
+    }
+
+    /// A setup command runs as the agent does; a shell script of several
+    /// lines goes on its stdin (the helper's header is line by line).
+    pub async fn start_setup(
+        &self,
+        ws: &Workspace,
+        mut spec: AgentSpec,
+    ) -> Result<Running, SpawnError> {
+        if spec.args.iter().any(|a| a.contains('\n'))
+            && spec.args.len() == 2
+            && spec.args[0] == "-c"
+        {
+            spec.prompt = spec.args.pop().unwrap_or_default();
+            spec.args = vec![
+                "-c".into(),
+                "script=$(cat) && exec sh -c \"$script\" sh </dev/null".into(),
+            ];
+        }
+        self.spawn(ws, spec).await
+    }
+
+    pub async fn finish(
+        &self,
+        ws: &Workspace,
+        task: &str,
+        branch: &str,
+        attempt: u32,
+    ) -> Result<Finished, FinishError> {
+        let alloc = self.alloc_of(task).ok_or_else(|| FinishError::NoHost {
+            pool: self.pool.clone(),
+            task: task.to_string(),
+        })?;
+        let root = self.root().map_err(FinishError::Measure)?;
+        let step = self.step(&alloc, root);
+        let env = self.identity_for(root, task);
+        Ok(self
+            .session(&step, &env)
+            .finish(
+                task,
+                branch,
+                attempt,
+                &ws.start_commit,
+                &ws.origin,
+                Some(self.worktrees.path_for(task)),
+                "flocks: the attempt's work from its Slurm job",
+            )
+            .await?)
+    }
+
+    pub async fn release(&self, task: &str) {
+        let (Some(alloc), Ok(root)) = (self.alloc_of(task), self.root()) else {
+            return;
+        };
+        let step = self.step(&alloc, root);
+        let _guard = self.admin.lock().await;
+        let _ = self.session(&step, &[]).release(task).await;
+    }
+
+    async fn copy_in(&self, task: &str, files: Arc<IncludeSet>) -> Result<Copied, IncludeError> {
+        let transfer = |why: String| IncludeError::Transfer {
+            host: format!("Slurm pool {}", self.pool),
+            why,
+        };
+        let alloc = self
+            .alloc_of(task)
+            .ok_or_else(|| transfer(format!("no Slurm job runs {task}")))?;
+        let root = self.root().map_err(transfer)?;
+        let step = self.step(&alloc, root);
+        self.session(&step, &[])
+            .include(task, files)
+            .await
+            .map_err(|e| transfer(e.to_string()))
+    }
+
+    async fn mark_setup(&self, task: &str, hash: &str) -> Result<(), MarkError> {
+        let alloc = self.alloc_of(task).ok_or_else(|| {
+            MarkError::Helper(CallError::Failed(format!(
+                "pool {}: no Slurm job runs {task}",
+                self.pool
+            )))
+        })?;
+        let root = self
+            .root()
+            .map_err(|e| MarkError::Helper(CallError::Failed(e)))?;
+        let step = self.step(&alloc, root);
+        Ok(self.session(&step, &[]).mark(task, hash).await?)
+    }
+
+    /// Let go of the attempt's job; its accounting.
+    async fn end_job(&self, task: &str) -> Option<Job> {
+        let alloc = self
+            .allocs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(task)?;
+        // The job ended before flocks let go of it: the scheduler (or
+        // someone) ended it.
+        let ended_first = alloc.gone().is_some();
+        alloc.release().await;
+        let elapsed = (Utc::now() - alloc.started_at).num_milliseconds().max(0) as f64 / 1000.0;
+        let mut job = Job {
+            id: alloc.id.clone(),
+            state: "RUNNING".into(),
+            reason: None,
+            node: Some(alloc.node.clone()),
+            started_at: Some(alloc.started_at),
+            elapsed_secs: Some(elapsed),
+        };
+        // sacct where accounting runs; else what squeue still shows of it.
+        if let Some((state, nodes, secs)) = sched::accounting(&alloc.id).await
+            && sched::ended_state(&state)
+        {
+            job.state = state;
+            job.node = nodes.or(job.node);
+            job.elapsed_secs = Some(secs);
+            return Some(job);
+        }
+        // squeue, once: a job still completing ended the way flocks ended
+        // it (relinquished: COMPLETED; cancelled: CANCELLED).
+        let seen = sched::jobs(std::slice::from_ref(&alloc.id))
+            .await
+            .ok()
+            .and_then(|mut rows| rows.remove(&alloc.id))
+            .map(|r| r.state)
+            .filter(|s| sched::ended_state(s));
+        let stopped = alloc.stopped.load(std::sync::atomic::Ordering::SeqCst);
+        job.state = match seen {
+            Some(s) => s,
+            None if stopped || ended_first => "CANCELLED".into(),
+            None => "COMPLETED".into(),
+        };
+        Some(job)
+    }
+}
+
+/// `flocks project=<key> run=<run id>`.
+pub fn comment(key: &str, run_id: &str) -> String {
+    format!("flocks project={key} run={run_id}")
+}
+
+/// The jobs (squeue `%i|%j|%k` lines) a run of this project other than
+/// `run_id` left: named `flocks-<project>-...`, commented with this
+/// project's key and another run's id.
+pub fn stale_jobs(squeue: &str, project: &str, key: &str, run_id: &str) -> Vec<String> {
+    let prefix = format!("flocks-{project}-");
+    let ours = format!("flocks project={key} run=");
+    squeue
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.trim().splitn(3, '|');
+            let (id, name, comment) = (f.next()?, f.next()?, f.next()?);
+            let run = comment.strip_prefix(&ours)?;
+            let not_a_run = run.is_empty() || run == OUTSIDE_A_RUN || run == CHECK_RUN;
+            (sched::is_job_id(id) && name.starts_with(&prefix) && run != run_id && !not_a_run)
+                .then(|| id.to_string())
+        })
+        .collect()
+}
+
+fn names(parts: &[(String, bool, String)]) -> String {
+    parts
+        .iter()
+        .map(|(n, ..)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Backend for SlurmBackend {
+    fn slots(&self, _pool: &PoolConfig) -> usize {
+        self.max_worktrees
+    }
+
+    fn connect<'a>(&'a self, notes: &'a mut Vec<String>) -> BoxFuture<'a, Option<String>> {
+        Box::pin(self.connect_pool(notes))
+    }
+
+    fn down_reason(&self) -> Option<String> {
+        self.down.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn host_loss_takes_pool_down(&self) -> bool {
+        false
+    }
+
+    fn admit<'a>(
+        &'a self,
+        ticket: &'a Ticket,
+        jobs: JobReports,
+    ) -> BoxFuture<'a, Result<(), PrepareError>> {
+        Box::pin(SlurmBackend::admit(self, ticket, jobs))
+    }
+
+    fn end<'a>(&'a self, task: &'a str) -> BoxFuture<'a, Option<Job>> {
+        Box::pin(self.end_job(task))
+    }
+
+    super::attempt_methods!(SlurmBackend);
+
+    fn copy_in<'a>(
+        &'a self,
+        _ws: &'a Workspace,
+        task: &'a str,
+        files: Arc<IncludeSet>,
+    ) -> BoxFuture<'a, Result<Copied, IncludeError>> {
+        Box::pin(SlurmBackend::copy_in(self, task, files))
+    }
+
+    fn start_setup<'a>(
+        &'a self,
+        ws: &'a Workspace,
+        spec: AgentSpec,
+    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
+        Box::pin(SlurmBackend::start_setup(self, ws, spec))
+    }
+
+    fn mark_setup<'a>(
+        &'a self,
+        _ws: &'a Workspace,
+        task: &'a str,
+        hash: &'a str,
+    ) -> BoxFuture<'a, Result<(), MarkError>> {
+        Box::pin(SlurmBackend::mark_setup(self, task, hash))
+    }
+
+    fn abandon<'a>(&'a self, _task: &'a str) -> BoxFuture<'a, ()> {
+        // `end` lets go of the job.
+        Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_dir_is_expanded_here() {
+        let home = std::env::var("HOME").unwrap();
+        assert_eq!(
+            expand_remote_dir("~/flocks").unwrap(),
+            format!("{home}/flocks")
+        );
+        assert_eq!(
+            expand_remote_dir("${HOME}/x/").unwrap(),
+            format!("{home}/x")
+        );
+        assert_eq!(expand_remote_dir("$HOME/x").unwrap(), format!("{home}/x"));
+        let e = expand_remote_dir("/s/$FLOCKS_TEST_NO_SUCH_VAR/x").unwrap_err();
+        assert!(e.contains("FLOCKS_TEST_NO_SUCH_VAR"), "{e}");
+        assert!(
+            expand_remote_dir("rel/dir")
+                .unwrap_err()
+                .contains("absolute")
+        );
+        assert!(expand_remote_dir("/a/../b").is_err());
+        assert!(expand_remote_dir("/a/${HOME").is_err());
+    }
+
+    #[test]
+    fn stale_jobs_are_this_projects_of_ended_runs() {
+        let key = "0123456789ab";
+        let text = format!(
+            "10|flocks-app-t1-1|flocks project={key} run=r1\n\
+             11|flocks-app-t2-1|flocks project={key} run=r2\n\
+             12|flocks-app-t3-1|flocks project=ffffffffffff run=r1\n\
+             13|other-job|flocks project={key} run=r1\n\
+             14|flocks-app-t4-1|(null)\n\
+             15|flocks-app-t5-1|flocks project={key} run=none\n\
+             16|flocks-app-check|flocks project={key} run=check\n"
+        );
+        assert_eq!(stale_jobs(&text, "app", key, "r2"), vec!["10".to_string()]);
+        assert!(stale_jobs(&text, "app", key, "r1").contains(&"11".to_string()));
+    }
+
+    #[test]
+    fn options_and_time_limit() {
+        let cfg = SlurmConfig {
+            partition: Some("debug".into()),
+            account: Some("lab".into()),
+            qos: None,
+            sbatch_args: vec!["--mem=8G".into()],
+            remote_dir: "~/flocks".into(),
+            setup: Vec::new(),
+        };
+        assert_eq!(
+            job_options(&cfg, Some(7)),
+            vec!["--partition=debug", "--account=lab", "--time=7", "--mem=8G"]
+        );
+    }
+}
