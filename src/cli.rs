@@ -55,6 +55,14 @@ pub enum Command {
     Land(LandArgs),
     /// Remove the worktrees and branches of landed tasks
     Clean(CleanArgs),
+    /// Drop tasks their task file no longer has (`removed`) from the state
+    ///
+    /// A task whose task file (or [source] script) no longer lists it shows
+    /// as `removed`, and `land` leaves it out unless named. `forget` drops it
+    /// from .flocks/state.json; its logs stay. With --branches, its worktree
+    /// and branch go too, never a branch with commits that have not landed
+    /// (nor a worktree with uncommitted changes) unless --force.
+    Forget(ForgetArgs),
     /// Let one agent study the repo and write the task list for an objective
     Plan(PlanArgs),
     /// Plan an objective, then run the plan with --supervise
@@ -339,6 +347,22 @@ pub struct CleanArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct ForgetArgs {
+    /// The tasks to forget (each gone from its task file)
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Also remove their worktrees and delete their branches (and their
+    /// best-of variants'); refused for a branch with commits that have not
+    /// landed, unless --force
+    #[arg(long)]
+    pub branches: bool,
+    /// With --branches: delete branches with unlanded commits and worktrees
+    /// with uncommitted changes too
+    #[arg(long, requires = "branches")]
+    pub force: bool,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct SailArgs {
     /// What the fleet should achieve
     pub objective: String,
@@ -361,7 +385,7 @@ pub struct TasksArgs {
     #[command(flatten)]
     pub source: TaskSource,
     /// Only tasks with this status: new, pending, running, succeeded, landed, failed,
-    /// timed-out, stalled, interrupted, blocked, ...
+    /// timed-out, stalled, interrupted, blocked, removed, ...
     #[arg(long, value_name = "S")]
     pub status: Option<String>,
     /// Print the list as JSON

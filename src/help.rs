@@ -183,6 +183,23 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "forget",
+        &[
+            (
+                "flocks forget old-task",
+                "drop a task gone from tasks.jsonl from the state (`removed` in status)",
+            ),
+            (
+                "flocks forget --branches old-task other",
+                "and remove their worktrees and landed branches",
+            ),
+            (
+                "flocks forget --branches --force old-task",
+                "even a branch with work that never landed",
+            ),
+        ],
+    ),
+    (
         "plan",
         &[
             (
@@ -379,7 +396,13 @@ pub fn command() -> clap::Command {
 /// before the flag is parsed.
 pub fn parse() -> Cli {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let matches = command().color(colour_flag(&args)).get_matches_from(args);
+    let mut cmd = command().color(colour_flag(&args));
+    // clap's own `help` subcommand, in words without "subcommand(s)".
+    cmd.build();
+    let cmd = cmd.mut_subcommand("help", |h| {
+        h.about("Print this help, or the help of a command (`flocks help land`)")
+    });
+    let matches = cmd.get_matches_from(args);
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 

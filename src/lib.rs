@@ -38,5 +38,6 @@ pub mod supervisor;
 pub(crate) mod tasks;
 pub(crate) mod trust;
 pub(crate) mod tui;
+pub(crate) mod typo;
 pub(crate) mod view;
 pub(crate) mod web;

@@ -67,7 +67,10 @@ fn render_value(v: &Value) -> Vec<String> {
                     one_line(&text, 100)
                 );
                 if lines > 1 {
-                    s.push_str(&format!(" (+{} lines)", lines - 1));
+                    s.push_str(&format!(
+                        " (+{})",
+                        crate::output::units::count(lines - 1, "line")
+                    ));
                 }
                 out.push(s);
             }
@@ -85,7 +88,7 @@ fn render_value(v: &Value) -> Vec<String> {
                 if r.is_error { " (error)" } else { "" }
             );
             if let Some(n) = r.num_turns {
-                s.push_str(&format!(" · {n} turns"));
+                s.push_str(&format!(" · {}", crate::output::units::count(n, "turn")));
             }
             if let Some(c) = r.total_cost_usd {
                 s.push_str(&format!(" · {}", crate::output::units::money(c)));
@@ -104,6 +107,44 @@ fn render_value(v: &Value) -> Vec<String> {
         _ => {}
     }
     out
+}
+
+/// What the agent is doing now, read from (the end of) its log: its last
+/// tool call (`Bash: cargo test`) or its last words (the last line of its
+/// last text), whichever came last. Never the session line, a tool result,
+/// the result, or a line that is not the agent's stream-json (stderr,
+/// setup output, flocks' notes). The one answer that `run`'s progress,
+/// `status`, `top`, the web view and `status --json` give.
+pub fn activity(text: &str) -> Option<String> {
+    use crate::agent::StreamEvent;
+    for line in text.lines().rev() {
+        let Ok(v) = serde_json::from_str::<Value>(line.trim()) else {
+            continue;
+        };
+        let values = match v {
+            Value::Array(items) => items,
+            v => vec![v],
+        };
+        for v in values.iter().rev() {
+            for ev in crate::agent::stream::parse_event(v).into_iter().rev() {
+                match ev {
+                    StreamEvent::ToolUse(a) => return Some(a),
+                    StreamEvent::Text(t) => {
+                        if let Some(a) = crate::agent::stream::text_activity(&t) {
+                            return Some(a);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    None
+}
+
+/// [`activity`] of a log file, read from its last 256 KB.
+pub fn last_activity(log: &std::path::Path) -> Option<String> {
+    activity(&read_tail(log, 256 * 1024))
 }
 
 /// The last `n` rendered lines of a log text (without the supervisor's note

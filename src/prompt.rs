@@ -51,6 +51,19 @@ impl Template {
         Ok(t)
     }
 
+    /// The `<field>` of every `{{task.<field>}}`: fields a task line may
+    /// set at its top level for this template.
+    pub fn fields(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .placeholders()
+            .into_iter()
+            .filter_map(|(_, name)| name.strip_prefix("task.").map(str::to_string))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     fn placeholders(&self) -> Vec<(usize, String)> {
         let mut out = Vec::new();
         for (i, line) in self.text.lines().enumerate() {

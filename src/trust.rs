@@ -192,7 +192,13 @@ fn lines_diff(old: Option<&str>, new: Option<&str>) -> String {
     let is: std::collections::HashSet<&str> = new.lines().collect();
     let mut out = String::new();
     for (sign, lines, other) in [('+', new, &was), ('-', old, &is)] {
-        let only: Vec<&str> = lines.lines().filter(|l| !other.contains(l)).collect();
+        // Each line once, in order (a line that came twice, such as
+        // `remote = origin` in two branches' sections, is one change).
+        let mut seen = std::collections::HashSet::new();
+        let only: Vec<&str> = lines
+            .lines()
+            .filter(|l| !other.contains(l) && seen.insert(*l))
+            .collect();
         for l in only.iter().take(MAX) {
             let shown: String = l.chars().take(200).collect();
             out.push_str(&format!("\n      {sign} {shown}"));
@@ -205,13 +211,20 @@ fn lines_diff(old: Option<&str>, new: Option<&str>) -> String {
 }
 
 /// Refuse when something trusted changed since the record was taken (no
-/// record: nothing to compare, as before the first container run).
+/// record: nothing to compare, as before the first container run). Only
+/// for projects whose pools let agents write what the host runs: the
+/// current config's, or the trusted one's (an agent that made every pool
+/// local still meets the check); with local pools only, before and after,
+/// the changes are the user's own.
 pub fn check(config: &Config, doing: &str) -> Result<()> {
     not_blocking(&config.workspace.repo)?;
     let path = record_path(config)?;
     let Some(old) = load(&path)? else {
         return Ok(());
     };
+    if !has_remote_agents(config) && !trusted_has_remote_agents(config, &old) {
+        return Ok(());
+    }
     let found = changes(&old, &current(config));
     if found.is_empty() {
         return Ok(());
@@ -221,6 +234,24 @@ pub fn check(config: &Config, doing: &str) -> Result<()> {
          then run `flocks trust` to accept them",
         found.join("\n  ")
     )))
+}
+
+/// Whether the config as trusted (its text in the record) had pools whose
+/// agents can write the repo; when the record does not hold a text flocks
+/// can read, it is taken as if it had.
+fn trusted_has_remote_agents(config: &Config, old: &Record) -> bool {
+    let shown = config
+        .path
+        .strip_prefix(&config.dir)
+        .unwrap_or(&config.path)
+        .display()
+        .to_string();
+    match old.texts.get(&shown) {
+        Some(text) => crate::config::Config::parse_text(&config.path, text)
+            .map(|c| has_remote_agents(&c))
+            .unwrap_or(true),
+        None => true,
+    }
 }
 
 /// Refuse when a file git reads as it opens the repo is not a regular file
@@ -315,6 +346,14 @@ mod tests {
         assert!(
             c.contains(&"flocks.toml changed\n      + c = \"evil\"\n      - b = 2".to_string()),
             "{c:?}"
+        );
+        // A line that came twice is said once.
+        assert_eq!(
+            lines_diff(
+                Some("a\n"),
+                Some("a\n[b]\nremote = origin\n[c]\nremote = origin\n")
+            ),
+            "\n      + [b]\n      + remote = origin\n      + [c]"
         );
     }
 

@@ -179,7 +179,7 @@ pub struct RunView {
 pub struct TaskView {
     pub id: String,
     pub branch: String,
-    /// pending | running | succeeded | landed | failed | timed out | stalled | interrupted | blocked | ...
+    /// pending | running | succeeded | landed | failed | timed out | stalled | interrupted | blocked | removed | ...
     pub status: String,
     pub detail: Option<String>,
     pub attempts: usize,
@@ -357,6 +357,18 @@ pub(crate) const RESULT_LINES: usize = 12;
 /// The status of a succeeded task whose work is on the land target.
 pub const LANDED: &str = "landed";
 
+/// The status of a task its task list no longer has (unless it landed).
+pub const REMOVED: &str = "removed";
+
+/// The status of a pending task the live run will not start (a `retry` of
+/// other tasks runs).
+pub const NOT_QUEUED: &str = "not queued";
+
+/// Why a task is `not queued` (it was `was`: pending or interrupted), for people.
+pub(crate) fn not_queued_detail(was: &str) -> String {
+    format!("{was}; the live run (a retry of other tasks) does not start it; `flocks run` does")
+}
+
 pub fn build(project: &Project, state: &State) -> StatusView {
     let live = ProjectLock::holder(&project.state_dir()).is_some();
     let log_root = project.state_dir().join("logs");
@@ -370,6 +382,16 @@ pub fn build(project: &Project, state: &State) -> StatusView {
             if landed.contains(&t.id) {
                 view.status = LANDED.to_string();
                 view.conflict = None;
+            } else if t.removed {
+                view.status = REMOVED.to_string();
+                view.detail = Some(removed_detail(t));
+                view.activity = None;
+            } else if live
+                && t.not_in_run
+                && matches!(view.status.as_str(), "pending" | "interrupted")
+            {
+                view.detail = Some(not_queued_detail(&view.status));
+                view.status = NOT_QUEUED.to_string();
             }
             view
         })
@@ -455,6 +477,14 @@ pub fn build(project: &Project, state: &State) -> StatusView {
                 _ => None,
             })
             .collect(),
+    }
+}
+
+/// Why a task is `removed`, for people.
+pub(crate) fn removed_detail(t: &TaskRecord) -> String {
+    match &t.source {
+        Some(src) => format!("no longer in {src}"),
+        None => "no longer in the task file".to_string(),
     }
 }
 
@@ -668,27 +698,10 @@ fn describe(outcome: &crate::state::Outcome, config: &crate::config::Config) -> 
     }
 }
 
-/// The last tool call in a log, read from its end.
+/// What the agent of a running attempt is doing now, from its log (see
+/// [`crate::logview::activity`]: the same everywhere).
 pub fn last_activity(log: &Path) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = crate::fsat::read(log).ok()?;
-    let len = f.metadata().ok()?.len();
-    let start = len.saturating_sub(256 * 1024);
-    f.seek(SeekFrom::Start(start)).ok()?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    for line in text.lines().rev() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        for ev in crate::agent::stream::parse_event(&v).into_iter().rev() {
-            if let crate::agent::StreamEvent::ToolUse(a) = ev {
-                return Some(a);
-            }
-        }
-    }
-    None
+    crate::logview::last_activity(log)
 }
 
 #[cfg(test)]

@@ -114,11 +114,11 @@ fn bad_config() {
 #[test]
 fn missing_files() {
     let p = TestProject::new("");
-    assert_refused(&p, &["run"], &["tasks.jsonl", "does not exist"]);
+    assert_refused(&p, &["run"], &["no task file", "tasks.jsonl"]);
     assert_refused(
         &p,
         &["run", "--tasks", "nope.jsonl"],
-        &["nope.jsonl", "does not exist"],
+        &["no task file nope.jsonl", "given with --tasks"],
     );
     std::fs::remove_file(p.path("flocks.toml")).unwrap();
     p.tasks(&[json!({"id": "a", "prompt": "x"})]);

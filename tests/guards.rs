@@ -345,7 +345,7 @@ fn clean_logs_removes_old_logs_but_never_a_running_tasks() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     let t = text(&out);
     assert!(
-        t.contains("Removed 1 attempt log file(s) and 1 land log file(s) older than"),
+        t.contains("Removed 1 attempt log file and 1 land log file older than"),
         "{t}"
     );
     assert!(t.contains("Kept the logs of running tasks: slow"), "{t}");
@@ -374,7 +374,11 @@ fn clean_logs_needs_an_age_it_can_read() {
     let p = TestProject::new("");
     let out = p.flocks(&["clean", "--logs", "--older-than", "7x"]);
     assert_eq!(code(&out), 2, "{}", text(&out));
-    assert!(text(&out).contains("`7x` is not an age"), "{}", text(&out));
+    assert!(
+        text(&out).contains("`7x` is not a duration"),
+        "{}",
+        text(&out)
+    );
     let out = p.flocks(&["clean", "--logs"]);
     assert_eq!(code(&out), 2, "{}", text(&out));
     assert!(text(&out).contains("--older-than"), "{}", text(&out));

@@ -553,7 +553,7 @@ fn the_next_run_stops_what_a_fully_killed_attempt_left_in_its_cgroup() {
         "the next run left the survivor running"
     );
     assert!(
-        text(&out).contains("cgroup(s) of an earlier flocks run"),
+        text(&out).contains("of an earlier flocks run"),
         "{}",
         text(&out)
     );

@@ -181,6 +181,9 @@ impl Fx {
             outside_footprint: Vec::new(),
             variants: Vec::new(),
             best_of: None,
+            source: None,
+            removed: false,
+            not_in_run: false,
         });
         self.save();
     }
@@ -597,7 +600,7 @@ fn dry_run_writes_nothing_and_has_a_stable_json_shape() {
     assert_eq!(json["tasks"][0]["commits"][0]["summary"], "a: change 1");
     assert_eq!(json["tasks"][0]["commits"][0]["sha"], fx.tip("flocks/a"));
     assert_eq!(json["tasks"][1]["status"], "empty");
-    assert!(plan.render().contains("a  (flocks/a, 1 commit(s))"));
+    assert!(plan.render().contains("a  (flocks/a, 1 commit)"));
     let after: Vec<_> = std::fs::read_dir(&state_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())

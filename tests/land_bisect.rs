@@ -185,6 +185,9 @@ impl Fx {
             outside_footprint: Vec::new(),
             variants: Vec::new(),
             best_of: None,
+            source: None,
+            removed: false,
+            not_in_run: false,
         });
         let state = State {
             tasks: self.tasks.clone(),
@@ -456,7 +459,7 @@ fn resolve_redoes_a_conflicted_task_on_the_new_target_and_lands_both() {
     let said = text(&out);
     assert_eq!(code(&out), 0, "{said}");
     assert!(
-        said.contains("resolve: redoing 1 conflicted task(s)"),
+        said.contains("resolve: redoing 1 conflicted task "),
         "{said}"
     );
     assert!(said.contains("Resolved"), "{said}");
@@ -573,7 +576,7 @@ fn bisect_from_the_command_line_shows_its_rounds_and_culprits() {
     let said = text(&out);
     assert_eq!(code(&out), 4, "{said}");
     assert!(
-        said.contains("bisect round 1: validating all 4 task(s) (t1 .. t4)"),
+        said.contains("bisect round 1: validating all 4 tasks (t1 .. t4)"),
         "{said}"
     );
     assert!(said.contains("bisect: t3 breaks validation"), "{said}");

@@ -195,7 +195,7 @@ fn plan_saves_a_valid_plan_and_shows_its_waves() {
     let out = p.flocks(&["plan", &objective(&p, "plan.jsonl", TWO_WAVES)]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("plan: 3 task(s) in 2 wave(s)"), "{t}");
+    assert!(t.contains("plan: 3 tasks in 2 waves"), "{t}");
     let row = |id: &str| t.lines().find(|l| l.contains(id)).unwrap().to_string();
     assert!(row("Core work").trim_start().starts_with("1  core"), "{t}");
     assert!(row("UI on core").trim_start().starts_with("2  ui"), "{t}");
@@ -301,7 +301,7 @@ fn plan_edit_opens_the_editor_and_checks_again() {
     cmd.env_remove("VISUAL").env("EDITOR", "sed -i -e s/XX/a/");
     let out = cmd.output().unwrap();
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(text(&out).contains("in 2 wave(s)"), "{}", text(&out));
+    assert!(text(&out).contains("in 2 waves"), "{}", text(&out));
     assert!(
         std::fs::read_to_string(p.path("tasks.jsonl"))
             .unwrap()
@@ -367,7 +367,7 @@ fn sail_plans_then_runs_with_supervise() {
     );
     let out = p.flocks(&["sail", &objective(&p, "plan.jsonl", &plan)]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(text(&out).contains("in 2 wave(s)"), "{}", text(&out));
+    assert!(text(&out).contains("in 2 waves"), "{}", text(&out));
     for id in ["core", "docs", "ui", "flaky"] {
         assert_eq!(p.status_of(id), "success", "{id}");
     }

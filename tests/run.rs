@@ -335,10 +335,10 @@ fn ctrl_c_drains_then_stops_and_exits_130() {
     assert_eq!(code(&out), 130, "{}", text(&out));
     let t = text(&out);
     assert!(
-        t.contains("no new agents will start; 1 running agent(s) may finish"),
+        t.contains("no new agents will start; 1 running agent may finish"),
         "{t}"
     );
-    assert!(t.contains("stopping 1 agent(s)"), "{t}");
+    assert!(t.contains("stopping 1 agent:"), "{t}");
     assert_eq!(p.status_of("one"), "interrupted");
     assert_eq!(p.status_of("two"), "pending");
     wait_for(5, "the orphan to be gone", || {

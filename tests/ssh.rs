@@ -563,7 +563,7 @@ fn work_left_on_a_host_by_a_killed_flocks_comes_back() {
     p.tasks(&[json!({"id": "crash", "prompt": "@fake commit part3.txt"})]);
     let (code, out) = run(&p, &["run", "--tasks", "tasks.jsonl", "--no-progress"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("recovered 2 commit(s)"), "{out}");
+    assert!(out.contains("recovered 2 commits"), "{out}");
     let log = p.git(&["log", "--format=%s", "flocks/crash"]);
     for want in [
         "fake: part1.txt",

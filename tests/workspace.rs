@@ -56,7 +56,7 @@ fn the_agent_sees_included_files_and_the_setups_work() {
     );
     let log = std::fs::read_to_string(p.path(".flocks/logs/t1/1.log")).unwrap();
     assert!(
-        log.contains("[flocks] .worktreeinclude: copied 1 file(s) (.env)"),
+        log.contains("[flocks] .worktreeinclude: copied 1 file (.env)"),
         "{log}"
     );
     assert!(
@@ -161,7 +161,7 @@ fn reuse(on_reuse: bool) -> TestProject {
     // b's worktree is a's, recycled.
     let log = std::fs::read_to_string(p.path(".flocks/logs/b/1.log")).unwrap();
     assert!(
-        log.contains(".worktreeinclude: copied 1 file(s) (.env)"),
+        log.contains(".worktreeinclude: copied 1 file (.env)"),
         "{log}"
     );
     // The retry saw a fresh .env again, though the first attempt spoiled it.

@@ -291,6 +291,13 @@ pub fn tool_result_text(content: Option<&Value>) -> String {
 }
 
 /// First line, cut to `max` characters.
+/// What an assistant text says the agent does now: its last line that is
+/// not blank, cut to 200 characters (None for a blank text).
+pub fn text_activity(text: &str) -> Option<String> {
+    let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    Some(one_line(last, 200))
+}
+
 pub fn one_line(s: &str, max: usize) -> String {
     let first = s
         .lines()

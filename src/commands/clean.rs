@@ -47,9 +47,9 @@ fn clean_logs(project: &Project, age: std::time::Duration) -> Result<Exit> {
     let land = crate::disk::remove_old_files(&dir.join("land-logs"), age, &HashSet::new());
     let age_text = crate::output::units::duration(age.as_secs_f64());
     let mut out = format!(
-        "Removed {} attempt log file(s) and {} land log file(s) older than {age_text} ({})\n",
-        attempts.files,
-        land.files,
+        "Removed {} and {} older than {age_text} ({})\n",
+        crate::output::units::count(attempts.files, "attempt log file"),
+        crate::output::units::count(land.files, "land log file"),
         crate::output::units::bytes(attempts.bytes + land.bytes)
     );
     if !running.is_empty() {

@@ -13,6 +13,22 @@ pub fn run(project: &Project, args: &DiffArgs) -> Result<Exit> {
         Some(k) => crate::land::variant_change(project, &args.task, k)?,
         None => crate::land::change(project, &args.task)?,
     };
+    // No commit, or commits that change nothing in the end: say so (git
+    // would print nothing at all).
+    let repo = project.repo()?;
+    let tree = |c: git2::Oid| repo.find_commit(c).map(|c| c.tree_id()).ok();
+    if change.start == change.tip || tree(change.start) == tree(change.tip) {
+        crate::outln!(
+            "task {}: no change ({})",
+            args.task,
+            if change.start == change.tip {
+                "its branch holds no commit beyond the one it started from"
+            } else {
+                "its commits change nothing in the end"
+            }
+        );
+        return Ok(Exit::Ok);
+    }
     let terminal = std::io::stdout().is_terminal();
     // `--color`, NO_COLOR and CLICOLOR_FORCE, as every command.
     let color = crate::output::colour();

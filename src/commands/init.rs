@@ -334,6 +334,7 @@ mod tests {
             prefix: "flocks/",
             base: "main",
             land_target: "main",
+            template_fields: &[],
         };
         let set =
             crate::tasks::parse_jsonl(Path::new("tasks.jsonl"), EXAMPLE_TASKS, &rules).unwrap();

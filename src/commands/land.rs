@@ -231,6 +231,14 @@ fn undo(project: &Project, args: &LandArgs) -> Result<Exit> {
     match land::undo(project, &plan, &lock)? {
         Ok(()) => {
             crate::outln!("{} is back at {}.", plan.target, plan.to);
+            for r in &plan.restore {
+                crate::outln!(
+                    "restored branch {} at {} (task {}): `flocks land` brings its work back",
+                    r.branch,
+                    &r.tip.to_string()[..10],
+                    r.task
+                );
+            }
             Ok(Exit::Ok)
         }
         Err(stop) => {

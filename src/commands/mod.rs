@@ -4,6 +4,7 @@ mod clean;
 mod completions;
 mod diff;
 mod down;
+mod forget;
 mod hosts;
 mod init;
 mod land;
@@ -53,6 +54,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Stop => stop::run(&project()?),
         Command::Land(args) => land::run(&trusted("land")?, args),
         Command::Clean(args) => clean::run(&project()?, args),
+        Command::Forget(args) => forget::run(&project()?, args),
         Command::Plan(args) => plan::run(&trusted("plan")?, args),
         Command::Sail(args) => sail::run(trusted("sail")?, args),
         Command::Tasks(args) => tasks::run(&trusted("list the tasks")?, args),

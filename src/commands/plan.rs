@@ -116,10 +116,16 @@ pub fn make_plan(
         .join(format!("{id}.jsonl"));
     crate::state::store::write_atomic(&kept, text.as_bytes())?;
 
+    // The fields the prompt template reads may stand at a line's top level.
+    let fields = match &config.prompt_template {
+        Some(path) => crate::prompt::Template::load(path)?.fields(),
+        None => Vec::new(),
+    };
     let rules = BranchRules {
         prefix: &config.workspace.branch_prefix,
         base: &config.workspace.base,
         land_target: &config.workspace.land_target,
+        template_fields: &fields,
     };
     let mut checked = check(&kept, &text, &rules);
     if opts.edit {
@@ -276,11 +282,10 @@ fn put_away(config: &Config, repo: &git2::Repository, id: &str, branch: &str) {
 
 /// Same rules as any task file, and a plan must hold a task.
 fn check(source: &Path, text: &str, rules: &BranchRules) -> Result<TaskSet> {
-    let tasks = parse_jsonl(source, text, rules)?;
-    if tasks.tasks.is_empty() {
+    if text.trim().is_empty() {
         return Err(Error::input(source, None, None, "the plan holds no task"));
     }
-    Ok(tasks)
+    parse_jsonl(source, text, rules)
 }
 
 fn refused(e: Error, kept: &Path) -> Error {
@@ -345,7 +350,12 @@ pub fn render_table(tasks: &TaskSet) -> String {
     let mut rows: Vec<usize> = (0..tasks.tasks.len()).collect();
     rows.sort_by_key(|&i| (wave[i], i));
     let mut s = String::new();
-    let _ = writeln!(s, "plan: {} task(s) in {total} wave(s)", tasks.tasks.len());
+    let _ = writeln!(
+        s,
+        "plan: {} in {}",
+        crate::output::units::count(tasks.tasks.len(), "task"),
+        crate::output::units::count(total, "wave")
+    );
     let _ = writeln!(s, "  {:>4}  {:<24} {:<40} after", "wave", "task", "title");
     for i in rows {
         let t = &tasks.tasks[i];
@@ -400,11 +410,12 @@ mod tests {
             prefix: "flocks/",
             base: "main",
             land_target: "main",
+            template_fields: &[],
         };
         let text = "{\"id\":\"b\",\"prompt\":\"do b\",\"depends_on\":[\"a\"],\"start_from\":\"dependencies\"}\n{\"id\":\"a\",\"prompt\":\"do a\",\"title\":\"First\"}\n";
         let set = parse_jsonl(Path::new("t.jsonl"), text, &rules).unwrap();
         let table = render_table(&set);
-        assert!(table.starts_with("plan: 2 task(s) in 2 wave(s)"), "{table}");
+        assert!(table.starts_with("plan: 2 tasks in 2 waves"), "{table}");
         let a = table.find("First").unwrap();
         let b = table.find("do b").unwrap();
         assert!(a < b, "{table}");

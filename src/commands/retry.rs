@@ -96,6 +96,7 @@ fn choose(
             .map(|t| t.id.clone())
             .collect());
     }
+    let landed = crate::land::landed_ids(project, state);
     let mut out = Vec::new();
     for id in &args.ids {
         if tasks.get(id).is_none() {
@@ -110,6 +111,17 @@ fn choose(
             )));
         };
         if !retryable(rec) {
+            if landed.contains(id) {
+                return Err(Error::Usage(format!(
+                    "task `{id}` has landed on {}: its work is there already (pass --force to run it again; `land` then brings only what the new attempts add)",
+                    project.config.workspace.land_target
+                )));
+            }
+            if rec.status.is_success() {
+                return Err(Error::Usage(format!(
+                    "task `{id}` succeeded (pass --force to run a succeeded task again)"
+                )));
+            }
             let hint = match rec.status {
                 TaskStatus::Done {
                     outcome: Outcome::Success,

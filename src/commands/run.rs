@@ -120,8 +120,8 @@ fn dry_run(
         return Ok(Exit::Ok);
     }
     crate::outln!(
-        "plan for {} task(s) from {} (nothing is run):",
-        tasks.tasks.len(),
+        "plan for {} from {} (nothing is run):",
+        crate::output::units::count(tasks.tasks.len(), "task"),
         tasks.source.display()
     );
     use crate::output::table::{Align, Table};

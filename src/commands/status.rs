@@ -4,9 +4,10 @@
 
 use crate::cli::StatusArgs;
 use crate::error::{Exit, Result};
+use crate::output::units::count;
 use crate::project::Project;
 use crate::report::human_duration;
-use crate::view::{LANDED, RESULT_LINES, StatusView, TaskView, build};
+use crate::view::{LANDED, NOT_QUEUED, REMOVED, RESULT_LINES, StatusView, TaskView, build};
 
 pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
     project.repo()?;
@@ -73,9 +74,18 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
     let failed = by(&|t| {
         !matches!(
             t.status.as_str(),
-            "running" | "succeeded" | "landed" | "pending" | "blocked" | "interrupted"
+            "running"
+                | "succeeded"
+                | "landed"
+                | "pending"
+                | "blocked"
+                | "interrupted"
+                | "removed"
+                | "not queued"
         )
     });
+    let not_queued = by(&|t| t.status == NOT_QUEUED);
+    let removed = by(&|t| t.status == REMOVED);
     let blocked = by(&|t| t.status == "blocked");
     let waiting = by(&|t| t.status == "pending" || t.status == "interrupted");
     if !v.tasks.is_empty() {
@@ -95,6 +105,15 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             blocked.len(),
             waiting.len()
         );
+        if !not_queued.is_empty() {
+            // On the same line: the counts line ends where this begins.
+            s.pop();
+            let _ = writeln!(s, " · {} not queued", not_queued.len());
+        }
+        if !removed.is_empty() {
+            s.pop();
+            let _ = writeln!(s, " · {} removed", removed.len());
+        }
     }
     if !running.is_empty() {
         let _ = writeln!(s, "\nrunning ({}):", running.len());
@@ -130,10 +149,10 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
         for t in &done {
             let _ = writeln!(
                 s,
-                "  ✔ {:<24} {:<28} {} attempt(s) · {} · {}{}",
+                "  ✔ {:<24} {:<28} {} · {} · {}{}",
                 t.id,
                 t.branch,
-                t.attempts,
+                count(t.attempts, "attempt"),
                 t.elapsed_secs.map(human_duration).unwrap_or_default(),
                 crate::output::units::money(t.cost_usd),
                 if t.status == LANDED { " · landed" } else { "" }
@@ -164,7 +183,7 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
     if !failed.is_empty() {
         let _ = writeln!(s, "\nfailed, timed out or stalled ({}):", failed.len());
         for t in &failed {
-            let mut facts = vec![format!("{} attempt(s)", t.attempts)];
+            let mut facts = vec![count(t.attempts, "attempt")];
             facts.extend(t.pool.as_ref().map(|p| format!("on {p}")));
             facts.extend(t.elapsed_secs.map(human_duration));
             if t.cost_usd > 0.0 {
@@ -204,13 +223,44 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             if let Some(o) = &t.outcome {
                 let _ = write!(
                     line,
-                    " ({} attempt(s) so far; the last {})",
-                    t.attempts,
+                    " ({} so far; the last {})",
+                    count(t.attempts, "attempt"),
                     o.label()
                 );
             }
             let _ = writeln!(s, "{line}");
         }
+    }
+    if !not_queued.is_empty() {
+        let ids: Vec<&str> = not_queued.iter().map(|t| t.id.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "\nnot queued ({}): {}\n  the live run (a retry of other tasks) does not start them; `flocks run` does",
+            not_queued.len(),
+            ids.join(", ")
+        );
+    }
+    if !removed.is_empty() {
+        let ids: Vec<&str> = removed.iter().map(|t| t.id.as_str()).collect();
+        let _ = writeln!(s, "\nremoved from their task file ({}):", removed.len());
+        for t in &removed {
+            let _ = writeln!(
+                s,
+                "  − {:<24} {}",
+                t.id,
+                t.detail.as_deref().unwrap_or("no longer in its task file")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  `flocks land` leaves them out unless named; `{}` drops them from the state",
+            crate::suggest::command(
+                &["flocks", "forget"]
+                    .into_iter()
+                    .chain(ids.iter().copied())
+                    .collect::<Vec<_>>()
+            )
+        );
     }
     let _ = writeln!(s, "\npools:");
     for p in &v.pools {
@@ -266,10 +316,10 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
     }
     let _ = writeln!(
         s,
-        "\ntotals: {} tasks · {} attempts · {} turns · {}",
-        v.totals.tasks,
-        v.totals.attempts,
-        v.totals.turns,
+        "\ntotals: {} · {} · {} · {}",
+        count(v.totals.tasks, "task"),
+        count(v.totals.attempts, "attempt"),
+        count(v.totals.turns, "turn"),
         crate::output::units::money(v.totals.cost_usd)
     );
     if !failed.is_empty() {
@@ -413,8 +463,8 @@ fn variant_lines(s: &mut String, t: &TaskView) {
                 other => ("✖", other),
             },
         };
-        let mut facts = vec![format!("{} attempt(s)", v.attempts)];
-        facts.extend(v.lines.map(|l| format!("{l} lines")));
+        let mut facts = vec![count(v.attempts, "attempt")];
+        facts.extend(v.lines.map(|l| count(l, "line")));
         if v.cost_usd > 0.0 {
             facts.push(crate::output::units::money(v.cost_usd));
         }

@@ -27,6 +27,8 @@ const STATUSES: &[&str] = &[
     "credential rejected",
     "host lost",
     "blocked",
+    "removed",
+    "not queued",
 ];
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -81,6 +83,15 @@ pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
         .map(|mut r| {
             if landed.contains(&r.id) {
                 r.status = crate::view::LANDED.into();
+            } else if let Some(rec) = state.task(&r.id).filter(|t| t.removed && !r.in_task_file) {
+                r.status = crate::view::REMOVED.into();
+                r.detail = Some(crate::view::removed_detail(rec));
+            } else if live
+                && matches!(r.status.as_str(), "pending" | "interrupted")
+                && state.task(&r.id).is_some_and(|t| t.not_in_run)
+            {
+                r.detail = Some(crate::view::not_queued_detail(&r.status));
+                r.status = crate::view::NOT_QUEUED.into();
             }
             r
         })
@@ -265,8 +276,8 @@ pub fn render(rows: &[Row]) -> String {
     let total = crate::output::units::sum_costs(rows.iter().map(|r| r.cost_usd));
     let _ = writeln!(
         s,
-        "{} task(s), {}",
-        rows.len(),
+        "{}, {}",
+        crate::output::units::count(rows.len(), "task"),
         crate::output::units::money(total)
     );
     s

@@ -542,6 +542,12 @@ impl Config {
         })
     }
 
+    /// A config from `text`, as if read at `path` (the trust check reads
+    /// the text it trusted).
+    pub(crate) fn parse_text(path: &Path, text: &str) -> Result<Config> {
+        parse::parse(path, text)
+    }
+
     /// Directory of flocks' own files: `.flocks/` next to flocks.toml.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join(".flocks")

@@ -14,19 +14,52 @@ use crate::error::{Error, Result};
 
 type S<T> = Option<Spanned<T>>;
 
+/// A duration key's value: a number of seconds (fractions ok), or a string
+/// with units as `--older-than` takes it (`"90s"`, `"30m"`, `"1h30m"`),
+/// read by the one parser of durations.
+#[derive(Debug, Clone, Copy)]
+struct Secs(f64);
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Secs, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of seconds or a duration such as \"30m\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Secs, E> {
+                Ok(Secs(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Secs, E> {
+                Ok(Secs(v as f64))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Secs, E> {
+                Ok(Secs(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Secs, E> {
+                crate::output::units::parse_duration(v)
+                    .map(|d| Secs(d.as_secs_f64()))
+                    .map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     max_agents: S<i64>,
-    stagger_delay_secs: S<f64>,
-    agent_timeout_secs: S<f64>,
-    kill_grace_secs: S<f64>,
-    stall_timeout_secs: S<f64>,
+    stagger_delay_secs: S<Secs>,
+    agent_timeout_secs: S<Secs>,
+    kill_grace_secs: S<Secs>,
+    stall_timeout_secs: S<Secs>,
     max_turns: S<i64>,
     max_retries: S<i64>,
     max_cost_usd: S<f64>,
     min_free_disk_gb: S<f64>,
-    credential_ramp_secs: S<f64>,
+    credential_ramp_secs: S<Secs>,
     #[serde(default)]
     agent: RawAgent,
     #[serde(default)]
@@ -49,6 +82,7 @@ struct RawConfig {
     variants: Vec<Spanned<RawVariant>>,
     #[serde(default)]
     sandbox: RawSandbox,
+    #[serde(default)]
     proxy: RawProxy,
     network: Option<Spanned<RawNetwork>>,
 }
@@ -91,8 +125,8 @@ struct RawNotify {
     webhook: S<String>,
     format: S<String>,
     headers_env: S<BTreeMap<String, Spanned<String>>>,
-    timeout_secs: S<f64>,
-    coalesce_secs: S<f64>,
+    timeout_secs: S<Secs>,
+    coalesce_secs: S<Secs>,
 }
 
 #[derive(Deserialize, Default)]
@@ -182,7 +216,7 @@ struct RawWorkspace {
     base: S<String>,
     #[serde(default)]
     setup: Vec<CommandSpec>,
-    setup_timeout_secs: S<f64>,
+    setup_timeout_secs: S<Secs>,
     setup_on_reuse: S<bool>,
     max_spare_worktrees: S<i64>,
 }
@@ -199,7 +233,7 @@ struct RawPrompt {
 struct RawValidate {
     #[serde(default)]
     commands: Vec<CommandSpec>,
-    timeout_secs: S<f64>,
+    timeout_secs: S<Secs>,
     pool: S<String>,
 }
 
@@ -321,13 +355,16 @@ impl Ctx<'_> {
         Error::input(self.path, Some(self.line(span)), Some(key), message)
     }
 
-    fn non_negative(&self, v: &S<f64>, key: &str) -> Result<Option<f64>> {
+    /// A duration key: seconds, never negative.
+    fn non_negative(&self, v: &S<Secs>, key: &str) -> Result<Option<f64>> {
         match v {
             None => Ok(None),
-            Some(s) if !s.get_ref().is_finite() || *s.get_ref() < 0.0 => {
-                Err(self.err(s.span(), key, "must be a non-negative number of seconds"))
-            }
-            Some(s) => Ok(Some(*s.get_ref())),
+            Some(s) if !s.get_ref().0.is_finite() || s.get_ref().0 < 0.0 => Err(self.err(
+                s.span(),
+                key,
+                "must be a non-negative number of seconds (or a duration such as \"30m\")",
+            )),
+            Some(s) => Ok(Some(s.get_ref().0)),
         }
     }
 
@@ -1533,6 +1570,36 @@ mod tests {
         assert_eq!(c.agent_timeout, Some(Duration::from_secs(1800)));
         assert_eq!(c.stall_timeout, None);
         assert_eq!(c.max_retries, 3);
+    }
+
+    #[test]
+    fn durations_with_units() {
+        let c = parse_str(
+            "agent_timeout_secs = \"30m\"\nstall_timeout_secs = \"1h30m\"\nkill_grace_secs = \"90s\"\n\
+             stagger_delay_secs = \"0.5s\"\ncredential_ramp_secs = \"2m\"\n\
+             [workspace]\nsetup_timeout_secs = \"10m\"\n[validate]\ntimeout_secs = \"1h\"\n\
+             [[notify]]\non = [\"finished\"]\ncommand = [\"x\"]\ntimeout_secs = \"20s\"\ncoalesce_secs = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.agent_timeout, Some(Duration::from_secs(1800)));
+        assert_eq!(c.stall_timeout, Some(Duration::from_secs(5400)));
+        assert_eq!(c.kill_grace, Duration::from_secs(90));
+        assert_eq!(c.stagger_delay, Duration::from_millis(500));
+        assert_eq!(c.credential_ramp, Duration::from_secs(120));
+        assert_eq!(c.workspace.setup_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(c.validate.timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(c.notify[0].timeout, Duration::from_secs(20));
+        assert_eq!(c.notify[0].coalesce, Duration::from_secs(60));
+        let e = err("kill_grace_secs = 1\nagent_timeout_secs = \"soon\"\n");
+        assert!(
+            e.contains("flocks.toml:2: field `agent_timeout_secs`: `soon` is not a duration"),
+            "{e}"
+        );
+        let e = err("stall_timeout_secs = true\n");
+        assert!(
+            e.contains("expected a number of seconds or a duration such as \"30m\", got true"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -85,8 +85,14 @@ fn in_words(key: Option<String>, message: &str) -> (Option<String>, String) {
             .trim()
             .trim_start_matches("expected one of ")
             .trim_start_matches("expected ");
+        let names: Vec<&str> = known
+            .split(['`', ',', ' '])
+            .filter(|w| !w.is_empty() && *w != "or")
+            .collect();
         let message = if known.is_empty() || known.starts_with("there are no fields") {
             "unknown key: remove it".to_string()
+        } else if let Some(near) = crate::typo::nearest(name, names.iter().copied()) {
+            format!("unknown key: did you mean `{near}`?")
         } else {
             // serde lists three or more as "one of `a`, `b`, `c`": say "`a`, `b` or `c`".
             let known = match known.rsplit_once(", ") {
@@ -288,17 +294,20 @@ mod tests {
             "unknown field `comands`, expected `commands` or `timeout_secs`",
         );
         assert_eq!(k.as_deref(), Some("validate.comands"));
-        assert_eq!(
-            m,
-            "unknown key: the keys here are `commands` or `timeout_secs`"
-        );
+        assert_eq!(m, "unknown key: did you mean `commands`?");
         let (_, m) = in_words(
-            Some("validate.comands".into()),
-            "unknown field `comands`, expected one of `commands`, `timeout_secs`, `pool`",
+            Some("validate.whatever".into()),
+            "unknown field `whatever`, expected one of `commands`, `timeout_secs`, `pool`",
         );
         assert_eq!(
             m,
             "unknown key: the keys here are `commands`, `timeout_secs` or `pool`"
         );
+        // A key a small edit away is named instead of the list.
+        let (_, m) = in_words(
+            None,
+            "unknown field `max_agent`, expected one of `max_agents`, `max_turns`, `agent`",
+        );
+        assert_eq!(m, "unknown key: did you mean `max_agents`?");
     }
 }

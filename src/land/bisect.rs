@@ -217,7 +217,7 @@ fn describe(tasks: &[String], of: usize) -> String {
         [first, .., last] => format!("{first} .. {last}"),
     };
     if tasks.len() == of {
-        format!("all {of} task(s) ({ids})")
+        format!("all {} ({ids})", crate::output::units::count(of, "task"))
     } else {
         format!("the first {} of {of} tasks ({ids})", tasks.len())
     }

@@ -5,14 +5,20 @@
 //!
 //! A branch is deleted only when it holds nothing unlanded: it is still at
 //! the landed attempt's recorded tip, or it is contained in the target. Other
-//! branches stay, and the report says why. A worktree with uncommitted
+//! branches stay, and the report says why. The tip of a deleted branch that
+//! a land in `.flocks/land.json` brought is kept under
+//! `refs/flocks/cleaned/<branch>` (no branch, but git keeps its commits), so
+//! that `land --undo` can make the branch again for `land` to bring the work
+//! back; such refs go once no recorded land names their branch. A worktree with uncommitted
 //! changes (untracked files included) stays too. Needs the project lock (it
 //! changes task worktrees) and the land lock (it removes the land worktree).
+
+use std::collections::HashSet;
 
 use git2::{BranchType, Oid, Repository};
 
 use super::plan::plan_with;
-use super::record::{LandLock, LandLog};
+use super::record::{LandLock, LandLog, LandState};
 use super::{PlanStatus, scratch};
 use crate::error::{Context, Result};
 use crate::git::Worktrees;
@@ -35,6 +41,14 @@ pub struct CleanReport {
     pub land_worktree_removed: bool,
     /// Tasks whose bwrap sandbox (home and repository) was removed.
     pub sandboxes_removed: Vec<String>,
+    /// Deleted branches whose tips were kept under `refs/flocks/cleaned/`
+    /// for `land --undo`.
+    pub tips_kept: Vec<String>,
+}
+
+/// Where `clean` keeps the tip of a landed branch it deleted.
+pub(crate) fn cleaned_ref(branch: &str) -> String {
+    format!("refs/flocks/cleaned/{branch}")
 }
 
 impl CleanReport {
@@ -57,8 +71,8 @@ impl CleanReport {
         ));
         if self.spares_removed > 0 {
             out.push_str(&format!(
-                "Removed {} spare worktree(s)\n",
-                self.spares_removed
+                "Removed {}\n",
+                crate::output::units::count(self.spares_removed, "spare worktree")
             ));
         }
         if self.land_worktree_removed {
@@ -72,6 +86,13 @@ impl CleanReport {
         }
         for (id, why) in &self.kept {
             out.push_str(&format!("Kept {id}: {why}\n"));
+        }
+        if !self.tips_kept.is_empty() {
+            out.push_str(&format!(
+                "Kept the tips of {} under refs/flocks/cleaned/: `flocks land --undo` makes {} again for `flocks land`\n",
+                self.tips_kept.join(", "),
+                crate::output::units::noun_for(self.tips_kept.len(), "that branch", "those branches")
+            ));
         }
         out
     }
@@ -103,6 +124,14 @@ pub fn clean(
     let mut report = CleanReport::default();
     // Sandboxed tasks' homes and repositories (outside the checkout).
     let sandboxes = crate::backend::bwrap::layout::Layout::for_config(&project.config).ok();
+    // The branches of the lands `land --undo` can still undo (one after
+    // the other): after an undo, `land` needs them again.
+    let undo: HashSet<String> = log
+        .lands
+        .iter()
+        .filter(|r| r.target == *target && r.state == LandState::Done)
+        .flat_map(|r| r.tasks.iter().map(|t| t.branch.clone()))
+        .collect();
 
     for t in &state.tasks {
         let landed = plan
@@ -117,12 +146,13 @@ pub fn clean(
             }
             continue;
         }
-        clean_task(&repo, &wts, t, landed, target_tip, &mut report)?;
-        clean_variants(&repo, &wts, t, landed, target_tip, &mut report)?;
+        clean_task(&repo, &wts, t, landed, target_tip, &undo, &mut report)?;
+        clean_variants(&repo, &wts, t, landed, target_tip, &undo, &mut report)?;
         if let Some(l) = &sandboxes {
             remove_sandboxes(l, t, &mut report);
         }
     }
+    drop_unneeded_tips(&repo, &undo)?;
 
     report.spares_removed = wts.remove_spares()?;
     report.land_worktree_removed =
@@ -161,6 +191,7 @@ fn clean_variants(
     t: &TaskRecord,
     landed: bool,
     target_tip: Option<Oid>,
+    undo: &HashSet<String>,
     report: &mut CleanReport,
 ) -> Result<()> {
     if t.variants.is_empty() {
@@ -171,7 +202,7 @@ fn clean_variants(
         // The winner, and every variant of a task that did not land (`--all`):
         // like any task (a branch with unlanded work stays).
         if !landed || Some(&v.id) == winner.as_ref() {
-            clean_task(repo, wts, v, landed, target_tip, report)?;
+            clean_task(repo, wts, v, landed, target_tip, undo, report)?;
             continue;
         }
         if !remove_worktree(wts, v, report)? || !v.branch_created {
@@ -208,12 +239,13 @@ fn clean_task(
     t: &TaskRecord,
     landed: bool,
     target_tip: Option<Oid>,
+    undo: &HashSet<String>,
     report: &mut CleanReport,
 ) -> Result<()> {
     if !remove_worktree(wts, t, report)? {
         return Ok(());
     }
-    delete_branch(repo, t, landed, target_tip, report)
+    delete_branch(repo, t, landed, target_tip, undo, report)
 }
 
 /// Remove a task's worktree unless it holds uncommitted changes (then it is
@@ -251,6 +283,7 @@ fn delete_branch(
     t: &TaskRecord,
     landed: bool,
     target_tip: Option<Oid>,
+    undo: &HashSet<String>,
     report: &mut CleanReport,
 ) -> Result<()> {
     let Some(tip) = crate::git::branch_tip(repo, &t.branch)? else {
@@ -274,6 +307,16 @@ fn delete_branch(
         ));
         return Ok(());
     }
+    if undo.contains(&t.branch) {
+        repo.reference(
+            &cleaned_ref(&t.branch),
+            tip,
+            true,
+            "flocks clean: kept for land --undo",
+        )
+        .ctx(|| format!("keep the tip of {}", t.branch))?;
+        report.tips_kept.push(t.branch.clone());
+    }
     let mut branch = repo
         .find_branch(&t.branch, BranchType::Local)
         .ctx(|| format!("find branch {}", t.branch))?;
@@ -283,6 +326,27 @@ fn delete_branch(
             t.id.clone(),
             format!("branch {} could not be deleted: {}", t.branch, e.message()),
         )),
+    }
+    Ok(())
+}
+
+/// Remove the kept tips (`refs/flocks/cleaned/`) of branches no recorded
+/// land names any more: no `land --undo` brings their work back.
+fn drop_unneeded_tips(repo: &Repository, undo: &HashSet<String>) -> Result<()> {
+    let prefix = cleaned_ref("");
+    let names: Vec<String> = repo
+        .references_glob(&format!("{prefix}*"))
+        .ctx(|| "list refs/flocks/cleaned/".into())?
+        .flatten()
+        .filter_map(|r| r.name().ok().map(str::to_string))
+        .collect();
+    for name in names {
+        let branch = &name[prefix.len()..];
+        if !undo.contains(branch)
+            && let Ok(mut r) = repo.find_reference(&name)
+        {
+            r.delete().ctx(|| format!("delete {name}"))?;
+        }
     }
     Ok(())
 }

@@ -203,21 +203,21 @@ pub(crate) fn rank(cands: &[Candidate]) -> (Vec<Verdict>, Option<u32>, String) {
         return (verdicts, None, "no variant passed".into());
     };
     let k = first.variant;
-    let lines = first.lines.unwrap_or(0);
+    let lines = crate::output::units::count(first.lines.unwrap_or(0), "line");
     let reason = match passed.get(1) {
-        None => format!("the only variant that passed ({lines} lines changed)"),
+        None => format!("the only variant that passed ({lines} changed)"),
         Some(next) if next.lines == first.lines && first.cost_usd < next.cost_usd => format!(
-            "passed with the smallest change ({lines} lines, as v{}) at the lower cost ({} against {})",
+            "passed with the smallest change ({lines}, as v{}) at the lower cost ({} against {})",
             next.variant,
             crate::output::units::money(first.cost_usd),
             crate::output::units::money(next.cost_usd)
         ),
         Some(next) if next.lines == first.lines => format!(
-            "passed with the smallest change ({lines} lines) at the same cost as v{}: the lower number wins the tie",
+            "passed with the smallest change ({lines}) at the same cost as v{}: the lower number wins the tie",
             next.variant
         ),
         Some(next) => format!(
-            "passed with the smallest change: {lines} lines (next: v{} with {})",
+            "passed with the smallest change: {lines} (next: v{} with {})",
             next.variant,
             next.lines.unwrap_or(0)
         ),

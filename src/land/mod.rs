@@ -49,12 +49,12 @@ pub use predict::{Prediction, Predictor, predict_conflicts};
 pub(crate) use range::{NoRange, commits, task_range};
 pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask, Pushed};
 pub use target::Stop;
-pub(crate) use target::dirty_message;
+pub(crate) use target::{dirty_files, dirty_message};
 pub use validate::Validation;
 /// The dispatcher's Ctrl-C while a best-of task is judged.
 pub(crate) use validate::interrupt as interrupt_validation;
 
-use crate::error::{Error, Exit, Result};
+use crate::error::{Context, Error, Exit, Result};
 use crate::project::Project;
 use chain::Chain;
 use range::short;
@@ -322,12 +322,15 @@ pub(crate) fn execute(
     log.lands.push(record);
     log.save(&project.state_dir(), lock)?;
     let message = format!(
-        "flocks land: {} task(s)",
-        report
-            .tasks
-            .iter()
-            .filter(|t| matches!(t.outcome, TaskOutcome::Landed { .. }))
-            .count()
+        "flocks land: {}",
+        crate::output::units::count(
+            report
+                .tasks
+                .iter()
+                .filter(|t| matches!(t.outcome, TaskOutcome::Landed { .. }))
+                .count(),
+            "task"
+        )
     );
     let moved = target::move_ref(&repo, &refname, plan.target_tip, tip, &message)?;
     match moved {
@@ -358,11 +361,23 @@ pub struct UndoPlan {
     pub to: Oid,
     /// The tasks that land brought.
     pub tasks: Vec<String>,
+    /// Their branches that are gone (`flocks clean`, or by hand), with the
+    /// tip each had when it landed: the undo makes them again, so that
+    /// `land` can bring the work back.
+    pub restore: Vec<Restore>,
     pub checkout: Option<PathBuf>,
     pub dirty: Vec<String>,
     /// `land --push` pushed it: undoing it here leaves the remote ahead.
     pub pushed: Option<Pushed>,
     index: usize,
+}
+
+/// A task branch `--undo` makes again.
+#[derive(Debug, Clone)]
+pub struct Restore {
+    pub task: String,
+    pub branch: String,
+    pub tip: Oid,
 }
 
 /// Find the last land of the target and check it can be undone: the target
@@ -391,6 +406,37 @@ pub fn plan_undo(project: &Project) -> Result<UndoPlan> {
             crate::suggest::command(&["git", "reset", "--hard", &short(to)])
         )));
     }
+    // After the undo, `land` needs each task's branch at its recorded tip.
+    let mut restore = Vec::new();
+    let mut missing = Vec::new();
+    for t in &record.tasks {
+        if crate::git::branch_tip(&repo, &t.branch)?.is_some() {
+            continue;
+        }
+        match t.tip.parse::<Oid>() {
+            Ok(tip) if repo.find_commit(tip).is_ok() => restore.push(Restore {
+                task: t.id.clone(),
+                branch: t.branch.clone(),
+                tip,
+            }),
+            _ => missing.push(format!(
+                "{} (task {}) is gone, and so is its tip {}",
+                t.branch,
+                t.id,
+                t.tip.get(..10).unwrap_or(&t.tip)
+            )),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::LandStopped(format!(
+            "flocks will not undo the last land of {target}: its work would be lost, since what `land` \
+             needs to bring it back is missing: branch {}. Nothing was changed; {} still has that work \
+             (undo it by hand if you mean to: {})",
+            missing.join("; branch "),
+            target,
+            crate::suggest::command(&["git", "reset", "--hard", &short(to)])
+        )));
+    }
     let checkouts = target::checkouts(&repo, &format!("refs/heads/{target}"))?;
     let checkout = checkouts.into_iter().next();
     let dirty = match &checkout {
@@ -402,6 +448,7 @@ pub fn plan_undo(project: &Project) -> Result<UndoPlan> {
         from,
         to,
         tasks: record.tasks.iter().map(|t| t.id.clone()).collect(),
+        restore,
         checkout,
         dirty,
         pushed: record.pushed.clone(),
@@ -422,6 +469,29 @@ pub fn undo(
     let moved = target::move_ref(&repo, &refname, plan.from, plan.to, &message)?;
     let moved = moved.map(|_| ());
     if moved.is_ok() {
+        for r in &plan.restore {
+            let commit = repo
+                .find_commit(r.tip)
+                .ctx(|| format!("find commit {}", r.tip))?;
+            // `force = false`: a branch made meanwhile is left as it is.
+            match repo.branch(&r.branch, &commit, false) {
+                Ok(_) => {
+                    // The branch holds the tip now.
+                    if let Ok(mut kept) = repo.find_reference(&clean::cleaned_ref(&r.branch)) {
+                        let _ = kept.delete();
+                    }
+                }
+                Err(e) => {
+                    eprintln!(
+                        "note: could not restore branch {} at {} (task {}): {}",
+                        r.branch,
+                        short(r.tip),
+                        r.task,
+                        e.message()
+                    );
+                }
+            }
+        }
         let mut log = LandLog::load(&project.state_dir())?;
         if let Some(r) = log.lands.get_mut(plan.index)
             && r.new_tip == plan.from.to_string()

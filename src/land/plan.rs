@@ -29,6 +29,9 @@ pub struct Plan {
     pub dirty: Vec<String>,
     /// The tasks in landing order (task-list order, dependencies first).
     pub tasks: Vec<PlannedTask>,
+    /// Succeeded tasks not on the target that their task list no longer has
+    /// (`removed`): left out, since no id was named.
+    pub left_out: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,8 +74,9 @@ impl Plan {
     }
 }
 
-/// Plan a land of `ids` (every succeeded task when empty) from the state as
-/// it is now. An unknown id is a usage error.
+/// Plan a land of `ids` (every succeeded task when empty, but those
+/// `removed` from their task list) from the state as it is now. An unknown
+/// id is a usage error.
 pub fn plan(project: &Project, ids: &[String]) -> Result<Plan> {
     let state = project.store.load()?;
     let repo = crate::git::open(project.repo_dir())?;
@@ -100,6 +104,22 @@ pub(crate) fn plan_with(
         ))
     })?;
     let tasks = plan_tasks(repo, state, log, target, target_tip, ids)?;
+    // What a land of everything leaves out: removed tasks with work to land.
+    let removed: Vec<String> = state
+        .tasks
+        .iter()
+        .filter(|t| ids.is_empty() && t.removed && t.successful_attempt().is_some())
+        .map(|t| t.id.clone())
+        .collect();
+    let left_out = if removed.is_empty() {
+        Vec::new()
+    } else {
+        plan_tasks(repo, state, log, target, target_tip, &removed)?
+            .into_iter()
+            .filter(|t| !matches!(t.status, PlanStatus::AlreadyLanded | PlanStatus::Empty))
+            .map(|t| t.id)
+            .collect()
+    };
     let checkouts = target::checkouts(repo, &format!("refs/heads/{target}"))?;
     if checkouts.len() > 1 {
         let list: Vec<String> = checkouts.iter().map(|p| p.display().to_string()).collect();
@@ -120,6 +140,7 @@ pub(crate) fn plan_with(
         checkout,
         dirty,
         tasks,
+        left_out,
     })
 }
 
@@ -150,10 +171,11 @@ pub(crate) fn plan_tasks(
         }
     }
     let selected: Vec<&TaskRecord> = if ids.is_empty() {
+        // A task its task list no longer has lands only when named.
         state
             .tasks
             .iter()
-            .filter(|t| t.successful_attempt().is_some())
+            .filter(|t| t.successful_attempt().is_some() && !t.removed)
             .collect()
     } else {
         state.tasks.iter().filter(|t| ids.contains(&t.id)).collect()
@@ -246,6 +268,13 @@ fn classify(
         || recorded_as_landed(repo, log, target, target_tip, &t.id, tip)
     {
         planned.status = PlanStatus::AlreadyLanded;
+        return Ok(planned);
+    }
+
+    // No commit to land (a task with `"expect_commits": false`, say): its
+    // branch is not needed, and may be gone (`flocks clean`).
+    if start == tip {
+        planned.status = PlanStatus::Empty;
         return Ok(planned);
     }
 

@@ -85,6 +85,7 @@ impl Predictor {
             checkout: None,
             dirty: Vec::new(),
             tasks,
+            left_out: Vec::new(),
         };
         self.predict_plan(plan)
     }

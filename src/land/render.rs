@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::plan::short;
 use super::{Plan, PlanStatus, Report, TaskOutcome, UndoPlan, Validation};
+use crate::output::units::count;
 use crate::suggest::command;
 
 impl Plan {
@@ -16,19 +17,21 @@ impl Plan {
         let commits: usize = self.ready().map(|t| t.commits.len()).sum();
         let _ = writeln!(
             out,
-            "Land onto {} (at {}): {ready} task(s), {commits} commit(s)",
+            "Land onto {} (at {}): {}, {}",
             self.target,
-            short(self.target_tip)
+            short(self.target_tip),
+            count(ready, "task"),
+            count(commits, "commit")
         );
         for t in &self.tasks {
             match &t.status {
                 PlanStatus::Ready => {
                     let _ = writeln!(
                         out,
-                        "  {}  ({}, {} commit(s))",
+                        "  {}  ({}, {})",
                         t.id,
                         t.branch,
-                        t.commits.len()
+                        count(t.commits.len(), "commit")
                     );
                     for c in &t.commits {
                         let _ = writeln!(out, "      {} {}", short(c.id), c.summary);
@@ -50,6 +53,20 @@ impl Plan {
         }
         if self.tasks.is_empty() {
             let _ = writeln!(out, "  no succeeded task to land");
+        }
+        if !self.left_out.is_empty() {
+            let _ = writeln!(
+                out,
+                "  left out {} (no longer in their task file): {}; `{}` lands them",
+                count(self.left_out.len(), "removed task"),
+                self.left_out.join(", "),
+                command(
+                    &["flocks", "land"]
+                        .into_iter()
+                        .chain(self.left_out.iter().map(String::as_str))
+                        .collect::<Vec<_>>()
+                )
+            );
         }
         if let Some(wt) = &self.checkout {
             let _ = writeln!(out, "{}", checkout_line(&self.target, wt, &self.dirty));
@@ -131,6 +148,7 @@ impl Plan {
             "checkout": self.checkout.as_ref().map(|p| p.display().to_string()),
             "dirty": self.dirty,
             "tasks": tasks,
+            "left_out_removed": self.left_out,
         })
     }
 }
@@ -159,7 +177,7 @@ impl Report {
                 .iter()
                 .filter_map(|t| match &t.outcome {
                     TaskOutcome::Landed { commits, dropped } => {
-                        let mut l = format!("{}: {commits} commit(s)", t.id);
+                        let mut l = format!("{}: {}", t.id, count(*commits, "commit"));
                         if *dropped > 0 {
                             l.push_str(&format!(
                                 ", {dropped} already on {} (dropped)",
@@ -194,8 +212,9 @@ impl Report {
                 .iter()
                 .filter_map(|t| match &t.outcome {
                     TaskOutcome::Resolved { attempt, commits } => Some(format!(
-                        "{}: attempt {attempt}, {commits} commit(s)\n    see the redo: {}",
+                        "{}: attempt {attempt}, {}\n    see the redo: {}",
                         t.id,
+                        count(*commits, "commit"),
                         command(&["flocks", "logs", &t.id, "--attempt", &attempt.to_string()])
                     )),
                     _ => None,
@@ -346,8 +365,8 @@ impl Report {
         if let Some(first) = self.rounds.first() {
             let _ = writeln!(
                 out,
-                "Bisect: {} validation(s), logged in {}",
-                self.rounds.len(),
+                "Bisect: {}, logged in {}",
+                count(self.rounds.len(), "validation"),
                 first
                     .log
                     .parent()
@@ -406,6 +425,15 @@ impl UndoPlan {
                 self.tasks.join(", ")
             }
         );
+        for r in &self.restore {
+            let _ = writeln!(
+                out,
+                "  and restore branch {} at {} (task {}; it is gone, and `land` needs it to bring the work back)",
+                r.branch,
+                short(r.tip),
+                r.task
+            );
+        }
         if let Some(wt) = &self.checkout {
             let _ = writeln!(out, "{}", checkout_line(&self.target, wt, &self.dirty));
         }

@@ -186,8 +186,9 @@ fn trim(text: &str, max: usize) -> String {
     let cut = text[..cut].rfind('\n').map(|i| i + 1).unwrap_or(cut);
     let left = text[cut..].lines().count();
     format!(
-        "{}... ({left} more line(s) of the diff left out)\n",
-        &text[..cut]
+        "{}... ({left} more {} of the diff left out)\n",
+        &text[..cut],
+        crate::output::units::noun_for(left, "line", "lines")
     )
 }
 
@@ -202,7 +203,7 @@ mod tests {
         let t = trim(text, 12);
         assert!(t.starts_with("line one\n"));
         assert!(!t.contains("line two"));
-        assert!(t.contains("2 more line(s)"), "{t}");
+        assert!(t.contains("2 more lines of the diff"), "{t}");
         // Never splits a character.
         let t = trim("ééééé\nx\n", 3);
         assert!(t.contains("left out"));

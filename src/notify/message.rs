@@ -136,7 +136,11 @@ fn build(mut items: Vec<Item>, omitted: usize, project: &Project) -> Message {
         }
     }
     shown.sort_unstable();
-    let mut text = format!("flocks · {}: {count} events", project.name);
+    let mut text = format!(
+        "flocks · {}: {}",
+        project.name,
+        crate::output::units::count(count, "event")
+    );
     for &i in &shown {
         text.push('\n');
         text.push_str(&items[i].text);

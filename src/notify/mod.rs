@@ -301,11 +301,7 @@ impl Worker {
 }
 
 fn events(n: usize) -> String {
-    if n == 1 {
-        "1 event".into()
-    } else {
-        format!("{n} events")
-    }
+    crate::output::units::count(n, "event")
 }
 
 async fn sleep_until(at: Option<Instant>) {

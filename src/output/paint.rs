@@ -30,7 +30,7 @@ pub fn status_style(status: &str) -> Style {
         "succeeded" | "landed" => SUCCESS,
         "running" => ACTIVE,
         "blocked" | "interrupted" => BLOCKED,
-        "pending" | "new" => MUTED,
+        "pending" | "new" | "removed" | "not queued" => MUTED,
         _ => FAILURE,
     }
 }
@@ -141,7 +141,7 @@ fn land_plan_line(line: &str) -> Option<String> {
     if id.contains(' ') {
         return None;
     }
-    let style = if tail.ends_with(" commit(s))") {
+    let style = if tail.ends_with(" commit)") || tail.ends_with(" commits)") {
         SUCCESS.bold()
     } else if tail.contains("): refused: ") {
         BLOCKED.bold()

@@ -1,6 +1,7 @@
 //! Money, time and sizes as people read them, the same way everywhere: `$0.42`
-//! (never `$-0.00`), `45s`, `3m07s`, `2h05m`, `1.5 GB`; ages as people write
-//! them (`7d`, `12h`, `30m`); and the rounding applied to
+//! (never `$-0.00`), `45s`, `3m07s`, `2h05m`, `1.5 GB`; counts with their
+//! nouns (`1 turn`, `2 turns`); durations as people write them (`90s`,
+//! `1h30m`, `7d`: one parser); and the rounding applied to
 //! costs and durations before they are stored or emitted, so that
 //! events.jsonl never shows `0.20000000000000004`.
 
@@ -77,40 +78,66 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// An age as people write it: a whole number and a unit, `s`, `m`, `h`,
-/// `d` or `w`, one or more (`7d`, `12h`, `1d12h`, `30m`).
-pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+/// `1 turn`, `3 turns`, `0 tasks`: a count and its noun, the noun singular
+/// for one, plural (`+s`) otherwise. Every count flocks prints goes through
+/// here, or [`noun_for`] for other forms (never `task(s)`).
+pub fn count<N: Copy + std::fmt::Display + TryInto<u64>>(n: N, noun: &str) -> String {
+    format!("{n} {}", noun_for(n, noun, &format!("{noun}s")))
+}
+
+/// The noun (or verb form) for `n`: `singular` for one, `plural` otherwise
+/// (`noun_for(n, "gets", "get")` agrees a verb with its count).
+pub fn noun_for<'a, N: Copy + TryInto<u64>>(n: N, singular: &'a str, plural: &'a str) -> &'a str {
+    if n.try_into().ok() == Some(1) {
+        singular
+    } else {
+        plural
+    }
+}
+
+/// A duration as people write it: a number and a unit, `s`, `m`, `h`, `d`
+/// or `w`, one or more (`90s`, `30m`, `1h30m`, `1.5h`, `7d`). The one parser
+/// of durations: `--older-than` and the duration keys of flocks.toml
+/// (`agent_timeout_secs = "30m"`, beside plain numbers of seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let bad = || {
         format!(
-            "`{text}` is not an age: write a number and a unit (s, m, h, d, w), e.g. 7d, 12h, 30m"
+            "`{text}` is not a duration: write a number and a unit (s, m, h, d, w), e.g. 90s, 30m, 1h30m, 7d"
         )
     };
-    let mut secs: u64 = 0;
-    let mut digits = String::new();
+    let mut secs: f64 = 0.0;
+    let mut number = String::new();
+    let mut parts = 0;
     for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
             continue;
         }
-        let unit: u64 = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            'w' => 7 * 86400,
+        let unit: f64 = match c {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            'd' => 86400.0,
+            'w' => 7.0 * 86400.0,
             _ => return Err(bad()),
         };
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        secs = n
-            .checked_mul(unit)
-            .and_then(|x| secs.checked_add(x))
-            .ok_or_else(bad)?;
-        digits.clear();
+        if number.starts_with('.') || number.ends_with('.') {
+            return Err(bad());
+        }
+        let n: f64 = number.parse().map_err(|_| bad())?;
+        secs += n * unit;
+        parts += 1;
+        number.clear();
     }
-    if !digits.is_empty() || secs == 0 && !text.trim().starts_with('0') {
+    if !number.is_empty() || parts == 0 || !secs.is_finite() {
         return Err(bad());
     }
-    Ok(std::time::Duration::from_secs(secs))
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+/// An age for `--older-than` (`7d`, `12h`, `30m`): a [`parse_duration`].
+pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text)
 }
 
 #[cfg(test)]
@@ -142,9 +169,27 @@ mod tests {
         assert_eq!(parse_age("30m").unwrap().as_secs(), 1800);
         assert_eq!(parse_age("1d12h").unwrap().as_secs(), 36 * 3600);
         assert_eq!(parse_age("0d").unwrap().as_secs(), 0);
-        for bad in ["", "7", "d", "7x", "-1d", "1.5d"] {
+        for bad in ["", "7", "d", "7x", "-1d", "1.d", ".5h", "1..5h", "30 m"] {
             assert!(parse_age(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration(" 1.5h ").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("0.5s").unwrap().as_millis(), 500);
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("`soon` is not a duration")
+        );
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(count(1, "turn"), "1 turn");
+        assert_eq!(count(0usize, "turn"), "0 turns");
+        assert_eq!(count(2u64, "attempt"), "2 attempts");
+        assert_eq!(noun_for(1, "gets", "get"), "gets");
+        assert_eq!(noun_for(-1, "gets", "get"), "get");
     }
 
     #[test]

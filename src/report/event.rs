@@ -12,7 +12,7 @@
 //!
 //! | event | fields |
 //! |---|---|
-//! | `run_started` | `run_id`, `tasks` (in the task file), `pending` (to run now), `pools`: [{`name`, `backend`, `slots`, `isolation` (`clone`, `mount (guarded)`, `bwrap`, `none`, `remote clone`)}] |
+//! | `run_started` | `run_id`, `tasks` (in the task file), `pending` (tasks to run now; a best-of task counts once), `pools`: [{`name`, `backend`, `slots`, `isolation` (`clone`, `mount (guarded)`, `bwrap`, `none`, `remote clone`)}], `best_of` and `variants` (of `pending`, the best-of tasks and the variants they run; absent when none) |
 //! | `notice` | `message`: something for people to read |
 //! | `queued` | `task`: waits for a slot (one per pending task at run start) |
 //! | `started` | `task`, `attempt` (1-based), `pool`, `worktree`, `credential` (name or null), `resumed` (bool: resumes the last session) |
@@ -61,8 +61,14 @@ pub enum Event {
     RunStarted {
         run_id: String,
         tasks: usize,
+        /// Tasks to run now (a best-of task once).
         pending: usize,
         pools: Vec<PoolInfo>,
+        /// Of `pending`, the best-of tasks, and the variants they run.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        best_of: usize,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        variants: usize,
     },
     /// Something the user should read (drain, reconcile, prompt changes...).
     Notice {
@@ -98,7 +104,8 @@ pub enum Event {
         attempt: u32,
         quiet_secs: f64,
     },
-    /// The agent's current activity (last tool call).
+    /// What the agent does now: its last tool call, or the last line of its
+    /// last words (`logview::activity` reads the same from its log).
     Activity {
         task: String,
         attempt: u32,
@@ -277,6 +284,10 @@ impl Event {
             Event::EgressDenied { .. } => "egress_denied",
         }
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use super::{Event, Reporter, human_duration};
+use crate::output::units::count;
 use crate::state::Outcome;
 
 pub struct LineReporter<W: Write + Send> {
@@ -32,22 +33,37 @@ pub fn render(event: &Event) -> Option<String> {
             tasks,
             pending,
             pools,
+            best_of,
+            variants,
         } => {
             let pools: Vec<String> = pools
                 .iter()
                 .map(|p| {
                     if p.isolation.is_empty() {
-                        format!("{} ({}, {} slots)", p.name, p.backend, p.slots)
+                        format!("{} ({}, {})", p.name, p.backend, count(p.slots, "slot"))
                     } else {
                         format!(
-                            "{} ({}, isolation {}, {} slots)",
-                            p.name, p.backend, p.isolation, p.slots
+                            "{} ({}, isolation {}, {})",
+                            p.name,
+                            p.backend,
+                            p.isolation,
+                            count(p.slots, "slot")
                         )
                     }
                 })
                 .collect();
+            let variants = if *best_of > 0 {
+                format!(
+                    " ({} of {})",
+                    count(*variants, "variant"),
+                    count(*best_of, "task")
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "flocks run {run_id}: {pending} of {tasks} tasks to run on {}",
+                "flocks run {run_id}: {pending} of {} to run{variants} on {}",
+                count(*tasks, "task"),
                 pools.join(", ")
             )
         }
@@ -95,13 +111,10 @@ pub fn render(event: &Event) -> Option<String> {
                 human_duration(*duration_secs)
             );
             if *commits > 0 {
-                s.push_str(&format!(
-                    " · {commits} commit{}",
-                    if *commits == 1 { "" } else { "s" }
-                ));
+                s.push_str(&format!(" · {}", count(*commits, "commit")));
             }
             if *turns > 0 {
-                s.push_str(&format!(" · {turns} turns"));
+                s.push_str(&format!(" · {}", count(*turns, "turn")));
             }
             if *cost_usd > 0.0 {
                 s.push_str(&format!(" · {}", crate::output::units::money(*cost_usd)));
@@ -199,8 +212,8 @@ pub fn render(event: &Event) -> Option<String> {
             commits,
             target,
         } => format!(
-            "⇡ {task}: landed on {target} ({commits} commit{})",
-            if *commits == 1 { "" } else { "s" }
+            "⇡ {task}: landed on {target} ({})",
+            count(*commits, "commit")
         ),
         // The dispatcher also says it in a notice, with the time; the line of
         // the event a `needs_attention` sums up is already there.

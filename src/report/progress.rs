@@ -1,6 +1,6 @@
 //! Live progress for `flocks run` on a terminal (indicatif): one overall line
 //! (done, running, failed, queued, cost so far) and one line per running agent
-//! (task, pool, elapsed, what it does now). Notices and finished tasks print
+//! (task, pool, elapsed, what it does now: `logview::activity`). Notices and finished tasks print
 //! above the bars, so the scrollback keeps the run's story.
 //!
 //! [`ProgressView`] is the model: it folds events into counts and agents and
@@ -8,8 +8,7 @@
 //! [`ProgressReporter`] puts that text on indicatif bars.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -38,18 +37,21 @@ struct Agent {
     pool: String,
     attempt: u32,
     started: DateTime<Utc>,
-    /// The last tool call (from `activity` events).
+    /// What it does now: its last tool call or words (from `activity`
+    /// events, or read from its log as `status` reads it).
     activity: Option<String>,
-    /// The last rendered line of its log, when it has made no tool call yet.
-    last_line: Option<String>,
     stalled: bool,
 }
 
 /// What the progress display shows, folded from events.
 #[derive(Debug, Default)]
 pub struct ProgressView {
+    /// Tasks to run (a best-of task once).
     total: usize,
+    /// By id as events name them: tasks, and best-of variants (`<id>@v<k>`).
     tasks: HashMap<String, TaskState>,
+    /// Best-of tasks whose variants were judged: done, or failed.
+    judged: HashMap<String, TaskState>,
     /// Running agents, in start order.
     agents: Vec<Agent>,
     cost: f64,
@@ -69,8 +71,47 @@ impl ProgressView {
         }
     }
 
+    /// Tasks in `state`; a best-of task counts once: judged, or as its
+    /// variants stand (one running: running; one queued: queued; all ended:
+    /// being judged, in no count).
     fn count(&self, state: TaskState) -> usize {
-        self.tasks.values().filter(|s| **s == state).count()
+        let mut by_task: HashMap<&str, TaskState> = HashMap::new();
+        for (id, s) in &self.tasks {
+            match crate::tasks::split_variant_id(id) {
+                None => {
+                    by_task.insert(id, *s);
+                }
+                Some((task, _)) => {
+                    if self.tasks.contains_key(task) {
+                        continue;
+                    }
+                    let s = match s {
+                        TaskState::Running | TaskState::Queued | TaskState::Stopped => *s,
+                        _ => TaskState::Running,
+                    };
+                    let rank = |s: TaskState| match s {
+                        TaskState::Running => 3,
+                        TaskState::Queued => 2,
+                        _ => 1,
+                    };
+                    let e = by_task.entry(task).or_insert(s);
+                    if rank(s) > rank(*e) {
+                        *e = s;
+                    }
+                }
+            }
+        }
+        for (task, s) in &self.judged {
+            by_task.insert(task, *s);
+        }
+        by_task.values().filter(|s| **s == state).count()
+    }
+
+    /// A variant is running or queued again: its task is not judged yet.
+    fn unjudge(&mut self, id: &str) {
+        if let Some((task, _)) = crate::tasks::split_variant_id(id) {
+            self.judged.remove(task);
+        }
     }
 
     pub fn running(&self) -> usize {
@@ -85,6 +126,7 @@ impl ProgressView {
                 self.total = *pending;
             }
             Event::Queued { task } => {
+                self.unjudge(task);
                 self.tasks.insert(task.clone(), TaskState::Queued);
             }
             Event::Started {
@@ -95,6 +137,7 @@ impl ProgressView {
             } => {
                 self.waiting_until = None;
                 self.waiting_reason = None;
+                self.unjudge(task);
                 self.tasks.insert(task.clone(), TaskState::Running);
                 self.agents.retain(|a| a.task != *task);
                 self.agents.push(Agent {
@@ -103,7 +146,6 @@ impl ProgressView {
                     attempt: *attempt,
                     started: now,
                     activity: None,
-                    last_line: None,
                     stalled: false,
                 });
                 // The bar shows it; no line.
@@ -141,7 +183,16 @@ impl ProgressView {
                 self.tasks.insert(task.clone(), state);
             }
             Event::Requeued { task, .. } => {
+                self.unjudge(task);
                 self.tasks.insert(task.clone(), TaskState::Queued);
+            }
+            Event::VariantJudged { task, winner, .. } => {
+                let state = if winner.is_some() {
+                    TaskState::Done
+                } else {
+                    TaskState::Failed
+                };
+                self.judged.insert(task.clone(), state);
             }
             Event::Blocked { task, .. } => {
                 self.tasks.insert(task.clone(), TaskState::Blocked);
@@ -166,7 +217,6 @@ impl ProgressView {
             | Event::CredentialDisabled { .. }
             | Event::NeedsAttention { .. }
             | Event::ConflictPredicted { .. }
-            | Event::VariantJudged { .. }
             | Event::Landed { .. }
             | Event::Usage { .. }
             | Event::EgressDenied { .. } => {}
@@ -217,7 +267,6 @@ impl ProgressView {
                 } else {
                     a.activity
                         .as_deref()
-                        .or(a.last_line.as_deref())
                         .map(|s| one_line(s, 200))
                         .unwrap_or_else(|| "starting".into())
                 };
@@ -243,28 +292,15 @@ impl ProgressView {
         s
     }
 
-    /// Read the last line of output of agents that made no tool call yet.
+    /// Read what agents with no activity event yet do, from their logs, as
+    /// `status` reads it (never their session line).
     fn refresh_output(&mut self) {
         let Some(root) = &self.log_root else { return };
         for a in self.agents.iter_mut().filter(|a| a.activity.is_none()) {
             let path = root.join(&a.task).join(format!("{}.log", a.attempt));
-            if let Some(l) = last_rendered_line(&path) {
-                a.last_line = Some(l);
-            }
+            a.activity = crate::logview::last_activity(&path);
         }
     }
-}
-
-/// The last line a log renders to, read from its last few KB.
-fn last_rendered_line(path: &Path) -> Option<String> {
-    let mut f = crate::fsat::read(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)))
-        .ok()?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    crate::logview::tail_rendered(&text, 1).pop()
 }
 
 /// The indicatif reporter: the view's lines on bars that redraw in place.
@@ -405,6 +441,8 @@ mod tests {
                     slots: 3,
                     isolation: "none".into(),
                 }],
+                best_of: 0,
+                variants: 0,
             },
         )];
         for id in ["a", "b", "c", "d", "e"] {
@@ -472,6 +510,69 @@ mod tests {
     }
 
     #[test]
+    fn a_best_of_task_counts_once() {
+        let mut view = ProgressView::new(None);
+        view.apply(
+            &Event::RunStarted {
+                run_id: "r".into(),
+                tasks: 2,
+                pending: 2,
+                pools: vec![],
+                best_of: 1,
+                variants: 3,
+            },
+            t(0),
+        );
+        for id in ["one", "t@v1", "t@v2", "t@v3"] {
+            view.apply(&Event::Queued { task: id.into() }, t(0));
+        }
+        assert!(
+            view.overall(t(0)).contains("0/2 · "),
+            "{}",
+            view.overall(t(0))
+        );
+        assert!(
+            view.overall(t(0)).contains("2 queued"),
+            "{}",
+            view.overall(t(0))
+        );
+        let finished = |task: &str| Event::Finished {
+            task: task.into(),
+            attempt: 1,
+            outcome: Outcome::Success,
+            duration_secs: 1.0,
+            cost_usd: 0.0,
+            turns: 1,
+            commits: 1,
+        };
+        for id in ["one", "t@v1", "t@v2", "t@v3"] {
+            view.apply(&finished(id), t(5));
+        }
+        // The variants ended; the task is being judged.
+        assert!(
+            view.overall(t(5)).contains("1/2 · ✔ 1 done"),
+            "{}",
+            view.overall(t(5))
+        );
+        view.apply(
+            &Event::VariantJudged {
+                task: "t".into(),
+                winner: Some(2),
+                by: crate::state::JudgedBy::Ranking,
+                reason: "x".into(),
+                ranking: vec![],
+                notice: None,
+            },
+            t(6),
+        );
+        assert!(
+            view.overall(t(6)).contains("2/2 · ✔ 2 done"),
+            "{}",
+            view.overall(t(6))
+        );
+    }
+
+    #[test]
     fn waiting_shows_a_countdown_until_an_agent_starts() {
         let mut view = ProgressView::new(None);
         view.apply(
@@ -480,6 +581,8 @@ mod tests {
                 tasks: 1,
                 pending: 1,
                 pools: vec![],
+                best_of: 0,
+                variants: 0,
             },
             t(0),
         );
@@ -518,6 +621,31 @@ mod tests {
         );
         view.apply(&started("a", "local"), t(5));
         assert!(!view.overall(t(5)).contains("waiting"));
+    }
+
+    #[test]
+    fn agent_line_reads_the_log_as_status_does_never_the_session_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        let log = dir.path().join("a/1.log");
+        std::fs::write(
+            &log,
+            "{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s-8474\",\"model\":\"m\"}\nsome stderr\n",
+        )
+        .unwrap();
+        let mut view = ProgressView::new(Some(dir.path().to_path_buf()));
+        view.apply(&started("a", "local"), t(0));
+        view.refresh_output();
+        let lines = view.agent_lines(t(3));
+        assert!(lines[0].1.ends_with("3s  starting"), "{lines:?}");
+        assert_eq!(crate::view::last_activity(&log), None);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        use std::io::Write;
+        writeln!(f, "{{\"type\":\"assistant\",\"message\":{{\"content\":[{{\"type\":\"text\",\"text\":\"Let me look.\\nstep 3\"}}]}}}}").unwrap();
+        view.refresh_output();
+        let lines = view.agent_lines(t(3));
+        assert!(lines[0].1.ends_with("3s  step 3"), "{lines:?}");
+        assert_eq!(crate::view::last_activity(&log).as_deref(), Some("step 3"));
     }
 
     #[test]

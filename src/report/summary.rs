@@ -39,6 +39,25 @@ pub fn group<'a>(state: &'a State, only: Option<&[String]>) -> Groups<'a> {
     g
 }
 
+/// What a task's attempts (its variants' and judge's too) that started at
+/// or after `since` cost.
+fn cost_since(t: &TaskRecord, since: chrono::DateTime<chrono::Utc>) -> f64 {
+    let judge = t
+        .best_of
+        .as_ref()
+        .and_then(|b| b.judgement.as_ref())
+        .filter(|j| j.at >= since)
+        .map_or(0.0, |j| j.judge_cost_usd);
+    crate::output::units::sum_costs(
+        t.attempts
+            .iter()
+            .filter(|a| a.started_at >= since)
+            .map(crate::state::Attempt::cost)
+            .chain(t.variants.iter().map(|v| cost_since(v, since)))
+            .chain([judge]),
+    )
+}
+
 fn attempt_duration(t: &TaskRecord) -> Option<f64> {
     let a = t.successful_attempt().or(t.last_attempt())?;
     let end = a.ended_at?;
@@ -62,24 +81,46 @@ pub fn render(state: &State, only: &[String], log_root: &Path, landed: &HashSet<
         .filter_map(|id| state.task(id))
         .map(TaskRecord::turns)
         .sum();
+    // What this run spent, and what the tasks cost in all (earlier runs'
+    // attempts included), when those differ (a retry, a resumed run).
+    let money = crate::output::units::money;
+    let spent = match &state.run {
+        Some(run) => crate::output::units::sum_costs(
+            only.iter()
+                .filter_map(|id| state.task(id))
+                .map(|t| cost_since(t, run.started_at)),
+        ),
+        None => cost,
+    };
+    let cost_text = if spent == cost {
+        money(cost)
+    } else {
+        format!(
+            "{} this run · {} in all for {}",
+            money(spent),
+            money(cost),
+            crate::output::units::noun_for(total, "this task", "these tasks")
+        )
+    };
     let _ = writeln!(
         s,
-        "{} of {total} tasks succeeded · {} failed · {} blocked · {} not run · {turns} turns · {}",
+        "{} of {} succeeded · {} failed · {} blocked · {} not run · {} · {cost_text}",
         g.done.len(),
+        crate::output::units::count(total, "task"),
         g.failed.len(),
         g.blocked.len(),
         g.pending.len(),
-        crate::output::units::money(cost)
+        crate::output::units::count(turns, "turn"),
     );
     if !g.done.is_empty() {
         let _ = writeln!(s, "\nsucceeded:");
         for t in &g.done {
             let _ = writeln!(
                 s,
-                "  ✔ {:<24} {}  {} attempt(s){}{}",
+                "  ✔ {:<24} {}  {}{}{}",
                 t.id,
                 t.branch,
-                crate::view::attempt_count(t),
+                crate::output::units::count(crate::view::attempt_count(t), "attempt"),
                 attempt_duration(t)
                     .map(|d| format!(", {}", human_duration(d)))
                     .unwrap_or_default(),

@@ -602,6 +602,8 @@ async fn forward(
                 })
                 .await;
         }
+        // What it does now, as `logview::activity` reads it from the log:
+        // its last tool call or its last words.
         StreamEvent::ToolUse(activity) => {
             let _ = events
                 .send(RunEvent::Activity {
@@ -610,6 +612,17 @@ async fn forward(
                     activity,
                 })
                 .await;
+        }
+        StreamEvent::Text(text) => {
+            if let Some(activity) = crate::agent::stream::text_activity(&text) {
+                let _ = events
+                    .send(RunEvent::Activity {
+                        task: task.to_string(),
+                        attempt,
+                        activity,
+                    })
+                    .await;
+            }
         }
         _ => {}
     }

@@ -251,9 +251,9 @@ fn judge_prompt(task_prompt: &str, passed: &[&Candidate]) -> String {
     );
     for c in passed {
         s.push_str(&format!(
-            "\n## Variant {} ({} lines changed)\n\n```diff\n{}```\n",
+            "\n## Variant {} ({} changed)\n\n```diff\n{}```\n",
             c.verdict.variant,
-            c.verdict.lines.unwrap_or(0),
+            crate::output::units::count(c.verdict.lines.unwrap_or(0), "line"),
             c.patch.as_deref().unwrap_or_default()
         ));
     }

@@ -38,7 +38,8 @@ pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<S
     let swept = crate::cgroup::sweep(&crate::cgroup::prefix_for(&prefix));
     if swept > 0 {
         notes.push(format!(
-            "stopped what was left in {swept} cgroup(s) of an earlier flocks run's agents"
+            "stopped what was left in {} of an earlier flocks run's agents",
+            crate::output::units::count(swept, "cgroup")
         ));
     }
     if running.is_empty() {
@@ -46,8 +47,9 @@ pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<S
     }
     let pid = state.run.as_ref().map(|r| r.pid).unwrap_or(0);
     notes.push(format!(
-        "{} task(s) were left running by a flocks run that ended abruptly (pid {pid}); they go back to the queue: {}",
-        running.len(),
+        "{} left running by a flocks run that ended abruptly (pid {pid}); {} back to the queue: {}",
+        crate::output::units::count(running.len(), "task"),
+        crate::output::units::noun_for(running.len(), "it goes", "they go"),
         running.join(", ")
     ));
     for id in running {

@@ -209,7 +209,10 @@ async fn include(
     for n in &copied.notes {
         sink.note(n);
     }
-    let mut line = format!("{FILE_NAME}: copied {} file(s)", copied.written.len());
+    let mut line = format!(
+        "{FILE_NAME}: copied {}",
+        crate::output::units::count(copied.written.len(), "file")
+    );
     if !copied.written.is_empty() {
         line.push_str(&format!(" ({})", summary(&copied.written)));
     }

@@ -203,8 +203,8 @@ impl Spend {
             let mut s = "spend: no limit: set max_cost_usd for the run, on task lines, or on [[credentials]]".to_string();
             if self.tasks_without_cap > 0 && self.run_max_cost_usd.is_none() {
                 s.push_str(&format!(
-                    " ({} task(s) without one)",
-                    self.tasks_without_cap
+                    " ({} without one)",
+                    crate::output::units::count(self.tasks_without_cap, "task")
                 ));
             }
             return s;
@@ -242,6 +242,7 @@ mod tests {
             prefix: "flocks/",
             base: "main",
             land_target: "main",
+            template_fields: &[],
         };
         let tasks = crate::tasks::parse_jsonl(Path::new("t.jsonl"), lines, &rules).unwrap();
         (config, tasks)
@@ -360,6 +361,7 @@ mod lane_tests {
             prefix: "flocks/",
             base: "main",
             land_target: "main",
+            template_fields: &[],
         };
         let lines = [
             r#"{"id":"a","prompt":"p","touches":["a/**"]}"#,

@@ -152,6 +152,9 @@ fn variant_record(t: &crate::tasks::Task, k: u32, worktrees: &std::path::Path) -
         outside_footprint: Vec::new(),
         variants: Vec::new(),
         best_of: None,
+        source: None,
+        removed: false,
+        not_in_run: false,
     }
 }
 
@@ -317,6 +320,10 @@ pub(crate) fn merge_tasks(
     let mut notes = Vec::new();
     let worktrees = config.worktrees_dir();
     let mut failed_before = Vec::new();
+    let source = source_key(&tasks.source);
+    mark_removed(state, tasks, &source, config, &mut notes);
+    // The project's default list is not written into every record.
+    let recorded = (source != default_source(config)).then_some(source);
     for t in &tasks.tasks {
         let hash = t.prompt_hash();
         let n = t.best_of.unwrap_or(config.best_of.n);
@@ -340,6 +347,9 @@ pub(crate) fn merge_tasks(
                 outside_footprint: Vec::new(),
                 variants: Vec::new(),
                 best_of: None,
+                source: recorded.clone(),
+                removed: false,
+                not_in_run: scope.is_some_and(|s| !s.contains(&t.id)),
             };
             sync_variants(&mut rec, t, n, &worktrees);
             state.push_task(rec);
@@ -348,6 +358,12 @@ pub(crate) fn merge_tasks(
         let Some(rec) = state.task_mut(&t.id) else {
             continue;
         };
+        rec.source.clone_from(&recorded);
+        rec.removed = false;
+        // Outside the scope of this run (a `retry` of other tasks): what it
+        // is stays as it is; this run does not start it.
+        let outside = scope.is_some_and(|s| !s.contains(&t.id));
+        rec.not_in_run = outside;
         sync_variants(rec, t, n, &worktrees);
         if !rec.variants.is_empty() {
             merge_best_of(
@@ -403,6 +419,7 @@ pub(crate) fn merge_tasks(
                     continue;
                 }
             }
+            TaskStatus::Done { .. } | TaskStatus::Blocked { .. } if outside => continue,
             TaskStatus::Done { .. } | TaskStatus::Blocked { .. } | TaskStatus::Running { .. } => {
                 if let Err(e) = rec.transition(TaskStatus::Pending) {
                     notes.push(format!("internal error, please report it: {e}"));
@@ -421,12 +438,80 @@ pub(crate) fn merge_tasks(
         failed_before.sort();
         failed_before.dedup();
         notes.push(format!(
-            "{} task(s) failed in an earlier run and are not run again: {} (`flocks retry --all-failed`, or `flocks run --supervise`)",
-            failed_before.len(),
+            "{} failed in an earlier run and {} not run again: {} (`flocks retry --all-failed`, or `flocks run --supervise`)",
+            crate::output::units::count(failed_before.len(), "task"),
+            crate::output::units::noun_for(failed_before.len(), "is", "are"),
             failed_before.join(", ")
         ));
     }
     notes
+}
+
+/// How a task list is named in state (`TaskRecord::source`): a file by its
+/// absolute path, a `[source]` script by its description.
+pub(crate) fn source_key(source: &std::path::Path) -> String {
+    if source.to_string_lossy().starts_with('[') {
+        return source.display().to_string();
+    }
+    std::path::absolute(source)
+        .map(|p| crate::config::normalize_path(&p))
+        .unwrap_or_else(|_| source.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// The task list of a project that names none (`[source]`, or tasks.jsonl).
+pub(crate) fn default_source(config: &Config) -> String {
+    match &config.source {
+        Some(crate::config::SourceConfig::Jsonl { path }) => source_key(path),
+        Some(crate::config::SourceConfig::Script { command }) => {
+            format!("[source] script `{command}`")
+        }
+        None => source_key(&config.dir.join("tasks.jsonl")),
+    }
+}
+
+/// The tasks of `source` that it no longer has are `removed` (a task of
+/// another task list is left as it is; one from a state that did not record
+/// its list counts as the project's default list's). Says so once per
+/// newly removed batch.
+fn mark_removed(
+    state: &mut State,
+    tasks: &TaskSet,
+    source: &str,
+    config: &Config,
+    notes: &mut Vec<String>,
+) {
+    let default = default_source(config);
+    let gone: Vec<String> = state
+        .tasks
+        .iter()
+        .filter(|r| !r.removed && tasks.get(&r.id).is_none())
+        .filter(|r| r.source.as_deref().unwrap_or(&default) == source)
+        .map(|r| r.id.clone())
+        .collect();
+    for id in &gone {
+        if let Some(r) = state.task_mut(id) {
+            r.removed = true;
+        }
+    }
+    if !gone.is_empty() {
+        notes.push(format!(
+            "{} no longer in {}: {} {}, and `flocks land` leaves {} out unless named; `{}` drops {} from the state",
+            crate::output::units::count(gone.len(), "task"),
+            tasks.source.display(),
+            gone.join(", "),
+            crate::output::units::noun_for(gone.len(), "is marked removed", "are marked removed"),
+            crate::output::units::noun_for(gone.len(), "it", "them"),
+            crate::suggest::command(
+                &["flocks", "forget"]
+                    .into_iter()
+                    .chain(gone.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+            ),
+            crate::output::units::noun_for(gone.len(), "it", "them"),
+        ));
+    }
 }
 
 /// [`merge_tasks`] for a best-of task: it is retried as one task (every
@@ -475,6 +560,11 @@ fn merge_best_of(
             if let Err(e) = requeue_round(rec, config, &config.state_dir().join("logs"), false) {
                 notes.push(format!("internal error, please report it: {e}"));
             }
+        }
+        TaskStatus::Done { .. } | TaskStatus::Blocked { .. }
+            if scope.is_some_and(|s| !s.contains(&t.id)) =>
+        {
+            return;
         }
         TaskStatus::Done { .. } | TaskStatus::Blocked { .. } | TaskStatus::Running { .. } => {
             if let Err(e) = rec.transition(TaskStatus::Pending) {

@@ -12,6 +12,7 @@
 
 pub(crate) mod attempt;
 pub(crate) mod dry_run;
+pub(crate) mod forget;
 pub(crate) mod load;
 mod merge;
 pub(crate) mod pick;

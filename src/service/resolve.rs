@@ -105,8 +105,8 @@ impl Resolver {
         drop(repo);
         let ids: Vec<&str> = redos.iter().map(|r| r.id.as_str()).collect();
         say(&format!(
-            "resolve: redoing {} conflicted task(s) from {target} at {}: {}",
-            redos.len(),
+            "resolve: redoing {} from {target} at {}: {}",
+            crate::output::units::count(redos.len(), "conflicted task"),
             &onto.to_string()[..10],
             ids.join(", ")
         ));

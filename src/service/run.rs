@@ -90,6 +90,9 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
     let key = project.key();
     let mut notices = crate::runner::reconcile::reconcile(&mut state, &config, &key);
     notices.extend(scheduler_notes);
+    if let Some(note) = dirty_checkout_note(&config) {
+        notices.push(note);
+    }
     // What the command runs again (`retry`, `land --resolve`) is queued
     // first, so that the notes below never call it "not run again".
     requeue(&mut state, &config, marks)?;
@@ -247,6 +250,31 @@ fn proxy_notices(config: &crate::config::Config) -> Vec<String> {
         }
     }
     notes
+}
+
+/// Said once as a run starts: the checkout has uncommitted changes to
+/// tracked files, which no agent sees (each works from the base as
+/// committed).
+fn dirty_checkout_note(config: &crate::config::Config) -> Option<String> {
+    let dirty = crate::land::dirty_files(&config.workspace.repo).ok()?;
+    if dirty.is_empty() {
+        return None;
+    }
+    const SHOWN: usize = 3;
+    let mut files = dirty
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if dirty.len() > SHOWN {
+        files.push_str(&format!(" and {} more", dirty.len() - SHOWN));
+    }
+    Some(format!(
+        "the checkout has uncommitted changes ({}: {files}): agents start from {} as committed; uncommitted changes are not in their worktrees (commit them first if the agents need them)",
+        crate::output::units::count(dirty.len(), "file"),
+        config.workspace.base
+    ))
 }
 
 /// events.jsonl, progress bars on a terminal or plain lines otherwise, and

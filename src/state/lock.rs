@@ -87,6 +87,12 @@ impl ProjectLock {
         let dir = match Flock::lock(File::from(dir), FlockArg::LockExclusiveNonblock) {
             Ok(d) => d,
             Err((_, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+                // The ordinary case: the holder holds its lock file too.
+                if let Some(info) = held_file_info(&state_dir.join("lock")) {
+                    return Err(Error::CannotStart(live_holder(&info, state_dir)));
+                }
+                // The rare one: the lock file was removed or replaced, and
+                // the process that held it still runs.
                 let holder = Self::holder_at(state_dir, outside)
                     .map(|i| i.describe())
                     .unwrap_or_else(|| "another flocks process".into());
@@ -202,6 +208,13 @@ impl ProjectLock {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => Ok(Some(l)),
             Err((mut file, _)) => {
+                // The ordinary case: the holder holds the lock in `.flocks/`
+                // as well: named plainly.
+                if name == "lock"
+                    && let Some(info) = held_file_info(&state_dir.join("lock"))
+                {
+                    return Err(Error::CannotStart(live_holder(&info, state_dir)));
+                }
                 let holder = read_info(&mut file)
                     .map(|i| i.describe())
                     .unwrap_or_else(|| "another flocks process".into());
@@ -272,6 +285,59 @@ fn write_info(file: &mut File, info: &LockInfo) -> std::io::Result<()> {
     file.rewind()?;
     file.write_all(json.as_bytes())?;
     file.sync_all()
+}
+
+/// Who holds the lock file at `path`, when it is held (without taking it).
+fn held_file_info(path: &Path) -> Option<LockInfo> {
+    let file = OpenOptions::new().read(true).write(true).open(path).ok()?;
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_free) => None,
+        Err((mut file, _)) => Some(read_info(&mut file).unwrap_or(LockInfo {
+            pid: 0,
+            command: "?".into(),
+            started_at: Utc::now(),
+            pid_start: None,
+        })),
+    }
+}
+
+/// The live holder of the project lock, plainly: "`flocks run` (pid N,
+/// started 12:03, run 20261207-1203) is running in this project; `flocks
+/// stop` asks it to stop". A command that is not a run is waited for.
+fn live_holder(info: &LockInfo, state_dir: &Path) -> String {
+    let started = info.started_at.with_timezone(&chrono::Local);
+    let at = if started.date_naive() == chrono::Local::now().date_naive() {
+        started.format("%H:%M").to_string()
+    } else {
+        started.format("%Y-%m-%d %H:%M").to_string()
+    };
+    let run = super::StateStore::new(state_dir)
+        .load()
+        .ok()
+        .and_then(|s| s.run)
+        .filter(|r| r.pid == info.pid && r.ended_at.is_none())
+        .map(|r| format!(", run {}", r.id))
+        .unwrap_or_default();
+    let runs_agents = matches!(
+        info.command.as_str(),
+        "run" | "retry" | "sail" | "land --resolve"
+    );
+    if info.pid == 0 {
+        return format!(
+            "another flocks process holds {}: wait for it to end",
+            state_dir.join("lock").display()
+        );
+    }
+    format!(
+        "`flocks {}` (pid {}, started {at}{run}) is running in this project; {}",
+        info.command,
+        info.pid,
+        if runs_agents {
+            "`flocks stop` asks it to stop"
+        } else {
+            "wait for it to end"
+        }
+    )
 }
 
 /// The run state.json names, as a lock holder, when its process is alive.
@@ -368,7 +434,19 @@ mod tests {
         let err = ProjectLock::acquire_at(dir.path(), Some(out.path()), "run")
             .err()
             .unwrap();
-        assert!(err.to_string().contains("`flocks run` (pid"), "{err}");
+        let said = err.to_string();
+        assert!(
+            said.starts_with(&format!(
+                "`flocks run` (pid {}, started ",
+                std::process::id()
+            )),
+            "{said}"
+        );
+        assert!(
+            said.ends_with(") is running in this project; `flocks stop` asks it to stop"),
+            "{said}"
+        );
+        assert!(!said.contains("may have been removed"), "{said}");
     }
 
     #[test]
@@ -380,6 +458,8 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.exit(), crate::error::Exit::CouldNotStart, "{err}");
+        // Only here the rare wording.
+        assert!(err.to_string().contains("may have been removed"), "{err}");
         assert!(ProjectLock::holder_at(dir.path(), None).is_some());
     }
 

@@ -163,6 +163,20 @@ pub struct TaskRecord {
     /// How a best-of task's variants were judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_of: Option<BestOf>,
+    /// The task list it was last read from (a file's absolute path, or
+    /// `[source] script ...`), when it is not the project's default list
+    /// (`[source]`, or tasks.jsonl): None is that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// That task list was read again without it: the task is `removed`
+    /// (`land` leaves it out unless named; `flocks forget` drops it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+    /// The last run that read its task list did not include it (a `retry`
+    /// of other tasks): while that run lives, it does not start it, so a
+    /// pending task is shown as `not queued`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_in_run: bool,
 }
 
 /// A succeeded task whose commits will not apply when `land` builds its
@@ -922,6 +936,21 @@ impl State {
     /// Build the id index (after `tasks` was read or replaced).
     pub(crate) fn reindex(&mut self) {
         self.index.rebuild(&self.tasks);
+    }
+
+    /// Drop these tasks from the state (`flocks forget`); the caller saves a
+    /// snapshot (the journal only replaces and adds). Returns the ids dropped.
+    pub(crate) fn forget(&mut self, ids: &[String]) -> Vec<String> {
+        let mut dropped = Vec::new();
+        self.tasks.retain(|t| {
+            let forget = ids.contains(&t.id);
+            if forget {
+                dropped.push(t.id.clone());
+            }
+            !forget
+        });
+        self.reindex();
+        dropped
     }
 
     pub fn total_cost(&self) -> f64 {

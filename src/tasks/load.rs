@@ -9,12 +9,32 @@ use super::{Footprint, StartFrom, Task, TaskSet, dependency_order, valid_id};
 use crate::config::CommandSpec;
 use crate::error::{Error, Result};
 
-/// Naming rules that depend on the config.
+/// Naming rules that depend on the config, and the fields its prompt
+/// template reads.
 pub struct BranchRules<'a> {
     pub prefix: &'a str,
     pub base: &'a str,
     pub land_target: &'a str,
+    /// The `<field>` of every `{{task.<field>}}` in `[prompt] template`: a
+    /// line may set them at its top level (as before `vars`).
+    pub template_fields: &'a [String],
 }
+
+/// The fields flocks reads from a task line (`vars` holds the template's).
+pub const FIELDS: &[&str] = &[
+    "id",
+    "prompt",
+    "branch",
+    "title",
+    "description",
+    "depends_on",
+    "start_from",
+    "expect_commits",
+    "max_cost_usd",
+    "touches",
+    "best_of",
+    "vars",
+];
 
 pub fn load_jsonl(path: &Path, rules: &BranchRules) -> Result<TaskSet> {
     let text = match std::fs::read_to_string(path) {
@@ -112,6 +132,15 @@ pub fn parse_jsonl(source: &Path, text: &str, rules: &BranchRules) -> Result<Tas
         }
         tasks.push(task);
     }
+    if tasks.is_empty() {
+        return Err(Error::input(
+            source,
+            None,
+            None,
+            "holds no task (it is empty, or only blank lines): write one JSON object per line, \
+             e.g. {\"id\": \"fix-login\", \"prompt\": \"Fix the login bug ...\"}",
+        ));
+    }
     if let Err(e) = dependency_order(&tasks) {
         return Err(Error::input(
             source,
@@ -133,6 +162,8 @@ fn task_from_object(
     fn fe(field: &str, msg: impl Into<String>) -> FieldError {
         (Some(field.to_string()), msg.into())
     }
+    // A field flocks does not know is a typo, or a field for the template.
+    let vars = template_vars(&mut obj, rules)?;
     fn opt_string(obj: &mut Map<String, Value>, key: &str) -> Result<Option<String>, FieldError> {
         match obj.remove(key) {
             None | Some(Value::Null) => Ok(None),
@@ -282,9 +313,81 @@ fn task_from_object(
         variant: None,
         // An emptied map still holds its first node (600 bytes): at 10,000
         // tasks that is 6 MB of nothing.
-        extra: if obj.is_empty() { Map::new() } else { obj },
+        extra: if obj.is_empty() && vars.is_empty() {
+            Map::new()
+        } else {
+            obj.extend(vars);
+            obj
+        },
         line,
     })
+}
+
+/// Check the fields of a line that flocks does not read: each must be one
+/// the prompt template reads (`{{task.<field>}}`), or stand under `vars`. A
+/// field a small edit away from a known one is named ("did you mean"),
+/// before anything else on the line is checked (a typo of a required field
+/// is said as such, not as "missing"). Returns the entries of `vars`.
+fn template_vars(
+    obj: &mut Map<String, Value>,
+    rules: &BranchRules,
+) -> Result<Map<String, Value>, FieldError> {
+    let known = |k: &str| FIELDS.contains(&k) || rules.template_fields.iter().any(|f| f == k);
+    let unknown: Vec<&String> = obj.keys().filter(|k| !known(k)).collect();
+    let names = || {
+        FIELDS
+            .iter()
+            .copied()
+            .chain(rules.template_fields.iter().map(String::as_str))
+    };
+    let near = unknown
+        .iter()
+        .find_map(|k| crate::typo::nearest(k, names()).map(|n| (*k, n)));
+    if let Some((k, n)) = near {
+        return Err((
+            Some(k.clone()),
+            format!("unknown field: did you mean `{n}`?"),
+        ));
+    }
+    if let Some(k) = unknown.first() {
+        let takes = &FIELDS[..FIELDS.len() - 1];
+        return Err((
+            Some((*k).clone()),
+            format!(
+                "unknown field: a task line takes {} and {}; a field for the prompt template goes under \"vars\" ({{\"vars\": {{\"{k}\": ...}}}}), where {{{{task.{k}}}}} finds it",
+                takes[..takes.len() - 1].join(", "),
+                takes[takes.len() - 1]
+            ),
+        ));
+    }
+    let vars = match obj.remove("vars") {
+        None | Some(Value::Null) => return Ok(Map::new()),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err((
+                Some("vars".into()),
+                format!(
+                    "expected an object of template fields (e.g. {{\"team\": \"core\"}}), found {}",
+                    kind(&other)
+                ),
+            ));
+        }
+    };
+    for k in vars.keys() {
+        if FIELDS.contains(&k.as_str()) {
+            return Err((
+                Some(format!("vars.{k}")),
+                format!("`{k}` is a task field: set it on the line itself, not under \"vars\""),
+            ));
+        }
+        if obj.contains_key(k) {
+            return Err((
+                Some(format!("vars.{k}")),
+                format!("`{k}` is set twice, on the line and under \"vars\": keep one"),
+            ));
+        }
+    }
+    Ok(vars)
 }
 
 /// Why a task's `branch` cannot be its branch.
@@ -334,6 +437,7 @@ mod tests {
         prefix: "flocks/",
         base: "main",
         land_target: "main",
+        template_fields: &[],
     };
 
     fn parse(text: &str) -> Result<TaskSet> {
@@ -346,10 +450,71 @@ mod tests {
 
     #[test]
     fn parses_and_defaults_branch() {
-        let set = parse("{\"id\":\"a\",\"prompt\":\"x\",\"team\":\"core\"}\n\n{\"id\":\"b\",\"prompt\":\"y\",\"depends_on\":[\"a\"]}\n").unwrap();
+        let set = parse("{\"id\":\"a\",\"prompt\":\"x\",\"vars\":{\"team\":\"core\"}}\n\n{\"id\":\"b\",\"prompt\":\"y\",\"depends_on\":[\"a\"]}\n").unwrap();
         assert_eq!(set.tasks[0].branch, "flocks/a");
         assert_eq!(set.tasks[0].field("team").as_deref(), Some("core"));
         assert_eq!(set.tasks[1].line, 3);
+    }
+
+    #[test]
+    fn unknown_fields_are_typos_or_template_fields() {
+        let e = err("{\"id\":\"a\",\"prompt\":\"x\",\"expect_commit\":false}");
+        assert_eq!(
+            e,
+            "tasks.jsonl:1: field `expect_commit`: unknown field: did you mean `expect_commits`?"
+        );
+        // Before "missing": the typo is what to fix.
+        let e = err("{\"id\":\"a\",\"promt\":\"x\"}");
+        assert!(
+            e.contains("field `promt`: unknown field: did you mean `prompt`?"),
+            "{e}"
+        );
+        let e = err("{\"id\":\"a\",\"prompt\":\"x\",\"team\":\"core\"}");
+        assert!(
+            e.contains("field `team`: unknown field: a task line takes id, prompt"),
+            "{e}"
+        );
+        assert!(e.contains("and best_of;"), "{e}");
+        assert!(e.contains("{\"vars\": {\"team\": ...}}"), "{e}");
+        // The template's fields may stand at the top, as before.
+        let fields = ["team".to_string()];
+        let rules = BranchRules {
+            template_fields: &fields,
+            ..RULES
+        };
+        let set = parse_jsonl(
+            Path::new("t.jsonl"),
+            "{\"id\":\"a\",\"prompt\":\"x\",\"team\":\"core\",\"vars\":{\"n\":3}}",
+            &rules,
+        )
+        .unwrap();
+        assert_eq!(set.tasks[0].field("team").as_deref(), Some("core"));
+        assert_eq!(set.tasks[0].field("n").as_deref(), Some("3"));
+        assert!(!set.tasks[0].extra.contains_key("vars"));
+        let e = parse_jsonl(
+            Path::new("t.jsonl"),
+            "{\"id\":\"a\",\"prompt\":\"x\",\"teem\":\"core\"}",
+            &rules,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("did you mean `team`?"), "{e}");
+        assert!(
+            err("{\"id\":\"a\",\"prompt\":\"x\",\"vars\":1}")
+                .contains("field `vars`: expected an object")
+        );
+        assert!(
+            err("{\"id\":\"a\",\"prompt\":\"x\",\"vars\":{\"branch\":\"b\"}}")
+                .contains("field `vars.branch`: `branch` is a task field")
+        );
+    }
+
+    #[test]
+    fn no_task_is_an_error() {
+        for text in ["", "\n  \n\n"] {
+            let e = err(text);
+            assert!(e.starts_with("tasks.jsonl: holds no task"), "{e}");
+        }
     }
 
     #[test]

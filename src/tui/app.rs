@@ -27,6 +27,9 @@ pub enum Group {
     Queued,
     Blocked,
     Done,
+    /// Not for the live run: removed from its task file, or not queued by a
+    /// retry of other tasks.
+    Idle,
 }
 
 pub fn group_of(status: &str) -> Group {
@@ -35,6 +38,7 @@ pub fn group_of(status: &str) -> Group {
         "pending" | "interrupted" => Group::Queued,
         "blocked" => Group::Blocked,
         "succeeded" | "landed" => Group::Done,
+        "removed" | "not queued" => Group::Idle,
         _ => Group::Failed,
     }
 }

@@ -379,6 +379,8 @@ fn landed_tasks_count_as_done() {
     assert!(group_of("landed") == Group::Done);
     assert!(group_of("succeeded") == Group::Done);
     assert!(group_of("failed") == Group::Failed);
+    assert!(group_of("removed") == Group::Idle);
+    assert!(group_of("not queued") == Group::Idle);
 }
 
 #[test]

@@ -138,8 +138,8 @@ fn counts(app: &App) -> Line<'static> {
         ));
     }
     spans.push(Span::raw(format!(
-        " · {} turns · {}",
-        tot.turns,
+        " · {} · {}",
+        crate::output::units::count(tot.turns, "turn"),
         crate::output::units::money(tot.cost_usd)
     )));
     Line::from(spans)
@@ -204,10 +204,18 @@ fn what(app: &App, t: &TaskView, age: f64) -> (String, Style) {
             format!("waits for {}", t.blocked_on.join(", ")),
             Style::new(),
         ),
-        Group::Queued if t.attempts > 0 => {
-            (format!("{} attempt(s) so far", t.attempts), Style::new())
-        }
+        Group::Queued if t.attempts > 0 => (
+            format!(
+                "{} so far",
+                crate::output::units::count(t.attempts, "attempt")
+            ),
+            Style::new(),
+        ),
         Group::Queued => (String::new(), Style::new()),
+        Group::Idle => (
+            t.detail.clone().unwrap_or_default(),
+            Style::new().add_modifier(Modifier::DIM),
+        ),
         Group::Done => match &t.conflict {
             Some(c) => (
                 format!("⚠ {}", c.describe()),
@@ -215,8 +223,8 @@ fn what(app: &App, t: &TaskView, age: f64) -> (String, Style) {
             ),
             None => (
                 format!(
-                    "{} attempt(s) · {}",
-                    t.attempts,
+                    "{} · {}",
+                    crate::output::units::count(t.attempts, "attempt"),
                     crate::output::units::money(t.cost_usd)
                 ),
                 Style::new().add_modifier(Modifier::DIM),
@@ -248,6 +256,7 @@ fn draw_tasks(f: &mut Frame, app: &App, now: DateTime<Utc>, area: Rect) {
                 Group::Queued => ("·", Color::Reset),
                 Group::Blocked => ("⊘", Color::Yellow),
                 Group::Done => ("✔", Color::Cyan),
+                Group::Idle => ("−", Color::Reset),
             };
             let elapsed = t
                 .elapsed_secs
@@ -307,7 +316,7 @@ fn draw_log(f: &mut Frame, pane: &LogPane, area: Rect) {
         if pane.follow {
             "following".to_string()
         } else if pane.scroll > 0 {
-            format!("{} lines up", pane.scroll)
+            format!("{} up", crate::output::units::count(pane.scroll, "line"))
         } else {
             "tail".to_string()
         }

@@ -90,9 +90,21 @@ pub(crate) fn serve(project: Project, opts: &ServeOptions) -> Result<Exit> {
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| Error::Io {
-                context: format!("listen on {addr}"),
-                source: e,
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => Error::CannotStart(format!(
+                    "{addr} is in use (another `flocks serve`, or another program): choose another port with --addr, e.g. {}",
+                    crate::suggest::command(&[
+                        "flocks",
+                        "serve",
+                        "--addr",
+                        &std::net::SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1))
+                            .to_string()
+                    ])
+                )),
+                _ => Error::Io {
+                    context: format!("listen on {addr}"),
+                    source: e,
+                },
             })?;
         let bound = listener.local_addr().map_err(|e| Error::Io {
             context: "read the address listened on".into(),

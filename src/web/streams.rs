@@ -155,10 +155,16 @@ pub(crate) fn prompt_of(project: &Project, rec: &TaskRecord) -> Prompt {
         Some(SourceConfig::Jsonl { path }) => path.clone(),
         None => c.dir.join("tasks.jsonl"),
     };
+    // A line may set the fields the template reads at its top level.
+    let template_fields = (c.prompt_template.as_ref())
+        .and_then(|p| crate::prompt::Template::load(p).ok())
+        .map(|t| t.fields())
+        .unwrap_or_default();
     let rules = crate::tasks::BranchRules {
         prefix: &c.workspace.branch_prefix,
         base: &c.workspace.base,
         land_target: &c.workspace.land_target,
+        template_fields: &template_fields,
     };
     let id = crate::tasks::split_variant_id(&rec.id).map_or(rec.id.as_str(), |(t, _)| t);
     let set = match crate::tasks::load_jsonl(&path, &rules) {

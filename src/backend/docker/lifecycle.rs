@@ -393,7 +393,8 @@ pub async fn down(id: &str, pool: &str, project_key: &str) -> Result<Down, DownE
     let missing = missing_labels(&labels, pool, project_key);
     if !missing.is_empty() {
         return Ok(Down::NotOurs(format!(
-            "container `{name}` ({full}) lacks the label(s) `flocks up` sets: {}",
+            "container `{name}` ({full}) lacks the {} `flocks up` sets: {}",
+            crate::output::units::noun_for(missing.len(), "label", "labels"),
             missing.join(", ")
         )));
     }

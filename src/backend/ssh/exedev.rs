@@ -304,8 +304,10 @@ pub async fn up(
     }
     if have >= x.count {
         notes.push(format!(
-            "pool {}: {have} VM(s) already up (count = {})",
-            pool.name, x.count
+            "pool {}: {} already up (count = {})",
+            pool.name,
+            crate::output::units::count(have, "VM"),
+            x.count
         ));
     }
     // Wait for each VM, then install the helper and run setup once.

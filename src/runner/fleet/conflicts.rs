@@ -240,8 +240,9 @@ impl Fleet {
             self.early_redos.insert(id.to_string(), done + 1);
             out.push(Effect::Emit(Event::Notice {
                 message: format!(
-                    "task {id} was redone early {done} time(s) in this run and still conflicts: \
-                     it is left for `flocks land --resolve`"
+                    "task {id} was redone early {} in this run and still conflicts: \
+                     it is left for `flocks land --resolve`",
+                    crate::output::units::count(done, "time")
                 ),
             }));
             return;

@@ -262,8 +262,8 @@ impl Fleet {
 
         if self.quick_failures >= BREAKER_LIMIT && self.stopped_because.is_none() {
             let reason = format!(
-                "dispatch stopped: {} attempts in a row failed within {} of starting; the last one {}",
-                self.quick_failures,
+                "dispatch stopped: {} in a row failed within {} of starting; the last one {}",
+                crate::output::units::count(self.quick_failures, "attempt"),
                 crate::report::human_duration(QUICK_FAILURE.as_secs_f64()),
                 outcome.describe()
             );

@@ -268,6 +268,9 @@ pub struct Fleet {
     draining: bool,
     stop_level: StopLevel,
     interrupts: u32,
+    /// Ctrl-C was pressed (the run exits 130); `flocks stop` alone asks for
+    /// an orderly end (exit 0 unless a task failed).
+    ctrl_c: bool,
     next_start: Option<Instant>,
     quick_failures: u32,
     stopped_because: Option<(String, Exit)>,
@@ -355,6 +358,7 @@ impl Fleet {
             draining: false,
             stop_level: StopLevel::Run,
             interrupts: 0,
+            ctrl_c: false,
             next_start: None,
             quick_failures: 0,
             stopped_because: None,
@@ -476,21 +480,27 @@ impl Fleet {
 
     /// The events that open a run: its pools and the queued tasks.
     pub fn on_run_started(&mut self) -> Vec<Effect> {
-        // What runs: tasks, and for a best-of task its variants.
-        let pending = self
-            .state
-            .tasks
-            .iter()
-            .flat_map(|t| {
-                let runs: Box<dyn Iterator<Item = &TaskRecord>> = if t.variants.is_empty() {
-                    Box::new(std::iter::once(t))
-                } else {
-                    Box::new(t.variants.iter())
-                };
-                runs
-            })
-            .filter(|t| self.in_scope(&t.id) && t.status == TaskStatus::Pending)
-            .count();
+        // What runs: tasks, and for a best-of task its variants (counted
+        // apart: counts count tasks).
+        let (mut pending, mut best_of, mut variants) = (0, 0, 0);
+        for t in &self.state.tasks {
+            if t.variants.is_empty() {
+                if self.in_scope(&t.id) && t.status == TaskStatus::Pending {
+                    pending += 1;
+                }
+                continue;
+            }
+            let n = t
+                .variants
+                .iter()
+                .filter(|v| self.in_scope(&v.id) && v.status == TaskStatus::Pending)
+                .count();
+            if n > 0 {
+                pending += 1;
+                best_of += 1;
+                variants += n;
+            }
+        }
         let run_id = self
             .state
             .run
@@ -518,6 +528,8 @@ impl Fleet {
                 .count(),
             pending,
             pools,
+            best_of,
+            variants,
         })];
         for &i in &self.order {
             let id = &self.tasks.tasks[i].id;
@@ -656,10 +668,17 @@ impl Fleet {
             cost_usd: self.run_cost,
             interrupted,
         }));
-        let exit = if interrupted {
+        let exit = if self.ctrl_c {
             Exit::Interrupted
         } else if let Some((_, exit)) = &self.stopped_because {
             *exit
+        } else if interrupted {
+            // `flocks stop`: what did not run is no failure.
+            if failed + blocked == 0 {
+                Exit::Ok
+            } else {
+                Exit::TasksFailed
+            }
         } else if failed + blocked + pending == 0 {
             Exit::Ok
         } else {

@@ -1,6 +1,7 @@
 //! Ctrl-C and `flocks stop`: drain, stop gracefully, kill.
 
 use super::{Effect, Fleet};
+use crate::output::units::{count, noun_for};
 use crate::report::Event;
 use crate::runner::StopLevel;
 
@@ -8,6 +9,7 @@ impl Fleet {
     /// Ctrl-C: the first drains, the second stops agents, the third kills them.
     pub fn on_interrupt(&mut self) -> Vec<Effect> {
         self.interrupts += 1;
+        self.ctrl_c = true;
         match self.interrupts {
             1 => {
                 self.draining = true;
@@ -16,7 +18,10 @@ impl Fleet {
                     "interrupted: stopping".to_string()
                 } else {
                     format!(
-                        "interrupted: no new agents will start; {n} running agent(s) may finish. Ctrl-C again to stop them, a third time to kill them"
+                        "interrupted: no new agents will start; {} may finish. Ctrl-C again to stop {}, a third time to kill {}",
+                        count(n, "running agent"),
+                        noun_for(n, "it", "them"),
+                        noun_for(n, "it", "them"),
                     )
                 };
                 vec![Effect::Emit(Event::Notice { message })]
@@ -33,7 +38,9 @@ impl Fleet {
         let message = match self.running.len() {
             0 => "stopping: asked by `flocks stop`".to_string(),
             n => format!(
-                "stopping: asked by `flocks stop`; {n} running agent(s) get SIGTERM, then SIGKILL after {}s",
+                "stopping: asked by `flocks stop`; {} {} SIGTERM, then SIGKILL after {}s",
+                count(n, "running agent"),
+                noun_for(n, "gets", "get"),
                 self.config.kill_grace.as_secs_f64()
             ),
         };
@@ -44,10 +51,12 @@ impl Fleet {
         let n = self.running.len();
         let message = match level {
             StopLevel::Graceful => format!(
-                "stopping {n} agent(s): SIGTERM, then SIGKILL after {}s. Ctrl-C again to kill them now",
-                self.config.kill_grace.as_secs_f64()
+                "stopping {}: SIGTERM, then SIGKILL after {}s. Ctrl-C again to kill {} now",
+                count(n, "agent"),
+                self.config.kill_grace.as_secs_f64(),
+                noun_for(n, "it", "them")
             ),
-            StopLevel::Kill => format!("killing {n} agent(s)"),
+            StopLevel::Kill => format!("killing {}", count(n, "agent")),
             StopLevel::Run => String::new(),
         };
         self.raise_stop(level, message)

@@ -28,6 +28,7 @@ fn tasks(lines: &str) -> TaskSet {
         prefix: "flocks/",
         base: "main",
         land_target: "main",
+        template_fields: &[],
     };
     parse_jsonl(Path::new("/p/tasks.jsonl"), lines, &rules).unwrap()
 }
@@ -793,6 +794,31 @@ fn flocks_stop_stops_agents_gracefully_once() {
             .iter()
             .any(|e| matches!(e, Effect::StopAgents(StopLevel::Kill)))
     );
+}
+
+#[test]
+fn a_run_flocks_stop_ended_exits_0_unless_a_task_failed() {
+    let mut f = Setup::new(TWO).config(|c| c.max_agents = 1).build();
+    let now = t0();
+    f.start_ready(now);
+    f.on_stop_requested();
+    f.on_finished("a", 1, &report(Outcome::Interrupted), later(now, 5));
+    assert!(f.is_done(later(now, 5)).0);
+    let (summary, _) = f.finish(later(now, 5));
+    assert_eq!(summary.exit, Exit::Ok, "what did not run is no failure");
+    assert!(summary.interrupted);
+
+    let mut f = Setup::new(TWO).config(|c| c.max_agents = 1).build();
+    f.start_ready(now);
+    f.on_finished(
+        "a",
+        1,
+        &report(Outcome::Failed { reason: "x".into() }),
+        later(now, 2),
+    );
+    f.on_stop_requested();
+    let (summary, _) = f.finish(later(now, 5));
+    assert_eq!(summary.exit, Exit::TasksFailed);
 }
 
 #[test]
