@@ -280,7 +280,7 @@ fn clone_mode_best_of_and_land_resolve() {
     let said = text(&o);
     assert_eq!(code(&o), 0, "{said}");
     assert!(
-        said.contains("resolve: redoing 1 conflicted task(s)"),
+        said.contains("resolve: redoing 1 conflicted task from"),
         "{said}"
     );
     assert_eq!(p.git(&["show", "main:notes.txt"]), "from-a\nfrom-b");
@@ -403,7 +403,7 @@ fn clone_mode_work_left_by_a_killed_flocks_comes_back() {
     let o = p.t.flocks(&["run", "--no-progress"]);
     let said = text(&o);
     assert_eq!(code(&o), 0, "{said}");
-    assert!(said.contains("recovered 2 commit(s)"), "{said}");
+    assert!(said.contains("recovered 2 commits"), "{said}");
     let log = p.git(&["log", "--format=%s", "flocks/crash"]);
     for want in [
         "fake: part1.txt",

@@ -681,7 +681,7 @@ fn egress_only_allowed_hosts_answer_through_the_proxy() {
     assert_eq!(code(&o), 0, "{}", text(&o));
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(
-        html.contains("2 connection(s) refused by [network] allow"),
+        html.contains("2 connections refused by [network] allow"),
         "the report"
     );
 }

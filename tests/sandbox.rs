@@ -702,7 +702,7 @@ fn bwrap_work_an_interrupted_attempt_left_comes_back() {
         "{attempts:#}"
     );
     assert!(
-        said.contains("task k: recovered 1 commit(s) an interrupted attempt left on its sandbox"),
+        said.contains("task k: recovered 1 commit an interrupted attempt left on its sandbox"),
         "{said}"
     );
 }

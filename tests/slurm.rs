@@ -499,7 +499,7 @@ fn kill_9_of_flocks_leaves_no_job_once_the_next_run_starts() {
     let o = p.flocks(&["run", "--no-progress"]);
     let out = text(&o);
     assert!(
-        out.contains("cancelled 1 Slurm job(s) left by an earlier flocks run"),
+        out.contains("cancelled 1 Slurm job left by an earlier flocks run"),
         "{out}"
     );
     assert!(
@@ -763,8 +763,7 @@ fn a_bad_partition_is_refused_before_any_job() {
     let o = p.flocks(&["run", "--dry-run"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert!(
-        text(&o)
-            .contains("slurm: pool cluster submits at most 2 job(s) at once in partition debug"),
+        text(&o).contains("slurm: pool cluster submits at most 2 jobs at once in partition debug"),
         "{}",
         text(&o)
     );

@@ -203,12 +203,14 @@ fn dry_run(
             .unwrap_or_default();
         match said {
             Ok(words) => crate::outln!(
-                "slurm: pool {} submits at most {n} job(s) at once{partition} (one per attempt); the scheduler accepts them: {words}",
-                p.name
+                "slurm: pool {} submits at most {} at once{partition} (one per attempt); the scheduler accepts them: {words}",
+                p.name,
+                crate::output::units::count(n, "job")
             ),
             Err(e) => crate::outln!(
-                "slurm: pool {} would submit at most {n} job(s) at once{partition}, but its scheduler could not be asked ({e}): a run leaves the pool out",
-                p.name
+                "slurm: pool {} would submit at most {} at once{partition}, but its scheduler could not be asked ({e}): a run leaves the pool out",
+                p.name,
+                crate::output::units::count(n, "job")
             ),
         }
     }

@@ -102,8 +102,8 @@ pub(crate) fn foreign_work(
             .collect();
         let more = foreign.len().saturating_sub(shown.len());
         let mut s = format!(
-            "{branch} holds {} commit(s) not made in its worktree (another agent may have put them there): {}",
-            foreign.len(),
+            "{branch} holds {} not made in its worktree (another agent may have put them there): {}",
+            crate::output::units::count(foreign.len(), "commit"),
             shown.join(", ")
         );
         if more > 0 {

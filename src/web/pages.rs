@@ -591,7 +591,7 @@ pub(crate) fn task_fragments(
                         (u.output_tokens) " out · " (money(u.cost_usd)) }
                 }
                 @if t.egress_denied > 0 {
-                    p.conflict { "⛔ " (t.egress_denied) " connection(s) refused by [network] allow" }
+                    p.conflict { "⛔ " (crate::output::units::count(t.egress_denied, "connection")) " refused by [network] allow" }
                 }
                 @if !t.outside_footprint.is_empty() {
                     p.detail { "Changed outside its footprint (touches): " (t.outside_footprint.join(", ")) }

@@ -551,5 +551,8 @@ pub(crate) fn project_name(project: &Project) -> String {
 
 /// "⛔ 2 connections refused by [network] allow".
 fn refused_line(denied: u64) -> String {
-    format!("⛔ {denied} connection(s) refused by [network] allow")
+    format!(
+        "⛔ {} refused by [network] allow",
+        crate::output::units::count(denied, "connection")
+    )
 }

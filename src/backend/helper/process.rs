@@ -258,7 +258,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(note.contains("recovered 2 commit(s)"), "{note}");
+        assert!(note.contains("recovered 2 commits"), "{note}");
         assert_eq!(git(&f.host, &["show", "flocks/t1:c.txt"]), "c");
         // Nothing new: nothing to say.
         assert!(
@@ -334,7 +334,7 @@ mod tests {
             .prepare_ready(&job, start, true, None, "here")
             .await
             .unwrap();
-        assert!(note.unwrap().contains("recovered 2 commit(s)"));
+        assert!(note.unwrap().contains("recovered 2 commits"));
         assert_eq!(at.to_string(), git(&f.host, &["rev-parse", "flocks/t"]));
         assert_eq!(git(&f.host, &["show", "flocks/t:c.txt"]), "c");
         assert_eq!(counting.1.swap(0, Ordering::SeqCst), 2);

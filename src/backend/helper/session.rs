@@ -544,7 +544,10 @@ fn salvaged(
                 None => 0,
             };
             intake::move_branch(want, remote, local)?;
-            format!("task {task}: recovered {n} commit(s) an interrupted attempt left on {place}")
+            format!(
+                "task {task}: recovered {} an interrupted attempt left on {place}",
+                crate::output::units::count(n, "commit")
+            )
         }
     };
     Ok(Some(note))

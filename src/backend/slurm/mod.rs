@@ -296,9 +296,9 @@ impl SlurmBackend {
         }
         match self.sweep().await {
             Ok(ids) if !ids.is_empty() => notes.push(format!(
-                "pool {}: cancelled {} Slurm job(s) left by an earlier flocks run of this project: {}",
+                "pool {}: cancelled {} left by an earlier flocks run of this project: {}",
                 self.pool,
-                ids.len(),
+                crate::output::units::count(ids.len(), "Slurm job"),
                 ids.join(", ")
             )),
             Ok(_) => {}
