@@ -572,7 +572,7 @@ pub struct Usage {
     pub cache_creation_input_tokens: u64,
     #[serde(default)]
     pub cache_read_input_tokens: u64,
-    /// What they cost by the proxy's price table (the README lists it).
+    /// What they cost by the proxy's price table (the manual lists it: docs/src/threat-model/proxy.md).
     pub cost_usd: f64,
     /// A model the price table does not know: its tokens are counted, not priced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
