@@ -15,7 +15,9 @@ const DIR: &str = "docs/src/reference/schemas";
 
 /// Schemas for what flocks writes (optional fields may be absent).
 fn generator() -> schemars::SchemaGenerator {
-    SchemaSettings::draft2020_12().for_serialize().into_generator()
+    SchemaSettings::draft2020_12()
+        .for_serialize()
+        .into_generator()
 }
 
 /// `flocks status --json`.
@@ -32,7 +34,9 @@ fn event_line() -> Value {
     schema.insert("title".into(), json!("a line of .flocks/events.jsonl"));
     let mut value = schema.to_value();
     let obj = value.as_object_mut().expect("a schema object");
-    let event = obj.remove("oneOf").expect("Event is an enum: oneOf its kinds");
+    let event = obj
+        .remove("oneOf")
+        .expect("Event is an enum: oneOf its kinds");
     obj.insert(
         "allOf".into(),
         json!([
