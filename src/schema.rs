@@ -1,5 +1,6 @@
 //! JSON Schemas of what flocks prints for scripts, generated from the types
-//! that print it: `status --json` ([`crate::view::StatusView`]) and a line of
+//! that print it: `status --json` ([`crate::view::StatusView`]), `tasks
+//! --json` (`commands::tasks::TasksJson`) and a line of
 //! `.flocks/events.jsonl` ([`crate::report::Event`] plus its `ts`). The
 //! checked-in copies under `docs/src/reference/schemas/` are what the manual
 //! links to and what tests/schemas.rs validates real output against; the
@@ -24,6 +25,13 @@ fn generator() -> schemars::SchemaGenerator {
 fn status() -> Value {
     let mut schema = generator().into_root_schema_for::<crate::view::StatusView>();
     schema.insert("title".into(), json!("flocks status --json"));
+    schema.to_value()
+}
+
+/// `flocks tasks --json`.
+fn tasks() -> Value {
+    let mut schema = generator().into_root_schema_for::<crate::commands::tasks::TasksJson>();
+    schema.insert("title".into(), json!("flocks tasks --json"));
     schema.to_value()
 }
 
@@ -65,6 +73,7 @@ mod tests {
         for (name, schema) in [
             ("status.schema.json", status()),
             ("event.schema.json", event_line()),
+            ("tasks.schema.json", tasks()),
         ] {
             let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
             let path = dir.join(name);

@@ -1,8 +1,8 @@
 //! The JSON Schemas the manual publishes (docs/src/reference/schemas/,
 //! generated from the types by `src/schema.rs`) hold for real output: every
-//! line of `.flocks/events.jsonl` and `flocks status --json` of a run with
-//! successes, a failure, a retry, a blocked task, a best-of task, a
-//! predicted conflict and a land.
+//! line of `.flocks/events.jsonl`, `flocks status --json` and `flocks tasks
+//! --json` of a run with successes, a failure, a retry, a blocked task, a
+//! best-of task, a predicted conflict and a land.
 
 mod support;
 
@@ -95,6 +95,14 @@ fn events_and_status_json_fit_their_schemas() {
         "a best-of task with its variants: {value:#}"
     );
     check(&status_schema, "status --json after the land", &value);
+
+    let tasks = p.flocks(&["tasks", "--json"]);
+    assert_eq!(code(&tasks), 0, "{}", text(&tasks));
+    check(
+        &schema("tasks.schema.json"),
+        "tasks --json",
+        &serde_json::from_slice(&tasks.stdout).unwrap(),
+    );
 
     // A schema that does not hold is seen: a wrong type fails it.
     let mut bad = value.clone();

@@ -20,7 +20,7 @@ mod serve;
 mod shell;
 mod status;
 mod stop;
-mod tasks;
+pub(crate) mod tasks;
 mod trust;
 mod up;
 
