@@ -1,6 +1,7 @@
 //! JSON Schemas of what flocks prints for scripts, generated from the types
 //! that print it: `status --json` ([`crate::view::StatusView`]), `tasks
-//! --json` (`commands::tasks::TasksJson`) and a line of
+//! --json` (`commands::tasks::TasksJson`), `logs --json`
+//! (`commands::logs::LogsJson`) and a line of
 //! `.flocks/events.jsonl` ([`crate::report::Event`] plus its `ts`). The
 //! checked-in copies under `docs/src/reference/schemas/` are what the manual
 //! links to and what tests/schemas.rs validates real output against; the
@@ -32,6 +33,13 @@ fn status() -> Value {
 fn tasks() -> Value {
     let mut schema = generator().into_root_schema_for::<crate::commands::tasks::TasksJson>();
     schema.insert("title".into(), json!("flocks tasks --json"));
+    schema.to_value()
+}
+
+/// `flocks logs <task> --json`.
+fn logs() -> Value {
+    let mut schema = generator().into_root_schema_for::<crate::commands::logs::LogsJson<'static>>();
+    schema.insert("title".into(), json!("flocks logs <task> --json"));
     schema.to_value()
 }
 
@@ -74,6 +82,7 @@ mod tests {
             ("status.schema.json", status()),
             ("event.schema.json", event_line()),
             ("tasks.schema.json", tasks()),
+            ("logs.schema.json", logs()),
         ] {
             let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
             let path = dir.join(name);

@@ -104,6 +104,16 @@ fn events_and_status_json_fit_their_schemas() {
         &serde_json::from_slice(&tasks.stdout).unwrap(),
     );
 
+    for task in ["a", "d", "f"] {
+        let logs = p.flocks(&["logs", task, "--json"]);
+        assert_eq!(code(&logs), 0, "{}", text(&logs));
+        check(
+            &schema("logs.schema.json"),
+            &format!("logs {task} --json"),
+            &serde_json::from_slice(&logs.stdout).unwrap(),
+        );
+    }
+
     // A schema that does not hold is seen: a wrong type fails it.
     let mut bad = value.clone();
     bad["totals"]["cost_usd"] = json!("free");

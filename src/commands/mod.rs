@@ -8,7 +8,7 @@ mod forget;
 mod hosts;
 mod init;
 mod land;
-mod logs;
+pub(crate) mod logs;
 mod man;
 mod pick;
 mod plan;

@@ -513,6 +513,7 @@ where
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Attempt {
     pub number: u32,
     pub pool: String,
@@ -671,6 +672,7 @@ impl Attempt {
 
 /// What the agent's result object said.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct ResultInfo {
     #[serde(default)]
     pub subtype: Option<String>,
@@ -696,6 +698,7 @@ pub struct ResultInfo {
 
 /// Tokens, as the result's `usage` counts them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Tokens {
     #[serde(default)]
     pub input_tokens: u64,
