@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-/// Exit codes, as documented in DESIGN.md and the README.
+/// Exit codes, as the manual documents them (docs/src/reference/exit-codes.md)
+/// and `flocks man` prints them (EXIT STATUS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// 0: all good.

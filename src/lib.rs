@@ -31,6 +31,8 @@ pub mod proxy;
 pub(crate) mod report;
 pub(crate) mod retry;
 pub(crate) mod runner;
+#[cfg(test)]
+mod schema;
 pub(crate) mod service;
 pub mod state;
 pub(crate) mod suggest;

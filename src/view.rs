@@ -12,6 +12,7 @@ use crate::state::{Judgement, ProjectLock, State, TaskRecord, TaskStatus};
 
 /// `flocks status --json`: stable shape (fields are only ever added).
 #[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct StatusView {
     pub run: Option<RunView>,
     pub tasks: Vec<TaskView>,
@@ -30,6 +31,7 @@ pub struct StatusView {
 
 /// What flocks' files take on disk, and what is left on their filesystem.
 #[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct DiskView {
     /// Task worktrees (and the land worktree) under `.worktrees/`.
     pub worktrees_bytes: u64,
@@ -59,6 +61,7 @@ pub struct DiskView {
 
 /// A filesystem's free space, read at a path on it.
 #[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct FilesystemView {
     pub path: PathBuf,
     pub free_bytes: u64,
@@ -159,6 +162,7 @@ pub fn disk(project: &Project, budget: Option<std::time::Duration>) -> DiskView 
 }
 
 #[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct VmView {
     pub pool: String,
     pub name: String,
@@ -167,6 +171,7 @@ pub struct VmView {
 }
 
 #[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct RunView {
     pub id: String,
     pub live: bool,
@@ -176,6 +181,7 @@ pub struct RunView {
 }
 
 #[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct TaskView {
     pub id: String,
     pub branch: String,
@@ -230,6 +236,7 @@ pub struct TaskView {
 
 /// One variant of a best-of task.
 #[derive(Debug, Serialize, Clone)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct VariantView {
     /// k, 1-based.
     pub variant: u32,
@@ -319,6 +326,7 @@ pub(crate) fn judgement_line(j: &Judgement) -> String {
 }
 
 #[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct PoolView {
     pub name: String,
     pub backend: String,
@@ -337,6 +345,7 @@ pub struct PoolView {
 }
 
 #[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct CredentialView {
     pub name: String,
     pub parked_until: Option<chrono::DateTime<Utc>>,
@@ -344,6 +353,7 @@ pub struct CredentialView {
 }
 
 #[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Totals {
     pub tasks: usize,
     pub attempts: usize,

@@ -4,12 +4,28 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::cli::LogsArgs;
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
 use crate::state::{ProjectLock, TaskStatus};
+
+/// `flocks logs <task> --json`: the attempt's record instead of its output.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct LogsJson<'a> {
+    pub task: &'a str,
+    /// As in `status --json` (the state's own label).
+    pub status: &'a str,
+    /// How many attempts the task has had.
+    pub attempts: usize,
+    /// The attempt's log file.
+    pub log: &'a std::path::Path,
+    /// The commit the task's branch started from: its work is `origin..`
+    /// its branch.
+    pub origin: Option<String>,
+    /// The attempt, as state.json keeps it (the last one, or `--attempt N`).
+    pub attempt: &'a crate::state::Attempt,
+}
 
 pub fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
     let state = project.store.load()?;
@@ -69,14 +85,14 @@ pub fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
     };
     let path = project.log_path(&rec.id, attempt.number)?;
     if args.json {
-        let value = json!({
-            "task": rec.id,
-            "attempt": attempt,
-            "attempts": rec.attempts.len(),
-            "status": rec.status.label(),
-            "log": path,
-            "origin": rec.origin_commit(),
-        });
+        let value = LogsJson {
+            task: &rec.id,
+            status: rec.status.label(),
+            attempts: rec.attempts.len(),
+            log: &path,
+            origin: rec.origin_commit(),
+            attempt,
+        };
         crate::outln!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()

@@ -74,7 +74,7 @@ fn render(cmd: &clap::Command) -> Result<String> {
     Ok(page)
 }
 
-/// The exit codes (README, "Exit codes"; `crate::error::Exit`).
+/// The exit codes (the manual's docs/src/reference/exit-codes.md; `crate::error::Exit`).
 const EXIT_STATUS: &[(&str, &str)] = &[
     (
         "0",

@@ -8,7 +8,7 @@ mod forget;
 mod hosts;
 mod init;
 mod land;
-mod logs;
+pub(crate) mod logs;
 mod man;
 mod pick;
 mod plan;
@@ -20,7 +20,7 @@ mod serve;
 mod shell;
 mod status;
 mod stop;
-mod tasks;
+pub(crate) mod tasks;
 mod trust;
 mod up;
 

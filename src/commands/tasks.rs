@@ -1,8 +1,6 @@
 //! `flocks tasks [--status S] [--json]`: every task of the task file (and any
 //! the state still knows) with its status, attempts, pool, dependencies and cost.
 
-use serde_json::json;
-
 use crate::cli::TasksArgs;
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
@@ -31,7 +29,20 @@ const STATUSES: &[&str] = &[
     "not queued",
 ];
 
+/// `flocks tasks --json`.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct TasksJson {
+    pub tasks: Vec<Row>,
+    /// What the listed tasks cost, summed.
+    pub total_cost_usd: f64,
+    /// Why a live run starts no new agent now (free disk below
+    /// `min_free_disk_gb`); null otherwise.
+    pub waiting: Option<String>,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Row {
     pub id: String,
     pub title: Option<String>,
@@ -104,7 +115,11 @@ pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
         .and_then(|r| r.waiting.clone())
         .filter(|_| crate::state::ProjectLock::holder(&project.state_dir()).is_some());
     if args.json {
-        let out = json!({ "tasks": rows, "total_cost_usd": crate::output::units::sum_costs(rows.iter().map(|r| r.cost_usd)), "waiting": waiting });
+        let out = TasksJson {
+            total_cost_usd: crate::output::units::sum_costs(rows.iter().map(|r| r.cost_usd)),
+            tasks: rows,
+            waiting,
+        };
         crate::output::print_json(&out);
         return Ok(Exit::Ok);
     }

@@ -1,7 +1,7 @@
 //! What a response used: the `usage` of the API's answers, read as they pass
 //! through the proxy (the `message_start` and `message_delta` server-sent
 //! events of a streamed answer, or a JSON body), and what it cost by the
-//! price table below (the README's "The model proxy" lists the same).
+//! price table below (docs/src/threat-model/proxy.md lists the same).
 //! Nothing is kept but the counts: a streamed answer is scanned line by line
 //! (a line too long to be a usage event is skipped, not held), a JSON body
 //! is held in memory up to [`JSON_CAP`] until it ends, then dropped.

@@ -56,6 +56,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::{Job, JudgedBy, Outcome, Verdict};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     RunStarted {
@@ -218,6 +219,7 @@ pub enum Event {
 
 /// Why a `needs_attention` event was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AttentionCause {
     /// A task failed and is not retried again.
@@ -291,6 +293,7 @@ fn is_zero(n: &usize) -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct PoolInfo {
     pub name: String,
     pub backend: String,

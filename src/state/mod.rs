@@ -182,6 +182,7 @@ pub struct TaskRecord {
 /// A succeeded task whose commits will not apply when `land` builds its
 /// result (the target, then every succeeded task before it in landing order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct PredictedConflict {
     /// Its commit that does not apply.
     pub commit: String,
@@ -234,6 +235,7 @@ pub struct BestOf {
 
 /// Which variant won, how, and why; the others' verdicts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Judgement {
     /// The winning variant's k; None: no variant survived.
     #[serde(default)]
@@ -255,6 +257,7 @@ pub struct Judgement {
 
 /// Who picked the winner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JudgedBy {
     /// Validation, then the smallest change, then the lowest cost.
@@ -277,6 +280,7 @@ impl JudgedBy {
 
 /// One variant's place in a judgement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Verdict {
     pub variant: u32,
     pub outcome: VerdictOutcome,
@@ -289,6 +293,7 @@ pub struct Verdict {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictOutcome {
     Winner,
@@ -362,6 +367,7 @@ impl TaskStatus {
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     Success,
@@ -507,6 +513,7 @@ where
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Attempt {
     pub number: u32,
     pub pool: String,
@@ -563,6 +570,7 @@ fn is_zero(n: &u32) -> bool {
 
 /// What an attempt's answers used, summed as flocks' proxy read them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Usage {
     /// Answers read.
     pub requests: u64,
@@ -572,7 +580,7 @@ pub struct Usage {
     pub cache_creation_input_tokens: u64,
     #[serde(default)]
     pub cache_read_input_tokens: u64,
-    /// What they cost by the proxy's price table (the README lists it).
+    /// What they cost by the proxy's price table (the manual lists it: docs/src/threat-model/proxy.md).
     pub cost_usd: f64,
     /// A model the price table does not know: its tokens are counted, not priced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -581,6 +589,7 @@ pub struct Usage {
 
 /// A scheduler's job (Slurm): one per attempt of a Slurm pool.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Job {
     /// The scheduler's job id.
     pub id: String,
@@ -663,6 +672,7 @@ impl Attempt {
 
 /// What the agent's result object said.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct ResultInfo {
     #[serde(default)]
     pub subtype: Option<String>,
@@ -688,6 +698,7 @@ pub struct ResultInfo {
 
 /// Tokens, as the result's `usage` counts them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Tokens {
     #[serde(default)]
     pub input_tokens: u64,

@@ -26,7 +26,7 @@ pub fn require(what: &str, found: bool, how: &str, skip_profile: Option<&str>) {
     }
     let opt_out = match skip_profile {
         Some(p) => format!(
-            "; or leave these tests out explicitly: cargo nextest run --profile {p} (see README, \"Tests\")"
+            "; or leave these tests out explicitly: cargo nextest run --profile {p} (see docs/src/development.md)"
         ),
         None => String::new(),
     };

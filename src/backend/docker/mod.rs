@@ -264,7 +264,7 @@ pub async fn probe_reaper(docker: &Docker, t: &Target) -> bool {
 /// What flocks says when a container cannot run the reaper.
 pub fn no_reaper_note(container: &str, what: &str) -> String {
     format!(
-        "docker container `{container}` cannot run flocks' reaper (it needs perl, and root able to become the exec user): flocks stops {what} by their FLOCKS_ATTEMPT tag, which they can remove, and cannot stop them if flocks itself is killed (see the README)"
+        "docker container `{container}` cannot run flocks' reaper (it needs perl, and root able to become the exec user): flocks stops {what} by their FLOCKS_ATTEMPT tag, which they can remove, and cannot stop them if flocks itself is killed (see the manual: Docker pools, Stopping)"
     )
 }
 
