@@ -549,6 +549,17 @@ fn bwrap_network_host_shares_the_hosts_network() {
 /// either fails; a setup command reaches the allowed one too.
 #[test]
 fn bwrap_egress_only_through_the_proxy() {
+    egress_run(None);
+}
+
+/// The same with flocks run by an unprivileged user (the proxy's socket
+/// is that user's; bubblewrap makes a user namespace).
+#[test]
+fn bwrap_egress_only_through_the_proxy_as_an_unprivileged_user() {
+    egress_run((euid() == 0).then_some(65534));
+}
+
+fn egress_run(user: Option<u32>) {
     let api = http::Server::start(http::Answer::Status(200));
     let allowed = http::Server::start(http::Answer::Status(200));
     let denied = http::Server::start(http::Answer::Status(200));
@@ -569,6 +580,10 @@ fn bwrap_egress_only_through_the_proxy() {
         ),
     );
     s.p.env.push(("SBX_KEY".into(), key.clone()));
+    if let Some(uid) = user {
+        s.chown_all(uid);
+        s.user = Some(uid);
+    }
     s.p.tasks(&[json!({"id": "net", "prompt": format!(
         "@fake api out=api.jsonl\n\
          @fake fetch http://127.0.0.1:{a}/plain out=f.jsonl\n\
@@ -583,6 +598,9 @@ fn bwrap_egress_only_through_the_proxy() {
         api.port,
         fake_bash("git add api.jsonl f.jsonl setup.txt && git commit -qm results"),
     )})]);
+    if let Some(uid) = user {
+        s.chown_all(uid);
+    }
     let out = s.flocks(&["run"]);
     let said = text(&out);
     assert_eq!(code(&out), 0, "{said}");
