@@ -272,11 +272,18 @@ impl PoolConfig {
     pub fn egress_enforced(&self, sandbox: SandboxNetwork) -> bool {
         match &self.backend {
             BackendConfig::Local => self.sandbox == SandboxMode::Bwrap && sandbox.private(),
+            // A clone-mode container with no network: `network = "none"`,
+            // or one `flocks up` makes from `image` (it has none under
+            // `[network]`). The docker backend refuses a container that has one.
+            BackendConfig::Docker(d) => {
+                d.workspace == WorkspaceMode::Clone
+                    && match d.network.as_deref() {
+                        Some(n) => n == "none",
+                        None => d.image.is_some(),
+                    }
+            }
             // A devcontainer's own network, a remote host's.
-            BackendConfig::Docker(_)
-            | BackendConfig::Ssh(_)
-            | BackendConfig::Exedev(_)
-            | BackendConfig::Slurm(_) => false,
+            BackendConfig::Ssh(_) | BackendConfig::Exedev(_) | BackendConfig::Slurm(_) => false,
         }
     }
 }
