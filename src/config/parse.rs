@@ -2054,6 +2054,31 @@ mod tests {
     }
 
     #[test]
+    fn docker_egress_is_enforced_only_for_clone_mode_without_a_network() {
+        let enforced = |pool: &str| {
+            let c = parse_str(&format!(
+                "[[containers]]\nname = \"d\"\nbackend = \"docker\"\n{pool}"
+            ))
+            .unwrap();
+            c.pools[0].egress_enforced(c.sandbox.network)
+        };
+        assert!(
+            enforced("image = \"img\"\n"),
+            "flocks up makes it without a network"
+        );
+        assert!(enforced("container = \"c\"\nnetwork = \"none\"\n"));
+        assert!(
+            !enforced("container = \"c\"\n"),
+            "a devcontainer's own network"
+        );
+        assert!(!enforced("image = \"img\"\nnetwork = \"host\"\n"));
+        assert!(!enforced("image = \"img\"\nnetwork = \"bridge\"\n"));
+        assert!(!enforced(
+            "image = \"img\"\nworkspace = \"mount\"\nnetwork = \"none\"\n"
+        ));
+    }
+
+    #[test]
     fn sandbox_mistakes_name_the_line_and_field() {
         let cases = [
             (
