@@ -436,6 +436,49 @@ fn clone_mode_up_egress_only_through_the_proxy() {
     assert_eq!(code(&o), 0, "{}", text(&o));
 }
 
+/// Hostile to the claim: a pool whose config says its allowlist binds
+/// (clone mode, made from `image`, no `network`) but whose container has a
+/// network (made before `[network]`, or by someone else) is refused before
+/// any agent runs in it, naming the container and its network.
+#[test]
+fn clone_mode_egress_refuses_a_container_with_a_network() {
+    ready();
+    let p = DockerProject::new();
+    let name = dsupport::unique("flocks-netful");
+    let (ok, id) = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-v",
+        "/usr:/usr:ro",
+        "--entrypoint",
+        "/bin/sh",
+        dsupport::IMAGE,
+        "-c",
+        "sleep 600",
+    ]);
+    assert!(ok, "{id}");
+    let _guard = RemoveOnDrop(id.lines().last().unwrap().to_string());
+    p.config(
+        "[network]\nallow = [\"example.org\"]\n",
+        &format!(
+            "[[containers]]\nname = \"managed\"\nbackend = \"docker\"\nimage = \"{}\"\ncontainer = \"{name}\"\n",
+            dsupport::IMAGE
+        ),
+    );
+    p.t.tasks(&[json!({"id": "x", "prompt": "@fake commit x.txt x"})]);
+    let o = p.t.flocks(&["run", "--no-progress"]);
+    let said = text(&o);
+    assert_ne!(code(&o), 0, "{said}");
+    assert!(
+        said.contains(&format!("docker container `{name}` is on network")),
+        "{said}"
+    );
+    assert!(said.contains("flocks down"), "{said}");
+    assert_ne!(p.t.status_of("x"), "success");
+}
+
 fn unique_key() -> String {
     format!("sk-ant-api03-DOCKEREGRESS-{}", dsupport::unique("k"))
 }

@@ -6,7 +6,8 @@
 //!
 //! It prints `listening <addr>` on stdout once it listens (port 0 picks a free
 //! one), and ends when its stdin reaches end of file or its parent process
-//! dies, so that it never outlives the attempt that started it. It reads
+//! dies (`--while-stdin`: its stdin alone, for a docker exec whose parent is
+//! docker's runtime), so that it never outlives what started it. It reads
 //! nothing it carries: the proxy checks the tokens.
 //!
 //! With `-- COMMAND...` it is a launcher (a bubblewrap sandbox's first
@@ -24,18 +25,21 @@ use std::path::PathBuf;
 /// The hidden subcommand.
 pub const SUBCOMMAND: &str = "__forward";
 
-const USAGE: &str = "usage: flocks __forward --listen IP:PORT --to SOCKET [-- COMMAND...]";
+const USAGE: &str =
+    "usage: flocks __forward --listen IP:PORT --to SOCKET [--while-stdin] [-- COMMAND...]";
 
 /// Run the forwarder; the process's exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
     let mut listen: Option<SocketAddr> = None;
     let mut to: Option<PathBuf> = None;
     let mut command: Vec<OsString> = Vec::new();
+    let mut while_stdin = false;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.to_str() {
             Some("--listen") => listen = it.next().and_then(|v| v.to_str()?.parse().ok()),
             Some("--to") => to = it.next().map(PathBuf::from),
+            Some("--while-stdin") => while_stdin = true,
             Some("--") => {
                 command.extend(it.by_ref());
                 if command.is_empty() {
@@ -56,14 +60,18 @@ pub fn main(args: Vec<OsString>) -> i32 {
     if !command.is_empty() {
         return launch(listen, to, command);
     }
-    // Ends with its parent (checked again below: it may be gone already).
-    let parent = std::os::unix::process::parent_id();
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number; no memory involved.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-    }
-    if std::os::unix::process::parent_id() != parent {
-        return 0;
+    // Ends with its parent (checked again below: it may be gone already),
+    // unless told to end with its stdin alone (a docker exec, whose parent
+    // is docker's runtime, which may exit as soon as it started it).
+    if !while_stdin {
+        let parent = std::os::unix::process::parent_id();
+        // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number; no memory involved.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        }
+        if std::os::unix::process::parent_id() != parent {
+            return 0;
+        }
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1039,6 +1039,7 @@ impl DockerBackend {
             "127.0.0.1:0".into(),
             "--to".into(),
             inner(&name),
+            "--while-stdin".into(),
         ];
         let docker = self
             .client()
