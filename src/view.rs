@@ -428,7 +428,10 @@ pub fn build(project: &Project, state: &State) -> StatusView {
                 crate::config::CredentialChoice::Named(n) => n.clone(),
                 crate::config::CredentialChoice::Rotate => "rotate".into(),
             },
-            egress: match (&project.config.network, p.egress_enforced()) {
+            egress: match (
+                &project.config.network,
+                p.egress_enforced(project.config.sandbox.network),
+            ) {
                 (None, _) => "open",
                 (Some(_), false) => "advisory",
                 (Some(_), true) => "enforced",

@@ -8,6 +8,8 @@
 
 #[path = "support/docker.rs"]
 mod dsupport;
+#[path = "support/http.rs"]
+mod http;
 mod support;
 
 use std::collections::BTreeMap;
@@ -328,6 +330,157 @@ fn clone_mode_up_mounts_no_repository() {
     assert_eq!(rec["cwd"], clone_dir(&p, "m"));
     let o = p.t.flocks(&["down"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
+}
+
+/// Egress from a clone-mode container `flocks up` made (issue 24), hostile
+/// first: under `[network]` it has no network (`none`) but the project's
+/// proxy directory, read-only; the agent reaches flocks' proxy through
+/// `flocks __forward` in the container. Its model request reaches the
+/// upstream with the real key; through the proxy the allowed server
+/// answers and the denied one is an `egress_denied` event; a direct
+/// connection fails; status says the allowlist is enforced.
+#[test]
+fn clone_mode_up_egress_only_through_the_proxy() {
+    ready();
+    let api = http::Server::start(http::Answer::Status(200));
+    let allowed = http::Server::start(http::Answer::Status(200));
+    let denied = http::Server::start(http::Answer::Status(200));
+    let (a, d) = (allowed.port, denied.port);
+    let mut p = DockerProject::new();
+    let key_text = unique_key();
+    p.t.env.push(("DOCKER_EGRESS_KEY".into(), key_text.clone()));
+    let fake = support::fake_claude().display().to_string();
+    let out = p.t.out.display().to_string();
+    p.config(
+        &format!(
+            "[proxy]\nupstream = \"http://127.0.0.1:{}\"\n[network]\nallow = [\"127.0.0.1:{a}\"]\n\
+             [[credentials]]\nname = \"k\"\nenv = \"DOCKER_EGRESS_KEY\"\nkind = \"api_key\"\n",
+            api.port
+        ),
+        &format!(
+            "[[containers]]\nname = \"managed\"\nbackend = \"docker\"\nimage = \"{}\"\ncredential = \"k\"\n\
+             mounts = [\"/usr:/usr:ro\", \"{fake}:{fake}:ro\", \"{out}:{out}\"]\n",
+            dsupport::IMAGE
+        ),
+    );
+    let o = p.t.flocks(&["up"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let id = p.t.state()["managed"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _guard = RemoveOnDrop(id.clone());
+    let (ok, net) = docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", &id]);
+    assert!(ok, "{net}");
+    assert_eq!(net, "none", "no network of its own under [network]");
+    p.t.tasks(&[json!({"id": "net", "prompt": format!(
+        "@fake api out={out}/api.jsonl\n\
+         @fake fetch http://127.0.0.1:{a}/plain out={out}/f.jsonl\n\
+         @fake fetch http://127.0.0.1:{d}/plain out={out}/f.jsonl\n\
+         @fake fetch http://127.0.0.1:{a}/tunnel tunnel out={out}/f.jsonl\n\
+         @fake fetch http://127.0.0.1:{d}/tunnel tunnel out={out}/f.jsonl\n\
+         @fake fetch http://127.0.0.1:{a}/direct direct out={out}/f.jsonl\n\
+         @fake fetch http://127.0.0.1:{d}/direct direct out={out}/f.jsonl\n\
+         @fake commit done.txt")})]);
+    let o = p.t.flocks(&["run", "--no-progress"]);
+    let said = text(&o);
+    assert_eq!(code(&o), 0, "{said}");
+    assert!(!said.contains("advisory"), "{said}");
+    let got: Vec<serde_json::Value> = p
+        .read_out("f.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert_eq!(got[0]["status"], 200, "allowed, through the proxy: {got:?}");
+    assert_eq!(got[1]["status"], 403, "denied, through the proxy: {got:?}");
+    assert_eq!(got[2]["status"], 200, "allowed, tunnelled: {got:?}");
+    assert!(
+        got[3]["error"].as_str().unwrap_or_default().contains("403"),
+        "{got:?}"
+    );
+    for i in [4, 5] {
+        assert!(
+            got[i]["status"].is_null() && got[i]["error"].is_string(),
+            "direct: {got:?}"
+        );
+    }
+    let reached: Vec<String> = allowed.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(reached, ["/plain", "/tunnel"]);
+    assert!(
+        denied.requests().is_empty(),
+        "nothing reached the denied server"
+    );
+    let api_said: serde_json::Value =
+        serde_json::from_str(p.read_out("api.jsonl").lines().last().unwrap()).unwrap();
+    assert_eq!(api_said["status"], 200, "{api_said}");
+    let asked = api.requests_to("/v1/messages");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].headers["x-api-key"], key_text);
+    let events = std::fs::read_to_string(p.t.path(".flocks/events.jsonl")).unwrap();
+    let refused: Vec<serde_json::Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "egress_denied")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|e| e["port"] == d && e["host"] == "127.0.0.1")
+    );
+    let st: serde_json::Value =
+        serde_json::from_slice(&p.t.flocks(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(st["pools"][0]["egress"], "enforced");
+    let o = p.t.flocks(&["down"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+}
+
+/// Hostile to the claim: a pool whose config says its allowlist binds
+/// (clone mode, made from `image`, no `network`) but whose container has a
+/// network (made before `[network]`, or by someone else) is refused before
+/// any agent runs in it, naming the container and its network.
+#[test]
+fn clone_mode_egress_refuses_a_container_with_a_network() {
+    ready();
+    let p = DockerProject::new();
+    let name = dsupport::unique("flocks-netful");
+    let (ok, id) = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-v",
+        "/usr:/usr:ro",
+        "--entrypoint",
+        "/bin/sh",
+        dsupport::IMAGE,
+        "-c",
+        "sleep 600",
+    ]);
+    assert!(ok, "{id}");
+    let _guard = RemoveOnDrop(id.lines().last().unwrap().to_string());
+    p.config(
+        "[network]\nallow = [\"example.org\"]\n",
+        &format!(
+            "[[containers]]\nname = \"managed\"\nbackend = \"docker\"\nimage = \"{}\"\ncontainer = \"{name}\"\n",
+            dsupport::IMAGE
+        ),
+    );
+    p.t.tasks(&[json!({"id": "x", "prompt": "@fake commit x.txt x"})]);
+    let o = p.t.flocks(&["run", "--no-progress"]);
+    let said = text(&o);
+    assert_ne!(code(&o), 0, "{said}");
+    assert!(
+        said.contains(&format!("docker container `{name}` is on network")),
+        "{said}"
+    );
+    assert!(said.contains("flocks down"), "{said}");
+    assert_ne!(p.t.status_of("x"), "success");
+}
+
+fn unique_key() -> String {
+    format!("sk-ant-api03-DOCKEREGRESS-{}", dsupport::unique("k"))
 }
 
 /// A devcontainer that mounts the repository, in clone mode: agents work

@@ -10,6 +10,8 @@
 //! Every test needs bwrap: `.ci/ensure-bwrap.sh` installs it; `cargo
 //! nextest run --profile skip-bwrap` leaves this file out.
 
+#[path = "support/http.rs"]
+mod http;
 mod support;
 
 use std::collections::BTreeMap;
@@ -74,6 +76,11 @@ struct Sandboxed {
 /// scripts the agents run are there): the repository and flocks' files in
 /// it are hidden all the same, by construction.
 fn sandboxed(slots: usize, extra: &str) -> Sandboxed {
+    sandboxed_pool(slots, "", extra)
+}
+
+/// The same with `pool` (lines) in the sandboxed pool's table.
+fn sandboxed_pool(slots: usize, pool: &str, extra: &str) -> Sandboxed {
     require_bwrap();
     let mut p = TestProject::new("");
     let top = p.tmp.path().canonicalize().unwrap();
@@ -82,7 +89,7 @@ fn sandboxed(slots: usize, extra: &str) -> Sandboxed {
         None => (extra, ""),
     };
     p.config(&format!(
-        "{head}\n[[containers]]\nname = \"box\"\nsandbox = \"bwrap\"\nmax_worktrees = {slots}\n\n\
+        "{head}\n[[containers]]\nname = \"box\"\nsandbox = \"bwrap\"\nmax_worktrees = {slots}\n{pool}\n\
          [sandbox]\nread = [\"{}\", \"{}\"]\n{tail}",
         top.display(),
         support_dir().display()
@@ -531,6 +538,130 @@ fn bwrap_network_host_shares_the_hosts_network() {
     wait_for(10, "the connection", || {
         connections.load(Ordering::SeqCst) == 1
     });
+}
+
+/// Egress from a sandbox (issue 24), hostile first: with `[network]
+/// allow` and a flocks credential, the sandbox has no network but flocks'
+/// proxy (a forwarder inside it, to the proxy's socket bound in). The
+/// agent's model requests reach the upstream with the real key; through
+/// the proxy the allowed server answers and the denied one is an
+/// `egress_denied` event naming its host and port; a direct connection to
+/// either fails; a setup command reaches the allowed one too.
+#[test]
+fn bwrap_egress_only_through_the_proxy() {
+    egress_run(None);
+}
+
+/// The same with flocks run by an unprivileged user (the proxy's socket
+/// is that user's; bubblewrap makes a user namespace).
+#[test]
+fn bwrap_egress_only_through_the_proxy_as_an_unprivileged_user() {
+    egress_run((euid() == 0).then_some(65534));
+}
+
+fn egress_run(user: Option<u32>) {
+    let api = http::Server::start(http::Answer::Status(200));
+    let allowed = http::Server::start(http::Answer::Status(200));
+    let denied = http::Server::start(http::Answer::Status(200));
+    let (a, d) = (allowed.port, denied.port);
+    let key = format!("sk-ant-api03-SANDBOXPROXY-{}", std::process::id());
+    let fetch = "import os, sys, urllib.request\n\
+        try:\n    r = urllib.request.urlopen(sys.argv[1], timeout=10); print(r.status)\n\
+        except Exception as e:\n    print(getattr(e, 'code', None) or e)\n";
+    let mut s = sandboxed_pool(
+        1,
+        "credential = \"k\"\n",
+        &format!(
+            "[proxy]\nupstream = \"http://127.0.0.1:{}\"\n\
+             [network]\nallow = [\"127.0.0.1:{a}\"]\n\
+             [workspace]\nsetup = [[\"sh\", \"-c\", \"python3 -c \\\"$0\\\" http://127.0.0.1:{a}/setup > setup.txt\", {fetch:?}]]\n\
+             [[credentials]]\nname = \"k\"\nenv = \"SBX_KEY\"\nkind = \"api_key\"\n",
+            api.port
+        ),
+    );
+    s.p.env.push(("SBX_KEY".into(), key.clone()));
+    if let Some(uid) = user {
+        s.chown_all(uid);
+        s.user = Some(uid);
+    }
+    s.p.tasks(&[json!({"id": "net", "prompt": format!(
+        "@fake api out=api.jsonl\n\
+         @fake fetch http://127.0.0.1:{a}/plain out=f.jsonl\n\
+         @fake fetch http://127.0.0.1:{d}/plain out=f.jsonl\n\
+         @fake fetch http://127.0.0.1:{a}/tunnel tunnel out=f.jsonl\n\
+         @fake fetch http://127.0.0.1:{d}/tunnel tunnel out=f.jsonl\n\
+         @fake fetch http://127.0.0.1:{a}/direct direct out=f.jsonl\n\
+         @fake fetch http://127.0.0.1:{d}/direct direct out=f.jsonl\n\
+         @fake fetch http://127.0.0.1:{}/v1/messages direct out=f.jsonl\n\
+         {}\
+         @fake commit done.txt",
+        api.port,
+        fake_bash("git add api.jsonl f.jsonl setup.txt && git commit -qm results"),
+    )})]);
+    if let Some(uid) = user {
+        s.chown_all(uid);
+    }
+    let out = s.flocks(&["run"]);
+    let said = text(&out);
+    assert_eq!(code(&out), 0, "{said}");
+    assert!(
+        !said.contains("[network] allow is advisory"),
+        "a sandbox's allowlist is enforced: {said}"
+    );
+
+    let file = |name: &str| s.git(&["show", &format!("flocks/net:{name}")]);
+    let got: Vec<Value> = file("f.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), 7, "{got:?}");
+    assert_eq!(got[0]["status"], 200, "allowed, through the proxy: {got:?}");
+    assert_eq!(got[1]["status"], 403, "denied, through the proxy: {got:?}");
+    assert_eq!(got[2]["status"], 200, "allowed, tunnelled: {got:?}");
+    assert!(
+        got[3]["error"].as_str().unwrap_or_default().contains("403"),
+        "{got:?}"
+    );
+    for (i, what) in [(4, "allowed"), (5, "denied"), (6, "the model API")] {
+        assert_eq!(got[i]["status"], Value::Null, "{what}, direct: {got:?}");
+        assert!(got[i]["error"].is_string(), "{what}, direct: {got:?}");
+    }
+    assert_eq!(
+        file("setup.txt"),
+        "200",
+        "the setup command, through the proxy"
+    );
+    let reached: Vec<String> = allowed.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(reached, ["/setup", "/plain", "/tunnel"]);
+    assert_eq!(
+        denied.requests().len(),
+        0,
+        "nothing reached the denied server"
+    );
+
+    // The model request went through the proxy, with the real key.
+    let api_said: Value = serde_json::from_str(file("api.jsonl").lines().last().unwrap()).unwrap();
+    assert_eq!(api_said["status"], 200, "{api_said}");
+    let asked = api.requests_to("/v1/messages");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].headers["x-api-key"], key);
+
+    let events = std::fs::read_to_string(s.p.path(".flocks/events.jsonl")).unwrap();
+    let refused: Vec<Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "egress_denied")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    for e in &refused {
+        assert_eq!(
+            (e["task"].as_str(), e["host"].as_str(), e["port"].as_u64()),
+            (Some("net"), Some("127.0.0.1"), Some(d as u64))
+        );
+    }
+    let st: Value = serde_json::from_slice(&s.flocks(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(st["pools"][0]["egress"], "enforced");
+    assert_eq!(st["tasks"][0]["egress_denied"], 2);
 }
 
 /// Retries resume: the same path and the same private home (the fake

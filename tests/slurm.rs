@@ -7,6 +7,8 @@
 //! they run one at a time (their nextest test group), since they share the
 //! cluster's one node.
 
+#[path = "support/http.rs"]
+mod http;
 mod support;
 
 use std::collections::BTreeMap;
@@ -767,6 +769,60 @@ fn a_bad_partition_is_refused_before_any_job() {
         "{}",
         text(&o)
     );
+}
+
+/// A Slurm pool with a flocks credential: a loopback `[proxy] listen` is a
+/// config error naming the key, before any job; listening on every
+/// address, the agent on the compute node reaches the proxy at the login
+/// node's hostname with a token, and the upstream gets the real key.
+#[test]
+fn slurm_agents_reach_the_proxy_at_the_login_nodes_address() {
+    available();
+    let api = http::Server::start(http::Answer::Status(200));
+    let key_text = format!("sk-ant-api03-SLURMPROXY-{}", std::process::id());
+    let creds = "[[credentials]]\nname = \"k\"\nenv = \"SLURM_TEST_KEY\"\nkind = \"api_key\"\n";
+    let upstream = format!("[proxy]\nupstream = \"http://127.0.0.1:{}\"\n", api.port);
+    let mut p = project(
+        &format!("{creds}{upstream}"),
+        "partition = \"debug\"\ncredential = \"k\"",
+    );
+    p.env.push(("SLURM_TEST_KEY".into(), key_text.clone()));
+    let o = p.out.display().to_string();
+    p.tasks(&[json!({"id": "m", "prompt": format!(
+        "@fake api fail out={o}/api.jsonl\n@fake env ANTHROPIC_BASE_URL {o}/base\n@fake env ANTHROPIC_API_KEY {o}/token\n@fake commit m.txt m")})]);
+    let k = key(&p);
+    let out = p.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        text(&out).contains("field `proxy.listen`"),
+        "{}",
+        text(&out)
+    );
+    assert!(jobs(&k).is_empty(), "no job was submitted");
+
+    let toml = std::fs::read_to_string(p.path("flocks.toml")).unwrap();
+    std::fs::write(
+        p.path("flocks.toml"),
+        toml.replace(&upstream, &format!("{upstream}listen = \"0.0.0.0:0\"\n")),
+    )
+    .unwrap();
+    let out = p.flocks(&["run", "--no-progress"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let base = std::fs::read_to_string(p.out_file("base")).unwrap();
+    let host = sh("hostname", &[]).trim().to_string();
+    assert!(
+        base.starts_with(&format!("http://{host}:")),
+        "the login node's hostname: {base}"
+    );
+    let token = std::fs::read_to_string(p.out_file("token")).unwrap();
+    assert!(
+        token.starts_with("flocks-") && !token.contains(&key_text),
+        "{token}"
+    );
+    let asked = api.requests_to("/v1/messages");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].headers["x-api-key"], key_text);
+    assert_eq!(p.status_of("m"), "success");
 }
 
 #[test]

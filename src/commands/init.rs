@@ -205,7 +205,7 @@ args = []                      # extra args after flocks' claude flags
         root = root.display()
     );
     let sandbox = if d.bwrap {
-        "sandbox = \"bwrap\"             # each agent in a bubblewrap sandbox: read-only host, private home,\n                              # a repository of its own, no network (\"none\": unsandboxed)\n"
+        "sandbox = \"bwrap\"             # each agent in a bubblewrap sandbox: read-only host, private home,\n                              # a repository of its own, no network but flocks' proxy (\"none\": unsandboxed)\n"
     } else {
         "# sandbox = \"bwrap\"           # each agent in a bubblewrap sandbox (install bubblewrap first)\n"
     };
@@ -236,7 +236,7 @@ args = []                      # extra args after flocks' claude flags
             s.push_str("# Agents run on this machine. A docker, ssh or exedev pool is another\n# [[containers]] table (see flocks.toml.example).\n");
             s.push_str(&local);
             if d.bwrap {
-                s.push_str("\n[sandbox]\n# read = [\"~/.cargo\", \"~/.rustup\"]   # hidden places agents may read (your home is hidden)\nnetwork = \"none\"              # or \"host\": the host's network\n");
+                s.push_str("\n[sandbox]\n# read = [\"~/.cargo\", \"~/.rustup\"]   # hidden places agents may read (your home is hidden)\nnetwork = \"proxy\"             # none but flocks' proxy; \"none\": no network at all; \"host\": the host's\n");
             }
         }
     }
@@ -315,7 +315,7 @@ mod tests {
             bwrap: true,
         });
         assert_eq!(crate::backend::isolation(&c.pools[0]), "bwrap");
-        assert_eq!(c.sandbox.network, crate::config::SandboxNetwork::None);
+        assert_eq!(c.sandbox.network, crate::config::SandboxNetwork::Proxy);
 
         let c = load(&Detected {
             branch: "main".into(),

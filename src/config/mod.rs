@@ -103,8 +103,13 @@ pub struct SandboxConfig {
 /// `[sandbox] network`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SandboxNetwork {
-    /// A network namespace of its own with only a loopback device (the default).
+    /// A network namespace of its own whose only way out is flocks' proxy,
+    /// forwarded in when the run has one (a flocks credential, `[network]`);
+    /// without one, no network at all (the default).
     #[default]
+    Proxy,
+    /// A network namespace of its own with only a loopback device: not even
+    /// flocks' proxy.
     None,
     /// The host's network.
     Host,
@@ -113,10 +118,16 @@ pub enum SandboxNetwork {
 impl SandboxNetwork {
     pub fn parse(s: &str) -> Option<SandboxNetwork> {
         match s {
+            "proxy" => Some(SandboxNetwork::Proxy),
             "none" => Some(SandboxNetwork::None),
             "host" => Some(SandboxNetwork::Host),
             _ => None,
         }
+    }
+
+    /// Its own network namespace (`--unshare-net`).
+    pub fn private(self) -> bool {
+        self != SandboxNetwork::Host
     }
 }
 
@@ -255,16 +266,24 @@ pub struct PoolConfig {
 
 impl PoolConfig {
     /// Whether `[network] allow` binds this pool's agents: they have no way
-    /// out but flocks' proxy. Not so for agents that share a network
-    /// (advisory: they get the proxy variables and may ignore them).
-    pub fn egress_enforced(&self) -> bool {
+    /// out but flocks' proxy (a bwrap sandbox with a network of its own,
+    /// `sandbox`'s `network` as given). Not so for agents that share a
+    /// network (advisory: they get the proxy variables and may ignore them).
+    pub fn egress_enforced(&self, sandbox: SandboxNetwork) -> bool {
         match &self.backend {
-            // This machine's network, a devcontainer's own, a remote host's.
-            BackendConfig::Local
-            | BackendConfig::Docker(_)
-            | BackendConfig::Ssh(_)
-            | BackendConfig::Exedev(_)
-            | BackendConfig::Slurm(_) => false,
+            BackendConfig::Local => self.sandbox == SandboxMode::Bwrap && sandbox.private(),
+            // A clone-mode container with no network: `network = "none"`,
+            // or one `flocks up` makes from `image` (it has none under
+            // `[network]`). The docker backend refuses a container that has one.
+            BackendConfig::Docker(d) => {
+                d.workspace == WorkspaceMode::Clone
+                    && match d.network.as_deref() {
+                        Some(n) => n == "none",
+                        None => d.image.is_some(),
+                    }
+            }
+            // A devcontainer's own network, a remote host's.
+            BackendConfig::Ssh(_) | BackendConfig::Exedev(_) | BackendConfig::Slurm(_) => false,
         }
     }
 }

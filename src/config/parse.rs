@@ -624,6 +624,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
             .map(|n| n as usize),
     };
 
+    let sandbox_network_span = raw.sandbox.network.as_ref().map(|v| v.span());
     let sandbox = parse_sandbox(&cx, raw.sandbox, &workspace.repo, &dir)?;
 
     let prompt_template = raw
@@ -736,7 +737,17 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         variants.push(variant);
     }
 
+    let listen_span = raw.proxy.listen.as_ref().map(|l| l.span());
     let (proxy, network) = parse_network(&cx, raw.proxy, raw.network)?;
+    check_proxy_reach(
+        &cx,
+        &pools,
+        &sandbox,
+        sandbox_network_span,
+        &proxy,
+        listen_span,
+        network.is_some(),
+    )?;
 
     Ok(Config {
         path: path.to_path_buf(),
@@ -804,19 +815,74 @@ fn parse_sandbox(cx: &Ctx, s: RawSandbox, repo: &Path, dir: &Path) -> Result<San
         }
     }
     let network = match s.network {
-        None => SandboxNetwork::None,
+        None => SandboxNetwork::Proxy,
         Some(v) => SandboxNetwork::parse(v.get_ref()).ok_or_else(|| {
             cx.err(
                 v.span(),
                 "sandbox.network",
                 format!(
-                    "unknown network `{}`: use \"none\" (no network, the default) or \"host\" (the host's)",
+                    "unknown network `{}`: use \"proxy\" (none but flocks' proxy, the default), \"none\" (no network at all) or \"host\" (the host's)",
                     v.get_ref()
                 ),
             )
         })?,
     };
     Ok(SandboxConfig { read, network })
+}
+
+/// Every pool whose agents need flocks' proxy can reach it: a sandbox
+/// with `network = "none"` cannot (a pool with a flocks credential there
+/// is refused), nor can a Slurm compute node reach a loopback `[proxy]
+/// listen` (a Slurm pool with a credential, or under `[network]`, needs an
+/// address the nodes reach).
+fn check_proxy_reach(
+    cx: &Ctx,
+    pools: &[PoolConfig],
+    sandbox: &SandboxConfig,
+    sandbox_span: Option<Range<usize>>,
+    proxy: &ProxyConfig,
+    listen_span: Option<Range<usize>>,
+    gated: bool,
+) -> Result<()> {
+    let line = |span: Option<Range<usize>>| span.map(|s| cx.line(s));
+    if sandbox.network == SandboxNetwork::None
+        && let Some(p) = pools
+            .iter()
+            .find(|p| p.sandbox == SandboxMode::Bwrap && p.credential != CredentialChoice::Default)
+    {
+        return Err(Error::input(
+            cx.path,
+            line(sandbox_span),
+            Some("sandbox.network"),
+            format!(
+                "\"none\" leaves pool {}'s sandboxed agents no way to flocks' proxy, which holds their credential: use \"proxy\" (no network but the proxy, the default)",
+                p.name
+            ),
+        ));
+    }
+    if proxy.listen.ip().is_loopback()
+        && let Some(p) = pools.iter().find(|p| {
+            matches!(p.backend, BackendConfig::Slurm(_))
+                && (gated || p.credential != CredentialChoice::Default)
+        })
+    {
+        return Err(Error::input(
+            cx.path,
+            line(listen_span),
+            Some("proxy.listen"),
+            format!(
+                "{} is loopback, which pool {}'s Slurm compute nodes cannot reach, and its agents need flocks' proxy ({}): listen on an address they reach, e.g. listen = \"0.0.0.0:7878\" (the login node's hostname is what they are given) or this machine's IP",
+                proxy.listen,
+                p.name,
+                if p.credential != CredentialChoice::Default {
+                    "it holds their credential"
+                } else {
+                    "[network] is set"
+                }
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `[proxy]` and `[network]`.
@@ -1955,7 +2021,61 @@ mod tests {
         assert_eq!(c.sandbox.network, SandboxNetwork::Host);
         let c = parse_str("[[containers]]\nname = \"here\"\nsandbox = \"none\"\n").unwrap();
         assert_eq!(c.pools[0].sandbox, SandboxMode::None);
-        assert_eq!(c.sandbox.network, SandboxNetwork::None);
+        assert_eq!(c.sandbox.network, SandboxNetwork::Proxy);
+    }
+
+    #[test]
+    fn agents_that_need_the_proxy_must_be_able_to_reach_it() {
+        let bwrap = "[[credentials]]\nname = \"k\"\nenv = \"K\"\n[[containers]]\nname = \"box\"\nsandbox = \"bwrap\"\ncredential = \"k\"\n";
+        let e = err(&format!("{bwrap}[sandbox]\nnetwork = \"none\"\n"));
+        assert!(e.contains("flocks.toml:9: field `sandbox.network`"), "{e}");
+        assert!(e.contains("use \"proxy\""), "{e}");
+        let c = parse_str(bwrap).unwrap();
+        assert_eq!(c.sandbox.network, SandboxNetwork::Proxy);
+        assert!(c.pools[0].egress_enforced(c.sandbox.network));
+        assert!(!c.pools[0].egress_enforced(SandboxNetwork::Host));
+        // Without a credential, "none" is no network at all.
+        parse_str(
+            "[[containers]]\nname = \"box\"\nsandbox = \"bwrap\"\n[sandbox]\nnetwork = \"none\"\n",
+        )
+        .unwrap();
+
+        let slurm = "[[credentials]]\nname = \"k\"\nenv = \"K\"\n[[containers]]\nname = \"hpc\"\nbackend = \"slurm\"\ncredential = \"k\"\n";
+        let e = err(slurm);
+        assert!(e.contains("field `proxy.listen`"), "{e}");
+        assert!(e.contains("pool hpc's Slurm compute nodes"), "{e}");
+        let e = err(&format!("{slurm}[proxy]\nlisten = \"127.0.0.1:7878\"\n"));
+        assert!(e.contains("flocks.toml:9: field `proxy.listen`"), "{e}");
+        parse_str(&format!("{slurm}[proxy]\nlisten = \"0.0.0.0:0\"\n")).unwrap();
+        // Its own login and no [network]: nothing to reach.
+        parse_str("[[containers]]\nname = \"hpc\"\nbackend = \"slurm\"\n").unwrap();
+        let e = err("[[containers]]\nname = \"hpc\"\nbackend = \"slurm\"\n[network]\nallow = []\n");
+        assert!(e.contains("[network] is set"), "{e}");
+    }
+
+    #[test]
+    fn docker_egress_is_enforced_only_for_clone_mode_without_a_network() {
+        let enforced = |pool: &str| {
+            let c = parse_str(&format!(
+                "[[containers]]\nname = \"d\"\nbackend = \"docker\"\n{pool}"
+            ))
+            .unwrap();
+            c.pools[0].egress_enforced(c.sandbox.network)
+        };
+        assert!(
+            enforced("image = \"img\"\n"),
+            "flocks up makes it without a network"
+        );
+        assert!(enforced("container = \"c\"\nnetwork = \"none\"\n"));
+        assert!(
+            !enforced("container = \"c\"\n"),
+            "a devcontainer's own network"
+        );
+        assert!(!enforced("image = \"img\"\nnetwork = \"host\"\n"));
+        assert!(!enforced("image = \"img\"\nnetwork = \"bridge\"\n"));
+        assert!(!enforced(
+            "image = \"img\"\nworkspace = \"mount\"\nnetwork = \"none\"\n"
+        ));
     }
 
     #[test]

@@ -191,14 +191,16 @@ impl Shared {
     }
 }
 
-/// The run's proxy: its listeners stop and its socket directory goes when
-/// it is dropped.
+/// The run's proxy: its listeners stop and its socket (with its private
+/// directory) goes when it is dropped.
 pub struct Proxy {
     shared: Arc<Shared>,
     endpoint: Endpoint,
     /// Ends the proxy's thread.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     sock_dir: PathBuf,
+    /// The socket is in the project's [`shared_dir`] (kept; only the socket goes).
+    in_shared: bool,
 }
 
 impl Drop for Proxy {
@@ -206,9 +208,37 @@ impl Drop for Proxy {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = std::fs::remove_dir_all(&self.sock_dir);
+        if self.in_shared {
+            let _ = std::fs::remove_file(&self.endpoint.unix);
+        } else {
+            let _ = std::fs::remove_dir_all(&self.sock_dir);
+        }
     }
 }
+
+/// Where containers made by `flocks up` see the project's [`shared_dir`]
+/// (bound read-only): the proxy's socket and flocks' own binary, the
+/// forwarder, are there.
+pub const CONTAINER_DIR: &str = "/run/flocks-proxy";
+
+/// The project's proxy directory on this machine, outside the repository
+/// (`$XDG_STATE_HOME/flocks/<key>/proxy`): `flocks up` binds it into
+/// clone-mode containers, and a run whose config has docker pools puts its
+/// proxy's socket there (a container's mounts are fixed when it is made).
+pub fn shared_dir(config: &Config) -> Option<PathBuf> {
+    crate::state::outside_dir(&config.state_dir()).map(|d| d.join("proxy"))
+}
+
+/// Make the shared directory: traversable by every user (a container's
+/// exec user need not be flocks'), listable by none but its owner.
+pub fn make_shared_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+}
+
+/// Longest unix socket path (sun_path holds 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 100;
 
 /// Whether a run of `config` needs the proxy: a pool injects a flocks
 /// credential, or `[network]` is set.
@@ -283,16 +313,47 @@ impl Proxy {
         };
         let tcp = std::net::TcpListener::bind(config.proxy.listen).map_err(listen_error)?;
         let tcp_addr = tcp.local_addr().map_err(listen_error)?;
-        let sock_dir = socket_dir().map_err(|(dir, source)| StartError::Socket { dir, source })?;
-        let unix_path = sock_dir.join("proxy.sock");
+        // Docker pools' containers see the project's shared directory; the
+        // socket goes there (a name of this run's own), when its path fits.
+        let shared = config
+            .pools
+            .iter()
+            .any(|p| matches!(p.backend, crate::config::BackendConfig::Docker(_)))
+            .then(|| shared_dir(config))
+            .flatten()
+            .map(|d| {
+                let name = format!("proxy-{}-{}.sock", std::process::id(), random_hex(4));
+                (d, name)
+            })
+            .filter(|(d, name)| d.join(name).as_os_str().len() <= MAX_SOCKET_PATH)
+            .filter(|(d, _)| make_shared_dir(d).is_ok());
+        let in_shared = shared.is_some();
+        let (sock_dir, unix_path) = match shared {
+            Some((d, name)) => (d.clone(), d.join(name)),
+            None => {
+                let d = socket_dir().map_err(|(dir, source)| StartError::Socket { dir, source })?;
+                (d.clone(), d.join("proxy.sock"))
+            }
+        };
         let socket_error = |source| {
-            let _ = std::fs::remove_dir_all(&sock_dir);
+            if in_shared {
+                let _ = std::fs::remove_file(&unix_path);
+            } else {
+                let _ = std::fs::remove_dir_all(&sock_dir);
+            }
             StartError::Socket {
                 dir: sock_dir.clone(),
                 source,
             }
         };
         let unix = std::os::unix::net::UnixListener::bind(&unix_path).map_err(socket_error)?;
+        if in_shared {
+            // Any exec user of a container connects: the tokens are the key,
+            // as for the TCP port that every local user reaches.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&unix_path, std::fs::Permissions::from_mode(0o666))
+                .map_err(socket_error)?;
+        }
         // Its own thread and runtime: the answers streaming through never
         // wait on the run's other work (git, logs, state), and one thread
         // carries every connection without handing events between threads.
@@ -342,6 +403,7 @@ impl Proxy {
             },
             stop: Some(stop),
             sock_dir,
+            in_shared,
         })
     }
 

@@ -238,7 +238,7 @@ fn proxy_notices(config: &crate::config::Config) -> Vec<String> {
         let advisory: Vec<&str> = config
             .pools
             .iter()
-            .filter(|p| !p.egress_enforced())
+            .filter(|p| !p.egress_enforced(config.sandbox.network))
             .map(|p| p.name.as_str())
             .collect();
         if !advisory.is_empty() {

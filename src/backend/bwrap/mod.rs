@@ -9,6 +9,9 @@
 //!  flocks __supervise --wrapped ──▶ bwrap ... -- agent      (cwd: the worktree; HOME: the
 //!        (TERM, grace, KILL;         its own PID and         task's private home)
 //!         timeouts)                  network namespaces
+//!  network = "proxy" (the default): bwrap ... -- flocks __forward --listen 127.0.0.1:3128
+//!        --to /var/tmp/flocks/proxy/proxy.sock -- agent   (the proxy's socket directory
+//!        bound read-only; the agent's ANTHROPIC_BASE_URL and HTTP(S)_PROXY name 127.0.0.1:3128)
 //!  host repo ◀──intake (quarantine, strict fsck, size cap, range)── the branch as a bundle
 //! ```
 //!
@@ -60,6 +63,13 @@ const UNSET: &[&str] = &[
     "XDG_RUNTIME_DIR",
     "DBUS_SESSION_BUS_ADDRESS",
 ];
+
+/// Where flocks' proxy socket's directory is bound in a sandbox with
+/// `network = "proxy"`.
+const INNER_PROXY: &str = "/var/tmp/flocks/proxy";
+/// Where the forwarder listens in such a sandbox: its network namespace is
+/// fresh, so the address is free and known before the agent starts.
+pub const INNER_PROXY_ADDR: &str = "127.0.0.1:3128";
 
 /// `bwrap` on PATH.
 pub fn find_bwrap() -> Option<PathBuf> {
@@ -382,6 +392,10 @@ pub struct BwrapBackend {
     known: Mutex<HashMap<String, Arc<Known>>>,
     /// Tasks whose mirror was linked to the base in this process.
     linked: Mutex<HashSet<String>>,
+    /// The proxy's unix socket, once an attempt asked for it
+    /// ([`Backend::proxy_address`]): agents and setup commands then run
+    /// behind a forwarder to it.
+    proxy_socket: Mutex<Option<PathBuf>>,
 }
 
 impl BwrapBackend {
@@ -401,6 +415,7 @@ impl BwrapBackend {
             ready: OnceCell::new(),
             known: Mutex::new(HashMap::new()),
             linked: Mutex::new(HashSet::new()),
+            proxy_socket: Mutex::new(None),
         }
     }
 
@@ -638,7 +653,18 @@ impl BwrapBackend {
         let mut s = view.sandbox(bwrap, Some((layout, task)));
         let program = view.show_program(&mut s, &program);
         s.chdir = Some(ws.agent_cwd.clone());
-        let mut command = vec![program.into_os_string()];
+        let mut command = Vec::new();
+        let socket = self
+            .proxy_socket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(socket) = socket
+            && view.network == SandboxNetwork::Proxy
+        {
+            command = self.forwarder(view, &mut s, &socket)?;
+        }
+        command.push(program.into_os_string());
         command.extend(spec.args.iter().map(OsString::from));
         let mut env = self.identity.clone();
         env.extend(spec.env);
@@ -651,6 +677,71 @@ impl BwrapBackend {
             grace: self.grace,
             wrapped: true,
         })
+    }
+
+    /// `flocks __forward --listen 127.0.0.1:3128 --to <socket> --`, with
+    /// flocks' binary shown in `s` and the socket's directory bound in
+    /// (read-only: connecting needs no write to the directory).
+    fn forwarder(
+        &self,
+        view: &View,
+        s: &mut Sandbox,
+        socket: &Path,
+    ) -> Result<Vec<OsString>, SpawnError> {
+        let no_socket = || {
+            SpawnError::Start(format!(
+                "pool {}: flocks' proxy socket {} has no directory and name",
+                self.pool,
+                socket.display()
+            ))
+        };
+        let (dir, name) = socket
+            .parent()
+            .zip(socket.file_name())
+            .ok_or_else(no_socket)?;
+        let exe = std::env::current_exe().map_err(|e| {
+            SpawnError::Start(format!(
+                "pool {}: cannot find flocks' own binary to forward the proxy into the sandbox: {e}",
+                self.pool
+            ))
+        })?;
+        let exe = view.show_program(s, &exe);
+        s.mounts.push(Mount::ReadOnly {
+            src: dir.to_path_buf(),
+            dest: INNER_PROXY.into(),
+        });
+        Ok(vec![
+            exe.into_os_string(),
+            crate::proxy::forward::SUBCOMMAND.into(),
+            "--listen".into(),
+            INNER_PROXY_ADDR.into(),
+            "--to".into(),
+            Path::new(INNER_PROXY).join(name).into_os_string(),
+            "--".into(),
+        ])
+    }
+
+    /// Where the agent of a sandbox reaches flocks' proxy: with `network =
+    /// "proxy"`, the forwarder [`Self::spawn`] starts in its network
+    /// namespace; with `"host"`, the proxy's own address. `"none"` has no
+    /// way to it.
+    fn proxy_address(&self, proxy: &crate::proxy::Endpoint) -> Result<String, SpawnError> {
+        let view = self
+            .view
+            .as_ref()
+            .map_err(|e| SpawnError::Start(format!("pool {}: {e}", self.pool)))?;
+        match view.network {
+            SandboxNetwork::Host => Ok(proxy.local_authority()),
+            SandboxNetwork::Proxy => {
+                *self.proxy_socket.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(proxy.unix.clone());
+                Ok(INNER_PROXY_ADDR.to_string())
+            }
+            SandboxNetwork::None => Err(SpawnError::Start(format!(
+                "pool {}: [sandbox] network = \"none\" leaves the agent no way to flocks' proxy; use \"proxy\"",
+                self.pool
+            ))),
+        }
     }
 
     fn session_for<'a>(&'a self, transport: &'a Process, known: &'a Known) -> Session<'a> {
@@ -818,6 +909,15 @@ impl Backend for BwrapBackend {
     fn abandon<'a>(&'a self, _task: &'a str) -> BoxFuture<'a, ()> {
         // Nothing is held: the sandbox's directories stay for the next attempt.
         Box::pin(async {})
+    }
+
+    fn proxy_address<'a>(
+        &'a self,
+        _ws: &'a Workspace,
+        _task: &'a str,
+        proxy: &'a crate::proxy::Endpoint,
+    ) -> BoxFuture<'a, Result<String, SpawnError>> {
+        Box::pin(async move { BwrapBackend::proxy_address(self, proxy) })
     }
 }
 

@@ -11,6 +11,8 @@
 //!                                              tmpfs over the repository and flocks' files
 //!  --unshare-pid --unshare-ipc --unshare-uts   its own PID (and IPC, hostname, cgroup) namespace,
 //!  --unshare-cgroup-try [--unshare-net]        its own network namespace unless network = "host"
+//!                                              (with "proxy", flocks' proxy socket bound in and
+//!                                              `flocks __forward` before the command)
 //!  --die-with-parent [--new-session]           gone with its parent; no controlling terminal
 //!  --cap-drop ALL                              no capabilities, even when flocks runs as root
 //! ```
@@ -125,7 +127,7 @@ impl Sandbox {
             &"--unshare-uts",
             &"--unshare-cgroup-try",
         ]);
-        if self.network == SandboxNetwork::None {
+        if self.network.private() {
             push(&[&"--unshare-net"]);
         }
         push(&[&"--die-with-parent"]);

@@ -251,6 +251,25 @@ pub async fn up(
     for m in &d.mounts {
         binds.push(resolve_mount(&config.dir, m));
     }
+    // Clone mode: the project's proxy directory, read-only (the proxy's
+    // socket and the forwarder, started in the container when its network
+    // is not the host's).
+    if clone && let Some(dir) = crate::proxy::shared_dir(config) {
+        crate::proxy::make_shared_dir(&dir).map_err(|e| UpError::Create {
+            name: name.clone(),
+            reason: format!("cannot make {}: {e}", dir.display()),
+        })?;
+        binds.push(format!(
+            "{}:{}:ro",
+            dir.display(),
+            crate::proxy::CONTAINER_DIR
+        ));
+    }
+    let network_mode = d.network.clone().or_else(|| {
+        // Under [network], a clone-mode container has no network of its
+        // own: the proxy is its only way out.
+        (clone && config.network.is_some()).then(|| "none".to_string())
+    });
     let mut env: Vec<String> = dc.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.extend(pool.env.iter().map(|(k, v)| format!("{k}={v}")));
     let labels = HashMap::from([
@@ -272,7 +291,7 @@ pub async fn up(
         working_dir: (!clone).then(|| mount.clone()),
         host_config: Some(HostConfig {
             binds: Some(binds),
-            network_mode: d.network.clone(),
+            network_mode,
             ..Default::default()
         }),
         ..Default::default()

@@ -871,11 +871,76 @@ impl Backend for SlurmBackend {
         // `end` lets go of the job.
         Box::pin(async {})
     }
+
+    fn proxy_address<'a>(
+        &'a self,
+        _ws: &'a Workspace,
+        _task: &'a str,
+        proxy: &'a crate::proxy::Endpoint,
+    ) -> BoxFuture<'a, Result<String, SpawnError>> {
+        Box::pin(async move { node_proxy_address(&self.pool, proxy.tcp, login_hostname()) })
+    }
+}
+
+/// Where a compute node reaches flocks' proxy: `[proxy] listen`'s own IP, or
+/// for an unspecified one (`0.0.0.0`, `::`) this login node's `hostname`;
+/// the proxy's tokens are the key. A loopback listen cannot serve the nodes
+/// (the config refuses it for pools that need the proxy).
+fn node_proxy_address(
+    pool: &str,
+    listen: std::net::SocketAddr,
+    hostname: Option<String>,
+) -> Result<String, SpawnError> {
+    let ip = listen.ip();
+    if ip.is_loopback() {
+        return Err(SpawnError::Start(format!(
+            "pool {pool}: flocks' proxy listens on {listen}, which Slurm compute nodes cannot reach: set [proxy] listen to an address they reach (e.g. \"0.0.0.0:7878\")"
+        )));
+    }
+    if !ip.is_unspecified() {
+        return Ok(listen.to_string());
+    }
+    let host = hostname.filter(|h| !h.is_empty()).ok_or_else(|| {
+        SpawnError::Start(format!(
+            "pool {pool}: this machine has no hostname to give compute nodes for flocks' proxy: set [proxy] listen to its IP"
+        ))
+    })?;
+    Ok(format!("{host}:{}", listen.port()))
+}
+
+/// This machine's hostname (gethostname(2)).
+fn login_hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer and its length describe writable memory.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast::<libc::c_char>(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..end].to_vec()).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compute_nodes_get_the_listen_ip_or_the_login_hostname() {
+        let at = |a: &str, h: Option<&str>| {
+            node_proxy_address("hpc", a.parse().unwrap(), h.map(str::to_string))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(at("10.1.2.3:7878", Some("login")).unwrap(), "10.1.2.3:7878");
+        assert_eq!(at("0.0.0.0:7878", Some("login1")).unwrap(), "login1:7878");
+        assert_eq!(at("[::]:7878", Some("login1")).unwrap(), "login1:7878");
+        assert_eq!(at("[fd00::1]:7878", None).unwrap(), "[fd00::1]:7878");
+        assert!(
+            at("127.0.0.1:7878", Some("login"))
+                .unwrap_err()
+                .contains("[proxy] listen")
+        );
+        assert!(at("0.0.0.0:1", None).unwrap_err().contains("no hostname"));
+    }
 
     #[test]
     fn remote_dir_is_expanded_here() {
