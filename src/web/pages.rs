@@ -12,6 +12,7 @@ use crate::output::units::{duration, money};
 use crate::state::TaskRecord;
 use crate::view::TaskView;
 
+use crate::report::describe::{Clock, describe};
 /// The stylesheet, inline in every page and in the report.
 pub(crate) const CSS: &str = include_str!("style.css");
 
@@ -384,157 +385,10 @@ fn feed(m: &Model, redactor: &Redactor) -> Markup {
             @for s in m.events.iter().rev() {
                 li {
                     span.muted { (s.ts.format("%H:%M:%S")) } " "
-                    (redactor.redact(&describe_event(&s.event)))
+                    (redactor.redact(&describe(&s.event, Clock::UtcNamed)))
                 }
             }
         }
-    }
-}
-
-/// One event in words.
-fn describe_event(e: &crate::report::Event) -> String {
-    use crate::report::Event;
-    match e {
-        Event::RunStarted {
-            run_id,
-            pending,
-            tasks,
-            ..
-        } => {
-            format!("run {run_id} started: {pending} of {tasks} tasks to run")
-        }
-        Event::Notice { message } => message.clone(),
-        Event::Queued { task } => format!("{task} queued"),
-        Event::Started {
-            task,
-            attempt,
-            pool,
-            resumed,
-            ..
-        } => format!(
-            "{task} attempt {attempt} started on {pool}{}",
-            if *resumed { " (resumed)" } else { "" }
-        ),
-        Event::Stalled {
-            task, quiet_secs, ..
-        } => {
-            format!("{task} stalled: no output for {}", duration(*quiet_secs))
-        }
-        Event::Activity { task, activity, .. } => format!("{task}: {activity}"),
-        Event::Job {
-            task,
-            job,
-            pending_secs,
-            ..
-        } => crate::report::job_words(task, job, *pending_secs),
-        Event::Finished {
-            task,
-            attempt,
-            outcome,
-            duration_secs,
-            cost_usd,
-            ..
-        } => format!(
-            "{task} attempt {attempt} {} after {} ({})",
-            outcome.describe(),
-            duration(*duration_secs),
-            money(*cost_usd)
-        ),
-        Event::Requeued { task, reason } => format!("{task} back in the queue: {reason}"),
-        Event::Blocked { task, on, reason } => match reason {
-            Some(r) => format!("{task} blocked: {r}"),
-            None => format!("{task} blocked on {}", on.join(", ")),
-        },
-        Event::CredentialParked {
-            credential,
-            until,
-            reason,
-        } => format!(
-            "credential {credential} parked until {}: {reason}",
-            until.format("%H:%M:%S UTC")
-        ),
-        Event::CredentialDisabled {
-            credential,
-            reason,
-            retired,
-        } => {
-            let what = if *retired {
-                "retired for the run"
-            } else {
-                "disabled"
-            };
-            format!("credential {credential} {what}: {reason}")
-        }
-        Event::ConflictPredicted { task, files, .. } => {
-            format!("{task} will conflict at land in {}", files.join(", "))
-        }
-        Event::Waiting {
-            until: Some(until), ..
-        } => format!(
-            "every credential is parked: waiting until {}",
-            until.format("%H:%M:%S UTC")
-        ),
-        Event::Waiting {
-            until: None,
-            reason,
-        } => format!(
-            "waiting: {}",
-            reason.as_deref().unwrap_or("no new agent starts")
-        ),
-        Event::VariantJudged {
-            task,
-            winner,
-            by,
-            reason,
-            notice,
-            ..
-        } => {
-            let mut s = match winner {
-                Some(k) => format!("{task}: variant {k} won ({}): {reason}", by.label()),
-                None => format!("{task}: no variant survived: {reason}"),
-            };
-            if let Some(n) = notice {
-                s.push_str(&format!(" (note: {n})"));
-            }
-            s
-        }
-        Event::NeedsAttention { message, .. } => format!("needs attention: {message}"),
-        Event::Usage {
-            task,
-            attempt,
-            usage,
-        } => format!(
-            "{task} attempt {attempt}: {} tokens in, {} out so far ({})",
-            usage.input_tokens,
-            usage.output_tokens,
-            money(usage.cost_usd)
-        ),
-        Event::EgressDenied {
-            task, host, port, ..
-        } => format!("{task}: connection to {host}:{port} refused ([network] allow)"),
-        Event::Landed {
-            task,
-            commits,
-            target,
-        } => {
-            format!("{task} landed on {target} ({commits} commits)")
-        }
-        Event::RunFinished {
-            succeeded,
-            failed,
-            blocked,
-            pending,
-            cost_usd,
-            interrupted,
-        } => format!(
-            "run {}: {succeeded} succeeded, {failed} failed, {blocked} blocked, {pending} pending ({})",
-            if *interrupted {
-                "interrupted"
-            } else {
-                "finished"
-            },
-            money(*cost_usd)
-        ),
     }
 }
 
