@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+/// The environment variable that tags every process of an attempt, so that
+/// survivors can be found after flocks itself was killed.
+pub const TAG_VAR: &str = "FLOCKS_ATTEMPT";
+
 /// pid -> (ppid, is_zombie) for every process we can see.
 fn process_table() -> HashMap<i32, (i32, bool)> {
     let mut out = HashMap::new();
@@ -58,7 +62,7 @@ pub fn descendants(root: i32) -> Vec<i32> {
 /// Processes whose environment holds `FLOCKS_ATTEMPT=<value>` with `value`
 /// starting with `prefix`.
 pub fn tagged(prefix: &str) -> Vec<i32> {
-    let needle = format!("{}={prefix}", crate::agent::spec::TAG_VAR);
+    let needle = format!("{}={prefix}", TAG_VAR);
     let me = std::process::id() as i32;
     let table = process_table();
     let mut out = Vec::new();

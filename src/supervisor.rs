@@ -159,14 +159,14 @@ impl Containment {
         if std::env::var(CGROUP_VAR).is_ok_and(|v| v == "off") {
             return Err(NoContainment::TurnedOff);
         }
-        let tag = std::env::var(crate::agent::spec::TAG_VAR).unwrap_or_else(|_| "run".into());
+        let tag = std::env::var(crate::proc::TAG_VAR).unwrap_or_else(|_| "run".into());
         let cgroup = Cgroup::create(&crate::cgroup::name_for(&tag, std::process::id()))?;
         let watchdog = exe().map_err(NoContainment::Exe).and_then(|exe| {
             std::process::Command::new(exe)
                 .arg(SUBCOMMAND)
                 .arg("--watch-cgroup")
                 .arg(cgroup.dir())
-                .env_remove(crate::agent::spec::TAG_VAR)
+                .env_remove(crate::proc::TAG_VAR)
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
                 .spawn()

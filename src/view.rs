@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::output::units::duration;
 use crate::project::Project;
-use crate::report::human_duration;
 use crate::state::{Judgement, ProjectLock, State, TaskRecord, TaskStatus};
 
 /// `flocks status --json`: stable shape (fields are only ever added).
@@ -701,11 +701,11 @@ fn describe(outcome: &crate::state::Outcome, config: &crate::config::Config) -> 
     match (outcome, config.stall_timeout, config.agent_timeout) {
         (Outcome::Stalled, Some(d), _) => format!(
             "stalled: no output for {} (stall_timeout_secs)",
-            human_duration(d.as_secs_f64())
+            duration(d.as_secs_f64())
         ),
         (Outcome::TimedOut, _, Some(d)) => format!(
             "timed out after {} (agent_timeout_secs)",
-            human_duration(d.as_secs_f64())
+            duration(d.as_secs_f64())
         ),
         _ => outcome.describe(),
     }

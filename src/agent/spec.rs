@@ -11,9 +11,8 @@ pub const SCRUBBED_VARS: &[&str] = &[
     "CLAUDE_CODE_OAUTH_TOKEN",
 ];
 
-/// The environment variable that tags every process of an attempt, so that
-/// survivors can be found after flocks itself was killed.
-pub const TAG_VAR: &str = "FLOCKS_ATTEMPT";
+/// The attempt tag's variable (it lives with the process tree it finds).
+pub use crate::proc::TAG_VAR;
 
 /// A credential chosen for one attempt.
 #[derive(Clone)]

@@ -2,11 +2,13 @@
 //! timed out (with the last lines of their log), blocked; pools, credentials,
 //! totals. Reads state.json and logs; never blocks a run.
 
+use std::fmt::Write;
+
 use crate::cli::StatusArgs;
 use crate::error::{Exit, Result};
 use crate::output::units::count;
+use crate::output::units::duration as human_duration;
 use crate::project::Project;
-use crate::report::human_duration;
 use crate::view::{LANDED, NOT_QUEUED, REMOVED, RESULT_LINES, StatusView, TaskView, build};
 
 pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
@@ -30,8 +32,27 @@ pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
 }
 
 pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
-    use std::fmt::Write;
     let mut s = String::new();
+    run_lines(&mut s, v);
+    let g = Groups::of(v);
+    if !v.tasks.is_empty() {
+        counts_line(&mut s, &g);
+    }
+    let live = v.run.as_ref().is_some_and(|r| r.live);
+    running_section(&mut s, &g.running, live, stall_secs);
+    done_section(&mut s, &g.done);
+    failed_section(&mut s, &g.failed);
+    blocked_section(&mut s, &g.blocked);
+    queued_section(&mut s, &g.waiting);
+    not_queued_section(&mut s, &g.not_queued);
+    removed_section(&mut s, &g.removed);
+    pools_section(&mut s, v);
+    totals_lines(&mut s, v, !g.failed.is_empty());
+    s
+}
+
+/// The run (live, ended, none) and a wait for disk space.
+fn run_lines(s: &mut String, v: &StatusView) {
     match &v.run {
         Some(r) if r.live => {
             let _ = writeln!(
@@ -66,58 +87,97 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             "⏸ waiting: {why}; no new agent starts until space comes back"
         );
     }
-    let live = v.run.as_ref().is_some_and(|r| r.live);
-    let by = |f: &dyn Fn(&TaskView) -> bool| v.tasks.iter().filter(|t| f(t)).collect::<Vec<_>>();
-    let running = by(&|t| t.status == "running");
-    let done = by(&|t| t.status == "succeeded" || t.status == LANDED);
-    let landed = done.iter().filter(|t| t.status == LANDED).count();
-    let failed = by(&|t| {
-        !matches!(
-            t.status.as_str(),
-            "running"
-                | "succeeded"
-                | "landed"
-                | "pending"
-                | "blocked"
-                | "interrupted"
-                | "removed"
-                | "not queued"
-        )
-    });
-    let not_queued = by(&|t| t.status == NOT_QUEUED);
-    let removed = by(&|t| t.status == REMOVED);
-    let blocked = by(&|t| t.status == "blocked");
-    let waiting = by(&|t| t.status == "pending" || t.status == "interrupted");
-    if !v.tasks.is_empty() {
-        let kind = |k: &str| failed.iter().filter(|t| t.status == k).count();
-        let (timed_out, stalled) = (kind("timed out"), kind("stalled"));
-        let _ = writeln!(
-            s,
-            "{} running · {} succeeded{} · {} failed · {timed_out} timed out · {stalled} stalled · {} blocked · {} queued",
-            running.len(),
-            done.len(),
-            if landed > 0 {
-                format!(" ({landed} landed)")
-            } else {
-                String::new()
-            },
-            failed.len() - timed_out - stalled,
-            blocked.len(),
-            waiting.len()
-        );
-        if !not_queued.is_empty() {
-            // On the same line: the counts line ends where this begins.
-            s.pop();
-            let _ = writeln!(s, " · {} not queued", not_queued.len());
-        }
-        if !removed.is_empty() {
-            s.pop();
-            let _ = writeln!(s, " · {} removed", removed.len());
+}
+
+/// The tasks by the section that shows them.
+struct Groups<'a> {
+    running: Vec<&'a TaskView>,
+    done: Vec<&'a TaskView>,
+    failed: Vec<&'a TaskView>,
+    not_queued: Vec<&'a TaskView>,
+    removed: Vec<&'a TaskView>,
+    blocked: Vec<&'a TaskView>,
+    waiting: Vec<&'a TaskView>,
+}
+
+impl<'a> Groups<'a> {
+    fn of(v: &'a StatusView) -> Groups<'a> {
+        let by =
+            |f: &dyn Fn(&TaskView) -> bool| v.tasks.iter().filter(|t| f(t)).collect::<Vec<_>>();
+        let running = by(&|t| t.status == "running");
+        let done = by(&|t| t.status == "succeeded" || t.status == LANDED);
+        let failed = by(&|t| {
+            !matches!(
+                t.status.as_str(),
+                "running"
+                    | "succeeded"
+                    | "landed"
+                    | "pending"
+                    | "blocked"
+                    | "interrupted"
+                    | "removed"
+                    | "not queued"
+            )
+        });
+        let not_queued = by(&|t| t.status == NOT_QUEUED);
+        let removed = by(&|t| t.status == REMOVED);
+        let blocked = by(&|t| t.status == "blocked");
+        let waiting = by(&|t| t.status == "pending" || t.status == "interrupted");
+        Groups {
+            running,
+            done,
+            failed,
+            not_queued,
+            removed,
+            blocked,
+            waiting,
         }
     }
+}
+
+/// One line of counts.
+fn counts_line(s: &mut String, g: &Groups) {
+    let Groups {
+        running,
+        done,
+        failed,
+        not_queued,
+        removed,
+        blocked,
+        waiting,
+    } = g;
+    let landed = done.iter().filter(|t| t.status == LANDED).count();
+    let kind = |k: &str| failed.iter().filter(|t| t.status == k).count();
+    let (timed_out, stalled) = (kind("timed out"), kind("stalled"));
+    let _ = writeln!(
+        s,
+        "{} running · {} succeeded{} · {} failed · {timed_out} timed out · {stalled} stalled · {} blocked · {} queued",
+        running.len(),
+        done.len(),
+        if landed > 0 {
+            format!(" ({landed} landed)")
+        } else {
+            String::new()
+        },
+        failed.len() - timed_out - stalled,
+        blocked.len(),
+        waiting.len()
+    );
+    if !not_queued.is_empty() {
+        // On the same line: the counts line ends where this begins.
+        s.pop();
+        let _ = writeln!(s, " · {} not queued", not_queued.len());
+    }
+    if !removed.is_empty() {
+        s.pop();
+        let _ = writeln!(s, " · {} removed", removed.len());
+    }
+}
+
+fn running_section(s: &mut String, running: &[&TaskView], live: bool, stall_secs: Option<f64>) {
     if !running.is_empty() {
         let _ = writeln!(s, "\nrunning ({}):", running.len());
-        for t in &running {
+        for t in running {
             let mut line = format!(
                 "  ▶ {:<24} {:<10} {:>7}  {}",
                 t.id,
@@ -140,13 +200,16 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
                 let _ = write!(line, "  · {}", usage_line(u));
             }
             let _ = writeln!(s, "{line}");
-            denied_line(&mut s, t);
-            variant_lines(&mut s, t);
+            denied_line(s, t);
+            variant_lines(s, t);
         }
     }
+}
+
+fn done_section(s: &mut String, done: &[&TaskView]) {
     if !done.is_empty() {
         let _ = writeln!(s, "\ndone ({}):", done.len());
-        for t in &done {
+        for t in done {
             let _ = writeln!(
                 s,
                 "  ✔ {:<24} {:<28} {} · {} · {}{}",
@@ -167,8 +230,8 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
                     t.outside_footprint.join(", ")
                 );
             }
-            denied_line(&mut s, t);
-            variant_lines(&mut s, t);
+            denied_line(s, t);
+            variant_lines(s, t);
             if let Some(text) = &t.result {
                 let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
                 for l in lines.iter().take(RESULT_LINES) {
@@ -180,9 +243,12 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             }
         }
     }
+}
+
+fn failed_section(s: &mut String, failed: &[&TaskView]) {
     if !failed.is_empty() {
         let _ = writeln!(s, "\nfailed, timed out or stalled ({}):", failed.len());
-        for t in &failed {
+        for t in failed {
             let mut facts = vec![count(t.attempts, "attempt")];
             facts.extend(t.pool.as_ref().map(|p| format!("on {p}")));
             facts.extend(t.elapsed_secs.map(human_duration));
@@ -199,13 +265,16 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             for l in &t.log_tail {
                 let _ = writeln!(s, "      │ {}", crate::agent::stream::one_line(l, 110));
             }
-            denied_line(&mut s, t);
-            variant_lines(&mut s, t);
+            denied_line(s, t);
+            variant_lines(s, t);
         }
     }
+}
+
+fn blocked_section(s: &mut String, blocked: &[&TaskView]) {
     if !blocked.is_empty() {
         let _ = writeln!(s, "\nblocked ({}):", blocked.len());
-        for t in &blocked {
+        for t in blocked {
             match &t.detail {
                 Some(why) => {
                     let _ = writeln!(s, "  ⊘ {:<24} {why}", t.id);
@@ -216,9 +285,12 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             }
         }
     }
+}
+
+fn queued_section(s: &mut String, waiting: &[&TaskView]) {
     if !waiting.is_empty() {
         let _ = writeln!(s, "\nqueued ({}):", waiting.len());
-        for t in &waiting {
+        for t in waiting {
             let mut line = format!("  · {:<24} {}", t.id, t.status);
             if let Some(o) = &t.outcome {
                 let _ = write!(
@@ -231,6 +303,9 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             let _ = writeln!(s, "{line}");
         }
     }
+}
+
+fn not_queued_section(s: &mut String, not_queued: &[&TaskView]) {
     if !not_queued.is_empty() {
         let ids: Vec<&str> = not_queued.iter().map(|t| t.id.as_str()).collect();
         let _ = writeln!(
@@ -240,10 +315,13 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             ids.join(", ")
         );
     }
+}
+
+fn removed_section(s: &mut String, removed: &[&TaskView]) {
     if !removed.is_empty() {
         let ids: Vec<&str> = removed.iter().map(|t| t.id.as_str()).collect();
         let _ = writeln!(s, "\nremoved from their task file ({}):", removed.len());
-        for t in &removed {
+        for t in removed {
             let _ = writeln!(
                 s,
                 "  − {:<24} {}",
@@ -262,6 +340,10 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             )
         );
     }
+}
+
+/// Pools with their slots, VMs, credentials parked or disabled.
+fn pools_section(s: &mut String, v: &StatusView) {
     let _ = writeln!(s, "\npools:");
     for p in &v.pools {
         let filled = if p.slots == 0 {
@@ -311,6 +393,10 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
             }
         }
     }
+}
+
+/// Disk, totals, and what to do next after failures.
+fn totals_lines(s: &mut String, v: &StatusView, any_failed: bool) {
     if let Some(d) = &v.disk {
         let _ = writeln!(s, "\n{}", render_disk(d));
     }
@@ -322,13 +408,12 @@ pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
         count(v.totals.turns, "turn"),
         crate::output::units::money(v.totals.cost_usd)
     );
-    if !failed.is_empty() {
+    if any_failed {
         let _ = writeln!(
             s,
             "next: `flocks logs <id>` to see why, `flocks retry --all-failed` to try again"
         );
     }
-    s
 }
 
 /// A running attempt's tokens and cost, as flocks' proxy read them.

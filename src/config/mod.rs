@@ -450,12 +450,38 @@ pub struct ValidateConfig {
     pub timeout: Option<Duration>,
 }
 
+/// Every event kind, as events.jsonl's `event` field spells it: what
+/// `[[notify]] on` may name. `report::Event` has exactly these variants
+/// (tested there).
+pub(crate) const EVENT_KINDS: &[&str] = &[
+    "run_started",
+    "notice",
+    "queued",
+    "started",
+    "job",
+    "stalled",
+    "activity",
+    "finished",
+    "requeued",
+    "blocked",
+    "credential_parked",
+    "credential_disabled",
+    "waiting",
+    "conflict_predicted",
+    "variant_judged",
+    "landed",
+    "run_finished",
+    "needs_attention",
+    "usage",
+    "egress_denied",
+];
+
 /// One `[[notify]]` table.
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {
     /// 1-based, in file order: messages call it `notify #N`.
     pub number: usize,
-    /// The event kinds it is sent (`Event::KINDS`, never `activity`).
+    /// The event kinds it is sent (`EVENT_KINDS`, never `activity`).
     pub on: Vec<String>,
     pub target: NotifyTarget,
     /// How long one delivery may take.

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use super::plan::short;
-use super::{Plan, PlanStatus, Report, TaskOutcome, UndoPlan, Validation};
+use super::{Plan, PlanStatus, Report, TaskOutcome, TaskReport, UndoPlan, Validation};
 use crate::output::units::count;
 use crate::suggest::command;
 
@@ -226,44 +226,7 @@ impl Report {
             self.tasks
                 .iter()
                 .filter_map(|t| match &t.outcome {
-                    TaskOutcome::Culprit {
-                        round,
-                        failure,
-                        log,
-                        tail,
-                        ..
-                    } => {
-                        let why = match failure {
-                            Validation::Failed { command, reason } => {
-                                format!("`{command}`: {reason}")
-                            }
-                            other => format!("{other:?}"),
-                        };
-                        let mut l = format!("{}: {why} (round {round})", t.id);
-                        for line in tail {
-                            l.push_str(&format!("\n    | {line}"));
-                        }
-                        l.push_str(&format!("\n    log: {}", log.display()));
-                        if let (Some(s), Some(e)) = (t.start, t.tip) {
-                            l.push_str(&format!(
-                                "\n    its change: {}",
-                                command(&[
-                                    "git",
-                                    "-C",
-                                    &repo_dir.display().to_string(),
-                                    "log",
-                                    "-p",
-                                    &format!("{}..{}", short(s), short(e))
-                                ])
-                            ));
-                        }
-                        l.push_str(&format!(
-                            "\n    fix it: {}, then {}",
-                            command(&["flocks", "retry", &t.id, "--force"]),
-                            command(&["flocks", "land", &t.id])
-                        ));
-                        Some(l)
-                    }
+                    TaskOutcome::Culprit { .. } => Some(culprit_line(t, repo_dir)),
                     _ => None,
                 })
                 .collect(),
@@ -273,41 +236,7 @@ impl Report {
             self.tasks
                 .iter()
                 .filter_map(|t| match &t.outcome {
-                    TaskOutcome::Conflicted { commit, files } => {
-                        let range = match (t.start, t.tip) {
-                            (Some(s), Some(e)) => format!("{s}..{e}"),
-                            _ => t.branch.clone(),
-                        };
-                        let mut l = format!(
-                            "{}: commit {} conflicts in {}",
-                            t.id,
-                            short(*commit),
-                            files.join(", ")
-                        );
-                        match &t.note {
-                            // What --resolve tried, and what to do next.
-                            Some(note) => l.push_str(&format!("\n    {note}")),
-                            None => l.push_str(&format!(
-                                "\n    redo it on the new {}: {} (or {})",
-                                self.target,
-                                command(&["flocks", "land", "--resolve", &t.id]),
-                                command(&["flocks", "retry", &t.id, "--fresh"])
-                            )),
-                        }
-                        l.push_str(&format!(
-                            "\n    or by hand: {}, resolving the conflicts, with a \
-                             `Flocks-Task: {}` trailer in each message so land knows it landed",
-                            command(&[
-                                "git",
-                                "-C",
-                                &repo_dir.display().to_string(),
-                                "cherry-pick",
-                                &range
-                            ]),
-                            t.id
-                        ));
-                        Some(l)
-                    }
+                    TaskOutcome::Conflicted { .. } => Some(self.conflicted_line(t, repo_dir)),
                     _ => None,
                 })
                 .collect(),
@@ -325,6 +254,100 @@ impl Report {
                 })
                 .collect(),
         );
+        self.validation_lines(&mut out);
+        self.moved_lines(&mut out, repo_dir);
+        out
+    }
+}
+
+/// A culprit: why validation failed, the tail of its log, its change and
+/// how to fix it.
+fn culprit_line(t: &TaskReport, repo_dir: &std::path::Path) -> String {
+    let TaskOutcome::Culprit {
+        round,
+        failure,
+        log,
+        tail,
+        ..
+    } = &t.outcome
+    else {
+        unreachable!("called for a culprit")
+    };
+    let why = match failure {
+        Validation::Failed { command, reason } => {
+            format!("`{command}`: {reason}")
+        }
+        other => format!("{other:?}"),
+    };
+    let mut l = format!("{}: {why} (round {round})", t.id);
+    for line in tail {
+        l.push_str(&format!("\n    | {line}"));
+    }
+    l.push_str(&format!("\n    log: {}", log.display()));
+    if let (Some(s), Some(e)) = (t.start, t.tip) {
+        l.push_str(&format!(
+            "\n    its change: {}",
+            command(&[
+                "git",
+                "-C",
+                &repo_dir.display().to_string(),
+                "log",
+                "-p",
+                &format!("{}..{}", short(s), short(e))
+            ])
+        ));
+    }
+    l.push_str(&format!(
+        "\n    fix it: {}, then {}",
+        command(&["flocks", "retry", &t.id, "--force"]),
+        command(&["flocks", "land", &t.id])
+    ));
+    l
+}
+
+impl Report {
+    /// A conflicted task: where, and the ways to redo or resolve it.
+    fn conflicted_line(&self, t: &TaskReport, repo_dir: &std::path::Path) -> String {
+        let TaskOutcome::Conflicted { commit, files } = &t.outcome else {
+            unreachable!("called for a conflicted task")
+        };
+        let range = match (t.start, t.tip) {
+            (Some(s), Some(e)) => format!("{s}..{e}"),
+            _ => t.branch.clone(),
+        };
+        let mut l = format!(
+            "{}: commit {} conflicts in {}",
+            t.id,
+            short(*commit),
+            files.join(", ")
+        );
+        match &t.note {
+            // What --resolve tried, and what to do next.
+            Some(note) => l.push_str(&format!("\n    {note}")),
+            None => l.push_str(&format!(
+                "\n    redo it on the new {}: {} (or {})",
+                self.target,
+                command(&["flocks", "land", "--resolve", &t.id]),
+                command(&["flocks", "retry", &t.id, "--fresh"])
+            )),
+        }
+        l.push_str(&format!(
+            "\n    or by hand: {}, resolving the conflicts, with a \
+             `Flocks-Task: {}` trailer in each message so land knows it landed",
+            command(&[
+                "git",
+                "-C",
+                &repo_dir.display().to_string(),
+                "cherry-pick",
+                &range
+            ]),
+            t.id
+        ));
+        l
+    }
+
+    /// How validation went, and the bisect's rounds.
+    fn validation_lines(&self, out: &mut String) {
         match &self.validation {
             Validation::NotNeeded => {}
             Validation::Skipped => {
@@ -374,6 +397,10 @@ impl Report {
                     .unwrap_or_default()
             );
         }
+    }
+
+    /// Where the target moved (and how to undo it), or that nothing moved.
+    fn moved_lines(&self, out: &mut String, repo_dir: &std::path::Path) {
         if let Some(stop) = &self.stopped {
             let _ = writeln!(out, "Land stopped: {stop}");
         }
@@ -408,7 +435,6 @@ impl Report {
                 short(self.old_tip)
             );
         }
-        out
     }
 }
 

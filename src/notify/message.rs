@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::report::Event;
+use crate::report::describe::{Clock, describe};
 
 /// Events listed in one coalesced message (`needs_attention` and
 /// `run_finished` always are); the others are counted in `omitted`.
@@ -59,7 +60,7 @@ impl Item {
         Some(Item {
             kind: event.kind(),
             json,
-            text: describe(event),
+            text: describe(event, Clock::UtcDated),
         })
     }
 
@@ -163,45 +164,6 @@ fn build(mut items: Vec<Item>, omitted: usize, project: &Project) -> Message {
         kind: "coalesced".into(),
         json,
         text,
-    }
-}
-
-/// One line for people about an event.
-fn describe(event: &Event) -> String {
-    match event {
-        Event::NeedsAttention { message, .. } => format!("⚑ needs attention: {message}"),
-        Event::Queued { task } => format!("· {task}: queued"),
-        Event::Activity { task, activity, .. } => format!("{task}: {activity}"),
-        Event::Waiting {
-            until: Some(until), ..
-        } => format!(
-            "⏸ every usable credential is parked: waiting until {}",
-            until.format("%Y-%m-%d %H:%M:%S UTC")
-        ),
-        Event::Waiting {
-            until: None,
-            reason,
-        } => format!(
-            "⏸ waiting: {}",
-            reason.as_deref().unwrap_or("no new agent starts")
-        ),
-        Event::RunFinished {
-            succeeded,
-            failed,
-            blocked,
-            pending,
-            cost_usd,
-            interrupted,
-        } => format!(
-            "■ run {}: {succeeded} succeeded · {failed} failed · {blocked} blocked · {pending} not run · {}",
-            if *interrupted {
-                "interrupted"
-            } else {
-                "finished"
-            },
-            crate::output::units::money(*cost_usd)
-        ),
-        other => crate::report::line::render(other).unwrap_or_else(|| other.kind().to_string()),
     }
 }
 

@@ -237,30 +237,6 @@ pub enum AttentionCause {
 }
 
 impl Event {
-    /// Every event kind, as the `event` field spells it.
-    pub const KINDS: &[&str] = &[
-        "run_started",
-        "notice",
-        "queued",
-        "started",
-        "job",
-        "stalled",
-        "activity",
-        "finished",
-        "requeued",
-        "blocked",
-        "credential_parked",
-        "credential_disabled",
-        "waiting",
-        "conflict_predicted",
-        "variant_judged",
-        "landed",
-        "run_finished",
-        "needs_attention",
-        "usage",
-        "egress_denied",
-    ];
-
     /// The kind, as the `event` field spells it.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -308,7 +284,7 @@ pub struct PoolInfo {
 mod tests {
     use super::*;
 
-    /// `KINDS` lists exactly the variants serde knows (its "unknown variant"
+    /// `config::EVENT_KINDS` lists exactly the variants serde knows (its "unknown variant"
     /// error names them all), and `kind` agrees with the serialized tag.
     #[test]
     fn kinds_are_every_variant() {
@@ -321,7 +297,7 @@ mod tests {
             .step_by(2)
             .filter(|s| !s.is_empty())
             .collect();
-        assert_eq!(listed, Event::KINDS, "{err}");
+        assert_eq!(listed, crate::config::EVENT_KINDS, "{err}");
         let event = Event::NeedsAttention {
             cause: AttentionCause::TaskFailed,
             message: "m".into(),

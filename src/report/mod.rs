@@ -1,6 +1,7 @@
 //! Reporters: they receive public [`Event`]s from the dispatcher and display
 //! them. They never touch state.
 
+pub(crate) mod describe;
 pub mod event;
 pub mod jsonl;
 pub mod line;
@@ -28,29 +29,3 @@ pub trait Reporter: Send {
 
 /// Human-readable durations: `45s`, `3m07s`, `2h05m` (one helper for all).
 pub use crate::output::units::duration as human_duration;
-
-/// A `job` event in words: "t1: pending in Slurm: Priority (job 12)",
-/// "t1: Slurm job 12 runs on node7 (waited 3m07s)", "t1: Slurm job 12
-/// ended COMPLETED after 45s".
-pub fn job_words(task: &str, job: &crate::state::Job, pending_secs: Option<f64>) -> String {
-    match job.state.as_str() {
-        "PENDING" => format!("{task}: {}", job.describe()),
-        "RUNNING" => {
-            let mut s = format!("{task}: Slurm job {} runs", job.id);
-            if let Some(n) = &job.node {
-                s.push_str(&format!(" on {n}"));
-            }
-            if let Some(p) = pending_secs.filter(|p| *p >= 1.0) {
-                s.push_str(&format!(" (waited {})", human_duration(p)));
-            }
-            s
-        }
-        state => {
-            let mut s = format!("{task}: Slurm job {} ended {state}", job.id);
-            if let Some(e) = job.elapsed_secs {
-                s.push_str(&format!(" after {}", human_duration(e)));
-            }
-            s
-        }
-    }
-}

@@ -365,74 +365,16 @@ pub(crate) fn merge_tasks(
         let outside = scope.is_some_and(|s| !s.contains(&t.id));
         rec.not_in_run = outside;
         sync_variants(rec, t, n, &worktrees);
-        if !rec.variants.is_empty() {
-            merge_best_of(
-                rec,
-                t,
-                &hash,
-                config,
-                opts,
-                scope,
-                &mut notes,
-                &mut failed_before,
-            );
-            continue;
-        }
-        rec.title = t.title.clone();
-        rec.expect_commits = t.expect_commits;
-        rec.depends_on = t.depends_on.clone();
-        if rec.branch != t.branch && rec.attempts.is_empty() {
-            rec.branch = t.branch.clone();
-            rec.branch_created = false;
-        }
-        let changed = rec.prompt_hash != hash;
-        match rec.status.clone() {
-            TaskStatus::Done {
-                outcome: Outcome::Success,
-            } => {
-                if changed {
-                    notes.push(format!(
-                        "task {} succeeded with an earlier prompt, and its prompt has changed since: it is not run again; `{}` runs it with the new one",
-                        t.id,
-                        crate::suggest::command(&["flocks", "retry", "--force", &t.id])
-                    ));
-                }
-                continue;
-            }
-            TaskStatus::Done { outcome } if outcome.counts_against_retries() => {
-                if scope.is_some_and(|s| !s.contains(&t.id)) {
-                    continue;
-                }
-                if opts.supervise && rec.counted_failures() < 1 + opts.max_retries {
-                    let last = rec.last_attempt().map(|a| a.number).unwrap_or(0);
-                    rec.next = Some(crate::retry::next_after_failure(
-                        rec,
-                        last,
-                        config,
-                        &config.state_dir().join("logs"),
-                    ));
-                    if let Err(e) = rec.transition(TaskStatus::Pending) {
-                        notes.push(format!("internal error, please report it: {e}"));
-                    }
-                } else {
-                    failed_before.push(t.id.clone());
-                    continue;
-                }
-            }
-            TaskStatus::Done { .. } | TaskStatus::Blocked { .. } if outside => continue,
-            TaskStatus::Done { .. } | TaskStatus::Blocked { .. } | TaskStatus::Running { .. } => {
-                if let Err(e) = rec.transition(TaskStatus::Pending) {
-                    notes.push(format!("internal error, please report it: {e}"));
-                }
-            }
-            TaskStatus::Pending => {}
-        }
-        rec.requeues = 0;
-        // It runs in this run: the attempt gets the new prompt, and the
-        // dispatcher says how when it starts (fresh session or follow-up).
-        if changed {
-            rec.prompt_hash = hash;
-        }
+        merge_existing(
+            rec,
+            t,
+            hash,
+            config,
+            opts,
+            outside,
+            &mut notes,
+            &mut failed_before,
+        );
     }
     if !failed_before.is_empty() {
         failed_before.sort();
@@ -517,23 +459,31 @@ fn mark_removed(
 /// [`merge_tasks`] for a best-of task: it is retried as one task (every
 /// variant again) when none of its variants survived and `--supervise`
 /// allows; its settled variants wait for the judgement; the others run.
+/// A task already in state brought in line with its task line: its fields,
+/// its prompt, and whether it runs again. A best-of task is retried by
+/// rounds of its variants, any other by its own attempts.
 #[expect(
     clippy::too_many_arguments,
     reason = "merge_tasks' loop state, passed through"
 )]
-fn merge_best_of(
+fn merge_existing(
     rec: &mut TaskRecord,
     t: &crate::tasks::Task,
-    hash: &str,
+    hash: String,
     config: &Config,
     opts: &RunOptions,
-    scope: Option<&HashSet<String>>,
+    outside: bool,
     notes: &mut Vec<String>,
     failed_before: &mut Vec<String>,
 ) {
+    let best_of = !rec.variants.is_empty();
     rec.title = t.title.clone();
     rec.expect_commits = t.expect_commits;
     rec.depends_on = t.depends_on.clone();
+    if !best_of && rec.branch != t.branch && rec.attempts.is_empty() {
+        rec.branch = t.branch.clone();
+        rec.branch_created = false;
+    }
     let changed = rec.prompt_hash != hash;
     match rec.status.clone() {
         TaskStatus::Done {
@@ -549,23 +499,15 @@ fn merge_best_of(
             return;
         }
         TaskStatus::Done { outcome } if outcome.counts_against_retries() => {
-            if scope.is_some_and(|s| !s.contains(&t.id)) {
+            if outside {
                 return;
             }
-            let rounds = rec.best_of.as_ref().map_or(0, |b| b.failed_rounds);
-            if !(opts.supervise && rounds < 1 + opts.max_retries) {
+            if !retry_again(rec, config, opts, best_of, notes) {
                 failed_before.push(t.id.clone());
                 return;
             }
-            if let Err(e) = requeue_round(rec, config, &config.state_dir().join("logs"), false) {
-                notes.push(format!("internal error, please report it: {e}"));
-            }
         }
-        TaskStatus::Done { .. } | TaskStatus::Blocked { .. }
-            if scope.is_some_and(|s| !s.contains(&t.id)) =>
-        {
-            return;
-        }
+        TaskStatus::Done { .. } | TaskStatus::Blocked { .. } if outside => return,
         TaskStatus::Done { .. } | TaskStatus::Blocked { .. } | TaskStatus::Running { .. } => {
             if let Err(e) = rec.transition(TaskStatus::Pending) {
                 notes.push(format!("internal error, please report it: {e}"));
@@ -573,11 +515,46 @@ fn merge_best_of(
         }
         TaskStatus::Pending => {}
     }
-    for v in &mut rec.variants {
-        normalize_variant(v, hash, notes);
+    if best_of {
+        for v in &mut rec.variants {
+            normalize_variant(v, &hash, notes);
+        }
     }
     rec.requeues = 0;
+    // It runs in this run: the attempt gets the new prompt, and the
+    // dispatcher says how when it starts (fresh session or follow-up).
     if changed {
-        rec.prompt_hash = hash.to_string();
+        rec.prompt_hash = hash;
     }
+}
+
+/// A failed task back in the queue when `--supervise` has retries left for
+/// it (false when not): a best-of task's next round, or another attempt.
+fn retry_again(
+    rec: &mut TaskRecord,
+    config: &Config,
+    opts: &RunOptions,
+    best_of: bool,
+    notes: &mut Vec<String>,
+) -> bool {
+    let logs = config.state_dir().join("logs");
+    if best_of {
+        let rounds = rec.best_of.as_ref().map_or(0, |b| b.failed_rounds);
+        if !(opts.supervise && rounds < 1 + opts.max_retries) {
+            return false;
+        }
+        if let Err(e) = requeue_round(rec, config, &logs, false) {
+            notes.push(format!("internal error, please report it: {e}"));
+        }
+        return true;
+    }
+    if !(opts.supervise && rec.counted_failures() < 1 + opts.max_retries) {
+        return false;
+    }
+    let last = rec.last_attempt().map(|a| a.number).unwrap_or(0);
+    rec.next = Some(crate::retry::next_after_failure(rec, last, config, &logs));
+    if let Err(e) = rec.transition(TaskStatus::Pending) {
+        notes.push(format!("internal error, please report it: {e}"));
+    }
+    true
 }

@@ -70,13 +70,75 @@ impl Resolver {
             }
             return Ok((report, None));
         }
+        let (redos, onto) = self.redos(project, &mut report, &conflicted)?;
+        if redos.is_empty() {
+            return Ok((report, None));
+        }
+        let ids: Vec<&str> = redos.iter().map(|r| r.id.as_str()).collect();
+        say(&format!(
+            "resolve: redoing {} from {} at {}: {}",
+            crate::output::units::count(redos.len(), "conflicted task"),
+            report.target,
+            &onto.to_string()[..10],
+            ids.join(", ")
+        ));
+        let dispatched = self.dispatch(project, &redos, onto);
+        if dispatched.is_ok() {
+            mark_redo_run(project, &report, lock);
+        }
+        let interrupted = match dispatched {
+            Ok(interrupted) => interrupted,
+            Err(e) => {
+                let e = lock_error(e);
+                for r in &redos {
+                    note(&mut report, &r.id, format!("not redone: {e}"));
+                }
+                return Ok((report, Some(e.exit())));
+            }
+        };
+
+        // Which redos succeeded.
+        let state = project.store.load()?;
+        let redone = redone(&state, &redos, &mut report);
+        if interrupted {
+            for id in redone.keys() {
+                note(
+                    &mut report,
+                    id,
+                    "redone, but not landed: interrupted (run flocks land)".into(),
+                );
+            }
+            return Ok((report, Some(Exit::Interrupted)));
+        }
+        if redone.is_empty() {
+            return Ok((report, None));
+        }
+
+        // Land the redone tasks, and those of the first land that waited for them.
+        let ids = to_land(&report, &state, &redone);
+        say(&format!("resolve: landing {}", ids.join(", ")));
+        let plan = land::plan(project, &ids)?;
+        let second = land::execute(project, &plan, opts, lock)?;
+        record_landed(project, &second, notify);
+        merge(&mut report, second, &redone);
+        Ok((report, None))
+    }
+
+    /// A redo for each conflicted task still in the task list, from the
+    /// target's tip (returned with them); the others get a note.
+    fn redos(
+        &self,
+        project: &Project,
+        report: &mut Report,
+        conflicted: &[usize],
+    ) -> Result<(Vec<Redo>, git2::Oid)> {
         let repo = crate::git::open(project.repo_dir())?;
         let target = report.target.clone();
         let onto = crate::git::branch_tip(&repo, &target)?
             .ok_or_else(|| Error::Other(format!("{target} is gone")))?;
         let state = project.store.load()?;
         let mut redos = Vec::new();
-        for &i in &conflicted {
+        for &i in conflicted {
             let t = &report.tasks[i];
             if self.tasks.get(&t.id).is_none() {
                 report.tasks[i].note = Some(format!(
@@ -99,19 +161,12 @@ impl Resolver {
                 backup,
             });
         }
-        if redos.is_empty() {
-            return Ok((report, None));
-        }
-        drop(repo);
-        let ids: Vec<&str> = redos.iter().map(|r| r.id.as_str()).collect();
-        say(&format!(
-            "resolve: redoing {} from {target} at {}: {}",
-            crate::output::units::count(redos.len(), "conflicted task"),
-            &onto.to_string()[..10],
-            ids.join(", ")
-        ));
+        Ok((redos, onto))
+    }
 
-        // Dispatch, with retries as --supervise does them.
+    /// Dispatch the redos, with retries as --supervise does them; whether
+    /// the run was interrupted.
+    fn dispatch(self, project: &Project, redos: &[Redo], onto: git2::Oid) -> Result<bool> {
         let scope: HashSet<String> = redos.iter().map(|r| r.id.clone()).collect();
         let run_opts = RunOptions {
             supervise: true,
@@ -131,7 +186,7 @@ impl Resolver {
                 })
                 .collect(),
         };
-        let dispatched = execute(
+        execute(
             Project::from_config(project.config.clone()),
             RunRequest {
                 tasks: self.tasks,
@@ -145,96 +200,79 @@ impl Resolver {
         .map(|finished| {
             finished.print();
             finished.interrupted
-        });
-        if dispatched.is_ok() {
-            mark_redo_run(project, &report, lock);
-        }
-        let interrupted = match dispatched {
-            Ok(interrupted) => interrupted,
-            Err(e) => {
-                let e = lock_error(e);
-                for r in &redos {
-                    note(&mut report, &r.id, format!("not redone: {e}"));
-                }
-                return Ok((report, Some(e.exit())));
-            }
-        };
+        })
+    }
+}
 
-        // Which redos succeeded.
-        let state = project.store.load()?;
-        let mut redone: HashMap<String, u32> = HashMap::new();
-        for r in &redos {
-            let rec = state.task(&r.id);
-            match rec.and_then(|rec| rec.successful_attempt()) {
-                Some(a) if a.number > r.before => {
-                    redone.insert(r.id.clone(), a.number);
-                }
-                _ => {
-                    let last = rec.and_then(|rec| rec.last_attempt());
-                    let how = match last.filter(|a| a.number > r.before) {
-                        Some(a) => format!(
-                            "attempt {} {}",
-                            a.number,
-                            a.outcome
-                                .as_ref()
-                                .map(|o| o.describe())
-                                .unwrap_or_else(|| "did not end".into())
-                        ),
-                        None => "no new attempt ran".into(),
-                    };
-                    note(
-                        &mut report,
-                        &r.id,
-                        format!(
-                            "the redo did not succeed ({how}): see `{}`; try again with \
-                             `{}`, then `{}`; its earlier work is kept as {}",
-                            crate::suggest::command(&["flocks", "logs", &r.id]),
-                            crate::suggest::command(&["flocks", "retry", &r.id]),
-                            crate::suggest::command(&["flocks", "land", &r.id]),
-                            r.backup
-                        ),
-                    );
-                }
+/// The redos that succeeded (their attempt numbers); the others get a note
+/// saying what to do.
+fn redone(
+    state: &crate::state::State,
+    redos: &[Redo],
+    report: &mut Report,
+) -> HashMap<String, u32> {
+    let mut redone: HashMap<String, u32> = HashMap::new();
+    for r in redos {
+        let rec = state.task(&r.id);
+        match rec.and_then(|rec| rec.successful_attempt()) {
+            Some(a) if a.number > r.before => {
+                redone.insert(r.id.clone(), a.number);
             }
-        }
-        if interrupted {
-            for id in redone.keys() {
+            _ => {
+                let last = rec.and_then(|rec| rec.last_attempt());
+                let how = match last.filter(|a| a.number > r.before) {
+                    Some(a) => format!(
+                        "attempt {} {}",
+                        a.number,
+                        a.outcome
+                            .as_ref()
+                            .map(|o| o.describe())
+                            .unwrap_or_else(|| "did not end".into())
+                    ),
+                    None => "no new attempt ran".into(),
+                };
                 note(
-                    &mut report,
-                    id,
-                    "redone, but not landed: interrupted (run flocks land)".into(),
+                    report,
+                    &r.id,
+                    format!(
+                        "the redo did not succeed ({how}): see `{}`; try again with \
+                         `{}`, then `{}`; its earlier work is kept as {}",
+                        crate::suggest::command(&["flocks", "logs", &r.id]),
+                        crate::suggest::command(&["flocks", "retry", &r.id]),
+                        crate::suggest::command(&["flocks", "land", &r.id]),
+                        r.backup
+                    ),
                 );
             }
-            return Ok((report, Some(Exit::Interrupted)));
         }
-        if redone.is_empty() {
-            return Ok((report, None));
-        }
-
-        // Land the redone tasks, and those of the first land that waited for them.
-        let mut ids: Vec<String> = redone.keys().cloned().collect();
-        loop {
-            let before = ids.len();
-            for t in &report.tasks {
-                let waits = matches!(t.outcome, TaskOutcome::Refused { .. })
-                    && state
-                        .task(&t.id)
-                        .is_some_and(|r| r.depends_on.iter().any(|d| ids.contains(d)));
-                if waits && !ids.contains(&t.id) {
-                    ids.push(t.id.clone());
-                }
-            }
-            if ids.len() == before {
-                break;
-            }
-        }
-        say(&format!("resolve: landing {}", ids.join(", ")));
-        let plan = land::plan(project, &ids)?;
-        let second = land::execute(project, &plan, opts, lock)?;
-        record_landed(project, &second, notify);
-        merge(&mut report, second, &redone);
-        Ok((report, None))
     }
+    redone
+}
+
+/// The redone tasks, and those of the first land refused while they waited
+/// for them.
+fn to_land(
+    report: &Report,
+    state: &crate::state::State,
+    redone: &HashMap<String, u32>,
+) -> Vec<String> {
+    let mut ids: Vec<String> = redone.keys().cloned().collect();
+    loop {
+        let before = ids.len();
+        for t in &report.tasks {
+            let waits = matches!(t.outcome, TaskOutcome::Refused { .. })
+                && state
+                    .task(&t.id)
+                    .is_some_and(|r| r.depends_on.iter().any(|d| ids.contains(d)));
+            if waits && !ids.contains(&t.id) {
+                ids.push(t.id.clone());
+            }
+        }
+        if ids.len() == before {
+            break;
+        }
+    }
+    ids
 }
 
 /// Record in land.json that the run just dispatched redid the conflicts

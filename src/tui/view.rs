@@ -9,7 +9,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState};
 
 use super::app::{App, Group, LogPane, Mode, group_of};
-use crate::report::{Event, human_duration};
+use crate::output::units::duration;
+use crate::report::describe::{Clock, describe};
 use crate::view::TaskView;
 
 /// Recent events shown under the tasks.
@@ -40,7 +41,7 @@ pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>) {
         let text = format!(
             "⏸ every usable credential is parked: dispatch resumes at {} (in {})",
             clock(app, until),
-            human_duration(secs_between(now, until))
+            duration(secs_between(now, until))
         );
         f.render_widget(
             Paragraph::new(text).style(Style::new().fg(Color::Yellow)),
@@ -73,12 +74,14 @@ fn secs_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
 }
 
 fn clock(app: &App, t: DateTime<Utc>) -> String {
+    app_clock(app).show(t)
+}
+
+fn app_clock(app: &App) -> Clock {
     if app.local_times {
-        t.with_timezone(&chrono::Local)
-            .format("%H:%M:%S")
-            .to_string()
+        Clock::Local
     } else {
-        t.format("%H:%M:%S").to_string()
+        Clock::Utc
     }
 }
 
@@ -189,7 +192,7 @@ fn what(app: &App, t: &TaskView, age: f64) -> (String, Style) {
             if let Some(q) = quiet
                 && q > limit
             {
-                return (format!("⚠ no output for {}", human_duration(q)), warn);
+                return (format!("⚠ no output for {}", duration(q)), warn);
             }
             (
                 t.activity.clone().unwrap_or_else(|| "starting".into()),
@@ -261,7 +264,7 @@ fn draw_tasks(f: &mut Frame, app: &App, now: DateTime<Utc>, area: Rect) {
             let elapsed = t
                 .elapsed_secs
                 .map(|e| if t.status == "running" { e + age } else { e })
-                .map(human_duration)
+                .map(duration)
                 .unwrap_or_default();
             let (text, style) = what(app, t, age);
             Row::new(vec![
@@ -342,7 +345,7 @@ fn draw_credentials(f: &mut Frame, app: &App, now: DateTime<Utc>, area: Rect) {
                     "⏸ {:<12} parked until {} (in {})",
                     c.name,
                     clock(app, t),
-                    human_duration(secs_between(now, t))
+                    duration(secs_between(now, t))
                 ),
                 Style::new().fg(Color::Yellow),
             ),
@@ -363,37 +366,7 @@ fn draw_events(f: &mut Frame, app: &App, area: Rect) {
         .take(EVENT_ROWS)
         .rev()
         .map(|s| {
-            let text = match &s.event {
-                Event::Queued { task } => format!("· {task}: queued"),
-                Event::CredentialParked {
-                    credential,
-                    until,
-                    reason,
-                } => format!(
-                    "⏸ credential {credential} parked until {} ({reason})",
-                    clock(app, *until)
-                ),
-                Event::Waiting {
-                    until: Some(until), ..
-                } => {
-                    format!("⏸ waiting for a credential until {}", clock(app, *until))
-                }
-                Event::NeedsAttention { message, .. } => format!("⚑ {message}"),
-                Event::Waiting { until: None, reason } => {
-                    format!("⏸ waiting: {}", reason.as_deref().unwrap_or("no new agent starts"))
-                }
-                Event::RunFinished {
-                    succeeded,
-                    failed,
-                    blocked,
-                    pending,
-                    cost_usd,
-                    ..
-                } => format!(
-                    "■ run finished: {succeeded} succeeded · {failed} failed · {blocked} blocked · {pending} not run · {}", crate::output::units::money(*cost_usd)
-                ),
-                other => crate::report::line::render(other).unwrap_or_default(),
-            };
+            let text = describe(&s.event, app_clock(app));
             Line::from(format!("{} {text}", clock(app, s.ts)))
         })
         .collect();
