@@ -207,6 +207,9 @@ pub fn render(event: &Event) -> Option<String> {
                 None => head,
             }
         }
+        Event::Upkeep { secs, .. } => {
+            format!("note: repository packed in the background ({secs:.1} s)")
+        }
         Event::Landed {
             task,
             commits,

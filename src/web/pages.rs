@@ -512,6 +512,7 @@ fn describe_event(e: &crate::report::Event) -> String {
         Event::EgressDenied {
             task, host, port, ..
         } => format!("{task}: connection to {host}:{port} refused ([network] allow)"),
+        Event::Upkeep { secs, .. } => format!("repository packed in the background ({secs:.1} s)"),
         Event::Landed {
             task,
             commits,
