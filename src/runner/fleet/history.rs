@@ -31,8 +31,8 @@ pub enum OrderWhy {
     /// No task has history: the task file's order (dependencies first).
     TaskOrder,
     /// Longest expected first, from the history of this many tasks (those
-    /// of the ordered ones whose duration is known rather than taken for
-    /// the median).
+    /// of the task list whose duration is known rather than taken for the
+    /// median).
     LongestFirst { from: usize },
 }
 
@@ -123,16 +123,7 @@ pub fn start_order(tasks: &TaskSet, state: &State, order: &[usize]) -> StartOrde
         order: order.to_vec(),
         why: OrderWhy::TaskOrder,
     };
-    // Only what can still start counts: tasks that succeeded are skipped.
-    let to_run = |i: &usize| {
-        state
-            .task(&tasks.tasks[*i].id)
-            .is_none_or(|r| !r.status.is_success())
-    };
-    let from = order
-        .iter()
-        .filter(|i| to_run(i) && known.contains_key(&tasks.tasks[**i].id))
-        .count();
+    let from = known.len();
     if from == 0 {
         return task_order;
     }
@@ -170,5 +161,142 @@ pub fn start_order(tasks: &TaskSet, state: &State, order: &[usize]) -> StartOrde
     StartOrder {
         order: sorted.into_iter().map(|(_, i)| i).collect(),
         why: OrderWhy::LongestFirst { from },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::TaskRecord;
+    use crate::tasks::{BranchRules, parse_jsonl};
+    use std::path::Path;
+
+    fn tasks(lines: &str) -> TaskSet {
+        let rules = BranchRules {
+            prefix: "flocks/",
+            base: "main",
+            land_target: "main",
+            template_fields: &[],
+        };
+        parse_jsonl(Path::new("/p/tasks.jsonl"), lines, &rules).unwrap()
+    }
+
+    /// `lines` as records; `took` gives some of them (or another id with
+    /// their prompt) an earlier attempt of that many seconds.
+    fn state(set: &TaskSet, took: &[(&str, &str, f64)]) -> State {
+        let mut state = State::default();
+        for t in &set.tasks {
+            let rec: TaskRecord = serde_json::from_value(serde_json::json!({
+                "id": t.id,
+                "branch": t.branch,
+                "worktree": format!("/p/.worktrees/{}", t.id),
+                "prompt_hash": t.prompt_hash(),
+                "depends_on": t.depends_on,
+                "status": {"state": "pending"},
+            }))
+            .unwrap();
+            state.tasks.push(rec);
+        }
+        for (id, prompt_of, secs) in took {
+            let hash = set.get(prompt_of).unwrap().prompt_hash();
+            let at = chrono::Utc::now() - chrono::Duration::hours(1);
+            let attempt = serde_json::from_value(serde_json::json!({
+                "number": 1,
+                "pool": "local",
+                "started_at": at,
+                "ended_at": at + chrono::Duration::milliseconds((secs * 1000.0) as i64),
+                "outcome": {"kind": "success"},
+                "tag": "t",
+                "prompt_hash": hash,
+            }))
+            .unwrap();
+            match state.tasks.iter_mut().find(|r| r.id == *id) {
+                Some(r) => r.attempts.push(attempt),
+                None => {
+                    let mut rec = state.tasks[0].clone();
+                    rec.id = id.to_string();
+                    rec.status = crate::state::TaskStatus::Done {
+                        outcome: Outcome::Success,
+                    };
+                    rec.attempts = vec![attempt];
+                    state.tasks.push(rec);
+                }
+            }
+        }
+        state.reindex();
+        state
+    }
+
+    fn ids(set: &TaskSet, o: &StartOrder) -> Vec<String> {
+        o.order.iter().map(|&i| set.tasks[i].id.clone()).collect()
+    }
+
+    fn plain(ids: &[&str]) -> String {
+        ids.iter()
+            .map(|id| format!("{{\"id\":\"{id}\",\"prompt\":\"do {id}\"}}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn without_history_task_order() {
+        let set = tasks(&plain(&["a", "b", "c"]));
+        let o = start_order(&set, &state(&set, &[]), &[0, 1, 2]);
+        assert_eq!(ids(&set, &o), ["a", "b", "c"]);
+        assert_eq!(o.describe(), "task order: no history");
+        assert_eq!(o.kind(), "task_order");
+    }
+
+    #[test]
+    fn with_history_the_longest_expected_first_and_unknown_ones_as_the_median() {
+        let set = tasks(&plain(&["a", "b", "c", "d", "e"]));
+        // e has none: it counts as the median (3 s), after c's 5 s and
+        // before b's 1 s; equal ones keep task order.
+        let took = [("a", "a", 3.0), ("b", "b", 1.0), ("c", "c", 5.0), ("d", "d", 3.0)];
+        let o = start_order(&set, &state(&set, &took), &[0, 1, 2, 3, 4]);
+        assert_eq!(ids(&set, &o), ["c", "a", "d", "e", "b"]);
+        assert_eq!(
+            o.describe(),
+            "longest expected first, from the history of 4 tasks"
+        );
+        assert_eq!(o.kind(), "longest_expected_first");
+    }
+
+    #[test]
+    fn the_same_prompt_under_another_id_is_history() {
+        let set = tasks(&plain(&["a", "b"]));
+        // `old` (gone from the task list) had b's prompt and took 9 s.
+        let took = [("a", "a", 2.0), ("old", "b", 9.0)];
+        let o = start_order(&set, &state(&set, &took), &[0, 1]);
+        assert_eq!(ids(&set, &o), ["b", "a"]);
+        assert_eq!(o.history_tasks(), 2);
+    }
+
+    #[test]
+    fn a_dependency_comes_first_and_a_long_chain_starts_early() {
+        // a (1 s) -> b (1 s) -> c (6 s): the chain is 8 s of work; d alone
+        // is 5 s. a starts before d, and every dependency before its
+        // dependents.
+        let lines = "{\"id\":\"d\",\"prompt\":\"do d\"}\n\
+            {\"id\":\"a\",\"prompt\":\"do a\"}\n\
+            {\"id\":\"b\",\"prompt\":\"do b\",\"depends_on\":[\"a\"]}\n\
+            {\"id\":\"c\",\"prompt\":\"do c\",\"depends_on\":[\"b\"]}\n";
+        let set = tasks(lines);
+        let took = [("a", "a", 1.0), ("b", "b", 1.0), ("c", "c", 6.0), ("d", "d", 5.0)];
+        let order = crate::tasks::dependency_order(&set.tasks).unwrap();
+        let o = start_order(&set, &state(&set, &took), &order);
+        assert_eq!(ids(&set, &o), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn queue_waits_and_interrupted_attempts_are_not_history() {
+        let set = tasks(&plain(&["a", "b"]));
+        let mut s = state(&set, &[("a", "a", 10.0), ("b", "b", 4.0)]);
+        // a's 10 s were 8 s in a scheduler's queue.
+        s.tasks[0].attempts[0].pending_secs = Some(8.0);
+        let o = start_order(&set, &s, &[0, 1]);
+        assert_eq!(ids(&set, &o), ["b", "a"]);
+        s.tasks[1].attempts[0].outcome = Some(Outcome::Interrupted);
+        let o = start_order(&set, &s, &[0, 1]);
+        assert_eq!(o.history_tasks(), 1);
     }
 }
