@@ -33,9 +33,7 @@ fn with_history_the_longest_expected_task_starts_first() {
     let p = TestProject::new("max_agents = 1");
     let rec = p.out_file("order.jsonl");
     let r = rec.display();
-    let task = |id: &str, secs: f64| {
-        json!({"id": id, "prompt": format!("@fake record {r}\n@fake sleep {secs}\n@fake commit {id}.txt")})
-    };
+    let task = |id: &str, secs: f64| json!({"id": id, "prompt": format!("@fake record {r}\n@fake sleep {secs}\n@fake commit {id}.txt")});
     p.tasks(&[task("short", 0.1), task("long", 3.0), task("middle", 1.5)]);
     let dry = p.flocks(&["run", "--dry-run"]);
     assert!(
@@ -130,11 +128,16 @@ fn agents_run_with_gc_auto_0_and_flocks_gcs_by_the_users_threshold() {
     assert_eq!(p.git(&["config", "gc.auto"]), "100");
     let upkeep = events(&p, "upkeep");
     assert!(
-        upkeep.iter().any(|e| e["gc"] == true && e["loose_objects"].as_u64() > Some(100)),
+        upkeep
+            .iter()
+            .any(|e| e["gc"] == true && e["loose_objects"].as_u64() > Some(100)),
         "{upkeep:?}"
     );
     let counts = p.git(&["count-objects", "-v"]);
-    assert!(counts.contains("\ncount: 0\n") || counts.starts_with("count: 0\n"), "{counts}");
+    assert!(
+        counts.contains("\ncount: 0\n") || counts.starts_with("count: 0\n"),
+        "{counts}"
+    );
 }
 
 #[test]

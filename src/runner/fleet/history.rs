@@ -251,7 +251,12 @@ mod tests {
         let set = tasks(&plain(&["a", "b", "c", "d", "e"]));
         // e has none: it counts as the median (3 s), after c's 5 s and
         // before b's 1 s; equal ones keep task order.
-        let took = [("a", "a", 3.0), ("b", "b", 1.0), ("c", "c", 5.0), ("d", "d", 3.0)];
+        let took = [
+            ("a", "a", 3.0),
+            ("b", "b", 1.0),
+            ("c", "c", 5.0),
+            ("d", "d", 3.0),
+        ];
         let o = start_order(&set, &state(&set, &took), &[0, 1, 2, 3, 4]);
         assert_eq!(ids(&set, &o), ["c", "a", "d", "e", "b"]);
         assert_eq!(
@@ -281,7 +286,12 @@ mod tests {
             {\"id\":\"b\",\"prompt\":\"do b\",\"depends_on\":[\"a\"]}\n\
             {\"id\":\"c\",\"prompt\":\"do c\",\"depends_on\":[\"b\"]}\n";
         let set = tasks(lines);
-        let took = [("a", "a", 1.0), ("b", "b", 1.0), ("c", "c", 6.0), ("d", "d", 5.0)];
+        let took = [
+            ("a", "a", 1.0),
+            ("b", "b", 1.0),
+            ("c", "c", 6.0),
+            ("d", "d", 5.0),
+        ];
         let order = crate::tasks::dependency_order(&set.tasks).unwrap();
         let o = start_order(&set, &state(&set, &took), &order);
         assert_eq!(ids(&set, &o), ["a", "b", "c", "d"]);

@@ -1,0 +1,178 @@
+//! Makespan benchmark: 48 tasks whose agents take 0.2 to 1.6 s, on 8 slots.
+//!
+//!     cargo bench --bench makespan
+//!     N=96 P=8 cargo bench --bench makespan
+//!
+//! The first run has no history: flocks starts the tasks in task order, and
+//! its makespan (the run's `run_started` to `run_finished` in events.jsonl)
+//! is compared with the FIFO list-schedule bound (the same durations placed
+//! in task order on P slots, no overhead; target: within 1.05x). The second
+//! run (`flocks retry --force` of every task) has the first one's durations
+//! as history: flocks starts the longest expected first, and its makespan is
+//! compared with sum/P (target: within 1.10x) and with the LPT bound.
+//!
+//! The agent is a small sh script that sleeps its task's duration and
+//! commits one file. The durations are fixed (a seeded generator).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[expect(
+    dead_code,
+    reason = "the makespan bench has its own sleeping agent and project"
+)]
+mod common;
+use common::{env_usize, make_repo, run};
+
+const AGENT: &str = r#"#!/bin/sh
+prompt=$(cat)
+echo '{"type":"system","subtype":"init","session_id":"bench","model":"bench"}'
+name=${prompt%% *}
+secs=${prompt##* }
+sleep "$secs"
+echo "$prompt" > "out-$name.txt"
+git add "out-$name.txt" && git commit -q -m "bench $name"
+echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok","session_id":"bench","total_cost_usd":0}'
+"#;
+
+/// `n` durations in 0.2..=1.6 s, the same every time.
+fn durations(n: usize) -> Vec<f64> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x % 10_000) as f64 / 9_999.0;
+            ((0.2 + 1.4 * u) * 100.0).round() / 100.0
+        })
+        .collect()
+}
+
+/// List scheduling: each task in `order` goes to the slot free first.
+fn list_schedule(durations: &[f64], order: &[usize], p: usize) -> f64 {
+    let mut slots = vec![0.0f64; p];
+    for &i in order {
+        let s = slots
+            .iter_mut()
+            .min_by(|a, b| a.total_cmp(b))
+            .expect("p > 0");
+        *s += durations[i];
+    }
+    slots.into_iter().fold(0.0, f64::max)
+}
+
+/// The seconds from `run_started` to `run_finished` of the last run in
+/// events.jsonl.
+fn makespan(repo: &Path) -> f64 {
+    let text = std::fs::read_to_string(repo.join(".flocks/events.jsonl")).unwrap();
+    let (mut start, mut end) = (None, None);
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let ts = || {
+            chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        match v["event"].as_str() {
+            Some("run_started") => start = Some(ts()),
+            Some("run_finished") => end = Some(ts()),
+            _ => {}
+        }
+    }
+    let (s, e) = (start.unwrap(), end.unwrap());
+    (e - s).num_milliseconds() as f64 / 1000.0
+}
+
+fn flocks(repo: &Path, args: &[&str]) -> Duration {
+    let start = Instant::now();
+    let st = Command::new(env!("CARGO_BIN_EXE_flocks"))
+        .args(args)
+        .current_dir(repo)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .unwrap();
+    assert!(st.success(), "flocks {args:?}: {st}");
+    start.elapsed()
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs this too: keep that cheap.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let (n, p) = if quick {
+        (4, 2)
+    } else {
+        (env_usize("N", 48), env_usize("P", 8))
+    };
+    let d = durations(n);
+    let root = tempfile::tempdir().unwrap();
+    let agent = root.path().join("sleep-agent");
+    std::fs::write(&agent, AGENT).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let repo = root.path().join("repo");
+    make_repo(&repo, 20);
+    std::fs::write(
+        repo.join("flocks.toml"),
+        format!(
+            "max_agents = {p}\n[agent]\ncommand = \"{}\"\n[[containers]]\nname = \"local\"\nmax_worktrees = {p}\n",
+            agent.display()
+        ),
+    )
+    .unwrap();
+    let tasks: String = d
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{{\"id\":\"t{i}\",\"prompt\":\"t{i} {s}\"}}\n"))
+        .collect();
+    std::fs::write(repo.join("tasks.jsonl"), tasks).unwrap();
+    run(Command::new("git")
+        .args(["config", "--unset", "gc.auto"])
+        .current_dir(&repo));
+
+    let sum: f64 = d.iter().sum();
+    let task_order: Vec<usize> = (0..n).collect();
+    let mut lpt: Vec<usize> = (0..n).collect();
+    lpt.sort_by(|&a, &b| d[b].total_cmp(&d[a]));
+    let fifo_bound = list_schedule(&d, &task_order, p);
+    let lpt_bound = list_schedule(&d, &lpt, p);
+    let ideal = sum / p as f64;
+    println!(
+        "makespan benchmark: N={n} tasks of 0.2-1.6 s (sum {sum:.2} s) on P={p} slots; load {}",
+        load()
+    );
+    println!(
+        "  bounds: FIFO list schedule {fifo_bound:.2} s, LPT {lpt_bound:.2} s, sum/P {ideal:.2} s"
+    );
+
+    let wall = flocks(&repo, &["run", "--no-progress"]);
+    let first = makespan(&repo);
+    println!(
+        "  run 1, no history (task order):   makespan {first:.2} s (process {:.2} s): {:.3}x the FIFO bound (target <= 1.05x)",
+        wall.as_secs_f64(),
+        first / fifo_bound
+    );
+
+    let ids: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    let mut args = vec!["retry", "--force", "--no-progress"];
+    args.extend(ids.iter().map(String::as_str));
+    let wall = flocks(&repo, &args);
+    let second = makespan(&repo);
+    println!(
+        "  run 2, history (longest first):   makespan {second:.2} s (process {:.2} s): {:.3}x sum/P (target <= 1.10x), {:.3}x the LPT bound",
+        wall.as_secs_f64(),
+        second / ideal,
+        second / lpt_bound
+    );
+    println!("  load after: {}", load());
+}
