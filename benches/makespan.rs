@@ -11,8 +11,9 @@
 //! as history: flocks starts the longest expected first, and its makespan is
 //! compared with sum/P (target: within 1.10x) and with the LPT bound.
 //!
-//! The agent is a small sh script that sleeps its task's duration and
-//! commits one file. The durations are fixed (a seeded generator).
+//! The agent is a small sh script that sleeps its task's duration (by
+//! `FLOCKS_TASK`) and commits one file. The durations are fixed (a seeded
+//! generator).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -25,16 +26,31 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{env_usize, make_repo, run};
 
-const AGENT: &str = r#"#!/bin/sh
+/// The agent: its task's duration by `FLOCKS_TASK` (a retry's prompt is a
+/// follow-up, not the task's line), a sleep, one commit; its result says
+/// its `duration_ms`, as claude's does.
+fn agent_script(durations: &[f64]) -> String {
+    let cases: String = durations
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("  t{i}) secs={s} ;;\n"))
+        .collect();
+    format!(
+        r#"#!/bin/sh
 prompt=$(cat)
-echo '{"type":"system","subtype":"init","session_id":"bench","model":"bench"}'
-name=${prompt%% *}
-secs=${prompt##* }
+t0=$(date +%s%N)
+echo '{{"type":"system","subtype":"init","session_id":"bench","model":"bench"}}'
+case "$FLOCKS_TASK" in
+{cases}  *) secs=1 ;;
+esac
 sleep "$secs"
-echo "$prompt" > "out-$name.txt"
-git add "out-$name.txt" && git commit -q -m "bench $name"
-echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok","session_id":"bench","total_cost_usd":0}'
-"#;
+echo "$prompt" >> "out-$FLOCKS_TASK.txt"
+git add "out-$FLOCKS_TASK.txt" && git commit -q -m "bench $FLOCKS_TASK"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+echo '{{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok","session_id":"bench","total_cost_usd":0,"duration_ms":'$ms'}}'
+"#
+    )
+}
 
 /// `n` durations in 0.2..=1.6 s, the same every time.
 fn durations(n: usize) -> Vec<f64> {
@@ -66,10 +82,11 @@ fn list_schedule(durations: &[f64], order: &[usize], p: usize) -> f64 {
 /// The seconds from `run_started` to `run_finished` of the last run in
 /// events.jsonl, and each task's attempt duration in it (`finished`'s
 /// `duration_secs`, by task index: the agent plus flocks' per-attempt work).
-fn makespan(repo: &Path, n: usize) -> (f64, Vec<f64>) {
+fn makespan(repo: &Path, n: usize) -> (f64, Vec<f64>, Vec<usize>) {
     let text = std::fs::read_to_string(repo.join(".flocks/events.jsonl")).unwrap();
     let (mut start, mut end) = (None, None);
     let mut took = vec![0.0; n];
+    let mut started = Vec::new();
     for l in text.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         let ts = || {
@@ -78,7 +95,11 @@ fn makespan(repo: &Path, n: usize) -> (f64, Vec<f64>) {
                 .with_timezone(&chrono::Utc)
         };
         match v["event"].as_str() {
-            Some("run_started") => start = Some(ts()),
+            Some("run_started") => {
+                start = Some(ts());
+                started.clear();
+            }
+            Some("started") => started.push(v["task"].as_str().unwrap()[1..].parse().unwrap()),
             Some("run_finished") => end = Some(ts()),
             Some("finished") => {
                 let i: usize = v["task"].as_str().unwrap()[1..].parse().unwrap();
@@ -88,7 +109,7 @@ fn makespan(repo: &Path, n: usize) -> (f64, Vec<f64>) {
         }
     }
     let (s, e) = (start.unwrap(), end.unwrap());
-    ((e - s).num_milliseconds() as f64 / 1000.0, took)
+    ((e - s).num_milliseconds() as f64 / 1000.0, took, started)
 }
 
 fn flocks(repo: &Path, args: &[&str]) -> Duration {
@@ -121,7 +142,7 @@ fn main() {
     let d = durations(n);
     let root = tempfile::tempdir().unwrap();
     let agent = root.path().join("sleep-agent");
-    std::fs::write(&agent, AGENT).unwrap();
+    std::fs::write(&agent, agent_script(&d)).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -162,7 +183,7 @@ fn main() {
     );
 
     let wall = flocks(&repo, &["run", "--no-progress"]);
-    let (first, took) = makespan(&repo, n);
+    let (first, took, _) = makespan(&repo, n);
     println!(
         "  run 1, no history (task order):   makespan {first:.2} s (process {:.2} s): {:.3}x the FIFO bound (target <= 1.05x)",
         wall.as_secs_f64(),
@@ -179,7 +200,7 @@ fn main() {
     let mut args = vec!["retry", "--force", "--no-progress"];
     args.extend(ids.iter().map(String::as_str));
     let wall = flocks(&repo, &args);
-    let (second, took) = makespan(&repo, n);
+    let (second, took, started) = makespan(&repo, n);
     println!(
         "  run 2, history (longest first):   makespan {second:.2} s (process {:.2} s): {:.3}x sum/P (target <= 1.10x), {:.3}x the LPT bound",
         wall.as_secs_f64(),
@@ -192,6 +213,14 @@ fn main() {
         (took_sum - sum) / n as f64,
         took_sum / p as f64,
         second / (took_sum / p as f64)
+    );
+    let mut by_length: Vec<usize> = (0..n).collect();
+    by_length.sort_by(|&a, &b| d[b].total_cmp(&d[a]));
+    println!(
+        "    started longest first: {} (first 8: {:?}); list schedule of those durations in that order: {:.2} s",
+        started == by_length,
+        &started[..started.len().min(8)],
+        list_schedule(&took, &started, p)
     );
     println!("  load after: {}", load());
 }

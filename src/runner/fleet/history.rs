@@ -4,8 +4,9 @@
 //! cannot: a long task started last ends the run late.
 //!
 //! A task's expected duration is the mean of its own earlier attempts that
-//! ran to an end (succeeded, failed or timed out; a scheduler's queue wait
-//! left out), else that of the attempts of any task with the same prompt
+//! ran to an end (succeeded, failed or timed out; the agent's own
+//! `duration_ms` when its result has one, else the attempt's time less a
+//! scheduler's queue wait), else that of the attempts of any task with the same prompt
 //! (a task added again under another id, a best-of task's variants), else
 //! the median of the tasks that have one: under the project's one prompt
 //! template, an unknown task is taken for a typical one. With
@@ -65,11 +66,17 @@ impl StartOrder {
 }
 
 /// How long an attempt's agent ran, when it ran to an end that says how
-/// long the task takes.
+/// long the task takes: the agent's own `duration_ms` when its result says
+/// it (claude's does), else the attempt's time less a scheduler's queue
+/// wait (it then holds flocks' per-attempt work too, such as a first
+/// checkout).
 fn attempt_secs(a: &Attempt) -> Option<f64> {
     match a.outcome.as_ref()? {
         Outcome::Success | Outcome::Failed { .. } | Outcome::TimedOut => {}
         _ => return None,
+    }
+    if let Some(ms) = a.result.as_ref().and_then(|r| r.duration_ms) {
+        return Some(ms as f64 / 1000.0);
     }
     let ended = a.ended_at?;
     let secs =
@@ -305,6 +312,13 @@ mod tests {
         s.tasks[0].attempts[0].pending_secs = Some(8.0);
         let o = start_order(&set, &s, &[0, 1]);
         assert_eq!(ids(&set, &o), ["b", "a"]);
+        // The agent's own duration, when its result says it, wins.
+        s.tasks[0].attempts[0].result = Some(crate::state::ResultInfo {
+            duration_ms: Some(9000),
+            ..Default::default()
+        });
+        let o = start_order(&set, &s, &[0, 1]);
+        assert_eq!(ids(&set, &o), ["a", "b"]);
         s.tasks[1].attempts[0].outcome = Some(Outcome::Interrupted);
         let o = start_order(&set, &s, &[0, 1]);
         assert_eq!(o.history_tasks(), 1);
