@@ -8,7 +8,7 @@ mod support;
 
 use dsupport::{Ctr, CtrSpec, DockerProject, RemoveOnDrop, docker, not_owned_by, ready, unique};
 use serde_json::json;
-use support::{code, text, wait_for};
+use support::{code, fake_bash, text, wait_for};
 
 fn ctr(p: &DockerProject, label: bool) -> Ctr {
     Ctr::start(CtrSpec {
@@ -40,12 +40,17 @@ fn two_containers_by_label_and_by_name() {
     let tasks: Vec<_> = (1..=4)
         .map(|i| {
             json!({"id": format!("t{i}"), "prompt": format!(
-                "@fake record {out}/t{i}.json\n@fake env HOSTNAME {out}/t{i}.host\n@fake sleep 0.5\n@fake commit f{i}.txt hello{i}\n")})
+                "@fake record {out}/t{i}.json\n@fake env HOSTNAME {out}/t{i}.host\n@fake sleep 0.5\n{}@fake commit f{i}.txt hello{i}\n",
+                fake_bash("git config gc.auto > gc.txt && git add gc.txt"))})
         })
         .collect();
     p.t.tasks(&tasks);
     let o = p.t.flocks(&["run", "--no-progress"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
+    // Agents in containers run with gc.auto=0 (flocks' upkeep is the gc).
+    for i in 1..=4 {
+        assert_eq!(p.git(&["show", &format!("flocks/t{i}:gc.txt")]), "0");
+    }
 
     let hosts: std::collections::BTreeSet<String> =
         (1..=4).map(|i| p.read_out(&format!("t{i}.host"))).collect();

@@ -527,6 +527,17 @@ fn euid() -> u32 {
 /// The positive control of the network attack: with `network = "host"`
 /// the same connection gets through.
 #[test]
+fn bwrap_agents_run_with_gc_auto_0() {
+    let s = sandboxed(1, "");
+    s.p.tasks(&[json!({"id": "gc", "prompt": fake_bash(
+        "git config gc.auto > gc.txt && git add gc.txt && git commit -qm gc"
+    )})]);
+    let out = s.flocks(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(s.p.git(&["show", "flocks/gc:gc.txt"]), "0");
+}
+
+#[test]
 fn bwrap_network_host_shares_the_hosts_network() {
     let s = sandboxed(1, "[sandbox]\nnetwork = \"host\"\n");
     let (port, connections) = listener();

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{TestProject, code, text};
+use support::{TestProject, code, fake_bash, text};
 
 /// A partition of the test cluster that runs one job at a time (one CPU of
 /// the node), made by the tests when missing.
@@ -269,7 +269,10 @@ fn six_tasks_run_three_jobs_at_a_time_all_land_and_planted_hooks_stay_in_jobs() 
     p.tasks(
         &(1..=6)
             .map(|i| {
-                let mut prompt = format!("@fake commit t{i}.txt hello-{i}");
+                let mut prompt = format!(
+                    "{}@fake commit t{i}.txt hello-{i}",
+                    fake_bash("git config gc.auto > gc.txt && git add gc.txt")
+                );
                 if i == 1 {
                     prompt = format!("@fake bash 'sh {}'\n{prompt}", plant.display());
                 }
@@ -293,6 +296,9 @@ fn six_tasks_run_three_jobs_at_a_time_all_land_and_planted_hooks_stay_in_jobs() 
     let mut ids = std::collections::BTreeSet::new();
     for t in v["tasks"].as_array().unwrap() {
         assert_eq!(t["status"], "succeeded", "{t}");
+        // Agents in jobs run with gc.auto=0 (flocks' upkeep is the gc).
+        let id = t["id"].as_str().unwrap();
+        assert_eq!(p.git(&["show", &format!("flocks/{id}:gc.txt")]), "0");
         let job = &t["job"];
         assert_eq!(job["node"], node.as_str(), "{t}");
         assert_eq!(job["state"], "COMPLETED", "{t}");

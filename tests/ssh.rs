@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sshd::TestSshd;
-use support::{TestProject, fake_claude, text};
+use support::{TestProject, fake_bash, fake_claude, text};
 
 /// True, or the test fails saying what is missing (never a silent pass).
 fn available() -> bool {
@@ -154,7 +154,7 @@ fn a_run_over_two_hosts_lands_locally() {
     let p = project("kill_grace_secs = 1", &pools);
     p.tasks(
         &(1..=4)
-            .map(|i| json!({"id": format!("t{i}"), "prompt": format!("@fake sleep 0.5\n@fake commit t{i}.txt hello-{i}")}))
+            .map(|i| json!({"id": format!("t{i}"), "prompt": format!("@fake sleep 0.5\n{}@fake commit t{i}.txt hello-{i}", fake_bash("git config gc.auto > gc.txt && git add gc.txt"))}))
             .collect::<Vec<_>>(),
     );
     let (code, out) = run(&p, &["run", "--tasks", "tasks.jsonl", "--no-progress"]);
@@ -166,6 +166,8 @@ fn a_run_over_two_hosts_lands_locally() {
         // The commit is on the local branch, and it is the recorded tip.
         let content = p.git(&["show", &format!("flocks/{id}:{id}.txt")]);
         assert_eq!(content, format!("hello-{i}"));
+        // The agent ran with gc.auto=0 (flocks' upkeep is the gc).
+        assert_eq!(p.git(&["show", &format!("flocks/{id}:gc.txt")]), "0");
         let at = &attempts(&p, &id)[0];
         assert_eq!(
             at["end_tip"].as_str().unwrap(),

@@ -14,6 +14,49 @@ pub const SCRUBBED_VARS: &[&str] = &[
 /// The attempt tag's variable (it lives with the process tree it finds).
 pub use crate::proc::TAG_VAR;
 
+/// Git settings every agent runs with, set through its environment
+/// (`GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n`), never in
+/// the user's config: repository upkeep is flocks' job (`git::upkeep`), so
+/// an agent's `git commit` never stops to gc or waits on `packed-refs.lock`.
+pub const AGENT_GIT_CONFIG: &[(&str, &str)] = &[("gc.auto", "0"), ("maintenance.auto", "false")];
+
+/// Add [`AGENT_GIT_CONFIG`] to an agent's environment `env`, after the
+/// `GIT_CONFIG_KEY_n` entries it already carries: those `env` sets when it
+/// sets `GIT_CONFIG_COUNT`, else the `inherited` count of the environment it
+/// is set on top of (flocks' own for a local or sandboxed agent; a remote
+/// backend's `env` sets its own count).
+pub fn add_agent_git_config(env: &mut Vec<(String, String)>, inherited: usize) {
+    let count = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "GIT_CONFIG_COUNT")
+        .map_or(Some(inherited), |(_, v)| v.trim().parse::<usize>().ok())
+        // An unreadable count: git refuses it anyway; ours starts a list.
+        .unwrap_or(0);
+    env.retain(|(k, _)| k != "GIT_CONFIG_COUNT");
+    for (i, (key, value)) in AGENT_GIT_CONFIG.iter().enumerate() {
+        let n = count + i;
+        env.push((format!("GIT_CONFIG_KEY_{n}"), key.to_string()));
+        env.push((format!("GIT_CONFIG_VALUE_{n}"), value.to_string()));
+    }
+    env.push((
+        "GIT_CONFIG_COUNT".into(),
+        (count + AGENT_GIT_CONFIG.len()).to_string(),
+    ));
+}
+
+/// The `GIT_CONFIG_COUNT` of flocks' own environment, as a local agent
+/// inherits it (0 when `remove_env` removes it).
+pub fn inherited_git_config_count(remove_env: &[String]) -> usize {
+    if remove_env.iter().any(|k| k == "GIT_CONFIG_COUNT") {
+        return 0;
+    }
+    std::env::var("GIT_CONFIG_COUNT")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A credential chosen for one attempt.
 #[derive(Clone)]
 pub struct Injected {
@@ -131,5 +174,46 @@ pub fn build(input: SpecInput) -> AgentSpec {
         prompt,
         tag,
         credential: credential.cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn agent_git_config_is_appended_after_what_the_environment_carries() {
+        let mut env = pairs(&[("FLOCKS_TASK", "a")]);
+        add_agent_git_config(&mut env, 0);
+        assert!(env.contains(&("GIT_CONFIG_KEY_0".into(), "gc.auto".into())));
+        assert!(env.contains(&("GIT_CONFIG_VALUE_0".into(), "0".into())));
+        assert!(env.contains(&("GIT_CONFIG_COUNT".into(), "2".into())));
+
+        // Inherited entries 0 and 1 stay; ours follow.
+        let mut env = Vec::new();
+        add_agent_git_config(&mut env, 2);
+        assert!(env.contains(&("GIT_CONFIG_KEY_2".into(), "gc.auto".into())));
+        assert!(env.contains(&("GIT_CONFIG_COUNT".into(), "4".into())));
+
+        // A backend's own count (safe.directory entries) wins over the inherited one.
+        let mut env = pairs(&[
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "safe.directory"),
+            ("GIT_CONFIG_VALUE_0", "*"),
+        ]);
+        add_agent_git_config(&mut env, 5);
+        assert!(env.contains(&("GIT_CONFIG_KEY_0".into(), "safe.directory".into())));
+        assert!(env.contains(&("GIT_CONFIG_KEY_1".into(), "gc.auto".into())));
+        assert!(env.contains(&("GIT_CONFIG_COUNT".into(), "3".into())));
+        assert_eq!(
+            env.iter().filter(|(k, _)| k == "GIT_CONFIG_COUNT").count(),
+            1
+        );
     }
 }

@@ -78,10 +78,13 @@ impl LocalBackend {
         let program = resolve_program(&spec.program, &self.config_dir, &spec.env)?;
         let mut argv = vec![program.into_os_string()];
         argv.extend(spec.args.iter().map(OsString::from));
+        let mut env = spec.env;
+        let inherited = crate::agent::spec::inherited_git_config_count(&spec.remove_env);
+        crate::agent::spec::add_agent_git_config(&mut env, inherited);
         start_supervised(Supervised {
             argv,
             cwd: ws.host_path.clone(),
-            env: spec.env,
+            env,
             remove_env: spec.remove_env,
             prompt: spec.prompt,
             grace: self.grace,

@@ -58,7 +58,8 @@ fn dry_run(
     // codes: the repository, the base, the agent, the task branches, the
     // variables [[notify]] reads.
     crate::notify::Notifiers::check(config)?;
-    let (planned, state, schedulers) = dry_run::plan(project, tasks, state)?;
+    let (planned, state, schedulers, start_order) = dry_run::plan(project, tasks, state)?;
+    let longest_first = start_order.history_tasks() > 0;
     let agent_runs: u32 = planned.iter().map(|r| r.agent_runs).sum();
     let best_of: Vec<String> = planned
         .iter()
@@ -80,6 +81,8 @@ fn dry_run(
                 "waits_for": r.waits_for,
                 "variants": r.variants,
                 "agent_runs": r.agent_runs,
+                "start": r.start,
+                "expected_secs": r.expected_secs,
             })
         })
         .collect();
@@ -115,6 +118,11 @@ fn dry_run(
             "max_agents": config.max_agents,
             "agent_runs": agent_runs,
             "spend": spend,
+            "start_order": {
+                "kind": start_order.kind(),
+                "why": start_order.describe(),
+                "history_tasks": start_order.history_tasks(),
+            },
         });
         crate::output::print_json(&out);
         return Ok(Exit::Ok);
@@ -125,18 +133,20 @@ fn dry_run(
         tasks.source.display()
     );
     use crate::output::table::{Align, Table};
-    let mut table = Table::new(
-        "  ",
-        &[
-            ("#", Align::Right),
-            ("task", Align::Left),
-            ("pool", Align::Left),
-            ("branch", Align::Left),
-            ("status", Align::Left),
-            ("after", Align::Left),
-            ("lane", Align::Left),
-        ],
-    );
+    let mut columns = vec![
+        ("#", Align::Right),
+        ("task", Align::Left),
+        ("pool", Align::Left),
+        ("branch", Align::Left),
+        ("status", Align::Left),
+        ("after", Align::Left),
+        ("lane", Align::Left),
+    ];
+    // With history, when each starts (among the ready) and why.
+    if longest_first {
+        columns.extend([("start", Align::Right), ("expected", Align::Right)]);
+    }
+    let mut table = Table::new("  ", &columns);
     for r in &rows {
         let deps: Vec<&str> = r["depends_on"]
             .as_array()
@@ -145,7 +155,7 @@ fn dry_run(
             .filter_map(|v| v.as_str())
             .collect();
         let status = r["status"].as_str().unwrap_or("");
-        table.styled_row(vec![
+        let mut cells = vec![
             (r["order"].to_string(), None),
             (r["id"].as_str().unwrap_or("").to_string(), None),
             (r["pool"].as_str().unwrap_or("(done)").to_string(), None),
@@ -163,9 +173,25 @@ fn dry_run(
                 None,
             ),
             (lane(r), None),
-        ]);
+        ];
+        if longest_first {
+            cells.push((
+                r["start"]
+                    .as_u64()
+                    .map_or_else(|| "-".into(), |n| n.to_string()),
+                None,
+            ));
+            cells.push((
+                r["expected_secs"]
+                    .as_f64()
+                    .map_or_else(|| "median".into(), crate::output::units::duration),
+                None,
+            ));
+        }
+        table.styled_row(cells);
     }
     crate::out!("{}", table.render());
+    crate::outln!("start order: {}", start_order.describe());
     crate::outln!("worktrees: {}/<task>", config.worktrees_dir().display());
     if best_of.is_empty() {
         crate::outln!("agent runs: {agent_runs} (at least; retries add more)");

@@ -474,6 +474,7 @@ pub(crate) const EVENT_KINDS: &[&str] = &[
     "needs_attention",
     "usage",
     "egress_denied",
+    "upkeep",
 ];
 
 /// One `[[notify]]` table.

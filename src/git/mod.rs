@@ -6,6 +6,7 @@ pub(crate) mod include;
 pub(crate) mod intake;
 pub(crate) mod provenance;
 pub(crate) mod trailer;
+pub(crate) mod upkeep;
 mod worktree;
 pub(crate) use worktree::relative_path;
 

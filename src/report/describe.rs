@@ -56,6 +56,9 @@ pub(crate) fn describe(event: &Event, clock: Clock) -> String {
         Event::EgressDenied {
             task, host, port, ..
         } => format!("⛔ {task}: connection to {host}:{port} refused ([network] allow)"),
+        Event::Upkeep { secs, .. } => {
+            format!("note: repository packed in the background ({secs:.1} s)")
+        }
         Event::Started { .. } => started(event),
         Event::Finished { .. } => finished(event),
         Event::Requeued { task, reason } => format!("↻ {task}: back in the queue: {reason}"),

@@ -31,6 +31,7 @@
 //! | `needs_attention` | `cause`, `message`, `task` or `credential` (when it is about one): something a person has to act on (below) |
 //! | `usage` | `task`, `attempt`, `requests`, `input_tokens`, `output_tokens`, `cache_creation_input_tokens`, `cache_read_input_tokens`, `cost_usd`, `unpriced_model` (a model the price table lacks): the attempt's totals so far, as flocks' proxy read them from the API's answers; written at each answer's start and end while it runs (the `finished` event's `cost_usd` is the result's `total_cost_usd` when the agent reports one) |
 //! | `egress_denied` | `task`, `attempt`, `host`, `port`: `[network] allow` refused a connection the agent asked flocks' proxy for |
+//! | `upkeep` | `packed_refs` (loose refs packed by `git pack-refs --all`; 0: not run), `gc` (bool: `git gc --auto` ran, its threshold `gc.auto` and `gc.autoPackLimit` read from the repository's config), `loose_objects` (git's estimate before, from `objects/17`), `packs` (before), `secs`: flocks packed the repository in the background while the run went on (agents run with `gc.auto=0`); written only when it did something |
 //!
 //! `outcome.kind` is one of `success`, `failed` (+`reason`), `timed_out`,
 //! `stalled`, `interrupted`, `spawn_failed` (+`reason`), `rate_limited`
@@ -215,6 +216,15 @@ pub enum Event {
         host: String,
         port: u16,
     },
+    /// flocks packed the repository's refs or objects, in the background
+    /// (`git::upkeep`).
+    Upkeep {
+        packed_refs: usize,
+        gc: bool,
+        loose_objects: usize,
+        packs: usize,
+        secs: f64,
+    },
 }
 
 /// Why a `needs_attention` event was written.
@@ -260,6 +270,7 @@ impl Event {
             Event::NeedsAttention { .. } => "needs_attention",
             Event::Usage { .. } => "usage",
             Event::EgressDenied { .. } => "egress_denied",
+            Event::Upkeep { .. } => "upkeep",
         }
     }
 }

@@ -219,7 +219,8 @@ impl ProgressView {
             | Event::ConflictPredicted { .. }
             | Event::Landed { .. }
             | Event::Usage { .. }
-            | Event::EgressDenied { .. } => {}
+            | Event::EgressDenied { .. }
+            | Event::Upkeep { .. } => {}
         }
         super::line::render(event)
     }

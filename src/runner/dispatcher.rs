@@ -75,6 +75,12 @@ pub struct Dispatcher {
     /// The run's model proxy and egress gate, and what it tells the run.
     proxy: Option<Arc<crate::proxy::Proxy>>,
     proxy_events: Option<mpsc::Receiver<ProxyEvent>>,
+    /// Repository upkeep (`git::upkeep`), one at a time, off the loop;
+    /// attempts ended since the last one was started, and how many make a
+    /// wave (the run's slots): one is started per wave.
+    upkeep: JoinSet<Result<Option<crate::git::upkeep::Done>, String>>,
+    ended_since_upkeep: usize,
+    upkeep_wave: usize,
 }
 
 /// A prediction as it came back, with how long its git work took.
@@ -104,7 +110,7 @@ pub struct DispatcherParts {
 
 impl Dispatcher {
     pub fn new(p: DispatcherParts) -> Dispatcher {
-        let pools = p
+        let pools: Vec<PoolSlots> = p
             .project
             .config
             .pools
@@ -118,6 +124,7 @@ impl Dispatcher {
                 host_loss_takes_pool_down: backend.host_loss_takes_pool_down(),
             })
             .collect();
+        let upkeep_wave = pools.iter().map(|p| p.slots).sum::<usize>().max(1);
         let (tx, rx) = mpsc::channel(1024);
         let log_root = p.project.state_dir().join("logs");
         let judge_env = Arc::new(JudgeEnv {
@@ -163,6 +170,46 @@ impl Dispatcher {
             to_judge: Vec::new(),
             proxy: p.proxy,
             proxy_events: p.proxy_events,
+            upkeep: JoinSet::new(),
+            ended_since_upkeep: 0,
+            upkeep_wave,
+        }
+    }
+
+    /// Between waves (as many ended attempts as the run has slots), look
+    /// at the repository and pack what is due, in the background: never
+    /// while a start waits (it runs beside the loop), one at a time.
+    fn maybe_upkeep(&mut self) {
+        if self.ended_since_upkeep < self.upkeep_wave || !self.upkeep.is_empty() {
+            return;
+        }
+        self.ended_since_upkeep = 0;
+        let repo = self.fleet.config().workspace.repo.clone();
+        self.upkeep
+            .spawn_blocking(move || crate::git::upkeep::run(&repo));
+    }
+
+    fn upkeep_done(
+        &mut self,
+        joined: Result<Result<Option<crate::git::upkeep::Done>, String>, tokio::task::JoinError>,
+    ) {
+        match joined {
+            Ok(Ok(Some(d))) => self.emit(&Event::Upkeep {
+                packed_refs: d.packed_refs,
+                gc: d.gc,
+                loose_objects: d.loose_objects,
+                packs: d.packs,
+                secs: d.secs,
+            }),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                let message = format!("repository upkeep failed (the run goes on): {e}");
+                self.emit(&Event::Notice { message });
+            }
+            Err(e) => {
+                let message = format!("internal error, please report it: repository upkeep: {e}");
+                self.emit(&Event::Notice { message });
+            }
         }
     }
 
@@ -382,6 +429,7 @@ impl Dispatcher {
             let starts = self.fleet.start_ready(now);
             self.carry_out(starts);
             self.save();
+            self.maybe_upkeep();
             let (done, effects) = self.fleet.is_done(now);
             self.carry_out(effects);
             if done {
@@ -479,6 +527,7 @@ impl Dispatcher {
                     };
                     self.carry_out(effects);
                 }
+                Some(joined) = self.upkeep.join_next() => self.upkeep_done(joined),
                 _ = recv_signal(&mut sigint) => {
                     let effects = self.fleet.on_interrupt();
                     self.carry_out(effects);
@@ -493,6 +542,10 @@ impl Dispatcher {
                     self.emit_notices();
                 }
             }
+        }
+        // An upkeep under way ends before the run does: `land` may follow.
+        while let Some(joined) = self.upkeep.join_next().await {
+            self.upkeep_done(joined);
         }
         let (summary, effects) = self.fleet.finish(Now::current());
         // The run's end compacts the journal into state.json.
@@ -572,6 +625,7 @@ impl Dispatcher {
                 report,
             } => {
                 self.stops.remove(&task);
+                self.ended_since_upkeep += 1;
                 let effects = self
                     .fleet
                     .on_finished(&task, attempt, &report, Now::current());

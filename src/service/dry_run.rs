@@ -11,6 +11,7 @@ use super::preflight::{
 use crate::config::{Config, CredentialChoice};
 use crate::error::Result;
 use crate::project::Project;
+use crate::runner::fleet::history::StartOrder;
 use crate::state::State;
 use crate::tasks::{TaskSet, dependency_order};
 
@@ -38,6 +39,11 @@ pub(crate) struct PlannedRun {
     /// The agent runs it implies at least: one per variant, and a judge
     /// agent for a best-of task with `[best_of] judge = true` (0: skipped).
     pub agent_runs: u32,
+    /// 1-based place in the start order among the tasks to run (None:
+    /// skipped): which of the ready tasks starts first.
+    pub start: Option<usize>,
+    /// Its expected duration from history, in seconds.
+    pub expected_secs: Option<f64>,
 }
 
 /// Check as a run would, then plan the pools without running anything.
@@ -48,7 +54,7 @@ pub(crate) fn plan(
     project: &Project,
     tasks: &TaskSet,
     state: Result<State>,
-) -> Result<(Vec<PlannedRun>, State, Vec<SchedulerCheck>)> {
+) -> Result<(Vec<PlannedRun>, State, Vec<SchedulerCheck>, StartOrder)> {
     let config = &project.config;
     let repo = check_repo(config)?;
     check_agents(config)?;
@@ -68,6 +74,18 @@ pub(crate) fn plan(
     let order = dependency_order(&tasks.tasks).unwrap_or_else(|_| (0..tasks.tasks.len()).collect());
     let before = crate::tasks::footprint_before(tasks, &order);
     let lanes = lanes(tasks, &order, &before);
+    let start_order = crate::runner::fleet::history::start_order(tasks, &state, &order);
+    let expected = crate::runner::fleet::history::expected_secs(tasks, &state);
+    let mut start_pos: HashMap<usize, usize> = HashMap::new();
+    for &i in &start_order.order {
+        if state
+            .task(&tasks.tasks[i].id)
+            .is_none_or(|r| !r.status.is_success())
+        {
+            let next = start_pos.len() + 1;
+            start_pos.insert(i, next);
+        }
+    }
     let mut assigned = vec![0usize; config.pools.len()];
     let mut rows = Vec::new();
     for (step, &i) in order.iter().enumerate() {
@@ -106,9 +124,11 @@ pub(crate) fn plan(
             waits_for: before.get(&t.id).cloned().unwrap_or_default(),
             variants,
             agent_runs,
+            start: start_pos.get(&i).copied(),
+            expected_secs: expected.get(&t.id).copied(),
         });
     }
-    Ok((rows, state, schedulers))
+    Ok((rows, state, schedulers, start_order))
 }
 
 /// The most a run of these tasks can spend before no new agent starts, as

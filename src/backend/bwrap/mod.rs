@@ -668,6 +668,9 @@ impl BwrapBackend {
         command.extend(spec.args.iter().map(OsString::from));
         let mut env = self.identity.clone();
         env.extend(spec.env);
+        // The sandbox keeps flocks' environment (but `UNSET`).
+        let inherited = crate::agent::spec::inherited_git_config_count(&spec.remove_env);
+        crate::agent::spec::add_agent_git_config(&mut env, inherited);
         super::local::start_supervised(super::local::Supervised {
             argv: s.argv(command),
             cwd: PathBuf::from("/"),

@@ -722,13 +722,15 @@ impl DockerBackend {
 
     fn env_for(&self, spec: &AgentSpec) -> Vec<String> {
         let ours: HashSet<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
-        let mut env: Vec<String> = self
+        let mut set: Vec<(String, String)> = self
             .git_env
             .iter()
             .filter(|(k, _)| !ours.contains(k.as_str()))
-            .map(|(k, v)| format!("{k}={v}"))
+            .cloned()
             .collect();
-        env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        set.extend(spec.env.iter().cloned());
+        crate::agent::spec::add_agent_git_config(&mut set, 0);
+        let mut env: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let unset: Vec<&str> = spec
             .remove_env
             .iter()

@@ -613,6 +613,7 @@ impl SlurmBackend {
         let mut env = self.identity_for(root, task);
         env.retain(|(k, _)| !spec.env.iter().any(|(s, _)| s == k));
         env.extend(spec.env.iter().cloned());
+        crate::agent::spec::add_agent_git_config(&mut env, 0);
         env
     }
 

@@ -453,6 +453,7 @@ impl SshBackend {
         let mut env = self.identity_for(&root, task);
         env.retain(|(k, _)| !spec.env.iter().any(|(s, _)| s == k));
         env.extend(spec.env.iter().cloned());
+        crate::agent::spec::add_agent_git_config(&mut env, 0);
         let header = Header::new("run")
             .line("task", task)
             .and_then(|x| x.line("tag", &spec.tag))

@@ -10,6 +10,7 @@ mod best_of;
 mod conflicts;
 mod disk;
 mod finished;
+pub mod history;
 mod proxied;
 mod schedule;
 mod stop;
@@ -233,6 +234,8 @@ pub struct FleetParts {
 struct Entry {
     task: Option<usize>,
     order_pos: Option<usize>,
+    /// Its place in the start order.
+    start_pos: Option<usize>,
     /// The record's place in `state.tasks`, and in its `variants` for a
     /// best-of variant.
     record: Option<(usize, Option<usize>)>,
@@ -244,9 +247,13 @@ pub struct Fleet {
     tasks: TaskSet,
     index: HashMap<String, Entry>,
     scope: Option<HashSet<String>>,
-    /// Indices of `tasks`, dependencies first.
+    /// Indices of `tasks`, dependencies first (landing order).
     order: Vec<usize>,
-    /// No task before this place in `order` is pending: where the search for
+    /// Indices of `tasks` in the order they start when ready: `order`, or
+    /// the longest expected first when there is history
+    /// (`history::start_order`).
+    start: Vec<usize>,
+    /// No task before this place in `start` is pending: where the search for
     /// the next start begins. Moved back when a task becomes pending again.
     cursor: usize,
     /// A status changed in a way that may block or unblock a dependent.
@@ -305,6 +312,8 @@ pub struct Fleet {
     /// Refused connections already said as `needs_attention` (task,
     /// attempt, host, port).
     denied_seen: HashSet<(String, u32, String, u16)>,
+    /// Why `order` is what it is (task order, or longest expected first).
+    start_order: history::OrderWhy,
 }
 
 impl Fleet {
@@ -312,6 +321,7 @@ impl Fleet {
         let best_of = best_of::add_variant_tasks(&mut p.tasks, &p.state);
         let order =
             dependency_order(&p.tasks.tasks).unwrap_or_else(|_| (0..p.tasks.tasks.len()).collect());
+        let start_order = history::start_order(&p.tasks, &p.state, &order);
         let mut index: HashMap<String, Entry> = HashMap::with_capacity(p.tasks.tasks.len());
         for (i, t) in p.tasks.tasks.iter().enumerate() {
             index.entry(t.id.clone()).or_default().task.get_or_insert(i);
@@ -319,6 +329,11 @@ impl Fleet {
         for (pos, &i) in order.iter().enumerate() {
             if let Some(e) = index.get_mut(&p.tasks.tasks[i].id) {
                 e.order_pos.get_or_insert(pos);
+            }
+        }
+        for (pos, &i) in start_order.order.iter().enumerate() {
+            if let Some(e) = index.get_mut(&p.tasks.tasks[i].id) {
+                e.start_pos.get_or_insert(pos);
             }
         }
         for (i, r) in p.state.tasks.iter().enumerate() {
@@ -337,6 +352,8 @@ impl Fleet {
         }
         let footprint_before = variant_footprints(&p.tasks, &order);
         Fleet {
+            start_order: start_order.why,
+            start: start_order.order,
             config: p.config,
             state: p.state,
             tasks: p.tasks,
@@ -464,7 +481,7 @@ impl Fleet {
                     self.blocked_stale = true;
                 }
                 if status == &Some(TaskStatus::Pending)
-                    && let Some(pos) = self.index.get(id).and_then(|e| e.order_pos)
+                    && let Some(pos) = self.index.get(id).and_then(|e| e.start_pos)
                 {
                     self.cursor = self.cursor.min(pos);
                 }
@@ -531,6 +548,15 @@ impl Fleet {
             best_of,
             variants,
         })];
+        if let history::OrderWhy::LongestFirst { .. } = self.start_order {
+            let order = history::StartOrder {
+                order: Vec::new(),
+                why: self.start_order,
+            };
+            out.push(Effect::Emit(Event::Notice {
+                message: format!("start order: {}", order.describe()),
+            }));
+        }
         for &i in &self.order {
             let id = &self.tasks.tasks[i].id;
             if self.in_scope(id)

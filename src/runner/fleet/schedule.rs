@@ -163,11 +163,11 @@ impl Fleet {
         }
     }
 
-    /// The first ready task in dependency order. Moves the cursor past the
+    /// The first ready task in start order. Moves the cursor past the
     /// tasks at the front that are not pending (they cannot start until a
     /// transition makes them pending again, which moves it back).
     fn next_ready(&mut self) -> Option<String> {
-        while let Some(&i) = self.order.get(self.cursor) {
+        while let Some(&i) = self.start.get(self.cursor) {
             let id = &self.tasks.tasks[i].id;
             if self.in_scope(id)
                 && self
@@ -178,7 +178,7 @@ impl Fleet {
             }
             self.cursor += 1;
         }
-        self.order[self.cursor.min(self.order.len())..]
+        self.start[self.cursor.min(self.start.len())..]
             .iter()
             .map(|&i| self.tasks.tasks[i].id.as_str())
             .find(|id| self.ready(id))
