@@ -99,6 +99,7 @@ pub fn render(event: &Event) -> Option<String> {
             cost_usd,
             turns,
             commits,
+            ..
         } => {
             let mark = match outcome {
                 Outcome::Success => "✔",
