@@ -96,7 +96,14 @@ fn phases(events: &Path) {
             .map(|t| t.timestamp_micros() as f64 / 1e6)
     };
     let mut started: HashMap<(String, u64), f64> = HashMap::new();
-    let names = ["prepare", "spawn", "agent", "finish", "record", "started→finished"];
+    let names = [
+        "prepare",
+        "spawn",
+        "agent",
+        "finish",
+        "record",
+        "started→finished",
+    ];
     let mut figures: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut gaps = Vec::new();
     let mut free_slots: Vec<f64> = Vec::new();

@@ -110,7 +110,15 @@ mod tests {
         git(repo, &["add", ".gitignore", ".worktreeinclude"]);
         git(
             repo,
-            &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "i"],
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "i",
+            ],
         );
         let names = |set: Option<IncludeSet>| -> Vec<String> {
             set.unwrap()

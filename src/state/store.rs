@@ -889,7 +889,11 @@ mod tests {
         let text = String::from_utf8(bytes).unwrap();
         let at = text.find("\"id\":\"t1500\"").unwrap();
         let status = at + text[at..].find("\"state\":\"done\"").unwrap();
-        let bad = format!("{}\"state\":\"gone\"{}", &text[..status], &text[status + 14..]);
+        let bad = format!(
+            "{}\"state\":\"gone\"{}",
+            &text[..status],
+            &text[status + 14..]
+        );
         let want = serde_json::from_slice::<State>(bad.as_bytes()).unwrap_err();
         let got = parse_state(bad.as_bytes()).unwrap_err();
         assert_eq!(got.to_string(), want.to_string());
