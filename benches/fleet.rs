@@ -26,7 +26,9 @@ fn baseline(root: &Path, agent: &Path, n: usize, p: usize, files: usize) -> Dura
     make_repo(&repo, files);
     std::fs::create_dir_all(repo.join(".logs")).unwrap();
     let script = format!(
-        "seq 1 {n} | xargs -P {p} -I{{}} sh -c 'git worktree add -q -b base/t{{}} .wt/t{{}} main && cd .wt/t{{}} && echo t{{}} | {agent} > ../../.logs/t{{}}.log 2>&1'",
+        // `git worktree add`s side by side can trip on each other's
+        // half-made admin dirs (git's own race): a few tries each.
+        "seq 1 {n} | xargs -P {p} -I{{}} sh -c 'for try in 1 2 3 4 5; do git worktree add -q -B base/t{{}} .wt/t{{}} main 2>/dev/null && break; sleep 0.1; done; cd .wt/t{{}} && echo t{{}} | {agent} > ../../.logs/t{{}}.log 2>&1'",
         agent = agent.display()
     );
     let start = Instant::now();
