@@ -16,10 +16,16 @@ pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
     if args.watch {
         return crate::tui::run(project);
     }
-    let state = project.store.load()?;
-    let mut view = build(project, &state);
+    // The disk count does not need the state: counted while it is read.
     let budget = (!args.disk).then_some(crate::view::DISK_BUDGET);
-    view.disk = Some(crate::view::disk(project, budget));
+    let (state, disk) = std::thread::scope(|s| {
+        let disk = s.spawn(|| crate::view::disk(project, budget));
+        let state = project.store.load();
+        (state, disk.join())
+    });
+    let state = state?;
+    let mut view = build(project, &state);
+    view.disk = Some(disk.unwrap_or_else(|p| std::panic::resume_unwind(p)));
     if args.json {
         crate::output::print_json(&view);
     } else {

@@ -200,6 +200,7 @@ fn finished(event: &Event) -> String {
         cost_usd,
         turns,
         commits,
+        ..
     } = event
     else {
         unreachable!("called for finished")
@@ -359,6 +360,7 @@ mod tests {
                 cost_usd: 0.5,
                 turns: 3,
                 commits: 1,
+                phases: None,
             }),
             "✔ a: succeeded after 1m05s · 1 commit · 3 turns · $0.50"
         );

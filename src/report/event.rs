@@ -18,7 +18,7 @@
 //! | `started` | `task`, `attempt` (1-based), `pool`, `worktree`, `credential` (name or null), `resumed` (bool: resumes the last session) |
 //! | `job` | `task`, `attempt`, `pool`, `job`: {`id`, `state`, `reason`, `node`, `started_at`, `elapsed_secs`} as in state.json, `pending_secs`: the attempt's job in its pool's scheduler (Slurm) changed. `state` `PENDING` with its `reason` (`Priority`, `Resources`, `QOSMaxJobsPerUserLimit`, ...; written again when the reason changes), then `RUNNING` with its `node` (`pending_secs`: how long it waited), then how it ended (`COMPLETED`, `CANCELLED`, `NODE_FAIL`, ...) with `elapsed_secs`, its run time (from `sacct` where accounting runs, else from `squeue` and the exit); `finished` follows the last |
 //! | `stalled` | `task`, `attempt`, `quiet_secs`: no output that long; the agent is being stopped, `finished` follows |
-//! | `finished` | `task`, `attempt`, `outcome` ({`kind`, ...} as in state.json), `duration_secs` (its run time: the time its job waited in a scheduler's queue is `pending_secs` of its `job` events), `cost_usd`, `turns`, `commits` (new on the branch) |
+//! | `finished` | `task`, `attempt`, `outcome` ({`kind`, ...} as in state.json), `duration_secs` (its run time: the time its job waited in a scheduler's queue is `pending_secs` of its `job` events), `cost_usd`, `turns`, `commits` (new on the branch), `phases` (when its agent ran: {`prepare_secs`, `spawn_secs`, `agent_secs`, `finish_secs`}, where its time went; the rest since `started` is the dispatcher's) |
 //! | `requeued` | `task`, `reason`: back in the queue (retry, limit, overload) |
 //! | `blocked` | `task`, `on`: the dependencies that did not succeed |
 //! | `credential_parked` | `credential`, `until` (RFC 3339), `reason` |
@@ -55,6 +55,25 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{Job, JudgedBy, Outcome, Verdict};
+
+/// Where an attempt's time went, in seconds, as its executor timed it:
+/// the rest of the time from its `started` event to its `finished` event is
+/// the dispatcher's (recording the start and the end in state, handing the
+/// report over).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Phases {
+    /// The worktree made ready: branch and checkout, `.worktreeinclude`,
+    /// `[workspace] setup`, the proxy's admission.
+    pub prepare_secs: f64,
+    /// The backend started the agent (its supervisor, on its host).
+    pub spawn_secs: f64,
+    /// The agent ran, until its exit and its last output.
+    pub agent_secs: f64,
+    /// Its work taken back: leftovers committed, commits counted, the
+    /// worktree released.
+    pub finish_secs: f64,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
@@ -121,6 +140,9 @@ pub enum Event {
         cost_usd: f64,
         turns: u64,
         commits: usize,
+        /// Where the attempt's time went (attempts whose agent ran).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phases: Option<Phases>,
     },
     /// The task goes back to the queue (limit, overload, retry).
     Requeued {

@@ -425,6 +425,7 @@ mod tests {
             cost_usd: cost,
             turns: 4,
             commits: 1,
+            phases: None,
         }
     }
 
@@ -545,6 +546,7 @@ mod tests {
             cost_usd: 0.0,
             turns: 1,
             commits: 1,
+            phases: None,
         };
         for id in ["one", "t@v1", "t@v2", "t@v3"] {
             view.apply(&finished(id), t(5));

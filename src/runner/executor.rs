@@ -65,6 +65,7 @@ pub async fn run_attempt(
         duration_secs: started.elapsed().as_secs_f64(),
         pending_secs: pending,
         job: None,
+        phases: None,
     };
     let finished = |report: AttemptReport| RunEvent::Finished {
         task: task.clone(),
@@ -200,6 +201,8 @@ pub async fn run_attempt(
         return;
     }
 
+    // Where the attempt's time goes (the `finished` event's `phases`).
+    let prepared_at = Instant::now();
     let mut running = match job.backend.spawn(&ws, spec).await {
         Ok(r) => r,
         Err(e) => {
@@ -220,6 +223,7 @@ pub async fn run_attempt(
         }
     };
 
+    let spawned_at = Instant::now();
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     let deadline = job
         .timeout
@@ -322,6 +326,7 @@ pub async fn run_attempt(
     for ev in sink.finish() {
         forward(&events, &task, attempt, ev, &mut session_sent).await;
     }
+    let agent_ended_at = Instant::now();
 
     let finish = crate::backend::finish(
         job.backend.as_ref(),
@@ -436,6 +441,12 @@ pub async fn run_attempt(
         duration_secs: started.elapsed().as_secs_f64(),
         pending_secs: pending,
         job: ended_job,
+        phases: Some(crate::report::event::Phases {
+            prepare_secs: (prepared_at - started).as_secs_f64(),
+            spawn_secs: (spawned_at - prepared_at).as_secs_f64(),
+            agent_secs: (agent_ended_at - spawned_at).as_secs_f64(),
+            finish_secs: agent_ended_at.elapsed().as_secs_f64(),
+        }),
     };
     let _ = events.send(finished(report)).await;
 }

@@ -232,6 +232,7 @@ async fn run_judge(
         duration_secs: 0.0,
         pending_secs: None,
         job: None,
+        phases: None,
     }
 }
 

@@ -40,6 +40,7 @@ pub mod credentials;
 pub mod dispatcher;
 pub mod executor;
 pub mod fleet;
+pub(crate) mod include_cache;
 pub mod judge;
 pub mod predict;
 pub mod reconcile;
@@ -125,4 +126,6 @@ pub struct AttemptReport {
     pub pending_secs: Option<f64>,
     /// Its job, as it ended (Slurm pools).
     pub job: Option<crate::state::Job>,
+    /// Where its time went (None: its agent never ran).
+    pub phases: Option<crate::report::event::Phases>,
 }

@@ -41,6 +41,8 @@ pub struct SetupPlan {
     pub on_reuse: bool,
     /// `kill_grace_secs`: TERM, then KILL after this long.
     pub grace: Duration,
+    /// The run's last `.worktreeinclude` walk of the checkout.
+    pub includes: Arc<super::include_cache::IncludeCache>,
 }
 
 impl SetupPlan {
@@ -52,6 +54,7 @@ impl SetupPlan {
             timeout: config.workspace.setup_timeout,
             on_reuse: config.workspace.setup_on_reuse,
             grace: config.kill_grace,
+            includes: Arc::default(),
         })
     }
 }
@@ -172,7 +175,7 @@ async fn include(
     task: &str,
     sink: &mut OutputSink,
 ) -> Result<(), Outcome> {
-    use crate::git::include::{FILE_NAME, collect, drop_tracked, summary};
+    use crate::git::include::{FILE_NAME, drop_tracked, summary};
     let fail = |reason: String| Outcome::SetupFailed {
         command: FILE_NAME.into(),
         reason,
@@ -180,8 +183,9 @@ async fn include(
     };
     let (repo_dir, skip) = (plan.repo_dir.clone(), plan.skip.clone());
     let start = ws.start_commit.clone();
+    let includes = plan.includes.clone();
     let set = tokio::task::spawn_blocking(move || {
-        let mut set = collect(&repo_dir, &skip)?;
+        let mut set = includes.collect(&repo_dir, &skip)?;
         if let Some(set) = set.as_mut() {
             drop_tracked(set, &repo_dir, &start)?;
         }

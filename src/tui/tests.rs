@@ -170,6 +170,7 @@ fn app() -> App {
                 cost_usd: 0.3,
                 turns: 12,
                 commits: 0,
+                phases: None,
             },
         ),
         stamped(

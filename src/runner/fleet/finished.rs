@@ -163,6 +163,7 @@ impl Fleet {
             cost_usd: cost,
             turns,
             commits: report.new_commits,
+            phases: report.phases,
         }));
         match after {
             After::Requeued(reason) => out.push(Effect::Emit(Event::Requeued {

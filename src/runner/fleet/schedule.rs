@@ -618,6 +618,7 @@ impl Fleet {
             cost_usd: 0.0,
             turns: 0,
             commits: 0,
+            phases: None,
         }));
     }
 }

@@ -224,6 +224,7 @@ fn report(outcome: Outcome) -> AttemptReport {
         duration_secs: 1.0,
         pending_secs: None,
         job: None,
+        phases: None,
     }
 }
 
