@@ -52,6 +52,8 @@ pub struct Dispatcher {
     /// predictor that keeps its chain between them.
     predicting: JoinSet<Predicted>,
     predictor: Option<Predictor>,
+    /// Set at the run's end: the prediction still being worked out stops.
+    predict_cancel: Arc<std::sync::atomic::AtomicBool>,
     /// When the last prediction ended and how long it took: the next one
     /// starts no sooner than twice that after it, so that predictions on a
     /// large fleet of quick tasks take at most a third of a core.
@@ -152,6 +154,7 @@ impl Dispatcher {
             planning: JoinSet::new(),
             predicting: JoinSet::new(),
             predictor: None,
+            predict_cancel: Default::default(),
             last_prediction: None,
             redoing: JoinSet::new(),
             judging: JoinSet::new(),
@@ -296,6 +299,7 @@ impl Dispatcher {
                         state_dir: config.state_dir(),
                     };
                     let predictor = self.predictor.take();
+                    let cancel = self.predict_cancel.clone();
                     let wait = self
                         .last_prediction
                         .map(|(end, took)| {
@@ -306,7 +310,7 @@ impl Dispatcher {
                         tokio::time::sleep(wait).await;
                         let started = std::time::Instant::now();
                         let done = tokio::task::spawn_blocking(move || {
-                            predict::predict(predictor, &job, &at)
+                            predict::predict(predictor, &job, &at, &cancel)
                         })
                         .await;
                         Predicted {
@@ -387,7 +391,9 @@ impl Dispatcher {
             if done {
                 break;
             }
-            let wake = tokio::time::Instant::from_std(self.fleet.next_wake(now));
+            let wake = self.fleet.next_wake(now);
+            let wake = self.fleet.end_wait_until().map_or(wake, |w| wake.min(w));
+            let wake = tokio::time::Instant::from_std(wake);
             tokio::select! {
                 Some(ev) = self.rx.recv() => self.apply(ev),
                 Some(ev) = recv_proxy(&mut self.proxy_events) => {
@@ -494,6 +500,10 @@ impl Dispatcher {
                 }
             }
         }
+        // What prediction has not worked out is left to `land`.
+        self.predict_cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.predicting.abort_all();
         let (summary, effects) = self.fleet.finish(Now::current());
         // The run's end compacts the journal into state.json.
         self.fleet.take_dirty();

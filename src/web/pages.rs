@@ -994,6 +994,7 @@ mod tests {
             expect_commits: true,
             result: None,
             conflict: None,
+            conflict_unknown: false,
             outside_footprint: Vec::new(),
             variants: Vec::new(),
             judgement: None,
