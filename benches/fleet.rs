@@ -5,8 +5,10 @@
 //!     N=50 P=4 F=500 cargo bench --bench fleet   # smaller
 //!
 //! Both sides run the same agent: a small sh script that speaks stream-json,
-//! writes one file and commits it. Prints wall time per side, the ratio, and
-//! flocks' peak resident memory.
+//! writes one file and commits it. Prints wall time per side, the ratio,
+//! flocks' peak resident memory, and how long the run's end waited after the
+//! last attempt finished (conflict prediction catching up, among others; from
+//! events.jsonl).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -90,4 +92,34 @@ fn main() {
         ours.as_secs_f64() / base.as_secs_f64()
     );
     println!("  flocks peak RSS: {:.1} MiB", peak_kb as f64 / 1024.0);
+    if let Some(tail) = end_wait(&root.path().join("flocks")) {
+        println!(
+            "  the run's end after the last attempt finished: {:.0} ms",
+            tail.as_secs_f64() * 1000.0
+        );
+    }
+}
+
+/// From the last `finished` event to `run_finished`, in events.jsonl.
+fn end_wait(repo: &Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(repo.join(".flocks/events.jsonl")).ok()?;
+    let ts = |l: &str| -> Option<chrono::DateTime<chrono::FixedOffset>> {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        chrono::DateTime::parse_from_rfc3339(v["ts"].as_str()?).ok()
+    };
+    let kind = |l: &str| -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        Some(v["event"].as_str()?.to_string())
+    };
+    let last_finished = text
+        .lines()
+        .filter(|l| kind(l).as_deref() == Some("finished"))
+        .filter_map(ts)
+        .max()?;
+    let ended = text
+        .lines()
+        .filter(|l| kind(l).as_deref() == Some("run_finished"))
+        .filter_map(ts)
+        .last()?;
+    (ended - last_finished).to_std().ok()
 }

@@ -322,6 +322,8 @@ impl Predictor {
                     .flat_map(|t| t.depends_on.iter().filter_map(|d| state.task(d))),
             )
             .filter_map(|t| t.origin_commit()?.parse().ok())
+            .collect::<HashSet<Oid>>()
+            .into_iter()
             .collect();
         if book.rescan_needed(repo, &starts) {
             *book = Book::new(repo, book.target_tip, book.log_key)?;
@@ -805,13 +807,12 @@ impl Book {
         let Some(base) = self.walk_base else {
             return true;
         };
-        let mut seen = HashSet::new();
-        present.iter().filter(|s| seen.insert(**s)).any(|&s| {
-            match repo.merge_base(self.target_tip, s) {
+        present
+            .iter()
+            .any(|&s| match repo.merge_base(self.target_tip, s) {
                 Ok(m) => m != base && !repo.graph_descendant_of(m, base).unwrap_or(false),
                 Err(_) => true,
-            }
-        })
+            })
     }
 
     fn scan(&mut self, repo: &Repository, starts: &[Oid]) -> Result<()> {

@@ -49,7 +49,7 @@ pub struct Dispatcher {
     /// Retries being planned (their log and branch are read off the loop).
     planning: JoinSet<(String, NextAttempt)>,
     /// The conflict prediction being worked out (one at a time), and the
-    /// predictor that keeps its chain between them.
+    /// predictor that keeps what it worked out between them.
     predicting: JoinSet<Predicted>,
     predictor: Option<Predictor>,
     /// Set at the run's end: the prediction still being worked out stops.
@@ -392,7 +392,7 @@ impl Dispatcher {
                 break;
             }
             let wake = self.fleet.next_wake(now);
-            let wake = self.fleet.end_wait_until().map_or(wake, |w| wake.min(w));
+            let wake = self.fleet.end_wait_until(now).map_or(wake, |w| wake.min(w));
             let wake = tokio::time::Instant::from_std(wake);
             tokio::select! {
                 Some(ev) = self.rx.recv() => self.apply(ev),

@@ -143,9 +143,12 @@ impl Fleet {
         now.mono < since + END_WAIT
     }
 
-    /// When the run's end stops waiting for the prediction.
-    pub fn end_wait_until(&self) -> Option<std::time::Instant> {
-        self.end_wait_from.map(|s| s + END_WAIT)
+    /// When the run's end stops waiting for the prediction (None once
+    /// past, or when it does not wait).
+    pub fn end_wait_until(&self, now: super::Now) -> Option<std::time::Instant> {
+        self.end_wait_from
+            .map(|s| s + END_WAIT)
+            .filter(|&d| d > now.mono)
     }
 
     /// The run ends with successes not predicted: their conflicts are

@@ -1789,7 +1789,7 @@ fn the_end_waits_for_a_prediction_100_ms_at_most_and_says_what_it_left() {
     assert_eq!(predicts(&out), 1);
     let end = later(now, 6);
     assert!(!f.is_done(end).0, "the end waits a moment");
-    let until = f.end_wait_until().expect("a deadline");
+    let until = f.end_wait_until(end).expect("a deadline");
     assert_eq!(until, end.mono + super::conflicts::END_WAIT);
     let almost = Now {
         wall: end.wall,
