@@ -48,11 +48,7 @@ fn tasks(repo: &Path, n: usize, files: usize) -> State {
     let mut state = State::default();
     // One fast-import stream: N branches of one commit each.
     let overlap = env_usize("OVERLAP", 5).min(100);
-    let every = if overlap == 0 {
-        usize::MAX
-    } else {
-        100 / overlap
-    };
+    let every = 100usize.checked_div(overlap).unwrap_or(usize::MAX);
     let file_of = |i: usize| {
         (
             i % files.max(1),
@@ -77,7 +73,7 @@ fn tasks(repo: &Path, n: usize, files: usize) -> State {
             // or the last line (merges cleanly).
             let (k2, other) = file_of(i - 1);
             let mut lines: Vec<String> = original(k2).lines().map(str::to_string).collect();
-            let at = if (i / every) % 2 == 0 {
+            let at = if (i / every).is_multiple_of(2) {
                 0
             } else {
                 lines.len() - 1
@@ -184,11 +180,7 @@ fn main() {
     let cold = start.elapsed();
     let conflicts = first.tasks.iter().filter(|(_, c)| c.is_some()).count();
 
-    let every = if overlap == 0 {
-        usize::MAX
-    } else {
-        100 / overlap.min(100)
-    };
+    let every = 100usize.checked_div(overlap.min(100)).unwrap_or(usize::MAX);
     let overlapping = (0..n).rev().find(|i| *i > 0 && i % every == every - 1);
     println!(
         "conflict prediction, {n} succeeded tasks ({overlap}% overlap), {files} files in the repository:"

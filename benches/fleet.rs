@@ -120,6 +120,6 @@ fn end_wait(repo: &Path) -> Option<Duration> {
         .lines()
         .filter(|l| kind(l).as_deref() == Some("run_finished"))
         .filter_map(ts)
-        .last()?;
+        .next_back()?;
     (ended - last_finished).to_std().ok()
 }

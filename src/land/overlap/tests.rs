@@ -85,7 +85,7 @@ fn edit(repo: &Repository, base: &Tree<'_>, tree: &Tree<'_>, rng: &mut Rng, tag:
         touched.push(path.clone());
         if op < 40 {
             // Change a line (few lines: nearby and same-line edits are common).
-            let i = rng.below(lines.len().min(4).max(1));
+            let i = rng.below(lines.len().clamp(1, 4));
             if lines.is_empty() {
                 lines.push(String::new());
             }
