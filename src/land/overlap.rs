@@ -952,16 +952,13 @@ impl Book {
         let new = repo
             .find_tree(self.target_tree)
             .ctx(|| "read the target's tree".into())?;
-        let diff = repo
-            .diff_tree_to_tree(Some(&old), Some(&new), None)
-            .ctx(|| "diff the target since the task's start".into())?;
-        for x in diff.deltas() {
-            if !x.new_file().exists() {
+        let mut changes = Vec::new();
+        diff_trees(repo, Some(&old), Some(&new), "", &mut changes)?;
+        for x in changes {
+            if x.new.is_none() {
                 d.deletes = true;
             }
-            if let Some(p) = x.new_file().path().and_then(|p| p.to_str()) {
-                d.paths.add("", [p]);
-            }
+            d.paths.add("", [x.path]);
         }
         Ok(())
     }
@@ -1115,29 +1112,67 @@ fn commit_changes(repo: &Repository, t: &PlannedTask) -> Result<Vec<CommitChange
             .parent(0)
             .and_then(|p| p.tree())
             .ctx(|| format!("read the parent of {}", c.id))?;
-        let diff = repo
-            .diff_tree_to_tree(Some(&parent), Some(&tree), None)
-            .ctx(|| format!("diff commit {}", c.id))?;
         let mut changes = Vec::new();
-        for d in diff.deltas() {
-            let val = |f: git2::DiffFile<'_>| f.exists().then(|| (f.id(), u32::from(f.mode())));
-            let Some(p) = d
-                .new_file()
-                .path()
-                .or(d.old_file().path())
-                .and_then(|p| p.to_str())
-            else {
-                continue;
-            };
-            changes.push(Change {
-                path: p.to_string(),
-                old: val(d.old_file()),
-                new: val(d.new_file()),
-            });
-        }
+        diff_trees(repo, Some(&parent), Some(&tree), "", &mut changes)?;
         out.push(CommitChanges { id: c.id, changes });
     }
     Ok(out)
+}
+
+/// The files (blobs, links, submodules) that differ between two trees, as
+/// `git diff` without rename detection lists them; subtrees alike on both
+/// sides are not read.
+fn diff_trees(
+    repo: &Repository,
+    old: Option<&git2::Tree<'_>>,
+    new: Option<&git2::Tree<'_>>,
+    prefix: &str,
+    out: &mut Vec<Change>,
+) -> Result<()> {
+    use std::collections::BTreeMap;
+    type Item = (Oid, u32, bool);
+    let entries = |t: Option<&git2::Tree<'_>>| -> BTreeMap<String, Item> {
+        t.map(|t| {
+            t.iter()
+                .filter_map(|e| {
+                    let name = String::from_utf8_lossy(e.name_bytes()).into_owned();
+                    let tree = e.kind() == Some(git2::ObjectType::Tree);
+                    Some((name, (e.id(), e.filemode() as u32, tree)))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let (a, b) = (entries(old), entries(new));
+    let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let subtree = |id: Oid| repo.find_tree(id).ctx(|| format!("read tree {id}"));
+    for name in names {
+        let path = format!("{prefix}{name}");
+        let (x, y) = (a.get(name), b.get(name));
+        if let (Some(x), Some(y)) = (x, y)
+            && x.0 == y.0
+            && x.1 == y.1
+        {
+            continue;
+        }
+        let file = |i: Option<&Item>| i.filter(|i| !i.2).map(|i| (i.0, i.1));
+        let dir = |i: Option<&Item>| i.filter(|i| i.2).map(|i| i.0);
+        let (dx, dy) = (dir(x), dir(y));
+        if dx.is_some() || dy.is_some() {
+            let tx = dx.map(subtree).transpose()?;
+            let ty = dy.map(subtree).transpose()?;
+            diff_trees(repo, tx.as_ref(), ty.as_ref(), &format!("{path}/"), out)?;
+        }
+        let (fx, fy) = (file(x), file(y));
+        if fx.is_some() || fy.is_some() {
+            out.push(Change {
+                path,
+                old: fx,
+                new: fy,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn is_prefix_related(a: &str, b: &str) -> bool {
