@@ -1134,10 +1134,10 @@ fn diff_trees(
     let entries = |t: Option<&git2::Tree<'_>>| -> BTreeMap<String, Item> {
         t.map(|t| {
             t.iter()
-                .filter_map(|e| {
+                .map(|e| {
                     let name = String::from_utf8_lossy(e.name_bytes()).into_owned();
                     let tree = e.kind() == Some(git2::ObjectType::Tree);
-                    Some((name, (e.id(), e.filemode() as u32, tree)))
+                    (name, (e.id(), e.filemode() as u32, tree))
                 })
                 .collect()
         })
