@@ -13,6 +13,8 @@
 //! end, handing the report over); then the slot gap, from a `finished` event
 //! to the next `started` one (the next task's start). The machine's load is
 //! printed with them (`uptime`): the figures mean little on a busy machine.
+//! Then how long the run's end waited after the last attempt finished
+//! (conflict prediction catching up, among others).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -194,5 +196,35 @@ fn main() {
     );
     println!("  flocks peak RSS: {:.1} MiB", peak_kb as f64 / 1024.0);
     phases(&events);
+    if let Some(tail) = end_wait(&root.path().join("flocks")) {
+        println!(
+            "  the run's end after the last attempt finished: {:.0} ms",
+            tail.as_secs_f64() * 1000.0
+        );
+    }
     println!("  load after: {}", load());
+}
+
+/// From the last `finished` event to `run_finished`, in events.jsonl.
+fn end_wait(repo: &Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(repo.join(".flocks/events.jsonl")).ok()?;
+    let ts = |l: &str| -> Option<chrono::DateTime<chrono::FixedOffset>> {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        chrono::DateTime::parse_from_rfc3339(v["ts"].as_str()?).ok()
+    };
+    let kind = |l: &str| -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        Some(v["event"].as_str()?.to_string())
+    };
+    let last_finished = text
+        .lines()
+        .filter(|l| kind(l).as_deref() == Some("finished"))
+        .filter_map(ts)
+        .max()?;
+    let ended = text
+        .lines()
+        .filter(|l| kind(l).as_deref() == Some("run_finished"))
+        .filter_map(ts)
+        .next_back()?;
+    (ended - last_finished).to_std().ok()
 }

@@ -219,6 +219,10 @@ pub struct TaskView {
     /// during the run): `commit`, `files`, `with` (earlier tasks),
     /// `with_target`, `target`, `target_tip`. Null once it landed.
     pub conflict: Option<crate::state::PredictedConflict>,
+    /// A succeeded task whose conflicts were not predicted (the run ended
+    /// first): unknown, not absent; `land --dry-run` works them out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub conflict_unknown: bool,
     /// Paths its work changed outside its declared footprint (`"touches"`).
     pub outside_footprint: Vec<String>,
     /// A best-of task's variants, in order of k (empty for other tasks).
@@ -392,6 +396,7 @@ pub fn build(project: &Project, state: &State) -> StatusView {
             if landed.contains(&t.id) {
                 view.status = LANDED.to_string();
                 view.conflict = None;
+                view.conflict_unknown = false;
             } else if t.removed {
                 view.status = REMOVED.to_string();
                 view.detail = Some(removed_detail(t));
@@ -594,6 +599,7 @@ fn task_view(
         expect_commits: t.expect_commits,
         result,
         conflict: t.conflict.clone().filter(|_| t.status.is_success()),
+        conflict_unknown: t.conflict_unknown && t.status.is_success(),
         outside_footprint: t.outside_footprint.clone(),
         variants: Vec::new(),
         judgement: None,
@@ -687,6 +693,7 @@ fn best_of_view(
             .filter(|_| !t.expect_commits)
             .and_then(|a| a.result.as_ref()?.text.clone()),
         conflict: t.conflict.clone().filter(|_| t.status.is_success()),
+        conflict_unknown: t.conflict_unknown && t.status.is_success(),
         outside_footprint: t.outside_footprint.clone(),
         variants,
         judgement,

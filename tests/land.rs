@@ -178,6 +178,7 @@ impl Fx {
             expect_commits: true,
             not_retried: None,
             conflict: None,
+            conflict_unknown: false,
             outside_footprint: Vec::new(),
             variants: Vec::new(),
             best_of: None,

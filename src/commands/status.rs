@@ -229,6 +229,12 @@ fn done_section(s: &mut String, done: &[&TaskView]) {
             if let Some(c) = &t.conflict {
                 let _ = writeln!(s, "      ⚠ {}", c.describe());
             }
+            if t.conflict_unknown {
+                let _ = writeln!(
+                    s,
+                    "      ? conflicts not predicted (the run ended first): `flocks land --dry-run` says"
+                );
+            }
             if !t.outside_footprint.is_empty() {
                 let _ = writeln!(
                     s,

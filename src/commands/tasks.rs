@@ -206,6 +206,10 @@ fn from_record(rec: &TaskRecord, log_root: &Path, live: bool) -> Row {
             .conflict
             .as_ref()
             .map(|c| c.describe())
+            .or_else(|| {
+                rec.conflict_unknown
+                    .then(|| "conflicts not predicted: `flocks land --dry-run`".to_string())
+            })
             .or_else(|| judgement.as_ref().map(crate::view::judgement_line)),
     };
     Row {

@@ -82,13 +82,6 @@ impl Chain {
         self.extend(repo, plan)
     }
 
-    /// Keep the first `i` steps (the plan's first `i` tasks are the ones they
-    /// were built for) and apply the plan's tasks after them again.
-    pub fn rebuild_from(&mut self, repo: &Repository, plan: &Plan, i: usize) -> Result<()> {
-        self.steps.truncate(i);
-        self.extend(repo, plan)
-    }
-
     /// The report of each task, in landing order.
     pub fn reports(&self, plan: &Plan) -> Vec<TaskReport> {
         plan.tasks

@@ -23,6 +23,7 @@ mod change;
 mod clean;
 pub(crate) mod judge;
 mod landed;
+mod overlap;
 mod plan;
 pub(crate) mod predict;
 pub(crate) mod push;

@@ -196,20 +196,23 @@ pub(crate) fn plan_tasks(
     let landed = Landed::scan(repo, target_tip, &starts)?;
 
     let mut tasks: Vec<PlannedTask> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
     for t in ordered {
         let mut planned = classify(repo, t, target, target_tip, &landed, log)?;
-        if matches!(planned.status, PlanStatus::Ready | PlanStatus::Empty)
-            && let Some(reason) = unmet_dependency(repo, state, t, &tasks, target_tip, &landed)
-        {
-            planned.status = PlanStatus::Refused { reason };
+        if matches!(planned.status, PlanStatus::Ready | PlanStatus::Empty) {
+            let earlier = |d: &str| at.get(d).map(|&i| &tasks[i].status);
+            if let Some(reason) = unmet_dependency(repo, state, t, &earlier, target_tip, &landed) {
+                planned.status = PlanStatus::Refused { reason };
+            }
         }
+        at.insert(planned.id.clone(), tasks.len());
         tasks.push(planned);
     }
     Ok(tasks)
 }
 
 /// Task-list order, each task's (selected) dependencies before it.
-fn dependencies_first<'a>(selected: &[&'a TaskRecord]) -> Vec<&'a TaskRecord> {
+pub(super) fn dependencies_first<'a>(selected: &[&'a TaskRecord]) -> Vec<&'a TaskRecord> {
     let by_id: HashMap<&str, &TaskRecord> = selected.iter().map(|t| (t.id.as_str(), *t)).collect();
     let mut seen = HashSet::new();
     let mut out = Vec::new();
@@ -235,7 +238,7 @@ fn dependencies_first<'a>(selected: &[&'a TaskRecord]) -> Vec<&'a TaskRecord> {
     out
 }
 
-fn classify(
+pub(super) fn classify(
     repo: &Repository,
     t: &TaskRecord,
     target: &str,
@@ -396,18 +399,19 @@ fn recorded_as_landed(
 }
 
 /// A dependency that has not landed, nor lands before this task, refuses it.
-fn unmet_dependency(
+/// `earlier`: the plan status of a task planned before this one.
+pub(super) fn unmet_dependency<'p>(
     repo: &Repository,
     state: &State,
     t: &TaskRecord,
-    planned: &[PlannedTask],
+    earlier: &dyn Fn(&str) -> Option<&'p PlanStatus>,
     target_tip: Oid,
     landed: &Landed,
 ) -> Option<String> {
     for d in &t.depends_on {
         let Some(dep) = state.task(d) else { continue };
-        if let Some(p) = planned.iter().find(|p| &p.id == d) {
-            match &p.status {
+        if let Some(status) = earlier(d) {
+            match status {
                 PlanStatus::Ready | PlanStatus::Empty | PlanStatus::AlreadyLanded => continue,
                 PlanStatus::Refused { .. } => {
                     return Some(format!("it depends on `{d}`, which is refused too"));

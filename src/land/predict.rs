@@ -1,50 +1,27 @@
-//! Conflicts seen during the run: what `land` would find, worked out in
-//! memory each time a task succeeds. The same plan ([`super::plan`]) and the
-//! same chain ([`super::chain`]) as `land`, so the prediction and the land
-//! agree task for task; but every object is written to an in-memory object
-//! database (libgit2's mempack) over the repository's: no file of the
-//! repository's object store, no ref, index or checkout changes.
+//! What `land` will find, worked out in memory: `land --dry-run`'s answer
+//! (the same plan, [`super::plan`], and the same chain, [`super::chain`], as
+//! `land`, so they agree task for task) and, through
+//! [`super::overlap::Predictor`], the run's at each success. Every object is
+//! written to an in-memory object database (libgit2's mempack) over the
+//! repository's: no file of the repository's object store, no ref, index or
+//! checkout changes.
 //!
-//! The chain built last time is kept: a new success re-applies only the
-//! tasks from its place in landing order on (usually just itself, at the
-//! end). A task that conflicts is named with the earlier tasks whose work
-//! changes its conflicting files, and whether it conflicts with the target
-//! alone.
+//! A task that conflicts is named with the earlier tasks whose work changes
+//! its conflicting files, and whether it conflicts with the target alone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use git2::{DiffOptions, Oid, Repository};
 
 use super::TaskOutcome;
 use super::apply;
 use super::chain::Chain;
-use super::plan::{Plan, PlannedTask, plan_tasks};
-use super::record::LandLog;
-use crate::error::{Context, Error, Result};
+pub use super::overlap::Predictor;
+use super::overlap::in_memory;
+use super::plan::Plan;
+use crate::error::{Context, Result};
 use crate::git::cherry_pick::Applied;
-use crate::state::{PredictedConflict, State};
-
-/// Keeps the last chain between predictions (one per run).
-pub struct Predictor {
-    dir: PathBuf,
-    target: String,
-    repo: Repository,
-    last: Option<Last>,
-    /// Chain steps written to the in-memory store since it was opened.
-    written: usize,
-}
-
-/// Chain steps the in-memory store holds at most (each about 20 KB of
-/// trees in a mid-sized repository): past it, the store is emptied and the
-/// next prediction builds its chain again.
-pub const MAX_STEPS_IN_MEMORY: usize = 1_000;
-
-struct Last {
-    plan: Plan,
-    chain: Chain,
-    /// Per step of the chain.
-    conflicts: Vec<Option<PredictedConflict>>,
-}
+use crate::state::PredictedConflict;
 
 /// What a prediction found: every task `land` would pick, in landing order,
 /// with its conflict (None: it applies, or has nothing to apply).
@@ -56,107 +33,35 @@ pub struct Prediction {
     pub applied: usize,
 }
 
-impl Predictor {
-    /// Open the repository at `dir` with objects kept in memory.
-    pub fn open(dir: &Path, target: &str) -> Result<Predictor> {
-        Ok(Predictor {
-            dir: dir.to_path_buf(),
-            target: target.to_string(),
-            repo: in_memory(dir)?,
-            last: None,
-            written: 0,
-        })
-    }
+/// The chain `land` builds, with each conflict explained: `land
+/// --dry-run`'s answer.
+struct ChainPrediction<'r> {
+    repo: &'r Repository,
+}
 
-    /// What `land` (every succeeded task) would find now, from the run's
-    /// state and the land log.
-    pub fn predict(&mut self, state: &State, log: &LandLog) -> Result<Prediction> {
-        let target = self.target.clone();
-        let target_tip = crate::git::branch_tip(&self.repo, &target)?.ok_or_else(|| {
-            Error::Usage(format!(
-                "land_target `{target}` is not a branch of {}: create it, or set [workspace] land_target",
-                self.dir.display()
-            ))
-        })?;
-        let tasks = plan_tasks(&self.repo, state, log, &target, target_tip, &[])?;
-        let plan = Plan {
-            target,
-            target_tip,
-            checkout: None,
-            dirty: Vec::new(),
-            tasks,
-            left_out: Vec::new(),
-        };
-        self.predict_plan(plan)
-    }
-
-    /// Apply `plan`, reusing the last chain up to the first task that
-    /// differs.
-    fn predict_plan(&mut self, plan: Plan) -> Result<Prediction> {
-        let reuse = match &self.last {
-            Some(last) if last.plan.target_tip == plan.target_tip => last
-                .plan
-                .tasks
-                .iter()
-                .zip(&plan.tasks)
-                .take_while(|(a, b)| same(a, b))
-                .count(),
-            Some(_) => {
-                // The target moved: start over, with a fresh object store.
-                self.repo = in_memory(&self.dir)?;
-                self.written = 0;
-                0
-            }
-            None => 0,
-        };
-        // Bound the memory the written trees take: start over with an
-        // empty store (the chain is built again below).
-        let reuse = if self.written + plan.tasks.len() - reuse > MAX_STEPS_IN_MEMORY {
-            self.repo = in_memory(&self.dir)?;
-            self.written = 0;
-            self.last = None;
-            0
-        } else {
-            reuse
-        };
-        self.written += plan.tasks.len() - reuse;
-        let (mut chain, mut conflicts) = match self.last.take() {
-            Some(last) if reuse > 0 => (last.chain, last.conflicts),
-            _ => (
-                Chain {
-                    base: plan.target_tip,
-                    steps: Vec::new(),
-                },
-                Vec::new(),
-            ),
-        };
-        chain.rebuild_from(&self.repo, &plan, reuse)?;
-        conflicts.truncate(reuse);
-        for i in reuse..chain.steps.len() {
-            let found = match &chain.steps[i].outcome {
+impl ChainPrediction<'_> {
+    fn predict_plan(&self, plan: &Plan) -> Result<Prediction> {
+        let chain = Chain::build(self.repo, plan)?;
+        let mut conflicts = Vec::with_capacity(chain.steps.len());
+        for (i, step) in chain.steps.iter().enumerate() {
+            let found = match &step.outcome {
                 TaskOutcome::Conflicted { commit, files } => {
-                    Some(self.explain(&plan, &chain, i, *commit, files)?)
+                    Some(self.explain(plan, &chain, i, *commit, files)?)
                 }
                 _ => None,
             };
             conflicts.push(found);
         }
-        let prediction = Prediction {
+        Ok(Prediction {
             target_tip: plan.target_tip,
             tasks: plan
                 .tasks
                 .iter()
-                .zip(&conflicts)
-                .map(|(t, c)| (t.id.clone(), c.clone()))
+                .zip(conflicts)
+                .map(|(t, c)| (t.id.clone(), c))
                 .collect(),
-            applied: plan.tasks.len() - reuse,
-        };
-        self.last = Some(Last {
-            plan,
-            chain,
-            conflicts,
-        });
-        Ok(prediction)
+            applied: plan.tasks.len(),
+        })
     }
 
     /// Which earlier tasks change `files`, and whether the task conflicts
@@ -196,21 +101,12 @@ impl Predictor {
 /// The conflicts `land` will meet, for `land --dry-run`: set on each planned
 /// task.
 pub fn predict_conflicts(repo_dir: &Path, plan: &mut Plan) -> Result<()> {
-    let mut p = Predictor::open(repo_dir, &plan.target)?;
-    let found = p.predict_plan(plan.clone())?;
+    let repo = in_memory(repo_dir)?;
+    let found = ChainPrediction { repo: &repo }.predict_plan(plan)?;
     for (t, (_, c)) in plan.tasks.iter_mut().zip(found.tasks) {
         t.conflict = c;
     }
     Ok(())
-}
-
-/// The same task, as far as the chain is concerned.
-fn same(a: &PlannedTask, b: &PlannedTask) -> bool {
-    a.id == b.id
-        && a.start == b.start
-        && a.tip == b.tip
-        && a.status == b.status
-        && a.depends_on == b.depends_on
 }
 
 /// Does `from..to` change any of `files`?
@@ -232,21 +128,12 @@ fn touches(repo: &Repository, from: Oid, to: Oid, files: &[String]) -> Result<bo
     Ok(diff.deltas().len() > 0)
 }
 
-/// The repository, with new objects kept in memory.
-fn in_memory(dir: &Path) -> Result<Repository> {
-    let repo = crate::git::open(dir)?;
-    let odb = repo.odb().ctx(|| "open the object database".into())?;
-    odb.add_new_mempack_backend(1000)
-        .ctx(|| "add an in-memory object store".into())?;
-    drop(odb);
-    Ok(repo)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::git::testing::init_repo;
-    use crate::state::TaskRecord;
+    use crate::land::LandLog;
+    use crate::state::{State, TaskRecord};
 
     /// A task branch off `base` whose one commit writes `file`.
     fn task(repo: &Repository, base: Oid, id: &str, file: &str, text: &str) -> TaskRecord {

@@ -49,9 +49,11 @@ pub struct Dispatcher {
     /// Retries being planned (their log and branch are read off the loop).
     planning: JoinSet<(String, NextAttempt)>,
     /// The conflict prediction being worked out (one at a time), and the
-    /// predictor that keeps its chain between them.
+    /// predictor that keeps what it worked out between them.
     predicting: JoinSet<Predicted>,
     predictor: Option<Predictor>,
+    /// Set at the run's end: the prediction still being worked out stops.
+    predict_cancel: Arc<std::sync::atomic::AtomicBool>,
     /// When the last prediction ended and how long it took: the next one
     /// starts no sooner than twice that after it, so that predictions on a
     /// large fleet of quick tasks take at most a third of a core.
@@ -159,6 +161,7 @@ impl Dispatcher {
             planning: JoinSet::new(),
             predicting: JoinSet::new(),
             predictor: None,
+            predict_cancel: Default::default(),
             last_prediction: None,
             redoing: JoinSet::new(),
             judging: JoinSet::new(),
@@ -343,6 +346,7 @@ impl Dispatcher {
                         state_dir: config.state_dir(),
                     };
                     let predictor = self.predictor.take();
+                    let cancel = self.predict_cancel.clone();
                     let wait = self
                         .last_prediction
                         .map(|(end, took)| {
@@ -353,7 +357,7 @@ impl Dispatcher {
                         tokio::time::sleep(wait).await;
                         let started = std::time::Instant::now();
                         let done = tokio::task::spawn_blocking(move || {
-                            predict::predict(predictor, &job, &at)
+                            predict::predict(predictor, &job, &at, &cancel)
                         })
                         .await;
                         Predicted {
@@ -435,7 +439,9 @@ impl Dispatcher {
             if done {
                 break;
             }
-            let wake = tokio::time::Instant::from_std(self.fleet.next_wake(now));
+            let wake = self.fleet.next_wake(now);
+            let wake = self.fleet.end_wait_until(now).map_or(wake, |w| wake.min(w));
+            let wake = tokio::time::Instant::from_std(wake);
             tokio::select! {
                 Some(ev) = self.rx.recv() => self.apply(ev),
                 Some(ev) = recv_proxy(&mut self.proxy_events) => {
@@ -543,6 +549,10 @@ impl Dispatcher {
                 }
             }
         }
+        // What prediction has not worked out is left to `land`.
+        self.predict_cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.predicting.abort_all();
         // An upkeep under way ends before the run does: `land` may follow.
         while let Some(joined) = self.upkeep.join_next().await {
             self.upkeep_done(joined);

@@ -3,6 +3,7 @@
 //! the footprint check of new successes, and the start of an early redo.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use git2::Oid;
 
@@ -22,10 +23,12 @@ pub struct Where {
 
 /// Predict with `predictor` (the chain it kept from last time) or a new one;
 /// hand the predictor back for the next time.
+/// Given up between two tasks once `cancel` is set (the run ended).
 pub fn predict(
     predictor: Option<Predictor>,
     job: &PredictJob,
     at: &Where,
+    cancel: &AtomicBool,
 ) -> (Option<Predictor>, PredictResult) {
     let outside = job
         .footprints
@@ -44,7 +47,11 @@ pub fn predict(
         None => Predictor::open(&at.repo, &at.target),
     };
     let prediction = match &mut predictor {
-        Ok(p) => LandLog::load(&at.state_dir).and_then(|log| p.predict(&job.state, &log)),
+        Ok(p) => LandLog::load(&at.state_dir).and_then(|log| {
+            p.predict_until(&job.state, &log, cancel)?.map_err(|_| {
+                crate::error::Error::Other("the run ended before it was worked out".into())
+            })
+        }),
         Err(e) => Err(crate::error::Error::Other(e.to_string())),
     };
     let result = PredictResult {

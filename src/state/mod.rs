@@ -152,6 +152,10 @@ pub struct TaskRecord {
     /// attempt starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conflict: Option<PredictedConflict>,
+    /// The run ended before its conflict prediction was worked out: its
+    /// conflicts are unknown (left to `land`), not absent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub conflict_unknown: bool,
     /// Paths its work changed outside its declared footprint (`"touches"`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outside_footprint: Vec<String>,

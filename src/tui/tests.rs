@@ -44,6 +44,7 @@ fn task(id: &str, status: &str) -> TaskView {
         expect_commits: true,
         result: None,
         conflict: None,
+        conflict_unknown: false,
         outside_footprint: vec![],
         variants: vec![],
         judgement: None,

@@ -19,11 +19,11 @@ use crate::state::{NextAttempt, Outcome, PredictedConflict, TaskStatus};
 /// Early redos of one task in one run, at most.
 pub const EARLY_REDO_CAP: u32 = 2;
 
-/// Predictions stop once `land` would pick more tasks than this: each step
-/// of the chain keeps its trees in memory, and a longer chain is rebuilt more
-/// often (see [`crate::land::predict::MAX_STEPS_IN_MEMORY`]). `land
-/// --dry-run` still says what land will find.
-pub const MAX_PREDICTED: usize = 400;
+/// How long the run's end waits for a prediction still being worked out.
+/// What it has not worked out is left to `land` (which plans anyway): those
+/// tasks are marked `conflict_unknown` and said in a notice, never shown as
+/// free of conflicts.
+pub const END_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Fleet {
     /// Task `id` succeeded: have what `land` would find worked out.
@@ -31,18 +31,7 @@ impl Fleet {
         if self.task(id).is_some_and(|t| t.touches.is_some()) {
             self.footprint_checks.push(id.to_string());
         }
-        if self.predicted_len > MAX_PREDICTED {
-            if !self.prediction_stopped {
-                self.prediction_stopped = true;
-                out.push(Effect::Emit(Event::Notice {
-                    message: format!(
-                        "conflict prediction stops here: land would pick more than {MAX_PREDICTED} \
-                         tasks; `flocks land --dry-run` says what it will find"
-                    ),
-                }));
-            }
-            return;
-        }
+        self.unpredicted.insert(id.to_string());
         if self.predicting {
             self.predict_again = true;
         } else {
@@ -53,6 +42,8 @@ impl Fleet {
     fn predict_effect(&mut self) -> Effect {
         self.predicting = true;
         self.predict_again = false;
+        let asked = std::mem::take(&mut self.unpredicted);
+        self.in_prediction.extend(asked);
         let footprints = std::mem::take(&mut self.footprint_checks)
             .into_iter()
             .filter_map(|id| {
@@ -97,6 +88,8 @@ impl Fleet {
     pub fn on_prediction(&mut self, result: PredictResult) -> Vec<Effect> {
         let mut out = Vec::new();
         self.predicting = false;
+        self.end_wait_from = None;
+        let answered = std::mem::take(&mut self.in_prediction);
         for (id, paths) in result.outside {
             if !paths.is_empty() {
                 let message = format!(
@@ -117,6 +110,8 @@ impl Fleet {
         match result.prediction {
             // Said once (it would be said again at every success).
             Err(why) => {
+                // Asked again with the next prediction.
+                self.unpredicted.extend(answered);
                 if self.predict_error.as_ref() != Some(&why) {
                     out.push(Effect::Emit(Event::Notice {
                         message: format!("could not predict land conflicts: {why}"),
@@ -126,16 +121,73 @@ impl Fleet {
             }
             Ok(p) => {
                 self.predict_error = None;
-                self.predicted_len = p.tasks.len();
+                drop(answered);
                 for (id, conflict) in p.tasks {
                     self.set_conflict(&id, conflict, &mut out);
                 }
             }
         }
-        if self.predict_again && self.predicted_len <= MAX_PREDICTED {
+        if self.predict_again {
             out.push(self.predict_effect());
         }
         out
+    }
+
+    /// Does the run's end wait for the prediction being worked out? Only
+    /// [`END_WAIT`] from when nothing else holds it.
+    pub(super) fn prediction_holds_end(&mut self, now: super::Now) -> bool {
+        if !self.predicting {
+            return false;
+        }
+        let since = *self.end_wait_from.get_or_insert(now.mono);
+        now.mono < since + END_WAIT
+    }
+
+    /// When the run's end stops waiting for the prediction (None once
+    /// past, or when it does not wait).
+    pub fn end_wait_until(&self, now: super::Now) -> Option<std::time::Instant> {
+        self.end_wait_from
+            .map(|s| s + END_WAIT)
+            .filter(|&d| d > now.mono)
+    }
+
+    /// The run ends with successes not predicted: their conflicts are
+    /// unknown (not "none"), left to `land`; said once.
+    pub(super) fn leave_unpredicted(&mut self, out: &mut Vec<Effect>) {
+        let mut left: Vec<String> = std::mem::take(&mut self.unpredicted)
+            .into_iter()
+            .chain(std::mem::take(&mut self.in_prediction))
+            .filter(|id| self.record(id).is_some_and(|r| r.status.is_success()))
+            .collect();
+        left.sort();
+        left.dedup();
+        if left.is_empty() {
+            return;
+        }
+        for id in &left {
+            if let Some(rec) = self.record_mut(id) {
+                rec.conflict = None;
+                rec.conflict_unknown = true;
+            }
+        }
+        self.dirty = true;
+        let shown = 5;
+        let mut names = left
+            .iter()
+            .take(shown)
+            .map(|id| format!("`{id}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if left.len() > shown {
+            names.push_str(&format!(" and {} more", left.len() - shown));
+        }
+        out.push(Effect::Emit(Event::Notice {
+            message: format!(
+                "conflict prediction was still working when the run ended: the conflicts of {} \
+                 ({names}) are not predicted; `flocks land --dry-run` says what land will find",
+                crate::output::units::count(left.len(), "task"),
+            ),
+        }));
     }
 
     fn set_conflict(
@@ -163,10 +215,11 @@ impl Fleet {
             (None, Some(_)) => true,
             (Some(old), Some(new)) => said(old) != said(new),
         };
-        if rec.conflict != conflict
+        if (rec.conflict != conflict || rec.conflict_unknown)
             && let Some(rec) = self.record_mut(id)
         {
             rec.conflict = conflict.clone();
+            rec.conflict_unknown = false;
             self.dirty = true;
         }
         let Some(c) = conflict else {

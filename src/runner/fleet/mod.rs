@@ -305,10 +305,12 @@ pub struct Fleet {
     succeeded_here: HashSet<String>,
     /// Why the last prediction failed (said once).
     predict_error: Option<String>,
-    /// How many tasks the last prediction had `land` pick; past
-    /// `conflicts::MAX_PREDICTED`, predictions stop (said once).
-    predicted_len: usize,
-    prediction_stopped: bool,
+    /// Successes no prediction was asked for yet, and those the one being
+    /// worked out covers: what the run's end leaves unpredicted.
+    unpredicted: std::collections::BTreeSet<String>,
+    in_prediction: std::collections::BTreeSet<String>,
+    /// When the run's end began to wait for the prediction.
+    end_wait_from: Option<Instant>,
     /// Refused connections already said as `needs_attention` (task,
     /// attempt, host, port).
     denied_seen: HashSet<(String, u32, String, u16)>,
@@ -392,8 +394,9 @@ impl Fleet {
             early_redos: HashMap::new(),
             succeeded_here: HashSet::new(),
             predict_error: None,
-            predicted_len: 0,
-            prediction_stopped: false,
+            unpredicted: Default::default(),
+            in_prediction: Default::default(),
+            end_wait_from: None,
             denied_seen: HashSet::new(),
         }
     }
@@ -662,6 +665,7 @@ impl Fleet {
     /// The end of the run: the last blocked tasks, the end time, the totals.
     pub fn finish(&mut self, now: Now) -> (RunSummary, Vec<Effect>) {
         let mut out = self.update_blocked();
+        self.leave_unpredicted(&mut out);
         if let Some(run) = self.state.run.as_mut() {
             run.ended_at = Some(now.wall);
             // An ended run waits for nothing.

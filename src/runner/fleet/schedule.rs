@@ -625,11 +625,11 @@ impl Fleet {
 
 /// See [`Fleet::is_done`].
 pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
-    if !fleet.running.is_empty()
-        || !fleet.planning.is_empty()
-        || fleet.predicting
-        || !fleet.judging.is_empty()
-    {
+    if !fleet.running.is_empty() || !fleet.planning.is_empty() || !fleet.judging.is_empty() {
+        return (false, Vec::new());
+    }
+    // A prediction being worked out holds the end a moment at most.
+    if fleet.prediction_holds_end(now) {
         return (false, Vec::new());
     }
     if fleet.draining || fleet.stopped_because.is_some() {

@@ -1763,34 +1763,63 @@ fn a_failing_prediction_is_said_once() {
 }
 
 #[test]
-fn predictions_stop_once_land_would_pick_too_many_tasks() {
+fn predictions_never_stop_however_many_tasks_land_would_pick() {
     let mut f = Setup::new(many(3, "")).config(|c| c.max_agents = 3).build();
     let now = t0();
     f.start_ready(now);
     let out = f.on_finished("t0", 1, &report(Outcome::Success), later(now, 5));
-    assert!(out.iter().any(|e| matches!(e, Effect::Predict(_))));
-    // The answer says land would pick more than the cap: no more predictions,
-    // said once.
-    let ids: Vec<String> = (0..=super::conflicts::MAX_PREDICTED)
-        .map(|i| format!("x{i}"))
-        .collect();
+    // Land would pick 10,001 tasks: the next success is predicted all the same.
+    let ids: Vec<String> = (0..=10_000).map(|i| format!("x{i}")).collect();
     let found: Vec<(&str, Option<PredictedConflict>)> =
         ids.iter().map(|id| (id.as_str(), None)).collect();
     answer(&mut f, &out, &found);
     let out = f.on_finished("t1", 1, &report(Outcome::Success), later(now, 6));
-    assert!(!out.iter().any(|e| matches!(e, Effect::Predict(_))));
+    assert_eq!(predicts(&out), 1);
+    assert!(notices(&out).is_empty(), "{:?}", notices(&out));
+}
+
+#[test]
+fn the_end_waits_for_a_prediction_100_ms_at_most_and_says_what_it_left() {
+    let mut f = Setup::new(many(2, "")).config(|c| c.max_agents = 2).build();
+    let now = t0();
+    f.start_ready(now);
+    let out = f.on_finished("t0", 1, &report(Outcome::Success), later(now, 5));
+    answer(&mut f, &out, &[("t0", None)]);
+    // t1's prediction is being worked out when nothing else is left.
+    let out = f.on_finished("t1", 1, &report(Outcome::Success), later(now, 6));
+    assert_eq!(predicts(&out), 1);
+    let end = later(now, 6);
+    assert!(!f.is_done(end).0, "the end waits a moment");
+    let until = f.end_wait_until(end).expect("a deadline");
+    assert_eq!(until, end.mono + super::conflicts::END_WAIT);
+    let almost = Now {
+        wall: end.wall,
+        mono: end.mono + Duration::from_millis(99),
+    };
+    assert!(!f.is_done(almost).0);
+    let past = Now {
+        wall: end.wall,
+        mono: end.mono + Duration::from_millis(100),
+    };
+    assert!(f.is_done(past).0, "no more than 100 ms");
+    let (_, effects) = f.finish(past);
+    let said: Vec<String> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Emit(Event::Notice { message }) => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
     assert!(
-        notices(&out)
-            .iter()
-            .any(|m| m.starts_with("conflict prediction stops here")),
-        "{:?}",
-        notices(&out)
+        said.iter().any(
+            |m| m.contains("the conflicts of 1 task (`t1`) are not predicted")
+                && m.contains("flocks land --dry-run")
+        ),
+        "{said:?}"
     );
-    let out = f.on_finished("t2", 1, &report(Outcome::Success), later(now, 7));
-    assert!(!out.iter().any(|e| matches!(e, Effect::Predict(_))));
-    assert!(notices(&out).is_empty());
-    let (done, _) = f.is_done(later(now, 8));
-    assert!(done);
+    // Unknown, not "no conflict": t1 is marked, t0 (predicted) is not.
+    assert!(f.record("t1").unwrap().conflict_unknown);
+    assert!(!f.record("t0").unwrap().conflict_unknown);
 }
 
 #[test]

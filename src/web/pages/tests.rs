@@ -82,6 +82,7 @@ fn task(id: &str, status: &str, detail: &str) -> TaskView {
         expect_commits: true,
         result: None,
         conflict: None,
+        conflict_unknown: false,
         outside_footprint: Vec::new(),
         variants: Vec::new(),
         judgement: None,
