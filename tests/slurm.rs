@@ -432,8 +432,15 @@ fn kill_9_of_flocks_leaves_no_job_once_the_next_run_starts() {
     });
     let (running, pending) = (running.unwrap(), pending.unwrap());
     assert_eq!(pending.reason, "BeginTime");
-    // `status` says which job waits, and why.
-    let v = status_json(&p);
+    // `status` says which job waits, and why (once flocks has polled the
+    // queue: squeue may show the job before flocks does).
+    let mut v = serde_json::Value::Null;
+    support::wait_for(30, "status showing the pending job", || {
+        v = status_json(&p);
+        v["tasks"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().any(|t| t["job"]["state"] == "PENDING"))
+    });
     let waiting = v["tasks"]
         .as_array()
         .unwrap()
