@@ -1,6 +1,7 @@
 //! One attempt, start to end: prepare the worktree, set it up, start the agent on its
-//! backend, stream its output into the log, enforce timeout, stall and stop,
-//! commit leftovers, classify, and report to the dispatcher.
+//! backend, stream its output into the log, enforce timeout, stall and stop
+//! (through `watch.rs`, the one stop-escalation loop), commit leftovers,
+//! classify, and report to the dispatcher.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +81,9 @@ struct TakenBack {
     error: Option<String>,
 }
 
+/// Run one attempt, step by step (open the log, prepare, set up, spawn,
+/// watch, finish, count, release); the dispatcher hears `Started`, then
+/// `Finished` (a step that ends it early sends that itself).
 pub async fn run_attempt(
     mut job: AttemptJob,
     events: mpsc::Sender<RunEvent>,
