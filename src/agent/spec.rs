@@ -74,7 +74,7 @@ impl std::fmt::Debug for Injected {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AgentSpec {
     /// `[agent] command`: a path or a name on PATH where the agent runs.
     pub program: String,

@@ -217,23 +217,13 @@ async fn run_judge(
             return *report;
         }
     }
-    crate::runner::AttemptReport {
-        outcome: Outcome::Failed {
+    crate::runner::AttemptReport::new(
+        Outcome::Failed {
             reason: "the judge agent ended without a report".into(),
         },
-        exit_code: None,
-        result: None,
-        session_id: None,
-        start_commit: None,
-        end_tip: None,
-        leftovers_committed: false,
-        new_commits: 0,
-        no_conversation: false,
-        duration_secs: 0.0,
-        pending_secs: None,
-        job: None,
-        phases: None,
-    }
+        0.0,
+        None,
+    )
 }
 
 /// What the judge agent is asked.

@@ -47,6 +47,7 @@ pub mod reconcile;
 pub mod setup;
 pub mod sink;
 pub mod start_from;
+pub(crate) mod watch;
 
 use std::path::PathBuf;
 
@@ -128,4 +129,26 @@ pub struct AttemptReport {
     pub job: Option<crate::state::Job>,
     /// Where its time went (None: its agent never ran).
     pub phases: Option<crate::report::event::Phases>,
+}
+
+impl AttemptReport {
+    /// An attempt that ended with `outcome` after `duration_secs` (and
+    /// `pending_secs` in its scheduler's queue), nothing else known yet.
+    pub fn new(outcome: Outcome, duration_secs: f64, pending_secs: Option<f64>) -> AttemptReport {
+        AttemptReport {
+            outcome,
+            exit_code: None,
+            result: None,
+            session_id: None,
+            start_commit: None,
+            end_tip: None,
+            leftovers_committed: false,
+            new_commits: 0,
+            no_conversation: false,
+            duration_secs,
+            pending_secs,
+            job: None,
+            phases: None,
+        }
+    }
 }

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tokio::time::sleep_until;
 
 use super::StopLevel;
 use super::sink::OutputSink;
@@ -69,9 +68,6 @@ pub fn hash(commands: &[CommandSpec]) -> String {
     }
     format!("{:x}", h.finalize())[..16].to_string()
 }
-
-/// How long after a kill flocks waits for the backend to confirm the end.
-const AFTER_KILL: Duration = Duration::from_secs(10);
 
 /// The worktree's set-up, all of it. Err: how the attempt ends instead.
 pub async fn run(
@@ -274,6 +270,30 @@ enum Ended {
     Stopped,
 }
 
+/// The setup command, as the watch sees it: its output in the log.
+struct SetupWatcher<'a> {
+    sink: &'a mut OutputSink,
+}
+
+impl super::watch::Watcher for SetupWatcher<'_> {
+    const WHAT: &'static str = "the setup command";
+
+    fn note(&mut self, line: &str) {
+        self.sink.note(line);
+    }
+
+    async fn output(&mut self, chunk: Chunk) {
+        if let Chunk::Stdout(b) | Chunk::Stderr(b) = chunk {
+            self.sink.command_output(&b);
+        }
+    }
+
+    fn timed_out(&mut self) {
+        self.sink
+            .note("setup_timeout_secs reached: stopping the setup command");
+    }
+}
+
 /// Run one command to its end, the deadline, or a stop. Err: it could not start.
 async fn one(
     backend: &dyn Backend,
@@ -288,64 +308,27 @@ async fn one(
         return Ok((ExitInfo::default(), Ended::Stopped));
     }
     let mut running = backend.start_setup(ws, spec).await?;
-    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
-    let deadline = deadline.unwrap_or(far);
-    let mut ended = Ended::Exited;
-    let mut escalate_at = far;
-    let mut give_up_at = far;
-    let exit = loop {
-        tokio::select! {
-            chunk = running.output.recv() => match chunk {
-                Some(Chunk::Stdout(b)) | Some(Chunk::Stderr(b)) => sink.command_output(&b),
-                Some(Chunk::Exited(info)) => break info,
-                None => break ExitInfo {
-                    lost: Some("the setup command's output ended without an exit status".into()),
-                    ..ExitInfo::default()
-                },
-            },
-            _ = sleep_until(deadline), if matches!(ended, Ended::Exited) => {
-                ended = Ended::TimedOut;
-                sink.note("setup_timeout_secs reached: stopping the setup command");
-                running.control.terminate().await;
-                escalate_at = tokio::time::Instant::now() + grace + Duration::from_secs(5);
-            }
-            changed = stop.changed() => {
-                if changed.is_err() { continue; }
-                let level = *stop.borrow();
-                if level != StopLevel::Run {
-                    ended = Ended::Stopped;
-                }
-                match level {
-                    StopLevel::Run => {}
-                    StopLevel::Graceful => {
-                        sink.note("flocks is stopping: stopping the setup command");
-                        running.control.terminate().await;
-                        escalate_at = tokio::time::Instant::now() + grace + Duration::from_secs(5);
-                    }
-                    StopLevel::Kill => {
-                        sink.note("flocks is stopping: killing the setup command");
-                        running.control.kill().await;
-                        give_up_at = tokio::time::Instant::now() + AFTER_KILL;
-                    }
-                }
-            }
-            _ = sleep_until(escalate_at) => {
-                running.control.kill().await;
-                escalate_at = far;
-                give_up_at = tokio::time::Instant::now() + AFTER_KILL;
-            }
-            _ = sleep_until(give_up_at) => {
-                break ExitInfo {
-                    lost: Some("the setup command did not end after SIGKILL".into()),
-                    ..ExitInfo::default()
-                };
-            }
-        }
+    let limits = super::watch::Limits {
+        deadline,
+        stall: None,
+        grace,
+    };
+    let watched =
+        super::watch::watch(&mut running, &limits, stop, &mut SetupWatcher { sink }).await;
+    let ended = if watched.stop_requested {
+        Ended::Stopped
+    } else if watched.why == Some(super::watch::Why::TimedOut) {
+        Ended::TimedOut
+    } else {
+        Ended::Exited
     };
     // A command stopped on a timeout or a stop was not lost.
     let exit = match ended {
-        Ended::Exited => exit,
-        _ => ExitInfo { lost: None, ..exit },
+        Ended::Exited => watched.exit,
+        _ => ExitInfo {
+            lost: None,
+            ..watched.exit
+        },
     };
     Ok((exit, ended))
 }
