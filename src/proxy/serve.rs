@@ -188,8 +188,13 @@ async fn model(
                 error_chain(&e)
             );
             if !grant.reached.load(Ordering::Relaxed) {
-                // The executor ends the attempt; the agent is told too.
-                let _ = grant.signals.try_send(Signal::Unreachable(why.clone()));
+                // The executor ends the attempt, once the agent has had a
+                // moment to read its 502 (it is told first).
+                let (signals, said) = (grant.signals.clone(), why.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let _ = signals.try_send(Signal::Unreachable(said));
+                });
             }
             return api_error(StatusCode::BAD_GATEWAY, &why);
         }
