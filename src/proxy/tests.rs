@@ -435,8 +435,10 @@ async fn an_unreachable_upstream_is_said_with_its_address() {
         .await
         .unwrap();
     assert_eq!(r.status(), 502);
-    match a.signals.try_recv() {
-        Ok(Signal::Unreachable(why)) => {
+    // The executor is told after the agent has had its 502.
+    let signal = tokio::time::timeout(std::time::Duration::from_secs(5), a.signals.recv()).await;
+    match signal.ok().flatten() {
+        Some(Signal::Unreachable(why)) => {
             assert!(why.contains(&format!("127.0.0.1:{closed}")), "{why}")
         }
         other => panic!("{other:?}"),
