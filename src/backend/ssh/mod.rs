@@ -17,25 +17,24 @@
 
 pub mod conn;
 pub mod exedev;
+mod host;
+mod spawn;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::ChildStdin;
-use tokio::sync::OnceCell;
-
 pub use conn::{SshError, Target, stop_masters};
+pub use host::{Host, connect, setup_hash};
+pub use spawn::SshControl;
 
-use super::helper::session::{self, CallError, Input, Known, Session, Transport};
-use super::helper::{self, Header};
+use super::helper::session::{CallError, Input, Session, Transport};
+use super::helper::{self};
 use super::{
-    Backend, BoxFuture, Chunk, Control, ExitInfo, FinishError, Finished, MarkError, PrepareError,
-    PrepareJob, Running, SpawnError, Workspace,
+    Backend, BoxFuture, FinishError, Finished, MarkError, PrepareError, PrepareJob, Running,
+    SpawnError, Workspace,
 };
 use crate::agent::AgentSpec;
 use crate::config::{BackendConfig, CommandSpec, Config, PoolConfig};
@@ -61,106 +60,6 @@ const OP_LIMIT: Duration = Duration::from_secs(300);
 /// The helper stops the agent when flocks has not been heard of for this long.
 const HEARTBEAT_SECS: u64 = 60;
 const PING_EVERY: Duration = Duration::from_secs(10);
-
-/// One host of a pool, connected on first use.
-pub struct Host {
-    pub target: Target,
-    /// The absolute remote dir once the helper is installed and setup ran.
-    ready: OnceCell<Result<String, SshError>>,
-    running: AtomicUsize,
-    /// Serializes git ref and worktree changes in the host's mirror.
-    admin: tokio::sync::Mutex<()>,
-    /// Commits the host's mirror is known to have.
-    known: Known,
-    /// The reverse forward to flocks' proxy on this host: the multiplexing
-    /// master that holds it (pid) and the host's loopback port.
-    forward: tokio::sync::Mutex<Option<(u32, u16)>>,
-}
-
-impl Host {
-    pub fn new(target: Target) -> Host {
-        Host {
-            target,
-            ready: OnceCell::new(),
-            running: AtomicUsize::new(0),
-            admin: tokio::sync::Mutex::new(()),
-            known: Known::default(),
-            forward: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// Install the helper, make the mirror, run `setup` once per host.
-    pub async fn connect(&self, setup: &[CommandSpec]) -> Result<String, SshError> {
-        self.ready
-            .get_or_init(|| connect(&self.target, setup))
-            .await
-            .clone()
-    }
-
-    fn down(&self) -> Option<String> {
-        match self.ready.get() {
-            Some(Err(SshError::Unreachable(m))) => Some(m.clone()),
-            // Not tried yet, connected, or up but its setup failed.
-            None | Some(Ok(_)) | Some(Err(SshError::Failed(_))) => None,
-        }
-    }
-}
-
-/// What `setup` hashes to: the marker under `remote_dir` says it ran.
-pub fn setup_hash(setup: &[CommandSpec]) -> String {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    for c in setup {
-        h.update(serde_json::to_string(c).unwrap_or_default());
-        h.update(b"\n");
-    }
-    format!("{:x}", h.finalize())[..16].to_string()
-}
-
-/// Connect one host: helper, mirror, setup. Returns the absolute remote dir.
-pub async fn connect(t: &Target, setup: &[CommandSpec]) -> Result<String, SshError> {
-    t.install_helper().await?;
-    let hash = setup_hash(setup);
-    let root = session::init(t, &hash).await.map_err(|e| match e {
-        CallError::Lost(m) => SshError::Unreachable(m),
-        e => SshError::Failed(format!("host {}: {e}", t.host)),
-    })?;
-    if !setup.is_empty() && !root.setup_done {
-        run_setup(t, setup, &hash).await?;
-    }
-    Ok(root.root)
-}
-
-/// Run the pool's `setup` commands (the user's own config) in `remote_dir`,
-/// then record that they ran.
-pub async fn run_setup(t: &Target, setup: &[CommandSpec], hash: &str) -> Result<(), SshError> {
-    let d = t.remote_dir_word();
-    for c in setup {
-        let cmd = match c {
-            CommandSpec::Shell(s) => format!("cd {d} && sh -c {}", conn::sh_quote(s)),
-            CommandSpec::Argv(v) => format!(
-                "cd {d} && {}",
-                v.iter()
-                    .map(|w| conn::sh_quote(w))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
-        };
-        t.output(&cmd, b"", Duration::from_secs(3600))
-            .await
-            .map_err(|e| match e {
-                SshError::Failed(m) => SshError::Failed(format!("setup command `{c}` failed {m}")),
-                other => other,
-            })?;
-    }
-    t.output(
-        &format!("printf '%s\\n' {hash} >{d}/setup.done"),
-        b"",
-        OP_LIMIT,
-    )
-    .await
-    .map(|_| ())
-}
 
 pub struct SshBackend {
     pool: String,
@@ -426,137 +325,6 @@ impl SshBackend {
         env
     }
 
-    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
-        let task = task_of(&spec);
-        let h = self.host_of(&task).ok_or_else(|| {
-            SpawnError::Start(format!(
-                "pool {}: no host was prepared for {task}",
-                self.pool
-            ))
-        })?;
-        let r = self.spawn_on(h, ws, &task, spec).await;
-        if r.is_err() {
-            self.unassign(&task);
-        }
-        r
-    }
-
-    async fn spawn_on(
-        &self,
-        h: &Host,
-        _ws: &Workspace,
-        task: &str,
-        spec: AgentSpec,
-    ) -> Result<Running, SpawnError> {
-        let root = h.connect(&self.setup).await?;
-        let grace_ds = (self.grace.as_millis() / 100).max(1);
-        let mut env = self.identity_for(&root, task);
-        env.retain(|(k, _)| !spec.env.iter().any(|(s, _)| s == k));
-        env.extend(spec.env.iter().cloned());
-        crate::agent::spec::add_agent_git_config(&mut env, 0);
-        let header = Header::new("run")
-            .line("task", task)
-            .and_then(|x| x.line("tag", &spec.tag))
-            .and_then(|x| x.line("grace_ds", grace_ds))
-            .and_then(|x| x.line("heartbeat", HEARTBEAT_SECS))
-            .and_then(|x| x.lines("unset", &spec.remove_env))
-            .and_then(|x| x.lines("env", env.iter().map(|(k, v)| format!("{k}={v}"))))
-            .and_then(|x| x.line("argv", &spec.program))
-            .and_then(|x| x.lines("argv", &spec.args))
-            .map_err(|_| SpawnError::Unsendable)?;
-        let mut input = header.prompt(spec.prompt.len());
-        input.extend_from_slice(spec.prompt.as_bytes());
-
-        let mut cmd = h.target.command(&h.target.helper_command())?;
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| SpawnError::Process {
-            what: "ssh (is OpenSSH installed?)",
-            reason: e.to_string(),
-        })?;
-        let pid = child.id();
-        let mut stdin = child.stdin.take().ok_or(SpawnError::Process {
-            what: "ssh",
-            reason: "no stdin pipe".into(),
-        })?;
-        stdin.write_all(&input).await.map_err(|e| {
-            SpawnError::Start(format!(
-                "host {}: cannot send the agent's start: {e}",
-                h.target.host
-            ))
-        })?;
-        let _ = stdin.flush().await;
-        let stdin = Arc::new(tokio::sync::Mutex::new(Some(stdin)));
-
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let out = tokio::spawn(pump(child.stdout.take(), tx.clone(), true));
-        let err = tokio::spawn(pump(child.stderr.take(), tx.clone(), false));
-        let pinger = {
-            let stdin = stdin.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(PING_EVERY).await;
-                    if !send_line(&stdin, "ping").await {
-                        return;
-                    }
-                }
-            })
-        };
-        let host = h.target.host.clone();
-        let pool = self.pool.clone();
-        let stdin_end = stdin.clone();
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            pinger.abort();
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                let _ = out.await;
-            })
-            .await;
-            let tail = tokio::time::timeout(Duration::from_secs(5), err)
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or_default();
-            stdin_end.lock().await.take();
-            let marker = tail
-                .lines()
-                .rev()
-                .find_map(|l| l.trim().strip_prefix("flocks-helper: exit rc="))
-                .and_then(|c| c.trim().parse::<i32>().ok());
-            let info = match (marker, status) {
-                (Some(code), _) => ExitInfo {
-                    code: Some(code),
-                    lost: None,
-                    violation: None,
-                },
-                (None, Ok(s)) if s.code() == Some(255) || s.code().is_none() => ExitInfo {
-                    code: None,
-                    lost: Some(format!(
-                        "lost host {host} (pool {pool}): {}",
-                        conn::last_words(&tail)
-                    )),
-                    violation: None,
-                },
-                (None, Ok(s)) => ExitInfo {
-                    code: s.code(),
-                    lost: None,
-                    violation: None,
-                },
-                (None, Err(e)) => ExitInfo {
-                    code: None,
-                    lost: Some(format!("lost the ssh client for host {host}: {e}")),
-                    violation: None,
-                },
-            };
-            let _ = tx.send(Chunk::Exited(info)).await;
-        });
-        Ok(Running {
-            output: rx,
-            control: Control::Ssh(SshControl { stdin, pid }),
-        })
-    }
-
     pub async fn finish(
         &self,
         ws: &Workspace,
@@ -756,92 +524,6 @@ impl SshBackend {
         *forward = Some((pid, port));
         Ok(format!("127.0.0.1:{port}"))
     }
-}
-
-/// Stops a remote agent through its helper's control channel.
-pub struct SshControl {
-    stdin: Arc<tokio::sync::Mutex<Option<ChildStdin>>>,
-    pid: Option<u32>,
-}
-
-impl SshControl {
-    /// TERM to the remote tree, grace, KILL (the helper applies the policy).
-    pub async fn terminate(&self) {
-        if !send_line(&self.stdin, "term").await {
-            self.kill_client();
-        }
-    }
-
-    /// KILL the remote tree now.
-    pub async fn kill(&self) {
-        if !send_line(&self.stdin, "kill").await {
-            self.kill_client();
-        }
-    }
-
-    /// The channel is gone: end our ssh client (the helper sees EOF and
-    /// stops the tree if it still can).
-    fn kill_client(&self) {
-        if let Some(pid) = self.pid {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
-async fn send_line(stdin: &tokio::sync::Mutex<Option<ChildStdin>>, line: &str) -> bool {
-    let mut g = stdin.lock().await;
-    let Some(s) = g.as_mut() else { return false };
-    let ok = s.write_all(format!("{line}\n").as_bytes()).await.is_ok() && s.flush().await.is_ok();
-    if !ok {
-        g.take();
-    }
-    ok
-}
-
-/// Forward output; the stderr pump returns the last few KB of stderr (where
-/// the helper's exit line is).
-async fn pump<R: AsyncRead + Unpin>(
-    reader: Option<R>,
-    tx: tokio::sync::mpsc::Sender<Chunk>,
-    stdout: bool,
-) -> String {
-    let mut tail: Vec<u8> = Vec::new();
-    let Some(mut reader) = reader else {
-        return String::new();
-    };
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let data = buf[..n].to_vec();
-                if !stdout {
-                    tail.extend_from_slice(&data);
-                    if tail.len() > 8192 {
-                        tail.drain(..tail.len() - 4096);
-                    }
-                }
-                let chunk = if stdout {
-                    Chunk::Stdout(data)
-                } else {
-                    Chunk::Stderr(data)
-                };
-                let _ = tx.send(chunk).await;
-            }
-        }
-    }
-    String::from_utf8_lossy(&tail).into_owned()
-}
-
-fn task_of(spec: &AgentSpec) -> String {
-    spec.env
-        .iter()
-        .find(|(k, _)| k == "FLOCKS_TASK")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
 }
 
 /// The local repo's git identity, as the environment git reads.
