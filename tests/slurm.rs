@@ -534,14 +534,15 @@ fn jobs_beyond_the_partition_limit_wait_pending_with_a_reason() {
     narrow_partition(&node);
     // Two jobs at once for flocks, one at a time for the partition. The
     // stall watchdog (2 s) starts when a job runs: a long wait in the queue
-    // is not a stalled agent.
+    // is not a stalled agent. Each agent runs over 3 s (saying something
+    // every 1.5 s), so the second job waits longer than the watchdog.
     let p = project(
         "kill_grace_secs = 1\nstall_timeout_secs = 2",
         &format!("partition = \"{NARROW}\"\nmax_worktrees = 2"),
     );
     p.tasks(
         &(1..=2)
-            .map(|i| json!({"id": format!("n{i}"), "prompt": format!("@fake sleep 0.5\n@fake commit n{i}.txt {i}")}))
+            .map(|i| json!({"id": format!("n{i}"), "prompt": format!("@fake sleep 1.5\n@fake bash true\n@fake sleep 1.5\n@fake commit n{i}.txt {i}")}))
             .collect::<Vec<_>>(),
     );
     let sampler = Sampler::start(key(&p));
