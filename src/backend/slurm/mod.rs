@@ -24,6 +24,7 @@
 
 pub mod alloc;
 pub mod check;
+mod naming;
 pub mod sched;
 pub mod step;
 
@@ -34,6 +35,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+pub use naming::{
+    comment, expand_remote_dir, job_options, project_name, stale_jobs, time_limit_min,
+};
+use naming::{names, scrub_list};
 pub use step::SlurmControl;
 
 use self::alloc::{Alloc, Progress, Request};
@@ -45,7 +50,7 @@ use super::{
     Running, SpawnError, Ticket, Workspace,
 };
 use crate::agent::AgentSpec;
-use crate::config::{Config, CredentialChoice, PoolConfig, SlurmConfig};
+use crate::config::{Config, PoolConfig, SlurmConfig};
 use crate::git::Worktrees;
 use crate::git::include::{Copied, IncludeError, IncludeSet};
 use crate::git::intake;
@@ -93,128 +98,6 @@ pub struct SlurmBackend {
     /// The pool's pending jobs, and what squeue said of them last.
     pending: Mutex<HashSet<String>>,
     polled: tokio::sync::Mutex<(Option<Instant>, HashMap<String, sched::Row>)>,
-}
-
-/// `remote_dir` on this machine's terms: `~` is `$HOME`, `$NAME` and
-/// `${NAME}` are variables of flocks' environment (the login node's; the
-/// path must mean the same on the compute nodes: a shared filesystem).
-pub fn expand_remote_dir(dir: &str) -> Result<String, String> {
-    let var = |name: &str| {
-        std::env::var(name).map_err(|_| {
-            format!("remote_dir `{dir}` uses ${name}, which is not set in flocks' environment")
-        })
-    };
-    let mut out = String::new();
-    let mut rest = dir;
-    if rest == "~" || rest.starts_with("~/") {
-        out.push_str(&var("HOME")?);
-        rest = &rest[1..];
-    }
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        let (name, next) = if let Some(b) = after.strip_prefix('{') {
-            let end = b
-                .find('}')
-                .ok_or_else(|| format!("remote_dir `{dir}`: an unclosed ${{"))?;
-            (&b[..end], &b[end + 1..])
-        } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            (&after[..end], &after[end..])
-        };
-        if name.is_empty() {
-            return Err(format!("remote_dir `{dir}`: a `$` without a variable name"));
-        }
-        out.push_str(&var(name)?);
-        rest = next;
-    }
-    out.push_str(rest);
-    let path = out.trim_end_matches('/').to_string();
-    if !path.starts_with('/') {
-        return Err(format!(
-            "remote_dir `{dir}` is `{path}`: it must be an absolute path on the cluster's shared filesystem"
-        ));
-    }
-    if path.split('/').any(|c| c == "..") || path.chars().any(|c| c.is_control()) {
-        return Err(format!(
-            "remote_dir `{dir}`: no `..` and no control characters"
-        ));
-    }
-    Ok(path)
-}
-
-/// The project's part of a job name: the name of the directory of
-/// flocks.toml, in letters, digits, `-`, `_` and `.`.
-pub fn project_name(config: &Config) -> String {
-    let raw = config
-        .dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "project".into());
-    let name: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(40)
-        .collect();
-    if name.is_empty() {
-        "project".into()
-    } else {
-        name
-    }
-}
-
-/// What `salloc` (and `sbatch --test-only`) is given besides name and
-/// comment: partition, account, qos, time limit, then `sbatch_args`.
-pub fn job_options(cfg: &SlurmConfig, time_limit_min: Option<u64>) -> Vec<String> {
-    let mut o = Vec::new();
-    if let Some(p) = &cfg.partition {
-        o.push(format!("--partition={p}"));
-    }
-    if let Some(a) = &cfg.account {
-        o.push(format!("--account={a}"));
-    }
-    if let Some(q) = &cfg.qos {
-        o.push(format!("--qos={q}"));
-    }
-    if let Some(m) = time_limit_min {
-        o.push(format!("--time={m}"));
-    }
-    o.extend(cfg.sbatch_args.iter().cloned());
-    o
-}
-
-/// A job's time limit in minutes: `agent_timeout_secs`, the grace, the
-/// `[workspace] setup` timeout when there is a setup, and a margin for the
-/// helper's ops. None without an agent timeout (the partition's default).
-pub fn time_limit_min(config: &Config) -> Option<u64> {
-    let agent = config.agent_timeout?;
-    let mut secs = agent.as_secs() + config.kill_grace.as_secs() + 1 + OPS_MARGIN_SECS;
-    if !config.workspace.setup.is_empty() {
-        secs += config.workspace.setup_timeout.map_or(3600, |t| t.as_secs());
-    }
-    Some(secs.div_ceil(60))
-}
-
-/// Variables no Slurm command of this pool gets: the credentials' (the
-/// agent gets its own through the helper's header, never its command line).
-fn scrub_list(config: &Config, pool: &PoolConfig) -> Vec<String> {
-    let mut v: Vec<String> = config.credentials.iter().map(|c| c.env.clone()).collect();
-    if pool.credential != CredentialChoice::Default {
-        v.extend(
-            crate::agent::spec::SCRUBBED_VARS
-                .iter()
-                .map(|s| s.to_string()),
-        );
-    }
-    v
 }
 
 impl SlurmBackend {
@@ -779,38 +662,6 @@ impl SlurmBackend {
     }
 }
 
-/// `flocks project=<key> run=<run id>`.
-pub fn comment(key: &str, run_id: &str) -> String {
-    format!("flocks project={key} run={run_id}")
-}
-
-/// The jobs (squeue `%i|%j|%k` lines) a run of this project other than
-/// `run_id` left: named `flocks-<project>-...`, commented with this
-/// project's key and another run's id.
-pub fn stale_jobs(squeue: &str, project: &str, key: &str, run_id: &str) -> Vec<String> {
-    let prefix = format!("flocks-{project}-");
-    let ours = format!("flocks project={key} run=");
-    squeue
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.trim().splitn(3, '|');
-            let (id, name, comment) = (f.next()?, f.next()?, f.next()?);
-            let run = comment.strip_prefix(&ours)?;
-            let not_a_run = run.is_empty() || run == OUTSIDE_A_RUN || run == CHECK_RUN;
-            (sched::is_job_id(id) && name.starts_with(&prefix) && run != run_id && !not_a_run)
-                .then(|| id.to_string())
-        })
-        .collect()
-}
-
-fn names(parts: &[(String, bool, String)]) -> String {
-    parts
-        .iter()
-        .map(|(n, ..)| n.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl Backend for SlurmBackend {
     fn slots(&self, _pool: &PoolConfig) -> usize {
         self.max_worktrees
@@ -922,79 +773,4 @@ fn login_hostname() -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compute_nodes_get_the_listen_ip_or_the_login_hostname() {
-        let at = |a: &str, h: Option<&str>| {
-            node_proxy_address("hpc", a.parse().unwrap(), h.map(str::to_string))
-                .map_err(|e| e.to_string())
-        };
-        assert_eq!(at("10.1.2.3:7878", Some("login")).unwrap(), "10.1.2.3:7878");
-        assert_eq!(at("0.0.0.0:7878", Some("login1")).unwrap(), "login1:7878");
-        assert_eq!(at("[::]:7878", Some("login1")).unwrap(), "login1:7878");
-        assert_eq!(at("[fd00::1]:7878", None).unwrap(), "[fd00::1]:7878");
-        assert!(
-            at("127.0.0.1:7878", Some("login"))
-                .unwrap_err()
-                .contains("[proxy] listen")
-        );
-        assert!(at("0.0.0.0:1", None).unwrap_err().contains("no hostname"));
-    }
-
-    #[test]
-    fn remote_dir_is_expanded_here() {
-        let home = std::env::var("HOME").unwrap();
-        assert_eq!(
-            expand_remote_dir("~/flocks").unwrap(),
-            format!("{home}/flocks")
-        );
-        assert_eq!(
-            expand_remote_dir("${HOME}/x/").unwrap(),
-            format!("{home}/x")
-        );
-        assert_eq!(expand_remote_dir("$HOME/x").unwrap(), format!("{home}/x"));
-        let e = expand_remote_dir("/s/$FLOCKS_TEST_NO_SUCH_VAR/x").unwrap_err();
-        assert!(e.contains("FLOCKS_TEST_NO_SUCH_VAR"), "{e}");
-        assert!(
-            expand_remote_dir("rel/dir")
-                .unwrap_err()
-                .contains("absolute")
-        );
-        assert!(expand_remote_dir("/a/../b").is_err());
-        assert!(expand_remote_dir("/a/${HOME").is_err());
-    }
-
-    #[test]
-    fn stale_jobs_are_this_projects_of_ended_runs() {
-        let key = "0123456789ab";
-        let text = format!(
-            "10|flocks-app-t1-1|flocks project={key} run=r1\n\
-             11|flocks-app-t2-1|flocks project={key} run=r2\n\
-             12|flocks-app-t3-1|flocks project=ffffffffffff run=r1\n\
-             13|other-job|flocks project={key} run=r1\n\
-             14|flocks-app-t4-1|(null)\n\
-             15|flocks-app-t5-1|flocks project={key} run=none\n\
-             16|flocks-app-check|flocks project={key} run=check\n"
-        );
-        assert_eq!(stale_jobs(&text, "app", key, "r2"), vec!["10".to_string()]);
-        assert!(stale_jobs(&text, "app", key, "r1").contains(&"11".to_string()));
-    }
-
-    #[test]
-    fn options_and_time_limit() {
-        let cfg = SlurmConfig {
-            partition: Some("debug".into()),
-            account: Some("lab".into()),
-            qos: None,
-            sbatch_args: vec!["--mem=8G".into()],
-            remote_dir: "~/flocks".into(),
-            setup: Vec::new(),
-        };
-        assert_eq!(
-            job_options(&cfg, Some(7)),
-            vec!["--partition=debug", "--account=lab", "--time=7", "--mem=8G"]
-        );
-    }
-}
+mod tests;
