@@ -16,6 +16,7 @@
 //! each value; anything else is an error, never passed on. A bundle is
 //! admitted by the intake (`git::intake`) before a byte of it is read.
 
+pub(crate) mod pipe;
 pub mod process;
 pub mod session;
 

@@ -5,8 +5,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
+
+use crate::backend::helper::pipe::{pump, send_line};
 
 use super::{HEARTBEAT_SECS, Host, PING_EVERY, SshBackend, conn};
 use crate::agent::AgentSpec;
@@ -177,51 +179,6 @@ impl SshControl {
             );
         }
     }
-}
-
-async fn send_line(stdin: &tokio::sync::Mutex<Option<ChildStdin>>, line: &str) -> bool {
-    let mut g = stdin.lock().await;
-    let Some(s) = g.as_mut() else { return false };
-    let ok = s.write_all(format!("{line}\n").as_bytes()).await.is_ok() && s.flush().await.is_ok();
-    if !ok {
-        g.take();
-    }
-    ok
-}
-
-/// Forward output; the stderr pump returns the last few KB of stderr (where
-/// the helper's exit line is).
-async fn pump<R: AsyncRead + Unpin>(
-    reader: Option<R>,
-    tx: tokio::sync::mpsc::Sender<Chunk>,
-    stdout: bool,
-) -> String {
-    let mut tail: Vec<u8> = Vec::new();
-    let Some(mut reader) = reader else {
-        return String::new();
-    };
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let data = buf[..n].to_vec();
-                if !stdout {
-                    tail.extend_from_slice(&data);
-                    if tail.len() > 8192 {
-                        tail.drain(..tail.len() - 4096);
-                    }
-                }
-                let chunk = if stdout {
-                    Chunk::Stdout(data)
-                } else {
-                    Chunk::Stderr(data)
-                };
-                let _ = tx.send(chunk).await;
-            }
-        }
-    }
-    String::from_utf8_lossy(&tail).into_owned()
 }
 
 fn task_of(spec: &AgentSpec) -> String {
