@@ -27,6 +27,7 @@ mod pages;
 pub(crate) mod report;
 mod scope;
 pub(crate) use scope::parse_since;
+mod sources;
 mod streams;
 mod svg;
 mod timeline;
@@ -281,7 +282,7 @@ async fn task(
         url.push_str("&follow=1");
     }
     // The prompt is the user's words, but may quote a secret: redacted too.
-    let prompt = streams::Prompt {
+    let prompt = sources::Prompt {
         text: loaded
             .prompt
             .text
@@ -305,7 +306,7 @@ async fn task(
 async fn land(State(app): State<App>) -> Html<String> {
     let a = app.clone();
     let live = app.models.borrow().live();
-    let plan = tokio::task::spawn_blocking(move || streams::land_plan(&a.project))
+    let plan = tokio::task::spawn_blocking(move || sources::land_plan(&a.project))
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
     Html(

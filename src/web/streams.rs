@@ -17,6 +17,7 @@ use futures_util::stream::{self, StreamExt};
 use maud::html;
 use serde::Deserialize;
 
+use super::sources::{land_plan, log_owner, prompt_of};
 use super::{App, Filter, pages};
 use crate::project::Project;
 use crate::state::TaskRecord;
@@ -114,96 +115,7 @@ pub(crate) struct LoadedTask {
     pub diff: maud::Markup,
     /// The task's prompt as its task file has it now, and what to know
     /// about it.
-    pub prompt: Prompt,
-}
-
-/// A task's prompt, read from the task file the project names.
-pub(crate) struct Prompt {
-    pub text: Option<String>,
-    pub note: Option<String>,
-}
-
-/// The record whose attempts a task's page shows: a best-of task's
-/// winner, else its variant that started last; any other task itself.
-pub(crate) fn log_owner(rec: &TaskRecord) -> &TaskRecord {
-    if rec.variants.is_empty() {
-        return rec;
-    }
-    rec.winner().unwrap_or_else(|| {
-        rec.variants
-            .iter()
-            .filter(|v| !v.attempts.is_empty())
-            .max_by_key(|v| v.attempts.last().map(|a| a.started_at))
-            .unwrap_or(rec)
-    })
-}
-
-/// The prompt of task `id` in the project's task file (`[source] path`, or
-/// tasks.jsonl); a script source is not run for it.
-pub(crate) fn prompt_of(project: &Project, rec: &TaskRecord) -> Prompt {
-    use crate::config::SourceConfig;
-    let c = &project.config;
-    let path = match &c.source {
-        Some(SourceConfig::Script { command }) => {
-            return Prompt {
-                text: None,
-                note: Some(format!(
-                    "The tasks come from a script ([source] command = `{command}`), which this page does not run."
-                )),
-            };
-        }
-        Some(SourceConfig::Jsonl { path }) => path.clone(),
-        None => c.dir.join("tasks.jsonl"),
-    };
-    // A line may set the fields the template reads at its top level.
-    let template_fields = (c.prompt_template.as_ref())
-        .and_then(|p| crate::prompt::Template::load(p).ok())
-        .map(|t| t.fields())
-        .unwrap_or_default();
-    let rules = crate::tasks::BranchRules {
-        prefix: &c.workspace.branch_prefix,
-        base: &c.workspace.base,
-        land_target: &c.workspace.land_target,
-        template_fields: &template_fields,
-    };
-    let id = crate::tasks::split_variant_id(&rec.id).map_or(rec.id.as_str(), |(t, _)| t);
-    let set = match crate::tasks::load_jsonl(&path, &rules) {
-        Ok(s) => s,
-        Err(e) => {
-            return Prompt {
-                text: None,
-                note: Some(format!("Cannot read the task file: {e}")),
-            };
-        }
-    };
-    match set.get(id) {
-        None => Prompt {
-            text: None,
-            note: Some(format!(
-                "`{id}` is not in {} any more (it may have come from another file given with --tasks).",
-                path.display()
-            )),
-        },
-        Some(t) => {
-            let ran = rec
-                .attempts
-                .last()
-                .and_then(|a| a.prompt_hash.as_deref())
-                .unwrap_or(&rec.prompt_hash);
-            let note = (crate::tasks::split_variant_id(&rec.id).is_none()
-                && t.prompt_hash() != ran)
-                .then(|| {
-                    format!(
-                        "This is the prompt in {} now: it changed since the task's last attempt ran.",
-                        path.display()
-                    )
-                });
-            Prompt {
-                text: Some(t.prompt.clone()),
-                note,
-            }
-        }
-    }
+    pub prompt: super::sources::Prompt,
 }
 
 pub(crate) fn load_task(
@@ -417,6 +329,20 @@ struct Follow {
     partial: Vec<u8>,
 }
 
+impl Follow {
+    /// Nothing followed (a placeholder while the real one is read).
+    fn none() -> Follow {
+        Follow {
+            id: String::new(),
+            attempt: None,
+            latest: false,
+            path: None,
+            pos: 0,
+            partial: Vec::new(),
+        }
+    }
+}
+
 struct TaskStream {
     /// The task of the page.
     id: String,
@@ -437,143 +363,153 @@ pub(crate) async fn task(
     Path(id): Path<String>,
     Query(q): Query<TaskStreamQuery>,
 ) -> Events {
-    let log_id = q.log.clone().unwrap_or_else(|| id.clone());
-    // The ids come from the URL: only a task (or variant) of the state, by
-    // an id that is one, names a log; a `log` is the task's own or one of
-    // its variants' (`<id>@v<k>`, `<id>@judge`).
-    let known = {
-        let (a, id, log_id) = (app.clone(), id.clone(), log_id.clone());
-        tokio::task::spawn_blocking(move || {
-            crate::tasks::valid_path_id(&id).is_ok()
-                && crate::tasks::valid_path_id(&log_id).is_ok()
-                && (log_id == id || log_id.starts_with(&format!("{id}@")))
-                && a.project
-                    .store
-                    .load()
-                    .is_ok_and(|s| s.task(id.strip_suffix("@judge").unwrap_or(&id)).is_some())
-        })
-        .await
-        .unwrap_or(false)
-    };
-    if !known {
-        return (
-            axum::http::StatusCode::NOT_FOUND,
-            format!("no task `{id}` in the run state"),
-        )
-            .into_response();
+    match TaskStream::open(app, id, q).await {
+        Ok(st) => sse(stream::unfold(st, |mut st| async move {
+            let out = st.next().await?;
+            Some((out, st))
+        })),
+        Err(refused) => refused,
     }
-    let path = match q
-        .attempt
-        .map(|n| app.project.log_path(&log_id, n))
-        .transpose()
-    {
-        Ok(p) => p,
-        Err(e) => return (axum::http::StatusCode::NOT_FOUND, e.to_string()).into_response(),
-    };
-    let rx = app.models.clone();
-    let st = TaskStream {
-        id,
-        follow: Follow {
-            id: log_id,
-            attempt: q.attempt,
-            latest: q.follow == Some(1),
-            path,
-            pos: q.from.unwrap_or(0),
-            partial: Vec::new(),
-        },
-        app,
-        rx,
-        sent: BTreeMap::new(),
-        diff_for: None,
-        rec: None,
-        seen: None,
-        first: true,
-    };
-    sse(stream::unfold(st, |mut st| async move {
+}
+
+impl TaskStream {
+    /// The stream of task `id`'s page, or a 404 when the URL names no task
+    /// (or log) of the state.
+    async fn open(app: App, id: String, q: TaskStreamQuery) -> Result<TaskStream, Events> {
+        let log_id = q.log.clone().unwrap_or_else(|| id.clone());
+        if !known_log(&app, &id, &log_id).await {
+            return Err((
+                axum::http::StatusCode::NOT_FOUND,
+                format!("no task `{id}` in the run state"),
+            )
+                .into_response());
+        }
+        let path = match q
+            .attempt
+            .map(|n| app.project.log_path(&log_id, n))
+            .transpose()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                return Err((axum::http::StatusCode::NOT_FOUND, e.to_string()).into_response());
+            }
+        };
+        let rx = app.models.clone();
+        Ok(TaskStream {
+            id,
+            follow: Follow {
+                id: log_id,
+                attempt: q.attempt,
+                latest: q.follow == Some(1),
+                path,
+                pos: q.from.unwrap_or(0),
+                partial: Vec::new(),
+            },
+            app,
+            rx,
+            sent: BTreeMap::new(),
+            diff_for: None,
+            rec: None,
+            seen: None,
+            first: true,
+        })
+    }
+
+    /// The next events to send: at once the first time, then when the
+    /// model moves or the log grows. None: the server is going away.
+    async fn next(&mut self) -> Option<Vec<Event>> {
         loop {
-            if !st.first {
+            if !self.first {
                 tokio::select! {
-                    r = st.rx.changed() => if r.is_err() { return None },
+                    r = self.rx.changed() => if r.is_err() { return None },
                     _ = tokio::time::sleep(LOG_TICK) => {}
                 }
             }
-            let first = std::mem::take(&mut st.first);
-            let model = st.rx.borrow_and_update().clone();
-            let app = st.app.clone();
-            let id = st.id.clone();
-            let status = model
-                .status
-                .tasks
-                .iter()
-                .find(|t| t.id == id)
-                .map(|t| t.status.clone());
-            let redo_diff = st.diff_for.is_some() && st.diff_for != status;
-            if st.diff_for.is_none() {
-                st.diff_for = status.clone();
-            }
-            let mut follow = std::mem::replace(
-                &mut st.follow,
-                Follow {
-                    id: String::new(),
-                    attempt: None,
-                    latest: false,
-                    path: None,
-                    pos: 0,
-                    partial: Vec::new(),
-                },
-            );
-            // The task's record is read again only when the model moved;
-            // between, only its log is looked at.
-            let reload = st.seen != Some(model.version);
-            st.seen = Some(model.version);
-            let cached = st.rec.take();
-            let work = tokio::task::spawn_blocking(move || {
-                let rec = if reload {
-                    app.project
-                        .store
-                        .load()
-                        .ok()
-                        .and_then(|s| s.task(&id).cloned())
-                } else {
-                    cached
-                };
-                let log = follow_log(&app, &mut follow, rec.as_ref());
-                let diff = redo_diff.then(|| diff_of(&app, &id).into_string());
-                let frags = reload.then(|| {
-                    pages::task_fragments(
-                        &model,
-                        rec.as_ref(),
-                        &id,
-                        follow.attempt,
-                        &app.chrome,
-                        &app.redactor,
-                    )
-                });
-                (follow, rec, log, diff, frags)
-            })
-            .await;
-            let Ok((follow, rec, log, diff, frags)) = work else {
-                return None;
-            };
-            st.follow = follow;
-            st.rec = rec;
-            let mut frags = frags.unwrap_or_default();
-            if let Some(d) = diff {
-                st.diff_for = status;
-                frags.insert("diff", d);
-            }
-            let mut out = Vec::new();
-            if let Some(e) = changed(&mut st.sent, frags) {
-                out.push(e);
-            }
-            if let Some(l) = log {
-                out.push(l);
-            }
+            let first = std::mem::take(&mut self.first);
+            let out = self.look().await?;
             if !out.is_empty() || first {
-                return Some((out, st));
+                return Some(out);
             }
         }
-    }))
+    }
+
+    /// Look once: the fragments that changed (the record is read again
+    /// only when the model moved), the diff when the task's status
+    /// changed, and what was appended to the log.
+    async fn look(&mut self) -> Option<Vec<Event>> {
+        let model = self.rx.borrow_and_update().clone();
+        let app = self.app.clone();
+        let id = self.id.clone();
+        let status = model
+            .status
+            .tasks
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| t.status.clone());
+        let redo_diff = self.diff_for.is_some() && self.diff_for != status;
+        if self.diff_for.is_none() {
+            self.diff_for = status.clone();
+        }
+        let mut follow = std::mem::replace(&mut self.follow, Follow::none());
+        let reload = self.seen != Some(model.version);
+        self.seen = Some(model.version);
+        let cached = self.rec.take();
+        let work = tokio::task::spawn_blocking(move || {
+            let rec = if reload {
+                app.project
+                    .store
+                    .load()
+                    .ok()
+                    .and_then(|s| s.task(&id).cloned())
+            } else {
+                cached
+            };
+            let log = follow_log(&app, &mut follow, rec.as_ref());
+            let diff = redo_diff.then(|| diff_of(&app, &id).into_string());
+            let frags = reload.then(|| {
+                pages::task_fragments(
+                    &model,
+                    rec.as_ref(),
+                    &id,
+                    follow.attempt,
+                    &app.chrome,
+                    &app.redactor,
+                )
+            });
+            (follow, rec, log, diff, frags)
+        })
+        .await;
+        let (follow, rec, log, diff, frags) = work.ok()?;
+        self.follow = follow;
+        self.rec = rec;
+        let mut frags = frags.unwrap_or_default();
+        if let Some(d) = diff {
+            self.diff_for = status;
+            frags.insert("diff", d);
+        }
+        let mut out = Vec::new();
+        out.extend(changed(&mut self.sent, frags));
+        out.extend(log);
+        Some(out)
+    }
+}
+
+/// Whether the ids from the URL name a log: only a task (or variant) of the
+/// state, by an id that is one, does; a `log` is the task's own or one of
+/// its variants' (`<id>@v<k>`, `<id>@judge`).
+async fn known_log(app: &App, id: &str, log_id: &str) -> bool {
+    let (a, id, log_id) = (app.clone(), id.to_string(), log_id.to_string());
+    tokio::task::spawn_blocking(move || {
+        crate::tasks::valid_path_id(&id).is_ok()
+            && crate::tasks::valid_path_id(&log_id).is_ok()
+            && (log_id == id || log_id.starts_with(&format!("{id}@")))
+            && a.project
+                .store
+                .load()
+                .is_ok_and(|s| s.task(id.strip_suffix("@judge").unwrap_or(&id)).is_some())
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// What was appended to the followed log since the last look (switching to
@@ -629,58 +565,6 @@ fn follow_log(app: &App, f: &mut Follow, rec: Option<&TaskRecord>) -> Option<Eve
         "html": pages::log_lines(&lines, &app.redactor).into_string(),
     });
     Some(Event::default().event("log").data(data.to_string()))
-}
-
-/// What `land --dry-run` says now: the plan with its predicted conflicts,
-/// and the files each task's work changes.
-pub(crate) struct LandView {
-    pub plan: crate::land::Plan,
-    pub files: std::collections::HashMap<String, Vec<String>>,
-    /// Where the push would go (`[land] push`).
-    pub push: Option<String>,
-}
-
-/// Files listed per task at most.
-const PLAN_FILES: usize = 12;
-
-pub(crate) fn land_plan(project: &Project) -> Result<LandView, String> {
-    let mut plan = crate::land::plan(project, &[]).map_err(|e| e.to_string())?;
-    // What the cherry-picks will meet, in memory, as `land --dry-run` says.
-    crate::land::predict_conflicts(project.repo_dir(), &mut plan).map_err(|e| e.to_string())?;
-    let mut files = std::collections::HashMap::new();
-    if let Ok(repo) = git2::Repository::open(project.repo_dir()) {
-        for t in &plan.tasks {
-            let (Some(start), Some(tip)) = (t.start, t.tip) else {
-                continue;
-            };
-            if let Some(list) = changed_files(&repo, start, tip) {
-                files.insert(t.id.clone(), list);
-            }
-        }
-    }
-    Ok(LandView {
-        plan,
-        files,
-        push: project.config.land.push.clone(),
-    })
-}
-
-/// The paths `start..tip` changes (the first [`PLAN_FILES`], then a count).
-fn changed_files(repo: &git2::Repository, start: git2::Oid, tip: git2::Oid) -> Option<Vec<String>> {
-    let a = repo.find_commit(start).ok()?.tree().ok()?;
-    let b = repo.find_commit(tip).ok()?.tree().ok()?;
-    let diff = repo.diff_tree_to_tree(Some(&a), Some(&b), None).ok()?;
-    let mut out: Vec<String> = diff
-        .deltas()
-        .filter_map(|d| d.new_file().path().or(d.old_file().path()))
-        .map(|p| p.display().to_string())
-        .collect();
-    if out.len() > PLAN_FILES {
-        let more = out.len() - PLAN_FILES;
-        out.truncate(PLAN_FILES);
-        out.push(format!("and {more} more"));
-    }
-    Some(out)
 }
 
 pub(crate) async fn land(State(app): State<App>) -> Events {

@@ -7,7 +7,7 @@ use super::*;
 /// The land page's fragment: the plan `land --dry-run` makes now, as a
 /// table (task, commits, files, predicted conflict, what land does).
 pub(crate) fn land_fragment(
-    plan: Result<crate::web::streams::LandView, String>,
+    plan: Result<crate::web::sources::LandView, String>,
     live: bool,
     chrome: &Chrome,
     redactor: &Redactor,

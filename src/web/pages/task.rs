@@ -87,7 +87,7 @@ pub(crate) fn task_fragments(
         }
     };
     f.insert("taskhead", head.into_string());
-    let owner = rec.map(crate::web::streams::log_owner);
+    let owner = rec.map(crate::web::sources::log_owner);
     let attempts = html! {
         @match (rec, owner) {
             (Some(rec), Some(owner)) if !owner.attempts.is_empty() => {
@@ -224,7 +224,7 @@ pub(crate) fn task_page(
     fragments: &BTreeMap<&'static str, String>,
     log: Option<(u32, Markup, bool)>,
     log_of: &str,
-    prompt: &crate::web::streams::Prompt,
+    prompt: &crate::web::sources::Prompt,
     diff: Markup,
     events_url: &str,
 ) -> Markup {
