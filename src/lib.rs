@@ -42,4 +42,5 @@ pub(crate) mod trust;
 pub(crate) mod tui;
 pub(crate) mod typo;
 pub(crate) mod view;
+pub(crate) mod watch;
 pub(crate) mod web;

@@ -89,6 +89,7 @@ impl LocalBackend {
             prompt: spec.prompt,
             grace: self.grace,
             wrapped: false,
+            quiet: false,
         })
     }
 
@@ -126,6 +127,9 @@ pub(crate) struct Supervised {
     /// The command is a sandbox (`bwrap ... --`): the supervisor's TERM
     /// goes to what runs in it (`__supervise --wrapped`).
     pub wrapped: bool,
+    /// The supervisor does not say which containment it uses (the output
+    /// is the user's: validation).
+    pub quiet: bool,
 }
 
 /// Start `s` under `flocks __supervise`: its output as chunks, its end as
@@ -140,6 +144,9 @@ pub(crate) fn start_supervised(s: Supervised) -> Result<Running, SpawnError> {
         .arg(s.grace.as_millis().to_string());
     if s.wrapped {
         cmd.arg("--wrapped");
+    }
+    if s.quiet {
+        cmd.arg("--quiet");
     }
     cmd.arg("--")
         .args(&s.argv)

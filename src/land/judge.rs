@@ -34,8 +34,13 @@ pub(crate) struct Candidate {
     pub interrupted: bool,
 }
 
-/// Apply and validate every variant (in order of k).
-pub(crate) fn evaluate(project: &Project, variants: &[TaskRecord]) -> Result<Vec<Candidate>> {
+/// Apply and validate every variant (in order of k), until `stop` (the
+/// run's stop level) says to stop.
+pub(crate) fn evaluate(
+    project: &Project,
+    variants: &[TaskRecord],
+    stop: tokio::sync::watch::Receiver<crate::watch::StopLevel>,
+) -> Result<Vec<Candidate>> {
     let repo = project.repo()?;
     let target = &project.config.workspace.land_target;
     let onto = crate::git::branch_tip(&repo, target)?.ok_or_else(|| {
@@ -46,7 +51,7 @@ pub(crate) fn evaluate(project: &Project, variants: &[TaskRecord]) -> Result<Vec
     let _scratch = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
     let validator = Validator::new(project, &repo)?
         .at(super::scratch::judge_path(&project.config.worktrees_dir()))
-        .without_signals();
+        .with_stop(stop);
     let mut out = Vec::with_capacity(variants.len());
     for (v, k) in variants.iter().zip(1u32..) {
         out.push(one(project, &repo, &validator, onto, target, v, k)?);

@@ -32,6 +32,7 @@ mod record;
 mod render;
 pub(crate) mod resolve;
 mod scratch;
+mod signals;
 mod target;
 mod trailer;
 mod validate;
@@ -52,8 +53,6 @@ pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask
 pub use target::Stop;
 pub(crate) use target::{dirty_files, dirty_message};
 pub use validate::Validation;
-/// The dispatcher's Ctrl-C while a best-of task is judged.
-pub(crate) use validate::interrupt as interrupt_validation;
 
 use crate::error::{Context, Error, Exit, Result};
 use crate::project::Project;

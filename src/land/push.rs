@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use git2::Oid;
 
-use super::validate::{self, Run, SignalGuard, Validation};
+use super::validate::{self, Run, Validation};
 use crate::error::{Error, Result};
 use crate::project::Project;
 
@@ -188,8 +188,8 @@ pub fn after_push(
         env: &env,
     };
     let out = validate::open_log(&r)?;
-    let _signals = SignalGuard::install();
-    Ok((validate::run(&r, &out)?, log))
+    let (_caught, mut stop) = super::signals::catch();
+    Ok((validate::run(&r, &out, &mut stop)?, log))
 }
 
 /// The remote's branch as the land found it: what the push's lease expects.

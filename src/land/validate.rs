@@ -9,23 +9,29 @@
 //! expiry of `timeout_secs` the whole tree gets SIGTERM, then SIGKILL after
 //! `kill_grace_secs`, and whatever a command leaves running when it exits is
 //! stopped too. The supervisor has its own process group, so a Ctrl-C on the
-//! terminal reaches flocks only: while a command runs, SIGINT and SIGTERM are
-//! caught and passed on the same way as a timeout.
+//! terminal reaches flocks only: while a command runs, SIGINT and SIGTERM
+//! become a stop (`signals.rs`), passed on the same way as a timeout.
+//!
+//! Host and docker pool alike, each command is watched by the one
+//! stop-escalation loop (`crate::watch`): the deadline, a stop from the
+//! caller (`StopLevel`), TERM, then KILL. A [`Site`] says where a command
+//! starts and what follows its end.
 
+use std::ffi::OsString;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
-use nix::unistd::Pid;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::backend::local::{Supervised, start_supervised};
+use crate::backend::{Chunk, Running, SpawnError};
 use crate::config::CommandSpec;
 use crate::error::{Context, Result};
+use crate::watch::{Limits, StopLevel, Watcher, Why};
 
 /// How validation went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +80,7 @@ pub struct Run<'a> {
     pub env: &'a [(String, String)],
 }
 
-/// The validation log, shared by the threads that copy output into it.
+/// The validation log, shared by whatever copies output into it.
 pub(super) type Out = Arc<Mutex<File>>;
 
 /// Create the validation log `r.log`, for [`run`] or the docker pool's run.
@@ -85,18 +91,64 @@ pub(super) fn open_log(r: &Run) -> Result<Out> {
     Ok(Arc::new(Mutex::new(opened.file)))
 }
 
-/// Run the commands here, on the host, logging to `out` (with a
-/// [`SignalGuard`] installed, or, inside `flocks run`, with the dispatcher
-/// calling [`interrupt`]: a Ctrl-C stops the command, not flocks).
-pub(super) fn run(r: &Run, out: &Out) -> Result<Validation> {
-    let deadline = r.timeout.map(|t| Instant::now() + t);
-    for spec in r.commands {
-        let header = format!("$ {spec}\n");
-        emit(out, r.echo, header.as_bytes());
-        let supervisor = match crate::supervisor::exe() {
-            Ok(s) => s,
-            Err(e) => {
-                let reason = e.to_string();
+/// Run the commands here, on the host, logging to `out`, until `stop`
+/// (Ctrl-C caught by the caller, or a run's dispatcher) says to stop.
+pub(super) fn run(r: &Run, out: &Out, stop: &mut watch::Receiver<StopLevel>) -> Result<Validation> {
+    block_on(each_command(r, out, &mut Host { r }, stop))?
+}
+
+/// Run `f` to its end on a runtime of its own: land is not async, and the
+/// commands are watched by the async loop the runner uses.
+pub(super) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ctx(|| "start the async runtime that watches validation".into())?;
+    Ok(runtime.block_on(f))
+}
+
+/// Where the commands run: the host, or a docker pool's container.
+pub(super) trait Site {
+    /// Start command `n`. Ok(Err(reason)): it could not start, and the
+    /// validation fails with `reason`; Err: validation cannot run here.
+    async fn start(
+        &mut self,
+        n: usize,
+        spec: &CommandSpec,
+    ) -> Result<std::result::Result<Running, String>>;
+    /// Command `n` ended (`stopped`: by the watch). Some(reason): what it
+    /// did fails the validation whatever its exit.
+    async fn ended(&mut self, _n: usize, _stopped: bool) -> Option<String> {
+        None
+    }
+    /// The command was lost (`why`): the failure's reason, or Err when
+    /// validation cannot go on here.
+    fn lost(&self, why: String) -> Result<String> {
+        Ok(why)
+    }
+}
+
+/// Run `r.commands` one after the other at `site`, within `r.timeout`,
+/// until one fails or `stop` says to stop.
+pub(super) async fn each_command<S: Site>(
+    r: &Run<'_>,
+    out: &Out,
+    site: &mut S,
+    stop: &mut watch::Receiver<StopLevel>,
+) -> Result<Validation> {
+    let limits = Limits {
+        deadline: r.timeout.map(|t| Instant::now() + t),
+        stall: None,
+        grace: r.grace,
+    };
+    for (n, spec) in r.commands.iter().enumerate() {
+        emit(out, r.echo, format!("$ {spec}\n").as_bytes());
+        if *stop.borrow() != StopLevel::Run {
+            return Ok(interrupted(r, out, spec));
+        }
+        let mut running = match site.start(n, spec).await? {
+            Ok(running) => running,
+            Err(reason) => {
                 emit(out, r.echo, format!("{reason}\n").as_bytes());
                 return Ok(Validation::Failed {
                     command: spec.to_string(),
@@ -104,60 +156,22 @@ pub(super) fn run(r: &Run, out: &Out) -> Result<Validation> {
                 });
             }
         };
-        let mut cmd = std::process::Command::new(supervisor);
-        cmd.arg(crate::supervisor::SUBCOMMAND)
-            .arg("--parent")
-            .arg(std::process::id().to_string())
-            .arg("--grace-ms")
-            .arg(r.grace.as_millis().to_string())
-            .arg("--quiet")
-            .arg("--")
-            .args(spec.argv())
-            .current_dir(r.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        for var in r.scrub {
-            cmd.env_remove(var);
-        }
-        cmd.envs(r.env.iter().map(|(k, v)| (k, v)));
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                let reason = format!("could not start: {e}");
-                emit(out, r.echo, format!("{reason}\n").as_bytes());
-                return Ok(Validation::Failed {
-                    command: spec.to_string(),
-                    reason,
-                });
-            }
-        };
-        let readers = [
-            child.stdout.take().map(|s| pump(s, out.clone(), r.echo)),
-            child.stderr.take().map(|s| pump(s, out.clone(), r.echo)),
-        ];
-        let status = wait(&mut child, deadline, r.grace)?;
-        for rx in readers.into_iter().flatten() {
-            // A grandchild that keeps the pipe open must not hold land up.
-            let _ = rx.recv_timeout(Duration::from_secs(2));
-        }
-        let reason = match status {
-            Waited::Exited(s) if s.success() => continue,
-            Waited::Exited(s) => match s.code() {
-                Some(c) => format!("exit status {c}"),
-                None => format!("killed by a signal ({s})"),
-            },
-            Waited::Interrupted => {
-                emit(out, r.echo, format!("interrupted: {spec}\n").as_bytes());
-                return Ok(Validation::Interrupted {
-                    command: spec.to_string(),
-                });
-            }
-            Waited::TimedOut => format!(
+        let mut echo = Echo { out, echo: r.echo };
+        let watched = crate::watch::watch(&mut running, &limits, stop, &mut echo).await;
+        let violation = site.ended(n, watched.why.is_some()).await;
+        let reason = match (watched.exit.lost, violation, watched.why) {
+            (Some(lost), _, None) => site.lost(lost)?,
+            (_, Some(v), _) => format!("it changed {v} in the host's git dir (undone)"),
+            (_, None, Some(Why::Stop | Why::Asked)) => return Ok(interrupted(r, out, spec)),
+            (_, None, Some(Why::TimedOut | Why::Stalled)) => format!(
                 "timed out after {}s ([validate] timeout_secs)",
                 r.timeout.unwrap_or_default().as_secs_f64()
             ),
+            (None, None, None) => match watched.exit.code {
+                Some(0) => continue,
+                Some(c) => format!("exit status {c}"),
+                None => "no exit status (the container may have stopped)".into(),
+            },
         };
         emit(
             out,
@@ -172,77 +186,61 @@ pub(super) fn run(r: &Run, out: &Out) -> Result<Validation> {
     Ok(Validation::Passed)
 }
 
-enum Waited {
-    Exited(std::process::ExitStatus),
-    TimedOut,
-    Interrupted,
-}
-
-fn wait(child: &mut Child, deadline: Option<Instant>, grace: Duration) -> Result<Waited> {
-    loop {
-        if let Some(s) = child
-            .try_wait()
-            .ctx(|| "wait for a validate command".into())?
-        {
-            return Ok(Waited::Exited(s));
-        }
-        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
-        if interrupted || deadline.is_some_and(|d| Instant::now() >= d) {
-            // The supervisor stops the command's whole tree: TERM, grace,
-            // KILL; then it exits. SIGUSR1 asks it to KILL at once.
-            let supervisor = Pid::from_raw(child.id() as i32);
-            let _ = kill(supervisor, Signal::SIGTERM);
-            let mut until = Instant::now() + grace + Duration::from_secs(5);
-            let mut hurried = false;
-            loop {
-                if child
-                    .try_wait()
-                    .ctx(|| "wait for a validate command".into())?
-                    .is_some()
-                {
-                    break;
-                }
-                if Instant::now() >= until {
-                    if hurried {
-                        let _ = kill(supervisor, Signal::SIGKILL);
-                        let _ = child.wait();
-                        break;
-                    }
-                    let _ = kill(supervisor, Signal::SIGUSR1);
-                    hurried = true;
-                    until = Instant::now() + Duration::from_secs(5);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            return Ok(if interrupted {
-                Waited::Interrupted
-            } else {
-                Waited::TimedOut
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
+fn interrupted(r: &Run, out: &Out, spec: &CommandSpec) -> Validation {
+    emit(out, r.echo, format!("interrupted: {spec}\n").as_bytes());
+    Validation::Interrupted {
+        command: spec.to_string(),
     }
 }
 
-/// Copy a pipe to the log (and stdout) until it closes; the receiver hears
-/// when it is done.
-fn pump(
-    mut src: impl Read + Send + 'static,
-    out: Arc<Mutex<File>>,
+/// On the host, each command under the per-attempt supervisor.
+struct Host<'r, 'a> {
+    r: &'r Run<'a>,
+}
+
+impl Site for Host<'_, '_> {
+    async fn start(
+        &mut self,
+        _n: usize,
+        spec: &CommandSpec,
+    ) -> Result<std::result::Result<Running, String>> {
+        let r = self.r;
+        let started = start_supervised(Supervised {
+            argv: spec.argv().into_iter().map(OsString::from).collect(),
+            cwd: r.dir.to_path_buf(),
+            env: r.env.to_vec(),
+            remove_env: r.scrub.to_vec(),
+            prompt: String::new(),
+            grace: r.grace,
+            wrapped: false,
+            quiet: true,
+        });
+        Ok(started.map_err(|e| match e {
+            SpawnError::Process { reason, .. } => format!("could not start: {reason}"),
+            other => other.to_string(),
+        }))
+    }
+}
+
+/// The watch's ears: a command's output goes to the log (and stdout).
+struct Echo<'o> {
+    out: &'o Out,
     echo: bool,
-) -> mpsc::Receiver<()> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        loop {
-            match src.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => emit(&out, echo, &buf[..n]),
-            }
+}
+
+impl Watcher for Echo<'_> {
+    const WHAT: &'static str = "the command";
+
+    /// The outcome's line says why it stopped ("interrupted", "timed out").
+    fn note(&mut self, _line: &str) {}
+
+    async fn output(&mut self, chunk: Chunk) {
+        if let Chunk::Stdout(bytes) | Chunk::Stderr(bytes) = chunk {
+            emit(self.out, self.echo, &bytes);
         }
-        let _ = tx.send(());
-    });
-    rx
+    }
+
+    fn timed_out(&mut self) {}
 }
 
 pub(super) fn emit(out: &Out, echo: bool, bytes: &[u8]) {
@@ -252,52 +250,5 @@ pub(super) fn emit(out: &Out, echo: bool, bytes: &[u8]) {
     if echo {
         // Quiet on a closed pipe: validation goes on, its log has it all.
         let _ = crate::output::stdout().write_all(bytes);
-    }
-}
-
-pub(super) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Stop the validation that runs now (and any later one in this process):
-/// the dispatcher's Ctrl-C while a best-of task is judged.
-pub(crate) fn interrupt() {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-extern "C" fn on_signal(_: std::ffi::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Catches SIGINT and SIGTERM while validation runs; puts the previous
-/// handlers back on drop.
-pub(super) struct SignalGuard {
-    old: Vec<(Signal, SigAction)>,
-}
-
-impl SignalGuard {
-    pub(super) fn install() -> SignalGuard {
-        INTERRUPTED.store(false, Ordering::SeqCst);
-        let action = SigAction::new(
-            SigHandler::Handler(on_signal),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        let mut old = Vec::new();
-        for sig in [Signal::SIGINT, Signal::SIGTERM] {
-            // SAFETY: the handler only stores to an atomic, which is
-            // async-signal-safe.
-            if let Ok(prev) = unsafe { sigaction(sig, &action) } {
-                old.push((sig, prev));
-            }
-        }
-        SignalGuard { old }
-    }
-}
-
-impl Drop for SignalGuard {
-    fn drop(&mut self) {
-        for (sig, prev) in &self.old {
-            // SAFETY: restores the action that was in place before.
-            let _ = unsafe { sigaction(*sig, prev) };
-        }
     }
 }

@@ -9,24 +9,29 @@
 //! tag). When the command exits, the reaper stops what it left running; on a
 //! timeout or Ctrl-C flocks tells it TERM over its stdin (TERM,
 //! `kill_grace_secs`, KILL); when flocks dies, that stream ends and the
-//! reaper stops the tree. A tag sweep follows each command. A container
+//! reaper stops the tree. The one stop-escalation loop (`crate::watch`)
+//! watches each command, as on the host. A tag sweep follows each command. A container
 //! without perl gets the `sh` wrapper and the tag alone, and validation says
 //! so. The host `.git` guard watches the repo while the commands run, as it
 //! does for agents: what they plant there is undone and fails validation.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
 
-use super::validate::{INTERRUPTED, Out, Run, Validation, emit};
-use crate::backend::docker::{self, Target, scripts};
-use crate::config::{Config, DockerConfig, PoolConfig, WorkspaceMode};
+use super::validate::{Out, Run, Site, Validation, block_on, each_command, emit};
+use crate::backend::docker::{self, DockerControl, Target, scripts};
+use crate::backend::{Chunk, Control, ExitInfo, Running};
+use crate::config::{CommandSpec, Config, DockerConfig, PoolConfig, WorkspaceMode};
 use crate::error::{Error, Result};
+use crate::guard::Guard;
+use crate::watch::StopLevel;
 
 /// The docker pool that validates.
 pub struct Place<'a> {
@@ -35,22 +40,17 @@ pub struct Place<'a> {
     pub docker: &'a DockerConfig,
 }
 
-/// How one command ended.
-enum Ended {
-    Exited(Option<i64>),
-    TimedOut,
-    Interrupted,
-}
-
 /// Validate `commit` (checked out in `r.dir` on the host) in the pool's
 /// container: in mount mode at `r.dir`'s path there, in clone mode in a
 /// worktree of the container's own clone, the commit's objects sent in.
-pub fn run(r: &Run, out: &Out, place: &Place, commit: git2::Oid) -> Result<Validation> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run_async(r, out, place, commit))
+pub fn run(
+    r: &Run,
+    out: &Out,
+    place: &Place,
+    commit: git2::Oid,
+    stop: &mut watch::Receiver<StopLevel>,
+) -> Result<Validation> {
+    block_on(run_async(r, out, place, commit, stop))?
 }
 
 async fn run_async(
@@ -58,24 +58,179 @@ async fn run_async(
     out: &Out,
     place: &Place<'_>,
     commit: git2::Oid,
+    stop: &mut watch::Receiver<StopLevel>,
 ) -> Result<Validation> {
-    let pool = &place.pool.name;
-    let (client, t) = docker::find_pool_target(place.config, place.pool, place.docker)
-        .await
-        .map_err(|why| {
-            Error::CannotStart(format!(
-                "cannot validate in docker pool `{pool}` ([validate] pool): {why}"
-            ))
-        })?;
-    let repo_dir = place
-        .config
-        .workspace
-        .repo
-        .canonicalize()
-        .unwrap_or_else(|_| place.config.workspace.repo.clone());
+    let mut site = Container::open(r, out, place, commit).await?;
+    let t = &site.t;
+    emit(
+        out,
+        r.echo,
+        format!(
+            "[flocks] validating in docker container `{}` (pool `{}`) at {}\n",
+            t.name, place.pool.name, site.cwd
+        )
+        .as_bytes(),
+    );
+    if !site.reaper {
+        let note = docker::no_reaper_note(&t.name, "validate commands");
+        emit(out, r.echo, format!("[flocks] {note}\n").as_bytes());
+    }
+    each_command(r, out, &mut site, stop).await
+}
+
+/// Validation cannot run in the pool: why.
+fn cannot(pool: &str, why: impl std::fmt::Display) -> Error {
+    Error::CannotStart(format!(
+        "cannot validate in docker pool `{pool}` ([validate] pool): {why}"
+    ))
+}
+
+/// The pool's container, where each command starts as an agent does; the
+/// host `.git` guard watches each one when the container reaches the repo.
+struct Container<'r> {
+    r: &'r Run<'r>,
+    pool: String,
+    client: Docker,
+    t: Target,
+    reaper: bool,
+    /// Where the commands run in the container.
+    cwd: String,
+    /// The project's key, in each command's tag.
+    key: String,
+    guard: Option<Arc<Guard>>,
+    /// The running command's tag and guard ticket.
+    tag: String,
+    ticket: Option<u64>,
+    out: Out,
+}
+
+impl<'r> Container<'r> {
+    /// Find the pool's container and where in it the commit is checked out.
+    async fn open(r: &'r Run<'r>, out: &Out, place: &Place<'_>, commit: git2::Oid) -> Result<Self> {
+        let pool = &place.pool.name;
+        let (client, t) = docker::find_pool_target(place.config, place.pool, place.docker)
+            .await
+            .map_err(|why| cannot(pool, why))?;
+        let repo_dir = place
+            .config
+            .workspace
+            .repo
+            .canonicalize()
+            .unwrap_or_else(|_| place.config.workspace.repo.clone());
+        let reaper = docker::probe_reaper(&client, &t).await;
+        let cwd = workdir(r, place, &client, &t, reaper, &repo_dir, commit).await?;
+        let git_dir = crate::git::open(&repo_dir)
+            .map(|repo| repo.commondir().to_path_buf())
+            .unwrap_or_else(|_| repo_dir.join(".git"));
+        // The guard watches the host repo wherever the container can reach it.
+        let guard = t.repo.is_some().then(|| crate::guard::for_repo(&git_dir));
+        Ok(Container {
+            r,
+            pool: pool.clone(),
+            client,
+            t,
+            reaper,
+            cwd,
+            key: crate::project::key_of(&place.config.state_dir()),
+            guard,
+            tag: String::new(),
+            ticket: None,
+            out: out.clone(),
+        })
+    }
+
+    /// The guard's check of the command that ended: what it changed.
+    async fn end_guard(&mut self) -> Option<String> {
+        match (self.guard.clone(), self.ticket.take()) {
+            (Some(g), Some(ticket)) => tokio::task::spawn_blocking(move || g.end(ticket))
+                .await
+                .unwrap_or(None),
+            _ => None,
+        }
+    }
+
+    fn say(&self, line: &str) {
+        emit(
+            &self.out,
+            self.r.echo,
+            format!("[flocks] {line}\n").as_bytes(),
+        );
+    }
+
+    /// Start `spec` here under the reaper when there is one: its output as
+    /// chunks, its exit code (or why it was lost) as the last one, stopped
+    /// through the reaper, else by its tag.
+    async fn start_in(
+        &self,
+        spec: &CommandSpec,
+    ) -> std::result::Result<Running, docker::ExecError> {
+        let argv = spec.argv();
+        let Some((program, args)) = argv.split_first() else {
+            return Err(docker::ExecError::Engine("the command is empty".into()));
+        };
+        let x = docker::Exec {
+            program: program.clone(),
+            args,
+            env: command_env(self.r, &self.tag),
+            cwd: &self.cwd,
+            stdin: Vec::new(),
+            grace: self.r.grace,
+        };
+        let (client, t) = (&self.client, &self.t);
+        let docker::Started {
+            exec,
+            output,
+            input,
+            writer,
+        } = docker::start(client, t, self.reaper, x).await?;
+        let (tx, rx) = mpsc::channel(256);
+        let control = DockerControl::of(
+            client,
+            t,
+            &self.tag,
+            self.r.grace,
+            tx.clone(),
+            input.clone(),
+        );
+        let (client, t) = (client.clone(), t.clone());
+        tokio::spawn(async move {
+            let lost = pump(output, &tx, &t).await;
+            writer.abort();
+            if let Some(held) = &input
+                && let Some(mut w) = held.lock().await.take()
+            {
+                let _ = w.shutdown().await;
+            }
+            let info = match lost {
+                Some(why) => ExitInfo {
+                    lost: Some(why),
+                    ..ExitInfo::default()
+                },
+                None => exit_of(&client, &exec, &t).await,
+            };
+            let _ = tx.send(Chunk::Exited(info)).await;
+        });
+        Ok(Running {
+            output: rx,
+            control: Control::Docker(control),
+        })
+    }
+}
+
+/// Where in the container the commit is checked out: in clone mode a
+/// worktree of the container's clone, in mount mode the land worktree's
+/// path through the mount.
+async fn workdir(
+    r: &Run<'_>,
+    place: &Place<'_>,
+    client: &Docker,
+    t: &Target,
+    reaper: bool,
+    repo_dir: &Path,
+    commit: git2::Oid,
+) -> Result<String> {
     let host_dir = r.dir.canonicalize().unwrap_or_else(|_| r.dir.to_path_buf());
-    let reaper = docker::probe_reaper(&client, &t).await;
-    let cwd = match place.docker.workspace {
+    match place.docker.workspace {
         WorkspaceMode::Clone => {
             let name = format!(
                 "@{}",
@@ -85,24 +240,12 @@ async fn run_async(
                     .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric()))
                     .unwrap_or_else(|| "land".into())
             );
-            docker::checkout_commit(
-                place.config,
-                place.docker,
-                &client,
-                &t,
-                reaper,
-                &name,
-                commit,
-            )
-            .await
-            .map_err(|why| {
-                Error::CannotStart(format!(
-                    "cannot validate in docker pool `{pool}` ([validate] pool): {why}"
-                ))
-            })?
+            docker::checkout_commit(place.config, place.docker, client, t, reaper, &name, commit)
+                .await
+                .map_err(|why| cannot(&place.pool.name, why))
         }
         WorkspaceMode::Mount => {
-            let rel = host_dir.strip_prefix(&repo_dir).map_err(|_| {
+            let rel = host_dir.strip_prefix(repo_dir).map_err(|_| {
                 Error::Usage(format!(
                     "the land worktree {} is not inside the repo {} that docker container `{}` mounts, \
                      so [validate] pool cannot run there",
@@ -114,249 +257,110 @@ async fn run_async(
             let mount = t.repo.as_deref().unwrap_or_default();
             // This runtime runs nothing else: blocking here is fine.
             docker::give_to_repo_owner(place.config, &host_dir);
-            Path::new(mount).join(rel).display().to_string()
+            Ok(Path::new(mount).join(rel).display().to_string())
         }
-    };
-    let key = crate::project::key_of(&place.config.state_dir());
-    let git_dir = crate::git::open(&repo_dir)
-        .map(|repo| repo.commondir().to_path_buf())
-        .unwrap_or_else(|_| repo_dir.join(".git"));
-    // The guard watches the host repo wherever the container can reach it.
-    let guard = t.repo.is_some().then(|| crate::guard::for_repo(&git_dir));
-    emit(
-        out,
-        r.echo,
-        format!(
-            "[flocks] validating in docker container `{}` (pool `{pool}`) at {cwd}\n",
-            t.name
-        )
-        .as_bytes(),
-    );
-    if !reaper {
-        emit(
-            out,
-            r.echo,
-            format!(
-                "[flocks] {}\n",
-                docker::no_reaper_note(&t.name, "validate commands")
-            )
-            .as_bytes(),
-        );
     }
-    let deadline = r.timeout.map(|t| Instant::now() + t);
-    for (n, spec) in r.commands.iter().enumerate() {
-        emit(out, r.echo, format!("$ {spec}\n").as_bytes());
-        let tag = format!("{key}:validate:{}-{n}", std::process::id());
-        let ticket = guard.as_ref().map(|g| g.begin());
-        let ended = one(
-            r,
-            out,
-            &client,
-            &t,
-            reaper,
-            &cwd,
-            &tag,
-            spec.argv(),
-            deadline,
-        )
-        .await;
-        let violation = match (guard.clone(), ticket) {
-            (Some(g), Some(ticket)) => tokio::task::spawn_blocking(move || g.end(ticket))
-                .await
-                .unwrap_or(None),
-            _ => None,
-        };
-        let ended = ended.map_err(|why| {
-            Error::CannotStart(format!(
-                "cannot validate in docker pool `{pool}` ([validate] pool): {why}"
-            ))
-        })?;
-        if let Some(v) = violation {
-            let reason = format!("it changed {v} in the host's git dir (undone)");
-            emit(
-                out,
-                r.echo,
-                format!("validation failed: {spec}: {reason}\n").as_bytes(),
-            );
-            return Ok(Validation::Failed {
-                command: spec.to_string(),
-                reason,
-            });
-        }
-        let reason = match ended {
-            Ended::Exited(Some(0)) => continue,
-            Ended::Exited(Some(c)) => format!("exit status {c}"),
-            Ended::Exited(None) => "no exit status (the container may have stopped)".into(),
-            Ended::Interrupted => {
-                emit(out, r.echo, format!("interrupted: {spec}\n").as_bytes());
-                return Ok(Validation::Interrupted {
-                    command: spec.to_string(),
-                });
-            }
-            Ended::TimedOut => format!(
-                "timed out after {}s ([validate] timeout_secs)",
-                r.timeout.unwrap_or_default().as_secs_f64()
-            ),
-        };
-        emit(
-            out,
-            r.echo,
-            format!("validation failed: {spec}: {reason}\n").as_bytes(),
-        );
-        return Ok(Validation::Failed {
-            command: spec.to_string(),
-            reason,
-        });
-    }
-    Ok(Validation::Passed)
 }
 
-/// Run one command in the container to its end, its timeout or a Ctrl-C,
-/// under the reaper when there is one; then sweep what carries its tag.
-/// Err: the container could not run it.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site, each argument distinct"
-)]
-async fn one(
-    r: &Run<'_>,
-    out: &Out,
-    client: &Docker,
-    t: &Target,
-    reaper: bool,
-    cwd: &str,
-    tag: &str,
-    argv: Vec<String>,
-    deadline: Option<Instant>,
-) -> std::result::Result<Ended, docker::ExecError> {
-    let Some((program, args)) = argv.split_first() else {
-        return Ok(Ended::Exited(Some(0)));
-    };
+impl Site for Container<'_> {
+    async fn start(
+        &mut self,
+        n: usize,
+        spec: &CommandSpec,
+    ) -> Result<std::result::Result<Running, String>> {
+        self.tag = format!("{}:validate:{}-{n}", self.key, std::process::id());
+        self.ticket = self.guard.as_ref().map(|g| g.begin());
+        match self.start_in(spec).await {
+            Ok(running) => Ok(Ok(running)),
+            Err(why) => {
+                self.end_guard().await;
+                Err(cannot(&self.pool, why))
+            }
+        }
+    }
+
+    /// The tag sweep (all there is without the reaper, a second look with
+    /// it), then the guard's check.
+    async fn ended(&mut self, _n: usize, stopped: bool) -> Option<String> {
+        let grace = if stopped {
+            self.r.grace
+        } else {
+            self.r.grace.min(Duration::from_secs(2))
+        };
+        match docker::stop_tagged(&self.client, &self.t, &self.tag, grace).await {
+            Ok(report) if scripts::stopped_any(&report) && !stopped => self.say(&format!(
+                "the command exited; stopped what it left running ({})",
+                report.trim()
+            )),
+            Ok(_) => {}
+            Err(why) => self.say(&format!("stopping the command: {why}")),
+        }
+        self.end_guard().await
+    }
+
+    fn lost(&self, why: String) -> Result<String> {
+        Err(cannot(&self.pool, why))
+    }
+}
+
+/// A command's environment in the container: its tag, the credential
+/// variables to remove, git's trust in the host path.
+fn command_env(r: &Run, tag: &str) -> Vec<String> {
     let unset: Vec<&str> = r
         .scrub
         .iter()
         .map(String::as_str)
         .filter(|k| scripts::is_var_name(k))
         .collect();
-    let env = vec![
+    vec![
         format!("{}={tag}", crate::agent::spec::TAG_VAR),
         format!("FLOCKS_UNSET={}", unset.join(" ")),
         // git checks ownership along the host path in the worktree's link.
         "GIT_CONFIG_COUNT=1".into(),
         "GIT_CONFIG_KEY_0=safe.directory".into(),
         "GIT_CONFIG_VALUE_0=*".into(),
-    ];
-    let x = docker::Exec {
-        program: program.clone(),
-        args,
-        env,
-        cwd,
-        stdin: Vec::new(),
-        grace: r.grace,
-    };
-    let docker::Started {
-        exec,
-        mut output,
-        input,
-        writer,
-    } = docker::start(client, t, reaper, x).await?;
-    let mut stopped: Option<Ended> = None;
-    loop {
-        let stop = if INTERRUPTED.load(Ordering::SeqCst) {
-            Some(Ended::Interrupted)
-        } else if deadline.is_some_and(|d| Instant::now() >= d) {
-            Some(Ended::TimedOut)
-        } else {
-            None
+    ]
+}
+
+/// Copy the exec's output to `tx` until it ends. Some(why): the engine
+/// failed.
+async fn pump<S>(mut output: S, tx: &mpsc::Sender<Chunk>, t: &Target) -> Option<String>
+where
+    S: futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+{
+    while let Some(item) = output.next().await {
+        let chunk = match item {
+            Ok(LogOutput::StdErr { message }) => Chunk::Stderr(message.to_vec()),
+            Ok(other) => Chunk::Stdout(other.into_bytes().to_vec()),
+            Err(e) => return Some(docker::engine::describe(&e, &t.name)),
         };
-        if let Some(why) = stop {
-            stopped = Some(why);
+        if tx.send(chunk).await.is_err() {
             break;
         }
-        match tokio::time::timeout(Duration::from_millis(100), output.next()).await {
-            Err(_) => continue,
-            Ok(None) => break,
-            Ok(Some(Ok(LogOutput::StdErr { message }))) => emit(out, r.echo, &message),
-            Ok(Some(Ok(other))) => emit(out, r.echo, &other.into_bytes()),
-            Ok(Some(Err(e))) => {
-                return Err(docker::ExecError::Engine(docker::engine::describe(
-                    &e, &t.name,
-                )));
-            }
-        }
     }
-    if stopped.is_some()
-        && let Some(held) = &input
-        && docker::tell(held, r.grace).await
-    {
-        // The reaper stops the tree (TERM, grace, KILL) and exits: let the
-        // stream end with it.
-        let _ = tokio::time::timeout(r.grace + Duration::from_secs(5), async {
-            while let Some(item) = output.next().await {
-                if let Ok(o) = item {
-                    emit(out, r.echo, &o.into_bytes());
-                }
-            }
-        })
-        .await;
-    }
-    writer.abort();
-    if let Some(held) = &input
-        && let Some(mut w) = held.lock().await.take()
-    {
-        let _ = w.shutdown().await;
-    }
-    // The tag sweep: all there is without the reaper, and a second look with it.
-    let grace = if stopped.is_some() {
-        r.grace
-    } else {
-        r.grace.min(Duration::from_secs(2))
-    };
-    match docker::stop_tagged(client, t, tag, grace).await {
-        Ok(report) if scripts::stopped_any(&report) && stopped.is_none() => emit(
-            out,
-            r.echo,
-            format!(
-                "[flocks] the command exited; stopped what it left running ({})\n",
-                report.trim()
-            )
-            .as_bytes(),
-        ),
-        Ok(_) => {}
-        Err(why) => emit(
-            out,
-            r.echo,
-            format!("[flocks] stopping the command: {why}\n").as_bytes(),
-        ),
-    }
-    if let Some(why) = stopped {
-        // Let the stream end now that its processes are gone.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(item) = output.next().await {
-                if let Ok(o) = item {
-                    emit(out, r.echo, &o.into_bytes());
-                }
-            }
-        })
-        .await;
-        return Ok(why);
-    }
-    let mut code = None;
+    None
+}
+
+/// The exec's exit code once docker says it is over (None: no exit status).
+async fn exit_of(client: &Docker, exec: &str, t: &Target) -> ExitInfo {
     for _ in 0..50 {
-        match client.inspect_exec(&exec).await {
+        match client.inspect_exec(exec).await {
             Ok(i) if i.running == Some(true) => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
             Ok(i) => {
-                code = i.exit_code;
-                break;
+                return ExitInfo {
+                    code: i.exit_code.map(|c| c as i32),
+                    ..ExitInfo::default()
+                };
             }
             Err(e) => {
-                return Err(docker::ExecError::Engine(docker::engine::describe(
-                    &e, &t.name,
-                )));
+                return ExitInfo {
+                    lost: Some(docker::engine::describe(&e, &t.name)),
+                    ..ExitInfo::default()
+                };
             }
         }
     }
-    Ok(Ended::Exited(code))
+    ExitInfo::default()
 }

@@ -5,10 +5,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::validate::{self, Run, SignalGuard, Validation};
+use super::validate::{self, Run, Validation};
 use super::validate_docker::{self, Place};
+use tokio::sync::watch;
+
 use crate::config::CommandSpec;
 use crate::error::Result;
+use crate::watch::StopLevel;
 
 /// Validation of a built commit in the land worktree: `[validate] commands`
 /// with `timeout_secs`, credential variables removed, output to a log.
@@ -20,9 +23,10 @@ pub(crate) struct Validator<'a> {
     timeout: Option<Duration>,
     grace: Duration,
     scrub: Vec<String>,
-    /// Catch SIGINT and SIGTERM while the commands run (false inside `flocks
-    /// run`, whose dispatcher handles them and calls `validate::interrupt`).
-    signals: bool,
+    /// What says stop while the commands run: inside `flocks run`, its
+    /// dispatcher's stop level; else (None) SIGINT and SIGTERM, caught
+    /// while the commands run.
+    stop: Option<watch::Receiver<StopLevel>>,
 }
 
 impl<'a> Validator<'a> {
@@ -67,7 +71,7 @@ impl<'a> Validator<'a> {
             timeout: config.validate.timeout,
             grace: config.kill_grace,
             scrub,
-            signals: true,
+            stop: None,
         })
     }
 
@@ -77,9 +81,10 @@ impl<'a> Validator<'a> {
         self
     }
 
-    /// Leave SIGINT and SIGTERM to the caller (a run's dispatcher).
-    pub fn without_signals(mut self) -> Self {
-        self.signals = false;
+    /// Stop when `stop` says so, and leave SIGINT and SIGTERM to the
+    /// caller (a run's dispatcher).
+    pub fn with_stop(mut self, stop: watch::Receiver<StopLevel>) -> Self {
+        self.stop = Some(stop);
         self
     }
 
@@ -105,10 +110,16 @@ impl<'a> Validator<'a> {
             env: &[],
         };
         let out = validate::open_log(&r)?;
-        let _signals = self.signals.then(SignalGuard::install);
+        let (_caught, mut stop) = match &self.stop {
+            Some(stop) => (None, stop.clone()),
+            None => {
+                let (caught, stop) = super::signals::catch();
+                (Some(caught), stop)
+            }
+        };
         match &self.docker {
-            Some(place) => validate_docker::run(&r, &out, place, commit),
-            None => validate::run(&r, &out),
+            Some(place) => validate_docker::run(&r, &out, place, commit, &mut stop),
+            None => validate::run(&r, &out, &mut stop),
         }
     }
 }

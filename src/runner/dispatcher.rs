@@ -375,13 +375,10 @@ impl Dispatcher {
                     self.jobs.insert(handle.id(), task);
                 }
                 Effect::StopAgents(level) => {
+                    // Agents, and best-of tasks being judged (their validation too).
                     for stop in self.stops.values() {
                         // Fails only when the executor already ended: nothing to stop.
                         let _ = stop.send(level);
-                    }
-                    // A best-of task's validation being judged stops too.
-                    if level > StopLevel::Run && !self.judging.is_empty() {
-                        crate::land::interrupt_validation();
                     }
                 }
                 // Started at the next save, once the task's branch is

@@ -84,7 +84,8 @@ pub async fn judge(
     } = job;
     let project = env.project.clone();
     let records = variants.clone();
-    let cands = tokio::task::spawn_blocking(move || evaluate(&project, &records))
+    let halt = stop.clone();
+    let cands = tokio::task::spawn_blocking(move || evaluate(&project, &records, halt))
         .await?
         .map_err(|source| JudgeError::Evaluate {
             task: task.clone(),

@@ -47,7 +47,8 @@ pub mod reconcile;
 pub mod setup;
 pub mod sink;
 pub mod start_from;
-pub(crate) mod watch;
+// The one stop-escalation loop lives below land/ (validation uses it too).
+use crate::watch;
 
 use std::path::PathBuf;
 
@@ -55,15 +56,7 @@ use crate::state::{Outcome, ResultInfo};
 
 pub use dispatcher::{Dispatcher, RunOptions};
 
-/// How hard to stop running agents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum StopLevel {
-    Run,
-    /// SIGTERM, grace, SIGKILL.
-    Graceful,
-    /// SIGKILL now.
-    Kill,
-}
+pub use crate::watch::StopLevel;
 
 /// What executors tell the dispatcher.
 #[derive(Debug)]

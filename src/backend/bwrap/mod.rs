@@ -431,6 +431,7 @@ impl BwrapBackend {
             prompt: spec.prompt,
             grace: self.grace,
             wrapped: true,
+            quiet: false,
         })
     }
 

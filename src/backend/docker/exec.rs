@@ -190,6 +190,29 @@ pub(super) struct Ctl {
 }
 
 impl DockerControl {
+    /// How to stop a program [`start`]ed outside an attempt (a `[validate]
+    /// pool` command): through its reaper's stdin (`input`), else by its
+    /// tag; what goes wrong goes to `notes`.
+    pub fn of(
+        docker: &Docker,
+        t: &Target,
+        tag: &str,
+        grace: Duration,
+        notes: mpsc::Sender<Chunk>,
+        input: Option<Held>,
+    ) -> DockerControl {
+        DockerControl {
+            inner: Some(Arc::new(Ctl {
+                docker: docker.clone(),
+                target: t.clone(),
+                tag: tag.to_string(),
+                grace,
+                notes,
+                input,
+            })),
+        }
+    }
+
     pub fn terminate(&self) {
         if let Some(c) = &self.inner {
             tokio::spawn(stop(c.clone(), c.grace));

@@ -2,15 +2,25 @@
 //! command) until it exits, its deadline passes, it stalls, a stop is
 //! requested or its watcher asks it to stop; stop it with TERM (the backend's
 //! graceful policy), then KILL once `grace` (and a margin) has passed, and
-//! give up when even KILL is not confirmed.
+//! give up when even KILL is not confirmed. Used by the runner (agents,
+//! setup commands) and by land's validation (host or docker pool).
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
-use super::StopLevel;
 use crate::backend::{Chunk, ExitInfo, Running};
+
+/// How hard to stop running agents (and validation commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopLevel {
+    Run,
+    /// SIGTERM, grace, SIGKILL.
+    Graceful,
+    /// SIGKILL now.
+    Kill,
+}
 
 /// How long after a kill flocks waits for the backend to confirm the end.
 const AFTER_KILL: Duration = Duration::from_secs(10);
