@@ -221,7 +221,6 @@ pub(crate) fn execute(
     lock: &LandLock,
 ) -> Result<Report> {
     let repo = crate::git::open(project.repo_dir())?;
-    let refname = format!("refs/heads/{}", plan.target);
     let mut report = Report {
         target: plan.target.clone(),
         old_tip: plan.target_tip,
@@ -235,57 +234,14 @@ pub(crate) fn execute(
         rounds: Vec::new(),
         stopped: None,
     };
-
-    if let Some(wt) = &plan.checkout
-        && !plan.dirty.is_empty()
-        && plan.has_work()
-    {
-        report.stopped = Some(target::dirty_message(&plan.target, wt, &plan.dirty));
+    report.stopped = refusal(&repo, plan)?;
+    if report.stopped.is_some() {
         return Ok(report);
     }
-    let now = crate::git::branch_tip(&repo, &plan.target)?;
-    if now != Some(plan.target_tip) {
-        report.stopped = Some(format!(
-            "{} moved since the plan was made (was {}, now {}); nothing was changed: run flocks land again",
-            plan.target,
-            short(plan.target_tip),
-            now.map(short).unwrap_or_else(|| "gone".into())
-        ));
-        return Ok(report);
-    }
-
     // Build the chain, task by task, then validate it in the land worktree.
     let mut chain = Chain::build(&repo, plan)?;
     if chain.tip() != plan.target_tip {
-        report.validation = if opts.no_validate {
-            Validation::Skipped
-        } else if project.config.validate.commands.is_empty() {
-            Validation::NotConfigured
-        } else {
-            let validator = Validator::new(project, &repo)?;
-            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
-            let logs = project.state_dir().join("land-logs");
-            if opts.bisect {
-                let mut b = bisect::Bisection {
-                    repo: &repo,
-                    plan,
-                    chain: &mut chain,
-                    validator: &validator,
-                    dir: logs.join(format!("{stamp}-bisect")),
-                    rounds: &mut report.rounds,
-                    echo: opts.echo,
-                    progress: opts.progress,
-                };
-                let found = b.run()?;
-                report.log = found.log;
-                report.stopped = found.stopped;
-                found.validation
-            } else {
-                let log = logs.join(format!("{stamp}.log"));
-                report.log = Some(log.clone());
-                validator.run(&repo, chain.tip(), &log, opts.echo)?
-            }
-        };
+        report.validation = validate_chain(project, &repo, plan, &mut chain, opts, &mut report)?;
     }
     let tip = chain.tip();
     report.tasks = chain.reports(plan);
@@ -293,7 +249,6 @@ pub(crate) fn execute(
     if report.validation.failed() {
         return Ok(report);
     }
-
     let mut log = LandLog::load(&project.state_dir())?;
     let mut record = LandRecord {
         at: chrono::Utc::now(),
@@ -317,23 +272,97 @@ pub(crate) fn execute(
         return Ok(report);
     }
     record.validated = report.validation == Validation::Passed;
-
     // Record the intent, move, record the result.
     log.lands.push(record);
     log.save(&project.state_dir(), lock)?;
+    move_target(&repo, plan, tip, &mut report, &mut log)?;
+    log.save(&project.state_dir(), lock)?;
+    Ok(report)
+}
+
+/// Why the land cannot begin (nothing changed): the target's checkout has
+/// uncommitted changes, or the target moved since the plan was made.
+fn refusal(repo: &git2::Repository, plan: &Plan) -> Result<Option<String>> {
+    if let Some(wt) = &plan.checkout
+        && !plan.dirty.is_empty()
+        && plan.has_work()
+    {
+        return Ok(Some(target::dirty_message(&plan.target, wt, &plan.dirty)));
+    }
+    let now = crate::git::branch_tip(repo, &plan.target)?;
+    if now != Some(plan.target_tip) {
+        return Ok(Some(format!(
+            "{} moved since the plan was made (was {}, now {}); nothing was changed: run flocks land again",
+            plan.target,
+            short(plan.target_tip),
+            now.map(short).unwrap_or_else(|| "gone".into())
+        )));
+    }
+    Ok(None)
+}
+
+/// Validate the chain's tip (or, with `--bisect`, find the tasks that break
+/// it and leave them out of the chain); the log and why it stopped go in
+/// `report`.
+fn validate_chain(
+    project: &Project,
+    repo: &git2::Repository,
+    plan: &Plan,
+    chain: &mut Chain,
+    opts: &LandOptions,
+    report: &mut Report,
+) -> Result<Validation> {
+    if opts.no_validate {
+        return Ok(Validation::Skipped);
+    }
+    if project.config.validate.commands.is_empty() {
+        return Ok(Validation::NotConfigured);
+    }
+    let validator = Validator::new(project, repo)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let logs = project.state_dir().join("land-logs");
+    if !opts.bisect {
+        let log = logs.join(format!("{stamp}.log"));
+        report.log = Some(log.clone());
+        return validator.run(repo, chain.tip(), &log, opts.echo);
+    }
+    let mut b = bisect::Bisection {
+        repo,
+        plan,
+        chain,
+        validator: &validator,
+        dir: logs.join(format!("{stamp}-bisect")),
+        rounds: &mut report.rounds,
+        echo: opts.echo,
+        progress: opts.progress,
+    };
+    let found = b.run()?;
+    report.log = found.log;
+    report.stopped = found.stopped;
+    Ok(found.validation)
+}
+
+/// Move the target to `tip` (refused when its checkout or the target
+/// changed meanwhile: `report.stopped` says so, and the pending record is
+/// dropped).
+fn move_target(
+    repo: &git2::Repository,
+    plan: &Plan,
+    tip: Oid,
+    report: &mut Report,
+    log: &mut LandLog,
+) -> Result<()> {
+    let landed = report
+        .tasks
+        .iter()
+        .filter(|t| matches!(t.outcome, TaskOutcome::Landed { .. }))
+        .count();
     let message = format!(
         "flocks land: {}",
-        crate::output::units::count(
-            report
-                .tasks
-                .iter()
-                .filter(|t| matches!(t.outcome, TaskOutcome::Landed { .. }))
-                .count(),
-            "task"
-        )
+        crate::output::units::count(landed, "task")
     );
-    let moved = target::move_ref(&repo, &refname, plan.target_tip, tip, &message)?;
-    match moved {
+    let refname = format!("refs/heads/{}", plan.target);
+    match target::move_ref(repo, &refname, plan.target_tip, tip, &message)? {
         Ok(checkout) => {
             report.moved = true;
             report.lands = 1;
@@ -347,8 +376,7 @@ pub(crate) fn execute(
             log.lands.pop();
         }
     }
-    log.save(&project.state_dir(), lock)?;
-    Ok(report)
+    Ok(())
 }
 
 /// What `--undo` would do.

@@ -69,74 +69,25 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
         requeue: marks,
     } = req;
     let config = project.config.clone();
-    let repo = check_repo(&config)?;
-    // A local pool that cannot find the agent stops the run before anything
-    // (lock, state, worktrees) is created.
-    check_agents(&config)?;
-    // A Slurm pool whose jobs its scheduler refuses (a bad partition) is a
-    // config error before anything is submitted.
-    let scheduler_notes: Vec<String> = check_schedulers(&config)?
-        .into_iter()
-        .filter_map(|c| c.said.err().map(|e| format!("pool {}: {e}", c.pool)))
-        .collect();
-    // A header variable of [[notify]] that is not set is a config error.
-    let notify = crate::notify::Notifiers::start(&config)?;
-    let _lock = project.lock(command)?;
-    let mut state = project.store.load()?;
-    check_no_live_run(&project, &state)?;
-    check_branches(&repo, &state, &tasks)?;
-    drop(repo);
-
+    let Checked {
+        _lock,
+        mut state,
+        scheduler_notes,
+        notify,
+    } = check(&project, &tasks, command)?;
     let key = project.key();
-    let mut notices = crate::runner::reconcile::reconcile(&mut state, &config, &key);
-    notices.extend(scheduler_notes);
-    if let Some(note) = dirty_checkout_note(&config) {
-        notices.push(note);
-    }
-    // What the command runs again (`retry`, `land --resolve`) is queued
-    // first, so that the notes below never call it "not run again".
-    requeue(&mut state, &config, marks)?;
-    notices.extend(merge_tasks(
+    let mut notices = begin(
+        &project,
         &mut state,
-        &tasks,
-        &config,
-        &opts,
-        scope.as_ref(),
-    ));
-    // A new run: disabled credentials get another chance, since the user acted.
-    for (name, c) in state.credentials.iter_mut() {
-        if let Some(why) = c.disabled.take() {
-            notices.push(format!(
-                "credential {name} was disabled ({why}); trying it again"
-            ));
-        }
-    }
-    let now = Utc::now();
-    state.run = Some(RunInfo {
-        id: next_run_id(state.run.as_ref().map(|r| r.id.as_str()), now),
-        pid: std::process::id(),
-        started_at: now,
-        ended_at: None,
-        supervise: opts.supervise,
-        pid_start: crate::state::process_start(std::process::id()),
-        waiting: None,
-    });
-    project.store.save(&state)?;
-    // Saved whole: the dispatcher's journal starts from here.
-    state.changed.clear();
-
-    // Worktrees, excludes, backends.
-    let repo = crate::git::open(&config.workspace.repo)?;
-    let excludes = crate::git::exclude_patterns(
-        &config.workspace.repo,
-        &[project.state_dir(), config.worktrees_dir()],
-    );
-    crate::git::ensure_excluded(&repo, &excludes)?;
-    drop(repo);
-    let worktrees = Arc::new(
-        crate::git::Worktrees::new(&config.workspace.repo, &config.worktrees_dir())?
-            .with_max_spares(config.workspace.max_spare_worktrees),
-    );
+        Begin {
+            tasks: &tasks,
+            opts: &opts,
+            scope: scope.as_ref(),
+            marks,
+            scheduler_notes,
+        },
+    )?;
+    let worktrees = worktrees(&project)?;
     let creds = Credentials::from_env(&config);
     for (name, var) in creds.missing() {
         notices.push(format!(
@@ -156,36 +107,7 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
             notices.push(format!("pool {} is not used in this run: {why}", p.name));
         }
     }
-    // The model proxy and egress gate, when a pool injects a flocks
-    // credential or `[network]` is set.
-    let (proxy, proxy_events) = if crate::proxy::needed(&config) {
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        let proxy = crate::proxy::Proxy::start(&config, Some(tx.clone())).map_err(|e| match e {
-            crate::proxy::StartError::Upstream(why) => Error::Usage(why),
-            e => Error::CannotStart(e.to_string()),
-        })?;
-        notices.extend(proxy_notices(&config));
-        let proxy = Arc::new(proxy);
-        // Whether the model API answers, said without holding the run up.
-        if config
-            .pools
-            .iter()
-            .any(|p| p.credential != crate::config::CredentialChoice::Default)
-        {
-            let p = proxy.clone();
-            runtime.spawn(async move {
-                if let Err(why) = p.check_upstream().await {
-                    let message = format!(
-                        "{why}: an attempt whose agent cannot reach it ends as spawn_failed"
-                    );
-                    let _ = tx.send(crate::proxy::ProxyEvent::Notice(message)).await;
-                }
-            });
-        }
-        (Some(proxy), Some(rx))
-    } else {
-        (None, None)
-    };
+    let (proxy, proxy_events) = start_proxy(&config, &runtime, &mut notices)?;
     let redactor = Arc::new(Redactor::new(creds.secrets()));
     let mut reporters = reporters(&project, opts.progress, notify);
     for message in notices {
@@ -228,6 +150,147 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
         stopped_because: summary.stopped_because,
         interrupted: summary.interrupted,
     })
+}
+
+/// What the checks before a run leave: the project's lock, its state, what
+/// the schedulers said, the notifiers.
+struct Checked {
+    _lock: crate::state::ProjectLock,
+    state: crate::state::State,
+    scheduler_notes: Vec<String>,
+    notify: crate::notify::Notifiers,
+}
+
+/// The checks before anything is created (repo, agents, schedulers,
+/// notifiers), then the lock, the state and the checks that need them.
+fn check(project: &Project, tasks: &TaskSet, command: &str) -> Result<Checked> {
+    let config = &project.config;
+    let repo = check_repo(config)?;
+    // A local pool that cannot find the agent stops the run before anything
+    // (lock, state, worktrees) is created.
+    check_agents(config)?;
+    // A Slurm pool whose jobs its scheduler refuses (a bad partition) is a
+    // config error before anything is submitted.
+    let scheduler_notes: Vec<String> = check_schedulers(config)?
+        .into_iter()
+        .filter_map(|c| c.said.err().map(|e| format!("pool {}: {e}", c.pool)))
+        .collect();
+    // A header variable of [[notify]] that is not set is a config error.
+    let notify = crate::notify::Notifiers::start(config)?;
+    let lock = project.lock(command)?;
+    let state = project.store.load()?;
+    check_no_live_run(project, &state)?;
+    check_branches(&repo, &state, tasks)?;
+    Ok(Checked {
+        _lock: lock,
+        state,
+        scheduler_notes,
+        notify,
+    })
+}
+
+/// What a run begins with, besides the project and its state.
+struct Begin<'a> {
+    tasks: &'a TaskSet,
+    opts: &'a RunOptions,
+    scope: Option<&'a HashSet<String>>,
+    /// What the command runs again.
+    marks: Requeue,
+    /// What the schedulers said (shown after what reconciling found).
+    scheduler_notes: Vec<String>,
+}
+
+/// The run begins in the state: what a dead run left is reconciled, what
+/// the command runs again is queued, the task list merged, disabled
+/// credentials given another chance, the run recorded and saved. Returns
+/// the notes to show.
+fn begin(project: &Project, state: &mut crate::state::State, b: Begin) -> Result<Vec<String>> {
+    let config = &project.config;
+    let mut notices = crate::runner::reconcile::reconcile(state, config, &project.key());
+    notices.extend(b.scheduler_notes);
+    if let Some(note) = dirty_checkout_note(config) {
+        notices.push(note);
+    }
+    // What the command runs again (`retry`, `land --resolve`) is queued
+    // first, so that the notes below never call it "not run again".
+    requeue(state, config, b.marks)?;
+    notices.extend(merge_tasks(state, b.tasks, config, b.opts, b.scope));
+    // A new run: disabled credentials get another chance, since the user acted.
+    for (name, c) in state.credentials.iter_mut() {
+        if let Some(why) = c.disabled.take() {
+            notices.push(format!(
+                "credential {name} was disabled ({why}); trying it again"
+            ));
+        }
+    }
+    let now = Utc::now();
+    state.run = Some(RunInfo {
+        id: next_run_id(state.run.as_ref().map(|r| r.id.as_str()), now),
+        pid: std::process::id(),
+        started_at: now,
+        ended_at: None,
+        supervise: b.opts.supervise,
+        pid_start: crate::state::process_start(std::process::id()),
+        waiting: None,
+    });
+    project.store.save(state)?;
+    // Saved whole: the dispatcher's journal starts from here.
+    state.changed.clear();
+    Ok(notices)
+}
+
+/// The run's worktrees (the repo's excludes made sure of first).
+fn worktrees(project: &Project) -> Result<Arc<crate::git::Worktrees>> {
+    let config = &project.config;
+    let repo = crate::git::open(&config.workspace.repo)?;
+    let excludes = crate::git::exclude_patterns(
+        &config.workspace.repo,
+        &[project.state_dir(), config.worktrees_dir()],
+    );
+    crate::git::ensure_excluded(&repo, &excludes)?;
+    drop(repo);
+    Ok(Arc::new(
+        crate::git::Worktrees::new(&config.workspace.repo, &config.worktrees_dir())?
+            .with_max_spares(config.workspace.max_spare_worktrees),
+    ))
+}
+
+/// The receiving end of the proxy's events.
+type ProxyEvents = tokio::sync::mpsc::Receiver<crate::proxy::ProxyEvent>;
+
+/// The model proxy and egress gate, when a pool injects a flocks credential
+/// or `[network]` is set; whether the model API answers is checked without
+/// holding the run up.
+fn start_proxy(
+    config: &crate::config::Config,
+    runtime: &tokio::runtime::Runtime,
+    notices: &mut Vec<String>,
+) -> Result<(Option<Arc<crate::proxy::Proxy>>, Option<ProxyEvents>)> {
+    if !crate::proxy::needed(config) {
+        return Ok((None, None));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let proxy = crate::proxy::Proxy::start(config, Some(tx.clone())).map_err(|e| match e {
+        crate::proxy::StartError::Upstream(why) => Error::Usage(why),
+        e => Error::CannotStart(e.to_string()),
+    })?;
+    notices.extend(proxy_notices(config));
+    let proxy = Arc::new(proxy);
+    if config
+        .pools
+        .iter()
+        .any(|p| p.credential != crate::config::CredentialChoice::Default)
+    {
+        let p = proxy.clone();
+        runtime.spawn(async move {
+            if let Err(why) = p.check_upstream().await {
+                let message =
+                    format!("{why}: an attempt whose agent cannot reach it ends as spawn_failed");
+                let _ = tx.send(crate::proxy::ProxyEvent::Notice(message)).await;
+            }
+        });
+    }
+    Ok((Some(proxy), Some(rx)))
 }
 
 /// What a run with `[network]` says at its start: the pools for which its

@@ -154,26 +154,19 @@ pub fn parse_jsonl(source: &Path, text: &str, rules: &BranchRules) -> Result<Tas
 
 type FieldError = (Option<String>, String);
 
+fn fe(field: &str, msg: impl Into<String>) -> FieldError {
+    (Some(field.to_string()), msg.into())
+}
+
+/// A task line as flocks reads it, field by field (in this order, so that
+/// the first bad field is the one named).
 fn task_from_object(
     mut obj: Map<String, Value>,
     line: usize,
     rules: &BranchRules,
 ) -> Result<Task, FieldError> {
-    fn fe(field: &str, msg: impl Into<String>) -> FieldError {
-        (Some(field.to_string()), msg.into())
-    }
     // A field flocks does not know is a typo, or a field for the template.
     let vars = template_vars(&mut obj, rules)?;
-    fn opt_string(obj: &mut Map<String, Value>, key: &str) -> Result<Option<String>, FieldError> {
-        match obj.remove(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(fe(
-                key,
-                format!("expected a string, found {}", kind(&other)),
-            )),
-        }
-    }
     let id = opt_string(&mut obj, "id")?
         .ok_or_else(|| fe("id", "missing (every task needs a unique id)"))?;
     valid_id(&id).map_err(|m| fe("id", format!("`{id}` {m}")))?;
@@ -185,119 +178,12 @@ fn task_from_object(
     check_branch(&branch, rules).map_err(|m| fe("branch", m.to_string()))?;
     let title = opt_string(&mut obj, "title")?;
     let description = opt_string(&mut obj, "description")?;
-    let depends_on = match obj.remove("depends_on") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s),
-                other => Err(fe(
-                    "depends_on",
-                    format!("expected task ids (strings), found {}", kind(&other)),
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(other) => {
-            return Err(fe(
-                "depends_on",
-                format!("expected an array of task ids, found {}", kind(&other)),
-            ));
-        }
-    };
-    let start_from = match opt_string(&mut obj, "start_from")? {
-        None => StartFrom::Base,
-        Some(v) => StartFrom::parse(&v).ok_or_else(|| {
-            fe(
-                "start_from",
-                format!(
-                    "unknown value `{v}`: use \"{}\"",
-                    StartFrom::VALUES.join("\" or \"")
-                ),
-            )
-        })?,
-    };
-    let expect_commits = match obj.remove("expect_commits") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => b,
-        Some(other) => {
-            return Err(fe(
-                "expect_commits",
-                format!("expected true or false, found {}", kind(&other)),
-            ));
-        }
-    };
-    let max_cost_usd = match obj.remove("max_cost_usd") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(c) if c.is_finite() && c >= 0.0 => Some(c).filter(|c| *c > 0.0),
-            _ => {
-                return Err(fe(
-                    "max_cost_usd",
-                    format!("must be a non-negative number of dollars, found {n}"),
-                ));
-            }
-        },
-        Some(other) => {
-            return Err(fe(
-                "max_cost_usd",
-                format!("expected a number of dollars, found {}", kind(&other)),
-            ));
-        }
-    };
-    let touches = match obj.remove("touches") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => {
-            let patterns = items
-                .into_iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s),
-                    other => Err(fe(
-                        "touches",
-                        format!("expected glob patterns (strings), found {}", kind(&other)),
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if patterns.is_empty() {
-                return Err(fe(
-                    "touches",
-                    "is empty: list the paths the task changes (e.g. [\"src/auth/**\"]), or leave the field out",
-                ));
-            }
-            Some(Footprint::new(&patterns).map_err(|e| fe("touches", e.to_string()))?)
-        }
-        Some(other) => {
-            return Err(fe(
-                "touches",
-                format!(
-                    "expected an array of glob patterns (e.g. [\"src/auth/**\"]), found {}",
-                    kind(&other)
-                ),
-            ));
-        }
-    };
-
-    let best_of = match obj.remove("best_of") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n))
-            if n.as_u64()
-                .is_some_and(|n| (1..=u64::from(crate::config::MAX_BEST_OF)).contains(&n)) =>
-        {
-            n.as_u64().map(|n| n as u32)
-        }
-        Some(other) => {
-            return Err(fe(
-                "best_of",
-                format!(
-                    "expected a whole number of variants from 1 to {}, found {}",
-                    crate::config::MAX_BEST_OF,
-                    match &other {
-                        Value::Number(n) => n.to_string(),
-                        other => kind(other).to_string(),
-                    }
-                ),
-            ));
-        }
-    };
+    let depends_on = depends_on(&mut obj)?;
+    let start_from = start_from(&mut obj)?;
+    let expect_commits = expect_commits(&mut obj)?;
+    let max_cost_usd = max_cost_usd(&mut obj)?;
+    let touches = touches(&mut obj)?;
+    let best_of = best_of(&mut obj)?;
     Ok(Task {
         id,
         prompt,
@@ -321,6 +207,133 @@ fn task_from_object(
         },
         line,
     })
+}
+
+fn opt_string(obj: &mut Map<String, Value>, key: &str) -> Result<Option<String>, FieldError> {
+    match obj.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(fe(
+            key,
+            format!("expected a string, found {}", kind(&other)),
+        )),
+    }
+}
+
+/// The strings of an array field; `what` names them in the error.
+fn strings(items: Vec<Value>, key: &str, what: &str) -> Result<Vec<String>, FieldError> {
+    items
+        .into_iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s),
+            other => Err(fe(
+                key,
+                format!("expected {what} (strings), found {}", kind(&other)),
+            )),
+        })
+        .collect()
+}
+
+fn depends_on(obj: &mut Map<String, Value>) -> Result<Vec<String>, FieldError> {
+    match obj.remove("depends_on") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => strings(items, "depends_on", "task ids"),
+        Some(other) => Err(fe(
+            "depends_on",
+            format!("expected an array of task ids, found {}", kind(&other)),
+        )),
+    }
+}
+
+fn start_from(obj: &mut Map<String, Value>) -> Result<StartFrom, FieldError> {
+    match opt_string(obj, "start_from")? {
+        None => Ok(StartFrom::Base),
+        Some(v) => StartFrom::parse(&v).ok_or_else(|| {
+            fe(
+                "start_from",
+                format!(
+                    "unknown value `{v}`: use \"{}\"",
+                    StartFrom::VALUES.join("\" or \"")
+                ),
+            )
+        }),
+    }
+}
+
+fn expect_commits(obj: &mut Map<String, Value>) -> Result<bool, FieldError> {
+    match obj.remove("expect_commits") {
+        None | Some(Value::Null) => Ok(true),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(other) => Err(fe(
+            "expect_commits",
+            format!("expected true or false, found {}", kind(&other)),
+        )),
+    }
+}
+
+fn max_cost_usd(obj: &mut Map<String, Value>) -> Result<Option<f64>, FieldError> {
+    match obj.remove("max_cost_usd") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(c) if c.is_finite() && c >= 0.0 => Ok(Some(c).filter(|c| *c > 0.0)),
+            _ => Err(fe(
+                "max_cost_usd",
+                format!("must be a non-negative number of dollars, found {n}"),
+            )),
+        },
+        Some(other) => Err(fe(
+            "max_cost_usd",
+            format!("expected a number of dollars, found {}", kind(&other)),
+        )),
+    }
+}
+
+fn touches(obj: &mut Map<String, Value>) -> Result<Option<Footprint>, FieldError> {
+    match obj.remove("touches") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => {
+            let patterns = strings(items, "touches", "glob patterns")?;
+            if patterns.is_empty() {
+                return Err(fe(
+                    "touches",
+                    "is empty: list the paths the task changes (e.g. [\"src/auth/**\"]), or leave the field out",
+                ));
+            }
+            Footprint::new(&patterns)
+                .map(Some)
+                .map_err(|e| fe("touches", e.to_string()))
+        }
+        Some(other) => Err(fe(
+            "touches",
+            format!(
+                "expected an array of glob patterns (e.g. [\"src/auth/**\"]), found {}",
+                kind(&other)
+            ),
+        )),
+    }
+}
+
+fn best_of(obj: &mut Map<String, Value>) -> Result<Option<u32>, FieldError> {
+    match obj.remove("best_of") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n))
+            if n.as_u64()
+                .is_some_and(|n| (1..=u64::from(crate::config::MAX_BEST_OF)).contains(&n)) =>
+        {
+            Ok(n.as_u64().map(|n| n as u32))
+        }
+        Some(other) => Err(fe(
+            "best_of",
+            format!(
+                "expected a whole number of variants from 1 to {}, found {}",
+                crate::config::MAX_BEST_OF,
+                match &other {
+                    Value::Number(n) => n.to_string(),
+                    other => kind(other).to_string(),
+                }
+            ),
+        )),
+    }
 }
 
 /// Check the fields of a line that flocks does not read: each must be one
