@@ -584,9 +584,8 @@ mod tests {
         assert!(std::fs::symlink_metadata(&fifo).is_err());
     }
 
-    /// Refs outside the tasks' branches go back where they were.
-    #[test]
-    fn moved_refs_are_put_back() {
+    /// A repo whose `main` is at `c1`, with `c2` (its child) on no branch.
+    fn two_commits() -> (tempfile::TempDir, git2::Repository, git2::Oid, git2::Oid) {
         let d = tempfile::tempdir().unwrap();
         let repo = git2::Repository::init(d.path()).unwrap();
         let sig = git2::Signature::now("t", "t@t").unwrap();
@@ -597,6 +596,15 @@ mod tests {
             .unwrap();
         let p = repo.find_commit(c1).unwrap();
         let c2 = repo.commit(None, &sig, &sig, "2", &tree, &[&p]).unwrap();
+        drop(tree);
+        drop(p);
+        (d, repo, c1, c2)
+    }
+
+    /// Refs outside the tasks' branches go back where they were.
+    #[test]
+    fn moved_refs_are_put_back() {
+        let (d, repo, c1, c2) = two_commits();
         repo.reference("refs/heads/flocks/t", c1, true, "").unwrap();
         let g = for_repo(&d.path().join(".git"));
         exempt_branch("flocks/t");
@@ -700,16 +708,7 @@ mod tests {
     /// A finished task's branch is guarded again, from where flocks left it.
     #[test]
     fn settled_branches_are_guarded_again() {
-        let d = tempfile::tempdir().unwrap();
-        let repo = git2::Repository::init(d.path()).unwrap();
-        let sig = git2::Signature::now("t", "t@t").unwrap();
-        let tree = repo.treebuilder(None).unwrap().write().unwrap();
-        let tree = repo.find_tree(tree).unwrap();
-        let c1 = repo
-            .commit(Some("refs/heads/main"), &sig, &sig, "1", &tree, &[])
-            .unwrap();
-        let p = repo.find_commit(c1).unwrap();
-        let c2 = repo.commit(None, &sig, &sig, "2", &tree, &[&p]).unwrap();
+        let (d, repo, c1, c2) = two_commits();
         let g = for_repo(&d.path().join(".git"));
         exempt_branch("flocks/settle-a");
         exempt_branch("flocks/settle-b");

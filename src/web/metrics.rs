@@ -235,9 +235,17 @@ pub(crate) fn render(
     live: bool,
 ) -> String {
     let mut out = String::new();
+    tasks_and_attempts(&mut out, status, tally);
+    pools_and_run(&mut out, status, live);
+    spending(&mut out, tally);
+    from_events(&mut out, events);
+    out
+}
 
+/// `flocks_tasks` by status, `flocks_attempts` by outcome.
+fn tasks_and_attempts(out: &mut String, status: &StatusView, tally: &StateTally) {
     head(
-        &mut out,
+        out,
         "flocks_tasks",
         "gauge",
         "Tasks in the project's state, by status (a best-of task counts once; its variants are not tasks).",
@@ -252,7 +260,7 @@ pub(crate) fn render(
     }
 
     head(
-        &mut out,
+        out,
         "flocks_attempts",
         "gauge",
         "Agent attempts recorded in the state (best-of variants' included), by outcome: running, or how it ended.",
@@ -265,9 +273,12 @@ pub(crate) fn render(
     for (o, n) in &by_outcome {
         let _ = writeln!(out, "flocks_attempts{{outcome=\"{}\"}} {n}", label(o));
     }
+}
 
+/// `flocks_running_agents` and `flocks_pool_slots` per pool, `flocks_run_live`.
+fn pools_and_run(out: &mut String, status: &StatusView, live: bool) {
     head(
-        &mut out,
+        out,
         "flocks_running_agents",
         "gauge",
         "Agents running now, per pool of flocks.toml.",
@@ -281,7 +292,7 @@ pub(crate) fn render(
         );
     }
     head(
-        &mut out,
+        out,
         "flocks_pool_slots",
         "gauge",
         "Agent slots per pool of flocks.toml (its max_worktrees).",
@@ -296,15 +307,18 @@ pub(crate) fn render(
     }
 
     head(
-        &mut out,
+        out,
         "flocks_run_live",
         "gauge",
         "1 while a flocks run (or retry, sail, land --resolve) holds the project, else 0.",
     );
     let _ = writeln!(out, "flocks_run_live {}", u8::from(live));
+}
 
+/// `flocks_cost_usd` per credential, `flocks_tokens` per credential and kind.
+fn spending(out: &mut String, tally: &StateTally) {
     head(
-        &mut out,
+        out,
         "flocks_cost_usd",
         "gauge",
         "Money the attempts in the state cost, in US dollars as the agents reported it, per credential (default: the pool injected none).",
@@ -318,7 +332,7 @@ pub(crate) fn render(
         );
     }
     head(
-        &mut out,
+        out,
         "flocks_tokens",
         "gauge",
         "Tokens the attempts in the state used, as their results' usage counts them, per credential and kind (input, output, cache_read, cache_creation).",
@@ -330,9 +344,12 @@ pub(crate) fn render(
             label(c)
         );
     }
+}
 
+/// From events.jsonl: `flocks_queue_wait_seconds`, `flocks_egress_denied_total`.
+fn from_events(out: &mut String, events: &EventTally) {
     head(
-        &mut out,
+        out,
         "flocks_queue_wait_seconds",
         "histogram",
         "Seconds from a task being queued (or queued again) to its attempt starting, from .flocks/events.jsonl (waiting for dependencies, slots and credentials included).",
@@ -359,13 +376,12 @@ pub(crate) fn render(
     let _ = writeln!(out, "flocks_queue_wait_seconds_count {}", events.wait_count);
 
     head(
-        &mut out,
+        out,
         "flocks_egress_denied_total",
         "counter",
         "Connections the egress proxy refused (egress_denied events in .flocks/events.jsonl).",
     );
     let _ = writeln!(out, "flocks_egress_denied_total {}", events.egress_denied);
-    out
 }
 
 #[cfg(test)]

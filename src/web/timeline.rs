@@ -172,16 +172,46 @@ fn segments(
 /// The attempts that started in `scope`, laid out on the pools' slots, its
 /// runs marked. `now` ends the bars of running attempts.
 pub(crate) fn build(state: &State, config: &Config, scope: &Scope, now: DateTime<Utc>) -> Timeline {
-    let (from, to) = (scope.start, scope.end);
-    let in_window = |t: DateTime<Utc>| scope.contains(t);
+    let rows = slot_rows(config, bars_by_pool(state, scope, now));
+    let all: Vec<&Bar> = rows.iter().flat_map(|r| &r.bars).collect();
+    let (start, end) = span(scope, &all, now);
+    let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = all
+        .iter()
+        .filter(|b| {
+            !scope
+                .runs
+                .iter()
+                .any(|r| r.start <= b.start && r.end.is_none_or(|e| b.end <= e))
+        })
+        .map(|b| (b.start, b.end))
+        .collect();
+    let segments = segments(&scope.runs, &spans, start, end);
+    let (cost_series, cost_per_task) = costs(&all);
+    Timeline {
+        start,
+        end,
+        segments,
+        runs: scope.runs.clone(),
+        rows,
+        cost_series,
+        cost_per_task,
+    }
+}
+
+/// A bar for every attempt that started in `scope`, by pool. A best-of
+/// task's attempts are its variants' (each bar names its variant).
+fn bars_by_pool(state: &State, scope: &Scope, now: DateTime<Utc>) -> BTreeMap<String, Vec<Bar>> {
     let mut bars: BTreeMap<String, Vec<Bar>> = BTreeMap::new();
-    // A best-of task's attempts are its variants' (each bar names its variant).
     let runs = state
         .tasks
         .iter()
         .flat_map(|t| std::iter::once(t).chain(&t.variants));
     for task in runs {
-        for a in task.attempts.iter().filter(|a| in_window(a.started_at)) {
+        for a in task
+            .attempts
+            .iter()
+            .filter(|a| scope.contains(a.started_at))
+        {
             let running = matches!(&task.status,
                 TaskStatus::Running { attempt, .. } if *attempt == a.number)
                 && a.ended_at.is_none();
@@ -202,7 +232,7 @@ pub(crate) fn build(state: &State, config: &Config, scope: &Scope, now: DateTime
                 .unwrap_or(if running {
                     now
                 } else {
-                    run_end.or(to).unwrap_or(now)
+                    run_end.or(scope.end).unwrap_or(now)
                 })
                 .max(a.started_at);
             bars.entry(a.pool.clone()).or_default().push(Bar {
@@ -217,13 +247,19 @@ pub(crate) fn build(state: &State, config: &Config, scope: &Scope, now: DateTime
             });
         }
     }
+    bars
+}
+
+/// Each pool's bars on its slots, in order of start: a bar takes the first
+/// free slot; more at once than slots (the pool shrank since) opens a new
+/// row. Attempts on a pool that is no longer configured keep their rows.
+fn slot_rows(config: &Config, mut bars: BTreeMap<String, Vec<Bar>>) -> Vec<SlotRow> {
     let mut rows = Vec::new();
     let mut pools: Vec<(String, usize)> = config
         .pools
         .iter()
         .map(|p| (p.name.clone(), p.max_worktrees))
         .collect();
-    // Attempts on a pool that is no longer configured keep their rows.
     for name in bars.keys() {
         if !pools.iter().any(|(p, _)| p == name) {
             pools.push((name.clone(), 1));
@@ -239,7 +275,6 @@ pub(crate) fn build(state: &State, config: &Config, scope: &Scope, now: DateTime
                 .position(|l| l.last().is_none_or(|last| last.end <= bar.start));
             match free {
                 Some(i) => lanes[i].push(bar),
-                // More at once than slots (the pool shrank since): a new row.
                 None => lanes.push(vec![bar]),
             }
         }
@@ -249,7 +284,13 @@ pub(crate) fn build(state: &State, config: &Config, scope: &Scope, now: DateTime
             bars,
         }));
     }
-    let all: Vec<&Bar> = rows.iter().flat_map(|r| &r.bars).collect();
+    rows
+}
+
+/// Where the timeline starts and ends: the window, narrowed to its runs
+/// and bars; until now while work goes on.
+fn span(scope: &Scope, all: &[&Bar], now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let (from, to) = (scope.start, scope.end);
     let first = [
         all.iter().map(|b| b.start).min(),
         scope.runs.first().map(|r| r.start),
@@ -280,17 +321,13 @@ pub(crate) fn build(state: &State, config: &Config, scope: &Scope, now: DateTime
         (None, false, l) => l.map_or(now, |l| l.max(now)),
     }
     .max(start);
-    let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = all
-        .iter()
-        .filter(|b| {
-            !scope
-                .runs
-                .iter()
-                .any(|r| r.start <= b.start && r.end.is_none_or(|e| b.end <= e))
-        })
-        .map(|b| (b.start, b.end))
-        .collect();
-    let segments = segments(&scope.runs, &spans, start, end);
+    (start, end)
+}
+
+/// The money spent over time (as attempts ended) and per task, most first.
+type Costs = (Vec<(DateTime<Utc>, f64)>, Vec<(String, f64)>);
+
+fn costs(all: &[&Bar]) -> Costs {
     let mut ends: Vec<(DateTime<Utc>, f64)> = all
         .iter()
         .filter(|b| b.kind != "running")
@@ -304,7 +341,7 @@ pub(crate) fn build(state: &State, config: &Config, scope: &Scope, now: DateTime
         cost_series.push((t, crate::output::units::round_cost(spent)));
     }
     let mut per_task: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for b in &all {
+    for b in all {
         per_task.entry(&b.task).or_default().push(b.cost);
     }
     let mut cost_per_task: Vec<(String, f64)> = per_task
@@ -312,15 +349,7 @@ pub(crate) fn build(state: &State, config: &Config, scope: &Scope, now: DateTime
         .map(|(t, c)| (t.to_string(), crate::output::units::sum_costs(c)))
         .collect();
     cost_per_task.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    Timeline {
-        start,
-        end,
-        segments,
-        runs: scope.runs.clone(),
-        rows,
-        cost_series,
-        cost_per_task,
-    }
+    (cost_series, cost_per_task)
 }
 
 #[cfg(test)]
