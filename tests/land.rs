@@ -511,6 +511,43 @@ fn validation_timeout_kills_the_command() {
     assert_eq!(fx.tip("main"), before);
 }
 
+/// A Ctrl-C while a validate command runs stops the command (not flocks):
+/// the validation is interrupted and nothing lands.
+#[test]
+fn ctrl_c_during_validation_stops_the_command_and_lands_nothing() {
+    let mut fx = Fx::new(&[]);
+    let started_file = fx.repo.parent().unwrap().join("validating");
+    std::fs::write(
+        fx.repo.parent().unwrap().join("flocks.toml"),
+        format!(
+            "kill_grace_secs = 0.2\n[workspace]\nrepo = \"repo\"\n[validate]\ncommands = [\"touch {} && sleep 30\"]\n",
+            started_file.display()
+        ),
+    )
+    .unwrap();
+    fx.task("a", "main", &[&[("a.txt", "a\n")]]);
+    let before = fx.tip("main");
+    let seen = started_file.clone();
+    // nextest runs each test in a process of its own: the SIGINT is ours.
+    let ctrl_c = std::thread::spawn(move || {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !seen.exists() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGINT).unwrap();
+    });
+    let started = std::time::Instant::now();
+    let r = fx.land(&[]);
+    ctrl_c.join().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(
+        matches!(&r.validation, Validation::Interrupted { .. }),
+        "{:?}",
+        r.validation
+    );
+    assert_eq!(fx.tip("main"), before);
+}
+
 #[test]
 fn landing_twice_lands_nothing_the_second_time() {
     let mut fx = Fx::new(&[]);
