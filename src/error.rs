@@ -75,6 +75,22 @@ pub enum Error {
         source: git2::Error,
     },
 
+    /// flocks broke a rule of its own bookkeeping: a bug (exit 1).
+    #[error("internal error, please report it: {0}")]
+    Internal(String),
+
+    /// The remote could not be asked, or its branch fetched (exit 1).
+    #[error(
+        "{0}; check that `git fetch` reaches the remote from this repository (network, credentials), then run the command again"
+    )]
+    Remote(String),
+
+    /// A branch flocks works on vanished while it worked (exit 1).
+    #[error(
+        "{0} is gone: something deleted it while flocks worked; recreate it (`git reflog` shows where it was), then run the command again"
+    )]
+    BranchGone(String),
+
     /// Anything else that should not happen (exit 1).
     #[error("{0}")]
     Other(String),
@@ -99,7 +115,12 @@ impl Error {
             Error::Usage(_) | Error::Input { .. } => Exit::BadInput,
             Error::LandStopped(_) => Exit::LandStopped,
             Error::CannotStart(_) => Exit::CouldNotStart,
-            Error::Io { .. } | Error::Git { .. } | Error::Other(_) => Exit::Unexpected,
+            Error::Io { .. }
+            | Error::Git { .. }
+            | Error::Internal(_)
+            | Error::Remote(_)
+            | Error::BranchGone(_)
+            | Error::Other(_) => Exit::Unexpected,
         }
     }
 

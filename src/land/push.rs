@@ -70,7 +70,7 @@ impl<'a> Remote<'a> {
     pub fn fetch(&self) -> Result<Option<Oid>> {
         let refname = self.refname();
         let listed = git(self.repo, &["ls-remote", "--", self.name, &refname])
-            .map_err(|e| Error::Other(format!("ask {} for {refname}: {e}", self.name)))?;
+            .map_err(|e| Error::Remote(format!("ask {} for {refname}: {e}", self.name)))?;
         let Some(tip) = listed
             .lines()
             .find(|l| l.split_whitespace().nth(1) == Some(refname.as_str()))
@@ -80,13 +80,13 @@ impl<'a> Remote<'a> {
         };
         let tip: Oid = tip
             .parse()
-            .map_err(|_| Error::Other(format!("git ls-remote answered `{tip}` for {refname}")))?;
+            .map_err(|_| Error::Remote(format!("git ls-remote answered `{tip}` for {refname}")))?;
         let spec = format!("+{refname}:refs/remotes/{}/{}", self.name, self.branch);
         git(
             self.repo,
             &["fetch", "--quiet", "--no-tags", "--", self.name, &spec],
         )
-        .map_err(|e| Error::Other(format!("fetch {} from {}: {e}", refname, self.name)))?;
+        .map_err(|e| Error::Remote(format!("fetch {} from {}: {e}", refname, self.name)))?;
         Ok(Some(tip))
     }
 
@@ -312,7 +312,7 @@ pub fn rebase_onto(
         )));
     }
     let local = crate::git::branch_tip(&repo, target)?
-        .ok_or_else(|| Error::Other(format!("{target} is gone")))?;
+        .ok_or_else(|| Error::BranchGone(target.to_string()))?;
     let refname = format!("refs/heads/{target}");
     let message = format!(
         "flocks land --push: {} moved, land again on it",

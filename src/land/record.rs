@@ -171,7 +171,7 @@ impl LandLog {
         }
         std::fs::create_dir_all(state_dir).ctx(|| format!("create {}", state_dir.display()))?;
         let json = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::Other(format!("serialize land history: {e}")))?;
+            .map_err(|e| Error::Internal(format!("serialize land history: {e}")))?;
         write_atomic(&path(state_dir), &json)
     }
 

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{Config, NotifyConfig, NotifyTarget};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::report::{Event, Reporter};
 
 use deliver::{Delivery, DeliveryError};
@@ -98,7 +98,7 @@ impl Notifiers {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Other(format!("start the notifiers' runtime: {e}")))?;
+            .ctx(|| "start the notifiers' runtime".into())?;
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("flocks-notify".into())
@@ -114,7 +114,7 @@ impl Notifiers {
                 // The receiver is gone when `finish` stopped waiting.
                 let _ = done_tx.send(());
             })
-            .map_err(|e| Error::Other(format!("start the notifiers' thread: {e}")))?;
+            .ctx(|| "start the notifiers' thread".into())?;
         Ok(Notifiers {
             senders,
             notices,

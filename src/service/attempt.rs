@@ -184,7 +184,7 @@ impl Prepared {
                             return Ok(*report);
                         }
                         Some(_) => {}
-                        None => return Err(Error::Other(format!("{purpose} ended without a report"))),
+                        None => return Err(Error::Internal(format!("{purpose} ended without a report"))),
                     },
                     _ = tokio::signal::ctrl_c() => {
                         interrupts += 1;

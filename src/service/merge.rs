@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Context, Result};
 use crate::runner::RunOptions;
 use crate::state::{NextAttempt, Outcome, State, TaskRecord, TaskStatus};
 use crate::tasks::TaskSet;
@@ -57,7 +57,7 @@ fn retry(state: &mut State, config: &Config, ids: &[String], fresh: bool) -> Res
                 }
             }
             requeue_round(rec, config, &log_root, fresh)
-                .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+                .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
             continue;
         }
         let last = rec.last_attempt().map(|a| a.number).unwrap_or(0);
@@ -72,7 +72,7 @@ fn retry(state: &mut State, config: &Config, ids: &[String], fresh: bool) -> Res
         rec.requeues = 0;
         if rec.status != TaskStatus::Pending {
             rec.transition(TaskStatus::Pending)
-                .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+                .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
         }
     }
     Ok(())
@@ -222,7 +222,7 @@ fn backup_and_reset(config: &Config, branch: &str, id: &str, attempt: u32) -> Re
     if let Some(tip) = crate::git::branch_tip(&repo, branch)? {
         let name = format!("refs/flocks/backup/{id}/{attempt}");
         repo.reference(&name, tip, true, "flocks: backup before retry --fresh")
-            .map_err(|e| Error::Other(format!("cannot back up {branch}: {}", e.message())))?;
+            .ctx(|| format!("back up {branch} as {name}"))?;
         crate::outln!(
             "{branch} was at {} (kept as {name}); the retry starts it over from its start \
              ({} or, for start_from = \"dependencies\", its dependencies' work)",
@@ -270,7 +270,7 @@ fn redo(state: &mut State, config: &Config, onto: git2::Oid, tasks: Vec<Redo>) -
                 v.requeues = 0;
                 if v.status != TaskStatus::Pending {
                     v.transition(TaskStatus::Pending)
-                        .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+                        .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
                 }
             }
             if let Some(b) = rec.best_of.as_mut() {
@@ -279,7 +279,7 @@ fn redo(state: &mut State, config: &Config, onto: git2::Oid, tasks: Vec<Redo>) -
             rec.requeues = 0;
             if rec.status != TaskStatus::Pending {
                 rec.transition(TaskStatus::Pending)
-                    .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+                    .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
             }
             continue;
         }
@@ -302,7 +302,7 @@ fn redo(state: &mut State, config: &Config, onto: git2::Oid, tasks: Vec<Redo>) -
         rec.requeues = 0;
         if rec.status != TaskStatus::Pending {
             rec.transition(TaskStatus::Pending)
-                .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+                .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
         }
     }
     Ok(())

@@ -21,12 +21,12 @@ pub(crate) mod push;
 pub(crate) mod resolve;
 pub(crate) mod run;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Result};
 
 /// A multi-threaded runtime for the commands that dispatch agents.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))
+        .ctx(|| "start the async runtime".into())
 }

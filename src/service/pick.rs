@@ -88,7 +88,9 @@ pub(crate) fn pick(project: &Project, id: &str, k: u32) -> Result<Picked> {
     };
     point_branch(project.repo_dir(), &branch, &tip)?;
     let Some(rec) = state.task_mut(id) else {
-        return Err(Error::Other(format!("task `{id}` vanished from the state")));
+        return Err(Error::Internal(format!(
+            "task `{id}` vanished from the state"
+        )));
     };
     rec.branch_created = true;
     if let Some(b) = rec.best_of.as_mut() {
@@ -102,7 +104,7 @@ pub(crate) fn pick(project: &Project, id: &str, k: u32) -> Result<Picked> {
         rec.transition(TaskStatus::Done {
             outcome: Outcome::Success,
         })
-        .map_err(|e| Error::Other(e.to_string()))?;
+        .map_err(|e| Error::Internal(e.to_string()))?;
     }
     project.store.save(&state)?;
     let event = Event::VariantJudged {

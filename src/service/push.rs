@@ -51,7 +51,7 @@ impl Pushing<'_> {
                 return Ok(exit);
             }
             let tip = crate::git::branch_tip(&repo, remote.branch)?
-                .ok_or_else(|| Error::Other(format!("{} is gone", remote.branch)))?;
+                .ok_or_else(|| Error::BranchGone(remote.branch.to_string()))?;
             if Some(tip) == self.lease.expected {
                 say(&format!(
                     "{label} is at {} already: nothing to push.",

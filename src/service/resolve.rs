@@ -135,7 +135,7 @@ impl Resolver {
         let repo = crate::git::open(project.repo_dir())?;
         let target = report.target.clone();
         let onto = crate::git::branch_tip(&repo, &target)?
-            .ok_or_else(|| Error::Other(format!("{target} is gone")))?;
+            .ok_or_else(|| Error::BranchGone(target.clone()))?;
         let state = project.store.load()?;
         let mut redos = Vec::new();
         for &i in conflicted {

@@ -44,7 +44,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::agent::redact::Redactor;
-use crate::error::{Error, Exit, Result};
+use crate::error::{Context, Error, Exit, Result};
 use crate::project::Project;
 use model::Model;
 use pages::Chrome;
@@ -131,7 +131,7 @@ pub(crate) fn serve(project: Project, opts: &ServeOptions) -> Result<Exit> {
         let router = router(app);
         let server = axum::serve(listener, router);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| Error::Other(format!("cannot watch for SIGTERM: {e}")))?;
+            .ctx(|| "watch for SIGTERM".into())?;
         tokio::select! {
             r = server => r.map_err(|e| Error::Io { context: "serve".into(), source: e })?,
             _ = tokio::signal::ctrl_c() => {}
