@@ -22,7 +22,9 @@ pub fn run(project: Project, args: &RunArgs) -> Result<Exit> {
             (loaded, state)
         });
         let (tasks, _) = loaded?;
-        return dry_run(&project, &tasks, state, args.json);
+        let exit = dry_run(&project, &tasks, state, args.json);
+        crate::state::leave(tasks);
+        return exit;
     }
     let (tasks, template) = load::load(&project, &args.source)?;
     let opts = RunOptions {
@@ -67,6 +69,8 @@ fn dry_run(
     let plan = DryRunJson::new(config, &planned, &schedulers, &start_order, spend);
     if as_json {
         crate::output::print_json(&plan);
+        crate::state::leave(plan);
+        crate::state::leave((state, planned));
         return Ok(Exit::Ok);
     }
     crate::outln!(
@@ -92,6 +96,8 @@ fn dry_run(
         crate::outln!("{line}");
     }
     crate::outln!("{}", plan.spend.render());
+    crate::state::leave(plan);
+    crate::state::leave((state, planned));
     Ok(Exit::Ok)
 }
 
