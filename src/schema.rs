@@ -1,7 +1,9 @@
 //! JSON Schemas of what flocks prints for scripts, generated from the types
 //! that print it: `status --json` ([`crate::view::StatusView`]), `tasks
 //! --json` (`commands::tasks::TasksJson`), `logs --json`
-//! (`commands::logs::LogsJson`) and a line of
+//! (`commands::logs::LogsJson`), `run --dry-run --json`
+//! (`service::dry_run::DryRunJson`), `land --dry-run --json`
+//! ([`crate::land::PlanJson`]) and a line of
 //! `.flocks/events.jsonl` ([`crate::report::Event`] plus its `ts`). The
 //! checked-in copies under `docs/src/reference/schemas/` are what the manual
 //! links to and what tests/schemas.rs validates real output against; the
@@ -40,6 +42,21 @@ fn tasks() -> Value {
 fn logs() -> Value {
     let mut schema = generator().into_root_schema_for::<crate::commands::logs::LogsJson<'static>>();
     schema.insert("title".into(), json!("flocks logs <task> --json"));
+    schema.to_value()
+}
+
+/// `flocks run --dry-run --json`.
+fn run_plan() -> Value {
+    let mut schema =
+        generator().into_root_schema_for::<crate::service::dry_run::DryRunJson<'static>>();
+    schema.insert("title".into(), json!("flocks run --dry-run --json"));
+    schema.to_value()
+}
+
+/// `flocks land --dry-run --json`.
+fn land_plan() -> Value {
+    let mut schema = generator().into_root_schema_for::<crate::land::PlanJson>();
+    schema.insert("title".into(), json!("flocks land --dry-run --json"));
     schema.to_value()
 }
 
@@ -83,6 +100,8 @@ mod tests {
             ("event.schema.json", event_line()),
             ("tasks.schema.json", tasks()),
             ("logs.schema.json", logs()),
+            ("run-plan.schema.json", run_plan()),
+            ("land-plan.schema.json", land_plan()),
         ] {
             let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
             let path = dir.join(name);

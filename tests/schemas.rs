@@ -50,6 +50,39 @@ fn events_and_status_json_fit_their_schemas() {
     assert_eq!(code(&run), 3, "{}", text(&run));
     let status = p.flocks(&["status", "--json"]);
     assert_eq!(code(&status), 0, "{}", text(&status));
+    // The plans, before the land: `land --dry-run` predicts c's conflict.
+    let run_plan = p.flocks(&["run", "--dry-run", "--json"]);
+    assert_eq!(code(&run_plan), 0, "{}", text(&run_plan));
+    let run_plan: Value = serde_json::from_slice(&run_plan.stdout).unwrap();
+    assert!(
+        run_plan["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["variants"] == 2),
+        "the best-of task in the plan: {run_plan:#}"
+    );
+    check(
+        &schema("run-plan.schema.json"),
+        "run --dry-run --json",
+        &run_plan,
+    );
+    let land_plan = p.flocks(&["land", "--dry-run", "--json"]);
+    assert_eq!(code(&land_plan), 0, "{}", text(&land_plan));
+    let land_plan: Value = serde_json::from_slice(&land_plan.stdout).unwrap();
+    assert!(
+        land_plan["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| !t["conflict"].is_null()),
+        "c's predicted conflict: {land_plan:#}"
+    );
+    check(
+        &schema("land-plan.schema.json"),
+        "land --dry-run --json",
+        &land_plan,
+    );
     let land = p.flocks(&["land", "-y"]);
     assert_eq!(code(&land), 4, "c conflicts with b: {}", text(&land));
 

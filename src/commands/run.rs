@@ -1,12 +1,11 @@
 //! `flocks run`: load the tasks, then the run service does the rest (lock,
 //! reconcile, dispatch); `--dry-run` prints its plan instead.
 
-use serde_json::json;
-
 use crate::cli::RunArgs;
 use crate::error::{Exit, Result};
 use crate::project::Project;
 use crate::runner::RunOptions;
+use crate::service::dry_run::{DryRunJson, PlannedRun};
 use crate::service::run::{Requeue, RunRequest, execute};
 use crate::service::{dry_run, load};
 use crate::tasks::TaskSet;
@@ -23,7 +22,9 @@ pub fn run(project: Project, args: &RunArgs) -> Result<Exit> {
             (loaded, state)
         });
         let (tasks, _) = loaded?;
-        return dry_run(&project, &tasks, state, args.json);
+        let exit = dry_run(&project, &tasks, state, args.json);
+        crate::state::leave(tasks);
+        return exit;
     }
     let (tasks, template) = load::load(&project, &args.source)?;
     let opts = RunOptions {
@@ -59,72 +60,17 @@ fn dry_run(
     // variables [[notify]] reads.
     crate::notify::Notifiers::check(config)?;
     let (planned, state, schedulers, start_order) = dry_run::plan(project, tasks, state)?;
-    let longest_first = start_order.history_tasks() > 0;
-    let agent_runs: u32 = planned.iter().map(|r| r.agent_runs).sum();
-    let best_of: Vec<String> = planned
+    let to_run: Vec<&str> = planned
         .iter()
-        .filter(|r| r.variants > 1 && r.agent_runs > 0)
-        .map(|r| format!("{} ×{}", r.id, r.variants))
-        .collect();
-    let rows: Vec<_> = planned
-        .into_iter()
-        .map(|r| {
-            json!({
-                "order": r.order,
-                "id": r.id,
-                "branch": r.branch,
-                "worktree": r.worktree,
-                "pool": r.pool,
-                "depends_on": r.depends_on,
-                "status": r.status,
-                "lane": r.lane,
-                "waits_for": r.waits_for,
-                "variants": r.variants,
-                "agent_runs": r.agent_runs,
-                "start": r.start,
-                "expected_secs": r.expected_secs,
-            })
-        })
-        .collect();
-    let to_run: Vec<&str> = rows
-        .iter()
-        .filter(|r| !r["pool"].is_null())
-        .filter_map(|r| r["id"].as_str())
+        .filter(|r| r.pool.is_some())
+        .map(|r| r.id.as_str())
         .collect();
     let spend = dry_run::spend(config, &state, tasks, &to_run);
-    // A Slurm pool submits one job per attempt: at most this many at once.
-    let jobs_at_once = |p: &crate::config::PoolConfig| p.max_worktrees.min(config.max_agents);
-    let said = |name: &str| schedulers.iter().find(|c| c.pool == name).map(|c| &c.said);
+    let plan = DryRunJson::new(config, &planned, &schedulers, &start_order, spend);
     if as_json {
-        let pools: Vec<_> = config
-            .pools
-            .iter()
-            .map(|p| {
-                let mut v =
-                    json!({"name": p.name, "backend": p.backend.kind(), "slots": p.max_worktrees});
-                if let Some(said) = said(&p.name) {
-                    v["jobs_at_once"] = json!(jobs_at_once(p));
-                    v["scheduler"] = match said {
-                        Ok(s) => json!({"accepts": true, "said": s}),
-                        Err(e) => json!({"accepts": null, "said": e}),
-                    };
-                }
-                v
-            })
-            .collect();
-        let out = json!({
-            "tasks": rows,
-            "pools": pools,
-            "max_agents": config.max_agents,
-            "agent_runs": agent_runs,
-            "spend": spend,
-            "start_order": {
-                "kind": start_order.kind(),
-                "why": start_order.describe(),
-                "history_tasks": start_order.history_tasks(),
-            },
-        });
-        crate::output::print_json(&out);
+        crate::output::print_json(&plan);
+        crate::state::leave(plan);
+        crate::state::leave((state, planned));
         return Ok(Exit::Ok);
     }
     crate::outln!(
@@ -132,6 +78,32 @@ fn dry_run(
         crate::output::units::count(tasks.tasks.len(), "task"),
         tasks.source.display()
     );
+    crate::out!("{}", plan_table(&planned, start_order.history_tasks() > 0));
+    crate::outln!("start order: {}", plan.start_order.why);
+    crate::outln!("worktrees: {}/<task>", config.worktrees_dir().display());
+    crate::outln!("{}", agent_runs_line(config, &plan));
+    let slots: Vec<String> = plan
+        .pools
+        .iter()
+        .map(|p| format!("{} {}", p.name, p.slots))
+        .collect();
+    crate::outln!(
+        "slots: {} (max_agents {})",
+        slots.join(", "),
+        config.max_agents
+    );
+    for line in slurm_lines(config, &plan) {
+        crate::outln!("{line}");
+    }
+    crate::outln!("{}", plan.spend.render());
+    crate::state::leave(plan);
+    crate::state::leave((state, planned));
+    Ok(Exit::Ok)
+}
+
+/// The plan's table; with history, when each task starts (among the
+/// ready) and what it is expected to take.
+fn plan_table(planned: &[PlannedRun], longest_first: bool) -> String {
     use crate::output::table::{Align, Table};
     let mut columns = vec![
         ("#", Align::Right),
@@ -142,122 +114,103 @@ fn dry_run(
         ("after", Align::Left),
         ("lane", Align::Left),
     ];
-    // With history, when each starts (among the ready) and why.
     if longest_first {
         columns.extend([("start", Align::Right), ("expected", Align::Right)]);
     }
     let mut table = Table::new("  ", &columns);
-    for r in &rows {
-        let deps: Vec<&str> = r["depends_on"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-            .collect();
-        let status = r["status"].as_str().unwrap_or("");
+    for r in planned {
         let mut cells = vec![
-            (r["order"].to_string(), None),
-            (r["id"].as_str().unwrap_or("").to_string(), None),
-            (r["pool"].as_str().unwrap_or("(done)").to_string(), None),
-            (r["branch"].as_str().unwrap_or("").to_string(), None),
+            (r.order.to_string(), None),
+            (r.id.clone(), None),
+            (r.pool.clone().unwrap_or_else(|| "(done)".into()), None),
+            (r.branch.clone(), None),
             (
-                status.to_string(),
-                Some(crate::output::paint::status_style(status)),
+                r.status.to_string(),
+                Some(crate::output::paint::status_style(r.status)),
             ),
             (
-                if deps.is_empty() {
+                if r.depends_on.is_empty() {
                     "-".into()
                 } else {
-                    deps.join(", ")
+                    r.depends_on.join(", ")
                 },
                 None,
             ),
             (lane(r), None),
         ];
         if longest_first {
+            cells.push((r.start.map_or_else(|| "-".into(), |n| n.to_string()), None));
             cells.push((
-                r["start"]
-                    .as_u64()
-                    .map_or_else(|| "-".into(), |n| n.to_string()),
-                None,
-            ));
-            cells.push((
-                r["expected_secs"]
-                    .as_f64()
+                r.expected_secs
                     .map_or_else(|| "median".into(), crate::output::units::duration),
                 None,
             ));
         }
         table.styled_row(cells);
     }
-    crate::out!("{}", table.render());
-    crate::outln!("start order: {}", start_order.describe());
-    crate::outln!("worktrees: {}/<task>", config.worktrees_dir().display());
-    if best_of.is_empty() {
-        crate::outln!("agent runs: {agent_runs} (at least; retries add more)");
-    } else {
-        crate::outln!(
-            "agent runs: {agent_runs} (at least; retries add more), with variants for {}{}; variant k runs on <branch>@v<k>",
-            best_of.join(", "),
-            if config.best_of.judge {
-                " and a judge agent each"
-            } else {
-                ""
-            }
-        );
-    }
-    let slots: Vec<String> = config
-        .pools
+    table.render()
+}
+
+/// "agent runs: N (at least; ...)", with the best-of tasks' variants.
+fn agent_runs_line(config: &crate::config::Config, plan: &DryRunJson) -> String {
+    let agent_runs = plan.agent_runs;
+    let best_of: Vec<String> = plan
+        .tasks
         .iter()
-        .map(|p| format!("{} {}", p.name, p.max_worktrees))
+        .filter(|r| r.variants > 1 && r.agent_runs > 0)
+        .map(|r| format!("{} ×{}", r.id, r.variants))
         .collect();
-    crate::outln!(
-        "slots: {} (max_agents {})",
-        slots.join(", "),
-        config.max_agents
-    );
-    for p in &config.pools {
-        let (crate::config::BackendConfig::Slurm(s), Some(said)) = (&p.backend, said(&p.name))
+    if best_of.is_empty() {
+        return format!("agent runs: {agent_runs} (at least; retries add more)");
+    }
+    format!(
+        "agent runs: {agent_runs} (at least; retries add more), with variants for {}{}; variant k runs on <branch>@v<k>",
+        best_of.join(", "),
+        if config.best_of.judge {
+            " and a judge agent each"
+        } else {
+            ""
+        }
+    )
+}
+
+/// What each Slurm pool's scheduler said of its jobs.
+fn slurm_lines(config: &crate::config::Config, plan: &DryRunJson) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (p, pool) in config.pools.iter().zip(&plan.pools) {
+        let (crate::config::BackendConfig::Slurm(s), Some(said), Some(n)) =
+            (&p.backend, &pool.scheduler, pool.jobs_at_once)
         else {
             continue;
         };
-        let n = jobs_at_once(p);
+        let jobs = crate::output::units::count(n, "job");
         let partition = s
             .partition
             .as_deref()
             .map(|x| format!(" in partition {x}"))
             .unwrap_or_default();
-        match said {
-            Ok(words) => crate::outln!(
-                "slurm: pool {} submits at most {} at once{partition} (one per attempt); the scheduler accepts them: {words}",
-                p.name,
-                crate::output::units::count(n, "job")
+        lines.push(match said.accepts {
+            Some(_) => format!(
+                "slurm: pool {} submits at most {jobs} at once{partition} (one per attempt); the scheduler accepts them: {}",
+                p.name, said.said
             ),
-            Err(e) => crate::outln!(
-                "slurm: pool {} would submit at most {} at once{partition}, but its scheduler could not be asked ({e}): a run leaves the pool out",
-                p.name,
-                crate::output::units::count(n, "job")
+            None => format!(
+                "slurm: pool {} would submit at most {jobs} at once{partition}, but its scheduler could not be asked ({}): a run leaves the pool out",
+                p.name, said.said
             ),
-        }
+        });
     }
-    crate::outln!("{}", spend.render());
-    Ok(Exit::Ok)
+    lines
 }
 
 /// The lane column: its footprint lane and the tasks it waits for there.
-fn lane(r: &serde_json::Value) -> String {
-    let Some(n) = r["lane"].as_u64() else {
+fn lane(r: &PlannedRun) -> String {
+    let Some(n) = r.lane else {
         return "-".into();
     };
-    let waits: Vec<&str> = r["waits_for"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str())
-        .collect();
-    if waits.is_empty() {
+    if r.waits_for.is_empty() {
         format!("{n}")
     } else {
-        format!("{n}, after {} (touches)", waits.join(", "))
+        format!("{n}, after {} (touches)", r.waits_for.join(", "))
     }
 }

@@ -34,6 +34,7 @@ pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
             project.config.stall_timeout.map(|d| d.as_secs_f64()),
         ));
     }
+    crate::state::leave((state, view));
     Ok(Exit::Ok)
 }
 

@@ -121,12 +121,14 @@ pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
             waiting,
         };
         crate::output::print_json(&out);
+        crate::state::leave((state, tasks, out));
         return Ok(Exit::Ok);
     }
     if let Some(why) = waiting {
         crate::outln!("⏸ waiting: {why}; no new agent starts until space comes back");
     }
     crate::output::report(&render(&rows));
+    crate::state::leave((state, tasks, rows));
     Ok(Exit::Ok)
 }
 

@@ -75,13 +75,17 @@ pub fn landed_ids(project: &Project, state: &State) -> HashSet<String> {
     let Some(tip) = key.target_tip else {
         return HashSet::new();
     };
-    let origins: Vec<git2::Oid> = state
+    // Tasks share origins (the base): each is looked up once.
+    let mut origins: Vec<git2::Oid> = state
         .tasks
         .iter()
         .filter(|t| t.successful_attempt().is_some())
         .filter_map(|t| t.origin_commit()?.parse().ok())
+        .collect::<HashSet<git2::Oid>>()
+        .into_iter()
         .filter(|o| repo.find_commit(*o).is_ok())
         .collect();
+    origins.sort_unstable();
     let Ok(trailers) = Landed::scan(&repo, tip, &origins) else {
         return HashSet::new();
     };

@@ -50,6 +50,7 @@ pub use plan::{Plan, PlanStatus, PlannedTask, plan};
 pub use predict::{Prediction, Predictor, predict_conflicts};
 pub(crate) use range::{NoRange, commits, task_range};
 pub use record::{CommitMap, LandLock, LandLog, LandRecord, LandState, LandedTask, Pushed};
+pub use render::{CommitJson, ConflictJson, PlanJson, PlanTaskJson};
 pub use target::Stop;
 pub(crate) use target::{dirty_files, dirty_message};
 pub use validate::Validation;

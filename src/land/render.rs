@@ -2,8 +2,6 @@
 
 use std::fmt::Write;
 
-use serde_json::{Value, json};
-
 use super::plan::short;
 use super::{Plan, PlanStatus, Report, TaskOutcome, TaskReport, UndoPlan, Validation};
 use crate::output::units::count;
@@ -74,40 +72,11 @@ impl Plan {
         out
     }
 
-    /// The `--dry-run --json` shape (stable):
-    ///
-    /// ```json
-    /// {
-    ///   "target": "main",
-    ///   "target_tip": "<sha>",
-    ///   "checkout": "/path/of/the/checkout" | null,
-    ///   "dirty": ["tracked files with uncommitted changes there"],
-    ///   "tasks": [
-    ///     {
-    ///       "id": "fix-login",
-    ///       "branch": "flocks/fix-login",
-    ///       "status": "ready" | "empty" | "already_landed" | "refused",
-    ///       "reason": "why it is refused" | null,
-    ///       "start": "<sha>" | null,
-    ///       "tip": "<sha>" | null,
-    ///       "commits": [ { "sha": "<sha>", "summary": "...", "author": "..." } ],
-    ///       "conflict": null | {
-    ///         "commit": "<sha>", "files": ["src/auth.rs"],
-    ///         "with": ["api-auth"], "with_target": false
-    ///       }
-    ///     }
-    ///   ]
-    /// }
-    /// ```
-    ///
-    /// Tasks are in landing order. `start` is the task's origin (or, for a
-    /// task that landed and then went on, where its last landing ended);
-    /// `commits` is `start..tip` over all its attempts, oldest first (listed
-    /// for ready tasks; empty otherwise). `conflict` (with `--dry-run`): its
-    /// cherry-pick will conflict, in `files`, with the earlier tasks `with`
-    /// (landing order) and, when `with_target`, with the target alone.
-    pub fn to_json(&self) -> Value {
-        let tasks: Vec<Value> = self
+    /// The `--dry-run --json` shape (stable; its schema is
+    /// docs/src/reference/schemas/land-plan.schema.json). Tasks are in
+    /// landing order.
+    pub fn to_json(&self) -> PlanJson {
+        let tasks = self
             .tasks
             .iter()
             .map(|t| {
@@ -117,40 +86,108 @@ impl Plan {
                     PlanStatus::AlreadyLanded => ("already_landed", None),
                     PlanStatus::Refused { reason } => ("refused", Some(reason.clone())),
                 };
-                let commits: Vec<Value> = if t.status == PlanStatus::Ready {
+                let commits = if t.status == PlanStatus::Ready {
                     t.commits
                         .iter()
-                        .map(|c| json!({"sha": c.id.to_string(), "summary": c.summary, "author": c.author}))
+                        .map(|c| CommitJson {
+                            sha: c.id.to_string(),
+                            summary: c.summary.clone(),
+                            author: c.author.clone(),
+                        })
                         .collect()
                 } else {
                     Vec::new()
                 };
-                json!({
-                    "id": t.id,
-                    "branch": t.branch,
-                    "status": status,
-                    "reason": reason,
-                    "start": t.start.map(|o| o.to_string()),
-                    "tip": t.tip.map(|o| o.to_string()),
-                    "commits": commits,
-                    "conflict": t.conflict.as_ref().map(|c| json!({
-                        "commit": c.commit,
-                        "files": c.files,
-                        "with": c.with,
-                        "with_target": c.with_target,
-                    })),
-                })
+                PlanTaskJson {
+                    id: t.id.clone(),
+                    branch: t.branch.clone(),
+                    status,
+                    reason,
+                    start: t.start.map(|o| o.to_string()),
+                    tip: t.tip.map(|o| o.to_string()),
+                    commits,
+                    conflict: t.conflict.as_ref().map(|c| ConflictJson {
+                        commit: c.commit.clone(),
+                        files: c.files.clone(),
+                        with: c.with.clone(),
+                        with_target: c.with_target,
+                    }),
+                }
             })
             .collect();
-        json!({
-            "target": self.target,
-            "target_tip": self.target_tip.to_string(),
-            "checkout": self.checkout.as_ref().map(|p| p.display().to_string()),
-            "dirty": self.dirty,
-            "tasks": tasks,
-            "left_out_removed": self.left_out,
-        })
+        PlanJson {
+            target: self.target.clone(),
+            target_tip: self.target_tip.to_string(),
+            checkout: self.checkout.as_ref().map(|p| p.display().to_string()),
+            dirty: self.dirty.clone(),
+            tasks,
+            left_out_removed: self.left_out.clone(),
+        }
     }
+}
+
+/// `flocks land --dry-run --json`: what the land will do.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct PlanJson {
+    /// The branch to land on (`[workspace] land_target`).
+    pub target: String,
+    /// Its tip when the plan was made.
+    pub target_tip: String,
+    /// The worktree where the target is checked out, if any.
+    pub checkout: Option<String>,
+    /// Tracked files with uncommitted changes in that checkout: land refuses.
+    pub dirty: Vec<String>,
+    /// The tasks in landing order (task-list order, dependencies first).
+    pub tasks: Vec<PlanTaskJson>,
+    /// Succeeded tasks their task list no longer has (`removed`), left out
+    /// since no id was named.
+    pub left_out_removed: Vec<String>,
+}
+
+/// A task of the land plan.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct PlanTaskJson {
+    pub id: String,
+    pub branch: String,
+    /// `ready`, `empty` (no commit to land), `already_landed` or `refused`.
+    pub status: &'static str,
+    /// Why it is refused (says what to do).
+    pub reason: Option<String>,
+    /// The task's origin (or, for a task that landed and then went on, where
+    /// its last landing ended).
+    pub start: Option<String>,
+    /// Its recorded tip: its work is `start..tip`.
+    pub tip: Option<String>,
+    /// `start..tip` over all its attempts, oldest first (for ready tasks;
+    /// empty otherwise).
+    pub commits: Vec<CommitJson>,
+    /// Its cherry-pick will conflict (predicted in memory).
+    pub conflict: Option<ConflictJson>,
+}
+
+/// A commit to cherry-pick.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct CommitJson {
+    pub sha: String,
+    pub summary: String,
+    pub author: String,
+}
+
+/// Where a task's cherry-pick will conflict.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ConflictJson {
+    /// Its commit that does not apply.
+    pub commit: String,
+    /// In these files.
+    pub files: Vec<String>,
+    /// The earlier tasks (landing order) whose work changes those files.
+    pub with: Vec<String>,
+    /// It does not apply on the target alone either.
+    pub with_target: bool,
 }
 
 impl Report {

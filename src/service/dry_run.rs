@@ -15,7 +15,9 @@ use crate::runner::fleet::history::StartOrder;
 use crate::state::State;
 use crate::tasks::{TaskSet, dependency_order};
 
-/// One task of the dry-run plan.
+/// One task of the dry-run plan (a row of `run --dry-run --json`'s `tasks`).
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub(crate) struct PlannedRun {
     /// 1-based position in dependency order.
     pub order: usize,
@@ -44,6 +46,108 @@ pub(crate) struct PlannedRun {
     pub start: Option<usize>,
     /// Its expected duration from history, in seconds.
     pub expected_secs: Option<f64>,
+}
+
+/// `flocks run --dry-run --json`: the plan, the pools, the spend and the
+/// start order.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct DryRunJson<'a> {
+    /// Every task of the task file, in dependency order.
+    pub tasks: &'a [PlannedRun],
+    pub pools: Vec<PoolPlan>,
+    pub max_agents: usize,
+    /// Agent runs the plan implies at least (retries add more).
+    pub agent_runs: u32,
+    pub spend: Spend,
+    pub start_order: StartOrderJson,
+}
+
+/// A pool of the plan.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct PoolPlan {
+    pub name: String,
+    /// `local`, `docker`, `ssh`, `exedev` or `slurm`.
+    pub backend: &'static str,
+    pub slots: usize,
+    /// A Slurm pool: the most jobs it submits at once (one per attempt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs_at_once: Option<usize>,
+    /// A Slurm pool: what its scheduler said of its jobs (`sbatch --test-only`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<SchedulerSaid>,
+}
+
+/// What a pool's scheduler said.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct SchedulerSaid {
+    /// true: it accepts the jobs; null: it could not be asked (a run leaves
+    /// the pool out).
+    pub accepts: Option<bool>,
+    /// Its answer, or why it could not be asked.
+    pub said: String,
+}
+
+/// Which of the ready tasks a run starts first.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct StartOrderJson {
+    /// `task_order` (no history) or `longest_expected_first`.
+    pub kind: &'static str,
+    /// For people.
+    pub why: String,
+    /// Tasks with a duration from history.
+    pub history_tasks: usize,
+}
+
+impl<'a> DryRunJson<'a> {
+    /// The plan `plan` made, with its pools, spend and start order.
+    pub(crate) fn new(
+        config: &Config,
+        planned: &'a [PlannedRun],
+        schedulers: &[SchedulerCheck],
+        start_order: &StartOrder,
+        spend: Spend,
+    ) -> Self {
+        let pools = config
+            .pools
+            .iter()
+            .map(|p| {
+                let said = schedulers.iter().find(|c| c.pool == p.name);
+                PoolPlan {
+                    name: p.name.clone(),
+                    backend: p.backend.kind(),
+                    slots: p.max_worktrees,
+                    // A Slurm pool submits one job per attempt: at most this many at once.
+                    jobs_at_once: said.map(|_| p.max_worktrees.min(config.max_agents)),
+                    scheduler: said.map(|c| match &c.said {
+                        Ok(s) => SchedulerSaid {
+                            accepts: Some(true),
+                            said: s.clone(),
+                        },
+                        Err(e) => SchedulerSaid {
+                            accepts: None,
+                            said: e.clone(),
+                        },
+                    }),
+                }
+            })
+            .collect();
+        DryRunJson {
+            tasks: planned,
+            pools,
+            max_agents: config.max_agents,
+            agent_runs: planned.iter().map(|r| r.agent_runs).sum(),
+            spend,
+            start_order: StartOrderJson {
+                kind: start_order.kind(),
+                why: start_order.describe(),
+                history_tasks: start_order.history_tasks(),
+            },
+        }
+    }
 }
 
 /// Check as a run would, then plan the pools without running anything.
@@ -136,6 +240,7 @@ pub(crate) fn plan(
 /// attempts running when one is reached (up to `max_agents`) finish and
 /// add their cost on top.
 #[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub(crate) struct Spend {
     /// The lowest of the limits below; None: nothing limits the spend.
     pub worst_case_usd: Option<f64>,

@@ -24,6 +24,13 @@ pub use record::{TaskRecord, TaskStatus};
 pub(crate) use store::StateReader;
 pub use store::StateStore;
 
+/// A reader about to exit leaves what it read to the operating system:
+/// freeing a big state (10,000 tasks' records, and the views built from
+/// them) one allocation at a time is work nobody waits for.
+pub(crate) fn leave<T>(value: T) {
+    std::mem::forget(value);
+}
+
 /// Bumped when the shape changes in a way old readers cannot follow.
 /// 2: a task has one `origin`, and its work is `origin..tip` over all its
 /// attempts (format 1 files are upgraded on load, see [`State::upgrade`]).

@@ -210,19 +210,23 @@ impl StateStore {
                 ),
             )
         };
-        // serde_json does not check the bytes of fields it skips.
-        if let Err(e) = std::str::from_utf8(bytes) {
-            return Err(Error::input(
-                &self.path,
-                None,
-                None,
-                format!(
-                    "state file is not UTF-8 text (bad byte at offset {}); {left}",
-                    e.valid_up_to()
-                ),
-            ));
-        }
-        let parsed = parse_state(bytes);
+        // serde_json does not check the bytes of fields it skips; checked
+        // once here, the text is then read as a `str` (not checked again).
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                return Err(Error::input(
+                    &self.path,
+                    None,
+                    None,
+                    format!(
+                        "state file is not UTF-8 text (bad byte at offset {}); {left}",
+                        e.valid_up_to()
+                    ),
+                ));
+            }
+        };
+        let parsed = parse_state(text);
         let mut state = match parsed {
             Ok(state) if state.format_version > FORMAT_VERSION => {
                 return Err(newer(state.format_version.into()));
@@ -355,17 +359,17 @@ struct Split<'a> {
 /// on the machine's cores side by side: most of a reader's time at 10,000
 /// tasks is this parse. What it reads is what one `serde_json` pass reads;
 /// an error is that pass's error (line and column).
-fn parse_state(bytes: &[u8]) -> serde_json::Result<State> {
+fn parse_state(text: &str) -> serde_json::Result<State> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(8);
-    if bytes.len() < PARALLEL_BYTES || threads < 2 {
-        return serde_json::from_slice(bytes);
+    if text.len() < PARALLEL_BYTES || threads < 2 {
+        return serde_json::from_str(text);
     }
-    let Ok(split) = serde_json::from_slice::<Split<'_>>(bytes) else {
+    let Ok(split) = serde_json::from_str::<Split<'_>>(text) else {
         // Said by the one pass, with its line and column.
-        return serde_json::from_slice(bytes);
+        return serde_json::from_str(text);
     };
     let chunk = split.tasks.len().div_ceil(threads).max(1);
     let parsed: Vec<serde_json::Result<Vec<super::TaskRecord>>> = std::thread::scope(|s| {
@@ -390,7 +394,7 @@ fn parse_state(bytes: &[u8]) -> serde_json::Result<State> {
     for part in parsed {
         match part {
             Ok(tasks) => state.tasks.extend(tasks),
-            Err(_) => return serde_json::from_slice(bytes),
+            Err(_) => return serde_json::from_str(text),
         }
     }
     Ok(state)

@@ -325,7 +325,7 @@ fn a_big_snapshot_reads_as_one_pass() {
     let bytes = fs::read(store.path()).unwrap();
     assert!(bytes.len() > PARALLEL_BYTES, "{} bytes", bytes.len());
     let one: State = serde_json::from_slice(&bytes).unwrap();
-    let parts = parse_state(&bytes).unwrap();
+    let parts = parse_state(std::str::from_utf8(&bytes).unwrap()).unwrap();
     assert_eq!(
         serde_json::to_value(&parts).unwrap(),
         serde_json::to_value(&one).unwrap()
@@ -344,7 +344,7 @@ fn a_big_snapshot_reads_as_one_pass() {
         &text[status + 14..]
     );
     let want = serde_json::from_slice::<State>(bad.as_bytes()).unwrap_err();
-    let got = parse_state(bad.as_bytes()).unwrap_err();
+    let got = parse_state(&bad).unwrap_err();
     assert_eq!(got.to_string(), want.to_string());
     fs::write(store.path(), &bad).unwrap();
     let err = store.load().unwrap_err();
