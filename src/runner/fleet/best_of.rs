@@ -210,7 +210,7 @@ impl Fleet {
 
     /// Judging stopped before its end (Ctrl-C), or failed (`error`, said as a
     /// notice): the task stays pending, and a later run judges it.
-    pub fn on_judge_abandoned(&mut self, id: &str, error: Option<String>) -> Vec<Effect> {
+    pub(super) fn on_judge_abandoned(&mut self, id: &str, error: Option<String>) -> Vec<Effect> {
         self.judging.remove(id);
         self.release(id);
         let mut out = Vec::new();
@@ -226,7 +226,7 @@ impl Fleet {
     /// A best-of task was judged: it succeeds with the winner's work, or
     /// fails with each variant's reason, or (under `--supervise`, retries
     /// left) every variant runs again.
-    pub fn on_judged(&mut self, id: &str, judged: Judged, now: Now) -> Vec<Effect> {
+    pub(super) fn on_judged(&mut self, id: &str, judged: Judged, now: Now) -> Vec<Effect> {
         let mut out = Vec::new();
         self.judging.remove(id);
         let credential = self

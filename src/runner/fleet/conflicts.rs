@@ -85,7 +85,7 @@ impl Fleet {
 
     /// A prediction came back: record each task's conflict, say the new
     /// ones, flag work outside footprints, start early redos.
-    pub fn on_prediction(&mut self, result: PredictResult) -> Vec<Effect> {
+    pub(super) fn on_prediction(&mut self, result: PredictResult) -> Vec<Effect> {
         let mut out = Vec::new();
         self.predicting = false;
         self.end_wait_from = None;
@@ -145,7 +145,7 @@ impl Fleet {
 
     /// When the run's end stops waiting for the prediction (None once
     /// past, or when it does not wait).
-    pub fn end_wait_until(&self, now: super::Now) -> Option<std::time::Instant> {
+    pub(super) fn end_wait_until(&self, now: super::Now) -> Option<std::time::Instant> {
         self.end_wait_from
             .map(|s| s + END_WAIT)
             .filter(|&d| d > now.mono)
@@ -344,7 +344,7 @@ impl Fleet {
 
     /// The early redo's start is ready (or could not be made: the task stays
     /// as it succeeded, its conflict left for `land --resolve`).
-    pub fn on_redo_prepared(
+    pub(super) fn on_redo_prepared(
         &mut self,
         id: &str,
         next: Result<NextAttempt, RedoError>,

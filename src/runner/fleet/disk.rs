@@ -15,7 +15,7 @@ impl Fleet {
     /// The free space is `free` bytes now on the fullest of the
     /// filesystems flocks writes to (the worktrees', `.flocks/`'s), the one
     /// that holds `place`.
-    pub fn on_free_disk(&mut self, free: u64, place: &Path) -> Vec<Effect> {
+    pub(super) fn on_free_disk(&mut self, free: u64, place: &Path) -> Vec<Effect> {
         let mut out = Vec::new();
         let Some(min) = self.config.min_free_disk else {
             return out;

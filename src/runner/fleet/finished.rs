@@ -12,7 +12,7 @@ use crate::error::Exit;
 use crate::report::{AttentionCause, Event};
 use crate::runner::AttemptReport;
 use crate::runner::credentials::DEFAULT_LOGIN;
-use crate::state::{Outcome, TaskStatus};
+use crate::state::{NextAttempt, Outcome, TaskStatus};
 
 /// Quick failures in a row that stop dispatching.
 pub const BREAKER_LIMIT: u32 = 3;
@@ -42,7 +42,7 @@ struct Policy {
 
 impl Fleet {
     /// An attempt ended.
-    pub fn on_finished(
+    pub(super) fn on_finished(
         &mut self,
         id: &str,
         attempt: u32,
@@ -275,6 +275,20 @@ impl Fleet {
         }
         self.check_budget(&mut out);
         out
+    }
+
+    /// How a retry starts, worked out by the dispatcher for [`Effect::PlanRetry`].
+    pub(super) fn set_next(&mut self, id: &str, next: NextAttempt) {
+        self.planning.remove(id);
+        if let Some(rec) = self.record_mut(id) {
+            rec.next = Some(next);
+            self.dirty = true;
+        }
+    }
+
+    /// Planning a retry failed: it starts without the earlier attempt's context.
+    pub(super) fn plan_failed(&mut self, id: &str) {
+        self.planning.remove(id);
     }
 
     /// `max_cost_usd` reached: no new agent starts.

@@ -1,7 +1,7 @@
 //! The fleet: the run's task model and every dispatch rule, as plain
 //! synchronous code. No I/O, no tokio, no processes: the dispatcher feeds it
-//! what happened (`on_finished`, `on_interrupt`, ...) with the time, and
-//! carries out the [`Effect`]s it returns.
+//! what happened, one [`Input`] at a time with the time, through
+//! [`Fleet::handle`], and carries out the [`Effect`]s it returns.
 //!
 //! One task model: each task line and its state record sit side by side,
 //! found by id through one index (no linear lookups).
@@ -11,7 +11,10 @@ mod conflicts;
 mod disk;
 mod finished;
 pub mod history;
+mod input;
 mod proxied;
+mod run;
+mod running;
 mod schedule;
 mod stop;
 #[cfg(test)]
@@ -32,13 +35,14 @@ use crate::backend::PrepareJob;
 use crate::config::Config;
 use crate::error::Exit;
 use crate::prompt::Template;
-use crate::report::{Event, PoolInfo};
-use crate::state::{InvalidTransition, Job, NextAttempt, Outcome, State, TaskRecord, TaskStatus};
+use crate::report::Event;
+use crate::state::{InvalidTransition, Outcome, State, TaskRecord, TaskStatus};
 use crate::tasks::{Task, TaskSet, dependency_order};
 
 pub use best_of::Judged;
 #[cfg(test)]
 use finished::REQUEUE_CAP;
+pub use input::Input;
 
 /// The wall clock (for state and credentials) and the monotonic clock (for
 /// stagger and quick failures), read once per step by the dispatcher.
@@ -496,230 +500,6 @@ impl Fleet {
                 }));
             }
         }
-    }
-
-    /// The events that open a run: its pools and the queued tasks.
-    pub fn on_run_started(&mut self) -> Vec<Effect> {
-        // What runs: tasks, and for a best-of task its variants (counted
-        // apart: counts count tasks).
-        let (mut pending, mut best_of, mut variants) = (0, 0, 0);
-        for t in &self.state.tasks {
-            if t.variants.is_empty() {
-                if self.in_scope(&t.id) && t.status == TaskStatus::Pending {
-                    pending += 1;
-                }
-                continue;
-            }
-            let n = t
-                .variants
-                .iter()
-                .filter(|v| self.in_scope(&v.id) && v.status == TaskStatus::Pending)
-                .count();
-            if n > 0 {
-                pending += 1;
-                best_of += 1;
-                variants += n;
-            }
-        }
-        let run_id = self
-            .state
-            .run
-            .as_ref()
-            .map(|r| r.id.clone())
-            .unwrap_or_default();
-        let pools = self
-            .config
-            .pools
-            .iter()
-            .map(|p| PoolInfo {
-                name: p.name.clone(),
-                backend: p.backend.kind().into(),
-                slots: p.max_worktrees,
-                isolation: crate::backend::isolation(p).into(),
-            })
-            .collect();
-        let mut out = vec![Effect::Emit(Event::RunStarted {
-            run_id,
-            tasks: self
-                .tasks
-                .tasks
-                .iter()
-                .filter(|t| t.variant.is_none())
-                .count(),
-            pending,
-            pools,
-            best_of,
-            variants,
-        })];
-        if let history::OrderWhy::LongestFirst { .. } = self.start_order {
-            let order = history::StartOrder {
-                order: Vec::new(),
-                why: self.start_order,
-            };
-            out.push(Effect::Emit(Event::Notice {
-                message: format!("start order: {}", order.describe()),
-            }));
-        }
-        for &i in &self.order {
-            let id = &self.tasks.tasks[i].id;
-            if self.in_scope(id)
-                && !self.has_variants(id)
-                && self
-                    .record(id)
-                    .is_some_and(|r| r.status == TaskStatus::Pending)
-            {
-                out.push(Effect::Emit(Event::Queued { task: id.clone() }));
-            }
-        }
-        out
-    }
-
-    /// The executor prepared the attempt's worktree.
-    pub fn on_started(
-        &mut self,
-        id: &str,
-        attempt: u32,
-        worktree: PathBuf,
-        start_commit: String,
-        origin: String,
-        created_branch: bool,
-    ) {
-        if let Some(rec) = self.record_mut(id) {
-            rec.worktree = worktree;
-            rec.origin = Some(origin);
-            if created_branch {
-                rec.branch_created = true;
-            }
-            if let Some(a) = rec.attempt_mut(attempt) {
-                a.start_commit = Some(start_commit);
-            }
-            self.dirty = true;
-        }
-    }
-
-    /// The attempt's job in its pool's scheduler changed (pending with a
-    /// reason, running on a node): recorded, and said when it changed.
-    pub fn on_job(&mut self, id: &str, attempt: u32, job: Job, now: Now) -> Vec<Effect> {
-        let mut out = Vec::new();
-        let Some(pool) = self
-            .running
-            .get(id)
-            .map(|s| self.pools[s.pool].name.clone())
-        else {
-            return out;
-        };
-        let Some(a) = self.record_mut(id).and_then(|r| r.attempt_mut(attempt)) else {
-            return out;
-        };
-        let changed = a.job.as_ref().is_none_or(|old| {
-            old.id != job.id || old.state != job.state || old.reason != job.reason
-        });
-        if !job.is_pending() && a.pending_secs.is_none() {
-            let until = job.started_at.unwrap_or(now.wall);
-            a.pending_secs =
-                Some(((until - a.started_at).num_milliseconds().max(0)) as f64 / 1000.0);
-        }
-        let pending_secs = a.pending_at(now.wall);
-        a.job = Some(job.clone());
-        self.dirty = true;
-        if changed {
-            out.push(Effect::Emit(Event::Job {
-                task: id.to_string(),
-                attempt,
-                pool,
-                job,
-                pending_secs,
-            }));
-        }
-        out
-    }
-
-    /// The agent said which session it runs in.
-    pub fn on_session(&mut self, id: &str, attempt: u32, session_id: String) {
-        if let Some(a) = self.record_mut(id).and_then(|r| r.attempt_mut(attempt)) {
-            a.session_id = Some(session_id);
-            self.dirty = true;
-        }
-    }
-
-    /// How a retry starts, worked out by the dispatcher for [`Effect::PlanRetry`].
-    pub fn set_next(&mut self, id: &str, next: NextAttempt) {
-        self.planning.remove(id);
-        if let Some(rec) = self.record_mut(id) {
-            rec.next = Some(next);
-            self.dirty = true;
-        }
-    }
-
-    /// Planning a retry failed: it starts without the earlier attempt's context.
-    pub fn plan_failed(&mut self, id: &str) {
-        self.planning.remove(id);
-    }
-
-    /// Nothing runs and nothing more will start: the run is over. Says why
-    /// when no pool can ever run the ready tasks.
-    pub fn is_done(&mut self, now: Now) -> (bool, Vec<Effect>) {
-        schedule::is_done(self, now)
-    }
-
-    /// The end of the run: the last blocked tasks, the end time, the totals.
-    pub fn finish(&mut self, now: Now) -> (RunSummary, Vec<Effect>) {
-        let mut out = self.update_blocked();
-        self.leave_unpredicted(&mut out);
-        if let Some(run) = self.state.run.as_mut() {
-            run.ended_at = Some(now.wall);
-            // An ended run waits for nothing.
-            run.waiting = None;
-        }
-        self.dirty = true;
-        let (mut succeeded, mut failed, mut blocked, mut pending) = (0, 0, 0, 0);
-        for t in self
-            .tasks
-            .tasks
-            .iter()
-            .filter(|t| t.variant.is_none() && self.in_scope(&t.id))
-        {
-            match self.record(&t.id).map(|r| &r.status) {
-                Some(s) if s.is_success() => succeeded += 1,
-                Some(TaskStatus::Blocked { .. }) => blocked += 1,
-                Some(TaskStatus::Pending)
-                | Some(TaskStatus::Done {
-                    outcome: Outcome::Interrupted,
-                }) => pending += 1,
-                _ => failed += 1,
-            }
-        }
-        let interrupted = self.interrupts > 0;
-        out.push(Effect::Emit(Event::RunFinished {
-            succeeded,
-            failed,
-            blocked,
-            pending,
-            cost_usd: self.run_cost,
-            interrupted,
-        }));
-        let exit = if self.ctrl_c {
-            Exit::Interrupted
-        } else if let Some((_, exit)) = &self.stopped_because {
-            *exit
-        } else if interrupted {
-            // `flocks stop`: what did not run is no failure.
-            if failed + blocked == 0 {
-                Exit::Ok
-            } else {
-                Exit::TasksFailed
-            }
-        } else if failed + blocked + pending == 0 {
-            Exit::Ok
-        } else {
-            Exit::TasksFailed
-        };
-        let summary = RunSummary {
-            exit,
-            stopped_because: self.stopped_because.as_ref().map(|(r, _)| r.clone()),
-            interrupted,
-        };
-        (summary, out)
     }
 }
 

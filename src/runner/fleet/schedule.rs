@@ -18,7 +18,9 @@ use crate::state::{Attempt, NextAttempt, Outcome, TaskStatus};
 use crate::tasks::StartFrom;
 
 impl Fleet {
-    /// The earliest time something may become startable.
+    /// The earliest time something may become startable, or the run's end
+    /// stops waiting for a prediction: the dispatcher's next turn, at the
+    /// latest.
     pub fn next_wake(&self, now: Now) -> Instant {
         let mut wake = now.mono + Duration::from_secs(3600);
         if let Some(s) = self.next_start
@@ -38,12 +40,15 @@ impl Fleet {
         if let Some(t) = self.creds.next_ramp_step(now.wall) {
             wake = wake.min(at(t));
         }
+        if let Some(t) = self.end_wait_until(now) {
+            wake = wake.min(t);
+        }
         wake
     }
 
     /// Pending tasks whose dependencies failed for good become blocked; blocked
     /// ones whose dependencies were retried become pending again.
-    pub fn update_blocked(&mut self) -> Vec<Effect> {
+    pub(super) fn update_blocked(&mut self) -> Vec<Effect> {
         if !std::mem::take(&mut self.blocked_stale) {
             return Vec::new();
         }
@@ -118,7 +123,7 @@ impl Fleet {
 
     /// Start every task that can start now: slots, pools, credentials,
     /// stagger, dependencies, scope, back-off, the drain and stop state.
-    pub fn start_ready(&mut self, now: Now) -> Vec<Effect> {
+    pub(super) fn start_ready(&mut self, now: Now) -> Vec<Effect> {
         let mut out = self.update_blocked();
         // Variants that ended are judged even when dispatch stopped (budget,
         // breaker): only a judge agent needs dispatch.
@@ -365,7 +370,7 @@ impl Fleet {
 
     /// The start commit of a `start_from = "dependencies"` task was built
     /// (`Ok(None)`: its branch exists and is kept), or cannot be.
-    pub fn on_dependency_start(
+    pub(super) fn on_dependency_start(
         &mut self,
         id: &str,
         start: Result<Option<String>, StartError>,
@@ -623,7 +628,8 @@ impl Fleet {
     }
 }
 
-/// See [`Fleet::is_done`].
+/// Nothing runs and nothing more will start: the run is over. Says why
+/// when no pool can ever run the ready tasks.
 pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
     if !fleet.running.is_empty() || !fleet.planning.is_empty() || !fleet.judging.is_empty() {
         return (false, Vec::new());

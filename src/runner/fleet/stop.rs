@@ -7,7 +7,7 @@ use crate::runner::StopLevel;
 
 impl Fleet {
     /// Ctrl-C: the first drains, the second stops agents, the third kills them.
-    pub fn on_interrupt(&mut self) -> Vec<Effect> {
+    pub(super) fn on_interrupt(&mut self) -> Vec<Effect> {
         self.interrupts += 1;
         self.ctrl_c = true;
         match self.interrupts {
@@ -32,7 +32,7 @@ impl Fleet {
     }
 
     /// SIGTERM (`flocks stop`): stop agents gracefully and save.
-    pub fn on_stop_requested(&mut self) -> Vec<Effect> {
+    pub(super) fn on_stop_requested(&mut self) -> Vec<Effect> {
         self.draining = true;
         self.interrupts = self.interrupts.max(2);
         let message = match self.running.len() {

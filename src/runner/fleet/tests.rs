@@ -11,6 +11,7 @@ use crate::land::predict::Prediction;
 use crate::report::AttentionCause;
 use crate::runner::AttemptReport;
 use crate::runner::credentials::{Credentials, DEFAULT_LOGIN};
+use crate::state::NextAttempt;
 use crate::state::{Outcome, PredictedConflict, ResultInfo, State, TaskRecord, TaskStatus};
 use crate::tasks::{BranchRules, TaskSet, parse_jsonl};
 
@@ -165,6 +166,104 @@ impl Setup {
     }
 }
 
+/// The fleet fed as the dispatcher feeds it: each call is one input
+/// through [`Fleet::handle`].
+trait Feed {
+    fn feed(&mut self, input: Input, now: Now) -> input::Step;
+    /// The loop's turn: what it started and said.
+    fn tick(&mut self, now: Now) -> Vec<Effect> {
+        self.feed(Input::Tick, now).effects
+    }
+    /// The loop's turn: whether the run is over, and what it said.
+    fn done(&mut self, now: Now) -> (bool, Vec<Effect>) {
+        let step = self.feed(Input::Tick, now);
+        (step.done, step.effects)
+    }
+    fn run_started(&mut self) -> Vec<Effect> {
+        self.feed(Input::RunStarted, Now::current()).effects
+    }
+    fn finished(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        report: &AttemptReport,
+        now: Now,
+    ) -> Vec<Effect> {
+        let input = Input::Finished {
+            task: id.into(),
+            attempt,
+            report: Box::new(report.clone()),
+        };
+        self.feed(input, now).effects
+    }
+    fn job(&mut self, id: &str, attempt: u32, job: crate::state::Job, now: Now) -> Vec<Effect> {
+        let input = Input::Job {
+            task: id.into(),
+            attempt,
+            job,
+        };
+        self.feed(input, now).effects
+    }
+    fn dependency_start(
+        &mut self,
+        id: &str,
+        start: Result<Option<String>, StartError>,
+        now: Now,
+    ) -> Vec<Effect> {
+        let input = Input::DependencyStart {
+            task: id.into(),
+            start,
+        };
+        self.feed(input, now).effects
+    }
+    fn retry_planned(&mut self, id: &str, next: NextAttempt) {
+        let input = Input::RetryPlanned {
+            task: id.into(),
+            next,
+        };
+        self.feed(input, Now::current());
+    }
+    fn free_disk(&mut self, free: u64, place: &Path) -> Vec<Effect> {
+        let input = Input::FreeDisk {
+            free,
+            place: place.into(),
+        };
+        self.feed(input, Now::current()).effects
+    }
+    fn predicted(&mut self, result: PredictResult) -> Vec<Effect> {
+        self.feed(Input::Predicted(result), Now::current()).effects
+    }
+    fn redo_prepared(&mut self, id: &str, next: Result<NextAttempt, RedoError>) -> Vec<Effect> {
+        let input = Input::RedoPrepared {
+            task: id.into(),
+            next,
+        };
+        self.feed(input, Now::current()).effects
+    }
+    fn judged(&mut self, id: &str, judged: Judged, now: Now) -> Vec<Effect> {
+        let input = Input::Judged {
+            task: id.into(),
+            judged: Ok(Some(Box::new(judged))),
+        };
+        self.feed(input, now).effects
+    }
+    fn proxy(&mut self, ev: crate::proxy::ProxyEvent, now: Now) -> Vec<Effect> {
+        self.feed(Input::Proxy(ev), now).effects
+    }
+    fn interrupt(&mut self) -> Vec<Effect> {
+        self.feed(Input::Interrupt, Now::current()).effects
+    }
+    fn stop_requested(&mut self) -> Vec<Effect> {
+        self.feed(Input::StopRequested, Now::current()).effects
+    }
+}
+
+impl Feed for Fleet {
+    fn feed(&mut self, input: Input, now: Now) -> input::Step {
+        self.handle(input, now)
+    }
+}
+
 const TWO: &str = "{\"id\":\"a\",\"prompt\":\"do a\"}\n{\"id\":\"b\",\"prompt\":\"do b\"}\n";
 const ONE: &str = "{\"id\":\"a\",\"prompt\":\"do a\"}\n";
 
@@ -258,7 +357,7 @@ fn answer(
     for e in effects {
         if let Effect::Predict(_) = e {
             out.extend(
-                f.on_prediction(PredictResult {
+                f.predicted(PredictResult {
                     prediction: Ok(Prediction {
                         target_tip: git2::Oid::ZERO_SHA1,
                         tasks: found
@@ -311,7 +410,7 @@ fn plan_retries(f: &mut Fleet, effects: &[Effect]) {
                 .find(|a| a.number == *from_attempt)
                 .cloned()
                 .unwrap();
-            f.set_next(
+            f.retry_planned(
                 task,
                 NextAttempt {
                     fresh: false,
@@ -330,7 +429,7 @@ fn plan_retries(f: &mut Fleet, effects: &[Effect]) {
 fn starts_every_ready_task_and_records_the_attempt() {
     let mut f = Setup::new(TWO).build();
     let now = t0();
-    let out = f.start_ready(now);
+    let out = f.tick(now);
     assert_eq!(
         spawned(&out),
         vec![("a".to_string(), 1, 0), ("b".to_string(), 1, 0)]
@@ -342,16 +441,16 @@ fn starts_every_ready_task_and_records_the_attempt() {
     assert_eq!(f.record("a").unwrap().attempts.len(), 1);
     assert!(f.take_dirty());
     // Nothing more to start while they run, and the run is not over.
-    assert!(spawned(&f.start_ready(now)).is_empty());
-    assert!(!f.is_done(now).0);
+    assert!(spawned(&f.tick(now)).is_empty());
+    assert!(!f.done(now).0);
 }
 
 #[test]
 fn a_failure_is_retried_up_to_max_retries_then_done() {
     let mut f = Setup::new(ONE).supervise(1).build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("a", 1, &report(failed()), later(now, 60));
+    f.tick(now);
+    let out = f.finished("a", 1, &report(failed()), later(now, 60));
     assert_eq!(status(&f, "a"), TaskStatus::Pending);
     assert!(out.iter().any(|e| matches!(
         e,
@@ -367,16 +466,16 @@ fn a_failure_is_retried_up_to_max_retries_then_done() {
         )
     );
     // Until its retry is planned, the task waits, and so does the end of the run.
-    assert!(spawned(&f.start_ready(later(now, 61))).is_empty());
-    assert!(!f.is_done(later(now, 61)).0);
+    assert!(spawned(&f.tick(later(now, 61))).is_empty());
+    assert!(!f.done(later(now, 61)).0);
     plan_retries(&mut f, &out);
-    let out = f.start_ready(later(now, 61));
+    let out = f.tick(later(now, 61));
     assert_eq!(spawned(&out), vec![("a".to_string(), 2, 0)]);
     assert!(f.record("a").unwrap().next.is_none());
-    let out = f.on_finished("a", 2, &report(failed()), later(now, 200));
+    let out = f.finished("a", 2, &report(failed()), later(now, 200));
     assert_eq!(status(&f, "a"), TaskStatus::Done { outcome: failed() });
     assert!(!out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })));
-    assert!(f.is_done(later(now, 200)).0);
+    assert!(f.done(later(now, 200)).0);
     let (summary, _) = f.finish(later(now, 200));
     assert_eq!(summary.exit, Exit::TasksFailed);
 }
@@ -385,8 +484,8 @@ fn a_failure_is_retried_up_to_max_retries_then_done() {
 fn without_supervise_a_failure_is_final() {
     let mut f = Setup::new(ONE).build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("a", 1, &report(failed()), later(now, 60));
+    f.tick(now);
+    let out = f.finished("a", 1, &report(failed()), later(now, 60));
     assert_eq!(status(&f, "a"), TaskStatus::Done { outcome: failed() });
     assert!(!out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })));
 }
@@ -396,12 +495,12 @@ fn a_rate_limit_parks_the_credential_and_requeues_up_to_the_cap() {
     let mut f = Setup::new(ONE).build();
     let mut now = t0();
     let resets = now.wall + chrono::Duration::seconds(600);
-    f.start_ready(now);
+    f.tick(now);
     let limited = Outcome::RateLimited {
         credential: None,
         resets_at: Some(resets),
     };
-    let out = f.on_finished("a", 1, &report(limited.clone()), later(now, 60));
+    let out = f.finished("a", 1, &report(limited.clone()), later(now, 60));
     assert_eq!(status(&f, "a"), TaskStatus::Pending);
     assert!(events(&out).iter().any(|e| matches!(e, Event::CredentialParked { credential, until, .. } if credential == DEFAULT_LOGIN && *until == resets)));
     assert_eq!(
@@ -409,25 +508,25 @@ fn a_rate_limit_parks_the_credential_and_requeues_up_to_the_cap() {
         Some(resets)
     );
     // Parked: nothing starts until the reset, and the fleet waits rather than ends.
-    let out = f.start_ready(later(now, 61));
+    let out = f.tick(later(now, 61));
     assert!(spawned(&out).is_empty());
     assert!(
         events(&out)
             .iter()
             .any(|e| matches!(e, Event::Waiting { .. }))
     );
-    assert!(!f.is_done(later(now, 61)).0);
+    assert!(!f.done(later(now, 61)).0);
     assert!(f.next_wake(later(now, 61)) <= later(now, 601).mono);
     // Each further rate limit re-queues, until the cap.
     for n in 2..=REQUEUE_CAP + 1 {
         now = later(now, 4000);
-        let out = f.start_ready(now);
+        let out = f.tick(now);
         assert_eq!(spawned(&out), vec![("a".to_string(), n, 0)]);
         let limited = Outcome::RateLimited {
             credential: None,
             resets_at: None,
         };
-        f.on_finished("a", n, &report(limited), later(now, 60));
+        f.finished("a", n, &report(limited), later(now, 60));
     }
     assert!(matches!(
         status(&f, "a"),
@@ -442,18 +541,18 @@ fn a_rate_limit_parks_the_credential_and_requeues_up_to_the_cap() {
 fn an_overload_pauses_new_agents_with_a_growing_backoff() {
     let mut f = Setup::new(TWO).config(|c| c.max_agents = 1).build();
     let now = t0();
-    assert_eq!(spawned(&f.start_ready(now)).len(), 1);
-    let out = f.on_finished("a", 1, &report(Outcome::Overloaded), later(now, 60));
+    assert_eq!(spawned(&f.tick(now)).len(), 1);
+    let out = f.finished("a", 1, &report(Outcome::Overloaded), later(now, 60));
     assert!(notices(&out).iter().any(|m| m.contains("overloaded (529)")));
     let until = f.state().backoff_until.unwrap();
     assert_eq!(until, later(now, 60).wall + chrono::Duration::seconds(60));
-    assert!(spawned(&f.start_ready(later(now, 61))).is_empty());
-    let out = f.start_ready(later(now, 121));
+    assert!(spawned(&f.tick(later(now, 61))).is_empty());
+    let out = f.tick(later(now, 121));
     assert_eq!(spawned(&out).len(), 1);
     assert_eq!(f.state().backoff_until, None);
     // A second overload in a row pauses twice as long.
     let (task, attempt, _) = spawned(&out)[0].clone();
-    f.on_finished(
+    f.finished(
         &task,
         attempt,
         &report(Outcome::Overloaded),
@@ -469,17 +568,18 @@ fn an_overload_pauses_new_agents_with_a_growing_backoff() {
 fn a_rejected_credential_is_disabled_and_the_run_ends_saying_why() {
     let mut f = Setup::new(TWO).config(|c| c.max_agents = 1).build();
     let now = t0();
-    f.start_ready(now);
+    f.tick(now);
     let rejected = Outcome::CredentialRejected {
         credential: None,
         reason: "invalid api key".into(),
     };
-    let out = f.on_finished("a", 1, &report(rejected), later(now, 60));
+    let out = f.finished("a", 1, &report(rejected), later(now, 60));
     assert!(events(&out).iter().any(
         |e| matches!(e, Event::CredentialDisabled { credential, .. } if credential == DEFAULT_LOGIN)
     ));
-    assert!(spawned(&f.start_ready(later(now, 61))).is_empty());
-    let (done, out) = f.is_done(later(now, 61));
+    // The turn starts nothing, and ends the run saying why.
+    let (done, out) = f.done(later(now, 61));
+    assert!(spawned(&out).is_empty());
     assert!(done);
     assert!(notices(&out)[0].contains("no pool can run agents"));
     let (summary, _) = f.finish(later(now, 61));
@@ -491,21 +591,21 @@ fn quick_failures_in_a_row_trip_the_breaker() {
     let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\"}\n{\"id\":\"c\",\"prompt\":\"c\"}\n{\"id\":\"d\",\"prompt\":\"d\"}\n";
     let mut f = Setup::new(lines).config(|c| c.max_agents = 3).build();
     let now = t0();
-    assert_eq!(spawned(&f.start_ready(now)).len(), 3);
+    assert_eq!(spawned(&f.tick(now)).len(), 3);
     let spawn_failed = || Outcome::SpawnFailed {
         reason: "claude: not found".into(),
     };
     let mut out = Vec::new();
     for id in ["a", "b", "c"] {
-        out = f.on_finished(id, 1, &report(spawn_failed()), later(now, 1));
+        out = f.finished(id, 1, &report(spawn_failed()), later(now, 1));
     }
     assert!(
         notices(&out)
             .iter()
             .any(|m| m.starts_with("dispatch stopped: 3 attempts in a row"))
     );
-    assert!(spawned(&f.start_ready(later(now, 2))).is_empty());
-    assert!(f.is_done(later(now, 2)).0);
+    assert!(spawned(&f.tick(later(now, 2))).is_empty());
+    assert!(f.done(later(now, 2)).0);
     assert_eq!(f.finish(later(now, 2)).0.exit, Exit::CouldNotStart);
 }
 
@@ -514,11 +614,11 @@ fn slow_failures_and_results_do_not_trip_the_breaker() {
     let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\"}\n{\"id\":\"c\",\"prompt\":\"c\"}\n{\"id\":\"d\",\"prompt\":\"d\"}\n";
     let mut f = Setup::new(lines).config(|c| c.max_agents = 3).build();
     let now = t0();
-    f.start_ready(now);
-    f.on_finished("a", 1, &report(failed()), later(now, 1));
-    f.on_finished("b", 1, &with_result(report(failed()), 0.0), later(now, 1));
-    f.on_finished("c", 1, &report(failed()), later(now, 120));
-    assert_eq!(spawned(&f.start_ready(later(now, 121))).len(), 1);
+    f.tick(now);
+    f.finished("a", 1, &report(failed()), later(now, 1));
+    f.finished("b", 1, &with_result(report(failed()), 0.0), later(now, 1));
+    f.finished("c", 1, &report(failed()), later(now, 120));
+    assert_eq!(spawned(&f.tick(later(now, 121))).len(), 1);
 }
 
 #[test]
@@ -530,8 +630,8 @@ fn the_cost_cap_stops_new_starts_and_lets_running_ones_finish() {
         })
         .build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished(
+    f.tick(now);
+    let out = f.finished(
         "a",
         1,
         &with_result(report(Outcome::Success), 1.5),
@@ -539,8 +639,8 @@ fn the_cost_cap_stops_new_starts_and_lets_running_ones_finish() {
     );
     assert!(notices(&out).iter().any(|m| m.contains("max_cost_usd = 1")));
     answer(&mut f, &out, &[]);
-    assert!(spawned(&f.start_ready(later(now, 61))).is_empty());
-    assert!(f.is_done(later(now, 61)).0);
+    assert!(spawned(&f.tick(later(now, 61))).is_empty());
+    assert!(f.done(later(now, 61)).0);
     let (summary, out) = f.finish(later(now, 61));
     assert_eq!(summary.exit, Exit::TasksFailed);
     assert!(events(&out).iter().any(|e| matches!(e, Event::RunFinished { succeeded: 1, pending: 1, cost_usd, .. } if *cost_usd == 1.5)));
@@ -550,12 +650,12 @@ fn the_cost_cap_stops_new_starts_and_lets_running_ones_finish() {
 fn a_lost_session_starts_fresh_without_using_a_retry() {
     let mut f = Setup::new(ONE).supervise(1).build();
     let now = t0();
-    f.start_ready(now);
+    f.tick(now);
     let mut first = report(failed());
     first.session_id = Some("s-1".into());
-    let out = f.on_finished("a", 1, &first, later(now, 60));
+    let out = f.finished("a", 1, &first, later(now, 60));
     plan_retries(&mut f, &out);
-    let out = f.start_ready(later(now, 61));
+    let out = f.tick(later(now, 61));
     assert_eq!(spawned(&out), vec![("a".to_string(), 2, 0)]);
     assert_eq!(
         f.record("a").unwrap().attempts[1].resumed_from.as_deref(),
@@ -564,7 +664,7 @@ fn a_lost_session_starts_fresh_without_using_a_retry() {
     // The resumed session is gone.
     let mut lost = report(failed());
     lost.no_conversation = true;
-    let out = f.on_finished("a", 2, &lost, later(now, 120));
+    let out = f.finished("a", 2, &lost, later(now, 120));
     assert_eq!(status(&f, "a"), TaskStatus::Pending);
     assert!(out.iter().any(|e| matches!(
         e,
@@ -582,7 +682,7 @@ fn a_lost_session_starts_fresh_without_using_a_retry() {
     // Only the first failure counts against max_retries = 1.
     assert_eq!(rec.counted_failures(), 1);
     plan_retries(&mut f, &out);
-    let out = f.start_ready(later(now, 121));
+    let out = f.tick(later(now, 121));
     assert_eq!(spawned(&out), vec![("a".to_string(), 3, 0)]);
     assert_eq!(f.record("a").unwrap().attempts[2].resumed_from, None);
 }
@@ -599,11 +699,11 @@ fn a_lost_host_takes_its_pool_out_and_the_task_moves() {
         })
         .build();
     let now = t0();
-    assert_eq!(spawned(&f.start_ready(now)), vec![("a".to_string(), 1, 0)]);
+    assert_eq!(spawned(&f.tick(now)), vec![("a".to_string(), 1, 0)]);
     let lost = Outcome::HostLost {
         reason: "host h1 is unreachable".into(),
     };
-    let out = f.on_finished("a", 1, &report(lost), later(now, 60));
+    let out = f.finished("a", 1, &report(lost), later(now, 60));
     assert!(
         notices(&out)
             .iter()
@@ -611,7 +711,7 @@ fn a_lost_host_takes_its_pool_out_and_the_task_moves() {
     );
     assert_eq!(status(&f, "a"), TaskStatus::Pending);
     assert_eq!(
-        spawned(&f.start_ready(later(now, 61))),
+        spawned(&f.tick(later(now, 61))),
         vec![("a".to_string(), 2, 1)]
     );
 }
@@ -622,21 +722,21 @@ fn a_scheduler_pool_keeps_its_slot_through_the_queue_and_a_lost_node() {
     // A Slurm pool: the scheduler places the next job elsewhere.
     f.pools[0].host_loss_takes_pool_down = false;
     let now = t0();
-    assert_eq!(spawned(&f.start_ready(now)), vec![("a".to_string(), 1, 0)]);
+    assert_eq!(spawned(&f.tick(now)), vec![("a".to_string(), 1, 0)]);
     let job = |state: &str, reason: Option<&str>| crate::state::Job {
         id: "7".into(),
         state: state.into(),
         reason: reason.map(str::to_string),
         ..Default::default()
     };
-    let out = f.on_job("a", 1, job("PENDING", None), later(now, 1));
+    let out = f.job("a", 1, job("PENDING", None), later(now, 1));
     assert_eq!(events(&out).len(), 1);
     // Nothing new: nothing said; a reason: said.
     assert!(
-        f.on_job("a", 1, job("PENDING", None), later(now, 2))
+        f.job("a", 1, job("PENDING", None), later(now, 2))
             .is_empty()
     );
-    let out = f.on_job("a", 1, job("PENDING", Some("Priority")), later(now, 3));
+    let out = f.job("a", 1, job("PENDING", Some("Priority")), later(now, 3));
     assert!(
         matches!(events(&out)[..], [Event::Job { job, .. }] if job.reason.as_deref() == Some("Priority"))
     );
@@ -644,7 +744,7 @@ fn a_scheduler_pool_keeps_its_slot_through_the_queue_and_a_lost_node() {
     // It runs after 30 s: that wait is counted apart from its run time.
     let mut running = job("RUNNING", None);
     running.started_at = Some(later(now, 30).wall);
-    let out = f.on_job("a", 1, running, later(now, 30));
+    let out = f.job("a", 1, running, later(now, 30));
     assert!(matches!(
         events(&out)[..],
         [Event::Job { pending_secs: Some(p), .. }] if (*p - 30.0).abs() < 0.01
@@ -656,7 +756,7 @@ fn a_scheduler_pool_keeps_its_slot_through_the_queue_and_a_lost_node() {
     let lost = Outcome::HostLost {
         reason: "node vm of Slurm job 7 is drained".into(),
     };
-    let out = f.on_finished("a", 1, &report(lost), later(now, 60));
+    let out = f.finished("a", 1, &report(lost), later(now, 60));
     assert!(
         notices(&out)
             .iter()
@@ -666,7 +766,7 @@ fn a_scheduler_pool_keeps_its_slot_through_the_queue_and_a_lost_node() {
     );
     assert_eq!(status(&f, "a"), TaskStatus::Pending);
     assert_eq!(
-        spawned(&f.start_ready(later(now, 61))),
+        spawned(&f.tick(later(now, 61))),
         vec![("a".to_string(), 2, 0)]
     );
 }
@@ -676,14 +776,14 @@ fn dependencies_wait_and_a_failed_one_blocks() {
     let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\",\"depends_on\":[\"a\"]}\n{\"id\":\"c\",\"prompt\":\"c\",\"depends_on\":[\"b\"]}\n";
     let mut f = Setup::new(lines).build();
     let now = t0();
-    assert_eq!(spawned(&f.start_ready(now)), vec![("a".to_string(), 1, 0)]);
-    f.on_finished("a", 1, &report(failed()), later(now, 60));
-    let out = f.start_ready(later(now, 61));
+    assert_eq!(spawned(&f.tick(now)), vec![("a".to_string(), 1, 0)]);
+    f.finished("a", 1, &report(failed()), later(now, 60));
+    let out = f.tick(later(now, 61));
     assert!(spawned(&out).is_empty());
     assert!(
         matches!(status(&f, "b"), TaskStatus::Blocked { ref on, reason: None } if on == &["a"])
     );
-    assert!(f.is_done(later(now, 61)).0);
+    assert!(f.done(later(now, 61)).0);
     // Blocking spreads one level per pass; the end of the run finishes it.
     let (summary, _) = f.finish(later(now, 61));
     assert!(matches!(status(&f, "c"), TaskStatus::Blocked { ref on, .. } if on == &["b"]));
@@ -696,10 +796,10 @@ fn a_dependency_that_succeeds_releases_its_dependent() {
         "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\",\"depends_on\":[\"a\"]}\n";
     let mut f = Setup::new(lines).build();
     let now = t0();
-    f.start_ready(now);
-    f.on_finished("a", 1, &report(Outcome::Success), later(now, 60));
+    f.tick(now);
+    f.finished("a", 1, &report(Outcome::Success), later(now, 60));
     assert_eq!(
-        spawned(&f.start_ready(later(now, 61))),
+        spawned(&f.tick(later(now, 61))),
         vec![("b".to_string(), 1, 0)]
     );
 }
@@ -710,17 +810,17 @@ fn only_tasks_in_scope_start() {
     s.scope = Some(HashSet::from(["b".to_string()]));
     let mut f = s.build();
     let now = t0();
-    let opening = f.on_run_started();
+    let opening = f.run_started();
     assert!(
         events(&opening)
             .iter()
             .any(|e| matches!(e, Event::RunStarted { pending: 1, .. }))
     );
-    assert_eq!(spawned(&f.start_ready(now)), vec![("b".to_string(), 1, 0)]);
-    let out = f.on_finished("b", 1, &report(Outcome::Success), later(now, 10));
-    assert!(!f.is_done(later(now, 10)).0, "its prediction is out");
+    assert_eq!(spawned(&f.tick(now)), vec![("b".to_string(), 1, 0)]);
+    let out = f.finished("b", 1, &report(Outcome::Success), later(now, 10));
+    assert!(!f.done(later(now, 10)).0, "its prediction is out");
     answer(&mut f, &out, &[]);
-    assert!(f.is_done(later(now, 10)).0);
+    assert!(f.done(later(now, 10)).0);
     assert_eq!(status(&f, "a"), TaskStatus::Pending);
     assert_eq!(f.finish(later(now, 10)).0.exit, Exit::Ok);
 }
@@ -731,10 +831,10 @@ fn stagger_spaces_out_starts() {
         .config(|c| c.stagger_delay = Duration::from_secs(5))
         .build();
     let now = t0();
-    assert_eq!(spawned(&f.start_ready(now)).len(), 1);
-    assert!(spawned(&f.start_ready(later(now, 2))).is_empty());
+    assert_eq!(spawned(&f.tick(now)).len(), 1);
+    assert!(spawned(&f.tick(later(now, 2))).is_empty());
     assert_eq!(f.next_wake(later(now, 2)), later(now, 5).mono);
-    assert_eq!(spawned(&f.start_ready(later(now, 5))).len(), 1);
+    assert_eq!(spawned(&f.tick(later(now, 5))).len(), 1);
 }
 
 #[test]
@@ -743,11 +843,11 @@ fn pool_slots_limit_what_runs() {
         .config(|c| c.pools[0].max_worktrees = 1)
         .build();
     let now = t0();
-    assert_eq!(spawned(&f.start_ready(now)).len(), 1);
-    assert!(spawned(&f.start_ready(now)).is_empty());
-    f.on_finished("a", 1, &report(Outcome::Success), later(now, 10));
+    assert_eq!(spawned(&f.tick(now)).len(), 1);
+    assert!(spawned(&f.tick(now)).is_empty());
+    f.finished("a", 1, &report(Outcome::Success), later(now, 10));
     assert_eq!(
-        spawned(&f.start_ready(later(now, 10))),
+        spawned(&f.tick(later(now, 10))),
         vec![("b".to_string(), 1, 0)]
     );
 }
@@ -756,25 +856,25 @@ fn pool_slots_limit_what_runs() {
 fn ctrl_c_drains_then_stops_then_kills() {
     let mut f = Setup::new(TWO).config(|c| c.max_agents = 1).build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_interrupt();
+    f.tick(now);
+    let out = f.interrupt();
     assert!(notices(&out)[0].contains("no new agents will start; 1 running"));
     assert!(!out.iter().any(|e| matches!(e, Effect::StopAgents(_))));
-    let out = f.on_interrupt();
+    let out = f.interrupt();
     assert!(
         out.iter()
             .any(|e| matches!(e, Effect::StopAgents(StopLevel::Graceful)))
     );
-    let out = f.on_interrupt();
+    let out = f.interrupt();
     assert!(
         out.iter()
             .any(|e| matches!(e, Effect::StopAgents(StopLevel::Kill)))
     );
     // A fourth changes nothing.
-    assert!(f.on_interrupt().is_empty());
-    f.on_finished("a", 1, &report(Outcome::Interrupted), later(now, 5));
-    assert!(spawned(&f.start_ready(later(now, 5))).is_empty());
-    assert!(f.is_done(later(now, 5)).0);
+    assert!(f.interrupt().is_empty());
+    f.finished("a", 1, &report(Outcome::Interrupted), later(now, 5));
+    assert!(spawned(&f.tick(later(now, 5))).is_empty());
+    assert!(f.done(later(now, 5)).0);
     let (summary, _) = f.finish(later(now, 5));
     assert_eq!(summary.exit, Exit::Interrupted);
 }
@@ -782,8 +882,8 @@ fn ctrl_c_drains_then_stops_then_kills() {
 #[test]
 fn flocks_stop_stops_agents_gracefully_once() {
     let mut f = Setup::new(ONE).build();
-    f.start_ready(t0());
-    let out = f.on_stop_requested();
+    f.tick(t0());
+    let out = f.stop_requested();
     assert!(notices(&out)[0].starts_with("stopping: asked by `flocks stop`; 1 running"));
     assert!(
         out.iter()
@@ -791,7 +891,7 @@ fn flocks_stop_stops_agents_gracefully_once() {
     );
     // A Ctrl-C after it goes on to kill.
     assert!(
-        f.on_interrupt()
+        f.interrupt()
             .iter()
             .any(|e| matches!(e, Effect::StopAgents(StopLevel::Kill)))
     );
@@ -801,23 +901,23 @@ fn flocks_stop_stops_agents_gracefully_once() {
 fn a_run_flocks_stop_ended_exits_0_unless_a_task_failed() {
     let mut f = Setup::new(TWO).config(|c| c.max_agents = 1).build();
     let now = t0();
-    f.start_ready(now);
-    f.on_stop_requested();
-    f.on_finished("a", 1, &report(Outcome::Interrupted), later(now, 5));
-    assert!(f.is_done(later(now, 5)).0);
+    f.tick(now);
+    f.stop_requested();
+    f.finished("a", 1, &report(Outcome::Interrupted), later(now, 5));
+    assert!(f.done(later(now, 5)).0);
     let (summary, _) = f.finish(later(now, 5));
     assert_eq!(summary.exit, Exit::Ok, "what did not run is no failure");
     assert!(summary.interrupted);
 
     let mut f = Setup::new(TWO).config(|c| c.max_agents = 1).build();
-    f.start_ready(now);
-    f.on_finished(
+    f.tick(now);
+    f.finished(
         "a",
         1,
         &report(Outcome::Failed { reason: "x".into() }),
         later(now, 2),
     );
-    f.on_stop_requested();
+    f.stop_requested();
     let (summary, _) = f.finish(later(now, 5));
     assert_eq!(summary.exit, Exit::TasksFailed);
 }
@@ -827,10 +927,10 @@ fn a_dependency_start_is_built_off_the_fleet_and_a_conflict_blocks() {
     let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\",\"depends_on\":[\"a\"],\"start_from\":\"dependencies\"}\n";
     let mut f = Setup::new(lines).build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("a", 1, &report(Outcome::Success), later(now, 10));
+    f.tick(now);
+    let out = f.finished("a", 1, &report(Outcome::Success), later(now, 10));
     answer(&mut f, &out, &[]);
-    let out = f.start_ready(later(now, 11));
+    let out = f.tick(later(now, 11));
     assert!(spawned(&out).is_empty());
     let job = out
         .iter()
@@ -845,9 +945,9 @@ fn a_dependency_start_is_built_off_the_fleet_and_a_conflict_blocks() {
         ["a"]
     );
     // While it is built the task holds its slot: it does not start twice.
-    assert!(f.start_ready(later(now, 12)).is_empty());
-    assert!(!f.is_done(later(now, 12)).0);
-    let out = f.on_dependency_start(
+    assert!(f.tick(later(now, 12)).is_empty());
+    assert!(!f.done(later(now, 12)).0);
+    let out = f.dependency_start(
         "b",
         Err(StartError::Conflict {
             id: "a".into(),
@@ -872,7 +972,7 @@ fn a_dependency_start_is_built_off_the_fleet_and_a_conflict_blocks() {
         }
     ));
     assert!(f.record("b").unwrap().attempts.is_empty());
-    assert!(f.is_done(later(now, 13)).0);
+    assert!(f.done(later(now, 13)).0);
 }
 
 #[test]
@@ -880,10 +980,10 @@ fn a_built_dependency_start_becomes_the_attempts_base() {
     let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\",\"depends_on\":[\"a\"],\"start_from\":\"dependencies\"}\n";
     let mut f = Setup::new(lines).build();
     let now = t0();
-    f.start_ready(now);
-    f.on_finished("a", 1, &report(Outcome::Success), later(now, 10));
-    f.start_ready(later(now, 11));
-    let out = f.on_dependency_start("b", Ok(Some("abc123".into())), later(now, 12));
+    f.tick(now);
+    f.finished("a", 1, &report(Outcome::Success), later(now, 10));
+    f.tick(later(now, 11));
+    let out = f.dependency_start("b", Ok(Some("abc123".into())), later(now, 12));
     let base = out.iter().find_map(|e| match e {
         Effect::Spawn(s) => Some(s.prepare.base.clone()),
         _ => None,
@@ -896,23 +996,23 @@ fn an_interrupt_while_a_start_is_built_leaves_the_task_pending() {
     let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\",\"depends_on\":[\"a\"],\"start_from\":\"dependencies\"}\n";
     let mut f = Setup::new(lines).build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("a", 1, &report(Outcome::Success), later(now, 10));
+    f.tick(now);
+    let out = f.finished("a", 1, &report(Outcome::Success), later(now, 10));
     answer(&mut f, &out, &[]);
-    f.start_ready(later(now, 11));
-    f.on_interrupt();
-    let out = f.on_dependency_start("b", Ok(None), later(now, 12));
+    f.tick(later(now, 11));
+    f.interrupt();
+    let out = f.dependency_start("b", Ok(None), later(now, 12));
     assert!(spawned(&out).is_empty());
     assert_eq!(status(&f, "b"), TaskStatus::Pending);
-    assert!(f.is_done(later(now, 12)).0);
+    assert!(f.done(later(now, 12)).0);
 }
 
 #[test]
 fn an_illegal_transition_is_said_and_counted() {
     let mut f = Setup::new(ONE).build();
     let now = t0();
-    f.start_ready(now);
-    f.on_finished("a", 1, &report(Outcome::Success), later(now, 10));
+    f.tick(now);
+    f.finished("a", 1, &report(Outcome::Success), later(now, 10));
     let mut out = Vec::new();
     f.transition(
         "a",
@@ -932,16 +1032,16 @@ fn a_requeued_task_goes_first_again_in_dependency_order() {
     let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\"}\n{\"id\":\"c\",\"prompt\":\"c\"}\n";
     let mut f = Setup::new(lines).config(|c| c.max_agents = 1).build();
     let now = t0();
-    assert_eq!(spawned(&f.start_ready(now)), vec![("a".to_string(), 1, 0)]);
-    f.on_finished("a", 1, &report(Outcome::Overloaded), later(now, 60));
+    assert_eq!(spawned(&f.tick(now)), vec![("a".to_string(), 1, 0)]);
+    f.finished("a", 1, &report(Outcome::Overloaded), later(now, 60));
     f.state.backoff_until = None;
     assert_eq!(
-        spawned(&f.start_ready(later(now, 61))),
+        spawned(&f.tick(later(now, 61))),
         vec![("a".to_string(), 2, 0)]
     );
-    f.on_finished("a", 2, &report(Outcome::Success), later(now, 100));
+    f.finished("a", 2, &report(Outcome::Success), later(now, 100));
     assert_eq!(
-        spawned(&f.start_ready(later(now, 101))),
+        spawned(&f.tick(later(now, 101))),
         vec![("b".to_string(), 1, 0)]
     );
 }
@@ -966,18 +1066,18 @@ fn attention(effects: &[Effect]) -> Vec<(AttentionCause, Option<String>, Option<
 fn only_a_failure_after_the_last_retry_needs_attention() {
     let mut f = Setup::new(TWO).supervise(1).build();
     let now = t0();
-    f.start_ready(now);
+    f.tick(now);
     // Retried: nothing for people yet; a success needs nobody.
-    let first = f.on_finished("a", 1, &report(failed()), later(now, 60));
+    let first = f.finished("a", 1, &report(failed()), later(now, 60));
     assert!(attention(&first).is_empty());
-    let out = f.on_finished("b", 1, &report(Outcome::Success), later(now, 60));
+    let out = f.finished("b", 1, &report(Outcome::Success), later(now, 60));
     assert!(attention(&out).is_empty());
     plan_retries(&mut f, &first);
     assert_eq!(
-        spawned(&f.start_ready(later(now, 61))),
+        spawned(&f.tick(later(now, 61))),
         vec![("a".to_string(), 2, 0)]
     );
-    let out = f.on_finished("a", 2, &report(failed()), later(now, 200));
+    let out = f.finished("a", 2, &report(failed()), later(now, 200));
     assert_eq!(
         attention(&out),
         vec![(AttentionCause::TaskFailed, Some("a".to_string()), None)]
@@ -1003,8 +1103,8 @@ fn only_a_failure_after_the_last_retry_needs_attention() {
 fn an_interrupted_task_needs_nobody() {
     let mut f = Setup::new(ONE).build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("a", 1, &report(Outcome::Interrupted), later(now, 5));
+    f.tick(now);
+    let out = f.finished("a", 1, &report(Outcome::Interrupted), later(now, 5));
     assert!(attention(&out).is_empty());
 }
 
@@ -1012,12 +1112,12 @@ fn an_interrupted_task_needs_nobody() {
 fn a_disabled_credential_and_every_credential_parked_need_attention() {
     let mut f = Setup::new(TWO).config(|c| c.max_agents = 1).build();
     let now = t0();
-    f.start_ready(now);
+    f.tick(now);
     let rejected = Outcome::CredentialRejected {
         credential: None,
         reason: "invalid api key".into(),
     };
-    let out = f.on_finished("a", 1, &report(rejected), later(now, 60));
+    let out = f.finished("a", 1, &report(rejected), later(now, 60));
     assert_eq!(
         attention(&out),
         vec![(
@@ -1028,20 +1128,20 @@ fn a_disabled_credential_and_every_credential_parked_need_attention() {
     );
 
     let mut f = Setup::new(ONE).build();
-    f.start_ready(now);
+    f.tick(now);
     let limited = Outcome::RateLimited {
         credential: None,
         resets_at: Some(now.wall + chrono::Duration::seconds(600)),
     };
-    let out = f.on_finished("a", 1, &report(limited), later(now, 60));
+    let out = f.finished("a", 1, &report(limited), later(now, 60));
     assert!(attention(&out).is_empty(), "parked, not yet waiting");
-    let out = f.start_ready(later(now, 61));
+    let out = f.tick(later(now, 61));
     assert_eq!(
         attention(&out),
         vec![(AttentionCause::CredentialsParked, None, None)]
     );
     // Said once per wait, not at every wake-up.
-    assert!(attention(&f.start_ready(later(now, 62))).is_empty());
+    assert!(attention(&f.tick(later(now, 62))).is_empty());
 }
 
 #[test]
@@ -1054,8 +1154,8 @@ fn a_failed_setup_is_final_unless_supervised_and_counts_as_a_quick_failure() {
     // Without --supervise: done, as a failure is.
     let mut f = Setup::new(ONE).build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("a", 1, &report(setup_failed()), later(now, 60));
+    f.tick(now);
+    let out = f.finished("a", 1, &report(setup_failed()), later(now, 60));
     assert_eq!(
         status(&f, "a"),
         TaskStatus::Done {
@@ -1071,8 +1171,8 @@ fn a_failed_setup_is_final_unless_supervised_and_counts_as_a_quick_failure() {
 
     // With it: retried, using one of max_retries.
     let mut f = Setup::new(ONE).supervise(1).build();
-    f.start_ready(now);
-    let out = f.on_finished("a", 1, &report(setup_failed()), later(now, 60));
+    f.tick(now);
+    let out = f.finished("a", 1, &report(setup_failed()), later(now, 60));
     assert_eq!(status(&f, "a"), TaskStatus::Pending);
     assert!(out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })));
     assert_eq!(f.record("a").unwrap().counted_failures(), 1);
@@ -1081,10 +1181,10 @@ fn a_failed_setup_is_final_unless_supervised_and_counts_as_a_quick_failure() {
     // dispatching like any quick failure.
     let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\"}\n{\"id\":\"c\",\"prompt\":\"c\"}\n{\"id\":\"d\",\"prompt\":\"d\"}\n";
     let mut f = Setup::new(lines).config(|c| c.max_agents = 3).build();
-    f.start_ready(now);
+    f.tick(now);
     let mut out = Vec::new();
     for id in ["a", "b", "c"] {
-        out = f.on_finished(id, 1, &report(setup_failed()), later(now, 1));
+        out = f.finished(id, 1, &report(setup_failed()), later(now, 1));
     }
     assert!(
         notices(&out)
@@ -1136,13 +1236,10 @@ fn low_disk_stops_new_starts_and_space_coming_back_resumes() {
     with_run(&mut f);
     let now = t0();
     // Enough space: nothing said, the first task starts.
-    assert!(
-        f.on_free_disk(6 * gib, Path::new("/p/.worktrees"))
-            .is_empty()
-    );
-    assert_eq!(spawned(&f.start_ready(now)).len(), 1);
+    assert!(f.free_disk(6 * gib, Path::new("/p/.worktrees")).is_empty());
+    assert_eq!(spawned(&f.tick(now)).len(), 1);
     // Below the minimum: said once, the run waits with the reason.
-    let out = f.on_free_disk(gib, Path::new("/p/.worktrees"));
+    let out = f.free_disk(gib, Path::new("/p/.worktrees"));
     assert!(
         notices(&out)
             .iter()
@@ -1156,20 +1253,19 @@ fn low_disk_stops_new_starts_and_space_coming_back_resumes() {
     ));
     assert!(f.state().run.as_ref().unwrap().waiting.is_some());
     assert!(
-        f.on_free_disk(gib / 2, Path::new("/p/.worktrees"))
-            .is_empty(),
+        f.free_disk(gib / 2, Path::new("/p/.worktrees")).is_empty(),
         "said once only"
     );
     // The running task ends; the next does not start, and the run waits.
-    f.on_finished("a", 1, &report(Outcome::Success), later(now, 60));
-    assert!(spawned(&f.start_ready(later(now, 61))).is_empty());
-    assert!(!f.is_done(later(now, 61)).0);
+    f.finished("a", 1, &report(Outcome::Success), later(now, 60));
+    assert!(spawned(&f.tick(later(now, 61))).is_empty());
+    assert!(!f.done(later(now, 61)).0);
     // Space comes back: said, cleared, the next task starts.
-    let out = f.on_free_disk(5 * gib, Path::new("/p/.worktrees"));
+    let out = f.free_disk(5 * gib, Path::new("/p/.worktrees"));
     assert!(notices(&out).iter().any(|m| m.contains("dispatch resumes")));
     assert!(f.state().run.as_ref().unwrap().waiting.is_none());
     assert_eq!(
-        spawned(&f.start_ready(later(now, 62))),
+        spawned(&f.tick(later(now, 62))),
         vec![("b".to_string(), 1, 0)]
     );
 }
@@ -1181,7 +1277,7 @@ fn with_no_wait_low_disk_ends_the_run_instead() {
         .config(|c| c.min_free_disk = Some(5 * gib))
         .build();
     f.opts.no_wait = true;
-    let out = f.on_free_disk(gib, Path::new("/p/.worktrees"));
+    let out = f.free_disk(gib, Path::new("/p/.worktrees"));
     assert!(
         notices(&out)
             .iter()
@@ -1189,8 +1285,8 @@ fn with_no_wait_low_disk_ends_the_run_instead() {
         "{:?}",
         notices(&out)
     );
-    assert!(spawned(&f.start_ready(t0())).is_empty());
-    assert!(f.is_done(t0()).0);
+    assert!(spawned(&f.tick(t0())).is_empty());
+    assert!(f.done(t0()).0);
     let (summary, _) = f.finish(t0());
     assert_eq!(summary.exit, Exit::CouldNotStart);
 }
@@ -1198,8 +1294,8 @@ fn with_no_wait_low_disk_ends_the_run_instead() {
 #[test]
 fn without_min_free_disk_the_reading_is_ignored() {
     let mut f = Setup::new(ONE).build();
-    assert!(f.on_free_disk(0, Path::new("/p/.worktrees")).is_empty());
-    assert_eq!(spawned(&f.start_ready(t0())).len(), 1);
+    assert!(f.free_disk(0, Path::new("/p/.worktrees")).is_empty());
+    assert_eq!(spawned(&f.tick(t0())).len(), 1);
 }
 
 #[test]
@@ -1207,17 +1303,17 @@ fn a_task_is_not_retried_once_its_attempts_reach_its_cost_cap() {
     let lines = "{\"id\":\"a\",\"prompt\":\"do a\",\"max_cost_usd\":0.5}\n{\"id\":\"b\",\"prompt\":\"do b\"}\n";
     let mut f = Setup::new(lines).supervise(5).build();
     let now = t0();
-    f.start_ready(now);
+    f.tick(now);
     // $0.30 of $0.50: retried.
-    let out = f.on_finished("a", 1, &with_result(report(failed()), 0.3), later(now, 60));
+    let out = f.finished("a", 1, &with_result(report(failed()), 0.3), later(now, 60));
     assert_eq!(status(&f, "a"), TaskStatus::Pending);
     plan_retries(&mut f, &out);
     assert_eq!(
-        spawned(&f.start_ready(later(now, 61))),
+        spawned(&f.tick(later(now, 61))),
         vec![("a".to_string(), 2, 0)]
     );
     // $0.60: not retried, though retries are left, and it says why.
-    let out = f.on_finished("a", 2, &with_result(report(failed()), 0.3), later(now, 120));
+    let out = f.finished("a", 2, &with_result(report(failed()), 0.3), later(now, 120));
     assert_eq!(status(&f, "a"), TaskStatus::Done { outcome: failed() });
     assert!(!out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })));
     assert!(
@@ -1236,18 +1332,18 @@ fn a_task_is_not_retried_once_its_attempts_reach_its_cost_cap() {
             .any(|m| m.starts_with("task a: not retried:"))
     );
     // A task without a cap retries as before.
-    let out = f.on_finished("b", 1, &with_result(report(failed()), 9.0), later(now, 130));
+    let out = f.finished("b", 1, &with_result(report(failed()), 9.0), later(now, 130));
     assert_eq!(status(&f, "b"), TaskStatus::Pending);
     assert!(out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })));
     // A rate limit is not a retry, but the cap still stops the next attempt.
     let lines = "{\"id\":\"a\",\"prompt\":\"do a\",\"max_cost_usd\":0.5}\n";
     let mut f = Setup::new(lines).build();
-    f.start_ready(now);
+    f.tick(now);
     let limited = Outcome::RateLimited {
         credential: None,
         resets_at: None,
     };
-    f.on_finished("a", 1, &with_result(report(limited), 0.7), later(now, 60));
+    f.finished("a", 1, &with_result(report(limited), 0.7), later(now, 60));
     assert!(matches!(status(&f, "a"), TaskStatus::Done { .. }));
     assert!(f.record("a").unwrap().not_retried.is_some());
 }
@@ -1260,18 +1356,18 @@ fn a_credential_runs_at_most_max_concurrent_agents() {
         })
         .build();
     let now = t0();
-    let out = f.start_ready(now);
+    let out = f.tick(now);
     let on = started_on(&out);
     assert_eq!(on.len(), 3, "{on:?}");
     let on_a = on.iter().filter(|(_, c)| c.as_deref() == Some("a")).count();
     assert_eq!(on_a, 1, "{on:?}");
     // Full: nothing more starts, and the run waits for an agent to end.
-    assert!(spawned(&f.start_ready(later(now, 1))).is_empty());
-    assert!(!f.is_done(later(now, 1)).0);
+    assert!(spawned(&f.tick(later(now, 1))).is_empty());
+    assert!(!f.done(later(now, 1)).0);
     let (first_a, _) = on.iter().find(|(_, c)| c.as_deref() == Some("a")).unwrap();
-    f.on_finished(first_a, 1, &report(Outcome::Success), later(now, 60));
+    f.finished(first_a, 1, &report(Outcome::Success), later(now, 60));
     assert_eq!(
-        started_on(&f.start_ready(later(now, 61))),
+        started_on(&f.tick(later(now, 61))),
         vec![("t3".to_string(), Some("a".to_string()))]
     );
 }
@@ -1287,13 +1383,13 @@ fn a_credential_at_its_cost_cap_is_retired_for_the_run() {
         })
         .build();
     let now = t0();
-    let on = started_on(&f.start_ready(now));
+    let on = started_on(&f.tick(now));
     let (on_a, _) = on
         .iter()
         .find(|(_, c)| c.as_deref() == Some("a"))
         .unwrap()
         .clone();
-    let out = f.on_finished(
+    let out = f.finished(
         &on_a,
         1,
         &with_result(report(Outcome::Success), 0.6),
@@ -1304,11 +1400,11 @@ fn a_credential_at_its_cost_cap_is_retired_for_the_run() {
             .iter()
             .any(|e| matches!(e, Event::CredentialDisabled { .. }))
     );
-    let (next_a, _) = started_on(&f.start_ready(later(now, 61)))
+    let (next_a, _) = started_on(&f.tick(later(now, 61)))
         .into_iter()
         .find(|(_, c)| c.as_deref() == Some("a"))
         .unwrap();
-    let out = f.on_finished(
+    let out = f.finished(
         &next_a,
         1,
         &with_result(report(Outcome::Success), 0.6),
@@ -1321,7 +1417,7 @@ fn a_credential_at_its_cost_cap_is_retired_for_the_run() {
     )));
     assert!(f.state().credentials["a"].disabled.is_some());
     // Only b takes work now; the run does not end while b can run it.
-    let later_starts = started_on(&f.start_ready(later(now, 200)));
+    let later_starts = started_on(&f.tick(later(now, 200)));
     assert!(
         later_starts.iter().all(|(_, c)| c.as_deref() == Some("b")),
         "{later_starts:?}"
@@ -1335,16 +1431,17 @@ fn when_every_credential_is_spent_the_budget_ends_the_run() {
         .credentials(&["a"], |c| c.max_cost_usd = Some(0.5))
         .build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished(
+    f.tick(now);
+    let out = f.finished(
         "t0",
         1,
         &with_result(report(Outcome::Success), 0.7),
         later(now, 10),
     );
     answer(&mut f, &out, &[("t0", None)]);
-    assert!(spawned(&f.start_ready(later(now, 11))).is_empty());
-    let (done, out) = f.is_done(later(now, 11));
+    // The turn starts nothing, and ends the run saying why.
+    let (done, out) = f.done(later(now, 11));
+    assert!(spawned(&out).is_empty());
     assert!(done);
     assert!(
         notices(&out)
@@ -1368,7 +1465,7 @@ fn a_parked_credentials_work_moves_to_the_others_on_a_ramp() {
         .build();
     let now = t0();
     // Before any park, every slot fills at once, shared by a and b.
-    let on = started_on(&f.start_ready(now));
+    let on = started_on(&f.tick(now));
     assert_eq!(on.len(), 8);
     let on_a: Vec<String> = on
         .iter()
@@ -1383,24 +1480,24 @@ fn a_parked_credentials_work_moves_to_the_others_on_a_ramp() {
             credential: Some("a".into()),
             resets_at: Some(resets),
         };
-        f.on_finished(t, 1, &report(limited), later(now, 1));
+        f.finished(t, 1, &report(limited), later(now, 1));
     }
     // b takes the work gradually: on top of the 4 it runs, 1 more agent in
     // the first step, 2 in the next, then 4 (slots allowing).
     let at = |s: u64| later(now, s);
-    assert_eq!(started_on(&f.start_ready(at(1))).len(), 1);
-    assert!(started_on(&f.start_ready(at(5))).is_empty());
+    assert_eq!(started_on(&f.tick(at(1))).len(), 1);
+    assert!(started_on(&f.tick(at(5))).is_empty());
     assert!(f.next_wake(at(5)) <= at(11).mono + Duration::from_millis(100));
-    let step1 = started_on(&f.start_ready(at(11)));
+    let step1 = started_on(&f.tick(at(11)));
     assert_eq!(step1.len(), 1);
     assert!(step1.iter().all(|(_, c)| c.as_deref() == Some("b")));
     // b's own agents go on unslowed: one ends, another takes its place at once.
     let (b_task, _) = on.iter().find(|(_, c)| c.as_deref() == Some("b")).unwrap();
-    f.on_finished(b_task, 1, &report(Outcome::Success), at(12));
-    assert_eq!(started_on(&f.start_ready(at(12))).len(), 1);
+    f.finished(b_task, 1, &report(Outcome::Success), at(12));
+    assert_eq!(started_on(&f.tick(at(12))).len(), 1);
     // Step 2 allows 4 more than at the park: the last two free slots fill.
-    assert_eq!(started_on(&f.start_ready(at(21))).len(), 2);
-    assert!(started_on(&f.start_ready(at(22))).is_empty());
+    assert_eq!(started_on(&f.tick(at(21))).len(), 2);
+    assert!(started_on(&f.tick(at(22))).is_empty());
 }
 
 #[test]
@@ -1413,19 +1510,19 @@ fn the_ramp_never_holds_back_a_fleet_of_one_slot() {
         .credentials(&["a", "b"], |_| {})
         .build();
     let now = t0();
-    let on = started_on(&f.start_ready(now));
+    let on = started_on(&f.tick(now));
     assert_eq!(on, vec![("t0".to_string(), Some("a".to_string()))]);
     let limited = Outcome::RateLimited {
         credential: Some("a".into()),
         resets_at: Some(now.wall + chrono::Duration::seconds(3600)),
     };
-    f.on_finished("t0", 1, &report(limited), later(now, 1));
+    f.finished("t0", 1, &report(limited), later(now, 1));
     // b ran nothing: it may run 1 at once, which is all the slot allows.
-    let next = started_on(&f.start_ready(later(now, 1)));
+    let next = started_on(&f.tick(later(now, 1)));
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].1.as_deref(), Some("b"));
-    f.on_finished(&next[0].0, 1, &report(Outcome::Success), later(now, 2));
-    assert_eq!(started_on(&f.start_ready(later(now, 2))).len(), 1);
+    f.finished(&next[0].0, 1, &report(Outcome::Success), later(now, 2));
+    assert_eq!(started_on(&f.tick(later(now, 2))).len(), 1);
 }
 
 // --- conflicts during the run (issue 17) -----------------------------------
@@ -1439,19 +1536,19 @@ const PAIRS: &str = "{\"id\":\"a1\",\"prompt\":\"a\",\"touches\":[\"a/**\"]}\n\
 fn overlapping_footprints_never_run_at_once_and_the_later_starts_from_the_earlier() {
     let mut f = Setup::new(PAIRS).build();
     let now = t0();
-    let out = f.start_ready(now);
+    let out = f.tick(now);
     let started: Vec<String> = spawned(&out).into_iter().map(|s| s.0).collect();
     // a2 overlaps a1 (a/x.rs is under a/**); c declares nothing and runs.
     assert_eq!(started, ["a1", "b1", "c"]);
-    assert!(!f.is_done(now).0);
+    assert!(!f.done(now).0);
     // b1 finishing does not release a2.
-    let out = f.on_finished("b1", 1, &report(Outcome::Success), later(now, 5));
+    let out = f.finished("b1", 1, &report(Outcome::Success), later(now, 5));
     answer(&mut f, &out, &[]);
-    assert!(f.start_ready(later(now, 6)).is_empty());
+    assert!(f.tick(later(now, 6)).is_empty());
     // a1 does: a2 starts from its work (as start_from = "dependencies").
-    let out = f.on_finished("a1", 1, &report(Outcome::Success), later(now, 10));
+    let out = f.finished("a1", 1, &report(Outcome::Success), later(now, 10));
     answer(&mut f, &out, &[]);
-    let out = f.start_ready(later(now, 11));
+    let out = f.tick(later(now, 11));
     assert!(spawned(&out).is_empty());
     let job = out
         .iter()
@@ -1471,17 +1568,17 @@ fn overlapping_footprints_never_run_at_once_and_the_later_starts_from_the_earlie
 fn a_failed_footprint_neighbour_releases_the_later_task_from_the_base() {
     let mut f = Setup::new(PAIRS).build();
     let now = t0();
-    f.start_ready(now);
-    f.on_finished("a1", 1, &report(failed()), later(now, 10));
-    let out = f.start_ready(later(now, 11));
+    f.tick(now);
+    f.finished("a1", 1, &report(failed()), later(now, 10));
+    let out = f.tick(later(now, 11));
     let started: Vec<String> = spawned(&out).into_iter().map(|s| s.0).collect();
     assert_eq!(started, ["a2"], "no start to build: a1 has no work");
     // With --supervise, a1's retry comes first and a2 keeps waiting.
     let mut f = Setup::new(PAIRS).supervise(1).build();
-    f.start_ready(now);
-    let out = f.on_finished("a1", 1, &report(failed()), later(now, 10));
+    f.tick(now);
+    let out = f.finished("a1", 1, &report(failed()), later(now, 10));
     plan_retries(&mut f, &out);
-    let out = f.start_ready(later(now, 11));
+    let out = f.tick(later(now, 11));
     let started: Vec<String> = spawned(&out).into_iter().map(|s| s.0).collect();
     assert_eq!(started, ["a1"]);
 }
@@ -1490,16 +1587,13 @@ fn a_failed_footprint_neighbour_releases_the_later_task_from_the_base() {
 fn each_success_is_predicted_one_at_a_time() {
     let mut f = Setup::new(TWO).build();
     let now = t0();
-    f.start_ready(now);
-    let first = f.on_finished("a", 1, &report(Outcome::Success), later(now, 1));
+    f.tick(now);
+    let first = f.finished("a", 1, &report(Outcome::Success), later(now, 1));
     assert_eq!(predicts(&first), 1);
     // b succeeds while a's prediction is out: folded into the next one.
-    let second = f.on_finished("b", 1, &report(Outcome::Success), later(now, 2));
+    let second = f.finished("b", 1, &report(Outcome::Success), later(now, 2));
     assert_eq!(predicts(&second), 0);
-    assert!(
-        !f.is_done(later(now, 2)).0,
-        "the run waits for the prediction"
-    );
+    assert!(!f.done(later(now, 2)).0, "the run waits for the prediction");
     let again = answer(&mut f, &first, &[("a", None)]);
     assert_eq!(predicts(&again), 1);
     let Some(Effect::Predict(job)) = again.iter().find(|e| matches!(e, Effect::Predict(_))) else {
@@ -1508,17 +1602,17 @@ fn each_success_is_predicted_one_at_a_time() {
     assert!(job.state.task("b").unwrap().status.is_success());
     let last = answer(&mut f, &again, &[("a", None), ("b", None)]);
     assert_eq!(predicts(&last), 0);
-    assert!(f.is_done(later(now, 3)).0);
+    assert!(f.done(later(now, 3)).0);
 }
 
 #[test]
 fn a_predicted_conflict_is_recorded_and_said_once() {
     let mut f = Setup::new(TWO).build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("a", 1, &report(Outcome::Success), later(now, 1));
+    f.tick(now);
+    let out = f.finished("a", 1, &report(Outcome::Success), later(now, 1));
     answer(&mut f, &out, &[("a", None)]);
-    let out = f.on_finished("b", 1, &report(Outcome::Success), later(now, 2));
+    let out = f.finished("b", 1, &report(Outcome::Success), later(now, 2));
     let said = answer(
         &mut f,
         &out,
@@ -1571,10 +1665,10 @@ fn early_redo_requeues_the_task_from_the_target_and_the_tasks_it_clashed_with() 
         .config(|c| c.land.redo_conflicts = crate::config::RedoConflicts::Early)
         .build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("a", 1, &report(Outcome::Success), later(now, 1));
+    f.tick(now);
+    let out = f.finished("a", 1, &report(Outcome::Success), later(now, 1));
     answer(&mut f, &out, &[("a", None)]);
-    let out = f.on_finished("b", 1, &report(Outcome::Success), later(now, 2));
+    let out = f.finished("b", 1, &report(Outcome::Success), later(now, 2));
     let out = answer(
         &mut f,
         &out,
@@ -1599,9 +1693,9 @@ fn early_redo_requeues_the_task_from_the_target_and_the_tasks_it_clashed_with() 
     )));
     // b is pending again: its dependent waits, and b waits for its start.
     assert_eq!(status(&f, "b"), TaskStatus::Pending);
-    assert!(spawned(&f.start_ready(later(now, 3))).is_empty());
-    assert!(!f.is_done(later(now, 3)).0);
-    f.on_redo_prepared(
+    assert!(spawned(&f.tick(later(now, 3))).is_empty());
+    assert!(!f.done(later(now, 3)).0);
+    f.redo_prepared(
         "b",
         Ok(NextAttempt {
             fresh: true,
@@ -1612,7 +1706,7 @@ fn early_redo_requeues_the_task_from_the_target_and_the_tasks_it_clashed_with() 
             base: Some("base-with-a".into()),
         }),
     );
-    let out = f.start_ready(later(now, 4));
+    let out = f.tick(later(now, 4));
     let starts: Vec<(String, String, bool)> = out
         .iter()
         .filter_map(|e| match e {
@@ -1631,16 +1725,16 @@ fn an_early_redo_that_cannot_be_prepared_leaves_the_task_as_it_succeeded() {
         .config(|c| c.land.redo_conflicts = crate::config::RedoConflicts::Early)
         .build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("a", 1, &report(Outcome::Success), later(now, 1));
+    f.tick(now);
+    let out = f.finished("a", 1, &report(Outcome::Success), later(now, 1));
     answer(&mut f, &out, &[("a", None)]);
-    let out = f.on_finished("b", 1, &report(Outcome::Success), later(now, 2));
+    let out = f.finished("b", 1, &report(Outcome::Success), later(now, 2));
     answer(
         &mut f,
         &out,
         &[("a", None), ("b", Some(conflict(&["a"], "x.rs")))],
     );
-    let out = f.on_redo_prepared("b", Err(RedoError::TargetGone("main".into())));
+    let out = f.redo_prepared("b", Err(RedoError::TargetGone("main".into())));
     assert!(
         notices(&out)[0].contains("land --resolve"),
         "{:?}",
@@ -1648,7 +1742,7 @@ fn an_early_redo_that_cannot_be_prepared_leaves_the_task_as_it_succeeded() {
     );
     assert!(status(&f, "b").is_success());
     assert_eq!(f.invalid_transitions(), 0);
-    assert!(f.is_done(later(now, 3)).0);
+    assert!(f.done(later(now, 3)).0);
 }
 
 #[test]
@@ -1659,12 +1753,12 @@ fn a_later_conflict_waits_for_an_earlier_early_redo_and_caps() {
         .config(|c| c.land.redo_conflicts = crate::config::RedoConflicts::Early)
         .build();
     let now = t0();
-    f.start_ready(now);
+    f.tick(now);
     for (i, id) in ["a", "b"].iter().enumerate() {
-        let out = f.on_finished(id, 1, &report(Outcome::Success), later(now, i as u64));
+        let out = f.finished(id, 1, &report(Outcome::Success), later(now, i as u64));
         answer(&mut f, &out, &[]);
     }
-    let out = f.on_finished("c", 1, &report(Outcome::Success), later(now, 3));
+    let out = f.finished("c", 1, &report(Outcome::Success), later(now, 3));
     let out = answer(
         &mut f,
         &out,
@@ -1685,7 +1779,7 @@ fn a_later_conflict_waits_for_an_earlier_early_redo_and_caps() {
     // b first; c waits for b's redo (it would build on what is changing).
     assert_eq!(redone(&out), ["b"]);
     assert!(status(&f, "c").is_success());
-    f.on_redo_prepared(
+    f.redo_prepared(
         "b",
         Ok(NextAttempt {
             fresh: true,
@@ -1696,8 +1790,8 @@ fn a_later_conflict_waits_for_an_earlier_early_redo_and_caps() {
             base: Some("x".into()),
         }),
     );
-    f.start_ready(later(now, 4));
-    let out = f.on_finished("b", 2, &report(Outcome::Success), later(now, 5));
+    f.tick(later(now, 4));
+    let out = f.finished("b", 2, &report(Outcome::Success), later(now, 5));
     let out = answer(
         &mut f,
         &out,
@@ -1714,9 +1808,9 @@ fn a_later_conflict_waits_for_an_earlier_early_redo_and_caps() {
         .supervise(1)
         .config(|c| c.land.redo_conflicts = crate::config::RedoConflicts::Early)
         .build();
-    f.start_ready(now);
+    f.tick(now);
     for id in ["a", "b"] {
-        let out = f.on_finished(id, 1, &report(Outcome::Success), later(now, 1));
+        let out = f.finished(id, 1, &report(Outcome::Success), later(now, 1));
         answer(&mut f, &out, &[]);
     }
     let (mut redos, mut notes) = (0, Vec::new());
@@ -1732,7 +1826,7 @@ fn a_later_conflict_waits_for_an_earlier_early_redo_and_caps() {
         if !redone(&out).is_empty() {
             redos += 1;
             // Its start cannot be made: it stays as it succeeded.
-            f.on_redo_prepared("b", Err(RedoError::Git("no".into())));
+            f.redo_prepared("b", Err(RedoError::Git("no".into())));
         }
     }
     assert_eq!(redos, super::conflicts::EARLY_REDO_CAP);
@@ -1747,33 +1841,33 @@ fn a_later_conflict_waits_for_an_earlier_early_redo_and_caps() {
 fn a_failing_prediction_is_said_once() {
     let mut f = Setup::new(TWO).build();
     let now = t0();
-    f.start_ready(now);
+    f.tick(now);
     let mut said = Vec::new();
     for id in ["a", "b"] {
-        let out = f.on_finished(id, 1, &report(Outcome::Success), later(now, 1));
+        let out = f.finished(id, 1, &report(Outcome::Success), later(now, 1));
         assert_eq!(predicts(&out), 1);
-        said.extend(notices(&f.on_prediction(PredictResult {
+        said.extend(notices(&f.predicted(PredictResult {
             prediction: Err("land_target `main` is not a branch".into()),
             outside: Vec::new(),
         })));
     }
     assert_eq!(said.len(), 1, "{said:?}");
     assert!(said[0].contains("could not predict land conflicts"));
-    assert!(f.is_done(later(now, 2)).0);
+    assert!(f.done(later(now, 2)).0);
 }
 
 #[test]
 fn predictions_never_stop_however_many_tasks_land_would_pick() {
     let mut f = Setup::new(many(3, "")).config(|c| c.max_agents = 3).build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("t0", 1, &report(Outcome::Success), later(now, 5));
+    f.tick(now);
+    let out = f.finished("t0", 1, &report(Outcome::Success), later(now, 5));
     // Land would pick 10,001 tasks: the next success is predicted all the same.
     let ids: Vec<String> = (0..=10_000).map(|i| format!("x{i}")).collect();
     let found: Vec<(&str, Option<PredictedConflict>)> =
         ids.iter().map(|id| (id.as_str(), None)).collect();
     answer(&mut f, &out, &found);
-    let out = f.on_finished("t1", 1, &report(Outcome::Success), later(now, 6));
+    let out = f.finished("t1", 1, &report(Outcome::Success), later(now, 6));
     assert_eq!(predicts(&out), 1);
     assert!(notices(&out).is_empty(), "{:?}", notices(&out));
 }
@@ -1782,26 +1876,26 @@ fn predictions_never_stop_however_many_tasks_land_would_pick() {
 fn the_end_waits_for_a_prediction_100_ms_at_most_and_says_what_it_left() {
     let mut f = Setup::new(many(2, "")).config(|c| c.max_agents = 2).build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("t0", 1, &report(Outcome::Success), later(now, 5));
+    f.tick(now);
+    let out = f.finished("t0", 1, &report(Outcome::Success), later(now, 5));
     answer(&mut f, &out, &[("t0", None)]);
     // t1's prediction is being worked out when nothing else is left.
-    let out = f.on_finished("t1", 1, &report(Outcome::Success), later(now, 6));
+    let out = f.finished("t1", 1, &report(Outcome::Success), later(now, 6));
     assert_eq!(predicts(&out), 1);
     let end = later(now, 6);
-    assert!(!f.is_done(end).0, "the end waits a moment");
+    assert!(!f.done(end).0, "the end waits a moment");
     let until = f.end_wait_until(end).expect("a deadline");
     assert_eq!(until, end.mono + super::conflicts::END_WAIT);
     let almost = Now {
         wall: end.wall,
         mono: end.mono + Duration::from_millis(99),
     };
-    assert!(!f.is_done(almost).0);
+    assert!(!f.done(almost).0);
     let past = Now {
         wall: end.wall,
         mono: end.mono + Duration::from_millis(100),
     };
-    assert!(f.is_done(past).0, "no more than 100 ms");
+    assert!(f.done(past).0, "no more than 100 ms");
     let (_, effects) = f.finish(past);
     let said: Vec<String> = effects
         .iter()
@@ -1827,8 +1921,8 @@ fn a_prediction_copies_only_what_land_reads() {
     let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\",\"depends_on\":[\"a\"]}\n{\"id\":\"c\",\"prompt\":\"c\"}\n";
     let mut f = Setup::new(lines).config(|c| c.max_agents = 3).build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("a", 1, &report(Outcome::Success), later(now, 5));
+    f.tick(now);
+    let out = f.finished("a", 1, &report(Outcome::Success), later(now, 5));
     let Some(Effect::Predict(job)) = out.iter().find(|e| matches!(e, Effect::Predict(_))) else {
         panic!("no prediction");
     };
@@ -1891,7 +1985,7 @@ fn slots(n: usize) -> impl FnOnce(&mut Config) {
 fn best_of_runs_every_variant_and_the_task_waits_for_all_of_them() {
     let mut f = Setup::new(BEST3).config(slots(4)).build();
     let now = t0();
-    let out = f.start_ready(now);
+    let out = f.tick(now);
     let mut started: Vec<String> = spawned(&out).into_iter().map(|s| s.0).collect();
     started.sort();
     assert_eq!(
@@ -1911,12 +2005,12 @@ fn best_of_runs_every_variant_and_the_task_waits_for_all_of_them() {
         "{branches:?}"
     );
     assert_eq!(status(&f, "a"), TaskStatus::Pending);
-    f.on_finished("a@v1", 1, &report(Outcome::Success), later(now, 60));
-    f.on_finished("a@v2", 1, &report(failed()), later(now, 60));
-    assert!(judge_jobs(f.start_ready(later(now, 61))).is_empty());
-    assert!(!f.is_done(later(now, 61)).0);
-    f.on_finished("a@v3", 1, &report(Outcome::Success), later(now, 62));
-    let jobs = judge_jobs(f.start_ready(later(now, 62)));
+    f.finished("a@v1", 1, &report(Outcome::Success), later(now, 60));
+    f.finished("a@v2", 1, &report(failed()), later(now, 60));
+    assert!(judge_jobs(f.tick(later(now, 61))).is_empty());
+    assert!(!f.done(later(now, 61)).0);
+    f.finished("a@v3", 1, &report(Outcome::Success), later(now, 62));
+    let jobs = judge_jobs(f.tick(later(now, 62)));
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].task, "a");
     assert_eq!(jobs[0].variants.len(), 3);
@@ -1924,15 +2018,9 @@ fn best_of_runs_every_variant_and_the_task_waits_for_all_of_them() {
         jobs[0].agent.is_none(),
         "no judge agent unless [best_of] judge = true"
     );
-    assert!(
-        !f.is_done(later(now, 62)).0,
-        "the run waits for the judgement"
-    );
-    assert!(
-        judge_jobs(f.start_ready(later(now, 63))).is_empty(),
-        "judged once"
-    );
-    let out = f.on_judged("a", judgement(Some(3)), later(now, 64));
+    assert!(!f.done(later(now, 62)).0, "the run waits for the judgement");
+    assert!(judge_jobs(f.tick(later(now, 63))).is_empty(), "judged once");
+    let out = f.judged("a", judgement(Some(3)), later(now, 64));
     assert!(events(&out).iter().any(|e| matches!(
         e,
         Event::VariantJudged {
@@ -1943,11 +2031,11 @@ fn best_of_runs_every_variant_and_the_task_waits_for_all_of_them() {
     assert!(status(&f, "a").is_success());
     assert_eq!(f.record("a").unwrap().winner().unwrap().id, "a@v3");
     assert!(
-        !f.is_done(later(now, 64)).0,
+        !f.done(later(now, 64)).0,
         "the run waits for the judged task's conflict prediction"
     );
     answer(&mut f, &out, &[("a", None)]);
-    assert!(f.is_done(later(now, 64)).0);
+    assert!(f.done(later(now, 64)).0);
     let (summary, _) = f.finish(later(now, 64));
     assert_eq!(summary.exit, crate::error::Exit::Ok);
 }
@@ -1956,36 +2044,36 @@ fn best_of_runs_every_variant_and_the_task_waits_for_all_of_them() {
 fn a_failed_variant_is_out_even_under_supervise() {
     let mut f = Setup::new(BEST3).config(slots(4)).supervise(3).build();
     let now = t0();
-    f.start_ready(now);
-    let out = f.on_finished("a@v1", 1, &report(failed()), later(now, 60));
+    f.tick(now);
+    let out = f.finished("a@v1", 1, &report(failed()), later(now, 60));
     assert!(!out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })));
     assert_eq!(status(&f, "a@v1").label(), "failed");
-    assert!(spawned(&f.start_ready(later(now, 61))).is_empty());
+    assert!(spawned(&f.tick(later(now, 61))).is_empty());
 }
 
 #[test]
 fn a_rate_limited_variant_goes_back_to_the_queue() {
     let mut f = Setup::new(BEST3).config(slots(4)).build();
     let now = t0();
-    f.start_ready(now);
+    f.tick(now);
     let limited = Outcome::RateLimited {
         credential: None,
         resets_at: Some(now.wall + chrono::Duration::seconds(30)),
     };
-    let out = f.on_finished("a@v2", 1, &report(limited), later(now, 5));
+    let out = f.finished("a@v2", 1, &report(limited), later(now, 5));
     assert_eq!(status(&f, "a@v2"), TaskStatus::Pending);
     assert!(
         events(&out)
             .iter()
             .any(|e| matches!(e, Event::Requeued { task, .. } if task == "a@v2"))
     );
-    f.on_finished("a@v1", 1, &report(Outcome::Success), later(now, 6));
-    f.on_finished("a@v3", 1, &report(Outcome::Success), later(now, 6));
+    f.finished("a@v1", 1, &report(Outcome::Success), later(now, 6));
+    f.finished("a@v3", 1, &report(Outcome::Success), later(now, 6));
     assert!(
-        judge_jobs(f.start_ready(later(now, 7))).is_empty(),
+        judge_jobs(f.tick(later(now, 7))).is_empty(),
         "v2 has not ended"
     );
-    let out = f.start_ready(later(now, 40));
+    let out = f.tick(later(now, 40));
     let again = spawned(&out);
     assert_eq!(again, [("a@v2".to_string(), 2, 0)], "{:?}", notices(&out));
 }
@@ -1999,12 +2087,12 @@ fn no_survivor_fails_the_task_or_under_supervise_runs_every_variant_again() {
         }
         let mut f = setup.build();
         let now = t0();
-        f.start_ready(now);
+        f.tick(now);
         for k in 1..=3 {
-            f.on_finished(&format!("a@v{k}"), 1, &report(failed()), later(now, 60));
+            f.finished(&format!("a@v{k}"), 1, &report(failed()), later(now, 60));
         }
-        assert_eq!(judge_jobs(f.start_ready(later(now, 61))).len(), 1);
-        let out = f.on_judged("a", judgement(None), later(now, 62));
+        assert_eq!(judge_jobs(f.tick(later(now, 61))).len(), 1);
+        let out = f.judged("a", judgement(None), later(now, 62));
         let rec = f.record("a").unwrap();
         assert_eq!(rec.best_of.as_ref().unwrap().failed_rounds, 1);
         if !supervise {
@@ -2036,12 +2124,12 @@ fn no_survivor_fails_the_task_or_under_supervise_runs_every_variant_again() {
             .collect();
         assert!(matches!(requeued[..], [Event::Requeued { task, .. }] if task == "a"));
         plan_retries(&mut f, &out);
-        assert_eq!(spawned(&f.start_ready(later(now, 63))).len(), 3);
+        assert_eq!(spawned(&f.tick(later(now, 63))).len(), 3);
         for k in 1..=3 {
-            f.on_finished(&format!("a@v{k}"), 2, &report(failed()), later(now, 90));
+            f.finished(&format!("a@v{k}"), 2, &report(failed()), later(now, 90));
         }
-        f.start_ready(later(now, 91));
-        f.on_judged("a", judgement(None), later(now, 92));
+        f.tick(later(now, 91));
+        f.judged("a", judgement(None), later(now, 92));
         assert_eq!(
             status(&f, "a").label(),
             "failed",
@@ -2060,21 +2148,18 @@ fn a_judge_agent_holds_a_slot_and_dependents_wait_for_the_judgement() {
         })
         .build();
     let now = t0();
-    let out = f.start_ready(now);
+    let out = f.tick(now);
     assert_eq!(spawned(&out).len(), 2, "{:?}", spawned(&out));
-    f.on_finished("a@v1", 1, &report(Outcome::Success), later(now, 10));
-    f.on_finished("a@v2", 1, &report(Outcome::Success), later(now, 10));
-    let jobs = judge_jobs(f.start_ready(later(now, 11)));
+    f.finished("a@v1", 1, &report(Outcome::Success), later(now, 10));
+    f.finished("a@v2", 1, &report(Outcome::Success), later(now, 10));
+    let jobs = judge_jobs(f.tick(later(now, 11)));
     let agent = jobs[0].agent.as_ref().expect("a judge agent");
     assert_eq!(agent.id, "a@judge");
     assert_eq!(agent.prepare.branch, "flocks/a@judge");
-    assert!(
-        spawned(&f.start_ready(later(now, 12))).is_empty(),
-        "b waits for a"
-    );
+    assert!(spawned(&f.tick(later(now, 12))).is_empty(), "b waits for a");
     let mut j = judgement(Some(1));
     j.judge = Some(with_result(report(Outcome::Success), 0.5));
-    f.on_judged("a", j, later(now, 13));
+    f.judged("a", j, later(now, 13));
     assert_eq!(
         f.record("a")
             .unwrap()
@@ -2087,7 +2172,7 @@ fn a_judge_agent_holds_a_slot_and_dependents_wait_for_the_judgement() {
             .judge_cost_usd,
         0.5
     );
-    let started = spawned(&f.start_ready(later(now, 14)));
+    let started = spawned(&f.tick(later(now, 14)));
     assert_eq!(started, [("b".to_string(), 1, 0)], "the slot is free again");
 }
 
@@ -2101,13 +2186,13 @@ fn variants_are_judged_after_the_budget_stops_dispatch_without_a_judge_agent() {
         })
         .build();
     let now = t0();
-    assert_eq!(spawned(&f.start_ready(now)).len(), 3);
+    assert_eq!(spawned(&f.tick(now)).len(), 3);
     for k in 1..=3 {
         let r = with_result(report(Outcome::Success), 0.02);
-        f.on_finished(&format!("a@v{k}"), 1, &r, later(now, 10));
+        f.finished(&format!("a@v{k}"), 1, &r, later(now, 10));
     }
     assert!(f.stopped_because.is_some(), "the budget is spent");
-    let jobs = judge_jobs(f.start_ready(later(now, 11)));
+    let jobs = judge_jobs(f.tick(later(now, 11)));
     assert_eq!(jobs.len(), 1, "judged all the same");
     assert!(jobs[0].agent.is_none());
     assert!(
@@ -2117,23 +2202,23 @@ fn variants_are_judged_after_the_budget_stops_dispatch_without_a_judge_agent() {
             .unwrap()
             .contains("no judge agent")
     );
-    assert!(!f.is_done(later(now, 11)).0);
-    let out = f.on_judged("a", judgement(Some(1)), later(now, 12));
+    assert!(!f.done(later(now, 11)).0);
+    let out = f.judged("a", judgement(Some(1)), later(now, 12));
     answer(&mut f, &out, &[("a", None)]);
-    assert!(f.is_done(later(now, 12)).0);
+    assert!(f.done(later(now, 12)).0);
 }
 
 #[test]
 fn a_variant_failing_needs_nobody_but_a_task_with_no_survivor_does() {
     let mut f = Setup::new(BEST3).config(slots(4)).build();
     let now = t0();
-    f.start_ready(now);
+    f.tick(now);
     for k in 1..=3 {
-        let out = f.on_finished(&format!("a@v{k}"), 1, &report(failed()), later(now, 60));
+        let out = f.finished(&format!("a@v{k}"), 1, &report(failed()), later(now, 60));
         assert!(attention(&out).is_empty(), "v{k}: its task is judged first");
     }
-    assert_eq!(judge_jobs(f.start_ready(later(now, 61))).len(), 1);
-    let out = f.on_judged("a", judgement(None), later(now, 62));
+    assert_eq!(judge_jobs(f.tick(later(now, 61))).len(), 1);
+    let out = f.judged("a", judgement(None), later(now, 62));
     assert_eq!(
         attention(&out),
         vec![(AttentionCause::TaskFailed, Some("a".to_string()), None)]
@@ -2143,17 +2228,17 @@ fn a_variant_failing_needs_nobody_but_a_task_with_no_survivor_does() {
     assert!(kinds[..at].contains(&"variant_judged"), "{kinds:?}");
     // A winner needs nobody.
     let mut f = Setup::new(BEST3).config(slots(4)).build();
-    f.start_ready(now);
+    f.tick(now);
     for k in 1..=3 {
-        f.on_finished(
+        f.finished(
             &format!("a@v{k}"),
             1,
             &report(Outcome::Success),
             later(now, 60),
         );
     }
-    f.start_ready(later(now, 61));
-    assert!(attention(&f.on_judged("a", judgement(Some(2)), later(now, 62))).is_empty());
+    f.tick(later(now, 61));
+    assert!(attention(&f.judged("a", judgement(Some(2)), later(now, 62))).is_empty());
 }
 
 #[test]
@@ -2161,14 +2246,14 @@ fn a_best_of_tasks_cost_cap_covers_all_its_variants() {
     let lines = "{\"id\":\"a\",\"prompt\":\"do a\",\"best_of\":3,\"max_cost_usd\":0.5}\n";
     let mut f = Setup::new(lines).config(slots(4)).supervise(3).build();
     let now = t0();
-    f.start_ready(now);
+    f.tick(now);
     // $0.20 each: $0.60 together, over the task's $0.50 (no variant alone is).
     for k in 1..=3 {
         let r = with_result(report(failed()), 0.2);
-        f.on_finished(&format!("a@v{k}"), 1, &r, later(now, 60));
+        f.finished(&format!("a@v{k}"), 1, &r, later(now, 60));
     }
-    assert_eq!(judge_jobs(f.start_ready(later(now, 61))).len(), 1);
-    let out = f.on_judged("a", judgement(None), later(now, 62));
+    assert_eq!(judge_jobs(f.tick(later(now, 61))).len(), 1);
+    let out = f.judged("a", judgement(None), later(now, 62));
     assert_eq!(
         status(&f, "a").label(),
         "failed",
@@ -2187,8 +2272,8 @@ fn a_best_of_tasks_cost_cap_covers_all_its_variants() {
     );
     // A rate-limited variant is not re-queued once its task's cap is spent.
     let mut f = Setup::new(lines).config(slots(4)).build();
-    f.start_ready(now);
-    f.on_finished(
+    f.tick(now);
+    f.finished(
         "a@v1",
         1,
         &with_result(report(failed()), 0.4),
@@ -2198,7 +2283,7 @@ fn a_best_of_tasks_cost_cap_covers_all_its_variants() {
         credential: None,
         resets_at: None,
     };
-    f.on_finished(
+    f.finished(
         "a@v2",
         1,
         &with_result(report(limited), 0.2),
@@ -2220,20 +2305,20 @@ fn a_judge_agent_waits_for_free_disk_like_any_agent() {
         .build();
     with_run(&mut f);
     let now = t0();
-    assert_eq!(spawned(&f.start_ready(now)).len(), 3);
-    f.on_free_disk(gib, Path::new("/p/.worktrees"));
+    assert_eq!(spawned(&f.tick(now)).len(), 3);
+    f.free_disk(gib, Path::new("/p/.worktrees"));
     for k in 1..=3 {
-        f.on_finished(
+        f.finished(
             &format!("a@v{k}"),
             1,
             &report(Outcome::Success),
             later(now, 10),
         );
     }
-    assert!(judge_jobs(f.start_ready(later(now, 11))).is_empty());
-    assert!(!f.is_done(later(now, 11)).0, "the run waits");
-    f.on_free_disk(6 * gib, Path::new("/p/.worktrees"));
-    let jobs = judge_jobs(f.start_ready(later(now, 12)));
+    assert!(judge_jobs(f.tick(later(now, 11))).is_empty());
+    assert!(!f.done(later(now, 11)).0, "the run waits");
+    f.free_disk(6 * gib, Path::new("/p/.worktrees"));
+    let jobs = judge_jobs(f.tick(later(now, 12)));
     assert_eq!(jobs.len(), 1);
     assert!(jobs[0].agent.is_some());
 }
@@ -2246,16 +2331,13 @@ fn a_best_of_tasks_variants_share_a_footprint_without_waiting_for_each_other() {
 {\"id\":\"b\",\"prompt\":\"do b\",\"touches\":[\"a/b.rs\"]}\n";
     let mut f = Setup::new(lines).config(slots(4)).build();
     let now = t0();
-    let mut started: Vec<String> = spawned(&f.start_ready(now))
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
+    let mut started: Vec<String> = spawned(&f.tick(now)).into_iter().map(|s| s.0).collect();
     started.sort();
     // The variants are alternatives: all run at once; b overlaps a's
     // footprint and waits for a's judgement.
     assert_eq!(started, ["a@v1", "a@v2", "a@v3"]);
     for k in 1..=3 {
-        let out = f.on_finished(
+        let out = f.finished(
             &format!("a@v{k}"),
             1,
             &report(Outcome::Success),
@@ -2263,14 +2345,14 @@ fn a_best_of_tasks_variants_share_a_footprint_without_waiting_for_each_other() {
         );
         assert_eq!(predicts(&out), 0, "a variant's work is not predicted");
     }
-    let out = f.start_ready(later(now, 11));
+    let out = f.tick(later(now, 11));
     assert!(spawned(&out).is_empty(), "b waits for the judgement");
     assert_eq!(judge_jobs(out).len(), 1);
-    let out = f.on_judged("a", judgement(Some(2)), later(now, 12));
+    let out = f.judged("a", judgement(Some(2)), later(now, 12));
     assert_eq!(predicts(&out), 1, "the judged task is predicted");
     answer(&mut f, &out, &[("a", None)]);
     // b starts from a's work, the winner's.
-    let out = f.start_ready(later(now, 13));
+    let out = f.tick(later(now, 13));
     let job = out
         .iter()
         .find_map(|e| match e {
@@ -2297,19 +2379,19 @@ fn a_best_of_task_predicted_to_conflict_is_not_redone_early() {
         .supervise(1)
         .build();
     let now = t0();
-    assert_eq!(spawned(&f.start_ready(now)).len(), 3);
-    let out = f.on_finished("b", 1, &report(Outcome::Success), later(now, 1));
+    assert_eq!(spawned(&f.tick(now)).len(), 3);
+    let out = f.finished("b", 1, &report(Outcome::Success), later(now, 1));
     answer(&mut f, &out, &[("b", None)]);
     for k in 1..=2 {
-        f.on_finished(
+        f.finished(
             &format!("a@v{k}"),
             1,
             &report(Outcome::Success),
             later(now, 2),
         );
     }
-    f.start_ready(later(now, 3));
-    let out = f.on_judged("a", judgement(Some(1)), later(now, 4));
+    f.tick(later(now, 3));
+    let out = f.judged("a", judgement(Some(1)), later(now, 4));
     let out = answer(
         &mut f,
         &out,
@@ -2327,7 +2409,7 @@ fn a_best_of_task_predicted_to_conflict_is_not_redone_early() {
         notices(&out)
     );
     assert!(status(&f, "a").is_success());
-    assert!(f.is_done(later(now, 5)).0);
+    assert!(f.done(later(now, 5)).0);
 }
 
 /// What flocks' proxy reads reaches the fleet as input: a 429's exact reset
@@ -2347,7 +2429,7 @@ fn the_proxy_parks_counts_and_reports() {
         .credentials(&["a"], |_| {})
         .build();
     let now = t0();
-    let started = f.start_ready(now);
+    let started = f.tick(now);
     assert_eq!(spawned(&started).len(), 1);
     let reset = now.wall + chrono::Duration::hours(2);
 
@@ -2360,7 +2442,7 @@ fn the_proxy_parks_counts_and_reports() {
         model: Some("claude-sonnet-4-5".into()),
         ..UsageDelta::default()
     };
-    f.on_proxy(
+    f.proxy(
         ProxyEvent::Usage {
             task: "a".into(),
             attempt: 1,
@@ -2368,7 +2450,7 @@ fn the_proxy_parks_counts_and_reports() {
         },
         now,
     );
-    let out = f.on_proxy(
+    let out = f.proxy(
         ProxyEvent::Usage {
             task: "a".into(),
             attempt: 1,
@@ -2397,7 +2479,7 @@ fn the_proxy_parks_counts_and_reports() {
     assert_eq!(a.cost(), 0.75, "live, before any result");
 
     // A 429 read by the proxy parks the credential until its reset, once.
-    let out = f.on_proxy(
+    let out = f.proxy(
         ProxyEvent::RateLimited {
             task: "a".into(),
             attempt: 1,
@@ -2407,7 +2489,7 @@ fn the_proxy_parks_counts_and_reports() {
         now,
     );
     assert!(matches!(events(&out)[..], [Event::CredentialParked { until, .. }] if *until == reset));
-    let again = f.on_proxy(
+    let again = f.proxy(
         ProxyEvent::RateLimited {
             task: "a".into(),
             attempt: 1,
@@ -2422,7 +2504,7 @@ fn the_proxy_parks_counts_and_reports() {
         credential: Some("a".into()),
         resets_at: None,
     };
-    f.on_finished("a", 1, &report(limited), later(now, 1));
+    f.finished("a", 1, &report(limited), later(now, 1));
     assert_eq!(f.state().credentials["a"].parked_until, Some(reset));
 
     // Refusals: each counted and said; needs_attention once per host and port.
@@ -2432,9 +2514,9 @@ fn the_proxy_parks_counts_and_reports() {
         host: host.into(),
         port,
     };
-    let first = f.on_proxy(denied("evil.example", 443), now);
-    let second = f.on_proxy(denied("evil.example", 443), now);
-    let third = f.on_proxy(denied("other.example", 80), now);
+    let first = f.proxy(denied("evil.example", 443), now);
+    let second = f.proxy(denied("evil.example", 443), now);
+    let third = f.proxy(denied("other.example", 80), now);
     let attention = |out: &[Effect]| {
         events(out)
             .iter()
