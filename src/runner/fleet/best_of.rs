@@ -6,6 +6,8 @@
 //! fail with each variant's reason, or, under `--supervise`, run every
 //! variant again.
 
+use std::collections::HashSet;
+
 use super::{Effect, Fleet, JudgeAgent, JudgeJob, Now};
 use crate::agent::AgentSpec;
 use crate::agent::spec::{self, SpecInput};
@@ -60,6 +62,26 @@ pub(super) fn add_variant_tasks(tasks: &mut TaskSet, state: &State) -> Vec<Strin
     parents
 }
 
+/// The best-of tasks and where their judging stands.
+pub(super) struct Judging {
+    /// Best-of tasks (ids), in dependency order.
+    pub(super) best_of: Vec<String>,
+    /// Best-of tasks being judged ([`Effect::Judge`]).
+    pub(super) judging: HashSet<String>,
+    /// Best-of tasks whose judging failed in this run (they stay pending).
+    pub(super) unjudged: HashSet<String>,
+}
+
+impl Judging {
+    pub(super) fn new(best_of: Vec<String>) -> Judging {
+        Judging {
+            best_of,
+            judging: HashSet::new(),
+            unjudged: HashSet::new(),
+        }
+    }
+}
+
 /// Whether a variant's end is final for this round.
 fn ended(status: &TaskStatus) -> bool {
     matches!(status, TaskStatus::Done { .. })
@@ -69,9 +91,9 @@ impl Fleet {
     /// A best-of task whose variants have all ended waits for its judgement
     /// (a judge agent waits for a slot).
     pub(super) fn awaits_judge(&self) -> bool {
-        self.best_of.iter().any(|id| {
-            !self.judging.contains(id)
-                && !self.unjudged.contains(id)
+        self.judge.best_of.iter().any(|id| {
+            !self.judge.judging.contains(id)
+                && !self.judge.unjudged.contains(id)
                 && self.in_scope(id)
                 && self.record(id).is_some_and(|r| {
                     r.status == TaskStatus::Pending && r.variants.iter().all(|v| ended(&v.status))
@@ -82,8 +104,11 @@ impl Fleet {
     /// Judge every best-of task whose variants have all ended; block one
     /// whose variants cannot start.
     pub(super) fn judge_ready(&mut self, now: Now, out: &mut Vec<Effect>) {
-        for id in self.best_of.clone() {
-            if self.judging.contains(&id) || self.unjudged.contains(&id) || !self.in_scope(&id) {
+        for id in self.judge.best_of.clone() {
+            if self.judge.judging.contains(&id)
+                || self.judge.unjudged.contains(&id)
+                || !self.in_scope(&id)
+            {
                 continue;
             }
             let Some(rec) = self.record(&id) else {
@@ -125,7 +150,7 @@ impl Fleet {
             let round = rec.best_of.as_ref().map_or(0, |b| b.failed_rounds) + 1;
             let mut notice = None;
             let agent = if self.config.best_of.judge && successes >= 2 {
-                if let Some((why, _)) = &self.stopped_because {
+                if let Some((why, _)) = &self.stopping.stopped_because {
                     notice = Some(format!(
                         "task {id}: no judge agent ({why}); the default ranking picks"
                     ));
@@ -160,7 +185,7 @@ impl Fleet {
                 rec.branch_created = true;
                 self.dirty = true;
             }
-            self.judging.insert(id.clone());
+            self.judge.judging.insert(id.clone());
             out.push(Effect::Judge(Box::new(JudgeJob {
                 task: id,
                 branch,
@@ -211,11 +236,11 @@ impl Fleet {
     /// Judging stopped before its end (Ctrl-C), or failed (`error`, said as a
     /// notice): the task stays pending, and a later run judges it.
     pub(super) fn on_judge_abandoned(&mut self, id: &str, error: Option<String>) -> Vec<Effect> {
-        self.judging.remove(id);
+        self.judge.judging.remove(id);
         self.release(id);
         let mut out = Vec::new();
         if let Some(message) = error {
-            self.unjudged.insert(id.to_string());
+            self.judge.unjudged.insert(id.to_string());
             out.push(Effect::Emit(Event::Notice {
                 message: format!("task {id} was not judged: {message}; the next run judges it"),
             }));
@@ -228,7 +253,7 @@ impl Fleet {
     /// left) every variant runs again.
     pub(super) fn on_judged(&mut self, id: &str, judged: Judged, now: Now) -> Vec<Effect> {
         let mut out = Vec::new();
-        self.judging.remove(id);
+        self.judge.judging.remove(id);
         let credential = self
             .running
             .get(id)
@@ -245,7 +270,7 @@ impl Fleet {
                 .and_then(|r| r.total_cost_usd)
                 .unwrap_or(0.0);
             judgement.judge_cost_usd = cost;
-            self.run_cost = crate::output::units::sum_costs([self.run_cost, cost]);
+            self.breaker.run_cost = crate::output::units::sum_costs([self.breaker.run_cost, cost]);
             // What the judge cost its credential counts against its
             // max_cost_usd as an attempt's does.
             if let Some(name) = &credential
@@ -300,7 +325,7 @@ impl Fleet {
             // footprint lane start from, and what land conflicts are
             // predicted for.
             if self.record(id).is_some_and(|r| r.status.is_success()) {
-                self.succeeded_here.insert(id.to_string());
+                self.predictions.succeeded_here.insert(id.to_string());
                 self.request_prediction(id, &mut out);
             }
         } else if supervise && rounds < 1 + max_retries && capped.is_none() {

@@ -29,14 +29,14 @@ impl Fleet {
                     bytes(min)
                 );
                 if self.opts.no_wait {
-                    if self.stopped_because.is_none() {
+                    if self.stopping.stopped_because.is_none() {
                         let why = format!(
                             "{reason} and --no-wait was given: no new agent starts; running agents finish"
                         );
                         out.push(Effect::Emit(Event::Notice {
                             message: why.clone(),
                         }));
-                        self.stopped_because = Some((why, Exit::CouldNotStart));
+                        self.stopping.stopped_because = Some((why, Exit::CouldNotStart));
                     }
                     return out;
                 }

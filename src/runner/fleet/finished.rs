@@ -21,6 +21,16 @@ pub const QUICK_FAILURE: Duration = Duration::from_secs(30);
 /// Times a task may go back to the queue for reasons not its own.
 pub const REQUEUE_CAP: u32 = 8;
 
+/// The circuit breaker's count and what the run has spent: quick failures
+/// in a row stop dispatching, overloads back off for longer each time, the
+/// run's cost meets `max_cost_usd`.
+#[derive(Default)]
+pub(super) struct Breaker {
+    pub(super) quick_failures: u32,
+    pub(super) overloads: u32,
+    pub(super) run_cost: f64,
+}
+
 /// What follows an attempt's `finished` event.
 enum After {
     /// Back in the queue, why.
@@ -74,7 +84,7 @@ impl Fleet {
             .as_ref()
             .and_then(|r| r.num_turns)
             .unwrap_or(0);
-        self.run_cost = crate::output::units::sum_costs([self.run_cost, cost]);
+        self.breaker.run_cost = crate::output::units::sum_costs([self.breaker.run_cost, cost]);
 
         // A resume the agent could not find: start fresh, without counting it.
         let resumed = self
@@ -140,9 +150,9 @@ impl Fleet {
         let quick_failure =
             quick_failure || matches!(outcome, Outcome::CredentialRejected { .. }) && quick;
         if quick_failure {
-            self.quick_failures += 1;
+            self.breaker.quick_failures += 1;
         } else if report.result.is_some() || matches!(outcome, Outcome::Success) {
-            self.quick_failures = 0;
+            self.breaker.quick_failures = 0;
         }
 
         let (status, after) = self.next_status(id, attempt, &outcome, lost_session, &mut out);
@@ -224,8 +234,8 @@ impl Fleet {
                 }));
             }
             Outcome::Overloaded => {
-                self.overloads += 1;
-                let secs = (30u64 << self.overloads.min(5)).min(600);
+                self.breaker.overloads += 1;
+                let secs = (30u64 << self.breaker.overloads.min(5)).min(600);
                 self.state.backoff_until = Some(now.wall + chrono_secs(secs));
                 out.push(Effect::Emit(Event::Notice {
                     message: format!(
@@ -248,9 +258,9 @@ impl Fleet {
                 }
             }
             Outcome::Success => {
-                self.overloads = 0;
+                self.breaker.overloads = 0;
                 if self.record(id).is_some_and(|r| r.status.is_success()) {
-                    self.succeeded_here.insert(id.to_string());
+                    self.predictions.succeeded_here.insert(id.to_string());
                     // A variant is one of a best-of task's alternatives, not
                     // work that lands: its task is predicted once judged.
                     if self.task(id).is_none_or(|t| t.variant.is_none()) {
@@ -261,17 +271,17 @@ impl Fleet {
             _ => {}
         }
 
-        if self.quick_failures >= BREAKER_LIMIT && self.stopped_because.is_none() {
+        if self.breaker.quick_failures >= BREAKER_LIMIT && self.stopping.stopped_because.is_none() {
             let reason = format!(
                 "dispatch stopped: {} in a row failed within {} of starting; the last one {}",
-                crate::output::units::count(self.quick_failures, "attempt"),
+                crate::output::units::count(self.breaker.quick_failures, "attempt"),
                 crate::report::human_duration(QUICK_FAILURE.as_secs_f64()),
                 outcome.describe()
             );
             out.push(Effect::Emit(Event::Notice {
                 message: reason.clone(),
             }));
-            self.stopped_because = Some((reason, Exit::CouldNotStart));
+            self.stopping.stopped_because = Some((reason, Exit::CouldNotStart));
         }
         self.check_budget(&mut out);
         out
@@ -294,17 +304,17 @@ impl Fleet {
     /// `max_cost_usd` reached: no new agent starts.
     pub(super) fn check_budget(&mut self, out: &mut Vec<Effect>) {
         if let Some(limit) = self.config.max_cost_usd
-            && self.run_cost >= limit
-            && self.stopped_because.is_none()
+            && self.breaker.run_cost >= limit
+            && self.stopping.stopped_because.is_none()
         {
             let reason = format!(
                 "the run has cost {}, reaching max_cost_usd = {limit}: no new agents start; running ones finish",
-                crate::output::units::money(self.run_cost)
+                crate::output::units::money(self.breaker.run_cost)
             );
             out.push(Effect::Emit(Event::Notice {
                 message: reason.clone(),
             }));
-            self.stopped_because = Some((reason, Exit::TasksFailed));
+            self.stopping.stopped_because = Some((reason, Exit::TasksFailed));
         }
     }
 

@@ -251,75 +251,32 @@ pub struct Fleet {
     tasks: TaskSet,
     index: HashMap<String, Entry>,
     scope: Option<HashSet<String>>,
-    /// Indices of `tasks`, dependencies first (landing order).
-    order: Vec<usize>,
-    /// Indices of `tasks` in the order they start when ready: `order`, or
-    /// the longest expected first when there is history
-    /// (`history::start_order`).
-    start: Vec<usize>,
-    /// No task before this place in `start` is pending: where the search for
-    /// the next start begins. Moved back when a task becomes pending again.
-    cursor: usize,
-    /// A status changed in a way that may block or unblock a dependent.
-    blocked_stale: bool,
     template: Option<Template>,
     pools: Vec<PoolSlots>,
     creds: Credentials,
     running: HashMap<String, Slot>,
     /// Tasks whose retry is being planned ([`Effect::PlanRetry`]).
     planning: HashSet<String>,
-    /// Best-of tasks (ids), in dependency order.
-    best_of: Vec<String>,
-    /// Best-of tasks being judged ([`Effect::Judge`]).
-    judging: HashSet<String>,
-    /// Best-of tasks whose judging failed in this run (they stay pending).
-    unjudged: HashSet<String>,
     opts: RunOptions,
     project_key: String,
-    draining: bool,
-    stop_level: StopLevel,
-    interrupts: u32,
-    /// Ctrl-C was pressed (the run exits 130); `flocks stop` alone asks for
-    /// an orderly end (exit 0 unless a task failed).
-    ctrl_c: bool,
-    next_start: Option<Instant>,
-    quick_failures: u32,
-    stopped_because: Option<(String, Exit)>,
-    run_cost: f64,
-    overloads: u32,
-    waiting_note: Option<DateTime<Utc>>,
+    /// What starts next, and when (`schedule.rs`).
+    queue: schedule::Queue,
+    /// Quick failures, overloads, the run's cost (`finished.rs`).
+    breaker: finished::Breaker,
+    /// Ctrl-C, `flocks stop`, and why dispatch stopped (`stop.rs`).
+    stopping: stop::Stopping,
+    /// Conflict predictions, footprints, early redos (`conflicts.rs`).
+    predictions: conflicts::Predictions,
+    /// Best-of tasks and their judging (`best_of.rs`).
+    judge: best_of::Judging,
     /// Why no new agent starts: the free disk is below `min_free_disk_gb`.
     disk_low: Option<String>,
     dirty: bool,
     /// Illegal status changes seen in this run (bugs; each is also a notice).
     invalid_transitions: u32,
-    /// Per task with a declared footprint: the tasks before it in the order
-    /// whose footprints overlap its own (it never runs at the same time as
-    /// them, and starts from their work).
-    footprint_before: HashMap<String, Vec<String>>,
-    /// A prediction is being worked out; `predict_again`: a success came in
-    /// meanwhile.
-    predicting: bool,
-    predict_again: bool,
-    /// Succeeded tasks whose footprint is still to check.
-    footprint_checks: Vec<String>,
-    /// Early redos per task in this run (capped).
-    early_redos: HashMap<String, u32>,
-    /// Tasks that succeeded in this run.
-    succeeded_here: HashSet<String>,
-    /// Why the last prediction failed (said once).
-    predict_error: Option<String>,
-    /// Successes no prediction was asked for yet, and those the one being
-    /// worked out covers: what the run's end leaves unpredicted.
-    unpredicted: std::collections::BTreeSet<String>,
-    in_prediction: std::collections::BTreeSet<String>,
-    /// When the run's end began to wait for the prediction.
-    end_wait_from: Option<Instant>,
     /// Refused connections already said as `needs_attention` (task,
     /// attempt, host, port).
     denied_seen: HashSet<(String, u32, String, u16)>,
-    /// Why `order` is what it is (task order, or longest expected first).
-    start_order: history::OrderWhy,
 }
 
 impl Fleet {
@@ -358,49 +315,26 @@ impl Fleet {
         }
         let footprint_before = variant_footprints(&p.tasks, &order);
         Fleet {
-            start_order: start_order.why,
-            start: start_order.order,
+            queue: schedule::Queue::new(order, start_order),
+            predictions: conflicts::Predictions::new(footprint_before),
+            judge: best_of::Judging::new(best_of),
+            breaker: Default::default(),
+            stopping: Default::default(),
             config: p.config,
             state: p.state,
             tasks: p.tasks,
             index,
             scope: p.scope,
-            order,
-            cursor: 0,
-            blocked_stale: true,
             template: p.template,
             pools: p.pools,
             creds: p.creds,
             running: HashMap::new(),
             planning: HashSet::new(),
-            best_of,
-            judging: HashSet::new(),
-            unjudged: HashSet::new(),
             opts: p.opts,
             project_key: p.project_key,
-            draining: false,
-            stop_level: StopLevel::Run,
-            interrupts: 0,
-            ctrl_c: false,
-            next_start: None,
-            quick_failures: 0,
-            stopped_because: None,
-            run_cost: 0.0,
-            overloads: 0,
-            waiting_note: None,
             disk_low: None,
             dirty: false,
             invalid_transitions: 0,
-            footprint_before,
-            predicting: false,
-            predict_again: false,
-            footprint_checks: Vec::new(),
-            early_redos: HashMap::new(),
-            succeeded_here: HashSet::new(),
-            predict_error: None,
-            unpredicted: Default::default(),
-            in_prediction: Default::default(),
-            end_wait_from: None,
             denied_seen: HashSet::new(),
         }
     }
@@ -424,7 +358,7 @@ impl Fleet {
     }
 
     pub fn stop_level(&self) -> StopLevel {
-        self.stop_level
+        self.stopping.stop_level
     }
 
     /// Illegal status changes seen so far (each was reported as a notice).
@@ -485,12 +419,12 @@ impl Fleet {
                 self.dirty = true;
                 let status = &self.record(id).map(|r| r.status.clone());
                 if was_failed || status.as_ref().is_some_and(fails_dependents) {
-                    self.blocked_stale = true;
+                    self.queue.blocked_stale = true;
                 }
                 if status == &Some(TaskStatus::Pending)
                     && let Some(pos) = self.index.get(id).and_then(|e| e.start_pos)
                 {
-                    self.cursor = self.cursor.min(pos);
+                    self.queue.cursor = self.queue.cursor.min(pos);
                 }
             }
             Err(e) => {

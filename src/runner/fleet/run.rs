@@ -61,16 +61,16 @@ impl Fleet {
             best_of,
             variants,
         })];
-        if let history::OrderWhy::LongestFirst { .. } = self.start_order {
+        if let history::OrderWhy::LongestFirst { .. } = self.queue.why {
             let order = history::StartOrder {
                 order: Vec::new(),
-                why: self.start_order,
+                why: self.queue.why,
             };
             out.push(Effect::Emit(Event::Notice {
                 message: format!("start order: {}", order.describe()),
             }));
         }
-        for &i in &self.order {
+        for &i in &self.queue.order {
             let id = &self.tasks.tasks[i].id;
             if self.in_scope(id)
                 && !self.has_variants(id)
@@ -110,18 +110,18 @@ impl Fleet {
                 _ => failed += 1,
             }
         }
-        let interrupted = self.interrupts > 0;
+        let interrupted = self.stopping.interrupts > 0;
         out.push(Effect::Emit(Event::RunFinished {
             succeeded,
             failed,
             blocked,
             pending,
-            cost_usd: self.run_cost,
+            cost_usd: self.breaker.run_cost,
             interrupted,
         }));
-        let exit = if self.ctrl_c {
+        let exit = if self.stopping.ctrl_c {
             Exit::Interrupted
-        } else if let Some((_, exit)) = &self.stopped_because {
+        } else if let Some((_, exit)) = &self.stopping.stopped_because {
             *exit
         } else if interrupted {
             // `flocks stop`: what did not run is no failure.
@@ -137,7 +137,11 @@ impl Fleet {
         };
         let summary = RunSummary {
             exit,
-            stopped_because: self.stopped_because.as_ref().map(|(r, _)| r.clone()),
+            stopped_because: self
+                .stopping
+                .stopped_because
+                .as_ref()
+                .map(|(r, _)| r.clone()),
             interrupted,
         };
         (summary, out)

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::{
-    DependencyJob, Effect, Fleet, Now, Slot, Start, StartError, fails_dependents, mono_at,
+    DependencyJob, Effect, Fleet, Now, Slot, Start, StartError, fails_dependents, history, mono_at,
 };
 use crate::agent::spec::{self, Injected, SpecInput};
 use crate::backend::PrepareJob;
@@ -17,13 +17,49 @@ use crate::runner::credentials::Availability;
 use crate::state::{Attempt, NextAttempt, Outcome, TaskStatus};
 use crate::tasks::StartFrom;
 
+/// The queue: the order tasks land and start in, where the search for the
+/// next start begins, and when the next may start.
+pub(super) struct Queue {
+    /// Indices of `tasks`, dependencies first (landing order).
+    pub(super) order: Vec<usize>,
+    /// Indices of `tasks` in the order they start when ready: `order`, or
+    /// the longest expected first when there is history
+    /// (`history::start_order`).
+    pub(super) start: Vec<usize>,
+    /// Why `start` is what it is (task order, or longest expected first).
+    pub(super) why: history::OrderWhy,
+    /// No task before this place in `start` is pending: where the search for
+    /// the next start begins. Moved back when a task becomes pending again.
+    pub(super) cursor: usize,
+    /// A status changed in a way that may block or unblock a dependent.
+    pub(super) blocked_stale: bool,
+    /// No start before this (`stagger_delay`).
+    pub(super) next_start: Option<Instant>,
+    /// Until when "every usable credential is parked" was last said.
+    pub(super) waiting_note: Option<DateTime<Utc>>,
+}
+
+impl Queue {
+    pub(super) fn new(order: Vec<usize>, start: history::StartOrder) -> Queue {
+        Queue {
+            order,
+            start: start.order,
+            why: start.why,
+            cursor: 0,
+            blocked_stale: true,
+            next_start: None,
+            waiting_note: None,
+        }
+    }
+}
+
 impl Fleet {
     /// The earliest time something may become startable, or the run's end
     /// stops waiting for a prediction: the dispatcher's next turn, at the
     /// latest.
     pub fn next_wake(&self, now: Now) -> Instant {
         let mut wake = now.mono + Duration::from_secs(3600);
-        if let Some(s) = self.next_start
+        if let Some(s) = self.queue.next_start
             && s > now.mono
         {
             wake = wake.min(s);
@@ -49,11 +85,11 @@ impl Fleet {
     /// Pending tasks whose dependencies failed for good become blocked; blocked
     /// ones whose dependencies were retried become pending again.
     pub(super) fn update_blocked(&mut self) -> Vec<Effect> {
-        if !std::mem::take(&mut self.blocked_stale) {
+        if !std::mem::take(&mut self.queue.blocked_stale) {
             return Vec::new();
         }
         let mut changes = Vec::new();
-        for &i in &self.order {
+        for &i in &self.queue.order {
             let task = &self.tasks.tasks[i];
             if !self.in_scope(&task.id) {
                 continue;
@@ -127,12 +163,12 @@ impl Fleet {
         let mut out = self.update_blocked();
         // Variants that ended are judged even when dispatch stopped (budget,
         // breaker): only a judge agent needs dispatch.
-        if !self.draining && self.stop_level == StopLevel::Run {
+        if !self.stopping.draining && self.stopping.stop_level == StopLevel::Run {
             self.judge_ready(now, &mut out);
         }
-        if self.draining
-            || self.stop_level != StopLevel::Run
-            || self.stopped_because.is_some()
+        if self.stopping.draining
+            || self.stopping.stop_level != StopLevel::Run
+            || self.stopping.stopped_because.is_some()
             || self.disk_low.is_some()
         {
             return out;
@@ -146,7 +182,7 @@ impl Fleet {
         }
         loop {
             if self.running.len() >= self.config.max_agents
-                || self.next_start.is_some_and(|s| now.mono < s)
+                || self.queue.next_start.is_some_and(|s| now.mono < s)
             {
                 return out;
             }
@@ -163,7 +199,7 @@ impl Fleet {
             };
             self.reserve(&id, pool, injected, now, &mut out);
             if !self.config.stagger_delay.is_zero() {
-                self.next_start = Some(now.mono + self.config.stagger_delay);
+                self.queue.next_start = Some(now.mono + self.config.stagger_delay);
             }
         }
     }
@@ -172,7 +208,7 @@ impl Fleet {
     /// tasks at the front that are not pending (they cannot start until a
     /// transition makes them pending again, which moves it back).
     fn next_ready(&mut self) -> Option<String> {
-        while let Some(&i) = self.start.get(self.cursor) {
+        while let Some(&i) = self.queue.start.get(self.queue.cursor) {
             let id = &self.tasks.tasks[i].id;
             if self.in_scope(id)
                 && self
@@ -181,9 +217,9 @@ impl Fleet {
             {
                 break;
             }
-            self.cursor += 1;
+            self.queue.cursor += 1;
         }
-        self.start[self.cursor.min(self.start.len())..]
+        self.queue.start[self.queue.cursor.min(self.queue.start.len())..]
             .iter()
             .map(|&i| self.tasks.tasks[i].id.as_str())
             .find(|id| self.ready(id))
@@ -219,9 +255,9 @@ impl Fleet {
         if candidates.is_empty() {
             if let Some(t) = parked_until
                 && self.running.is_empty()
-                && self.waiting_note != Some(t)
+                && self.queue.waiting_note != Some(t)
             {
-                self.waiting_note = Some(t);
+                self.queue.waiting_note = Some(t);
                 let at = t.with_timezone(&chrono::Local).format("%H:%M:%S");
                 let message = if self.opts.no_wait {
                     format!(
@@ -237,7 +273,7 @@ impl Fleet {
                     credential: None,
                 };
                 if self.opts.no_wait {
-                    self.stopped_because = Some((
+                    self.stopping.stopped_because = Some((
                         format!(
                             "every usable credential is parked until {at} and --no-wait was given"
                         ),
@@ -360,7 +396,8 @@ impl Fleet {
                 stack.extend(t.depends_on.iter().map(String::as_str));
             }
         }
-        self.order
+        self.queue
+            .order
             .iter()
             .map(|&i| self.tasks.tasks[i].id.as_str())
             .filter(|t| seen.contains(t))
@@ -380,7 +417,10 @@ impl Fleet {
         if self.running.get(id).is_none_or(|s| s.attempt.is_some()) {
             return out;
         }
-        if self.draining || self.stop_level != StopLevel::Run || self.stopped_because.is_some() {
+        if self.stopping.draining
+            || self.stopping.stop_level != StopLevel::Run
+            || self.stopping.stopped_because.is_some()
+        {
             // Stopping before the agent started: the task stays pending.
             self.release(id);
             return out;
@@ -631,14 +671,14 @@ impl Fleet {
 /// Nothing runs and nothing more will start: the run is over. Says why
 /// when no pool can ever run the ready tasks.
 pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
-    if !fleet.running.is_empty() || !fleet.planning.is_empty() || !fleet.judging.is_empty() {
+    if !fleet.running.is_empty() || !fleet.planning.is_empty() || !fleet.judge.judging.is_empty() {
         return (false, Vec::new());
     }
     // A prediction being worked out holds the end a moment at most.
     if fleet.prediction_holds_end(now) {
         return (false, Vec::new());
     }
-    if fleet.draining || fleet.stopped_because.is_some() {
+    if fleet.stopping.draining || fleet.stopping.stopped_because.is_some() {
         return (true, Vec::new());
     }
     if !fleet.tasks.tasks.iter().any(|t| fleet.ready(&t.id)) && !fleet.awaits_judge() {
@@ -682,7 +722,7 @@ pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
                 Exit::CouldNotStart,
             )
         };
-        fleet.stopped_because = Some((reason.clone(), exit));
+        fleet.stopping.stopped_because = Some((reason.clone(), exit));
         return (true, vec![Effect::Emit(Event::Notice { message: reason })]);
     }
     (false, Vec::new())

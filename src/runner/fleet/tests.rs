@@ -2191,7 +2191,7 @@ fn variants_are_judged_after_the_budget_stops_dispatch_without_a_judge_agent() {
         let r = with_result(report(Outcome::Success), 0.02);
         f.finished(&format!("a@v{k}"), 1, &r, later(now, 10));
     }
-    assert!(f.stopped_because.is_some(), "the budget is spent");
+    assert!(f.stopping.stopped_because.is_some(), "the budget is spent");
     let jobs = judge_jobs(f.tick(later(now, 11)));
     assert_eq!(jobs.len(), 1, "judged all the same");
     assert!(jobs[0].agent.is_none());
