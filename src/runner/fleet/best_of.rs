@@ -264,47 +264,11 @@ impl Fleet {
             judge,
         } = judged;
         if let Some(report) = &judge {
-            let cost = report
-                .result
-                .as_ref()
-                .and_then(|r| r.total_cost_usd)
-                .unwrap_or(0.0);
-            judgement.judge_cost_usd = cost;
-            self.breaker.run_cost = crate::output::units::sum_costs([self.breaker.run_cost, cost]);
-            // What the judge cost its credential counts against its
-            // max_cost_usd as an attempt's does.
-            if let Some(name) = &credential
-                && let Some(reason) = self.creds.add_cost(name, cost)
-            {
-                self.retire(name, reason, now.wall, &mut out);
-            }
-            if let Outcome::RateLimited { resets_at, .. } = &report.outcome {
-                let name = credential.unwrap_or_else(|| DEFAULT_LOGIN.into());
-                self.park(&name, *resets_at, "rate limited", now.wall, &mut out);
-            }
+            judgement.judge_cost_usd = self.charge_judge(report, credential, now, &mut out);
         }
-        let supervise = self.opts.supervise;
-        let max_retries = self.opts.max_retries;
-        let cap = self.task(id).and_then(|t| t.max_cost_usd);
-        let Some(rec) = self.record_mut(id) else {
+        let Some((rounds, capped)) = self.record_judgement(id, &judgement) else {
             return out;
         };
-        let best = rec.best_of.get_or_insert_with(BestOf::default);
-        if judgement.winner.is_none() {
-            best.failed_rounds += 1;
-        }
-        let rounds = best.failed_rounds;
-        best.judgement = Some(judgement.clone());
-        // The task's own spending cap covers its variants and its judge: reached,
-        // no variant runs again.
-        let cost = rec.cost();
-        let capped = cap.filter(|c| cost >= *c).map(|c| {
-            format!(
-                "its variants have cost {}, reaching its max_cost_usd = {c}",
-                crate::output::units::money(cost)
-            )
-        });
-        self.dirty = true;
         out.push(Effect::Emit(Event::VariantJudged {
             task: id.to_string(),
             winner: judgement.winner,
@@ -313,72 +277,13 @@ impl Fleet {
             ranking: judgement.ranking.clone(),
             notice: judgement.notice.clone(),
         }));
+        let retries_left = self.opts.supervise && rounds < 1 + self.opts.max_retries;
         if judgement.winner.is_some() {
-            self.transition(
-                id,
-                TaskStatus::Done {
-                    outcome: Outcome::Success,
-                },
-                &mut out,
-            );
-            // The winner is the task's work: what later tasks in its
-            // footprint lane start from, and what land conflicts are
-            // predicted for.
-            if self.record(id).is_some_and(|r| r.status.is_success()) {
-                self.predictions.succeeded_here.insert(id.to_string());
-                self.request_prediction(id, &mut out);
-            }
-        } else if supervise && rounds < 1 + max_retries && capped.is_none() {
-            // Retried as one task: every variant runs again, each with what
-            // its last attempt learned and why it was judged out.
-            let variants: Vec<(String, u32, String)> = self
-                .record(id)
-                .map(|r| {
-                    r.variants
-                        .iter()
-                        .zip(1u32..)
-                        .map(|(v, k)| {
-                            let why = judgement
-                                .ranking
-                                .iter()
-                                .find(|x| x.variant == k)
-                                .map(|x| x.reason.clone())
-                                .unwrap_or_default();
-                            (v.id.clone(), v.last_attempt().map_or(0, |a| a.number), why)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            for (vid, last, why) in variants {
-                self.transition(&vid, TaskStatus::Pending, &mut out);
-                if let Some(v) = self.record_mut(&vid) {
-                    v.requeues = 0;
-                }
-                if last > 0 {
-                    self.planning.insert(vid.clone());
-                    out.push(Effect::PlanRetry {
-                        task: vid,
-                        from_attempt: last,
-                        fresh_session: false,
-                        ended: Some(format!("attempt {last} was judged: {why}")),
-                    });
-                }
-            }
-            if let Some(b) = self.record_mut(id).and_then(|r| r.best_of.as_mut()) {
-                b.judgement = None;
-            }
-            out.push(Effect::Emit(Event::Requeued {
-                task: id.to_string(),
-                reason: format!(
-                    "no variant survived; every variant runs again (retry {rounds} of {max_retries})"
-                ),
-            }));
+            self.judged_winner(id, &mut out);
+        } else if retries_left && capped.is_none() {
+            self.run_variants_again(id, &judgement, rounds, &mut out);
         } else {
-            let reason = no_survivor_reason(&judgement);
-            if supervise
-                && rounds < 1 + max_retries
-                && let Some(why) = capped
-            {
+            if retries_left && let Some(why) = capped {
                 if let Some(rec) = self.record_mut(id) {
                     rec.not_retried = Some(why.clone());
                 }
@@ -386,28 +291,161 @@ impl Fleet {
                     message: format!("task {id}: not retried: {why}"),
                 }));
             }
-            self.transition(
-                id,
-                TaskStatus::Done {
-                    outcome: Outcome::Failed {
-                        reason: reason.clone(),
-                    },
-                },
-                &mut out,
-            );
-            out.push(Effect::Emit(Event::NeedsAttention {
-                cause: AttentionCause::TaskFailed,
-                message: format!(
-                    "task {id} is not tried again: {reason}; see `{}`, then `{}`",
-                    crate::suggest::command(&["flocks", "status"]),
-                    crate::suggest::command(&["flocks", "retry", id]),
-                ),
-                task: Some(id.to_string()),
-                credential: None,
-            }));
+            self.no_survivor(id, &judgement, &mut out);
         }
         self.check_budget(&mut out);
         out
+    }
+
+    /// What the judge agent cost: the run's cost, and its credential's (at
+    /// its max_cost_usd it is retired as an attempt's would be); a rate
+    /// limit parks the credential. Returns the cost.
+    fn charge_judge(
+        &mut self,
+        report: &AttemptReport,
+        credential: Option<String>,
+        now: Now,
+        out: &mut Vec<Effect>,
+    ) -> f64 {
+        let cost = report
+            .result
+            .as_ref()
+            .and_then(|r| r.total_cost_usd)
+            .unwrap_or(0.0);
+        self.breaker.run_cost = crate::output::units::sum_costs([self.breaker.run_cost, cost]);
+        if let Some(name) = &credential
+            && let Some(reason) = self.creds.add_cost(name, cost)
+        {
+            self.retire(name, reason, now.wall, out);
+        }
+        if let Outcome::RateLimited { resets_at, .. } = &report.outcome {
+            let name = credential.unwrap_or_else(|| DEFAULT_LOGIN.into());
+            self.park(&name, *resets_at, "rate limited", now.wall, out);
+        }
+        cost
+    }
+
+    /// Keep the judgement in the task's record, counting a round without a
+    /// winner: the failed rounds, and why the task's own spending cap (its
+    /// variants and its judge together) allows no further round, if so.
+    fn record_judgement(
+        &mut self,
+        id: &str,
+        judgement: &Judgement,
+    ) -> Option<(u32, Option<String>)> {
+        let cap = self.task(id).and_then(|t| t.max_cost_usd);
+        let rec = self.record_mut(id)?;
+        let best = rec.best_of.get_or_insert_with(BestOf::default);
+        if judgement.winner.is_none() {
+            best.failed_rounds += 1;
+        }
+        let rounds = best.failed_rounds;
+        best.judgement = Some(judgement.clone());
+        let cost = rec.cost();
+        let capped = cap.filter(|c| cost >= *c).map(|c| {
+            format!(
+                "its variants have cost {}, reaching its max_cost_usd = {c}",
+                crate::output::units::money(cost)
+            )
+        });
+        self.dirty = true;
+        Some((rounds, capped))
+    }
+
+    /// The winner's work is the task's: it succeeds, and is what later tasks
+    /// in its footprint lane start from and what land conflicts are
+    /// predicted for.
+    fn judged_winner(&mut self, id: &str, out: &mut Vec<Effect>) {
+        self.transition(
+            id,
+            TaskStatus::Done {
+                outcome: Outcome::Success,
+            },
+            out,
+        );
+        if self.record(id).is_some_and(|r| r.status.is_success()) {
+            self.predictions.succeeded_here.insert(id.to_string());
+            self.request_prediction(id, out);
+        }
+    }
+
+    /// Retried as one task: every variant runs again, each with what its
+    /// last attempt learned and why it was judged out.
+    fn run_variants_again(
+        &mut self,
+        id: &str,
+        judgement: &Judgement,
+        rounds: u32,
+        out: &mut Vec<Effect>,
+    ) {
+        let variants: Vec<(String, u32, String)> = self
+            .record(id)
+            .map(|r| {
+                r.variants
+                    .iter()
+                    .zip(1u32..)
+                    .map(|(v, k)| {
+                        let why = judgement
+                            .ranking
+                            .iter()
+                            .find(|x| x.variant == k)
+                            .map(|x| x.reason.clone())
+                            .unwrap_or_default();
+                        (v.id.clone(), v.last_attempt().map_or(0, |a| a.number), why)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (vid, last, why) in variants {
+            self.transition(&vid, TaskStatus::Pending, out);
+            if let Some(v) = self.record_mut(&vid) {
+                v.requeues = 0;
+            }
+            if last > 0 {
+                self.planning.insert(vid.clone());
+                out.push(Effect::PlanRetry {
+                    task: vid,
+                    from_attempt: last,
+                    fresh_session: false,
+                    ended: Some(format!("attempt {last} was judged: {why}")),
+                });
+            }
+        }
+        if let Some(b) = self.record_mut(id).and_then(|r| r.best_of.as_mut()) {
+            b.judgement = None;
+        }
+        let max_retries = self.opts.max_retries;
+        out.push(Effect::Emit(Event::Requeued {
+            task: id.to_string(),
+            reason: format!(
+                "no variant survived; every variant runs again (retry {rounds} of {max_retries})"
+            ),
+        }));
+    }
+
+    /// No variant survived and none runs again: the task fails with each
+    /// variant's reason, and a person has to look.
+    fn no_survivor(&mut self, id: &str, judgement: &Judgement, out: &mut Vec<Effect>) {
+        let reason = no_survivor_reason(judgement);
+        self.transition(
+            id,
+            TaskStatus::Done {
+                outcome: Outcome::Failed {
+                    reason: reason.clone(),
+                },
+            },
+            out,
+        );
+        out.push(Effect::Emit(Event::NeedsAttention {
+            cause: AttentionCause::TaskFailed,
+            message: format!(
+                "task {id} is not tried again: {reason}; see `{}`, then `{}`",
+                crate::suggest::command(&["flocks", "status"]),
+                crate::suggest::command(&["flocks", "retry", id]),
+            ),
+            task: Some(id.to_string()),
+            credential: None,
+        }));
     }
 }
 

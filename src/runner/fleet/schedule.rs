@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use super::{
     DependencyJob, Effect, Fleet, Now, Slot, Start, StartError, fails_dependents, history, mono_at,
 };
+use crate::agent::AgentSpec;
 use crate::agent::spec::{self, Injected, SpecInput};
 use crate::backend::PrepareJob;
 use crate::error::Exit;
@@ -15,7 +16,7 @@ use crate::report::{AttentionCause, Event};
 use crate::runner::StopLevel;
 use crate::runner::credentials::Availability;
 use crate::state::{Attempt, NextAttempt, Outcome, TaskStatus};
-use crate::tasks::StartFrom;
+use crate::tasks::{StartFrom, Task};
 
 /// The queue: the order tasks land and start in, where the search for the
 /// next start begins, and when the next may start.
@@ -437,22 +438,13 @@ impl Fleet {
 
     /// Give back a slot taken by [`Fleet::reserve`].
     pub(super) fn release(&mut self, id: &str) {
-        if let Some(s) = self.running.remove(id) {
-            self.pools[s.pool].running = self.pools[s.pool].running.saturating_sub(1);
-            if let Some(c) = &s.credential {
-                self.creds.release(&c.name);
-            }
-        }
+        self.settle_slot(id);
     }
 
     /// Record the attempt and hand the dispatcher its start. `base`: the start
     /// built from the dependencies, when there is one.
     fn start(&mut self, id: &str, dep_base: Option<String>, now: Now, out: &mut Vec<Effect>) {
-        let Some(task) = self.task(id).cloned() else {
-            self.release(id);
-            return;
-        };
-        let Some(rec) = self.record(id) else {
+        let (Some(task), Some(rec)) = (self.task(id).cloned(), self.record(id)) else {
             self.release(id);
             return;
         };
@@ -475,88 +467,17 @@ impl Fleet {
             .or(dep_base)
             .unwrap_or_else(|| self.config.workspace.base.clone());
         let pool_name = self.pools[pool].name.clone();
-        let variant = task
-            .variant
-            .as_ref()
-            .and_then(|v| self.config.variant(v.k))
-            .cloned();
-        let base_prompt =
-            match crate::prompt::render(self.template.as_ref(), &task, &self.tasks.source) {
-                Ok(p) => match variant.as_ref().and_then(|v| v.prompt_suffix.as_deref()) {
-                    Some(suffix) => format!("{p}\n\n{suffix}"),
-                    None => p,
-                },
-                Err(e) => {
-                    self.release(id);
-                    self.finish_without_running(
-                        id,
-                        Outcome::Failed {
-                            reason: e.to_string(),
-                        },
-                        out,
-                    );
-                    return;
-                }
-            };
         let resume = next
             .resume_session
             .clone()
             .filter(|_| next.resume_pool.as_deref() == Some(pool_name.as_str()) && !next.fresh);
-        // A prompt edited since the last attempt reaches the agent in full:
-        // as the whole prompt of a fresh session, or inside the follow-up of
-        // a resumed one.
-        let hash = task.prompt_hash();
-        let edited_since = rec
-            .attempts
-            .iter()
-            .rev()
-            .find(|a| a.prompt_hash.is_some())
-            .filter(|a| a.prompt_hash.as_deref() != Some(hash.as_str()))
-            .map(|a| a.number);
-        let prompt = crate::retry::prompt_for(
-            &base_prompt,
-            &next,
-            resume.is_some(),
-            edited_since.is_some(),
-        );
-        if let Some(n) = edited_since {
-            let how = if resume.is_some() {
-                "it resumes its session, and the follow-up carries the new prompt in full"
-            } else {
-                "it starts a fresh session with the new prompt"
-            };
-            out.push(Effect::Emit(Event::Notice {
-                message: format!("task {id}: its prompt changed since attempt {n}: {how}"),
-            }));
-        }
-        let tag = format!("{}:{}:{}", self.project_key, id, number);
-        let mut spec = spec::build(SpecInput {
-            config: &self.config,
-            pool: &self.config.pools[pool],
-            credential: injected.as_ref(),
-            task_id: id,
-            prompt,
-            tag: tag.clone(),
-            resume: resume.as_deref(),
-        });
-        // A `[[variants]]` table: its model instead, its args after.
-        if let Some(v) = &variant {
-            let mut agent = self.config.agent.clone();
-            if v.model.is_some() {
-                agent.model = v.model.clone();
-            }
-            agent.args.extend(v.args.iter().cloned());
-            spec.args = spec::agent_args(&agent, self.config.max_turns, resume.as_deref());
-        }
-        let credential = injected.as_ref().map(|c| c.name.clone());
-        let Some(rec) = self.record_mut(id) else {
+        let Some(prompt) = self.attempt_prompt(id, &task, &next, resume.is_some(), out) else {
             return;
         };
-        // Saved before the attempt creates the branch: a rerun after a kill
-        // knows the branch is this task's.
-        rec.branch_created = true;
-        rec.attempts.reserve_exact(1);
-        rec.attempts.push(Attempt {
+        let tag = format!("{}:{}:{}", self.project_key, id, number);
+        let spec = self.attempt_spec(&task, pool, injected.as_ref(), prompt, &tag, &resume);
+        let credential = injected.as_ref().map(|c| c.name.clone());
+        let attempt = Attempt {
             number,
             pool: pool_name.clone(),
             credential: credential.clone(),
@@ -571,21 +492,15 @@ impl Fleet {
             result: None,
             leftovers_committed: false,
             tag,
-            prompt_hash: Some(hash),
+            prompt_hash: Some(task.prompt_hash()),
             usage: None,
             egress_denied: 0,
             pending_secs: None,
             job: None,
-        });
-        let fresh = next.fresh;
-        rec.next = None;
-        rec.not_retried = None;
-        // A new attempt: what was predicted of the old one no longer holds.
-        rec.conflict = None;
-        rec.outside_footprint.clear();
-        let origin = if fresh { None } else { rec.origin_commit() };
-        rec.expect_commits = task.expect_commits;
-        let worktree = rec.worktree.display().to_string();
+        };
+        let Some((origin, worktree)) = self.record_start(id, &task, attempt) else {
+            return;
+        };
         self.transition(
             id,
             TaskStatus::Running {
@@ -609,7 +524,7 @@ impl Fleet {
                 task: id.to_string(),
                 branch: task.branch.clone(),
                 base,
-                fresh,
+                fresh: next.fresh,
                 origin,
             },
             spec,
@@ -623,6 +538,119 @@ impl Fleet {
             credential,
             resumed: resume.is_some(),
         }));
+    }
+
+    /// The prompt of the task's next attempt. A prompt edited since the
+    /// last attempt reaches the agent in full: as the whole prompt of a
+    /// fresh session, or inside the follow-up of a resumed one (said). None:
+    /// it cannot render, and the task ended.
+    fn attempt_prompt(
+        &mut self,
+        id: &str,
+        task: &Task,
+        next: &NextAttempt,
+        resumed: bool,
+        out: &mut Vec<Effect>,
+    ) -> Option<String> {
+        let suffix = task
+            .variant
+            .as_ref()
+            .and_then(|v| self.config.variant(v.k))
+            .and_then(|v| v.prompt_suffix.as_deref());
+        let base_prompt =
+            match crate::prompt::render(self.template.as_ref(), task, &self.tasks.source) {
+                Ok(p) => match suffix {
+                    Some(suffix) => format!("{p}\n\n{suffix}"),
+                    None => p,
+                },
+                Err(e) => {
+                    self.release(id);
+                    let reason = e.to_string();
+                    self.finish_without_running(id, Outcome::Failed { reason }, out);
+                    return None;
+                }
+            };
+        let hash = task.prompt_hash();
+        let edited_since = self
+            .record(id)?
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| a.prompt_hash.is_some())
+            .filter(|a| a.prompt_hash.as_deref() != Some(hash.as_str()))
+            .map(|a| a.number);
+        if let Some(n) = edited_since {
+            let how = if resumed {
+                "it resumes its session, and the follow-up carries the new prompt in full"
+            } else {
+                "it starts a fresh session with the new prompt"
+            };
+            out.push(Effect::Emit(Event::Notice {
+                message: format!("task {id}: its prompt changed since attempt {n}: {how}"),
+            }));
+        }
+        Some(crate::retry::prompt_for(
+            &base_prompt,
+            next,
+            resumed,
+            edited_since.is_some(),
+        ))
+    }
+
+    /// The agent's command line and environment for an attempt; a
+    /// `[[variants]]` table's model instead, its args after.
+    fn attempt_spec(
+        &self,
+        task: &Task,
+        pool: usize,
+        injected: Option<&Injected>,
+        prompt: String,
+        tag: &str,
+        resume: &Option<String>,
+    ) -> AgentSpec {
+        let mut spec = spec::build(SpecInput {
+            config: &self.config,
+            pool: &self.config.pools[pool],
+            credential: injected,
+            task_id: &task.id,
+            prompt,
+            tag: tag.to_string(),
+            resume: resume.as_deref(),
+        });
+        let variant = task.variant.as_ref().and_then(|v| self.config.variant(v.k));
+        if let Some(v) = variant {
+            let mut agent = self.config.agent.clone();
+            if v.model.is_some() {
+                agent.model = v.model.clone();
+            }
+            agent.args.extend(v.args.iter().cloned());
+            spec.args = spec::agent_args(&agent, self.config.max_turns, resume.as_deref());
+        }
+        spec
+    }
+
+    /// Add the attempt to the task's record, saved before the attempt
+    /// creates the branch (a rerun after a kill knows the branch is this
+    /// task's); what was planned or predicted of the last one no longer
+    /// holds. The attempt's origin and the task's worktree.
+    fn record_start(
+        &mut self,
+        id: &str,
+        task: &Task,
+        attempt: Attempt,
+    ) -> Option<(Option<String>, String)> {
+        let rec = self.record_mut(id)?;
+        rec.branch_created = true;
+        rec.attempts.reserve_exact(1);
+        rec.attempts.push(attempt);
+        let fresh = rec.next.as_ref().is_some_and(|n| n.fresh);
+        rec.next = None;
+        rec.not_retried = None;
+        rec.conflict = None;
+        rec.outside_footprint.clear();
+        let origin = if fresh { None } else { rec.origin_commit() };
+        rec.expect_commits = task.expect_commits;
+        Some((origin, rec.worktree.display().to_string()))
     }
 
     /// The task cannot start, for a reason that retrying in this run would not change.
