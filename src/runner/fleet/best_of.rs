@@ -2,7 +2,7 @@
 //! (ids `<id>@v<k>`, records nested in the task's); the task itself never
 //! runs. Once every variant has ended the task is judged off the loop
 //! ([`Effect::Judge`]: validation, ranking, the judge agent), and the
-//! judgement ([`Fleet::on_judged`]) makes it succeed with the winner's work,
+//! judgement ([`super::Input::Judged`]) makes it succeed with the winner's work,
 //! fail with each variant's reason, or, under `--supervise`, run every
 //! variant again.
 
@@ -18,7 +18,7 @@ use crate::runner::credentials::DEFAULT_LOGIN;
 use crate::state::{BestOf, Judgement, Outcome, State, TaskStatus, VerdictOutcome};
 use crate::tasks::{Task, TaskSet, VariantOf, split_variant_id};
 
-/// What judging found, for [`Fleet::on_judged`].
+/// What judging found, for [`super::Input::Judged`].
 pub struct Judged {
     pub judgement: Judgement,
     /// The judge agent's attempt, when one ran.

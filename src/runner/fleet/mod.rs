@@ -69,11 +69,11 @@ pub enum Effect {
     /// Start an attempt: spawn its executor.
     Spawn(Box<Start>),
     /// Build the start commit of a `start_from = "dependencies"` task off the
-    /// dispatch loop, and report it back with [`Fleet::on_dependency_start`].
+    /// dispatch loop, and report it back as [`Input::DependencyStart`].
     ResolveStart(Box<DependencyJob>),
     /// Work out how a failed attempt's retry starts (reads its log and the
     /// branch: off the dispatch loop) and hand it back with
-    /// [`Fleet::set_next`]. The task does not start until then.
+    /// [`Input::RetryPlanned`]. The task does not start until then.
     PlanRetry {
         task: String,
         /// The attempt whose context the retry carries.
@@ -88,16 +88,16 @@ pub enum Effect {
     StopAgents(StopLevel),
     /// Work out, off the dispatch loop, what `land` would find now (and which
     /// of the new successes changed paths outside their footprint); hand it
-    /// back with [`Fleet::on_prediction`].
+    /// back as [`Input::Predicted`].
     Predict(Box<PredictJob>),
     /// Prepare the early redo of a task predicted to conflict (its start on
     /// the target plus the tasks it clashed with, the backup of its tip, its
     /// prompt's context), off the loop; hand it back with
-    /// [`Fleet::on_redo_prepared`].
+    /// [`Input::RedoPrepared`].
     PrepareRedo(Box<RedoJob>),
     /// Judge a best-of task's variants off the dispatch loop (validation,
     /// ranking, the judge agent) and hand the judgement back with
-    /// [`Fleet::on_judged`].
+    /// [`Input::Judged`].
     Judge(Box<JudgeJob>),
 }
 
