@@ -32,22 +32,13 @@ fn the_proxy_parks_counts_and_reports() {
         model: Some("claude-sonnet-4-5".into()),
         ..UsageDelta::default()
     };
-    f.proxy(
-        ProxyEvent::Usage {
-            task: "a".into(),
-            attempt: 1,
-            usage: delta(100, 10, 0.25),
-        },
-        now,
-    );
-    let out = f.proxy(
-        ProxyEvent::Usage {
-            task: "a".into(),
-            attempt: 1,
-            usage: delta(50, 5, 0.5),
-        },
-        now,
-    );
+    let usage = |i: u64, o: u64, cost: f64| ProxyEvent::Usage {
+        task: "a".into(),
+        attempt: 1,
+        usage: delta(i, o, cost),
+    };
+    f.proxy(usage(100, 10, 0.25), now);
+    let out = f.proxy(usage(50, 5, 0.5), now);
     match events(&out)[..] {
         [
             Event::Usage {
@@ -69,25 +60,15 @@ fn the_proxy_parks_counts_and_reports() {
     assert_eq!(a.cost(), 0.75, "live, before any result");
 
     // A 429 read by the proxy parks the credential until its reset, once.
-    let out = f.proxy(
-        ProxyEvent::RateLimited {
-            task: "a".into(),
-            attempt: 1,
-            credential: "a".into(),
-            until: Some(reset),
-        },
-        now,
-    );
+    let limited_429 = || ProxyEvent::RateLimited {
+        task: "a".into(),
+        attempt: 1,
+        credential: "a".into(),
+        until: Some(reset),
+    };
+    let out = f.proxy(limited_429(), now);
     assert!(matches!(events(&out)[..], [Event::CredentialParked { until, .. }] if *until == reset));
-    let again = f.proxy(
-        ProxyEvent::RateLimited {
-            task: "a".into(),
-            attempt: 1,
-            credential: "a".into(),
-            until: Some(reset),
-        },
-        now,
-    );
+    let again = f.proxy(limited_429(), now);
     assert!(events(&again).is_empty(), "parked that long already");
     // The agent then ends rate limited with no time of its own: the reset stands.
     let limited = Outcome::RateLimited {
