@@ -6,6 +6,7 @@ mod conflicts;
 mod credentials;
 mod disk;
 mod finished;
+mod input;
 mod proxied;
 mod schedule;
 mod stop;
@@ -179,7 +180,7 @@ impl Setup {
 /// The fleet fed as the dispatcher feeds it: each call is one input
 /// through [`Fleet::handle`].
 trait Feed {
-    fn feed(&mut self, input: Input, now: Now) -> input::Step;
+    fn feed(&mut self, input: Input, now: Now) -> super::input::Step;
     /// The loop's turn: what it started and said.
     fn tick(&mut self, now: Now) -> Vec<Effect> {
         self.feed(Input::Tick, now).effects
@@ -269,7 +270,7 @@ trait Feed {
 }
 
 impl Feed for Fleet {
-    fn feed(&mut self, input: Input, now: Now) -> input::Step {
+    fn feed(&mut self, input: Input, now: Now) -> super::input::Step {
         self.handle(input, now)
     }
 }
