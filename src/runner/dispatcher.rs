@@ -1,22 +1,26 @@
 //! The dispatcher: one `tokio::select!` loop that feeds what happens
-//! (executor events, signals, finished dependency starts, wake-ups) to the
-//! [`Fleet`] and carries out the effects it returns: spawning executors,
-//! building starts off the loop, stopping agents, saving state, telling
-//! reporters.
+//! (executor events, signals, off-loop jobs, the proxy, wake-ups) to the
+//! [`Fleet`] as [`Input`]s and carries out the effects it returns: spawning
+//! executors, running jobs off the loop, stopping agents, saving state,
+//! telling reporters. Every off-loop job (a dependency start, a retry's
+//! plan, a prediction, an early redo, a judgement, repository upkeep) runs
+//! in one `JoinSet<Input>` and maps its own result, and its panic, into the
+//! input it comes back as.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinError, JoinSet};
 
 use super::credentials::Credentials;
 use super::executor::{AttemptJob, run_attempt};
 use super::fleet::{
-    Effect, Fleet, FleetParts, Judged, Now, PoolSlots, PredictResult, RedoError, Start,
+    Effect, Fleet, FleetParts, Input, JudgeJob, Now, PoolSlots, PredictJob, PredictResult,
+    RedoError, Start,
 };
 use super::judge::{JudgeEnv, JudgeError, judge};
 use super::start_from::{self, StartError};
@@ -28,7 +32,7 @@ use crate::project::Project;
 use crate::prompt::Template;
 use crate::proxy::ProxyEvent;
 use crate::report::{Event, Reporter};
-use crate::state::{NextAttempt, State, StateStore};
+use crate::state::{State, StateStore};
 use crate::tasks::TaskSet;
 
 pub use super::fleet::{RunOptions, RunSummary};
@@ -44,51 +48,43 @@ pub struct Dispatcher {
     rx: mpsc::Receiver<RunEvent>,
     /// Each running attempt's stop channel.
     stops: HashMap<String, watch::Sender<StopLevel>>,
-    /// Dependency starts being built (git work, off the loop).
-    resolving: JoinSet<(String, Result<Option<String>, StartError>)>,
-    /// Retries being planned (their log and branch are read off the loop).
-    planning: JoinSet<(String, NextAttempt)>,
-    /// The conflict prediction being worked out (one at a time), and the
-    /// predictor that keeps what it worked out between them.
-    predicting: JoinSet<Predicted>,
-    predictor: Option<Predictor>,
+    /// Every job off the loop; each comes back as the fleet's input.
+    jobs: JoinSet<Input>,
+    /// The prediction being worked out (one at a time): aborted at the run's end.
+    predicting: Option<AbortHandle>,
+    /// What predictions keep between them.
+    predictor: Arc<Mutex<PredictorSlot>>,
     /// Set at the run's end: the prediction still being worked out stops.
     predict_cancel: Arc<std::sync::atomic::AtomicBool>,
-    /// When the last prediction ended and how long it took: the next one
-    /// starts no sooner than twice that after it, so that predictions on a
-    /// large fleet of quick tasks take at most a third of a core.
-    last_prediction: Option<(std::time::Instant, Duration)>,
-    /// Early redos being prepared.
-    redoing: JoinSet<(String, Result<NextAttempt, RedoError>)>,
-    /// Best-of tasks being judged (git, validation, the judge agent).
-    judging: JoinSet<(String, Result<Option<Judged>, JudgeError>)>,
     judge_env: Arc<JudgeEnv>,
-    /// Which task each blocking job is for, should one panic.
-    jobs: HashMap<tokio::task::Id, String>,
     /// Attempts started since the last save, spawned once their start is
     /// saved: an attempt never acts (creates its branch, runs the agent)
     /// before its record is on disk.
     to_spawn: Vec<(AttemptJob, watch::Receiver<StopLevel>)>,
     /// When the free disk space was last read (for `min_free_disk_gb`).
-    disk_read_at: Option<std::time::Instant>,
+    disk_read_at: Option<Instant>,
     disk_unreadable: bool,
     /// Judgings decided since the last save, started once it is on disk.
-    to_judge: Vec<super::fleet::JudgeJob>,
+    to_judge: Vec<JudgeJob>,
     /// The run's model proxy and egress gate, and what it tells the run.
     proxy: Option<Arc<crate::proxy::Proxy>>,
     proxy_events: Option<mpsc::Receiver<ProxyEvent>>,
     /// Repository upkeep (`git::upkeep`), one at a time, off the loop;
     /// attempts ended since the last one was started, and how many make a
     /// wave (the run's slots): one is started per wave.
-    upkeep: JoinSet<Result<Option<crate::git::upkeep::Done>, String>>,
+    upkeep_running: bool,
     ended_since_upkeep: usize,
     upkeep_wave: usize,
 }
 
-/// A prediction as it came back, with how long its git work took.
-struct Predicted {
-    took: Duration,
-    done: Result<(Option<Predictor>, PredictResult), tokio::task::JoinError>,
+/// The predictor that keeps what predictions worked out between them, and
+/// when the last prediction ended and how long it took: the next one starts
+/// no sooner than twice that after it, so that predictions on a large fleet
+/// of quick tasks take at most a third of a core.
+#[derive(Default)]
+struct PredictorSlot {
+    predictor: Option<Predictor>,
+    last: Option<(Instant, Duration)>,
 }
 
 pub struct DispatcherParts {
@@ -157,84 +153,73 @@ impl Dispatcher {
             tx,
             rx,
             stops: HashMap::new(),
-            resolving: JoinSet::new(),
-            planning: JoinSet::new(),
-            predicting: JoinSet::new(),
-            predictor: None,
+            jobs: JoinSet::new(),
+            predicting: None,
+            predictor: Default::default(),
             predict_cancel: Default::default(),
-            last_prediction: None,
-            redoing: JoinSet::new(),
-            judging: JoinSet::new(),
             judge_env,
-            jobs: HashMap::new(),
             to_spawn: Vec::new(),
             disk_read_at: None,
             disk_unreadable: false,
             to_judge: Vec::new(),
             proxy: p.proxy,
             proxy_events: p.proxy_events,
-            upkeep: JoinSet::new(),
+            upkeep_running: false,
             ended_since_upkeep: 0,
             upkeep_wave,
         }
+    }
+
+    /// Run `work` off the loop, on a blocking thread; its result, or its
+    /// panic, comes back as the input `back` makes of it.
+    fn off_loop<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce() -> T + Send + 'static,
+        back: impl FnOnce(Result<T, JoinError>) -> Input + Send + 'static,
+    ) -> AbortHandle {
+        self.jobs
+            .spawn(async move { back(tokio::task::spawn_blocking(work).await) })
     }
 
     /// Between waves (as many ended attempts as the run has slots), look
     /// at the repository and pack what is due, in the background: never
     /// while a start waits (it runs beside the loop), one at a time.
     fn maybe_upkeep(&mut self) {
-        if self.ended_since_upkeep < self.upkeep_wave || !self.upkeep.is_empty() {
+        if self.ended_since_upkeep < self.upkeep_wave || self.upkeep_running {
             return;
         }
         self.ended_since_upkeep = 0;
+        self.upkeep_running = true;
         let repo = self.fleet.config().workspace.repo.clone();
-        self.upkeep
-            .spawn_blocking(move || crate::git::upkeep::run(&repo));
-    }
-
-    fn upkeep_done(
-        &mut self,
-        joined: Result<Result<Option<crate::git::upkeep::Done>, String>, tokio::task::JoinError>,
-    ) {
-        match joined {
-            Ok(Ok(Some(d))) => self.emit(&Event::Upkeep {
-                packed_refs: d.packed_refs,
-                gc: d.gc,
-                loose_objects: d.loose_objects,
-                packs: d.packs,
-                secs: d.secs,
-            }),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                let message = format!("repository upkeep failed (the run goes on): {e}");
-                self.emit(&Event::Notice { message });
-            }
-            Err(e) => {
-                let message = format!("internal error, please report it: repository upkeep: {e}");
-                self.emit(&Event::Notice { message });
-            }
-        }
+        self.off_loop(
+            move || crate::git::upkeep::run(&repo),
+            |done| {
+                Input::UpkeepDone(
+                    done.unwrap_or_else(|e| Err(format!("internal error, please report it: {e}"))),
+                )
+            },
+        );
     }
 
     /// With `min_free_disk_gb`: read the free space of the worktrees' and
     /// `.flocks/`'s filesystems (at most once a second: the tick brings the
-    /// next look while dispatch waits) and hand the lower to the fleet.
-    fn read_free_disk(&mut self) {
+    /// next look while dispatch waits), the lower as the fleet's input.
+    fn read_free_disk(&mut self) -> Option<Input> {
         if self.fleet.config().min_free_disk.is_none()
             || self
                 .disk_read_at
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
         {
-            return;
+            return None;
         }
-        self.disk_read_at = Some(std::time::Instant::now());
+        self.disk_read_at = Some(Instant::now());
         let config = self.fleet.config();
         let dirs = [config.worktrees_dir(), config.state_dir()];
         match crate::disk::lowest_free(&dirs) {
-            Ok((free, place)) => {
-                let effects = self.fleet.on_free_disk(free.free, &place);
-                self.carry_out(effects);
-            }
+            Ok((free, place)) => Some(Input::FreeDisk {
+                free: free.free,
+                place,
+            }),
             Err(e) => {
                 // Said once: a filesystem that cannot say its free space
                 // does not stop the run.
@@ -246,6 +231,7 @@ impl Dispatcher {
                     );
                     self.emit(&Event::Notice { message });
                 }
+                None
             }
         }
     }
@@ -286,11 +272,17 @@ impl Dispatcher {
             let (stop_tx, stop_rx) = watch::channel(self.fleet.stop_level());
             self.stops.insert(crate::tasks::judge_id(&task), stop_tx);
             let env = self.judge_env.clone();
-            let handle = self.judging.spawn(async move {
-                let id = job.task.clone();
-                (id, judge(job, env, stop_rx).await)
+            let judging = tokio::spawn(judge(job, env, stop_rx));
+            self.jobs.spawn(async move {
+                let judged = match judging.await {
+                    Ok(judged) => judged,
+                    Err(e) => Err(JudgeError::Join(e)),
+                };
+                Input::Judged {
+                    task,
+                    judged: judged.map(|j| j.map(Box::new)).map_err(|e| e.to_string()),
+                }
             });
-            self.jobs.insert(handle.id(), task);
         }
     }
 
@@ -302,77 +294,36 @@ impl Dispatcher {
                 Effect::Spawn(start) => self.spawn(*start),
                 Effect::ResolveStart(job) => {
                     let task = job.task.clone();
-                    let handle = self.resolving.spawn_blocking(move || {
-                        let start = start_from::dependency_start(&job);
-                        (job.task, start)
-                    });
-                    self.jobs.insert(handle.id(), task);
+                    self.off_loop(
+                        move || start_from::dependency_start(&job),
+                        move |start| Input::DependencyStart {
+                            task,
+                            // The git work panicked (a bug): the task cannot start.
+                            start: start
+                                .unwrap_or_else(|e| Err(StartError::Panicked(e.to_string()))),
+                        },
+                    );
                 }
                 Effect::PlanRetry {
                     task,
                     from_attempt,
                     fresh_session,
                     ended,
-                } => {
-                    let Some(rec) = self.fleet.record(&task).cloned() else {
-                        self.fleet.plan_failed(&task);
-                        continue;
-                    };
-                    let config = self.fleet.config().clone();
-                    let log_root = self.log_root.clone();
-                    let id = task.clone();
-                    let handle = self.planning.spawn_blocking(move || {
-                        let mut next = crate::retry::next_after_failure(
-                            &rec,
-                            from_attempt,
-                            &config,
-                            &log_root,
-                        );
-                        if fresh_session {
-                            next.resume_session = None;
-                        }
-                        if ended.is_some() {
-                            next.ended = ended;
-                        }
-                        (task, next)
-                    });
-                    self.jobs.insert(handle.id(), id);
-                }
-                Effect::Predict(job) => {
-                    let config = self.fleet.config();
-                    let at = predict::Where {
-                        repo: config.workspace.repo.clone(),
-                        target: config.workspace.land_target.clone(),
-                        state_dir: config.state_dir(),
-                    };
-                    let predictor = self.predictor.take();
-                    let cancel = self.predict_cancel.clone();
-                    let wait = self
-                        .last_prediction
-                        .map(|(end, took)| {
-                            (end + 2 * took).saturating_duration_since(std::time::Instant::now())
-                        })
-                        .unwrap_or_default();
-                    self.predicting.spawn(async move {
-                        tokio::time::sleep(wait).await;
-                        let started = std::time::Instant::now();
-                        let done = tokio::task::spawn_blocking(move || {
-                            predict::predict(predictor, &job, &at, &cancel)
-                        })
-                        .await;
-                        Predicted {
-                            took: started.elapsed(),
-                            done,
-                        }
-                    });
-                }
+                } => self.plan_retry(task, from_attempt, fresh_session, ended),
+                Effect::Predict(job) => self.predict(*job),
                 Effect::PrepareRedo(job) => {
                     let task = job.task.clone();
-                    let handle = self.redoing.spawn_blocking(move || {
-                        let next = predict::prepare_redo(&job);
-                        (job.task, next)
-                    });
-                    self.jobs.insert(handle.id(), task);
+                    self.off_loop(
+                        move || predict::prepare_redo(&job),
+                        move |next| Input::RedoPrepared {
+                            task,
+                            next: next.unwrap_or_else(|e| {
+                                Err(RedoError::Git(format!(
+                                    "internal error, please report it: {e}"
+                                )))
+                            }),
+                        },
+                    );
                 }
                 Effect::StopAgents(level) => {
                     // Agents, and best-of tasks being judged (their validation too).
@@ -386,6 +337,88 @@ impl Dispatcher {
                 Effect::Judge(job) => self.to_judge.push(*job),
             }
         }
+    }
+
+    /// Work out how a failed attempt's retry starts (its log and branch are
+    /// read off the loop).
+    fn plan_retry(
+        &mut self,
+        task: String,
+        from_attempt: u32,
+        fresh_session: bool,
+        ended: Option<String>,
+    ) {
+        let rec = self.fleet.record(&task).cloned();
+        let config = self.fleet.config().clone();
+        let log_root = self.log_root.clone();
+        let id = task.clone();
+        self.off_loop(
+            move || {
+                let mut next =
+                    crate::retry::next_after_failure(&rec?, from_attempt, &config, &log_root);
+                if fresh_session {
+                    next.resume_session = None;
+                }
+                if ended.is_some() {
+                    next.ended = ended;
+                }
+                Some(next)
+            },
+            move |planned| match planned {
+                Ok(Some(next)) => Input::RetryPlanned { task: id, next },
+                Ok(None) => Input::RetryPlanFailed {
+                    task: id,
+                    error: None,
+                },
+                // Reading the log or the branch panicked (a bug): the
+                // retry starts without the earlier attempt's context.
+                Err(e) => Input::RetryPlanFailed {
+                    task: id,
+                    error: Some(e.to_string()),
+                },
+            },
+        );
+    }
+
+    /// Work out what `land` would find now, off the loop, no sooner than the
+    /// last prediction's pace allows.
+    fn predict(&mut self, job: PredictJob) {
+        let config = self.fleet.config();
+        let at = predict::Where {
+            repo: config.workspace.repo.clone(),
+            target: config.workspace.land_target.clone(),
+            state_dir: config.state_dir(),
+        };
+        let slot = self.predictor.clone();
+        let cancel = self.predict_cancel.clone();
+        let wait = lock(&slot)
+            .last
+            .map(|(end, took)| (end + 2 * took).saturating_duration_since(Instant::now()))
+            .unwrap_or_default();
+        let handle = self.jobs.spawn(async move {
+            tokio::time::sleep(wait).await;
+            let started = Instant::now();
+            let predictor = lock(&slot).predictor.take();
+            let done = tokio::task::spawn_blocking(move || {
+                predict::predict(predictor, &job, &at, &cancel)
+            })
+            .await;
+            let mut slot = lock(&slot);
+            slot.last = Some((Instant::now(), started.elapsed()));
+            Input::Predicted(match done {
+                Ok((predictor, result)) => {
+                    slot.predictor = predictor;
+                    result
+                }
+                // The git work panicked (a bug): say so; the next
+                // success predicts again from scratch.
+                Err(e) => PredictResult {
+                    prediction: Err(format!("internal error, please report it: {e}")),
+                    outside: Vec::new(),
+                },
+            })
+        });
+        self.predicting = Some(handle);
     }
 
     fn spawn(&mut self, start: Start) {
@@ -416,143 +449,79 @@ impl Dispatcher {
         self.to_spawn.push((job, stop_rx));
     }
 
+    /// Hand one input to the fleet (after the dispatcher's own bookkeeping
+    /// of it) and carry out what it says.
+    fn feed(&mut self, input: Input) {
+        match &input {
+            Input::Finished { task, .. } => {
+                self.stops.remove(task);
+                self.ended_since_upkeep += 1;
+            }
+            Input::Judged { task, .. } => {
+                self.stops.remove(&crate::tasks::judge_id(task));
+            }
+            Input::Predicted(_) => self.predicting = None,
+            Input::UpkeepDone(_) => self.upkeep_running = false,
+            _ => {}
+        }
+        let step = self.fleet.handle(input, Now::current());
+        self.carry_out(step.effects);
+    }
+
     pub async fn run(mut self) -> RunSummary {
-        let opening = self.fleet.on_run_started();
-        self.carry_out(opening);
-        let mut sigint = signal(SignalKind::interrupt()).ok();
-        let mut sigterm = signal(SignalKind::terminate()).ok();
+        self.feed(Input::RunStarted);
+        let mut signals = Signals {
+            sigint: signal(SignalKind::interrupt()).ok(),
+            sigterm: signal(SignalKind::terminate()).ok(),
+        };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
         loop {
-            self.read_free_disk();
+            if let Some(reading) = self.read_free_disk() {
+                self.feed(reading);
+            }
             let now = Now::current();
-            let starts = self.fleet.start_ready(now);
-            self.carry_out(starts);
+            let step = self.fleet.handle(Input::Tick, now);
+            self.carry_out(step.effects);
             self.save();
             self.maybe_upkeep();
-            let (done, effects) = self.fleet.is_done(now);
-            self.carry_out(effects);
-            if done {
+            if step.done {
                 break;
             }
-            let wake = self.fleet.next_wake(now);
-            let wake = self.fleet.end_wait_until(now).map_or(wake, |w| wake.min(w));
-            let wake = tokio::time::Instant::from_std(wake);
-            tokio::select! {
-                Some(ev) = self.rx.recv() => self.apply(ev),
-                Some(ev) = recv_proxy(&mut self.proxy_events) => {
-                    let effects = self.fleet.on_proxy(ev, Now::current());
-                    self.carry_out(effects);
-                }
-                Some(joined) = self.resolving.join_next_with_id() => {
-                    let (task, start) = match joined {
-                        Ok((id, done)) => {
-                            self.jobs.remove(&id);
-                            done
-                        }
-                        // The git work panicked (a bug): the task cannot start.
-                        Err(e) => {
-                            let task = self.jobs.remove(&e.id()).unwrap_or_default();
-                            (task, Err(StartError::Panicked(e.to_string())))
-                        }
-                    };
-                    let effects = self.fleet.on_dependency_start(&task, start, Now::current());
-                    self.carry_out(effects);
-                }
-                Some(joined) = self.planning.join_next_with_id() => match joined {
-                    Ok((id, (task, next))) => {
-                        self.jobs.remove(&id);
-                        self.fleet.set_next(&task, next);
-                    }
-                    // Reading the log or the branch panicked (a bug): the
-                    // retry starts without the earlier attempt's context.
-                    Err(e) => {
-                        let task = self.jobs.remove(&e.id()).unwrap_or_default();
-                        let message = format!("internal error, please report it: planning the retry of {task} failed: {e}");
-                        self.emit(&Event::Notice { message });
-                        self.fleet.plan_failed(&task);
-                    }
-                },
-                Some(joined) = self.predicting.join_next() => {
-                    let done = match joined {
-                        Ok(p) => {
-                            self.last_prediction = Some((std::time::Instant::now(), p.took));
-                            p.done
-                        }
-                        Err(e) => Err(e),
-                    };
-                    let result = match done {
-                        Ok((predictor, result)) => {
-                            self.predictor = predictor;
-                            result
-                        }
-                        // The git work panicked (a bug): say so; the next
-                        // success predicts again from scratch.
-                        Err(e) => PredictResult {
-                            prediction: Err(format!("internal error, please report it: {e}")),
-                            outside: Vec::new(),
-                        },
-                    };
-                    let effects = self.fleet.on_prediction(result);
-                    self.carry_out(effects);
-                }
-                Some(joined) = self.redoing.join_next_with_id() => {
-                    let (task, next) = match joined {
-                        Ok((id, done)) => {
-                            self.jobs.remove(&id);
-                            done
-                        }
-                        Err(e) => {
-                            let task = self.jobs.remove(&e.id()).unwrap_or_default();
-                            (task, Err(RedoError::Git(format!("internal error, please report it: {e}"))))
-                        }
-                    };
-                    let effects = self.fleet.on_redo_prepared(&task, next);
-                    self.carry_out(effects);
-                }
-                Some(joined) = self.judging.join_next_with_id() => {
-                    let (task, judged) = match joined {
-                        Ok((id, done)) => {
-                            self.jobs.remove(&id);
-                            done
-                        }
-                        Err(e) => {
-                            let task = self.jobs.remove(&e.id()).unwrap_or_default();
-                            (task, Err(JudgeError::Join(e)))
-                        }
-                    };
-                    self.stops.remove(&crate::tasks::judge_id(&task));
-                    let effects = match judged {
-                        Ok(Some(j)) => self.fleet.on_judged(&task, j, Now::current()),
-                        Ok(None) => self.fleet.on_judge_abandoned(&task, None),
-                        Err(e) => self.fleet.on_judge_abandoned(&task, Some(e.to_string())),
-                    };
-                    self.carry_out(effects);
-                }
-                Some(joined) = self.upkeep.join_next() => self.upkeep_done(joined),
-                _ = recv_signal(&mut sigint) => {
-                    let effects = self.fleet.on_interrupt();
-                    self.carry_out(effects);
-                }
-                _ = recv_signal(&mut sigterm) => {
-                    let effects = self.fleet.on_stop_requested();
-                    self.carry_out(effects);
-                }
-                _ = tokio::time::sleep_until(wake) => {}
+            let wake = tokio::time::Instant::from_std(self.fleet.next_wake(now));
+            let input = tokio::select! {
+                Some(ev) = self.rx.recv() => Some(Input::from(self.redact(ev))),
+                Some(ev) = recv_proxy(&mut self.proxy_events) => Some(Input::Proxy(ev)),
+                Some(Ok(input)) = self.jobs.join_next() => Some(input),
+                _ = recv_signal(&mut signals.sigint) => Some(Input::Interrupt),
+                _ = recv_signal(&mut signals.sigterm) => Some(Input::StopRequested),
+                _ = tokio::time::sleep_until(wake) => None,
                 _ = tick.tick() => {
                     for r in &mut self.reporters { r.tick(); }
                     self.emit_notices();
+                    None
                 }
+            };
+            if let Some(input) = input {
+                self.feed(input);
             }
         }
-        // What prediction has not worked out is left to `land`.
+        self.end().await
+    }
+
+    /// The run's end: what prediction has not worked out is left to `land`,
+    /// an upkeep under way ends, state is compacted, reporters finish.
+    async fn end(mut self) -> RunSummary {
         self.predict_cancel
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.predicting.abort_all();
+        if let Some(p) = self.predicting.take() {
+            p.abort();
+        }
         // An upkeep under way ends before the run does: `land` may follow.
-        while let Some(joined) = self.upkeep.join_next().await {
-            self.upkeep_done(joined);
+        while let Some(joined) = self.jobs.join_next().await {
+            if let Ok(input @ Input::UpkeepDone(_)) = joined {
+                self.feed(input);
+            }
         }
         let (summary, effects) = self.fleet.finish(Now::current());
         // The run's end compacts the journal into state.json.
@@ -573,73 +542,23 @@ impl Dispatcher {
         summary
     }
 
-    fn apply(&mut self, ev: RunEvent) {
-        match ev {
-            RunEvent::Started {
-                task,
-                attempt,
-                worktree,
-                start_commit,
-                origin,
-                created_branch,
-                note,
-            } => {
-                self.fleet.on_started(
-                    &task,
-                    attempt,
-                    worktree,
-                    start_commit,
-                    origin,
-                    created_branch,
-                );
-                if let Some(message) = note {
-                    self.emit(&Event::Notice { message });
-                }
-            }
-            RunEvent::Session {
-                task,
-                attempt,
-                session_id,
-            } => self.fleet.on_session(&task, attempt, session_id),
-            RunEvent::Activity {
-                task,
-                attempt,
-                activity,
-            } => {
-                let activity = self.redactor.redact(&activity).into_owned();
-                self.emit(&Event::Activity {
-                    task,
-                    attempt,
-                    activity,
-                });
-            }
-            RunEvent::Job { task, attempt, job } => {
-                let effects = self.fleet.on_job(&task, attempt, job, Now::current());
-                self.carry_out(effects);
-            }
-            RunEvent::Stalled {
-                task,
-                attempt,
-                quiet_secs,
-            } => self.emit(&Event::Stalled {
-                task,
-                attempt,
-                quiet_secs,
-            }),
-            RunEvent::Finished {
-                task,
-                attempt,
-                report,
-            } => {
-                self.stops.remove(&task);
-                self.ended_since_upkeep += 1;
-                let effects = self
-                    .fleet
-                    .on_finished(&task, attempt, &report, Now::current());
-                self.carry_out(effects);
-            }
+    /// An executor's event with what the agent said redacted.
+    fn redact(&self, mut ev: RunEvent) -> RunEvent {
+        if let RunEvent::Activity { activity, .. } = &mut ev {
+            *activity = self.redactor.redact(activity).into_owned();
         }
+        ev
     }
+}
+
+struct Signals {
+    sigint: Option<Signal>,
+    sigterm: Option<Signal>,
+}
+
+/// The predictor's slot, even after a prediction panicked holding it.
+fn lock(slot: &Mutex<PredictorSlot>) -> std::sync::MutexGuard<'_, PredictorSlot> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The proxy's next event (never, without a proxy).
@@ -650,7 +569,7 @@ async fn recv_proxy(rx: &mut Option<mpsc::Receiver<ProxyEvent>>) -> Option<Proxy
     }
 }
 
-async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
+async fn recv_signal(s: &mut Option<Signal>) {
     match s {
         Some(s) => {
             s.recv().await;

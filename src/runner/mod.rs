@@ -1,17 +1,17 @@
 //! The runner: dispatching tasks to pools and watching them.
 //!
 //! ```text
-//!                   RunEvent (mpsc)              what happened, now
+//!                   RunEvent (mpsc)              Input, now (handle)
 //!  executor ──┐                      ┌────────────┐ ─────────────▶ ┌──────────────┐
 //!  executor ──┼────────────────────▶ │ dispatcher │                │ fleet: tasks │
 //!  executor ──┘                      │  select!   │ ◀───────────── │ + every rule │
-//!       ▲  StopLevel (watch)         └─┬───┬───┬──┘   Vec<Effect>  └──────────────┘
+//!       ▲  StopLevel (watch)         └─┬───┬───┬──┘  Step: effects └──────────────┘
 //!       └──────────────────────────────┘   │   │            (sync: no I/O, no tokio)
-//!  spawn_blocking: dependency start, ◀─────┘   ├─▶ reporters (terminal, events.jsonl)
+//!  JoinSet<Input>: dependency start, ◀─────┘   ├─▶ reporters (terminal, events.jsonl)
 //!    retry plan (git, logs), conflict       └─▶ state.journal (one batch per wake-up)
-//!    prediction, early redo ── result ──▶ loop
+//!    prediction, early redo, upkeep ── Input ──▶ loop
 //!  judge (best of N): validation off the loop,
-//!    then the judge agent via the executor ── judgement ──▶ loop
+//!    then the judge agent via the executor ── Input ──▶ loop
 //!
 //!  each executor: prepare worktree → set it up (setup.rs) → spawn agent on its backend → stream
 //!  output to .flocks/logs/<task>/<n>.log (not through the dispatcher) →
@@ -20,12 +20,14 @@
 //!
 //! The fleet ([`fleet::Fleet`]) owns the run: the task lines and their
 //! records, indexed by id, pools, credentials, the stop level. It is fed what
-//! happened (`start_ready`, `on_finished`, `on_interrupt`, ...) with the time
-//! and answers with [`fleet::Effect`]s: emit an event, spawn an executor,
+//! happened as one [`fleet::Input`] at a time (an executor's event, a job's
+//! result, a signal, the loop's turn) with the time, through
+//! `Fleet::handle`, which hands each to the rule file that owns it, and
+//! answers with [`fleet::Effect`]s: emit an event, spawn an executor,
 //! build a dependency start, plan a retry, predict land conflicts, prepare
-//! an early redo, stop agents. The git work of these runs on blocking
-//! tasks and comes back as results to the loop. Its rules are unit tested
-//! without a process.
+//! an early redo, stop agents. The git work of these runs off the loop in
+//! one `JoinSet<Input>`: each job maps its own result and panic into the
+//! input it comes back as. Its rules are unit tested without a process.
 //!
 //! The dispatcher is one `tokio::select!` loop over executor events, finished
 //! dependency starts, signals (Ctrl-C drains, stops, kills; SIGTERM from

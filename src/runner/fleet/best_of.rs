@@ -2,9 +2,11 @@
 //! (ids `<id>@v<k>`, records nested in the task's); the task itself never
 //! runs. Once every variant has ended the task is judged off the loop
 //! ([`Effect::Judge`]: validation, ranking, the judge agent), and the
-//! judgement ([`Fleet::on_judged`]) makes it succeed with the winner's work,
+//! judgement ([`super::Input::Judged`]) makes it succeed with the winner's work,
 //! fail with each variant's reason, or, under `--supervise`, run every
 //! variant again.
+
+use std::collections::HashSet;
 
 use super::{Effect, Fleet, JudgeAgent, JudgeJob, Now};
 use crate::agent::AgentSpec;
@@ -16,7 +18,7 @@ use crate::runner::credentials::DEFAULT_LOGIN;
 use crate::state::{BestOf, Judgement, Outcome, State, TaskStatus, VerdictOutcome};
 use crate::tasks::{Task, TaskSet, VariantOf, split_variant_id};
 
-/// What judging found, for [`Fleet::on_judged`].
+/// What judging found, for [`super::Input::Judged`].
 pub struct Judged {
     pub judgement: Judgement,
     /// The judge agent's attempt, when one ran.
@@ -60,6 +62,26 @@ pub(super) fn add_variant_tasks(tasks: &mut TaskSet, state: &State) -> Vec<Strin
     parents
 }
 
+/// The best-of tasks and where their judging stands.
+pub(super) struct Judging {
+    /// Best-of tasks (ids), in dependency order.
+    pub(super) best_of: Vec<String>,
+    /// Best-of tasks being judged ([`Effect::Judge`]).
+    pub(super) judging: HashSet<String>,
+    /// Best-of tasks whose judging failed in this run (they stay pending).
+    pub(super) unjudged: HashSet<String>,
+}
+
+impl Judging {
+    pub(super) fn new(best_of: Vec<String>) -> Judging {
+        Judging {
+            best_of,
+            judging: HashSet::new(),
+            unjudged: HashSet::new(),
+        }
+    }
+}
+
 /// Whether a variant's end is final for this round.
 fn ended(status: &TaskStatus) -> bool {
     matches!(status, TaskStatus::Done { .. })
@@ -69,9 +91,9 @@ impl Fleet {
     /// A best-of task whose variants have all ended waits for its judgement
     /// (a judge agent waits for a slot).
     pub(super) fn awaits_judge(&self) -> bool {
-        self.best_of.iter().any(|id| {
-            !self.judging.contains(id)
-                && !self.unjudged.contains(id)
+        self.judge.best_of.iter().any(|id| {
+            !self.judge.judging.contains(id)
+                && !self.judge.unjudged.contains(id)
                 && self.in_scope(id)
                 && self.record(id).is_some_and(|r| {
                     r.status == TaskStatus::Pending && r.variants.iter().all(|v| ended(&v.status))
@@ -82,8 +104,11 @@ impl Fleet {
     /// Judge every best-of task whose variants have all ended; block one
     /// whose variants cannot start.
     pub(super) fn judge_ready(&mut self, now: Now, out: &mut Vec<Effect>) {
-        for id in self.best_of.clone() {
-            if self.judging.contains(&id) || self.unjudged.contains(&id) || !self.in_scope(&id) {
+        for id in self.judge.best_of.clone() {
+            if self.judge.judging.contains(&id)
+                || self.judge.unjudged.contains(&id)
+                || !self.in_scope(&id)
+            {
                 continue;
             }
             let Some(rec) = self.record(&id) else {
@@ -125,7 +150,7 @@ impl Fleet {
             let round = rec.best_of.as_ref().map_or(0, |b| b.failed_rounds) + 1;
             let mut notice = None;
             let agent = if self.config.best_of.judge && successes >= 2 {
-                if let Some((why, _)) = &self.stopped_because {
+                if let Some((why, _)) = &self.stopping.stopped_because {
                     notice = Some(format!(
                         "task {id}: no judge agent ({why}); the default ranking picks"
                     ));
@@ -160,7 +185,7 @@ impl Fleet {
                 rec.branch_created = true;
                 self.dirty = true;
             }
-            self.judging.insert(id.clone());
+            self.judge.judging.insert(id.clone());
             out.push(Effect::Judge(Box::new(JudgeJob {
                 task: id,
                 branch,
@@ -210,12 +235,12 @@ impl Fleet {
 
     /// Judging stopped before its end (Ctrl-C), or failed (`error`, said as a
     /// notice): the task stays pending, and a later run judges it.
-    pub fn on_judge_abandoned(&mut self, id: &str, error: Option<String>) -> Vec<Effect> {
-        self.judging.remove(id);
+    pub(super) fn on_judge_abandoned(&mut self, id: &str, error: Option<String>) -> Vec<Effect> {
+        self.judge.judging.remove(id);
         self.release(id);
         let mut out = Vec::new();
         if let Some(message) = error {
-            self.unjudged.insert(id.to_string());
+            self.judge.unjudged.insert(id.to_string());
             out.push(Effect::Emit(Event::Notice {
                 message: format!("task {id} was not judged: {message}; the next run judges it"),
             }));
@@ -226,9 +251,9 @@ impl Fleet {
     /// A best-of task was judged: it succeeds with the winner's work, or
     /// fails with each variant's reason, or (under `--supervise`, retries
     /// left) every variant runs again.
-    pub fn on_judged(&mut self, id: &str, judged: Judged, now: Now) -> Vec<Effect> {
+    pub(super) fn on_judged(&mut self, id: &str, judged: Judged, now: Now) -> Vec<Effect> {
         let mut out = Vec::new();
-        self.judging.remove(id);
+        self.judge.judging.remove(id);
         let credential = self
             .running
             .get(id)
@@ -239,47 +264,11 @@ impl Fleet {
             judge,
         } = judged;
         if let Some(report) = &judge {
-            let cost = report
-                .result
-                .as_ref()
-                .and_then(|r| r.total_cost_usd)
-                .unwrap_or(0.0);
-            judgement.judge_cost_usd = cost;
-            self.run_cost = crate::output::units::sum_costs([self.run_cost, cost]);
-            // What the judge cost its credential counts against its
-            // max_cost_usd as an attempt's does.
-            if let Some(name) = &credential
-                && let Some(reason) = self.creds.add_cost(name, cost)
-            {
-                self.retire(name, reason, now.wall, &mut out);
-            }
-            if let Outcome::RateLimited { resets_at, .. } = &report.outcome {
-                let name = credential.unwrap_or_else(|| DEFAULT_LOGIN.into());
-                self.park(&name, *resets_at, "rate limited", now.wall, &mut out);
-            }
+            judgement.judge_cost_usd = self.charge_judge(report, credential, now, &mut out);
         }
-        let supervise = self.opts.supervise;
-        let max_retries = self.opts.max_retries;
-        let cap = self.task(id).and_then(|t| t.max_cost_usd);
-        let Some(rec) = self.record_mut(id) else {
+        let Some((rounds, capped)) = self.record_judgement(id, &judgement) else {
             return out;
         };
-        let best = rec.best_of.get_or_insert_with(BestOf::default);
-        if judgement.winner.is_none() {
-            best.failed_rounds += 1;
-        }
-        let rounds = best.failed_rounds;
-        best.judgement = Some(judgement.clone());
-        // The task's own spending cap covers its variants and its judge: reached,
-        // no variant runs again.
-        let cost = rec.cost();
-        let capped = cap.filter(|c| cost >= *c).map(|c| {
-            format!(
-                "its variants have cost {}, reaching its max_cost_usd = {c}",
-                crate::output::units::money(cost)
-            )
-        });
-        self.dirty = true;
         out.push(Effect::Emit(Event::VariantJudged {
             task: id.to_string(),
             winner: judgement.winner,
@@ -288,72 +277,13 @@ impl Fleet {
             ranking: judgement.ranking.clone(),
             notice: judgement.notice.clone(),
         }));
+        let retries_left = self.opts.supervise && rounds < 1 + self.opts.max_retries;
         if judgement.winner.is_some() {
-            self.transition(
-                id,
-                TaskStatus::Done {
-                    outcome: Outcome::Success,
-                },
-                &mut out,
-            );
-            // The winner is the task's work: what later tasks in its
-            // footprint lane start from, and what land conflicts are
-            // predicted for.
-            if self.record(id).is_some_and(|r| r.status.is_success()) {
-                self.succeeded_here.insert(id.to_string());
-                self.request_prediction(id, &mut out);
-            }
-        } else if supervise && rounds < 1 + max_retries && capped.is_none() {
-            // Retried as one task: every variant runs again, each with what
-            // its last attempt learned and why it was judged out.
-            let variants: Vec<(String, u32, String)> = self
-                .record(id)
-                .map(|r| {
-                    r.variants
-                        .iter()
-                        .zip(1u32..)
-                        .map(|(v, k)| {
-                            let why = judgement
-                                .ranking
-                                .iter()
-                                .find(|x| x.variant == k)
-                                .map(|x| x.reason.clone())
-                                .unwrap_or_default();
-                            (v.id.clone(), v.last_attempt().map_or(0, |a| a.number), why)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            for (vid, last, why) in variants {
-                self.transition(&vid, TaskStatus::Pending, &mut out);
-                if let Some(v) = self.record_mut(&vid) {
-                    v.requeues = 0;
-                }
-                if last > 0 {
-                    self.planning.insert(vid.clone());
-                    out.push(Effect::PlanRetry {
-                        task: vid,
-                        from_attempt: last,
-                        fresh_session: false,
-                        ended: Some(format!("attempt {last} was judged: {why}")),
-                    });
-                }
-            }
-            if let Some(b) = self.record_mut(id).and_then(|r| r.best_of.as_mut()) {
-                b.judgement = None;
-            }
-            out.push(Effect::Emit(Event::Requeued {
-                task: id.to_string(),
-                reason: format!(
-                    "no variant survived; every variant runs again (retry {rounds} of {max_retries})"
-                ),
-            }));
+            self.judged_winner(id, &mut out);
+        } else if retries_left && capped.is_none() {
+            self.run_variants_again(id, &judgement, rounds, &mut out);
         } else {
-            let reason = no_survivor_reason(&judgement);
-            if supervise
-                && rounds < 1 + max_retries
-                && let Some(why) = capped
-            {
+            if retries_left && let Some(why) = capped {
                 if let Some(rec) = self.record_mut(id) {
                     rec.not_retried = Some(why.clone());
                 }
@@ -361,28 +291,161 @@ impl Fleet {
                     message: format!("task {id}: not retried: {why}"),
                 }));
             }
-            self.transition(
-                id,
-                TaskStatus::Done {
-                    outcome: Outcome::Failed {
-                        reason: reason.clone(),
-                    },
-                },
-                &mut out,
-            );
-            out.push(Effect::Emit(Event::NeedsAttention {
-                cause: AttentionCause::TaskFailed,
-                message: format!(
-                    "task {id} is not tried again: {reason}; see `{}`, then `{}`",
-                    crate::suggest::command(&["flocks", "status"]),
-                    crate::suggest::command(&["flocks", "retry", id]),
-                ),
-                task: Some(id.to_string()),
-                credential: None,
-            }));
+            self.no_survivor(id, &judgement, &mut out);
         }
         self.check_budget(&mut out);
         out
+    }
+
+    /// What the judge agent cost: the run's cost, and its credential's (at
+    /// its max_cost_usd it is retired as an attempt's would be); a rate
+    /// limit parks the credential. Returns the cost.
+    fn charge_judge(
+        &mut self,
+        report: &AttemptReport,
+        credential: Option<String>,
+        now: Now,
+        out: &mut Vec<Effect>,
+    ) -> f64 {
+        let cost = report
+            .result
+            .as_ref()
+            .and_then(|r| r.total_cost_usd)
+            .unwrap_or(0.0);
+        self.breaker.run_cost = crate::output::units::sum_costs([self.breaker.run_cost, cost]);
+        if let Some(name) = &credential
+            && let Some(reason) = self.creds.add_cost(name, cost)
+        {
+            self.retire(name, reason, now.wall, out);
+        }
+        if let Outcome::RateLimited { resets_at, .. } = &report.outcome {
+            let name = credential.unwrap_or_else(|| DEFAULT_LOGIN.into());
+            self.park(&name, *resets_at, "rate limited", now.wall, out);
+        }
+        cost
+    }
+
+    /// Keep the judgement in the task's record, counting a round without a
+    /// winner: the failed rounds, and why the task's own spending cap (its
+    /// variants and its judge together) allows no further round, if so.
+    fn record_judgement(
+        &mut self,
+        id: &str,
+        judgement: &Judgement,
+    ) -> Option<(u32, Option<String>)> {
+        let cap = self.task(id).and_then(|t| t.max_cost_usd);
+        let rec = self.record_mut(id)?;
+        let best = rec.best_of.get_or_insert_with(BestOf::default);
+        if judgement.winner.is_none() {
+            best.failed_rounds += 1;
+        }
+        let rounds = best.failed_rounds;
+        best.judgement = Some(judgement.clone());
+        let cost = rec.cost();
+        let capped = cap.filter(|c| cost >= *c).map(|c| {
+            format!(
+                "its variants have cost {}, reaching its max_cost_usd = {c}",
+                crate::output::units::money(cost)
+            )
+        });
+        self.dirty = true;
+        Some((rounds, capped))
+    }
+
+    /// The winner's work is the task's: it succeeds, and is what later tasks
+    /// in its footprint lane start from and what land conflicts are
+    /// predicted for.
+    fn judged_winner(&mut self, id: &str, out: &mut Vec<Effect>) {
+        self.transition(
+            id,
+            TaskStatus::Done {
+                outcome: Outcome::Success,
+            },
+            out,
+        );
+        if self.record(id).is_some_and(|r| r.status.is_success()) {
+            self.predictions.succeeded_here.insert(id.to_string());
+            self.request_prediction(id, out);
+        }
+    }
+
+    /// Retried as one task: every variant runs again, each with what its
+    /// last attempt learned and why it was judged out.
+    fn run_variants_again(
+        &mut self,
+        id: &str,
+        judgement: &Judgement,
+        rounds: u32,
+        out: &mut Vec<Effect>,
+    ) {
+        let variants: Vec<(String, u32, String)> = self
+            .record(id)
+            .map(|r| {
+                r.variants
+                    .iter()
+                    .zip(1u32..)
+                    .map(|(v, k)| {
+                        let why = judgement
+                            .ranking
+                            .iter()
+                            .find(|x| x.variant == k)
+                            .map(|x| x.reason.clone())
+                            .unwrap_or_default();
+                        (v.id.clone(), v.last_attempt().map_or(0, |a| a.number), why)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (vid, last, why) in variants {
+            self.transition(&vid, TaskStatus::Pending, out);
+            if let Some(v) = self.record_mut(&vid) {
+                v.requeues = 0;
+            }
+            if last > 0 {
+                self.planning.insert(vid.clone());
+                out.push(Effect::PlanRetry {
+                    task: vid,
+                    from_attempt: last,
+                    fresh_session: false,
+                    ended: Some(format!("attempt {last} was judged: {why}")),
+                });
+            }
+        }
+        if let Some(b) = self.record_mut(id).and_then(|r| r.best_of.as_mut()) {
+            b.judgement = None;
+        }
+        let max_retries = self.opts.max_retries;
+        out.push(Effect::Emit(Event::Requeued {
+            task: id.to_string(),
+            reason: format!(
+                "no variant survived; every variant runs again (retry {rounds} of {max_retries})"
+            ),
+        }));
+    }
+
+    /// No variant survived and none runs again: the task fails with each
+    /// variant's reason, and a person has to look.
+    fn no_survivor(&mut self, id: &str, judgement: &Judgement, out: &mut Vec<Effect>) {
+        let reason = no_survivor_reason(judgement);
+        self.transition(
+            id,
+            TaskStatus::Done {
+                outcome: Outcome::Failed {
+                    reason: reason.clone(),
+                },
+            },
+            out,
+        );
+        out.push(Effect::Emit(Event::NeedsAttention {
+            cause: AttentionCause::TaskFailed,
+            message: format!(
+                "task {id} is not tried again: {reason}; see `{}`, then `{}`",
+                crate::suggest::command(&["flocks", "status"]),
+                crate::suggest::command(&["flocks", "retry", id]),
+            ),
+            task: Some(id.to_string()),
+            credential: None,
+        }));
     }
 }
 

@@ -8,7 +8,7 @@
 //! (in dependency order) whose footprint overlaps its own is pending or
 //! running; it then starts from that task's work when it succeeded.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::{Effect, Fleet, PredictJob, PredictResult, RedoError, RedoJob};
 use crate::config::RedoConflicts;
@@ -25,26 +25,69 @@ pub const EARLY_REDO_CAP: u32 = 2;
 /// free of conflicts.
 pub const END_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// What conflict prediction keeps during the run.
+pub(super) struct Predictions {
+    /// Per task with a declared footprint: the tasks before it in the order
+    /// whose footprints overlap its own (it never runs at the same time as
+    /// them, and starts from their work).
+    pub(super) footprint_before: HashMap<String, Vec<String>>,
+    /// A prediction is being worked out; `predict_again`: a success came in
+    /// meanwhile.
+    pub(super) predicting: bool,
+    pub(super) predict_again: bool,
+    /// Succeeded tasks whose footprint is still to check.
+    pub(super) footprint_checks: Vec<String>,
+    /// Early redos per task in this run (capped).
+    pub(super) early_redos: HashMap<String, u32>,
+    /// Tasks that succeeded in this run.
+    pub(super) succeeded_here: HashSet<String>,
+    /// Why the last prediction failed (said once).
+    pub(super) predict_error: Option<String>,
+    /// Successes no prediction was asked for yet, and those the one being
+    /// worked out covers: what the run's end leaves unpredicted.
+    pub(super) unpredicted: BTreeSet<String>,
+    pub(super) in_prediction: BTreeSet<String>,
+    /// When the run's end began to wait for the prediction.
+    pub(super) end_wait_from: Option<std::time::Instant>,
+}
+
+impl Predictions {
+    pub(super) fn new(footprint_before: HashMap<String, Vec<String>>) -> Predictions {
+        Predictions {
+            footprint_before,
+            predicting: false,
+            predict_again: false,
+            footprint_checks: Vec::new(),
+            early_redos: HashMap::new(),
+            succeeded_here: HashSet::new(),
+            predict_error: None,
+            unpredicted: BTreeSet::new(),
+            in_prediction: BTreeSet::new(),
+            end_wait_from: None,
+        }
+    }
+}
+
 impl Fleet {
     /// Task `id` succeeded: have what `land` would find worked out.
     pub(super) fn request_prediction(&mut self, id: &str, out: &mut Vec<Effect>) {
         if self.task(id).is_some_and(|t| t.touches.is_some()) {
-            self.footprint_checks.push(id.to_string());
+            self.predictions.footprint_checks.push(id.to_string());
         }
-        self.unpredicted.insert(id.to_string());
-        if self.predicting {
-            self.predict_again = true;
+        self.predictions.unpredicted.insert(id.to_string());
+        if self.predictions.predicting {
+            self.predictions.predict_again = true;
         } else {
             out.push(self.predict_effect());
         }
     }
 
     fn predict_effect(&mut self) -> Effect {
-        self.predicting = true;
-        self.predict_again = false;
-        let asked = std::mem::take(&mut self.unpredicted);
-        self.in_prediction.extend(asked);
-        let footprints = std::mem::take(&mut self.footprint_checks)
+        self.predictions.predicting = true;
+        self.predictions.predict_again = false;
+        let asked = std::mem::take(&mut self.predictions.unpredicted);
+        self.predictions.in_prediction.extend(asked);
+        let footprints = std::mem::take(&mut self.predictions.footprint_checks)
             .into_iter()
             .filter_map(|id| {
                 let f = self.task(&id)?.touches.clone()?;
@@ -85,11 +128,11 @@ impl Fleet {
 
     /// A prediction came back: record each task's conflict, say the new
     /// ones, flag work outside footprints, start early redos.
-    pub fn on_prediction(&mut self, result: PredictResult) -> Vec<Effect> {
+    pub(super) fn on_prediction(&mut self, result: PredictResult) -> Vec<Effect> {
         let mut out = Vec::new();
-        self.predicting = false;
-        self.end_wait_from = None;
-        let answered = std::mem::take(&mut self.in_prediction);
+        self.predictions.predicting = false;
+        self.predictions.end_wait_from = None;
+        let answered = std::mem::take(&mut self.predictions.in_prediction);
         for (id, paths) in result.outside {
             if !paths.is_empty() {
                 let message = format!(
@@ -111,23 +154,23 @@ impl Fleet {
             // Said once (it would be said again at every success).
             Err(why) => {
                 // Asked again with the next prediction.
-                self.unpredicted.extend(answered);
-                if self.predict_error.as_ref() != Some(&why) {
+                self.predictions.unpredicted.extend(answered);
+                if self.predictions.predict_error.as_ref() != Some(&why) {
                     out.push(Effect::Emit(Event::Notice {
                         message: format!("could not predict land conflicts: {why}"),
                     }));
-                    self.predict_error = Some(why);
+                    self.predictions.predict_error = Some(why);
                 }
             }
             Ok(p) => {
-                self.predict_error = None;
+                self.predictions.predict_error = None;
                 drop(answered);
                 for (id, conflict) in p.tasks {
                     self.set_conflict(&id, conflict, &mut out);
                 }
             }
         }
-        if self.predict_again {
+        if self.predictions.predict_again {
             out.push(self.predict_effect());
         }
         out
@@ -136,17 +179,18 @@ impl Fleet {
     /// Does the run's end wait for the prediction being worked out? Only
     /// [`END_WAIT`] from when nothing else holds it.
     pub(super) fn prediction_holds_end(&mut self, now: super::Now) -> bool {
-        if !self.predicting {
+        if !self.predictions.predicting {
             return false;
         }
-        let since = *self.end_wait_from.get_or_insert(now.mono);
+        let since = *self.predictions.end_wait_from.get_or_insert(now.mono);
         now.mono < since + END_WAIT
     }
 
     /// When the run's end stops waiting for the prediction (None once
     /// past, or when it does not wait).
-    pub fn end_wait_until(&self, now: super::Now) -> Option<std::time::Instant> {
-        self.end_wait_from
+    pub(super) fn end_wait_until(&self, now: super::Now) -> Option<std::time::Instant> {
+        self.predictions
+            .end_wait_from
             .map(|s| s + END_WAIT)
             .filter(|&d| d > now.mono)
     }
@@ -154,9 +198,9 @@ impl Fleet {
     /// The run ends with successes not predicted: their conflicts are
     /// unknown (not "none"), left to `land`; said once.
     pub(super) fn leave_unpredicted(&mut self, out: &mut Vec<Effect>) {
-        let mut left: Vec<String> = std::mem::take(&mut self.unpredicted)
+        let mut left: Vec<String> = std::mem::take(&mut self.predictions.unpredicted)
             .into_iter()
-            .chain(std::mem::take(&mut self.in_prediction))
+            .chain(std::mem::take(&mut self.predictions.in_prediction))
             .filter(|id| self.record(id).is_some_and(|r| r.status.is_success()))
             .collect();
         left.sort();
@@ -245,9 +289,9 @@ impl Fleet {
         let Some(pos) = self.index.get(id).and_then(|e| e.order_pos) else {
             return false;
         };
-        self.order[..pos].iter().any(|&i| {
+        self.queue.order[..pos].iter().any(|&i| {
             let other = &self.tasks.tasks[i].id;
-            self.early_redos.contains_key(other)
+            self.predictions.early_redos.contains_key(other)
                 && self.record(other).is_some_and(|r| {
                     matches!(r.status, TaskStatus::Pending | TaskStatus::Running { .. })
                 })
@@ -261,17 +305,19 @@ impl Fleet {
         if !self.opts.supervise
             || self.config.land.redo_conflicts != RedoConflicts::Early
             || !self.in_scope(id)
-            || self.draining
-            || self.stop_level != StopLevel::Run
-            || self.stopped_because.is_some()
+            || self.stopping.draining
+            || self.stopping.stop_level != StopLevel::Run
+            || self.stopping.stopped_because.is_some()
         {
             return;
         }
         if self.has_variants(id) {
             // Redoing a best-of task would mean every variant and a new
             // judgement: its conflict is left for `land --resolve` (said once).
-            if !self.early_redos.contains_key(id) {
-                self.early_redos.insert(id.to_string(), EARLY_REDO_CAP + 1);
+            if !self.predictions.early_redos.contains_key(id) {
+                self.predictions
+                    .early_redos
+                    .insert(id.to_string(), EARLY_REDO_CAP + 1);
                 out.push(Effect::Emit(Event::Notice {
                     message: format!(
                         "task {id} is a best-of task: it is not redone early; its conflict \
@@ -284,13 +330,15 @@ impl Fleet {
         if self.earlier_redo_pending(id) {
             return;
         }
-        let done = self.early_redos.get(id).copied().unwrap_or(0);
+        let done = self.predictions.early_redos.get(id).copied().unwrap_or(0);
         if done >= EARLY_REDO_CAP {
             // Said once.
             if done > EARLY_REDO_CAP {
                 return;
             }
-            self.early_redos.insert(id.to_string(), done + 1);
+            self.predictions
+                .early_redos
+                .insert(id.to_string(), done + 1);
             out.push(Effect::Emit(Event::Notice {
                 message: format!(
                     "task {id} was redone early {} in this run and still conflicts: \
@@ -309,10 +357,12 @@ impl Fleet {
             .filter_map(|w| self.record(w).cloned())
             .collect();
         let before = rec.last_attempt().map(|a| a.number).unwrap_or(0);
-        self.early_redos.insert(id.to_string(), done + 1);
+        self.predictions
+            .early_redos
+            .insert(id.to_string(), done + 1);
         self.transition(id, TaskStatus::Pending, out);
         self.planning.insert(id.to_string());
-        self.blocked_stale = true;
+        self.queue.blocked_stale = true;
         let onto = match conflict.with.as_slice() {
             [] => format!("`{}`", conflict.target),
             w => format!(
@@ -344,7 +394,7 @@ impl Fleet {
 
     /// The early redo's start is ready (or could not be made: the task stays
     /// as it succeeded, its conflict left for `land --resolve`).
-    pub fn on_redo_prepared(
+    pub(super) fn on_redo_prepared(
         &mut self,
         id: &str,
         next: Result<NextAttempt, RedoError>,
@@ -373,7 +423,7 @@ impl Fleet {
                     },
                     &mut out,
                 );
-                self.blocked_stale = true;
+                self.queue.blocked_stale = true;
             }
         }
         out
@@ -382,7 +432,7 @@ impl Fleet {
     /// An earlier task whose footprint overlaps `id`'s has not settled (it is
     /// pending or running in this run): `id` waits.
     pub(super) fn waits_for_footprint(&self, id: &str) -> bool {
-        let Some(before) = self.footprint_before.get(id) else {
+        let Some(before) = self.predictions.footprint_before.get(id) else {
             return false;
         };
         before.iter().any(|b| {
@@ -408,14 +458,14 @@ impl Fleet {
             if task.start_from == crate::tasks::StartFrom::Dependencies {
                 next.extend(self.dependency_closure(&x));
             }
-            if let Some(before) = self.footprint_before.get(&x) {
+            if let Some(before) = self.predictions.footprint_before.get(&x) {
                 // Those that succeeded in this run: one that succeeded
                 // earlier may have landed and had its branch cleaned.
                 next.extend(
                     before
                         .iter()
                         .filter(|b| {
-                            self.succeeded_here.contains(*b)
+                            self.predictions.succeeded_here.contains(*b)
                                 && self.record(b).is_some_and(|r| r.status.is_success())
                         })
                         .cloned(),
@@ -430,7 +480,8 @@ impl Fleet {
         if seen.is_empty() {
             return Vec::new();
         }
-        self.order
+        self.queue
+            .order
             .iter()
             .map(|&i| self.tasks.tasks[i].id.as_str())
             .filter(|t| seen.contains(*t))

@@ -15,7 +15,7 @@ impl Fleet {
     /// The free space is `free` bytes now on the fullest of the
     /// filesystems flocks writes to (the worktrees', `.flocks/`'s), the one
     /// that holds `place`.
-    pub fn on_free_disk(&mut self, free: u64, place: &Path) -> Vec<Effect> {
+    pub(super) fn on_free_disk(&mut self, free: u64, place: &Path) -> Vec<Effect> {
         let mut out = Vec::new();
         let Some(min) = self.config.min_free_disk else {
             return out;
@@ -29,14 +29,14 @@ impl Fleet {
                     bytes(min)
                 );
                 if self.opts.no_wait {
-                    if self.stopped_because.is_none() {
+                    if self.stopping.stopped_because.is_none() {
                         let why = format!(
                             "{reason} and --no-wait was given: no new agent starts; running agents finish"
                         );
                         out.push(Effect::Emit(Event::Notice {
                             message: why.clone(),
                         }));
-                        self.stopped_because = Some((why, Exit::CouldNotStart));
+                        self.stopping.stopped_because = Some((why, Exit::CouldNotStart));
                     }
                     return out;
                 }

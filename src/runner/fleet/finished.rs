@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Effect, Fleet, Now, chrono_secs};
+use super::{Effect, Fleet, Now, Slot, chrono_secs};
 use crate::error::Exit;
 use crate::report::{AttentionCause, Event};
 use crate::runner::AttemptReport;
 use crate::runner::credentials::DEFAULT_LOGIN;
-use crate::state::{Outcome, TaskStatus};
+use crate::state::{NextAttempt, Outcome, TaskStatus};
 
 /// Quick failures in a row that stop dispatching.
 pub const BREAKER_LIMIT: u32 = 3;
@@ -20,6 +20,29 @@ pub const BREAKER_LIMIT: u32 = 3;
 pub const QUICK_FAILURE: Duration = Duration::from_secs(30);
 /// Times a task may go back to the queue for reasons not its own.
 pub const REQUEUE_CAP: u32 = 8;
+
+/// The circuit breaker's count and what the run has spent: quick failures
+/// in a row stop dispatching, overloads back off for longer each time, the
+/// run's cost meets `max_cost_usd`.
+#[derive(Default)]
+pub(super) struct Breaker {
+    pub(super) quick_failures: u32,
+    pub(super) overloads: u32,
+    pub(super) run_cost: f64,
+}
+
+/// An attempt's end, as [`Fleet::read_end`] reads it.
+pub(super) struct Ended {
+    pub(super) outcome: Outcome,
+    /// It meant to resume a session the agent could not find.
+    pub(super) lost_session: bool,
+    /// It ended within [`QUICK_FAILURE`] of its start.
+    pub(super) quick: bool,
+    pub(super) credential: Option<String>,
+    pub(super) pool: Option<usize>,
+    pub(super) cost: f64,
+    pub(super) turns: u64,
+}
 
 /// What follows an attempt's `finished` event.
 enum After {
@@ -41,8 +64,9 @@ struct Policy {
 }
 
 impl Fleet {
-    /// An attempt ended.
-    pub fn on_finished(
+    /// An attempt ended: settle its slot, record the end, note the
+    /// breaker, decide the retry, then what the outcome says.
+    pub(super) fn on_finished(
         &mut self,
         id: &str,
         attempt: u32,
@@ -50,51 +74,90 @@ impl Fleet {
         now: Now,
     ) -> Vec<Effect> {
         let mut out = Vec::new();
-        let slot = self.running.remove(id);
-        if let Some(s) = &slot {
-            self.pools[s.pool].running = self.pools[s.pool].running.saturating_sub(1);
-            if let Some(c) = &s.credential {
-                self.creds.release(&c.name);
-            }
+        let slot = self.settle_slot(id);
+        let ended = self.read_end(id, attempt, report, slot.as_ref(), now);
+        self.breaker.run_cost =
+            crate::output::units::sum_costs([self.breaker.run_cost, ended.cost]);
+        if !self.record_end(id, attempt, &ended, report, now, &mut out) {
+            return out;
         }
-        let quick = slot
-            .as_ref()
-            .is_some_and(|s| now.mono.saturating_duration_since(s.started) < QUICK_FAILURE);
-        let credential = slot
-            .as_ref()
-            .and_then(|s| s.credential.as_ref().map(|c| c.name.clone()));
-        let mut outcome = report.outcome.clone();
-        let cost = report
-            .result
-            .as_ref()
-            .and_then(|r| r.total_cost_usd)
-            .unwrap_or(0.0);
-        let turns = report
-            .result
-            .as_ref()
-            .and_then(|r| r.num_turns)
-            .unwrap_or(0);
-        self.run_cost = crate::output::units::sum_costs([self.run_cost, cost]);
+        self.note_breaker(&ended, report);
+        let gives_up = self.decide_retry(id, attempt, &ended, report, &mut out);
+        self.charge_credential(&ended, now, &mut out);
+        if gives_up {
+            out.push(gives_up_attention(id, attempt, &ended.outcome));
+        }
+        self.outcome_effects(id, &ended, now, &mut out);
+        self.trip_breaker(&ended.outcome, &mut out);
+        self.check_budget(&mut out);
+        out
+    }
 
-        // A resume the agent could not find: start fresh, without counting it.
+    /// Free the slot an attempt held (its pool's count, its credential):
+    /// the slot, when it held one.
+    pub(super) fn settle_slot(&mut self, id: &str) -> Option<Slot> {
+        let s = self.running.remove(id)?;
+        self.pools[s.pool].running = self.pools[s.pool].running.saturating_sub(1);
+        if let Some(c) = &s.credential {
+            self.creds.release(&c.name);
+        }
+        Some(s)
+    }
+
+    /// What the end says, read once: its outcome (a resume the agent could
+    /// not find starts fresh, without counting), whether it came quickly,
+    /// its credential, pool and cost.
+    pub(super) fn read_end(
+        &self,
+        id: &str,
+        attempt: u32,
+        report: &AttemptReport,
+        slot: Option<&Slot>,
+        now: Now,
+    ) -> Ended {
+        let result = report.result.as_ref();
         let resumed = self
             .record(id)
             .and_then(|r| r.attempts.iter().find(|a| a.number == attempt))
             .is_some_and(|a| a.resumed_from.is_some());
         let lost_session =
-            resumed && report.no_conversation && !matches!(outcome, Outcome::Success);
-        if lost_session {
-            outcome = Outcome::SpawnFailed {
+            resumed && report.no_conversation && !matches!(report.outcome, Outcome::Success);
+        let outcome = if lost_session {
+            Outcome::SpawnFailed {
                 reason: "the session to resume no longer exists; starting fresh".into(),
-            };
+            }
+        } else {
+            report.outcome.clone()
+        };
+        Ended {
+            outcome,
+            lost_session,
+            quick: slot
+                .is_some_and(|s| now.mono.saturating_duration_since(s.started) < QUICK_FAILURE),
+            credential: slot.and_then(|s| s.credential.as_ref().map(|c| c.name.clone())),
+            pool: slot.map(|s| s.pool),
+            cost: result.and_then(|r| r.total_cost_usd).unwrap_or(0.0),
+            turns: result.and_then(|r| r.num_turns).unwrap_or(0),
         }
+    }
 
+    /// Write the end into the attempt's record, and say its job's end (its
+    /// state, run time) first. False: the task has no record.
+    pub(super) fn record_end(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        ended: &Ended,
+        report: &AttemptReport,
+        now: Now,
+        out: &mut Vec<Effect>,
+    ) -> bool {
         let Some(rec) = self.record_mut(id) else {
-            return out;
+            return false;
         };
         if let Some(a) = rec.attempt_mut(attempt) {
             a.ended_at = Some(now.wall);
-            a.outcome = Some(outcome.clone());
+            a.outcome = Some(ended.outcome.clone());
             a.exit_code = report.exit_code;
             a.result = report.result.clone();
             if report.session_id.is_some() {
@@ -118,50 +181,67 @@ impl Fleet {
             }
         }
         self.dirty = true;
-        // The job's end (its state, run time), before the attempt's.
-        if let (Some(job), Some(s)) = (&report.job, &slot) {
+        if let (Some(job), Some(pool)) = (&report.job, ended.pool) {
             out.push(Effect::Emit(Event::Job {
                 task: id.to_string(),
                 attempt,
-                pool: self.pools[s.pool].name.clone(),
+                pool: self.pools[pool].name.clone(),
                 job: job.clone(),
                 pending_secs: report.pending_secs,
             }));
         }
+        true
+    }
 
-        // Breaker: quick failures without a result in a row stop dispatching.
-        let quick_failure = quick
+    /// The breaker's count: quick failures without a result in a row (a
+    /// rejected credential, quick, counts too); a result or a success
+    /// resets it.
+    pub(super) fn note_breaker(&mut self, ended: &Ended, report: &AttemptReport) {
+        let outcome = &ended.outcome;
+        let quick_failure = ended.quick
             && report.result.is_none()
             && matches!(
                 outcome,
                 Outcome::SpawnFailed { .. } | Outcome::Failed { .. } | Outcome::SetupFailed { .. }
             )
-            && !lost_session;
+            && !ended.lost_session;
         let quick_failure =
-            quick_failure || matches!(outcome, Outcome::CredentialRejected { .. }) && quick;
+            quick_failure || matches!(outcome, Outcome::CredentialRejected { .. }) && ended.quick;
         if quick_failure {
-            self.quick_failures += 1;
+            self.breaker.quick_failures += 1;
         } else if report.result.is_some() || matches!(outcome, Outcome::Success) {
-            self.quick_failures = 0;
+            self.breaker.quick_failures = 0;
         }
+    }
 
-        let (status, after) = self.next_status(id, attempt, &outcome, lost_session, &mut out);
+    /// The task's next status (the retry policy), its `finished` event and
+    /// what follows it. True: it failed and is not tried again in this run,
+    /// so a person has to look (a best-of variant's end is its task's
+    /// judgement's to say).
+    pub(super) fn decide_retry(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        ended: &Ended,
+        report: &AttemptReport,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let outcome = &ended.outcome;
+        let (status, after) = self.next_status(id, attempt, outcome, ended.lost_session, out);
         if out.iter().any(|e| matches!(e, Effect::PlanRetry { .. })) {
             self.planning.insert(id.to_string());
         }
-        // Failed, and not tried again in this run: a person has to look (a
-        // best-of variant's end is its task's judgement's to say).
         let gives_up = matches!(status, TaskStatus::Done { .. })
             && !matches!(outcome, Outcome::Success | Outcome::Interrupted)
             && self.task(id).is_none_or(|t| t.variant.is_none());
-        self.transition(id, status, &mut out);
+        self.transition(id, status, out);
         out.push(Effect::Emit(Event::Finished {
             task: id.to_string(),
             attempt,
             outcome: outcome.clone(),
             duration_secs: report.duration_secs,
-            cost_usd: cost,
-            turns,
+            cost_usd: ended.cost,
+            turns: ended.turns,
             commits: report.new_commits,
             phases: report.phases,
         }));
@@ -175,57 +255,44 @@ impl Fleet {
             })),
             After::Nothing => {}
         }
+        gives_up
+    }
 
-        // What the attempt cost its credential: at its max_cost_usd, it is
-        // retired for the run and its work moves to the others.
-        if let Some(name) = &credential
-            && let Some(reason) = self.creds.add_cost(name, cost)
+    /// What the attempt cost its credential: at its max_cost_usd, it is
+    /// retired for the run and its work moves to the others.
+    pub(super) fn charge_credential(&mut self, ended: &Ended, now: Now, out: &mut Vec<Effect>) {
+        if let Some(name) = &ended.credential
+            && let Some(reason) = self.creds.add_cost(name, ended.cost)
         {
-            self.retire(name, reason, now.wall, &mut out);
+            self.retire(name, reason, now.wall, out);
         }
-        if gives_up {
-            out.push(Effect::Emit(Event::NeedsAttention {
-                cause: AttentionCause::TaskFailed,
-                message: format!(
-                    "task {id} is not tried again: attempt {attempt} {}; see `{}`, then `{}`",
-                    outcome.describe(),
-                    crate::suggest::command(&["flocks", "logs", id]),
-                    crate::suggest::command(&["flocks", "retry", id]),
-                ),
-                task: Some(id.to_string()),
-                credential: None,
-            }));
-        }
+    }
 
-        // What the outcome says about credentials, pools and the API.
-        match &outcome {
+    /// What the outcome says about credentials, pools, the API, and the
+    /// conflicts a success may bring.
+    pub(super) fn outcome_effects(
+        &mut self,
+        id: &str,
+        ended: &Ended,
+        now: Now,
+        out: &mut Vec<Effect>,
+    ) {
+        let login = || {
+            ended
+                .credential
+                .clone()
+                .unwrap_or_else(|| DEFAULT_LOGIN.into())
+        };
+        match &ended.outcome {
             Outcome::RateLimited { resets_at, .. } => {
-                let name = credential.unwrap_or_else(|| DEFAULT_LOGIN.into());
-                self.park(&name, *resets_at, "rate limited", now.wall, &mut out);
+                self.park(&login(), *resets_at, "rate limited", now.wall, out);
             }
             Outcome::CredentialRejected { reason, .. } => {
-                let name = credential.unwrap_or_else(|| DEFAULT_LOGIN.into());
-                let entry = self.state.credentials.entry(name.clone()).or_default();
-                entry.disabled = Some(reason.clone());
-                self.creds.reject(&name);
-                self.creds.start_ramp(&name, now.wall);
-                out.push(Effect::Emit(Event::CredentialDisabled {
-                    credential: name.clone(),
-                    reason: reason.clone(),
-                    retired: false,
-                }));
-                out.push(Effect::Emit(Event::NeedsAttention {
-                    cause: AttentionCause::CredentialDisabled,
-                    message: format!(
-                        "credential {name} is disabled ({reason}): no agent uses it again in this run; fix it, then run flocks again"
-                    ),
-                    task: None,
-                    credential: Some(name),
-                }));
+                self.disable(&login(), reason, now, out);
             }
             Outcome::Overloaded => {
-                self.overloads += 1;
-                let secs = (30u64 << self.overloads.min(5)).min(600);
+                self.breaker.overloads += 1;
+                let secs = (30u64 << self.breaker.overloads.min(5)).min(600);
                 self.state.backoff_until = Some(now.wall + chrono_secs(secs));
                 out.push(Effect::Emit(Event::Notice {
                     message: format!(
@@ -237,10 +304,10 @@ impl Fleet {
             // A pool whose hosts are the pool (ssh, exe.dev, a container) is
             // done; a scheduler (Slurm) places the next attempt elsewhere.
             Outcome::HostLost { reason } => {
-                if let Some(s) = &slot
-                    && self.pools[s.pool].host_loss_takes_pool_down
+                if let Some(p) = ended.pool
+                    && self.pools[p].host_loss_takes_pool_down
                 {
-                    let pool = &mut self.pools[s.pool];
+                    let pool = &mut self.pools[p];
                     pool.down = Some(reason.clone());
                     let message =
                         format!("pool {} is not used again in this run: {reason}", pool.name);
@@ -248,49 +315,87 @@ impl Fleet {
                 }
             }
             Outcome::Success => {
-                self.overloads = 0;
+                self.breaker.overloads = 0;
                 if self.record(id).is_some_and(|r| r.status.is_success()) {
-                    self.succeeded_here.insert(id.to_string());
+                    self.predictions.succeeded_here.insert(id.to_string());
                     // A variant is one of a best-of task's alternatives, not
                     // work that lands: its task is predicted once judged.
                     if self.task(id).is_none_or(|t| t.variant.is_none()) {
-                        self.request_prediction(id, &mut out);
+                        self.request_prediction(id, out);
                     }
                 }
             }
             _ => {}
         }
+    }
 
-        if self.quick_failures >= BREAKER_LIMIT && self.stopped_because.is_none() {
-            let reason = format!(
-                "dispatch stopped: {} in a row failed within {} of starting; the last one {}",
-                crate::output::units::count(self.quick_failures, "attempt"),
-                crate::report::human_duration(QUICK_FAILURE.as_secs_f64()),
-                outcome.describe()
-            );
-            out.push(Effect::Emit(Event::Notice {
-                message: reason.clone(),
-            }));
-            self.stopped_because = Some((reason, Exit::CouldNotStart));
+    /// A credential the API rejected: disabled, no agent uses it again in
+    /// this run.
+    fn disable(&mut self, name: &str, reason: &str, now: Now, out: &mut Vec<Effect>) {
+        let entry = self.state.credentials.entry(name.to_string()).or_default();
+        entry.disabled = Some(reason.to_string());
+        self.creds.reject(name);
+        self.creds.start_ramp(name, now.wall);
+        out.push(Effect::Emit(Event::CredentialDisabled {
+            credential: name.to_string(),
+            reason: reason.to_string(),
+            retired: false,
+        }));
+        out.push(Effect::Emit(Event::NeedsAttention {
+            cause: AttentionCause::CredentialDisabled,
+            message: format!(
+                "credential {name} is disabled ({reason}): no agent uses it again in this run; fix it, then run flocks again"
+            ),
+            task: None,
+            credential: Some(name.to_string()),
+        }));
+    }
+
+    /// [`BREAKER_LIMIT`] quick failures in a row: dispatch stops (said once).
+    pub(super) fn trip_breaker(&mut self, last: &Outcome, out: &mut Vec<Effect>) {
+        if self.breaker.quick_failures < BREAKER_LIMIT || self.stopping.stopped_because.is_some() {
+            return;
         }
-        self.check_budget(&mut out);
-        out
+        let reason = format!(
+            "dispatch stopped: {} in a row failed within {} of starting; the last one {}",
+            crate::output::units::count(self.breaker.quick_failures, "attempt"),
+            crate::report::human_duration(QUICK_FAILURE.as_secs_f64()),
+            last.describe()
+        );
+        out.push(Effect::Emit(Event::Notice {
+            message: reason.clone(),
+        }));
+        self.stopping.stopped_because = Some((reason, Exit::CouldNotStart));
+    }
+
+    /// How a retry starts, worked out by the dispatcher for [`Effect::PlanRetry`].
+    pub(super) fn set_next(&mut self, id: &str, next: NextAttempt) {
+        self.planning.remove(id);
+        if let Some(rec) = self.record_mut(id) {
+            rec.next = Some(next);
+            self.dirty = true;
+        }
+    }
+
+    /// Planning a retry failed: it starts without the earlier attempt's context.
+    pub(super) fn plan_failed(&mut self, id: &str) {
+        self.planning.remove(id);
     }
 
     /// `max_cost_usd` reached: no new agent starts.
     pub(super) fn check_budget(&mut self, out: &mut Vec<Effect>) {
         if let Some(limit) = self.config.max_cost_usd
-            && self.run_cost >= limit
-            && self.stopped_because.is_none()
+            && self.breaker.run_cost >= limit
+            && self.stopping.stopped_because.is_none()
         {
             let reason = format!(
                 "the run has cost {}, reaching max_cost_usd = {limit}: no new agents start; running ones finish",
-                crate::output::units::money(self.run_cost)
+                crate::output::units::money(self.breaker.run_cost)
             );
             out.push(Effect::Emit(Event::Notice {
                 message: reason.clone(),
             }));
-            self.stopped_because = Some((reason, Exit::TasksFailed));
+            self.stopping.stopped_because = Some((reason, Exit::TasksFailed));
         }
     }
 
@@ -473,4 +578,19 @@ impl Fleet {
             retired: true,
         }));
     }
+}
+
+/// A failed task that is not tried again: a person has to look.
+fn gives_up_attention(id: &str, attempt: u32, outcome: &Outcome) -> Effect {
+    Effect::Emit(Event::NeedsAttention {
+        cause: AttentionCause::TaskFailed,
+        message: format!(
+            "task {id} is not tried again: attempt {attempt} {}; see `{}`, then `{}`",
+            outcome.describe(),
+            crate::suggest::command(&["flocks", "logs", id]),
+            crate::suggest::command(&["flocks", "retry", id]),
+        ),
+        task: Some(id.to_string()),
+        credential: None,
+    })
 }

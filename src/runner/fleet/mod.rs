@@ -1,7 +1,7 @@
 //! The fleet: the run's task model and every dispatch rule, as plain
 //! synchronous code. No I/O, no tokio, no processes: the dispatcher feeds it
-//! what happened (`on_finished`, `on_interrupt`, ...) with the time, and
-//! carries out the [`Effect`]s it returns.
+//! what happened, one [`Input`] at a time with the time, through
+//! [`Fleet::handle`], and carries out the [`Effect`]s it returns.
 //!
 //! One task model: each task line and its state record sit side by side,
 //! found by id through one index (no linear lookups).
@@ -11,7 +11,10 @@ mod conflicts;
 mod disk;
 mod finished;
 pub mod history;
+mod input;
 mod proxied;
+mod run;
+mod running;
 mod schedule;
 mod stop;
 #[cfg(test)]
@@ -32,13 +35,14 @@ use crate::backend::PrepareJob;
 use crate::config::Config;
 use crate::error::Exit;
 use crate::prompt::Template;
-use crate::report::{Event, PoolInfo};
-use crate::state::{InvalidTransition, Job, NextAttempt, Outcome, State, TaskRecord, TaskStatus};
+use crate::report::Event;
+use crate::state::{InvalidTransition, Outcome, State, TaskRecord, TaskStatus};
 use crate::tasks::{Task, TaskSet, dependency_order};
 
 pub use best_of::Judged;
 #[cfg(test)]
 use finished::REQUEUE_CAP;
+pub use input::Input;
 
 /// The wall clock (for state and credentials) and the monotonic clock (for
 /// stagger and quick failures), read once per step by the dispatcher.
@@ -65,11 +69,11 @@ pub enum Effect {
     /// Start an attempt: spawn its executor.
     Spawn(Box<Start>),
     /// Build the start commit of a `start_from = "dependencies"` task off the
-    /// dispatch loop, and report it back with [`Fleet::on_dependency_start`].
+    /// dispatch loop, and report it back as [`Input::DependencyStart`].
     ResolveStart(Box<DependencyJob>),
     /// Work out how a failed attempt's retry starts (reads its log and the
     /// branch: off the dispatch loop) and hand it back with
-    /// [`Fleet::set_next`]. The task does not start until then.
+    /// [`Input::RetryPlanned`]. The task does not start until then.
     PlanRetry {
         task: String,
         /// The attempt whose context the retry carries.
@@ -84,16 +88,16 @@ pub enum Effect {
     StopAgents(StopLevel),
     /// Work out, off the dispatch loop, what `land` would find now (and which
     /// of the new successes changed paths outside their footprint); hand it
-    /// back with [`Fleet::on_prediction`].
+    /// back as [`Input::Predicted`].
     Predict(Box<PredictJob>),
     /// Prepare the early redo of a task predicted to conflict (its start on
     /// the target plus the tasks it clashed with, the backup of its tip, its
     /// prompt's context), off the loop; hand it back with
-    /// [`Fleet::on_redo_prepared`].
+    /// [`Input::RedoPrepared`].
     PrepareRedo(Box<RedoJob>),
     /// Judge a best-of task's variants off the dispatch loop (validation,
     /// ranking, the judge agent) and hand the judgement back with
-    /// [`Fleet::on_judged`].
+    /// [`Input::Judged`].
     Judge(Box<JudgeJob>),
 }
 
@@ -247,75 +251,32 @@ pub struct Fleet {
     tasks: TaskSet,
     index: HashMap<String, Entry>,
     scope: Option<HashSet<String>>,
-    /// Indices of `tasks`, dependencies first (landing order).
-    order: Vec<usize>,
-    /// Indices of `tasks` in the order they start when ready: `order`, or
-    /// the longest expected first when there is history
-    /// (`history::start_order`).
-    start: Vec<usize>,
-    /// No task before this place in `start` is pending: where the search for
-    /// the next start begins. Moved back when a task becomes pending again.
-    cursor: usize,
-    /// A status changed in a way that may block or unblock a dependent.
-    blocked_stale: bool,
     template: Option<Template>,
     pools: Vec<PoolSlots>,
     creds: Credentials,
     running: HashMap<String, Slot>,
     /// Tasks whose retry is being planned ([`Effect::PlanRetry`]).
     planning: HashSet<String>,
-    /// Best-of tasks (ids), in dependency order.
-    best_of: Vec<String>,
-    /// Best-of tasks being judged ([`Effect::Judge`]).
-    judging: HashSet<String>,
-    /// Best-of tasks whose judging failed in this run (they stay pending).
-    unjudged: HashSet<String>,
     opts: RunOptions,
     project_key: String,
-    draining: bool,
-    stop_level: StopLevel,
-    interrupts: u32,
-    /// Ctrl-C was pressed (the run exits 130); `flocks stop` alone asks for
-    /// an orderly end (exit 0 unless a task failed).
-    ctrl_c: bool,
-    next_start: Option<Instant>,
-    quick_failures: u32,
-    stopped_because: Option<(String, Exit)>,
-    run_cost: f64,
-    overloads: u32,
-    waiting_note: Option<DateTime<Utc>>,
+    /// What starts next, and when (`schedule.rs`).
+    queue: schedule::Queue,
+    /// Quick failures, overloads, the run's cost (`finished.rs`).
+    breaker: finished::Breaker,
+    /// Ctrl-C, `flocks stop`, and why dispatch stopped (`stop.rs`).
+    stopping: stop::Stopping,
+    /// Conflict predictions, footprints, early redos (`conflicts.rs`).
+    predictions: conflicts::Predictions,
+    /// Best-of tasks and their judging (`best_of.rs`).
+    judge: best_of::Judging,
     /// Why no new agent starts: the free disk is below `min_free_disk_gb`.
     disk_low: Option<String>,
     dirty: bool,
     /// Illegal status changes seen in this run (bugs; each is also a notice).
     invalid_transitions: u32,
-    /// Per task with a declared footprint: the tasks before it in the order
-    /// whose footprints overlap its own (it never runs at the same time as
-    /// them, and starts from their work).
-    footprint_before: HashMap<String, Vec<String>>,
-    /// A prediction is being worked out; `predict_again`: a success came in
-    /// meanwhile.
-    predicting: bool,
-    predict_again: bool,
-    /// Succeeded tasks whose footprint is still to check.
-    footprint_checks: Vec<String>,
-    /// Early redos per task in this run (capped).
-    early_redos: HashMap<String, u32>,
-    /// Tasks that succeeded in this run.
-    succeeded_here: HashSet<String>,
-    /// Why the last prediction failed (said once).
-    predict_error: Option<String>,
-    /// Successes no prediction was asked for yet, and those the one being
-    /// worked out covers: what the run's end leaves unpredicted.
-    unpredicted: std::collections::BTreeSet<String>,
-    in_prediction: std::collections::BTreeSet<String>,
-    /// When the run's end began to wait for the prediction.
-    end_wait_from: Option<Instant>,
     /// Refused connections already said as `needs_attention` (task,
     /// attempt, host, port).
     denied_seen: HashSet<(String, u32, String, u16)>,
-    /// Why `order` is what it is (task order, or longest expected first).
-    start_order: history::OrderWhy,
 }
 
 impl Fleet {
@@ -354,49 +315,26 @@ impl Fleet {
         }
         let footprint_before = variant_footprints(&p.tasks, &order);
         Fleet {
-            start_order: start_order.why,
-            start: start_order.order,
+            queue: schedule::Queue::new(order, start_order),
+            predictions: conflicts::Predictions::new(footprint_before),
+            judge: best_of::Judging::new(best_of),
+            breaker: Default::default(),
+            stopping: Default::default(),
             config: p.config,
             state: p.state,
             tasks: p.tasks,
             index,
             scope: p.scope,
-            order,
-            cursor: 0,
-            blocked_stale: true,
             template: p.template,
             pools: p.pools,
             creds: p.creds,
             running: HashMap::new(),
             planning: HashSet::new(),
-            best_of,
-            judging: HashSet::new(),
-            unjudged: HashSet::new(),
             opts: p.opts,
             project_key: p.project_key,
-            draining: false,
-            stop_level: StopLevel::Run,
-            interrupts: 0,
-            ctrl_c: false,
-            next_start: None,
-            quick_failures: 0,
-            stopped_because: None,
-            run_cost: 0.0,
-            overloads: 0,
-            waiting_note: None,
             disk_low: None,
             dirty: false,
             invalid_transitions: 0,
-            footprint_before,
-            predicting: false,
-            predict_again: false,
-            footprint_checks: Vec::new(),
-            early_redos: HashMap::new(),
-            succeeded_here: HashSet::new(),
-            predict_error: None,
-            unpredicted: Default::default(),
-            in_prediction: Default::default(),
-            end_wait_from: None,
             denied_seen: HashSet::new(),
         }
     }
@@ -420,7 +358,7 @@ impl Fleet {
     }
 
     pub fn stop_level(&self) -> StopLevel {
-        self.stop_level
+        self.stopping.stop_level
     }
 
     /// Illegal status changes seen so far (each was reported as a notice).
@@ -481,12 +419,12 @@ impl Fleet {
                 self.dirty = true;
                 let status = &self.record(id).map(|r| r.status.clone());
                 if was_failed || status.as_ref().is_some_and(fails_dependents) {
-                    self.blocked_stale = true;
+                    self.queue.blocked_stale = true;
                 }
                 if status == &Some(TaskStatus::Pending)
                     && let Some(pos) = self.index.get(id).and_then(|e| e.start_pos)
                 {
-                    self.cursor = self.cursor.min(pos);
+                    self.queue.cursor = self.queue.cursor.min(pos);
                 }
             }
             Err(e) => {
@@ -496,230 +434,6 @@ impl Fleet {
                 }));
             }
         }
-    }
-
-    /// The events that open a run: its pools and the queued tasks.
-    pub fn on_run_started(&mut self) -> Vec<Effect> {
-        // What runs: tasks, and for a best-of task its variants (counted
-        // apart: counts count tasks).
-        let (mut pending, mut best_of, mut variants) = (0, 0, 0);
-        for t in &self.state.tasks {
-            if t.variants.is_empty() {
-                if self.in_scope(&t.id) && t.status == TaskStatus::Pending {
-                    pending += 1;
-                }
-                continue;
-            }
-            let n = t
-                .variants
-                .iter()
-                .filter(|v| self.in_scope(&v.id) && v.status == TaskStatus::Pending)
-                .count();
-            if n > 0 {
-                pending += 1;
-                best_of += 1;
-                variants += n;
-            }
-        }
-        let run_id = self
-            .state
-            .run
-            .as_ref()
-            .map(|r| r.id.clone())
-            .unwrap_or_default();
-        let pools = self
-            .config
-            .pools
-            .iter()
-            .map(|p| PoolInfo {
-                name: p.name.clone(),
-                backend: p.backend.kind().into(),
-                slots: p.max_worktrees,
-                isolation: crate::backend::isolation(p).into(),
-            })
-            .collect();
-        let mut out = vec![Effect::Emit(Event::RunStarted {
-            run_id,
-            tasks: self
-                .tasks
-                .tasks
-                .iter()
-                .filter(|t| t.variant.is_none())
-                .count(),
-            pending,
-            pools,
-            best_of,
-            variants,
-        })];
-        if let history::OrderWhy::LongestFirst { .. } = self.start_order {
-            let order = history::StartOrder {
-                order: Vec::new(),
-                why: self.start_order,
-            };
-            out.push(Effect::Emit(Event::Notice {
-                message: format!("start order: {}", order.describe()),
-            }));
-        }
-        for &i in &self.order {
-            let id = &self.tasks.tasks[i].id;
-            if self.in_scope(id)
-                && !self.has_variants(id)
-                && self
-                    .record(id)
-                    .is_some_and(|r| r.status == TaskStatus::Pending)
-            {
-                out.push(Effect::Emit(Event::Queued { task: id.clone() }));
-            }
-        }
-        out
-    }
-
-    /// The executor prepared the attempt's worktree.
-    pub fn on_started(
-        &mut self,
-        id: &str,
-        attempt: u32,
-        worktree: PathBuf,
-        start_commit: String,
-        origin: String,
-        created_branch: bool,
-    ) {
-        if let Some(rec) = self.record_mut(id) {
-            rec.worktree = worktree;
-            rec.origin = Some(origin);
-            if created_branch {
-                rec.branch_created = true;
-            }
-            if let Some(a) = rec.attempt_mut(attempt) {
-                a.start_commit = Some(start_commit);
-            }
-            self.dirty = true;
-        }
-    }
-
-    /// The attempt's job in its pool's scheduler changed (pending with a
-    /// reason, running on a node): recorded, and said when it changed.
-    pub fn on_job(&mut self, id: &str, attempt: u32, job: Job, now: Now) -> Vec<Effect> {
-        let mut out = Vec::new();
-        let Some(pool) = self
-            .running
-            .get(id)
-            .map(|s| self.pools[s.pool].name.clone())
-        else {
-            return out;
-        };
-        let Some(a) = self.record_mut(id).and_then(|r| r.attempt_mut(attempt)) else {
-            return out;
-        };
-        let changed = a.job.as_ref().is_none_or(|old| {
-            old.id != job.id || old.state != job.state || old.reason != job.reason
-        });
-        if !job.is_pending() && a.pending_secs.is_none() {
-            let until = job.started_at.unwrap_or(now.wall);
-            a.pending_secs =
-                Some(((until - a.started_at).num_milliseconds().max(0)) as f64 / 1000.0);
-        }
-        let pending_secs = a.pending_at(now.wall);
-        a.job = Some(job.clone());
-        self.dirty = true;
-        if changed {
-            out.push(Effect::Emit(Event::Job {
-                task: id.to_string(),
-                attempt,
-                pool,
-                job,
-                pending_secs,
-            }));
-        }
-        out
-    }
-
-    /// The agent said which session it runs in.
-    pub fn on_session(&mut self, id: &str, attempt: u32, session_id: String) {
-        if let Some(a) = self.record_mut(id).and_then(|r| r.attempt_mut(attempt)) {
-            a.session_id = Some(session_id);
-            self.dirty = true;
-        }
-    }
-
-    /// How a retry starts, worked out by the dispatcher for [`Effect::PlanRetry`].
-    pub fn set_next(&mut self, id: &str, next: NextAttempt) {
-        self.planning.remove(id);
-        if let Some(rec) = self.record_mut(id) {
-            rec.next = Some(next);
-            self.dirty = true;
-        }
-    }
-
-    /// Planning a retry failed: it starts without the earlier attempt's context.
-    pub fn plan_failed(&mut self, id: &str) {
-        self.planning.remove(id);
-    }
-
-    /// Nothing runs and nothing more will start: the run is over. Says why
-    /// when no pool can ever run the ready tasks.
-    pub fn is_done(&mut self, now: Now) -> (bool, Vec<Effect>) {
-        schedule::is_done(self, now)
-    }
-
-    /// The end of the run: the last blocked tasks, the end time, the totals.
-    pub fn finish(&mut self, now: Now) -> (RunSummary, Vec<Effect>) {
-        let mut out = self.update_blocked();
-        self.leave_unpredicted(&mut out);
-        if let Some(run) = self.state.run.as_mut() {
-            run.ended_at = Some(now.wall);
-            // An ended run waits for nothing.
-            run.waiting = None;
-        }
-        self.dirty = true;
-        let (mut succeeded, mut failed, mut blocked, mut pending) = (0, 0, 0, 0);
-        for t in self
-            .tasks
-            .tasks
-            .iter()
-            .filter(|t| t.variant.is_none() && self.in_scope(&t.id))
-        {
-            match self.record(&t.id).map(|r| &r.status) {
-                Some(s) if s.is_success() => succeeded += 1,
-                Some(TaskStatus::Blocked { .. }) => blocked += 1,
-                Some(TaskStatus::Pending)
-                | Some(TaskStatus::Done {
-                    outcome: Outcome::Interrupted,
-                }) => pending += 1,
-                _ => failed += 1,
-            }
-        }
-        let interrupted = self.interrupts > 0;
-        out.push(Effect::Emit(Event::RunFinished {
-            succeeded,
-            failed,
-            blocked,
-            pending,
-            cost_usd: self.run_cost,
-            interrupted,
-        }));
-        let exit = if self.ctrl_c {
-            Exit::Interrupted
-        } else if let Some((_, exit)) = &self.stopped_because {
-            *exit
-        } else if interrupted {
-            // `flocks stop`: what did not run is no failure.
-            if failed + blocked == 0 {
-                Exit::Ok
-            } else {
-                Exit::TasksFailed
-            }
-        } else if failed + blocked + pending == 0 {
-            Exit::Ok
-        } else {
-            Exit::TasksFailed
-        };
-        let summary = RunSummary {
-            exit,
-            stopped_because: self.stopped_because.as_ref().map(|(r, _)| r.clone()),
-            interrupted,
-        };
-        (summary, out)
     }
 }
 

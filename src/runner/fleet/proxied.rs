@@ -11,7 +11,7 @@ use crate::report::{AttentionCause, Event};
 
 impl Fleet {
     /// The proxy said something about a running attempt.
-    pub fn on_proxy(&mut self, ev: ProxyEvent, now: Now) -> Vec<Effect> {
+    pub(super) fn on_proxy(&mut self, ev: ProxyEvent, now: Now) -> Vec<Effect> {
         let mut out = Vec::new();
         match ev {
             ProxyEvent::Usage {

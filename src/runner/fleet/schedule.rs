@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::{
-    DependencyJob, Effect, Fleet, Now, Slot, Start, StartError, fails_dependents, mono_at,
+    DependencyJob, Effect, Fleet, Now, Slot, Start, StartError, fails_dependents, history, mono_at,
 };
+use crate::agent::AgentSpec;
 use crate::agent::spec::{self, Injected, SpecInput};
 use crate::backend::PrepareJob;
 use crate::error::Exit;
@@ -15,13 +16,51 @@ use crate::report::{AttentionCause, Event};
 use crate::runner::StopLevel;
 use crate::runner::credentials::Availability;
 use crate::state::{Attempt, NextAttempt, Outcome, TaskStatus};
-use crate::tasks::StartFrom;
+use crate::tasks::{StartFrom, Task};
+
+/// The queue: the order tasks land and start in, where the search for the
+/// next start begins, and when the next may start.
+pub(super) struct Queue {
+    /// Indices of `tasks`, dependencies first (landing order).
+    pub(super) order: Vec<usize>,
+    /// Indices of `tasks` in the order they start when ready: `order`, or
+    /// the longest expected first when there is history
+    /// (`history::start_order`).
+    pub(super) start: Vec<usize>,
+    /// Why `start` is what it is (task order, or longest expected first).
+    pub(super) why: history::OrderWhy,
+    /// No task before this place in `start` is pending: where the search for
+    /// the next start begins. Moved back when a task becomes pending again.
+    pub(super) cursor: usize,
+    /// A status changed in a way that may block or unblock a dependent.
+    pub(super) blocked_stale: bool,
+    /// No start before this (`stagger_delay`).
+    pub(super) next_start: Option<Instant>,
+    /// Until when "every usable credential is parked" was last said.
+    pub(super) waiting_note: Option<DateTime<Utc>>,
+}
+
+impl Queue {
+    pub(super) fn new(order: Vec<usize>, start: history::StartOrder) -> Queue {
+        Queue {
+            order,
+            start: start.order,
+            why: start.why,
+            cursor: 0,
+            blocked_stale: true,
+            next_start: None,
+            waiting_note: None,
+        }
+    }
+}
 
 impl Fleet {
-    /// The earliest time something may become startable.
+    /// The earliest time something may become startable, or the run's end
+    /// stops waiting for a prediction: the dispatcher's next turn, at the
+    /// latest.
     pub fn next_wake(&self, now: Now) -> Instant {
         let mut wake = now.mono + Duration::from_secs(3600);
-        if let Some(s) = self.next_start
+        if let Some(s) = self.queue.next_start
             && s > now.mono
         {
             wake = wake.min(s);
@@ -38,17 +77,20 @@ impl Fleet {
         if let Some(t) = self.creds.next_ramp_step(now.wall) {
             wake = wake.min(at(t));
         }
+        if let Some(t) = self.end_wait_until(now) {
+            wake = wake.min(t);
+        }
         wake
     }
 
     /// Pending tasks whose dependencies failed for good become blocked; blocked
     /// ones whose dependencies were retried become pending again.
-    pub fn update_blocked(&mut self) -> Vec<Effect> {
-        if !std::mem::take(&mut self.blocked_stale) {
+    pub(super) fn update_blocked(&mut self) -> Vec<Effect> {
+        if !std::mem::take(&mut self.queue.blocked_stale) {
             return Vec::new();
         }
         let mut changes = Vec::new();
-        for &i in &self.order {
+        for &i in &self.queue.order {
             let task = &self.tasks.tasks[i];
             if !self.in_scope(&task.id) {
                 continue;
@@ -118,16 +160,16 @@ impl Fleet {
 
     /// Start every task that can start now: slots, pools, credentials,
     /// stagger, dependencies, scope, back-off, the drain and stop state.
-    pub fn start_ready(&mut self, now: Now) -> Vec<Effect> {
+    pub(super) fn start_ready(&mut self, now: Now) -> Vec<Effect> {
         let mut out = self.update_blocked();
         // Variants that ended are judged even when dispatch stopped (budget,
         // breaker): only a judge agent needs dispatch.
-        if !self.draining && self.stop_level == StopLevel::Run {
+        if !self.stopping.draining && self.stopping.stop_level == StopLevel::Run {
             self.judge_ready(now, &mut out);
         }
-        if self.draining
-            || self.stop_level != StopLevel::Run
-            || self.stopped_because.is_some()
+        if self.stopping.draining
+            || self.stopping.stop_level != StopLevel::Run
+            || self.stopping.stopped_because.is_some()
             || self.disk_low.is_some()
         {
             return out;
@@ -141,7 +183,7 @@ impl Fleet {
         }
         loop {
             if self.running.len() >= self.config.max_agents
-                || self.next_start.is_some_and(|s| now.mono < s)
+                || self.queue.next_start.is_some_and(|s| now.mono < s)
             {
                 return out;
             }
@@ -158,7 +200,7 @@ impl Fleet {
             };
             self.reserve(&id, pool, injected, now, &mut out);
             if !self.config.stagger_delay.is_zero() {
-                self.next_start = Some(now.mono + self.config.stagger_delay);
+                self.queue.next_start = Some(now.mono + self.config.stagger_delay);
             }
         }
     }
@@ -167,7 +209,7 @@ impl Fleet {
     /// tasks at the front that are not pending (they cannot start until a
     /// transition makes them pending again, which moves it back).
     fn next_ready(&mut self) -> Option<String> {
-        while let Some(&i) = self.start.get(self.cursor) {
+        while let Some(&i) = self.queue.start.get(self.queue.cursor) {
             let id = &self.tasks.tasks[i].id;
             if self.in_scope(id)
                 && self
@@ -176,9 +218,9 @@ impl Fleet {
             {
                 break;
             }
-            self.cursor += 1;
+            self.queue.cursor += 1;
         }
-        self.start[self.cursor.min(self.start.len())..]
+        self.queue.start[self.queue.cursor.min(self.queue.start.len())..]
             .iter()
             .map(|&i| self.tasks.tasks[i].id.as_str())
             .find(|id| self.ready(id))
@@ -214,9 +256,9 @@ impl Fleet {
         if candidates.is_empty() {
             if let Some(t) = parked_until
                 && self.running.is_empty()
-                && self.waiting_note != Some(t)
+                && self.queue.waiting_note != Some(t)
             {
-                self.waiting_note = Some(t);
+                self.queue.waiting_note = Some(t);
                 let at = t.with_timezone(&chrono::Local).format("%H:%M:%S");
                 let message = if self.opts.no_wait {
                     format!(
@@ -232,7 +274,7 @@ impl Fleet {
                     credential: None,
                 };
                 if self.opts.no_wait {
-                    self.stopped_because = Some((
+                    self.stopping.stopped_because = Some((
                         format!(
                             "every usable credential is parked until {at} and --no-wait was given"
                         ),
@@ -355,7 +397,8 @@ impl Fleet {
                 stack.extend(t.depends_on.iter().map(String::as_str));
             }
         }
-        self.order
+        self.queue
+            .order
             .iter()
             .map(|&i| self.tasks.tasks[i].id.as_str())
             .filter(|t| seen.contains(t))
@@ -365,7 +408,7 @@ impl Fleet {
 
     /// The start commit of a `start_from = "dependencies"` task was built
     /// (`Ok(None)`: its branch exists and is kept), or cannot be.
-    pub fn on_dependency_start(
+    pub(super) fn on_dependency_start(
         &mut self,
         id: &str,
         start: Result<Option<String>, StartError>,
@@ -375,7 +418,10 @@ impl Fleet {
         if self.running.get(id).is_none_or(|s| s.attempt.is_some()) {
             return out;
         }
-        if self.draining || self.stop_level != StopLevel::Run || self.stopped_because.is_some() {
+        if self.stopping.draining
+            || self.stopping.stop_level != StopLevel::Run
+            || self.stopping.stopped_because.is_some()
+        {
             // Stopping before the agent started: the task stays pending.
             self.release(id);
             return out;
@@ -392,22 +438,13 @@ impl Fleet {
 
     /// Give back a slot taken by [`Fleet::reserve`].
     pub(super) fn release(&mut self, id: &str) {
-        if let Some(s) = self.running.remove(id) {
-            self.pools[s.pool].running = self.pools[s.pool].running.saturating_sub(1);
-            if let Some(c) = &s.credential {
-                self.creds.release(&c.name);
-            }
-        }
+        self.settle_slot(id);
     }
 
     /// Record the attempt and hand the dispatcher its start. `base`: the start
     /// built from the dependencies, when there is one.
     fn start(&mut self, id: &str, dep_base: Option<String>, now: Now, out: &mut Vec<Effect>) {
-        let Some(task) = self.task(id).cloned() else {
-            self.release(id);
-            return;
-        };
-        let Some(rec) = self.record(id) else {
+        let (Some(task), Some(rec)) = (self.task(id).cloned(), self.record(id)) else {
             self.release(id);
             return;
         };
@@ -430,88 +467,17 @@ impl Fleet {
             .or(dep_base)
             .unwrap_or_else(|| self.config.workspace.base.clone());
         let pool_name = self.pools[pool].name.clone();
-        let variant = task
-            .variant
-            .as_ref()
-            .and_then(|v| self.config.variant(v.k))
-            .cloned();
-        let base_prompt =
-            match crate::prompt::render(self.template.as_ref(), &task, &self.tasks.source) {
-                Ok(p) => match variant.as_ref().and_then(|v| v.prompt_suffix.as_deref()) {
-                    Some(suffix) => format!("{p}\n\n{suffix}"),
-                    None => p,
-                },
-                Err(e) => {
-                    self.release(id);
-                    self.finish_without_running(
-                        id,
-                        Outcome::Failed {
-                            reason: e.to_string(),
-                        },
-                        out,
-                    );
-                    return;
-                }
-            };
         let resume = next
             .resume_session
             .clone()
             .filter(|_| next.resume_pool.as_deref() == Some(pool_name.as_str()) && !next.fresh);
-        // A prompt edited since the last attempt reaches the agent in full:
-        // as the whole prompt of a fresh session, or inside the follow-up of
-        // a resumed one.
-        let hash = task.prompt_hash();
-        let edited_since = rec
-            .attempts
-            .iter()
-            .rev()
-            .find(|a| a.prompt_hash.is_some())
-            .filter(|a| a.prompt_hash.as_deref() != Some(hash.as_str()))
-            .map(|a| a.number);
-        let prompt = crate::retry::prompt_for(
-            &base_prompt,
-            &next,
-            resume.is_some(),
-            edited_since.is_some(),
-        );
-        if let Some(n) = edited_since {
-            let how = if resume.is_some() {
-                "it resumes its session, and the follow-up carries the new prompt in full"
-            } else {
-                "it starts a fresh session with the new prompt"
-            };
-            out.push(Effect::Emit(Event::Notice {
-                message: format!("task {id}: its prompt changed since attempt {n}: {how}"),
-            }));
-        }
-        let tag = format!("{}:{}:{}", self.project_key, id, number);
-        let mut spec = spec::build(SpecInput {
-            config: &self.config,
-            pool: &self.config.pools[pool],
-            credential: injected.as_ref(),
-            task_id: id,
-            prompt,
-            tag: tag.clone(),
-            resume: resume.as_deref(),
-        });
-        // A `[[variants]]` table: its model instead, its args after.
-        if let Some(v) = &variant {
-            let mut agent = self.config.agent.clone();
-            if v.model.is_some() {
-                agent.model = v.model.clone();
-            }
-            agent.args.extend(v.args.iter().cloned());
-            spec.args = spec::agent_args(&agent, self.config.max_turns, resume.as_deref());
-        }
-        let credential = injected.as_ref().map(|c| c.name.clone());
-        let Some(rec) = self.record_mut(id) else {
+        let Some(prompt) = self.attempt_prompt(id, &task, &next, resume.is_some(), out) else {
             return;
         };
-        // Saved before the attempt creates the branch: a rerun after a kill
-        // knows the branch is this task's.
-        rec.branch_created = true;
-        rec.attempts.reserve_exact(1);
-        rec.attempts.push(Attempt {
+        let tag = format!("{}:{}:{}", self.project_key, id, number);
+        let spec = self.attempt_spec(&task, pool, injected.as_ref(), prompt, &tag, &resume);
+        let credential = injected.as_ref().map(|c| c.name.clone());
+        let attempt = Attempt {
             number,
             pool: pool_name.clone(),
             credential: credential.clone(),
@@ -526,21 +492,15 @@ impl Fleet {
             result: None,
             leftovers_committed: false,
             tag,
-            prompt_hash: Some(hash),
+            prompt_hash: Some(task.prompt_hash()),
             usage: None,
             egress_denied: 0,
             pending_secs: None,
             job: None,
-        });
-        let fresh = next.fresh;
-        rec.next = None;
-        rec.not_retried = None;
-        // A new attempt: what was predicted of the old one no longer holds.
-        rec.conflict = None;
-        rec.outside_footprint.clear();
-        let origin = if fresh { None } else { rec.origin_commit() };
-        rec.expect_commits = task.expect_commits;
-        let worktree = rec.worktree.display().to_string();
+        };
+        let Some((origin, worktree)) = self.record_start(id, &task, attempt) else {
+            return;
+        };
         self.transition(
             id,
             TaskStatus::Running {
@@ -564,7 +524,7 @@ impl Fleet {
                 task: id.to_string(),
                 branch: task.branch.clone(),
                 base,
-                fresh,
+                fresh: next.fresh,
                 origin,
             },
             spec,
@@ -578,6 +538,119 @@ impl Fleet {
             credential,
             resumed: resume.is_some(),
         }));
+    }
+
+    /// The prompt of the task's next attempt. A prompt edited since the
+    /// last attempt reaches the agent in full: as the whole prompt of a
+    /// fresh session, or inside the follow-up of a resumed one (said). None:
+    /// it cannot render, and the task ended.
+    fn attempt_prompt(
+        &mut self,
+        id: &str,
+        task: &Task,
+        next: &NextAttempt,
+        resumed: bool,
+        out: &mut Vec<Effect>,
+    ) -> Option<String> {
+        let suffix = task
+            .variant
+            .as_ref()
+            .and_then(|v| self.config.variant(v.k))
+            .and_then(|v| v.prompt_suffix.as_deref());
+        let base_prompt =
+            match crate::prompt::render(self.template.as_ref(), task, &self.tasks.source) {
+                Ok(p) => match suffix {
+                    Some(suffix) => format!("{p}\n\n{suffix}"),
+                    None => p,
+                },
+                Err(e) => {
+                    self.release(id);
+                    let reason = e.to_string();
+                    self.finish_without_running(id, Outcome::Failed { reason }, out);
+                    return None;
+                }
+            };
+        let hash = task.prompt_hash();
+        let edited_since = self
+            .record(id)?
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| a.prompt_hash.is_some())
+            .filter(|a| a.prompt_hash.as_deref() != Some(hash.as_str()))
+            .map(|a| a.number);
+        if let Some(n) = edited_since {
+            let how = if resumed {
+                "it resumes its session, and the follow-up carries the new prompt in full"
+            } else {
+                "it starts a fresh session with the new prompt"
+            };
+            out.push(Effect::Emit(Event::Notice {
+                message: format!("task {id}: its prompt changed since attempt {n}: {how}"),
+            }));
+        }
+        Some(crate::retry::prompt_for(
+            &base_prompt,
+            next,
+            resumed,
+            edited_since.is_some(),
+        ))
+    }
+
+    /// The agent's command line and environment for an attempt; a
+    /// `[[variants]]` table's model instead, its args after.
+    fn attempt_spec(
+        &self,
+        task: &Task,
+        pool: usize,
+        injected: Option<&Injected>,
+        prompt: String,
+        tag: &str,
+        resume: &Option<String>,
+    ) -> AgentSpec {
+        let mut spec = spec::build(SpecInput {
+            config: &self.config,
+            pool: &self.config.pools[pool],
+            credential: injected,
+            task_id: &task.id,
+            prompt,
+            tag: tag.to_string(),
+            resume: resume.as_deref(),
+        });
+        let variant = task.variant.as_ref().and_then(|v| self.config.variant(v.k));
+        if let Some(v) = variant {
+            let mut agent = self.config.agent.clone();
+            if v.model.is_some() {
+                agent.model = v.model.clone();
+            }
+            agent.args.extend(v.args.iter().cloned());
+            spec.args = spec::agent_args(&agent, self.config.max_turns, resume.as_deref());
+        }
+        spec
+    }
+
+    /// Add the attempt to the task's record, saved before the attempt
+    /// creates the branch (a rerun after a kill knows the branch is this
+    /// task's); what was planned or predicted of the last one no longer
+    /// holds. The attempt's origin and the task's worktree.
+    fn record_start(
+        &mut self,
+        id: &str,
+        task: &Task,
+        attempt: Attempt,
+    ) -> Option<(Option<String>, String)> {
+        let rec = self.record_mut(id)?;
+        rec.branch_created = true;
+        rec.attempts.reserve_exact(1);
+        rec.attempts.push(attempt);
+        let fresh = rec.next.as_ref().is_some_and(|n| n.fresh);
+        rec.next = None;
+        rec.not_retried = None;
+        rec.conflict = None;
+        rec.outside_footprint.clear();
+        let origin = if fresh { None } else { rec.origin_commit() };
+        rec.expect_commits = task.expect_commits;
+        Some((origin, rec.worktree.display().to_string()))
     }
 
     /// The task cannot start, for a reason that retrying in this run would not change.
@@ -623,16 +696,17 @@ impl Fleet {
     }
 }
 
-/// See [`Fleet::is_done`].
+/// Nothing runs and nothing more will start: the run is over. Says why
+/// when no pool can ever run the ready tasks.
 pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
-    if !fleet.running.is_empty() || !fleet.planning.is_empty() || !fleet.judging.is_empty() {
+    if !fleet.running.is_empty() || !fleet.planning.is_empty() || !fleet.judge.judging.is_empty() {
         return (false, Vec::new());
     }
     // A prediction being worked out holds the end a moment at most.
     if fleet.prediction_holds_end(now) {
         return (false, Vec::new());
     }
-    if fleet.draining || fleet.stopped_because.is_some() {
+    if fleet.stopping.draining || fleet.stopping.stopped_because.is_some() {
         return (true, Vec::new());
     }
     if !fleet.tasks.tasks.iter().any(|t| fleet.ready(&t.id)) && !fleet.awaits_judge() {
@@ -676,7 +750,7 @@ pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
                 Exit::CouldNotStart,
             )
         };
-        fleet.stopped_because = Some((reason.clone(), exit));
+        fleet.stopping.stopped_because = Some((reason.clone(), exit));
         return (true, vec![Effect::Emit(Event::Notice { message: reason })]);
     }
     (false, Vec::new())

@@ -1,18 +1,45 @@
 //! Ctrl-C and `flocks stop`: drain, stop gracefully, kill.
 
 use super::{Effect, Fleet};
+use crate::error::Exit;
 use crate::output::units::{count, noun_for};
 use crate::report::Event;
 use crate::runner::StopLevel;
 
+/// How far the run is from its end: draining (no new starts), the agents'
+/// stop level, the signals seen, and why dispatch stopped on its own.
+pub(super) struct Stopping {
+    pub(super) draining: bool,
+    pub(super) stop_level: StopLevel,
+    pub(super) interrupts: u32,
+    /// Ctrl-C was pressed (the run exits 130); `flocks stop` alone asks for
+    /// an orderly end (exit 0 unless a task failed).
+    pub(super) ctrl_c: bool,
+    /// Dispatch stopped (breaker, budget, `--no-wait`, no usable pool):
+    /// why, and the run's exit.
+    pub(super) stopped_because: Option<(String, Exit)>,
+}
+
+impl Default for Stopping {
+    fn default() -> Stopping {
+        Stopping {
+            draining: false,
+            stop_level: StopLevel::Run,
+            interrupts: 0,
+            ctrl_c: false,
+            stopped_because: None,
+        }
+    }
+}
+
 impl Fleet {
     /// Ctrl-C: the first drains, the second stops agents, the third kills them.
-    pub fn on_interrupt(&mut self) -> Vec<Effect> {
-        self.interrupts += 1;
-        self.ctrl_c = true;
-        match self.interrupts {
+    pub(super) fn on_interrupt(&mut self) -> Vec<Effect> {
+        self.stopping.interrupts += 1;
+        self.stopping.ctrl_c = true;
+        match self.stopping.interrupts {
             1 => {
-                self.draining = true;
+                self.stopping.draining = true;
                 let n = self.running.len();
                 let message = if n == 0 {
                     "interrupted: stopping".to_string()
@@ -32,9 +59,9 @@ impl Fleet {
     }
 
     /// SIGTERM (`flocks stop`): stop agents gracefully and save.
-    pub fn on_stop_requested(&mut self) -> Vec<Effect> {
-        self.draining = true;
-        self.interrupts = self.interrupts.max(2);
+    pub(super) fn on_stop_requested(&mut self) -> Vec<Effect> {
+        self.stopping.draining = true;
+        self.stopping.interrupts = self.stopping.interrupts.max(2);
         let message = match self.running.len() {
             0 => "stopping: asked by `flocks stop`".to_string(),
             n => format!(
@@ -64,11 +91,11 @@ impl Fleet {
 
     /// Raise the stop level to `level` (never lower it), saying `message`.
     fn raise_stop(&mut self, level: StopLevel, message: String) -> Vec<Effect> {
-        self.draining = true;
-        if level <= self.stop_level || level == StopLevel::Run {
+        self.stopping.draining = true;
+        if level <= self.stopping.stop_level || level == StopLevel::Run {
             return Vec::new();
         }
-        self.stop_level = level;
+        self.stopping.stop_level = level;
         vec![
             Effect::Emit(Event::Notice { message }),
             Effect::StopAgents(level),

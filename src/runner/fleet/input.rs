@@ -1,0 +1,280 @@
+//! What the fleet is told, and its one handler. Everything that happens to
+//! a run reaches the fleet as one [`Input`]: an executor's event (mapped by
+//! `From<RunEvent>`), an off-loop job's result or panic, a signal, a disk
+//! reading, a proxy event, or the loop's turn ([`Input::Tick`]).
+//! [`Fleet::handle`] hands each to the rule file that owns it and answers
+//! with a [`Step`]: what the dispatcher carries out, and whether the run is
+//! over.
+
+use std::path::PathBuf;
+
+use super::{Effect, Fleet, Judged, Now, PredictResult, RedoError, StartError};
+use crate::git::upkeep;
+use crate::proxy::ProxyEvent;
+use crate::report::Event;
+use crate::runner::{AttemptReport, RunEvent};
+use crate::state::{Job, NextAttempt};
+
+/// One thing that happened, for the fleet.
+pub enum Input {
+    /// The run opens: its pools and queued tasks are said.
+    RunStarted,
+    /// The loop's turn (after any other input, at a wake-up, at the UI
+    /// tick): start what is ready, and say whether the run is over.
+    Tick,
+    /// The executor prepared the attempt's worktree.
+    Started {
+        task: String,
+        attempt: u32,
+        worktree: PathBuf,
+        start_commit: String,
+        origin: String,
+        created_branch: bool,
+        /// Said as a notice.
+        note: Option<String>,
+    },
+    /// The agent said which session it runs in.
+    Session {
+        task: String,
+        attempt: u32,
+        session_id: String,
+    },
+    /// What the agent is doing (redacted by the dispatcher).
+    Activity {
+        task: String,
+        attempt: u32,
+        activity: String,
+    },
+    /// The attempt's job in its pool's scheduler changed.
+    Job {
+        task: String,
+        attempt: u32,
+        job: Job,
+    },
+    /// No output for `stall_timeout_secs`: the executor is stopping the agent.
+    Stalled {
+        task: String,
+        attempt: u32,
+        quiet_secs: f64,
+    },
+    /// An attempt ended.
+    Finished {
+        task: String,
+        attempt: u32,
+        report: Box<AttemptReport>,
+    },
+    /// The start of a `start_from = "dependencies"` task was built
+    /// (`Ok(None)`: its branch exists and is kept), or cannot be.
+    DependencyStart {
+        task: String,
+        start: Result<Option<String>, StartError>,
+    },
+    /// How a retry starts ([`Effect::PlanRetry`]).
+    RetryPlanned { task: String, next: NextAttempt },
+    /// Planning a retry failed (`error`: a bug, said as a notice): it starts
+    /// without the earlier attempt's context.
+    RetryPlanFailed { task: String, error: Option<String> },
+    /// A conflict prediction came back ([`Effect::Predict`]).
+    Predicted(PredictResult),
+    /// An early redo's start was prepared, or could not be
+    /// ([`Effect::PrepareRedo`]).
+    RedoPrepared {
+        task: String,
+        next: Result<NextAttempt, RedoError>,
+    },
+    /// A best-of task was judged (`Ok(None)`: judging stopped before its
+    /// end; `Err`: it failed, why) ([`Effect::Judge`]).
+    Judged {
+        task: String,
+        judged: Result<Option<Box<Judged>>, String>,
+    },
+    /// Ctrl-C.
+    Interrupt,
+    /// SIGTERM (`flocks stop`).
+    StopRequested,
+    /// The free space of the fullest filesystem flocks writes to, which
+    /// holds `place` (with `min_free_disk_gb`).
+    FreeDisk { free: u64, place: PathBuf },
+    /// What flocks' proxy saw.
+    Proxy(ProxyEvent),
+    /// Repository upkeep ended (`Ok(None)`: nothing was due).
+    UpkeepDone(Result<Option<upkeep::Done>, String>),
+}
+
+/// What the dispatcher does after an input.
+pub struct Step {
+    /// Carried out in order.
+    pub effects: Vec<Effect>,
+    /// Nothing runs and nothing more will start: the run is over (said by
+    /// [`Input::Tick`]).
+    pub done: bool,
+}
+
+/// The executor's events, as the fleet's inputs.
+impl From<RunEvent> for Input {
+    fn from(ev: RunEvent) -> Input {
+        match ev {
+            RunEvent::Started {
+                task,
+                attempt,
+                worktree,
+                start_commit,
+                origin,
+                created_branch,
+                note,
+            } => Input::Started {
+                task,
+                attempt,
+                worktree,
+                start_commit,
+                origin,
+                created_branch,
+                note,
+            },
+            RunEvent::Session {
+                task,
+                attempt,
+                session_id,
+            } => Input::Session {
+                task,
+                attempt,
+                session_id,
+            },
+            RunEvent::Activity {
+                task,
+                attempt,
+                activity,
+            } => Input::Activity {
+                task,
+                attempt,
+                activity,
+            },
+            RunEvent::Job { task, attempt, job } => Input::Job { task, attempt, job },
+            RunEvent::Stalled {
+                task,
+                attempt,
+                quiet_secs,
+            } => Input::Stalled {
+                task,
+                attempt,
+                quiet_secs,
+            },
+            RunEvent::Finished {
+                task,
+                attempt,
+                report,
+            } => Input::Finished {
+                task,
+                attempt,
+                report,
+            },
+        }
+    }
+}
+
+impl Fleet {
+    /// Take one input to the rule that owns it.
+    pub fn handle(&mut self, input: Input, now: Now) -> Step {
+        let effects = match input {
+            Input::Tick => return self.turn(now),
+            Input::RunStarted => self.on_run_started(),
+            Input::Started {
+                task,
+                attempt,
+                worktree,
+                start_commit,
+                origin,
+                created_branch,
+                note,
+            } => {
+                self.on_started(
+                    &task,
+                    attempt,
+                    worktree,
+                    start_commit,
+                    origin,
+                    created_branch,
+                );
+                emit_notice(note)
+            }
+            Input::Session {
+                task,
+                attempt,
+                session_id,
+            } => {
+                self.on_session(&task, attempt, session_id);
+                Vec::new()
+            }
+            Input::Activity {
+                task,
+                attempt,
+                activity,
+            } => vec![Effect::Emit(Event::Activity {
+                task,
+                attempt,
+                activity,
+            })],
+            Input::Job { task, attempt, job } => self.on_job(&task, attempt, job, now),
+            Input::Stalled {
+                task,
+                attempt,
+                quiet_secs,
+            } => vec![Effect::Emit(Event::Stalled {
+                task,
+                attempt,
+                quiet_secs,
+            })],
+            Input::Finished {
+                task,
+                attempt,
+                report,
+            } => self.on_finished(&task, attempt, &report, now),
+            Input::DependencyStart { task, start } => self.on_dependency_start(&task, start, now),
+            Input::RetryPlanned { task, next } => {
+                self.set_next(&task, next);
+                Vec::new()
+            }
+            Input::RetryPlanFailed { task, error } => {
+                self.plan_failed(&task);
+                emit_notice(error.map(|e| {
+                    format!(
+                        "internal error, please report it: planning the retry of {task} failed: {e}"
+                    )
+                }))
+            }
+            Input::Predicted(result) => self.on_prediction(result),
+            Input::RedoPrepared { task, next } => self.on_redo_prepared(&task, next),
+            Input::Judged { task, judged } => match judged {
+                Ok(Some(j)) => self.on_judged(&task, *j, now),
+                Ok(None) => self.on_judge_abandoned(&task, None),
+                Err(e) => self.on_judge_abandoned(&task, Some(e)),
+            },
+            Input::Interrupt => self.on_interrupt(),
+            Input::StopRequested => self.on_stop_requested(),
+            Input::FreeDisk { free, place } => self.on_free_disk(free, &place),
+            Input::Proxy(ev) => self.on_proxy(ev, now),
+            Input::UpkeepDone(done) => super::run::on_upkeep(done),
+        };
+        Step {
+            effects,
+            done: false,
+        }
+    }
+
+    /// The loop's turn: start every task that can start now, then say
+    /// whether the run is over.
+    fn turn(&mut self, now: Now) -> Step {
+        let mut effects = self.start_ready(now);
+        let (done, more) = super::schedule::is_done(self, now);
+        effects.extend(more);
+        Step { effects, done }
+    }
+}
+
+/// A notice, when there is something to say.
+fn emit_notice(message: Option<String>) -> Vec<Effect> {
+    message
+        .map(|message| Effect::Emit(Event::Notice { message }))
+        .into_iter()
+        .collect()
+}
