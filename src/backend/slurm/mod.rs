@@ -263,18 +263,7 @@ impl SlurmBackend {
     }
 
     fn identity_for(&self, root: &str, task: &str) -> Vec<(String, String)> {
-        let mut env = self.identity.clone();
-        env.extend([
-            ("GIT_CONFIG_COUNT".into(), "2".into()),
-            ("GIT_CONFIG_KEY_0".into(), "safe.directory".into()),
-            (
-                "GIT_CONFIG_VALUE_0".into(),
-                format!("{root}/worktrees/{task}"),
-            ),
-            ("GIT_CONFIG_KEY_1".into(), "safe.directory".into()),
-            ("GIT_CONFIG_VALUE_1".into(), format!("{root}/mirror.git")),
-        ]);
-        env
+        crate::backend::ssh::identity_for(&self.identity, root, task)
     }
 
     fn lost(&self, e: CallError) -> PrepareError {

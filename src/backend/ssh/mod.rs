@@ -313,18 +313,7 @@ impl SshBackend {
     }
 
     fn identity_for(&self, root: &str, task: &str) -> Vec<(String, String)> {
-        let mut env = self.identity.clone();
-        env.extend([
-            ("GIT_CONFIG_COUNT".into(), "2".into()),
-            ("GIT_CONFIG_KEY_0".into(), "safe.directory".into()),
-            (
-                "GIT_CONFIG_VALUE_0".into(),
-                format!("{root}/worktrees/{task}"),
-            ),
-            ("GIT_CONFIG_KEY_1".into(), "safe.directory".into()),
-            ("GIT_CONFIG_VALUE_1".into(), format!("{root}/mirror.git")),
-        ]);
-        env
+        identity_for(&self.identity, root, task)
     }
 
     pub async fn finish(
@@ -539,6 +528,28 @@ pub(crate) fn git_identity(repo_dir: &std::path::Path) -> Vec<(String, String)> 
         ("GIT_COMMITTER_NAME".into(), name),
         ("GIT_COMMITTER_EMAIL".into(), email),
     ]
+}
+
+/// The git environment of a helper op or an agent on a remote helper root
+/// `root`: the local `identity`, and the task's worktree and the mirror
+/// as safe directories.
+pub(crate) fn identity_for(
+    identity: &[(String, String)],
+    root: &str,
+    task: &str,
+) -> Vec<(String, String)> {
+    let mut env = identity.to_vec();
+    env.extend([
+        ("GIT_CONFIG_COUNT".into(), "2".into()),
+        ("GIT_CONFIG_KEY_0".into(), "safe.directory".into()),
+        (
+            "GIT_CONFIG_VALUE_0".into(),
+            format!("{root}/worktrees/{task}"),
+        ),
+        ("GIT_CONFIG_KEY_1".into(), "safe.directory".into()),
+        ("GIT_CONFIG_VALUE_1".into(), format!("{root}/mirror.git")),
+    ]);
+    env
 }
 
 /// Where the attempt starts, locally: the branch tip, or the base for a new
