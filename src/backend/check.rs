@@ -118,3 +118,72 @@ pub(crate) fn reply_lines(
     }
     ok
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::helper::{parse, reply::CHECK};
+
+    fn reply(text: &str) -> Reply {
+        parse(text, &CHECK).expect("a check reply")
+    }
+
+    #[test]
+    fn a_host_with_all_it_needs_is_well() {
+        let r = reply(
+            "root /srv/f\ngit git version 2.43.0\nagent_path /usr/bin/claude\nagent_version 1.0\nfree_kb 2097152\ntar yes\nsetup done\n",
+        );
+        let mut lines = Vec::new();
+        assert!(reply_lines(
+            &r,
+            Place::Host,
+            "claude",
+            true,
+            "/srv/f",
+            true,
+            &mut lines
+        ));
+        assert_eq!(
+            lines,
+            vec![
+                ("git", "git version 2.43.0".to_string()),
+                ("agent", "/usr/bin/claude (1.0)".to_string()),
+                ("free disk", "2.0 GiB under /srv/f".to_string()),
+                ("setup", "ran".to_string()),
+                ("tar", "yes (for .worktreeinclude's files)".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn what_is_missing_is_said_in_the_words_of_its_place() {
+        let r =
+            reply("root /srv/f\ngit missing\nagent_path \nfree_kb \ntar missing\nsetup needed\n");
+        for (place, git, setup) in [
+            (
+                Place::Host,
+                "missing: install git on the host",
+                "not yet (it runs before the host's first task)",
+            ),
+            (
+                Place::ComputeNode,
+                "missing on the compute node: install git there",
+                "not yet (it runs in the pool's first job)",
+            ),
+        ] {
+            let mut lines = Vec::new();
+            assert!(!reply_lines(
+                &r, place, "claude", true, "/srv/f", true, &mut lines
+            ));
+            assert_eq!(lines[0], ("git", git.to_string()));
+            assert!(
+                lines[1].1.starts_with("`claude` not found"),
+                "{:?}",
+                lines[1]
+            );
+            assert_eq!(lines[2], ("free disk", "unknown under /srv/f".to_string()));
+            assert_eq!(lines[3], ("setup", setup.to_string()));
+            assert!(lines[4].1.starts_with("missing"), "{:?}", lines[4]);
+        }
+    }
+}
