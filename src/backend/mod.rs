@@ -6,10 +6,10 @@
 //! its own way.
 
 pub mod bwrap;
-pub mod check;
+pub(crate) mod check;
 pub mod docker;
 pub mod helper;
-pub mod house;
+pub(crate) mod house;
 pub mod local;
 pub mod slurm;
 pub mod ssh;
