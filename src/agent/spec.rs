@@ -11,6 +11,10 @@ pub const SCRUBBED_VARS: &[&str] = &[
     "CLAUDE_CODE_OAUTH_TOKEN",
 ];
 
+/// The variable that points claude at the model API (flocks' proxy, for an
+/// agent given a `[[credentials]]` credential).
+pub const BASE_URL_VAR: &str = "ANTHROPIC_BASE_URL";
+
 /// The attempt tag's variable (it lives with the process tree it finds).
 pub use crate::proc::TAG_VAR;
 
@@ -150,7 +154,7 @@ pub fn build(input: SpecInput) -> AgentSpec {
     let mut remove_env: Vec<String> = config.secret_vars();
     if credential.is_some() {
         remove_env.extend(SCRUBBED_VARS.iter().map(|s| s.to_string()));
-        remove_env.push(crate::proxy::BASE_URL_VAR.to_string());
+        remove_env.push(BASE_URL_VAR.to_string());
     }
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: &str| {

@@ -266,6 +266,14 @@ impl Backend for LocalBackend {
         // Nothing is held: the worktree stays for the next attempt.
         Box::pin(async {})
     }
+
+    fn shell<'a>(
+        &'a self,
+        at: &'a super::house::At<'a>,
+        task: &'a super::house::ShellTask<'a>,
+    ) -> super::house::LocalFuture<'a, crate::error::Result<super::house::Shell>> {
+        Box::pin(async move { super::house::local_shell(at.config, task.record) })
+    }
 }
 
 /// `[agent] command` on this machine: a path (relative to flocks.toml's

@@ -6,8 +6,10 @@
 //! its own way.
 
 pub mod bwrap;
+pub(crate) mod check;
 pub mod docker;
 pub mod helper;
+pub(crate) mod house;
 pub mod local;
 pub mod slurm;
 pub mod ssh;
@@ -364,6 +366,46 @@ pub trait Backend: Send + Sync {
     ) -> BoxFuture<'a, Result<String, SpawnError>> {
         Box::pin(async move { Ok(proxy.local_authority()) })
     }
+
+    /// `flocks up`: make what the pool needs before a run (exe.dev VMs, a
+    /// docker container from an image), recorded in `rec`. Whether the
+    /// pool has anything `up` makes; the default: nothing.
+    fn up<'a>(
+        &'a self,
+        _at: &'a house::At<'a>,
+        _rec: &'a mut house::Records<'_>,
+    ) -> house::LocalFuture<'a, Result<bool>> {
+        Box::pin(async { Ok(false) })
+    }
+
+    /// `flocks down`: remove what `up` made for the pool, and only that
+    /// (the rest goes to `rec.refused`). The default: nothing.
+    fn down<'a>(
+        &'a self,
+        _at: &'a house::At<'a>,
+        _rec: &'a mut house::Records<'_>,
+    ) -> house::LocalFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// `flocks hosts check`: what each host of the pool (or its scheduler)
+    /// says, with `tar` wanted when `.worktreeinclude` has files to carry
+    /// (`includes`); `None` for a pool on this machine or in a container.
+    fn check<'a>(
+        &'a self,
+        _at: &'a house::At<'a>,
+        _includes: bool,
+    ) -> house::LocalFuture<'a, Option<Vec<house::Checked>>> {
+        Box::pin(async { None })
+    }
+
+    /// `flocks shell`: the shell to open in `task`'s worktree, where its
+    /// agent ran.
+    fn shell<'a>(
+        &'a self,
+        at: &'a house::At<'a>,
+        task: &'a house::ShellTask<'a>,
+    ) -> house::LocalFuture<'a, Result<house::Shell>>;
 }
 
 /// Copy `.worktreeinclude`'s files into a worktree on this machine.
@@ -381,6 +423,20 @@ pub(crate) async fn copy_into_host(
                 source: std::io::Error::other(e.to_string()),
             })
         })
+}
+
+/// A setup command for a remote helper, whose header is line by line: a
+/// shell script that spans lines (`sh -c SCRIPT`) goes on the command's
+/// stdin instead, and runs with /dev/null as its own.
+pub(crate) fn script_on_stdin(mut spec: AgentSpec) -> AgentSpec {
+    if spec.args.iter().any(|a| a.contains('\n')) && spec.args.len() == 2 && spec.args[0] == "-c" {
+        spec.prompt = spec.args.pop().unwrap_or_default();
+        spec.args = vec![
+            "-c".into(),
+            "script=$(cat) && exec sh -c \"$script\" sh </dev/null".into(),
+        ];
+    }
+    spec
 }
 
 /// Record a completed setup for a worktree on this machine.
@@ -443,6 +499,48 @@ macro_rules! attempt_methods {
     };
 }
 use attempt_methods;
+
+/// The setup methods of [`Backend`] for `$backend`, whose worktrees live
+/// where its helper runs (ssh, Slurm, bwrap): `copy_in` and `mark_setup`
+/// go by task to its inherent `copy_in(task, files)` and
+/// `$mark(task, hash)`, and a setup command starts as `$start(ws, spec)`
+/// does. Used inside `impl Backend for $backend`.
+macro_rules! setup_methods {
+    ($backend:ty, start = $start:ident, mark = $mark:ident) => {
+        fn copy_in<'a>(
+            &'a self,
+            _ws: &'a $crate::backend::Workspace,
+            task: &'a str,
+            files: std::sync::Arc<$crate::git::include::IncludeSet>,
+        ) -> $crate::backend::BoxFuture<
+            'a,
+            Result<$crate::git::include::Copied, $crate::git::include::IncludeError>,
+        > {
+            Box::pin(<$backend>::copy_in(self, task, files))
+        }
+
+        fn start_setup<'a>(
+            &'a self,
+            ws: &'a $crate::backend::Workspace,
+            spec: $crate::agent::AgentSpec,
+        ) -> $crate::backend::BoxFuture<
+            'a,
+            Result<$crate::backend::Running, $crate::backend::SpawnError>,
+        > {
+            Box::pin(<$backend>::$start(self, ws, spec))
+        }
+
+        fn mark_setup<'a>(
+            &'a self,
+            _ws: &'a $crate::backend::Workspace,
+            task: &'a str,
+            hash: &'a str,
+        ) -> $crate::backend::BoxFuture<'a, Result<(), $crate::backend::MarkError>> {
+            Box::pin(<$backend>::$mark(self, task, hash))
+        }
+    };
+}
+use setup_methods;
 
 /// How a pool's agents are kept from the host repository, in the words
 /// `flocks status`, the run header and `status --json` use: `clone` (docker,

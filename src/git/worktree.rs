@@ -61,6 +61,18 @@ impl Worktrees {
         })
     }
 
+    /// The worktrees under `root`, named and not made: for commands that
+    /// ask a pool outside a run (`up`, `down`, `hosts check`, `shell`) and
+    /// create no worktree.
+    pub fn named(repo_dir: &Path, root: &Path) -> Worktrees {
+        Worktrees {
+            repo_dir: repo_dir.to_path_buf(),
+            root: root.to_path_buf(),
+            admin: Mutex::new(()),
+            max_spares: None,
+        }
+    }
+
     /// Keep at most `max` spare worktrees: a recycled worktree beyond it
     /// pushes out the oldest spare (with 0, it is removed instead).
     pub fn with_max_spares(mut self, max: Option<usize>) -> Worktrees {

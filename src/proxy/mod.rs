@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::agent::spec::Injected;
+use crate::agent::spec::{BASE_URL_VAR, Injected};
 use crate::config::{Config, CredentialChoice, CredentialKind, NetworkConfig};
 
 pub(crate) use usage::UsageDelta;
@@ -57,8 +57,6 @@ pub(crate) use usage::UsageDelta;
 pub const PROXY_VARS: &[&str] = &["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
 /// Inherited variables that would let an agent's HTTP client bypass the proxy.
 pub const BYPASS_VARS: &[&str] = &["NO_PROXY", "no_proxy"];
-/// The variable that points claude at the model API.
-pub const BASE_URL_VAR: &str = "ANTHROPIC_BASE_URL";
 /// The name of the flocks credential an agent's token stands for.
 pub const CREDENTIAL_VAR: &str = "FLOCKS_CREDENTIAL";
 /// Where a route's model requests go: `/attempt/<id>/v1/messages`.

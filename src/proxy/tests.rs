@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::agent::spec::Injected;
+use crate::agent::spec::{BASE_URL_VAR, Injected};
 
 #[test]
 fn tokens_are_random_and_compared_whole() {

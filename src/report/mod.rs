@@ -26,6 +26,3 @@ pub trait Reporter: Send {
     /// The run is over; release the terminal.
     fn finish(&mut self) {}
 }
-
-/// Human-readable durations: `45s`, `3m07s`, `2h05m` (one helper for all).
-pub use crate::output::units::duration as human_duration;

@@ -13,8 +13,9 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Event, Reporter, human_duration};
+use super::{Event, Reporter};
 use crate::agent::stream::one_line;
+use crate::output::units::duration as human_duration;
 use crate::state::Outcome;
 
 /// Width of the text bar in the overall line.

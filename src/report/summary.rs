@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fmt::Write;
 use std::path::Path;
 
-use super::human_duration;
+use crate::output::units::duration as human_duration;
 use crate::state::{Outcome, State, TaskRecord, TaskStatus};
 
 /// Tasks by how they stand, in task order.

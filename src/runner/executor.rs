@@ -536,7 +536,7 @@ impl super::watch::Watcher for AgentWatcher<'_> {
     }
 
     fn timed_out(&mut self) {
-        let after = crate::report::human_duration(self.started.elapsed().as_secs_f64());
+        let after = crate::output::units::duration(self.started.elapsed().as_secs_f64());
         self.sink.note(&format!(
             "agent_timeout_secs reached after {after}: stopping the agent"
         ));

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use super::StopLevel;
 use super::sink::OutputSink;
 use crate::agent::AgentSpec;
-use crate::agent::spec::{SCRUBBED_VARS, TAG_VAR};
+use crate::agent::spec::{BASE_URL_VAR, SCRUBBED_VARS, TAG_VAR};
 use crate::backend::{Backend, Chunk, ExitInfo, SpawnError, Workspace};
 use crate::config::{CommandSpec, Config};
 use crate::state::Outcome;
@@ -116,7 +116,7 @@ pub async fn run(
                 let limit = plan.timeout.unwrap_or_default().as_secs_f64();
                 let reason = format!(
                     "timed out after {} ([workspace] setup_timeout_secs)",
-                    crate::report::human_duration(limit)
+                    crate::output::units::duration(limit)
                 );
                 return Err(failed(command, reason, output));
             }
@@ -149,7 +149,7 @@ pub async fn run(
     } else {
         sink.note(&format!(
             "[workspace] setup done in {}",
-            crate::report::human_duration(started.elapsed().as_secs_f64())
+            crate::output::units::duration(started.elapsed().as_secs_f64())
         ));
     }
     Ok(())
@@ -241,9 +241,7 @@ fn setup_spec(agent: &AgentSpec, command: &CommandSpec, n: usize) -> AgentSpec {
     let mut env: Vec<(String, String)> = agent
         .env
         .iter()
-        .filter(|(k, _)| {
-            !SCRUBBED_VARS.contains(&k.as_str()) && k != TAG_VAR && k != crate::proxy::BASE_URL_VAR
-        })
+        .filter(|(k, _)| !SCRUBBED_VARS.contains(&k.as_str()) && k != TAG_VAR && k != BASE_URL_VAR)
         .cloned()
         .collect();
     env.push((TAG_VAR.into(), tag.clone()));

@@ -16,6 +16,7 @@ pub(crate) mod forget;
 pub(crate) mod load;
 mod merge;
 pub(crate) mod pick;
+pub(crate) mod pools;
 mod preflight;
 pub(crate) mod push;
 pub(crate) mod resolve;

@@ -624,6 +624,29 @@ impl BwrapBackend {
     }
 }
 
+impl BwrapBackend {
+    /// `flocks shell` in `task`'s sandbox of pool `pool`.
+    fn shell_in(&self, pool: &str, task: &str) -> crate::error::Result<super::house::Shell> {
+        use crate::error::Error;
+        if self.bwrap.is_none() {
+            return Err(Error::CannotStart(format!(
+                "task {task} ran in a bwrap sandbox (pool {pool}), and bwrap is not on PATH: {INSTALL}"
+            )));
+        }
+        let argv = self.shell_argv(task).map_err(Error::Usage)?;
+        Ok(super::house::Shell {
+            argv,
+            dir: None,
+            note: Some(format!(
+                "flocks: a shell in task {task}'s sandbox (pool {pool}): what its agent sees; `exit` leaves it"
+            )),
+            cannot_start: "cannot run bwrap".into(),
+            start_error: Error::Other,
+            end: super::house::ShellEnd::Status,
+        })
+    }
+}
+
 impl Backend for BwrapBackend {
     super::attempt_methods!(BwrapBackend);
 
@@ -635,32 +658,8 @@ impl Backend for BwrapBackend {
         self.ready.get().and_then(|r| r.as_ref().err().cloned())
     }
 
-    fn copy_in<'a>(
-        &'a self,
-        _ws: &'a Workspace,
-        task: &'a str,
-        files: Arc<IncludeSet>,
-    ) -> BoxFuture<'a, Result<Copied, IncludeError>> {
-        Box::pin(BwrapBackend::copy_in(self, task, files))
-    }
-
-    /// A setup command runs as the agent does: in the task's sandbox.
-    fn start_setup<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        spec: AgentSpec,
-    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
-        Box::pin(BwrapBackend::spawn(self, ws, spec))
-    }
-
-    fn mark_setup<'a>(
-        &'a self,
-        _ws: &'a Workspace,
-        task: &'a str,
-        hash: &'a str,
-    ) -> BoxFuture<'a, Result<(), MarkError>> {
-        Box::pin(self.mark(task, hash))
-    }
+    // A setup command runs as the agent does: in the task's sandbox.
+    super::setup_methods!(BwrapBackend, start = spawn, mark = mark);
 
     fn abandon<'a>(&'a self, _task: &'a str) -> BoxFuture<'a, ()> {
         // Nothing is held: the sandbox's directories stay for the next attempt.
@@ -674,5 +673,17 @@ impl Backend for BwrapBackend {
         proxy: &'a crate::proxy::Endpoint,
     ) -> BoxFuture<'a, Result<String, SpawnError>> {
         Box::pin(async move { BwrapBackend::proxy_address(self, proxy) })
+    }
+
+    /// A shell in the task's sandbox: the view its agent had (its
+    /// repository, its home, no network unless the pool shares the
+    /// host's), in its worktree. The environment is a clean one, and the
+    /// home's rc files (the agent's) are not read.
+    fn shell<'a>(
+        &'a self,
+        at: &'a super::house::At<'a>,
+        task: &'a super::house::ShellTask<'a>,
+    ) -> super::house::LocalFuture<'a, crate::error::Result<super::house::Shell>> {
+        Box::pin(async move { self.shell_in(&at.pool.name, &task.record.id) })
     }
 }

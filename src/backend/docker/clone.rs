@@ -102,7 +102,7 @@ impl ExecHelper {
             args: &args,
             env: vec![
                 format!("{ROOT_VAR}={}", self.root),
-                format!("{}={}", crate::agent::spec::TAG_VAR, self.tag),
+                format!("{}={}", crate::proc::TAG_VAR, self.tag),
                 "FLOCKS_UNSET=".into(),
             ],
             cwd: "/",

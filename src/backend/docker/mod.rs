@@ -25,6 +25,7 @@ mod clone;
 pub mod engine;
 mod exec;
 mod forward;
+pub(crate) mod house;
 pub use clone::checkout_commit;
 pub use exec::{
     DockerControl, Exec, ExecError, Started, no_reaper_note, probe_reaper, start, tell,
@@ -490,5 +491,29 @@ impl Backend for DockerBackend {
                 self.give_back(&path).await
             }
         })
+    }
+
+    fn up<'a>(
+        &'a self,
+        at: &'a super::house::At<'a>,
+        rec: &'a mut super::house::Records<'_>,
+    ) -> super::house::LocalFuture<'a, crate::error::Result<bool>> {
+        Box::pin(self.up_container(at, rec))
+    }
+
+    fn down<'a>(
+        &'a self,
+        at: &'a super::house::At<'a>,
+        rec: &'a mut super::house::Records<'_>,
+    ) -> super::house::LocalFuture<'a, crate::error::Result<()>> {
+        Box::pin(house::remove_recorded(at.key, rec, |p| p == at.pool.name))
+    }
+
+    fn shell<'a>(
+        &'a self,
+        at: &'a super::house::At<'a>,
+        task: &'a super::house::ShellTask<'a>,
+    ) -> super::house::LocalFuture<'a, crate::error::Result<super::house::Shell>> {
+        Box::pin(self.shell_in(at, task.record))
     }
 }

@@ -7,8 +7,6 @@ use std::ffi::OsString;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-
 use super::session::{CallError, Input, Transport};
 use super::{ROOT_VAR, Reply, ReplyError, SCRIPT, Spec};
 use crate::backend::BoxFuture;
@@ -64,45 +62,19 @@ impl Transport for Process {
         want: Option<&'a Want>,
     ) -> BoxFuture<'a, Result<Reply, CallError>> {
         Box::pin(async move {
-            let mut child = self
+            let child = self
                 .command()
                 .spawn()
                 .map_err(|e| CallError::Lost(format!("cannot start the helper: {e}")))?;
-            let mut stdin = child.stdin.take();
-            let stdout = child.stdout.take();
-            let mut stderr = child.stderr.take();
-            let feed = async move {
-                if let Some(s) = stdin.as_mut() {
-                    let _ = super::send(s, &input.header, input.body).await;
-                }
-            };
-            let read = async move {
-                match stdout {
-                    Some(out) => super::read_reply(out, spec, want).await,
-                    None => Err(ReplyError::Io {
-                        op: spec.op,
-                        why: "no stdout".into(),
-                    }),
-                }
-            };
-            let err = async move {
-                let mut v = Vec::new();
-                if let Some(e) = stderr.as_mut() {
-                    let _ = e.read_to_end(&mut v).await;
-                }
-                v
-            };
-            let run = async {
-                let (_, reply, err) = tokio::join!(feed, read, err);
-                (reply, err, child.wait().await)
-            };
             let (reply, err, status) =
-                tokio::time::timeout(self.limit, run).await.map_err(|_| {
-                    CallError::Lost(format!(
-                        "the helper did not answer within {}s",
-                        self.limit.as_secs()
-                    ))
-                })?;
+                super::pipe::exchange(child, &input.header, input.body, spec, want, self.limit)
+                    .await
+                    .ok_or_else(|| {
+                        CallError::Lost(format!(
+                            "the helper did not answer within {}s",
+                            self.limit.as_secs()
+                        ))
+                    })?;
             match (reply, status) {
                 (Err(ReplyError::Intake(e)), _) => Err(CallError::Intake(e)),
                 (reply, Ok(s)) if s.success() => Ok(reply?),

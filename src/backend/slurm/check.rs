@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::alloc::{self, Progress, Request};
 use super::sched::{self, SchedError};
 use super::step::Step;
+use crate::backend::check::Place;
 use crate::backend::helper::{self, Header};
 use crate::config::{Config, PoolConfig, SlurmConfig};
 
@@ -52,8 +53,7 @@ pub async fn test_only(
     })
 }
 
-/// One line of a check: what, and what was found.
-pub type Line = (&'static str, String);
+use crate::backend::check::Line;
 
 /// `flocks hosts check` for one Slurm pool: its lines, and whether all is well.
 pub async fn check(
@@ -119,6 +119,51 @@ async fn on_a_node(
     includes: bool,
 ) -> (bool, Vec<Line>) {
     let mut lines: Vec<Line> = Vec::new();
+    let started = Instant::now();
+    let alloc = match check_job(config, pool, cfg).await {
+        Ok(a) => a,
+        Err(why) => {
+            lines.push(("remote_dir", why));
+            return (false, lines);
+        }
+    };
+    let result = helper_check(config, pool, cfg, &alloc, root).await;
+    alloc.release().await;
+    let (made, reply) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            lines.push(("remote_dir", e));
+            return (false, lines);
+        }
+    };
+    lines.push((
+        "remote_dir",
+        format!(
+            "writable from node {} ({}, a job of {:.1}s)",
+            alloc.node,
+            made.root,
+            started.elapsed().as_secs_f64()
+        ),
+    ));
+    let ok = crate::backend::check::reply_lines(
+        &reply,
+        Place::ComputeNode,
+        &config.agent.command,
+        !cfg.setup.is_empty(),
+        root,
+        includes,
+        &mut lines,
+    );
+    (ok, lines)
+}
+
+/// Ask for the check's short job and wait (up to [`CHECK_WAIT`]) until it
+/// runs; why not, in the words of the `remote_dir` line.
+async fn check_job(
+    config: &Config,
+    pool: &PoolConfig,
+    cfg: &SlurmConfig,
+) -> Result<Arc<alloc::Alloc>, String> {
     let mut options = super::job_options(cfg, None);
     options.insert(0, "--time=2".into());
     let req = Request {
@@ -130,14 +175,7 @@ async fn on_a_node(
         options,
         scrub: super::scrub_list(config, pool),
     };
-    let started = Instant::now();
-    let asked = match alloc::ask(&req) {
-        Ok(a) => a,
-        Err(e) => {
-            lines.push(("remote_dir", format!("cannot ask for a job: {e}")));
-            return (false, lines);
-        }
-    };
+    let asked = alloc::ask(&req).map_err(|e| format!("cannot ask for a job: {e}"))?;
     let mut reason: Option<String> = None;
     let waited = tokio::time::timeout(
         CHECK_WAIT,
@@ -158,116 +196,44 @@ async fn on_a_node(
         ),
     )
     .await;
-    let alloc = match waited {
-        Ok(Ok(a)) => Arc::new(a),
-        Ok(Err(why)) => {
-            lines.push(("remote_dir", format!("the check job did not run: {why}")));
-            return (false, lines);
-        }
+    match waited {
+        Ok(Ok(a)) => Ok(Arc::new(a)),
+        Ok(Err(why)) => Err(format!("the check job did not run: {why}")),
         Err(_) => {
             let why = reason.unwrap_or_else(|| "queued".into());
-            lines.push((
-                "remote_dir",
-                format!(
-                    "the check job was still pending after {}s ({why}); it was cancelled",
-                    CHECK_WAIT.as_secs()
-                ),
-            ));
-            return (false, lines);
+            Err(format!(
+                "the check job was still pending after {}s ({why}); it was cancelled",
+                CHECK_WAIT.as_secs()
+            ))
         }
-    };
+    }
+}
+
+/// The helper's `init` and `check` as steps of the check's job.
+async fn helper_check(
+    config: &Config,
+    pool: &PoolConfig,
+    cfg: &SlurmConfig,
+    alloc: &Arc<alloc::Alloc>,
+    root: &str,
+) -> Result<(helper::session::Root, helper::Reply), String> {
     let scrub = super::scrub_list(config, pool);
     let step = Step {
-        alloc: &alloc,
+        alloc,
         root,
         scrub: &scrub,
     };
     let hash = crate::backend::ssh::setup_hash(&cfg.setup);
-    let result = async {
-        let made = crate::backend::helper::session::init(&step, &hash)
-            .await
-            .map_err(|e| format!("not writable from {}: {e}", alloc.node))?;
-        let header = Header::new("check")
-            .line("agent", &config.agent.command)
-            .and_then(|h| h.line("setup_hash", &hash))
-            .map_err(|e| e.to_string())?
-            .end();
-        let reply = crate::backend::helper::session::Transport::call(
-            &step,
-            header.into(),
-            &helper::reply::CHECK,
-            None,
-        )
+    let made = helper::session::init(&step, &hash)
+        .await
+        .map_err(|e| format!("not writable from {}: {e}", alloc.node))?;
+    let header = Header::new("check")
+        .line("agent", &config.agent.command)
+        .and_then(|h| h.line("setup_hash", &hash))
+        .map_err(|e| e.to_string())?
+        .end();
+    let reply = helper::session::Transport::call(&step, header.into(), &helper::reply::CHECK, None)
         .await
         .map_err(|e| format!("the helper's check on {} failed: {e}", alloc.node))?;
-        Ok::<_, String>((made, reply))
-    }
-    .await;
-    alloc.release().await;
-    let (made, reply) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            lines.push(("remote_dir", e));
-            return (false, lines);
-        }
-    };
-    lines.push((
-        "remote_dir",
-        format!(
-            "writable from node {} ({}, a job of {:.1}s)",
-            alloc.node,
-            made.root,
-            started.elapsed().as_secs_f64()
-        ),
-    ));
-    let get = |k: &str| reply.get(k).unwrap_or_default().to_string();
-    let mut ok = true;
-    let git = get("git");
-    if git.is_empty() || git == "missing" {
-        ok = false;
-        lines.push((
-            "git",
-            "missing on the compute node: install git there".into(),
-        ));
-    } else {
-        lines.push(("git", git));
-    }
-    let path = get("agent_path");
-    if path.is_empty() {
-        ok = false;
-        lines.push((
-            "agent",
-            format!(
-                "`{}` not found on the compute node: install it there, or set [agent] command",
-                config.agent.command
-            ),
-        ));
-    } else {
-        lines.push(("agent", format!("{path} ({})", get("agent_version"))));
-    }
-    let free = get("free_kb")
-        .parse::<u64>()
-        .map(|kb| format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
-        .unwrap_or_else(|_| "unknown".into());
-    lines.push(("free disk", format!("{free} under {root}")));
-    let setup = if cfg.setup.is_empty() {
-        "none configured".to_string()
-    } else if get("setup") == "done" {
-        "ran".to_string()
-    } else {
-        "not yet (it runs in the pool's first job)".to_string()
-    };
-    lines.push(("setup", setup));
-    if includes {
-        if get("tar") == "yes" {
-            lines.push(("tar", "yes (for .worktreeinclude's files)".into()));
-        } else {
-            ok = false;
-            lines.push((
-                "tar",
-                "missing on the compute node (.worktreeinclude's files travel with it)".into(),
-            ));
-        }
-    }
-    (ok, lines)
+    Ok((made, reply))
 }

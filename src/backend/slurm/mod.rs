@@ -26,6 +26,7 @@ pub mod alloc;
 pub mod check;
 mod naming;
 pub mod sched;
+mod shell;
 pub mod step;
 
 use std::collections::{HashMap, HashSet};
@@ -262,18 +263,7 @@ impl SlurmBackend {
     }
 
     fn identity_for(&self, root: &str, task: &str) -> Vec<(String, String)> {
-        let mut env = self.identity.clone();
-        env.extend([
-            ("GIT_CONFIG_COUNT".into(), "2".into()),
-            ("GIT_CONFIG_KEY_0".into(), "safe.directory".into()),
-            (
-                "GIT_CONFIG_VALUE_0".into(),
-                format!("{root}/worktrees/{task}"),
-            ),
-            ("GIT_CONFIG_KEY_1".into(), "safe.directory".into()),
-            ("GIT_CONFIG_VALUE_1".into(), format!("{root}/mirror.git")),
-        ]);
-        env
+        crate::backend::ssh::identity_for(&self.identity, root, task)
     }
 
     fn lost(&self, e: CallError) -> PrepareError {
@@ -528,24 +518,14 @@ impl SlurmBackend {
         self.step(&alloc, root).run(input).await
     }
 
-    /// A setup command runs as the agent does; a shell script of several
-    /// lines goes on its stdin (the helper's header is line by line).
+    /// A setup command runs as the agent does, in the job; a script of
+    /// several lines goes on its stdin ([`super::script_on_stdin`]).
     pub async fn start_setup(
         &self,
         ws: &Workspace,
-        mut spec: AgentSpec,
+        spec: AgentSpec,
     ) -> Result<Running, SpawnError> {
-        if spec.args.iter().any(|a| a.contains('\n'))
-            && spec.args.len() == 2
-            && spec.args[0] == "-c"
-        {
-            spec.prompt = spec.args.pop().unwrap_or_default();
-            spec.args = vec![
-                "-c".into(),
-                "script=$(cat) && exec sh -c \"$script\" sh </dev/null".into(),
-            ];
-        }
-        self.spawn(ws, spec).await
+        self.spawn(ws, super::script_on_stdin(spec)).await
     }
 
     pub async fn finish(
@@ -693,31 +673,7 @@ impl Backend for SlurmBackend {
 
     super::attempt_methods!(SlurmBackend);
 
-    fn copy_in<'a>(
-        &'a self,
-        _ws: &'a Workspace,
-        task: &'a str,
-        files: Arc<IncludeSet>,
-    ) -> BoxFuture<'a, Result<Copied, IncludeError>> {
-        Box::pin(SlurmBackend::copy_in(self, task, files))
-    }
-
-    fn start_setup<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        spec: AgentSpec,
-    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
-        Box::pin(SlurmBackend::start_setup(self, ws, spec))
-    }
-
-    fn mark_setup<'a>(
-        &'a self,
-        _ws: &'a Workspace,
-        task: &'a str,
-        hash: &'a str,
-    ) -> BoxFuture<'a, Result<(), MarkError>> {
-        Box::pin(SlurmBackend::mark_setup(self, task, hash))
-    }
+    super::setup_methods!(SlurmBackend, start = start_setup, mark = mark_setup);
 
     fn abandon<'a>(&'a self, _task: &'a str) -> BoxFuture<'a, ()> {
         // `end` lets go of the job.
@@ -731,6 +687,32 @@ impl Backend for SlurmBackend {
         proxy: &'a crate::proxy::Endpoint,
     ) -> BoxFuture<'a, Result<String, SpawnError>> {
         Box::pin(async move { node_proxy_address(&self.pool, proxy.tcp, login_hostname()) })
+    }
+
+    fn check<'a>(
+        &'a self,
+        at: &'a super::house::At<'a>,
+        includes: bool,
+    ) -> super::house::LocalFuture<'a, Option<Vec<super::house::Checked>>> {
+        Box::pin(async move {
+            let (ok, lines) = check::check(at.config, at.pool, &self.cfg, includes).await;
+            Some(vec![super::house::Checked {
+                heading: format!("pool {} (slurm)", at.pool.name),
+                lines,
+                ok,
+            }])
+        })
+    }
+
+    /// A shell in a Slurm task's worktree is a job of its own: `srun
+    /// --pty` in the pool's partition, in the worktree on the shared
+    /// filesystem.
+    fn shell<'a>(
+        &'a self,
+        _at: &'a super::house::At<'a>,
+        task: &'a super::house::ShellTask<'a>,
+    ) -> super::house::LocalFuture<'a, crate::error::Result<super::house::Shell>> {
+        Box::pin(async move { self.shell_argv(&task.worktree, task.asked) })
     }
 }
 

@@ -12,15 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 
-use crate::backend::helper::pipe::{pump, send_line};
+use crate::backend::helper::pipe::{Streaming, exchange, send_line, stream};
 
 use super::alloc::Alloc;
 use super::sched;
 use crate::backend::helper::session::{CallError, Input, Transport};
-use crate::backend::helper::{self, ROOT_VAR, Reply, ReplyError, SCRIPT, Spec};
+use crate::backend::helper::{ROOT_VAR, Reply, ReplyError, SCRIPT, Spec};
 use crate::backend::{BoxFuture, Chunk, Control, ExitInfo, Running, SpawnError};
 use crate::git::intake::Want;
 
@@ -93,54 +92,24 @@ impl Step<'_> {
                 self.alloc.id
             )));
         }
-        let mut cmd = self.helper("run");
-        let mut child = cmd.spawn().map_err(|e| SpawnError::Process {
-            what: "srun (is Slurm installed on this machine?)",
-            reason: e.to_string(),
-        })?;
-        let mut stdin = child.stdin.take().ok_or(SpawnError::Process {
-            what: "srun",
-            reason: "no stdin pipe".into(),
-        })?;
-        stdin.write_all(&input).await.map_err(|e| {
+        let child = self
+            .helper("run")
+            .spawn()
+            .map_err(|e| SpawnError::Process {
+                what: "srun (is Slurm installed on this machine?)",
+                reason: e.to_string(),
+            })?;
+        let (job, node) = (self.alloc.id.clone(), self.alloc.node.clone());
+        let cannot_send = |e| {
             SpawnError::Start(format!(
                 "Slurm job {}: cannot send the agent's start: {e}",
                 self.alloc.id
             ))
-        })?;
-        let _ = stdin.flush().await;
-        let stdin = Arc::new(tokio::sync::Mutex::new(Some(stdin)));
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let out = tokio::spawn(pump(child.stdout.take(), tx.clone(), true));
-        let err = tokio::spawn(pump(child.stderr.take(), tx.clone(), false));
-        let pinger = {
-            let stdin = stdin.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(PING_EVERY).await;
-                    if !send_line(&stdin, "ping").await {
-                        return;
-                    }
-                }
-            })
         };
-        let (job, node) = (self.alloc.id.clone(), self.alloc.node.clone());
-        let stdin_end = stdin.clone();
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            pinger.abort();
-            let _ = tokio::time::timeout(Duration::from_secs(5), out).await;
-            let tail = tokio::time::timeout(Duration::from_secs(5), err)
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or_default();
-            stdin_end.lock().await.take();
-            let marker = tail
-                .lines()
-                .rev()
-                .find_map(|l| l.trim().strip_prefix("flocks-helper: exit rc="))
-                .and_then(|c| c.trim().parse::<i32>().ok());
+        let end = async move |marker: Option<i32>,
+                              status: std::io::Result<std::process::ExitStatus>,
+                              _tail: String,
+                              tx: tokio::sync::mpsc::Sender<Chunk>| {
             let code = marker.or_else(|| status.as_ref().ok().and_then(|s| s.code()));
             let mut info = ExitInfo {
                 code,
@@ -157,7 +126,9 @@ impl Step<'_> {
                     .await;
             }
             let _ = tx.send(Chunk::Exited(info)).await;
-        });
+        };
+        let Streaming { stdin, output: rx } =
+            stream(child, "srun", &input, PING_EVERY, cannot_send, end).await?;
         Ok(Running {
             output: rx,
             control: Control::Slurm(SlurmControl {
@@ -253,45 +224,20 @@ impl Transport for Step<'_> {
                     self.alloc.id
                 )));
             }
-            let mut child = self
+            let child = self
                 .helper(spec.op)
                 .spawn()
                 .map_err(|e| CallError::Lost(format!("cannot run srun: {e}")))?;
-            let mut stdin = child.stdin.take();
-            let stdout = child.stdout.take();
-            let mut stderr = child.stderr.take();
-            let feed = async move {
-                if let Some(s) = stdin.as_mut() {
-                    let _ = helper::send(s, &input.header, input.body).await;
-                }
-            };
-            let read = async move {
-                match stdout {
-                    Some(out) => helper::read_reply(out, spec, want).await,
-                    None => Err(ReplyError::Io {
-                        op: spec.op,
-                        why: "no stdout".into(),
-                    }),
-                }
-            };
-            let err = async move {
-                let mut v = Vec::new();
-                if let Some(e) = stderr.as_mut() {
-                    let _ = e.read_to_end(&mut v).await;
-                }
-                v
-            };
-            let run = async {
-                let (_, reply, err) = tokio::join!(feed, read, err);
-                (reply, err, child.wait().await)
-            };
-            let (reply, err, status) = tokio::time::timeout(OP_LIMIT, run).await.map_err(|_| {
-                CallError::Lost(format!(
-                    "Slurm job {}: the helper did not answer within {}s",
-                    self.alloc.id,
-                    OP_LIMIT.as_secs()
-                ))
-            })?;
+            let (reply, err, status) =
+                exchange(child, &input.header, input.body, spec, want, OP_LIMIT)
+                    .await
+                    .ok_or_else(|| {
+                        CallError::Lost(format!(
+                            "Slurm job {}: the helper did not answer within {}s",
+                            self.alloc.id,
+                            OP_LIMIT.as_secs()
+                        ))
+                    })?;
             let err = String::from_utf8_lossy(&err);
             match (reply, status) {
                 (Err(ReplyError::Intake(e)), _) => Err(CallError::Intake(e)),

@@ -203,51 +203,21 @@ impl Target {
     ) -> Result<Result<crate::backend::helper::Reply, crate::backend::helper::ReplyError>, SshError>
     {
         use crate::backend::helper::{self, ReplyError};
-        use tokio::io::AsyncReadExt;
         let mut cmd = self.command(&self.helper_command())?;
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| {
+        let child = cmd.spawn().map_err(|e| {
             SshError::Unreachable(format!("cannot run ssh (is OpenSSH installed?): {e}"))
         })?;
-        let mut stdin = child.stdin.take();
-        let stdout = child.stdout.take();
-        let mut stderr = child.stderr.take();
-        let feed = async move {
-            if let Some(s) = stdin.as_mut() {
-                let _ = helper::send(s, &header, body).await;
-            }
-        };
-        let read = async move {
-            match stdout {
-                Some(out) => helper::read_reply(out, spec, want).await,
-                None => Err(ReplyError::Io {
-                    op: spec.op,
-                    why: "no stdout".into(),
-                }),
-            }
-        };
-        let err = async move {
-            let mut v = Vec::new();
-            if let Some(e) = stderr.as_mut() {
-                let _ = e.read_to_end(&mut v).await;
-            }
-            v
-        };
-        let run = async {
-            let (_, reply, err) = tokio::join!(feed, read, err);
-            (reply, err, child.wait().await)
-        };
-        let (reply, err, status) = match tokio::time::timeout(limit, run).await {
-            Ok(v) => v,
-            Err(_) => {
-                return Err(SshError::Unreachable(format!(
-                    "host {} did not answer within {}s",
-                    self.host,
-                    limit.as_secs()
-                )));
-            }
+        let Some((reply, err, status)) =
+            helper::pipe::exchange(child, &header, body, spec, want, limit).await
+        else {
+            return Err(SshError::Unreachable(format!(
+                "host {} did not answer within {}s",
+                self.host,
+                limit.as_secs()
+            )));
         };
         match (reply, status) {
             // Refused as it was announced: the helper may have died of the

@@ -18,6 +18,7 @@
 pub mod conn;
 pub mod exedev;
 mod host;
+mod house;
 mod spawn;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ pub use spawn::SshControl;
 
 use super::helper::session::{CallError, Input, Session, Transport};
 use super::helper::{self};
+use super::house::{At, Checked, LocalFuture, Records, Shell, ShellTask};
 use super::{
     Backend, BoxFuture, FinishError, Finished, MarkError, PrepareError, PrepareJob, Running,
     SpawnError, Workspace,
@@ -311,18 +313,7 @@ impl SshBackend {
     }
 
     fn identity_for(&self, root: &str, task: &str) -> Vec<(String, String)> {
-        let mut env = self.identity.clone();
-        env.extend([
-            ("GIT_CONFIG_COUNT".into(), "2".into()),
-            ("GIT_CONFIG_KEY_0".into(), "safe.directory".into()),
-            (
-                "GIT_CONFIG_VALUE_0".into(),
-                format!("{root}/worktrees/{task}"),
-            ),
-            ("GIT_CONFIG_KEY_1".into(), "safe.directory".into()),
-            ("GIT_CONFIG_VALUE_1".into(), format!("{root}/mirror.git")),
-        ]);
-        env
+        identity_for(&self.identity, root, task)
     }
 
     pub async fn finish(
@@ -389,25 +380,14 @@ impl SshBackend {
             .map_err(|e| transfer(e.to_string()))
     }
 
-    /// Start a setup command on the task's host, as its agent starts. The
-    /// helper's header is line by line, so a shell script that spans lines
-    /// goes on the command's stdin instead, and runs with /dev/null as its own.
+    /// Start a setup command on the task's host, as its agent starts; a
+    /// script of several lines goes on its stdin ([`super::script_on_stdin`]).
     pub async fn start_setup(
         &self,
         ws: &Workspace,
-        mut spec: AgentSpec,
+        spec: AgentSpec,
     ) -> Result<Running, SpawnError> {
-        if spec.args.iter().any(|a| a.contains('\n'))
-            && spec.args.len() == 2
-            && spec.args[0] == "-c"
-        {
-            spec.prompt = spec.args.pop().unwrap_or_default();
-            spec.args = vec![
-                "-c".into(),
-                "script=$(cat) && exec sh -c \"$script\" sh </dev/null".into(),
-            ];
-        }
-        self.spawn(ws, spec).await
+        self.spawn(ws, super::script_on_stdin(spec)).await
     }
 
     /// Record the completed setup in the task's remote worktree.
@@ -445,31 +425,7 @@ impl Backend for SshBackend {
 
     super::attempt_methods!(SshBackend);
 
-    fn copy_in<'a>(
-        &'a self,
-        _ws: &'a Workspace,
-        task: &'a str,
-        files: Arc<IncludeSet>,
-    ) -> BoxFuture<'a, Result<Copied, IncludeError>> {
-        Box::pin(SshBackend::copy_in(self, task, files))
-    }
-
-    fn start_setup<'a>(
-        &'a self,
-        ws: &'a Workspace,
-        spec: AgentSpec,
-    ) -> BoxFuture<'a, Result<Running, SpawnError>> {
-        Box::pin(SshBackend::start_setup(self, ws, spec))
-    }
-
-    fn mark_setup<'a>(
-        &'a self,
-        _ws: &'a Workspace,
-        task: &'a str,
-        hash: &'a str,
-    ) -> BoxFuture<'a, Result<(), MarkError>> {
-        Box::pin(SshBackend::mark_setup(self, task, hash))
-    }
+    super::setup_methods!(SshBackend, start = start_setup, mark = mark_setup);
 
     fn abandon<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move { self.unassign(task) })
@@ -482,6 +438,38 @@ impl Backend for SshBackend {
         proxy: &'a crate::proxy::Endpoint,
     ) -> BoxFuture<'a, Result<String, SpawnError>> {
         Box::pin(SshBackend::proxy_address(self, task, proxy))
+    }
+
+    fn up<'a>(
+        &'a self,
+        at: &'a At<'a>,
+        rec: &'a mut Records<'_>,
+    ) -> LocalFuture<'a, crate::error::Result<bool>> {
+        Box::pin(self.up_vms(at, rec))
+    }
+
+    fn down<'a>(
+        &'a self,
+        at: &'a At<'a>,
+        rec: &'a mut Records<'_>,
+    ) -> LocalFuture<'a, crate::error::Result<()>> {
+        Box::pin(self.down_vms(at, rec))
+    }
+
+    fn check<'a>(
+        &'a self,
+        at: &'a At<'a>,
+        includes: bool,
+    ) -> LocalFuture<'a, Option<Vec<Checked>>> {
+        Box::pin(async move { Some(self.check_hosts(at, includes).await) })
+    }
+
+    fn shell<'a>(
+        &'a self,
+        at: &'a At<'a>,
+        task: &'a ShellTask<'a>,
+    ) -> LocalFuture<'a, crate::error::Result<Shell>> {
+        Box::pin(async move { self.shell_for(at, task) })
     }
 }
 
@@ -540,6 +528,28 @@ pub(crate) fn git_identity(repo_dir: &std::path::Path) -> Vec<(String, String)> 
         ("GIT_COMMITTER_NAME".into(), name),
         ("GIT_COMMITTER_EMAIL".into(), email),
     ]
+}
+
+/// The git environment of a helper op or an agent on a remote helper root
+/// `root`: the local `identity`, and the task's worktree and the mirror
+/// as safe directories.
+pub(crate) fn identity_for(
+    identity: &[(String, String)],
+    root: &str,
+    task: &str,
+) -> Vec<(String, String)> {
+    let mut env = identity.to_vec();
+    env.extend([
+        ("GIT_CONFIG_COUNT".into(), "2".into()),
+        ("GIT_CONFIG_KEY_0".into(), "safe.directory".into()),
+        (
+            "GIT_CONFIG_VALUE_0".into(),
+            format!("{root}/worktrees/{task}"),
+        ),
+        ("GIT_CONFIG_KEY_1".into(), "safe.directory".into()),
+        ("GIT_CONFIG_VALUE_1".into(), format!("{root}/mirror.git")),
+    ]);
+    env
 }
 
 /// Where the attempt starts, locally: the branch tip, or the base for a new

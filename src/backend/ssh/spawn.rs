@@ -3,12 +3,10 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 
-use crate::backend::helper::pipe::{pump, send_line};
+use crate::backend::helper::pipe::{Streaming, send_line, stream};
 
 use super::{HEARTBEAT_SECS, Host, PING_EVERY, SshBackend, conn};
 use crate::agent::AgentSpec;
@@ -61,59 +59,23 @@ impl SshBackend {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| SpawnError::Process {
+        let child = cmd.spawn().map_err(|e| SpawnError::Process {
             what: "ssh (is OpenSSH installed?)",
             reason: e.to_string(),
         })?;
         let pid = child.id();
-        let mut stdin = child.stdin.take().ok_or(SpawnError::Process {
-            what: "ssh",
-            reason: "no stdin pipe".into(),
-        })?;
-        stdin.write_all(&input).await.map_err(|e| {
+        let cannot_send = |e| {
             SpawnError::Start(format!(
                 "host {}: cannot send the agent's start: {e}",
                 h.target.host
             ))
-        })?;
-        let _ = stdin.flush().await;
-        let stdin = Arc::new(tokio::sync::Mutex::new(Some(stdin)));
-
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let out = tokio::spawn(pump(child.stdout.take(), tx.clone(), true));
-        let err = tokio::spawn(pump(child.stderr.take(), tx.clone(), false));
-        let pinger = {
-            let stdin = stdin.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(PING_EVERY).await;
-                    if !send_line(&stdin, "ping").await {
-                        return;
-                    }
-                }
-            })
         };
         let host = h.target.host.clone();
         let pool = self.pool.clone();
-        let stdin_end = stdin.clone();
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            pinger.abort();
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                let _ = out.await;
-            })
-            .await;
-            let tail = tokio::time::timeout(Duration::from_secs(5), err)
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or_default();
-            stdin_end.lock().await.take();
-            let marker = tail
-                .lines()
-                .rev()
-                .find_map(|l| l.trim().strip_prefix("flocks-helper: exit rc="))
-                .and_then(|c| c.trim().parse::<i32>().ok());
+        let end = async move |marker: Option<i32>,
+                              status: std::io::Result<std::process::ExitStatus>,
+                              tail: String,
+                              tx: tokio::sync::mpsc::Sender<Chunk>| {
             let info = match (marker, status) {
                 (Some(code), _) => ExitInfo {
                     code: Some(code),
@@ -140,7 +102,9 @@ impl SshBackend {
                 },
             };
             let _ = tx.send(Chunk::Exited(info)).await;
-        });
+        };
+        let Streaming { stdin, output: rx } =
+            stream(child, "ssh", &input, PING_EVERY, cannot_send, end).await?;
         Ok(Running {
             output: rx,
             control: Control::Ssh(SshControl { stdin, pid }),

@@ -47,6 +47,14 @@ const SLURM_KEYS: &[&str] = &[
     "remote_dir",
     "setup",
 ];
+/// Each backend and its keys, in the order errors name them.
+const BACKEND_KEYS: &[(&str, &[&str])] = &[
+    ("local", LOCAL_KEYS),
+    ("docker", DOCKER_KEYS),
+    ("ssh", SSH_KEYS),
+    ("exedev", EXEDEV_KEYS),
+    ("slurm", SLURM_KEYS),
+];
 /// Options of `sbatch_args` that flocks sets itself (its sweep of jobs left
 /// by a killed run finds them by name and comment) or that would change
 /// what the allocation is.
@@ -211,6 +219,11 @@ fn parse_pool(
     })
 }
 
+/// Where a key's value stands, or the pool's table when it is absent.
+fn span_or<T>(v: &S<T>, table_span: &Range<usize>) -> Range<usize> {
+    v.as_ref().map(|v| v.span()).unwrap_or(table_span.clone())
+}
+
 fn take(v: &S<String>) -> Option<String> {
     v.as_ref().map(|s| s.get_ref().clone())
 }
@@ -258,11 +271,7 @@ fn pool_name(
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
-        let span = p
-            .name
-            .as_ref()
-            .map(|n| n.span())
-            .unwrap_or(table_span.clone());
+        let span = span_or(&p.name, table_span);
         return Err(cx.err(
             span,
             "containers.name",
@@ -270,11 +279,7 @@ fn pool_name(
         ));
     }
     if !pool_names.insert(name.clone()) {
-        let span = p
-            .name
-            .as_ref()
-            .map(|n| n.span())
-            .unwrap_or(table_span.clone());
+        let span = span_or(&p.name, table_span);
         return Err(cx.err(span, "containers.name", format!("duplicate pool `{name}`")));
     }
     Ok(name)
@@ -288,42 +293,24 @@ fn check_keys(
     name: &str,
     backend: &str,
 ) -> Result<()> {
-    let allowed: &[&str] = match backend {
-        "local" => LOCAL_KEYS,
-        "docker" => DOCKER_KEYS,
-        "ssh" => SSH_KEYS,
-        "exedev" => EXEDEV_KEYS,
-        "slurm" => SLURM_KEYS,
-        other => {
-            let span = p
-                .backend
-                .as_ref()
-                .map(|b| b.span())
-                .unwrap_or(table_span.clone());
-            return Err(cx.err(
-                span,
-                "containers.backend",
-                format!(
-                    "unknown backend `{other}`: use \"local\", \"docker\", \"ssh\", \"exedev\" or \"slurm\""
-                ),
-            ));
-        }
+    let Some((_, allowed)) = BACKEND_KEYS.iter().find(|(b, _)| *b == backend) else {
+        return Err(cx.err(
+            span_or(&p.backend, table_span),
+            "containers.backend",
+            format!(
+                "unknown backend `{backend}`: use \"local\", \"docker\", \"ssh\", \"exedev\" or \"slurm\""
+            ),
+        ));
     };
     for (key, span) in p.present() {
         if COMMON_KEYS.contains(&key) || allowed.contains(&key) {
             continue;
         }
-        let owners: Vec<&str> = [
-            ("local", LOCAL_KEYS),
-            ("docker", DOCKER_KEYS),
-            ("ssh", SSH_KEYS),
-            ("exedev", EXEDEV_KEYS),
-            ("slurm", SLURM_KEYS),
-        ]
-        .iter()
-        .filter(|(_, keys)| keys.contains(&key))
-        .map(|(b, _)| *b)
-        .collect();
+        let owners: Vec<&str> = BACKEND_KEYS
+            .iter()
+            .filter(|(_, keys)| keys.contains(&key))
+            .map(|(b, _)| *b)
+            .collect();
         return Err(cx.err(
             span,
             &format!("containers.{key}"),
@@ -353,11 +340,7 @@ fn pool_credential(
         Some("rotate") => CredentialChoice::Rotate,
         Some(c) if cred_names.contains(c) => CredentialChoice::Named(c.to_string()),
         Some(c) => {
-            let span = p
-                .credential
-                .as_ref()
-                .map(|c| c.span())
-                .unwrap_or(table_span.clone());
+            let span = span_or(&p.credential, table_span);
             return Err(cx.err(
                 span,
                 "containers.credential",
@@ -366,11 +349,7 @@ fn pool_credential(
         }
     };
     if credential == CredentialChoice::Rotate && cred_names.is_empty() {
-        let span = p
-            .credential
-            .as_ref()
-            .map(|c| c.span())
-            .unwrap_or(table_span.clone());
+        let span = span_or(&p.credential, table_span);
         return Err(cx.err(
             span,
             "containers.credential",
@@ -514,7 +493,7 @@ fn ssh_backend(
         ));
     };
     if host.starts_with('-') {
-        let span = p.host.as_ref().map(|h| h.span()).unwrap_or(table_span);
+        let span = span_or(&p.host, &table_span);
         return Err(cx.err(span, "containers.host", "must not start with `-`"));
     }
     let port = match &p.port {

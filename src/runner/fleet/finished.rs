@@ -297,7 +297,7 @@ impl Fleet {
                 out.push(Effect::Emit(Event::Notice {
                     message: format!(
                         "the API is overloaded (529): pausing new agents for {}",
-                        crate::report::human_duration(secs as f64)
+                        crate::output::units::duration(secs as f64)
                     ),
                 }));
             }
@@ -359,7 +359,7 @@ impl Fleet {
         let reason = format!(
             "dispatch stopped: {} in a row failed within {} of starting; the last one {}",
             crate::output::units::count(self.breaker.quick_failures, "attempt"),
-            crate::report::human_duration(QUICK_FAILURE.as_secs_f64()),
+            crate::output::units::duration(QUICK_FAILURE.as_secs_f64()),
             last.describe()
         );
         out.push(Effect::Emit(Event::Notice {

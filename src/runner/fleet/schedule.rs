@@ -285,7 +285,7 @@ impl Fleet {
                     let secs = (t - now.wall).num_seconds().max(0);
                     let message = format!(
                         "every usable credential is parked: waiting until {at} ({}); Ctrl-C to stop",
-                        crate::report::human_duration(secs as f64)
+                        crate::output::units::duration(secs as f64)
                     );
                     out.push(Effect::Emit(Event::Notice { message }));
                     out.push(Effect::Emit(Event::Waiting {
