@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 /// Why an attempt gets no cgroup of its own (said in its log; the supervisor
 /// falls back to its subreaper and the attempt tag).
 #[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
+pub(crate) enum CgroupError {
     #[error("no cgroup v2 hierarchy is mounted")]
     NoHierarchy,
     #[error("this process is in no cgroup v2 cgroup")]
@@ -36,13 +36,13 @@ pub enum CgroupError {
 
 /// An attempt's cgroup directory.
 #[derive(Debug)]
-pub struct Cgroup {
+pub(crate) struct Cgroup {
     dir: PathBuf,
 }
 
 impl Cgroup {
     /// Make `<our cgroup>/<name>`. Err(why not), for the log.
-    pub fn create(name: &str) -> Result<Cgroup, CgroupError> {
+    pub(crate) fn create(name: &str) -> Result<Cgroup, CgroupError> {
         mount_point().ok_or(CgroupError::NoHierarchy)?;
         let parent = own_dir().ok_or(CgroupError::NotInCgroup)?;
         let dir = parent.join(name);
@@ -58,24 +58,24 @@ impl Cgroup {
     }
 
     /// An existing cgroup directory (the watchdog's view).
-    pub fn at(dir: PathBuf) -> Cgroup {
+    pub(crate) fn at(dir: PathBuf) -> Cgroup {
         Cgroup { dir }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The path of `cgroup.procs`, for a child to write `0` to before it
     /// execs (see [`enter`]).
-    pub fn procs_path(&self) -> Result<CString, CgroupError> {
+    pub(crate) fn procs_path(&self) -> Result<CString, CgroupError> {
         CString::new(self.dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|_| CgroupError::BadPath(self.dir.clone()))
     }
 
     /// Every process in the cgroup and the cgroups below it (an agent may
     /// make its own).
-    pub fn members(&self) -> Vec<i32> {
+    pub(crate) fn members(&self) -> Vec<i32> {
         let mut out = Vec::new();
         let mut stack = vec![self.dir.clone()];
         while let Some(d) = stack.pop() {
@@ -93,14 +93,14 @@ impl Cgroup {
 
     /// SIGKILL to every member at once (`cgroup.kill`, Linux 5.14), or one
     /// by one where the kernel has no `cgroup.kill`.
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         if std::fs::write(self.dir.join("cgroup.kill"), "1").is_err() {
             crate::proc::signal_all(&self.members(), Signal::SIGKILL);
         }
     }
 
     /// Kill what is left, wait (bounded) until it is empty, and remove it.
-    pub fn kill_and_remove(&self) {
+    pub(crate) fn kill_and_remove(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             if self.members().is_empty() {
@@ -136,7 +136,7 @@ impl Cgroup {
 /// Kill and remove the cgroups whose names start with `prefix` beside ours
 /// (those an earlier supervisor made, if its watchdog died too). Returns how
 /// many there were.
-pub fn sweep(prefix: &str) -> usize {
+pub(crate) fn sweep(prefix: &str) -> usize {
     let Some(parent) = own_dir() else {
         return 0;
     };
@@ -162,12 +162,12 @@ fn own_dir() -> Option<PathBuf> {
 
 /// The name of an attempt's cgroup: `flocks-<tag>-<supervisor pid>`, with
 /// the tag's `:` (and anything else a name should not hold) as `_`.
-pub fn name_for(tag: &str, pid: u32) -> String {
+pub(crate) fn name_for(tag: &str, pid: u32) -> String {
     format!("{}-{pid}", prefix_for(tag))
 }
 
 /// The start of the names of the cgroups of tags that start with `tag`.
-pub fn prefix_for(tag: &str) -> String {
+pub(crate) fn prefix_for(tag: &str) -> String {
     let tag: String = tag
         .chars()
         .map(|c| {
@@ -183,7 +183,7 @@ pub fn prefix_for(tag: &str) -> String {
 
 /// Move the calling process into the cgroup whose `cgroup.procs` is `procs`.
 /// Only async-signal-safe calls: it runs between fork and exec.
-pub fn enter(procs: &CString) -> std::io::Result<()> {
+pub(crate) fn enter(procs: &CString) -> std::io::Result<()> {
     // SAFETY: a valid NUL-terminated path; open/write/close are
     // async-signal-safe.
     unsafe {

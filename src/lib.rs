@@ -7,6 +7,8 @@
 // `print!`/`println!` panic on a closed pipe: standard output goes through
 // `out!`/`outln!` (src/output), and clippy (-D warnings in CI) holds the line.
 #![warn(clippy::print_stdout)]
+// Only what main, tests and benches use is `pub`; the rest says `pub(crate)`.
+#![warn(unreachable_pub)]
 
 pub(crate) mod agent;
 pub(crate) mod backend;

@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::agent::stream::{describe_tool_use, one_line, result_info, tool_result_text};
 
 /// The lines one raw log line renders to (none for noise such as init).
-pub fn render_line(raw: &str) -> Vec<String> {
+pub(crate) fn render_line(raw: &str) -> Vec<String> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Vec::new();
@@ -115,7 +115,7 @@ fn render_value(v: &Value) -> Vec<String> {
 /// the result, or a line that is not the agent's stream-json (stderr,
 /// setup output, flocks' notes). The one answer that `run`'s progress,
 /// `status`, `top`, the web view and `status --json` give.
-pub fn activity(text: &str) -> Option<String> {
+pub(crate) fn activity(text: &str) -> Option<String> {
     use crate::agent::StreamEvent;
     for line in text.lines().rev() {
         let Ok(v) = serde_json::from_str::<Value>(line.trim()) else {
@@ -143,13 +143,13 @@ pub fn activity(text: &str) -> Option<String> {
 }
 
 /// [`activity`] of a log file, read from its last 256 KB.
-pub fn last_activity(log: &std::path::Path) -> Option<String> {
+pub(crate) fn last_activity(log: &std::path::Path) -> Option<String> {
     activity(&read_tail(log, 256 * 1024))
 }
 
 /// The last `n` rendered lines of a log text (without the supervisor's note
 /// on its containment, which says nothing about why an attempt ended).
-pub fn tail_rendered(text: &str, n: usize) -> Vec<String> {
+pub(crate) fn tail_rendered(text: &str, n: usize) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for line in text.lines().rev() {
         if line.starts_with(crate::supervisor::CONTAINMENT_NOTE) {
@@ -168,7 +168,7 @@ pub fn tail_rendered(text: &str, n: usize) -> Vec<String> {
 }
 
 /// The last `max` bytes of a file, from a line start.
-pub fn read_tail(path: &std::path::Path, max: u64) -> String {
+pub(crate) fn read_tail(path: &std::path::Path, max: u64) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = crate::fsat::read(path) else {
         return String::new();

@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 
 /// The environment variable that tags every process of an attempt, so that
 /// survivors can be found after flocks itself was killed.
-pub const TAG_VAR: &str = "FLOCKS_ATTEMPT";
+pub(crate) const TAG_VAR: &str = "FLOCKS_ATTEMPT";
 
 /// pid -> (ppid, is_zombie) for every process we can see.
 fn process_table() -> HashMap<i32, (i32, bool)> {
@@ -37,7 +37,7 @@ fn process_table() -> HashMap<i32, (i32, bool)> {
 }
 
 /// Live (non-zombie) descendants of `root`, parents before children.
-pub fn descendants(root: i32) -> Vec<i32> {
+pub(crate) fn descendants(root: i32) -> Vec<i32> {
     let table = process_table();
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     for (&pid, &(ppid, _)) in &table {
@@ -61,7 +61,7 @@ pub fn descendants(root: i32) -> Vec<i32> {
 
 /// Processes whose environment holds `FLOCKS_ATTEMPT=<value>` with `value`
 /// starting with `prefix`.
-pub fn tagged(prefix: &str) -> Vec<i32> {
+pub(crate) fn tagged(prefix: &str) -> Vec<i32> {
     let needle = format!("{}={prefix}", TAG_VAR);
     let me = std::process::id() as i32;
     let table = process_table();
@@ -83,7 +83,7 @@ pub fn tagged(prefix: &str) -> Vec<i32> {
     out
 }
 
-pub fn signal_all(pids: &[i32], sig: Signal) {
+pub(crate) fn signal_all(pids: &[i32], sig: Signal) {
     for &p in pids {
         let _ = kill(Pid::from_raw(p), sig);
     }
@@ -92,7 +92,11 @@ pub fn signal_all(pids: &[i32], sig: Signal) {
 /// SIGTERM, wait up to `grace`, then SIGKILL, for processes found by `find`
 /// (called again each round, so that children started meanwhile are caught).
 /// `reap` runs while waiting (a parent must reap its own children).
-pub fn stop_all(mut find: impl FnMut() -> Vec<i32>, grace: Duration, mut reap: impl FnMut()) {
+pub(crate) fn stop_all(
+    mut find: impl FnMut() -> Vec<i32>,
+    grace: Duration,
+    mut reap: impl FnMut(),
+) {
     let pids = find();
     if pids.is_empty() {
         return;
@@ -116,7 +120,7 @@ pub fn stop_all(mut find: impl FnMut() -> Vec<i32>, grace: Duration, mut reap: i
 }
 
 /// SIGKILL until none is left (bounded).
-pub fn kill_all(mut find: impl FnMut() -> Vec<i32>, mut reap: impl FnMut()) {
+pub(crate) fn kill_all(mut find: impl FnMut() -> Vec<i32>, mut reap: impl FnMut()) {
     for _ in 0..100 {
         let left = find();
         if left.is_empty() {

@@ -18,13 +18,13 @@ const STANDARD: &[&str] = &[
 ];
 
 #[derive(Debug, Clone)]
-pub struct Template {
+pub(crate) struct Template {
     path: PathBuf,
     text: String,
 }
 
 impl Template {
-    pub fn load(path: &Path) -> Result<Template> {
+    pub(crate) fn load(path: &Path) -> Result<Template> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::Usage(format!(
                 "cannot read the prompt template {}: {e} (check [prompt] template in flocks.toml)",
@@ -53,7 +53,7 @@ impl Template {
 
     /// The `<field>` of every `{{task.<field>}}`: fields a task line may
     /// set at its top level for this template.
-    pub fn fields(&self) -> Vec<String> {
+    pub(crate) fn fields(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .placeholders()
             .into_iter()
@@ -81,7 +81,7 @@ impl Template {
 
     /// Render for one task. A `{{task.x}}` the task does not set is an error that
     /// names the template line and the task, rather than a silent blank.
-    pub fn render(&self, task: &Task, source: &Path) -> Result<String> {
+    pub(crate) fn render(&self, task: &Task, source: &Path) -> Result<String> {
         let mut out = String::with_capacity(self.text.len() + task.prompt.len());
         let mut rest = self.text.as_str();
         while let Some(start) = rest.find("{{") {
@@ -125,7 +125,7 @@ impl Template {
 }
 
 /// The prompt for a task: rendered from the template when there is one.
-pub fn render(template: Option<&Template>, task: &Task, source: &Path) -> Result<String> {
+pub(crate) fn render(template: Option<&Template>, task: &Task, source: &Path) -> Result<String> {
     match template {
         Some(t) => t.render(task, source),
         None => Ok(task.prompt.clone()),

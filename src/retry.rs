@@ -10,7 +10,7 @@ use crate::state::{NextAttempt, Outcome, TaskRecord};
 const LOG_TAIL_LINES: usize = 30;
 
 /// The plan for the attempt after `attempt` failed.
-pub fn next_after_failure(
+pub(crate) fn next_after_failure(
     rec: &TaskRecord,
     attempt: u32,
     config: &Config,
@@ -126,7 +126,7 @@ fn branch_commits(config: &Config, rec: &TaskRecord) -> Vec<String> {
 
 /// The prompt of the next attempt. `edited`: the task's prompt changed since
 /// the last attempt, so a resumed session is given the new one in full.
-pub fn prompt_for(base: &str, next: &NextAttempt, resuming: bool, edited: bool) -> String {
+pub(crate) fn prompt_for(base: &str, next: &NextAttempt, resuming: bool, edited: bool) -> String {
     if resuming {
         let ended = next
             .ended

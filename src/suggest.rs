@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 /// `word` as one POSIX shell word: as it is when it holds only characters
 /// that are never special, else in single quotes.
-pub fn quote(word: &str) -> Cow<'_, str> {
+pub(crate) fn quote(word: &str) -> Cow<'_, str> {
     if !word.is_empty()
         && word
             .bytes()
@@ -18,7 +18,7 @@ pub fn quote(word: &str) -> Cow<'_, str> {
 }
 
 /// A command line whose every word is quoted.
-pub fn command<S: AsRef<str>>(words: &[S]) -> String {
+pub(crate) fn command<S: AsRef<str>>(words: &[S]) -> String {
     words
         .iter()
         .map(|w| quote(w.as_ref()))

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 
 /// `$XDG_STATE_HOME`, or `~/.local/state`: where flocks keeps what agents
 /// must not reach (trust records, sandboxed tasks' directories).
-pub fn state_home() -> Option<PathBuf> {
+pub(crate) fn state_home() -> Option<PathBuf> {
     match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         Some(d) => Some(PathBuf::from(d)),
         None => std::env::var_os("HOME")
@@ -27,7 +27,7 @@ pub fn state_home() -> Option<PathBuf> {
 }
 
 /// Where this project's record lives.
-pub fn record_path(config: &Config) -> Result<PathBuf> {
+pub(crate) fn record_path(config: &Config) -> Result<PathBuf> {
     let path = crate::state::outside_dir(&config.state_dir())
         .ok_or_else(|| {
             Error::CannotStart(
@@ -47,7 +47,7 @@ pub fn record_path(config: &Config) -> Result<PathBuf> {
 
 /// Whether agents of this config run somewhere that can write the repo
 /// behind flocks' back (a container mounting it, a remote host pushing to it).
-pub fn has_remote_agents(config: &Config) -> bool {
+pub(crate) fn has_remote_agents(config: &Config) -> bool {
     config
         .pools
         .iter()
@@ -57,7 +57,7 @@ pub fn has_remote_agents(config: &Config) -> bool {
 /// What is trusted: a fingerprint per file, by path as people read it, and
 /// the text of the small text files (to show what changed).
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     files: BTreeMap<String, String>,
     #[serde(default)]
     texts: BTreeMap<String, String>,
@@ -76,7 +76,7 @@ impl Record {
 }
 
 /// Everything trusted, as it is now.
-pub fn current(config: &Config) -> Record {
+pub(crate) fn current(config: &Config) -> Record {
     let mut out = Record::default();
     let mut file = |p: &Path| {
         let shown = p
@@ -216,7 +216,7 @@ fn lines_diff(old: Option<&str>, new: Option<&str>) -> String {
 /// current config's, or the trusted one's (an agent that made every pool
 /// local still meets the check); with local pools only, before and after,
 /// the changes are the user's own.
-pub fn check(config: &Config, doing: &str) -> Result<()> {
+pub(crate) fn check(config: &Config, doing: &str) -> Result<()> {
     not_blocking(&config.workspace.repo)?;
     let path = record_path(config)?;
     let Some(old) = load(&path)? else {
@@ -285,7 +285,7 @@ fn not_blocking(repo: &Path) -> Result<()> {
 }
 
 /// Take the record now. Returns what changed since the previous one.
-pub fn record(config: &Config) -> Result<Vec<String>> {
+pub(crate) fn record(config: &Config) -> Result<Vec<String>> {
     let path = record_path(config)?;
     let old = load(&path).ok().flatten().unwrap_or_default();
     let now = current(config);

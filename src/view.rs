@@ -13,7 +13,7 @@ use crate::state::{Judgement, ProjectLock, State, TaskRecord, TaskStatus};
 /// `flocks status --json`: stable shape (fields are only ever added).
 #[derive(Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct StatusView {
+pub(crate) struct StatusView {
     pub run: Option<RunView>,
     pub tasks: Vec<TaskView>,
     pub pools: Vec<PoolView>,
@@ -32,7 +32,7 @@ pub struct StatusView {
 /// What flocks' files take on disk, and what is left on their filesystem.
 #[derive(Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct DiskView {
+pub(crate) struct DiskView {
     /// Task worktrees (and the land worktree) under `.worktrees/`.
     pub worktrees_bytes: u64,
     /// The spare worktrees kept for reuse.
@@ -62,7 +62,7 @@ pub struct DiskView {
 /// A filesystem's free space, read at a path on it.
 #[derive(Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct FilesystemView {
+pub(crate) struct FilesystemView {
     pub path: PathBuf,
     pub free_bytes: u64,
     pub total_bytes: u64,
@@ -70,7 +70,7 @@ pub struct FilesystemView {
 
 /// How long plain `flocks status` spends counting disk use: it stays fast
 /// on a big project, and says when its sizes are lower bounds.
-pub const DISK_BUDGET: std::time::Duration = std::time::Duration::from_millis(10);
+pub(crate) const DISK_BUDGET: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The sizes of the last full count, kept in `.flocks/disk.json` for when
 /// plain `status` runs out of time (a big project).
@@ -87,7 +87,7 @@ struct DiskCount {
 /// (None: all of it), and the free space of the worktrees' filesystem. A
 /// full count is kept; a count that runs out of time shows the last full
 /// one instead, with its time.
-pub fn disk(project: &Project, budget: Option<std::time::Duration>) -> DiskView {
+pub(crate) fn disk(project: &Project, budget: Option<std::time::Duration>) -> DiskView {
     use crate::disk::usage;
     let deadline = budget.map(|b| std::time::Instant::now() + b);
     let wts = project.config.worktrees_dir();
@@ -163,7 +163,7 @@ pub fn disk(project: &Project, budget: Option<std::time::Duration>) -> DiskView 
 
 #[derive(Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct VmView {
+pub(crate) struct VmView {
     pub pool: String,
     pub name: String,
     pub ssh_dest: String,
@@ -172,7 +172,7 @@ pub struct VmView {
 
 #[derive(Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct RunView {
+pub(crate) struct RunView {
     pub id: String,
     pub live: bool,
     pub pid: u32,
@@ -182,7 +182,7 @@ pub struct RunView {
 
 #[derive(Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct TaskView {
+pub(crate) struct TaskView {
     pub id: String,
     pub branch: String,
     /// pending | running | succeeded | landed | failed | timed out | stalled | interrupted | blocked | removed | ...
@@ -241,7 +241,7 @@ pub struct TaskView {
 /// One variant of a best-of task.
 #[derive(Debug, Serialize, Clone)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct VariantView {
+pub(crate) struct VariantView {
     /// k, 1-based.
     pub variant: u32,
     pub id: String,
@@ -331,7 +331,7 @@ pub(crate) fn judgement_line(j: &Judgement) -> String {
 
 #[derive(Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct PoolView {
+pub(crate) struct PoolView {
     pub name: String,
     pub backend: String,
     /// How its agents are kept from the host repository (`backend::isolation`).
@@ -350,7 +350,7 @@ pub struct PoolView {
 
 #[derive(Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct CredentialView {
+pub(crate) struct CredentialView {
     pub name: String,
     pub parked_until: Option<chrono::DateTime<Utc>>,
     pub disabled: Option<String>,
@@ -358,7 +358,7 @@ pub struct CredentialView {
 
 #[derive(Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct Totals {
+pub(crate) struct Totals {
     pub tasks: usize,
     pub attempts: usize,
     pub turns: u64,
@@ -369,21 +369,21 @@ pub struct Totals {
 pub(crate) const RESULT_LINES: usize = 12;
 
 /// The status of a succeeded task whose work is on the land target.
-pub const LANDED: &str = "landed";
+pub(crate) const LANDED: &str = "landed";
 
 /// The status of a task its task list no longer has (unless it landed).
-pub const REMOVED: &str = "removed";
+pub(crate) const REMOVED: &str = "removed";
 
 /// The status of a pending task the live run will not start (a `retry` of
 /// other tasks runs).
-pub const NOT_QUEUED: &str = "not queued";
+pub(crate) const NOT_QUEUED: &str = "not queued";
 
 /// Why a task is `not queued` (it was `was`: pending or interrupted), for people.
 pub(crate) fn not_queued_detail(was: &str) -> String {
     format!("{was}; the live run (a retry of other tasks) does not start it; `flocks run` does")
 }
 
-pub fn build(project: &Project, state: &State) -> StatusView {
+pub(crate) fn build(project: &Project, state: &State) -> StatusView {
     let live = ProjectLock::holder(&project.state_dir()).is_some();
     let log_root = project.state_dir().join("logs");
     let now = Utc::now();
@@ -720,7 +720,7 @@ fn describe(outcome: &crate::state::Outcome, config: &crate::config::Config) -> 
 
 /// What the agent of a running attempt is doing now, from its log (see
 /// [`crate::logview::activity`]: the same everywhere).
-pub fn last_activity(log: &Path) -> Option<String> {
+pub(crate) fn last_activity(log: &Path) -> Option<String> {
     crate::logview::last_activity(log)
 }
 

@@ -14,7 +14,7 @@ use crate::backend::{Chunk, ExitInfo, Running};
 
 /// How hard to stop running agents (and validation commands).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum StopLevel {
+pub(crate) enum StopLevel {
     Run,
     /// SIGTERM, grace, SIGKILL.
     Graceful,

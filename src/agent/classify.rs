@@ -9,7 +9,7 @@ use crate::state::{Outcome, ResultInfo};
 
 /// Why the process ended, as far as flocks is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndedBy {
+pub(crate) enum EndedBy {
     /// It exited on its own.
     Exited,
     TimedOut,
@@ -20,7 +20,7 @@ pub enum EndedBy {
 
 /// Everything known when an attempt ends.
 #[derive(Debug, Clone)]
-pub struct AttemptFacts {
+pub(crate) struct AttemptFacts {
     pub ended_by: EndedBy,
     pub exit_code: Option<i32>,
     pub result: Option<ResultInfo>,
@@ -41,9 +41,9 @@ pub struct AttemptFacts {
 }
 
 /// Exit code of the supervisor when the agent program could not be started.
-pub const EXIT_CANNOT_EXEC: i32 = 127;
+pub(crate) const EXIT_CANNOT_EXEC: i32 = 127;
 
-pub fn classify(f: &AttemptFacts) -> Outcome {
+pub(crate) fn classify(f: &AttemptFacts) -> Outcome {
     match f.ended_by {
         EndedBy::TimedOut => return Outcome::TimedOut,
         EndedBy::Stalled => return Outcome::Stalled,

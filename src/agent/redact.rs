@@ -39,7 +39,7 @@ struct Pattern {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Redactor {
+pub(crate) struct Redactor {
     /// Every encoded form of every secret, longest first so a secret that
     /// contains another is replaced whole.
     patterns: Vec<Pattern>,
@@ -59,7 +59,7 @@ struct Item {
 }
 
 impl Redactor {
-    pub fn new(secrets: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub(crate) fn new(secrets: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut patterns = Vec::new();
         for (value, name) in secrets {
             if value.len() < MIN_SECRET_LEN {
@@ -95,7 +95,7 @@ impl Redactor {
     }
 
     /// This redactor and `more` secrets (an attempt's proxy tokens).
-    pub fn with(&self, more: impl IntoIterator<Item = (String, String)>) -> Redactor {
+    pub(crate) fn with(&self, more: impl IntoIterator<Item = (String, String)>) -> Redactor {
         let extra = Redactor::new(more);
         let mut patterns = self.patterns.clone();
         patterns.extend(extra.patterns);
@@ -105,12 +105,12 @@ impl Redactor {
         Redactor { patterns, longest }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
 
     /// `text` with every secret (in any form this module knows) replaced.
-    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+    pub(crate) fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let ranges = self.find(text);
         replace(text, ranges)
     }
@@ -172,7 +172,7 @@ impl Redactor {
 /// Redaction of one stream (an agent's stdout or stderr), line by line: a
 /// secret cut by a line break or a buffer boundary is found across them.
 #[derive(Debug, Clone)]
-pub struct StreamRedactor {
+pub(crate) struct StreamRedactor {
     redactor: std::sync::Arc<Redactor>,
     /// The decoded end of the stream so far (at most the longest pattern).
     tail: Vec<char>,
@@ -183,7 +183,7 @@ pub struct StreamRedactor {
 }
 
 impl StreamRedactor {
-    pub fn new(redactor: std::sync::Arc<Redactor>) -> Self {
+    pub(crate) fn new(redactor: std::sync::Arc<Redactor>) -> Self {
         StreamRedactor {
             redactor,
             tail: Vec::new(),
@@ -192,7 +192,7 @@ impl StreamRedactor {
     }
 
     /// The next line (without its line break), redacted.
-    pub fn line<'a>(&mut self, text: &'a str) -> Cow<'a, str> {
+    pub(crate) fn line<'a>(&mut self, text: &'a str) -> Cow<'a, str> {
         let r = &*self.redactor;
         if r.is_empty() {
             return Cow::Borrowed(text);
@@ -292,7 +292,7 @@ impl StreamRedactor {
     /// Where to cut `buf`, a line longer than the line buffer, so that no
     /// secret straddles the cut and the part kept back can still hold one
     /// whole: a byte offset, at most `limit` (when that leaves something).
-    pub fn cut_point(&self, buf: &[u8], limit: usize) -> usize {
+    pub(crate) fn cut_point(&self, buf: &[u8], limit: usize) -> usize {
         let r = &*self.redactor;
         let keep = r.longest * MAX_ENCODED_CHAR + 16;
         let mut cut = buf.len().saturating_sub(keep).min(limit);

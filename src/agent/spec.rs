@@ -5,7 +5,7 @@ use crate::config::{AgentConfig, Config, CredentialKind, PoolConfig};
 
 /// Inherited variables that would override an injected credential. claude
 /// prefers an API key over an OAuth token, so a leftover key would bill every run.
-pub const SCRUBBED_VARS: &[&str] = &[
+pub(crate) const SCRUBBED_VARS: &[&str] = &[
     "ANTHROPIC_API_KEY",
     "ANTHROPIC_AUTH_TOKEN",
     "CLAUDE_CODE_OAUTH_TOKEN",
@@ -13,23 +13,24 @@ pub const SCRUBBED_VARS: &[&str] = &[
 
 /// The variable that points claude at the model API (flocks' proxy, for an
 /// agent given a `[[credentials]]` credential).
-pub const BASE_URL_VAR: &str = "ANTHROPIC_BASE_URL";
+pub(crate) const BASE_URL_VAR: &str = "ANTHROPIC_BASE_URL";
 
 /// The attempt tag's variable (it lives with the process tree it finds).
-pub use crate::proc::TAG_VAR;
+pub(crate) use crate::proc::TAG_VAR;
 
 /// Git settings every agent runs with, set through its environment
 /// (`GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n`), never in
 /// the user's config: repository upkeep is flocks' job (`git::upkeep`), so
 /// an agent's `git commit` never stops to gc or waits on `packed-refs.lock`.
-pub const AGENT_GIT_CONFIG: &[(&str, &str)] = &[("gc.auto", "0"), ("maintenance.auto", "false")];
+pub(crate) const AGENT_GIT_CONFIG: &[(&str, &str)] =
+    &[("gc.auto", "0"), ("maintenance.auto", "false")];
 
 /// Add [`AGENT_GIT_CONFIG`] to an agent's environment `env`, after the
 /// `GIT_CONFIG_KEY_n` entries it already carries: those `env` sets when it
 /// sets `GIT_CONFIG_COUNT`, else the `inherited` count of the environment it
 /// is set on top of (flocks' own for a local or sandboxed agent; a remote
 /// backend's `env` sets its own count).
-pub fn add_agent_git_config(env: &mut Vec<(String, String)>, inherited: usize) {
+pub(crate) fn add_agent_git_config(env: &mut Vec<(String, String)>, inherited: usize) {
     let count = env
         .iter()
         .rev()
@@ -51,7 +52,7 @@ pub fn add_agent_git_config(env: &mut Vec<(String, String)>, inherited: usize) {
 
 /// The `GIT_CONFIG_COUNT` of flocks' own environment, as a local agent
 /// inherits it (0 when `remove_env` removes it).
-pub fn inherited_git_config_count(remove_env: &[String]) -> usize {
+pub(crate) fn inherited_git_config_count(remove_env: &[String]) -> usize {
     if remove_env.iter().any(|k| k == "GIT_CONFIG_COUNT") {
         return 0;
     }
@@ -79,7 +80,7 @@ impl std::fmt::Debug for Injected {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct AgentSpec {
+pub(crate) struct AgentSpec {
     /// `[agent] command`: a path or a name on PATH where the agent runs.
     pub program: String,
     pub args: Vec<String>,
@@ -97,7 +98,7 @@ pub struct AgentSpec {
 }
 
 /// claude's flags, then `[agent] args`.
-pub fn agent_args(
+pub(crate) fn agent_args(
     agent: &AgentConfig,
     max_turns: Option<u32>,
     resume: Option<&str>,
@@ -127,7 +128,7 @@ pub fn agent_args(
     args
 }
 
-pub struct SpecInput<'a> {
+pub(crate) struct SpecInput<'a> {
     pub config: &'a Config,
     pub pool: &'a PoolConfig,
     pub credential: Option<&'a Injected>,
@@ -137,7 +138,7 @@ pub struct SpecInput<'a> {
     pub resume: Option<&'a str>,
 }
 
-pub fn build(input: SpecInput) -> AgentSpec {
+pub(crate) fn build(input: SpecInput) -> AgentSpec {
     let SpecInput {
         config,
         pool,

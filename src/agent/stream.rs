@@ -8,7 +8,7 @@ use crate::state::ResultInfo;
 
 /// What one line told us.
 #[derive(Debug, Clone, PartialEq)]
-pub enum StreamEvent {
+pub(crate) enum StreamEvent {
     /// The session id and model, from the init line.
     Init {
         session_id: String,
@@ -34,7 +34,7 @@ pub enum StreamEvent {
 
 /// Keeps what a stream has said so far.
 #[derive(Debug, Default)]
-pub struct StreamParser {
+pub(crate) struct StreamParser {
     pub session_id: Option<String>,
     pub model: Option<String>,
     pub activity: Option<String>,
@@ -51,12 +51,12 @@ const RESULT_TEXT_LIMIT: usize = 4000;
 const UNPARSED_LIMIT: usize = 8 << 20;
 
 impl StreamParser {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Read one stdout line. Returns what it said, if anything.
-    pub fn feed_line(&mut self, line: &str) -> Vec<StreamEvent> {
+    pub(crate) fn feed_line(&mut self, line: &str) -> Vec<StreamEvent> {
         let trimmed = line.trim();
         if trimmed.is_empty() {
             return Vec::new();
@@ -83,7 +83,7 @@ impl StreamParser {
     }
 
     /// End of stdout: a lone JSON document printed over several lines.
-    pub fn finish(&mut self) -> Vec<StreamEvent> {
+    pub(crate) fn finish(&mut self) -> Vec<StreamEvent> {
         if self.result.is_some() || self.unparsed.is_empty() {
             return Vec::new();
         }
@@ -127,7 +127,7 @@ impl StreamParser {
 }
 
 /// The events in one JSON object (an assistant message can hold several).
-pub fn parse_event(v: &Value) -> Vec<StreamEvent> {
+pub(crate) fn parse_event(v: &Value) -> Vec<StreamEvent> {
     let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
     let mut out = Vec::new();
     match kind {
@@ -211,7 +211,7 @@ fn epoch(v: &Value) -> Option<DateTime<Utc>> {
     Utc.timestamp_opt(secs, 0).single()
 }
 
-pub fn result_info(v: &Value) -> ResultInfo {
+pub(crate) fn result_info(v: &Value) -> ResultInfo {
     let text = v.get("result").and_then(Value::as_str).map(|t| {
         if t.len() > RESULT_TEXT_LIMIT {
             let mut end = RESULT_TEXT_LIMIT;
@@ -248,7 +248,7 @@ pub fn result_info(v: &Value) -> ResultInfo {
 }
 
 /// `Bash: cargo test`, `Edit: src/main.rs`, ... for the live view.
-pub fn describe_tool_use(block: &Value) -> String {
+pub(crate) fn describe_tool_use(block: &Value) -> String {
     let name = block.get("name").and_then(Value::as_str).unwrap_or("tool");
     let input = block.get("input").unwrap_or(&Value::Null);
     let field = [
@@ -277,7 +277,7 @@ pub fn describe_tool_use(block: &Value) -> String {
 }
 
 /// The text of a tool result's `content` (a string or text blocks).
-pub fn tool_result_text(content: Option<&Value>) -> String {
+pub(crate) fn tool_result_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(items)) => items
@@ -293,12 +293,12 @@ pub fn tool_result_text(content: Option<&Value>) -> String {
 /// First line, cut to `max` characters.
 /// What an assistant text says the agent does now: its last line that is
 /// not blank, cut to 200 characters (None for a blank text).
-pub fn text_activity(text: &str) -> Option<String> {
+pub(crate) fn text_activity(text: &str) -> Option<String> {
     let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
     Some(one_line(last, 200))
 }
 
-pub fn one_line(s: &str, max: usize) -> String {
+pub(crate) fn one_line(s: &str, max: usize) -> String {
     let first = s
         .lines()
         .find(|l| !l.trim().is_empty())

@@ -5,11 +5,11 @@
 use super::helper::Reply;
 
 /// One line of a check: what, and what was found.
-pub type Line = (&'static str, String);
+pub(crate) type Line = (&'static str, String);
 
 /// What `hosts check` found for one host of a pool (or one Slurm pool).
 #[derive(Debug)]
-pub struct Checked {
+pub(crate) struct Checked {
     /// Its first line: `pool NAME (KIND) HOST`, or a problem on its own.
     pub heading: String,
     /// What was found, one line each.
@@ -20,7 +20,7 @@ pub struct Checked {
 
 impl Checked {
     /// A problem said in one line (a VM refused, no VMs).
-    pub fn problem(heading: String) -> Checked {
+    pub(crate) fn problem(heading: String) -> Checked {
         Checked {
             heading,
             lines: Vec::new(),

@@ -11,14 +11,14 @@ use crate::config::{Config, PoolConfig};
 use crate::error::Result;
 use crate::state::{State, TaskRecord};
 
-pub use super::check::Checked;
+pub(crate) use super::check::Checked;
 
 /// A future run on the command's own runtime (`block_on`): it may hold
 /// what cannot cross threads (the records below).
-pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+pub(crate) type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// The pool asked about, and its project.
-pub struct At<'a> {
+pub(crate) struct At<'a> {
     pub config: &'a Config,
     pub pool: &'a PoolConfig,
     /// The project's key (`project::key_of` its state directory).
@@ -28,7 +28,7 @@ pub struct At<'a> {
 /// What `up` and `down` keep: state.json's records of what flocks made
 /// (saved at each change), exe.dev's own record of its VMs, and where
 /// to say what was done.
-pub struct Records<'a> {
+pub(crate) struct Records<'a> {
     pub state: &'a mut State,
     pub save: &'a mut dyn FnMut(&State) -> Result<()>,
     pub vms: &'a mut crate::backend::ssh::exedev::Made,
@@ -41,7 +41,7 @@ pub struct Records<'a> {
 /// A task whose shell is asked for: its record (a best-of task's winner
 /// or variant), and its worktree as state.json names it (`host:path` for
 /// a remote pool).
-pub struct ShellTask<'a> {
+pub(crate) struct ShellTask<'a> {
     /// The id asked for (a best-of task's, for its winner), in what is said.
     pub asked: &'a str,
     pub record: &'a TaskRecord,
@@ -50,7 +50,7 @@ pub struct ShellTask<'a> {
 
 /// An interactive shell to run, with the terminal, in the foreground.
 #[derive(Debug)]
-pub struct Shell {
+pub(crate) struct Shell {
     /// Its argv (a fixed command: paths quoted, never spliced raw).
     pub argv: Vec<std::ffi::OsString>,
     /// The working directory, for a shell on this machine.
@@ -67,7 +67,7 @@ pub struct Shell {
 
 /// How a shell's exit status becomes `flocks shell`'s.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ShellEnd {
+pub(crate) enum ShellEnd {
     /// Always fine (the user's own shell said what it had to say).
     Fine,
     /// Fine on success, else an unexpected end.

@@ -22,29 +22,29 @@ use crate::config::Config;
 use crate::git::Worktrees;
 use crate::git::include::{Copied, IncludeError, IncludeSet};
 
-pub struct LocalBackend {
+pub(crate) struct LocalBackend {
     worktrees: Arc<Worktrees>,
     repo_dir: PathBuf,
     config_dir: PathBuf,
     grace: Duration,
 }
 
-pub struct LocalControl {
+pub(crate) struct LocalControl {
     supervisor: i32,
 }
 
 impl LocalControl {
-    pub fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let _ = kill(Pid::from_raw(self.supervisor), Signal::SIGTERM);
     }
 
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         let _ = kill(Pid::from_raw(self.supervisor), Signal::SIGUSR1);
     }
 }
 
 impl LocalBackend {
-    pub fn new(config: &Config, worktrees: Arc<Worktrees>) -> Self {
+    pub(crate) fn new(config: &Config, worktrees: Arc<Worktrees>) -> Self {
         LocalBackend {
             worktrees,
             repo_dir: config.workspace.repo.clone(),
@@ -53,7 +53,7 @@ impl LocalBackend {
         }
     }
 
-    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+    pub(crate) async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
         let wts = self.worktrees.clone();
         let j = job.clone();
         let (p, setup_mark) = tokio::task::spawn_blocking(move || {
@@ -74,7 +74,11 @@ impl LocalBackend {
         })
     }
 
-    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
+    pub(crate) async fn spawn(
+        &self,
+        ws: &Workspace,
+        spec: AgentSpec,
+    ) -> Result<Running, SpawnError> {
         let program = resolve_program(&spec.program, &self.config_dir, &spec.env)?;
         let mut argv = vec![program.into_os_string()];
         argv.extend(spec.args.iter().map(OsString::from));
@@ -93,7 +97,7 @@ impl LocalBackend {
         })
     }
 
-    pub async fn finish(
+    pub(crate) async fn finish(
         &self,
         ws: &Workspace,
         _task: &str,
@@ -103,7 +107,7 @@ impl LocalBackend {
         super::finish_host_worktree(self.repo_dir.clone(), ws, branch, attempt).await
     }
 
-    pub async fn release(&self, task: &str) {
+    pub(crate) async fn release(&self, task: &str) {
         let wts = self.worktrees.clone();
         let task = task.to_string();
         let _ = tokio::task::spawn_blocking(move || wts.recycle(&task)).await;
@@ -278,7 +282,7 @@ impl Backend for LocalBackend {
 
 /// `[agent] command` on this machine: a path (relative to flocks.toml's
 /// directory) or a name on the agent's PATH.
-pub fn resolve_program(
+pub(crate) fn resolve_program(
     program: &str,
     config_dir: &Path,
     env: &[(String, String)],

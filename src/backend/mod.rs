@@ -5,14 +5,14 @@
 //! applies the termination policy (TERM, grace, KILL, to the whole tree) in
 //! its own way.
 
-pub mod bwrap;
+pub(crate) mod bwrap;
 pub(crate) mod check;
-pub mod docker;
-pub mod helper;
+pub(crate) mod docker;
+pub(crate) mod helper;
 pub(crate) mod house;
-pub mod local;
-pub mod slurm;
-pub mod ssh;
+pub(crate) mod local;
+pub(crate) mod slurm;
+pub(crate) mod ssh;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ use crate::git::include::{Copied, IncludeError, IncludeSet};
 
 /// A piece of agent output, or its end.
 #[derive(Debug)]
-pub enum Chunk {
+pub(crate) enum Chunk {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
     /// The agent is gone; no chunk follows.
@@ -37,7 +37,7 @@ pub enum Chunk {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct ExitInfo {
+pub(crate) struct ExitInfo {
     /// Exit code (128+N for signal N), when known.
     pub code: Option<i32>,
     /// The backend lost the agent (container died, host dropped): the reason.
@@ -48,14 +48,14 @@ pub struct ExitInfo {
 }
 
 /// A started agent.
-pub struct Running {
+pub(crate) struct Running {
     pub output: mpsc::Receiver<Chunk>,
     pub control: Control,
 }
 
 /// How to stop a running agent. `terminate` starts the graceful policy (TERM to
 /// the tree, grace, KILL); `kill` kills the tree at once.
-pub enum Control {
+pub(crate) enum Control {
     Local(local::LocalControl),
     Ssh(ssh::SshControl),
     Docker(docker::DockerControl),
@@ -63,7 +63,7 @@ pub enum Control {
 }
 
 impl Control {
-    pub async fn terminate(&self) {
+    pub(crate) async fn terminate(&self) {
         match self {
             Control::Local(c) => c.terminate(),
             Control::Ssh(c) => c.terminate().await,
@@ -72,7 +72,7 @@ impl Control {
         }
     }
 
-    pub async fn kill(&self) {
+    pub(crate) async fn kill(&self) {
         match self {
             Control::Local(c) => c.kill(),
             Control::Ssh(c) => c.kill().await,
@@ -84,18 +84,18 @@ impl Control {
 
 /// One attempt as a scheduler sees it: which task, which attempt.
 #[derive(Debug, Clone)]
-pub struct Ticket {
+pub(crate) struct Ticket {
     pub task: String,
     pub attempt: u32,
 }
 
 /// Where an attempt's job stands in its pool's scheduler, as `admit`
 /// reports it (each report replaces the one before).
-pub type JobReports = mpsc::UnboundedSender<crate::state::Job>;
+pub(crate) type JobReports = mpsc::UnboundedSender<crate::state::Job>;
 
 /// Where an attempt runs.
 #[derive(Debug, Clone)]
-pub struct Workspace {
+pub(crate) struct Workspace {
     /// The worktree on this machine (where logs and git work refer to).
     pub host_path: PathBuf,
     /// The agent's working directory where it runs.
@@ -113,7 +113,7 @@ pub struct Workspace {
 
 /// What `finish` found.
 #[derive(Debug, Clone)]
-pub struct Finished {
+pub(crate) struct Finished {
     pub tip: String,
     pub leftovers_committed: bool,
     pub new_commits: usize,
@@ -128,7 +128,7 @@ pub struct Finished {
 
 /// The job for one attempt, as far as a backend needs to know.
 #[derive(Debug, Clone)]
-pub struct PrepareJob {
+pub(crate) struct PrepareJob {
     pub task: String,
     pub branch: String,
     pub base: String,
@@ -143,7 +143,7 @@ impl PrepareJob {
     /// attempt created the branch): kept across attempts, unless this
     /// attempt created the branch or started it over (`retry --fresh`, a
     /// `land --resolve` redo).
-    pub fn origin_for(&self, start: &str, created: bool) -> String {
+    pub(crate) fn origin_for(&self, start: &str, created: bool) -> String {
         match &self.origin {
             Some(o) if !self.fresh && !created => o.clone(),
             _ => start.to_string(),
@@ -153,7 +153,7 @@ impl PrepareJob {
 
 /// Why an attempt could not be prepared.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum PrepareError {
+pub(crate) enum PrepareError {
     /// The worktree or branch could not be set up: the attempt fails.
     #[error("{0}")]
     Failed(String),
@@ -164,7 +164,7 @@ pub enum PrepareError {
 
 /// Why `[agent] command` cannot run where a pool runs it.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ProgramError {
+pub(crate) enum ProgramError {
     #[error(
         "agent command {} is not an executable file (check [agent] command in flocks.toml)",
         .0.display()
@@ -184,7 +184,7 @@ pub enum ProgramError {
 
 /// Why the agent could not be started in a prepared workspace.
 #[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
+pub(crate) enum SpawnError {
     /// `[agent] command` is not there (local pools).
     #[error(transparent)]
     Program(#[from] ProgramError),
@@ -209,7 +209,7 @@ pub enum SpawnError {
 
 /// Why an attempt's end could not be measured (leftovers, tip, commits).
 #[derive(Debug, thiserror::Error)]
-pub enum FinishError {
+pub(crate) enum FinishError {
     /// The branch or worktree could not be read back: the reason names it.
     #[error("{0}")]
     Measure(String),
@@ -230,7 +230,7 @@ pub enum FinishError {
 
 /// Why a completed setup could not be recorded in the worktree.
 #[derive(Debug, thiserror::Error)]
-pub enum MarkError {
+pub(crate) enum MarkError {
     #[error("cannot record the setup in {}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -245,7 +245,7 @@ pub enum MarkError {
 }
 
 /// A boxed future, so that backends are used as `Arc<dyn Backend>`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One pool's backend: where its agents run. The runner holds
 /// `Arc<dyn Backend>` and never asks which one it has.
@@ -254,7 +254,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// nothing to connect to, never down. A backend's attempt methods
 /// (`prepare`, `spawn`, `finish`, `release`) are its inherent `async fn`s of
 /// the same names, boxed by [`attempt_methods!`].
-pub trait Backend: Send + Sync {
+pub(crate) trait Backend: Send + Sync {
     /// Agent slots of the pool (an exedev pool has `max_worktrees` per VM).
     fn slots(&self, pool: &PoolConfig) -> usize {
         pool.max_worktrees
@@ -548,7 +548,7 @@ use setup_methods;
 /// the host's worktree through the mount, under the `.git` guard), `remote
 /// clone` (ssh, exe.dev: a repository on another machine), `bwrap` (local, a
 /// sandbox with a repository of its own), `none` (local, unsandboxed).
-pub fn isolation(pool: &PoolConfig) -> &'static str {
+pub(crate) fn isolation(pool: &PoolConfig) -> &'static str {
     match &pool.backend {
         BackendConfig::Local if pool.sandbox == SandboxMode::Bwrap => "bwrap",
         BackendConfig::Local => "none",
@@ -563,7 +563,7 @@ pub fn isolation(pool: &PoolConfig) -> &'static str {
 }
 
 /// The backend of `pool`.
-pub fn for_pool(
+pub(crate) fn for_pool(
     config: &Config,
     pool: &PoolConfig,
     worktrees: Arc<Worktrees>,
@@ -585,14 +585,17 @@ pub fn for_pool(
 
 /// Prepare through `backend`, with the task's branch exempt from the host
 /// `.git` guard while flocks and its own agent move it.
-pub async fn prepare(backend: &dyn Backend, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+pub(crate) async fn prepare(
+    backend: &dyn Backend,
+    job: &PrepareJob,
+) -> Result<Workspace, PrepareError> {
     crate::guard::exempt_branch(&job.branch);
     backend.prepare(job).await
 }
 
 /// Finish through `backend`; then flocks is done moving the branch: it is
 /// guarded again, where flocks left it.
-pub async fn finish(
+pub(crate) async fn finish(
     backend: &dyn Backend,
     ws: &Workspace,
     task: &str,
@@ -606,7 +609,7 @@ pub async fn finish(
 
 /// flocks is done moving `branch` (the attempt finished, or ended before its
 /// agent ran): it is guarded again, where flocks left it.
-pub async fn settle(branch: &str) {
+pub(crate) async fn settle(branch: &str) {
     let b = branch.to_string();
     let _ = tokio::task::spawn_blocking(move || crate::guard::settle_branch(&b)).await;
 }

@@ -10,7 +10,7 @@ use crate::land::{self, CleanOptions, LandLock};
 use crate::project::Project;
 use crate::state::TaskStatus;
 
-pub fn run(project: &Project, args: &CleanArgs) -> Result<Exit> {
+pub(super) fn run(project: &Project, args: &CleanArgs) -> Result<Exit> {
     // Outside a repository, say so before a lock creates `.flocks/`.
     project.repo()?;
     if args.logs {

@@ -4,7 +4,7 @@
 use crate::cli::CompletionsArgs;
 use crate::error::{Error, Exit, Result};
 
-pub fn run(args: &CompletionsArgs) -> Result<Exit> {
+pub(super) fn run(args: &CompletionsArgs) -> Result<Exit> {
     let mut cmd = crate::help::command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "flocks", &mut script);

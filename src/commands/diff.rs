@@ -8,7 +8,7 @@ use crate::cli::DiffArgs;
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
 
-pub fn run(project: &Project, args: &DiffArgs) -> Result<Exit> {
+pub(super) fn run(project: &Project, args: &DiffArgs) -> Result<Exit> {
     let change = match args.variant {
         Some(k) => crate::land::variant_change(project, &args.task, k)?,
         None => crate::land::change(project, &args.task)?,

@@ -6,7 +6,7 @@ use crate::error::{Exit, Result};
 use crate::project::Project;
 use crate::service::forget::{ForgetOptions, forget};
 
-pub fn run(project: &Project, args: &ForgetArgs) -> Result<Exit> {
+pub(super) fn run(project: &Project, args: &ForgetArgs) -> Result<Exit> {
     let done = forget(
         project,
         &ForgetOptions {

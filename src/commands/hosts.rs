@@ -9,7 +9,7 @@ use crate::cli::{HostsAction, HostsArgs};
 use crate::error::{Exit, Result};
 use crate::project::Project;
 
-pub fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
+pub(super) fn run(project: &Project, args: &HostsArgs) -> Result<Exit> {
     let HostsAction::Check { pool: only } = &args.action;
     let Some(found) = crate::service::pools::check(project, only.as_deref())? else {
         crate::outln!("no ssh, exedev or slurm pools in flocks.toml");

@@ -11,7 +11,7 @@ use crate::error::{Context, Error, Exit, Result};
 
 /// The result of looking around the repository.
 #[derive(Debug, Clone, Default)]
-pub struct Detected {
+pub(super) struct Detected {
     /// The branch checked out now (land target and base).
     pub branch: String,
     /// A running container whose `devcontainer.local_folder` label is the repo.
@@ -23,7 +23,7 @@ pub struct Detected {
 }
 
 /// `explicit`: the `--config PATH` to write instead of `<repo>/flocks.toml`.
-pub fn run(explicit: Option<&Path>) -> Result<Exit> {
+pub(super) fn run(explicit: Option<&Path>) -> Result<Exit> {
     let cwd = std::env::current_dir().ctx(|| "read the current directory".into())?;
     let repo = git2::Repository::discover(&cwd).map_err(|_| {
         Error::Usage(format!(
@@ -172,7 +172,7 @@ fn quote(s: &str) -> String {
 
 /// The commented flocks.toml; `repo` is its `[workspace] repo` (relative to
 /// the file's directory, or absolute).
-pub fn config_text(root: &Path, repo: &str, d: &Detected) -> String {
+pub(super) fn config_text(root: &Path, repo: &str, d: &Detected) -> String {
     let mut s = format!(
         r#"# flocks.toml for {root}, written by `flocks init`.
 # flocks finds this file by walking up from the current directory. Unknown

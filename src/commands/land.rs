@@ -11,7 +11,7 @@ use crate::notify::Notifiers;
 use crate::project::Project;
 use crate::service::push::Pushing;
 
-pub fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
+pub(super) fn run(project: &Project, args: &LandArgs) -> Result<Exit> {
     if args.source.tasks.is_some() && !args.resolve {
         return Err(crate::error::Error::Usage(
             "--tasks only matters with --resolve (it names the task file of the tasks to redo)"

@@ -12,7 +12,7 @@ use crate::state::{ProjectLock, TaskStatus};
 /// `flocks logs <task> --json`: the attempt's record instead of its output.
 #[derive(serde::Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct LogsJson<'a> {
+pub(crate) struct LogsJson<'a> {
     pub task: &'a str,
     /// As in `status --json` (the state's own label).
     pub status: &'a str,
@@ -27,7 +27,7 @@ pub struct LogsJson<'a> {
     pub attempt: &'a crate::state::Attempt,
 }
 
-pub fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
+pub(crate) fn run(project: &Project, args: &LogsArgs) -> Result<Exit> {
     let state = project.store.load()?;
     if args.judge {
         return judge_log(project, &state, args);

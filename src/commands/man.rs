@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::ManArgs;
 use crate::error::{Error, Exit, Result};
 
-pub fn run(args: &ManArgs) -> Result<Exit> {
+pub(super) fn run(args: &ManArgs) -> Result<Exit> {
     let cmd = crate::help::command();
     match &args.dir {
         None => {

@@ -5,7 +5,7 @@ use crate::cli::PickArgs;
 use crate::error::{Exit, Result};
 use crate::project::Project;
 
-pub fn run(project: &Project, args: &PickArgs) -> Result<Exit> {
+pub(super) fn run(project: &Project, args: &PickArgs) -> Result<Exit> {
     let p = crate::service::pick::pick(project, &args.task, args.variant)?;
     let before = match p.before {
         Some(w) if w == p.variant => " (the judgement's pick too)".to_string(),

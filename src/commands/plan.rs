@@ -23,11 +23,11 @@ use crate::state::Outcome;
 use crate::tasks::{BranchRules, TaskSet, dependency_order, parse_jsonl, waves};
 
 /// The file the planning agent writes, relative to its worktree.
-pub const PLAN_FILE: &str = "flocks-plan.jsonl";
+pub(super) const PLAN_FILE: &str = "flocks-plan.jsonl";
 
 const BUILT_IN: &str = include_str!("plan_prompt.md");
 
-pub fn run(project: &Project, args: &PlanArgs) -> Result<Exit> {
+pub(super) fn run(project: &Project, args: &PlanArgs) -> Result<Exit> {
     match make_plan(project, &args.objective, &args.plan)? {
         Ok(_) => {
             crate::outln!(
@@ -45,7 +45,7 @@ pub fn run(project: &Project, args: &PlanArgs) -> Result<Exit> {
 
 /// Plan, check, save and show. `Ok(Err(exit))`: the planning agent did not
 /// finish (said on stdout); an invalid plan is an error (exit 2).
-pub fn make_plan(
+pub(super) fn make_plan(
     project: &Project,
     objective: &str,
     opts: &PlanOptions,
@@ -342,7 +342,7 @@ fn write_atomic(dest: &Path, text: &str) -> Result<()> {
 }
 
 /// The plan as a table, by wave.
-pub fn render_table(tasks: &TaskSet) -> String {
+pub(super) fn render_table(tasks: &TaskSet) -> String {
     use std::fmt::Write;
     let order = dependency_order(&tasks.tasks).unwrap_or_else(|_| (0..tasks.tasks.len()).collect());
     let wave = waves(&tasks.tasks, &order);

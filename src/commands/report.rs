@@ -9,7 +9,7 @@ use crate::cli::ReportArgs;
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
 
-pub fn run(project: &Project, args: &ReportArgs) -> Result<Exit> {
+pub(super) fn run(project: &Project, args: &ReportArgs) -> Result<Exit> {
     project.repo()?;
     let secrets = crate::runner::credentials::Credentials::from_env(&project.config).secrets();
     let redactor = Redactor::new(secrets);

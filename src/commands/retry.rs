@@ -12,7 +12,7 @@ use crate::service::run::{Requeue, RunRequest, execute};
 use crate::state::{Outcome, State, TaskStatus};
 use crate::tasks::TaskSet;
 
-pub fn run(project: Project, args: &RetryArgs) -> Result<Exit> {
+pub(super) fn run(project: Project, args: &RetryArgs) -> Result<Exit> {
     project.repo()?;
     if args.ids.is_empty() && !args.all_failed {
         return Err(Error::Usage(

@@ -10,7 +10,7 @@ use crate::service::run::{Requeue, RunRequest, execute};
 use crate::service::{dry_run, load};
 use crate::tasks::TaskSet;
 
-pub fn run(project: Project, args: &RunArgs) -> Result<Exit> {
+pub(super) fn run(project: Project, args: &RunArgs) -> Result<Exit> {
     if args.dry_run {
         // The task file and the state are independent: read them side by side.
         let (loaded, state) = std::thread::scope(|s| {

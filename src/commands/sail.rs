@@ -8,7 +8,7 @@ use crate::runner::RunOptions;
 use crate::service::load;
 use crate::service::run::{Requeue, RunRequest, execute};
 
-pub fn run(project: Project, args: &SailArgs) -> Result<Exit> {
+pub(super) fn run(project: Project, args: &SailArgs) -> Result<Exit> {
     // The plan's lock is released before the run takes its own.
     let tasks = match make_plan(&project, &args.objective, &args.plan)? {
         Ok(tasks) => tasks,

@@ -5,7 +5,7 @@ use crate::error::{Exit, Result};
 use crate::project::Project;
 use crate::web::{ServeOptions, serve};
 
-pub fn run(project: Project, args: &ServeArgs) -> Result<Exit> {
+pub(super) fn run(project: Project, args: &ServeArgs) -> Result<Exit> {
     serve(
         project,
         &ServeOptions {

@@ -10,7 +10,7 @@ use crate::cli::ShellArgs;
 use crate::error::{Error, Exit, Result};
 use crate::project::Project;
 
-pub fn run(project: &Project, args: &ShellArgs) -> Result<Exit> {
+pub(super) fn run(project: &Project, args: &ShellArgs) -> Result<Exit> {
     let shell = crate::service::pools::shell(project, &args.task)?;
     if let Some(note) = &shell.note {
         crate::outln!("{note}");

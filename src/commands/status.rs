@@ -11,7 +11,7 @@ use crate::output::units::duration as human_duration;
 use crate::project::Project;
 use crate::view::{LANDED, NOT_QUEUED, REMOVED, RESULT_LINES, StatusView, TaskView, build};
 
-pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
+pub(super) fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
     project.repo()?;
     if args.watch {
         return crate::tui::run(project);
@@ -38,7 +38,7 @@ pub fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-pub fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
+pub(super) fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
     let mut s = String::new();
     run_lines(&mut s, v);
     let g = Groups::of(v);

@@ -7,7 +7,7 @@ use crate::error::{Error, Exit, Result};
 use crate::project::Project;
 use crate::state::ProjectLock;
 
-pub fn run(project: &Project) -> Result<Exit> {
+pub(super) fn run(project: &Project) -> Result<Exit> {
     let Some(holder) = ProjectLock::holder(&project.state_dir()) else {
         crate::outln!("no flocks run is going in {}", project.config.dir.display());
         return Ok(Exit::Ok);

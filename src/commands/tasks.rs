@@ -32,7 +32,7 @@ const STATUSES: &[&str] = &[
 /// `flocks tasks --json`.
 #[derive(serde::Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct TasksJson {
+pub(crate) struct TasksJson {
     pub tasks: Vec<Row>,
     /// What the listed tasks cost, summed.
     pub total_cost_usd: f64,
@@ -43,7 +43,7 @@ pub struct TasksJson {
 
 #[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct Row {
+pub(crate) struct Row {
     pub id: String,
     pub title: Option<String>,
     pub status: String,
@@ -64,7 +64,7 @@ pub struct Row {
     pub judgement: Option<crate::state::Judgement>,
 }
 
-pub fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
+pub(crate) fn run(project: &Project, args: &TasksArgs) -> Result<Exit> {
     project.repo()?;
     let wanted = match &args.status {
         Some(s) => Some(normalize(s)?),
@@ -154,7 +154,12 @@ fn normalize(s: &str) -> Result<String> {
 }
 
 /// Task-file order, then tasks only the state knows.
-pub fn rows(tasks: Option<&TaskSet>, state: &State, log_root: &Path, live: bool) -> Vec<Row> {
+pub(crate) fn rows(
+    tasks: Option<&TaskSet>,
+    state: &State,
+    log_root: &Path,
+    live: bool,
+) -> Vec<Row> {
     let mut out = Vec::new();
     if let Some(set) = tasks {
         for t in &set.tasks {
@@ -233,7 +238,7 @@ fn from_record(rec: &TaskRecord, log_root: &Path, live: bool) -> Row {
     }
 }
 
-pub fn render(rows: &[Row]) -> String {
+pub(crate) fn render(rows: &[Row]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     if rows.is_empty() {

@@ -4,7 +4,7 @@
 use crate::error::{Exit, Result};
 use crate::project::Project;
 
-pub fn run(project: &Project) -> Result<Exit> {
+pub(super) fn run(project: &Project) -> Result<Exit> {
     let changed = crate::trust::record(&project.config)?;
     let path = crate::trust::record_path(&project.config)?;
     if changed.is_empty() {

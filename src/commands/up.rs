@@ -6,7 +6,7 @@ use crate::cli::UpArgs;
 use crate::error::{Exit, Result};
 use crate::project::Project;
 
-pub fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
+pub(super) fn run(project: &Project, args: &UpArgs) -> Result<Exit> {
     let mut say = |line: String| crate::outln!("{line}");
     let did = crate::service::pools::up(project, args.pool.as_deref(), &mut say)?;
     if !did {

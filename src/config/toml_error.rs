@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 
 /// Deserialize `text` into `T`; a failure names the file, line and key.
-pub fn deserialize<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+pub(super) fn deserialize<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
     let de = toml::Deserializer::parse(text).map_err(|e| syntax(path, text, &e))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = key_of(e.path());

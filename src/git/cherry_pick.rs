@@ -8,7 +8,7 @@ use crate::error::{Context, Result};
 
 /// What happened to one task's commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
+pub(crate) enum Applied {
     /// Its commits are in the chain (`commits` new ones; `dropped` changed
     /// nothing because the target already had their change).
     Picked {

@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository, Signature, StatusOptions};
 
-pub use worktree::{SPARE_DIR, Worktrees, check_task_worktree};
+pub(crate) use worktree::{SPARE_DIR, Worktrees, check_task_worktree};
 
 use crate::error::{Context, Error, Result};
 
 /// Open the project's repository with a message that says what to do.
-pub fn open(repo: &Path) -> Result<Repository> {
+pub(crate) fn open(repo: &Path) -> Result<Repository> {
     Repository::open(repo).map_err(|_| {
         Error::Usage(format!(
             "{} is not a git repository: run flocks in a git repository (`git init` and a first commit make one), or point [workspace] repo in flocks.toml at one",
@@ -29,7 +29,7 @@ pub fn open(repo: &Path) -> Result<Repository> {
 }
 
 /// The commit a branch points at.
-pub fn branch_tip(repo: &Repository, branch: &str) -> Result<Option<Oid>> {
+pub(crate) fn branch_tip(repo: &Repository, branch: &str) -> Result<Option<Oid>> {
     match repo.find_reference(&format!("refs/heads/{branch}")) {
         Ok(r) => Ok(Some(
             r.peel_to_commit()
@@ -42,7 +42,7 @@ pub fn branch_tip(repo: &Repository, branch: &str) -> Result<Option<Oid>> {
 }
 
 /// The commit a revision (branch, tag, sha) names.
-pub fn resolve_commit(repo: &Repository, rev: &str) -> Result<Oid> {
+pub(crate) fn resolve_commit(repo: &Repository, rev: &str) -> Result<Oid> {
     let obj = repo.revparse_single(rev).map_err(|_| {
         if has_no_commit(repo) {
             return Error::Usage(format!(
@@ -77,7 +77,7 @@ fn has_no_commit(repo: &Repository) -> bool {
 }
 
 /// The repo's configured identity, or flocks' fallback.
-pub fn signature(repo: &Repository) -> Signature<'static> {
+pub(crate) fn signature(repo: &Repository) -> Signature<'static> {
     repo.signature().map(|s| s.to_owned()).unwrap_or_else(|_| {
         Signature::now("flocks", "flocks@localhost").expect("static signature is valid")
     })
@@ -85,7 +85,7 @@ pub fn signature(repo: &Repository) -> Signature<'static> {
 
 /// Add `patterns` to `.git/info/exclude` (of the common dir) if missing. Never
 /// touches a tracked file.
-pub fn ensure_excluded(repo: &Repository, patterns: &[String]) -> Result<()> {
+pub(crate) fn ensure_excluded(repo: &Repository, patterns: &[String]) -> Result<()> {
     let info = repo.commondir().join("info");
     std::fs::create_dir_all(&info).ctx(|| format!("create {}", info.display()))?;
     let path = info.join("exclude");
@@ -113,7 +113,7 @@ pub fn ensure_excluded(repo: &Repository, patterns: &[String]) -> Result<()> {
 
 /// Exclude patterns for `.flocks/` and `.worktrees/` relative to the repo root,
 /// for the ones that lie inside it.
-pub fn exclude_patterns(repo_root: &Path, dirs: &[PathBuf]) -> Vec<String> {
+pub(crate) fn exclude_patterns(repo_root: &Path, dirs: &[PathBuf]) -> Vec<String> {
     dirs.iter()
         .filter_map(|d| d.strip_prefix(repo_root).ok())
         .filter(|rel| !rel.as_os_str().is_empty())
@@ -125,7 +125,7 @@ pub fn exclude_patterns(repo_root: &Path, dirs: &[PathBuf]) -> Vec<String> {
 /// as its own commit on HEAD. Returns the new commit, if one was needed.
 /// Put every tracked file of a worktree back as its HEAD has it (a
 /// checkout that a kill cut short), leaving untracked files alone.
-pub fn restore_checkout(worktree: &Path) -> Result<()> {
+pub(crate) fn restore_checkout(worktree: &Path) -> Result<()> {
     let repo =
         Repository::open(worktree).ctx(|| format!("open worktree {}", worktree.display()))?;
     let mut co = git2::build::CheckoutBuilder::new();
@@ -136,7 +136,7 @@ pub fn restore_checkout(worktree: &Path) -> Result<()> {
 
 /// Put a worktree back to its HEAD: tracked files as HEAD has them,
 /// untracked ones removed (ignored ones, such as build caches, stay).
-pub fn reset_worktree(worktree: &Path) -> Result<()> {
+pub(crate) fn reset_worktree(worktree: &Path) -> Result<()> {
     let repo =
         Repository::open(worktree).ctx(|| format!("open worktree {}", worktree.display()))?;
     let mut co = git2::build::CheckoutBuilder::new();
@@ -151,7 +151,7 @@ pub fn reset_worktree(worktree: &Path) -> Result<()> {
         .ctx(|| format!("reset {}", worktree.display()))
 }
 
-pub fn commit_leftovers(worktree: &Path, message: &str) -> Result<Option<Oid>> {
+pub(crate) fn commit_leftovers(worktree: &Path, message: &str) -> Result<Option<Oid>> {
     let repo =
         Repository::open(worktree).ctx(|| format!("open worktree {}", worktree.display()))?;
     let mut opts = StatusOptions::new();
@@ -193,7 +193,7 @@ pub fn commit_leftovers(worktree: &Path, message: &str) -> Result<Option<Oid>> {
 }
 
 /// Commits reachable from `tip` that `start` lacks.
-pub fn commits_ahead(repo: &Repository, tip: Oid, start: Oid) -> Result<usize> {
+pub(crate) fn commits_ahead(repo: &Repository, tip: Oid, start: Oid) -> Result<usize> {
     if tip == start {
         return Ok(0);
     }
@@ -209,7 +209,7 @@ pub(crate) mod testing {
     use std::process::Command;
 
     /// A repo with one commit on `main`, made with the git CLI.
-    pub fn init_repo(dir: &Path) {
+    pub(crate) fn init_repo(dir: &Path) {
         let run = |args: &[&str]| {
             let st = Command::new("git")
                 .args(args)

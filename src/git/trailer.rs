@@ -1,12 +1,12 @@
 //! The `Flocks-Task: <id>` trailer in a commit message: added by every
 //! cherry-pick that lands, read back to know what landed.
 
-pub const KEY: &str = "Flocks-Task";
+pub(crate) const KEY: &str = "Flocks-Task";
 
 /// `message` with a `Flocks-Task: <id>` trailer appended (once), keeping the
 /// rest as it is. An existing trailer block is extended; otherwise a blank
 /// line separates the new trailer from the body.
-pub fn add(message: &str, id: &str) -> String {
+pub(crate) fn add(message: &str, id: &str) -> String {
     let line = format!("{KEY}: {id}");
     let body = message.trim_end();
     if task_ids(body).iter().any(|t| t == id) {
@@ -25,7 +25,7 @@ pub fn add(message: &str, id: &str) -> String {
 }
 
 /// The task ids named by `Flocks-Task` trailers in the message's last paragraph.
-pub fn task_ids(message: &str) -> Vec<String> {
+pub(crate) fn task_ids(message: &str) -> Vec<String> {
     if !message.contains(KEY) {
         return Vec::new();
     }

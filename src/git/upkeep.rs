@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// Loose refs from which `git pack-refs --all` runs.
-pub const PACK_REFS_FROM: usize = 64;
+pub(crate) const PACK_REFS_FROM: usize = 64;
 
 /// git's defaults of `gc.auto` and `gc.autoPackLimit`.
 const GC_AUTO_DEFAULT: i64 = 6700;
@@ -20,7 +20,7 @@ const PACK_LIMIT_DEFAULT: i64 = 50;
 
 /// What one upkeep did.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Done {
+pub(crate) struct Done {
     /// Loose refs packed (0: `pack-refs` did not run).
     pub packed_refs: usize,
     /// `git gc --auto` ran.
@@ -44,7 +44,7 @@ struct Look {
 
 /// Look at the repository of `repo` (its common git dir) and pack what is
 /// due. `Ok(None)`: nothing was.
-pub fn run(repo: &Path) -> Result<Option<Done>, String> {
+pub(crate) fn run(repo: &Path) -> Result<Option<Done>, String> {
     let started = Instant::now();
     let r = git2::Repository::open(repo).map_err(|e| format!("{}: {e}", repo.display()))?;
     let git_dir = r.commondir().to_path_buf();

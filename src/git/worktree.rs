@@ -16,7 +16,7 @@ use super::{branch_tip, resolve_commit};
 use crate::error::{Context, Error, Result};
 
 /// The spare worktrees' directory under `.worktrees/`.
-pub const SPARE_DIR: &str = ".spare";
+pub(crate) const SPARE_DIR: &str = ".spare";
 /// In a worktree's admin dir: the hash of the `[workspace] setup` that
 /// completed there (it moves with the worktree into and out of the pool).
 const SETUP_MARK: &str = "flocks-setup";
@@ -24,7 +24,7 @@ const SPARE_PREFIX: &str = "flocks-spare-";
 
 /// A task's worktree, ready for an attempt.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub path: PathBuf,
     /// The branch tip as the attempt starts.
     pub start_commit: Oid,
@@ -36,7 +36,7 @@ pub struct Prepared {
 
 /// The worktrees of one repository. Operations that change refs or worktree
 /// admin files are serialized; checkouts of different worktrees are not.
-pub struct Worktrees {
+pub(crate) struct Worktrees {
     repo_dir: PathBuf,
     root: PathBuf,
     admin: Mutex<()>,
@@ -45,7 +45,7 @@ pub struct Worktrees {
 }
 
 impl Worktrees {
-    pub fn new(repo_dir: &Path, root: &Path) -> Result<Worktrees> {
+    pub(crate) fn new(repo_dir: &Path, root: &Path) -> Result<Worktrees> {
         let repo_dir = repo_dir
             .canonicalize()
             .ctx(|| format!("resolve {}", repo_dir.display()))?;
@@ -64,7 +64,7 @@ impl Worktrees {
     /// The worktrees under `root`, named and not made: for commands that
     /// ask a pool outside a run (`up`, `down`, `hosts check`, `shell`) and
     /// create no worktree.
-    pub fn named(repo_dir: &Path, root: &Path) -> Worktrees {
+    pub(crate) fn named(repo_dir: &Path, root: &Path) -> Worktrees {
         Worktrees {
             repo_dir: repo_dir.to_path_buf(),
             root: root.to_path_buf(),
@@ -75,16 +75,16 @@ impl Worktrees {
 
     /// Keep at most `max` spare worktrees: a recycled worktree beyond it
     /// pushes out the oldest spare (with 0, it is removed instead).
-    pub fn with_max_spares(mut self, max: Option<usize>) -> Worktrees {
+    pub(crate) fn with_max_spares(mut self, max: Option<usize>) -> Worktrees {
         self.max_spares = max;
         self
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn path_for(&self, id: &str) -> PathBuf {
+    pub(crate) fn path_for(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
 
@@ -95,7 +95,13 @@ impl Worktrees {
     /// Make `.worktrees/<id>` a worktree with `branch` checked out, creating the
     /// branch at `base` when it does not exist. `fresh` first moves the branch
     /// back to `base` (the caller checked that this loses nothing unlanded).
-    pub fn prepare(&self, id: &str, branch: &str, base: &str, fresh: bool) -> Result<Prepared> {
+    pub(crate) fn prepare(
+        &self,
+        id: &str,
+        branch: &str,
+        base: &str,
+        fresh: bool,
+    ) -> Result<Prepared> {
         let guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let repo = self.repo()?;
         let refname = format!("refs/heads/{branch}");
@@ -200,7 +206,7 @@ impl Worktrees {
     /// The `[workspace] setup` (its hash) that last completed in task `id`'s
     /// worktree. Read without following links or blocking: agents in
     /// containers can write the admin dir.
-    pub fn setup_mark(&self, id: &str) -> Option<String> {
+    pub(crate) fn setup_mark(&self, id: &str) -> Option<String> {
         let common = self.repo().ok()?.commondir().to_path_buf();
         let rel = Path::new("worktrees").join(id);
         super::include::read_small(&common, &rel, SETUP_MARK)
@@ -209,7 +215,7 @@ impl Worktrees {
     }
 
     /// Record that the setup `hash` completed in task `id`'s worktree.
-    pub fn mark_setup(&self, id: &str, hash: &str) -> std::io::Result<()> {
+    pub(crate) fn mark_setup(&self, id: &str, hash: &str) -> std::io::Result<()> {
         let repo = self
             .repo()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -219,7 +225,7 @@ impl Worktrees {
 
     /// Put a finished task's worktree in the spare pool. Its work must already
     /// be committed on its branch; ignored files (build caches) stay.
-    pub fn recycle(&self, id: &str) -> Result<()> {
+    pub(crate) fn recycle(&self, id: &str) -> Result<()> {
         let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let repo = self.repo()?;
         let path = self.path_for(id);
@@ -301,7 +307,7 @@ impl Worktrees {
     }
 
     /// Remove a task's worktree (its branch stays).
-    pub fn remove(&self, id: &str) -> Result<bool> {
+    pub(crate) fn remove(&self, id: &str) -> Result<bool> {
         let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.path_for(id);
         if !path.exists() {
@@ -317,7 +323,7 @@ impl Worktrees {
     }
 
     /// Remove every spare worktree.
-    pub fn remove_spares(&self) -> Result<usize> {
+    pub(crate) fn remove_spares(&self) -> Result<usize> {
         let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let spare_root = self.root.join(SPARE_DIR);
         let Ok(entries) = fs::read_dir(&spare_root) else {
@@ -531,7 +537,7 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     "state.json names {} as task {id}'s worktree, but {why}; flocks leaves it alone",
     .path.display()
 )]
-pub struct NotTheWorktree {
+pub(crate) struct NotTheWorktree {
     pub path: PathBuf,
     pub id: String,
     pub why: NotTheWorktreeBecause,
@@ -539,7 +545,7 @@ pub struct NotTheWorktree {
 
 /// Why a path is not the task's worktree.
 #[derive(Debug, thiserror::Error)]
-pub enum NotTheWorktreeBecause {
+pub(crate) enum NotTheWorktreeBecause {
     #[error("it is not {}", .0.display())]
     NotExpected(PathBuf),
     #[error("it is not a directory (a link?)")]
@@ -558,7 +564,7 @@ pub enum NotTheWorktreeBecause {
 /// write), is task `id`'s worktree of the repo at `repo_dir`: exactly
 /// `<root>/<id>`, no link on the way, and a linked worktree of this repo.
 /// The path, resolved, or why it is not one to touch.
-pub fn check_task_worktree(
+pub(crate) fn check_task_worktree(
     repo_dir: &Path,
     root: &Path,
     id: &str,

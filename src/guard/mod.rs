@@ -24,7 +24,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use refs::exempt_branch;
+pub(crate) use refs::exempt_branch;
 
 use crate::fsat;
 use index::IndexSnap;
@@ -38,7 +38,7 @@ const MAX_FILE: u64 = 1 << 20;
 const MAX_DEPTH: usize = 8;
 
 /// One guarded repository (its common git dir), shared by every pool.
-pub struct Guard {
+pub(crate) struct Guard {
     git_dir: PathBuf,
     inner: Mutex<Inner>,
 }
@@ -53,7 +53,7 @@ struct Inner {
 }
 
 /// The guard of the repository whose common git dir is `git_dir`.
-pub fn for_repo(git_dir: &Path) -> Arc<Guard> {
+pub(crate) fn for_repo(git_dir: &Path) -> Arc<Guard> {
     let key = git_dir
         .canonicalize()
         .unwrap_or_else(|_| git_dir.to_path_buf());
@@ -76,7 +76,7 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Guard>>> {
 /// A task's attempt is over and flocks has put its work on its branch: from
 /// now on the branch is guarded like any other ref, at where flocks left it
 /// (until the task is prepared again).
-pub fn settle_branch(branch: &str) {
+pub(crate) fn settle_branch(branch: &str) {
     let name = format!("refs/heads/{branch}");
     let guards: Vec<Arc<Guard>> = registry()
         .lock()
@@ -101,7 +101,7 @@ pub fn settle_branch(branch: &str) {
 
 impl Guard {
     /// An attempt starts. Returns its ticket for [`Guard::end`].
-    pub fn begin(&self) -> u64 {
+    pub(crate) fn begin(&self) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.active.is_empty() {
             let base = Snapshot::take(&self.git_dir);
@@ -117,7 +117,7 @@ impl Guard {
 
     /// An attempt ended: check, restore on change. Returns what was changed
     /// while it ran, if anything.
-    pub fn end(&self, ticket: u64) -> Option<String> {
+    pub(crate) fn end(&self, ticket: u64) -> Option<String> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut changes = Vec::new();
         if let Some(base) = &inner.baseline {
@@ -154,7 +154,7 @@ impl Guard {
 /// What the places git executes from hold now, one line per entry (by path
 /// relative to the git dir), with the text of the small text files: what
 /// `flocks trust` records and compares.
-pub fn fingerprints(git_dir: &Path) -> BTreeMap<String, (String, Option<String>)> {
+pub(crate) fn fingerprints(git_dir: &Path) -> BTreeMap<String, (String, Option<String>)> {
     use sha2::{Digest, Sha256};
     Snapshot::take(git_dir)
         .entries

@@ -16,7 +16,7 @@ pub(super) fn exempt() -> &'static Mutex<HashSet<String>> {
 /// A task's branch: flocks creates and moves it while other attempts run,
 /// and its own agent commits to it, so the ref guard leaves it be. Called
 /// as any backend prepares a task.
-pub fn exempt_branch(branch: &str) {
+pub(crate) fn exempt_branch(branch: &str) {
     exempt()
         .lock()
         .unwrap_or_else(|e| e.into_inner())

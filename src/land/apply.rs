@@ -9,7 +9,11 @@ use crate::git::cherry_pick::{Applied, pick};
 
 /// Cherry-pick `task`'s commits onto `onto`. Returns the new tip (== `onto`
 /// when the task conflicted or changed nothing) and what happened.
-pub fn apply_task(repo: &Repository, onto: Oid, task: &PlannedTask) -> Result<(Oid, Applied)> {
+pub(super) fn apply_task(
+    repo: &Repository,
+    onto: Oid,
+    task: &PlannedTask,
+) -> Result<(Oid, Applied)> {
     let commits: Vec<Oid> = task.commits.iter().map(|c| c.id).collect();
     pick(repo, onto, &task.id, &commits, true)
 }

@@ -142,7 +142,7 @@ impl Bisection<'_, '_> {
     /// Bisect; the chain is left with the culprits taken out. Interrupted, or
     /// with a target that fails on its own, the chain is put back as it was
     /// (and nothing will move).
-    pub fn run(&mut self) -> Result<Found> {
+    pub(super) fn run(&mut self) -> Result<Found> {
         let original = self.chain.clone();
         let found = match bisect(self)? {
             Ended::Passed { round } => {

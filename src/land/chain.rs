@@ -33,7 +33,7 @@ pub(crate) struct Chain {
 
 impl Chain {
     /// Apply every task of `plan` onto its target tip.
-    pub fn build(repo: &Repository, plan: &Plan) -> Result<Chain> {
+    pub(super) fn build(repo: &Repository, plan: &Plan) -> Result<Chain> {
         let mut chain = Chain {
             base: plan.target_tip,
             steps: Vec::with_capacity(plan.tasks.len()),
@@ -43,12 +43,12 @@ impl Chain {
     }
 
     /// The tip of the whole chain.
-    pub fn tip(&self) -> Oid {
+    pub(super) fn tip(&self) -> Oid {
         self.tip_before(self.steps.len())
     }
 
     /// The tip after the first `i` steps.
-    pub fn tip_before(&self, i: usize) -> Oid {
+    pub(super) fn tip_before(&self, i: usize) -> Oid {
         match i {
             0 => self.base,
             _ => self.steps[i - 1].tip,
@@ -57,7 +57,7 @@ impl Chain {
 
     /// The steps whose commits changed the result, in landing order: the
     /// tasks a bisection can blame.
-    pub fn changing(&self) -> Vec<usize> {
+    pub(super) fn changing(&self) -> Vec<usize> {
         (0..self.steps.len())
             .filter(|&i| self.steps[i].tip != self.tip_before(i))
             .collect()
@@ -65,7 +65,7 @@ impl Chain {
 
     /// Take step `i` out with `outcome` (it will not land) and apply the
     /// tasks after it again, onto the tip before it.
-    pub fn remove(
+    pub(super) fn remove(
         &mut self,
         repo: &Repository,
         plan: &Plan,
@@ -83,7 +83,7 @@ impl Chain {
     }
 
     /// The report of each task, in landing order.
-    pub fn reports(&self, plan: &Plan) -> Vec<TaskReport> {
+    pub(super) fn reports(&self, plan: &Plan) -> Vec<TaskReport> {
         plan.tasks
             .iter()
             .zip(&self.steps)
@@ -99,7 +99,7 @@ impl Chain {
     }
 
     /// What land.json records for the tasks that land.
-    pub fn landed(&self) -> Vec<LandedTask> {
+    pub(super) fn landed(&self) -> Vec<LandedTask> {
         self.steps.iter().filter_map(|s| s.landed.clone()).collect()
     }
 

@@ -13,7 +13,7 @@ use crate::project::Project;
 /// What `land` would apply for task `id` (or applied, when it has landed):
 /// `start..tip`.
 #[derive(Debug, Clone)]
-pub struct Change {
+pub(crate) struct Change {
     pub start: Oid,
     pub tip: Oid,
 }
@@ -21,7 +21,7 @@ pub struct Change {
 /// The range of task `id` as land's plan computes it. A task with no range
 /// (it has not succeeded, or its attempt recorded none) is an error that
 /// says why and what to look at instead.
-pub fn change(project: &Project, id: &str) -> Result<Change> {
+pub(crate) fn change(project: &Project, id: &str) -> Result<Change> {
     let repo = project.repo()?;
     let state = project.store.load()?;
     let log = LandLog::load(&project.state_dir())?;
@@ -48,7 +48,7 @@ pub fn change(project: &Project, id: &str) -> Result<Change> {
 
 /// The work of variant `k` of best-of task `id` (`origin..tip`, from
 /// [`super::range`]), judged winner or not.
-pub fn variant_change(project: &Project, id: &str, k: u32) -> Result<Change> {
+pub(crate) fn variant_change(project: &Project, id: &str, k: u32) -> Result<Change> {
     let repo = project.repo()?;
     let state = project.store.load()?;
     let Some(rec) = state.task(id) else {

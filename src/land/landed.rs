@@ -35,7 +35,7 @@ static LAST: Mutex<Option<(Key, HashSet<String>)>> = Mutex::new(None);
 /// The ids of the succeeded tasks in `state` whose work is on the land
 /// target. Best effort: when the repository, the target or the land records
 /// cannot be read, no task is reported as landed.
-pub fn landed_ids(project: &Project, state: &State) -> HashSet<String> {
+pub(crate) fn landed_ids(project: &Project, state: &State) -> HashSet<String> {
     let attempts: Vec<_> = state
         .tasks
         .iter()

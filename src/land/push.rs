@@ -18,7 +18,7 @@ use crate::project::Project;
 
 /// How a push went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pushed {
+pub(crate) enum Pushed {
     /// The remote's branch is now `tip`.
     Done,
     /// The remote's branch is no longer at the expected commit (now: `now`,
@@ -27,7 +27,7 @@ pub enum Pushed {
 }
 
 /// One remote branch flocks pushes to.
-pub struct Remote<'a> {
+pub(crate) struct Remote<'a> {
     pub name: &'a str,
     pub branch: &'a str,
     repo: &'a Path,
@@ -35,7 +35,7 @@ pub struct Remote<'a> {
 
 impl<'a> Remote<'a> {
     /// `name` of the repository at `repo`, checked to be one of its remotes.
-    pub fn new(repo: &'a Path, name: &'a str, branch: &'a str) -> Result<Remote<'a>> {
+    pub(crate) fn new(repo: &'a Path, name: &'a str, branch: &'a str) -> Result<Remote<'a>> {
         let known = crate::config::remote_name_ok(name)
             && git(repo, &["remote", "get-url", "--", name]).is_ok();
         if !known {
@@ -61,13 +61,13 @@ impl<'a> Remote<'a> {
     }
 
     /// `origin/main`, for people.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("{}/{}", self.name, self.branch)
     }
 
     /// The remote's tip of the branch, asked now, with its objects fetched
     /// (and `refs/remotes/<name>/<branch>` updated). None: no such branch.
-    pub fn fetch(&self) -> Result<Option<Oid>> {
+    pub(crate) fn fetch(&self) -> Result<Option<Oid>> {
         let refname = self.refname();
         let listed = git(self.repo, &["ls-remote", "--", self.name, &refname])
             .map_err(|e| Error::Remote(format!("ask {} for {refname}: {e}", self.name)))?;
@@ -92,7 +92,7 @@ impl<'a> Remote<'a> {
 
     /// Push `tip` to the branch, only while the remote has it at `expected`
     /// (None: only while it has no such branch).
-    pub fn push(&self, tip: Oid, expected: Option<Oid>) -> Result<Pushed> {
+    pub(crate) fn push(&self, tip: Oid, expected: Option<Oid>) -> Result<Pushed> {
         let refname = self.refname();
         let lease = format!(
             "--force-with-lease={refname}:{}",
@@ -155,7 +155,7 @@ fn git(repo: &Path, args: &[&str]) -> std::result::Result<String, String> {
 /// under `.flocks/land-logs/`), with `FLOCKS_REMOTE`, `FLOCKS_TARGET` and
 /// `FLOCKS_PUSHED` (the commit pushed) set. Credentials are not in their
 /// environment.
-pub fn after_push(
+pub(crate) fn after_push(
     project: &Project,
     remote: &Remote,
     tip: Oid,
@@ -194,7 +194,7 @@ pub fn after_push(
 
 /// The remote's branch as the land found it: what the push's lease expects.
 #[derive(Debug, Clone, Copy)]
-pub struct Lease {
+pub(crate) struct Lease {
     /// The remote's tip (None: it has no such branch yet).
     pub expected: Option<Oid>,
     /// The local target when the land started (after a fast-forward to the
@@ -206,7 +206,7 @@ pub struct Lease {
 /// behind it, fast-forward the target (and its checkout) first, so that the
 /// land is built on top of what the remote has. A target that diverged from
 /// the remote is refused, nothing changed. `say`: one line for people.
-pub fn prepare(
+pub(crate) fn prepare(
     project: &Project,
     remote: &Remote,
     _lock: &super::LandLock,
@@ -281,7 +281,7 @@ pub fn prepare(
 /// undone (their commits are not on the target any more). Only when the
 /// remote's new tip builds on the land's base: a remote that was rewritten,
 /// or a target with commits of its own, stops with why.
-pub fn rebase_onto(
+pub(crate) fn rebase_onto(
     project: &Project,
     remote: &Remote,
     lease: &Lease,
@@ -341,7 +341,7 @@ pub fn rebase_onto(
 }
 
 /// Record in land.json that the lands of `target` up to `tip` were pushed.
-pub fn record_pushed(
+pub(crate) fn record_pushed(
     project: &Project,
     remote: &Remote,
     tip: Oid,

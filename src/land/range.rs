@@ -15,7 +15,7 @@ use crate::state::TaskRecord;
 
 /// A succeeded task's work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TaskRange {
+pub(crate) struct TaskRange {
     pub origin: Oid,
     pub tip: Oid,
     /// The attempt that succeeded (its end is the tip).
@@ -26,7 +26,7 @@ pub struct TaskRange {
 
 /// Why a task has no range to land (each says what to do, after "it").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NoRange {
+pub(crate) enum NoRange {
     /// It has not succeeded: its status label.
     NotSucceeded(&'static str),
     /// Its origin or tip was never recorded.
@@ -63,7 +63,10 @@ impl std::fmt::Display for NoRange {
 
 /// The work of a succeeded task: `origin..tip`, checked against `repo` (both
 /// commits present, the origin an ancestor of the tip).
-pub fn task_range(repo: &Repository, t: &TaskRecord) -> std::result::Result<TaskRange, NoRange> {
+pub(crate) fn task_range(
+    repo: &Repository,
+    t: &TaskRecord,
+) -> std::result::Result<TaskRange, NoRange> {
     let Some(attempt) = t.successful_attempt() else {
         return Err(NoRange::NotSucceeded(t.status.label()));
     };
@@ -104,7 +107,7 @@ pub struct CommitInfo {
 }
 
 /// The commits of `start..tip`, oldest first.
-pub fn commits(repo: &Repository, start: Oid, tip: Oid) -> Result<Vec<CommitInfo>> {
+pub(crate) fn commits(repo: &Repository, start: Oid, tip: Oid) -> Result<Vec<CommitInfo>> {
     if start == tip {
         return Ok(Vec::new());
     }

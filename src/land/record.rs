@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, Result};
 use crate::state::store::write_atomic;
 
-pub const FORMAT_VERSION: u32 = 1;
+pub(super) const FORMAT_VERSION: u32 = 1;
 /// Older lands beyond this many are dropped from the file.
 const KEEP: usize = 200;
 
@@ -125,7 +125,7 @@ pub struct CommitMap {
     pub to: String,
 }
 
-pub fn path(state_dir: &Path) -> PathBuf {
+pub(super) fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("land.json")
 }
 

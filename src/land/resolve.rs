@@ -10,15 +10,15 @@ use super::{TaskOutcome, TaskReport};
 use crate::error::{Context, Result};
 
 /// The earlier diff is trimmed to about this many bytes.
-pub const MAX_DIFF_BYTES: usize = 24_000;
+pub(crate) const MAX_DIFF_BYTES: usize = 24_000;
 
 /// `refs/flocks/backup/<id>/<attempt>`, as `retry --fresh` names it.
-pub fn backup_ref(id: &str, attempt: u32) -> String {
+pub(crate) fn backup_ref(id: &str, attempt: u32) -> String {
     format!("refs/flocks/backup/{id}/{attempt}")
 }
 
 /// Keep `branch`'s tip under [`backup_ref`]; returns the ref and the tip.
-pub fn backup(
+pub(crate) fn backup(
     repo: &Repository,
     branch: &str,
     id: &str,
@@ -35,7 +35,7 @@ pub fn backup(
 
 /// The text appended to the task's prompt for its redo on `target` (at
 /// `onto`).
-pub fn context(
+pub(crate) fn context(
     repo: &Repository,
     task: &TaskReport,
     target: &str,
@@ -90,7 +90,7 @@ pub fn context(
 /// starts over at `onto`, the target with the work of the tasks it clashed
 /// with. The same material as [`context`]: the conflict, the files, the
 /// earlier diff.
-pub fn early_context(
+pub(crate) fn early_context(
     repo: &Repository,
     branch: &str,
     conflict: &crate::state::PredictedConflict,

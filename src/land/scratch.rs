@@ -9,13 +9,13 @@ use git2::{Oid, Repository, build::CheckoutBuilder};
 
 use crate::error::{Context, Result};
 
-pub fn path(worktrees_dir: &Path) -> PathBuf {
+pub(super) fn path(worktrees_dir: &Path) -> PathBuf {
     worktrees_dir.join(".land")
 }
 
 /// Where best-of variants are validated (`.worktrees/.judge`), apart from
 /// the land worktree so that a `flocks land` and a run's judging never share one.
-pub fn judge_path(worktrees_dir: &Path) -> PathBuf {
+pub(super) fn judge_path(worktrees_dir: &Path) -> PathBuf {
     worktrees_dir.join(".judge")
 }
 
@@ -32,7 +32,7 @@ fn admin_name(path: &Path) -> String {
 /// Check `commit` out (detached) in the land worktree at `path`, creating it
 /// when needed. Untracked files that are not ignored are removed; ignored
 /// ones stay.
-pub fn checkout(repo: &Repository, path: &Path, commit: Oid) -> Result<()> {
+pub(super) fn checkout(repo: &Repository, path: &Path, commit: Oid) -> Result<()> {
     if !is_worktree_of(repo, path) {
         create(repo, path, commit)?;
     }
@@ -48,7 +48,7 @@ pub fn checkout(repo: &Repository, path: &Path, commit: Oid) -> Result<()> {
 }
 
 /// Remove the land worktree and its admin dir.
-pub fn remove(repo: &Repository, path: &Path) -> Result<bool> {
+pub(super) fn remove(repo: &Repository, path: &Path) -> Result<bool> {
     let rel = Path::new("worktrees").join(admin_name(path));
     let existed = fs::symlink_metadata(path).is_ok();
     if existed {

@@ -28,7 +28,7 @@ use super::range::short;
 use crate::error::{Context, Result};
 
 /// The worktrees (main first) whose HEAD is `refname`.
-pub fn checkouts(repo: &Repository, refname: &str) -> Result<Vec<PathBuf>> {
+pub(super) fn checkouts(repo: &Repository, refname: &str) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let head_of = |r: &Repository| {
         r.find_reference("HEAD")
@@ -64,7 +64,7 @@ pub fn checkouts(repo: &Repository, refname: &str) -> Result<Vec<PathBuf>> {
 }
 
 /// Tracked files with uncommitted changes (staged or not) in a worktree.
-pub fn dirty_files(worktree: &Path) -> Result<Vec<String>> {
+pub(crate) fn dirty_files(worktree: &Path) -> Result<Vec<String>> {
     let repo = Repository::open(worktree).ctx(|| format!("open {}", worktree.display()))?;
     let mut opts = StatusOptions::new();
     opts.include_untracked(false)
@@ -123,7 +123,7 @@ pub enum Stop {
 /// up now, not when the land was planned). `Ok(Err(reason))` means the move
 /// was refused and nothing changed; `Ok(Ok(checkout))` says which checkout
 /// moved along.
-pub fn move_ref(
+pub(super) fn move_ref(
     repo: &Repository,
     refname: &str,
     from: Oid,
@@ -329,7 +329,7 @@ fn put_back(wt: &Repository, moved_to: Oid, back_to: Oid) -> Result<()> {
     Ok(())
 }
 
-pub fn dirty_message(branch: &str, wt: &Path, dirty: &[String]) -> String {
+pub(crate) fn dirty_message(branch: &str, wt: &Path, dirty: &[String]) -> String {
     let mut list: Vec<&str> = dirty.iter().take(10).map(String::as_str).collect();
     if dirty.len() > 10 {
         list.push("...");

@@ -14,7 +14,7 @@ use crate::git::trailer::task_ids;
 
 /// Where each task's landed commits are in the target's history.
 #[derive(Debug, Default)]
-pub struct Landed {
+pub(super) struct Landed {
     /// Each landed commit with its committer time (seconds).
     by_task: HashMap<String, Vec<(Oid, i64)>>,
 }
@@ -24,7 +24,7 @@ impl Landed {
     /// one of `starts` (the start commits of the tasks in question), collecting
     /// `Flocks-Task` trailers. The walk stops at the common ancestor, so it
     /// reads only the commits made on the target since the tasks forked.
-    pub fn scan(repo: &Repository, tip: Oid, starts: &[Oid]) -> Result<Landed> {
+    pub(super) fn scan(repo: &Repository, tip: Oid, starts: &[Oid]) -> Result<Landed> {
         let mut walk = repo.revwalk().ctx(|| "walk the target's history".into())?;
         walk.set_sorting(Sort::NONE)
             .ctx(|| "walk the target's history".into())?;
@@ -58,7 +58,13 @@ impl Landed {
     /// attempt (the task was retried after it landed). And a trailer commit
     /// that `start` already contains is an earlier landing the attempt was
     /// built on (the task was redone from a base that held it).
-    pub fn is_landed(&self, repo: &Repository, id: &str, start: Oid, ended: Option<i64>) -> bool {
+    pub(super) fn is_landed(
+        &self,
+        repo: &Repository,
+        id: &str,
+        start: Oid,
+        ended: Option<i64>,
+    ) -> bool {
         self.commits(id).iter().any(|&(c, when)| {
             ended.is_none_or(|e| when >= e)
                 && c != start
@@ -67,7 +73,7 @@ impl Landed {
     }
 
     /// The landed commits of a task, with their committer times.
-    pub fn commits(&self, id: &str) -> &[(Oid, i64)] {
+    pub(super) fn commits(&self, id: &str) -> &[(Oid, i64)] {
         self.by_task.get(id).map(Vec::as_slice).unwrap_or(&[])
     }
 }

@@ -64,7 +64,7 @@ impl Validation {
 }
 
 /// Where and how to run the commands.
-pub struct Run<'a> {
+pub(super) struct Run<'a> {
     pub commands: &'a [CommandSpec],
     pub dir: &'a Path,
     pub timeout: Option<Duration>,

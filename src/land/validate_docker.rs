@@ -34,7 +34,7 @@ use crate::guard::Guard;
 use crate::watch::StopLevel;
 
 /// The docker pool that validates.
-pub struct Place<'a> {
+pub(super) struct Place<'a> {
     pub config: &'a Config,
     pub pool: &'a PoolConfig,
     pub docker: &'a DockerConfig,
@@ -43,7 +43,7 @@ pub struct Place<'a> {
 /// Validate `commit` (checked out in `r.dir` on the host) in the pool's
 /// container: in mount mode at `r.dir`'s path there, in clone mode in a
 /// worktree of the container's own clone, the commit's objects sent in.
-pub fn run(
+pub(super) fn run(
     r: &Run,
     out: &Out,
     place: &Place,

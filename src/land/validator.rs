@@ -31,7 +31,10 @@ pub(crate) struct Validator<'a> {
 
 impl<'a> Validator<'a> {
     /// Ready to validate in `.worktrees/.land` (kept out of git).
-    pub fn new(project: &'a crate::project::Project, repo: &git2::Repository) -> Result<Self> {
+    pub(super) fn new(
+        project: &'a crate::project::Project,
+        repo: &git2::Repository,
+    ) -> Result<Self> {
         let config = &project.config;
         let repo_root = repo.workdir().unwrap_or(project.repo_dir()).to_path_buf();
         let excludes = crate::git::exclude_patterns(
@@ -76,21 +79,21 @@ impl<'a> Validator<'a> {
     }
 
     /// Validate in this scratch worktree instead (best-of judging).
-    pub fn at(mut self, wt: std::path::PathBuf) -> Self {
+    pub(super) fn at(mut self, wt: std::path::PathBuf) -> Self {
         self.wt = wt;
         self
     }
 
     /// Stop when `stop` says so, and leave SIGINT and SIGTERM to the
     /// caller (a run's dispatcher).
-    pub fn with_stop(mut self, stop: watch::Receiver<StopLevel>) -> Self {
+    pub(super) fn with_stop(mut self, stop: watch::Receiver<StopLevel>) -> Self {
         self.stop = Some(stop);
         self
     }
 
     /// Check `commit` out in the land worktree and run the commands there,
     /// logging to `log`. Nothing else is touched.
-    pub fn run(
+    pub(super) fn run(
         &self,
         repo: &git2::Repository,
         commit: git2::Oid,

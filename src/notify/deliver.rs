@@ -71,7 +71,7 @@ pub(super) enum Delivery {
 }
 
 impl Delivery {
-    pub fn new(n: &NotifyConfig, values: Vec<(String, String)>) -> Result<Self> {
+    pub(super) fn new(n: &NotifyConfig, values: Vec<(String, String)>) -> Result<Self> {
         Ok(match &n.target {
             NotifyTarget::Command { argv } => Delivery::Command {
                 argv: Arc::new(argv.clone()),
@@ -115,7 +115,7 @@ impl Delivery {
     }
 
     /// `text` without any header value in it.
-    pub fn scrub(&self, text: &str) -> String {
+    pub(super) fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
         if let Delivery::Webhook { secrets, .. } = self {
             for s in secrets.iter().filter(|s| !s.is_empty()) {
@@ -125,7 +125,7 @@ impl Delivery {
         out
     }
 
-    pub async fn deliver(self, message: Message) -> Result<(), DeliveryError> {
+    pub(super) async fn deliver(self, message: Message) -> Result<(), DeliveryError> {
         match &self {
             Delivery::Command { argv, dir } => run_command(argv, dir, &message).await,
             Delivery::Webhook {

@@ -28,7 +28,7 @@ pub(super) struct Project {
 }
 
 impl Project {
-    pub fn of(config: &Config) -> Project {
+    pub(super) fn of(config: &Config) -> Project {
         Project {
             dir: config.dir.display().to_string(),
             name: config
@@ -52,7 +52,7 @@ pub(super) struct Item {
 
 impl Item {
     /// None for events that are never sent (activity).
-    pub fn new(event: &Event, project: &Project) -> Option<Item> {
+    pub(super) fn new(event: &Event, project: &Project) -> Option<Item> {
         let mut json = crate::report::jsonl::to_value(event)?;
         if let Some(obj) = json.as_object_mut() {
             obj.insert("project".into(), project.dir.clone().into());
@@ -86,7 +86,7 @@ pub(super) struct Batch {
 }
 
 impl Batch {
-    pub fn push(&mut self, item: Item) {
+    pub(super) fn push(&mut self, item: Item) {
         if self.items.len() < MAX_LISTED || item.always_listed() {
             self.items.push(item);
         } else {
@@ -94,18 +94,18 @@ impl Batch {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.items.is_empty() && self.omitted == 0
     }
 
     /// Events in it.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.items.len() + self.omitted
     }
 
     /// The batch as one message, and how many events it holds; the batch is
     /// empty after.
-    pub fn take(&mut self, project: &Project) -> (Message, usize) {
+    pub(super) fn take(&mut self, project: &Project) -> (Message, usize) {
         let items = std::mem::take(&mut self.items);
         let omitted = std::mem::take(&mut self.omitted);
         let count = items.len() + omitted;

@@ -10,19 +10,19 @@
 //! persists its state and finishes its agents), and nothing is printed about
 //! it. Loops that only print (`logs -f`) stop when [`closed`] says so.
 
-pub mod paint;
-pub mod table;
-pub mod units;
+pub(crate) mod paint;
+pub(crate) mod table;
+pub(crate) mod units;
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use paint::{paint, paint_text};
+pub(crate) use paint::{paint, paint_text};
 
 static CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// `--color`: apply the user's choice to everything flocks prints.
-pub fn set_color(choice: clap::ColorChoice) {
+pub(crate) fn set_color(choice: clap::ColorChoice) {
     let choice = match choice {
         clap::ColorChoice::Auto => anstream::ColorChoice::Auto,
         clap::ColorChoice::Always => anstream::ColorChoice::Always,
@@ -32,20 +32,20 @@ pub fn set_color(choice: clap::ColorChoice) {
 }
 
 /// Whether styled text reaches standard output as colour.
-pub fn colour() -> bool {
+pub(crate) fn colour() -> bool {
     anstream::AutoStream::choice(&io::stdout()) != anstream::ColorChoice::Never
 }
 
 /// Whether the reader of standard output went away.
-pub fn closed() -> bool {
+pub(crate) fn closed() -> bool {
     CLOSED.load(Ordering::Relaxed)
 }
 
 /// Standard output as a writer: styles are kept or stripped as the colour
 /// choice says; a closed pipe turns every write into a quiet no-op.
-pub struct Stdout;
+pub(crate) struct Stdout;
 
-pub fn stdout() -> Stdout {
+pub(crate) fn stdout() -> Stdout {
     Stdout
 }
 
@@ -85,7 +85,7 @@ impl Write for Stdout {
 
 /// Print formatted text; other write errors (a full disk) are not the
 /// command's failure either, as with `print!` they would be a panic.
-pub fn print_fmt(args: std::fmt::Arguments<'_>) {
+pub(crate) fn print_fmt(args: std::fmt::Arguments<'_>) {
     let _ = stdout().write_all(args.to_string().as_bytes());
 }
 
@@ -93,7 +93,7 @@ pub fn print_fmt(args: std::fmt::Arguments<'_>) {
 /// to strip (serde_json escapes control characters), and a 10,000-task
 /// status is 10 MB that the colour filter would read byte by byte. Quiet on
 /// a closed pipe.
-pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
+pub(crate) fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
     if closed() {
         return;
     }
@@ -108,7 +108,7 @@ pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
 }
 
 /// Print a report (status, summary, land), coloured by [`paint`].
-pub fn report(text: &str) {
+pub(crate) fn report(text: &str) {
     print_fmt(format_args!("{}", paint_text(text)));
 }
 

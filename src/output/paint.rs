@@ -5,14 +5,14 @@
 
 use anstyle::{AnsiColor, Style};
 
-pub const SUCCESS: Style = AnsiColor::Green.on_default();
-pub const FAILURE: Style = AnsiColor::Red.on_default();
-pub const BLOCKED: Style = AnsiColor::Yellow.on_default();
-pub const ACTIVE: Style = AnsiColor::Cyan.on_default();
-pub const MUTED: Style = Style::new().dimmed();
+pub(crate) const SUCCESS: Style = AnsiColor::Green.on_default();
+pub(crate) const FAILURE: Style = AnsiColor::Red.on_default();
+pub(crate) const BLOCKED: Style = AnsiColor::Yellow.on_default();
+pub(crate) const ACTIVE: Style = AnsiColor::Cyan.on_default();
+pub(crate) const MUTED: Style = Style::new().dimmed();
 
 /// `text` in `style`, when standard output shows colour.
-pub fn paint(style: Style, text: &str) -> String {
+pub(crate) fn paint(style: Style, text: &str) -> String {
     if super::colour() {
         styled(style, text)
     } else {
@@ -25,7 +25,7 @@ fn styled(style: Style, text: &str) -> String {
 }
 
 /// The style of a task status as `status` and `tasks` name it.
-pub fn status_style(status: &str) -> Style {
+pub(crate) fn status_style(status: &str) -> Style {
     match status {
         "succeeded" | "landed" => SUCCESS,
         "running" => ACTIVE,
@@ -36,7 +36,7 @@ pub fn status_style(status: &str) -> Style {
 }
 
 /// Paint every line of a report.
-pub fn paint_text(text: &str) -> String {
+pub(crate) fn paint_text(text: &str) -> String {
     if !super::colour() {
         return text.to_string();
     }

@@ -6,12 +6,12 @@ use anstyle::Style;
 
 /// How a column is aligned.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Align {
+pub(crate) enum Align {
     Left,
     Right,
 }
 
-pub struct Table {
+pub(crate) struct Table {
     indent: String,
     columns: Vec<(String, Align)>,
     rows: Vec<Vec<(String, Option<Style>)>>,
@@ -19,7 +19,7 @@ pub struct Table {
 
 impl Table {
     /// A table with these column headers, each line starting with `indent`.
-    pub fn new(indent: &str, columns: &[(&str, Align)]) -> Table {
+    pub(crate) fn new(indent: &str, columns: &[(&str, Align)]) -> Table {
         Table {
             indent: indent.to_string(),
             columns: columns.iter().map(|(h, a)| (h.to_string(), *a)).collect(),
@@ -29,17 +29,17 @@ impl Table {
 
     /// A row of plain cells.
     #[cfg(test)]
-    pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
+    pub(crate) fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
         self.rows
             .push(cells.into_iter().map(|c| (c.into(), None)).collect());
     }
 
     /// A row whose cells may carry a style.
-    pub fn styled_row(&mut self, cells: Vec<(String, Option<Style>)>) {
+    pub(crate) fn styled_row(&mut self, cells: Vec<(String, Option<Style>)>) {
         self.rows.push(cells);
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let n = self.columns.len();
         let width = |i: usize| {
             self.rows

@@ -22,23 +22,23 @@ fn round_to(x: f64, decimals: i32) -> f64 {
 }
 
 /// A cost in dollars, rounded to the micro-dollar, never `-0`.
-pub fn round_cost(usd: f64) -> f64 {
+pub(crate) fn round_cost(usd: f64) -> f64 {
     round_to(usd, COST_DECIMALS)
 }
 
 /// A duration in seconds, rounded to the millisecond, never negative.
-pub fn round_secs(secs: f64) -> f64 {
+pub(crate) fn round_secs(secs: f64) -> f64 {
     round_to(secs.max(0.0), DURATION_DECIMALS)
 }
 
 /// The sum of costs, rounded: `0.1 + 0.1 + 0.1` is `0.3`, nothing is `0.0`.
-pub fn sum_costs(costs: impl IntoIterator<Item = f64>) -> f64 {
+pub(crate) fn sum_costs(costs: impl IntoIterator<Item = f64>) -> f64 {
     round_cost(costs.into_iter().fold(0.0, |a, b| a + b))
 }
 
 /// `$0.42`: dollars with cents; a cost that is not zero but under a cent
 /// shows as `<$0.01`, so that it never looks free.
-pub fn money(usd: f64) -> String {
+pub(crate) fn money(usd: f64) -> String {
     let usd = round_cost(usd).max(0.0);
     if usd > 0.0 && usd < 0.005 {
         return "<$0.01".into();
@@ -47,7 +47,7 @@ pub fn money(usd: f64) -> String {
 }
 
 /// `45s`, `3m07s`, `2h05m`: whole seconds, rounded to the nearest.
-pub fn duration(secs: f64) -> String {
+pub(crate) fn duration(secs: f64) -> String {
     let s = if secs.is_finite() {
         secs.max(0.0).round() as u64
     } else {
@@ -63,7 +63,7 @@ pub fn duration(secs: f64) -> String {
 }
 
 /// `512 B`, `12.3 KB`, `4.0 MB`, `1.50 GB`, `2.1 TB`: powers of 1024, as `df -h`.
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
     let mut v = n as f64;
     let mut unit = 0;
@@ -81,13 +81,17 @@ pub fn bytes(n: u64) -> String {
 /// `1 turn`, `3 turns`, `0 tasks`: a count and its noun, the noun singular
 /// for one, plural (`+s`) otherwise. Every count flocks prints goes through
 /// here, or [`noun_for`] for other forms (never `task(s)`).
-pub fn count<N: Copy + std::fmt::Display + TryInto<u64>>(n: N, noun: &str) -> String {
+pub(crate) fn count<N: Copy + std::fmt::Display + TryInto<u64>>(n: N, noun: &str) -> String {
     format!("{n} {}", noun_for(n, noun, &format!("{noun}s")))
 }
 
 /// The noun (or verb form) for `n`: `singular` for one, `plural` otherwise
 /// (`noun_for(n, "gets", "get")` agrees a verb with its count).
-pub fn noun_for<'a, N: Copy + TryInto<u64>>(n: N, singular: &'a str, plural: &'a str) -> &'a str {
+pub(crate) fn noun_for<'a, N: Copy + TryInto<u64>>(
+    n: N,
+    singular: &'a str,
+    plural: &'a str,
+) -> &'a str {
     if n.try_into().ok() == Some(1) {
         singular
     } else {
@@ -99,7 +103,7 @@ pub fn noun_for<'a, N: Copy + TryInto<u64>>(n: N, singular: &'a str, plural: &'a
 /// or `w`, one or more (`90s`, `30m`, `1h30m`, `1.5h`, `7d`). The one parser
 /// of durations: `--older-than` and the duration keys of flocks.toml
 /// (`agent_timeout_secs = "30m"`, beside plain numbers of seconds).
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let bad = || {
         format!(
             "`{text}` is not a duration: write a number and a unit (s, m, h, d, w), e.g. 90s, 30m, 1h30m, 7d"
@@ -136,7 +140,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// An age for `--older-than` (`7d`, `12h`, `30m`): a [`parse_duration`].
-pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_age(text: &str) -> Result<std::time::Duration, String> {
     parse_duration(text)
 }
 

@@ -14,7 +14,7 @@ use hyper::HeaderMap;
 const PREFIX: &str = "anthropic-ratelimit-";
 
 /// When the limit a 429 answer hit resets, if its headers say.
-pub fn reset_of(headers: &HeaderMap, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(super) fn reset_of(headers: &HeaderMap, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let text = |name: &str| {
         headers
             .get(name)

@@ -62,7 +62,7 @@ use crate::state::{Job, JudgedBy, Outcome, Verdict};
 /// report over).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct Phases {
+pub(crate) struct Phases {
     /// The worktree made ready: branch and checkout, `.worktreeinclude`,
     /// `[workspace] setup`, the proxy's admission.
     pub prepare_secs: f64,
@@ -78,7 +78,7 @@ pub struct Phases {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
+pub(crate) enum Event {
     RunStarted {
         run_id: String,
         tasks: usize,
@@ -253,7 +253,7 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
-pub enum AttentionCause {
+pub(crate) enum AttentionCause {
     /// A task failed and is not retried again.
     TaskFailed,
     CredentialDisabled,
@@ -270,7 +270,7 @@ pub enum AttentionCause {
 
 impl Event {
     /// The kind, as the `event` field spells it.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Event::RunStarted { .. } => "run_started",
             Event::Notice { .. } => "notice",
@@ -303,7 +303,7 @@ fn is_zero(n: &usize) -> bool {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct PoolInfo {
+pub(crate) struct PoolInfo {
     pub name: String,
     pub backend: String,
     pub slots: usize,

@@ -8,12 +8,12 @@ use std::path::Path;
 
 use super::{Event, Reporter};
 
-pub struct EventsFile {
+pub(crate) struct EventsFile {
     file: Option<File>,
 }
 
 impl EventsFile {
-    pub fn open(path: &Path) -> EventsFile {
+    pub(crate) fn open(path: &Path) -> EventsFile {
         EventsFile {
             file: open_append(path).ok(),
         }
@@ -30,13 +30,13 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 
 /// The line written for an event (with `ts` now), newline included; None for
 /// events that are not written (activity).
-pub fn to_line(event: &Event) -> Option<String> {
+pub(crate) fn to_line(event: &Event) -> Option<String> {
     to_value(event).map(|value| format!("{value}\n"))
 }
 
 /// The JSON object of an event's line (with `ts` now); None for events that
 /// are not written (activity).
-pub fn to_value(event: &Event) -> Option<serde_json::Value> {
+pub(crate) fn to_value(event: &Event) -> Option<serde_json::Value> {
     // Activity changes are frequent and not state changes.
     if matches!(event, Event::Activity { .. }) {
         return None;
@@ -74,7 +74,7 @@ fn round_numbers(obj: &mut serde_json::Map<String, serde_json::Value>) {
 /// Append one event to an events file, for commands that are not the
 /// dispatcher (`flocks land` writes `landed`). One write per line, so that
 /// lines from two writers never interleave.
-pub fn append_event(path: &Path, event: &Event) -> std::io::Result<()> {
+pub(crate) fn append_event(path: &Path, event: &Event) -> std::io::Result<()> {
     let Some(line) = to_line(event) else {
         return Ok(());
     };

@@ -5,12 +5,12 @@ use std::io::Write;
 use super::describe::{Clock, describe};
 use super::{Event, Reporter};
 
-pub struct LineReporter<W: Write + Send> {
+pub(crate) struct LineReporter<W: Write + Send> {
     out: W,
 }
 
 impl<W: Write + Send> LineReporter<W> {
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         LineReporter { out }
     }
 }
@@ -28,7 +28,7 @@ impl<W: Write + Send> Reporter for LineReporter<W> {
 /// said otherwise: usage changes with every answer (`status` shows it); the
 /// dispatcher says a wait and the run's end in a notice, with the time; the
 /// line of the event a `needs_attention` sums up is already there.
-pub fn render(event: &Event) -> Option<String> {
+pub(crate) fn render(event: &Event) -> Option<String> {
     match event {
         Event::Queued { .. }
         | Event::Activity { .. }

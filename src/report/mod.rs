@@ -2,15 +2,15 @@
 //! them. They never touch state.
 
 pub(crate) mod describe;
-pub mod event;
-pub mod jsonl;
-pub mod line;
-pub mod progress;
-pub mod summary;
+pub(crate) mod event;
+pub(crate) mod jsonl;
+pub(crate) mod line;
+pub(crate) mod progress;
+pub(crate) mod summary;
 
-pub use event::{AttentionCause, Event, PoolInfo};
+pub(crate) use event::{AttentionCause, Event, PoolInfo};
 
-pub trait Reporter: Send {
+pub(crate) trait Reporter: Send {
     fn event(&mut self, event: &Event);
     /// Called about once a second while a run goes on.
     fn tick(&mut self) {}

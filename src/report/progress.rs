@@ -46,7 +46,7 @@ struct Agent {
 
 /// What the progress display shows, folded from events.
 #[derive(Debug, Default)]
-pub struct ProgressView {
+pub(crate) struct ProgressView {
     /// Tasks to run (a best-of task once).
     total: usize,
     /// By id as events name them: tasks, and best-of variants (`<id>@v<k>`).
@@ -65,7 +65,7 @@ pub struct ProgressView {
 impl ProgressView {
     /// `log_root` (`.flocks/logs`) lets agent lines fall back to the last line
     /// of the agent's output before its first tool call.
-    pub fn new(log_root: Option<PathBuf>) -> ProgressView {
+    pub(crate) fn new(log_root: Option<PathBuf>) -> ProgressView {
         ProgressView {
             log_root,
             ..ProgressView::default()
@@ -115,13 +115,13 @@ impl ProgressView {
         }
     }
 
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.agents.len()
     }
 
     /// Apply an event received at `now`; returns the line to print above the
     /// bars, if any.
-    pub fn apply(&mut self, event: &Event, now: DateTime<Utc>) -> Option<String> {
+    pub(crate) fn apply(&mut self, event: &Event, now: DateTime<Utc>) -> Option<String> {
         match event {
             Event::RunStarted { pending, .. } => {
                 self.total = *pending;
@@ -227,7 +227,7 @@ impl ProgressView {
     }
 
     /// The overall line: a bar of finished tasks, then the counts and cost.
-    pub fn overall(&self, now: DateTime<Utc>) -> String {
+    pub(crate) fn overall(&self, now: DateTime<Utc>) -> String {
         let done = self.count(TaskState::Done);
         let failed = self.count(TaskState::Failed);
         let blocked = self.count(TaskState::Blocked);
@@ -259,7 +259,7 @@ impl ProgressView {
 
     /// One line per running agent, by task id: task, pool, elapsed, and its
     /// last tool call (or last line of output).
-    pub fn agent_lines(&self, now: DateTime<Utc>) -> Vec<(String, String)> {
+    pub(crate) fn agent_lines(&self, now: DateTime<Utc>) -> Vec<(String, String)> {
         self.agents
             .iter()
             .map(|a| {
@@ -285,7 +285,7 @@ impl ProgressView {
 
     /// Everything the bars show, as text (for tests).
     #[cfg(test)]
-    pub fn render(&self, now: DateTime<Utc>) -> String {
+    pub(crate) fn render(&self, now: DateTime<Utc>) -> String {
         let mut s = self.overall(now);
         for (_, line) in self.agent_lines(now) {
             s.push('\n');
@@ -306,7 +306,7 @@ impl ProgressView {
 }
 
 /// The indicatif reporter: the view's lines on bars that redraw in place.
-pub struct ProgressReporter {
+pub(crate) struct ProgressReporter {
     view: ProgressView,
     multi: MultiProgress,
     overall: ProgressBar,
@@ -315,11 +315,14 @@ pub struct ProgressReporter {
 
 impl ProgressReporter {
     /// Draws on stdout (the caller checked that it is a terminal).
-    pub fn stdout(log_root: PathBuf) -> ProgressReporter {
+    pub(crate) fn stdout(log_root: PathBuf) -> ProgressReporter {
         ProgressReporter::with_target(ProgressDrawTarget::stdout(), Some(log_root))
     }
 
-    pub fn with_target(target: ProgressDrawTarget, log_root: Option<PathBuf>) -> ProgressReporter {
+    pub(crate) fn with_target(
+        target: ProgressDrawTarget,
+        log_root: Option<PathBuf>,
+    ) -> ProgressReporter {
         let multi = MultiProgress::with_draw_target(target);
         let overall = multi.add(ProgressBar::new(0).with_style(line_style()));
         ProgressReporter {

@@ -9,7 +9,7 @@ use crate::state::{Outcome, State, TaskRecord, TaskStatus};
 
 /// Tasks by how they stand, in task order.
 #[derive(Default)]
-pub struct Groups<'a> {
+pub(crate) struct Groups<'a> {
     pub running: Vec<&'a TaskRecord>,
     pub done: Vec<&'a TaskRecord>,
     pub failed: Vec<&'a TaskRecord>,
@@ -17,7 +17,7 @@ pub struct Groups<'a> {
     pub pending: Vec<&'a TaskRecord>,
 }
 
-pub fn group<'a>(state: &'a State, only: Option<&[String]>) -> Groups<'a> {
+pub(crate) fn group<'a>(state: &'a State, only: Option<&[String]>) -> Groups<'a> {
     let mut g = Groups::default();
     for t in &state.tasks {
         if only.is_some_and(|ids| !ids.contains(&t.id)) {
@@ -66,7 +66,12 @@ fn attempt_duration(t: &TaskRecord) -> Option<f64> {
 
 /// The summary printed when a run ends. `landed`: the succeeded tasks whose
 /// work is on the land target already (not suggested for `flocks land`).
-pub fn render(state: &State, only: &[String], log_root: &Path, landed: &HashSet<String>) -> String {
+pub(crate) fn render(
+    state: &State,
+    only: &[String],
+    log_root: &Path,
+    landed: &HashSet<String>,
+) -> String {
     let g = group(state, Some(only));
     let mut s = String::new();
     let _ = writeln!(s);

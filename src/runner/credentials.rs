@@ -19,9 +19,9 @@ use crate::config::{Config, CredentialChoice, CredentialKind};
 use crate::state::State;
 
 /// The name under which a pool's own login ("default") is parked.
-pub const DEFAULT_LOGIN: &str = "default";
+pub(crate) const DEFAULT_LOGIN: &str = "default";
 
-pub struct Credentials {
+pub(crate) struct Credentials {
     entries: Vec<Entry>,
     /// Other secrets flocks holds (webhook header values), with the
     /// variable each came from: redacted like credentials.
@@ -59,7 +59,7 @@ struct Ramp {
 
 /// Whether a pool can get a credential now.
 #[derive(Debug)]
-pub enum Availability {
+pub(crate) enum Availability {
     /// Use this (None: inject nothing).
     Ready(Option<Injected>),
     /// Usable, but every candidate runs its `max_concurrent` agents or has
@@ -74,12 +74,15 @@ pub enum Availability {
 
 impl Credentials {
     /// Read every credential's value from this process's environment.
-    pub fn from_env(config: &Config) -> Credentials {
+    pub(crate) fn from_env(config: &Config) -> Credentials {
         Credentials::with_values(config, |var| std::env::var(var).ok())
     }
 
     /// Every credential's value as `value_of` its variable gives it.
-    pub fn with_values(config: &Config, value_of: impl Fn(&str) -> Option<String>) -> Credentials {
+    pub(crate) fn with_values(
+        config: &Config,
+        value_of: impl Fn(&str) -> Option<String>,
+    ) -> Credentials {
         let entries = config
             .credentials
             .iter()
@@ -116,7 +119,7 @@ impl Credentials {
 
     /// Secret values and their names, for redaction: every credential, the
     /// webhook header values, and the ambient Anthropic variables.
-    pub fn secrets(&self) -> Vec<(String, String)> {
+    pub(crate) fn secrets(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
             .entries
             .iter()
@@ -134,7 +137,7 @@ impl Credentials {
     }
 
     /// Credentials whose variable is not set.
-    pub fn missing(&self) -> Vec<(String, String)> {
+    pub(crate) fn missing(&self) -> Vec<(String, String)> {
         self.entries
             .iter()
             .filter(|e| e.value.is_none())
@@ -143,7 +146,7 @@ impl Credentials {
     }
 
     /// An agent starts on `name` at `now`.
-    pub fn acquire(&mut self, name: &str, now: DateTime<Utc>) {
+    pub(crate) fn acquire(&mut self, name: &str, now: DateTime<Utc>) {
         *self.in_use.entry(name.to_string()).or_default() += 1;
         // A ramp that allows a whole fleet more is over.
         let (step, full) = (self.ramp_step, self.ramp_full);
@@ -152,13 +155,13 @@ impl Credentials {
     }
 
     /// Agents on `name` now.
-    pub fn in_use(&self, name: &str) -> usize {
+    pub(crate) fn in_use(&self, name: &str) -> usize {
         self.in_use.get(name).copied().unwrap_or(0)
     }
 
     /// `name` was parked or retired at `now`: the other credentials take its
     /// work gradually (see the module note). No ramp when its step is zero.
-    pub fn start_ramp(&mut self, except: &str, now: DateTime<Utc>) {
+    pub(crate) fn start_ramp(&mut self, except: &str, now: DateTime<Utc>) {
         if self.ramp_step.is_zero() || self.ramp_full <= 1 {
             return;
         }
@@ -178,7 +181,7 @@ impl Credentials {
     }
 
     /// The next time a ramp allows more agents, if any is still ramping.
-    pub fn next_ramp_step(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_ramp_step(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.ramps
             .values()
             .filter_map(|r| {
@@ -191,7 +194,7 @@ impl Credentials {
     /// Count what an attempt on `name` cost. When that brings the credential
     /// to its `max_cost_usd` for the first time in this run, says why it is
     /// retired (the caller disables it for the run).
-    pub fn add_cost(&mut self, name: &str, cost: f64) -> Option<String> {
+    pub(crate) fn add_cost(&mut self, name: &str, cost: f64) -> Option<String> {
         let spent = self.spent.entry(name.to_string()).or_default();
         *spent = crate::output::units::sum_costs([*spent, cost]);
         let spent = *spent;
@@ -209,7 +212,7 @@ impl Credentials {
     /// because its credentials reached their `max_cost_usd`: the named one
     /// is retired, or every set one it rotates through is (at least one by
     /// its cap, the others rejected).
-    pub fn spent_out(&self, choice: &CredentialChoice) -> bool {
+    pub(crate) fn spent_out(&self, choice: &CredentialChoice) -> bool {
         match choice {
             CredentialChoice::Default => false,
             CredentialChoice::Named(n) => self.retired.contains(n),
@@ -224,7 +227,7 @@ impl Credentials {
     }
 
     /// `name` was rejected (authentication, billing) in this run.
-    pub fn reject(&mut self, name: &str) {
+    pub(crate) fn reject(&mut self, name: &str) {
         self.rejected.insert(name.to_string());
     }
 
@@ -244,14 +247,14 @@ impl Credentials {
         Ok(())
     }
 
-    pub fn release(&mut self, name: &str) {
+    pub(crate) fn release(&mut self, name: &str) {
         if let Some(n) = self.in_use.get_mut(name) {
             *n = n.saturating_sub(1);
         }
     }
 
     /// What a pool with this choice can use now.
-    pub fn available(
+    pub(crate) fn available(
         &self,
         choice: &CredentialChoice,
         state: &State,

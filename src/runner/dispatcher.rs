@@ -35,9 +35,9 @@ use crate::report::{Event, Reporter};
 use crate::state::{State, StateStore};
 use crate::tasks::TaskSet;
 
-pub use super::fleet::{RunOptions, RunSummary};
+pub(crate) use super::fleet::{RunOptions, RunSummary};
 
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     fleet: Fleet,
     log_root: PathBuf,
     store: StateStore,
@@ -87,7 +87,7 @@ struct PredictorSlot {
     last: Option<(Instant, Duration)>,
 }
 
-pub struct DispatcherParts {
+pub(crate) struct DispatcherParts {
     pub project: Project,
     pub state: State,
     pub tasks: TaskSet,
@@ -107,7 +107,7 @@ pub struct DispatcherParts {
 }
 
 impl Dispatcher {
-    pub fn new(p: DispatcherParts) -> Dispatcher {
+    pub(crate) fn new(p: DispatcherParts) -> Dispatcher {
         let pools: Vec<PoolSlots> = p
             .project
             .config
@@ -468,7 +468,7 @@ impl Dispatcher {
         self.carry_out(step.effects);
     }
 
-    pub async fn run(mut self) -> RunSummary {
+    pub(crate) async fn run(mut self) -> RunSummary {
         self.feed(Input::RunStarted);
         let mut signals = Signals {
             sigint: signal(SignalKind::interrupt()).ok(),

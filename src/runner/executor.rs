@@ -17,7 +17,7 @@ use crate::agent::{AgentSpec, Redactor, StreamEvent, classify};
 use crate::backend::{Backend, Chunk, ExitInfo, PrepareError, PrepareJob, Running, Ticket};
 use crate::state::{Job, Outcome};
 
-pub struct AttemptJob {
+pub(crate) struct AttemptJob {
     pub task: String,
     pub attempt: u32,
     pub prepare: PrepareJob,
@@ -84,7 +84,7 @@ struct TakenBack {
 /// Run one attempt, step by step (open the log, prepare, set up, spawn,
 /// watch, finish, count, release); the dispatcher hears `Started`, then
 /// `Finished` (a step that ends it early sends that itself).
-pub async fn run_attempt(
+pub(crate) async fn run_attempt(
     mut job: AttemptJob,
     events: mpsc::Sender<RunEvent>,
     mut stop: watch::Receiver<StopLevel>,

@@ -30,7 +30,7 @@ fn stamp(path: &Path) -> Stamp {
 
 /// The last walk of one run, and what it was keyed by.
 #[derive(Debug, Default)]
-pub struct IncludeCache {
+pub(crate) struct IncludeCache {
     last: Mutex<Option<(Vec<Stamp>, Option<IncludeSet>)>>,
     /// The checkout's git dir, found at the first walk.
     git_dir: Mutex<Option<PathBuf>>,
@@ -39,7 +39,7 @@ pub struct IncludeCache {
 impl IncludeCache {
     /// The checkout's files `.worktreeinclude` selects (None: it has none),
     /// walked again only when the checkout's stamps changed.
-    pub fn collect(
+    pub(crate) fn collect(
         &self,
         repo_dir: &Path,
         skip: &[PathBuf],

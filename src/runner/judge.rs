@@ -25,7 +25,7 @@ use crate::state::{JudgedBy, Judgement, Outcome, VerdictOutcome};
 /// Why a best-of task could not be judged: it stays pending, and the next
 /// run judges it.
 #[derive(Debug, thiserror::Error)]
-pub enum JudgeError {
+pub(crate) enum JudgeError {
     /// The judging thread panicked or was cancelled.
     #[error("internal error, please report it: judging failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -58,7 +58,7 @@ pub(crate) enum BadAnswer {
 }
 
 /// What every judging needs from the run.
-pub struct JudgeEnv {
+pub(crate) struct JudgeEnv {
     pub project: Project,
     pub log_root: PathBuf,
     pub backends: Vec<Arc<dyn Backend>>,
@@ -69,7 +69,7 @@ pub struct JudgeEnv {
 
 /// Judge `job`'s variants. None: stopped (Ctrl-C) before the judgement was
 /// final; the task stays pending and the next run judges it.
-pub async fn judge(
+pub(crate) async fn judge(
     job: JudgeJob,
     env: Arc<JudgeEnv>,
     stop: watch::Receiver<StopLevel>,

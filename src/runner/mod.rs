@@ -38,17 +38,17 @@
 //! spawned only after it, so an attempt never acts before its start is on
 //! disk. The run's end compacts the journal into state.json.
 
-pub mod credentials;
-pub mod dispatcher;
-pub mod executor;
-pub mod fleet;
+pub(crate) mod credentials;
+pub(crate) mod dispatcher;
+pub(crate) mod executor;
+pub(crate) mod fleet;
 pub(crate) mod include_cache;
-pub mod judge;
-pub mod predict;
-pub mod reconcile;
-pub mod setup;
-pub mod sink;
-pub mod start_from;
+pub(crate) mod judge;
+pub(crate) mod predict;
+pub(crate) mod reconcile;
+pub(crate) mod setup;
+pub(crate) mod sink;
+pub(crate) mod start_from;
 // The one stop-escalation loop lives below land/ (validation uses it too).
 use crate::watch;
 
@@ -56,13 +56,13 @@ use std::path::PathBuf;
 
 use crate::state::{Outcome, ResultInfo};
 
-pub use dispatcher::{Dispatcher, RunOptions};
+pub(crate) use dispatcher::{Dispatcher, RunOptions};
 
-pub use crate::watch::StopLevel;
+pub(crate) use crate::watch::StopLevel;
 
 /// What executors tell the dispatcher.
 #[derive(Debug)]
-pub enum RunEvent {
+pub(crate) enum RunEvent {
     Started {
         task: String,
         attempt: u32,
@@ -103,7 +103,7 @@ pub enum RunEvent {
 }
 
 #[derive(Debug, Clone)]
-pub struct AttemptReport {
+pub(crate) struct AttemptReport {
     pub outcome: Outcome,
     pub exit_code: Option<i32>,
     pub result: Option<ResultInfo>,
@@ -129,7 +129,11 @@ pub struct AttemptReport {
 impl AttemptReport {
     /// An attempt that ended with `outcome` after `duration_secs` (and
     /// `pending_secs` in its scheduler's queue), nothing else known yet.
-    pub fn new(outcome: Outcome, duration_secs: f64, pending_secs: Option<f64>) -> AttemptReport {
+    pub(crate) fn new(
+        outcome: Outcome,
+        duration_secs: f64,
+        pending_secs: Option<f64>,
+    ) -> AttemptReport {
         AttemptReport {
             outcome,
             exit_code: None,

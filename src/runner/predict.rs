@@ -15,7 +15,7 @@ use crate::state::NextAttempt;
 
 /// Where the work happens.
 #[derive(Debug, Clone)]
-pub struct Where {
+pub(crate) struct Where {
     pub repo: PathBuf,
     pub target: String,
     pub state_dir: PathBuf,
@@ -24,7 +24,7 @@ pub struct Where {
 /// Predict with `predictor` (the chain it kept from last time) or a new one;
 /// hand the predictor back for the next time.
 /// Given up between two tasks once `cancel` is set (the run ended).
-pub fn predict(
+pub(crate) fn predict(
     predictor: Option<Predictor>,
     job: &PredictJob,
     at: &Where,
@@ -99,7 +99,7 @@ fn changed_paths(repo: &Path, rec: &crate::state::TaskRecord) -> crate::error::R
 /// The start of an early redo: the land target as it is now with the work
 /// of the tasks it clashed with; the task's tip kept under
 /// `refs/flocks/backup/<id>/<attempt>`; its prompt's context.
-pub fn prepare_redo(job: &RedoJob) -> Result<NextAttempt, RedoError> {
+pub(crate) fn prepare_redo(job: &RedoJob) -> Result<NextAttempt, RedoError> {
     let git = |e: crate::error::Error| RedoError::Git(e.to_string());
     let repo = crate::git::open(&job.repo).map_err(git)?;
     let target = &job.conflict.target;

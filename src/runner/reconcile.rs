@@ -11,7 +11,7 @@ use crate::proc;
 use crate::state::{Outcome, State, TaskStatus};
 
 /// Returns what was done, for the user.
-pub fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<String> {
+pub(crate) fn reconcile(state: &mut State, config: &Config, project_key: &str) -> Vec<String> {
     let mut notes = Vec::new();
     // Tasks and best-of variants (by their ids: `state.task_mut` finds both).
     let running: Vec<String> = state

@@ -30,7 +30,7 @@ use crate::state::Outcome;
 
 /// What sets a worktree up, from flocks.toml.
 #[derive(Debug, Clone)]
-pub struct SetupPlan {
+pub(crate) struct SetupPlan {
     /// The checkout whose `.worktreeinclude` and ignored files are read.
     pub repo_dir: PathBuf,
     /// Never read for `.worktreeinclude`: the worktrees, flocks' own state.
@@ -45,7 +45,7 @@ pub struct SetupPlan {
 }
 
 impl SetupPlan {
-    pub fn from_config(config: &Config) -> Arc<SetupPlan> {
+    pub(crate) fn from_config(config: &Config) -> Arc<SetupPlan> {
         Arc::new(SetupPlan {
             repo_dir: config.workspace.repo.clone(),
             skip: vec![config.worktrees_dir(), config.state_dir()],
@@ -59,7 +59,7 @@ impl SetupPlan {
 }
 
 /// What a worktree records once `commands` completed there.
-pub fn hash(commands: &[CommandSpec]) -> String {
+pub(crate) fn hash(commands: &[CommandSpec]) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     for c in commands {
@@ -70,7 +70,7 @@ pub fn hash(commands: &[CommandSpec]) -> String {
 }
 
 /// The worktree's set-up, all of it. Err: how the attempt ends instead.
-pub async fn run(
+pub(crate) async fn run(
     plan: &SetupPlan,
     backend: &dyn Backend,
     ws: &Workspace,

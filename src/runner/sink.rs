@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::agent::redact::StreamRedactor;
 use crate::agent::{Redactor, StreamEvent, StreamParser};
 
-pub struct OutputSink {
+pub(crate) struct OutputSink {
     log: BufWriter<File>,
     redactor: Arc<Redactor>,
     /// Per stream, so that a secret cut across two lines is still found.
@@ -34,7 +34,7 @@ impl OutputSink {
     /// Open the attempt's log (`.flocks/logs/<task>/<n>.log`) for appending,
     /// without following a link an agent put there: what flocks replaced is
     /// the log's first note.
-    pub fn create(path: &Path, redactor: Arc<Redactor>) -> std::io::Result<OutputSink> {
+    pub(crate) fn create(path: &Path, redactor: Arc<Redactor>) -> std::io::Result<OutputSink> {
         let opened = crate::fsat::append(path)?;
         let mut sink = OutputSink {
             log: BufWriter::new(opened.file),
@@ -58,7 +58,7 @@ impl OutputSink {
 
     /// Redact `more` secrets too from now on (an attempt's proxy tokens,
     /// known once it is admitted, before its setup and agent write anything).
-    pub fn also_redact(&mut self, more: Vec<(String, String)>) {
+    pub(crate) fn also_redact(&mut self, more: Vec<(String, String)>) {
         if more.is_empty() {
             return;
         }
@@ -70,7 +70,7 @@ impl OutputSink {
     }
 
     /// Take stdout bytes; returns the stream events of the complete lines.
-    pub fn stdout(&mut self, bytes: &[u8]) -> Vec<StreamEvent> {
+    pub(crate) fn stdout(&mut self, bytes: &[u8]) -> Vec<StreamEvent> {
         self.saw_stdout = true;
         let seen = self.stdout_partial.len();
         self.stdout_partial.extend_from_slice(bytes);
@@ -83,7 +83,7 @@ impl OutputSink {
         events
     }
 
-    pub fn stderr(&mut self, bytes: &[u8]) {
+    pub(crate) fn stderr(&mut self, bytes: &[u8]) {
         let seen = self.stderr_partial.len();
         self.stderr_partial.extend_from_slice(bytes);
         for line in take_lines(&mut self.stderr_partial, seen, &self.stderr_redactor) {
@@ -93,7 +93,7 @@ impl OutputSink {
     }
 
     /// The streams ended: write what is left and read a lone JSON document.
-    pub fn finish(&mut self) -> Vec<StreamEvent> {
+    pub(crate) fn finish(&mut self) -> Vec<StreamEvent> {
         let mut events = Vec::new();
         let out = std::mem::take(&mut self.stdout_partial);
         if !out.is_empty() {
@@ -109,7 +109,7 @@ impl OutputSink {
     }
 
     /// Output of a `[workspace] setup` command (both its streams).
-    pub fn command_output(&mut self, bytes: &[u8]) {
+    pub(crate) fn command_output(&mut self, bytes: &[u8]) {
         let seen = self.command_partial.len();
         self.command_partial.extend_from_slice(bytes);
         for line in take_lines(&mut self.command_partial, seen, &self.command_redactor) {
@@ -119,7 +119,7 @@ impl OutputSink {
     }
 
     /// The setup command ended: its last lines of output (redacted).
-    pub fn command_done(&mut self) -> Vec<String> {
+    pub(crate) fn command_done(&mut self) -> Vec<String> {
         let rest = std::mem::take(&mut self.command_partial);
         if !rest.is_empty() {
             self.command_line(&rest);
@@ -152,7 +152,7 @@ impl OutputSink {
     }
 
     /// A line from flocks itself (not the agent), marked as such.
-    pub fn note(&mut self, text: &str) {
+    pub(crate) fn note(&mut self, text: &str) {
         let _ = writeln!(self.log, "[flocks] {}", self.redactor.redact(text));
         self.flush();
     }

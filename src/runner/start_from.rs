@@ -15,7 +15,7 @@ use crate::state::TaskRecord;
 /// The inputs of a dependency start: the records of the task's dependencies
 /// (transitively, in dependency order) as they are now.
 #[derive(Debug)]
-pub struct DependencyJob {
+pub(crate) struct DependencyJob {
     pub task: String,
     pub branch: String,
     pub repo: PathBuf,
@@ -27,7 +27,7 @@ pub struct DependencyJob {
 /// Why a task cannot start from its dependencies' work. The task is blocked
 /// with this reason, which says what to do.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     /// The repo, the task's branch or its base could not be read.
     #[error(transparent)]
     Repo(#[from] crate::error::Error),
@@ -67,7 +67,7 @@ pub enum StartError {
 /// The start of the task in `job`: None when its branch exists and is kept
 /// (a retry builds on it; `--fresh` rebuilds the start), or why the
 /// dependencies' work cannot be combined. Runs off the dispatch loop.
-pub fn dependency_start(job: &DependencyJob) -> Result<Option<String>, StartError> {
+pub(crate) fn dependency_start(job: &DependencyJob) -> Result<Option<String>, StartError> {
     let repo = crate::git::open(&job.repo)?;
     let exists = crate::git::branch_tip(&repo, &job.branch)?.is_some();
     if exists && !job.fresh {
@@ -80,14 +80,14 @@ pub fn dependency_start(job: &DependencyJob) -> Result<Option<String>, StartErro
 
 /// One dependency's recorded work.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DepRange {
+pub(crate) struct DepRange {
     pub id: String,
     pub start: Oid,
     pub tip: Oid,
 }
 
 /// The work of `deps` (their records), or why one cannot be had.
-pub fn ranges(repo: &Repository, deps: &[TaskRecord]) -> Result<Vec<DepRange>, StartError> {
+pub(crate) fn ranges(repo: &Repository, deps: &[TaskRecord]) -> Result<Vec<DepRange>, StartError> {
     deps.iter()
         .map(|rec| {
             let d = &rec.id;
@@ -104,7 +104,7 @@ pub fn ranges(repo: &Repository, deps: &[TaskRecord]) -> Result<Vec<DepRange>, S
 
 /// Build the start commit: `base` with each range applied in turn. The error
 /// says, for people, which dependency's commit did not apply and where.
-pub fn build(repo: &Repository, base: Oid, deps: &[DepRange]) -> Result<Oid, StartError> {
+pub(crate) fn build(repo: &Repository, base: Oid, deps: &[DepRange]) -> Result<Oid, StartError> {
     let mut tip = base;
     let mut applied: Vec<&str> = Vec::new();
     for d in deps {

@@ -29,7 +29,7 @@ pub(crate) struct Forgotten {
 }
 
 impl Forgotten {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = format!(
             "forgot {}: no longer in the state (their logs stay in .flocks/logs)\n",
             self.forgot.join(", ")

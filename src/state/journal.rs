@@ -24,7 +24,7 @@ use super::{CredentialState, Managed, RunInfo, State, TaskRecord};
 use crate::error::{Error, Result};
 
 /// Bumped when the journal's records change in a way old readers cannot follow.
-pub const JOURNAL_VERSION: u32 = 1;
+pub(super) const JOURNAL_VERSION: u32 = 1;
 
 /// Compact when the journal is larger than half the snapshot and than this:
 /// a reader never reads more than 1.5 snapshots, a writer rewrites the
@@ -129,7 +129,7 @@ fn decode(line: &[u8]) -> std::result::Result<In, BadLine> {
 
 /// The journal as read: the generation of the snapshot it continues, and the
 /// changes to apply to that snapshot.
-pub struct Replay {
+pub(super) struct Replay {
     pub generation: Option<u64>,
     records: Vec<In>,
     /// Bytes of whole, good lines (a torn tail starts here).
@@ -140,7 +140,7 @@ pub struct Replay {
 
 impl Replay {
     /// Apply the journal's changes to the snapshot they continue.
-    pub fn apply(self, state: &mut State) {
+    pub(super) fn apply(self, state: &mut State) {
         for record in self.records {
             match record {
                 In::Header { .. } => {}
@@ -164,14 +164,14 @@ impl Replay {
 /// Read a journal's bytes. A torn tail (the lines after the last good one)
 /// is dropped; a damaged line before a good one, or a newer journal, is an
 /// error naming the line.
-pub fn parse(path: &Path, bytes: &[u8]) -> Result<Replay> {
+pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Replay> {
     parse_lines(path, bytes, None, 0)
 }
 
 /// Read lines appended to a journal of `generation` after its first
 /// `lines_before` lines (read earlier, header included), as [`parse`] reads
 /// a whole journal: errors name the line in the whole file.
-pub fn parse_more(
+pub(super) fn parse_more(
     path: &Path,
     bytes: &[u8],
     generation: u64,
@@ -260,7 +260,7 @@ fn parse_lines(
 
 /// The journal being appended to by the lock holder.
 #[derive(Debug)]
-pub struct Writer {
+pub(super) struct Writer {
     file: File,
     path: PathBuf,
     pub generation: u64,
@@ -276,7 +276,7 @@ impl Writer {
     /// Start an empty journal continuing the snapshot of `generation` (just
     /// written, `snapshot_len` bytes): temp file, fsync, rename, fsync the
     /// directory.
-    pub fn create(
+    pub(super) fn create(
         path: &Path,
         generation: u64,
         snapshot_len: u64,
@@ -306,14 +306,14 @@ impl Writer {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Append the changed tasks (positions in `state.tasks`) and the fleet
     /// fields if they changed, in one write, then fsync: only then are the
     /// changes saved. Returns whether the journal outgrew its snapshot.
-    pub fn append(&mut self, state: &State, changed: &[usize]) -> std::io::Result<bool> {
+    pub(super) fn append(&mut self, state: &State, changed: &[usize]) -> std::io::Result<bool> {
         let mut buf = Vec::new();
         for &i in changed {
             if let Some(task) = state.tasks.get(i) {

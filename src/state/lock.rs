@@ -357,7 +357,7 @@ fn recorded_run(state_dir: &Path) -> Option<LockInfo> {
 
 /// The start time of process `pid` (`/proc/<pid>/stat` field 22, clock
 /// ticks after boot), if it exists.
-pub fn process_start(pid: u32) -> Option<u64> {
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count
     // fields after its closing parenthesis. Field 3 (the state) comes first.
@@ -374,7 +374,7 @@ pub fn process_start(pid: u32) -> Option<u64> {
 /// the pid must still have it (a reused pid is another process); without
 /// one (a state.json from before 0.2), the pid must run a program named
 /// like this one.
-pub fn process_alive(pid: u32, recorded_start: Option<u64>) -> bool {
+pub(crate) fn process_alive(pid: u32, recorded_start: Option<u64>) -> bool {
     if pid == 0 {
         return false;
     }

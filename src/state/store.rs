@@ -427,7 +427,7 @@ struct Followed {
 /// replaced (a compaction), and otherwise only the journal lines appended
 /// since the last look, so a look costs what changed, not the whole state.
 /// It sees what [`StateStore::load`] would.
-pub struct StateReader {
+pub(crate) struct StateReader {
     store: StateStore,
     read: Read,
     /// How many times the state was read whole.
@@ -436,7 +436,7 @@ pub struct StateReader {
 
 impl StateReader {
     /// Read the state whole, as [`StateStore::load`] does.
-    pub fn open(store: &StateStore) -> Result<StateReader> {
+    pub(crate) fn open(store: &StateStore) -> Result<StateReader> {
         let read = Self::read_whole(store)?;
         Ok(StateReader {
             store: store.clone(),
@@ -458,12 +458,12 @@ impl StateReader {
         )))
     }
 
-    pub fn state(&self) -> &State {
+    pub(crate) fn state(&self) -> &State {
         &self.read.state
     }
 
     /// Bring the state up to date. Whether it changed.
-    pub fn refresh(&mut self) -> Result<bool> {
+    pub(crate) fn refresh(&mut self) -> Result<bool> {
         if self.replaced() {
             self.read = Self::read_whole(&self.store)?;
             self.whole_reads += 1;
@@ -549,7 +549,7 @@ fn write_atomic_with(
 
 /// Temp file in the same directory, fsync, rename over, fsync the directory;
 /// under `.flocks/` no link is followed (agents can write there).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |f| f.write_all(bytes)).map(|_| ())
 }
 

@@ -29,7 +29,7 @@ use super::TaskSet;
 
 /// A validated footprint.
 #[derive(Debug, Clone)]
-pub struct Footprint {
+pub(crate) struct Footprint {
     /// The patterns as written on the task line.
     pub patterns: Vec<String>,
     /// Each pattern's literal leading part and whether it has wildcards.
@@ -51,7 +51,7 @@ const WILDCARDS: &[char] = &['*', '?', '[', '{'];
 
 /// Why a footprint was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FootprintError {
+pub(crate) enum FootprintError {
     #[error("holds an empty pattern")]
     Empty,
     #[error("`{pattern}` {why}")]
@@ -62,7 +62,7 @@ pub enum FootprintError {
 
 /// What is wrong with one pattern (reads after the pattern).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadPattern {
+pub(crate) enum BadPattern {
     #[error("is negated: negations are not supported (list what the task touches)")]
     Negated,
     #[error("uses `\\`: put `/` between path components")]
@@ -77,7 +77,7 @@ pub enum BadPattern {
 
 impl Footprint {
     /// Parse `patterns`; the error says which pattern is wrong and why.
-    pub fn new(patterns: &[String]) -> Result<Footprint, FootprintError> {
+    pub(crate) fn new(patterns: &[String]) -> Result<Footprint, FootprintError> {
         let mut set = GlobSetBuilder::new();
         let mut parts = Vec::with_capacity(patterns.len());
         for raw in patterns {
@@ -143,12 +143,12 @@ impl Footprint {
 
     /// Does the footprint cover `path` (relative to the repository's top,
     /// `/`-separated)?
-    pub fn covers(&self, path: &str) -> bool {
+    pub(crate) fn covers(&self, path: &str) -> bool {
         self.set.is_match(path)
     }
 
     /// The paths of `paths` it does not cover.
-    pub fn outside<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    pub(crate) fn outside<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         paths
             .into_iter()
             .filter(|p| !self.covers(p))
@@ -157,7 +157,7 @@ impl Footprint {
     }
 
     /// Could a path match both footprints (see the module note)?
-    pub fn overlaps(&self, other: &Footprint) -> bool {
+    pub(crate) fn overlaps(&self, other: &Footprint) -> bool {
         self.parts
             .iter()
             .any(|a| other.parts.iter().any(|b| literal_overlap(a, b)))
@@ -192,7 +192,7 @@ fn under_or_sibling(lit: &str, prefix: &str) -> bool {
 /// For each task with a footprint, the tasks before it in `order` (the
 /// dependency order) whose footprints overlap its own: it never runs while
 /// they do, and starts from their work.
-pub fn footprint_before(tasks: &TaskSet, order: &[usize]) -> HashMap<String, Vec<String>> {
+pub(crate) fn footprint_before(tasks: &TaskSet, order: &[usize]) -> HashMap<String, Vec<String>> {
     let mut out = HashMap::new();
     let with: Vec<usize> = order
         .iter()

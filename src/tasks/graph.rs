@@ -7,7 +7,7 @@ use super::Task;
 /// What is wrong with the tasks' `depends_on`; `index` is the task (in file
 /// order) whose line the error points at, and the message names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DependencyError {
+pub(crate) enum DependencyError {
     #[error("task `{id}` depends on itself")]
     OnItself { index: usize, id: String },
     #[error("task `{id}` depends on unknown task `{dep}`")]
@@ -23,7 +23,7 @@ pub enum DependencyError {
 
 impl DependencyError {
     /// The task the error is about.
-    pub fn index(&self) -> usize {
+    pub(crate) fn index(&self) -> usize {
         match self {
             DependencyError::OnItself { index, .. }
             | DependencyError::Unknown { index, .. }
@@ -35,7 +35,7 @@ impl DependencyError {
 /// Check `depends_on` and return the tasks' indices in an order where every
 /// task comes after its dependencies (file order otherwise). The error names
 /// the task and what is wrong.
-pub fn dependency_order(tasks: &[Task]) -> Result<Vec<usize>, DependencyError> {
+pub(crate) fn dependency_order(tasks: &[Task]) -> Result<Vec<usize>, DependencyError> {
     let index: HashMap<&str, usize> = tasks
         .iter()
         .enumerate()
@@ -107,7 +107,7 @@ pub fn dependency_order(tasks: &[Task]) -> Result<Vec<usize>, DependencyError> {
 /// Each task's dependency wave, by index: 1 for a task without dependencies,
 /// otherwise one more than its latest dependency's. `order` is a
 /// [`dependency_order`] of the same tasks.
-pub fn waves(tasks: &[Task], order: &[usize]) -> Vec<usize> {
+pub(crate) fn waves(tasks: &[Task], order: &[usize]) -> Vec<usize> {
     let index: HashMap<&str, usize> = tasks
         .iter()
         .enumerate()

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 /// Naming rules that depend on the config, and the fields its prompt
 /// template reads.
-pub struct BranchRules<'a> {
+pub(crate) struct BranchRules<'a> {
     pub prefix: &'a str,
     pub base: &'a str,
     pub land_target: &'a str,
@@ -21,7 +21,7 @@ pub struct BranchRules<'a> {
 }
 
 /// The fields flocks reads from a task line (`vars` holds the template's).
-pub const FIELDS: &[&str] = &[
+pub(super) const FIELDS: &[&str] = &[
     "id",
     "prompt",
     "branch",
@@ -36,7 +36,7 @@ pub const FIELDS: &[&str] = &[
     "vars",
 ];
 
-pub fn load_jsonl(path: &Path, rules: &BranchRules) -> Result<TaskSet> {
+pub(crate) fn load_jsonl(path: &Path, rules: &BranchRules) -> Result<TaskSet> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -52,7 +52,7 @@ pub fn load_jsonl(path: &Path, rules: &BranchRules) -> Result<TaskSet> {
 
 /// Run a `[source] type = "script"` command and read its stdout as JSONL.
 /// `env` is the environment the script runs with (credentials already removed).
-pub fn load_script(
+pub(crate) fn load_script(
     command: &CommandSpec,
     dir: &Path,
     env: &[(String, String)],
@@ -93,7 +93,7 @@ pub fn load_script(
     parse_jsonl(&name, &text, rules)
 }
 
-pub fn parse_jsonl(source: &Path, text: &str, rules: &BranchRules) -> Result<TaskSet> {
+pub(crate) fn parse_jsonl(source: &Path, text: &str, rules: &BranchRules) -> Result<TaskSet> {
     let mut tasks: Vec<Task> = Vec::new();
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut branches: HashMap<String, usize> = HashMap::new();

@@ -7,14 +7,14 @@ mod load;
 
 use std::path::PathBuf;
 
-pub use footprint::{Footprint, footprint_before};
-pub use graph::{dependency_order, waves};
-pub use load::{BranchRules, load_jsonl, load_script, parse_jsonl};
+pub(crate) use footprint::{Footprint, footprint_before};
+pub(crate) use graph::{dependency_order, waves};
+pub(crate) use load::{BranchRules, load_jsonl, load_script, parse_jsonl};
 
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone)]
-pub struct Task {
+pub(crate) struct Task {
     pub id: String,
     pub prompt: String,
     pub branch: String,
@@ -45,7 +45,7 @@ pub struct Task {
 
 impl Task {
     /// A field by name as text, for the prompt template.
-    pub fn field(&self, name: &str) -> Option<String> {
+    pub(crate) fn field(&self, name: &str) -> Option<String> {
         match name {
             "id" => Some(self.id.clone()),
             "prompt" => Some(self.prompt.clone()),
@@ -65,7 +65,7 @@ impl Task {
     }
 
     /// A short content hash of what the agent is asked to do.
-    pub fn prompt_hash(&self) -> String {
+    pub(crate) fn prompt_hash(&self) -> String {
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(self.prompt.as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
@@ -74,7 +74,7 @@ impl Task {
 
 /// Which variant of which best-of task a task is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VariantOf {
+pub(crate) struct VariantOf {
     pub task: String,
     /// 1-based.
     pub k: u32,
@@ -82,24 +82,24 @@ pub struct VariantOf {
 
 /// The id of variant `k` of task `id`: `<id>@v<k>`. `@` is not allowed in a
 /// task id, so it names no task of the list.
-pub fn variant_id(id: &str, k: u32) -> String {
+pub(crate) fn variant_id(id: &str, k: u32) -> String {
     format!("{id}@v{k}")
 }
 
 /// The branch of variant `k`: `<branch>@v<k>`, beside the task's own branch
 /// in git's ref namespace (never under it: `flocks/x` and `flocks/x/v2`
 /// cannot both exist).
-pub fn variant_branch(branch: &str, k: u32) -> String {
+pub(crate) fn variant_branch(branch: &str, k: u32) -> String {
     format!("{branch}@v{k}")
 }
 
 /// The id of a best-of task's judge agent (its worktree, branch and log).
-pub fn judge_id(id: &str) -> String {
+pub(crate) fn judge_id(id: &str) -> String {
     format!("{id}@judge")
 }
 
 /// `<id>@v<k>` into the task id and k.
-pub fn split_variant_id(id: &str) -> Option<(&str, u32)> {
+pub(crate) fn split_variant_id(id: &str) -> Option<(&str, u32)> {
     let (task, k) = id.rsplit_once("@v")?;
     let k: u32 = k.parse().ok().filter(|k| *k >= 1)?;
     (valid_id(task).is_ok() && !k.to_string().starts_with('+')).then_some((task, k))
@@ -107,7 +107,7 @@ pub fn split_variant_id(id: &str) -> Option<(&str, u32)> {
 
 /// Where a task's branch starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StartFrom {
+pub(crate) enum StartFrom {
     /// `[workspace] base` (the default).
     #[default]
     Base,
@@ -117,9 +117,9 @@ pub enum StartFrom {
 }
 
 impl StartFrom {
-    pub const VALUES: &[&str] = &["base", "dependencies"];
+    pub(crate) const VALUES: &[&str] = &["base", "dependencies"];
 
-    pub fn parse(s: &str) -> Option<StartFrom> {
+    pub(crate) fn parse(s: &str) -> Option<StartFrom> {
         match s {
             "base" => Some(StartFrom::Base),
             "dependencies" => Some(StartFrom::Dependencies),
@@ -127,7 +127,7 @@ impl StartFrom {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StartFrom::Base => "base",
             StartFrom::Dependencies => "dependencies",
@@ -137,7 +137,7 @@ impl StartFrom {
 
 /// The task list as loaded: file order, every check passed.
 #[derive(Debug, Clone)]
-pub struct TaskSet {
+pub(crate) struct TaskSet {
     /// Where the tasks came from, for messages.
     pub source: PathBuf,
     pub tasks: Vec<Task>,
@@ -146,7 +146,7 @@ pub struct TaskSet {
 }
 
 impl TaskSet {
-    pub fn new(source: PathBuf, tasks: Vec<Task>) -> TaskSet {
+    pub(crate) fn new(source: PathBuf, tasks: Vec<Task>) -> TaskSet {
         TaskSet {
             source,
             tasks,
@@ -156,7 +156,7 @@ impl TaskSet {
 
     /// The task with this id, through the index (a task list changed after
     /// the index was built is still answered right, by a scan).
-    pub fn get(&self, id: &str) -> Option<&Task> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Task> {
         let index = self.index.get_or_init(|| {
             let mut index = std::collections::HashMap::with_capacity(self.tasks.len());
             for (i, t) in self.tasks.iter().enumerate() {
@@ -180,7 +180,7 @@ impl TaskSet {
 /// variant's (`<id>@v<k>`) or a judge's (`<id>@judge`). Every id that comes
 /// from outside (a URL, a command line, state.json) is checked before it
 /// becomes part of a path.
-pub fn valid_path_id(id: &str) -> Result<(), &'static str> {
+pub(crate) fn valid_path_id(id: &str) -> Result<(), &'static str> {
     if split_variant_id(id).is_some() {
         return Ok(());
     }
@@ -188,7 +188,7 @@ pub fn valid_path_id(id: &str) -> Result<(), &'static str> {
 }
 
 /// Is `id` a safe task id: letters, digits, `-`, `_` and `.`, no path tricks.
-pub fn valid_id(id: &str) -> Result<(), &'static str> {
+pub(crate) fn valid_id(id: &str) -> Result<(), &'static str> {
     if id.is_empty() {
         return Err("must not be empty");
     }

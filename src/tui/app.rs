@@ -21,7 +21,7 @@ const LOG_LINES: usize = 2000;
 
 /// How a task row is grouped and ordered on the dashboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Group {
+pub(super) enum Group {
     Running,
     Failed,
     Queued,
@@ -32,7 +32,7 @@ pub enum Group {
     Idle,
 }
 
-pub fn group_of(status: &str) -> Group {
+pub(super) fn group_of(status: &str) -> Group {
     match status {
         "running" => Group::Running,
         "pending" | "interrupted" => Group::Queued,
@@ -43,7 +43,7 @@ pub fn group_of(status: &str) -> Group {
     }
 }
 
-pub struct LogPane {
+pub(super) struct LogPane {
     pub task: String,
     pub path: Option<PathBuf>,
     pub follow: bool,
@@ -52,12 +52,12 @@ pub struct LogPane {
     pub scroll: usize,
 }
 
-pub enum Mode {
+pub(super) enum Mode {
     Tasks,
     Log(LogPane),
 }
 
-pub struct App {
+pub(super) struct App {
     pub status: StatusView,
     /// When `status` was read: elapsed times grow from there.
     pub loaded_at: DateTime<Utc>,
@@ -76,7 +76,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(status: StatusView, stall_secs: Option<f64>, now: DateTime<Utc>) -> App {
+    pub(super) fn new(status: StatusView, stall_secs: Option<f64>, now: DateTime<Utc>) -> App {
         let mut app = App {
             status,
             loaded_at: now,
@@ -94,7 +94,7 @@ impl App {
     }
 
     /// Task rows in display order: running, failed, queued, blocked, done.
-    pub fn rows(&self) -> Vec<&TaskView> {
+    pub(super) fn rows(&self) -> Vec<&TaskView> {
         let mut rows: Vec<&TaskView> = self.status.tasks.iter().collect();
         rows.sort_by_key(|t| group_of(&t.status));
         rows
@@ -111,13 +111,13 @@ impl App {
         }
     }
 
-    pub fn selected_task(&self) -> Option<&TaskView> {
+    pub(super) fn selected_task(&self) -> Option<&TaskView> {
         let id = self.selected.as_deref()?;
         self.status.tasks.iter().find(|t| t.id == id)
     }
 
     /// A new reading of state.json.
-    pub fn set_status(&mut self, status: StatusView, now: DateTime<Utc>) {
+    pub(super) fn set_status(&mut self, status: StatusView, now: DateTime<Utc>) {
         self.status = status;
         self.loaded_at = now;
         self.stalled.retain(|id| {
@@ -130,7 +130,7 @@ impl App {
     }
 
     /// Events read from events.jsonl, oldest first.
-    pub fn add_events(&mut self, events: Vec<Stamped>) {
+    pub(super) fn add_events(&mut self, events: Vec<Stamped>) {
         for s in events {
             match &s.event {
                 Event::RunStarted { .. } => {
@@ -158,7 +158,7 @@ impl App {
         }
     }
 
-    pub fn handle(&mut self, action: Action) {
+    pub(super) fn handle(&mut self, action: Action) {
         match action {
             Action::Quit => self.quit = true,
             Action::Up | Action::Down | Action::PageUp | Action::PageDown => {
@@ -222,7 +222,7 @@ impl App {
 
     /// Once a second: the log pane, when it follows, reads its file again
     /// (the log of the task's latest attempt).
-    pub fn refresh_log(&mut self) {
+    pub(super) fn refresh_log(&mut self) {
         let latest = match &self.mode {
             Mode::Log(pane) if pane.follow => self
                 .status
@@ -257,7 +257,7 @@ fn reload_log(pane: &mut LogPane) {
 /// and the events feed. The state is followed, not reloaded: each refresh
 /// reads only the journal lines appended since the last one, and state.json
 /// again only after a compaction replaced it.
-pub struct Source<'a> {
+pub(super) struct Source<'a> {
     pub project: &'a Project,
     pub feed: EventFeed,
     /// None until the state was read, and again after a read failed (the
@@ -266,7 +266,7 @@ pub struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    pub fn new(project: &'a Project) -> Source<'a> {
+    pub(super) fn new(project: &'a Project) -> Source<'a> {
         Source {
             project,
             feed: EventFeed::new(project.events_path()),
@@ -276,7 +276,7 @@ impl<'a> Source<'a> {
 
     /// The state brought up to date, as a view; None when it cannot be read
     /// now (the dashboard keeps showing the last one).
-    pub fn status(&mut self) -> Option<StatusView> {
+    pub(super) fn status(&mut self) -> Option<StatusView> {
         let fresh = match self.reader.as_mut() {
             Some(r) => r.refresh().map(|_| ()),
             None => StateReader::open(&self.project.store).map(|r| {
@@ -292,7 +292,7 @@ impl<'a> Source<'a> {
     }
 
     /// Read everything new into the app.
-    pub fn refresh(&mut self, app: &mut App, now: DateTime<Utc>) {
+    pub(super) fn refresh(&mut self, app: &mut App, now: DateTime<Utc>) {
         app.add_events(self.feed.poll());
         if let Some(s) = self.status() {
             app.set_status(s, now);

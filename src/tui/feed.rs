@@ -14,13 +14,13 @@ const START_WINDOW: u64 = 256 * 1024;
 
 /// One events.jsonl line: the event and its timestamp.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Stamped {
+pub(crate) struct Stamped {
     pub ts: DateTime<Utc>,
     #[serde(flatten)]
     pub event: Event,
 }
 
-pub struct EventFeed {
+pub(crate) struct EventFeed {
     path: PathBuf,
     pos: u64,
     partial: String,
@@ -28,7 +28,7 @@ pub struct EventFeed {
 }
 
 impl EventFeed {
-    pub fn new(path: PathBuf) -> EventFeed {
+    pub(crate) fn new(path: PathBuf) -> EventFeed {
         EventFeed {
             path,
             pos: 0,
@@ -40,7 +40,7 @@ impl EventFeed {
     /// Events appended since the last call (on the first, the file's last
     /// 256 KB). Lines that do not parse (kinds this version does not know)
     /// are skipped.
-    pub fn poll(&mut self) -> Vec<Stamped> {
+    pub(crate) fn poll(&mut self) -> Vec<Stamped> {
         let Ok(mut f) = crate::fsat::read(&self.path) else {
             return Vec::new();
         };

@@ -3,7 +3,7 @@
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(super) enum Action {
     Quit,
     Up,
     Down,
@@ -18,7 +18,7 @@ pub enum Action {
     None,
 }
 
-pub fn action(key: KeyEvent) -> Action {
+pub(super) fn action(key: KeyEvent) -> Action {
     if key.kind == KeyEventKind::Release {
         return Action::None;
     }

@@ -44,7 +44,7 @@ use crate::project::Project;
 const REFRESH: Duration = Duration::from_secs(1);
 
 /// Run the dashboard until the user quits.
-pub fn run(project: &Project) -> Result<Exit> {
+pub(crate) fn run(project: &Project) -> Result<Exit> {
     project.repo()?;
     if !std::io::stdout().is_terminal() {
         return Err(Error::Usage(

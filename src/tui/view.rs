@@ -16,7 +16,7 @@ use crate::view::TaskView;
 /// Recent events shown under the tasks.
 const EVENT_ROWS: usize = 5;
 
-pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>) {
+pub(super) fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>) {
     let creds = app.status.credentials.len();
     let events = if matches!(app.mode, Mode::Tasks) {
         app.recent.len().min(EVENT_ROWS)

@@ -68,7 +68,7 @@ pub(crate) struct StateTally {
 }
 
 impl StateTally {
-    pub fn of(state: &State) -> StateTally {
+    pub(crate) fn of(state: &State) -> StateTally {
         let mut t = StateTally::default();
         let records = state
             .tasks
@@ -120,7 +120,7 @@ pub(crate) struct EventTally {
 impl EventTally {
     /// Read what was appended to `path` since the last call (the whole
     /// file at the first; from the start again if it was truncated).
-    pub fn poll(&mut self, path: &Path) {
+    pub(crate) fn poll(&mut self, path: &Path) {
         let Ok(mut f) = crate::fsat::read(path) else {
             return;
         };

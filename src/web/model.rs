@@ -53,7 +53,7 @@ pub(crate) struct Model {
 
 impl Model {
     /// Whether a run is going on now.
-    pub fn live(&self) -> bool {
+    pub(crate) fn live(&self) -> bool {
         self.status.run.as_ref().is_some_and(|r| r.live)
     }
 }

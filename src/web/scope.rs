@@ -203,17 +203,17 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
-    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+    pub(crate) fn contains(&self, t: DateTime<Utc>) -> bool {
         self.start.is_none_or(|s| t >= s) && self.end.is_none_or(|e| t <= e)
     }
 
     /// The window reaches now (the state's present applies to it).
-    pub fn current(&self) -> bool {
+    pub(crate) fn current(&self) -> bool {
         self.end.is_none()
     }
 
     /// A heading for people: "Since the land at …", "Run …", "Since …".
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let runs = match self.runs.len() {
             0 => "no run".to_string(),
             1 => "1 run".to_string(),
@@ -382,7 +382,7 @@ pub(crate) struct Summary {
 impl Summary {
     /// A summary of these tasks (no totals).
     #[cfg(test)]
-    pub fn of(tasks: Vec<(String, Sums)>) -> Summary {
+    pub(crate) fn of(tasks: Vec<(String, Sums)>) -> Summary {
         let index = tasks
             .iter()
             .enumerate()
@@ -395,7 +395,7 @@ impl Summary {
         }
     }
 
-    pub fn get(&self, id: &str) -> Option<&Sums> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Sums> {
         self.index
             .get(id)
             .and_then(|i| self.tasks.get(*i))

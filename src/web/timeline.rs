@@ -74,7 +74,7 @@ impl Timeline {
 
     /// Busy time over the window's slot time, per pool (0..=1); breaks
     /// between segments do not count.
-    pub fn utilisation(&self, pool: &str) -> Option<f64> {
+    pub(crate) fn utilisation(&self, pool: &str) -> Option<f64> {
         let span = self.active_ms() as f64;
         let rows: Vec<&SlotRow> = self.rows.iter().filter(|r| r.pool == pool).collect();
         if span <= 0.0 || rows.is_empty() {
@@ -89,7 +89,7 @@ impl Timeline {
     }
 
     /// Where `t` is drawn on an axis from `left`, `width` wide.
-    pub fn x(&self, t: DateTime<Utc>, left: f64, width: f64) -> f64 {
+    pub(crate) fn x(&self, t: DateTime<Utc>, left: f64, width: f64) -> f64 {
         let n = self.segments.len();
         if n == 0 {
             return left;

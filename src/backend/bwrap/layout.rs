@@ -26,14 +26,14 @@ use crate::config::Config;
 
 /// The sandbox directories of one project.
 #[derive(Debug, Clone)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// `.../flocks/<project key>/sandbox`.
     pub root: PathBuf,
 }
 
 /// Why the sandbox directories cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum LayoutError {
+pub(crate) enum LayoutError {
     #[error(
         "neither XDG_STATE_HOME nor HOME is set: sandboxed tasks keep their homes and repositories there; set one"
     )]
@@ -56,17 +56,17 @@ pub enum LayoutError {
 }
 
 /// Paths inside every sandbox.
-pub const INNER_ROOT: &str = "/var/tmp/flocks";
+pub(crate) const INNER_ROOT: &str = "/var/tmp/flocks";
 /// The helper's root inside (the task's `work/`).
-pub const INNER_WORK: &str = "/var/tmp/flocks/work";
+pub(crate) const INNER_WORK: &str = "/var/tmp/flocks/work";
 /// The shared base inside (read-only).
-pub const INNER_BASE: &str = "/var/tmp/flocks/base.git";
+pub(crate) const INNER_BASE: &str = "/var/tmp/flocks/base.git";
 /// The ref in a task's mirror that names the base's tip, so that the helper
 /// counts it among what it has (`have`) and bundles leave its history out.
-pub const BASE_REF: &str = "refs/flocks/start/@base";
+pub(crate) const BASE_REF: &str = "refs/flocks/start/@base";
 
 impl Layout {
-    pub fn for_config(config: &Config) -> Result<Layout, LayoutError> {
+    pub(crate) fn for_config(config: &Config) -> Result<Layout, LayoutError> {
         let home = crate::trust::state_home().ok_or(LayoutError::NoStateHome)?;
         let root = home
             .join("flocks")
@@ -79,30 +79,30 @@ impl Layout {
         Ok(Layout { root })
     }
 
-    pub fn base(&self) -> PathBuf {
+    pub(crate) fn base(&self) -> PathBuf {
         self.root.join("base.git")
     }
 
-    pub fn task_dir(&self, task: &str) -> PathBuf {
+    pub(crate) fn task_dir(&self, task: &str) -> PathBuf {
         self.root.join("tasks").join(task)
     }
 
-    pub fn home(&self, task: &str) -> PathBuf {
+    pub(crate) fn home(&self, task: &str) -> PathBuf {
         self.task_dir(task).join("home")
     }
 
-    pub fn work(&self, task: &str) -> PathBuf {
+    pub(crate) fn work(&self, task: &str) -> PathBuf {
         self.task_dir(task).join("work")
     }
 
     /// The task's worktree as the host sees it (for people: flocks never
     /// opens it).
-    pub fn host_worktree(&self, task: &str) -> PathBuf {
+    pub(crate) fn host_worktree(&self, task: &str) -> PathBuf {
         self.work(task).join("worktrees").join(task)
     }
 
     /// Make the task's `home/` and `work/` (mode 0700) if missing.
-    pub fn ensure_task(&self, task: &str) -> Result<(), LayoutError> {
+    pub(crate) fn ensure_task(&self, task: &str) -> Result<(), LayoutError> {
         check_task(task)?;
         for d in [self.home(task), self.work(task)] {
             make_dir(&d)?;
@@ -112,7 +112,7 @@ impl Layout {
 
     /// Remove a task's directories (an agent wrote them: never follows a
     /// link). True when there was something to remove.
-    pub fn remove_task(&self, task: &str) -> Result<bool, LayoutError> {
+    pub(crate) fn remove_task(&self, task: &str) -> Result<bool, LayoutError> {
         check_task(task)?;
         let d = self.task_dir(task);
         match std::fs::symlink_metadata(&d) {
@@ -128,7 +128,7 @@ impl Layout {
     /// another task's branch. The system git fetches what it lacks (`tip`
     /// by its id; base.git is flocks' own, never an agent's); where that git
     /// cannot, libgit2's pack builder writes the pack in process.
-    pub fn refresh_base(&self, repo_dir: &Path, tip: Oid) -> Result<(), LayoutError> {
+    pub(crate) fn refresh_base(&self, repo_dir: &Path, tip: Oid) -> Result<(), LayoutError> {
         let path = self.base();
         let fail = |why: String| LayoutError::Base {
             path: path.clone(),

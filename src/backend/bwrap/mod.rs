@@ -21,10 +21,10 @@
 //! same sandbox, over pipes (`helper::process::Process`), and the work comes
 //! back as a bundle through `git::intake`.
 
-pub mod layout;
-pub mod sandbox;
+pub(crate) mod layout;
+pub(crate) mod sandbox;
 mod view;
-pub use view::View;
+pub(crate) use view::View;
 use view::helper_env;
 
 use std::collections::{HashMap, HashSet};
@@ -55,7 +55,7 @@ const OP_LIMIT: Duration = Duration::from_secs(300);
 
 /// How an attempt's workspace path reads in state and `status` (the host
 /// path of its worktree, which flocks never opens: an agent wrote it).
-pub const PATH_PREFIX: &str = "bwrap:";
+pub(crate) const PATH_PREFIX: &str = "bwrap:";
 
 /// Variables that name host places the sandbox hides (or that would send a
 /// program looking for them): removed from what runs inside.
@@ -72,10 +72,10 @@ const UNSET: &[&str] = &[
 const INNER_PROXY: &str = "/var/tmp/flocks/proxy";
 /// Where the forwarder listens in such a sandbox: its network namespace is
 /// fresh, so the address is free and known before the agent starts.
-pub const INNER_PROXY_ADDR: &str = "127.0.0.1:3128";
+pub(crate) const INNER_PROXY_ADDR: &str = "127.0.0.1:3128";
 
 /// `bwrap` on PATH.
-pub fn find_bwrap() -> Option<PathBuf> {
+pub(crate) fn find_bwrap() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join("bwrap"))
@@ -90,7 +90,7 @@ fn is_executable(p: &Path) -> bool {
 
 /// Whether a sandbox (its own PID and network namespaces, no capabilities)
 /// starts on this machine: `flocks init` writes `sandbox = "bwrap"` then.
-pub fn probe() -> bool {
+pub(crate) fn probe() -> bool {
     let Some(bwrap) = find_bwrap() else {
         return false;
     };
@@ -113,7 +113,7 @@ pub fn probe() -> bool {
 }
 
 /// How to get bubblewrap, for the messages that need it.
-pub const INSTALL: &str = "install bubblewrap (Debian and Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)";
+pub(crate) const INSTALL: &str = "install bubblewrap (Debian and Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)";
 
 /// Link a task's mirror to the base: `base.git` as its alternate, the base
 /// tip as a ref it has. flocks' own constant text; the tip comes as `$1`.
@@ -123,7 +123,7 @@ printf '%s\n' "$2/objects" >"$M/objects/info/alternates"
 git --git-dir="$M" update-ref "$3" "$1"
 "#;
 
-pub struct BwrapBackend {
+pub(crate) struct BwrapBackend {
     pool: String,
     repo_dir: PathBuf,
     config_dir: PathBuf,
@@ -151,7 +151,11 @@ pub struct BwrapBackend {
 }
 
 impl BwrapBackend {
-    pub fn new(config: &Config, pool: &PoolConfig, worktrees: Arc<Worktrees>) -> BwrapBackend {
+    pub(crate) fn new(
+        config: &Config,
+        pool: &PoolConfig,
+        worktrees: Arc<Worktrees>,
+    ) -> BwrapBackend {
         BwrapBackend {
             pool: pool.name.clone(),
             repo_dir: config.workspace.repo.clone(),
@@ -264,7 +268,7 @@ impl BwrapBackend {
         }
     }
 
-    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+    pub(crate) async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
         let base_tip = self
             .ready()
             .await
@@ -395,7 +399,11 @@ impl BwrapBackend {
     /// The agent (or a setup command) in the task's sandbox, under the
     /// supervisor: TERM, grace and KILL reach what runs inside; its PID
     /// namespace ends the rest with it.
-    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
+    pub(crate) async fn spawn(
+        &self,
+        ws: &Workspace,
+        spec: AgentSpec,
+    ) -> Result<Running, SpawnError> {
         let task = Self::task_of(ws)
             .ok_or_else(|| SpawnError::Start(format!("{} is not a sandbox's", ws.agent_cwd)))?;
         let program = super::local::resolve_program(&spec.program, &self.config_dir, &spec.env)?;
@@ -510,7 +518,7 @@ impl BwrapBackend {
         }
     }
 
-    pub async fn finish(
+    pub(crate) async fn finish(
         &self,
         ws: &Workspace,
         task: &str,
@@ -535,7 +543,7 @@ impl BwrapBackend {
 
     /// The task succeeded: its worktree goes; its home and mirror stay
     /// (claude's sessions, the objects a retry would need) until `clean`.
-    pub async fn release(&self, task: &str) {
+    pub(crate) async fn release(&self, task: &str) {
         if let Ok(t) = self.transport(task) {
             let known = self.known(task);
             let _ = self.session_for(&t, &known).release(task).await;
@@ -587,7 +595,7 @@ impl BwrapBackend {
     /// `flocks shell`: the argv of an interactive shell in `task`'s sandbox,
     /// in its worktree (or its workspace when the worktree is gone), with a
     /// clean environment (the sandbox's home holds what the agent wrote).
-    pub fn shell_argv(&self, task: &str) -> Result<Vec<OsString>, String> {
+    pub(crate) fn shell_argv(&self, task: &str) -> Result<Vec<OsString>, String> {
         let (bwrap, layout, view) = self.parts()?;
         if !layout.work(task).is_dir() {
             return Err(format!(

@@ -28,7 +28,7 @@ use crate::config::SandboxNetwork;
 
 /// One mount, after the read-only view of `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mount {
+pub(crate) enum Mount {
     /// An empty tmpfs at this path: what was there is not visible.
     Tmpfs(PathBuf),
     /// An empty, read-only tmpfs at this path: nothing visible, nothing to
@@ -43,7 +43,7 @@ pub enum Mount {
 }
 
 impl Mount {
-    pub fn dest(&self) -> &Path {
+    pub(crate) fn dest(&self) -> &Path {
         match self {
             Mount::Tmpfs(d) | Mount::Empty(d) | Mount::Null(d) => d,
             Mount::ReadOnly { dest, .. } | Mount::ReadWrite { dest, .. } => dest,
@@ -53,7 +53,7 @@ impl Mount {
 
 /// The environment of what runs inside.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Env {
+pub(crate) struct Env {
     /// Start from nothing (`--clearenv`); else from the environment bwrap
     /// is started with.
     pub clear: bool,
@@ -63,7 +63,7 @@ pub struct Env {
 
 /// A sandbox: bwrap's program, the mounts, the network, the environment.
 #[derive(Debug, Clone)]
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     /// The `bwrap` binary.
     pub bwrap: PathBuf,
     /// After `--ro-bind / / --dev /dev --proc /proc`, in this order.
@@ -80,7 +80,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// `bwrap <options> --`: what goes before the command.
-    pub fn prefix(&self) -> Vec<OsString> {
+    pub(crate) fn prefix(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![self.bwrap.clone().into()];
         let mut push = |words: &[&dyn AsRef<std::ffi::OsStr>]| {
             a.extend(words.iter().map(|w| w.as_ref().to_os_string()));
@@ -139,7 +139,7 @@ impl Sandbox {
     }
 
     /// The whole argv: `bwrap <options> -- <command...>`.
-    pub fn argv(&self, command: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    pub(crate) fn argv(&self, command: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
         let mut a = self.prefix();
         a.extend(command);
         a
@@ -148,7 +148,7 @@ impl Sandbox {
     /// Whether the host's `path` (absolute, without `..`) is readable at
     /// the same path inside: the last mount at it or above it decides, and
     /// without one, the read-only view of `/` shows it.
-    pub fn shows(&self, path: &Path) -> bool {
+    pub(crate) fn shows(&self, path: &Path) -> bool {
         let Some(m) = self
             .mounts
             .iter()

@@ -11,7 +11,7 @@ use crate::config::{Config, SandboxNetwork};
 /// What every sandbox of this project hides and shows, from the config and
 /// the environment flocks runs in (canonical host paths).
 #[derive(Debug, Clone)]
-pub struct View {
+pub(crate) struct View {
     /// Private places: a tmpfs over each (the user's and root's homes, the
     /// temporary directories, `/run` and its sockets, `$XDG_*` dirs).
     hidden: Vec<PathBuf>,
@@ -47,7 +47,7 @@ fn is_system(p: &Path) -> bool {
 
 impl View {
     /// Why a sandbox cannot be built here, or the view.
-    pub fn new(config: &Config) -> Result<View, String> {
+    pub(crate) fn new(config: &Config) -> Result<View, String> {
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from)
@@ -138,7 +138,7 @@ impl View {
     /// path around the home never covers the private one and one inside it
     /// shows through; last an empty read-only directory over each protected
     /// place that still shows.
-    pub fn sandbox(&self, bwrap: &Path, layout: Option<(&Layout, &str)>) -> Sandbox {
+    pub(crate) fn sandbox(&self, bwrap: &Path, layout: Option<(&Layout, &str)>) -> Sandbox {
         let hidden: Vec<Mount> = self.hidden.iter().cloned().map(Mount::Tmpfs).collect();
         let mut binds: Vec<Mount> = self
             .reads

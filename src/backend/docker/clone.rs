@@ -44,7 +44,7 @@ const CALL_LIMIT: Duration = Duration::from_secs(900);
 /// user, under the reaper when the container has one (a hook the agent
 /// planted in its repository cannot leave a process behind), its stdin the
 /// header and body, its stdout read as it streams.
-pub struct ExecHelper {
+pub(super) struct ExecHelper {
     pub docker: Docker,
     pub target: Target,
     pub reaper: bool,
@@ -234,7 +234,7 @@ fn prepare_error(e: CallError) -> PrepareError {
 /// a worktree of the helper's mirror named `name` (`@land`, `@judge`: kept,
 /// so that builds there are incremental), its objects sent in as a bundle.
 /// Returns the worktree's path there.
-pub async fn checkout_commit(
+pub(crate) async fn checkout_commit(
     config: &crate::config::Config,
     d: &crate::config::DockerConfig,
     docker: &Docker,

@@ -15,14 +15,14 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 /// The label the devcontainer CLI puts on a container: the host folder it serves.
-pub const FOLDER_LABEL: &str = "devcontainer.local_folder";
+pub(crate) const FOLDER_LABEL: &str = "devcontainer.local_folder";
 /// Labels flocks puts on the containers `flocks up` creates.
-pub const MANAGED_LABEL: &str = "flocks.managed";
-pub const POOL_LABEL: &str = "flocks.pool";
-pub const PROJECT_LABEL: &str = "flocks.project";
+pub(crate) const MANAGED_LABEL: &str = "flocks.managed";
+pub(crate) const POOL_LABEL: &str = "flocks.pool";
+pub(crate) const PROJECT_LABEL: &str = "flocks.project";
 
 /// Where flocks connects: `DOCKER_HOST`, or the default socket.
-pub fn endpoint() -> String {
+pub(crate) fn endpoint() -> String {
     match std::env::var("DOCKER_HOST") {
         Ok(h) if !h.is_empty() => h,
         _ => "unix:///var/run/docker.sock".into(),
@@ -32,7 +32,7 @@ pub fn endpoint() -> String {
 /// Connect through `DOCKER_HOST` or the default socket, and lower the API
 /// version to what the engine speaks (bollard's default is newer than many
 /// engines in use).
-pub async fn connect() -> Result<Docker, EngineError> {
+pub(crate) async fn connect() -> Result<Docker, EngineError> {
     let fail = |e: BollardError| EngineError::Unreachable {
         endpoint: endpoint(),
         reason: e.to_string(),
@@ -46,7 +46,7 @@ pub async fn connect() -> Result<Docker, EngineError> {
 }
 
 /// A Docker error, in words that name the container.
-pub fn describe(err: &BollardError, container: &str) -> String {
+pub(crate) fn describe(err: &BollardError, container: &str) -> String {
     match err {
         BollardError::DockerResponseServerError {
             status_code: 404, ..
@@ -62,7 +62,7 @@ pub fn describe(err: &BollardError, container: &str) -> String {
     }
 }
 
-pub fn is_not_found(err: &BollardError) -> bool {
+pub(crate) fn is_not_found(err: &BollardError) -> bool {
     matches!(
         err,
         BollardError::DockerResponseServerError {
@@ -74,7 +74,7 @@ pub fn is_not_found(err: &BollardError) -> bool {
 
 /// How a pool names its container.
 #[derive(Debug, Clone)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// A name or id.
     Name(String),
     /// The running container whose `devcontainer.local_folder` is this folder.
@@ -84,7 +84,7 @@ pub enum Lookup {
 }
 
 impl Lookup {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Lookup::Name(n) => format!("docker container `{n}`"),
             Lookup::Folder(f) => format!(
@@ -100,7 +100,7 @@ impl Lookup {
 
 /// Why the engine or a pool's container cannot be used.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     #[error("cannot reach Docker at {endpoint}: {reason}")]
     Unreachable { endpoint: String, reason: String },
     #[error("cannot list docker containers: {0}")]
@@ -140,7 +140,7 @@ pub enum EngineError {
 }
 
 /// Find the running container a pool means. Returns its inspect data.
-pub async fn find(
+pub(crate) async fn find(
     docker: &Docker,
     lookup: &Lookup,
 ) -> Result<ContainerInspectResponse, EngineError> {
@@ -214,7 +214,7 @@ pub async fn find(
 }
 
 /// A container's name without the leading slash, or `fallback`.
-pub fn name_of(info: &ContainerInspectResponse, fallback: &str) -> String {
+pub(crate) fn name_of(info: &ContainerInspectResponse, fallback: &str) -> String {
     info.name
         .as_deref()
         .map(|n| n.trim_start_matches('/').to_string())
@@ -225,7 +225,7 @@ pub fn name_of(info: &ContainerInspectResponse, fallback: &str) -> String {
 /// Where the host repo `repo` is inside the container. With `workspace_mount`
 /// the repo is mounted there; without it, the bind mount whose source holds the
 /// repo tells.
-pub fn repo_in_container(
+pub(crate) fn repo_in_container(
     info: &ContainerInspectResponse,
     repo: &Path,
     workspace_mount: Option<&str>,
@@ -271,14 +271,14 @@ pub fn repo_in_container(
 }
 
 /// What a helper exec printed and how it ended.
-pub struct ExecOutput {
+pub(crate) struct ExecOutput {
     pub stdout: String,
     pub stderr: String,
     pub code: Option<i64>,
 }
 
 /// Run a short helper exec (no stdin) to its end.
-pub async fn run(
+pub(crate) async fn run(
     docker: &Docker,
     container: &str,
     argv: Vec<String>,

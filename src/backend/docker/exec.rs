@@ -16,21 +16,21 @@ use super::{Input, Target, engine, scripts};
 use crate::backend::{Chunk, Control, ExitInfo, Running};
 
 /// How flocks stops an agent in a container: killer execs.
-pub struct DockerControl {
+pub(crate) struct DockerControl {
     pub(super) inner: Option<Arc<Ctl>>,
 }
 
 /// A reaper's stdin, held open by flocks for the whole exec: its end is how
 /// the reaper learns that flocks is gone.
-pub type Held = Arc<tokio::sync::Mutex<Option<Input>>>;
+pub(super) type Held = Arc<tokio::sync::Mutex<Option<Input>>>;
 
 /// An exec's demultiplexed output.
-pub type Output = std::pin::Pin<
+pub(super) type Output = std::pin::Pin<
     Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
 >;
 
 /// What one program to run in a container needs, agent or validate command.
-pub struct Exec<'a> {
+pub(crate) struct Exec<'a> {
     pub program: String,
     pub args: &'a [String],
     /// `KEY=value`, with `FLOCKS_UNSET` naming the container's variables to remove.
@@ -45,7 +45,7 @@ pub struct Exec<'a> {
 /// Why docker could not run a program in a container (an agent, a
 /// `[validate] pool` command, the killer).
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ExecError {
+pub(crate) enum ExecError {
     /// The engine refused or failed, in words that name the container.
     #[error("{0}")]
     Engine(String),
@@ -62,7 +62,7 @@ pub enum ExecError {
 }
 
 /// An exec started by [`start`].
-pub struct Started {
+pub(crate) struct Started {
     pub exec: String,
     pub output: Output,
     /// The reaper's stdin (None: the `sh` wrapper, stopped by its tag alone).
@@ -76,7 +76,7 @@ pub struct Started {
 /// one (`reaper`: [`probe_reaper`]), its stdin held open so that the tree
 /// stops on TERM/KILL lines and when flocks goes away; otherwise under the
 /// `sh` wrapper, as the exec user. Err: why docker could not start it.
-pub async fn start(
+pub(crate) async fn start(
     docker: &Docker,
     t: &Target,
     reaper: bool,
@@ -166,14 +166,14 @@ pub async fn start(
 
 /// Whether the container can run the reaper (perl, and root able to become
 /// the exec user).
-pub async fn probe_reaper(docker: &Docker, t: &Target) -> bool {
+pub(crate) async fn probe_reaper(docker: &Docker, t: &Target) -> bool {
     engine::run(docker, &t.id, scripts::reaper_probe(&t.user), vec![], "0")
         .await
         .is_ok_and(|o| o.code == Some(0))
 }
 
 /// What flocks says when a container cannot run the reaper.
-pub fn no_reaper_note(container: &str, what: &str) -> String {
+pub(crate) fn no_reaper_note(container: &str, what: &str) -> String {
     format!(
         "docker container `{container}` cannot run flocks' reaper (it needs perl, and root able to become the exec user): flocks stops {what} by their FLOCKS_ATTEMPT tag, which they can remove, and cannot stop them if flocks itself is killed (see the manual: Docker pools, Stopping)"
     )
@@ -193,7 +193,7 @@ impl DockerControl {
     /// How to stop a program [`start`]ed outside an attempt (a `[validate]
     /// pool` command): through its reaper's stdin (`input`), else by its
     /// tag; what goes wrong goes to `notes`.
-    pub fn of(
+    pub(crate) fn of(
         docker: &Docker,
         t: &Target,
         tag: &str,
@@ -213,13 +213,13 @@ impl DockerControl {
         }
     }
 
-    pub fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         if let Some(c) = &self.inner {
             tokio::spawn(stop(c.clone(), c.grace));
         }
     }
 
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         if let Some(c) = &self.inner {
             tokio::spawn(stop(c.clone(), Duration::ZERO));
         }
@@ -236,7 +236,7 @@ async fn tell_reaper(c: &Ctl, grace: Duration) -> bool {
 
 /// Tell a reaper through its held stdin to stop its tree: TERM (then
 /// KILL after its grace), or KILL now when `grace` is zero. Whether it heard.
-pub async fn tell(input: &Held, grace: Duration) -> bool {
+pub(crate) async fn tell(input: &Held, grace: Duration) -> bool {
     let mut input = input.lock().await;
     let Some(w) = input.as_mut() else {
         return false;

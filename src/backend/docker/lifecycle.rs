@@ -25,7 +25,7 @@ const KEEP_ALIVE: &str =
 
 /// What `up` did for one pool.
 #[derive(Debug)]
-pub enum Up {
+pub(crate) enum Up {
     /// Created and started this container.
     Created(Managed),
     /// The pool's container is already running.
@@ -36,7 +36,7 @@ pub enum Up {
 
 /// The parts of `.devcontainer/devcontainer.json` flocks uses.
 #[derive(Debug, Default, Clone)]
-pub struct DevContainer {
+pub(crate) struct DevContainer {
     pub image: Option<String>,
     pub workspace_folder: Option<String>,
     pub env: Vec<(String, String)>,
@@ -45,7 +45,7 @@ pub struct DevContainer {
 /// Why `.devcontainer/devcontainer.json` could not be used: the messages
 /// name the file.
 #[derive(Debug, thiserror::Error)]
-pub enum DevContainerError {
+pub(crate) enum DevContainerError {
     #[error("cannot read {}: {source}", .path.display())]
     Read {
         path: PathBuf,
@@ -60,7 +60,7 @@ pub enum DevContainerError {
 
 /// Why `flocks up` could not start a pool's container.
 #[derive(Debug, thiserror::Error)]
-pub enum UpError {
+pub(crate) enum UpError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -75,7 +75,7 @@ pub enum UpError {
 
 /// Why `flocks down` could not remove a container.
 #[derive(Debug, thiserror::Error)]
-pub enum DownError {
+pub(crate) enum DownError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("cannot inspect container {id}: {reason}")]
@@ -85,7 +85,7 @@ pub enum DownError {
 }
 
 /// Read `.devcontainer/devcontainer.json` (or `.devcontainer.json`) of `repo`.
-pub fn devcontainer(repo: &Path) -> Result<Option<DevContainer>, DevContainerError> {
+pub(crate) fn devcontainer(repo: &Path) -> Result<Option<DevContainer>, DevContainerError> {
     let path = [
         repo.join(".devcontainer/devcontainer.json"),
         repo.join(".devcontainer.json"),
@@ -196,12 +196,12 @@ fn strip_jsonc(text: &str) -> String {
 }
 
 /// The name `up` gives a pool's container when the pool does not name one.
-pub fn default_name(pool: &str, project_key: &str) -> String {
+pub(crate) fn default_name(pool: &str, project_key: &str) -> String {
     format!("flocks-{pool}-{project_key}")
 }
 
 /// Start the container of one docker pool, unless it runs already.
-pub async fn up(
+pub(crate) async fn up(
     config: &Config,
     pool: &PoolConfig,
     d: &DockerConfig,
@@ -376,7 +376,7 @@ async fn remove(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error>
 
 /// What `down` did with one container recorded in state.json.
 #[derive(Debug)]
-pub enum Down {
+pub(crate) enum Down {
     /// Removed it (its name).
     Removed(String),
     /// It was gone already.
@@ -391,7 +391,7 @@ pub enum Down {
 /// the container must carry the labels `up` sets (`flocks.managed=1`,
 /// `flocks.pool=<pool>`, `flocks.project=<project key>`), else it is left
 /// alone.
-pub async fn down(id: &str, pool: &str, project_key: &str) -> Result<Down, DownError> {
+pub(crate) async fn down(id: &str, pool: &str, project_key: &str) -> Result<Down, DownError> {
     let docker = engine::connect().await?;
     let info = match docker
         .inspect_container(id, None::<InspectContainerOptions>)

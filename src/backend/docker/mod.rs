@@ -22,21 +22,21 @@
 //! task fails with a reason naming it, and the pool is not used again).
 
 mod clone;
-pub mod engine;
+pub(crate) mod engine;
 mod exec;
 mod forward;
 pub(crate) mod house;
-pub use clone::checkout_commit;
-pub use exec::{
+pub(crate) use clone::checkout_commit;
+pub(crate) use exec::{
     DockerControl, Exec, ExecError, Started, no_reaper_note, probe_reaper, start, tell,
 };
-pub mod lifecycle;
+pub(crate) mod lifecycle;
 mod owner;
 mod pool;
-pub use pool::{
+pub(crate) use pool::{
     clone_root, find_pool_target, give_to_repo_owner, lookup_for, repo_mount, stop_tagged,
 };
-pub mod scripts;
+pub(crate) mod scripts;
 mod spawn;
 mod user;
 
@@ -63,7 +63,7 @@ use scripts::Match;
 
 /// The container an agent of this pool runs in, as found at the start of the run.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub id: String,
     pub name: String,
     /// The host repo's path inside the container, when the container mounts
@@ -77,7 +77,7 @@ pub struct Target {
     pub proxy_mount: bool,
 }
 
-pub struct DockerBackend {
+pub(crate) struct DockerBackend {
     /// `workspace`: clone (a repository in the container) or mount.
     mode: WorkspaceMode,
     /// Clone mode: the helper's root in the container (`clone_dir/<project key>`).
@@ -136,7 +136,7 @@ fn reconciled() -> &'static Mutex<HashSet<String>> {
 }
 
 impl DockerBackend {
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         pool: &PoolConfig,
         d: &DockerConfig,
@@ -202,7 +202,7 @@ impl DockerBackend {
 
     /// Find the pool's container and stop what an earlier run left in it.
     /// Why the pool cannot be used, if it cannot.
-    pub async fn connect(&self, notes: &mut Vec<String>) -> Option<String> {
+    pub(crate) async fn connect(&self, notes: &mut Vec<String>) -> Option<String> {
         let first = self.target.get().is_none();
         match self.target().await {
             Ok(t) => {
@@ -238,7 +238,7 @@ impl DockerBackend {
     }
 
     /// Why this pool is out of the run (found by `connect`), if it is.
-    pub fn down_reason(&self) -> Option<String> {
+    pub(crate) fn down_reason(&self) -> Option<String> {
         match (self.target.get(), self.helper.get()) {
             (Some(Err(e)), _) => Some(e.to_string()),
             (_, Some(Err(e))) => Some(e.clone()),
@@ -254,7 +254,7 @@ impl DockerBackend {
     }
 
     /// The pool's container, found once per process.
-    pub async fn target(&self) -> Result<Target, EngineError> {
+    pub(crate) async fn target(&self) -> Result<Target, EngineError> {
         self.target
             .get_or_init(|| async {
                 let docker = self.client().await?;
@@ -327,7 +327,7 @@ impl DockerBackend {
     }
 
     /// Whether `dir` is a directory in the pool's container (as its exec user).
-    pub async fn dir_exists(&self, dir: &str) -> Result<bool, String> {
+    pub(crate) async fn dir_exists(&self, dir: &str) -> Result<bool, String> {
         let t = self.target().await.map_err(|e| e.to_string())?;
         let docker = self.client().await.map_err(|e| e.to_string())?;
         let argv = ["test", "-d", dir].map(String::from).to_vec();
@@ -354,7 +354,7 @@ impl DockerBackend {
         self.client.get_or_try_init(engine::connect).await.cloned()
     }
 
-    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+    pub(crate) async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
         match self.mode {
             WorkspaceMode::Clone => self.prepare_clone(job).await,
             WorkspaceMode::Mount => self.prepare_mount(job).await,

@@ -19,14 +19,14 @@ use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
 use nix::unistd::{Gid, Uid, fchown, fchownat};
 
 /// The owner (uid, gid) of a path.
-pub fn owner_of(path: &Path) -> std::io::Result<(u32, u32)> {
+pub(super) fn owner_of(path: &Path) -> std::io::Result<(u32, u32)> {
     let m = std::fs::metadata(path)?;
     Ok((m.uid(), m.gid()))
 }
 
 /// Whether flocks must hand files back to `owner`: it runs as root and the
 /// repo belongs to someone else.
-pub fn needs_fixing(owner: (u32, u32)) -> bool {
+pub(super) fn needs_fixing(owner: (u32, u32)) -> bool {
     nix::unistd::geteuid().is_root() && owner.0 != 0
 }
 
@@ -69,7 +69,7 @@ fn ids(owner: (u32, u32)) -> (Option<Uid>, Option<Gid>) {
 }
 
 /// Give the directory `path` itself (not what is in it) to `owner`.
-pub fn give_back_one(trusted: &Path, path: &Path, owner: (u32, u32)) {
+pub(super) fn give_back_one(trusted: &Path, path: &Path, owner: (u32, u32)) {
     if let Some(fd) = open_dir(trusted, path) {
         give_fd(&fd, owner);
     }
@@ -86,7 +86,7 @@ fn give_fd(fd: &OwnedFd, owner: (u32, u32)) {
 
 /// Give the directory `root` and everything under it that is not `owner`'s
 /// to `owner` (symlinks themselves, never their targets).
-pub fn give_back(trusted: &Path, root: &Path, owner: (u32, u32)) {
+pub(super) fn give_back(trusted: &Path, root: &Path, owner: (u32, u32)) {
     let Some(fd) = open_dir(trusted, root) else {
         return;
     };

@@ -13,7 +13,7 @@ use crate::config::{Config, DockerConfig, PoolConfig, WorkspaceMode};
 
 /// A docker pool's container and a client, found for one use outside a run
 /// (`[validate] pool` runs the validate commands there).
-pub async fn find_pool_target(
+pub(crate) async fn find_pool_target(
     config: &Config,
     pool: &PoolConfig,
     d: &DockerConfig,
@@ -56,7 +56,7 @@ pub async fn find_pool_target(
 /// `path` (a worktree flocks wrote on the host, such as the land worktree)
 /// to the repo's owner, the pool's default exec user, so that commands in
 /// the container can write there.
-pub fn give_to_repo_owner(config: &Config, path: &Path) {
+pub(crate) fn give_to_repo_owner(config: &Config, path: &Path) {
     let repo_dir = config
         .workspace
         .repo
@@ -71,7 +71,7 @@ pub fn give_to_repo_owner(config: &Config, path: &Path) {
 
 /// Stop every process tagged `FLOCKS_ATTEMPT=<tag>` in the container (TERM,
 /// `grace`, KILL), as an attempt is stopped. Ok(the killer's report).
-pub async fn stop_tagged(
+pub(crate) async fn stop_tagged(
     docker: &Docker,
     t: &Target,
     tag: &str,
@@ -83,7 +83,7 @@ pub async fn stop_tagged(
 /// Where the host repo is in the container: it must be mounted in mount
 /// mode; in clone mode, whether the container can reach it at all (the
 /// guard stays on when it can).
-pub fn repo_mount(
+pub(crate) fn repo_mount(
     info: &bollard::models::ContainerInspectResponse,
     repo_dir: &Path,
     workspace_mount: Option<&str>,
@@ -100,12 +100,12 @@ pub fn repo_mount(
 /// A clone-mode pool's helper root in the container: one directory per
 /// project under `clone_dir`, so that projects sharing a container do not
 /// meet.
-pub fn clone_root(d: &DockerConfig, project_key: &str) -> String {
+pub(crate) fn clone_root(d: &DockerConfig, project_key: &str) -> String {
     format!("{}/{project_key}", d.clone_dir())
 }
 
 /// How a pool finds its container.
-pub fn lookup_for(pool: &str, d: &DockerConfig, project_key: &str) -> Lookup {
+pub(crate) fn lookup_for(pool: &str, d: &DockerConfig, project_key: &str) -> Lookup {
     if let Some(c) = &d.container {
         Lookup::Name(c.clone())
     } else if let Some(p) = &d.project {

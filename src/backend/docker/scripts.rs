@@ -23,10 +23,15 @@
 //! variables to unset) travels as argv elements or in the environment.
 
 /// The reaper: `perl -e REAPER -- <user> <grace secs> <program> <args>...`.
-pub const REAPER: &str = include_str!("reaper.pl");
+pub(crate) const REAPER: &str = include_str!("reaper.pl");
 
 /// The reaper exec's argv.
-pub fn reaper_argv(user: &str, grace_secs: u64, program: String, args: &[String]) -> Vec<String> {
+pub(crate) fn reaper_argv(
+    user: &str,
+    grace_secs: u64,
+    program: String,
+    args: &[String],
+) -> Vec<String> {
     let mut argv = vec![
         "perl".to_string(),
         "-e".into(),
@@ -41,7 +46,7 @@ pub fn reaper_argv(user: &str, grace_secs: u64, program: String, args: &[String]
 }
 
 /// What the reaper reads first on its stdin: the prompt's length, the prompt.
-pub fn reaper_input(prompt: &[u8]) -> Vec<u8> {
+pub(crate) fn reaper_input(prompt: &[u8]) -> Vec<u8> {
     let mut v = format!("{}\n", prompt.len()).into_bytes();
     v.extend_from_slice(prompt);
     v
@@ -49,7 +54,7 @@ pub fn reaper_input(prompt: &[u8]) -> Vec<u8> {
 
 /// The probe for the reaper, run as root: perl is there, and the reaper can
 /// be the subreaper and become `user`.
-pub fn reaper_probe(user: &str) -> Vec<String> {
+pub(crate) fn reaper_probe(user: &str) -> Vec<String> {
     let mut argv = reaper_argv(user, 0, "true".into(), &[]);
     argv[5] = "probe".into();
     argv
@@ -58,20 +63,20 @@ pub fn reaper_probe(user: &str) -> Vec<String> {
 /// The agent exec without perl: `sh -c AGENT flocks-agent <program> <args>...`. Unsets the
 /// container's own variables listed in `FLOCKS_UNSET` (an exec's Env can set
 /// but not remove), then becomes the agent.
-pub const AGENT: &str = r#"for v in $FLOCKS_UNSET; do unset "$v"; done
+pub(crate) const AGENT: &str = r#"for v in $FLOCKS_UNSET; do unset "$v"; done
 unset FLOCKS_UNSET
 exec "$@"
 "#;
 
 /// argv[0] of the agent exec's shell, as `ps` shows it.
-pub const AGENT_NAME: &str = "flocks-agent";
+pub(crate) const AGENT_NAME: &str = "flocks-agent";
 
 /// The killer exec: `sh -c KILLER flocks-killer <exact|prefix> <tag> <grace secs>`.
 /// The tag is in argv, not in the environment, so the killer never matches
 /// itself. Exit 0: nothing of the attempt is left (among the processes it
 /// could inspect: non-dumpable ones, such as ssh-agent, hide their
 /// environment, and are listed); 1: survivors.
-pub const KILLER: &str = r#"mode="$1"; tag="$2"; grace="${3:-5}"; me=$$
+pub(crate) const KILLER: &str = r#"mode="$1"; tag="$2"; grace="${3:-5}"; me=$$
 myuid=$(id -u)
 matches() {
   v=$(printf '%s\n' "$1" | grep -m1 '^FLOCKS_ATTEMPT=') || return 1
@@ -128,7 +133,7 @@ exit 1
 
 /// Which processes a killer stops.
 #[derive(Debug, Clone, Copy)]
-pub enum Match {
+pub(crate) enum Match {
     /// One attempt: `FLOCKS_ATTEMPT` equals the tag.
     Exact,
     /// Every attempt of a project: `FLOCKS_ATTEMPT` starts with the tag.
@@ -136,7 +141,7 @@ pub enum Match {
 }
 
 /// The killer's argv.
-pub fn killer_argv(m: Match, tag: &str, grace_secs: u64) -> Vec<String> {
+pub(crate) fn killer_argv(m: Match, tag: &str, grace_secs: u64) -> Vec<String> {
     let mode = match m {
         Match::Exact => "exact",
         Match::Prefix => "prefix",
@@ -153,7 +158,7 @@ pub fn killer_argv(m: Match, tag: &str, grace_secs: u64) -> Vec<String> {
 }
 
 /// Whether a killer's report says it found processes to stop.
-pub fn stopped_any(report: &str) -> bool {
+pub(crate) fn stopped_any(report: &str) -> bool {
     report
         .split("TERM sent to:")
         .nth(1)
@@ -162,7 +167,7 @@ pub fn stopped_any(report: &str) -> bool {
 }
 
 /// A name `sh` accepts for `unset` (anything else would abort the script).
-pub fn is_var_name(s: &str) -> bool {
+pub(crate) fn is_var_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())

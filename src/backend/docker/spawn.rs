@@ -68,7 +68,11 @@ impl DockerBackend {
         env
     }
 
-    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
+    pub(crate) async fn spawn(
+        &self,
+        ws: &Workspace,
+        spec: AgentSpec,
+    ) -> Result<Running, SpawnError> {
         self.exec(ws, spec, false).await
     }
 
@@ -208,7 +212,7 @@ impl DockerBackend {
         })
     }
 
-    pub async fn finish(
+    pub(crate) async fn finish(
         &self,
         ws: &Workspace,
         task: &str,
@@ -283,7 +287,7 @@ impl DockerBackend {
         .await;
     }
 
-    pub async fn release(&self, task: &str) {
+    pub(crate) async fn release(&self, task: &str) {
         if self.mode == WorkspaceMode::Clone {
             return self.release_clone(task).await;
         }

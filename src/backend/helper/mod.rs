@@ -17,8 +17,8 @@
 //! admitted by the intake (`git::intake`) before a byte of it is read.
 
 pub(crate) mod pipe;
-pub mod process;
-pub mod session;
+pub(crate) mod process;
+pub(crate) mod session;
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +28,7 @@ use crate::git::include::{IncludeError, IncludeSet};
 use crate::git::intake::{IntakeError, Spooled, Want};
 
 /// The helper script.
-pub const SCRIPT: &str = include_str!("../ssh/helper.sh");
+pub(crate) const SCRIPT: &str = include_str!("../ssh/helper.sh");
 
 /// The environment variable that gives the helper its root directory, for
 /// transports that run the script as `sh -c` text (no file, no `$0` path).
@@ -39,7 +39,7 @@ pub const SCRIPT: &str = include_str!("../ssh/helper.sh");
         reason = "transports that pass the script as `sh -c` text (docker clone, bwrap)"
     )
 )]
-pub const ROOT_VAR: &str = "FLOCKS_HELPER_ROOT";
+pub(crate) const ROOT_VAR: &str = "FLOCKS_HELPER_ROOT";
 
 /// The first line of every header.
 const MAGIC: &str = "FLOCKS-HELPER 1";
@@ -51,26 +51,26 @@ const MAX_LINES: usize = 1000;
 /// forge the next line).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("a value for the helper's `{key}` holds a newline or a NUL byte; refusing to send it")]
-pub struct Unsendable {
+pub(crate) struct Unsendable {
     pub key: String,
 }
 
 /// A header for the helper's stdin, built line by line; every value is
 /// checked to be one line.
 #[derive(Debug, Clone)]
-pub struct Header {
+pub(crate) struct Header {
     text: String,
 }
 
 impl Header {
-    pub fn new(op: &'static str) -> Header {
+    pub(crate) fn new(op: &'static str) -> Header {
         Header {
             text: format!("{MAGIC}\nop {op}\n"),
         }
     }
 
     /// `key value`.
-    pub fn line(
+    pub(crate) fn line(
         mut self,
         key: &'static str,
         value: impl std::fmt::Display,
@@ -87,7 +87,7 @@ impl Header {
     }
 
     /// `key value` for each value.
-    pub fn lines<I, V>(mut self, key: &'static str, values: I) -> Result<Self, Unsendable>
+    pub(crate) fn lines<I, V>(mut self, key: &'static str, values: I) -> Result<Self, Unsendable>
     where
         I: IntoIterator<Item = V>,
         V: std::fmt::Display,
@@ -100,7 +100,7 @@ impl Header {
 
     /// `env NAME=VALUE` lines; values that are not one line are left out
     /// (a git identity with a newline is not worth failing an attempt).
-    pub fn env(mut self, env: &[(String, String)]) -> Self {
+    pub(crate) fn env(mut self, env: &[(String, String)]) -> Self {
         for (k, v) in env {
             if let Ok(h) = self.clone().line("env", format!("{k}={v}")) {
                 self = h;
@@ -110,19 +110,19 @@ impl Header {
     }
 
     /// The header ends here: `end`.
-    pub fn end(mut self) -> Vec<u8> {
+    pub(crate) fn end(mut self) -> Vec<u8> {
         self.text.push_str("end\n");
         self.text.into_bytes()
     }
 
     /// The header ends with `bundle N`; N bytes of bundle follow.
-    pub fn bundle(mut self, len: u64) -> Vec<u8> {
+    pub(crate) fn bundle(mut self, len: u64) -> Vec<u8> {
         self.text.push_str(&format!("bundle {len}\n"));
         self.text.into_bytes()
     }
 
     /// The header ends with `prompt N`; N bytes of prompt follow (run).
-    pub fn prompt(mut self, len: usize) -> Vec<u8> {
+    pub(crate) fn prompt(mut self, len: usize) -> Vec<u8> {
         self.text.push_str(&format!("prompt {len}\n"));
         self.text.into_bytes()
     }
@@ -130,7 +130,7 @@ impl Header {
 
 /// The grammar of a reply value.
 #[derive(Debug, Clone, Copy)]
-pub enum Value {
+pub(crate) enum Value {
     /// A full object id (40 lower-case hex digits).
     Oid,
     /// An object id, or `none`.
@@ -179,7 +179,7 @@ impl Value {
 
 /// One key an op may answer.
 #[derive(Debug, Clone, Copy)]
-pub struct Key {
+pub(crate) struct Key {
     pub name: &'static str,
     pub value: Value,
     /// It must be there.
@@ -208,7 +208,7 @@ const fn optional(name: &'static str, value: Value) -> Key {
 
 /// What an op answers.
 #[derive(Debug, Clone, Copy)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub op: &'static str,
     pub keys: &'static [Key],
     /// It may end with `bundle N` and the bundle (objects out).
@@ -216,12 +216,12 @@ pub struct Spec {
 }
 
 /// The replies of the helper's ops.
-pub mod reply {
+pub(crate) mod reply {
     use super::{Key, Spec, Value, key, optional};
 
     const SETUP: Value = Value::Word(&["done", "needed"]);
 
-    pub const INIT: Spec = Spec {
+    pub(crate) const INIT: Spec = Spec {
         op: "init",
         keys: &[key("root", Value::Path), key("setup", SETUP)],
         bundle: false,
@@ -229,7 +229,7 @@ pub mod reply {
     /// `prepare`: the worktree; or, nothing prepared, what an interrupted
     /// attempt left (with `salvage yes`: `head` and a bundle), or `start no`
     /// and the tips the mirror has (send the start first).
-    pub const PREPARE: Spec = Spec {
+    pub(crate) const PREPARE: Spec = Spec {
         op: "prepare",
         keys: &[
             optional("worktree", Value::Path),
@@ -246,18 +246,18 @@ pub mod reply {
         bundle: true,
     };
     /// Objects out: the branch's head, its leftovers committed.
-    pub const FINISH: Spec = Spec {
+    pub(crate) const FINISH: Spec = Spec {
         op: "finish",
         keys: &[key("leftovers", Value::YesNo), key("head", Value::Oid)],
         bundle: true,
     };
-    pub const SALVAGE: Spec = Spec {
+    pub(crate) const SALVAGE: Spec = Spec {
         op: "salvage",
         keys: &[key("head", Value::OidOrNone)],
         bundle: true,
     };
     /// What the agent side has: the start commit, and the tips it knows.
-    pub const HAVE: Spec = Spec {
+    pub(crate) const HAVE: Spec = Spec {
         op: "have",
         keys: &[
             key("start", Value::YesNo),
@@ -271,7 +271,7 @@ pub mod reply {
         bundle: false,
     };
     /// What a host has (for `flocks hosts check`).
-    pub const CHECK: Spec = Spec {
+    pub(crate) const CHECK: Spec = Spec {
         op: "check",
         keys: &[
             key("root", Value::Path),
@@ -285,7 +285,7 @@ pub mod reply {
         bundle: false,
     };
     /// Ops that answer nothing (receive, include, mark, release).
-    pub const NOTHING: Spec = Spec {
+    pub(crate) const NOTHING: Spec = Spec {
         op: "-",
         keys: &[],
         bundle: false,
@@ -294,7 +294,7 @@ pub mod reply {
 
 /// Why a helper's reply was not taken.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplyError {
+pub(crate) enum ReplyError {
     #[error("the helper's reply to `{op}` has a line flocks does not expect: {line:?}")]
     Unexpected { op: &'static str, line: String },
     #[error("the helper's reply to `{op}` has a bad `{key}`: {value:?}")]
@@ -327,7 +327,7 @@ pub enum ReplyError {
 /// A parsed reply: its fields, and the bundle it carried (admitted and
 /// spooled by the intake, not yet checked).
 #[derive(Default)]
-pub struct Reply {
+pub(crate) struct Reply {
     fields: Vec<(&'static str, String)>,
     pub bundle: Option<Spooled>,
 }
@@ -343,7 +343,7 @@ impl std::fmt::Debug for Reply {
 
 impl Reply {
     /// The value of `key` (the first, for a repeated one).
-    pub fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(k, _)| *k == key)
@@ -351,7 +351,7 @@ impl Reply {
     }
 
     /// Every value of `key`.
-    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(crate) fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.fields
             .iter()
             .filter(move |(k, _)| *k == key)
@@ -359,7 +359,7 @@ impl Reply {
     }
 
     /// `key` as an object id (its grammar checked it).
-    pub fn oid(&self, key: &str) -> Option<git2::Oid> {
+    pub(crate) fn oid(&self, key: &str) -> Option<git2::Oid> {
         self.get(key)
             .filter(|v| *v != "none")
             .and_then(|v| git2::Oid::from_str(v).ok())
@@ -367,7 +367,7 @@ impl Reply {
 }
 
 /// Parse reply lines (text without a bundle) against `spec`.
-pub fn parse(text: &str, spec: &Spec) -> Result<Reply, ReplyError> {
+pub(crate) fn parse(text: &str, spec: &Spec) -> Result<Reply, ReplyError> {
     let mut reply = Reply::default();
     for (i, line) in text.lines().enumerate() {
         if i >= MAX_LINES || line.len() > MAX_LINE {
@@ -422,7 +422,7 @@ fn complete(reply: &Reply, spec: &Spec) -> Result<(), ReplyError> {
 /// then, if the op may send one and does, `bundle N` and exactly N bytes,
 /// admitted by `want`'s intake (refused at once when N is over the cap)
 /// and spooled into its quarantine; nothing may follow.
-pub async fn read_reply<R: AsyncRead + Unpin>(
+pub(crate) async fn read_reply<R: AsyncRead + Unpin>(
     r: R,
     spec: &Spec,
     want: Option<&Want>,
@@ -504,7 +504,7 @@ pub async fn read_reply<R: AsyncRead + Unpin>(
 /// the file with its mode; plain relative paths, extracted in the
 /// worktree). Written to an unnamed temporary file, so that large files
 /// stream from the disk to the transport instead of through memory.
-pub fn include_archive(task: &str, set: &IncludeSet) -> Result<std::fs::File, IncludeError> {
+pub(crate) fn include_archive(task: &str, set: &IncludeSet) -> Result<std::fs::File, IncludeError> {
     use std::io::{Seek, Write};
     let io = |what: &Path, e: std::io::Error| IncludeError::Transfer {
         host: String::new(),
@@ -561,7 +561,7 @@ pub fn include_archive(task: &str, set: &IncludeSet) -> Result<std::fs::File, In
 }
 
 /// A new file in `dir` that no name leads to (removed as soon as made).
-pub fn unnamed_file(dir: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn unnamed_file(dir: &Path) -> std::io::Result<std::fs::File> {
     let (fd, path) = nix::unistd::mkstemp(&dir.join("flocks-helper-XXXXXX"))?;
     let _ = std::fs::remove_file(&path);
     Ok(std::fs::File::from(fd))
@@ -570,7 +570,7 @@ pub fn unnamed_file(dir: &Path) -> std::io::Result<std::fs::File> {
 /// A bundle of `start` for an agent side that has `haves` (commits this
 /// repository also has are left out of it), in an unnamed temporary file:
 /// `(file, length)`. The bundle's one ref is `refs/flocks/start`.
-pub fn start_bundle(
+pub(crate) fn start_bundle(
     repo_dir: &Path,
     start: git2::Oid,
     haves: &[git2::Oid],
@@ -591,11 +591,11 @@ pub fn start_bundle(
 }
 
 /// The ref a start bundle carries.
-pub const START_REF: &str = "refs/flocks/start";
+pub(crate) const START_REF: &str = "refs/flocks/start";
 
 /// Write `header`, then `body` (a file, from its start), to a transport's
 /// stdin, and close it.
-pub async fn send<W: tokio::io::AsyncWrite + Unpin>(
+pub(crate) async fn send<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     header: &[u8],
     body: Option<std::fs::File>,

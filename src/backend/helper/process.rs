@@ -14,7 +14,7 @@ use crate::git::intake::Want;
 
 /// The helper as a local process.
 #[derive(Debug, Clone)]
-pub struct Process {
+pub(crate) struct Process {
     /// The command line before `sh -c <script> flocks-helper` (empty: none).
     pub prefix: Vec<OsString>,
     /// Its environment, added to flocks' own (`env_clear` is the prefix's
@@ -44,7 +44,7 @@ impl Process {
 }
 
 /// The helper's last words on stderr (its `flocks-helper: error: ...`).
-pub fn last_words(stderr: &[u8]) -> String {
+pub(crate) fn last_words(stderr: &[u8]) -> String {
     String::from_utf8_lossy(stderr)
         .lines()
         .rev()

@@ -20,7 +20,7 @@ use crate::git::intake::{self, Incoming, IntakeError, Want};
 
 /// What the helper reads on its stdin for one call: the header, then a body
 /// (a bundle, a tar stream) read from the file's start.
-pub struct Input {
+pub(crate) struct Input {
     pub header: Vec<u8>,
     pub body: Option<std::fs::File>,
 }
@@ -33,7 +33,7 @@ impl From<Vec<u8>> for Input {
 
 /// Why a helper call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum CallError {
+pub(crate) enum CallError {
     /// The transport could not run the helper (the host, the container is
     /// gone): the pool may be down. The reason names it.
     #[error("{0}")]
@@ -67,7 +67,7 @@ impl From<ReplyError> for CallError {
 /// waits for its end. A helper that exits non-zero is `Failed` (its last
 /// stderr line); a refusal of the reply as announced (an oversized bundle)
 /// wins over the exit status it caused.
-pub trait Transport: Send + Sync {
+pub(crate) trait Transport: Send + Sync {
     fn call<'a>(
         &'a self,
         input: Input,
@@ -80,7 +80,7 @@ pub trait Transport: Send + Sync {
 /// (sent to it): a start among them needs no `have` call. (Work taken back
 /// lives in its task's repository there, not in the mirror.)
 #[derive(Debug, Default)]
-pub struct Known(Mutex<HashSet<Oid>>);
+pub(crate) struct Known(Mutex<HashSet<Oid>>);
 
 impl Known {
     fn has(&self, oid: Oid) -> bool {
@@ -96,7 +96,7 @@ impl Known {
 }
 
 /// The helper's ops for one host repository over one transport.
-pub struct Session<'a> {
+pub(crate) struct Session<'a> {
     pub transport: &'a dyn Transport,
     /// The host repository.
     pub repo_dir: &'a Path,
@@ -109,7 +109,7 @@ pub struct Session<'a> {
 
 /// What `init` found.
 #[derive(Debug, Clone)]
-pub struct Root {
+pub(crate) struct Root {
     /// The helper's root directory.
     pub root: String,
     /// The setup (`setup_hash`) is recorded as done there.
@@ -118,7 +118,7 @@ pub struct Root {
 
 /// What `prepare` made.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The task's worktree, where its agent runs.
     pub worktree: String,
     /// The `[workspace] setup` that completed there, if one did.
@@ -131,7 +131,7 @@ fn oid(s: &str) -> Result<Oid, CallError> {
 
 /// Make the helper's root and mirror over `transport`; whether `setup_hash`
 /// ran there.
-pub async fn init(transport: &dyn Transport, setup_hash: &str) -> Result<Root, CallError> {
+pub(crate) async fn init(transport: &dyn Transport, setup_hash: &str) -> Result<Root, CallError> {
     let h = Header::new("init").line("setup_hash", setup_hash)?.end();
     let r = transport.call(h.into(), &reply::INIT, None).await?;
     Ok(Root {
@@ -154,7 +154,7 @@ impl Session<'_> {
     /// The objects of `start` in: asks what the agent side has (unless it is
     /// known to have `start`), and sends a bundle of what it lacks. The
     /// start is then `refs/flocks/start/<task>` there.
-    pub async fn send_start(&self, task: &str, start: Oid) -> Result<(), CallError> {
+    pub(crate) async fn send_start(&self, task: &str, start: Oid) -> Result<(), CallError> {
         if !self.known.has(start) {
             let h = Header::new("have").line("start", start)?;
             let r = self.call(h, &reply::HAVE, None).await?;
@@ -172,7 +172,7 @@ impl Session<'_> {
 
     /// The task's worktree on `branch` at `start` (whose objects are there:
     /// [`Session::send_start`]).
-    pub async fn prepare(
+    pub(crate) async fn prepare(
         &self,
         task: &str,
         branch: &str,
@@ -201,7 +201,7 @@ impl Session<'_> {
     /// intake (`Session::salvage`'s rules), and the attempt starts from it;
     /// a start the agent side lacks is sent as a bundle. Returns the
     /// worktree, the commit the attempt starts from, and a note.
-    pub async fn prepare_ready(
+    pub(crate) async fn prepare_ready(
         &self,
         job: &PrepareJob,
         mut start: Oid,
@@ -331,7 +331,11 @@ impl Session<'_> {
     }
 
     /// `.worktreeinclude`'s files (read on this machine) into the worktree.
-    pub async fn include(&self, task: &str, files: Arc<IncludeSet>) -> Result<Copied, CallError> {
+    pub(crate) async fn include(
+        &self,
+        task: &str,
+        files: Arc<IncludeSet>,
+    ) -> Result<Copied, CallError> {
         let (set, t) = (files.clone(), task.to_string());
         let file = tokio::task::spawn_blocking(move || super::include_archive(&t, &set))
             .await
@@ -349,7 +353,7 @@ impl Session<'_> {
     }
 
     /// Record that the setup `hash` completed in the task's worktree.
-    pub async fn mark(&self, task: &str, hash: &str) -> Result<(), CallError> {
+    pub(crate) async fn mark(&self, task: &str, hash: &str) -> Result<(), CallError> {
         let h = Header::new("mark")
             .line("task", task)?
             .line("setup_hash", hash)?;
@@ -357,7 +361,7 @@ impl Session<'_> {
     }
 
     /// Remove the task's worktree (its work is on its branch here).
-    pub async fn release(&self, task: &str) -> Result<(), CallError> {
+    pub(crate) async fn release(&self, task: &str) -> Result<(), CallError> {
         let h = Header::new("release").line("task", task)?;
         self.call(h, &reply::NOTHING, None).await.map(|_| ())
     }
@@ -385,7 +389,7 @@ impl Session<'_> {
     /// through the intake (from `start`, where flocks left it here), and
     /// the attempt measured.
     #[expect(clippy::too_many_arguments, reason = "what an attempt's end is")]
-    pub async fn finish(
+    pub(crate) async fn finish(
         &self,
         task: &str,
         branch: &str,
@@ -439,7 +443,7 @@ impl Session<'_> {
     /// way is kept as `refs/flocks/backup/<task>/remote`; work the intake
     /// refuses is left out. Returns a note for the log (`place` names where
     /// the work was).
-    pub async fn salvage(
+    pub(crate) async fn salvage(
         &self,
         job: &PrepareJob,
         host_worktree: Option<PathBuf>,

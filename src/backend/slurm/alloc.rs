@@ -30,7 +30,7 @@ const HOLDER: &str =
 
 /// How a job is asked for.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub name: String,
     pub comment: String,
     /// `--partition`, `--account`, `--qos`, `--time`, then `sbatch_args`.
@@ -41,7 +41,7 @@ pub struct Request {
 
 /// A job that runs.
 #[derive(Debug)]
-pub struct Alloc {
+pub(crate) struct Alloc {
     pub id: String,
     /// Its node (list).
     pub node: String,
@@ -57,14 +57,14 @@ pub struct Alloc {
 
 /// Where a job asked for stands, while `wait` waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
+pub(crate) enum Progress {
     /// Queued; the scheduler's reason when it gave one.
     Pending { id: String, reason: Option<String> },
 }
 
 /// A job asked for, until it runs. Dropped before then (a stop), it is
 /// cancelled.
-pub struct Asked {
+pub(crate) struct Asked {
     child: Option<Child>,
     /// salloc's stdin, taken at once (tokio's `Child::wait` would close it).
     stdin: Option<ChildStdin>,
@@ -98,7 +98,7 @@ impl Drop for Asked {
 }
 
 /// Ask for the job: start salloc.
-pub fn ask(req: &Request) -> Result<Asked, SchedError> {
+pub(crate) fn ask(req: &Request) -> Result<Asked, SchedError> {
     let mut c = sched::command("salloc", &req.scrub);
     c.arg(format!("--job-name={}", req.name))
         .arg(format!("--comment={}", req.comment))
@@ -177,14 +177,14 @@ fn granted_in(line: &str) -> Option<(String, String)> {
 impl Asked {
     /// Call `tell` with the job's id if it is cancelled before it runs
     /// (this is dropped first).
-    pub fn on_cancel(mut self, tell: impl FnOnce(String) + Send + 'static) -> Asked {
+    pub(crate) fn on_cancel(mut self, tell: impl FnOnce(String) + Send + 'static) -> Asked {
         self.on_cancel = Some(Box::new(tell));
         self
     }
 
     /// Wait until the job runs, calling `progress` when what is known of
     /// it changes (polled through `reason`, at most every `every`).
-    pub async fn wait<F, R, Fut>(
+    pub(crate) async fn wait<F, R, Fut>(
         mut self,
         every: Duration,
         mut progress: F,
@@ -289,14 +289,14 @@ impl Asked {
 
 impl Alloc {
     /// Why the job is over, if it is (salloc ended).
-    pub fn gone(&self) -> Option<String> {
+    pub(crate) fn gone(&self) -> Option<String> {
         self.ended.borrow().clone()
     }
 
     /// Let go of the job: relinquished (its holder's stdin closed), or
     /// cancelled when the attempt was stopped; waits (bounded) until salloc
     /// says it ended.
-    pub async fn release(&self) {
+    pub(crate) async fn release(&self) {
         if self.stopped.load(Ordering::SeqCst) {
             let _ = sched::cancel(std::slice::from_ref(&self.id), None).await;
         }

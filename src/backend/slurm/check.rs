@@ -21,7 +21,7 @@ const CHECK_WAIT: Duration = Duration::from_secs(60);
 /// Would the scheduler take this pool's jobs? `sbatch --test-only` with
 /// exactly the options of its jobs submits nothing. Ok: what it said
 /// (when the job would start); Err(Refused): the scheduler's reason.
-pub async fn test_only(
+pub(crate) async fn test_only(
     config: &Config,
     pool: &PoolConfig,
     cfg: &SlurmConfig,
@@ -56,7 +56,7 @@ pub async fn test_only(
 use crate::backend::check::Line;
 
 /// `flocks hosts check` for one Slurm pool: its lines, and whether all is well.
-pub async fn check(
+pub(crate) async fn check(
     config: &Config,
     pool: &PoolConfig,
     cfg: &SlurmConfig,

@@ -22,12 +22,12 @@
 //! agents' to write, so it is read only through the helper, on the compute
 //! node, and what comes back is checked (`helper::read_reply`, the intake).
 
-pub mod alloc;
-pub mod check;
+pub(crate) mod alloc;
+pub(crate) mod check;
 mod naming;
-pub mod sched;
+pub(crate) mod sched;
 mod shell;
-pub mod step;
+pub(crate) mod step;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -36,11 +36,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-pub use naming::{
+pub(crate) use naming::{
     comment, expand_remote_dir, job_options, project_name, stale_jobs, time_limit_min,
 };
 use naming::{names, scrub_list};
-pub use step::SlurmControl;
+pub(crate) use step::SlurmControl;
 
 use self::alloc::{Alloc, Progress, Request};
 use self::step::Step;
@@ -60,8 +60,8 @@ use crate::state::Job;
 /// The run id in the comment of jobs outside a run (`flocks plan`'s
 /// agent) and of `hosts check`'s job: the sweep leaves them to their own
 /// process, which ends them (they are not a run's).
-pub const OUTSIDE_A_RUN: &str = "none";
-pub const CHECK_RUN: &str = "check";
+pub(crate) const OUTSIDE_A_RUN: &str = "none";
+pub(crate) const CHECK_RUN: &str = "check";
 
 /// How often the reasons of the pool's pending jobs are asked for.
 const POLL_EVERY: Duration = Duration::from_secs(2);
@@ -72,7 +72,7 @@ const OPS_MARGIN_SECS: u64 = 300;
 const SETUP_LIMIT: Duration = Duration::from_secs(3600);
 
 /// A Slurm pool of one run.
-pub struct SlurmBackend {
+pub(crate) struct SlurmBackend {
     pool: String,
     cfg: SlurmConfig,
     /// For job names: `flocks-<project>-<task>-<attempt>`.
@@ -102,7 +102,7 @@ pub struct SlurmBackend {
 }
 
 impl SlurmBackend {
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         pool: &PoolConfig,
         cfg: &SlurmConfig,
@@ -144,12 +144,12 @@ impl SlurmBackend {
     }
 
     /// The job name of one attempt.
-    pub fn job_name(&self, task: &str, attempt: u32) -> String {
+    pub(crate) fn job_name(&self, task: &str, attempt: u32) -> String {
         format!("flocks-{}-{task}-{attempt}", self.project)
     }
 
     /// The comment every job of this run carries.
-    pub fn comment(&self) -> String {
+    pub(crate) fn comment(&self) -> String {
         comment(&self.key, &self.run_id)
     }
 
@@ -162,7 +162,7 @@ impl SlurmBackend {
     /// Before the run: the scheduler answers, the partition exists,
     /// `remote_dir` is a path; jobs an earlier run of this project left
     /// (flocks was killed) are cancelled.
-    pub async fn connect_pool(&self, notes: &mut Vec<String>) -> Option<String> {
+    pub(crate) async fn connect_pool(&self, notes: &mut Vec<String>) -> Option<String> {
         if let Err(e) = &self.root {
             return self.set_down(e);
         }
@@ -274,7 +274,11 @@ impl SlurmBackend {
     }
 
     /// Wait until the attempt's job runs.
-    pub async fn admit(&self, ticket: &Ticket, jobs: JobReports) -> Result<(), PrepareError> {
+    pub(crate) async fn admit(
+        &self,
+        ticket: &Ticket,
+        jobs: JobReports,
+    ) -> Result<(), PrepareError> {
         if let Some(why) = self.down_reason() {
             return Err(PrepareError::HostLost(format!("pool {}: {why}", self.pool)));
         }
@@ -425,7 +429,7 @@ impl SlurmBackend {
         }
     }
 
-    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+    pub(crate) async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
         let alloc = self.alloc_of(&job.task).ok_or_else(|| {
             PrepareError::Failed(format!(
                 "pool {}: no Slurm job runs {}",
@@ -490,7 +494,11 @@ impl SlurmBackend {
         env
     }
 
-    pub async fn spawn(&self, _ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
+    pub(crate) async fn spawn(
+        &self,
+        _ws: &Workspace,
+        spec: AgentSpec,
+    ) -> Result<Running, SpawnError> {
         let task = spec
             .env
             .iter()
@@ -520,7 +528,7 @@ impl SlurmBackend {
 
     /// A setup command runs as the agent does, in the job; a script of
     /// several lines goes on its stdin ([`super::script_on_stdin`]).
-    pub async fn start_setup(
+    pub(crate) async fn start_setup(
         &self,
         ws: &Workspace,
         spec: AgentSpec,
@@ -528,7 +536,7 @@ impl SlurmBackend {
         self.spawn(ws, super::script_on_stdin(spec)).await
     }
 
-    pub async fn finish(
+    pub(crate) async fn finish(
         &self,
         ws: &Workspace,
         task: &str,
@@ -556,7 +564,7 @@ impl SlurmBackend {
             .await?)
     }
 
-    pub async fn release(&self, task: &str) {
+    pub(crate) async fn release(&self, task: &str) {
         let (Some(alloc), Ok(root)) = (self.alloc_of(task), self.root()) else {
             return;
         };

@@ -7,7 +7,7 @@ use crate::config::{Config, CredentialChoice, PoolConfig, SlurmConfig};
 /// `remote_dir` on this machine's terms: `~` is `$HOME`, `$NAME` and
 /// `${NAME}` are variables of flocks' environment (the login node's; the
 /// path must mean the same on the compute nodes: a shared filesystem).
-pub fn expand_remote_dir(dir: &str) -> Result<String, String> {
+pub(crate) fn expand_remote_dir(dir: &str) -> Result<String, String> {
     let var = |name: &str| {
         std::env::var(name).map_err(|_| {
             format!("remote_dir `{dir}` uses ${name}, which is not set in flocks' environment")
@@ -56,7 +56,7 @@ pub fn expand_remote_dir(dir: &str) -> Result<String, String> {
 
 /// The project's part of a job name: the name of the directory of
 /// flocks.toml, in letters, digits, `-`, `_` and `.`.
-pub fn project_name(config: &Config) -> String {
+pub(crate) fn project_name(config: &Config) -> String {
     let raw = config
         .dir
         .file_name()
@@ -82,7 +82,7 @@ pub fn project_name(config: &Config) -> String {
 
 /// What `salloc` (and `sbatch --test-only`) is given besides name and
 /// comment: partition, account, qos, time limit, then `sbatch_args`.
-pub fn job_options(cfg: &SlurmConfig, time_limit_min: Option<u64>) -> Vec<String> {
+pub(crate) fn job_options(cfg: &SlurmConfig, time_limit_min: Option<u64>) -> Vec<String> {
     let mut o = Vec::new();
     if let Some(p) = &cfg.partition {
         o.push(format!("--partition={p}"));
@@ -103,7 +103,7 @@ pub fn job_options(cfg: &SlurmConfig, time_limit_min: Option<u64>) -> Vec<String
 /// A job's time limit in minutes: `agent_timeout_secs`, the grace, the
 /// `[workspace] setup` timeout when there is a setup, and a margin for the
 /// helper's ops. None without an agent timeout (the partition's default).
-pub fn time_limit_min(config: &Config) -> Option<u64> {
+pub(crate) fn time_limit_min(config: &Config) -> Option<u64> {
     let agent = config.agent_timeout?;
     let mut secs = agent.as_secs() + config.kill_grace.as_secs() + 1 + OPS_MARGIN_SECS;
     if !config.workspace.setup.is_empty() {
@@ -127,14 +127,14 @@ pub(super) fn scrub_list(config: &Config, pool: &PoolConfig) -> Vec<String> {
 }
 
 /// `flocks project=<key> run=<run id>`.
-pub fn comment(key: &str, run_id: &str) -> String {
+pub(crate) fn comment(key: &str, run_id: &str) -> String {
     format!("flocks project={key} run={run_id}")
 }
 
 /// The jobs (squeue `%i|%j|%k` lines) a run of this project other than
 /// `run_id` left: named `flocks-<project>-...`, commented with this
 /// project's key and another run's id.
-pub fn stale_jobs(squeue: &str, project: &str, key: &str, run_id: &str) -> Vec<String> {
+pub(crate) fn stale_jobs(squeue: &str, project: &str, key: &str, run_id: &str) -> Vec<String> {
     let prefix = format!("flocks-{project}-");
     let ours = format!("flocks project={key} run=");
     squeue

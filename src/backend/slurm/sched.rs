@@ -22,11 +22,11 @@ use std::time::Duration;
 use tokio::process::Command;
 
 /// How long a query of the scheduler (squeue, sinfo, scancel) may take.
-pub const QUERY_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const QUERY_LIMIT: Duration = Duration::from_secs(30);
 
 /// Why a scheduler command failed.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum SchedError {
+pub(crate) enum SchedError {
     /// The command is not installed on this machine.
     #[error("`{0}` is not installed here (flocks runs Slurm's commands on the login node)")]
     Missing(&'static str),
@@ -40,7 +40,7 @@ pub enum SchedError {
 
 /// `program` with the environment, process group and signals described
 /// above; `scrub` names more variables to leave out (the credentials').
-pub fn command(program: &'static str, scrub: &[String]) -> Command {
+pub(crate) fn command(program: &'static str, scrub: &[String]) -> Command {
     let mut c = Command::new(program);
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
@@ -80,7 +80,7 @@ pub fn command(program: &'static str, scrub: &[String]) -> Command {
 }
 
 /// Run `program args`, within `limit`: its stdout, or why not.
-pub async fn output(
+pub(crate) async fn output(
     program: &'static str,
     args: &[String],
     limit: Duration,
@@ -113,7 +113,7 @@ pub async fn output(
 
 /// The scheduler's words mean it could not be reached (rather than that it
 /// refused).
-pub fn no_answer(words: &str) -> bool {
+pub(crate) fn no_answer(words: &str) -> bool {
     [
         "Unable to contact slurm controller",
         "Socket timed out",
@@ -126,7 +126,7 @@ pub fn no_answer(words: &str) -> bool {
 }
 
 /// The last lines a command wrote on stderr, joined (its error, usually).
-pub fn last_words(stderr: &str) -> String {
+pub(crate) fn last_words(stderr: &str) -> String {
     let lines: Vec<&str> = stderr
         .lines()
         .map(str::trim)
@@ -141,7 +141,7 @@ pub fn last_words(stderr: &str) -> String {
 
 /// One job as `squeue` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
+pub(crate) struct Row {
     pub state: String,
     /// `None` for `None` (nothing to wait for).
     pub reason: Option<String>,
@@ -149,11 +149,11 @@ pub struct Row {
 }
 
 /// The `squeue -o` format of [`parse_rows`].
-pub const ROW_FORMAT: &str = "%i|%T|%r|%N";
+pub(crate) const ROW_FORMAT: &str = "%i|%T|%r|%N";
 
 /// squeue's lines (`id|STATE|reason|nodes`), strictly: a line that does not
 /// have this form is left out, and so is a field that is not a plain word.
-pub fn parse_rows(text: &str) -> HashMap<String, Row> {
+pub(crate) fn parse_rows(text: &str) -> HashMap<String, Row> {
     let mut out = HashMap::new();
     for line in text.lines() {
         let f: Vec<&str> = line.trim().split('|').collect();
@@ -183,7 +183,7 @@ pub fn parse_rows(text: &str) -> HashMap<String, Row> {
 }
 
 /// A job id as squeue prints it (a number; an array task's `N_M`).
-pub fn is_job_id(s: &str) -> bool {
+pub(crate) fn is_job_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 24 && s.bytes().all(|b| b.is_ascii_digit() || b == b'_')
 }
 
@@ -192,7 +192,7 @@ fn is_word(s: &str) -> bool {
 }
 
 /// A node name or list (`vm`, `node[1-4,7]`).
-pub fn is_nodelist(s: &str) -> bool {
+pub(crate) fn is_nodelist(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 200
         && s.bytes()
@@ -201,7 +201,7 @@ pub fn is_nodelist(s: &str) -> bool {
 
 /// Where these jobs stand (jobs that ended recently included; jobs the
 /// scheduler no longer knows are left out).
-pub async fn jobs(ids: &[String]) -> Result<HashMap<String, Row>, SchedError> {
+pub(crate) async fn jobs(ids: &[String]) -> Result<HashMap<String, Row>, SchedError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -224,7 +224,7 @@ pub async fn jobs(ids: &[String]) -> Result<HashMap<String, Row>, SchedError> {
 
 /// A node's state and the reason an administrator gave
 /// (`("drained", "maintenance")`), as sinfo says.
-pub async fn node_state(node: &str) -> Option<(String, String)> {
+pub(crate) async fn node_state(node: &str) -> Option<(String, String)> {
     if !is_nodelist(node) {
         return None;
     }
@@ -237,7 +237,7 @@ pub async fn node_state(node: &str) -> Option<(String, String)> {
 }
 
 /// The node cannot run jobs (drained, down, failing): its jobs were lost.
-pub fn node_unusable(state: &str) -> bool {
+pub(crate) fn node_unusable(state: &str) -> bool {
     let s = state.trim_end_matches(['*', '~', '#', '!', '%', '$', '@', '^', '-', '+']);
     [
         "drain",
@@ -253,12 +253,12 @@ pub fn node_unusable(state: &str) -> bool {
 }
 
 /// Job states that mean the job's node or place was lost, not its work's fault.
-pub fn lost_state(state: &str) -> bool {
+pub(crate) fn lost_state(state: &str) -> bool {
     matches!(state, "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL")
 }
 
 /// States a job ends in (it no longer runs, and will not run again as this job).
-pub fn ended_state(state: &str) -> bool {
+pub(crate) fn ended_state(state: &str) -> bool {
     !matches!(
         state,
         "PENDING"
@@ -277,7 +277,7 @@ pub fn ended_state(state: &str) -> bool {
 }
 
 /// `scancel [--signal=SIG] TARGET...` (a job, or `job.step`).
-pub async fn cancel(targets: &[String], signal: Option<&str>) -> Result<(), SchedError> {
+pub(crate) async fn cancel(targets: &[String], signal: Option<&str>) -> Result<(), SchedError> {
     let mut args = Vec::new();
     if let Some(s) = signal {
         args.push(format!("--signal={s}"));
@@ -288,7 +288,7 @@ pub async fn cancel(targets: &[String], signal: Option<&str>) -> Result<(), Sche
 
 /// The steps of a job that run now (`12.0`, `12.3`), without its batch and
 /// extern steps.
-pub async fn steps(job: &str) -> Result<Vec<String>, SchedError> {
+pub(crate) async fn steps(job: &str) -> Result<Vec<String>, SchedError> {
     let args = ["-h", "-s", "-j", job, "-o", "%i"].map(String::from);
     let text = output("squeue", &args, QUERY_LIMIT).await?;
     Ok(text
@@ -305,7 +305,7 @@ pub async fn steps(job: &str) -> Result<Vec<String>, SchedError> {
 
 /// What `sacct` recorded for a job: state, nodes, elapsed seconds. None
 /// where accounting does not run (or does not know the job yet).
-pub async fn accounting(job: &str) -> Option<(String, Option<String>, f64)> {
+pub(crate) async fn accounting(job: &str) -> Option<(String, Option<String>, f64)> {
     let args = [
         "-n",
         "-X",
@@ -321,7 +321,7 @@ pub async fn accounting(job: &str) -> Option<(String, Option<String>, f64)> {
 }
 
 /// `State|NodeList|ElapsedRaw`: `CANCELLED by 0` is `CANCELLED`.
-pub fn parse_accounting(text: &str) -> Option<(String, Option<String>, f64)> {
+pub(crate) fn parse_accounting(text: &str) -> Option<(String, Option<String>, f64)> {
     let line = text.lines().next()?.trim();
     let f: Vec<&str> = line.split('|').collect();
     let [state, nodes, elapsed] = f[..] else {
@@ -340,7 +340,7 @@ pub fn parse_accounting(text: &str) -> Option<(String, Option<String>, f64)> {
 
 /// `sinfo`'s partitions: name (the default one's `*` removed), whether it is
 /// the default, availability.
-pub async fn partitions() -> Result<Vec<(String, bool, String)>, SchedError> {
+pub(crate) async fn partitions() -> Result<Vec<(String, bool, String)>, SchedError> {
     let args = ["-h", "-o", "%P|%a"].map(String::from);
     let text = output("sinfo", &args, QUERY_LIMIT).await?;
     let mut out: Vec<(String, bool, String)> = Vec::new();

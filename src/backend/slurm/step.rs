@@ -26,7 +26,7 @@ use crate::git::intake::Want;
 /// How long one helper op may take (a bundle each way, a checkout).
 const OP_LIMIT: Duration = Duration::from_secs(600);
 /// The helper stops the agent when flocks has not been heard of for this long.
-pub const HEARTBEAT_SECS: u64 = 60;
+pub(crate) const HEARTBEAT_SECS: u64 = 60;
 const PING_EVERY: Duration = Duration::from_secs(10);
 
 /// Before `init`, the root's parent is made private to the user (the
@@ -35,7 +35,7 @@ const PING_EVERY: Duration = Duration::from_secs(10);
 const INIT_PRELUDE: &str = "umask 077; mkdir -p -- \"${FLOCKS_HELPER_ROOT%/*}\" || exit 2; exec /bin/sh -c \"$0\" flocks-helper";
 
 /// The helper on a step of `alloc`.
-pub struct Step<'a> {
+pub(crate) struct Step<'a> {
     pub alloc: &'a Arc<Alloc>,
     /// The helper's root (absolute, on the shared filesystem).
     pub root: &'a str,
@@ -46,7 +46,7 @@ pub struct Step<'a> {
 impl Step<'_> {
     /// `srun --jobid=J --overlap ... /bin/sh -c <script> flocks-helper`
     /// (or `argv` instead of the helper), in `cwd`.
-    pub fn command(&self, argv: &[&str], cwd: &str) -> tokio::process::Command {
+    pub(crate) fn command(&self, argv: &[&str], cwd: &str) -> tokio::process::Command {
         let mut c = sched::command("srun", self.scrub);
         c.arg(format!("--jobid={}", self.alloc.id))
             .args([
@@ -85,7 +85,7 @@ impl Step<'_> {
 
     /// Start the agent (a `run` header and its prompt in `input`) as a step
     /// whose output streams back.
-    pub async fn run(&self, input: Vec<u8>) -> Result<Running, SpawnError> {
+    pub(crate) async fn run(&self, input: Vec<u8>) -> Result<Running, SpawnError> {
         if let Some(how) = self.alloc.gone() {
             return Err(SpawnError::Start(format!(
                 "Slurm job {} ended ({how})",
@@ -177,7 +177,7 @@ async fn ended_from_outside(job: &str, node: &str) -> (Option<String>, String) {
 }
 
 /// Stops an agent that runs as a step of its job: scancel.
-pub struct SlurmControl {
+pub(crate) struct SlurmControl {
     alloc: Arc<Alloc>,
     /// The step's stdin: the helper's control channel.
     stdin: Arc<tokio::sync::Mutex<Option<ChildStdin>>>,
@@ -187,7 +187,7 @@ impl SlurmControl {
     /// TERM to every process of the job's steps (the helper then stops the
     /// agent's whole tree, KILL after the grace); the job ends by scancel
     /// once its work came back.
-    pub async fn terminate(&self) {
+    pub(crate) async fn terminate(&self) {
         self.alloc.stopped.store(true, Ordering::SeqCst);
         if sched::cancel(std::slice::from_ref(&self.alloc.id), Some("TERM"))
             .await
@@ -199,7 +199,7 @@ impl SlurmControl {
 
     /// KILL the job's steps now (not the job: the attempt's work still
     /// comes back through a step of it).
-    pub async fn kill(&self) {
+    pub(crate) async fn kill(&self) {
         self.alloc.stopped.store(true, Ordering::SeqCst);
         let steps = sched::steps(&self.alloc.id).await.unwrap_or_default();
         let killed = !steps.is_empty() && sched::cancel(&steps, Some("KILL")).await.is_ok();

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// The helper script, installed as `<remote_dir>/helper.sh`.
-pub const HELPER: &str = crate::backend::helper::SCRIPT;
+pub(crate) const HELPER: &str = crate::backend::helper::SCRIPT;
 
 /// Keep-alives: a silent host is given up after interval × count seconds.
 const ALIVE_INTERVAL: u32 = 15;
@@ -25,7 +25,7 @@ const PERSIST_SECS: u32 = 60;
 
 /// Why a remote operation failed.
 #[derive(Debug, Clone)]
-pub enum SshError {
+pub(crate) enum SshError {
     /// ssh itself failed (exit 255): the host is down, unreachable or refused us.
     Unreachable(String),
     /// The remote side ran and failed.
@@ -33,7 +33,7 @@ pub enum SshError {
 }
 
 impl SshError {
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         match self {
             SshError::Unreachable(m) | SshError::Failed(m) => m,
         }
@@ -50,7 +50,7 @@ impl std::fmt::Display for SshError {
 
 /// Where and how to reach one host.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// Anything ssh accepts: `user@host`, a `~/.ssh/config` name.
     pub host: String,
     pub port: Option<u16>,
@@ -62,7 +62,7 @@ pub struct Target {
 
 impl Target {
     /// The host of an `ssh` pool.
-    pub fn from_config(s: &crate::config::SshConfig) -> Target {
+    pub(crate) fn from_config(s: &crate::config::SshConfig) -> Target {
         Target {
             host: s.host.clone(),
             port: s.port,
@@ -75,7 +75,7 @@ impl Target {
     /// The ssh options, without the destination. The user's options come
     /// first: for `-o` options, ssh keeps the first value it sees. Err when
     /// no private directory for the multiplexing sockets can be made.
-    pub fn options(&self) -> Result<Vec<String>, SshError> {
+    pub(crate) fn options(&self) -> Result<Vec<String>, SshError> {
         let control = control_dir().map_err(|e| SshError::Unreachable(e.to_string()))?;
         let mut v = self.ssh_options.clone();
         if let Some(p) = self.port {
@@ -101,7 +101,7 @@ impl Target {
 
     /// `ssh <options> -T <host> <remote>`, in its own process group so that a
     /// Ctrl-C on the terminal reaches flocks only.
-    pub fn command(&self, remote: &str) -> Result<Command, SshError> {
+    pub(crate) fn command(&self, remote: &str) -> Result<Command, SshError> {
         let options = self.options()?;
         register_master(self);
         let mut c = Command::new("ssh");
@@ -116,17 +116,17 @@ impl Target {
     }
 
     /// `remote_dir` as a shell word (`~/x` becomes `"$HOME"/'x'`).
-    pub fn remote_dir_word(&self) -> String {
+    pub(crate) fn remote_dir_word(&self) -> String {
         remote_path_word(&self.remote_dir)
     }
 
     /// The fixed command that runs the installed helper.
-    pub fn helper_command(&self) -> String {
+    pub(crate) fn helper_command(&self) -> String {
         format!("exec /bin/sh {}/helper.sh", self.remote_dir_word())
     }
 
     /// Run `remote`, feeding `input`, within `limit`.
-    pub async fn output(
+    pub(crate) async fn output(
         &self,
         remote: &str,
         input: &[u8],
@@ -193,7 +193,7 @@ impl Target {
     /// (`helper::read_reply`): a bundle in it is admitted by `want`'s intake
     /// and spooled into its quarantine. Err: ssh or the helper failed;
     /// Ok(Err): the reply was refused.
-    pub async fn helper_reply(
+    pub(crate) async fn helper_reply(
         &self,
         header: Vec<u8>,
         body: Option<std::fs::File>,
@@ -230,7 +230,7 @@ impl Target {
     }
 
     /// Install (or refresh) the helper under `remote_dir`.
-    pub async fn install_helper(&self) -> Result<(), SshError> {
+    pub(crate) async fn install_helper(&self) -> Result<(), SshError> {
         let d = self.remote_dir_word();
         let remote = format!(
             "umask 077 && mkdir -p {d} && cat >{d}/.helper.sh.$$ && mv -f {d}/.helper.sh.$$ {d}/helper.sh"
@@ -242,7 +242,7 @@ impl Target {
 
     /// The pid of the host's multiplexing master, when one runs
     /// (`ssh -O check` says `Master running (pid=N)`).
-    pub async fn master_pid(&self) -> Option<u32> {
+    pub(crate) async fn master_pid(&self) -> Option<u32> {
         let mut c = Command::new("ssh");
         c.args(self.options().ok()?)
             .args(["-O", "check", "--", &self.host])
@@ -268,7 +268,7 @@ impl Target {
     /// Have the host's multiplexing master forward a free port on the
     /// host's loopback to `to` (`host:port` as this machine sees it):
     /// `ssh -O forward -R 127.0.0.1:0:<to>`, which prints the port it got.
-    pub async fn forward_remote(&self, to: &str) -> Result<u16, SshError> {
+    pub(crate) async fn forward_remote(&self, to: &str) -> Result<u16, SshError> {
         let mut c = Command::new("ssh");
         c.args(self.options()?)
             .args(["-O", "forward", "-R", &format!("127.0.0.1:0:{to}"), "--"])
@@ -300,18 +300,18 @@ impl Target {
     }
 
     /// Run one helper operation whose header ends with `end`; its stdout.
-    pub async fn helper(&self, header: &[u8], limit: Duration) -> Result<String, SshError> {
+    pub(crate) async fn helper(&self, header: &[u8], limit: Duration) -> Result<String, SshError> {
         self.output(&self.helper_command(), header, limit).await
     }
 }
 
 /// Quote a word for a POSIX shell.
-pub fn sh_quote(s: &str) -> String {
+pub(crate) fn sh_quote(s: &str) -> String {
     crate::suggest::quote(s).into_owned()
 }
 
 /// A remote path as a shell word; a leading `~/` means the remote `$HOME`.
-pub fn remote_path_word(dir: &str) -> String {
+pub(crate) fn remote_path_word(dir: &str) -> String {
     if dir == "~" {
         return "\"$HOME\"".into();
     }
@@ -322,7 +322,7 @@ pub fn remote_path_word(dir: &str) -> String {
 }
 
 /// The last meaningful stderr line (ssh's reason), without helper chatter.
-pub fn last_words(stderr: &str) -> String {
+pub(crate) fn last_words(stderr: &str) -> String {
     stderr
         .lines()
         .rev()
@@ -339,7 +339,7 @@ pub fn last_words(stderr: &str) -> String {
 /// connection's credentials, so flocks refuses to use ssh unless the
 /// directory is ours, private, and sits in a parent nobody else can swap it
 /// in. Err(why), naming the directory.
-pub fn control_dir() -> Result<&'static Path, &'static ControlDirError> {
+pub(crate) fn control_dir() -> Result<&'static Path, &'static ControlDirError> {
     static DIR: OnceLock<Result<PathBuf, ControlDirError>> = OnceLock::new();
     DIR.get_or_init(|| {
         let base = std::env::var_os("FLOCKS_SSH_CONTROL_DIR")
@@ -358,11 +358,11 @@ pub fn control_dir() -> Result<&'static Path, &'static ControlDirError> {
     "refusing to use ssh: no private directory for its connection sockets: {0} \
      (set FLOCKS_SSH_CONTROL_DIR to a directory only you can write)"
 )]
-pub struct ControlDirError(PrivateDirError);
+pub(crate) struct ControlDirError(PrivateDirError);
 
 /// Why a directory is not private enough for the multiplexing sockets.
 #[derive(Debug, thiserror::Error)]
-pub enum PrivateDirError {
+pub(crate) enum PrivateDirError {
     #[error("{}: {source}", .path.display())]
     Unreadable {
         path: PathBuf,
@@ -441,7 +441,7 @@ fn masters() -> &'static Mutex<Vec<Target>> {
     M.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-pub fn register_master(t: &Target) {
+pub(crate) fn register_master(t: &Target) {
     let mut m = masters().lock().unwrap_or_else(|e| e.into_inner());
     if !m.iter().any(|x| x.host == t.host && x.port == t.port) {
         m.push(t.clone());
@@ -450,7 +450,7 @@ pub fn register_master(t: &Target) {
 
 /// Stop every multiplexing master this process started (`ssh -O exit`), and
 /// remove the socket directory. Called when a command ends.
-pub fn stop_masters() {
+pub(crate) fn stop_masters() {
     let targets = std::mem::take(&mut *masters().lock().unwrap_or_else(|e| e.into_inner()));
     if targets.is_empty() {
         return;

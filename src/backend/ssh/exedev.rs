@@ -36,7 +36,7 @@ struct NewVm {
 /// (`$XDG_STATE_HOME/flocks/<project key>/vms.json`), where agents cannot
 /// add one.
 #[derive(Debug, Default)]
-pub struct Made {
+pub(crate) struct Made {
     path: Option<PathBuf>,
     vms: Vec<Managed>,
 }
@@ -44,7 +44,7 @@ pub struct Made {
 impl Made {
     /// The record of the project whose `.flocks/` is `state_dir` (empty when
     /// there is none, or no state home to keep one in).
-    pub fn load(state_dir: &Path) -> Made {
+    pub(crate) fn load(state_dir: &Path) -> Made {
         let path = crate::state::outside_dir(state_dir).map(|d| d.join("vms.json"));
         let vms = path
             .as_ref()
@@ -95,7 +95,7 @@ impl Made {
 
 /// A pool's VMs as state.json records them, checked.
 #[derive(Debug, Default)]
-pub struct Vms {
+pub(crate) struct Vms {
     /// The VMs `up` made: (name, where).
     pub ok: Vec<(String, Target)>,
     /// Why each other record is refused, for people.
@@ -103,7 +103,7 @@ pub struct Vms {
 }
 
 impl Vms {
-    pub fn targets(&self) -> Vec<Target> {
+    pub(crate) fn targets(&self) -> Vec<Target> {
         self.ok.iter().map(|(_, t)| t.clone()).collect()
     }
 }
@@ -111,7 +111,13 @@ impl Vms {
 /// The pool's VM records in `state`, each checked: a name `up` gives this
 /// project, an ssh destination of plain words (`[user@]host`), and the same
 /// record in what `up` made (`made`). Only those are ever connected to.
-pub fn targets(state: &State, pool: &str, x: &ExedevConfig, project_key: &str, made: &Made) -> Vms {
+pub(crate) fn targets(
+    state: &State,
+    pool: &str,
+    x: &ExedevConfig,
+    project_key: &str,
+    made: &Made,
+) -> Vms {
     let mut out = Vms::default();
     for m in &state.managed {
         let Managed::Vm {
@@ -169,7 +175,7 @@ fn safe_dest(dest: &str) -> bool {
     user.is_none_or(|u| word(u, b"")) && word(host, b":[]")
 }
 
-pub fn vm_target(x: &ExedevConfig, ssh_dest: &str, ssh_port: u16) -> Target {
+pub(crate) fn vm_target(x: &ExedevConfig, ssh_dest: &str, ssh_port: u16) -> Target {
     Target {
         host: ssh_dest.to_string(),
         port: (ssh_port != 22).then_some(ssh_port),
@@ -249,7 +255,7 @@ fn lobby_error(lobby: &str, what: &str, e: &SshError) -> Error {
 /// Create the pool's missing VMs (up to `count`), wait until each answers over
 /// SSH, run `setup` once per VM. `save` is called after every state change,
 /// so that a VM is recorded as soon as it exists. Returns what was done.
-pub async fn up(
+pub(crate) async fn up(
     pool: &PoolConfig,
     x: &ExedevConfig,
     project_key: &str,
@@ -341,7 +347,7 @@ async fn wait_for(t: &Target, name: &str) -> Result<()> {
 
 /// Remove exactly the VMs recorded in state (of `only` pool, or all), through
 /// their pool's lobby. Each one leaves state as soon as it is gone.
-pub async fn down(
+pub(crate) async fn down(
     config: &Config,
     project_key: &str,
     made: &mut Made,

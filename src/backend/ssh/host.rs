@@ -11,7 +11,7 @@ use crate::backend::helper::session::{self, CallError, Known};
 use crate::config::CommandSpec;
 
 /// One host of a pool, connected on first use.
-pub struct Host {
+pub(crate) struct Host {
     pub target: Target,
     /// The absolute remote dir once the helper is installed and setup ran.
     pub(super) ready: OnceCell<Result<String, SshError>>,
@@ -26,7 +26,7 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn new(target: Target) -> Host {
+    pub(crate) fn new(target: Target) -> Host {
         Host {
             target,
             ready: OnceCell::new(),
@@ -38,7 +38,7 @@ impl Host {
     }
 
     /// Install the helper, make the mirror, run `setup` once per host.
-    pub async fn connect(&self, setup: &[CommandSpec]) -> Result<String, SshError> {
+    pub(crate) async fn connect(&self, setup: &[CommandSpec]) -> Result<String, SshError> {
         self.ready
             .get_or_init(|| connect(&self.target, setup))
             .await
@@ -55,7 +55,7 @@ impl Host {
 }
 
 /// What `setup` hashes to: the marker under `remote_dir` says it ran.
-pub fn setup_hash(setup: &[CommandSpec]) -> String {
+pub(crate) fn setup_hash(setup: &[CommandSpec]) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     for c in setup {
@@ -66,7 +66,7 @@ pub fn setup_hash(setup: &[CommandSpec]) -> String {
 }
 
 /// Connect one host: helper, mirror, setup. Returns the absolute remote dir.
-pub async fn connect(t: &Target, setup: &[CommandSpec]) -> Result<String, SshError> {
+pub(crate) async fn connect(t: &Target, setup: &[CommandSpec]) -> Result<String, SshError> {
     t.install_helper().await?;
     let hash = setup_hash(setup);
     let root = session::init(t, &hash).await.map_err(|e| match e {
@@ -81,7 +81,11 @@ pub async fn connect(t: &Target, setup: &[CommandSpec]) -> Result<String, SshErr
 
 /// Run the pool's `setup` commands (the user's own config) in `remote_dir`,
 /// then record that they ran.
-pub async fn run_setup(t: &Target, setup: &[CommandSpec], hash: &str) -> Result<(), SshError> {
+pub(super) async fn run_setup(
+    t: &Target,
+    setup: &[CommandSpec],
+    hash: &str,
+) -> Result<(), SshError> {
     let d = t.remote_dir_word();
     for c in setup {
         let cmd = match c {

@@ -15,8 +15,8 @@
 //! back is the intake's, as for every backend whose agent has a repository
 //! of its own (`git::intake`).
 
-pub mod conn;
-pub mod exedev;
+pub(crate) mod conn;
+pub(crate) mod exedev;
 mod host;
 mod house;
 mod spawn;
@@ -27,9 +27,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use conn::{SshError, Target, stop_masters};
-pub use host::{Host, connect, setup_hash};
-pub use spawn::SshControl;
+pub(crate) use conn::{SshError, Target, stop_masters};
+pub(crate) use host::{Host, connect, setup_hash};
+pub(crate) use spawn::SshControl;
 
 use super::helper::session::{CallError, Input, Session, Transport};
 use super::helper::{self};
@@ -47,7 +47,7 @@ use crate::git::intake::{self, Want};
 /// Why the task branch in this repo could not follow the attempt on its
 /// host: the messages name the branch or git's reason.
 #[derive(Debug, thiserror::Error)]
-pub enum BranchError {
+pub(crate) enum BranchError {
     /// Opening the repo or reading a branch failed.
     #[error(transparent)]
     Repo(#[from] crate::error::Error),
@@ -63,7 +63,7 @@ const OP_LIMIT: Duration = Duration::from_secs(300);
 const HEARTBEAT_SECS: u64 = 60;
 const PING_EVERY: Duration = Duration::from_secs(10);
 
-pub struct SshBackend {
+pub(crate) struct SshBackend {
     pool: String,
     hosts: Vec<Host>,
     per_host: usize,
@@ -84,7 +84,7 @@ pub struct SshBackend {
 }
 
 impl SshBackend {
-    pub fn new(config: &Config, pool: &PoolConfig, worktrees: Arc<Worktrees>) -> SshBackend {
+    pub(crate) fn new(config: &Config, pool: &PoolConfig, worktrees: Arc<Worktrees>) -> SshBackend {
         let (targets, setup, unusable, refused) = match &pool.backend {
             BackendConfig::Ssh(s) => (
                 vec![Target::from_config(s)],
@@ -141,13 +141,13 @@ impl SshBackend {
     }
 
     /// Agent slots: per host, times the hosts that are not known to be down.
-    pub fn slots(&self) -> usize {
+    pub(crate) fn slots(&self) -> usize {
         self.per_host * self.hosts.iter().filter(|h| h.down().is_none()).count()
     }
 
     /// Connect every host now. Returns why the pool cannot be used, if so;
     /// hosts that fail are left out, with `notes` saying so.
-    pub async fn connect_all(&self, notes: &mut Vec<String>) -> Option<String> {
+    pub(crate) async fn connect_all(&self, notes: &mut Vec<String>) -> Option<String> {
         if let Some(u) = &self.unusable {
             return Some(u.clone());
         }
@@ -176,7 +176,7 @@ impl SshBackend {
         down
     }
 
-    pub fn down_reason(&self) -> Option<String> {
+    pub(crate) fn down_reason(&self) -> Option<String> {
         self.unusable
             .clone()
             .or_else(|| self.down.lock().unwrap_or_else(|e| e.into_inner()).clone())
@@ -210,7 +210,7 @@ impl SshBackend {
         .tap_host(&h.target.host)
     }
 
-    pub async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
+    pub(crate) async fn prepare(&self, job: &PrepareJob) -> Result<Workspace, PrepareError> {
         let i = {
             let mut a = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
             let i = (0..self.hosts.len())
@@ -316,7 +316,7 @@ impl SshBackend {
         identity_for(&self.identity, root, task)
     }
 
-    pub async fn finish(
+    pub(crate) async fn finish(
         &self,
         ws: &Workspace,
         task: &str,
@@ -357,7 +357,7 @@ impl SshBackend {
 
     /// Send `.worktreeinclude`'s files to the task's remote worktree: a tar
     /// stream on the helper's stdin, over the pool's ssh connection.
-    pub async fn copy_in(
+    pub(crate) async fn copy_in(
         &self,
         task: &str,
         files: Arc<IncludeSet>,
@@ -382,7 +382,7 @@ impl SshBackend {
 
     /// Start a setup command on the task's host, as its agent starts; a
     /// script of several lines goes on its stdin ([`super::script_on_stdin`]).
-    pub async fn start_setup(
+    pub(crate) async fn start_setup(
         &self,
         ws: &Workspace,
         spec: AgentSpec,
@@ -391,7 +391,7 @@ impl SshBackend {
     }
 
     /// Record the completed setup in the task's remote worktree.
-    pub async fn mark_setup(&self, task: &str, hash: &str) -> Result<(), MarkError> {
+    pub(crate) async fn mark_setup(&self, task: &str, hash: &str) -> Result<(), MarkError> {
         let h = self.host_of(task).ok_or_else(|| {
             SshError::Failed(format!(
                 "pool {}: no host was prepared for {task}",
@@ -401,7 +401,7 @@ impl SshBackend {
         Ok(self.session(h, &[]).mark(task, hash).await?)
     }
 
-    pub async fn release(&self, task: &str) {
+    pub(crate) async fn release(&self, task: &str) {
         let Some(h) = self.host_of(task).or_else(|| self.hosts.first()) else {
             return;
         };

@@ -14,7 +14,11 @@ use crate::backend::helper::Header;
 use crate::backend::{Chunk, Control, ExitInfo, Running, SpawnError, Workspace};
 
 impl SshBackend {
-    pub async fn spawn(&self, ws: &Workspace, spec: AgentSpec) -> Result<Running, SpawnError> {
+    pub(crate) async fn spawn(
+        &self,
+        ws: &Workspace,
+        spec: AgentSpec,
+    ) -> Result<Running, SpawnError> {
         let task = task_of(&spec);
         let h = self.host_of(&task).ok_or_else(|| {
             SpawnError::Start(format!(
@@ -113,21 +117,21 @@ impl SshBackend {
 }
 
 /// Stops a remote agent through its helper's control channel.
-pub struct SshControl {
+pub(crate) struct SshControl {
     stdin: Arc<tokio::sync::Mutex<Option<ChildStdin>>>,
     pid: Option<u32>,
 }
 
 impl SshControl {
     /// TERM to the remote tree, grace, KILL (the helper applies the policy).
-    pub async fn terminate(&self) {
+    pub(crate) async fn terminate(&self) {
         if !send_line(&self.stdin, "term").await {
             self.kill_client();
         }
     }
 
     /// KILL the remote tree now.
-    pub async fn kill(&self) {
+    pub(crate) async fn kill(&self) {
         if !send_line(&self.stdin, "kill").await {
             self.kill_client();
         }

@@ -19,7 +19,7 @@ pub(super) const DIR: OFlag = OFlag::O_RDONLY
 
 /// Copy `set` into the worktree at `worktree` (a path flocks made), never
 /// following a link inside it.
-pub fn copy_into(set: &IncludeSet, worktree: &Path) -> Result<Copied, IncludeError> {
+pub(crate) fn copy_into(set: &IncludeSet, worktree: &Path) -> Result<Copied, IncludeError> {
     let mut done = Copied::default();
     let root = open(
         worktree,
@@ -78,7 +78,7 @@ impl IncludeSet {
     /// checkout (the repo's mount), so the file is opened from the root one
     /// component at a time without following a link, and only when it is a
     /// regular file: one swapped for a link since `collect` is refused.
-    pub fn open(&self, f: &IncludeFile) -> Result<std::fs::File, IncludeError> {
+    pub(crate) fn open(&self, f: &IncludeFile) -> Result<std::fs::File, IncludeError> {
         let open = || -> std::io::Result<std::fs::File> {
             let rel = f
                 .source

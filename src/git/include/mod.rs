@@ -32,14 +32,14 @@ mod patterns;
 mod tests;
 
 pub(crate) use copy::{copy_into, read_small, write_small};
-pub use patterns::{collect, drop_tracked};
+pub(crate) use patterns::{collect, drop_tracked};
 
 /// The file's name, at the root of the repository's checkout.
-pub const FILE_NAME: &str = ".worktreeinclude";
+pub(crate) const FILE_NAME: &str = ".worktreeinclude";
 
 /// One file to copy.
 #[derive(Debug, Clone)]
-pub struct IncludeFile {
+pub(crate) struct IncludeFile {
     /// Where it goes, relative to the worktree (and to the checkout).
     pub rel: PathBuf,
     /// What is read: the file in the checkout (a link's target, resolved).
@@ -52,7 +52,7 @@ pub struct IncludeFile {
 
 /// What `.worktreeinclude` selects in the checkout now.
 #[derive(Debug, Clone, Default)]
-pub struct IncludeSet {
+pub(crate) struct IncludeSet {
     /// The checkout, resolved: every source lies under it.
     pub root: PathBuf,
     pub files: Vec<IncludeFile>,
@@ -62,7 +62,7 @@ pub struct IncludeSet {
 
 /// What copying into one worktree did.
 #[derive(Debug, Clone, Default)]
-pub struct Copied {
+pub(crate) struct Copied {
     /// Files written.
     pub written: Vec<PathBuf>,
     /// Files that were there already, the same.
@@ -73,7 +73,7 @@ pub struct Copied {
 
 /// Why `.worktreeinclude` could not be applied.
 #[derive(Debug, thiserror::Error)]
-pub enum IncludeError {
+pub(crate) enum IncludeError {
     #[error("{}:{line}: `{pattern}` is not a valid pattern: {why}", .file.display())]
     Pattern {
         file: PathBuf,
@@ -105,7 +105,7 @@ pub enum IncludeError {
 }
 
 /// `set`'s files as one line for the log: how many, and the first few.
-pub fn summary(paths: &[PathBuf]) -> String {
+pub(crate) fn summary(paths: &[PathBuf]) -> String {
     const SHOWN: usize = 5;
     let mut names: Vec<String> = paths
         .iter()

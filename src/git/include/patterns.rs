@@ -91,7 +91,10 @@ pub(super) fn read_patterns(repo_dir: &Path) -> Result<Option<Patterns>, Include
 /// The files `.worktreeinclude` selects in the checkout at `repo_dir`, or
 /// None when there is no `.worktreeinclude`. `skip`: directories never
 /// read (the worktrees, flocks' own state).
-pub fn collect(repo_dir: &Path, skip: &[PathBuf]) -> Result<Option<IncludeSet>, IncludeError> {
+pub(crate) fn collect(
+    repo_dir: &Path,
+    skip: &[PathBuf],
+) -> Result<Option<IncludeSet>, IncludeError> {
     let repo_err = |source| IncludeError::Repo {
         path: repo_dir.to_path_buf(),
         source,
@@ -273,7 +276,7 @@ impl Walk<'_> {
 /// Leave out the files that `commit` (a task's start) tracks: the worktree
 /// has them from git, and a copy over one would be a change that the
 /// attempt's leftovers commit takes into the branch (a secret, say).
-pub fn drop_tracked(
+pub(crate) fn drop_tracked(
     set: &mut IncludeSet,
     repo_dir: &Path,
     commit: &str,

@@ -88,7 +88,7 @@ pub(super) fn read_header(file: &mut File) -> Result<BundleHeader, String> {
 /// Write a bundle of `tip` (under `refname`) for a repository that has
 /// `haves` (commits this repository has too; others are left out): the way
 /// in, host to agent. The pack is libgit2's, streamed into `out`.
-pub fn write_bundle(
+pub(crate) fn write_bundle(
     repo: &Repository,
     tip: Oid,
     refname: &str,

@@ -45,12 +45,12 @@ mod quarantine;
 mod tests;
 
 use bundle::read_header;
-pub use bundle::write_bundle;
+pub(crate) use bundle::write_bundle;
 pub(crate) use pack::{ScanError, scan_pack};
 use quarantine::Quarantine;
 
 /// `max_fetch_mb`'s default.
-pub const DEFAULT_MAX_FETCH_MB: u64 = 500;
+pub(crate) const DEFAULT_MAX_FETCH_MB: u64 = 500;
 
 /// Git's fsck messages that are warnings (or less) by default, made errors:
 /// names that git refuses to check out or that reach outside the worktree.
@@ -76,7 +76,7 @@ const MAX_HEADER: usize = 1 << 20;
 
 /// Which check refused the work (said in every refusal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Check {
+pub(crate) enum Check {
     /// The bundle's bytes against `max_fetch_mb`.
     Transfer,
     /// The new objects' inflated size against `max_fetch_mb`.
@@ -110,7 +110,7 @@ impl std::fmt::Display for Check {
 /// Why an agent's work was not taken. Every message names the task and the
 /// check; the host repository is unchanged by a refusal.
 #[derive(Debug, thiserror::Error)]
-pub enum IntakeError {
+pub(crate) enum IntakeError {
     /// Bigger than `max_fetch_mb`: the transfer, or the objects inflated.
     #[error(
         "task {task}: refused its branch ({check}): {what}: {:.1} MB, over max_fetch_mb = {max_mb}; \
@@ -145,7 +145,7 @@ impl IntakeError {
             reason = "for callers that act per check; tests say which check refused"
         )
     )]
-    pub fn check(&self) -> Option<Check> {
+    pub(crate) fn check(&self) -> Option<Check> {
         match self {
             IntakeError::TooLarge { check, .. } | IntakeError::Refused { check, .. } => {
                 Some(*check)
@@ -157,7 +157,7 @@ impl IntakeError {
 
 /// What flocks expects back from one task.
 #[derive(Debug, Clone)]
-pub struct Want {
+pub(crate) struct Want {
     /// The host repository (any directory git2 opens it from).
     pub repo_dir: PathBuf,
     pub task: String,
@@ -202,7 +202,7 @@ impl Want {
 
     /// A bundle of `len` bytes is announced: refused at once when over the
     /// cap; else a quarantine and the file to write exactly `len` bytes to.
-    pub fn admit(&self, len: u64) -> Result<Admitted, IntakeError> {
+    pub(crate) fn admit(&self, len: u64) -> Result<Admitted, IntakeError> {
         if len > self.max_bytes {
             return Err(self.too_large(Check::Transfer, "the bundle", len));
         }
@@ -219,7 +219,7 @@ impl Want {
 
 /// A bundle being received: write exactly `len` bytes into `file`, then
 /// [`Admitted::spooled`].
-pub struct Admitted {
+pub(crate) struct Admitted {
     q: Quarantine,
     pub file: File,
     pub len: u64,
@@ -227,7 +227,7 @@ pub struct Admitted {
 
 impl Admitted {
     /// All `len` bytes are in the file.
-    pub fn spooled(self) -> Spooled {
+    pub(crate) fn spooled(self) -> Spooled {
         Spooled {
             q: self.q,
             len: self.len,
@@ -236,27 +236,27 @@ impl Admitted {
 }
 
 /// A received bundle, in its quarantine.
-pub struct Spooled {
+pub(crate) struct Spooled {
     q: Quarantine,
     len: u64,
 }
 
 /// What came back: the tip the helper names, and the objects (none when the
 /// host has them all already).
-pub struct Incoming {
+pub(crate) struct Incoming {
     pub head: Option<Oid>,
     pub bundle: Option<Spooled>,
 }
 
 /// Work that passed the checks and is in the host repository.
 #[derive(Debug, Clone)]
-pub struct Received {
+pub(crate) struct Received {
     pub tip: Oid,
 }
 
 /// Check what came back and bring its objects into the host repository.
 /// Nothing but objects changes there; see [`take`] for the branch.
-pub fn receive(want: &Want, incoming: Incoming) -> Result<Received, IntakeError> {
+pub(crate) fn receive(want: &Want, incoming: Incoming) -> Result<Received, IntakeError> {
     let Some(spooled) = incoming.bundle else {
         // No objects: the tip must be a commit the host has already.
         let tip = incoming
@@ -360,14 +360,18 @@ pub fn receive(want: &Want, incoming: Incoming) -> Result<Received, IntakeError>
 
 /// [`receive`], then move `refs/heads/<branch>` to the tip, from `old`
 /// (where flocks left it; None: the branch must not exist).
-pub fn take(want: &Want, incoming: Incoming, old: Option<Oid>) -> Result<Received, IntakeError> {
+pub(crate) fn take(
+    want: &Want,
+    incoming: Incoming,
+    old: Option<Oid>,
+) -> Result<Received, IntakeError> {
     let received = receive(want, incoming)?;
     move_branch(want, received.tip, old)?;
     Ok(received)
 }
 
 /// Point `refs/heads/<branch>` at `tip`, if it is still at `old`.
-pub fn move_branch(want: &Want, tip: Oid, old: Option<Oid>) -> Result<(), IntakeError> {
+pub(crate) fn move_branch(want: &Want, tip: Oid, old: Option<Oid>) -> Result<(), IntakeError> {
     let repo = Repository::open(&want.repo_dir).map_err(|e| want.failed(e.message()))?;
     let name = format!("refs/heads/{}", want.branch);
     let now = repo.find_reference(&name).ok().and_then(|r| r.target());

@@ -19,7 +19,7 @@ use crate::state::{BestOf, Judgement, Outcome, State, TaskStatus, VerdictOutcome
 use crate::tasks::{Task, TaskSet, VariantOf, split_variant_id};
 
 /// What judging found, for [`super::Input::Judged`].
-pub struct Judged {
+pub(crate) struct Judged {
     pub judgement: Judgement,
     /// The judge agent's attempt, when one ran.
     pub judge: Option<AttemptReport>,

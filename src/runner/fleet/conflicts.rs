@@ -17,13 +17,13 @@ use crate::runner::StopLevel;
 use crate::state::{NextAttempt, Outcome, PredictedConflict, TaskStatus};
 
 /// Early redos of one task in one run, at most.
-pub const EARLY_REDO_CAP: u32 = 2;
+pub(super) const EARLY_REDO_CAP: u32 = 2;
 
 /// How long the run's end waits for a prediction still being worked out.
 /// What it has not worked out is left to `land` (which plans anyway): those
 /// tasks are marked `conflict_unknown` and said in a notice, never shown as
 /// free of conflicts.
-pub const END_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+pub(super) const END_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What conflict prediction keeps during the run.
 pub(super) struct Predictions {

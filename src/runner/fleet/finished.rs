@@ -15,11 +15,11 @@ use crate::runner::credentials::DEFAULT_LOGIN;
 use crate::state::{NextAttempt, Outcome, TaskStatus};
 
 /// Quick failures in a row that stop dispatching.
-pub const BREAKER_LIMIT: u32 = 3;
+pub(super) const BREAKER_LIMIT: u32 = 3;
 /// An attempt that fails this fast, without a result, is a "quick failure".
-pub const QUICK_FAILURE: Duration = Duration::from_secs(30);
+pub(super) const QUICK_FAILURE: Duration = Duration::from_secs(30);
 /// Times a task may go back to the queue for reasons not its own.
-pub const REQUEUE_CAP: u32 = 8;
+pub(super) const REQUEUE_CAP: u32 = 8;
 
 /// The circuit breaker's count and what the run has spent: quick failures
 /// in a row stop dispatching, overloads back off for longer each time, the

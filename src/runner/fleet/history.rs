@@ -21,14 +21,14 @@ use crate::tasks::TaskSet;
 
 /// The start order and why.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StartOrder {
+pub(crate) struct StartOrder {
     /// Indices of the task set's tasks, in the order they start when ready.
     pub order: Vec<usize>,
     pub why: OrderWhy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderWhy {
+pub(crate) enum OrderWhy {
     /// No task has history: the task file's order (dependencies first).
     TaskOrder,
     /// Longest expected first, from the history of this many tasks (those
@@ -39,7 +39,7 @@ pub enum OrderWhy {
 
 impl StartOrder {
     /// For people: `run --dry-run` and the run's opening notice.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self.why {
             OrderWhy::TaskOrder => "task order: no history".into(),
             OrderWhy::LongestFirst { from } => format!(
@@ -50,14 +50,14 @@ impl StartOrder {
     }
 
     /// For `--json`: `task_order` or `longest_expected_first`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self.why {
             OrderWhy::TaskOrder => "task_order",
             OrderWhy::LongestFirst { .. } => "longest_expected_first",
         }
     }
 
-    pub fn history_tasks(&self) -> usize {
+    pub(crate) fn history_tasks(&self) -> usize {
         match self.why {
             OrderWhy::TaskOrder => 0,
             OrderWhy::LongestFirst { from } => from,
@@ -89,7 +89,7 @@ fn mean(v: &[f64]) -> Option<f64> {
 }
 
 /// Each task's expected duration in seconds, where history says it.
-pub fn expected_secs(tasks: &TaskSet, state: &State) -> HashMap<String, f64> {
+pub(crate) fn expected_secs(tasks: &TaskSet, state: &State) -> HashMap<String, f64> {
     let mut by_id: HashMap<&str, Vec<f64>> = HashMap::new();
     let mut by_prompt: HashMap<&str, Vec<f64>> = HashMap::new();
     let records = state
@@ -124,7 +124,7 @@ pub fn expected_secs(tasks: &TaskSet, state: &State) -> HashMap<String, f64> {
 
 /// The start order of `tasks`, given their dependency order `order` and the
 /// history in `state`.
-pub fn start_order(tasks: &TaskSet, state: &State, order: &[usize]) -> StartOrder {
+pub(crate) fn start_order(tasks: &TaskSet, state: &State, order: &[usize]) -> StartOrder {
     let known = expected_secs(tasks, state);
     let task_order = StartOrder {
         order: order.to_vec(),

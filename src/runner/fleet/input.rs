@@ -16,7 +16,7 @@ use crate::runner::{AttemptReport, RunEvent};
 use crate::state::{Job, NextAttempt};
 
 /// One thing that happened, for the fleet.
-pub enum Input {
+pub(crate) enum Input {
     /// The run opens: its pools and queued tasks are said.
     RunStarted,
     /// The loop's turn (after any other input, at a wake-up, at the UI
@@ -102,7 +102,7 @@ pub enum Input {
 }
 
 /// What the dispatcher does after an input.
-pub struct Step {
+pub(crate) struct Step {
     /// Carried out in order.
     pub effects: Vec<Effect>,
     /// Nothing runs and nothing more will start: the run is over (said by
@@ -174,7 +174,7 @@ impl From<RunEvent> for Input {
 
 impl Fleet {
     /// Take one input to the rule that owns it.
-    pub fn handle(&mut self, input: Input, now: Now) -> Step {
+    pub(crate) fn handle(&mut self, input: Input, now: Now) -> Step {
         let effects = match input {
             Input::Tick => return self.turn(now),
             Input::RunStarted => self.on_run_started(),

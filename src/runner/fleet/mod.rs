@@ -10,7 +10,7 @@ mod best_of;
 mod conflicts;
 mod disk;
 mod finished;
-pub mod history;
+pub(crate) mod history;
 mod input;
 mod proxied;
 mod run;
@@ -39,21 +39,21 @@ use crate::report::Event;
 use crate::state::{InvalidTransition, Outcome, State, TaskRecord, TaskStatus};
 use crate::tasks::{Task, TaskSet, dependency_order};
 
-pub use best_of::Judged;
+pub(crate) use best_of::Judged;
 #[cfg(test)]
 use finished::REQUEUE_CAP;
-pub use input::Input;
+pub(crate) use input::Input;
 
 /// The wall clock (for state and credentials) and the monotonic clock (for
 /// stagger and quick failures), read once per step by the dispatcher.
 #[derive(Debug, Clone, Copy)]
-pub struct Now {
+pub(crate) struct Now {
     pub wall: DateTime<Utc>,
     pub mono: Instant,
 }
 
 impl Now {
-    pub fn current() -> Now {
+    pub(crate) fn current() -> Now {
         Now {
             wall: Utc::now(),
             mono: Instant::now(),
@@ -63,7 +63,7 @@ impl Now {
 
 /// What the dispatcher does for the fleet. (No `Debug`: a start carries a
 /// credential's secret.)
-pub enum Effect {
+pub(crate) enum Effect {
     /// Tell the reporters.
     Emit(Event),
     /// Start an attempt: spawn its executor.
@@ -102,14 +102,14 @@ pub enum Effect {
 }
 
 /// The inputs of a conflict prediction: the state as it is now.
-pub struct PredictJob {
+pub(crate) struct PredictJob {
     pub state: State,
     /// Newly succeeded tasks with a declared footprint, to check.
     pub footprints: Vec<(String, crate::tasks::Footprint)>,
 }
 
 /// What a prediction found.
-pub struct PredictResult {
+pub(crate) struct PredictResult {
     pub prediction: Result<crate::land::predict::Prediction, String>,
     /// Per checked task: the paths it changed outside its footprint.
     pub outside: Vec<(String, Vec<String>)>,
@@ -117,7 +117,7 @@ pub struct PredictResult {
 
 /// Why an early redo's start could not be made.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum RedoError {
+pub(crate) enum RedoError {
     #[error("the land target {0} is gone")]
     TargetGone(String),
     /// The work of the tasks it clashed with does not combine (says which).
@@ -129,7 +129,7 @@ pub enum RedoError {
 
 /// The inputs of an early redo.
 #[derive(Debug)]
-pub struct RedoJob {
+pub(crate) struct RedoJob {
     pub task: String,
     pub branch: String,
     pub repo: PathBuf,
@@ -143,7 +143,7 @@ pub struct RedoJob {
 }
 
 /// The inputs of a best-of task's judgement.
-pub struct JudgeJob {
+pub(crate) struct JudgeJob {
     pub task: String,
     /// The task's branch: it is pointed at the winner's tip.
     pub branch: String,
@@ -159,7 +159,7 @@ pub struct JudgeJob {
 }
 
 /// The judge agent's start, as the fleet chose it (pool, credential).
-pub struct JudgeAgent {
+pub(crate) struct JudgeAgent {
     pub id: String,
     pub attempt: u32,
     pub pool: usize,
@@ -169,7 +169,7 @@ pub struct JudgeAgent {
 }
 
 /// One attempt to start, as the fleet decided it.
-pub struct Start {
+pub(crate) struct Start {
     pub task: String,
     pub attempt: u32,
     pub pool: usize,
@@ -181,7 +181,7 @@ pub struct Start {
 
 /// A pool as the fleet sees it.
 #[derive(Debug, Clone)]
-pub struct PoolSlots {
+pub(crate) struct PoolSlots {
     pub name: String,
     pub slots: usize,
     pub running: usize,
@@ -202,7 +202,7 @@ struct Slot {
 }
 
 #[derive(Debug, Clone)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     pub supervise: bool,
     pub max_retries: u32,
     /// Exit (5) instead of waiting when every credential is parked.
@@ -213,14 +213,14 @@ pub struct RunOptions {
 }
 
 /// How a run ended.
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     pub exit: Exit,
     pub stopped_because: Option<String>,
     pub interrupted: bool,
 }
 
 /// The fleet's inputs.
-pub struct FleetParts {
+pub(crate) struct FleetParts {
     pub config: Arc<Config>,
     pub state: State,
     pub tasks: TaskSet,
@@ -245,7 +245,7 @@ struct Entry {
     record: Option<(usize, Option<usize>)>,
 }
 
-pub struct Fleet {
+pub(crate) struct Fleet {
     config: Arc<Config>,
     state: State,
     tasks: TaskSet,
@@ -280,7 +280,7 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new(mut p: FleetParts) -> Fleet {
+    pub(crate) fn new(mut p: FleetParts) -> Fleet {
         let best_of = best_of::add_variant_tasks(&mut p.tasks, &p.state);
         let order =
             dependency_order(&p.tasks.tasks).unwrap_or_else(|_| (0..p.tasks.tasks.len()).collect());
@@ -339,31 +339,31 @@ impl Fleet {
         }
     }
 
-    pub fn state(&self) -> &State {
+    pub(crate) fn state(&self) -> &State {
         &self.state
     }
 
     /// For the store's journal commit, which takes what changed.
-    pub fn state_mut(&mut self) -> &mut State {
+    pub(crate) fn state_mut(&mut self) -> &mut State {
         &mut self.state
     }
 
-    pub fn config(&self) -> &Arc<Config> {
+    pub(crate) fn config(&self) -> &Arc<Config> {
         &self.config
     }
 
     /// Whether state changed since the last call (the dispatcher saves then).
-    pub fn take_dirty(&mut self) -> bool {
+    pub(crate) fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)
     }
 
-    pub fn stop_level(&self) -> StopLevel {
+    pub(crate) fn stop_level(&self) -> StopLevel {
         self.stopping.stop_level
     }
 
     /// Illegal status changes seen so far (each was reported as a notice).
     #[cfg(test)]
-    pub fn invalid_transitions(&self) -> u32 {
+    pub(crate) fn invalid_transitions(&self) -> u32 {
         self.invalid_transitions
     }
 
@@ -374,7 +374,7 @@ impl Fleet {
             .map(|i| &self.tasks.tasks[i])
     }
 
-    pub fn record(&self, id: &str) -> Option<&TaskRecord> {
+    pub(crate) fn record(&self, id: &str) -> Option<&TaskRecord> {
         match self.index.get(id).and_then(|e| e.record)? {
             (i, None) => self.state.tasks.get(i),
             (i, Some(j)) => self.state.tasks.get(i)?.variants.get(j),

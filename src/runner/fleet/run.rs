@@ -84,7 +84,7 @@ impl Fleet {
         out
     }
     /// The end of the run: the last blocked tasks, the end time, the totals.
-    pub fn finish(&mut self, now: Now) -> (RunSummary, Vec<Effect>) {
+    pub(crate) fn finish(&mut self, now: Now) -> (RunSummary, Vec<Effect>) {
         let mut out = self.update_blocked();
         self.leave_unpredicted(&mut out);
         if let Some(run) = self.state.run.as_mut() {

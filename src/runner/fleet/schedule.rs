@@ -58,7 +58,7 @@ impl Fleet {
     /// The earliest time something may become startable, or the run's end
     /// stops waiting for a prediction: the dispatcher's next turn, at the
     /// latest.
-    pub fn next_wake(&self, now: Now) -> Instant {
+    pub(crate) fn next_wake(&self, now: Now) -> Instant {
         let mut wake = now.mono + Duration::from_secs(3600);
         if let Some(s) = self.queue.next_start
             && s > now.mono
