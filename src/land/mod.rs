@@ -26,6 +26,7 @@ mod landed;
 mod overlap;
 mod plan;
 pub(crate) mod predict;
+mod prediction;
 pub(crate) mod push;
 pub(crate) mod range;
 mod record;

@@ -1,10 +1,10 @@
 //! What `land` will find, worked out in memory: `land --dry-run`'s answer
 //! (the same plan, [`super::plan`], and the same chain, [`super::chain`], as
 //! `land`, so they agree task for task) and, through
-//! [`super::overlap::Predictor`], the run's at each success. Every object is
-//! written to an in-memory object database (libgit2's mempack) over the
-//! repository's: no file of the repository's object store, no ref, index or
-//! checkout changes.
+//! [`super::overlap::Predictor`], the run's at each success; both give a
+//! [`Prediction`] ([`super::prediction`]). Every object is written to an
+//! in-memory object database (libgit2's mempack) over the repository's: no
+//! file of the repository's object store, no ref, index or checkout changes.
 //!
 //! A task that conflicts is named with the earlier tasks whose work changes
 //! its conflicting files, and whether it conflicts with the target alone.
@@ -17,21 +17,12 @@ use super::TaskOutcome;
 use super::apply;
 use super::chain::Chain;
 pub use super::overlap::Predictor;
-use super::overlap::in_memory;
 use super::plan::Plan;
+pub use super::prediction::Prediction;
+use super::prediction::in_memory;
 use crate::error::{Context, Result};
 use crate::git::cherry_pick::Applied;
 use crate::state::PredictedConflict;
-
-/// What a prediction found: every task `land` would pick, in landing order,
-/// with its conflict (None: it applies, or has nothing to apply).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prediction {
-    pub target_tip: Oid,
-    pub tasks: Vec<(String, Option<PredictedConflict>)>,
-    /// How many tasks were applied again this time (the rest was reused).
-    pub applied: usize,
-}
 
 /// The chain `land` builds, with each conflict explained: `land
 /// --dry-run`'s answer.
