@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 
 use super::usage::{Kind, Tap};
-use super::{Grant, ProxyEvent, ROUTE_PREFIX, Shared, Signal, same_secret};
+use super::{Grant, Held, ProxyEvent, ROUTE_PREFIX, Shared, Signal, same_secret};
 use crate::config::CredentialKind;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -140,37 +140,10 @@ async fn model(
     url.set_path(if path.is_empty() { "/" } else { &path });
     url.set_query(req.uri().query());
 
-    let mut headers = req.headers().clone();
-    strip_hop_by_hop(&mut headers);
-    for h in [
-        header::HOST,
-        header::AUTHORIZATION,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("x-api-key"),
-    ] {
-        headers.remove(h);
-    }
-    // Plain bytes, so that usage can be read as they pass.
-    headers.insert(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("identity"),
-    );
-    let (name, value) = match held.kind {
-        CredentialKind::ApiKey => (HeaderName::from_static("x-api-key"), held.secret.clone()),
-        CredentialKind::Oauth => (header::AUTHORIZATION, format!("Bearer {}", held.secret)),
+    let headers = match upstream_headers(req.headers(), held) {
+        Ok(h) => h,
+        Err(why) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, &why),
     };
-    let Ok(mut value) = HeaderValue::from_str(&value) else {
-        return api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!(
-                "flocks' proxy: credential {}'s value cannot be sent in an HTTP header",
-                held.name
-            ),
-        );
-    };
-    value.set_sensitive(true);
-    headers.insert(name, value);
-
     let method = req.method().clone();
     let empty = req.body().is_end_stream();
     let mut request = shared.client.request(method, url).headers(headers);
@@ -212,24 +185,7 @@ async fn model(
             })
             .await;
     }
-    let kind = status
-        .is_success()
-        .then(|| {
-            let ct = answer
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            if ct.starts_with("text/event-stream") {
-                Some(Kind::Events)
-            } else if ct.starts_with("application/json") {
-                Some(Kind::Json)
-            } else {
-                None
-            }
-        })
-        .flatten();
+    let kind = status.is_success().then(|| usage_kind(&answer)).flatten();
     let mut out = Response::builder().status(status);
     if let Some(h) = out.headers_mut() {
         *h = answer.headers().clone();
@@ -245,6 +201,58 @@ async fn model(
     let body = StreamBody::new(tapped.map(|r| r.map(Frame::data).map_err(BoxError::from)));
     out.body(UnsyncBoxBody::new(body))
         .unwrap_or_else(|_| text(StatusCode::BAD_GATEWAY, "flocks' proxy: bad answer\n"))
+}
+
+/// The agent's headers as the model API gets them: hop-by-hop headers and
+/// the agent's token gone, plain bytes asked for (so that usage can be read
+/// as they pass), and the real credential in its place.
+fn upstream_headers(incoming: &HeaderMap, held: &Held) -> Result<HeaderMap, String> {
+    let mut headers = incoming.clone();
+    strip_hop_by_hop(&mut headers);
+    for h in [
+        header::HOST,
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("x-api-key"),
+    ] {
+        headers.remove(h);
+    }
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    let (name, value) = match held.kind {
+        CredentialKind::ApiKey => (HeaderName::from_static("x-api-key"), held.secret.clone()),
+        CredentialKind::Oauth => (header::AUTHORIZATION, format!("Bearer {}", held.secret)),
+    };
+    let Ok(mut value) = HeaderValue::from_str(&value) else {
+        return Err(format!(
+            "flocks' proxy: credential {}'s value cannot be sent in an HTTP header",
+            held.name
+        ));
+    };
+    value.set_sensitive(true);
+    headers.insert(name, value);
+
+    Ok(headers)
+}
+
+/// Whose usage an answer's body carries: server-sent events or one JSON
+/// object; `None` for anything else.
+fn usage_kind(answer: &reqwest::Response) -> Option<Kind> {
+    let ct = answer
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if ct.starts_with("text/event-stream") {
+        Some(Kind::Events)
+    } else if ct.starts_with("application/json") {
+        Some(Kind::Json)
+    } else {
+        None
+    }
 }
 
 /// An answer's body on its way to the agent, its usage read as it passes.

@@ -273,16 +273,27 @@ async fn tokens_are_swapped_scoped_and_die_with_their_attempt() {
     assert_eq!(proxy.live_grants(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_the_forwarder_only_allowed_hosts_answer() {
-    let (up, upstream) = host(api);
-    let (allowed, seen_allowed) = host(|_| (200, "text/plain", "allowed host".into()));
-    let (denied, seen_denied) = host(|_| (200, "text/plain", "denied host".into()));
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, mut rx) = mpsc::channel(64);
-    let proxy = Proxy::start(&config(dir.path(), up, allowed), Some(tx)).unwrap();
+/// The password in a proxy URL (`http://id:password@host:port`).
+fn password_of(url: &str) -> &str {
+    let (_, password) = url
+        .trim_start_matches("http://")
+        .split_once('@')
+        .unwrap()
+        .0
+        .split_once(':')
+        .unwrap();
+    password
+}
 
-    // The agent's side: the forwarder on its own address, to the socket.
+/// `flocks __forward`'s server on a loopback port of its own, to the
+/// proxy's socket: its address, what stops it, and its task.
+async fn start_forwarder(
+    proxy: &Proxy,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fwd = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -293,6 +304,20 @@ async fn through_the_forwarder_only_allowed_hosts_answer() {
             let _ = stopped.await;
         },
     ));
+    (fwd, stop, forwarder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_forwarder_only_allowed_hosts_answer() {
+    let (up, upstream) = host(api);
+    let (allowed, seen_allowed) = host(|_| (200, "text/plain", "allowed host".into()));
+    let (denied, seen_denied) = host(|_| (200, "text/plain", "denied host".into()));
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(64);
+    let proxy = Proxy::start(&config(dir.path(), up, allowed), Some(tx)).unwrap();
+
+    // The agent's side: the forwarder on its own address, to the socket.
+    let (fwd, stop, forwarder) = start_forwarder(&proxy).await;
 
     let own = proxy.admit("own", 2, None, &fwd);
     let url = var(&own, "HTTP_PROXY").to_string();
@@ -343,13 +368,7 @@ async fn through_the_forwarder_only_allowed_hosts_answer() {
     }
 
     // CONNECT: the same rule; a wrong password is 407.
-    let (_, token) = url
-        .trim_start_matches("http://")
-        .split_once('@')
-        .unwrap()
-        .0
-        .split_once(':')
-        .unwrap();
+    let token = password_of(&url);
     let auth = basic(own.id(), token);
     let (status, inner) = tunnel(&fwd, allowed, &auth).await;
     assert!(status.contains(" 200"), "{status}");
@@ -370,13 +389,7 @@ async fn through_the_forwarder_only_allowed_hosts_answer() {
         &fwd,
     );
     let held_url = var(&held, "HTTPS_PROXY").to_string();
-    let (_, held_token) = held_url
-        .trim_start_matches("http://")
-        .split_once('@')
-        .unwrap()
-        .0
-        .split_once(':')
-        .unwrap();
+    let held_token = password_of(&held_url);
     let (status, _) = tunnel(&fwd, up, &basic(held.id(), held_token)).await;
     assert!(status.contains(" 403"), "{status}");
 

@@ -75,26 +75,34 @@ pub(crate) fn render(
     let g = group(state, Some(only));
     let mut s = String::new();
     let _ = writeln!(s);
+    headline(&mut s, state, only, &g);
+    succeeded(&mut s, &g, landed);
+    failed(&mut s, &g, log_root);
+    blocked(&mut s, &g);
+    refused(&mut s, state, only);
+    if !g.pending.is_empty() {
+        let _ = writeln!(s, "\nnot run:");
+        for t in &g.pending {
+            let _ = writeln!(s, "  · {:<24} {}", t.id, t.status.label());
+        }
+    }
+    next_steps(&mut s, &g, landed);
+    s
+}
+
+/// The counts, the turns and the cost: what this run spent, and what the
+/// tasks cost in all (earlier runs' attempts included) when those differ (a
+/// retry, a resumed run).
+fn headline(s: &mut String, state: &State, only: &[String], g: &Groups) {
+    let tasks = || only.iter().filter_map(|id| state.task(id));
     let total = only.len();
-    let cost = crate::output::units::sum_costs(
-        only.iter()
-            .filter_map(|id| state.task(id))
-            .map(TaskRecord::cost),
-    );
-    let turns: u64 = only
-        .iter()
-        .filter_map(|id| state.task(id))
-        .map(TaskRecord::turns)
-        .sum();
-    // What this run spent, and what the tasks cost in all (earlier runs'
-    // attempts included), when those differ (a retry, a resumed run).
+    let cost = crate::output::units::sum_costs(tasks().map(TaskRecord::cost));
+    let turns: u64 = tasks().map(TaskRecord::turns).sum();
     let money = crate::output::units::money;
     let spent = match &state.run {
-        Some(run) => crate::output::units::sum_costs(
-            only.iter()
-                .filter_map(|id| state.task(id))
-                .map(|t| cost_since(t, run.started_at)),
-        ),
+        Some(run) => {
+            crate::output::units::sum_costs(tasks().map(|t| cost_since(t, run.started_at)))
+        }
         None => cost,
     };
     let cost_text = if spent == cost {
@@ -117,88 +125,104 @@ pub(crate) fn render(
         g.pending.len(),
         crate::output::units::count(turns, "turn"),
     );
-    if !g.done.is_empty() {
-        let _ = writeln!(s, "\nsucceeded:");
-        for t in &g.done {
-            let _ = writeln!(
-                s,
-                "  ✔ {:<24} {}  {}{}{}",
-                t.id,
-                t.branch,
-                crate::output::units::count(crate::view::attempt_count(t), "attempt"),
-                attempt_duration(t)
-                    .map(|d| format!(", {}", human_duration(d)))
-                    .unwrap_or_default(),
-                if landed.contains(&t.id) {
-                    ", landed"
-                } else {
-                    ""
+}
+
+fn succeeded(s: &mut String, g: &Groups, landed: &HashSet<String>) {
+    if g.done.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\nsucceeded:");
+    for t in &g.done {
+        let _ = writeln!(
+            s,
+            "  ✔ {:<24} {}  {}{}{}",
+            t.id,
+            t.branch,
+            crate::output::units::count(crate::view::attempt_count(t), "attempt"),
+            attempt_duration(t)
+                .map(|d| format!(", {}", human_duration(d)))
+                .unwrap_or_default(),
+            if landed.contains(&t.id) {
+                ", landed"
+            } else {
+                ""
+            }
+        );
+        if let Some(c) = t.conflict.as_ref().filter(|_| !landed.contains(&t.id)) {
+            let _ = writeln!(s, "      ⚠ {}", c.describe());
+        }
+    }
+}
+
+/// Each failed task's outcome, and the last lines of its log.
+fn failed(s: &mut String, g: &Groups, log_root: &Path) {
+    if g.failed.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\nfailed:");
+    for t in &g.failed {
+        let mut outcome = match &t.status {
+            TaskStatus::Done { outcome } => outcome.describe(),
+            other => other.label().to_string(),
+        };
+        if let Some(why) = &t.not_retried {
+            outcome.push_str(&format!("; not retried: {why}"));
+        }
+        let _ = writeln!(s, "  ✖ {:<24} {outcome}", t.id);
+        // A best-of task's reason names each variant's (their logs: `--variant k`).
+        if let Some(a) = t.last_attempt().filter(|_| t.variants.is_empty()) {
+            let log = log_root.join(&t.id).join(format!("{}.log", a.number));
+            if let Ok(text) = crate::fsat::read_to_string(&log) {
+                for l in crate::logview::tail_rendered(&text, 3) {
+                    let _ = writeln!(s, "      │ {}", crate::agent::stream::one_line(&l, 110));
                 }
-            );
-            if let Some(c) = t.conflict.as_ref().filter(|_| !landed.contains(&t.id)) {
-                let _ = writeln!(s, "      ⚠ {}", c.describe());
             }
         }
     }
-    if !g.failed.is_empty() {
-        let _ = writeln!(s, "\nfailed:");
-        for t in &g.failed {
-            let mut outcome = match &t.status {
-                TaskStatus::Done { outcome } => outcome.describe(),
-                other => other.label().to_string(),
-            };
-            if let Some(why) = &t.not_retried {
-                outcome.push_str(&format!("; not retried: {why}"));
+}
+
+fn blocked(s: &mut String, g: &Groups) {
+    if g.blocked.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\nblocked:");
+    for t in &g.blocked {
+        match &t.status {
+            TaskStatus::Blocked {
+                reason: Some(why), ..
+            } => {
+                let _ = writeln!(s, "  ⊘ {:<24} {why}", t.id);
             }
-            let _ = writeln!(s, "  ✖ {:<24} {outcome}", t.id);
-            // A best-of task's reason names each variant's (their logs: `--variant k`).
-            if let Some(a) = t.last_attempt().filter(|_| t.variants.is_empty()) {
-                let log = log_root.join(&t.id).join(format!("{}.log", a.number));
-                if let Ok(text) = crate::fsat::read_to_string(&log) {
-                    for l in crate::logview::tail_rendered(&text, 3) {
-                        let _ = writeln!(s, "      │ {}", crate::agent::stream::one_line(&l, 110));
-                    }
-                }
+            TaskStatus::Blocked { on, .. } => {
+                let _ = writeln!(s, "  ⊘ {:<24} waits for {}", t.id, on.join(", "));
             }
+            _ => {}
         }
     }
-    if !g.blocked.is_empty() {
-        let _ = writeln!(s, "\nblocked:");
-        for t in &g.blocked {
-            match &t.status {
-                TaskStatus::Blocked {
-                    reason: Some(why), ..
-                } => {
-                    let _ = writeln!(s, "  ⊘ {:<24} {why}", t.id);
-                }
-                TaskStatus::Blocked { on, .. } => {
-                    let _ = writeln!(s, "  ⊘ {:<24} waits for {}", t.id, on.join(", "));
-                }
-                _ => {}
-            }
-        }
-    }
+}
+
+/// The tasks whose connections `[network] allow` refused, with how many.
+fn refused(s: &mut String, state: &State, only: &[String]) {
     let refused: Vec<(&str, u64)> = only
         .iter()
         .filter_map(|id| state.task(id))
         .map(|t| (t.id.as_str(), t.egress_denied()))
         .filter(|(_, n)| *n > 0)
         .collect();
-    if !refused.is_empty() {
-        let _ = writeln!(
-            s,
-            "\nconnections refused by [network] allow (egress_denied in .flocks/events.jsonl names each host):"
-        );
-        for (id, n) in refused {
-            let _ = writeln!(s, "  ⛔ {id:<24} {n}");
-        }
+    if refused.is_empty() {
+        return;
     }
-    if !g.pending.is_empty() {
-        let _ = writeln!(s, "\nnot run:");
-        for t in &g.pending {
-            let _ = writeln!(s, "  · {:<24} {}", t.id, t.status.label());
-        }
+    let _ = writeln!(
+        s,
+        "\nconnections refused by [network] allow (egress_denied in .flocks/events.jsonl names each host):"
+    );
+    for (id, n) in refused {
+        let _ = writeln!(s, "  ⛔ {id:<24} {n}");
     }
+}
+
+/// What to do next, from how the tasks stand.
+fn next_steps(s: &mut String, g: &Groups, landed: &HashSet<String>) {
     let mut next = Vec::new();
     if !g.failed.is_empty() {
         next.push("`flocks logs <id>` to see why, `flocks retry --all-failed` to try again");
@@ -218,5 +242,4 @@ pub(crate) fn render(
     if !next.is_empty() {
         let _ = writeln!(s, "\nnext: {}", next.join("; "));
     }
-    s
 }

@@ -228,6 +228,31 @@ pub(crate) async fn up(
         .container
         .clone()
         .unwrap_or_else(|| default_name(&pool.name, project_key));
+    let body = container_body(config, pool, d, project_key, &repo, &dc, &image, &name)?;
+    let id = create_and_start(&docker, &name, &image, body).await?;
+    Ok(Up::Created(Managed::Container {
+        pool: pool.name.clone(),
+        id,
+        name,
+    }))
+}
+
+/// What `up` creates: the image kept alive, the repository mounted (mount
+/// mode) or not (clone mode), the pool's mounts and env, flocks' labels.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one source of the container's settings"
+)]
+fn container_body(
+    config: &Config,
+    pool: &PoolConfig,
+    d: &DockerConfig,
+    project_key: &str,
+    repo: &Path,
+    dc: &DevContainer,
+    image: &str,
+    name: &str,
+) -> Result<ContainerCreateBody, UpError> {
     let mount = d
         .workspace_mount
         .clone()
@@ -239,7 +264,7 @@ pub(crate) async fn up(
                 .unwrap_or_else(|| "repo".into());
             format!("/workspaces/{base}")
         });
-    let folder = d.project.clone().unwrap_or_else(|| repo.clone());
+    let folder = d.project.clone().unwrap_or_else(|| repo.to_path_buf());
     // Clone mode: the repository is not mounted; agents get clones of
     // their own inside the container.
     let clone = d.workspace == WorkspaceMode::Clone;
@@ -256,7 +281,7 @@ pub(crate) async fn up(
     // is not the host's).
     if clone && let Some(dir) = crate::proxy::shared_dir(config) {
         crate::proxy::make_shared_dir(&dir).map_err(|e| UpError::Create {
-            name: name.clone(),
+            name: name.to_string(),
             reason: format!("cannot make {}: {e}", dir.display()),
         })?;
         binds.push(format!(
@@ -278,8 +303,8 @@ pub(crate) async fn up(
         (POOL_LABEL.to_string(), pool.name.clone()),
         (PROJECT_LABEL.to_string(), project_key.to_string()),
     ]);
-    let body = ContainerCreateBody {
-        image: Some(image.clone()),
+    Ok(ContainerCreateBody {
+        image: Some(image.to_string()),
         entrypoint: Some(
             ["/bin/sh", "-c", KEEP_ALIVE, "-"]
                 .map(String::from)
@@ -295,10 +320,20 @@ pub(crate) async fn up(
             ..Default::default()
         }),
         ..Default::default()
-    };
+    })
+}
+
+/// Create the container (pulling its image when the engine lacks it) and
+/// start it; one that does not start is removed.
+async fn create_and_start(
+    docker: &Docker,
+    name: &str,
+    image: &str,
+    body: ContainerCreateBody,
+) -> Result<String, UpError> {
     let create = |body: ContainerCreateBody| {
         let docker = docker.clone();
-        let name = name.clone();
+        let name = name.to_string();
         async move {
             docker
                 .create_container(
@@ -311,34 +346,30 @@ pub(crate) async fn up(
     let id = match create(body.clone()).await {
         Ok(r) => r.id,
         Err(e) if engine::is_not_found(&e) => {
-            pull(&docker, &image).await?;
+            pull(docker, image).await?;
             create(body)
                 .await
                 .map_err(|e| UpError::Create {
-                    name: name.clone(),
+                    name: name.to_string(),
                     reason: e.to_string(),
                 })?
                 .id
         }
         Err(e) => {
             return Err(UpError::Create {
-                name,
+                name: name.to_string(),
                 reason: e.to_string(),
             });
         }
     };
     if let Err(e) = docker.start_container(&id, None).await {
-        let _ = remove(&docker, &id).await;
+        let _ = remove(docker, &id).await;
         return Err(UpError::Start {
-            name,
+            name: name.to_string(),
             reason: e.to_string(),
         });
     }
-    Ok(Up::Created(Managed::Container {
-        pool: pool.name.clone(),
-        id,
-        name,
-    }))
+    Ok(id)
 }
 
 /// `src:dst[:opts]` with `src` relative to flocks.toml's directory made

@@ -179,29 +179,7 @@ impl DockerBackend {
             let mut info = conclude(&docker, &exec, &t, broken).await;
             if info.lost.is_none() {
                 // The agent is gone: stop whatever it left running.
-                match kill_attempt(&docker, &t, Match::Exact, &spec.tag, grace).await {
-                    Ok(out) if scripts::stopped_any(&out) => {
-                        let _ = tx
-                            .send(Chunk::Stderr(
-                                format!(
-                                    "flocks: {what} exited; stopped what it left running ({})\n",
-                                    out.trim()
-                                )
-                                .into_bytes(),
-                            ))
-                            .await;
-                    }
-                    Ok(_) => {}
-                    Err(why) => {
-                        info.lost = container_lost(&docker, &t, None).await;
-                        let _ = tx
-                            .send(Chunk::Stderr(
-                                format!("flocks: stopping what {what} left running: {why}\n")
-                                    .into_bytes(),
-                            ))
-                            .await;
-                    }
-                }
+                info.lost = stop_leftovers(&docker, &t, &spec.tag, grace, what, &tx).await;
             }
             info.violation = end_setup().await;
             let _ = tx.send(Chunk::Exited(info)).await;
@@ -304,4 +282,31 @@ impl DockerBackend {
         })
         .await;
     }
+}
+
+/// Stop what an agent or setup command left running in the container, and
+/// say so on its stderr; `Some(why)` when the container itself is lost.
+async fn stop_leftovers(
+    docker: &bollard::Docker,
+    t: &Target,
+    tag: &str,
+    grace: std::time::Duration,
+    what: &str,
+    tx: &mpsc::Sender<Chunk>,
+) -> Option<String> {
+    let note = match kill_attempt(docker, t, Match::Exact, tag, grace).await {
+        Ok(out) if scripts::stopped_any(&out) => format!(
+            "flocks: {what} exited; stopped what it left running ({})\n",
+            out.trim()
+        ),
+        Ok(_) => return None,
+        Err(why) => {
+            let lost = container_lost(docker, t, None).await;
+            let note = format!("flocks: stopping what {what} left running: {why}\n");
+            let _ = tx.send(Chunk::Stderr(note.into_bytes())).await;
+            return lost;
+        }
+    };
+    let _ = tx.send(Chunk::Stderr(note.into_bytes())).await;
+    None
 }
