@@ -85,13 +85,28 @@ impl Drop for Asked {
             if let (Some(id), Some(tell)) = (id.clone(), self.on_cancel.take()) {
                 tell(id);
             }
+            // scancel starts now, as a process of its own: a run that ends
+            // right after this stop (its runtime gone) still cancels the job.
+            let scancel = id.map(|id| {
+                let mut c = std::process::Command::new("scancel");
+                for (k, _) in std::env::vars_os() {
+                    if k.to_string_lossy().starts_with("SLURM_") && k != "SLURM_CONF" {
+                        c.env_remove(k);
+                    }
+                }
+                c.arg(id)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+            });
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    if let Some(id) = id {
-                        let _ = sched::cancel(&[id], None).await;
-                    }
                     let _ = child.wait().await;
                 });
+            }
+            if let Some(Ok(mut scancel)) = scancel {
+                std::thread::spawn(move || scancel.wait());
             }
         }
     }
