@@ -30,7 +30,7 @@ use crate::backend::docker::{self, DockerControl, Target, scripts};
 use crate::backend::{Chunk, Control, ExitInfo, Running};
 use crate::config::{CommandSpec, Config, DockerConfig, PoolConfig, WorkspaceMode};
 use crate::error::{Error, Result};
-use crate::guard::Guard;
+use crate::guard::{Guard, Guards};
 use crate::watch::StopLevel;
 
 /// The docker pool that validates.
@@ -38,6 +38,8 @@ pub struct Place<'a> {
     pub config: &'a Config,
     pub pool: &'a PoolConfig,
     pub docker: &'a DockerConfig,
+    /// The host `.git` guards: the run's (judging) or the land's own.
+    pub guards: &'a Guards,
 }
 
 /// Validate `commit` (checked out in `r.dir` on the host) in the pool's
@@ -123,7 +125,7 @@ impl<'r> Container<'r> {
             .map(|repo| repo.commondir().to_path_buf())
             .unwrap_or_else(|_| repo_dir.join(".git"));
         // The guard watches the host repo wherever the container can reach it.
-        let guard = t.repo.is_some().then(|| crate::guard::for_repo(&git_dir));
+        let guard = t.repo.is_some().then(|| place.guards.for_repo(&git_dir));
         Ok(Container {
             r,
             pool: pool.clone(),
