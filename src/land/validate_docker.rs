@@ -133,7 +133,7 @@ impl<'r> Container<'r> {
             t,
             reaper,
             cwd,
-            key: crate::project::key_of(&place.config.state_dir()),
+            key: crate::paths::key_of(&place.config.state_dir()),
             guard,
             tag: String::new(),
             ticket: None,
@@ -315,7 +315,7 @@ fn command_env(r: &Run, tag: &str) -> Vec<String> {
         .filter(|k| scripts::is_var_name(k))
         .collect();
     vec![
-        format!("{}={tag}", crate::agent::spec::TAG_VAR),
+        format!("{}={tag}", crate::proc::TAG_VAR),
         format!("FLOCKS_UNSET={}", unset.join(" ")),
         // git checks ownership along the host path in the worktree's link.
         "GIT_CONFIG_COUNT=1".into(),

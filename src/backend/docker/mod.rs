@@ -169,7 +169,7 @@ impl DockerBackend {
             }
             Err(_) => (repo_dir.join(".git"), Vec::new()),
         };
-        let project_key = crate::project::key_of(&config.state_dir());
+        let project_key = crate::paths::key_of(&config.state_dir());
         DockerBackend {
             mode: d.workspace,
             clone_root: clone_root(d, &project_key),
