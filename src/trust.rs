@@ -35,8 +35,8 @@ pub(crate) fn record_path(config: &Config) -> Result<PathBuf> {
             )
         })?
         .join("trust.json");
-    let repo = crate::config::normalize_path(&config.workspace.repo);
-    if crate::config::normalize_path(&path).starts_with(&repo) {
+    let repo = crate::paths::normalize(&config.workspace.repo);
+    if crate::paths::normalize(&path).starts_with(&repo) {
         return Err(Error::CannotStart(format!(
             "flocks would keep what it trusts at {}, inside the repo agents can write: set XDG_STATE_HOME to a directory outside it",
             path.display()
@@ -115,7 +115,7 @@ fn files_named(command: &CommandSpec, dir: &Path) -> Vec<PathBuf> {
     };
     words
         .iter()
-        .map(|w| crate::config::normalize_path(&dir.join(w)))
+        .map(|w| crate::paths::normalize(&dir.join(w)))
         .filter(|p| p.starts_with(dir) && p.is_file())
         .collect()
 }

@@ -37,7 +37,7 @@ fn pool(c: &Ctr, extra: &str) -> String {
 /// The project's key: clone mode's directory in the container.
 fn key(p: &DockerProject) -> String {
     std::fs::create_dir_all(p.t.repo.join(".flocks")).unwrap();
-    flocks::project::key_of(&p.t.repo.join(".flocks"))
+    flocks::paths::key_of(&p.t.repo.join(".flocks"))
 }
 
 fn clone_dir(p: &DockerProject, task: &str) -> String {

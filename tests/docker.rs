@@ -401,7 +401,7 @@ fn survivors_are_stopped_and_stop_is_graceful() {
         ),
     );
     std::fs::create_dir_all(p.t.repo.join(".flocks")).unwrap();
-    let key = flocks::project::key_of(&p.t.repo.join(".flocks"));
+    let key = flocks::paths::key_of(&p.t.repo.join(".flocks"));
     let tag = format!("FLOCKS_ATTEMPT={key}:old:1");
     let (ok, msg) = docker(&[
         "exec",

@@ -2,6 +2,7 @@
 //! its prompt (on stdin).
 
 use crate::config::{AgentConfig, Config, CredentialKind, PoolConfig};
+use crate::proc::TAG_VAR;
 
 /// Inherited variables that would override an injected credential. claude
 /// prefers an API key over an OAuth token, so a leftover key would bill every run.
@@ -14,9 +15,6 @@ pub(crate) const SCRUBBED_VARS: &[&str] = &[
 /// The variable that points claude at the model API (flocks' proxy, for an
 /// agent given a `[[credentials]]` credential).
 pub(crate) const BASE_URL_VAR: &str = "ANTHROPIC_BASE_URL";
-
-/// The attempt tag's variable (it lives with the process tree it finds).
-pub(crate) use crate::proc::TAG_VAR;
 
 /// Git settings every agent runs with, set through its environment
 /// (`GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n`), never in

@@ -21,7 +21,7 @@ pub(crate) type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 pub(crate) struct At<'a> {
     pub config: &'a Config,
     pub pool: &'a PoolConfig,
-    /// The project's key (`project::key_of` its state directory).
+    /// The project's key (`paths::key_of` its state directory).
     pub key: &'a str,
 }
 

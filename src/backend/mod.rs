@@ -26,6 +26,7 @@ use crate::config::{BackendConfig, Config, PoolConfig, SandboxMode};
 use crate::error::Result;
 use crate::git::Worktrees;
 use crate::git::include::{Copied, IncludeError, IncludeSet};
+use crate::guard::Guards;
 
 /// A piece of agent output, or its end.
 #[derive(Debug)]
@@ -562,11 +563,13 @@ pub(crate) fn isolation(pool: &PoolConfig) -> &'static str {
     }
 }
 
-/// The backend of `pool`.
+/// The backend of `pool`; a docker pool's host `.git` guard is the run's
+/// one for the repository, in `guards`.
 pub(crate) fn for_pool(
     config: &Config,
     pool: &PoolConfig,
     worktrees: Arc<Worktrees>,
+    guards: &Guards,
 ) -> Result<Arc<dyn Backend>> {
     Ok(match &pool.backend {
         BackendConfig::Local if pool.sandbox == SandboxMode::Bwrap => {
@@ -576,26 +579,28 @@ pub(crate) fn for_pool(
         BackendConfig::Ssh(_) | BackendConfig::Exedev(_) => {
             Arc::new(ssh::SshBackend::new(config, pool, worktrees))
         }
-        BackendConfig::Docker(d) => {
-            Arc::new(docker::DockerBackend::new(config, pool, d, worktrees))
-        }
+        BackendConfig::Docker(d) => Arc::new(docker::DockerBackend::new(
+            config, pool, d, worktrees, guards,
+        )),
         BackendConfig::Slurm(s) => Arc::new(slurm::SlurmBackend::new(config, pool, s, worktrees)),
     })
 }
 
-/// Prepare through `backend`, with the task's branch exempt from the host
-/// `.git` guard while flocks and its own agent move it.
+/// Prepare through `backend`, with the task's branch exempt from the run's
+/// host `.git` guards while flocks and its own agent move it.
 pub(crate) async fn prepare(
+    guards: &Guards,
     backend: &dyn Backend,
     job: &PrepareJob,
 ) -> Result<Workspace, PrepareError> {
-    crate::guard::exempt_branch(&job.branch);
+    guards.exempt_branch(&job.branch);
     backend.prepare(job).await
 }
 
 /// Finish through `backend`; then flocks is done moving the branch: it is
 /// guarded again, where flocks left it.
 pub(crate) async fn finish(
+    guards: &Arc<Guards>,
     backend: &dyn Backend,
     ws: &Workspace,
     task: &str,
@@ -603,15 +608,15 @@ pub(crate) async fn finish(
     attempt: u32,
 ) -> Result<Finished, FinishError> {
     let finished = backend.finish(ws, task, branch, attempt).await;
-    settle(branch).await;
+    settle(guards, branch).await;
     finished
 }
 
 /// flocks is done moving `branch` (the attempt finished, or ended before its
 /// agent ran): it is guarded again, where flocks left it.
-pub(crate) async fn settle(branch: &str) {
-    let b = branch.to_string();
-    let _ = tokio::task::spawn_blocking(move || crate::guard::settle_branch(&b)).await;
+pub(crate) async fn settle(guards: &Arc<Guards>, branch: &str) {
+    let (guards, b) = (guards.clone(), branch.to_string());
+    let _ = tokio::task::spawn_blocking(move || guards.settle_branch(&b)).await;
 }
 
 /// Commit leftovers in a host worktree and measure the attempt: shared by the

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 pub use command::CommandSpec;
 pub use network::{DEFAULT_UPSTREAM, HostPattern, NetworkConfig, ProxyConfig, check_upstream};
-pub(crate) use parse::normalize as normalize_path;
 pub(crate) use parse::remote_name_ok;
 pub(crate) use resolve_from as resolve_path;
 

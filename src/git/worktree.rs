@@ -470,7 +470,7 @@ fn own_admin(common: &Path, worktree: &Path) -> Option<PathBuf> {
     let name = admin.file_name()?;
     let rel = Path::new("worktrees").join(name);
     let ours = common.join(&rel);
-    let same = crate::config::normalize_path(&admin) == crate::config::normalize_path(&ours)
+    let same = crate::paths::normalize(&admin) == crate::paths::normalize(&ours)
         || same_dir(&admin, &ours);
     same.then_some(rel)
 }
@@ -523,7 +523,7 @@ pub(crate) fn relative_path(from: &Path, to: &Path) -> PathBuf {
 }
 
 fn lexical_join(base: &Path, rel: &Path) -> PathBuf {
-    crate::config::normalize_path(&base.join(rel))
+    crate::paths::normalize(&base.join(rel))
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
@@ -579,7 +579,7 @@ pub(crate) fn check_task_worktree(
         })
     };
     let expected = root.join(id);
-    if crate::config::normalize_path(path) != crate::config::normalize_path(&expected)
+    if crate::paths::normalize(path) != crate::paths::normalize(&expected)
         || Path::new(id).components().count() != 1
         || !matches!(
             Path::new(id).components().next(),

@@ -22,9 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
-
-pub(crate) use refs::exempt_branch;
+use std::sync::{Arc, Mutex};
 
 use crate::fsat;
 use index::IndexSnap;
@@ -37,9 +35,20 @@ const MAX_FILE: u64 = 1 << 20;
 /// Deeper directories under `hooks/` are not walked: a violation.
 const MAX_DEPTH: usize = 8;
 
+/// The guards of one run (or one `flocks land`): one per repository, shared
+/// by every pool of the run and by the validation a judge runs meanwhile,
+/// and the task branches flocks itself moves (exempt from the ref guard).
+/// Made where the run starts and passed to each backend and validator.
+#[derive(Default)]
+pub(crate) struct Guards {
+    repos: Mutex<HashMap<PathBuf, Arc<Guard>>>,
+    exempt: refs::Exempt,
+}
+
 /// One guarded repository (its common git dir), shared by every pool.
 pub(crate) struct Guard {
     git_dir: PathBuf,
+    exempt: refs::Exempt,
     inner: Mutex<Inner>,
 }
 
@@ -52,51 +61,59 @@ struct Inner {
     active: HashMap<u64, Option<String>>,
 }
 
-/// The guard of the repository whose common git dir is `git_dir`.
-pub(crate) fn for_repo(git_dir: &Path) -> Arc<Guard> {
-    let key = git_dir
-        .canonicalize()
-        .unwrap_or_else(|_| git_dir.to_path_buf());
-    let mut all = registry().lock().unwrap_or_else(|e| e.into_inner());
-    all.entry(key.clone())
-        .or_insert_with(|| {
-            Arc::new(Guard {
-                git_dir: key,
-                inner: Mutex::new(Inner::default()),
-            })
-        })
-        .clone()
-}
-
-fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Guard>>> {
-    static ALL: OnceLock<Mutex<HashMap<PathBuf, Arc<Guard>>>> = OnceLock::new();
-    ALL.get_or_init(Default::default)
-}
-
-/// A task's attempt is over and flocks has put its work on its branch: from
-/// now on the branch is guarded like any other ref, at where flocks left it
-/// (until the task is prepared again).
-pub(crate) fn settle_branch(branch: &str) {
-    let name = format!("refs/heads/{branch}");
-    let guards: Vec<Arc<Guard>> = registry()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
-    for g in guards {
-        let mut inner = g.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(base) = inner.refs.as_mut() {
-            match refs::target_of(&g.git_dir, &name) {
-                Some(to) => base.insert(name.clone(), to),
-                None => base.remove(&name),
-            };
-        }
+impl Guards {
+    /// A run's guards: none yet, no branch exempt.
+    pub(crate) fn new() -> Arc<Guards> {
+        Arc::new(Guards::default())
     }
-    refs::exempt()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&name);
+
+    /// The guard of the repository whose common git dir is `git_dir`.
+    pub(crate) fn for_repo(&self, git_dir: &Path) -> Arc<Guard> {
+        let key = git_dir
+            .canonicalize()
+            .unwrap_or_else(|_| git_dir.to_path_buf());
+        let mut all = self.repos.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Guard {
+                    git_dir: key,
+                    exempt: self.exempt.clone(),
+                    inner: Mutex::new(Inner::default()),
+                })
+            })
+            .clone()
+    }
+
+    /// A task's branch: flocks creates and moves it while other attempts
+    /// run, and its own agent commits to it, so the ref guard leaves it be.
+    /// Called as any backend prepares a task.
+    pub(crate) fn exempt_branch(&self, branch: &str) {
+        self.exempt.insert(branch);
+    }
+
+    /// A task's attempt is over and flocks has put its work on its branch:
+    /// from now on the branch is guarded like any other ref, at where flocks
+    /// left it (until the task is prepared again).
+    pub(crate) fn settle_branch(&self, branch: &str) {
+        let name = format!("refs/heads/{branch}");
+        let guards: Vec<Arc<Guard>> = self
+            .repos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for g in guards {
+            let mut inner = g.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(base) = inner.refs.as_mut() {
+                match refs::target_of(&g.git_dir, &name) {
+                    Some(to) => base.insert(name.clone(), to),
+                    None => base.remove(&name),
+                };
+            }
+        }
+        self.exempt.remove(branch);
+    }
 }
 
 impl Guard {
@@ -132,11 +149,7 @@ impl Guard {
             }
         }
         if let Some(base) = &inner.refs {
-            let exempt = refs::exempt()
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let found = refs::restore_refs(&self.git_dir, base, &exempt);
+            let found = refs::restore_refs(&self.git_dir, base, &self.exempt.now());
             if !found.is_empty() {
                 changes.push(found.join(", "));
             }
@@ -509,7 +522,7 @@ mod tests {
     #[test]
     fn unchanged_passes() {
         let d = git_dir();
-        let g = for_repo(d.path());
+        let g = Guards::default().for_repo(d.path());
         let t = g.begin();
         assert_eq!(g.end(t), None);
     }
@@ -517,7 +530,7 @@ mod tests {
     #[test]
     fn planted_hook_and_config_are_undone() {
         let d = git_dir();
-        let g = for_repo(d.path());
+        let g = Guards::default().for_repo(d.path());
         let a = g.begin();
         let b = g.begin();
         std::fs::create_dir(d.path().join("hooks/sub")).unwrap();
@@ -557,7 +570,7 @@ mod tests {
     #[test]
     fn removed_hooks_dir_comes_back() {
         let d = git_dir();
-        let g = for_repo(d.path());
+        let g = Guards::default().for_repo(d.path());
         let t = g.begin();
         std::fs::remove_dir_all(d.path().join("hooks")).unwrap();
         assert!(g.end(t).unwrap().contains("removed"));
@@ -569,7 +582,7 @@ mod tests {
     #[test]
     fn fifo_in_hooks_is_a_violation_not_a_hang() {
         let d = git_dir();
-        let g = for_repo(d.path());
+        let g = Guards::default().for_repo(d.path());
         let t = g.begin();
         let fifo = d.path().join("hooks/post-checkout");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
@@ -606,8 +619,9 @@ mod tests {
     fn moved_refs_are_put_back() {
         let (d, repo, c1, c2) = two_commits();
         repo.reference("refs/heads/flocks/t", c1, true, "").unwrap();
-        let g = for_repo(&d.path().join(".git"));
-        exempt_branch("flocks/t");
+        let guards = Guards::default();
+        let g = guards.for_repo(&d.path().join(".git"));
+        guards.exempt_branch("flocks/t");
         let t = g.begin();
         repo.reference("refs/heads/main", c2, true, "").unwrap();
         repo.reference("refs/heads/flocks/t", c2, true, "").unwrap();
@@ -632,7 +646,7 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("pre-commit.sample"), "theirs").unwrap();
         std::fs::write(outside.path().join("keep"), "keep").unwrap();
-        let g = for_repo(d.path());
+        let g = Guards::default().for_repo(d.path());
         let t = g.begin();
         std::fs::remove_dir_all(d.path().join("hooks")).unwrap();
         std::os::unix::fs::symlink(outside.path(), d.path().join("hooks")).unwrap();
@@ -666,7 +680,7 @@ mod tests {
         index.add_path(Path::new("a.txt")).unwrap();
         index.write().unwrap();
         let git = d.path().join(".git");
-        let g = for_repo(&git);
+        let g = Guards::default().for_repo(&git);
         let t = g.begin();
         // The user stages a file meanwhile; an agent adds a gitlink.
         std::fs::write(d.path().join("b.txt"), "b").unwrap();
@@ -709,16 +723,17 @@ mod tests {
     #[test]
     fn settled_branches_are_guarded_again() {
         let (d, repo, c1, c2) = two_commits();
-        let g = for_repo(&d.path().join(".git"));
-        exempt_branch("flocks/settle-a");
-        exempt_branch("flocks/settle-b");
+        let guards = Guards::default();
+        let g = guards.for_repo(&d.path().join(".git"));
+        guards.exempt_branch("flocks/settle-a");
+        guards.exempt_branch("flocks/settle-b");
         let a = g.begin();
         let b = g.begin();
         // Task b's attempt ends; flocks puts its work on its branch.
         repo.reference("refs/heads/flocks/settle-b", c1, true, "")
             .unwrap();
         assert_eq!(g.end(b), None);
-        settle_branch("flocks/settle-b");
+        guards.settle_branch("flocks/settle-b");
         // Then a's agent moves b's branch: found, and put back.
         repo.reference("refs/heads/flocks/settle-b", c2, true, "")
             .unwrap();

@@ -4,23 +4,34 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// Refs flocks itself moves while attempts run: the tasks' branches, on
-/// every backend of the run (one project per process).
-pub(super) fn exempt() -> &'static Mutex<HashSet<String>> {
-    static SET: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    SET.get_or_init(Default::default)
-}
+/// every backend of the run. One set per run ([`super::Guards`]), shared by
+/// each repository's guard.
+#[derive(Clone, Default)]
+pub(super) struct Exempt(Arc<Mutex<HashSet<String>>>);
 
-/// A task's branch: flocks creates and moves it while other attempts run,
-/// and its own agent commits to it, so the ref guard leaves it be. Called
-/// as any backend prepares a task.
-pub(crate) fn exempt_branch(branch: &str) {
-    exempt()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(format!("refs/heads/{branch}"));
+impl Exempt {
+    /// A task's branch: flocks creates and moves it while other attempts
+    /// run, and its own agent commits to it, so the ref guard leaves it be.
+    pub(super) fn insert(&self, branch: &str) {
+        self.lock().insert(format!("refs/heads/{branch}"));
+    }
+
+    /// flocks is done moving `branch`: it is guarded again.
+    pub(super) fn remove(&self, branch: &str) {
+        self.lock().remove(&format!("refs/heads/{branch}"));
+    }
+
+    /// The exempt refs now.
+    pub(super) fn now(&self) -> HashSet<String> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Every ref and where it points (`<oid>` or `-> <name>` for a symbolic one).

@@ -35,10 +35,11 @@ pub(crate) struct Candidate {
 }
 
 /// Apply and validate every variant (in order of k), until `stop` (the
-/// run's stop level) says to stop.
+/// run's stop level) says to stop; `guards` are the run's.
 pub(crate) fn evaluate(
     project: &Project,
     variants: &[TaskRecord],
+    guards: &crate::guard::Guards,
     stop: tokio::sync::watch::Receiver<crate::watch::StopLevel>,
 ) -> Result<Vec<Candidate>> {
     let repo = project.repo()?;
@@ -49,7 +50,7 @@ pub(crate) fn evaluate(
         ))
     })?;
     let _scratch = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
-    let validator = Validator::new(project, &repo)?
+    let validator = Validator::new(project, &repo, guards)?
         .at(super::scratch::judge_path(&project.config.worktrees_dir()))
         .with_stop(stop);
     let mut out = Vec::with_capacity(variants.len());

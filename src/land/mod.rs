@@ -320,7 +320,9 @@ fn validate_chain(
     if project.config.validate.commands.is_empty() {
         return Ok(Validation::NotConfigured);
     }
-    let validator = Validator::new(project, repo)?;
+    // The land's own host `.git` guards (a land is not part of a run).
+    let guards = crate::guard::Guards::default();
+    let validator = Validator::new(project, repo, &guards)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let logs = project.state_dir().join("land-logs");
     if !opts.bisect {

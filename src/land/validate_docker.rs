@@ -30,7 +30,7 @@ use crate::backend::docker::{self, DockerControl, Target, scripts};
 use crate::backend::{Chunk, Control, ExitInfo, Running};
 use crate::config::{CommandSpec, Config, DockerConfig, PoolConfig, WorkspaceMode};
 use crate::error::{Error, Result};
-use crate::guard::Guard;
+use crate::guard::{Guard, Guards};
 use crate::watch::StopLevel;
 
 /// The docker pool that validates.
@@ -38,6 +38,8 @@ pub(super) struct Place<'a> {
     pub config: &'a Config,
     pub pool: &'a PoolConfig,
     pub docker: &'a DockerConfig,
+    /// The host `.git` guards: the run's (judging) or the land's own.
+    pub guards: &'a Guards,
 }
 
 /// Validate `commit` (checked out in `r.dir` on the host) in the pool's
@@ -123,7 +125,7 @@ impl<'r> Container<'r> {
             .map(|repo| repo.commondir().to_path_buf())
             .unwrap_or_else(|_| repo_dir.join(".git"));
         // The guard watches the host repo wherever the container can reach it.
-        let guard = t.repo.is_some().then(|| crate::guard::for_repo(&git_dir));
+        let guard = t.repo.is_some().then(|| place.guards.for_repo(&git_dir));
         Ok(Container {
             r,
             pool: pool.clone(),
@@ -131,7 +133,7 @@ impl<'r> Container<'r> {
             t,
             reaper,
             cwd,
-            key: crate::project::key_of(&place.config.state_dir()),
+            key: crate::paths::key_of(&place.config.state_dir()),
             guard,
             tag: String::new(),
             ticket: None,
@@ -313,7 +315,7 @@ fn command_env(r: &Run, tag: &str) -> Vec<String> {
         .filter(|k| scripts::is_var_name(k))
         .collect();
     vec![
-        format!("{}={tag}", crate::agent::spec::TAG_VAR),
+        format!("{}={tag}", crate::proc::TAG_VAR),
         format!("FLOCKS_UNSET={}", unset.join(" ")),
         // git checks ownership along the host path in the worktree's link.
         "GIT_CONFIG_COUNT=1".into(),

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::CommandSpec;
 use crate::error::Result;
+use crate::guard::Guards;
 use crate::watch::StopLevel;
 
 /// Validation of a built commit in the land worktree: `[validate] commands`
@@ -30,10 +31,12 @@ pub(crate) struct Validator<'a> {
 }
 
 impl<'a> Validator<'a> {
-    /// Ready to validate in `.worktrees/.land` (kept out of git).
+    /// Ready to validate in `.worktrees/.land` (kept out of git), a docker
+    /// pool's container watched by `guards`.
     pub(super) fn new(
         project: &'a crate::project::Project,
         repo: &git2::Repository,
+        guards: &'a Guards,
     ) -> Result<Self> {
         let config = &project.config;
         let repo_root = repo.workdir().unwrap_or(project.repo_dir()).to_path_buf();
@@ -58,6 +61,7 @@ impl<'a> Validator<'a> {
                     config,
                     pool,
                     docker: d,
+                    guards,
                 }),
                 _ => {
                     return Err(crate::error::Error::Usage(format!(

@@ -104,6 +104,8 @@ pub(crate) struct DispatcherParts {
     /// is not set) and its events.
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
     pub proxy_events: Option<mpsc::Receiver<ProxyEvent>>,
+    /// The run's host `.git` guards (the ones its backends were made with).
+    pub guards: Arc<crate::guard::Guards>,
 }
 
 impl Dispatcher {
@@ -131,6 +133,7 @@ impl Dispatcher {
             backends: p.backends.clone(),
             redactor: p.redactor.clone(),
             proxy: p.proxy.clone(),
+            guards: p.guards,
         });
         let fleet = Fleet::new(FleetParts {
             config: Arc::new(p.project.config.clone()),
@@ -444,6 +447,7 @@ impl Dispatcher {
             repo_dir: config.workspace.repo.clone(),
             setup: super::setup::SetupPlan::from_config(config),
             proxy: self.proxy.clone(),
+            guards: self.judge_env.guards.clone(),
         };
         // Spawned at the next save, once this attempt's start is on disk.
         self.to_spawn.push((job, stop_rx));

@@ -38,6 +38,8 @@ pub(crate) struct AttemptJob {
     /// The run's proxy (None: the run needs none: no flocks credential,
     /// no `[network]`).
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
+    /// The run's host `.git` guards (the task's branch is exempt while it runs).
+    pub guards: Arc<crate::guard::Guards>,
 }
 
 /// The attempt's end is already reported (a step ended it early).
@@ -171,7 +173,7 @@ impl Attempt {
             self.job.backend.abandon(&self.job.task).await;
         }
         if undo != Undo::Nothing {
-            crate::backend::settle(&self.job.prepare.branch).await;
+            crate::backend::settle(&self.job.guards, &self.job.prepare.branch).await;
         }
         sink.note(note);
         let mut r = self.report(outcome);
@@ -228,7 +230,10 @@ impl Attempt {
             }
         };
         let prepared = match admitted {
-            Ok(()) => crate::backend::prepare(self.job.backend.as_ref(), &self.job.prepare).await,
+            Ok(()) => {
+                let (guards, backend) = (&self.job.guards, self.job.backend.as_ref());
+                crate::backend::prepare(guards, backend, &self.job.prepare).await
+            }
             Err(e) => Err(e),
         };
         let ws = match prepared {
@@ -385,8 +390,9 @@ impl Attempt {
         let (task, attempt) = (&self.job.task, self.job.attempt);
         let backend = self.job.backend.as_ref();
         let branch = &self.job.prepare.branch;
+        let guards = &self.job.guards;
         let (finished, error) =
-            match crate::backend::finish(backend, ws, task, branch, attempt).await {
+            match crate::backend::finish(guards, backend, ws, task, branch, attempt).await {
                 Ok(f) => (Some(f), None),
                 Err(e) => (None, Some(e.to_string())),
             };

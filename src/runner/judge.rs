@@ -65,6 +65,9 @@ pub(crate) struct JudgeEnv {
     pub redactor: Arc<Redactor>,
     /// The run's proxy (the judge agent's credential goes through it).
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
+    /// The run's host `.git` guards: the validation shares them with the
+    /// docker pools, and the winner's branch is exempt while it moves.
+    pub guards: Arc<crate::guard::Guards>,
 }
 
 /// Judge `job`'s variants. None: stopped (Ctrl-C) before the judgement was
@@ -84,8 +87,8 @@ pub(crate) async fn judge(
     } = job;
     let project = env.project.clone();
     let records = variants.clone();
-    let halt = stop.clone();
-    let cands = tokio::task::spawn_blocking(move || evaluate(&project, &records, halt))
+    let (halt, guards) = (stop.clone(), env.guards.clone());
+    let cands = tokio::task::spawn_blocking(move || evaluate(&project, &records, &guards, halt))
         .await?
         .map_err(|source| JudgeError::Evaluate {
             task: task.clone(),
@@ -151,10 +154,11 @@ pub(crate) async fn judge(
         let repo_dir = env.project.config.workspace.repo.clone();
         // flocks moves the task's branch while docker attempts may run: the
         // host `.git` guard leaves it be, then guards it where it now points.
+        let guards = env.guards.clone();
         let moved = tokio::task::spawn_blocking(move || {
-            crate::guard::exempt_branch(&branch);
+            guards.exempt_branch(&branch);
             let moved = point_branch(&repo_dir, &branch, &tip);
-            crate::guard::settle_branch(&branch);
+            guards.settle_branch(&branch);
             moved
         })
         .await
@@ -210,6 +214,7 @@ async fn run_judge(
         // `[workspace] setup`).
         setup: super::setup::SetupPlan::from_config(config),
         proxy: env.proxy.clone(),
+        guards: env.guards.clone(),
     };
     let (tx, mut rx) = mpsc::channel(64);
     tokio::spawn(run_attempt(job, tx, stop));

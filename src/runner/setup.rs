@@ -23,9 +23,10 @@ use tokio::sync::watch;
 use super::StopLevel;
 use super::sink::OutputSink;
 use crate::agent::AgentSpec;
-use crate::agent::spec::{BASE_URL_VAR, SCRUBBED_VARS, TAG_VAR};
+use crate::agent::spec::{BASE_URL_VAR, SCRUBBED_VARS};
 use crate::backend::{Backend, Chunk, ExitInfo, SpawnError, Workspace};
 use crate::config::{CommandSpec, Config};
+use crate::proc::TAG_VAR;
 use crate::state::Outcome;
 
 /// What sets a worktree up, from flocks.toml.

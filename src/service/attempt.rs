@@ -97,7 +97,8 @@ pub(crate) fn prepare(project: &Project, req: SingleAttempt<'_>) -> Result<Prepa
         crate::git::Worktrees::new(&config.workspace.repo, &config.worktrees_dir())?
             .with_max_spares(config.workspace.max_spare_worktrees),
     );
-    let backend = crate::backend::for_pool(config, pool_cfg, worktrees)?;
+    let guards = crate::guard::Guards::new();
+    let backend = crate::backend::for_pool(config, pool_cfg, worktrees, &guards)?;
     let redactor = Arc::new(Redactor::new(creds.secrets()));
     let spec = spec::build(SpecInput {
         config,
@@ -131,6 +132,7 @@ pub(crate) fn prepare(project: &Project, req: SingleAttempt<'_>) -> Result<Prepa
         repo_dir: config.workspace.repo.clone(),
         setup: crate::runner::setup::SetupPlan::from_config(config),
         proxy: None,
+        guards,
     };
     let proxy_config =
         (job.spec.credential.is_some() || config.network.is_some()).then(|| config.clone());

@@ -398,7 +398,7 @@ pub(crate) fn source_key(source: &std::path::Path) -> String {
         return source.display().to_string();
     }
     std::path::absolute(source)
-        .map(|p| crate::config::normalize_path(&p))
+        .map(|p| crate::paths::normalize(&p))
         .unwrap_or_else(|_| source.to_path_buf())
         .display()
         .to_string()

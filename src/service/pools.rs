@@ -34,7 +34,8 @@ fn select<'a>(config: &'a Config, only: Option<&str>) -> Result<Vec<&'a PoolConf
 /// worktree.
 fn backend_of(config: &Config, pool: &PoolConfig) -> Result<Arc<dyn Backend>> {
     let worktrees = crate::git::Worktrees::named(&config.workspace.repo, &config.worktrees_dir());
-    backend::for_pool(config, pool, Arc::new(worktrees))
+    let guards = crate::guard::Guards::new();
+    backend::for_pool(config, pool, Arc::new(worktrees), &guards)
 }
 
 /// Under the project lock (taken as `verb`), with state.json and exe.dev's

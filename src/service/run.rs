@@ -94,10 +94,13 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
             "credential {name}: ${var} is not set; pools that need it cannot run"
         ));
     }
+    // One host `.git` guard per repository for the whole run: every docker
+    // pool and the judges' validation share it.
+    let guards = crate::guard::Guards::new();
     let backends = config
         .pools
         .iter()
-        .map(|p| crate::backend::for_pool(&config, p, worktrees.clone()))
+        .map(|p| crate::backend::for_pool(&config, p, worktrees.clone(), &guards))
         .collect::<Result<Vec<_>>>()?;
     // Remote pools connect now (helper, mirror, setup): a host that is down
     // takes its pool out of this run, with a notice naming it.
@@ -140,6 +143,7 @@ pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
         project_key: key,
         proxy,
         proxy_events,
+        guards,
     });
     let summary = runtime.block_on(dispatcher.run());
     let state = store.load()?;

@@ -68,7 +68,7 @@ pub(crate) fn outside_dir(state_dir: &Path) -> Option<PathBuf> {
             PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".local/state")
         }
     };
-    Some(base.join("flocks").join(crate::project::key_of(state_dir)))
+    Some(base.join("flocks").join(crate::paths::key_of(state_dir)))
 }
 
 const HINT: &str = "wait for it to end, or stop it with `flocks stop`";

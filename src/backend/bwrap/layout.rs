@@ -70,10 +70,10 @@ impl Layout {
         let home = crate::trust::state_home().ok_or(LayoutError::NoStateHome)?;
         let root = home
             .join("flocks")
-            .join(crate::project::key_of(&config.state_dir()))
+            .join(crate::paths::key_of(&config.state_dir()))
             .join("sandbox");
-        let repo = crate::config::normalize_path(&config.workspace.repo);
-        if crate::config::normalize_path(&root).starts_with(&repo) {
+        let repo = crate::paths::normalize(&config.workspace.repo);
+        if crate::paths::normalize(&root).starts_with(&repo) {
             return Err(LayoutError::InsideRepo(root));
         }
         Ok(Layout { root })

@@ -243,7 +243,7 @@ pub(crate) async fn checkout_commit(
     name: &str,
     commit: git2::Oid,
 ) -> Result<String, CallError> {
-    let key = crate::project::key_of(&config.state_dir());
+    let key = crate::paths::key_of(&config.state_dir());
     let h = ExecHelper {
         docker: docker.clone(),
         target: t.clone(),

@@ -378,7 +378,7 @@ fn resolve_mount(dir: &Path, spec: &str) -> String {
     match spec.split_once(':') {
         Some((src, rest)) if src.starts_with('.') || src.starts_with('~') => format!(
             "{}:{rest}",
-            crate::config::normalize_path(&crate::config::resolve_path(dir, &PathBuf::from(src)))
+            crate::paths::normalize(&crate::config::resolve_path(dir, &PathBuf::from(src)))
                 .display()
         ),
         _ => spec.to_string(),

@@ -55,7 +55,7 @@ use crate::backend::helper::session::Known;
 use crate::config::{Config, DockerConfig, PoolConfig, WorkspaceMode};
 use crate::git::Worktrees;
 use crate::git::include::{Copied, IncludeError, IncludeSet};
-use crate::guard::{self, Guard};
+use crate::guard::{Guard, Guards};
 use engine::{EngineError, Lookup};
 use exec::{Ctl, conclude, container_lost, kill_attempt, lost};
 use forward::Forwarder;
@@ -141,6 +141,7 @@ impl DockerBackend {
         pool: &PoolConfig,
         d: &DockerConfig,
         worktrees: Arc<Worktrees>,
+        guards: &Guards,
     ) -> DockerBackend {
         let repo_dir = config
             .workspace
@@ -168,7 +169,7 @@ impl DockerBackend {
             }
             Err(_) => (repo_dir.join(".git"), Vec::new()),
         };
-        let project_key = crate::project::key_of(&config.state_dir());
+        let project_key = crate::paths::key_of(&config.state_dir());
         DockerBackend {
             mode: d.workspace,
             clone_root: clone_root(d, &project_key),
@@ -176,7 +177,7 @@ impl DockerBackend {
             helper: tokio::sync::OnceCell::new(),
             known: Known::default(),
             worktrees,
-            guard: guard::for_repo(&git_dir),
+            guard: guards.for_repo(&git_dir),
             git_dir,
             repo_dir,
             config_dir: config.dir.clone(),

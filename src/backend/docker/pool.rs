@@ -24,7 +24,7 @@ pub(crate) async fn find_pool_target(
         .canonicalize()
         .unwrap_or_else(|_| config.workspace.repo.clone());
     let owner = owner::owner_of(&repo_dir).unwrap_or((0, 0));
-    let project_key = crate::project::key_of(&config.state_dir());
+    let project_key = crate::paths::key_of(&config.state_dir());
     let docker = engine::connect().await?;
     let info = engine::find(&docker, &lookup_for(&pool.name, d, &project_key)).await?;
     let id = info.id.clone().unwrap_or_default();

@@ -33,7 +33,7 @@ impl DockerBackend {
         if !program.contains('/') || program.starts_with('/') {
             return Ok(program.to_string());
         }
-        let host = crate::config::normalize_path(&self.config_dir.join(program));
+        let host = crate::paths::normalize(&self.config_dir.join(program));
         let base = match self.mode {
             WorkspaceMode::Clone => Some(ws.agent_cwd.as_str()),
             WorkspaceMode::Mount => t.repo.as_deref(),

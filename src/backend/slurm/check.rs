@@ -98,7 +98,7 @@ pub(crate) async fn check(
         }
     }
     let root = match super::expand_remote_dir(&cfg.remote_dir) {
-        Ok(d) => format!("{d}/{}", crate::project::key_of(&config.state_dir())),
+        Ok(d) => format!("{d}/{}", crate::paths::key_of(&config.state_dir())),
         Err(e) => {
             lines.push(("remote_dir", e));
             return (false, lines);
@@ -168,10 +168,7 @@ async fn check_job(
     options.insert(0, "--time=2".into());
     let req = Request {
         name: format!("flocks-{}-check", super::project_name(config)),
-        comment: super::comment(
-            &crate::project::key_of(&config.state_dir()),
-            super::CHECK_RUN,
-        ),
+        comment: super::comment(&crate::paths::key_of(&config.state_dir()), super::CHECK_RUN),
         options,
         scrub: super::scrub_list(config, pool),
     };

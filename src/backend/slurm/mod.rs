@@ -108,7 +108,7 @@ impl SlurmBackend {
         cfg: &SlurmConfig,
         worktrees: Arc<Worktrees>,
     ) -> SlurmBackend {
-        let key = crate::project::key_of(&config.state_dir());
+        let key = crate::paths::key_of(&config.state_dir());
         // This process's run (saved before the backends are made); `none`
         // for an attempt outside a run (`flocks plan`).
         let run_id = crate::state::StateStore::new(&config.state_dir())

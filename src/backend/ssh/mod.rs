@@ -102,7 +102,7 @@ impl SshBackend {
                     &state,
                     &pool.name,
                     x,
-                    &crate::project::key_of(&state_dir),
+                    &crate::paths::key_of(&state_dir),
                     &made,
                 );
                 let unusable = vms.ok.is_empty().then(|| {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::*;
 use crate::error::{Error, Result};
+use crate::paths::normalize;
 
 type S<T> = Option<Spanned<T>>;
 
@@ -220,19 +221,4 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config> {
         proxy,
         network,
     })
-}
-
-/// Lexically clean a path (`a/./b/../c` -> `a/c`) without touching the disk.
-pub(crate) fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
