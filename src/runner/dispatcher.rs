@@ -80,7 +80,7 @@ pub struct Dispatcher {
     /// Repository upkeep (`git::upkeep`), one at a time, off the loop;
     /// attempts ended since the last one was started, and how many make a
     /// wave (the run's slots): one is started per wave.
-    upkeep: JoinSet<Result<Option<crate::git::upkeep::Done>, String>>,
+    upkeep: JoinSet<crate::git::upkeep::Wave>,
     ended_since_upkeep: usize,
     upkeep_wave: usize,
 }
@@ -188,26 +188,16 @@ impl Dispatcher {
         }
         self.ended_since_upkeep = 0;
         let repo = self.fleet.config().workspace.repo.clone();
-        self.upkeep
-            .spawn_blocking(move || crate::git::upkeep::run(&repo));
+        let backends = self.backends.clone();
+        self.upkeep.spawn(crate::git::upkeep::wave(repo, backends));
     }
 
-    fn upkeep_done(
-        &mut self,
-        joined: Result<Result<Option<crate::git::upkeep::Done>, String>, tokio::task::JoinError>,
-    ) {
+    fn upkeep_done(&mut self, joined: Result<crate::git::upkeep::Wave, tokio::task::JoinError>) {
         match joined {
-            Ok(Ok(Some(d))) => self.emit(&Event::Upkeep {
-                packed_refs: d.packed_refs,
-                gc: d.gc,
-                loose_objects: d.loose_objects,
-                packs: d.packs,
-                secs: d.secs,
-            }),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                let message = format!("repository upkeep failed (the run goes on): {e}");
-                self.emit(&Event::Notice { message });
+            Ok(wave) => {
+                for e in wave.events() {
+                    self.emit(&e);
+                }
             }
             Err(e) => {
                 let message = format!("internal error, please report it: repository upkeep: {e}");
