@@ -622,3 +622,119 @@ fn an_ssh_agents_dotdot_path_and_gigabyte_are_refused() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(p.git(&["show", "main:honest.txt"]), "fine");
 }
+
+/// Issue 25: the host's `mirror.git` is packed by flocks' upkeep between
+/// waves, through the helper's `pack` op, and the events say so. Its loose
+/// refs (one per task's start) are packed past 64, its loose objects
+/// repacked past the mirror's own `gc.auto`, and nothing a task's
+/// repository borrows is dropped: the tasks started from those objects
+/// still succeed and come back.
+#[test]
+fn the_hosts_mirror_is_packed_between_waves() {
+    available();
+    let a = TestSshd::start_any();
+    let p = project("kill_grace_secs = 1", &ssh_pool("a", &a, 2, ""));
+    let commit = |i: usize| json!({"id": format!("t{i}"), "prompt": format!("@fake commit t{i}.txt hello-{i}")});
+    p.tasks(&[commit(1)]);
+    let (code, out) = run(&p, &["run", "--tasks", "tasks.jsonl", "--no-progress"]);
+    assert_eq!(code, 0, "{out}");
+    // A mirror that many tasks used: 80 loose refs and a past-due gc.auto.
+    let mirror = a.home().join("flocks/mirror.git");
+    assert!(mirror.is_dir(), "{}", mirror.display());
+    let git_m = |args: &[&str]| {
+        let o = Command::new("git")
+            .arg("--git-dir")
+            .arg(&mirror)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let start = git_m(&["rev-parse", "refs/flocks/start/t1"]);
+    for i in 0..80 {
+        git_m(&["update-ref", &format!("refs/flocks/start/old{i}"), &start]);
+    }
+    git_m(&["config", "gc.auto", "1"]);
+    // Loose objects, some in objects/17 (git's estimate reads that one).
+    let mut in_17 = 0;
+    let mut n = 0;
+    while in_17 < 2 {
+        let mut child = Command::new("git")
+            .arg("--git-dir")
+            .arg(&mirror)
+            .args(["hash-object", "-w", "--stdin-paths"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let dir = p.out_file("blobs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut paths = String::new();
+        for _ in 0..300 {
+            let f = dir.join(format!("b{n}"));
+            std::fs::write(&f, format!("blob {n}\n")).unwrap();
+            paths.push_str(&format!("{}\n", f.display()));
+            n += 1;
+        }
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(paths.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        in_17 = std::fs::read_dir(mirror.join("objects/17"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+    }
+    let loose_refs = || {
+        Command::new("find")
+            .arg(mirror.join("refs"))
+            .args(["-type", "f"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+            .unwrap()
+    };
+    assert!(loose_refs() > 64);
+
+    // A wave is the pool's 2 slots: 4 tasks end two waves.
+    p.tasks(&(2..=5).map(commit).collect::<Vec<_>>());
+    let (code, out) = run(&p, &["run", "--tasks", "tasks.jsonl", "--no-progress"]);
+    assert_eq!(code, 0, "{out}");
+    let events = std::fs::read_to_string(p.repo.join(".flocks/events.jsonl")).unwrap();
+    let upkeep: Vec<Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "upkeep" && v["host"].is_string())
+        .collect();
+    assert!(!upkeep.is_empty(), "no remote upkeep event:\n{events}");
+    let first = &upkeep[0];
+    assert_eq!(first["pool"], "a", "{first}");
+    assert_eq!(first["host"].as_str(), Some(a.host().as_str()), "{first}");
+    assert!(first["packed_refs"].as_u64().unwrap() > 64, "{first}");
+    assert_eq!(first["gc"], true, "{first}");
+    assert!(
+        out.contains("mirror on") && out.contains("packed in the background"),
+        "{out}"
+    );
+    // Packed: no loose refs, nothing loose in objects/17, and every object
+    // kept (the unreachable blobs too: -k).
+    assert_eq!(loose_refs(), 0);
+    assert_eq!(
+        std::fs::read_dir(mirror.join("objects/17"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+    git_m(&["cat-file", "-e", &start]);
+    for i in 1..=5 {
+        let id = format!("t{i}");
+        assert_eq!(p.status_of(&id), "success", "{out}");
+        assert_eq!(
+            p.git(&["show", &format!("flocks/{id}:{id}.txt")]),
+            format!("hello-{i}")
+        );
+    }
+}

@@ -350,6 +350,15 @@ pub(crate) trait Backend: Send + Sync {
     /// of what `prepare` took. The worktree stays for the next attempt.
     fn abandon<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()>;
 
+    /// Repository upkeep where the pool's agents borrow objects (a remote
+    /// host's `mirror.git`: the helper's `pack` op), off the dispatch path:
+    /// the run calls it between waves, beside its own (`git::upkeep`). One
+    /// answer per place it looked (the host's name, what it did or why it
+    /// failed). The default: nothing of the pool's own to pack.
+    fn upkeep(&self) -> BoxFuture<'_, Vec<crate::git::upkeep::Remote>> {
+        Box::pin(async { Vec::new() })
+    }
+
     /// The `host:port` at which the agent of `task` (in `ws`) reaches
     /// flocks' proxy, which listens at `proxy` as this machine sees it;
     /// asked before its setup commands run. The default, the proxy's TCP

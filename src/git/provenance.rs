@@ -50,6 +50,27 @@ pub(crate) fn foreign_work(
             .filter(|p| !p.is_empty())
             .unwrap_or("flocks/")
     );
+    // The common case first: the worktree reached every new commit. The
+    // refs hidden below only take commits out of the foreign ones, so
+    // there is nothing to refuse, and no need to read every ref (thousands,
+    // in a big run) at every attempt's end.
+    let back_elsewhere =
+        !repo.graph_descendant_of(tip, start).unwrap_or(false) && !reached.contains(&tip);
+    if !back_elsewhere {
+        let mut walk = repo.revwalk().ctx(|| "walk the branch".into())?;
+        walk.push(tip).ctx(|| format!("read {tip}"))?;
+        walk.hide(start).ctx(|| format!("read {start}"))?;
+        let mut all_reached = true;
+        for oid in walk {
+            if !reached.contains(&oid.ctx(|| "walk the branch".into())?) {
+                all_reached = false;
+                break;
+            }
+        }
+        if all_reached {
+            return Ok(None);
+        }
+    }
     let mut walk = repo.revwalk().ctx(|| "walk the branch".into())?;
     walk.push(tip).ctx(|| format!("read {tip}"))?;
     walk.hide(start).ctx(|| format!("read {start}"))?;
@@ -74,8 +95,6 @@ pub(crate) fn foreign_work(
         }
     }
     // Moved back behind the start: only to where the worktree itself was.
-    let back_elsewhere =
-        !repo.graph_descendant_of(tip, start).unwrap_or(false) && !reached.contains(&tip);
     if foreign.is_empty() && !back_elsewhere {
         return Ok(None);
     }

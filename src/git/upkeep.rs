@@ -6,6 +6,9 @@
 //! `git gc --auto` when git's own rule says it is due: more loose objects
 //! than `gc.auto` or more packs than `gc.autoPackLimit`, both read from the
 //! repository's config (the user's thresholds; `gc.auto = 0` turns it off).
+//! Pools whose agents work on other machines pack what they keep there the
+//! same way, at the same time ([`Remote`]: `Backend::upkeep`, the helper's
+//! `pack` op on a host's `mirror.git`).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -30,6 +33,87 @@ pub(crate) struct Done {
     /// Packs before.
     pub packs: usize,
     pub secs: f64,
+}
+
+/// The upkeep of a repository the pool's agents borrow objects from on
+/// another machine (a remote host's `mirror.git`, packed by the helper's
+/// `pack` op): where, and what it did (`Ok(None)`: nothing was due) or why
+/// it failed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Remote {
+    pub pool: String,
+    pub host: String,
+    pub done: Result<Option<Done>, String>,
+}
+
+/// One wave's upkeep: the repository here and the pools' remote ones.
+pub(crate) struct Wave {
+    /// Err: the upkeep here failed (the message says so), or its thread did.
+    local: Result<Result<Option<Done>, String>, String>,
+    remote: Vec<Remote>,
+}
+
+/// The upkeep between waves, off the loop: the repository at `repo` (on a
+/// blocking thread) and every pool's remote repositories
+/// (`Backend::upkeep`), side by side.
+pub(crate) async fn wave(
+    repo: std::path::PathBuf,
+    backends: Vec<std::sync::Arc<dyn crate::backend::Backend>>,
+) -> Wave {
+    let local = tokio::task::spawn_blocking(move || run(&repo));
+    let remote = async {
+        let mut all = Vec::new();
+        for b in &backends {
+            all.extend(b.upkeep().await);
+        }
+        all
+    };
+    let (local, remote) = tokio::join!(local, remote);
+    Wave {
+        local: local.map_err(|e| e.to_string()),
+        remote,
+    }
+}
+
+impl Wave {
+    /// What the run says of it: an `upkeep` event for each repository
+    /// packed, a notice for each failure.
+    pub(crate) fn events(self) -> Vec<crate::report::Event> {
+        use crate::report::Event;
+        let event = |d: Done, pool: Option<String>, host: Option<String>| Event::Upkeep {
+            packed_refs: d.packed_refs,
+            gc: d.gc,
+            loose_objects: d.loose_objects,
+            packs: d.packs,
+            secs: d.secs,
+            pool,
+            host,
+        };
+        let mut out = Vec::new();
+        match self.local {
+            Ok(Ok(Some(d))) => out.push(event(d, None, None)),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => out.push(Event::Notice {
+                message: format!("repository upkeep failed (the run goes on): {e}"),
+            }),
+            Err(e) => out.push(Event::Notice {
+                message: format!("internal error, please report it: repository upkeep: {e}"),
+            }),
+        }
+        for r in self.remote {
+            match r.done {
+                Ok(Some(d)) => out.push(event(d, Some(r.pool), Some(r.host))),
+                Ok(None) => {}
+                Err(e) => out.push(Event::Notice {
+                    message: format!(
+                        "upkeep of pool {}'s mirror on {} failed (the run goes on): {e}",
+                        r.pool, r.host
+                    ),
+                }),
+            }
+        }
+        out
+    }
 }
 
 /// What the repository holds that upkeep looks at.

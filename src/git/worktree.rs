@@ -38,6 +38,8 @@ pub(crate) struct Prepared {
 /// admin files are serialized; checkouts of different worktrees are not.
 pub(crate) struct Worktrees {
     repo_dir: PathBuf,
+    /// The repository's common git dir (where `worktrees/<id>` live).
+    common: PathBuf,
     root: PathBuf,
     admin: Mutex<()>,
     /// `[workspace] max_spare_worktrees`: spares kept at most (None: no cap).
@@ -53,8 +55,13 @@ impl Worktrees {
         let root = root
             .canonicalize()
             .ctx(|| format!("resolve {}", root.display()))?;
+        let common = Repository::open(&repo_dir)
+            .ctx(|| format!("open {}", repo_dir.display()))?
+            .commondir()
+            .to_path_buf();
         Ok(Worktrees {
             repo_dir,
+            common,
             root,
             admin: Mutex::new(()),
             max_spares: None,
@@ -65,8 +72,12 @@ impl Worktrees {
     /// ask a pool outside a run (`up`, `down`, `hosts check`, `shell`) and
     /// create no worktree.
     pub(crate) fn named(repo_dir: &Path, root: &Path) -> Worktrees {
+        let common = Repository::open(repo_dir)
+            .map(|r| r.commondir().to_path_buf())
+            .unwrap_or_else(|_| repo_dir.join(".git"));
         Worktrees {
             repo_dir: repo_dir.to_path_buf(),
+            common,
             root: root.to_path_buf(),
             admin: Mutex::new(()),
             max_spares: None,
@@ -141,7 +152,10 @@ impl Worktrees {
                     .ok()
                     .and_then(|h| h.name().ok().map(str::to_string))
                     == Some(refname.clone());
-                if !on_branch || fresh {
+                // No index: its first checkout never completed (flocks was
+                // stopped in it): check it out whole.
+                let unfinished = !wt.path().join("index").exists();
+                if !on_branch || fresh || unfinished {
                     switch_to(&wt, &refname)?;
                 }
                 let start_commit = branch_tip(&repo, branch)?.unwrap_or(base_oid);
@@ -182,17 +196,37 @@ impl Worktrees {
             write_links(&path, &admin)?;
             drop(guard);
             let wt = Repository::open(&path).ctx(|| format!("open worktree {}", path.display()))?;
-            switch_to(&wt, &refname)?;
+            switch_spare(&wt, &refname)?;
         } else {
-            let reference = repo
-                .find_reference(&refname)
-                .ctx(|| format!("read {refname}"))?;
-            let mut opts = git2::WorktreeAddOptions::new();
-            opts.reference(Some(&reference));
-            repo.worktree(id, &path, Some(&opts))
-                .ctx(|| format!("create worktree {}", path.display()))?;
-            let admin = repo.commondir().join("worktrees").join(id);
-            write_links(&path, &admin)?;
+            // A new worktree: its admin dir and links under the lock (as
+            // `git worktree add` writes them), then the checkout of every
+            // file, the long part (seconds, in a big repository), outside
+            // it: the first wave's worktrees are made side by side, and a
+            // finish or a spare's move never waits behind one. (libgit2's
+            // own add reads every other worktree as it goes, and fails on
+            // one being made beside it.)
+            let admin = self.add_admin(id, &path, &refname)?;
+            drop(guard);
+            let made = Repository::open(&path)
+                .ctx(|| format!("open worktree {}", path.display()))
+                .and_then(|wt| {
+                    let target = wt
+                        .find_reference(&refname)
+                        .and_then(|r| r.peel_to_commit())
+                        .ctx(|| format!("read {refname}"))?;
+                    // No index yet: libgit2 checks out against an empty
+                    // baseline, every file.
+                    let mut co = CheckoutBuilder::new();
+                    co.force();
+                    wt.checkout_tree(target.as_object(), Some(&mut co))
+                        .ctx(|| format!("check out {refname} in {}", path.display()))
+                });
+            if let Err(e) = made {
+                let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = crate::fsat::remove_all(&path);
+                let _ = crate::fsat::remove_in(&self.common, &admin);
+                return Err(e);
+            }
         }
         let start_commit = branch_tip(&repo, branch)?.unwrap_or(base_oid);
         Ok(Prepared {
@@ -203,24 +237,44 @@ impl Worktrees {
         })
     }
 
+    /// Make `path` a new linked worktree named `id` with HEAD on `refname`,
+    /// nothing checked out yet: its admin dir (`HEAD`, then the links).
+    /// The admin dir, below the common dir.
+    fn add_admin(&self, id: &str, path: &Path, refname: &str) -> Result<PathBuf> {
+        let rel = Path::new("worktrees").join(id);
+        let admin = self.common.join(&rel);
+        fs::create_dir_all(self.common.join("worktrees"))
+            .ctx(|| format!("create {}/worktrees", self.common.display()))?;
+        fs::create_dir(&admin).ctx(|| format!("create {}", admin.display()))?;
+        let linked = fs::create_dir(path)
+            .ctx(|| format!("create {}", path.display()))
+            .and_then(|()| {
+                fs::write(admin.join("HEAD"), format!("ref: {refname}\n"))
+                    .ctx(|| format!("write {}/HEAD", admin.display()))
+            })
+            .and_then(|()| write_links(path, &admin));
+        if let Err(e) = linked {
+            let _ = crate::fsat::remove_all(path);
+            let _ = crate::fsat::remove_in(&self.common, &rel);
+            return Err(e);
+        }
+        Ok(rel)
+    }
+
     /// The `[workspace] setup` (its hash) that last completed in task `id`'s
     /// worktree. Read without following links or blocking: agents in
     /// containers can write the admin dir.
     pub(crate) fn setup_mark(&self, id: &str) -> Option<String> {
-        let common = self.repo().ok()?.commondir().to_path_buf();
         let rel = Path::new("worktrees").join(id);
-        super::include::read_small(&common, &rel, SETUP_MARK)
+        super::include::read_small(&self.common, &rel, SETUP_MARK)
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
     }
 
     /// Record that the setup `hash` completed in task `id`'s worktree.
     pub(crate) fn mark_setup(&self, id: &str, hash: &str) -> std::io::Result<()> {
-        let repo = self
-            .repo()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let rel = Path::new("worktrees").join(id);
-        super::include::write_small(repo.commondir(), &rel, SETUP_MARK, &format!("{hash}\n"))
+        super::include::write_small(&self.common, &rel, SETUP_MARK, &format!("{hash}\n"))
     }
 
     /// Put a finished task's worktree in the spare pool. Its work must already
@@ -262,6 +316,10 @@ impl Worktrees {
         crate::fsat::rename(&path, &spare_path).ctx(|| "move worktree to the spare pool".into())?;
         crate::fsat::rename_in(&common, &admin, &spare_admin)
             .ctx(|| "rename worktree admin dir".into())?;
+        // The next task starts with a reflog of its own: what this one's
+        // worktree reached is not the next one's work (`git::provenance`),
+        // and the file does not grow with every task the spare serves.
+        let _ = crate::fsat::remove_in(&common, &spare_admin.join("logs/HEAD"));
         write_links(&spare_path, &common.join(&spare_admin))?;
         // Its time of arrival in the pool, which nothing changes while it
         // waits there: the cap removes the oldest first.
@@ -402,24 +460,25 @@ impl Worktrees {
         {
             holders.push(w.to_path_buf());
         }
+        // Each linked worktree's HEAD, read from its admin dir (as git
+        // does), not by opening every worktree as a repository.
         if let Ok(names) = repo.worktrees() {
             for name in names.iter().flatten().flatten() {
-                let Ok(wt) = repo.find_worktree(name) else {
+                let admin = Path::new("worktrees").join(name);
+                let read = |f: &str| super::include::read_small(repo.commondir(), &admin, f);
+                let head = read("HEAD");
+                if head.as_deref().map(str::trim) != Some(&format!("ref: {refname}")) {
+                    continue;
+                }
+                let Some(p) = read("gitdir")
+                    .and_then(|g| PathBuf::from(g.trim()).parent().map(Path::to_path_buf))
+                else {
                     continue;
                 };
-                let p = wt.path().to_path_buf();
                 if same_dir(&p, ours) || !p.exists() {
                     continue;
                 }
-                if let Ok(r) = Repository::open(&p)
-                    && r.head()
-                        .ok()
-                        .and_then(|h| h.name().ok().map(str::to_string))
-                        .as_deref()
-                        == Some(refname)
-                {
-                    holders.push(p);
-                }
+                holders.push(p);
             }
         }
         match holders.first() {
@@ -456,6 +515,51 @@ fn switch_to(wt: &Repository, refname: &str) -> Result<()> {
     co.force();
     wt.checkout_tree(target.as_object(), Some(&mut co))
         .ctx(|| format!("check out {refname}"))?;
+    wt.set_head(refname)
+        .ctx(|| format!("set HEAD to {refname}"))?;
+    Ok(())
+}
+
+/// Check out `refname` in a spare worktree, writing only the paths that
+/// differ between its HEAD and the branch: a spare is clean against its
+/// HEAD (its task's finish committed what the agent left; ignored files
+/// stay), so no other file can differ, and the whole-tree scan of a full
+/// checkout is not needed. A spare whose HEAD cannot be read gets the full
+/// checkout.
+fn switch_spare(wt: &Repository, refname: &str) -> Result<()> {
+    let head = wt.head().ok().and_then(|h| h.peel_to_tree().ok());
+    let target = wt
+        .find_reference(refname)
+        .and_then(|r| r.peel_to_tree())
+        .ctx(|| format!("read {refname}"))?;
+    let Some(head) = head else {
+        return switch_to(wt, refname);
+    };
+    let diff = wt
+        .diff_tree_to_tree(Some(&head), Some(&target), None)
+        .ctx(|| format!("compare the spare worktree with {refname}"))?;
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for d in diff.deltas() {
+        for f in [d.old_file(), d.new_file()] {
+            if let Some(p) = f.path()
+                && !paths.iter().any(|q| q == p)
+            {
+                paths.push(p.to_path_buf());
+            }
+        }
+    }
+    for lock in ["HEAD.lock", "index.lock"] {
+        let _ = fs::remove_file(wt.path().join(lock));
+    }
+    if !paths.is_empty() {
+        let mut co = CheckoutBuilder::new();
+        co.force().disable_pathspec_match(true);
+        for p in &paths {
+            co.path(p);
+        }
+        wt.checkout_tree(target.as_object(), Some(&mut co))
+            .ctx(|| format!("check out {refname}"))?;
+    }
     wt.set_head(refname)
         .ctx(|| format!("set HEAD to {refname}"))?;
     Ok(())
@@ -668,6 +772,74 @@ mod tests {
         // a's branch still has its commit and can be checked out again.
         let a2 = wts.prepare("a", "flocks/a", "main", false).unwrap();
         assert!(a2.path.join("a.txt").exists());
+    }
+
+    /// New worktrees are made side by side (their checkouts outside the
+    /// lock), and a spare switched to another branch writes what differs:
+    /// files added, changed and removed, in subdirectories too, and its
+    /// reflog starts afresh.
+    #[test]
+    fn new_worktrees_side_by_side_and_spares_switch_what_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo_dir = dir.path().join("repo");
+        fs::create_dir(&repo_dir).unwrap();
+        init_repo(&repo_dir);
+        let wts =
+            std::sync::Arc::new(Worktrees::new(&repo_dir, &repo_dir.join(".worktrees")).unwrap());
+        let made: Vec<_> = (0..6)
+            .map(|i| {
+                let wts = wts.clone();
+                std::thread::spawn(move || {
+                    wts.prepare(&format!("t{i}"), &format!("flocks/t{i}"), "main", false)
+                })
+            })
+            .collect();
+        for (i, h) in made.into_iter().enumerate() {
+            let p = h.join().unwrap().unwrap_or_else(|e| panic!("t{i}: {e}"));
+            assert!(p.path.join("README.md").exists());
+        }
+        // t0's branch: a file in a subdirectory, README changed.
+        let t0 = wts.path_for("t0");
+        fs::create_dir_all(t0.join("sub/deep")).unwrap();
+        fs::write(t0.join("sub/deep/x.txt"), "x").unwrap();
+        fs::write(t0.join("README.md"), "changed\n").unwrap();
+        crate::git::commit_leftovers(&t0, "t0").unwrap().unwrap();
+        assert!(fs::metadata(repo_dir.join(".git/worktrees/t0/logs/HEAD")).is_ok());
+        wts.recycle("t0").unwrap();
+        // t0's spare becomes u's worktree, on main: t0's work is gone.
+        let u = wts.prepare("u", "flocks/u", "main", false).unwrap();
+        assert!(!u.path.join("sub").exists() || !u.path.join("sub/deep/x.txt").exists());
+        assert_ne!(
+            fs::read_to_string(u.path.join("README.md")).unwrap(),
+            "changed\n"
+        );
+        let reflog =
+            fs::read_to_string(repo_dir.join(".git/worktrees/u/logs/HEAD")).unwrap_or_default();
+        assert_eq!(
+            reflog.lines().count(),
+            reflog.lines().filter(|l| l.contains("flocks/u")).count(),
+            "{reflog}"
+        );
+        let out = std::process::Command::new("git")
+            .args(["status", "--porcelain"])
+            .current_dir(&u.path)
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+        // And back: u's spare switched to t0's branch has t0's work.
+        wts.recycle("u").unwrap();
+        let again = wts.prepare("t0", "flocks/t0", "main", false).unwrap();
+        assert_eq!(
+            fs::read_to_string(again.path.join("sub/deep/x.txt")).unwrap(),
+            "x"
+        );
+        assert_eq!(
+            fs::read_to_string(again.path.join("README.md")).unwrap(),
+            "changed\n"
+        );
+        // A branch held by another worktree is still refused.
+        let e = wts.prepare("v", "flocks/t1", "main", false).unwrap_err();
+        assert!(e.to_string().contains("is checked out at"), "{e}");
     }
 
     #[test]

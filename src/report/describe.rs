@@ -56,6 +56,12 @@ pub(crate) fn describe(event: &Event, clock: Clock) -> String {
         Event::EgressDenied {
             task, host, port, ..
         } => format!("⛔ {task}: connection to {host}:{port} refused ([network] allow)"),
+        Event::Upkeep {
+            secs,
+            pool: Some(pool),
+            host: Some(host),
+            ..
+        } => format!("note: pool {pool}'s mirror on {host} packed in the background ({secs:.1} s)"),
         Event::Upkeep { secs, .. } => {
             format!("note: repository packed in the background ({secs:.1} s)")
         }

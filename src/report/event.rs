@@ -31,7 +31,7 @@
 //! | `needs_attention` | `cause`, `message`, `task` or `credential` (when it is about one): something a person has to act on (below) |
 //! | `usage` | `task`, `attempt`, `requests`, `input_tokens`, `output_tokens`, `cache_creation_input_tokens`, `cache_read_input_tokens`, `cost_usd`, `unpriced_model` (a model the price table lacks): the attempt's totals so far, as flocks' proxy read them from the API's answers; written at each answer's start and end while it runs (the `finished` event's `cost_usd` is the result's `total_cost_usd` when the agent reports one) |
 //! | `egress_denied` | `task`, `attempt`, `host`, `port`: `[network] allow` refused a connection the agent asked flocks' proxy for |
-//! | `upkeep` | `packed_refs` (loose refs packed by `git pack-refs --all`; 0: not run), `gc` (bool: `git gc --auto` ran, its threshold `gc.auto` and `gc.autoPackLimit` read from the repository's config), `loose_objects` (git's estimate before, from `objects/17`), `packs` (before), `secs`: flocks packed the repository in the background while the run went on (agents run with `gc.auto=0`); written only when it did something |
+//! | `upkeep` | `packed_refs` (loose refs packed by `git pack-refs --all`; 0: not run), `gc` (bool: `git gc --auto` ran, its threshold `gc.auto` and `gc.autoPackLimit` read from the repository's config), `loose_objects` (git's estimate before, from `objects/17`), `packs` (before), `secs`, and for a remote host's `mirror.git` `pool` and `host` (there `gc` is `git repack -a -d -l -k`, which drops nothing): flocks packed the repository in the background while the run went on (agents run with `gc.auto=0`); written only when it did something |
 //!
 //! `outcome.kind` is one of `success`, `failed` (+`reason`), `timed_out`,
 //! `stalled`, `interrupted`, `spawn_failed` (+`reason`), `rate_limited`
@@ -239,13 +239,18 @@ pub(crate) enum Event {
         port: u16,
     },
     /// flocks packed the repository's refs or objects, in the background
-    /// (`git::upkeep`).
+    /// (`git::upkeep`); with `pool` and `host`, a remote host's `mirror.git`
+    /// (the helper's `pack` op: `gc` is then a repack that drops nothing).
     Upkeep {
         packed_refs: usize,
         gc: bool,
         loose_objects: usize,
         packs: usize,
         secs: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
     },
 }
 

@@ -194,14 +194,12 @@ impl Dispatcher {
         self.ended_since_upkeep = 0;
         self.upkeep_running = true;
         let repo = self.fleet.config().workspace.repo.clone();
-        self.off_loop(
-            move || crate::git::upkeep::run(&repo),
-            |done| {
-                Input::UpkeepDone(
-                    done.unwrap_or_else(|e| Err(format!("internal error, please report it: {e}"))),
-                )
-            },
-        );
+        let backends = self.backends.clone();
+        self.jobs.spawn(async move {
+            // Its own task, so that a panic comes back as an input too.
+            let wave = tokio::spawn(crate::git::upkeep::wave(repo, backends)).await;
+            Input::UpkeepDone(wave.map_err(|e| format!("internal error, please report it: {e}")))
+        });
     }
 
     /// With `min_free_disk_gb`: read the free space of the worktrees' and

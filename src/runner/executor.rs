@@ -397,6 +397,9 @@ impl Attempt {
                 Err(e) => (None, Some(e.to_string())),
             };
         let task_commits = match &finished {
+            // The attempt started at the task's origin (its first, or one
+            // that started over): the backend already counted them.
+            Some(f) if ws.origin == ws.start_commit => Ok(f.new_commits),
             Some(f) => {
                 let (repo, tip) = (self.job.repo_dir.clone(), f.tip.clone());
                 commits_beyond(repo, tip, ws.origin.clone()).await

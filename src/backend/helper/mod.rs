@@ -284,6 +284,17 @@ pub(crate) mod reply {
         ],
         bundle: false,
     };
+    /// `pack`: the mirror's upkeep, what it found and did.
+    pub(crate) const PACK: Spec = Spec {
+        op: "pack",
+        keys: &[
+            key("packed_refs", Value::Count),
+            key("gc", Value::YesNo),
+            key("loose_objects", Value::Count),
+            key("packs", Value::Count),
+        ],
+        bundle: false,
+    };
     /// Ops that answer nothing (receive, include, mark, release).
     pub(crate) const NOTHING: Spec = Spec {
         op: "-",

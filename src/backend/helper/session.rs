@@ -360,6 +360,23 @@ impl Session<'_> {
         self.call(h, &reply::NOTHING, None).await.map(|_| ())
     }
 
+    /// The mirror's upkeep on the agent side (`pack`): its loose refs
+    /// packed, its objects repacked when git's own rule says so (nothing
+    /// dropped). `Ok(None)`: nothing was due.
+    pub(crate) async fn pack(&self) -> Result<Option<crate::git::upkeep::Done>, CallError> {
+        let started = std::time::Instant::now();
+        let r = self.call(Header::new("pack"), &reply::PACK, None).await?;
+        let count = |k: &str| r.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let done = crate::git::upkeep::Done {
+            packed_refs: count("packed_refs"),
+            gc: r.get("gc") == Some("yes"),
+            loose_objects: count("loose_objects"),
+            packs: count("packs"),
+            secs: started.elapsed().as_secs_f64(),
+        };
+        Ok((done.packed_refs > 0 || done.gc).then_some(done))
+    }
+
     /// Remove the task's worktree (its work is on its branch here).
     pub(crate) async fn release(&self, task: &str) -> Result<(), CallError> {
         let h = Header::new("release").line("task", task)?;

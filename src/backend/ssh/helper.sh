@@ -31,6 +31,9 @@
 #   finish    commit leftovers; objects out       -> leftovers yes|no, head SHA, [bundle]
 #   salvage   what an interrupted attempt left    -> head SHA|none, [bundle]
 #   release   remove the task's worktree
+#   pack      upkeep of mirror.git: pack-refs past 64 loose refs; repack (no
+#             object dropped: -a -d -l -k) past git's gc.auto/autoPackLimit rule
+#             -> packed_refs N, gc yes|no, loose_objects N, packs N
 # Header keys:
 #   task ID          [A-Za-z0-9._@-]+           (prepare, receive, include, mark, run, finish, salvage, release)
 #   branch NAME      the task branch            (prepare, finish, salvage)
@@ -309,6 +312,39 @@ salvage)
   else
     echo "head none"
   fi
+  exit 0 ;;
+pack)
+  # Repository upkeep of the mirror, off the agents' path (flocks calls it
+  # between waves, beside the other ops). Task repositories borrow the
+  # mirror's objects through alternates, some of them no longer reachable
+  # from its refs (a start ref replaced by a retry's): nothing is dropped.
+  [ -d "$M" ] || { echo "packed_refs 0"; echo "gc no"; echo "loose_objects 0"; echo "packs 0"; exit 0; }
+  refs=$(find "$M/refs" -type f 2>/dev/null | wc -l | tr -d ' ')
+  in17=$(find "$M/objects/17" -type f -name '??????????????????????????????????????' 2>/dev/null | wc -l | tr -d ' ')
+  packs=$(find "$M/objects/pack" -type f -name '*.pack' 2>/dev/null | wc -l | tr -d ' ')
+  auto=$(git --git-dir="$M" config --int gc.auto 2>/dev/null) || auto=6700
+  limit=$(git --git-dir="$M" config --int gc.autoPackLimit 2>/dev/null) || limit=50
+  packed=0
+  if [ "$refs" -ge 64 ]; then
+    git --git-dir="$M" pack-refs --all >&2 || die "git pack-refs failed in $M"
+    packed=$refs
+  fi
+  gc=no
+  if [ "$auto" -gt 0 ] && { [ "$in17" -gt $(( (auto + 255) / 256 )) ] \
+       || { [ "$limit" -gt 0 ] && [ "$packs" -gt "$limit" ]; }; }; then
+    git --git-dir="$M" repack -a -d -l -k -q >&2 || die "git repack failed in $M"
+    # A first repack (no pack yet) leaves the unreachable loose objects
+    # loose; the next one packs them.
+    left=$(git --git-dir="$M" count-objects 2>/dev/null | cut -d' ' -f1)
+    if [ "${left:-0}" -gt 0 ]; then
+      git --git-dir="$M" repack -a -d -l -k -q >&2 || die "git repack failed in $M"
+    fi
+    gc=yes
+  fi
+  echo "packed_refs $packed"
+  echo "gc $gc"
+  echo "loose_objects $(( in17 * 256 ))"
+  echo "packs $packs"
   exit 0 ;;
 release)
   [ -n "$TASK" ] || die "release needs task"

@@ -401,6 +401,28 @@ impl SshBackend {
         Ok(self.session(h, &[]).mark(task, hash).await?)
     }
 
+    /// Pack every connected host's mirror (`pack`), side by side. Not under
+    /// the host's admin lock: git's own locks keep the other ops safe, and
+    /// a start never waits on it.
+    pub(crate) async fn upkeep(&self) -> Vec<crate::git::upkeep::Remote> {
+        let futs: Vec<_> = self
+            .hosts
+            .iter()
+            .filter(|h| matches!(h.ready.get(), Some(Ok(_))))
+            .map(|h| {
+                Box::pin(async move {
+                    let done = self.session(h, &[]).pack().await.map_err(|e| e.to_string());
+                    crate::git::upkeep::Remote {
+                        pool: self.pool.clone(),
+                        host: h.target.host.clone(),
+                        done,
+                    }
+                })
+            })
+            .collect();
+        join_all_ordered(futs).await
+    }
+
     pub(crate) async fn release(&self, task: &str) {
         let Some(h) = self.host_of(task).or_else(|| self.hosts.first()) else {
             return;
@@ -421,6 +443,10 @@ impl Backend for SshBackend {
 
     fn down_reason(&self) -> Option<String> {
         SshBackend::down_reason(self)
+    }
+
+    fn upkeep(&self) -> BoxFuture<'_, Vec<crate::git::upkeep::Remote>> {
+        Box::pin(SshBackend::upkeep(self))
     }
 
     super::attempt_methods!(SshBackend);

@@ -97,8 +97,9 @@ pub(crate) enum Input {
     FreeDisk { free: u64, place: PathBuf },
     /// What flocks' proxy saw.
     Proxy(ProxyEvent),
-    /// Repository upkeep ended (`Ok(None)`: nothing was due).
-    UpkeepDone(Result<Option<upkeep::Done>, String>),
+    /// Repository upkeep ended, here and on the pools' hosts (`Err`: its
+    /// task failed).
+    UpkeepDone(Result<upkeep::Wave, String>),
 }
 
 /// What the dispatcher does after an input.

@@ -148,20 +148,13 @@ impl Fleet {
     }
 }
 
-/// What repository upkeep did, said (a failure does not stop the run).
-pub(super) fn on_upkeep(done: Result<Option<crate::git::upkeep::Done>, String>) -> Vec<Effect> {
-    let event = match done {
-        Ok(Some(d)) => Event::Upkeep {
-            packed_refs: d.packed_refs,
-            gc: d.gc,
-            loose_objects: d.loose_objects,
-            packs: d.packs,
-            secs: d.secs,
-        },
-        Ok(None) => return Vec::new(),
-        Err(e) => Event::Notice {
+/// What repository upkeep did, here and on the pools' hosts, said (a
+/// failure does not stop the run).
+pub(super) fn on_upkeep(done: Result<crate::git::upkeep::Wave, String>) -> Vec<Effect> {
+    match done {
+        Ok(wave) => wave.events().into_iter().map(Effect::Emit).collect(),
+        Err(e) => vec![Effect::Emit(Event::Notice {
             message: format!("repository upkeep failed (the run goes on): {e}"),
-        },
-    };
-    vec![Effect::Emit(event)]
+        })],
+    }
 }
