@@ -197,7 +197,7 @@ impl Dispatcher {
         let backends = self.backends.clone();
         self.jobs.spawn(async move {
             // Its own task, so that a panic comes back as an input too.
-            let wave = tokio::spawn(crate::git::upkeep::wave(repo, backends)).await;
+            let wave = tokio::spawn(super::upkeep::wave(repo, backends)).await;
             Input::UpkeepDone(wave.map_err(|e| format!("internal error, please report it: {e}")))
         });
     }

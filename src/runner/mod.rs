@@ -49,6 +49,7 @@ pub(crate) mod reconcile;
 pub(crate) mod setup;
 pub(crate) mod sink;
 pub(crate) mod start_from;
+pub(crate) mod upkeep;
 // The one stop-escalation loop lives below land/ (validation uses it too).
 use crate::watch;
 

@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 
 use super::{Effect, Fleet, Judged, Now, PredictResult, RedoError, StartError};
-use crate::git::upkeep;
 use crate::proxy::ProxyEvent;
 use crate::report::Event;
 use crate::runner::{AttemptReport, RunEvent};
@@ -99,7 +98,7 @@ pub(crate) enum Input {
     Proxy(ProxyEvent),
     /// Repository upkeep ended, here and on the pools' hosts (`Err`: its
     /// task failed).
-    UpkeepDone(Result<upkeep::Wave, String>),
+    UpkeepDone(Result<crate::runner::upkeep::Wave, String>),
 }
 
 /// What the dispatcher does after an input.

@@ -150,7 +150,7 @@ impl Fleet {
 
 /// What repository upkeep did, here and on the pools' hosts, said (a
 /// failure does not stop the run).
-pub(super) fn on_upkeep(done: Result<crate::git::upkeep::Wave, String>) -> Vec<Effect> {
+pub(super) fn on_upkeep(done: Result<crate::runner::upkeep::Wave, String>) -> Vec<Effect> {
     match done {
         Ok(wave) => wave.events().into_iter().map(Effect::Emit).collect(),
         Err(e) => vec![Effect::Emit(Event::Notice {
