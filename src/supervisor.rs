@@ -224,6 +224,52 @@ fn spawn(argv: &[OsString], cgroup: Option<&Cgroup>) -> std::io::Result<std::pro
     cmd.spawn()
 }
 
+/// Start the agent in a cgroup of its own when it may (else under the
+/// subreaper and the attempt tag alone, said unless `quiet`); `Err`: the
+/// exit code when it cannot start.
+fn start(
+    argv: &[OsString],
+    quiet: bool,
+) -> Result<(std::process::Child, Option<Containment>), i32> {
+    let mut contained = match Containment::start() {
+        Ok(c) => Some(c),
+        Err(why) => {
+            if !quiet {
+                say!("{CONTAINMENT_NOTE}subreaper and attempt tag (no cgroup: {why})");
+            }
+            None
+        }
+    };
+    let mut spawned = spawn(argv, contained.as_ref().map(|c| &c.cgroup));
+    if let (Err(e), Some(c)) = (&spawned, &contained) {
+        // Not allowed into the cgroup (or the agent is missing): once more
+        // without it, which tells the two apart.
+        let why = format!("cannot enter {}: {e}", c.cgroup.dir().display());
+        if let Some(c) = contained.take() {
+            c.end();
+        }
+        spawned = spawn(argv, None);
+        if spawned.is_ok() && !quiet {
+            say!("{CONTAINMENT_NOTE}subreaper and attempt tag (no cgroup: {why})");
+        }
+    } else if let Some(c) = contained.as_ref().filter(|_| !quiet) {
+        say!("{CONTAINMENT_NOTE}cgroup v2 {}", c.cgroup.dir().display());
+    }
+    match spawned {
+        Ok(c) => Ok((c, contained)),
+        Err(e) => {
+            if let Some(c) = contained.take() {
+                c.end();
+            }
+            say!(
+                "flocks: cannot start the agent `{}`: {e} (check [agent] command in flocks.toml)",
+                argv[0].to_string_lossy()
+            );
+            Err(EXIT_CANNOT_EXEC)
+        }
+    }
+}
+
 /// `quiet`: do not say which containment is used (validation's output is
 /// the user's). `wrapped`: the command is a sandbox (see the module's note).
 fn supervise(
@@ -242,42 +288,9 @@ fn supervise(
         return 1;
     }
     let me = std::process::id() as i32;
-    let mut contained = match Containment::start() {
-        Ok(c) => Some(c),
-        Err(why) => {
-            if !quiet {
-                say!("{CONTAINMENT_NOTE}subreaper and attempt tag (no cgroup: {why})");
-            }
-            None
-        }
-    };
-    let mut spawned = spawn(&argv, contained.as_ref().map(|c| &c.cgroup));
-    if let (Err(e), Some(c)) = (&spawned, &contained) {
-        // Not allowed into the cgroup (or the agent is missing): once more
-        // without it, which tells the two apart.
-        let why = format!("cannot enter {}: {e}", c.cgroup.dir().display());
-        if let Some(c) = contained.take() {
-            c.end();
-        }
-        spawned = spawn(&argv, None);
-        if spawned.is_ok() && !quiet {
-            say!("{CONTAINMENT_NOTE}subreaper and attempt tag (no cgroup: {why})");
-        }
-    } else if let Some(c) = contained.as_ref().filter(|_| !quiet) {
-        say!("{CONTAINMENT_NOTE}cgroup v2 {}", c.cgroup.dir().display());
-    }
-    let child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            if let Some(c) = contained.take() {
-                c.end();
-            }
-            say!(
-                "flocks: cannot start the agent `{}`: {e} (check [agent] command in flocks.toml)",
-                argv[0].to_string_lossy()
-            );
-            return EXIT_CANNOT_EXEC;
-        }
+    let (child, mut contained) = match start(&argv, quiet) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let agent = child.id() as i32;
     let watchdog = contained.as_ref().map(|c| c.watchdog.id() as i32);

@@ -12,6 +12,10 @@ use std::sync::Mutex;
 
 use git2::{Oid, Repository, build::CheckoutBuilder};
 
+mod check;
+
+pub(crate) use check::check_task_worktree;
+
 use super::{branch_tip, resolve_commit};
 use crate::error::{Context, Error, Result};
 
@@ -120,25 +124,7 @@ impl Worktrees {
         let mut note = None;
 
         let base_oid = resolve_commit(&repo, base)?;
-        let mut created_branch = false;
-        match branch_tip(&repo, branch)? {
-            None => {
-                let base_commit = repo.find_commit(base_oid).ctx(|| format!("read {base}"))?;
-                repo.branch(branch, &base_commit, false)
-                    .ctx(|| format!("create branch {branch}"))?;
-                created_branch = true;
-            }
-            Some(_) if fresh => {
-                repo.reference(
-                    &refname,
-                    base_oid,
-                    true,
-                    &format!("flocks: start {branch} over from {base}"),
-                )
-                .ctx(|| format!("reset branch {branch}"))?;
-            }
-            Some(_) => {}
-        }
+        let created_branch = set_branch(&repo, branch, base, base_oid, fresh)?;
         self.check_not_checked_out_elsewhere(&repo, &refname, &path)?;
 
         // Reuse the task's own worktree when it is one.
@@ -166,67 +152,13 @@ impl Worktrees {
                     note,
                 });
             }
-            let aside = self.root.join(".stale").join(format!(
-                "{id}-{}",
-                chrono::Utc::now().format("%Y%m%d%H%M%S")
-            ));
-            fs::create_dir_all(aside.parent().unwrap_or(&self.root))
-                .ctx(|| "create .worktrees/.stale".into())?;
-            fs::rename(&path, &aside).ctx(|| format!("move stale {} aside", path.display()))?;
-            note = Some(format!(
-                "{} was not a worktree of this repository; moved it to {}",
-                path.display(),
-                aside.display()
-            ));
+            note = Some(self.move_aside(id, &path)?);
         }
 
         self.remove_stale_admin(&repo, id)?;
-        if let Some(spare) = self.take_spare(&repo)? {
-            // Move a spare worktree into place, then switch it to the branch:
-            // only the files that differ are written.
-            crate::fsat::rename(&spare.path, &path)
-                .ctx(|| format!("move spare worktree to {}", path.display()))?;
-            let admin = repo.commondir().join("worktrees").join(id);
-            crate::fsat::rename_in(
-                repo.commondir(),
-                &spare.admin,
-                &Path::new("worktrees").join(id),
-            )
-            .ctx(|| "rename spare worktree admin dir".into())?;
-            write_links(&path, &admin)?;
-            drop(guard);
-            let wt = Repository::open(&path).ctx(|| format!("open worktree {}", path.display()))?;
-            switch_spare(&wt, &refname)?;
-        } else {
-            // A new worktree: its admin dir and links under the lock (as
-            // `git worktree add` writes them), then the checkout of every
-            // file, the long part (seconds, in a big repository), outside
-            // it: the first wave's worktrees are made side by side, and a
-            // finish or a spare's move never waits behind one. (libgit2's
-            // own add reads every other worktree as it goes, and fails on
-            // one being made beside it.)
-            let admin = self.add_admin(id, &path, &refname)?;
-            drop(guard);
-            let made = Repository::open(&path)
-                .ctx(|| format!("open worktree {}", path.display()))
-                .and_then(|wt| {
-                    let target = wt
-                        .find_reference(&refname)
-                        .and_then(|r| r.peel_to_commit())
-                        .ctx(|| format!("read {refname}"))?;
-                    // No index yet: libgit2 checks out against an empty
-                    // baseline, every file.
-                    let mut co = CheckoutBuilder::new();
-                    co.force();
-                    wt.checkout_tree(target.as_object(), Some(&mut co))
-                        .ctx(|| format!("check out {refname} in {}", path.display()))
-                });
-            if let Err(e) = made {
-                let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = crate::fsat::remove_all(&path);
-                let _ = crate::fsat::remove_in(&self.common, &admin);
-                return Err(e);
-            }
+        match self.take_spare(&repo)? {
+            Some(spare) => self.take_over_spare(guard, &repo, &spare, id, &path, &refname)?,
+            None => self.make_new(guard, id, &path, &refname)?,
         }
         let start_commit = branch_tip(&repo, branch)?.unwrap_or(base_oid);
         Ok(Prepared {
@@ -235,6 +167,87 @@ impl Worktrees {
             created_branch,
             note,
         })
+    }
+
+    /// Move a spare worktree into place as `id`, then switch it to
+    /// `refname`: only the files that differ are written.
+    fn take_over_spare(
+        &self,
+        guard: std::sync::MutexGuard<'_, ()>,
+        repo: &Repository,
+        spare: &Spare,
+        id: &str,
+        path: &Path,
+        refname: &str,
+    ) -> Result<()> {
+        crate::fsat::rename(&spare.path, path)
+            .ctx(|| format!("move spare worktree to {}", path.display()))?;
+        let admin = repo.commondir().join("worktrees").join(id);
+        crate::fsat::rename_in(
+            repo.commondir(),
+            &spare.admin,
+            &Path::new("worktrees").join(id),
+        )
+        .ctx(|| "rename spare worktree admin dir".into())?;
+        write_links(path, &admin)?;
+        drop(guard);
+        let wt = Repository::open(path).ctx(|| format!("open worktree {}", path.display()))?;
+        switch_spare(&wt, refname)
+    }
+
+    /// A new worktree: its admin dir and links under the lock (as `git
+    /// worktree add` writes them), then the checkout of every file, the long
+    /// part (seconds, in a big repository), outside it: the first wave's
+    /// worktrees are made side by side, and a finish or a spare's move never
+    /// waits behind one. (libgit2's own add reads every other worktree as it
+    /// goes, and fails on one being made beside it.)
+    fn make_new(
+        &self,
+        guard: std::sync::MutexGuard<'_, ()>,
+        id: &str,
+        path: &Path,
+        refname: &str,
+    ) -> Result<()> {
+        let admin = self.add_admin(id, path, refname)?;
+        drop(guard);
+        let made = Repository::open(path)
+            .ctx(|| format!("open worktree {}", path.display()))
+            .and_then(|wt| {
+                let target = wt
+                    .find_reference(refname)
+                    .and_then(|r| r.peel_to_commit())
+                    .ctx(|| format!("read {refname}"))?;
+                // No index yet: libgit2 checks out against an empty
+                // baseline, every file.
+                let mut co = CheckoutBuilder::new();
+                co.force();
+                wt.checkout_tree(target.as_object(), Some(&mut co))
+                    .ctx(|| format!("check out {refname} in {}", path.display()))
+            });
+        if let Err(e) = made {
+            let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = crate::fsat::remove_all(path);
+            let _ = crate::fsat::remove_in(&self.common, &admin);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Move what stands at `path` but is no worktree of this repository
+    /// aside, under `.worktrees/.stale`; the note says where.
+    fn move_aside(&self, id: &str, path: &Path) -> Result<String> {
+        let aside = self.root.join(".stale").join(format!(
+            "{id}-{}",
+            chrono::Utc::now().format("%Y%m%d%H%M%S")
+        ));
+        fs::create_dir_all(aside.parent().unwrap_or(&self.root))
+            .ctx(|| "create .worktrees/.stale".into())?;
+        fs::rename(path, &aside).ctx(|| format!("move stale {} aside", path.display()))?;
+        Ok(format!(
+            "{} was not a worktree of this repository; moved it to {}",
+            path.display(),
+            aside.display()
+        ))
     }
 
     /// Make `path` a new linked worktree named `id` with HEAD on `refname`,
@@ -492,6 +505,36 @@ impl Worktrees {
     }
 }
 
+/// Create `branch` at `base` when it does not exist (`true`), or with
+/// `fresh` move it back to `base`.
+fn set_branch(
+    repo: &Repository,
+    branch: &str,
+    base: &str,
+    base_oid: git2::Oid,
+    fresh: bool,
+) -> Result<bool> {
+    match branch_tip(repo, branch)? {
+        None => {
+            let base_commit = repo.find_commit(base_oid).ctx(|| format!("read {base}"))?;
+            repo.branch(branch, &base_commit, false)
+                .ctx(|| format!("create branch {branch}"))?;
+            Ok(true)
+        }
+        Some(_) if fresh => {
+            repo.reference(
+                &format!("refs/heads/{branch}"),
+                base_oid,
+                true,
+                &format!("flocks: start {branch} over from {base}"),
+            )
+            .ctx(|| format!("reset branch {branch}"))?;
+            Ok(false)
+        }
+        Some(_) => Ok(false),
+    }
+}
+
 struct Spare {
     path: PathBuf,
     admin: PathBuf,
@@ -635,263 +678,5 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     canon(a) == canon(b)
 }
 
-/// A path state.json names as a task's worktree that flocks will not touch.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "state.json names {} as task {id}'s worktree, but {why}; flocks leaves it alone",
-    .path.display()
-)]
-pub(crate) struct NotTheWorktree {
-    pub path: PathBuf,
-    pub id: String,
-    pub why: NotTheWorktreeBecause,
-}
-
-/// Why a path is not the task's worktree.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum NotTheWorktreeBecause {
-    #[error("it is not {}", .0.display())]
-    NotExpected(PathBuf),
-    #[error("it is not a directory (a link?)")]
-    NotADirectory,
-    #[error("it cannot be read ({0})")]
-    Unreadable(std::io::Error),
-    #[error("it cannot be resolved")]
-    Unresolved,
-    #[error("a link leads out of the worktrees directory")]
-    LinkOut,
-    #[error("it is not a linked worktree of this repository")]
-    NotLinked,
-}
-
-/// Check that `path`, read from state.json (which agents in a container can
-/// write), is task `id`'s worktree of the repo at `repo_dir`: exactly
-/// `<root>/<id>`, no link on the way, and a linked worktree of this repo.
-/// The path, resolved, or why it is not one to touch.
-pub(crate) fn check_task_worktree(
-    repo_dir: &Path,
-    root: &Path,
-    id: &str,
-    path: &Path,
-) -> std::result::Result<PathBuf, NotTheWorktree> {
-    use NotTheWorktreeBecause as Because;
-    let refuse = |why: Because| {
-        Err(NotTheWorktree {
-            path: path.to_path_buf(),
-            id: id.to_string(),
-            why,
-        })
-    };
-    let expected = root.join(id);
-    if crate::paths::normalize(path) != crate::paths::normalize(&expected)
-        || Path::new(id).components().count() != 1
-        || !matches!(
-            Path::new(id).components().next(),
-            Some(Component::Normal(_))
-        )
-    {
-        return refuse(Because::NotExpected(expected));
-    }
-    match fs::symlink_metadata(&expected) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return refuse(Because::NotADirectory),
-        Err(e) => return refuse(Because::Unreadable(e)),
-    }
-    let (Ok(root_c), Ok(wt_c)) = (root.canonicalize(), expected.canonicalize()) else {
-        return refuse(Because::Unresolved);
-    };
-    if wt_c.parent() != Some(root_c.as_path()) {
-        return refuse(Because::LinkOut);
-    }
-    let ours = Repository::open(repo_dir).map(|r| r.commondir().canonicalize());
-    let theirs = Repository::open(&wt_c).map(|r| (r.is_worktree(), r.commondir().canonicalize()));
-    match (ours, theirs) {
-        (Ok(Ok(a)), Ok((true, Ok(b)))) if a == b => Ok(wt_c),
-        _ => refuse(Because::NotLinked),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::git::testing::init_repo;
-
-    #[test]
-    fn relative_paths() {
-        assert_eq!(
-            relative_path(
-                Path::new("/r/.worktrees/a"),
-                Path::new("/r/.git/worktrees/a")
-            ),
-            PathBuf::from("../../.git/worktrees/a")
-        );
-    }
-
-    #[test]
-    fn prepare_reuse_recycle() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo_dir = dir.path().join("repo");
-        fs::create_dir(&repo_dir).unwrap();
-        init_repo(&repo_dir);
-        let wts = Worktrees::new(&repo_dir, &repo_dir.join(".worktrees")).unwrap();
-
-        let p = wts.prepare("a", "flocks/a", "main", false).unwrap();
-        assert!(p.created_branch);
-        assert!(p.path.join("README.md").exists());
-        let link = fs::read_to_string(p.path.join(".git")).unwrap();
-        assert_eq!(link.trim(), "gitdir: ../../.git/worktrees/a");
-        let common = fs::read_to_string(repo_dir.join(".git/worktrees/a/commondir")).unwrap();
-        assert_eq!(common.trim(), "../..");
-
-        // A commit in the worktree lands on the branch.
-        fs::write(p.path.join("a.txt"), "a").unwrap();
-        crate::git::commit_leftovers(&p.path, "a").unwrap().unwrap();
-        let again = wts.prepare("a", "flocks/a", "main", false).unwrap();
-        assert!(!again.created_branch);
-        assert_ne!(again.start_commit, p.start_commit);
-
-        // Recycled into a spare, then reused for another task on a new branch.
-        wts.recycle("a").unwrap();
-        assert!(!p.path.exists());
-        let b = wts.prepare("b", "flocks/b", "main", false).unwrap();
-        assert!(
-            !b.path.join("a.txt").exists(),
-            "the spare must be switched to b's branch"
-        );
-        assert!(b.path.join("README.md").exists());
-        let wt = Repository::open(&b.path).unwrap();
-        assert_eq!(wt.head().unwrap().name().unwrap(), "refs/heads/flocks/b");
-        // git itself agrees.
-        let out = std::process::Command::new("git")
-            .args(["status", "--porcelain"])
-            .current_dir(&b.path)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
-        // a's branch still has its commit and can be checked out again.
-        let a2 = wts.prepare("a", "flocks/a", "main", false).unwrap();
-        assert!(a2.path.join("a.txt").exists());
-    }
-
-    /// New worktrees are made side by side (their checkouts outside the
-    /// lock), and a spare switched to another branch writes what differs:
-    /// files added, changed and removed, in subdirectories too, and its
-    /// reflog starts afresh.
-    #[test]
-    fn new_worktrees_side_by_side_and_spares_switch_what_differs() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo_dir = dir.path().join("repo");
-        fs::create_dir(&repo_dir).unwrap();
-        init_repo(&repo_dir);
-        let wts =
-            std::sync::Arc::new(Worktrees::new(&repo_dir, &repo_dir.join(".worktrees")).unwrap());
-        let made: Vec<_> = (0..6)
-            .map(|i| {
-                let wts = wts.clone();
-                std::thread::spawn(move || {
-                    wts.prepare(&format!("t{i}"), &format!("flocks/t{i}"), "main", false)
-                })
-            })
-            .collect();
-        for (i, h) in made.into_iter().enumerate() {
-            let p = h.join().unwrap().unwrap_or_else(|e| panic!("t{i}: {e}"));
-            assert!(p.path.join("README.md").exists());
-        }
-        // t0's branch: a file in a subdirectory, README changed.
-        let t0 = wts.path_for("t0");
-        fs::create_dir_all(t0.join("sub/deep")).unwrap();
-        fs::write(t0.join("sub/deep/x.txt"), "x").unwrap();
-        fs::write(t0.join("README.md"), "changed\n").unwrap();
-        crate::git::commit_leftovers(&t0, "t0").unwrap().unwrap();
-        assert!(fs::metadata(repo_dir.join(".git/worktrees/t0/logs/HEAD")).is_ok());
-        wts.recycle("t0").unwrap();
-        // t0's spare becomes u's worktree, on main: t0's work is gone.
-        let u = wts.prepare("u", "flocks/u", "main", false).unwrap();
-        assert!(!u.path.join("sub").exists() || !u.path.join("sub/deep/x.txt").exists());
-        assert_ne!(
-            fs::read_to_string(u.path.join("README.md")).unwrap(),
-            "changed\n"
-        );
-        let reflog =
-            fs::read_to_string(repo_dir.join(".git/worktrees/u/logs/HEAD")).unwrap_or_default();
-        assert_eq!(
-            reflog.lines().count(),
-            reflog.lines().filter(|l| l.contains("flocks/u")).count(),
-            "{reflog}"
-        );
-        let out = std::process::Command::new("git")
-            .args(["status", "--porcelain"])
-            .current_dir(&u.path)
-            .output()
-            .unwrap();
-        assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
-        // And back: u's spare switched to t0's branch has t0's work.
-        wts.recycle("u").unwrap();
-        let again = wts.prepare("t0", "flocks/t0", "main", false).unwrap();
-        assert_eq!(
-            fs::read_to_string(again.path.join("sub/deep/x.txt")).unwrap(),
-            "x"
-        );
-        assert_eq!(
-            fs::read_to_string(again.path.join("README.md")).unwrap(),
-            "changed\n"
-        );
-        // A branch held by another worktree is still refused.
-        let e = wts.prepare("v", "flocks/t1", "main", false).unwrap_err();
-        assert!(e.to_string().contains("is checked out at"), "{e}");
-    }
-
-    #[test]
-    fn the_spare_pool_is_capped_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo_dir = dir.path().join("repo");
-        fs::create_dir(&repo_dir).unwrap();
-        init_repo(&repo_dir);
-        let wts = Worktrees::new(&repo_dir, &repo_dir.join(".worktrees"))
-            .unwrap()
-            .with_max_spares(Some(2));
-        let pause = || std::thread::sleep(std::time::Duration::from_millis(20));
-        for id in ["a", "b", "c", "x"] {
-            let p = wts
-                .prepare(id, &format!("flocks/{id}"), "main", false)
-                .unwrap();
-            fs::write(p.path.join("mark"), id).unwrap();
-        }
-        for id in ["a", "b", "c"] {
-            wts.recycle(id).unwrap();
-            pause();
-        }
-        let marks = |wts: &Worktrees| -> Vec<(u64, String)> {
-            wts.spares()
-                .iter()
-                .map(|(n, p)| (*n, fs::read_to_string(p.join("mark")).unwrap()))
-                .collect()
-        };
-        // a's spare, the oldest, went; b's and c's stay, with their admin dirs.
-        assert_eq!(marks(&wts), [(1, "b".to_string()), (2, "c".to_string())]);
-        let admins = fs::read_dir(repo_dir.join(".git/worktrees"))
-            .unwrap()
-            .count();
-        assert_eq!(admins, 3, "b's, c's and x's");
-        // Reuse takes the lowest number, and the pool still works.
-        let d = wts.prepare("d", "flocks/d", "main", false).unwrap();
-        assert_eq!(fs::read_to_string(d.path.join("mark")).unwrap(), "b");
-        // Age is arrival in the pool, not the number: d comes back as spare
-        // 0, x as spare 1; c (spare 2) is now the oldest, and goes.
-        fs::write(d.path.join("mark"), "d").unwrap();
-        wts.recycle("d").unwrap();
-        pause();
-        wts.recycle("x").unwrap();
-        assert_eq!(marks(&wts), [(0, "d".to_string()), (1, "x".to_string())]);
-        // With 0, a recycled worktree is removed, not kept.
-        let d = wts.prepare("d", "flocks/d", "main", false).unwrap();
-        let none = Worktrees::new(&repo_dir, &repo_dir.join(".worktrees"))
-            .unwrap()
-            .with_max_spares(Some(0));
-        none.recycle("d").unwrap();
-        assert!(!d.path.exists());
-        assert_eq!(none.spares().len(), 1);
-        assert!(!repo_dir.join(".git/worktrees/d").exists());
-    }
-}
+mod tests;
