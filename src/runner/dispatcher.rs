@@ -455,7 +455,7 @@ impl Dispatcher {
     /// of it) and carry out what it says.
     fn feed(&mut self, input: Input) {
         match &input {
-            Input::Finished { task, .. } => {
+            Input::Attempt(RunEvent::Finished { task, .. }) => {
                 self.stops.remove(task);
                 self.ended_since_upkeep += 1;
             }

@@ -1,6 +1,6 @@
 //! What the fleet is told, and its one handler. Everything that happens to
-//! a run reaches the fleet as one [`Input`]: an executor's event (mapped by
-//! `From<RunEvent>`), an off-loop job's result or panic, a signal, a disk
+//! a run reaches the fleet as one [`Input`]: an executor's event (as it is:
+//! [`Input::Attempt`]), an off-loop job's result or panic, a signal, a disk
 //! reading, a proxy event, or the loop's turn ([`Input::Tick`]).
 //! [`Fleet::handle`] hands each to the rule file that owns it and answers
 //! with a [`Step`]: what the dispatcher carries out, and whether the run is
@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use super::{Effect, Fleet, Judged, Now, PredictResult, RedoError, StartError};
 use crate::proxy::ProxyEvent;
 use crate::report::Event;
-use crate::runner::{AttemptReport, RunEvent};
-use crate::state::{Job, NextAttempt};
+use crate::runner::RunEvent;
+use crate::state::NextAttempt;
 
 /// One thing that happened, for the fleet.
 pub(crate) enum Input {
@@ -21,47 +21,9 @@ pub(crate) enum Input {
     /// The loop's turn (after any other input, at a wake-up, at the UI
     /// tick): start what is ready, and say whether the run is over.
     Tick,
-    /// The executor prepared the attempt's worktree.
-    Started {
-        task: String,
-        attempt: u32,
-        worktree: PathBuf,
-        start_commit: String,
-        origin: String,
-        created_branch: bool,
-        /// Said as a notice.
-        note: Option<String>,
-    },
-    /// The agent said which session it runs in.
-    Session {
-        task: String,
-        attempt: u32,
-        session_id: String,
-    },
-    /// What the agent is doing (redacted by the dispatcher).
-    Activity {
-        task: String,
-        attempt: u32,
-        activity: String,
-    },
-    /// The attempt's job in its pool's scheduler changed.
-    Job {
-        task: String,
-        attempt: u32,
-        job: Job,
-    },
-    /// No output for `stall_timeout_secs`: the executor is stopping the agent.
-    Stalled {
-        task: String,
-        attempt: u32,
-        quiet_secs: f64,
-    },
-    /// An attempt ended.
-    Finished {
-        task: String,
-        attempt: u32,
-        report: Box<AttemptReport>,
-    },
+    /// What an attempt's executor said: started, its session, activity,
+    /// job, stall, end.
+    Attempt(RunEvent),
     /// The start of a `start_from = "dependencies"` task was built
     /// (`Ok(None)`: its branch exists and is kept), or cannot be.
     DependencyStart {
@@ -113,62 +75,7 @@ pub(crate) struct Step {
 /// The executor's events, as the fleet's inputs.
 impl From<RunEvent> for Input {
     fn from(ev: RunEvent) -> Input {
-        match ev {
-            RunEvent::Started {
-                task,
-                attempt,
-                worktree,
-                start_commit,
-                origin,
-                created_branch,
-                note,
-            } => Input::Started {
-                task,
-                attempt,
-                worktree,
-                start_commit,
-                origin,
-                created_branch,
-                note,
-            },
-            RunEvent::Session {
-                task,
-                attempt,
-                session_id,
-            } => Input::Session {
-                task,
-                attempt,
-                session_id,
-            },
-            RunEvent::Activity {
-                task,
-                attempt,
-                activity,
-            } => Input::Activity {
-                task,
-                attempt,
-                activity,
-            },
-            RunEvent::Job { task, attempt, job } => Input::Job { task, attempt, job },
-            RunEvent::Stalled {
-                task,
-                attempt,
-                quiet_secs,
-            } => Input::Stalled {
-                task,
-                attempt,
-                quiet_secs,
-            },
-            RunEvent::Finished {
-                task,
-                attempt,
-                report,
-            } => Input::Finished {
-                task,
-                attempt,
-                report,
-            },
-        }
+        Input::Attempt(ev)
     }
 }
 
@@ -178,57 +85,7 @@ impl Fleet {
         let effects = match input {
             Input::Tick => return self.turn(now),
             Input::RunStarted => self.on_run_started(),
-            Input::Started {
-                task,
-                attempt,
-                worktree,
-                start_commit,
-                origin,
-                created_branch,
-                note,
-            } => {
-                self.on_started(
-                    &task,
-                    attempt,
-                    worktree,
-                    start_commit,
-                    origin,
-                    created_branch,
-                );
-                emit_notice(note)
-            }
-            Input::Session {
-                task,
-                attempt,
-                session_id,
-            } => {
-                self.on_session(&task, attempt, session_id);
-                Vec::new()
-            }
-            Input::Activity {
-                task,
-                attempt,
-                activity,
-            } => vec![Effect::Emit(Event::Activity {
-                task,
-                attempt,
-                activity,
-            })],
-            Input::Job { task, attempt, job } => self.on_job(&task, attempt, job, now),
-            Input::Stalled {
-                task,
-                attempt,
-                quiet_secs,
-            } => vec![Effect::Emit(Event::Stalled {
-                task,
-                attempt,
-                quiet_secs,
-            })],
-            Input::Finished {
-                task,
-                attempt,
-                report,
-            } => self.on_finished(&task, attempt, &report, now),
+            Input::Attempt(ev) => self.on_attempt(ev, now),
             Input::DependencyStart { task, start } => self.on_dependency_start(&task, start, now),
             Input::RetryPlanned { task, next } => {
                 self.set_next(&task, next);
@@ -258,6 +115,63 @@ impl Fleet {
         Step {
             effects,
             done: false,
+        }
+    }
+
+    /// An executor's event, to the rule that owns it.
+    fn on_attempt(&mut self, ev: RunEvent, now: Now) -> Vec<Effect> {
+        match ev {
+            RunEvent::Started {
+                task,
+                attempt,
+                worktree,
+                start_commit,
+                origin,
+                created_branch,
+                note,
+            } => {
+                self.on_started(
+                    &task,
+                    attempt,
+                    worktree,
+                    start_commit,
+                    origin,
+                    created_branch,
+                );
+                emit_notice(note)
+            }
+            RunEvent::Session {
+                task,
+                attempt,
+                session_id,
+            } => {
+                self.on_session(&task, attempt, session_id);
+                Vec::new()
+            }
+            RunEvent::Activity {
+                task,
+                attempt,
+                activity,
+            } => vec![Effect::Emit(Event::Activity {
+                task,
+                attempt,
+                activity,
+            })],
+            RunEvent::Job { task, attempt, job } => self.on_job(&task, attempt, job, now),
+            RunEvent::Stalled {
+                task,
+                attempt,
+                quiet_secs,
+            } => vec![Effect::Emit(Event::Stalled {
+                task,
+                attempt,
+                quiet_secs,
+            })],
+            RunEvent::Finished {
+                task,
+                attempt,
+                report,
+            } => self.on_finished(&task, attempt, &report, now),
         }
     }
 

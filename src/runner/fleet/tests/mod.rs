@@ -200,19 +200,19 @@ trait Feed {
         report: &AttemptReport,
         now: Now,
     ) -> Vec<Effect> {
-        let input = Input::Finished {
+        let input = Input::Attempt(crate::runner::RunEvent::Finished {
             task: id.into(),
             attempt,
             report: Box::new(report.clone()),
-        };
+        });
         self.feed(input, now).effects
     }
     fn job(&mut self, id: &str, attempt: u32, job: crate::state::Job, now: Now) -> Vec<Effect> {
-        let input = Input::Job {
+        let input = Input::Attempt(crate::runner::RunEvent::Job {
             task: id.into(),
             attempt,
             job,
-        };
+        });
         self.feed(input, now).effects
     }
     fn dependency_start(
