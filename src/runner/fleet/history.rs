@@ -174,36 +174,12 @@ pub(crate) fn start_order(tasks: &TaskSet, state: &State, order: &[usize]) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::TaskRecord;
-    use crate::tasks::{BranchRules, parse_jsonl};
-    use std::path::Path;
-
-    fn tasks(lines: &str) -> TaskSet {
-        let rules = BranchRules {
-            prefix: "flocks/",
-            base: "main",
-            land_target: "main",
-            template_fields: &[],
-        };
-        parse_jsonl(Path::new("/p/tasks.jsonl"), lines, &rules).unwrap()
-    }
+    use crate::runner::fleet::tests::{state_for, tasks};
 
     /// `lines` as records; `took` gives some of them (or another id with
     /// their prompt) an earlier attempt of that many seconds.
     fn state(set: &TaskSet, took: &[(&str, &str, f64)]) -> State {
-        let mut state = State::default();
-        for t in &set.tasks {
-            let rec: TaskRecord = serde_json::from_value(serde_json::json!({
-                "id": t.id,
-                "branch": t.branch,
-                "worktree": format!("/p/.worktrees/{}", t.id),
-                "prompt_hash": t.prompt_hash(),
-                "depends_on": t.depends_on,
-                "status": {"state": "pending"},
-            }))
-            .unwrap();
-            state.tasks.push(rec);
-        }
+        let mut state = state_for(set);
         for (id, prompt_of, secs) in took {
             let hash = set.get(prompt_of).unwrap().prompt_hash();
             let at = chrono::Utc::now() - chrono::Duration::hours(1);

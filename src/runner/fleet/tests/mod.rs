@@ -35,7 +35,7 @@ fn config(edit: impl FnOnce(&mut Config)) -> Arc<Config> {
     Arc::new(c)
 }
 
-fn tasks(lines: &str) -> TaskSet {
+pub(super) fn tasks(lines: &str) -> TaskSet {
     let rules = BranchRules {
         prefix: "flocks/",
         base: "main",
@@ -45,7 +45,8 @@ fn tasks(lines: &str) -> TaskSet {
     parse_jsonl(Path::new("/p/tasks.jsonl"), lines, &rules).unwrap()
 }
 
-fn state_for(set: &TaskSet) -> State {
+/// Each task of `set` as a pending record.
+pub(super) fn state_for(set: &TaskSet) -> State {
     let mut state = State::default();
     for t in &set.tasks {
         let rec: TaskRecord = serde_json::from_value(serde_json::json!({
