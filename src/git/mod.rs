@@ -208,19 +208,31 @@ pub(crate) mod testing {
     use std::path::Path;
     use std::process::Command;
 
+    /// Run the git CLI in `dir` (with a fixed identity, no system config);
+    /// its trimmed stdout, or a panic with its stderr.
+    pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "A")
+            .env("GIT_AUTHOR_EMAIL", "a@example.com")
+            .env("GIT_COMMITTER_NAME", "A")
+            .env("GIT_COMMITTER_EMAIL", "a@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// A repo with one commit on `main`, made with the git CLI.
     pub(crate) fn init_repo(dir: &Path) {
         let run = |args: &[&str]| {
-            let st = Command::new("git")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .unwrap();
-            assert!(
-                st.status.success(),
-                "git {args:?}: {}",
-                String::from_utf8_lossy(&st.stderr)
-            );
+            git(dir, args);
         };
         run(&["init", "-q", "-b", "main"]);
         run(&["config", "user.name", "Test"]);

@@ -85,16 +85,8 @@ impl IncludeCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
 
-    fn git(dir: &Path, args: &[&str]) {
-        let st = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "git {args:?}");
-    }
+    use crate::git::testing::git;
 
     /// The walk is reused while the checkout is the same, and done again
     /// when its index or `.worktreeinclude` changes.
