@@ -355,6 +355,174 @@ fn six_tasks_run_three_jobs_at_a_time_all_land_and_planted_hooks_stay_in_jobs() 
     }
 }
 
+/// Issue 25: the pool's mirror on the shared filesystem is packed by
+/// flocks' upkeep between waves, through the helper's `pack` op in a step
+/// of one of the pool's jobs (flocks never runs git in `remote_dir` on the
+/// login node), and the events say so. A one-slot pool has no job running
+/// when a wave ends: the next job granted packs it, beside its agent. Its
+/// loose refs are packed past 64, its loose objects repacked past the
+/// mirror's own `gc.auto`, and nothing a task's worktree borrows is
+/// dropped: the later tasks still succeed and come back.
+#[test]
+fn the_pools_mirror_on_the_shared_filesystem_is_packed_between_waves() {
+    let node = available();
+    let p = project(
+        "kill_grace_secs = 1",
+        "partition = \"debug\"\nmax_worktrees = 1",
+    );
+    let commit = |i: usize| json!({"id": format!("t{i}"), "prompt": format!("@fake commit t{i}.txt hello-{i}")});
+    p.tasks(&[commit(1)]);
+    let o = p.flocks(&["run", "--tasks", "tasks.jsonl", "--no-progress"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    // A mirror that many tasks used: 80 loose refs and a past-due gc.auto.
+    let mirror = p.tmp.path().join("shared").join(key(&p)).join("mirror.git");
+    assert!(mirror.is_dir(), "{}", mirror.display());
+    let git_m = |args: &[&str]| {
+        let o = Command::new("git")
+            .arg("--git-dir")
+            .arg(&mirror)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let start = git_m(&["rev-parse", "refs/flocks/start/t1"]);
+    for i in 0..80 {
+        git_m(&["update-ref", &format!("refs/flocks/start/old{i}"), &start]);
+    }
+    git_m(&["config", "gc.auto", "1"]);
+    // Loose objects, some in objects/17 (git's estimate reads that one).
+    let dir = p.out_file("blobs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let in_17 = || {
+        std::fs::read_dir(mirror.join("objects/17"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let mut n = 0;
+    while in_17() < 2 {
+        let mut paths = String::new();
+        for _ in 0..300 {
+            let f = dir.join(format!("b{n}"));
+            std::fs::write(&f, format!("blob {n}\n")).unwrap();
+            paths.push_str(&format!("{}\n", f.display()));
+            n += 1;
+        }
+        let mut child = Command::new("git")
+            .arg("--git-dir")
+            .arg(&mirror)
+            .args(["hash-object", "-w", "--stdin-paths"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(paths.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let blob = git_m(&["hash-object", &dir.join("b0").display().to_string()]);
+    let loose_refs = || {
+        Command::new("find")
+            .arg(mirror.join("refs"))
+            .args(["-type", "f"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+            .unwrap()
+    };
+    assert!(loose_refs() > 64);
+
+    // A wave is the pool's one slot: each ended attempt ends one.
+    p.tasks(&(2..=4).map(commit).collect::<Vec<_>>());
+    let o = p.flocks(&["run", "--tasks", "tasks.jsonl", "--no-progress"]);
+    let out = text(&o);
+    assert_eq!(code(&o), 0, "{out}");
+    let upkeep: Vec<Value> = events(&p)
+        .into_iter()
+        .filter(|v| v["event"] == "upkeep" && v["pool"].is_string())
+        .collect();
+    assert!(
+        !upkeep.is_empty(),
+        "no upkeep event of the pool's mirror: {:?}",
+        events(&p)
+            .iter()
+            .map(|v| v["event"].clone())
+            .collect::<Vec<_>>()
+    );
+    let first = &upkeep[0];
+    assert_eq!(first["pool"], "cluster", "{first}");
+    assert_eq!(first["host"].as_str(), Some(node.as_str()), "{first}");
+    assert!(first["packed_refs"].as_u64().unwrap() > 64, "{first}");
+    assert_eq!(first["gc"], true, "{first}");
+    assert!(first["secs"].as_f64().is_some(), "{first}");
+    assert!(
+        out.contains("pool cluster's mirror on") && out.contains("packed in the background"),
+        "{out}"
+    );
+    // Packed: no loose refs, nothing loose in objects/17, and every object
+    // kept (the unreachable blobs too: -k).
+    assert_eq!(loose_refs(), 0);
+    assert_eq!(in_17(), 0);
+    git_m(&["cat-file", "-e", &start]);
+    git_m(&["cat-file", "-e", &blob]);
+    for i in 2..=4 {
+        let id = format!("t{i}");
+        assert_eq!(p.status_of(&id), "success", "{out}");
+        assert_eq!(
+            p.git(&["show", &format!("flocks/{id}:{id}.txt")]),
+            format!("hello-{i}")
+        );
+    }
+
+    // Two slots, and a job that still runs when a wave ends (two short
+    // attempts beside a long one): the pack runs in a step of it then.
+    let toml = p.repo.join("flocks.toml");
+    let text_toml = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text_toml.replace("max_worktrees = 1", "max_worktrees = 2"),
+    )
+    .unwrap();
+    let o = p.flocks(&["trust"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    for i in 0..80 {
+        git_m(&["update-ref", &format!("refs/flocks/start/again{i}"), &start]);
+    }
+    assert!(loose_refs() > 64);
+    let before = events(&p).len();
+    let mut tasks =
+        vec![json!({"id": "long", "prompt": "@fake sleep 8\n@fake commit long.txt done"})];
+    tasks.extend((5..=6).map(commit));
+    p.tasks(&tasks);
+    let o = p.flocks(&["run", "--tasks", "tasks.jsonl", "--no-progress"]);
+    let out = text(&o);
+    assert_eq!(code(&o), 0, "{out}");
+    let evs: Vec<Value> = events(&p).split_off(before);
+    let at = |f: &dyn Fn(&Value) -> bool| evs.iter().position(f);
+    let packed = at(&|v| v["event"] == "upkeep" && v["pool"] == "cluster");
+    let long_ended = at(&|v| v["event"] == "finished" && v["task"] == "long");
+    let names: Vec<String> = evs
+        .iter()
+        .map(|v| format!("{} {}", v["event"], v["task"]))
+        .collect();
+    assert!(
+        packed.is_some() && packed < long_ended,
+        "packed while long's job ran: {names:?}"
+    );
+    let ev = &evs[packed.unwrap()];
+    assert!(ev["packed_refs"].as_u64().unwrap() >= 80, "{ev}");
+    assert_eq!(loose_refs(), 0);
+    for id in ["long", "t5", "t6"] {
+        assert_eq!(p.status_of(id), "success", "{out}");
+    }
+    assert!(jobs(&key(&p)).is_empty(), "no job of the run is left");
+}
+
 #[test]
 fn a_timed_out_job_is_cancelled_and_leaves_no_process() {
     available();

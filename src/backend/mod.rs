@@ -351,10 +351,12 @@ pub(crate) trait Backend: Send + Sync {
     fn abandon<'a>(&'a self, task: &'a str) -> BoxFuture<'a, ()>;
 
     /// Repository upkeep where the pool's agents borrow objects (a remote
-    /// host's `mirror.git`: the helper's `pack` op), off the dispatch path:
-    /// the run calls it between waves, beside its own (`git::upkeep`). One
-    /// answer per place it looked (the host's name, what it did or why it
-    /// failed). The default: nothing of the pool's own to pack.
+    /// host's `mirror.git`, a Slurm pool's on the shared filesystem: the
+    /// helper's `pack` op), off the dispatch path: the run calls it between
+    /// waves, beside its own (`git::upkeep`). One answer per place it
+    /// looked (the host's name, what it did or why it failed); a Slurm
+    /// pool may answer for a pack it did since the last wave. The default:
+    /// nothing of the pool's own to pack.
     fn upkeep(&self) -> BoxFuture<'_, Vec<crate::git::upkeep::Remote>> {
         Box::pin(async { Vec::new() })
     }

@@ -8,7 +8,8 @@
 //! repository's config (the user's thresholds; `gc.auto = 0` turns it off).
 //! Pools whose agents work on other machines pack what they keep there the
 //! same way, at the same time ([`Remote`]: `Backend::upkeep`, the helper's
-//! `pack` op on a host's `mirror.git`).
+//! `pack` op on a host's `mirror.git`, or on a Slurm pool's in a step of
+//! one of its jobs).
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -14,6 +14,8 @@
 //!  finish:  srun ... helper finish: the branch back as a bundle → the intake
 //!  end:     the holder's stdin closed → salloc relinquishes N (a stopped
 //!           attempt's job: scancel N); accounting from sacct, or squeue
+//!  upkeep:  between waves, srun --jobid=<a running job> --overlap helper pack
+//!           (none runs: the next job granted does it)          (upkeep.rs)
 //! ```
 //!
 //! The helper's root is `<remote_dir>/<project key>` on the cluster's shared
@@ -21,6 +23,8 @@
 //! may run on other nodes) and the setup marker. Everything there is the
 //! agents' to write, so it is read only through the helper, on the compute
 //! node, and what comes back is checked (`helper::read_reply`, the intake).
+//! So is the mirror's upkeep between waves: the helper's `pack`, in a step
+//! of a job of the pool (upkeep.rs).
 
 pub(crate) mod alloc;
 pub(crate) mod check;
@@ -28,6 +32,7 @@ mod naming;
 pub(crate) mod sched;
 mod shell;
 pub(crate) mod step;
+mod upkeep;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -99,6 +104,8 @@ pub(crate) struct SlurmBackend {
     /// The pool's pending jobs, and what squeue said of them last.
     pending: Mutex<HashSet<String>>,
     polled: tokio::sync::Mutex<(Option<Instant>, HashMap<String, sched::Row>)>,
+    /// The mirror's upkeep (`pack` in a step of one of the pool's jobs).
+    upkeep: Arc<upkeep::Upkeep>,
 }
 
 impl SlurmBackend {
@@ -140,6 +147,7 @@ impl SlurmBackend {
             down: Mutex::new(None),
             pending: Mutex::new(HashSet::new()),
             polled: tokio::sync::Mutex::new((None, HashMap::new())),
+            upkeep: Arc::default(),
         }
     }
 
@@ -345,11 +353,79 @@ impl SlurmBackend {
             started_at: Some(alloc.started_at),
             ..Job::default()
         });
-        self.allocs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(ticket.task.clone(), Arc::new(alloc));
+        let alloc = Arc::new(alloc);
+        let claim = {
+            let mut allocs = self.allocs.lock().unwrap_or_else(|e| e.into_inner());
+            allocs.insert(ticket.task.clone(), alloc.clone());
+            self.upkeep.claim_owed(&alloc.id)
+        };
+        // The mirror's upkeep a wave owed it (no job of the pool ran then):
+        // beside the attempt, which does not wait for it.
+        if let Some(claim) = claim {
+            match self.pack_place() {
+                Some(place) => {
+                    let upkeep = self.upkeep.clone();
+                    tokio::spawn(async move {
+                        upkeep.say_later(place.pack(&alloc).await);
+                        upkeep.ended(claim);
+                    });
+                }
+                None => self.upkeep.ended(claim),
+            }
+        }
         Ok(())
+    }
+
+    /// Where the mirror's pack runs (None: `remote_dir` is not a path).
+    fn pack_place(&self) -> Option<upkeep::Place> {
+        Some(upkeep::Place {
+            pool: self.pool.clone(),
+            root: self.root.clone().ok()?,
+            scrub: self.scrub.clone(),
+            repo_dir: self.repo_dir.clone(),
+        })
+    }
+
+    /// The mirror's upkeep between waves: the helper's `pack` in a step of
+    /// the pool's job that started last, if one runs; else the next job
+    /// granted packs it (said at the next wave), as do the packs owed
+    /// before. Not under the admin lock: git's own locks keep the other
+    /// ops safe, and a start never waits on it.
+    pub(crate) async fn upkeep(&self) -> Vec<crate::git::upkeep::Remote> {
+        let Some(place) = self.pack_place() else {
+            return Vec::new();
+        };
+        if self.down_reason().is_some() {
+            return self.upkeep.said_later();
+        }
+        // After a pack under way in a granted job: what it did is said now.
+        let guard = self.upkeep.take().await;
+        let mut out = self.upkeep.said_later();
+        let claimed = {
+            let allocs = self.allocs.lock().unwrap_or_else(|e| e.into_inner());
+            allocs
+                .values()
+                .filter(|a| {
+                    a.gone().is_none() && !a.stopped.load(std::sync::atomic::Ordering::SeqCst)
+                })
+                .max_by_key(|a| a.started_at)
+                .cloned()
+                .map(|a| {
+                    let claim = self.upkeep.claim(guard, &a.id);
+                    (a, claim)
+                })
+        };
+        match claimed {
+            Some((alloc, claim)) => {
+                let done = place.pack(&alloc).await;
+                self.upkeep.ended(claim);
+                if !matches!(done.done, Ok(None)) {
+                    out.push(done);
+                }
+            }
+            None => self.upkeep.owe(),
+        }
+        out
     }
 
     /// The helper's root, made in this run (and the pool's setup run there
@@ -605,11 +681,16 @@ impl SlurmBackend {
 
     /// Let go of the attempt's job; its accounting.
     async fn end_job(&self, task: &str) -> Option<Job> {
-        let alloc = self
-            .allocs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(task)?;
+        let (alloc, packing) = {
+            let mut allocs = self.allocs.lock().unwrap_or_else(|e| e.into_inner());
+            let alloc = allocs.remove(task)?;
+            let packing = self.upkeep.packs_in(&alloc.id);
+            (alloc, packing)
+        };
+        // The mirror's pack runs in a step of this job: the job goes after it.
+        if packing {
+            self.upkeep.wait().await;
+        }
         // The job ended before flocks let go of it: the scheduler (or
         // someone) ended it.
         let ended_first = alloc.gone().is_some();
@@ -665,6 +746,10 @@ impl Backend for SlurmBackend {
 
     fn host_loss_takes_pool_down(&self) -> bool {
         false
+    }
+
+    fn upkeep(&self) -> BoxFuture<'_, Vec<crate::git::upkeep::Remote>> {
+        Box::pin(SlurmBackend::upkeep(self))
     }
 
     fn admit<'a>(
