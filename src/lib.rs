@@ -26,6 +26,7 @@ pub mod land;
 pub(crate) mod logview;
 pub(crate) mod notify;
 pub(crate) mod output;
+pub(crate) mod par;
 pub mod paths;
 pub(crate) mod proc;
 pub mod project;

@@ -388,29 +388,25 @@ pub(crate) fn build(project: &Project, state: &State) -> StatusView {
     let log_root = project.state_dir().join("logs");
     let now = Utc::now();
     let landed = crate::land::landed_ids(project, state);
-    let tasks: Vec<TaskView> = state
-        .tasks
-        .iter()
-        .map(|t| {
-            let mut view = task_view(t, &log_root, now, &project.config, live);
-            if landed.contains(&t.id) {
-                view.status = LANDED.to_string();
-                view.conflict = None;
-                view.conflict_unknown = false;
-            } else if t.removed {
-                view.status = REMOVED.to_string();
-                view.detail = Some(removed_detail(t));
-                view.activity = None;
-            } else if live
-                && t.not_in_run
-                && matches!(view.status.as_str(), "pending" | "interrupted")
-            {
-                view.detail = Some(not_queued_detail(&view.status));
-                view.status = NOT_QUEUED.to_string();
-            }
-            view
-        })
-        .collect();
+    // Side by side on the machine's cores: at 10,000 tasks this is a good
+    // part of `status`.
+    let tasks: Vec<TaskView> = crate::par::map(&state.tasks, 1000, |t| {
+        let mut view = task_view(t, &log_root, now, &project.config, live);
+        if landed.contains(&t.id) {
+            view.status = LANDED.to_string();
+            view.conflict = None;
+            view.conflict_unknown = false;
+        } else if t.removed {
+            view.status = REMOVED.to_string();
+            view.detail = Some(removed_detail(t));
+            view.activity = None;
+        } else if live && t.not_in_run && matches!(view.status.as_str(), "pending" | "interrupted")
+        {
+            view.detail = Some(not_queued_detail(&view.status));
+            view.status = NOT_QUEUED.to_string();
+        }
+        view
+    });
     let pools = project
         .config
         .pools

@@ -178,8 +178,8 @@ pub(crate) fn plan(
     let order = dependency_order(&tasks.tasks).unwrap_or_else(|_| (0..tasks.tasks.len()).collect());
     let before = crate::tasks::footprint_before(tasks, &order);
     let lanes = lanes(tasks, &order, &before);
-    let start_order = crate::runner::fleet::history::start_order(tasks, &state, &order);
     let expected = crate::runner::fleet::history::expected_secs(tasks, &state);
+    let start_order = crate::runner::fleet::history::start_order_by(tasks, &expected, &order);
     let mut start_pos: HashMap<usize, usize> = HashMap::new();
     for &i in &start_order.order {
         if state

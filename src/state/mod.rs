@@ -7,6 +7,7 @@ mod journal;
 mod lock;
 mod outcome;
 mod record;
+mod snapshot;
 pub(crate) mod store;
 
 use std::collections::BTreeMap;

@@ -14,8 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Deserialize;
 
 use super::journal::{self, Writer};
 use super::{FORMAT_VERSION, State};
@@ -41,13 +40,6 @@ pub struct StateStore {
 struct Probe {
     #[serde(default)]
     format_version: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct Snapshot<'a> {
-    #[serde(flatten)]
-    state: &'a State,
-    journal_generation: u64,
 }
 
 impl StateStore {
@@ -226,7 +218,7 @@ impl StateStore {
                 ));
             }
         };
-        let parsed = parse_state(text);
+        let parsed = super::snapshot::parse(text);
         let mut state = match parsed {
             Ok(state) if state.format_version > FORMAT_VERSION => {
                 return Err(newer(state.format_version.into()));
@@ -295,13 +287,9 @@ impl StateStore {
         *writer = None;
         let generation = new_generation(previous);
         // Streamed to the file: a large state is never a second time in memory.
-        let snapshot = Snapshot {
-            state,
-            journal_generation: generation,
-        };
         let len = write_atomic_with(&self.path, |f| {
             let mut out = std::io::BufWriter::new(f);
-            serde_json::to_writer(&mut out, &snapshot)?;
+            super::snapshot::write(&mut out, state, generation)?;
             out.flush()
         })?;
         let w = Writer::create(&self.journal, generation, len, state)
@@ -340,64 +328,6 @@ impl StateStore {
             None | Some(true) => self.save(state),
         }
     }
-}
-
-/// Snapshots smaller than this are parsed on one thread.
-const PARALLEL_BYTES: usize = 1 << 20;
-
-/// The snapshot's tasks, each still JSON text (borrowed), and its other
-/// fields parsed.
-#[derive(Deserialize)]
-struct Split<'a> {
-    #[serde(borrow, default)]
-    tasks: Vec<&'a RawValue>,
-    #[serde(flatten)]
-    rest: State,
-}
-
-/// A snapshot's state. A big one (thousands of tasks) has its tasks parsed
-/// on the machine's cores side by side: most of a reader's time at 10,000
-/// tasks is this parse. What it reads is what one `serde_json` pass reads;
-/// an error is that pass's error (line and column).
-fn parse_state(text: &str) -> serde_json::Result<State> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
-    if text.len() < PARALLEL_BYTES || threads < 2 {
-        return serde_json::from_str(text);
-    }
-    let Ok(split) = serde_json::from_str::<Split<'_>>(text) else {
-        // Said by the one pass, with its line and column.
-        return serde_json::from_str(text);
-    };
-    let chunk = split.tasks.len().div_ceil(threads).max(1);
-    let parsed: Vec<serde_json::Result<Vec<super::TaskRecord>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = split
-            .tasks
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|raw| serde_json::from_str::<super::TaskRecord>(raw.get()))
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    let mut state = split.rest;
-    state.tasks = Vec::with_capacity(split.tasks.len());
-    for part in parsed {
-        match part {
-            Ok(tasks) => state.tasks.extend(tasks),
-            Err(_) => return serde_json::from_str(text),
-        }
-    }
-    Ok(state)
 }
 
 /// A state read with its files still open.
@@ -554,4 +484,4 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -125,7 +125,16 @@ pub(crate) fn expected_secs(tasks: &TaskSet, state: &State) -> HashMap<String, f
 /// The start order of `tasks`, given their dependency order `order` and the
 /// history in `state`.
 pub(crate) fn start_order(tasks: &TaskSet, state: &State, order: &[usize]) -> StartOrder {
-    let known = expected_secs(tasks, state);
+    start_order_by(tasks, &expected_secs(tasks, state), order)
+}
+
+/// [`start_order`] from the tasks' expected durations (`known`, by
+/// [`expected_secs`]).
+pub(crate) fn start_order_by(
+    tasks: &TaskSet,
+    known: &HashMap<String, f64>,
+    order: &[usize],
+) -> StartOrder {
     let task_order = StartOrder {
         order: order.to_vec(),
         why: OrderWhy::TaskOrder,

@@ -1,6 +1,7 @@
 //! Tests of the state store: damaged files kept, the journal, readers racing a run, older formats.
 
 use super::*;
+use crate::state::snapshot::{PARALLEL_BYTES, parse as parse_state};
 
 #[test]
 fn corrupt_file_is_kept() {
@@ -33,7 +34,7 @@ fn unreadable_files_are_kept() {
     assert!(err.to_string().contains("newer flocks (format 99"), "{err}");
 }
 
-fn task(id: &str) -> super::super::TaskRecord {
+pub(crate) fn task(id: &str) -> super::super::TaskRecord {
     let text = include_str!("../../../tests/fixtures/state-v1.json");
     let state: State = serde_json::from_str(text).unwrap();
     super::super::TaskRecord {
