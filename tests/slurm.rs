@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{TestProject, code, fake_bash, text};
+use support::{Mirror, TestProject, code, fake_bash, text};
 
 /// A partition of the test cluster that runs one job at a time (one CPU of
 /// the node), made by the tests when missing.
@@ -375,67 +375,12 @@ fn the_pools_mirror_on_the_shared_filesystem_is_packed_between_waves() {
     let o = p.flocks(&["run", "--tasks", "tasks.jsonl", "--no-progress"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     // A mirror that many tasks used: 80 loose refs and a past-due gc.auto.
-    let mirror = p.tmp.path().join("shared").join(key(&p)).join("mirror.git");
-    assert!(mirror.is_dir(), "{}", mirror.display());
-    let git_m = |args: &[&str]| {
-        let o = Command::new("git")
-            .arg("--git-dir")
-            .arg(&mirror)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{args:?}: {}", text(&o));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    let mirror = Mirror {
+        dir: p.tmp.path().join("shared").join(key(&p)).join("mirror.git"),
     };
-    let start = git_m(&["rev-parse", "refs/flocks/start/t1"]);
-    for i in 0..80 {
-        git_m(&["update-ref", &format!("refs/flocks/start/old{i}"), &start]);
-    }
-    git_m(&["config", "gc.auto", "1"]);
-    // Loose objects, some in objects/17 (git's estimate reads that one).
-    let dir = p.out_file("blobs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let in_17 = || {
-        std::fs::read_dir(mirror.join("objects/17"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
-    let mut n = 0;
-    while in_17() < 2 {
-        let mut paths = String::new();
-        for _ in 0..300 {
-            let f = dir.join(format!("b{n}"));
-            std::fs::write(&f, format!("blob {n}\n")).unwrap();
-            paths.push_str(&format!("{}\n", f.display()));
-            n += 1;
-        }
-        let mut child = Command::new("git")
-            .arg("--git-dir")
-            .arg(&mirror)
-            .args(["hash-object", "-w", "--stdin-paths"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(paths.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-    }
-    let blob = git_m(&["hash-object", &dir.join("b0").display().to_string()]);
-    let loose_refs = || {
-        Command::new("find")
-            .arg(mirror.join("refs"))
-            .args(["-type", "f"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
-            .unwrap()
-    };
-    assert!(loose_refs() > 64);
+    assert!(mirror.dir.is_dir(), "{}", mirror.dir.display());
+    let start = mirror.git(&["rev-parse", "refs/flocks/start/t1"]);
+    let blob = mirror.age("old", &p.out_file("blobs"));
 
     // A wave is the pool's one slot: each ended attempt ends one.
     p.tasks(&(2..=4).map(commit).collect::<Vec<_>>());
@@ -466,10 +411,10 @@ fn the_pools_mirror_on_the_shared_filesystem_is_packed_between_waves() {
     );
     // Packed: no loose refs, nothing loose in objects/17, and every object
     // kept (the unreachable blobs too: -k).
-    assert_eq!(loose_refs(), 0);
-    assert_eq!(in_17(), 0);
-    git_m(&["cat-file", "-e", &start]);
-    git_m(&["cat-file", "-e", &blob]);
+    assert_eq!(mirror.loose_refs(), 0);
+    assert_eq!(mirror.loose_in_17(), 0);
+    mirror.git(&["cat-file", "-e", &start]);
+    mirror.git(&["cat-file", "-e", &blob]);
     for i in 2..=4 {
         let id = format!("t{i}");
         assert_eq!(p.status_of(&id), "success", "{out}");
@@ -491,9 +436,9 @@ fn the_pools_mirror_on_the_shared_filesystem_is_packed_between_waves() {
     let o = p.flocks(&["trust"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     for i in 0..80 {
-        git_m(&["update-ref", &format!("refs/flocks/start/again{i}"), &start]);
+        mirror.git(&["update-ref", &format!("refs/flocks/start/again{i}"), &start]);
     }
-    assert!(loose_refs() > 64);
+    assert!(mirror.loose_refs() > 64);
     let before = events(&p).len();
     let mut tasks =
         vec![json!({"id": "long", "prompt": "@fake sleep 8\n@fake commit long.txt done"})];
@@ -516,7 +461,7 @@ fn the_pools_mirror_on_the_shared_filesystem_is_packed_between_waves() {
     );
     let ev = &evs[packed.unwrap()];
     assert!(ev["packed_refs"].as_u64().unwrap() >= 80, "{ev}");
-    assert_eq!(loose_refs(), 0);
+    assert_eq!(mirror.loose_refs(), 0);
     for id in ["long", "t5", "t6"] {
         assert_eq!(p.status_of(id), "success", "{out}");
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sshd::TestSshd;
-use support::{TestProject, fake_bash, fake_claude, text};
+use support::{Mirror, TestProject, fake_bash, fake_claude, text};
 
 /// True, or the test fails saying what is missing (never a silent pass).
 fn available() -> bool {
@@ -639,65 +639,12 @@ fn the_hosts_mirror_is_packed_between_waves() {
     let (code, out) = run(&p, &["run", "--tasks", "tasks.jsonl", "--no-progress"]);
     assert_eq!(code, 0, "{out}");
     // A mirror that many tasks used: 80 loose refs and a past-due gc.auto.
-    let mirror = a.home().join("flocks/mirror.git");
-    assert!(mirror.is_dir(), "{}", mirror.display());
-    let git_m = |args: &[&str]| {
-        let o = Command::new("git")
-            .arg("--git-dir")
-            .arg(&mirror)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{args:?}: {}", text(&o));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    let mirror = Mirror {
+        dir: a.home().join("flocks/mirror.git"),
     };
-    let start = git_m(&["rev-parse", "refs/flocks/start/t1"]);
-    for i in 0..80 {
-        git_m(&["update-ref", &format!("refs/flocks/start/old{i}"), &start]);
-    }
-    git_m(&["config", "gc.auto", "1"]);
-    // Loose objects, some in objects/17 (git's estimate reads that one).
-    let mut in_17 = 0;
-    let mut n = 0;
-    while in_17 < 2 {
-        let mut child = Command::new("git")
-            .arg("--git-dir")
-            .arg(&mirror)
-            .args(["hash-object", "-w", "--stdin-paths"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let dir = p.out_file("blobs");
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut paths = String::new();
-        for _ in 0..300 {
-            let f = dir.join(format!("b{n}"));
-            std::fs::write(&f, format!("blob {n}\n")).unwrap();
-            paths.push_str(&format!("{}\n", f.display()));
-            n += 1;
-        }
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(paths.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-        in_17 = std::fs::read_dir(mirror.join("objects/17"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-    }
-    let loose_refs = || {
-        Command::new("find")
-            .arg(mirror.join("refs"))
-            .args(["-type", "f"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
-            .unwrap()
-    };
-    assert!(loose_refs() > 64);
+    assert!(mirror.dir.is_dir(), "{}", mirror.dir.display());
+    let start = mirror.git(&["rev-parse", "refs/flocks/start/t1"]);
+    mirror.age("old", &p.out_file("blobs"));
 
     // A wave is the pool's 2 slots: 4 tasks end two waves.
     p.tasks(&(2..=5).map(commit).collect::<Vec<_>>());
@@ -721,14 +668,9 @@ fn the_hosts_mirror_is_packed_between_waves() {
     );
     // Packed: no loose refs, nothing loose in objects/17, and every object
     // kept (the unreachable blobs too: -k).
-    assert_eq!(loose_refs(), 0);
-    assert_eq!(
-        std::fs::read_dir(mirror.join("objects/17"))
-            .map(|d| d.count())
-            .unwrap_or(0),
-        0
-    );
-    git_m(&["cat-file", "-e", &start]);
+    assert_eq!(mirror.loose_refs(), 0);
+    assert_eq!(mirror.loose_in_17(), 0);
+    mirror.git(&["cat-file", "-e", &start]);
     for i in 1..=5 {
         let id = format!("t{i}");
         assert_eq!(p.status_of(&id), "success", "{out}");

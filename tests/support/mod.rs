@@ -365,3 +365,94 @@ pub fn git_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A remote `mirror.git` the upkeep tests age and then look at, reached
+/// by the test directly (the tests' cluster and hosts are this machine).
+pub struct Mirror {
+    pub dir: PathBuf,
+}
+
+impl Mirror {
+    /// `git --git-dir <mirror> args`, which must succeed: its stdout.
+    pub fn git(&self, args: &[&str]) -> String {
+        let o = Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// Make it a mirror that many tasks used: 80 more loose refs at the
+    /// start of task `t1` (`refs/flocks/start/<prefix><i>`), a past-due
+    /// `gc.auto`, and loose objects until some are in `objects/17` (git's
+    /// estimate reads that one), their files written under `scratch`.
+    /// The id of the first blob written (unreachable: a repack keeps it).
+    pub fn age(&self, prefix: &str, scratch: &Path) -> String {
+        let start = self.git(&["rev-parse", "refs/flocks/start/t1"]);
+        for i in 0..80 {
+            self.git(&[
+                "update-ref",
+                &format!("refs/flocks/start/{prefix}{i}"),
+                &start,
+            ]);
+        }
+        self.git(&["config", "gc.auto", "1"]);
+        std::fs::create_dir_all(scratch).unwrap();
+        let mut n = 0;
+        while self.loose_in_17() < 2 {
+            let mut paths = String::new();
+            for _ in 0..300 {
+                let f = scratch.join(format!("b{n}"));
+                std::fs::write(&f, format!("blob {n}\n")).unwrap();
+                paths.push_str(&format!("{}\n", f.display()));
+                n += 1;
+            }
+            let mut child = Command::new("git")
+                .arg("--git-dir")
+                .arg(&self.dir)
+                .args(["hash-object", "-w", "--stdin-paths"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(paths.as_bytes())
+                .unwrap();
+            assert!(child.wait().unwrap().success());
+        }
+        assert!(self.loose_refs() > 64);
+        self.git(&["hash-object", &scratch.join("b0").display().to_string()])
+    }
+
+    /// Loose objects in `objects/17`.
+    pub fn loose_in_17(&self) -> usize {
+        std::fs::read_dir(self.dir.join("objects/17"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Loose refs under `refs/`.
+    pub fn loose_refs(&self) -> usize {
+        fn count(dir: &Path) -> usize {
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| match e.file_type() {
+                            Ok(t) if t.is_dir() => count(&e.path()),
+                            Ok(_) => 1,
+                            Err(_) => 0,
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        count(&self.dir.join("refs"))
+    }
+}
