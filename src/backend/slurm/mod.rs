@@ -376,58 +376,6 @@ impl SlurmBackend {
         Ok(())
     }
 
-    /// Where the mirror's pack runs (None: `remote_dir` is not a path).
-    fn pack_place(&self) -> Option<upkeep::Place> {
-        Some(upkeep::Place {
-            pool: self.pool.clone(),
-            root: self.root.clone().ok()?,
-            scrub: self.scrub.clone(),
-            repo_dir: self.repo_dir.clone(),
-        })
-    }
-
-    /// The mirror's upkeep between waves: the helper's `pack` in a step of
-    /// the pool's job that started last, if one runs; else the next job
-    /// granted packs it (said at the next wave), as do the packs owed
-    /// before. Not under the admin lock: git's own locks keep the other
-    /// ops safe, and a start never waits on it.
-    pub(crate) async fn upkeep(&self) -> Vec<crate::git::upkeep::Remote> {
-        let Some(place) = self.pack_place() else {
-            return Vec::new();
-        };
-        if self.down_reason().is_some() {
-            return self.upkeep.said_later();
-        }
-        // After a pack under way in a granted job: what it did is said now.
-        let guard = self.upkeep.take().await;
-        let mut out = self.upkeep.said_later();
-        let claimed = {
-            let allocs = self.allocs.lock().unwrap_or_else(|e| e.into_inner());
-            allocs
-                .values()
-                .filter(|a| {
-                    a.gone().is_none() && !a.stopped.load(std::sync::atomic::Ordering::SeqCst)
-                })
-                .max_by_key(|a| a.started_at)
-                .cloned()
-                .map(|a| {
-                    let claim = self.upkeep.claim(guard, &a.id);
-                    (a, claim)
-                })
-        };
-        match claimed {
-            Some((alloc, claim)) => {
-                let done = place.pack(&alloc).await;
-                self.upkeep.ended(claim);
-                if !matches!(done.done, Ok(None)) {
-                    out.push(done);
-                }
-            }
-            None => self.upkeep.owe(),
-        }
-        out
-    }
-
     /// The helper's root, made in this run (and the pool's setup run there
     /// once per `remote_dir`), through a step of `alloc`.
     async fn ready(&self, alloc: &Arc<Alloc>) -> Result<String, PrepareError> {
