@@ -200,7 +200,7 @@ pub(crate) struct TaskView {
     /// Its last attempt's scheduler job (Slurm pools): `id`, `state`
     /// (`PENDING` with its `reason`, `RUNNING`, how it ended), `node`,
     /// `started_at`, `elapsed_secs`.
-    pub job: Option<crate::state::Job>,
+    pub job: Option<Box<crate::state::Job>>,
     pub turns: u64,
     pub cost_usd: f64,
     pub depends_on: Vec<String>,
@@ -218,7 +218,7 @@ pub(crate) struct TaskView {
     /// A succeeded task whose work will conflict when it lands (predicted
     /// during the run): `commit`, `files`, `with` (earlier tasks),
     /// `with_target`, `target`, `target_tip`. Null once it landed.
-    pub conflict: Option<crate::state::PredictedConflict>,
+    pub conflict: Option<Box<crate::state::PredictedConflict>>,
     /// A succeeded task whose conflicts were not predicted (the run ended
     /// first): unknown, not absent; `land --dry-run` works them out.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -233,7 +233,7 @@ pub(crate) struct TaskView {
     pub judgement: Option<Judgement>,
     /// Its last attempt's tokens and cost as flocks' proxy read them (live
     /// while it runs; as in state.json's attempt `usage`).
-    pub usage: Option<crate::state::Usage>,
+    pub usage: Option<Box<crate::state::Usage>>,
     /// Connections `[network] allow` refused, over its attempts.
     pub egress_denied: u64,
 }

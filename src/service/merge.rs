@@ -68,7 +68,7 @@ fn retry(state: &mut State, config: &Config, ids: &[String], fresh: bool) -> Res
             next.resume_session = None;
             next.context = None;
         }
-        rec.next = Some(next);
+        rec.next = Some(Box::new(next));
         rec.requeues = 0;
         if rec.status != TaskStatus::Pending {
             rec.transition(TaskStatus::Pending)
@@ -114,7 +114,7 @@ pub(crate) fn requeue_round(
             next.resume_session = None;
             next.context = None;
         }
-        v.next = Some(next);
+        v.next = Some(Box::new(next));
         v.requeues = 0;
         if v.status != TaskStatus::Pending {
             v.transition(TaskStatus::Pending)?;
@@ -259,14 +259,14 @@ fn redo(state: &mut State, config: &Config, onto: git2::Oid, tasks: Vec<Redo>) -
                         &onto[..10]
                     ));
                 }
-                v.next = Some(NextAttempt {
+                v.next = Some(Box::new(NextAttempt {
                     fresh: true,
                     resume_session: None,
                     resume_pool: None,
                     ended: None,
                     context: Some(context.clone()),
                     base: Some(onto.clone()),
-                });
+                }));
                 v.requeues = 0;
                 if v.status != TaskStatus::Pending {
                     v.transition(TaskStatus::Pending)
@@ -291,14 +291,14 @@ fn redo(state: &mut State, config: &Config, onto: git2::Oid, tasks: Vec<Redo>) -
                 &onto[..10]
             ));
         }
-        rec.next = Some(NextAttempt {
+        rec.next = Some(Box::new(NextAttempt {
             fresh: true,
             resume_session: None,
             resume_pool: None,
             ended: None,
             context: Some(context),
             base: Some(onto.clone()),
-        });
+        }));
         rec.requeues = 0;
         if rec.status != TaskStatus::Pending {
             rec.transition(TaskStatus::Pending)
@@ -554,7 +554,9 @@ fn retry_again(
         return false;
     }
     let last = rec.last_attempt().map(|a| a.number).unwrap_or(0);
-    rec.next = Some(crate::retry::next_after_failure(rec, last, config, &logs));
+    rec.next = Some(Box::new(crate::retry::next_after_failure(
+        rec, last, config, &logs,
+    )));
     if let Err(e) = rec.transition(TaskStatus::Pending) {
         notes.push(format!("internal error, please report it: {e}"));
     }

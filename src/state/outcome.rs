@@ -165,7 +165,7 @@ pub struct Attempt {
     /// Tokens and their cost as flocks' proxy read them from the API's
     /// answers, live while the attempt runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
+    pub usage: Option<Box<Usage>>,
     /// Connections `[network] allow` refused.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub egress_denied: u32,
@@ -175,7 +175,7 @@ pub struct Attempt {
     pub pending_secs: Option<f64>,
     /// The scheduler's job that ran the attempt (Slurm pools).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<Job>,
+    pub job: Option<Box<Job>>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -31,7 +31,7 @@ pub struct TaskRecord {
     pub requeues: u32,
     /// How the next attempt should start, set by a retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next: Option<NextAttempt>,
+    pub next: Option<Box<NextAttempt>>,
     /// The commit the task's branch started from (the base, or the start that
     /// `start_from = "dependencies"` built). Set when the branch is created,
     /// and again only by `retry --fresh` and a `land --resolve` redo. The
@@ -50,7 +50,7 @@ pub struct TaskRecord {
     /// run, each time a task succeeds (cleared when it applies again or a new
     /// attempt starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conflict: Option<PredictedConflict>,
+    pub conflict: Option<Box<PredictedConflict>>,
     /// The run ended before its conflict prediction was worked out: its
     /// conflicts are unknown (left to `land`), not absent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -65,7 +65,7 @@ pub struct TaskRecord {
     pub variants: Vec<TaskRecord>,
     /// How a best-of task's variants were judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub best_of: Option<BestOf>,
+    pub best_of: Option<Box<BestOf>>,
     /// The task list it was last read from (a file's absolute path, or
     /// `[source] script ...`), when it is not the project's default list
     /// (`[source]`, or tasks.jsonl): None is that one.

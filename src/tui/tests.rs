@@ -390,14 +390,14 @@ fn a_predicted_conflict_shows_on_its_task_and_in_the_events() {
     let mut view = status();
     let mut done = task("api-login", "succeeded");
     done.attempts = 1;
-    done.conflict = Some(crate::state::PredictedConflict {
+    done.conflict = Some(Box::new(crate::state::PredictedConflict {
         commit: "c0ffee".into(),
         files: vec!["src/auth.rs".into()],
         with: vec!["api-auth".into()],
         with_target: false,
         target: "main".into(),
         target_tip: "abc".into(),
-    });
+    }));
     view.tasks.push(done);
     let mut app = App::new(view, Some(1200.0), t(0));
     app.local_times = false;

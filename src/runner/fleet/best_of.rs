@@ -15,7 +15,7 @@ use crate::backend::PrepareJob;
 use crate::report::{AttentionCause, Event};
 use crate::runner::AttemptReport;
 use crate::runner::credentials::DEFAULT_LOGIN;
-use crate::state::{BestOf, Judgement, Outcome, State, TaskStatus, VerdictOutcome};
+use crate::state::{Judgement, Outcome, State, TaskStatus, VerdictOutcome};
 use crate::tasks::{Task, TaskSet, VariantOf, split_variant_id};
 
 /// What judging found, for [`super::Input::Judged`].
@@ -335,7 +335,7 @@ impl Fleet {
     ) -> Option<(u32, Option<String>)> {
         let cap = self.task(id).and_then(|t| t.max_cost_usd);
         let rec = self.record_mut(id)?;
-        let best = rec.best_of.get_or_insert_with(BestOf::default);
+        let best = rec.best_of.get_or_insert_with(Box::default);
         if judgement.winner.is_none() {
             best.failed_rounds += 1;
         }

@@ -259,10 +259,10 @@ impl Fleet {
             (None, Some(_)) => true,
             (Some(old), Some(new)) => said(old) != said(new),
         };
-        if (rec.conflict != conflict || rec.conflict_unknown)
+        if (rec.conflict.as_deref() != conflict.as_ref() || rec.conflict_unknown)
             && let Some(rec) = self.record_mut(id)
         {
-            rec.conflict = conflict.clone();
+            rec.conflict = conflict.clone().map(Box::new);
             rec.conflict_unknown = false;
             self.dirty = true;
         }
@@ -404,7 +404,7 @@ impl Fleet {
         match next {
             Ok(next) => {
                 if let Some(rec) = self.record_mut(id) {
-                    rec.next = Some(next);
+                    rec.next = Some(Box::new(next));
                     rec.requeues = 0;
                     self.dirty = true;
                 }

@@ -172,7 +172,7 @@ impl Fleet {
                 a.pending_secs = report.pending_secs;
             }
             if let Some(job) = &report.job {
-                a.job = Some(job.clone());
+                a.job = Some(Box::new(job.clone()));
             } else if let Some(j) = a.job.as_mut().filter(|j| j.is_pending()) {
                 // Its job never ran: the attempt ended while it waited
                 // (a stop, a refusal); the backend cancelled it.
@@ -372,7 +372,7 @@ impl Fleet {
     pub(super) fn set_next(&mut self, id: &str, next: NextAttempt) {
         self.planning.remove(id);
         if let Some(rec) = self.record_mut(id) {
-            rec.next = Some(next);
+            rec.next = Some(Box::new(next));
             self.dirty = true;
         }
     }

@@ -95,7 +95,7 @@ impl Fleet {
         if d.unpriced {
             u.unpriced_model = d.model;
         }
-        let usage = u.clone();
+        let usage = (**u).clone();
         self.dirty = true;
         out.push(Effect::Emit(Event::Usage {
             task: task.to_string(),

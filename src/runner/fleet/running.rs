@@ -54,7 +54,7 @@ impl Fleet {
                 Some(((until - a.started_at).num_milliseconds().max(0)) as f64 / 1000.0);
         }
         let pending_secs = a.pending_at(now.wall);
-        a.job = Some(job.clone());
+        a.job = Some(Box::new(job.clone()));
         self.dirty = true;
         if changed {
             out.push(Effect::Emit(Event::Job {

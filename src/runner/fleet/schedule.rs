@@ -453,7 +453,7 @@ impl Fleet {
             return;
         };
         let number = rec.attempts.iter().map(|a| a.number).max().unwrap_or(0) + 1;
-        let next = rec.next.clone().unwrap_or(NextAttempt {
+        let next = rec.next.as_deref().cloned().unwrap_or(NextAttempt {
             fresh: false,
             resume_session: None,
             resume_pool: None,

@@ -104,8 +104,8 @@ fn a_predicted_conflict_is_recorded_and_said_once() {
         }]
     );
     assert_eq!(
-        f.record("b").unwrap().conflict,
-        Some(conflict(&["a"], "x.rs"))
+        f.record("b").unwrap().conflict.as_deref(),
+        Some(&conflict(&["a"], "x.rs"))
     );
     assert!(f.take_dirty());
     // Without --supervise and "early", it stays as it succeeded.
