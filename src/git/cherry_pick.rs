@@ -19,6 +19,20 @@ pub(crate) enum Applied {
     Conflicted { commit: Oid, files: Vec<String> },
 }
 
+/// The paths with a conflict in a merged `index`, sorted, each once.
+pub(crate) fn conflicted_files(index: &git2::Index) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    for c in index.conflicts().ctx(|| "read conflicts".into())? {
+        let c = c.ctx(|| "read conflicts".into())?;
+        if let Some(e) = c.our.or(c.their).or(c.ancestor) {
+            files.push(String::from_utf8_lossy(&e.path).into_owned());
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
 /// Cherry-pick `commits` (oldest first) of task `id` onto `onto`, as commit
 /// objects only; with `trailer`, each new commit carries `Flocks-Task: <id>`.
 /// Also builds the start of a task that starts from its dependencies.
@@ -39,17 +53,7 @@ pub(crate) fn pick(
             .cherrypick_commit(&commit, &head, 0, None)
             .ctx(|| format!("cherry-pick {} of task {id}", short(oid)))?;
         if index.has_conflicts() {
-            let mut files = Vec::new();
-            for c in index.conflicts().ctx(|| "read conflicts".into())? {
-                let c = c.ctx(|| "read conflicts".into())?;
-                if let Some(e) = c.our.or(c.their).or(c.ancestor) {
-                    let p = String::from_utf8_lossy(&e.path).into_owned();
-                    if !files.contains(&p) {
-                        files.push(p);
-                    }
-                }
-            }
-            files.sort();
+            let files = conflicted_files(&index)?;
             return Ok((onto, Applied::Conflicted { commit: oid, files }));
         }
         let tree_id = index

@@ -212,18 +212,9 @@ impl Worktrees {
         drop(guard);
         let made = Repository::open(path)
             .ctx(|| format!("open worktree {}", path.display()))
-            .and_then(|wt| {
-                let target = wt
-                    .find_reference(refname)
-                    .and_then(|r| r.peel_to_commit())
-                    .ctx(|| format!("read {refname}"))?;
-                // No index yet: libgit2 checks out against an empty
-                // baseline, every file.
-                let mut co = CheckoutBuilder::new();
-                co.force();
-                wt.checkout_tree(target.as_object(), Some(&mut co))
-                    .ctx(|| format!("check out {refname} in {}", path.display()))
-            });
+            // No index yet: libgit2 checks out against an empty baseline,
+            // every file.
+            .and_then(|wt| check_out(&wt, refname));
         if let Err(e) = made {
             let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
             let _ = crate::fsat::remove_all(path);
@@ -550,17 +541,24 @@ fn switch_to(wt: &Repository, refname: &str) -> Result<()> {
     for lock in ["HEAD.lock", "index.lock"] {
         let _ = fs::remove_file(wt.path().join(lock));
     }
+    check_out(wt, refname)?;
+    wt.set_head(refname)
+        .ctx(|| format!("set HEAD to {refname}"))?;
+    Ok(())
+}
+
+/// The files of `refname`'s commit in the worktree `wt`, written where they
+/// differ from its index (HEAD is left as it is).
+fn check_out(wt: &Repository, refname: &str) -> Result<()> {
     let target = wt
         .find_reference(refname)
         .and_then(|r| r.peel_to_commit())
         .ctx(|| format!("read {refname}"))?;
     let mut co = CheckoutBuilder::new();
     co.force();
+    let place = wt.workdir().unwrap_or(wt.path()).display().to_string();
     wt.checkout_tree(target.as_object(), Some(&mut co))
-        .ctx(|| format!("check out {refname}"))?;
-    wt.set_head(refname)
-        .ctx(|| format!("set HEAD to {refname}"))?;
-    Ok(())
+        .ctx(|| format!("check out {refname} in {place}"))
 }
 
 /// Check out `refname` in a spare worktree, writing only the paths that

@@ -315,18 +315,7 @@ fn merge_paths(
         .merge_trees(&ancestor, &ours, &theirs, None)
         .ctx(|| "merge the shared paths".into())?;
     if index.has_conflicts() {
-        let mut files = Vec::new();
-        for c in index.conflicts().ctx(|| "read conflicts".into())? {
-            let c = c.ctx(|| "read conflicts".into())?;
-            if let Some(e) = c.our.or(c.their).or(c.ancestor) {
-                let p = String::from_utf8_lossy(&e.path).into_owned();
-                if !files.contains(&p) {
-                    files.push(p);
-                }
-            }
-        }
-        files.sort();
-        return Ok(Err(files));
+        return Ok(Err(crate::git::cherry_pick::conflicted_files(&index)?));
     }
     let mut out = HashMap::new();
     for entry in index.iter() {
