@@ -420,18 +420,9 @@ fn a_best_of_tasks_variants_share_a_footprint_without_waiting_for_each_other() {
     answer(&mut f, &out, &[("a", None)]);
     // b starts from a's work, the winner's.
     let out = f.tick(later(now, 13));
-    let job = out
-        .iter()
-        .find_map(|e| match e {
-            Effect::ResolveStart(j) => Some(j),
-            _ => None,
-        })
-        .expect("b's start is built from a's work");
-    assert_eq!(job.task, "b");
-    assert_eq!(
-        job.deps.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-        ["a"]
-    );
+    let (task, deps) = dependency_start(&out).expect("b's start is built from a's work");
+    assert_eq!(task, "b");
+    assert_eq!(deps, ["a"]);
 }
 
 #[test]

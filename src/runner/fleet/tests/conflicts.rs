@@ -2,6 +2,20 @@
 
 use super::*;
 
+/// From the first tick: `a` succeeds, then `b`, whose work is predicted to
+/// conflict with `a`'s in x.rs. What the fleet did with that prediction.
+fn b_conflicts_with_a(f: &mut Fleet, now: Now) -> Vec<Effect> {
+    f.tick(now);
+    let out = f.finished("a", 1, &report(Outcome::Success), later(now, 1));
+    answer(f, &out, &[("a", None)]);
+    let out = f.finished("b", 1, &report(Outcome::Success), later(now, 2));
+    answer(
+        f,
+        &out,
+        &[("a", None), ("b", Some(conflict(&["a"], "x.rs")))],
+    )
+}
+
 #[test]
 fn overlapping_footprints_never_run_at_once_and_the_later_starts_from_the_earlier() {
     let mut f = Setup::new(PAIRS).build();
@@ -20,18 +34,9 @@ fn overlapping_footprints_never_run_at_once_and_the_later_starts_from_the_earlie
     answer(&mut f, &out, &[]);
     let out = f.tick(later(now, 11));
     assert!(spawned(&out).is_empty());
-    let job = out
-        .iter()
-        .find_map(|e| match e {
-            Effect::ResolveStart(j) => Some(j),
-            _ => None,
-        })
-        .expect("a2's start is built from a1's work");
-    assert_eq!(job.task, "a2");
-    assert_eq!(
-        job.deps.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-        ["a1"]
-    );
+    let (task, deps) = dependency_start(&out).expect("a2's start is built from a1's work");
+    assert_eq!(task, "a2");
+    assert_eq!(deps, ["a1"]);
 }
 
 #[test]
@@ -79,15 +84,7 @@ fn each_success_is_predicted_one_at_a_time() {
 fn a_predicted_conflict_is_recorded_and_said_once() {
     let mut f = Setup::new(TWO).build();
     let now = t0();
-    f.tick(now);
-    let out = f.finished("a", 1, &report(Outcome::Success), later(now, 1));
-    answer(&mut f, &out, &[("a", None)]);
-    let out = f.finished("b", 1, &report(Outcome::Success), later(now, 2));
-    let said = answer(
-        &mut f,
-        &out,
-        &[("a", None), ("b", Some(conflict(&["a"], "x.rs")))],
-    );
+    let said = b_conflicts_with_a(&mut f, now);
     let ev: Vec<&Event> = events(&said)
         .into_iter()
         .filter(|e| matches!(e, Event::ConflictPredicted { .. }))
@@ -135,15 +132,7 @@ fn early_redo_requeues_the_task_from_the_target_and_the_tasks_it_clashed_with() 
         .config(|c| c.land.redo_conflicts = crate::config::RedoConflicts::Early)
         .build();
     let now = t0();
-    f.tick(now);
-    let out = f.finished("a", 1, &report(Outcome::Success), later(now, 1));
-    answer(&mut f, &out, &[("a", None)]);
-    let out = f.finished("b", 1, &report(Outcome::Success), later(now, 2));
-    let out = answer(
-        &mut f,
-        &out,
-        &[("a", None), ("b", Some(conflict(&["a"], "x.rs")))],
-    );
+    let out = b_conflicts_with_a(&mut f, now);
     let job = out
         .iter()
         .find_map(|e| match e {
@@ -195,15 +184,7 @@ fn an_early_redo_that_cannot_be_prepared_leaves_the_task_as_it_succeeded() {
         .config(|c| c.land.redo_conflicts = crate::config::RedoConflicts::Early)
         .build();
     let now = t0();
-    f.tick(now);
-    let out = f.finished("a", 1, &report(Outcome::Success), later(now, 1));
-    answer(&mut f, &out, &[("a", None)]);
-    let out = f.finished("b", 1, &report(Outcome::Success), later(now, 2));
-    answer(
-        &mut f,
-        &out,
-        &[("a", None), ("b", Some(conflict(&["a"], "x.rs")))],
-    );
+    b_conflicts_with_a(&mut f, now);
     let out = f.redo_prepared("b", Err(RedoError::TargetGone("main".into())));
     assert!(
         notices(&out)[0].contains("land --resolve"),

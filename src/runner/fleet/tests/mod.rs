@@ -301,6 +301,18 @@ fn spawned(effects: &[Effect]) -> Vec<(String, u32, usize)> {
         .collect()
 }
 
+/// The dependency start asked for in `effects`: its task and the ids of
+/// the dependencies it is built from.
+fn dependency_start(effects: &[Effect]) -> Option<(&str, Vec<&str>)> {
+    effects.iter().find_map(|e| match e {
+        Effect::ResolveStart(j) => Some((
+            j.task.as_str(),
+            j.deps.iter().map(|r| r.id.as_str()).collect(),
+        )),
+        _ => None,
+    })
+}
+
 fn events(effects: &[Effect]) -> Vec<&Event> {
     effects
         .iter()
@@ -323,19 +335,8 @@ fn notices(effects: &[Effect]) -> Vec<String> {
 
 fn report(outcome: Outcome) -> AttemptReport {
     AttemptReport {
-        outcome,
         exit_code: Some(1),
-        result: None,
-        session_id: None,
-        start_commit: None,
-        end_tip: None,
-        leftovers_committed: false,
-        new_commits: 0,
-        no_conversation: false,
-        duration_secs: 1.0,
-        pending_secs: None,
-        job: None,
-        phases: None,
+        ..AttemptReport::new(outcome, 1.0, None)
     }
 }
 

@@ -113,18 +113,9 @@ fn a_dependency_start_is_built_off_the_fleet_and_a_conflict_blocks() {
     answer(&mut f, &out, &[]);
     let out = f.tick(later(now, 11));
     assert!(spawned(&out).is_empty());
-    let job = out
-        .iter()
-        .find_map(|e| match e {
-            Effect::ResolveStart(j) => Some(j),
-            _ => None,
-        })
-        .expect("a dependency start to build");
-    assert_eq!(job.task, "b");
-    assert_eq!(
-        job.deps.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-        ["a"]
-    );
+    let (task, deps) = dependency_start(&out).expect("a dependency start to build");
+    assert_eq!(task, "b");
+    assert_eq!(deps, ["a"]);
     // While it is built the task holds its slot: it does not start twice.
     assert!(f.tick(later(now, 12)).is_empty());
     assert!(!f.done(later(now, 12)).0);
