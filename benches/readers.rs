@@ -72,6 +72,20 @@ fn synthesize(repo: &Path, n: usize) {
     let mut state: serde_json::Value = serde_json::from_str(&text).unwrap();
     let originals = state["tasks"].as_array().unwrap().clone();
     assert!(!originals.is_empty(), "the seed run left no tasks");
+    // Each original's branch tip, read once.
+    let tips: std::collections::HashMap<String, String> = originals
+        .iter()
+        .map(|t| {
+            let tip = Command::new("git")
+                .args(["rev-parse", t["branch"].as_str().unwrap()])
+                .current_dir(repo)
+                .output()
+                .unwrap();
+            assert!(tip.status.success(), "{t}");
+            let id = t["id"].as_str().unwrap().to_string();
+            (id, String::from_utf8_lossy(&tip.stdout).trim().to_string())
+        })
+        .collect();
     let mut tasks = originals.clone();
     let mut lines = std::fs::read_to_string(repo.join("tasks.jsonl")).unwrap();
     let mut refs = String::new();
@@ -92,15 +106,7 @@ fn synthesize(repo: &Path, n: usize) {
             let moved = moved.replace(&format!("\"{id}\""), &format!("\"{new_id}\""));
             let mut record: serde_json::Value = serde_json::from_str(&moved).unwrap();
             record["branch"] = new_branch.clone().into();
-            let tip = Command::new("git")
-                .args(["rev-parse", &branch])
-                .current_dir(repo)
-                .output()
-                .unwrap();
-            refs.push_str(&format!(
-                "create refs/heads/{new_branch} {}",
-                String::from_utf8_lossy(&tip.stdout)
-            ));
+            refs.push_str(&format!("create refs/heads/{new_branch} {}\n", tips[id]));
             lines.push_str(&format!(
                 "{{\"id\":\"{new_id}\",\"prompt\":\"{new_id}\"}}\n"
             ));
