@@ -8,6 +8,7 @@ mod lock;
 mod outcome;
 mod record;
 mod snapshot;
+mod stamp;
 pub(crate) mod store;
 
 use std::collections::BTreeMap;

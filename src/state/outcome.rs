@@ -133,8 +133,9 @@ pub struct Attempt {
     pub pool: String,
     #[serde(default)]
     pub credential: Option<String>,
+    #[serde(deserialize_with = "super::stamp::read")]
     pub started_at: DateTime<Utc>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::stamp::read_option")]
     pub ended_at: Option<DateTime<Utc>>,
     /// The branch tip when the attempt started (history only: the task's
     /// work is `origin..tip`, see [`TaskRecord::origin`]).

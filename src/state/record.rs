@@ -99,6 +99,7 @@ pub enum TaskStatus {
     Running {
         attempt: u32,
         pool: String,
+        #[serde(deserialize_with = "super::stamp::read")]
         started_at: DateTime<Utc>,
     },
     /// The last attempt ended this way; final until retried.
