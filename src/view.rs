@@ -278,7 +278,7 @@ pub(crate) fn variants_view(
         .zip(1u32..)
         .map(|(v, k)| {
             let last = v.last_attempt();
-            let log = last.map(|a| log_root.join(&v.id).join(format!("{}.log", a.number)));
+            let log = last.map(|a| log_path(log_root, &v.id, a.number));
             let verdict = judgement.and_then(|j| j.ranking.iter().find(|x| x.variant == k));
             VariantView {
                 variant: k,
@@ -494,6 +494,21 @@ pub(crate) fn build(project: &Project, state: &State) -> StatusView {
     }
 }
 
+/// An attempt's log, `<logs>/<task>/<n>.log`: one allocation (`status`
+/// makes one per task), where joining makes three.
+pub(crate) fn log_path(log_root: &Path, id: &str, number: u32) -> PathBuf {
+    use std::fmt::Write;
+    match log_root.to_str() {
+        Some(root) => {
+            let sep = if root.ends_with('/') { "" } else { "/" };
+            let mut path = String::with_capacity(root.len() + id.len() + 16);
+            let _ = write!(path, "{root}{sep}{id}/{number}.log");
+            PathBuf::from(path)
+        }
+        None => log_root.join(id).join(format!("{number}.log")),
+    }
+}
+
 /// Why a task is `removed`, for people.
 pub(crate) fn removed_detail(t: &TaskRecord) -> String {
     match &t.source {
@@ -518,7 +533,7 @@ fn task_view(
         return best_of_view(t, log_root, now, config, live);
     }
     let last = t.last_attempt();
-    let log = last.map(|a| log_root.join(&t.id).join(format!("{}.log", a.number)));
+    let log = last.map(|a| log_path(log_root, &t.id, a.number));
     let (mut elapsed, mut activity, mut quiet, mut tail, mut detail, mut blocked_on) =
         (None, None, None, Vec::new(), None, Vec::new());
     let job = last.and_then(|a| a.job.clone());

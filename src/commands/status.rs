@@ -6,8 +6,8 @@ use std::fmt::Write;
 
 use crate::cli::StatusArgs;
 use crate::error::{Exit, Result};
-use crate::output::units::count;
 use crate::output::units::duration as human_duration;
+use crate::output::units::{Count, Duration, Money, count};
 use crate::project::Project;
 use crate::view::{LANDED, NOT_QUEUED, REMOVED, RESULT_LINES, StatusView, TaskView, build};
 
@@ -217,14 +217,21 @@ fn done_section(s: &mut String, done: &[&TaskView]) {
     if !done.is_empty() {
         let _ = writeln!(s, "\ndone ({}):", done.len());
         for t in done {
-            let _ = writeln!(
+            // Written in place, nothing formatted apart: one line per task.
+            let _ = write!(
                 s,
-                "  ✔ {:<24} {:<28} {} · {} · {}{}",
+                "  ✔ {:<24} {:<28} {} · ",
                 t.id,
                 t.branch,
-                count(t.attempts, "attempt"),
-                t.elapsed_secs.map(human_duration).unwrap_or_default(),
-                crate::output::units::money(t.cost_usd),
+                Count(t.attempts, "attempt")
+            );
+            if let Some(e) = t.elapsed_secs {
+                let _ = write!(s, "{}", Duration(e));
+            }
+            let _ = writeln!(
+                s,
+                " · {}{}",
+                Money(t.cost_usd),
                 if t.status == LANDED { " · landed" } else { "" }
             );
             if let Some(c) = &t.conflict {

@@ -26,8 +26,9 @@ struct Key {
     target: String,
     target_tip: Option<git2::Oid>,
     land_log: Option<(SystemTime, u64)>,
-    /// (task, start, tip) of each succeeded attempt.
-    attempts: Vec<(String, Option<String>, Option<String>)>,
+    /// A hash of (task, start, tip) of each succeeded attempt: kept, not
+    /// copied (10,000 tasks' ids and commits, for one `status`).
+    attempts: u64,
 }
 
 static LAST: Mutex<Option<(Key, HashSet<String>)>> = Mutex::new(None);
@@ -36,17 +37,25 @@ static LAST: Mutex<Option<(Key, HashSet<String>)>> = Mutex::new(None);
 /// target. Best effort: when the repository, the target or the land records
 /// cannot be read, no task is reported as landed.
 pub(crate) fn landed_ids(project: &Project, state: &State) -> HashSet<String> {
-    let attempts: Vec<_> = state
+    let succeeded: Vec<&str> = state
         .tasks
         .iter()
-        .filter_map(|t| {
-            let a = t.successful_attempt()?;
-            Some((t.id.clone(), a.start_commit.clone(), a.end_tip.clone()))
-        })
+        .filter(|t| t.successful_attempt().is_some())
+        .map(|t| t.id.as_str())
         .collect();
-    if attempts.is_empty() {
+    if succeeded.is_empty() {
         return HashSet::new();
     }
+    let attempts = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for t in &state.tasks {
+            if let Some(a) = t.successful_attempt() {
+                (&t.id, &a.start_commit, &a.end_tip).hash(&mut h);
+            }
+        }
+        h.finish()
+    };
     let Ok(repo) = project.repo() else {
         return HashSet::new();
     };
@@ -80,9 +89,10 @@ pub(crate) fn landed_ids(project: &Project, state: &State) -> HashSet<String> {
         .tasks
         .iter()
         .filter(|t| t.successful_attempt().is_some())
-        .filter_map(|t| t.origin_commit()?.parse().ok())
-        .collect::<HashSet<git2::Oid>>()
+        .filter_map(|t| t.origin_commit())
+        .collect::<HashSet<String>>()
         .into_iter()
+        .filter_map(|o| o.parse::<git2::Oid>().ok())
         .filter(|o| repo.find_commit(*o).is_ok())
         .collect();
     origins.sort_unstable();
@@ -94,12 +104,10 @@ pub(crate) fn landed_ids(project: &Project, state: &State) -> HashSet<String> {
         .iter()
         .flat_map(|l| l.tasks.iter().map(|t| t.id.as_str()))
         .collect();
-    let candidates: Vec<String> = key
-        .attempts
+    let candidates: Vec<String> = succeeded
         .iter()
-        .map(|(id, _, _)| id)
-        .filter(|id| !trailers.commits(id).is_empty() || recorded.contains(id.as_str()))
-        .cloned()
+        .filter(|id| !trailers.commits(id).is_empty() || recorded.contains(*id))
+        .map(|id| id.to_string())
         .collect();
     let ids: HashSet<String> = if candidates.is_empty() {
         HashSet::new()

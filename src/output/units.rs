@@ -39,26 +39,46 @@ pub(crate) fn sum_costs(costs: impl IntoIterator<Item = f64>) -> f64 {
 /// `$0.42`: dollars with cents; a cost that is not zero but under a cent
 /// shows as `<$0.01`, so that it never looks free.
 pub(crate) fn money(usd: f64) -> String {
-    let usd = round_cost(usd).max(0.0);
-    if usd > 0.0 && usd < 0.005 {
-        return "<$0.01".into();
+    Money(usd).to_string()
+}
+
+/// [`money`] written where it is formatted (no string of its own: `status`
+/// writes one per task).
+pub(crate) struct Money(pub f64);
+
+impl std::fmt::Display for Money {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let usd = round_cost(self.0).max(0.0);
+        if usd > 0.0 && usd < 0.005 {
+            return f.write_str("<$0.01");
+        }
+        write!(f, "${usd:.2}")
     }
-    format!("${usd:.2}")
 }
 
 /// `45s`, `3m07s`, `2h05m`: whole seconds, rounded to the nearest.
 pub(crate) fn duration(secs: f64) -> String {
-    let s = if secs.is_finite() {
-        secs.max(0.0).round() as u64
-    } else {
-        0
-    };
-    if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    Duration(secs).to_string()
+}
+
+/// [`duration`] written where it is formatted.
+pub(crate) struct Duration(pub f64);
+
+impl std::fmt::Display for Duration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0;
+        let s = if secs.is_finite() {
+            secs.max(0.0).round() as u64
+        } else {
+            0
+        };
+        if s < 60 {
+            write!(f, "{s}s")
+        } else if s < 3600 {
+            write!(f, "{}m{:02}s", s / 60, s % 60)
+        } else {
+            write!(f, "{}h{:02}m", s / 3600, (s % 3600) / 60)
+        }
     }
 }
 
@@ -82,7 +102,20 @@ pub(crate) fn bytes(n: u64) -> String {
 /// for one, plural (`+s`) otherwise. Every count flocks prints goes through
 /// here, or [`noun_for`] for other forms (never `task(s)`).
 pub(crate) fn count<N: Copy + std::fmt::Display + TryInto<u64>>(n: N, noun: &str) -> String {
-    format!("{n} {}", noun_for(n, noun, &format!("{noun}s")))
+    Count(n, noun).to_string()
+}
+
+/// [`count`] written where it is formatted.
+pub(crate) struct Count<'a, N>(pub N, pub &'a str);
+
+impl<N: Copy + std::fmt::Display + TryInto<u64>> std::fmt::Display for Count<'_, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Count(n, noun) = *self;
+        match noun_for(n, "", "s") {
+            "" => write!(f, "{n} {noun}"),
+            _ => write!(f, "{n} {noun}s"),
+        }
+    }
 }
 
 /// The noun (or verb form) for `n`: `singular` for one, `plural` otherwise
