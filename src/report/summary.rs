@@ -171,7 +171,7 @@ fn failed(s: &mut String, g: &Groups, log_root: &Path) {
         let _ = writeln!(s, "  ✖ {:<24} {outcome}", t.id);
         // A best-of task's reason names each variant's (their logs: `--variant k`).
         if let Some(a) = t.last_attempt().filter(|_| t.variants.is_empty()) {
-            let log = crate::view::log_path(&log_root, &t.id, a.number);
+            let log = crate::view::log_path(log_root, &t.id, a.number);
             if let Ok(text) = crate::fsat::read_to_string(&log) {
                 for l in crate::logview::tail_rendered(&text, 3) {
                     let _ = writeln!(s, "      │ {}", crate::agent::stream::one_line(&l, 110));

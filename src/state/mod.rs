@@ -5,11 +5,13 @@ mod best_of;
 mod index;
 mod journal;
 mod lock;
+mod mapped;
 mod outcome;
 mod record;
 mod snapshot;
 mod stamp;
 pub(crate) mod store;
+mod tagged;
 
 use std::collections::BTreeMap;
 

@@ -149,7 +149,7 @@ pub struct Attempt {
     /// The session this attempt resumed, if it did.
     #[serde(default)]
     pub resumed_from: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::tagged::read_outcome_option")]
     pub outcome: Option<Outcome>,
     #[serde(default)]
     pub exit_code: Option<i32>,

@@ -18,6 +18,7 @@ pub struct TaskRecord {
     pub title: Option<String>,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    #[serde(deserialize_with = "super::tagged::read_status")]
     pub status: TaskStatus,
     #[serde(default, deserialize_with = "tight_vec")]
     pub attempts: Vec<Attempt>,
@@ -103,7 +104,10 @@ pub enum TaskStatus {
         started_at: DateTime<Utc>,
     },
     /// The last attempt ended this way; final until retried.
-    Done { outcome: Outcome },
+    Done {
+        #[serde(deserialize_with = "super::tagged::read_outcome")]
+        outcome: Outcome,
+    },
     /// A dependency did not succeed, or (with a `reason`) the dependencies
     /// succeeded but their work could not be combined into the task's start.
     Blocked {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Deserialize;
 
 use super::journal::{self, Writer};
+use super::mapped::Whole;
 use super::{FORMAT_VERSION, State};
 use crate::error::{Context, Error, Result};
 
@@ -81,23 +82,20 @@ impl StateStore {
 
     /// `None` when the snapshot was replaced while the journal was read.
     fn try_load(&self) -> Result<Option<State>> {
-        Ok(self.try_read()?.map(|r| r.state))
+        Ok(self.try_read(Whole::MapBig)?.map(|r| r.state))
     }
 
     /// [`StateStore::try_load`], keeping the files open for a [`StateReader`].
-    fn try_read(&self) -> Result<Option<Read>> {
+    fn try_read(&self, how: Whole) -> Result<Option<Read>> {
         let left = LEFT;
         // The snapshot stays open until the journal is checked, so that its
         // inode number cannot be reused by a newer snapshot meanwhile.
         let (bytes, inode, snapshot) = match crate::fsat::read(&self.path) {
             Ok(mut f) => {
-                // Sized up front: growing a 9 MB buffer by doubling copies it.
-                let size = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
-                let mut bytes = Vec::with_capacity(size + 1);
-                let read = std::io::Read::read_to_end(&mut f, &mut bytes)
-                    .and_then(|_| f.metadata().map(|m| m.ino()));
+                let read = super::mapped::whole(&mut f, how)
+                    .and_then(|bytes| Ok((bytes, f.metadata()?.ino())));
                 match read {
-                    Ok(inode) => (Some(bytes), Some(inode), Some(f)),
+                    Ok((bytes, inode)) => (Some(bytes), Some(inode), Some(f)),
                     Err(e) => return Err(unreadable(&self.path, &e, left)),
                 }
             }
@@ -377,7 +375,10 @@ impl StateReader {
 
     fn read_whole(store: &StateStore) -> Result<Read> {
         for _ in 0..READ_TRIES {
-            if let Some(read) = store.try_read()? {
+            // Read, not mapped: a long-lived reader (the dashboard, `serve`)
+            // must not fall to a SIGBUS if a hand or an agent truncates the
+            // file in place; a one-shot reader is over before that matters.
+            if let Some(read) = store.try_read(Whole::Read)? {
                 return Ok(read);
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
