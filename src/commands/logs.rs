@@ -190,7 +190,7 @@ fn paint(raw: bool, line: &str) -> String {
     if raw {
         line.to_string()
     } else {
-        crate::output::paint_text(line)
+        crate::output::paint_text(line).into_owned()
     }
 }
 

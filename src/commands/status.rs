@@ -39,7 +39,8 @@ pub(super) fn run(project: &Project, args: &StatusArgs) -> Result<Exit> {
 }
 
 pub(super) fn render(v: &StatusView, stall_secs: Option<f64>) -> String {
-    let mut s = String::new();
+    // About a line of 90 bytes per task: grown once, not by doubling.
+    let mut s = String::with_capacity(1024 + v.tasks.len() * 96);
     run_lines(&mut s, v);
     let g = Groups::of(v);
     if !v.tasks.is_empty() {

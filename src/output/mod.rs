@@ -94,12 +94,12 @@ impl Write for Stdout {
 /// Text with no control character but newline and tab, and no C1 control
 /// (U+0080 to U+009F): no escape sequence can start in it.
 fn plain(buf: &[u8]) -> bool {
-    let mut after_c2 = false;
-    buf.iter().all(|&b| {
-        let c1 = after_c2 && (0x80..=0x9f).contains(&b);
-        after_c2 = b == 0xc2;
-        !c1 && (b >= 0x20 && b != 0x7f || b == b'\n' || b == b'\t')
-    })
+    // Two passes without state, each a loop the compiler runs on wide words.
+    buf.iter()
+        .all(|&b| b >= 0x20 && b != 0x7f || b == b'\n' || b == b'\t')
+        && !buf
+            .windows(2)
+            .any(|w| w[0] == 0xc2 && (0x80..=0x9f).contains(&w[1]))
 }
 
 /// Print formatted text; other write errors (a full disk) are not the
