@@ -284,12 +284,9 @@ pub(crate) fn render(rows: &[Row]) -> String {
         details.push(r.detail.clone());
     }
     // A failed or blocked task's reason goes on the line under it.
-    let mut lines = table
-        .render()
-        .lines()
-        .map(str::to_string)
-        .collect::<Vec<_>>()
-        .into_iter();
+    let text = table.render();
+    s.reserve(text.len());
+    let mut lines = text.lines();
     if let Some(header) = lines.next() {
         let _ = writeln!(s, "{header}");
     }
