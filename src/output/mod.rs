@@ -29,11 +29,24 @@ pub(crate) fn set_color(choice: clap::ColorChoice) {
         clap::ColorChoice::Never => anstream::ColorChoice::Never,
     };
     choice.write_global();
+    COLOUR.store(UNKNOWN, Ordering::Relaxed);
 }
+
+/// [`colour`]'s answer once worked out (it reads the environment and asks
+/// whether standard output is a terminal: `tasks` paints 10,000 cells).
+static COLOUR: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
 
 /// Whether styled text reaches standard output as colour.
 pub(crate) fn colour() -> bool {
-    anstream::AutoStream::choice(&io::stdout()) != anstream::ColorChoice::Never
+    match COLOUR.load(Ordering::Relaxed) {
+        UNKNOWN => {
+            let yes = anstream::AutoStream::choice(&io::stdout()) != anstream::ColorChoice::Never;
+            COLOUR.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+        known => known == 2,
+    }
 }
 
 /// Whether the reader of standard output went away.

@@ -192,6 +192,7 @@ pub(crate) fn plan(
     }
     let mut assigned = vec![0usize; config.pools.len()];
     let mut rows = Vec::new();
+    let worktrees = config.worktrees_dir();
     for (step, &i) in order.iter().enumerate() {
         let t = &tasks.tasks[i];
         let status = match state.task(&t.id) {
@@ -220,7 +221,7 @@ pub(crate) fn plan(
             order: step + 1,
             id: t.id.clone(),
             branch: t.branch.clone(),
-            worktree: config.worktrees_dir().join(&t.id),
+            worktree: worktrees.join(&t.id),
             pool,
             depends_on: t.depends_on.clone(),
             status,
