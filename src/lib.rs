@@ -21,6 +21,7 @@ pub mod error;
 pub(crate) mod fsat;
 pub(crate) mod git;
 pub(crate) mod guard;
+pub(crate) mod hash;
 pub mod help;
 pub mod land;
 pub(crate) mod logview;

@@ -48,7 +48,7 @@ pub(crate) fn landed_ids(project: &Project, state: &State) -> HashSet<String> {
     }
     let attempts = {
         use std::hash::{Hash, Hasher};
-        let mut h = Fx(0);
+        let mut h = crate::hash::Fx::default();
         for t in &state.tasks {
             if let Some(a) = t.successful_attempt() {
                 (&t.id, &a.start_commit, &a.end_tip).hash(&mut h);
@@ -126,24 +126,4 @@ pub(crate) fn landed_ids(project: &Project, state: &State) -> HashSet<String> {
         *last = Some((key, ids.clone()));
     }
     ids
-}
-
-/// FxHash's step (rustc's hasher): the key of a cache, not a defence against
-/// chosen input; 10,000 tasks' ids and commits hash in a fraction of what
-/// SipHash takes.
-struct Fx(u64);
-
-impl std::hash::Hasher for Fx {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }

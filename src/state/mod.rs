@@ -262,7 +262,7 @@ impl State {
             return;
         }
         let i = self.tasks.len();
-        self.index.insert(record.id.clone(), i);
+        self.index.insert(&record.id, i);
         self.tasks.push(record);
         self.changed.mark(i);
     }
