@@ -93,6 +93,8 @@ fn in_words(key: Option<String>, message: &str) -> (Option<String>, String) {
             "unknown key: remove it".to_string()
         } else if let Some(near) = crate::typo::nearest(name, names.iter().copied()) {
             format!("unknown key: did you mean `{near}`?")
+        } else if let Some((near, why)) = also_called(name).filter(|(n, _)| names.contains(n)) {
+            format!("unknown key: did you mean `{near}`? ({why})")
         } else {
             // serde lists three or more as "one of `a`, `b`, `c`": say "`a`, `b` or `c`".
             let known = match known.rsplit_once(", ") {
@@ -117,6 +119,18 @@ fn in_words(key: Option<String>, message: &str) -> (Option<String>, String) {
         );
     }
     (key, message.to_string())
+}
+
+/// Keys known by another name: the manual's word for a key that
+/// flocks.toml spells otherwise.
+fn also_called(name: &str) -> Option<(&'static str, &'static str)> {
+    match name {
+        "pools" | "pool" => Some((
+            "containers",
+            "flocks.toml writes each pool as [[containers]]",
+        )),
+        _ => None,
+    }
 }
 
 /// What a visitor expects (`i64`, `a sequence`, `struct RawPool`), in words.
@@ -295,6 +309,22 @@ mod tests {
         );
         assert_eq!(k.as_deref(), Some("validate.comands"));
         assert_eq!(m, "unknown key: did you mean `commands`?");
+        // The manual's word for a key: pools are `[[containers]]`.
+        let (k, m) = in_words(
+            Some("pools".into()),
+            "unknown field `pools`, expected one of `max_agents`, `agent`, `containers`, `network`",
+        );
+        assert_eq!(k.as_deref(), Some("pools"));
+        assert_eq!(
+            m,
+            "unknown key: did you mean `containers`? (flocks.toml writes each pool as [[containers]])"
+        );
+        // Not where `containers` is not a key.
+        let (_, m) = in_words(
+            Some("agent.pool".into()),
+            "unknown field `pool`, expected `command` or `args`",
+        );
+        assert_eq!(m, "unknown key: the keys here are `command` or `args`");
         let (_, m) = in_words(
             Some("validate.whatever".into()),
             "unknown field `whatever`, expected one of `commands`, `timeout_secs`, `pool`",
