@@ -15,7 +15,7 @@
 //! and, R times each, the prediction after one more task succeeded: the last
 //! in landing order, one in the middle (the old chain's worst case: every
 //! task after it was applied again), and one that overlaps another. Prints
-//! the median per success over those rounds for each N, and `uptime`.
+//! the median per success over those rounds for each N, and the load average.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
     reason = "the agent and project helpers serve the run benchmarks"
 )]
 mod common;
-use common::{env_usize, make_repo, run};
+use common::{env_usize, load, make_repo, run};
 
 use flocks::land::{LandLog, Predictor};
 use flocks::state::{State, TaskRecord, TaskStatus};
@@ -158,14 +158,6 @@ fn per_success(p: &mut Predictor, all: &State, k: usize, rounds: usize) -> (Vec<
     p.predict(all, &log).unwrap();
     times.sort();
     (times, applied)
-}
-
-/// The machine's load, as `uptime` prints it.
-fn load() -> String {
-    Command::new("uptime")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "uptime: not available".into())
 }
 
 fn main() {

@@ -11,8 +11,8 @@
 //! `finished` event, the `phases` the executor timed (prepare, spawn, agent,
 //! finish) and the rest (record: the dispatcher saving the start and the
 //! end, handing the report over); then the slot gap, from a `finished` event
-//! to the next `started` one (the next task's start). The machine's load is
-//! printed with them (`uptime`): the figures mean little on a busy machine.
+//! to the next `started` one (the next task's start). The machine's load
+//! average is printed with them: the figures mean little on a busy machine.
 //! Then how long the run's end waited after the last attempt finished
 //! (conflict prediction catching up, among others).
 
@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{env_usize, make_repo, run, write_agent, write_project};
+use common::{env_usize, load, make_repo, run, write_agent, write_project};
 
 fn baseline(root: &Path, agent: &Path, n: usize, p: usize, files: usize) -> Duration {
     let repo = root.join("baseline");
@@ -158,14 +158,6 @@ fn phases(events: &Path) {
         println!("    {name:<17} {}", spread(v));
     }
     println!("    {:<17} {}", "slot gap", spread(gaps));
-}
-
-/// The machine's load (`uptime`), to say with the figures.
-fn load() -> String {
-    Command::new("uptime")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "uptime: unavailable".into())
 }
 
 fn main() {

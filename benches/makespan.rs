@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
     reason = "the makespan bench has its own sleeping agent and project"
 )]
 mod common;
-use common::{env_usize, make_repo, run};
+use common::{env_usize, load, make_repo, run};
 
 /// The agent: its task's duration by `FLOCKS_TASK` (a retry's prompt is a
 /// follow-up, not the task's line), a sleep, one commit; its result says
@@ -123,12 +123,6 @@ fn flocks(repo: &Path, args: &[&str]) -> Duration {
         .unwrap();
     assert!(st.success(), "flocks {args:?}: {st}");
     start.elapsed()
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn main() {

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{env_usize, make_repo, run, write_agent, write_project};
+use common::{env_usize, load, make_repo, run, write_agent, write_project};
 
 const READERS: [&[&str]; 4] = [
     &["status"],
@@ -142,12 +142,6 @@ fn ms(d: Duration) -> f64 {
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn main() {

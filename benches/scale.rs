@@ -30,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{env_usize, make_repo, run, write_agent, write_project};
+use common::{env_usize, load, make_repo, run, write_agent, write_project};
 
 fn flocks_bin() -> PathBuf {
     std::env::var_os("FLOCKS_BIN")
@@ -287,10 +287,4 @@ fn main() {
             load()
         );
     }
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }

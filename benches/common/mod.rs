@@ -13,6 +13,13 @@ git add "out-$name.txt" && git commit -q -m "bench $name"
 echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok","session_id":"bench","total_cost_usd":0}'
 "#;
 
+/// The load average (1, 5, 15 minutes), printed beside every figure.
+pub fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 pub fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key)
         .ok()
