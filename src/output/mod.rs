@@ -36,16 +36,18 @@ pub(crate) fn set_color(choice: clap::ColorChoice) {
 /// whether standard output is a terminal: `tasks` paints 10,000 cells).
 static COLOUR: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNKNOWN);
 const UNKNOWN: u8 = 0;
+const PLAIN: u8 = 1;
+const COLOURED: u8 = 2;
 
 /// Whether styled text reaches standard output as colour.
 pub(crate) fn colour() -> bool {
     match COLOUR.load(Ordering::Relaxed) {
         UNKNOWN => {
             let yes = anstream::AutoStream::choice(&io::stdout()) != anstream::ColorChoice::Never;
-            COLOUR.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            COLOUR.store(if yes { COLOURED } else { PLAIN }, Ordering::Relaxed);
             yes
         }
-        known => known == 2,
+        known => known == COLOURED,
     }
 }
 

@@ -111,10 +111,7 @@ pub(crate) struct Count<'a, N>(pub N, pub &'a str);
 impl<N: Copy + std::fmt::Display + TryInto<u64>> std::fmt::Display for Count<'_, N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Count(n, noun) = *self;
-        match noun_for(n, "", "s") {
-            "" => write!(f, "{n} {noun}"),
-            _ => write!(f, "{n} {noun}s"),
-        }
+        write!(f, "{n} {noun}{}", noun_for(n, "", "s"))
     }
 }
 
