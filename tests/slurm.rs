@@ -56,6 +56,24 @@ fn sh(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// squeue's answer. A busy slurmctld can time a query out: that is asked
+/// again, never read as an empty queue.
+fn squeue(args: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = Command::new("squeue").args(args).output().unwrap();
+        if o.status.success() {
+            return String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "squeue kept failing: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn resume(node: &str) {
     let _ = Command::new("scontrol")
         .args(["update", &format!("nodename={node}"), "state=resume"])
@@ -133,7 +151,7 @@ struct Job {
 }
 
 fn jobs(key: &str) -> Vec<Job> {
-    sh("squeue", &["-h", "-o", "%i|%j|%T|%r|%k"])
+    squeue(&["-h", "-o", "%i|%j|%T|%r|%k"])
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.trim().splitn(5, '|').collect();
@@ -589,11 +607,13 @@ fn kill_9_of_flocks_leaves_no_job_once_the_next_run_starts() {
         .expect("the pending job's salloc");
     let srun = children(pid, "srun");
     assert!(!srun.is_empty(), "the agent's step is an srun of flocks");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pending_salloc as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    // flocks is frozen first: were it to see its salloc die, it would
+    // cancel that job itself (as it should), and the test would not test
+    // what a kill of the whole tree leaves.
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+    kill(Pid::from_raw(pending_salloc as i32), Signal::SIGKILL).unwrap();
     flocks.kill().unwrap();
     let _ = flocks.wait();
     // Nothing of flocks keeps running: its sallocs and sruns end, the
