@@ -312,6 +312,19 @@ impl Dispatcher {
                     ended,
                 } => self.plan_retry(task, from_attempt, fresh_session, ended),
                 Effect::Predict(job) => self.predict(*job),
+                Effect::CheckFootprint(job) => {
+                    let (task, attempt) = (job.task.clone(), job.attempt);
+                    self.off_loop(
+                        move || predict::outside_footprint(&job),
+                        move |outside| Input::FootprintChecked {
+                            task,
+                            attempt,
+                            outside: outside.unwrap_or_else(|e| {
+                                Err(format!("internal error, please report it: {e}"))
+                            }),
+                        },
+                    );
+                }
                 Effect::PrepareRedo(job) => {
                     let task = job.task.clone();
                     self.off_loop(
@@ -415,7 +428,6 @@ impl Dispatcher {
                 // success predicts again from scratch.
                 Err(e) => PredictResult {
                     prediction: Err(format!("internal error, please report it: {e}")),
-                    outside: Vec::new(),
                 },
             })
         });

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use git2::Oid;
 
-use super::fleet::{PredictJob, PredictResult, RedoError, RedoJob};
+use super::fleet::{FootprintJob, PredictJob, PredictResult, RedoError, RedoJob};
 use super::start_from;
 use crate::land::predict::Predictor;
 use crate::land::{LandLog, task_range};
@@ -30,18 +30,6 @@ pub(crate) fn predict(
     at: &Where,
     cancel: &AtomicBool,
 ) -> (Option<Predictor>, PredictResult) {
-    let outside = job
-        .footprints
-        .iter()
-        .filter_map(|(id, footprint)| {
-            let rec = job.state.task(id)?;
-            let paths = changed_paths(&at.repo, rec).ok()?;
-            Some((
-                id.clone(),
-                footprint.outside(paths.iter().map(String::as_str)),
-            ))
-        })
-        .collect();
     let mut predictor = match predictor {
         Some(p) => Ok(p),
         None => Predictor::open(&at.repo, &at.target),
@@ -56,7 +44,6 @@ pub(crate) fn predict(
     };
     let result = PredictResult {
         prediction: prediction.map_err(|e| e.to_string()),
-        outside,
     };
     // A predictor whose last prediction failed starts over next time.
     let keep = match (&result.prediction, predictor) {
@@ -64,6 +51,12 @@ pub(crate) fn predict(
         _ => None,
     };
     (keep, result)
+}
+
+/// The paths a new success changed outside its footprint, sorted.
+pub(crate) fn outside_footprint(job: &FootprintJob) -> Result<Vec<String>, String> {
+    let paths = changed_paths(&job.repo, &job.record).map_err(|e| e.to_string())?;
+    Ok(job.footprint.outside(paths.iter().map(String::as_str)))
 }
 
 /// The paths a succeeded task's work (`origin..tip`) changes, sorted.

@@ -6,11 +6,14 @@
 //!
 //! Declared footprints (`"touches"`): a task never runs while an earlier task
 //! (in dependency order) whose footprint overlaps its own is pending or
-//! running; it then starts from that task's work when it succeeded.
+//! running; it then starts from that task's work when it succeeded. Each
+//! success of such a task is checked against its footprint
+//! ([`Effect::CheckFootprint`], a tree diff of its own: the run's end waits
+//! for it, where it waits for a prediction only [`END_WAIT`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::{Effect, Fleet, PredictJob, PredictResult, RedoError, RedoJob};
+use super::{Effect, Fleet, FootprintJob, PredictJob, PredictResult, RedoError, RedoJob};
 use crate::config::RedoConflicts;
 use crate::report::Event;
 use crate::runner::StopLevel;
@@ -35,8 +38,9 @@ pub(super) struct Predictions {
     /// meanwhile.
     pub(super) predicting: bool,
     pub(super) predict_again: bool,
-    /// Succeeded tasks whose footprint is still to check.
-    pub(super) footprint_checks: Vec<String>,
+    /// Footprint checks being worked out, per task (the run's end waits
+    /// for them).
+    pub(super) footprint_checks: HashMap<String, usize>,
     /// Early redos per task in this run (capped).
     pub(super) early_redos: HashMap<String, u32>,
     /// Tasks that succeeded in this run.
@@ -57,7 +61,7 @@ impl Predictions {
             footprint_before,
             predicting: false,
             predict_again: false,
-            footprint_checks: Vec::new(),
+            footprint_checks: HashMap::new(),
             early_redos: HashMap::new(),
             succeeded_here: HashSet::new(),
             predict_error: None,
@@ -71,9 +75,7 @@ impl Predictions {
 impl Fleet {
     /// Task `id` succeeded: have what `land` would find worked out.
     pub(super) fn request_prediction(&mut self, id: &str, out: &mut Vec<Effect>) {
-        if self.task(id).is_some_and(|t| t.touches.is_some()) {
-            self.predictions.footprint_checks.push(id.to_string());
-        }
+        self.check_footprint(id, out);
         self.predictions.unpredicted.insert(id.to_string());
         if self.predictions.predicting {
             self.predictions.predict_again = true;
@@ -87,17 +89,95 @@ impl Fleet {
         self.predictions.predict_again = false;
         let asked = std::mem::take(&mut self.predictions.unpredicted);
         self.predictions.in_prediction.extend(asked);
-        let footprints = std::mem::take(&mut self.predictions.footprint_checks)
-            .into_iter()
-            .filter_map(|id| {
-                let f = self.task(&id)?.touches.clone()?;
-                Some((id, f))
-            })
-            .collect();
         Effect::Predict(Box::new(PredictJob {
             state: self.landable_state(),
-            footprints,
         }))
+    }
+
+    /// Task `id` succeeded: with a declared footprint, have its work checked
+    /// against it.
+    fn check_footprint(&mut self, id: &str, out: &mut Vec<Effect>) {
+        let Some(footprint) = self.task(id).and_then(|t| t.touches.clone()) else {
+            return;
+        };
+        let Some(record) = self.record(id).cloned() else {
+            return;
+        };
+        let Some(attempt) = record.successful_attempt().map(|a| a.number) else {
+            return;
+        };
+        *self
+            .predictions
+            .footprint_checks
+            .entry(id.to_string())
+            .or_default() += 1;
+        out.push(Effect::CheckFootprint(Box::new(FootprintJob {
+            task: id.to_string(),
+            attempt,
+            footprint,
+            record,
+            repo: self.config.workspace.repo.clone(),
+        })));
+    }
+
+    /// A success was checked against its footprint: say the paths it
+    /// changed outside it, and record them.
+    pub(super) fn on_footprint_checked(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        outside: Result<Vec<String>, String>,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if let Some(n) = self.predictions.footprint_checks.get_mut(id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.predictions.footprint_checks.remove(id);
+            }
+        }
+        // Checked for an attempt that is no longer the task's success (it
+        // was redone since): that success has a check of its own.
+        let current = self
+            .record(id)
+            .and_then(|r| r.successful_attempt())
+            .map(|a| a.number);
+        if current != Some(attempt) {
+            return out;
+        }
+        let paths = match outside {
+            Ok(paths) => paths,
+            Err(why) => {
+                out.push(Effect::Emit(Event::Notice {
+                    message: format!(
+                        "task {id}: its work could not be checked against its footprint \
+                         (\"touches\"): {why}"
+                    ),
+                }));
+                return out;
+            }
+        };
+        if !paths.is_empty() {
+            let message = format!(
+                "task {id} changed paths outside its footprint (\"touches\"): {}",
+                paths.join(", ")
+            );
+            out.push(Effect::Emit(Event::Notice { message }));
+        }
+        if self
+            .record(id)
+            .is_some_and(|r| r.outside_footprint != paths)
+            && let Some(rec) = self.record_mut(id)
+        {
+            rec.outside_footprint = paths;
+            self.dirty = true;
+        }
+        out
+    }
+
+    /// Does the run's end wait for footprint checks? Always, until they
+    /// come back: each is one tree diff.
+    pub(super) fn footprints_hold_end(&self) -> bool {
+        !self.predictions.footprint_checks.is_empty()
     }
 
     /// What a prediction reads of the state: the tasks that succeeded and
@@ -127,29 +207,12 @@ impl Fleet {
     }
 
     /// A prediction came back: record each task's conflict, say the new
-    /// ones, flag work outside footprints, start early redos.
+    /// ones, start early redos.
     pub(super) fn on_prediction(&mut self, result: PredictResult) -> Vec<Effect> {
         let mut out = Vec::new();
         self.predictions.predicting = false;
         self.predictions.end_wait_from = None;
         let answered = std::mem::take(&mut self.predictions.in_prediction);
-        for (id, paths) in result.outside {
-            if !paths.is_empty() {
-                let message = format!(
-                    "task {id} changed paths outside its footprint (\"touches\"): {}",
-                    paths.join(", ")
-                );
-                out.push(Effect::Emit(Event::Notice { message }));
-            }
-            if self
-                .record(&id)
-                .is_some_and(|r| r.outside_footprint != paths)
-                && let Some(rec) = self.record_mut(&id)
-            {
-                rec.outside_footprint = paths;
-                self.dirty = true;
-            }
-        }
         match result.prediction {
             // Said once (it would be said again at every success).
             Err(why) => {

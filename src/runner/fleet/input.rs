@@ -37,6 +37,13 @@ pub(crate) enum Input {
     RetryPlanFailed { task: String, error: Option<String> },
     /// A conflict prediction came back ([`Effect::Predict`]).
     Predicted(PredictResult),
+    /// A success was checked against its footprint: the paths it changed
+    /// outside it, or why they could not be read ([`Effect::CheckFootprint`]).
+    FootprintChecked {
+        task: String,
+        attempt: u32,
+        outside: Result<Vec<String>, String>,
+    },
     /// An early redo's start was prepared, or could not be
     /// ([`Effect::PrepareRedo`]).
     RedoPrepared {
@@ -100,6 +107,11 @@ impl Fleet {
                 }))
             }
             Input::Predicted(result) => self.on_prediction(result),
+            Input::FootprintChecked {
+                task,
+                attempt,
+                outside,
+            } => self.on_footprint_checked(&task, attempt, outside),
             Input::RedoPrepared { task, next } => self.on_redo_prepared(&task, next),
             Input::Judged { task, judged } => match judged {
                 Ok(Some(j)) => self.on_judged(&task, *j, now),

@@ -86,10 +86,13 @@ pub(crate) enum Effect {
     },
     /// Raise every running agent's stop level.
     StopAgents(StopLevel),
-    /// Work out, off the dispatch loop, what `land` would find now (and which
-    /// of the new successes changed paths outside their footprint); hand it
+    /// Work out, off the dispatch loop, what `land` would find now; hand it
     /// back as [`Input::Predicted`].
     Predict(Box<PredictJob>),
+    /// Read which paths a new success changed outside its declared footprint
+    /// (a tree diff, off the loop); hand them back as
+    /// [`Input::FootprintChecked`]. The run's end waits for it.
+    CheckFootprint(Box<FootprintJob>),
     /// Prepare the early redo of a task predicted to conflict (its start on
     /// the target plus the tasks it clashed with, the backup of its tip, its
     /// prompt's context), off the loop; hand it back with
@@ -104,15 +107,23 @@ pub(crate) enum Effect {
 /// The inputs of a conflict prediction: the state as it is now.
 pub(crate) struct PredictJob {
     pub state: State,
-    /// Newly succeeded tasks with a declared footprint, to check.
-    pub footprints: Vec<(String, crate::tasks::Footprint)>,
 }
 
 /// What a prediction found.
 pub(crate) struct PredictResult {
     pub prediction: Result<crate::land::predict::Prediction, String>,
-    /// Per checked task: the paths it changed outside its footprint.
-    pub outside: Vec<(String, Vec<String>)>,
+}
+
+/// A new success of a task with a declared footprint (`"touches"`), to
+/// check against it.
+pub(crate) struct FootprintJob {
+    pub task: String,
+    /// The attempt that succeeded (a later success's check answers for it).
+    pub attempt: u32,
+    pub footprint: crate::tasks::Footprint,
+    /// Its record as it succeeded (its work's range).
+    pub record: TaskRecord,
+    pub repo: PathBuf,
 }
 
 /// Why an early redo's start could not be made.

@@ -702,8 +702,9 @@ pub(super) fn is_done(fleet: &mut Fleet, now: Now) -> (bool, Vec<Effect>) {
     if !fleet.running.is_empty() || !fleet.planning.is_empty() || !fleet.judge.judging.is_empty() {
         return (false, Vec::new());
     }
-    // A prediction being worked out holds the end a moment at most.
-    if fleet.prediction_holds_end(now) {
+    // A footprint check holds the end until it is back; a prediction being
+    // worked out, a moment at most.
+    if fleet.footprints_hold_end() || fleet.prediction_holds_end(now) {
         return (false, Vec::new());
     }
     if fleet.stopping.draining || fleet.stopping.stopped_because.is_some() {

@@ -111,7 +111,6 @@ fn a_predicted_conflict_is_recorded_and_said_once() {
     f.request_prediction("a", &mut Vec::new());
     let fake = [Effect::Predict(Box::new(PredictJob {
         state: State::default(),
-        footprints: Vec::new(),
     }))];
     let again = answer(
         &mut f,
@@ -299,7 +298,6 @@ fn a_failing_prediction_is_said_once() {
         assert_eq!(predicts(&out), 1);
         said.extend(notices(&f.predicted(PredictResult {
             prediction: Err("land_target `main` is not a branch".into()),
-            outside: Vec::new(),
         })));
     }
     assert_eq!(said.len(), 1, "{said:?}");
@@ -380,4 +378,117 @@ fn a_prediction_copies_only_what_land_reads() {
     let ids: Vec<&str> = job.state.tasks.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, vec!["a"]);
     assert!(job.state.task("a").is_some());
+}
+
+/// The footprint check of each effect among `effects`, answered with
+/// `outside` for each.
+fn check_footprints(f: &mut Fleet, effects: &[Effect], outside: &[&str]) -> Vec<Effect> {
+    let mut out = Vec::new();
+    for e in effects {
+        if let Effect::CheckFootprint(job) = e {
+            out.extend(
+                f.feed(
+                    Input::FootprintChecked {
+                        task: job.task.clone(),
+                        attempt: job.attempt,
+                        outside: Ok(outside.iter().map(|p| p.to_string()).collect()),
+                    },
+                    Now::current(),
+                )
+                .effects,
+            );
+        }
+    }
+    out
+}
+
+fn footprint_jobs(effects: &[Effect]) -> Vec<(String, u32)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CheckFootprint(job) => Some((job.task.clone(), job.attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_end_waits_for_a_footprint_check_however_long_a_prediction_takes() {
+    const APART: &str = "{\"id\":\"a\",\"prompt\":\"a\",\"touches\":[\"a/**\"]}\n\
+{\"id\":\"b\",\"prompt\":\"b\",\"touches\":[\"b/**\"]}\n\
+{\"id\":\"c\",\"prompt\":\"c\"}\n";
+    let mut f = Setup::new(APART).build();
+    let now = t0();
+    f.tick(now);
+    // c declares no footprint: nothing to check; a does.
+    let out = f.finished("c", 1, &report(Outcome::Success), later(now, 1));
+    assert!(footprint_jobs(&out).is_empty());
+    answer(&mut f, &out, &[("c", None)]);
+    let out = f.finished("a", 1, &report(Outcome::Success), later(now, 2));
+    answer(&mut f, &out, &[("c", None), ("a", None)]);
+    assert_eq!(footprint_jobs(&out), [("a".to_string(), 1)]);
+    check_footprints(&mut f, &out, &[]);
+    let b = f.finished("b", 1, &report(Outcome::Success), later(now, 5));
+    assert_eq!(predicts(&b), 1);
+    assert_eq!(footprint_jobs(&b), [("b".to_string(), 1)]);
+    // The prediction is past its 100 ms; the footprint check still holds
+    // the end, however long it takes.
+    assert!(!f.done(later(now, 5)).0);
+    assert!(
+        !f.done(later(now, 60)).0,
+        "the end waits for b's footprint check"
+    );
+    let said = check_footprints(&mut f, &b, &["c/y.rs", "z.rs"]);
+    assert_eq!(
+        notices(&said),
+        ["task b changed paths outside its footprint (\"touches\"): c/y.rs, z.rs"]
+    );
+    assert_eq!(f.record("b").unwrap().outside_footprint, ["c/y.rs", "z.rs"]);
+    assert!(f.take_dirty());
+    // Then b's prediction holds it its 100 ms, as ever.
+    assert!(!f.done(later(now, 61)).0);
+    assert!(f.done(later(now, 62)).0);
+}
+
+#[test]
+fn a_footprint_check_of_an_attempt_since_redone_is_not_recorded() {
+    let mut f = Setup::new(PAIRS).build();
+    let now = t0();
+    f.tick(now);
+    let out = f.finished("b1", 1, &report(Outcome::Success), later(now, 1));
+    let [(task, attempt)] = &footprint_jobs(&out)[..] else {
+        panic!("one check")
+    };
+    // Answered for an attempt that is not b1's success.
+    let said = f
+        .feed(
+            Input::FootprintChecked {
+                task: task.clone(),
+                attempt: attempt + 1,
+                outside: Ok(vec!["z.rs".into()]),
+            },
+            Now::current(),
+        )
+        .effects;
+    assert!(notices(&said).is_empty(), "{:?}", notices(&said));
+    assert!(f.record("b1").unwrap().outside_footprint.is_empty());
+    // A check that could not read the work says so, and records nothing.
+    let out = f.finished("a1", 1, &report(Outcome::Success), later(now, 2));
+    let said = f
+        .feed(
+            Input::FootprintChecked {
+                task: "a1".into(),
+                attempt: footprint_jobs(&out)[0].1,
+                outside: Err("cannot read the tree of 0000".into()),
+            },
+            Now::current(),
+        )
+        .effects;
+    assert_eq!(
+        notices(&said),
+        [
+            "task a1: its work could not be checked against its footprint (\"touches\"): cannot read the tree of 0000"
+        ]
+    );
+    assert!(f.record("a1").unwrap().outside_footprint.is_empty());
 }

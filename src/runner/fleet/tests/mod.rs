@@ -379,7 +379,6 @@ fn answer(
                             .collect(),
                         applied: found.len(),
                     }),
-                    outside: Vec::new(),
                 }),
             );
         }
