@@ -9,7 +9,8 @@
 //!       └──────────────────────────────┘   │   │            (sync: no I/O, no tokio)
 //!  JoinSet<Input>: dependency start, ◀─────┘   ├─▶ reporters (terminal, events.jsonl)
 //!    retry plan (git, logs), conflict       └─▶ state.journal (one batch per wake-up)
-//!    prediction, early redo, upkeep ── Input ──▶ loop
+//!    prediction, footprint check, early
+//!    redo, upkeep ── Input ──▶ loop
 //!  judge (best of N): validation off the loop,
 //!    then the judge agent via the executor ── Input ──▶ loop
 //!
@@ -24,8 +25,8 @@
 //! result, a signal, the loop's turn) with the time, through
 //! `Fleet::handle`, which hands each to the rule file that owns it, and
 //! answers with [`fleet::Effect`]s: emit an event, spawn an executor,
-//! build a dependency start, plan a retry, predict land conflicts, prepare
-//! an early redo, stop agents. The git work of these runs off the loop in
+//! build a dependency start, plan a retry, predict land conflicts, check a
+//! success against its footprint, prepare an early redo, stop agents. The git work of these runs off the loop in
 //! one `JoinSet<Input>`: each job maps its own result and panic into the
 //! input it comes back as. Its rules are unit tested without a process.
 //!
