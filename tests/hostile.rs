@@ -821,7 +821,7 @@ fn victim_file(p: &TestProject, name: &str, text: &str) -> std::path::PathBuf {
 
 /// Wait for a flocks child, failing (and killing it) if it has not ended
 /// after `secs`: `what` says what that would mean.
-fn wait_or_kill(mut child: std::process::Child, secs: u64, what: &str) -> std::process::Output {
+fn wait_or_kill(mut child: support::Spawned, secs: u64, what: &str) -> std::process::Output {
     let start = std::time::Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {

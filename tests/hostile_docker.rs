@@ -55,7 +55,7 @@ fn assert_nothing_left(c: &Ctr) {
 }
 
 /// Wait for a flocks child, failing (and killing it) if it hangs.
-fn wait_or_kill(mut child: std::process::Child, secs: u64) -> std::process::Output {
+fn wait_or_kill(mut child: support::Spawned, secs: u64) -> std::process::Output {
     let start = Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {

@@ -157,12 +157,14 @@ impl TestProject {
         self.cmd(args).output().unwrap()
     }
 
-    pub fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+    pub fn spawn(&self, args: &[&str]) -> Spawned {
+        Spawned(Some(
+            self.cmd(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ))
     }
 
     pub fn git(&self, args: &[&str]) -> String {
@@ -454,5 +456,54 @@ impl Mirror {
                 .unwrap_or(0)
         }
         count(&self.dir.join("refs"))
+    }
+}
+
+/// A flocks process a test started. Dropped before it ended (the test
+/// failed, or never waited for it), it is stopped as `flocks stop` would
+/// (SIGTERM), and killed after 10 s: a failed test leaves no run behind to
+/// hold jobs, containers or agents the next tests would meet.
+pub struct Spawned(Option<Child>);
+
+impl Spawned {
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        self.0.take().expect("waited for once").wait_with_output()
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("waited for once")
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("waited for once")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else {
+            return;
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
