@@ -819,23 +819,6 @@ fn victim_file(p: &TestProject, name: &str, text: &str) -> std::path::PathBuf {
     f
 }
 
-/// Wait for a flocks child, failing (and killing it) if it has not ended
-/// after `secs`: `what` says what that would mean.
-fn wait_or_kill(mut child: support::Spawned, secs: u64, what: &str) -> std::process::Output {
-    let start = std::time::Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if start.elapsed() > std::time::Duration::from_secs(secs) {
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            panic!("{what}: {}", text(&o));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
 /// Finding 1: an agent replaces what flocks writes under `.flocks/` with
 /// links to the user's files (the next attempt's log, the project lock, the
 /// events file, the land logs' directory), then fails. The retry, its lock
@@ -1258,13 +1241,11 @@ fn moving_flocks_aside_does_not_free_the_lock() {
     std::fs::rename(p.path(".flocks"), p.path(".flocks-old")).unwrap();
     std::fs::create_dir(p.path(".flocks")).unwrap();
     std::fs::remove_file(&started).unwrap();
-    let second = wait_or_kill(
-        p.spawn(&["run", "--no-progress"]),
-        30,
-        "a second `flocks run` got past the lock",
-    );
+    let second = p
+        .spawn(&["run", "--no-progress"])
+        .wait_or_kill(30, "a second `flocks run` got past the lock");
     std::fs::write(&go, "").unwrap();
-    wait_or_kill(first, 60, "the first run did not end");
+    first.wait_or_kill(60, "the first run did not end");
     assert!(
         !started.exists(),
         "the second run started the task again: {}",

@@ -11,7 +11,7 @@ mod support;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dsupport::{Ctr, CtrSpec, DockerProject, ready};
 use serde_json::json;
@@ -52,22 +52,6 @@ fn assert_nothing_left(c: &Ctr) {
         !ps.contains("fake-claude") && !ps.contains("sleep 6") && !ps.contains("flocks-reaper"),
         "left behind in the container: {ps}"
     );
-}
-
-/// Wait for a flocks child, failing (and killing it) if it hangs.
-fn wait_or_kill(mut child: support::Spawned, secs: u64) -> std::process::Output {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if start.elapsed() > Duration::from_secs(secs) {
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            panic!("flocks hangs: {}", text(&o));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Finding 1: the agent appends a `[validate]` command to the main
@@ -278,7 +262,9 @@ fn fifo_in_hooks_does_not_hang_flocks() {
     p.t.tasks(&[
         json!({"id": "fifo", "prompt": format!("{}@fake commit f.txt\n", bash("mkfifo ../../.git/hooks/pre-commit")) }),
     ]);
-    let o = wait_or_kill(p.t.spawn(&["run", "--no-progress"]), 120);
+    let o =
+        p.t.spawn(&["run", "--no-progress"])
+            .wait_or_kill(120, "flocks hangs");
     assert_eq!(code(&o), 3, "{}", text(&o));
     let reason = p.reason("fifo");
     assert!(
@@ -292,7 +278,9 @@ fn fifo_in_hooks_does_not_hang_flocks() {
         "@fake env HOME {out}/home\n@fake env USER {out}/user\n{}@fake commit n.txt\n",
         bash(&format!("id -u > {out}/uid"))
     )})]);
-    let o = wait_or_kill(p.t.spawn(&["run", "--no-progress"]), 120);
+    let o =
+        p.t.spawn(&["run", "--no-progress"])
+            .wait_or_kill(120, "flocks hangs");
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert_eq!(p.read_out("home"), "/home/dev");
     assert_eq!(p.read_out("user"), "dev");
@@ -302,7 +290,9 @@ fn fifo_in_hooks_does_not_hang_flocks() {
     // refuses at once instead of hanging in libgit2.
     let packed = p.t.repo.join(".git/packed-refs");
     nix::unistd::mkfifo(&packed, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
-    let o = wait_or_kill(p.t.spawn(&["run", "--no-progress"]), 60);
+    let o =
+        p.t.spawn(&["run", "--no-progress"])
+            .wait_or_kill(60, "flocks hangs");
     std::fs::remove_file(&packed).unwrap();
     assert_eq!(code(&o), 5, "{}", text(&o));
     assert!(

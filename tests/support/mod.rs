@@ -469,6 +469,32 @@ impl Spawned {
     pub fn wait_with_output(mut self) -> std::io::Result<Output> {
         self.0.take().expect("waited for once").wait_with_output()
     }
+
+    /// Its output once it ends. Not ended after `secs`, it is killed and
+    /// the test fails, saying `what` and what it printed.
+    pub fn wait_or_kill(mut self, secs: u64, what: &str) -> Output {
+        let mut child = self.0.take().expect("waited for once");
+        if !ended_within(&mut child, Duration::from_secs(secs)) {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("{what}: {}", text(&o));
+        }
+        child.wait_with_output().unwrap()
+    }
+}
+
+/// Whether `child` ended (or can no longer be asked) within `limit`.
+fn ended_within(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl std::ops::Deref for Spawned {
@@ -489,21 +515,16 @@ impl Drop for Spawned {
         let Some(mut child) = self.0.take() else {
             return;
         };
-        if !matches!(child.try_wait(), Ok(None)) {
+        if ended_within(&mut child, Duration::ZERO) {
             return;
         }
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if !ended_within(&mut child, Duration::from_secs(10)) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
