@@ -38,9 +38,8 @@ pub(super) struct Predictions {
     /// meanwhile.
     pub(super) predicting: bool,
     pub(super) predict_again: bool,
-    /// Footprint checks being worked out, per task (the run's end waits
-    /// for them).
-    pub(super) footprint_checks: HashMap<String, usize>,
+    /// Footprint checks being worked out (the run's end waits for them).
+    pub(super) footprint_checks: usize,
     /// Early redos per task in this run (capped).
     pub(super) early_redos: HashMap<String, u32>,
     /// Tasks that succeeded in this run.
@@ -61,7 +60,7 @@ impl Predictions {
             footprint_before,
             predicting: false,
             predict_again: false,
-            footprint_checks: HashMap::new(),
+            footprint_checks: 0,
             early_redos: HashMap::new(),
             succeeded_here: HashSet::new(),
             predict_error: None,
@@ -106,11 +105,7 @@ impl Fleet {
         let Some(attempt) = record.successful_attempt().map(|a| a.number) else {
             return;
         };
-        *self
-            .predictions
-            .footprint_checks
-            .entry(id.to_string())
-            .or_default() += 1;
+        self.predictions.footprint_checks += 1;
         out.push(Effect::CheckFootprint(Box::new(FootprintJob {
             task: id.to_string(),
             attempt,
@@ -129,12 +124,7 @@ impl Fleet {
         outside: Result<Vec<String>, String>,
     ) -> Vec<Effect> {
         let mut out = Vec::new();
-        if let Some(n) = self.predictions.footprint_checks.get_mut(id) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.predictions.footprint_checks.remove(id);
-            }
-        }
+        self.predictions.footprint_checks = self.predictions.footprint_checks.saturating_sub(1);
         // Checked for an attempt that is no longer the task's success (it
         // was redone since): that success has a check of its own.
         let current = self
@@ -177,7 +167,7 @@ impl Fleet {
     /// Does the run's end wait for footprint checks? Always, until they
     /// come back: each is one tree diff.
     pub(super) fn footprints_hold_end(&self) -> bool {
-        !self.predictions.footprint_checks.is_empty()
+        self.predictions.footprint_checks > 0
     }
 
     /// What a prediction reads of the state: the tasks that succeeded and
