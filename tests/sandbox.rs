@@ -912,8 +912,11 @@ fn bwrap_shell_opens_in_the_tasks_sandbox() {
 #[test]
 fn bwrap_timeouts_term_what_runs_inside_then_kill() {
     // A grace of some seconds: on a busy machine the polite agent may take
-    // more than two to end on TERM.
-    let s = sandboxed(2, "agent_timeout_secs = 3\nkill_grace_secs = 5\n");
+    // more than two to end on TERM. The timeout leaves the deaf agent time
+    // to start (python in a fresh sandbox) and stop listening to TERM
+    // before TERM comes: under a full test run, 3 s was seen to be too few
+    // (it ended on TERM, 143, not on KILL).
+    let s = sandboxed(2, "agent_timeout_secs = 8\nkill_grace_secs = 5\n");
     s.p.tasks(&[
         json!({"id": "polite", "prompt": "@fake hang"}),
         json!({"id": "deaf", "prompt": "@fake ignore-term\n@fake hang"}),
