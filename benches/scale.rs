@@ -236,6 +236,7 @@ fn main() {
                 // Keep the finished project to profile readers on it.
                 let to = PathBuf::from(keep).join(format!("n{n}"));
                 let _ = std::fs::remove_dir_all(&to);
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
                 std::fs::rename(&repo, &to)
                     .or_else(|_| {
                         Command::new("cp")
@@ -243,7 +244,7 @@ fn main() {
                             .arg(&repo)
                             .arg(&to)
                             .status()
-                            .map(|_| ())
+                            .map(|s| assert!(s.success(), "cp -a to {} failed", to.display()))
                     })
                     .unwrap();
                 println!("        kept in {}", to.display());

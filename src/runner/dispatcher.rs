@@ -27,7 +27,6 @@ use super::start_from::{self, StartError};
 use super::{RunEvent, StopLevel, predict};
 use crate::agent::Redactor;
 use crate::backend::Backend;
-use crate::land::predict::Predictor;
 use crate::project::Project;
 use crate::prompt::Template;
 use crate::proxy::ProxyEvent;
@@ -83,7 +82,7 @@ pub(crate) struct Dispatcher {
 /// of quick tasks take at most a third of a core.
 #[derive(Default)]
 struct PredictorSlot {
-    predictor: Option<Predictor>,
+    predictor: Option<predict::Predicting>,
     last: Option<(Instant, Duration)>,
 }
 
@@ -414,7 +413,7 @@ impl Dispatcher {
             let started = Instant::now();
             let predictor = lock(&slot).predictor.take();
             let done = tokio::task::spawn_blocking(move || {
-                predict::predict(predictor, &job, &at, &cancel)
+                predict::predict(predictor, job, &at, &cancel)
             })
             .await;
             let mut slot = lock(&slot);

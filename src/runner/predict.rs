@@ -11,7 +11,7 @@ use super::fleet::{FootprintJob, PredictJob, PredictResult, RedoError, RedoJob};
 use super::start_from;
 use crate::land::predict::Predictor;
 use crate::land::{LandLog, task_range};
-use crate::state::NextAttempt;
+use crate::state::{NextAttempt, State};
 
 /// Where the work happens.
 #[derive(Debug, Clone)]
@@ -21,22 +21,77 @@ pub(crate) struct Where {
     pub state_dir: PathBuf,
 }
 
-/// Predict with `predictor` (the chain it kept from last time) or a new one;
-/// hand the predictor back for the next time.
-/// Given up between two tasks once `cancel` is set (the run ended).
+/// What predictions keep between them: the predictor (the chain it worked
+/// out) and its copy of the records it reads.
+pub(crate) struct Predicting {
+    predictor: Predictor,
+    copied: Copied,
+}
+
+/// The predictor's copy of the succeeded records and of the tasks they
+/// depend on, in the state's order, brought up to date by each
+/// [`PredictJob`] with the records that changed.
+#[derive(Default)]
+struct Copied {
+    state: State,
+    /// The run's state position of each of `state.tasks`, ascending.
+    positions: Vec<usize>,
+}
+
+impl Copied {
+    fn update(&mut self, job: PredictJob) {
+        if job.start_over {
+            *self = Copied::default();
+        }
+        let mut reindex = false;
+        for (position, record) in job.records {
+            match self.positions.binary_search(&position) {
+                Ok(k) => {
+                    reindex |= self.state.tasks[k].id != record.id;
+                    self.state.tasks[k] = record;
+                }
+                Err(k) if k == self.positions.len() => {
+                    self.state.index.insert(&record.id, k);
+                    self.positions.push(position);
+                    self.state.tasks.push(record);
+                }
+                Err(k) => {
+                    reindex = true;
+                    self.positions.insert(k, position);
+                    self.state.tasks.insert(k, record);
+                }
+            }
+        }
+        if reindex {
+            self.state.reindex();
+        }
+    }
+}
+
+/// Predict with what the last prediction kept (or from scratch), after
+/// bringing its copy of the records up to date with `job`; hand it back for
+/// the next time. Given up between two tasks once `cancel` is set (the run
+/// ended).
 pub(crate) fn predict(
-    predictor: Option<Predictor>,
-    job: &PredictJob,
+    kept: Option<Predicting>,
+    job: PredictJob,
     at: &Where,
     cancel: &AtomicBool,
-) -> (Option<Predictor>, PredictResult) {
-    let mut predictor = match predictor {
-        Some(p) => Ok(p),
-        None => Predictor::open(&at.repo, &at.target),
+) -> (Option<Predicting>, PredictResult) {
+    // A job that only brings a copy up to date needs the copy.
+    let lost = kept.is_none() && !job.start_over;
+    let (predictor, mut copied) = match kept {
+        Some(k) => (Ok(k.predictor), k.copied),
+        None => (Predictor::open(&at.repo, &at.target), Copied::default()),
     };
+    copied.update(job);
+    let mut predictor = predictor;
     let prediction = match &mut predictor {
+        _ if lost => Err(crate::error::Error::Other(
+            "internal error, please report it: the predictor's copy of the records was lost (the next prediction starts over)".into(),
+        )),
         Ok(p) => LandLog::load(&at.state_dir).and_then(|log| {
-            p.predict_until(&job.state, &log, cancel)?.map_err(|_| {
+            p.predict_until(&copied.state, &log, cancel)?.map_err(|_| {
                 crate::error::Error::Other("the run ended before it was worked out".into())
             })
         }),
@@ -45,9 +100,10 @@ pub(crate) fn predict(
     let result = PredictResult {
         prediction: prediction.map_err(|e| e.to_string()),
     };
-    // A predictor whose last prediction failed starts over next time.
+    // A predictor whose last prediction failed starts over next time (and
+    // the fleet sends it every record it needs).
     let keep = match (&result.prediction, predictor) {
-        (Ok(_), Ok(p)) => Some(p),
+        (Ok(_), Ok(predictor)) => Some(Predicting { predictor, copied }),
         _ => None,
     };
     (keep, result)
@@ -125,4 +181,52 @@ pub(crate) fn prepare_redo(job: &RedoJob) -> Result<NextAttempt, RedoError> {
         context: Some(context),
         base: Some(base.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> crate::state::TaskRecord {
+        let text = include_str!("../../tests/fixtures/state-v1.json");
+        let one: State = serde_json::from_str(text).unwrap();
+        crate::state::TaskRecord {
+            id: id.into(),
+            ..one.tasks[0].clone()
+        }
+    }
+
+    fn job(start_over: bool, records: &[(usize, &str)]) -> PredictJob {
+        PredictJob {
+            start_over,
+            records: records.iter().map(|(i, id)| (*i, record(id))).collect(),
+        }
+    }
+
+    fn ids(c: &Copied) -> Vec<&str> {
+        c.state.tasks.iter().map(|t| t.id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_copy_keeps_the_states_order_whatever_order_records_come_in() {
+        let mut c = Copied::default();
+        c.update(job(true, &[(4, "e")]));
+        c.update(job(false, &[(1, "b"), (7, "h")]));
+        c.update(job(false, &[(0, "a"), (4, "e")]));
+        assert_eq!(ids(&c), ["a", "b", "e", "h"]);
+        assert_eq!(c.positions, [0, 1, 4, 7]);
+        for id in ["a", "b", "e", "h"] {
+            assert_eq!(c.state.task(id).unwrap().id, id);
+        }
+        // A newer version replaces the old one in its place.
+        let mut newer = job(false, &[(1, "b")]);
+        newer.records[0].1.requeues = 9;
+        c.update(newer);
+        assert_eq!(c.state.task("b").unwrap().requeues, 9);
+        assert_eq!(ids(&c), ["a", "b", "e", "h"]);
+        // Starting over drops the rest.
+        c.update(job(true, &[(2, "c")]));
+        assert_eq!(ids(&c), ["c"]);
+        assert!(c.state.task("a").is_none());
+    }
 }

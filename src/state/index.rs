@@ -48,15 +48,26 @@ impl TaskIndex {
     }
 }
 
-/// Positions of the tasks changed since the last write.
+/// Positions of the tasks changed since the last write; and, for whoever
+/// keeps a copy of some records (the run's conflict prediction), when each
+/// position last changed: a clock that only goes up while this state lives
+/// (a write does not reset it).
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
     tasks: BTreeSet<usize>,
+    clock: u64,
+    /// Per position, the clock when it last changed (0: not since load).
+    stamps: Vec<u64>,
 }
 
 impl Changes {
     pub fn mark(&mut self, position: usize) {
         self.tasks.insert(position);
+        self.clock += 1;
+        if self.stamps.len() <= position {
+            self.stamps.resize(position + 1, 0);
+        }
+        self.stamps[position] = self.clock;
     }
 
     /// The changed positions, in order; the set is empty afterwards.
@@ -66,6 +77,21 @@ impl Changes {
 
     pub fn clear(&mut self) {
         self.tasks.clear();
+    }
+
+    /// The clock now: [`Changes::since`] it names what changes after.
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// The positions changed after `clock`, in order (a scan of one number
+    /// per task).
+    pub fn since(&self, clock: u64) -> impl Iterator<Item = usize> + '_ {
+        self.stamps
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| **s > clock)
+            .map(|(i, _)| i)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -118,6 +144,24 @@ mod tests {
         let read: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(read.task("b").unwrap().id, "b");
         assert!(read.task("zz").is_none());
+    }
+
+    #[test]
+    fn changes_since_a_clock_survive_a_write() {
+        let mut s = state(&["a", "b", "c"]);
+        s.changed.take();
+        let before = s.changed.clock();
+        s.task_mut("c").unwrap().requeues = 1;
+        s.task_mut("a").unwrap().requeues = 1;
+        // Written (the journal took them): still changed since `before`.
+        assert_eq!(s.changed.take(), [0, 2]);
+        assert_eq!(s.changed.since(before).collect::<Vec<_>>(), [0, 2]);
+        let mid = s.changed.clock();
+        assert_eq!(s.changed.since(mid).count(), 0);
+        let mut d = s.tasks[0].clone();
+        d.id = "d".into();
+        s.push_task(d);
+        assert_eq!(s.changed.since(mid).collect::<Vec<_>>(), [3]);
     }
 
     #[test]

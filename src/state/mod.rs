@@ -235,6 +235,11 @@ impl State {
         self.tasks.get(i)?.variants.iter().find(|v| v.id == id)
     }
 
+    /// Where task `id` (not a variant) is in `tasks`.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.index.find(&self.tasks, id)
+    }
+
     /// The task (or variant) to change; it is written to the journal at the
     /// next commit (a variant with its task).
     pub fn task_mut(&mut self, id: &str) -> Option<&mut TaskRecord> {

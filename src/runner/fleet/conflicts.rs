@@ -52,6 +52,13 @@ pub(super) struct Predictions {
     pub(super) in_prediction: BTreeSet<String>,
     /// When the run's end began to wait for the prediction.
     pub(super) end_wait_from: Option<std::time::Instant>,
+    /// The state's change clock when the last prediction was asked for: the
+    /// predictor's copy has every change before it. None: it has nothing
+    /// (the run's first prediction, or the last one failed and its
+    /// predictor starts over).
+    pub(super) copied_at: Option<u64>,
+    /// The positions of the records the predictor's copy has.
+    pub(super) copied: HashSet<usize>,
 }
 
 impl Predictions {
@@ -67,6 +74,8 @@ impl Predictions {
             unpredicted: BTreeSet::new(),
             in_prediction: BTreeSet::new(),
             end_wait_from: None,
+            copied_at: None,
+            copied: HashSet::new(),
         }
     }
 }
@@ -88,9 +97,45 @@ impl Fleet {
         self.predictions.predict_again = false;
         let asked = std::mem::take(&mut self.predictions.unpredicted);
         self.predictions.in_prediction.extend(asked);
+        let start_over = self.predictions.copied_at.is_none();
+        let records = self.records_to_copy();
+        self.predictions.copied_at = Some(self.state.changed.clock());
         Effect::Predict(Box::new(PredictJob {
-            state: self.landable_state(),
+            start_over,
+            records,
         }))
+    }
+
+    /// The records the predictor's copy lacks or has an older version of:
+    /// those changed since the last prediction that are succeeded, or that
+    /// it has; and the tasks a succeeded one depends on that it does not
+    /// have yet. Everything the copy needs, at its first prediction.
+    fn records_to_copy(&mut self) -> Vec<(usize, crate::state::TaskRecord)> {
+        let copied = &mut self.predictions.copied;
+        let changed: Vec<usize> = match self.predictions.copied_at {
+            Some(clock) => self.state.changed.since(clock).collect(),
+            None => {
+                copied.clear();
+                (0..self.state.tasks.len()).collect()
+            }
+        };
+        let mut take: BTreeSet<usize> = BTreeSet::new();
+        for i in changed {
+            let t = &self.state.tasks[i];
+            let succeeded = t.successful_attempt().is_some();
+            if !succeeded && !copied.contains(&i) {
+                continue;
+            }
+            take.insert(i);
+            if succeeded {
+                let deps = t.depends_on.iter().filter_map(|d| self.state.position(d));
+                take.extend(deps.filter(|d| !copied.contains(d)));
+            }
+        }
+        copied.extend(take.iter().copied());
+        take.into_iter()
+            .map(|i| (i, self.state.tasks[i].clone()))
+            .collect()
     }
 
     /// Task `id` succeeded: with a declared footprint, have its work checked
@@ -170,32 +215,6 @@ impl Fleet {
         self.predictions.footprint_checks > 0
     }
 
-    /// What a prediction reads of the state: the tasks that succeeded and
-    /// their dependencies (a copy of every record at each success would cost
-    /// O(tasks) in time and memory).
-    fn landable_state(&self) -> crate::state::State {
-        let mut keep: HashSet<&str> = HashSet::new();
-        for t in &self.state.tasks {
-            if t.successful_attempt().is_some() {
-                keep.insert(&t.id);
-                keep.extend(t.depends_on.iter().map(String::as_str));
-            }
-        }
-        let mut state = crate::state::State {
-            run: self.state.run.clone(),
-            tasks: self
-                .state
-                .tasks
-                .iter()
-                .filter(|t| keep.contains(t.id.as_str()))
-                .cloned()
-                .collect(),
-            ..crate::state::State::default()
-        };
-        state.reindex();
-        state
-    }
-
     /// A prediction came back: record each task's conflict, say the new
     /// ones, start early redos.
     pub(super) fn on_prediction(&mut self, result: PredictResult) -> Vec<Effect> {
@@ -206,8 +225,10 @@ impl Fleet {
         match result.prediction {
             // Said once (it would be said again at every success).
             Err(why) => {
-                // Asked again with the next prediction.
+                // Asked again with the next prediction, by a predictor that
+                // starts over (from a copy of every record it needs).
                 self.predictions.unpredicted.extend(answered);
+                self.predictions.copied_at = None;
                 if self.predictions.predict_error.as_ref() != Some(&why) {
                     out.push(Effect::Emit(Event::Notice {
                         message: format!("could not predict land conflicts: {why}"),

@@ -104,9 +104,15 @@ pub(crate) enum Effect {
     Judge(Box<JudgeJob>),
 }
 
-/// The inputs of a conflict prediction: the state as it is now.
+/// The inputs of a conflict prediction: what the predictor's copy of the
+/// succeeded records (and of the tasks they depend on) lacks, or holds in
+/// an older version, each with its position in the state. The copy is kept
+/// between predictions, so that a success costs the records that changed,
+/// not a copy of every succeeded one.
 pub(crate) struct PredictJob {
-    pub state: State,
+    /// The predictor's copy is dropped first: `records` are all of it.
+    pub start_over: bool,
+    pub records: Vec<(usize, TaskRecord)>,
 }
 
 /// What a prediction found.

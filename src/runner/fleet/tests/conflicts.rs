@@ -74,7 +74,9 @@ fn each_success_is_predicted_one_at_a_time() {
     let Some(Effect::Predict(job)) = again.iter().find(|e| matches!(e, Effect::Predict(_))) else {
         unreachable!()
     };
-    assert!(job.state.task("b").unwrap().status.is_success());
+    let b = job.records.iter().find(|(_, t)| t.id == "b").unwrap();
+    assert!(b.1.status.is_success());
+    assert!(!job.start_over);
     let last = answer(&mut f, &again, &[("a", None), ("b", None)]);
     assert_eq!(predicts(&last), 0);
     assert!(f.done(later(now, 3)).0);
@@ -110,7 +112,8 @@ fn a_predicted_conflict_is_recorded_and_said_once() {
     // The same again: nothing new to say; then it applies: cleared.
     f.request_prediction("a", &mut Vec::new());
     let fake = [Effect::Predict(Box::new(PredictJob {
-        state: State::default(),
+        start_over: false,
+        records: Vec::new(),
     }))];
     let again = answer(
         &mut f,
@@ -366,18 +369,40 @@ fn the_end_waits_for_a_prediction_100_ms_at_most_and_says_what_it_left() {
 }
 
 #[test]
-fn a_prediction_copies_only_what_land_reads() {
+fn a_prediction_copies_only_what_land_reads_and_what_changed_since() {
     let lines = "{\"id\":\"a\",\"prompt\":\"a\"}\n{\"id\":\"b\",\"prompt\":\"b\",\"depends_on\":[\"a\"]}\n{\"id\":\"c\",\"prompt\":\"c\"}\n";
     let mut f = Setup::new(lines).config(|c| c.max_agents = 3).build();
     let now = t0();
     f.tick(now);
-    let out = f.finished("a", 1, &report(Outcome::Success), later(now, 5));
-    let Some(Effect::Predict(job)) = out.iter().find(|e| matches!(e, Effect::Predict(_))) else {
-        panic!("no prediction");
+    let job = |out: &[Effect]| -> (bool, Vec<(usize, String)>) {
+        let Some(Effect::Predict(job)) = out.iter().find(|e| matches!(e, Effect::Predict(_)))
+        else {
+            panic!("no prediction among {} effects", out.len());
+        };
+        let copied = job.records.iter().map(|(i, t)| (*i, t.id.clone())).collect();
+        (job.start_over, copied)
     };
-    let ids: Vec<&str> = job.state.tasks.iter().map(|t| t.id.as_str()).collect();
-    assert_eq!(ids, vec!["a"]);
-    assert!(job.state.task("a").is_some());
+    // The first: every succeeded record (c runs: not copied).
+    let first = f.finished("a", 1, &report(Outcome::Success), later(now, 5));
+    assert_eq!(job(&first), (true, vec![(0, "a".to_string())]));
+    answer(&mut f, &first, &[("a", None)]);
+    f.tick(later(now, 6));
+    // The next: what changed since (b), not a again.
+    let second = f.finished("b", 1, &report(Outcome::Success), later(now, 7));
+    assert_eq!(job(&second), (false, vec![(1, "b".to_string())]));
+    // A prediction that failed: the next starts over, with all of them.
+    let failed = f.predicted(PredictResult {
+        prediction: Err("boom".into()),
+    });
+    assert_eq!(predicts(&failed), 0);
+    let third = f.finished("c", 1, &report(Outcome::Success), later(now, 9));
+    assert_eq!(
+        job(&third),
+        (
+            true,
+            vec![(0, "a".into()), (1, "b".into()), (2, "c".into())]
+        )
+    );
 }
 
 /// The footprint check of each effect among `effects`, answered with
