@@ -412,10 +412,9 @@ impl Dispatcher {
             tokio::time::sleep(wait).await;
             let started = Instant::now();
             let predictor = lock(&slot).predictor.take();
-            let done = tokio::task::spawn_blocking(move || {
-                predict::predict(predictor, job, &at, &cancel)
-            })
-            .await;
+            let done =
+                tokio::task::spawn_blocking(move || predict::predict(predictor, job, &at, &cancel))
+                    .await;
             let mut slot = lock(&slot);
             slot.last = Some((Instant::now(), started.elapsed()));
             Input::Predicted(match done {

@@ -379,7 +379,11 @@ fn a_prediction_copies_only_what_land_reads_and_what_changed_since() {
         else {
             panic!("no prediction among {} effects", out.len());
         };
-        let copied = job.records.iter().map(|(i, t)| (*i, t.id.clone())).collect();
+        let copied = job
+            .records
+            .iter()
+            .map(|(i, t)| (*i, t.id.clone()))
+            .collect();
         (job.start_over, copied)
     };
     // The first: every succeeded record (c runs: not copied).
