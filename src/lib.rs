@@ -25,6 +25,7 @@ pub(crate) mod hash;
 pub mod help;
 pub mod land;
 pub(crate) mod logview;
+pub(crate) mod malloc;
 pub(crate) mod notify;
 pub(crate) mod output;
 pub(crate) mod par;

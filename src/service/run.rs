@@ -60,6 +60,8 @@ impl Finished {
 /// Everything after loading: checks, lock, state, reconcile, requeue, merge,
 /// backends, reporters, dispatch to the end.
 pub(crate) fn execute(project: Project, req: RunRequest) -> Result<Finished> {
+    // Before the run's threads start: a run holds its memory for hours.
+    crate::malloc::limit_arenas();
     let RunRequest {
         tasks,
         template,
