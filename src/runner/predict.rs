@@ -80,12 +80,11 @@ pub(crate) fn predict(
 ) -> (Option<Predicting>, PredictResult) {
     // A job that only brings a copy up to date needs the copy.
     let lost = kept.is_none() && !job.start_over;
-    let (predictor, mut copied) = match kept {
+    let (mut predictor, mut copied) = match kept {
         Some(k) => (Ok(k.predictor), k.copied),
         None => (Predictor::open(&at.repo, &at.target), Copied::default()),
     };
     copied.update(job);
-    let mut predictor = predictor;
     let prediction = match &mut predictor {
         _ if lost => Err(crate::error::Error::Other(
             "internal error, please report it: the predictor's copy of the records was lost (the next prediction starts over)".into(),
