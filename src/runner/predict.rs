@@ -30,7 +30,9 @@ pub(crate) struct Predicting {
 
 /// The predictor's copy of the succeeded records and of the tasks they
 /// depend on, in the state's order, brought up to date by each
-/// [`PredictJob`] with the records that changed.
+/// [`PredictJob`] with the records that changed. A record that no longer
+/// succeeds stays, up to date: a round reads only the succeeded ones and
+/// their dependencies, as `land` does from the whole state.
 #[derive(Default)]
 struct Copied {
     state: State,
@@ -78,17 +80,19 @@ pub(crate) fn predict(
     at: &Where,
     cancel: &AtomicBool,
 ) -> (Option<Predicting>, PredictResult) {
-    // A job that only brings a copy up to date needs the copy.
-    let lost = kept.is_none() && !job.start_over;
+    // A job that only brings a copy up to date needs the copy (the fleet
+    // starts over after every failed prediction, so this is a bug).
+    if kept.is_none() && !job.start_over {
+        let why = "internal error, please report it: the predictor's copy of the records was lost (the next prediction starts over)";
+        let prediction = Err(why.to_string());
+        return (None, PredictResult { prediction });
+    }
     let (mut predictor, mut copied) = match kept {
         Some(k) => (Ok(k.predictor), k.copied),
         None => (Predictor::open(&at.repo, &at.target), Copied::default()),
     };
     copied.update(job);
     let prediction = match &mut predictor {
-        _ if lost => Err(crate::error::Error::Other(
-            "internal error, please report it: the predictor's copy of the records was lost (the next prediction starts over)".into(),
-        )),
         Ok(p) => LandLog::load(&at.state_dir).and_then(|log| {
             p.predict_until(&copied.state, &log, cancel)?.map_err(|_| {
                 crate::error::Error::Other("the run ended before it was worked out".into())
@@ -204,6 +208,20 @@ mod tests {
 
     fn ids(c: &Copied) -> Vec<&str> {
         c.state.tasks.iter().map(|t| t.id.as_str()).collect()
+    }
+
+    #[test]
+    fn an_update_without_the_copy_it_updates_fails_and_keeps_nothing() {
+        let at = Where {
+            repo: "/nonexistent".into(),
+            target: "main".into(),
+            state_dir: "/nonexistent/.flocks".into(),
+        };
+        let cancel = AtomicBool::new(false);
+        let (kept, result) = predict(None, job(false, &[(0, "a")]), &at, &cancel);
+        assert!(kept.is_none());
+        let why = result.prediction.err().unwrap();
+        assert!(why.contains("starts over"), "{why}");
     }
 
     #[test]
