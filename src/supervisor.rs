@@ -194,9 +194,17 @@ impl Containment {
 pub struct ExeError(#[from] std::io::Error);
 
 /// The flocks binary that runs supervisors: `FLOCKS_SUPERVISOR` or ourselves.
+/// Ourselves by `/proc/self/exe`, which a child execs as the binary this
+/// process runs even after its file was replaced or removed (an upgrade or
+/// a rebuild during an overnight run); its path would name the new file, or
+/// nothing ("… (deleted)"), and every later attempt would fail to start.
 pub fn exe() -> Result<std::path::PathBuf, ExeError> {
     if let Some(p) = std::env::var_os("FLOCKS_SUPERVISOR") {
         return Ok(std::path::PathBuf::from(p));
+    }
+    let own = std::path::Path::new("/proc/self/exe");
+    if own.exists() {
+        return Ok(own.to_path_buf());
     }
     Ok(std::env::current_exe()?)
 }

@@ -454,3 +454,29 @@ fn stagger_spaces_out_agent_starts() {
         assert!((w[1] - w[0]).num_milliseconds() >= 650, "{starts:?}");
     }
 }
+
+/// The flocks binary replaced while a run goes on (an upgrade, `cargo
+/// install`, a rebuild): the attempts it starts later still start, under
+/// the binary the run is.
+#[test]
+fn a_binary_replaced_mid_run_still_starts_the_next_attempts() {
+    let p = TestProject::new("max_agents = 1");
+    let bin = p.out_file("flocks");
+    std::fs::copy(FLOCKS, &bin).unwrap();
+    p.tasks(&[
+        json!({"id": "first", "prompt": "@fake text started\n@fake sleep 2\n@fake commit a.txt"}),
+        json!({"id": "second", "prompt": "@fake commit b.txt"}),
+    ]);
+    let run = p.spawn_of(&bin, &["run", "--no-progress"]);
+    wait_for(30, "the first agent to start", || {
+        std::fs::read_to_string(p.path(".flocks/logs/first/1.log"))
+            .is_ok_and(|l| l.contains("started"))
+    });
+    // Replaced as an installer does: a new file renamed over the old.
+    let new = p.out_file("flocks.new");
+    std::fs::copy(FLOCKS, &new).unwrap();
+    std::fs::rename(&new, &bin).unwrap();
+    let out = run.wait_or_kill(60, "the run");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(p.status_of("second"), "success", "{}", text(&out));
+}

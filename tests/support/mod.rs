@@ -133,7 +133,12 @@ impl TestProject {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(FLOCKS);
+        self.cmd_of(Path::new(FLOCKS), args)
+    }
+
+    /// [`TestProject::cmd`] with another flocks binary (a copy of this one).
+    pub fn cmd_of(&self, flocks: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(flocks);
         c.args(args).current_dir(&self.repo);
         for v in [
             "ANTHROPIC_API_KEY",
@@ -158,8 +163,13 @@ impl TestProject {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Spawned {
+        self.spawn_of(Path::new(FLOCKS), args)
+    }
+
+    /// [`TestProject::spawn`] with another flocks binary.
+    pub fn spawn_of(&self, flocks: &Path, args: &[&str]) -> Spawned {
         Spawned(Some(
-            self.cmd(args)
+            self.cmd_of(flocks, args)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
